@@ -1,0 +1,444 @@
+#include "store/document.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace canopy {
+namespace {
+
+using json = nlohmann::json;
+
+Stamp reg_stamp(const v1::NodeState& s) { return Stamp{s.reg_hlc(), s.reg_replica()}; }
+Stamp obj_stamp(const v1::NodeState& s) { return Stamp{s.obj_hlc(), s.obj_replica()}; }
+
+bool key_char_ok(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-' || c == '/' || c == ':' || c == '~' || c == '@' || c == '+' ||
+         c == '=';
+}
+
+std::string quote(std::string_view s) { return json(std::string(s)).dump(); }
+
+}  // namespace
+
+void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites, bool report_all) {
+  const Stamp s{delta.hlc(), delta.dot().replica()};
+  const uint64_t seq = delta.dot().seq();
+  for (const v1::FieldOp& op : delta.ops()) {
+    Node* n = &root_;
+    Stamp clear{};
+    for (const std::string& name : op.path()) {
+      if (n->obj < s) n->obj = s;
+      clear = std::max(clear, n->reg);
+      auto it = n->children.find(name);
+      if (it == n->children.end()) it = n->children.emplace(name, Node{}).first;
+      n = &it->second;
+    }
+    if (op.kind() == v1::FieldOp::MAKE_OBJECT) {
+      if (n->obj < s) n->obj = s;
+      continue;
+    }
+    const bool removed = op.kind() == v1::FieldOp::REMOVE;
+    if (n->reg == s) continue;  // the same write again
+    // A visible register held by a write other than the one this op saw.
+    const bool visible = n->reg > clear && n->reg > n->obj;
+    const bool saw_current =
+        op.prev().replica() == n->reg.replica && op.prev().seq() == n->reg_seq;
+    if (s > n->reg) {
+      if (visible && overwrites != nullptr && (!saw_current || report_all)) {
+        Overwrite& o = overwrites->emplace_back();
+        o.path.assign(op.path().begin(), op.path().end());
+        o.concurrent = !saw_current;
+        o.loser = n->reg;
+        o.loser_seq = n->reg_seq;
+        o.loser_removed = n->reg_removed;
+        o.loser_value = n->reg_value;
+        o.winner = s;
+        o.winner_seq = seq;
+      }
+      n->reg = s;
+      n->reg_seq = seq;
+      n->reg_removed = removed;
+      if (removed) {
+        n->reg_value.clear();
+      } else {
+        n->reg_value = op.value();
+      }
+    } else if (visible && overwrites != nullptr && s > clear) {
+      // The incoming write is older and its writer never saw the current one
+      // (a duplicate never gets here: the store drops seen dots first).
+      Overwrite& o = overwrites->emplace_back();
+      o.path.assign(op.path().begin(), op.path().end());
+      o.concurrent = true;
+      o.loser = s;
+      o.loser_seq = seq;
+      o.loser_removed = removed;
+      o.loser_value = removed ? std::string() : op.value();
+      o.winner = n->reg;
+      o.winner_seq = n->reg_seq;
+    }
+  }
+}
+
+void Document::join(Node* into, const v1::NodeState& from) {
+  const Stamp r = reg_stamp(from);
+  if (r > into->reg) {
+    into->reg = r;
+    into->reg_seq = from.reg_seq();
+    into->reg_removed = from.reg_removed();
+    into->reg_value = from.reg_value();
+  }
+  into->obj = std::max(into->obj, obj_stamp(from));
+  for (const v1::ChildState& c : from.children()) {
+    auto it = into->children.find(c.name());
+    if (it == into->children.end()) it = into->children.emplace(c.name(), Node{}).first;
+    join(&it->second, c.node());
+  }
+}
+
+void Document::merge(const v1::NodeState& state) { join(&root_, state); }
+
+bool Document::exists() const { return root_.obj > root_.reg; }
+
+void Document::write_json(const Node& n, Stamp clear, std::string* out) {
+  const Stamp c = std::max(clear, n.reg);
+  out->push_back('{');
+  bool first = true;
+  for (const auto& [name, child] : n.children) {
+    const bool reg_live = child.reg > c;
+    const bool obj_live = child.obj > c;
+    if (!reg_live && !obj_live) continue;
+    const bool is_object = child.obj > child.reg;
+    if (!is_object && child.reg_removed) continue;
+    if (!first) out->push_back(',');
+    first = false;
+    out->append(quote(name));
+    out->push_back(':');
+    if (is_object) {
+      write_json(child, c, out);
+    } else {
+      out->append(child.reg_value);
+    }
+  }
+  out->push_back('}');
+}
+
+std::string Document::to_json() const {
+  if (!exists()) return std::string();
+  std::string out;
+  write_json(root_, Stamp{}, &out);
+  return out;
+}
+
+json Document::node_value(const Node& n, Stamp clear) {
+  const Stamp c = std::max(clear, n.reg);
+  json obj = json::object();
+  for (const auto& [name, child] : n.children) {
+    if (!(child.reg > c) && !(child.obj > c)) continue;
+    if (child.obj > child.reg) {
+      obj[name] = node_value(child, c);
+    } else if (!child.reg_removed) {
+      obj[name] = json::parse(child.reg_value);
+    }
+  }
+  return obj;
+}
+
+json Document::to_value() const {
+  if (!exists()) return json();
+  return node_value(root_, Stamp{});
+}
+
+void Document::diff_node(const Node* n, Stamp clear, const json& target,
+                         std::vector<std::string>* path, std::vector<v1::FieldOp>* ops) {
+  // What the node shows now.
+  enum class Kind { kAbsent, kLeaf, kObject } kind = Kind::kAbsent;
+  if (n != nullptr && (n->reg > clear || n->obj > clear)) {
+    if (n->obj > n->reg) {
+      kind = Kind::kObject;
+    } else if (!n->reg_removed) {
+      kind = Kind::kLeaf;
+    }
+  }
+  auto add_op = [&](v1::FieldOp::Kind k) -> v1::FieldOp& {
+    v1::FieldOp& op = ops->emplace_back();
+    for (const auto& p : *path) op.add_path(p);
+    op.set_kind(k);
+    if (kind == Kind::kLeaf) {
+      op.mutable_prev()->set_replica(n->reg.replica);
+      op.mutable_prev()->set_seq(n->reg_seq);
+    }
+    return op;
+  };
+
+  if (target.is_object()) {
+    if (kind != Kind::kObject) {
+      if (target.empty()) {
+        add_op(v1::FieldOp::MAKE_OBJECT);
+        return;
+      }
+      for (const auto& [k, v] : target.items()) {
+        path->push_back(k);
+        diff_node(nullptr, clear, v, path, ops);
+        path->pop_back();
+      }
+      return;
+    }
+    const Stamp c = std::max(clear, n->reg);
+    for (const auto& [k, v] : target.items()) {
+      auto it = n->children.find(k);
+      path->push_back(k);
+      diff_node(it == n->children.end() ? nullptr : &it->second, c, v, path, ops);
+      path->pop_back();
+    }
+    for (const auto& [name, child] : n->children) {
+      if (target.contains(name)) continue;
+      const bool live = child.reg > c || child.obj > c;
+      if (!live) continue;
+      const bool is_object = child.obj > child.reg;
+      if (!is_object && child.reg_removed) continue;
+      v1::FieldOp& op = ops->emplace_back();
+      for (const auto& p : *path) op.add_path(p);
+      op.add_path(name);
+      op.set_kind(v1::FieldOp::REMOVE);
+      if (!is_object) {
+        op.mutable_prev()->set_replica(child.reg.replica);
+        op.mutable_prev()->set_seq(child.reg_seq);
+      }
+    }
+    return;
+  }
+  std::string value = target.dump();
+  if (kind == Kind::kLeaf && n->reg_value == value) return;
+  add_op(v1::FieldOp::SET).set_value(std::move(value));
+}
+
+void Document::diff(const json& target, std::vector<v1::FieldOp>* ops) const {
+  std::vector<std::string> path;
+  diff_node(&root_, Stamp{}, target, &path, ops);
+}
+
+bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) {
+  bool any = false;
+  if (n.reg > clear) {
+    out->set_reg_hlc(n.reg.hlc);
+    out->set_reg_replica(n.reg.replica);
+    out->set_reg_seq(n.reg_seq);
+    if (n.reg_removed) {
+      out->set_reg_removed(true);
+    } else {
+      out->set_reg_value(n.reg_value);
+    }
+    any = true;
+  }
+  if (n.obj > clear) {
+    out->set_obj_hlc(n.obj.hlc);
+    out->set_obj_replica(n.obj.replica);
+    any = true;
+  }
+  const Stamp c = std::max(clear, n.reg);
+  for (const auto& [name, child] : n.children) {
+    v1::ChildState* cs = out->add_children();
+    if (serialize(child, c, cs->mutable_node())) {
+      cs->set_name(name);
+      any = true;
+    } else {
+      out->mutable_children()->RemoveLast();
+    }
+  }
+  return any;
+}
+
+void Document::to_proto(v1::NodeState* out) const {
+  out->Clear();
+  serialize(root_, Stamp{}, out);
+}
+
+Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t max_depth,
+                                 Node* out) {
+  if (depth > max_depth) return invalid_argument("document state nests deeper than the limit");
+  if (!s.reg_removed() && !s.reg_value().empty()) {
+    const std::string& v = s.reg_value();
+    if (v[0] == '{' || !json::accept(v)) {
+      return invalid_argument("document state holds a register that is not a JSON scalar or array");
+    }
+  }
+  out->reg = reg_stamp(s);
+  out->reg_seq = s.reg_seq();
+  out->reg_removed = s.reg_removed();
+  out->reg_value = s.reg_value();
+  out->obj = obj_stamp(s);
+  std::string_view last;
+  bool first = true;
+  for (const v1::ChildState& c : s.children()) {
+    if (!first && c.name() <= last) {
+      return invalid_argument("document state children are not sorted and unique");
+    }
+    first = false;
+    last = c.name();
+    Node child;
+    CANOPY_RETURN_IF_ERROR(from_proto_node(c.node(), depth + 1, max_depth, &child));
+    out->children.emplace_hint(out->children.end(), c.name(), std::move(child));
+  }
+  return ok_status();
+}
+
+StatusOr<Document> Document::from_proto(const v1::NodeState& state, size_t max_depth) {
+  Document d;
+  Status st = from_proto_node(state, 0, max_depth, &d.root_);
+  if (!st.ok()) return st;
+  return d;
+}
+
+uint64_t Document::node_max_hlc(const Node& n) {
+  uint64_t m = std::max(n.reg.hlc, n.obj.hlc);
+  for (const auto& [name, child] : n.children) m = std::max(m, node_max_hlc(child));
+  return m;
+}
+
+uint64_t Document::max_hlc() const { return node_max_hlc(root_); }
+
+bool Document::node_empty(const Node& n) {
+  return n.reg.zero() && n.obj.zero() && n.children.empty();
+}
+
+bool Document::empty() const { return node_empty(root_); }
+
+size_t Document::collect(Node* n, Stamp clear, uint64_t stable_hlc) {
+  size_t dropped = 0;
+  // Forget entries no longer visible under the ancestors' clear stamp.
+  if (!(n->reg > clear)) {
+    n->reg = Stamp{};
+    n->reg_seq = 0;
+    n->reg_removed = false;
+    n->reg_value.clear();
+  }
+  if (!(n->obj > clear)) n->obj = Stamp{};
+  const Stamp c = std::max(clear, n->reg);
+  for (auto it = n->children.begin(); it != n->children.end();) {
+    dropped += collect(&it->second, c, stable_hlc);
+    it = node_empty(it->second) ? n->children.erase(it) : std::next(it);
+  }
+  // A stable tombstone: every replica has it, and nothing older can still
+  // arrive. Everything it dominated is gone (above), so it can go too, with
+  // the object stamp it beat.
+  if (n->reg_removed && n->reg.hlc < stable_hlc && n->reg > n->obj) {
+    n->reg = Stamp{};
+    n->reg_seq = 0;
+    n->reg_removed = false;
+    n->obj = Stamp{};
+    ++dropped;
+  }
+  return dropped;
+}
+
+size_t Document::collect_tombstones(uint64_t stable_hlc) {
+  return collect(&root_, Stamp{}, stable_hlc);
+}
+
+Status validate_key(std::string_view key, size_t max_key_bytes) {
+  if (key.empty()) return invalid_argument("key is empty");
+  if (key.size() > max_key_bytes) {
+    return invalid_argument("key " + quote(key.substr(0, 64)) + "... is longer than " +
+                            std::to_string(max_key_bytes) + " bytes");
+  }
+  for (char c : key) {
+    if (!key_char_ok(c)) {
+      std::string shown = (c >= 0x20 && c < 0x7f) ? std::string(1, c) : "\\x" + std::to_string(
+                                                                                     static_cast<unsigned char>(c));
+      return invalid_argument("key " + quote(key) + ": character '" + shown + "' is not allowed");
+    }
+  }
+  if (key.front() == '/' || key.back() == '/' || key.find("//") != std::string_view::npos) {
+    return invalid_argument("key " + quote(key) + ": empty path segment");
+  }
+  return ok_status();
+}
+
+Status validate_delta(const v1::Delta& delta, const DocumentLimits& limits) {
+  CANOPY_RETURN_IF_ERROR(validate_key(delta.key(), limits.max_key_bytes));
+  const std::string& k = delta.key();
+  if (delta.dot().replica() == 0 || delta.dot().seq() == 0) {
+    return invalid_argument("delta for " + quote(k) + ": dot has a zero replica or seq");
+  }
+  if (delta.hlc() == 0) return invalid_argument("delta for " + quote(k) + ": zero HLC stamp");
+  if (delta.ops_size() == 0) return invalid_argument("delta for " + quote(k) + ": no ops");
+  size_t bytes = 0;
+  for (const v1::FieldOp& op : delta.ops()) {
+    if (static_cast<size_t>(op.path_size()) > limits.max_depth) {
+      return invalid_argument("delta for " + quote(k) + ": path deeper than " +
+                              std::to_string(limits.max_depth));
+    }
+    switch (op.kind()) {
+      case v1::FieldOp::SET: {
+        const std::string& v = op.value();
+        if (op.path_size() == 0) {
+          return invalid_argument("delta for " + quote(k) + ": SET at the document root");
+        }
+        if (v.empty() || v[0] == '{' || !json::accept(v)) {
+          return invalid_argument("delta for " + quote(k) +
+                                  ": SET value is not a JSON scalar or array");
+        }
+        bytes += v.size();
+        break;
+      }
+      case v1::FieldOp::REMOVE:
+      case v1::FieldOp::MAKE_OBJECT:
+        if (!op.value().empty()) {
+          return invalid_argument("delta for " + quote(k) + ": value on a REMOVE/MAKE_OBJECT op");
+        }
+        break;
+      default:
+        return invalid_argument("delta for " + quote(k) + ": unknown op kind " +
+                                std::to_string(static_cast<int>(op.kind())));
+    }
+    for (const std::string& p : op.path()) bytes += p.size();
+  }
+  if (bytes > limits.max_doc_bytes) {
+    return invalid_argument("delta for " + quote(k) + ": " + std::to_string(bytes) +
+                            " bytes exceed the document limit of " +
+                            std::to_string(limits.max_doc_bytes));
+  }
+  return ok_status();
+}
+
+namespace {
+size_t depth_of(const json& j) {
+  if (!j.is_object() && !j.is_array()) return 0;
+  size_t d = 0;
+  for (const auto& v : j) d = std::max(d, depth_of(v));
+  return d + 1;
+}
+}  // namespace
+
+StatusOr<json> parse_document(std::string_view text, const DocumentLimits& limits) {
+  if (text.size() > limits.max_doc_bytes) {
+    return invalid_argument("document of " + std::to_string(text.size()) +
+                            " bytes exceeds the limit of " + std::to_string(limits.max_doc_bytes));
+  }
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return invalid_argument("document is not valid JSON");
+  if (!doc.is_object()) {
+    return invalid_argument(std::string("document must be a JSON object, not ") + doc.type_name());
+  }
+  if (depth_of(doc) > limits.max_depth) {
+    return invalid_argument("document nests deeper than " + std::to_string(limits.max_depth));
+  }
+  return doc;
+}
+
+json apply_merge_patch(const json& target, const json& patch) {
+  if (!patch.is_object()) return patch;
+  json result = target.is_object() ? target : json::object();
+  for (const auto& [k, v] : patch.items()) {
+    if (v.is_null()) {
+      result.erase(k);
+    } else {
+      auto it = result.find(k);
+      result[k] = apply_merge_patch(it == result.end() ? json() : *it, v);
+    }
+  }
+  return result;
+}
+
+}  // namespace canopy

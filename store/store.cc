@@ -1,0 +1,944 @@
+#include "store/store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/table.h>
+#include <rocksdb/utilities/options_util.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <unordered_map>
+
+#include "store/hlc.h"
+
+namespace canopy {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kMetaKey[] = "meta";
+constexpr char kVvPrefix[] = "vv/";
+constexpr char kTrimmedPrefix[] = "trimmed/";
+
+std::string be64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    s[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return s;
+}
+
+uint64_t from_be64(std::string_view s) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8 && i < s.size(); ++i) v = (v << 8) | static_cast<unsigned char>(s[i]);
+  return v;
+}
+
+Status from_rocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return ok_status();
+  if (s.IsNotFound()) return not_found(std::string(what) + ": " + s.ToString());
+  if (s.IsCorruption()) return data_loss(std::string(what) + ": " + s.ToString());
+  if (s.IsIOError()) return unavailable(std::string(what) + ": " + s.ToString());
+  return internal_error(std::string(what) + ": " + s.ToString());
+}
+
+const std::string& entry_key(const v1::LogEntry& e) {
+  return e.has_delta() ? e.delta().key() : e.doc().key();
+}
+
+uint64_t random_u64() {
+  std::random_device rd;
+  uint64_t v = 0;
+  while (v == 0) v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return v;
+}
+
+}  // namespace
+
+class Store::Impl {
+ public:
+  explicit Impl(const StoreOptions& o)
+      : opts_(o), clock_(o.clock != nullptr ? o.clock : SystemClock::instance()) {}
+
+  ~Impl() {
+    if (db_ != nullptr) {
+      for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+      db_->Close().PermitUncheckedError();
+      delete db_;
+    }
+  }
+
+  Status open();
+
+  StatusOr<v1::Delta> write_local(std::string_view key, const std::optional<json>& target);
+  StatusOr<v1::Delta> patch(std::string_view key, std::string_view text);
+  StatusOr<std::string> get(std::string_view key);
+  StatusOr<ScanPage> scan(std::string_view prefix, std::string_view after, size_t limit);
+  std::vector<v1::ConflictRecord> conflicts(std::string_view key);
+  StatusOr<ApplyResult> apply_remote(const v1::DeltaBatch& batch, uint64_t source);
+  Status apply_states(const std::vector<v1::DocState>& docs, uint64_t source);
+  Status drop(const std::vector<std::string>& keys);
+  StatusOr<std::vector<v1::Delta>> missing_since(const VersionVector& peer, const KeyFilter& f,
+                                                 size_t limit, bool* complete);
+  StatusOr<LogRead> log_since(uint64_t epoch, uint64_t after, const KeyFilter& f, size_t limit);
+  StatusOr<std::vector<std::pair<std::string, uint64_t>>> hashes(std::string_view first,
+                                                                 std::string_view last,
+                                                                 const KeyFilter& f);
+  StatusOr<std::vector<v1::DocState>> states(std::string_view first, std::string_view last,
+                                             const KeyFilter& f, size_t limit);
+  StatusOr<std::optional<v1::DocState>> state(std::string_view key);
+  Status trim_log(uint64_t up_to);
+  Status trim_log_older_than(uint64_t retention_ms);
+  StatusOr<size_t> collect_tombstones(uint64_t stable_hlc);
+  Status compact();
+
+  uint64_t subscribe(Listener l) {
+    std::lock_guard lock(mu_);
+    listeners_.emplace_back(++next_listener_, std::move(l));
+    return next_listener_;
+  }
+  void unsubscribe(uint64_t id) {
+    std::lock_guard lock(mu_);
+    std::erase_if(listeners_, [&](const auto& p) { return p.first == id; });
+  }
+
+  uint64_t replica_id() const { return meta_.replica_id(); }
+  uint64_t log_epoch() const { return meta_.log_epoch(); }
+  uint64_t last_log_index() {
+    std::lock_guard lock(mu_);
+    return meta_.next_log_index() - 1;
+  }
+  uint64_t first_log_index() {
+    std::lock_guard lock(mu_);
+    return meta_.log_first_index();
+  }
+  VersionVector version_vector() {
+    std::lock_guard lock(mu_);
+    return vv_;
+  }
+  StoreStats stats() {
+    std::lock_guard lock(mu_);
+    return stats_;
+  }
+
+ private:
+  rocksdb::ColumnFamilyHandle* docs() { return handles_[1]; }
+  rocksdb::ColumnFamilyHandle* log() { return handles_[2]; }
+  rocksdb::ColumnFamilyHandle* conflicts_cf() { return handles_[3]; }
+  rocksdb::ColumnFamilyHandle* meta_cf() { return handles_[0]; }
+
+  // REQUIRES: mu_ held. Returns the cached document for `key` (empty when absent).
+  StatusOr<Document*> load(const std::string& key);
+  // REQUIRES: mu_ held.
+  void stage_doc(rocksdb::WriteBatch* b, const std::string& key, const Document& d);
+  void stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e);
+  void stage_meta(rocksdb::WriteBatch* b);
+  void stage_vv(rocksdb::WriteBatch* b, uint64_t replica);
+  void stage_conflict(rocksdb::WriteBatch* b, const std::string& key, const Overwrite& o,
+                      v1::ConflictRecord::Reason reason);
+  // Writes `b`; with kGroupCommit the caller then waits in wait_durable().
+  Status commit(rocksdb::WriteBatch* b);
+  Status wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ticket);
+  void notify(const std::vector<v1::LogEntry>& entries);
+
+  StoreOptions opts_;
+  Clock* clock_;
+  rocksdb::DB* db_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+
+  std::mutex mu_;
+  v1::ReplicaMeta meta_;
+  Hlc hlc_;
+  VersionVector vv_;
+  std::map<uint64_t, uint64_t> trimmed_;  // origin -> greatest seq trimmed from the log
+  std::unordered_map<std::string, Document> cache_;
+  std::vector<std::pair<uint64_t, Listener>> listeners_;
+  uint64_t next_listener_ = 0;
+  StoreStats stats_;
+
+  // Group commit.
+  std::condition_variable durable_cv_;
+  uint64_t written_ticket_ = 0;
+  uint64_t durable_ticket_ = 0;
+  bool syncing_ = false;
+};
+
+Status Store::Impl::open() {
+  std::error_code ec;
+  std::filesystem::create_directories(opts_.path, ec);
+  if (ec) return unavailable("store directory " + opts_.path + ": " + ec.message());
+
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.create_missing_column_families = true;
+  options.IncreaseParallelism(2);
+  auto supported = rocksdb::GetSupportedCompressions();
+  auto has = [&](rocksdb::CompressionType t) {
+    return std::find(supported.begin(), supported.end(), t) != supported.end();
+  };
+  rocksdb::ColumnFamilyOptions cf;
+  cf.compression = has(rocksdb::kLZ4Compression) ? rocksdb::kLZ4Compression
+                   : has(rocksdb::kSnappyCompression) ? rocksdb::kSnappyCompression
+                                                      : rocksdb::kNoCompression;
+  if (has(rocksdb::kZSTD)) cf.bottommost_compression = rocksdb::kZSTD;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, cf},
+      {"docs", cf},
+      {"log", cf},
+      {"conflicts", cf},
+  };
+  rocksdb::DBOptions dbo(options);
+  rocksdb::Status s = rocksdb::DB::Open(dbo, opts_.path, cfs, &handles_, &db_);
+  if (!s.ok()) return from_rocks(s, "opening store " + opts_.path);
+
+  std::string raw;
+  s = db_->Get(rocksdb::ReadOptions(), meta_cf(), kMetaKey, &raw);
+  if (s.IsNotFound()) {
+    meta_.set_replica_id(opts_.replica_id != 0 ? opts_.replica_id : random_u64());
+    meta_.set_next_seq(1);
+    meta_.set_next_log_index(1);
+    meta_.set_log_first_index(1);
+    meta_.set_log_epoch(random_u64());
+    rocksdb::WriteBatch b;
+    stage_meta(&b);
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    CANOPY_RETURN_IF_ERROR(from_rocks(db_->Write(wo, &b), "initialising store"));
+  } else if (!s.ok()) {
+    return from_rocks(s, "reading store metadata");
+  } else if (!meta_.ParseFromString(raw) || meta_.replica_id() == 0) {
+    return data_loss("store " + opts_.path + ": metadata is corrupt");
+  }
+  if (opts_.replica_id != 0 && opts_.replica_id != meta_.replica_id()) {
+    return failed_precondition("store " + opts_.path + " belongs to replica " +
+                               std::to_string(meta_.replica_id()) + ", not " +
+                               std::to_string(opts_.replica_id));
+  }
+  hlc_ = Hlc(meta_.hlc());
+
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_cf()));
+  for (it->Seek(kVvPrefix); it->Valid() && it->key().starts_with(kVvPrefix); it->Next()) {
+    v1::VersionVector::Entry e;
+    if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return data_loss("store " + opts_.path + ": version vector entry is corrupt");
+    }
+    v1::VersionVector one;
+    *one.add_entries() = e;
+    vv_.merge(VersionVector::from_proto(one));
+  }
+  for (it->Seek(kTrimmedPrefix); it->Valid() && it->key().starts_with(kTrimmedPrefix);
+       it->Next()) {
+    trimmed_[from_be64(it->key().ToStringView().substr(sizeof(kTrimmedPrefix) - 1))] =
+        from_be64(it->value().ToStringView());
+  }
+  // Our own dots may have come back from peers after a restore from an old
+  // backup: never hand out a seq that was used before.
+  const uint64_t own = vv_.contiguous(meta_.replica_id());
+  if (meta_.next_seq() <= own) meta_.set_next_seq(own + 1);
+  return it->status().ok() ? ok_status() : from_rocks(it->status(), "reading store metadata");
+}
+
+StatusOr<Document*> Store::Impl::load(const std::string& key) {
+  auto it = cache_.find(key);
+  if (it != cache_.end()) return &it->second;
+  if (cache_.size() >= opts_.doc_cache_entries) cache_.clear();
+  std::string raw;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), docs(), key, &raw);
+  Document d;
+  if (s.ok()) {
+    v1::DocState st;
+    if (!st.ParseFromString(raw)) return data_loss("document " + key + ": stored state is corrupt");
+    auto parsed = Document::from_proto(st.root(), opts_.limits.max_depth);
+    if (!parsed.ok()) return data_loss("document " + key + ": " + parsed.status().message());
+    d = std::move(parsed).value();
+  } else if (!s.IsNotFound()) {
+    return from_rocks(s, "reading document " + key);
+  }
+  return &cache_.emplace(key, std::move(d)).first->second;
+}
+
+void Store::Impl::stage_doc(rocksdb::WriteBatch* b, const std::string& key, const Document& d) {
+  if (d.empty()) {
+    b->Delete(docs(), key).PermitUncheckedError();
+    return;
+  }
+  v1::DocState st;
+  st.set_key(key);
+  d.to_proto(st.mutable_root());
+  b->Put(docs(), key, st.SerializeAsString()).PermitUncheckedError();
+}
+
+void Store::Impl::stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e) {
+  const uint64_t index = meta_.next_log_index();
+  meta_.set_next_log_index(index + 1);
+  e->set_index(index);
+  b->Put(log(), be64(index), e->SerializeAsString()).PermitUncheckedError();
+}
+
+void Store::Impl::stage_meta(rocksdb::WriteBatch* b) {
+  meta_.set_hlc(hlc_.last());
+  b->Put(meta_cf(), kMetaKey, meta_.SerializeAsString()).PermitUncheckedError();
+}
+
+void Store::Impl::stage_vv(rocksdb::WriteBatch* b, uint64_t replica) {
+  v1::VersionVector one = vv_.to_proto();
+  for (const auto& e : one.entries()) {
+    if (e.replica() == replica) {
+      b->Put(meta_cf(), std::string(kVvPrefix) + be64(replica), e.SerializeAsString())
+          .PermitUncheckedError();
+      return;
+    }
+  }
+}
+
+void Store::Impl::stage_conflict(rocksdb::WriteBatch* b, const std::string& key,
+                                 const Overwrite& o, v1::ConflictRecord::Reason reason) {
+  v1::ConflictRecord r;
+  r.set_key(key);
+  for (const auto& p : o.path) r.add_path(p);
+  r.mutable_loser()->set_replica(o.loser.replica);
+  r.mutable_loser()->set_seq(o.loser_seq);
+  r.set_loser_hlc(o.loser.hlc);
+  r.set_loser_removed(o.loser_removed);
+  r.set_loser_value(o.loser_value);
+  r.mutable_winner()->set_replica(o.winner.replica);
+  r.mutable_winner()->set_seq(o.winner_seq);
+  r.set_winner_hlc(o.winner.hlc);
+  r.set_reason(reason);
+  r.set_recorded_at_hlc(hlc_.last());
+  std::string ck = key;
+  ck.push_back('\0');
+  ck += be64(o.winner.replica) + be64(o.winner_seq) + be64(o.loser.replica) + be64(o.loser_seq);
+  for (const auto& p : o.path) {
+    ck.push_back('\x1f');
+    ck += p;
+  }
+  b->Put(conflicts_cf(), ck, r.SerializeAsString()).PermitUncheckedError();
+  ++stats_.conflicts;
+}
+
+Status Store::Impl::commit(rocksdb::WriteBatch* b) {
+  rocksdb::WriteOptions wo;
+  wo.sync = opts_.durability == Durability::kSync;
+  wo.disableWAL = false;
+  return from_rocks(db_->Write(wo, b), "committing write batch");
+}
+
+Status Store::Impl::wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ticket) {
+  if (opts_.durability != Durability::kGroupCommit) return ok_status();
+  while (durable_ticket_ < ticket) {
+    if (syncing_) {
+      durable_cv_.wait(lock);
+      continue;
+    }
+    // Become the leader: one fsync covers every write made so far.
+    syncing_ = true;
+    const uint64_t target = written_ticket_;
+    lock.unlock();
+    rocksdb::Status s = db_->SyncWAL();
+    lock.lock();
+    syncing_ = false;
+    if (s.ok()) durable_ticket_ = std::max(durable_ticket_, target);
+    durable_cv_.notify_all();
+    if (!s.ok()) return from_rocks(s, "syncing the write-ahead log");
+  }
+  return ok_status();
+}
+
+void Store::Impl::notify(const std::vector<v1::LogEntry>& entries) {
+  for (const auto& e : entries) {
+    for (auto& [id, l] : listeners_) l(e);
+  }
+}
+
+StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
+                                              const std::optional<json>& target) {
+  const std::string key(key_view);
+  CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
+  std::unique_lock lock(mu_);
+  auto loaded = load(key);
+  if (!loaded.ok()) return loaded.status();
+  Document* doc = *loaded;
+
+  v1::Delta delta;
+  delta.set_key(key);
+  if (target.has_value()) {
+    const size_t bytes = target->dump().size();
+    if (bytes > opts_.limits.max_doc_bytes) {
+      return invalid_argument("document " + key + " of " + std::to_string(bytes) +
+                              " bytes exceeds the limit of " +
+                              std::to_string(opts_.limits.max_doc_bytes));
+    }
+    std::vector<v1::FieldOp> ops;
+    doc->diff(*target, &ops);
+    for (auto& op : ops) *delta.add_ops() = std::move(op);
+  } else {
+    if (!doc->exists()) return not_found("document " + key + " does not exist");
+    delta.add_ops()->set_kind(v1::FieldOp::REMOVE);
+  }
+  if (delta.ops_size() == 0) return delta;
+
+  // Stamp above everything this write saw in the document, so that a causal
+  // overwrite always wins, even over a value stamped by a clock running ahead.
+  uint64_t stamp = hlc_.tick(clock_->now_ms());
+  const uint64_t seen = doc->max_hlc();
+  if (seen >= stamp) stamp = seen + 1;
+  const uint64_t seq = meta_.next_seq();
+  meta_.set_next_seq(seq + 1);
+  delta.mutable_dot()->set_replica(meta_.replica_id());
+  delta.mutable_dot()->set_seq(seq);
+  delta.set_hlc(stamp);
+  doc->apply(delta, nullptr);
+  vv_.add(meta_.replica_id(), seq);
+
+  rocksdb::WriteBatch b;
+  stage_doc(&b, key, *doc);
+  std::vector<v1::LogEntry> entries(1);
+  *entries[0].mutable_delta() = delta;
+  stage_log(&b, &entries[0]);
+  stage_vv(&b, meta_.replica_id());
+  stage_meta(&b);
+  Status st = commit(&b);
+  if (!st.ok()) {
+    cache_.erase(key);
+    return st;
+  }
+  const uint64_t ticket = ++written_ticket_;
+  notify(entries);
+  CANOPY_RETURN_IF_ERROR(wait_durable(lock, ticket));
+  return delta;
+}
+
+StatusOr<v1::Delta> Store::Impl::patch(std::string_view key, std::string_view text) {
+  auto patch = parse_document(text, opts_.limits);
+  if (!patch.ok()) {
+    return invalid_argument("merge patch for " + std::string(key) + ": " +
+                            patch.status().message());
+  }
+  json current;
+  {
+    std::lock_guard lock(mu_);
+    CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
+    auto loaded = load(std::string(key));
+    if (!loaded.ok()) return loaded.status();
+    current = (*loaded)->exists() ? (*loaded)->to_value() : json::object();
+  }
+  // A concurrent write between the read above and the write below is merged
+  // by the diff against the then-current state: the patch's fields win.
+  return write_local(key, apply_merge_patch(current, *patch));
+}
+
+StatusOr<std::string> Store::Impl::get(std::string_view key) {
+  CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
+  std::lock_guard lock(mu_);
+  auto loaded = load(std::string(key));
+  if (!loaded.ok()) return loaded.status();
+  if (!(*loaded)->exists()) return not_found("document " + std::string(key) + " does not exist");
+  return (*loaded)->to_json();
+}
+
+StatusOr<ScanPage> Store::Impl::scan(std::string_view prefix, std::string_view after,
+                                     size_t limit) {
+  ScanPage page;
+  if (limit == 0) return page;
+  std::lock_guard lock(mu_);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
+  std::string start = std::max(std::string(prefix), std::string(after));
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    const std::string_view k = it->key().ToStringView();
+    if (!k.starts_with(prefix)) break;
+    if (!after.empty() && k <= after) continue;
+    std::string json_text;
+    auto cached = cache_.find(std::string(k));
+    if (cached != cache_.end()) {
+      json_text = cached->second.to_json();
+    } else {
+      v1::DocState st;
+      if (!st.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        return data_loss("document " + std::string(k) + ": stored state is corrupt");
+      }
+      auto d = Document::from_proto(st.root(), opts_.limits.max_depth);
+      if (!d.ok()) return data_loss("document " + std::string(k) + ": " + d.status().message());
+      json_text = d->to_json();
+    }
+    if (json_text.empty()) continue;  // deleted
+    if (page.items.size() == limit) {
+      page.next_after = page.items.back().key;
+      break;
+    }
+    page.items.push_back({std::string(k), std::move(json_text)});
+  }
+  if (!it->status().ok()) return from_rocks(it->status(), "scanning documents");
+  return page;
+}
+
+std::vector<v1::ConflictRecord> Store::Impl::conflicts(std::string_view key) {
+  std::vector<v1::ConflictRecord> out;
+  std::lock_guard lock(mu_);
+  std::string prefix(key);
+  prefix.push_back('\0');
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), conflicts_cf()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    v1::ConflictRecord r;
+    if (r.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uint64_t source) {
+  ApplyResult result;
+  for (const auto& d : batch.deltas()) {
+    Status st = validate_delta(d, opts_.limits);
+    if (!st.ok()) {
+      std::lock_guard lock(mu_);
+      ++stats_.refused_deltas;
+      return st;
+    }
+  }
+  std::unique_lock lock(mu_);
+  const uint64_t now = clock_->now_ms();
+  rocksdb::WriteBatch b;
+  std::vector<v1::LogEntry> entries;
+  std::vector<std::string> touched;
+  std::vector<Overwrite> overwrites;
+  std::map<uint64_t, bool> vv_dirty;
+  for (const auto& d : batch.deltas()) {
+    if (vv_.contains(d.dot().replica(), d.dot().seq())) {
+      ++result.duplicates;
+      continue;
+    }
+    const bool skewed = !hlc_.observe(d.hlc(), now, opts_.max_clock_skew_ms);
+    if (skewed) {
+      ++result.skewed;
+      ++stats_.skewed_deltas;
+      spdlog::warn("delta {}:{} for {} is stamped {} ms ahead of the local clock",
+                   d.dot().replica(), d.dot().seq(), d.key(), hlc_physical_ms(d.hlc()) - now);
+    }
+    auto loaded = load(d.key());
+    if (!loaded.ok()) {
+      // Nothing of this batch is committed: forget what was staged in memory.
+      for (const auto& k : touched) cache_.erase(k);
+      return loaded.status();
+    }
+    overwrites.clear();
+    (*loaded)->apply(d, &overwrites, skewed);
+    for (const Overwrite& o : overwrites) {
+      const bool winner_is_new = o.winner.replica == d.dot().replica() && o.winner_seq == d.dot().seq();
+      stage_conflict(&b, d.key(),  o,
+                     skewed && winner_is_new ? v1::ConflictRecord::CLOCK_SKEW
+                                             : v1::ConflictRecord::CONCURRENT);
+      ++result.conflicts;
+    }
+    vv_.add(d.dot().replica(), d.dot().seq());
+    vv_dirty[d.dot().replica()] = true;
+    if (d.dot().replica() == meta_.replica_id() && d.dot().seq() >= meta_.next_seq()) {
+      meta_.set_next_seq(d.dot().seq() + 1);
+    }
+    v1::LogEntry& e = entries.emplace_back();
+    *e.mutable_delta() = d;
+    e.set_source(source);
+    stage_log(&b, &e);
+    touched.push_back(d.key());
+    ++result.applied;
+  }
+  if (entries.empty()) return result;
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  for (const auto& k : touched) stage_doc(&b, k, cache_.at(k));
+  for (const auto& [r, dirty] : vv_dirty) stage_vv(&b, r);
+  stage_meta(&b);
+  Status st = commit(&b);
+  if (!st.ok()) {
+    for (const auto& k : touched) cache_.erase(k);
+    return st;
+  }
+  const uint64_t ticket = ++written_ticket_;
+  notify(entries);
+  CANOPY_RETURN_IF_ERROR(wait_durable(lock, ticket));
+  return result;
+}
+
+Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint64_t source) {
+  for (const auto& d : docs_in) {
+    CANOPY_RETURN_IF_ERROR(validate_key(d.key(), opts_.limits.max_key_bytes));
+    auto parsed = Document::from_proto(d.root(), opts_.limits.max_depth);
+    if (!parsed.ok()) return invalid_argument("state of " + d.key() + ": " + parsed.status().message());
+  }
+  std::unique_lock lock(mu_);
+  rocksdb::WriteBatch b;
+  std::vector<v1::LogEntry> entries;
+  for (const auto& d : docs_in) {
+    auto loaded = load(d.key());
+    if (!loaded.ok()) {
+      for (const auto& e : entries) cache_.erase(e.doc().key());
+      return loaded.status();
+    }
+    Document* doc = *loaded;
+    v1::NodeState before;
+    doc->to_proto(&before);
+    doc->merge(d.root());
+    v1::NodeState after;
+    doc->to_proto(&after);
+    if (before.SerializeAsString() == after.SerializeAsString()) continue;
+    hlc_.observe(doc->max_hlc(), clock_->now_ms(), opts_.max_clock_skew_ms);
+    stage_doc(&b, d.key(), *doc);
+    v1::LogEntry& e = entries.emplace_back();
+    e.mutable_doc()->set_key(d.key());
+    *e.mutable_doc()->mutable_root() = std::move(after);
+    e.set_source(source);
+    stage_log(&b, &e);
+  }
+  if (entries.empty()) return ok_status();
+  stage_meta(&b);
+  Status st = commit(&b);
+  if (!st.ok()) {
+    for (const auto& e : entries) cache_.erase(e.doc().key());
+    return st;
+  }
+  const uint64_t ticket = ++written_ticket_;
+  notify(entries);
+  return wait_durable(lock, ticket);
+}
+
+Status Store::Impl::drop(const std::vector<std::string>& keys) {
+  std::unique_lock lock(mu_);
+  rocksdb::WriteBatch b;
+  for (const auto& k : keys) {
+    b.Delete(docs(), k).PermitUncheckedError();
+    cache_.erase(k);
+  }
+  CANOPY_RETURN_IF_ERROR(commit(&b));
+  return wait_durable(lock, ++written_ticket_);
+}
+
+StatusOr<std::vector<v1::Delta>> Store::Impl::missing_since(const VersionVector& peer,
+                                                            const KeyFilter& f, size_t limit,
+                                                            bool* complete) {
+  std::lock_guard lock(mu_);
+  *complete = true;
+  for (const auto& [origin, seq] : trimmed_) {
+    if (peer.contiguous(origin) < seq) *complete = false;
+  }
+  std::vector<v1::Delta> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+  for (it->SeekToFirst(); it->Valid() && out.size() < limit; it->Next()) {
+    v1::LogEntry e;
+    if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return data_loss("log entry " + std::to_string(from_be64(it->key().ToStringView())) +
+                       " is corrupt");
+    }
+    if (!e.has_delta()) continue;
+    const auto& dot = e.delta().dot();
+    if (peer.contains(dot.replica(), dot.seq())) continue;
+    if (f && !f(e.delta().key())) continue;
+    out.push_back(std::move(*e.mutable_delta()));
+  }
+  return out;
+}
+
+StatusOr<LogRead> Store::Impl::log_since(uint64_t epoch, uint64_t after, const KeyFilter& f,
+                                         size_t limit) {
+  std::lock_guard lock(mu_);
+  LogRead r;
+  const uint64_t last = meta_.next_log_index() - 1;
+  r.last_index = after;
+  if (epoch != meta_.log_epoch() || after > last || after + 1 < meta_.log_first_index()) {
+    r.complete = false;
+    r.last_index = last;
+    return r;
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+  for (it->Seek(be64(after + 1)); it->Valid(); it->Next()) {
+    v1::LogEntry e;
+    if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return data_loss("log entry " + std::to_string(from_be64(it->key().ToStringView())) +
+                       " is corrupt");
+    }
+    if (!f || f(entry_key(e))) {
+      if (r.entries.size() == limit) break;
+      r.entries.push_back(std::move(e));
+    }
+    r.last_index = from_be64(it->key().ToStringView());
+  }
+  if (!it->Valid()) r.last_index = std::max(r.last_index, last);
+  return r;
+}
+
+StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::Impl::hashes(
+    std::string_view first, std::string_view last, const KeyFilter& f) {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
+  for (it->Seek(rocksdb::Slice(first.data(), first.size())); it->Valid(); it->Next()) {
+    const std::string_view k = it->key().ToStringView();
+    if (k > last) break;
+    if (f && !f(k)) continue;
+    const std::string_view v = it->value().ToStringView();
+    out.emplace_back(std::string(k), XXH3_64bits(v.data(), v.size()));
+  }
+  if (!it->status().ok()) return from_rocks(it->status(), "fingerprinting");
+  return out;
+}
+
+StatusOr<std::vector<v1::DocState>> Store::Impl::states(std::string_view first,
+                                                        std::string_view last, const KeyFilter& f,
+                                                        size_t limit) {
+  std::lock_guard lock(mu_);
+  std::vector<v1::DocState> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
+  for (it->Seek(rocksdb::Slice(first.data(), first.size())); it->Valid() && out.size() < limit;
+       it->Next()) {
+    const std::string_view k = it->key().ToStringView();
+    if (k > last) break;
+    if (f && !f(k)) continue;
+    v1::DocState& st = out.emplace_back();
+    if (!st.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return data_loss("document " + std::string(k) + ": stored state is corrupt");
+    }
+  }
+  return out;
+}
+
+StatusOr<std::optional<v1::DocState>> Store::Impl::state(std::string_view key) {
+  std::lock_guard lock(mu_);
+  std::string raw;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), docs(), rocksdb::Slice(key.data(), key.size()), &raw);
+  if (s.IsNotFound()) return std::optional<v1::DocState>();
+  CANOPY_RETURN_IF_ERROR(from_rocks(s, "reading document state"));
+  v1::DocState st;
+  if (!st.ParseFromString(raw)) return data_loss("document " + std::string(key) + ": corrupt");
+  return std::optional<v1::DocState>(std::move(st));
+}
+
+Status Store::Impl::trim_log(uint64_t up_to) {
+  std::unique_lock lock(mu_);
+  const uint64_t first = meta_.log_first_index();
+  up_to = std::min(up_to, meta_.next_log_index() - 1);
+  if (up_to < first) return ok_status();
+  rocksdb::WriteBatch b;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+  std::map<uint64_t, uint64_t> changed;
+  for (it->Seek(be64(first)); it->Valid() && from_be64(it->key().ToStringView()) <= up_to;
+       it->Next()) {
+    v1::LogEntry e;
+    if (e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) &&
+        e.has_delta()) {
+      uint64_t& m = trimmed_[e.delta().dot().replica()];
+      if (e.delta().dot().seq() > m) {
+        m = e.delta().dot().seq();
+        changed[e.delta().dot().replica()] = m;
+      }
+    }
+  }
+  for (const auto& [origin, seq] : changed) {
+    b.Put(meta_cf(), std::string(kTrimmedPrefix) + be64(origin), be64(seq)).PermitUncheckedError();
+  }
+  b.DeleteRange(log(), be64(first), be64(up_to + 1)).PermitUncheckedError();
+  meta_.set_log_first_index(up_to + 1);
+  stage_meta(&b);
+  CANOPY_RETURN_IF_ERROR(commit(&b));
+  return wait_durable(lock, ++written_ticket_);
+}
+
+Status Store::Impl::trim_log_older_than(uint64_t retention_ms) {
+  uint64_t up_to = 0;
+  {
+    std::lock_guard lock(mu_);
+    const uint64_t now = clock_->now_ms();
+    if (now <= retention_ms) return ok_status();
+    const uint64_t horizon = hlc_from_ms(now - retention_ms);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      v1::LogEntry e;
+      if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) break;
+      const uint64_t stamp = e.has_delta() ? e.delta().hlc() : 0;
+      if (e.has_delta() && stamp >= horizon) break;
+      up_to = e.index();
+    }
+  }
+  return trim_log(up_to);
+}
+
+StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
+  std::unique_lock lock(mu_);
+  size_t dropped = 0;
+  rocksdb::WriteBatch b;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::string k = it->key().ToString();
+    auto loaded = load(k);
+    if (!loaded.ok()) return loaded.status();
+    const size_t n = (*loaded)->collect_tombstones(stable_hlc);
+    if (n == 0) continue;
+    dropped += n;
+    stage_doc(&b, k, **loaded);
+    if ((*loaded)->empty()) cache_.erase(k);
+  }
+  if (dropped == 0) return dropped;
+  CANOPY_RETURN_IF_ERROR(commit(&b));
+  CANOPY_RETURN_IF_ERROR(wait_durable(lock, ++written_ticket_));
+  return dropped;
+}
+
+Status Store::Impl::compact() {
+  std::lock_guard lock(mu_);
+  for (auto* h : handles_) {
+    CANOPY_RETURN_IF_ERROR(from_rocks(db_->Flush(rocksdb::FlushOptions(), h), "flush"));
+    rocksdb::CompactRangeOptions co;
+    co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    CANOPY_RETURN_IF_ERROR(from_rocks(db_->CompactRange(co, h, nullptr, nullptr), "compaction"));
+  }
+  return ok_status();
+}
+
+// --- Store: forwards to Impl.
+
+StatusOr<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
+  auto impl = std::make_unique<Impl>(options);
+  CANOPY_RETURN_IF_ERROR(impl->open());
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+
+uint64_t Store::replica_id() const { return impl_->replica_id(); }
+uint64_t Store::log_epoch() const { return impl_->log_epoch(); }
+
+StatusOr<v1::Delta> Store::put(std::string_view key, std::string_view json_text) {
+  auto doc = parse_document(json_text, DocumentLimits{});
+  if (!doc.ok()) return invalid_argument("document " + std::string(key) + ": " + doc.status().message());
+  return impl_->write_local(key, *doc);
+}
+
+StatusOr<v1::Delta> Store::put_value(std::string_view key, const nlohmann::json& doc) {
+  if (!doc.is_object()) {
+    return invalid_argument("document " + std::string(key) + " must be a JSON object");
+  }
+  return impl_->write_local(key, doc);
+}
+
+StatusOr<v1::Delta> Store::patch(std::string_view key, std::string_view text) {
+  return impl_->patch(key, text);
+}
+
+StatusOr<v1::Delta> Store::remove(std::string_view key) { return impl_->write_local(key, std::nullopt); }
+
+StatusOr<std::string> Store::get(std::string_view key) { return impl_->get(key); }
+
+StatusOr<ScanPage> Store::scan(std::string_view prefix, std::string_view start_after,
+                               size_t limit) {
+  return impl_->scan(prefix, start_after, limit);
+}
+
+std::vector<v1::ConflictRecord> Store::conflicts(std::string_view key) {
+  return impl_->conflicts(key);
+}
+
+StatusOr<ApplyResult> Store::apply_remote(const v1::DeltaBatch& batch, uint64_t source) {
+  return impl_->apply_remote(batch, source);
+}
+
+Status Store::apply_states(const std::vector<v1::DocState>& docs, uint64_t source) {
+  return impl_->apply_states(docs, source);
+}
+
+Status Store::drop(const std::vector<std::string>& keys) { return impl_->drop(keys); }
+
+VersionVector Store::version_vector() { return impl_->version_vector(); }
+
+StatusOr<std::vector<v1::Delta>> Store::missing_since(const VersionVector& peer,
+                                                      const KeyFilter& filter, size_t limit,
+                                                      bool* complete) {
+  return impl_->missing_since(peer, filter, limit, complete);
+}
+
+StatusOr<LogRead> Store::log_since(uint64_t epoch, uint64_t after_index, const KeyFilter& filter,
+                                   size_t limit) {
+  return impl_->log_since(epoch, after_index, filter, limit);
+}
+
+uint64_t Store::last_log_index() { return impl_->last_log_index(); }
+uint64_t Store::first_log_index() { return impl_->first_log_index(); }
+
+StatusOr<v1::RangeFingerprint> Store::fingerprint(std::string_view first, std::string_view last,
+                                                  const KeyFilter& filter) {
+  auto hs = impl_->hashes(first, last, filter);
+  if (!hs.ok()) return hs.status();
+  v1::RangeFingerprint fp;
+  fp.set_first(std::string(first));
+  fp.set_last(std::string(last));
+  uint64_t sum = 0;
+  for (const auto& [k, h] : *hs) sum += XXH3_64bits_withSeed(k.data(), k.size(), h);
+  fp.set_count(hs->size());
+  fp.set_hash(sum);
+  return fp;
+}
+
+StatusOr<std::vector<v1::RangeFingerprint>> Store::split_fingerprints(std::string_view first,
+                                                                      std::string_view last,
+                                                                      const KeyFilter& filter,
+                                                                      size_t parts) {
+  auto hs = impl_->hashes(first, last, filter);
+  if (!hs.ok()) return hs.status();
+  std::vector<v1::RangeFingerprint> out;
+  if (parts == 0) parts = 1;
+  const size_t n = hs->size();
+  const size_t per = std::max<size_t>(1, (n + parts - 1) / parts);
+  for (size_t i = 0; i < n; i += per) {
+    const size_t end = std::min(n, i + per);
+    v1::RangeFingerprint& fp = out.emplace_back();
+    // Ranges tile [first, last]: the first starts at `first`, the last ends at `last`.
+    fp.set_first(i == 0 ? std::string(first) : (*hs)[i].first);
+    fp.set_last(end == n ? std::string(last) : (*hs)[end - 1].first);
+    uint64_t sum = 0;
+    for (size_t j = i; j < end; ++j) {
+      const auto& [k, h] = (*hs)[j];
+      sum += XXH3_64bits_withSeed(k.data(), k.size(), h);
+    }
+    fp.set_count(end - i);
+    fp.set_hash(sum);
+  }
+  if (out.empty()) {
+    v1::RangeFingerprint& fp = out.emplace_back();
+    fp.set_first(std::string(first));
+    fp.set_last(std::string(last));
+  }
+  return out;
+}
+
+StatusOr<std::vector<v1::DocState>> Store::states(std::string_view first, std::string_view last,
+                                                  const KeyFilter& filter, size_t limit) {
+  return impl_->states(first, last, filter, limit);
+}
+
+StatusOr<std::optional<v1::DocState>> Store::state(std::string_view key) {
+  return impl_->state(key);
+}
+
+Status Store::trim_log(uint64_t up_to_index) { return impl_->trim_log(up_to_index); }
+Status Store::trim_log_older_than(uint64_t retention_ms) {
+  return impl_->trim_log_older_than(retention_ms);
+}
+StatusOr<size_t> Store::collect_tombstones(uint64_t stable_hlc) {
+  return impl_->collect_tombstones(stable_hlc);
+}
+
+uint64_t Store::subscribe(Listener listener) { return impl_->subscribe(std::move(listener)); }
+void Store::unsubscribe(uint64_t id) { impl_->unsubscribe(id); }
+StoreStats Store::stats() { return impl_->stats(); }
+Status Store::compact() { return impl_->compact(); }
+
+}  // namespace canopy

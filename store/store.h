@@ -1,0 +1,182 @@
+// Store: one replica's CRDT document store, persisted in RocksDB.
+//
+// A replica holds JSON documents under string keys (see document.h for the
+// merge rules). Every local write becomes a delta (key, dot, HLC, field ops);
+// every change the replica applies, local or remote, is appended to its change
+// log under a local log index, a total order that sync uses to position peers.
+//
+// Persistence: column families `docs` (key -> DocState), `log` (big-endian
+// index -> LogEntry), `conflicts` (key \0 dot -> ConflictRecord) and the
+// default family for metadata (replica id, HLC, next seq/index, version
+// vector). The document state, the log entry, the version vector and the
+// metadata of one write commit in one RocksDB write batch.
+//
+// Durability (StoreOptions::durability):
+//   kSync         every write batch is fsynced before the call returns;
+//   kGroupCommit  writers append without fsync and then wait for one shared
+//                 fsync that covers every write made so far (one leader syncs,
+//                 the others ride along) — same guarantee, fewer fsyncs;
+//   kNone         no fsync (tests and benchmarks of the in-memory path only).
+// A write that returned OK survives a crash at any instant, except with kNone.
+//
+// Thread-safety: all methods are safe to call from any thread. Listeners run
+// on the writing thread, after the commit, with the store's lock held: they
+// must not call back into the store, only copy what they need.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "canopy/v1/store.pb.h"
+#include "store/clock.h"
+#include "store/document.h"
+#include "store/status.h"
+#include "store/version_vector.h"
+
+namespace canopy {
+
+enum class Durability { kSync, kGroupCommit, kNone };
+
+struct StoreOptions {
+  std::string path;  // RocksDB directory; created when missing
+  Durability durability = Durability::kGroupCommit;
+  DocumentLimits limits;
+  // A remote stamp further ahead than this of the local wall clock is a skew:
+  // it is still applied (nothing is dropped) but counted, logged and recorded
+  // as a conflict record, and the local clock does not follow it.
+  uint64_t max_clock_skew_ms = 60'000;
+  // Replica id for a new store; 0 draws a random one. An existing store keeps
+  // its own (a mismatch is an error).
+  uint64_t replica_id = 0;
+  // Decoded documents kept in memory.
+  size_t doc_cache_entries = 100'000;
+  Clock* clock = nullptr;  // nullptr: the system clock
+};
+
+// Which keys a replication call covers.
+using KeyFilter = std::function<bool(std::string_view key)>;
+
+struct ApplyResult {
+  size_t applied = 0;     // deltas that changed something new
+  size_t duplicates = 0;  // deltas whose dot this replica already had
+  size_t conflicts = 0;   // conflict records written
+  size_t skewed = 0;      // deltas stamped beyond the allowed clock skew
+};
+
+struct ScanItem {
+  std::string key;
+  std::string json;  // canonical
+};
+
+struct ScanPage {
+  std::vector<ScanItem> items;
+  std::string next_after;  // pass as `start_after` for the next page; empty at the end
+};
+
+struct LogRead {
+  std::vector<v1::LogEntry> entries;
+  // False when the log no longer reaches back to `after_index + 1` (it was
+  // trimmed, or it belongs to another epoch): the caller must reconcile.
+  bool complete = true;
+  uint64_t last_index = 0;  // the log's last index when read
+};
+
+struct StoreStats {
+  uint64_t skewed_deltas = 0;
+  uint64_t refused_deltas = 0;
+  uint64_t conflicts = 0;
+};
+
+class Store {
+ public:
+  using Listener = std::function<void(const v1::LogEntry& entry)>;
+
+  static StatusOr<std::unique_ptr<Store>> open(const StoreOptions& options);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  uint64_t replica_id() const;
+  // Random id of this store's log, drawn when the store was created. A peer
+  // positioned in another epoch (a store restored or recreated) reconciles.
+  uint64_t log_epoch() const;
+
+  // --- Writes. Each returns the delta it committed; a write that changes
+  // nothing commits nothing and returns a delta without ops (dot seq 0).
+  StatusOr<v1::Delta> put(std::string_view key, std::string_view json_text);
+  StatusOr<v1::Delta> put_value(std::string_view key, const nlohmann::json& doc);
+  StatusOr<v1::Delta> patch(std::string_view key, std::string_view merge_patch_text);
+  // NotFound when the document does not exist.
+  StatusOr<v1::Delta> remove(std::string_view key);
+
+  // --- Reads.
+  // Canonical JSON; NotFound when absent or deleted.
+  StatusOr<std::string> get(std::string_view key);
+  // Documents whose key starts with `prefix`, in key order, after `start_after`.
+  StatusOr<ScanPage> scan(std::string_view prefix, std::string_view start_after, size_t limit);
+  std::vector<v1::ConflictRecord> conflicts(std::string_view key);
+
+  // --- Replication.
+  // Applies remote deltas (validated first: one bad delta refuses the whole
+  // batch and changes nothing). `source` is the peer's replica id.
+  StatusOr<ApplyResult> apply_remote(const v1::DeltaBatch& batch, uint64_t source);
+  // Joins whole document states (a key entering scope, reconciliation).
+  Status apply_states(const std::vector<v1::DocState>& docs, uint64_t source);
+  // Forgets documents locally, without tombstones (keys that left the scope).
+  Status drop(const std::vector<std::string>& keys);
+  VersionVector version_vector();
+  // Deltas still in the log whose dot `peer` lacks, for keys passing `filter`.
+  // `complete` is false when the log was trimmed past what the peer lacks.
+  StatusOr<std::vector<v1::Delta>> missing_since(const VersionVector& peer, const KeyFilter& filter,
+                                                 size_t limit, bool* complete);
+  // Log entries after `after_index` (in `epoch`), for keys passing `filter`.
+  StatusOr<LogRead> log_since(uint64_t epoch, uint64_t after_index, const KeyFilter& filter,
+                              size_t limit);
+  uint64_t last_log_index();
+  uint64_t first_log_index();
+  // Fingerprint of the keys in [first, last] passing `filter`: count and an
+  // order-independent hash of (key, state bytes).
+  StatusOr<v1::RangeFingerprint> fingerprint(std::string_view first, std::string_view last,
+                                             const KeyFilter& filter);
+  // Splits the keys passing `filter` in [first, last] into up to `parts` ranges
+  // of near-equal counts and fingerprints each.
+  StatusOr<std::vector<v1::RangeFingerprint>> split_fingerprints(std::string_view first,
+                                                                 std::string_view last,
+                                                                 const KeyFilter& filter,
+                                                                 size_t parts);
+  // Whole state of documents in [first, last] passing `filter` (tombstoned
+  // ones included, so that deletions reconcile too).
+  StatusOr<std::vector<v1::DocState>> states(std::string_view first, std::string_view last,
+                                             const KeyFilter& filter, size_t limit);
+  StatusOr<std::optional<v1::DocState>> state(std::string_view key);
+
+  // --- Housekeeping.
+  // Drops log entries with index <= `up_to_index`.
+  Status trim_log(uint64_t up_to_index);
+  // Drops log entries older than `retention_ms` by their HLC.
+  Status trim_log_older_than(uint64_t retention_ms);
+  // Collects tombstones stamped below `stable_hlc` (every replica in scope has
+  // acknowledged past it). Returns how many were dropped.
+  StatusOr<size_t> collect_tombstones(uint64_t stable_hlc);
+
+  // --- Subscription to committed changes.
+  uint64_t subscribe(Listener listener);
+  void unsubscribe(uint64_t id);
+
+  StoreStats stats();
+  // Forces a flush of memtables and a full compaction (for space measurement).
+  Status compact();
+
+  class Impl;
+
+ private:
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace canopy
