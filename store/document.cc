@@ -42,8 +42,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
     if (n->reg == s) continue;  // the same write again
     // A visible register held by a write other than the one this op saw.
     const bool visible = n->reg > clear && n->reg > n->obj;
-    const bool saw_current =
-        op.prev().replica() == n->reg.replica && op.prev().seq() == n->reg_seq;
+    const bool saw_current = op.prev().replica() == n->reg.replica && op.prev().seq() == n->reg_seq;
     if (s > n->reg) {
       if (visible && overwrites != nullptr && (!saw_current || report_all)) {
         Overwrite& o = overwrites->emplace_back();
@@ -344,8 +343,9 @@ Status validate_key(std::string_view key, size_t max_key_bytes) {
   }
   for (char c : key) {
     if (!key_char_ok(c)) {
-      std::string shown = (c >= 0x20 && c < 0x7f) ? std::string(1, c) : "\\x" + std::to_string(
-                                                                                     static_cast<unsigned char>(c));
+      std::string shown = (c >= 0x20 && c < 0x7f)
+                              ? std::string(1, c)
+                              : "\\x" + std::to_string(static_cast<unsigned char>(c));
       return invalid_argument("key " + quote(key) + ": character '" + shown + "' is not allowed");
     }
   }

@@ -75,7 +75,7 @@ inline Status out_of_range(std::string m) { return Status(StatusCode::kOutOfRang
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  StatusOr(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   StatusOr(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(v_).ok());
   }
@@ -104,8 +104,8 @@ class [[nodiscard]] StatusOr {
   } while (0)
 
 // Aborts with a message when an invariant does not hold, in release builds too.
-#define CANOPY_CHECK(cond)                                        \
-  do {                                                            \
+#define CANOPY_CHECK(cond)                                          \
+  do {                                                              \
     if (!(cond)) ::canopy::check_failed(#cond, __FILE__, __LINE__); \
   } while (0)
 

@@ -187,7 +187,7 @@ Status Store::Impl::open() {
     return std::find(supported.begin(), supported.end(), t) != supported.end();
   };
   rocksdb::ColumnFamilyOptions cf;
-  cf.compression = has(rocksdb::kLZ4Compression) ? rocksdb::kLZ4Compression
+  cf.compression = has(rocksdb::kLZ4Compression)      ? rocksdb::kLZ4Compression
                    : has(rocksdb::kSnappyCompression) ? rocksdb::kSnappyCompression
                                                       : rocksdb::kNoCompression;
   if (has(rocksdb::kZSTD)) cf.bottommost_compression = rocksdb::kZSTD;
@@ -236,8 +236,7 @@ Status Store::Impl::open() {
     *one.add_entries() = e;
     vv_.merge(VersionVector::from_proto(one));
   }
-  for (it->Seek(kTrimmedPrefix); it->Valid() && it->key().starts_with(kTrimmedPrefix);
-       it->Next()) {
+  for (it->Seek(kTrimmedPrefix); it->Valid() && it->key().starts_with(kTrimmedPrefix); it->Next()) {
     trimmed_[from_be64(it->key().ToStringView().substr(sizeof(kTrimmedPrefix) - 1))] =
         from_be64(it->value().ToStringView());
   }
@@ -301,8 +300,8 @@ void Store::Impl::stage_vv(rocksdb::WriteBatch* b, uint64_t replica) {
   }
 }
 
-void Store::Impl::stage_conflict(rocksdb::WriteBatch* b, const std::string& key,
-                                 const Overwrite& o, v1::ConflictRecord::Reason reason) {
+void Store::Impl::stage_conflict(rocksdb::WriteBatch* b, const std::string& key, const Overwrite& o,
+                                 v1::ConflictRecord::Reason reason) {
   v1::ConflictRecord r;
   r.set_key(key);
   for (const auto& p : o.path) r.add_path(p);
@@ -362,7 +361,7 @@ void Store::Impl::notify(const std::vector<v1::LogEntry>& entries) {
 }
 
 StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
-                                              const std::optional<json>& target) {
+                                             const std::optional<json>& target) {
   const std::string key(key_view);
   CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
   std::unique_lock lock(mu_);
@@ -535,8 +534,9 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uin
     overwrites.clear();
     (*loaded)->apply(d, &overwrites, skewed);
     for (const Overwrite& o : overwrites) {
-      const bool winner_is_new = o.winner.replica == d.dot().replica() && o.winner_seq == d.dot().seq();
-      stage_conflict(&b, d.key(),  o,
+      const bool winner_is_new =
+          o.winner.replica == d.dot().replica() && o.winner_seq == d.dot().seq();
+      stage_conflict(&b, d.key(), o,
                      skewed && winner_is_new ? v1::ConflictRecord::CLOCK_SKEW
                                              : v1::ConflictRecord::CONCURRENT);
       ++result.conflicts;
@@ -574,7 +574,8 @@ Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint6
   for (const auto& d : docs_in) {
     CANOPY_RETURN_IF_ERROR(validate_key(d.key(), opts_.limits.max_key_bytes));
     auto parsed = Document::from_proto(d.root(), opts_.limits.max_depth);
-    if (!parsed.ok()) return invalid_argument("state of " + d.key() + ": " + parsed.status().message());
+    if (!parsed.ok())
+      return invalid_argument("state of " + d.key() + ": " + parsed.status().message());
   }
   std::unique_lock lock(mu_);
   rocksdb::WriteBatch b;
@@ -676,8 +677,9 @@ StatusOr<LogRead> Store::Impl::log_since(uint64_t epoch, uint64_t after, const K
   return r;
 }
 
-StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::Impl::hashes(
-    std::string_view first, std::string_view last, const KeyFilter& f) {
+StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::Impl::hashes(std::string_view first,
+                                                                            std::string_view last,
+                                                                            const KeyFilter& f) {
   std::lock_guard lock(mu_);
   std::vector<std::pair<std::string, uint64_t>> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
@@ -714,7 +716,8 @@ StatusOr<std::vector<v1::DocState>> Store::Impl::states(std::string_view first,
 StatusOr<std::optional<v1::DocState>> Store::Impl::state(std::string_view key) {
   std::lock_guard lock(mu_);
   std::string raw;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), docs(), rocksdb::Slice(key.data(), key.size()), &raw);
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), docs(), rocksdb::Slice(key.data(), key.size()), &raw);
   if (s.IsNotFound()) return std::optional<v1::DocState>();
   CANOPY_RETURN_IF_ERROR(from_rocks(s, "reading document state"));
   v1::DocState st;
@@ -819,7 +822,8 @@ uint64_t Store::log_epoch() const { return impl_->log_epoch(); }
 
 StatusOr<v1::Delta> Store::put(std::string_view key, std::string_view json_text) {
   auto doc = parse_document(json_text, DocumentLimits{});
-  if (!doc.ok()) return invalid_argument("document " + std::string(key) + ": " + doc.status().message());
+  if (!doc.ok())
+    return invalid_argument("document " + std::string(key) + ": " + doc.status().message());
   return impl_->write_local(key, *doc);
 }
 
@@ -834,7 +838,9 @@ StatusOr<v1::Delta> Store::patch(std::string_view key, std::string_view text) {
   return impl_->patch(key, text);
 }
 
-StatusOr<v1::Delta> Store::remove(std::string_view key) { return impl_->write_local(key, std::nullopt); }
+StatusOr<v1::Delta> Store::remove(std::string_view key) {
+  return impl_->write_local(key, std::nullopt);
+}
 
 StatusOr<std::string> Store::get(std::string_view key) { return impl_->get(key); }
 

@@ -1,0 +1,41 @@
+// Scope: which keys a child replica may hold and which it may write.
+//
+// The parent decides. Sync asks the ScopeProvider for every key it would send
+// down or accept up; nothing outside `in_scope` ever reaches the child, and a
+// child's write outside `writable_by` is refused and logged, never merged.
+//
+// `version` names the child's current scope: it must change whenever the set of
+// keys in scope changes (a new placement, a label change). A child stores the
+// version it last caught up with; a session that resumes with another version
+// reconciles instead of replaying the log, since keys that entered the scope
+// must arrive whole and keys that left must be dropped.
+//
+// Thread-safety: called with the sync engine's lock held; implementations must
+// be thread-safe against their own writers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace canopy::sync {
+
+class ScopeProvider {
+ public:
+  virtual ~ScopeProvider() = default;
+  virtual bool in_scope(std::string_view child, std::string_view key) = 0;
+  virtual bool writable_by(std::string_view child, std::string_view key) = 0;
+  virtual uint64_t version(std::string_view child) = 0;
+};
+
+// A change of one child's scope, computed by the parent's own logic (placement
+// evaluation) and handed to sync, which ships the entering keys whole and tells
+// the child to drop the leaving ones.
+struct ScopeChange {
+  std::string child;
+  std::vector<std::string> entered;
+  std::vector<std::string> left;
+};
+
+}  // namespace canopy::sync
