@@ -17,7 +17,55 @@ bool key_char_ok(char c) {
          c == '=';
 }
 
-std::string quote(std::string_view s) { return json(std::string(s)).dump(); }
+// Quotes `s` for a message; bytes that are not UTF-8 are replaced, not thrown on.
+std::string quote(std::string_view s) {
+  return json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// Well-formed UTF-8 (Unicode 15, table 3-7): what nlohmann::json accepts when it
+// prints a string. Names that are not would make to_json() throw.
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // truncated sequence
+    for (size_t k = 1; k <= n; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if (b < lo || b > hi) return false;
+      lo = 0x80;
+      hi = 0xbf;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+// A register value must be the canonical JSON (nlohmann's dump) of a scalar or
+// an array: merges never parse values, so to_json() copies them verbatim.
+bool canonical_value(const std::string& v) {
+  if (v.empty() || v[0] == '{') return false;
+  json parsed = json::parse(v, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded() || parsed.is_object()) return false;
+  return parsed.dump() == v;
+}
 
 }  // namespace
 
@@ -163,7 +211,9 @@ void Document::diff_node(const Node* n, Stamp clear, const json& target,
     v1::FieldOp& op = ops->emplace_back();
     for (const auto& p : *path) op.add_path(p);
     op.set_kind(k);
-    if (kind == Kind::kLeaf) {
+    // The writer saw the register's value, or its tombstone (a key written
+    // again after its removal overwrites the removal causally).
+    if (kind == Kind::kLeaf || (n != nullptr && n->reg_removed && n->reg > clear && n->reg > n->obj)) {
       op.mutable_prev()->set_replica(n->reg.replica);
       op.mutable_prev()->set_seq(n->reg_seq);
     }
@@ -256,11 +306,10 @@ void Document::to_proto(v1::NodeState* out) const {
 Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t max_depth,
                                  Node* out) {
   if (depth > max_depth) return invalid_argument("document state nests deeper than the limit");
-  if (!s.reg_removed() && !s.reg_value().empty()) {
-    const std::string& v = s.reg_value();
-    if (v[0] == '{' || !json::accept(v)) {
-      return invalid_argument("document state holds a register that is not a JSON scalar or array");
-    }
+  const bool live_value = !s.reg_removed() && (s.reg_hlc() != 0 || s.reg_replica() != 0);
+  if ((live_value || !s.reg_value().empty()) && !canonical_value(s.reg_value())) {
+    return invalid_argument(
+        "document state holds a register that is not a JSON scalar or array in canonical form");
   }
   out->reg = reg_stamp(s);
   out->reg_seq = s.reg_seq();
@@ -275,6 +324,9 @@ Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t ma
     }
     first = false;
     last = c.name();
+    if (!valid_utf8(c.name())) {
+      return invalid_argument("document state has a field name that is not UTF-8");
+    }
     Node child;
     CANOPY_RETURN_IF_ERROR(from_proto_node(c.node(), depth + 1, max_depth, &child));
     out->children.emplace_hint(out->children.end(), c.name(), std::move(child));
@@ -375,9 +427,9 @@ Status validate_delta(const v1::Delta& delta, const DocumentLimits& limits) {
         if (op.path_size() == 0) {
           return invalid_argument("delta for " + quote(k) + ": SET at the document root");
         }
-        if (v.empty() || v[0] == '{' || !json::accept(v)) {
+        if (!canonical_value(v)) {
           return invalid_argument("delta for " + quote(k) +
-                                  ": SET value is not a JSON scalar or array");
+                                  ": SET value is not a JSON scalar or array in canonical form");
         }
         bytes += v.size();
         break;
@@ -392,7 +444,13 @@ Status validate_delta(const v1::Delta& delta, const DocumentLimits& limits) {
         return invalid_argument("delta for " + quote(k) + ": unknown op kind " +
                                 std::to_string(static_cast<int>(op.kind())));
     }
-    for (const std::string& p : op.path()) bytes += p.size();
+    for (const std::string& p : op.path()) {
+      if (!valid_utf8(p)) {
+        return invalid_argument("delta for " + quote(k) + ": path element " + quote(p) +
+                                " is not UTF-8");
+      }
+      bytes += p.size();
+    }
   }
   if (bytes > limits.max_doc_bytes) {
     return invalid_argument("delta for " + quote(k) + ": " + std::to_string(bytes) +

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -28,6 +29,7 @@ using json = nlohmann::json;
 constexpr char kMetaKey[] = "meta";
 constexpr char kVvPrefix[] = "vv/";
 constexpr char kTrimmedPrefix[] = "trimmed/";
+constexpr char kLocalPrefix[] = "local/";
 
 std::string be64(uint64_t v) {
   std::string s(8, '\0');
@@ -56,6 +58,14 @@ const std::string& entry_key(const v1::LogEntry& e) {
   return e.has_delta() ? e.delta().key() : e.doc().key();
 }
 
+// Nesting of objects and arrays, as parse_document counts it.
+size_t json_depth(const json& j) {
+  if (!j.is_object() && !j.is_array()) return 0;
+  size_t d = 0;
+  for (const auto& v : j) d = std::max(d, json_depth(v));
+  return d + 1;
+}
+
 uint64_t random_u64() {
   std::random_device rd;
   uint64_t v = 0;
@@ -80,7 +90,11 @@ class Store::Impl {
 
   Status open();
 
-  StatusOr<v1::Delta> write_local(std::string_view key, const std::optional<json>& target);
+  // Writes `target` (nullopt: deletes the document). With `merge_patch`, the
+  // target is the current document with the patch applied, computed under the
+  // lock so that concurrent writes to other fields are not reverted.
+  StatusOr<v1::Delta> write_local(std::string_view key, const std::optional<json>& target,
+                                  const json* merge_patch = nullptr);
   StatusOr<v1::Delta> patch(std::string_view key, std::string_view text);
   StatusOr<std::string> get(std::string_view key);
   StatusOr<ScanPage> scan(std::string_view prefix, std::string_view after, size_t limit);
@@ -102,6 +116,24 @@ class Store::Impl {
   StatusOr<size_t> collect_tombstones(uint64_t stable_hlc);
   Status compact();
 
+  Status put_local(std::string_view name, std::string_view value) {
+    std::unique_lock lock(mu_);
+    rocksdb::WriteBatch b;
+    b.Put(meta_cf(), std::string(kLocalPrefix) + std::string(name),
+          rocksdb::Slice(value.data(), value.size()))
+        .PermitUncheckedError();
+    CANOPY_RETURN_IF_ERROR(commit(&b));
+    return wait_durable(lock, ++written_ticket_);
+  }
+  StatusOr<std::optional<std::string>> get_local(std::string_view name) {
+    std::string raw;
+    rocksdb::Status s =
+        db_->Get(rocksdb::ReadOptions(), meta_cf(), std::string(kLocalPrefix) + std::string(name), &raw);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    CANOPY_RETURN_IF_ERROR(from_rocks(s, "reading local metadata"));
+    return std::optional<std::string>(std::move(raw));
+  }
+
   uint64_t subscribe(Listener l) {
     std::lock_guard lock(mu_);
     listeners_.emplace_back(++next_listener_, std::move(l));
@@ -112,6 +144,17 @@ class Store::Impl {
     std::erase_if(listeners_, [&](const auto& p) { return p.first == id; });
   }
 
+  Status reserve_seqs_through(uint64_t seq) {
+    std::unique_lock lock(mu_);
+    if (meta_.next_seq() > seq) return ok_status();
+    meta_.set_next_seq(seq + 1);
+    rocksdb::WriteBatch b;
+    stage_meta(&b);
+    CANOPY_RETURN_IF_ERROR(commit(&b));
+    return wait_durable(lock, ++written_ticket_);
+  }
+
+  const DocumentLimits& limits() const { return opts_.limits; }
   uint64_t replica_id() const { return meta_.replica_id(); }
   uint64_t log_epoch() const { return meta_.log_epoch(); }
   uint64_t last_log_index() {
@@ -138,7 +181,10 @@ class Store::Impl {
   rocksdb::ColumnFamilyHandle* meta_cf() { return handles_[0]; }
 
   // REQUIRES: mu_ held. Returns the cached document for `key` (empty when absent).
-  StatusOr<Document*> load(const std::string& key);
+  // With `may_evict` a full cache is cleared first, which invalidates pointers
+  // returned before: a call that keeps several documents staged in the cache
+  // makes room once up front and loads with `may_evict` false.
+  StatusOr<Document*> load(const std::string& key, bool may_evict = true);
   // REQUIRES: mu_ held.
   void stage_doc(rocksdb::WriteBatch* b, const std::string& key, const Document& d);
   void stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e);
@@ -150,6 +196,27 @@ class Store::Impl {
   Status commit(rocksdb::WriteBatch* b);
   Status wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ticket);
   void notify(const std::vector<v1::LogEntry>& entries);
+  // REQUIRES: mu_ held. Hands committed entries to the listeners once they are
+  // durable: at once, or with kGroupCommit when an fsync covers `ticket`, so
+  // that no peer learns of a write (and its dot) that a crash could still undo.
+  void publish(uint64_t ticket, std::vector<v1::LogEntry> entries);
+  void publish_durable();
+
+  // What a failed write restores (its staged documents are dropped from the
+  // cache separately), so that a refused or failed call leaves no trace.
+  struct Saved {
+    v1::ReplicaMeta meta;
+    Hlc hlc;
+    VersionVector vv;
+    StoreStats stats;
+  };
+  Saved save() const { return Saved{meta_, hlc_, vv_, stats_}; }
+  void restore(Saved saved) {
+    meta_ = std::move(saved.meta);
+    hlc_ = saved.hlc;
+    vv_ = std::move(saved.vv);
+    stats_ = saved.stats;
+  }
 
   StoreOptions opts_;
   Clock* clock_;
@@ -171,6 +238,8 @@ class Store::Impl {
   uint64_t written_ticket_ = 0;
   uint64_t durable_ticket_ = 0;
   bool syncing_ = false;
+  // Committed entries waiting for the fsync that covers their ticket.
+  std::deque<std::pair<uint64_t, std::vector<v1::LogEntry>>> unpublished_;
 };
 
 Status Store::Impl::open() {
@@ -182,6 +251,12 @@ Status Store::Impl::open() {
   options.create_if_missing = true;
   options.create_missing_column_families = true;
   options.IncreaseParallelism(2);
+  // No periodic stats threads; the WAL already holds what a flush at close
+  // would write, so closing (and crash-restart tests) stays fast.
+  options.stats_dump_period_sec = 0;
+  options.stats_persist_period_sec = 0;
+  options.avoid_flush_during_shutdown = true;
+  options.keep_log_file_num = 3;
   auto supported = rocksdb::GetSupportedCompressions();
   auto has = [&](rocksdb::CompressionType t) {
     return std::find(supported.begin(), supported.end(), t) != supported.end();
@@ -247,10 +322,10 @@ Status Store::Impl::open() {
   return it->status().ok() ? ok_status() : from_rocks(it->status(), "reading store metadata");
 }
 
-StatusOr<Document*> Store::Impl::load(const std::string& key) {
+StatusOr<Document*> Store::Impl::load(const std::string& key, bool may_evict) {
   auto it = cache_.find(key);
   if (it != cache_.end()) return &it->second;
-  if (cache_.size() >= opts_.doc_cache_entries) cache_.clear();
+  if (may_evict && cache_.size() >= opts_.doc_cache_entries) cache_.clear();
   std::string raw;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), docs(), key, &raw);
   Document d;
@@ -347,7 +422,10 @@ Status Store::Impl::wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ti
     rocksdb::Status s = db_->SyncWAL();
     lock.lock();
     syncing_ = false;
-    if (s.ok()) durable_ticket_ = std::max(durable_ticket_, target);
+    if (s.ok()) {
+      durable_ticket_ = std::max(durable_ticket_, target);
+      publish_durable();
+    }
     durable_cv_.notify_all();
     if (!s.ok()) return from_rocks(s, "syncing the write-ahead log");
   }
@@ -360,14 +438,36 @@ void Store::Impl::notify(const std::vector<v1::LogEntry>& entries) {
   }
 }
 
+void Store::Impl::publish(uint64_t ticket, std::vector<v1::LogEntry> entries) {
+  if (opts_.durability != Durability::kGroupCommit) {
+    notify(entries);
+    return;
+  }
+  unpublished_.emplace_back(ticket, std::move(entries));
+}
+
+void Store::Impl::publish_durable() {
+  // In ticket order, which is commit (log index) order.
+  while (!unpublished_.empty() && unpublished_.front().first <= durable_ticket_) {
+    notify(unpublished_.front().second);
+    unpublished_.pop_front();
+  }
+}
+
 StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
-                                             const std::optional<json>& target) {
+                                             const std::optional<json>& target_in,
+                                             const json* merge_patch) {
   const std::string key(key_view);
   CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
   std::unique_lock lock(mu_);
   auto loaded = load(key);
   if (!loaded.ok()) return loaded.status();
   Document* doc = *loaded;
+  std::optional<json> patched;
+  if (merge_patch != nullptr) {
+    patched = apply_merge_patch(doc->exists() ? doc->to_value() : json::object(), *merge_patch);
+  }
+  const std::optional<json>& target = merge_patch != nullptr ? patched : target_in;
 
   v1::Delta delta;
   delta.set_key(key);
@@ -378,6 +478,12 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
                               " bytes exceeds the limit of " +
                               std::to_string(opts_.limits.max_doc_bytes));
     }
+    // The same depth limit as parse_document: a deeper document could be
+    // written but never loaded again (Document::from_proto refuses it).
+    if (json_depth(*target) > opts_.limits.max_depth) {
+      return invalid_argument("document " + key + " nests deeper than " +
+                              std::to_string(opts_.limits.max_depth));
+    }
     std::vector<v1::FieldOp> ops;
     doc->diff(*target, &ops);
     for (auto& op : ops) *delta.add_ops() = std::move(op);
@@ -387,6 +493,7 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   }
   if (delta.ops_size() == 0) return delta;
 
+  Saved saved = save();
   // Stamp above everything this write saw in the document, so that a causal
   // overwrite always wins, even over a value stamped by a clock running ahead.
   uint64_t stamp = hlc_.tick(clock_->now_ms());
@@ -410,10 +517,11 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   Status st = commit(&b);
   if (!st.ok()) {
     cache_.erase(key);
+    restore(std::move(saved));
     return st;
   }
   const uint64_t ticket = ++written_ticket_;
-  notify(entries);
+  publish(ticket, std::move(entries));
   CANOPY_RETURN_IF_ERROR(wait_durable(lock, ticket));
   return delta;
 }
@@ -424,17 +532,9 @@ StatusOr<v1::Delta> Store::Impl::patch(std::string_view key, std::string_view te
     return invalid_argument("merge patch for " + std::string(key) + ": " +
                             patch.status().message());
   }
-  json current;
-  {
-    std::lock_guard lock(mu_);
-    CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
-    auto loaded = load(std::string(key));
-    if (!loaded.ok()) return loaded.status();
-    current = (*loaded)->exists() ? (*loaded)->to_value() : json::object();
-  }
-  // A concurrent write between the read above and the write below is merged
-  // by the diff against the then-current state: the patch's fields win.
-  return write_local(key, apply_merge_patch(current, *patch));
+  // Read, patch and write under one lock: a patch read outside it would write
+  // back stale values of fields that a concurrent writer changed meanwhile.
+  return write_local(key, std::nullopt, &*patch);
 }
 
 StatusOr<std::string> Store::Impl::get(std::string_view key) {
@@ -508,6 +608,11 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uin
   }
   std::unique_lock lock(mu_);
   const uint64_t now = clock_->now_ms();
+  // Every document of the batch stays staged in the cache until the commit.
+  if (cache_.size() + static_cast<size_t>(batch.deltas_size()) > opts_.doc_cache_entries) {
+    cache_.clear();
+  }
+  Saved saved = save();
   rocksdb::WriteBatch b;
   std::vector<v1::LogEntry> entries;
   std::vector<std::string> touched;
@@ -525,10 +630,11 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uin
       spdlog::warn("delta {}:{} for {} is stamped {} ms ahead of the local clock",
                    d.dot().replica(), d.dot().seq(), d.key(), hlc_physical_ms(d.hlc()) - now);
     }
-    auto loaded = load(d.key());
+    auto loaded = load(d.key(), /*may_evict=*/false);
     if (!loaded.ok()) {
       // Nothing of this batch is committed: forget what was staged in memory.
       for (const auto& k : touched) cache_.erase(k);
+      restore(std::move(saved));
       return loaded.status();
     }
     overwrites.clear();
@@ -562,10 +668,11 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uin
   Status st = commit(&b);
   if (!st.ok()) {
     for (const auto& k : touched) cache_.erase(k);
+    restore(std::move(saved));
     return st;
   }
   const uint64_t ticket = ++written_ticket_;
-  notify(entries);
+  publish(ticket, std::move(entries));
   CANOPY_RETURN_IF_ERROR(wait_durable(lock, ticket));
   return result;
 }
@@ -578,12 +685,14 @@ Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint6
       return invalid_argument("state of " + d.key() + ": " + parsed.status().message());
   }
   std::unique_lock lock(mu_);
+  Saved saved = save();
   rocksdb::WriteBatch b;
   std::vector<v1::LogEntry> entries;
   for (const auto& d : docs_in) {
     auto loaded = load(d.key());
     if (!loaded.ok()) {
       for (const auto& e : entries) cache_.erase(e.doc().key());
+      restore(std::move(saved));
       return loaded.status();
     }
     Document* doc = *loaded;
@@ -606,10 +715,11 @@ Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint6
   Status st = commit(&b);
   if (!st.ok()) {
     for (const auto& e : entries) cache_.erase(e.doc().key());
+    restore(std::move(saved));
     return st;
   }
   const uint64_t ticket = ++written_ticket_;
-  notify(entries);
+  publish(ticket, std::move(entries));
   return wait_durable(lock, ticket);
 }
 
@@ -821,7 +931,7 @@ uint64_t Store::replica_id() const { return impl_->replica_id(); }
 uint64_t Store::log_epoch() const { return impl_->log_epoch(); }
 
 StatusOr<v1::Delta> Store::put(std::string_view key, std::string_view json_text) {
-  auto doc = parse_document(json_text, DocumentLimits{});
+  auto doc = parse_document(json_text, impl_->limits());
   if (!doc.ok())
     return invalid_argument("document " + std::string(key) + ": " + doc.status().message());
   return impl_->write_local(key, *doc);
@@ -864,6 +974,7 @@ Status Store::apply_states(const std::vector<v1::DocState>& docs, uint64_t sourc
 Status Store::drop(const std::vector<std::string>& keys) { return impl_->drop(keys); }
 
 VersionVector Store::version_vector() { return impl_->version_vector(); }
+Status Store::reserve_seqs_through(uint64_t seq) { return impl_->reserve_seqs_through(seq); }
 
 StatusOr<std::vector<v1::Delta>> Store::missing_since(const VersionVector& peer,
                                                       const KeyFilter& filter, size_t limit,
@@ -907,7 +1018,8 @@ StatusOr<std::vector<v1::RangeFingerprint>> Store::split_fingerprints(std::strin
     const size_t end = std::min(n, i + per);
     v1::RangeFingerprint& fp = out.emplace_back();
     // Ranges tile [first, last]: the first starts at `first`, the last ends at `last`.
-    fp.set_first(i == 0 ? std::string(first) : (*hs)[i].first);
+    // The smallest key above the previous range's last (keys hold no NUL).
+    fp.set_first(i == 0 ? std::string(first) : (*hs)[i - 1].first + std::string(1, '\0'));
     fp.set_last(end == n ? std::string(last) : (*hs)[end - 1].first);
     uint64_t sum = 0;
     for (size_t j = i; j < end; ++j) {
@@ -944,6 +1056,12 @@ StatusOr<size_t> Store::collect_tombstones(uint64_t stable_hlc) {
 
 uint64_t Store::subscribe(Listener listener) { return impl_->subscribe(std::move(listener)); }
 void Store::unsubscribe(uint64_t id) { impl_->unsubscribe(id); }
+Status Store::put_local(std::string_view name, std::string_view value) {
+  return impl_->put_local(name, value);
+}
+StatusOr<std::optional<std::string>> Store::get_local(std::string_view name) {
+  return impl_->get_local(name);
+}
 StoreStats Store::stats() { return impl_->stats(); }
 Status Store::compact() { return impl_->compact(); }
 

@@ -20,7 +20,9 @@
 // A write that returned OK survives a crash at any instant, except with kNone.
 //
 // Thread-safety: all methods are safe to call from any thread. Listeners run
-// on the writing thread, after the commit, with the store's lock held: they
+// on a writing thread, in log order, once the change is durable (with
+// kGroupCommit: after the fsync that covers it, possibly on the thread that
+// led that fsync), before the write returns, with the store's lock held: they
 // must not call back into the store, only copy what they need.
 #pragma once
 
@@ -130,6 +132,9 @@ class Store {
   // Forgets documents locally, without tombstones (keys that left the scope).
   Status drop(const std::vector<std::string>& keys);
   VersionVector version_vector();
+  // Makes the next local write use a seq above `seq` (a replica restored from
+  // an old backup must never reuse a dot its peers already hold).
+  Status reserve_seqs_through(uint64_t seq);
   // Deltas still in the log whose dot `peer` lacks, for keys passing `filter`.
   // `complete` is false when the log was trimmed past what the peer lacks.
   StatusOr<std::vector<v1::Delta>> missing_since(const VersionVector& peer, const KeyFilter& filter,
@@ -167,6 +172,11 @@ class Store {
   // --- Subscription to committed changes.
   uint64_t subscribe(Listener listener);
   void unsubscribe(uint64_t id);
+
+  // --- Local, unreplicated metadata (sync positions and the like).
+  Status put_local(std::string_view name, std::string_view value);
+  // Empty optional when unset.
+  StatusOr<std::optional<std::string>> get_local(std::string_view name);
 
   StoreStats stats();
   // Forces a flush of memtables and a full compaction (for space measurement).

@@ -25,8 +25,18 @@ class ScopeProvider {
  public:
   virtual ~ScopeProvider() = default;
   virtual bool in_scope(std::string_view child, std::string_view key) = 0;
-  virtual bool writable_by(std::string_view child, std::string_view key) = 0;
+  // The key prefixes `child` may write; `writable_by` must agree with them.
+  virtual std::vector<std::string> writable_prefixes(std::string_view child) = 0;
+  virtual bool writable_by(std::string_view child, std::string_view key) {
+    for (const auto& p : writable_prefixes(child)) {
+      if (key.starts_with(p)) return true;
+    }
+    return false;
+  }
   virtual uint64_t version(std::string_view child) = 0;
+  // The children whose scope holds `key`, so that a committed change is routed
+  // only to the sessions that need it (O(result), not O(children)).
+  virtual std::vector<std::string> children_for(std::string_view key) = 0;
 };
 
 // A change of one child's scope, computed by the parent's own logic (placement

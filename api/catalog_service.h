@@ -1,0 +1,111 @@
+// CatalogService: the gRPC `Catalog` service (proto/canopy/v1/hub.proto) over
+// the hub's store and placement index.
+//
+// Every object maps to one store key (docs/keys.md): templates, placements and
+// overrides under `t/<tenant>/`, sites under `sites/`. Put validates the whole
+// request before anything is written, so a refused request leaves the store as
+// it was; errors are gRPC codes whose message names the field and the reason.
+// Store errors pass through with their code (api/grpc_status.h).
+//
+// Watch streams subscribe to the store. The store's listener runs on the
+// writing thread with the store's lock held, so it only records the changed
+// key in the watcher's bounded queue (coalescing repeated changes of one key)
+// and never blocks; the stream's own thread reads the document and sends it.
+// A watcher with more than `watch_queue_limit` pending changes is ended with
+// RESOURCE_EXHAUSTED: it re-lists and watches again, and the writers never
+// wait for it.
+//
+// Thread-safety: the handlers are called by gRPC from many threads at once;
+// the store and the index are thread-safe. The server must be shut down (and
+// its handlers returned) before the service is destroyed; call shutdown()
+// first so that open watch streams end at once.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "canopy/v1/hub.grpc.pb.h"
+#include "hub/placement_index.h"
+#include "store/document.h"
+#include "store/status.h"
+#include "store/store.h"
+
+namespace canopy::api {
+
+// Pending changes a watcher may fall behind by before its stream is ended.
+inline constexpr size_t kWatchQueueLimit = 10'000;
+// List and GetStatus page sizes.
+inline constexpr uint32_t kDefaultPageSize = 100;
+inline constexpr uint32_t kMaxPageSize = 1000;
+
+struct CatalogOptions {
+  // The store's document limits (StoreOptions::limits).
+  DocumentLimits limits;
+  size_t watch_queue_limit = kWatchQueueLimit;
+  // For tests: called by a watch stream before it sends each event.
+  std::function<void()> before_watch_send;
+};
+
+// Object kinds.
+inline constexpr std::string_view kTemplate = "template";
+inline constexpr std::string_view kPlacement = "placement";
+inline constexpr std::string_view kOverride = "override";
+inline constexpr std::string_view kSite = "site";
+
+// The store key of an object, or INVALID_ARGUMENT naming the bad field
+// (`field_prefix` is prepended to field names, e.g. "object.").
+StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
+                                 std::string_view name, std::string_view field_prefix = "");
+
+// Checks `object.json` for the object's kind and returns the document to
+// store. The kind and name must already be valid (object_key).
+StatusOr<nlohmann::json> validate_object(const v1::Object& object, const DocumentLimits& limits);
+
+class CatalogService final : public v1::Catalog::Service {
+ public:
+  // `store` and `index` must outlive the service; `index` follows `store`.
+  CatalogService(Store* store, hub::PlacementIndex* index, CatalogOptions options = {});
+  ~CatalogService() override;
+  CatalogService(const CatalogService&) = delete;
+  CatalogService& operator=(const CatalogService&) = delete;
+
+  // Ends every open watch stream (UNAVAILABLE) and refuses new ones.
+  void shutdown();
+
+  grpc::Status Put(grpc::ServerContext* context, const v1::PutRequest* request,
+                   v1::PutResponse* response) override;
+  grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
+                   v1::GetResponse* response) override;
+  grpc::Status List(grpc::ServerContext* context, const v1::ListRequest* request,
+                    v1::ListResponse* response) override;
+  grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                      v1::DeleteResponse* response) override;
+  grpc::Status Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
+                     grpc::ServerWriter<v1::WatchEvent>* writer) override;
+  grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
+                         v1::GetStatusResponse* response) override;
+
+ private:
+  struct Watcher;
+
+  // Reads `key` into `out` (kind, tenant, name set by the caller). False when
+  // the document does not exist (version still set when a tombstone does).
+  StatusOr<bool> read_object(const std::string& key, v1::Object* out);
+
+  Store* store_;
+  hub::PlacementIndex* index_;
+  CatalogOptions options_;
+
+  std::mutex mu_;
+  bool shut_down_ = false;
+  std::set<std::shared_ptr<Watcher>> watchers_;
+};
+
+}  // namespace canopy::api

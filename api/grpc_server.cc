@@ -1,0 +1,32 @@
+#include "api/grpc_server.h"
+
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+#include <spdlog/spdlog.h>
+
+namespace canopy::api {
+
+std::unique_ptr<grpc::Server> start_grpc_server(const std::string& listen_addr,
+                                                std::vector<grpc::Service*> services,
+                                                int* bound_port) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  // Insecure until mTLS arrives (see the header).
+  builder.AddListeningPort(listen_addr, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  // A port another process holds is an error, not a shared listener.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  for (grpc::Service* s : services) builder.RegisterService(s);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    spdlog::error("gRPC server: cannot listen on {}", listen_addr);
+    if (server != nullptr) server->Shutdown();
+    return nullptr;
+  }
+  if (bound_port != nullptr) *bound_port = port;
+  spdlog::info("gRPC server listening on {} (port {})", listen_addr, port);
+  return server;
+}
+
+}  // namespace canopy::api

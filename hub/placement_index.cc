@@ -1,0 +1,789 @@
+#include "hub/placement_index.h"
+
+#include <spdlog/spdlog.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+namespace canopy::hub {
+namespace {
+
+using json = nlohmann::json;
+
+// Greater than every character a store key may hold: P + kKeyEnd bounds every
+// key that starts with P.
+constexpr char kKeyEnd = '\x7f';
+
+std::string label_pair(std::string_view k, std::string_view v) {
+  std::string s;
+  s.reserve(k.size() + v.size() + 1);
+  s.append(k);
+  s.push_back('\0');
+  s.append(v);
+  return s;
+}
+
+// The smallest string greater than `key`.
+std::string successor(std::string_view key) {
+  std::string s(key);
+  s.push_back('\0');
+  return s;
+}
+
+// String members of `v[field]` when it is an array of strings that are
+// DNS-1123 labels; others are skipped.
+std::vector<std::string> label_array(const json& v, const char* field) {
+  std::vector<std::string> out;
+  auto it = v.find(field);
+  if (it == v.end() || !it->is_array()) return out;
+  for (const auto& e : *it) {
+    if (e.is_string() && is_dns1123_label(e.get_ref<const std::string&>())) {
+      out.push_back(e.get<std::string>());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+// `selector.matchLabels`; empty (matches nothing by labels) when missing or
+// when any value is not a string.
+Labels match_labels(const json& v) {
+  Labels out;
+  auto sel = v.find("selector");
+  if (sel == v.end() || !sel->is_object()) return out;
+  auto ml = sel->find("matchLabels");
+  if (ml == sel->end() || !ml->is_object()) return out;
+  for (const auto& [k, val] : ml->items()) {
+    if (!val.is_string()) return {};
+    out.emplace(k, val.get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace
+
+bool is_dns1123_label(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  for (char c : name) {
+    if (!alnum(c) && c != '-') return false;
+  }
+  return alnum(name.front()) && alnum(name.back());
+}
+
+std::string site_key(std::string_view site) {
+  return std::string(kSitesPrefix) + std::string(site);
+}
+std::string template_key(std::string_view tenant, std::string_view name) {
+  return std::string(kTenantsPrefix) + std::string(tenant) + "/templates/" + std::string(name);
+}
+std::string placement_key(std::string_view tenant, std::string_view name) {
+  return std::string(kTenantsPrefix) + std::string(tenant) + "/placements/" + std::string(name);
+}
+std::string override_key(std::string_view tenant, std::string_view name) {
+  return std::string(kTenantsPrefix) + std::string(tenant) + "/overrides/" + std::string(name);
+}
+
+// --- Internal state.
+
+struct PlacementIndex::Site {
+  std::string name;
+  bool known = false;  // a visible sites/<name> document
+  Labels labels;
+  std::unordered_set<Rule*> placements;  // matching placements
+  std::unordered_set<Rule*> overrides;   // overrides in scope
+  // Scope keys (views of holders_' keys) -> number of reasons they are in scope.
+  std::map<std::string_view, uint32_t, std::less<>> scope;
+  bool version_valid = false;
+  uint64_t version = 0;
+};
+
+// A placement or an override, as evaluated.
+struct PlacementIndex::Rule {
+  std::string key;
+  bool exists = false;
+  Labels match_labels;
+  std::vector<std::string> sites;      // listed site names, sorted
+  std::vector<std::string> templates;  // placement: template keys, sorted
+  std::string template_key;            // override: the template it patches
+  // Placement: the sites it matches. Override: the sites holding it in scope.
+  std::unordered_set<Site*> matched;
+  std::string indexed_pair;  // the label pair it is indexed under
+};
+
+// Rules by one of their label pairs and by listed site name: the candidates
+// for a site are the rules indexed under any of its labels or its name.
+struct PlacementIndex::SelectorIndex {
+  std::unordered_map<std::string, std::unordered_set<Rule*>> by_label;
+  std::unordered_map<std::string, std::unordered_set<Rule*>> by_site;
+
+  void add(Rule* r) {
+    if (!r->exists) return;
+    if (!r->match_labels.empty()) {
+      const auto& [k, v] = *r->match_labels.begin();
+      r->indexed_pair = label_pair(k, v);
+      by_label[r->indexed_pair].insert(r);
+    }
+    for (const auto& s : r->sites) by_site[s].insert(r);
+  }
+  void remove(Rule* r) {
+    if (!r->indexed_pair.empty()) erase(&by_label, r->indexed_pair, r);
+    r->indexed_pair.clear();
+    for (const auto& s : r->sites) erase(&by_site, s, r);
+  }
+  std::unordered_set<Rule*> candidates(const Site& site) const {
+    std::unordered_set<Rule*> out;
+    for (const auto& [k, v] : site.labels) {
+      auto it = by_label.find(label_pair(k, v));
+      if (it != by_label.end()) out.insert(it->second.begin(), it->second.end());
+    }
+    auto it = by_site.find(site.name);
+    if (it != by_site.end()) out.insert(it->second.begin(), it->second.end());
+    return out;
+  }
+
+ private:
+  static void erase(std::unordered_map<std::string, std::unordered_set<Rule*>>* m,
+                    const std::string& k, Rule* r) {
+    auto it = m->find(k);
+    if (it == m->end()) return;
+    it->second.erase(r);
+    if (it->second.empty()) m->erase(it);
+  }
+};
+
+PlacementIndex::PlacementIndex()
+    : placement_selectors_(std::make_unique<SelectorIndex>()),
+      override_selectors_(std::make_unique<SelectorIndex>()) {}
+
+PlacementIndex::~PlacementIndex() {
+  if (attached_ != nullptr) attached_->unsubscribe(subscription_);
+}
+
+StatusOr<std::unique_ptr<PlacementIndex>> PlacementIndex::attach(Store* store) {
+  auto index = std::make_unique<PlacementIndex>();
+  PlacementIndex* raw = index.get();
+  // Subscribe before loading: whatever commits meanwhile is joined either way.
+  index->subscription_ = store->subscribe([raw](const v1::LogEntry& e) { raw->on_commit(e); });
+  index->attached_ = store;
+  CANOPY_RETURN_IF_ERROR(index->load(*store));
+  return index;
+}
+
+PlacementIndex::DocKind PlacementIndex::classify(std::string_view key, std::string_view* tenant,
+                                                 std::string_view* name) {
+  if (key.starts_with(kSitesPrefix)) {
+    std::string_view rest = key.substr(kSitesPrefix.size());
+    if (rest.empty() || rest.find('/') != std::string_view::npos) return DocKind::kNone;
+    *name = rest;
+    return DocKind::kSite;
+  }
+  if (!key.starts_with(kTenantsPrefix)) return DocKind::kNone;
+  std::string_view rest = key.substr(kTenantsPrefix.size());
+  const size_t slash = rest.find('/');
+  if (slash == std::string_view::npos || slash == 0) return DocKind::kNone;
+  *tenant = rest.substr(0, slash);
+  rest.remove_prefix(slash + 1);
+  DocKind kind;
+  if (rest.starts_with("placements/")) {
+    kind = DocKind::kPlacement;
+    rest.remove_prefix(sizeof("placements/") - 1);
+  } else if (rest.starts_with("overrides/")) {
+    kind = DocKind::kOverride;
+    rest.remove_prefix(sizeof("overrides/") - 1);
+  } else {
+    return DocKind::kNone;
+  }
+  if (rest.empty() || rest.find('/') != std::string_view::npos) return DocKind::kNone;
+  *name = rest;
+  return kind;
+}
+
+// --- Loading.
+
+Status PlacementIndex::load(Store& store) {
+  auto merge = [this](const v1::DocState& st) {
+    std::lock_guard lock(mu_);
+    docs_[st.key()].merge(st.root());
+  };
+
+  // Site records: one step per site record and one per site subtree, which is
+  // skipped whole (status documents are many and not needed here).
+  const std::string sites_end = std::string(kSitesPrefix) + kKeyEnd;
+  std::string cursor(kSitesPrefix);
+  while (true) {
+    auto page = store.states(cursor, sites_end, nullptr, 1);
+    if (!page.ok()) return page.status();
+    if (page->empty()) break;
+    const v1::DocState& st = page->front();
+    std::string_view rest = std::string_view(st.key()).substr(kSitesPrefix.size());
+    const size_t slash = rest.find('/');
+    if (slash == std::string_view::npos) {
+      merge(st);
+      cursor = successor(st.key());
+    } else {
+      cursor = std::string(kSitesPrefix) + std::string(rest.substr(0, slash)) + "/" + kKeyEnd;
+    }
+  }
+
+  // Tenants: for each, its placements and overrides page by page; templates
+  // and everything else are skipped.
+  const std::string tenants_end = std::string(kTenantsPrefix) + kKeyEnd;
+  cursor = std::string(kTenantsPrefix);
+  while (true) {
+    auto page = store.states(cursor, tenants_end, nullptr, 1);
+    if (!page.ok()) return page.status();
+    if (page->empty()) break;
+    const std::string& first = page->front().key();
+    std::string_view rest = std::string_view(first).substr(kTenantsPrefix.size());
+    const size_t slash = rest.find('/');
+    if (slash == std::string_view::npos) {
+      cursor = successor(first);
+      continue;
+    }
+    const std::string tenant_prefix =
+        std::string(kTenantsPrefix) + std::string(rest.substr(0, slash)) + "/";
+    for (const char* kind : {"overrides/", "placements/"}) {
+      const std::string prefix = tenant_prefix + kind;
+      const std::string end = prefix + kKeyEnd;
+      auto is_doc = [&prefix](std::string_view k) {
+        return k.substr(prefix.size()).find('/') == std::string_view::npos;
+      };
+      std::string from = prefix;
+      while (true) {
+        auto docs = store.states(from, end, is_doc, kLoadPageSize);
+        if (!docs.ok()) return docs.status();
+        for (const auto& st : *docs) merge(st);
+        if (docs->size() < kLoadPageSize) break;
+        from = successor(docs->back().key());
+      }
+    }
+    cursor = tenant_prefix + kKeyEnd;
+  }
+
+  std::lock_guard lock(mu_);
+  std::vector<std::string> sites, placements, overrides;
+  for (const auto& [key, doc] : docs_) {
+    std::string_view tenant, name;
+    switch (classify(key, &tenant, &name)) {
+      case DocKind::kSite:
+        sites.push_back(key);
+        break;
+      case DocKind::kPlacement:
+        placements.push_back(key);
+        break;
+      case DocKind::kOverride:
+        overrides.push_back(key);
+        break;
+      case DocKind::kNone:
+        break;
+    }
+  }
+  Changes ignored;
+  for (auto* group : {&sites, &placements, &overrides}) {
+    std::sort(group->begin(), group->end());
+    for (const auto& key : *group) evaluate(key, &ignored);
+  }
+  loaded_ = true;
+  spdlog::info("placement index: {} sites, {} placements, {} overrides", sites.size(),
+               placements.size(), overrides.size());
+  return ok_status();
+}
+
+// --- Following commits.
+
+void PlacementIndex::on_commit(const v1::LogEntry& entry) {
+  const std::string* key = nullptr;
+  if (entry.has_delta()) {
+    key = &entry.delta().key();
+  } else if (entry.has_doc()) {
+    key = &entry.doc().key();
+  } else {
+    return;
+  }
+  std::string_view tenant, name;
+  if (classify(*key, &tenant, &name) == DocKind::kNone) return;
+
+  std::vector<sync::ScopeChange> changes;
+  ScopeListener listener;
+  {
+    std::lock_guard lock(mu_);
+    Document& doc = docs_[*key];
+    if (entry.has_delta()) {
+      doc.apply(entry.delta(), nullptr);
+    } else {
+      doc.merge(entry.doc().root());
+    }
+    if (!loaded_) return;
+    Changes net;
+    evaluate(*key, &net);
+    changes = collect(&net);
+    listener = listener_;
+  }
+  if (listener) {
+    for (const auto& c : changes) listener(c);
+  }
+}
+
+void PlacementIndex::on_scope_change(ScopeListener listener) {
+  std::lock_guard lock(mu_);
+  listener_ = std::move(listener);
+}
+
+void PlacementIndex::evaluate(const std::string& key, Changes* changes) {
+  std::string_view tenant, name;
+  const DocKind kind = classify(key, &tenant, &name);
+  const Document& doc = docs_.at(key);
+  switch (kind) {
+    case DocKind::kSite:
+      update_site(std::string(name), doc, changes);
+      break;
+    case DocKind::kPlacement:
+      update_placement(key, tenant, doc, changes);
+      break;
+    case DocKind::kOverride:
+      update_override(key, tenant, doc, changes);
+      break;
+    case DocKind::kNone:
+      break;
+  }
+}
+
+std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
+  std::vector<sync::ScopeChange> out;
+  for (auto& [site, keys] : *changes) {
+    sync::ScopeChange c;
+    c.child = site->name;
+    for (auto& [key, net] : keys) {
+      if (net > 0) c.entered.push_back(key);
+      if (net < 0) c.left.push_back(key);
+    }
+    if (!c.entered.empty() || !c.left.empty()) out.push_back(std::move(c));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.child < b.child; });
+  return out;
+}
+
+// --- Evaluation.
+
+void PlacementIndex::update_site(const std::string& name, const Document& doc, Changes* changes) {
+  auto& slot = sites_[name];
+  if (!slot) {
+    slot = std::make_unique<Site>();
+    slot->name = name;
+  }
+  Site* site = slot.get();
+
+  Labels labels;
+  const bool known = doc.exists() && is_dns1123_label(name);
+  if (known) {
+    const json v = doc.to_value();
+    auto it = v.find("labels");
+    if (it != v.end() && it->is_object()) {
+      for (const auto& [k, val] : it->items()) {
+        if (val.is_string()) labels.emplace(k, val.get<std::string>());
+      }
+    }
+  }
+  if (site->known == known && site->labels == labels) return;
+
+  if (site->known) {
+    for (const auto& [k, v] : site->labels) {
+      auto it = sites_by_label_.find(label_pair(k, v));
+      if (it == sites_by_label_.end()) continue;
+      it->second.erase(site);
+      if (it->second.empty()) sites_by_label_.erase(it);
+    }
+  }
+  site->known = known;
+  site->labels = std::move(labels);
+  if (site->known) {
+    for (const auto& [k, v] : site->labels) sites_by_label_[label_pair(k, v)].insert(site);
+  }
+
+  std::unordered_set<Rule*> wanted;
+  if (site->known) {
+    for (Rule* p : placement_selectors_->candidates(*site)) {
+      if (matches(*p, *site)) wanted.insert(p);
+    }
+  }
+  const std::vector<Rule*> had(site->placements.begin(), site->placements.end());
+  for (Rule* p : had) {
+    if (wanted.contains(p)) continue;
+    remove_placement(site, p, p->templates, changes);
+    p->matched.erase(site);
+  }
+  for (Rule* p : wanted) {
+    if (site->placements.contains(p)) continue;
+    add_placement(site, p, p->templates, changes);
+    p->matched.insert(site);
+  }
+
+  // Overrides whose selector now matches (or no longer does) while their
+  // template stayed in scope.
+  const std::unordered_set<Rule*> wanted_overrides = overrides_wanted(site);
+  const std::vector<Rule*> held(site->overrides.begin(), site->overrides.end());
+  for (Rule* o : held) {
+    if (!wanted_overrides.contains(o)) remove_override(site, o, changes);
+  }
+  for (Rule* o : wanted_overrides) {
+    if (!site->overrides.contains(o)) add_override(site, o, changes);
+  }
+}
+
+void PlacementIndex::update_placement(const std::string& key, std::string_view tenant,
+                                      const Document& doc, Changes* changes) {
+  auto& slot = placements_[key];
+  if (!slot) {
+    slot = std::make_unique<Rule>();
+    slot->key = key;
+  }
+  Rule* p = slot.get();
+
+  Rule fresh;
+  fresh.key = key;
+  fresh.exists = doc.exists() && is_dns1123_label(tenant);
+  if (fresh.exists) {
+    const json v = doc.to_value();
+    fresh.match_labels = match_labels(v);
+    fresh.sites = label_array(v, "sites");
+    for (const auto& t : label_array(v, "templates")) {
+      fresh.templates.push_back(template_key(tenant, t));
+    }
+  }
+  std::unordered_set<Site*> now = sites_matching(fresh);
+
+  const std::vector<Site*> before(p->matched.begin(), p->matched.end());
+  for (Site* s : before) {
+    if (!now.contains(s)) remove_placement(s, p, p->templates, changes);
+  }
+  std::vector<std::string> added, removed;
+  std::set_difference(fresh.templates.begin(), fresh.templates.end(), p->templates.begin(),
+                      p->templates.end(), std::back_inserter(added));
+  std::set_difference(p->templates.begin(), p->templates.end(), fresh.templates.begin(),
+                      fresh.templates.end(), std::back_inserter(removed));
+  for (Site* s : now) {
+    if (!p->matched.contains(s)) {
+      add_placement(s, p, fresh.templates, changes);
+      continue;
+    }
+    for (const auto& t : added) ref_template(s, t, changes);
+    for (const auto& t : removed) unref_template(s, t, changes);
+  }
+
+  placement_selectors_->remove(p);
+  p->exists = fresh.exists;
+  p->match_labels = std::move(fresh.match_labels);
+  p->sites = std::move(fresh.sites);
+  p->templates = std::move(fresh.templates);
+  p->matched = std::move(now);
+  placement_selectors_->add(p);
+}
+
+void PlacementIndex::update_override(const std::string& key, std::string_view tenant,
+                                     const Document& doc, Changes* changes) {
+  auto& slot = overrides_[key];
+  if (!slot) {
+    slot = std::make_unique<Rule>();
+    slot->key = key;
+  }
+  Rule* o = slot.get();
+
+  Rule fresh;
+  fresh.key = key;
+  if (doc.exists() && is_dns1123_label(tenant)) {
+    const json v = doc.to_value();
+    auto t = v.find("template");
+    if (t != v.end() && t->is_string() && is_dns1123_label(t->get_ref<const std::string&>())) {
+      fresh.exists = true;
+      fresh.template_key = template_key(tenant, t->get_ref<const std::string&>());
+      fresh.match_labels = match_labels(v);
+      fresh.sites = label_array(v, "sites");
+    }
+  }
+
+  // The sites to hold it: those matching it that hold its template. Walk
+  // whichever is smaller, the template's holders or the selector's sites.
+  std::unordered_set<Site*> now;
+  if (fresh.exists) {
+    auto holders = holders_.find(fresh.template_key);
+    size_t by_selector = fresh.sites.size();
+    if (!fresh.match_labels.empty()) {
+      size_t smallest = SIZE_MAX;
+      for (const auto& [k, v] : fresh.match_labels) {
+        auto it = sites_by_label_.find(label_pair(k, v));
+        smallest = std::min(smallest, it == sites_by_label_.end() ? 0 : it->second.size());
+      }
+      by_selector += smallest;
+    }
+    if (holders == holders_.end()) {
+      // No site holds the template.
+    } else if (holders->second.size() <= by_selector) {
+      for (Site* s : holders->second) {
+        if (matches(fresh, *s)) now.insert(s);
+      }
+    } else {
+      for (Site* s : sites_matching(fresh)) {
+        if (s->scope.contains(fresh.template_key)) now.insert(s);
+      }
+    }
+  }
+
+  const std::vector<Site*> before(o->matched.begin(), o->matched.end());
+  for (Site* s : before) {
+    if (!now.contains(s)) remove_override(s, o, changes);
+  }
+  for (Site* s : now) {
+    if (!o->matched.contains(s)) add_override(s, o, changes);
+  }
+
+  override_selectors_->remove(o);
+  if (!o->template_key.empty()) {
+    auto it = overrides_by_template_.find(o->template_key);
+    if (it != overrides_by_template_.end()) {
+      it->second.erase(o);
+      if (it->second.empty()) overrides_by_template_.erase(it);
+    }
+  }
+  o->exists = fresh.exists;
+  o->template_key = std::move(fresh.template_key);
+  o->match_labels = std::move(fresh.match_labels);
+  o->sites = std::move(fresh.sites);
+  override_selectors_->add(o);
+  if (o->exists) overrides_by_template_[o->template_key].insert(o);
+  CANOPY_CHECK(o->matched == now);
+}
+
+bool PlacementIndex::matches(const Rule& rule, const Site& site) const {
+  if (!rule.exists || !site.known) return false;
+  if (std::binary_search(rule.sites.begin(), rule.sites.end(), site.name)) return true;
+  if (rule.match_labels.empty()) return false;
+  for (const auto& [k, v] : rule.match_labels) {
+    auto it = site.labels.find(k);
+    if (it == site.labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+std::unordered_set<PlacementIndex::Site*> PlacementIndex::sites_matching(const Rule& rule) {
+  std::unordered_set<Site*> out;
+  if (!rule.exists) return out;
+  for (const auto& name : rule.sites) {
+    Site* s = site_or_null(name);
+    if (s != nullptr && s->known) out.insert(s);
+  }
+  if (rule.match_labels.empty()) return out;
+  // Candidates from the rarest of the selector's pairs.
+  const std::unordered_set<Site*>* smallest = nullptr;
+  for (const auto& [k, v] : rule.match_labels) {
+    auto it = sites_by_label_.find(label_pair(k, v));
+    if (it == sites_by_label_.end()) return out;  // no site has this label
+    if (smallest == nullptr || it->second.size() < smallest->size()) smallest = &it->second;
+  }
+  for (Site* s : *smallest) {
+    if (matches(rule, *s)) out.insert(s);
+  }
+  return out;
+}
+
+std::unordered_set<PlacementIndex::Rule*> PlacementIndex::overrides_wanted(Site* site) {
+  std::unordered_set<Rule*> out;
+  if (!site->known) return out;
+  for (Rule* o : override_selectors_->candidates(*site)) {
+    if (matches(*o, *site) && site->scope.contains(o->template_key)) out.insert(o);
+  }
+  return out;
+}
+
+void PlacementIndex::add_placement(Site* site, Rule* placement,
+                                   const std::vector<std::string>& templates, Changes* changes) {
+  site->placements.insert(placement);
+  ref(site, placement->key, changes);
+  for (const auto& t : templates) ref_template(site, t, changes);
+}
+
+void PlacementIndex::remove_placement(Site* site, Rule* placement,
+                                      const std::vector<std::string>& templates, Changes* changes) {
+  site->placements.erase(placement);
+  for (const auto& t : templates) unref_template(site, t, changes);
+  unref(site, placement->key, changes);
+}
+
+void PlacementIndex::ref_template(Site* site, const std::string& key, Changes* changes) {
+  if (!ref(site, key, changes)) return;
+  auto it = overrides_by_template_.find(key);
+  if (it == overrides_by_template_.end()) return;
+  for (Rule* o : it->second) {
+    if (matches(*o, *site)) add_override(site, o, changes);
+  }
+}
+
+void PlacementIndex::unref_template(Site* site, const std::string& key, Changes* changes) {
+  if (!unref(site, key, changes)) return;
+  auto it = overrides_by_template_.find(key);
+  if (it == overrides_by_template_.end()) return;
+  for (Rule* o : it->second) {
+    if (site->overrides.contains(o)) remove_override(site, o, changes);
+  }
+}
+
+void PlacementIndex::add_override(Site* site, Rule* override_rule, Changes* changes) {
+  if (!site->overrides.insert(override_rule).second) return;
+  override_rule->matched.insert(site);
+  ref(site, override_rule->key, changes);
+}
+
+void PlacementIndex::remove_override(Site* site, Rule* override_rule, Changes* changes) {
+  if (site->overrides.erase(override_rule) == 0) return;
+  override_rule->matched.erase(site);
+  unref(site, override_rule->key, changes);
+}
+
+bool PlacementIndex::ref(Site* site, const std::string& key, Changes* changes) {
+  auto it = site->scope.find(key);
+  if (it != site->scope.end()) {
+    ++it->second;
+    return false;
+  }
+  auto holder = holders_.try_emplace(key).first;
+  holder->second.insert(site);
+  site->scope.emplace(std::string_view(holder->first), 1);
+  site->version_valid = false;
+  (*changes)[site][key] += 1;
+  return true;
+}
+
+bool PlacementIndex::unref(Site* site, const std::string& key, Changes* changes) {
+  auto it = site->scope.find(key);
+  CANOPY_CHECK(it != site->scope.end());
+  if (--it->second > 0) return false;
+  site->scope.erase(it);
+  auto holder = holders_.find(key);
+  CANOPY_CHECK(holder != holders_.end());
+  holder->second.erase(site);
+  if (holder->second.empty()) holders_.erase(holder);
+  site->version_valid = false;
+  (*changes)[site][key] -= 1;
+  return true;
+}
+
+PlacementIndex::Site* PlacementIndex::site_or_null(std::string_view name) {
+  auto it = sites_.find(name);
+  return it == sites_.end() ? nullptr : it->second.get();
+}
+
+// --- Queries.
+
+namespace {
+
+// `key` is `sites/<site>` or under `sites/<site>/`.
+bool in_own_subtree(std::string_view site, std::string_view key) {
+  if (!is_dns1123_label(site) || !key.starts_with(kSitesPrefix)) return false;
+  key.remove_prefix(kSitesPrefix.size());
+  if (!key.starts_with(site)) return false;
+  key.remove_prefix(site.size());
+  return key.empty() || key.front() == '/';
+}
+
+}  // namespace
+
+bool PlacementIndex::in_scope(std::string_view site, std::string_view key) {
+  if (in_own_subtree(site, key)) return true;
+  if (!key.starts_with(kTenantsPrefix)) return false;
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  return s != nullptr && s->scope.contains(key);
+}
+
+std::vector<std::string> PlacementIndex::writable_prefixes(std::string_view site) {
+  if (!is_dns1123_label(site)) return {};
+  const std::string base = site_key(site);
+  return {base + "/status/", base + "/overrides/"};
+}
+
+bool PlacementIndex::writable_by(std::string_view site, std::string_view key) {
+  for (const auto& prefix : writable_prefixes(site)) {
+    if (key.size() > prefix.size() && key.starts_with(prefix)) return true;
+  }
+  return false;
+}
+
+uint64_t PlacementIndex::version(std::string_view site) {
+  std::lock_guard lock(mu_);
+  Site* s = site_or_null(site);
+  if (s != nullptr && s->version_valid) return s->version;
+  XXH3_state_t* state = XXH3_createState();
+  CANOPY_CHECK(state != nullptr);
+  XXH3_64bits_reset(state);
+  if (s != nullptr) {
+    for (const auto& [key, count] : s->scope) {
+      XXH3_64bits_update(state, key.data(), key.size());
+      XXH3_64bits_update(state, "\n", 1);
+    }
+  }
+  const uint64_t v = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  if (s != nullptr) {
+    s->version = v;
+    s->version_valid = true;
+  }
+  return v;
+}
+
+std::vector<std::string> PlacementIndex::sites_for(std::string_view key) {
+  if (key.starts_with(kSitesPrefix)) {
+    std::string_view rest = key.substr(kSitesPrefix.size());
+    rest = rest.substr(0, rest.find('/'));
+    if (!is_dns1123_label(rest)) return {};
+    return {std::string(rest)};
+  }
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  auto it = holders_.find(std::string(key));
+  if (it == holders_.end()) return out;
+  out.reserve(it->second.size());
+  for (const Site* s : it->second) out.push_back(s->name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> PlacementIndex::known_sites(std::string_view after, size_t limit) {
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  for (auto it = sites_.upper_bound(after); it != sites_.end() && out.size() < limit; ++it) {
+    if (it->second->known) out.push_back(it->first);
+  }
+  return out;
+}
+
+std::optional<Labels> PlacementIndex::site_labels(std::string_view site) {
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  if (s == nullptr || !s->known) return std::nullopt;
+  return s->labels;
+}
+
+std::vector<std::string> PlacementIndex::scope_keys(std::string_view site) {
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  if (s == nullptr) return out;
+  out.reserve(s->scope.size());
+  for (const auto& [key, count] : s->scope) out.emplace_back(key);
+  return out;
+}
+
+std::vector<std::string> PlacementIndex::placements_of(std::string_view site) {
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  if (s == nullptr) return out;
+  for (const Rule* p : s->placements) out.push_back(p->key);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace canopy::hub

@@ -1,0 +1,198 @@
+// PlacementIndex: the hub's evaluation of placements into per-site scopes.
+//
+// A site's scope (docs/keys.md) is `sites/<site>` and everything under
+// `sites/<site>/`, every placement that matches the site, every template those
+// placements list, and every hub override of those templates that matches the
+// site. The index answers sync's questions about it (sync::ScopeProvider) and
+// reports every change of a site's key set as a sync::ScopeChange.
+//
+// Input. The index is built from a Store (`load`: paginated reads of `sites/`
+// and `t/`, skipping what it does not need) and then follows the store's
+// committed changes (`on_commit`, wired to Store::subscribe). A listener runs
+// with the store's lock held, so on_commit never calls the store: it keeps its
+// own CRDT copy (a canopy::Document) of every document it evaluates — site
+// records, placements and hub overrides, all small — and applies each log
+// entry to it (a delta's ops, or a whole state's join). Because the join is
+// order-free and idempotent, `attach` subscribes first and loads afterwards:
+// a change that lands while loading is joined in either way, never lost.
+// Templates are never read: a template key is in scope because a placement
+// names it, whether or not the document exists (its deletion must reach the
+// site as well).
+//
+// Matching. A site matches a rule (placement or override) when it is listed in
+// the rule's `sites`, or when the rule's `selector.matchLabels` is non-empty
+// and every pair equals the site's label. Only known sites (a visible
+// `sites/<site>` document) match; an unknown site's scope is its own subtree.
+// An override is in a site's scope when it matches the site and its template
+// is in the site's scope. Names that are not DNS-1123 labels, and selectors
+// with non-string values, match nothing (fail closed: scope is the security
+// boundary).
+//
+// Data structures and costs (S sites, k keys in one site's scope):
+//   - per site: the scope as an ordered map key -> reference count (a template
+//     listed by two matching placements counts twice), so
+//     in_scope is O(log k), and its version is cached until the key set changes;
+//   - per scope key: the set of sites holding it, so sites_for is O(result);
+//   - sites by label pair `k=v`, and rules by one of their label pairs and by
+//     listed site name, so that a placement change visits only the sites that
+//     matched it before or match it now (candidates from the smallest label
+//     set), and a site change visits only the rules that could match it;
+//   - overrides by template key, so that a template entering a site's scope
+//     finds its overrides directly.
+// A change touches only what it changes: a placement's sites, a site's rules.
+// Keys are stored once (interned) however many sites hold them.
+//
+// ScopeChange. Every commit that alters sites' key sets produces one
+// ScopeChange per site (entered and left keys sorted, net of the commit),
+// delivered to the listener registered with on_scope_change. The listener is
+// called from on_commit, on the store's writing thread with the store's lock
+// held (not the index's): it must only enqueue the change, never call the
+// store, and must not block. Changes are not reported while `load` runs.
+//
+// Thread-safety: every method is safe from any thread (one internal mutex,
+// never held while calling out). on_commit calls are serialized by the store.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "canopy/v1/store.pb.h"
+#include "store/document.h"
+#include "store/status.h"
+#include "store/store.h"
+#include "sync/scope.h"
+
+namespace canopy::hub {
+
+// True for a DNS-1123 label: 1-63 characters of [a-z0-9-], starting and ending
+// with a letter or digit. Every tenant, site, template, placement and override
+// name is one.
+bool is_dns1123_label(std::string_view name);
+
+// Key layout (docs/keys.md).
+inline constexpr std::string_view kSitesPrefix = "sites/";
+inline constexpr std::string_view kTenantsPrefix = "t/";
+std::string site_key(std::string_view site);
+std::string template_key(std::string_view tenant, std::string_view name);
+std::string placement_key(std::string_view tenant, std::string_view name);
+std::string override_key(std::string_view tenant, std::string_view name);
+
+using Labels = std::map<std::string, std::string, std::less<>>;
+
+class PlacementIndex final : public sync::ScopeProvider {
+ public:
+  using ScopeListener = std::function<void(const sync::ScopeChange&)>;
+
+  // Documents read per page while loading.
+  static constexpr size_t kLoadPageSize = 1000;
+
+  PlacementIndex();
+  ~PlacementIndex() override;
+  PlacementIndex(const PlacementIndex&) = delete;
+  PlacementIndex& operator=(const PlacementIndex&) = delete;
+
+  // Subscribes a new index to `store` and loads it. The index unsubscribes when
+  // destroyed. REQUIRES: `store` outlives the index.
+  static StatusOr<std::unique_ptr<PlacementIndex>> attach(Store* store);
+
+  // Reads every site record, placement and override of `store` and builds the
+  // scopes. To miss nothing, subscribe on_commit before calling load. Call
+  // once; no ScopeChange is reported for what load finds.
+  Status load(Store& store);
+
+  // Follows one committed change. Never calls the store (see above).
+  void on_commit(const v1::LogEntry& entry);
+
+  // Replaces the listener of scope changes (see above for what it may do).
+  void on_scope_change(ScopeListener listener);
+
+  // --- sync::ScopeProvider.
+  bool in_scope(std::string_view site, std::string_view key) override;
+  // `sites/<site>/status/` and `sites/<site>/overrides/`; none for a name that
+  // is not a DNS-1123 label.
+  std::vector<std::string> writable_prefixes(std::string_view site) override;
+  // Only keys strictly under those prefixes.
+  bool writable_by(std::string_view site, std::string_view key) override;
+  // XXH3 of the site's sorted in-scope placement, template and override keys
+  // (not of their contents); the site's own subtree is always in scope and not
+  // part of it.
+  uint64_t version(std::string_view site) override;
+  std::vector<std::string> children_for(std::string_view key) override { return sites_for(key); }
+
+  // Sites whose scope holds `key`, sorted. For `sites/<site>` and keys under it
+  // that is `<site>`, known or not. O(result).
+  std::vector<std::string> sites_for(std::string_view key);
+  // Known sites in name order after `after`, at most `limit`.
+  std::vector<std::string> known_sites(std::string_view after = {}, size_t limit = SIZE_MAX);
+  // Labels of a known site; nullopt for an unknown one.
+  std::optional<Labels> site_labels(std::string_view site);
+  // The placement, template and override keys in a site's scope, sorted.
+  std::vector<std::string> scope_keys(std::string_view site);
+  // Keys of the placements matching a site, sorted.
+  std::vector<std::string> placements_of(std::string_view site);
+
+ private:
+  struct Site;
+  struct Rule;
+  struct SelectorIndex;
+  // Net key-set changes of one commit, per site: +1 entered, -1 left.
+  using Changes = std::unordered_map<Site*, std::map<std::string, int>>;
+
+  enum class DocKind { kNone, kSite, kPlacement, kOverride };
+  static DocKind classify(std::string_view key, std::string_view* tenant, std::string_view* name);
+
+  // REQUIRES: mu_ held, for all below.
+  void evaluate(const std::string& key, Changes* changes);
+  void update_site(const std::string& name, const Document& doc, Changes* changes);
+  void update_placement(const std::string& key, std::string_view tenant, const Document& doc,
+                        Changes* changes);
+  void update_override(const std::string& key, std::string_view tenant, const Document& doc,
+                       Changes* changes);
+  std::unordered_set<Site*> sites_matching(const Rule& rule);
+  bool matches(const Rule& rule, const Site& site) const;
+  std::unordered_set<Rule*> overrides_wanted(Site* site);
+  void add_placement(Site* site, Rule* placement, const std::vector<std::string>& templates,
+                     Changes* changes);
+  void remove_placement(Site* site, Rule* placement, const std::vector<std::string>& templates,
+                        Changes* changes);
+  void ref_template(Site* site, const std::string& key, Changes* changes);
+  void unref_template(Site* site, const std::string& key, Changes* changes);
+  void add_override(Site* site, Rule* override_rule, Changes* changes);
+  void remove_override(Site* site, Rule* override_rule, Changes* changes);
+  // Returns true when the key entered / left the site's scope.
+  bool ref(Site* site, const std::string& key, Changes* changes);
+  bool unref(Site* site, const std::string& key, Changes* changes);
+  Site* site_or_null(std::string_view name);
+  std::vector<sync::ScopeChange> collect(Changes* changes);
+
+  std::mutex mu_;
+  bool loaded_ = false;
+  ScopeListener listener_;
+  Store* attached_ = nullptr;
+  uint64_t subscription_ = 0;
+
+  // CRDT copies of the documents the index evaluates.
+  std::unordered_map<std::string, Document> docs_;
+  std::map<std::string, std::unique_ptr<Site>, std::less<>> sites_;
+  std::unordered_map<std::string, std::unique_ptr<Rule>> placements_;
+  std::unordered_map<std::string, std::unique_ptr<Rule>> overrides_;
+  // Interned scope keys -> the sites holding them.
+  std::unordered_map<std::string, std::unordered_set<Site*>> holders_;
+  // "k=v" -> known sites with that label.
+  std::unordered_map<std::string, std::unordered_set<Site*>> sites_by_label_;
+  std::unique_ptr<SelectorIndex> placement_selectors_;
+  std::unique_ptr<SelectorIndex> override_selectors_;
+  // Template key -> overrides of that template.
+  std::unordered_map<std::string, std::unordered_set<Rule*>> overrides_by_template_;
+};
+
+}  // namespace canopy::hub

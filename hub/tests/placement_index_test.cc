@@ -1,0 +1,558 @@
+// PlacementIndex over a real store: every write goes through the Store and
+// reaches the index through its subscription, as at the hub.
+#include "hub/placement_index.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <utility>
+
+#include "tests/support/temp_dir.h"
+
+namespace canopy::hub {
+namespace {
+
+using json = nlohmann::json;
+using Keys = std::vector<std::string>;
+
+constexpr char kWebKey[] = "t/acme/templates/web";
+constexpr char kDbKey[] = "t/acme/templates/db";
+constexpr char kPlacementKey[] = "t/acme/placements/shop";
+
+std::unique_ptr<Store> open_store(const std::string& path, uint64_t replica = 0) {
+  StoreOptions o;
+  o.path = path;
+  o.durability = Durability::kNone;
+  o.replica_id = replica;
+  auto s = Store::open(o);
+  EXPECT_TRUE(s.ok()) << s.status().to_string();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+class PlacementIndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = open_store(dir_.file("hub"));
+    ASSERT_NE(store_, nullptr);
+    auto index = PlacementIndex::attach(store_.get());
+    ASSERT_TRUE(index.ok()) << index.status().to_string();
+    index_ = std::move(index).value();
+    listen(index_.get());
+  }
+
+  void listen(PlacementIndex* index) {
+    index->on_scope_change([this](const sync::ScopeChange& c) {
+      std::lock_guard lock(mu_);
+      events_.push_back(c);
+    });
+  }
+
+  void put(const std::string& key, const json& doc) {
+    auto r = store_->put_value(key, doc);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+  }
+  void remove(const std::string& key) {
+    auto r = store_->remove(key);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+  }
+  void site(const std::string& name, const json& labels) {
+    put("sites/" + name, {{"name", name}, {"labels", labels}});
+  }
+
+  // Events since the last call, by site; a site reported twice fails.
+  std::map<std::string, sync::ScopeChange> take() {
+    std::lock_guard lock(mu_);
+    std::map<std::string, sync::ScopeChange> out;
+    for (auto& e : events_) {
+      EXPECT_TRUE(out.emplace(e.child, e).second) << "two changes for " << e.child;
+    }
+    events_.clear();
+    return out;
+  }
+
+  std::vector<sync::ScopeChange> take_list() {
+    std::lock_guard lock(mu_);
+    return std::exchange(events_, {});
+  }
+
+  canopy::testing::TempDir dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<PlacementIndex> index_;
+  std::mutex mu_;
+  std::vector<sync::ScopeChange> events_;
+};
+
+json placement(const Keys& templates, const json& labels, const Keys& sites = {}) {
+  json p = {{"templates", templates}};
+  if (!labels.is_null()) p["selector"] = {{"matchLabels", labels}};
+  if (!sites.empty()) p["sites"] = sites;
+  return p;
+}
+
+TEST_F(PlacementIndexTest, UnknownSiteHoldsOnlyItsOwnSubtree) {
+  EXPECT_TRUE(index_->in_scope("x", "sites/x"));
+  EXPECT_TRUE(index_->in_scope("x", "sites/x/status/acme/web"));
+  EXPECT_FALSE(index_->in_scope("x", "sites/xy"));
+  EXPECT_FALSE(index_->in_scope("x", "sites/xy/status/acme/web"));
+  EXPECT_FALSE(index_->in_scope("x", "sites/y"));
+  EXPECT_FALSE(index_->in_scope("x", kWebKey));
+  EXPECT_FALSE(index_->in_scope("X/", "sites/X//a"));
+
+  EXPECT_TRUE(index_->writable_by("x", "sites/x/status/acme/web"));
+  EXPECT_TRUE(index_->writable_by("x", "sites/x/overrides/acme/web"));
+  EXPECT_FALSE(index_->writable_by("x", "sites/x"));
+  EXPECT_FALSE(index_->writable_by("x", "sites/x/status/"));
+  EXPECT_FALSE(index_->writable_by("x", "sites/x/labels"));
+  EXPECT_FALSE(index_->writable_by("x", "sites/y/status/acme/web"));
+  EXPECT_FALSE(index_->writable_by("x", "sites/xy/status/acme/web"));
+  EXPECT_FALSE(index_->writable_by("x", kWebKey));
+  EXPECT_EQ(index_->writable_prefixes("x"), (Keys{"sites/x/status/", "sites/x/overrides/"}));
+  EXPECT_TRUE(index_->writable_prefixes("X/").empty());
+
+  EXPECT_EQ(index_->sites_for("sites/x/status/acme/web"), Keys{"x"});
+  EXPECT_EQ(index_->sites_for("sites/x"), Keys{"x"});
+  EXPECT_TRUE(index_->sites_for(kWebKey).empty());
+  EXPECT_TRUE(index_->known_sites().empty());
+  EXPECT_FALSE(index_->site_labels("x").has_value());
+  // The version of an empty scope is the same for every site.
+  EXPECT_EQ(index_->version("x"), index_->version("y"));
+}
+
+TEST_F(PlacementIndexTest, NewPlacementEntersMatchingSites) {
+  site("a", {{"region", "eu"}});
+  site("b", {{"region", "eu"}, {"tier", "edge"}});
+  site("c", {{"region", "us"}});
+  EXPECT_TRUE(take().empty());
+  const uint64_t empty = index_->version("a");
+  EXPECT_EQ(index_->known_sites(), (Keys{"a", "b", "c"}));
+  EXPECT_EQ(index_->known_sites("a", 1), Keys{"b"});
+  EXPECT_EQ(index_->site_labels("b"), (Labels{{"region", "eu"}, {"tier", "edge"}}));
+
+  // A template document alone changes no scope.
+  put(kWebKey, {{"apiVersion", "v1"}, {"kind", "ConfigMap"}, {"metadata", {{"name", "web"}}}});
+  EXPECT_TRUE(take().empty());
+
+  put(kPlacementKey, placement({"web", "db"}, {{"region", "eu"}}));
+  auto ev = take();
+  ASSERT_EQ(ev.size(), 2u);
+  const Keys entered = {kPlacementKey, kDbKey, kWebKey};
+  EXPECT_EQ(ev["a"].entered, entered);
+  EXPECT_TRUE(ev["a"].left.empty());
+  EXPECT_EQ(ev["b"].entered, entered);
+
+  EXPECT_TRUE(index_->in_scope("a", kWebKey));
+  EXPECT_TRUE(index_->in_scope("b", kPlacementKey));
+  EXPECT_FALSE(index_->in_scope("c", kWebKey));
+  EXPECT_FALSE(index_->in_scope("a", "t/other/templates/web"));
+  EXPECT_EQ(index_->sites_for(kWebKey), (Keys{"a", "b"}));
+  EXPECT_EQ(index_->sites_for(kPlacementKey), (Keys{"a", "b"}));
+  EXPECT_EQ(index_->scope_keys("a"), entered);
+  EXPECT_EQ(index_->placements_of("a"), Keys{kPlacementKey});
+  EXPECT_NE(index_->version("a"), empty);
+  EXPECT_EQ(index_->version("a"), index_->version("b"));
+  EXPECT_EQ(index_->version("c"), empty);
+
+  // A change of contents that leaves the key set alone: no event, same version.
+  const uint64_t before = index_->version("a");
+  put(kPlacementKey, [] {
+    json p = placement({"db", "web"}, {{"region", "eu"}});
+    p["rollout"] = {{"maxUnavailable", 1}};
+    return p;
+  }());
+  put(kWebKey, {{"apiVersion", "v1"}, {"kind", "ConfigMap"}, {"metadata", {{"name", "web2"}}}});
+  EXPECT_TRUE(take().empty());
+  EXPECT_EQ(index_->version("a"), before);
+}
+
+TEST_F(PlacementIndexTest, SelectorChangeMovesSites) {
+  site("a", {{"region", "eu"}});
+  site("b", {{"region", "us"}});
+  site("c", {{"region", "us"}, {"tier", "edge"}});
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  take();
+
+  put(kPlacementKey, placement({"web"}, {{"region", "us"}}));
+  auto ev = take();
+  ASSERT_EQ(ev.size(), 3u);
+  EXPECT_EQ(ev["a"].left, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_TRUE(ev["a"].entered.empty());
+  EXPECT_EQ(ev["b"].entered, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_EQ(ev["c"].entered, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_FALSE(index_->in_scope("a", kWebKey));
+  EXPECT_EQ(index_->sites_for(kWebKey), (Keys{"b", "c"}));
+
+  // Two pairs: both must hold. Plus a site listed by name.
+  put(kPlacementKey, placement({"web"}, {{"region", "us"}, {"tier", "edge"}}, {"a"}));
+  ev = take();
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev["a"].entered, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_EQ(ev["b"].left, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_EQ(index_->sites_for(kPlacementKey), (Keys{"a", "c"}));
+
+  // An empty selector matches nothing by labels; the listed site stays.
+  put(kPlacementKey, placement({"web"}, json::object(), {"a"}));
+  ev = take();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev["c"].left, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_EQ(index_->sites_for(kWebKey), Keys{"a"});
+}
+
+TEST_F(PlacementIndexTest, SiteLabelChangeMovesTheSite) {
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  EXPECT_TRUE(take().empty());
+
+  // A site that appears with matching labels enters.
+  site("a", {{"region", "eu"}});
+  auto ev = take();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev["a"].entered, (Keys{kPlacementKey, kWebKey}));
+
+  const uint64_t in_eu = index_->version("a");
+  site("a", {{"region", "us"}});
+  ev = take();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev["a"].left, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_FALSE(index_->in_scope("a", kWebKey));
+  EXPECT_NE(index_->version("a"), in_eu);
+
+  site("a", {{"region", "eu"}, {"arch", "arm64"}});
+  ev = take();
+  EXPECT_EQ(ev["a"].entered, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_EQ(index_->version("a"), in_eu);  // same key set, same version
+
+  // Only the labels of the site doc count; a patch of another field is no change.
+  auto r = store_->patch("sites/a", R"({"address":"10.0.0.1"})");
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(take().empty());
+
+  // A deleted site record takes the site's placements away.
+  remove("sites/a");
+  ev = take();
+  EXPECT_EQ(ev["a"].left, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_TRUE(index_->known_sites().empty());
+  EXPECT_TRUE(index_->in_scope("a", "sites/a/status/acme/web"));
+}
+
+TEST_F(PlacementIndexTest, DeletedPlacementLeaves) {
+  site("a", {{"region", "eu"}});
+  site("b", {{"region", "eu"}});
+  put(kPlacementKey, placement({"web", "db"}, {{"region", "eu"}}));
+  take();
+  remove(kPlacementKey);
+  auto ev = take();
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev["a"].left, (Keys{kPlacementKey, kDbKey, kWebKey}));
+  EXPECT_EQ(ev["b"].left, (Keys{kPlacementKey, kDbKey, kWebKey}));
+  EXPECT_TRUE(index_->sites_for(kWebKey).empty());
+  EXPECT_TRUE(index_->scope_keys("a").empty());
+  EXPECT_EQ(index_->version("a"), index_->version("unknown"));
+
+  // Recreated: enters again.
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  EXPECT_EQ(take()["a"].entered, (Keys{kPlacementKey, kWebKey}));
+}
+
+TEST_F(PlacementIndexTest, TemplateAddedToPlacementEntersAlone) {
+  site("a", {{"region", "eu"}});
+  site("b", {{"region", "us"}});
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  take();
+
+  put(kPlacementKey, placement({"web", "db"}, {{"region", "eu"}}));
+  auto ev = take();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev["a"].entered, Keys{kDbKey});
+  EXPECT_TRUE(ev["a"].left.empty());
+
+  // A template listed by two placements stays while one of them remains.
+  const std::string other = "t/acme/placements/other";
+  put(other, placement({"db"}, {{"region", "eu"}}));
+  EXPECT_EQ(take()["a"].entered, Keys{other});
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  EXPECT_TRUE(take().empty());
+  EXPECT_TRUE(index_->in_scope("a", kDbKey));
+  remove(other);
+  ev = take();
+  EXPECT_EQ(ev["a"].left, (Keys{other, kDbKey}));
+  EXPECT_TRUE(index_->in_scope("a", kWebKey));
+}
+
+TEST_F(PlacementIndexTest, OverridesFollowTheirTemplateAndSelector) {
+  site("a", {{"region", "eu"}, {"tier", "edge"}});
+  site("b", {{"region", "eu"}});
+  site("c", {{"region", "us"}});
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  take();
+
+  const std::string edge = "t/acme/overrides/web-edge";
+  put(edge, {{"template", "web"},
+             {"selector", {{"matchLabels", {{"tier", "edge"}}}}},
+             {"patch", {{"spec", {{"replicas", 1}}}}}});
+  auto ev = take();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev["a"].entered, Keys{edge});
+  EXPECT_TRUE(index_->in_scope("a", edge));
+  EXPECT_FALSE(index_->in_scope("b", edge));
+  EXPECT_EQ(index_->sites_for(edge), Keys{"a"});
+
+  // An override of a template out of scope, or for a site without the
+  // template, enters nowhere.
+  const std::string db = "t/acme/overrides/db-eu";
+  put(db, {{"template", "db"}, {"selector", {{"matchLabels", {{"region", "eu"}}}}}, {"patch", {}}});
+  const std::string us = "t/acme/overrides/web-c";
+  put(us, {{"template", "web"}, {"sites", {"c"}}, {"patch", json::object()}});
+  EXPECT_TRUE(take().empty());
+
+  // The template reaches c: its override comes with it.
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}, {"c"}));
+  ev = take();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev["c"].entered, (Keys{us, kPlacementKey, kWebKey}));
+
+  // The db template is added: the db override comes to the eu sites.
+  put(kPlacementKey, placement({"web", "db"}, {{"region", "eu"}}, {"c"}));
+  ev = take();
+  ASSERT_EQ(ev.size(), 3u);
+  EXPECT_EQ(ev["a"].entered, (Keys{db, kDbKey}));
+  EXPECT_EQ(ev["b"].entered, (Keys{db, kDbKey}));
+  EXPECT_EQ(ev["c"].entered, Keys{kDbKey});
+
+  // A site label change takes the selector-matched override away alone.
+  site("a", {{"region", "eu"}});
+  ev = take();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev["a"].left, Keys{edge});
+  EXPECT_TRUE(ev["a"].entered.empty());
+
+  // The override's selector changes.
+  put(edge, {{"template", "web"},
+             {"selector", {{"matchLabels", {{"region", "eu"}}}}},
+             {"patch", {{"spec", {{"replicas", 1}}}}}});
+  ev = take();
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev["a"].entered, Keys{edge});
+  EXPECT_EQ(ev["b"].entered, Keys{edge});
+
+  // The template leaves the placement: its overrides leave with it.
+  put(kPlacementKey, placement({"db"}, {{"region", "eu"}}, {"c"}));
+  ev = take();
+  ASSERT_EQ(ev.size(), 3u);
+  EXPECT_EQ(ev["a"].left, (Keys{edge, kWebKey}));
+  EXPECT_EQ(ev["c"].left, (Keys{us, kWebKey}));
+
+  // A deleted override leaves.
+  remove(db);
+  ev = take();
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev["a"].left, Keys{db});
+}
+
+TEST_F(PlacementIndexTest, SitesListedByNameEnterWhenTheyAppear) {
+  put(kPlacementKey, placement({"web"}, nullptr, {"z"}));
+  EXPECT_TRUE(take().empty());
+  EXPECT_FALSE(index_->in_scope("z", kWebKey));
+  put("sites/z", {{"name", "z"}});
+  auto ev = take();
+  EXPECT_EQ(ev["z"].entered, (Keys{kPlacementKey, kWebKey}));
+}
+
+TEST_F(PlacementIndexTest, BadNamesAndSelectorsMatchNothing) {
+  site("a", {{"region", "eu"}, {"n", "1"}});
+  // Template names that are not labels are skipped: a key outside the
+  // tenant's templates never enters a scope.
+  put(kPlacementKey, {{"templates", {"web", "../x", "Web", 5, "a/b"}},
+                      {"selector", {{"matchLabels", {{"region", "eu"}}}}}});
+  EXPECT_EQ(take()["a"].entered, (Keys{kPlacementKey, kWebKey}));
+  // A selector value that is not a string makes the selector match nothing.
+  put(kPlacementKey,
+      {{"templates", {"web"}}, {"selector", {{"matchLabels", {{"region", "eu"}, {"n", 1}}}}}});
+  EXPECT_EQ(take()["a"].left, (Keys{kPlacementKey, kWebKey}));
+  // Keys that are not documents of the layout are ignored.
+  put("t/acme/placements/x/y", placement({"web"}, {{"region", "eu"}}));
+  put("t/Bad_Tenant/placements/p", placement({"web"}, {{"region", "eu"}}));
+  put("sites/a/labels", {{"region", "us"}});
+  EXPECT_TRUE(take().empty());
+  EXPECT_TRUE(index_->scope_keys("a").empty());
+}
+
+// A second index loaded from the store agrees with the incremental one.
+TEST_F(PlacementIndexTest, LoadAgreesWithIncrementalEvaluation) {
+  for (int i = 0; i < 30; ++i) {
+    const std::string name = "s" + std::to_string(i);
+    site(name, {{"region", i % 3 == 0 ? "eu" : "us"}, {"tier", i % 2 == 0 ? "edge" : "core"}});
+    put("sites/" + name + "/status/acme/web", {{"outcome", "applied"}});
+  }
+  for (const char* tenant : {"acme", "beta", "acme-2"}) {
+    const std::string t = tenant;
+    put("t/" + t + "/templates/web", {{"kind", "ConfigMap"}});
+    put("t/" + t + "/placements/eu", placement({"web", "db"}, {{"region", "eu"}}, {"s1"}));
+    put("t/" + t + "/placements/edge", placement({"cache"}, {{"tier", "edge"}}));
+    put("t/" + t + "/overrides/web-core",
+        {{"template", "web"}, {"selector", {{"matchLabels", {{"tier", "core"}}}}}, {"patch", {}}});
+  }
+  remove("t/beta/placements/edge");
+  remove("sites/s3");
+
+  auto loaded = PlacementIndex::attach(store_.get());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  EXPECT_EQ((*loaded)->known_sites(), index_->known_sites());
+  for (int i = 0; i < 30; ++i) {
+    const std::string name = "s" + std::to_string(i);
+    EXPECT_EQ((*loaded)->scope_keys(name), index_->scope_keys(name)) << name;
+    EXPECT_EQ((*loaded)->version(name), index_->version(name)) << name;
+  }
+  EXPECT_EQ(index_->scope_keys("s1"),
+            (Keys{"t/acme-2/overrides/web-core", "t/acme-2/placements/eu", "t/acme-2/templates/db",
+                  "t/acme-2/templates/web", "t/acme/overrides/web-core", "t/acme/placements/eu",
+                  "t/acme/templates/db", "t/acme/templates/web", "t/beta/overrides/web-core",
+                  "t/beta/placements/eu", "t/beta/templates/db", "t/beta/templates/web"}));
+  EXPECT_TRUE(index_->scope_keys("s3").empty());
+
+  // Both follow later commits alike.
+  put("t/beta/placements/edge", placement({"cache"}, {{"tier", "edge"}}));
+  for (int i = 0; i < 30; ++i) {
+    const std::string name = "s" + std::to_string(i);
+    EXPECT_EQ((*loaded)->version(name), index_->version(name)) << name;
+  }
+}
+
+// Changes that arrive by replication (partial deltas, whole states) are
+// evaluated like local writes.
+TEST_F(PlacementIndexTest, FollowsReplicatedDeltasAndStates) {
+  site("a", {{"region", "eu"}});
+  take();
+  auto peer = open_store(dir_.file("peer"), 2);
+  ASSERT_NE(peer, nullptr);
+  v1::DeltaBatch batch;
+  auto d1 = peer->put_value(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  ASSERT_TRUE(d1.ok());
+  *batch.add_deltas() = *d1;
+  // The second delta carries only the changed field.
+  auto d2 = peer->patch(kPlacementKey, R"({"templates":["web","db"]})");
+  ASSERT_TRUE(d2.ok());
+  *batch.add_deltas() = *d2;
+  ASSERT_TRUE(store_->apply_remote(batch, 2).ok());
+  // One change per log entry: the placement with web, then db.
+  auto changes = take_list();
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].entered, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_EQ(changes[1].entered, Keys{kDbKey});
+  auto ev = take();
+
+  // A whole state joined in (a key entering the hub's scope from a peer).
+  const std::string other = "t/acme/placements/other";
+  ASSERT_TRUE(peer->put_value(other, placement({"cache"}, nullptr, {"a"})).ok());
+  auto st = peer->state(other);
+  ASSERT_TRUE(st.ok() && st->has_value());
+  ASSERT_TRUE(store_->apply_states({**st}, 2).ok());
+  ev = take();
+  EXPECT_EQ(ev["a"].entered, (Keys{other, "t/acme/templates/cache"}));
+
+  // A concurrent local write and an older remote one: the index sees what the
+  // store keeps.
+  auto d3 = peer->patch(kPlacementKey, R"({"templates":["db"]})");
+  ASSERT_TRUE(d3.ok());
+  put(kPlacementKey, placement({"web", "db", "cache"}, {{"region", "eu"}}));
+  take();
+  v1::DeltaBatch late;
+  *late.add_deltas() = *d3;
+  ASSERT_TRUE(store_->apply_remote(late, 2).ok());
+  auto stored = store_->get(kPlacementKey);
+  ASSERT_TRUE(stored.ok());
+  const json stored_doc = json::parse(*stored);
+  Keys expect_templates;
+  for (const auto& t : stored_doc["templates"]) {
+    expect_templates.push_back("t/acme/templates/" + t.get<std::string>());
+  }
+  for (const auto& t : expect_templates) EXPECT_TRUE(index_->in_scope("a", t)) << t;
+  Keys all = {"t/acme/templates/cache", "t/acme/templates/db", "t/acme/templates/web"};
+  for (const auto& t : all) {
+    const bool want =
+        std::find(expect_templates.begin(), expect_templates.end(), t) != expect_templates.end() ||
+        t == "t/acme/templates/cache";  // also listed by `other`
+    EXPECT_EQ(index_->in_scope("a", t), want) << t;
+  }
+}
+
+// Writers on several threads, readers on another: the incremental index ends
+// where a fresh load of the store does.
+TEST_F(PlacementIndexTest, ConcurrentWritersAgreeWithAFreshLoad) {
+  put(kPlacementKey, placement({"web"}, {{"region", "r1"}}));
+  put("t/acme/placements/two", placement({"db"}, {{"tier", "edge"}}));
+  put("t/acme/overrides/web-edge",
+      {{"template", "web"}, {"selector", {{"matchLabels", {{"tier", "edge"}}}}}, {"patch", {}}});
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    while (!done) {
+      (void)index_->in_scope("s-1-1", kWebKey);
+      (void)index_->version("s-2-2");
+      (void)index_->sites_for(kWebKey);
+    }
+  });
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < 200; ++i) {
+        const std::string name = "s-" + std::to_string(w) + "-" + std::to_string(i % 20);
+        const json labels = {{"region", "r" + std::to_string(i % 3)},
+                             {"tier", i % 2 == 0 ? "edge" : "core"}};
+        ASSERT_TRUE(store_->put_value("sites/" + name, {{"labels", labels}}).ok());
+        if (i % 50 == 0) {
+          ASSERT_TRUE(store_
+                          ->put_value(kPlacementKey,
+                                      placement({"web"}, {{"region", "r" + std::to_string(w)}}))
+                          .ok());
+        }
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  done = true;
+  reader.join();
+
+  auto loaded = PlacementIndex::attach(store_.get());
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ((*loaded)->known_sites(), index_->known_sites());
+  for (const auto& name : index_->known_sites()) {
+    EXPECT_EQ((*loaded)->scope_keys(name), index_->scope_keys(name)) << name;
+  }
+  EXPECT_EQ((*loaded)->sites_for(kWebKey), index_->sites_for(kWebKey));
+}
+
+// 10,000 sites: a placement change visits only its own sites.
+TEST_F(PlacementIndexTest, ScalesToTenThousandSites) {
+  constexpr int kSites = 10'000;
+  for (int i = 0; i < kSites; ++i) {
+    site("site-" + std::to_string(i), {{"region", "r" + std::to_string(i % 100)}});
+  }
+  take();
+  const auto start = std::chrono::steady_clock::now();
+  put(kPlacementKey, placement({"web"}, {{"region", "r7"}}));
+  auto ev = take();
+  EXPECT_EQ(ev.size(), 100u);
+  put(kPlacementKey, placement({"web", "db"}, {{"region", "r7"}}));
+  ev = take();
+  EXPECT_EQ(ev.size(), 100u);
+  EXPECT_EQ(ev["site-7"].entered, Keys{kDbKey});
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(index_->sites_for(kDbKey).size(), 100u);
+  EXPECT_TRUE(index_->in_scope("site-107", kDbKey));
+  EXPECT_FALSE(index_->in_scope("site-108", kDbKey));
+  std::printf(
+      "two placement changes over 10000 sites: %lld us\n",
+      static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
+
+  // Reload over a store with 10,000 sites and their status documents.
+  auto loaded = PlacementIndex::attach(store_.get());
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ((*loaded)->known_sites().size(), static_cast<size_t>(kSites));
+  EXPECT_EQ((*loaded)->version("site-7"), index_->version("site-7"));
+}
+
+}  // namespace
+}  // namespace canopy::hub

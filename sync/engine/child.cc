@@ -1,0 +1,440 @@
+#include "sync/engine/child.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <set>
+
+#include "sync/engine/parent.h"
+#include "sync/subjects.h"
+
+namespace canopy::sync {
+namespace {
+
+constexpr size_t kEnvelopeMargin = 4096;
+
+std::string down_position_key(const std::string& parent) { return "sync/down/" + parent; }
+
+bool node_has_replica(const v1::NodeState& n, uint64_t replica) {
+  if (n.reg_replica() == replica || n.obj_replica() == replica) return true;
+  for (const auto& c : n.children()) {
+    if (node_has_replica(c.node(), replica)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+ChildSync::ChildSync(std::string name, std::string parent, Store* store, Env env,
+                     ChildOptions options)
+    : name_(std::move(name)),
+      parent_(std::move(parent)),
+      store_(store),
+      env_(std::move(env)),
+      opts_(std::move(options)),
+      up_(opts_.window, opts_.rto_ms) {
+  auto saved = store_->get_local(down_position_key(parent_));
+  if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
+}
+
+std::string ChildSync::subscription() const { return down_subject(parent_, name_); }
+
+bool ChildSync::carries_own_writes(const v1::NodeState& s) const {
+  return node_has_replica(s, store_->replica_id());
+}
+
+std::string ChildSync::restored_key() const { return "sync/restored/" + parent_; }
+
+bool ChildSync::keep(const v1::DocState& d) const {
+  for (const auto& p : writable_prefixes_) {
+    if (d.key().starts_with(p)) return true;
+  }
+  return carries_own_writes(d.root());
+}
+
+void ChildSync::start() {
+  state_ = State::kHello;
+  backoff_ms_ = opts_.hello_backoff_min_ms;
+  next_hello_ms_ = env_.clock->now_ms();
+}
+
+std::vector<Message> ChildSync::take_outbox() {
+  std::vector<Message> out;
+  out.swap(outbox_);
+  return out;
+}
+
+void ChildSync::refuse(const std::string& why, const Message& m) {
+  ++stats_.refused_messages;
+  spdlog::warn("sync {}: refused message on {} ({} bytes): {}", name_, m.subject, m.data.size(),
+               why);
+}
+
+void ChildSync::send_control(v1::SyncEnvelope env) {
+  env.set_protocol(kProtocolVersion);
+  env.set_from(name_);
+  env.set_to(parent_);
+  env.set_session(session_);
+  Message m{up_subject(parent_, name_), env.SerializeAsString()};
+  stats_.bytes_sent += m.data.size();
+  outbox_.push_back(std::move(m));
+}
+
+void ChildSync::send_sequenced(v1::SyncEnvelope env) {
+  const uint64_t seq = up_.next_seq();
+  env.set_protocol(kProtocolVersion);
+  env.set_from(name_);
+  env.set_to(parent_);
+  env.set_session(session_);
+  env.set_seq(seq);
+  std::string bytes = env.SerializeAsString();
+  stats_.bytes_sent += bytes.size();
+  outbox_.push_back(Message{up_subject(parent_, name_), bytes});
+  up_.sent(seq, std::move(bytes), env_.clock->now_ms());
+}
+
+void ChildSync::send_hello() {
+  // A new session each time: whatever the parent kept of an older one is void.
+  do {
+    session_ = env_.random();
+  } while (session_ == 0);
+  up_ = SendChannel(opts_.window, opts_.rto_ms);
+  down_recv_ = RecvChannel();
+  reconciling_ = false;
+  ++stats_.hellos;
+  v1::SyncEnvelope env;
+  v1::Hello* h = env.mutable_hello();
+  h->set_replica_id(store_->replica_id());
+  *h->mutable_down() = down_;
+  for (const auto& [k, v] : opts_.labels) (*h->mutable_labels())[k] = v;
+  h->set_version(opts_.software_version);
+  send_control(std::move(env));
+  const uint64_t now = env_.clock->now_ms();
+  // Jittered exponential backoff: wait in [backoff/2, backoff), then double.
+  const uint64_t jitter = backoff_ms_ / 2 == 0 ? 0 : env_.random() % (backoff_ms_ / 2);
+  next_hello_ms_ = now + backoff_ms_ / 2 + jitter;
+  backoff_ms_ = std::min(backoff_ms_ * 2, opts_.hello_backoff_max_ms);
+}
+
+void ChildSync::send_ack(bool gap) {
+  v1::SyncEnvelope env;
+  env.mutable_ack()->set_seq(down_recv_.last_applied());
+  env.mutable_ack()->set_gap(gap);
+  *env.mutable_ack()->mutable_position() = down_;
+  send_control(std::move(env));
+  last_heartbeat_ms_ = env_.clock->now_ms();
+}
+
+void ChildSync::on_message(const Message& m) {
+  stats_.bytes_received += m.data.size();
+  if (m.data.size() > opts_.max_message_bytes) {
+    refuse("message larger than the limit of " + std::to_string(opts_.max_message_bytes), m);
+    return;
+  }
+  v1::SyncEnvelope env;
+  if (!env.ParseFromString(m.data)) {
+    refuse("not a sync envelope (undecodable bytes)", m);
+    return;
+  }
+  if (m.subject != down_subject(parent_, name_) || env.from() != parent_ || env.to() != name_) {
+    refuse("addressed from \"" + env.from() + "\" to \"" + env.to() + "\", not to us", m);
+    return;
+  }
+  if (env.protocol() != kProtocolVersion) {
+    refuse("protocol version " + std::to_string(env.protocol()) + " is not supported", m);
+    return;
+  }
+  if (env.session() != session_ || session_ == 0) return;  // an older session's message
+  if (env.has_welcome()) {
+    if (state_ == State::kHello) handle_welcome(env);
+    return;
+  }
+  if (env.has_reset()) {
+    ++stats_.resets;
+    spdlog::info("sync {}: parent {} reset the session: {}", name_, parent_, env.reset().reason());
+    start();
+    return;
+  }
+  if (state_ != State::kActive) return;
+  if (env.has_ack()) {
+    std::vector<std::string> resend;
+    up_.on_ack(env.ack().seq(), env.ack().gap(), env_.clock->now_ms(), &resend);
+    for (auto& bytes : resend) {
+      stats_.bytes_sent += bytes.size();
+      outbox_.push_back(Message{up_subject(parent_, name_), std::move(bytes)});
+    }
+    pump_up();
+    return;
+  }
+  if (!env.has_changes() && !env.has_fingerprints()) {
+    refuse("unexpected message kind from the parent", m);
+    return;
+  }
+  switch (down_recv_.check(env.seq())) {
+    case RecvChannel::Verdict::kDuplicate:
+      send_ack(false);
+      return;
+    case RecvChannel::Verdict::kGap:
+      send_ack(true);
+      return;
+    case RecvChannel::Verdict::kApply:
+      break;
+  }
+  if (env.has_changes()) {
+    if (!apply_changes(env.changes())) return;  // not acked: the parent resends
+  } else {
+    answer_fingerprints(env.fingerprints());
+  }
+  down_recv_.applied(env.seq());
+  ++stats_.applied_messages;
+  send_ack(false);
+}
+
+void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
+  const v1::Welcome& w = env.welcome();
+  state_ = State::kActive;
+  parent_replica_ = w.replica_id();
+  reconciling_ = w.reconcile();
+  writable_prefixes_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
+  backoff_ms_ = opts_.hello_backoff_min_ms;
+  const v1::LogPosition& up = w.up();
+  const uint64_t own = store_->replica_id();
+  // Writes of ours that the parent holds and we do not: we were restored from
+  // an old backup. Handled once per parent (the marker is persisted).
+  uint64_t handled = 0;
+  if (auto m = store_->get_local(restored_key()); m.ok() && m->has_value()) {
+    handled = std::strtoull((*m)->c_str(), nullptr, 10);
+  }
+  bool restored = w.child_max_seq() > std::max(store_->version_vector().contiguous(own), handled);
+  if (!restored && w.child_max_seq() > handled && w.child_max_seq() != 0) {
+    // Same seq, another write: we were restored and wrote again since.
+    auto log =
+        store_->log_since(store_->log_epoch(), store_->first_log_index() - 1, nullptr, SIZE_MAX);
+    if (log.ok()) {
+      for (const auto& e : log->entries) {
+        if (e.has_delta() && e.delta().dot().replica() == own &&
+            e.delta().dot().seq() == w.child_max_seq() &&
+            e.delta().hlc() != w.child_max_seq_hlc()) {
+          restored = true;
+        }
+      }
+    }
+  }
+  if (restored) {
+    // Never reuse those seqs; send our documents whole; and take the parent's
+    // documents whole too (our position in its log is meaningless now, and
+    // our own lost writes come back only that way): reopen the session
+    // without a position, which makes the parent reconcile.
+    spdlog::warn(
+        "sync {}: parent {} holds our writes up to seq {} that we lack; we were "
+        "restored from an older state",
+        name_, parent_, w.child_max_seq());
+    Status st = store_->reserve_seqs_through(w.child_max_seq());
+    if (st.ok()) st = store_->put_local(restored_key(), std::to_string(w.child_max_seq()));
+    if (!st.ok()) spdlog::error("sync {}: {}", name_, st.to_string());
+    down_ = v1::LogPosition();
+    st = store_->put_local(down_position_key(parent_), down_.SerializeAsString());
+    if (!st.ok()) spdlog::error("sync {}: {}", name_, st.to_string());
+    if (!w.reconcile()) {
+      up_full_after_restore_ = true;
+      start();
+      return;
+    }
+  }
+  if (up_full_after_restore_) {
+    restored = true;
+    up_full_after_restore_ = false;
+  }
+  if (!restored && up.epoch() == store_->log_epoch() &&
+      up.index() + 1 >= store_->first_log_index() && up.index() <= store_->last_log_index()) {
+    up_sent_ = up.index();
+    up_full_pending_ = false;
+  } else if (!restored && up.epoch() == 0 && store_->first_log_index() == 1) {
+    // The parent has nothing of ours yet and our log is whole: replay it.
+    up_sent_ = 0;
+    up_full_pending_ = false;
+  } else {
+    // The parent holds nothing of our log that we can still replay from:
+    // send whole what must flow up, then continue from the log's end.
+    up_sent_ = store_->last_log_index();
+    up_full_pending_ = true;
+  }
+  spdlog::info("sync {}: session with {} open{}", name_, parent_,
+               reconciling_ ? " (reconciling)" : "");
+  send_ack(false);
+  pump_up();
+}
+
+bool ChildSync::apply_changes(const v1::Changes& c) {
+  v1::DeltaBatch batch;
+  std::vector<v1::DocState> docs;
+  std::set<std::string> doc_keys;
+  for (const v1::LogEntry& e : c.entries()) {
+    if (e.has_delta()) {
+      *batch.add_deltas() = e.delta();
+    } else if (e.has_doc()) {
+      doc_keys.insert(e.doc().key());
+      docs.push_back(e.doc());
+    }
+  }
+  if (batch.deltas_size() > 0) {
+    auto r = store_->apply_remote(batch, parent_replica_);
+    if (!r.ok()) {
+      ++stats_.refused_messages;
+      spdlog::warn("sync {}: changes from {} refused: {}", name_, parent_, r.status().to_string());
+      return false;
+    }
+  }
+  if (!docs.empty()) {
+    for (const auto& d : docs) spdlog::debug("sync {}: doc {}", name_, d.key());
+    Status st = store_->apply_states(docs, parent_replica_);
+    if (!st.ok()) {
+      ++stats_.refused_messages;
+      spdlog::warn("sync {}: documents from {} refused: {}", name_, parent_, st.to_string());
+      return false;
+    }
+    stats_.documents_received += docs.size();
+  }
+  std::vector<std::string> drop;
+  for (const std::string& k : c.drop()) {
+    auto st = store_->state(k);
+    if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
+  }
+  for (const v1::RangeFingerprint& r : c.covered()) {
+    auto mine = store_->states(r.first(), r.last(), nullptr, SIZE_MAX);
+    if (!mine.ok()) return false;
+    for (const v1::DocState& d : *mine) {
+      if (doc_keys.count(d.key()) == 0 && !keep(d)) drop.push_back(d.key());
+    }
+  }
+  if (!drop.empty()) {
+    spdlog::debug("sync {}: dropping {} keys, first {}", name_, drop.size(), drop.front());
+    Status st = store_->drop(drop);
+    if (!st.ok()) return false;
+    stats_.dropped_keys += drop.size();
+  }
+  if (c.has_position()) {
+    down_ = c.position();
+    reconciling_ = false;
+    Status st = store_->put_local(down_position_key(parent_), down_.SerializeAsString());
+    if (!st.ok()) {
+      spdlog::error("sync {}: saving position: {}", name_, st.to_string());
+      return false;
+    }
+  }
+  return true;
+}
+
+void ChildSync::answer_fingerprints(const v1::Fingerprints& f) {
+  reconciling_ = true;
+  v1::SyncEnvelope env;
+  v1::ReconcileReply* reply = env.mutable_reconcile_reply();
+  reply->set_round(f.round());
+  for (int i = 0; i < f.ranges_size(); ++i) {
+    const v1::RangeFingerprint& theirs = f.ranges(i);
+    auto mine = store_->fingerprint(theirs.first(), theirs.last(), nullptr);
+    if (!mine.ok() || mine->count() != theirs.count() || mine->hash() != theirs.hash()) {
+      reply->add_differing(static_cast<uint32_t>(i));
+    }
+  }
+  send_sequenced(std::move(env));
+}
+
+void ChildSync::pump_up() {
+  if (state_ != State::kActive) return;
+  const size_t limit = opts_.max_message_bytes - kEnvelopeMargin;
+  if (up_full_pending_ && up_.can_send()) {
+    // Our log does not reach back to what the parent has: send every document
+    // that carries our writes, whole.
+    auto docs = store_->states("", "\x7f", nullptr, SIZE_MAX);
+    if (!docs.ok()) return;
+    std::vector<v1::LogEntry> entries;
+    for (auto& d : *docs) {
+      if (!keep(d)) continue;
+      v1::LogEntry e;
+      *e.mutable_doc() = std::move(d);
+      entries.push_back(std::move(e));
+    }
+    size_t i = 0;
+    while (i < entries.size()) {
+      v1::SyncEnvelope env;
+      size_t bytes = 0;
+      while (i < entries.size()) {
+        const size_t sz = entries[i].ByteSizeLong() + 8;
+        if (env.changes().entries_size() > 0 && bytes + sz > limit) break;
+        bytes += sz;
+        *env.mutable_changes()->add_entries() = std::move(entries[i++]);
+      }
+      send_sequenced(std::move(env));
+    }
+    up_full_pending_ = false;
+  }
+  while (up_.can_send()) {
+    auto read = store_->log_since(store_->log_epoch(), up_sent_, nullptr, opts_.log_read_limit);
+    if (!read.ok() || !read->complete) return;
+    v1::SyncEnvelope env;
+    v1::Changes* c = env.mutable_changes();
+    size_t bytes = 0;
+    uint64_t covered = up_sent_;
+    for (auto& e : read->entries) {
+      const bool from_parent = e.source() == parent_replica_ && parent_replica_ != 0;
+      if (!from_parent) {
+        const size_t sz = e.ByteSizeLong() + 8;
+        if (c->entries_size() > 0 && bytes + sz > limit) break;
+        bytes += sz;
+        *c->add_entries() = std::move(e);
+      }
+      covered = c->entries_size() > 0 ? c->entries(c->entries_size() - 1).index() : e.index();
+    }
+    if (read->entries.size() < opts_.log_read_limit &&
+        (c->entries_size() == 0 ||
+         c->entries(c->entries_size() - 1).index() == read->entries.back().index())) {
+      covered = std::max(covered, read->last_index);
+    }
+    if (covered <= up_sent_ && c->entries_size() == 0) return;
+    up_sent_ = covered;
+    if (c->entries_size() == 0) continue;
+    c->mutable_position()->set_epoch(store_->log_epoch());
+    c->mutable_position()->set_index(covered);
+    send_sequenced(std::move(env));
+  }
+}
+
+void ChildSync::on_commit(const v1::LogEntry& entry) {
+  if (entry.source() == parent_replica_ && parent_replica_ != 0) return;
+  pump_up();
+}
+
+void ChildSync::on_connection(bool connected) {
+  const bool was = connected_;
+  connected_ = connected;
+  if (connected && !was && state_ == State::kActive) {
+    // Tell the parent where we are at once: it resends what the outage lost.
+    send_ack(false);
+  }
+}
+
+void ChildSync::tick() {
+  const uint64_t now = env_.clock->now_ms();
+  if (state_ == State::kHello) {
+    if (now >= next_hello_ms_) send_hello();
+    return;
+  }
+  if (state_ != State::kActive) return;
+  std::vector<std::string> resend;
+  up_.on_tick(now, &resend);
+  for (auto& bytes : resend) {
+    stats_.bytes_sent += bytes.size();
+    outbox_.push_back(Message{up_subject(parent_, name_), std::move(bytes)});
+  }
+  pump_up();
+  if (now >= last_heartbeat_ms_ + opts_.heartbeat_ms) send_ack(false);
+}
+
+bool ChildSync::in_sync() const {
+  return state_ == State::kActive && !reconciling_ && up_.in_flight() == 0 && !up_full_pending_ &&
+         down_.epoch() != 0;
+}
+
+}  // namespace canopy::sync

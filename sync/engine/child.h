@@ -1,0 +1,124 @@
+// ChildSync: the child side of a sync session with one parent.
+//
+// Like ParentSync, a state machine without I/O. The child says hello with its
+// persisted position in the parent's log (local meta `sync/down/<parent>`),
+// applies the parent's sequenced messages strictly in order, persists each new
+// position after applying, and acks. It streams its own writes (log entries
+// that did not come from the parent) up, from the position the parent reports
+// in its welcome; when its own log no longer reaches back that far it sends
+// the whole documents that carry its writes instead.
+//
+// Hello is retried with jittered exponential backoff until a welcome arrives;
+// a reset from the parent (it restarted and lost the session) starts over.
+// While the bus is down nothing is lost: the store keeps working locally and
+// the session resumes, or reopens, when the bus returns.
+//
+// Documents that carry the child's own writes are never dropped by a scope
+// change or reconciliation: they must flow up first.
+//
+// REQUIRES: external synchronization (the runtime's single thread).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "canopy/v1/sync.pb.h"
+#include "store/store.h"
+#include "sync/engine/channel.h"
+#include "sync/engine/env.h"
+#include "sync/transport.h"
+
+namespace canopy::sync {
+
+struct ChildOptions {
+  std::map<std::string, std::string> labels;  // sent in hello
+  std::string software_version;
+  uint64_t hello_backoff_min_ms = 200;
+  uint64_t hello_backoff_max_ms = 30'000;
+  uint64_t heartbeat_ms = 2'000;
+  size_t window = 16;
+  uint64_t rto_ms = 1000;
+  size_t max_message_bytes = 1 << 20;
+  size_t log_read_limit = 512;
+};
+
+struct ChildStats {
+  uint64_t refused_messages = 0;
+  uint64_t hellos = 0;
+  uint64_t resets = 0;
+  uint64_t applied_messages = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t documents_received = 0;
+  uint64_t dropped_keys = 0;
+};
+
+class ChildSync {
+ public:
+  ChildSync(std::string name, std::string parent, Store* store, Env env, ChildOptions options);
+
+  const std::string& name() const { return name_; }
+  const std::string& parent() const { return parent_; }
+  std::string subscription() const;
+
+  // Starts (or restarts) the session: a hello goes out on the next tick.
+  void start();
+  void on_message(const Message& message);
+  void on_commit(const v1::LogEntry& entry);
+  void on_connection(bool connected);
+  void tick();
+  std::vector<Message> take_outbox();
+
+  // True once a welcome was received and the session is open.
+  bool active() const { return state_ == State::kActive; }
+  // True when active, nothing of ours awaits an ack, and the parent sent a
+  // position (no reconciliation running).
+  bool in_sync() const;
+  const ChildStats& stats() const { return stats_; }
+  v1::LogPosition down_position() const { return down_; }
+
+ private:
+  enum class State { kIdle, kHello, kActive };
+
+  void send_hello();
+  void send_control(v1::SyncEnvelope env);
+  void send_sequenced(v1::SyncEnvelope env);
+  void send_ack(bool gap);
+  void refuse(const std::string& why, const Message& m);
+  void handle_welcome(const v1::SyncEnvelope& env);
+  bool apply_changes(const v1::Changes& c);
+  void answer_fingerprints(const v1::Fingerprints& f);
+  void pump_up();
+  bool carries_own_writes(const v1::NodeState& s) const;
+  // True for documents that must never be dropped here: they carry our own
+  // writes or lie under a prefix we may write (they flow up instead).
+  bool keep(const v1::DocState& d) const;
+  std::string restored_key() const;
+
+  std::string name_;
+  std::string parent_;
+  Store* store_;
+  Env env_;
+  ChildOptions opts_;
+  State state_ = State::kIdle;
+  uint64_t session_ = 0;
+  uint64_t parent_replica_ = 0;
+  uint64_t next_hello_ms_ = 0;
+  uint64_t backoff_ms_ = 0;
+  uint64_t last_heartbeat_ms_ = 0;
+  SendChannel up_;
+  RecvChannel down_recv_;
+  v1::LogPosition down_;  // persisted position in the parent's log
+  bool reconciling_ = false;
+  uint64_t up_sent_ = 0;  // our log index covered by what was sent up
+  bool up_full_pending_ = false;
+  bool up_full_after_restore_ = false;
+  std::vector<std::string> writable_prefixes_;
+  bool connected_ = true;
+  std::vector<Message> outbox_;
+  ChildStats stats_;
+};
+
+}  // namespace canopy::sync

@@ -1,0 +1,167 @@
+#include "sync/engine/node.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+namespace canopy::sync {
+
+SyncNode::SyncNode(Store* store, Transport* transport) : store_(store), transport_(transport) {}
+
+SyncNode::~SyncNode() {
+  for (uint64_t id : subscriptions_) transport_->unsubscribe(id);
+  if (listener_ != 0) store_->unsubscribe(listener_);
+}
+
+Status SyncNode::attach() {
+  if (attached_) return ok_status();
+  auto on_message = [this](const Message& m) {
+    {
+      std::lock_guard lock(mu_);
+      inbox_.push_back(m);
+    }
+    cv_.notify_one();
+  };
+  if (parent_) {
+    auto id = transport_->subscribe(parent_->subscription(), on_message);
+    if (!id.ok()) return id.status();
+    subscriptions_.push_back(*id);
+  }
+  if (child_) {
+    auto id = transport_->subscribe(child_->subscription(), on_message);
+    if (!id.ok()) return id.status();
+    subscriptions_.push_back(*id);
+    child_->start();
+  }
+  transport_->on_state_change([this](bool connected) {
+    {
+      std::lock_guard lock(mu_);
+      connection_events_.push_back(connected);
+    }
+    cv_.notify_one();
+  });
+  // Runs under the store's lock: copy and return.
+  listener_ = store_->subscribe([this](const v1::LogEntry& e) {
+    {
+      std::lock_guard lock(mu_);
+      commits_.push_back(e);
+    }
+    cv_.notify_one();
+  });
+  attached_ = true;
+  return ok_status();
+}
+
+void SyncNode::enqueue_scope_change(ScopeChange change) {
+  {
+    std::lock_guard lock(mu_);
+    scope_changes_.push_back(std::move(change));
+  }
+  cv_.notify_one();
+}
+
+void SyncNode::publish(std::vector<Message> messages) {
+  for (const Message& m : messages) {
+    Status st = transport_->publish(m.subject, m.data);
+    // Lost messages are recovered by acks and retransmission; count them.
+    if (!st.ok()) ++publish_failures_;
+  }
+}
+
+bool SyncNode::run_once(bool tick) {
+  std::deque<Message> inbox;
+  std::deque<v1::LogEntry> commits;
+  std::deque<ScopeChange> scopes;
+  std::deque<bool> conns;
+  {
+    std::lock_guard lock(mu_);
+    inbox.swap(inbox_);
+    commits.swap(commits_);
+    scopes.swap(scope_changes_);
+    conns.swap(connection_events_);
+    woken_ = false;
+  }
+  const bool any = !inbox.empty() || !commits.empty() || !scopes.empty() || !conns.empty();
+  for (bool c : conns) {
+    if (child_) child_->on_connection(c);
+  }
+  // Commits before scope changes: a scope change is computed after the commit
+  // that caused it, and its documents are read from the store as they are now.
+  for (const auto& e : commits) {
+    if (parent_) parent_->on_commit(e);
+    if (child_) child_->on_commit(e);
+  }
+  for (const auto& sc : scopes) {
+    if (parent_) parent_->on_scope_change(sc);
+  }
+  for (const auto& m : inbox) {
+    if (parent_ && subject_matches(parent_->subscription(), m.subject)) {
+      parent_->on_message(m);
+    } else if (child_) {
+      child_->on_message(m);
+    }
+  }
+  if (tick) {
+    if (parent_) parent_->tick();
+    if (child_) child_->tick();
+  }
+  if (parent_) publish(parent_->take_outbox());
+  if (child_) publish(child_->take_outbox());
+  return any;
+}
+
+void SyncNode::wait(uint64_t timeout_ms) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] {
+    return woken_ || !inbox_.empty() || !commits_.empty() || !scope_changes_.empty() ||
+           !connection_events_.empty();
+  });
+}
+
+void SyncNode::wake() {
+  {
+    std::lock_guard lock(mu_);
+    woken_ = true;
+  }
+  cv_.notify_one();
+}
+
+SyncRuntime::SyncRuntime(SyncNode* node, uint64_t tick_ms) : node_(node), tick_ms_(tick_ms) {}
+
+SyncRuntime::~SyncRuntime() { stop(); }
+
+void SyncRuntime::start() {
+  thread_ = std::thread([this] {
+    auto last_tick = std::chrono::steady_clock::now();
+    for (;;) {
+      {
+        std::lock_guard lock(mu_);
+        if (stop_) return;
+      }
+      node_->wait(tick_ms_);
+      std::lock_guard lock(mu_);
+      if (stop_) return;
+      const auto now = std::chrono::steady_clock::now();
+      const bool tick = now - last_tick >= std::chrono::milliseconds(tick_ms_);
+      if (tick) last_tick = now;
+      node_->run_once(tick);
+    }
+  });
+}
+
+void SyncRuntime::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  node_->wake();
+  if (thread_.joinable()) thread_.join();
+}
+
+void SyncRuntime::call(const std::function<void()>& fn) {
+  std::lock_guard lock(mu_);
+  fn();
+  node_->run_once(false);
+}
+
+}  // namespace canopy::sync

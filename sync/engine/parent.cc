@@ -1,0 +1,717 @@
+#include "sync/engine/parent.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "sync/subjects.h"
+
+namespace canopy::sync {
+namespace {
+
+constexpr std::string_view kKeyMin = "";
+constexpr std::string_view kKeyMax = "\x7f";
+// Envelope overhead kept free under the payload limit.
+constexpr size_t kEnvelopeMargin = 4096;
+
+std::string up_position_key(const std::string& child) { return "sync/up/" + child; }
+// "<seq> <hlc>" of the child's latest own write we applied.
+std::string up_seq_key(const std::string& child) { return "sync/upseq/" + child; }
+
+// "canopy.v1.<a>.<b>.<dir>" -> a, b, dir.
+bool split_subject(std::string_view subject, std::string* a, std::string* b, std::string* dir) {
+  if (!subject.starts_with(kSubjectRoot)) return false;
+  subject.remove_prefix(kSubjectRoot.size());
+  std::vector<std::string_view> parts;
+  while (!subject.empty()) {
+    if (subject.front() != '.') return false;
+    subject.remove_prefix(1);
+    const size_t dot = subject.find('.');
+    parts.push_back(subject.substr(0, dot));
+    subject = dot == std::string_view::npos ? std::string_view() : subject.substr(dot);
+  }
+  if (parts.size() != 3) return false;
+  *a = parts[0];
+  *b = parts[1];
+  *dir = parts[2];
+  return true;
+}
+
+const std::string& entry_key(const v1::LogEntry& e) {
+  return e.has_delta() ? e.delta().key() : e.doc().key();
+}
+
+}  // namespace
+
+struct ParentSync::Session {
+  Session(std::string c, const ParentOptions& o) : child(std::move(c)), down(o.window, o.rto_ms) {}
+
+  std::string child;
+  uint64_t replica = 0;
+  uint64_t session = 0;
+  Mode mode = Mode::kWaiting;
+  Mode wanted_mode = Mode::kCatchup;  // what to start when a slot frees
+  bool holds_slot = false;
+  SendChannel down;
+  RecvChannel up;
+  uint64_t sent_index = 0;  // our log position covered by what was sent
+  std::vector<v1::LogEntry> pending;
+  uint64_t round = 0;
+  std::map<uint64_t, std::vector<v1::RangeFingerprint>> rounds;
+  uint64_t last_seen_ms = 0;
+  uint64_t last_position_ms = 0;
+  uint64_t reported_index = 0;
+  uint64_t acked_index = 0;
+  uint64_t acked_hlc = 0;
+  std::map<uint64_t, uint64_t> hlc_at_seq;  // seq -> greatest HLC it carried
+  std::map<std::string, std::string> labels;
+  // The scope version this session has announced: positions carry it. It
+  // moves only when the scope change itself is sent, so a child never
+  // persists a version whose documents it has not received.
+  uint64_t scope_version = 0;
+};
+
+ParentSync::ParentSync(std::string name, Store* store, ScopeProvider* scope, Env env,
+                       ParentOptions options)
+    : name_(std::move(name)), store_(store), scope_(scope), env_(std::move(env)), opts_(options) {
+  last_commit_index_ = store_->last_log_index();
+}
+
+ParentSync::~ParentSync() = default;
+
+std::string ParentSync::subscription() const { return all_up_subjects(name_); }
+
+std::vector<Message> ParentSync::take_outbox() {
+  // Changes committed since the last call go out now, batched per session.
+  for (const std::string& child : dirty_) {
+    auto it = sessions_.find(child);
+    if (it != sessions_.end()) pump(it->second.get());
+  }
+  dirty_.clear();
+  std::vector<Message> out;
+  out.swap(outbox_);
+  return out;
+}
+
+void ParentSync::refuse(const std::string& why, const Message& m) {
+  ++stats_.refused_messages;
+  spdlog::warn("sync {}: refused message on {} ({} bytes): {}", name_, m.subject, m.data.size(),
+               why);
+}
+
+void ParentSync::send_control(const std::string& child, uint64_t session, v1::SyncEnvelope env) {
+  env.set_protocol(kProtocolVersion);
+  env.set_from(name_);
+  env.set_to(child);
+  env.set_session(session);
+  Message m{down_subject(name_, child), env.SerializeAsString()};
+  stats_.bytes_sent += m.data.size();
+  outbox_.push_back(std::move(m));
+}
+
+void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
+  const uint64_t seq = s->down.next_seq();
+  env.set_protocol(kProtocolVersion);
+  env.set_from(name_);
+  env.set_to(s->child);
+  env.set_session(s->session);
+  env.set_seq(seq);
+  uint64_t max_hlc = 0;
+  if (env.has_changes()) {
+    for (const auto& e : env.changes().entries()) {
+      if (e.has_delta()) max_hlc = std::max<uint64_t>(max_hlc, e.delta().hlc());
+    }
+  }
+  if (max_hlc != 0) s->hlc_at_seq[seq] = max_hlc;
+  std::string bytes = env.SerializeAsString();
+  stats_.bytes_sent += bytes.size();
+  outbox_.push_back(Message{down_subject(name_, s->child), bytes});
+  s->down.sent(seq, std::move(bytes), env_.clock->now_ms());
+}
+
+v1::LogPosition ParentSync::position(const Session* s, uint64_t index) const {
+  v1::LogPosition p;
+  p.set_epoch(store_->log_epoch());
+  p.set_index(index);
+  p.set_scope_version(s->scope_version);
+  return p;
+}
+
+void ParentSync::on_message(const Message& m) {
+  v1::SyncEnvelope env;
+  if (m.data.size() > opts_.max_message_bytes) {
+    refuse("message larger than the limit of " + std::to_string(opts_.max_message_bytes), m);
+    return;
+  }
+  if (!env.ParseFromString(m.data)) {
+    refuse("not a sync envelope (undecodable bytes)", m);
+    return;
+  }
+  std::string parent, child, dir;
+  if (!split_subject(m.subject, &parent, &child, &dir) || parent != name_ || dir != "up") {
+    refuse("subject is not one of ours", m);
+    return;
+  }
+  if (env.protocol() != kProtocolVersion) {
+    refuse("protocol version " + std::to_string(env.protocol()) + " is not supported", m);
+    return;
+  }
+  if (env.from() != child || env.to() != name_) {
+    refuse(
+        "envelope from \"" + env.from() + "\" to \"" + env.to() + "\" does not match the subject",
+        m);
+    return;
+  }
+  if (!validate_node_name(child).ok()) {
+    refuse("child name is not a DNS-1123 label", m);
+    return;
+  }
+  if (env.has_hello()) {
+    handle_hello(child, env);
+    return;
+  }
+  auto it = sessions_.find(child);
+  if (it == sessions_.end() || it->second->session != env.session()) {
+    // We restarted, or forgot the session: ask the child to say hello, at
+    // most once a second per child.
+    const uint64_t now = env_.clock->now_ms();
+    uint64_t& last = last_reset_ms_[child];
+    if (now >= last + 1000 || last == 0) {
+      last = now;
+      v1::SyncEnvelope reset;
+      reset.mutable_reset()->set_reason("unknown session");
+      send_control(child, env.session(), std::move(reset));
+    }
+    return;
+  }
+  Session* s = it->second.get();
+  s->last_seen_ms = env_.clock->now_ms();
+  if (env.has_ack()) {
+    handle_ack(s, env.ack());
+  } else if (env.has_changes() || env.has_reconcile_reply()) {
+    switch (s->up.check(env.seq())) {
+      case RecvChannel::Verdict::kApply:
+        if (env.has_changes()) {
+          handle_changes(s, env);
+        } else {
+          s->up.applied(env.seq());
+          handle_reconcile_reply(s, env.reconcile_reply());
+        }
+        break;
+      case RecvChannel::Verdict::kDuplicate:
+        break;
+      case RecvChannel::Verdict::kGap: {
+        v1::SyncEnvelope ack;
+        ack.mutable_ack()->set_seq(s->up.last_applied());
+        ack.mutable_ack()->set_gap(true);
+        send_control(child, s->session, std::move(ack));
+        return;
+      }
+    }
+    v1::SyncEnvelope ack;
+    ack.mutable_ack()->set_seq(s->up.last_applied());
+    send_control(child, s->session, std::move(ack));
+  } else {
+    refuse("unexpected message kind from a child", m);
+  }
+  pump(s);
+}
+
+void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& env) {
+  const v1::Hello& hello = env.hello();
+  if (hello.replica_id() == 0 || env.session() == 0) {
+    refuse("hello without replica id or session", Message{up_subject(name_, child), ""});
+    return;
+  }
+  auto& slot = sessions_[child];
+  const uint64_t now = env_.clock->now_ms();
+  if (slot && slot->session == env.session()) {
+    // A repeated hello (our welcome was lost): answer again, keep the session.
+    slot->last_seen_ms = now;
+  } else {
+    if (slot) release_slot(slot.get());
+    std::erase(waiting_, child);
+    slot = std::make_unique<Session>(child, opts_);
+    slot->session = env.session();
+    slot->replica = hello.replica_id();
+    slot->last_seen_ms = now;
+    slot->labels.insert(hello.labels().begin(), hello.labels().end());
+    if (hello_hook_) hello_hook_(child, hello);
+    slot->scope_version = scope_->version(child);
+    const v1::LogPosition& p = hello.down();
+    const bool usable =
+        p.epoch() == store_->log_epoch() && p.index() + 1 >= store_->first_log_index() &&
+        p.index() <= store_->last_log_index() && p.scope_version() == slot->scope_version;
+    slot->sent_index = usable ? p.index() : 0;
+    slot->acked_index = slot->sent_index;
+    slot->wanted_mode = usable ? Mode::kCatchup : Mode::kReconcile;
+    slot->mode = Mode::kWaiting;
+    waiting_.push_back(child);
+  }
+  Session* s = slot.get();
+  v1::SyncEnvelope welcome;
+  welcome.mutable_welcome()->set_replica_id(store_->replica_id());
+  welcome.mutable_welcome()->set_reconcile(s->wanted_mode == Mode::kReconcile);
+  for (auto& p : scope_->writable_prefixes(child)) {
+    welcome.mutable_welcome()->add_writable_prefixes(std::move(p));
+  }
+  auto seen = store_->get_local(up_seq_key(child));
+  if (seen.ok() && seen->has_value()) {
+    unsigned long long seq = 0, hlc = 0;
+    if (std::sscanf((*seen)->c_str(), "%llu %llu", &seq, &hlc) == 2) {
+      welcome.mutable_welcome()->set_child_max_seq(seq);
+      welcome.mutable_welcome()->set_child_max_seq_hlc(hlc);
+    }
+  }
+  auto up = store_->get_local(up_position_key(child));
+  if (up.ok() && up->has_value()) {
+    welcome.mutable_welcome()->mutable_up()->ParseFromString(**up);
+  }
+  send_control(child, s->session, std::move(welcome));
+  grant_slots();
+}
+
+void ParentSync::grant_slots() {
+  while (slots_in_use_ < opts_.max_concurrent_catchups && !waiting_.empty()) {
+    const std::string child = waiting_.front();
+    waiting_.pop_front();
+    auto it = sessions_.find(child);
+    if (it == sessions_.end() || it->second->mode != Mode::kWaiting) continue;
+    Session* s = it->second.get();
+    s->holds_slot = true;
+    ++slots_in_use_;
+    start_down(s, s->wanted_mode);
+  }
+}
+
+void ParentSync::release_slot(Session* s) {
+  if (!s->holds_slot) return;
+  s->holds_slot = false;
+  --slots_in_use_;
+}
+
+void ParentSync::start_down(Session* s, Mode mode) {
+  if (mode == Mode::kReconcile) {
+    start_reconcile(s);
+  } else {
+    ++stats_.catchups;
+    s->mode = Mode::kCatchup;
+    pump(s);
+  }
+}
+
+void ParentSync::start_reconcile(Session* s) {
+  ++stats_.reconciliations;
+  s->mode = Mode::kReconcile;
+  s->pending.clear();
+  s->rounds.clear();
+  // Everything up to here is covered by the documents we compare; what is
+  // committed later streams live (merging is order-independent).
+  s->sent_index = store_->last_log_index();
+  const std::string child = s->child;
+  auto ranges = store_->split_fingerprints(
+      kKeyMin, kKeyMax, [&](std::string_view k) { return scope_->in_scope(child, k); },
+      opts_.reconcile_parts);
+  if (!ranges.ok()) {
+    spdlog::error("sync {}: fingerprinting for {} failed: {}", name_, child,
+                  ranges.status().to_string());
+    return;
+  }
+  v1::SyncEnvelope env;
+  env.mutable_fingerprints()->set_round(++s->round);
+  for (auto& r : *ranges) *env.mutable_fingerprints()->add_ranges() = r;
+  s->rounds[s->round] = std::move(*ranges);
+  send_sequenced(s, std::move(env));
+}
+
+void ParentSync::handle_reconcile_reply(Session* s, const v1::ReconcileReply& reply) {
+  if (s->mode != Mode::kReconcile) return;
+  auto it = s->rounds.find(reply.round());
+  if (it == s->rounds.end()) return;
+  std::vector<v1::RangeFingerprint> ranges = std::move(it->second);
+  s->rounds.erase(it);
+  const std::string child = s->child;
+  auto filter = [&](std::string_view k) { return scope_->in_scope(child, k); };
+  for (uint32_t i : reply.differing()) {
+    if (i >= ranges.size()) continue;
+    const v1::RangeFingerprint& r = ranges[i];
+    if (r.count() <= opts_.reconcile_leaf) {
+      send_states(s, r);
+      continue;
+    }
+    auto sub = store_->split_fingerprints(r.first(), r.last(), filter, opts_.reconcile_parts);
+    if (!sub.ok() || sub->size() <= 1) {
+      send_states(s, r);
+      continue;
+    }
+    v1::SyncEnvelope env;
+    env.mutable_fingerprints()->set_round(++s->round);
+    for (auto& f : *sub) *env.mutable_fingerprints()->add_ranges() = f;
+    s->rounds[s->round] = std::move(*sub);
+    send_sequenced(s, std::move(env));
+  }
+  if (s->rounds.empty()) finish_reconcile(s);
+}
+
+void ParentSync::send_states(Session* s, const v1::RangeFingerprint& range) {
+  const std::string child = s->child;
+  auto docs = store_->states(
+      range.first(), range.last(), [&](std::string_view k) { return scope_->in_scope(child, k); },
+      opts_.reconcile_leaf * 4 + 16);
+  if (!docs.ok()) {
+    spdlog::error("sync {}: reading documents for {} failed: {}", name_, child,
+                  docs.status().to_string());
+    return;
+  }
+  // Chunks tile the range, so that "covered" never spans a document that
+  // travels in another chunk.
+  const size_t limit = opts_.max_message_bytes - kEnvelopeMargin;
+  size_t i = 0;
+  std::string first = range.first();
+  do {
+    v1::SyncEnvelope env;
+    v1::Changes* c = env.mutable_changes();
+    size_t bytes = 0;
+    while (i < docs->size()) {
+      const size_t sz = (*docs)[i].ByteSizeLong() + 16;
+      if (c->entries_size() > 0 && bytes + sz > limit) break;
+      bytes += sz;
+      *c->add_entries()->mutable_doc() = std::move((*docs)[i]);
+      ++i;
+      ++stats_.documents_sent;
+    }
+    v1::RangeFingerprint* cov = c->add_covered();
+    cov->set_first(first);
+    cov->set_last(i < docs->size() ? c->entries(c->entries_size() - 1).doc().key() : range.last());
+    // The next chunk starts just above this one's last key (keys hold no NUL).
+    if (i < docs->size()) first = cov->last() + std::string(1, '\0');
+    send_sequenced(s, std::move(env));
+  } while (i < docs->size());
+}
+
+void ParentSync::finish_reconcile(Session* s) {
+  // Entries committed since the snapshot went out without a position; send
+  // the rest and, with it, the position that makes the child's state resumable.
+  std::vector<v1::LogEntry> pending;
+  pending.swap(s->pending);
+  const uint64_t final_index = std::max(s->sent_index, last_commit_index_);
+  s->mode = Mode::kLive;
+  release_slot(s);
+  send_entries(s, std::move(pending), true, final_index);
+  grant_slots();
+}
+
+void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
+  std::vector<std::string> resend;
+  s->down.on_ack(ack.seq(), ack.gap(), env_.clock->now_ms(), &resend);
+  for (auto& bytes : resend) {
+    stats_.bytes_sent += bytes.size();
+    outbox_.push_back(Message{down_subject(name_, s->child), std::move(bytes)});
+  }
+  for (auto it = s->hlc_at_seq.begin(); it != s->hlc_at_seq.end() && it->first <= ack.seq();) {
+    s->acked_hlc = std::max(s->acked_hlc, it->second);
+    it = s->hlc_at_seq.erase(it);
+  }
+  if (ack.has_position() && ack.position().epoch() == store_->log_epoch()) {
+    s->acked_index = std::max<uint64_t>(s->acked_index, ack.position().index());
+  }
+}
+
+void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env) {
+  const v1::Changes& c = env.changes();
+  v1::DeltaBatch batch;
+  std::vector<v1::DocState> docs;
+  for (const v1::LogEntry& e : c.entries()) {
+    const std::string& key = entry_key(e);
+    if (!scope_->writable_by(s->child, key)) {
+      ++stats_.refused_writes;
+      spdlog::warn("sync {}: refused write of {} by {}: outside its writable scope", name_, key,
+                   s->child);
+      continue;
+    }
+    if (e.has_delta()) {
+      *batch.add_deltas() = e.delta();
+    } else if (e.has_doc()) {
+      docs.push_back(e.doc());
+    }
+  }
+  uint64_t own_seq = 0, own_hlc = 0;
+  for (const auto& d : batch.deltas()) {
+    if (d.dot().replica() == s->replica && d.dot().seq() > own_seq) {
+      own_seq = d.dot().seq();
+      own_hlc = d.hlc();
+    }
+  }
+  if (batch.deltas_size() > 0) {
+    auto r = store_->apply_remote(batch, s->replica);
+    if (!r.ok()) {
+      // Refused whole (bad delta) or not stored: do not ack; the child resends
+      // and we log again. Nothing of the batch was merged.
+      ++stats_.refused_messages;
+      spdlog::warn("sync {}: changes from {} refused: {}", name_, s->child, r.status().to_string());
+      return;
+    }
+  }
+  if (!docs.empty()) {
+    Status st = store_->apply_states(docs, s->replica);
+    if (!st.ok()) {
+      ++stats_.refused_messages;
+      spdlog::warn("sync {}: documents from {} refused: {}", name_, s->child, st.to_string());
+      return;
+    }
+  }
+  s->up.applied(env.seq());
+  if (own_seq != 0) {
+    Status st = store_->put_local(up_seq_key(s->child),
+                                  std::to_string(own_seq) + " " + std::to_string(own_hlc));
+    if (!st.ok()) spdlog::error("sync {}: saving seq of {}: {}", name_, s->child, st.to_string());
+  }
+  if (c.has_position()) {
+    Status st = store_->put_local(up_position_key(s->child), c.position().SerializeAsString());
+    if (!st.ok())
+      spdlog::error("sync {}: saving position of {}: {}", name_, s->child, st.to_string());
+  }
+}
+
+bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
+  if (e.source() == s->replica && s->replica != 0) return false;  // no echo
+  if (e.has_delta() && e.delta().dot().replica() == s->replica) return false;
+  return scope_->in_scope(s->child, entry_key(e));
+}
+
+void ParentSync::send_entries(Session* s, std::vector<v1::LogEntry> entries, bool with_position,
+                              uint64_t final_index) {
+  const size_t limit = opts_.max_message_bytes - kEnvelopeMargin;
+  size_t i = 0;
+  do {
+    v1::SyncEnvelope env;
+    v1::Changes* c = env.mutable_changes();
+    size_t bytes = 0;
+    while (i < entries.size()) {
+      const size_t sz = entries[i].ByteSizeLong() + 8;
+      if (c->entries_size() > 0 && bytes + sz > limit) break;
+      if (sz > limit) {
+        spdlog::error("sync {}: change {} for {} is larger than the payload limit; skipped", name_,
+                      entries[i].index(), s->child);
+        ++i;
+        continue;
+      }
+      bytes += sz;
+      *c->add_entries() = std::move(entries[i]);
+      ++i;
+    }
+    if (with_position) {
+      const uint64_t idx =
+          i < entries.size() ? c->entries(c->entries_size() - 1).index() : final_index;
+      *c->mutable_position() = position(s, idx);
+      s->reported_index = idx;
+      s->last_position_ms = env_.clock->now_ms();
+    }
+    if (c->entries_size() == 0 && !with_position) break;
+    send_sequenced(s, std::move(env));
+  } while (i < entries.size());
+}
+
+void ParentSync::pump(Session* s) {
+  if (s->mode == Mode::kCatchup) pump_catchup(s);
+  if (s->mode == Mode::kLive || s->mode == Mode::kReconcile) pump_live(s);
+}
+
+void ParentSync::pump_catchup(Session* s) {
+  const std::string child = s->child;
+  auto filter = [&](std::string_view k) { return scope_->in_scope(child, k); };
+  while (s->down.can_send() && s->mode == Mode::kCatchup) {
+    auto read = store_->log_since(store_->log_epoch(), s->sent_index, filter, opts_.log_read_limit);
+    if (!read.ok()) {
+      spdlog::error("sync {}: reading the log for {}: {}", name_, child, read.status().to_string());
+      return;
+    }
+    if (!read->complete) {
+      start_reconcile(s);
+      return;
+    }
+    std::vector<v1::LogEntry> entries;
+    for (auto& e : read->entries) {
+      if (wanted(s, e)) entries.push_back(std::move(e));
+    }
+    const bool at_end = read->entries.size() < opts_.log_read_limit;
+    const uint64_t upto = read->last_index;
+    if (!entries.empty() || upto > s->reported_index) {
+      send_entries(s, std::move(entries), true, upto);
+    }
+    s->sent_index = upto;
+    if (at_end) {
+      // Caught up: from here on, committed changes are pushed as they come.
+      // Entries committed after `upto` are still in our commit queue and will
+      // reach on_commit; ones at or below it are skipped there.
+      s->mode = Mode::kLive;
+      s->pending.clear();
+      release_slot(s);
+      grant_slots();
+    }
+  }
+}
+
+void ParentSync::pump_live(Session* s) {
+  if (s->pending.empty() || !s->down.can_send()) return;
+  std::vector<v1::LogEntry> pending;
+  pending.swap(s->pending);
+  const uint64_t last = pending.back().index();
+  const bool live = s->mode == Mode::kLive;
+  send_entries(s, std::move(pending), live, std::max(last, last_commit_index_));
+  if (live) s->sent_index = std::max(last, last_commit_index_);
+}
+
+void ParentSync::on_commit(const v1::LogEntry& entry) {
+  last_commit_index_ = std::max(last_commit_index_, entry.index());
+  for (const std::string& child : scope_->children_for(entry_key(entry))) {
+    auto it = sessions_.find(child);
+    if (it == sessions_.end()) continue;
+    Session* s = it->second.get();
+    if (s->mode != Mode::kLive && s->mode != Mode::kReconcile) continue;
+    if (entry.index() <= s->sent_index) continue;
+    if (!wanted(s, entry)) continue;
+    s->pending.push_back(entry);
+    if (s->pending.size() > opts_.max_pending_entries && s->mode == Mode::kLive) {
+      // The child does not keep up: stop buffering, read the log instead.
+      s->pending.clear();
+      s->mode = Mode::kWaiting;
+      s->wanted_mode = Mode::kCatchup;
+      waiting_.push_back(child);
+      continue;
+    }
+    dirty_.insert(child);
+  }
+  grant_slots();
+}
+
+void ParentSync::on_scope_change(const ScopeChange& change) {
+  auto it = sessions_.find(change.child);
+  if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
+  Session* s = it->second.get();
+  if (s->mode == Mode::kWaiting) {
+    // Its position predates the change: reconcile when its turn comes.
+    s->wanted_mode = Mode::kReconcile;
+    s->scope_version = scope_->version(change.child);
+    return;
+  }
+  // Send what is pending first, so the stream keeps log order per key.
+  pump_live(s);
+  std::vector<v1::DocState> docs;
+  for (const std::string& key : change.entered) {
+    if (!scope_->in_scope(change.child, key)) continue;  // left again since
+    auto st = store_->state(key);
+    if (st.ok() && st->has_value()) docs.push_back(std::move(**st));
+  }
+  const size_t limit = opts_.max_message_bytes - kEnvelopeMargin;
+  size_t i = 0;
+  bool dropped = false;
+  do {
+    v1::SyncEnvelope env;
+    v1::Changes* c = env.mutable_changes();
+    if (!dropped) {
+      for (const auto& k : change.left) {
+        if (!scope_->in_scope(change.child, k)) c->add_drop(k);
+      }
+      dropped = true;
+      s->scope_version = scope_->version(change.child);
+    }
+    size_t bytes = 0;
+    while (i < docs.size()) {
+      const size_t sz = docs[i].ByteSizeLong() + 16;
+      if (c->entries_size() > 0 && bytes + sz > limit) break;
+      bytes += sz;
+      *c->add_entries()->mutable_doc() = std::move(docs[i]);
+      ++stats_.documents_sent;
+      ++i;
+    }
+    if (s->mode == Mode::kLive) {
+      s->sent_index = std::max(s->sent_index, last_commit_index_);
+      *c->mutable_position() = position(s, s->sent_index);
+      s->reported_index = s->sent_index;
+    }
+    send_sequenced(s, std::move(env));
+  } while (i < docs.size());
+}
+
+void ParentSync::tick() {
+  const uint64_t now = env_.clock->now_ms();
+  std::vector<std::string> expired;
+  for (auto& [child, s] : sessions_) {
+    if (now > s->last_seen_ms + opts_.session_timeout_ms) {
+      expired.push_back(child);
+      continue;
+    }
+    std::vector<std::string> resend;
+    s->down.on_tick(now, &resend);
+    for (auto& bytes : resend) {
+      stats_.bytes_sent += bytes.size();
+      outbox_.push_back(Message{down_subject(name_, child), std::move(bytes)});
+    }
+    pump(s.get());
+    // An idle live child learns that the log moved on, so that its position,
+    // and a later resume, does not lag behind changes outside its scope.
+    if (s->mode == Mode::kLive && s->pending.empty() && s->down.can_send() &&
+        last_commit_index_ > s->reported_index &&
+        now >= s->last_position_ms + opts_.idle_position_ms) {
+      s->sent_index = std::max(s->sent_index, last_commit_index_);
+      send_entries(s.get(), {}, true, s->sent_index);
+    }
+  }
+  for (const auto& child : expired) {
+    spdlog::info("sync {}: session of {} expired", name_, child);
+    drop_session(child);
+  }
+  grant_slots();
+}
+
+void ParentSync::drop_session(const std::string& child) {
+  auto it = sessions_.find(child);
+  if (it == sessions_.end()) return;
+  release_slot(it->second.get());
+  sessions_.erase(it);
+  std::erase(waiting_, child);
+}
+
+std::vector<ChildInfo> ParentSync::children() const {
+  std::vector<ChildInfo> out;
+  const uint64_t now = env_.clock->now_ms();
+  for (const auto& [child, s] : sessions_) {
+    ChildInfo info;
+    info.name = child;
+    info.replica_id = s->replica;
+    switch (s->mode) {
+      case Mode::kWaiting:
+        info.mode = "waiting";
+        break;
+      case Mode::kCatchup:
+        info.mode = "catch-up";
+        break;
+      case Mode::kReconcile:
+        info.mode = "reconcile";
+        break;
+      case Mode::kLive:
+        info.mode = "live";
+        break;
+    }
+    info.last_seen_ms = s->last_seen_ms;
+    info.connected = now <= s->last_seen_ms + opts_.session_timeout_ms / 3;
+    info.acked_index = s->acked_index;
+    info.labels = s->labels;
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+uint64_t ParentSync::acknowledged_hlc() const {
+  uint64_t m = 0;
+  bool first = true;
+  for (const auto& [child, s] : sessions_) {
+    if (first || s->acked_hlc < m) m = s->acked_hlc;
+    first = false;
+  }
+  return m;
+}
+
+}  // namespace canopy::sync

@@ -1,0 +1,159 @@
+// ParentSync: the parent side of every sync session of one replica.
+//
+// A state machine without I/O (STYLE.md: pure core, I/O at the edge): the
+// runtime feeds it messages from the children (`on_message`), the replica's
+// committed changes (`on_commit`), scope changes from the parent's own logic
+// (`on_scope_change`) and ticks, and publishes what `take_outbox` returns.
+// The simulation drives the same object over the in-memory bus.
+//
+// Per child session:
+//   down  the parent's change log, filtered by the child's scope, streamed in
+//         sequenced `Changes` messages that carry the child's new position
+//         (log epoch, index, scope version); the child persists it and acks;
+//   up    the child's own writes, checked against `writable_by` (anything
+//         else is refused and logged, never merged) and applied; the parent
+//         persists the child's up position under local meta `sync/up/<child>`.
+// Modes of the down stream:
+//   catch-up   the child's position lies in the log: read the log from it;
+//   reconcile  it does not (trimmed, another epoch, another scope version):
+//              fingerprints of key ranges are compared, descending into ranges
+//              that differ, and whole documents are sent only for those;
+//   live       caught up: each committed change in scope is pushed at once.
+// Catch-up and reconcile hold one of `max_concurrent_catchups` slots; sessions
+// beyond that wait their turn, so a storm of returning sites cannot exhaust
+// the parent. Live sessions cost no slot.
+//
+// Why a log position and not the child's version vector: a child holds only
+// the dots in its scope, so its vector has permanent gaps, and "the vector
+// covers this dot" says nothing about keys that entered the scope later. The
+// parent's log index is gap-free for the child: everything in scope up to the
+// position has been applied, under the scope of `scope_version`. A change of
+// scope while connected ships entering keys whole and drops leaving ones
+// in-band; a position with an old scope version, an old epoch (the parent was
+// restored or recreated) or a trimmed index triggers reconciliation.
+//
+// REQUIRES: external synchronization (the runtime's single thread).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "canopy/v1/sync.pb.h"
+#include "store/store.h"
+#include "sync/engine/channel.h"
+#include "sync/engine/env.h"
+#include "sync/scope.h"
+#include "sync/transport.h"
+
+namespace canopy::sync {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+
+struct ParentOptions {
+  size_t max_concurrent_catchups = 32;
+  size_t window = 16;  // sequenced messages in flight per session
+  uint64_t rto_ms = 1000;
+  uint64_t session_timeout_ms = 30'000;  // silence after which a session is forgotten
+  uint64_t idle_position_ms = 5'000;     // how often an idle live child learns the log moved
+  size_t reconcile_parts = 16;           // ranges per fingerprint round
+  size_t reconcile_leaf = 64;            // send documents for differing ranges this small
+  size_t max_message_bytes = 1 << 20;    // transport payload limit
+  size_t max_pending_entries = 10'000;   // live backlog before a session falls back to catch-up
+  size_t log_read_limit = 512;           // entries per log read during catch-up
+};
+
+struct ChildInfo {
+  std::string name;
+  uint64_t replica_id = 0;
+  std::string mode;  // waiting | catch-up | reconcile | live
+  bool connected = false;
+  uint64_t last_seen_ms = 0;
+  uint64_t acked_index = 0;  // the child's acknowledged position in our log
+  std::map<std::string, std::string> labels;
+};
+
+struct ParentStats {
+  uint64_t refused_messages = 0;  // garbage, wrong addressee, stale session
+  uint64_t refused_writes = 0;    // child writes outside its writable scope
+  uint64_t reconciliations = 0;
+  uint64_t catchups = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t documents_sent = 0;  // whole documents (reconciliation, scope entry)
+};
+
+class ParentSync {
+ public:
+  using HelloHook = std::function<void(const std::string& child, const v1::Hello& hello)>;
+
+  ParentSync(std::string name, Store* store, ScopeProvider* scope, Env env, ParentOptions options);
+  ~ParentSync();
+
+  const std::string& name() const { return name_; }
+  // The subject pattern the runtime subscribes for this engine.
+  std::string subscription() const;
+  // Called when a child says hello (the hub records its labels).
+  void set_hello_hook(HelloHook hook) { hello_hook_ = std::move(hook); }
+
+  void on_message(const Message& message);
+  void on_commit(const v1::LogEntry& entry);
+  void on_scope_change(const ScopeChange& change);
+  void tick();
+  std::vector<Message> take_outbox();
+
+  std::vector<ChildInfo> children() const;
+  const ParentStats& stats() const { return stats_; }
+  size_t session_count() const { return sessions_.size(); }
+  // Smallest HLC every live child has acknowledged (0 when unknown): the
+  // frontier below which tombstones in their scopes are stable.
+  uint64_t acknowledged_hlc() const;
+
+ private:
+  struct Session;
+  enum class Mode { kWaiting, kCatchup, kReconcile, kLive };
+
+  void handle_hello(const std::string& child, const v1::SyncEnvelope& env);
+  void handle_ack(Session* s, const v1::Ack& ack);
+  void handle_changes(Session* s, const v1::SyncEnvelope& env);
+  void handle_reconcile_reply(Session* s, const v1::ReconcileReply& reply);
+  void refuse(const std::string& why, const Message& m);
+  void send_control(const std::string& child, uint64_t session, v1::SyncEnvelope env);
+  void send_sequenced(Session* s, v1::SyncEnvelope env);
+  void pump(Session* s);
+  void pump_catchup(Session* s);
+  void pump_live(Session* s);
+  void start_down(Session* s, Mode mode);
+  void start_reconcile(Session* s);
+  void finish_reconcile(Session* s);
+  void send_states(Session* s, const v1::RangeFingerprint& range);
+  void grant_slots();
+  void release_slot(Session* s);
+  void drop_session(const std::string& child);
+  bool wanted(const Session* s, const v1::LogEntry& e) const;
+  v1::LogPosition position(const Session* s, uint64_t index) const;
+  // Splits `entries` into Changes messages under the payload limit.
+  void send_entries(Session* s, std::vector<v1::LogEntry> entries, bool with_position,
+                    uint64_t final_index);
+
+  std::string name_;
+  Store* store_;
+  ScopeProvider* scope_;
+  Env env_;
+  ParentOptions opts_;
+  HelloHook hello_hook_;
+  std::map<std::string, std::unique_ptr<Session>> sessions_;
+  std::deque<std::string> waiting_;
+  std::set<std::string> dirty_;  // sessions with pending live changes
+  size_t slots_in_use_ = 0;
+  uint64_t last_commit_index_ = 0;
+  std::vector<Message> outbox_;
+  std::map<std::string, uint64_t> last_reset_ms_;
+  ParentStats stats_;
+};
+
+}  // namespace canopy::sync
