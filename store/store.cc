@@ -127,8 +127,8 @@ class Store::Impl {
   }
   StatusOr<std::optional<std::string>> get_local(std::string_view name) {
     std::string raw;
-    rocksdb::Status s =
-        db_->Get(rocksdb::ReadOptions(), meta_cf(), std::string(kLocalPrefix) + std::string(name), &raw);
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf(),
+                                 std::string(kLocalPrefix) + std::string(name), &raw);
     if (s.IsNotFound()) return std::optional<std::string>();
     CANOPY_RETURN_IF_ERROR(from_rocks(s, "reading local metadata"));
     return std::optional<std::string>(std::move(raw));

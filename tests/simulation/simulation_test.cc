@@ -7,7 +7,9 @@
 // reorder messages. Then it heals everything and checks:
 //   - every child holds exactly the documents of its scope, equal to its parent's;
 //   - every write a replica acknowledged is still there, at the writer and at the root.
-// CANOPY_SIM_SEEDS sets how many seeds run (default 2000), CANOPY_SEED replays one.
+// CANOPY_SIM_FIRST and CANOPY_SIM_SEEDS set which seeds run (default 1..2000);
+// CANOPY_SEED replays one, with debug logs; CANOPY_SIM_DEBUG=1 adds log dumps
+// to a failure.
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
@@ -387,7 +389,8 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   spdlog::set_level(std::getenv("CANOPY_SEED") != nullptr ? spdlog::level::debug
                                                           : spdlog::level::err);
   const char* one = std::getenv("CANOPY_SEED");
-  const uint64_t first = one != nullptr ? std::strtoull(one, nullptr, 10) : 1;
+  const uint64_t first =
+      one != nullptr ? std::strtoull(one, nullptr, 10) : env_u64("CANOPY_SIM_FIRST", 1);
   const uint64_t count = one != nullptr ? 1 : env_u64("CANOPY_SIM_SEEDS", 2000);
   const int steps = static_cast<int>(env_u64("CANOPY_SIM_STEPS", 150));
   int failures = 0;

@@ -1,0 +1,30 @@
+// HubConfig: canopy-hub's settings, from a YAML file and command-line flags
+// (flags win). Every error names the setting and the reason.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "store/status.h"
+#include "store/store.h"
+
+namespace canopy::hub {
+
+struct HubConfig {
+  std::string name = "hub";  // node name: a DNS-1123 label, unique among hubs
+  std::string data_dir;      // RocksDB directory
+  std::vector<std::string> nats_urls = {"nats://127.0.0.1:4222"};
+  std::string grpc_listen = "127.0.0.1:7400";
+  std::string health_listen = "127.0.0.1:7401";  // HTTP: /healthz, /v1/sessions
+  Durability durability = Durability::kGroupCommit;
+  size_t max_concurrent_catchups = 64;
+  uint64_t log_retention_hours = 168;  // the change log and tombstones are kept this long
+  std::string log_level = "info";
+};
+
+// Reads `path` (YAML) into `config`. Unknown keys are errors, so a typo does
+// not silently fall back to a default.
+Status load_hub_config(const std::string& path, HubConfig* config);
+Status validate_hub_config(const HubConfig& config);
+
+}  // namespace canopy::hub

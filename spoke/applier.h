@@ -1,0 +1,71 @@
+// Applier: where rendered objects go at a site.
+//
+// The reconciler hands an applier rendered objects and asks it to remove what
+// is no longer desired. Two implementations are meant to fit:
+//   - manifests-dir (manifests_dir_applier.h): one file per object in the
+//     directory k3s deploys from; id = the file name;
+//   - kube (later): server-side apply with field manager `canopy`; id = the
+//     object's group/version/kind/namespace/name, inventory from the objects
+//     labelled app.kubernetes.io/managed-by=canopy.
+//
+// Ids are opaque to the reconciler: it learns an object's id from id_of(),
+// records it in the status document (`file`), and passes inventory() entries it
+// no longer wants to remove(). An applier lists only what it manages, so prune
+// never touches anything else.
+//
+// Contract: apply() is idempotent and cheap when nothing changed (it reports
+// changed=false and does no write); the message of an outcome describes where
+// the object went, not whether this call wrote it, so that a status document
+// built from it does not change from one reconcile to the next.
+//
+// Thread-safety: REQUIRES external synchronization (one reconciler at a time).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "spoke/render.h"
+#include "store/status.h"
+
+namespace canopy::spoke {
+
+struct ApplyOutcome {
+  bool changed = false;  // this call changed what the cluster gets
+  std::string message;   // stable for a given object and applier
+};
+
+class Applier {
+ public:
+  virtual ~Applier() = default;
+
+  // "manifests-dir", "kube".
+  virtual std::string name() const = 0;
+
+  // The id under which `object` is applied; what inventory() lists and
+  // remove() takes.
+  virtual std::string id_of(const RenderedObject& object) const = 0;
+
+  virtual StatusOr<ApplyOutcome> apply(const RenderedObject& object) = 0;
+
+  // Applies several objects, one result per object in order. Appliers that can
+  // batch (share fsyncs, pipeline requests) override it.
+  virtual std::vector<StatusOr<ApplyOutcome>> apply_all(
+      const std::vector<const RenderedObject*>& objects) {
+    std::vector<StatusOr<ApplyOutcome>> out;
+    out.reserve(objects.size());
+    for (const RenderedObject* o : objects) out.push_back(apply(*o));
+    return out;
+  }
+
+  // Removes the object with this id. OK when it is already gone.
+  virtual Status remove(const std::string& id) = 0;
+
+  // Ids of the objects this applier manages now.
+  virtual StatusOr<std::vector<std::string>> inventory() = 0;
+
+  // Housekeeping after a reconcile (e.g. dropping tombstones that served
+  // their purpose). Cheap when there is nothing to do.
+  virtual Status collect_garbage() { return ok_status(); }
+};
+
+}  // namespace canopy::spoke

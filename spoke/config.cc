@@ -1,0 +1,111 @@
+#include "spoke/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <set>
+
+#include "sync/subjects.h"
+
+namespace canopy::spoke {
+
+Status load_spoke_config(const std::string& path, SpokeConfig* c) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return invalid_argument("config " + path + ": cannot read the file");
+  } catch (const YAML::Exception& e) {
+    return invalid_argument("config " + path + ": not valid YAML: " + e.what());
+  }
+  if (!root.IsMap()) return invalid_argument("config " + path + ": must be a YAML mapping");
+  static const std::set<std::string> known = {
+      "site", "labels",        "parent",     "data_dir",       "manifests_dir",
+      "nats", "health_listen", "durability", "resync_seconds", "log_level"};
+  try {
+    for (const auto& kv : root) {
+      const std::string key = kv.first.as<std::string>();
+      if (!known.count(key)) {
+        return invalid_argument("config " + path + ": unknown setting \"" + key + "\"");
+      }
+    }
+    if (root["site"]) c->site = root["site"].as<std::string>();
+    if (root["labels"]) {
+      if (!root["labels"].IsMap())
+        return invalid_argument("config " + path + ": labels must be a mapping");
+      for (const auto& kv : root["labels"]) {
+        c->labels[kv.first.as<std::string>()] = kv.second.as<std::string>();
+      }
+    }
+    if (root["parent"]) c->parent = root["parent"].as<std::string>();
+    if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
+    if (root["manifests_dir"]) c->manifests_dir = root["manifests_dir"].as<std::string>();
+    if (root["nats"]) {
+      c->nats_urls.clear();
+      if (root["nats"].IsSequence()) {
+        for (const auto& u : root["nats"]) c->nats_urls.push_back(u.as<std::string>());
+      } else {
+        c->nats_urls.push_back(root["nats"].as<std::string>());
+      }
+    }
+    if (root["health_listen"]) c->health_listen = root["health_listen"].as<std::string>();
+    if (root["durability"]) {
+      const std::string d = root["durability"].as<std::string>();
+      if (d == "sync") {
+        c->durability = Durability::kSync;
+      } else if (d == "group") {
+        c->durability = Durability::kGroupCommit;
+      } else {
+        return invalid_argument("config " + path + ": durability \"" + d +
+                                "\" must be \"sync\" or \"group\"");
+      }
+    }
+    if (root["resync_seconds"]) c->resync_seconds = root["resync_seconds"].as<uint64_t>();
+    if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
+  } catch (const YAML::Exception& e) {
+    return invalid_argument("config " + path + ": " + e.what());
+  }
+  return ok_status();
+}
+
+Status parse_label(const std::string& text, std::map<std::string, std::string>* labels) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return invalid_argument("label \"" + text + "\" must be key=value");
+  }
+  (*labels)[text.substr(0, eq)] = text.substr(eq + 1);
+  return ok_status();
+}
+
+Status validate_spoke_config(const SpokeConfig& c) {
+  if (c.site.empty()) return invalid_argument("site: required (--site or site:)");
+  if (Status st = sync::validate_node_name(c.site); !st.ok()) {
+    return invalid_argument("site: " + st.message());
+  }
+  if (Status st = sync::validate_node_name(c.parent); !st.ok()) {
+    return invalid_argument("parent: " + st.message());
+  }
+  if (c.data_dir.empty()) return invalid_argument("data_dir: required (--data or data_dir:)");
+  if (c.manifests_dir.empty()) {
+    return invalid_argument("manifests_dir: required (--manifests or manifests_dir:)");
+  }
+  if (c.nats_urls.empty()) return invalid_argument("nats: at least one URL is required");
+  for (const auto& u : c.nats_urls) {
+    if (!u.starts_with("nats://") && !u.starts_with("tls://")) {
+      return invalid_argument("nats: \"" + u + "\" is not a nats:// URL");
+    }
+  }
+  for (const auto& [k, v] : c.labels) {
+    if (k.empty() || k.size() > 63 || v.size() > 63) {
+      return invalid_argument("labels: \"" + k + "=" + v + "\" is not a valid label");
+    }
+  }
+  if (c.resync_seconds == 0) return invalid_argument("resync_seconds: must be at least 1");
+  static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
+  if (!levels.count(c.log_level)) {
+    return invalid_argument("log_level: \"" + c.log_level +
+                            "\" is not one of trace, debug, info, warn, error");
+  }
+  return ok_status();
+}
+
+}  // namespace canopy::spoke

@@ -1,0 +1,32 @@
+// SpokeConfig: canopy-spoke's settings, from a YAML file and flags (flags
+// win). Every error names the setting and the reason.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "store/status.h"
+#include "store/store.h"
+
+namespace canopy::spoke {
+
+struct SpokeConfig {
+  std::string site;  // the site's name: a DNS-1123 label
+  std::map<std::string, std::string> labels;
+  std::string parent = "hub";  // the hub this spoke syncs with
+  std::string data_dir;        // RocksDB directory
+  std::string manifests_dir;   // where k3s deploys from
+  std::vector<std::string> nats_urls = {"nats://127.0.0.1:4222"};
+  std::string health_listen = "127.0.0.1:7501";  // local API: /healthz, /v1/...
+  Durability durability = Durability::kGroupCommit;
+  uint64_t resync_seconds = 30;  // full reconcile even without changes (repairs drift)
+  std::string log_level = "info";
+};
+
+Status load_spoke_config(const std::string& path, SpokeConfig* config);
+// Parses "key=value" label flags.
+Status parse_label(const std::string& text, std::map<std::string, std::string>* labels);
+Status validate_spoke_config(const SpokeConfig& config);
+
+}  // namespace canopy::spoke

@@ -1,0 +1,344 @@
+#include "spoke/reconciler.h"
+
+#include <spdlog/spdlog.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+#include <utility>
+
+#include "store/store.h"
+
+namespace canopy::spoke {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kScanPage = 512;
+// Below this many items, bulk work stays on the caller's thread: threads cost
+// more than they save, and the steady state (nothing changed) never pays them.
+constexpr size_t kParallelMin = 64;
+constexpr size_t kMaxThreads = 8;
+
+// Runs fn(i) for every i in [0, n), on up to `threads` threads (the caller's
+// included) when n is large enough.
+template <typename Fn>
+void parallel_for(size_t n, size_t threads, const Fn& fn) {
+  if (threads <= 1 || n < kParallelMin) {
+    for (size_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i);
+  };
+  std::vector<std::thread> pool;
+  const size_t extra = std::min(threads, n / (kParallelMin / 2)) - 1;
+  pool.reserve(extra);
+  for (size_t t = 0; t < extra; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+}
+
+uint64_t hash_text(std::string_view s, uint64_t seed = 0) {
+  return XXH3_64bits_withSeed(s.data(), s.size(), seed);
+}
+
+// Parses "sites/<site>/status/<tenant>/<template>" given its prefix.
+bool parse_status_key(std::string_view key, std::string_view prefix, std::string* tenant,
+                      std::string* name) {
+  if (!key.starts_with(prefix)) return false;
+  std::string_view rest = key.substr(prefix.size());
+  size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return false;
+  std::string_view t = rest.substr(0, slash);
+  std::string_view n = rest.substr(slash + 1);
+  if (!is_dns1123_label(t) || !is_dns1123_label(n)) return false;
+  *tenant = std::string(t);
+  *name = std::string(n);
+  return true;
+}
+
+std::string string_field(const json& doc, const char* name) {
+  if (!doc.is_object()) return "";
+  auto it = doc.find(name);
+  return it != doc.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+json status_doc(const std::string& template_key, const std::string& hash, std::string_view outcome,
+                const std::string& message, const std::string& file) {
+  return json{{"template", template_key},
+              {"hash", hash},
+              {"outcome", outcome},
+              {"message", message},
+              {"file", file}};
+}
+
+}  // namespace
+
+Reconciler::Reconciler(Store* store, SiteInfo site, Applier* applier, ReconcilerOptions options)
+    : store_(store),
+      site_(std::move(site)),
+      applier_(applier),
+      limits_(options.limits),
+      threads_(options.threads != 0
+                   ? options.threads
+                   : std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxThreads)),
+      store_write_threads_(std::max<size_t>(options.store_write_threads, 1)) {}
+
+void Reconciler::set_labels(std::map<std::string, std::string> labels) {
+  site_.labels = std::move(labels);
+}
+
+Status Reconciler::refresh_desired() {
+  ++generation_;
+  struct Changed {
+    std::string key;
+    std::string text;
+    DesiredKind kind;
+    uint64_t hash;
+    json doc;
+  };
+  std::vector<Changed> changed;
+  for (const std::string& prefix : desired_prefixes(site_.name)) {
+    std::string after;
+    while (true) {
+      auto page = store_->scan(prefix, after, kScanPage);
+      if (!page.ok()) return page.status();
+      for (ScanItem& item : page->items) {
+        DesiredKind kind = desired_kind(item.key, site_.name);
+        if (kind == DesiredKind::kNone) continue;
+        const uint64_t h = hash_text(item.json);
+        Seen& seen = seen_[item.key];
+        seen.generation = generation_;
+        if (seen.text_hash == h && h != 0) continue;
+        changed.push_back(Changed{std::move(item.key), std::move(item.json), kind, h, json()});
+      }
+      if (page->next_after.empty()) break;
+      after = std::move(page->next_after);
+    }
+  }
+  parallel_for(changed.size(), threads_, [&](size_t i) {
+    changed[i].doc = json::parse(changed[i].text, nullptr, /*allow_exceptions=*/false);
+  });
+  for (Changed& c : changed) {
+    if (c.doc.is_discarded() || !c.doc.is_object()) {
+      seen_.erase(c.key);
+      return data_loss("document " + c.key + " is not a JSON object");
+    }
+    seen_[c.key].text_hash = c.hash;
+    put_desired(&desired_, c.kind, c.key, std::move(c.doc));
+    ++stats_.documents_parsed;
+  }
+  for (auto it = seen_.begin(); it != seen_.end();) {
+    if (it->second.generation == generation_) {
+      ++it;
+      continue;
+    }
+    erase_desired(&desired_, desired_kind(it->first, site_.name), it->first);
+    it = seen_.erase(it);
+  }
+  return ok_status();
+}
+
+uint64_t Reconciler::fingerprint(const ObjectPlan& plan) const {
+  auto text_hash = [&](const std::string& key) {
+    auto it = seen_.find(key);
+    return it == seen_.end() ? 0 : it->second.text_hash;
+  };
+  uint64_t fp = hash_text(plan.template_key, text_hash(plan.template_key));
+  for (const std::string& k : plan.override_keys) fp = hash_text(k, fp ^ text_hash(k));
+  fp = hash_text(plan.local_override_key, fp ^ text_hash(plan.local_override_key));
+  return fp;
+}
+
+Status Reconciler::reconcile_once() {
+  stats_ = ReconcileStats{};
+  Status first_error;
+  auto note = [&](const Status& st) {
+    if (!st.ok() && first_error.ok()) first_error = st;
+  };
+
+  CANOPY_RETURN_IF_ERROR(refresh_desired());
+
+  // Plan and render, reusing the renders whose inputs did not change.
+  SitePlan plan = plan_site(site_, desired_, limits_);
+  failures_ = std::move(plan.failures);
+  std::set<std::string> global_now;
+  for (const RenderFailure& f : failures_) {
+    if (!f.template_name.empty()) continue;
+    ++stats_.global_failures;
+    global_now.insert(f.error);
+    if (!logged_global_.count(f.error)) spdlog::warn("spoke {}: {}", site_.name, f.error);
+  }
+  logged_global_ = std::move(global_now);
+
+  std::map<std::string, Memo> memo;
+  std::vector<std::pair<const ObjectPlan*, Memo*>> misses;
+  for (const ObjectPlan& p : plan.objects) {
+    const uint64_t fp = fingerprint(p);
+    auto old = memo_.find(p.template_key);
+    Memo& m = memo[p.template_key];
+    if (old != memo_.end() && old->second.fingerprint == fp) {
+      m = std::move(old->second);
+    } else {
+      m.fingerprint = fp;
+      misses.emplace_back(&p, &m);
+    }
+  }
+  stats_.renders_computed = misses.size();
+  parallel_for(misses.size(), threads_, [&](size_t i) {
+    auto r = render_object(*misses[i].first, desired_, limits_);
+    Memo& m = *misses[i].second;
+    m.ok = r.ok();
+    if (r.ok()) {
+      m.object = std::move(r).value();
+    } else {
+      m.error = r.status().message();
+    }
+  });
+  std::vector<const RenderedObject*> to_apply;
+  for (const ObjectPlan& p : plan.objects) {
+    const Memo& m = memo[p.template_key];
+    if (m.ok) {
+      ++stats_.rendered;
+      to_apply.push_back(&m.object);
+    } else {
+      failures_.push_back(RenderFailure{p.template_key, p.tenant, p.template_name, m.error});
+    }
+  }
+  memo_ = std::move(memo);
+
+  // Current status documents, by template key.
+  const std::string status_prefix = "sites/" + site_.name + "/status/";
+  std::map<std::string, CurrentStatus> current;
+  {
+    std::string after;
+    while (true) {
+      auto page = store_->scan(status_prefix, after, kScanPage);
+      if (!page.ok()) return page.status();
+      for (ScanItem& item : page->items) {
+        CurrentStatus c;
+        if (!parse_status_key(item.key, status_prefix, &c.tenant, &c.name)) continue;
+        c.key = std::move(item.key);
+        c.doc = json::parse(item.json, nullptr, /*allow_exceptions=*/false);
+        if (c.doc.is_discarded()) c.doc = json::object();
+        current.emplace(template_key(c.tenant, c.name), std::move(c));
+      }
+      if (page->next_after.empty()) break;
+      after = std::move(page->next_after);
+    }
+  }
+  auto previous = [&](const std::string& tk, const char* f) {
+    auto it = current.find(tk);
+    return it == current.end() ? std::string() : string_field(it->second.doc, f);
+  };
+
+  // Apply, and the status each template should have.
+  std::map<std::string, std::pair<std::string, json>> wanted;  // tk -> (status key, doc)
+  std::vector<StatusOr<ApplyOutcome>> outcomes = applier_->apply_all(to_apply);
+  std::set<std::string> retained;  // applier ids to keep
+  for (size_t i = 0; i < to_apply.size(); ++i) {
+    const RenderedObject& o = *to_apply[i];
+    const std::string id = applier_->id_of(o);
+    retained.insert(id);
+    const StatusOr<ApplyOutcome>& r = outcomes[i];
+    json doc;
+    if (r.ok()) {
+      if (r->changed) ++stats_.changed;
+      doc = status_doc(o.template_key, o.hash, kOutcomeApplied, r->message, id);
+    } else {
+      ++stats_.failed;
+      note(r.status());
+      doc = status_doc(o.template_key, previous(o.template_key, "hash"), kOutcomeFailed,
+                       applier_->name() + ": " + r.status().message(),
+                       previous(o.template_key, "file"));
+    }
+    wanted[o.template_key] = {status_key(site_.name, o.tenant, o.template_name), std::move(doc)};
+  }
+  for (const RenderFailure& f : failures_) {
+    if (f.template_name.empty()) continue;
+    ++stats_.failed;
+    std::string file = previous(f.template_key, "file");
+    if (!file.empty()) retained.insert(file);
+    wanted[f.template_key] = {status_key(site_.name, f.tenant, f.template_name),
+                              status_doc(f.template_key, previous(f.template_key, "hash"),
+                                         kOutcomeFailed, f.error, file)};
+  }
+
+  // Prune.
+  bool prune = stats_.global_failures == 0;
+  if (prune) {
+    auto inventory = applier_->inventory();
+    if (!inventory.ok()) {
+      note(inventory.status());
+      prune = false;
+    } else {
+      std::map<std::string, std::string> owner;  // id -> template key, from status documents
+      for (const auto& [tk, c] : current) {
+        std::string file = string_field(c.doc, "file");
+        if (!file.empty()) owner.emplace(std::move(file), tk);
+      }
+      for (const std::string& id : *inventory) {
+        if (retained.count(id)) continue;
+        Status st = applier_->remove(id);
+        if (st.ok()) {
+          ++stats_.pruned;
+          continue;
+        }
+        note(st);
+        // Keep reporting the object that could not be removed.
+        auto o = owner.find(id);
+        if (o == owner.end()) continue;
+        const CurrentStatus& c = current[o->second];
+        ++stats_.failed;
+        wanted[o->second] = {
+            c.key, status_doc(o->second, string_field(c.doc, "hash"), kOutcomeFailed,
+                              applier_->name() + ": removing " + id + ": " + st.message(), id)};
+      }
+    }
+  }
+  stats_.prune_skipped = !prune;
+
+  // Status documents: write what changed; delete those of templates no longer
+  // desired, only after a prune (otherwise their objects are still there).
+  struct StoreWrite {
+    const std::string* key;
+    const json* doc;  // nullptr: remove
+    Status status;
+  };
+  std::vector<StoreWrite> writes;
+  for (auto& [tk, entry] : wanted) {
+    auto it = current.find(tk);
+    if (it != current.end() && it->second.doc == entry.second) continue;
+    writes.push_back(StoreWrite{&entry.first, &entry.second, {}});
+  }
+  if (prune) {
+    for (const auto& [tk, c] : current) {
+      if (!wanted.count(tk)) writes.push_back(StoreWrite{&c.key, nullptr, {}});
+    }
+  }
+  // In parallel when there are many: with group commit, concurrent writers
+  // share fsyncs.
+  parallel_for(writes.size(), store_write_threads_, [&](size_t i) {
+    StoreWrite& w = writes[i];
+    if (w.doc != nullptr) {
+      w.status = store_->put_value(*w.key, *w.doc).status();
+    } else {
+      auto r = store_->remove(*w.key);
+      if (!r.ok() && r.status().code() != StatusCode::kNotFound) w.status = r.status();
+    }
+  });
+  for (const StoreWrite& w : writes) {
+    note(w.status);
+    if (!w.status.ok()) continue;
+    ++(w.doc != nullptr ? stats_.status_written : stats_.status_removed);
+  }
+
+  note(applier_->collect_garbage());
+  return first_error;
+}
+
+}  // namespace canopy::spoke

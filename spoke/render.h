@@ -1,0 +1,173 @@
+// Render: what a site should run, computed from desired state. Pure: no I/O,
+// no clock, no store. The spoke renders its own site; the hub renders any site
+// for a preview (`kubectl canopy render --site X`) with the same functions.
+//
+// Rules (docs/keys.md, authoritative):
+//   - a placement `t/<tenant>/placements/<p>` matches a site listed in its
+//     `sites`, or whose labels satisfy every pair of `selector.matchLabels`
+//     (a missing or empty selector matches no site by labels);
+//   - each template a matching placement lists, `t/<tenant>/templates/<name>`
+//     (same tenant), is rendered once, however many placements list it;
+//   - rendered = template, then the `patch` of each matching hub override
+//     `t/<tenant>/overrides/<o>` whose `template` names it, in key order, then
+//     the site's local override `sites/<site>/overrides/<tenant>/<name>`
+//     (RFC 7386 merge patches, each an object);
+//   - every rendered object carries label `app.kubernetes.io/managed-by:
+//     canopy` and annotations `canopy.io/template: <template key>` and
+//     `canopy.io/hash: <hash>`, where hash is the hex XXH3-64 of the canonical
+//     JSON (sorted keys, no spaces) of the object without `canopy.io/hash`.
+//
+// Bad input is reported per object: a bad template, a bad override of it, or a
+// placement naming a missing template yields a RenderFailure for that template
+// and the others still render. A placement that cannot be evaluated (bad
+// `sites`, `selector` or `templates`) or an override whose `template` is not a
+// name yields a failure keyed by its own key, with empty `template_name` (a
+// "global" failure): the reconciler then does not prune, since the desired set
+// is not known for sure.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "store/status.h"
+
+namespace canopy {
+class Store;
+}  // namespace canopy
+
+namespace canopy::spoke {
+
+inline constexpr std::string_view kManagedByLabel = "app.kubernetes.io/managed-by";
+inline constexpr std::string_view kManagedByValue = "canopy";
+inline constexpr std::string_view kTemplateAnnotation = "canopy.io/template";
+inline constexpr std::string_view kHashAnnotation = "canopy.io/hash";
+
+struct RenderLimits {
+  // Objects rendered for one site; templates beyond it (in key order) fail.
+  size_t max_objects = 10'000;
+  // Canonical JSON of one rendered object (the store's document limit; the
+  // Kubernetes API refuses objects not much larger than this anyway).
+  size_t max_object_bytes = 1 << 20;
+};
+
+struct SiteInfo {
+  std::string name;
+  std::map<std::string, std::string> labels;
+};
+
+// The documents rendering reads, by full store key. Values are JSON objects as
+// stored. Keys of other shapes are ignored.
+struct DesiredState {
+  std::map<std::string, nlohmann::json> placements;       // t/<tenant>/placements/<p>
+  std::map<std::string, nlohmann::json> templates;        // t/<tenant>/templates/<t>
+  std::map<std::string, nlohmann::json> overrides;        // t/<tenant>/overrides/<o>
+  std::map<std::string, nlohmann::json> local_overrides;  // sites/<site>/overrides/<tenant>/<t>
+};
+
+struct RenderedObject {
+  std::string template_key;  // t/<tenant>/templates/<template>
+  std::string tenant;
+  std::string template_name;
+  nlohmann::json object;  // with canopy's label and annotations
+  std::string hash;       // 16 hex digits
+  std::string file_name;  // manifest_file_name(tenant, template_name)
+};
+
+struct RenderFailure {
+  std::string template_key;  // the template; for a global failure, the placement or override key
+  std::string tenant;
+  std::string template_name;  // empty for a global failure
+  std::string error;          // names the key and the reason
+};
+
+struct RenderResult {
+  std::vector<RenderedObject> objects;  // in template key order
+  std::vector<RenderFailure> failures;  // in template key order, global ones first
+};
+
+// Which documents one template is rendered from, for one site.
+struct ObjectPlan {
+  std::string template_key;
+  std::string tenant;
+  std::string template_name;
+  std::vector<std::string> override_keys;  // matching hub overrides, key order
+  std::string local_override_key;          // empty when the site has none
+};
+
+struct SitePlan {
+  std::vector<ObjectPlan> objects;      // templates to render, key order
+  std::vector<RenderFailure> failures;  // templates that cannot be rendered, and global ones
+};
+
+// --- Names.
+// 1-63 of [a-z0-9-], alphanumeric at both ends.
+bool is_dns1123_label(std::string_view s);
+// 1-253 characters, dot-separated DNS-1123 labels.
+bool is_dns1123_subdomain(std::string_view s);
+
+std::string template_key(std::string_view tenant, std::string_view template_name);
+std::string local_override_key(std::string_view site, std::string_view tenant,
+                               std::string_view template_name);
+std::string status_key(std::string_view site, std::string_view tenant,
+                       std::string_view template_name);
+
+// "canopy-<length of tenant>-<tenant>-<template>.json". The length prefix makes
+// the name injective even though both names may contain '-' ("a-b"/"c" and
+// "a"/"b-c" differ). Only [a-z0-9-] before the one '.', because k3s names its
+// Addon object after everything before the first '.' of the file name.
+std::string manifest_file_name(std::string_view tenant, std::string_view template_name);
+// Inverse of manifest_file_name; false when `file_name` is not one.
+bool parse_manifest_file_name(std::string_view file_name, std::string* tenant,
+                              std::string* template_name);
+
+// --- Matching. A document matches a site listed in `sites` or whose labels
+// satisfy `selector.matchLabels`. InvalidArgument when `sites` or `selector`
+// is malformed (the message names the field, not the key).
+StatusOr<bool> match_site(const nlohmann::json& doc, const SiteInfo& site);
+// The same, false for malformed documents.
+bool placement_matches(const nlohmann::json& placement, const SiteInfo& site);
+bool override_matches(const nlohmann::json& override_doc, const SiteInfo& site);
+
+// Checks a Kubernetes manifest: an object with string apiVersion and kind,
+// metadata.name a DNS-1123 subdomain, metadata.namespace (optional) a DNS-1123
+// label, metadata.labels and metadata.annotations (optional) objects of
+// strings. The message names the field.
+Status validate_manifest(const nlohmann::json& manifest);
+
+// Hex XXH3-64 of the canonical JSON of `object` (sorted keys, no spaces).
+std::string object_hash(const nlohmann::json& object);
+// The hash an object carries should be: object_hash of it without the
+// canopy.io/hash annotation.
+std::string content_hash(const nlohmann::json& rendered_object);
+
+// --- Rendering.
+SitePlan plan_site(const SiteInfo& site, const DesiredState& desired,
+                   const RenderLimits& limits = {});
+// Renders one planned template. InvalidArgument naming the key at fault.
+StatusOr<RenderedObject> render_object(const ObjectPlan& plan, const DesiredState& desired,
+                                       const RenderLimits& limits = {});
+// plan_site, then render_object for each. InvalidArgument only when the site
+// itself is unusable (its name is not a DNS-1123 label).
+StatusOr<RenderResult> render_site(const SiteInfo& site, const DesiredState& desired,
+                                   const RenderLimits& limits = {});
+
+// --- Loading from a store.
+enum class DesiredKind { kNone, kPlacement, kTemplate, kOverride, kLocalOverride };
+// What `key` is for rendering `site`; kNone for keys rendering does not read.
+DesiredKind desired_kind(std::string_view key, std::string_view site);
+// Puts `doc` in the map of `kind` (no-op for kNone).
+void put_desired(DesiredState* desired, DesiredKind kind, const std::string& key,
+                 nlohmann::json doc);
+bool erase_desired(DesiredState* desired, DesiredKind kind, const std::string& key);
+// Store prefixes holding what rendering `site` reads.
+std::vector<std::string> desired_prefixes(std::string_view site);
+
+// Scans `t/` and `sites/<site>/overrides/` (paginated). Documents that are not
+// valid JSON objects are DataLoss.
+StatusOr<DesiredState> load_desired_state(Store& store, const std::string& site);
+
+}  // namespace canopy::spoke
