@@ -1,0 +1,189 @@
+// Sync engines, step by step over the in-memory bus: a parent and a child,
+// each with a real Store, and the boundary checks of the protocol.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <random>
+
+#include "store/store.h"
+#include "sync/engine/node.h"
+#include "sync/memory_transport.h"
+#include "sync/subjects.h"
+#include "tests/support/temp_dir.h"
+
+namespace canopy::sync {
+namespace {
+
+// Child "site" holds `d/...` and its own `s/site/...`; it may write the latter.
+class TestScope final : public ScopeProvider {
+ public:
+  bool in_scope(std::string_view child, std::string_view key) override {
+    return key.starts_with("d/") || key.starts_with("s/" + std::string(child) + "/");
+  }
+  std::vector<std::string> writable_prefixes(std::string_view child) override {
+    return {"s/" + std::string(child) + "/"};
+  }
+  uint64_t version(std::string_view) override { return 7; }
+  std::vector<std::string> children_for(std::string_view key) override {
+    if (in_scope("site", key)) return {"site"};
+    return {};
+  }
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    hub_store_ = open("hub", 1);
+    site_store_ = open("site", 2);
+    hub_bus_ = net_.endpoint("hub");
+    site_bus_ = net_.endpoint("site");
+    Env env{&clock_, [this] { return rng_(); }};
+    hub_ = std::make_unique<SyncNode>(hub_store_.get(), hub_bus_.get());
+    hub_->set_parent_engine(
+        std::make_unique<ParentSync>("hub", hub_store_.get(), &scope_, env, ParentOptions{}));
+    site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
+    site_->set_child_engine(
+        std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
+    ASSERT_TRUE(hub_->attach().ok());
+    ASSERT_TRUE(site_->attach().ok());
+  }
+
+  std::unique_ptr<Store> open(const std::string& name, uint64_t id) {
+    StoreOptions o;
+    o.path = dir_.file(name);
+    o.durability = Durability::kNone;
+    o.clock = &clock_;
+    o.replica_id = id;
+    auto s = Store::open(o);
+    EXPECT_TRUE(s.ok()) << s.status().to_string();
+    return std::move(s).value();
+  }
+
+  void settle() {
+    for (int i = 0; i < 200; ++i) {
+      net_.deliver_all(100000);
+      hub_->run_once(true);
+      site_->run_once(true);
+      clock_.advance_ms(50);
+    }
+  }
+
+  testing::TempDir dir_;
+  ManualClock clock_;
+  std::mt19937_64 rng_{42};
+  MemoryNetwork net_{7};
+  TestScope scope_;
+  std::unique_ptr<Store> hub_store_, site_store_;
+  std::unique_ptr<MemoryTransport> hub_bus_, site_bus_;
+  std::unique_ptr<SyncNode> hub_, site_;
+};
+
+TEST_F(EngineTest, ScopedStateFlowsDownAndOwnWritesFlowUp) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"x":1})").ok());
+  ASSERT_TRUE(hub_store_->put("other/b", R"({"secret":true})").ok());
+  settle();
+  EXPECT_EQ(*site_store_->get("d/a"), R"({"x":1})");
+  EXPECT_EQ(site_store_->get("other/b").status().code(), StatusCode::kNotFound)
+      << "a key outside the scope reached the child";
+  ASSERT_TRUE(site_store_->put("s/site/status", R"({"ok":true})").ok());
+  settle();
+  EXPECT_EQ(*hub_store_->get("s/site/status"), R"({"ok":true})");
+  EXPECT_TRUE(site_->child()->in_sync());
+}
+
+TEST_F(EngineTest, ChildWritesOutsideItsWritableScopeAreRefused) {
+  settle();
+  // The child writes a desired-state key locally; it must not be merged up.
+  ASSERT_TRUE(site_store_->put("d/forged", R"({"evil":1})").ok());
+  ASSERT_TRUE(site_store_->put("s/other-site/x", R"({"evil":2})").ok());
+  settle();
+  EXPECT_EQ(hub_store_->get("d/forged").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(hub_store_->get("s/other-site/x").status().code(), StatusCode::kNotFound);
+  EXPECT_GE(hub_->parent()->stats().refused_writes, 2u);
+  // The session goes on: legitimate writes still flow.
+  ASSERT_TRUE(site_store_->put("s/site/y", R"({"fine":1})").ok());
+  settle();
+  EXPECT_EQ(*hub_store_->get("s/site/y"), R"({"fine":1})");
+}
+
+TEST_F(EngineTest, GarbageAndMisaddressedMessagesAreRefused) {
+  settle();
+  const uint64_t before = hub_->parent()->stats().refused_messages;
+  auto rogue = net_.endpoint("rogue");
+  ASSERT_TRUE(rogue->publish(up_subject("hub", "site"), "\x01\x02garbage").ok());
+  v1::SyncEnvelope env;
+  env.set_protocol(kProtocolVersion);
+  env.set_from("other");  // claims another site on this site's subject
+  env.set_to("hub");
+  env.mutable_hello()->set_replica_id(9);
+  ASSERT_TRUE(rogue->publish(up_subject("hub", "site"), env.SerializeAsString()).ok());
+  std::string truncated = env.SerializeAsString();
+  truncated.resize(truncated.size() / 2);
+  ASSERT_TRUE(rogue->publish(up_subject("hub", "site"), truncated).ok());
+  env.set_from("site");
+  env.set_protocol(99);
+  ASSERT_TRUE(rogue->publish(up_subject("hub", "site"), env.SerializeAsString()).ok());
+  const uint64_t child_before = site_->child()->stats().refused_messages;
+  ASSERT_TRUE(rogue->publish(down_subject("hub", "site"), "not a protobuf \xff\xff").ok());
+  settle();
+  EXPECT_GE(hub_->parent()->stats().refused_messages, before + 3);
+  EXPECT_GE(site_->child()->stats().refused_messages, child_before + 1);
+  // Nothing was lost and the session still works.
+  ASSERT_TRUE(hub_store_->put("d/after", R"({"v":2})").ok());
+  settle();
+  EXPECT_EQ(*site_store_->get("d/after"), R"({"v":2})");
+}
+
+TEST_F(EngineTest, ChildRestartResumesFromItsPosition) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  settle();
+  const auto pos = site_->child()->down_position();
+  EXPECT_NE(pos.index(), 0u);
+  // Crash the child, change state, reopen it: it catches up from its log
+  // position (no reconciliation needed).
+  site_.reset();
+  site_bus_.reset();
+  site_store_.reset();
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":2})").ok());
+  site_store_ = open("site", 2);
+  site_bus_ = net_.endpoint("site");
+  Env env{&clock_, [this] { return rng_(); }};
+  site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
+  site_->set_child_engine(
+      std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
+  ASSERT_TRUE(site_->attach().ok());
+  const uint64_t reconciliations = hub_->parent()->stats().reconciliations;
+  settle();
+  EXPECT_EQ(*site_store_->get("d/a"), R"({"v":2})");
+  EXPECT_EQ(hub_->parent()->stats().reconciliations, reconciliations);
+}
+
+TEST_F(EngineTest, TrimmedLogForcesReconciliationWithFewDocuments) {
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(hub_store_->put("d/k" + std::to_string(1000 + i), R"({"v":1})").ok());
+  }
+  settle();
+  net_.set_connected("site", false);
+  ASSERT_TRUE(hub_store_->put("d/k1100", R"({"v":2})").ok());
+  ASSERT_TRUE(hub_store_->remove("d/k1150").ok());
+  ASSERT_TRUE(hub_store_->trim_log(hub_store_->last_log_index()).ok());
+  // Restart the child so it says hello with its (now trimmed) position.
+  site_.reset();
+  site_bus_.reset();
+  net_.set_connected("site", true);
+  site_bus_ = net_.endpoint("site");
+  Env env{&clock_, [this] { return rng_(); }};
+  site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
+  site_->set_child_engine(
+      std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
+  ASSERT_TRUE(site_->attach().ok());
+  const uint64_t docs_before = hub_->parent()->stats().documents_sent;
+  settle();
+  EXPECT_EQ(*site_store_->get("d/k1100"), R"({"v":2})");
+  EXPECT_EQ(site_store_->get("d/k1150").status().code(), StatusCode::kNotFound);
+  EXPECT_LT(hub_->parent()->stats().documents_sent - docs_before, 150u)
+      << "reconciliation sent about the whole scope";
+}
+
+}  // namespace
+}  // namespace canopy::sync
