@@ -60,8 +60,33 @@ bool valid_utf8(std::string_view s) {
 
 // A register value must be the canonical JSON (nlohmann's dump) of a scalar or
 // an array: merges never parse values, so to_json() copies them verbatim.
+//
+// The common shapes are checked without parsing: a string with nothing to
+// escape, an integer in canonical form, true, false, null. Anything else
+// (escapes, floats, arrays) takes the full parse-and-dump round trip.
+bool fast_canonical(const std::string& v) {
+  const size_t n = v.size();
+  if (v[0] == '"') {
+    if (n < 2 || v[n - 1] != '"') return false;
+    for (size_t i = 1; i + 1 < n; ++i) {
+      const auto c = static_cast<unsigned char>(v[i]);
+      if (c < 0x20 || c == '"' || c == '\\') return false;
+    }
+    return valid_utf8(std::string_view(v).substr(1, n - 2));
+  }
+  if (v == "true" || v == "false" || v == "null") return true;
+  size_t i = v[0] == '-' ? 1 : 0;
+  if (i == n || n - i > 18) return false;  // beyond 18 digits: let the parser judge
+  if (v[i] == '0') return n == i + 1 && i == 0;
+  for (; i < n; ++i) {
+    if (v[i] < '0' || v[i] > '9') return false;
+  }
+  return true;
+}
+
 bool canonical_value(const std::string& v) {
   if (v.empty() || v[0] == '{') return false;
+  if (fast_canonical(v)) return true;
   json parsed = json::parse(v, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded() || parsed.is_object()) return false;
   return parsed.dump() == v;
@@ -213,7 +238,8 @@ void Document::diff_node(const Node* n, Stamp clear, const json& target,
     op.set_kind(k);
     // The writer saw the register's value, or its tombstone (a key written
     // again after its removal overwrites the removal causally).
-    if (kind == Kind::kLeaf || (n != nullptr && n->reg_removed && n->reg > clear && n->reg > n->obj)) {
+    if (kind == Kind::kLeaf ||
+        (n != nullptr && n->reg_removed && n->reg > clear && n->reg > n->obj)) {
       op.mutable_prev()->set_replica(n->reg.replica);
       op.mutable_prev()->set_seq(n->reg_seq);
     }
@@ -329,7 +355,7 @@ Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t ma
     }
     Node child;
     CANOPY_RETURN_IF_ERROR(from_proto_node(c.node(), depth + 1, max_depth, &child));
-    out->children.emplace_hint(out->children.end(), c.name(), std::move(child));
+    out->children.push_back_sorted(c.name(), std::move(child));
   }
   return ok_status();
 }

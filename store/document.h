@@ -31,7 +31,9 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <map>
+#include <utility>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
@@ -70,6 +72,52 @@ struct Overwrite {
   // The winning write.
   Stamp winner;
   uint64_t winner_seq = 0;
+};
+
+// A map kept as a vector sorted by key: documents have few keys per object,
+// so one allocation per object beats one per key (std::map), and iteration is
+// in key order, which canonical output needs.
+template <typename V>
+class SortedMap {
+ public:
+  using value_type = std::pair<std::string, V>;
+  using iterator = typename std::vector<value_type>::iterator;
+  using const_iterator = typename std::vector<value_type>::const_iterator;
+
+  iterator begin() { return items_.begin(); }
+  iterator end() { return items_.end(); }
+  const_iterator begin() const { return items_.begin(); }
+  const_iterator end() const { return items_.end(); }
+  bool empty() const { return items_.empty(); }
+  size_t size() const { return items_.size(); }
+
+  iterator find(std::string_view key) {
+    auto it = lower(key);
+    return it != items_.end() && it->first == key ? it : items_.end();
+  }
+  const_iterator find(std::string_view key) const {
+    auto it = std::lower_bound(items_.begin(), items_.end(), key,
+                               [](const value_type& e, std::string_view k) { return e.first < k; });
+    return it != items_.end() && it->first == key ? it : items_.end();
+  }
+  // Inserts `value` under `key` unless present; returns the entry.
+  std::pair<iterator, bool> emplace(std::string_view key, V value) {
+    auto it = lower(key);
+    if (it != items_.end() && it->first == key) return {it, false};
+    return {items_.emplace(it, std::string(key), std::move(value)), true};
+  }
+  // Appends; REQUIRES: `key` sorts after every present key.
+  void push_back_sorted(std::string key, V value) {
+    items_.emplace_back(std::move(key), std::move(value));
+  }
+  iterator erase(iterator it) { return items_.erase(it); }
+
+ private:
+  iterator lower(std::string_view key) {
+    return std::lower_bound(items_.begin(), items_.end(), key,
+                            [](const value_type& e, std::string_view k) { return e.first < k; });
+  }
+  std::vector<value_type> items_;
 };
 
 class Document {
@@ -115,7 +163,7 @@ class Document {
     bool reg_removed = false;
     std::string reg_value;
     Stamp obj;
-    std::map<std::string, Node, std::less<>> children;
+    SortedMap<Node> children;
   };
 
   static void join(Node* into, const v1::NodeState& from);

@@ -250,6 +250,10 @@ Status Store::Impl::open() {
   rocksdb::Options options;
   options.create_if_missing = true;
   options.create_missing_column_families = true;
+  auto supported = rocksdb::GetSupportedCompressions();
+  auto has = [&](rocksdb::CompressionType t) {
+    return std::find(supported.begin(), supported.end(), t) != supported.end();
+  };
   options.IncreaseParallelism(2);
   // No periodic stats threads; the WAL already holds what a flush at close
   // would write, so closing (and crash-restart tests) stays fast.
@@ -257,10 +261,6 @@ Status Store::Impl::open() {
   options.stats_persist_period_sec = 0;
   options.avoid_flush_during_shutdown = true;
   options.keep_log_file_num = 3;
-  auto supported = rocksdb::GetSupportedCompressions();
-  auto has = [&](rocksdb::CompressionType t) {
-    return std::find(supported.begin(), supported.end(), t) != supported.end();
-  };
   rocksdb::ColumnFamilyOptions cf;
   cf.compression = has(rocksdb::kLZ4Compression)      ? rocksdb::kLZ4Compression
                    : has(rocksdb::kSnappyCompression) ? rocksdb::kSnappyCompression

@@ -86,7 +86,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t start = 0;
   for (int i = 0; i < 3 && start <= input.size(); ++i) {
     const size_t end = i < 2 ? input.find('\0', start) : std::string_view::npos;
-    parts[i] = input.substr(start, end == std::string_view::npos ? input.size() - start : end - start);
+    parts[i] =
+        input.substr(start, end == std::string_view::npos ? input.size() - start : end - start);
     if (end == std::string_view::npos) break;
     start = end + 1;
   }
@@ -151,14 +152,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const json& b = *base;
   for (const auto& [k, v] : target_a.items()) {
     const bool a_changed = !b.contains(k) || b[k] != v;
-    const bool b_touched = target_b.contains(k) != b.contains(k) ||
-                           (target_b.contains(k) && target_b[k] != b[k]);
+    const bool b_touched =
+        target_b.contains(k) != b.contains(k) || (target_b.contains(k) && target_b[k] != b[k]);
     if (a_changed && !b_touched && !v.is_object()) check(value.contains(k) && value[k] == v);
   }
   for (const auto& [k, v] : target_b.items()) {
     const bool b_changed = !b.contains(k) || b[k] != v;
-    const bool a_touched = target_a.contains(k) != b.contains(k) ||
-                           (target_a.contains(k) && target_a[k] != b[k]);
+    const bool a_touched =
+        target_a.contains(k) != b.contains(k) || (target_a.contains(k) && target_a[k] != b[k]);
     if (b_changed && !a_touched && !v.is_object()) check(value.contains(k) && value[k] == v);
   }
   return 0;

@@ -1,0 +1,333 @@
+// Store benchmarks: store.merge, store.ingest, store.reference, store.space.
+//
+// The workload (bench/workload.h): Deployment-, ConfigMap- and Service-like
+// documents of 1-10 KB; 70% field updates, 20% new documents, 10% removals.
+// A sender replica turns it into deltas exactly as Store does for local
+// writes (diff against its state, stamp, dot); the figures measure what a
+// receiving replica does with those encoded deltas.
+//
+//   canopy_store_bench --case merge|ingest|reference|space [--changes N]
+//
+// Each figure is one JSON line on stdout; progress goes to stderr.
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "store/document.h"
+#include "store/store.h"
+#include "store/version_vector.h"
+#include "workload.h"
+
+namespace canopy::bench {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+void emit(const std::string& bench, const std::string& metric, double value,
+          const std::string& target = "") {
+  json j = {{"bench", bench}, {"metric", metric}, {"value", value}};
+  if (!target.empty()) j["target"] = target;
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+// The sender: applies the workload like a replica's local writes and keeps
+// the encoded deltas.
+// With `docs_after`, also the document each change leaves behind (canonical
+// JSON; empty for a removal): what a plain key-value store would write.
+std::vector<std::string> make_deltas(const std::vector<Change>& changes,
+                                     std::vector<std::pair<std::string, std::string>>* docs_after =
+                                         nullptr) {
+  std::unordered_map<std::string, Document> docs;
+  std::vector<std::string> out;
+  out.reserve(changes.size());
+  uint64_t seq = 0;
+  uint64_t hlc = uint64_t{1'700'000'000'000} << 16;
+  for (const Change& c : changes) {
+    Document& d = docs[c.key];
+    v1::Delta delta;
+    delta.set_key(c.key);
+    if (c.kind == Change::kRemove) {
+      delta.add_ops()->set_kind(v1::FieldOp::REMOVE);
+    } else {
+      json target = c.kind == Change::kCreate
+                        ? json::parse(c.json)
+                        : apply_merge_patch(d.exists() ? d.to_value() : json::object(),
+                                            json::parse(c.json));
+      std::vector<v1::FieldOp> ops;
+      d.diff(target, &ops);
+      for (auto& op : ops) *delta.add_ops() = std::move(op);
+    }
+    if (delta.ops_size() == 0) continue;
+    hlc = std::max(hlc + 1, d.max_hlc() + 1);
+    delta.mutable_dot()->set_replica(0xA11CE);
+    delta.mutable_dot()->set_seq(++seq);
+    delta.set_hlc(hlc);
+    d.apply(delta, nullptr);
+    out.push_back(delta.SerializeAsString());
+    if (docs_after != nullptr) docs_after->emplace_back(c.key, d.to_json());
+  }
+  return out;
+}
+
+std::vector<Change> workload(size_t changes) {
+  WorkloadOptions o;
+  o.seed = 1;
+  o.initial_docs = 1000;
+  o.changes = changes;
+  return generate_workload(o);
+}
+
+struct Rates {
+  double decode = 0;
+  double merge = 0;
+};
+
+// Decoding alone (the floor), and decode + validate + duplicate check + merge
+// into the receiver's documents, single-threaded, best of `reps`.
+Rates measure_merge(const std::vector<std::string>& deltas, int reps) {
+  Rates r;
+  for (int rep = 0; rep < reps; ++rep) {
+    auto t0 = Clock::now();
+    size_t ops = 0;
+    for (const std::string& bytes : deltas) {
+      v1::Delta d;
+      if (!d.ParseFromString(bytes)) std::abort();
+      ops += static_cast<size_t>(d.ops_size());
+    }
+    const double dt = seconds_since(t0);
+    if (ops == 0) std::abort();
+    r.decode = std::max(r.decode, deltas.size() / dt);
+
+    std::unordered_map<std::string, Document> docs;
+    VersionVector vv;
+    DocumentLimits limits;
+    std::vector<Overwrite> overwrites;
+    t0 = Clock::now();
+    for (const std::string& bytes : deltas) {
+      v1::Delta d;
+      if (!d.ParseFromString(bytes)) std::abort();
+      if (!validate_delta(d, limits).ok()) std::abort();
+      if (!vv.add(d.dot().replica(), d.dot().seq())) continue;
+      overwrites.clear();
+      docs[d.key()].apply(d, &overwrites);
+    }
+    r.merge = std::max(r.merge, deltas.size() / seconds_since(t0));
+  }
+  return r;
+}
+
+uint64_t dir_bytes(const std::string& dir) {
+  uint64_t n = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) n += e.file_size();
+  }
+  return n;
+}
+
+std::string temp_dir(const char* name) {
+  std::string base = std::filesystem::temp_directory_path() / ("canopy-bench-" + std::string(name) + "-XXXXXX");
+  std::vector<char> buf(base.begin(), base.end());
+  buf.push_back('\0');
+  if (mkdtemp(buf.data()) == nullptr) std::abort();
+  return buf.data();
+}
+
+int case_merge(size_t n) {
+  auto deltas = make_deltas(workload(n));
+  std::fprintf(stderr, "store.merge: %zu deltas\n", deltas.size());
+  Rates r = measure_merge(deltas, 5);
+  emit("store.merge", "decode_deltas_per_s", r.decode);
+  emit("store.merge", "merge_deltas_per_s", r.merge);
+  emit("store.merge", "merge_vs_decode", r.merge / r.decode, ">=0.3");
+  return 0;
+}
+
+int case_ingest(size_t n) {
+  auto changes = workload(n);
+  std::vector<std::pair<std::string, std::string>> docs_after;
+  auto deltas = make_deltas(changes, &docs_after);
+  constexpr size_t kBatch = 64;
+  std::fprintf(stderr, "store.ingest: %zu deltas in batches of %zu, group commit\n", deltas.size(),
+               kBatch);
+  const std::string dir = temp_dir("ingest");
+  // Plain RocksDB: the same changes as a plain document store persists them
+  // (the new document under its key, or a delete), in the same batches,
+  // with the same write options: no sync in the write, one WAL sync a batch.
+  double plain_rate = 0;
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    rocksdb::DB* db = nullptr;
+    if (!rocksdb::DB::Open(o, dir + "/plain", &db).ok()) return 1;
+    auto t0 = Clock::now();
+    for (size_t i = 0; i < docs_after.size(); i += kBatch) {
+      rocksdb::WriteBatch b;
+      for (size_t j = i; j < std::min(docs_after.size(), i + kBatch); ++j) {
+        const auto& [key, doc] = docs_after[j];
+        if (doc.empty()) {
+          b.Delete(key).PermitUncheckedError();
+        } else {
+          b.Put(key, doc).PermitUncheckedError();
+        }
+      }
+      if (!db->Write(rocksdb::WriteOptions(), &b).ok() || !db->SyncWAL().ok()) return 1;
+    }
+    plain_rate = docs_after.size() / seconds_since(t0);
+    delete db;
+  }
+  // Canopy: the encoded deltas through apply_remote, a batch at a time, with
+  // group commit: document state, log entry and version vector in one write
+  // batch, one WAL sync a batch.
+  double canopy_rate = 0;
+  {
+    StoreOptions o;
+    o.path = dir + "/canopy";
+    o.durability = Durability::kGroupCommit;
+    auto store = Store::open(o);
+    if (!store.ok()) return 1;
+    auto t0 = Clock::now();
+    for (size_t i = 0; i < deltas.size(); i += kBatch) {
+      v1::DeltaBatch batch;
+      for (size_t j = i; j < std::min(deltas.size(), i + kBatch); ++j) {
+        batch.add_deltas()->ParseFromString(deltas[j]);
+      }
+      auto r = (*store)->apply_remote(batch, 0xB0B);
+      if (!r.ok()) {
+        std::fprintf(stderr, "%s\n", r.status().to_string().c_str());
+        return 1;
+      }
+    }
+    canopy_rate = deltas.size() / seconds_since(t0);
+  }
+  std::filesystem::remove_all(dir);
+  emit("store.ingest", "canopy_deltas_per_s", canopy_rate);
+  emit("store.ingest", "rocksdb_puts_per_s", plain_rate);
+  emit("store.ingest", "ratio_vs_rocksdb", canopy_rate / plain_rate, ">=0.5");
+  return 0;
+}
+
+int case_reference(size_t n) {
+  auto changes = workload(n);
+  const std::string dir = temp_dir("reference");
+  const std::string file = dir + "/workload.jsonl";
+  std::string err;
+  if (!write_workload(file, changes, &err)) {
+    std::fprintf(stderr, "%s\n", err.c_str());
+    return 1;
+  }
+  auto deltas = make_deltas(changes);
+  const double canopy = measure_merge(deltas, 3).merge;
+  // Automerge and Yjs apply the same change set, in one script beside us.
+  const std::string cmd = "bash " CANOPY_SOURCE_DIR "/bench/reference/run.sh " + file;
+  std::fprintf(stderr, "store.reference: %s\n", cmd.c_str());
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return 1;
+  std::map<std::string, double> rates;
+  char line[4096];
+  while (std::fgets(line, sizeof line, p) != nullptr) {
+    json j = json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("metric")) rates[j["metric"]] = j["value"].get<double>();
+  }
+  const int rc = pclose(p);
+  std::filesystem::remove_all(dir);
+  if (rc != 0 || !rates.count("yjs_changes_per_s") || !rates.count("automerge_changes_per_s")) {
+    std::fprintf(stderr, "store.reference: the reference script failed (rc %d)\n", rc);
+    return 1;
+  }
+  emit("store.reference", "canopy_changes_per_s", canopy);
+  emit("store.reference", "yjs_changes_per_s", rates["yjs_changes_per_s"]);
+  emit("store.reference", "automerge_changes_per_s", rates["automerge_changes_per_s"]);
+  emit("store.reference", "ratio_vs_yjs", canopy / rates["yjs_changes_per_s"], ">=10");
+  emit("store.reference", "ratio_vs_automerge", canopy / rates["automerge_changes_per_s"]);
+  return 0;
+}
+
+int case_space(size_t n) {
+  auto changes = workload(n);
+  const std::string dir = temp_dir("space");
+  StoreOptions o;
+  o.path = dir + "/canopy";
+  o.durability = Durability::kNone;
+  uint64_t json_bytes = 0;
+  size_t docs = 0;
+  {
+    auto store = Store::open(o);
+    if (!store.ok()) return 1;
+    Store& s = **store;
+    for (const Change& c : changes) {
+      StatusOr<v1::Delta> r = Status(StatusCode::kUnknown, "");
+      if (c.kind == Change::kCreate) {
+        r = s.put(c.key, c.json);
+      } else if (c.kind == Change::kPatch) {
+        r = s.patch(c.key, c.json);
+      } else {
+        r = s.remove(c.key);
+      }
+      if (!r.ok() && r.status().code() != StatusCode::kNotFound) return 1;
+    }
+    // Housekeeping as a hub does once the retention window has passed: the
+    // log is trimmed and stable tombstones are collected.
+    if (!s.trim_log(s.last_log_index()).ok()) return 1;
+    if (!s.collect_tombstones(~uint64_t{0}).ok()) return 1;
+    std::string after;
+    for (;;) {
+      auto page = s.scan("", after, 1000);
+      if (!page.ok()) return 1;
+      for (const auto& item : page->items) {
+        json_bytes += item.json.size();
+        ++docs;
+      }
+      if (page->next_after.empty()) break;
+      after = page->next_after;
+    }
+    if (!s.compact().ok()) return 1;
+  }
+  const uint64_t disk = dir_bytes(o.path);
+  std::filesystem::remove_all(dir);
+  std::fprintf(stderr, "store.space: %zu documents, %llu bytes of JSON, %llu bytes on disk\n", docs,
+               static_cast<unsigned long long>(json_bytes), static_cast<unsigned long long>(disk));
+  emit("store.space", "disk_bytes_per_doc", static_cast<double>(disk) / docs);
+  emit("store.space", "json_bytes_per_doc", static_cast<double>(json_bytes) / docs);
+  emit("store.space", "disk_vs_json", static_cast<double>(disk) / json_bytes, "<=1.5");
+  return 0;
+}
+
+}  // namespace
+}  // namespace canopy::bench
+
+int main(int argc, char** argv) {
+  std::string which;
+  size_t n = 20000;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--case" && i + 1 < argc) {
+      which = argv[++i];
+    } else if (a == "--changes" && i + 1 < argc) {
+      n = std::strtoull(argv[++i], nullptr, 10);
+    } else {
+      std::fprintf(stderr, "usage: canopy_store_bench --case merge|ingest|reference|space [--changes N]\n");
+      return 2;
+    }
+  }
+  using namespace canopy::bench;
+  if (which == "merge") return case_merge(n);
+  if (which == "ingest") return case_ingest(n);
+  if (which == "reference") return case_reference(n);
+  if (which == "space") return case_space(n);
+  std::fprintf(stderr, "unknown case \"%s\"\n", which.c_str());
+  return 2;
+}

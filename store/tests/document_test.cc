@@ -1,0 +1,707 @@
+// Unit tests of the merge rules of Document (store/document.h), driven by
+// hand-made deltas so that every stamp, dot and arrival order is explicit.
+
+#include "store/document.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "store/tests/test_util.h"
+
+namespace canopy {
+namespace {
+
+using json = nlohmann::json;
+using store_test::make_delta;
+using store_test::make_object_op;
+using store_test::remove_op;
+using store_test::set_op;
+using store_test::state_bytes;
+
+constexpr char kKey[] = "t/acme/doc";
+
+// Applies `deltas` in order to a fresh document; collects reported overwrites.
+Document apply_all(const std::vector<v1::Delta>& deltas,
+                   std::vector<Overwrite>* overwrites = nullptr, bool report_all = false) {
+  Document d;
+  for (const auto& delta : deltas) d.apply(delta, overwrites, report_all);
+  return d;
+}
+
+// The base document {"a":1,"b":{"c":2}} written by replica 1, seq 1 at HLC 100.
+v1::Delta base_delta() {
+  return make_delta(kKey, 1, 1, 100, {set_op({"a"}, "1"), set_op({"b", "c"}, "2")});
+}
+
+std::string op_string(const v1::FieldOp& op) {
+  std::string s;
+  for (const auto& p : op.path()) s += "/" + p;
+  s += " " + v1::FieldOp::Kind_Name(op.kind());
+  if (op.kind() == v1::FieldOp::SET) s += " " + op.value();
+  if (op.has_prev()) {
+    s += " prev=" + std::to_string(op.prev().replica()) + ":" + std::to_string(op.prev().seq());
+  }
+  return s;
+}
+
+std::vector<std::string> op_strings(const std::vector<v1::FieldOp>& ops) {
+  std::vector<std::string> out;
+  for (const auto& op : ops) out.push_back(op_string(op));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Writes `target` over `d` as replica `replica` would: diff, stamp, apply.
+v1::Delta write(Document* d, const json& target, uint64_t replica, uint64_t seq, uint64_t hlc) {
+  std::vector<v1::FieldOp> ops;
+  d->diff(target, &ops);
+  v1::Delta delta = make_delta(kKey, replica, seq, hlc, std::move(ops));
+  d->apply(delta, nullptr);
+  return delta;
+}
+
+// --- Object fields merge key by key.
+
+TEST(DocumentMerge, ObjectFieldsMergeKeyByKey) {
+  const v1::Delta base = base_delta();
+  // Replica 2 edits a; replica 3 edits b.c; neither sees the other.
+  const v1::Delta a = make_delta(kKey, 2, 1, 200, {set_op({"a"}, "10", {1, 1})});
+  const v1::Delta c = make_delta(kKey, 3, 1, 150, {set_op({"b", "c"}, "20", {1, 1})});
+  const v1::Delta d = make_delta(kKey, 3, 2, 160, {set_op({"b", "d"}, "\"new\"")});
+  std::vector<Overwrite> ow;
+  Document x = apply_all({base, a, c, d}, &ow);
+  Document y = apply_all({base, d, c, a}, &ow);
+  EXPECT_EQ(x.to_json(), R"({"a":10,"b":{"c":20,"d":"new"}})");
+  EXPECT_EQ(y.to_json(), x.to_json());
+  EXPECT_EQ(state_bytes(x), state_bytes(y));
+  EXPECT_TRUE(ow.empty()) << "edits of different fields are not conflicts";
+}
+
+// --- Scalars: last writer wins by (HLC, replica).
+
+TEST(DocumentMerge, ScalarLastWriterWinsByHlc) {
+  const v1::Delta base = base_delta();
+  // Replica 9 writes earlier than replica 2: the HLC decides, not the replica id.
+  const v1::Delta early = make_delta(kKey, 9, 1, 200, {set_op({"a"}, "\"early\"", {1, 1})});
+  const v1::Delta late = make_delta(kKey, 2, 1, 300, {set_op({"a"}, "\"late\"", {1, 1})});
+  EXPECT_EQ(apply_all({base, early, late}).to_json(), R"({"a":"late","b":{"c":2}})");
+  EXPECT_EQ(apply_all({base, late, early}).to_json(), R"({"a":"late","b":{"c":2}})");
+}
+
+TEST(DocumentMerge, ReplicaIdBreaksHlcTies) {
+  const v1::Delta base = base_delta();
+  const v1::Delta low = make_delta(kKey, 2, 1, 200, {set_op({"a"}, "\"two\"", {1, 1})});
+  const v1::Delta high = make_delta(kKey, 3, 1, 200, {set_op({"a"}, "\"three\"", {1, 1})});
+  const Document x = apply_all({base, low, high});
+  const Document y = apply_all({base, high, low});
+  EXPECT_EQ(x.to_json(), R"({"a":"three","b":{"c":2}})");
+  EXPECT_EQ(state_bytes(x), state_bytes(y));
+}
+
+TEST(DocumentMerge, ArraysAreWholeValues) {
+  const v1::Delta base = make_delta(kKey, 1, 1, 100, {set_op({"list"}, "[1,2,3]")});
+  const v1::Delta a = make_delta(kKey, 2, 1, 200, {set_op({"list"}, "[1,2,3,4]", {1, 1})});
+  const v1::Delta b = make_delta(kKey, 3, 1, 210, {set_op({"list"}, "[0]", {1, 1})});
+  // No element-wise merge: the later array replaces the whole value.
+  EXPECT_EQ(apply_all({base, a, b}).to_json(), R"({"list":[0]})");
+  EXPECT_EQ(apply_all({base, b, a}).to_json(), R"({"list":[0]})");
+  // An array holding objects is still one opaque value.
+  const v1::Delta objs =
+      make_delta(kKey, 4, 1, 220, {set_op({"list"}, R"([{"x":1},{"y":[2]}])", {3, 1})});
+  EXPECT_EQ(apply_all({base, a, b, objs}).to_json(), R"({"list":[{"x":1},{"y":[2]}]})");
+}
+
+// --- Key removal leaves a stamped tombstone.
+
+TEST(DocumentMerge, RemoveBeatsConcurrentOlderSet) {
+  const v1::Delta base = base_delta();
+  const v1::Delta set = make_delta(kKey, 2, 1, 250, {set_op({"a"}, "5", {1, 1})});
+  const v1::Delta rm = make_delta(kKey, 3, 1, 300, {remove_op({"a"}, {1, 1})});
+  const Document x = apply_all({base, set, rm});
+  const Document y = apply_all({base, rm, set});
+  EXPECT_EQ(x.to_json(), R"({"b":{"c":2}})");
+  EXPECT_EQ(y.to_json(), x.to_json());
+  EXPECT_EQ(state_bytes(x), state_bytes(y));
+}
+
+TEST(DocumentMerge, NewerSetAfterRemoveResurrects) {
+  const v1::Delta base = base_delta();
+  const v1::Delta rm = make_delta(kKey, 3, 1, 300, {remove_op({"a"}, {1, 1})});
+  const v1::Delta set = make_delta(kKey, 2, 1, 400, {set_op({"a"}, "5")});
+  EXPECT_EQ(apply_all({base, rm, set}).to_json(), R"({"a":5,"b":{"c":2}})");
+  EXPECT_EQ(apply_all({base, set, rm}).to_json(), R"({"a":5,"b":{"c":2}})");
+}
+
+TEST(DocumentMerge, RemovedObjectHidesItsOldChildren) {
+  const v1::Delta base = base_delta();
+  const v1::Delta rm = make_delta(kKey, 2, 1, 200, {remove_op({"b"})});
+  const v1::Delta older_child = make_delta(kKey, 3, 1, 150, {set_op({"b", "x"}, "1")});
+  const v1::Delta newer_child = make_delta(kKey, 3, 2, 250, {set_op({"b", "y"}, "2")});
+  EXPECT_EQ(apply_all({base, rm}).to_json(), R"({"a":1})");
+  // A child written before the removal stays hidden in every order; one written
+  // after it brings the object back with that child only.
+  EXPECT_EQ(apply_all({base, older_child, rm}).to_json(), R"({"a":1})");
+  EXPECT_EQ(apply_all({base, rm, older_child}).to_json(), R"({"a":1})");
+  EXPECT_EQ(apply_all({base, rm, newer_child, older_child}).to_json(), R"({"a":1,"b":{"y":2}})");
+  EXPECT_EQ(apply_all({newer_child, older_child, rm, base}).to_json(), R"({"a":1,"b":{"y":2}})");
+}
+
+// --- Deleting a document.
+
+TEST(DocumentMerge, DeleteThenLaterFieldWrite) {
+  const v1::Delta base = base_delta();
+  const v1::Delta del = make_delta(kKey, 2, 1, 200, {remove_op({})});
+  const v1::Delta before = make_delta(kKey, 3, 1, 150, {set_op({"z"}, "\"before\"")});
+  const v1::Delta after = make_delta(kKey, 3, 2, 250, {set_op({"q"}, "\"after\"")});
+
+  Document deleted = apply_all({base, del});
+  EXPECT_FALSE(deleted.exists());
+  EXPECT_EQ(deleted.to_json(), "");
+  EXPECT_TRUE(deleted.to_value().is_null());
+
+  // A write concurrent with the delete but stamped before it does not survive.
+  Document x = apply_all({base, before, del});
+  Document y = apply_all({del, before, base});
+  EXPECT_FALSE(x.exists());
+  EXPECT_EQ(state_bytes(x), state_bytes(y));
+
+  // Only the fields written after the delete survive it.
+  const std::vector<std::vector<v1::Delta>> orders = {
+      {base, before, del, after}, {after, del, before, base}, {del, after, base, before}};
+  for (const auto& order : orders) {
+    Document d = apply_all(order);
+    EXPECT_TRUE(d.exists());
+    EXPECT_EQ(d.to_json(), R"({"q":"after"})");
+    EXPECT_EQ(state_bytes(d), state_bytes(apply_all(orders[0])));
+  }
+}
+
+TEST(DocumentMerge, RecreateAfterDeleteWithDiff) {
+  Document d;
+  write(&d, json{{"a", 1}, {"b", 2}}, 1, 1, 100);
+  d.apply(make_delta(kKey, 1, 2, 200, {remove_op({})}), nullptr);
+  ASSERT_FALSE(d.exists());
+  // Recreating with the same content writes every field again, with no prev.
+  std::vector<v1::FieldOp> ops;
+  d.diff(json{{"a", 1}}, &ops);
+  EXPECT_EQ(op_strings(ops), std::vector<std::string>{"/a SET 1"});
+  write(&d, json{{"a", 1}}, 1, 3, 300);
+  EXPECT_EQ(d.to_json(), R"({"a":1})");
+  // Recreating as an empty object is one MAKE_OBJECT at the root.
+  d.apply(make_delta(kKey, 1, 4, 400, {remove_op({})}), nullptr);
+  ops.clear();
+  d.diff(json::object(), &ops);
+  EXPECT_EQ(op_strings(ops), std::vector<std::string>{" MAKE_OBJECT prev=1:4"});
+}
+
+// --- Type changes.
+
+TEST(DocumentMerge, ObjectReplacedByScalarAndBack) {
+  Document d;
+  write(&d, json::parse(R"({"a":{"x":1,"y":2}})"), 1, 1, 100);
+  const v1::Delta to_scalar = write(&d, json::parse(R"({"a":5})"), 1, 2, 200);
+  ASSERT_EQ(to_scalar.ops_size(), 1);
+  EXPECT_EQ(op_string(to_scalar.ops(0)), "/a SET 5");
+  EXPECT_EQ(d.to_json(), R"({"a":5})");
+
+  const v1::Delta to_object = write(&d, json::parse(R"({"a":{"z":3}})"), 1, 3, 300);
+  EXPECT_EQ(d.to_json(), R"({"a":{"z":3}})") << "the fields from before the scalar stay hidden";
+
+  const v1::Delta to_array = write(&d, json::parse(R"({"a":[{"z":3}]})"), 1, 4, 400);
+  EXPECT_EQ(d.to_json(), R"({"a":[{"z":3}]})");
+
+  // Every replica that gets the same deltas in another order agrees.
+  Document e = apply_all({to_array, to_object, to_scalar});
+  std::vector<v1::FieldOp> first_ops;
+  Document fresh;
+  fresh.diff(json::parse(R"({"a":{"x":1,"y":2}})"), &first_ops);
+  e.apply(make_delta(kKey, 1, 1, 100, first_ops), nullptr);
+  EXPECT_EQ(e.to_json(), d.to_json());
+  EXPECT_EQ(state_bytes(e), state_bytes(d));
+}
+
+TEST(DocumentMerge, ConcurrentTypeChangeAndFieldEditNewerWins) {
+  const v1::Delta base = make_delta(kKey, 1, 1, 100, {set_op({"a", "x"}, "1")});
+  const v1::Delta scalar = make_delta(kKey, 2, 1, 300, {set_op({"a"}, "\"flat\"")});
+  const v1::Delta edit_older = make_delta(kKey, 3, 1, 290, {set_op({"a", "y"}, "2")});
+  const v1::Delta edit_newer = make_delta(kKey, 3, 1, 310, {set_op({"a", "y"}, "2")});
+
+  // The type change is newer: the scalar wins.
+  for (const auto& order : std::vector<std::vector<v1::Delta>>{
+           {base, scalar, edit_older}, {base, edit_older, scalar}, {edit_older, scalar, base}}) {
+    EXPECT_EQ(apply_all(order).to_json(), R"({"a":"flat"})");
+  }
+  // The field edit is newer: the node is an object again, holding only what
+  // was written after the type change.
+  for (const auto& order : std::vector<std::vector<v1::Delta>>{
+           {base, scalar, edit_newer}, {base, edit_newer, scalar}, {edit_newer, scalar, base}}) {
+    EXPECT_EQ(apply_all(order).to_json(), R"({"a":{"y":2}})");
+  }
+}
+
+TEST(DocumentMerge, EmptyObjectMakeObject) {
+  Document d;
+  EXPECT_FALSE(d.exists());
+  std::vector<v1::FieldOp> ops;
+  d.diff(json::object(), &ops);
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_EQ(ops[0].kind(), v1::FieldOp::MAKE_OBJECT);
+  EXPECT_EQ(ops[0].path_size(), 0);
+  d.apply(make_delta(kKey, 1, 1, 100, ops), nullptr);
+  EXPECT_TRUE(d.exists());
+  EXPECT_EQ(d.to_json(), "{}");
+
+  // A nested empty object, and an empty object replacing a scalar.
+  write(&d, json::parse(R"({"e":{},"s":1})"), 1, 2, 200);
+  EXPECT_EQ(d.to_json(), R"({"e":{},"s":1})");
+  ops.clear();
+  d.diff(json::parse(R"({"e":{},"s":{}})"), &ops);
+  EXPECT_EQ(op_strings(ops), std::vector<std::string>{"/s MAKE_OBJECT prev=1:2"});
+  d.apply(make_delta(kKey, 1, 3, 300, ops), nullptr);
+  EXPECT_EQ(d.to_json(), R"({"e":{},"s":{}})");
+  // A concurrent older MAKE_OBJECT does not hide a newer scalar.
+  Document e;
+  e.apply(make_delta(kKey, 1, 1, 100, {set_op({"s"}, "1")}), nullptr);
+  e.apply(make_delta(kKey, 2, 1, 90, {make_object_op({"s"})}), nullptr);
+  EXPECT_EQ(e.to_json(), R"({"s":1})");
+}
+
+// --- diff().
+
+TEST(DocumentDiff, MinimalOpsWithPrevDots) {
+  Document d;
+  d.apply(make_delta(kKey, 1, 1, 100,
+                     {set_op({"a"}, "1"), set_op({"b", "c"}, "2"), set_op({"b", "k"}, "\"keep\""),
+                      set_op({"d"}, "[1]"), make_object_op({"o"})}),
+          nullptr);
+  d.apply(make_delta(kKey, 2, 7, 200, {set_op({"b", "c"}, "3", {1, 1})}), nullptr);
+  ASSERT_EQ(d.to_json(), R"({"a":1,"b":{"c":3,"k":"keep"},"d":[1],"o":{}})");
+
+  std::vector<v1::FieldOp> ops;
+  d.diff(json::parse(R"({"a":1,"b":{"c":4,"k":"keep"},"e":true,"o":{}})"), &ops);
+  EXPECT_EQ(op_strings(ops), (std::vector<std::string>{
+                                 "/b/c SET 4 prev=2:7",
+                                 "/d REMOVE prev=1:1",
+                                 "/e SET true",
+                             }));
+
+  // The same document: no ops at all.
+  ops.clear();
+  d.diff(d.to_value(), &ops);
+  EXPECT_TRUE(ops.empty());
+
+  // Removing an object removes the node, not each of its fields.
+  ops.clear();
+  d.diff(json::parse(R"({"a":1,"d":[1],"o":{}})"), &ops);
+  EXPECT_EQ(op_strings(ops), std::vector<std::string>{"/b REMOVE"});
+
+  // An equal array is not rewritten; a changed one is one SET.
+  ops.clear();
+  d.diff(json::parse(R"({"a":1,"b":{"c":3,"k":"keep"},"d":[1,2],"o":{}})"), &ops);
+  EXPECT_EQ(op_strings(ops), std::vector<std::string>{"/d SET [1,2] prev=1:1"});
+}
+
+TEST(DocumentDiff, AppliedDiffReachesTarget) {
+  Document d;
+  const std::vector<std::string> targets = {
+      R"({"a":1})",
+      R"({"a":{"b":{"c":[1,{"x":null}]}},"s":"\u00e9\n"})",
+      R"({"a":{"b":{}},"n":null})",
+      R"({"a":"flat","n":null,"z":{"y":{"x":{}}}})",
+      R"({})",
+      R"({"a":{"b":{"c":1}}})",
+  };
+  uint64_t seq = 0;
+  for (const auto& t : targets) {
+    ++seq;
+    write(&d, json::parse(t), 1, seq, 100 * seq);
+    EXPECT_EQ(d.to_json(), json::parse(t).dump()) << "after writing " << t;
+    EXPECT_EQ(d.to_value(), json::parse(t));
+  }
+}
+
+// --- Conflicts.
+
+TEST(DocumentConflicts, ConcurrentWritesReportedInBothOrders) {
+  const v1::Delta base = base_delta();
+  const v1::Delta a = make_delta(kKey, 2, 1, 200, {set_op({"a"}, "\"two\"", {1, 1})});
+  const v1::Delta b = make_delta(kKey, 3, 1, 210, {set_op({"a"}, "\"three\"", {1, 1})});
+  for (const auto& order : std::vector<std::vector<v1::Delta>>{{base, a, b}, {base, b, a}}) {
+    std::vector<Overwrite> ow;
+    Document d = apply_all(order, &ow);
+    EXPECT_EQ(d.to_json(), R"({"a":"three","b":{"c":2}})");
+    ASSERT_EQ(ow.size(), 1u);
+    EXPECT_TRUE(ow[0].concurrent);
+    EXPECT_EQ(ow[0].path, std::vector<std::string>{"a"});
+    EXPECT_EQ(ow[0].loser, (Stamp{200, 2}));
+    EXPECT_EQ(ow[0].loser_seq, 1u);
+    EXPECT_EQ(ow[0].loser_value, "\"two\"");
+    EXPECT_FALSE(ow[0].loser_removed);
+    EXPECT_EQ(ow[0].winner, (Stamp{210, 3}));
+    EXPECT_EQ(ow[0].winner_seq, 1u);
+  }
+}
+
+TEST(DocumentConflicts, ConcurrentRemoveReported) {
+  const v1::Delta base = base_delta();
+  const v1::Delta set = make_delta(kKey, 2, 1, 200, {set_op({"a"}, "7", {1, 1})});
+  const v1::Delta rm = make_delta(kKey, 3, 1, 300, {remove_op({"a"}, {1, 1})});
+  std::vector<Overwrite> ow;
+  apply_all({base, set, rm}, &ow);
+  ASSERT_EQ(ow.size(), 1u);
+  EXPECT_EQ(ow[0].loser_value, "7");
+  EXPECT_EQ(ow[0].winner, (Stamp{300, 3}));
+  ow.clear();
+  // The newer remove arrives first: the older set lands behind the tombstone,
+  // its writer never saw the remove, and it is reported the same way.
+  apply_all({base, rm, set}, &ow);
+  ASSERT_EQ(ow.size(), 1u);
+  EXPECT_EQ(ow[0].loser_value, "7");
+  EXPECT_EQ(ow[0].loser, (Stamp{200, 2}));
+  EXPECT_EQ(ow[0].winner, (Stamp{300, 3}));
+}
+
+TEST(DocumentConflicts, ReAddAfterRemoveIsCausal) {
+  // A field removed and later written again by a writer that saw the removal
+  // is a causal overwrite of the tombstone, not a conflict.
+  Document writer;
+  const v1::Delta d1 = write(&writer, json::parse(R"({"a":1,"b":2})"), 1, 1, 100);
+  const v1::Delta d2 = write(&writer, json::parse(R"({"b":2})"), 1, 2, 200);
+  const v1::Delta d3 = write(&writer, json::parse(R"({"a":3,"b":2})"), 1, 3, 300);
+  ASSERT_EQ(d3.ops_size(), 1);
+  EXPECT_EQ(op_string(d3.ops(0)), "/a SET 3 prev=1:2");
+  std::vector<Overwrite> ow;
+  Document reader = apply_all({d1, d2, d3}, &ow);
+  EXPECT_TRUE(ow.empty());
+  EXPECT_EQ(reader.to_json(), R"({"a":3,"b":2})");
+}
+
+TEST(DocumentConflicts, CausalOverwriteNotReported) {
+  const v1::Delta base = base_delta();
+  const v1::Delta a = make_delta(kKey, 2, 1, 200, {set_op({"a"}, "2", {1, 1})});
+  const v1::Delta b = make_delta(kKey, 3, 1, 300, {set_op({"a"}, "3", {2, 1})});
+  const v1::Delta rm = make_delta(kKey, 2, 2, 400, {remove_op({"a"}, {3, 1})});
+  std::vector<Overwrite> ow;
+  Document d = apply_all({base, a, b, rm}, &ow);
+  EXPECT_TRUE(ow.empty());
+  EXPECT_EQ(d.to_json(), R"({"b":{"c":2}})");
+
+  // report_all (used for skewed deltas) reports causal overwrites too, marked
+  // as not concurrent.
+  ow.clear();
+  apply_all({base, a}, &ow, /*report_all=*/true);
+  ASSERT_EQ(ow.size(), 1u);
+  EXPECT_FALSE(ow[0].concurrent);
+  EXPECT_EQ(ow[0].loser_value, "1");
+}
+
+TEST(DocumentConflicts, DuplicateApplyReportsNothing) {
+  const v1::Delta base = base_delta();
+  const v1::Delta a = make_delta(kKey, 2, 1, 200, {set_op({"a"}, "2")});
+  std::vector<Overwrite> ow;
+  Document d = apply_all({base, a}, &ow);
+  const size_t first = ow.size();
+  d.apply(a, &ow);
+  EXPECT_EQ(ow.size(), first) << "applying the same write again is not a conflict";
+  EXPECT_EQ(d.to_json(), R"({"a":2,"b":{"c":2}})");
+  // (An older write delivered again is reported at the Document level; the
+  // store never gets there because its version vector drops seen dots first.)
+}
+
+// A causal overwrite that arrives before the value it overwrote is reported as
+// a conflict today: the register keeps the winner's dot but not the dot that
+// winner saw, so the late arrival cannot be told apart from a concurrent write.
+// See the report (open problem); enable when the register keeps its prev dot.
+TEST(DocumentConflicts, DISABLED_CausalOverwriteArrivingFirstNotReported) {
+  const v1::Delta base = base_delta();
+  const v1::Delta a = make_delta(kKey, 2, 1, 200, {set_op({"a"}, "2", {1, 1})});
+  const v1::Delta b = make_delta(kKey, 3, 1, 300, {set_op({"a"}, "3", {2, 1})});
+  std::vector<Overwrite> ow;
+  apply_all({base, b, a}, &ow);
+  EXPECT_TRUE(ow.empty());
+}
+
+// --- Serialized state.
+
+TEST(DocumentState, ProtoRoundTrip) {
+  Document d;
+  write(&d, json::parse(R"({"a":1,"b":{"c":[1,2],"d":{}},"s":"x"})"), 1, 1, 100);
+  d.apply(make_delta(kKey, 2, 1, 200, {remove_op({"s"}, {1, 1}), set_op({"b", "e"}, "null")}),
+          nullptr);
+  v1::NodeState s;
+  d.to_proto(&s);
+  auto back = Document::from_proto(s);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->to_json(), d.to_json());
+  EXPECT_EQ(state_bytes(*back), state_bytes(d));
+  EXPECT_EQ(back->max_hlc(), 200u);
+
+  // Through bytes, as the store keeps it.
+  v1::NodeState parsed;
+  ASSERT_TRUE(parsed.ParseFromString(s.SerializeAsString()));
+  auto again = Document::from_proto(parsed);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(state_bytes(*again), state_bytes(d));
+}
+
+TEST(DocumentState, PruningDropsWhatCanNeverShowAgain) {
+  Document d;
+  write(&d, json::parse(R"({"a":1,"b":{"c":2}})"), 1, 1, 100);
+  d.apply(make_delta(kKey, 1, 2, 200, {remove_op({})}), nullptr);
+  v1::NodeState s;
+  d.to_proto(&s);
+  EXPECT_EQ(s.children_size(), 0) << s.DebugString();
+  EXPECT_TRUE(s.reg_removed());
+  EXPECT_EQ(s.reg_hlc(), 200u);
+
+  // An overwritten object's old fields are pruned too.
+  Document e;
+  write(&e, json::parse(R"({"a":{"x":1,"y":2}})"), 1, 1, 100);
+  write(&e, json::parse(R"({"a":3})"), 1, 2, 200);
+  e.to_proto(&s);
+  ASSERT_EQ(s.children_size(), 1);
+  EXPECT_EQ(s.children(0).name(), "a");
+  EXPECT_EQ(s.children(0).node().children_size(), 0) << s.DebugString();
+}
+
+TEST(DocumentState, JoinIsOrderIndependent) {
+  const v1::Delta base = base_delta();
+  const v1::Delta a = make_delta(kKey, 2, 1, 200, {set_op({"a"}, "2", {1, 1}), remove_op({"b"})});
+  const v1::Delta b = make_delta(kKey, 3, 1, 150, {set_op({"b", "x"}, "[true]")});
+  const v1::Delta c = make_delta(kKey, 3, 2, 250, {set_op({"b", "y"}, "\"y\"")});
+  const v1::Delta del = make_delta(kKey, 4, 1, 120, {remove_op({})});
+
+  Document x = apply_all({base, a});
+  Document y = apply_all({b, c, del});
+  v1::NodeState xs, ys;
+  x.to_proto(&xs);
+  y.to_proto(&ys);
+
+  Document xy = x;
+  xy.merge(ys);
+  Document yx = y;
+  yx.merge(xs);
+  EXPECT_EQ(state_bytes(xy), state_bytes(yx));
+  EXPECT_EQ(xy.to_json(), R"({"a":2,"b":{"y":"y"}})");
+  // Joining states gives the same bytes as applying every delta.
+  EXPECT_EQ(state_bytes(xy), state_bytes(apply_all({del, c, a, b, base})));
+  // Idempotent.
+  Document xx = x;
+  xx.merge(xs);
+  EXPECT_EQ(state_bytes(xx), state_bytes(x));
+}
+
+TEST(DocumentState, FromProtoRefusesBadStates) {
+  v1::NodeState s;
+  auto* c = s.add_children();
+  c->set_name("b");
+  c->mutable_node()->set_reg_hlc(1);
+  c->mutable_node()->set_reg_replica(1);
+  c->mutable_node()->set_reg_value("1");
+  c = s.add_children();
+  c->set_name("a");
+  c->mutable_node()->set_reg_hlc(1);
+  c->mutable_node()->set_reg_replica(1);
+  c->mutable_node()->set_reg_value("1");
+  s.set_obj_hlc(1);
+  s.set_obj_replica(1);
+  auto d = Document::from_proto(s);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("not sorted"), std::string::npos) << d.status().message();
+
+  v1::NodeState obj;
+  obj.set_reg_hlc(1);
+  obj.set_reg_replica(1);
+  obj.set_reg_value(R"({"a":1})");
+  d = Document::from_proto(obj);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("not a JSON scalar or array"), std::string::npos);
+
+  v1::NodeState deep;
+  v1::NodeState* n = &deep;
+  for (int i = 0; i < 10; ++i) {
+    auto* child = n->add_children();
+    child->set_name("x");
+    n = child->mutable_node();
+  }
+  d = Document::from_proto(deep, 5);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("deeper than the limit"), std::string::npos);
+}
+
+TEST(DocumentState, FromProtoRefusesLiveRegisterWithoutValue) {
+  // A live, non-removed register must hold a value: otherwise to_json would
+  // print `"a":` and to_value would throw.
+  v1::NodeState s;
+  s.set_obj_hlc(5);
+  s.set_obj_replica(1);
+  auto* c = s.add_children();
+  c->set_name("a");
+  c->mutable_node()->set_reg_hlc(5);
+  c->mutable_node()->set_reg_replica(1);
+  auto d = Document::from_proto(s);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("not a JSON scalar or array"), std::string::npos)
+      << d.status().message();
+}
+
+// --- Tombstone collection.
+
+TEST(DocumentTombstones, CollectStableTombstones) {
+  Document d;
+  write(&d, json::parse(R"({"a":1,"b":{"c":2},"k":true})"), 1, 1, 100);
+  write(&d, json::parse(R"({"k":true})"), 1, 2, 200);  // removes a and b
+  v1::NodeState before;
+  d.to_proto(&before);
+  EXPECT_EQ(before.children_size(), 3);
+
+  EXPECT_EQ(d.collect_tombstones(150), 0u) << "tombstones newer than the stable stamp stay";
+  EXPECT_EQ(d.collect_tombstones(201), 2u);
+  v1::NodeState after;
+  d.to_proto(&after);
+  ASSERT_EQ(after.children_size(), 1) << after.DebugString();
+  EXPECT_EQ(after.children(0).name(), "k");
+  EXPECT_EQ(d.to_json(), R"({"k":true})");
+  EXPECT_EQ(d.collect_tombstones(1000), 0u);
+
+  // A deleted document collects down to nothing.
+  d.apply(make_delta(kKey, 1, 3, 300, {remove_op({})}), nullptr);
+  EXPECT_FALSE(d.empty());
+  EXPECT_EQ(d.collect_tombstones(301), 1u);
+  EXPECT_TRUE(d.empty());
+  EXPECT_EQ(state_bytes(d), "");
+}
+
+// --- Canonical JSON.
+
+TEST(DocumentJson, CanonicalEqualsNlohmannDump) {
+  const std::vector<std::string> docs = {
+      R"({"z":1,"a":2,"m":{"y":[3,2,1],"b":null}})",
+      R"({"unicode":"h\u00e9llo \u4e16\u754c","esc":"tab\tquote\"back\\slash\u0001","e":""})",
+      R"({"num":[0,-1,1.5,1e20,-2.25e-7,18446744073709551615,-9223372036854775808]})",
+      R"({"nested":{"deeper":{"deepest":{"x":[{"b":1,"a":2}]}}},"B":1,"_":2,"0":3})",
+      R"({"bools":[true,false],"empty_obj":{},"empty_arr":[],"k e y":"v"})",
+  };
+  uint64_t seq = 0;
+  for (const auto& text : docs) {
+    ++seq;
+    const json value = json::parse(text);
+    Document d;
+    write(&d, value, 1, seq, 100);
+    EXPECT_EQ(d.to_json(), value.dump()) << text;
+    EXPECT_EQ(d.to_value(), value) << text;
+    EXPECT_EQ(d.to_value().dump(), d.to_json());
+  }
+}
+
+// --- RFC 7386 merge patch: the examples of Appendix A, and section 3.
+
+struct PatchCase {
+  const char* target;
+  const char* patch;
+  const char* result;
+};
+
+TEST(MergePatch, Rfc7386AppendixA) {
+  const PatchCase cases[] = {
+      {R"({"a":"b"})", R"({"a":"c"})", R"({"a":"c"})"},
+      {R"({"a":"b"})", R"({"b":"c"})", R"({"a":"b","b":"c"})"},
+      {R"({"a":"b"})", R"({"a":null})", R"({})"},
+      {R"({"a":"b","b":"c"})", R"({"a":null})", R"({"b":"c"})"},
+      {R"({"a":["b"]})", R"({"a":"c"})", R"({"a":"c"})"},
+      {R"({"a":"c"})", R"({"a":["b"]})", R"({"a":["b"]})"},
+      {R"({"a":{"b":"c"}})", R"({"a":{"b":"d","c":null}})", R"({"a":{"b":"d"}})"},
+      {R"({"a":[{"b":"c"}]})", R"({"a":[1]})", R"({"a":[1]})"},
+      {R"(["a","b"])", R"(["c","d"])", R"(["c","d"])"},
+      {R"({"a":"b"})", R"(["c"])", R"(["c"])"},
+      {R"({"a":"foo"})", R"(null)", R"(null)"},
+      {R"({"a":"foo"})", R"("bar")", R"("bar")"},
+      {R"({"e":null})", R"({"a":1})", R"({"e":null,"a":1})"},
+      {R"([1,2])", R"({"a":"b","c":null})", R"({"a":"b"})"},
+      {R"({})", R"({"a":{"bb":{"ccc":null}}})", R"({"a":{"bb":{}}})"},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(apply_merge_patch(json::parse(c.target), json::parse(c.patch)), json::parse(c.result))
+        << c.target << " + " << c.patch;
+  }
+}
+
+TEST(MergePatch, Rfc7386Section3Example) {
+  const json target = json::parse(R"({
+    "title": "Goodbye!",
+    "author": {"givenName": "John", "familyName": "Doe"},
+    "tags": ["example", "sample"],
+    "content": "This will be unchanged"
+  })");
+  const json patch = json::parse(R"({
+    "title": "Hello!",
+    "phoneNumber": "+01-123-456-7890",
+    "author": {"familyName": null},
+    "tags": ["example"]
+  })");
+  const json want = json::parse(R"({
+    "title": "Hello!",
+    "author": {"givenName": "John"},
+    "tags": ["example"],
+    "content": "This will be unchanged",
+    "phoneNumber": "+01-123-456-7890"
+  })");
+  EXPECT_EQ(apply_merge_patch(target, patch), want);
+
+  // Through the document: the diff of the patched value touches only the
+  // patched fields.
+  Document d;
+  write(&d, target, 1, 1, 100);
+  std::vector<v1::FieldOp> ops;
+  d.diff(apply_merge_patch(d.to_value(), patch), &ops);
+  EXPECT_EQ(op_strings(ops), (std::vector<std::string>{
+                                 "/author/familyName REMOVE prev=1:1",
+                                 "/phoneNumber SET \"+01-123-456-7890\"",
+                                 "/tags SET [\"example\"] prev=1:1",
+                                 "/title SET \"Hello!\" prev=1:1",
+                             }));
+}
+
+// --- validate_key / validate_delta / parse_document (messages are checked in
+// bad_input_test.cc against the store; here the pure functions).
+
+TEST(DocumentValidation, KeysWithInvalidUtf8DoNotThrow) {
+  // The message quotes the key; bytes that are not UTF-8 must not make the
+  // quoting throw.
+  Status st = validate_key("bad\xff");
+  EXPECT_FALSE(st.ok());
+  st = validate_key(std::string("a") + std::string(600, '\xc3'));
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("longer than 512"), std::string::npos) << st.message();
+}
+
+TEST(DocumentValidation, DeltaValuesMustBeCanonical) {
+  const DocumentLimits limits;
+  auto check = [&](const std::string& value) {
+    return validate_delta(make_delta(kKey, 1, 1, 1, {set_op({"a"}, value)}), limits);
+  };
+  EXPECT_TRUE(check("1").ok());
+  EXPECT_TRUE(check("[1,{\"a\":2}]").ok());
+  EXPECT_TRUE(check("\"s\"").ok());
+  EXPECT_TRUE(check("null").ok());
+  for (const std::string bad : {" {\"a\":1}", "{\"a\":1}", "[1, 2]", " 1", "1 ", "\"\\u0061\"",
+                                "[{\"b\":1,\"a\":2}]", "tru", ""}) {
+    Status st = check(bad);
+    EXPECT_FALSE(st.ok()) << "value " << bad;
+    EXPECT_NE(st.message().find("SET value"), std::string::npos) << st.message();
+  }
+}
+
+TEST(DocumentValidation, DeltaPathsMustBeUtf8) {
+  Status st =
+      validate_delta(make_delta(kKey, 1, 1, 1, {set_op({"ok", "bad\xfe"}, "1")}), DocumentLimits{});
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("UTF-8"), std::string::npos) << st.message();
+}
+
+}  // namespace
+}  // namespace canopy
