@@ -30,13 +30,13 @@
 // a merge. REQUIRES: external synchronization.
 #pragma once
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <map>
-#include <utility>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "canopy/v1/store.pb.h"

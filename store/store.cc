@@ -105,6 +105,22 @@ class Store::Impl {
   StatusOr<std::vector<v1::Delta>> missing_since(const VersionVector& peer, const KeyFilter& f,
                                                  size_t limit, bool* complete);
   StatusOr<LogRead> log_since(uint64_t epoch, uint64_t after, const KeyFilter& f, size_t limit);
+  StatusOr<std::optional<uint64_t>> own_delta_hlc(uint64_t seq) {
+    std::lock_guard lock(mu_);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+    const uint64_t me = meta_.replica_id();
+    for (it->SeekToLast(); it->Valid(); it->Prev()) {
+      v1::LogEntry e;
+      if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        return data_loss("log entry is corrupt");
+      }
+      if (!e.has_delta() || e.delta().dot().replica() != me) continue;
+      if (e.delta().dot().seq() == seq) return std::optional<uint64_t>(e.delta().hlc());
+      // Our own seqs grow along the log; only a restore makes them go back.
+      if (e.delta().dot().seq() < seq) break;
+    }
+    return std::optional<uint64_t>();
+  }
   StatusOr<std::vector<std::pair<std::string, uint64_t>>> hashes(std::string_view first,
                                                                  std::string_view last,
                                                                  const KeyFilter& f);
@@ -989,6 +1005,9 @@ StatusOr<LogRead> Store::log_since(uint64_t epoch, uint64_t after_index, const K
 
 uint64_t Store::last_log_index() { return impl_->last_log_index(); }
 uint64_t Store::first_log_index() { return impl_->first_log_index(); }
+StatusOr<std::optional<uint64_t>> Store::own_delta_hlc(uint64_t seq) {
+  return impl_->own_delta_hlc(seq);
+}
 
 StatusOr<v1::RangeFingerprint> Store::fingerprint(std::string_view first, std::string_view last,
                                                   const KeyFilter& filter) {

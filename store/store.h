@@ -143,6 +143,9 @@ class Store {
   StatusOr<LogRead> log_since(uint64_t epoch, uint64_t after_index, const KeyFilter& filter,
                               size_t limit);
   uint64_t last_log_index();
+  // The HLC of this replica's own write with dot seq `seq`, if the log still
+  // holds it. Reads the log backwards (recent writes are found at once).
+  StatusOr<std::optional<uint64_t>> own_delta_hlc(uint64_t seq);
   uint64_t first_log_index();
   // Fingerprint of the keys in [first, last] passing `filter`: count and an
   // order-independent hash of (key, state bytes).

@@ -13,6 +13,8 @@ namespace canopy::sync {
 namespace {
 
 constexpr size_t kEnvelopeMargin = 4096;
+// Log entries skipped (none of ours) before the up position is reported.
+constexpr uint64_t kUpPositionEvery = 256;
 
 std::string down_position_key(const std::string& parent) { return "sync/down/" + parent; }
 
@@ -209,17 +211,8 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   bool restored = w.child_max_seq() > std::max(store_->version_vector().contiguous(own), handled);
   if (!restored && w.child_max_seq() > handled && w.child_max_seq() != 0) {
     // Same seq, another write: we were restored and wrote again since.
-    auto log =
-        store_->log_since(store_->log_epoch(), store_->first_log_index() - 1, nullptr, SIZE_MAX);
-    if (log.ok()) {
-      for (const auto& e : log->entries) {
-        if (e.has_delta() && e.delta().dot().replica() == own &&
-            e.delta().dot().seq() == w.child_max_seq() &&
-            e.delta().hlc() != w.child_max_seq_hlc()) {
-          restored = true;
-        }
-      }
-    }
+    auto hlc = store_->own_delta_hlc(w.child_max_seq());
+    if (hlc.ok() && hlc->has_value() && **hlc != w.child_max_seq_hlc()) restored = true;
   }
   if (restored) {
     // Never reuse those seqs; send our documents whole; and take the parent's
@@ -249,6 +242,7 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   if (!restored && up.epoch() == store_->log_epoch() &&
       up.index() + 1 >= store_->first_log_index() && up.index() <= store_->last_log_index()) {
     up_sent_ = up.index();
+    up_reported_ = up_sent_;
     up_full_pending_ = false;
   } else if (!restored && up.epoch() == 0 && store_->first_log_index() == 1) {
     // The parent has nothing of ours yet and our log is whole: replay it.
@@ -394,7 +388,10 @@ void ChildSync::pump_up() {
     }
     if (covered <= up_sent_ && c->entries_size() == 0) return;
     up_sent_ = covered;
-    if (c->entries_size() == 0) continue;
+    // Nothing of ours in this stretch of the log: tell the parent how far we
+    // got now and then, so that a later session does not scan it again.
+    if (c->entries_size() == 0 && up_sent_ < up_reported_ + kUpPositionEvery) continue;
+    up_reported_ = up_sent_;
     c->mutable_position()->set_epoch(store_->log_epoch());
     c->mutable_position()->set_index(covered);
     send_sequenced(std::move(env));

@@ -112,7 +112,8 @@ class ChildSync {
   RecvChannel down_recv_;
   v1::LogPosition down_;  // persisted position in the parent's log
   bool reconciling_ = false;
-  uint64_t up_sent_ = 0;  // our log index covered by what was sent up
+  uint64_t up_sent_ = 0;      // our log index covered by what was sent up
+  uint64_t up_reported_ = 0;  // the last such index reported to the parent
   bool up_full_pending_ = false;
   bool up_full_after_restore_ = false;
   std::vector<std::string> writable_prefixes_;
