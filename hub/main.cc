@@ -89,7 +89,6 @@ int run(const HubConfig& cfg) {
   sync::Env env{SystemClock::instance(), [&rng] { return rng(); }};
   sync::ParentOptions po;
   po.max_concurrent_catchups = cfg.max_concurrent_catchups;
-  po.max_message_bytes = nats->max_payload();
   auto parent = std::make_unique<sync::ParentSync>(cfg.name, store.get(), index.get(), env, po);
   Store* st = store.get();
   // The site describes itself in its hello; the registry keeps it.
@@ -192,6 +191,10 @@ int run(const HubConfig& cfg) {
   housekeeping.join();
   catalog.shutdown();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // stop() is a no-op until the server runs: wait for it, briefly.
+  for (int i = 0; i < 1000 && health_thread.joinable() && !health.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   health.stop();
   if (health_thread.joinable()) health_thread.join();
   runtime.stop();

@@ -312,7 +312,9 @@ void PlacementIndex::on_commit(const v1::LogEntry& entry) {
   {
     std::lock_guard lock(mu_);
     Document& doc = docs_[*key];
-    if (entry.has_delta()) {
+    if (entry.index() == 0) {
+      doc = Document();  // dropped locally (left this replica's scope)
+    } else if (entry.has_delta()) {
       doc.apply(entry.delta(), nullptr);
     } else {
       doc.merge(entry.doc().root());

@@ -128,7 +128,6 @@ int run(const SpokeConfig& cfg) {
   sync::ChildOptions co;
   co.labels = cfg.labels;
   co.software_version = CANOPY_VERSION;
-  co.max_message_bytes = std::max<size_t>(nats->max_payload(), 8u << 20);
   sync::SyncNode node(store.get(), nats.get());
   node.set_child_engine(
       std::make_unique<sync::ChildSync>(cfg.site, cfg.parent, store.get(), env, co));
@@ -151,7 +150,7 @@ int run(const SpokeConfig& cfg) {
               {"version", CANOPY_VERSION},
               {"replica_id", store->replica_id()},
               {"nats_connected", nats->connected()},
-              {"session_open", active},
+              {"session_open", active && nats->connected()},
               {"in_sync", in_sync},
               {"objects", reconciler.last_stats().rendered},
               {"failed", reconciler.last_stats().failed}};
@@ -244,6 +243,10 @@ int run(const SpokeConfig& cfg) {
   int sig = 0;
   sigwait(&set, &sig);
   spdlog::info("signal {}: shutting down", sig);
+  // stop() is a no-op until the server runs: wait for it, briefly.
+  for (int i = 0; i < 1000 && api_thread.joinable() && !api.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   api.stop();
   if (api_thread.joinable()) api_thread.join();
   runtime.stop();

@@ -742,12 +742,16 @@ Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint6
 Status Store::Impl::drop(const std::vector<std::string>& keys) {
   std::unique_lock lock(mu_);
   rocksdb::WriteBatch b;
-  for (const auto& k : keys) {
-    b.Delete(docs(), k).PermitUncheckedError();
-    cache_.erase(k);
+  std::vector<v1::LogEntry> dropped(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    b.Delete(docs(), keys[i]).PermitUncheckedError();
+    cache_.erase(keys[i]);
+    dropped[i].mutable_doc()->set_key(keys[i]);  // index 0: not in the log
   }
   CANOPY_RETURN_IF_ERROR(commit(&b));
-  return wait_durable(lock, ++written_ticket_);
+  const uint64_t ticket = ++written_ticket_;
+  notify(dropped);
+  return wait_durable(lock, ticket);
 }
 
 StatusOr<std::vector<v1::Delta>> Store::Impl::missing_since(const VersionVector& peer,

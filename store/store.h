@@ -130,6 +130,8 @@ class Store {
   // Joins whole document states (a key entering scope, reconciliation).
   Status apply_states(const std::vector<v1::DocState>& docs, uint64_t source);
   // Forgets documents locally, without tombstones (keys that left the scope).
+  // Listeners see each as an entry with index 0 and an empty document: a
+  // local change that is not in the log and is not replicated.
   Status drop(const std::vector<std::string>& keys);
   VersionVector version_vector();
   // Makes the next local write use a seq above `seq` (a replica restored from

@@ -337,7 +337,7 @@ void ChildSync::answer_fingerprints(const v1::Fingerprints& f) {
 
 void ChildSync::pump_up() {
   if (state_ != State::kActive) return;
-  const size_t limit = opts_.max_message_bytes - kEnvelopeMargin;
+  const size_t limit = batch_limit();
   if (up_full_pending_ && up_.can_send()) {
     // Our log does not reach back to what the parent has: send every document
     // that carries our writes, whole.
@@ -399,6 +399,7 @@ void ChildSync::pump_up() {
 }
 
 void ChildSync::on_commit(const v1::LogEntry& entry) {
+  if (entry.index() == 0) return;  // a local drop, not a change to replicate
   if (entry.source() == parent_replica_ && parent_replica_ != 0) return;
   pump_up();
 }
@@ -430,8 +431,8 @@ void ChildSync::tick() {
 }
 
 bool ChildSync::in_sync() const {
-  return state_ == State::kActive && !reconciling_ && up_.in_flight() == 0 && !up_full_pending_ &&
-         down_.epoch() != 0;
+  return state_ == State::kActive && connected_ && !reconciling_ && up_.in_flight() == 0 &&
+         !up_full_pending_ && down_.epoch() != 0;
 }
 
 }  // namespace canopy::sync

@@ -19,6 +19,7 @@
 // REQUIRES: external synchronization (the runtime's single thread).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -40,7 +41,9 @@ struct ChildOptions {
   uint64_t heartbeat_ms = 2'000;
   size_t window = 16;
   uint64_t rto_ms = 1000;
-  size_t max_message_bytes = 1 << 20;
+  // Larger messages are refused on receipt. What we send is batched under
+  // the transport's payload limit instead (set_payload_limit).
+  size_t max_message_bytes = 64 << 20;
   size_t log_read_limit = 512;
 };
 
@@ -70,6 +73,9 @@ class ChildSync {
   void on_connection(bool connected);
   void tick();
   std::vector<Message> take_outbox();
+  // The transport's current payload limit (it is known only once connected);
+  // batches are built to fit under it.
+  void set_payload_limit(size_t bytes) { payload_limit_ = bytes; }
 
   // True once a welcome was received and the session is open.
   bool active() const { return state_ == State::kActive; }
@@ -119,6 +125,11 @@ class ChildSync {
   std::vector<std::string> writable_prefixes_;
   bool connected_ = true;
   std::vector<Message> outbox_;
+  size_t payload_limit_ = 1 << 20;
+  size_t batch_limit() const {
+    const size_t cap = std::min(payload_limit_, opts_.max_message_bytes);
+    return cap > 8192 ? cap - 4096 : cap / 2;  // room for the envelope
+  }
   ChildStats stats_;
 };
 

@@ -63,8 +63,14 @@ void SyncNode::enqueue_scope_change(ScopeChange change) {
 void SyncNode::publish(std::vector<Message> messages) {
   for (const Message& m : messages) {
     Status st = transport_->publish(m.subject, m.data);
-    // Lost messages are recovered by acks and retransmission; count them.
-    if (!st.ok()) ++publish_failures_;
+    // Lost messages are recovered by acks and retransmission; count them, and
+    // say why unless it is the plain outage case (now and then).
+    if (!st.ok()) {
+      if (publish_failures_++ % 1000 == 0 && st.code() != StatusCode::kUnavailable) {
+        spdlog::warn("sync: publishing {} bytes on {} failed: {}", m.data.size(), m.subject,
+                     st.to_string());
+      }
+    }
   }
 }
 
@@ -82,6 +88,9 @@ bool SyncNode::run_once(bool tick) {
     woken_ = false;
   }
   const bool any = !inbox.empty() || !commits.empty() || !scopes.empty() || !conns.empty();
+  const size_t payload = transport_->max_payload();
+  if (parent_) parent_->set_payload_limit(payload);
+  if (child_) child_->set_payload_limit(payload);
   for (bool c : conns) {
     if (child_) child_->on_connection(c);
   }

@@ -366,7 +366,7 @@ void ParentSync::send_states(Session* s, const v1::RangeFingerprint& range) {
   }
   // Chunks tile the range, so that "covered" never spans a document that
   // travels in another chunk.
-  const size_t limit = opts_.max_message_bytes - kEnvelopeMargin;
+  const size_t limit = batch_limit();
   size_t i = 0;
   std::string first = range.first();
   do {
@@ -482,7 +482,7 @@ bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
 
 void ParentSync::send_entries(Session* s, std::vector<v1::LogEntry> entries, bool with_position,
                               uint64_t final_index) {
-  const size_t limit = opts_.max_message_bytes - kEnvelopeMargin;
+  const size_t limit = batch_limit();
   size_t i = 0;
   do {
     v1::SyncEnvelope env;
@@ -564,6 +564,7 @@ void ParentSync::pump_live(Session* s) {
 }
 
 void ParentSync::on_commit(const v1::LogEntry& entry) {
+  if (entry.index() == 0) return;  // a local drop, not a change to replicate
   last_commit_index_ = std::max(last_commit_index_, entry.index());
   for (const std::string& child : scope_->children_for(entry_key(entry))) {
     auto it = sessions_.find(child);
@@ -604,7 +605,7 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
     auto st = store_->state(key);
     if (st.ok() && st->has_value()) docs.push_back(std::move(**st));
   }
-  const size_t limit = opts_.max_message_bytes - kEnvelopeMargin;
+  const size_t limit = batch_limit();
   size_t i = 0;
   bool dropped = false;
   do {

@@ -35,6 +35,7 @@
 // REQUIRES: external synchronization (the runtime's single thread).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -63,9 +64,11 @@ struct ParentOptions {
   uint64_t idle_position_ms = 5'000;     // how often an idle live child learns the log moved
   size_t reconcile_parts = 16;           // ranges per fingerprint round
   size_t reconcile_leaf = 64;            // send documents for differing ranges this small
-  size_t max_message_bytes = 1 << 20;    // transport payload limit
-  size_t max_pending_entries = 10'000;   // live backlog before a session falls back to catch-up
-  size_t log_read_limit = 512;           // entries per log read during catch-up
+  // Larger messages are refused on receipt. What we send is batched under
+  // the transport's payload limit instead (set_payload_limit).
+  size_t max_message_bytes = 64 << 20;
+  size_t max_pending_entries = 10'000;  // live backlog before a session falls back to catch-up
+  size_t log_read_limit = 512;          // entries per log read during catch-up
 };
 
 struct ChildInfo {
@@ -105,6 +108,9 @@ class ParentSync {
   void on_scope_change(const ScopeChange& change);
   void tick();
   std::vector<Message> take_outbox();
+  // The transport's current payload limit (it is known only once connected);
+  // batches are built to fit under it.
+  void set_payload_limit(size_t bytes) { payload_limit_ = bytes; }
 
   std::vector<ChildInfo> children() const;
   const ParentStats& stats() const { return stats_; }
@@ -152,6 +158,11 @@ class ParentSync {
   size_t slots_in_use_ = 0;
   uint64_t last_commit_index_ = 0;
   std::vector<Message> outbox_;
+  size_t payload_limit_ = 1 << 20;
+  size_t batch_limit() const {
+    const size_t cap = std::min(payload_limit_, opts_.max_message_bytes);
+    return cap > 8192 ? cap - 4096 : cap / 2;  // room for the envelope
+  }
   std::map<std::string, uint64_t> last_reset_ms_;
   ParentStats stats_;
 };

@@ -104,14 +104,12 @@ class World {
       po.max_concurrent_catchups = 2;  // exercise the queue
       po.reconcile_parts = 4;
       po.reconcile_leaf = 3;  // descend a few rounds even in small scopes
-      po.max_message_bytes = net_.max_payload();
       po.log_read_limit = 7;
       n.node->set_parent_engine(
           std::make_unique<sync::ParentSync>(n.name, n.store.get(), n.scope.get(), env, po));
     }
     if (!n.parent.empty()) {
       sync::ChildOptions co;
-      co.max_message_bytes = net_.max_payload();
       co.log_read_limit = 7;
       n.node->set_child_engine(
           std::make_unique<sync::ChildSync>(n.name, n.parent, n.store.get(), env, co));

@@ -1,0 +1,818 @@
+// kubectl-canopy: the command-line client of the hub's Catalog API
+// (proto/canopy/v1/hub.proto). On PATH it is also a kubectl plugin, so
+// `kubectl canopy apply -f shop.yaml` and `kubectl-canopy apply -f shop.yaml`
+// are the same command.
+//
+//   kubectl-canopy apply -f FILE...            (FILE may be - for stdin)
+//   kubectl-canopy get KIND [TENANT[/NAME]] [-o json]
+//   kubectl-canopy delete KIND TENANT/NAME
+//   kubectl-canopy sites [-o json]
+//   kubectl-canopy status TENANT/PLACEMENT [-o json]
+//   kubectl-canopy --version
+//
+// The hub is --hub host:port, else $CANOPY_HUB, else 127.0.0.1:7400 (an
+// insecure channel for now, as the hub serves). Every call has a deadline
+// (--timeout, 5 s).
+//
+// Files are multi-document YAML; each document is
+//
+//   apiVersion: canopy.io/v1
+//   kind: Template | Placement | Override
+//   metadata: {tenant: acme, name: web}
+//   spec: {...}            # the stored document (docs/keys.md)
+//
+// apply reads and checks every document of every file before it sends
+// anything, with the same checks the hub makes (api/catalog_service.h), so a
+// mistake anywhere leaves the hub untouched; then it puts templates first,
+// then overrides, then placements (so a site never renders a placement
+// without its templates or their overrides), each in file order.
+// `get ... -o json` prints objects in this same format, so its output can be
+// applied again.
+//
+// Exit codes: 0 success, 1 an error (printed as `error: ...`; errors of the
+// hub as `error: <CODE>: <message>`), 2 a usage error.
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+#include <yaml-cpp/yaml.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/catalog_service.h"
+#include "api/grpc_server.h"
+#include "canopy/v1/hub.grpc.pb.h"
+#include "store/document.h"
+#include "store/hlc.h"
+#include "store/status.h"
+
+#ifndef CANOPY_VERSION
+#define CANOPY_VERSION "0.0.0"
+#endif
+
+namespace canopy::cli {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kApiVersion[] = "canopy.io/v1";
+constexpr char kDefaultHub[] = "127.0.0.1:7400";
+// Deeper YAML is refused (it also stops alias cycles).
+constexpr int kMaxYamlDepth = 100;
+
+// An error already explained to the user: main() prints it and exits 1.
+struct Failure {
+  std::string message;
+};
+
+[[noreturn]] void fail(std::string message) { throw Failure{std::move(message)}; }
+
+std::string quote(std::string_view s) { return json(std::string(s)).dump(); }
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// --- Kinds.
+
+// "template", "Templates", "TEMPLATE" -> "template"; empty when unknown.
+std::string kind_of(std::string_view word) {
+  std::string k = lower(std::string(word));
+  if (k.size() > 1 && k.back() == 's') k.pop_back();
+  for (std::string_view known : {api::kTemplate, api::kPlacement, api::kOverride, api::kSite}) {
+    if (k == known) return k;
+  }
+  return "";
+}
+
+// "template" -> "Template", as the kind is written in files.
+std::string title(std::string_view kind) {
+  std::string t(kind);
+  if (!t.empty()) t[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(t[0])));
+  return t;
+}
+
+// "acme/web" or "site-name" for sites.
+std::string ref(std::string_view tenant, std::string_view name) {
+  return tenant.empty() ? std::string(name) : std::string(tenant) + "/" + std::string(name);
+}
+
+// --- YAML to JSON.
+
+bool all_of(std::string_view s, size_t from, bool (*pred)(char)) {
+  if (from >= s.size()) return false;
+  for (size_t i = from; i < s.size(); ++i) {
+    if (!pred(s[i])) return false;
+  }
+  return true;
+}
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+bool is_octal(char c) { return c >= '0' && c <= '7'; }
+
+// [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?  (YAML 1.2 core schema)
+bool is_float(std::string_view s) {
+  size_t i = 0;
+  if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+  size_t digits = 0;
+  while (i < s.size() && is_digit(s[i])) ++i, ++digits;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    while (i < s.size() && is_digit(s[i])) ++i, ++digits;
+  }
+  if (digits == 0) return false;
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+    size_t exponent = 0;
+    while (i < s.size() && is_digit(s[i])) ++i, ++exponent;
+    if (exponent == 0) return false;
+  }
+  return i == s.size();
+}
+
+// A scalar as the YAML 1.2 core schema reads it: quoted scalars (and
+// `!!str`) are strings; plain ones may be null, booleans, integers or floats.
+json scalar_to_json(const YAML::Node& node, const std::string& field) {
+  const std::string& s = node.Scalar();
+  const std::string& tag = node.Tag();
+  if (tag == "!" || tag == "tag:yaml.org,2002:str") return s;
+  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return nullptr;
+  if (s == "true" || s == "True" || s == "TRUE") return true;
+  if (s == "false" || s == "False" || s == "FALSE") return false;
+  const bool negative = s[0] == '-';
+  const size_t sign = (s[0] == '-' || s[0] == '+') ? 1 : 0;
+  if (all_of(s, sign, is_digit)) {
+    const char* begin = s.data() + sign;
+    const char* end = s.data() + s.size();
+    if (negative) {
+      int64_t v = 0;
+      if (std::from_chars(s.data(), end, v).ec == std::errc()) return v;
+    } else {
+      uint64_t v = 0;
+      if (std::from_chars(begin, end, v).ec == std::errc()) {
+        if (v <= static_cast<uint64_t>(INT64_MAX)) return static_cast<int64_t>(v);
+        return v;
+      }
+    }
+    // Too large for 64 bits: a float, as JSON parsers would read it.
+    return std::strtod(s.c_str(), nullptr);
+  }
+  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
+    const bool hex = s[1] == 'x';
+    if (all_of(s, 2, hex ? is_hex : is_octal)) {
+      uint64_t v = 0;
+      if (std::from_chars(s.data() + 2, s.data() + s.size(), v, hex ? 16 : 8).ec == std::errc() &&
+          v <= static_cast<uint64_t>(INT64_MAX)) {
+        return static_cast<int64_t>(v);
+      }
+    }
+  }
+  if (is_float(s)) return std::strtod(s.c_str(), nullptr);
+  static const std::vector<std::string> not_json = {".inf",  ".Inf",  ".INF",  "+.inf",
+                                                    "+.Inf", "+.INF", "-.inf", "-.Inf",
+                                                    "-.INF", ".nan",  ".NaN",  ".NAN"};
+  if (std::find(not_json.begin(), not_json.end(), s) != not_json.end()) {
+    fail(field + ": " + s + " has no JSON equivalent (quote it to make it a string)");
+  }
+  return s;
+}
+
+json yaml_to_json(const YAML::Node& node, const std::string& field, int depth = 0) {
+  if (depth > kMaxYamlDepth) fail(field + ": nested deeper than " + std::to_string(kMaxYamlDepth));
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return nullptr;
+    case YAML::NodeType::Scalar:
+      return scalar_to_json(node, field);
+    case YAML::NodeType::Sequence: {
+      json arr = json::array();
+      size_t i = 0;
+      for (const auto& item : node) {
+        arr.push_back(yaml_to_json(item, field + "[" + std::to_string(i++) + "]", depth + 1));
+      }
+      return arr;
+    }
+    case YAML::NodeType::Map: {
+      json obj = json::object();
+      for (const auto& kv : node) {
+        if (!kv.first.IsScalar()) fail(field + ": a mapping key is not a string");
+        const std::string key = kv.first.Scalar();
+        obj[key] = yaml_to_json(kv.second, field.empty() ? key : field + "." + key, depth + 1);
+      }
+      return obj;
+    }
+  }
+  return nullptr;
+}
+
+const char* yaml_type_name(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    default:
+      return "empty";
+  }
+}
+
+// --- Reading files.
+
+struct Item {
+  std::string where;  // "shop.yaml: document 2 (line 14)"
+  v1::Object object;
+};
+
+std::string read_input(const std::string& file) {
+  std::stringstream buf;
+  if (file == "-") {
+    buf << std::cin.rdbuf();
+    return buf.str();
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail(file + ": cannot read the file: " + std::strerror(errno));
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+// A string field of a mapping node: missing, not a string and empty are
+// errors naming `field`.
+std::string string_field(const YAML::Node& map, const std::string& key, const std::string& field,
+                         const std::string& where) {
+  const YAML::Node n = map[key];
+  if (!n || n.IsNull()) fail(where + ": " + field + " is missing");
+  if (!n.IsScalar()) fail(where + ": " + field + " must be a string, not " + yaml_type_name(n));
+  if (n.Scalar().empty()) fail(where + ": " + field + " must not be empty");
+  return n.Scalar();
+}
+
+void check_keys(const YAML::Node& map, const std::vector<std::string>& allowed,
+                const std::string& field_prefix, const std::string& where) {
+  for (const auto& kv : map) {
+    const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      fail(where + ": unknown field " + quote(field_prefix + key) + " (expected " + list + ")");
+    }
+  }
+}
+
+// One document of a file: checked as the hub would check it.
+Item parse_document(const YAML::Node& doc, const std::string& where) {
+  if (!doc.IsMap()) {
+    fail(where + ": a document must be a mapping with apiVersion, kind, metadata and spec, not " +
+         yaml_type_name(doc));
+  }
+  check_keys(doc, {"apiVersion", "kind", "metadata", "spec"}, "", where);
+  const std::string api_version = string_field(doc, "apiVersion", "apiVersion", where);
+  if (api_version != kApiVersion) {
+    fail(where + ": apiVersion " + quote(api_version) + " is not " + kApiVersion);
+  }
+  const std::string kind_text = string_field(doc, "kind", "kind", where);
+  const std::string kind = lower(kind_text);
+  if (kind != api::kTemplate && kind != api::kPlacement && kind != api::kOverride) {
+    std::string m =
+        where + ": kind " + quote(kind_text) + " is not one of Template, Placement, Override";
+    if (kind_text == "Site")
+      m += " (sites register themselves when their spoke connects)";
+    else
+      m += " (a Kubernetes manifest goes in the spec of a Template)";
+    fail(m);
+  }
+  const YAML::Node md = doc["metadata"];
+  if (!md || md.IsNull()) fail(where + ": metadata is missing");
+  if (!md.IsMap()) fail(where + ": metadata must be a mapping, not " + yaml_type_name(md));
+  // metadata.version is what `get -o json` prints; like the API, apply
+  // ignores it.
+  check_keys(md, {"tenant", "name", "version"}, "metadata.", where);
+  const std::string tenant = string_field(md, "tenant", "metadata.tenant", where);
+  const std::string name = string_field(md, "name", "metadata.name", where);
+  auto key = api::object_key(kind, tenant, name, "metadata.");
+  if (!key.ok()) fail(where + ": " + key.status().message());
+
+  const std::string subject = kind + " " + ref(tenant, name);
+  const YAML::Node spec = doc["spec"];
+  if (!spec || spec.IsNull()) fail(where + ": " + subject + ": spec is missing");
+  if (!spec.IsMap()) {
+    fail(where + ": " + subject + ": spec must be a mapping, not " + yaml_type_name(spec));
+  }
+  json spec_json;
+  try {
+    spec_json = yaml_to_json(spec, "spec");
+  } catch (const Failure& f) {
+    fail(where + ": " + subject + ": " + f.message);
+  }
+
+  Item item;
+  item.where = where;
+  item.object.set_kind(kind);
+  item.object.set_tenant(tenant);
+  item.object.set_name(name);
+  item.object.set_json(spec_json.dump());
+  auto valid = api::validate_object(item.object, DocumentLimits{});
+  if (!valid.ok()) {
+    // The API names fields of the stored document, which is the spec here.
+    std::string m = valid.status().message();
+    const std::string api_subject = kind + " " + quote(name) + ": ";
+    if (m.starts_with(api_subject)) m = m.substr(api_subject.size());
+    if (m.starts_with("object.json")) m = "spec" + m.substr(std::string("object.json").size());
+    fail(where + ": " + subject + ": spec: " + m);
+  }
+  return item;
+}
+
+std::vector<Item> read_files(const std::vector<std::string>& files) {
+  std::vector<Item> items;
+  bool stdin_used = false;
+  for (const auto& file : files) {
+    if (file == "-") {
+      if (stdin_used) fail("-f -: standard input can be read only once");
+      stdin_used = true;
+    }
+    const std::string name = file == "-" ? "<stdin>" : file;
+    const std::string text = read_input(file);
+    std::vector<YAML::Node> docs;
+    try {
+      docs = YAML::LoadAll(text);
+    } catch (const YAML::Exception& e) {
+      fail(name + ": line " + std::to_string(e.mark.line + 1) + ", column " +
+           std::to_string(e.mark.column + 1) + ": not valid YAML: " + e.msg);
+    }
+    for (size_t i = 0; i < docs.size(); ++i) {
+      if (docs[i].IsNull()) continue;  // an empty document, e.g. after a trailing ---
+      const std::string where = name + ": document " + std::to_string(i + 1) + " (line " +
+                                std::to_string(docs[i].Mark().line + 1) + ")";
+      items.push_back(parse_document(docs[i], where));
+    }
+  }
+  return items;
+}
+
+// --- The hub.
+
+class Hub {
+ public:
+  Hub(std::string address, int timeout_s) : address_(std::move(address)), timeout_s_(timeout_s) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    args.SetMaxSendMessageSize(api::kMaxGrpcMessageBytes);
+    channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+    stub_ = v1::Catalog::NewStub(channel_);
+  }
+
+  template <typename Req, typename Resp>
+  Resp call(grpc::Status (v1::Catalog::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+            const Req& request, bool* not_found = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s_));
+    Resp response;
+    grpc::Status s = ((*stub_).*method)(&ctx, request, &response);
+    if (s.ok()) return response;
+    if (not_found != nullptr && s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      *not_found = true;
+      return response;
+    }
+    fail(describe(s));
+  }
+
+ private:
+  std::string describe(const grpc::Status& s) {
+    const std::string code(status_code_name(static_cast<StatusCode>(s.error_code())));
+    std::string m = s.error_message();
+    const bool transport = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                           s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (transport && channel_->GetState(false) != GRPC_CHANNEL_READY) {
+      m = "cannot reach the hub at " + address_ + " (" + m +
+          "); is canopy-hub running there? Set the address with --hub or CANOPY_HUB";
+    } else if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      m += " (the hub at " + address_ + " did not answer within " + std::to_string(timeout_s_) +
+           " s; see --timeout)";
+    }
+    return code + ": " + m;
+  }
+
+  std::string address_;
+  int timeout_s_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Catalog::Stub> stub_;
+};
+
+// Every object of a kind (and tenant), over all pages.
+std::vector<v1::Object> list_all(Hub& hub, const std::string& kind, const std::string& tenant) {
+  std::vector<v1::Object> out;
+  v1::ListRequest req;
+  req.set_kind(kind);
+  req.set_tenant(tenant);
+  req.set_page_size(api::kMaxPageSize);
+  while (true) {
+    auto resp = hub.call(&v1::Catalog::Stub::List, req);
+    for (auto& o : *resp.mutable_objects()) out.push_back(std::move(o));
+    if (resp.next_page_token().empty()) break;
+    req.set_page_token(resp.next_page_token());
+  }
+  return out;
+}
+
+// --- Output.
+
+void print_table(const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size(), 0);
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size() && i < width.size(); ++i) {
+      width[i] = std::max(width[i], row[i].size());
+    }
+  }
+  auto print_row = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 3, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  };
+  print_row(header);
+  for (const auto& row : rows) print_row(row);
+}
+
+// "12s", "5m", "3h", "2d" since the object's last change.
+std::string age(uint64_t version) {
+  if (version == 0) return "-";
+  const uint64_t now_ms =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+  const uint64_t then = hlc_physical_ms(version);
+  const uint64_t s = now_ms > then ? (now_ms - then) / 1000 : 0;
+  if (s < 120) return std::to_string(s) + "s";
+  if (s < 120 * 60) return std::to_string(s / 60) + "m";
+  if (s < 48 * 3600) return std::to_string(s / 3600) + "h";
+  return std::to_string(s / 86400) + "d";
+}
+
+std::string labels_text(const json& labels) {
+  if (!labels.is_object() || labels.empty()) return "<none>";
+  std::string out;
+  for (const auto& [k, v] : labels.items()) {
+    out += (out.empty() ? "" : ",") + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+  }
+  return out;
+}
+
+// Which sites a placement or override chooses: "region=eu-west" and/or
+// "sites: a,b".
+std::string choice_text(const json& doc) {
+  std::string out;
+  if (doc.contains("selector") && doc["selector"].is_object() &&
+      doc["selector"].contains("matchLabels")) {
+    out = labels_text(doc["selector"]["matchLabels"]);
+  }
+  if (doc.contains("sites") && doc["sites"].is_array() && !doc["sites"].empty()) {
+    std::string sites;
+    for (const auto& s : doc["sites"]) sites += (sites.empty() ? "" : ",") + s.get<std::string>();
+    out += (out.empty() ? "" : " ") + std::string("sites:") + sites;
+  }
+  return out.empty() ? "<none>" : out;
+}
+
+std::string truncate(std::string s, size_t n) {
+  if (s.size() > n) s = s.substr(0, n - 3) + "...";
+  return s;
+}
+
+std::vector<std::string> row_of(const std::string& kind, const v1::Object& o) {
+  const json doc = json::parse(o.json(), nullptr, false);
+  const json d = doc.is_object() ? doc : json::object();
+  if (kind == api::kSite) return {o.name(), labels_text(d.value("labels", json::object()))};
+  if (kind == api::kTemplate) {
+    std::string manifest = d.value("kind", "?");
+    const json md = d.value("metadata", json::object());
+    manifest += " " + (md.contains("namespace") ? md.value("namespace", "") + "/" : "") +
+                md.value("name", "?");
+    return {o.name(), manifest, age(o.version())};
+  }
+  if (kind == api::kPlacement) {
+    std::string templates;
+    for (const auto& t : d.value("templates", json::array())) {
+      templates += (templates.empty() ? "" : ",") + t.get<std::string>();
+    }
+    return {o.name(), templates, choice_text(d), age(o.version())};
+  }
+  return {o.name(), d.value("template", "?"), choice_text(d),
+          truncate(d.value("patch", json::object()).dump(), 60), age(o.version())};
+}
+
+std::vector<std::string> header_of(const std::string& kind) {
+  if (kind == api::kSite) return {"NAME", "LABELS"};
+  if (kind == api::kTemplate) return {"NAME", "MANIFEST", "CHANGED"};
+  if (kind == api::kPlacement) return {"NAME", "TEMPLATES", "SITES", "CHANGED"};
+  return {"NAME", "TEMPLATE", "SITES", "PATCH", "CHANGED"};
+}
+
+// The object in the file format, so that it can be applied again.
+json to_document(const v1::Object& o) {
+  // The version as a string: it is a 64-bit HLC stamp, more than a JSON
+  // reader's double holds exactly.
+  json md = {{"name", o.name()}, {"version", std::to_string(o.version())}};
+  if (!o.tenant().empty()) md["tenant"] = o.tenant();
+  return {{"apiVersion", kApiVersion},
+          {"kind", title(o.kind())},
+          {"metadata", md},
+          {"spec", json::parse(o.json(), nullptr, false)}};
+}
+
+void print_objects(const std::string& kind, const std::vector<v1::Object>& objects,
+                   const std::string& output, bool single) {
+  if (output == "json") {
+    json out;
+    if (single) {
+      out = to_document(objects.at(0));
+    } else {
+      out = {{"apiVersion", kApiVersion}, {"kind", title(kind) + "List"}, {"items", json::array()}};
+      for (const auto& o : objects) out["items"].push_back(to_document(o));
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return;
+  }
+  if (objects.empty()) {
+    std::fprintf(stderr, "No %ss found.\n", kind.c_str());
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& o : objects) rows.push_back(row_of(kind, o));
+  print_table(header_of(kind), rows);
+}
+
+// --- Commands.
+
+int cmd_apply(Hub& hub, const std::vector<std::string>& files) {
+  std::vector<Item> items = read_files(files);
+  if (items.empty()) {
+    fail("no objects in " + (files.size() != 1 ? std::string("the files given")
+                             : files[0] == "-" ? std::string("<stdin>")
+                                               : files[0]));
+  }
+  auto rank = [](const Item& i) {
+    const std::string& k = i.object.kind();
+    return k == api::kTemplate ? 0 : k == api::kOverride ? 1 : 2;
+  };
+  std::stable_sort(items.begin(), items.end(),
+                   [&](const Item& a, const Item& b) { return rank(a) < rank(b); });
+  for (const Item& item : items) {
+    const v1::Object& o = item.object;
+    v1::GetRequest get;
+    get.set_kind(o.kind());
+    get.set_tenant(o.tenant());
+    get.set_name(o.name());
+    bool missing = false;
+    auto before = hub.call(&v1::Catalog::Stub::Get, get, &missing);
+    v1::PutRequest put;
+    *put.mutable_object() = o;
+    hub.call(&v1::Catalog::Stub::Put, put);
+    std::string verb = "created";
+    if (!missing) {
+      const json old_doc = json::parse(before.object().json(), nullptr, false);
+      verb = old_doc == json::parse(o.json()) ? "unchanged" : "configured";
+    }
+    std::printf("%s %s %s\n", o.kind().c_str(), ref(o.tenant(), o.name()).c_str(), verb.c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+// "acme/web" -> (acme, web); for sites, "name" -> ("", name).
+void split_ref(const std::string& kind, const std::string& text, bool name_required,
+               std::string* tenant, std::string* name) {
+  const size_t slash = text.find('/');
+  if (kind == api::kSite) {
+    if (slash != std::string::npos) fail("sites belong to no tenant: give the site's name alone");
+    *name = text;
+    return;
+  }
+  if (slash == std::string::npos) {
+    if (name_required) fail(quote(text) + ": expected TENANT/NAME, e.g. acme/web");
+    *tenant = text;
+    return;
+  }
+  *tenant = text.substr(0, slash);
+  *name = text.substr(slash + 1);
+  if (tenant->empty() || name->empty() || name->find('/') != std::string::npos) {
+    fail(quote(text) + ": expected TENANT/NAME, e.g. acme/web");
+  }
+}
+
+std::string parse_kind(const std::string& word) {
+  std::string kind = kind_of(word);
+  if (kind.empty()) {
+    fail("unknown kind " + quote(word) + ": expected template, placement, override or site");
+  }
+  return kind;
+}
+
+int cmd_get(Hub& hub, const std::string& kind_word, const std::string& target,
+            const std::string& output) {
+  const std::string kind = parse_kind(kind_word);
+  std::string tenant, name;
+  if (!target.empty()) split_ref(kind, target, false, &tenant, &name);
+  if (kind != api::kSite && tenant.empty()) {
+    fail("a " + kind + " belongs to a tenant: kubectl-canopy get " + kind + " TENANT[/NAME]");
+  }
+  if (name.empty()) {
+    print_objects(kind, list_all(hub, kind, tenant), output, false);
+    return 0;
+  }
+  v1::GetRequest req;
+  req.set_kind(kind);
+  req.set_tenant(tenant);
+  req.set_name(name);
+  auto resp = hub.call(&v1::Catalog::Stub::Get, req);
+  print_objects(kind, {resp.object()}, output, true);
+  return 0;
+}
+
+int cmd_delete(Hub& hub, const std::string& kind_word, const std::string& target) {
+  const std::string kind = parse_kind(kind_word);
+  std::string tenant, name;
+  split_ref(kind, target, true, &tenant, &name);
+  v1::DeleteRequest req;
+  req.set_kind(kind);
+  req.set_tenant(tenant);
+  req.set_name(name);
+  hub.call(&v1::Catalog::Stub::Delete, req);
+  std::printf("%s %s deleted\n", kind.c_str(), ref(tenant, name).c_str());
+  return 0;
+}
+
+int cmd_status(Hub& hub, const std::string& target, const std::string& output) {
+  std::string tenant, name;
+  split_ref(std::string(api::kPlacement), target, true, &tenant, &name);
+  v1::GetStatusRequest req;
+  req.set_tenant(tenant);
+  req.set_placement(name);
+  req.set_page_size(api::kMaxPageSize);
+  v1::GetStatusResponse all;
+  while (true) {
+    auto resp = hub.call(&v1::Catalog::Stub::GetStatus, req);
+    if (req.page_token().empty()) {
+      all = resp;
+    } else {
+      for (const auto& s : resp.sites()) *all.add_sites() = s;
+    }
+    if (resp.next_page_token().empty()) break;
+    req.set_page_token(resp.next_page_token());
+  }
+  all.clear_next_page_token();
+  if (output == "json") {
+    std::string text;
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.add_whitespace = true;
+    opts.always_print_primitive_fields = true;
+    opts.preserve_proto_field_names = true;
+    if (!google::protobuf::util::MessageToJsonString(all, &text, opts).ok()) {
+      fail("cannot print the status as JSON");
+    }
+    std::printf("%s", text.c_str());
+    return 0;
+  }
+  std::printf("placement %s: %u sites targeted, %u applied, %u failed, %u pending\n",
+              ref(tenant, name).c_str(), all.targeted(), all.applied(), all.failed(),
+              all.pending());
+  if (all.sites().empty()) return 0;
+  // One column per template, in the order the sites report them.
+  std::vector<std::string> templates;
+  for (const auto& s : all.sites()) {
+    for (const auto& t : s.templates()) {
+      if (std::find(templates.begin(), templates.end(), t.template_()) == templates.end()) {
+        templates.push_back(t.template_());
+      }
+    }
+  }
+  std::vector<std::string> header = {"SITE", "STATE"};
+  for (const auto& t : templates) header.push_back(upper(t));
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> messages;
+  for (const auto& s : all.sites()) {
+    std::vector<std::string> row = {s.site(), s.state()};
+    for (const auto& t : templates) {
+      std::string outcome = "-";
+      for (const auto& ts : s.templates()) {
+        if (ts.template_() != t) continue;
+        outcome = ts.outcome();
+        if (!ts.message().empty() && ts.outcome() == "failed") {
+          messages.push_back(s.site() + "/" + t + ": " + ts.message());
+        }
+      }
+      row.push_back(outcome);
+    }
+    rows.push_back(std::move(row));
+  }
+  print_table(header, rows);
+  for (const auto& m : messages) std::printf("  %s\n", m.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace canopy::cli
+
+int main(int argc, char** argv) {
+  using canopy::cli::Failure;
+  CLI::App app{
+      "kubectl-canopy: the Canopy hub's command-line client (also `kubectl canopy` when on "
+      "PATH)",
+      "kubectl-canopy"};
+  app.fallthrough();
+  app.require_subcommand(0, 1);
+
+  const char* env_hub = std::getenv("CANOPY_HUB");
+  std::string hub_address = env_hub != nullptr && *env_hub != '\0' ? env_hub : "";
+  int timeout_s = 5;
+  bool version = false;
+  app.add_flag("--version", version, "print the version and exit");
+  app.add_option("--hub", hub_address,
+                 "the hub's gRPC address host:port (default: $CANOPY_HUB, else " +
+                     std::string(canopy::cli::kDefaultHub) + ")");
+  app.add_option("--timeout", timeout_s, "seconds to wait for each call to the hub")
+      ->check(CLI::Range(1, 3600));
+
+  std::vector<std::string> files;
+  auto* apply = app.add_subcommand(
+      "apply",
+      "create or update the objects in YAML files (templates, then overrides, then "
+      "placements); nothing is sent unless every document is valid");
+  apply->add_option("-f,--filename", files, "a YAML file of one or more documents; - for stdin")
+      ->required();
+
+  std::string kind, target, output = "table";
+  auto* get = app.add_subcommand("get", "list the objects of a kind, or show one");
+  get->add_option("KIND", kind, "template, placement, override or site")->required();
+  get->add_option("TARGET", target, "TENANT to list, TENANT/NAME to show one (sites: NAME)");
+  get->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+
+  auto* del = app.add_subcommand("delete", "delete an object");
+  del->add_option("KIND", kind, "template, placement, override or site")->required();
+  del->add_option("TARGET", target, "TENANT/NAME (sites: NAME)")->required();
+
+  auto* sites = app.add_subcommand("sites", "list the sites and their labels");
+  sites->add_option("-o,--output", output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}));
+
+  auto* status = app.add_subcommand("status", "show where a placement stands, site by site");
+  status->add_option("PLACEMENT", target, "TENANT/PLACEMENT")->required();
+  status->add_option("-o,--output", output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (version) {
+    std::printf("kubectl-canopy %s\n", CANOPY_VERSION);
+    return 0;
+  }
+  if (app.get_subcommands().empty()) {
+    std::fprintf(stderr, "%s", app.help().c_str());
+    return 2;
+  }
+  if (hub_address.empty()) hub_address = canopy::cli::kDefaultHub;
+
+  try {
+    canopy::cli::Hub hub(hub_address, timeout_s);
+    if (*apply) return canopy::cli::cmd_apply(hub, files);
+    if (*get) return canopy::cli::cmd_get(hub, kind, target, output);
+    if (*del) return canopy::cli::cmd_delete(hub, kind, target);
+    if (*sites) return canopy::cli::cmd_get(hub, "site", "", output);
+    if (*status) return canopy::cli::cmd_status(hub, target, output);
+  } catch (const Failure& f) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", f.message.c_str());
+    return 1;
+  }
+  return 0;
+}

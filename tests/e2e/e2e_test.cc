@@ -1,0 +1,1397 @@
+// End-to-end tests of Canopy with the real parts: a real nats-server, the real
+// canopy-hub and canopy-spoke binaries (CANOPY_HUB_BIN, CANOPY_SPOKE_BIN) on
+// free loopback ports, each with its own data (RocksDB) and manifests
+// directories, killed (SIGKILL) and restarted on the same directories.
+//
+// Every TEST starts its own nats-server and daemons, so the tests are
+// independent and may run in any order or alone. The hub is driven through
+// its gRPC Catalog API and observed through /healthz, /v1/sessions and
+// GetStatus; a spoke is observed through its manifests directory (what k3s
+// would deploy) and its local API (/healthz, /v1/status, /v1/overrides).
+// Raw NATS.c connections publish hostile bytes on the sync subjects.
+//
+// On a failure, the tails of every daemon's log are printed.
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+#include <nats/nats.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "canopy/v1/hub.grpc.pb.h"
+#include "canopy/v1/sync.pb.h"
+#include "gtest/gtest.h"
+#include "tests/support/free_port.h"
+#include "tests/support/nats_server.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
+
+#ifndef CANOPY_HUB_BIN
+#error "CANOPY_HUB_BIN must name the canopy-hub binary"
+#endif
+#ifndef CANOPY_SPOKE_BIN
+#error "CANOPY_SPOKE_BIN must name the canopy-spoke binary"
+#endif
+
+namespace canopy::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+using canopy::testing::NatsServer;
+using canopy::testing::NatsServerOptions;
+using canopy::testing::Process;
+using canopy::testing::ProcessOptions;
+using canopy::testing::TempDir;
+using canopy::testing::wait_until;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr auto kTimeout = std::chrono::milliseconds(20'000);
+constexpr auto kPoll = std::chrono::milliseconds(50);
+constexpr int64_t kNatsMaxPayload = 8 << 20;
+constexpr const char* kHubName = "hub";
+constexpr const char* kTenant = "acme";
+
+// --- Small helpers.
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string tail(const std::string& text, size_t max_bytes) {
+  return text.size() <= max_bytes ? text : "..." + text.substr(text.size() - max_bytes);
+}
+
+size_t count_lines_with(const std::string& text, const std::vector<std::string>& needles) {
+  size_t n = 0;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    bool all = true;
+    for (const auto& needle : needles) all = all && line.find(needle) != std::string::npos;
+    if (all) ++n;
+  }
+  return n;
+}
+
+// GET http://127.0.0.1:port/path as JSON; nullopt unless it answers 200 with JSON.
+std::optional<json> http_get_json(int port, const std::string& path) {
+  httplib::Client cli("127.0.0.1", port);
+  cli.set_connection_timeout(1, 0);
+  cli.set_read_timeout(3, 0);
+  auto res = cli.Get(path);
+  if (!res || res->status != 200) return std::nullopt;
+  json j = json::parse(res->body, nullptr, false);
+  if (j.is_discarded()) return std::nullopt;
+  return j;
+}
+
+json deployment(const std::string& name, int replicas, const std::string& image) {
+  return {{"apiVersion", "apps/v1"},
+          {"kind", "Deployment"},
+          {"metadata", {{"name", name}, {"namespace", "shop"}}},
+          {"spec",
+           {{"replicas", replicas},
+            {"selector", {{"matchLabels", {{"app", name}}}}},
+            {"template",
+             {{"metadata", {{"labels", {{"app", name}}}}},
+              {"spec", {{"containers", json::array({{{"name", name}, {"image", image}}})}}}}}}}};
+}
+
+json placement_by_region(const std::vector<std::string>& templates, const std::string& region) {
+  return {{"templates", templates}, {"selector", {{"matchLabels", {{"region", region}}}}}};
+}
+
+std::string template_key(const std::string& name) {
+  return std::string("t/") + kTenant + "/templates/" + name;
+}
+
+// A manifest file a spoke wrote, keyed by its canopy.io/template annotation.
+struct Manifest {
+  std::string file;
+  json object;
+  std::string hash() const {
+    return object["metadata"]["annotations"].value("canopy.io/hash", std::string());
+  }
+};
+
+// Reads every manifest k3s would deploy from `dir` (files ending in .json,
+// .yaml or .yml that are not dot files), skipping canopy's tombstones (empty
+// v1/List). Keyed by the canopy.io/template annotation; a file that is not
+// valid JSON or lacks the annotation is keyed "?<file name>".
+std::map<std::string, Manifest> read_manifests(const std::string& dir) {
+  std::map<std::string, Manifest> out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(".")) continue;
+    if (!name.ends_with(".json") && !name.ends_with(".yaml") && !name.ends_with(".yml")) continue;
+    json obj = json::parse(read_file(entry.path().string()), nullptr, false);
+    if (obj.is_object() && obj.value("kind", "") == "List" && obj.contains("items") &&
+        obj["items"].empty()) {
+      continue;  // a tombstone: no objects
+    }
+    std::string key = "?" + name;
+    if (obj.is_object() && obj.contains("metadata") && obj["metadata"].is_object() &&
+        obj["metadata"].contains("annotations") && obj["metadata"]["annotations"].is_object()) {
+      key = obj["metadata"]["annotations"].value("canopy.io/template", key);
+    }
+    out[key] = Manifest{name, obj};
+  }
+  return out;
+}
+
+// --- Raw NATS.c, for hostile publishers.
+
+struct NatsConnDeleter {
+  void operator()(natsConnection* c) const { natsConnection_Destroy(c); }
+};
+struct NatsSubDeleter {
+  void operator()(natsSubscription* s) const { natsSubscription_Destroy(s); }
+};
+struct NatsMsgDeleter {
+  void operator()(natsMsg* m) const { natsMsg_Destroy(m); }
+};
+using NatsConn = std::unique_ptr<natsConnection, NatsConnDeleter>;
+using NatsSub = std::unique_ptr<natsSubscription, NatsSubDeleter>;
+using NatsMsg = std::unique_ptr<natsMsg, NatsMsgDeleter>;
+
+NatsConn nats_connect(const std::string& url) {
+  natsConnection* c = nullptr;
+  if (natsConnection_ConnectTo(&c, url.c_str()) != NATS_OK) return nullptr;
+  return NatsConn(c);
+}
+
+natsStatus nats_publish(natsConnection* c, const std::string& subject, const std::string& data) {
+  natsStatus s =
+      natsConnection_Publish(c, subject.c_str(), data.data(), static_cast<int>(data.size()));
+  if (s == NATS_OK) s = natsConnection_FlushTimeout(c, 5000);
+  return s;
+}
+
+std::string up_subject(const std::string& site) {
+  return std::string("canopy.v1.") + kHubName + "." + site + ".up";
+}
+std::string down_subject(const std::string& site) {
+  return std::string("canopy.v1.") + kHubName + "." + site + ".down";
+}
+
+// --- Daemons.
+
+struct Hub {
+  TempDir dir{"canopy-e2e-hub-"};
+  int grpc_port = 0;
+  int health_port = 0;
+  Process proc;
+  std::string data() const { return dir.file("data"); }
+  std::string log_path() const { return dir.file("hub.log"); }
+};
+
+struct Spoke {
+  std::string site;
+  std::map<std::string, std::string> labels;
+  TempDir dir{"canopy-e2e-spoke-"};
+  int health_port = 0;
+  Process proc;
+  std::string data() const { return dir.file("data"); }
+  std::string manifests() const { return dir.file("manifests"); }
+  std::string log_path() const { return dir.file("spoke.log"); }
+  std::map<std::string, Manifest> read() const { return read_manifests(manifests()); }
+};
+
+class E2ETest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NatsServerOptions o;
+    o.max_payload = nats_max_payload_;
+    nats_ = std::make_unique<NatsServer>(o);
+    std::string err;
+    ASSERT_TRUE(nats_->start(&err)) << err;
+  }
+
+  void TearDown() override {
+    if (HasFailure()) dump_logs();
+  }
+
+  void dump_logs() {
+    if (hub_) {
+      std::cerr << "----- hub log (" << hub_->log_path() << ")\n"
+                << tail(read_file(hub_->log_path()), 6000) << "\n";
+    }
+    for (const auto& s : spokes_) {
+      std::cerr << "----- spoke " << s->site << " log (" << s->log_path() << ")\n"
+                << tail(read_file(s->log_path()), 6000) << "\n";
+    }
+    if (nats_) std::cerr << "----- nats log\n" << nats_->log_tail(2000) << "\n";
+  }
+
+  // A free port not handed out before in this test.
+  int port() {
+    for (int i = 0; i < 100; ++i) {
+      const int p = canopy::testing::pick_free_port();
+      if (p > 0 && used_ports_.insert(p).second) return p;
+    }
+    ADD_FAILURE() << "no free port";
+    return -1;
+  }
+
+  // --- Hub.
+
+  Hub& create_hub() {
+    hub_ = std::make_unique<Hub>();
+    hub_->grpc_port = port();
+    hub_->health_port = port();
+    return *hub_;
+  }
+
+  // Starts (or restarts, on the same data directory and ports) the hub and
+  // waits until its health endpoint answers and it is connected to NATS
+  // (unless `expect_nats` is false).
+  void launch_hub(bool expect_nats = true) {
+    Hub& h = *hub_;
+    const std::vector<std::string> argv = {CANOPY_HUB_BIN,
+                                           "--name",
+                                           kHubName,
+                                           "--data",
+                                           h.data(),
+                                           "--nats",
+                                           nats_->url(),
+                                           "--grpc",
+                                           "127.0.0.1:" + std::to_string(h.grpc_port),
+                                           "--health",
+                                           "127.0.0.1:" + std::to_string(h.health_port)};
+    ProcessOptions po;
+    po.log_path = h.log_path();
+    std::string err;
+    ASSERT_TRUE(h.proc.start(argv, po, &err)) << err;
+    const bool up = wait_until(
+        [&] {
+          if (!h.proc.running()) return true;  // fail fast below
+          auto j = http_get_json(h.health_port, "/healthz");
+          return j && (!expect_nats || j->value("nats_connected", false));
+        },
+        kTimeout, kPoll);
+    ASSERT_TRUE(h.proc.running()) << "canopy-hub exited at start";
+    ASSERT_TRUE(up) << "canopy-hub /healthz did not answer (connected) in time";
+    // A fresh channel for the fresh process.
+    stub_ = make_stub(h.grpc_port);
+  }
+
+  // A stub on a channel of its own (own subchannel pool, so that no backoff
+  // state of a channel to a killed process is shared).
+  static std::unique_ptr<v1::Catalog::Stub> make_stub(int grpc_port) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
+    return v1::Catalog::NewStub(grpc::CreateCustomChannel(
+        "127.0.0.1:" + std::to_string(grpc_port), grpc::InsecureChannelCredentials(), args));
+  }
+
+  void kill_hub() {
+    ASSERT_TRUE(hub_->proc.kill(SIGKILL));
+    ASSERT_TRUE(hub_->proc.wait_exit(10s).has_value());
+  }
+
+  // The hub's session of `site`, if any.
+  std::optional<json> hub_session(const std::string& site) {
+    auto j = http_get_json(hub_->health_port, "/v1/sessions");
+    if (!j || !j->is_array()) return std::nullopt;
+    for (const auto& s : *j) {
+      if (s.value("site", "") == site) return s;
+    }
+    return std::nullopt;
+  }
+
+  // --- Spokes.
+
+  Spoke& create_spoke(const std::string& site, std::map<std::string, std::string> labels) {
+    auto s = std::make_unique<Spoke>();
+    s->site = site;
+    s->labels = std::move(labels);
+    s->health_port = port();
+    fs::create_directories(s->manifests());
+    spokes_.push_back(std::move(s));
+    return *spokes_.back();
+  }
+
+  // Starts (or restarts, same directories and port) a spoke and waits until
+  // its local API answers; with `expect_session`, also until its session is
+  // open and in sync and the hub lists it as connected.
+  void launch_spoke(Spoke& s, bool expect_session = true) {
+    std::vector<std::string> argv = {CANOPY_SPOKE_BIN,
+                                     "--site",
+                                     s.site,
+                                     "--parent",
+                                     kHubName,
+                                     "--data",
+                                     s.data(),
+                                     "--manifests",
+                                     s.manifests(),
+                                     "--nats",
+                                     nats_->url(),
+                                     "--health",
+                                     "127.0.0.1:" + std::to_string(s.health_port)};
+    for (const auto& [k, v] : s.labels) {
+      argv.push_back("--label");
+      argv.push_back(k + "=" + v);
+    }
+    ProcessOptions po;
+    po.log_path = s.log_path();
+    std::string err;
+    ASSERT_TRUE(s.proc.start(argv, po, &err)) << err;
+    const bool up = wait_until(
+        [&] {
+          if (!s.proc.running()) return true;
+          auto j = http_get_json(s.health_port, "/healthz");
+          if (!j) return false;
+          if (!expect_session) return true;
+          if (!j->value("session_open", false) || !j->value("in_sync", false)) return false;
+          auto hs = hub_session(s.site);
+          return hs && hs->value("connected", false);
+        },
+        kTimeout, kPoll);
+    ASSERT_TRUE(s.proc.running()) << "canopy-spoke " << s.site << " exited at start";
+    ASSERT_TRUE(up) << "canopy-spoke " << s.site << " not ready in time";
+  }
+
+  void kill_spoke(Spoke& s) {
+    ASSERT_TRUE(s.proc.kill(SIGKILL));
+    ASSERT_TRUE(s.proc.wait_exit(10s).has_value());
+  }
+
+  std::optional<json> spoke_health(const Spoke& s) {
+    return http_get_json(s.health_port, "/healthz");
+  }
+
+  // The spoke's status document for `tmpl` from its local API.
+  std::optional<json> spoke_status(const Spoke& s, const std::string& tmpl) {
+    auto j = http_get_json(s.health_port, "/v1/status");
+    if (!j || !j->is_array()) return std::nullopt;
+    const std::string key = "sites/" + s.site + "/status/" + kTenant + "/" + tmpl;
+    for (const auto& item : *j) {
+      if (item.value("key", "") == key) return item["status"];
+    }
+    return std::nullopt;
+  }
+
+  // --- gRPC.
+
+  grpc::Status put(v1::Catalog::Stub* stub, const std::string& kind, const std::string& name,
+                   const json& doc) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::PutRequest req;
+    req.mutable_object()->set_kind(kind);
+    req.mutable_object()->set_tenant(kind == "site" ? "" : kTenant);
+    req.mutable_object()->set_name(name);
+    req.mutable_object()->set_json(doc.dump());
+    v1::PutResponse resp;
+    return stub->Put(&ctx, req, &resp);
+  }
+  grpc::Status put(const std::string& kind, const std::string& name, const json& doc) {
+    return put(stub_.get(), kind, name, doc);
+  }
+
+  // Get: the object's JSON, or nullopt with the status in *status.
+  std::optional<json> get(const std::string& kind, const std::string& name,
+                          grpc::Status* status = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::GetRequest req;
+    req.set_kind(kind);
+    req.set_tenant(kind == "site" ? "" : kTenant);
+    req.set_name(name);
+    v1::GetResponse resp;
+    grpc::Status st = stub_->Get(&ctx, req, &resp);
+    if (status != nullptr) *status = st;
+    if (!st.ok()) return std::nullopt;
+    return json::parse(resp.object().json(), nullptr, false);
+  }
+
+  // Every object of `kind` (all pages), by name.
+  std::optional<std::map<std::string, json>> list(const std::string& kind) {
+    std::map<std::string, json> out;
+    std::string token;
+    do {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+      v1::ListRequest req;
+      req.set_kind(kind);
+      req.set_tenant(kind == "site" ? "" : kTenant);
+      req.set_page_size(1000);
+      req.set_page_token(token);
+      v1::ListResponse resp;
+      if (!stub_->List(&ctx, req, &resp).ok()) return std::nullopt;
+      for (const auto& o : resp.objects()) out[o.name()] = json::parse(o.json(), nullptr, false);
+      token = resp.next_page_token();
+    } while (!token.empty());
+    return out;
+  }
+
+  std::optional<v1::GetStatusResponse> get_status(const std::string& placement) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::GetStatusRequest req;
+    req.set_tenant(kTenant);
+    req.set_placement(placement);
+    req.set_page_size(1000);
+    v1::GetStatusResponse resp;
+    if (!stub_->GetStatus(&ctx, req, &resp).ok()) return std::nullopt;
+    return resp;
+  }
+
+  // The hub's view of `tmpl` at `site` for `placement`: (outcome, hash).
+  std::optional<std::pair<std::string, std::string>> hub_template_status(
+      const std::string& placement, const std::string& site, const std::string& tmpl) {
+    auto st = get_status(placement);
+    if (!st) return std::nullopt;
+    for (const auto& row : st->sites()) {
+      if (row.site() != site) continue;
+      for (const auto& t : row.templates()) {
+        if (t.template_() == tmpl) return std::make_pair(t.outcome(), t.hash());
+      }
+    }
+    return std::nullopt;
+  }
+
+  int64_t nats_max_payload_ = kNatsMaxPayload;
+  std::unique_ptr<NatsServer> nats_;
+  std::unique_ptr<Hub> hub_;
+  std::vector<std::unique_ptr<Spoke>> spokes_;
+  std::unique_ptr<v1::Catalog::Stub> stub_;
+  std::set<int> used_ports_;
+};
+
+// 1. A placement reaches the sites it selects and no other; the status the
+// spoke writes flows up and the hub aggregates it.
+TEST_F(E2ETest, PlacementReachesSelectedSitesOnlyAndStatusFlowsUp) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
+  Spoke& us = create_spoke("us-1", {{"region", "us"}});
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(us));
+
+  // Both sites registered themselves at the hub, with their labels.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto sites = list("site");
+        return sites && sites->count("eu-1") && sites->count("us-1") &&
+               (*sites)["eu-1"]["labels"].value("region", "") == "eu" &&
+               (*sites)["us-1"]["labels"].value("region", "") == "us";
+      },
+      kTimeout, kPoll));
+
+  const json web = deployment("web", 2, "nginx:1.27");
+  ASSERT_TRUE(put("template", "web", web).ok());
+  ASSERT_TRUE(put("placement", "web-eu", placement_by_region({"web"}, "eu")).ok());
+
+  ASSERT_TRUE(
+      wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll))
+      << "eu-1 never got the manifest";
+  const auto eu_files = eu.read();
+  ASSERT_EQ(eu_files.size(), 1u);
+  const Manifest& m = eu_files.at(template_key("web"));
+  EXPECT_EQ(m.object["kind"], "Deployment");
+  EXPECT_EQ(m.object["metadata"]["name"], "web");
+  EXPECT_EQ(m.object["spec"], web["spec"]);
+  EXPECT_EQ(m.object["metadata"]["labels"].value("app.kubernetes.io/managed-by", ""), "canopy");
+  EXPECT_FALSE(m.hash().empty());
+
+  // A grace period for anything misrouted to arrive: us-1 gets nothing.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_TRUE(us.read().empty()) << "us-1 received a manifest it is not targeted by";
+  auto us_health = spoke_health(us);
+  ASSERT_TRUE(us_health);
+  EXPECT_EQ(us_health->value("objects", -1), 0);
+
+  // Status flows up: the hub shows eu-1 applied with the hash of the file.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto st = hub_template_status("web-eu", "eu-1", "web");
+        return st && st->first == "applied" && st->second == m.hash();
+      },
+      kTimeout, kPoll))
+      << "the hub never saw eu-1's status";
+  auto st = get_status("web-eu");
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->targeted(), 1u);
+  EXPECT_EQ(st->applied(), 1u);
+  EXPECT_EQ(st->failed(), 0u);
+  ASSERT_EQ(st->sites_size(), 1);
+  EXPECT_EQ(st->sites(0).site(), "eu-1");
+  EXPECT_EQ(st->sites(0).state(), "applied");
+  // The spoke's own status document says the same.
+  auto local = spoke_status(eu, "web");
+  ASSERT_TRUE(local);
+  EXPECT_EQ(local->value("outcome", ""), "applied");
+  EXPECT_EQ(local->value("hash", ""), m.hash());
+  EXPECT_EQ(local->value("file", ""), m.file);
+}
+
+// 1b. A placement that moves away from a site: the new site gets the object,
+// the old one removes it (its file becomes a tombstone) promptly.
+//
+// BUG (store/store.cc Store::Impl::drop, spoke/main.cc): keys that leave a
+// site's scope reach the spoke as `Changes.drop`; ChildSync::apply_changes
+// removes them with Store::drop, which commits without a log entry and
+// without calling the store's listeners. The spoke reconciles only when a
+// listener fires or every resync_seconds (30 s by default), so the object of
+// a placement that no longer targets the site stays deployed for up to 30 s
+// (observed: removed after ~30 s, by the periodic resync). Expected: removed
+// as soon as the drop arrives, like any other change.
+// The failure depends on timing: if the old site also receives the
+// placement's own delta (presumably when the hub's sync thread routes the
+// commit, ParentSync::on_commit -> children_for, before the placement index
+// has moved the scope), that delta does fire the spoke's listener and the
+// object goes at once. Seen under load (2 of 3 runs passed); on an idle
+// machine the drop arrives alone and the test fails every time.
+TEST_F(E2ETest, PlacementMovedAwayIsRemovedFromTheOldSite) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
+  Spoke& us = create_spoke("us-1", {{"region", "us"}});
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(us));
+  const json web = deployment("web", 2, "nginx:1.27");
+  ASSERT_TRUE(put("template", "web", web).ok());
+  ASSERT_TRUE(put("placement", "web-eu", placement_by_region({"web"}, "eu")).ok());
+  ASSERT_TRUE(
+      wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto s = hub_template_status("web-eu", "eu-1", "web");
+        return s && s->first == "applied";
+      },
+      kTimeout, kPoll));
+
+  ASSERT_TRUE(put("placement", "web-eu", placement_by_region({"web"}, "us")).ok());
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto us_files = us.read();
+        return us_files.size() == 1 && us_files.count(template_key("web")) &&
+               us_files.at(template_key("web")).object["spec"] == web["spec"];
+      },
+      kTimeout, kPoll))
+      << "us-1 did not get the object";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto s = get_status("web-eu");
+        return s && s->targeted() == 1 && s->applied() == 1 && s->sites_size() == 1 &&
+               s->sites(0).site() == "us-1";
+      },
+      kTimeout, kPoll));
+  // Well under the spoke's 30 s periodic resync: see BUG above.
+  EXPECT_TRUE(wait_until([&] { return eu.read().empty(); }, 15s, kPoll))
+      << "eu-1 still deploys the object of a placement that no longer targets it";
+}
+
+// 2. A spoke killed while the hub's state changes catches up when it returns.
+TEST_F(E2ETest, KilledSpokeCatchesUpAfterRestart) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
+
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.26")).ok());
+  ASSERT_TRUE(put("placement", "shop", placement_by_region({"web"}, "eu")).ok());
+  ASSERT_TRUE(
+      wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll));
+  const std::string old_hash = eu.read().at(template_key("web")).hash();
+
+  ASSERT_NO_FATAL_FAILURE(kill_spoke(eu));
+  // While it is down: the template changes, a second one joins the placement.
+  const json web2 = deployment("web", 3, "nginx:1.27");
+  const json api = deployment("api", 2, "shop/api:7");
+  ASSERT_TRUE(put("template", "web", web2).ok());
+  ASSERT_TRUE(put("template", "api", api).ok());
+  ASSERT_TRUE(put("placement", "shop", placement_by_region({"web", "api"}, "eu")).ok());
+  // The old file is still what the (dead) spoke left.
+  EXPECT_EQ(eu.read().at(template_key("web")).hash(), old_hash);
+
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu, /*expect_session=*/false));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto files = eu.read();
+        return files.size() == 2 && files.count(template_key("web")) &&
+               files.count(template_key("api")) &&
+               files.at(template_key("web")).object["spec"] == web2["spec"] &&
+               files.at(template_key("api")).object["spec"] == api["spec"];
+      },
+      kTimeout, kPoll))
+      << "eu-1 did not catch up";
+  const auto files = eu.read();
+  EXPECT_NE(files.at(template_key("web")).hash(), old_hash);
+
+  // And its status for both flows up, with the hashes of the new files.
+  const bool status_up = wait_until(
+      [&] {
+        auto st = get_status("shop");
+        if (!st || st->applied() != 1 || st->sites_size() != 1) return false;
+        for (const std::string t : {"web", "api"}) {
+          auto hs = hub_template_status("shop", "eu-1", t);
+          if (!hs || hs->first != "applied" || hs->second != files.at(template_key(t)).hash())
+            return false;
+        }
+        return true;
+      },
+      kTimeout, kPoll);
+  EXPECT_TRUE(status_up) << "the hub does not show eu-1's new status";
+}
+
+// 3. Cut off from NATS, a spoke keeps serving: its manifests stay, a restart
+// re-creates a deleted manifest from its local store, and a local override
+// changes the rendered manifest at once; when NATS returns, what it wrote
+// while cut off reaches the hub.
+TEST_F(E2ETest, SpokeWorksWhileNatsIsDownAndCatchesUpAfter) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
+
+  const json web = deployment("web", 2, "nginx:1.27");
+  ASSERT_TRUE(put("template", "web", web).ok());
+  ASSERT_TRUE(put("placement", "shop", placement_by_region({"web"}, "eu")).ok());
+  ASSERT_TRUE(
+      wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll));
+  const Manifest before = eu.read().at(template_key("web"));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto hs = hub_template_status("shop", "eu-1", "web");
+        return hs && hs->first == "applied" && hs->second == before.hash();
+      },
+      kTimeout, kPoll));
+
+  // The bus goes away.
+  nats_->kill();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h = spoke_health(eu);
+        return h && !h->value("nats_connected", true);
+      },
+      kTimeout, kPoll))
+      << "the spoke does not notice NATS is gone";
+  EXPECT_EQ(eu.read().at(template_key("web")).object, before.object);
+  // The hub keeps running too.
+  auto hub_health = http_get_json(hub_->health_port, "/healthz");
+  ASSERT_TRUE(hub_health);
+  EXPECT_FALSE(hub_health->value("nats_connected", true));
+
+  // A manifest deleted behind the spoke's back comes back from its local
+  // store when the spoke restarts, still cut off.
+  ASSERT_TRUE(fs::remove(fs::path(eu.manifests()) / before.file));
+  ASSERT_NO_FATAL_FAILURE(kill_spoke(eu));
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu, /*expect_session=*/false));
+  ASSERT_TRUE(
+      wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll))
+      << "the restarted spoke did not re-create the manifest from its store";
+  EXPECT_EQ(eu.read().at(template_key("web")).object, before.object);
+  EXPECT_EQ(eu.read().at(template_key("web")).file, before.file);
+
+  // A local override while cut off changes the manifest at once.
+  {
+    httplib::Client cli("127.0.0.1", eu.health_port);
+    cli.set_connection_timeout(2, 0);
+    cli.set_read_timeout(5, 0);
+    auto res = cli.Put("/v1/overrides/acme/web", R"({"spec":{"replicas":5}})", "application/json");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    // Bad input at the local API: refused with a reason, nothing written.
+    auto bad = cli.Put("/v1/overrides/acme/web", "[1,2]", "application/json");
+    ASSERT_TRUE(bad);
+    EXPECT_EQ(bad->status, 400);
+    EXPECT_NE(bad->body.find("merge patch"), std::string::npos) << bad->body;
+    auto bad_name = cli.Put("/v1/overrides/ACME/web", "{}", "application/json");
+    ASSERT_TRUE(bad_name);
+    EXPECT_EQ(bad_name->status, 400);
+  }
+  std::string new_hash;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto files = eu.read();
+        if (!files.count(template_key("web"))) return false;
+        const Manifest& m = files.at(template_key("web"));
+        if (m.object["spec"].value("replicas", 0) != 5) return false;
+        new_hash = m.hash();
+        return true;
+      },
+      kTimeout, kPoll))
+      << "the local override did not change the manifest";
+  EXPECT_NE(new_hash, before.hash());
+  // The rest of the template is untouched by the patch.
+  EXPECT_EQ(eu.read().at(template_key("web")).object["spec"]["template"], web["spec"]["template"]);
+  // The spoke's status document records the new hash.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto st = spoke_status(eu, "web");
+        return st && st->value("hash", "") == new_hash && st->value("outcome", "") == "applied";
+      },
+      kTimeout, kPoll));
+  // The hub, cut off, still has the old one.
+  auto hs = hub_template_status("shop", "eu-1", "web");
+  ASSERT_TRUE(hs);
+  EXPECT_EQ(hs->second, before.hash());
+
+  // The bus returns on the same port: the new status reaches the hub.
+  std::string err;
+  ASSERT_TRUE(nats_->start(&err)) << err;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h = spoke_health(eu);
+        return h && h->value("nats_connected", false) && h->value("in_sync", false);
+      },
+      kTimeout, kPoll))
+      << "the spoke did not resync after NATS returned";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto s = hub_template_status("shop", "eu-1", "web");
+        return s && s->first == "applied" && s->second == new_hash;
+      },
+      kTimeout, kPoll))
+      << "the status written while cut off never reached the hub";
+  // The override is still in force at the spoke after the resync.
+  EXPECT_EQ(eu.read().at(template_key("web")).object["spec"].value("replicas", 0), 5);
+
+  // Removing the local override, now connected, restores the template as the
+  // hub has it, at the site and in the hub's status.
+  {
+    httplib::Client cli("127.0.0.1", eu.health_port);
+    cli.set_read_timeout(5, 0);
+    auto res = cli.Delete("/v1/overrides/acme/web");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+  }
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto files = eu.read();
+        return files.count(template_key("web")) &&
+               files.at(template_key("web")).object == before.object;
+      },
+      kTimeout, kPoll))
+      << "removing the local override did not restore the manifest";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto s = hub_template_status("shop", "eu-1", "web");
+        return s && s->first == "applied" && s->second == before.hash();
+      },
+      kTimeout, kPoll))
+      << "the hub does not see the restored manifest";
+}
+
+// 4. The hub is SIGKILLed in the middle of a stream of writes: every write it
+// acknowledged survives, and the spoke converges to the final state.
+TEST_F(E2ETest, HubKilledDuringWritesLosesNoAcknowledgedWrite) {
+  constexpr int kN = 200;
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
+
+  auto name_of = [](int i) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "t-%03d", i);
+    return std::string(buf);
+  };
+  auto config_map = [&](int i) {
+    return json{{"apiVersion", "v1"},
+                {"kind", "ConfigMap"},
+                {"metadata", {{"name", name_of(i)}, {"namespace", "shop"}}},
+                {"data", {{"index", std::to_string(i)}, {"payload", std::string(200, 'x')}}}};
+  };
+  std::vector<std::string> names;
+  for (int i = 0; i < kN; ++i) names.push_back(name_of(i));
+  // The placement names every template from the start: the spoke follows the
+  // stream live (templates not yet written fail to render until they are).
+  ASSERT_TRUE(put("placement", "bulk", placement_by_region(names, "eu")).ok());
+
+  // The writer: its own channel, made anew after a failure (gRPC's reconnect
+  // backoff would otherwise keep it failing for seconds after the hub is back).
+  auto writer_stub = make_stub(hub_->grpc_port);
+  std::vector<std::atomic<bool>> acked(kN);
+  std::atomic<int> acked_count{0};
+  std::atomic<int> attempted{0};
+  std::thread writer([&] {
+    for (int i = 0; i < kN; ++i) {
+      grpc::Status st = put(writer_stub.get(), "template", name_of(i), config_map(i));
+      attempted = i + 1;
+      if (st.ok()) {
+        acked[i] = true;
+        ++acked_count;
+      } else {
+        std::this_thread::sleep_for(20ms);  // the hub is down: keep the stream going slowly
+        writer_stub = make_stub(hub_->grpc_port);
+      }
+    }
+  });
+
+  // Kill the hub when about a third of the stream is acknowledged.
+  const bool midway = wait_until([&] { return acked_count.load() >= kN / 3; }, kTimeout, 5ms);
+  if (midway) kill_hub();
+  const int acked_before_kill = acked_count.load();
+  const int attempted_before_kill = attempted.load();
+  if (midway) launch_hub();
+  writer.join();
+  ASSERT_TRUE(midway) << "the writer never got a third of the way";
+  ASSERT_FALSE(HasFatalFailure());
+  std::cerr << "acknowledged before the kill: " << acked_before_kill << " of "
+            << attempted_before_kill << " attempted; in total " << acked_count.load() << " of "
+            << kN << "\n";
+  EXPECT_LT(attempted_before_kill, kN) << "the kill did not land mid-stream";
+
+  // Every acknowledged write is there, with the content that was written.
+  auto listed = list("template");
+  ASSERT_TRUE(listed);
+  for (int i = 0; i < kN; ++i) {
+    if (!acked[i]) continue;
+    grpc::Status st;
+    auto doc = get("template", name_of(i), &st);
+    ASSERT_TRUE(doc) << name_of(i) << " was acknowledged but is lost: " << st.error_message();
+    EXPECT_EQ(*doc, config_map(i)) << name_of(i);
+    EXPECT_TRUE(listed->count(name_of(i))) << name_of(i) << " missing from List";
+  }
+
+  // Complete the stream (writes that failed while the hub was down), then the
+  // spoke must converge to all of it.
+  for (int i = 0; i < kN; ++i) {
+    if (!listed->count(name_of(i))) {
+      grpc::Status st = put("template", name_of(i), config_map(i));
+      ASSERT_TRUE(st.ok()) << name_of(i) << ": " << st.error_message();
+    }
+  }
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto files = eu.read();
+        if (files.size() != static_cast<size_t>(kN)) return false;
+        for (int i = 0; i < kN; ++i) {
+          auto it = files.find(template_key(name_of(i)));
+          if (it == files.end() || it->second.object["data"] != config_map(i)["data"]) return false;
+        }
+        return true;
+      },
+      kTimeout * 2, 200ms))
+      << "the spoke did not converge: it holds " << eu.read().size() << " of " << kN;
+  // And the status of all of them reaches the restarted hub.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto st = get_status("bulk");
+        return st && st->applied() == 1 && st->sites_size() == 1;
+      },
+      kTimeout * 2, 200ms))
+      << "the restarted hub does not see every template applied at eu-1";
+  auto files = eu.read();
+  auto st = get_status("bulk");
+  ASSERT_TRUE(st);
+  ASSERT_EQ(st->sites(0).templates_size(), kN);
+  for (const auto& t : st->sites(0).templates()) {
+    EXPECT_EQ(t.outcome(), "applied") << t.template_();
+    EXPECT_EQ(t.hash(), files.at(template_key(t.template_())).hash()) << t.template_();
+  }
+}
+
+// 5. Hostile bytes on the sync subjects are refused with a logged reason;
+// nothing is lost, nothing foreign is merged, and both daemons keep running.
+TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
+  const json web = deployment("web", 2, "nginx:1.27");
+  ASSERT_TRUE(put("template", "web", web).ok());
+  ASSERT_TRUE(put("placement", "shop", placement_by_region({"web"}, "eu")).ok());
+  ASSERT_TRUE(
+      wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto hs = hub_template_status("shop", "eu-1", "web");
+        return hs && hs->first == "applied";
+      },
+      kTimeout, kPoll));
+  const Manifest web_before = eu.read().at(template_key("web"));
+  const auto web_at_hub = get("template", "web");
+  ASSERT_TRUE(web_at_hub);
+
+  NatsConn nc = nats_connect(nats_->url());
+  ASSERT_TRUE(nc) << "cannot connect to nats-server";
+  const std::string up = up_subject("eu-1");
+  const std::string down = down_subject("eu-1");
+
+  // (a) Garbage (wire type 7 does not exist: never a protobuf message).
+  const std::string garbage = std::string("\x07\xff\xffgarbage, not a sync envelope", 33);
+  ASSERT_EQ(nats_publish(nc.get(), up, garbage), NATS_OK);
+
+  // (b) A valid hello from eu-1, truncated in the middle of its body.
+  {
+    v1::SyncEnvelope env;
+    env.set_protocol(1);
+    env.set_from("eu-1");
+    env.set_to(kHubName);
+    env.set_session(0x1234);
+    env.mutable_hello()->set_replica_id(0x42);
+    (*env.mutable_hello()->mutable_labels())["region"] = "eu";
+    (*env.mutable_hello()->mutable_labels())["padding"] = std::string(300, 'p');
+    const std::string whole = env.SerializeAsString();
+    const std::string truncated = whole.substr(0, whole.size() / 2);
+    v1::SyncEnvelope probe;
+    ASSERT_FALSE(probe.ParseFromString(truncated)) << "the truncation must break the message";
+    ASSERT_EQ(nats_publish(nc.get(), up, truncated), NATS_OK);
+  }
+
+  // (c) Envelopes whose from/to do not match the subject: a hello claiming to
+  // be us-1 on eu-1's subject, and one addressed to another hub.
+  {
+    v1::SyncEnvelope env;
+    env.set_protocol(1);
+    env.set_from("us-1");
+    env.set_to(kHubName);
+    env.set_session(0x5678);
+    env.mutable_hello()->set_replica_id(0x43);
+    (*env.mutable_hello()->mutable_labels())["region"] = "eu";
+    ASSERT_EQ(nats_publish(nc.get(), up, env.SerializeAsString()), NATS_OK);
+    env.set_from("eu-1");
+    env.set_to("other-hub");
+    ASSERT_EQ(nats_publish(nc.get(), up, env.SerializeAsString()), NATS_OK);
+  }
+
+  // (d) A message as large as NATS allows. The hub's limit is NATS's
+  // max_payload (ParentOptions.max_message_bytes = max_payload), so nothing
+  // NATS delivers can exceed it: it is refused as undecodable instead, and
+  // handling it must not hurt the hub.
+  const std::string huge(static_cast<size_t>(kNatsMaxPayload) - 4096, '\x07');
+  ASSERT_EQ(nats_publish(nc.get(), up, huge), NATS_OK);
+
+  // (e) A rogue child opens a session of its own and sends writes it may not
+  // make: a template, an overwrite of an existing one, another site's status.
+  // They must be refused and not merged.
+  {
+    const std::string rogue = "evil-1";
+    natsSubscription* raw_sub = nullptr;
+    ASSERT_EQ(natsConnection_SubscribeSync(&raw_sub, nc.get(), down_subject(rogue).c_str()),
+              NATS_OK);
+    NatsSub sub(raw_sub);
+    ASSERT_EQ(natsConnection_FlushTimeout(nc.get(), 5000), NATS_OK);
+    const uint64_t session = 0xE71L, replica = 0xBAD0BAD0BAD0ULL;
+    v1::SyncEnvelope hello;
+    hello.set_protocol(1);
+    hello.set_from(rogue);
+    hello.set_to(kHubName);
+    hello.set_session(session);
+    hello.mutable_hello()->set_replica_id(replica);
+    (*hello.mutable_hello()->mutable_labels())["region"] = "nowhere";
+    ASSERT_EQ(nats_publish(nc.get(), up_subject(rogue), hello.SerializeAsString()), NATS_OK);
+    // Wait for the welcome.
+    bool welcomed = false;
+    const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+    while (!welcomed && std::chrono::steady_clock::now() < deadline) {
+      natsMsg* raw = nullptr;
+      if (natsSubscription_NextMsg(&raw, sub.get(), 500) != NATS_OK) continue;
+      NatsMsg msg(raw);
+      v1::SyncEnvelope env;
+      if (!env.ParseFromArray(natsMsg_GetData(msg.get()), natsMsg_GetDataLength(msg.get())))
+        continue;
+      if (env.has_welcome()) {
+        welcomed = true;
+        for (const auto& p : env.welcome().writable_prefixes()) {
+          EXPECT_TRUE(p.starts_with("sites/evil-1/")) << "writable prefix " << p;
+        }
+      }
+    }
+    ASSERT_TRUE(welcomed) << "the hub never welcomed the rogue child";
+
+    const uint64_t hlc =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count())
+        << 16;
+    v1::SyncEnvelope changes;
+    changes.set_protocol(1);
+    changes.set_from(rogue);
+    changes.set_to(kHubName);
+    changes.set_session(session);
+    changes.set_seq(1);
+    uint64_t seq = 0;
+    auto add_doc = [&](const std::string& key, const json& doc) {
+      v1::LogEntry* e = changes.mutable_changes()->add_entries();
+      e->set_index(++seq);
+      v1::Delta* d = e->mutable_delta();
+      d->set_key(key);
+      d->mutable_dot()->set_replica(replica);
+      d->mutable_dot()->set_seq(seq);
+      d->set_hlc(hlc + seq);
+      v1::FieldOp* root = d->add_ops();
+      root->set_kind(v1::FieldOp::MAKE_OBJECT);
+      for (const auto& [k, v] : doc.items()) {
+        v1::FieldOp* op = d->add_ops();
+        op->add_path(k);
+        op->set_kind(v1::FieldOp::SET);
+        op->set_value(v.dump());
+      }
+    };
+    add_doc("t/acme/templates/evil",
+            {{"apiVersion", "v1"}, {"kind", "ConfigMap"}, {"metadata", "evil"}});
+    add_doc("t/acme/templates/web", {{"kind", "Evil"}, {"apiVersion", "evil/v1"}});
+    add_doc("sites/eu-1/status/acme/web", {{"outcome", "failed"}, {"hash", "0000"}});
+    add_doc("t/acme/placements/grab", {{"templates", json::array({"web"})}, {"sites", {"evil-1"}}});
+    ASSERT_EQ(nats_publish(nc.get(), up_subject(rogue), changes.SerializeAsString()), NATS_OK);
+    // Wait for the ack of seq 1: the hub has handled the message.
+    bool acked = false;
+    const auto deadline2 = std::chrono::steady_clock::now() + kTimeout;
+    while (!acked && std::chrono::steady_clock::now() < deadline2) {
+      natsMsg* raw = nullptr;
+      if (natsSubscription_NextMsg(&raw, sub.get(), 500) != NATS_OK) continue;
+      NatsMsg msg(raw);
+      v1::SyncEnvelope env;
+      if (!env.ParseFromArray(natsMsg_GetData(msg.get()), natsMsg_GetDataLength(msg.get())))
+        continue;
+      acked = env.has_ack() && env.ack().seq() >= 1;
+    }
+    EXPECT_TRUE(acked) << "no ack for the rogue's changes";
+  }
+
+  // (f) Garbage on the spoke's down subject: bytes, a truncated welcome, an
+  // envelope for another site, a message as large as NATS allows.
+  ASSERT_EQ(nats_publish(nc.get(), down, garbage), NATS_OK);
+  {
+    v1::SyncEnvelope env;
+    env.set_protocol(1);
+    env.set_from(kHubName);
+    env.set_to("eu-1");
+    env.set_session(1);
+    env.mutable_welcome()->set_replica_id(7);
+    env.mutable_welcome()->add_writable_prefixes("t/" + std::string(200, 'a'));
+    const std::string whole = env.SerializeAsString();
+    const std::string truncated = whole.substr(0, whole.size() - 20);
+    v1::SyncEnvelope probe;
+    ASSERT_FALSE(probe.ParseFromString(truncated));
+    ASSERT_EQ(nats_publish(nc.get(), down, truncated), NATS_OK);
+    env.set_to("us-1");
+    ASSERT_EQ(nats_publish(nc.get(), down, env.SerializeAsString()), NATS_OK);
+  }
+  ASSERT_EQ(nats_publish(nc.get(), down, huge), NATS_OK);
+
+  // Each is refused with a reason in the logs.
+  const std::string up_refused = "refused message on " + up;
+  const std::string down_refused = "refused message on " + down;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const std::string hub_log = read_file(hub_->log_path());
+        const std::string spoke_log = read_file(eu.log_path());
+        return count_lines_with(hub_log, {up_refused, "undecodable"}) >= 3 &&
+               count_lines_with(hub_log, {up_refused, "does not match the subject"}) >= 2 &&
+               count_lines_with(hub_log, {"refused write of t/acme/templates/evil by evil-1"}) >=
+                   1 &&
+               count_lines_with(hub_log, {"refused write of t/acme/templates/web by evil-1"}) >=
+                   1 &&
+               count_lines_with(hub_log,
+                                {"refused write of sites/eu-1/status/acme/web by evil-1"}) >= 1 &&
+               count_lines_with(hub_log, {"refused write of t/acme/placements/grab by evil-1"}) >=
+                   1 &&
+               count_lines_with(spoke_log, {down_refused, "undecodable"}) >= 3 &&
+               count_lines_with(spoke_log, {down_refused, "not to us"}) >= 1;
+      },
+      kTimeout, 100ms))
+      << "not every bad message was refused with a logged reason";
+
+  // Both keep running.
+  EXPECT_TRUE(hub_->proc.running());
+  EXPECT_TRUE(eu.proc.running());
+  auto hh = http_get_json(hub_->health_port, "/healthz");
+  ASSERT_TRUE(hh);
+  EXPECT_TRUE(hh->value("nats_connected", false));
+  auto sh = spoke_health(eu);
+  ASSERT_TRUE(sh);
+  EXPECT_TRUE(sh->value("session_open", false));
+
+  // Nothing foreign was merged, nothing accepted was lost.
+  grpc::Status gs;
+  EXPECT_FALSE(get("template", "evil", &gs));
+  EXPECT_EQ(gs.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_FALSE(get("placement", "grab", &gs));
+  EXPECT_EQ(gs.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(get("template", "web"), web_at_hub);
+  auto sites = list("site");
+  ASSERT_TRUE(sites);
+  EXPECT_FALSE(sites->count("us-1")) << "a forged hello registered us-1";
+  auto hs = hub_template_status("shop", "eu-1", "web");
+  ASSERT_TRUE(hs);
+  EXPECT_EQ(hs->first, "applied");
+  EXPECT_EQ(hs->second, web_before.hash());
+  EXPECT_EQ(eu.read().at(template_key("web")).object, web_before.object);
+
+  // A write after all that still reaches the site.
+  const json shop_api = deployment("api", 1, "shop/api:1");
+  ASSERT_TRUE(put("template", "api", shop_api).ok());
+  ASSERT_TRUE(put("placement", "shop", placement_by_region({"web", "api"}, "eu")).ok());
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto files = eu.read();
+        return files.count(template_key("api")) &&
+               files.at(template_key("api")).object["spec"] == shop_api["spec"];
+      },
+      kTimeout, kPoll))
+      << "a put after the bad input never reached eu-1";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto s = hub_template_status("shop", "eu-1", "api");
+        return s && s->first == "applied";
+      },
+      kTimeout, kPoll));
+}
+
+// 7 and 8. Large local writes made while cut off reach the hub when the bus
+// returns. The site operator sets two local overrides of ~600 KB each (each
+// document well within the store's 1 MiB limit) while NATS is down, and the
+// spoke restarts while still cut off, so that its session reopens from its
+// log and everything it wrote goes up at once.
+//
+// BUG (sync/engine/child.cc ChildSync::pump_up, spoke/main.cc, hub/main.cc):
+// the spoke batches what it sends up to ChildOptions.max_message_bytes, which
+// spoke/main.cc sets to max(NATS max_payload, 8 MiB), not to what NATS or the
+// hub accept. Both overrides go into one ~1.2 MB Changes message:
+//   - with nats-server's default max_payload of 1 MiB (test 7), NATS.c refuses
+//     the publish (ResourceExhausted; SyncNode::publish only counts it in
+//     publish_failures_, nothing is logged); the message is retransmitted
+//     forever and everything behind it in the window (status documents too)
+//     stalls, while the spoke reports its session open;
+//   - with NATS at 8 MiB but a hub that started before NATS was reachable
+//     (test 8), the hub took ParentOptions.max_message_bytes from
+//     NatsTransport::max_payload() before connecting, i.e. the 1 MiB default,
+//     and refuses the message ("message larger than the limit of 1048576")
+//     on every retransmission.
+// Expected: the writes reach the hub (messages split to fit the limits the
+// receiver and the bus actually have).
+class E2ELargeWritesTest : public E2ETest {
+ protected:
+  void large_local_overrides_reach_the_hub() {
+    Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
+    ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
+    ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.27")).ok());
+    ASSERT_TRUE(put("template", "api", deployment("api", 1, "shop/api:1")).ok());
+    ASSERT_TRUE(put("placement", "shop", placement_by_region({"web", "api"}, "eu")).ok());
+    ASSERT_TRUE(wait_until([&] { return eu.read().size() == 2; }, kTimeout, kPoll));
+
+    nats_->kill();
+    ASSERT_TRUE(wait_until(
+        [&] {
+          auto h = spoke_health(eu);
+          return h && !h->value("nats_connected", true);
+        },
+        kTimeout, kPoll));
+    for (const std::string t : {"web", "api"}) {
+      httplib::Client cli("127.0.0.1", eu.health_port);
+      cli.set_read_timeout(10, 0);
+      const json patch = {{"metadata", {{"annotations", {{"pad", std::string(600'000, 'p')}}}}}};
+      auto res = cli.Put("/v1/overrides/acme/" + t, patch.dump(), "application/json");
+      ASSERT_TRUE(res);
+      ASSERT_EQ(res->status, 200) << res->body;
+    }
+    std::map<std::string, std::string> hashes;
+    ASSERT_TRUE(wait_until(
+        [&] {
+          auto files = eu.read();
+          for (const std::string t : {"web", "api"}) {
+            auto st = spoke_status(eu, t);
+            if (!st || !files.count(template_key(t))) return false;
+            const Manifest& m = files.at(template_key(t));
+            if (!m.object["metadata"]["annotations"].contains("pad")) return false;
+            if (st->value("hash", "") != m.hash()) return false;
+            hashes[t] = m.hash();
+          }
+          return true;
+        },
+        kTimeout, kPoll));
+    ASSERT_NO_FATAL_FAILURE(kill_spoke(eu));
+    ASSERT_NO_FATAL_FAILURE(launch_spoke(eu, /*expect_session=*/false));
+
+    std::string err;
+    ASSERT_TRUE(nats_->start(&err)) << err;
+    const bool reached = wait_until(
+        [&] {
+          for (const std::string t : {"web", "api"}) {
+            auto s = hub_template_status("shop", "eu-1", t);
+            if (!s || s->first != "applied" || s->second != hashes[t]) return false;
+          }
+          return true;
+        },
+        kTimeout, 100ms);
+    // See BUG above.
+    EXPECT_TRUE(reached) << "the site's writes made while cut off never reached the hub";
+    auto h = spoke_health(eu);
+    ASSERT_TRUE(h);
+    EXPECT_TRUE(h->value("in_sync", false)) << "the spoke's session never caught up";
+  }
+};
+
+// 7. nats-server with its default max_payload (1 MiB).
+class E2EDefaultPayloadTest : public E2ELargeWritesTest {
+ protected:
+  E2EDefaultPayloadTest() { nats_max_payload_ = 1 << 20; }
+};
+
+TEST_F(E2EDefaultPayloadTest, LargeLocalOverridesWrittenWhileCutOffReachTheHub) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  large_local_overrides_reach_the_hub();
+}
+
+// 8. nats-server at 8 MiB, but the hub started while it was down.
+TEST_F(E2ELargeWritesTest, LargeLocalOverridesReachAHubThatStartedBeforeNats) {
+  nats_->kill();
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub(/*expect_nats=*/false));
+  std::string err;
+  ASSERT_TRUE(nats_->start(&err)) << err;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto j = http_get_json(hub_->health_port, "/healthz");
+        return j && j->value("nats_connected", false);
+      },
+      kTimeout, kPoll));
+  large_local_overrides_reach_the_hub();
+}
+
+// 6. Configuration errors: exit code 2 and a stderr line naming the problem;
+// --version prints the version and exits 0.
+struct RunResult {
+  int status = -1;
+  std::string output;
+};
+
+RunResult run_to_exit(const std::vector<std::string>& argv, const TempDir& dir) {
+  static int counter = 0;
+  const std::string log = dir.file("run-" + std::to_string(++counter) + ".log");
+  Process p;
+  ProcessOptions po;
+  po.log_path = log;
+  std::string err;
+  RunResult r;
+  if (!p.start(argv, po, &err)) {
+    r.output = "cannot start: " + err;
+    return r;
+  }
+  auto status = p.wait_exit(15s);
+  if (!status) {
+    p.kill(SIGKILL);
+    r.output = "did not exit; output: " + read_file(log);
+    return r;
+  }
+  r.status = *status;
+  r.output = read_file(log);
+  return r;
+}
+
+void expect_exit(const RunResult& r, int code, const std::string& needle, const std::string& what) {
+  ASSERT_TRUE(WIFEXITED(r.status))
+      << what << ": " << canopy::testing::describe_wait_status(r.status) << "\n"
+      << r.output;
+  EXPECT_EQ(WEXITSTATUS(r.status), code) << what << ": " << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos)
+      << what << ": output does not mention \"" << needle << "\":\n"
+      << r.output;
+}
+
+TEST(E2EConfigTest, BadConfigurationExitsWithCode2AndSaysWhy) {
+  TempDir dir("canopy-e2e-config-");
+  const std::string hub = CANOPY_HUB_BIN, spoke = CANOPY_SPOKE_BIN;
+  const std::string data = dir.file("data");
+  const std::string nats = "nats://127.0.0.1:1";  // never reached: config fails first
+
+  // --version.
+  {
+    auto r = run_to_exit({hub, "--version"}, dir);
+    ASSERT_NO_FATAL_FAILURE(expect_exit(r, 0, "canopy-hub ", "hub --version"));
+    EXPECT_NE(r.output.find_first_of("0123456789"), std::string::npos) << r.output;
+    r = run_to_exit({spoke, "--version"}, dir);
+    ASSERT_NO_FATAL_FAILURE(expect_exit(r, 0, "canopy-spoke ", "spoke --version"));
+    EXPECT_NE(r.output.find_first_of("0123456789"), std::string::npos) << r.output;
+  }
+
+  // Hub: a bad name.
+  expect_exit(run_to_exit({hub, "--name", "Bad_Name", "--data", data, "--nats", nats}, dir), 2,
+              "name", "hub --name Bad_Name");
+  expect_exit(run_to_exit({hub, "--name", "Bad_Name", "--data", data, "--nats", nats}, dir), 2,
+              "Bad_Name", "hub --name Bad_Name (names the value)");
+  // Hub: no data directory.
+  expect_exit(run_to_exit({hub, "--name", "hub", "--nats", nats}, dir), 2, "data_dir",
+              "hub without --data");
+  // Hub: a config file that cannot be read.
+  const std::string missing = dir.file("no-such-hub.yaml");
+  expect_exit(run_to_exit({hub, "--config", missing}, dir), 2, missing, "hub missing config");
+  if (::geteuid() != 0) {  // root reads anything
+    const std::string unreadable = dir.file("unreadable.yaml");
+    std::ofstream(unreadable) << "name: hub\n";
+    ::chmod(unreadable.c_str(), 0);
+    expect_exit(run_to_exit({hub, "--config", unreadable}, dir), 2, unreadable,
+                "hub unreadable config");
+  }
+  // Hub: an unknown key in the config file.
+  const std::string typo = dir.file("typo.yaml");
+  std::ofstream(typo) << "name: hub\ndata_dir: " << data << "\nnmae: oops\n";
+  expect_exit(run_to_exit({hub, "--config", typo}, dir), 2, "nmae", "hub unknown YAML key");
+  // Hub: not YAML at all.
+  const std::string junk = dir.file("junk.yaml");
+  std::ofstream(junk) << "name: [unclosed\n";
+  expect_exit(run_to_exit({hub, "--config", junk}, dir), 2, junk, "hub invalid YAML");
+  // Hub: an unknown flag.
+  {
+    auto r = run_to_exit({hub, "--nmae", "hub"}, dir);
+    ASSERT_TRUE(WIFEXITED(r.status)) << r.output;
+    EXPECT_EQ(WEXITSTATUS(r.status), 2) << r.output;
+    EXPECT_NE(r.output.find("nmae"), std::string::npos) << r.output;
+  }
+
+  // Spoke: a label that is not key=value, an empty key, an over-long value.
+  const std::string mdir = dir.file("manifests");
+  fs::create_directories(mdir);
+  const std::vector<std::string> spoke_ok = {spoke,         "--site", "shop-1", "--data", data,
+                                             "--manifests", mdir,     "--nats", nats};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = spoke_ok;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  };
+  expect_exit(run_to_exit(with({"--label", "region"}), dir), 2, "region", "spoke --label region");
+  expect_exit(run_to_exit(with({"--label", "=eu"}), dir), 2, "=eu", "spoke --label =eu");
+  expect_exit(run_to_exit(with({"--label", "region=" + std::string(64, 'x')}), dir), 2, "label",
+              "spoke over-long label value");
+  // Spoke: no manifests directory.
+  expect_exit(run_to_exit({spoke, "--site", "shop-1", "--data", data, "--nats", nats}, dir), 2,
+              "manifests", "spoke without --manifests");
+  // Spoke: a bad site name, and none at all.
+  expect_exit(run_to_exit({spoke, "--site", "Shop_1", "--data", data, "--manifests", mdir}, dir), 2,
+              "site", "spoke --site Shop_1");
+  expect_exit(run_to_exit({spoke, "--data", data, "--manifests", mdir}, dir), 2, "site",
+              "spoke without --site");
+  // Spoke: unknown config key, unreadable config.
+  const std::string spoke_typo = dir.file("spoke-typo.yaml");
+  std::ofstream(spoke_typo) << "site: shop-1\nlabelz:\n  region: eu\n";
+  expect_exit(run_to_exit({spoke, "--config", spoke_typo}, dir), 2, "labelz",
+              "spoke unknown YAML key");
+  const std::string spoke_missing = dir.file("no-such-spoke.yaml");
+  expect_exit(run_to_exit({spoke, "--config", spoke_missing}, dir), 2, spoke_missing,
+              "spoke missing config");
+  // Nothing was created by refused starts.
+  EXPECT_FALSE(fs::exists(data)) << "a refused start created the data directory";
+}
+
+}  // namespace
+}  // namespace canopy::e2e
