@@ -1024,15 +1024,18 @@ class LightChild final : public SimChild {
   // Subscribes on the group's current connection (call with the group's lock
   // held exclusively, or before anyone else uses it).
   Status subscribe_locked() {
-    auto sid = group_->nats->subscribe(down_subject_, [this](const sync::Message& m) {
-      track.received(m.data.size());
-      {
-        std::lock_guard lock(mu_);
-        inbox_.push_back(m);
-      }
-      workers_->notify(this);
-    });
+    auto sid = group_->nats->subscribe(down_subject_,
+                                       [this](const sync::Message& m) { deliver(m); });
     return sid.ok() ? ok_status() : sid.status();
+  }
+  // A message for us (from our subscription, or the diagnostic demultiplexer).
+  void deliver(const sync::Message& m) {
+    track.received(m.data.size());
+    {
+      std::lock_guard lock(mu_);
+      inbox_.push_back(m);
+    }
+    workers_->notify(this);
   }
   void post_connection(bool connected) {
     {
@@ -1361,6 +1364,7 @@ struct Options {
   uint64_t tick_ms = 100;
   int join_timeout_s = 240;
   bool cold_join = false;  // LIGHT children start empty (reconcile) instead of warm
+  bool diagnostics = true;  // fanout: the wildcard-subscription runs too
 };
 
 // The hub's seed file (see the hub's "seed" command).
@@ -1403,8 +1407,17 @@ Seed read_seed(const std::string& path) {
 
 class Fleet {
  public:
-  Fleet(const Options& opt, const std::string& nats_url, int n, bool real)
-      : opt_(opt), url_(nats_url), n_(n), real_(real), workers_(opt.workers, opt.tick_ms) {
+  // With `demux` (a diagnostic, LIGHT children only): the children receive
+  // through ONE extra connection holding one wildcard subscription
+  // (canopy.v1.hub.*.down), demultiplexed by subject, instead of one
+  // subscription each; they still publish through the G connections.
+  Fleet(const Options& opt, const std::string& nats_url, int n, bool real, bool demux = false)
+      : opt_(opt),
+        url_(nats_url),
+        n_(n),
+        real_(real),
+        demux_(demux && !real),
+        workers_(opt.workers, opt.tick_ms) {
     for (size_t g = 0; g < opt.groups; ++g) {
       auto grp = std::make_unique<Group>();
       grp->name = "canopy-bench-spokes-" + std::to_string(g);
@@ -1449,6 +1462,7 @@ class Fleet {
     workers_.stop();
     // Connections first: their destructors wait out running handlers; the
     // children's unsubscribe then finds no connection and does nothing.
+    demux_nats_.reset();
     for (auto& g : groups_) {
       std::unique_lock lock(g->mu);
       g->nats.reset();
@@ -1502,6 +1516,8 @@ class Fleet {
       if (real_) {
         Status s = static_cast<RealChild*>(c.get())->attach();
         if (!s.ok()) die("attach: " + s.to_string());
+      } else if (demux_) {
+        static_cast<LightChild*>(c.get())->start();
       } else {
         auto* l = static_cast<LightChild*>(c.get());
         Group* g = group_of(l->id);
@@ -1510,6 +1526,21 @@ class Fleet {
         if (!s.ok()) die("subscribe: " + s.to_string());
         l->start();
       }
+    }
+    if (demux_) {
+      demux_nats_ = connect_group(url_, "canopy-bench-spokes-demux");
+      auto id = demux_nats_->subscribe(
+          sync::down_subject(kHubName, "*"), [this](const sync::Message& m) {
+            // canopy.v1.hub.site-NNNNN.down
+            const size_t p = m.subject.find(".site-");
+            const int i = p == std::string::npos ? -1 : std::atoi(m.subject.c_str() + p + 6);
+            if (i >= 0 && i < n_) {
+              static_cast<LightChild*>(children_[static_cast<size_t>(i)].get())->deliver(m);
+            }
+          });
+      if (!id.ok()) die("demux subscribe: " + id.status().to_string());
+      (void)demux_nats_->flush(std::chrono::seconds(10));
+      logf("DIAGNOSTIC: children receive through one wildcard subscription on one connection");
     }
     for (auto& g : groups_) {
       std::shared_lock lock(g->mu);
@@ -1603,6 +1634,8 @@ class Fleet {
   std::string url_;
   int n_;
   bool real_;
+  bool demux_;
+  std::unique_ptr<sync::NatsTransport> demux_nats_;
   std::vector<std::unique_ptr<Group>> groups_;
   std::unique_ptr<testing::TempDir> store_dir_;
   std::vector<std::unique_ptr<SimChild>> children_;
@@ -1631,13 +1664,22 @@ const char* kind_name(bool real) {
 
 // Raw NATS: one payload to each of S subjects from one connection, subscribers
 // spread over the fleet's connections. Returns the p99 (ms) of each round.
+// With `wildcard` (a diagnostic): the same S subjects, but each connection
+// holds ONE wildcard subscription covering its share instead of one
+// subscription per child, so NATS.c runs 8 delivery threads instead of S.
 std::vector<double> raw_nats(Fleet& fleet, const std::string& url, int n, size_t bytes,
-                             int rounds) {
+                             int rounds, bool wildcard = false) {
   std::vector<std::atomic<int64_t>> at(static_cast<size_t>(n));
   std::atomic<int> got{0};
   std::vector<std::string> subjects;
   std::vector<std::pair<Group*, uint64_t>> subs;
+  const size_t groups = fleet.groups().size();
   for (int i = 0; i < n; ++i) {
+    if (wildcard) {
+      subjects.push_back("canopy.v1.rawg" + std::to_string(static_cast<size_t>(i) % groups) + "." +
+                         site_name(i) + ".down");
+      continue;
+    }
     subjects.push_back("canopy.v1.raw." + site_name(i) + ".down");
     Group* g = fleet.group_of(i);
     std::shared_lock lock(g->mu);
@@ -1647,6 +1689,22 @@ std::vector<double> raw_nats(Fleet& fleet, const std::string& url, int n, size_t
     });
     if (!id.ok()) die("raw subscribe: " + id.status().to_string());
     subs.emplace_back(g, *id);
+  }
+  if (wildcard) {
+    for (size_t gi = 0; gi < groups; ++gi) {
+      Group* g = fleet.groups()[gi].get();
+      std::shared_lock lock(g->mu);
+      auto id = g->nats->subscribe(
+          "canopy.v1.rawg" + std::to_string(gi) + ".*.down", [&at, &got, n](const sync::Message& m) {
+            // canopy.v1.rawgG.site-NNNNN.down
+            const size_t p = m.subject.find("site-");
+            const int i = p == std::string::npos ? -1 : std::atoi(m.subject.c_str() + p + 5);
+            if (i >= 0 && i < n) at[static_cast<size_t>(i)].store(now_ns());
+            got.fetch_add(1);
+          });
+      if (!id.ok()) die("raw subscribe: " + id.status().to_string());
+      subs.emplace_back(g, *id);
+    }
   }
   for (auto& g : fleet.groups()) (void)g->nats->flush(std::chrono::seconds(10));
   auto pub = connect_group(url, "canopy-bench-raw-publisher");
@@ -1677,9 +1735,10 @@ std::vector<double> raw_nats(Fleet& fleet, const std::string& url, int n, size_t
          "ms",
          static_cast<double>(now_ns() - t0) / 1e6, cpu_ms(g_nats_pid) - cpu_nats0,
          cpu_ms(getpid()) - cpu_self0);
-    logf("raw NATS S=%d round %d: %zu/%d received; publish loop %.1f ms; p50 %.1f p99 %.1f max "
+    logf("raw NATS%s S=%d round %d: %zu/%d received; publish loop %.1f ms; p50 %.1f p99 %.1f max "
          "%.1f ms",
-         n, r + 1, lat.size(), n, static_cast<double>(published - t0) / 1e6,
+         wildcard ? " (diagnostic: one wildcard subscription per connection)" : "", n, r + 1,
+         lat.size(), n, static_cast<double>(published - t0) / 1e6,
          percentile(lat, 0.5), p99, percentile(lat, 1.0));
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
@@ -1692,14 +1751,21 @@ std::vector<double> raw_nats(Fleet& fleet, const std::string& url, int n, size_t
 
 void case_fanout(const Options& opt, const std::string& url) {
   const std::string bench = "sync.fanout";
-  for (int n : opt.sizes) {
+  std::vector<std::pair<int, bool>> phases;  // (S, diagnostic demux)
+  for (int n : opt.sizes) phases.emplace_back(n, false);
+  if (!opt.sizes.empty() && *std::max_element(opt.sizes.begin(), opt.sizes.end()) > opt.real_limit &&
+      opt.diagnostics) {
+    phases.emplace_back(*std::max_element(opt.sizes.begin(), opt.sizes.end()), true);
+  }
+  for (const auto& [n, demux] : phases) {
     const bool real = n <= opt.real_limit;
-    const std::string suffix = "_s" + std::to_string(n);
-    logf("=== fanout S=%d: %s; %zu NATS connections, %zu worker threads, hub in pid below", n,
+    const std::string suffix = "_s" + std::to_string(n) + (demux ? "_wildcard_sub" : "");
+    logf("=== fanout S=%d%s: %s; %zu NATS connections, %zu worker threads, hub in pid below", n,
+         demux ? " (DIAGNOSTIC: children receive via one wildcard subscription)" : "",
          kind_name(real), opt.groups, opt.workers);
     HubProcess hub(url, n, opt.max_catchups);
     logf("hub pid %d ready: %s", hub.pid(), Fleet::summary(hub.ready()).c_str());
-    Fleet fleet(opt, url, n, real);
+    Fleet fleet(opt, url, n, real, demux);
     if (real) {
       emit(bench, "child_store_fds_per_store", std::round(100.0 * static_cast<double>(fleet.store_fds()) / n) / 100.0);
       emit(bench, "child_store_rss_kb_per_store",
@@ -1768,16 +1834,22 @@ void case_fanout(const Options& opt, const std::string& url) {
     logf("fanout S=%d figures below are from %s", n, kind_name(real));
     emit(bench, "p50_ms" + suffix, std::round(median(p50s) * 10) / 10);
     emit(bench, "p99_ms" + suffix, std::round(median(p99s) * 10) / 10,
-         n == 10000 ? "<2000" : "");
+         n == 10000 && !demux ? "<2000" : "");
     emit(bench, "max_ms" + suffix, std::round(median(maxs) * 10) / 10);
 
-    if (n >= 10000 || opt.sizes.size() == 1) {
+    if (!demux && (n >= 10000 || opt.sizes.size() == 1)) {
       auto raw = raw_nats(fleet, url, n, msg_bytes, opt.rounds);
       const double raw_p99 = median(raw);
       emit(bench, "raw_nats_p99_ms" + suffix, std::round(raw_p99 * 10) / 10);
       emit(bench, "p99_vs_raw_nats" + suffix,
            raw_p99 > 0 ? std::round(median(p99s) / raw_p99 * 100) / 100 : 0,
            n == 10000 ? "<=2" : "");
+      // Diagnostic: how much of the raw figure is NATS.c's thread per
+      // subscription (S threads in one process on this box).
+      if (opt.diagnostics) {
+        auto wild = raw_nats(fleet, url, n, msg_bytes, opt.rounds, true);
+        emit(bench, "raw_nats_wildcard_sub_p99_ms" + suffix, std::round(median(wild) * 10) / 10);
+      }
     }
     auto st = hub.call("stats");
     logf("hub at the end of S=%d: %s", n, Fleet::summary(st).c_str());
@@ -1846,6 +1918,9 @@ void case_storm(const Options& opt, const std::string& url) {
   size_t early = 0;
   for (auto& c : fleet.children()) early += c->track.storm.load() == kStormAll ? 1 : 0;
   if (early != 0) logf("WARNING: %zu children had the changes before reconnecting", early);
+  uint64_t hellos0 = 0;
+  for (auto& c : fleet.children()) hellos0 += static_cast<LightChild*>(c.get())->hellos();
+  const int64_t catchups0 = num(hub.call("stats"), "catchups");
   auto base = hub.call("reset_peak");
   logf("hub before the reconnection: %s", Fleet::summary(base).c_str());
 
@@ -1883,6 +1958,10 @@ void case_storm(const Options& opt, const std::string& url) {
     hellos += static_cast<LightChild*>(c.get())->hellos();
     resets += static_cast<LightChild*>(c.get())->resets();
   }
+  logf("storm: during the storm the children sent %llu hellos for %d children (a hello retried "
+       "before its welcome came opens a new session), the hub ran %lld catch-ups",
+       static_cast<unsigned long long>(hellos - hellos0), n,
+       static_cast<long long>(num(st, "catchups") - catchups0));
   logf("storm: children sent %llu hellos and got %llu resets in all; hub catch-ups %lld, "
        "reconciliations %lld (since start); peak RSS: VmHWM %lld kB, sampled %lld kB, baseline "
        "%lld kB; figures from %s",
@@ -1915,7 +1994,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: canopy_sync_bench --case fanout|session_memory|storm [--groups G] "
                "[--workers W] [--rounds R] [--sizes 1000,10000] [--sites S] [--real-limit N] "
-               "[--max-catchups K] [--join warm|cold] [--join-timeout S]\n");
+               "[--max-catchups K] [--join warm|cold] [--join-timeout S] [--no-diagnostics]\n");
   return 2;
 }
 
@@ -1969,6 +2048,8 @@ int main(int argc, char** argv) {
       const std::string j = value(i);
       if (j != "warm" && j != "cold") return usage();
       opt.cold_join = j == "cold";
+    } else if (a == "--no-diagnostics") {
+      opt.diagnostics = false;
     } else if (a == "--join-timeout") {
       opt.join_timeout_s = std::atoi(value(i).c_str());
     } else {

@@ -84,6 +84,16 @@ class SortedMap {
   using iterator = typename std::vector<value_type>::iterator;
   using const_iterator = typename std::vector<value_type>::const_iterator;
 
+  // Declared here and defaulted below the class: V (a Document::Node) holds a
+  // SortedMap<V> and is incomplete here, and implicit members would make
+  // clang instantiate std::pair<std::string, V> while V is still incomplete.
+  SortedMap();
+  SortedMap(const SortedMap&);
+  SortedMap(SortedMap&&) noexcept;
+  SortedMap& operator=(const SortedMap&);
+  SortedMap& operator=(SortedMap&&) noexcept;
+  ~SortedMap();
+
   iterator begin() { return items_.begin(); }
   iterator end() { return items_.end(); }
   const_iterator begin() const { return items_.begin(); }
@@ -119,6 +129,19 @@ class SortedMap {
   }
   std::vector<value_type> items_;
 };
+
+template <typename V>
+SortedMap<V>::SortedMap() = default;
+template <typename V>
+SortedMap<V>::SortedMap(const SortedMap&) = default;
+template <typename V>
+SortedMap<V>::SortedMap(SortedMap&&) noexcept = default;
+template <typename V>
+SortedMap<V>& SortedMap<V>::operator=(const SortedMap&) = default;
+template <typename V>
+SortedMap<V>& SortedMap<V>::operator=(SortedMap&&) noexcept = default;
+template <typename V>
+SortedMap<V>::~SortedMap() = default;
 
 class Document {
  public:

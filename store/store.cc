@@ -171,6 +171,17 @@ class Store::Impl {
   }
 
   const DocumentLimits& limits() const { return opts_.limits; }
+  Status renew_log_epoch() {
+    std::unique_lock lock(mu_);
+    uint64_t e = meta_.log_epoch();
+    while (e == meta_.log_epoch()) e = random_u64();
+    meta_.set_log_epoch(e);
+    rocksdb::WriteBatch b;
+    stage_meta(&b);
+    CANOPY_RETURN_IF_ERROR(commit(&b));
+    return wait_durable(lock, ++written_ticket_);
+  }
+
   uint64_t replica_id() const { return meta_.replica_id(); }
   uint64_t log_epoch() const { return meta_.log_epoch(); }
   uint64_t last_log_index() {
@@ -995,6 +1006,7 @@ Status Store::drop(const std::vector<std::string>& keys) { return impl_->drop(ke
 
 VersionVector Store::version_vector() { return impl_->version_vector(); }
 Status Store::reserve_seqs_through(uint64_t seq) { return impl_->reserve_seqs_through(seq); }
+Status Store::renew_log_epoch() { return impl_->renew_log_epoch(); }
 
 StatusOr<std::vector<v1::Delta>> Store::missing_since(const VersionVector& peer,
                                                       const KeyFilter& filter, size_t limit,

@@ -137,6 +137,10 @@ class Store {
   // Makes the next local write use a seq above `seq` (a replica restored from
   // an old backup must never reuse a dot its peers already hold).
   Status reserve_seqs_through(uint64_t seq);
+  // Draws a new log epoch: positions that peers hold in this log become
+  // unusable (they reconcile or resend whole). For a replica found to be
+  // restored from an old backup, whose log indexes were reused.
+  Status renew_log_epoch();
   // Deltas still in the log whose dot `peer` lacks, for keys passing `filter`.
   // `complete` is false when the log was trimmed past what the peer lacks.
   StatusOr<std::vector<v1::Delta>> missing_since(const VersionVector& peer, const KeyFilter& filter,

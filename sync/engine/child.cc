@@ -224,6 +224,9 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
         "restored from an older state",
         name_, parent_, w.child_max_seq());
     Status st = store_->reserve_seqs_through(w.child_max_seq());
+    // Our log indexes were reused since the parent last read them: a new
+    // epoch makes every position held in our log unusable.
+    if (st.ok()) st = store_->renew_log_epoch();
     if (st.ok()) st = store_->put_local(restored_key(), std::to_string(w.child_max_seq()));
     if (!st.ok()) spdlog::error("sync {}: {}", name_, st.to_string());
     down_ = v1::LogPosition();
@@ -307,6 +310,16 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
     Status st = store_->drop(drop);
     if (!st.ok()) return false;
     stats_.dropped_keys += drop.size();
+  }
+  if (!c.has_position() && down_.epoch() != 0 &&
+      (!docs.empty() || c.drop_size() > 0 || c.covered_size() > 0)) {
+    // What we hold no longer matches the position we saved (documents came
+    // or went outside the log's order): forget it until the parent sends a
+    // new one, so that a session that starts before then reconciles. A scope
+    // version alone cannot tell: a scope can change and change back.
+    down_ = v1::LogPosition();
+    Status st = store_->put_local(down_position_key(parent_), down_.SerializeAsString());
+    if (!st.ok()) return false;
   }
   if (c.has_position()) {
     down_ = c.position();

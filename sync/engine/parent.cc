@@ -557,6 +557,10 @@ void ParentSync::pump_live(Session* s) {
   if (s->pending.empty() || !s->down.can_send()) return;
   std::vector<v1::LogEntry> pending;
   pending.swap(s->pending);
+  // The scope may have changed since these were queued: a key that left it
+  // was dropped at the child, and must not come back through a late change.
+  std::erase_if(pending, [&](const v1::LogEntry& e) { return !wanted(s, e); });
+  if (pending.empty()) return;
   const uint64_t last = pending.back().index();
   const bool live = s->mode == Mode::kLive;
   send_entries(s, std::move(pending), live, std::max(last, last_commit_index_));

@@ -221,13 +221,19 @@ class World {
         if (after == before[child]) continue;
         sync::ScopeChange change;
         change.child = child;
-        auto page = p.store->scan("d/", "", 1'000'000);
-        for (const auto& item : page->items) {
-          const std::string grp(token(item.key, 1));
+        // Every document, deleted ones too: a deletion must
+        // reach a child whose scope the key enters, and a key that leaves it
+        // must be dropped even if the child never saw it deleted.
+        // The key universe is the root's (like a placement, which names its
+        // templates whether or not a given replica holds them).
+        auto states = nodes_["hub"].store->states("d/", "d/\x7f", nullptr, 1'000'000);
+        for (const auto& st : *states) {
+          const std::string& key = st.key();
+          const std::string grp(token(key, 1));
           const bool was = before[child].count(grp) > 0;
           const bool is = after.count(grp) > 0;
-          if (!was && is) change.entered.push_back(item.key);
-          if (was && !is) change.left.push_back(item.key);
+          if (!was && is) change.entered.push_back(key);
+          if (was && !is) change.left.push_back(key);
         }
         p.node->enqueue_scope_change(std::move(change));
       }
