@@ -48,9 +48,9 @@ void emit(const std::string& bench, const std::string& metric, double value,
 // the encoded deltas.
 // With `docs_after`, also the document each change leaves behind (canonical
 // JSON; empty for a removal): what a plain key-value store would write.
-std::vector<std::string> make_deltas(const std::vector<Change>& changes,
-                                     std::vector<std::pair<std::string, std::string>>* docs_after =
-                                         nullptr) {
+std::vector<std::string> make_deltas(
+    const std::vector<Change>& changes,
+    std::vector<std::pair<std::string, std::string>>* docs_after = nullptr) {
   std::unordered_map<std::string, Document> docs;
   std::vector<std::string> out;
   out.reserve(changes.size());
@@ -63,10 +63,10 @@ std::vector<std::string> make_deltas(const std::vector<Change>& changes,
     if (c.kind == Change::kRemove) {
       delta.add_ops()->set_kind(v1::FieldOp::REMOVE);
     } else {
-      json target = c.kind == Change::kCreate
-                        ? json::parse(c.json)
-                        : apply_merge_patch(d.exists() ? d.to_value() : json::object(),
-                                            json::parse(c.json));
+      json target =
+          c.kind == Change::kCreate
+              ? json::parse(c.json)
+              : apply_merge_patch(d.exists() ? d.to_value() : json::object(), json::parse(c.json));
       std::vector<v1::FieldOp> ops;
       d.diff(target, &ops);
       for (auto& op : ops) *delta.add_ops() = std::move(op);
@@ -139,7 +139,8 @@ uint64_t dir_bytes(const std::string& dir) {
 }
 
 std::string temp_dir(const char* name) {
-  std::string base = std::filesystem::temp_directory_path() / ("canopy-bench-" + std::string(name) + "-XXXXXX");
+  std::string base =
+      std::filesystem::temp_directory_path() / ("canopy-bench-" + std::string(name) + "-XXXXXX");
   std::vector<char> buf(base.begin(), base.end());
   buf.push_back('\0');
   if (mkdtemp(buf.data()) == nullptr) std::abort();
@@ -319,7 +320,8 @@ int main(int argc, char** argv) {
     } else if (a == "--changes" && i + 1 < argc) {
       n = std::strtoull(argv[++i], nullptr, 10);
     } else {
-      std::fprintf(stderr, "usage: canopy_store_bench --case merge|ingest|reference|space [--changes N]\n");
+      std::fprintf(stderr,
+                   "usage: canopy_store_bench --case merge|ingest|reference|space [--changes N]\n");
       return 2;
     }
   }

@@ -27,7 +27,20 @@
 //     NatsTransports (default 8 connections), each child on its own subjects
 //     (canopy.v1.hub.<site>.up/down), driven by W worker threads (default 4):
 //     a child is processed when its NATS handler queued something, and every
-//     child is ticked every 100 ms.
+//     child is ticked every 100 ms. NATS.c runs one delivery thread per
+//     subscription, so S subscriptions are S threads in this process: on a
+//     2-CPU box that, not the hub, dominates the 10,000-child fan-out (see the
+//     wildcard-subscription diagnostics below).
+//   - LIGHT children start WARM by default (--join warm): before their hello
+//     they hold what a spoke that was in sync holds (the hub's states of their
+//     3 scope documents and a position at the hub's log end with their scope
+//     version, exported by the hub), as after a hub restart; their sessions
+//     then open by catch-up. --join cold starts them empty: every session
+//     opens by reconciliation, which on this engine costs O(all hub documents)
+//     per child (Store::split_fingerprints over the whole key space) and, with
+//     hello retries replacing sessions, took 46 s to 188 s for 10,000 children
+//     in our runs, too long for a 3-minute case. REAL children always start
+//     cold (empty stores).
 //
 // Two kinds of child (stderr says which one each figure used):
 //   - REAL: a ChildSync engine in a SyncNode with its own Store (RocksDB,
@@ -57,7 +70,8 @@
 //   fanout          S = 1,000 (REAL children) and S = 10,000 (LIGHT): with all
 //                   sessions live, the template is updated at the hub (one
 //                   Store::put of the whole document, changing one annotation);
-//                   latency = from the moment put() returns at the hub until
+//                   latency = from the hub's commit (its store listener saw
+//                   the entry, i.e. durable; put() returns ~0.05 ms later) until
 //                   each child has the change in its store (REAL: the child
 //                   store's commit listener) or document (LIGHT: after the
 //                   merge). --rounds updates (default 5); p50/p99/max are the
@@ -67,6 +81,16 @@
 //                   subscription per simulated child, on its own subject
 //                   canopy.v1.raw.<site>.down), from one connection; time until
 //                   each subscriber's handler has it; median p99 over rounds.
+//                   Diagnostics (--no-diagnostics skips them): the same raw
+//                   test with one wildcard subscription per connection
+//                   (raw_nats_wildcard_sub_*), and a second S = 10,000 run whose
+//                   children receive through one wildcard subscription on one
+//                   extra connection, demultiplexed by subject (*_wildcard_sub):
+//                   the fan-out without S client threads, i.e. closer to what
+//                   the hub and the server cost. Every round also prints the
+//                   CPU time used by the hub, nats-server and this process.
+//                   The update's Changes message is ~160 bytes: put() of the
+//                   whole template commits only the changed field.
 //   session_memory  S = 10,000 LIGHT children: the hub's heap in use
 //                   (mallinfo2 uordblks + hblkhd, read inside the hub process)
 //                   before any hello (all site records, the index and the NATS
@@ -520,7 +544,6 @@ int hub_main(const HubArgs& a) {
                 }};
   sync::ParentOptions po;
   po.max_concurrent_catchups = a.max_catchups;
-  po.max_message_bytes = nats->max_payload();
   auto parent = std::make_unique<sync::ParentSync>(kHubName, store.get(), index.get(), env, po);
   Store* st = store.get();
   // As hub/main.cc: the site describes itself in its hello; the registry keeps it.
@@ -609,8 +632,8 @@ int hub_main(const HubArgs& a) {
       const int64_t after = now_ns();
       if (!r.ok()) die("put: " + r.status().to_string());
       const int64_t committed = template_commit_ns.load();
-      reply("t0=" + std::to_string(std::min(after, committed)) + " returned=" +
-            std::to_string(after) + " committed=" + std::to_string(committed) +
+      reply("t0=" + std::to_string(std::min(after, committed)) +
+            " returned=" + std::to_string(after) + " committed=" + std::to_string(committed) +
             " put_ns=" + std::to_string(after - before) + " ops=" + std::to_string(r->ops_size()));
     } else if (kv.count("pubstats")) {
       reply("first=" + std::to_string(timed.first_after_mark()) +
@@ -619,8 +642,8 @@ int hub_main(const HubArgs& a) {
             " bytes=" + std::to_string(timed.bytes_since_mark()));
     } else if (kv.count("storm_patch")) {
       const int k = std::atoi(kv["storm_patch"].c_str());
-      json patch = {{"metadata", {{"annotations", {{"bench/storm-" + std::to_string(k),
-                                                     std::to_string(k)}}}}}};
+      json patch = {{"metadata",
+                     {{"annotations", {{"bench/storm-" + std::to_string(k), std::to_string(k)}}}}}};
       auto r = store->patch(tkey, patch.dump());
       if (!r.ok()) die("patch: " + r.status().to_string());
       reply("t0=" + std::to_string(now_ns()));
@@ -680,13 +703,13 @@ class HubProcess {
     int to_hub[2], from_hub[2];
     if (pipe(to_hub) != 0 || pipe(from_hub) != 0) die("pipe");
     std::vector<std::string> args = {
-        "/proc/self/exe",    "--hub-role",
-        "--in-fd",           std::to_string(to_hub[0]),
-        "--out-fd",          std::to_string(from_hub[1]),
-        "--sites",           std::to_string(sites),
-        "--nats",            nats_url,
-        "--dir",             dir_.path().string(),
-        "--max-catchups",    std::to_string(max_catchups),
+        "/proc/self/exe", "--hub-role",
+        "--in-fd",        std::to_string(to_hub[0]),
+        "--out-fd",       std::to_string(from_hub[1]),
+        "--sites",        std::to_string(sites),
+        "--nats",         nats_url,
+        "--dir",          dir_.path().string(),
+        "--max-catchups", std::to_string(max_catchups),
     };
     std::vector<char*> argv;
     for (auto& s : args) argv.push_back(s.data());
@@ -843,9 +866,7 @@ class Workers {
   void stop() {
     stop_ = true;
     for (auto& w : ws_) {
-      {
-        std::lock_guard lock(w->mu);
-      }
+      { std::lock_guard lock(w->mu); }
       w->cv.notify_all();
       if (w->th.joinable()) w->th.join();
     }
@@ -971,7 +992,6 @@ class RealChild final : public SimChild {
     sync::ChildOptions co;
     co.labels = site_labels(index);
     co.software_version = "canopy-sync-bench";
-    co.max_message_bytes = transport_->max_payload();
     node_ = std::make_unique<sync::SyncNode>(store_.get(), transport_.get());
     auto engine = std::make_unique<sync::ChildSync>(name_, kHubName, store_.get(), env, co);
     engine_ = engine.get();
@@ -1024,8 +1044,8 @@ class LightChild final : public SimChild {
   // Subscribes on the group's current connection (call with the group's lock
   // held exclusively, or before anyone else uses it).
   Status subscribe_locked() {
-    auto sid = group_->nats->subscribe(down_subject_,
-                                       [this](const sync::Message& m) { deliver(m); });
+    auto sid =
+        group_->nats->subscribe(down_subject_, [this](const sync::Message& m) { deliver(m); });
     return sid.ok() ? ok_status() : sid.status();
   }
   // A message for us (from our subscription, or the diagnostic demultiplexer).
@@ -1096,7 +1116,7 @@ class LightChild final : public SimChild {
   static constexpr uint64_t kHelloBackoffMinMs = 200;
   static constexpr uint64_t kHelloBackoffMaxMs = 30'000;
   static constexpr uint64_t kHeartbeatMs = 2000;
-  static constexpr size_t kMaxMessageBytes = 8 << 20;
+  static constexpr size_t kMaxMessageBytes = size_t{64} << 20;  // ChildOptions default
 
   static uint64_t now_ms() { return SystemClock::instance()->now_ms(); }
 
@@ -1363,7 +1383,7 @@ struct Options {
   int sites = 10000;       // session_memory, storm
   uint64_t tick_ms = 100;
   int join_timeout_s = 240;
-  bool cold_join = false;  // LIGHT children start empty (reconcile) instead of warm
+  bool cold_join = false;   // LIGHT children start empty (reconcile) instead of warm
   bool diagnostics = true;  // fanout: the wildcard-subscription runs too
 };
 
@@ -1436,19 +1456,20 @@ class Fleet {
       for (int w = 0; w < 8; ++w) {
         ts.emplace_back([&] {
           for (int i = next++; i < n; i = next++) {
-            children_[static_cast<size_t>(i)] = std::make_unique<RealChild>(
-                i, group_of(i), &workers_, store_dir_->path().string());
+            children_[static_cast<size_t>(i)] =
+                std::make_unique<RealChild>(i, group_of(i), &workers_, store_dir_->path().string());
           }
         });
       }
       for (auto& t : ts) t.join();
       store_fds_ = open_fds() - fds0;
       store_rss_kb_ = proc_status_kb("VmRSS") - rss0;
-      logf("opened %d child stores (ChildSync + Store) in %.1f s: +%zu fds (%.2f per store), "
-           "+%lld MB RSS (%.0f KB per store); RLIMIT_NOFILE soft limit now %s",
-           n, static_cast<double>(now_ns() - t0) / 1e9, store_fds_,
-           static_cast<double>(store_fds_) / n, static_cast<long long>(store_rss_kb_ / 1024),
-           static_cast<double>(store_rss_kb_) / n, nofile_limit().c_str());
+      logf(
+          "opened %d child stores (ChildSync + Store) in %.1f s: +%zu fds (%.2f per store), "
+          "+%lld MB RSS (%.0f KB per store); RLIMIT_NOFILE soft limit now %s",
+          n, static_cast<double>(now_ns() - t0) / 1e9, store_fds_,
+          static_cast<double>(store_fds_) / n, static_cast<long long>(store_rss_kb_ / 1024),
+          static_cast<double>(store_rss_kb_) / n, nofile_limit().c_str());
     } else {
       for (int i = 0; i < n; ++i) {
         children_[static_cast<size_t>(i)] = std::make_unique<LightChild>(i, group_of(i), &workers_);
@@ -1503,10 +1524,11 @@ class Fleet {
       static_cast<LightChild*>(children_[i].get())
           ->seed({&seed.global[0], &seed.global[1], &seed.sites[i]}, p);
     }
-    logf("seeded %zu LIGHT children warm: their scope's 3 documents and position (epoch %016llx, "
-         "index %llu, their scope version)",
-         children_.size(), static_cast<unsigned long long>(seed.base.epoch()),
-         static_cast<unsigned long long>(seed.base.index()));
+    logf(
+        "seeded %zu LIGHT children warm: their scope's 3 documents and position (epoch %016llx, "
+        "index %llu, their scope version)",
+        children_.size(), static_cast<unsigned long long>(seed.base.epoch()),
+        static_cast<unsigned long long>(seed.base.index()));
   }
 
   // Subscribes every child and starts the sessions.
@@ -1529,8 +1551,8 @@ class Fleet {
     }
     if (demux_) {
       demux_nats_ = connect_group(url_, "canopy-bench-spokes-demux");
-      auto id = demux_nats_->subscribe(
-          sync::down_subject(kHubName, "*"), [this](const sync::Message& m) {
+      auto id =
+          demux_nats_->subscribe(sync::down_subject(kHubName, "*"), [this](const sync::Message& m) {
             // canopy.v1.hub.site-NNNNN.down
             const size_t p = m.subject.find(".site-");
             const int i = p == std::string::npos ? -1 : std::atoi(m.subject.c_str() + p + 6);
@@ -1546,10 +1568,11 @@ class Fleet {
       std::shared_lock lock(g->mu);
       if (g->nats) (void)g->nats->flush(std::chrono::seconds(10));
     }
-    logf("%d children subscribed on %zu connections in %.2f s; NATS.c runs one delivery thread "
-         "per subscription: process threads now %lld",
-         n_, groups_.size(), static_cast<double>(now_ns() - t0) / 1e9,
-         static_cast<long long>(proc_status_kb("Threads")));
+    logf(
+        "%d children subscribed on %zu connections in %.2f s; NATS.c runs one delivery thread "
+        "per subscription: process threads now %lld",
+        n_, groups_.size(), static_cast<double>(now_ns() - t0) / 1e9,
+        static_cast<long long>(proc_status_kb("Threads")));
     workers_.start();
   }
 
@@ -1667,8 +1690,8 @@ const char* kind_name(bool real) {
 // With `wildcard` (a diagnostic): the same S subjects, but each connection
 // holds ONE wildcard subscription covering its share instead of one
 // subscription per child, so NATS.c runs 8 delivery threads instead of S.
-std::vector<double> raw_nats(Fleet& fleet, const std::string& url, int n, size_t bytes,
-                             int rounds, bool wildcard = false) {
+std::vector<double> raw_nats(Fleet& fleet, const std::string& url, int n, size_t bytes, int rounds,
+                             bool wildcard = false) {
   std::vector<std::atomic<int64_t>> at(static_cast<size_t>(n));
   std::atomic<int> got{0};
   std::vector<std::string> subjects;
@@ -1695,7 +1718,8 @@ std::vector<double> raw_nats(Fleet& fleet, const std::string& url, int n, size_t
       Group* g = fleet.groups()[gi].get();
       std::shared_lock lock(g->mu);
       auto id = g->nats->subscribe(
-          "canopy.v1.rawg" + std::to_string(gi) + ".*.down", [&at, &got, n](const sync::Message& m) {
+          "canopy.v1.rawg" + std::to_string(gi) + ".*.down",
+          [&at, &got, n](const sync::Message& m) {
             // canopy.v1.rawgG.site-NNNNN.down
             const size_t p = m.subject.find("site-");
             const int i = p == std::string::npos ? -1 : std::atoi(m.subject.c_str() + p + 5);
@@ -1731,15 +1755,17 @@ std::vector<double> raw_nats(Fleet& fleet, const std::string& url, int n, size_t
     }
     const double p99 = percentile(lat, 0.99);
     p99s.push_back(p99);
-    logf("  CPU used in %.0f ms: nats-server %.0f ms, this process (publisher and subscribers) %.0f "
-         "ms",
-         static_cast<double>(now_ns() - t0) / 1e6, cpu_ms(g_nats_pid) - cpu_nats0,
-         cpu_ms(getpid()) - cpu_self0);
-    logf("raw NATS%s S=%d round %d: %zu/%d received; publish loop %.1f ms; p50 %.1f p99 %.1f max "
-         "%.1f ms",
-         wildcard ? " (diagnostic: one wildcard subscription per connection)" : "", n, r + 1,
-         lat.size(), n, static_cast<double>(published - t0) / 1e6,
-         percentile(lat, 0.5), p99, percentile(lat, 1.0));
+    logf(
+        "  CPU used in %.0f ms: nats-server %.0f ms, this process (publisher and subscribers) %.0f "
+        "ms",
+        static_cast<double>(now_ns() - t0) / 1e6, cpu_ms(g_nats_pid) - cpu_nats0,
+        cpu_ms(getpid()) - cpu_self0);
+    logf(
+        "raw NATS%s S=%d round %d: %zu/%d received; publish loop %.1f ms; p50 %.1f p99 %.1f max "
+        "%.1f ms",
+        wildcard ? " (diagnostic: one wildcard subscription per connection)" : "", n, r + 1,
+        lat.size(), n, static_cast<double>(published - t0) / 1e6, percentile(lat, 0.5), p99,
+        percentile(lat, 1.0));
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   for (auto& [g, id] : subs) {
@@ -1753,8 +1779,8 @@ void case_fanout(const Options& opt, const std::string& url) {
   const std::string bench = "sync.fanout";
   std::vector<std::pair<int, bool>> phases;  // (S, diagnostic demux)
   for (int n : opt.sizes) phases.emplace_back(n, false);
-  if (!opt.sizes.empty() && *std::max_element(opt.sizes.begin(), opt.sizes.end()) > opt.real_limit &&
-      opt.diagnostics) {
+  if (!opt.sizes.empty() &&
+      *std::max_element(opt.sizes.begin(), opt.sizes.end()) > opt.real_limit && opt.diagnostics) {
     phases.emplace_back(*std::max_element(opt.sizes.begin(), opt.sizes.end()), true);
   }
   for (const auto& [n, demux] : phases) {
@@ -1767,7 +1793,8 @@ void case_fanout(const Options& opt, const std::string& url) {
     logf("hub pid %d ready: %s", hub.pid(), Fleet::summary(hub.ready()).c_str());
     Fleet fleet(opt, url, n, real, demux);
     if (real) {
-      emit(bench, "child_store_fds_per_store", std::round(100.0 * static_cast<double>(fleet.store_fds()) / n) / 100.0);
+      emit(bench, "child_store_fds_per_store",
+           std::round(100.0 * static_cast<double>(fleet.store_fds()) / n) / 100.0);
       emit(bench, "child_store_rss_kb_per_store",
            std::round(static_cast<double>(fleet.store_rss_kb()) / n));
     }
@@ -1814,20 +1841,22 @@ void case_fanout(const Options& opt, const std::string& url) {
       p50s.push_back(p50);
       p99s.push_back(p99);
       maxs.push_back(mx);
-      logf("fanout S=%d round %d: %zu/%d children have it; put() %.1f ms (returned %.2f ms after "
-           "the commit listener ran); latency p50 %.1f p99 "
-           "%.1f max %.1f ms | hub: first publish +%.1f ms, last publish +%.1f ms, %lld messages "
-           "%lld bytes | children: received p99 +%.1f ms, received->applied p99 %.2f ms; Changes "
-           "message %zu bytes",
-           n, r, have, n, static_cast<double>(num(put, "put_ns")) / 1e6,
-           static_cast<double>(num(put, "returned") - num(put, "committed")) / 1e6, p50, p99, mx,
-           static_cast<double>(num(pub, "first") - t0) / 1e6,
-           static_cast<double>(num(pub, "last") - t0) / 1e6,
-           static_cast<long long>(num(pub, "published")), static_cast<long long>(num(pub, "bytes")),
-           percentile(recv_lat, 0.99), percentile(apply_lat, 0.99), msg_bytes);
-      logf("  CPU used in the %.0f ms until the last child had it (2 CPUs = %.0f ms): hub %.0f ms, "
-           "nats-server %.0f ms, simulated children (this process) %.0f ms",
-           wall, 2 * wall, cpu_hub, cpu_nats, cpu_self);
+      logf(
+          "fanout S=%d round %d: %zu/%d children have it; put() %.1f ms (returned %.2f ms after "
+          "the commit listener ran); latency p50 %.1f p99 "
+          "%.1f max %.1f ms | hub: first publish +%.1f ms, last publish +%.1f ms, %lld messages "
+          "%lld bytes | children: received p99 +%.1f ms, received->applied p99 %.2f ms; Changes "
+          "message %zu bytes",
+          n, r, have, n, static_cast<double>(num(put, "put_ns")) / 1e6,
+          static_cast<double>(num(put, "returned") - num(put, "committed")) / 1e6, p50, p99, mx,
+          static_cast<double>(num(pub, "first") - t0) / 1e6,
+          static_cast<double>(num(pub, "last") - t0) / 1e6,
+          static_cast<long long>(num(pub, "published")), static_cast<long long>(num(pub, "bytes")),
+          percentile(recv_lat, 0.99), percentile(apply_lat, 0.99), msg_bytes);
+      logf(
+          "  CPU used in the %.0f ms until the last child had it (2 CPUs = %.0f ms): hub %.0f ms, "
+          "nats-server %.0f ms, simulated children (this process) %.0f ms",
+          wall, 2 * wall, cpu_hub, cpu_nats, cpu_self);
       if (have != static_cast<size_t>(n)) die("round did not complete within 60 s");
       std::this_thread::sleep_for(std::chrono::seconds(1));
     }
@@ -1878,12 +1907,13 @@ void case_session_memory(const Options& opt, const std::string& url) {
   const double heap_per = static_cast<double>(num(after, "heap") - num(before, "heap")) / n;
   const double rss_per =
       static_cast<double>(num(after, "rss_kb") - num(before, "rss_kb")) * 1024.0 / n;
-  logf("hub after %d live idle sessions (%s): heap %lld -> %lld bytes (%.0f per session); RSS "
-       "%lld -> %lld kB (%.0f bytes per session); figures from %s",
-       n, Fleet::summary(st).c_str(), static_cast<long long>(num(before, "heap")),
-       static_cast<long long>(num(after, "heap")), heap_per,
-       static_cast<long long>(num(before, "rss_kb")), static_cast<long long>(num(after, "rss_kb")),
-       rss_per, kind_name(real));
+  logf(
+      "hub after %d live idle sessions (%s): heap %lld -> %lld bytes (%.0f per session); RSS "
+      "%lld -> %lld kB (%.0f bytes per session); figures from %s",
+      n, Fleet::summary(st).c_str(), static_cast<long long>(num(before, "heap")),
+      static_cast<long long>(num(after, "heap")), heap_per,
+      static_cast<long long>(num(before, "rss_kb")), static_cast<long long>(num(after, "rss_kb")),
+      rss_per, kind_name(real));
   emit(bench, "bytes_per_idle_session", std::round(heap_per), "<16384");
   emit(bench, "rss_bytes_per_idle_session", std::round(rss_per));
   emit(bench, "join_ms_s" + std::to_string(n), std::round(join_ms));
@@ -1905,9 +1935,10 @@ void case_storm(const Options& opt, const std::string& url) {
   fleet.disconnect_all();
   const int64_t t_disc = now_ns();
   for (int k = 1; k <= kStormChanges; ++k) hub.call("storm_patch=" + std::to_string(k));
-  logf("made %d changes at the hub; waiting for the hub to forget the sessions "
-       "(session_timeout_ms 30 s)",
-       kStormChanges);
+  logf(
+      "made %d changes at the hub; waiting for the hub to forget the sessions "
+      "(session_timeout_ms 30 s)",
+      kStormChanges);
   for (;;) {
     auto st = hub.call("stats");
     if (num(st, "sessions") == 0) break;
@@ -1951,24 +1982,26 @@ void case_storm(const Options& opt, const std::string& url) {
   auto st = hub.call("stats modes");
   const double converge = percentile(lat, 1.0);
   logf("storm: %zu/%d converged; p50 %.0f p99 %.0f max %.0f ms after the reconnection; hub: %s",
-       have, n, percentile(lat, 0.5), percentile(lat, 0.99), converge,
-       Fleet::summary(st).c_str());
+       have, n, percentile(lat, 0.5), percentile(lat, 0.99), converge, Fleet::summary(st).c_str());
   uint64_t hellos = 0, resets = 0;
   for (auto& c : fleet.children()) {
     hellos += static_cast<LightChild*>(c.get())->hellos();
     resets += static_cast<LightChild*>(c.get())->resets();
   }
-  logf("storm: during the storm the children sent %llu hellos for %d children (a hello retried "
-       "before its welcome came opens a new session), the hub ran %lld catch-ups",
-       static_cast<unsigned long long>(hellos - hellos0), n,
-       static_cast<long long>(num(st, "catchups") - catchups0));
-  logf("storm: children sent %llu hellos and got %llu resets in all; hub catch-ups %lld, "
-       "reconciliations %lld (since start); peak RSS: VmHWM %lld kB, sampled %lld kB, baseline "
-       "%lld kB; figures from %s",
-       static_cast<unsigned long long>(hellos), static_cast<unsigned long long>(resets),
-       static_cast<long long>(num(st, "catchups")), static_cast<long long>(num(st, "reconciliations")),
-       static_cast<long long>(num(st, "hwm_kb")), static_cast<long long>(num(st, "sampled_peak_kb")),
-       static_cast<long long>(num(base, "rss_kb")), kind_name(false));
+  logf(
+      "storm: during the storm the children sent %llu hellos for %d children (a hello retried "
+      "before its welcome came opens a new session), the hub ran %lld catch-ups",
+      static_cast<unsigned long long>(hellos - hellos0), n,
+      static_cast<long long>(num(st, "catchups") - catchups0));
+  logf(
+      "storm: children sent %llu hellos and got %llu resets in all; hub catch-ups %lld, "
+      "reconciliations %lld (since start); peak RSS: VmHWM %lld kB, sampled %lld kB, baseline "
+      "%lld kB; figures from %s",
+      static_cast<unsigned long long>(hellos), static_cast<unsigned long long>(resets),
+      static_cast<long long>(num(st, "catchups")),
+      static_cast<long long>(num(st, "reconciliations")), static_cast<long long>(num(st, "hwm_kb")),
+      static_cast<long long>(num(st, "sampled_peak_kb")),
+      static_cast<long long>(num(base, "rss_kb")), kind_name(false));
   if (have != static_cast<size_t>(n)) {
     logf("storm: NOT CONVERGED within 170 s");
     emit(bench, "storm_converged_children_s" + std::to_string(n), static_cast<double>(have));
