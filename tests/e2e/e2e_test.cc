@@ -936,7 +936,7 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
   const std::string down = down_subject("eu-1");
 
   // (a) Garbage (wire type 7 does not exist: never a protobuf message).
-  const std::string garbage = std::string("\x07\xff\xffgarbage, not a sync envelope", 33);
+  const std::string garbage = std::string("\x07\xff\xff") + "garbage, not a sync envelope";
   ASSERT_EQ(nats_publish(nc.get(), up, garbage), NATS_OK);
 
   // (b) A valid hello from eu-1, truncated in the middle of its body.
