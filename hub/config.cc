@@ -46,15 +46,9 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
     if (root["grpc_listen"]) c->grpc_listen = root["grpc_listen"].as<std::string>();
     if (root["health_listen"]) c->health_listen = root["health_listen"].as<std::string>();
     if (root["durability"]) {
-      const std::string d = root["durability"].as<std::string>();
-      if (d == "sync") {
-        c->durability = Durability::kSync;
-      } else if (d == "group") {
-        c->durability = Durability::kGroupCommit;
-      } else {
-        return invalid_argument("config " + path + ": durability \"" + d +
-                                "\" must be \"sync\" or \"group\"");
-      }
+      auto d = parse_durability(root["durability"].as<std::string>());
+      if (!d.ok()) return invalid_argument("config " + path + ": " + d.status().message());
+      c->durability = *d;
     }
     if (root["max_concurrent_catchups"]) {
       c->max_concurrent_catchups = root["max_concurrent_catchups"].as<size_t>();

@@ -49,15 +49,9 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
     }
     if (root["health_listen"]) c->health_listen = root["health_listen"].as<std::string>();
     if (root["durability"]) {
-      const std::string d = root["durability"].as<std::string>();
-      if (d == "sync") {
-        c->durability = Durability::kSync;
-      } else if (d == "group") {
-        c->durability = Durability::kGroupCommit;
-      } else {
-        return invalid_argument("config " + path + ": durability \"" + d +
-                                "\" must be \"sync\" or \"group\"");
-      }
+      auto d = parse_durability(root["durability"].as<std::string>());
+      if (!d.ok()) return invalid_argument("config " + path + ": " + d.status().message());
+      c->durability = *d;
     }
     if (root["resync_seconds"]) c->resync_seconds = root["resync_seconds"].as<uint64_t>();
     if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();

@@ -322,15 +322,12 @@ int main(int argc, char** argv) {
   }
   if (!nats.empty()) cfg.nats_urls = nats;
   if (!durability.empty()) {
-    if (durability == "sync") {
-      cfg.durability = canopy::Durability::kSync;
-    } else if (durability == "group") {
-      cfg.durability = canopy::Durability::kGroupCommit;
-    } else {
-      std::fprintf(stderr, "canopy-spoke: --durability \"%s\" must be sync or group\n",
-                   durability.c_str());
+    auto d = canopy::parse_durability(durability);
+    if (!d.ok()) {
+      std::fprintf(stderr, "canopy-spoke: --%s\n", d.status().message().c_str());
       return 2;
     }
+    cfg.durability = *d;
   }
   if (auto s = canopy::spoke::validate_spoke_config(cfg); !s.ok()) {
     std::fprintf(stderr, "canopy-spoke: %s\n", s.message().c_str());

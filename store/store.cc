@@ -947,6 +947,12 @@ Status Store::Impl::compact() {
   return ok_status();
 }
 
+StatusOr<Durability> parse_durability(std::string_view name) {
+  if (name == "sync") return Durability::kSync;
+  if (name == "group") return Durability::kGroupCommit;
+  return invalid_argument("durability \"" + std::string(name) + "\" must be \"sync\" or \"group\"");
+}
+
 // --- Store: forwards to Impl.
 
 StatusOr<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {

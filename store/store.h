@@ -44,6 +44,9 @@ namespace canopy {
 
 enum class Durability { kSync, kGroupCommit, kNone };
 
+// "sync" or "group", as daemons' configs and flags spell it.
+StatusOr<Durability> parse_durability(std::string_view name);
+
 struct StoreOptions {
   std::string path;  // RocksDB directory; created when missing
   Durability durability = Durability::kGroupCommit;
