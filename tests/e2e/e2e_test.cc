@@ -1235,9 +1235,14 @@ class E2ELargeWritesTest : public E2ETest {
         kTimeout, 100ms);
     // See BUG above.
     EXPECT_TRUE(reached) << "the site's writes made while cut off never reached the hub";
-    auto h = spoke_health(eu);
-    ASSERT_TRUE(h);
-    EXPECT_TRUE(h->value("in_sync", false)) << "the spoke's session never caught up";
+    // The hub may show the status a moment before the spoke has its acks.
+    const bool caught_up = wait_until(
+        [&] {
+          auto h = spoke_health(eu);
+          return h && h->value("in_sync", false);
+        },
+        kTimeout, 50ms);
+    EXPECT_TRUE(caught_up) << "the spoke's session never caught up";
   }
 };
 
