@@ -1,6 +1,7 @@
 #include "store/document.h"
 
 #include <algorithm>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace canopy {
@@ -22,11 +23,27 @@ std::string quote(std::string_view s) {
   return json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+// Word-at-a-time tests of 8 bytes (exact for "any byte ...?").
+constexpr uint64_t kOnes = ~uint64_t{0} / 255;
+constexpr uint64_t kHighs = kOnes * 0x80;
+inline uint64_t load8(const char* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+inline bool any_zero(uint64_t w) { return ((w - kOnes) & ~w & kHighs) != 0; }
+inline bool any_byte(uint64_t w, unsigned char c) { return any_zero(w ^ (kOnes * c)); }
+inline bool any_below(uint64_t w, unsigned char n) { return ((w - kOnes * n) & ~w & kHighs) != 0; }
+
 // Well-formed UTF-8 (Unicode 15, table 3-7): what nlohmann::json accepts when it
 // prints a string. Names that are not would make to_json() throw.
 bool valid_utf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
+    if (i + 8 <= s.size() && (load8(s.data() + i) & kHighs) == 0) {
+      i += 8;  // eight ASCII bytes
+      continue;
+    }
     const auto c = static_cast<unsigned char>(s[i]);
     size_t n = 0;
     unsigned char lo = 0x80, hi = 0xbf;
@@ -61,52 +78,249 @@ bool valid_utf8(std::string_view s) {
 // A register value must be the canonical JSON (nlohmann's dump) of a scalar or
 // an array: merges never parse values, so to_json() copies them verbatim.
 //
-// The common shapes are checked without parsing: a string with nothing to
-// escape, an integer in canonical form, true, false, null. Anything else
-// (escapes, floats, arrays) takes the full parse-and-dump round trip.
-bool fast_canonical(const std::string& v) {
-  const size_t n = v.size();
-  if (v[0] == '"') {
-    if (n < 2 || v[n - 1] != '"') return false;
-    for (size_t i = 1; i + 1 < n; ++i) {
-      const auto c = static_cast<unsigned char>(v[i]);
-      if (c < 0x20 || c == '"' || c == '\\') return false;
-    }
-    return valid_utf8(std::string_view(v).substr(1, n - 2));
-  }
-  if (v == "true" || v == "false" || v == "null") return true;
-  size_t i = v[0] == '-' ? 1 : 0;
-  if (i == n || n - i > 18) return false;  // beyond 18 digits: let the parser judge
-  if (v[i] == '0') return n == i + 1 && i == 0;
-  for (; i < n; ++i) {
-    if (v[i] < '0' || v[i] > '9') return false;
-  }
-  return true;
-}
+// CanonicalScanner checks that form in one pass without building a value:
+// no whitespace; strings with raw UTF-8 and only the escapes dump() writes
+// (\" \\ \b \f \n \r \t, other control characters as \u00xx in lower case);
+// integers in shortest decimal form; objects (inside arrays) with strictly
+// increasing keys. What it cannot judge cheaply (floats, integers beyond 18
+// digits, escaped object keys, nesting beyond kMaxFastDepth) it reports as
+// kUnsure, and the caller takes the full parse-and-dump round trip.
+class CanonicalScanner {
+ public:
+  enum Result { kOk, kBad, kUnsure };
+  explicit CanonicalScanner(std::string_view v) : v_(v) {}
 
-bool canonical_value(const std::string& v) {
+  Result run() {
+    Result r = value(0);
+    if (r == kOk && pos_ != v_.size()) return kBad;
+    return r;
+  }
+
+ private:
+  static constexpr size_t kMaxFastDepth = 64;
+
+  Result value(size_t depth) {
+    if (pos_ >= v_.size()) return kBad;
+    switch (v_[pos_]) {
+      case '"':
+        return string(nullptr);
+      case '[':
+        return array(depth);
+      case '{':
+        return object(depth);
+      case 't':
+        return literal("true");
+      case 'f':
+        return literal("false");
+      case 'n':
+        return literal("null");
+      default:
+        return number();
+    }
+  }
+
+  Result literal(std::string_view word) {
+    if (v_.substr(pos_, word.size()) != word) return kBad;
+    pos_ += word.size();
+    return kOk;
+  }
+
+  Result number() {
+    const size_t start = pos_;
+    if (v_[pos_] == '-') ++pos_;
+    const size_t digits = pos_;
+    while (pos_ < v_.size() && v_[pos_] >= '0' && v_[pos_] <= '9') ++pos_;
+    const size_t n = pos_ - digits;
+    if (n == 0) return kBad;
+    if (pos_ < v_.size() && (v_[pos_] == '.' || v_[pos_] == 'e' || v_[pos_] == 'E')) {
+      return kUnsure;  // a float: its shortest form is dump()'s to judge
+    }
+    if (v_[digits] == '0') {
+      // "0" alone; "-0" dumps as "0", "01" is not JSON.
+      return n == 1 && digits == start ? kOk : kBad;
+    }
+    return n > 18 ? kUnsure : kOk;
+  }
+
+  // A string at pos_. With `contents`, also returns its raw bytes between the
+  // quotes, and kUnsure when they hold escapes (not comparable bytewise).
+  Result string(std::string_view* contents) {
+    const size_t start = ++pos_;
+    bool escaped = false;
+    bool ascii = true;
+    while (pos_ < v_.size()) {
+      if (pos_ + 8 <= v_.size()) {
+        // Skip eight plain bytes at once: none a control, quote, backslash or non-ASCII.
+        const uint64_t w = load8(v_.data() + pos_);
+        if ((w & kHighs) == 0 && !any_below(w, 0x20) && !any_byte(w, '"') && !any_byte(w, '\\')) {
+          pos_ += 8;
+          continue;
+        }
+      }
+      const auto c = static_cast<unsigned char>(v_[pos_]);
+      if (c >= 0x80) ascii = false;
+      if (c == '"') {
+        const std::string_view body = v_.substr(start, pos_ - start);
+        ++pos_;
+        if (!ascii && !valid_utf8(body)) return kBad;
+        if (contents != nullptr) {
+          *contents = body;
+          if (escaped) return kUnsure;
+        }
+        return kOk;
+      }
+      if (c < 0x20) return kBad;
+      if (c != '\\') {
+        ++pos_;
+        continue;
+      }
+      escaped = true;
+      if (pos_ + 1 >= v_.size()) return kBad;
+      switch (v_[pos_ + 1]) {
+        case '"':
+        case '\\':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+          pos_ += 2;
+          break;
+        case 'u': {
+          // Only control characters without a short escape, as \u00xx.
+          if (v_.substr(pos_ + 2, 2) != "00" || pos_ + 6 > v_.size()) return kBad;
+          const auto hex = [](char h) -> int {
+            if (h >= '0' && h <= '9') return h - '0';
+            if (h >= 'a' && h <= 'f') return h - 'a' + 10;
+            return -1;
+          };
+          const int hi = hex(v_[pos_ + 4]), lo = hex(v_[pos_ + 5]);
+          if (hi < 0 || lo < 0 || hi > 1) return kBad;
+          const int code = hi * 16 + lo;
+          if (code == '\b' || code == '\f' || code == '\n' || code == '\r' || code == '\t') {
+            return kBad;
+          }
+          pos_ += 6;
+          break;
+        }
+        default:
+          return kBad;
+      }
+    }
+    return kBad;  // unterminated
+  }
+
+  Result array(size_t depth) {
+    if (depth >= kMaxFastDepth) return kUnsure;
+    ++pos_;
+    if (pos_ < v_.size() && v_[pos_] == ']') {
+      ++pos_;
+      return kOk;
+    }
+    for (;;) {
+      Result r = value(depth + 1);
+      if (r != kOk) return r;
+      if (pos_ >= v_.size()) return kBad;
+      if (v_[pos_] == ']') {
+        ++pos_;
+        return kOk;
+      }
+      if (v_[pos_] != ',') return kBad;
+      ++pos_;
+    }
+  }
+
+  Result object(size_t depth) {
+    if (depth >= kMaxFastDepth) return kUnsure;
+    ++pos_;
+    if (pos_ < v_.size() && v_[pos_] == '}') {
+      ++pos_;
+      return kOk;
+    }
+    std::string_view last;
+    bool first = true;
+    for (;;) {
+      if (pos_ >= v_.size() || v_[pos_] != '"') return kBad;
+      std::string_view key;
+      Result r = string(&key);
+      if (r != kOk) return r;
+      // dump() writes keys in std::map order (bytes compared as unsigned
+      // char, which is what string_view comparison does), each once.
+      if (!first && !(last < key)) return kBad;
+      first = false;
+      last = key;
+      if (pos_ >= v_.size() || v_[pos_] != ':') return kBad;
+      ++pos_;
+      r = value(depth + 1);
+      if (r != kOk) return r;
+      if (pos_ >= v_.size()) return kBad;
+      if (v_[pos_] == '}') {
+        ++pos_;
+        return kOk;
+      }
+      if (v_[pos_] != ',') return kBad;
+      ++pos_;
+    }
+  }
+
+  std::string_view v_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+bool canonical_json_value(std::string_view v) {
   if (v.empty() || v[0] == '{') return false;
-  if (fast_canonical(v)) return true;
+  switch (CanonicalScanner(v).run()) {
+    case CanonicalScanner::kOk:
+      return true;
+    case CanonicalScanner::kBad:
+      return false;
+    case CanonicalScanner::kUnsure:
+      break;
+  }
   json parsed = json::parse(v, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded() || parsed.is_object()) return false;
   return parsed.dump() == v;
 }
 
-}  // namespace
-
 void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites, bool report_all) {
   const Stamp s{delta.hlc(), delta.dot().replica()};
   const uint64_t seq = delta.dot().seq();
+  // The nodes along the previous op's path, each with the clear stamp it
+  // inherits. Ops of a delta usually come sorted by path (diff() writes them
+  // so), and consecutive ops then share a prefix that is walked only once.
+  // Reuse is correct in any order: an op changes only its target's register,
+  // which no level up to the target's depth depends on, and an insertion into
+  // a node's children moves only nodes below that node.
+  struct Level {
+    Node* node;
+    Stamp clear;
+  };
+  thread_local std::vector<Level> stack;
+  stack.clear();
+  stack.push_back({&root_, Stamp{}});
+  const google::protobuf::RepeatedPtrField<std::string>* prev = nullptr;
   for (const v1::FieldOp& op : delta.ops()) {
-    Node* n = &root_;
-    Stamp clear{};
-    for (const std::string& name : op.path()) {
-      if (n->obj < s) n->obj = s;
-      clear = std::max(clear, n->reg);
-      auto it = n->children.find(name);
-      if (it == n->children.end()) it = n->children.emplace(name, Node{}).first;
-      n = &it->second;
+    const auto& path = op.path();
+    const int depth = path.size();
+    int common = 0;
+    if (prev != nullptr) {
+      const int limit = std::min(depth, prev->size());
+      while (common < limit && path[common] == (*prev)[common]) ++common;
     }
+    prev = &path;
+    stack.resize(static_cast<size_t>(common) + 1);
+    for (int i = common; i < depth; ++i) {
+      Node* n = stack[static_cast<size_t>(i)].node;
+      if (n->obj < s) n->obj = s;
+      const Stamp clear = std::max(stack[static_cast<size_t>(i)].clear, n->reg);
+      auto it = n->children.find(path[i]);
+      if (it == n->children.end()) it = n->children.emplace(path[i], Node{}).first;
+      stack.push_back({&it->second, clear});
+    }
+    Node* n = stack.back().node;
+    const Stamp clear = stack.back().clear;
     if (op.kind() == v1::FieldOp::MAKE_OBJECT) {
       if (n->obj < s) n->obj = s;
       continue;
@@ -333,7 +547,7 @@ Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t ma
                                  Node* out) {
   if (depth > max_depth) return invalid_argument("document state nests deeper than the limit");
   const bool live_value = !s.reg_removed() && (s.reg_hlc() != 0 || s.reg_replica() != 0);
-  if ((live_value || !s.reg_value().empty()) && !canonical_value(s.reg_value())) {
+  if ((live_value || !s.reg_value().empty()) && !canonical_json_value(s.reg_value())) {
     return invalid_argument(
         "document state holds a register that is not a JSON scalar or array in canonical form");
   }
@@ -453,7 +667,7 @@ Status validate_delta(const v1::Delta& delta, const DocumentLimits& limits) {
         if (op.path_size() == 0) {
           return invalid_argument("delta for " + quote(k) + ": SET at the document root");
         }
-        if (!canonical_value(v)) {
+        if (!canonical_json_value(v)) {
           return invalid_argument("delta for " + quote(k) +
                                   ": SET value is not a JSON scalar or array in canonical form");
         }

@@ -19,6 +19,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "store/doc_merge.h"
 #include "store/hlc.h"
 
 namespace canopy {
@@ -213,7 +214,11 @@ class Store::Impl {
   // makes room once up front and loads with `may_evict` false.
   StatusOr<Document*> load(const std::string& key, bool may_evict = true);
   // REQUIRES: mu_ held.
+  // Replaces the stored state of `key` by `d` (or deletes it when empty).
   void stage_doc(rocksdb::WriteBatch* b, const std::string& key, const Document& d);
+  // Adds a change to the stored state of `key` (doc_merge.h).
+  void stage_doc_change(rocksdb::WriteBatch* b, const std::string& key, char tag,
+                        const google::protobuf::MessageLite& change);
   void stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e);
   void stage_meta(rocksdb::WriteBatch* b);
   void stage_vv(rocksdb::WriteBatch* b, uint64_t replica);
@@ -293,9 +298,14 @@ Status Store::Impl::open() {
                    : has(rocksdb::kSnappyCompression) ? rocksdb::kSnappyCompression
                                                       : rocksdb::kNoCompression;
   if (has(rocksdb::kZSTD)) cf.bottommost_compression = rocksdb::kZSTD;
+  // Writes add their change to a document as a merge operand (doc_merge.h);
+  // past a few operands in the memtable a write folds them into one state.
+  rocksdb::ColumnFamilyOptions docs_cf = cf;
+  docs_cf.merge_operator = make_doc_merge_operator(opts_.limits.max_depth);
+  docs_cf.max_successive_merges = 32;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, cf},
-      {"docs", cf},
+      {"docs", docs_cf},
       {"log", cf},
       {"conflicts", cf},
   };
@@ -377,6 +387,13 @@ void Store::Impl::stage_doc(rocksdb::WriteBatch* b, const std::string& key, cons
   st.set_key(key);
   d.to_proto(st.mutable_root());
   b->Put(docs(), key, st.SerializeAsString()).PermitUncheckedError();
+}
+
+void Store::Impl::stage_doc_change(rocksdb::WriteBatch* b, const std::string& key, char tag,
+                                   const google::protobuf::MessageLite& change) {
+  std::string operand(1, tag);
+  change.AppendToString(&operand);
+  b->Merge(docs(), key, operand).PermitUncheckedError();
 }
 
 void Store::Impl::stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e) {
@@ -535,7 +552,7 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   vv_.add(meta_.replica_id(), seq);
 
   rocksdb::WriteBatch b;
-  stage_doc(&b, key, *doc);
+  stage_doc_change(&b, key, kDeltaOperand, delta);
   std::vector<v1::LogEntry> entries(1);
   *entries[0].mutable_delta() = delta;
   stage_log(&b, &entries[0]);
@@ -679,6 +696,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uin
     if (d.dot().replica() == meta_.replica_id() && d.dot().seq() >= meta_.next_seq()) {
       meta_.set_next_seq(d.dot().seq() + 1);
     }
+    stage_doc_change(&b, d.key(), kDeltaOperand, d);
     v1::LogEntry& e = entries.emplace_back();
     *e.mutable_delta() = d;
     e.set_source(source);
@@ -687,9 +705,6 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uin
     ++result.applied;
   }
   if (entries.empty()) return result;
-  std::sort(touched.begin(), touched.end());
-  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (const auto& k : touched) stage_doc(&b, k, cache_.at(k));
   for (const auto& [r, dirty] : vv_dirty) stage_vv(&b, r);
   stage_meta(&b);
   Status st = commit(&b);
@@ -730,7 +745,7 @@ Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint6
     doc->to_proto(&after);
     if (before.SerializeAsString() == after.SerializeAsString()) continue;
     hlc_.observe(doc->max_hlc(), clock_->now_ms(), opts_.max_clock_skew_ms);
-    stage_doc(&b, d.key(), *doc);
+    stage_doc_change(&b, d.key(), kStateOperand, d.root());
     v1::LogEntry& e = entries.emplace_back();
     e.mutable_doc()->set_key(d.key());
     *e.mutable_doc()->mutable_root() = std::move(after);

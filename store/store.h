@@ -9,7 +9,10 @@
 // index -> LogEntry), `conflicts` (key \0 dot -> ConflictRecord) and the
 // default family for metadata (replica id, HLC, next seq/index, version
 // vector). The document state, the log entry, the version vector and the
-// metadata of one write commit in one RocksDB write batch.
+// metadata of one write commit in one RocksDB write batch; the state change
+// is the write's delta itself, a merge operand that RocksDB folds into the
+// stored DocState (doc_merge.h), so a small change to a large document does
+// not rewrite the document.
 //
 // Durability (StoreOptions::durability):
 //   kSync         every write batch is fsynced before the call returns;

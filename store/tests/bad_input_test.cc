@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "store/doc_merge.h"
 #include "store/hlc.h"
 #include "store/store.h"
 #include "store/tests/test_util.h"
@@ -422,8 +423,11 @@ TEST_F(BadInputTest, CorruptStoredDocument) {
   store_.reset();
   {
     rocksdb::Options options;
+    // The documents' family folds merge operands: whoever opens it needs the operator.
+    rocksdb::ColumnFamilyOptions docs_cf;
+    docs_cf.merge_operator = make_doc_merge_operator(64);
     std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-        {rocksdb::kDefaultColumnFamilyName, {}}, {"docs", {}}, {"log", {}}, {"conflicts", {}}};
+        {rocksdb::kDefaultColumnFamilyName, {}}, {"docs", docs_cf}, {"log", {}}, {"conflicts", {}}};
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* db = nullptr;
     ASSERT_TRUE(rocksdb::DB::Open(options, dir_.sub("s"), cfs, &handles, &db).ok());

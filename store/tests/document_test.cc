@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -701,6 +703,72 @@ TEST(DocumentValidation, DeltaPathsMustBeUtf8) {
       validate_delta(make_delta(kKey, 1, 1, 1, {set_op({"ok", "bad\xfe"}, "1")}), DocumentLimits{});
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("UTF-8"), std::string::npos) << st.message();
+}
+
+// The one-pass canonical check agrees with nlohmann's parse-and-dump on
+// random values (all accepted) and on random corruptions of them.
+TEST(DocumentValidation, CanonicalCheckAgreesWithParseAndDump) {
+  std::mt19937_64 rng(7);
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  const std::vector<std::string> strings = {
+      "",   "a",     "x-y", "\xc3\xa9t\xc3\xa9",        "\x7f",
+      "\n", "a\"b",  "\\",  std::string("\x01\x1f", 2), "\t",
+      "/",  "\b\f\r"};
+  std::function<json(int)> gen = [&](int depth) -> json {
+    switch (depth > 3 ? pick(5) : pick(8)) {
+      case 0:
+        return static_cast<int64_t>(rng()) >> pick(64);
+      case 1:
+        return strings[pick(strings.size())];
+      case 2:
+        return pick(2) == 0;
+      case 3:
+        return nullptr;
+      case 4:
+        return static_cast<double>(static_cast<int64_t>(rng() % 100000)) / 64.0;
+      case 5:
+      case 6: {
+        json a = json::array();
+        for (size_t i = pick(4); i > 0; --i) a.push_back(gen(depth + 1));
+        return a;
+      }
+      default: {
+        json o = json::object();
+        for (size_t i = pick(4); i > 0; --i) o[strings[pick(strings.size())]] = gen(depth + 1);
+        return o;
+      }
+    }
+  };
+  auto reference = [](const std::string& v) {
+    json parsed = json::parse(v, nullptr, /*allow_exceptions=*/false);
+    return !parsed.is_discarded() && !parsed.is_object() && parsed.dump() == v;
+  };
+  const std::string noise = " \t,:[]{}\"\\u0-19e.tfn";
+  size_t accepted = 0, checked = 0;
+  for (int i = 0; i < 20000; ++i) {
+    json a = json::array({gen(0)});
+    const std::string text = pick(2) == 0 ? a.dump() : a[0].dump();
+    if (text[0] != '{') {
+      ASSERT_TRUE(canonical_json_value(text)) << text;
+    }
+    std::string bad = text;
+    switch (pick(3)) {
+      case 0:
+        bad.insert(pick(bad.size() + 1), 1, noise[pick(noise.size())]);
+        break;
+      case 1:
+        bad.erase(pick(bad.size()), 1);
+        break;
+      default:
+        bad[pick(bad.size())] = noise[pick(noise.size())];
+    }
+    const bool want = reference(bad);
+    ASSERT_EQ(canonical_json_value(bad), want) << bad;
+    accepted += want ? 1 : 0;
+    ++checked;
+  }
+  EXPECT_GT(accepted, 0u);
+  EXPECT_GT(checked - accepted, checked / 2);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -788,6 +789,72 @@ TEST_F(StoreTest, DurabilityGroupCommitWithConcurrentWriters) {
 }
 
 // A batch that touches more documents than the cache holds.
+// Writes store their delta as a merge operand that RocksDB folds into the
+// document's state on reads, flushes and compactions (store/doc_merge.h). The
+// folded state must be byte for byte what the writer holds in memory, however
+// the operands were grouped: read back from the memtable, after compactions
+// in the middle of the stream, and after a reopen.
+TEST_F(StoreTest, FoldedChangesEqualWholeStates) {
+  auto s = open("a", 11);
+  ASSERT_NE(s, nullptr);
+  std::mt19937_64 rng(3);
+  std::map<std::string, Document> mirror;
+  const std::vector<std::string> keys = {"t/a/one", "t/a/two", "t/a/three"};
+  auto expect_equal = [&](const char* when) {
+    for (const auto& k : keys) {
+      auto st = s->state(k);
+      CANOPY_ASSERT_OK(st);
+      v1::NodeState want;
+      mirror[k].to_proto(&want);
+      if (!st->has_value()) {
+        EXPECT_TRUE(mirror[k].empty()) << k << " " << when;
+        continue;
+      }
+      EXPECT_EQ((*st)->root().SerializeAsString(), want.SerializeAsString()) << k << " " << when;
+    }
+  };
+  for (int i = 0; i < 600; ++i) {
+    const std::string& k = keys[rng() % keys.size()];
+    const int field = static_cast<int>(rng() % 8);
+    StatusOr<v1::Delta> d = Status(StatusCode::kUnknown, "");
+    switch (rng() % 10) {
+      case 0:
+        d = s->remove(k);
+        break;
+      case 1:
+        d = s->put(k, R"({"fresh":)" + std::to_string(i) + "}");
+        break;
+      default:
+        d = s->patch(k, R"({"f)" + std::to_string(field) + R"(":{"v":)" + std::to_string(i) +
+                            R"(,"old":null}})");
+    }
+    if (!d.ok()) {
+      ASSERT_EQ(d.status().code(), StatusCode::kNotFound) << d.status().to_string();
+      continue;
+    }
+    if (d->ops_size() > 0) mirror[k].apply(*d, nullptr);
+    if (i % 97 == 0) {
+      expect_equal("from the memtable");
+      CANOPY_ASSERT_OK(s->compact());
+      expect_equal("after a compaction");
+    }
+  }
+  expect_equal("at the end");
+  s.reset();
+  s = open("a", 11);
+  ASSERT_NE(s, nullptr);
+  expect_equal("after reopening");
+  for (const auto& k : keys) {
+    auto got = s->get(k);
+    if (mirror[k].exists()) {
+      CANOPY_ASSERT_OK(got);
+      EXPECT_EQ(*got, mirror[k].to_json());
+    } else {
+      EXPECT_EQ(got.status().code(), StatusCode::kNotFound);
+    }
+  }
+}
+
 TEST_F(StoreTest, ApplyRemoteBatchLargerThanDocCache) {
   auto a = open("a", 1);
   ASSERT_NE(a, nullptr);
