@@ -1,6 +1,7 @@
 #include "store/store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
@@ -100,7 +101,7 @@ class Store::Impl {
   StatusOr<std::string> get(std::string_view key);
   StatusOr<ScanPage> scan(std::string_view prefix, std::string_view after, size_t limit);
   std::vector<v1::ConflictRecord> conflicts(std::string_view key);
-  StatusOr<ApplyResult> apply_remote(const v1::DeltaBatch& batch, uint64_t source);
+  StatusOr<ApplyResult> apply_remote(std::span<const v1::Delta* const> batch, uint64_t source);
   Status apply_states(const std::vector<v1::DocState>& docs, uint64_t source);
   Status drop(const std::vector<std::string>& keys);
   StatusOr<std::vector<v1::Delta>> missing_since(const VersionVector& peer, const KeyFilter& f,
@@ -220,6 +221,9 @@ class Store::Impl {
   void stage_doc_change(rocksdb::WriteBatch* b, const std::string& key, char tag,
                         const google::protobuf::MessageLite& change);
   void stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e);
+  // The same for the entry of a delta whose encoding is `delta_bytes`;
+  // returns the entry's index.
+  uint64_t stage_log_encoded(rocksdb::WriteBatch* b, std::string_view delta_bytes, uint64_t source);
   void stage_meta(rocksdb::WriteBatch* b);
   void stage_vv(rocksdb::WriteBatch* b, uint64_t replica);
   void stage_conflict(rocksdb::WriteBatch* b, const std::string& key, const Overwrite& o,
@@ -250,6 +254,17 @@ class Store::Impl {
     stats_ = saved.stats;
   }
 
+  // REQUIRES: mu_ held. An empty write batch that keeps its buffer from one
+  // write to the next (a write's batch is dead once committed).
+  rocksdb::WriteBatch& reusable_batch() {
+    if (batch_.GetDataSize() > (size_t{4} << 20)) {
+      batch_ = rocksdb::WriteBatch();  // do not keep a huge buffer
+    } else {
+      batch_.Clear();
+    }
+    return batch_;
+  }
+
   StoreOptions opts_;
   Clock* clock_;
   rocksdb::DB* db_ = nullptr;
@@ -261,6 +276,7 @@ class Store::Impl {
   VersionVector vv_;
   std::map<uint64_t, uint64_t> trimmed_;  // origin -> greatest seq trimmed from the log
   std::unordered_map<std::string, Document> cache_;
+  rocksdb::WriteBatch batch_;
   std::vector<std::pair<uint64_t, Listener>> listeners_;
   uint64_t next_listener_ = 0;
   StoreStats stats_;
@@ -298,11 +314,19 @@ Status Store::Impl::open() {
                    : has(rocksdb::kSnappyCompression) ? rocksdb::kSnappyCompression
                                                       : rocksdb::kNoCompression;
   if (has(rocksdb::kZSTD)) cf.bottommost_compression = rocksdb::kZSTD;
-  // Writes add their change to a document as a merge operand (doc_merge.h);
-  // past a few operands in the memtable a write folds them into one state.
+  // Writes add their change to a document as a merge operand (doc_merge.h),
+  // folded on reads, flushes and compactions. (No max_successive_merges: it
+  // costs a memtable lookup per write, and reads of hot documents are served
+  // from the cache.)
   rocksdb::ColumnFamilyOptions docs_cf = cf;
   docs_cf.merge_operator = make_doc_merge_operator(opts_.limits.max_depth);
-  docs_cf.max_successive_merges = 32;
+  // Creating a document looks it up first: bloom filters answer "absent"
+  // without reading table blocks, in the tables and in the memtable.
+  rocksdb::BlockBasedTableOptions docs_table;
+  docs_table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  docs_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(docs_table));
+  docs_cf.memtable_prefix_bloom_size_ratio = 0.02;
+  docs_cf.memtable_whole_key_filtering = true;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, cf},
       {"docs", docs_cf},
@@ -401,6 +425,33 @@ void Store::Impl::stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e) {
   meta_.set_next_log_index(index + 1);
   e->set_index(index);
   b->Put(log(), be64(index), e->SerializeAsString()).PermitUncheckedError();
+}
+
+uint64_t Store::Impl::stage_log_encoded(rocksdb::WriteBatch* b, std::string_view delta_bytes,
+                                        uint64_t source) {
+  const uint64_t index = meta_.next_log_index();
+  meta_.set_next_log_index(index + 1);
+  // LogEntry{index = 1, delta = 2, source = 4} written as protobuf does.
+  std::string v;
+  v.reserve(delta_bytes.size() + 32);
+  auto varint = [&v](uint64_t x) {
+    while (x >= 0x80) {
+      v.push_back(static_cast<char>((x & 0x7f) | 0x80));
+      x >>= 7;
+    }
+    v.push_back(static_cast<char>(x));
+  };
+  v.push_back(0x08);
+  varint(index);
+  v.push_back(0x12);
+  varint(delta_bytes.size());
+  v.append(delta_bytes);
+  if (source != 0) {
+    v.push_back(0x21);
+    for (int i = 0; i < 8; ++i) v.push_back(static_cast<char>((source >> (8 * i)) & 0xff));
+  }
+  b->Put(log(), be64(index), v).PermitUncheckedError();
+  return index;
 }
 
 void Store::Impl::stage_meta(rocksdb::WriteBatch* b) {
@@ -551,7 +602,7 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   doc->apply(delta, nullptr);
   vv_.add(meta_.replica_id(), seq);
 
-  rocksdb::WriteBatch b;
+  rocksdb::WriteBatch& b = reusable_batch();
   stage_doc_change(&b, key, kDeltaOperand, delta);
   std::vector<v1::LogEntry> entries(1);
   *entries[0].mutable_delta() = delta;
@@ -640,10 +691,11 @@ std::vector<v1::ConflictRecord> Store::Impl::conflicts(std::string_view key) {
   return out;
 }
 
-StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uint64_t source) {
+StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const> batch,
+                                                uint64_t source) {
   ApplyResult result;
-  for (const auto& d : batch.deltas()) {
-    Status st = validate_delta(d, opts_.limits);
+  for (const v1::Delta* d : batch) {
+    Status st = validate_delta(*d, opts_.limits);
     if (!st.ok()) {
       std::lock_guard lock(mu_);
       ++stats_.refused_deltas;
@@ -653,16 +705,18 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uin
   std::unique_lock lock(mu_);
   const uint64_t now = clock_->now_ms();
   // Every document of the batch stays staged in the cache until the commit.
-  if (cache_.size() + static_cast<size_t>(batch.deltas_size()) > opts_.doc_cache_entries) {
+  if (cache_.size() + batch.size() > opts_.doc_cache_entries) {
     cache_.clear();
   }
   Saved saved = save();
-  rocksdb::WriteBatch b;
+  rocksdb::WriteBatch& b = reusable_batch();
   std::vector<v1::LogEntry> entries;
   std::vector<std::string> touched;
   std::vector<Overwrite> overwrites;
   std::map<uint64_t, bool> vv_dirty;
-  for (const auto& d : batch.deltas()) {
+  std::string operand;
+  for (const v1::Delta* dp : batch) {
+    const v1::Delta& d = *dp;
     if (vv_.contains(d.dot().replica(), d.dot().seq())) {
       ++result.duplicates;
       continue;
@@ -696,15 +750,22 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(const v1::DeltaBatch& batch, uin
     if (d.dot().replica() == meta_.replica_id() && d.dot().seq() >= meta_.next_seq()) {
       meta_.set_next_seq(d.dot().seq() + 1);
     }
-    stage_doc_change(&b, d.key(), kDeltaOperand, d);
-    v1::LogEntry& e = entries.emplace_back();
-    *e.mutable_delta() = d;
-    e.set_source(source);
-    stage_log(&b, &e);
+    // The delta is encoded once: as the document's merge operand and inside
+    // its log entry.
+    operand.assign(1, kDeltaOperand);
+    d.AppendToString(&operand);
+    b.Merge(docs(), d.key(), operand).PermitUncheckedError();
+    const uint64_t index = stage_log_encoded(&b, std::string_view(operand).substr(1), source);
+    if (!listeners_.empty()) {  // what subscribers are handed once it is durable
+      v1::LogEntry& e = entries.emplace_back();
+      *e.mutable_delta() = d;
+      e.set_index(index);
+      e.set_source(source);
+    }
     touched.push_back(d.key());
     ++result.applied;
   }
-  if (entries.empty()) return result;
+  if (result.applied == 0) return result;
   for (const auto& [r, dirty] : vv_dirty) stage_vv(&b, r);
   stage_meta(&b);
   Status st = commit(&b);
@@ -1016,7 +1077,15 @@ std::vector<v1::ConflictRecord> Store::conflicts(std::string_view key) {
 }
 
 StatusOr<ApplyResult> Store::apply_remote(const v1::DeltaBatch& batch, uint64_t source) {
-  return impl_->apply_remote(batch, source);
+  std::vector<const v1::Delta*> deltas;
+  deltas.reserve(static_cast<size_t>(batch.deltas_size()));
+  for (const auto& d : batch.deltas()) deltas.push_back(&d);
+  return impl_->apply_remote(deltas, source);
+}
+
+StatusOr<ApplyResult> Store::apply_remote(std::span<const v1::Delta* const> deltas,
+                                          uint64_t source) {
+  return impl_->apply_remote(deltas, source);
 }
 
 Status Store::apply_states(const std::vector<v1::DocState>& docs, uint64_t source) {

@@ -33,6 +33,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -133,6 +134,9 @@ class Store {
   // Applies remote deltas (validated first: one bad delta refuses the whole
   // batch and changes nothing). `source` is the peer's replica id.
   StatusOr<ApplyResult> apply_remote(const v1::DeltaBatch& batch, uint64_t source);
+  // The same for deltas held elsewhere (e.g. inside a received sync message),
+  // without copying them into a batch.
+  StatusOr<ApplyResult> apply_remote(std::span<const v1::Delta* const> deltas, uint64_t source);
   // Joins whole document states (a key entering scope, reconciliation).
   Status apply_states(const std::vector<v1::DocState>& docs, uint64_t source);
   // Forgets documents locally, without tombstones (keys that left the scope).

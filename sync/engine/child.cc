@@ -1,5 +1,6 @@
 #include "sync/engine/child.h"
 
+#include <google/protobuf/arena.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -134,7 +135,9 @@ void ChildSync::on_message(const Message& m) {
     refuse("message larger than the limit of " + std::to_string(opts_.max_message_bytes), m);
     return;
   }
-  v1::SyncEnvelope env;
+  // Decoded into an arena: a batch of changes is thousands of small strings.
+  google::protobuf::Arena arena;
+  auto& env = *google::protobuf::Arena::CreateMessage<v1::SyncEnvelope>(&arena);
   if (!env.ParseFromString(m.data)) {
     refuse("not a sync envelope (undecodable bytes)", m);
     return;
@@ -264,18 +267,18 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
 }
 
 bool ChildSync::apply_changes(const v1::Changes& c) {
-  v1::DeltaBatch batch;
+  std::vector<const v1::Delta*> batch;
   std::vector<v1::DocState> docs;
   std::set<std::string> doc_keys;
   for (const v1::LogEntry& e : c.entries()) {
     if (e.has_delta()) {
-      *batch.add_deltas() = e.delta();
+      batch.push_back(&e.delta());
     } else if (e.has_doc()) {
       doc_keys.insert(e.doc().key());
       docs.push_back(e.doc());
     }
   }
-  if (batch.deltas_size() > 0) {
+  if (!batch.empty()) {
     auto r = store_->apply_remote(batch, parent_replica_);
     if (!r.ok()) {
       ++stats_.refused_messages;

@@ -1,5 +1,6 @@
 #include "sync/engine/parent.h"
 
+#include <google/protobuf/arena.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -139,11 +140,13 @@ v1::LogPosition ParentSync::position(const Session* s, uint64_t index) const {
 }
 
 void ParentSync::on_message(const Message& m) {
-  v1::SyncEnvelope env;
   if (m.data.size() > opts_.max_message_bytes) {
     refuse("message larger than the limit of " + std::to_string(opts_.max_message_bytes), m);
     return;
   }
+  // Decoded into an arena: a batch of changes is thousands of small strings.
+  google::protobuf::Arena arena;
+  auto& env = *google::protobuf::Arena::CreateMessage<v1::SyncEnvelope>(&arena);
   if (!env.ParseFromString(m.data)) {
     refuse("not a sync envelope (undecodable bytes)", m);
     return;
@@ -420,7 +423,7 @@ void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
 
 void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env) {
   const v1::Changes& c = env.changes();
-  v1::DeltaBatch batch;
+  std::vector<const v1::Delta*> batch;
   std::vector<v1::DocState> docs;
   for (const v1::LogEntry& e : c.entries()) {
     const std::string& key = entry_key(e);
@@ -431,19 +434,19 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env) {
       continue;
     }
     if (e.has_delta()) {
-      *batch.add_deltas() = e.delta();
+      batch.push_back(&e.delta());
     } else if (e.has_doc()) {
       docs.push_back(e.doc());
     }
   }
   uint64_t own_seq = 0, own_hlc = 0;
-  for (const auto& d : batch.deltas()) {
-    if (d.dot().replica() == s->replica && d.dot().seq() > own_seq) {
-      own_seq = d.dot().seq();
-      own_hlc = d.hlc();
+  for (const v1::Delta* d : batch) {
+    if (d->dot().replica() == s->replica && d->dot().seq() > own_seq) {
+      own_seq = d->dot().seq();
+      own_hlc = d->hlc();
     }
   }
-  if (batch.deltas_size() > 0) {
+  if (!batch.empty()) {
     auto r = store_->apply_remote(batch, s->replica);
     if (!r.ok()) {
       // Refused whole (bad delta) or not stored: do not ack; the child resends
