@@ -1,6 +1,7 @@
 #include "store/document.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -34,6 +35,13 @@ inline uint64_t load8(const char* p) {
 inline bool any_zero(uint64_t w) { return ((w - kOnes) & ~w & kHighs) != 0; }
 inline bool any_byte(uint64_t w, unsigned char c) { return any_zero(w ^ (kOnes * c)); }
 inline bool any_below(uint64_t w, unsigned char n) { return ((w - kOnes * n) & ~w & kHighs) != 0; }
+
+// Bytes a JSON string holds as they are: printable ASCII but '"' and '\\'.
+constexpr auto kPlainByte = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x80; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
+  return t;
+}();
 
 // Well-formed UTF-8 (Unicode 15, table 3-7): what nlohmann::json accepts when it
 // prints a string. Names that are not would make to_json() throw.
@@ -148,17 +156,25 @@ class CanonicalScanner {
     const size_t start = ++pos_;
     bool escaped = false;
     bool ascii = true;
-    while (pos_ < v_.size()) {
-      if (pos_ + 8 <= v_.size()) {
-        // Skip eight plain bytes at once: none a control, quote, backslash or non-ASCII.
+    const size_t n = v_.size();
+    while (pos_ < n) {
+      // Skip plain bytes (printable ASCII but quote and backslash): eight at
+      // a time, then one at a time up to the next byte that needs a look.
+      while (pos_ + 8 <= n) {
         const uint64_t w = load8(v_.data() + pos_);
-        if ((w & kHighs) == 0 && !any_below(w, 0x20) && !any_byte(w, '"') && !any_byte(w, '\\')) {
-          pos_ += 8;
-          continue;
+        if ((w & kHighs) != 0 || any_below(w, 0x20) || any_byte(w, '"') || any_byte(w, '\\')) {
+          break;
         }
+        pos_ += 8;
       }
+      while (pos_ < n && kPlainByte[static_cast<unsigned char>(v_[pos_])]) ++pos_;
+      if (pos_ >= n) break;
       const auto c = static_cast<unsigned char>(v_[pos_]);
-      if (c >= 0x80) ascii = false;
+      if (c >= 0x80) {
+        ascii = false;
+        ++pos_;
+        continue;
+      }
       if (c == '"') {
         const std::string_view body = v_.substr(start, pos_ - start);
         ++pos_;
@@ -170,11 +186,7 @@ class CanonicalScanner {
         return kOk;
       }
       if (c < 0x20) return kBad;
-      if (c != '\\') {
-        ++pos_;
-        continue;
-      }
-      escaped = true;
+      escaped = true;  // c is a backslash
       if (pos_ + 1 >= v_.size()) return kBad;
       switch (v_[pos_ + 1]) {
         case '"':
@@ -315,9 +327,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
       Node* n = stack[static_cast<size_t>(i)].node;
       if (n->obj < s) n->obj = s;
       const Stamp clear = std::max(stack[static_cast<size_t>(i)].clear, n->reg);
-      auto it = n->children.find(path[i]);
-      if (it == n->children.end()) it = n->children.emplace(path[i], Node{}).first;
-      stack.push_back({&it->second, clear});
+      stack.push_back({&n->children.get_or_insert(path[i]), clear});
     }
     Node* n = stack.back().node;
     const Stamp clear = stack.back().clear;

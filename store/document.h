@@ -116,6 +116,17 @@ class SortedMap {
     if (it != items_.end() && it->first == key) return {it, false};
     return {items_.emplace(it, std::string(key), std::move(value)), true};
   }
+  // The entry under `key`, inserted (default-constructed) when missing. One
+  // search, none when `key` sorts last (ops of a delta come in key order).
+  V& get_or_insert(std::string_view key) {
+    if (items_.empty() || items_.back().first < key) {
+      if (items_.empty()) items_.reserve(4);
+      return items_.emplace_back(std::string(key), V{}).second;
+    }
+    auto it = lower(key);
+    if (it != items_.end() && it->first == key) return it->second;
+    return items_.emplace(it, std::string(key), V{})->second;
+  }
   // Appends; REQUIRES: `key` sorts after every present key.
   void push_back_sorted(std::string key, V value) {
     items_.emplace_back(std::move(key), std::move(value));
