@@ -19,8 +19,9 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
   }
   if (!root.IsMap()) return invalid_argument("config " + path + ": must be a YAML mapping");
   static const std::set<std::string> known = {
-      "site", "labels",        "parent",     "data_dir",       "manifests_dir",
-      "nats", "health_listen", "durability", "resync_seconds", "log_level"};
+      "site",     "labels",        "parent",     "data_dir",       "manifests_dir",
+      "nats",     "health_listen", "durability", "resync_seconds", "log_retention_hours",
+      "log_level"};
   try {
     for (const auto& kv : root) {
       const std::string key = kv.first.as<std::string>();
@@ -54,6 +55,9 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
       c->durability = *d;
     }
     if (root["resync_seconds"]) c->resync_seconds = root["resync_seconds"].as<uint64_t>();
+    if (root["log_retention_hours"]) {
+      c->log_retention_hours = root["log_retention_hours"].as<uint64_t>();
+    }
     if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
   } catch (const YAML::Exception& e) {
     return invalid_argument("config " + path + ": " + e.what());
@@ -94,6 +98,9 @@ Status validate_spoke_config(const SpokeConfig& c) {
     }
   }
   if (c.resync_seconds == 0) return invalid_argument("resync_seconds: must be at least 1");
+  if (c.log_retention_hours == 0) {
+    return invalid_argument("log_retention_hours: must be at least 1");
+  }
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
   if (!levels.count(c.log_level)) {
     return invalid_argument("log_level: \"" + c.log_level +

@@ -21,6 +21,10 @@ struct SpokeConfig {
   std::string health_listen = "127.0.0.1:7501";  // local API: /healthz, /v1/...
   Durability durability = Durability::kGroupCommit;
   uint64_t resync_seconds = 30;  // full reconcile even without changes (repairs drift)
+  // The store's change log and tombstones are kept this long, as at the hub.
+  // The parent reads the spoke's log only for what the spoke wrote and has not
+  // uploaded yet; if an outage outlasts this, the spoke uploads whole instead.
+  uint64_t log_retention_hours = 168;
   std::string log_level = "info";
 };
 

@@ -30,6 +30,7 @@
 #include "spoke/config.h"
 #include "spoke/manifests_dir_applier.h"
 #include "spoke/reconciler.h"
+#include "store/hlc.h"
 #include "store/store.h"
 #include "sync/engine/node.h"
 #include "sync/nats_transport.h"
@@ -92,7 +93,24 @@ int run(const SpokeConfig& cfg) {
   });
   std::thread reconcile_thread([&] {
     std::unique_lock lock(mu);
+    auto last_housekeeping = std::chrono::steady_clock::now();
     while (!stopping) {
+      // Housekeeping, every ten minutes: the log and tombstones older than
+      // the retention window go, as at the hub.
+      if (std::chrono::steady_clock::now() - last_housekeeping >= std::chrono::minutes(10)) {
+        last_housekeeping = std::chrono::steady_clock::now();
+        lock.unlock();
+        const uint64_t retention_ms = cfg.log_retention_hours * 3600 * 1000;
+        if (Status s = store->trim_log_older_than(retention_ms); !s.ok()) {
+          spdlog::warn("trimming the log: {}", s.to_string());
+        }
+        const uint64_t now = SystemClock::instance()->now_ms();
+        if (now > retention_ms) {
+          auto n = store->collect_tombstones(hlc_from_ms(now - retention_ms));
+          if (n.ok() && *n > 0) spdlog::info("collected {} tombstones", *n);
+        }
+        lock.lock();
+      }
       cv.wait_for(lock, std::chrono::seconds(cfg.resync_seconds),
                   [&] { return dirty || stopping.load(); });
       if (stopping) break;
@@ -313,6 +331,7 @@ int main(int argc, char** argv) {
     cfg.nats_urls = f.nats_urls;
     cfg.durability = f.durability;
     cfg.resync_seconds = f.resync_seconds;
+    cfg.log_retention_hours = f.log_retention_hours;
   }
   for (const auto& l : labels) {
     if (auto s = canopy::spoke::parse_label(l, &cfg.labels); !s.ok()) {

@@ -271,6 +271,7 @@ class Store::Impl {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
 
   std::mutex mu_;
+  std::mutex trim_mu_;  // serializes trim_log (taken before mu_)
   v1::ReplicaMeta meta_;
   Hlc hlc_;
   VersionVector vv_;
@@ -784,8 +785,16 @@ Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint6
   for (const auto& d : docs_in) {
     CANOPY_RETURN_IF_ERROR(validate_key(d.key(), opts_.limits.max_key_bytes));
     auto parsed = Document::from_proto(d.root(), opts_.limits.max_depth);
-    if (!parsed.ok())
+    if (!parsed.ok()) {
       return invalid_argument("state of " + d.key() + ": " + parsed.status().message());
+    }
+    // The same limit as a local write or a remote delta: what the document shows.
+    const size_t bytes = parsed->to_json().size();
+    if (bytes > opts_.limits.max_doc_bytes) {
+      return invalid_argument("state of " + d.key() + ": the document's " + std::to_string(bytes) +
+                              " bytes exceed the limit of " +
+                              std::to_string(opts_.limits.max_doc_bytes));
+    }
   }
   std::unique_lock lock(mu_);
   Saved saved = save();
@@ -943,23 +952,39 @@ StatusOr<std::optional<v1::DocState>> Store::Impl::state(std::string_view key) {
 }
 
 Status Store::Impl::trim_log(uint64_t up_to) {
-  std::unique_lock lock(mu_);
-  const uint64_t first = meta_.log_first_index();
-  up_to = std::min(up_to, meta_.next_log_index() - 1);
+  // One trim at a time; the entries it reads are written once and only a
+  // trim deletes them, so they are read without the store's lock, which
+  // writers need (a million entries take seconds to read).
+  std::lock_guard trim_lock(trim_mu_);
+  uint64_t first = 0;
+  {
+    std::lock_guard lock(mu_);
+    first = meta_.log_first_index();
+    up_to = std::min(up_to, meta_.next_log_index() - 1);
+  }
   if (up_to < first) return ok_status();
-  rocksdb::WriteBatch b;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
-  std::map<uint64_t, uint64_t> changed;
-  for (it->Seek(be64(first)); it->Valid() && from_be64(it->key().ToStringView()) <= up_to;
-       it->Next()) {
-    v1::LogEntry e;
-    if (e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) &&
-        e.has_delta()) {
-      uint64_t& m = trimmed_[e.delta().dot().replica()];
-      if (e.delta().dot().seq() > m) {
-        m = e.delta().dot().seq();
-        changed[e.delta().dot().replica()] = m;
+  std::map<uint64_t, uint64_t> max_seq;  // origin -> greatest seq in the trimmed entries
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+    for (it->Seek(be64(first)); it->Valid() && from_be64(it->key().ToStringView()) <= up_to;
+         it->Next()) {
+      v1::LogEntry e;
+      if (e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) &&
+          e.has_delta()) {
+        uint64_t& m = max_seq[e.delta().dot().replica()];
+        m = std::max(m, e.delta().dot().seq());
       }
+    }
+    if (!it->status().ok()) return from_rocks(it->status(), "reading the log to trim");
+  }
+  std::unique_lock lock(mu_);
+  rocksdb::WriteBatch b;
+  std::map<uint64_t, uint64_t> changed;
+  for (const auto& [origin, seq] : max_seq) {
+    uint64_t& m = trimmed_[origin];
+    if (seq > m) {
+      m = seq;
+      changed[origin] = m;
     }
   }
   for (const auto& [origin, seq] : changed) {

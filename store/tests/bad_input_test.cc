@@ -263,6 +263,28 @@ TEST_F(BadInputTest, StatesWithBadFields) {
   c->mutable_node()->clear_reg_value();
   expect_refused(store_->apply_states({object_value}, kRemote), StatusCode::kInvalidArgument,
                  "not a JSON scalar or array", "state with a live register without value");
+
+  // A state whose document is over the size limit, after a good one in the
+  // same call: the whole call is refused.
+  reopen([](StoreOptions* o) { o->limits.max_doc_bytes = 1000; });
+  v1::DocState good;
+  good.set_key("k/small");
+  good.mutable_root()->set_obj_hlc(5);
+  good.mutable_root()->set_obj_replica(kRemote);
+  auto* g = good.mutable_root()->add_children();
+  g->set_name("a");
+  g->mutable_node()->set_reg_hlc(5);
+  g->mutable_node()->set_reg_replica(kRemote);
+  g->mutable_node()->set_reg_seq(1);
+  g->mutable_node()->set_reg_value("1");
+  v1::DocState big = good;
+  big.set_key("k/big");
+  big.mutable_root()->mutable_children(0)->mutable_node()->set_reg_value(
+      json(std::string(1200, 'x')).dump());
+  expect_refused(store_->apply_states({good, big}, kRemote), StatusCode::kInvalidArgument,
+                 "exceed the limit of 1000", "state over the size limit");
+  CANOPY_EXPECT_OK(store_->apply_states({good}, kRemote));
+  EXPECT_EQ(*store_->get("k/small"), R"({"a":1})");
 }
 
 // Serialized batches with flipped bits and truncated: either the bytes do not

@@ -1391,6 +1391,12 @@ TEST(E2EConfigTest, BadConfigurationExitsWithCode2AndSaysWhy) {
   std::ofstream(spoke_typo) << "site: shop-1\nlabelz:\n  region: eu\n";
   expect_exit(run_to_exit({spoke, "--config", spoke_typo}, dir), 2, "labelz",
               "spoke unknown YAML key");
+  // Spoke: a retention of zero would trim what was just written.
+  const std::string spoke_zero = dir.file("spoke-zero-retention.yaml");
+  std::ofstream(spoke_zero) << "site: shop-1\ndata_dir: " << data << "\nmanifests_dir: " << mdir
+                            << "\nlog_retention_hours: 0\n";
+  expect_exit(run_to_exit({spoke, "--config", spoke_zero}, dir), 2, "log_retention_hours",
+              "spoke zero log retention");
   const std::string spoke_missing = dir.file("no-such-spoke.yaml");
   expect_exit(run_to_exit({spoke, "--config", spoke_missing}, dir), 2, spoke_missing,
               "spoke missing config");
