@@ -354,15 +354,18 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
       }
       n->reg = s;
       n->reg_seq = seq;
+      n->reg_prev = Dot{op.prev().replica(), op.prev().seq()};
       n->reg_removed = removed;
       if (removed) {
         n->reg_value.clear();
       } else {
         n->reg_value = op.value();
       }
-    } else if (visible && overwrites != nullptr && s > clear) {
-      // The incoming write is older and its writer never saw the current one
-      // (a duplicate never gets here: the store drops seen dots first).
+    } else if (visible && overwrites != nullptr && s > clear &&
+               !(n->reg_prev.replica == s.replica && n->reg_prev.seq == seq)) {
+      // The incoming write is older, and the current one was not written
+      // over it (its writer saw another dot there): neither saw the other.
+      // (A duplicate never gets here: the store drops seen dots first.)
       Overwrite& o = overwrites->emplace_back();
       o.path.assign(op.path().begin(), op.path().end());
       o.concurrent = true;
@@ -381,6 +384,7 @@ void Document::join(Node* into, const v1::NodeState& from) {
   if (r > into->reg) {
     into->reg = r;
     into->reg_seq = from.reg_seq();
+    into->reg_prev = Dot{from.reg_prev().replica(), from.reg_prev().seq()};
     into->reg_removed = from.reg_removed();
     into->reg_value = from.reg_value();
   }
@@ -523,6 +527,10 @@ bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) {
     out->set_reg_hlc(n.reg.hlc);
     out->set_reg_replica(n.reg.replica);
     out->set_reg_seq(n.reg_seq);
+    if (n.reg_prev.seq != 0) {
+      out->mutable_reg_prev()->set_replica(n.reg_prev.replica);
+      out->mutable_reg_prev()->set_seq(n.reg_prev.seq);
+    }
     if (n.reg_removed) {
       out->set_reg_removed(true);
     } else {
@@ -563,6 +571,7 @@ Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t ma
   }
   out->reg = reg_stamp(s);
   out->reg_seq = s.reg_seq();
+  out->reg_prev = Dot{s.reg_prev().replica(), s.reg_prev().seq()};
   out->reg_removed = s.reg_removed();
   out->reg_value = s.reg_value();
   out->obj = obj_stamp(s);
@@ -611,6 +620,7 @@ size_t Document::collect(Node* n, Stamp clear, uint64_t stable_hlc) {
   if (!(n->reg > clear)) {
     n->reg = Stamp{};
     n->reg_seq = 0;
+    n->reg_prev = Dot{};
     n->reg_removed = false;
     n->reg_value.clear();
   }
@@ -626,6 +636,7 @@ size_t Document::collect(Node* n, Stamp clear, uint64_t stable_hlc) {
   if (n->reg_removed && n->reg.hlc < stable_hlc && n->reg > n->obj) {
     n->reg = Stamp{};
     n->reg_seq = 0;
+    n->reg_prev = Dot{};
     n->reg_removed = false;
     n->obj = Stamp{};
     ++dropped;

@@ -24,7 +24,11 @@
 //
 // Conflicts. Each op carries `prev`, the dot the writer saw at the field. When
 // an op lands on a visible register holding another dot, neither writer saw the
-// other: the loser is reported so the store keeps a conflict record.
+// other: the loser is reported so the store keeps a conflict record. The
+// register keeps its writer's `prev`, so that the write it overwrote, arriving
+// after it, is known as seen rather than concurrent. (Only the direct
+// predecessor is known: an older write two overwrites back that arrives last
+// is still reported.)
 //
 // Values of registers are kept as canonical JSON text and never parsed during
 // a merge. REQUIRES: external synchronization.
@@ -191,9 +195,16 @@ class Document {
   size_t collect_tombstones(uint64_t stable_hlc);
 
  private:
+  struct Dot {
+    uint64_t replica = 0;
+    uint64_t seq = 0;
+  };
   struct Node {
     Stamp reg;
     uint64_t reg_seq = 0;
+    // The dot the register's writer saw there (FieldOp.prev): an older write
+    // with this dot arriving late was overwritten causally, not concurrently.
+    Dot reg_prev;
     bool reg_removed = false;
     std::string reg_value;
     Stamp obj;
