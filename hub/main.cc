@@ -166,15 +166,7 @@ int run(const HubConfig& cfg) {
   std::thread housekeeping([&] {
     std::unique_lock lock(hk_mu);
     while (!hk_cv.wait_for(lock, std::chrono::minutes(1), [&] { return stopping.load(); })) {
-      const uint64_t retention_ms = cfg.log_retention_hours * 3600 * 1000;
-      if (Status s = store->trim_log_older_than(retention_ms); !s.ok()) {
-        spdlog::warn("trimming the log: {}", s.to_string());
-      }
-      const uint64_t now = SystemClock::instance()->now_ms();
-      if (now > retention_ms) {
-        auto n = store->collect_tombstones(hlc_from_ms(now - retention_ms));
-        if (n.ok() && *n > 0) spdlog::info("collected {} tombstones", *n);
-      }
+      store->expire_older_than(cfg.log_retention_hours * 3600 * 1000);
     }
   });
 

@@ -30,7 +30,6 @@
 #include "spoke/config.h"
 #include "spoke/manifests_dir_applier.h"
 #include "spoke/reconciler.h"
-#include "store/hlc.h"
 #include "store/store.h"
 #include "sync/engine/node.h"
 #include "sync/nats_transport.h"
@@ -100,15 +99,7 @@ int run(const SpokeConfig& cfg) {
       if (std::chrono::steady_clock::now() - last_housekeeping >= std::chrono::minutes(10)) {
         last_housekeeping = std::chrono::steady_clock::now();
         lock.unlock();
-        const uint64_t retention_ms = cfg.log_retention_hours * 3600 * 1000;
-        if (Status s = store->trim_log_older_than(retention_ms); !s.ok()) {
-          spdlog::warn("trimming the log: {}", s.to_string());
-        }
-        const uint64_t now = SystemClock::instance()->now_ms();
-        if (now > retention_ms) {
-          auto n = store->collect_tombstones(hlc_from_ms(now - retention_ms));
-          if (n.ok() && *n > 0) spdlog::info("collected {} tombstones", *n);
-        }
+        store->expire_older_than(cfg.log_retention_hours * 3600 * 1000);
         lock.lock();
       }
       cv.wait_for(lock, std::chrono::seconds(cfg.resync_seconds),

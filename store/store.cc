@@ -186,6 +186,7 @@ class Store::Impl {
 
   uint64_t replica_id() const { return meta_.replica_id(); }
   uint64_t log_epoch() const { return meta_.log_epoch(); }
+  uint64_t now_ms() const { return clock_->now_ms(); }
   uint64_t last_log_index() {
     std::lock_guard lock(mu_);
     return meta_.next_log_index() - 1;
@@ -1046,6 +1047,20 @@ Status Store::Impl::compact() {
     CANOPY_RETURN_IF_ERROR(from_rocks(db_->CompactRange(co, h, nullptr, nullptr), "compaction"));
   }
   return ok_status();
+}
+
+void Store::expire_older_than(uint64_t retention_ms) {
+  if (Status s = trim_log_older_than(retention_ms); !s.ok()) {
+    spdlog::warn("store: trimming the log: {}", s.to_string());
+  }
+  const uint64_t now = impl_->now_ms();
+  if (now <= retention_ms) return;
+  auto n = collect_tombstones(hlc_from_ms(now - retention_ms));
+  if (!n.ok()) {
+    spdlog::warn("store: collecting tombstones: {}", n.status().to_string());
+  } else if (*n > 0) {
+    spdlog::info("store: collected {} tombstones", *n);
+  }
 }
 
 StatusOr<Durability> parse_durability(std::string_view name) {

@@ -187,6 +187,10 @@ class Store {
   // Collects tombstones stamped below `stable_hlc` (every replica in scope has
   // acknowledged past it). Returns how many were dropped.
   StatusOr<size_t> collect_tombstones(uint64_t stable_hlc);
+  // A daemon's periodic housekeeping: trims the log and collects the
+  // tombstones older than `retention_ms` by the store's clock. Failures are
+  // logged (the next round tries again).
+  void expire_older_than(uint64_t retention_ms);
 
   // --- Subscription to committed changes.
   uint64_t subscribe(Listener listener);

@@ -689,6 +689,28 @@ TEST_F(StoreTest, CollectTombstonesBelowStableStamp) {
   EXPECT_FALSE(a->state("k2")->has_value());
 }
 
+// The daemons' housekeeping: what is older than the retention goes, the log
+// and tombstones alike; what is younger stays.
+TEST_F(StoreTest, ExpireOlderThanTrimsTheLogAndCollectsTombstones) {
+  auto a = open("a", 1);
+  ASSERT_NE(a, nullptr);
+  CANOPY_ASSERT_OK(a->put("k1", R"({"a":1})"));
+  CANOPY_ASSERT_OK(a->remove("k1"));
+  CANOPY_ASSERT_OK(a->put("k2", R"({"b":1})"));
+  clock_.advance_ms(60'000);
+  CANOPY_ASSERT_OK(a->put("k3", R"({"c":1})"));
+  const auto docs = all_docs(*a);
+
+  a->expire_older_than(120'000);  // nothing is that old
+  EXPECT_EQ(a->first_log_index(), 1u);
+  EXPECT_TRUE(a->state("k1")->has_value());
+
+  a->expire_older_than(30'000);
+  EXPECT_EQ(a->first_log_index(), 4u) << "the three older entries go, k3's stays";
+  EXPECT_FALSE(a->state("k1")->has_value()) << "the old tombstone was collected";
+  EXPECT_EQ(all_docs(*a), docs);
+}
+
 TEST_F(StoreTest, SubscribersSeeEveryCommittedEntryInOrder) {
   auto a = open("a", 1);
   auto b = open("b", 2);
