@@ -439,6 +439,46 @@ TEST_F(BadInputTest, DeltaFromFarFutureIsAppliedAndSurfaced) {
   }
 }
 
+// Changes stored as merge operands (doc_merge.h) that do not decode: reading
+// the document says so and names it; the other documents read as before.
+TEST_F(BadInputTest, CorruptMergeOperands) {
+  const std::string existing = *store_->get("k/existing");
+  store_.reset();
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"k/unknown-kind", std::string("x") + "\x0a\x01k"},
+      {"k/bad-delta", std::string(1, kDeltaOperand) + "\xff\xff\xff"},
+      {"k/bad-state", std::string(1, kStateOperand) + "\x0a\x05"
+                                                      "ab"},
+      {"k/empty", ""},
+  };
+  {
+    rocksdb::Options options;
+    rocksdb::ColumnFamilyOptions docs_cf;
+    docs_cf.merge_operator = make_doc_merge_operator(64);
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+        {rocksdb::kDefaultColumnFamilyName, {}}, {"docs", docs_cf}, {"log", {}}, {"conflicts", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(options, dir_.sub("s"), cfs, &handles, &db).ok());
+    for (const auto& [key, operand] : bad) {
+      ASSERT_TRUE(db->Merge(rocksdb::WriteOptions(), handles[1], key, operand).ok());
+    }
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+    delete db;
+  }
+  store_ = open_store(dir_.sub("s"), &clock_, Durability::kNone, 1);
+  ASSERT_NE(store_, nullptr);
+  for (const auto& [key, operand] : bad) {
+    auto got = store_->get(key);
+    ASSERT_FALSE(got.ok()) << key;
+    EXPECT_EQ(got.status().code(), StatusCode::kDataLoss)
+        << key << ": " << got.status().to_string();
+    EXPECT_NE(got.status().message().find(key), std::string::npos) << got.status().message();
+  }
+  EXPECT_EQ(*store_->get("k/existing"), existing);
+}
+
 // A document whose stored state is corrupt: reads say so, and a batch that
 // touches it changes nothing, not even the documents before it in the batch.
 TEST_F(BadInputTest, CorruptStoredDocument) {
