@@ -60,14 +60,6 @@ class DocMergeOperator : public rocksdb::MergeOperator {
 
 }  // namespace
 
-std::string doc_operand(char tag, std::string_view message_bytes) {
-  std::string out;
-  out.reserve(message_bytes.size() + 1);
-  out.push_back(tag);
-  out.append(message_bytes);
-  return out;
-}
-
 std::shared_ptr<rocksdb::MergeOperator> make_doc_merge_operator(size_t max_depth) {
   return std::make_shared<DocMergeOperator>(max_depth);
 }

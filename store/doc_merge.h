@@ -19,16 +19,11 @@
 #include <rocksdb/merge_operator.h>
 
 #include <memory>
-#include <string>
-#include <string_view>
 
 namespace canopy {
 
 inline constexpr char kDeltaOperand = 'd';
 inline constexpr char kStateOperand = 's';
-
-// An operand for `message_bytes` (a serialized Delta or NodeState).
-std::string doc_operand(char tag, std::string_view message_bytes);
 
 // `max_depth`: the nesting limit a stored state is checked against when read.
 std::shared_ptr<rocksdb::MergeOperator> make_doc_merge_operator(size_t max_depth);

@@ -222,9 +222,11 @@ class Store::Impl {
   void stage_doc_change(rocksdb::WriteBatch* b, const std::string& key, char tag,
                         const google::protobuf::MessageLite& change);
   void stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e);
-  // The same for the entry of a delta whose encoding is `delta_bytes`;
-  // returns the entry's index.
-  uint64_t stage_log_encoded(rocksdb::WriteBatch* b, std::string_view delta_bytes, uint64_t source);
+  // Stages an applied delta: its merge operand and its log entry, from one
+  // encoding of the delta. With subscribers, appends the entry they are
+  // handed (once durable) to `entries`. Returns the entry's index.
+  uint64_t stage_delta(rocksdb::WriteBatch* b, const v1::Delta& d, uint64_t source,
+                       std::vector<v1::LogEntry>* entries);
   void stage_meta(rocksdb::WriteBatch* b);
   void stage_vv(rocksdb::WriteBatch* b, uint64_t replica);
   void stage_conflict(rocksdb::WriteBatch* b, const std::string& key, const Overwrite& o,
@@ -279,6 +281,7 @@ class Store::Impl {
   std::map<uint64_t, uint64_t> trimmed_;  // origin -> greatest seq trimmed from the log
   std::unordered_map<std::string, Document> cache_;
   rocksdb::WriteBatch batch_;
+  std::string operand_;  // stage_delta's encoding buffer, kept between writes
   std::vector<std::pair<uint64_t, Listener>> listeners_;
   uint64_t next_listener_ = 0;
   StoreStats stats_;
@@ -429,10 +432,14 @@ void Store::Impl::stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e) {
   b->Put(log(), be64(index), e->SerializeAsString()).PermitUncheckedError();
 }
 
-uint64_t Store::Impl::stage_log_encoded(rocksdb::WriteBatch* b, std::string_view delta_bytes,
-                                        uint64_t source) {
+uint64_t Store::Impl::stage_delta(rocksdb::WriteBatch* b, const v1::Delta& d, uint64_t source,
+                                  std::vector<v1::LogEntry>* entries) {
   const uint64_t index = meta_.next_log_index();
   meta_.set_next_log_index(index + 1);
+  operand_.assign(1, kDeltaOperand);
+  d.AppendToString(&operand_);
+  b->Merge(docs(), d.key(), operand_).PermitUncheckedError();
+  const std::string_view delta_bytes = std::string_view(operand_).substr(1);
   // LogEntry{index = 1, delta = 2, source = 4} written as protobuf does.
   std::string v;
   v.reserve(delta_bytes.size() + 32);
@@ -453,6 +460,12 @@ uint64_t Store::Impl::stage_log_encoded(rocksdb::WriteBatch* b, std::string_view
     for (int i = 0; i < 8; ++i) v.push_back(static_cast<char>((source >> (8 * i)) & 0xff));
   }
   b->Put(log(), be64(index), v).PermitUncheckedError();
+  if (!listeners_.empty()) {
+    v1::LogEntry& e = entries->emplace_back();
+    *e.mutable_delta() = d;
+    e.set_index(index);
+    e.set_source(source);
+  }
   return index;
 }
 
@@ -605,10 +618,8 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   vv_.add(meta_.replica_id(), seq);
 
   rocksdb::WriteBatch& b = reusable_batch();
-  stage_doc_change(&b, key, kDeltaOperand, delta);
-  std::vector<v1::LogEntry> entries(1);
-  *entries[0].mutable_delta() = delta;
-  stage_log(&b, &entries[0]);
+  std::vector<v1::LogEntry> entries;
+  stage_delta(&b, delta, /*source=*/0, &entries);
   stage_vv(&b, meta_.replica_id());
   stage_meta(&b);
   Status st = commit(&b);
@@ -716,7 +727,6 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
   std::vector<std::string> touched;
   std::vector<Overwrite> overwrites;
   std::map<uint64_t, bool> vv_dirty;
-  std::string operand;
   for (const v1::Delta* dp : batch) {
     const v1::Delta& d = *dp;
     if (vv_.contains(d.dot().replica(), d.dot().seq())) {
@@ -752,18 +762,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
     if (d.dot().replica() == meta_.replica_id() && d.dot().seq() >= meta_.next_seq()) {
       meta_.set_next_seq(d.dot().seq() + 1);
     }
-    // The delta is encoded once: as the document's merge operand and inside
-    // its log entry.
-    operand.assign(1, kDeltaOperand);
-    d.AppendToString(&operand);
-    b.Merge(docs(), d.key(), operand).PermitUncheckedError();
-    const uint64_t index = stage_log_encoded(&b, std::string_view(operand).substr(1), source);
-    if (!listeners_.empty()) {  // what subscribers are handed once it is durable
-      v1::LogEntry& e = entries.emplace_back();
-      *e.mutable_delta() = d;
-      e.set_index(index);
-      e.set_source(source);
-    }
+    stage_delta(&b, d, source, &entries);
     touched.push_back(d.key());
     ++result.applied;
   }
