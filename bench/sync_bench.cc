@@ -548,10 +548,7 @@ int hub_main(const HubArgs& a) {
   Store* st = store.get();
   // As hub/main.cc: the site describes itself in its hello; the registry keeps it.
   parent->set_hello_hook([st](const std::string& child, const v1::Hello& hello) {
-    json doc = {{"name", child}, {"labels", json::object()}};
-    for (const auto& [k, v] : hello.labels()) doc["labels"][k] = v;
-    auto r = st->put_value("sites/" + child, doc);
-    if (!r.ok()) spdlog::warn("registering site {}: {}", child, r.status().to_string());
+    hub::register_site(st, child, hello);
   });
   // Timestamps the template's commit: listeners run once the write is
   // durable, just before put() returns (on the writer or the fsync leader).

@@ -93,10 +93,7 @@ int run(const HubConfig& cfg) {
   Store* st = store.get();
   // The site describes itself in its hello; the registry keeps it.
   parent->set_hello_hook([st](const std::string& child, const v1::Hello& hello) {
-    json doc = {{"name", child}, {"labels", json::object()}};
-    for (const auto& [k, v] : hello.labels()) doc["labels"][k] = v;
-    auto r = st->put_value("sites/" + child, doc);
-    if (!r.ok()) spdlog::warn("registering site {}: {}", child, r.status().to_string());
+    hub::register_site(st, child, hello);
   });
   sync::SyncNode node(store.get(), nats.get());
   node.set_parent_engine(std::move(parent));

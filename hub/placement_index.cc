@@ -788,4 +788,11 @@ std::vector<std::string> PlacementIndex::placements_of(std::string_view site) {
   return out;
 }
 
+void register_site(Store* store, const std::string& child, const v1::Hello& hello) {
+  json doc = {{"name", child}, {"labels", json::object()}};
+  for (const auto& [k, v] : hello.labels()) doc["labels"][k] = v;
+  auto r = store->put_value("sites/" + child, doc);
+  if (!r.ok()) spdlog::warn("registering site {}: {}", child, r.status().to_string());
+}
+
 }  // namespace canopy::hub

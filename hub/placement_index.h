@@ -66,6 +66,7 @@
 #include <vector>
 
 #include "canopy/v1/store.pb.h"
+#include "canopy/v1/sync.pb.h"
 #include "store/document.h"
 #include "store/status.h"
 #include "store/store.h"
@@ -77,6 +78,12 @@ namespace canopy::hub {
 // with a letter or digit. Every tenant, site, template, placement and override
 // name is one.
 bool is_dns1123_label(std::string_view name);
+
+// The site registry as the hub keeps it: a child's hello describes the site
+// (its labels), and this writes the record `sites/<child>` that the index
+// reads. A failed write is logged; the child's next hello writes it again.
+// (ParentSync's hello hook in canopy-hub.)
+void register_site(Store* store, const std::string& child, const v1::Hello& hello);
 
 // Key layout (docs/keys.md).
 inline constexpr std::string_view kSitesPrefix = "sites/";
