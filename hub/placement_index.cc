@@ -359,6 +359,7 @@ std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
   for (auto& [site, keys] : *changes) {
     sync::ScopeChange c;
     c.child = site->name;
+    c.version = version_locked(site);
     for (auto& [key, net] : keys) {
       if (net > 0) c.entered.push_back(key);
       if (net < 0) c.left.push_back(key);
@@ -715,7 +716,10 @@ bool PlacementIndex::writable_by(std::string_view site, std::string_view key) {
 
 uint64_t PlacementIndex::version(std::string_view site) {
   std::lock_guard lock(mu_);
-  Site* s = site_or_null(site);
+  return version_locked(site_or_null(site));
+}
+
+uint64_t PlacementIndex::version_locked(Site* s) {
   if (s != nullptr && s->version_valid) return s->version;
   XXH3_state_t* state = XXH3_createState();
   CANOPY_CHECK(state != nullptr);

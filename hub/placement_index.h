@@ -180,6 +180,7 @@ class PlacementIndex final : public sync::ScopeProvider {
   bool unref(Site* site, const std::string& key, Changes* changes);
   Site* site_or_null(std::string_view name);
   std::vector<sync::ScopeChange> collect(Changes* changes);
+  uint64_t version_locked(Site* site);
 
   std::mutex mu_;
   bool loaded_ = false;

@@ -46,6 +46,12 @@ struct ScopeChange {
   std::string child;
   std::vector<std::string> entered;
   std::vector<std::string> left;
+  // The child's scope version right after this change. Changes are queued
+  // before sync handles them, and by then the scope may have changed again:
+  // the message carrying this change must announce this version, not the
+  // current one, or a child that misses the next change's message would hold
+  // the newer version without its documents. 0: unknown (the current one).
+  uint64_t version = 0;
 };
 
 }  // namespace canopy::sync

@@ -202,6 +202,25 @@ TEST_F(PlacementIndexTest, SelectorChangeMovesSites) {
   EXPECT_EQ(index_->sites_for(kWebKey), Keys{"a"});
 }
 
+TEST_F(PlacementIndexTest, EachChangeCarriesTheVersionItLeadsTo) {
+  // Sync handles changes after they were queued; each must name the scope
+  // version right after it, not whatever the index holds by then.
+  site("a", {{"region", "eu"}});
+  take();
+  const uint64_t v0 = index_->version("a");
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  const uint64_t v1 = index_->version("a");
+  put(kPlacementKey, placement({"web"}, {{"region", "us"}}));
+  const uint64_t v2 = index_->version("a");
+  auto list = take_list();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].version, v1);
+  EXPECT_EQ(list[1].version, v2);
+  EXPECT_NE(v0, v1);
+  EXPECT_NE(v1, v2);
+  EXPECT_EQ(v2, v0);  // the same key set again: the same version
+}
+
 TEST_F(PlacementIndexTest, SiteLabelChangeMovesTheSite) {
   put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
   EXPECT_TRUE(take().empty());
