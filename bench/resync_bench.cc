@@ -21,7 +21,8 @@
 // ChildOptions defaults with max_message_bytes = 8 MiB (what canopy-spoke
 // passes) and the site's labels.
 //
-// Per k (1, 100, 10,000) and mode:
+// Per k (0, 1, 100, 10,000) and mode (k = 0: log only; it measures the
+// session's fixed cost, hello + welcome + ack, which every resync pays):
 //   1. the spoke is in sync; it is cut off the bus (set_connected false) and
 //      the clock runs 40 s, so the hub forgets the session (30 s timeout) as
 //      after any real outage;
@@ -30,7 +31,8 @@
 //      local writes;
 //   3. mode "log": nothing more (the hub's log holds the missed changes);
 //      mode "reconcile": the hub trims its log through its last index, as
-//      when the outage outlasted the retention window;
+//      when the outage outlasted the retention window (the pair then
+//      reconciles by sketch, docs/sync-protocol.md);
 //   4. the spoke is reconnected; the loop runs until the child is in sync, at
 //      a position in the hub's current epoch at or past the hub's last index,
 //      the hub's session is live and nothing is in flight. Then the spoke's
@@ -41,14 +43,17 @@
 // cross-checked by a tap endpoint subscribed to canopy.v1.> that counts what
 // the bus delivered. References: the serialized DocState of every in-scope
 // document ("whole"), and the serialized Delta of each of the k missed changes
-// as the hub committed it ("missed").
+// as the hub committed it ("missed"). Figures: <mode>_vs_missed_k<k> (all
+// bytes / missed, with the target) and <mode>_beyond_session_vs_missed_k<k>
+// ((all bytes - the k = 0 bytes) / missed: what the missed changes cost).
+// CANOPY_RESYNC_TRACE=1 lists every message on stderr.
 //
 // Output: JSON lines on stdout ({"bench","metric","value"[,"target"]});
 // progress, per-phase timings and a time breakdown on stderr.
 //
 //   canopy_resync_bench [--docs N] [--scope N] [--ks 1,100,10000] [--dir DIR]
-//                       [--durability group|none] [--leaf N] [--spoke-writes] [--keep]
-//   --leaf N        ParentOptions::reconcile_leaf (exploration; default: the daemon's)
+//                       [--durability group|none] [--first-symbols N] [--spoke-writes] [--keep]
+//   --first-symbols N  ParentOptions::sketch_first_symbols (exploration; default: the daemon's)
 //   --spoke-writes  the spoke writes one status document after the first sync,
 //                   as its reconciler would, so that the hub holds an up
 //                   position for it (see ChildSync::handle_welcome)
@@ -152,10 +157,10 @@ json template_doc(const std::string& name, size_t i) {
 struct Options {
   size_t docs = 1'000'000;
   size_t scope = 10'000;
-  std::vector<size_t> ks = {1, 100, 10'000};
+  std::vector<size_t> ks = {0, 1, 100, 10'000};
   std::string dir;
   Durability durability = Durability::kGroupCommit;
-  size_t leaf = 0;            // 0: ParentOptions' default
+  size_t first_symbols = 0;   // 0: ParentOptions' default
   bool spoke_writes = false;  // the spoke writes one status document after the first sync
   bool keep = false;
 };
@@ -205,8 +210,9 @@ class Rig {
   uint64_t tap_down_ = 0, tap_up_ = 0, tap_msgs_ = 0;
   std::map<std::string, std::pair<uint64_t, uint64_t>> tap_kinds_;  // messages, bytes
   double hub_ms_ = 0, spoke_ms_ = 0, bus_ms_ = 0;
-  uint64_t round_ = 0;  // changes made so far (patch values stay fresh)
-  size_t sites_ = 1;    // sites whose templates the catalogue holds
+  double session_bytes_ = 0;  // a resync with nothing missed (k = 0)
+  uint64_t round_ = 0;        // changes made so far (patch values stay fresh)
+  size_t sites_ = 1;          // sites whose templates the catalogue holds
 };
 
 void Rig::load_hub() {
@@ -301,18 +307,19 @@ void Rig::open_sync() {
                                 kind = "welcome";
                                 break;
                               case v1::SyncEnvelope::kChanges:
-                                kind = env.changes().covered_size() > 0   ? "changes(docs)"
+                                kind = env.changes().covered_size() > 0   ? "changes(covered)"
+                                       : env.changes().reconciled()       ? "changes(reconciled)"
                                        : env.changes().entries_size() > 0 ? "changes"
                                                                           : "changes(position)";
                                 break;
                               case v1::SyncEnvelope::kAck:
                                 kind = "ack";
                                 break;
-                              case v1::SyncEnvelope::kFingerprints:
-                                kind = "fingerprints";
+                              case v1::SyncEnvelope::kSketch:
+                                kind = "sketch";
                                 break;
-                              case v1::SyncEnvelope::kReconcileReply:
-                                kind = "reconcile_reply";
+                              case v1::SyncEnvelope::kSketchReply:
+                                kind = "sketch_reply";
                                 break;
                               case v1::SyncEnvelope::kReset:
                                 kind = "reset";
@@ -321,6 +328,13 @@ void Rig::open_sync() {
                                 kind = "empty";
                                 break;
                             }
+                          }
+                          if (std::getenv("CANOPY_RESYNC_TRACE") != nullptr) {
+                            std::fprintf(
+                                stderr, "sync.resync: trace: %s %s seq %llu acked %llu, %zu B\n",
+                                down ? "down" : "up", kind.c_str(),
+                                static_cast<unsigned long long>(env.seq()),
+                                static_cast<unsigned long long>(env.acked()), m.data.size());
                           }
                           auto& t = tap_kinds_[(down ? "down " : "up ") + kind];
                           ++t.first;
@@ -333,7 +347,7 @@ void Rig::open_sync() {
   sync::ParentOptions po;
   po.max_concurrent_catchups = 64;            // HubConfig's default
   po.max_message_bytes = net_.max_payload();  // what canopy-hub takes from NATS (1 MiB)
-  if (o_.leaf != 0) po.reconcile_leaf = o_.leaf;
+  if (o_.first_symbols != 0) po.sketch_first_symbols = o_.first_symbols;
   hub_node_ = std::make_unique<sync::SyncNode>(hub_.get(), hub_ep_.get());
   hub_node_->set_parent_engine(
       std::make_unique<sync::ParentSync>(kHub, hub_.get(), index_.get(), env, po));
@@ -550,9 +564,19 @@ bool Rig::resync(size_t k, bool reconcile) {
   emit(std::string(mode) + "_cpu_ms" + K, cpu_ms);
   emit(std::string(mode) + "_down_bytes" + K, static_cast<double>(down));
   emit(std::string(mode) + "_up_bytes" + K, static_cast<double>(up));
+  if (k == 0) {
+    // The session's fixed cost (hello, welcome, ack): what any resync pays.
+    session_bytes_ = static_cast<double>(bytes);
+    return ok;
+  }
   if (!reconcile) emit("missed_delta_bytes" + K, missed);
   emit(std::string(mode) + "_vs_missed" + K, static_cast<double>(bytes) / missed,
        reconcile ? "<=10" : "<=2");
+  if (session_bytes_ > 0) {
+    // What the missed changes cost beyond the session's fixed cost.
+    emit(std::string(mode) + "_beyond_session_vs_missed" + K,
+         (static_cast<double>(bytes) - session_bytes_) / missed);
+  }
   return ok;
 }
 
@@ -593,15 +617,16 @@ int run(int argc, char** argv) {
       } else {
         die("--durability must be group or none");
       }
-    } else if (a == "--leaf") {
-      o.leaf = std::stoul(value());
+    } else if (a == "--first-symbols") {
+      o.first_symbols = std::stoul(value());
     } else if (a == "--spoke-writes") {
       o.spoke_writes = true;
     } else if (a == "--keep") {
       o.keep = true;
     } else {
       die("unknown argument " + a +
-          " (--docs N --scope N --ks 1,100,10000 --dir DIR --durability group|none --leaf N "
+          " (--docs N --scope N --ks 1,100,10000 --dir DIR --durability group|none --first-symbols "
+          "N "
           "--spoke-writes --keep)");
     }
   }
@@ -629,7 +654,8 @@ int run(int argc, char** argv) {
     emit("whole_scope_bytes", rig.whole_scope_bytes());
     for (size_t k : o.ks) {
       ok = rig.resync(k, false) && ok;
-      ok = rig.resync(k, true) && ok;
+      // With nothing missed there is nothing to trim: the log still serves.
+      if (k > 0) ok = rig.resync(k, true) && ok;
     }
   }
   if (!o.keep) {

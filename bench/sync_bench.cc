@@ -153,6 +153,7 @@
 #include "sync/engine/child.h"
 #include "sync/engine/node.h"
 #include "sync/engine/parent.h"
+#include "sync/engine/sketch.h"
 #include "sync/nats_transport.h"
 #include "sync/subjects.h"
 #include "tests/support/nats_server.h"
@@ -1092,6 +1093,7 @@ class LightChild final : public SimChild {
     for (bool c : conns) on_connection(c);
     for (const auto& m : inbox) on_message(m);
     if (tick) this->tick();
+    if (ack_due_ && state_ == State::kActive) send_ack(false);
     for (auto& m : outbox_) {
       if (!group_->publish(m.subject, m.data).ok()) ++publish_failures_;
     }
@@ -1113,6 +1115,7 @@ class LightChild final : public SimChild {
   static constexpr uint64_t kHelloBackoffMinMs = 200;
   static constexpr uint64_t kHelloBackoffMaxMs = 30'000;
   static constexpr uint64_t kHeartbeatMs = 2000;
+  static constexpr uint64_t kParentSessionTimeoutMs = 30'000;
   static constexpr size_t kMaxMessageBytes = size_t{64} << 20;  // ChildOptions default
 
   static uint64_t now_ms() { return SystemClock::instance()->now_ms(); }
@@ -1137,6 +1140,8 @@ class LightChild final : public SimChild {
     env.set_to(parent_);
     env.set_session(session_);
     env.set_seq(seq);
+    if (down_recv_.last_applied() != 0) env.set_acked(down_recv_.last_applied());
+    ack_due_ = false;
     std::string bytes = env.SerializeAsString();
     outbox_.push_back(sync::Message{up_subject_, bytes});
     up_.sent(seq, std::move(bytes), now_ms());
@@ -1148,7 +1153,9 @@ class LightChild final : public SimChild {
     } while (session_ == 0);
     up_ = sync::SendChannel(kWindow, kRtoMs);
     down_recv_ = sync::RecvChannel();
+    ack_due_ = false;
     reconciling_ = false;
+    sketch_.reset();
     ++hellos_;
     v1::SyncEnvelope env;
     v1::Hello* h = env.mutable_hello();
@@ -1169,13 +1176,22 @@ class LightChild final : public SimChild {
     env.mutable_ack()->set_gap(gap);
     *env.mutable_ack()->mutable_position() = down_;
     send_control(std::move(env));
+    ack_due_ = false;
     last_heartbeat_ms_ = now_ms();
   }
 
   void on_connection(bool connected) {
     const bool was = connected_;
     connected_ = connected;
-    if (connected && !was && state_ == State::kActive) send_ack(false);
+    if (!connected && was) disconnected_at_ms_ = now_ms();
+    if (connected && !was && state_ == State::kActive) {
+      // As ChildSync: after an outage the hub outlived the session of, hello.
+      if (now_ms() >= disconnected_at_ms_ + kParentSessionTimeoutMs) {
+        start();
+      } else {
+        send_ack(false);
+      }
+    }
   }
 
   void tick() {
@@ -1210,16 +1226,21 @@ class LightChild final : public SimChild {
       return;
     }
     if (state_ != State::kActive) return;
+    if (env.acked() != 0 && !env.has_ack()) {
+      std::vector<std::string> resend;
+      up_.on_ack(env.acked(), false, now_ms(), &resend);
+      for (auto& bytes : resend) outbox_.push_back(sync::Message{up_subject_, std::move(bytes)});
+    }
     if (env.has_ack()) {
       std::vector<std::string> resend;
       up_.on_ack(env.ack().seq(), env.ack().gap(), now_ms(), &resend);
       for (auto& bytes : resend) outbox_.push_back(sync::Message{up_subject_, std::move(bytes)});
       return;
     }
-    if (!env.has_changes() && !env.has_fingerprints()) return refuse("unexpected message kind");
+    if (!env.has_changes() && !env.has_sketch()) return refuse("unexpected message kind");
     switch (down_recv_.check(env.seq())) {
       case sync::RecvChannel::Verdict::kDuplicate:
-        send_ack(false);
+        ack_due_ = true;
         return;
       case sync::RecvChannel::Verdict::kGap:
         send_ack(true);
@@ -1227,13 +1248,10 @@ class LightChild final : public SimChild {
       case sync::RecvChannel::Verdict::kApply:
         break;
     }
-    if (env.has_changes()) {
-      if (!apply_changes(env.changes())) return;  // not acked: the parent resends
-    } else {
-      answer_fingerprints(env.fingerprints());
-    }
+    if (env.has_changes() && !apply_changes(env.changes())) return;  // not acked: resent
     down_recv_.applied(env.seq());
-    send_ack(false);
+    ack_due_ = true;  // acked when the outbox is taken, or on the reply
+    if (env.has_sketch()) answer_sketch(env.sketch());
   }
 
   void handle_welcome(const v1::Welcome& w) {
@@ -1242,8 +1260,8 @@ class LightChild final : public SimChild {
     reconciling_ = w.reconcile();
     writable_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
     backoff_ms_ = kHelloBackoffMinMs;
+    last_heartbeat_ms_ = now_ms();
     // No writes of our own: nothing flows up, no restore to detect.
-    send_ack(false);
   }
 
   bool keep(const std::string& key) const {
@@ -1278,10 +1296,21 @@ class LightChild final : public SimChild {
         docs_[e.doc().key()].merge(e.doc().root());
         if (e.doc().key() == tkey) touched_template = true;
       }
+      if (sketch_) {
+        const std::string& key = e.has_delta() ? e.delta().key() : e.doc().key();
+        if (!sketch_->decoded) sketch_->touched.insert(key);
+        sketch_->only_here.erase(key);
+      }
     }
     std::vector<std::string> drop;
     for (const std::string& k : c.drop()) {
       if (docs_.count(k) && !keep(k)) drop.push_back(k);
+    }
+    if (c.reconciled() && sketch_ && sketch_->decoded) {
+      for (const std::string& k : sketch_->only_here) {
+        if (docs_.count(k) && !keep(k)) drop.push_back(k);
+      }
+      sketch_.reset();
     }
     for (const v1::RangeFingerprint& r : c.covered()) {
       for (auto it = docs_.lower_bound(r.first()); it != docs_.end() && it->first <= r.last();
@@ -1302,32 +1331,77 @@ class LightChild final : public SimChild {
     return true;
   }
 
-  // The store's fingerprint (store.cc: Store::fingerprint over hashes()).
-  void answer_fingerprints(const v1::Fingerprints& f) {
+  // ChildSync::answer_sketch, over the in-memory documents; ids as
+  // Store::doc_hashes computes them.
+  void answer_sketch(const v1::Sketch& k) {
     reconciling_ = true;
     v1::SyncEnvelope env;
-    v1::ReconcileReply* reply = env.mutable_reconcile_reply();
-    reply->set_round(f.round());
-    for (int i = 0; i < f.ranges_size(); ++i) {
-      const v1::RangeFingerprint& theirs = f.ranges(i);
-      uint64_t count = 0, sum = 0;
-      for (auto it = docs_.lower_bound(theirs.first());
-           it != docs_.end() && it->first <= theirs.last(); ++it) {
-        if (it->second.empty()) continue;  // a store keeps no empty document
+    v1::SketchReply* reply = env.mutable_sketch_reply();
+    reply->set_round(k.round());
+    auto whole = [&] {
+      sketch_.reset();
+      reply->set_whole(true);
+      send_sequenced(std::move(env));
+    };
+    if (!sketch_ || sketch_->round != k.round()) {
+      sketch_ = std::make_unique<Reconciliation>();
+      sketch_->round = k.round();
+      std::vector<uint64_t> ids;
+      for (const auto& [key, doc] : docs_) {
+        if (doc.empty()) continue;  // a store keeps no empty document
         v1::DocState st;
-        st.set_key(it->first);
-        it->second.to_proto(st.mutable_root());
+        st.set_key(key);
+        doc.to_proto(st.mutable_root());
         const std::string bytes = st.SerializeAsString();
         const uint64_t h = XXH3_64bits(bytes.data(), bytes.size());
-        sum += XXH3_64bits_withSeed(it->first.data(), it->first.size(), h);
-        ++count;
+        const uint64_t id = XXH3_64bits_withSeed(key.data(), key.size(), h);
+        ids.push_back(id);
+        sketch_->keys.emplace(id, key);
       }
-      if (count != theirs.count() || sum != theirs.hash()) {
-        reply->add_differing(static_cast<uint32_t>(i));
-      }
+      sketch_->decoder = std::make_unique<sync::SketchDecoder>(ids);
     }
+    if (sketch_->decoded) return;
+    Reconciliation& r = *sketch_;
+    const int n = k.counts_size();
+    if (k.ids_size() != n || k.checks_size() != n || k.offset() != r.decoder->size() ||
+        r.keys.empty()) {
+      return whole();
+    }
+    std::vector<sync::SketchSymbol> symbols(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      symbols[static_cast<size_t>(i)] = sync::SketchSymbol{k.counts(i), k.ids(i), k.checks(i)};
+    }
+    r.decoder->add(symbols);
+    if (r.decoder->decoded()) {
+      for (uint64_t id : r.decoder->local_only()) {
+        auto it = r.keys.find(id);
+        if (it == r.keys.end()) return whole();
+        if (!r.touched.contains(it->second)) r.only_here.insert(it->second);
+      }
+      reply->set_decoded(true);
+      for (uint64_t id : r.decoder->remote_only()) reply->add_wanted(id);
+      r.decoded = true;
+      r.decoder.reset();
+      r.keys.clear();
+      send_sequenced(std::move(env));
+      return;
+    }
+    if (r.decoder->failed() || r.decoder->size() > 2 * (k.items() + r.keys.size()) + 64) {
+      return whole();
+    }
+    reply->set_received(r.decoder->size());
     send_sequenced(std::move(env));
   }
+
+  struct Reconciliation {
+    uint64_t round = 0;
+    std::unique_ptr<sync::SketchDecoder> decoder;
+    std::unordered_map<uint64_t, std::string> keys;
+    std::set<std::string> touched;
+    bool decoded = false;
+    std::set<std::string> only_here;
+  };
+  std::unique_ptr<Reconciliation> sketch_;
 
   Group* group_;
   Workers* workers_;
@@ -1354,6 +1428,8 @@ class LightChild final : public SimChild {
   sync::RecvChannel down_recv_;
   v1::LogPosition down_;  // "persisted" position in the parent's log
   bool reconciling_ = false;
+  bool ack_due_ = false;
+  uint64_t disconnected_at_ms_ = 0;
   bool connected_ = true;
   std::vector<std::string> writable_;
   std::map<std::string, Document> docs_;

@@ -1168,6 +1168,15 @@ StatusOr<v1::RangeFingerprint> Store::fingerprint(std::string_view first, std::s
   return fp;
 }
 
+StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::doc_hashes(std::string_view first,
+                                                                          std::string_view last,
+                                                                          const KeyFilter& filter) {
+  auto hs = impl_->hashes(first, last, filter);
+  if (!hs.ok()) return hs.status();
+  for (auto& [k, h] : *hs) h = XXH3_64bits_withSeed(k.data(), k.size(), h);
+  return hs;
+}
+
 StatusOr<std::vector<v1::RangeFingerprint>> Store::split_fingerprints(std::string_view first,
                                                                       std::string_view last,
                                                                       const KeyFilter& filter,

@@ -173,6 +173,13 @@ class Store {
                                                                  std::string_view last,
                                                                  const KeyFilter& filter,
                                                                  size_t parts);
+  // For each document in [first, last] passing `filter`, in key order: its key
+  // and the hash of (key, state bytes) that `fingerprint` sums. Two replicas
+  // hold a document identically exactly when (up to hash collisions) these
+  // agree; sync's set reconciliation works on them.
+  StatusOr<std::vector<std::pair<std::string, uint64_t>>> doc_hashes(std::string_view first,
+                                                                     std::string_view last,
+                                                                     const KeyFilter& filter);
   // Whole state of documents in [first, last] passing `filter` (tombstoned
   // ones included, so that deletions reconcile too).
   StatusOr<std::vector<v1::DocState>> states(std::string_view first, std::string_view last,

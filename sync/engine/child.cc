@@ -8,6 +8,7 @@
 #include <set>
 
 #include "sync/engine/parent.h"
+#include "sync/engine/sketch.h"
 #include "sync/subjects.h"
 
 namespace canopy::sync {
@@ -63,6 +64,8 @@ void ChildSync::start() {
 }
 
 std::vector<Message> ChildSync::take_outbox() {
+  // What we applied and acked on no sequenced message of ours: ack it now.
+  if (ack_due_ && state_ == State::kActive) send_ack(false);
   std::vector<Message> out;
   out.swap(outbox_);
   return out;
@@ -91,6 +94,8 @@ void ChildSync::send_sequenced(v1::SyncEnvelope env) {
   env.set_to(parent_);
   env.set_session(session_);
   env.set_seq(seq);
+  if (down_recv_.last_applied() != 0) env.set_acked(down_recv_.last_applied());
+  ack_due_ = false;
   std::string bytes = env.SerializeAsString();
   stats_.bytes_sent += bytes.size();
   outbox_.push_back(Message{up_subject(parent_, name_), bytes});
@@ -104,7 +109,9 @@ void ChildSync::send_hello() {
   } while (session_ == 0);
   up_ = SendChannel(opts_.window, opts_.rto_ms);
   down_recv_ = RecvChannel();
+  ack_due_ = false;
   reconciling_ = false;
+  sketch_.reset();
   ++stats_.hellos;
   v1::SyncEnvelope env;
   v1::Hello* h = env.mutable_hello();
@@ -126,6 +133,7 @@ void ChildSync::send_ack(bool gap) {
   env.mutable_ack()->set_gap(gap);
   *env.mutable_ack()->mutable_position() = down_;
   send_control(std::move(env));
+  ack_due_ = false;
   last_heartbeat_ms_ = env_.clock->now_ms();
 }
 
@@ -162,6 +170,14 @@ void ChildSync::on_message(const Message& m) {
     return;
   }
   if (state_ != State::kActive) return;
+  if (env.acked() != 0 && !env.has_ack()) {
+    std::vector<std::string> resend;
+    up_.on_ack(env.acked(), false, env_.clock->now_ms(), &resend);
+    for (auto& bytes : resend) {
+      stats_.bytes_sent += bytes.size();
+      outbox_.push_back(Message{up_subject(parent_, name_), std::move(bytes)});
+    }
+  }
   if (env.has_ack()) {
     std::vector<std::string> resend;
     up_.on_ack(env.ack().seq(), env.ack().gap(), env_.clock->now_ms(), &resend);
@@ -172,13 +188,13 @@ void ChildSync::on_message(const Message& m) {
     pump_up();
     return;
   }
-  if (!env.has_changes() && !env.has_fingerprints()) {
+  if (!env.has_changes() && !env.has_sketch()) {
     refuse("unexpected message kind from the parent", m);
     return;
   }
   switch (down_recv_.check(env.seq())) {
     case RecvChannel::Verdict::kDuplicate:
-      send_ack(false);
+      ack_due_ = true;
       return;
     case RecvChannel::Verdict::kGap:
       send_ack(true);
@@ -186,14 +202,12 @@ void ChildSync::on_message(const Message& m) {
     case RecvChannel::Verdict::kApply:
       break;
   }
-  if (env.has_changes()) {
-    if (!apply_changes(env.changes())) return;  // not acked: the parent resends
-  } else {
-    answer_fingerprints(env.fingerprints());
-  }
+  if (env.has_changes() && !apply_changes(env.changes())) return;  // not acked: resent
   down_recv_.applied(env.seq());
   ++stats_.applied_messages;
-  send_ack(false);
+  // Acked when the outbox is taken (see take_outbox), or on the reply.
+  ack_due_ = true;
+  if (env.has_sketch()) answer_sketch(env.sketch());
 }
 
 void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
@@ -262,7 +276,7 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   }
   spdlog::info("sync {}: session with {} open{}", name_, parent_,
                reconciling_ ? " (reconciling)" : "");
-  send_ack(false);
+  last_heartbeat_ms_ = env_.clock->now_ms();
   pump_up();
 }
 
@@ -276,6 +290,12 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
     } else if (e.has_doc()) {
       doc_keys.insert(e.doc().key());
       docs.push_back(e.doc());
+    }
+    if (sketch_) {
+      // The parent holds this key now: it is no longer ours alone.
+      const std::string& key = e.has_delta() ? e.delta().key() : e.doc().key();
+      if (!sketch_->decoded) sketch_->touched.insert(key);
+      sketch_->only_here.erase(key);
     }
   }
   if (!batch.empty()) {
@@ -301,6 +321,13 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
     auto st = store_->state(k);
     if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
   }
+  if (c.reconciled() && sketch_ && sketch_->decoded) {
+    for (const std::string& k : sketch_->only_here) {
+      auto st = store_->state(k);
+      if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
+    }
+    sketch_.reset();
+  }
   for (const v1::RangeFingerprint& r : c.covered()) {
     auto mine = store_->states(r.first(), r.last(), nullptr, SIZE_MAX);
     if (!mine.ok()) return false;
@@ -315,7 +342,7 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
     stats_.dropped_keys += drop.size();
   }
   if (!c.has_position() && down_.epoch() != 0 &&
-      (!docs.empty() || c.drop_size() > 0 || c.covered_size() > 0)) {
+      (!docs.empty() || c.drop_size() > 0 || c.covered_size() > 0 || c.reconciled())) {
     // What we hold no longer matches the position we saved (documents came
     // or went outside the log's order): forget it until the parent sends a
     // new one, so that a session that starts before then reconciles. A scope
@@ -336,18 +363,73 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
   return true;
 }
 
-void ChildSync::answer_fingerprints(const v1::Fingerprints& f) {
+void ChildSync::answer_sketch(const v1::Sketch& k) {
   reconciling_ = true;
   v1::SyncEnvelope env;
-  v1::ReconcileReply* reply = env.mutable_reconcile_reply();
-  reply->set_round(f.round());
-  for (int i = 0; i < f.ranges_size(); ++i) {
-    const v1::RangeFingerprint& theirs = f.ranges(i);
-    auto mine = store_->fingerprint(theirs.first(), theirs.last(), nullptr);
-    if (!mine.ok() || mine->count() != theirs.count() || mine->hash() != theirs.hash()) {
-      reply->add_differing(static_cast<uint32_t>(i));
+  v1::SketchReply* reply = env.mutable_sketch_reply();
+  reply->set_round(k.round());
+  auto whole = [&](const char* why) {
+    spdlog::info("sync {}: asking {} for the whole scope: {}", name_, parent_, why);
+    sketch_.reset();
+    reply->set_whole(true);
+    send_sequenced(std::move(env));
+  };
+  if (!sketch_ || sketch_->round != k.round()) {
+    // A new reconciliation: our side of the comparison is what we hold now.
+    // (Entries the parent streams from here on are newer than its side.)
+    sketch_ = std::make_unique<Reconciliation>();
+    sketch_->round = k.round();
+    auto hashes = store_->doc_hashes("", "\x7f", nullptr);
+    if (!hashes.ok()) {
+      spdlog::error("sync {}: reading our documents: {}", name_, hashes.status().to_string());
+      return whole("our documents could not be read");
     }
+    std::vector<uint64_t> ids;
+    ids.reserve(hashes->size());
+    for (auto& [key, id] : *hashes) {
+      ids.push_back(id);
+      sketch_->keys.emplace(id, std::move(key));
+    }
+    sketch_->decoder = std::make_unique<SketchDecoder>(ids);
   }
+  if (sketch_->decoded) return;  // the rest of a batch that was not needed
+  Reconciliation& r = *sketch_;
+  const int n = k.counts_size();
+  if (k.ids_size() != n || k.checks_size() != n || k.offset() != r.decoder->size()) {
+    return whole("a sketch message out of shape or out of order");
+  }
+  if (r.keys.empty()) return whole("we hold no documents");
+  std::vector<SketchSymbol> symbols(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    symbols[static_cast<size_t>(i)] = SketchSymbol{k.counts(i), k.ids(i), k.checks(i)};
+  }
+  r.decoder->add(symbols);
+  if (r.decoder->decoded()) {
+    for (uint64_t id : r.decoder->local_only()) {
+      auto it = r.keys.find(id);
+      if (it == r.keys.end()) return whole("the sketch decoded to an id we do not hold");
+      if (!r.touched.contains(it->second)) r.only_here.insert(it->second);
+      spdlog::debug("sync {}: only here: {}{}", name_, it->second,
+                    r.touched.contains(it->second) ? " (the parent sent it since)" : "");
+    }
+    reply->set_decoded(true);
+    for (uint64_t id : r.decoder->remote_only()) reply->add_wanted(id);
+    spdlog::info(
+        "sync {}: reconciled with {} from {} symbols: {} documents to receive, {} held "
+        "only here",
+        name_, parent_, r.decoder->size(), reply->wanted_size(), r.only_here.size());
+    r.decoded = true;
+    r.decoder.reset();
+    r.keys.clear();
+    r.touched.clear();
+    send_sequenced(std::move(env));
+    return;
+  }
+  // Past twice the size of both sets, no honest sketch is still undecodable.
+  if (r.decoder->failed() || r.decoder->size() > 2 * (k.items() + r.keys.size()) + 64) {
+    return whole("the sketch does not decode");
+  }
+  reply->set_received(r.decoder->size());
   send_sequenced(std::move(env));
 }
 
@@ -423,9 +505,17 @@ void ChildSync::on_commit(const v1::LogEntry& entry) {
 void ChildSync::on_connection(bool connected) {
   const bool was = connected_;
   connected_ = connected;
+  const uint64_t now = env_.clock->now_ms();
+  if (!connected && was) disconnected_at_ms_ = now;
   if (connected && !was && state_ == State::kActive) {
-    // Tell the parent where we are at once: it resends what the outage lost.
-    send_ack(false);
+    if (now >= disconnected_at_ms_ + opts_.parent_session_timeout_ms) {
+      // The parent has forgotten the session by now: open a new one at once
+      // (an ack would only earn a reset first).
+      start();
+    } else {
+      // Tell the parent where we are at once: it resends what the outage lost.
+      send_ack(false);
+    }
   }
 }
 

@@ -22,13 +22,17 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "canopy/v1/sync.pb.h"
 #include "store/store.h"
 #include "sync/engine/channel.h"
 #include "sync/engine/env.h"
+#include "sync/engine/sketch.h"
 #include "sync/transport.h"
 
 namespace canopy::sync {
@@ -39,6 +43,10 @@ struct ChildOptions {
   uint64_t hello_backoff_min_ms = 200;
   uint64_t hello_backoff_max_ms = 30'000;
   uint64_t heartbeat_ms = 2'000;
+  // After how long a silence the parent forgets a session
+  // (ParentOptions::session_timeout_ms): after an outage this long, the
+  // child says hello at once on reconnecting.
+  uint64_t parent_session_timeout_ms = 30'000;
   size_t window = 16;
   uint64_t rto_ms = 1000;
   // Larger messages are refused on receipt. What we send is batched under
@@ -95,7 +103,7 @@ class ChildSync {
   void refuse(const std::string& why, const Message& m);
   void handle_welcome(const v1::SyncEnvelope& env);
   bool apply_changes(const v1::Changes& c);
-  void answer_fingerprints(const v1::Fingerprints& f);
+  void answer_sketch(const v1::Sketch& k);
   void pump_up();
   bool carries_own_writes(const v1::NodeState& s) const;
   // True for documents that must never be dropped here: they carry our own
@@ -118,12 +126,24 @@ class ChildSync {
   RecvChannel down_recv_;
   v1::LogPosition down_;  // persisted position in the parent's log
   bool reconciling_ = false;
+  // A reconciliation by sketch in progress (docs/sync-protocol.md).
+  struct Reconciliation {
+    uint64_t round = 0;
+    std::unique_ptr<SketchDecoder> decoder;
+    std::unordered_map<uint64_t, std::string> keys;  // our ids at its start
+    std::set<std::string> touched;                   // keys the parent sent since its start
+    bool decoded = false;
+    std::set<std::string> only_here;  // decoded: ours alone, dropped at the end
+  };
+  std::unique_ptr<Reconciliation> sketch_;
   uint64_t up_sent_ = 0;      // our log index covered by what was sent up
   uint64_t up_reported_ = 0;  // the last such index reported to the parent
   bool up_full_pending_ = false;
   bool up_full_after_restore_ = false;
   std::vector<std::string> writable_prefixes_;
   bool connected_ = true;
+  uint64_t disconnected_at_ms_ = 0;
+  bool ack_due_ = false;  // applied a sequenced message, not yet acked
   std::vector<Message> outbox_;
   size_t payload_limit_ = 1 << 20;
   size_t batch_limit() const {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "sync/engine/sketch.h"
 #include "sync/subjects.h"
 
 namespace canopy::sync {
@@ -58,8 +59,15 @@ struct ParentSync::Session {
   RecvChannel up;
   uint64_t sent_index = 0;  // our log position covered by what was sent
   std::vector<v1::LogEntry> pending;
-  uint64_t round = 0;
-  std::map<uint64_t, std::vector<v1::RangeFingerprint>> rounds;
+  bool ack_due = false;  // applied a sequenced message of the child's, not yet acked
+  uint64_t round = 0;    // reconciliations in this session
+  // While reconciling: our in-scope documents as of its start, coded.
+  struct Sketch {
+    SketchEncoder encoder;
+    std::vector<std::pair<uint64_t, std::string>> keys;  // (id, key) sorted by id
+    size_t sent = 0;                                     // symbols sent
+  };
+  std::unique_ptr<Sketch> sketch;
   uint64_t last_seen_ms = 0;
   uint64_t last_position_ms = 0;
   uint64_t reported_index = 0;
@@ -90,6 +98,16 @@ std::vector<Message> ParentSync::take_outbox() {
     if (it != sessions_.end()) pump(it->second.get());
   }
   dirty_.clear();
+  for (const std::string& child : acks_due_) {
+    auto it = sessions_.find(child);
+    if (it == sessions_.end() || !it->second->ack_due) continue;
+    Session* s = it->second.get();
+    s->ack_due = false;
+    v1::SyncEnvelope ack;
+    ack.mutable_ack()->set_seq(s->up.last_applied());
+    send_control(child, s->session, std::move(ack));
+  }
+  acks_due_.clear();
   std::vector<Message> out;
   out.swap(outbox_);
   return out;
@@ -118,6 +136,8 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
   env.set_to(s->child);
   env.set_session(s->session);
   env.set_seq(seq);
+  if (s->up.last_applied() != 0) env.set_acked(s->up.last_applied());
+  s->ack_due = false;
   uint64_t max_hlc = 0;
   if (env.has_changes()) {
     for (const auto& e : env.changes().entries()) {
@@ -190,19 +210,30 @@ void ParentSync::on_message(const Message& m) {
   }
   Session* s = it->second.get();
   s->last_seen_ms = env_.clock->now_ms();
+  if (env.acked() != 0 && !env.has_ack()) {
+    v1::Ack piggyback;
+    piggyback.set_seq(env.acked());
+    handle_ack(s, piggyback);
+  }
   if (env.has_ack()) {
     handle_ack(s, env.ack());
-  } else if (env.has_changes() || env.has_reconcile_reply()) {
+  } else if (env.has_changes() || env.has_sketch_reply()) {
     switch (s->up.check(env.seq())) {
       case RecvChannel::Verdict::kApply:
+        // Acked when the outbox is taken: on a sequenced message if one goes
+        // out by then (a reply to this one, say), else on its own.
+        s->ack_due = true;
+        acks_due_.insert(child);
         if (env.has_changes()) {
           handle_changes(s, env);
         } else {
           s->up.applied(env.seq());
-          handle_reconcile_reply(s, env.reconcile_reply());
+          handle_sketch_reply(s, env.sketch_reply());
         }
         break;
       case RecvChannel::Verdict::kDuplicate:
+        s->ack_due = true;
+        acks_due_.insert(child);
         break;
       case RecvChannel::Verdict::kGap: {
         v1::SyncEnvelope ack;
@@ -212,9 +243,6 @@ void ParentSync::on_message(const Message& m) {
         return;
       }
     }
-    v1::SyncEnvelope ack;
-    ack.mutable_ack()->set_seq(s->up.last_applied());
-    send_control(child, s->session, std::move(ack));
   } else {
     refuse("unexpected message kind from a child", m);
   }
@@ -308,60 +336,160 @@ void ParentSync::start_reconcile(Session* s) {
   ++stats_.reconciliations;
   s->mode = Mode::kReconcile;
   s->pending.clear();
-  s->rounds.clear();
   // Everything up to here is covered by the documents we compare; what is
   // committed later streams live (merging is order-independent).
   s->sent_index = store_->last_log_index();
   const std::string child = s->child;
-  auto ranges = store_->split_fingerprints(
-      kKeyMin, kKeyMax, [&](std::string_view k) { return scope_->in_scope(child, k); },
-      opts_.reconcile_parts);
-  if (!ranges.ok()) {
-    spdlog::error("sync {}: fingerprinting for {} failed: {}", name_, child,
-                  ranges.status().to_string());
+  auto hashes = store_->doc_hashes(kKeyMin, kKeyMax,
+                                   [&](std::string_view k) { return scope_->in_scope(child, k); });
+  if (!hashes.ok()) {
+    spdlog::error("sync {}: reading the documents in {}'s scope failed: {}", name_, child,
+                  hashes.status().to_string());
     return;
   }
-  v1::SyncEnvelope env;
-  env.mutable_fingerprints()->set_round(++s->round);
-  for (auto& r : *ranges) *env.mutable_fingerprints()->add_ranges() = r;
-  s->rounds[s->round] = std::move(*ranges);
-  send_sequenced(s, std::move(env));
+  s->sketch = std::make_unique<Session::Sketch>();
+  s->sketch->keys.reserve(hashes->size());
+  for (auto& [key, id] : *hashes) {
+    s->sketch->encoder.add(id);
+    s->sketch->keys.emplace_back(id, std::move(key));
+  }
+  std::sort(s->sketch->keys.begin(), s->sketch->keys.end());
+  ++s->round;
+  send_sketch(s, std::max<size_t>(1, opts_.sketch_first_symbols));
 }
 
-void ParentSync::handle_reconcile_reply(Session* s, const v1::ReconcileReply& reply) {
-  if (s->mode != Mode::kReconcile) return;
-  auto it = s->rounds.find(reply.round());
-  if (it == s->rounds.end()) return;
-  std::vector<v1::RangeFingerprint> ranges = std::move(it->second);
-  s->rounds.erase(it);
-  const std::string child = s->child;
-  auto filter = [&](std::string_view k) { return scope_->in_scope(child, k); };
-  for (uint32_t i : reply.differing()) {
-    if (i >= ranges.size()) continue;
-    const v1::RangeFingerprint& r = ranges[i];
-    if (r.count() <= opts_.reconcile_leaf) {
-      send_states(s, r);
-      continue;
-    }
-    auto sub = store_->split_fingerprints(r.first(), r.last(), filter, opts_.reconcile_parts);
-    if (!sub.ok() || sub->size() <= 1) {
-      send_states(s, r);
-      continue;
-    }
+void ParentSync::send_sketch(Session* s, size_t n) {
+  Session::Sketch& k = *s->sketch;
+  const std::vector<SketchSymbol>& symbols = k.encoder.extend(k.sent + n);
+  // 8 + 4 + up to 10 bytes a symbol: messages stay under the payload limit.
+  const size_t per_message = std::max<size_t>(1, batch_limit() / 24);
+  const size_t end = k.sent + n;
+  while (k.sent < end) {
+    const size_t m = std::min(per_message, end - k.sent);
     v1::SyncEnvelope env;
-    env.mutable_fingerprints()->set_round(++s->round);
-    for (auto& f : *sub) *env.mutable_fingerprints()->add_ranges() = f;
-    s->rounds[s->round] = std::move(*sub);
+    v1::Sketch* out = env.mutable_sketch();
+    out->set_round(s->round);
+    out->set_offset(k.sent);
+    out->set_items(k.keys.size());
+    out->mutable_counts()->Reserve(static_cast<int>(m));
+    out->mutable_ids()->Reserve(static_cast<int>(m));
+    out->mutable_checks()->Reserve(static_cast<int>(m));
+    for (size_t i = k.sent; i < k.sent + m; ++i) {
+      out->add_counts(symbols[i].count);
+      out->add_ids(symbols[i].id);
+      out->add_checks(symbols[i].check);
+    }
+    k.sent += m;
     send_sequenced(s, std::move(env));
   }
-  if (s->rounds.empty()) finish_reconcile(s);
+  stats_.sketch_symbols_sent += n;
+}
+
+void ParentSync::handle_sketch_reply(Session* s, const v1::SketchReply& reply) {
+  if (s->mode != Mode::kReconcile || !s->sketch || reply.round() != s->round) return;
+  Session::Sketch& k = *s->sketch;
+  if (reply.whole()) {
+    spdlog::info("sync {}: {} asks for its whole scope ({} documents)", name_, s->child,
+                 k.keys.size());
+    send_whole(s);
+    return;
+  }
+  if (reply.decoded()) {
+    std::vector<std::string> keys;
+    keys.reserve(static_cast<size_t>(reply.wanted_size()));
+    for (uint64_t id : reply.wanted()) {
+      auto it = std::lower_bound(k.keys.begin(), k.keys.end(), std::make_pair(id, std::string()));
+      if (it == k.keys.end() || it->first != id) {
+        // Not one of ours: the decode went wrong (a collision) or the child
+        // misbehaves. The whole scope settles it either way.
+        spdlog::warn(
+            "sync {}: {} decoded a sketch to an id we do not hold; sending its scope whole", name_,
+            s->child);
+        send_whole(s);
+        return;
+      }
+      keys.push_back(it->second);
+    }
+    send_documents(s, keys);
+    return;
+  }
+  if (reply.received() != k.sent) return;  // an answer to an earlier message of the batch
+  // The child could not decode yet: double what it has. A child that keeps
+  // asking although it holds few documents gets the scope whole.
+  if (k.sent >= 4 * (k.keys.size() + 1024)) {
+    send_whole(s);
+    return;
+  }
+  send_sketch(s, k.sent);
+}
+
+void ParentSync::send_documents(Session* s, const std::vector<std::string>& keys) {
+  // Live changes queued so far go first, so the stream keeps log order per key.
+  pump_live(s);
+  std::vector<v1::DocState> docs;
+  docs.reserve(keys.size());
+  for (const std::string& key : keys) {
+    if (!scope_->in_scope(s->child, key)) continue;  // left the scope since
+    auto st = store_->state(key);
+    if (!st.ok()) {
+      spdlog::error("sync {}: reading {} for {}: {}", name_, key, s->child,
+                    st.status().to_string());
+      return;
+    }
+    if (st->has_value()) docs.push_back(std::move(**st));
+  }
+  const size_t limit = batch_limit();
+  size_t i = 0;
+  do {
+    v1::SyncEnvelope env;
+    v1::Changes* c = env.mutable_changes();
+    size_t bytes = 0;
+    while (i < docs.size()) {
+      const size_t sz = docs[i].ByteSizeLong() + 16;
+      if (c->entries_size() > 0 && bytes + sz > limit) break;
+      bytes += sz;
+      *c->add_entries()->mutable_doc() = std::move(docs[i]);
+      ++i;
+      ++stats_.documents_sent;
+    }
+    if (i == docs.size()) {
+      c->set_reconciled(true);
+      if (s->pending.empty()) {
+        // Nothing committed meanwhile is waiting: this message also ends
+        // the reconciliation (finish_reconcile would send the position alone).
+        const uint64_t final_index = std::max(s->sent_index, last_commit_index_);
+        *c->mutable_position() = position(s, final_index);
+        s->reported_index = final_index;
+        s->last_position_ms = env_.clock->now_ms();
+        s->sent_index = final_index;
+        s->mode = Mode::kLive;
+      }
+    }
+    send_sequenced(s, std::move(env));
+  } while (i < docs.size());
+  s->sketch.reset();
+  if (s->mode == Mode::kLive) {
+    release_slot(s);
+    grant_slots();
+  } else {
+    finish_reconcile(s);
+  }
+}
+
+void ParentSync::send_whole(Session* s) {
+  s->sketch.reset();
+  v1::RangeFingerprint everything;
+  everything.set_first(std::string(kKeyMin));
+  everything.set_last(std::string(kKeyMax));
+  send_states(s, everything);
+  finish_reconcile(s);
 }
 
 void ParentSync::send_states(Session* s, const v1::RangeFingerprint& range) {
   const std::string child = s->child;
   auto docs = store_->states(
       range.first(), range.last(), [&](std::string_view k) { return scope_->in_scope(child, k); },
-      opts_.reconcile_leaf * 4 + 16);
+      SIZE_MAX);
   if (!docs.ok()) {
     spdlog::error("sync {}: reading documents for {} failed: {}", name_, child,
                   docs.status().to_string());
@@ -398,6 +526,8 @@ void ParentSync::finish_reconcile(Session* s) {
   // the rest and, with it, the position that makes the child's state resumable.
   std::vector<v1::LogEntry> pending;
   pending.swap(s->pending);
+  // As in pump_live: keys may have left the scope since these were queued.
+  std::erase_if(pending, [&](const v1::LogEntry& e) { return !wanted(s, e); });
   const uint64_t final_index = std::max(s->sent_index, last_commit_index_);
   s->mode = Mode::kLive;
   release_slot(s);
@@ -599,6 +729,7 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
   if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
   Session* s = it->second.get();
   if (s->mode == Mode::kWaiting) {
+    spdlog::debug("sync {}: scope of {} changed while it waits", name_, change.child);
     // Its position predates the change: reconcile when its turn comes.
     s->wanted_mode = Mode::kReconcile;
     s->scope_version = scope_->version(change.child);
@@ -606,6 +737,8 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
   }
   // Send what is pending first, so the stream keeps log order per key.
   pump_live(s);
+  spdlog::debug("sync {}: scope of {} changed in mode {}: {} keys entered, {} left", name_,
+                change.child, static_cast<int>(s->mode), change.entered.size(), change.left.size());
   std::vector<v1::DocState> docs;
   for (const std::string& key : change.entered) {
     if (!scope_->in_scope(change.child, key)) continue;  // left again since
@@ -623,7 +756,7 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
         if (!scope_->in_scope(change.child, k)) c->add_drop(k);
       }
       dropped = true;
-      s->scope_version = scope_->version(change.child);
+      s->scope_version = change.version != 0 ? change.version : scope_->version(change.child);
     }
     size_t bytes = 0;
     while (i < docs.size()) {

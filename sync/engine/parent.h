@@ -16,8 +16,9 @@
 // Modes of the down stream:
 //   catch-up   the child's position lies in the log: read the log from it;
 //   reconcile  it does not (trimmed, another epoch, another scope version):
-//              fingerprints of key ranges are compared, descending into ranges
-//              that differ, and whole documents are sent only for those;
+//              the child decodes the difference between its documents and
+//              ours in scope from a rateless sketch (sketch.h) and asks for the
+//              documents that differ, which are sent whole;
 //   live       caught up: each committed change in scope is pushed at once.
 // Catch-up and reconcile hold one of `max_concurrent_catchups` slots; sessions
 // beyond that wait their turn, so a storm of returning sites cannot exhaust
@@ -62,8 +63,11 @@ struct ParentOptions {
   uint64_t rto_ms = 1000;
   uint64_t session_timeout_ms = 30'000;  // silence after which a session is forgotten
   uint64_t idle_position_ms = 5'000;     // how often an idle live child learns the log moved
-  size_t reconcile_parts = 16;           // ranges per fingerprint round
-  size_t reconcile_leaf = 64;            // send documents for differing ranges this small
+  // Symbols in the first batch of a reconciliation's sketch (each later
+  // batch doubles what was sent). A difference of d documents takes about
+  // 2.8 d symbols (two ids per document that changed); 4 decode one changed
+  // document most of the time.
+  size_t sketch_first_symbols = 4;
   // Larger messages are refused on receipt. What we send is batched under
   // the transport's payload limit instead (set_payload_limit).
   size_t max_message_bytes = 64 << 20;
@@ -88,6 +92,7 @@ struct ParentStats {
   uint64_t catchups = 0;
   uint64_t bytes_sent = 0;
   uint64_t documents_sent = 0;  // whole documents (reconciliation, scope entry)
+  uint64_t sketch_symbols_sent = 0;
 };
 
 class ParentSync {
@@ -126,7 +131,10 @@ class ParentSync {
   void handle_hello(const std::string& child, const v1::SyncEnvelope& env);
   void handle_ack(Session* s, const v1::Ack& ack);
   void handle_changes(Session* s, const v1::SyncEnvelope& env);
-  void handle_reconcile_reply(Session* s, const v1::ReconcileReply& reply);
+  void handle_sketch_reply(Session* s, const v1::SketchReply& reply);
+  void send_sketch(Session* s, size_t n);
+  void send_documents(Session* s, const std::vector<std::string>& keys);
+  void send_whole(Session* s);
   void refuse(const std::string& why, const Message& m);
   void send_control(const std::string& child, uint64_t session, v1::SyncEnvelope env);
   void send_sequenced(Session* s, v1::SyncEnvelope env);
@@ -154,7 +162,8 @@ class ParentSync {
   HelloHook hello_hook_;
   std::map<std::string, std::unique_ptr<Session>> sessions_;
   std::deque<std::string> waiting_;
-  std::set<std::string> dirty_;  // sessions with pending live changes
+  std::set<std::string> dirty_;     // sessions with pending live changes
+  std::set<std::string> acks_due_;  // sessions that may owe the child an ack
   size_t slots_in_use_ = 0;
   uint64_t last_commit_index_ = 0;
   std::vector<Message> outbox_;

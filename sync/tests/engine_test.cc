@@ -5,6 +5,7 @@
 #include <memory>
 #include <random>
 
+#include "canopy/v1/sync.pb.h"
 #include "store/store.h"
 #include "sync/engine/node.h"
 #include "sync/memory_transport.h"
@@ -164,8 +165,17 @@ TEST_F(EngineTest, TrimmedLogForcesReconciliationWithFewDocuments) {
   }
   settle();
   net_.set_connected("site", false);
+  // A deletion whose tombstone the hub collected: only the child holds the
+  // document now, and must drop it.
+  ASSERT_TRUE(hub_store_->remove("d/k1170").ok());
+  clock_.advance_ms(1000);
+  ASSERT_TRUE(hub_store_->collect_tombstones(clock_.now_ms() << 16).ok());
+  ASSERT_FALSE(hub_store_->state("d/k1170")->has_value());
+  clock_.advance_ms(1000);
   ASSERT_TRUE(hub_store_->put("d/k1100", R"({"v":2})").ok());
   ASSERT_TRUE(hub_store_->remove("d/k1150").ok());
+  // The child's own write while cut off: kept, and it flows up.
+  ASSERT_TRUE(site_store_->put("s/site/status", R"({"ok":true})").ok());
   ASSERT_TRUE(hub_store_->trim_log(hub_store_->last_log_index()).ok());
   // Restart the child so it says hello with its (now trimmed) position.
   site_.reset();
@@ -177,12 +187,141 @@ TEST_F(EngineTest, TrimmedLogForcesReconciliationWithFewDocuments) {
   site_->set_child_engine(
       std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
   ASSERT_TRUE(site_->attach().ok());
-  const uint64_t docs_before = hub_->parent()->stats().documents_sent;
+  const ParentStats before = hub_->parent()->stats();
   settle();
   EXPECT_EQ(*site_store_->get("d/k1100"), R"({"v":2})");
   EXPECT_EQ(site_store_->get("d/k1150").status().code(), StatusCode::kNotFound);
-  EXPECT_LT(hub_->parent()->stats().documents_sent - docs_before, 150u)
-      << "reconciliation sent about the whole scope";
+  EXPECT_FALSE(site_store_->state("d/k1170")->has_value());
+  EXPECT_EQ(*site_store_->get("s/site/status"), R"({"ok":true})");
+  EXPECT_EQ(*hub_store_->get("s/site/status"), R"({"ok":true})");
+  EXPECT_EQ(*site_store_->get("d/k1000"), R"({"v":1})");
+  // Exactly the two documents that differ travel (the changed one and the
+  // tombstone), from a handful of sketch symbols.
+  const ParentStats& after = hub_->parent()->stats();
+  EXPECT_EQ(after.documents_sent - before.documents_sent, 2u);
+  EXPECT_LT(after.sketch_symbols_sent - before.sketch_symbols_sent, 64u);
+  EXPECT_EQ(after.reconciliations - before.reconciliations, 1u);
+}
+
+// Bad sketches, driven against the engines directly (no runtime): each side
+// refuses to guess and falls back to sending the whole scope.
+class SketchInputTest : public EngineTest {
+ protected:
+  static v1::SyncEnvelope parse(const Message& m) {
+    v1::SyncEnvelope env;
+    EXPECT_TRUE(env.ParseFromString(m.data));
+    return env;
+  }
+  static Message down(uint64_t session, uint64_t seq, v1::SyncEnvelope env) {
+    env.set_protocol(kProtocolVersion);
+    env.set_from("hub");
+    env.set_to("site");
+    env.set_session(session);
+    env.set_seq(seq);
+    return Message{down_subject("hub", "site"), env.SerializeAsString()};
+  }
+};
+
+TEST_F(SketchInputTest, ChildAsksForTheWholeScopeOnAMalformedSketch) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  settle();  // the child holds d/a
+  Env env{&clock_, [this] { return rng_(); }};
+  ChildSync child("site", "hub", site_store_.get(), env, ChildOptions{});
+  child.start();
+  child.tick();
+  auto out = child.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  const uint64_t session = parse(out[0]).session();
+  v1::SyncEnvelope welcome;
+  welcome.mutable_welcome()->set_replica_id(1);
+  welcome.mutable_welcome()->set_reconcile(true);
+  child.on_message(down(session, 0, welcome));
+  child.take_outbox();
+
+  // Three counts but two ids: out of shape.
+  v1::SyncEnvelope bad;
+  bad.mutable_sketch()->set_round(1);
+  bad.mutable_sketch()->set_items(1);
+  for (int i = 0; i < 3; ++i) bad.mutable_sketch()->add_counts(1);
+  bad.mutable_sketch()->add_ids(5);
+  bad.mutable_sketch()->add_ids(6);
+  for (int i = 0; i < 3; ++i) bad.mutable_sketch()->add_checks(0);
+  child.on_message(down(session, 1, bad));
+  out = child.take_outbox();
+  ASSERT_FALSE(out.empty());
+  v1::SyncEnvelope reply = parse(out[0]);
+  ASSERT_TRUE(reply.has_sketch_reply());
+  EXPECT_TRUE(reply.sketch_reply().whole());
+  EXPECT_EQ(reply.acked(), 1u);  // the ack rides on the reply
+
+  // A well-formed stream of symbols that no set codes to: it never decodes,
+  // and the child gives up by twice the size of both sets.
+  bool whole = false;
+  uint64_t offset = 0;
+  for (uint64_t seq = 2; seq < 40 && !whole; ++seq) {
+    v1::SyncEnvelope junk;
+    junk.mutable_sketch()->set_round(2);
+    junk.mutable_sketch()->set_offset(offset);
+    junk.mutable_sketch()->set_items(1);
+    for (int i = 0; i < 16; ++i) {
+      junk.mutable_sketch()->add_counts(3);
+      junk.mutable_sketch()->add_ids(rng_());
+      junk.mutable_sketch()->add_checks(static_cast<uint32_t>(rng_()));
+    }
+    offset += 16;
+    child.on_message(down(session, seq, junk));
+    for (const Message& m : child.take_outbox()) {
+      v1::SyncEnvelope e = parse(m);
+      if (!e.has_sketch_reply()) continue;
+      EXPECT_FALSE(e.sketch_reply().decoded());
+      whole = e.sketch_reply().whole();
+    }
+  }
+  EXPECT_TRUE(whole);
+  // Nothing was dropped on the way.
+  EXPECT_EQ(*site_store_->get("d/a"), R"({"v":1})");
+}
+
+TEST_F(SketchInputTest, ParentSendsTheWholeScopeWhenAskedForAnIdItDoesNotHold) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(hub_store_->put("d/k" + std::to_string(i), R"({"v":1})").ok());
+  }
+  Env env{&clock_, [this] { return rng_(); }};
+  ParentSync parent("hub", hub_store_.get(), &scope_, env, ParentOptions{});
+  auto up = [](uint64_t session, uint64_t seq, v1::SyncEnvelope e) {
+    e.set_protocol(kProtocolVersion);
+    e.set_from("site");
+    e.set_to("hub");
+    e.set_session(session);
+    e.set_seq(seq);
+    return Message{up_subject("hub", "site"), e.SerializeAsString()};
+  };
+  v1::SyncEnvelope hello;
+  hello.mutable_hello()->set_replica_id(2);  // no position: reconcile
+  parent.on_message(up(77, 0, hello));
+  auto out = parent.take_outbox();
+  ASSERT_GE(out.size(), 2u);
+  EXPECT_TRUE(parse(out[0]).welcome().reconcile());
+  ASSERT_TRUE(parse(out[1]).has_sketch());
+  EXPECT_EQ(parse(out[1]).sketch().items(), 5u);
+
+  v1::SyncEnvelope reply;
+  reply.mutable_sketch_reply()->set_round(parse(out[1]).sketch().round());
+  reply.mutable_sketch_reply()->set_decoded(true);
+  reply.mutable_sketch_reply()->add_wanted(0x1234);  // no document of ours has it
+  parent.on_message(up(77, 1, reply));
+  size_t docs = 0;
+  bool covered_all = false;
+  for (const Message& m : parent.take_outbox()) {
+    v1::SyncEnvelope e = parse(m);
+    if (!e.has_changes()) continue;
+    docs += static_cast<size_t>(e.changes().entries_size());
+    for (const auto& c : e.changes().covered()) {
+      if (c.first().empty() && c.last() == "\x7f") covered_all = true;
+    }
+  }
+  EXPECT_EQ(docs, 5u);
+  EXPECT_TRUE(covered_all);
 }
 
 }  // namespace

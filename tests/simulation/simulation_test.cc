@@ -102,8 +102,7 @@ class World {
       n.scope = std::make_unique<SimScope>(&assign_, n.children);
       sync::ParentOptions po;
       po.max_concurrent_catchups = 2;  // exercise the queue
-      po.reconcile_parts = 4;
-      po.reconcile_leaf = 3;  // descend a few rounds even in small scopes
+      po.sketch_first_symbols = 1;     // several sketch rounds even for small differences
       po.log_read_limit = 7;
       n.node->set_parent_engine(
           std::make_unique<sync::ParentSync>(n.name, n.store.get(), n.scope.get(), env, po));
@@ -235,6 +234,7 @@ class World {
           if (!was && is) change.entered.push_back(key);
           if (was && !is) change.left.push_back(key);
         }
+        change.version = p.scope->version(child);
         p.node->enqueue_scope_change(std::move(change));
       }
     }
