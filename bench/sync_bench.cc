@@ -153,7 +153,7 @@
 #include "sync/engine/child.h"
 #include "sync/engine/node.h"
 #include "sync/engine/parent.h"
-#include "sync/engine/sketch.h"
+#include "sync/engine/sketch_receiver.h"
 #include "sync/nats_transport.h"
 #include "sync/subjects.h"
 #include "tests/support/nats_server.h"
@@ -1296,18 +1296,14 @@ class LightChild final : public SimChild {
         docs_[e.doc().key()].merge(e.doc().root());
         if (e.doc().key() == tkey) touched_template = true;
       }
-      if (sketch_) {
-        const std::string& key = e.has_delta() ? e.delta().key() : e.doc().key();
-        if (!sketch_->decoded) sketch_->touched.insert(key);
-        sketch_->only_here.erase(key);
-      }
+      if (sketch_) sketch_->on_parent_sent(e.has_delta() ? e.delta().key() : e.doc().key());
     }
     std::vector<std::string> drop;
     for (const std::string& k : c.drop()) {
       if (docs_.count(k) && !keep(k)) drop.push_back(k);
     }
-    if (c.reconciled() && sketch_ && sketch_->decoded) {
-      for (const std::string& k : sketch_->only_here) {
+    if (c.reconciled() && sketch_ && sketch_->decoded()) {
+      for (const std::string& k : sketch_->only_here()) {
         if (docs_.count(k) && !keep(k)) drop.push_back(k);
       }
       sketch_.reset();
@@ -1335,18 +1331,8 @@ class LightChild final : public SimChild {
   // Store::doc_hashes computes them.
   void answer_sketch(const v1::Sketch& k) {
     reconciling_ = true;
-    v1::SyncEnvelope env;
-    v1::SketchReply* reply = env.mutable_sketch_reply();
-    reply->set_round(k.round());
-    auto whole = [&] {
-      sketch_.reset();
-      reply->set_whole(true);
-      send_sequenced(std::move(env));
-    };
-    if (!sketch_ || sketch_->round != k.round()) {
-      sketch_ = std::make_unique<Reconciliation>();
-      sketch_->round = k.round();
-      std::vector<uint64_t> ids;
+    if (!sketch_ || sketch_->round() != k.round()) {
+      std::vector<std::pair<std::string, uint64_t>> hashes;
       for (const auto& [key, doc] : docs_) {
         if (doc.empty()) continue;  // a store keeps no empty document
         v1::DocState st;
@@ -1354,54 +1340,19 @@ class LightChild final : public SimChild {
         doc.to_proto(st.mutable_root());
         const std::string bytes = st.SerializeAsString();
         const uint64_t h = XXH3_64bits(bytes.data(), bytes.size());
-        const uint64_t id = XXH3_64bits_withSeed(key.data(), key.size(), h);
-        ids.push_back(id);
-        sketch_->keys.emplace(id, key);
+        hashes.emplace_back(key, XXH3_64bits_withSeed(key.data(), key.size(), h));
       }
-      sketch_->decoder = std::make_unique<sync::SketchDecoder>(ids);
+      sketch_ = std::make_unique<sync::SketchReceiver>(k.round(), std::move(hashes));
     }
-    if (sketch_->decoded) return;
-    Reconciliation& r = *sketch_;
-    const int n = k.counts_size();
-    if (k.ids_size() != n || k.checks_size() != n || k.offset() != r.decoder->size() ||
-        r.keys.empty()) {
-      return whole();
-    }
-    std::vector<sync::SketchSymbol> symbols(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) {
-      symbols[static_cast<size_t>(i)] = sync::SketchSymbol{k.counts(i), k.ids(i), k.checks(i)};
-    }
-    r.decoder->add(symbols);
-    if (r.decoder->decoded()) {
-      for (uint64_t id : r.decoder->local_only()) {
-        auto it = r.keys.find(id);
-        if (it == r.keys.end()) return whole();
-        if (!r.touched.contains(it->second)) r.only_here.insert(it->second);
-      }
-      reply->set_decoded(true);
-      for (uint64_t id : r.decoder->remote_only()) reply->add_wanted(id);
-      r.decoded = true;
-      r.decoder.reset();
-      r.keys.clear();
-      send_sequenced(std::move(env));
-      return;
-    }
-    if (r.decoder->failed() || r.decoder->size() > 2 * (k.items() + r.keys.size()) + 64) {
-      return whole();
-    }
-    reply->set_received(r.decoder->size());
+    v1::SyncEnvelope env;
+    std::string why;
+    const auto answer = sketch_->on_sketch(k, env.mutable_sketch_reply(), &why);
+    if (answer == sync::SketchReceiver::Answer::kNone) return;
+    if (answer == sync::SketchReceiver::Answer::kWhole) sketch_.reset();
     send_sequenced(std::move(env));
   }
 
-  struct Reconciliation {
-    uint64_t round = 0;
-    std::unique_ptr<sync::SketchDecoder> decoder;
-    std::unordered_map<uint64_t, std::string> keys;
-    std::set<std::string> touched;
-    bool decoded = false;
-    std::set<std::string> only_here;
-  };
-  std::unique_ptr<Reconciliation> sketch_;
+  std::unique_ptr<sync::SketchReceiver> sketch_;
 
   Group* group_;
   Workers* workers_;

@@ -291,12 +291,7 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
       doc_keys.insert(e.doc().key());
       docs.push_back(e.doc());
     }
-    if (sketch_) {
-      // The parent holds this key now: it is no longer ours alone.
-      const std::string& key = e.has_delta() ? e.delta().key() : e.doc().key();
-      if (!sketch_->decoded) sketch_->touched.insert(key);
-      sketch_->only_here.erase(key);
-    }
+    if (sketch_) sketch_->on_parent_sent(e.has_delta() ? e.delta().key() : e.doc().key());
   }
   if (!batch.empty()) {
     auto r = store_->apply_remote(batch, parent_replica_);
@@ -321,8 +316,8 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
     auto st = store_->state(k);
     if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
   }
-  if (c.reconciled() && sketch_ && sketch_->decoded) {
-    for (const std::string& k : sketch_->only_here) {
+  if (c.reconciled() && sketch_ && sketch_->decoded()) {
+    for (const std::string& k : sketch_->only_here()) {
       auto st = store_->state(k);
       if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
     }
@@ -365,71 +360,32 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
 
 void ChildSync::answer_sketch(const v1::Sketch& k) {
   reconciling_ = true;
-  v1::SyncEnvelope env;
-  v1::SketchReply* reply = env.mutable_sketch_reply();
-  reply->set_round(k.round());
-  auto whole = [&](const char* why) {
-    spdlog::info("sync {}: asking {} for the whole scope: {}", name_, parent_, why);
-    sketch_.reset();
-    reply->set_whole(true);
-    send_sequenced(std::move(env));
-  };
-  if (!sketch_ || sketch_->round != k.round()) {
+  if (!sketch_ || sketch_->round() != k.round()) {
     // A new reconciliation: our side of the comparison is what we hold now.
     // (Entries the parent streams from here on are newer than its side.)
-    sketch_ = std::make_unique<Reconciliation>();
-    sketch_->round = k.round();
     auto hashes = store_->doc_hashes("", "\x7f", nullptr);
     if (!hashes.ok()) {
       spdlog::error("sync {}: reading our documents: {}", name_, hashes.status().to_string());
-      return whole("our documents could not be read");
+      hashes = std::vector<std::pair<std::string, uint64_t>>();  // answered "whole" below
     }
-    std::vector<uint64_t> ids;
-    ids.reserve(hashes->size());
-    for (auto& [key, id] : *hashes) {
-      ids.push_back(id);
-      sketch_->keys.emplace(id, std::move(key));
-    }
-    sketch_->decoder = std::make_unique<SketchDecoder>(ids);
+    sketch_ = std::make_unique<SketchReceiver>(k.round(), std::move(*hashes));
   }
-  if (sketch_->decoded) return;  // the rest of a batch that was not needed
-  Reconciliation& r = *sketch_;
-  const int n = k.counts_size();
-  if (k.ids_size() != n || k.checks_size() != n || k.offset() != r.decoder->size()) {
-    return whole("a sketch message out of shape or out of order");
+  v1::SyncEnvelope env;
+  std::string why;
+  switch (sketch_->on_sketch(k, env.mutable_sketch_reply(), &why)) {
+    case SketchReceiver::Answer::kNone:
+      return;
+    case SketchReceiver::Answer::kWhole:
+      spdlog::info("sync {}: asking {} for the whole scope: {}", name_, parent_, why);
+      sketch_.reset();
+      break;
+    case SketchReceiver::Answer::kDecoded:
+      spdlog::info("sync {}: reconciled with {}: {} documents to receive, {} held only here", name_,
+                   parent_, env.sketch_reply().wanted_size(), sketch_->only_here().size());
+      break;
+    case SketchReceiver::Answer::kMore:
+      break;
   }
-  if (r.keys.empty()) return whole("we hold no documents");
-  std::vector<SketchSymbol> symbols(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    symbols[static_cast<size_t>(i)] = SketchSymbol{k.counts(i), k.ids(i), k.checks(i)};
-  }
-  r.decoder->add(symbols);
-  if (r.decoder->decoded()) {
-    for (uint64_t id : r.decoder->local_only()) {
-      auto it = r.keys.find(id);
-      if (it == r.keys.end()) return whole("the sketch decoded to an id we do not hold");
-      if (!r.touched.contains(it->second)) r.only_here.insert(it->second);
-      spdlog::debug("sync {}: only here: {}{}", name_, it->second,
-                    r.touched.contains(it->second) ? " (the parent sent it since)" : "");
-    }
-    reply->set_decoded(true);
-    for (uint64_t id : r.decoder->remote_only()) reply->add_wanted(id);
-    spdlog::info(
-        "sync {}: reconciled with {} from {} symbols: {} documents to receive, {} held "
-        "only here",
-        name_, parent_, r.decoder->size(), reply->wanted_size(), r.only_here.size());
-    r.decoded = true;
-    r.decoder.reset();
-    r.keys.clear();
-    r.touched.clear();
-    send_sequenced(std::move(env));
-    return;
-  }
-  // Past twice the size of both sets, no honest sketch is still undecodable.
-  if (r.decoder->failed() || r.decoder->size() > 2 * (k.items() + r.keys.size()) + 64) {
-    return whole("the sketch does not decode");
-  }
-  reply->set_received(r.decoder->size());
   send_sequenced(std::move(env));
 }
 

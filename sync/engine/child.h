@@ -23,16 +23,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "canopy/v1/sync.pb.h"
 #include "store/store.h"
 #include "sync/engine/channel.h"
 #include "sync/engine/env.h"
-#include "sync/engine/sketch.h"
+#include "sync/engine/sketch_receiver.h"
 #include "sync/transport.h"
 
 namespace canopy::sync {
@@ -126,18 +124,9 @@ class ChildSync {
   RecvChannel down_recv_;
   v1::LogPosition down_;  // persisted position in the parent's log
   bool reconciling_ = false;
-  // A reconciliation by sketch in progress (docs/sync-protocol.md).
-  struct Reconciliation {
-    uint64_t round = 0;
-    std::unique_ptr<SketchDecoder> decoder;
-    std::unordered_map<uint64_t, std::string> keys;  // our ids at its start
-    std::set<std::string> touched;                   // keys the parent sent since its start
-    bool decoded = false;
-    std::set<std::string> only_here;  // decoded: ours alone, dropped at the end
-  };
-  std::unique_ptr<Reconciliation> sketch_;
-  uint64_t up_sent_ = 0;      // our log index covered by what was sent up
-  uint64_t up_reported_ = 0;  // the last such index reported to the parent
+  std::unique_ptr<SketchReceiver> sketch_;  // a reconciliation in progress
+  uint64_t up_sent_ = 0;                    // our log index covered by what was sent up
+  uint64_t up_reported_ = 0;                // the last such index reported to the parent
   bool up_full_pending_ = false;
   bool up_full_after_restore_ = false;
   std::vector<std::string> writable_prefixes_;
