@@ -51,7 +51,7 @@
 // Output: JSON lines on stdout ({"bench","metric","value"[,"target"]});
 // progress, per-phase timings and a time breakdown on stderr.
 //
-//   canopy_resync_bench [--docs N] [--scope N] [--ks 1,100,10000] [--dir DIR]
+//   canopy_resync_bench [--docs N] [--scope N] [--ks 0,1,100,10000] [--dir DIR]
 //                       [--durability group|none] [--first-symbols N] [--spoke-writes] [--keep]
 //   --first-symbols N  ParentOptions::sketch_first_symbols (exploration; default: the daemon's)
 //   --spoke-writes  the spoke writes one status document after the first sync,
@@ -625,14 +625,15 @@ int run(int argc, char** argv) {
       o.keep = true;
     } else {
       die("unknown argument " + a +
-          " (--docs N --scope N --ks 1,100,10000 --dir DIR --durability group|none --first-symbols "
+          " (--docs N --scope N --ks 0,1,100,10000 --dir DIR --durability group|none "
+          "--first-symbols "
           "N "
           "--spoke-writes --keep)");
     }
   }
   if (o.scope == 0 || o.docs < o.scope) die("--docs must be at least --scope, which must be > 0");
   for (size_t k : o.ks) {
-    if (k == 0 || k > o.scope) die("every k must be in 1..--scope");
+    if (k > o.scope) die("every k must be in 0..--scope");
   }
   spdlog::set_level(spdlog::level::warn);
 
