@@ -701,6 +701,21 @@ bool PlacementIndex::in_scope(std::string_view site, std::string_view key) {
   return s != nullptr && s->scope.contains(key);
 }
 
+std::optional<sync::ScopeProvider::Listing> PlacementIndex::list_scope(std::string_view site) {
+  if (!is_dns1123_label(site)) return Listing{};
+  // Its own subtree (in_own_subtree), and the tenants' keys placed on it.
+  Listing out;
+  out.keys.push_back(site_key(site));
+  out.prefixes.push_back(site_key(site) + "/");
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  if (s != nullptr) {
+    out.keys.reserve(s->scope.size() + 1);
+    for (const auto& [key, count] : s->scope) out.keys.emplace_back(key);
+  }
+  return out;
+}
+
 std::vector<std::string> PlacementIndex::writable_prefixes(std::string_view site) {
   if (!is_dns1123_label(site)) return {};
   const std::string base = site_key(site);

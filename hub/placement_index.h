@@ -133,6 +133,7 @@ class PlacementIndex final : public sync::ScopeProvider {
   // (not of their contents); the site's own subtree is always in scope and not
   // part of it.
   uint64_t version(std::string_view site) override;
+  std::optional<Listing> list_scope(std::string_view site) override;
   std::vector<std::string> children_for(std::string_view key) override { return sites_for(key); }
 
   // Sites whose scope holds `key`, sorted. For `sites/<site>` and keys under it

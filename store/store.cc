@@ -123,6 +123,8 @@ class Store::Impl {
     }
     return std::optional<uint64_t>();
   }
+  StatusOr<std::vector<std::pair<std::string, uint64_t>>> hashes_of(
+      const std::vector<std::string>& keys);
   StatusOr<std::vector<std::pair<std::string, uint64_t>>> hashes(std::string_view first,
                                                                  std::string_view last,
                                                                  const KeyFilter& f);
@@ -903,6 +905,27 @@ StatusOr<LogRead> Store::Impl::log_since(uint64_t epoch, uint64_t after, const K
   return r;
 }
 
+StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::Impl::hashes_of(
+    const std::vector<std::string>& keys) {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  out.reserve(keys.size());
+  // One iterator, seeking forward through the sorted keys: neighbouring keys
+  // share blocks, and no key costs a fresh lookup from the top.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
+  for (const std::string& key : keys) {
+    if (!it->Valid() || it->key().ToStringView() < key) {
+      it->Seek(rocksdb::Slice(key.data(), key.size()));
+    }
+    if (!it->Valid()) break;
+    if (it->key().ToStringView() != key) continue;
+    const std::string_view v = it->value().ToStringView();
+    out.emplace_back(key, XXH3_64bits(v.data(), v.size()));
+  }
+  if (!it->status().ok()) return from_rocks(it->status(), "fingerprinting");
+  return out;
+}
+
 StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::Impl::hashes(std::string_view first,
                                                                             std::string_view last,
                                                                             const KeyFilter& f) {
@@ -1172,6 +1195,16 @@ StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::doc_hashes(std::s
                                                                           std::string_view last,
                                                                           const KeyFilter& filter) {
   auto hs = impl_->hashes(first, last, filter);
+  if (!hs.ok()) return hs.status();
+  for (auto& [k, h] : *hs) h = XXH3_64bits_withSeed(k.data(), k.size(), h);
+  return hs;
+}
+
+StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::doc_hashes_of(
+    std::vector<std::string> keys) {
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  auto hs = impl_->hashes_of(keys);
   if (!hs.ok()) return hs.status();
   for (auto& [k, h] : *hs) h = XXH3_64bits_withSeed(k.data(), k.size(), h);
   return hs;

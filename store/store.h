@@ -180,6 +180,11 @@ class Store {
   StatusOr<std::vector<std::pair<std::string, uint64_t>>> doc_hashes(std::string_view first,
                                                                      std::string_view last,
                                                                      const KeyFilter& filter);
+  // The same for the documents among `keys` (in key order; keys without a
+  // document are left out): for a caller that knows the keys it wants, at a
+  // cost that does not grow with everything else the store holds.
+  StatusOr<std::vector<std::pair<std::string, uint64_t>>> doc_hashes_of(
+      std::vector<std::string> keys);
   // Whole state of documents in [first, last] passing `filter` (tombstoned
   // ones included, so that deletions reconcile too).
   StatusOr<std::vector<v1::DocState>> states(std::string_view first, std::string_view last,

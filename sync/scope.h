@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,15 @@ class ScopeProvider {
     return false;
   }
   virtual uint64_t version(std::string_view child) = 0;
+  // The child's scope as a list, when the provider can give one: exact keys
+  // plus key prefixes (every key under a prefix is in scope). Reconciliation
+  // then reads only those documents instead of filtering everything the
+  // parent holds (a root hub holds far more than any one site's scope).
+  struct Listing {
+    std::vector<std::string> keys;
+    std::vector<std::string> prefixes;
+  };
+  virtual std::optional<Listing> list_scope(std::string_view /*child*/) { return std::nullopt; }
   // The children whose scope holds `key`, so that a committed change is routed
   // only to the sessions that need it (O(result), not O(children)).
   virtual std::vector<std::string> children_for(std::string_view key) = 0;

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -200,6 +201,33 @@ TEST_F(PlacementIndexTest, SelectorChangeMovesSites) {
   ASSERT_EQ(ev.size(), 1u);
   EXPECT_EQ(ev["c"].left, (Keys{kPlacementKey, kWebKey}));
   EXPECT_EQ(index_->sites_for(kWebKey), Keys{"a"});
+}
+
+TEST_F(PlacementIndexTest, ListedScopeIsExactlyWhatInScopeAccepts) {
+  site("a", {{"region", "eu"}});
+  site("ab", {{"region", "eu"}});  // a name that extends a's: not a's subtree
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  put("sites/a/status/acme/web", {{"ready", true}});
+  put("sites/ab/status/acme/web", {{"ready", true}});
+  put("t/acme/templates/other", {{"kind", "ConfigMap"}});
+  put(kWebKey, {{"kind", "Deployment"}});
+  auto listing = index_->list_scope("a");
+  ASSERT_TRUE(listing.has_value());
+  // Every document the store holds, by the listing and by in_scope.
+  auto page = store_->scan("", "", 1000);
+  ASSERT_TRUE(page.ok());
+  std::set<std::string> listed, accepted;
+  for (const auto& item : page->items) {
+    if (index_->in_scope("a", item.key)) accepted.insert(item.key);
+    bool in =
+        std::find(listing->keys.begin(), listing->keys.end(), item.key) != listing->keys.end();
+    for (const auto& p : listing->prefixes) in = in || item.key.starts_with(p);
+    if (in) listed.insert(item.key);
+  }
+  EXPECT_EQ(listed, accepted);
+  EXPECT_TRUE(accepted.contains(kWebKey));
+  EXPECT_TRUE(accepted.contains("sites/a/status/acme/web"));
+  EXPECT_FALSE(accepted.contains("sites/ab/status/acme/web"));
 }
 
 TEST_F(PlacementIndexTest, EachChangeCarriesTheVersionItLeadsTo) {

@@ -340,8 +340,7 @@ void ParentSync::start_reconcile(Session* s) {
   // committed later streams live (merging is order-independent).
   s->sent_index = store_->last_log_index();
   const std::string child = s->child;
-  auto hashes = store_->doc_hashes(kKeyMin, kKeyMax,
-                                   [&](std::string_view k) { return scope_->in_scope(child, k); });
+  auto hashes = scope_hashes(child);
   if (!hashes.ok()) {
     spdlog::error("sync {}: reading the documents in {}'s scope failed: {}", name_, child,
                   hashes.status().to_string());
@@ -356,6 +355,25 @@ void ParentSync::start_reconcile(Session* s) {
   std::sort(s->sketch->keys.begin(), s->sketch->keys.end());
   ++s->round;
   send_sketch(s, std::max<size_t>(1, opts_.sketch_first_symbols));
+}
+
+StatusOr<std::vector<std::pair<std::string, uint64_t>>> ParentSync::scope_hashes(
+    const std::string& child) {
+  auto filter = [&](std::string_view k) { return scope_->in_scope(child, k); };
+  std::optional<ScopeProvider::Listing> listing = scope_->list_scope(child);
+  if (!listing) return store_->doc_hashes(kKeyMin, kKeyMax, filter);
+  auto out = store_->doc_hashes_of(std::move(listing->keys));
+  if (!out.ok()) return out;
+  for (const std::string& prefix : listing->prefixes) {
+    auto under = store_->doc_hashes(prefix, prefix + std::string(kKeyMax), filter);
+    if (!under.ok()) return under;
+    out->insert(out->end(), std::make_move_iterator(under->begin()),
+                std::make_move_iterator(under->end()));
+  }
+  // A key both listed and under a prefix counts once.
+  std::sort(out->begin(), out->end());
+  out->erase(std::unique(out->begin(), out->end()), out->end());
+  return out;
 }
 
 void ParentSync::send_sketch(Session* s, size_t n) {

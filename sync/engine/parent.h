@@ -133,6 +133,8 @@ class ParentSync {
   void handle_changes(Session* s, const v1::SyncEnvelope& env);
   void handle_sketch_reply(Session* s, const v1::SketchReply& reply);
   void send_sketch(Session* s, size_t n);
+  // (key, id) of every document in the child's scope (Store::doc_hashes).
+  StatusOr<std::vector<std::pair<std::string, uint64_t>>> scope_hashes(const std::string& child);
   void send_documents(Session* s, const std::vector<std::string>& keys);
   void send_whole(Session* s);
   void refuse(const std::string& why, const Message& m);
