@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstring>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -353,6 +355,105 @@ constexpr size_t kMinGarbageEntries = 256;
 
 }  // namespace
 
+namespace {
+
+// Size classes: 64 bytes, then four a power of two (1.25, 1.5, 1.75 and 2
+// times the one below), up to kMaxPooled; larger blocks come from the heap.
+constexpr size_t kMinBlock = 64;
+constexpr size_t kMaxPooled = size_t{1} << 20;
+constexpr size_t kSlabBytes = size_t{4} << 20;
+
+struct SizeClass {
+  size_t index;
+  size_t bytes;
+};
+
+SizeClass size_class(size_t bytes) {
+  if (bytes <= kMinBlock) return {0, kMinBlock};
+  const int k = std::bit_width(bytes - 1);  // 2^k >= bytes > 2^(k-1)
+  const size_t base = size_t{1} << (k - 1);
+  const size_t step = base / 4;
+  const size_t m = (bytes - base + step - 1) / step;  // 1..4
+  return {static_cast<size_t>(k - 7) * 4 + m, base + m * step};
+}
+
+SizeClass class_of_index(size_t index) {
+  if (index == 0) return {0, kMinBlock};
+  const size_t base = size_t{1} << ((index - 1) / 4 + 6);
+  return {index, base + ((index - 1) % 4 + 1) * (base / 4)};
+}
+
+struct StoragePool {
+  std::mutex mu;
+  std::array<void*, 64> free{};  // per size class, linked through each block's first word
+  char* slab = nullptr;
+  size_t slab_left = 0;
+};
+
+StoragePool& storage_pool() {
+  static auto* pool = new StoragePool;  // never destroyed: documents may outlive statics
+  return *pool;
+}
+
+}  // namespace
+
+// Under AddressSanitizer blocks go to the heap and back, so that it still
+// sees every use after release.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kPooled = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kPooled = false;
+#else
+constexpr bool kPooled = true;
+#endif
+#else
+constexpr bool kPooled = true;
+#endif
+
+void* document_storage_allocate(size_t bytes) {
+  if (!kPooled || bytes > kMaxPooled) return ::operator new(bytes);
+  const SizeClass c = size_class(bytes);
+  StoragePool& pool = storage_pool();
+  std::lock_guard<std::mutex> lock(pool.mu);
+  if (void* p = pool.free[c.index]) {
+    void* next;
+    std::memcpy(&next, p, sizeof next);
+    pool.free[c.index] = next;
+    return p;
+  }
+  if (pool.slab_left < c.bytes) {
+    // What is left of the slab goes to the free lists, largest class first.
+    while (pool.slab_left >= kMinBlock) {
+      const SizeClass up = size_class(pool.slab_left);
+      const SizeClass fit = up.bytes <= pool.slab_left ? up : class_of_index(up.index - 1);
+      std::memcpy(pool.slab, &pool.free[fit.index], sizeof(void*));
+      pool.free[fit.index] = pool.slab;
+      pool.slab += fit.bytes;
+      pool.slab_left -= fit.bytes;
+    }
+    pool.slab = static_cast<char*>(::operator new(kSlabBytes));
+    pool.slab_left = kSlabBytes;
+  }
+  void* p = pool.slab;
+  pool.slab += c.bytes;
+  pool.slab_left -= c.bytes;
+  return p;
+}
+
+void document_storage_release(void* p, size_t bytes) noexcept {
+  if (p == nullptr) return;
+  if (!kPooled || bytes > kMaxPooled) {
+    ::operator delete(p);
+    return;
+  }
+  const SizeClass c = size_class(bytes);
+  StoragePool& pool = storage_pool();
+  std::lock_guard<std::mutex> lock(pool.mu);
+  std::memcpy(p, &pool.free[c.index], sizeof(void*));
+  pool.free[c.index] = p;
+}
+
 Document::Span Document::put(std::string_view s) {
   if (s.empty()) return Span{};
   if (bytes_.size() + s.size() > UINT32_MAX) throw std::length_error("document state too large");
@@ -506,18 +607,6 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
   const Stamp s{delta.hlc(), delta.dot().replica()};
   const uint64_t seq = delta.dot().seq();
   if (nodes_.empty()) nodes_.emplace_back();
-  {
-    // Room for what the delta may add, in one step rather than a few.
-    size_t add_bytes = 0;
-    for (const v1::FieldOp& op : delta.ops()) {
-      add_bytes += op.value().size();
-      if (!op.path().empty()) add_bytes += op.path().rbegin()->size();
-    }
-    const size_t want_nodes = nodes_.size() + static_cast<size_t>(delta.ops_size());
-    if (want_nodes > nodes_.capacity()) nodes_.reserve(std::max(want_nodes, 2 * nodes_.capacity()));
-    const size_t want_bytes = bytes_.size() + add_bytes;
-    if (want_bytes > bytes_.capacity()) bytes_.reserve(std::max(want_bytes, 2 * bytes_.capacity()));
-  }
   // The nodes along the previous op's path, each with the clear stamp it
   // inherits. Ops of a delta usually come sorted by path (diff() writes them
   // so), and consecutive ops then share a prefix that is walked only once.
@@ -529,18 +618,47 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
     Stamp clear;
   };
   thread_local std::vector<Level> stack;
+  thread_local std::vector<int> shared;  // path elements each op shares with the one before
+  {
+    // A first pass finds the shared prefixes, and so a bound on the nodes,
+    // child entries and bytes the delta may add: room for them is made in
+    // one step rather than by growing as they come.
+    shared.clear();
+    size_t add_nodes = 0, add_bytes = 0;
+    const google::protobuf::RepeatedPtrField<std::string>* prev = nullptr;
+    for (const v1::FieldOp& op : delta.ops()) {
+      const auto& path = op.path();
+      const int depth = path.size();
+      int common = 0;
+      if (prev != nullptr) {
+        const int limit = std::min(depth, prev->size());
+        while (common < limit && path[common] == (*prev)[common]) ++common;
+      }
+      prev = &path;
+      shared.push_back(common);
+      for (int i = common; i < depth; ++i) add_bytes += path[i].size();
+      add_nodes += static_cast<size_t>(depth - common);
+      add_bytes += op.value().size();
+    }
+    // With some room to spare: the next small change then fits without
+    // moving the whole document.
+    const auto grow = [](auto* v, size_t add, size_t spare) {
+      const size_t want = v->size() + add;
+      if (want > v->capacity()) {
+        v->reserve(std::max(want + want / 8 + spare, v->capacity() + v->capacity() / 2));
+      }
+    };
+    grow(&nodes_, add_nodes, 4);
+    grow(&kids_, 2 * add_nodes, 8);
+    grow(&bytes_, add_bytes, 64);
+  }
   stack.clear();
   stack.push_back({0, Stamp{}});
-  const google::protobuf::RepeatedPtrField<std::string>* prev = nullptr;
-  for (const v1::FieldOp& op : delta.ops()) {
+  for (int k = 0; k < delta.ops_size(); ++k) {
+    const v1::FieldOp& op = delta.ops(k);
     const auto& path = op.path();
     const int depth = path.size();
-    int common = 0;
-    if (prev != nullptr) {
-      const int limit = std::min(depth, prev->size());
-      while (common < limit && path[common] == (*prev)[common]) ++common;
-    }
-    prev = &path;
+    const int common = shared[static_cast<size_t>(k)];
     stack.resize(static_cast<size_t>(common) + 1);
     for (int i = common; i < depth; ++i) {
       const Level up = stack[static_cast<size_t>(i)];

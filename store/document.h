@@ -78,6 +78,30 @@ struct Overwrite {
   uint64_t winner_seq = 0;
 };
 
+// Storage of documents' nodes, child lists and bytes: blocks in size classes
+// (four per power of two, up to 1 MiB), carved from large slabs and kept on
+// free lists once released, for reuse by any document. Documents are big,
+// grow in steps and are short-lived in a cache; taking their blocks from the
+// general heap would split and scatter the free chunks that small, frequent
+// allocations (decoded messages) reuse. Thread-safe. The memory is kept for
+// reuse, not returned to the system.
+void* document_storage_allocate(size_t bytes);
+void document_storage_release(void* p, size_t bytes) noexcept;
+
+template <typename T>
+struct DocumentAllocator {
+  using value_type = T;
+  DocumentAllocator() = default;
+  template <typename U>
+  DocumentAllocator(const DocumentAllocator<U>&) noexcept {}
+  T* allocate(size_t n) { return static_cast<T*>(document_storage_allocate(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) noexcept { document_storage_release(p, n * sizeof(T)); }
+  template <typename U>
+  bool operator==(const DocumentAllocator<U>&) const noexcept {
+    return true;
+  }
+};
+
 class Document {
  public:
   Document() = default;
@@ -177,9 +201,10 @@ class Document {
   static bool node_empty(const Node& n);
   Status from_proto_node(const v1::NodeState& s, size_t depth, size_t max_depth, uint32_t out);
 
-  std::vector<Node> nodes_;  // nodes_[0] is the root; empty for an empty document
-  std::vector<Kid> kids_;
-  std::string bytes_;
+  std::vector<Node, DocumentAllocator<Node>>
+      nodes_;  // nodes_[0] is the root; empty for an empty document
+  std::vector<Kid, DocumentAllocator<Kid>> kids_;
+  std::basic_string<char, std::char_traits<char>, DocumentAllocator<char>> bytes_;
   // Space no longer referred to (overwritten values, dropped entries,
   // relocated child lists), reclaimed by maybe_compact().
   size_t garbage_bytes_ = 0;

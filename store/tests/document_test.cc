@@ -658,6 +658,42 @@ TEST(DocumentState, ManyWritesKeepTheStateThroughCompaction) {
   EXPECT_EQ(state_bytes(joined), state_bytes(d));
 }
 
+// Documents' storage blocks, of every size class and beyond, hold what is
+// written to them while others are taken and given back.
+TEST(DocumentStorage, BlocksKeepTheirBytes) {
+  std::mt19937_64 rng(3);
+  struct Block {
+    char* p;
+    size_t n;
+    char fill;
+  };
+  std::vector<Block> live;
+  auto check = [](const Block& b) {
+    for (size_t i = 0; i < b.n; i += 1 + b.n / 64) {
+      if (b.p[i] != b.fill) return false;
+    }
+    return b.p[b.n - 1] == b.fill;
+  };
+  for (int round = 0; round < 3000; ++round) {
+    if (!live.empty() && rng() % 3 == 0) {
+      const size_t i = rng() % live.size();
+      ASSERT_TRUE(check(live[i])) << "block of " << live[i].n << " bytes";
+      document_storage_release(live[i].p, live[i].n);
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    const size_t n = 1 + rng() % (rng() % 8 == 0 ? (size_t{3} << 20) : 4096);
+    const char fill = static_cast<char>(rng());
+    char* p = static_cast<char*>(document_storage_allocate(n));
+    std::fill(p, p + n, fill);
+    live.push_back({p, n, fill});
+  }
+  for (const Block& b : live) {
+    ASSERT_TRUE(check(b)) << "block of " << b.n << " bytes";
+    document_storage_release(b.p, b.n);
+  }
+}
+
 // --- Canonical JSON.
 
 TEST(DocumentJson, CanonicalEqualsNlohmannDump) {
