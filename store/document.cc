@@ -394,15 +394,27 @@ struct StoragePool {
   size_t slab_left = 0;
 };
 
-// A slab aligned to, and backed by, huge pages where the system has them on
-// request: a document walk then costs few TLB misses.
+// A slab: fresh memory from the system, aligned to huge pages and advised to
+// use them where the system has them on request (Linux), so that walks over
+// many documents' nodes cost few TLB misses.
 char* new_slab() {
-  constexpr size_t kHugePage = size_t{2} << 20;
-  void* p = ::operator new (kSlabBytes, std::align_val_t{kHugePage});
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHugePage = size_t{2} << 20;
+  void* m = mmap(nullptr, kSlabBytes + kHugePage, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) throw std::bad_alloc();
+  const auto start = reinterpret_cast<uintptr_t>(m);
+  const uintptr_t aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
+  if (aligned > start) munmap(m, aligned - start);
+  const uintptr_t end = start + kSlabBytes + kHugePage;
+  if (end > aligned + kSlabBytes)
+    munmap(reinterpret_cast<void*>(aligned + kSlabBytes), end - (aligned + kSlabBytes));
+  void* p = reinterpret_cast<void*>(aligned);
   madvise(p, kSlabBytes, MADV_HUGEPAGE);  // advice only: failure is harmless
-#endif
   return static_cast<char*>(p);
+#else
+  return static_cast<char*>(::operator new(kSlabBytes));
+#endif
 }
 
 StoragePool& storage_pool() {
