@@ -24,11 +24,18 @@ using json = nlohmann::json;
 Stamp reg_stamp(const v1::NodeState& s) { return Stamp{s.reg_hlc(), s.reg_replica()}; }
 Stamp obj_stamp(const v1::NodeState& s) { return Stamp{s.obj_hlc(), s.obj_replica()}; }
 
-bool key_char_ok(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == '-' || c == '/' || c == ':' || c == '~' || c == '@' || c == '+' ||
-         c == '=';
-}
+constexpr auto kKeyChar = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[static_cast<size_t>(c)] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
+                                c == '/' || c == ':' || c == '~' || c == '@' || c == '+' ||
+                                c == '=';
+  }
+  return t;
+}();
+
+bool key_char_ok(char c) { return kKeyChar[static_cast<unsigned char>(c)]; }
 
 // Quotes `s` for a message; bytes that are not UTF-8 are replaced, not thrown on.
 std::string quote(std::string_view s) {
@@ -328,6 +335,11 @@ class CanonicalScanner {
 
 bool canonical_json_value(std::string_view v) {
   if (v.empty() || v[0] == '{') return false;
+  // The common case, a string of plain ASCII bytes, in one scan.
+  if (v[0] == '"' && v.size() >= 2 && skip_plain(v.data(), 1, v.size()) == v.size() - 1 &&
+      v.back() == '"') {
+    return true;
+  }
   switch (CanonicalScanner(v).run()) {
     case CanonicalScanner::kOk:
       return true;
