@@ -584,8 +584,10 @@ uint32_t Document::get_or_insert(uint32_t parent, std::string_view key) {
   const uint32_t n = p.nkids;
   uint32_t pos = n;
   // No search when `key` sorts last (ops of a delta come in key order).
-  if (n != 0 && compare(b[n - 1], key, kp) >= 0) {
-    uint32_t lo = 0, hi = n - 1;  // b[hi] >= key
+  const int last = n == 0 ? -1 : compare(b[n - 1], key, kp);
+  if (last == 0) return b[n - 1].node;
+  if (last > 0) {
+    uint32_t lo = 0, hi = n - 1;  // b[hi] > key
     while (lo < hi) {
       const uint32_t mid = lo + (hi - lo) / 2;
       if (compare(b[mid], key, kp) < 0) {
@@ -664,18 +666,22 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
     // one step rather than by growing as they come.
     shared.clear();
     size_t add_nodes = 0, add_bytes = 0;
+    // (Path elements through iterators: RepeatedPtrField<std::string>::Get
+    // is an out-of-line call into libprotobuf.)
     const google::protobuf::RepeatedPtrField<std::string>* prev = nullptr;
     for (const v1::FieldOp& op : delta.ops()) {
       const auto& path = op.path();
       const int depth = path.size();
+      const auto at = path.begin();
       int common = 0;
       if (prev != nullptr) {
         const int limit = std::min(depth, prev->size());
-        while (common < limit && path[common] == (*prev)[common]) ++common;
+        const auto prev_at = prev->begin();
+        while (common < limit && at[common] == prev_at[common]) ++common;
       }
       prev = &path;
       shared.push_back(common);
-      for (int i = common; i < depth; ++i) add_bytes += path[i].size();
+      for (int i = common; i < depth; ++i) add_bytes += at[i].size();
       add_nodes += static_cast<size_t>(depth - common);
       add_bytes += op.value().size();
     }
@@ -697,6 +703,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
     const v1::FieldOp& op = delta.ops(k);
     const auto& path = op.path();
     const int depth = path.size();
+    const auto at = path.begin();
     const int common = shared[static_cast<size_t>(k)];
     stack.resize(static_cast<size_t>(common) + 1);
     for (int i = common; i < depth; ++i) {
@@ -704,7 +711,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
       Node& n = nodes_[up.node];
       if (n.obj < s) n.obj = s;
       const Stamp clear = std::max(up.clear, n.reg);
-      stack.push_back({get_or_insert(up.node, path[i]), clear});
+      stack.push_back({get_or_insert(up.node, at[i]), clear});
     }
     Node* n = &nodes_[stack.back().node];
     const Stamp clear = stack.back().clear;
