@@ -2,8 +2,19 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstring>
+#include <mutex>
+#include <new>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace canopy {
 namespace {
@@ -13,11 +24,18 @@ using json = nlohmann::json;
 Stamp reg_stamp(const v1::NodeState& s) { return Stamp{s.reg_hlc(), s.reg_replica()}; }
 Stamp obj_stamp(const v1::NodeState& s) { return Stamp{s.obj_hlc(), s.obj_replica()}; }
 
-bool key_char_ok(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == '-' || c == '/' || c == ':' || c == '~' || c == '@' || c == '+' ||
-         c == '=';
-}
+constexpr auto kKeyChar = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[static_cast<size_t>(c)] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
+                                c == '/' || c == ':' || c == '~' || c == '@' || c == '+' ||
+                                c == '=';
+  }
+  return t;
+}();
+
+bool key_char_ok(char c) { return kKeyChar[static_cast<unsigned char>(c)]; }
 
 // Quotes `s` for a message; bytes that are not UTF-8 are replaced, not thrown on.
 std::string quote(std::string_view s) {
@@ -46,6 +64,18 @@ constexpr auto kPlainByte = [] {
 // Well-formed UTF-8 (Unicode 15, table 3-7): what nlohmann::json accepts when it
 // prints a string. Names that are not would make to_json() throw.
 bool valid_utf8(std::string_view s) {
+  {
+    // Most names are ASCII: a word at a time, the tail as one more word.
+    size_t k = 0;
+    uint64_t any = 0;
+    for (; k + 8 <= s.size(); k += 8) any |= load8(s.data() + k);
+    if (k < s.size()) {
+      uint64_t w = 0;
+      std::memcpy(&w, s.data() + k, s.size() - k);
+      any |= w;
+    }
+    if ((any & kHighs) == 0) return true;
+  }
   size_t i = 0;
   while (i < s.size()) {
     if (i + 8 <= s.size() && (load8(s.data() + i) & kHighs) == 0) {
@@ -81,6 +111,35 @@ bool valid_utf8(std::string_view s) {
     i += n + 1;
   }
   return true;
+}
+
+// The first position at or after `pos` (or `n`) of a byte that a JSON string
+// does not hold as it is: a quote, a backslash, a control character or a
+// byte of a multibyte UTF-8 sequence. Sixteen bytes at a time where SSE2 is
+// there, eight otherwise.
+inline size_t skip_plain(const char* d, size_t pos, size_t n) {
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  const __m128i space = _mm_set1_epi8(0x20);
+  while (pos + 16 <= n) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(d + pos));
+    // Signed compare: bytes from 0x80 up are negative, below 0x20 too.
+    const __m128i stop =
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)),
+                     _mm_cmplt_epi8(x, space));
+    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(stop));
+    if (mask != 0) return pos + static_cast<size_t>(__builtin_ctz(mask));
+    pos += 16;
+  }
+#endif
+  while (pos + 8 <= n) {
+    const uint64_t w = load8(d + pos);
+    if ((w & kHighs) != 0 || any_below(w, 0x20) || any_byte(w, '"') || any_byte(w, '\\')) break;
+    pos += 8;
+  }
+  while (pos < n && kPlainByte[static_cast<unsigned char>(d[pos])]) ++pos;
+  return pos;
 }
 
 // A register value must be the canonical JSON (nlohmann's dump) of a scalar or
@@ -153,31 +212,24 @@ class CanonicalScanner {
   // A string at pos_. With `contents`, also returns its raw bytes between the
   // quotes, and kUnsure when they hold escapes (not comparable bytewise).
   Result string(std::string_view* contents) {
-    const size_t start = ++pos_;
+    const char* const d = v_.data();
+    const size_t n = v_.size();
+    size_t pos = pos_ + 1;  // kept in a register, stored back at the end
+    const size_t start = pos;
     bool escaped = false;
     bool ascii = true;
-    const size_t n = v_.size();
-    while (pos_ < n) {
-      // Skip plain bytes (printable ASCII but quote and backslash): eight at
-      // a time, then one at a time up to the next byte that needs a look.
-      while (pos_ + 8 <= n) {
-        const uint64_t w = load8(v_.data() + pos_);
-        if ((w & kHighs) != 0 || any_below(w, 0x20) || any_byte(w, '"') || any_byte(w, '\\')) {
-          break;
-        }
-        pos_ += 8;
-      }
-      while (pos_ < n && kPlainByte[static_cast<unsigned char>(v_[pos_])]) ++pos_;
-      if (pos_ >= n) break;
-      const auto c = static_cast<unsigned char>(v_[pos_]);
+    for (;;) {
+      pos = skip_plain(d, pos, n);
+      if (pos >= n) break;
+      const auto c = static_cast<unsigned char>(d[pos]);
       if (c >= 0x80) {
         ascii = false;
-        ++pos_;
+        ++pos;
         continue;
       }
       if (c == '"') {
-        const std::string_view body = v_.substr(start, pos_ - start);
-        ++pos_;
+        const std::string_view body(d + start, pos - start);
+        pos_ = pos + 1;
         if (!ascii && !valid_utf8(body)) return kBad;
         if (contents != nullptr) {
           *contents = body;
@@ -187,8 +239,8 @@ class CanonicalScanner {
       }
       if (c < 0x20) return kBad;
       escaped = true;  // c is a backslash
-      if (pos_ + 1 >= v_.size()) return kBad;
-      switch (v_[pos_ + 1]) {
+      if (pos + 1 >= n) return kBad;
+      switch (d[pos + 1]) {
         case '"':
         case '\\':
         case 'b':
@@ -196,23 +248,23 @@ class CanonicalScanner {
         case 'n':
         case 'r':
         case 't':
-          pos_ += 2;
+          pos += 2;
           break;
         case 'u': {
           // Only control characters without a short escape, as \u00xx.
-          if (v_.substr(pos_ + 2, 2) != "00" || pos_ + 6 > v_.size()) return kBad;
+          if (pos + 6 > n || d[pos + 2] != '0' || d[pos + 3] != '0') return kBad;
           const auto hex = [](char h) -> int {
             if (h >= '0' && h <= '9') return h - '0';
             if (h >= 'a' && h <= 'f') return h - 'a' + 10;
             return -1;
           };
-          const int hi = hex(v_[pos_ + 4]), lo = hex(v_[pos_ + 5]);
+          const int hi = hex(d[pos + 4]), lo = hex(d[pos + 5]);
           if (hi < 0 || lo < 0 || hi > 1) return kBad;
           const int code = hi * 16 + lo;
           if (code == '\b' || code == '\f' || code == '\n' || code == '\r' || code == '\t') {
             return kBad;
           }
-          pos_ += 6;
+          pos += 6;
           break;
         }
         default:
@@ -283,6 +335,11 @@ class CanonicalScanner {
 
 bool canonical_json_value(std::string_view v) {
   if (v.empty() || v[0] == '{') return false;
+  // The common case, a string of plain ASCII bytes, in one scan.
+  if (v[0] == '"' && v.size() >= 2 && skip_plain(v.data(), 1, v.size()) == v.size() - 1 &&
+      v.back() == '"') {
+    return true;
+  }
   switch (CanonicalScanner(v).run()) {
     case CanonicalScanner::kOk:
       return true;
@@ -296,40 +353,358 @@ bool canonical_json_value(std::string_view v) {
   return parsed.dump() == v;
 }
 
+namespace {
+
+// The first 8 bytes of `s` as a big-endian number, zero-padded: comparing two
+// of these orders the names as bytewise comparison does, unless they are equal.
+inline uint64_t name_prefix(std::string_view s) {
+  unsigned char b[8] = {};
+  std::memcpy(b, s.data(), std::min<size_t>(s.size(), 8));
+  uint64_t p = 0;
+  for (unsigned char c : b) p = (p << 8) | c;
+  return p;
+}
+
+// Bytes that may stay unreclaimed in a document before it is compacted.
+constexpr size_t kMinGarbageBytes = 4096;
+constexpr size_t kMinGarbageEntries = 256;
+
+}  // namespace
+
+namespace {
+
+// Size classes: 64 bytes, then four a power of two (1.25, 1.5, 1.75 and 2
+// times the one below), up to kMaxPooled; larger blocks come from the heap.
+constexpr size_t kMinBlock = 64;
+constexpr size_t kMaxPooled = size_t{1} << 20;
+constexpr size_t kSlabBytes = size_t{4} << 20;
+
+struct SizeClass {
+  size_t index;
+  size_t bytes;
+};
+
+SizeClass size_class(size_t bytes) {
+  if (bytes <= kMinBlock) return {0, kMinBlock};
+  const int k = std::bit_width(bytes - 1);  // 2^k >= bytes > 2^(k-1)
+  const size_t base = size_t{1} << (k - 1);
+  const size_t step = base / 4;
+  const size_t m = (bytes - base + step - 1) / step;  // 1..4
+  return {static_cast<size_t>(k - 7) * 4 + m, base + m * step};
+}
+
+SizeClass class_of_index(size_t index) {
+  if (index == 0) return {0, kMinBlock};
+  const size_t base = size_t{1} << ((index - 1) / 4 + 6);
+  return {index, base + ((index - 1) % 4 + 1) * (base / 4)};
+}
+
+struct StoragePool {
+  std::mutex mu;
+  std::array<void*, 64> free{};  // per size class, linked through each block's first word
+  char* slab = nullptr;
+  size_t slab_left = 0;
+};
+
+// A slab, from the heap (so that malloc's statistics, which the memory
+// benchmarks read, still count documents), aligned to huge pages and advised
+// to use them: when the heap maps it fresh, walks over many documents' nodes
+// then cost few TLB misses. (On this 2-core VM the gain is within the noise
+// of store.merge; the alignment costs at most 2 MiB of address space.)
+char* new_slab() {
+  constexpr size_t kHugePage = size_t{2} << 20;
+  void* p = ::operator new (kSlabBytes, std::align_val_t{kHugePage});
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  madvise(p, kSlabBytes, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
+  return static_cast<char*>(p);
+}
+
+StoragePool& storage_pool() {
+  static auto* pool = new StoragePool;  // never destroyed: documents may outlive statics
+  return *pool;
+}
+
+}  // namespace
+
+// Under AddressSanitizer blocks go to the heap and back, so that it still
+// sees every use after release.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kPooled = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kPooled = false;
+#else
+constexpr bool kPooled = true;
+#endif
+#else
+constexpr bool kPooled = true;
+#endif
+
+void* document_storage_allocate(size_t bytes) {
+  if (!kPooled || bytes > kMaxPooled) return ::operator new(bytes);
+  const SizeClass c = size_class(bytes);
+  StoragePool& pool = storage_pool();
+  std::lock_guard<std::mutex> lock(pool.mu);
+  if (void* p = pool.free[c.index]) {
+    void* next;
+    std::memcpy(&next, p, sizeof next);
+    pool.free[c.index] = next;
+    return p;
+  }
+  if (pool.slab_left < c.bytes) {
+    // What is left of the slab goes to the free lists, largest class first.
+    while (pool.slab_left >= kMinBlock) {
+      const SizeClass up = size_class(pool.slab_left);
+      const SizeClass fit = up.bytes <= pool.slab_left ? up : class_of_index(up.index - 1);
+      std::memcpy(pool.slab, &pool.free[fit.index], sizeof(void*));
+      pool.free[fit.index] = pool.slab;
+      pool.slab += fit.bytes;
+      pool.slab_left -= fit.bytes;
+    }
+    pool.slab = new_slab();
+    pool.slab_left = kSlabBytes;
+  }
+  void* p = pool.slab;
+  pool.slab += c.bytes;
+  pool.slab_left -= c.bytes;
+  return p;
+}
+
+void document_storage_release(void* p, size_t bytes) noexcept {
+  if (p == nullptr) return;
+  if (!kPooled || bytes > kMaxPooled) {
+    ::operator delete(p);
+    return;
+  }
+  const SizeClass c = size_class(bytes);
+  StoragePool& pool = storage_pool();
+  std::lock_guard<std::mutex> lock(pool.mu);
+  std::memcpy(p, &pool.free[c.index], sizeof(void*));
+  pool.free[c.index] = p;
+}
+
+Document::Span Document::put(std::string_view s) {
+  if (s.empty()) return Span{};
+  if (bytes_.size() + s.size() > UINT32_MAX) throw std::length_error("document state too large");
+  Span out{static_cast<uint32_t>(bytes_.size()), static_cast<uint32_t>(s.size())};
+  bytes_.append(s);
+  return out;
+}
+
+void Document::set_value(Node* n, std::string_view v) {
+  if (v.size() <= n->value.len) {
+    // In place: an overwrite is mostly of a value of about the same size.
+    if (!v.empty()) std::memcpy(bytes_.data() + n->value.off, v.data(), v.size());
+    garbage_bytes_ += n->value.len - v.size();
+    n->value.len = static_cast<uint32_t>(v.size());
+    if (v.empty()) n->value.off = 0;
+    return;
+  }
+  garbage_bytes_ += n->value.len;
+  n->value = put(v);
+}
+
+const Document::Node& Document::root() const {
+  static const Node kEmpty;
+  return nodes_.empty() ? kEmpty : nodes_[0];
+}
+
+int Document::compare(const Kid& k, std::string_view key, uint64_t key_prefix) const {
+  if (k.prefix != key_prefix) return k.prefix < key_prefix ? -1 : 1;
+  if (k.len <= 8 && key.size() <= 8) {
+    // Both names are within their prefixes, which agree: the shorter one
+    // (padded with zeros that the longer one holds as bytes) is a prefix.
+    return k.len == key.size() ? 0 : (k.len < key.size() ? -1 : 1);
+  }
+  const int c = str(nodes_[k.node].name).compare(key);
+  return c < 0 ? -1 : (c > 0 ? 1 : 0);
+}
+
+const Document::Node* Document::find_child(const Node& parent, std::string_view key) const {
+  const uint64_t kp = name_prefix(key);
+  const Kid* b = kids_of(parent);
+  uint32_t lo = 0, hi = parent.nkids;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    const int c = compare(b[mid], key, kp);
+    if (c == 0) return &nodes_[b[mid].node];
+    if (c < 0) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return nullptr;
+}
+
+uint32_t Document::new_node(std::string_view name) {
+  if (nodes_.size() >= UINT32_MAX) throw std::length_error("document state too large");
+  const auto index = static_cast<uint32_t>(nodes_.size());
+  const Span span = put(name);
+  nodes_.emplace_back().name = span;
+  return index;
+}
+
+void Document::insert_kid(uint32_t parent, uint32_t pos, const Kid& kid) {
+  Node& p = nodes_[parent];
+  if (p.nkids == p.kids_cap) {
+    const uint32_t cap = p.kids_cap == 0 ? 4 : p.kids_cap * 2;
+    if (p.kids_cap != 0 && p.kids + p.kids_cap == kids_.size()) {
+      kids_.resize(kids_.size() + (cap - p.kids_cap));  // the last list grows in place
+    } else {
+      if (kids_.size() + cap > UINT32_MAX) throw std::length_error("document state too large");
+      const auto off = static_cast<uint32_t>(kids_.size());
+      kids_.resize(kids_.size() + cap);
+      std::copy_n(kids_.data() + p.kids, p.nkids, kids_.data() + off);
+      garbage_kids_ += p.kids_cap;
+      p.kids = off;
+    }
+    p.kids_cap = cap;
+  }
+  Kid* b = kids_.data() + p.kids;
+  std::copy_backward(b + pos, b + p.nkids, b + p.nkids + 1);
+  b[pos] = kid;
+  ++p.nkids;
+}
+
+uint32_t Document::get_or_insert(uint32_t parent, std::string_view key) {
+  const uint64_t kp = name_prefix(key);
+  const Node& p = nodes_[parent];
+  const Kid* b = kids_of(p);
+  const uint32_t n = p.nkids;
+  uint32_t pos = n;
+  // No search when `key` sorts last (ops of a delta come in key order).
+  const int last = n == 0 ? -1 : compare(b[n - 1], key, kp);
+  if (last == 0) return b[n - 1].node;
+  if (last > 0) {
+    uint32_t lo = 0, hi = n - 1;  // b[hi] > key
+    while (lo < hi) {
+      const uint32_t mid = lo + (hi - lo) / 2;
+      if (compare(b[mid], key, kp) < 0) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    if (compare(b[lo], key, kp) == 0) return b[lo].node;
+    pos = lo;
+  }
+  const uint32_t index = new_node(key);
+  insert_kid(parent, pos, Kid{kp, index, static_cast<uint32_t>(key.size())});
+  return index;
+}
+
+void Document::copy_node(const Document& from, const Node& n, uint32_t into) {
+  {
+    Node& out = nodes_[into];
+    out.reg = n.reg;
+    out.obj = n.obj;
+    out.reg_seq = n.reg_seq;
+    out.reg_prev = n.reg_prev;
+    out.reg_removed = n.reg_removed;
+    out.value = put(from.str(n.value));
+  }
+  if (n.nkids == 0) return;
+  const auto off = static_cast<uint32_t>(kids_.size());
+  kids_.resize(kids_.size() + n.nkids);
+  nodes_[into].kids = off;
+  nodes_[into].nkids = n.nkids;
+  nodes_[into].kids_cap = n.nkids;
+  const Kid* k = from.kids_of(n);
+  for (uint32_t i = 0; i < n.nkids; ++i) {
+    const uint32_t c = new_node(from.str(from.nodes_[k[i].node].name));
+    kids_[off + i] = Kid{k[i].prefix, c, k[i].len};
+  }
+  for (uint32_t i = 0; i < n.nkids; ++i) {
+    copy_node(from, from.nodes_[k[i].node], kids_[off + i].node);
+  }
+}
+
+void Document::maybe_compact() {
+  const bool bytes = garbage_bytes_ > kMinGarbageBytes && garbage_bytes_ * 2 > bytes_.size();
+  const bool kids = garbage_kids_ > kMinGarbageEntries && garbage_kids_ * 2 > kids_.size();
+  const bool nodes = garbage_nodes_ > kMinGarbageEntries && garbage_nodes_ * 2 > nodes_.size();
+  if (!bytes && !kids && !nodes) return;
+  Document d;
+  d.nodes_.reserve(nodes_.size() - std::min(garbage_nodes_, nodes_.size()));
+  d.kids_.reserve(kids_.size() - std::min(garbage_kids_, kids_.size()));
+  d.bytes_.reserve(bytes_.size() - std::min(garbage_bytes_, bytes_.size()));
+  d.nodes_.emplace_back();
+  d.copy_node(*this, nodes_[0], 0);
+  *this = std::move(d);
+}
+
 void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites, bool report_all) {
   const Stamp s{delta.hlc(), delta.dot().replica()};
   const uint64_t seq = delta.dot().seq();
+  if (nodes_.empty()) nodes_.emplace_back();
   // The nodes along the previous op's path, each with the clear stamp it
   // inherits. Ops of a delta usually come sorted by path (diff() writes them
   // so), and consecutive ops then share a prefix that is walked only once.
   // Reuse is correct in any order: an op changes only its target's register,
-  // which no level up to the target's depth depends on, and an insertion into
-  // a node's children moves only nodes below that node.
+  // which no level up to the target's depth depends on, and nodes are held
+  // by index, which an insertion does not change.
   struct Level {
-    Node* node;
+    uint32_t node;
     Stamp clear;
   };
   thread_local std::vector<Level> stack;
+  thread_local std::vector<int> shared;  // path elements each op shares with the one before
+  {
+    // A first pass finds the shared prefixes, and so a bound on the nodes,
+    // child entries and bytes the delta may add: room for them is made in
+    // one step rather than by growing as they come.
+    shared.clear();
+    size_t add_nodes = 0, add_bytes = 0;
+    // (Path elements through iterators: RepeatedPtrField<std::string>::Get
+    // is an out-of-line call into libprotobuf.)
+    const google::protobuf::RepeatedPtrField<std::string>* prev = nullptr;
+    for (const v1::FieldOp& op : delta.ops()) {
+      const auto& path = op.path();
+      const int depth = path.size();
+      const auto at = path.begin();
+      int common = 0;
+      if (prev != nullptr) {
+        const int limit = std::min(depth, prev->size());
+        const auto prev_at = prev->begin();
+        while (common < limit && at[common] == prev_at[common]) ++common;
+      }
+      prev = &path;
+      shared.push_back(common);
+      for (int i = common; i < depth; ++i) add_bytes += at[i].size();
+      add_nodes += static_cast<size_t>(depth - common);
+      add_bytes += op.value().size();
+    }
+    // With some room to spare: the next small change then fits without
+    // moving the whole document.
+    const auto grow = [](auto* v, size_t add, size_t spare) {
+      const size_t want = v->size() + add;
+      if (want > v->capacity()) {
+        v->reserve(std::max(want + want / 8 + spare, v->capacity() + v->capacity() / 2));
+      }
+    };
+    grow(&nodes_, add_nodes, 4);
+    grow(&kids_, 2 * add_nodes, 8);
+    grow(&bytes_, add_bytes, 64);
+  }
   stack.clear();
-  stack.push_back({&root_, Stamp{}});
-  const google::protobuf::RepeatedPtrField<std::string>* prev = nullptr;
-  for (const v1::FieldOp& op : delta.ops()) {
+  stack.push_back({0, Stamp{}});
+  for (int k = 0; k < delta.ops_size(); ++k) {
+    const v1::FieldOp& op = delta.ops(k);
     const auto& path = op.path();
     const int depth = path.size();
-    int common = 0;
-    if (prev != nullptr) {
-      const int limit = std::min(depth, prev->size());
-      while (common < limit && path[common] == (*prev)[common]) ++common;
-    }
-    prev = &path;
+    const auto at = path.begin();
+    const int common = shared[static_cast<size_t>(k)];
     stack.resize(static_cast<size_t>(common) + 1);
     for (int i = common; i < depth; ++i) {
-      Node* n = stack[static_cast<size_t>(i)].node;
-      if (n->obj < s) n->obj = s;
-      const Stamp clear = std::max(stack[static_cast<size_t>(i)].clear, n->reg);
-      stack.push_back({&n->children.get_or_insert(path[i]), clear});
+      const Level up = stack[static_cast<size_t>(i)];
+      Node& n = nodes_[up.node];
+      if (n.obj < s) n.obj = s;
+      const Stamp clear = std::max(up.clear, n.reg);
+      stack.push_back({get_or_insert(up.node, at[i]), clear});
     }
-    Node* n = stack.back().node;
+    Node* n = &nodes_[stack.back().node];
     const Stamp clear = stack.back().clear;
     if (op.kind() == v1::FieldOp::MAKE_OBJECT) {
       if (n->obj < s) n->obj = s;
@@ -348,7 +723,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
         o.loser = n->reg;
         o.loser_seq = n->reg_seq;
         o.loser_removed = n->reg_removed;
-        o.loser_value = n->reg_value;
+        o.loser_value = str(n->value);
         o.winner = s;
         o.winner_seq = seq;
       }
@@ -356,11 +731,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
       n->reg_seq = seq;
       n->reg_prev = Dot{op.prev().replica(), op.prev().seq()};
       n->reg_removed = removed;
-      if (removed) {
-        n->reg_value.clear();
-      } else {
-        n->reg_value = op.value();
-      }
+      set_value(n, removed ? std::string_view() : std::string_view(op.value()));
     } else if (visible && overwrites != nullptr && s > clear &&
                !(n->reg_prev.replica == s.replica && n->reg_prev.seq == seq)) {
       // The incoming write is older, and the current one was not written
@@ -377,34 +748,42 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
       o.winner_seq = n->reg_seq;
     }
   }
+  maybe_compact();
 }
 
-void Document::join(Node* into, const v1::NodeState& from) {
-  const Stamp r = reg_stamp(from);
-  if (r > into->reg) {
-    into->reg = r;
-    into->reg_seq = from.reg_seq();
-    into->reg_prev = Dot{from.reg_prev().replica(), from.reg_prev().seq()};
-    into->reg_removed = from.reg_removed();
-    into->reg_value = from.reg_value();
+void Document::join(uint32_t into, const v1::NodeState& from) {
+  {
+    Node& n = nodes_[into];
+    const Stamp r = reg_stamp(from);
+    if (r > n.reg) {
+      n.reg = r;
+      n.reg_seq = from.reg_seq();
+      n.reg_prev = Dot{from.reg_prev().replica(), from.reg_prev().seq()};
+      n.reg_removed = from.reg_removed();
+      set_value(&n, from.reg_value());
+    }
+    n.obj = std::max(n.obj, obj_stamp(from));
   }
-  into->obj = std::max(into->obj, obj_stamp(from));
   for (const v1::ChildState& c : from.children()) {
-    auto it = into->children.find(c.name());
-    if (it == into->children.end()) it = into->children.emplace(c.name(), Node{}).first;
-    join(&it->second, c.node());
+    join(get_or_insert(into, c.name()), c.node());
   }
 }
 
-void Document::merge(const v1::NodeState& state) { join(&root_, state); }
+void Document::merge(const v1::NodeState& state) {
+  if (nodes_.empty()) nodes_.emplace_back();
+  join(0, state);
+  maybe_compact();
+}
 
-bool Document::exists() const { return root_.obj > root_.reg; }
+bool Document::exists() const { return root().obj > root().reg; }
 
-void Document::write_json(const Node& n, Stamp clear, std::string* out) {
+void Document::write_json(const Node& n, Stamp clear, std::string* out) const {
   const Stamp c = std::max(clear, n.reg);
   out->push_back('{');
   bool first = true;
-  for (const auto& [name, child] : n.children) {
+  const Kid* k = kids_of(n);
+  for (uint32_t i = 0; i < n.nkids; ++i) {
+    const Node& child = nodes_[k[i].node];
     const bool reg_live = child.reg > c;
     const bool obj_live = child.obj > c;
     if (!reg_live && !obj_live) continue;
@@ -412,12 +791,12 @@ void Document::write_json(const Node& n, Stamp clear, std::string* out) {
     if (!is_object && child.reg_removed) continue;
     if (!first) out->push_back(',');
     first = false;
-    out->append(quote(name));
+    out->append(quote(str(child.name)));
     out->push_back(':');
     if (is_object) {
       write_json(child, c, out);
     } else {
-      out->append(child.reg_value);
+      out->append(str(child.value));
     }
   }
   out->push_back('}');
@@ -426,19 +805,22 @@ void Document::write_json(const Node& n, Stamp clear, std::string* out) {
 std::string Document::to_json() const {
   if (!exists()) return std::string();
   std::string out;
-  write_json(root_, Stamp{}, &out);
+  write_json(root(), Stamp{}, &out);
   return out;
 }
 
-json Document::node_value(const Node& n, Stamp clear) {
+json Document::node_value(const Node& n, Stamp clear) const {
   const Stamp c = std::max(clear, n.reg);
   json obj = json::object();
-  for (const auto& [name, child] : n.children) {
+  const Kid* k = kids_of(n);
+  for (uint32_t i = 0; i < n.nkids; ++i) {
+    const Node& child = nodes_[k[i].node];
     if (!(child.reg > c) && !(child.obj > c)) continue;
+    const std::string name(str(child.name));
     if (child.obj > child.reg) {
       obj[name] = node_value(child, c);
     } else if (!child.reg_removed) {
-      obj[name] = json::parse(child.reg_value);
+      obj[name] = json::parse(str(child.value));
     }
   }
   return obj;
@@ -446,11 +828,11 @@ json Document::node_value(const Node& n, Stamp clear) {
 
 json Document::to_value() const {
   if (!exists()) return json();
-  return node_value(root_, Stamp{});
+  return node_value(root(), Stamp{});
 }
 
 void Document::diff_node(const Node* n, Stamp clear, const json& target,
-                         std::vector<std::string>* path, std::vector<v1::FieldOp>* ops) {
+                         std::vector<std::string>* path, std::vector<v1::FieldOp>* ops) const {
   // What the node shows now.
   enum class Kind { kAbsent, kLeaf, kObject } kind = Kind::kAbsent;
   if (n != nullptr && (n->reg > clear || n->obj > clear)) {
@@ -489,12 +871,14 @@ void Document::diff_node(const Node* n, Stamp clear, const json& target,
     }
     const Stamp c = std::max(clear, n->reg);
     for (const auto& [k, v] : target.items()) {
-      auto it = n->children.find(k);
       path->push_back(k);
-      diff_node(it == n->children.end() ? nullptr : &it->second, c, v, path, ops);
+      diff_node(find_child(*n, k), c, v, path, ops);
       path->pop_back();
     }
-    for (const auto& [name, child] : n->children) {
+    const Kid* kids = kids_of(*n);
+    for (uint32_t i = 0; i < n->nkids; ++i) {
+      const Node& child = nodes_[kids[i].node];
+      const std::string_view name = str(child.name);
       if (target.contains(name)) continue;
       const bool live = child.reg > c || child.obj > c;
       if (!live) continue;
@@ -502,7 +886,7 @@ void Document::diff_node(const Node* n, Stamp clear, const json& target,
       if (!is_object && child.reg_removed) continue;
       v1::FieldOp& op = ops->emplace_back();
       for (const auto& p : *path) op.add_path(p);
-      op.add_path(name);
+      op.add_path(name.data(), name.size());
       op.set_kind(v1::FieldOp::REMOVE);
       if (!is_object) {
         op.mutable_prev()->set_replica(child.reg.replica);
@@ -512,16 +896,16 @@ void Document::diff_node(const Node* n, Stamp clear, const json& target,
     return;
   }
   std::string value = target.dump();
-  if (kind == Kind::kLeaf && n->reg_value == value) return;
+  if (kind == Kind::kLeaf && str(n->value) == value) return;
   add_op(v1::FieldOp::SET).set_value(std::move(value));
 }
 
 void Document::diff(const json& target, std::vector<v1::FieldOp>* ops) const {
   std::vector<std::string> path;
-  diff_node(&root_, Stamp{}, target, &path, ops);
+  diff_node(&root(), Stamp{}, target, &path, ops);
 }
 
-bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) {
+bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) const {
   bool any = false;
   if (n.reg > clear) {
     out->set_reg_hlc(n.reg.hlc);
@@ -534,7 +918,8 @@ bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) {
     if (n.reg_removed) {
       out->set_reg_removed(true);
     } else {
-      out->set_reg_value(n.reg_value);
+      const std::string_view v = str(n.value);
+      out->set_reg_value(v.data(), v.size());
     }
     any = true;
   }
@@ -544,10 +929,13 @@ bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) {
     any = true;
   }
   const Stamp c = std::max(clear, n.reg);
-  for (const auto& [name, child] : n.children) {
+  const Kid* k = kids_of(n);
+  for (uint32_t i = 0; i < n.nkids; ++i) {
+    const Node& child = nodes_[k[i].node];
     v1::ChildState* cs = out->add_children();
     if (serialize(child, c, cs->mutable_node())) {
-      cs->set_name(name);
+      const std::string_view name = str(child.name);
+      cs->set_name(name.data(), name.size());
       any = true;
     } else {
       out->mutable_children()->RemoveLast();
@@ -558,23 +946,34 @@ bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) {
 
 void Document::to_proto(v1::NodeState* out) const {
   out->Clear();
-  serialize(root_, Stamp{}, out);
+  serialize(root(), Stamp{}, out);
 }
 
 Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t max_depth,
-                                 Node* out) {
+                                 uint32_t out) {
   if (depth > max_depth) return invalid_argument("document state nests deeper than the limit");
   const bool live_value = !s.reg_removed() && (s.reg_hlc() != 0 || s.reg_replica() != 0);
   if ((live_value || !s.reg_value().empty()) && !canonical_json_value(s.reg_value())) {
     return invalid_argument(
         "document state holds a register that is not a JSON scalar or array in canonical form");
   }
-  out->reg = reg_stamp(s);
-  out->reg_seq = s.reg_seq();
-  out->reg_prev = Dot{s.reg_prev().replica(), s.reg_prev().seq()};
-  out->reg_removed = s.reg_removed();
-  out->reg_value = s.reg_value();
-  out->obj = obj_stamp(s);
+  {
+    Node& n = nodes_[out];
+    n.reg = reg_stamp(s);
+    n.reg_seq = s.reg_seq();
+    n.reg_prev = Dot{s.reg_prev().replica(), s.reg_prev().seq()};
+    n.reg_removed = s.reg_removed();
+    n.value = put(s.reg_value());
+    n.obj = obj_stamp(s);
+  }
+  if (s.children().empty()) return ok_status();
+  // The node's child list in one piece, filled as the children are read.
+  const auto count = static_cast<uint32_t>(s.children_size());
+  if (kids_.size() + count > UINT32_MAX) throw std::length_error("document state too large");
+  const auto off = static_cast<uint32_t>(kids_.size());
+  kids_.resize(kids_.size() + count);
+  nodes_[out].kids = off;
+  nodes_[out].kids_cap = count;
   std::string_view last;
   bool first = true;
   for (const v1::ChildState& c : s.children()) {
@@ -586,66 +985,84 @@ Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t ma
     if (!valid_utf8(c.name())) {
       return invalid_argument("document state has a field name that is not UTF-8");
     }
-    Node child;
-    CANOPY_RETURN_IF_ERROR(from_proto_node(c.node(), depth + 1, max_depth, &child));
-    out->children.push_back_sorted(c.name(), std::move(child));
+    const uint32_t child = new_node(c.name());
+    Node& n = nodes_[out];
+    kids_[n.kids + n.nkids] =
+        Kid{name_prefix(c.name()), child, static_cast<uint32_t>(c.name().size())};
+    ++n.nkids;
+    CANOPY_RETURN_IF_ERROR(from_proto_node(c.node(), depth + 1, max_depth, child));
   }
   return ok_status();
 }
 
 StatusOr<Document> Document::from_proto(const v1::NodeState& state, size_t max_depth) {
   Document d;
-  Status st = from_proto_node(state, 0, max_depth, &d.root_);
+  d.nodes_.emplace_back();
+  Status st = d.from_proto_node(state, 0, max_depth, 0);
   if (!st.ok()) return st;
   return d;
 }
 
-uint64_t Document::node_max_hlc(const Node& n) {
+uint64_t Document::node_max_hlc(const Node& n) const {
   uint64_t m = std::max(n.reg.hlc, n.obj.hlc);
-  for (const auto& [name, child] : n.children) m = std::max(m, node_max_hlc(child));
+  const Kid* k = kids_of(n);
+  for (uint32_t i = 0; i < n.nkids; ++i) m = std::max(m, node_max_hlc(nodes_[k[i].node]));
   return m;
 }
 
-uint64_t Document::max_hlc() const { return node_max_hlc(root_); }
+uint64_t Document::max_hlc() const { return node_max_hlc(root()); }
 
-bool Document::node_empty(const Node& n) {
-  return n.reg.zero() && n.obj.zero() && n.children.empty();
-}
+bool Document::node_empty(const Node& n) { return n.reg.zero() && n.obj.zero() && n.nkids == 0; }
 
-bool Document::empty() const { return node_empty(root_); }
+bool Document::empty() const { return node_empty(root()); }
 
-size_t Document::collect(Node* n, Stamp clear, uint64_t stable_hlc) {
+size_t Document::collect(uint32_t index, Stamp clear, uint64_t stable_hlc) {
   size_t dropped = 0;
+  // No node is added here: references into nodes_ stay valid.
+  Node& n = nodes_[index];
   // Forget entries no longer visible under the ancestors' clear stamp.
-  if (!(n->reg > clear)) {
-    n->reg = Stamp{};
-    n->reg_seq = 0;
-    n->reg_prev = Dot{};
-    n->reg_removed = false;
-    n->reg_value.clear();
+  if (!(n.reg > clear)) {
+    n.reg = Stamp{};
+    n.reg_seq = 0;
+    n.reg_prev = Dot{};
+    n.reg_removed = false;
+    set_value(&n, std::string_view());
   }
-  if (!(n->obj > clear)) n->obj = Stamp{};
-  const Stamp c = std::max(clear, n->reg);
-  for (auto it = n->children.begin(); it != n->children.end();) {
-    dropped += collect(&it->second, c, stable_hlc);
-    it = node_empty(it->second) ? n->children.erase(it) : std::next(it);
+  if (!(n.obj > clear)) n.obj = Stamp{};
+  const Stamp c = std::max(clear, n.reg);
+  for (uint32_t i = 0; i < n.nkids;) {
+    Kid* k = kids_.data() + n.kids;
+    const uint32_t child = k[i].node;
+    dropped += collect(child, c, stable_hlc);
+    if (node_empty(nodes_[child])) {
+      std::copy(k + i + 1, k + n.nkids, k + i);
+      --n.nkids;
+      ++garbage_nodes_;
+      garbage_bytes_ += nodes_[child].name.len + nodes_[child].value.len;
+      garbage_kids_ += nodes_[child].kids_cap;
+    } else {
+      ++i;
+    }
   }
   // A stable tombstone: every replica has it, and nothing older can still
   // arrive. Everything it dominated is gone (above), so it can go too, with
   // the object stamp it beat.
-  if (n->reg_removed && n->reg.hlc < stable_hlc && n->reg > n->obj) {
-    n->reg = Stamp{};
-    n->reg_seq = 0;
-    n->reg_prev = Dot{};
-    n->reg_removed = false;
-    n->obj = Stamp{};
+  if (n.reg_removed && n.reg.hlc < stable_hlc && n.reg > n.obj) {
+    n.reg = Stamp{};
+    n.reg_seq = 0;
+    n.reg_prev = Dot{};
+    n.reg_removed = false;
+    n.obj = Stamp{};
     ++dropped;
   }
   return dropped;
 }
 
 size_t Document::collect_tombstones(uint64_t stable_hlc) {
-  return collect(&root_, Stamp{}, stable_hlc);
+  if (nodes_.empty()) return 0;
+  const size_t dropped = collect(0, Stamp{}, stable_hlc);
+  maybe_compact();
+  return dropped;
 }
 
 Status validate_key(std::string_view key, size_t max_key_bytes) {

@@ -78,85 +78,29 @@ struct Overwrite {
   uint64_t winner_seq = 0;
 };
 
-// A map kept as a vector sorted by key: documents have few keys per object,
-// so one allocation per object beats one per key (std::map), and iteration is
-// in key order, which canonical output needs.
-template <typename V>
-class SortedMap {
- public:
-  using value_type = std::pair<std::string, V>;
-  using iterator = typename std::vector<value_type>::iterator;
-  using const_iterator = typename std::vector<value_type>::const_iterator;
+// Storage of documents' nodes, child lists and bytes: blocks in size classes
+// (four per power of two, up to 1 MiB), carved from large slabs and kept on
+// free lists once released, for reuse by any document. Documents are big,
+// grow in steps and are short-lived in a cache; taking their blocks from the
+// general heap would split and scatter the free chunks that small, frequent
+// allocations (decoded messages) reuse. Thread-safe. The memory is kept for
+// reuse, not returned to the system.
+void* document_storage_allocate(size_t bytes);
+void document_storage_release(void* p, size_t bytes) noexcept;
 
-  // Declared here and defaulted below the class: V (a Document::Node) holds a
-  // SortedMap<V> and is incomplete here, and implicit members would make
-  // clang instantiate std::pair<std::string, V> while V is still incomplete.
-  SortedMap();
-  SortedMap(const SortedMap&);
-  SortedMap(SortedMap&&) noexcept;
-  SortedMap& operator=(const SortedMap&);
-  SortedMap& operator=(SortedMap&&) noexcept;
-  ~SortedMap();
-
-  iterator begin() { return items_.begin(); }
-  iterator end() { return items_.end(); }
-  const_iterator begin() const { return items_.begin(); }
-  const_iterator end() const { return items_.end(); }
-  bool empty() const { return items_.empty(); }
-  size_t size() const { return items_.size(); }
-
-  iterator find(std::string_view key) {
-    auto it = lower(key);
-    return it != items_.end() && it->first == key ? it : items_.end();
+template <typename T>
+struct DocumentAllocator {
+  using value_type = T;
+  DocumentAllocator() = default;
+  template <typename U>
+  DocumentAllocator(const DocumentAllocator<U>&) noexcept {}
+  T* allocate(size_t n) { return static_cast<T*>(document_storage_allocate(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) noexcept { document_storage_release(p, n * sizeof(T)); }
+  template <typename U>
+  bool operator==(const DocumentAllocator<U>&) const noexcept {
+    return true;
   }
-  const_iterator find(std::string_view key) const {
-    auto it = std::lower_bound(items_.begin(), items_.end(), key,
-                               [](const value_type& e, std::string_view k) { return e.first < k; });
-    return it != items_.end() && it->first == key ? it : items_.end();
-  }
-  // Inserts `value` under `key` unless present; returns the entry.
-  std::pair<iterator, bool> emplace(std::string_view key, V value) {
-    auto it = lower(key);
-    if (it != items_.end() && it->first == key) return {it, false};
-    return {items_.emplace(it, std::string(key), std::move(value)), true};
-  }
-  // The entry under `key`, inserted (default-constructed) when missing. One
-  // search, none when `key` sorts last (ops of a delta come in key order).
-  V& get_or_insert(std::string_view key) {
-    if (items_.empty() || items_.back().first < key) {
-      if (items_.empty()) items_.reserve(4);
-      return items_.emplace_back(std::string(key), V{}).second;
-    }
-    auto it = lower(key);
-    if (it != items_.end() && it->first == key) return it->second;
-    return items_.emplace(it, std::string(key), V{})->second;
-  }
-  // Appends; REQUIRES: `key` sorts after every present key.
-  void push_back_sorted(std::string key, V value) {
-    items_.emplace_back(std::move(key), std::move(value));
-  }
-  iterator erase(iterator it) { return items_.erase(it); }
-
- private:
-  iterator lower(std::string_view key) {
-    return std::lower_bound(items_.begin(), items_.end(), key,
-                            [](const value_type& e, std::string_view k) { return e.first < k; });
-  }
-  std::vector<value_type> items_;
 };
-
-template <typename V>
-SortedMap<V>::SortedMap() = default;
-template <typename V>
-SortedMap<V>::SortedMap(const SortedMap&) = default;
-template <typename V>
-SortedMap<V>::SortedMap(SortedMap&&) noexcept = default;
-template <typename V>
-SortedMap<V>& SortedMap<V>::operator=(const SortedMap&) = default;
-template <typename V>
-SortedMap<V>& SortedMap<V>::operator=(SortedMap&&) noexcept = default;
-template <typename V>
-SortedMap<V>::~SortedMap() = default;
 
 class Document {
  public:
@@ -199,30 +143,73 @@ class Document {
     uint64_t replica = 0;
     uint64_t seq = 0;
   };
+  // A run of bytes_: a field name or a register value.
+  struct Span {
+    uint32_t off = 0;
+    uint32_t len = 0;
+  };
+  // Nodes live in one vector and refer to each other by index, their names
+  // and values in one byte buffer, their children's entries in one vector:
+  // a document is three allocations, not a few per field, and a walk down a
+  // path stays within them.
   struct Node {
     Stamp reg;
+    Stamp obj;
     uint64_t reg_seq = 0;
     // The dot the register's writer saw there (FieldOp.prev): an older write
     // with this dot arriving late was overwritten causally, not concurrently.
     Dot reg_prev;
+    Span value;  // the register's value (canonical JSON)
+    Span name;   // the key under the parent (empty for the root)
+    // Children: kids_[kids, kids + nkids), sorted by name, room for kids_cap.
+    uint32_t kids = 0;
+    uint32_t nkids = 0;
+    uint32_t kids_cap = 0;
     bool reg_removed = false;
-    std::string reg_value;
-    Stamp obj;
-    SortedMap<Node> children;
+  };
+  // A child entry. `prefix` is the name's first 8 bytes (big-endian,
+  // zero-padded) and `len` its length, which settle most comparisons without
+  // reading the name.
+  struct Kid {
+    uint64_t prefix = 0;
+    uint32_t node = 0;
+    uint32_t len = 0;
   };
 
-  static void join(Node* into, const v1::NodeState& from);
-  static void write_json(const Node& n, Stamp clear, std::string* out);
-  static nlohmann::json node_value(const Node& n, Stamp clear);
-  static bool serialize(const Node& n, Stamp clear, v1::NodeState* out);
-  static void diff_node(const Node* n, Stamp clear, const nlohmann::json& target,
-                        std::vector<std::string>* path, std::vector<v1::FieldOp>* ops);
-  static uint64_t node_max_hlc(const Node& n);
-  static size_t collect(Node* n, Stamp clear, uint64_t stable_hlc);
-  static bool node_empty(const Node& n);
-  static Status from_proto_node(const v1::NodeState& s, size_t depth, size_t max_depth, Node* out);
+  std::string_view str(Span s) const { return {bytes_.data() + s.off, s.len}; }
+  Span put(std::string_view s);
+  void set_value(Node* n, std::string_view v);
+  const Node& root() const;
+  const Kid* kids_of(const Node& n) const { return kids_.data() + n.kids; }
+  int compare(const Kid& k, std::string_view key, uint64_t key_prefix) const;
+  // The child of `parent` named `key`: nullptr if absent / inserted if absent.
+  const Node* find_child(const Node& parent, std::string_view key) const;
+  uint32_t get_or_insert(uint32_t parent, std::string_view key);
+  uint32_t new_node(std::string_view name);
+  void insert_kid(uint32_t parent, uint32_t pos, const Kid& kid);
+  void maybe_compact();
+  void copy_node(const Document& from, const Node& n, uint32_t into);
 
-  Node root_;
+  void join(uint32_t into, const v1::NodeState& from);
+  void write_json(const Node& n, Stamp clear, std::string* out) const;
+  nlohmann::json node_value(const Node& n, Stamp clear) const;
+  bool serialize(const Node& n, Stamp clear, v1::NodeState* out) const;
+  void diff_node(const Node* n, Stamp clear, const nlohmann::json& target,
+                 std::vector<std::string>* path, std::vector<v1::FieldOp>* ops) const;
+  uint64_t node_max_hlc(const Node& n) const;
+  size_t collect(uint32_t index, Stamp clear, uint64_t stable_hlc);
+  static bool node_empty(const Node& n);
+  Status from_proto_node(const v1::NodeState& s, size_t depth, size_t max_depth, uint32_t out);
+
+  std::vector<Node, DocumentAllocator<Node>>
+      nodes_;  // nodes_[0] is the root; empty for an empty document
+  std::vector<Kid, DocumentAllocator<Kid>> kids_;
+  std::basic_string<char, std::char_traits<char>, DocumentAllocator<char>> bytes_;
+  // Space no longer referred to (overwritten values, dropped entries,
+  // relocated child lists), reclaimed by maybe_compact().
+  size_t garbage_bytes_ = 0;
+  size_t garbage_kids_ = 0;
+  size_t garbage_nodes_ = 0;
 };
 
 // Checks a store key: 1..max bytes of [A-Za-z0-9._-/:~@+=], no "//" and no

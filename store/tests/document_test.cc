@@ -597,6 +597,103 @@ TEST(DocumentTombstones, CollectStableTombstones) {
   EXPECT_EQ(state_bytes(d), "");
 }
 
+// A document reclaims the space of overwritten values, removed fields and
+// moved child lists as it goes; none of that may change what it holds. Many
+// writes to one document, with names that share long prefixes and values that
+// grow and shrink, checked against the targets written and against the same
+// deltas applied in reverse order to a fresh document.
+TEST(DocumentState, ManyWritesKeepTheStateThroughCompaction) {
+  std::mt19937_64 rng(7);
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  const std::vector<std::string> names = {"a",
+                                          "b",
+                                          "name",
+                                          "namespace",
+                                          "annotations",
+                                          "app.kubernetes.io/name",
+                                          "app.kubernetes.io/version",
+                                          "app.kubernetes.io/n",
+                                          "x\u00e9",
+                                          "labels",
+                                          "z",
+                                          "zz"};
+  std::function<json(int)> random_object = [&](int depth) {
+    json o = json::object();
+    const size_t n = 1 + pick(depth == 0 ? 8 : 5);
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& k = names[pick(names.size())];
+      if (depth < 2 && pick(3) == 0) {
+        o[k] = random_object(depth + 1);
+      } else if (pick(4) == 0) {
+        o[k] = json::array({pick(100), std::string(pick(40), 'v')});
+      } else {
+        o[k] = std::string(1 + pick(pick(2) == 0 ? 8 : 300), static_cast<char>('a' + pick(26)));
+      }
+    }
+    return o;
+  };
+  Document d;
+  std::vector<v1::Delta> deltas;
+  uint64_t hlc = 100;
+  for (uint64_t seq = 1; seq <= 400; ++seq) {
+    const json target = random_object(0);
+    deltas.push_back(write(&d, target, 1, seq, hlc += 10));
+    ASSERT_EQ(d.to_json(), target.dump()) << "after write " << seq;
+    if (seq % 50 == 0) {
+      d.collect_tombstones(hlc);
+      ASSERT_EQ(d.to_json(), target.dump()) << "after collecting at write " << seq;
+    }
+  }
+  Document reversed;
+  for (auto it = deltas.rbegin(); it != deltas.rend(); ++it) reversed.apply(*it, nullptr);
+  EXPECT_EQ(reversed.to_json(), d.to_json());
+  reversed.collect_tombstones(hlc + 1);
+  d.collect_tombstones(hlc + 1);
+  EXPECT_EQ(state_bytes(reversed), state_bytes(d));
+  // A state carried over merges into a fresh document as the same state.
+  v1::NodeState s;
+  d.to_proto(&s);
+  Document joined;
+  joined.merge(s);
+  EXPECT_EQ(state_bytes(joined), state_bytes(d));
+}
+
+// Documents' storage blocks, of every size class and beyond, hold what is
+// written to them while others are taken and given back.
+TEST(DocumentStorage, BlocksKeepTheirBytes) {
+  std::mt19937_64 rng(3);
+  struct Block {
+    char* p;
+    size_t n;
+    char fill;
+  };
+  std::vector<Block> live;
+  auto check = [](const Block& b) {
+    for (size_t i = 0; i < b.n; i += 1 + b.n / 64) {
+      if (b.p[i] != b.fill) return false;
+    }
+    return b.p[b.n - 1] == b.fill;
+  };
+  for (int round = 0; round < 3000; ++round) {
+    if (!live.empty() && rng() % 3 == 0) {
+      const size_t i = rng() % live.size();
+      ASSERT_TRUE(check(live[i])) << "block of " << live[i].n << " bytes";
+      document_storage_release(live[i].p, live[i].n);
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    const size_t n = 1 + rng() % (rng() % 8 == 0 ? (size_t{3} << 20) : 4096);
+    const char fill = static_cast<char>(rng());
+    char* p = static_cast<char*>(document_storage_allocate(n));
+    std::fill(p, p + n, fill);
+    live.push_back({p, n, fill});
+  }
+  for (const Block& b : live) {
+    ASSERT_TRUE(check(b)) << "block of " << b.n << " bytes";
+    document_storage_release(b.p, b.n);
+  }
+}
+
 // --- Canonical JSON.
 
 TEST(DocumentJson, CanonicalEqualsNlohmannDump) {
