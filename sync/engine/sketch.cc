@@ -3,6 +3,12 @@
 #include <algorithm>
 #include <cmath>
 
+// Both sides of a session must map ids to the same indexes, on every
+// platform of a fleet: the mapping's arithmetic must stay exactly rounded.
+#if defined(__FAST_MATH__)
+#error "sketch.cc must not be built with -ffast-math (the symbol mapping must be exact)"
+#endif
+
 namespace canopy::sync {
 namespace {
 
