@@ -36,11 +36,11 @@
 //     3 scope documents and a position at the hub's log end with their scope
 //     version, exported by the hub), as after a hub restart; their sessions
 //     then open by catch-up. --join cold starts them empty: every session
-//     opens by reconciliation, which on this engine costs O(all hub documents)
-//     per child (Store::split_fingerprints over the whole key space) and, with
-//     hello retries replacing sessions, took 46 s to 188 s for 10,000 children
-//     in our runs, too long for a 3-minute case. REAL children always start
-//     cold (empty stores).
+//     opens by reconciliation (an empty child asks for its whole scope at
+//     the first sketch message). With range fingerprints, which cost
+//     O(all hub documents) per child, that took 46 s to 188 s for 10,000
+//     children; not measured since the sketch and PlacementIndex::list_scope
+//     made it O(scope). REAL children always start cold (empty stores).
 //
 // Two kinds of child (stderr says which one each figure used):
 //   - REAL: a ChildSync engine in a SyncNode with its own Store (RocksDB,
@@ -57,14 +57,14 @@
 //     exponential hello backoff, welcome, reset, the same go-back-N channels
 //     (sync/engine/channel.h) in both directions, Changes applied in order by
 //     merging deltas and whole states into an in-memory canopy::Document per
-//     key (deltas validated with validate_delta), `drop` and `covered`
-//     honoured, fingerprint rounds answered with the store's own fingerprint
-//     (XXH3 of the serialized DocState, summed per key), cumulative acks with
-//     its position, heartbeat acks every 2 s, and on reconnection an ack that
-//     makes a parent that forgot the session send a reset. It never writes
-//     anything of its own, so it sends nothing up but acks and reconcile
-//     replies. It persists nothing (no fsync), which makes it cheaper than a
-//     spoke; a real spoke fsyncs on its own disk, in parallel with the others.
+//     key (deltas validated with validate_delta), `drop`, `covered` and
+//     `reconciled` honoured, sketches answered by the same SketchReceiver as
+//     ChildSync's (ids as Store::doc_hashes computes them), acks riding on its
+//     replies or sent once per round, heartbeat acks every 2 s, and on
+//     reconnection an ack (or, after an outage longer than the hub's session
+//     timeout, a hello at once). It never writes anything of its own, so it
+//     sends nothing up but acks and sketch replies. It persists nothing (no fsync), which makes it
+//     cheaper than a spoke; a real spoke fsyncs on its own disk, in parallel with the others.
 //
 // Cases:
 //   fanout          S = 1,000 (REAL children) and S = 10,000 (LIGHT): with all
@@ -104,9 +104,10 @@
 //                   the template), the hub forgets the sessions (its
 //                   session_timeout_ms, 30 s by default, passes), and all
 //                   children reconnect at once (new connections, resubscribe,
-//                   then each child's ack meets "unknown session", a reset, a
-//                   hello with its old position, a catch-up from the hub's log
-//                   under max_concurrent_catchups). Figures: time from the start
+//                   then each child, cut off for longer than the hub's
+//                   session timeout, says hello with its old position, and
+//                   catches up from the hub's log under
+//                   max_concurrent_catchups). Figures: time from the start
 //                   of the reconnection until every child holds all 10 changes,
 //                   and the hub's peak RSS during it (VmHWM of the hub process,
 //                   reset through /proc/<hub>/clear_refs just before; also
