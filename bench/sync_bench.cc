@@ -63,8 +63,9 @@
 //     replies or sent once per round, heartbeat acks every 2 s, and on
 //     reconnection an ack (or, after an outage longer than the hub's session
 //     timeout, a hello at once). It never writes anything of its own, so it
-//     sends nothing up but acks and sketch replies. It persists nothing (no fsync), which makes it
-//     cheaper than a spoke; a real spoke fsyncs on its own disk, in parallel with the others.
+//     sends nothing up but acks and sketch replies. It persists nothing (no
+//     fsync), which makes it cheaper than a spoke; a real spoke fsyncs on its
+//     own disk, in parallel with the others.
 //
 // Cases:
 //   fanout          S = 1,000 (REAL children) and S = 10,000 (LIGHT): with all
