@@ -50,12 +50,11 @@
 #include "store/store.h"
 #include "sync/engine/channel.h"
 #include "sync/engine/env.h"
+#include "sync/protocol.h"
 #include "sync/scope.h"
 #include "sync/transport.h"
 
 namespace canopy::sync {
-
-inline constexpr uint32_t kProtocolVersion = 1;
 
 struct ParentOptions {
   size_t max_concurrent_catchups = 32;

@@ -36,6 +36,7 @@
 #include "canopy/v1/hub.grpc.pb.h"
 #include "canopy/v1/sync.pb.h"
 #include "gtest/gtest.h"
+#include "sync/protocol.h"
 #include "tests/support/free_port.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/process.h"
@@ -942,7 +943,7 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
   // (b) A valid hello from eu-1, truncated in the middle of its body.
   {
     v1::SyncEnvelope env;
-    env.set_protocol(1);
+    env.set_protocol(sync::kProtocolVersion);
     env.set_from("eu-1");
     env.set_to(kHubName);
     env.set_session(0x1234);
@@ -960,7 +961,7 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
   // be us-1 on eu-1's subject, and one addressed to another hub.
   {
     v1::SyncEnvelope env;
-    env.set_protocol(1);
+    env.set_protocol(sync::kProtocolVersion);
     env.set_from("us-1");
     env.set_to(kHubName);
     env.set_session(0x5678);
@@ -991,7 +992,7 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
     ASSERT_EQ(natsConnection_FlushTimeout(nc.get(), 5000), NATS_OK);
     const uint64_t session = 0xE71L, replica = 0xBAD0BAD0BAD0ULL;
     v1::SyncEnvelope hello;
-    hello.set_protocol(1);
+    hello.set_protocol(sync::kProtocolVersion);
     hello.set_from(rogue);
     hello.set_to(kHubName);
     hello.set_session(session);
@@ -1023,7 +1024,7 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
                                   .count())
         << 16;
     v1::SyncEnvelope changes;
-    changes.set_protocol(1);
+    changes.set_protocol(sync::kProtocolVersion);
     changes.set_from(rogue);
     changes.set_to(kHubName);
     changes.set_session(session);
@@ -1072,7 +1073,7 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
   ASSERT_EQ(nats_publish(nc.get(), down, garbage), NATS_OK);
   {
     v1::SyncEnvelope env;
-    env.set_protocol(1);
+    env.set_protocol(sync::kProtocolVersion);
     env.set_from(kHubName);
     env.set_to("eu-1");
     env.set_session(1);
