@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -69,6 +70,25 @@ class BadInputTest : public ::testing::Test {
     EXPECT_NE(st.message().find(needle), std::string::npos)
         << what << ": message \"" << st.message() << "\" does not say \"" << needle << "\"";
     EXPECT_EQ(snapshot(*store_), before_) << what << " changed the store";
+  }
+
+  // Writes under the store's feet: closes the store, opens its RocksDB
+  // directory raw (with the documents' merge operator, which whoever opens
+  // that family needs) and hands `write` the database and the "docs" family.
+  void write_raw(const std::function<void(rocksdb::DB*, rocksdb::ColumnFamilyHandle*)>& write) {
+    store_.reset();
+    rocksdb::Options options;
+    rocksdb::ColumnFamilyOptions docs_cf;
+    docs_cf.merge_operator = make_doc_merge_operator(64);
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+        {rocksdb::kDefaultColumnFamilyName, {}}, {"docs", docs_cf}, {"log", {}}, {"conflicts", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(options, dir_.sub("s"), cfs, &handles, &db).ok());
+    write(db, handles[1]);
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+    delete db;
   }
 
   TempDir dir_;
@@ -443,7 +463,6 @@ TEST_F(BadInputTest, DeltaFromFarFutureIsAppliedAndSurfaced) {
 // the document says so and names it; the other documents read as before.
 TEST_F(BadInputTest, CorruptMergeOperands) {
   const std::string existing = *store_->get("k/existing");
-  store_.reset();
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"k/unknown-kind", std::string("x") + "\x0a\x01k"},
       {"k/bad-delta", std::string(1, kDeltaOperand) + "\xff\xff\xff"},
@@ -451,22 +470,11 @@ TEST_F(BadInputTest, CorruptMergeOperands) {
                                                       "ab"},
       {"k/empty", ""},
   };
-  {
-    rocksdb::Options options;
-    rocksdb::ColumnFamilyOptions docs_cf;
-    docs_cf.merge_operator = make_doc_merge_operator(64);
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-        {rocksdb::kDefaultColumnFamilyName, {}}, {"docs", docs_cf}, {"log", {}}, {"conflicts", {}}};
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* db = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(options, dir_.sub("s"), cfs, &handles, &db).ok());
+  write_raw([&](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* docs) {
     for (const auto& [key, operand] : bad) {
-      ASSERT_TRUE(db->Merge(rocksdb::WriteOptions(), handles[1], key, operand).ok());
+      ASSERT_TRUE(db->Merge(rocksdb::WriteOptions(), docs, key, operand).ok());
     }
-    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
-    ASSERT_TRUE(db->Close().ok());
-    delete db;
-  }
+  });
   store_ = open_store(dir_.sub("s"), &clock_, Durability::kNone, 1);
   ASSERT_NE(store_, nullptr);
   for (const auto& [key, operand] : bad) {
@@ -482,22 +490,9 @@ TEST_F(BadInputTest, CorruptMergeOperands) {
 // A document whose stored state is corrupt: reads say so, and a batch that
 // touches it changes nothing, not even the documents before it in the batch.
 TEST_F(BadInputTest, CorruptStoredDocument) {
-  store_.reset();
-  {
-    rocksdb::Options options;
-    // The documents' family folds merge operands: whoever opens it needs the operator.
-    rocksdb::ColumnFamilyOptions docs_cf;
-    docs_cf.merge_operator = make_doc_merge_operator(64);
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-        {rocksdb::kDefaultColumnFamilyName, {}}, {"docs", docs_cf}, {"log", {}}, {"conflicts", {}}};
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* db = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(options, dir_.sub("s"), cfs, &handles, &db).ok());
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[1], "k/other", "\xff\xff garbage").ok());
-    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
-    ASSERT_TRUE(db->Close().ok());
-    delete db;
-  }
+  write_raw([](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* docs) {
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), docs, "k/other", "\xff\xff garbage").ok());
+  });
   store_ = open_store(dir_.sub("s"), &clock_, Durability::kNone, 1);
   ASSERT_NE(store_, nullptr);
   auto got = store_->get("k/other");
