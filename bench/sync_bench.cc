@@ -121,7 +121,6 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
@@ -1340,9 +1339,7 @@ class LightChild final : public SimChild {
         v1::DocState st;
         st.set_key(key);
         doc.to_proto(st.mutable_root());
-        const std::string bytes = st.SerializeAsString();
-        const uint64_t h = XXH3_64bits(bytes.data(), bytes.size());
-        hashes.emplace_back(key, XXH3_64bits_withSeed(key.data(), key.size(), h));
+        hashes.emplace_back(key, Store::doc_id(key, st.SerializeAsString()));
       }
       sketch_ = std::make_unique<sync::SketchReceiver>(k.round(), std::move(hashes));
     }

@@ -905,6 +905,10 @@ StatusOr<LogRead> Store::Impl::log_since(uint64_t epoch, uint64_t after, const K
   return r;
 }
 
+uint64_t Store::doc_id(std::string_view key, std::string_view state) {
+  return XXH3_64bits_withSeed(key.data(), key.size(), XXH3_64bits(state.data(), state.size()));
+}
+
 StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::Impl::hashes_of(
     const std::vector<std::string>& keys) {
   std::lock_guard lock(mu_);
@@ -920,7 +924,7 @@ StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::Impl::hashes_of(
     if (!it->Valid()) break;
     if (it->key().ToStringView() != key) continue;
     const std::string_view v = it->value().ToStringView();
-    out.emplace_back(key, XXH3_64bits(v.data(), v.size()));
+    out.emplace_back(key, doc_id(key, v));
   }
   if (!it->status().ok()) return from_rocks(it->status(), "fingerprinting");
   return out;
@@ -937,7 +941,7 @@ StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::Impl::hashes(std:
     if (k > last) break;
     if (f && !f(k)) continue;
     const std::string_view v = it->value().ToStringView();
-    out.emplace_back(std::string(k), XXH3_64bits(v.data(), v.size()));
+    out.emplace_back(std::string(k), doc_id(k, v));
   }
   if (!it->status().ok()) return from_rocks(it->status(), "fingerprinting");
   return out;
@@ -1179,13 +1183,13 @@ StatusOr<std::optional<uint64_t>> Store::own_delta_hlc(uint64_t seq) {
 
 StatusOr<v1::RangeFingerprint> Store::fingerprint(std::string_view first, std::string_view last,
                                                   const KeyFilter& filter) {
-  auto hs = impl_->hashes(first, last, filter);
+  auto hs = doc_hashes(first, last, filter);
   if (!hs.ok()) return hs.status();
   v1::RangeFingerprint fp;
   fp.set_first(std::string(first));
   fp.set_last(std::string(last));
   uint64_t sum = 0;
-  for (const auto& [k, h] : *hs) sum += XXH3_64bits_withSeed(k.data(), k.size(), h);
+  for (const auto& [k, h] : *hs) sum += h;
   fp.set_count(hs->size());
   fp.set_hash(sum);
   return fp;
@@ -1194,27 +1198,21 @@ StatusOr<v1::RangeFingerprint> Store::fingerprint(std::string_view first, std::s
 StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::doc_hashes(std::string_view first,
                                                                           std::string_view last,
                                                                           const KeyFilter& filter) {
-  auto hs = impl_->hashes(first, last, filter);
-  if (!hs.ok()) return hs.status();
-  for (auto& [k, h] : *hs) h = XXH3_64bits_withSeed(k.data(), k.size(), h);
-  return hs;
+  return impl_->hashes(first, last, filter);
 }
 
 StatusOr<std::vector<std::pair<std::string, uint64_t>>> Store::doc_hashes_of(
     std::vector<std::string> keys) {
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  auto hs = impl_->hashes_of(keys);
-  if (!hs.ok()) return hs.status();
-  for (auto& [k, h] : *hs) h = XXH3_64bits_withSeed(k.data(), k.size(), h);
-  return hs;
+  return impl_->hashes_of(keys);
 }
 
 StatusOr<std::vector<v1::RangeFingerprint>> Store::split_fingerprints(std::string_view first,
                                                                       std::string_view last,
                                                                       const KeyFilter& filter,
                                                                       size_t parts) {
-  auto hs = impl_->hashes(first, last, filter);
+  auto hs = doc_hashes(first, last, filter);
   if (!hs.ok()) return hs.status();
   std::vector<v1::RangeFingerprint> out;
   if (parts == 0) parts = 1;
@@ -1228,10 +1226,7 @@ StatusOr<std::vector<v1::RangeFingerprint>> Store::split_fingerprints(std::strin
     fp.set_first(i == 0 ? std::string(first) : (*hs)[i - 1].first + std::string(1, '\0'));
     fp.set_last(end == n ? std::string(last) : (*hs)[end - 1].first);
     uint64_t sum = 0;
-    for (size_t j = i; j < end; ++j) {
-      const auto& [k, h] = (*hs)[j];
-      sum += XXH3_64bits_withSeed(k.data(), k.size(), h);
-    }
+    for (size_t j = i; j < end; ++j) sum += (*hs)[j].second;
     fp.set_count(end - i);
     fp.set_hash(sum);
   }

@@ -177,6 +177,8 @@ class Store {
   // and the hash of (key, state bytes) that `fingerprint` sums. Two replicas
   // hold a document identically exactly when (up to hash collisions) these
   // agree; sync's set reconciliation works on them.
+  // That hash: XXH3 of the key seeded with XXH3 of the serialized state.
+  static uint64_t doc_id(std::string_view key, std::string_view state_bytes);
   StatusOr<std::vector<std::pair<std::string, uint64_t>>> doc_hashes(std::string_view first,
                                                                      std::string_view last,
                                                                      const KeyFilter& filter);
