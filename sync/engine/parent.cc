@@ -456,20 +456,11 @@ void ParentSync::send_documents(Session* s, const std::vector<std::string>& keys
     }
     if (st->has_value()) docs.push_back(std::move(**st));
   }
-  const size_t limit = batch_limit();
   size_t i = 0;
   do {
     v1::SyncEnvelope env;
     v1::Changes* c = env.mutable_changes();
-    size_t bytes = 0;
-    while (i < docs.size()) {
-      const size_t sz = docs[i].ByteSizeLong() + 16;
-      if (c->entries_size() > 0 && bytes + sz > limit) break;
-      bytes += sz;
-      *c->add_entries()->mutable_doc() = std::move(docs[i]);
-      ++i;
-      ++stats_.documents_sent;
-    }
+    i = add_documents(&docs, i, c);
     if (i == docs.size()) {
       c->set_reconciled(true);
       if (s->pending.empty()) {
@@ -494,6 +485,20 @@ void ParentSync::send_documents(Session* s, const std::vector<std::string>& keys
   }
 }
 
+size_t ParentSync::add_documents(std::vector<v1::DocState>* docs, size_t i, v1::Changes* c) {
+  const size_t limit = batch_limit();
+  size_t bytes = 0;
+  while (i < docs->size()) {
+    const size_t sz = (*docs)[i].ByteSizeLong() + 16;
+    if (c->entries_size() > 0 && bytes + sz > limit) break;
+    bytes += sz;
+    *c->add_entries()->mutable_doc() = std::move((*docs)[i]);
+    ++i;
+    ++stats_.documents_sent;
+  }
+  return i;
+}
+
 void ParentSync::send_whole(Session* s) {
   s->sketch.reset();
   v1::RangeFingerprint everything;
@@ -515,21 +520,12 @@ void ParentSync::send_states(Session* s, const v1::RangeFingerprint& range) {
   }
   // Chunks tile the range, so that "covered" never spans a document that
   // travels in another chunk.
-  const size_t limit = batch_limit();
   size_t i = 0;
   std::string first = range.first();
   do {
     v1::SyncEnvelope env;
     v1::Changes* c = env.mutable_changes();
-    size_t bytes = 0;
-    while (i < docs->size()) {
-      const size_t sz = (*docs)[i].ByteSizeLong() + 16;
-      if (c->entries_size() > 0 && bytes + sz > limit) break;
-      bytes += sz;
-      *c->add_entries()->mutable_doc() = std::move((*docs)[i]);
-      ++i;
-      ++stats_.documents_sent;
-    }
+    i = add_documents(&*docs, i, c);
     v1::RangeFingerprint* cov = c->add_covered();
     cov->set_first(first);
     cov->set_last(i < docs->size() ? c->entries(c->entries_size() - 1).doc().key() : range.last());
@@ -763,7 +759,6 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
     auto st = store_->state(key);
     if (st.ok() && st->has_value()) docs.push_back(std::move(**st));
   }
-  const size_t limit = batch_limit();
   size_t i = 0;
   bool dropped = false;
   do {
@@ -776,15 +771,7 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
       dropped = true;
       s->scope_version = change.version != 0 ? change.version : scope_->version(change.child);
     }
-    size_t bytes = 0;
-    while (i < docs.size()) {
-      const size_t sz = docs[i].ByteSizeLong() + 16;
-      if (c->entries_size() > 0 && bytes + sz > limit) break;
-      bytes += sz;
-      *c->add_entries()->mutable_doc() = std::move(docs[i]);
-      ++stats_.documents_sent;
-      ++i;
-    }
+    i = add_documents(&docs, i, c);
     if (s->mode == Mode::kLive) {
       s->sent_index = std::max(s->sent_index, last_commit_index_);
       *c->mutable_position() = position(s, s->sent_index);

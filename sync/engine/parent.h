@@ -136,6 +136,9 @@ class ParentSync {
   StatusOr<std::vector<std::pair<std::string, uint64_t>>> scope_hashes(const std::string& child);
   void send_documents(Session* s, const std::vector<std::string>& keys);
   void send_whole(Session* s);
+  // Moves documents from (*docs)[i] on into `c` while they fit under the
+  // batch limit (at least one); returns the index of the first left out.
+  size_t add_documents(std::vector<v1::DocState>* docs, size_t i, v1::Changes* c);
   void refuse(const std::string& why, const Message& m);
   void send_control(const std::string& child, uint64_t session, v1::SyncEnvelope env);
   void send_sequenced(Session* s, v1::SyncEnvelope env);
