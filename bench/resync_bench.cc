@@ -290,9 +290,10 @@ void Rig::open_sync() {
   hub_ep_ = net_.endpoint(kHub);
   spoke_ep_ = net_.endpoint(kSite);
   tap_ep_ = net_.endpoint("tap");
+  const bool trace = std::getenv("CANOPY_RESYNC_TRACE") != nullptr;
   check(tap_ep_
             ->subscribe("canopy.v1.>",
-                        [this](const sync::Message& m) {
+                        [this, trace](const sync::Message& m) {
                           ++tap_msgs_;
                           const bool down = m.subject.ends_with(".down");
                           (down ? tap_down_ : tap_up_) += m.data.size();
@@ -329,7 +330,7 @@ void Rig::open_sync() {
                                 break;
                             }
                           }
-                          if (std::getenv("CANOPY_RESYNC_TRACE") != nullptr) {
+                          if (trace) {
                             std::fprintf(
                                 stderr, "sync.resync: trace: %s %s seq %llu acked %llu, %zu B\n",
                                 down ? "down" : "up", kind.c_str(),
