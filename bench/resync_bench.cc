@@ -21,15 +21,18 @@
 // ChildOptions defaults with max_message_bytes = 8 MiB (what canopy-spoke
 // passes) and the site's labels.
 //
-// Per k (0, 1, 100, 10,000) and mode (k = 0: log only; it measures the
-// session's fixed cost, hello + welcome + ack, which every resync pays):
+// Per k (0, 1, 100, 10,000) and mode (k = 0: log and new_session_log only;
+// it measures the fixed cost that every resync pays):
 //   1. the spoke is in sync; it is cut off the bus (set_connected false) and
-//      the clock runs 40 s, so the hub forgets the session (30 s timeout) as
-//      after any real outage;
+//      the clock runs 40 s: the hub marks the spoke away (10 s of silence)
+//      and keeps its session (ParentOptions::session_timeout_ms, 10 min);
+//      mode "new_session_log": the clock runs 10 s past that timeout, so the
+//      hub forgets the session, as after a long outage or a hub restart;
 //   2. the hub makes k patches of in-scope templates (one in the middle of
 //      each of k equal strides of the scope) and k of out-of-scope ones, as
 //      local writes;
-//   3. mode "log": nothing more (the hub's log holds the missed changes);
+//   3. modes "log", "new_session_log": nothing more (the hub's log holds
+//      the missed changes);
 //      mode "reconcile": the hub trims its log through its last index, as
 //      when the outage outlasted the retention window (the pair then
 //      reconciles by sketch, docs/sync-protocol.md);
@@ -38,13 +41,13 @@
 //      the hub's session is live and nothing is in flight. Then the spoke's
 //      documents are compared with the hub's in-scope documents, byte for
 //      byte (not timed).
-// Bytes are what both engines sent from the reconnection on (ParentStats and
-// ChildStats bytes_sent: serialized envelopes, retransmissions included),
-// cross-checked by a tap endpoint subscribed to canopy.v1.> that counts what
-// the bus delivered. References: the serialized DocState of every in-scope
-// document ("whole"), and the serialized Delta of each of the k missed changes
-// as the hub committed it ("missed"). Figures: <mode>_vs_missed_k<k> (all
-// bytes / missed, with the target) and <mode>_beyond_session_vs_missed_k<k>
+// Bytes are what both engines sent from the cut-off on (ParentStats and
+// ChildStats bytes_sent: serialized envelopes, retransmissions and anything
+// sent into the outage included), cross-checked by a tap endpoint subscribed
+// to canopy.v1.> that counts what the bus delivered. References: the serialized DocState of every
+// in-scope document ("whole"), and the serialized Delta of each of the k missed changes as the hub
+// committed it ("missed"). Figures: <mode>_vs_missed_k<k> (all bytes / missed, with the target) and
+// <mode>_beyond_session_vs_missed_k<k>
 // ((all bytes - the k = 0 bytes) / missed: what the missed changes cost).
 // CANOPY_RESYNC_TRACE=1 lists every message on stderr.
 //
@@ -182,8 +185,10 @@ class Rig {
   size_t run_until(Done done, size_t max_steps, const char* what);
   void step(uint64_t advance_ms = 1);
 
+  // How the spoke comes back (see the file comment).
+  enum class Mode { kLog, kNewSession, kReconcile };
   // One measured resync. Returns false when the spoke did not converge.
-  bool resync(size_t k, bool reconcile);
+  bool resync(size_t k, Mode how);
   void initial_sync();
   double whole_scope_bytes();
 
@@ -210,9 +215,9 @@ class Rig {
   uint64_t tap_down_ = 0, tap_up_ = 0, tap_msgs_ = 0;
   std::map<std::string, std::pair<uint64_t, uint64_t>> tap_kinds_;  // messages, bytes
   double hub_ms_ = 0, spoke_ms_ = 0, bus_ms_ = 0;
-  double session_bytes_ = 0;  // a resync with nothing missed (k = 0)
-  uint64_t round_ = 0;        // changes made so far (patch values stay fresh)
-  size_t sites_ = 1;          // sites whose templates the catalogue holds
+  std::map<Mode, double> session_bytes_;  // a resync with nothing missed (k = 0)
+  uint64_t round_ = 0;                    // changes made so far (patch values stay fresh)
+  size_t sites_ = 1;                      // sites whose templates the catalogue holds
 };
 
 void Rig::load_hub() {
@@ -485,12 +490,25 @@ void Rig::initial_sync() {
   emit("initial_sync_ms", ms);
 }
 
-bool Rig::resync(size_t k, bool reconcile) {
-  const char* mode = reconcile ? "reconcile" : "log";
-  // 1. Cut the spoke off; the hub forgets the session, as after any real outage.
+bool Rig::resync(size_t k, Mode how) {
+  const bool reconcile = how == Mode::kReconcile;
+  const char* mode = how == Mode::kLog          ? "log"
+                     : how == Mode::kNewSession ? "new_session_log"
+                                                : "reconcile";
+  // 1. Cut the spoke off. For 40 s the hub keeps its session (away: nothing
+  //    is sent to it); past the session timeout it forgets it.
+  // Bytes count from here: whatever either side sends into the outage too.
+  const sync::ParentStats ps0 = parent()->stats();
+  const sync::ChildStats cs0 = child()->stats();
+  const uint64_t td0 = tap_down_, tu0 = tap_up_, tm0 = tap_msgs_;
+  tap_kinds_.clear();
   net_.set_connected(kSite, false);
-  for (int i = 0; i < 40; ++i) step(1000);
-  if (parent()->session_count() != 0) die("the hub kept the session of a silent spoke");
+  const uint64_t outage_s =
+      how == Mode::kNewSession ? sync::ParentOptions().session_timeout_ms / 1000 + 10 : 40;
+  for (uint64_t i = 0; i < outage_s; ++i) step(1000);
+  const bool kept = parent()->session_count() != 0;
+  if (kept != (how != Mode::kNewSession)) die("the hub's session did not last as configured");
+  if (kept && parent()->children().front().connected) die("the hub did not notice the outage");
 
   // 2. k in-scope changes, spread over the scope, and k out-of-scope ones.
   ++round_;
@@ -521,11 +539,7 @@ bool Rig::resync(size_t k, bool reconcile) {
   const uint64_t target = hub_->last_log_index();
 
   // 3. Reconnect and run until in sync.
-  const sync::ParentStats ps0 = parent()->stats();
-  const sync::ChildStats cs0 = child()->stats();
-  const uint64_t td0 = tap_down_, tu0 = tap_up_, tm0 = tap_msgs_;
   hub_ms_ = spoke_ms_ = bus_ms_ = 0;
-  tap_kinds_.clear();
   const double cpu0 = thread_cpu_ms();
   const auto t0 = SteadyClock::now();
   net_.set_connected(kSite, true);
@@ -566,17 +580,25 @@ bool Rig::resync(size_t k, bool reconcile) {
   emit(std::string(mode) + "_down_bytes" + K, static_cast<double>(down));
   emit(std::string(mode) + "_up_bytes" + K, static_cast<double>(up));
   if (k == 0) {
-    // The session's fixed cost (hello, welcome, ack): what any resync pays.
-    session_bytes_ = static_cast<double>(bytes);
+    // The fixed cost (a kept session: the spoke's ack on reconnecting and
+    // nothing else; a new one: hello, welcome, ack): what any resync pays.
+    session_bytes_[how] = static_cast<double>(bytes);
     return ok;
   }
-  if (!reconcile) emit("missed_delta_bytes" + K, missed);
+  if (how == Mode::kLog) emit("missed_delta_bytes" + K, missed);
+  // The targets are the issue's, for a spoke that misses k changes while cut
+  // off; the new session's figure (an outage longer than the hub keeps a
+  // session, or a hub restart) has the handshake's fixed cost on top.
   emit(std::string(mode) + "_vs_missed" + K, static_cast<double>(bytes) / missed,
-       reconcile ? "<=10" : "<=2");
-  if (session_bytes_ > 0) {
-    // What the missed changes cost beyond the session's fixed cost.
+       how == Mode::kReconcile ? "<=10"
+       : how == Mode::kLog     ? "<=2"
+                               : "");
+  // What the missed changes cost beyond the fixed cost (reconcile: beyond a
+  // kept session's).
+  const Mode base = how == Mode::kReconcile ? Mode::kLog : how;
+  if (session_bytes_.count(base)) {
     emit(std::string(mode) + "_beyond_session_vs_missed" + K,
-         (static_cast<double>(bytes) - session_bytes_) / missed);
+         (static_cast<double>(bytes) - session_bytes_[base]) / missed);
   }
   return ok;
 }
@@ -655,9 +677,10 @@ int run(int argc, char** argv) {
     rig.initial_sync();
     emit("whole_scope_bytes", rig.whole_scope_bytes());
     for (size_t k : o.ks) {
-      ok = rig.resync(k, false) && ok;
+      ok = rig.resync(k, Rig::Mode::kLog) && ok;
+      ok = rig.resync(k, Rig::Mode::kNewSession) && ok;
       // With nothing missed there is nothing to trim: the log still serves.
-      if (k > 0) ok = rig.resync(k, true) && ok;
+      if (k > 0) ok = rig.resync(k, Rig::Mode::kReconcile) && ok;
     }
   }
   if (!o.keep) {

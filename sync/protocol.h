@@ -5,12 +5,28 @@
 //   1  reconciliation by ranges of fingerprints (Fingerprints, ReconcileReply)
 //   2  reconciliation by sketch (Sketch, SketchReply, Changes.reconciled),
 //      acks riding on sequenced messages (SyncEnvelope.acked)
+//   3  the short form of a position in Changes (index alone), acks without a
+//      position (the parent knows what each acked message carried)
 #pragma once
 
 #include <cstdint>
 
+#include "canopy/v1/sync.pb.h"
+
 namespace canopy::sync {
 
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
+
+// Whether a Changes message without a position makes the child forget the
+// one it holds: documents came or went outside the log's order, so what it
+// holds no longer matches any position until the parent sends a new one.
+inline bool unpositions(const v1::Changes& c) {
+  if (c.has_position() || c.index() != 0) return false;
+  if (c.drop_size() > 0 || c.covered_size() > 0 || c.reconciled()) return true;
+  for (const v1::LogEntry& e : c.entries()) {
+    if (e.has_doc()) return true;
+  }
+  return false;
+}
 
 }  // namespace canopy::sync

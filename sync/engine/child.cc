@@ -9,6 +9,7 @@
 
 #include "sync/engine/parent.h"
 #include "sync/engine/sketch.h"
+#include "sync/protocol.h"
 #include "sync/subjects.h"
 
 namespace canopy::sync {
@@ -59,6 +60,10 @@ bool ChildSync::keep(const v1::DocState& d) const {
 
 void ChildSync::start() {
   state_ = State::kHello;
+  // Until the next hello, no session: a welcome still on its way for the
+  // last one must not reopen it (after a restore, say, it would open a
+  // catch-up from a position we just dropped).
+  session_ = 0;
   backoff_ms_ = opts_.hello_backoff_min_ms;
   next_hello_ms_ = env_.clock->now_ms();
 }
@@ -131,7 +136,6 @@ void ChildSync::send_ack(bool gap) {
   v1::SyncEnvelope env;
   env.mutable_ack()->set_seq(down_recv_.last_applied());
   env.mutable_ack()->set_gap(gap);
-  *env.mutable_ack()->mutable_position() = down_;
   send_control(std::move(env));
   ack_due_ = false;
   last_heartbeat_ms_ = env_.clock->now_ms();
@@ -336,18 +340,25 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
     if (!st.ok()) return false;
     stats_.dropped_keys += drop.size();
   }
-  if (!c.has_position() && down_.epoch() != 0 &&
-      (!docs.empty() || c.drop_size() > 0 || c.covered_size() > 0 || c.reconciled())) {
-    // What we hold no longer matches the position we saved (documents came
-    // or went outside the log's order): forget it until the parent sends a
-    // new one, so that a session that starts before then reconciles. A scope
-    // version alone cannot tell: a scope can change and change back.
+  if (down_.epoch() != 0 && unpositions(c)) {
+    // What we hold no longer matches the position we saved: forget it until
+    // the parent sends a new one, so that a session that starts before then
+    // reconciles. A scope version alone cannot tell: a scope can change and
+    // change back.
     down_ = v1::LogPosition();
     Status st = store_->put_local(down_position_key(parent_), down_.SerializeAsString());
     if (!st.ok()) return false;
   }
-  if (c.has_position()) {
-    down_ = c.position();
+  if (c.has_position() || (c.index() != 0 && down_.epoch() != 0)) {
+    // The short form (index alone) keeps the epoch and scope version we hold.
+    // Holding none, we keep none: the parent sends it only when the session
+    // leaves us holding one, so this is a peer's error, and a later session
+    // reconciles instead of trusting a position we cannot complete.
+    if (c.has_position()) {
+      down_ = c.position();
+    } else {
+      down_.set_index(c.index());
+    }
     reconciling_ = false;
     Status st = store_->put_local(down_position_key(parent_), down_.SerializeAsString());
     if (!st.ok()) {
@@ -489,7 +500,9 @@ void ChildSync::tick() {
     outbox_.push_back(Message{up_subject(parent_, name_), std::move(bytes)});
   }
   pump_up();
-  if (now >= last_heartbeat_ms_ + opts_.heartbeat_ms) send_ack(false);
+  // No heartbeats into a connection known to be down (NATS.c would only
+  // buffer them); on reconnecting, one goes out at once (on_connection).
+  if (connected_ && now >= last_heartbeat_ms_ + opts_.heartbeat_ms) send_ack(false);
 }
 
 bool ChildSync::in_sync() const {

@@ -44,7 +44,7 @@ struct ChildOptions {
   // After how long a silence the parent forgets a session
   // (ParentOptions::session_timeout_ms): after an outage this long, the
   // child says hello at once on reconnecting.
-  uint64_t parent_session_timeout_ms = 30'000;
+  uint64_t parent_session_timeout_ms = 600'000;
   size_t window = 16;
   uint64_t rto_ms = 1000;
   // Larger messages are refused on receipt. What we send is batched under

@@ -69,11 +69,17 @@ struct ParentSync::Session {
   };
   std::unique_ptr<Sketch> sketch;
   uint64_t last_seen_ms = 0;
+  bool away = false;  // silent longer than away_after_ms (see ParentOptions)
   uint64_t last_position_ms = 0;
   uint64_t reported_index = 0;
   uint64_t acked_index = 0;
   uint64_t acked_hlc = 0;
-  std::map<uint64_t, uint64_t> hlc_at_seq;  // seq -> greatest HLC it carried
+  std::map<uint64_t, uint64_t> hlc_at_seq;    // seq -> greatest HLC it carried
+  std::map<uint64_t, uint64_t> index_at_seq;  // seq -> the log index its position names
+  // The position the child holds once it has applied everything sent in
+  // this session (epoch 0: none, or not known to us). A position of the
+  // same epoch and scope version then goes in its short form (the index).
+  v1::LogPosition child_position;
   std::map<std::string, std::string> labels;
   // The scope version this session has announced: positions carry it. It
   // moves only when the scope change itself is sent, so a child never
@@ -145,6 +151,23 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
     }
   }
   if (max_hlc != 0) s->hlc_at_seq[seq] = max_hlc;
+  if (env.has_changes()) {
+    v1::Changes* c = env.mutable_changes();
+    v1::LogPosition& held = s->child_position;
+    if (c->has_position()) {
+      s->index_at_seq[seq] = c->position().index();
+      if (held.epoch() != 0 && held.epoch() == c->position().epoch() &&
+          held.scope_version() == c->position().scope_version()) {
+        held.set_index(c->position().index());
+        c->clear_position();
+        c->set_index(held.index());
+      } else {
+        held = c->position();
+      }
+    } else if (unpositions(*c)) {
+      held.Clear();
+    }
+  }
   std::string bytes = env.SerializeAsString();
   stats_.bytes_sent += bytes.size();
   outbox_.push_back(Message{down_subject(name_, s->child), bytes});
@@ -210,6 +233,7 @@ void ParentSync::on_message(const Message& m) {
   }
   Session* s = it->second.get();
   s->last_seen_ms = env_.clock->now_ms();
+  if (s->away) resume(s);
   if (env.acked() != 0 && !env.has_ack()) {
     v1::Ack piggyback;
     piggyback.set_seq(env.acked());
@@ -249,6 +273,33 @@ void ParentSync::on_message(const Message& m) {
   pump(s);
 }
 
+void ParentSync::go_away(Session* s) {
+  spdlog::info("sync {}: {} is away (silent for {} ms)", name_, s->child,
+               env_.clock->now_ms() - s->last_seen_ms);
+  s->away = true;
+  // Nothing is queued for it while away, and a catch-up or reconciliation
+  // gives its slot up. When it is back, a reconciliation starts over, and
+  // the rest reads the log from what was sent (in flight or not: what is in
+  // flight is resent first).
+  if (s->mode != Mode::kWaiting) {
+    s->wanted_mode = s->mode == Mode::kReconcile ? Mode::kReconcile : Mode::kCatchup;
+    s->mode = Mode::kWaiting;
+    s->pending.clear();
+    release_slot(s);
+    grant_slots();
+  }
+  std::erase(waiting_, s->child);
+}
+
+void ParentSync::resume(Session* s) {
+  s->away = false;
+  spdlog::info("sync {}: {} is back; its session resumes", name_, s->child);
+  if (s->mode == Mode::kWaiting) {
+    waiting_.push_back(s->child);
+    grant_slots();
+  }
+}
+
 void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& env) {
   const v1::Hello& hello = env.hello();
   if (hello.replica_id() == 0 || env.session() == 0) {
@@ -260,6 +311,7 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
   if (slot && slot->session == env.session()) {
     // A repeated hello (our welcome was lost): answer again, keep the session.
     slot->last_seen_ms = now;
+    if (slot->away) resume(slot.get());
   } else {
     if (slot) release_slot(slot.get());
     std::erase(waiting_, child);
@@ -276,6 +328,7 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
         p.index() <= store_->last_log_index() && p.scope_version() == slot->scope_version;
     slot->sent_index = usable ? p.index() : 0;
     slot->acked_index = slot->sent_index;
+    if (usable) slot->child_position = p;
     slot->wanted_mode = usable ? Mode::kCatchup : Mode::kReconcile;
     slot->mode = Mode::kWaiting;
     waiting_.push_back(child);
@@ -560,8 +613,9 @@ void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
     s->acked_hlc = std::max(s->acked_hlc, it->second);
     it = s->hlc_at_seq.erase(it);
   }
-  if (ack.has_position() && ack.position().epoch() == store_->log_epoch()) {
-    s->acked_index = std::max<uint64_t>(s->acked_index, ack.position().index());
+  for (auto it = s->index_at_seq.begin(); it != s->index_at_seq.end() && it->first <= ack.seq();) {
+    s->acked_index = std::max(s->acked_index, it->second);
+    it = s->index_at_seq.erase(it);
   }
 }
 
@@ -661,6 +715,7 @@ void ParentSync::send_entries(Session* s, std::vector<v1::LogEntry> entries, boo
 }
 
 void ParentSync::pump(Session* s) {
+  if (s->away) return;
   if (s->mode == Mode::kCatchup) pump_catchup(s);
   if (s->mode == Mode::kLive || s->mode == Mode::kReconcile) pump_live(s);
 }
@@ -789,6 +844,10 @@ void ParentSync::tick() {
       expired.push_back(child);
       continue;
     }
+    if (now > s->last_seen_ms + opts_.away_after_ms) {
+      if (!s->away) go_away(s.get());
+      continue;
+    }
     std::vector<std::string> resend;
     s->down.on_tick(now, &resend);
     for (auto& bytes : resend) {
@@ -842,7 +901,7 @@ std::vector<ChildInfo> ParentSync::children() const {
         break;
     }
     info.last_seen_ms = s->last_seen_ms;
-    info.connected = now <= s->last_seen_ms + opts_.session_timeout_ms / 3;
+    info.connected = now <= s->last_seen_ms + opts_.away_after_ms;
     info.acked_index = s->acked_index;
     info.labels = s->labels;
     out.push_back(std::move(info));

@@ -60,8 +60,16 @@ struct ParentOptions {
   size_t max_concurrent_catchups = 32;
   size_t window = 16;  // sequenced messages in flight per session
   uint64_t rto_ms = 1000;
-  uint64_t session_timeout_ms = 30'000;  // silence after which a session is forgotten
-  uint64_t idle_position_ms = 5'000;     // how often an idle live child learns the log moved
+  // A child silent this long (it heartbeats every 2 s) is away: nothing more
+  // is sent or resent to it, and committed changes are not queued for it.
+  // When it speaks again the session resumes where its acks left it: the
+  // unacked messages are resent and what it missed is read from the log.
+  uint64_t away_after_ms = 10'000;
+  // Silence after which a session is forgotten (the child then says hello
+  // again). Edge links drop for minutes; an away session costs what an idle
+  // one does, plus the messages it had in flight (at most `window`).
+  uint64_t session_timeout_ms = 600'000;
+  uint64_t idle_position_ms = 5'000;  // how often an idle live child learns the log moved
   // Symbols in the first batch of a reconciliation's sketch (each later
   // batch doubles what was sent). A difference of d documents takes about
   // 2.8 d symbols (two ids per document that changed); 4 decode one changed
@@ -128,6 +136,9 @@ class ParentSync {
   enum class Mode { kWaiting, kCatchup, kReconcile, kLive };
 
   void handle_hello(const std::string& child, const v1::SyncEnvelope& env);
+  // The child fell silent (away_after_ms), or spoke again.
+  void go_away(Session* s);
+  void resume(Session* s);
   void handle_ack(Session* s, const v1::Ack& ack);
   void handle_changes(Session* s, const v1::SyncEnvelope& env);
   void handle_sketch_reply(Session* s, const v1::SketchReply& reply);

@@ -159,6 +159,116 @@ TEST_F(EngineTest, ChildRestartResumesFromItsPosition) {
   EXPECT_EQ(hub_->parent()->stats().reconciliations, reconciliations);
 }
 
+// Everything on the session's subjects, decoded, as a third endpoint sees it.
+struct Tap {
+  Tap(MemoryNetwork* net, std::string_view subject)
+      : bus(net->endpoint("tap-" + std::string(subject))) {
+    EXPECT_TRUE(bus->subscribe(subject,
+                               [this](const Message& m) {
+                                 v1::SyncEnvelope env;
+                                 EXPECT_TRUE(env.ParseFromString(m.data));
+                                 seen.push_back(env);
+                               })
+                    .ok());
+  }
+  std::unique_ptr<MemoryTransport> bus;
+  std::vector<v1::SyncEnvelope> seen;
+};
+
+TEST_F(EngineTest, LivePositionsGoInShortFormAndAcksNameOnlyTheSeq) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  settle();
+  Tap down(&net_, down_subject("hub", "site"));
+  Tap up(&net_, up_subject("hub", "site"));
+  ASSERT_TRUE(hub_store_->put("d/b", R"({"v":2})").ok());
+  settle();
+  const uint64_t last = hub_store_->last_log_index();
+  const v1::SyncEnvelope* change = nullptr;
+  for (const auto& env : down.seen) {
+    if (env.has_changes() && env.changes().entries_size() > 0) change = &env;
+  }
+  ASSERT_NE(change, nullptr);
+  EXPECT_EQ(change->changes().entries(0).delta().key(), "d/b");
+  EXPECT_FALSE(change->changes().has_position());
+  EXPECT_EQ(change->changes().index(), last);
+  // The child completed it from the position it held.
+  const v1::LogPosition pos = site_->child()->down_position();
+  EXPECT_EQ(pos.epoch(), hub_store_->log_epoch());
+  EXPECT_EQ(pos.index(), last);
+  EXPECT_EQ(pos.scope_version(), 7u);
+  auto saved = site_store_->get_local("sync/down/hub");
+  ASSERT_TRUE(saved.ok() && saved->has_value());
+  EXPECT_EQ(**saved, pos.SerializeAsString());
+  // Acks carry the seq alone; the parent knows which position it acked.
+  bool acked = false;
+  for (const auto& env : up.seen) {
+    if (!env.has_ack()) continue;
+    acked = true;
+    EXPECT_LE(env.ack().ByteSizeLong(), 6u) << "an ack with more than a seq";
+  }
+  EXPECT_TRUE(acked);
+  ASSERT_EQ(hub_->parent()->children().size(), 1u);
+  EXPECT_EQ(hub_->parent()->children()[0].acked_index, last);
+}
+
+TEST_F(EngineTest, AnAwayChildIsSentNothingAndResumesItsSessionWithoutHello) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  settle();
+  const uint64_t hellos = site_->child()->stats().hellos;
+  const uint64_t catchups = hub_->parent()->stats().catchups;
+  net_.set_connected("site", false);
+  auto run = [&](int ms) {
+    for (int t = 0; t < ms; t += 100) {
+      net_.deliver_all(100000);
+      hub_->run_once(true);
+      site_->run_once(true);
+      clock_.advance_ms(100);
+    }
+  };
+  run(ParentOptions{}.away_after_ms + 1000);
+  ASSERT_EQ(hub_->parent()->children().size(), 1u);
+  EXPECT_FALSE(hub_->parent()->children()[0].connected);
+  // Changes committed while it is away: nothing goes its way, not even
+  // retransmissions, and none are queued.
+  Tap down(&net_, down_subject("hub", "site"));
+  Tap up(&net_, up_subject("hub", "site"));
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":2})").ok());
+  ASSERT_TRUE(hub_store_->put("d/b", R"({"v":3})").ok());
+  run(60'000);
+  EXPECT_TRUE(down.seen.empty()) << down.seen.size() << " messages sent to an away child";
+  EXPECT_TRUE(up.seen.empty()) << "the child heartbeats into a connection known to be down";
+  EXPECT_EQ(hub_->parent()->session_count(), 1u);
+  // Back: its ack resumes the session; what it missed is read from the log.
+  net_.set_connected("site", true);
+  settle();
+  EXPECT_EQ(*site_store_->get("d/a"), R"({"v":2})");
+  EXPECT_EQ(*site_store_->get("d/b"), R"({"v":3})");
+  EXPECT_EQ(site_->child()->stats().hellos, hellos);
+  EXPECT_EQ(hub_->parent()->stats().catchups, catchups + 1);
+  EXPECT_TRUE(hub_->parent()->children()[0].connected);
+  EXPECT_TRUE(site_->child()->in_sync());
+}
+
+TEST_F(EngineTest, AForgottenSessionStartsOverWithHello) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  settle();
+  const uint64_t hellos = site_->child()->stats().hellos;
+  net_.set_connected("site", false);
+  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
+    net_.deliver_all(100000);
+    hub_->run_once(true);
+    site_->run_once(true);
+    clock_.advance_ms(1000);
+  }
+  EXPECT_EQ(hub_->parent()->session_count(), 0u);
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":2})").ok());
+  net_.set_connected("site", true);
+  settle();
+  EXPECT_EQ(*site_store_->get("d/a"), R"({"v":2})");
+  EXPECT_EQ(site_->child()->stats().hellos, hellos + 1);
+  EXPECT_EQ(site_->child()->stats().resets, 0u) << "it knew to say hello at once";
+}
+
 TEST_F(EngineTest, TrimmedLogForcesReconciliationWithFewDocuments) {
   for (int i = 0; i < 200; ++i) {
     ASSERT_TRUE(hub_store_->put("d/k" + std::to_string(1000 + i), R"({"v":1})").ok());

@@ -104,12 +104,18 @@ class World {
       po.max_concurrent_catchups = 2;  // exercise the queue
       po.sketch_first_symbols = 1;     // several sketch rounds even for small differences
       po.log_read_limit = 7;
+      // Timeouts scaled down to the simulated outages (seconds): children
+      // go away and come back, and sessions are forgotten, in every run.
+      po.away_after_ms = 1'000;
+      po.session_timeout_ms = 4'000;
       n.node->set_parent_engine(
           std::make_unique<sync::ParentSync>(n.name, n.store.get(), n.scope.get(), env, po));
     }
     if (!n.parent.empty()) {
       sync::ChildOptions co;
       co.log_read_limit = 7;
+      co.heartbeat_ms = 300;
+      co.parent_session_timeout_ms = 4'000;
       n.node->set_child_engine(
           std::make_unique<sync::ChildSync>(n.name, n.parent, n.store.get(), env, co));
     }
