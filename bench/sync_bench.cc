@@ -1073,6 +1073,7 @@ class LightChild final : public SimChild {
   }
   void start() {
     state_ = State::kHello;
+    session_ = 0;
     backoff_ms_ = kHelloBackoffMinMs;
     next_hello_ms_ = now_ms();
   }
@@ -1157,9 +1158,7 @@ class LightChild final : public SimChild {
   }
 
   void send_hello() {
-    do {
-      session_ = rng_();
-    } while (session_ == 0);
+    while (session_ == 0) session_ = rng_();  // a retry keeps its session (ChildSync)
     up_ = sync::SendChannel(kWindow, kRtoMs);
     down_recv_ = sync::RecvChannel();
     ack_due_ = false;

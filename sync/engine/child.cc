@@ -108,10 +108,12 @@ void ChildSync::send_sequenced(v1::SyncEnvelope env) {
 }
 
 void ChildSync::send_hello() {
-  // A new session each time: whatever the parent kept of an older one is void.
-  do {
-    session_ = env_.random();
-  } while (session_ == 0);
+  // A new session after each start(): whatever the parent kept of an older
+  // one is void. A retry keeps it: the parent answers a repeated hello with
+  // its welcome again and keeps the session, so that a welcome slower than
+  // the retry (a hub busy with a storm of returning sites) does not open a
+  // second session, and a second catch-up, for the same child.
+  while (session_ == 0) session_ = env_.random();
   up_ = SendChannel(opts_.window, opts_.rto_ms);
   down_recv_ = RecvChannel();
   ack_due_ = false;
