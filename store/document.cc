@@ -1098,11 +1098,8 @@ inline uint64_t or_bytes(std::string_view s) {
   uint64_t any = 0;
   size_t k = 0;
   for (; k + 8 <= s.size(); k += 8) any |= load8(s.data() + k);
-  if (k < s.size()) {
-    uint64_t w = 0;
-    std::memcpy(&w, s.data() + k, s.size() - k);
-    any |= w;
-  }
+  // The tail byte by byte: a memcpy of a variable length is a library call.
+  for (; k < s.size(); ++k) any |= static_cast<unsigned char>(s[k]);
   return any;
 }
 
