@@ -510,14 +510,10 @@ const Document::Node& Document::root() const {
   return nodes_.empty() ? kEmpty : nodes_[0];
 }
 
-int Document::compare(const Kid& k, std::string_view key, uint64_t key_prefix) const {
-  if (k.prefix != key_prefix) return k.prefix < key_prefix ? -1 : 1;
-  if (k.len <= 8 && key.size() <= 8) {
-    // Both names are within their prefixes, which agree: the shorter one
-    // (padded with zeros that the longer one holds as bytes) is a prefix.
-    return k.len == key.size() ? 0 : (k.len < key.size() ? -1 : 1);
-  }
-  const int c = str(nodes_[k.node].name).compare(key);
+int Document::compare_names(const Kid& k, std::string_view key) const {
+  // The first 8 bytes agree (the prefixes are equal): compare the rest.
+  const std::string_view name = str(nodes_[k.node].name);
+  const int c = name.substr(8).compare(key.substr(8));
   return c < 0 ? -1 : (c > 0 ? 1 : 0);
 }
 
@@ -639,6 +635,11 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
   const Stamp s{delta.hlc(), delta.dot().replica()};
   const uint64_t seq = delta.dot().seq();
   if (nodes_.empty()) nodes_.emplace_back();
+  // The root and, after a compaction, its child list come first in their
+  // vectors: start fetching them while the first pass reads the delta.
+  __builtin_prefetch(nodes_.data());
+  __builtin_prefetch(reinterpret_cast<const char*>(nodes_.data()) + 64);
+  __builtin_prefetch(kids_.data());
   // The nodes along the previous op's path, each with the clear stamp it
   // inherits. Ops of a delta usually come sorted by path (diff() writes them
   // so), and consecutive ops then share a prefix that is walked only once.
@@ -698,11 +699,15 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
     const int common = shared[static_cast<size_t>(k)];
     stack.resize(static_cast<size_t>(common) + 1);
     for (int i = common; i < depth; ++i) {
-      const Level up = stack[static_cast<size_t>(i)];
-      Node& n = nodes_[up.node];
+      // Fields, not a copy of the Level: a copy goes through the stack in
+      // pieces that the loads after it cannot be forwarded from.
+      const uint32_t up = stack[static_cast<size_t>(i)].node;
+      Stamp clear = stack[static_cast<size_t>(i)].clear;
+      Node& n = nodes_[up];
       if (n.obj < s) n.obj = s;
-      const Stamp clear = std::max(up.clear, n.reg);
-      stack.push_back({get_or_insert(up.node, at[i]), clear});
+      if (clear < n.reg) clear = n.reg;
+      const uint32_t child = get_or_insert(up, at[i]);
+      stack.push_back({child, clear});
     }
     Node* n = &nodes_[stack.back().node];
     const Stamp clear = stack.back().clear;
@@ -1085,7 +1090,66 @@ Status validate_key(std::string_view key, size_t max_key_bytes) {
   return ok_status();
 }
 
+namespace {
+
+// The bytes of `s` ORed together, a word at a time: its high bit tells
+// whether any byte is outside ASCII.
+inline uint64_t or_bytes(std::string_view s) {
+  uint64_t any = 0;
+  size_t k = 0;
+  for (; k + 8 <= s.size(); k += 8) any |= load8(s.data() + k);
+  // The tail byte by byte: a memcpy of a variable length is a library call.
+  for (; k < s.size(); ++k) any |= static_cast<unsigned char>(s[k]);
+  return any;
+}
+
+// validate_delta in one pass for a delta that passes: true when every check
+// below it holds and every path element is ASCII (which is UTF-8). False
+// says only "not this way": validate_delta then runs each check in turn and
+// says which one fails (or that non-ASCII names are well-formed UTF-8).
+bool delta_plainly_valid(const v1::Delta& delta, const DocumentLimits& limits) {
+  const std::string& key = delta.key();
+  if (key.empty() || key.size() > limits.max_key_bytes) return false;
+  char before = '/';  // a leading '/' is an empty segment, as "//" is
+  for (const char c : key) {
+    if (!key_char_ok(c) || (c == '/' && before == '/')) return false;
+    before = c;
+  }
+  if (before == '/') return false;
+  if (delta.dot().replica() == 0 || delta.dot().seq() == 0 || delta.hlc() == 0) return false;
+  if (delta.ops_size() == 0) return false;
+  size_t bytes = 0;
+  uint64_t any = 0;
+  for (const v1::FieldOp& op : delta.ops()) {
+    const auto& path = op.path();
+    const int depth = path.size();
+    if (static_cast<size_t>(depth) > limits.max_depth) return false;
+    const std::string& value = op.value();
+    switch (op.kind()) {
+      case v1::FieldOp::SET:
+        if (depth == 0 || !canonical_json_value(value)) return false;
+        bytes += value.size();
+        break;
+      case v1::FieldOp::REMOVE:
+      case v1::FieldOp::MAKE_OBJECT:
+        if (!value.empty()) return false;
+        break;
+      default:
+        return false;
+    }
+    // (Through iterators: RepeatedPtrField<std::string>::Get is out of line.)
+    for (auto it = path.begin(); it != path.end(); ++it) {
+      any |= or_bytes(*it);
+      bytes += it->size();
+    }
+  }
+  return (any & kHighs) == 0 && bytes <= limits.max_doc_bytes;
+}
+
+}  // namespace
+
 Status validate_delta(const v1::Delta& delta, const DocumentLimits& limits) {
+  if (delta_plainly_valid(delta, limits)) return ok_status();
   CANOPY_RETURN_IF_ERROR(validate_key(delta.key(), limits.max_key_bytes));
   const std::string& k = delta.key();
   if (delta.dot().replica() == 0 || delta.dot().seq() == 0) {

@@ -181,7 +181,19 @@ class Document {
   void set_value(Node* n, std::string_view v);
   const Node& root() const;
   const Kid* kids_of(const Node& n) const { return kids_.data() + n.kids; }
-  int compare(const Kid& k, std::string_view key, uint64_t key_prefix) const;
+  // <0, 0, >0 as the kid's name sorts before, equal to, after `key`, whose
+  // prefix is `key_prefix` (inline: it runs at every step of every search).
+  int compare(const Kid& k, std::string_view key, uint64_t key_prefix) const {
+    if (k.prefix != key_prefix) return k.prefix < key_prefix ? -1 : 1;
+    if (k.len <= 8 || key.size() <= 8) {
+      // The prefixes agree and one name lies within its prefix: that one
+      // (padded with zeros that the other holds as bytes) is a prefix of the
+      // other, so the shorter sorts first.
+      return k.len == key.size() ? 0 : (k.len < key.size() ? -1 : 1);
+    }
+    return compare_names(k, key);
+  }
+  int compare_names(const Kid& k, std::string_view key) const;
   // The child of `parent` named `key`: nullptr if absent / inserted if absent.
   const Node* find_child(const Node& parent, std::string_view key) const;
   uint32_t get_or_insert(uint32_t parent, std::string_view key);

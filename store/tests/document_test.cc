@@ -597,6 +597,49 @@ TEST(DocumentTombstones, CollectStableTombstones) {
   EXPECT_EQ(state_bytes(d), "");
 }
 
+// Child names are searched by their first 8 bytes, zero-padded, and the
+// rest: names that agree in those bytes, shorter than 8 bytes or holding
+// zero bytes, still sort bytewise and are found again, in any arrival order.
+TEST(DocumentState, NamesThatShareTheirPaddedPrefixStayApart) {
+  using namespace std::string_literals;
+  const std::vector<std::string> names = {
+      "ab"s,       "ab\0"s,     "ab\0\0\0\0\0\0"s, "ab\0\0\0\0\0\0\0"s, "ab\0\0\0\0\0\0x"s,
+      "ab\1"s,     "abcdefgh"s, "abcdefghi"s,      "abcdefgh\0"s,       "abcdefghij"s,
+      "abcdefgi"s, "b"s};
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 20; ++round) {
+    std::vector<size_t> order(names.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    Document d;
+    uint64_t seq = 0;
+    for (size_t i : order) {
+      ++seq;
+      d.apply(make_delta(kKey, 1, seq, 100 + seq, {set_op({names[i]}, std::to_string(i))}),
+              nullptr);
+    }
+    // Each name once more, overwritten: found, not added again.
+    for (size_t i : order) {
+      ++seq;
+      d.apply(make_delta(kKey, 1, seq, 100 + seq, {set_op({names[i]}, std::to_string(i + 100))}),
+              nullptr);
+    }
+    const json v = d.to_value();
+    ASSERT_EQ(v.size(), names.size());
+    for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(v.at(names[i]), i + 100) << i;
+    v1::NodeState s;
+    d.to_proto(&s);
+    ASSERT_EQ(s.children_size(), static_cast<int>(names.size()));
+    for (int i = 1; i < s.children_size(); ++i) {
+      EXPECT_LT(s.children(i - 1).name(), s.children(i).name()) << i;
+    }
+    // Its state reads back as itself.
+    auto back = Document::from_proto(s);
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(state_bytes(*back), state_bytes(d));
+  }
+}
+
 // A document reclaims the space of overwritten values, removed fields and
 // moved child lists as it goes; none of that may change what it holds. Many
 // writes to one document, with names that share long prefixes and values that
