@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "store/decode_scratch.h"
 #include "store/document.h"
 #include "store/store.h"
 #include "store/version_vector.h"
@@ -105,12 +106,9 @@ constexpr size_t kArenaBatch = 256;
 
 Rates measure_merge(const std::vector<std::string>& deltas, int reps) {
   Rates r;
-  // One block, reused: the arena then never goes back to malloc.
-  std::vector<char> block(8 << 20);
-  google::protobuf::ArenaOptions ao;
-  ao.initial_block = block.data();
-  ao.initial_block_size = block.size();
-  google::protobuf::Arena arena(ao);
+  // The arena's first block is a DecodeScratch, as in the sync engines.
+  DecodeScratch scratch;
+  google::protobuf::Arena arena(scratch.arena_options());
   for (int rep = 0; rep < reps; ++rep) {
     auto t0 = Clock::now();
     size_t ops = 0;
@@ -220,7 +218,8 @@ int case_ingest(size_t n, int reps) {
       size_t seen = 0;
       if (subscribed) (*store)->subscribe([&seen](const v1::LogEntry&) { ++seen; });
       auto t0 = Clock::now();
-      google::protobuf::Arena arena;
+      DecodeScratch scratch;
+      google::protobuf::Arena arena(scratch.arena_options());
       std::vector<const v1::Delta*> batch;
       for (size_t i = 0; i < deltas.size(); i += kBatch) {
         // Decoded as sync decodes a received message: into an arena.

@@ -149,8 +149,9 @@ void ChildSync::on_message(const Message& m) {
     refuse("message larger than the limit of " + std::to_string(opts_.max_message_bytes), m);
     return;
   }
-  // Decoded into an arena: a batch of changes is thousands of small strings.
-  google::protobuf::Arena arena;
+  // Decoded into an arena (on the scratch we keep for it): a batch of
+  // changes is thousands of small messages.
+  google::protobuf::Arena arena(scratch_.arena_options());
   auto& env = *google::protobuf::Arena::CreateMessage<v1::SyncEnvelope>(&arena);
   if (!env.ParseFromString(m.data)) {
     refuse("not a sync envelope (undecodable bytes)", m);

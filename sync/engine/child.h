@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "canopy/v1/sync.pb.h"
+#include "store/decode_scratch.h"
 #include "store/store.h"
 #include "sync/engine/channel.h"
 #include "sync/engine/env.h"
@@ -134,6 +135,7 @@ class ChildSync {
   uint64_t disconnected_at_ms_ = 0;
   bool ack_due_ = false;  // applied a sequenced message, not yet acked
   std::vector<Message> outbox_;
+  DecodeScratch scratch_;  // for decoding each received message
   size_t payload_limit_ = 1 << 20;
   size_t batch_limit() const {
     const size_t cap = std::min(payload_limit_, opts_.max_message_bytes);

@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "canopy/v1/sync.pb.h"
+#include "store/decode_scratch.h"
 #include "store/store.h"
 #include "sync/engine/channel.h"
 #include "sync/engine/env.h"
@@ -182,6 +183,7 @@ class ParentSync {
   size_t slots_in_use_ = 0;
   uint64_t last_commit_index_ = 0;
   std::vector<Message> outbox_;
+  DecodeScratch scratch_;  // for decoding each received message
   size_t payload_limit_ = 1 << 20;
   size_t batch_limit() const {
     const size_t cap = std::min(payload_limit_, opts_.max_message_bytes);
