@@ -2024,7 +2024,7 @@ void case_storm(const Options& opt, const std::string& url) {
   }
   logf(
       "storm: during the storm the children sent %llu hellos for %d children (a hello retried "
-      "before its welcome came opens a new session), the hub ran %lld catch-ups",
+      "before its welcome came keeps its session), the hub ran %lld catch-ups",
       static_cast<unsigned long long>(hellos - hellos0), n,
       static_cast<long long>(num(st, "catchups") - catchups0));
   logf(
