@@ -25,6 +25,8 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
                                               "health_listen",
                                               "durability",
                                               "max_concurrent_catchups",
+                                              "away_after_s",
+                                              "session_timeout_s",
                                               "log_retention_hours",
                                               "log_level"};
   try {
@@ -53,6 +55,10 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
     if (root["max_concurrent_catchups"]) {
       c->max_concurrent_catchups = root["max_concurrent_catchups"].as<size_t>();
     }
+    if (root["away_after_s"]) c->away_after_s = root["away_after_s"].as<uint64_t>();
+    if (root["session_timeout_s"]) {
+      c->session_timeout_s = root["session_timeout_s"].as<uint64_t>();
+    }
     if (root["log_retention_hours"])
       c->log_retention_hours = root["log_retention_hours"].as<uint64_t>();
     if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
@@ -75,6 +81,12 @@ Status validate_hub_config(const HubConfig& c) {
   }
   if (c.max_concurrent_catchups == 0) {
     return invalid_argument("max_concurrent_catchups: must be at least 1");
+  }
+  // Sites heartbeat every 2 s: a shorter silence is no sign of an outage.
+  if (c.away_after_s < 5) return invalid_argument("away_after_s: must be at least 5");
+  if (c.session_timeout_s <= c.away_after_s) {
+    return invalid_argument("session_timeout_s: must be longer than away_after_s (" +
+                            std::to_string(c.away_after_s) + ")");
   }
   for (const auto* l : {&c.grpc_listen, &c.health_listen}) {
     if (!l->empty() && l->find(':') == std::string::npos) {

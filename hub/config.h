@@ -18,6 +18,12 @@ struct HubConfig {
   std::string health_listen = "127.0.0.1:7401";  // HTTP: /healthz, /v1/sessions
   Durability durability = Durability::kGroupCommit;
   size_t max_concurrent_catchups = 64;
+  // A site silent this long is away: nothing is sent to it until it speaks
+  // again (sync::ParentOptions::away_after_ms).
+  uint64_t away_after_s = 10;
+  // A site silent this long loses its session and says hello again; sites
+  // learn it from the welcome (sync::ParentOptions::session_timeout_ms).
+  uint64_t session_timeout_s = 600;
   uint64_t log_retention_hours = 168;  // the change log and tombstones are kept this long
   std::string log_level = "info";
 };

@@ -89,6 +89,8 @@ int run(const HubConfig& cfg) {
   sync::Env env{SystemClock::instance(), [&rng] { return rng(); }};
   sync::ParentOptions po;
   po.max_concurrent_catchups = cfg.max_concurrent_catchups;
+  po.away_after_ms = cfg.away_after_s * 1000;
+  po.session_timeout_ms = cfg.session_timeout_s * 1000;
   auto parent = std::make_unique<sync::ParentSync>(cfg.name, store.get(), index.get(), env, po);
   Store* st = store.get();
   // The site describes itself in its hello; the registry keeps it.
@@ -241,6 +243,8 @@ int main(int argc, char** argv) {
     cfg.nats_urls = from_file.nats_urls;
     cfg.durability = from_file.durability;
     cfg.max_concurrent_catchups = from_file.max_concurrent_catchups;
+    cfg.away_after_s = from_file.away_after_s;
+    cfg.session_timeout_s = from_file.session_timeout_s;
     cfg.log_retention_hours = from_file.log_retention_hours;
   }
   if (!nats.empty()) cfg.nats_urls = nats;

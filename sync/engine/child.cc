@@ -38,7 +38,8 @@ ChildSync::ChildSync(std::string name, std::string parent, Store* store, Env env
       store_(store),
       env_(std::move(env)),
       opts_(std::move(options)),
-      up_(opts_.window, opts_.rto_ms) {
+      up_(opts_.window, opts_.rto_ms),
+      parent_session_timeout_ms_(opts_.parent_session_timeout_ms) {
   auto saved = store_->get_local(down_position_key(parent_));
   if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
 }
@@ -223,6 +224,7 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   parent_replica_ = w.replica_id();
   reconciling_ = w.reconcile();
   writable_prefixes_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
+  if (w.session_timeout_ms() != 0) parent_session_timeout_ms_ = w.session_timeout_ms();
   backoff_ms_ = opts_.hello_backoff_min_ms;
   const v1::LogPosition& up = w.up();
   const uint64_t own = store_->replica_id();
@@ -478,7 +480,7 @@ void ChildSync::on_connection(bool connected) {
   const uint64_t now = env_.clock->now_ms();
   if (!connected && was) disconnected_at_ms_ = now;
   if (connected && !was && state_ == State::kActive) {
-    if (now >= disconnected_at_ms_ + opts_.parent_session_timeout_ms) {
+    if (now >= disconnected_at_ms_ + parent_session_timeout_ms_) {
       // The parent has forgotten the session by now: open a new one at once
       // (an ack would only earn a reset first).
       start();

@@ -44,7 +44,8 @@ struct ChildOptions {
   uint64_t heartbeat_ms = 2'000;
   // After how long a silence the parent forgets a session
   // (ParentOptions::session_timeout_ms): after an outage this long, the
-  // child says hello at once on reconnecting.
+  // child says hello at once on reconnecting. The parent's welcome
+  // announces its own; this holds until the first welcome.
   uint64_t parent_session_timeout_ms = 600'000;
   size_t window = 16;
   uint64_t rto_ms = 1000;
@@ -132,6 +133,7 @@ class ChildSync {
   bool up_full_after_restore_ = false;
   std::vector<std::string> writable_prefixes_;
   bool connected_ = true;
+  uint64_t parent_session_timeout_ms_ = 0;  // as the last welcome announced
   uint64_t disconnected_at_ms_ = 0;
   bool ack_due_ = false;  // applied a sequenced message, not yet acked
   std::vector<Message> outbox_;

@@ -338,6 +338,7 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
   v1::SyncEnvelope welcome;
   welcome.mutable_welcome()->set_replica_id(store_->replica_id());
   welcome.mutable_welcome()->set_reconcile(s->wanted_mode == Mode::kReconcile);
+  welcome.mutable_welcome()->set_session_timeout_ms(opts_.session_timeout_ms);
   for (auto& p : scope_->writable_prefixes(child)) {
     welcome.mutable_welcome()->add_writable_prefixes(std::move(p));
   }

@@ -269,6 +269,57 @@ TEST_F(EngineTest, AForgottenSessionStartsOverWithHello) {
   EXPECT_EQ(site_->child()->stats().resets, 0u) << "it knew to say hello at once";
 }
 
+// The child learns from the welcome how long the parent keeps a session: cut
+// off longer than that, it says hello at once instead of earning a reset.
+TEST(EngineTimeoutTest, TheWelcomeAnnouncesTheSessionTimeout) {
+  testing::TempDir dir;
+  ManualClock clock;
+  std::mt19937_64 rng{7};
+  MemoryNetwork net{3};
+  TestScope scope;
+  auto open = [&](const std::string& name, uint64_t id) {
+    StoreOptions o;
+    o.path = dir.file(name);
+    o.durability = Durability::kNone;
+    o.clock = &clock;
+    o.replica_id = id;
+    return std::move(Store::open(o)).value();
+  };
+  auto hub_store = open("hub", 1), site_store = open("site", 2);
+  auto hub_bus = net.endpoint("hub"), site_bus = net.endpoint("site");
+  Env env{&clock, [&rng] { return rng(); }};
+  ParentOptions po;
+  po.session_timeout_ms = 20'000;  // the child's own default is 10 min
+  SyncNode hub(hub_store.get(), hub_bus.get());
+  hub.set_parent_engine(std::make_unique<ParentSync>("hub", hub_store.get(), &scope, env, po));
+  SyncNode site(site_store.get(), site_bus.get());
+  site.set_child_engine(
+      std::make_unique<ChildSync>("site", "hub", site_store.get(), env, ChildOptions{}));
+  ASSERT_TRUE(hub.attach().ok());
+  ASSERT_TRUE(site.attach().ok());
+  auto run = [&](int ms) {
+    for (int t = 0; t < ms; t += 100) {
+      net.deliver_all(100000);
+      hub.run_once(true);
+      site.run_once(true);
+      clock.advance_ms(100);
+    }
+  };
+  ASSERT_TRUE(hub_store->put("d/a", R"({"v":1})").ok());
+  run(2000);
+  ASSERT_TRUE(site.child()->in_sync());
+  const uint64_t hellos = site.child()->stats().hellos;
+  net.set_connected("site", false);
+  run(25'000);
+  EXPECT_EQ(hub.parent()->session_count(), 0u);
+  ASSERT_TRUE(hub_store->put("d/a", R"({"v":2})").ok());
+  net.set_connected("site", true);
+  run(2000);
+  EXPECT_EQ(*site_store->get("d/a"), R"({"v":2})");
+  EXPECT_EQ(site.child()->stats().hellos, hellos + 1);
+  EXPECT_EQ(site.child()->stats().resets, 0u) << "it did not know the parent forgot it";
+}
+
 TEST_F(EngineTest, TrimmedLogForcesReconciliationWithFewDocuments) {
   for (int i = 0; i < 200; ++i) {
     ASSERT_TRUE(hub_store_->put("d/k" + std::to_string(1000 + i), R"({"v":1})").ok());

@@ -1353,6 +1353,20 @@ TEST(E2EConfigTest, BadConfigurationExitsWithCode2AndSaysWhy) {
   const std::string typo = dir.file("typo.yaml");
   std::ofstream(typo) << "name: hub\ndata_dir: " << data << "\nnmae: oops\n";
   expect_exit(run_to_exit({hub, "--config", typo}, dir), 2, "nmae", "hub unknown YAML key");
+  // Hub: session timeouts that cannot work.
+  const std::string hasty = dir.file("hasty.yaml");
+  std::ofstream(hasty) << "name: hub\ndata_dir: " << data << "\naway_after_s: 1\n";
+  expect_exit(run_to_exit({hub, "--config", hasty}, dir), 2, "away_after_s",
+              "hub away_after_s below the heartbeat");
+  const std::string inverted = dir.file("inverted.yaml");
+  std::ofstream(inverted) << "name: hub\ndata_dir: " << data
+                          << "\naway_after_s: 60\nsession_timeout_s: 30\n";
+  expect_exit(run_to_exit({hub, "--config", inverted}, dir), 2, "session_timeout_s",
+              "hub session_timeout_s shorter than away_after_s");
+  const std::string wordy = dir.file("wordy.yaml");
+  std::ofstream(wordy) << "name: hub\ndata_dir: " << data << "\nsession_timeout_s: ten\n";
+  expect_exit(run_to_exit({hub, "--config", wordy}, dir), 2, wordy,
+              "hub session_timeout_s not a number");
   // Hub: not YAML at all.
   const std::string junk = dir.file("junk.yaml");
   std::ofstream(junk) << "name: [unclosed\n";
