@@ -403,8 +403,9 @@ bool Rig::synced_at(uint64_t index) {
 
 bool Rig::verify() {
   auto filter = [this](std::string_view k) { return index_->in_scope(kSite, k); };
-  auto want = check(hub_->states("", "\x7f", filter, SIZE_MAX), "reading the hub's scope");
-  auto have = check(spoke_->states("", "\x7f", nullptr, SIZE_MAX), "reading the spoke's store");
+  auto want = check(hub_->states(kKeyMin, kKeyMax, filter, SIZE_MAX), "reading the hub's scope");
+  auto have =
+      check(spoke_->states(kKeyMin, kKeyMax, nullptr, SIZE_MAX), "reading the spoke's store");
   if (want.size() != have.size()) {
     std::fprintf(stderr, "sync.resync: MISMATCH: hub has %zu documents in scope, spoke %zu\n",
                  want.size(), have.size());
@@ -440,7 +441,7 @@ void Rig::time_spoke_log_walk() {
 
 double Rig::whole_scope_bytes() {
   auto filter = [this](std::string_view k) { return index_->in_scope(kSite, k); };
-  auto docs = check(hub_->states("", "\x7f", filter, SIZE_MAX), "reading the hub's scope");
+  auto docs = check(hub_->states(kKeyMin, kKeyMax, filter, SIZE_MAX), "reading the hub's scope");
   double total = 0, templates = 0;
   for (const auto& d : docs) {
     const double b = static_cast<double>(d.ByteSizeLong());

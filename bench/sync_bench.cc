@@ -1125,7 +1125,6 @@ class LightChild final : public SimChild {
   static constexpr uint64_t kHelloBackoffMinMs = 200;
   static constexpr uint64_t kHelloBackoffMaxMs = 30'000;
   static constexpr uint64_t kHeartbeatMs = 2000;
-  static constexpr uint64_t kParentSessionTimeoutMs = kBenchSessionTimeoutMs;
   static constexpr size_t kMaxMessageBytes = size_t{64} << 20;  // ChildOptions default
 
   static uint64_t now_ms() { return SystemClock::instance()->now_ms(); }
@@ -1193,7 +1192,7 @@ class LightChild final : public SimChild {
     if (!connected && was) disconnected_at_ms_ = now_ms();
     if (connected && !was && state_ == State::kActive) {
       // As ChildSync: after an outage the hub outlived the session of, hello.
-      if (now_ms() >= disconnected_at_ms_ + kParentSessionTimeoutMs) {
+      if (now_ms() >= disconnected_at_ms_ + parent_session_timeout_ms_) {
         start();
       } else {
         send_ack(false);
@@ -1266,6 +1265,7 @@ class LightChild final : public SimChild {
     parent_replica_ = w.replica_id();
     reconciling_ = w.reconcile();
     writable_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
+    if (w.session_timeout_ms() != 0) parent_session_timeout_ms_ = w.session_timeout_ms();
     backoff_ms_ = kHelloBackoffMinMs;
     last_heartbeat_ms_ = now_ms();
     // No writes of our own: nothing flows up, no restore to detect.
@@ -1381,6 +1381,9 @@ class LightChild final : public SimChild {
   // Protocol state, worker thread only.
   State state_ = State::kIdle;
   uint64_t session_ = 0;
+  // As ChildSync: the parent's welcome announces it (ChildOptions' default
+  // until then).
+  uint64_t parent_session_timeout_ms_ = sync::ChildOptions().parent_session_timeout_ms;
   uint64_t parent_replica_ = 0;
   uint64_t next_hello_ms_ = 0;
   uint64_t backoff_ms_ = 0;

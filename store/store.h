@@ -69,6 +69,10 @@ struct StoreOptions {
 
 // Which keys a replication call covers.
 using KeyFilter = std::function<bool(std::string_view key)>;
+// Bounds of a range that holds every key: keys are printable ASCII
+// (validate_key), all above "" and below DEL.
+inline constexpr std::string_view kKeyMin = "";
+inline constexpr std::string_view kKeyMax = "\x7f";
 
 struct ApplyResult {
   size_t applied = 0;     // deltas that changed something new

@@ -144,6 +144,15 @@ void ChildSync::send_ack(bool gap) {
   last_heartbeat_ms_ = env_.clock->now_ms();
 }
 
+void ChildSync::handle_up_ack(uint64_t seq, bool gap) {
+  std::vector<std::string> resend;
+  up_.on_ack(seq, gap, env_.clock->now_ms(), &resend);
+  for (auto& bytes : resend) {
+    stats_.bytes_sent += bytes.size();
+    outbox_.push_back(Message{up_subject(parent_, name_), std::move(bytes)});
+  }
+}
+
 void ChildSync::on_message(const Message& m) {
   stats_.bytes_received += m.data.size();
   if (m.data.size() > opts_.max_message_bytes) {
@@ -178,24 +187,12 @@ void ChildSync::on_message(const Message& m) {
     return;
   }
   if (state_ != State::kActive) return;
-  if (env.acked() != 0 && !env.has_ack()) {
-    std::vector<std::string> resend;
-    up_.on_ack(env.acked(), false, env_.clock->now_ms(), &resend);
-    for (auto& bytes : resend) {
-      stats_.bytes_sent += bytes.size();
-      outbox_.push_back(Message{up_subject(parent_, name_), std::move(bytes)});
-    }
-  }
   if (env.has_ack()) {
-    std::vector<std::string> resend;
-    up_.on_ack(env.ack().seq(), env.ack().gap(), env_.clock->now_ms(), &resend);
-    for (auto& bytes : resend) {
-      stats_.bytes_sent += bytes.size();
-      outbox_.push_back(Message{up_subject(parent_, name_), std::move(bytes)});
-    }
+    handle_up_ack(env.ack().seq(), env.ack().gap());
     pump_up();
     return;
   }
+  if (env.acked() != 0) handle_up_ack(env.acked(), false);  // riding on a sequenced message
   if (!env.has_changes() && !env.has_sketch()) {
     refuse("unexpected message kind from the parent", m);
     return;
@@ -379,7 +376,7 @@ void ChildSync::answer_sketch(const v1::Sketch& k) {
   if (!sketch_ || sketch_->round() != k.round()) {
     // A new reconciliation: our side of the comparison is what we hold now.
     // (Entries the parent streams from here on are newer than its side.)
-    auto hashes = store_->doc_hashes("", "\x7f", nullptr);
+    auto hashes = store_->doc_hashes(kKeyMin, kKeyMax, nullptr);
     if (!hashes.ok()) {
       spdlog::error("sync {}: reading our documents: {}", name_, hashes.status().to_string());
       hashes = std::vector<std::pair<std::string, uint64_t>>();  // answered "whole" below
@@ -411,7 +408,7 @@ void ChildSync::pump_up() {
   if (up_full_pending_ && up_.can_send()) {
     // Our log does not reach back to what the parent has: send every document
     // that carries our writes, whole.
-    auto docs = store_->states("", "\x7f", nullptr, SIZE_MAX);
+    auto docs = store_->states(kKeyMin, kKeyMax, nullptr, SIZE_MAX);
     if (!docs.ok()) return;
     std::vector<v1::LogEntry> entries;
     for (auto& d : *docs) {

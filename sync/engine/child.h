@@ -102,6 +102,9 @@ class ChildSync {
   void send_ack(bool gap);
   void refuse(const std::string& why, const Message& m);
   void handle_welcome(const v1::SyncEnvelope& env);
+  // The parent acked our sequenced messages through `seq` (alone, or riding
+  // on one of its own): resend what it reports missing.
+  void handle_up_ack(uint64_t seq, bool gap);
   bool apply_changes(const v1::Changes& c);
   void answer_sketch(const v1::Sketch& k);
   void pump_up();

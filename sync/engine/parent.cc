@@ -12,8 +12,6 @@
 namespace canopy::sync {
 namespace {
 
-constexpr std::string_view kKeyMin = "";
-constexpr std::string_view kKeyMax = "\x7f";
 // Envelope overhead kept free under the payload limit.
 constexpr size_t kEnvelopeMargin = 4096;
 
@@ -74,8 +72,13 @@ struct ParentSync::Session {
   uint64_t reported_index = 0;
   uint64_t acked_index = 0;
   uint64_t acked_hlc = 0;
-  std::map<uint64_t, uint64_t> hlc_at_seq;    // seq -> greatest HLC it carried
-  std::map<uint64_t, uint64_t> index_at_seq;  // seq -> the log index its position names
+  // What each unacked sequenced message carried (0: nothing of the kind),
+  // which its ack then confirms as held by the child.
+  struct Carried {
+    uint64_t hlc = 0;    // the greatest HLC of its deltas
+    uint64_t index = 0;  // the log index its position names
+  };
+  std::map<uint64_t, Carried> carried;  // by seq
   // The position the child holds once it has applied everything sent in
   // this session (epoch 0: none, or not known to us). A position of the
   // same epoch and scope version then goes in its short form (the index).
@@ -144,18 +147,15 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
   env.set_seq(seq);
   if (s->up.last_applied() != 0) env.set_acked(s->up.last_applied());
   s->ack_due = false;
-  uint64_t max_hlc = 0;
-  if (env.has_changes()) {
-    for (const auto& e : env.changes().entries()) {
-      if (e.has_delta()) max_hlc = std::max<uint64_t>(max_hlc, e.delta().hlc());
-    }
-  }
-  if (max_hlc != 0) s->hlc_at_seq[seq] = max_hlc;
   if (env.has_changes()) {
     v1::Changes* c = env.mutable_changes();
+    Session::Carried carried;
+    for (const auto& e : c->entries()) {
+      if (e.has_delta()) carried.hlc = std::max<uint64_t>(carried.hlc, e.delta().hlc());
+    }
     v1::LogPosition& held = s->child_position;
     if (c->has_position()) {
-      s->index_at_seq[seq] = c->position().index();
+      carried.index = c->position().index();
       if (held.epoch() != 0 && held.epoch() == c->position().epoch() &&
           held.scope_version() == c->position().scope_version()) {
         held.set_index(c->position().index());
@@ -167,6 +167,7 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
     } else if (unpositions(*c)) {
       held.Clear();
     }
+    if (carried.hlc != 0 || carried.index != 0) s->carried[seq] = carried;
   }
   std::string bytes = env.SerializeAsString();
   stats_.bytes_sent += bytes.size();
@@ -174,12 +175,13 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
   s->down.sent(seq, std::move(bytes), env_.clock->now_ms());
 }
 
-v1::LogPosition ParentSync::position(const Session* s, uint64_t index) const {
-  v1::LogPosition p;
-  p.set_epoch(store_->log_epoch());
-  p.set_index(index);
-  p.set_scope_version(s->scope_version);
-  return p;
+void ParentSync::set_position(Session* s, v1::Changes* c, uint64_t index) {
+  v1::LogPosition* p = c->mutable_position();
+  p->set_epoch(store_->log_epoch());
+  p->set_index(index);
+  p->set_scope_version(s->scope_version);
+  s->reported_index = index;
+  s->last_position_ms = env_.clock->now_ms();
 }
 
 void ParentSync::on_message(const Message& m) {
@@ -521,11 +523,8 @@ void ParentSync::send_documents(Session* s, const std::vector<std::string>& keys
       if (s->pending.empty()) {
         // Nothing committed meanwhile is waiting: this message also ends
         // the reconciliation (finish_reconcile would send the position alone).
-        const uint64_t final_index = std::max(s->sent_index, last_commit_index_);
-        *c->mutable_position() = position(s, final_index);
-        s->reported_index = final_index;
-        s->last_position_ms = env_.clock->now_ms();
-        s->sent_index = final_index;
+        s->sent_index = std::max(s->sent_index, last_commit_index_);
+        set_position(s, c, s->sent_index);
         s->mode = Mode::kLive;
       }
     }
@@ -611,13 +610,10 @@ void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
     stats_.bytes_sent += bytes.size();
     outbox_.push_back(Message{down_subject(name_, s->child), std::move(bytes)});
   }
-  for (auto it = s->hlc_at_seq.begin(); it != s->hlc_at_seq.end() && it->first <= ack.seq();) {
-    s->acked_hlc = std::max(s->acked_hlc, it->second);
-    it = s->hlc_at_seq.erase(it);
-  }
-  for (auto it = s->index_at_seq.begin(); it != s->index_at_seq.end() && it->first <= ack.seq();) {
-    s->acked_index = std::max(s->acked_index, it->second);
-    it = s->index_at_seq.erase(it);
+  for (auto it = s->carried.begin(); it != s->carried.end() && it->first <= ack.seq();) {
+    s->acked_hlc = std::max(s->acked_hlc, it->second.hlc);
+    s->acked_index = std::max(s->acked_index, it->second.index);
+    it = s->carried.erase(it);
   }
 }
 
@@ -707,9 +703,7 @@ void ParentSync::send_entries(Session* s, std::vector<v1::LogEntry> entries, boo
     if (with_position) {
       const uint64_t idx =
           i < entries.size() ? c->entries(c->entries_size() - 1).index() : final_index;
-      *c->mutable_position() = position(s, idx);
-      s->reported_index = idx;
-      s->last_position_ms = env_.clock->now_ms();
+      set_position(s, c, idx);
     }
     if (c->entries_size() == 0 && !with_position) break;
     send_sequenced(s, std::move(env));
@@ -831,8 +825,7 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
     i = add_documents(&docs, i, c);
     if (s->mode == Mode::kLive) {
       s->sent_index = std::max(s->sent_index, last_commit_index_);
-      *c->mutable_position() = position(s, s->sent_index);
-      s->reported_index = s->sent_index;
+      set_position(s, c, s->sent_index);
     }
     send_sequenced(s, std::move(env));
   } while (i < docs.size());

@@ -165,7 +165,9 @@ class ParentSync {
   void release_slot(Session* s);
   void drop_session(const std::string& child);
   bool wanted(const Session* s, const v1::LogEntry& e) const;
-  v1::LogPosition position(const Session* s, uint64_t index) const;
+  // `c` takes the child to our log position `index` (send_sequenced may
+  // shorten it); the session notes what it last reported, and when.
+  void set_position(Session* s, v1::Changes* c, uint64_t index);
   // Splits `entries` into Changes messages under the payload limit.
   void send_entries(Session* s, std::vector<v1::LogEntry> entries, bool with_position,
                     uint64_t final_index);
