@@ -1104,6 +1104,7 @@ class LightChild final : public SimChild {
     for (const auto& m : inbox) on_message(m);
     if (tick) this->tick();
     if (ack_due_ && state_ == State::kActive) send_ack(false);
+    if (connected_ && !outbox_.empty()) last_sent_ms_ = now_ms();
     for (auto& m : outbox_) {
       if (!group_->publish(m.subject, m.data).ok()) ++publish_failures_;
     }
@@ -1189,10 +1190,9 @@ class LightChild final : public SimChild {
   void on_connection(bool connected) {
     const bool was = connected_;
     connected_ = connected;
-    if (!connected && was) disconnected_at_ms_ = now_ms();
     if (connected && !was && state_ == State::kActive) {
       // As ChildSync: after an outage the hub outlived the session of, hello.
-      if (now_ms() >= disconnected_at_ms_ + parent_session_timeout_ms_) {
+      if (now_ms() >= last_sent_ms_ + parent_session_timeout_ms_) {
         start();
       } else {
         send_ack(false);
@@ -1393,7 +1393,7 @@ class LightChild final : public SimChild {
   v1::LogPosition down_;  // "persisted" position in the parent's log
   bool reconciling_ = false;
   bool ack_due_ = false;
-  uint64_t disconnected_at_ms_ = 0;
+  uint64_t last_sent_ms_ = 0;  // as ChildSync
   bool connected_ = true;
   std::vector<std::string> writable_;
   std::map<std::string, Document> docs_;

@@ -72,6 +72,7 @@ void ChildSync::start() {
 std::vector<Message> ChildSync::take_outbox() {
   // What we applied and acked on no sequenced message of ours: ack it now.
   if (ack_due_ && state_ == State::kActive) send_ack(false);
+  if (connected_ && !outbox_.empty()) last_sent_ms_ = env_.clock->now_ms();
   std::vector<Message> out;
   out.swap(outbox_);
   return out;
@@ -475,9 +476,10 @@ void ChildSync::on_connection(bool connected) {
   const bool was = connected_;
   connected_ = connected;
   const uint64_t now = env_.clock->now_ms();
-  if (!connected && was) disconnected_at_ms_ = now;
   if (connected && !was && state_ == State::kActive) {
-    if (now >= disconnected_at_ms_ + parent_session_timeout_ms_) {
+    // The parent's clock runs from the last message it heard from us, which
+    // may predate the disconnection by up to a heartbeat.
+    if (now >= last_sent_ms_ + parent_session_timeout_ms_) {
       // The parent has forgotten the session by now: open a new one at once
       // (an ack would only earn a reset first).
       start();

@@ -137,8 +137,8 @@ class ChildSync {
   std::vector<std::string> writable_prefixes_;
   bool connected_ = true;
   uint64_t parent_session_timeout_ms_ = 0;  // as the last welcome announced
-  uint64_t disconnected_at_ms_ = 0;
-  bool ack_due_ = false;  // applied a sequenced message, not yet acked
+  uint64_t last_sent_ms_ = 0;               // when a message last went out on a live connection
+  bool ack_due_ = false;                    // applied a sequenced message, not yet acked
   std::vector<Message> outbox_;
   DecodeScratch scratch_;  // for decoding each received message
   size_t payload_limit_ = 1 << 20;
