@@ -10,38 +10,19 @@
 #include <vector>
 
 #include "api/grpc_status.h"
+#include "model/documents.h"
+#include "model/keys.h"
+#include "model/names.h"
 
 namespace canopy::api {
 namespace {
 
 using json = nlohmann::json;
 
-constexpr char kLabelRule[] =
-    "a DNS-1123 label (1-63 characters of [a-z0-9-], starting and ending with a letter or digit)";
-constexpr char kSubdomainRule[] =
-    "a DNS-1123 subdomain (up to 253 characters of [a-z0-9-.], dot-separated parts starting "
-    "and ending with a letter or digit)";
 // How often a watch stream without events checks whether its client left.
 constexpr auto kWatchPoll = std::chrono::milliseconds(100);
 
 std::string quote(std::string_view s) { return json(std::string(s)).dump(); }
-
-bool is_dns1123_subdomain(std::string_view name) {
-  if (name.empty() || name.size() > 253) return false;
-  size_t start = 0;
-  while (true) {
-    const size_t dot = name.find('.', start);
-    const std::string_view part =
-        name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
-    if (part.empty()) return false;
-    for (char c : part) {
-      if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
-    }
-    if (part.front() == '-' || part.back() == '-') return false;
-    if (dot == std::string_view::npos) return true;
-    start = dot + 1;
-  }
-}
 
 // `<kind> "<name>"`, the subject of every message about an object.
 std::string subject(std::string_view kind, std::string_view name) {
@@ -50,15 +31,16 @@ std::string subject(std::string_view kind, std::string_view name) {
 
 Status check_label(std::string_view field, std::string_view value) {
   if (value.empty()) return invalid_argument(std::string(field) + " is missing");
-  if (!hub::is_dns1123_label(value)) {
-    return invalid_argument(std::string(field) + " " + quote(value) + " is not " + kLabelRule);
+  if (!model::is_dns1123_label(value)) {
+    return invalid_argument(std::string(field) + " " + quote(value) + " is not " +
+                            std::string(model::kLabelRule));
   }
   return ok_status();
 }
 
 std::string prefix_of(std::string_view kind, std::string_view tenant) {
-  if (kind == kSite) return std::string(hub::kSitesPrefix);
-  return std::string(hub::kTenantsPrefix) + std::string(tenant) + "/" + std::string(kind) + "s/";
+  if (kind == kSite) return std::string(model::kSitesPrefix);
+  return model::tenant_kind_prefix(tenant, kind);
 }
 
 // The object's kind, tenant and name from its key.
@@ -76,136 +58,16 @@ std::string not_found_message(std::string_view kind, std::string_view tenant,
   return m + " not found";
 }
 
-// --- Document checks. Each returns INVALID_ARGUMENT naming the field.
+// --- Document checks: the model's, with the object named first.
 
-Status check_string_field(const json& doc, const std::string& field, const std::string& what) {
-  auto it = doc.find(field);
-  if (it == doc.end()) return invalid_argument(what + ": " + field + " is missing");
-  if (!it->is_string() || it->get_ref<const std::string&>().empty()) {
-    return invalid_argument(what + ": " + field + " must be a non-empty string");
-  }
-  return ok_status();
-}
-
-Status check_label_array(const json& doc, const std::string& field, const std::string& what) {
-  const json& arr = doc.at(field);
-  if (!arr.is_array()) {
-    return invalid_argument(what + ": " + field + " must be an array of names, not " +
-                            arr.type_name());
-  }
-  for (size_t i = 0; i < arr.size(); ++i) {
-    const std::string f = field + "[" + std::to_string(i) + "]";
-    if (!arr[i].is_string()) return invalid_argument(what + ": " + f + " must be a string");
-    const std::string& name = arr[i].get_ref<const std::string&>();
-    if (!hub::is_dns1123_label(name)) {
-      return invalid_argument(what + ": " + f + " " + quote(name) + " is not " + kLabelRule);
-    }
-  }
-  return ok_status();
-}
-
-Status check_string_map(const json& m, const std::string& field, const std::string& what) {
-  if (!m.is_object()) {
-    return invalid_argument(what + ": " + field + " must be an object, not " + m.type_name());
-  }
-  for (const auto& [k, v] : m.items()) {
-    if (k.empty()) return invalid_argument(what + ": " + field + " has an empty key");
-    if (!v.is_string()) {
-      return invalid_argument(what + ": " + field + "." + k + " must be a string, not " +
-                              v.type_name());
-    }
-  }
-  return ok_status();
-}
-
-// `selector.matchLabels` and `sites`, as placements and overrides have them.
-// Sets *chooses when either is present.
-Status check_site_choice(const json& doc, const std::string& what, bool* chooses) {
-  *chooses = false;
-  auto sel = doc.find("selector");
-  if (sel != doc.end()) {
-    if (!sel->is_object()) {
-      return invalid_argument(what + ": selector must be an object, not " + sel->type_name());
-    }
-    auto ml = sel->find("matchLabels");
-    if (ml != sel->end()) {
-      CANOPY_RETURN_IF_ERROR(check_string_map(*ml, "selector.matchLabels", what));
-      *chooses = true;
-    }
-  }
-  if (doc.contains("sites")) {
-    CANOPY_RETURN_IF_ERROR(check_label_array(doc, "sites", what));
-    *chooses = true;
-  }
-  return ok_status();
-}
-
-Status check_template(const json& doc, const std::string& what) {
-  CANOPY_RETURN_IF_ERROR(check_string_field(doc, "apiVersion", what));
-  CANOPY_RETURN_IF_ERROR(check_string_field(doc, "kind", what));
-  auto md = doc.find("metadata");
-  if (md == doc.end()) return invalid_argument(what + ": metadata is missing");
-  if (!md->is_object()) {
-    return invalid_argument(what + ": metadata must be an object, not " + md->type_name());
-  }
-  auto name = md->find("name");
-  if (name == md->end()) return invalid_argument(what + ": metadata.name is missing");
-  if (!name->is_string()) return invalid_argument(what + ": metadata.name must be a string");
-  if (!is_dns1123_subdomain(name->get_ref<const std::string&>())) {
-    return invalid_argument(what + ": metadata.name " + quote(name->get_ref<const std::string&>()) +
-                            " is not " + kSubdomainRule);
-  }
-  auto ns = md->find("namespace");
-  if (ns != md->end()) {
-    if (!ns->is_string()) return invalid_argument(what + ": metadata.namespace must be a string");
-    if (!hub::is_dns1123_label(ns->get_ref<const std::string&>())) {
-      return invalid_argument(what + ": metadata.namespace " +
-                              quote(ns->get_ref<const std::string&>()) + " is not " + kLabelRule);
-    }
-  }
-  return ok_status();
-}
-
-Status check_placement(const json& doc, const std::string& what) {
-  if (!doc.contains("templates")) return invalid_argument(what + ": templates is missing");
-  CANOPY_RETURN_IF_ERROR(check_label_array(doc, "templates", what));
-  bool chooses = false;
-  CANOPY_RETURN_IF_ERROR(check_site_choice(doc, what, &chooses));
-  if (!chooses) {
-    return invalid_argument(what + ": selector.matchLabels or sites is missing (a placement " +
-                            "must say which sites it targets)");
-  }
-  return ok_status();
-}
-
-Status check_override(const json& doc, const std::string& what) {
-  auto t = doc.find("template");
-  if (t == doc.end()) return invalid_argument(what + ": template is missing");
-  if (!t->is_string()) return invalid_argument(what + ": template must be a string");
-  if (!hub::is_dns1123_label(t->get_ref<const std::string&>())) {
-    return invalid_argument(what + ": template " + quote(t->get_ref<const std::string&>()) +
-                            " is not " + kLabelRule);
-  }
-  auto patch = doc.find("patch");
-  if (patch == doc.end()) return invalid_argument(what + ": patch is missing");
-  if (!patch->is_object()) {
-    return invalid_argument(what + ": patch must be an object (a JSON merge patch), not " +
-                            patch->type_name());
-  }
-  bool chooses = false;
-  return check_site_choice(doc, what, &chooses);
+Status named(const std::string& what, const Status& st) {
+  if (st.ok()) return st;
+  return Status(st.code(), what + ": " + st.message());
 }
 
 Status check_site(json* doc, std::string_view name, const std::string& what) {
-  auto n = doc->find("name");
-  if (n == doc->end()) {
-    (*doc)["name"] = std::string(name);
-  } else if (!n->is_string() || n->get_ref<const std::string&>() != name) {
-    return invalid_argument(what + ": name " + n->dump() + " differs from the object's name " +
-                            quote(name));
-  }
-  auto labels = doc->find("labels");
-  if (labels != doc->end()) CANOPY_RETURN_IF_ERROR(check_string_map(*labels, "labels", what));
+  CANOPY_RETURN_IF_ERROR(named(what, model::parse_site(name, *doc).status()));
+  if (!doc->contains("name")) (*doc)["name"] = std::string(name);
   return ok_status();
 }
 
@@ -262,11 +124,11 @@ StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& l
   json doc = std::move(parsed).value();
   const std::string_view kind = object.kind();
   if (kind == kTemplate) {
-    CANOPY_RETURN_IF_ERROR(check_template(doc, what));
+    CANOPY_RETURN_IF_ERROR(named(what, model::validate_manifest(doc)));
   } else if (kind == kPlacement) {
-    CANOPY_RETURN_IF_ERROR(check_placement(doc, what));
+    CANOPY_RETURN_IF_ERROR(named(what, model::parse_placement(doc).status()));
   } else if (kind == kOverride) {
-    CANOPY_RETURN_IF_ERROR(check_override(doc, what));
+    CANOPY_RETURN_IF_ERROR(named(what, model::parse_override(doc).status()));
   } else if (kind == kSite) {
     CANOPY_RETURN_IF_ERROR(check_site(&doc, object.name(), what));
   }
@@ -389,7 +251,7 @@ grpc::Status CatalogService::List(grpc::ServerContext*, const v1::ListRequest* r
   auto valid = object_key(kind, request->tenant(), "x");
   if (!valid.ok()) return to_grpc(valid.status());
   const std::string& token = request->page_token();
-  if (!token.empty() && !hub::is_dns1123_label(token)) {
+  if (!token.empty() && !model::is_dns1123_label(token)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "page_token " + quote(token) + " is not one this service returned");
   }
@@ -562,7 +424,7 @@ grpc::Status CatalogService::GetStatus(grpc::ServerContext*, const v1::GetStatus
   auto key = object_key(kPlacement, request->tenant(), request->placement());
   if (!key.ok()) return to_grpc(key.status());
   const std::string& token = request->page_token();
-  if (!token.empty() && !hub::is_dns1123_label(token)) {
+  if (!token.empty() && !model::is_dns1123_label(token)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "page_token " + quote(token) + " is not one this service returned");
   }
@@ -578,20 +440,13 @@ grpc::Status CatalogService::GetStatus(grpc::ServerContext*, const v1::GetStatus
     }
     return to_grpc(text.status());
   }
-  // What the index evaluates: the placement's valid template names.
+  // What the index evaluates: the placement as the model reads it (one the
+  // model refuses matches no site).
   std::vector<std::string> templates;
   {
     const json doc = json::parse(*text, nullptr, false);
-    auto it = doc.is_object() ? doc.find("templates") : doc.end();
-    if (doc.is_object() && it != doc.end() && it->is_array()) {
-      for (const auto& t : *it) {
-        if (t.is_string() && hub::is_dns1123_label(t.get_ref<const std::string&>())) {
-          templates.push_back(t.get<std::string>());
-        }
-      }
-    }
-    std::sort(templates.begin(), templates.end());
-    templates.erase(std::unique(templates.begin(), templates.end()), templates.end());
+    auto placement = model::parse_placement(doc);
+    if (placement.ok()) templates = std::move(placement->templates);
   }
 
   const std::vector<std::string> sites = index_->sites_for(*key);
@@ -603,7 +458,7 @@ grpc::Status CatalogService::GetStatus(grpc::ServerContext*, const v1::GetStatus
     for (const auto& t : templates) {
       v1::TemplateStatus* ts = row.add_templates();
       ts->set_template_(t);
-      auto status = store_->get(hub::site_key(site) + "/status/" + request->tenant() + "/" + t);
+      auto status = store_->get(model::status_key(site, request->tenant(), t));
       if (!status.ok() && status.status().code() != StatusCode::kNotFound) {
         return to_grpc(status.status());
       }

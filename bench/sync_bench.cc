@@ -301,7 +301,7 @@ std::map<std::string, std::string> site_labels(int i) {
   return {{"fleet", "bench"}, {"region", regions[i % 4]}, {"tier", tiers[i % 3]}};
 }
 
-std::string template_key_str() { return hub::template_key(kTenant, kTemplate); }
+std::string template_key_str() { return model::template_key(kTenant, kTemplate); }
 
 // A ~2 KB Deployment; `rev` goes into an annotation.
 json template_doc(int rev) {
@@ -508,7 +508,7 @@ int hub_main(const HubArgs& a) {
   if (auto r = store->put_value(tkey, template_doc(0)); !r.ok()) die(r.status().to_string());
   json placement = {{"templates", json::array({kTemplate})},
                     {"selector", {{"matchLabels", {{"fleet", "bench"}}}}}};
-  if (auto r = store->put_value(hub::placement_key(kTenant, "web"), placement); !r.ok()) {
+  if (auto r = store->put_value(model::placement_key(kTenant, "web"), placement); !r.ok()) {
     die(r.status().to_string());
   }
   {
@@ -520,7 +520,7 @@ int hub_main(const HubArgs& a) {
         for (int i = next++; i < a.sites; i = next++) {
           json doc = {{"name", site_name(i)}, {"labels", json::object()}};
           for (const auto& [k, v] : site_labels(i)) doc["labels"][k] = v;
-          auto r = store->put_value(hub::site_key(site_name(i)), doc);
+          auto r = store->put_value(model::site_key(site_name(i)), doc);
           if (!r.ok()) die("writing site: " + r.status().to_string());
         }
       });
@@ -666,14 +666,14 @@ int hub_main(const HubArgs& a) {
       };
       put64(store->log_epoch());
       put64(store->last_log_index());
-      for (const std::string& k : {tkey, hub::placement_key(kTenant, "web")}) {
+      for (const std::string& k : {tkey, model::placement_key(kTenant, "web")}) {
         auto d = store->state(k);
         if (!d.ok() || !d->has_value()) die("seed: no state for " + k);
         put_bytes((*d)->SerializeAsString());
       }
       put64(static_cast<uint64_t>(a.sites));
       for (int i = 0; i < a.sites; ++i) {
-        auto d = store->state(hub::site_key(site_name(i)));
+        auto d = store->state(model::site_key(site_name(i)));
         if (!d.ok() || !d->has_value()) die("seed: no state for a site");
         put64(index->version(site_name(i)));
         put_bytes((*d)->SerializeAsString());

@@ -7,14 +7,24 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "model/documents.h"
+#include "model/keys.h"
+#include "model/names.h"
+
 namespace canopy::hub {
 namespace {
+
+using model::is_dns1123_label;
+using model::kSitesPrefix;
+using model::kTenantsPrefix;
+using model::site_key;
+using model::template_key;
 
 using json = nlohmann::json;
 
 // Greater than every character a store key may hold: P + kKeyEnd bounds every
 // key that starts with P.
-constexpr char kKeyEnd = '\x7f';
+constexpr std::string_view kKeyEnd = kKeyMax;
 
 std::string label_pair(std::string_view k, std::string_view v) {
   std::string s;
@@ -32,60 +42,7 @@ std::string successor(std::string_view key) {
   return s;
 }
 
-// String members of `v[field]` when it is an array of strings that are
-// DNS-1123 labels; others are skipped.
-std::vector<std::string> label_array(const json& v, const char* field) {
-  std::vector<std::string> out;
-  auto it = v.find(field);
-  if (it == v.end() || !it->is_array()) return out;
-  for (const auto& e : *it) {
-    if (e.is_string() && is_dns1123_label(e.get_ref<const std::string&>())) {
-      out.push_back(e.get<std::string>());
-    }
-  }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
-// `selector.matchLabels`; empty (matches nothing by labels) when missing or
-// when any value is not a string.
-Labels match_labels(const json& v) {
-  Labels out;
-  auto sel = v.find("selector");
-  if (sel == v.end() || !sel->is_object()) return out;
-  auto ml = sel->find("matchLabels");
-  if (ml == sel->end() || !ml->is_object()) return out;
-  for (const auto& [k, val] : ml->items()) {
-    if (!val.is_string()) return {};
-    out.emplace(k, val.get<std::string>());
-  }
-  return out;
-}
-
 }  // namespace
-
-bool is_dns1123_label(std::string_view name) {
-  if (name.empty() || name.size() > 63) return false;
-  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  for (char c : name) {
-    if (!alnum(c) && c != '-') return false;
-  }
-  return alnum(name.front()) && alnum(name.back());
-}
-
-std::string site_key(std::string_view site) {
-  return std::string(kSitesPrefix) + std::string(site);
-}
-std::string template_key(std::string_view tenant, std::string_view name) {
-  return std::string(kTenantsPrefix) + std::string(tenant) + "/templates/" + std::string(name);
-}
-std::string placement_key(std::string_view tenant, std::string_view name) {
-  return std::string(kTenantsPrefix) + std::string(tenant) + "/placements/" + std::string(name);
-}
-std::string override_key(std::string_view tenant, std::string_view name) {
-  return std::string(kTenantsPrefix) + std::string(tenant) + "/overrides/" + std::string(name);
-}
 
 // --- Internal state.
 
@@ -104,14 +61,14 @@ struct PlacementIndex::Site {
 // A placement or an override, as evaluated.
 struct PlacementIndex::Rule {
   std::string key;
-  bool exists = false;
-  Labels match_labels;
-  std::vector<std::string> sites;      // listed site names, sorted
+  bool exists = false;       // present and valid (model::parse_placement / parse_override)
+  model::SiteChoice choice;  // listed sites and label selector
   std::vector<std::string> templates;  // placement: template keys, sorted
   std::string template_key;            // override: the template it patches
   // Placement: the sites it matches. Override: the sites holding it in scope.
   std::unordered_set<Site*> matched;
-  std::string indexed_pair;  // the label pair it is indexed under
+  std::vector<std::string> indexed_pairs;  // the label pairs it is indexed under
+  bool wide = false;  // indexed as a candidate for every site (no candidate pairs)
 };
 
 // Rules by one of their label pairs and by listed site name: the candidates
@@ -119,23 +76,32 @@ struct PlacementIndex::Rule {
 struct PlacementIndex::SelectorIndex {
   std::unordered_map<std::string, std::unordered_set<Rule*>> by_label;
   std::unordered_map<std::string, std::unordered_set<Rule*>> by_site;
+  // Rules whose selector names no label pair every match must carry (only
+  // NotIn, Exists, DoesNotExist): candidates for every site.
+  std::unordered_set<Rule*> wide;
 
   void add(Rule* r) {
     if (!r->exists) return;
-    if (!r->match_labels.empty()) {
-      const auto& [k, v] = *r->match_labels.begin();
-      r->indexed_pair = label_pair(k, v);
-      by_label[r->indexed_pair].insert(r);
+    if (auto pairs = r->choice.selector.candidate_pairs()) {
+      for (const auto& [k, v] : *pairs) {
+        r->indexed_pairs.push_back(label_pair(k, v));
+        by_label[r->indexed_pairs.back()].insert(r);
+      }
+    } else if (!r->choice.selector.empty()) {
+      r->wide = true;
+      wide.insert(r);
     }
-    for (const auto& s : r->sites) by_site[s].insert(r);
+    for (const auto& s : r->choice.sites) by_site[s].insert(r);
   }
   void remove(Rule* r) {
-    if (!r->indexed_pair.empty()) erase(&by_label, r->indexed_pair, r);
-    r->indexed_pair.clear();
-    for (const auto& s : r->sites) erase(&by_site, s, r);
+    for (const auto& p : r->indexed_pairs) erase(&by_label, p, r);
+    r->indexed_pairs.clear();
+    if (r->wide) wide.erase(r);
+    r->wide = false;
+    for (const auto& s : r->choice.sites) erase(&by_site, s, r);
   }
   std::unordered_set<Rule*> candidates(const Site& site) const {
-    std::unordered_set<Rule*> out;
+    std::unordered_set<Rule*> out(wide.begin(), wide.end());
     for (const auto& [k, v] : site.labels) {
       auto it = by_label.find(label_pair(k, v));
       if (it != by_label.end()) out.insert(it->second.begin(), it->second.end());
@@ -175,31 +141,22 @@ StatusOr<std::unique_ptr<PlacementIndex>> PlacementIndex::attach(Store* store) {
 
 PlacementIndex::DocKind PlacementIndex::classify(std::string_view key, std::string_view* tenant,
                                                  std::string_view* name) {
-  if (key.starts_with(kSitesPrefix)) {
-    std::string_view rest = key.substr(kSitesPrefix.size());
-    if (rest.empty() || rest.find('/') != std::string_view::npos) return DocKind::kNone;
-    *name = rest;
-    return DocKind::kSite;
+  const model::ParsedKey k = model::parse_key(key);
+  switch (k.kind) {
+    case model::KeyKind::kSite:
+      *name = k.site;
+      return DocKind::kSite;
+    case model::KeyKind::kPlacement:
+      *tenant = k.tenant;
+      *name = k.name;
+      return DocKind::kPlacement;
+    case model::KeyKind::kOverride:
+      *tenant = k.tenant;
+      *name = k.name;
+      return DocKind::kOverride;
+    default:
+      return DocKind::kNone;
   }
-  if (!key.starts_with(kTenantsPrefix)) return DocKind::kNone;
-  std::string_view rest = key.substr(kTenantsPrefix.size());
-  const size_t slash = rest.find('/');
-  if (slash == std::string_view::npos || slash == 0) return DocKind::kNone;
-  *tenant = rest.substr(0, slash);
-  rest.remove_prefix(slash + 1);
-  DocKind kind;
-  if (rest.starts_with("placements/")) {
-    kind = DocKind::kPlacement;
-    rest.remove_prefix(sizeof("placements/") - 1);
-  } else if (rest.starts_with("overrides/")) {
-    kind = DocKind::kOverride;
-    rest.remove_prefix(sizeof("overrides/") - 1);
-  } else {
-    return DocKind::kNone;
-  }
-  if (rest.empty() || rest.find('/') != std::string_view::npos) return DocKind::kNone;
-  *name = rest;
-  return kind;
 }
 
 // --- Loading.
@@ -212,7 +169,7 @@ Status PlacementIndex::load(Store& store) {
 
   // Site records: one step per site record and one per site subtree, which is
   // skipped whole (status documents are many and not needed here).
-  const std::string sites_end = std::string(kSitesPrefix) + kKeyEnd;
+  const std::string sites_end = std::string(kSitesPrefix) + std::string(kKeyEnd);
   std::string cursor(kSitesPrefix);
   while (true) {
     auto page = store.states(cursor, sites_end, nullptr, 1);
@@ -225,13 +182,14 @@ Status PlacementIndex::load(Store& store) {
       merge(st);
       cursor = successor(st.key());
     } else {
-      cursor = std::string(kSitesPrefix) + std::string(rest.substr(0, slash)) + "/" + kKeyEnd;
+      cursor = std::string(kSitesPrefix) + std::string(rest.substr(0, slash)) + "/" +
+               std::string(kKeyEnd);
     }
   }
 
   // Tenants: for each, its placements and overrides page by page; templates
   // and everything else are skipped.
-  const std::string tenants_end = std::string(kTenantsPrefix) + kKeyEnd;
+  const std::string tenants_end = std::string(kTenantsPrefix) + std::string(kKeyEnd);
   cursor = std::string(kTenantsPrefix);
   while (true) {
     auto page = store.states(cursor, tenants_end, nullptr, 1);
@@ -248,7 +206,7 @@ Status PlacementIndex::load(Store& store) {
         std::string(kTenantsPrefix) + std::string(rest.substr(0, slash)) + "/";
     for (const char* kind : {"overrides/", "placements/"}) {
       const std::string prefix = tenant_prefix + kind;
-      const std::string end = prefix + kKeyEnd;
+      const std::string end = prefix + std::string(kKeyEnd);
       auto is_doc = [&prefix](std::string_view k) {
         return k.substr(prefix.size()).find('/') == std::string_view::npos;
       };
@@ -261,7 +219,7 @@ Status PlacementIndex::load(Store& store) {
         from = successor(docs->back().key());
       }
     }
-    cursor = tenant_prefix + kKeyEnd;
+    cursor = tenant_prefix + std::string(kKeyEnd);
   }
 
   std::lock_guard lock(mu_);
@@ -380,15 +338,15 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
   }
   Site* site = slot.get();
 
-  Labels labels;
-  const bool known = doc.exists() && is_dns1123_label(name);
-  if (known) {
-    const json v = doc.to_value();
-    auto it = v.find("labels");
-    if (it != v.end() && it->is_object()) {
-      for (const auto& [k, val] : it->items()) {
-        if (val.is_string()) labels.emplace(k, val.get<std::string>());
-      }
+  // The record as the model reads it; one it refuses makes the site unknown
+  // (matching nothing), as the site's own renderer then renders nothing.
+  model::Labels labels;
+  bool known = false;
+  if (doc.exists() && is_dns1123_label(name)) {
+    auto record = model::parse_site(name, doc.to_value());
+    if (record.ok()) {
+      known = true;
+      labels = std::move(record->labels);
     }
   }
   if (site->known == known && site->labels == labels) return;
@@ -448,13 +406,12 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
 
   Rule fresh;
   fresh.key = key;
-  fresh.exists = doc.exists() && is_dns1123_label(tenant);
-  if (fresh.exists) {
-    const json v = doc.to_value();
-    fresh.match_labels = match_labels(v);
-    fresh.sites = label_array(v, "sites");
-    for (const auto& t : label_array(v, "templates")) {
-      fresh.templates.push_back(template_key(tenant, t));
+  if (doc.exists() && is_dns1123_label(tenant)) {
+    auto placement = model::parse_placement(doc.to_value());
+    if (placement.ok()) {
+      fresh.exists = true;
+      fresh.choice = std::move(placement->choice);
+      for (const auto& t : placement->templates) fresh.templates.push_back(template_key(tenant, t));
     }
   }
   std::unordered_set<Site*> now = sites_matching(fresh);
@@ -479,8 +436,7 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
 
   placement_selectors_->remove(p);
   p->exists = fresh.exists;
-  p->match_labels = std::move(fresh.match_labels);
-  p->sites = std::move(fresh.sites);
+  p->choice = std::move(fresh.choice);
   p->templates = std::move(fresh.templates);
   p->matched = std::move(now);
   placement_selectors_->add(p);
@@ -498,13 +454,11 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
   Rule fresh;
   fresh.key = key;
   if (doc.exists() && is_dns1123_label(tenant)) {
-    const json v = doc.to_value();
-    auto t = v.find("template");
-    if (t != v.end() && t->is_string() && is_dns1123_label(t->get_ref<const std::string&>())) {
+    auto override_doc = model::parse_override(doc.to_value());
+    if (override_doc.ok()) {
       fresh.exists = true;
-      fresh.template_key = template_key(tenant, t->get_ref<const std::string&>());
-      fresh.match_labels = match_labels(v);
-      fresh.sites = label_array(v, "sites");
+      fresh.template_key = template_key(tenant, override_doc->template_name);
+      fresh.choice = std::move(override_doc->choice);
     }
   }
 
@@ -513,15 +467,7 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
   std::unordered_set<Site*> now;
   if (fresh.exists) {
     auto holders = holders_.find(fresh.template_key);
-    size_t by_selector = fresh.sites.size();
-    if (!fresh.match_labels.empty()) {
-      size_t smallest = SIZE_MAX;
-      for (const auto& [k, v] : fresh.match_labels) {
-        auto it = sites_by_label_.find(label_pair(k, v));
-        smallest = std::min(smallest, it == sites_by_label_.end() ? 0 : it->second.size());
-      }
-      by_selector += smallest;
-    }
+    const size_t by_selector = fresh.choice.sites.size() + selector_candidates(fresh);
     if (holders == holders_.end()) {
       // No site holds the template.
     } else if (holders->second.size() <= by_selector) {
@@ -553,41 +499,51 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
   }
   o->exists = fresh.exists;
   o->template_key = std::move(fresh.template_key);
-  o->match_labels = std::move(fresh.match_labels);
-  o->sites = std::move(fresh.sites);
+  o->choice = std::move(fresh.choice);
   override_selectors_->add(o);
   if (o->exists) overrides_by_template_[o->template_key].insert(o);
   CANOPY_CHECK(o->matched == now);
 }
 
 bool PlacementIndex::matches(const Rule& rule, const Site& site) const {
-  if (!rule.exists || !site.known) return false;
-  if (std::binary_search(rule.sites.begin(), rule.sites.end(), site.name)) return true;
-  if (rule.match_labels.empty()) return false;
-  for (const auto& [k, v] : rule.match_labels) {
-    auto it = site.labels.find(k);
-    if (it == site.labels.end() || it->second != v) return false;
+  return rule.exists && site.known && rule.choice.matches(site.name, site.labels);
+}
+
+size_t PlacementIndex::selector_candidates(const Rule& rule) const {
+  if (rule.choice.selector.empty()) return 0;
+  auto pairs = rule.choice.selector.candidate_pairs();
+  if (!pairs) return sites_.size();
+  size_t n = 0;
+  for (const auto& [k, v] : *pairs) {
+    auto it = sites_by_label_.find(label_pair(k, v));
+    if (it != sites_by_label_.end()) n += it->second.size();
   }
-  return true;
+  return n;
 }
 
 std::unordered_set<PlacementIndex::Site*> PlacementIndex::sites_matching(const Rule& rule) {
   std::unordered_set<Site*> out;
   if (!rule.exists) return out;
-  for (const auto& name : rule.sites) {
+  for (const auto& name : rule.choice.sites) {
     Site* s = site_or_null(name);
     if (s != nullptr && s->known) out.insert(s);
   }
-  if (rule.match_labels.empty()) return out;
-  // Candidates from the rarest of the selector's pairs.
-  const std::unordered_set<Site*>* smallest = nullptr;
-  for (const auto& [k, v] : rule.match_labels) {
-    auto it = sites_by_label_.find(label_pair(k, v));
-    if (it == sites_by_label_.end()) return out;  // no site has this label
-    if (smallest == nullptr || it->second.size() < smallest->size()) smallest = &it->second;
+  if (rule.choice.selector.empty()) return out;
+  auto pairs = rule.choice.selector.candidate_pairs();
+  if (!pairs) {
+    // Only NotIn / Exists / DoesNotExist: any known site may match.
+    for (const auto& [name, s] : sites_) {
+      if (matches(rule, *s)) out.insert(s.get());
+    }
+    return out;
   }
-  for (Site* s : *smallest) {
-    if (matches(rule, *s)) out.insert(s);
+  // Every match carries one of the candidate pairs.
+  for (const auto& [k, v] : *pairs) {
+    auto it = sites_by_label_.find(label_pair(k, v));
+    if (it == sites_by_label_.end()) continue;
+    for (Site* s : it->second) {
+      if (matches(rule, *s)) out.insert(s);
+    }
   }
   return out;
 }
@@ -680,21 +636,10 @@ PlacementIndex::Site* PlacementIndex::site_or_null(std::string_view name) {
 
 // --- Queries.
 
-namespace {
-
-// `key` is `sites/<site>` or under `sites/<site>/`.
-bool in_own_subtree(std::string_view site, std::string_view key) {
-  if (!is_dns1123_label(site) || !key.starts_with(kSitesPrefix)) return false;
-  key.remove_prefix(kSitesPrefix.size());
-  if (!key.starts_with(site)) return false;
-  key.remove_prefix(site.size());
-  return key.empty() || key.front() == '/';
-}
-
-}  // namespace
+namespace {}  // namespace
 
 bool PlacementIndex::in_scope(std::string_view site, std::string_view key) {
-  if (in_own_subtree(site, key)) return true;
+  if (model::in_site_subtree(site, key)) return true;
   if (!key.starts_with(kTenantsPrefix)) return false;
   std::lock_guard lock(mu_);
   const Site* s = site_or_null(site);
@@ -808,9 +753,24 @@ std::vector<std::string> PlacementIndex::placements_of(std::string_view site) {
 }
 
 void register_site(Store* store, const std::string& child, const v1::Hello& hello) {
-  json doc = {{"name", child}, {"labels", json::object()}};
-  for (const auto& [k, v] : hello.labels()) doc["labels"][k] = v;
-  auto r = store->put_value("sites/" + child, doc);
+  // The hub's record is the one source of truth for a site's labels: a
+  // spoke's configured labels are only its request, taken when the hub has no
+  // record of the site yet. Later edits go through the API.
+  auto existing = store->get(site_key(child));
+  if (existing.ok()) return;
+  if (existing.status().code() != StatusCode::kNotFound) {
+    spdlog::warn("registering site {}: {}", child, existing.status().to_string());
+    return;
+  }
+  model::SiteRecord record{child, {}};
+  for (const auto& [k, v] : hello.labels()) record.labels.emplace(k, v);
+  const json doc = model::site_document(record);
+  if (auto valid = model::parse_site(child, doc); !valid.ok()) {
+    spdlog::warn("site {} asked for labels the hub refuses: {}; registered without labels", child,
+                 valid.status().message());
+    record.labels.clear();
+  }
+  auto r = store->put_value(site_key(child), model::site_document(record));
   if (!r.ok()) spdlog::warn("registering site {}: {}", child, r.status().to_string());
 }
 

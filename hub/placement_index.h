@@ -19,24 +19,26 @@
 // names it, whether or not the document exists (its deletion must reach the
 // site as well).
 //
-// Matching. A site matches a rule (placement or override) when it is listed in
-// the rule's `sites`, or when the rule's `selector.matchLabels` is non-empty
-// and every pair equals the site's label. Only known sites (a visible
-// `sites/<site>` document) match; an unknown site's scope is its own subtree.
-// An override is in a site's scope when it matches the site and its template
-// is in the site's scope. Names that are not DNS-1123 labels, and selectors
-// with non-string values, match nothing (fail closed: scope is the security
-// boundary).
+// Matching. Documents are read by the model (model/documents.h): a site
+// matches a rule (placement or override) when the rule's SiteChoice matches
+// the site's record — the same function the site's renderer calls. Only known
+// sites (a `sites/<site>` record the model accepts) match; an unknown site's
+// scope is its own subtree. An override is in a site's scope when it matches
+// the site and its template is in the site's scope. A document the model
+// refuses matches nothing (fail closed: scope is the security boundary).
 //
 // Data structures and costs (S sites, k keys in one site's scope):
 //   - per site: the scope as an ordered map key -> reference count (a template
 //     listed by two matching placements counts twice), so
 //     in_scope is O(log k), and its version is cached until the key set changes;
 //   - per scope key: the set of sites holding it, so sites_for is O(result);
-//   - sites by label pair `k=v`, and rules by one of their label pairs and by
-//     listed site name, so that a placement change visits only the sites that
-//     matched it before or match it now (candidates from the smallest label
-//     set), and a site change visits only the rules that could match it;
+//   - sites by label pair `k=v`, and rules by their candidate label pairs
+//     (LabelSelector::candidate_pairs: one matchLabels pair, or the values of
+//     an `In`) and by listed site name, so that a placement change visits only
+//     the sites that matched it before or carry a candidate pair, and a site
+//     change visits only the rules that could match it. A selector with only
+//     NotIn / Exists / DoesNotExist has no candidate pairs: such "wide" rules
+//     are checked against every site;
 //   - overrides by template key, so that a template entering a site's scope
 //     finds its overrides directly.
 // A change touches only what it changes: a placement's sites, a site's rules.
@@ -67,6 +69,7 @@
 
 #include "canopy/v1/store.pb.h"
 #include "canopy/v1/sync.pb.h"
+#include "model/selector.h"
 #include "store/document.h"
 #include "store/status.h"
 #include "store/store.h"
@@ -74,26 +77,13 @@
 
 namespace canopy::hub {
 
-// True for a DNS-1123 label: 1-63 characters of [a-z0-9-], starting and ending
-// with a letter or digit. Every tenant, site, template, placement and override
-// name is one.
-bool is_dns1123_label(std::string_view name);
-
 // The site registry as the hub keeps it: a child's hello describes the site
 // (its labels), and this writes the record `sites/<child>` that the index
 // reads. A failed write is logged; the child's next hello writes it again.
 // (ParentSync's hello hook in canopy-hub.)
 void register_site(Store* store, const std::string& child, const v1::Hello& hello);
 
-// Key layout (docs/keys.md).
-inline constexpr std::string_view kSitesPrefix = "sites/";
-inline constexpr std::string_view kTenantsPrefix = "t/";
-std::string site_key(std::string_view site);
-std::string template_key(std::string_view tenant, std::string_view name);
-std::string placement_key(std::string_view tenant, std::string_view name);
-std::string override_key(std::string_view tenant, std::string_view name);
-
-using Labels = std::map<std::string, std::string, std::less<>>;
+using Labels = model::Labels;
 
 class PlacementIndex final : public sync::ScopeProvider {
  public:
@@ -167,6 +157,8 @@ class PlacementIndex final : public sync::ScopeProvider {
                        Changes* changes);
   std::unordered_set<Site*> sites_matching(const Rule& rule);
   bool matches(const Rule& rule, const Site& site) const;
+  // How many sites the rule's selector may match, from the label index.
+  size_t selector_candidates(const Rule& rule) const;
   std::unordered_set<Rule*> overrides_wanted(Site* site);
   void add_placement(Site* site, Rule* placement, const std::vector<std::string>& templates,
                      Changes* changes);

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "spoke/render.h"
+#include "model/render.h"
 #include "store/status.h"
 
 namespace canopy::spoke {
@@ -43,17 +43,17 @@ class Applier {
 
   // The id under which `object` is applied; what inventory() lists and
   // remove() takes.
-  virtual std::string id_of(const RenderedObject& object) const = 0;
+  virtual std::string id_of(const model::RenderedObject& object) const = 0;
 
-  virtual StatusOr<ApplyOutcome> apply(const RenderedObject& object) = 0;
+  virtual StatusOr<ApplyOutcome> apply(const model::RenderedObject& object) = 0;
 
   // Applies several objects, one result per object in order. Appliers that can
   // batch (share fsyncs, pipeline requests) override it.
   virtual std::vector<StatusOr<ApplyOutcome>> apply_all(
-      const std::vector<const RenderedObject*>& objects) {
+      const std::vector<const model::RenderedObject*>& objects) {
     std::vector<StatusOr<ApplyOutcome>> out;
     out.reserve(objects.size());
-    for (const RenderedObject* o : objects) out.push_back(apply(*o));
+    for (const model::RenderedObject* o : objects) out.push_back(apply(*o));
     return out;
   }
 

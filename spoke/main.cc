@@ -65,7 +65,7 @@ int run(const SpokeConfig& cfg) {
     return 1;
   }
   std::unique_ptr<ManifestsDirApplier> applier = std::move(applier_or).value();
-  Reconciler reconciler(store.get(), SiteInfo{cfg.site, cfg.labels}, applier.get());
+  Reconciler reconciler(store.get(), cfg.site, applier.get());
 
   // Autonomy first: apply what the local store holds, before any network.
   if (Status s = reconciler.reconcile_once(); !s.ok()) {

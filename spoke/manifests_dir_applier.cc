@@ -151,7 +151,7 @@ Status ManifestsDirApplier::load_existing() {
     std::string_view name = e->d_name;
     if (name.starts_with(kTempFilePrefix)) {
       stale.emplace_back(name);
-    } else if (parse_manifest_file_name(name, nullptr, nullptr)) {
+    } else if (model::parse_manifest_file_name(name, nullptr, nullptr)) {
       ours.emplace_back(name);
     }
   }
@@ -207,9 +207,9 @@ StatusOr<ManifestsDirApplier::Entry> ManifestsDirApplier::read_entry(const std::
     e.removed_at_ms = std::strtoull(removed->get_ref<const std::string&>().c_str(), nullptr, 10);
     return e;
   }
-  auto hash = ann->find(kHashAnnotation);
+  auto hash = ann->find(model::kHashAnnotation);
   if (hash != ann->end() && hash->is_string() &&
-      hash->get_ref<const std::string&>() == content_hash(doc)) {
+      hash->get_ref<const std::string&>() == model::content_hash(doc)) {
     e.hash = hash->get_ref<const std::string&>();
   }
   return e;
@@ -221,7 +221,7 @@ bool ManifestsDirApplier::unchanged_on_disk(const std::string& file_name, const 
   return st.st_ino == e.ino && st.st_size == e.size && mtime_ns(st) == e.mtime_ns;
 }
 
-std::string ManifestsDirApplier::file_content(const RenderedObject& object) {
+std::string ManifestsDirApplier::file_content(const model::RenderedObject& object) {
   std::string text = object.object.dump(2, ' ', false, json::error_handler_t::replace);
   text.push_back('\n');
   return text;
@@ -324,13 +324,13 @@ void ManifestsDirApplier::write_files(std::vector<Write*>& writes) {
   }
 }
 
-StatusOr<ApplyOutcome> ManifestsDirApplier::apply(const RenderedObject& object) {
+StatusOr<ApplyOutcome> ManifestsDirApplier::apply(const model::RenderedObject& object) {
   auto out = apply_all({&object});
   return std::move(out.front());
 }
 
 std::vector<StatusOr<ApplyOutcome>> ManifestsDirApplier::apply_all(
-    const std::vector<const RenderedObject*>& objects) {
+    const std::vector<const model::RenderedObject*>& objects) {
   std::vector<StatusOr<ApplyOutcome>> results;
   results.reserve(objects.size());
   if (Status st = ensure_dir(); !st.ok()) {
@@ -342,9 +342,9 @@ std::vector<StatusOr<ApplyOutcome>> ManifestsDirApplier::apply_all(
   std::vector<size_t> write_of(objects.size(), SIZE_MAX);
 
   for (size_t i = 0; i < objects.size(); ++i) {
-    const RenderedObject& o = *objects[i];
+    const model::RenderedObject& o = *objects[i];
     const std::string message = "manifest " + path(o.file_name);
-    if (!parse_manifest_file_name(o.file_name, nullptr, nullptr)) {
+    if (!model::parse_manifest_file_name(o.file_name, nullptr, nullptr)) {
       results.push_back(invalid_argument("file name " + o.file_name + " of " + o.template_key +
                                          " is not a Canopy manifest file name"));
       continue;
@@ -386,7 +386,7 @@ std::vector<StatusOr<ApplyOutcome>> ManifestsDirApplier::apply_all(
 }
 
 Status ManifestsDirApplier::remove(const std::string& id) {
-  if (!parse_manifest_file_name(id, nullptr, nullptr)) {
+  if (!model::parse_manifest_file_name(id, nullptr, nullptr)) {
     return invalid_argument(id + " is not a Canopy manifest file name");
   }
   CANOPY_RETURN_IF_ERROR(ensure_dir());
@@ -431,7 +431,7 @@ StatusOr<std::vector<std::string>> ManifestsDirApplier::inventory() {
   errno = 0;
   while (struct dirent* e = ::readdir(d)) {
     std::string_view name = e->d_name;
-    if (parse_manifest_file_name(name, nullptr, nullptr)) present.emplace_back(name);
+    if (model::parse_manifest_file_name(name, nullptr, nullptr)) present.emplace_back(name);
   }
   int err = errno;
   ::closedir(d);

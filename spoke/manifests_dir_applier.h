@@ -9,7 +9,7 @@
 // files: no YAML emitter needed, and the bytes are exactly the canonical
 // rendering (pretty-printed for the operator who looks at the directory).
 //
-// Files. One per rendered object, named manifest_file_name(tenant, template)
+// Files. One per rendered object, named model::manifest_file_name(tenant, template)
 // ("canopy-<len>-<tenant>-<template>.json"); the file name is the object's id.
 // Other files in the directory are never read, listed or touched.
 //
@@ -88,10 +88,10 @@ class ManifestsDirApplier final : public Applier {
   ManifestsDirApplier& operator=(const ManifestsDirApplier&) = delete;
 
   std::string name() const override { return "manifests-dir"; }
-  std::string id_of(const RenderedObject& object) const override { return object.file_name; }
-  StatusOr<ApplyOutcome> apply(const RenderedObject& object) override;
+  std::string id_of(const model::RenderedObject& object) const override { return object.file_name; }
+  StatusOr<ApplyOutcome> apply(const model::RenderedObject& object) override;
   std::vector<StatusOr<ApplyOutcome>> apply_all(
-      const std::vector<const RenderedObject*>& objects) override;
+      const std::vector<const model::RenderedObject*>& objects) override;
   Status remove(const std::string& id) override;
   // Canopy's files in the directory, tombstones excluded, sorted.
   StatusOr<std::vector<std::string>> inventory() override;
@@ -103,7 +103,7 @@ class ManifestsDirApplier final : public Applier {
   size_t stale_temp_files_removed() const { return stale_removed_; }
 
   // The bytes written for `object`.
-  static std::string file_content(const RenderedObject& object);
+  static std::string file_content(const model::RenderedObject& object);
   static std::string tombstone_content(uint64_t removed_at_ms);
 
  private:

@@ -46,41 +46,22 @@ uint64_t hash_text(std::string_view s, uint64_t seed = 0) {
   return XXH3_64bits_withSeed(s.data(), s.size(), seed);
 }
 
-// Parses "sites/<site>/status/<tenant>/<template>" given its prefix.
-bool parse_status_key(std::string_view key, std::string_view prefix, std::string* tenant,
-                      std::string* name) {
-  if (!key.starts_with(prefix)) return false;
-  std::string_view rest = key.substr(prefix.size());
-  size_t slash = rest.find('/');
-  if (slash == std::string_view::npos) return false;
-  std::string_view t = rest.substr(0, slash);
-  std::string_view n = rest.substr(slash + 1);
-  if (!is_dns1123_label(t) || !is_dns1123_label(n)) return false;
-  *tenant = std::string(t);
-  *name = std::string(n);
-  return true;
-}
-
 std::string string_field(const json& doc, const char* name) {
   if (!doc.is_object()) return "";
   auto it = doc.find(name);
   return it != doc.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-json status_doc(const std::string& template_key, const std::string& hash, std::string_view outcome,
+json status_doc(const std::string& tk, const std::string& hash, model::Outcome outcome,
                 const std::string& message, const std::string& file) {
-  return json{{"template", template_key},
-              {"hash", hash},
-              {"outcome", outcome},
-              {"message", message},
-              {"file", file}};
+  return model::status_document(model::StatusReport{tk, hash, outcome, message, file});
 }
 
 }  // namespace
 
-Reconciler::Reconciler(Store* store, SiteInfo site, Applier* applier, ReconcilerOptions options)
+Reconciler::Reconciler(Store* store, std::string site, Applier* applier, ReconcilerOptions options)
     : store_(store),
-      site_(std::move(site)),
+      site_{std::move(site), {}},
       applier_(applier),
       limits_(options.limits),
       threads_(options.threads != 0
@@ -88,8 +69,27 @@ Reconciler::Reconciler(Store* store, SiteInfo site, Applier* applier, Reconciler
                    : std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxThreads)),
       store_write_threads_(std::max<size_t>(options.store_write_threads, 1)) {}
 
-void Reconciler::set_labels(std::map<std::string, std::string> labels) {
-  site_.labels = std::move(labels);
+Status Reconciler::refresh_site() {
+  auto text = store_->get(model::site_key(site_.name));
+  if (!text.ok()) {
+    if (text.status().code() != StatusCode::kNotFound) return text.status();
+    site_known_ = false;
+    site_error_ = "site record " + model::site_key(site_.name) +
+                  " has not reached this site yet: nothing is rendered or removed until it does";
+    return ok_status();
+  }
+  auto doc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  auto record = doc.is_discarded() ? StatusOr<model::SiteRecord>(invalid_argument("not JSON"))
+                                   : model::parse_site(site_.name, doc);
+  if (!record.ok()) {
+    site_known_ = false;
+    site_error_ = "site record " + model::site_key(site_.name) + ": " + record.status().message();
+    return ok_status();
+  }
+  site_known_ = true;
+  site_error_.clear();
+  site_.labels = std::move(record->labels);
+  return ok_status();
 }
 
 Status Reconciler::refresh_desired() {
@@ -97,19 +97,19 @@ Status Reconciler::refresh_desired() {
   struct Changed {
     std::string key;
     std::string text;
-    DesiredKind kind;
+    model::DesiredKind kind;
     uint64_t hash;
     json doc;
   };
   std::vector<Changed> changed;
-  for (const std::string& prefix : desired_prefixes(site_.name)) {
+  for (const std::string& prefix : model::desired_prefixes(site_.name)) {
     std::string after;
     while (true) {
       auto page = store_->scan(prefix, after, kScanPage);
       if (!page.ok()) return page.status();
       for (ScanItem& item : page->items) {
-        DesiredKind kind = desired_kind(item.key, site_.name);
-        if (kind == DesiredKind::kNone) continue;
+        model::DesiredKind kind = model::desired_kind(item.key, site_.name);
+        if (kind == model::DesiredKind::kNone) continue;
         const uint64_t h = hash_text(item.json);
         Seen& seen = seen_[item.key];
         seen.generation = generation_;
@@ -129,7 +129,7 @@ Status Reconciler::refresh_desired() {
       return data_loss("document " + c.key + " is not a JSON object");
     }
     seen_[c.key].text_hash = c.hash;
-    put_desired(&desired_, c.kind, c.key, std::move(c.doc));
+    model::put_desired(&desired_, c.kind, c.key, std::move(c.doc));
     ++stats_.documents_parsed;
   }
   for (auto it = seen_.begin(); it != seen_.end();) {
@@ -137,13 +137,13 @@ Status Reconciler::refresh_desired() {
       ++it;
       continue;
     }
-    erase_desired(&desired_, desired_kind(it->first, site_.name), it->first);
+    model::erase_desired(&desired_, model::desired_kind(it->first, site_.name), it->first);
     it = seen_.erase(it);
   }
   return ok_status();
 }
 
-uint64_t Reconciler::fingerprint(const ObjectPlan& plan) const {
+uint64_t Reconciler::fingerprint(const model::ObjectPlan& plan) const {
   auto text_hash = [&](const std::string& key) {
     auto it = seen_.find(key);
     return it == seen_.end() ? 0 : it->second.text_hash;
@@ -162,12 +162,20 @@ Status Reconciler::reconcile_once() {
   };
 
   CANOPY_RETURN_IF_ERROR(refresh_desired());
+  CANOPY_RETURN_IF_ERROR(refresh_site());
 
   // Plan and render, reusing the renders whose inputs did not change.
-  SitePlan plan = plan_site(site_, desired_, limits_);
+  // Rendered by the hub's record of the site (its labels), as the hub's
+  // index chose its scope; without a record, nothing is known for sure.
+  model::SitePlan plan;
+  if (site_known_) {
+    plan = model::plan_site(site_, desired_, limits_);
+  } else {
+    plan.failures.push_back(model::RenderFailure{model::site_key(site_.name), "", "", site_error_});
+  }
   failures_ = std::move(plan.failures);
   std::set<std::string> global_now;
-  for (const RenderFailure& f : failures_) {
+  for (const model::RenderFailure& f : failures_) {
     if (!f.template_name.empty()) continue;
     ++stats_.global_failures;
     global_now.insert(f.error);
@@ -176,8 +184,8 @@ Status Reconciler::reconcile_once() {
   logged_global_ = std::move(global_now);
 
   std::map<std::string, Memo> memo;
-  std::vector<std::pair<const ObjectPlan*, Memo*>> misses;
-  for (const ObjectPlan& p : plan.objects) {
+  std::vector<std::pair<const model::ObjectPlan*, Memo*>> misses;
+  for (const model::ObjectPlan& p : plan.objects) {
     const uint64_t fp = fingerprint(p);
     auto old = memo_.find(p.template_key);
     Memo& m = memo[p.template_key];
@@ -190,7 +198,7 @@ Status Reconciler::reconcile_once() {
   }
   stats_.renders_computed = misses.size();
   parallel_for(misses.size(), threads_, [&](size_t i) {
-    auto r = render_object(*misses[i].first, desired_, limits_);
+    auto r = model::render_object(*misses[i].first, desired_, limits_);
     Memo& m = *misses[i].second;
     m.ok = r.ok();
     if (r.ok()) {
@@ -199,20 +207,20 @@ Status Reconciler::reconcile_once() {
       m.error = r.status().message();
     }
   });
-  std::vector<const RenderedObject*> to_apply;
-  for (const ObjectPlan& p : plan.objects) {
+  std::vector<const model::RenderedObject*> to_apply;
+  for (const model::ObjectPlan& p : plan.objects) {
     const Memo& m = memo[p.template_key];
     if (m.ok) {
       ++stats_.rendered;
       to_apply.push_back(&m.object);
     } else {
-      failures_.push_back(RenderFailure{p.template_key, p.tenant, p.template_name, m.error});
+      failures_.push_back(model::RenderFailure{p.template_key, p.tenant, p.template_name, m.error});
     }
   }
   memo_ = std::move(memo);
 
   // Current status documents, by template key.
-  const std::string status_prefix = "sites/" + site_.name + "/status/";
+  const std::string status_prefix = model::status_prefix(site_.name);
   std::map<std::string, CurrentStatus> current;
   {
     std::string after;
@@ -221,11 +229,14 @@ Status Reconciler::reconcile_once() {
       if (!page.ok()) return page.status();
       for (ScanItem& item : page->items) {
         CurrentStatus c;
-        if (!parse_status_key(item.key, status_prefix, &c.tenant, &c.name)) continue;
+        const model::ParsedKey k = model::parse_key(item.key);
+        if (k.kind != model::KeyKind::kStatus || k.site != site_.name) continue;
+        c.tenant = std::string(k.tenant);
+        c.name = std::string(k.name);
         c.key = std::move(item.key);
         c.doc = json::parse(item.json, nullptr, /*allow_exceptions=*/false);
         if (c.doc.is_discarded()) c.doc = json::object();
-        current.emplace(template_key(c.tenant, c.name), std::move(c));
+        current.emplace(model::template_key(c.tenant, c.name), std::move(c));
       }
       if (page->next_after.empty()) break;
       after = std::move(page->next_after);
@@ -241,31 +252,32 @@ Status Reconciler::reconcile_once() {
   std::vector<StatusOr<ApplyOutcome>> outcomes = applier_->apply_all(to_apply);
   std::set<std::string> retained;  // applier ids to keep
   for (size_t i = 0; i < to_apply.size(); ++i) {
-    const RenderedObject& o = *to_apply[i];
+    const model::RenderedObject& o = *to_apply[i];
     const std::string id = applier_->id_of(o);
     retained.insert(id);
     const StatusOr<ApplyOutcome>& r = outcomes[i];
     json doc;
     if (r.ok()) {
       if (r->changed) ++stats_.changed;
-      doc = status_doc(o.template_key, o.hash, kOutcomeApplied, r->message, id);
+      doc = status_doc(o.template_key, o.hash, model::Outcome::kApplied, r->message, id);
     } else {
       ++stats_.failed;
       note(r.status());
-      doc = status_doc(o.template_key, previous(o.template_key, "hash"), kOutcomeFailed,
+      doc = status_doc(o.template_key, previous(o.template_key, "hash"), model::Outcome::kFailed,
                        applier_->name() + ": " + r.status().message(),
                        previous(o.template_key, "file"));
     }
-    wanted[o.template_key] = {status_key(site_.name, o.tenant, o.template_name), std::move(doc)};
+    wanted[o.template_key] = {model::status_key(site_.name, o.tenant, o.template_name),
+                              std::move(doc)};
   }
-  for (const RenderFailure& f : failures_) {
+  for (const model::RenderFailure& f : failures_) {
     if (f.template_name.empty()) continue;
     ++stats_.failed;
     std::string file = previous(f.template_key, "file");
     if (!file.empty()) retained.insert(file);
-    wanted[f.template_key] = {status_key(site_.name, f.tenant, f.template_name),
+    wanted[f.template_key] = {model::status_key(site_.name, f.tenant, f.template_name),
                               status_doc(f.template_key, previous(f.template_key, "hash"),
-                                         kOutcomeFailed, f.error, file)};
+                                         model::Outcome::kFailed, f.error, file)};
   }
 
   // Prune.
@@ -295,7 +307,7 @@ Status Reconciler::reconcile_once() {
         const CurrentStatus& c = current[o->second];
         ++stats_.failed;
         wanted[o->second] = {
-            c.key, status_doc(o->second, string_field(c.doc, "hash"), kOutcomeFailed,
+            c.key, status_doc(o->second, string_field(c.doc, "hash"), model::Outcome::kFailed,
                               applier_->name() + ": removing " + id + ": " + st.message(), id)};
       }
     }

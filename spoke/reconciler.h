@@ -3,8 +3,10 @@
 //
 // One pass (reconcile_once):
 //   1. reads the desired documents (`t/`, `sites/<site>/overrides/`) from the
-//      store, parsing only those whose bytes changed since the last pass;
-//   2. plans and renders the site (render.h), re-rendering only the templates
+//      store, parsing only those whose bytes changed since the last pass, and
+//      the site record `sites/<site>` (the site's labels, as the hub decided
+//      them; until the record arrives nothing is rendered or pruned);
+//   2. plans and renders the site (model/render.h), re-rendering only the templates
 //      whose inputs (template, matching overrides, local override) changed;
 //   3. hands every rendered object to the applier (apply_all: the applier
 //      skips objects it already holds);
@@ -44,8 +46,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "model/render.h"
 #include "spoke/applier.h"
-#include "spoke/render.h"
 #include "store/status.h"
 
 namespace canopy {
@@ -54,11 +56,8 @@ class Store;
 
 namespace canopy::spoke {
 
-inline constexpr std::string_view kOutcomeApplied = "applied";
-inline constexpr std::string_view kOutcomeFailed = "failed";
-
 struct ReconcilerOptions {
-  RenderLimits limits;
+  model::RenderLimits limits;
   // Threads for the bulk work of a pass that has much to do (parsing,
   // rendering, status writes, which then share the store's group commits);
   // 0: the number of cores, at most 8. Small passes run on the caller's thread.
@@ -84,7 +83,10 @@ struct ReconcileStats {
 
 class Reconciler {
  public:
-  Reconciler(Store* store, SiteInfo site, Applier* applier, ReconcilerOptions options = {});
+  // `site` is the site's name; its labels are those of its record in the
+  // store (`sites/<site>`, written by the hub), never the spoke's own
+  // configuration: the hub chose the site's scope by that record.
+  Reconciler(Store* store, std::string site, Applier* applier, ReconcilerOptions options = {});
 
   // One pass (see above). Failures to render (bad input) are reported in
   // status documents only: retrying cannot fix them, a new input will. Applier
@@ -93,13 +95,10 @@ class Reconciler {
   // caller retries the pass with backoff.
   Status reconcile_once();
 
-  // The site's labels changed (a new `sites/<site>` document).
-  void set_labels(std::map<std::string, std::string> labels);
-
-  const SiteInfo& site() const { return site_; }
+  const model::SiteRecord& site() const { return site_; }
   const ReconcileStats& last_stats() const { return stats_; }
   // Failures of the last pass, for logs and the local API.
-  const std::vector<RenderFailure>& last_failures() const { return failures_; }
+  const std::vector<model::RenderFailure>& last_failures() const { return failures_; }
 
  private:
   struct Seen {
@@ -115,26 +114,30 @@ class Reconciler {
   struct Memo {
     uint64_t fingerprint = 0;
     bool ok = false;
-    RenderedObject object;  // when ok
-    std::string error;      // when not
+    model::RenderedObject object;  // when ok
+    std::string error;             // when not
   };
 
   Status refresh_desired();
-  uint64_t fingerprint(const ObjectPlan& plan) const;
+  // Reads the site record `sites/<site>`: its labels are the site's labels.
+  Status refresh_site();
+  uint64_t fingerprint(const model::ObjectPlan& plan) const;
 
   Store* store_;
-  SiteInfo site_;
+  model::SiteRecord site_;
+  bool site_known_ = false;
+  std::string site_error_;
   Applier* applier_;
-  RenderLimits limits_;
+  model::RenderLimits limits_;
   size_t threads_;
   size_t store_write_threads_;
 
-  DesiredState desired_;
+  model::DesiredState desired_;
   std::unordered_map<std::string, Seen> seen_;  // desired key -> hash of its bytes
   uint64_t generation_ = 0;
   std::map<std::string, Memo> memo_;  // template key -> last render
   ReconcileStats stats_;
-  std::vector<RenderFailure> failures_;
+  std::vector<model::RenderFailure> failures_;
   std::set<std::string> logged_global_;  // global failures already logged
 };
 

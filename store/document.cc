@@ -1227,18 +1227,4 @@ StatusOr<json> parse_document(std::string_view text, const DocumentLimits& limit
   return doc;
 }
 
-json apply_merge_patch(const json& target, const json& patch) {
-  if (!patch.is_object()) return patch;
-  json result = target.is_object() ? target : json::object();
-  for (const auto& [k, v] : patch.items()) {
-    if (v.is_null()) {
-      result.erase(k);
-    } else {
-      auto it = result.find(k);
-      result[k] = apply_merge_patch(it == result.end() ? json() : *it, v);
-    }
-  }
-  return result;
-}
-
 }  // namespace canopy

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "canopy/v1/store.pb.h"
+#include "store/merge_patch.h"
 #include "store/status.h"
 
 namespace canopy {
@@ -241,8 +242,5 @@ bool canonical_json_value(std::string_view v);
 
 // Parses `text` as a JSON document; it must be an object, within limits.
 StatusOr<nlohmann::json> parse_document(std::string_view text, const DocumentLimits& limits);
-
-// RFC 7386 JSON merge patch: returns `target` with `patch` applied.
-nlohmann::json apply_merge_patch(const nlohmann::json& target, const nlohmann::json& patch);
 
 }  // namespace canopy

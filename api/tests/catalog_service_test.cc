@@ -205,6 +205,25 @@ TEST_F(CatalogServiceTest, PutGetDelete) {
   EXPECT_EQ(st.error_message(), R"(site "paris" not found)");
 }
 
+TEST_F(CatalogServiceTest, AcceptsEverySelectorForm) {
+  const json exprs = {{"key", "tier"}, {"operator", "In"}, {"values", {"shop", "cell-tower"}}};
+  put_ok("placement", "acme", "exprs",
+         {{"templates", {"web"}}, {"selector", {{"matchExpressions", {exprs}}}}});
+  put_ok("placement", "acme", "both",
+         {{"templates", {"web"}},
+          {"selector",
+           {{"matchLabels", {{"region", "eu-west"}}},
+            {"matchExpressions",
+             {exprs,
+              {{"key", "legacy"}, {"operator", "DoesNotExist"}},
+              {{"key", "arch"}, {"operator", "NotIn"}, {"values", {"s390x"}}},
+              {{"key", "zone"}, {"operator", "Exists"}}}}}}});
+  put_ok("override", "acme", "tier",
+         {{"template", "web"},
+          {"patch", json::object()},
+          {"selector", {{"matchExpressions", {exprs}}}}});
+}
+
 TEST_F(CatalogServiceTest, ListPaginates) {
   std::vector<std::string> want;
   for (int i = 0; i < 25; ++i) {
@@ -316,7 +335,7 @@ std::vector<BadPut> bad_puts() {
       {"no apiVersion", tmpl(without(cm, "apiVersion")), IA,
        R"(template "web": apiVersion is missing)"},
       {"kind not a string", tmpl(with(cm, "/kind"_json_pointer, 5)), IA,
-       "kind must be a non-empty string"},
+       "kind must be a string, not number"},
       {"no metadata", tmpl(without(cm, "metadata")), IA, "metadata is missing"},
       {"no metadata.name", tmpl(with(cm, "/metadata"_json_pointer, json::object())), IA,
        "metadata.name is missing"},
@@ -333,7 +352,7 @@ std::vector<BadPut> bad_puts() {
       {"template not a string", plc({{"templates", {1}}, {"sites", {"lyon"}}}), IA,
        "templates[0] must be a string"},
       {"placement choosing no sites", plc({{"templates", {"web"}}}), IA,
-       "selector.matchLabels or sites is missing"},
+       "sites or selector is missing or empty"},
       {"selector not an object", plc({{"templates", {"web"}}, {"selector", "region=eu"}}), IA,
        "selector must be an object"},
       {"label value not a string",
@@ -347,9 +366,21 @@ std::vector<BadPut> bad_puts() {
       {"patch not an object", ovr({{"template", "web"}, {"patch", {1, 2}}}), IA,
        "patch must be an object (a JSON merge patch), not array"},
       {"site name differs", object("site", "", "lyon", R"({"name":"paris"})"), IA,
-       R"(site "lyon": name "paris" differs from the object's name "lyon")"},
+       R"(site "lyon": name "paris" differs from the site's name "lyon")"},
       {"site label not a string", object("site", "", "lyon", R"({"labels":{"tier":2}})"), IA,
        "labels.tier must be a string"},
+      // What every site checks is checked here (model/documents.h).
+      {"template label not a string",
+       tmpl(with(cm, "/metadata/labels"_json_pointer, json{{"tier", 3}})), IA,
+       "metadata.labels.tier must be a string, not number"},
+      {"bad selector operator",
+       plc({{"templates", {"web"}},
+            {"selector",
+             {{"matchExpressions", {{{"key", "tier"}, {"operator", "in"}, {"values", {"a"}}}}}}}}),
+       IA, R"(selector.matchExpressions[0].operator "in" is not one of In, NotIn)"},
+      {"misspelt field",
+       plc({{"templates", {"web"}}, {"sites", {"lyon"}}, {"selecter", json::object()}}), IA,
+       R"(placement "shop": "selecter" is not a field)"},
   };
 }
 

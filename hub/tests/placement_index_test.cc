@@ -350,7 +350,9 @@ TEST_F(PlacementIndexTest, OverridesFollowTheirTemplateAndSelector) {
   // An override of a template out of scope, or for a site without the
   // template, enters nowhere.
   const std::string db = "t/acme/overrides/db-eu";
-  put(db, {{"template", "db"}, {"selector", {{"matchLabels", {{"region", "eu"}}}}}, {"patch", {}}});
+  put(db, {{"template", "db"},
+           {"selector", {{"matchLabels", {{"region", "eu"}}}}},
+           {"patch", json::object()}});
   const std::string us = "t/acme/overrides/web-c";
   put(us, {{"template", "web"}, {"sites", {"c"}}, {"patch", json::object()}});
   EXPECT_TRUE(take().empty());
@@ -410,10 +412,13 @@ TEST_F(PlacementIndexTest, SitesListedByNameEnterWhenTheyAppear) {
 
 TEST_F(PlacementIndexTest, BadNamesAndSelectorsMatchNothing) {
   site("a", {{"region", "eu"}, {"n", "1"}});
-  // Template names that are not labels are skipped: a key outside the
-  // tenant's templates never enters a scope.
+  // Template names that are not labels make the placement match nothing: a
+  // key outside the tenant's templates never enters a scope, and the site's
+  // renderer, which reads placements with the same function, agrees.
   put(kPlacementKey, {{"templates", {"web", "../x", "Web", 5, "a/b"}},
                       {"selector", {{"matchLabels", {{"region", "eu"}}}}}});
+  EXPECT_TRUE(take().empty());
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
   EXPECT_EQ(take()["a"].entered, (Keys{kPlacementKey, kWebKey}));
   // A selector value that is not a string makes the selector match nothing.
   put(kPlacementKey,
@@ -439,8 +444,9 @@ TEST_F(PlacementIndexTest, LoadAgreesWithIncrementalEvaluation) {
     put("t/" + t + "/templates/web", {{"kind", "ConfigMap"}});
     put("t/" + t + "/placements/eu", placement({"web", "db"}, {{"region", "eu"}}, {"s1"}));
     put("t/" + t + "/placements/edge", placement({"cache"}, {{"tier", "edge"}}));
-    put("t/" + t + "/overrides/web-core",
-        {{"template", "web"}, {"selector", {{"matchLabels", {{"tier", "core"}}}}}, {"patch", {}}});
+    put("t/" + t + "/overrides/web-core", {{"template", "web"},
+                                           {"selector", {{"matchLabels", {{"tier", "core"}}}}},
+                                           {"patch", json::object()}});
   }
   remove("t/beta/placements/edge");
   remove("sites/s3");
@@ -531,8 +537,9 @@ TEST_F(PlacementIndexTest, FollowsReplicatedDeltasAndStates) {
 TEST_F(PlacementIndexTest, ConcurrentWritersAgreeWithAFreshLoad) {
   put(kPlacementKey, placement({"web"}, {{"region", "r1"}}));
   put("t/acme/placements/two", placement({"db"}, {{"tier", "edge"}}));
-  put("t/acme/overrides/web-edge",
-      {{"template", "web"}, {"selector", {{"matchLabels", {{"tier", "edge"}}}}}, {"patch", {}}});
+  put("t/acme/overrides/web-edge", {{"template", "web"},
+                                    {"selector", {{"matchLabels", {{"tier", "edge"}}}}},
+                                    {"patch", json::object()}});
   std::atomic<bool> done{false};
   std::thread reader([&] {
     while (!done) {

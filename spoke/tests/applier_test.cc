@@ -7,8 +7,8 @@
 #include <sstream>
 #include <string>
 
+#include "model/render.h"
 #include "spoke/manifests_dir_applier.h"
-#include "spoke/render.h"
 #include "tests/support/temp_dir.h"
 
 namespace canopy::spoke {
@@ -17,14 +17,16 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-RenderedObject rendered(const std::string& tenant, const std::string& name, int replicas = 1) {
-  DesiredState d;
-  d.templates[template_key(tenant, name)] = {{"apiVersion", "apps/v1"},
-                                             {"kind", "Deployment"},
-                                             {"metadata", {{"name", name}, {"namespace", "shop"}}},
-                                             {"spec", {{"replicas", replicas}}}};
-  ObjectPlan plan{template_key(tenant, name), tenant, name, {}, ""};
-  auto r = render_object(plan, d);
+model::RenderedObject rendered(const std::string& tenant, const std::string& name,
+                               int replicas = 1) {
+  model::DesiredState d;
+  d.templates[model::template_key(tenant, name)] = {
+      {"apiVersion", "apps/v1"},
+      {"kind", "Deployment"},
+      {"metadata", {{"name", name}, {"namespace", "shop"}}},
+      {"spec", {{"replicas", replicas}}}};
+  model::ObjectPlan plan{model::template_key(tenant, name), tenant, name, {}, ""};
+  auto r = model::render_object(plan, d);
   EXPECT_TRUE(r.ok()) << r.status().to_string();
   return std::move(r).value();
 }
@@ -109,7 +111,7 @@ TEST(ManifestsDirOpen, MissingOrUnusableDirectory) {
 
 TEST_F(ManifestsDirTest, WritesOneParsableFilePerObjectAtomically) {
   auto a = open();
-  RenderedObject web = rendered("acme", "web");
+  model::RenderedObject web = rendered("acme", "web");
   auto r = a->apply(web);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_TRUE(r->changed);
@@ -128,7 +130,7 @@ TEST_F(ManifestsDirTest, WritesOneParsableFilePerObjectAtomically) {
 
 TEST_F(ManifestsDirTest, IdenticalContentIsNotRewritten) {
   auto a = open();
-  RenderedObject web = rendered("acme", "web");
+  model::RenderedObject web = rendered("acme", "web");
   ASSERT_TRUE(a->apply(web).ok());
   age(file(web.file_name));
   FileStat before = stat_of(file(web.file_name));
@@ -151,7 +153,7 @@ TEST_F(ManifestsDirTest, IdenticalContentIsNotRewritten) {
   EXPECT_EQ(after.mtime_ns, before.mtime_ns);
 
   // A changed object is written.
-  RenderedObject web3 = rendered("acme", "web", 3);
+  model::RenderedObject web3 = rendered("acme", "web", 3);
   r = a->apply(web3);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->changed);
@@ -161,7 +163,7 @@ TEST_F(ManifestsDirTest, IdenticalContentIsNotRewritten) {
 
 TEST_F(ManifestsDirTest, RepairsFilesChangedOrDeletedBehindItsBack) {
   auto a = open();
-  RenderedObject web = rendered("acme", "web");
+  model::RenderedObject web = rendered("acme", "web");
   ASSERT_TRUE(a->apply(web).ok());
 
   std::ofstream(file(web.file_name), std::ios::trunc) << "{\"kind\": \"edited by hand\"}";
@@ -202,7 +204,7 @@ TEST_F(ManifestsDirTest, InventoryListsOnlyCanopyFiles) {
   ASSERT_TRUE(a->apply(rendered("a-b", "c")).ok());
   ASSERT_TRUE(a->apply(rendered("a", "b-c")).ok());
   // A Canopy-named file dropped in by hand is Canopy's: it gets pruned.
-  std::ofstream(file(manifest_file_name("zeta", "stray"))) << "{}";
+  std::ofstream(file(model::manifest_file_name("zeta", "stray"))) << "{}";
 
   auto inv = a->inventory();
   ASSERT_TRUE(inv.ok());
@@ -214,8 +216,8 @@ TEST_F(ManifestsDirTest, InventoryListsOnlyCanopyFiles) {
 
 TEST_F(ManifestsDirTest, RemoveLeavesATombstoneThatK3sPrunesThenCollectsIt) {
   auto a = open();
-  RenderedObject web = rendered("acme", "web");
-  RenderedObject db = rendered("acme", "db");
+  model::RenderedObject web = rendered("acme", "web");
+  model::RenderedObject db = rendered("acme", "db");
   ASSERT_TRUE(a->apply(web).ok());
   ASSERT_TRUE(a->apply(db).ok());
 
@@ -230,8 +232,8 @@ TEST_F(ManifestsDirTest, RemoveLeavesATombstoneThatK3sPrunesThenCollectsIt) {
   EXPECT_EQ(*inv, std::vector<std::string>{db.file_name});
   // Removing again, or something never there, is fine.
   EXPECT_TRUE(a->remove(web.file_name).ok());
-  EXPECT_TRUE(a->remove(manifest_file_name("acme", "never")).ok());
-  EXPECT_FALSE(fs::exists(file(manifest_file_name("acme", "never"))));
+  EXPECT_TRUE(a->remove(model::manifest_file_name("acme", "never")).ok());
+  EXPECT_FALSE(fs::exists(file(model::manifest_file_name("acme", "never"))));
   auto bad = a->remove("../etc/passwd");
   EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
 
@@ -259,7 +261,7 @@ TEST_F(ManifestsDirTest, RemoveLeavesATombstoneThatK3sPrunesThenCollectsIt) {
 
 TEST_F(ManifestsDirTest, RemoveWithoutTombstonesDeletesTheFile) {
   auto a = open(/*tombstones=*/false);
-  RenderedObject web = rendered("acme", "web");
+  model::RenderedObject web = rendered("acme", "web");
   ASSERT_TRUE(a->apply(web).ok());
   ASSERT_TRUE(a->remove(web.file_name).ok());
   EXPECT_FALSE(fs::exists(file(web.file_name)));
@@ -268,9 +270,9 @@ TEST_F(ManifestsDirTest, RemoveWithoutTombstonesDeletesTheFile) {
 
 TEST_F(ManifestsDirTest, BatchWritesEveryFile) {
   auto a = open();
-  std::vector<RenderedObject> objects;
+  std::vector<model::RenderedObject> objects;
   for (int i = 0; i < 300; ++i) objects.push_back(rendered("acme", "app-" + std::to_string(i)));
-  std::vector<const RenderedObject*> ptrs;
+  std::vector<const model::RenderedObject*> ptrs;
   for (const auto& o : objects) ptrs.push_back(&o);
   auto results = a->apply_all(ptrs);
   ASSERT_EQ(results.size(), objects.size());
@@ -290,8 +292,8 @@ TEST_F(ManifestsDirTest, BatchWritesEveryFile) {
 
 TEST_F(ManifestsDirTest, WriteFailureNamesThePathAndSparesTheRest) {
   auto a = open();
-  RenderedObject web = rendered("acme", "web");
-  RenderedObject db = rendered("acme", "db");
+  model::RenderedObject web = rendered("acme", "web");
+  model::RenderedObject db = rendered("acme", "db");
   // A directory where the file should go: the rename fails (also as root).
   fs::create_directory(file(web.file_name));
   auto results = a->apply_all({&web, &db});
@@ -313,7 +315,7 @@ TEST_F(ManifestsDirTest, WriteFailureNamesThePathAndSparesTheRest) {
 
 TEST_F(ManifestsDirTest, FollowsTheDirectoryWhenItIsReplaced) {
   auto a = open();
-  RenderedObject web = rendered("acme", "web");
+  model::RenderedObject web = rendered("acme", "web");
   ASSERT_TRUE(a->apply(web).ok());
 
   fs::remove_all(dir_.path());

@@ -44,6 +44,8 @@ class ReconcilerTest : public ::testing::Test {
   void SetUp() override {
     fs::create_directory(dir_.path() / "manifests");
     open_all();
+    // The hub's record of the site: its labels are the site's labels.
+    put("sites/tower-1", {{"name", "tower-1"}, {"labels", {{"region", "eu-west"}}}});
   }
 
   Durability durability_ = Durability::kNone;
@@ -64,20 +66,19 @@ class ReconcilerTest : public ::testing::Test {
     auto a = ManifestsDirApplier::open(mo);
     ASSERT_TRUE(a.ok()) << a.status().to_string();
     applier_ = std::move(a).value();
-    reconciler_ = std::make_unique<Reconciler>(
-        store_.get(), SiteInfo{"tower-1", {{"region", "eu-west"}}}, applier_.get());
+    reconciler_ = std::make_unique<Reconciler>(store_.get(), "tower-1", applier_.get());
   }
 
   fs::path manifests() const { return dir_.path() / "manifests"; }
   fs::path file(const std::string& tenant, const std::string& name) const {
-    return manifests() / manifest_file_name(tenant, name);
+    return manifests() / model::manifest_file_name(tenant, name);
   }
   void put(const std::string& key, const json& doc) {
     auto r = store_->put_value(key, doc);
     ASSERT_TRUE(r.ok()) << key << ": " << r.status().to_string();
   }
   std::optional<json> status(const std::string& tenant, const std::string& name) {
-    auto r = store_->get(status_key("tower-1", tenant, name));
+    auto r = store_->get(model::status_key("tower-1", tenant, name));
     if (!r.ok()) return std::nullopt;
     return json::parse(*r);
   }
@@ -111,7 +112,7 @@ TEST_F(ReconcilerTest, AppliesAndReportsOnceThenDoesNothing) {
                        {"hash", web["metadata"]["annotations"]["canopy.io/hash"]},
                        {"outcome", "applied"},
                        {"message", "manifest " + file("acme", "web").string()},
-                       {"file", manifest_file_name("acme", "web")}}));
+                       {"file", model::manifest_file_name("acme", "web")}}));
 
   // Nothing changed: nothing parsed, rendered, written or replicated.
   const uint64_t index = store_->last_log_index();
@@ -170,7 +171,7 @@ TEST_F(ReconcilerTest, PrunesWhatIsNoLongerDesired) {
   reconcile();
   EXPECT_EQ(reconciler_->last_stats().pruned, 1u);
   EXPECT_EQ(reconciler_->last_stats().status_removed, 1u);
-  EXPECT_EQ(inventory(), std::vector<std::string>{manifest_file_name("acme", "web")});
+  EXPECT_EQ(inventory(), std::vector<std::string>{model::manifest_file_name("acme", "web")});
   EXPECT_FALSE(status("acme", "db"));
   EXPECT_TRUE(status("acme", "web"));
   // The file is a tombstone, so that k3s deletes the objects too.
@@ -181,12 +182,46 @@ TEST_F(ReconcilerTest, PrunesWhatIsNoLongerDesired) {
       {{"templates", {"db"}}, {"selector", {{"matchLabels", {{"region", "eu-west"}}}}}});
   reconcile();
   EXPECT_EQ(inventory().size(), 2u);
-  reconciler_->set_labels({{"region", "us-east"}});
+  put("sites/tower-1", {{"name", "tower-1"}, {"labels", {{"region", "us-east"}}}});
   reconcile();
-  EXPECT_EQ(inventory(), std::vector<std::string>{manifest_file_name("acme", "web")});
+  EXPECT_EQ(inventory(), std::vector<std::string>{model::manifest_file_name("acme", "web")});
   const uint64_t index = store_->last_log_index();
   reconcile();
   EXPECT_EQ(store_->last_log_index(), index);
+}
+
+TEST_F(ReconcilerTest, RendersByTheSiteRecordAndWithoutOneChangesNothing) {
+  put("t/acme/templates/web", deployment("web"));
+  put("t/acme/templates/db", deployment("db"));
+  put("t/acme/placements/eu",
+      {{"templates", {"web"}},
+       {"selector",
+        {{"matchExpressions",
+          {{{"key", "region"}, {"operator", "In"}, {"values", {"eu-west", "eu-north"}}},
+           {{"key", "legacy"}, {"operator", "DoesNotExist"}}}}}}});
+  put("t/acme/placements/us",
+      {{"templates", {"db"}}, {"selector", {{"matchLabels", {{"region", "us-east"}}}}}});
+  reconcile();
+  EXPECT_EQ(inventory(), std::vector<std::string>{model::manifest_file_name("acme", "web")});
+
+  // The record gains a label the expression excludes: web leaves, nothing else comes.
+  put("sites/tower-1",
+      {{"name", "tower-1"}, {"labels", {{"region", "eu-west"}, {"legacy", "yes"}}}});
+  reconcile();
+  EXPECT_TRUE(inventory().empty());
+
+  // Back in; then the record disappears: nothing is rendered, nothing is
+  // removed, and the pass says why.
+  put("sites/tower-1", {{"name", "tower-1"}, {"labels", {{"region", "eu-north"}}}});
+  reconcile();
+  EXPECT_EQ(inventory(), std::vector<std::string>{model::manifest_file_name("acme", "web")});
+  ASSERT_TRUE(store_->remove("sites/tower-1").ok());
+  reconcile();
+  EXPECT_TRUE(reconciler_->last_stats().prune_skipped);
+  EXPECT_EQ(inventory(), std::vector<std::string>{model::manifest_file_name("acme", "web")});
+  ASSERT_FALSE(reconciler_->last_failures().empty());
+  EXPECT_NE(reconciler_->last_failures()[0].error.find("site record sites/tower-1"),
+            std::string::npos);
 }
 
 TEST_F(ReconcilerTest, FailuresAreReportedAndKeepWhatWasApplied) {
@@ -205,14 +240,18 @@ TEST_F(ReconcilerTest, FailuresAreReportedAndKeepWhatWasApplied) {
   const std::string web_bytes = read_file(file("acme", "web"));
 
   // A bad override fails web; web's file stays as it was; db is untouched.
-  put("t/acme/overrides/o", {{"template", "web"}, {"sites", {"tower-1"}}, {"patch", "oops"}});
+  put("t/acme/overrides/o", {{"template", "web"},
+                             {"sites", {"tower-1"}},
+                             {"patch", {{"metadata", {{"name", "Bad_Name"}}}}}});
   reconcile();
   auto web = status("acme", "web");
   EXPECT_EQ((*web)["outcome"], "failed");
-  EXPECT_EQ((*web)["message"],
-            "override t/acme/overrides/o: patch must be a JSON object, not string");
+  EXPECT_NE((*web)["message"].get<std::string>().find(
+                "template t/acme/templates/web after overrides: metadata.name \"Bad_Name\""),
+            std::string::npos)
+      << (*web)["message"];
   EXPECT_EQ((*web)["hash"], web_hash);
-  EXPECT_EQ((*web)["file"], manifest_file_name("acme", "web"));
+  EXPECT_EQ((*web)["file"], model::manifest_file_name("acme", "web"));
   EXPECT_EQ(read_file(file("acme", "web")), web_bytes);
   EXPECT_EQ(inventory().size(), 2u);
   EXPECT_EQ((*status("acme", "db"))["outcome"], "applied");

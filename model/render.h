@@ -3,9 +3,10 @@
 // for a preview (`kubectl canopy render --site X`) with the same functions.
 //
 // Rules (docs/keys.md, authoritative):
-//   - a placement `t/<tenant>/placements/<p>` matches a site listed in its
-//     `sites`, or whose labels satisfy every pair of `selector.matchLabels`
-//     (a missing or empty selector matches no site by labels);
+//   - a placement `t/<tenant>/placements/<p>` matches a site as its
+//     SiteChoice says (documents.h: listed in `sites`, or chosen by the label
+//     selector, selector.h) — the same function the hub's index calls, so the
+//     hub's scope and the site's rendering agree;
 //   - each template a matching placement lists, `t/<tenant>/templates/<name>`
 //     (same tenant), is rendered once, however many placements list it;
 //   - rendered = template, then the `patch` of each matching hub override
@@ -19,11 +20,12 @@
 //
 // Bad input is reported per object: a bad template, a bad override of it, or a
 // placement naming a missing template yields a RenderFailure for that template
-// and the others still render. A placement that cannot be evaluated (bad
-// `sites`, `selector` or `templates`) or an override whose `template` is not a
-// name yields a failure keyed by its own key, with empty `template_name` (a
-// "global" failure): the reconciler then does not prune, since the desired set
-// is not known for sure.
+// and the others still render. A placement or an override that the model
+// refuses applies to no site (as in the hub's index) and yields a failure keyed
+// by its own key, with empty `template_name` (a "global" failure): the reconciler then
+// does not prune, since the desired set is not known for sure. (The hub's
+// index matches no site with such a document, so a site meets one only
+// briefly, while the document leaves its scope.)
 #pragma once
 
 #include <cstddef>
@@ -33,13 +35,12 @@
 #include <string_view>
 #include <vector>
 
+#include "model/documents.h"
+#include "model/keys.h"
+#include "model/names.h"
 #include "store/status.h"
 
-namespace canopy {
-class Store;
-}  // namespace canopy
-
-namespace canopy::spoke {
+namespace canopy::model {
 
 inline constexpr std::string_view kManagedByLabel = "app.kubernetes.io/managed-by";
 inline constexpr std::string_view kManagedByValue = "canopy";
@@ -52,11 +53,6 @@ struct RenderLimits {
   // Canonical JSON of one rendered object (the store's document limit; the
   // Kubernetes API refuses objects not much larger than this anyway).
   size_t max_object_bytes = 1 << 20;
-};
-
-struct SiteInfo {
-  std::string name;
-  std::map<std::string, std::string> labels;
 };
 
 // The documents rendering reads, by full store key. Values are JSON objects as
@@ -104,17 +100,6 @@ struct SitePlan {
 };
 
 // --- Names.
-// 1-63 of [a-z0-9-], alphanumeric at both ends.
-bool is_dns1123_label(std::string_view s);
-// 1-253 characters, dot-separated DNS-1123 labels.
-bool is_dns1123_subdomain(std::string_view s);
-
-std::string template_key(std::string_view tenant, std::string_view template_name);
-std::string local_override_key(std::string_view site, std::string_view tenant,
-                               std::string_view template_name);
-std::string status_key(std::string_view site, std::string_view tenant,
-                       std::string_view template_name);
-
 // "canopy-<length of tenant>-<tenant>-<template>.json". The length prefix makes
 // the name injective even though both names may contain '-' ("a-b"/"c" and
 // "a"/"b-c" differ). Only [a-z0-9-] before the one '.', because k3s names its
@@ -124,20 +109,6 @@ std::string manifest_file_name(std::string_view tenant, std::string_view templat
 bool parse_manifest_file_name(std::string_view file_name, std::string* tenant,
                               std::string* template_name);
 
-// --- Matching. A document matches a site listed in `sites` or whose labels
-// satisfy `selector.matchLabels`. InvalidArgument when `sites` or `selector`
-// is malformed (the message names the field, not the key).
-StatusOr<bool> match_site(const nlohmann::json& doc, const SiteInfo& site);
-// The same, false for malformed documents.
-bool placement_matches(const nlohmann::json& placement, const SiteInfo& site);
-bool override_matches(const nlohmann::json& override_doc, const SiteInfo& site);
-
-// Checks a Kubernetes manifest: an object with string apiVersion and kind,
-// metadata.name a DNS-1123 subdomain, metadata.namespace (optional) a DNS-1123
-// label, metadata.labels and metadata.annotations (optional) objects of
-// strings. The message names the field.
-Status validate_manifest(const nlohmann::json& manifest);
-
 // Hex XXH3-64 of the canonical JSON of `object` (sorted keys, no spaces).
 std::string object_hash(const nlohmann::json& object);
 // The hash an object carries should be: object_hash of it without the
@@ -145,17 +116,17 @@ std::string object_hash(const nlohmann::json& object);
 std::string content_hash(const nlohmann::json& rendered_object);
 
 // --- Rendering.
-SitePlan plan_site(const SiteInfo& site, const DesiredState& desired,
+SitePlan plan_site(const SiteRecord& site, const DesiredState& desired,
                    const RenderLimits& limits = {});
 // Renders one planned template. InvalidArgument naming the key at fault.
 StatusOr<RenderedObject> render_object(const ObjectPlan& plan, const DesiredState& desired,
                                        const RenderLimits& limits = {});
 // plan_site, then render_object for each. InvalidArgument only when the site
 // itself is unusable (its name is not a DNS-1123 label).
-StatusOr<RenderResult> render_site(const SiteInfo& site, const DesiredState& desired,
+StatusOr<RenderResult> render_site(const SiteRecord& site, const DesiredState& desired,
                                    const RenderLimits& limits = {});
 
-// --- Loading from a store.
+// --- Desired documents by key.
 enum class DesiredKind { kNone, kPlacement, kTemplate, kOverride, kLocalOverride };
 // What `key` is for rendering `site`; kNone for keys rendering does not read.
 DesiredKind desired_kind(std::string_view key, std::string_view site);
@@ -163,11 +134,7 @@ DesiredKind desired_kind(std::string_view key, std::string_view site);
 void put_desired(DesiredState* desired, DesiredKind kind, const std::string& key,
                  nlohmann::json doc);
 bool erase_desired(DesiredState* desired, DesiredKind kind, const std::string& key);
-// Store prefixes holding what rendering `site` reads.
+// Key prefixes holding what rendering `site` reads.
 std::vector<std::string> desired_prefixes(std::string_view site);
 
-// Scans `t/` and `sites/<site>/overrides/` (paginated). Documents that are not
-// valid JSON objects are DataLoss.
-StatusOr<DesiredState> load_desired_state(Store& store, const std::string& site);
-
-}  // namespace canopy::spoke
+}  // namespace canopy::model

@@ -1,13 +1,10 @@
-#include "spoke/render.h"
+#include "model/render.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "store/store.h"
-#include "tests/support/temp_dir.h"
-
-namespace canopy::spoke {
+namespace canopy::model {
 namespace {
 
 using nlohmann::json;
@@ -19,15 +16,8 @@ json deployment(const std::string& name, int replicas = 1) {
               {"spec", {{"replicas", replicas}, {"image", "web:1"}}}};
 }
 
-SiteInfo site(std::string name = "tower-1") {
-  return SiteInfo{std::move(name), {{"region", "eu-west"}, {"tier", "cell-tower"}}};
-}
-
-const RenderedObject* find(const RenderResult& r, const std::string& tk) {
-  for (const auto& o : r.objects) {
-    if (o.template_key == tk) return &o;
-  }
-  return nullptr;
+SiteRecord site(std::string name = "tower-1") {
+  return SiteRecord{std::move(name), {{"region", "eu-west"}, {"tier", "cell-tower"}}};
 }
 
 const RenderFailure* find_failure(const RenderResult& r, const std::string& key) {
@@ -35,22 +25,6 @@ const RenderFailure* find_failure(const RenderResult& r, const std::string& key)
     if (f.template_key == key) return &f;
   }
   return nullptr;
-}
-
-TEST(Names, Dns1123) {
-  EXPECT_TRUE(is_dns1123_label("web-1"));
-  EXPECT_TRUE(is_dns1123_label(std::string(63, 'a')));
-  EXPECT_FALSE(is_dns1123_label(std::string(64, 'a')));
-  EXPECT_FALSE(is_dns1123_label("Web"));
-  EXPECT_FALSE(is_dns1123_label("-web"));
-  EXPECT_FALSE(is_dns1123_label("web-"));
-  EXPECT_FALSE(is_dns1123_label(""));
-  EXPECT_FALSE(is_dns1123_label("a.b"));
-  EXPECT_TRUE(is_dns1123_subdomain("a.b-c.d"));
-  EXPECT_FALSE(is_dns1123_subdomain("a..b"));
-  EXPECT_FALSE(is_dns1123_subdomain(".a"));
-  EXPECT_FALSE(is_dns1123_subdomain("Web_1"));
-  EXPECT_FALSE(is_dns1123_subdomain(std::string(254, 'a')));
 }
 
 TEST(Names, ManifestFileNameIsInjectiveAndParses) {
@@ -75,44 +49,83 @@ TEST(Names, ManifestFileNameIsInjectiveAndParses) {
   }
 }
 
+bool chooses(const json& doc, const SiteRecord& s) {
+  auto p = parse_placement(doc);
+  return p.ok() && p->choice.matches(s);
+}
+
 TEST(Match, SitesListAndSelector) {
-  SiteInfo s = site();
-  EXPECT_TRUE(placement_matches(json{{"sites", {"tower-2", "tower-1"}}}, s));
-  EXPECT_FALSE(placement_matches(json{{"sites", {"tower-2"}}}, s));
-  EXPECT_TRUE(placement_matches(json{{"selector", {{"matchLabels", {{"region", "eu-west"}}}}}}, s));
-  EXPECT_TRUE(placement_matches(
-      json{{"selector", {{"matchLabels", {{"region", "eu-west"}, {"tier", "cell-tower"}}}}}}, s));
-  // Every pair must hold.
-  EXPECT_FALSE(placement_matches(
-      json{{"selector", {{"matchLabels", {{"region", "eu-west"}, {"tier", "shop"}}}}}}, s));
-  EXPECT_FALSE(placement_matches(json{{"selector", {{"matchLabels", {{"zone", "a"}}}}}}, s));
-  // A missing or empty selector matches no site by labels.
-  EXPECT_FALSE(placement_matches(json::object(), s));
-  EXPECT_FALSE(placement_matches(json{{"selector", json::object()}}, s));
-  EXPECT_FALSE(placement_matches(json{{"selector", {{"matchLabels", json::object()}}}}, s));
-  // Either rule is enough.
-  EXPECT_TRUE(placement_matches(
-      json{{"sites", {"elsewhere"}}, {"selector", {{"matchLabels", {{"tier", "cell-tower"}}}}}},
+  SiteRecord s = site();
+  const json t = {"web"};
+  EXPECT_TRUE(chooses(json{{"templates", t}, {"sites", {"tower-2", "tower-1"}}}, s));
+  EXPECT_FALSE(chooses(json{{"templates", t}, {"sites", {"tower-2"}}}, s));
+  EXPECT_TRUE(
+      chooses(json{{"templates", t}, {"selector", {{"matchLabels", {{"region", "eu-west"}}}}}}, s));
+  EXPECT_TRUE(chooses(
+      json{{"templates", t},
+           {"selector", {{"matchLabels", {{"region", "eu-west"}, {"tier", "cell-tower"}}}}}},
       s));
+  // Every pair must hold.
+  EXPECT_FALSE(
+      chooses(json{{"templates", t},
+                   {"selector", {{"matchLabels", {{"region", "eu-west"}, {"tier", "shop"}}}}}},
+              s));
+  EXPECT_FALSE(
+      chooses(json{{"templates", t}, {"selector", {{"matchLabels", {{"zone", "a"}}}}}}, s));
+  // Either rule is enough.
+  EXPECT_TRUE(chooses(json{{"templates", t},
+                           {"sites", {"elsewhere"}},
+                           {"selector", {{"matchLabels", {{"tier", "cell-tower"}}}}}},
+                      s));
+  // matchLabels and matchExpressions together: all must hold.
+  const json both = {{"templates", t},
+                     {"selector",
+                      {{"matchLabels", {{"region", "eu-west"}}},
+                       {"matchExpressions",
+                        {{{"key", "tier"}, {"operator", "In"}, {"values", {"shop", "cell-tower"}}},
+                         {{"key", "legacy"}, {"operator", "DoesNotExist"}}}}}}};
+  EXPECT_TRUE(chooses(both, s));
+  SiteRecord legacy = s;
+  legacy.labels["legacy"] = "yes";
+  EXPECT_FALSE(chooses(both, legacy));
   // Overrides follow the same rules.
-  EXPECT_TRUE(override_matches(json{{"sites", {"tower-1"}}, {"template", "web"}}, s));
-  EXPECT_FALSE(override_matches(json{{"template", "web"}}, s));
+  auto o =
+      parse_override(json{{"sites", {"tower-1"}}, {"template", "web"}, {"patch", json::object()}});
+  ASSERT_TRUE(o.ok()) << o.status().to_string();
+  EXPECT_TRUE(o->choice.matches(s));
+  o = parse_override(json{{"template", "web"}, {"patch", json::object()}});
+  ASSERT_TRUE(o.ok());
+  EXPECT_FALSE(o->choice.matches(s));
+}
+
+TEST(Match, PlacementWithoutChoiceIsRefused) {
+  for (const json& doc :
+       {json{{"templates", {"web"}}}, json{{"templates", {"web"}}, {"selector", json::object()}},
+        json{{"templates", {"web"}}, {"selector", {{"matchLabels", json::object()}}}}}) {
+    auto p = parse_placement(doc);
+    ASSERT_FALSE(p.ok()) << doc.dump();
+    EXPECT_NE(p.status().message().find("sites or selector is missing"), std::string::npos)
+        << p.status().message();
+  }
 }
 
 TEST(Match, MalformedSelectorsAreErrors) {
-  SiteInfo s = site();
-  auto m = match_site(json{{"sites", "tower-1"}}, s);
-  ASSERT_FALSE(m.ok());
-  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(m.status().message().find("sites must be an array"), std::string::npos);
-  m = match_site(json{{"selector", {{"matchLabels", {{"region", 1}}}}}}, s);
-  ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.status().message().find("selector.matchLabels.region must be a string"),
-            std::string::npos);
-  m = match_site(json{{"selector", {{"matchExpressions", {{{"key", "region"}}}}}}}, s);
-  ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.status().message().find("matchExpressions is not supported"), std::string::npos);
-  EXPECT_FALSE(placement_matches(json{{"sites", "tower-1"}}, s));
+  auto p = parse_placement(json{{"templates", {"web"}}, {"sites", "tower-1"}});
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(p.status().message().find("sites must be an array"), std::string::npos);
+  p = parse_placement(
+      json{{"templates", {"web"}}, {"selector", {{"matchLabels", {{"region", 1}}}}}});
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("selector.matchLabels.region must be a string"),
+            std::string::npos)
+      << p.status().message();
+  p = parse_placement(
+      json{{"templates", {"web"}}, {"selector", {{"matchExpressions", {{{"key", "region"}}}}}}});
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("selector.matchExpressions[0].operator is missing"),
+            std::string::npos)
+      << p.status().message();
 }
 
 TEST(Render, LabelsAnnotationsHashAndFileName) {
@@ -230,9 +243,16 @@ TEST(Render, BadTemplatesFailPerObjectOthersRender) {
 
   auto r = render_site(site(), d);
   ASSERT_TRUE(r.ok());
-  ASSERT_EQ(r->objects.size(), 1u);
+  // "patched" renders unpatched: its only override is one the model refuses,
+  // which applies to no site (reported as a global failure).
+  ASSERT_EQ(r->objects.size(), 2u);
   EXPECT_EQ(r->objects[0].template_key, "t/acme/templates/good");
+  EXPECT_EQ(r->objects[1].template_key, "t/acme/templates/patched");
   ASSERT_EQ(r->failures.size(), 7u);
+  const RenderFailure* global = find_failure(*r, "t/acme/overrides/o");
+  ASSERT_NE(global, nullptr);
+  EXPECT_NE(global->error.find("patch must be an object (a JSON merge patch), not string"),
+            std::string::npos);
 
   auto expect_failure = [&](const std::string& tk, const std::string& needle) {
     const RenderFailure* f = find_failure(*r, tk);
@@ -248,8 +268,6 @@ TEST(Render, BadTemplatesFailPerObjectOthersRender) {
   expect_failure("t/acme/templates/badns",
                  "metadata.namespace \"Shop.Floor\" is not a DNS-1123 label");
   expect_failure("t/acme/templates/notobj", "manifest must be a JSON object, not array");
-  expect_failure("t/acme/templates/patched",
-                 "override t/acme/overrides/o: patch must be a JSON object, not string");
   expect_failure("t/acme/templates/missing",
                  "placement t/acme/placements/p lists template \"missing\", which does not exist");
   expect_failure("t/acme/templates/broken",
@@ -267,8 +285,8 @@ TEST(Render, BadLocalOverrideFailsThatObject) {
   ASSERT_EQ(r->objects.size(), 1u);
   const RenderFailure* f = find_failure(*r, "t/acme/templates/web");
   ASSERT_NE(f, nullptr);
-  EXPECT_NE(f->error.find("local override sites/tower-1/overrides/acme/web: patch must be a JSON "
-                          "object, not number"),
+  EXPECT_NE(f->error.find("local override sites/tower-1/overrides/acme/web: patch must be an "
+                          "object (a JSON merge patch), not number"),
             std::string::npos)
       << f->error;
 }
@@ -280,8 +298,9 @@ TEST(Render, MalformedPlacementIsAGlobalFailure) {
   d.placements["t/acme/placements/bad-list"] = {{"templates", {"web", 7}}, {"sites", {"tower-1"}}};
   auto r = render_site(site(), d);
   ASSERT_TRUE(r.ok());
-  // bad-list still places "web"; its bad entry is reported.
-  ASSERT_EQ(r->objects.size(), 1u);
+  // A placement is read whole or not at all (as the hub's index reads it):
+  // bad-list places nothing, and says why.
+  EXPECT_TRUE(r->objects.empty());
   const RenderFailure* f = find_failure(*r, "t/acme/placements/bad");
   ASSERT_NE(f, nullptr);
   EXPECT_TRUE(f->template_name.empty());
@@ -289,23 +308,26 @@ TEST(Render, MalformedPlacementIsAGlobalFailure) {
             std::string::npos);
   f = find_failure(*r, "t/acme/placements/bad-list");
   ASSERT_NE(f, nullptr);
-  EXPECT_NE(f->error.find("templates[1] of type number is not a DNS-1123 label"), std::string::npos)
+  EXPECT_NE(f->error.find("templates[1] must be a string, not number"), std::string::npos)
       << f->error;
 }
 
-TEST(Render, OverrideWithBadSelectorFailsItsTemplate) {
+TEST(Render, UnreadableOverrideAppliesNowhereAndIsReported) {
   DesiredState d;
   d.templates["t/acme/templates/web"] = deployment("web");
   d.placements["t/acme/placements/p"] = {{"templates", {"web"}}, {"sites", {"tower-1"}}};
   d.overrides["t/acme/overrides/o"] = {
-      {"template", "web"}, {"selector", "region=eu"}, {"patch", json::object()}};
+      {"template", "web"}, {"selector", "region=eu"}, {"patch", {{"spec", {{"replicas", 9}}}}}};
   auto r = render_site(site(), d);
   ASSERT_TRUE(r.ok());
-  EXPECT_TRUE(r->objects.empty());
-  const RenderFailure* f = find_failure(*r, "t/acme/templates/web");
+  ASSERT_EQ(r->objects.size(), 1u);
+  EXPECT_EQ(r->objects[0].object["spec"]["replicas"], 1);
+  const RenderFailure* f = find_failure(*r, "t/acme/overrides/o");
   ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(f->template_name.empty());
   EXPECT_NE(f->error.find("override t/acme/overrides/o: selector must be an object"),
-            std::string::npos);
+            std::string::npos)
+      << f->error;
 }
 
 TEST(Render, Limits) {
@@ -334,7 +356,7 @@ TEST(Render, Limits) {
 }
 
 TEST(Render, InvalidSiteName) {
-  auto r = render_site(SiteInfo{"Tower 1", {}}, DesiredState{});
+  auto r = render_site(SiteRecord{"Tower 1", {}}, DesiredState{});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("\"Tower 1\""), std::string::npos);
@@ -357,58 +379,5 @@ TEST(Render, CanopyMetadataCannotBeForged) {
   EXPECT_NE(r->objects[0].hash, "0000000000000000");
 }
 
-TEST(LoadDesiredState, FromARealStore) {
-  canopy::testing::TempDir dir;
-  StoreOptions opts;
-  opts.path = dir.file("store");
-  opts.durability = Durability::kNone;
-  auto store = Store::open(opts);
-  ASSERT_TRUE(store.ok()) << store.status().to_string();
-  Store& s = **store;
-
-  // More templates than one scan page.
-  constexpr int kTemplates = 600;
-  json names = json::array();
-  for (int i = 0; i < kTemplates; ++i) {
-    std::string n = "app-" + std::to_string(i);
-    ASSERT_TRUE(s.put_value("t/acme/templates/" + n, deployment(n)).ok());
-    names.push_back(n);
-  }
-  ASSERT_TRUE(s.put_value("t/acme/placements/all",
-                          json{{"templates", names},
-                               {"selector", {{"matchLabels", {{"region", "eu-west"}}}}}})
-                  .ok());
-  ASSERT_TRUE(s.put_value("t/acme/overrides/more", json{{"template", "app-7"},
-                                                        {"sites", {"tower-1"}},
-                                                        {"patch", {{"spec", {{"replicas", 4}}}}}})
-                  .ok());
-  ASSERT_TRUE(s.put_value("sites/tower-1/overrides/acme/app-7",
-                          json{{"patch", {{"spec", {{"replicas", 6}}}}}})
-                  .ok());
-  ASSERT_TRUE(s.put_value("sites/tower-2/overrides/acme/app-7",
-                          json{{"patch", {{"spec", {{"replicas", 99}}}}}})
-                  .ok());
-  ASSERT_TRUE(s.put_value("sites/tower-1", json{{"name", "tower-1"}}).ok());
-  ASSERT_TRUE(s.put_value("t/acme/grants/x", json{{"a", 1}}).ok());
-  ASSERT_TRUE(s.put_value("t/acme/templates/gone", deployment("gone")).ok());
-  ASSERT_TRUE(s.remove("t/acme/templates/gone").ok());
-
-  auto d = load_desired_state(s, "tower-1");
-  ASSERT_TRUE(d.ok()) << d.status().to_string();
-  EXPECT_EQ(d->templates.size(), static_cast<size_t>(kTemplates));
-  EXPECT_EQ(d->placements.size(), 1u);
-  EXPECT_EQ(d->overrides.size(), 1u);
-  ASSERT_EQ(d->local_overrides.size(), 1u);
-  EXPECT_TRUE(d->local_overrides.count("sites/tower-1/overrides/acme/app-7"));
-
-  auto r = render_site(site(), *d);
-  ASSERT_TRUE(r.ok());
-  EXPECT_EQ(r->objects.size(), static_cast<size_t>(kTemplates));
-  EXPECT_TRUE(r->failures.empty());
-  const RenderedObject* o = find(*r, "t/acme/templates/app-7");
-  ASSERT_NE(o, nullptr);
-  EXPECT_EQ(o->object["spec"]["replicas"], 6);
-}
-
 }  // namespace
-}  // namespace canopy::spoke
+}  // namespace canopy::model

@@ -1,0 +1,298 @@
+#include "model/documents.h"
+
+#include <algorithm>
+#include <initializer_list>
+
+#include "model/names.h"
+
+namespace canopy::model {
+namespace {
+
+using json = nlohmann::json;
+
+// The field `name` of `doc`, nullptr when absent or null.
+const json* field(const json& doc, std::string_view name) {
+  auto it = doc.find(name);
+  if (it == doc.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+Status require_object(const json& doc, std::string_view what) {
+  if (doc.is_object()) return ok_status();
+  return invalid_argument(std::string(what) + " must be a JSON object, not " + doc.type_name());
+}
+
+Status only_fields(const json& doc, std::initializer_list<std::string_view> allowed) {
+  for (const auto& [k, v] : doc.items()) {
+    if (v.is_null()) continue;
+    if (std::find(allowed.begin(), allowed.end(), k) != allowed.end()) continue;
+    std::string list;
+    for (std::string_view a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+    return invalid_argument(quote(k) + " is not a field of this document (" + list + ")");
+  }
+  return ok_status();
+}
+
+// An array of DNS-1123 labels, sorted and deduplicated.
+StatusOr<std::vector<std::string>> label_array(const json& arr, const std::string& f) {
+  if (!arr.is_array()) {
+    return invalid_argument(f + " must be an array of names, not " + arr.type_name());
+  }
+  if (arr.size() > kMaxListedNames) {
+    return invalid_argument(f + " lists " + std::to_string(arr.size()) + " names; the limit is " +
+                            std::to_string(kMaxListedNames));
+  }
+  std::vector<std::string> out;
+  out.reserve(arr.size());
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const std::string fi = f + "[" + std::to_string(i) + "]";
+    if (!arr[i].is_string()) {
+      return invalid_argument(fi + " must be a string, not " + arr[i].type_name());
+    }
+    const std::string& s = arr[i].get_ref<const std::string&>();
+    if (!is_dns1123_label(s)) {
+      return invalid_argument(fi + " " + quote(s) + " is not " + std::string(kLabelRule));
+    }
+    out.push_back(s);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+StatusOr<SiteChoice> parse_choice(const json& doc) {
+  SiteChoice out;
+  if (const json* sites = field(doc, "sites")) {
+    auto s = label_array(*sites, "sites");
+    if (!s.ok()) return s.status();
+    out.sites = std::move(s).value();
+  }
+  if (const json* sel = field(doc, "selector")) {
+    auto s = LabelSelector::parse(*sel, "selector");
+    if (!s.ok()) return s.status();
+    out.selector = std::move(s).value();
+  }
+  return out;
+}
+
+Status check_string_map(const json& m, const std::string& f) {
+  if (!m.is_object()) return invalid_argument(f + " must be an object, not " + m.type_name());
+  for (const auto& [k, v] : m.items()) {
+    if (!v.is_string()) {
+      return invalid_argument(f + "." + k + " must be a string, not " + v.type_name());
+    }
+  }
+  return ok_status();
+}
+
+Status check_labels(const json& m, const std::string& f) {
+  CANOPY_RETURN_IF_ERROR(check_string_map(m, f));
+  for (const auto& [k, v] : m.items()) {
+    if (!is_label_key(k)) {
+      return invalid_argument(f + " key " + quote(k) + " is not " + std::string(kLabelKeyRule));
+    }
+    const std::string& s = v.get_ref<const std::string&>();
+    if (!is_label_value(s)) {
+      return invalid_argument(f + "." + k + " " + quote(s) + " is not " +
+                              std::string(kLabelValueRule));
+    }
+  }
+  return ok_status();
+}
+
+StatusOr<json> patch_field(const json& doc, bool required) {
+  const json* patch = field(doc, "patch");
+  if (patch == nullptr) {
+    if (required) return invalid_argument("patch is missing");
+    return json::object();
+  }
+  if (!patch->is_object()) {
+    return invalid_argument(std::string("patch must be an object (a JSON merge patch), not ") +
+                            patch->type_name());
+  }
+  return *patch;
+}
+
+std::string string_or_empty(const json& doc, std::string_view name) {
+  const json* f = field(doc, name);
+  return f != nullptr && f->is_string() ? f->get<std::string>() : std::string();
+}
+
+}  // namespace
+
+StatusOr<SiteRecord> parse_site(std::string_view name, const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "site record"));
+  // Other fields (an address, enrollment details) describe the site and are
+  // not read by any rule here.
+  if (!is_dns1123_label(name)) {
+    return invalid_argument("site name " + quote(name) + " is not " + std::string(kLabelRule));
+  }
+  SiteRecord out;
+  out.name = std::string(name);
+  if (const json* n = field(doc, "name")) {
+    if (!n->is_string() || n->get_ref<const std::string&>() != name) {
+      return invalid_argument("name " + n->dump() + " differs from the site's name " + quote(name));
+    }
+  }
+  if (const json* labels = field(doc, "labels")) {
+    CANOPY_RETURN_IF_ERROR(check_labels(*labels, "labels"));
+    for (const auto& [k, v] : labels->items()) out.labels.emplace(k, v.get<std::string>());
+  }
+  return out;
+}
+
+json site_document(const SiteRecord& site) {
+  json labels = json::object();
+  for (const auto& [k, v] : site.labels) labels[k] = v;
+  return {{"name", site.name}, {"labels", std::move(labels)}};
+}
+
+bool SiteChoice::matches(std::string_view site, const Labels& labels) const {
+  return std::binary_search(sites.begin(), sites.end(), site) || selector.matches(labels);
+}
+
+StatusOr<Placement> parse_placement(const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "placement"));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"templates", "sites", "selector", "rollout"}));
+  Placement out;
+  const json* templates = field(doc, "templates");
+  if (templates == nullptr) return invalid_argument("templates is missing");
+  auto t = label_array(*templates, "templates");
+  if (!t.ok()) return t.status();
+  out.templates = std::move(t).value();
+  auto choice = parse_choice(doc);
+  if (!choice.ok()) return choice.status();
+  out.choice = std::move(choice).value();
+  if (const json* rollout = field(doc, "rollout")) {
+    if (!rollout->is_object()) {
+      return invalid_argument(std::string("rollout must be an object, not ") +
+                              rollout->type_name());
+    }
+    out.rollout = *rollout;
+  }
+  if (out.choice.empty()) {
+    return invalid_argument(
+        "sites or selector is missing or empty (a placement must say which sites it targets)");
+  }
+  return out;
+}
+
+StatusOr<Override> parse_override(const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "override"));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"template", "patch", "sites", "selector"}));
+  Override out;
+  const json* t = field(doc, "template");
+  if (t == nullptr) return invalid_argument("template is missing");
+  if (!t->is_string()) {
+    return invalid_argument(std::string("template must be a string, not ") + t->type_name());
+  }
+  if (!is_dns1123_label(t->get_ref<const std::string&>())) {
+    return invalid_argument("template " + quote(t->get_ref<const std::string&>()) + " is not " +
+                            std::string(kLabelRule));
+  }
+  out.template_name = t->get<std::string>();
+  auto patch = patch_field(doc, /*required=*/true);
+  if (!patch.ok()) return patch.status();
+  out.patch = std::move(patch).value();
+  auto choice = parse_choice(doc);
+  if (!choice.ok()) return choice.status();
+  out.choice = std::move(choice).value();
+  return out;
+}
+
+StatusOr<LocalOverride> parse_local_override(const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "local override"));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"patch"}));
+  auto patch = patch_field(doc, /*required=*/false);
+  if (!patch.ok()) return patch.status();
+  return LocalOverride{std::move(patch).value()};
+}
+
+Status validate_manifest(const json& m) {
+  CANOPY_RETURN_IF_ERROR(require_object(m, "manifest"));
+  for (const char* name : {"apiVersion", "kind"}) {
+    const json* f = field(m, name);
+    if (f == nullptr) return invalid_argument(std::string(name) + " is missing");
+    if (!f->is_string()) {
+      return invalid_argument(std::string(name) + " must be a string, not " + f->type_name());
+    }
+    if (f->get_ref<const std::string&>().empty()) {
+      return invalid_argument(std::string(name) + " is empty");
+    }
+  }
+  const json* meta = field(m, "metadata");
+  if (meta == nullptr) return invalid_argument("metadata is missing");
+  if (!meta->is_object()) {
+    return invalid_argument(std::string("metadata must be an object, not ") + meta->type_name());
+  }
+  const json* name = field(*meta, "name");
+  if (name == nullptr) return invalid_argument("metadata.name is missing");
+  if (!name->is_string()) {
+    return invalid_argument(std::string("metadata.name must be a string, not ") +
+                            name->type_name());
+  }
+  if (!is_dns1123_subdomain(name->get_ref<const std::string&>())) {
+    return invalid_argument("metadata.name " + quote(name->get_ref<const std::string&>()) +
+                            " is not " + std::string(kSubdomainRule));
+  }
+  if (const json* ns = field(*meta, "namespace")) {
+    if (!ns->is_string()) {
+      return invalid_argument(std::string("metadata.namespace must be a string, not ") +
+                              ns->type_name());
+    }
+    if (!is_dns1123_label(ns->get_ref<const std::string&>())) {
+      return invalid_argument("metadata.namespace " + quote(ns->get_ref<const std::string&>()) +
+                              " is not " + std::string(kLabelRule));
+    }
+  }
+  if (const json* labels = field(*meta, "labels")) {
+    CANOPY_RETURN_IF_ERROR(check_labels(*labels, "metadata.labels"));
+  }
+  if (const json* ann = field(*meta, "annotations")) {
+    CANOPY_RETURN_IF_ERROR(check_string_map(*ann, "metadata.annotations"));
+  }
+  return ok_status();
+}
+
+std::string_view outcome_name(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kApplied:
+      return kOutcomeApplied;
+    case Outcome::kFailed:
+      return kOutcomeFailed;
+    case Outcome::kRemoved:
+      return kOutcomeRemoved;
+  }
+  return "?";
+}
+
+StatusOr<StatusReport> parse_status_report(const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "status"));
+  StatusReport out;
+  out.template_key = string_or_empty(doc, "template");
+  out.hash = string_or_empty(doc, "hash");
+  out.message = string_or_empty(doc, "message");
+  out.file = string_or_empty(doc, "file");
+  const std::string outcome = string_or_empty(doc, "outcome");
+  if (outcome == kOutcomeApplied) {
+    out.outcome = Outcome::kApplied;
+  } else if (outcome == kOutcomeFailed) {
+    out.outcome = Outcome::kFailed;
+  } else if (outcome == kOutcomeRemoved) {
+    out.outcome = Outcome::kRemoved;
+  } else {
+    return invalid_argument("outcome " + quote(outcome) +
+                            " is not one of applied, failed, removed");
+  }
+  return out;
+}
+
+json status_document(const StatusReport& r) {
+  return {{"template", r.template_key},
+          {"hash", r.hash},
+          {"outcome", outcome_name(r.outcome)},
+          {"message", r.message},
+          {"file", r.file}};
+}
+
+}  // namespace canopy::model

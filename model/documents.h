@@ -1,0 +1,108 @@
+// Documents: the typed catalogue. Each kind of document (docs/keys.md) is
+// parsed and validated by exactly one function here; the API refuses what it
+// refuses (with the same message), the hub's index and the site's renderer
+// read the same types, so a document the API accepts is one every site reads
+// the same way.
+//
+// Parsing is strict: unknown fields are refused (a misspelt "selecter" would
+// otherwise silently target nothing), except that JSON nulls count as absent,
+// since a CRDT merge may leave a removed field null. Messages name the field:
+// `templates[1] "Web" is not a DNS-1123 label ...`; callers prefix the
+// document ("placement \"web\": ").
+#pragma once
+
+#include <cstddef>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/selector.h"
+#include "store/status.h"
+
+namespace canopy::model {
+
+// Names listed by one placement or override (its `sites` and `templates`).
+inline constexpr size_t kMaxListedNames = 10'000;
+
+// The site record `sites/<site>`: {"name": "<site>", "labels": {...}}. The
+// hub's record is the one source of truth for a site's labels: the spoke's
+// configured labels are only its request when it first says hello.
+struct SiteRecord {
+  std::string name;
+  Labels labels;
+};
+// `name` is the site's name from the key; the document's "name", when
+// present, must equal it. Other fields are allowed (they describe the site;
+// no rule reads them).
+StatusOr<SiteRecord> parse_site(std::string_view name, const nlohmann::json& doc);
+nlohmann::json site_document(const SiteRecord& site);
+
+// Which sites a placement or an override chooses: those listed in `sites`,
+// and those whose labels the selector matches.
+struct SiteChoice {
+  std::vector<std::string> sites;  // sorted, unique
+  LabelSelector selector;
+
+  bool matches(std::string_view site, const Labels& labels) const;
+  bool matches(const SiteRecord& site) const { return matches(site.name, site.labels); }
+  // Chooses no site at all.
+  bool empty() const { return sites.empty() && selector.empty(); }
+};
+
+// `t/<tenant>/placements/<p>`:
+//   {"templates": ["<template>", ...], "sites": [...], "selector": {...},
+//    "rollout": {...}}
+// `templates` is required; `sites` or a non-empty `selector` is required
+// (a placement must say which sites it targets).
+struct Placement {
+  std::vector<std::string> templates;  // template names of the same tenant, sorted, unique
+  SiteChoice choice;
+  // The rollout policy (waves, max unavailable, pause), an object; it does not
+  // change which sites are chosen, only when they get the templates.
+  nlohmann::json rollout = nlohmann::json::object();
+};
+StatusOr<Placement> parse_placement(const nlohmann::json& doc);
+
+// `t/<tenant>/overrides/<o>`:
+//   {"template": "<template>", "patch": {...}, "sites": [...], "selector": {...}}
+// `template` and `patch` (a JSON merge patch, an object) are required. An
+// override that chooses no site is valid and applies nowhere.
+struct Override {
+  std::string template_name;
+  nlohmann::json patch;
+  SiteChoice choice;
+};
+StatusOr<Override> parse_override(const nlohmann::json& doc);
+
+// `sites/<site>/overrides/<tenant>/<template>`: {"patch": {...}}.
+struct LocalOverride {
+  nlohmann::json patch;  // an object; empty when the document has none
+};
+StatusOr<LocalOverride> parse_local_override(const nlohmann::json& doc);
+
+// `t/<tenant>/templates/<t>`: a Kubernetes manifest — an object with non-empty
+// string apiVersion and kind, metadata.name a DNS-1123 subdomain,
+// metadata.namespace (optional) a DNS-1123 label, metadata.labels (optional)
+// label keys to label values, metadata.annotations (optional) strings.
+// Rendering checks the same after overrides.
+Status validate_manifest(const nlohmann::json& manifest);
+
+// `sites/<site>/status/<tenant>/<template>`, written by the site:
+//   {"template": "<template key>", "hash", "outcome", "message", "file"}
+enum class Outcome { kApplied, kFailed, kRemoved };
+inline constexpr std::string_view kOutcomeApplied = "applied";
+inline constexpr std::string_view kOutcomeFailed = "failed";
+inline constexpr std::string_view kOutcomeRemoved = "removed";
+struct StatusReport {
+  std::string template_key;
+  std::string hash;
+  Outcome outcome = Outcome::kFailed;
+  std::string message;
+  std::string file;
+};
+StatusOr<StatusReport> parse_status_report(const nlohmann::json& doc);
+nlohmann::json status_document(const StatusReport& report);
+std::string_view outcome_name(Outcome outcome);
+
+}  // namespace canopy::model

@@ -1,0 +1,62 @@
+// Keys: the store's key layout (docs/keys.md), built and parsed in one place.
+//
+//   sites/<site>                                 site record
+//   sites/<site>/overrides/<tenant>/<template>   local override (written at the site)
+//   sites/<site>/status/<tenant>/<template>      status (written at the site)
+//   t/<tenant>/templates/<template>              template (a Kubernetes manifest)
+//   t/<tenant>/placements/<placement>            placement
+//   t/<tenant>/overrides/<override>              hub override
+//
+// Every name is a DNS-1123 label (names.h). parse_key accepts exactly these
+// shapes with valid names; anything else is kOther, which no rule of the
+// catalogue reads.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace canopy::model {
+
+inline constexpr std::string_view kSitesPrefix = "sites/";
+inline constexpr std::string_view kTenantsPrefix = "t/";
+
+enum class KeyKind {
+  kOther,
+  kSite,
+  kLocalOverride,
+  kStatus,
+  kTemplate,
+  kPlacement,
+  kOverride,
+};
+
+struct ParsedKey {
+  KeyKind kind = KeyKind::kOther;
+  std::string_view site;    // kSite, kLocalOverride, kStatus
+  std::string_view tenant;  // all but kSite
+  std::string_view name;    // the object's own name; the template's for kLocalOverride, kStatus
+};
+
+// Views into `key`, which must outlive the result.
+ParsedKey parse_key(std::string_view key);
+
+std::string site_key(std::string_view site);
+std::string template_key(std::string_view tenant, std::string_view name);
+std::string placement_key(std::string_view tenant, std::string_view name);
+std::string override_key(std::string_view tenant, std::string_view name);
+std::string local_override_key(std::string_view site, std::string_view tenant,
+                               std::string_view template_name);
+std::string status_key(std::string_view site, std::string_view tenant,
+                       std::string_view template_name);
+
+// `sites/<site>/`: the subtree a site writes (and always holds).
+std::string site_subtree(std::string_view site);
+std::string status_prefix(std::string_view site);
+std::string local_overrides_prefix(std::string_view site);
+// `t/<tenant>/<kind>s/` for kind "template", "placement" or "override".
+std::string tenant_kind_prefix(std::string_view tenant, std::string_view kind);
+
+// True when `key` is `sites/<site>` or under `sites/<site>/`.
+bool in_site_subtree(std::string_view site, std::string_view key);
+
+}  // namespace canopy::model

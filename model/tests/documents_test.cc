@@ -1,0 +1,113 @@
+#include "model/documents.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace canopy::model {
+namespace {
+
+using nlohmann::json;
+
+json manifest() {
+  return {{"apiVersion", "apps/v1"},
+          {"kind", "Deployment"},
+          {"metadata", {{"name", "web"}, {"namespace", "shop"}, {"labels", {{"app", "web"}}}}}};
+}
+
+template <typename T>
+std::string error_of(const StatusOr<T>& r) {
+  return r.ok() ? std::string("(ok)") : r.status().message();
+}
+std::string error_of(const Status& s) { return s.ok() ? std::string("(ok)") : s.message(); }
+
+TEST(Documents, Placement) {
+  auto p = parse_placement({{"templates", {"web", "db", "web"}},
+                            {"sites", {"b", "a"}},
+                            {"selector", {{"matchLabels", {{"region", "eu"}}}}}});
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  EXPECT_EQ(p->templates, (std::vector<std::string>{"db", "web"}));
+  EXPECT_EQ(p->choice.sites, (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(p->choice.matches(SiteRecord{"a", {}}));
+  EXPECT_TRUE(p->choice.matches(SiteRecord{"z", {{"region", "eu"}}}));
+  EXPECT_FALSE(p->choice.matches(SiteRecord{"z", {{"region", "us"}}}));
+
+  EXPECT_EQ(error_of(parse_placement({{"sites", {"a"}}})), "templates is missing");
+  EXPECT_NE(error_of(parse_placement({{"templates", {"Web"}}, {"sites", {"a"}}}))
+                .find("templates[0] \"Web\" is not a DNS-1123 label"),
+            std::string::npos);
+  EXPECT_NE(error_of(parse_placement(
+                         {{"templates", {"web"}}, {"sites", {"a"}}, {"selecter", json::object()}}))
+                .find("\"selecter\" is not a field"),
+            std::string::npos);
+  EXPECT_NE(error_of(parse_placement({{"templates", {"web"}}})).find("sites or selector"),
+            std::string::npos);
+  EXPECT_EQ(error_of(parse_placement(json::array())), "placement must be a JSON object, not array");
+}
+
+TEST(Documents, Override) {
+  auto o = parse_override({{"template", "web"}, {"patch", {{"spec", {{"replicas", 3}}}}}});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->template_name, "web");
+  EXPECT_TRUE(o->choice.empty());
+  EXPECT_EQ(error_of(parse_override({{"template", "web"}})), "patch is missing");
+  EXPECT_NE(
+      error_of(parse_override({{"template", "web"}, {"patch", 3}})).find("patch must be an object"),
+      std::string::npos);
+  EXPECT_NE(error_of(parse_override({{"template", 1}, {"patch", json::object()}}))
+                .find("template must be a string"),
+            std::string::npos);
+  EXPECT_TRUE(parse_local_override({{"patch", {{"a", 1}}}}).ok());
+  EXPECT_TRUE(parse_local_override(json::object()).ok());
+  EXPECT_NE(error_of(parse_local_override({{"patch", "x"}})).find("patch must be an object"),
+            std::string::npos);
+}
+
+TEST(Documents, Site) {
+  auto s = parse_site("tower-1", {{"name", "tower-1"}, {"labels", {{"region", "eu"}}}});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->labels, (Labels{{"region", "eu"}}));
+  EXPECT_EQ(parse_site("tower-1", site_document(*s))->labels, s->labels);
+  EXPECT_NE(error_of(parse_site("tower-1", {{"name", "tower-2"}})).find("differs"),
+            std::string::npos);
+  EXPECT_NE(error_of(parse_site("tower-1", {{"labels", {{"region", 1}}}})).find("must be a string"),
+            std::string::npos);
+  EXPECT_NE(error_of(parse_site("tower-1", {{"labels", {{"bad key", "x"}}}})).find("label key"),
+            std::string::npos);
+  EXPECT_NE(error_of(parse_site("Tower", json::object())).find("DNS-1123"), std::string::npos);
+}
+
+TEST(Documents, ManifestChecksWhatEverySiteChecks) {
+  EXPECT_TRUE(validate_manifest(manifest()).ok());
+  json m = manifest();
+  m["metadata"]["labels"]["tier"] = 3;
+  EXPECT_EQ(error_of(validate_manifest(m)), "metadata.labels.tier must be a string, not number");
+  m = manifest();
+  m["metadata"]["labels"]["bad key"] = "x";
+  EXPECT_NE(error_of(validate_manifest(m)).find("metadata.labels key \"bad key\""),
+            std::string::npos);
+  m = manifest();
+  m["metadata"]["annotations"] = {{"note", json::array()}};
+  EXPECT_EQ(error_of(validate_manifest(m)),
+            "metadata.annotations.note must be a string, not array");
+  m = manifest();
+  m["metadata"]["name"] = "Web_1";
+  EXPECT_NE(
+      error_of(validate_manifest(m)).find("metadata.name \"Web_1\" is not a DNS-1123 subdomain"),
+      std::string::npos);
+  m = manifest();
+  m.erase("kind");
+  EXPECT_EQ(error_of(validate_manifest(m)), "kind is missing");
+}
+
+TEST(Documents, StatusReportRoundTrips) {
+  StatusReport r{"t/acme/templates/web", "00ff", Outcome::kFailed, "why", "f.json"};
+  auto back = parse_status_report(status_document(r));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->outcome, Outcome::kFailed);
+  EXPECT_EQ(back->message, "why");
+  EXPECT_FALSE(parse_status_report({{"outcome", "done"}}).ok());
+}
+
+}  // namespace
+}  // namespace canopy::model
