@@ -103,8 +103,9 @@ struct NatsOptions {
   // operator still looks.
   int ping_interval_ms = 5000;
   int max_pings_out = 2;
-  // Uniform 64-bit values for the jitter of the reopen backoff; empty: a
-  // generator seeded from std::random_device.
+  // Uniform 64-bit values for the jitter of the reopen backoff, called on
+  // the transport's reopening thread only; empty: a generator seeded from
+  // std::random_device.
   std::function<uint64_t()> random;
 };
 
