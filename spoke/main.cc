@@ -142,6 +142,12 @@ int run(const SpokeConfig& cfg) {
       std::make_unique<sync::ChildSync>(cfg.site, cfg.parent, store.get(), env, co));
   if (Status s = node.attach(); !s.ok()) {
     spdlog::critical("cannot subscribe: {}", s.to_string());
+    {
+      std::lock_guard lock(mu);
+      stopping = true;
+    }
+    cv.notify_all();
+    reconcile_thread.join();
     return 1;
   }
   sync::SyncRuntime runtime(&node);

@@ -10,6 +10,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <random>
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
@@ -188,8 +189,10 @@ struct NatsTransport::Subscription {
 
   const uint64_t id;
   const std::string pattern;
-  void* key = nullptr;               // in subscriptions(); set before subscribing
-  natsSubscription* nsub = nullptr;  // set once subscribed, under Core::mu
+  void* key = nullptr;  // in subscriptions(); set before subscribing
+  // On the current connection; null while it has none (the connection was
+  // closed when it subscribed). Guarded by Core::mu.
+  natsSubscription* nsub = nullptr;
 
   std::mutex mu;  // guards the fields below
   std::condition_variable idle;
@@ -202,12 +205,22 @@ struct NatsTransport::Subscription {
 struct NatsTransport::Core {
   explicit Core(NatsOptions o) : options(std::move(o)) {}
 
-  // Calls the state handlers if `connected` differs from what they last saw.
-  void report(bool connected) {
+  // Tells the state handlers the current connection's state if it differs
+  // from what they last saw. Called after every event of every connection
+  // and after a connection is replaced; it reads the state instead of
+  // trusting the event, so that a late event of a replaced connection
+  // changes nothing.
+  void report_state() {
     std::lock_guard dispatch(dispatch_mu);
+    bool connected;
+    {
+      std::shared_lock conn_lock(conn_mu);
+      connected = natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED;
+    }
     std::vector<std::shared_ptr<const StateHandler>> handlers;
     {
       std::lock_guard lock(mu);
+      if (connected) up_since_open = true;
       if (shutting_down || connected == reported_connected) return;
       reported_connected = connected;
       handlers = state_handlers;
@@ -223,20 +236,61 @@ struct NatsTransport::Core {
     }
   }
 
-  const NatsOptions options;
-  natsConnection* conn = nullptr;
-  void* key = nullptr;  // in cores()
+  // Wakes the reopening thread to look at the current connection.
+  void check_connection() {
+    {
+      std::lock_guard lock(mu);
+      reopen_check = true;
+    }
+    reopen_cv.notify_all();
+  }
 
-  std::mutex mu;  // guards the fields below
+  bool is_current(natsConnection* nc) const {
+    std::shared_lock conn_lock(conn_mu);
+    return nc == conn;
+  }
+
+  // One connection attempt with nats_options (up to connect_timeout_ms); with
+  // retry_on_failed_connect, a connection that NATS.c goes on connecting in
+  // the background.
+  StatusOr<natsConnection*> open_connection() const;
+  // Subscribes `sub` on `connection` with the pending limits.
+  StatusOr<natsSubscription*> subscribe_on(natsConnection* connection,
+                                           const Subscription& sub) const;
+  // Makes `fresh` the current connection, subscribes every subscription on
+  // it, and destroys the connection it replaces.
+  void replace_connection(natsConnection* fresh);
+  // The reopening thread: replaces a closed connection, after a backoff,
+  // until the transport shuts down.
+  void run_reopener();
+
+  const NatsOptions options;
+  std::unique_ptr<natsOptions, OptionsDeleter> nats_options;  // every connection's
+  void* key = nullptr;                                        // in cores()
+  std::function<uint64_t()> random;                           // the reopening thread's
+
+  // Shared by calls on `conn`, exclusive to replace it. Taken before `mu`.
+  mutable std::shared_mutex conn_mu;
+  natsConnection* conn = nullptr;  // null until a connection could be created
+
+  std::mutex mu;  // guards the fields below, and every Subscription::nsub
   uint64_t next_id = 1;
   std::map<uint64_t, std::shared_ptr<Subscription>> subs;
   std::vector<std::shared_ptr<const StateHandler>> state_handlers;
   bool reported_connected = false;
   bool shutting_down = false;
+  bool reopen_check = true;     // the reopening thread has something to look at
+  bool up_since_open = false;   // the current connection has been connected
+  uint64_t replaced_drops = 0;  // messages dropped by subscriptions on replaced connections
+  std::condition_variable reopen_cv;
+
+  // Runs run_reopener(); joined by ~NatsTransport.
+  std::thread reopener;
 
   // Held while state handlers run, so that the destructor can wait them out.
   std::mutex dispatch_mu;
   std::atomic<uint64_t> slow_consumer_events{0};
+  std::atomic<uint64_t> connections_replaced{0};
 };
 
 // NATS.c's callbacks (a friend of NatsTransport, for its nested types).
@@ -273,7 +327,7 @@ struct NatsCallbacks {
     std::shared_ptr<Core> core = cores().find(closure);
     if (core == nullptr) return;
     spdlog::info("nats: connection \"{}\" connected to {}", core->options.name, connected_url(nc));
-    core->report(true);
+    core->report_state();
   }
 
   static void on_reconnected(natsConnection* nc, void* closure) {
@@ -281,21 +335,34 @@ struct NatsCallbacks {
     if (core == nullptr) return;
     spdlog::info("nats: connection \"{}\" reconnected to {}", core->options.name,
                  connected_url(nc));
-    core->report(true);
+    core->report_state();
   }
 
-  static void on_disconnected(natsConnection*, void* closure) {
+  static void on_disconnected(natsConnection* nc, void* closure) {
     std::shared_ptr<Core> core = cores().find(closure);
     if (core == nullptr) return;
-    spdlog::warn("nats: connection \"{}\" lost its server; reconnecting", core->options.name);
-    core->report(false);
+    if (core->is_current(nc)) {
+      spdlog::warn("nats: connection \"{}\" lost its server; reconnecting", core->options.name);
+    }
+    core->report_state();
   }
 
-  static void on_closed(natsConnection*, void* closure) {
+  static void on_closed(natsConnection* nc, void* closure) {
     std::shared_ptr<Core> core = cores().find(closure);
     if (core == nullptr) return;
-    spdlog::error("nats: connection \"{}\" closed; it will not reconnect", core->options.name);
-    core->report(false);
+    // The connection being replaced, or the one the reopening thread is
+    // opening (not current yet: it looks again once it is).
+    if (core->is_current(nc)) {
+      const char* text = nullptr;
+      const natsStatus last = natsConnection_GetLastError(nc, &text);
+      std::string why;
+      if (last != NATS_OK)
+        why = std::string(": ") + (text != nullptr ? text : natsStatus_GetText(last));
+      spdlog::warn("nats: connection \"{}\" closed{}; a new one will be opened", core->options.name,
+                   why);
+    }
+    core->report_state();
+    core->check_connection();
   }
 
   static void on_error(natsConnection*, natsSubscription* nsub, natsStatus err, void* closure) {
@@ -329,6 +396,125 @@ struct NatsCallbacks {
   }
 };
 
+StatusOr<natsConnection*> NatsTransport::Core::open_connection() const {
+  natsConnection* connection = nullptr;
+  const natsStatus s = natsConnection_Connect(&connection, nats_options.get());
+  if (s == NATS_OK) {
+    spdlog::info("nats: connection \"{}\" connected to {}", options.name,
+                 connected_url(connection));
+    return connection;
+  }
+  if (s == NATS_NOT_YET_CONNECTED) {
+    spdlog::warn("nats: connection \"{}\": no server answers yet; retrying in the background",
+                 options.name);
+    return connection;
+  }
+  return from_nats(
+      s, "connecting to " + options.urls.front() + (options.urls.size() > 1 ? " and others" : ""));
+}
+
+StatusOr<natsSubscription*> NatsTransport::Core::subscribe_on(natsConnection* connection,
+                                                              const Subscription& sub) const {
+  natsSubscription* nsub = nullptr;
+  natsStatus s = natsConnection_Subscribe(&nsub, connection, sub.pattern.c_str(),
+                                          &NatsCallbacks::on_message, sub.key);
+  if (s == NATS_OK) {
+    s = natsSubscription_SetPendingLimits(nsub, limit_to_int(options.pending_msgs_limit),
+                                          limit_to_int(options.pending_bytes_limit));
+  }
+  if (s != NATS_OK) {
+    Status status = from_nats(s, "subscribe to \"" + sub.pattern + "\"");
+    natsSubscription_Destroy(nsub);
+    return status;
+  }
+  return nsub;
+}
+
+void NatsTransport::Core::replace_connection(natsConnection* fresh) {
+  natsConnection* replaced = nullptr;
+  std::vector<natsSubscription*> replaced_subs;
+  {
+    std::unique_lock conn_lock(conn_mu);
+    std::lock_guard lock(mu);
+    if (shutting_down) {
+      replaced = fresh;
+    } else {
+      replaced = conn;
+      conn = fresh;
+      up_since_open = false;
+      connections_replaced.fetch_add(1);
+      for (auto& [id, sub] : subs) {
+        if (sub->nsub != nullptr) {
+          int64_t dropped = 0;
+          if (natsSubscription_GetDropped(sub->nsub, &dropped) == NATS_OK && dropped > 0) {
+            replaced_drops += static_cast<uint64_t>(dropped);
+          }
+          replaced_subs.push_back(sub->nsub);
+          sub->nsub = nullptr;
+        }
+        StatusOr<natsSubscription*> nsub = subscribe_on(fresh, *sub);
+        if (nsub.ok()) {
+          sub->nsub = *nsub;
+        } else if (!natsConnection_IsClosed(fresh)) {
+          // Not expected on an open connection; the next connection retries.
+          spdlog::error("nats: connection \"{}\": {}", options.name, nsub.status().to_string());
+        }  // else `fresh` closed already: the next connection subscribes it
+      }
+    }
+  }
+  for (natsSubscription* nsub : replaced_subs) natsSubscription_Destroy(nsub);
+  // Closed already (or never current): no flush, quick.
+  natsConnection_Destroy(replaced);
+  report_state();
+}
+
+void NatsTransport::Core::run_reopener() {
+  uint32_t failures = 0;
+  std::unique_lock lock(mu);
+  while (true) {
+    reopen_cv.wait(lock, [this] { return shutting_down || reopen_check; });
+    if (shutting_down) return;
+    reopen_check = false;
+    lock.unlock();
+    bool closed;
+    {
+      std::shared_lock conn_lock(conn_mu);
+      closed = natsConnection_IsClosed(conn);  // true for a null connection
+    }
+    lock.lock();
+    if (!closed) continue;
+    if (up_since_open) failures = 0;
+    up_since_open = false;
+    const std::chrono::milliseconds delay = reopen_delay(failures, random());
+    failures = std::min<uint32_t>(failures + 1, 64);  // past the cap anyway
+    spdlog::info("nats: connection \"{}\": opening a new connection in {} ms", options.name,
+                 delay.count());
+    if (reopen_cv.wait_for(lock, delay, [this] { return shutting_down; })) return;
+    lock.unlock();
+    StatusOr<natsConnection*> fresh = open_connection();
+    if (fresh.ok()) {
+      replace_connection(*fresh);
+    } else {
+      spdlog::warn("nats: connection \"{}\": {}", options.name, fresh.status().to_string());
+    }
+    lock.lock();
+    // The new connection may have closed already (its event came while it
+    // was not current), or none was made: look at once.
+    reopen_check = true;
+  }
+}
+
+std::chrono::milliseconds NatsTransport::reopen_delay(uint32_t failures, uint64_t random) {
+  const int64_t min = kReopenBackoffMin.count();
+  const int64_t max = kReopenBackoffMax.count();
+  int64_t base = min;
+  for (uint32_t i = 0; i < failures && base < max; ++i) base *= 2;
+  base = std::min(base, max);
+  const int64_t half = base / 2;
+  return std::chrono::milliseconds(half +
+                                   static_cast<int64_t>(random % static_cast<uint64_t>(half + 1)));
+}
+
 StatusOr<std::unique_ptr<NatsTransport>> NatsTransport::connect(const NatsOptions& options) {
   std::call_once(nats_open_once, [] { nats_open_status = nats_Open(-1); });
   if (nats_open_status != NATS_OK) return from_nats(nats_open_status, "initializing NATS.c");
@@ -338,9 +524,14 @@ StatusOr<std::unique_ptr<NatsTransport>> NatsTransport::connect(const NatsOption
   if (natsOptions_Create(&raw_options) != NATS_OK) {
     return resource_exhausted("cannot create NATS options");
   }
-  std::unique_ptr<natsOptions, OptionsDeleter> opts(raw_options);
-
   auto core = std::make_shared<Core>(options);
+  core->nats_options.reset(raw_options);
+  natsOptions* opts = raw_options;
+  if (options.random) {
+    core->random = options.random;
+  } else {
+    core->random = [rng = std::mt19937_64(std::random_device{}())]() mutable { return rng(); };
+  }
   core->key = NatsCallbacks::cores().add(core);
   // Until connect() returns a transport, the core is ours to forget.
   struct Forget {
@@ -352,52 +543,53 @@ StatusOr<std::unique_ptr<NatsTransport>> NatsTransport::connect(const NatsOption
 
   std::vector<const char*> servers;
   for (const auto& url : options.urls) servers.push_back(url.c_str());
-  natsStatus s =
-      natsOptions_SetServers(opts.get(), servers.data(), static_cast<int>(servers.size()));
-  if (s == NATS_OK && !options.name.empty())
-    s = natsOptions_SetName(opts.get(), options.name.c_str());
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts.get(), options.max_reconnect);
-  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts.get(), options.reconnect_wait_ms);
+  natsStatus s = natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
+  if (s == NATS_OK && !options.name.empty()) s = natsOptions_SetName(opts, options.name.c_str());
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, options.max_reconnect);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, options.reconnect_wait_ms);
   if (s == NATS_OK) {
-    s = natsOptions_SetReconnectJitter(opts.get(), options.reconnect_jitter_ms,
+    s = natsOptions_SetReconnectJitter(opts, options.reconnect_jitter_ms,
                                        options.reconnect_jitter_ms);
   }
-  if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts.get(), options.reconnect_buffer_bytes);
-  if (s == NATS_OK) s = natsOptions_SetTimeout(opts.get(), options.connect_timeout_ms);
-  if (s == NATS_OK) s = natsOptions_SetPingInterval(opts.get(), options.ping_interval_ms);
-  if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts.get(), options.max_pings_out);
+  if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, options.reconnect_buffer_bytes);
+  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, options.connect_timeout_ms);
+  if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, options.ping_interval_ms);
+  if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts, options.max_pings_out);
   // The connection-wide default, in force before natsSubscription_SetPendingLimits.
   if (s == NATS_OK) {
-    s = natsOptions_SetMaxPendingMsgs(opts.get(), limit_to_int(options.pending_msgs_limit));
+    s = natsOptions_SetMaxPendingMsgs(opts, limit_to_int(options.pending_msgs_limit));
   }
   if (s == NATS_OK) {
-    s = natsOptions_SetRetryOnFailedConnect(opts.get(), options.retry_on_failed_connect,
+    s = natsOptions_SetRetryOnFailedConnect(opts, options.retry_on_failed_connect,
                                             &NatsCallbacks::on_connected, core->key);
   }
   if (s == NATS_OK) {
-    s = natsOptions_SetDisconnectedCB(opts.get(), &NatsCallbacks::on_disconnected, core->key);
+    s = natsOptions_SetDisconnectedCB(opts, &NatsCallbacks::on_disconnected, core->key);
   }
   if (s == NATS_OK) {
-    s = natsOptions_SetReconnectedCB(opts.get(), &NatsCallbacks::on_reconnected, core->key);
+    s = natsOptions_SetReconnectedCB(opts, &NatsCallbacks::on_reconnected, core->key);
   }
-  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts.get(), &NatsCallbacks::on_closed, core->key);
-  if (s == NATS_OK)
-    s = natsOptions_SetErrorHandler(opts.get(), &NatsCallbacks::on_error, core->key);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts, &NatsCallbacks::on_closed, core->key);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts, &NatsCallbacks::on_error, core->key);
   if (s != NATS_OK) return from_nats(s, "setting NATS options");
 
-  natsConnection* conn = nullptr;
-  s = natsConnection_Connect(&conn, opts.get());
-  if (s == NATS_OK) {
-    core->reported_connected = true;
-    spdlog::info("nats: connection \"{}\" connected to {}", options.name, connected_url(conn));
-  } else if (s == NATS_NOT_YET_CONNECTED) {
-    spdlog::warn("nats: connection \"{}\": no server reachable yet; retrying in the background",
-                 options.name);
+  StatusOr<natsConnection*> conn = core->open_connection();
+  if (conn.ok()) {
+    // NATS.c's callbacks may run already.
+    std::unique_lock conn_lock(core->conn_mu);
+    std::lock_guard lock(core->mu);
+    core->conn = *conn;
+    core->reported_connected = natsConnection_Status(*conn) == NATS_CONN_STATUS_CONNECTED;
+  } else if (!options.retry_on_failed_connect) {
+    return conn.status();
   } else {
-    return from_nats(s, "connecting to " + options.urls.front() +
-                            (options.urls.size() > 1 ? " and others" : ""));
+    // No connection object at all (NATS.c could not even start retrying):
+    // the reopening thread makes one.
+    spdlog::warn("nats: connection \"{}\": {}; retrying", options.name, conn.status().to_string());
   }
-  core->conn = conn;
+  // It looks at the connection at once: NATS.c may have closed it already.
+  Core* raw_core = core.get();
+  core->reopener = std::thread([raw_core] { raw_core->run_reopener(); });
   forget.key = nullptr;
   return std::unique_ptr<NatsTransport>(new NatsTransport(std::move(core)));
 }
@@ -411,22 +603,30 @@ NatsTransport::~NatsTransport() {
     core_->shutting_down = true;
     subs.swap(core_->subs);
   }
+  // Waits out a connection attempt in progress; no connection is replaced
+  // after this.
+  core_->reopen_cv.notify_all();
+  core_->reopener.join();
   // A state handler running now finishes; none starts after.
   { std::lock_guard dispatch(core_->dispatch_mu); }
   for (auto& [id, sub] : subs) {
     sub->deactivate();
     NatsCallbacks::subscriptions().remove(sub->key);
-    natsSubscription_Destroy(sub->nsub);
+    natsSubscription_Destroy(sub->nsub);  // null-safe
   }
   NatsCallbacks::cores().remove(core_->key);
   // Flushes what is buffered (up to 500 ms), closes, and frees once NATS.c's
   // own threads let go. Callbacks still queued find no core and return.
-  natsConnection_Destroy(core_->conn);
+  natsConnection_Destroy(core_->conn);  // null-safe
 }
 
 Status NatsTransport::publish(std::string_view subject, std::string_view data) {
   CANOPY_RETURN_IF_ERROR(internal::check_publish_subject(subject));
   const std::string subject_string(subject);
+  std::shared_lock conn_lock(core_->conn_mu);
+  if (core_->conn == nullptr) {
+    return unavailable("publish to \"" + subject_string + "\": no connection to NATS yet");
+  }
   const int64_t server_max = natsConnection_GetMaxPayload(core_->conn);
   // Before the first connection NATS.c checks nothing; hold to the default.
   if (server_max <= 0 && data.size() > kDefaultMaxPayload) {
@@ -462,19 +662,19 @@ StatusOr<uint64_t> NatsTransport::subscribe(std::string_view pattern, Handler ha
   auto sub = std::make_shared<Subscription>(id, std::string(pattern), std::move(handler));
   sub->key = NatsCallbacks::subscriptions().add(sub);
 
+  // Held until the subscription is in `subs`, so that a connection replaced
+  // meanwhile is replaced after, and subscribes it again.
+  std::shared_lock conn_lock(core_->conn_mu);
   natsSubscription* nsub = nullptr;
-  natsStatus s = natsConnection_Subscribe(&nsub, core_->conn, sub->pattern.c_str(),
-                                          &NatsCallbacks::on_message, sub->key);
-  if (s == NATS_OK) {
-    s = natsSubscription_SetPendingLimits(nsub, limit_to_int(core_->options.pending_msgs_limit),
-                                          limit_to_int(core_->options.pending_bytes_limit));
-  }
-  if (s != NATS_OK) {
-    Status status = from_nats(s, "subscribe to \"" + sub->pattern + "\"");
-    sub->deactivate();
-    NatsCallbacks::subscriptions().remove(sub->key);
-    if (nsub != nullptr) natsSubscription_Destroy(nsub);
-    return status;
+  if (!natsConnection_IsClosed(core_->conn)) {
+    StatusOr<natsSubscription*> subscribed = core_->subscribe_on(core_->conn, *sub);
+    // Closed since: the next connection subscribes it.
+    if (!subscribed.ok() && !natsConnection_IsClosed(core_->conn)) {
+      sub->deactivate();
+      NatsCallbacks::subscriptions().remove(sub->key);
+      return subscribed.status();
+    }
+    if (subscribed.ok()) nsub = *subscribed;
   }
   std::lock_guard lock(core_->mu);
   sub->nsub = nsub;
@@ -484,26 +684,30 @@ StatusOr<uint64_t> NatsTransport::subscribe(std::string_view pattern, Handler ha
 
 void NatsTransport::unsubscribe(uint64_t id) {
   std::shared_ptr<Subscription> sub;
+  natsSubscription* nsub = nullptr;
   {
     std::lock_guard lock(core_->mu);
     auto it = core_->subs.find(id);
     if (it == core_->subs.end()) return;
     sub = std::move(it->second);
     core_->subs.erase(it);
+    nsub = std::exchange(sub->nsub, nullptr);
   }
   sub->deactivate();
   NatsCallbacks::subscriptions().remove(sub->key);
   // Removes the interest at the server; messages already queued for the
   // subscription are dropped by NATS.c (or ignored by a deactivated handler).
-  natsSubscription_Destroy(sub->nsub);
+  natsSubscription_Destroy(nsub);
 }
 
 size_t NatsTransport::max_payload() const {
-  const int64_t server_max = natsConnection_GetMaxPayload(core_->conn);
+  std::shared_lock conn_lock(core_->conn_mu);
+  const int64_t server_max = core_->conn != nullptr ? natsConnection_GetMaxPayload(core_->conn) : 0;
   return server_max > 0 ? static_cast<size_t>(server_max) : kDefaultMaxPayload;
 }
 
 bool NatsTransport::connected() const {
+  std::shared_lock conn_lock(core_->conn_mu);
   return natsConnection_Status(core_->conn) == NATS_CONN_STATUS_CONNECTED;
 }
 
@@ -514,19 +718,25 @@ void NatsTransport::on_state_change(StateHandler handler) {
 }
 
 Status NatsTransport::flush(std::chrono::milliseconds timeout) {
-  if (!connected()) return unavailable("flush: not connected");
   const int64_t ms = std::max<int64_t>(1, timeout.count());
+  std::shared_lock conn_lock(core_->conn_mu);
+  if (natsConnection_Status(core_->conn) != NATS_CONN_STATUS_CONNECTED) {
+    return unavailable("flush: not connected");
+  }
   return from_nats(natsConnection_FlushTimeout(core_->conn, ms), "flush");
 }
 
 uint64_t NatsTransport::slow_consumer_events() const { return core_->slow_consumer_events.load(); }
 
+uint64_t NatsTransport::connections_replaced() const { return core_->connections_replaced.load(); }
+
 uint64_t NatsTransport::dropped_messages() const {
-  uint64_t total = 0;
   std::lock_guard lock(core_->mu);
+  uint64_t total = core_->replaced_drops;
   for (const auto& [id, sub] : core_->subs) {
     int64_t dropped = 0;
-    if (natsSubscription_GetDropped(sub->nsub, &dropped) == NATS_OK && dropped > 0) {
+    if (sub->nsub != nullptr && natsSubscription_GetDropped(sub->nsub, &dropped) == NATS_OK &&
+        dropped > 0) {
       total += static_cast<uint64_t>(dropped);
     }
   }

@@ -1,8 +1,9 @@
 // Tests of NatsTransport against real nats-server processes on loopback:
-// started late, killed, restarted on their port.
+// started late, killed, restarted on their port, hung (SIGSTOP) and resumed.
 #include "sync/nats_transport.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <chrono>
@@ -406,6 +407,158 @@ TEST(NatsTransport, HandlerMayUnsubscribeItselfAndPublish) {
   std::this_thread::sleep_for(milliseconds(100));
   EXPECT_EQ(calls.load(), 1);
   EXPECT_EQ(replies.size(), 1u);
+}
+
+TEST(NatsTransport, ReopenDelayDoublesUpToItsCapWithJitter) {
+  const auto min = NatsTransport::kReopenBackoffMin;
+  const auto max = NatsTransport::kReopenBackoffMax;
+  // The jitter picks within [base / 2, base].
+  EXPECT_EQ(NatsTransport::reopen_delay(0, 0), min / 2);
+  EXPECT_EQ(NatsTransport::reopen_delay(0, min.count() / 2), min);
+  EXPECT_EQ(NatsTransport::reopen_delay(1, 0), min);
+  EXPECT_EQ(NatsTransport::reopen_delay(2, 0), 2 * min);
+  for (uint32_t failures : {0u, 1u, 5u, 6u, 7u, 30u, 64u, 1000u, UINT32_MAX}) {
+    for (uint64_t random : {uint64_t{0}, uint64_t{1}, uint64_t{12345}, UINT64_MAX}) {
+      const auto delay = NatsTransport::reopen_delay(failures, random);
+      EXPECT_GE(delay, min / 2) << failures << " " << random;
+      EXPECT_LE(delay, max) << failures << " " << random;
+    }
+  }
+  // The cap is reached, and held.
+  EXPECT_EQ(NatsTransport::reopen_delay(64, max.count() / 2), max);
+  EXPECT_EQ(NatsTransport::reopen_delay(UINT32_MAX, 0), max / 2);
+}
+
+// A server that accepts TCP but does not answer (SIGSTOP) when the transport
+// connects: NATS.c closes that connection for good; the transport opens new
+// ones until the server answers, with the subscription made meanwhile.
+TEST(NatsTransport, ConnectsOnceAServerHungAtStartAnswers) {
+  NatsServer server;
+  start(server);
+  ASSERT_TRUE(server.process().kill(SIGSTOP));
+  StateLog states;
+  Inbox inbox;
+  NatsOptions options = options_for(server, "hung-at-start");
+  options.connect_timeout_ms = 300;
+  const auto before_connect = std::chrono::steady_clock::now();
+  auto t = connect(options);
+  ASSERT_TRUE(t);
+  // One attempt, bounded by the connect timeout.
+  EXPECT_LT(std::chrono::steady_clock::now() - before_connect, seconds(3));
+  t->on_state_change(states.handler());
+  EXPECT_FALSE(t->connected());
+  // Whether or not NATS.c has closed the connection yet, this succeeds.
+  ASSERT_TRUE(t->subscribe("h.>", inbox.handler()).ok());
+
+  // Hung for a few seconds: several connections closed and replaced.
+  ASSERT_TRUE(wait_until([&] { return t->connections_replaced() >= 2; }, kWait));
+  EXPECT_FALSE(t->connected());
+  EXPECT_TRUE(states.events().empty());
+
+  ASSERT_TRUE(server.process().kill(SIGCONT));
+  ASSERT_TRUE(wait_until([&] { return t->connected(); }, kWait)) << server.log_tail();
+  ASSERT_TRUE(wait_until([&] { return states.last_is(true); }, kWait));
+  EXPECT_EQ(states.events(), std::vector<bool>{true});
+  auto pub = connect(options_for(server, "pub"));
+  ASSERT_TRUE(pub);
+  ASSERT_TRUE(t->flush(seconds(5)).ok());  // the subscription is at the server
+  ASSERT_TRUE(pub->publish("h.after", "1").ok());
+  ASSERT_TRUE(wait_until([&] { return inbox.has("h.after", "1"); }, kWait));
+}
+
+// A server hung mid-run until NATS.c gives up (stale connection, then
+// max_reconnect handshakes time out): the transport opens a new connection,
+// subscribes again, and messages flow once the server answers.
+TEST(NatsTransport, ReconnectsAfterNatsGaveUpOnAServerHungMidRun) {
+  NatsServer server;
+  start(server);
+  StateLog states;
+  Inbox inbox;
+  NatsOptions options = options_for(server, "hung-mid-run");
+  options.ping_interval_ms = 200;
+  options.max_pings_out = 2;
+  options.max_reconnect = 2;
+  options.connect_timeout_ms = 300;
+  auto t = connect(options);
+  ASSERT_TRUE(t);
+  t->on_state_change(states.handler());
+  ASSERT_TRUE(t->subscribe("m.*", inbox.handler()).ok());
+  ASSERT_TRUE(t->flush(seconds(5)).ok());
+  ASSERT_TRUE(t->publish("m.before", "0").ok());
+  ASSERT_TRUE(wait_until([&] { return inbox.has("m.before", "0"); }, kWait));
+
+  ASSERT_TRUE(server.process().kill(SIGSTOP));
+  ASSERT_TRUE(wait_until([&] { return states.last_is(false); }, kWait));
+  EXPECT_FALSE(t->connected());
+  // NATS.c gave up on its connection: the transport replaced it.
+  ASSERT_TRUE(wait_until([&] { return t->connections_replaced() >= 1; }, kWait));
+  EXPECT_FALSE(t->connected());
+
+  ASSERT_TRUE(server.process().kill(SIGCONT));
+  ASSERT_TRUE(wait_until([&] { return states.last_is(true); }, kWait)) << server.log_tail();
+  EXPECT_EQ(states.events(), (std::vector<bool>{false, true}));
+  auto pub = connect(options_for(server, "pub"));
+  ASSERT_TRUE(pub);
+  ASSERT_TRUE(t->flush(seconds(5)).ok());
+  ASSERT_TRUE(pub->publish("m.after", "1").ok());
+  ASSERT_TRUE(wait_until([&] { return inbox.has("m.after", "1"); }, kWait));
+  ASSERT_TRUE(t->publish("m.own", "2").ok());
+  ASSERT_TRUE(wait_until([&] { return inbox.has("m.own", "2"); }, kWait));
+}
+
+// A server killed for longer than NATS.c retries, then restarted on its port:
+// the transport's new connection finds it.
+TEST(NatsTransport, ReconnectsAfterNatsGaveUpOnAKilledServer) {
+  NatsServer server;
+  start(server);
+  StateLog states;
+  Inbox inbox;
+  NatsOptions options = options_for(server, "killed");
+  options.max_reconnect = 2;
+  auto t = connect(options);
+  ASSERT_TRUE(t);
+  t->on_state_change(states.handler());
+  ASSERT_TRUE(t->subscribe("k.*", inbox.handler()).ok());
+  ASSERT_TRUE(t->flush(seconds(5)).ok());
+
+  server.kill();
+  ASSERT_TRUE(wait_until([&] { return states.last_is(false); }, kWait));
+  ASSERT_TRUE(wait_until([&] { return t->connections_replaced() >= 2; }, kWait));
+  EXPECT_FALSE(t->connected());
+  // Publishing while the connection is closed fails cleanly, or is buffered.
+  const Status while_down = t->publish("k.down", "x");
+  EXPECT_TRUE(while_down.ok() || while_down.code() == StatusCode::kUnavailable)
+      << while_down.to_string();
+
+  start(server);
+  ASSERT_TRUE(wait_until([&] { return states.last_is(true); }, kWait));
+  EXPECT_EQ(states.events(), (std::vector<bool>{false, true}));
+  auto pub = connect(options_for(server, "pub"));
+  ASSERT_TRUE(pub);
+  ASSERT_TRUE(t->flush(seconds(5)).ok());
+  ASSERT_TRUE(pub->publish("k.after", "1").ok());
+  ASSERT_TRUE(wait_until([&] { return inbox.has("k.after", "1"); }, kWait));
+}
+
+// Destroying a transport while it waits to reopen, or while it is opening a
+// connection to a hung server, returns within about one connect timeout.
+TEST(NatsTransport, DestructionWhileReopeningIsPrompt) {
+  NatsServer server;
+  start(server);
+  ASSERT_TRUE(server.process().kill(SIGSTOP));
+  NatsOptions options = options_for(server, "reopening");
+  options.connect_timeout_ms = 300;
+  for (auto pause : {milliseconds(0), milliseconds(200), milliseconds(450), milliseconds(900)}) {
+    Inbox inbox;
+    auto t = connect(options);
+    ASSERT_TRUE(t);
+    ASSERT_TRUE(t->subscribe("d.>", inbox.handler()).ok());
+    std::this_thread::sleep_for(pause);
+    const auto before = std::chrono::steady_clock::now();
+    t.reset();
+    EXPECT_LT(std::chrono::steady_clock::now() - before, seconds(2)) << pause.count();
+  }
+  ASSERT_TRUE(server.process().kill(SIGCONT));
 }
 
 }  // namespace
