@@ -318,8 +318,9 @@ struct CatalogService::Watcher {
   }
 };
 
-CatalogService::CatalogService(Store* store, hub::PlacementIndex* index, CatalogOptions options)
-    : store_(store), index_(index), options_(std::move(options)) {}
+CatalogService::CatalogService(Store* store, hub::PlacementIndex* index,
+                               hub::StatusAggregate* status, CatalogOptions options)
+    : store_(store), index_(index), status_(status), options_(std::move(options)) {}
 
 CatalogService::~CatalogService() { shutdown(); }
 
@@ -570,73 +571,16 @@ grpc::Status CatalogService::GetStatus(grpc::ServerContext*, const v1::GetStatus
                                ? kDefaultPageSize
                                : std::min<uint32_t>(request->page_size(), kMaxPageSize);
 
-  auto text = store_->get(*key);
-  if (!text.ok()) {
-    if (text.status().code() == StatusCode::kNotFound) {
+  auto status =
+      status_->placement_status(request->tenant(), request->placement(), token, page_size);
+  if (!status.ok()) {
+    if (status.status().code() == StatusCode::kNotFound) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
                           not_found_message(kPlacement, request->tenant(), request->placement()));
     }
-    return to_grpc(text.status());
+    return to_grpc(status.status());
   }
-  // What the index evaluates: the placement's valid template names.
-  std::vector<std::string> templates;
-  {
-    const json doc = json::parse(*text, nullptr, false);
-    auto it = doc.is_object() ? doc.find("templates") : doc.end();
-    if (doc.is_object() && it != doc.end() && it->is_array()) {
-      for (const auto& t : *it) {
-        if (t.is_string() && hub::is_dns1123_label(t.get_ref<const std::string&>())) {
-          templates.push_back(t.get<std::string>());
-        }
-      }
-    }
-    std::sort(templates.begin(), templates.end());
-    templates.erase(std::unique(templates.begin(), templates.end()), templates.end());
-  }
-
-  const std::vector<std::string> sites = index_->sites_for(*key);
-  uint32_t applied = 0, failed = 0, pending = 0;
-  for (const auto& site : sites) {
-    v1::SiteStatus row;
-    row.set_site(site);
-    bool any_failed = false, all_applied = true;
-    for (const auto& t : templates) {
-      v1::TemplateStatus* ts = row.add_templates();
-      ts->set_template_(t);
-      auto status = store_->get(hub::site_key(site) + "/status/" + request->tenant() + "/" + t);
-      if (!status.ok() && status.status().code() != StatusCode::kNotFound) {
-        return to_grpc(status.status());
-      }
-      std::string outcome = "pending";
-      if (status.ok()) {
-        const json doc = json::parse(*status, nullptr, false);
-        if (doc.is_object()) {
-          auto str = [&doc](const char* f) {
-            auto it = doc.find(f);
-            return it != doc.end() && it->is_string() ? it->get<std::string>() : std::string();
-          };
-          if (!str("outcome").empty()) outcome = str("outcome");
-          ts->set_message(str("message"));
-          ts->set_hash(str("hash"));
-        }
-      }
-      ts->set_outcome(outcome);
-      any_failed = any_failed || outcome == "failed";
-      all_applied = all_applied && outcome == "applied";
-    }
-    const char* state = any_failed ? "failed" : all_applied ? "applied" : "pending";
-    row.set_state(state);
-    (any_failed ? failed : all_applied ? applied : pending) += 1;
-    if (site > token && static_cast<size_t>(response->sites_size()) < page_size) {
-      *response->add_sites() = std::move(row);
-    } else if (site > token && response->next_page_token().empty()) {
-      response->set_next_page_token(response->sites().rbegin()->site());
-    }
-  }
-  response->set_targeted(static_cast<uint32_t>(sites.size()));
-  response->set_applied(applied);
-  response->set_failed(failed);
-  response->set_pending(pending);
+  *response = std::move(status).value();
   return grpc::Status::OK;
 }
 

@@ -33,6 +33,7 @@
 
 #include "canopy/v1/hub.grpc.pb.h"
 #include "hub/placement_index.h"
+#include "hub/status_aggregate.h"
 #include "store/document.h"
 #include "store/status.h"
 #include "store/store.h"
@@ -70,8 +71,10 @@ StatusOr<nlohmann::json> validate_object(const v1::Object& object, const Documen
 
 class CatalogService final : public v1::Catalog::Service {
  public:
-  // `store` and `index` must outlive the service; `index` follows `store`.
-  CatalogService(Store* store, hub::PlacementIndex* index, CatalogOptions options = {});
+  // `store`, `index` and `status` must outlive the service; `index` and
+  // `status` follow `store`. GetStatus answers from `status`.
+  CatalogService(Store* store, hub::PlacementIndex* index, hub::StatusAggregate* status,
+                 CatalogOptions options = {});
   ~CatalogService() override;
   CatalogService(const CatalogService&) = delete;
   CatalogService& operator=(const CatalogService&) = delete;
@@ -101,6 +104,7 @@ class CatalogService final : public v1::Catalog::Service {
 
   Store* store_;
   hub::PlacementIndex* index_;
+  hub::StatusAggregate* status_;
   CatalogOptions options_;
 
   std::mutex mu_;
