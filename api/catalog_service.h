@@ -31,6 +31,7 @@
 #include <string>
 #include <string_view>
 
+#include "api/objects.h"
 #include "canopy/v1/hub.grpc.pb.h"
 #include "hub/placement_index.h"
 #include "hub/status_aggregate.h"
@@ -42,9 +43,6 @@ namespace canopy::api {
 
 // Pending changes a watcher may fall behind by before its stream is ended.
 inline constexpr size_t kWatchQueueLimit = 10'000;
-// List and GetStatus page sizes.
-inline constexpr uint32_t kDefaultPageSize = 100;
-inline constexpr uint32_t kMaxPageSize = 1000;
 
 struct CatalogOptions {
   // The store's document limits (StoreOptions::limits).
@@ -53,21 +51,6 @@ struct CatalogOptions {
   // For tests: called by a watch stream before it sends each event.
   std::function<void()> before_watch_send;
 };
-
-// Object kinds.
-inline constexpr std::string_view kTemplate = "template";
-inline constexpr std::string_view kPlacement = "placement";
-inline constexpr std::string_view kOverride = "override";
-inline constexpr std::string_view kSite = "site";
-
-// The store key of an object, or INVALID_ARGUMENT naming the bad field
-// (`field_prefix` is prepended to field names, e.g. "object.").
-StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
-                                 std::string_view name, std::string_view field_prefix = "");
-
-// Checks `object.json` for the object's kind and returns the document to
-// store. The kind and name must already be valid (object_key).
-StatusOr<nlohmann::json> validate_object(const v1::Object& object, const DocumentLimits& limits);
 
 class CatalogService final : public v1::Catalog::Service {
  public:

@@ -67,6 +67,7 @@
 
 #include "canopy/v1/store.pb.h"
 #include "canopy/v1/sync.pb.h"
+#include "hub/keys.h"
 #include "store/document.h"
 #include "store/status.h"
 #include "store/store.h"
@@ -74,24 +75,11 @@
 
 namespace canopy::hub {
 
-// True for a DNS-1123 label: 1-63 characters of [a-z0-9-], starting and ending
-// with a letter or digit. Every tenant, site, template, placement and override
-// name is one.
-bool is_dns1123_label(std::string_view name);
-
 // The site registry as the hub keeps it: a child's hello describes the site
 // (its labels), and this writes the record `sites/<child>` that the index
 // reads. A failed write is logged; the child's next hello writes it again.
 // (ParentSync's hello hook in canopy-hub.)
 void register_site(Store* store, const std::string& child, const v1::Hello& hello);
-
-// Key layout (docs/keys.md).
-inline constexpr std::string_view kSitesPrefix = "sites/";
-inline constexpr std::string_view kTenantsPrefix = "t/";
-std::string site_key(std::string_view site);
-std::string template_key(std::string_view tenant, std::string_view name);
-std::string placement_key(std::string_view tenant, std::string_view name);
-std::string override_key(std::string_view tenant, std::string_view name);
 
 using Labels = std::map<std::string, std::string, std::less<>>;
 

@@ -53,8 +53,8 @@
 #include <string_view>
 #include <vector>
 
-#include "api/catalog_service.h"
 #include "api/grpc_server.h"
+#include "api/objects.h"
 #include "canopy/v1/hub.grpc.pb.h"
 #include "store/document.h"
 #include "store/hlc.h"
