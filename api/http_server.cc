@@ -1,5 +1,7 @@
 #include "api/http_server.h"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -33,6 +35,16 @@ void HttpServer::stop() {
   }
   server_.stop();
   thread_.join();
+}
+
+daemon::Part HttpServer::part(std::string name, std::string listen) {
+  return {name,
+          [this, name, listen]() -> Status {
+            CANOPY_RETURN_IF_ERROR(start(listen));
+            spdlog::info("{} on http://{}/healthz", name, listen);
+            return ok_status();
+          },
+          [this] { stop(); }};
 }
 
 void reply_json(httplib::Response& res, const std::string& json_text, int status) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "daemon/process.h"
 #include "store/status.h"
 
 namespace canopy::api {
@@ -28,6 +29,9 @@ class HttpServer {
   // thread. Unavailable when the address cannot be bound.
   Status start(const std::string& listen);
   void stop();
+  // This server as a part of a daemon (daemon::run_until_signal): `name`
+  // for the logs, listening on `listen`.
+  daemon::Part part(std::string name, std::string listen);
   // The bound port, after start().
   int port() const { return port_; }
 

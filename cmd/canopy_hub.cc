@@ -62,13 +62,7 @@ int run(const hub::HubConfig& cfg) {
        }});
   if (!cfg.health_listen.empty()) {
     api::add_hub_routes(http.server(), &hub, &health);
-    parts.push_back({"health",
-                     [&]() -> Status {
-                       CANOPY_RETURN_IF_ERROR(http.start(cfg.health_listen));
-                       spdlog::info("health on http://{}/healthz", cfg.health_listen);
-                       return ok_status();
-                     },
-                     [&] { http.stop(); }});
+    parts.push_back(http.part("health", cfg.health_listen));
   }
   return daemon::run_until_signal(std::move(parts), &health);
 }

@@ -13,8 +13,6 @@
 // At start it applies what its store holds before it even connects. SIGTERM
 // or SIGINT stops it cleanly. Exit codes: 0 clean, 2 bad configuration, 1 a
 // failure at start.
-#include <spdlog/spdlog.h>
-
 #include <string>
 #include <vector>
 
@@ -38,13 +36,7 @@ int run(const spoke::SpokeConfig& cfg) {
   parts.push_back({"spoke", [&] { return site.start(); }, [&] { site.stop(); }});
   if (!cfg.health_listen.empty()) {
     api::add_spoke_routes(http.server(), &site, &health);
-    parts.push_back({"local API",
-                     [&]() -> Status {
-                       CANOPY_RETURN_IF_ERROR(http.start(cfg.health_listen));
-                       spdlog::info("local API on http://{}/healthz", cfg.health_listen);
-                       return ok_status();
-                     },
-                     [&] { http.stop(); }});
+    parts.push_back(http.part("local API", cfg.health_listen));
   }
   return daemon::run_until_signal(std::move(parts), &health);
 }
