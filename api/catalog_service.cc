@@ -22,124 +22,7 @@ using json = nlohmann::json;
 // How often a watch stream without events checks whether its client left.
 constexpr auto kWatchPoll = std::chrono::milliseconds(100);
 
-std::string quote(std::string_view s) { return json(std::string(s)).dump(); }
-
-// `<kind> "<name>"`, the subject of every message about an object.
-std::string subject(std::string_view kind, std::string_view name) {
-  return std::string(kind) + " " + quote(name);
-}
-
-Status check_label(std::string_view field, std::string_view value) {
-  if (value.empty()) return invalid_argument(std::string(field) + " is missing");
-  if (!model::is_dns1123_label(value)) {
-    return invalid_argument(std::string(field) + " " + quote(value) + " is not " +
-                            std::string(model::kLabelRule));
-  }
-  return ok_status();
-}
-
-std::string prefix_of(std::string_view kind, std::string_view tenant) {
-  if (kind == kSite) return std::string(model::kSitesPrefix);
-  return model::tenant_kind_prefix(tenant, kind);
-}
-
-// The object's kind, tenant and name from its key.
-void name_object(std::string_view kind, std::string_view tenant, std::string_view name,
-                 v1::Object* out) {
-  out->set_kind(std::string(kind));
-  out->set_tenant(std::string(tenant));
-  out->set_name(std::string(name));
-}
-
-std::string not_found_message(std::string_view kind, std::string_view tenant,
-                              std::string_view name) {
-  std::string m = subject(kind, name);
-  if (kind != kSite) m += " of tenant " + quote(tenant);
-  return m + " not found";
-}
-
-// --- Document checks: the model's, with the object named first.
-
-Status named(const std::string& what, const Status& st) {
-  if (st.ok()) return st;
-  return Status(st.code(), what + ": " + st.message());
-}
-
-Status check_site(json* doc, std::string_view name, const std::string& what) {
-  CANOPY_RETURN_IF_ERROR(named(what, model::parse_site(name, *doc).status()));
-  if (!doc->contains("name")) (*doc)["name"] = std::string(name);
-  return ok_status();
-}
-
 }  // namespace
-
-StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
-                                 std::string_view name, std::string_view field_prefix) {
-  const std::string p(field_prefix);
-  if (kind.empty()) return invalid_argument(p + "kind is missing");
-  if (kind != kTemplate && kind != kPlacement && kind != kOverride && kind != kSite) {
-    return invalid_argument(p + "kind " + quote(kind) +
-                            " is not one of template, placement, override, site");
-  }
-  if (kind == kSite) {
-    if (!tenant.empty()) {
-      return invalid_argument(p + "tenant must be empty for kind site (sites belong to no tenant)");
-    }
-  } else {
-    CANOPY_RETURN_IF_ERROR(check_label(p + "tenant", tenant));
-  }
-  CANOPY_RETURN_IF_ERROR(check_label(p + "name", name));
-  return prefix_of(kind, tenant) + std::string(name);
-}
-
-StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& limits) {
-  const std::string what = subject(object.kind(), object.name());
-  const std::string& text = object.json();
-  if (text.empty()) return invalid_argument(what + ": object.json is missing");
-  if (text.size() > limits.max_doc_bytes) {
-    return invalid_argument(what + ": object.json of " + std::to_string(text.size()) +
-                            " bytes exceeds the limit of " + std::to_string(limits.max_doc_bytes));
-  }
-  {
-    json probe = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (probe.is_discarded()) {
-      // Parse again for the position and reason of the error.
-      try {
-        const json unused = json::parse(text);
-        (void)unused;
-      } catch (const json::parse_error& e) {
-        return invalid_argument(what + ": object.json is not valid JSON: " + e.what());
-      }
-      return invalid_argument(what + ": object.json is not valid JSON");
-    }
-    if (!probe.is_object()) {
-      return invalid_argument(what + ": object.json must be a JSON object, not " +
-                              probe.type_name());
-    }
-  }
-  auto parsed = parse_document(text, limits);
-  if (!parsed.ok()) {
-    return Status(parsed.status().code(), what + ": object.json: " + parsed.status().message());
-  }
-  json doc = std::move(parsed).value();
-  const std::string_view kind = object.kind();
-  if (kind == kTemplate) {
-    CANOPY_RETURN_IF_ERROR(named(what, model::validate_manifest(doc)));
-  } else if (kind == kPlacement) {
-    CANOPY_RETURN_IF_ERROR(named(what, model::parse_placement(doc).status()));
-  } else if (kind == kOverride) {
-    CANOPY_RETURN_IF_ERROR(named(what, model::parse_override(doc).status()));
-  } else if (kind == kSite) {
-    CANOPY_RETURN_IF_ERROR(check_site(&doc, object.name(), what));
-  }
-  const size_t canonical = doc.dump().size();
-  if (canonical > limits.max_doc_bytes) {
-    return invalid_argument(what + ": object.json of " + std::to_string(canonical) +
-                            " bytes (canonical) exceeds the limit of " +
-                            std::to_string(limits.max_doc_bytes));
-  }
-  return doc;
-}
 
 // --- Watchers.
 
@@ -180,8 +63,9 @@ struct CatalogService::Watcher {
   }
 };
 
-CatalogService::CatalogService(Store* store, hub::PlacementIndex* index, CatalogOptions options)
-    : store_(store), index_(index), options_(std::move(options)) {}
+CatalogService::CatalogService(Store* store, hub::PlacementIndex* index,
+                               hub::StatusAggregate* status, CatalogOptions options)
+    : store_(store), index_(index), status_(status), options_(std::move(options)) {}
 
 CatalogService::~CatalogService() { shutdown(); }
 
@@ -432,66 +316,16 @@ grpc::Status CatalogService::GetStatus(grpc::ServerContext*, const v1::GetStatus
                                ? kDefaultPageSize
                                : std::min<uint32_t>(request->page_size(), kMaxPageSize);
 
-  auto text = store_->get(*key);
-  if (!text.ok()) {
-    if (text.status().code() == StatusCode::kNotFound) {
+  auto status =
+      status_->placement_status(request->tenant(), request->placement(), token, page_size);
+  if (!status.ok()) {
+    if (status.status().code() == StatusCode::kNotFound) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
                           not_found_message(kPlacement, request->tenant(), request->placement()));
     }
-    return to_grpc(text.status());
+    return to_grpc(status.status());
   }
-  // What the index evaluates: the placement as the model reads it (one the
-  // model refuses matches no site).
-  std::vector<std::string> templates;
-  {
-    const json doc = json::parse(*text, nullptr, false);
-    auto placement = model::parse_placement(doc);
-    if (placement.ok()) templates = std::move(placement->templates);
-  }
-
-  const std::vector<std::string> sites = index_->sites_for(*key);
-  uint32_t applied = 0, failed = 0, pending = 0;
-  for (const auto& site : sites) {
-    v1::SiteStatus row;
-    row.set_site(site);
-    bool any_failed = false, all_applied = true;
-    for (const auto& t : templates) {
-      v1::TemplateStatus* ts = row.add_templates();
-      ts->set_template_(t);
-      auto status = store_->get(model::status_key(site, request->tenant(), t));
-      if (!status.ok() && status.status().code() != StatusCode::kNotFound) {
-        return to_grpc(status.status());
-      }
-      std::string outcome = "pending";
-      if (status.ok()) {
-        const json doc = json::parse(*status, nullptr, false);
-        if (doc.is_object()) {
-          auto str = [&doc](const char* f) {
-            auto it = doc.find(f);
-            return it != doc.end() && it->is_string() ? it->get<std::string>() : std::string();
-          };
-          if (!str("outcome").empty()) outcome = str("outcome");
-          ts->set_message(str("message"));
-          ts->set_hash(str("hash"));
-        }
-      }
-      ts->set_outcome(outcome);
-      any_failed = any_failed || outcome == "failed";
-      all_applied = all_applied && outcome == "applied";
-    }
-    const char* state = any_failed ? "failed" : all_applied ? "applied" : "pending";
-    row.set_state(state);
-    (any_failed ? failed : all_applied ? applied : pending) += 1;
-    if (site > token && static_cast<size_t>(response->sites_size()) < page_size) {
-      *response->add_sites() = std::move(row);
-    } else if (site > token && response->next_page_token().empty()) {
-      response->set_next_page_token(response->sites().rbegin()->site());
-    }
-  }
-  response->set_targeted(static_cast<uint32_t>(sites.size()));
-  response->set_applied(applied);
-  response->set_failed(failed);
-  response->set_pending(pending);
+  *response = std::move(status).value();
   return grpc::Status::OK;
 }
 

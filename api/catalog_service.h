@@ -31,8 +31,10 @@
 #include <string>
 #include <string_view>
 
+#include "api/objects.h"
 #include "canopy/v1/hub.grpc.pb.h"
 #include "hub/placement_index.h"
+#include "hub/status_aggregate.h"
 #include "store/document.h"
 #include "store/status.h"
 #include "store/store.h"
@@ -41,9 +43,6 @@ namespace canopy::api {
 
 // Pending changes a watcher may fall behind by before its stream is ended.
 inline constexpr size_t kWatchQueueLimit = 10'000;
-// List and GetStatus page sizes.
-inline constexpr uint32_t kDefaultPageSize = 100;
-inline constexpr uint32_t kMaxPageSize = 1000;
 
 struct CatalogOptions {
   // The store's document limits (StoreOptions::limits).
@@ -53,25 +52,12 @@ struct CatalogOptions {
   std::function<void()> before_watch_send;
 };
 
-// Object kinds.
-inline constexpr std::string_view kTemplate = "template";
-inline constexpr std::string_view kPlacement = "placement";
-inline constexpr std::string_view kOverride = "override";
-inline constexpr std::string_view kSite = "site";
-
-// The store key of an object, or INVALID_ARGUMENT naming the bad field
-// (`field_prefix` is prepended to field names, e.g. "object.").
-StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
-                                 std::string_view name, std::string_view field_prefix = "");
-
-// Checks `object.json` for the object's kind and returns the document to
-// store. The kind and name must already be valid (object_key).
-StatusOr<nlohmann::json> validate_object(const v1::Object& object, const DocumentLimits& limits);
-
 class CatalogService final : public v1::Catalog::Service {
  public:
-  // `store` and `index` must outlive the service; `index` follows `store`.
-  CatalogService(Store* store, hub::PlacementIndex* index, CatalogOptions options = {});
+  // `store`, `index` and `status` must outlive the service; `index` and
+  // `status` follow `store`. GetStatus answers from `status`.
+  CatalogService(Store* store, hub::PlacementIndex* index, hub::StatusAggregate* status,
+                 CatalogOptions options = {});
   ~CatalogService() override;
   CatalogService(const CatalogService&) = delete;
   CatalogService& operator=(const CatalogService&) = delete;
@@ -101,6 +87,7 @@ class CatalogService final : public v1::Catalog::Service {
 
   Store* store_;
   hub::PlacementIndex* index_;
+  hub::StatusAggregate* status_;
   CatalogOptions options_;
 
   std::mutex mu_;

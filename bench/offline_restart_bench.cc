@@ -101,7 +101,7 @@ std::string template_name(size_t i) {
   return buf;
 }
 
-// "canopy-<len(tenant)>-<tenant>-<template>.json" (spoke/render.h).
+// "canopy-<len(tenant)>-<tenant>-<template>.json" (model/render.h).
 std::string manifest_file(const std::string& name) {
   return "canopy-" + std::to_string(std::strlen(kTenant)) + "-" + kTenant + "-" + name + ".json";
 }

@@ -18,7 +18,7 @@
 //     labels, a ~2 KB Deployment template `t/acme/templates/web`, and a
 //     placement `t/acme/placements/web` selecting every site by label), and a
 //     real ParentSync in a SyncNode driven by a SyncRuntime, over a
-//     NatsTransport. The hello hook is the one of hub/main.cc (it re-writes
+//     NatsTransport. The hello hook is the one of hub/hub.cc (it re-writes
 //     `sites/<child>` from the hello's labels: a no-op write here, since the
 //     labels are the same). The hub's transport is wrapped in a pass-through
 //     that only timestamps publishes (to split the fan-out time into "engine
@@ -151,6 +151,7 @@
 
 #include "canopy/v1/sync.pb.h"
 #include "hub/placement_index.h"
+#include "model/keys.h"
 #include "store/document.h"
 #include "store/store.h"
 #include "sync/engine/channel.h"
@@ -556,7 +557,7 @@ int hub_main(const HubArgs& a) {
   po.session_timeout_ms = kBenchSessionTimeoutMs;
   auto parent = std::make_unique<sync::ParentSync>(kHubName, store.get(), index.get(), env, po);
   Store* st = store.get();
-  // As hub/main.cc: the site describes itself in its hello; the registry keeps it.
+  // As hub/hub.cc: the site describes itself in its hello; the registry keeps it.
   parent->set_hello_hook([st](const std::string& child, const v1::Hello& hello) {
     hub::register_site(st, child, hello);
   });

@@ -1,34 +1,18 @@
 #include "spoke/config.h"
 
-#include <yaml-cpp/yaml.h>
-
-#include <set>
-
+#include "daemon/config_file.h"
 #include "sync/subjects.h"
 
 namespace canopy::spoke {
 
 Status load_spoke_config(const std::string& path, SpokeConfig* c) {
   YAML::Node root;
+  CANOPY_RETURN_IF_ERROR(daemon::load_config_map(
+      path,
+      {"site", "labels", "parent", "data_dir", "manifests_dir", "nats", "health_listen",
+       "durability", "resync_seconds", "log_retention_hours", "log_level"},
+      &root));
   try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    return invalid_argument("config " + path + ": cannot read the file");
-  } catch (const YAML::Exception& e) {
-    return invalid_argument("config " + path + ": not valid YAML: " + e.what());
-  }
-  if (!root.IsMap()) return invalid_argument("config " + path + ": must be a YAML mapping");
-  static const std::set<std::string> known = {
-      "site",     "labels",        "parent",     "data_dir",       "manifests_dir",
-      "nats",     "health_listen", "durability", "resync_seconds", "log_retention_hours",
-      "log_level"};
-  try {
-    for (const auto& kv : root) {
-      const std::string key = kv.first.as<std::string>();
-      if (!known.count(key)) {
-        return invalid_argument("config " + path + ": unknown setting \"" + key + "\"");
-      }
-    }
     if (root["site"]) c->site = root["site"].as<std::string>();
     if (root["labels"]) {
       if (!root["labels"].IsMap())
@@ -40,14 +24,7 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
     if (root["parent"]) c->parent = root["parent"].as<std::string>();
     if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
     if (root["manifests_dir"]) c->manifests_dir = root["manifests_dir"].as<std::string>();
-    if (root["nats"]) {
-      c->nats_urls.clear();
-      if (root["nats"].IsSequence()) {
-        for (const auto& u : root["nats"]) c->nats_urls.push_back(u.as<std::string>());
-      } else {
-        c->nats_urls.push_back(root["nats"].as<std::string>());
-      }
-    }
+    if (root["nats"]) c->nats_urls = daemon::nats_urls_of(root["nats"]);
     if (root["health_listen"]) c->health_listen = root["health_listen"].as<std::string>();
     if (root["durability"]) {
       auto d = parse_durability(root["durability"].as<std::string>());
@@ -86,12 +63,7 @@ Status validate_spoke_config(const SpokeConfig& c) {
   if (c.manifests_dir.empty()) {
     return invalid_argument("manifests_dir: required (--manifests or manifests_dir:)");
   }
-  if (c.nats_urls.empty()) return invalid_argument("nats: at least one URL is required");
-  for (const auto& u : c.nats_urls) {
-    if (!u.starts_with("nats://") && !u.starts_with("tls://")) {
-      return invalid_argument("nats: \"" + u + "\" is not a nats:// URL");
-    }
-  }
+  CANOPY_RETURN_IF_ERROR(daemon::validate_nats_urls(c.nats_urls));
   for (const auto& [k, v] : c.labels) {
     if (k.empty() || k.size() > 63 || v.size() > 63) {
       return invalid_argument("labels: \"" + k + "=" + v + "\" is not a valid label");
@@ -101,12 +73,8 @@ Status validate_spoke_config(const SpokeConfig& c) {
   if (c.log_retention_hours == 0) {
     return invalid_argument("log_retention_hours: must be at least 1");
   }
-  static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
-  if (!levels.count(c.log_level)) {
-    return invalid_argument("log_level: \"" + c.log_level +
-                            "\" is not one of trace, debug, info, warn, error");
-  }
-  return ok_status();
+  CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.health_listen));
+  return daemon::validate_log_level(c.log_level);
 }
 
 }  // namespace canopy::spoke

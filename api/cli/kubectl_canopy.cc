@@ -22,7 +22,7 @@
 //   spec: {...}            # the stored document (docs/keys.md)
 //
 // apply reads and checks every document of every file before it sends
-// anything, with the same checks the hub makes (api/catalog_service.h), so a
+// anything, with the same checks the hub makes (api/objects.h), so a
 // mistake anywhere leaves the hub untouched; then it puts templates first,
 // then overrides, then placements (so a site never renders a placement
 // without its templates or their overrides), each in file order.
@@ -53,8 +53,8 @@
 #include <string_view>
 #include <vector>
 
-#include "api/catalog_service.h"
 #include "api/grpc_server.h"
+#include "api/objects.h"
 #include "canopy/v1/hub.grpc.pb.h"
 #include "store/document.h"
 #include "store/hlc.h"

@@ -54,13 +54,17 @@ class CatalogServiceTest : public ::testing::Test {
     auto index = hub::PlacementIndex::attach(store_.get());
     ASSERT_TRUE(index.ok()) << index.status().to_string();
     index_ = std::move(index).value();
+    auto status = hub::StatusAggregate::attach(store_.get(), index_.get());
+    ASSERT_TRUE(status.ok()) << status.status().to_string();
+    status_ = std::move(status).value();
     start({});
   }
 
   void TearDown() override { stop(); }
 
   void start(CatalogOptions options) {
-    service_ = std::make_unique<CatalogService>(store_.get(), index_.get(), std::move(options));
+    service_ = std::make_unique<CatalogService>(store_.get(), index_.get(), status_.get(),
+                                                std::move(options));
     int port = 0;
     server_ = start_grpc_server("127.0.0.1:0", {service_.get()}, &port);
     ASSERT_NE(server_, nullptr);
@@ -150,6 +154,7 @@ class CatalogServiceTest : public ::testing::Test {
   canopy::testing::TempDir dir_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<hub::PlacementIndex> index_;
+  std::unique_ptr<hub::StatusAggregate> status_;
   std::unique_ptr<CatalogService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::Catalog::Stub> stub_;
@@ -643,7 +648,7 @@ TEST_F(CatalogServiceTest, GetStatusAggregatesTheSitesOfAPlacement) {
 }
 
 TEST_F(CatalogServiceTest, ServerRefusesAPortInUse) {
-  CatalogService second(store_.get(), index_.get());
+  CatalogService second(store_.get(), index_.get(), status_.get());
   int port = 0;
   EXPECT_EQ(start_grpc_server("127.0.0.1:" + std::to_string(port_), {&second}, &port), nullptr);
   EXPECT_EQ(port, 0);

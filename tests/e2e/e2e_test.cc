@@ -86,7 +86,7 @@ TEST_F(E2ETest, PlacementReachesSelectedSitesOnlyAndStatusFlowsUp) {
 // 1b. A placement that moves away from a site: the new site gets the object,
 // the old one removes it (its file becomes a tombstone) promptly.
 //
-// BUG (store/store.cc Store::Impl::drop, spoke/main.cc): keys that leave a
+// BUG (store/store.cc Store::Impl::drop, spoke/spoke.cc): keys that leave a
 // site's scope reach the spoke as `Changes.drop`; ChildSync::apply_changes
 // removes them with Store::drop, which commits without a log entry and
 // without calling the store's listeners. The spoke reconciles only when a
@@ -697,9 +697,9 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
 // spoke restarts while still cut off, so that its session reopens from its
 // log and everything it wrote goes up at once.
 //
-// BUG (sync/engine/child.cc ChildSync::pump_up, spoke/main.cc, hub/main.cc):
+// BUG (sync/engine/child.cc ChildSync::pump_up, spoke/spoke.cc, hub/hub.cc):
 // the spoke batches what it sends up to ChildOptions.max_message_bytes, which
-// spoke/main.cc sets to max(NATS max_payload, 8 MiB), not to what NATS or the
+// spoke/spoke.cc sets to max(NATS max_payload, 8 MiB), not to what NATS or the
 // hub accept. Both overrides go into one ~1.2 MB Changes message:
 //   - with nats-server's default max_payload of 1 MiB (test 7), NATS.c refuses
 //     the publish (ResourceExhausted; SyncNode::publish only counts it in

@@ -1,0 +1,59 @@
+#include "api/http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "daemon/process.h"
+
+namespace canopy::api {
+
+HttpServer::~HttpServer() { stop(); }
+
+Status HttpServer::start(const std::string& listen) {
+  std::string host;
+  int port = 0;
+  if (!daemon::split_host_port(listen, &host, &port)) {
+    return invalid_argument("listen address \"" + listen + "\" must be host:port");
+  }
+  if (port == 0) {
+    port_ = server_.bind_to_any_port(host.c_str());
+    if (port_ < 0) return unavailable("cannot listen on " + listen);
+  } else {
+    if (!server_.bind_to_port(host.c_str(), port)) return unavailable("cannot listen on " + listen);
+    port_ = port;
+  }
+  thread_ = std::thread([this] { server_.listen_after_bind(); });
+  return ok_status();
+}
+
+void HttpServer::stop() {
+  if (!thread_.joinable()) return;
+  for (int i = 0; i < 1000 && !server_.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  server_.stop();
+  thread_.join();
+}
+
+daemon::Part HttpServer::part(std::string name, std::string listen) {
+  return {name,
+          [this, name, listen]() -> Status {
+            CANOPY_RETURN_IF_ERROR(start(listen));
+            spdlog::info("{} on http://{}/healthz", name, listen);
+            return ok_status();
+          },
+          [this] { stop(); }};
+}
+
+void reply_json(httplib::Response& res, const std::string& json_text, int status) {
+  if (status != 0) res.status = status;
+  res.set_content(json_text + "\n", "application/json");
+}
+
+void reply_error(httplib::Response& res, int status, const std::string& message) {
+  reply_json(res, nlohmann::json{{"error", message}}.dump(), status);
+}
+
+}  // namespace canopy::api

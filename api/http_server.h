@@ -1,0 +1,49 @@
+// HttpServer: an HTTP server (cpp-httplib) on its own thread, with the
+// start/stop lifecycle of the daemons' parts.
+//
+// Routes are added to server() before start(). stop() is idempotent and waits
+// for the serving thread; httplib's own stop is a no-op until the server
+// runs, so stop() first waits (briefly) for it to run.
+#pragma once
+
+#include <httplib.h>
+
+#include <string>
+#include <thread>
+
+#include "daemon/process.h"
+#include "store/status.h"
+
+namespace canopy::api {
+
+class HttpServer {
+ public:
+  HttpServer() = default;
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  httplib::Server& server() { return server_; }
+
+  // Binds `listen` ("host:port"; port 0 picks a free one) and serves on a new
+  // thread. Unavailable when the address cannot be bound.
+  Status start(const std::string& listen);
+  void stop();
+  // This server as a part of a daemon (daemon::run_until_signal): `name`
+  // for the logs, listening on `listen`.
+  daemon::Part part(std::string name, std::string listen);
+  // The bound port, after start().
+  int port() const { return port_; }
+
+ private:
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+// Sets a JSON body ("<json>\n") and, unless 0, the status code.
+void reply_json(httplib::Response& res, const std::string& json_text, int status = 0);
+// {"error": message} with `status`.
+void reply_error(httplib::Response& res, int status, const std::string& message);
+
+}  // namespace canopy::api

@@ -1,0 +1,133 @@
+#include "api/objects.h"
+
+#include <utility>
+
+#include "model/documents.h"
+#include "model/keys.h"
+#include "model/names.h"
+
+namespace canopy::api {
+namespace {
+
+using json = nlohmann::json;
+
+// --- Document checks: the model's, with the object named first.
+
+Status named(const std::string& what, const Status& st) {
+  if (st.ok()) return st;
+  return Status(st.code(), what + ": " + st.message());
+}
+
+Status check_site(json* doc, std::string_view name, const std::string& what) {
+  CANOPY_RETURN_IF_ERROR(named(what, model::parse_site(name, *doc).status()));
+  if (!doc->contains("name")) (*doc)["name"] = std::string(name);
+  return ok_status();
+}
+
+}  // namespace
+
+std::string quote(std::string_view s) { return json(std::string(s)).dump(); }
+
+// `<kind> "<name>"`, the subject of every message about an object.
+std::string subject(std::string_view kind, std::string_view name) {
+  return std::string(kind) + " " + quote(name);
+}
+
+Status check_label(std::string_view field, std::string_view value) {
+  if (value.empty()) return invalid_argument(std::string(field) + " is missing");
+  if (!model::is_dns1123_label(value)) {
+    return invalid_argument(std::string(field) + " " + quote(value) + " is not " +
+                            std::string(model::kLabelRule));
+  }
+  return ok_status();
+}
+
+std::string prefix_of(std::string_view kind, std::string_view tenant) {
+  if (kind == kSite) return std::string(model::kSitesPrefix);
+  return model::tenant_kind_prefix(tenant, kind);
+}
+
+// The object's kind, tenant and name from its key.
+void name_object(std::string_view kind, std::string_view tenant, std::string_view name,
+                 v1::Object* out) {
+  out->set_kind(std::string(kind));
+  out->set_tenant(std::string(tenant));
+  out->set_name(std::string(name));
+}
+
+std::string not_found_message(std::string_view kind, std::string_view tenant,
+                              std::string_view name) {
+  std::string m = subject(kind, name);
+  if (kind != kSite) m += " of tenant " + quote(tenant);
+  return m + " not found";
+}
+
+StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
+                                 std::string_view name, std::string_view field_prefix) {
+  const std::string p(field_prefix);
+  if (kind.empty()) return invalid_argument(p + "kind is missing");
+  if (kind != kTemplate && kind != kPlacement && kind != kOverride && kind != kSite) {
+    return invalid_argument(p + "kind " + quote(kind) +
+                            " is not one of template, placement, override, site");
+  }
+  if (kind == kSite) {
+    if (!tenant.empty()) {
+      return invalid_argument(p + "tenant must be empty for kind site (sites belong to no tenant)");
+    }
+  } else {
+    CANOPY_RETURN_IF_ERROR(check_label(p + "tenant", tenant));
+  }
+  CANOPY_RETURN_IF_ERROR(check_label(p + "name", name));
+  return prefix_of(kind, tenant) + std::string(name);
+}
+
+StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& limits) {
+  const std::string what = subject(object.kind(), object.name());
+  const std::string& text = object.json();
+  if (text.empty()) return invalid_argument(what + ": object.json is missing");
+  if (text.size() > limits.max_doc_bytes) {
+    return invalid_argument(what + ": object.json of " + std::to_string(text.size()) +
+                            " bytes exceeds the limit of " + std::to_string(limits.max_doc_bytes));
+  }
+  {
+    json probe = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (probe.is_discarded()) {
+      // Parse again for the position and reason of the error.
+      try {
+        const json unused = json::parse(text);
+        (void)unused;
+      } catch (const json::parse_error& e) {
+        return invalid_argument(what + ": object.json is not valid JSON: " + e.what());
+      }
+      return invalid_argument(what + ": object.json is not valid JSON");
+    }
+    if (!probe.is_object()) {
+      return invalid_argument(what + ": object.json must be a JSON object, not " +
+                              probe.type_name());
+    }
+  }
+  auto parsed = parse_document(text, limits);
+  if (!parsed.ok()) {
+    return Status(parsed.status().code(), what + ": object.json: " + parsed.status().message());
+  }
+  json doc = std::move(parsed).value();
+  const std::string_view kind = object.kind();
+  if (kind == kTemplate) {
+    CANOPY_RETURN_IF_ERROR(named(what, model::validate_manifest(doc)));
+  } else if (kind == kPlacement) {
+    CANOPY_RETURN_IF_ERROR(named(what, model::parse_placement(doc).status()));
+  } else if (kind == kOverride) {
+    CANOPY_RETURN_IF_ERROR(named(what, model::parse_override(doc).status()));
+  } else if (kind == kSite) {
+    CANOPY_RETURN_IF_ERROR(check_site(&doc, object.name(), what));
+  }
+  const size_t canonical = doc.dump().size();
+  if (canonical > limits.max_doc_bytes) {
+    return invalid_argument(what + ": object.json of " + std::to_string(canonical) +
+                            " bytes (canonical) exceeds the limit of " +
+                            std::to_string(limits.max_doc_bytes));
+  }
+  return doc;
+}
+
+}  // namespace canopy::api

@@ -1,0 +1,84 @@
+// canopy-hub: the control-plane replica in a data centre or region.
+//
+// Composes a hub::Hub (store, placement index, status aggregate, the sync
+// sessions of its sites over NATS) with what api/ serves over it: the Catalog
+// gRPC API and the health endpoint (HTTP: /healthz, /v1/sessions).
+//
+//   canopy-hub --config hub.yaml
+//   canopy-hub --name hub --data /var/lib/canopy/hub --nats nats://127.0.0.1:4222
+//   canopy-hub --version
+//
+// SIGTERM or SIGINT shuts it down cleanly: the API stops taking requests,
+// sessions stop, the store closes. Exit codes: 0 clean, 2 bad configuration,
+// 1 a failure at start.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <memory>
+
+#include "api/catalog_service.h"
+#include "api/grpc_server.h"
+#include "api/hub_http.h"
+#include "daemon/command_line.h"
+#include "daemon/process.h"
+#include "hub/config.h"
+#include "hub/hub.h"
+
+namespace canopy {
+namespace {
+
+constexpr char kProgram[] = "canopy-hub";
+
+void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
+  app.add_option("--name", cfg->name, "hub name (DNS-1123 label)");
+  app.add_option("--data", cfg->data_dir, "data directory (RocksDB)");
+  app.add_option("--nats", cfg->nats_urls, "NATS URL(s)");
+  app.add_option("--grpc", cfg->grpc_listen, "gRPC listen address host:port");
+  app.add_option("--health", cfg->health_listen, "health HTTP listen address host:port");
+  app.add_option("--log-level", cfg->log_level, "trace|debug|info|warn|error");
+}
+
+int run(const hub::HubConfig& cfg) {
+  daemon::set_log_level(cfg.log_level);
+  daemon::Health health;
+  hub::Hub hub(cfg);
+  std::unique_ptr<api::CatalogService> catalog;
+  std::unique_ptr<grpc::Server> grpc_server;
+  api::HttpServer http;
+  std::vector<daemon::Part> parts;
+  parts.push_back({"hub", [&] { return hub.start(); }, [&] { hub.stop(); }});
+  parts.push_back(
+      {"gRPC API",
+       [&]() -> Status {
+         catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status());
+         grpc_server = api::start_grpc_server(cfg.grpc_listen, {catalog.get()}, nullptr);
+         if (!grpc_server) return unavailable("cannot listen on " + cfg.grpc_listen);
+         spdlog::info("gRPC API on {}", cfg.grpc_listen);
+         return ok_status();
+       },
+       [&] {
+         catalog->shutdown();
+         grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+       }});
+  if (!cfg.health_listen.empty()) {
+    api::add_hub_routes(http.server(), &hub, &health);
+    parts.push_back(http.part("health", cfg.health_listen));
+  }
+  return daemon::run_until_signal(std::move(parts), &health);
+}
+
+}  // namespace
+}  // namespace canopy
+
+int main(int argc, char** argv) {
+  using namespace canopy;
+  daemon::prepare_process();
+  hub::HubConfig cfg;
+  if (auto exit_code = daemon::parse_command_line<hub::HubConfig>(
+          argc, argv, kProgram, "canopy-hub: Canopy control-plane hub", bind_hub_flags,
+          hub::load_hub_config, &cfg)) {
+    return *exit_code;
+  }
+  if (Status s = hub::validate_hub_config(cfg); !s.ok()) return daemon::config_error(kProgram, s);
+  return run(cfg);
+}

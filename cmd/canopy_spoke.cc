@@ -1,0 +1,76 @@
+// canopy-spoke: the daemon at a site.
+//
+// Composes a spoke::Spoke (the site's store, the manifests-dir applier k3s
+// deploys from, the reconciler writing status documents that flow up, the
+// sync session with its hub over NATS) with the site's local HTTP API from
+// api/ (/healthz, /v1/status, local overrides), which serves site operators
+// while the uplink is down.
+//
+//   canopy-spoke --config spoke.yaml
+//   canopy-spoke --site shop-1 --label region=eu --data DIR --manifests DIR --nats URL
+//   canopy-spoke --version
+//
+// At start it applies what its store holds before it even connects. SIGTERM
+// or SIGINT stops it cleanly. Exit codes: 0 clean, 2 bad configuration, 1 a
+// failure at start.
+#include <string>
+#include <vector>
+
+#include "api/spoke_http.h"
+#include "daemon/command_line.h"
+#include "daemon/process.h"
+#include "spoke/config.h"
+#include "spoke/spoke.h"
+
+namespace canopy {
+namespace {
+
+constexpr char kProgram[] = "canopy-spoke";
+
+int run(const spoke::SpokeConfig& cfg) {
+  daemon::set_log_level(cfg.log_level);
+  daemon::Health health;
+  spoke::Spoke site(cfg);
+  api::HttpServer http;
+  std::vector<daemon::Part> parts;
+  parts.push_back({"spoke", [&] { return site.start(); }, [&] { site.stop(); }});
+  if (!cfg.health_listen.empty()) {
+    api::add_spoke_routes(http.server(), &site, &health);
+    parts.push_back(http.part("local API", cfg.health_listen));
+  }
+  return daemon::run_until_signal(std::move(parts), &health);
+}
+
+}  // namespace
+}  // namespace canopy
+
+int main(int argc, char** argv) {
+  using namespace canopy;
+  daemon::prepare_process();
+  spoke::SpokeConfig cfg;
+  std::vector<std::string> labels;
+  auto bind = [&labels](CLI::App& app, spoke::SpokeConfig* c) {
+    app.add_option("--site", c->site, "site name (DNS-1123 label)");
+    app.add_option("--label", labels, "site label key=value (repeatable)");
+    app.add_option("--parent", c->parent, "name of the hub to sync with");
+    app.add_option("--data", c->data_dir, "data directory (RocksDB)");
+    app.add_option("--manifests", c->manifests_dir, "manifests directory (k3s deploys from it)");
+    app.add_option("--nats", c->nats_urls, "NATS URL(s)");
+    app.add_option("--health", c->health_listen, "local API listen address host:port");
+    app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error");
+  };
+  if (auto exit_code = daemon::parse_command_line<spoke::SpokeConfig>(
+          argc, argv, kProgram, "canopy-spoke: Canopy site daemon", bind, spoke::load_spoke_config,
+          &cfg)) {
+    return *exit_code;
+  }
+  for (const auto& l : labels) {
+    if (Status s = spoke::parse_label(l, &cfg.labels); !s.ok()) {
+      return daemon::config_error(kProgram, s);
+    }
+  }
+  if (Status s = spoke::validate_spoke_config(cfg); !s.ok()) {
+    return daemon::config_error(kProgram, s);
+  }
+  return run(cfg);
+}

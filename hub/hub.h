@@ -1,0 +1,83 @@
+// Hub: a control-plane replica as an object with a start/stop lifecycle.
+//
+// It composes the store, the placement index (per-site scopes), the status
+// aggregate (per-placement rollout state), and the parent sync engine serving
+// its sites over NATS, plus the periodic housekeeping of the store. It speaks
+// to no user: the Catalog gRPC API and the health endpoint live in api/ and
+// are served over a Hub by the binary (cmd/), so several hubs and spokes can
+// run in one process for tests as well as one per process in the field.
+//
+// Lifecycle: start() once; stop() stops the sync runtime and the
+// housekeeping thread, then closes the store. stop() is idempotent, is called
+// by the destructor, and also cleans up after a start() that failed half way.
+// The accessors are valid between a successful start() and stop(); servers
+// over the hub must be stopped before it.
+//
+// Thread-safety: start() and stop() from one thread; the accessors from any
+// thread (the store, index and aggregate are thread-safe; the session queries
+// run on the sync runtime's thread).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "hub/config.h"
+#include "hub/placement_index.h"
+#include "hub/status_aggregate.h"
+#include "store/status.h"
+#include "store/store.h"
+#include "sync/engine/node.h"
+#include "sync/nats_transport.h"
+
+namespace canopy::hub {
+
+class Hub {
+ public:
+  // `config` must be valid (validate_hub_config).
+  explicit Hub(HubConfig config);
+  ~Hub();
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
+
+  // Opens the store, loads the index, connects to NATS and starts serving
+  // the sites' sessions. Call once.
+  Status start();
+  void stop();
+
+  const HubConfig& config() const { return config_; }
+  Store* store() { return store_.get(); }
+  PlacementIndex* index() { return index_.get(); }
+  StatusAggregate* status() { return status_.get(); }
+
+  bool nats_connected() const;
+  size_t session_count();
+  std::vector<sync::ChildInfo> sessions();
+
+ private:
+  void housekeeping_loop();
+
+  const HubConfig config_;
+  std::mt19937_64 rng_;
+  bool started_ = false;
+  bool stopped_ = false;
+
+  // Declared in start-up order; stop() tears down in reverse.
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<PlacementIndex> index_;
+  std::unique_ptr<StatusAggregate> status_;
+  std::unique_ptr<sync::NatsTransport> nats_;
+  std::unique_ptr<sync::SyncNode> node_;
+  std::unique_ptr<sync::SyncRuntime> runtime_;
+
+  std::mutex housekeeping_mu_;
+  std::condition_variable housekeeping_cv_;
+  bool housekeeping_stop_ = false;
+  std::thread housekeeping_;
+};
+
+}  // namespace canopy::hub

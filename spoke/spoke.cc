@@ -1,0 +1,164 @@
+#include "spoke/spoke.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <utility>
+
+#include "daemon/process.h"
+#include "store/hlc.h"
+
+namespace canopy::spoke {
+
+// Housekeeping, as at the hub: the log and tombstones older than the retention
+// window go.
+constexpr auto kHousekeepingInterval = std::chrono::minutes(10);
+// A burst of commits settles this long before a reconcile pass.
+constexpr auto kDebounce = std::chrono::milliseconds(20);
+
+Spoke::Spoke(SpokeConfig config) : config_(std::move(config)), rng_(std::random_device{}()) {}
+
+Spoke::~Spoke() { stop(); }
+
+Status Spoke::start() {
+  CANOPY_CHECK(!started_);
+  started_ = true;
+  const auto started = std::chrono::steady_clock::now();
+  StoreOptions so;
+  so.path = config_.data_dir;
+  so.durability = config_.durability;
+  auto store_or = Store::open(so);
+  if (!store_or.ok()) {
+    return Status(store_or.status().code(),
+                  "cannot open the store: " + store_or.status().message());
+  }
+  store_ = std::move(store_or).value();
+
+  ManifestsDirOptions mo;
+  mo.dir = config_.manifests_dir;
+  auto applier_or = ManifestsDirApplier::open(mo);
+  if (!applier_or.ok()) {
+    stop();
+    return Status(applier_or.status().code(),
+                  "manifests directory: " + applier_or.status().message());
+  }
+  applier_ = std::move(applier_or).value();
+  reconciler_ = std::make_unique<Reconciler>(store_.get(), config_.site, applier_.get());
+
+  // Autonomy first: apply what the local store holds, before any network.
+  reconcile_and_log("first reconcile");
+  spdlog::info("site {}: {} objects applied from the local store {} ms after start", config_.site,
+               objects_.load(),
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - started)
+                   .count());
+
+  listener_ = store_->subscribe([this](const v1::LogEntry&) {
+    {
+      std::lock_guard lock(mu_);
+      dirty_ = true;
+    }
+    cv_.notify_one();
+  });
+  reconcile_thread_ = std::thread([this] { reconcile_loop(); });
+
+  sync::NatsOptions no;
+  no.urls = config_.nats_urls;
+  no.name = "canopy-spoke-" + config_.site;
+  auto nats_or = sync::NatsTransport::connect(no);
+  if (!nats_or.ok()) {
+    stop();
+    return Status(nats_or.status().code(), "cannot set up NATS: " + nats_or.status().message());
+  }
+  nats_ = std::move(nats_or).value();
+  sync::Env env{SystemClock::instance(), [this] { return rng_(); }};
+  sync::ChildOptions co;
+  co.labels = config_.labels;
+  co.software_version = daemon::version();
+  node_ = std::make_unique<sync::SyncNode>(store_.get(), nats_.get());
+  node_->set_child_engine(
+      std::make_unique<sync::ChildSync>(config_.site, config_.parent, store_.get(), env, co));
+  if (Status s = node_->attach(); !s.ok()) {
+    stop();
+    return Status(s.code(), "cannot subscribe: " + s.message());
+  }
+  runtime_ = std::make_unique<sync::SyncRuntime>(node_.get());
+  runtime_->start();
+  return ok_status();
+}
+
+void Spoke::stop() {
+  if (!started_ || stopped_) return;
+  stopped_ = true;
+  if (runtime_) runtime_->stop();
+  if (listener_ != 0) store_->unsubscribe(listener_);
+  if (reconcile_thread_.joinable()) {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    reconcile_thread_.join();
+  }
+  runtime_.reset();
+  node_.reset();
+  nats_.reset();
+  reconciler_.reset();
+  applier_.reset();
+  store_.reset();
+  spdlog::info("site {} stopped", config_.site);
+}
+
+SpokeHealth Spoke::health() {
+  SpokeHealth h;
+  h.nats_connected = nats_ && nats_->connected();
+  bool active = false;
+  if (runtime_) {
+    runtime_->call([&] {
+      h.in_sync = node_->child()->in_sync();
+      active = node_->child()->active();
+    });
+  }
+  h.session_open = active && h.nats_connected;
+  h.objects = objects_.load();
+  h.failed = failed_.load();
+  return h;
+}
+
+void Spoke::reconcile_and_log(const char* what) {
+  if (Status s = reconciler_->reconcile_once(); !s.ok()) {
+    spdlog::error("{}: {}", what, s.to_string());
+  } else if (reconciler_->last_stats().changed > 0 || reconciler_->last_stats().pruned > 0) {
+    spdlog::info("site {}: applied {} changes, pruned {}", config_.site,
+                 reconciler_->last_stats().changed, reconciler_->last_stats().pruned);
+  }
+  objects_ = reconciler_->last_stats().rendered;
+  failed_ = reconciler_->last_stats().failed;
+}
+
+// Reconciles whenever the store changes (debounced) and every resync_seconds
+// (repairs drift in the manifests directory).
+void Spoke::reconcile_loop() {
+  std::unique_lock lock(mu_);
+  auto last_housekeeping = std::chrono::steady_clock::now();
+  while (!stopping_) {
+    if (std::chrono::steady_clock::now() - last_housekeeping >= kHousekeepingInterval) {
+      last_housekeeping = std::chrono::steady_clock::now();
+      lock.unlock();
+      store_->expire_older_than(config_.log_retention_hours * 3600 * 1000);
+      lock.lock();
+    }
+    cv_.wait_for(lock, std::chrono::seconds(config_.resync_seconds),
+                 [this] { return dirty_ || stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    std::this_thread::sleep_for(kDebounce);
+    lock.lock();
+    dirty_ = false;
+    lock.unlock();
+    reconcile_and_log("reconcile");
+    lock.lock();
+  }
+}
+
+}  // namespace canopy::spoke

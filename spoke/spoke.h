@@ -1,0 +1,92 @@
+// Spoke: the daemon at a site as an object with a start/stop lifecycle.
+//
+// It composes the site's store, the manifests-dir applier, the reconciler and
+// its thread (reconciles whenever the store changes, debounced, and every
+// resync_seconds; runs the store's housekeeping), and the child sync engine
+// talking to the hub over NATS. Autonomy first: start() applies what the local
+// store holds before it connects. It speaks to no user: the site's local HTTP
+// API lives in api/ and is served over a Spoke by the binary (cmd/), so tests
+// can run several spokes and a hub in one process.
+//
+// Lifecycle: start() once; stop() stops the sync runtime, then the
+// reconciler thread, then closes the store. stop() is idempotent, is called by
+// the destructor, and cleans up after a start() that failed half way. The
+// accessors are valid between a successful start() and stop(); servers over
+// the spoke must be stopped before it.
+//
+// Thread-safety: start() and stop() from one thread; the accessors from any.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "spoke/config.h"
+#include "spoke/manifests_dir_applier.h"
+#include "spoke/reconciler.h"
+#include "store/status.h"
+#include "store/store.h"
+#include "sync/engine/node.h"
+#include "sync/nats_transport.h"
+
+namespace canopy::spoke {
+
+// What the spoke reports about itself (the local API's /healthz).
+struct SpokeHealth {
+  bool nats_connected = false;
+  bool session_open = false;  // the child session is active and NATS connected
+  bool in_sync = false;       // caught up with the hub, nothing of ours unacked
+  size_t objects = 0;         // rendered by the last reconcile pass
+  size_t failed = 0;          // failed in the last reconcile pass
+};
+
+class Spoke {
+ public:
+  // `config` must be valid (validate_spoke_config).
+  explicit Spoke(SpokeConfig config);
+  ~Spoke();
+  Spoke(const Spoke&) = delete;
+  Spoke& operator=(const Spoke&) = delete;
+
+  // Opens the store and the manifests directory, applies what the store
+  // holds, starts the reconciler, connects to NATS and says hello. Call once.
+  Status start();
+  void stop();
+
+  const SpokeConfig& config() const { return config_; }
+  Store* store() { return store_.get(); }
+  SpokeHealth health();
+
+ private:
+  void reconcile_loop();
+  void reconcile_and_log(const char* what);
+
+  const SpokeConfig config_;
+  std::mt19937_64 rng_;
+  bool started_ = false;
+  bool stopped_ = false;
+
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ManifestsDirApplier> applier_;
+  std::unique_ptr<Reconciler> reconciler_;  // used by the reconcile thread only
+  std::atomic<size_t> objects_{0};
+  std::atomic<size_t> failed_{0};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool dirty_ = false;
+  bool stopping_ = false;
+  uint64_t listener_ = 0;
+  std::thread reconcile_thread_;
+
+  std::unique_ptr<sync::NatsTransport> nats_;
+  std::unique_ptr<sync::SyncNode> node_;
+  std::unique_ptr<sync::SyncRuntime> runtime_;
+};
+
+}  // namespace canopy::spoke

@@ -1,0 +1,162 @@
+// A hub and several spokes in one process: the Hub and Spoke objects with a
+// real nats-server and real RocksDB directories, as the binaries compose them
+// but without processes. A placement written at the hub reaches exactly the
+// spokes it selects, their status flows up into the hub's status aggregate,
+// and the api/ HTTP servers answer over the same objects.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "api/http_server.h"
+#include "api/hub_http.h"
+#include "api/spoke_http.h"
+#include "hub/hub.h"
+#include "model/keys.h"
+#include "spoke/spoke.h"
+#include "tests/support/nats_server.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
+
+namespace canopy {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr auto kTimeout = 20s;
+
+json config_map(const std::string& name) {
+  return {{"apiVersion", "v1"},
+          {"kind", "ConfigMap"},
+          {"metadata", {{"name", name}, {"namespace", "shop"}}},
+          {"data", {{"greeting", "hello"}}}};
+}
+
+// Manifest files a spoke wrote (k3s ignores dot files: temporaries).
+size_t manifest_files(const std::string& dir) {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.is_regular_file() && !e.path().filename().string().starts_with(".")) ++n;
+  }
+  return n;
+}
+
+class InProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string error;
+    ASSERT_TRUE(nats_.start(&error)) << error;
+    hub::HubConfig hc;
+    hc.name = "hub";
+    hc.data_dir = dir_.file("hub");
+    hc.nats_urls = {nats_.url()};
+    hc.durability = Durability::kNone;
+    hub_ = std::make_unique<hub::Hub>(hc);
+    ASSERT_TRUE(hub_->start().ok());
+  }
+
+  spoke::Spoke* add_spoke(const std::string& site, const std::string& region) {
+    spoke::SpokeConfig sc;
+    sc.site = site;
+    sc.labels = {{"region", region}};
+    sc.data_dir = dir_.file(site + "-data");
+    sc.manifests_dir = dir_.file(site + "-manifests");
+    std::filesystem::create_directories(sc.manifests_dir);
+    sc.nats_urls = {nats_.url()};
+    sc.durability = Durability::kNone;
+    spokes_.push_back(std::make_unique<spoke::Spoke>(sc));
+    Status s = spokes_.back()->start();
+    EXPECT_TRUE(s.ok()) << s.to_string();
+    return spokes_.back().get();
+  }
+
+  StatusOr<v1::GetStatusResponse> status(const std::string& placement) {
+    return hub_->status()->placement_status("acme", placement, "", 100);
+  }
+
+  canopy::testing::TempDir dir_;
+  canopy::testing::NatsServer nats_;
+  std::unique_ptr<hub::Hub> hub_;
+  std::vector<std::unique_ptr<spoke::Spoke>> spokes_;
+};
+
+TEST_F(InProcessTest, PlacementReachesTheSelectedSpokesAndStatusFlowsUp) {
+  spoke::Spoke* eu1 = add_spoke("eu-1", "eu");
+  spoke::Spoke* eu2 = add_spoke("eu-2", "eu");
+  spoke::Spoke* us1 = add_spoke("us-1", "us");
+  ASSERT_TRUE(canopy::testing::wait_until([&] { return hub_->index()->known_sites().size() == 3; },
+                                          kTimeout))
+      << "the sites never registered";
+
+  Store* store = hub_->store();
+  ASSERT_TRUE(
+      store->put_value(model::template_key("acme", "greeting"), config_map("greeting")).ok());
+  ASSERT_TRUE(store
+                  ->put_value(model::placement_key("acme", "eu"),
+                              {{"templates", {"greeting"}},
+                               {"selector", {{"matchLabels", {{"region", "eu"}}}}}})
+                  .ok());
+
+  ASSERT_TRUE(canopy::testing::wait_until(
+      [&] {
+        auto st = status("eu");
+        return st.ok() && st->targeted() == 2 && st->applied() == 2;
+      },
+      kTimeout))
+      << "the hub never saw both eu sites applied";
+  EXPECT_EQ(manifest_files(eu1->config().manifests_dir), 1u);
+  EXPECT_EQ(manifest_files(eu2->config().manifests_dir), 1u);
+  EXPECT_EQ(manifest_files(us1->config().manifests_dir), 0u);
+  EXPECT_TRUE(eu1->health().in_sync || eu1->health().session_open);
+  EXPECT_EQ(eu1->health().objects, 1u);
+
+  // The api/ servers over the same objects.
+  api::HttpServer hub_http, spoke_http;
+  api::add_hub_routes(hub_http.server(), hub_.get());
+  api::add_spoke_routes(spoke_http.server(), eu1);
+  ASSERT_TRUE(hub_http.start("127.0.0.1:0").ok());
+  ASSERT_TRUE(spoke_http.start("127.0.0.1:0").ok());
+  httplib::Client hub_client("127.0.0.1", hub_http.port());
+  auto res = hub_client.Get("/v1/sessions");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body).size(), 3u);
+  httplib::Client spoke_client("127.0.0.1", spoke_http.port());
+  res = spoke_client.Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body).value("site", ""), "eu-1");
+  res = spoke_client.Get("/v1/status");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body).size(), 1u);
+  spoke_http.stop();
+  hub_http.stop();
+  hub_http.stop();  // idempotent
+}
+
+TEST_F(InProcessTest, StopIsIdempotentAndAFailedStartCleansUp) {
+  spoke::Spoke* s = add_spoke("eu-1", "eu");
+  s->stop();
+  s->stop();
+  hub_->stop();
+  hub_->stop();
+
+  // A spoke whose manifests directory is a file fails at start, after its
+  // store opened, and closes the store again.
+  spoke::SpokeConfig sc;
+  sc.site = "broken";
+  sc.data_dir = dir_.file("broken-data");
+  sc.manifests_dir = dir_.file("a-file");
+  { std::ofstream(sc.manifests_dir) << "not a directory"; }
+  sc.nats_urls = {nats_.url()};
+  spoke::Spoke broken(sc);
+  EXPECT_FALSE(broken.start().ok());
+  broken.stop();
+}
+
+}  // namespace
+}  // namespace canopy
