@@ -92,15 +92,52 @@ struct ParentSync::Session {
 
 ParentSync::ParentSync(std::string name, Store* store, ScopeProvider* scope, Env env,
                        ParentOptions options)
-    : name_(std::move(name)), store_(store), scope_(scope), env_(std::move(env)), opts_(options) {
+    : ParentSync(std::move(name), static_cast<StoreView*>(nullptr), scope, std::move(env),
+                 options) {
+  owned_view_ = std::make_unique<StoreReader>(store);
+  store_ = owned_view_.get();
   last_commit_index_ = store_->last_log_index();
+}
+
+ParentSync::ParentSync(std::string name, StoreView* view, ScopeProvider* scope, Env env,
+                       ParentOptions options)
+    : name_(std::move(name)), store_(view), scope_(scope), env_(std::move(env)), opts_(options) {
+  if (store_ != nullptr) last_commit_index_ = store_->last_log_index();
 }
 
 ParentSync::~ParentSync() = default;
 
 std::string ParentSync::subscription() const { return all_up_subjects(name_); }
 
-std::vector<Message> ParentSync::take_outbox() {
+std::shared_ptr<google::protobuf::Arena> ParentSync::decode_arena() {
+  if (!scratch_user_.expired()) return std::make_shared<google::protobuf::Arena>();
+  auto arena = std::make_shared<google::protobuf::Arena>(scratch_.arena_options());
+  scratch_user_ = arena;
+  return arena;
+}
+
+Ready ParentSync::take_ready() {
+  Ready r;
+  r.writes.swap(writes_);
+  r.messages.swap(outbox_);
+  return r;
+}
+
+void ParentSync::advance(const Status& persisted) {
+  if (!persisted.ok()) {
+    // Not acked: the child resends, and we log again. Positions go back
+    // newest first, so each session ends at its oldest unpersisted one.
+    for (auto it = unpersisted_.rbegin(); it != unpersisted_.rend(); ++it) {
+      auto s = sessions_.find(it->child);
+      if (s != sessions_.end() && s->second->session == it->session) s->second->up = it->before;
+      ++stats_.refused_messages;
+      spdlog::warn("sync {}: changes from {} refused: {}", name_, it->child, persisted.to_string());
+    }
+  }
+  unpersisted_.clear();
+}
+
+void ParentSync::flush() {
   // Changes committed since the last call go out now, batched per session.
   for (const std::string& child : dirty_) {
     auto it = sessions_.find(child);
@@ -117,9 +154,6 @@ std::vector<Message> ParentSync::take_outbox() {
     send_control(child, s->session, std::move(ack));
   }
   acks_due_.clear();
-  std::vector<Message> out;
-  out.swap(outbox_);
-  return out;
 }
 
 void ParentSync::refuse(const std::string& why, const Message& m) {
@@ -191,8 +225,9 @@ void ParentSync::on_message(const Message& m) {
   }
   // Decoded into an arena (on the scratch we keep for it): a batch of
   // changes is thousands of small messages.
-  google::protobuf::Arena arena(scratch_.arena_options());
-  auto& env = *google::protobuf::Arena::CreateMessage<v1::SyncEnvelope>(&arena);
+  // (Kept alive by the writes that point into it until they are persisted.)
+  std::shared_ptr<google::protobuf::Arena> arena = decode_arena();
+  auto& env = *google::protobuf::Arena::CreateMessage<v1::SyncEnvelope>(arena.get());
   if (!env.ParseFromString(m.data)) {
     refuse("not a sync envelope (undecodable bytes)", m);
     return;
@@ -252,7 +287,7 @@ void ParentSync::on_message(const Message& m) {
         s->ack_due = true;
         acks_due_.insert(child);
         if (env.has_changes()) {
-          handle_changes(s, env);
+          handle_changes(s, env, arena);
         } else {
           s->up.applied(env.seq());
           handle_sketch_reply(s, env.sketch_reply());
@@ -273,7 +308,12 @@ void ParentSync::on_message(const Message& m) {
   } else {
     refuse("unexpected message kind from a child", m);
   }
-  pump(s);
+  if (unpersisted_.empty()) {
+    pump(s);
+  } else {
+    // What goes out now acks the child's message: not before it is persisted.
+    dirty_.insert(child);
+  }
 }
 
 void ParentSync::go_away(Session* s) {
@@ -617,7 +657,8 @@ void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
   }
 }
 
-void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env) {
+void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
+                                std::shared_ptr<const void> owner) {
   const v1::Changes& c = env.changes();
   std::vector<const v1::Delta*> batch;
   std::vector<v1::DocState> docs;
@@ -642,35 +683,22 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env) {
       own_hlc = d->hlc();
     }
   }
-  if (!batch.empty()) {
-    auto r = store_->apply_remote(batch, s->replica);
-    if (!r.ok()) {
-      // Refused whole (bad delta) or not stored: do not ack; the child resends
-      // and we log again. Nothing of the batch was merged.
-      ++stats_.refused_messages;
-      spdlog::warn("sync {}: changes from {} refused: {}", name_, s->child, r.status().to_string());
-      return;
-    }
-  }
-  if (!docs.empty()) {
-    Status st = store_->apply_states(docs, s->replica);
-    if (!st.ok()) {
-      ++stats_.refused_messages;
-      spdlog::warn("sync {}: documents from {} refused: {}", name_, s->child, st.to_string());
-      return;
-    }
-  }
-  s->up.applied(env.seq());
+  // Refused whole (a bad delta) or not stored: advance() takes the receive
+  // position back, so that the child resends. Nothing of a refused batch is
+  // merged.
+  const size_t first_write = writes_.size();
+  if (!batch.empty()) writes_.push_back(Write::apply_deltas(std::move(batch), owner, s->replica));
+  if (!docs.empty()) writes_.push_back(Write::apply_states(std::move(docs), s->replica));
   if (own_seq != 0) {
-    Status st = store_->put_local(up_seq_key(s->child),
-                                  std::to_string(own_seq) + " " + std::to_string(own_hlc));
-    if (!st.ok()) spdlog::error("sync {}: saving seq of {}: {}", name_, s->child, st.to_string());
+    writes_.push_back(Write::put_local(up_seq_key(s->child),
+                                       std::to_string(own_seq) + " " + std::to_string(own_hlc)));
   }
   if (c.has_position()) {
-    Status st = store_->put_local(up_position_key(s->child), c.position().SerializeAsString());
-    if (!st.ok())
-      spdlog::error("sync {}: saving position of {}: {}", name_, s->child, st.to_string());
+    writes_.push_back(
+        Write::put_local(up_position_key(s->child), c.position().SerializeAsString()));
   }
+  if (writes_.size() > first_write) unpersisted_.push_back({s->child, s->session, s->up});
+  s->up.applied(env.seq());
 }
 
 bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
@@ -778,14 +806,45 @@ void ParentSync::on_commit(const v1::LogEntry& entry) {
     s->pending.push_back(entry);
     if (s->pending.size() > opts_.max_pending_entries && s->mode == Mode::kLive) {
       // The child does not keep up: stop buffering, read the log instead.
-      s->pending.clear();
-      s->mode = Mode::kWaiting;
-      s->wanted_mode = Mode::kCatchup;
-      waiting_.push_back(child);
+      fall_back(s, Mode::kCatchup);
       continue;
     }
     dirty_.insert(child);
   }
+  grant_slots();
+}
+
+void ParentSync::fall_back(Session* s, Mode mode) {
+  s->pending.clear();
+  s->sketch.reset();
+  release_slot(s);
+  s->mode = Mode::kWaiting;
+  s->wanted_mode = mode;
+  std::erase(waiting_, s->child);
+  if (!s->away) waiting_.push_back(s->child);
+}
+
+void ParentSync::on_commits_lost() {
+  last_commit_index_ = std::max(last_commit_index_, store_->last_log_index());
+  for (auto& [child, s] : sessions_) {
+    if (s->mode == Mode::kLive) {
+      // What was sent is in order up to sent_index; the rest is in the log.
+      fall_back(s.get(), Mode::kCatchup);
+    } else if (s->mode == Mode::kReconcile) {
+      // Its pending entries would complete the snapshot: start it over.
+      fall_back(s.get(), Mode::kReconcile);
+    }
+  }
+  grant_slots();
+}
+
+void ParentSync::on_scope_lost(const std::string& child) {
+  auto it = sessions_.find(child);
+  if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
+  Session* s = it->second.get();
+  spdlog::warn("sync {}: a scope change of {} was lost; reconciling its scope", name_, child);
+  s->scope_version = scope_->version(child);
+  fall_back(s, Mode::kReconcile);
   grant_slots();
 }
 
