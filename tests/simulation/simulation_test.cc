@@ -11,7 +11,7 @@
 // checks:
 //   - every child holds exactly the documents of its scope, equal to its parent's;
 //   - every write a replica acknowledged is still there, at the writer and at the root.
-// CANOPY_SIM_FIRST and CANOPY_SIM_SEEDS set which seeds run (default 1..2000);
+// CANOPY_SIM_FIRST and CANOPY_SIM_SEEDS set which seeds run (default 1..10000);
 // CANOPY_SIM_STEPS the chaos steps per seed (default 150);
 // CANOPY_SEED replays one, with debug logs; CANOPY_SIM_DEBUG=1 adds log dumps
 // to a failure.
@@ -449,7 +449,7 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   const char* one = std::getenv("CANOPY_SEED");
   const uint64_t first =
       one != nullptr ? std::strtoull(one, nullptr, 10) : env_u64("CANOPY_SIM_FIRST", 1);
-  const uint64_t count = one != nullptr ? 1 : env_u64("CANOPY_SIM_SEEDS", 2000);
+  const uint64_t count = one != nullptr ? 1 : env_u64("CANOPY_SIM_SEEDS", 10000);
   const int steps = static_cast<int>(env_u64("CANOPY_SIM_STEPS", 150));
   int failures = 0;
   uint64_t failed_writes = 0;
