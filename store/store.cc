@@ -68,9 +68,14 @@ size_t json_depth(const json& j) {
   return d + 1;
 }
 
-uint64_t random_u64() {
-  std::random_device rd;
+// A nonzero value from `random`, or from std::random_device when it is empty.
+uint64_t random_u64(const std::function<uint64_t()>& random) {
   uint64_t v = 0;
+  if (random) {
+    while (v == 0) v = random();
+    return v;
+  }
+  std::random_device rd;
   while (v == 0) v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
   return v;
 }
@@ -178,7 +183,7 @@ class Store::Impl {
   Status renew_log_epoch() {
     std::unique_lock lock(mu_);
     uint64_t e = meta_.log_epoch();
-    while (e == meta_.log_epoch()) e = random_u64();
+    while (e == meta_.log_epoch()) e = random_u64(opts_.random);
     meta_.set_log_epoch(e);
     rocksdb::WriteBatch b;
     stage_meta(&b);
@@ -298,11 +303,14 @@ class Store::Impl {
 };
 
 Status Store::Impl::open() {
-  std::error_code ec;
-  std::filesystem::create_directories(opts_.path, ec);
-  if (ec) return unavailable("store directory " + opts_.path + ": " + ec.message());
+  if (opts_.env == nullptr) {
+    std::error_code ec;
+    std::filesystem::create_directories(opts_.path, ec);
+    if (ec) return unavailable("store directory " + opts_.path + ": " + ec.message());
+  }
 
   rocksdb::Options options;
+  if (opts_.env != nullptr) options.env = opts_.env;
   options.create_if_missing = true;
   options.create_missing_column_families = true;
   auto supported = rocksdb::GetSupportedCompressions();
@@ -352,11 +360,11 @@ Status Store::Impl::open() {
   std::string raw;
   s = db_->Get(rocksdb::ReadOptions(), meta_cf(), kMetaKey, &raw);
   if (s.IsNotFound()) {
-    meta_.set_replica_id(opts_.replica_id != 0 ? opts_.replica_id : random_u64());
+    meta_.set_replica_id(opts_.replica_id != 0 ? opts_.replica_id : random_u64(opts_.random));
     meta_.set_next_seq(1);
     meta_.set_next_log_index(1);
     meta_.set_log_first_index(1);
-    meta_.set_log_epoch(random_u64());
+    meta_.set_log_epoch(random_u64(opts_.random));
     rocksdb::WriteBatch b;
     stage_meta(&b);
     rocksdb::WriteOptions wo;

@@ -44,6 +44,10 @@
 #include "store/status.h"
 #include "store/version_vector.h"
 
+namespace rocksdb {
+class Env;
+}  // namespace rocksdb
+
 namespace canopy {
 
 enum class Durability { kSync, kGroupCommit, kNone };
@@ -65,6 +69,14 @@ struct StoreOptions {
   // Decoded documents kept in memory.
   size_t doc_cache_entries = 100'000;
   Clock* clock = nullptr;  // nullptr: the system clock
+  // Uniform 64-bit values for the replica id and log epochs this store draws;
+  // empty: std::random_device. The simulation passes a seeded generator, so
+  // that a seed replays a run exactly.
+  std::function<uint64_t()> random;
+  // The RocksDB environment the store's files live in; nullptr: the local
+  // disk. The simulation passes an in-memory one that injects storage faults
+  // (`path` then names a directory inside it). Not owned; must outlive the store.
+  rocksdb::Env* env = nullptr;
 };
 
 // Which keys a replication call covers.

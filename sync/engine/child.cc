@@ -33,13 +33,24 @@ bool node_has_replica(const v1::NodeState& n, uint64_t replica) {
 
 ChildSync::ChildSync(std::string name, std::string parent, Store* store, Env env,
                      ChildOptions options)
+    : ChildSync(std::move(name), std::move(parent), static_cast<StoreView*>(nullptr),
+                std::move(env), std::move(options)) {
+  owned_view_ = std::make_unique<StoreReader>(store);
+  store_ = owned_view_.get();
+  auto saved = store_->get_local(down_position_key(parent_));
+  if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
+}
+
+ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env env,
+                     ChildOptions options)
     : name_(std::move(name)),
       parent_(std::move(parent)),
-      store_(store),
+      store_(view),
       env_(std::move(env)),
       opts_(std::move(options)),
       up_(opts_.window, opts_.rto_ms),
       parent_session_timeout_ms_(opts_.parent_session_timeout_ms) {
+  if (store_ == nullptr) return;  // the delegating constructor reads it
   auto saved = store_->get_local(down_position_key(parent_));
   if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
 }
@@ -69,13 +80,42 @@ void ChildSync::start() {
   next_hello_ms_ = env_.clock->now_ms();
 }
 
-std::vector<Message> ChildSync::take_outbox() {
+void ChildSync::flush() {
   // What we applied and acked on no sequenced message of ours: ack it now.
   if (ack_due_ && state_ == State::kActive) send_ack(false);
+}
+
+Ready ChildSync::take_ready() {
   if (connected_ && !outbox_.empty()) last_sent_ms_ = env_.clock->now_ms();
-  std::vector<Message> out;
-  out.swap(outbox_);
-  return out;
+  Ready r;
+  r.writes.swap(writes_);
+  r.messages.swap(outbox_);
+  return r;
+}
+
+void ChildSync::advance(const Status& persisted) {
+  std::optional<v1::LogPosition> up;
+  up.swap(open_up_after_persist_);
+  if (persisted.ok()) {
+    if (up) open_up(*up, true);
+    return;
+  }
+  // Our memory may be ahead of the disk now (the receive position, the
+  // position in the parent's log): start a session over from the disk.
+  ++stats_.refused_messages;
+  spdlog::warn("sync {}: persisting what {} sent failed: {}; starting a new session", name_,
+               parent_, persisted.to_string());
+  down_ = v1::LogPosition();
+  auto saved = store_->get_local(down_position_key(parent_));
+  if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
+  start();
+}
+
+std::shared_ptr<google::protobuf::Arena> ChildSync::decode_arena() {
+  if (!scratch_user_.expired()) return std::make_shared<google::protobuf::Arena>();
+  auto arena = std::make_shared<google::protobuf::Arena>(scratch_.arena_options());
+  scratch_user_ = arena;
+  return arena;
 }
 
 void ChildSync::refuse(const std::string& why, const Message& m) {
@@ -162,8 +202,9 @@ void ChildSync::on_message(const Message& m) {
   }
   // Decoded into an arena (on the scratch we keep for it): a batch of
   // changes is thousands of small messages.
-  google::protobuf::Arena arena(scratch_.arena_options());
-  auto& env = *google::protobuf::Arena::CreateMessage<v1::SyncEnvelope>(&arena);
+  // (Kept alive by the writes that point into it until they are persisted.)
+  std::shared_ptr<google::protobuf::Arena> arena = decode_arena();
+  auto& env = *google::protobuf::Arena::CreateMessage<v1::SyncEnvelope>(arena.get());
   if (!env.ParseFromString(m.data)) {
     refuse("not a sync envelope (undecodable bytes)", m);
     return;
@@ -208,10 +249,10 @@ void ChildSync::on_message(const Message& m) {
     case RecvChannel::Verdict::kApply:
       break;
   }
-  if (env.has_changes() && !apply_changes(env.changes())) return;  // not acked: resent
+  if (env.has_changes() && !apply_changes(env.changes(), arena)) return;  // not acked: resent
   down_recv_.applied(env.seq());
   ++stats_.applied_messages;
-  // Acked when the outbox is taken (see take_outbox), or on the reply.
+  // Acked when the batch is flushed (after persisting), or on the reply.
   ack_due_ = true;
   if (env.has_sketch()) answer_sketch(env.sketch());
 }
@@ -247,21 +288,26 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
         "sync {}: parent {} holds our writes up to seq {} that we lack; we were "
         "restored from an older state",
         name_, parent_, w.child_max_seq());
-    Status st = store_->reserve_seqs_through(w.child_max_seq());
+    writes_.push_back(Write::reserve_seqs_through(w.child_max_seq()));
     // Our log indexes were reused since the parent last read them: a new
     // epoch makes every position held in our log unusable.
-    if (st.ok()) st = store_->renew_log_epoch();
-    if (st.ok()) st = store_->put_local(restored_key(), std::to_string(w.child_max_seq()));
-    if (!st.ok()) spdlog::error("sync {}: {}", name_, st.to_string());
+    writes_.push_back(Write::renew_log_epoch());
+    writes_.push_back(Write::put_local(restored_key(), std::to_string(w.child_max_seq())));
     down_ = v1::LogPosition();
-    st = store_->put_local(down_position_key(parent_), down_.SerializeAsString());
-    if (!st.ok()) spdlog::error("sync {}: {}", name_, st.to_string());
+    writes_.push_back(Write::put_local(down_position_key(parent_), down_.SerializeAsString()));
     if (!w.reconcile()) {
       up_full_after_restore_ = true;
       start();
       return;
     }
+    // The up stream reads the renewed log: once it is persisted.
+    open_up_after_persist_ = up;
+    return;
   }
+  open_up(up, false);
+}
+
+void ChildSync::open_up(const v1::LogPosition& up, bool restored) {
   if (up_full_after_restore_) {
     restored = true;
     up_full_after_restore_ = false;
@@ -287,7 +333,7 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   pump_up();
 }
 
-bool ChildSync::apply_changes(const v1::Changes& c) {
+bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const void>& owner) {
   std::vector<const v1::Delta*> batch;
   std::vector<v1::DocState> docs;
   std::set<std::string> doc_keys;
@@ -300,23 +346,17 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
     }
     if (sketch_) sketch_->on_parent_sent(e.has_delta() ? e.delta().key() : e.doc().key());
   }
-  if (!batch.empty()) {
-    auto r = store_->apply_remote(batch, parent_replica_);
-    if (!r.ok()) {
-      ++stats_.refused_messages;
-      spdlog::warn("sync {}: changes from {} refused: {}", name_, parent_, r.status().to_string());
-      return false;
-    }
-  }
+  // The drops below are read before the changes above are persisted: a
+  // message never both changes and drops a key (drops come with a scope
+  // change or a reconciliation, apart from the documents they send), and the
+  // documents it carries are not dropped.
+  const size_t first_write = writes_.size();
+  if (!batch.empty())
+    writes_.push_back(Write::apply_deltas(std::move(batch), owner, parent_replica_));
   if (!docs.empty()) {
     for (const auto& d : docs) spdlog::debug("sync {}: doc {}", name_, d.key());
-    Status st = store_->apply_states(docs, parent_replica_);
-    if (!st.ok()) {
-      ++stats_.refused_messages;
-      spdlog::warn("sync {}: documents from {} refused: {}", name_, parent_, st.to_string());
-      return false;
-    }
     stats_.documents_received += docs.size();
+    writes_.push_back(Write::apply_states(std::move(docs), parent_replica_));
   }
   std::vector<std::string> drop;
   for (const std::string& k : c.drop()) {
@@ -332,16 +372,18 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
   }
   for (const v1::RangeFingerprint& r : c.covered()) {
     auto mine = store_->states(r.first(), r.last(), nullptr, SIZE_MAX);
-    if (!mine.ok()) return false;
+    if (!mine.ok()) {
+      writes_.resize(first_write);
+      return false;
+    }
     for (const v1::DocState& d : *mine) {
       if (doc_keys.count(d.key()) == 0 && !keep(d)) drop.push_back(d.key());
     }
   }
   if (!drop.empty()) {
     spdlog::debug("sync {}: dropping {} keys, first {}", name_, drop.size(), drop.front());
-    Status st = store_->drop(drop);
-    if (!st.ok()) return false;
     stats_.dropped_keys += drop.size();
+    writes_.push_back(Write::drop(std::move(drop)));
   }
   if (down_.epoch() != 0 && unpositions(c)) {
     // What we hold no longer matches the position we saved: forget it until
@@ -349,8 +391,7 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
     // reconciles. A scope version alone cannot tell: a scope can change and
     // change back.
     down_ = v1::LogPosition();
-    Status st = store_->put_local(down_position_key(parent_), down_.SerializeAsString());
-    if (!st.ok()) return false;
+    writes_.push_back(Write::put_local(down_position_key(parent_), down_.SerializeAsString()));
   }
   if (c.has_position() || (c.index() != 0 && down_.epoch() != 0)) {
     // The short form (index alone) keeps the epoch and scope version we hold.
@@ -363,11 +404,8 @@ bool ChildSync::apply_changes(const v1::Changes& c) {
       down_.set_index(c.index());
     }
     reconciling_ = false;
-    Status st = store_->put_local(down_position_key(parent_), down_.SerializeAsString());
-    if (!st.ok()) {
-      spdlog::error("sync {}: saving position: {}", name_, st.to_string());
-      return false;
-    }
+    // Written after the changes it covers (persist() keeps the order).
+    writes_.push_back(Write::put_local(down_position_key(parent_), down_.SerializeAsString()));
   }
   return true;
 }

@@ -1,6 +1,10 @@
 // ChildSync: the child side of a sync session with one parent.
 //
-// Like ParentSync, a state machine without I/O. The child says hello with its
+// Like ParentSync, a state machine without I/O: it reads the store through a
+// StoreView, and its writes (the parent's changes, its position) come out of
+// `take_ready` with the messages, to be persisted before those are sent
+// (ready.h). If persisting fails, the child starts a new session from what
+// is on disk. The child says hello with its
 // persisted position in the parent's log (local meta `sync/down/<parent>`),
 // applies the parent's sequenced messages strictly in order, persists each new
 // position after applying, and acks. It streams its own writes (log entries
@@ -23,6 +27,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,7 +36,9 @@
 #include "store/store.h"
 #include "sync/engine/channel.h"
 #include "sync/engine/env.h"
+#include "sync/engine/ready.h"
 #include "sync/engine/sketch_receiver.h"
+#include "sync/engine/store_view.h"
 #include "sync/transport.h"
 
 namespace canopy::sync {
@@ -68,7 +75,9 @@ struct ChildStats {
 
 class ChildSync {
  public:
+  // Reads `store` (not owned) through a view; or reads `view` (not owned).
   ChildSync(std::string name, std::string parent, Store* store, Env env, ChildOptions options);
+  ChildSync(std::string name, std::string parent, StoreView* view, Env env, ChildOptions options);
 
   const std::string& name() const { return name_; }
   const std::string& parent() const { return parent_; }
@@ -78,9 +87,16 @@ class ChildSync {
   void start();
   void on_message(const Message& message);
   void on_commit(const v1::LogEntry& entry);
+  // Committed changes were not delivered (the runtime's queue was full).
+  void on_commits_lost() { pump_up(); }
   void on_connection(bool connected);
   void tick();
-  std::vector<Message> take_outbox();
+  // Ends a batch of inputs: queues the ack owed for what was applied.
+  void flush();
+  // What the inputs since the last call produced (see ParentSync::take_ready).
+  Ready take_ready();
+  // The outcome of persisting the last Ready's writes.
+  void advance(const Status& persisted);
   // The transport's current payload limit (it is known only once connected);
   // batches are built to fit under it.
   void set_payload_limit(size_t bytes) { payload_limit_ = bytes; }
@@ -102,10 +118,16 @@ class ChildSync {
   void send_ack(bool gap);
   void refuse(const std::string& why, const Message& m);
   void handle_welcome(const v1::SyncEnvelope& env);
+  // Takes the up stream from the parent's position `up` (restored: from
+  // nothing) and starts it.
+  void open_up(const v1::LogPosition& up, bool restored);
   // The parent acked our sequenced messages through `seq` (alone, or riding
   // on one of its own): resend what it reports missing.
   void handle_up_ack(uint64_t seq, bool gap);
-  bool apply_changes(const v1::Changes& c);
+  // Queues the writes of the parent's changes; `owner` keeps `c` alive.
+  // False if they cannot be applied (nothing queued).
+  bool apply_changes(const v1::Changes& c, const std::shared_ptr<const void>& owner);
+  std::shared_ptr<google::protobuf::Arena> decode_arena();  // as ParentSync's
   void answer_sketch(const v1::Sketch& k);
   void pump_up();
   bool carries_own_writes(const v1::NodeState& s) const;
@@ -116,7 +138,8 @@ class ChildSync {
 
   std::string name_;
   std::string parent_;
-  Store* store_;
+  std::unique_ptr<StoreView> owned_view_;
+  StoreView* store_;
   Env env_;
   ChildOptions opts_;
   State state_ = State::kIdle;
@@ -140,7 +163,12 @@ class ChildSync {
   uint64_t last_sent_ms_ = 0;               // when a message last went out on a live connection
   bool ack_due_ = false;                    // applied a sequenced message, not yet acked
   std::vector<Message> outbox_;
+  std::vector<Write> writes_;
+  // A welcome found us restored: the up stream opens from the renewed log
+  // once the writes that renew it are persisted.
+  std::optional<v1::LogPosition> open_up_after_persist_;
   DecodeScratch scratch_;  // for decoding each received message
+  std::weak_ptr<google::protobuf::Arena> scratch_user_;
   size_t payload_limit_ = 1 << 20;
   size_t batch_limit() const {
     const size_t cap = std::min(payload_limit_, opts_.max_message_bytes);

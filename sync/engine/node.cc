@@ -6,7 +6,8 @@
 
 namespace canopy::sync {
 
-SyncNode::SyncNode(Store* store, Transport* transport) : store_(store), transport_(transport) {}
+SyncNode::SyncNode(Store* store, Transport* transport, NodeLimits limits)
+    : store_(store), transport_(transport), limits_(limits) {}
 
 SyncNode::~SyncNode() {
   for (uint64_t id : subscriptions_) transport_->unsubscribe(id);
@@ -15,13 +16,7 @@ SyncNode::~SyncNode() {
 
 Status SyncNode::attach() {
   if (attached_) return ok_status();
-  auto on_message = [this](const Message& m) {
-    {
-      std::lock_guard lock(mu_);
-      inbox_.push_back(m);
-    }
-    cv_.notify_one();
-  };
+  auto on_message = [this](const Message& m) { enqueue_message(m); };
   if (parent_) {
     auto id = transport_->subscribe(parent_->subscription(), on_message);
     if (!id.ok()) return id.status();
@@ -36,6 +31,10 @@ Status SyncNode::attach() {
   transport_->on_state_change([this](bool connected) {
     {
       std::lock_guard lock(mu_);
+      if (connection_events_.size() >= limits_.max_connection_events) {
+        connection_events_.pop_front();
+        ++stats_.dropped_connection_events;
+      }
       connection_events_.push_back(connected);
     }
     cv_.notify_one();
@@ -44,7 +43,12 @@ Status SyncNode::attach() {
   listener_ = store_->subscribe([this](const v1::LogEntry& e) {
     {
       std::lock_guard lock(mu_);
-      commits_.push_back(e);
+      if (commits_.size() >= limits_.max_commits) {
+        commits_lost_ = true;
+        ++stats_.lost_commits;
+      } else {
+        commits_.push_back(e);
+      }
     }
     cv_.notify_one();
   });
@@ -52,12 +56,34 @@ Status SyncNode::attach() {
   return ok_status();
 }
 
+void SyncNode::enqueue_message(Message message) {
+  {
+    std::lock_guard lock(mu_);
+    if (inbox_.size() >= limits_.max_inbox) {
+      inbox_.pop_front();
+      ++stats_.dropped_messages;
+    }
+    inbox_.push_back(std::move(message));
+  }
+  cv_.notify_one();
+}
+
 void SyncNode::enqueue_scope_change(ScopeChange change) {
   {
     std::lock_guard lock(mu_);
-    scope_changes_.push_back(std::move(change));
+    if (scope_changes_.size() >= limits_.max_scope_changes) {
+      scopes_lost_.insert(change.child);
+      ++stats_.lost_scope_changes;
+    } else {
+      scope_changes_.push_back(std::move(change));
+    }
   }
   cv_.notify_one();
+}
+
+NodeStats SyncNode::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
 }
 
 void SyncNode::publish(std::vector<Message> messages) {
@@ -66,11 +92,36 @@ void SyncNode::publish(std::vector<Message> messages) {
     // Lost messages are recovered by acks and retransmission; count them, and
     // say why unless it is the plain outage case (now and then).
     if (!st.ok()) {
-      if (publish_failures_++ % 1000 == 0 && st.code() != StatusCode::kUnavailable) {
+      uint64_t failures = 0;
+      {
+        std::lock_guard lock(mu_);
+        failures = stats_.publish_failures++;
+      }
+      if (failures % 1000 == 0 && st.code() != StatusCode::kUnavailable) {
         spdlog::warn("sync: publishing {} bytes on {} failed: {}", m.data.size(), m.subject,
                      st.to_string());
       }
     }
+  }
+}
+
+template <typename Engine>
+void SyncNode::step(Engine* engine, std::vector<Message>* out) {
+  // advance() may produce more (work that reads what was just persisted);
+  // it never loops on itself, so two rounds are the most seen.
+  for (int round = 0;; ++round) {
+    CANOPY_CHECK(round < 8);
+    Ready ready = engine->take_ready();
+    if (ready.empty()) return;
+    Status st = persist(store_, ready.writes);
+    engine->advance(st);
+    if (!st.ok()) {
+      std::lock_guard lock(mu_);
+      ++stats_.persist_failures;
+      continue;  // what it would have sent (acks among it) stays unsent
+    }
+    out->insert(out->end(), std::make_move_iterator(ready.messages.begin()),
+                std::make_move_iterator(ready.messages.end()));
   }
 }
 
@@ -79,18 +130,28 @@ bool SyncNode::run_once(bool tick) {
   std::deque<v1::LogEntry> commits;
   std::deque<ScopeChange> scopes;
   std::deque<bool> conns;
+  bool commits_lost = false;
+  std::set<std::string> scopes_lost;
   {
     std::lock_guard lock(mu_);
     inbox.swap(inbox_);
     commits.swap(commits_);
     scopes.swap(scope_changes_);
     conns.swap(connection_events_);
+    std::swap(commits_lost, commits_lost_);
+    scopes_lost.swap(scopes_lost_);
     woken_ = false;
   }
-  const bool any = !inbox.empty() || !commits.empty() || !scopes.empty() || !conns.empty();
+  const bool any = !inbox.empty() || !commits.empty() || !scopes.empty() || !conns.empty() ||
+                   commits_lost || !scopes_lost.empty();
   const size_t payload = transport_->max_payload();
   if (parent_) parent_->set_payload_limit(payload);
   if (child_) child_->set_payload_limit(payload);
+  std::vector<Message> parent_out, child_out;
+  auto step_all = [&] {
+    if (parent_) step(parent_.get(), &parent_out);
+    if (child_) step(child_.get(), &child_out);
+  };
   for (bool c : conns) {
     if (child_) child_->on_connection(c);
   }
@@ -100,22 +161,34 @@ bool SyncNode::run_once(bool tick) {
     if (parent_) parent_->on_commit(e);
     if (child_) child_->on_commit(e);
   }
+  if (commits_lost) {
+    if (parent_) parent_->on_commits_lost();
+    if (child_) child_->on_commits_lost();
+  }
   for (const auto& sc : scopes) {
     if (parent_) parent_->on_scope_change(sc);
   }
+  for (const auto& child : scopes_lost) {
+    if (parent_) parent_->on_scope_lost(child);
+  }
+  step_all();
   for (const auto& m : inbox) {
     if (parent_ && subject_matches(parent_->subscription(), m.subject)) {
       parent_->on_message(m);
     } else if (child_) {
       child_->on_message(m);
     }
+    step_all();  // the next message reads what this one wrote
   }
   if (tick) {
     if (parent_) parent_->tick();
     if (child_) child_->tick();
   }
-  if (parent_) publish(parent_->take_outbox());
-  if (child_) publish(child_->take_outbox());
+  if (parent_) parent_->flush();
+  if (child_) child_->flush();
+  step_all();
+  publish(std::move(parent_out));
+  publish(std::move(child_out));
   return any;
 }
 

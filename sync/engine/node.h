@@ -2,16 +2,33 @@
 //
 // Inbound messages (transport thread) and committed changes (store writer
 // threads) are queued; run_once() hands them to the engines on the caller's
-// thread and publishes what the engines produced. The simulation calls
-// run_once() itself; daemons run it on a SyncRuntime thread. A node may hold
-// both engines: a regional hub is a child of its parent and a parent of its
-// sites.
+// thread. After each input it takes the engine's Ready (ready.h), persists
+// its writes into the store and reports the outcome to the engine, so that
+// the next input reads what the last one wrote; the messages of a Ready are
+// published, at the end of run_once, only if its writes were persisted. The
+// simulation calls run_once() itself; daemons run it on a SyncRuntime
+// thread. A node may hold both engines: a regional hub is a child of its
+// parent and a parent of its sites.
+//
+// Every queue is bounded (NodeLimits). At the bound:
+//   inbox         the oldest message is dropped and counted: sync recovers
+//                 lost messages by acks and retransmission;
+//   commits       no more are queued; the engines are told that commits were
+//                 lost, and read the log instead (a live parent session falls
+//                 back to catch-up; the child's up stream reads its log anyway);
+//   scope changes no more are queued; the children whose changes were lost
+//                 are remembered (one entry per child), and their sessions
+//                 reconcile their whole scope;
+//   connection    the oldest event is dropped: the newest, the current state,
+//   events        is always kept.
 #pragma once
 
 #include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "sync/engine/child.h"
@@ -20,9 +37,29 @@
 
 namespace canopy::sync {
 
+struct NodeLimits {
+  static constexpr size_t kMaxInbox = 10'000;
+  static constexpr size_t kMaxCommits = 100'000;
+  static constexpr size_t kMaxScopeChanges = 10'000;
+  static constexpr size_t kMaxConnectionEvents = 64;
+  size_t max_inbox = kMaxInbox;
+  size_t max_commits = kMaxCommits;
+  size_t max_scope_changes = kMaxScopeChanges;
+  size_t max_connection_events = kMaxConnectionEvents;
+};
+
+struct NodeStats {
+  uint64_t dropped_messages = 0;    // inbox full
+  uint64_t lost_commits = 0;        // commit queue full
+  uint64_t lost_scope_changes = 0;  // scope change queue full
+  uint64_t dropped_connection_events = 0;
+  uint64_t persist_failures = 0;  // Readies whose writes failed (their messages dropped)
+  uint64_t publish_failures = 0;
+};
+
 class SyncNode {
  public:
-  SyncNode(Store* store, Transport* transport);
+  SyncNode(Store* store, Transport* transport, NodeLimits limits = {});
   ~SyncNode();
   SyncNode(const SyncNode&) = delete;
   SyncNode& operator=(const SyncNode&) = delete;
@@ -45,10 +82,19 @@ class SyncNode {
   // Wakes wait() (used to stop a runtime).
   void wake();
 
-  uint64_t publish_failures() const { return publish_failures_; }
+  uint64_t publish_failures() const { return stats().publish_failures; }
+  NodeStats stats() const;
+
+  // Queues an inbound message, as the transport's subscription does
+  // (thread-safe).
+  void enqueue_message(Message message);
 
  private:
   void publish(std::vector<Message> messages);
+  // Takes the engine's Ready, persists its writes, reports to the engine and
+  // keeps the messages for publishing; repeats while the engine has more.
+  template <typename Engine>
+  void step(Engine* engine, std::vector<Message>* out);
 
   Store* store_;
   Transport* transport_;
@@ -58,14 +104,17 @@ class SyncNode {
   uint64_t listener_ = 0;
   bool attached_ = false;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Message> inbox_;
   std::deque<v1::LogEntry> commits_;
   std::deque<ScopeChange> scope_changes_;
   std::deque<bool> connection_events_;
+  bool commits_lost_ = false;
+  std::set<std::string> scopes_lost_;  // children whose scope changes were not queued
   bool woken_ = false;
-  uint64_t publish_failures_ = 0;
+  NodeLimits limits_;
+  NodeStats stats_;  // guarded by mu_
 };
 
 // Runs a SyncNode on its own thread, ticking every `tick_ms`.

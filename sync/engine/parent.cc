@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "sync/engine/parent_session.h"
 #include "sync/engine/sketch.h"
 #include "sync/subjects.h"
 
@@ -44,63 +45,54 @@ const std::string& entry_key(const v1::LogEntry& e) {
 
 }  // namespace
 
-struct ParentSync::Session {
-  Session(std::string c, const ParentOptions& o) : child(std::move(c)), down(o.window, o.rto_ms) {}
-
-  std::string child;
-  uint64_t replica = 0;
-  uint64_t session = 0;
-  Mode mode = Mode::kWaiting;
-  Mode wanted_mode = Mode::kCatchup;  // what to start when a slot frees
-  bool holds_slot = false;
-  SendChannel down;
-  RecvChannel up;
-  uint64_t sent_index = 0;  // our log position covered by what was sent
-  std::vector<v1::LogEntry> pending;
-  bool ack_due = false;  // applied a sequenced message of the child's, not yet acked
-  uint64_t round = 0;    // reconciliations in this session
-  // While reconciling: our in-scope documents as of its start, coded.
-  struct Sketch {
-    SketchEncoder encoder;
-    std::vector<std::pair<uint64_t, std::string>> keys;  // (id, key) sorted by id
-    size_t sent = 0;                                     // symbols sent
-  };
-  std::unique_ptr<Sketch> sketch;
-  uint64_t last_seen_ms = 0;
-  bool away = false;  // silent longer than away_after_ms (see ParentOptions)
-  uint64_t last_position_ms = 0;
-  uint64_t reported_index = 0;
-  uint64_t acked_index = 0;
-  uint64_t acked_hlc = 0;
-  // What each unacked sequenced message carried (0: nothing of the kind),
-  // which its ack then confirms as held by the child.
-  struct Carried {
-    uint64_t hlc = 0;    // the greatest HLC of its deltas
-    uint64_t index = 0;  // the log index its position names
-  };
-  std::map<uint64_t, Carried> carried;  // by seq
-  // The position the child holds once it has applied everything sent in
-  // this session (epoch 0: none, or not known to us). A position of the
-  // same epoch and scope version then goes in its short form (the index).
-  v1::LogPosition child_position;
-  std::map<std::string, std::string> labels;
-  // The scope version this session has announced: positions carry it. It
-  // moves only when the scope change itself is sent, so a child never
-  // persists a version whose documents it has not received.
-  uint64_t scope_version = 0;
-};
-
 ParentSync::ParentSync(std::string name, Store* store, ScopeProvider* scope, Env env,
                        ParentOptions options)
-    : name_(std::move(name)), store_(store), scope_(scope), env_(std::move(env)), opts_(options) {
+    : ParentSync(std::move(name), static_cast<StoreView*>(nullptr), scope, std::move(env),
+                 options) {
+  owned_view_ = std::make_unique<StoreReader>(store);
+  store_ = owned_view_.get();
   last_commit_index_ = store_->last_log_index();
+}
+
+ParentSync::ParentSync(std::string name, StoreView* view, ScopeProvider* scope, Env env,
+                       ParentOptions options)
+    : name_(std::move(name)), store_(view), scope_(scope), env_(std::move(env)), opts_(options) {
+  if (store_ != nullptr) last_commit_index_ = store_->last_log_index();
 }
 
 ParentSync::~ParentSync() = default;
 
 std::string ParentSync::subscription() const { return all_up_subjects(name_); }
 
-std::vector<Message> ParentSync::take_outbox() {
+std::shared_ptr<google::protobuf::Arena> ParentSync::decode_arena() {
+  if (!scratch_user_.expired()) return std::make_shared<google::protobuf::Arena>();
+  auto arena = std::make_shared<google::protobuf::Arena>(scratch_.arena_options());
+  scratch_user_ = arena;
+  return arena;
+}
+
+Ready ParentSync::take_ready() {
+  Ready r;
+  r.writes.swap(writes_);
+  r.messages.swap(outbox_);
+  return r;
+}
+
+void ParentSync::advance(const Status& persisted) {
+  if (!persisted.ok()) {
+    // Not acked: the child resends, and we log again. Positions go back
+    // newest first, so each session ends at its oldest unpersisted one.
+    for (auto it = unpersisted_.rbegin(); it != unpersisted_.rend(); ++it) {
+      auto s = sessions_.find(it->child);
+      if (s != sessions_.end() && s->second->session == it->session) s->second->up = it->before;
+      ++stats_.refused_messages;
+      spdlog::warn("sync {}: changes from {} refused: {}", name_, it->child, persisted.to_string());
+    }
+  }
+  unpersisted_.clear();
+}
+
+void ParentSync::flush() {
   // Changes committed since the last call go out now, batched per session.
   for (const std::string& child : dirty_) {
     auto it = sessions_.find(child);
@@ -117,9 +109,6 @@ std::vector<Message> ParentSync::take_outbox() {
     send_control(child, s->session, std::move(ack));
   }
   acks_due_.clear();
-  std::vector<Message> out;
-  out.swap(outbox_);
-  return out;
 }
 
 void ParentSync::refuse(const std::string& why, const Message& m) {
@@ -191,8 +180,9 @@ void ParentSync::on_message(const Message& m) {
   }
   // Decoded into an arena (on the scratch we keep for it): a batch of
   // changes is thousands of small messages.
-  google::protobuf::Arena arena(scratch_.arena_options());
-  auto& env = *google::protobuf::Arena::CreateMessage<v1::SyncEnvelope>(&arena);
+  // (Kept alive by the writes that point into it until they are persisted.)
+  std::shared_ptr<google::protobuf::Arena> arena = decode_arena();
+  auto& env = *google::protobuf::Arena::CreateMessage<v1::SyncEnvelope>(arena.get());
   if (!env.ParseFromString(m.data)) {
     refuse("not a sync envelope (undecodable bytes)", m);
     return;
@@ -252,7 +242,7 @@ void ParentSync::on_message(const Message& m) {
         s->ack_due = true;
         acks_due_.insert(child);
         if (env.has_changes()) {
-          handle_changes(s, env);
+          handle_changes(s, env, arena);
         } else {
           s->up.applied(env.seq());
           handle_sketch_reply(s, env.sketch_reply());
@@ -273,7 +263,12 @@ void ParentSync::on_message(const Message& m) {
   } else {
     refuse("unexpected message kind from a child", m);
   }
-  pump(s);
+  if (unpersisted_.empty()) {
+    pump(s);
+  } else {
+    // What goes out now acks the child's message: not before it is persisted.
+    dirty_.insert(child);
+  }
 }
 
 void ParentSync::go_away(Session* s) {
@@ -389,220 +384,6 @@ void ParentSync::start_down(Session* s, Mode mode) {
   }
 }
 
-void ParentSync::start_reconcile(Session* s) {
-  ++stats_.reconciliations;
-  s->mode = Mode::kReconcile;
-  s->pending.clear();
-  // Everything up to here is covered by the documents we compare; what is
-  // committed later streams live (merging is order-independent).
-  s->sent_index = store_->last_log_index();
-  const std::string child = s->child;
-  auto hashes = scope_hashes(child);
-  if (!hashes.ok()) {
-    spdlog::error("sync {}: reading the documents in {}'s scope failed: {}", name_, child,
-                  hashes.status().to_string());
-    return;
-  }
-  s->sketch = std::make_unique<Session::Sketch>();
-  s->sketch->keys.reserve(hashes->size());
-  for (auto& [key, id] : *hashes) {
-    s->sketch->encoder.add(id);
-    s->sketch->keys.emplace_back(id, std::move(key));
-  }
-  std::sort(s->sketch->keys.begin(), s->sketch->keys.end());
-  ++s->round;
-  send_sketch(s, std::max<size_t>(1, opts_.sketch_first_symbols));
-}
-
-StatusOr<std::vector<std::pair<std::string, uint64_t>>> ParentSync::scope_hashes(
-    const std::string& child) {
-  auto filter = [&](std::string_view k) { return scope_->in_scope(child, k); };
-  std::optional<ScopeProvider::Listing> listing = scope_->list_scope(child);
-  if (!listing) return store_->doc_hashes(kKeyMin, kKeyMax, filter);
-  auto out = store_->doc_hashes_of(std::move(listing->keys));
-  if (!out.ok()) return out;
-  for (const std::string& prefix : listing->prefixes) {
-    auto under = store_->doc_hashes(prefix, prefix + std::string(kKeyMax), filter);
-    if (!under.ok()) return under;
-    out->insert(out->end(), std::make_move_iterator(under->begin()),
-                std::make_move_iterator(under->end()));
-  }
-  // A key both listed and under a prefix counts once.
-  std::sort(out->begin(), out->end());
-  out->erase(std::unique(out->begin(), out->end()), out->end());
-  return out;
-}
-
-void ParentSync::send_sketch(Session* s, size_t n) {
-  Session::Sketch& k = *s->sketch;
-  const std::vector<SketchSymbol>& symbols = k.encoder.extend(k.sent + n);
-  // 8 + 4 + up to 10 bytes a symbol: messages stay under the payload limit.
-  const size_t per_message = std::max<size_t>(1, batch_limit() / 24);
-  const size_t end = k.sent + n;
-  while (k.sent < end) {
-    const size_t m = std::min(per_message, end - k.sent);
-    v1::SyncEnvelope env;
-    v1::Sketch* out = env.mutable_sketch();
-    out->set_round(s->round);
-    out->set_offset(k.sent);
-    out->set_items(k.keys.size());
-    out->mutable_counts()->Reserve(static_cast<int>(m));
-    out->mutable_ids()->Reserve(static_cast<int>(m));
-    out->mutable_checks()->Reserve(static_cast<int>(m));
-    for (size_t i = k.sent; i < k.sent + m; ++i) {
-      out->add_counts(symbols[i].count);
-      out->add_ids(symbols[i].id);
-      out->add_checks(symbols[i].check);
-    }
-    k.sent += m;
-    send_sequenced(s, std::move(env));
-  }
-  stats_.sketch_symbols_sent += n;
-}
-
-void ParentSync::handle_sketch_reply(Session* s, const v1::SketchReply& reply) {
-  if (s->mode != Mode::kReconcile || !s->sketch || reply.round() != s->round) return;
-  Session::Sketch& k = *s->sketch;
-  if (reply.whole()) {
-    spdlog::info("sync {}: {} asks for its whole scope ({} documents)", name_, s->child,
-                 k.keys.size());
-    send_whole(s);
-    return;
-  }
-  if (reply.decoded()) {
-    std::vector<std::string> keys;
-    keys.reserve(static_cast<size_t>(reply.wanted_size()));
-    for (uint64_t id : reply.wanted()) {
-      auto it = std::lower_bound(k.keys.begin(), k.keys.end(), std::make_pair(id, std::string()));
-      if (it == k.keys.end() || it->first != id) {
-        // Not one of ours: the decode went wrong (a collision) or the child
-        // misbehaves. The whole scope settles it either way.
-        spdlog::warn(
-            "sync {}: {} decoded a sketch to an id we do not hold; sending its scope whole", name_,
-            s->child);
-        send_whole(s);
-        return;
-      }
-      keys.push_back(it->second);
-    }
-    send_documents(s, keys);
-    return;
-  }
-  if (reply.received() != k.sent) return;  // an answer to an earlier message of the batch
-  // The child could not decode yet: double what it has. A child that keeps
-  // asking although it holds few documents gets the scope whole.
-  if (k.sent >= 4 * (k.keys.size() + 1024)) {
-    send_whole(s);
-    return;
-  }
-  send_sketch(s, k.sent);
-}
-
-void ParentSync::send_documents(Session* s, const std::vector<std::string>& keys) {
-  // Live changes queued so far go first, so the stream keeps log order per key.
-  pump_live(s);
-  std::vector<v1::DocState> docs;
-  docs.reserve(keys.size());
-  for (const std::string& key : keys) {
-    if (!scope_->in_scope(s->child, key)) continue;  // left the scope since
-    auto st = store_->state(key);
-    if (!st.ok()) {
-      spdlog::error("sync {}: reading {} for {}: {}", name_, key, s->child,
-                    st.status().to_string());
-      return;
-    }
-    if (st->has_value()) docs.push_back(std::move(**st));
-  }
-  size_t i = 0;
-  do {
-    v1::SyncEnvelope env;
-    v1::Changes* c = env.mutable_changes();
-    i = add_documents(&docs, i, c);
-    if (i == docs.size()) {
-      c->set_reconciled(true);
-      if (s->pending.empty()) {
-        // Nothing committed meanwhile is waiting: this message also ends
-        // the reconciliation (finish_reconcile would send the position alone).
-        s->sent_index = std::max(s->sent_index, last_commit_index_);
-        set_position(s, c, s->sent_index);
-        s->mode = Mode::kLive;
-      }
-    }
-    send_sequenced(s, std::move(env));
-  } while (i < docs.size());
-  s->sketch.reset();
-  if (s->mode == Mode::kLive) {
-    release_slot(s);
-    grant_slots();
-  } else {
-    finish_reconcile(s);
-  }
-}
-
-size_t ParentSync::add_documents(std::vector<v1::DocState>* docs, size_t i, v1::Changes* c) {
-  const size_t limit = batch_limit();
-  size_t bytes = 0;
-  while (i < docs->size()) {
-    const size_t sz = (*docs)[i].ByteSizeLong() + 16;
-    if (c->entries_size() > 0 && bytes + sz > limit) break;
-    bytes += sz;
-    *c->add_entries()->mutable_doc() = std::move((*docs)[i]);
-    ++i;
-    ++stats_.documents_sent;
-  }
-  return i;
-}
-
-void ParentSync::send_whole(Session* s) {
-  s->sketch.reset();
-  v1::RangeFingerprint everything;
-  everything.set_first(std::string(kKeyMin));
-  everything.set_last(std::string(kKeyMax));
-  send_states(s, everything);
-  finish_reconcile(s);
-}
-
-void ParentSync::send_states(Session* s, const v1::RangeFingerprint& range) {
-  const std::string child = s->child;
-  auto docs = store_->states(
-      range.first(), range.last(), [&](std::string_view k) { return scope_->in_scope(child, k); },
-      SIZE_MAX);
-  if (!docs.ok()) {
-    spdlog::error("sync {}: reading documents for {} failed: {}", name_, child,
-                  docs.status().to_string());
-    return;
-  }
-  // Chunks tile the range, so that "covered" never spans a document that
-  // travels in another chunk.
-  size_t i = 0;
-  std::string first = range.first();
-  do {
-    v1::SyncEnvelope env;
-    v1::Changes* c = env.mutable_changes();
-    i = add_documents(&*docs, i, c);
-    v1::RangeFingerprint* cov = c->add_covered();
-    cov->set_first(first);
-    cov->set_last(i < docs->size() ? c->entries(c->entries_size() - 1).doc().key() : range.last());
-    // The next chunk starts just above this one's last key (keys hold no NUL).
-    if (i < docs->size()) first = cov->last() + std::string(1, '\0');
-    send_sequenced(s, std::move(env));
-  } while (i < docs->size());
-}
-
-void ParentSync::finish_reconcile(Session* s) {
-  // Entries committed since the snapshot went out without a position; send
-  // the rest and, with it, the position that makes the child's state resumable.
-  std::vector<v1::LogEntry> pending;
-  pending.swap(s->pending);
-  // As in pump_live: keys may have left the scope since these were queued.
-  std::erase_if(pending, [&](const v1::LogEntry& e) { return !wanted(s, e); });
-  const uint64_t final_index = std::max(s->sent_index, last_commit_index_);
-  s->mode = Mode::kLive;
-  release_slot(s);
-  send_entries(s, std::move(pending), true, final_index);
-  grant_slots();
-}
-
 void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
   std::vector<std::string> resend;
   s->down.on_ack(ack.seq(), ack.gap(), env_.clock->now_ms(), &resend);
@@ -617,7 +398,8 @@ void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
   }
 }
 
-void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env) {
+void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
+                                std::shared_ptr<const void> owner) {
   const v1::Changes& c = env.changes();
   std::vector<const v1::Delta*> batch;
   std::vector<v1::DocState> docs;
@@ -642,35 +424,22 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env) {
       own_hlc = d->hlc();
     }
   }
-  if (!batch.empty()) {
-    auto r = store_->apply_remote(batch, s->replica);
-    if (!r.ok()) {
-      // Refused whole (bad delta) or not stored: do not ack; the child resends
-      // and we log again. Nothing of the batch was merged.
-      ++stats_.refused_messages;
-      spdlog::warn("sync {}: changes from {} refused: {}", name_, s->child, r.status().to_string());
-      return;
-    }
-  }
-  if (!docs.empty()) {
-    Status st = store_->apply_states(docs, s->replica);
-    if (!st.ok()) {
-      ++stats_.refused_messages;
-      spdlog::warn("sync {}: documents from {} refused: {}", name_, s->child, st.to_string());
-      return;
-    }
-  }
-  s->up.applied(env.seq());
+  // Refused whole (a bad delta) or not stored: advance() takes the receive
+  // position back, so that the child resends. Nothing of a refused batch is
+  // merged.
+  const size_t first_write = writes_.size();
+  if (!batch.empty()) writes_.push_back(Write::apply_deltas(std::move(batch), owner, s->replica));
+  if (!docs.empty()) writes_.push_back(Write::apply_states(std::move(docs), s->replica));
   if (own_seq != 0) {
-    Status st = store_->put_local(up_seq_key(s->child),
-                                  std::to_string(own_seq) + " " + std::to_string(own_hlc));
-    if (!st.ok()) spdlog::error("sync {}: saving seq of {}: {}", name_, s->child, st.to_string());
+    writes_.push_back(Write::put_local(up_seq_key(s->child),
+                                       std::to_string(own_seq) + " " + std::to_string(own_hlc)));
   }
   if (c.has_position()) {
-    Status st = store_->put_local(up_position_key(s->child), c.position().SerializeAsString());
-    if (!st.ok())
-      spdlog::error("sync {}: saving position of {}: {}", name_, s->child, st.to_string());
+    writes_.push_back(
+        Write::put_local(up_position_key(s->child), c.position().SerializeAsString()));
   }
+  if (writes_.size() > first_write) unpersisted_.push_back({s->child, s->session, s->up});
+  s->up.applied(env.seq());
 }
 
 bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
@@ -778,14 +547,45 @@ void ParentSync::on_commit(const v1::LogEntry& entry) {
     s->pending.push_back(entry);
     if (s->pending.size() > opts_.max_pending_entries && s->mode == Mode::kLive) {
       // The child does not keep up: stop buffering, read the log instead.
-      s->pending.clear();
-      s->mode = Mode::kWaiting;
-      s->wanted_mode = Mode::kCatchup;
-      waiting_.push_back(child);
+      fall_back(s, Mode::kCatchup);
       continue;
     }
     dirty_.insert(child);
   }
+  grant_slots();
+}
+
+void ParentSync::fall_back(Session* s, Mode mode) {
+  s->pending.clear();
+  s->sketch.reset();
+  release_slot(s);
+  s->mode = Mode::kWaiting;
+  s->wanted_mode = mode;
+  std::erase(waiting_, s->child);
+  if (!s->away) waiting_.push_back(s->child);
+}
+
+void ParentSync::on_commits_lost() {
+  last_commit_index_ = std::max(last_commit_index_, store_->last_log_index());
+  for (auto& [child, s] : sessions_) {
+    if (s->mode == Mode::kLive) {
+      // What was sent is in order up to sent_index; the rest is in the log.
+      fall_back(s.get(), Mode::kCatchup);
+    } else if (s->mode == Mode::kReconcile) {
+      // Its pending entries would complete the snapshot: start it over.
+      fall_back(s.get(), Mode::kReconcile);
+    }
+  }
+  grant_slots();
+}
+
+void ParentSync::on_scope_lost(const std::string& child) {
+  auto it = sessions_.find(child);
+  if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
+  Session* s = it->second.get();
+  spdlog::warn("sync {}: a scope change of {} was lost; reconciling its scope", name_, child);
+  s->scope_version = scope_->version(child);
+  fall_back(s, Mode::kReconcile);
   grant_slots();
 }
 

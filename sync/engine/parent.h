@@ -3,7 +3,14 @@
 // A state machine without I/O (STYLE.md: pure core, I/O at the edge): the
 // runtime feeds it messages from the children (`on_message`), the replica's
 // committed changes (`on_commit`), scope changes from the parent's own logic
-// (`on_scope_change`) and ticks, and publishes what `take_outbox` returns.
+// (`on_scope_change`) and ticks. It reads the store through a StoreView and
+// never writes it: each step's writes (the children's changes, their
+// positions) and messages come out of `take_ready` (ready.h); the runtime
+// persists the writes, reports the outcome to `advance`, and only then
+// publishes the messages. A child's message is acked only once what it
+// carried is persisted: if persisting fails, the session's receive position
+// goes back and the child resends. `flush` ends a batch of inputs: live
+// changes go out batched per session, with the acks owed.
 // The simulation drives the same object over the in-memory bus.
 //
 // Per child session:
@@ -51,6 +58,8 @@
 #include "store/store.h"
 #include "sync/engine/channel.h"
 #include "sync/engine/env.h"
+#include "sync/engine/ready.h"
+#include "sync/engine/store_view.h"
 #include "sync/protocol.h"
 #include "sync/scope.h"
 #include "sync/transport.h"
@@ -107,7 +116,10 @@ class ParentSync {
  public:
   using HelloHook = std::function<void(const std::string& child, const v1::Hello& hello)>;
 
+  // Reads `store` (not owned) through a view; or reads `view` (not owned).
   ParentSync(std::string name, Store* store, ScopeProvider* scope, Env env, ParentOptions options);
+  ParentSync(std::string name, StoreView* view, ScopeProvider* scope, Env env,
+             ParentOptions options);
   ~ParentSync();
 
   const std::string& name() const { return name_; }
@@ -119,8 +131,21 @@ class ParentSync {
   void on_message(const Message& message);
   void on_commit(const v1::LogEntry& entry);
   void on_scope_change(const ScopeChange& change);
+  // Committed changes were not delivered (the runtime's queue was full):
+  // sessions that relied on on_commit read the log instead.
+  void on_commits_lost();
+  // A scope change of `child` was not delivered: its session reconciles.
+  void on_scope_lost(const std::string& child);
   void tick();
-  std::vector<Message> take_outbox();
+  // Ends a batch of inputs: pumps the sessions with new live changes and
+  // queues the acks owed. Its messages come out of the next take_ready.
+  void flush();
+  // What the inputs since the last call produced. After taking a Ready with
+  // writes, the caller persists them and calls advance() before the next
+  // input.
+  Ready take_ready();
+  // The outcome of persisting the last Ready's writes.
+  void advance(const Status& persisted);
   // The transport's current payload limit (it is known only once connected);
   // batches are built to fit under it.
   void set_payload_limit(size_t bytes) { payload_limit_ = bytes; }
@@ -141,7 +166,8 @@ class ParentSync {
   void go_away(Session* s);
   void resume(Session* s);
   void handle_ack(Session* s, const v1::Ack& ack);
-  void handle_changes(Session* s, const v1::SyncEnvelope& env);
+  // Queues the writes of the child's changes; `owner` keeps `env` alive.
+  void handle_changes(Session* s, const v1::SyncEnvelope& env, std::shared_ptr<const void> owner);
   void handle_sketch_reply(Session* s, const v1::SketchReply& reply);
   void send_sketch(Session* s, size_t n);
   // (key, id) of every document in the child's scope (Store::doc_hashes).
@@ -164,6 +190,8 @@ class ParentSync {
   void grant_slots();
   void release_slot(Session* s);
   void drop_session(const std::string& child);
+  // Stops the session's down stream and queues it for a slot, to start `mode`.
+  void fall_back(Session* s, Mode mode);
   bool wanted(const Session* s, const v1::LogEntry& e) const;
   // `c` takes the child to our log position `index` (send_sequenced may
   // shorten it); the session notes what it last reported, and when.
@@ -172,8 +200,13 @@ class ParentSync {
   void send_entries(Session* s, std::vector<v1::LogEntry> entries, bool with_position,
                     uint64_t final_index);
 
+  // A decoding arena for one received message. Its first block is scratch_
+  // unless a Ready not yet persisted still holds the arena that used it.
+  std::shared_ptr<google::protobuf::Arena> decode_arena();
+
   std::string name_;
-  Store* store_;
+  std::unique_ptr<StoreView> owned_view_;
+  StoreView* store_;
   ScopeProvider* scope_;
   Env env_;
   ParentOptions opts_;
@@ -185,7 +218,17 @@ class ParentSync {
   size_t slots_in_use_ = 0;
   uint64_t last_commit_index_ = 0;
   std::vector<Message> outbox_;
+  std::vector<Write> writes_;
+  // Receive positions taken by messages whose writes are not yet persisted:
+  // (child, session, position before), restored if persisting fails.
+  struct Unpersisted {
+    std::string child;
+    uint64_t session;
+    RecvChannel before;
+  };
+  std::vector<Unpersisted> unpersisted_;
   DecodeScratch scratch_;  // for decoding each received message
+  std::weak_ptr<google::protobuf::Arena> scratch_user_;
   size_t payload_limit_ = 1 << 20;
   size_t batch_limit() const {
     const size_t cap = std::min(payload_limit_, opts_.max_message_bytes);

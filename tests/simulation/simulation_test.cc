@@ -1,19 +1,24 @@
 // Deterministic simulation of a federation, in the spirit of FoundationDB's:
 // one root hub, sites below it and a two-level chain (root -> regional hub ->
 // sites), each a real Store on RocksDB and real sync engines, talking over the
-// in-memory bus. A seeded scheduler writes on every replica, changes scopes,
-// partitions links, disconnects nodes, crashes and reopens them from disk,
-// restores a site from an old backup, and lets the bus drop, duplicate and
-// reorder messages. Then it heals everything and checks:
+// in-memory bus. The stores live in an in-memory file system that injects
+// storage faults (sim_fs.h). A seeded scheduler writes on every replica,
+// changes scopes, partitions links, disconnects nodes, crashes and reopens
+// them (what was not synced is lost), fails a store's write in the middle of
+// a sync step and then crashes it, restores a site from an old backup, and
+// lets the bus drop, duplicate and reorder messages. Every replica id, log
+// epoch and session id comes from the seed. Then it heals everything and
+// checks:
 //   - every child holds exactly the documents of its scope, equal to its parent's;
 //   - every write a replica acknowledged is still there, at the writer and at the root.
-// CANOPY_SIM_FIRST and CANOPY_SIM_SEEDS set which seeds run (default 1..2000);
+// CANOPY_SIM_FIRST and CANOPY_SIM_SEEDS set which seeds run (default 1..10000);
+// CANOPY_SIM_STEPS the chaos steps per seed (default 150);
 // CANOPY_SEED replays one, with debug logs; CANOPY_SIM_DEBUG=1 adds log dumps
 // to a failure.
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
-#include <filesystem>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -26,8 +31,8 @@
 #include "store/store.h"
 #include "sync/engine/node.h"
 #include "sync/memory_transport.h"
+#include "tests/simulation/sim_fs.h"
 #include "tests/simulation/sim_scope.h"
-#include "tests/support/temp_dir.h"
 
 namespace canopy::sim {
 namespace {
@@ -82,16 +87,19 @@ class World {
     n.name = name;
     n.parent = parent;
     n.replica = 1000 + nodes_.size();
-    n.dir = (std::filesystem::path(dir_.path()) / name).string();
+    n.dir = "/sim/" + name;
     if (!parent.empty()) nodes_[parent].children.push_back(name);
   }
 
   void open(SimNode& n) {
     StoreOptions o;
     o.path = n.dir;
-    o.durability = Durability::kNone;
+    // As the daemons write: acknowledged once the write-ahead log is synced.
+    o.durability = Durability::kGroupCommit;
     o.clock = &clock_;
     o.replica_id = n.replica;
+    o.random = [this] { return rng_(); };
+    o.env = fs_.env();
     auto st = Store::open(o);
     ASSERT_TRUE(st.ok()) << st.status().to_string();
     n.store = std::move(st).value();
@@ -129,21 +137,46 @@ class World {
     n.store.reset();
   }
 
+  // Power loss: what the store had not synced is gone.
   void crash(SimNode& n) {
+    if (n.name == fault_node_) fault_node_.clear();  // crash() disarms it
+    fs_.crash(n.dir);
     close(n);
+    fs_.recover(n.dir);
     open(n);
+  }
+
+  // The node's store fails its next write, whenever that comes (a message
+  // it applies, a position it saves, a sync of its log, a local write): what
+  // depends on the write must not be sent, and a local write that failed is
+  // not acknowledged (its outcome is unknown). Once the write failed, the node
+  // crashes, as a daemon whose disk failed would, losing what it had not synced.
+  void arm_write_failure(SimNode& n) {
+    if (!fault_node_.empty()) return;
+    fs_.fail_next_write(n.dir);
+    fault_node_ = n.name;
+  }
+
+  void crash_after_write_failure() {
+    if (fault_node_.empty() || fs_.armed()) return;
+    ++failed_writes_;
+    SimNode& n = nodes_[fault_node_];
+    fault_node_.clear();
+    crash(n);
   }
 
   // Keeps a copy of a leaf site's data, or later puts it back in place.
   void backup_or_restore(SimNode& n) {
+    if (n.name == fault_node_) {
+      fs_.disarm();
+      fault_node_.clear();
+    }
     close(n);
-    namespace fs = std::filesystem;
     if (!n.backup) {
       n.backup = n.dir + ".backup";
-      fs::copy(n.dir, *n.backup, fs::copy_options::recursive);
+      fs_.copy_dir(n.dir, *n.backup);
     } else {
-      fs::remove_all(n.dir);
-      fs::copy(*n.backup, n.dir, fs::copy_options::recursive);
+      fs_.copy_dir(*n.backup, n.dir);
       restored_.insert(n.name);
     }
     open(n);
@@ -181,6 +214,10 @@ class World {
     } else {
       r = n.store->remove(key);
       if (r.status().code() == StatusCode::kNotFound) return;
+    }
+    if (!r.ok() && n.name == fault_node_) {
+      multi_writer_.insert(key);  // failed: it may or may not have happened
+      return;
     }
     ASSERT_TRUE(r.ok()) << r.status().to_string();
     if (!single_writer) {
@@ -278,7 +315,11 @@ class World {
       } else if (action < 35) {
         auto it = nodes_.begin();
         std::advance(it, rng_() % nodes_.size());
-        crash(it->second);
+        if (rng_() % 2 == 0) {
+          crash(it->second);
+        } else {
+          arm_write_failure(it->second);
+        }
       } else if (action < 36) {
         backup_or_restore(nodes_[pick_leaf()]);
       } else if (action < 40) {
@@ -289,8 +330,11 @@ class World {
         step_all(rng_() % 3 == 0);
         clock_.advance_ms(10 + rng_() % 200);
       }
+      crash_after_write_failure();
     }
   }
+
+  uint64_t failed_writes() const { return failed_writes_; }
 
   bool quiet() {
     if (net_.in_flight() != 0) return false;
@@ -301,6 +345,8 @@ class World {
   }
 
   void heal() {
+    fs_.disarm();
+    fault_node_.clear();
     net_.set_faults(sync::MemoryFaults{});
     net_.heal_partitions();
     for (auto& [name, n] : nodes_) net_.set_connected(name, true);
@@ -380,7 +426,9 @@ class World {
  private:
   uint64_t seed_;
   std::mt19937_64 rng_;
-  testing::TempDir dir_;
+  SimFileSystem fs_;        // outlives the stores
+  std::string fault_node_;  // whose store fails its next write
+  uint64_t failed_writes_ = 0;
   ManualClock clock_;
   sync::MemoryNetwork net_;
   Assignments assign_;
@@ -401,19 +449,29 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   const char* one = std::getenv("CANOPY_SEED");
   const uint64_t first =
       one != nullptr ? std::strtoull(one, nullptr, 10) : env_u64("CANOPY_SIM_FIRST", 1);
-  const uint64_t count = one != nullptr ? 1 : env_u64("CANOPY_SIM_SEEDS", 2000);
+  const uint64_t count = one != nullptr ? 1 : env_u64("CANOPY_SIM_SEEDS", 10000);
   const int steps = static_cast<int>(env_u64("CANOPY_SIM_STEPS", 150));
   int failures = 0;
+  uint64_t failed_writes = 0;
   for (uint64_t seed = first; seed < first + count && failures < 10; ++seed) {
     World world(seed);
     world.chaos(steps);
     world.heal();
+    failed_writes += world.failed_writes();
     const std::string problem = world.check();
     if (!problem.empty()) {
       ++failures;
       ADD_FAILURE() << "seed=" << seed << ": " << problem << "\n  replay: CANOPY_SEED=" << seed
-                    << " ./simulation_test";
+                    << " CANOPY_SIM_STEPS=" << steps << " ./simulation_test";
     }
+  }
+  // The injected write failures must fire, or the runs test nothing of them.
+  std::printf("seeds %llu..%llu: %llu injected write failures fired\n",
+              static_cast<unsigned long long>(first),
+              static_cast<unsigned long long>(first + count - 1),
+              static_cast<unsigned long long>(failed_writes));
+  if (count >= 50) {
+    EXPECT_GT(failed_writes, 0u);
   }
 }
 

@@ -1,0 +1,64 @@
+// ParentSync::Session: the parent's state of one child's session, shared by
+// the files that implement ParentSync (parent.cc, parent_reconcile.cc).
+// Private to them: include nowhere else.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sync/engine/parent.h"
+#include "sync/engine/sketch.h"
+
+namespace canopy::sync {
+
+struct ParentSync::Session {
+  Session(std::string c, const ParentOptions& o) : child(std::move(c)), down(o.window, o.rto_ms) {}
+
+  std::string child;
+  uint64_t replica = 0;
+  uint64_t session = 0;
+  Mode mode = Mode::kWaiting;
+  Mode wanted_mode = Mode::kCatchup;  // what to start when a slot frees
+  bool holds_slot = false;
+  SendChannel down;
+  RecvChannel up;
+  uint64_t sent_index = 0;  // our log position covered by what was sent
+  std::vector<v1::LogEntry> pending;
+  bool ack_due = false;  // applied a sequenced message of the child's, not yet acked
+  uint64_t round = 0;    // reconciliations in this session
+  // While reconciling: our in-scope documents as of its start, coded.
+  struct Sketch {
+    SketchEncoder encoder;
+    std::vector<std::pair<uint64_t, std::string>> keys;  // (id, key) sorted by id
+    size_t sent = 0;                                     // symbols sent
+  };
+  std::unique_ptr<Sketch> sketch;
+  uint64_t last_seen_ms = 0;
+  bool away = false;  // silent longer than away_after_ms (see ParentOptions)
+  uint64_t last_position_ms = 0;
+  uint64_t reported_index = 0;
+  uint64_t acked_index = 0;
+  uint64_t acked_hlc = 0;
+  // What each unacked sequenced message carried (0: nothing of the kind),
+  // which its ack then confirms as held by the child.
+  struct Carried {
+    uint64_t hlc = 0;    // the greatest HLC of its deltas
+    uint64_t index = 0;  // the log index its position names
+  };
+  std::map<uint64_t, Carried> carried;  // by seq
+  // The position the child holds once it has applied everything sent in
+  // this session (epoch 0: none, or not known to us). A position of the
+  // same epoch and scope version then goes in its short form (the index).
+  v1::LogPosition child_position;
+  std::map<std::string, std::string> labels;
+  // The scope version this session has announced: positions carry it. It
+  // moves only when the scope change itself is sent, so a child never
+  // persists a version whose documents it has not received.
+  uint64_t scope_version = 0;
+};
+
+}  // namespace canopy::sync
