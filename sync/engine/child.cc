@@ -304,6 +304,15 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
     open_up_after_persist_ = up;
     return;
   }
+  if (w.reconcile() && down_.epoch() != 0) {
+    // A reconciliation sends whatever our scope holds now, deltas included,
+    // outside the order our saved position describes: forget the position
+    // until the reconciliation ends with a new one. Otherwise a session that
+    // breaks off mid-way resumes from it while we hold keys it never covered
+    // (a scope can change and change back to the version it names).
+    down_ = v1::LogPosition();
+    writes_.push_back(Write::put_local(down_position_key(parent_), down_.SerializeAsString()));
+  }
   open_up(up, false);
 }
 

@@ -324,6 +324,9 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
     const bool usable =
         p.epoch() == store_->log_epoch() && p.index() + 1 >= store_->first_log_index() &&
         p.index() <= store_->last_log_index() && p.scope_version() == slot->scope_version;
+    spdlog::debug("sync {}: hello from {} at index {} of epoch {}, scope version {}: {}", name_,
+                  child, p.index(), p.epoch(), p.scope_version(),
+                  usable ? "resumes" : "reconciles");
     slot->sent_index = usable ? p.index() : 0;
     slot->acked_index = slot->sent_index;
     if (usable) slot->child_position = p;
