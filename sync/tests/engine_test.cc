@@ -24,21 +24,23 @@ class TestScope final : public ScopeProvider {
   std::vector<std::string> writable_prefixes(std::string_view child) override {
     return {"s/" + std::string(child) + "/"};
   }
-  uint64_t version(std::string_view) override { return 7; }
+  uint64_t version(std::string_view) override { return version_; }
+  uint64_t version_ = 7;
   std::vector<std::string> children_for(std::string_view key) override {
     if (in_scope("site", key)) return {"site"};
     return {};
   }
 };
 
-// Ends an engine's batch of inputs and takes the messages; the steps driven
-// by hand below write nothing.
+// Ends an engine's batch of inputs, persists what it asks to (as the node
+// would), and takes the messages.
 template <typename Engine>
-std::vector<Message> outbox(Engine& engine) {
+std::vector<Message> outbox(Engine& engine, Store* store) {
   engine.flush();
   Ready ready = engine.take_ready();
-  EXPECT_TRUE(ready.writes.empty());
-  engine.advance(ok_status());
+  const Status persisted = persist(store, ready.writes);
+  EXPECT_TRUE(persisted.ok()) << persisted.to_string();
+  engine.advance(persisted);
   return std::move(ready.messages);
 }
 
@@ -280,6 +282,44 @@ TEST_F(EngineTest, AForgottenSessionStartsOverWithHello) {
   EXPECT_EQ(site_->child()->stats().resets, 0u) << "it knew to say hello at once";
 }
 
+// A reconciliation may send the child anything its scope now holds, outside
+// the order of the position it saved: the child forgets that position as the
+// reconciliation starts, and holds a new one only when it ends. (A session
+// broken off mid-way must not resume from the old position: the scope may
+// change back to the version it names; simulation seed 1723.)
+TEST_F(EngineTest, AReconciliationMakesTheChildForgetItsPositionUntilItEnds) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  settle();
+  ASSERT_NE(site_->child()->down_position().epoch(), 0u);
+  net_.set_connected("site", false);
+  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
+    net_.deliver_all(100000);
+    hub_->run_once(true);
+    site_->run_once(true);
+    clock_.advance_ms(1000);
+  }
+  ASSERT_EQ(hub_->parent()->session_count(), 0u);
+  scope_.version_ = 8;  // the child's position names version 7: it reconciles
+  const uint64_t reconciliations = hub_->parent()->stats().reconciliations;
+  Tap tap(&net_, down_subject("hub", "site"));
+  net_.set_connected("site", true);
+  bool welcomed = false;
+  for (int i = 0; i < 400 && !welcomed; ++i) {
+    net_.deliver_all(100000);
+    hub_->run_once(true);
+    site_->run_once(true);
+    clock_.advance_ms(50);
+    for (const auto& env : tap.seen) welcomed = welcomed || env.has_welcome();
+  }
+  ASSERT_TRUE(welcomed);
+  // The welcome (reconcile) has been handled; the reconciliation has not ended.
+  const bool forgot = site_->child()->down_position().epoch() == 0;
+  EXPECT_TRUE(forgot) << "the child kept its position through the reconciliation's start";
+  settle();
+  EXPECT_GT(hub_->parent()->stats().reconciliations, reconciliations);
+  EXPECT_EQ(site_->child()->down_position().scope_version(), 8u);
+}
+
 // The child learns from the welcome how long the parent keeps a session: cut
 // off longer than that, it says hello at once instead of earning a reset.
 TEST(EngineTimeoutTest, TheWelcomeAnnouncesTheSessionTimeout) {
@@ -401,14 +441,14 @@ TEST_F(SketchInputTest, ChildAsksForTheWholeScopeOnAMalformedSketch) {
   ChildSync child("site", "hub", site_store_.get(), env, ChildOptions{});
   child.start();
   child.tick();
-  auto out = outbox(child);
+  auto out = outbox(child, site_store_.get());
   ASSERT_EQ(out.size(), 1u);
   const uint64_t session = parse(out[0]).session();
   v1::SyncEnvelope welcome;
   welcome.mutable_welcome()->set_replica_id(1);
   welcome.mutable_welcome()->set_reconcile(true);
   child.on_message(down(session, 0, welcome));
-  outbox(child);
+  outbox(child, site_store_.get());
 
   // Three counts but two ids: out of shape.
   v1::SyncEnvelope bad;
@@ -419,7 +459,7 @@ TEST_F(SketchInputTest, ChildAsksForTheWholeScopeOnAMalformedSketch) {
   bad.mutable_sketch()->add_ids(6);
   for (int i = 0; i < 3; ++i) bad.mutable_sketch()->add_checks(0);
   child.on_message(down(session, 1, bad));
-  out = outbox(child);
+  out = outbox(child, site_store_.get());
   ASSERT_FALSE(out.empty());
   v1::SyncEnvelope reply = parse(out[0]);
   ASSERT_TRUE(reply.has_sketch_reply());
@@ -442,7 +482,7 @@ TEST_F(SketchInputTest, ChildAsksForTheWholeScopeOnAMalformedSketch) {
     }
     offset += 16;
     child.on_message(down(session, seq, junk));
-    for (const Message& m : outbox(child)) {
+    for (const Message& m : outbox(child, site_store_.get())) {
       v1::SyncEnvelope e = parse(m);
       if (!e.has_sketch_reply()) continue;
       EXPECT_FALSE(e.sketch_reply().decoded());
@@ -471,7 +511,7 @@ TEST_F(SketchInputTest, ParentSendsTheWholeScopeWhenAskedForAnIdItDoesNotHold) {
   v1::SyncEnvelope hello;
   hello.mutable_hello()->set_replica_id(2);  // no position: reconcile
   parent.on_message(up(77, 0, hello));
-  auto out = outbox(parent);
+  auto out = outbox(parent, hub_store_.get());
   ASSERT_GE(out.size(), 2u);
   EXPECT_TRUE(parse(out[0]).welcome().reconcile());
   ASSERT_TRUE(parse(out[1]).has_sketch());
@@ -484,7 +524,7 @@ TEST_F(SketchInputTest, ParentSendsTheWholeScopeWhenAskedForAnIdItDoesNotHold) {
   parent.on_message(up(77, 1, reply));
   size_t docs = 0;
   bool covered_all = false;
-  for (const Message& m : outbox(parent)) {
+  for (const Message& m : outbox(parent, hub_store_.get())) {
     v1::SyncEnvelope e = parse(m);
     if (!e.has_changes()) continue;
     docs += static_cast<size_t>(e.changes().entries_size());
