@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -84,6 +85,24 @@ const json* annotations_of(const json& obj) {
   return &*ann;
 }
 
+// Creates `dir` (0700) and its missing parents (0755), like `mkdir -p`.
+Status create_dir(const std::string& dir) {
+  for (size_t slash = dir.find('/', 1); slash != std::string::npos;
+       slash = dir.find('/', slash + 1)) {
+    const std::string parent = dir.substr(0, slash);
+    if (::mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) {
+      return failed_precondition("manifests directory " + dir + ": cannot create " + parent + ": " +
+                                 error_text(errno));
+    }
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return failed_precondition("manifests directory " + dir +
+                               ": cannot create it: " + error_text(errno));
+  }
+  spdlog::warn("manifests directory {} was missing: created it", dir);
+  return ok_status();
+}
+
 }  // namespace
 
 ManifestsDirApplier::ManifestsDirApplier(ManifestsDirOptions options)
@@ -107,6 +126,9 @@ StatusOr<std::unique_ptr<ManifestsDirApplier>> ManifestsDirApplier::open(
 Status ManifestsDirApplier::ensure_dir() {
   const std::string& dir = options_.dir;
   struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 && errno == ENOENT && options_.create_missing) {
+    CANOPY_RETURN_IF_ERROR(create_dir(dir));
+  }
   if (::stat(dir.c_str(), &st) != 0) {
     return failed_precondition("manifests directory " + dir + ": " + error_text(errno));
   }

@@ -43,9 +43,13 @@
 //
 // The directory. Each call checks that the path still names the directory it
 // opened; when it was replaced (k3s reinstalled), the applier starts over in
-// the new one, and when it is gone, calls fail with FailedPrecondition naming
-// the path (as do permission and read-only errors; disk full and I/O errors
-// are Unavailable).
+// the new one. When it is missing — at start (a wiped or freshly mounted disk,
+// k3s not installed yet: k3s deploys what it finds there once it starts) or
+// later (deleted by hand) — the applier creates it (mode 0700: manifests may
+// hold Secrets; missing parents 0755) and logs that it did, unless
+// `create_missing` is off; then calls fail with FailedPrecondition naming the
+// path (as do permission and read-only errors; disk full and I/O errors are
+// Unavailable).
 //
 // Thread-safety: REQUIRES external synchronization.
 #pragma once
@@ -65,7 +69,8 @@
 namespace canopy::spoke {
 
 struct ManifestsDirOptions {
-  std::string dir;  // must exist and be writable
+  std::string dir;             // created when missing (see create_missing)
+  bool create_missing = true;  // create the directory (and parents) when missing
   bool tombstones = true;
   uint64_t tombstone_retention_ms = 24ull * 3600 * 1000;
   // Threads writing and fsyncing the files of one batch.
@@ -80,8 +85,8 @@ inline constexpr std::string_view kRemovedAtAnnotation = "canopy.io/removed-at-m
 
 class ManifestsDirApplier final : public Applier {
  public:
-  // FailedPrecondition when the directory is missing, not a directory or not
-  // writable (the message names it).
+  // FailedPrecondition when the directory is not a directory, not writable,
+  // or missing and cannot (or may not) be created (the message names it).
   static StatusOr<std::unique_ptr<ManifestsDirApplier>> open(const ManifestsDirOptions& options);
   ~ManifestsDirApplier() override;
   ManifestsDirApplier(const ManifestsDirApplier&) = delete;
@@ -128,8 +133,9 @@ class ManifestsDirApplier final : public Applier {
 
   explicit ManifestsDirApplier(ManifestsDirOptions options);
   // Opens the directory on first use, and again (forgetting what it knew)
-  // when the path now names another directory. FailedPrecondition when it is
-  // gone, not a directory or not writable.
+  // when the path now names another directory; creates it when missing (see
+  // create_missing). FailedPrecondition when it is not a directory, not
+  // writable, or missing and not created.
   Status ensure_dir();
   Status load_existing();
   // Reads `file_name` and fills an entry from its content (returned in

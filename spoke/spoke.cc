@@ -44,6 +44,28 @@ Status Spoke::start() {
   }
   applier_ = std::move(applier_or).value();
   reconciler_ = std::make_unique<Reconciler>(store_.get(), config_.site, applier_.get());
+  // A file of ours edited or deleted by hand (or the directory deleted) is
+  // repaired at once, as drift, rather than at the next full resync.
+  auto watch_or = DirWatch::start(
+      config_.manifests_dir,
+      [](std::string_view name) {
+        std::string tenant, template_name;
+        return model::parse_manifest_file_name(name, &tenant, &template_name);
+      },
+      [this] {
+        {
+          std::lock_guard lock(mu_);
+          dirty_ = true;
+        }
+        cv_.notify_one();
+      });
+  if (!watch_or.ok()) {
+    // Not fatal: drift is still repaired by the periodic resync.
+    spdlog::warn("site {}: not watching {}: {}; hand edits are repaired every {} s", config_.site,
+                 config_.manifests_dir, watch_or.status().to_string(), config_.resync_seconds);
+  } else {
+    watch_ = std::move(watch_or).value();
+  }
 
   // Autonomy first: apply what the local store holds, before any network.
   reconcile_and_log("first reconcile");
@@ -90,6 +112,7 @@ Status Spoke::start() {
 void Spoke::stop() {
   if (!started_ || stopped_) return;
   stopped_ = true;
+  watch_.reset();
   if (runtime_) runtime_->stop();
   if (listener_ != 0) store_->unsubscribe(listener_);
   if (reconcile_thread_.joinable()) {

@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "spoke/config.h"
+#include "spoke/dir_watch.h"
 #include "spoke/manifests_dir_applier.h"
 #include "spoke/reconciler.h"
 #include "store/status.h"
@@ -73,6 +74,7 @@ class Spoke {
 
   std::unique_ptr<Store> store_;
   std::unique_ptr<ManifestsDirApplier> applier_;
+  std::unique_ptr<DirWatch> watch_;  // the manifests directory: hand edits wake the reconciler
   std::unique_ptr<Reconciler> reconciler_;  // used by the reconcile thread only
   std::atomic<size_t> objects_{0};
   std::atomic<size_t> failed_{0};

@@ -81,10 +81,34 @@ class ManifestsDirTest : public ::testing::Test {
   ManualClock clock_;
 };
 
+// A spoke started on a wiped or freshly mounted disk, before k3s ever ran:
+// the directory and its parents are created (k3s deploys what it finds there
+// when it starts).
+TEST(ManifestsDirOpen, CreatesAMissingDirectory) {
+  canopy::testing::TempDir dir;
+  ManifestsDirOptions o;
+  o.dir = dir.file("var/lib/rancher/k3s/server/manifests");
+  auto a = ManifestsDirApplier::open(o);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  ASSERT_TRUE(fs::is_directory(o.dir));
+  // Manifests may hold Secrets: only the owner reads them.
+  EXPECT_EQ(fs::status(o.dir).permissions() & fs::perms::all, fs::perms::owner_all);
+  EXPECT_TRUE((*a)->inventory().ok());
+
+  // Under a plain file it cannot be created: a clear error naming the path.
+  std::ofstream(dir.file("file")) << "x";
+  o.dir = dir.file("file/manifests");
+  a = ManifestsDirApplier::open(o);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(a.status().message().find(o.dir), std::string::npos) << a.status().message();
+}
+
 TEST(ManifestsDirOpen, MissingOrUnusableDirectory) {
   canopy::testing::TempDir dir;
   ManifestsDirOptions o;
   o.dir = dir.file("nope");
+  o.create_missing = false;
   auto a = ManifestsDirApplier::open(o);
   ASSERT_FALSE(a.ok());
   EXPECT_EQ(a.status().code(), StatusCode::kFailedPrecondition);
@@ -318,15 +342,17 @@ TEST_F(ManifestsDirTest, FollowsTheDirectoryWhenItIsReplaced) {
   model::RenderedObject web = rendered("acme", "web");
   ASSERT_TRUE(a->apply(web).ok());
 
+  // Replaced (k3s reinstalled): the applier starts over in the new one.
   fs::remove_all(dir_.path());
-  auto r = a->apply(web);
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(r.status().message().find(dir_.path().string()), std::string::npos);
-  EXPECT_FALSE(a->inventory().ok());
-
-  // Recreated (k3s reinstalled): the applier starts over in the new one.
   fs::create_directory(dir_.path());
+  auto r = a->apply(web);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->changed);
+  EXPECT_EQ(json::parse(read_file(file(web.file_name))), web.object);
+  EXPECT_EQ(*a->inventory(), std::vector<std::string>{web.file_name});
+
+  // Deleted by hand: created again, and the object written again.
+  fs::remove_all(dir_.path());
   r = a->apply(web);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_TRUE(r->changed);
