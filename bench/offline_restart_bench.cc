@@ -55,6 +55,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/site_catalog.h"
 #include "store/store.h"
 #include "tests/support/free_port.h"
 #include "tests/support/process.h"
@@ -72,7 +73,6 @@ namespace fs = std::filesystem;
 
 constexpr char kBench[] = "spoke.offline_restart";
 constexpr char kSite[] = "s1";
-constexpr char kTenant[] = "acme";
 
 void emit(const std::string& metric, double value, const std::string& target = "") {
   json j = {{"bench", kBench}, {"metric", metric}, {"value", value}};
@@ -95,42 +95,6 @@ bool is_tmpfs(const std::string& path) {
   return statfs(path.c_str(), &s) == 0 && s.f_type == 0x01021994;  // TMPFS_MAGIC
 }
 
-std::string template_name(size_t i) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "app-%04zu", i);
-  return buf;
-}
-
-// "canopy-<len(tenant)>-<tenant>-<template>.json" (model/render.h).
-std::string manifest_file(const std::string& name) {
-  return "canopy-" + std::to_string(std::strlen(kTenant)) + "-" + kTenant + "-" + name + ".json";
-}
-
-// A small Deployment (~700 bytes of JSON).
-json deployment(const std::string& name, size_t i) {
-  return json{
-      {"apiVersion", "apps/v1"},
-      {"kind", "Deployment"},
-      {"metadata",
-       {{"name", name}, {"namespace", "edge"}, {"labels", {{"app", name}, {"tier", "edge"}}}}},
-      {"spec",
-       {{"replicas", 1 + i % 3},
-        {"selector", {{"matchLabels", {{"app", name}}}}},
-        {"template",
-         {{"metadata", {{"labels", {{"app", name}}}}},
-          {"spec",
-           {{"containers",
-             json::array(
-                 {{{"name", "main"},
-                   {"image", "registry.example.com/edge/" + name + ":1." + std::to_string(i % 10)},
-                   {"ports", json::array({{{"containerPort", 8080}}})},
-                   {"env", json::array({{{"name", "SITE"}, {"value", kSite}},
-                                        {{"name", "LOG_LEVEL"}, {"value", "info"}}})},
-                   {"resources",
-                    {{"requests", {{"cpu", "50m"}, {"memory", "64Mi"}}},
-                     {"limits", {{"cpu", "200m"}, {"memory", "128Mi"}}}}}}})}}}}}}}};
-}
-
 // Writes what a synced spoke holds: the hub's documents, applied as the hub's
 // deltas.
 void prepare_store(const std::string& data_dir, const std::string& scratch, size_t objects) {
@@ -139,46 +103,17 @@ void prepare_store(const std::string& data_dir, const std::string& scratch, size
   ho.durability = Durability::kNone;
   auto hub = Store::open(ho);
   if (!hub.ok()) die("opening a scratch hub store: " + hub.status().to_string());
-  v1::DeltaBatch batch;
-  auto add = [&](const std::string& key, const json& doc) {
-    auto d = (*hub)->put_value(key, doc);
-    if (!d.ok()) die("writing " + key + ": " + d.status().to_string());
-    *batch.add_deltas() = *d;
-  };
-  add(std::string("sites/") + kSite, json{{"name", kSite}, {"labels", {{"region", "eu-west"}}}});
-  json names = json::array();
-  for (size_t i = 0; i < objects; ++i) {
-    const std::string name = template_name(i);
-    names.push_back(name);
-    add(std::string("t/") + kTenant + "/templates/" + name, deployment(name, i));
-  }
-  add(std::string("t/") + kTenant + "/placements/edge",
-      json{{"templates", names}, {"sites", json::array({kSite})}});
+  auto batch = write_site_catalog(hub->get(), kSite, objects);
+  if (!batch.ok()) die(batch.status().to_string());
 
   StoreOptions so;
   so.path = data_dir;
   so.durability = Durability::kSync;
   auto spoke = Store::open(so);
   if (!spoke.ok()) die("opening the spoke's store: " + spoke.status().to_string());
-  auto r = (*spoke)->apply_remote(batch, (*hub)->replica_id());
+  auto r = (*spoke)->apply_remote(*batch, (*hub)->replica_id());
   if (!r.ok()) die("applying the hub's documents: " + r.status().to_string());
   if (r->applied != objects + 2) die("the spoke's store did not take every document");
-}
-
-// Files of the applier in `dir` (not the dot-prefixed temporaries).
-size_t count_manifests(const std::string& dir, std::set<std::string>* names = nullptr) {
-  size_t n = 0;
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return 0;
-  while (const dirent* e = readdir(d)) {
-    const std::string_view f = e->d_name;
-    if (f.starts_with("canopy-") && f.ends_with(".json")) {
-      ++n;
-      if (names != nullptr) names->insert(std::string(f));
-    }
-  }
-  closedir(d);
-  return n;
 }
 
 void clear_dir(const std::string& dir) {

@@ -1,0 +1,271 @@
+// canopy_spoke_footprint_bench (spoke.footprint): what a spoke costs a small
+// site machine (a cell tower's gateway) with 1,000 objects in scope.
+//
+// Real processes: Debian's nats-server on loopback, the real canopy-hub and
+// canopy-spoke binaries (built beside this benchmark). The hub's store holds
+// the site's catalogue (bench/site_catalog.h: `--objects` Deployments and a
+// placement for site s1); the spoke's store holds the same documents as a
+// synced spoke does, so the spoke starts, reconciles with the hub (nothing to
+// transfer) and writes every manifest with the manifests-dir applier. (The
+// issue's figure is for the kube applier, which does not exist yet; this
+// measures the daemon with the applier it has.)
+//
+// Measured, once the spoke is in sync and has written every manifest and
+// settled (5 s):
+//   rss_mb                VmRSS of canopy-spoke (target < 20);
+//   idle_cpu_percent      its user+system CPU over `--idle-seconds` (default
+//                         60) of idleness, in percent of one core (target < 0.5);
+//   binary_mb             the size of the canopy-spoke executable;
+//   rss_after_garbage_mb  VmRSS again, 10 s after `--garbage` (default 10,000)
+//                         messages of random bytes (1 B to 16 KiB, seeded) on
+//                         its sync subject (target < 20). The spoke must still
+//                         be in sync after them.
+// Output: JSON lines on stdout; progress on stderr.
+//
+//   canopy_spoke_footprint_bench [--objects N] [--idle-seconds N] [--garbage N]
+//       [--dir DIR] [--keep]
+#include <httplib.h>
+#include <nats/nats.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/site_catalog.h"
+#include "store/store.h"
+#include "tests/support/free_port.h"
+#include "tests/support/nats_server.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+#ifndef CANOPY_SPOKE_BINARY
+#define CANOPY_SPOKE_BINARY "canopy-spoke"
+#endif
+#ifndef CANOPY_HUB_BINARY
+#define CANOPY_HUB_BINARY "canopy-hub"
+#endif
+
+namespace canopy::bench {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr char kBench[] = "spoke.footprint";
+constexpr char kSite[] = "s1";
+constexpr char kHub[] = "hub";
+
+void emit(const std::string& metric, double value, const std::string& target = "") {
+  json j = {{"bench", kBench}, {"metric", metric}, {"value", value}};
+  if (!target.empty()) j["target"] = target;
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "%s: %s\n", kBench, what.c_str());
+  std::exit(1);
+}
+
+// VmRSS of `pid` in MiB.
+double rss_mb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("VmRSS:")) return std::stod(line.substr(6)) / 1024.0;
+  }
+  die("no VmRSS for pid " + std::to_string(pid));
+}
+
+// User + system CPU time of `pid`, in seconds.
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces) start after ')'.
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::vector<std::string> f;
+  for (std::string x; rest >> x;) f.push_back(x);
+  if (f.size() < 13) die("cannot read /proc/" + std::to_string(pid) + "/stat");
+  // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
+  return (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+std::optional<json> get_json(int port, const std::string& path) {
+  httplib::Client cli("127.0.0.1", port);
+  cli.set_connection_timeout(1, 0);
+  cli.set_read_timeout(3, 0);
+  auto res = cli.Get(path);
+  if (!res || res->status != 200) return std::nullopt;
+  json j = json::parse(res->body, nullptr, false);
+  if (j.is_discarded()) return std::nullopt;
+  return j;
+}
+
+bool in_sync(int health_port) {
+  auto h = get_json(health_port, "/healthz");
+  return h && h->value("in_sync", false) && h->value("session_open", false);
+}
+
+void wait_for(const std::function<bool()>& ok, std::chrono::seconds limit, const std::string& what,
+              testing::Process& spoke) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!ok()) {
+    if (!spoke.running()) die("the spoke exited while waiting for " + what);
+    if (std::chrono::steady_clock::now() > deadline) die("timed out waiting for " + what);
+    std::this_thread::sleep_for(50ms);
+  }
+}
+
+struct Options {
+  size_t objects = 1000;
+  int idle_seconds = 60;
+  size_t garbage = 10'000;
+  std::string dir;
+  bool keep = false;
+};
+
+// The site's catalogue in the hub's store, and the same documents in the
+// spoke's store as sync applies them (the hub's writes).
+void prepare(const std::string& hub_data, const std::string& spoke_data, size_t objects) {
+  StoreOptions ho;
+  ho.path = hub_data;
+  ho.durability = Durability::kSync;
+  auto hub = Store::open(ho);
+  if (!hub.ok()) die("opening the hub's store: " + hub.status().to_string());
+  auto batch = write_site_catalog(hub->get(), kSite, objects);
+  if (!batch.ok()) die(batch.status().to_string());
+  StoreOptions so;
+  so.path = spoke_data;
+  so.durability = Durability::kSync;
+  auto spoke = Store::open(so);
+  if (!spoke.ok()) die("opening the spoke's store: " + spoke.status().to_string());
+  auto r = (*spoke)->apply_remote(*batch, (*hub)->replica_id());
+  if (!r.ok()) die("applying the hub's documents: " + r.status().to_string());
+}
+
+// Publishes `n` messages of random bytes on `subject`.
+void flood(const std::string& url, const std::string& subject, size_t n) {
+  natsConnection* nc = nullptr;
+  if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) die("cannot connect to " + url);
+  std::mt19937_64 rng(20261202);
+  std::string buf;
+  for (size_t i = 0; i < n; ++i) {
+    buf.resize(1 + rng() % (16 * 1024));
+    for (char& c : buf) c = static_cast<char>(rng());
+    if (natsConnection_Publish(nc, subject.c_str(), buf.data(), static_cast<int>(buf.size())) !=
+        NATS_OK) {
+      die("publishing garbage failed");
+    }
+    if (i % 1000 == 999) natsConnection_FlushTimeout(nc, 10'000);
+  }
+  natsConnection_FlushTimeout(nc, 10'000);
+  natsConnection_Destroy(nc);
+}
+
+int run(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--objects") {
+      o.objects = std::stoul(value());
+    } else if (a == "--idle-seconds") {
+      o.idle_seconds = std::stoi(value());
+    } else if (a == "--garbage") {
+      o.garbage = std::stoul(value());
+    } else if (a == "--dir") {
+      o.dir = value();
+    } else if (a == "--keep") {
+      o.keep = true;
+    } else {
+      die("unknown argument " + a);
+    }
+  }
+  if (o.objects == 0 || o.idle_seconds <= 0) die("--objects and --idle-seconds must be positive");
+  if (o.dir.empty()) o.dir = fs::temp_directory_path().string();
+  const std::string root = o.dir + "/canopy-footprint-" + std::to_string(getpid());
+  fs::create_directories(root);
+  const std::string hub_data = root + "/hub", spoke_data = root + "/spoke",
+                    manifests = root + "/manifests";
+  prepare(hub_data, spoke_data, o.objects);
+
+  testing::NatsServerOptions no;
+  no.max_payload = 8 << 20;
+  testing::NatsServer nats(no);
+  std::string err;
+  if (!nats.start(&err)) die("nats-server: " + err);
+
+  const int hub_health = testing::pick_free_port(), grpc = testing::pick_free_port(),
+            spoke_health = testing::pick_free_port();
+  testing::Process hub, spoke;
+  testing::ProcessOptions hpo;
+  hpo.log_path = root + "/hub.log";
+  if (!hub.start({CANOPY_HUB_BINARY, "--name", kHub, "--data", hub_data, "--nats", nats.url(),
+                  "--grpc", "127.0.0.1:" + std::to_string(grpc), "--health",
+                  "127.0.0.1:" + std::to_string(hub_health)},
+                 hpo, &err)) {
+    die("starting canopy-hub: " + err);
+  }
+  testing::ProcessOptions spo;
+  spo.log_path = root + "/spoke.log";
+  if (!spoke.start({CANOPY_SPOKE_BINARY, "--site", kSite, "--label", "region=eu-west", "--parent",
+                    kHub, "--data", spoke_data, "--manifests", manifests, "--nats", nats.url(),
+                    "--health", "127.0.0.1:" + std::to_string(spoke_health)},
+                   spo, &err)) {
+    die("starting canopy-spoke: " + err);
+  }
+  wait_for([&] { return count_manifests(manifests) == o.objects; }, 120s, "every manifest", spoke);
+  wait_for([&] { return in_sync(spoke_health); }, 120s, "the spoke in sync", spoke);
+  std::this_thread::sleep_for(5s);
+
+  const pid_t pid = spoke.pid();
+  const double rss = rss_mb(pid);
+  std::fprintf(stderr, "%s: %zu objects applied and in sync; idle for %d s\n", kBench, o.objects,
+               o.idle_seconds);
+  const double cpu0 = cpu_seconds(pid);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(o.idle_seconds));
+  const double cpu = cpu_seconds(pid) - cpu0;
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  std::fprintf(stderr, "%s: %zu garbage messages on the spoke's sync subject\n", kBench, o.garbage);
+  flood(nats.url(), std::string("canopy.v1.") + kHub + "." + kSite + ".down", o.garbage);
+  std::this_thread::sleep_for(10s);
+  if (!spoke.running()) die("the spoke exited after the garbage; see " + spo.log_path);
+  wait_for([&] { return in_sync(spoke_health); }, 60s, "the spoke in sync after the garbage",
+           spoke);
+  const double rss_after = rss_mb(pid);
+  if (count_manifests(manifests) != o.objects) die("manifests changed after the garbage");
+
+  emit("rss_mb", rss, "<20");
+  emit("idle_cpu_percent", 100.0 * cpu / wall, "<0.5");
+  emit("binary_mb", static_cast<double>(fs::file_size(CANOPY_SPOKE_BINARY)) / (1024.0 * 1024.0));
+  emit("rss_after_garbage_mb", rss_after, "<20");
+
+  spoke.kill(SIGTERM);
+  spoke.wait_exit(20s);
+  hub.kill(SIGTERM);
+  hub.wait_exit(20s);
+  if (!o.keep) {
+    fs::remove_all(root);
+  } else {
+    std::fprintf(stderr, "%s: kept %s\n", kBench, root.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace canopy::bench
+
+int main(int argc, char** argv) { return canopy::bench::run(argc, argv); }
