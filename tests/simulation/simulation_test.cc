@@ -186,6 +186,7 @@ class World {
 
   // Power loss: what the store had not synced is gone.
   void crash(SimNode& n) {
+    spdlog::debug("sim: {} crashes", n.name);
     if (n.name == fault_node_) fault_node_.clear();  // crash() disarms it
     fs_.crash(n.dir);
     close(n);
@@ -200,6 +201,7 @@ class World {
   // crashes, as a daemon whose disk failed would, losing what it had not synced.
   void arm_write_failure(SimNode& n) {
     if (!fault_node_.empty()) return;
+    spdlog::debug("sim: {} fails its next write", n.name);
     fs_.fail_next_write(n.dir);
     fault_node_ = n.name;
   }
@@ -214,6 +216,7 @@ class World {
 
   // Keeps a copy of a leaf site's data, or later puts it back in place.
   void backup_or_restore(SimNode& n) {
+    spdlog::debug("sim: {} {}", n.name, n.backup ? "restored from its backup" : "backed up");
     if (n.name == fault_node_) {
       fs_.disarm();
       fault_node_.clear();
@@ -230,6 +233,11 @@ class World {
   }
 
   void write(SimNode& n, const SimWrite& w, bool single_writer) {
+    spdlog::debug("sim: {} {} {} {}", n.name,
+                  w.op == SimWrite::Op::kPut     ? "puts"
+                  : w.op == SimWrite::Op::kPatch ? "patches"
+                                                 : "removes",
+                  w.key, w.doc.is_null() ? "" : w.doc.dump());
     StatusOr<v1::Delta> r = Status(StatusCode::kUnknown, "unset");
     switch (w.op) {
       case SimWrite::Op::kPut:
@@ -297,9 +305,12 @@ class World {
         }
       } else if (action < 30) {
         const std::string c = pick_child();
-        net_.partition(c, nodes_[c].parent, !net_.partitioned(c, nodes_[c].parent));
+        const bool cut = !net_.partitioned(c, nodes_[c].parent);
+        spdlog::debug("sim: link {} - {} {}", c, nodes_[c].parent, cut ? "cut" : "restored");
+        net_.partition(c, nodes_[c].parent, cut);
       } else if (action < 33) {
         const std::string c = pick_child();
+        spdlog::debug("sim: {} {}", c, net_.is_connected(c) ? "disconnects" : "reconnects");
         net_.set_connected(c, !net_.is_connected(c));
       } else if (action < 35) {
         auto it = nodes_.begin();
