@@ -168,7 +168,14 @@ void ParentSync::set_position(Session* s, v1::Changes* c, uint64_t index) {
   v1::LogPosition* p = c->mutable_position();
   p->set_epoch(store_->log_epoch());
   p->set_index(index);
-  p->set_scope_version(s->scope_version);
+  // What we send is filtered by the provider's current scope. While a change
+  // of it is queued and not yet sent, that is not the scope this session has
+  // announced: a key that entered may already have gone out. The position
+  // then names no version (0, which no hello matches), so that a session
+  // resuming from it reconciles; the queued change's message names the new
+  // version. Otherwise a child that lost that message would hold the key
+  // under the old version, and keep it once the scope changes back.
+  p->set_scope_version(s->scope_version == scope_->version(s->child) ? s->scope_version : 0);
   s->reported_index = index;
   s->last_position_ms = env_.clock->now_ms();
 }

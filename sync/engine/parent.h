@@ -38,7 +38,9 @@
 // position has been applied, under the scope of `scope_version`. A change of
 // scope while connected ships entering keys whole and drops leaving ones
 // in-band; a position with an old scope version, an old epoch (the parent was
-// restored or recreated) or a trimmed index triggers reconciliation.
+// restored or recreated) or a trimmed index triggers reconciliation. Between
+// the scope provider's change and the engine's sending of it, positions name
+// no scope version: the stream is already filtered by a scope not announced.
 //
 // REQUIRES: external synchronization (the runtime's single thread).
 #pragma once

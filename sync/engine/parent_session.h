@@ -55,7 +55,8 @@ struct ParentSync::Session {
   // same epoch and scope version then goes in its short form (the index).
   v1::LogPosition child_position;
   std::map<std::string, std::string> labels;
-  // The scope version this session has announced: positions carry it. It
+  // The scope version this session has announced: positions carry it while
+  // it is the provider's current one (0 otherwise; see set_position). It
   // moves only when the scope change itself is sent, so a child never
   // persists a version whose documents it has not received.
   uint64_t scope_version = 0;

@@ -15,17 +15,20 @@
 namespace canopy::sync {
 namespace {
 
-// Child "site" holds `d/...` and its own `s/site/...`; it may write the latter.
+// Child "site" holds `d/...` and its own `s/site/...`; it may write the
+// latter. `g/...` is in scope while `gate_` is open.
 class TestScope final : public ScopeProvider {
  public:
   bool in_scope(std::string_view child, std::string_view key) override {
-    return key.starts_with("d/") || key.starts_with("s/" + std::string(child) + "/");
+    return key.starts_with("d/") || key.starts_with("s/" + std::string(child) + "/") ||
+           (gate_ && key.starts_with("g/"));
   }
   std::vector<std::string> writable_prefixes(std::string_view child) override {
     return {"s/" + std::string(child) + "/"};
   }
   uint64_t version(std::string_view) override { return version_; }
   uint64_t version_ = 7;
+  bool gate_ = false;
   std::vector<std::string> children_for(std::string_view key) override {
     if (in_scope("site", key)) return {"site"};
     return {};
@@ -318,6 +321,49 @@ TEST_F(EngineTest, AReconciliationMakesTheChildForgetItsPositionUntilItEnds) {
   settle();
   EXPECT_GT(hub_->parent()->stats().reconciliations, reconciliations);
   EXPECT_EQ(site_->child()->down_position().scope_version(), 8u);
+}
+
+// A key enters the child's scope, and its commit reaches the engine before
+// the scope change does (as at a hub: the placement index has evaluated the
+// commit by the time the engine routes it). The entry goes out in the live
+// stream before the change is sent: its position must not name the old scope
+// version, or a child that receives it and loses the rest of the session
+// holds the key under that version; when the scope changes back to it, the
+// child resumes from that position and keeps the key forever (simulation
+// seeds 493 and 763 with the real placement index).
+TEST_F(EngineTest, AKeySentBeforeItsScopeChangeIsNotUnderTheOldVersion) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  settle();
+  ASSERT_EQ(site_->child()->down_position().scope_version(), 7u);
+  // The key enters: committed first, its scope change queued after it.
+  scope_.gate_ = true;
+  scope_.version_ = 8;
+  ASSERT_TRUE(hub_store_->put("g/x", R"({"v":1})").ok());
+  hub_->enqueue_scope_change(ScopeChange{"site", {"g/x"}, {}, 8});
+  hub_->run_once(false);
+  // Only the first message reaches the child; the session then breaks off.
+  ASSERT_TRUE(net_.deliver_one());
+  site_->run_once(false);
+  ASSERT_TRUE(site_store_->get("g/x").ok()) << "the first message carried the key";
+  EXPECT_NE(site_->child()->down_position().scope_version(), 7u)
+      << "the child holds g/x under the version of a scope without it";
+  net_.set_connected("site", false);
+  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
+    net_.deliver_all(100000);
+    hub_->run_once(true);
+    site_->run_once(true);
+    clock_.advance_ms(1000);
+  }
+  ASSERT_EQ(hub_->parent()->session_count(), 0u);
+  // The key leaves again (no session to tell): the scope is back at version 7.
+  scope_.gate_ = false;
+  scope_.version_ = 7;
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {"g/x"}, 7});
+  net_.set_connected("site", true);
+  settle();
+  EXPECT_EQ(site_store_->get("g/x").status().code(), StatusCode::kNotFound)
+      << "the child kept a key outside its scope";
+  EXPECT_TRUE(site_->child()->in_sync());
 }
 
 // The child learns from the welcome how long the parent keeps a session: cut

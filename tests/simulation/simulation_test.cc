@@ -2,14 +2,24 @@
 // one root hub, sites below it and a two-level chain (root -> regional hub ->
 // sites), each a real Store on RocksDB and real sync engines, talking over the
 // in-memory bus. The stores live in an in-memory file system that injects
-// storage faults (sim_fs.h). A seeded scheduler writes on every replica,
-// changes scopes, partitions links, disconnects nodes, crashes and reopens
-// them (what was not synced is lost), fails a store's write in the middle of
-// a sync step and then crashes it, restores a site from an old backup, and
-// lets the bus drop, duplicate and reorder messages. Every replica id, log
-// epoch and session id comes from the seed. Then it heals everything and
-// checks:
+// storage faults (sim_fs.h). Scopes are the production ones: every parent
+// attaches a real hub::PlacementIndex to its store, the root composes it with
+// its regional hub's member list (hub::RegionScope), and their ScopeChanges
+// reach the sync node as in canopy-hub. The replicas write the real catalogue
+// (sim_catalog.h): site records and their labels, templates, placements and
+// overrides at the root, status and local overrides at the sites, so scopes
+// move because the data does. A seeded scheduler writes on every replica,
+// edits labels and selectors, partitions links, disconnects nodes, crashes
+// and reopens them (what was not synced is lost), fails a store's write in
+// the middle of a sync step and then crashes it, restores a site from an old
+// backup, and lets the bus drop, duplicate and reorder messages. Every
+// replica id, log epoch and session id comes from the seed. Then it heals
+// everything and checks:
 //   - every child holds exactly the documents of its scope, equal to its parent's;
+//   - every replica holds exactly what the root's index (or, for the regional
+//     hub, the root's RegionScope) puts in its scope, equal to the root's;
+//   - every site renders (model/render.h over spoke::load_desired_state of
+//     its own store) the same objects as the root renders for it;
 //   - every write a replica acknowledged is still there, at the writer and at the root.
 // CANOPY_SIM_FIRST and CANOPY_SIM_SEEDS set which seeds run (default 1..10000);
 // CANOPY_SIM_STEPS the chaos steps per seed (default 150);
@@ -28,11 +38,16 @@
 #include <string>
 #include <vector>
 
+#include "hub/placement_index.h"
+#include "hub/region_scope.h"
+#include "model/keys.h"
+#include "model/render.h"
+#include "spoke/desired_state.h"
 #include "store/store.h"
 #include "sync/engine/node.h"
 #include "sync/memory_transport.h"
+#include "tests/simulation/sim_catalog.h"
 #include "tests/simulation/sim_fs.h"
-#include "tests/simulation/sim_scope.h"
 
 namespace canopy::sim {
 namespace {
@@ -47,7 +62,11 @@ struct SimNode {
   std::string dir;
   std::unique_ptr<Store> store;
   std::unique_ptr<sync::MemoryTransport> transport;
-  std::unique_ptr<SimScope> scope;
+  // A parent's scopes: its placement index, composed with its regional hubs'
+  // member lists when it has any (as a regional hub's parent).
+  std::unique_ptr<hub::PlacementIndex> index;
+  std::unique_ptr<hub::RegionScope> regions;
+  sync::ScopeProvider* scope = nullptr;
   std::unique_ptr<sync::SyncNode> node;
   std::optional<std::string> backup;  // a copy of the data directory
 };
@@ -67,15 +86,16 @@ class World {
     add("reg", "hub");
     add("r1", "reg");
     add("r2", "reg");
-    assign_.members["reg"] = {"r1", "r2"};
+    std::vector<std::string> leaves;
     for (auto& [name, n] : nodes_) {
-      if (n.children.empty() && !n.parent.empty()) {
-        for (int g = 0; g < 4; ++g) {
-          if (rng_() % 2 == 0) assign_.groups[name].insert("g" + std::to_string(g));
-        }
-      }
+      if (n.children.empty()) leaves.push_back(name);
     }
+    catalog_ = std::make_unique<SimCatalog>(&rng_, leaves, nodes_["reg"].children);
     for (auto& [name, n] : nodes_) open(n);
+    // The fleet as the API would set it up: every site's record, and a few
+    // placements.
+    for (const auto& site : leaves) write(nodes_["hub"], catalog_->site_record(site), true);
+    for (int i = 0; i < 3; ++i) write(nodes_["hub"], catalog_->placement(), true);
   }
 
   ~World() {
@@ -107,7 +127,30 @@ class World {
     n.node = std::make_unique<sync::SyncNode>(n.store.get(), n.transport.get());
     sync::Env env{&clock_, [this] { return rng_(); }};
     if (!n.children.empty()) {
-      n.scope = std::make_unique<SimScope>(&assign_, n.children);
+      // As canopy-hub wires it (hub/hub.cc): the index follows the store, and
+      // its scope changes go to the node's queue.
+      auto index = hub::PlacementIndex::attach(n.store.get());
+      ASSERT_TRUE(index.ok()) << index.status().to_string();
+      n.index = std::move(index).value();
+      n.scope = n.index.get();
+      hub::RegionScope::Regions regions;
+      for (const auto& c : n.children) {
+        if (!nodes_[c].children.empty()) regions[c] = nodes_[c].children;
+      }
+      sync::SyncNode* node = n.node.get();
+      auto enqueue = [this, node](const sync::ScopeChange& c) {
+        ++scope_changes_;
+        node->enqueue_scope_change(c);
+      };
+      if (!regions.empty()) {
+        auto composed = hub::RegionScope::create(n.index.get(), std::move(regions));
+        ASSERT_TRUE(composed.ok()) << composed.status().to_string();
+        n.regions = std::move(composed).value();
+        n.regions->on_scope_change(enqueue);
+        n.scope = n.regions.get();
+      } else {
+        n.index->on_scope_change(enqueue);
+      }
       sync::ParentOptions po;
       po.max_concurrent_catchups = 2;  // exercise the queue
       po.sketch_first_symbols = 1;     // several sketch rounds even for small differences
@@ -117,7 +160,7 @@ class World {
       po.away_after_ms = 1'000;
       po.session_timeout_ms = 4'000;
       n.node->set_parent_engine(
-          std::make_unique<sync::ParentSync>(n.name, n.store.get(), n.scope.get(), env, po));
+          std::make_unique<sync::ParentSync>(n.name, n.store.get(), n.scope, env, po));
     }
     if (!n.parent.empty()) {
       sync::ChildOptions co;
@@ -131,14 +174,19 @@ class World {
   }
 
   void close(SimNode& n) {
+    if (n.regions) n.regions->on_scope_change(nullptr);
+    if (n.index && !n.regions) n.index->on_scope_change(nullptr);
     n.node.reset();
-    n.scope.reset();
+    n.scope = nullptr;
+    n.regions.reset();
+    n.index.reset();
     n.transport.reset();
     n.store.reset();
   }
 
   // Power loss: what the store had not synced is gone.
   void crash(SimNode& n) {
+    spdlog::debug("sim: {} crashes", n.name);
     if (n.name == fault_node_) fault_node_.clear();  // crash() disarms it
     fs_.crash(n.dir);
     close(n);
@@ -153,6 +201,7 @@ class World {
   // crashes, as a daemon whose disk failed would, losing what it had not synced.
   void arm_write_failure(SimNode& n) {
     if (!fault_node_.empty()) return;
+    spdlog::debug("sim: {} fails its next write", n.name);
     fs_.fail_next_write(n.dir);
     fault_node_ = n.name;
   }
@@ -167,6 +216,7 @@ class World {
 
   // Keeps a copy of a leaf site's data, or later puts it back in place.
   void backup_or_restore(SimNode& n) {
+    spdlog::debug("sim: {} {}", n.name, n.backup ? "restored from its backup" : "backed up");
     if (n.name == fault_node_) {
       fs_.disarm();
       fault_node_.clear();
@@ -182,50 +232,36 @@ class World {
     open(n);
   }
 
-  json random_doc() {
-    json d = json::object();
-    const int fields = 1 + static_cast<int>(rng_() % 4);
-    for (int i = 0; i < fields; ++i) {
-      const std::string k = "f" + std::to_string(rng_() % 6);
-      switch (rng_() % 4) {
-        case 0:
-          d[k] = static_cast<int>(rng_() % 100);
-          break;
-        case 1:
-          d[k] = "v" + std::to_string(rng_() % 10);
-          break;
-        case 2:
-          d[k] = json::array({static_cast<int>(rng_() % 3), "x"});
-          break;
-        default:
-          d[k] = json{{"n" + std::to_string(rng_() % 3), static_cast<int>(rng_() % 9)}};
-      }
-    }
-    return d;
-  }
-
-  void write(SimNode& n, const std::string& key, bool single_writer) {
+  void write(SimNode& n, const SimWrite& w, bool single_writer) {
+    spdlog::debug("sim: {} {} {} {}", n.name,
+                  w.op == SimWrite::Op::kPut     ? "puts"
+                  : w.op == SimWrite::Op::kPatch ? "patches"
+                                                 : "removes",
+                  w.key, w.doc.is_null() ? "" : w.doc.dump());
     StatusOr<v1::Delta> r = Status(StatusCode::kUnknown, "unset");
-    const int op = static_cast<int>(rng_() % 10);
-    if (op < 5) {
-      r = n.store->put_value(key, random_doc());
-    } else if (op < 8) {
-      r = n.store->patch(key, random_doc().dump());
-    } else {
-      r = n.store->remove(key);
-      if (r.status().code() == StatusCode::kNotFound) return;
+    switch (w.op) {
+      case SimWrite::Op::kPut:
+        r = n.store->put_value(w.key, w.doc);
+        break;
+      case SimWrite::Op::kPatch:
+        r = n.store->patch(w.key, w.doc.dump());
+        break;
+      case SimWrite::Op::kRemove:
+        r = n.store->remove(w.key);
+        if (r.status().code() == StatusCode::kNotFound) return;
+        break;
     }
     if (!r.ok() && n.name == fault_node_) {
-      multi_writer_.insert(key);  // failed: it may or may not have happened
+      multi_writer_.insert(w.key);  // failed: it may or may not have happened
       return;
     }
-    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    ASSERT_TRUE(r.ok()) << w.key << ": " << r.status().to_string();
     if (!single_writer) {
-      multi_writer_.insert(key);
+      multi_writer_.insert(w.key);
       return;
     }
-    auto now = n.store->get(key);
-    expected_[key] = Expected{n.name, now.ok() ? std::optional<std::string>(*now) : std::nullopt};
+    auto now = n.store->get(w.key);
+    expected_[w.key] = Expected{n.name, now.ok() ? std::optional<std::string>(*now) : std::nullopt};
   }
 
   std::string pick_leaf() {
@@ -244,45 +280,6 @@ class World {
     return all[rng_() % all.size()];
   }
 
-  // Toggles one group of a site, and hands each affected parent the keys that
-  // entered or left its child's scope (what the hub's placement index does).
-  void change_scope() {
-    const std::string site = pick_leaf();
-    const std::string g = "g" + std::to_string(rng_() % 4);
-    std::map<std::string, std::set<std::string>> before;
-    for (auto& [name, n] : nodes_) before[name] = assign_.groups_of(name);
-    auto& gs = assign_.groups[site];
-    if (gs.count(g)) {
-      gs.erase(g);
-    } else {
-      gs.insert(g);
-    }
-    for (auto& [pname, p] : nodes_) {
-      for (const auto& child : p.children) {
-        const auto after = assign_.groups_of(child);
-        if (after == before[child]) continue;
-        sync::ScopeChange change;
-        change.child = child;
-        // Every document, deleted ones too: a deletion must
-        // reach a child whose scope the key enters, and a key that leaves it
-        // must be dropped even if the child never saw it deleted.
-        // The key universe is the root's (like a placement, which names its
-        // templates whether or not a given replica holds them).
-        auto states = nodes_["hub"].store->states("d/", "d/\x7f", nullptr, 1'000'000);
-        for (const auto& st : *states) {
-          const std::string& key = st.key();
-          const std::string grp(token(key, 1));
-          const bool was = before[child].count(grp) > 0;
-          const bool is = after.count(grp) > 0;
-          if (!was && is) change.entered.push_back(key);
-          if (was && !is) change.left.push_back(key);
-        }
-        change.version = p.scope->version(child);
-        p.node->enqueue_scope_change(std::move(change));
-      }
-    }
-  }
-
   void step_all(bool tick) {
     for (auto& [name, n] : nodes_) n.node->run_once(tick);
   }
@@ -296,21 +293,24 @@ class World {
         // at the root into a site's keys (concurrent writers).
         const int who = static_cast<int>(rng_() % 10);
         if (who < 5) {
-          write(nodes_["hub"],
-                "d/g" + std::to_string(rng_() % 4) + "/" + std::to_string(rng_() % 8), true);
+          write(nodes_["hub"], catalog_->root_write(), true);
         } else if (who < 9) {
-          const std::string site = pick_child();
-          write(nodes_[site], "s/" + site + "/" + std::to_string(rng_() % 5), true);
+          SimNode& c = nodes_[pick_child()];
+          write(c, c.children.empty() ? catalog_->site_write(c.name) : catalog_->region_write(),
+                true);
         } else {
           const std::string site = pick_leaf();
-          write(nodes_["hub"], "s/" + site + "/shared", false);
-          write(nodes_[site], "s/" + site + "/shared", false);
+          write(nodes_["hub"], catalog_->shared_write(site), false);
+          write(nodes_[site], catalog_->shared_write(site), false);
         }
       } else if (action < 30) {
         const std::string c = pick_child();
-        net_.partition(c, nodes_[c].parent, !net_.partitioned(c, nodes_[c].parent));
+        const bool cut = !net_.partitioned(c, nodes_[c].parent);
+        spdlog::debug("sim: link {} - {} {}", c, nodes_[c].parent, cut ? "cut" : "restored");
+        net_.partition(c, nodes_[c].parent, cut);
       } else if (action < 33) {
         const std::string c = pick_child();
+        spdlog::debug("sim: {} {}", c, net_.is_connected(c) ? "disconnects" : "reconnects");
         net_.set_connected(c, !net_.is_connected(c));
       } else if (action < 35) {
         auto it = nodes_.begin();
@@ -323,7 +323,8 @@ class World {
       } else if (action < 36) {
         backup_or_restore(nodes_[pick_leaf()]);
       } else if (action < 40) {
-        change_scope();
+        // What moves scopes: a site's labels, or a placement's choice of sites.
+        write(nodes_["hub"], catalog_->scope_edit(), true);
       } else {
         const int deliveries = static_cast<int>(rng_() % 20);
         for (int d = 0; d < deliveries; ++d) net_.deliver_one();
@@ -381,12 +382,75 @@ class World {
     return out;
   }
 
+  // What `site`'s renderer makes of the documents in `store`: one line per
+  // rendered object, and per template that cannot be rendered. Global
+  // failures (a placement or override the model refuses) are left out: the
+  // root holds every such document, a site none, since the index places
+  // them nowhere.
+  static std::vector<std::string> render(Store& store, const std::string& site) {
+    auto text = store.get(model::site_key(site));
+    if (!text.ok()) return {"no site record: " + text.status().to_string()};
+    auto record = model::parse_site(site, json::parse(*text, nullptr, false));
+    if (!record.ok()) return {"site record refused: " + record.status().message()};
+    auto desired = spoke::load_desired_state(store, site);
+    if (!desired.ok()) return {"cannot load: " + desired.status().to_string()};
+    auto result = model::render_site(*record, *desired);
+    if (!result.ok()) return {"cannot render: " + result.status().to_string()};
+    std::vector<std::string> out;
+    for (const auto& o : result->objects) {
+      out.push_back(o.template_key + " " + o.hash + " " + o.object.dump());
+    }
+    for (const auto& f : result->failures) {
+      if (!f.template_name.empty()) out.push_back(f.template_key + " failed: " + f.error);
+    }
+    return out;
+  }
+
+  // Every replica against the root's own view: what the root's index (for a
+  // site) or RegionScope (for the regional hub) puts in its scope is exactly
+  // what it holds, with the root's values; and every site renders what the
+  // root renders for it.
+  std::string check_against_root() {
+    SimNode& root = nodes_["hub"];
+    const auto rv = visible(*root.store);
+    for (auto& [name, n] : nodes_) {
+      if (n.parent.empty()) continue;
+      sync::ScopeProvider& scope =
+          n.children.empty() ? static_cast<sync::ScopeProvider&>(*root.index) : *root.scope;
+      const auto nv = visible(*n.store);
+      for (const auto& [k, v] : rv) {
+        if (!scope.in_scope(name, k)) continue;
+        auto it = nv.find(k);
+        if (it == nv.end()) return name + " lacks " + k + ", in its scope at the root: " + v;
+        if (it->second != v) return name + " has " + k + " = " + it->second + ", root " + v;
+      }
+      for (const auto& [k, v] : nv) {
+        if (!rv.count(k)) return name + " has " + k + " that the root lacks";
+        if (!scope.in_scope(name, k)) return name + " holds " + k + ", outside its root scope";
+      }
+      if (!n.children.empty()) continue;
+      const auto here = render(*n.store, name);
+      const auto there = render(*root.store, name);
+      rendered_objects_ += here.size();
+      if (here != there) {
+        std::string diff = name + " renders differently from the root:";
+        for (const auto& l : here) diff += "\n  site: " + l;
+        for (const auto& l : there) diff += "\n  root: " + l;
+        return diff;
+      }
+    }
+    return "";
+  }
+
+  uint64_t scope_changes() const { return scope_changes_; }
+  uint64_t rendered_objects() const { return rendered_objects_; }
+
   // Returns a description of the first violation, or empty.
   std::string check() {
     for (auto& [cname, c] : nodes_) {
       if (c.parent.empty()) continue;
       SimNode& p = nodes_[c.parent];
-      SimScope& scope = *p.scope;
+      sync::ScopeProvider& scope = *p.scope;
       const auto pv = visible(*p.store);
       const auto cv = visible(*c.store);
       for (const auto& [k, v] : pv) {
@@ -406,6 +470,7 @@ class World {
           return cname + " has " + k + " that " + p.name + " lacks" + debug(c, p, k);
       }
     }
+    if (std::string problem = check_against_root(); !problem.empty()) return problem;
     // Acknowledged writes survive, at the writer and at the root.
     for (const auto& [key, e] : expected_) {
       if (multi_writer_.count(key)) continue;
@@ -431,7 +496,9 @@ class World {
   uint64_t failed_writes_ = 0;
   ManualClock clock_;
   sync::MemoryNetwork net_;
-  Assignments assign_;
+  std::unique_ptr<SimCatalog> catalog_;
+  uint64_t scope_changes_ = 0;  // delivered to the nodes' queues
+  uint64_t rendered_objects_ = 0;
   std::map<std::string, SimNode> nodes_;
   std::map<std::string, Expected> expected_;
   std::set<std::string> multi_writer_;
@@ -453,12 +520,16 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   const int steps = static_cast<int>(env_u64("CANOPY_SIM_STEPS", 150));
   int failures = 0;
   uint64_t failed_writes = 0;
+  uint64_t scope_changes = 0;
+  uint64_t rendered = 0;
   for (uint64_t seed = first; seed < first + count && failures < 10; ++seed) {
     World world(seed);
     world.chaos(steps);
     world.heal();
     failed_writes += world.failed_writes();
     const std::string problem = world.check();
+    scope_changes += world.scope_changes();
+    rendered += world.rendered_objects();
     if (!problem.empty()) {
       ++failures;
       ADD_FAILURE() << "seed=" << seed << ": " << problem << "\n  replay: CANOPY_SEED=" << seed
@@ -466,12 +537,16 @@ TEST(Simulation, FederationConvergesUnderFaults) {
     }
   }
   // The injected write failures must fire, or the runs test nothing of them.
-  std::printf("seeds %llu..%llu: %llu injected write failures fired\n",
-              static_cast<unsigned long long>(first),
-              static_cast<unsigned long long>(first + count - 1),
-              static_cast<unsigned long long>(failed_writes));
+  std::printf(
+      "seeds %llu..%llu: %llu injected write failures fired, %llu scope changes, %llu "
+      "rendered lines compared\n",
+      static_cast<unsigned long long>(first), static_cast<unsigned long long>(first + count - 1),
+      static_cast<unsigned long long>(failed_writes),
+      static_cast<unsigned long long>(scope_changes), static_cast<unsigned long long>(rendered));
   if (count >= 50) {
     EXPECT_GT(failed_writes, 0u);
+    EXPECT_GT(scope_changes, 0u);
+    EXPECT_GT(rendered, 0u);
   }
 }
 

@@ -1,0 +1,291 @@
+// RegionScope over a real store and PlacementIndex: writes go through the
+// Store, reach the index through its subscription, and the index's changes
+// reach RegionScope as at a hub with regional hubs below it.
+#include "hub/region_scope.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <utility>
+
+#include "tests/support/temp_dir.h"
+
+namespace canopy::hub {
+namespace {
+
+using json = nlohmann::json;
+using Keys = std::vector<std::string>;
+
+constexpr char kWebKey[] = "t/acme/templates/web";
+constexpr char kDbKey[] = "t/acme/templates/db";
+constexpr char kShopKey[] = "t/acme/placements/shop";
+
+class RegionScopeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    StoreOptions o;
+    o.path = dir_.file("hub");
+    o.durability = Durability::kNone;
+    auto s = Store::open(o);
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    store_ = std::move(s).value();
+    auto index = PlacementIndex::attach(store_.get());
+    ASSERT_TRUE(index.ok()) << index.status().to_string();
+    index_ = std::move(index).value();
+  }
+
+  void make_scope(RegionScope::Regions regions = {{"reg", {"r2", "r1"}}}) {
+    auto scope = RegionScope::create(index_.get(), std::move(regions));
+    ASSERT_TRUE(scope.ok()) << scope.status().to_string();
+    scope_ = std::move(scope).value();
+    scope_->on_scope_change([this](const sync::ScopeChange& c) {
+      std::lock_guard lock(mu_);
+      // The version a change announces is the scope's version right after it.
+      EXPECT_EQ(c.version, scope_->version(c.child)) << c.child;
+      events_.push_back(c);
+    });
+  }
+
+  void put(const std::string& key, const json& doc) {
+    auto r = store_->put_value(key, doc);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+  }
+  void remove(const std::string& key) {
+    auto r = store_->remove(key);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+  }
+  void site(const std::string& name, const json& labels) {
+    put("sites/" + name, {{"name", name}, {"labels", labels}});
+  }
+  static json placement(const Keys& templates, const json& labels, const Keys& sites = {}) {
+    json p = {{"templates", templates}};
+    if (!labels.is_null()) p["selector"] = {{"matchLabels", labels}};
+    if (!sites.empty()) p["sites"] = sites;
+    return p;
+  }
+
+  // Changes since the last call, by child; a child reported twice fails.
+  std::map<std::string, sync::ScopeChange> take() {
+    std::lock_guard lock(mu_);
+    std::map<std::string, sync::ScopeChange> out;
+    for (auto& e : events_) {
+      EXPECT_TRUE(out.emplace(e.child, e).second) << "two changes for " << e.child;
+    }
+    events_.clear();
+    return out;
+  }
+
+  canopy::testing::TempDir dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<PlacementIndex> index_;
+  std::unique_ptr<RegionScope> scope_;
+  std::mutex mu_;
+  std::vector<sync::ScopeChange> events_;
+};
+
+TEST_F(RegionScopeTest, RefusesBadRegions) {
+  using R = RegionScope::Regions;
+  for (const R& bad :
+       {R{{"Reg", {"r1"}}}, R{{"reg", {}}}, R{{"reg", {"r_1"}}}, R{{"reg", {"r1", "r1"}}},
+        R{{"reg", {"r1"}}, {"eu", {"r1"}}}, R{{"reg", {"r1"}}, {"r1", {"r2"}}}}) {
+    auto scope = RegionScope::create(index_.get(), bad);
+    EXPECT_EQ(scope.status().code(), StatusCode::kInvalidArgument) << bad.begin()->first;
+  }
+}
+
+TEST_F(RegionScopeTest, RegionHoldsItsMembersSubtreesAndWritesThem) {
+  make_scope();
+  EXPECT_TRUE(scope_->is_region("reg"));
+  EXPECT_FALSE(scope_->is_region("r1"));
+  EXPECT_EQ(scope_->region_of("r1"), "reg");
+  EXPECT_EQ(scope_->region_of("a1"), "");
+
+  for (const char* key : {"sites/r1", "sites/r2", "sites/r1/status/acme/web"}) {
+    EXPECT_TRUE(scope_->in_scope("reg", key)) << key;
+  }
+  for (const char* key :
+       {"sites/a1", "sites/r10", "sites/reg", "sites/a1/status/acme/web", kWebKey}) {
+    EXPECT_FALSE(scope_->in_scope("reg", key)) << key;
+  }
+  EXPECT_TRUE(scope_->writable_by("reg", "sites/r1/status/acme/web"));
+  EXPECT_TRUE(scope_->writable_by("reg", "sites/r2/overrides/acme/web"));
+  EXPECT_FALSE(scope_->writable_by("reg", "sites/r1"));
+  EXPECT_FALSE(scope_->writable_by("reg", "sites/r1/status/"));
+  EXPECT_FALSE(scope_->writable_by("reg", "sites/a1/status/acme/web"));
+  EXPECT_FALSE(scope_->writable_by("reg", "sites/reg/status/acme/web"));
+  EXPECT_FALSE(scope_->writable_by("reg", kWebKey));
+  EXPECT_EQ(scope_->writable_prefixes("reg"), (Keys{"sites/r1/status/", "sites/r1/overrides/",
+                                                    "sites/r2/status/", "sites/r2/overrides/"}));
+  // Every writable key is in scope.
+  for (const auto& p : scope_->writable_prefixes("reg"))
+    EXPECT_TRUE(scope_->in_scope("reg", p + "x"));
+
+  // A direct site is the index's.
+  EXPECT_TRUE(scope_->in_scope("a1", "sites/a1/status/acme/web"));
+  EXPECT_EQ(scope_->writable_prefixes("a1"), index_->writable_prefixes("a1"));
+  EXPECT_EQ(scope_->version("a1"), index_->version("a1"));
+
+  EXPECT_EQ(scope_->children_for("sites/r1/status/acme/web"), Keys{"reg"});
+  EXPECT_EQ(scope_->children_for("sites/a1"), Keys{"a1"});
+}
+
+TEST_F(RegionScopeTest, KeyLeavesRegionOnlyWhenItLeavesEveryMember) {
+  site("r1", {{"tier", "shop"}});
+  site("r2", {{"tier", "tower"}});
+  site("a1", {{"tier", "shop"}});
+  make_scope();
+  const uint64_t empty = scope_->version("reg");
+
+  put(kShopKey, placement({"web"}, {{"tier", "shop"}}));
+  auto c = take();
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c["reg"].entered, (Keys{kShopKey, kWebKey}));
+  EXPECT_TRUE(c["reg"].left.empty());
+  EXPECT_EQ(c["a1"].entered, (Keys{kShopKey, kWebKey}));  // passed through
+  EXPECT_EQ(c["a1"].version, index_->version("a1"));
+  EXPECT_TRUE(scope_->in_scope("reg", kWebKey));
+  EXPECT_EQ(scope_->children_for(kWebKey), (Keys{"a1", "reg"}));
+  const uint64_t one = scope_->version("reg");
+  EXPECT_NE(one, empty);
+
+  // r2 joins: the region already holds the keys.
+  site("r2", {{"tier", "shop"}});
+  EXPECT_TRUE(take().empty());
+  EXPECT_EQ(scope_->version("reg"), one);
+  EXPECT_EQ(scope_->children_for(kWebKey), (Keys{"a1", "reg"}));
+
+  // r1 leaves: r2 still holds them.
+  site("r1", {{"tier", "tower"}});
+  EXPECT_TRUE(take().empty());
+  EXPECT_TRUE(scope_->in_scope("reg", kShopKey));
+
+  // r2 leaves: now they leave the region.
+  site("r2", {{"tier", "tower"}});
+  c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_TRUE(c["reg"].entered.empty());
+  EXPECT_EQ(c["reg"].left, (Keys{kShopKey, kWebKey}));
+  EXPECT_FALSE(scope_->in_scope("reg", kWebKey));
+  EXPECT_EQ(scope_->version("reg"), empty);
+  EXPECT_EQ(scope_->children_for(kWebKey), Keys{"a1"});
+}
+
+// One commit moves keys into (and out of) both members: the index reports
+// the members one after the other, already evaluated; the region must see
+// each key enter and leave exactly once.
+TEST_F(RegionScopeTest, OneCommitChangingBothMembers) {
+  site("r1", {{"tier", "shop"}});
+  site("r2", {{"tier", "shop"}});
+  make_scope();
+  put(kShopKey, placement({"web", "db"}, {{"tier", "shop"}}));
+  auto c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c["reg"].entered, (Keys{kShopKey, kDbKey, kWebKey}));
+
+  put(kShopKey, placement({"web"}, {{"tier", "shop"}}));
+  c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_TRUE(c["reg"].entered.empty());
+  EXPECT_EQ(c["reg"].left, Keys{kDbKey});
+
+  remove(kShopKey);
+  c = take();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c["reg"].left, (Keys{kShopKey, kWebKey}));
+  ASSERT_TRUE(scope_->list_scope("reg").has_value());
+  EXPECT_EQ(scope_->list_scope("reg")->keys, (Keys{"sites/r1", "sites/r2"}));
+}
+
+TEST_F(RegionScopeTest, StartsFromTheIndexAndListsTheUnion) {
+  site("r1", {{"tier", "shop"}});
+  site("r2", {{"tier", "tower"}});
+  put(kShopKey, placement({"web"}, {{"tier", "shop"}}));
+  put("t/acme/placements/tower", placement({"db"}, {{"tier", "tower"}}));
+  put("t/acme/overrides/eu", {{"template", "db"}, {"patch", {{"x", 1}}}, {"sites", {"r2"}}});
+  make_scope();
+  EXPECT_TRUE(take().empty());
+  auto listing = scope_->list_scope("reg");
+  ASSERT_TRUE(listing.has_value());
+  EXPECT_EQ(listing->keys, (Keys{"sites/r1", "sites/r2", "t/acme/overrides/eu", kShopKey,
+                                 "t/acme/placements/tower", kDbKey, kWebKey}));
+  EXPECT_EQ(listing->prefixes, (Keys{"sites/r1/", "sites/r2/"}));
+  EXPECT_EQ(scope_->list_scope("r1")->keys, index_->list_scope("r1")->keys);
+  EXPECT_EQ(scope_->children_for("t/acme/overrides/eu"), Keys{"reg"});
+
+  // The version is a function of the key set, whatever the history.
+  const uint64_t v = scope_->version("reg");
+  scope_.reset();
+  make_scope();
+  EXPECT_EQ(scope_->version("reg"), v);
+}
+
+TEST_F(RegionScopeTest, ReleasesTheIndexWhenDestroyed) {
+  site("r1", {{"tier", "shop"}});
+  make_scope();
+  scope_.reset();
+  put(kShopKey, placement({"web"}, {{"tier", "shop"}}));  // must not reach a dead scope
+  EXPECT_TRUE(index_->in_scope("r1", kWebKey));
+}
+
+// Random label and placement edits: the region's scope is always the union
+// of its members', and the changes it reported add up to it.
+TEST_F(RegionScopeTest, RandomEditsMatchTheUnionOfMembers) {
+  const Keys sites = {"r1", "r2", "r3", "a1"};
+  make_scope({{"reg", {"r1", "r2", "r3"}}});
+  std::mt19937_64 rng(7);
+  std::set<std::string> reported;  // the region's keys, as its changes say
+  for (int step = 0; step < 400; ++step) {
+    const std::string s = sites[rng() % sites.size()];
+    switch (rng() % 3) {
+      case 0:
+        site(s, {{"tier", rng() % 2 ? "shop" : "tower"}});
+        break;
+      case 1: {
+        Keys templates;
+        for (const char* t : {"web", "db", "cache"}) {
+          if (rng() % 2) templates.push_back(t);
+        }
+        if (templates.empty()) templates.push_back("web");
+        Keys listed;
+        if (rng() % 3 == 0) listed.push_back(s);
+        put("t/acme/placements/p" + std::to_string(rng() % 3),
+            placement(templates, {{"tier", rng() % 2 ? "shop" : "tower"}}, listed));
+        break;
+      }
+      default: {
+        auto r = store_->remove("t/acme/placements/p" + std::to_string(rng() % 3));
+        ASSERT_TRUE(r.ok() || r.status().code() == StatusCode::kNotFound);
+      }
+    }
+    // One commit may change the region through several members: one
+    // re-expressed change each.
+    std::vector<sync::ScopeChange> changes;
+    {
+      std::lock_guard lock(mu_);
+      changes.swap(events_);
+    }
+    for (const auto& c : changes) {
+      if (c.child != "reg") continue;
+      for (const auto& k : c.entered) EXPECT_TRUE(reported.insert(k).second) << k;
+      for (const auto& k : c.left) EXPECT_EQ(reported.erase(k), 1u) << k;
+    }
+    std::set<std::string> want;
+    for (const char* m : {"r1", "r2", "r3"}) {
+      for (const auto& k : index_->scope_keys(m)) want.insert(k);
+    }
+    ASSERT_EQ(reported, want) << "step " << step;
+    for (const auto& k : want) {
+      ASSERT_TRUE(scope_->in_scope("reg", k));
+      auto children = scope_->children_for(k);
+      ASSERT_TRUE(std::find(children.begin(), children.end(), "reg") != children.end());
+    }
+  }
+}
+
+}  // namespace
+}  // namespace canopy::hub
