@@ -90,7 +90,7 @@ StatusOr<json> yaml_to_json(const YAML::Node& node, int depth) {
   return json(nullptr);
 }
 
-ApiResponse ok_json(json body) { return ApiResponse{200, std::move(body), "", {}}; }
+ApiResponse ok_json(json body) { return ApiResponse{200, std::move(body), "", {}, nullptr}; }
 
 }  // namespace
 
@@ -108,9 +108,28 @@ ApiHandler::ApiHandler(ApiHandlerOptions options)
     : store_(&registry_, options.clock, options.crd_establish_delay, options.seed) {}
 
 ApiResponse ApiHandler::handle(const ApiRequest& request) {
-  std::lock_guard<std::mutex> lock(mu_);
-  store_.tick();
-  return handle_locked(request);
+  ApiResponse out;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    store_.tick();
+    out = handle_locked(request);
+  }
+  changed_.notify_all();
+  return out;
+}
+
+std::optional<std::string> ApiHandler::poll_watch(WatchStream& w, std::chrono::milliseconds wait) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (w.ended || std::chrono::steady_clock::now() >= w.deadline) return std::nullopt;
+    store_.tick();
+    std::string events =
+        store_.watch_events(w.type, w.ns, w.labels, w.fields, w.initial, &w.cursor, &w.ended);
+    w.initial = false;
+    if (!events.empty() || attempt == 1) return events;
+    changed_.wait_for(lock, wait);
+  }
+  return std::string();
 }
 
 std::optional<json> ApiHandler::object(const std::string& group, const std::string& resource,
@@ -122,8 +141,13 @@ std::optional<json> ApiHandler::object(const std::string& group, const std::stri
 
 bool ApiHandler::set_status(const std::string& group, const std::string& resource,
                             const std::string& ns, const std::string& name, const json& status) {
-  std::lock_guard<std::mutex> lock(mu_);
-  return store_.set_status(group, resource, ns, name, status);
+  bool ok;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ok = store_.set_status(group, resource, ns, name, status);
+  }
+  changed_.notify_all();
+  return ok;
 }
 
 int64_t ApiHandler::resource_version() {
@@ -133,11 +157,11 @@ int64_t ApiHandler::resource_version() {
 
 ApiResponse ApiHandler::handle_locked(const ApiRequest& r) {
   std::vector<std::string> seg = split_path(r.path);
-  auto text_404 = [] { return ApiResponse{404, nullptr, "404 page not found\n", {}}; };
+  auto text_404 = [] { return ApiResponse{404, nullptr, "404 page not found\n", {}, nullptr}; };
   if (seg.empty()) return text_404();
   bool read = r.method == "GET";
   if (seg[0] == "healthz" || seg[0] == "readyz" || seg[0] == "livez") {
-    return ApiResponse{200, nullptr, "ok", {}};
+    return ApiResponse{200, nullptr, "ok", {}, nullptr};
   }
   if (seg[0] == "version" && seg.size() == 1 && read) return ok_json(registry_.version_document());
   if (seg[0] == "openapi" && read) {
@@ -179,6 +203,32 @@ ApiResponse ApiHandler::handle_locked(const ApiRequest& r) {
   return text_404();
 }
 
+ApiResponse ApiHandler::watch(const ResourceType& type, const std::string& ns,
+                              const Selector& labels, const Selector& fields, const ApiRequest& r) {
+  auto w = std::make_shared<WatchStream>();
+  w->type = type;
+  w->ns = ns;
+  w->labels = labels;
+  w->fields = fields;
+  std::string rv = param(r, "resourceVersion");
+  if (!rv.empty() && rv != "0") {
+    char* end = nullptr;
+    long long v = std::strtoll(rv.c_str(), &end, 10);
+    if (end == rv.c_str() || *end != '\0' || v < 0) {
+      return bad_request("invalid resource version: " + rv);
+    }
+    w->initial = false;
+    w->cursor = v;
+  }
+  int seconds = kMaxWatchSeconds;
+  std::string timeout = param(r, "timeoutSeconds");
+  if (!timeout.empty()) seconds = std::clamp(std::atoi(timeout.c_str()), 0, kMaxWatchSeconds);
+  w->deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  ApiResponse out;
+  out.watch = std::move(w);
+  return out;
+}
+
 ApiResponse ApiHandler::handle_resource(const ApiRequest& r, const std::string& group,
                                         const std::string& version, const std::string& rest) {
   std::vector<std::string> seg = split_path(rest);
@@ -201,7 +251,6 @@ ApiResponse ApiHandler::handle_resource(const ApiRequest& r, const std::string& 
   if (type->namespaced && ns.empty() && !(name.empty() && r.method == "GET")) {
     return resource_not_served();
   }
-  if (truthy(param(r, "watch"))) return method_not_allowed("WATCH");
   if (!param(r, "dryRun").empty()) return bad_request("dryRun is not supported by this server");
 
   WriteRequest w;
@@ -219,6 +268,7 @@ ApiResponse ApiHandler::handle_resource(const ApiRequest& r, const std::string& 
       return bad_request("unable to parse requirement: " + labels.status().message());
     auto fields = parse_field_selector(param(r, "fieldSelector"));
     if (!fields.ok()) return bad_request(fields.status().message());
+    if (truthy(param(r, "watch"))) return watch(*type, ns, *labels, *fields, r);
     return store_.list(*type, ns, *labels, *fields);
   }
   if (r.method == "DELETE") {

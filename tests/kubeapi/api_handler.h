@@ -20,13 +20,18 @@
 // ones are 400, other media types 415, unknown resources 404 with a Status,
 // unknown paths outside /api and /apis 404 "404 page not found" as text.
 //
+//   GET    ...?watch=true[&resourceVersion=N][&timeoutSeconds=S]: a stream of
+//          JSON watch events (see object_store.h), ended after
+//          timeoutSeconds (default and cap kMaxWatchSeconds)
+//
 // Leaves out: protobuf and CBOR bodies, Table output (clients asking for
-// as=Table also accept plain JSON and get it), watch (405), dryRun (400),
+// as=Table also accept plain JSON and get it), dryRun (400),
 // deletecollection, JSON patch (415), and strategic merge patch, which is
 // taken as a JSON merge patch (the same for maps; lists are replaced whole).
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -56,8 +61,22 @@ struct ApiHandlerOptions {
   uint64_t seed = 1;  // uids and generated names
 };
 
+// An open watch: what it selects and how far it has read.
+struct WatchStream {
+  ResourceType type;
+  std::string ns;
+  Selector labels;
+  Selector fields;
+  bool initial = true;  // ADDED events for current objects come first
+  int64_t cursor = 0;
+  std::chrono::steady_clock::time_point deadline;
+  bool ended = false;
+};
+
 class ApiHandler {
  public:
+  static constexpr int kMaxWatchSeconds = 1800;
+
   explicit ApiHandler(ApiHandlerOptions options = {});
 
   ApiResponse handle(const ApiRequest& request);
@@ -70,12 +89,20 @@ class ApiHandler {
                   const std::string& name, const nlohmann::json& status);
   int64_t resource_version();
 
+  // The next events of `watch` as JSON lines, waiting up to `wait` for some;
+  // "" if none yet; nullopt once the watch has ended (its deadline passed,
+  // or it was told its resourceVersion is too old).
+  std::optional<std::string> poll_watch(WatchStream& watch, std::chrono::milliseconds wait);
+
  private:
   ApiResponse handle_locked(const ApiRequest& request);
   ApiResponse handle_resource(const ApiRequest& request, const std::string& group,
                               const std::string& version, const std::string& rest);
+  ApiResponse watch(const ResourceType& type, const std::string& ns, const Selector& labels,
+                    const Selector& fields, const ApiRequest& request);
 
   std::mutex mu_;
+  std::condition_variable changed_;  // notified after every request
   ResourceRegistry registry_;
   ObjectStore store_;
 };

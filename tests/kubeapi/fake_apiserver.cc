@@ -150,7 +150,20 @@ StatusOr<std::unique_ptr<FakeApiServer>> FakeApiServer::start(FakeApiServerOptio
     }
     res.status = out.code;
     for (const auto& [k, v] : out.headers) res.set_header(k, v);
-    if (!out.text.empty() || out.body.is_null()) {
+    if (out.watch) {
+      auto w = out.watch;
+      res.set_chunked_content_provider(
+          "application/json", [self, w](size_t, httplib::DataSink& sink) {
+            while (!self->stopping_.load()) {
+              auto events = self->api_.poll_watch(*w, std::chrono::milliseconds(100));
+              if (!events) break;
+              if (!events->empty()) return sink.write(events->data(), events->size());
+              if (!sink.is_writable()) return false;
+            }
+            sink.done();
+            return true;
+          });
+    } else if (!out.text.empty() || out.body.is_null()) {
       res.set_content(out.text, "text/plain; charset=utf-8");
     } else {
       res.set_content(out.body.dump(), "application/json");
@@ -199,6 +212,7 @@ std::vector<ServedRequest> FakeApiServer::served_requests() {
 }
 
 void FakeApiServer::stop() {
+  stopping_.store(true);
   if (server_) server_->stop();
   if (thread_.joinable()) thread_.join();
 }

@@ -27,6 +27,7 @@
 // destruction.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -97,6 +98,7 @@ class FakeApiServer {
   std::unique_ptr<Tls> tls_;
   std::unique_ptr<httplib::SSLServer> server_;
   std::thread thread_;
+  std::atomic<bool> stopping_{false};  // ends open watches
   int port_ = 0;
   std::mutex mu_;
   std::vector<Fault> faults_;

@@ -6,6 +6,8 @@
 #include <httplib.h>
 
 #include <fstream>
+#include <functional>
+#include <sstream>
 #include <thread>
 
 #include "tests/kubeapi/test_cluster.h"
@@ -289,6 +291,69 @@ TEST_F(HttpTest, ArmedFaultsAnswer429WithRetryAfter) {
   r = c->Get("/api");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+// Lines of a watch of `path` that ends by its timeoutSeconds, while
+// `during` runs.
+std::vector<json> watch_while(httplib::SSLClient& c, const std::string& path,
+                              const std::function<void()>& during) {
+  std::string body;
+  std::thread watcher([&] {
+    c.Get(path.c_str(), [&](const char* data, size_t n) {
+      body.append(data, n);
+      return true;
+    });
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  during();
+  watcher.join();
+  std::vector<json> events;
+  std::stringstream lines(body);
+  std::string line;
+  while (std::getline(lines, line)) events.push_back(json::parse(line));
+  return events;
+}
+
+TEST_F(HttpTest, WatchStreamsEventsFromAResourceVersion) {
+  auto c = authed();
+  std::string cm =
+      R"({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"w"},"data":{"k":"1"}})";
+  auto watcher = authed();
+  std::string rv = std::to_string(cluster_->server().api().resource_version());
+  auto events = watch_while(
+      *watcher,
+      "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=2&resourceVersion=" + rv, [&] {
+        ASSERT_EQ(c->Post("/api/v1/namespaces/default/configmaps", cm, "application/json")->status,
+                  201);
+        ASSERT_EQ(c->Patch("/api/v1/namespaces/default/configmaps/w", R"({"data":{"k":"2"}})",
+                           "application/merge-patch+json")
+                      ->status,
+                  200);
+        ASSERT_EQ(c->Delete("/api/v1/namespaces/default/configmaps/w")->status, 200);
+      });
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0]["type"], "ADDED");
+  EXPECT_EQ(events[0]["object"]["kind"], "ConfigMap");
+  EXPECT_EQ(events[1]["type"], "MODIFIED");
+  EXPECT_EQ(events[1]["object"]["data"]["k"], "2");
+  EXPECT_EQ(events[2]["type"], "DELETED");
+
+  // Without a resourceVersion the watch starts with the current objects.
+  events = watch_while(*watcher, "/api/v1/namespaces?watch=true&timeoutSeconds=1", [] {});
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[0]["object"]["metadata"]["name"], "default");
+
+  // A resourceVersion older than the event log is 410 Expired.
+  ASSERT_EQ(c->Post("/api/v1/namespaces/default/configmaps", cm, "application/json")->status, 201);
+  for (size_t i = 0; i <= ObjectStore::kMaxEvents; ++i) {
+    cluster_->server().api().set_status("", "configmaps", "default", "w", json{{"i", i}});
+  }
+  events = watch_while(*watcher,
+                       "/api/v1/configmaps?watch=1&timeoutSeconds=1&resourceVersion=" + rv, [] {});
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0]["type"], "ERROR");
+  EXPECT_EQ(events[0]["object"]["code"], 410);
+  EXPECT_EQ(events[0]["object"]["reason"], "Expired");
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ ApiResponse status_failure(int code, const std::string& reason, const std::strin
             {"status", "Failure"}, {"message", message}, {"reason", reason},
             {"code", code}};
   if (!details.is_null()) body["details"] = std::move(details);
-  return ApiResponse{code, std::move(body), "", {}};
+  return ApiResponse{code, std::move(body), "", {}, nullptr};
 }
 
 ApiResponse status_success(const ResourceRef& ref, const std::string& uid) {
@@ -36,7 +36,8 @@ ApiResponse status_success(const ResourceRef& ref, const std::string& uid) {
                           {"status", "Success"},
                           {"details", details}},
                      "",
-                     {}};
+                     {},
+                     nullptr};
 }
 
 ApiResponse not_found(const ResourceRef& ref) {

@@ -8,6 +8,7 @@
 // server words them, so that a client's error handling meets the real shapes.
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -15,11 +16,14 @@
 
 namespace canopy::kubeapi {
 
+struct WatchStream;  // api_handler.h
+
 struct ApiResponse {
   int code = 200;
   nlohmann::json body;                                       // sent as JSON unless text is set
   std::string text;                                          // a text/plain body instead
   std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
+  std::shared_ptr<WatchStream> watch;  // set: stream ApiHandler::poll_watch instead
 };
 
 struct ResourceRef {

@@ -281,6 +281,8 @@ spec: {size: 3}
   KubectlRun run =
       token({"wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=20s"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("condition met"), std::string::npos) << run.output;
+  EXPECT_EQ(run.output.find("Failed to watch"), std::string::npos) << run.output;
   run = token({"apply", "--server-side", "-f", widget});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("widget.example.com/w1 serverside-applied"), std::string::npos);

@@ -121,7 +121,7 @@ ApiResponse ObjectStore::get(const ResourceType& type, const std::string& ns,
                              const std::string& name) {
   auto it = objects_.find(Key{type.group, type.resource, ns, name});
   if (it == objects_.end()) return not_found({type.group, type.resource, name});
-  return ApiResponse{200, for_client(type, it->second), "", {}};
+  return ApiResponse{200, for_client(type, it->second), "", {}, nullptr};
 }
 
 ApiResponse ObjectStore::list(const ResourceType& type, const std::string& ns,
@@ -150,7 +150,8 @@ ApiResponse ObjectStore::list(const ResourceType& type, const std::string& ns,
                           {"metadata", {{"resourceVersion", std::to_string(revision_)}}},
                           {"items", items}},
                      "",
-                     {}};
+                     {},
+                     nullptr};
 }
 
 std::optional<ApiResponse> ObjectStore::check_namespace(const ResourceType& type,
@@ -243,6 +244,7 @@ json ObjectStore::commit(const ResourceType& type, const Key& key, const json& p
   }
   next["metadata"]["resourceVersion"] = std::to_string(++revision_);
   objects_[key] = next;
+  record(previous.is_null() ? "ADDED" : "MODIFIED", key, next);
   return next;
 }
 
@@ -276,7 +278,7 @@ ApiResponse ObjectStore::create(const ResourceType& type, const WriteRequest& re
   initialize(type, object);
   json stored = commit(type, key, nullptr, std::move(object));
   if (type.resource == "customresourcedefinitions") after_crd_write(stored);
-  return ApiResponse{201, for_client(type, stored), "", {}};
+  return ApiResponse{201, for_client(type, stored), "", {}, nullptr};
 }
 
 ApiResponse ObjectStore::update(const ResourceType& type, const WriteRequest& req) {
@@ -307,7 +309,7 @@ ApiResponse ObjectStore::update(const ResourceType& type, const WriteRequest& re
   }
   json stored = commit(type, key, live, std::move(next));
   if (type.resource == "customresourcedefinitions") after_crd_write(stored);
-  return ApiResponse{200, for_client(type, stored), "", {}};
+  return ApiResponse{200, for_client(type, stored), "", {}, nullptr};
 }
 
 ApiResponse ObjectStore::merge_patch(const ResourceType& type, const WriteRequest& req) {
@@ -357,7 +359,7 @@ ApiResponse ObjectStore::apply(const ResourceType& type, const WriteRequest& req
   }
   json stored = commit(type, key, live, std::move(next));
   if (type.resource == "customresourcedefinitions") after_crd_write(stored);
-  return ApiResponse{live.is_null() ? 201 : 200, for_client(type, stored), "", {}};
+  return ApiResponse{live.is_null() ? 201 : 200, for_client(type, stored), "", {}, nullptr};
 }
 
 void ObjectStore::after_crd_write(const json& crd) {
@@ -376,15 +378,26 @@ void ObjectStore::after_crd_write(const json& crd) {
 
 void ObjectStore::remove_related(const ResourceType& type, const json& object) {
   std::string name = object["metadata"].value("name", "");
+  auto erase_if_recorded = [&](auto predicate) {
+    for (auto it = objects_.begin(); it != objects_.end();) {
+      if (!predicate(it->first)) {
+        ++it;
+        continue;
+      }
+      ++revision_;
+      it->second["metadata"]["resourceVersion"] = std::to_string(revision_);
+      record("DELETED", it->first, it->second);
+      it = objects_.erase(it);
+    }
+  };
   if (type.resource == "namespaces") {
-    std::erase_if(objects_, [&](const auto& entry) { return std::get<2>(entry.first) == name; });
+    erase_if_recorded([&](const Key& key) { return std::get<2>(key) == name; });
   } else if (type.resource == "customresourcedefinitions") {
     const json& spec = object["spec"];
     std::string group = spec.value("group", "");
     std::string plural = spec.value("names", json::object()).value("plural", "");
-    std::erase_if(objects_, [&](const auto& entry) {
-      return std::get<0>(entry.first) == group && std::get<1>(entry.first) == plural;
-    });
+    erase_if_recorded(
+        [&](const Key& key) { return std::get<0>(key) == group && std::get<1>(key) == plural; });
     registry_->remove_crd(group, plural);
     pending_crds_.erase(name);
   }
@@ -398,12 +411,14 @@ ApiResponse ObjectStore::remove(const ResourceType& type, const std::string& ns,
   json object = it->second;
   objects_.erase(it);
   ++revision_;
+  object["metadata"]["resourceVersion"] = std::to_string(revision_);
+  record("DELETED", key, object);
   remove_related(type, object);
   if (type.resource == "namespaces") {
     object["metadata"]["deletionTimestamp"] = now_rfc3339();
     object["metadata"]["resourceVersion"] = std::to_string(revision_);
     object["status"]["phase"] = "Terminating";
-    return ApiResponse{200, for_client(type, object), "", {}};
+    return ApiResponse{200, for_client(type, object), "", {}, nullptr};
   }
   return status_success({type.group, type.resource, name}, object["metadata"].value("uid", ""));
 }
@@ -424,7 +439,51 @@ bool ObjectStore::set_status(const std::string& group, const std::string& resour
   ++revision_;
   next["metadata"]["resourceVersion"] = std::to_string(revision_);
   it->second = next;
+  record("MODIFIED", it->first, next);
   return true;
+}
+
+void ObjectStore::record(const char* type, const Key& key, const json& object) {
+  events_.push_back(Event{revision_, type, key, object});
+  while (events_.size() > kMaxEvents) {
+    events_since_ = events_.front().revision;
+    events_.pop_front();
+  }
+}
+
+std::string ObjectStore::watch_events(const ResourceType& type, const std::string& ns,
+                                      const Selector& labels, const Selector& fields, bool initial,
+                                      int64_t* cursor, bool* expired) {
+  std::string out;
+  auto wanted = [&](const Key& key, const json& object) {
+    const auto& [group, resource, object_ns, name] = key;
+    return group == type.group && resource == type.resource && (ns.empty() || object_ns == ns) &&
+           matches(labels, object["metadata"].value("labels", json())) &&
+           matches(fields, json{{"metadata.name", name}, {"metadata.namespace", object_ns}});
+  };
+  auto line = [&](const char* event, const json& object) {
+    out += json{{"type", event}, {"object", for_client(type, object)}}.dump() + "\n";
+  };
+  if (initial) {
+    for (const auto& [key, object] : objects_) {
+      if (wanted(key, object)) line("ADDED", object);
+    }
+    *cursor = revision_;
+    return out;
+  }
+  if (*cursor < events_since_) {
+    *expired = true;
+    json status = status_failure(410, "Expired",
+                                 "too old resource version: " + std::to_string(*cursor) + " (" +
+                                     std::to_string(events_since_) + ")")
+                      .body;
+    return json{{"type", "ERROR"}, {"object", status}}.dump() + "\n";
+  }
+  for (const auto& e : events_) {
+    if (e.revision > *cursor && wanted(e.key, e.object)) line(e.type, e.object);
+  }
+  *cursor = revision_;
+  return out;
 }
 
 }  // namespace canopy::kubeapi

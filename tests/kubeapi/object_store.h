@@ -29,14 +29,22 @@
 // finalizers and graceful deletion (a delete removes the object at once; a
 // Namespace delete answers with the Namespace in phase Terminating, as the
 // real server does, but removes it and everything in it at once), garbage
-// collection by ownerReferences, watch, pagination (limit is ignored and no
+// collection by ownerReferences, pagination (limit is ignored and no
 // continue token is ever returned) and reads at an older resourceVersion
 // (every read is of the latest state).
+//
+// Watch: every write is also an event (ADDED, MODIFIED, DELETED, with the
+// object as written or, for DELETED, as it was), kept in a log of the last
+// kMaxEvents, as the watch cache keeps a window of history. A watch from a
+// resourceVersion older than the log is answered with an ERROR event, code
+// 410, reason Expired ("too old resource version"), as the real server does.
+// No bookmarks, no sendInitialEvents.
 // Not thread-safe: the server calls it under its own lock.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -87,6 +95,16 @@ class ObjectStore {
                   const std::string& name, const nlohmann::json& status);
   int64_t resource_version() const { return revision_; }
 
+  // Watch events (JSON lines, each {"type": ..., "object": ...}) of `type`
+  // in `ns` (all if empty) matching the selectors: with `initial`, an ADDED
+  // event per current object; else the events after *cursor. Advances
+  // *cursor. Sets *expired (and returns a 410 ERROR event) when *cursor is
+  // older than the log.
+  std::string watch_events(const ResourceType& type, const std::string& ns, const Selector& labels,
+                           const Selector& fields, bool initial, int64_t* cursor, bool* expired);
+
+  static constexpr size_t kMaxEvents = 10000;
+
  private:
   using Key = std::tuple<std::string, std::string, std::string, std::string>;
 
@@ -101,6 +119,7 @@ class ObjectStore {
   void after_crd_write(const nlohmann::json& crd);
   void remove_related(const ResourceType& type, const nlohmann::json& object);
   nlohmann::json for_client(const ResourceType& type, nlohmann::json object) const;
+  void record(const char* type, const Key& key, const nlohmann::json& object);
   std::string now_rfc3339() const;
   std::string new_uid();
 
@@ -111,6 +130,14 @@ class ObjectStore {
   int64_t revision_ = 1;
   std::map<Key, nlohmann::json> objects_;
   std::map<std::string, std::chrono::system_clock::time_point> pending_crds_;  // name -> when
+  struct Event {
+    int64_t revision;
+    const char* type;
+    Key key;
+    nlohmann::json object;
+  };
+  std::deque<Event> events_;
+  int64_t events_since_ = 1;  // the log holds every event after this revision
 };
 
 }  // namespace canopy::kubeapi

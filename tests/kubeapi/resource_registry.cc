@@ -9,7 +9,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kVerbs[] = {"create", "delete", "get", "list", "patch", "update"};
+constexpr const char* kVerbs[] = {"create", "delete", "get", "list", "patch", "update", "watch"};
 
 ResourceType builtin(std::string group, std::string resource, std::string singular,
                      std::string kind, bool namespaced, std::vector<std::string> short_names,
