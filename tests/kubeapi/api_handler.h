@@ -16,18 +16,22 @@
 //          apply, fieldManager required, force=true to take fields),
 //          application/merge-patch+json
 //   DELETE .../<name>            Status Success (a Namespace: the object)
+//   GET    <collection>?watch=true[&resourceVersion=N][&timeoutSeconds=S]:
+//          a stream of JSON watch events (see object_store.h), ended after
+//          timeoutSeconds (default and cap kMaxWatchSeconds)
 // Bodies are JSON or YAML (application/json, application/yaml); malformed
 // ones are 400, other media types 415, unknown resources 404 with a Status,
 // unknown paths outside /api and /apis 404 "404 page not found" as text.
-//
-//   GET    ...?watch=true[&resourceVersion=N][&timeoutSeconds=S]: a stream of
-//          JSON watch events (see object_store.h), ended after
-//          timeoutSeconds (default and cap kMaxWatchSeconds)
+// A field manager not given defaults, as in the real server, to the
+// User-Agent up to its first "/".
 //
 // Leaves out: protobuf and CBOR bodies, Table output (clients asking for
 // as=Table also accept plain JSON and get it), dryRun (400),
 // deletecollection, JSON patch (415), and strategic merge patch, which is
-// taken as a JSON merge patch (the same for maps; lists are replaced whole).
+// taken as a JSON merge patch (the same for maps; lists are replaced whole),
+// the resourceVersion of a list (always the latest state), limit/continue,
+// fieldValidation (accepted, not applied: there are no schemas) and
+// admission of any kind beyond namespace existence.
 #pragma once
 
 #include <chrono>

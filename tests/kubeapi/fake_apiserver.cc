@@ -108,6 +108,9 @@ StatusOr<std::unique_ptr<FakeApiServer>> FakeApiServer::start(FakeApiServerOptio
   s->server_ = std::make_unique<httplib::SSLServer>(
       [tls_ptr](SSL_CTX& ctx) { return tls_ptr->configure(ctx); });
   if (!s->server_->is_valid()) return internal_error("TLS context setup failed");
+  // Each open watch holds a thread; the default pool (8) would stall.
+  s->server_->new_task_queue = [] { return new httplib::ThreadPool(kMaxConnections); };
+  s->server_->set_keep_alive_max_count(kMaxRequestsPerConnection);
 
   FakeApiServer* self = s.get();
   auto handler = [self](const httplib::Request& req, httplib::Response& res) {

@@ -3,8 +3,9 @@
 // Its faithfulness is checked with the real kubectl (kubectl_test.cc).
 //
 // Parts, the real behaviour each stands for, and what each leaves out:
-//   - Transport (this file): HTTPS only, TLS 1.2+, HTTP/1.1 with keep-alive,
-//     on 127.0.0.1. Like kube-apiserver it asks for a client certificate but
+//   - Transport (this file): HTTPS only, TLS 1.2+, HTTP/1.1 with keep-alive
+//     (idle connections closed after 5 s), on 127.0.0.1, at most
+//     kMaxConnections served at once. Like kube-apiserver it asks for a client certificate but
 //     does not require one (Go's tls.RequestClientCert) and verifies it in
 //     authentication. No HTTP/2.
 //   - Authentication (this file): a certificate that verifies against the
@@ -88,6 +89,10 @@ class FakeApiServer {
   void stop();
 
   static constexpr size_t kMaxLoggedRequests = 10000;
+  // Connections served at once (open watches count): more wait in a queue.
+  static constexpr int kMaxConnections = 64;
+  // Requests on one keep-alive connection before the server closes it.
+  static constexpr int kMaxRequestsPerConnection = 10000;
 
  private:
   explicit FakeApiServer(FakeApiServerOptions options);

@@ -61,7 +61,8 @@ TEST(FieldSet, PathStringAndValueAt) {
 
 ApplyOutput apply(const json& live, const json& config, const std::string& manager,
                   bool force = false) {
-  return server_side_apply(ApplyInput{live, config, manager, "v1", "2026-01-01T00:00:00Z", force});
+  return server_side_apply(
+      ApplyInput{live, config, manager, "v1", "2026-01-01T00:00:00Z", force, ""});
 }
 
 TEST(ServerSideApply, ConflictWithoutForceAndTransferWithForce) {
@@ -121,6 +122,24 @@ TEST(ServerSideApply, UpdateTakesChangedFields) {
   ApplyOutput again = apply(updated, json::parse(R"({"data": {"k": "v"}})"), "a");
   ASSERT_EQ(again.conflicts.size(), 1u);
   EXPECT_EQ(again.conflicts[0].manager, "\"kubectl-edit\" using v1 at 2026-01-01T00:00:00Z");
+}
+
+TEST(ServerSideApply, StatusApplyKeepsItsOwnEntry) {
+  ApplyOutput a = apply(nullptr, json::parse(R"({"spec": {"replicas": 1}})"), "canopy");
+  ApplyInput status{a.object,
+                    json::parse(R"({"status": {"ready": 1}})"),
+                    "canopy",
+                    "v1",
+                    "2026-01-01T00:00:00Z",
+                    false,
+                    "status"};
+  ApplyOutput s = server_side_apply(status);
+  ASSERT_TRUE(s.conflicts.empty());
+  EXPECT_EQ(s.object["spec"]["replicas"], 1);
+  auto entries = read_managed_fields(s.object);
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[1].subresource, "status");
+  EXPECT_EQ(s.object["metadata"]["managedFields"][1]["subresource"], "status");
 }
 
 TEST(LabelSelector, ParsesAndMatches) {

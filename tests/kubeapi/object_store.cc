@@ -337,6 +337,7 @@ ApiResponse ObjectStore::apply(const ResourceType& type, const WriteRequest& req
   in.api_version = type.group_version();
   in.time = now_rfc3339();
   in.force = req.force;
+  if (req.status_only) in.subresource = "status";
   ApplyOutput out = server_side_apply(in);
   if (!out.conflicts.empty()) {
     json causes = json::array();

@@ -72,11 +72,11 @@ ResourceRegistry::ResourceRegistry() {
               "CustomResourceDefinition", false, {"crd", "crds"}, true),
   };
   // Namespaces and Services have a status subresource but no generation.
-  types_[0].status_subresource = true;
-  types_[0].categories = {};
-  types_[3].status_subresource = true;
-  types_[3].categories = {"all"};
-  types_[9].categories = {"api-extensions"};
+  for (auto& t : types_) {
+    if (t.resource == "namespaces" || t.resource == "services") t.status_subresource = true;
+    if (t.resource == "services") t.categories = {"all"};
+    if (t.resource == "customresourcedefinitions") t.categories = {"api-extensions"};
+  }
 }
 
 const ResourceType* ResourceRegistry::find(const std::string& group, const std::string& version,
@@ -126,11 +126,8 @@ void ResourceRegistry::add_crd(const json& crd) {
 }
 
 void ResourceRegistry::remove_crd(const std::string& group, const std::string& plural) {
-  types_.erase(std::remove_if(types_.begin(), types_.end(),
-                              [&](const ResourceType& t) {
-                                return t.custom && t.group == group && t.resource == plural;
-                              }),
-               types_.end());
+  types_.remove_if(
+      [&](const ResourceType& t) { return t.custom && t.group == group && t.resource == plural; });
 }
 
 std::vector<std::string> ResourceRegistry::group_versions(const std::string& group) const {

@@ -19,6 +19,7 @@
 // Not thread-safe: the server calls it under its own lock.
 #pragma once
 
+#include <list>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -67,7 +68,9 @@ class ResourceRegistry {
  private:
   std::vector<std::string> group_versions(const std::string& group) const;
 
-  std::vector<ResourceType> types_;
+  // A list: the ResourceType a request holds stays valid while a CRD write
+  // in the same request adds or removes other types.
+  std::list<ResourceType> types_;
 };
 
 }  // namespace canopy::kubeapi

@@ -10,22 +10,24 @@ using nlohmann::json;
 
 std::string manager_label(const ManagedFieldsEntry& e) {
   std::string quoted = json(e.manager).dump();
+  if (!e.subresource.empty()) quoted += " with subresource " + json(e.subresource).dump();
   if (e.operation == "Update") {
     return quoted + " using " + e.api_version + (e.time.empty() ? "" : " at " + e.time);
   }
   return quoted;
 }
 
-bool same_entry(const ManagedFieldsEntry& e, const std::string& manager, const std::string& op) {
-  return e.manager == manager && e.operation == op;
+bool same_entry(const ManagedFieldsEntry& e, const std::string& manager, const std::string& op,
+                const std::string& subresource) {
+  return e.manager == manager && e.operation == op && e.subresource == subresource;
 }
 
 ManagedFieldsEntry& entry_for(std::vector<ManagedFieldsEntry>& entries, const std::string& manager,
-                              const std::string& op) {
+                              const std::string& op, const std::string& subresource) {
   for (auto& e : entries) {
-    if (same_entry(e, manager, op)) return e;
+    if (same_entry(e, manager, op, subresource)) return e;
   }
-  entries.push_back(ManagedFieldsEntry{manager, op, "", "", FieldSet()});
+  entries.push_back(ManagedFieldsEntry{manager, op, "", "", FieldSet(), subresource});
   return entries.back();
 }
 
@@ -51,9 +53,10 @@ std::vector<ManagedFieldsEntry> read_managed_fields(const json& object) {
   if (mf == nullptr || !mf->is_array()) return out;
   for (const auto& e : *mf) {
     if (!e.is_object()) continue;
-    out.push_back(ManagedFieldsEntry{
-        e.value("manager", ""), e.value("operation", ""), e.value("apiVersion", ""),
-        e.value("time", ""), FieldSet::from_fields_v1(e.value("fieldsV1", json::object()))});
+    out.push_back(ManagedFieldsEntry{e.value("manager", ""), e.value("operation", ""),
+                                     e.value("apiVersion", ""), e.value("time", ""),
+                                     FieldSet::from_fields_v1(e.value("fieldsV1", json::object())),
+                                     e.value("subresource", "")});
   }
   return out;
 }
@@ -67,6 +70,7 @@ json managed_fields_json(const std::vector<ManagedFieldsEntry>& entries) {
                        {"time", e.time},
                        {"fieldsType", "FieldsV1"},
                        {"fieldsV1", e.fields.fields_v1()}});
+    if (!e.subresource.empty()) out.back()["subresource"] = e.subresource;
   }
   return out;
 }
@@ -96,7 +100,7 @@ ApplyOutput server_side_apply(const ApplyInput& in) {
   std::vector<FieldPath> applied_members = applied_set.members();
 
   for (auto& e : entries) {
-    if (same_entry(e, in.manager, "Apply")) continue;
+    if (same_entry(e, in.manager, "Apply", in.subresource)) continue;
     for (const auto& path : applied_members) {
       if (!e.fields.contains(path) || !leaf(applied_set, path)) continue;
       const json* now = value_at(live, path);
@@ -114,7 +118,7 @@ ApplyOutput server_side_apply(const ApplyInput& in) {
   out.conflicts.clear();
 
   json merged = merge_applied(live, in.applied);
-  ManagedFieldsEntry& mine = entry_for(entries, in.manager, "Apply");
+  ManagedFieldsEntry& mine = entry_for(entries, in.manager, "Apply", in.subresource);
   FieldSet previous = mine.fields;
   mine.fields = applied_set;
   mine.api_version = in.api_version;
@@ -155,7 +159,7 @@ json record_update(const json& previous, json updated, const std::string& manage
     for (auto& e : entries) e.fields.erase(path);
   }
   if (!changed.empty()) {
-    ManagedFieldsEntry& mine = entry_for(entries, manager, "Update");
+    ManagedFieldsEntry& mine = entry_for(entries, manager, "Update", "");
     for (const auto& path : changed.members()) mine.fields.insert(path);
     mine.api_version = api_version;
     mine.time = time;

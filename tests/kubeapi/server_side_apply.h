@@ -17,8 +17,12 @@
 // their manager holding the fields they set, and take those fields from the
 // other entries, as the real server does for changed fields.
 //
-// Leaves out: entries per apiVersion (an entry is identified by manager and
-// operation only), the "." members the real server writes for maps an
+// An entry is identified by manager, operation and subresource, so that a
+// manager's apply to /status does not drop the fields it applied to the
+// object.
+//
+// Leaves out: entries per apiVersion (an Update through another version
+// shares the entry), the "." members the real server writes for maps an
 // Update created, subresource entries, conversion of managed fields between
 // versions, and the managedFields timestamp for unchanged applies (this
 // server always refreshes it).
@@ -38,6 +42,7 @@ struct ManagedFieldsEntry {
   std::string api_version;
   std::string time;  // RFC 3339, seconds
   FieldSet fields;
+  std::string subresource;  // "status" for writes through /status, else ""
 };
 
 std::vector<ManagedFieldsEntry> read_managed_fields(const nlohmann::json& object);
@@ -55,6 +60,7 @@ struct ApplyInput {
   std::string api_version;
   std::string time;
   bool force = false;
+  std::string subresource;  // "status" for an apply to /status
 };
 
 struct ApplyOutput {
