@@ -234,12 +234,6 @@ Status validate_key(std::string_view key, size_t max_key_bytes = 512);
 // array in canonical form).
 Status validate_delta(const v1::Delta& delta, const DocumentLimits& limits);
 
-// True when `v` is exactly what nlohmann::json's dump() writes for a JSON
-// scalar or array (the form of every register value). Checked in one pass
-// without building a value; only floats and other rare shapes take a full
-// parse-and-dump round trip.
-bool canonical_json_value(std::string_view v);
-
 // Parses `text` as a JSON document; it must be an object, within limits.
 StatusOr<nlohmann::json> parse_document(std::string_view text, const DocumentLimits& limits);
 

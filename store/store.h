@@ -14,6 +14,14 @@
 // stored DocState (doc_merge.h), so a small change to a large document does
 // not rewrite the document.
 //
+// Files, one concept each: store.cc (opening, local and remote writes,
+// reads), store_log.cc (the change log: reading, trimming, tombstones),
+// store_digest.cc (hashes, fingerprints and states for anti-entropy),
+// store_impl.h (the state they share); document.{h,cc} (the CRDT node and
+// its merge rules), merge_patch.* (RFC 7386), canonical_json.* and utf8.*
+// (the forms values and names must have), document_storage.cc (the pooled
+// memory of documents), doc_merge.* (RocksDB's merge operator).
+//
 // Durability (StoreOptions::durability):
 //   kSync         every write batch is fsynced before the call returns;
 //   kGroupCommit  writers append without fsync and then wait for one shared

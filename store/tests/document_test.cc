@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "store/canonical_json.h"
 #include "store/tests/test_util.h"
 
 namespace canopy {

@@ -1,0 +1,300 @@
+// Store::Impl, the store's state and its RocksDB layout, shared by the files
+// that implement it: store.cc (open, local and remote writes, reads),
+// store_log.cc (the replication log: reading, trimming, tombstones) and
+// store_digest.cc (document hashes, fingerprints and states for
+// anti-entropy). Internal to store/.
+#pragma once
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "store/hlc.h"
+#include "store/store.h"
+
+namespace canopy {
+namespace store_internal {
+
+// Keys in the meta column family.
+constexpr char kMetaKey[] = "meta";
+constexpr char kVvPrefix[] = "vv/";
+constexpr char kTrimmedPrefix[] = "trimmed/";
+constexpr char kLocalPrefix[] = "local/";
+
+inline std::string be64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    s[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return s;
+}
+
+inline uint64_t from_be64(std::string_view s) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8 && i < s.size(); ++i) v = (v << 8) | static_cast<unsigned char>(s[i]);
+  return v;
+}
+
+inline Status from_rocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return ok_status();
+  if (s.IsNotFound()) return not_found(std::string(what) + ": " + s.ToString());
+  if (s.IsCorruption()) return data_loss(std::string(what) + ": " + s.ToString());
+  if (s.IsIOError()) return unavailable(std::string(what) + ": " + s.ToString());
+  return internal_error(std::string(what) + ": " + s.ToString());
+}
+
+inline const std::string& entry_key(const v1::LogEntry& e) {
+  return e.has_delta() ? e.delta().key() : e.doc().key();
+}
+
+// A nonzero value from `random`, or from std::random_device when it is empty.
+inline uint64_t random_u64(const std::function<uint64_t()>& random) {
+  uint64_t v = 0;
+  if (random) {
+    while (v == 0) v = random();
+    return v;
+  }
+  std::random_device rd;
+  while (v == 0) v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return v;
+}
+
+}  // namespace store_internal
+
+using json = nlohmann::json;
+
+class Store::Impl {
+ public:
+  explicit Impl(const StoreOptions& o)
+      : opts_(o), clock_(o.clock != nullptr ? o.clock : SystemClock::instance()) {}
+
+  ~Impl() {
+    if (db_ != nullptr) {
+      for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+      db_->Close().PermitUncheckedError();
+      delete db_;
+    }
+  }
+
+  Status open();
+
+  // Writes `target` (nullopt: deletes the document). With `merge_patch`, the
+  // target is the current document with the patch applied, computed under the
+  // lock so that concurrent writes to other fields are not reverted.
+  StatusOr<v1::Delta> write_local(std::string_view key, const std::optional<json>& target,
+                                  const json* merge_patch = nullptr);
+  StatusOr<v1::Delta> patch(std::string_view key, std::string_view text);
+  StatusOr<std::string> get(std::string_view key);
+  StatusOr<ScanPage> scan(std::string_view prefix, std::string_view after, size_t limit);
+  std::vector<v1::ConflictRecord> conflicts(std::string_view key);
+  StatusOr<ApplyResult> apply_remote(std::span<const v1::Delta* const> batch, uint64_t source);
+  Status apply_states(const std::vector<v1::DocState>& docs, uint64_t source);
+  Status drop(const std::vector<std::string>& keys);
+  StatusOr<std::vector<v1::Delta>> missing_since(const VersionVector& peer, const KeyFilter& f,
+                                                 size_t limit, bool* complete);
+  StatusOr<LogRead> log_since(uint64_t epoch, uint64_t after, const KeyFilter& f, size_t limit);
+  StatusOr<std::optional<uint64_t>> own_delta_hlc(uint64_t seq) {
+    std::lock_guard lock(mu_);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+    const uint64_t me = meta_.replica_id();
+    for (it->SeekToLast(); it->Valid(); it->Prev()) {
+      v1::LogEntry e;
+      if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        return data_loss("log entry is corrupt");
+      }
+      if (!e.has_delta() || e.delta().dot().replica() != me) continue;
+      if (e.delta().dot().seq() == seq) return std::optional<uint64_t>(e.delta().hlc());
+      // Our own seqs grow along the log; only a restore makes them go back.
+      if (e.delta().dot().seq() < seq) break;
+    }
+    return std::optional<uint64_t>();
+  }
+  StatusOr<std::vector<std::pair<std::string, uint64_t>>> hashes_of(
+      const std::vector<std::string>& keys);
+  StatusOr<std::vector<std::pair<std::string, uint64_t>>> hashes(std::string_view first,
+                                                                 std::string_view last,
+                                                                 const KeyFilter& f);
+  StatusOr<std::vector<v1::DocState>> states(std::string_view first, std::string_view last,
+                                             const KeyFilter& f, size_t limit);
+  StatusOr<std::optional<v1::DocState>> state(std::string_view key);
+  Status trim_log(uint64_t up_to);
+  Status trim_log_older_than(uint64_t retention_ms);
+  StatusOr<size_t> collect_tombstones(uint64_t stable_hlc);
+  Status compact();
+
+  Status put_local(std::string_view name, std::string_view value) {
+    std::unique_lock lock(mu_);
+    rocksdb::WriteBatch b;
+    b.Put(meta_cf(), std::string(store_internal::kLocalPrefix) + std::string(name),
+          rocksdb::Slice(value.data(), value.size()))
+        .PermitUncheckedError();
+    CANOPY_RETURN_IF_ERROR(commit(&b));
+    return wait_durable(lock, ++written_ticket_);
+  }
+  StatusOr<std::optional<std::string>> get_local(std::string_view name) {
+    std::string raw;
+    rocksdb::Status s =
+        db_->Get(rocksdb::ReadOptions(), meta_cf(),
+                 std::string(store_internal::kLocalPrefix) + std::string(name), &raw);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    CANOPY_RETURN_IF_ERROR(store_internal::from_rocks(s, "reading local metadata"));
+    return std::optional<std::string>(std::move(raw));
+  }
+
+  uint64_t subscribe(Listener l) {
+    std::lock_guard lock(mu_);
+    listeners_.emplace_back(++next_listener_, std::move(l));
+    return next_listener_;
+  }
+  void unsubscribe(uint64_t id) {
+    std::lock_guard lock(mu_);
+    std::erase_if(listeners_, [&](const auto& p) { return p.first == id; });
+  }
+
+  Status reserve_seqs_through(uint64_t seq) {
+    std::unique_lock lock(mu_);
+    if (meta_.next_seq() > seq) return ok_status();
+    meta_.set_next_seq(seq + 1);
+    rocksdb::WriteBatch b;
+    stage_meta(&b);
+    CANOPY_RETURN_IF_ERROR(commit(&b));
+    return wait_durable(lock, ++written_ticket_);
+  }
+
+  const DocumentLimits& limits() const { return opts_.limits; }
+  Status renew_log_epoch() {
+    std::unique_lock lock(mu_);
+    uint64_t e = meta_.log_epoch();
+    while (e == meta_.log_epoch()) e = store_internal::random_u64(opts_.random);
+    meta_.set_log_epoch(e);
+    rocksdb::WriteBatch b;
+    stage_meta(&b);
+    CANOPY_RETURN_IF_ERROR(commit(&b));
+    return wait_durable(lock, ++written_ticket_);
+  }
+
+  uint64_t replica_id() const { return meta_.replica_id(); }
+  uint64_t log_epoch() const { return meta_.log_epoch(); }
+  uint64_t now_ms() const { return clock_->now_ms(); }
+  uint64_t last_log_index() {
+    std::lock_guard lock(mu_);
+    return meta_.next_log_index() - 1;
+  }
+  uint64_t first_log_index() {
+    std::lock_guard lock(mu_);
+    return meta_.log_first_index();
+  }
+  VersionVector version_vector() {
+    std::lock_guard lock(mu_);
+    return vv_;
+  }
+  StoreStats stats() {
+    std::lock_guard lock(mu_);
+    return stats_;
+  }
+
+ private:
+  rocksdb::ColumnFamilyHandle* docs() { return handles_[1]; }
+  rocksdb::ColumnFamilyHandle* log() { return handles_[2]; }
+  rocksdb::ColumnFamilyHandle* conflicts_cf() { return handles_[3]; }
+  rocksdb::ColumnFamilyHandle* meta_cf() { return handles_[0]; }
+
+  // REQUIRES: mu_ held. Returns the cached document for `key` (empty when absent).
+  // With `may_evict` a full cache is cleared first, which invalidates pointers
+  // returned before: a call that keeps several documents staged in the cache
+  // makes room once up front and loads with `may_evict` false.
+  StatusOr<Document*> load(const std::string& key, bool may_evict = true);
+  // REQUIRES: mu_ held.
+  // Replaces the stored state of `key` by `d` (or deletes it when empty).
+  void stage_doc(rocksdb::WriteBatch* b, const std::string& key, const Document& d);
+  // Adds a change to the stored state of `key` (doc_merge.h).
+  void stage_doc_change(rocksdb::WriteBatch* b, const std::string& key, char tag,
+                        const google::protobuf::MessageLite& change);
+  void stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e);
+  // Stages an applied delta: its merge operand and its log entry, from one
+  // encoding of the delta. With subscribers, appends the entry they are
+  // handed (once durable) to `entries`. Returns the entry's index.
+  uint64_t stage_delta(rocksdb::WriteBatch* b, const v1::Delta& d, uint64_t source,
+                       std::vector<v1::LogEntry>* entries);
+  void stage_meta(rocksdb::WriteBatch* b);
+  void stage_vv(rocksdb::WriteBatch* b, uint64_t replica);
+  void stage_conflict(rocksdb::WriteBatch* b, const std::string& key, const Overwrite& o,
+                      v1::ConflictRecord::Reason reason);
+  // Writes `b`; with kGroupCommit the caller then waits in wait_durable().
+  Status commit(rocksdb::WriteBatch* b);
+  Status wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ticket);
+  void notify(const std::vector<v1::LogEntry>& entries);
+  // REQUIRES: mu_ held. Hands committed entries to the listeners once they are
+  // durable: at once, or with kGroupCommit when an fsync covers `ticket`, so
+  // that no peer learns of a write (and its dot) that a crash could still undo.
+  void publish(uint64_t ticket, std::vector<v1::LogEntry> entries);
+  void publish_durable();
+
+  // What a failed write restores (its staged documents are dropped from the
+  // cache separately), so that a refused or failed call leaves no trace.
+  struct Saved {
+    v1::ReplicaMeta meta;
+    Hlc hlc;
+    VersionVector vv;
+    StoreStats stats;
+  };
+  Saved save() const { return Saved{meta_, hlc_, vv_, stats_}; }
+  void restore(Saved saved) {
+    meta_ = std::move(saved.meta);
+    hlc_ = saved.hlc;
+    vv_ = std::move(saved.vv);
+    stats_ = saved.stats;
+  }
+
+  // REQUIRES: mu_ held. An empty write batch that keeps its buffer from one
+  // write to the next (a write's batch is dead once committed).
+  rocksdb::WriteBatch& reusable_batch() {
+    if (batch_.GetDataSize() > (size_t{4} << 20)) {
+      batch_ = rocksdb::WriteBatch();  // do not keep a huge buffer
+    } else {
+      batch_.Clear();
+    }
+    return batch_;
+  }
+
+  StoreOptions opts_;
+  Clock* clock_;
+  rocksdb::DB* db_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+
+  std::mutex mu_;
+  std::mutex trim_mu_;  // serializes trim_log (taken before mu_)
+  v1::ReplicaMeta meta_;
+  Hlc hlc_;
+  VersionVector vv_;
+  std::map<uint64_t, uint64_t> trimmed_;  // origin -> greatest seq trimmed from the log
+  std::unordered_map<std::string, Document> cache_;
+  rocksdb::WriteBatch batch_;
+  std::string operand_;  // stage_delta's encoding buffer, kept between writes
+  std::vector<std::pair<uint64_t, Listener>> listeners_;
+  uint64_t next_listener_ = 0;
+  StoreStats stats_;
+
+  // Group commit.
+  std::condition_variable durable_cv_;
+  uint64_t written_ticket_ = 0;
+  uint64_t durable_ticket_ = 0;
+  bool syncing_ = false;
+  // Committed entries waiting for the fsync that covers their ticket.
+  std::deque<std::pair<uint64_t, std::vector<v1::LogEntry>>> unpublished_;
+};
+
+}  // namespace canopy

@@ -1,0 +1,184 @@
+// The store's replication log: reading it (missing_since, log_since),
+// trimming it, and collecting tombstones that every replica has seen.
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "store/hlc.h"
+#include "store/store.h"
+#include "store/store_impl.h"
+
+namespace canopy {
+
+using namespace store_internal;
+
+StatusOr<std::vector<v1::Delta>> Store::Impl::missing_since(const VersionVector& peer,
+                                                            const KeyFilter& f, size_t limit,
+                                                            bool* complete) {
+  std::lock_guard lock(mu_);
+  *complete = true;
+  for (const auto& [origin, seq] : trimmed_) {
+    if (peer.contiguous(origin) < seq) *complete = false;
+  }
+  std::vector<v1::Delta> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+  for (it->SeekToFirst(); it->Valid() && out.size() < limit; it->Next()) {
+    v1::LogEntry e;
+    if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return data_loss("log entry " + std::to_string(from_be64(it->key().ToStringView())) +
+                       " is corrupt");
+    }
+    if (!e.has_delta()) continue;
+    const auto& dot = e.delta().dot();
+    if (peer.contains(dot.replica(), dot.seq())) continue;
+    if (f && !f(e.delta().key())) continue;
+    out.push_back(std::move(*e.mutable_delta()));
+  }
+  return out;
+}
+
+StatusOr<LogRead> Store::Impl::log_since(uint64_t epoch, uint64_t after, const KeyFilter& f,
+                                         size_t limit) {
+  std::lock_guard lock(mu_);
+  LogRead r;
+  const uint64_t last = meta_.next_log_index() - 1;
+  r.last_index = after;
+  if (epoch != meta_.log_epoch() || after > last || after + 1 < meta_.log_first_index()) {
+    r.complete = false;
+    r.last_index = last;
+    return r;
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+  for (it->Seek(be64(after + 1)); it->Valid(); it->Next()) {
+    v1::LogEntry e;
+    if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return data_loss("log entry " + std::to_string(from_be64(it->key().ToStringView())) +
+                       " is corrupt");
+    }
+    if (!f || f(entry_key(e))) {
+      if (r.entries.size() == limit) break;
+      r.entries.push_back(std::move(e));
+    }
+    r.last_index = from_be64(it->key().ToStringView());
+  }
+  if (!it->Valid()) r.last_index = std::max(r.last_index, last);
+  return r;
+}
+
+Status Store::Impl::trim_log(uint64_t up_to) {
+  // One trim at a time; the entries it reads are written once and only a
+  // trim deletes them, so they are read without the store's lock, which
+  // writers need (a million entries take seconds to read).
+  std::lock_guard trim_lock(trim_mu_);
+  uint64_t first = 0;
+  {
+    std::lock_guard lock(mu_);
+    first = meta_.log_first_index();
+    up_to = std::min(up_to, meta_.next_log_index() - 1);
+  }
+  if (up_to < first) return ok_status();
+  std::map<uint64_t, uint64_t> max_seq;  // origin -> greatest seq in the trimmed entries
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+    for (it->Seek(be64(first)); it->Valid() && from_be64(it->key().ToStringView()) <= up_to;
+         it->Next()) {
+      v1::LogEntry e;
+      if (e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) &&
+          e.has_delta()) {
+        uint64_t& m = max_seq[e.delta().dot().replica()];
+        m = std::max(m, e.delta().dot().seq());
+      }
+    }
+    if (!it->status().ok()) return from_rocks(it->status(), "reading the log to trim");
+  }
+  std::unique_lock lock(mu_);
+  rocksdb::WriteBatch b;
+  std::map<uint64_t, uint64_t> changed;
+  for (const auto& [origin, seq] : max_seq) {
+    uint64_t& m = trimmed_[origin];
+    if (seq > m) {
+      m = seq;
+      changed[origin] = m;
+    }
+  }
+  for (const auto& [origin, seq] : changed) {
+    b.Put(meta_cf(), std::string(kTrimmedPrefix) + be64(origin), be64(seq)).PermitUncheckedError();
+  }
+  b.DeleteRange(log(), be64(first), be64(up_to + 1)).PermitUncheckedError();
+  meta_.set_log_first_index(up_to + 1);
+  stage_meta(&b);
+  CANOPY_RETURN_IF_ERROR(commit(&b));
+  return wait_durable(lock, ++written_ticket_);
+}
+
+Status Store::Impl::trim_log_older_than(uint64_t retention_ms) {
+  uint64_t up_to = 0;
+  {
+    std::lock_guard lock(mu_);
+    const uint64_t now = clock_->now_ms();
+    if (now <= retention_ms) return ok_status();
+    const uint64_t horizon = hlc_from_ms(now - retention_ms);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      v1::LogEntry e;
+      if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) break;
+      const uint64_t stamp = e.has_delta() ? e.delta().hlc() : 0;
+      if (e.has_delta() && stamp >= horizon) break;
+      up_to = e.index();
+    }
+  }
+  return trim_log(up_to);
+}
+
+StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
+  std::unique_lock lock(mu_);
+  size_t dropped = 0;
+  rocksdb::WriteBatch b;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::string k = it->key().ToString();
+    auto loaded = load(k);
+    if (!loaded.ok()) return loaded.status();
+    const size_t n = (*loaded)->collect_tombstones(stable_hlc);
+    if (n == 0) continue;
+    dropped += n;
+    stage_doc(&b, k, **loaded);
+    if ((*loaded)->empty()) cache_.erase(k);
+  }
+  if (dropped == 0) return dropped;
+  CANOPY_RETURN_IF_ERROR(commit(&b));
+  CANOPY_RETURN_IF_ERROR(wait_durable(lock, ++written_ticket_));
+  return dropped;
+}
+
+Status Store::Impl::compact() {
+  std::lock_guard lock(mu_);
+  for (auto* h : handles_) {
+    CANOPY_RETURN_IF_ERROR(from_rocks(db_->Flush(rocksdb::FlushOptions(), h), "flush"));
+    rocksdb::CompactRangeOptions co;
+    co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    CANOPY_RETURN_IF_ERROR(from_rocks(db_->CompactRange(co, h, nullptr, nullptr), "compaction"));
+  }
+  return ok_status();
+}
+
+void Store::expire_older_than(uint64_t retention_ms) {
+  if (Status s = trim_log_older_than(retention_ms); !s.ok()) {
+    spdlog::warn("store: trimming the log: {}", s.to_string());
+  }
+  const uint64_t now = impl_->now_ms();
+  if (now <= retention_ms) return;
+  auto n = collect_tombstones(hlc_from_ms(now - retention_ms));
+  if (!n.ok()) {
+    spdlog::warn("store: collecting tombstones: {}", n.status().to_string());
+  } else if (*n > 0) {
+    spdlog::info("store: collected {} tombstones", *n);
+  }
+}
+
+}  // namespace canopy
