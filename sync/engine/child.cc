@@ -86,14 +86,17 @@ void ChildSync::flush() {
 }
 
 Ready ChildSync::take_ready() {
+  CANOPY_CHECK(!awaiting_advance_);
   if (connected_ && !outbox_.empty()) last_sent_ms_ = env_.clock->now_ms();
   Ready r;
   r.writes.swap(writes_);
   r.messages.swap(outbox_);
+  awaiting_advance_ = !r.writes.empty();
   return r;
 }
 
 void ChildSync::advance(const Status& persisted) {
+  awaiting_advance_ = false;
   std::optional<v1::LogPosition> up;
   up.swap(open_up_after_persist_);
   if (persisted.ok()) {
@@ -195,6 +198,7 @@ void ChildSync::handle_up_ack(uint64_t seq, bool gap) {
 }
 
 void ChildSync::on_message(const Message& m) {
+  CANOPY_CHECK(!awaiting_advance_);
   stats_.bytes_received += m.data.size();
   if (m.data.size() > opts_.max_message_bytes) {
     refuse("message larger than the limit of " + std::to_string(opts_.max_message_bytes), m);

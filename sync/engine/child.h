@@ -164,6 +164,9 @@ class ChildSync {
   bool ack_due_ = false;                    // applied a sequenced message, not yet acked
   std::vector<Message> outbox_;
   std::vector<Write> writes_;
+  // The last Ready carried writes and advance() has not been called yet: no
+  // input may come before it (what it would read may not be on disk).
+  bool awaiting_advance_ = false;
   // A welcome found us restored: the up stream opens from the renewed log
   // once the writes that renew it are persisted.
   std::optional<v1::LogPosition> open_up_after_persist_;

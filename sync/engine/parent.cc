@@ -72,13 +72,16 @@ std::shared_ptr<google::protobuf::Arena> ParentSync::decode_arena() {
 }
 
 Ready ParentSync::take_ready() {
+  CANOPY_CHECK(!awaiting_advance_);
   Ready r;
   r.writes.swap(writes_);
   r.messages.swap(outbox_);
+  awaiting_advance_ = !r.writes.empty();
   return r;
 }
 
 void ParentSync::advance(const Status& persisted) {
+  awaiting_advance_ = false;
   if (!persisted.ok()) {
     // Not acked: the child resends, and we log again. Positions go back
     // newest first, so each session ends at its oldest unpersisted one.
@@ -181,6 +184,7 @@ void ParentSync::set_position(Session* s, v1::Changes* c, uint64_t index) {
 }
 
 void ParentSync::on_message(const Message& m) {
+  CANOPY_CHECK(!awaiting_advance_);
   if (m.data.size() > opts_.max_message_bytes) {
     refuse("message larger than the limit of " + std::to_string(opts_.max_message_bytes), m);
     return;

@@ -221,6 +221,9 @@ class ParentSync {
   uint64_t last_commit_index_ = 0;
   std::vector<Message> outbox_;
   std::vector<Write> writes_;
+  // The last Ready carried writes and advance() has not been called yet: no
+  // input may come before it (what it would read may not be on disk).
+  bool awaiting_advance_ = false;
   // Receive positions taken by messages whose writes are not yet persisted:
   // (child, session, position before), restored if persisting fails.
   struct Unpersisted {
