@@ -295,4 +295,130 @@ json status_document(const StatusReport& r) {
           {"file", r.file}};
 }
 
+StatusOr<TenantRecord> parse_tenant(std::string_view name, const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "tenant"));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"name", "description"}));
+  if (!is_dns1123_label(name)) {
+    return invalid_argument("tenant name " + quote(name) + " is not " + std::string(kLabelRule));
+  }
+  TenantRecord out;
+  out.name = std::string(name);
+  if (const json* n = field(doc, "name")) {
+    if (!n->is_string() || n->get_ref<const std::string&>() != name) {
+      return invalid_argument("name " + n->dump() + " differs from the tenant's name " +
+                              quote(name));
+    }
+  }
+  if (const json* d = field(doc, "description")) {
+    if (!d->is_string()) {
+      return invalid_argument(std::string("description must be a string, not ") + d->type_name());
+    }
+    out.description = d->get<std::string>();
+  }
+  return out;
+}
+
+json tenant_document(const TenantRecord& t) {
+  return {{"name", t.name}, {"description", t.description}};
+}
+
+StatusOr<Grant> parse_grant(const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "grant"));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"sites", "selector"}));
+  auto choice = parse_choice(doc);
+  if (!choice.ok()) return choice.status();
+  if (choice->empty()) {
+    return invalid_argument(
+        "sites or selector is missing or empty (a grant must say which sites it gives)");
+  }
+  return Grant{std::move(choice).value()};
+}
+
+namespace {
+
+StatusOr<uint64_t> millis_field(const json& doc, std::string_view name) {
+  const json* f = field(doc, name);
+  if (f == nullptr) return uint64_t{0};
+  if (!f->is_number_unsigned() && !(f->is_number_integer() && f->get<int64_t>() >= 0)) {
+    return invalid_argument(std::string(name) + " must be a non-negative integer (milliseconds " +
+                            "since 1970), not " + f->dump());
+  }
+  return f->get<uint64_t>();
+}
+
+bool is_hex_digest(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+}  // namespace
+
+StatusOr<TokenRecord> parse_token(std::string_view id, const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "token"));
+  CANOPY_RETURN_IF_ERROR(only_fields(
+      doc, {"role", "tenant", "hash", "createdAtMs", "expiresAtMs", "revoked", "description"}));
+  if (id.size() != kTokenIdChars || !std::all_of(id.begin(), id.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      })) {
+    return invalid_argument("token id " + quote(id) + " is not " + std::to_string(kTokenIdChars) +
+                            " lowercase hex digits");
+  }
+  TokenRecord out;
+  out.id = std::string(id);
+  const json* role = field(doc, "role");
+  if (role == nullptr) return invalid_argument("role is missing");
+  if (!role->is_string()) {
+    return invalid_argument(std::string("role must be a string, not ") + role->type_name());
+  }
+  auto r = parse_role(role->get_ref<const std::string&>());
+  if (!r.ok()) return r.status();
+  out.role = *r;
+  out.tenant = string_or_empty(doc, "tenant");
+  if (const json* t = field(doc, "tenant"); t != nullptr && !t->is_string()) {
+    return invalid_argument(std::string("tenant must be a string, not ") + t->type_name());
+  }
+  if (out.role == Role::kFleetAdmin) {
+    if (!out.tenant.empty()) {
+      return invalid_argument("a fleet-admin token is bound to no tenant, not " +
+                              quote(out.tenant));
+    }
+  } else if (!is_dns1123_label(out.tenant)) {
+    return invalid_argument("tenant " + quote(out.tenant) + " of a " +
+                            std::string(role_name(out.role)) + " token is not " +
+                            std::string(kLabelRule));
+  }
+  out.hash = string_or_empty(doc, "hash");
+  if (!is_hex_digest(out.hash)) {
+    return invalid_argument("hash must be a SHA-256 digest in 64 lowercase hex digits");
+  }
+  auto created = millis_field(doc, "createdAtMs");
+  if (!created.ok()) return created.status();
+  out.created_at_ms = *created;
+  auto expires = millis_field(doc, "expiresAtMs");
+  if (!expires.ok()) return expires.status();
+  out.expires_at_ms = *expires;
+  if (const json* rev = field(doc, "revoked")) {
+    if (!rev->is_boolean()) {
+      return invalid_argument(std::string("revoked must be a boolean, not ") + rev->type_name());
+    }
+    out.revoked = rev->get<bool>();
+  }
+  if (const json* d = field(doc, "description")) {
+    if (!d->is_string()) {
+      return invalid_argument(std::string("description must be a string, not ") + d->type_name());
+    }
+    out.description = d->get<std::string>();
+  }
+  return out;
+}
+
+json token_document(const TokenRecord& t) {
+  json doc = {{"role", role_name(t.role)},      {"hash", t.hash},
+              {"createdAtMs", t.created_at_ms}, {"expiresAtMs", t.expires_at_ms},
+              {"revoked", t.revoked},           {"description", t.description}};
+  if (!t.tenant.empty()) doc["tenant"] = t.tenant;
+  return doc;
+}
+
 }  // namespace canopy::model

@@ -12,11 +12,13 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "model/access.h"
 #include "model/selector.h"
 #include "store/status.h"
 
@@ -104,5 +106,45 @@ struct StatusReport {
 StatusOr<StatusReport> parse_status_report(const nlohmann::json& doc);
 nlohmann::json status_document(const StatusReport& report);
 std::string_view outcome_name(Outcome outcome);
+
+// `t/<tenant>`: {"name": "<tenant>", "description": "..."}, written by a
+// fleet admin. A tenant exists when its record does.
+struct TenantRecord {
+  std::string name;
+  std::string description;
+};
+StatusOr<TenantRecord> parse_tenant(std::string_view name, const nlohmann::json& doc);
+nlohmann::json tenant_document(const TenantRecord& tenant);
+
+// `t/<tenant>/grants/<grant>`: {"sites": [...], "selector": {...}}, written
+// by a fleet admin: sites the tenant may see and place on. A tenant's sites
+// are those any of its grants chooses. A grant must choose something.
+struct Grant {
+  SiteChoice choice;
+};
+StatusOr<Grant> parse_grant(const nlohmann::json& doc);
+
+// `tokens/<id>` (access.h): {"role": "...", "tenant": "<tenant>",
+//   "hash": "<SHA-256 of the secret, 64 hex digits>", "createdAtMs": N,
+//   "expiresAtMs": N, "revoked": bool, "description": "..."}
+// Every role but fleet-admin needs a tenant; fleet-admin has none.
+// expiresAtMs 0 (or absent) means the token does not expire.
+struct TokenRecord {
+  std::string id;
+  Role role = Role::kViewer;
+  std::string tenant;
+  std::string hash;
+  uint64_t created_at_ms = 0;
+  uint64_t expires_at_ms = 0;
+  bool revoked = false;
+  std::string description;
+
+  // Neither revoked nor expired at `now_ms`.
+  bool valid_at(uint64_t now_ms) const {
+    return !revoked && (expires_at_ms == 0 || now_ms < expires_at_ms);
+  }
+};
+StatusOr<TokenRecord> parse_token(std::string_view id, const nlohmann::json& doc);
+nlohmann::json token_document(const TokenRecord& token);
 
 }  // namespace canopy::model

@@ -33,6 +33,16 @@ ParsedKey parse_key(std::string_view key) {
   std::array<std::string_view, 5> p;
   const size_t n = split(key, &p);
   ParsedKey out;
+  if (n == 2 && p[0] == "t" && is_dns1123_label(p[1])) {
+    out.kind = KeyKind::kTenant;
+    out.tenant = p[1];
+    return out;
+  }
+  if (n == 2 && p[0] == "tokens" && is_dns1123_label(p[1])) {
+    out.kind = KeyKind::kToken;
+    out.name = p[1];
+    return out;
+  }
   if (n == 4 && p[0] == "t" && is_dns1123_label(p[1]) && is_dns1123_label(p[3])) {
     if (p[2] == "templates") {
       out.kind = KeyKind::kTemplate;
@@ -40,6 +50,8 @@ ParsedKey parse_key(std::string_view key) {
       out.kind = KeyKind::kPlacement;
     } else if (p[2] == "overrides") {
       out.kind = KeyKind::kOverride;
+    } else if (p[2] == "grants") {
+      out.kind = KeyKind::kGrant;
     } else {
       return out;
     }
@@ -78,6 +90,11 @@ std::string placement_key(std::string_view tenant, std::string_view name) {
 std::string override_key(std::string_view tenant, std::string_view name) {
   return join({kTenantsPrefix, tenant, "/overrides/", name});
 }
+std::string tenant_key(std::string_view tenant) { return join({kTenantsPrefix, tenant}); }
+std::string grant_key(std::string_view tenant, std::string_view name) {
+  return join({kTenantsPrefix, tenant, "/grants/", name});
+}
+std::string token_key(std::string_view id) { return join({kTokensPrefix, id}); }
 std::string local_override_key(std::string_view site, std::string_view tenant,
                                std::string_view template_name) {
   return join({kSitesPrefix, site, "/overrides/", tenant, "/", template_name});

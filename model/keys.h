@@ -6,6 +6,9 @@
 //   t/<tenant>/templates/<template>              template (a Kubernetes manifest)
 //   t/<tenant>/placements/<placement>            placement
 //   t/<tenant>/overrides/<override>              hub override
+//   t/<tenant>                                   tenant record
+//   t/<tenant>/grants/<grant>                    grant of sites to the tenant
+//   tokens/<id>                                  API token (hub only)
 //
 // Every name is a DNS-1123 label (names.h). parse_key accepts exactly these
 // shapes with valid names; anything else is kOther, which no rule of the
@@ -19,6 +22,7 @@ namespace canopy::model {
 
 inline constexpr std::string_view kSitesPrefix = "sites/";
 inline constexpr std::string_view kTenantsPrefix = "t/";
+inline constexpr std::string_view kTokensPrefix = "tokens/";
 
 enum class KeyKind {
   kOther,
@@ -28,13 +32,18 @@ enum class KeyKind {
   kTemplate,
   kPlacement,
   kOverride,
+  kTenant,
+  kGrant,
+  kToken,
 };
 
 struct ParsedKey {
   KeyKind kind = KeyKind::kOther;
   std::string_view site;    // kSite, kLocalOverride, kStatus
-  std::string_view tenant;  // all but kSite
-  std::string_view name;    // the object's own name; the template's for kLocalOverride, kStatus
+  std::string_view tenant;  // all but kSite and kToken
+  // The object's own name; the template's for kLocalOverride, kStatus; the
+  // token's id for kToken; empty for kSite and kTenant.
+  std::string_view name;
 };
 
 // Views into `key`, which must outlive the result.
@@ -44,6 +53,9 @@ std::string site_key(std::string_view site);
 std::string template_key(std::string_view tenant, std::string_view name);
 std::string placement_key(std::string_view tenant, std::string_view name);
 std::string override_key(std::string_view tenant, std::string_view name);
+std::string tenant_key(std::string_view tenant);
+std::string grant_key(std::string_view tenant, std::string_view name);
+std::string token_key(std::string_view id);
 std::string local_override_key(std::string_view site, std::string_view tenant,
                                std::string_view template_name);
 std::string status_key(std::string_view site, std::string_view tenant,
@@ -53,7 +65,7 @@ std::string status_key(std::string_view site, std::string_view tenant,
 std::string site_subtree(std::string_view site);
 std::string status_prefix(std::string_view site);
 std::string local_overrides_prefix(std::string_view site);
-// `t/<tenant>/<kind>s/` for kind "template", "placement" or "override".
+// `t/<tenant>/<kind>s/` for kind "template", "placement", "override" or "grant".
 std::string tenant_kind_prefix(std::string_view tenant, std::string_view kind);
 
 // True when `key` is `sites/<site>` or under `sites/<site>/`.

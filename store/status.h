@@ -70,6 +70,9 @@ inline Status permission_denied(std::string m) {
   return Status(StatusCode::kPermissionDenied, std::move(m));
 }
 inline Status out_of_range(std::string m) { return Status(StatusCode::kOutOfRange, std::move(m)); }
+inline Status unauthenticated(std::string m) {
+  return Status(StatusCode::kUnauthenticated, std::move(m));
+}
 
 // Either a value or a non-OK status.
 template <typename T>

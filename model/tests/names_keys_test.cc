@@ -55,6 +55,9 @@ TEST(Keys, BuildAndParseEveryShape) {
       {local_override_key("tower-1", "acme", "web"), KeyKind::kLocalOverride, "tower-1", "acme",
        "web"},
       {status_key("tower-1", "acme", "web"), KeyKind::kStatus, "tower-1", "acme", "web"},
+      {tenant_key("acme"), KeyKind::kTenant, "", "acme", ""},
+      {grant_key("acme", "eu-shops"), KeyKind::kGrant, "", "acme", "eu-shops"},
+      {token_key("0f3a9c"), KeyKind::kToken, "", "", "0f3a9c"},
   };
   for (const Case& c : cases) {
     const ParsedKey k = parse_key(c.key);
@@ -65,8 +68,13 @@ TEST(Keys, BuildAndParseEveryShape) {
   }
   EXPECT_EQ(template_key("acme", "web"), "t/acme/templates/web");
   EXPECT_EQ(status_key("s", "t", "n"), "sites/s/status/t/n");
+  EXPECT_EQ(tenant_key("acme"), "t/acme");
+  EXPECT_EQ(grant_key("acme", "g"), "t/acme/grants/g");
+  EXPECT_EQ(token_key("ab12"), "tokens/ab12");
+  EXPECT_EQ(tenant_kind_prefix("acme", "grant"), "t/acme/grants/");
   for (const char* other :
-       {"", "t/", "t/acme/templates/", "t/Acme/templates/web", "t/acme/grants/x",
+       {"", "t/", "t/acme/templates/", "t/Acme/templates/web", "t/acme/tenants/x", "t/Acme",
+        "t/acme/grants/", "tokens/", "tokens/X", "tokens/a/b", "token/ab",
         "t/acme/templates/web/extra", "sites/", "sites/Tower", "sites/s/status/acme",
         "sites/s/other/acme/web", "sites/s/status/acme/web/x", "x/acme/templates/web"}) {
     EXPECT_EQ(parse_key(other).kind, KeyKind::kOther) << other;
