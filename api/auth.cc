@@ -1,0 +1,232 @@
+#include "api/auth.h"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "model/keys.h"
+
+namespace canopy::api {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kHex[] = "0123456789abcdef";
+constexpr char kBase64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string hex(const unsigned char* p, size_t n) {
+  std::string out;
+  out.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kHex[p[i] >> 4]);
+    out.push_back(kHex[p[i] & 0xf]);
+  }
+  return out;
+}
+
+// Base64url without padding: 32 bytes give 43 characters.
+std::string base64url(const unsigned char* p, size_t n) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (size_t i = 0; i < n; ++i) {
+    acc = (acc << 8) | p[i];
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kBase64Url[(acc >> bits) & 0x3f]);
+    }
+  }
+  if (bits > 0) out.push_back(kBase64Url[(acc << (6 - bits)) & 0x3f]);
+  return out;
+}
+
+StatusOr<model::BearerToken> new_bearer() {
+  std::array<unsigned char, model::kTokenIdChars / 2> id{};
+  std::array<unsigned char, 32> secret{};
+  if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1 ||
+      RAND_bytes(secret.data(), static_cast<int>(secret.size())) != 1) {
+    return unavailable("no random bytes for a new token (OpenSSL RAND_bytes failed)");
+  }
+  model::BearerToken t{hex(id.data(), id.size()), base64url(secret.data(), secret.size())};
+  OPENSSL_cleanse(secret.data(), secret.size());
+  return t;
+}
+
+// Writes `text` to `path` with mode 0600: to a temporary file next to it,
+// synced, then renamed over `path`.
+Status write_secret_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  ::unlink(tmp.c_str());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return unavailable("admin token file " + tmp + ": " + std::strerror(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return unavailable("admin token file " + tmp + ": " + std::strerror(e));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    return unavailable("admin token file " + tmp + ": " + std::strerror(e));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    return unavailable("admin token file " + path + ": " + std::strerror(e));
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr) != 1) {
+    // Only an OpenSSL without SHA-256 fails here; no digest then matches.
+    return std::string();
+  }
+  return hex(md, n);
+}
+
+Authenticator::Authenticator(Store* store, Clock* clock) : store_(store), clock_(clock) {}
+
+StatusOr<model::TokenRecord> Authenticator::load(std::string_view id) const {
+  auto text = store_->get(model::token_key(id));
+  if (!text.ok()) return text.status();
+  json doc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return data_loss("token record " + std::string(id) + " is not JSON");
+  return model::parse_token(id, doc);
+}
+
+StatusOr<model::TokenRecord> Authenticator::authenticate(std::string_view authorization) const {
+  while (!authorization.empty() &&
+         std::isspace(static_cast<unsigned char>(authorization.front()))) {
+    authorization.remove_prefix(1);
+  }
+  while (!authorization.empty() && std::isspace(static_cast<unsigned char>(authorization.back()))) {
+    authorization.remove_suffix(1);
+  }
+  if (authorization.empty()) return unauthenticated("no token (Authorization: Bearer <token>)");
+  // The scheme is case-insensitive (RFC 7235).
+  constexpr std::string_view kScheme = "bearer ";
+  if (authorization.size() < kScheme.size() ||
+      !std::equal(kScheme.begin(), kScheme.end(), authorization.begin(), [](char a, char b) {
+        return a == std::tolower(static_cast<unsigned char>(b));
+      })) {
+    return unauthenticated("the Authorization header must be \"Bearer <token>\"");
+  }
+  authorization.remove_prefix(kScheme.size());
+  while (!authorization.empty() && authorization.front() == ' ') authorization.remove_prefix(1);
+  auto bearer = model::parse_bearer(authorization);
+  if (!bearer.ok()) return bearer.status();
+  auto record = load(bearer->id);
+  const std::string hash = sha256_hex(bearer->secret);
+  if (!record.ok()) {
+    if (record.status().code() == StatusCode::kNotFound) {
+      return unauthenticated("the token is not valid");
+    }
+    return record.status();  // the store failed: not the client's fault
+  }
+  if (hash.size() != record->hash.size() ||
+      CRYPTO_memcmp(hash.data(), record->hash.data(), hash.size()) != 0) {
+    return unauthenticated("the token is not valid");
+  }
+  if (record->revoked) return unauthenticated("the token " + record->id + " was revoked");
+  if (!record->valid_at(clock_->now_ms())) {
+    return unauthenticated("the token " + record->id + " has expired");
+  }
+  return record;
+}
+
+StatusOr<IssuedToken> Authenticator::issue(const TokenRequest& request) {
+  auto bearer = new_bearer();
+  if (!bearer.ok()) return bearer.status();
+  return store_token(*bearer, request);
+}
+
+StatusOr<IssuedToken> Authenticator::store_token(const model::BearerToken& bearer,
+                                                 const TokenRequest& request) {
+  model::TokenRecord r;
+  r.id = bearer.id;
+  r.role = request.role;
+  r.tenant = request.tenant;
+  r.hash = sha256_hex(bearer.secret);
+  r.created_at_ms = clock_->now_ms();
+  r.expires_at_ms = request.ttl_ms == 0 ? 0 : r.created_at_ms + request.ttl_ms;
+  r.description = request.description;
+  // The record goes through the one parser, so that what is stored is valid.
+  const json doc = model::token_document(r);
+  auto checked = model::parse_token(r.id, doc);
+  if (!checked.ok()) return checked.status();
+  auto put = store_->put_value(model::token_key(r.id), doc);
+  if (!put.ok()) return put.status();
+  return IssuedToken{std::move(r), model::bearer_text(bearer)};
+}
+
+Status Authenticator::revoke(std::string_view id) {
+  auto record = load(id);
+  if (!record.ok()) return record.status();
+  if (record->revoked) return ok_status();
+  return store_->patch(model::token_key(id), R"({"revoked":true})").status();
+}
+
+StatusOr<std::vector<model::TokenRecord>> Authenticator::list(std::string_view tenant) const {
+  std::vector<model::TokenRecord> out;
+  std::string after;
+  while (true) {
+    auto page = store_->scan(model::kTokensPrefix, after, 1000);
+    if (!page.ok()) return page.status();
+    for (const ScanItem& item : page->items) {
+      const model::ParsedKey k = model::parse_key(item.key);
+      if (k.kind != model::KeyKind::kToken) continue;
+      json doc = json::parse(item.json, nullptr, /*allow_exceptions=*/false);
+      auto r = model::parse_token(k.name, doc);
+      if (!r.ok()) continue;  // an invalid record authenticates nobody either
+      if (tenant.empty() || r->tenant == tenant) out.push_back(std::move(r).value());
+    }
+    if (page->next_after.empty()) break;
+    after = page->next_after;
+  }
+  return out;
+}
+
+StatusOr<bool> Authenticator::bootstrap_admin(const std::string& path) {
+  auto page = store_->scan(model::kTokensPrefix, "", 1);
+  if (!page.ok()) return page.status();
+  if (!page->items.empty()) return false;
+  auto bearer = new_bearer();
+  if (!bearer.ok()) return bearer.status();
+  // The file first: a record whose secret nobody holds would lock the fleet
+  // out (and stop the next start from bootstrapping).
+  CANOPY_RETURN_IF_ERROR(write_secret_file(path, model::bearer_text(*bearer) + "\n"));
+  TokenRequest request;
+  request.role = model::Role::kFleetAdmin;
+  request.description = "bootstrap fleet-admin token (" + path + ")";
+  auto stored = store_token(*bearer, request);
+  if (!stored.ok()) {
+    ::unlink(path.c_str());
+    return stored.status();
+  }
+  return true;
+}
+
+}  // namespace canopy::api
