@@ -12,11 +12,12 @@
 #include <string_view>
 #include <utility>
 
+#include "workload_vocabulary.h"
+
 namespace canopy::bench {
 namespace {
 
-// Insertion-ordered, so manifests keep the familiar apiVersion/kind/metadata/spec order.
-using Json = nlohmann::ordered_json;
+using namespace workload_internal;
 
 // ---------------------------------------------------------------------------------------------
 // Randomness. std::mt19937_64 is fully specified by the standard; the distributions below are
@@ -78,137 +79,6 @@ class Rng {
  private:
   std::mt19937_64 engine_;
 };
-
-// ---------------------------------------------------------------------------------------------
-// Vocabulary.
-
-constexpr std::array<std::string_view, 8> kTenants = {"acme",  "globex", "initech", "umbrella",
-                                                      "hooli", "stark",  "wayne",   "tyrell"};
-constexpr std::array<std::string_view, 12> kNamespaces = {
-    "shop",    "payments", "auth",  "search", "checkout", "catalog",
-    "billing", "identity", "media", "ingest", "platform", "observability"};
-constexpr std::array<std::string_view, 24> kApps = {
-    "web",      "api",       "worker",     "gateway",  "frontend", "backend",
-    "cart",     "inventory", "orders",     "pricing",  "notifier", "scheduler",
-    "indexer",  "renderer",  "ledger",     "profile",  "session",  "recommender",
-    "exporter", "collector", "reconciler", "uploader", "resizer",  "mailer"};
-constexpr std::array<std::string_view, 6> kComponents = {"server",   "worker", "consumer",
-                                                         "frontend", "cache",  "controller"};
-constexpr std::array<std::string_view, 4> kEnvironments = {"production", "staging", "canary",
-                                                           "development"};
-constexpr std::array<std::string_view, 8> kTeams = {"storefront",       "payments-core", "identity",
-                                                    "search-relevance", "platform",      "sre",
-                                                    "data-eng",         "growth"};
-constexpr std::array<std::string_view, 6> kRegistries = {
-    "registry.acme.example",
-    "ghcr.io/acme",
-    "quay.io/acme",
-    "registry.gitlab.example/acme",
-    "europe-docker.pkg.dev/acme-prod/apps",
-    "123456789012.dkr.ecr.eu-west-1.amazonaws.com"};
-constexpr std::array<std::string_view, 6> kSidecars = {
-    "envoy", "fluent-bit", "otel-collector", "vault-agent", "cloud-sql-proxy", "oauth2-proxy"};
-constexpr std::array<std::string_view, 6> kRegions = {"eu-west-1", "eu-central-1",   "us-east-1",
-                                                      "us-west-2", "ap-southeast-1", "sa-east-1"};
-constexpr std::array<std::string_view, 5> kLogLevels = {"debug", "info", "warn", "error", "trace"};
-constexpr std::array<std::string_view, 32> kWords = {
-    "checkout", "search",   "express",  "pricing",  "bundles",   "coupons",  "wishlist", "reviews",
-    "returns",  "shipping", "tracking", "loyalty",  "giftcards", "invoices", "refunds",  "taxes",
-    "currency", "locale",   "catalog",  "ranking",  "audit",     "export",   "import",   "webhooks",
-    "sso",      "mfa",      "sessions", "throttle", "caching",   "preview",  "beta",     "dark"};
-constexpr std::array<std::string_view, 14> kSentences = {
-    "Serves the public storefront behind the edge gateway.",
-    "Consumes order events and updates the read model.",
-    "Owned by the on-call rotation; page before scaling below two replicas.",
-    "Do not edit by hand: rendered from the platform template.",
-    "Scaled by the HPA between business hours; keep requests conservative.",
-    "Talks to the primary database through the connection pooler.",
-    "Rolled out with the canary analysis pipeline.",
-    "Holds feature flags evaluated at request time.",
-    "Exposes metrics on the admin port for Prometheus.",
-    "Migrated from the legacy VM fleet in the last quarter.",
-    "Batch jobs run nightly; expect CPU spikes around 02:00 UTC.",
-    "Only reachable from inside the mesh.",
-    "PCI scope: changes need a second reviewer.",
-    "Backed by a regional object store bucket with versioning on."};
-
-struct EnvTemplate {
-  std::string_view name;
-  enum Source { kValue, kSecret, kConfigMap, kField } source;
-};
-constexpr std::array<EnvTemplate, 28> kEnvPool = {{
-    {"LOG_LEVEL", EnvTemplate::kValue},
-    {"LOG_FORMAT", EnvTemplate::kValue},
-    {"HTTP_PORT", EnvTemplate::kValue},
-    {"GRPC_PORT", EnvTemplate::kValue},
-    {"DATABASE_HOST", EnvTemplate::kValue},
-    {"DATABASE_PORT", EnvTemplate::kValue},
-    {"DATABASE_NAME", EnvTemplate::kValue},
-    {"DATABASE_USER", EnvTemplate::kSecret},
-    {"DATABASE_PASSWORD", EnvTemplate::kSecret},
-    {"REDIS_URL", EnvTemplate::kValue},
-    {"KAFKA_BROKERS", EnvTemplate::kValue},
-    {"OTEL_EXPORTER_OTLP_ENDPOINT", EnvTemplate::kValue},
-    {"OTEL_SERVICE_NAME", EnvTemplate::kValue},
-    {"OTEL_RESOURCE_ATTRIBUTES", EnvTemplate::kValue},
-    {"JAVA_OPTS", EnvTemplate::kValue},
-    {"GOMAXPROCS", EnvTemplate::kValue},
-    {"POD_NAME", EnvTemplate::kField},
-    {"POD_NAMESPACE", EnvTemplate::kField},
-    {"NODE_NAME", EnvTemplate::kField},
-    {"POD_IP", EnvTemplate::kField},
-    {"CACHE_TTL_SECONDS", EnvTemplate::kConfigMap},
-    {"MAX_CONNECTIONS", EnvTemplate::kConfigMap},
-    {"REQUEST_TIMEOUT_MS", EnvTemplate::kConfigMap},
-    {"S3_BUCKET", EnvTemplate::kValue},
-    {"AWS_REGION", EnvTemplate::kValue},
-    {"SENTRY_DSN", EnvTemplate::kSecret},
-    {"API_KEY", EnvTemplate::kSecret},
-    {"JWT_SIGNING_KEY", EnvTemplate::kSecret},
-}};
-
-enum class DocKind { kDeployment, kConfigMap, kService };
-
-// ---------------------------------------------------------------------------------------------
-// Helpers.
-
-// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-void civil_from_days(int64_t z, int64_t* y, unsigned* m, unsigned* d) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const auto doe = static_cast<unsigned>(z - era * 146097);
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const unsigned mp = (5 * doy + 2) / 153;
-  *d = doy - (153 * mp + 2) / 5 + 1;
-  *m = mp < 10 ? mp + 3 : mp - 9;
-  *y = static_cast<int64_t>(yoe) + era * 400 + (*m <= 2 ? 1 : 0);
-}
-
-std::string rfc3339(int64_t unix_seconds) {
-  int64_t days = unix_seconds / 86400;
-  int64_t secs = unix_seconds % 86400;
-  int64_t y;
-  unsigned m, d;
-  civil_from_days(days, &y, &m, &d);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02lld:%02lld:%02lldZ",
-                static_cast<long long>(y), m, d, static_cast<long long>(secs / 3600),
-                static_cast<long long>(secs / 60 % 60), static_cast<long long>(secs % 60));
-  return buf;
-}
-
-std::string str(std::string_view s) { return std::string(s); }
-
-size_t json_size(const Json& j) { return j.dump().size(); }
-
-// Bytes that adding `key: value` adds to a non-empty object in compact JSON.
-size_t member_bytes(const std::string& key, const Json& value) {
-  return Json(key).dump().size() + 1 + value.dump().size() + 1;
-}
-
-// Bytes that appending `value` adds to a non-empty array in compact JSON.
-size_t element_bytes(const Json& value) { return value.dump().size() + 1; }
 
 // ---------------------------------------------------------------------------------------------
 // The generator.
@@ -973,10 +843,6 @@ class Generator {
   std::vector<LiveDoc> live_;
 };
 
-void set_error(std::string* error, std::string msg) {
-  if (error) *error = std::move(msg);
-}
-
 }  // namespace
 
 const char* kind_name(Change::Kind kind) {
@@ -993,95 +859,6 @@ const char* kind_name(Change::Kind kind) {
 
 std::vector<Change> generate_workload(const WorkloadOptions& options) {
   return Generator(options).run();
-}
-
-bool write_workload(const std::string& path, const std::vector<Change>& changes,
-                    std::string* error) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) {
-    set_error(error, "cannot open " + path + " for writing");
-    return false;
-  }
-  std::string line;
-  for (const Change& c : changes) {
-    // Built by hand so that the stored document text is copied verbatim, in its own key order.
-    line = "{\"op\":\"";
-    line += kind_name(c.kind);
-    line += "\",\"key\":";
-    line += Json(c.key).dump();
-    if (c.kind == Change::kCreate) {
-      line += ",\"doc\":";
-      line += c.json.empty() ? "{}" : c.json;
-    } else if (c.kind == Change::kPatch) {
-      line += ",\"patch\":";
-      line += c.json.empty() ? "{}" : c.json;
-    }
-    line += "}\n";
-    out.write(line.data(), static_cast<std::streamsize>(line.size()));
-  }
-  out.flush();
-  if (!out) {
-    set_error(error, "write to " + path + " failed");
-    return false;
-  }
-  return true;
-}
-
-bool read_workload(const std::string& path, std::vector<Change>* changes, std::string* error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    set_error(error, "cannot open " + path);
-    return false;
-  }
-  changes->clear();
-  std::string line;
-  size_t lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(lineno) + ": ";
-    Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) {
-      set_error(error, where + "not a JSON object");
-      return false;
-    }
-    auto op = j.find("op");
-    auto key = j.find("key");
-    if (op == j.end() || !op->is_string() || key == j.end() || !key->is_string()) {
-      set_error(error, where + "missing \"op\" or \"key\"");
-      return false;
-    }
-    Change c;
-    c.key = key->get<std::string>();
-    const std::string& o = op->get_ref<const std::string&>();
-    const char* field = nullptr;
-    if (o == "create") {
-      c.kind = Change::kCreate;
-      field = "doc";
-    } else if (o == "patch") {
-      c.kind = Change::kPatch;
-      field = "patch";
-    } else if (o == "remove") {
-      c.kind = Change::kRemove;
-    } else {
-      set_error(error, where + "unknown op \"" + o + "\"");
-      return false;
-    }
-    if (field) {
-      auto body = j.find(field);
-      if (body == j.end() || !body->is_object()) {
-        set_error(error, where + "\"" + field + "\" must be an object");
-        return false;
-      }
-      c.json = body->dump();
-    }
-    changes->push_back(std::move(c));
-  }
-  if (in.bad()) {
-    set_error(error, "read from " + path + " failed");
-    return false;
-  }
-  return true;
 }
 
 }  // namespace canopy::bench

@@ -4,7 +4,9 @@
 #   workload_test          gtest
 # Needs nlohmann_json::nlohmann_json, GTest::gtest_main and the canopy_warnings interface target.
 
-add_library(canopy_bench_workload STATIC ${CMAKE_CURRENT_LIST_DIR}/workload.cc)
+add_library(canopy_bench_workload STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/workload.cc
+  ${CMAKE_CURRENT_LIST_DIR}/workload_file.cc)
 target_include_directories(canopy_bench_workload PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_compile_features(canopy_bench_workload PUBLIC cxx_std_20)
 target_link_libraries(canopy_bench_workload
