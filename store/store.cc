@@ -51,6 +51,7 @@ Status Store::Impl::open() {
   if (opts_.env != nullptr) options.env = opts_.env;
   options.create_if_missing = true;
   options.create_missing_column_families = true;
+  options.max_file_opening_threads = opts_.file_opening_threads;
   auto supported = rocksdb::GetSupportedCompressions();
   auto has = [&](rocksdb::CompressionType t) {
     return std::find(supported.begin(), supported.end(), t) != supported.end();

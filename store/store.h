@@ -85,6 +85,10 @@ struct StoreOptions {
   // disk. The simulation passes an in-memory one that injects storage faults
   // (`path` then names a directory inside it). Not owned; must outlive the store.
   rocksdb::Env* env = nullptr;
+  // Threads RocksDB starts to open table files when the store opens
+  // (max_file_opening_threads); 1 opens them on the calling thread. The
+  // simulation, which opens thousands of small stores, starts none.
+  int file_opening_threads = 16;
 };
 
 // Which keys a replication call covers.

@@ -120,6 +120,7 @@ class World {
     o.replica_id = n.replica;
     o.random = [this] { return rng_(); };
     o.env = fs_.env();
+    o.file_opening_threads = 1;
     auto st = Store::open(o);
     ASSERT_TRUE(st.ok()) << st.status().to_string();
     n.store = std::move(st).value();
