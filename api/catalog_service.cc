@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "api/grpc_status.h"
+#include "model/access.h"
 #include "model/documents.h"
 #include "model/keys.h"
 #include "model/names.h"
@@ -64,8 +65,33 @@ struct CatalogService::Watcher {
 };
 
 CatalogService::CatalogService(Store* store, hub::PlacementIndex* index,
-                               hub::StatusAggregate* status, CatalogOptions options)
-    : store_(store), index_(index), status_(status), options_(std::move(options)) {}
+                               hub::StatusAggregate* status, Authenticator* auth,
+                               CatalogOptions options)
+    : store_(store), index_(index), status_(status), auth_(auth), options_(std::move(options)) {}
+
+grpc::Status CatalogService::authorize(grpc::ServerContext* context, model::Action action,
+                                       std::string_view kind, std::string_view tenant) const {
+  std::string_view header;
+  const auto& md = context->client_metadata();
+  if (auto it = md.find("authorization"); it != md.end()) {
+    header = std::string_view(it->second.data(), it->second.size());
+  }
+  auto who = auth_->authenticate(header);
+  if (!who.ok()) return to_grpc(who.status());
+  // Sites belong to no tenant: they are the fleet's.
+  const std::string_view scope = kind == kSite ? std::string_view() : tenant;
+  if (!model::permits(who->role, who->tenant, action, scope)) {
+    std::string holder = std::string(model::role_name(who->role));
+    if (!who->tenant.empty()) holder += " of tenant " + who->tenant;
+    static constexpr const char* kVerb[] = {"read", "write", "manage", "administer"};
+    const std::string what =
+        scope.empty() ? std::string("the fleet's sites") : "tenant " + quote(scope) + "'s objects";
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "token " + who->id + " (" + holder + ") may not " +
+                            kVerb[static_cast<int>(action)] + " " + what);
+  }
+  return grpc::Status::OK;
+}
 
 CatalogService::~CatalogService() { shutdown(); }
 
@@ -87,8 +113,14 @@ StatusOr<bool> CatalogService::read_object(const std::string& key, v1::Object* o
   return true;
 }
 
-grpc::Status CatalogService::Put(grpc::ServerContext*, const v1::PutRequest* request,
+grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequest* request,
                                  v1::PutResponse* response) {
+  const model::Action write =
+      request->object().kind() == kSite ? model::Action::kAdminister : model::Action::kWrite;
+  if (auto a = authorize(context, write, request->object().kind(), request->object().tenant());
+      !a.ok()) {
+    return a;
+  }
   if (!request->has_object()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "object is missing");
   }
@@ -113,8 +145,12 @@ grpc::Status CatalogService::Put(grpc::ServerContext*, const v1::PutRequest* req
   return grpc::Status::OK;
 }
 
-grpc::Status CatalogService::Get(grpc::ServerContext*, const v1::GetRequest* request,
+grpc::Status CatalogService::Get(grpc::ServerContext* context, const v1::GetRequest* request,
                                  v1::GetResponse* response) {
+  if (auto a = authorize(context, model::Action::kRead, request->kind(), request->tenant());
+      !a.ok()) {
+    return a;
+  }
   auto key = object_key(request->kind(), request->tenant(), request->name());
   if (!key.ok()) return to_grpc(key.status());
   v1::Object* out = response->mutable_object();
@@ -128,8 +164,12 @@ grpc::Status CatalogService::Get(grpc::ServerContext*, const v1::GetRequest* req
   return grpc::Status::OK;
 }
 
-grpc::Status CatalogService::List(grpc::ServerContext*, const v1::ListRequest* request,
+grpc::Status CatalogService::List(grpc::ServerContext* context, const v1::ListRequest* request,
                                   v1::ListResponse* response) {
+  if (auto a = authorize(context, model::Action::kRead, request->kind(), request->tenant());
+      !a.ok()) {
+    return a;
+  }
   const std::string& kind = request->kind();
   // Validate kind and tenant with a placeholder name.
   auto valid = object_key(kind, request->tenant(), "x");
@@ -199,8 +239,11 @@ grpc::Status CatalogService::List(grpc::ServerContext*, const v1::ListRequest* r
   }
 }
 
-grpc::Status CatalogService::Delete(grpc::ServerContext*, const v1::DeleteRequest* request,
+grpc::Status CatalogService::Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
                                     v1::DeleteResponse* response) {
+  const model::Action write =
+      request->kind() == kSite ? model::Action::kAdminister : model::Action::kWrite;
+  if (auto a = authorize(context, write, request->kind(), request->tenant()); !a.ok()) return a;
   auto key = object_key(request->kind(), request->tenant(), request->name());
   if (!key.ok()) return to_grpc(key.status());
   auto delta = store_->remove(*key);
@@ -220,6 +263,10 @@ grpc::Status CatalogService::Delete(grpc::ServerContext*, const v1::DeleteReques
 
 grpc::Status CatalogService::Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
                                    grpc::ServerWriter<v1::WatchEvent>* writer) {
+  if (auto a = authorize(context, model::Action::kRead, request->kind(), request->tenant());
+      !a.ok()) {
+    return a;
+  }
   const std::string& kind = request->kind();
   auto valid = object_key(kind, request->tenant(), "x");
   if (!valid.ok()) return to_grpc(valid.status());
@@ -297,8 +344,12 @@ grpc::Status CatalogService::Watch(grpc::ServerContext* context, const v1::Watch
   return result;
 }
 
-grpc::Status CatalogService::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest* request,
+grpc::Status CatalogService::GetStatus(grpc::ServerContext* context,
+                                       const v1::GetStatusRequest* request,
                                        v1::GetStatusResponse* response) {
+  if (auto a = authorize(context, model::Action::kRead, kPlacement, request->tenant()); !a.ok()) {
+    return a;
+  }
   for (const auto& [field, value] :
        {std::pair<const char*, const std::string*>{"tenant", &request->tenant()},
         {"placement", &request->placement()}}) {

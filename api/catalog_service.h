@@ -15,6 +15,13 @@
 // RESOURCE_EXHAUSTED: it re-lists and watches again, and the writers never
 // wait for it.
 //
+// Every call is authenticated (metadata `authorization: Bearer <token>`,
+// api/auth.h) before anything else is read, and authorized by
+// model/access.h: reading a tenant's objects or status needs kRead on it,
+// writing them kWrite; sites are fleet-level (reading them kRead on the
+// fleet, writing them kAdminister). A refusal is UNAUTHENTICATED or
+// PERMISSION_DENIED and touches nothing.
+//
 // Thread-safety: the handlers are called by gRPC from many threads at once;
 // the store and the index are thread-safe. The server must be shut down (and
 // its handlers returned) before the service is destroyed; call shutdown()
@@ -31,6 +38,7 @@
 #include <string>
 #include <string_view>
 
+#include "api/auth.h"
 #include "api/objects.h"
 #include "canopy/v1/hub.grpc.pb.h"
 #include "hub/placement_index.h"
@@ -54,10 +62,10 @@ struct CatalogOptions {
 
 class CatalogService final : public v1::Catalog::Service {
  public:
-  // `store`, `index` and `status` must outlive the service; `index` and
-  // `status` follow `store`. GetStatus answers from `status`.
+  // `store`, `index`, `status` and `auth` must outlive the service; `index`
+  // and `status` follow `store`. GetStatus answers from `status`.
   CatalogService(Store* store, hub::PlacementIndex* index, hub::StatusAggregate* status,
-                 CatalogOptions options = {});
+                 Authenticator* auth, CatalogOptions options = {});
   ~CatalogService() override;
   CatalogService(const CatalogService&) = delete;
   CatalogService& operator=(const CatalogService&) = delete;
@@ -84,10 +92,15 @@ class CatalogService final : public v1::Catalog::Service {
   // Reads `key` into `out` (kind, tenant, name set by the caller). False when
   // the document does not exist (version still set when a tombstone does).
   StatusOr<bool> read_object(const std::string& key, v1::Object* out);
+  // OK when the caller's token may do `action` on the objects of `kind` and
+  // `tenant` (sites: fleet-level), else why not.
+  grpc::Status authorize(grpc::ServerContext* context, model::Action action, std::string_view kind,
+                         std::string_view tenant) const;
 
   Store* store_;
   hub::PlacementIndex* index_;
   hub::StatusAggregate* status_;
+  Authenticator* auth_;
   CatalogOptions options_;
 
   std::mutex mu_;

@@ -2,7 +2,9 @@
 //
 // Composes a hub::Hub (store, placement index, status aggregate, the sync
 // sessions of its sites over NATS) with what api/ serves over it: the Catalog
-// gRPC API and the health endpoint (HTTP: /healthz, /v1/sessions).
+// gRPC API and the health endpoint (HTTP: /healthz, /v1/sessions). Every API
+// call needs a token; a hub started on an empty store writes a fleet-admin
+// token to <data>/admin.token (mode 0600) or --admin-token-file.
 //
 //   canopy-hub --config hub.yaml
 //   canopy-hub --name hub --data /var/lib/canopy/hub --nats nats://127.0.0.1:4222
@@ -36,12 +38,16 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
   app.add_option("--grpc", cfg->grpc_listen, "gRPC listen address host:port");
   app.add_option("--health", cfg->health_listen, "health HTTP listen address host:port");
   app.add_option("--log-level", cfg->log_level, "trace|debug|info|warn|error");
+  app.add_option("--admin-token-file", cfg->admin_token_file,
+                 "where a new hub writes its first fleet-admin token (default: "
+                 "<data>/admin.token)");
 }
 
 int run(const hub::HubConfig& cfg) {
   daemon::set_log_level(cfg.log_level);
   daemon::Health health;
   hub::Hub hub(cfg);
+  std::unique_ptr<api::Authenticator> auth;
   std::unique_ptr<api::CatalogService> catalog;
   std::unique_ptr<grpc::Server> grpc_server;
   api::HttpServer http;
@@ -50,7 +56,13 @@ int run(const hub::HubConfig& cfg) {
   parts.push_back(
       {"gRPC API",
        [&]() -> Status {
-         catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status());
+         auth = std::make_unique<api::Authenticator>(hub.store(), SystemClock::instance());
+         // Only the file's path is logged, never the token.
+         auto wrote = auth->bootstrap_admin(cfg.admin_token_path());
+         if (!wrote.ok()) return wrote.status();
+         if (*wrote) spdlog::info("wrote a fleet-admin API token to {}", cfg.admin_token_path());
+         catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status(),
+                                                         auth.get());
          grpc_server = api::start_grpc_server(cfg.grpc_listen, {catalog.get()}, nullptr);
          if (!grpc_server) return unavailable("cannot listen on " + cfg.grpc_listen);
          spdlog::info("gRPC API on {}", cfg.grpc_listen);

@@ -7,18 +7,21 @@ namespace canopy::hub {
 
 Status load_hub_config(const std::string& path, HubConfig* c) {
   YAML::Node root;
-  CANOPY_RETURN_IF_ERROR(
-      daemon::load_config_map(path,
-                              {"name", "data_dir", "nats", "grpc_listen", "health_listen",
-                               "durability", "max_concurrent_catchups", "away_after_s",
-                               "session_timeout_s", "log_retention_hours", "log_level"},
-                              &root));
+  CANOPY_RETURN_IF_ERROR(daemon::load_config_map(
+      path,
+      {"name", "data_dir", "nats", "grpc_listen", "health_listen", "durability",
+       "max_concurrent_catchups", "away_after_s", "session_timeout_s", "log_retention_hours",
+       "log_level", "admin_token_file"},
+      &root));
   try {
     if (root["name"]) c->name = root["name"].as<std::string>();
     if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
     if (root["nats"]) c->nats_urls = daemon::nats_urls_of(root["nats"]);
     if (root["grpc_listen"]) c->grpc_listen = root["grpc_listen"].as<std::string>();
     if (root["health_listen"]) c->health_listen = root["health_listen"].as<std::string>();
+    if (root["admin_token_file"]) {
+      c->admin_token_file = root["admin_token_file"].as<std::string>();
+    }
     if (root["durability"]) {
       auto d = parse_durability(root["durability"].as<std::string>());
       if (!d.ok()) return invalid_argument("config " + path + ": " + d.status().message());

@@ -26,6 +26,13 @@ struct HubConfig {
   uint64_t session_timeout_s = 600;
   uint64_t log_retention_hours = 168;  // the change log and tombstones are kept this long
   std::string log_level = "info";
+  // Where a hub started on an empty store writes its first fleet-admin token
+  // (api/auth.h); empty: <data_dir>/admin.token.
+  std::string admin_token_file;
+
+  std::string admin_token_path() const {
+    return admin_token_file.empty() ? data_dir + "/admin.token" : admin_token_file;
+  }
 };
 
 // Reads `path` (YAML) into `config`. Unknown keys are errors, so a typo does

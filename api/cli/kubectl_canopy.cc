@@ -12,7 +12,9 @@
 //
 // The hub is --hub host:port, else $CANOPY_HUB, else 127.0.0.1:7400 (an
 // insecure channel for now, as the hub serves). Every call has a deadline
-// (--timeout, 5 s).
+// (--timeout, 5 s) and carries a token: --token, else $CANOPY_TOKEN, else the
+// first line of --token-file or $CANOPY_TOKEN_FILE (a new hub writes its
+// first fleet-admin token to <data>/admin.token).
 //
 // Files are multi-document YAML; each document is
 //
@@ -377,7 +379,8 @@ std::vector<Item> read_files(const std::vector<std::string>& files) {
 
 class Hub {
  public:
-  Hub(std::string address, int timeout_s) : address_(std::move(address)), timeout_s_(timeout_s) {
+  Hub(std::string address, std::string token, int timeout_s)
+      : address_(std::move(address)), token_(std::move(token)), timeout_s_(timeout_s) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
     args.SetMaxSendMessageSize(api::kMaxGrpcMessageBytes);
@@ -390,6 +393,7 @@ class Hub {
             const Req& request, bool* not_found = nullptr) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s_));
+    if (!token_.empty()) ctx.AddMetadata("authorization", "Bearer " + token_);
     Resp response;
     grpc::Status s = ((*stub_).*method)(&ctx, request, &response);
     if (s.ok()) return response;
@@ -409,6 +413,10 @@ class Hub {
     if (transport && channel_->GetState(false) != GRPC_CHANNEL_READY) {
       m = "cannot reach the hub at " + address_ + " (" + m +
           "); is canopy-hub running there? Set the address with --hub or CANOPY_HUB";
+    } else if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+      m += token_.empty() ? " (no token given: set --token, CANOPY_TOKEN or CANOPY_TOKEN_FILE; a "
+                            "new hub writes its first admin token to <data>/admin.token)"
+                          : " (check --token, CANOPY_TOKEN or CANOPY_TOKEN_FILE)";
     } else if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
       m += " (the hub at " + address_ + " did not answer within " + std::to_string(timeout_s_) +
            " s; see --timeout)";
@@ -417,6 +425,7 @@ class Hub {
   }
 
   std::string address_;
+  std::string token_;
   int timeout_s_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Catalog::Stub> stub_;
@@ -751,12 +760,20 @@ int main(int argc, char** argv) {
 
   const char* env_hub = std::getenv("CANOPY_HUB");
   std::string hub_address = env_hub != nullptr && *env_hub != '\0' ? env_hub : "";
+  const char* env_token = std::getenv("CANOPY_TOKEN");
+  std::string token = env_token != nullptr ? env_token : "";
+  const char* env_token_file = std::getenv("CANOPY_TOKEN_FILE");
+  std::string token_file = env_token_file != nullptr ? env_token_file : "";
   int timeout_s = 5;
   bool version = false;
   app.add_flag("--version", version, "print the version and exit");
   app.add_option("--hub", hub_address,
                  "the hub's gRPC address host:port (default: $CANOPY_HUB, else " +
                      std::string(canopy::cli::kDefaultHub) + ")");
+  app.add_option("--token", token, "the API token (default: $CANOPY_TOKEN)");
+  app.add_option("--token-file", token_file,
+                 "a file whose first line is the API token, when no token is given (default: "
+                 "$CANOPY_TOKEN_FILE)");
   app.add_option("--timeout", timeout_s, "seconds to wait for each call to the hub")
       ->check(CLI::Range(1, 3600));
 
@@ -801,9 +818,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (hub_address.empty()) hub_address = canopy::cli::kDefaultHub;
+  if (token.empty() && !token_file.empty()) {
+    std::ifstream in(token_file);
+    if (!in) {
+      std::fprintf(stderr, "error: token file %s: %s\n", token_file.c_str(), std::strerror(errno));
+      return 1;
+    }
+    std::getline(in, token);
+  }
 
   try {
-    canopy::cli::Hub hub(hub_address, timeout_s);
+    canopy::cli::Hub hub(hub_address, token, timeout_s);
     if (*apply) return canopy::cli::cmd_apply(hub, files);
     if (*get) return canopy::cli::cmd_get(hub, kind, target, output);
     if (*del) return canopy::cli::cmd_delete(hub, kind, target);

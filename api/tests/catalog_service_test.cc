@@ -51,20 +51,34 @@ class CatalogServiceTest : public ::testing::Test {
     auto s = Store::open(o);
     ASSERT_TRUE(s.ok()) << s.status().to_string();
     store_ = std::move(s).value();
+    auth_ = std::make_unique<Authenticator>(store_.get(), SystemClock::instance());
     auto index = hub::PlacementIndex::attach(store_.get());
     ASSERT_TRUE(index.ok()) << index.status().to_string();
     index_ = std::move(index).value();
     auto status = hub::StatusAggregate::attach(store_.get(), index_.get());
     ASSERT_TRUE(status.ok()) << status.status().to_string();
     status_ = std::move(status).value();
+    auto admin = auth_->issue(TokenRequest{model::Role::kFleetAdmin, "", 0, "test"});
+    ASSERT_TRUE(admin.ok()) << admin.status().to_string();
+    bearer_ = admin->bearer;
     start({});
+  }
+
+  // Sends the current token (bearer_) with a call.
+  void authorize(grpc::ClientContext* ctx) const {
+    if (!bearer_.empty()) ctx->AddMetadata("authorization", "Bearer " + bearer_);
+  }
+  std::string issue(model::Role role, const std::string& tenant) {
+    auto t = auth_->issue(TokenRequest{role, tenant, 0, "test"});
+    EXPECT_TRUE(t.ok()) << t.status().to_string();
+    return t.ok() ? t->bearer : std::string();
   }
 
   void TearDown() override { stop(); }
 
   void start(CatalogOptions options) {
     service_ = std::make_unique<CatalogService>(store_.get(), index_.get(), status_.get(),
-                                                std::move(options));
+                                                auth_.get(), std::move(options));
     int port = 0;
     server_ = start_grpc_server("127.0.0.1:0", {service_.get()}, &port);
     ASSERT_NE(server_, nullptr);
@@ -84,6 +98,7 @@ class CatalogServiceTest : public ::testing::Test {
 
   grpc::Status put(const v1::Object& obj, v1::PutResponse* out = nullptr) {
     grpc::ClientContext ctx;
+    authorize(&ctx);
     v1::PutRequest req;
     *req.mutable_object() = obj;
     v1::PutResponse resp;
@@ -99,6 +114,7 @@ class CatalogServiceTest : public ::testing::Test {
   grpc::Status get(std::string_view kind, std::string_view tenant, std::string_view name,
                    v1::Object* out = nullptr) {
     grpc::ClientContext ctx;
+    authorize(&ctx);
     v1::GetRequest req;
     req.set_kind(std::string(kind));
     req.set_tenant(std::string(tenant));
@@ -110,6 +126,7 @@ class CatalogServiceTest : public ::testing::Test {
   }
   grpc::Status remove(std::string_view kind, std::string_view tenant, std::string_view name) {
     grpc::ClientContext ctx;
+    authorize(&ctx);
     v1::DeleteRequest req;
     req.set_kind(std::string(kind));
     req.set_tenant(std::string(tenant));
@@ -120,6 +137,7 @@ class CatalogServiceTest : public ::testing::Test {
   grpc::Status list(std::string_view kind, std::string_view tenant, uint32_t page_size,
                     const std::string& token, v1::ListResponse* out) {
     grpc::ClientContext ctx;
+    authorize(&ctx);
     v1::ListRequest req;
     req.set_kind(std::string(kind));
     req.set_tenant(std::string(tenant));
@@ -155,6 +173,8 @@ class CatalogServiceTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
   std::unique_ptr<hub::PlacementIndex> index_;
   std::unique_ptr<hub::StatusAggregate> status_;
+  std::unique_ptr<Authenticator> auth_;
+  std::string bearer_;  // sent with every call (authorize); the fleet admin's at first
   std::unique_ptr<CatalogService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::Catalog::Stub> stub_;
@@ -406,6 +426,7 @@ TEST_F(CatalogServiceTest, BadInputIsRefusedAndChangesNothing) {
   }
   {
     grpc::ClientContext ctx;
+    authorize(&ctx);
     v1::PutRequest empty;
     v1::PutResponse resp;
     grpc::Status st = stub_->Put(&ctx, empty, &resp);
@@ -439,6 +460,7 @@ v1::WatchEvent next_event(grpc::ClientReader<v1::WatchEvent>* reader) {
 
 TEST_F(CatalogServiceTest, WatchDeliversChangesOfItsKindAndTenant) {
   grpc::ClientContext ctx;
+  authorize(&ctx);
   v1::WatchRequest req;
   req.set_kind("template");
   req.set_tenant("acme");
@@ -484,6 +506,7 @@ TEST_F(CatalogServiceTest, WatchDeliversChangesOfItsKindAndTenant) {
 
 TEST_F(CatalogServiceTest, WatchRefusesBadRequests) {
   grpc::ClientContext ctx;
+  authorize(&ctx);
   v1::WatchRequest req;
   req.set_kind("template");
   req.set_tenant("Acme");
@@ -513,6 +536,8 @@ TEST_F(CatalogServiceTest, WatchThatFallsBehindIsEnded) {
   start(std::move(options));
 
   grpc::ClientContext ctx;
+
+  authorize(&ctx);
   v1::WatchRequest req;
   req.set_kind("template");
   req.set_tenant("acme");
@@ -552,6 +577,7 @@ TEST_F(CatalogServiceTest, WatchThatFallsBehindIsEnded) {
 
 TEST_F(CatalogServiceTest, ShutdownEndsWatches) {
   grpc::ClientContext ctx;
+  authorize(&ctx);
   v1::WatchRequest req;
   req.set_kind("site");
   auto reader = stub_->Watch(&ctx, req);
@@ -581,6 +607,8 @@ TEST_F(CatalogServiceTest, GetStatusAggregatesTheSitesOfAPlacement) {
   status("a", "other", {{"outcome", "failed"}});  // not in the placement
 
   grpc::ClientContext ctx;
+
+  authorize(&ctx);
   v1::GetStatusRequest req;
   req.set_tenant("acme");
   req.set_placement("shop");
@@ -613,6 +641,7 @@ TEST_F(CatalogServiceTest, GetStatusAggregatesTheSitesOfAPlacement) {
   int pages = 0;
   do {
     grpc::ClientContext pctx;
+    authorize(&pctx);
     req.set_page_size(3);
     req.set_page_token(token);
     v1::GetStatusResponse page;
@@ -628,6 +657,7 @@ TEST_F(CatalogServiceTest, GetStatusAggregatesTheSitesOfAPlacement) {
   // The index follows label changes: d joins as pending.
   site("d", {{"region", "eu"}});
   grpc::ClientContext ctx2;
+  authorize(&ctx2);
   req.set_page_size(0);
   req.set_page_token("");
   ASSERT_TRUE(stub_->GetStatus(&ctx2, req, &resp).ok());
@@ -635,11 +665,14 @@ TEST_F(CatalogServiceTest, GetStatusAggregatesTheSitesOfAPlacement) {
   EXPECT_EQ(resp.pending(), 3u);
 
   grpc::ClientContext ctx3;
+
+  authorize(&ctx3);
   req.set_placement("nope");
   st = stub_->GetStatus(&ctx3, req, &resp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(st.error_message(), R"(placement "nope" of tenant "acme" not found)");
   grpc::ClientContext ctx4;
+  authorize(&ctx4);
   req.set_placement("No");
   st = stub_->GetStatus(&ctx4, req, &resp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -647,8 +680,103 @@ TEST_F(CatalogServiceTest, GetStatusAggregatesTheSitesOfAPlacement) {
             std::string::npos);
 }
 
+// Every call is authenticated; a token acts only within its role and tenant
+// (model/access.h); a refusal changes nothing.
+TEST_F(CatalogServiceTest, CallsWithoutAValidTokenAreRefused) {
+  put_ok("template", "acme", "web", config_map("web"));
+  const std::string admin = bearer_;
+  for (const std::string& bad :
+       {std::string(), std::string("canopy_0123456789abcdef_") + std::string(43, 'x'),
+        admin.substr(0, admin.size() - 1) + (admin.back() == 'A' ? "B" : "A"), std::string("x")}) {
+    bearer_ = bad;
+    EXPECT_EQ(get("template", "acme", "web").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(put(object("template", "acme", "db", config_map("db").dump())).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(remove("template", "acme", "web").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    v1::ListResponse resp;
+    EXPECT_EQ(list("template", "acme", 10, "", &resp).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // A revoked token stops working at once.
+  bearer_ = issue(model::Role::kEditor, "acme");
+  ASSERT_TRUE(get("template", "acme", "web").ok());
+  auto id = model::parse_bearer(bearer_);
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(auth_->revoke(id->id).ok());
+  const grpc::Status revoked = get("template", "acme", "web");
+  EXPECT_EQ(revoked.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(revoked.error_message().find("revoked"), std::string::npos);
+  bearer_ = admin;
+  EXPECT_TRUE(store_->get("t/acme/templates/web").ok());
+  EXPECT_FALSE(store_->get("t/acme/templates/db").ok());
+}
+
+TEST_F(CatalogServiceTest, ATokenActsOnlyWithinItsTenantAndRole) {
+  put_ok("template", "acme", "web", config_map("web"));
+  put_ok("template", "globex", "web", config_map("web"));
+  site("tower-1", {{"region", "eu"}});
+  const std::string admin = bearer_;
+  const std::string viewer = issue(model::Role::kViewer, "acme");
+  const std::string editor = issue(model::Role::kEditor, "acme");
+
+  // A viewer reads its tenant's objects and status, and writes nothing.
+  bearer_ = viewer;
+  EXPECT_TRUE(get("template", "acme", "web").ok());
+  v1::ListResponse listed;
+  EXPECT_TRUE(list("template", "acme", 10, "", &listed).ok());
+  const grpc::Status denied = put(object("template", "acme", "db", config_map("db").dump()));
+  EXPECT_EQ(denied.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(denied.error_message().find("viewer of tenant acme"), std::string::npos)
+      << denied.error_message();
+  EXPECT_EQ(remove("template", "acme", "web").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  // An editor writes its tenant's objects, never another tenant's.
+  bearer_ = editor;
+  EXPECT_TRUE(put(object("template", "acme", "db", config_map("db").dump())).ok());
+  for (const auto& [code, what] :
+       {std::pair{get("template", "globex", "web").error_code(), "get"},
+        std::pair{put(object("template", "globex", "db", config_map("db").dump())).error_code(),
+                  "put"},
+        std::pair{remove("template", "globex", "web").error_code(), "delete"},
+        std::pair{list("template", "globex", 10, "", &listed).error_code(), "list"}}) {
+    EXPECT_EQ(code, grpc::StatusCode::PERMISSION_DENIED) << what;
+  }
+  {
+    grpc::ClientContext ctx;
+    authorize(&ctx);
+    v1::WatchRequest req;
+    req.set_kind("template");
+    req.set_tenant("globex");
+    auto reader = stub_->Watch(&ctx, req);
+    v1::WatchEvent ev;
+    EXPECT_FALSE(reader->Read(&ev));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    grpc::ClientContext ctx;
+    authorize(&ctx);
+    v1::GetStatusRequest req;
+    req.set_tenant("globex");
+    req.set_placement("eu");
+    v1::GetStatusResponse resp;
+    EXPECT_EQ(stub_->GetStatus(&ctx, req, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  // Sites are the fleet's: only a fleet admin reads or edits them.
+  EXPECT_EQ(get("site", "", "tower-1").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(put(object("site", "", "tower-2", R"({"labels":{}})")).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  bearer_ = admin;
+  v1::Object globex;
+  ASSERT_TRUE(get("template", "globex", "web", &globex).ok());
+  EXPECT_EQ(globex.json(), config_map("web").dump());
+  EXPECT_FALSE(store_->get("t/globex/templates/db").ok());
+  EXPECT_FALSE(store_->get("sites/tower-2").ok());
+  EXPECT_TRUE(get("site", "", "tower-1").ok());
+}
+
 TEST_F(CatalogServiceTest, ServerRefusesAPortInUse) {
-  CatalogService second(store_.get(), index_.get(), status_.get());
+  CatalogService second(store_.get(), index_.get(), status_.get(), auth_.get());
   int port = 0;
   EXPECT_EQ(start_grpc_server("127.0.0.1:" + std::to_string(port_), {&second}, &port), nullptr);
   EXPECT_EQ(port, 0);

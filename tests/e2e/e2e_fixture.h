@@ -200,6 +200,13 @@ struct Hub {
   Process proc;
   std::string data() const { return dir.file("data"); }
   std::string log_path() const { return dir.file("hub.log"); }
+  // The fleet-admin token the hub wrote when it first started.
+  std::string admin_token() const {
+    std::string token;
+    std::ifstream in(data() + "/admin.token");
+    std::getline(in, token);
+    return token;
+  }
 };
 
 struct Spoke {
@@ -290,6 +297,8 @@ class E2ETest : public ::testing::Test {
     ASSERT_TRUE(up) << "canopy-hub /healthz did not answer (connected) in time";
     // A fresh channel for the fresh process.
     stub_ = make_stub(h.grpc_port);
+    token_ = h.admin_token();
+    ASSERT_FALSE(token_.empty()) << "canopy-hub wrote no admin token to " << h.data();
   }
 
   // A stub on a channel of its own (own subchannel pool, so that no backoff
@@ -396,6 +405,7 @@ class E2ETest : public ::testing::Test {
                    const json& doc) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    ctx.AddMetadata("authorization", "Bearer " + token_);
     v1::PutRequest req;
     req.mutable_object()->set_kind(kind);
     req.mutable_object()->set_tenant(kind == "site" ? "" : kTenant);
@@ -413,6 +423,7 @@ class E2ETest : public ::testing::Test {
                           grpc::Status* status = nullptr) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    ctx.AddMetadata("authorization", "Bearer " + token_);
     v1::GetRequest req;
     req.set_kind(kind);
     req.set_tenant(kind == "site" ? "" : kTenant);
@@ -431,6 +442,7 @@ class E2ETest : public ::testing::Test {
     do {
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+      ctx.AddMetadata("authorization", "Bearer " + token_);
       v1::ListRequest req;
       req.set_kind(kind);
       req.set_tenant(kind == "site" ? "" : kTenant);
@@ -447,6 +459,7 @@ class E2ETest : public ::testing::Test {
   std::optional<v1::GetStatusResponse> get_status(const std::string& placement) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    ctx.AddMetadata("authorization", "Bearer " + token_);
     v1::GetStatusRequest req;
     req.set_tenant(kTenant);
     req.set_placement(placement);
@@ -475,6 +488,7 @@ class E2ETest : public ::testing::Test {
   std::unique_ptr<Hub> hub_;
   std::vector<std::unique_ptr<Spoke>> spokes_;
   std::unique_ptr<v1::Catalog::Stub> stub_;
+  std::string token_;  // the hub's admin token, sent on every call
   std::set<int> used_ports_;
 };
 

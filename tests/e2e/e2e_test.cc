@@ -140,6 +140,35 @@ TEST_F(E2ETest, PlacementMovedAwayIsRemovedFromTheOldSite) {
       << "eu-1 still deploys the object of a placement that no longer targets it";
 }
 
+// 1c. A new hub writes one fleet-admin token to <data>/admin.token (0600),
+// logs only that path, and refuses calls without it; a restart keeps it.
+TEST_F(E2ETest, HubWritesItsFirstAdminTokenAndRefusesCallsWithoutOne) {
+  Hub& h = create_hub();
+  launch_hub();
+  const std::string path = h.data() + "/admin.token";
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const std::string first = h.admin_token();
+  ASSERT_EQ(first.rfind("canopy_", 0), 0u) << first;
+  const std::string log = read_file(h.log_path());
+  EXPECT_NE(log.find("wrote a fleet-admin API token to " + path), std::string::npos) << log;
+  EXPECT_EQ(log.find(first.substr(24)), std::string::npos) << "the token's secret is in the log";
+
+  ASSERT_TRUE(put(stub_.get(), "template", "web", deployment("web", 1, "nginx:1.27")).ok());
+  for (const std::string& bad : {std::string(), first + "x", std::string("canopy_nope")}) {
+    token_ = bad;
+    grpc::Status st;
+    EXPECT_FALSE(get("template", "web", &st).has_value());
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+  }
+
+  kill_hub();
+  launch_hub();
+  EXPECT_EQ(h.admin_token(), first) << "a restart must not issue another token";
+  EXPECT_TRUE(get("template", "web").has_value());
+}
+
 // 2. A spoke killed while the hub's state changes catches up when it returns.
 TEST_F(E2ETest, KilledSpokeCatchesUpAfterRestart) {
   create_hub();
