@@ -28,9 +28,9 @@ constexpr char kKey[] = "t/acme/doc";
 
 // Applies `deltas` in order to a fresh document; collects reported overwrites.
 Document apply_all(const std::vector<v1::Delta>& deltas,
-                   std::vector<Overwrite>* overwrites = nullptr, bool report_all = false) {
+                   std::vector<Overwrite>* overwrites = nullptr) {
   Document d;
-  for (const auto& delta : deltas) d.apply(delta, overwrites, report_all);
+  for (const auto& delta : deltas) d.apply(delta, overwrites);
   return d;
 }
 
@@ -337,7 +337,6 @@ TEST(DocumentConflicts, ConcurrentWritesReportedInBothOrders) {
     Document d = apply_all(order, &ow);
     EXPECT_EQ(d.to_json(), R"({"a":"three","b":{"c":2}})");
     ASSERT_EQ(ow.size(), 1u);
-    EXPECT_TRUE(ow[0].concurrent);
     EXPECT_EQ(ow[0].path, std::vector<std::string>{"a"});
     EXPECT_EQ(ow[0].loser, (Stamp{200, 2}));
     EXPECT_EQ(ow[0].loser_seq, 1u);
@@ -391,14 +390,6 @@ TEST(DocumentConflicts, CausalOverwriteNotReported) {
   Document d = apply_all({base, a, b, rm}, &ow);
   EXPECT_TRUE(ow.empty());
   EXPECT_EQ(d.to_json(), R"({"b":{"c":2}})");
-
-  // report_all (used for skewed deltas) reports causal overwrites too, marked
-  // as not concurrent.
-  ow.clear();
-  apply_all({base, a}, &ow, /*report_all=*/true);
-  ASSERT_EQ(ow.size(), 1u);
-  EXPECT_FALSE(ow[0].concurrent);
-  EXPECT_EQ(ow[0].loser_value, "1");
 }
 
 TEST(DocumentConflicts, DuplicateApplyReportsNothing) {
@@ -441,7 +432,6 @@ TEST(DocumentConflicts, CausalOverwriteArrivingFirstNotReported) {
   const v1::Delta c = make_delta(kKey, 4, 1, 250, {set_op({"z"}, "4")});
   back->apply(c, &ow);
   ASSERT_EQ(ow.size(), 1u);
-  EXPECT_TRUE(ow[0].concurrent);
   EXPECT_EQ(ow[0].loser.replica, 4u);
   EXPECT_EQ(ow[0].winner.replica, 3u);
 }
