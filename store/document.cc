@@ -665,6 +665,25 @@ void Document::see(uint64_t replica, uint64_t seq) {
   }
 }
 
+bool Document::seen_by(uint64_t writer,
+                       const google::protobuf::RepeatedPtrField<v1::Dot>& seen) const {
+  // Both lists are sorted by replica (validate_delta checks a delta's): one
+  // merge-like pass. An unsorted `seen` can only make this answer false.
+  auto it = seen.begin();
+  for (const Dot& d : seen_) {
+    if (d.replica == writer) continue;
+    while (it != seen.end() && it->replica() < d.replica) ++it;
+    if (it == seen.end() || it->replica() != d.replica || it->seq() < d.seq) return false;
+  }
+  return true;
+}
+
+void Document::see_registers(const Node& n) {
+  if (!n.reg.zero() && n.reg_seq != 0) see(n.reg.replica, n.reg_seq);
+  const Kid* k = kids_of(n);
+  for (uint32_t i = 0; i < n.nkids; ++i) see_registers(nodes_[k[i].node]);
+}
+
 Document::Span Document::put_context(const google::protobuf::RepeatedPtrField<v1::Dot>& seen) {
   if (seen.empty()) return Span{};
   std::string packed(seen.size() * 16, '\0');
@@ -729,17 +748,31 @@ void Document::report_loser(const Node& loser, const std::vector<std::string>& p
 void Document::report_subtree(const Node& n, Stamp clear, std::vector<std::string>* path,
                               const Incoming& in, std::vector<Overwrite>* out) const {
   // Every level: a tombstone raises no `obj`, so one can show (stand, as a
-  // removal) below a node that is itself hidden.
-  const Kid* k = kids_of(n);
-  for (uint32_t i = 0; i < n.nkids; ++i) {
-    const Node& child = nodes_[k[i].node];
-    path->emplace_back(str(child.name));
-    if (!child.reg.zero() && child.reg > clear && child.reg > child.obj && child.reg < in.stamp) {
-      report_loser(child, *path, in, out);
+  // removal) below a node that is itself hidden. The path grows only for a
+  // report (names are copied then): the walk itself allocates nothing.
+  thread_local std::vector<uint32_t> trail;  // nodes below `n` down to the loser
+  const size_t base = path->size();
+  const auto walk = [&](const auto& self, const Node& at, Stamp c) -> void {
+    const Kid* k = kids_of(at);
+    for (uint32_t i = 0; i < at.nkids; ++i) {
+      const Node& child = nodes_[k[i].node];
+      if (!child.reg.zero() && child.reg > c && child.reg > child.obj && child.reg < in.stamp &&
+          !in.saw(child.reg.replica, child.reg_seq)) {
+        path->resize(base);
+        for (uint32_t t : trail) path->emplace_back(str(nodes_[t].name));
+        path->emplace_back(str(child.name));
+        report_loser(child, *path, in, out);
+      }
+      if (child.nkids != 0) {
+        trail.push_back(k[i].node);
+        self(self, child, std::max(c, child.reg));
+        trail.pop_back();
+      }
     }
-    if (child.nkids != 0) report_subtree(child, std::max(clear, child.reg), path, in, out);
-    path->pop_back();
-  }
+  };
+  trail.clear();
+  walk(walk, n, clear);
+  path->resize(base);
 }
 
 void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites) {
@@ -751,6 +784,10 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites)
   __builtin_prefetch(nodes_.data());
   __builtin_prefetch(reinterpret_cast<const char*>(nodes_.data()) + 64);
   __builtin_prefetch(kids_.data());
+  // When the incoming write had seen every write the document holds (always,
+  // for a document with one writer), none of them can be lost to it unseen:
+  // the reports of writes it supersedes, and their walks, are skipped.
+  const bool saw_all = overwrites == nullptr || seen_by(s.replica, delta.seen());
   see(s.replica, seq);
   for (const v1::Dot& d : delta.seen()) see(d.replica(), d.seq());
   // The nodes along the previous op's path, each with the clear stamp it
@@ -832,7 +869,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites)
     const auto raise = [&](int level) {
       Node& n = nodes_[stack[static_cast<size_t>(level)].node];
       if (!(n.obj < s)) return;
-      if (overwrites != nullptr && s > n.reg && !n.reg.zero() &&
+      if (!saw_all && s > n.reg && !n.reg.zero() &&
           n.reg > stack[static_cast<size_t>(level)].clear && n.reg > n.obj &&
           !in.saw(n.reg.replica, n.reg_seq)) {
         report_path.assign(at, at + level);
@@ -872,7 +909,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites)
     const bool removed = op.kind() == v1::FieldOp::REMOVE;
     if (n->reg == s) continue;  // the same write again
     if (overwrites != nullptr) {
-      if (s > clear && s > n->reg) {
+      if (!saw_all && s > clear && s > n->reg) {
         // The register takes the write: what showed at its path older than
         // the write is superseded — its register, and the registers below
         // (values of an object it replaces; tombstones newer than a removal
@@ -948,6 +985,9 @@ void Document::join(uint32_t into, const v1::NodeState& from) {
       set_value(&n, from.reg_value());
       const Span ctx = put_context(from.reg_seen());
       nodes_[into].reg_ctx = ctx;
+      // The context covers every register's write (see apply()), also for a
+      // state whose doc_seen does not list it.
+      if (from.reg_seq() != 0) see(r.replica, from.reg_seq());
     }
     if (obj_stamp(from) > n.obj) {
       n.obj = obj_stamp(from);
@@ -1210,6 +1250,9 @@ StatusOr<Document> Document::from_proto(const v1::NodeState& state, size_t max_d
   Status st = d.from_proto_node(state, 0, max_depth, 0);
   if (!st.ok()) return st;
   for (const v1::Dot& dot : state.doc_seen()) d.see(dot.replica(), dot.seq());
+  // A state written before documents kept their context has none: it is
+  // rebuilt from the registers' dots, which it must cover (see apply()).
+  if (state.doc_seen().empty()) d.see_registers(d.root());
   return d;
 }
 

@@ -36,6 +36,11 @@
 // the semilattice); a local write sends it, less its own replica, as
 // Delta.seen. Seqs of one replica are ordered by its own history, so "seq <=
 // the listed max" is exactly "seen". Each register keeps its write's context.
+// Invariant: the context covers the dot of every register in the document
+// (a state stored without one has it rebuilt from its registers on load).
+// So an incoming write whose Delta.seen covers the document's context had
+// seen every write there, and apply() skips looking for writes it lost:
+// always so for a document with one writer, which costs nothing more.
 // Cost on the wire: one Dot (about 14 bytes) per *other* replica that wrote
 // the document, nothing for a document with one writer.
 //
@@ -240,6 +245,11 @@ class Document {
   void join(uint32_t into, const v1::NodeState& from);
   // Causal contexts.
   void see(uint64_t replica, uint64_t seq);
+  // Adds the dots of the registers at and below `n` to the context.
+  void see_registers(const Node& n);
+  // True when a write by `writer` with context `seen` had seen every write
+  // this document's context lists (so every register's write).
+  bool seen_by(uint64_t writer, const google::protobuf::RepeatedPtrField<v1::Dot>& seen) const;
   Span put_context(const google::protobuf::RepeatedPtrField<v1::Dot>& seen);
   // True when the write that set `ctx` (from `writer`, having seen `prev` at
   // its field) had seen the write (replica, seq).

@@ -436,6 +436,52 @@ TEST(DocumentConflicts, CausalOverwriteArrivingFirstNotReported) {
   EXPECT_EQ(ow[0].winner.replica, 3u);
 }
 
+// A delete of the whole document by a writer that saw none of it loses every
+// value shown, each at its own path (the walk below the root builds them).
+// Also after the state went through a form without its causal context (a
+// state written before documents kept one, or joined from such a transfer):
+// the context is rebuilt from the registers, and the writes are still known
+// as unseen.
+TEST(DocumentConflicts, ConcurrentDeleteReportsEveryValueAtItsPath) {
+  const v1::Delta base = base_delta();
+  const v1::Delta del = make_delta(kKey, 2, 1, 200, {remove_op({})});
+  const auto check = [&](Document* d) {
+    std::vector<Overwrite> ow;
+    d->apply(del, &ow);
+    std::vector<std::vector<std::string>> paths;
+    for (const Overwrite& o : ow) {
+      EXPECT_EQ(o.winner, (Stamp{200, 2}));
+      paths.push_back(o.path);
+    }
+    std::sort(paths.begin(), paths.end());
+    EXPECT_EQ(paths, (std::vector<std::vector<std::string>>{{"a"}, {"b", "c"}}));
+    EXPECT_FALSE(d->exists());
+  };
+  Document plain = apply_all({base});
+  check(&plain);
+
+  v1::NodeState s;
+  apply_all({base}).to_proto(&s);
+  ASSERT_GT(s.doc_seen_size(), 0);
+  s.clear_doc_seen();
+  auto loaded = Document::from_proto(s);
+  ASSERT_TRUE(loaded.ok());
+  check(&*loaded);
+  Document joined;
+  joined.merge(s);
+  check(&joined);
+
+  // The same delete by a writer that had seen the base reports nothing.
+  v1::Delta seen_del = del;
+  v1::Dot* dot = seen_del.add_seen();
+  dot->set_replica(1);
+  dot->set_seq(1);
+  Document d = apply_all({base});
+  std::vector<Overwrite> ow;
+  d.apply(seen_del, &ow);
+  EXPECT_TRUE(ow.empty());
+}
+
 // --- Serialized state.
 
 TEST(DocumentState, ProtoRoundTrip) {
