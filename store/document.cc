@@ -597,16 +597,16 @@ void Document::copy_node(const Document& from, const Node& n, uint32_t into) {
     out.reg = n.reg;
     out.obj = n.obj;
     out.reg_seq = n.reg_seq;
-    out.reg_prev = n.reg_prev;
+    out.prev_seq = n.prev_seq;
+    out.prev_foreign = n.prev_foreign;
+    out.obj_seq = n.obj_seq;
     out.reg_removed = n.reg_removed;
     out.value = put(from.str(n.value));
   }
-  {
-    const Span ctx = put(from.str(n.reg_ctx));
-    nodes_[into].reg_ctx = ctx;
-    nodes_[into].obj_seq = n.obj_seq;
-    const Span octx = put(from.str(n.obj_ctx));
-    nodes_[into].obj_ctx = octx;
+  const Causal& c = from.causal(static_cast<uint32_t>(&n - from.nodes_.data()));
+  if (c.prev_replica != 0 || c.reg_ctx.len != 0 || c.obj_ctx.len != 0) {
+    const Causal copy{c.prev_replica, put(from.str(c.reg_ctx)), put(from.str(c.obj_ctx))};
+    causal_at(into) = copy;
   }
   if (n.nkids == 0) return;
   const auto off = static_cast<uint32_t>(kids_.size());
@@ -663,6 +663,40 @@ void Document::see(uint64_t replica, uint64_t seq) {
   } else {
     seen_.insert(it, Dot{replica, seq});
   }
+}
+
+Document::Causal& Document::causal_at(uint32_t i) {
+  if (i >= causal_.size()) causal_.resize(nodes_.size());
+  return causal_[i];
+}
+
+Document::Dot Document::reg_prev(uint32_t i) const {
+  const Node& n = nodes_[i];
+  if (n.prev_seq == 0) return Dot{};
+  return Dot{n.prev_foreign ? causal(i).prev_replica : n.reg.replica, n.prev_seq};
+}
+
+void Document::set_reg_causal(uint32_t i, Dot prev, Span ctx) {
+  Node& n = nodes_[i];
+  n.prev_seq = prev.seq;
+  // A prev with seq 0 names no write: it is no prev.
+  n.prev_foreign = prev.seq != 0 && prev.replica != n.reg.replica;
+  if (!n.prev_foreign && ctx.len == 0 && i >= causal_.size()) return;
+  const bool foreign = n.prev_foreign;
+  Causal& c = causal_at(i);
+  // (A context shared by the registers of one delta counts once for each:
+  // compaction comes a little early, never late.)
+  garbage_bytes_ += c.reg_ctx.len;
+  c.prev_replica = foreign ? prev.replica : 0;
+  c.reg_ctx = ctx;
+}
+
+void Document::set_obj_causal(uint32_t i, uint64_t seq, Span ctx) {
+  nodes_[i].obj_seq = seq;
+  if (ctx.len == 0 && i >= causal_.size()) return;
+  Causal& c = causal_at(i);
+  garbage_bytes_ += c.obj_ctx.len;
+  c.obj_ctx = ctx;
 }
 
 bool Document::seen_by(uint64_t writer,
@@ -799,8 +833,8 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites)
   // insertion does not change.
   struct Level {
     uint32_t node;
-    Stamp clear;
     uint32_t clear_node;
+    Stamp clear;
   };
   thread_local std::vector<Level> stack;
   thread_local std::vector<int> shared;  // path elements each op shares with the one before
@@ -853,7 +887,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites)
   };
   thread_local std::vector<std::string> report_path;
   stack.clear();
-  stack.push_back({0, Stamp{}, 0});
+  stack.push_back({0, 0, Stamp{}});
   // Levels [0, raised) of the stack hold nodes whose `obj` this delta raised.
   int raised = 0;
   for (int k = 0; k < delta.ops_size(); ++k) {
@@ -876,9 +910,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites)
         report_loser(n, report_path, in, overwrites);
       }
       n.obj = s;
-      n.obj_seq = seq;
-      const Span c = stored_ctx();
-      nodes_[stack[static_cast<size_t>(level)].node].obj_ctx = c;
+      set_obj_causal(stack[static_cast<size_t>(level)].node, seq, stored_ctx());
     };
     stack.resize(static_cast<size_t>(common) + 1);
     if (raises) {
@@ -896,7 +928,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites)
         clear_node = up;
       }
       const uint32_t child = get_or_insert(up, at[i]);
-      stack.push_back({child, clear, clear_node});
+      stack.push_back({child, clear_node, clear});
     }
     raised = raises ? depth : std::min(raised, common);
     const uint32_t target = stack.back().node;
@@ -932,20 +964,20 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites)
         // (A duplicate never gets here: the store drops seen dots first.)
         Stamp best = n->reg;
         uint64_t best_seq = n->reg_seq;
-        Dot best_prev = n->reg_prev;
-        Span best_ctx = n->reg_ctx;
+        Dot best_prev = reg_prev(target);
+        Span best_ctx = causal(target).reg_ctx;
         if (clear > best) {
-          const Node& c = nodes_[stack.back().clear_node];
-          best = c.reg;
-          best_seq = c.reg_seq;
-          best_prev = c.reg_prev;
-          best_ctx = c.reg_ctx;
+          const uint32_t c = stack.back().clear_node;
+          best = nodes_[c].reg;
+          best_seq = nodes_[c].reg_seq;
+          best_prev = reg_prev(c);
+          best_ctx = causal(c).reg_ctx;
         }
         if (n->obj > best) {
           best = n->obj;
           best_seq = n->obj_seq;
           best_prev = Dot{};
-          best_ctx = n->obj_ctx;
+          best_ctx = causal(target).obj_ctx;
         }
         if (best > s && !has_seen(best.replica, best_prev, best_ctx, s.replica, seq)) {
           Overwrite& o = overwrites->emplace_back();
@@ -964,10 +996,9 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites)
       n = &nodes_[target];
       n->reg = s;
       n->reg_seq = seq;
-      n->reg_prev = Dot{op.prev().replica(), op.prev().seq()};
-      n->reg_ctx = c;
       n->reg_removed = removed;
       set_value(n, removed ? std::string_view() : std::string_view(op.value()));
+      set_reg_causal(target, Dot{op.prev().replica(), op.prev().seq()}, c);
     }
   }
   maybe_compact();
@@ -980,20 +1011,17 @@ void Document::join(uint32_t into, const v1::NodeState& from) {
     if (r > n.reg) {
       n.reg = r;
       n.reg_seq = from.reg_seq();
-      n.reg_prev = Dot{from.reg_prev().replica(), from.reg_prev().seq()};
       n.reg_removed = from.reg_removed();
       set_value(&n, from.reg_value());
-      const Span ctx = put_context(from.reg_seen());
-      nodes_[into].reg_ctx = ctx;
+      set_reg_causal(into, Dot{from.reg_prev().replica(), from.reg_prev().seq()},
+                     put_context(from.reg_seen()));
       // The context covers every register's write (see apply()), also for a
       // state whose doc_seen does not list it.
       if (from.reg_seq() != 0) see(r.replica, from.reg_seq());
     }
-    if (obj_stamp(from) > n.obj) {
-      n.obj = obj_stamp(from);
-      n.obj_seq = from.obj_seq();
-      const Span ctx = put_context(from.obj_seen());
-      nodes_[into].obj_ctx = ctx;
+    if (obj_stamp(from) > nodes_[into].obj) {
+      nodes_[into].obj = obj_stamp(from);
+      set_obj_causal(into, from.obj_seq(), put_context(from.obj_seen()));
     }
   }
   for (const v1::ChildState& c : from.children()) {
@@ -1140,15 +1168,19 @@ void Document::diff(const json& target, std::vector<v1::FieldOp>* ops) const {
 
 bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) const {
   bool any = false;
+  // (`n` is in nodes_ whenever it holds an entry: only the empty document's
+  // root is not.)
+  const auto index = [&] { return static_cast<uint32_t>(&n - nodes_.data()); };
   if (n.reg > clear) {
     out->set_reg_hlc(n.reg.hlc);
     out->set_reg_replica(n.reg.replica);
     out->set_reg_seq(n.reg_seq);
-    if (n.reg_prev.seq != 0) {
-      out->mutable_reg_prev()->set_replica(n.reg_prev.replica);
-      out->mutable_reg_prev()->set_seq(n.reg_prev.seq);
+    if (n.prev_seq != 0) {
+      const Dot prev = reg_prev(index());
+      out->mutable_reg_prev()->set_replica(prev.replica);
+      out->mutable_reg_prev()->set_seq(prev.seq);
     }
-    context_to_proto(n.reg_ctx, out->mutable_reg_seen());
+    context_to_proto(causal(index()).reg_ctx, out->mutable_reg_seen());
     if (n.reg_removed) {
       out->set_reg_removed(true);
     } else {
@@ -1161,7 +1193,7 @@ bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) const {
     out->set_obj_hlc(n.obj.hlc);
     out->set_obj_replica(n.obj.replica);
     out->set_obj_seq(n.obj_seq);
-    context_to_proto(n.obj_ctx, out->mutable_obj_seen());
+    context_to_proto(causal(index()).obj_ctx, out->mutable_obj_seen());
     any = true;
   }
   const Stamp c = std::max(clear, n.reg);
@@ -1203,18 +1235,12 @@ Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t ma
     Node& n = nodes_[out];
     n.reg = reg_stamp(s);
     n.reg_seq = s.reg_seq();
-    n.reg_prev = Dot{s.reg_prev().replica(), s.reg_prev().seq()};
     n.reg_removed = s.reg_removed();
     n.value = put(s.reg_value());
     n.obj = obj_stamp(s);
   }
-  {
-    const Span ctx = put_context(s.reg_seen());
-    nodes_[out].reg_ctx = ctx;
-    nodes_[out].obj_seq = s.obj_seq();
-    const Span octx = put_context(s.obj_seen());
-    nodes_[out].obj_ctx = octx;
-  }
+  set_reg_causal(out, Dot{s.reg_prev().replica(), s.reg_prev().seq()}, put_context(s.reg_seen()));
+  set_obj_causal(out, s.obj_seq(), put_context(s.obj_seen()));
   if (s.children().empty()) return ok_status();
   // The node's child list in one piece, filled as the children are read.
   const auto count = static_cast<uint32_t>(s.children_size());
@@ -1277,15 +1303,13 @@ size_t Document::collect(uint32_t index, Stamp clear, uint64_t stable_hlc) {
   if (!(n.reg > clear)) {
     n.reg = Stamp{};
     n.reg_seq = 0;
-    n.reg_prev = Dot{};
-    n.reg_ctx = Span{};
     n.reg_removed = false;
     set_value(&n, std::string_view());
+    set_reg_causal(index, Dot{}, Span{});
   }
   if (!(n.obj > clear)) {
     n.obj = Stamp{};
-    n.obj_seq = 0;
-    n.obj_ctx = Span{};
+    set_obj_causal(index, 0, Span{});
   }
   const Stamp c = std::max(clear, n.reg);
   for (uint32_t i = 0; i < n.nkids;) {
@@ -1308,12 +1332,10 @@ size_t Document::collect(uint32_t index, Stamp clear, uint64_t stable_hlc) {
   if (n.reg_removed && n.reg.hlc < stable_hlc && n.reg > n.obj) {
     n.reg = Stamp{};
     n.reg_seq = 0;
-    n.reg_prev = Dot{};
-    n.reg_ctx = Span{};
     n.reg_removed = false;
     n.obj = Stamp{};
-    n.obj_seq = 0;
-    n.obj_ctx = Span{};
+    set_reg_causal(index, Dot{}, Span{});
+    set_obj_causal(index, 0, Span{});
     ++dropped;
   }
   return dropped;

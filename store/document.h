@@ -188,17 +188,15 @@ class Document {
     Stamp reg;
     Stamp obj;
     uint64_t reg_seq = 0;
-    // The dot the register's writer saw there (FieldOp.prev): an older write
-    // with this dot arriving late was overwritten causally, not concurrently.
-    Dot reg_prev;
-    // The causal context of the register's write: packed (replica, seq)
-    // pairs, 16 bytes each, sorted by replica.
-    Span reg_ctx;
-    // The dot and causal context of the write that set `obj` (the newest SET
-    // below the node, or an explicit object): the winner over a write at the
-    // node or above it that arrives after it.
+    // The seq of the dot the register's writer saw there (FieldOp.prev; 0:
+    // none): an older write with this dot arriving late was overwritten
+    // causally, not concurrently. Its replica is the writer's own, or when
+    // `prev_foreign` the one in the node's Causal entry.
+    uint64_t prev_seq = 0;
+    // The seq of the write that set `obj` (obj.replica is its replica): the
+    // newest SET below the node, or an explicit object, which wins over a
+    // write at the node or above it that arrives after it.
     uint64_t obj_seq = 0;
-    Span obj_ctx;
     Span value;  // the register's value (canonical JSON)
     Span name;   // the key under the parent (empty for the root)
     // Children: kids_[kids, kids + nkids), sorted by name, room for kids_cap.
@@ -206,7 +204,22 @@ class Document {
     uint32_t nkids = 0;
     uint32_t kids_cap = 0;
     bool reg_removed = false;
+    bool prev_foreign = false;
   };
+  // What a node's writes knew of other replicas' writes, kept out of Node
+  // (which every walk reads) in causal_, at the node's index. A document
+  // written by one replica needs none of it and has no causal_ at all: a
+  // write's own replica's earlier writes are seen without being listed.
+  struct Causal {
+    uint64_t prev_replica = 0;  // the replica of the register's prev when prev_foreign
+    // The causal contexts of the register's write and of the write that set
+    // `obj`: packed (replica, seq) pairs, 16 bytes each, sorted by replica.
+    Span reg_ctx;
+    Span obj_ctx;
+  };
+  // Every walk reads nodes: they stay as small as before documents kept
+  // causal contexts.
+  static_assert(sizeof(Node) <= 88);
   // A child entry. `prefix` is the name's first 8 bytes (big-endian,
   // zero-padded) and `len` its length, which settle most comparisons without
   // reading the name.
@@ -243,6 +256,17 @@ class Document {
   void copy_node(const Document& from, const Node& n, uint32_t into);
 
   void join(uint32_t into, const v1::NodeState& from);
+  // Causal fields of node `i` (an empty entry when causal_ does not reach it).
+  const Causal& causal(uint32_t i) const {
+    static const Causal kNone;
+    return i < causal_.size() ? causal_[i] : kNone;
+  }
+  Causal& causal_at(uint32_t i);
+  Dot reg_prev(uint32_t i) const;
+  // Records what the write now in node `i`'s register (reg set) saw: its prev
+  // and context. Likewise for the write that set `obj`.
+  void set_reg_causal(uint32_t i, Dot prev, Span ctx);
+  void set_obj_causal(uint32_t i, uint64_t seq, Span ctx);
   // Causal contexts.
   void see(uint64_t replica, uint64_t seq);
   // Adds the dots of the registers at and below `n` to the context.
@@ -276,6 +300,8 @@ class Document {
       nodes_;  // nodes_[0] is the root; empty for an empty document
   std::vector<Kid, DocumentAllocator<Kid>> kids_;
   std::basic_string<char, std::char_traits<char>, DocumentAllocator<char>> bytes_;
+  // Empty, or one entry per node up to some index (see Causal).
+  std::vector<Causal, DocumentAllocator<Causal>> causal_;
   // The document's causal context, sorted by replica.
   std::vector<Dot> seen_;
   // Space no longer referred to (overwritten values, dropped entries,
