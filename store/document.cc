@@ -171,9 +171,16 @@ void Document::copy_node(const Document& from, const Node& n, uint32_t into) {
     out.reg = n.reg;
     out.obj = n.obj;
     out.reg_seq = n.reg_seq;
-    out.reg_prev = n.reg_prev;
+    out.prev_seq = n.prev_seq;
+    out.prev_foreign = n.prev_foreign;
+    out.obj_seq = n.obj_seq;
     out.reg_removed = n.reg_removed;
     out.value = put(from.str(n.value));
+  }
+  const Causal& c = from.causal(static_cast<uint32_t>(&n - from.nodes_.data()));
+  if (c.prev_replica != 0 || c.reg_ctx.len != 0 || c.obj_ctx.len != 0) {
+    const Causal copy{c.prev_replica, put(from.str(c.reg_ctx)), put(from.str(c.obj_ctx))};
+    causal_at(into) = copy;
   }
   if (n.nkids == 0) return;
   const auto off = static_cast<uint32_t>(kids_.size());
@@ -202,10 +209,181 @@ void Document::maybe_compact() {
   d.bytes_.reserve(bytes_.size() - std::min(garbage_bytes_, bytes_.size()));
   d.nodes_.emplace_back();
   d.copy_node(*this, nodes_[0], 0);
+  d.seen_ = std::move(seen_);
   *this = std::move(d);
 }
 
-void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites, bool report_all) {
+struct Document::Incoming {
+  const v1::Delta& delta;
+  const v1::FieldOp& op;
+  Stamp stamp;
+  uint64_t seq;
+  // True when the incoming write had seen the write (replica, seq).
+  bool saw(uint64_t replica, uint64_t s) const {
+    if (replica == stamp.replica) return true;
+    if (op.prev().replica() == replica && op.prev().seq() == s) return true;
+    for (const v1::Dot& d : delta.seen()) {
+      if (d.replica() == replica) return s <= d.seq();
+    }
+    return false;
+  }
+};
+
+void Document::see(uint64_t replica, uint64_t seq) {
+  auto it = std::lower_bound(seen_.begin(), seen_.end(), replica,
+                             [](const Dot& d, uint64_t r) { return d.replica < r; });
+  if (it != seen_.end() && it->replica == replica) {
+    it->seq = std::max(it->seq, seq);
+  } else {
+    seen_.insert(it, Dot{replica, seq});
+  }
+}
+
+Document::Causal& Document::causal_at(uint32_t i) {
+  if (i >= causal_.size()) causal_.resize(nodes_.size());
+  return causal_[i];
+}
+
+Document::Dot Document::reg_prev(uint32_t i) const {
+  const Node& n = nodes_[i];
+  if (n.prev_seq == 0) return Dot{};
+  return Dot{n.prev_foreign ? causal(i).prev_replica : n.reg.replica, n.prev_seq};
+}
+
+void Document::set_reg_causal(uint32_t i, Dot prev, Span ctx) {
+  Node& n = nodes_[i];
+  n.prev_seq = prev.seq;
+  // A prev with seq 0 names no write: it is no prev.
+  n.prev_foreign = prev.seq != 0 && prev.replica != n.reg.replica;
+  if (!n.prev_foreign && ctx.len == 0 && i >= causal_.size()) return;
+  const bool foreign = n.prev_foreign;
+  Causal& c = causal_at(i);
+  // (A context shared by the registers of one delta counts once for each:
+  // compaction comes a little early, never late.)
+  garbage_bytes_ += c.reg_ctx.len;
+  c.prev_replica = foreign ? prev.replica : 0;
+  c.reg_ctx = ctx;
+}
+
+void Document::set_obj_causal(uint32_t i, uint64_t seq, Span ctx) {
+  nodes_[i].obj_seq = seq;
+  if (ctx.len == 0 && i >= causal_.size()) return;
+  Causal& c = causal_at(i);
+  garbage_bytes_ += c.obj_ctx.len;
+  c.obj_ctx = ctx;
+}
+
+bool Document::seen_by(uint64_t writer,
+                       const google::protobuf::RepeatedPtrField<v1::Dot>& seen) const {
+  // Both lists are sorted by replica (validate_delta checks a delta's): one
+  // merge-like pass. An unsorted `seen` can only make this answer false.
+  auto it = seen.begin();
+  for (const Dot& d : seen_) {
+    if (d.replica == writer) continue;
+    while (it != seen.end() && it->replica() < d.replica) ++it;
+    if (it == seen.end() || it->replica() != d.replica || it->seq() < d.seq) return false;
+  }
+  return true;
+}
+
+void Document::see_registers(const Node& n) {
+  if (!n.reg.zero() && n.reg_seq != 0) see(n.reg.replica, n.reg_seq);
+  const Kid* k = kids_of(n);
+  for (uint32_t i = 0; i < n.nkids; ++i) see_registers(nodes_[k[i].node]);
+}
+
+Document::Span Document::put_context(const google::protobuf::RepeatedPtrField<v1::Dot>& seen) {
+  if (seen.empty()) return Span{};
+  std::string packed(seen.size() * 16, '\0');
+  char* p = packed.data();
+  for (const v1::Dot& d : seen) {
+    const uint64_t r = d.replica(), q = d.seq();
+    std::memcpy(p, &r, 8);
+    std::memcpy(p + 8, &q, 8);
+    p += 16;
+  }
+  return put(packed);
+}
+
+bool Document::has_seen(uint64_t writer, Dot prev, Span ctx, uint64_t replica, uint64_t seq) const {
+  if (replica == writer) return true;
+  if (prev.replica == replica && prev.seq == seq) return true;
+  const std::string_view c = str(ctx);
+  for (size_t i = 0; i + 16 <= c.size(); i += 16) {
+    uint64_t r = 0, q = 0;
+    std::memcpy(&r, c.data() + i, 8);
+    std::memcpy(&q, c.data() + i + 8, 8);
+    if (r == replica) return seq <= q;
+  }
+  return false;
+}
+
+void Document::context_to_proto(Span ctx, google::protobuf::RepeatedPtrField<v1::Dot>* out) const {
+  const std::string_view c = str(ctx);
+  for (size_t i = 0; i + 16 <= c.size(); i += 16) {
+    uint64_t r = 0, q = 0;
+    std::memcpy(&r, c.data() + i, 8);
+    std::memcpy(&q, c.data() + i + 8, 8);
+    v1::Dot* d = out->Add();
+    d->set_replica(r);
+    d->set_seq(q);
+  }
+}
+
+void Document::causal_context(uint64_t writer, v1::Delta* delta) const {
+  delta->clear_seen();
+  for (const Dot& d : seen_) {
+    if (d.replica == writer) continue;
+    v1::Dot* out = delta->add_seen();
+    out->set_replica(d.replica);
+    out->set_seq(d.seq);
+  }
+}
+
+void Document::report_loser(const Node& loser, const std::vector<std::string>& path,
+                            const Incoming& in, std::vector<Overwrite>* out) const {
+  if (in.saw(loser.reg.replica, loser.reg_seq)) return;
+  Overwrite& o = out->emplace_back();
+  o.path = path;
+  o.loser = loser.reg;
+  o.loser_seq = loser.reg_seq;
+  o.loser_removed = loser.reg_removed;
+  o.loser_value = str(loser.value);
+  o.winner = in.stamp;
+  o.winner_seq = in.seq;
+}
+
+void Document::report_subtree(const Node& n, Stamp clear, std::vector<std::string>* path,
+                              const Incoming& in, std::vector<Overwrite>* out) const {
+  // Every level: a tombstone raises no `obj`, so one can show (stand, as a
+  // removal) below a node that is itself hidden. The path grows only for a
+  // report (names are copied then): the walk itself allocates nothing.
+  thread_local std::vector<uint32_t> trail;  // nodes below `n` down to the loser
+  const size_t base = path->size();
+  const auto walk = [&](const auto& self, const Node& at, Stamp c) -> void {
+    const Kid* k = kids_of(at);
+    for (uint32_t i = 0; i < at.nkids; ++i) {
+      const Node& child = nodes_[k[i].node];
+      if (!child.reg.zero() && child.reg > c && child.reg > child.obj && child.reg < in.stamp &&
+          !in.saw(child.reg.replica, child.reg_seq)) {
+        path->resize(base);
+        for (uint32_t t : trail) path->emplace_back(str(nodes_[t].name));
+        path->emplace_back(str(child.name));
+        report_loser(child, *path, in, out);
+      }
+      if (child.nkids != 0) {
+        trail.push_back(k[i].node);
+        self(self, child, std::max(c, child.reg));
+        trail.pop_back();
+      }
+    }
+  };
+  trail.clear();
+  walk(walk, n, clear);
+  path->resize(base);
+}
+
+void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites) {
   const Stamp s{delta.hlc(), delta.dot().replica()};
   const uint64_t seq = delta.dot().seq();
   if (nodes_.empty()) nodes_.emplace_back();
@@ -214,14 +392,22 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
   __builtin_prefetch(nodes_.data());
   __builtin_prefetch(reinterpret_cast<const char*>(nodes_.data()) + 64);
   __builtin_prefetch(kids_.data());
+  // When the incoming write had seen every write the document holds (always,
+  // for a document with one writer), none of them can be lost to it unseen:
+  // the reports of writes it supersedes, and their walks, are skipped.
+  const bool saw_all = overwrites == nullptr || seen_by(s.replica, delta.seen());
+  see(s.replica, seq);
+  for (const v1::Dot& d : delta.seen()) see(d.replica(), d.seq());
   // The nodes along the previous op's path, each with the clear stamp it
-  // inherits. Ops of a delta usually come sorted by path (diff() writes them
-  // so), and consecutive ops then share a prefix that is walked only once.
-  // Reuse is correct in any order: an op changes only its target's register,
-  // which no level up to the target's depth depends on, and nodes are held
-  // by index, which an insertion does not change.
+  // inherits and the node whose register sets it. Ops of a delta usually
+  // come sorted by path (diff() writes them so), and consecutive ops then
+  // share a prefix that is walked only once. Reuse is correct in any order:
+  // an op changes only its target's register, which no level up to the
+  // target's depth depends on, and nodes are held by index, which an
+  // insertion does not change.
   struct Level {
     uint32_t node;
+    uint32_t clear_node;
     Stamp clear;
   };
   thread_local std::vector<Level> stack;
@@ -231,7 +417,7 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
     // child entries and bytes the delta may add: room for them is made in
     // one step rather than by growing as they come.
     shared.clear();
-    size_t add_nodes = 0, add_bytes = 0;
+    size_t add_nodes = 0, add_bytes = 16 * static_cast<size_t>(delta.seen_size());
     // (Path elements through iterators: RepeatedPtrField<std::string>::Get
     // is an out-of-line call into libprotobuf.)
     const google::protobuf::RepeatedPtrField<std::string>* prev = nullptr;
@@ -263,68 +449,130 @@ void Document::apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites,
     grow(&kids_, 2 * add_nodes, 8);
     grow(&bytes_, add_bytes, 64);
   }
+  // The context the delta's registers keep, stored once when first needed.
+  Span ctx;
+  bool ctx_stored = delta.seen().empty();
+  const auto stored_ctx = [&] {
+    if (!ctx_stored) {
+      ctx = put_context(delta.seen());
+      ctx_stored = true;
+    }
+    return ctx;
+  };
+  thread_local std::vector<std::string> report_path;
   stack.clear();
-  stack.push_back({0, Stamp{}});
+  stack.push_back({0, 0, Stamp{}});
+  // Levels [0, raised) of the stack hold nodes whose `obj` this delta raised.
+  int raised = 0;
   for (int k = 0; k < delta.ops_size(); ++k) {
     const v1::FieldOp& op = delta.ops(k);
     const auto& path = op.path();
     const int depth = path.size();
     const auto at = path.begin();
     const int common = shared[static_cast<size_t>(k)];
+    const Incoming in{delta, op, s, seq};
+    // A SET below a node, or an explicit object, makes the node an object: its
+    // register, if it showed, is superseded. A REMOVE raises nothing.
+    const bool raises = op.kind() != v1::FieldOp::REMOVE;
+    const auto raise = [&](int level) {
+      Node& n = nodes_[stack[static_cast<size_t>(level)].node];
+      if (!(n.obj < s)) return;
+      if (!saw_all && s > n.reg && !n.reg.zero() &&
+          n.reg > stack[static_cast<size_t>(level)].clear && n.reg > n.obj &&
+          !in.saw(n.reg.replica, n.reg_seq)) {
+        report_path.assign(at, at + level);
+        report_loser(n, report_path, in, overwrites);
+      }
+      n.obj = s;
+      set_obj_causal(stack[static_cast<size_t>(level)].node, seq, stored_ctx());
+    };
     stack.resize(static_cast<size_t>(common) + 1);
+    if (raises) {
+      for (int i = std::min(raised, common); i < common; ++i) raise(i);
+    }
     for (int i = common; i < depth; ++i) {
+      if (raises) raise(i);
       // Fields, not a copy of the Level: a copy goes through the stack in
       // pieces that the loads after it cannot be forwarded from.
       const uint32_t up = stack[static_cast<size_t>(i)].node;
       Stamp clear = stack[static_cast<size_t>(i)].clear;
-      Node& n = nodes_[up];
-      if (n.obj < s) n.obj = s;
-      if (clear < n.reg) clear = n.reg;
+      uint32_t clear_node = stack[static_cast<size_t>(i)].clear_node;
+      if (clear < nodes_[up].reg) {
+        clear = nodes_[up].reg;
+        clear_node = up;
+      }
       const uint32_t child = get_or_insert(up, at[i]);
-      stack.push_back({child, clear});
+      stack.push_back({child, clear_node, clear});
     }
-    Node* n = &nodes_[stack.back().node];
+    raised = raises ? depth : std::min(raised, common);
+    const uint32_t target = stack.back().node;
     const Stamp clear = stack.back().clear;
     if (op.kind() == v1::FieldOp::MAKE_OBJECT) {
-      if (n->obj < s) n->obj = s;
+      raise(depth);
       continue;
     }
+    Node* n = &nodes_[target];
     const bool removed = op.kind() == v1::FieldOp::REMOVE;
     if (n->reg == s) continue;  // the same write again
-    // A visible register held by a write other than the one this op saw.
-    const bool visible = n->reg > clear && n->reg > n->obj;
-    const bool saw_current = op.prev().replica() == n->reg.replica && op.prev().seq() == n->reg_seq;
-    if (s > n->reg) {
-      if (visible && overwrites != nullptr && (!saw_current || report_all)) {
-        Overwrite& o = overwrites->emplace_back();
-        o.path.assign(op.path().begin(), op.path().end());
-        o.concurrent = !saw_current;
-        o.loser = n->reg;
-        o.loser_seq = n->reg_seq;
-        o.loser_removed = n->reg_removed;
-        o.loser_value = str(n->value);
-        o.winner = s;
-        o.winner_seq = seq;
+    if (overwrites != nullptr) {
+      if (!saw_all && s > clear && s > n->reg) {
+        // The register takes the write: what showed at its path older than
+        // the write is superseded — its register, and the registers below
+        // (values of an object it replaces; tombstones newer than a removal
+        // of the node, which raise no `obj`; with newer writes below keeping
+        // the node an object, the older ones).
+        // (The path is copied only for a report: this runs for every op.)
+        if (!n->reg.zero() && n->reg > clear && n->reg > n->obj &&
+            !in.saw(n->reg.replica, n->reg_seq)) {
+          report_path.assign(path.begin(), path.end());
+          report_loser(*n, report_path, in, overwrites);
+        }
+        if (n->nkids != 0) {
+          report_path.assign(path.begin(), path.end());
+          report_subtree(*n, std::max(clear, n->reg), &report_path, in, overwrites);
+        }
       }
+      if (!(s > clear && s > n->reg && s > n->obj)) {
+        // Superseded on arrival, by the greatest of the register at its path,
+        // the ancestor register that clears it and the newest write below it.
+        // (A duplicate never gets here: the store drops seen dots first.)
+        Stamp best = n->reg;
+        uint64_t best_seq = n->reg_seq;
+        Dot best_prev = reg_prev(target);
+        Span best_ctx = causal(target).reg_ctx;
+        if (clear > best) {
+          const uint32_t c = stack.back().clear_node;
+          best = nodes_[c].reg;
+          best_seq = nodes_[c].reg_seq;
+          best_prev = reg_prev(c);
+          best_ctx = causal(c).reg_ctx;
+        }
+        if (n->obj > best) {
+          best = n->obj;
+          best_seq = n->obj_seq;
+          best_prev = Dot{};
+          best_ctx = causal(target).obj_ctx;
+        }
+        if (best > s && !has_seen(best.replica, best_prev, best_ctx, s.replica, seq)) {
+          Overwrite& o = overwrites->emplace_back();
+          o.path.assign(path.begin(), path.end());
+          o.loser = s;
+          o.loser_seq = seq;
+          o.loser_removed = removed;
+          o.loser_value = removed ? std::string() : op.value();
+          o.winner = best;
+          o.winner_seq = best_seq;
+        }
+      }
+    }
+    if (s > n->reg) {
+      const Span c = stored_ctx();
+      n = &nodes_[target];
       n->reg = s;
       n->reg_seq = seq;
-      n->reg_prev = Dot{op.prev().replica(), op.prev().seq()};
       n->reg_removed = removed;
       set_value(n, removed ? std::string_view() : std::string_view(op.value()));
-    } else if (visible && overwrites != nullptr && s > clear &&
-               !(n->reg_prev.replica == s.replica && n->reg_prev.seq == seq)) {
-      // The incoming write is older, and the current one was not written
-      // over it (its writer saw another dot there): neither saw the other.
-      // (A duplicate never gets here: the store drops seen dots first.)
-      Overwrite& o = overwrites->emplace_back();
-      o.path.assign(op.path().begin(), op.path().end());
-      o.concurrent = true;
-      o.loser = s;
-      o.loser_seq = seq;
-      o.loser_removed = removed;
-      o.loser_value = removed ? std::string() : op.value();
-      o.winner = n->reg;
-      o.winner_seq = n->reg_seq;
+      set_reg_causal(target, Dot{op.prev().replica(), op.prev().seq()}, c);
     }
   }
   maybe_compact();
@@ -337,11 +585,18 @@ void Document::join(uint32_t into, const v1::NodeState& from) {
     if (r > n.reg) {
       n.reg = r;
       n.reg_seq = from.reg_seq();
-      n.reg_prev = Dot{from.reg_prev().replica(), from.reg_prev().seq()};
       n.reg_removed = from.reg_removed();
       set_value(&n, from.reg_value());
+      set_reg_causal(into, Dot{from.reg_prev().replica(), from.reg_prev().seq()},
+                     put_context(from.reg_seen()));
+      // The context covers every register's write (see apply()), also for a
+      // state whose doc_seen does not list it.
+      if (from.reg_seq() != 0) see(r.replica, from.reg_seq());
     }
-    n.obj = std::max(n.obj, obj_stamp(from));
+    if (obj_stamp(from) > nodes_[into].obj) {
+      nodes_[into].obj = obj_stamp(from);
+      set_obj_causal(into, from.obj_seq(), put_context(from.obj_seen()));
+    }
   }
   for (const v1::ChildState& c : from.children()) {
     join(get_or_insert(into, c.name()), c.node());
@@ -350,6 +605,7 @@ void Document::join(uint32_t into, const v1::NodeState& from) {
 
 void Document::merge(const v1::NodeState& state) {
   if (nodes_.empty()) nodes_.emplace_back();
+  for (const v1::Dot& d : state.doc_seen()) see(d.replica(), d.seq());
   join(0, state);
   maybe_compact();
 }
@@ -486,14 +742,19 @@ void Document::diff(const json& target, std::vector<v1::FieldOp>* ops) const {
 
 bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) const {
   bool any = false;
+  // (`n` is in nodes_ whenever it holds an entry: only the empty document's
+  // root is not.)
+  const auto index = [&] { return static_cast<uint32_t>(&n - nodes_.data()); };
   if (n.reg > clear) {
     out->set_reg_hlc(n.reg.hlc);
     out->set_reg_replica(n.reg.replica);
     out->set_reg_seq(n.reg_seq);
-    if (n.reg_prev.seq != 0) {
-      out->mutable_reg_prev()->set_replica(n.reg_prev.replica);
-      out->mutable_reg_prev()->set_seq(n.reg_prev.seq);
+    if (n.prev_seq != 0) {
+      const Dot prev = reg_prev(index());
+      out->mutable_reg_prev()->set_replica(prev.replica);
+      out->mutable_reg_prev()->set_seq(prev.seq);
     }
+    context_to_proto(causal(index()).reg_ctx, out->mutable_reg_seen());
     if (n.reg_removed) {
       out->set_reg_removed(true);
     } else {
@@ -505,6 +766,8 @@ bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) const {
   if (n.obj > clear) {
     out->set_obj_hlc(n.obj.hlc);
     out->set_obj_replica(n.obj.replica);
+    out->set_obj_seq(n.obj_seq);
+    context_to_proto(causal(index()).obj_ctx, out->mutable_obj_seen());
     any = true;
   }
   const Stamp c = std::max(clear, n.reg);
@@ -525,7 +788,13 @@ bool Document::serialize(const Node& n, Stamp clear, v1::NodeState* out) const {
 
 void Document::to_proto(v1::NodeState* out) const {
   out->Clear();
-  serialize(root(), Stamp{}, out);
+  // A state with no entry left (all collected) is empty, context included.
+  if (!serialize(root(), Stamp{}, out)) return;
+  for (const Dot& d : seen_) {
+    v1::Dot* o = out->add_doc_seen();
+    o->set_replica(d.replica);
+    o->set_seq(d.seq);
+  }
 }
 
 Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t max_depth,
@@ -540,11 +809,12 @@ Status Document::from_proto_node(const v1::NodeState& s, size_t depth, size_t ma
     Node& n = nodes_[out];
     n.reg = reg_stamp(s);
     n.reg_seq = s.reg_seq();
-    n.reg_prev = Dot{s.reg_prev().replica(), s.reg_prev().seq()};
     n.reg_removed = s.reg_removed();
     n.value = put(s.reg_value());
     n.obj = obj_stamp(s);
   }
+  set_reg_causal(out, Dot{s.reg_prev().replica(), s.reg_prev().seq()}, put_context(s.reg_seen()));
+  set_obj_causal(out, s.obj_seq(), put_context(s.obj_seen()));
   if (s.children().empty()) return ok_status();
   // The node's child list in one piece, filled as the children are read.
   const auto count = static_cast<uint32_t>(s.children_size());
@@ -579,6 +849,10 @@ StatusOr<Document> Document::from_proto(const v1::NodeState& state, size_t max_d
   d.nodes_.emplace_back();
   Status st = d.from_proto_node(state, 0, max_depth, 0);
   if (!st.ok()) return st;
+  for (const v1::Dot& dot : state.doc_seen()) d.see(dot.replica(), dot.seq());
+  // A state written before documents kept their context has none: it is
+  // rebuilt from the registers' dots, which it must cover (see apply()).
+  if (state.doc_seen().empty()) d.see_registers(d.root());
   return d;
 }
 
@@ -603,11 +877,14 @@ size_t Document::collect(uint32_t index, Stamp clear, uint64_t stable_hlc) {
   if (!(n.reg > clear)) {
     n.reg = Stamp{};
     n.reg_seq = 0;
-    n.reg_prev = Dot{};
     n.reg_removed = false;
     set_value(&n, std::string_view());
+    set_reg_causal(index, Dot{}, Span{});
   }
-  if (!(n.obj > clear)) n.obj = Stamp{};
+  if (!(n.obj > clear)) {
+    n.obj = Stamp{};
+    set_obj_causal(index, 0, Span{});
+  }
   const Stamp c = std::max(clear, n.reg);
   for (uint32_t i = 0; i < n.nkids;) {
     Kid* k = kids_.data() + n.kids;
@@ -629,9 +906,10 @@ size_t Document::collect(uint32_t index, Stamp clear, uint64_t stable_hlc) {
   if (n.reg_removed && n.reg.hlc < stable_hlc && n.reg > n.obj) {
     n.reg = Stamp{};
     n.reg_seq = 0;
-    n.reg_prev = Dot{};
     n.reg_removed = false;
     n.obj = Stamp{};
+    set_reg_causal(index, Dot{}, Span{});
+    set_obj_causal(index, 0, Span{});
     ++dropped;
   }
   return dropped;
@@ -640,6 +918,8 @@ size_t Document::collect(uint32_t index, Stamp clear, uint64_t stable_hlc) {
 size_t Document::collect_tombstones(uint64_t stable_hlc) {
   if (nodes_.empty()) return 0;
   const size_t dropped = collect(0, Stamp{}, stable_hlc);
+  // Every write the context names is stable: a later one has seen them all.
+  if (empty()) seen_.clear();
   maybe_compact();
   return dropped;
 }
@@ -723,6 +1003,21 @@ bool delta_plainly_valid(const v1::Delta& delta, const DocumentLimits& limits) {
 }  // namespace
 
 Status validate_delta(const v1::Delta& delta, const DocumentLimits& limits) {
+  // The causal context: sorted, unique, no zero dot, within the limit (it is
+  // kept with every register the delta writes).
+  if (static_cast<size_t>(delta.seen_size()) > limits.max_context_entries) {
+    return invalid_argument("delta for " + quote(delta.key()) + ": causal context of " +
+                            std::to_string(delta.seen_size()) + " entries exceeds the limit of " +
+                            std::to_string(limits.max_context_entries));
+  }
+  uint64_t last_replica = 0;
+  for (const v1::Dot& d : delta.seen()) {
+    if (d.replica() <= last_replica || d.seq() == 0) {
+      return invalid_argument("delta for " + quote(delta.key()) +
+                              ": causal context is not sorted by replica, or has a zero dot");
+    }
+    last_replica = d.replica();
+  }
   if (delta_plainly_valid(delta, limits)) return ok_status();
   CANOPY_RETURN_IF_ERROR(validate_key(delta.key(), limits.max_key_bytes));
   const std::string& k = delta.key();

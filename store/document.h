@@ -22,13 +22,43 @@
 // never be visible again (stamp <= C) are pruned when the state is serialized,
 // which keeps the serialized bytes a function of the joined state.
 //
-// Conflicts. Each op carries `prev`, the dot the writer saw at the field. When
-// an op lands on a visible register holding another dot, neither writer saw the
-// other: the loser is reported so the store keeps a conflict record. The
-// register keeps its writer's `prev`, so that the write it overwrote, arriving
-// after it, is known as seen rather than concurrent. (Only the direct
-// predecessor is known: an older write two overwrites back that arrives last
-// is still reported.)
+// Removal does not resurrect. A REMOVE op writes only its own register: it
+// raises no ancestor's `obj`. Removing a key of a document that a concurrent
+// delete removed leaves the document deleted, whichever stamp is greater
+// (only a write of a value, or an explicit object, brings a document back).
+//
+// Causal context. A write w has *seen* a write l to the same document when
+// w's replica had applied l, or had applied a write of that document that
+// had seen l, before writing w; a replica's own earlier writes are seen.
+// The document state keeps its context `seen_` (per replica, the highest seq
+// of its writes to the document that the state has seen: the join of the
+// dots and contexts of every write applied, a max per replica, so part of
+// the semilattice); a local write sends it, less its own replica, as
+// Delta.seen. Seqs of one replica are ordered by its own history, so "seq <=
+// the listed max" is exactly "seen". Each register keeps its write's context.
+// Invariant: the context covers the dot of every register in the document
+// (a state stored without one has it rebuilt from its registers on load).
+// So an incoming write whose Delta.seen covers the document's context had
+// seen every write there, and apply() skips looking for writes it lost:
+// always so for a document with one writer, which costs nothing more.
+// Cost on the wire: one Dot (about 14 bytes) per *other* replica that wrote
+// the document, nothing for a document with one writer.
+//
+// Conflicts. A register write l (SET, REMOVE, a document delete) is
+// *superseded* by a write w with a greater stamp at its path, at an ancestor
+// (w's register replaces or removes the subtree) or below it (a SET below
+// makes l's node an object). Once superseded, always superseded. When a
+// write becomes superseded and the winner — the greatest write superseding
+// it — has not seen it, the loser is reported as an Overwrite: when the
+// incoming op supersedes visible registers (the op's own register, the
+// registers of a subtree it replaces, an ancestor's register it turns into an
+// object), and when the incoming op is itself superseded on arrival (winner:
+// the greatest of the register at its path, the ancestor register that
+// clears it, the newest write below it). Causally ordered writes are never
+// reported: a local write is stamped above everything in its document, so a
+// write that saw l always has the greater stamp, and lists l in its context.
+// (Each node keeps the dot and context of the write that set its `obj`, the
+// newest SET below it, to judge the last case.)
 //
 // Values of registers are kept as canonical JSON text and never parsed during
 // a merge. REQUIRES: external synchronization.
@@ -62,13 +92,13 @@ struct DocumentLimits {
   size_t max_doc_bytes = 1 << 20;  // canonical JSON of one document
   size_t max_depth = 64;           // nesting of objects
   size_t max_key_bytes = 512;      // store key
+  // Entries of a delta's causal context: replicas that wrote one document.
+  size_t max_context_entries = 1024;
 };
 
-// What happened at one field when an op landed on a register that held a
-// visible value written by someone else.
+// A write superseded by one that had not seen it (see "Conflicts" above).
 struct Overwrite {
-  std::vector<std::string> path;
-  bool concurrent = false;  // neither writer saw the other
+  std::vector<std::string> path;  // the losing write's path
   // The losing write.
   Stamp loser;
   uint64_t loser_seq = 0;
@@ -108,9 +138,8 @@ class Document {
   Document() = default;
 
   // Applies every op of `delta` (already validated). Appends an Overwrite for
-  // each concurrent overwrite, and for every overwrite of a visible value when
-  // `report_all` is set.
-  void apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites, bool report_all = false);
+  // each write superseded by one that had not seen it.
+  void apply(const v1::Delta& delta, std::vector<Overwrite>* overwrites);
 
   // Joins a whole state (from a transfer) into this one.
   void merge(const v1::NodeState& state);
@@ -126,6 +155,8 @@ class Document {
   // Ops that turn the visible document into `target` (a JSON object). Each op
   // records the dot it overwrites in `prev`.
   void diff(const nlohmann::json& target, std::vector<v1::FieldOp>* ops) const;
+  // The causal context of a local write by `writer`: fills `delta->seen`.
+  void causal_context(uint64_t writer, v1::Delta* delta) const;
 
   // Serialized state, pruned of entries that can never be visible again.
   void to_proto(v1::NodeState* out) const;
@@ -157,9 +188,15 @@ class Document {
     Stamp reg;
     Stamp obj;
     uint64_t reg_seq = 0;
-    // The dot the register's writer saw there (FieldOp.prev): an older write
-    // with this dot arriving late was overwritten causally, not concurrently.
-    Dot reg_prev;
+    // The seq of the dot the register's writer saw there (FieldOp.prev; 0:
+    // none): an older write with this dot arriving late was overwritten
+    // causally, not concurrently. Its replica is the writer's own, or when
+    // `prev_foreign` the one in the node's Causal entry.
+    uint64_t prev_seq = 0;
+    // The seq of the write that set `obj` (obj.replica is its replica): the
+    // newest SET below the node, or an explicit object, which wins over a
+    // write at the node or above it that arrives after it.
+    uint64_t obj_seq = 0;
     Span value;  // the register's value (canonical JSON)
     Span name;   // the key under the parent (empty for the root)
     // Children: kids_[kids, kids + nkids), sorted by name, room for kids_cap.
@@ -167,7 +204,22 @@ class Document {
     uint32_t nkids = 0;
     uint32_t kids_cap = 0;
     bool reg_removed = false;
+    bool prev_foreign = false;
   };
+  // What a node's writes knew of other replicas' writes, kept out of Node
+  // (which every walk reads) in causal_, at the node's index. A document
+  // written by one replica needs none of it and has no causal_ at all: a
+  // write's own replica's earlier writes are seen without being listed.
+  struct Causal {
+    uint64_t prev_replica = 0;  // the replica of the register's prev when prev_foreign
+    // The causal contexts of the register's write and of the write that set
+    // `obj`: packed (replica, seq) pairs, 16 bytes each, sorted by replica.
+    Span reg_ctx;
+    Span obj_ctx;
+  };
+  // Every walk reads nodes: they stay as small as before documents kept
+  // causal contexts.
+  static_assert(sizeof(Node) <= 88);
   // A child entry. `prefix` is the name's first 8 bytes (big-endian,
   // zero-padded) and `len` its length, which settle most comparisons without
   // reading the name.
@@ -204,6 +256,36 @@ class Document {
   void copy_node(const Document& from, const Node& n, uint32_t into);
 
   void join(uint32_t into, const v1::NodeState& from);
+  // Causal fields of node `i` (an empty entry when causal_ does not reach it).
+  const Causal& causal(uint32_t i) const {
+    static const Causal kNone;
+    return i < causal_.size() ? causal_[i] : kNone;
+  }
+  Causal& causal_at(uint32_t i);
+  Dot reg_prev(uint32_t i) const;
+  // Records what the write now in node `i`'s register (reg set) saw: its prev
+  // and context. Likewise for the write that set `obj`.
+  void set_reg_causal(uint32_t i, Dot prev, Span ctx);
+  void set_obj_causal(uint32_t i, uint64_t seq, Span ctx);
+  // Causal contexts.
+  void see(uint64_t replica, uint64_t seq);
+  // Adds the dots of the registers at and below `n` to the context.
+  void see_registers(const Node& n);
+  // True when a write by `writer` with context `seen` had seen every write
+  // this document's context lists (so every register's write).
+  bool seen_by(uint64_t writer, const google::protobuf::RepeatedPtrField<v1::Dot>& seen) const;
+  Span put_context(const google::protobuf::RepeatedPtrField<v1::Dot>& seen);
+  // True when the write that set `ctx` (from `writer`, having seen `prev` at
+  // its field) had seen the write (replica, seq).
+  bool has_seen(uint64_t writer, Dot prev, Span ctx, uint64_t replica, uint64_t seq) const;
+  void context_to_proto(Span ctx, google::protobuf::RepeatedPtrField<v1::Dot>* out) const;
+  // Conflict reports (see "Conflicts" above).
+  struct Incoming;
+  void report_loser(const Node& loser, const std::vector<std::string>& path, const Incoming& in,
+                    std::vector<Overwrite>* out) const;
+  // Reports the registers below `n` that show and are older than the incoming write.
+  void report_subtree(const Node& n, Stamp clear, std::vector<std::string>* path,
+                      const Incoming& in, std::vector<Overwrite>* out) const;
   void write_json(const Node& n, Stamp clear, std::string* out) const;
   nlohmann::json node_value(const Node& n, Stamp clear) const;
   bool serialize(const Node& n, Stamp clear, v1::NodeState* out) const;
@@ -218,6 +300,10 @@ class Document {
       nodes_;  // nodes_[0] is the root; empty for an empty document
   std::vector<Kid, DocumentAllocator<Kid>> kids_;
   std::basic_string<char, std::char_traits<char>, DocumentAllocator<char>> bytes_;
+  // Empty, or one entry per node up to some index (see Causal).
+  std::vector<Causal, DocumentAllocator<Causal>> causal_;
+  // The document's causal context, sorted by replica.
+  std::vector<Dot> seen_;
   // Space no longer referred to (overwritten values, dropped entries,
   // relocated child lists), reclaimed by maybe_compact().
   size_t garbage_bytes_ = 0;

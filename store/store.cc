@@ -364,7 +364,8 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   Saved saved = save();
   // Stamp above everything this write saw in the document, so that a causal
   // overwrite always wins, even over a value stamped by a clock running ahead.
-  uint64_t stamp = hlc_.tick(clock_->now_ms());
+  const uint64_t clock_stamp = hlc_.tick(clock_->now_ms());
+  uint64_t stamp = clock_stamp;
   const uint64_t seen = doc->max_hlc();
   if (seen >= stamp) stamp = seen + 1;
   const uint64_t seq = meta_.next_seq();
@@ -372,6 +373,10 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   delta.mutable_dot()->set_replica(meta_.replica_id());
   delta.mutable_dot()->set_seq(seq);
   delta.set_hlc(stamp);
+  // What this write had seen of the document, and the clock reading that
+  // skew is judged on when the stamp followed one from elsewhere.
+  doc->causal_context(meta_.replica_id(), &delta);
+  if (stamp != clock_stamp) delta.set_clock_hlc(clock_stamp);
   doc->apply(delta, nullptr);
   vv_.add(meta_.replica_id(), seq);
 
@@ -491,12 +496,18 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
       ++result.duplicates;
       continue;
     }
-    const bool skewed = !hlc_.observe(d.hlc(), now, opts_.max_clock_skew_ms);
+    // The clock does not follow a stamp beyond the allowed skew. The skew is
+    // blamed on the delta's writer only when the writer's own clock reading
+    // lies beyond it: a writer whose stamp followed a runaway stamp it saw in
+    // the document (clock_hlc below hlc) is not the one whose clock ran ahead.
+    hlc_.observe(d.hlc(), now, opts_.max_clock_skew_ms);
+    const uint64_t writer_clock = d.clock_hlc() != 0 ? d.clock_hlc() : d.hlc();
+    const bool skewed = hlc_physical_ms(writer_clock) > now + opts_.max_clock_skew_ms;
     if (skewed) {
       ++result.skewed;
       ++stats_.skewed_deltas;
-      spdlog::warn("delta {}:{} for {} is stamped {} ms ahead of the local clock",
-                   d.dot().replica(), d.dot().seq(), d.key(), hlc_physical_ms(d.hlc()) - now);
+      spdlog::warn("delta {}:{} for {} is stamped by a clock {} ms ahead of the local clock",
+                   d.dot().replica(), d.dot().seq(), d.key(), hlc_physical_ms(writer_clock) - now);
     }
     auto loaded = load(d.key(), /*may_evict=*/false);
     if (!loaded.ok()) {
@@ -506,7 +517,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
       return loaded.status();
     }
     overwrites.clear();
-    (*loaded)->apply(d, &overwrites, skewed);
+    (*loaded)->apply(d, &overwrites);
     for (const Overwrite& o : overwrites) {
       const bool winner_is_new =
           o.winner.replica == d.dot().replica() && o.winner_seq == d.dot().seq();

@@ -22,6 +22,22 @@
 // (the forms values and names must have), document_storage.cc (the pooled
 // memory of documents), doc_merge.* (RocksDB's merge operator).
 //
+// Conflict records (column family `conflicts`, per replica, not replicated):
+// a record for every write lost to a write that had not seen it — the same
+// field written concurrently, a concurrent delete of the document, a
+// concurrent replacement of an ancestor (`{"a":5}` against `{"a":{"x":2}}`,
+// either way round) — and none for writes one after another, also when the
+// later writer saw the earlier one only through a third replica. Each delta
+// carries its writer's causal context (Delta.seen) to tell; document.h has
+// the exact rule. A record's reason is CLOCK_SKEW only when the winner's own
+// writer's clock ran ahead (Delta.clock_hlc): a writer whose stamp merely
+// followed a runaway stamp it had seen is not blamed.
+//
+// Removal after delete: removing a key never brings a deleted document back.
+// A key removal racing a delete of its document leaves the document deleted,
+// whichever is stamped later; only writing a value (or an empty object) does
+// recreate a deleted document, with just the fields written after the delete.
+//
 // Durability (StoreOptions::durability):
 //   kSync         every write batch is fsynced before the call returns;
 //   kGroupCommit  writers append without fsync and then wait for one shared
@@ -68,8 +84,10 @@ struct StoreOptions {
   Durability durability = Durability::kGroupCommit;
   DocumentLimits limits;
   // A remote stamp further ahead than this of the local wall clock is a skew:
-  // it is still applied (nothing is dropped) but counted, logged and recorded
-  // as a conflict record, and the local clock does not follow it.
+  // it is still applied (nothing is dropped) and the local clock does not
+  // follow it. When the writer's own clock reading lies that far ahead, the
+  // delta is counted and logged, and the records of writes it won over say
+  // CLOCK_SKEW.
   uint64_t max_clock_skew_ms = 60'000;
   // Replica id for a new store; 0 draws a random one. An existing store keeps
   // its own (a mismatch is an error).
@@ -102,7 +120,7 @@ struct ApplyResult {
   size_t applied = 0;     // deltas that changed something new
   size_t duplicates = 0;  // deltas whose dot this replica already had
   size_t conflicts = 0;   // conflict records written
-  size_t skewed = 0;      // deltas stamped beyond the allowed clock skew
+  size_t skewed = 0;      // deltas whose writer's clock ran beyond the allowed skew
 };
 
 struct ScanItem {

@@ -405,15 +405,15 @@ TEST_F(BadInputTest, CorruptedDeltaBytes) {
 
 // A replica whose clock runs years ahead: its delta is applied (nothing is
 // dropped), counted, recorded as a CLOCK_SKEW conflict where it overwrote a
-// value, and the local clock does not follow it.
+// value its writer had not seen, and the local clock does not follow it.
 TEST_F(BadInputTest, DeltaFromFarFutureIsAppliedAndSurfaced) {
   auto local = store_->put("site/s1", R"({"labels":{"tier":"edge"},"name":"s1"})");
   CANOPY_ASSERT_OK(local);
   const uint64_t years = 5ull * 365 * 24 * 3600 * 1000;
   const uint64_t future = hlc_from_ms(kStart + years);
-  const v1::Delta skewed = make_delta(
-      "site/s1", kRemote, 2, future,
-      {set_op({"labels", "tier"}, "\"future\"", {1, local->dot().seq()}), set_op({"new"}, "1")});
+  const v1::Delta skewed =
+      make_delta("site/s1", kRemote, 2, future,
+                 {set_op({"labels", "tier"}, "\"future\""), set_op({"new"}, "1")});
 
   auto r = store_->apply_remote(make_batch({skewed}), kRemote);
   CANOPY_ASSERT_OK(r);

@@ -189,7 +189,9 @@ TEST(Crash, AcknowledgedWritesSurviveSigkill) {
     // Every write a listener was handed (and could have sent to a peer) is
     // there: otherwise its seq would be reused for another write.
     EXPECT_GE(s.version_vector().contiguous(kReplica), max_published);
-    EXPECT_EQ(s.version_vector().size(), 1u);
+    // Only this replica's writes, if any: a writer killed before its first
+    // write returned (5 ms after "ready" on a busy machine) leaves none.
+    EXPECT_EQ(s.version_vector().size(), s.version_vector().contiguous(kReplica) > 0 ? 1u : 0u);
     auto log = s.log_since(s.log_epoch(), 0, nullptr, 1'000'000);
     ASSERT_TRUE(log.ok());
     EXPECT_EQ(log->entries.size(), s.last_log_index());
