@@ -173,6 +173,104 @@ StatusOr<LabelSelector> LabelSelector::parse(const json& v, std::string_view fie
   return out;
 }
 
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Splits at commas outside parentheses; nullopt when they do not balance.
+std::optional<std::vector<std::string_view>> split_requirements(std::string_view text) {
+  std::vector<std::string_view> out;
+  int depth = 0;
+  size_t start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '(') {
+      if (++depth > 1) return std::nullopt;
+    } else if (text[i] == ')') {
+      if (--depth < 0) return std::nullopt;
+    } else if (text[i] == ',' && depth == 0) {
+      out.push_back(text.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  if (depth != 0) return std::nullopt;
+  out.push_back(text.substr(start));
+  return out;
+}
+
+// One requirement of the text form as the JSON form's matchExpressions entry.
+std::optional<json> requirement_json(std::string_view r) {
+  r = trim(r);
+  if (r.empty()) return std::nullopt;
+  if (r.front() == '!') {
+    const std::string_view key = trim(r.substr(1));
+    if (key.empty() || key.find_first_of("=!() ") != std::string_view::npos) return std::nullopt;
+    return json{{"key", key}, {"operator", "DoesNotExist"}};
+  }
+  if (const size_t eq = r.find_first_of("=!"); eq != std::string_view::npos) {
+    const bool not_equal = r[eq] == '!';
+    size_t value_at = eq + 1;
+    if (not_equal) {
+      if (value_at >= r.size() || r[value_at] != '=') return std::nullopt;
+      ++value_at;
+    } else if (value_at < r.size() && r[value_at] == '=') {
+      ++value_at;
+    }
+    const std::string_view key = trim(r.substr(0, eq));
+    const std::string_view value = trim(r.substr(value_at));
+    if (key.empty() || value.find_first_of("=!() ") != std::string_view::npos) return std::nullopt;
+    return json{{"key", key}, {"operator", not_equal ? "NotIn" : "In"}, {"values", {value}}};
+  }
+  if (const size_t open = r.find('('); open != std::string_view::npos) {
+    if (r.back() != ')') return std::nullopt;
+    std::string_view head = trim(r.substr(0, open));
+    const size_t space = head.find_last_of(" \t");
+    if (space == std::string_view::npos) return std::nullopt;
+    const std::string_view key = trim(head.substr(0, space));
+    const std::string_view op = head.substr(space + 1);
+    if (key.empty() || (op != "in" && op != "notin")) return std::nullopt;
+    json values = json::array();
+    std::string_view list = r.substr(open + 1, r.size() - open - 2);
+    while (true) {
+      const size_t comma = list.find(',');
+      const std::string_view v = trim(list.substr(0, comma));
+      if (v.find_first_of(" ") != std::string_view::npos) return std::nullopt;
+      values.push_back(v);
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
+    }
+    return json{{"key", key}, {"operator", op == "in" ? "In" : "NotIn"}, {"values", values}};
+  }
+  if (r.find_first_of(" ()") != std::string_view::npos) return std::nullopt;
+  return json{{"key", r}, {"operator", "Exists"}};
+}
+
+}  // namespace
+
+StatusOr<LabelSelector> LabelSelector::parse_text(std::string_view text,
+                                                  std::string_view field_name) {
+  const std::string field(field_name);
+  if (trim(text).empty()) return LabelSelector();
+  auto parts = split_requirements(text);
+  if (!parts) {
+    return invalid_argument(field + " " + json(std::string(text)).dump() +
+                            ": parentheses do not balance");
+  }
+  json expressions = json::array();
+  for (std::string_view part : *parts) {
+    auto r = requirement_json(part);
+    if (!r) {
+      return invalid_argument(field + ": cannot read " + json(std::string(trim(part))).dump() +
+                              " (expected k=v, k!=v, k in (a,b), k notin (a,b), k or !k)");
+    }
+    expressions.push_back(std::move(*r));
+  }
+  return parse(json{{"matchExpressions", std::move(expressions)}}, field_name);
+}
+
 bool LabelSelector::matches(const Labels& labels) const {
   if (empty()) return false;
   for (const auto& [k, v] : match_labels_) {

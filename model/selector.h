@@ -61,6 +61,14 @@ class LabelSelector {
   // absent (a CRDT merge may leave a removed field null).
   static StatusOr<LabelSelector> parse(const nlohmann::json& v,
                                        std::string_view field = "selector");
+  // Parses kubectl's text form (`?labelSelector=`, `kubectl -l`): requirements
+  // separated by commas, each `k=v`, `k==v`, `k!=v`, `k in (a,b)`,
+  // `k notin (a,b)`, `k` (exists) or `!k` (does not exist). `k!=v` is
+  // `k NotIn [v]`. The same checks as parse(); InvalidArgument names `field`
+  // and quotes the requirement it could not read. An empty text is an empty
+  // selector (which matches nothing: callers treat "no filter" themselves).
+  static StatusOr<LabelSelector> parse_text(std::string_view text,
+                                            std::string_view field = "labelSelector");
 
   // True when every requirement holds; false for an empty selector.
   bool matches(const Labels& labels) const;

@@ -130,5 +130,35 @@ TEST(Selector, RoundTripsThroughJson) {
   EXPECT_EQ(s.expressions()[0].values, (std::vector<std::string>{"a", "b"}));
 }
 
+TEST(Selector, ParsesKubectlsTextForm) {
+  auto s = LabelSelector::parse_text("region=eu, tier in (a, b),zone!=z1, gpu, !legacy, x==y");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_TRUE(s->matches({{"region", "eu"}, {"tier", "b"}, {"gpu", ""}, {"x", "y"}}));
+  EXPECT_FALSE(s->matches({{"region", "eu"}, {"tier", "c"}, {"gpu", ""}, {"x", "y"}}));
+  EXPECT_FALSE(
+      s->matches({{"region", "eu"}, {"tier", "a"}, {"gpu", ""}, {"x", "y"}, {"zone", "z1"}}));
+  EXPECT_FALSE(
+      s->matches({{"region", "eu"}, {"tier", "a"}, {"gpu", ""}, {"x", "y"}, {"legacy", "1"}}));
+  auto notin = LabelSelector::parse_text("tier notin (a)");
+  ASSERT_TRUE(notin.ok());
+  EXPECT_TRUE(notin->matches({}));
+  EXPECT_FALSE(notin->matches({{"tier", "a"}}));
+  EXPECT_TRUE(LabelSelector::parse_text("  ")->empty());
+}
+
+TEST(Selector, RefusesUnreadableText) {
+  for (const char* bad : {"a=b=c", "tier in (a", "tier in a,b)", "a b", "=x", "!", "k between (a)",
+                          "a=b,,c=d", "Bad Key=1", "a=" /* empty value is allowed below */}) {
+    auto s = LabelSelector::parse_text(bad);
+    if (std::string_view(bad) == "a=") {
+      EXPECT_TRUE(s.ok()) << bad;  // Kubernetes allows an empty label value
+      continue;
+    }
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.status().message().find("labelSelector"), std::string::npos) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace canopy::model
