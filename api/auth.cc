@@ -109,7 +109,7 @@ std::string sha256_hex(std::string_view data) {
 
 Authenticator::Authenticator(Store* store, Clock* clock) : store_(store), clock_(clock) {}
 
-StatusOr<model::TokenRecord> Authenticator::load(std::string_view id) const {
+StatusOr<model::TokenRecord> Authenticator::find(std::string_view id) const {
   auto text = store_->get(model::token_key(id));
   if (!text.ok()) return text.status();
   json doc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
@@ -138,7 +138,7 @@ StatusOr<model::TokenRecord> Authenticator::authenticate(std::string_view author
   while (!authorization.empty() && authorization.front() == ' ') authorization.remove_prefix(1);
   auto bearer = model::parse_bearer(authorization);
   if (!bearer.ok()) return bearer.status();
-  auto record = load(bearer->id);
+  auto record = find(bearer->id);
   const std::string hash = sha256_hex(bearer->secret);
   if (!record.ok()) {
     if (record.status().code() == StatusCode::kNotFound) {
@@ -183,7 +183,7 @@ StatusOr<IssuedToken> Authenticator::store_token(const model::BearerToken& beare
 }
 
 Status Authenticator::revoke(std::string_view id) {
-  auto record = load(id);
+  auto record = find(id);
   if (!record.ok()) return record.status();
   if (record->revoked) return ok_status();
   return store_->patch(model::token_key(id), R"({"revoked":true})").status();

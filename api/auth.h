@@ -56,6 +56,8 @@ class Authenticator {
   // Marks a token revoked; NOT_FOUND when there is no such token. A revoked
   // token stays listed (with who it was for) until it is deleted.
   Status revoke(std::string_view id);
+  // The record of token `id` (NOT_FOUND when there is none).
+  StatusOr<model::TokenRecord> find(std::string_view id) const;
   // Every token record, by id (tenant "" for all, else that tenant's).
   StatusOr<std::vector<model::TokenRecord>> list(std::string_view tenant) const;
 
@@ -67,7 +69,6 @@ class Authenticator {
   StatusOr<bool> bootstrap_admin(const std::string& path);
 
  private:
-  StatusOr<model::TokenRecord> load(std::string_view id) const;
   // Stores the record of `bearer` as `request` describes it.
   StatusOr<IssuedToken> store_token(const model::BearerToken& bearer, const TokenRequest& request);
 

@@ -3,9 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <deque>
-#include <unordered_set>
+#include <set>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -33,27 +36,54 @@ struct CatalogService::Watcher {
 
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::string> queue;           // changed keys, oldest first
-  std::unordered_set<std::string> queued;  // keys in `queue`
+  std::deque<std::string> queue;                     // changed keys, oldest first
+  std::unordered_map<std::string, uint64_t> queued;  // key in `queue` -> its first pending index
+  std::multiset<uint64_t> pending;                   // the values of `queued`
+  uint64_t seen = 0;                                 // the greatest log index pushed
   bool overflowed = false;
   bool closed = false;
 
-  // Called by the store's listener: must not block.
-  void push(const std::string& key) {
+  // Called by the store's listener: must not block. `index` 0 is a change
+  // outside the log (never for the catalogue's keys on a hub).
+  void push(const std::string& key, uint64_t index) {
     {
       std::lock_guard lock(mu);
       if (overflowed || closed) return;
-      if (queued.contains(key)) return;  // the pending event will read the latest state
+      seen = std::max(seen, index);
+      if (auto it = queued.find(key); it != queued.end()) {
+        // The pending event will read the latest state; keep its first index.
+        if (index != 0 && index < it->second) {
+          pending.erase(pending.find(it->second));
+          it->second = index;
+          pending.insert(index);
+        }
+        return;
+      }
       if (queue.size() >= limit) {
         overflowed = true;
         queue.clear();
         queued.clear();
+        pending.clear();
       } else {
         queue.push_back(key);
-        queued.insert(key);
+        const uint64_t first = index == 0 ? seen : index;
+        queued.emplace(key, first);
+        pending.insert(first);
       }
     }
     cv.notify_one();
+  }
+  // Takes the oldest pending key and the position an event about it carries:
+  // every change at or below it is delivered once this event is (the key's
+  // state is read after the pop). REQUIRES: mu held, queue not empty.
+  std::pair<std::string, uint64_t> pop() {
+    std::string key = std::move(queue.front());
+    queue.pop_front();
+    auto it = queued.find(key);
+    pending.erase(pending.find(it->second));
+    queued.erase(it);
+    const uint64_t position = pending.empty() ? seen : *pending.begin() - 1;
+    return {std::move(key), position};
   }
   void close() {
     {
@@ -64,33 +94,108 @@ struct CatalogService::Watcher {
   }
 };
 
+namespace {
+
+// "<log epoch>.<log index>": where a watch can resume.
+std::string position_text(uint64_t epoch, uint64_t index) {
+  return std::to_string(epoch) + "." + std::to_string(index);
+}
+
+bool parse_position(std::string_view text, uint64_t* epoch, uint64_t* index) {
+  const size_t dot = text.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == text.size()) return false;
+  auto number = [](std::string_view digits, uint64_t* out) {
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), *out);
+    return ec == std::errc() && end == digits.data() + digits.size();
+  };
+  return number(text.substr(0, dot), epoch) && number(text.substr(dot + 1), index);
+}
+
+std::string_view bearer_of(const grpc::ServerContext* context) {
+  const auto& md = context->client_metadata();
+  if (auto it = md.find("authorization"); it != md.end()) {
+    return std::string_view(it->second.data(), it->second.size());
+  }
+  return {};
+}
+
+void token_info(const model::TokenRecord& r, v1::TokenInfo* out) {
+  out->set_id(r.id);
+  out->set_role(std::string(model::role_name(r.role)));
+  out->set_tenant(r.tenant);
+  out->set_created_at_ms(r.created_at_ms);
+  out->set_expires_at_ms(r.expires_at_ms);
+  out->set_revoked(r.revoked);
+  out->set_description(r.description);
+}
+
+// The labels a list's label selector matches for an object of `kind`.
+model::Labels labels_of(std::string_view kind, std::string_view name, const json& doc) {
+  model::Labels out;
+  if (kind == kSite) {
+    auto site = model::parse_site(name, doc);
+    if (site.ok()) out = std::move(site->labels);
+    return out;
+  }
+  auto meta = doc.find("metadata");
+  if (meta == doc.end() || !meta->is_object()) return out;
+  auto labels = meta->find("labels");
+  if (labels == meta->end() || !labels->is_object()) return out;
+  for (const auto& [k, v] : labels->items()) {
+    if (v.is_string()) out.emplace(k, v.get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace
+
 CatalogService::CatalogService(Store* store, hub::PlacementIndex* index,
                                hub::StatusAggregate* status, Authenticator* auth,
                                CatalogOptions options)
     : store_(store), index_(index), status_(status), auth_(auth), options_(std::move(options)) {}
 
-grpc::Status CatalogService::authorize(grpc::ServerContext* context, model::Action action,
-                                       std::string_view kind, std::string_view tenant) const {
-  std::string_view header;
-  const auto& md = context->client_metadata();
-  if (auto it = md.find("authorization"); it != md.end()) {
-    header = std::string_view(it->second.data(), it->second.size());
-  }
-  auto who = auth_->authenticate(header);
-  if (!who.ok()) return to_grpc(who.status());
-  // Sites belong to no tenant: they are the fleet's.
-  const std::string_view scope = kind == kSite ? std::string_view() : tenant;
-  if (!model::permits(who->role, who->tenant, action, scope)) {
+StatusOr<model::TokenRecord> CatalogService::authorize(std::string_view authorization,
+                                                       model::Action action,
+                                                       std::string_view tenant) const {
+  auto who = auth_->authenticate(authorization);
+  if (!who.ok()) return who.status();
+  if (!model::permits(who->role, who->tenant, action, tenant)) {
     std::string holder = std::string(model::role_name(who->role));
     if (!who->tenant.empty()) holder += " of tenant " + who->tenant;
     static constexpr const char* kVerb[] = {"read", "write", "manage", "administer"};
-    const std::string what =
-        scope.empty() ? std::string("the fleet's sites") : "tenant " + quote(scope) + "'s objects";
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        "token " + who->id + " (" + holder + ") may not " +
-                            kVerb[static_cast<int>(action)] + " " + what);
+    const std::string what = tenant.empty() ? std::string("the fleet's sites, tenants and grants")
+                                            : "tenant " + quote(tenant) + "'s objects";
+    return permission_denied("token " + who->id + " (" + holder + ") may not " +
+                             kVerb[static_cast<int>(action)] + " " + what);
   }
-  return grpc::Status::OK;
+  return who;
+}
+
+grpc::Status CatalogService::authorize_object(std::string_view authorization, bool write,
+                                              std::string_view kind, std::string_view tenant,
+                                              std::string_view name) const {
+  model::Action action = write ? model::Action::kWrite : model::Action::kRead;
+  std::string_view scope = tenant;
+  if (kind == kSite) {
+    // Sites belong to no tenant: they are the fleet's.
+    scope = {};
+    if (write) action = model::Action::kAdminister;
+  } else if (kind == kTenantKind) {
+    // A tenant's members may read its record; only a fleet admin lists or
+    // writes tenants.
+    scope = write ? std::string_view() : name;
+    if (write) action = model::Action::kAdminister;
+  } else if (kind == kGrant && write) {
+    // The tenant's members read its grants; only a fleet admin grants sites.
+    scope = {};
+    action = model::Action::kAdminister;
+  }
+  auto who = authorize(authorization, action, scope);
+  return who.ok() ? grpc::Status::OK : to_grpc(who.status());
+}
+
+std::mutex& CatalogService::write_lock(const std::string& key) {
+  return write_locks_[std::hash<std::string>{}(key) % kWriteLocks];
 }
 
 CatalogService::~CatalogService() { shutdown(); }
@@ -113,11 +218,11 @@ StatusOr<bool> CatalogService::read_object(const std::string& key, v1::Object* o
   return true;
 }
 
-grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequest* request,
+grpc::Status CatalogService::put(std::string_view authorization, const v1::PutRequest& request_in,
                                  v1::PutResponse* response) {
-  const model::Action write =
-      request->object().kind() == kSite ? model::Action::kAdminister : model::Action::kWrite;
-  if (auto a = authorize(context, write, request->object().kind(), request->object().tenant());
+  const v1::PutRequest* request = &request_in;
+  if (auto a = authorize_object(authorization, true, request->object().kind(),
+                                request->object().tenant(), request->object().name());
       !a.ok()) {
     return a;
   }
@@ -129,7 +234,23 @@ grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequ
   if (!key.ok()) return to_grpc(key.status());
   auto doc = validate_object(obj, options_.limits);
   if (!doc.ok()) return to_grpc(doc.status());
-  auto delta = store_->put_value(*key, *doc);
+  StatusOr<v1::Delta> delta = v1::Delta();
+  {
+    std::lock_guard lock(write_lock(*key));
+    if (obj.version() != 0) {
+      v1::Object current;
+      auto found = read_object(*key, &current);
+      if (!found.ok()) return to_grpc(found.status());
+      if (current.version() != obj.version()) {
+        return grpc::Status(grpc::StatusCode::ABORTED,
+                            subject(obj.kind(), obj.name()) + ": object.version " +
+                                std::to_string(obj.version()) + " is stale: it is at version " +
+                                std::to_string(current.version()) + (*found ? "" : " (deleted)") +
+                                "; read it again and reapply");
+      }
+    }
+    delta = store_->put_value(*key, *doc);
+  }
   if (!delta.ok()) return to_grpc(delta.status());
   spdlog::debug("catalog: put {} ({} field ops)", *key, delta->ops_size());
 
@@ -145,9 +266,11 @@ grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequ
   return grpc::Status::OK;
 }
 
-grpc::Status CatalogService::Get(grpc::ServerContext* context, const v1::GetRequest* request,
+grpc::Status CatalogService::get(std::string_view authorization, const v1::GetRequest& request_in,
                                  v1::GetResponse* response) {
-  if (auto a = authorize(context, model::Action::kRead, request->kind(), request->tenant());
+  const v1::GetRequest* request = &request_in;
+  if (auto a = authorize_object(authorization, false, request->kind(), request->tenant(),
+                                request->name());
       !a.ok()) {
     return a;
   }
@@ -164,9 +287,10 @@ grpc::Status CatalogService::Get(grpc::ServerContext* context, const v1::GetRequ
   return grpc::Status::OK;
 }
 
-grpc::Status CatalogService::List(grpc::ServerContext* context, const v1::ListRequest* request,
+grpc::Status CatalogService::list(std::string_view authorization, const v1::ListRequest& request_in,
                                   v1::ListResponse* response) {
-  if (auto a = authorize(context, model::Action::kRead, request->kind(), request->tenant());
+  const v1::ListRequest* request = &request_in;
+  if (auto a = authorize_object(authorization, false, request->kind(), request->tenant(), "");
       !a.ok()) {
     return a;
   }
@@ -174,6 +298,9 @@ grpc::Status CatalogService::List(grpc::ServerContext* context, const v1::ListRe
   // Validate kind and tenant with a placeholder name.
   auto valid = object_key(kind, request->tenant(), "x");
   if (!valid.ok()) return to_grpc(valid.status());
+  auto selector = model::LabelSelector::parse_text(request->label_selector(), "label_selector");
+  if (!selector.ok()) return to_grpc(selector.status());
+  const bool filtered = !selector->empty();
   const std::string& token = request->page_token();
   if (!token.empty() && !model::is_dns1123_label(token)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -189,6 +316,10 @@ grpc::Status CatalogService::List(grpc::ServerContext* context, const v1::ListRe
     name_object(kind, request->tenant(), name, &obj);
     auto found = read_object(key, &obj);
     if (!found.ok()) return found.status();
+    if (*found && filtered &&
+        !selector->matches(labels_of(kind, name, json::parse(obj.json(), nullptr, false)))) {
+      return false;
+    }
     if (*found) *response->add_objects() = std::move(obj);
     return *found;
   };
@@ -225,13 +356,19 @@ grpc::Status CatalogService::List(grpc::ServerContext* context, const v1::ListRe
       auto doc = Document::from_proto(st.root(), options_.limits.max_depth);
       if (!doc.ok()) return to_grpc(doc.status());
       if (!doc->exists()) continue;
+      const std::string_view name = std::string_view(st.key()).substr(prefix.size());
+      std::string text = doc->to_json();
+      if (filtered &&
+          !selector->matches(labels_of(kind, name, json::parse(text, nullptr, false)))) {
+        continue;
+      }
       if (static_cast<size_t>(response->objects_size()) == page_size) {
         response->set_next_page_token(response->objects().rbegin()->name());
         return grpc::Status::OK;
       }
       v1::Object* obj = response->add_objects();
-      name_object(kind, request->tenant(), std::string_view(st.key()).substr(prefix.size()), obj);
-      obj->set_json(doc->to_json());
+      name_object(kind, request->tenant(), name, obj);
+      obj->set_json(std::move(text));
       obj->set_version(doc->max_hlc());
     }
     if (states->size() < page_size + 1) return grpc::Status::OK;
@@ -239,14 +376,34 @@ grpc::Status CatalogService::List(grpc::ServerContext* context, const v1::ListRe
   }
 }
 
-grpc::Status CatalogService::Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+grpc::Status CatalogService::remove(std::string_view authorization,
+                                    const v1::DeleteRequest& request_in,
                                     v1::DeleteResponse* response) {
-  const model::Action write =
-      request->kind() == kSite ? model::Action::kAdminister : model::Action::kWrite;
-  if (auto a = authorize(context, write, request->kind(), request->tenant()); !a.ok()) return a;
+  const v1::DeleteRequest* request = &request_in;
+  if (auto a = authorize_object(authorization, true, request->kind(), request->tenant(),
+                                request->name());
+      !a.ok()) {
+    return a;
+  }
   auto key = object_key(request->kind(), request->tenant(), request->name());
   if (!key.ok()) return to_grpc(key.status());
-  auto delta = store_->remove(*key);
+  StatusOr<v1::Delta> delta = v1::Delta();
+  {
+    std::lock_guard lock(write_lock(*key));
+    if (request->version() != 0) {
+      v1::Object current;
+      auto found = read_object(*key, &current);
+      if (!found.ok()) return to_grpc(found.status());
+      if (*found && current.version() != request->version()) {
+        return grpc::Status(grpc::StatusCode::ABORTED,
+                            subject(request->kind(), request->name()) + ": version " +
+                                std::to_string(request->version()) +
+                                " is stale: it is at version " + std::to_string(current.version()) +
+                                "; read it again");
+      }
+    }
+    delta = store_->remove(*key);
+  }
   if (!delta.ok()) {
     if (delta.status().code() == StatusCode::kNotFound) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
@@ -261,37 +418,117 @@ grpc::Status CatalogService::Delete(grpc::ServerContext* context, const v1::Dele
   return grpc::Status::OK;
 }
 
-grpc::Status CatalogService::Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
-                                   grpc::ServerWriter<v1::WatchEvent>* writer) {
-  if (auto a = authorize(context, model::Action::kRead, request->kind(), request->tenant());
+grpc::Status CatalogService::check_watch(std::string_view authorization,
+                                         const v1::WatchRequest& request) {
+  if (auto a = authorize_object(authorization, false, request.kind(), request.tenant(), "");
       !a.ok()) {
     return a;
   }
-  const std::string& kind = request->kind();
-  auto valid = object_key(kind, request->tenant(), "x");
+  auto valid = object_key(request.kind(), request.tenant(), "x");
   if (!valid.ok()) return to_grpc(valid.status());
+  if (request.from().empty()) return grpc::Status::OK;
+  uint64_t epoch = 0;
+  uint64_t index = 0;
+  if (!parse_position(request.from(), &epoch, &index)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "from " + quote(request.from()) + " is not a position this hub returned");
+  }
+  if (epoch != store_->log_epoch() || index + 1 < store_->first_log_index()) {
+    return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                        "from " + quote(request.from()) +
+                            ": the hub's log no longer reaches back that far (or the position is "
+                            "another hub's); list again and watch again");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CatalogService::watch(std::string_view authorization, const v1::WatchRequest& request,
+                                   const WatchSink& sink) {
+  if (auto checked = check_watch(authorization, request); !checked.ok()) return checked;
+  const std::string& kind = request.kind();
+  uint64_t from_epoch = 0;
+  uint64_t from_index = 0;
+  if (!request.from().empty()) parse_position(request.from(), &from_epoch, &from_index);
 
   auto w = std::make_shared<Watcher>();
-  w->prefix = prefix_of(kind, request->tenant());
+  w->prefix = prefix_of(kind, request.tenant());
   w->limit = options_.watch_queue_limit;
   {
     std::lock_guard lock(mu_);
     if (shut_down_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the hub is shutting down");
     watchers_.insert(w);
   }
-  const uint64_t subscription = store_->subscribe([w](const v1::LogEntry& e) {
+  auto direct_child = [prefix = w->prefix](std::string_view key) {
+    if (!key.starts_with(prefix)) return false;
+    const std::string_view name = key.substr(prefix.size());
+    return !name.empty() && name.find('/') == std::string_view::npos;
+  };
+  const uint64_t subscription = store_->subscribe([w, direct_child](const v1::LogEntry& e) {
     const std::string& key = e.has_delta() ? e.delta().key() : e.doc().key();
-    if (!key.starts_with(w->prefix)) return;
-    const std::string_view name = std::string_view(key).substr(w->prefix.size());
-    if (name.empty() || name.find('/') != std::string_view::npos) return;
-    w->push(key);
+    if (direct_child(key)) w->push(key, e.index());
   });
-  // Tells the client the watch is established: every later change reaches it.
-  writer->SendInitialMetadata();
-
+  const uint64_t epoch = store_->log_epoch();
   grpc::Status result = grpc::Status::OK;
+  auto finish = [&] {
+    store_->unsubscribe(subscription);
+    std::lock_guard lock(mu_);
+    watchers_.erase(w);
+  };
+
+  if (request.from().empty()) {
+    // Changes already committed are in the state; the position starts here.
+    std::lock_guard lock(w->mu);
+    w->seen = std::max(w->seen, store_->last_log_index());
+  } else {
+    // Resume: queue every key changed after the position, as far as the log
+    // reaches. The subscription above catches what commits meanwhile.
+    const auto too_old = grpc::Status(
+        grpc::StatusCode::OUT_OF_RANGE,
+        "from " + quote(request.from()) +
+            ": the hub's log no longer reaches back that far (or the position is another "
+            "hub's); list again and watch again");
+    if (from_epoch != epoch) {
+      finish();
+      return too_old;
+    }
+    uint64_t after = from_index;
+    constexpr size_t kPage = 1000;
+    while (true) {
+      auto page = store_->log_since(epoch, after, direct_child, kPage);
+      if (!page.ok()) {
+        finish();
+        return to_grpc(page.status());
+      }
+      if (!page->complete) {
+        finish();
+        return too_old;
+      }
+      for (const auto& e : page->entries) {
+        w->push(e.has_delta() ? e.delta().key() : e.doc().key(), e.index());
+        after = std::max(after, e.index());
+      }
+      std::lock_guard lock(w->mu);
+      if (page->entries.size() < kPage) {
+        // The read reached the log's end.
+        w->seen = std::max(w->seen, page->last_index);
+        break;
+      }
+      if (w->overflowed) break;
+    }
+  }
+  // Tells the client the watch is established: every later change reaches it.
+  if (sink.established) {
+    uint64_t position = 0;
+    {
+      std::lock_guard lock(w->mu);
+      position = w->pending.empty() ? w->seen : *w->pending.begin() - 1;
+    }
+    sink.established(position_text(epoch, position));
+  }
+
   while (true) {
     std::string key;
+    uint64_t position = 0;
     {
       std::unique_lock lock(w->mu);
       w->cv.wait_for(lock, kWatchPoll,
@@ -306,13 +543,9 @@ grpc::Status CatalogService::Watch(grpc::ServerContext* context, const v1::Watch
                                   " changes; re-list and watch again");
         break;
       }
-      if (!w->queue.empty()) {
-        key = std::move(w->queue.front());
-        w->queue.pop_front();
-        w->queued.erase(key);
-      }
+      if (!w->queue.empty()) std::tie(key, position) = w->pop();
     }
-    if (context->IsCancelled()) {
+    if (sink.cancelled && sink.cancelled()) {
       result = grpc::Status::CANCELLED;
       break;
     }
@@ -321,33 +554,31 @@ grpc::Status CatalogService::Watch(grpc::ServerContext* context, const v1::Watch
 
     v1::WatchEvent event;
     v1::Object* obj = event.mutable_object();
-    name_object(kind, request->tenant(), std::string_view(key).substr(w->prefix.size()), obj);
+    name_object(kind, request.tenant(), std::string_view(key).substr(w->prefix.size()), obj);
     auto found = read_object(key, obj);
     if (!found.ok()) {
       result = to_grpc(found.status());
       break;
     }
     event.set_type(*found ? v1::WatchEvent::PUT : v1::WatchEvent::DELETE);
-    if (!writer->Write(event)) {
+    event.set_position(position_text(epoch, position));
+    if (!sink.send(event)) {
       result = grpc::Status::CANCELLED;  // the client went away
       break;
     }
   }
-  store_->unsubscribe(subscription);
-  {
-    std::lock_guard lock(mu_);
-    watchers_.erase(w);
-  }
+  finish();
   if (result.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
     spdlog::warn("catalog: watch of {} ended: {}", w->prefix, result.error_message());
   }
   return result;
 }
 
-grpc::Status CatalogService::GetStatus(grpc::ServerContext* context,
-                                       const v1::GetStatusRequest* request,
-                                       v1::GetStatusResponse* response) {
-  if (auto a = authorize(context, model::Action::kRead, kPlacement, request->tenant()); !a.ok()) {
+grpc::Status CatalogService::get_status(std::string_view authorization,
+                                        const v1::GetStatusRequest& request_in,
+                                        v1::GetStatusResponse* response) {
+  const v1::GetStatusRequest* request = &request_in;
+  if (auto a = authorize_object(authorization, false, kPlacement, request->tenant(), ""); !a.ok()) {
     return a;
   }
   for (const auto& [field, value] :
@@ -378,6 +609,164 @@ grpc::Status CatalogService::GetStatus(grpc::ServerContext* context,
   }
   *response = std::move(status).value();
   return grpc::Status::OK;
+}
+
+// --- Tokens.
+
+grpc::Status CatalogService::issue_token(std::string_view authorization,
+                                         const v1::IssueTokenRequest& request,
+                                         v1::IssueTokenResponse* response) {
+  auto who = auth_->authenticate(authorization);
+  if (!who.ok()) return to_grpc(who.status());
+  auto role = model::parse_role(request.role());
+  if (!role.ok()) return to_grpc(Status(role.status().code(), "role: " + role.status().message()));
+  if (*role == model::Role::kFleetAdmin) {
+    if (!request.tenant().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "tenant must be empty for a fleet-admin token");
+    }
+  } else if (Status st = check_label("tenant", request.tenant()); !st.ok()) {
+    return to_grpc(st);
+  }
+  const bool own_tenant = who->role == model::Role::kFleetAdmin || who->tenant == request.tenant();
+  if (!model::may_issue(who->role, *role) || !own_tenant) {
+    std::string holder = std::string(model::role_name(who->role));
+    if (!who->tenant.empty()) holder += " of tenant " + who->tenant;
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "token " + who->id + " (" + holder + ") may not issue a " + request.role() +
+                            " token" +
+                            (request.tenant().empty() ? "" : " of tenant " + request.tenant()));
+  }
+  if (!request.tenant().empty()) {
+    v1::Object tenant;
+    auto found = read_object(model::tenant_key(request.tenant()), &tenant);
+    if (!found.ok()) return to_grpc(found.status());
+    if (!*found) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "tenant " + quote(request.tenant()) + " does not exist; create it first");
+    }
+  }
+  constexpr uint64_t kMaxTtlSeconds = 10ull * 365 * 24 * 3600;
+  if (request.ttl_seconds() > kMaxTtlSeconds) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "ttl_seconds " + std::to_string(request.ttl_seconds()) +
+                            " exceeds ten years; use 0 for a token that does not expire");
+  }
+  if (request.description().size() > 1024) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "description of " + std::to_string(request.description().size()) +
+                            " bytes exceeds the limit of 1024");
+  }
+  TokenRequest wanted;
+  wanted.role = *role;
+  wanted.tenant = request.tenant();
+  wanted.ttl_ms = request.ttl_seconds() * 1000;
+  wanted.description = request.description();
+  auto issued = auth_->issue(wanted);
+  if (!issued.ok()) return to_grpc(issued.status());
+  // The id only: never the bearer text.
+  spdlog::info("catalog: token {} ({}) issued by token {}", issued->record.id, request.role(),
+               who->id);
+  token_info(issued->record, response->mutable_token());
+  response->set_bearer(std::move(issued->bearer));
+  return grpc::Status::OK;
+}
+
+grpc::Status CatalogService::list_tokens(std::string_view authorization,
+                                         const v1::ListTokensRequest& request,
+                                         v1::ListTokensResponse* response) {
+  if (!request.tenant().empty()) {
+    if (Status st = check_label("tenant", request.tenant()); !st.ok()) return to_grpc(st);
+  }
+  // A tenant's tokens need kManage on it; every token needs the fleet.
+  auto who = authorize(
+      authorization, request.tenant().empty() ? model::Action::kAdminister : model::Action::kManage,
+      request.tenant());
+  if (!who.ok()) return to_grpc(who.status());
+  auto records = auth_->list(request.tenant());
+  if (!records.ok()) return to_grpc(records.status());
+  for (const auto& r : *records) token_info(r, response->add_tokens());
+  return grpc::Status::OK;
+}
+
+grpc::Status CatalogService::revoke_token(std::string_view authorization,
+                                          const v1::RevokeTokenRequest& request,
+                                          v1::RevokeTokenResponse* response) {
+  auto who = auth_->authenticate(authorization);
+  if (!who.ok()) return to_grpc(who.status());
+  if (request.id().size() != model::kTokenIdChars ||
+      request.id().find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "id " + quote(request.id()) + " is not a token id (16 hex digits)");
+  }
+  auto target = auth_->find(request.id());
+  // Whether a token exists is itself only for those who may revoke it.
+  const bool exists = target.ok();
+  if (!exists && target.status().code() != StatusCode::kNotFound) {
+    return to_grpc(target.status());
+  }
+  const bool allowed =
+      who->role == model::Role::kFleetAdmin ||
+      (exists && who->tenant == target->tenant && model::may_issue(who->role, target->role));
+  if (!allowed) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "token " + who->id + " may not revoke token " + request.id());
+  }
+  if (!exists) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "token " + request.id() + " not found");
+  }
+  if (Status st = auth_->revoke(request.id()); !st.ok()) return to_grpc(st);
+  spdlog::info("catalog: token {} revoked by token {}", request.id(), who->id);
+  target->revoked = true;
+  token_info(*target, response->mutable_token());
+  return grpc::Status::OK;
+}
+
+// --- gRPC adapters.
+
+grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequest* request,
+                                 v1::PutResponse* response) {
+  return put(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::Get(grpc::ServerContext* context, const v1::GetRequest* request,
+                                 v1::GetResponse* response) {
+  return get(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::List(grpc::ServerContext* context, const v1::ListRequest* request,
+                                  v1::ListResponse* response) {
+  return list(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                                    v1::DeleteResponse* response) {
+  return remove(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
+                                   grpc::ServerWriter<v1::WatchEvent>* writer) {
+  WatchSink sink;
+  sink.established = [writer](const std::string&) { writer->SendInitialMetadata(); };
+  sink.send = [writer](const v1::WatchEvent& e) { return writer->Write(e); };
+  sink.cancelled = [context] { return context->IsCancelled(); };
+  return watch(bearer_of(context), *request, sink);
+}
+grpc::Status CatalogService::GetStatus(grpc::ServerContext* context,
+                                       const v1::GetStatusRequest* request,
+                                       v1::GetStatusResponse* response) {
+  return get_status(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::IssueToken(grpc::ServerContext* context,
+                                        const v1::IssueTokenRequest* request,
+                                        v1::IssueTokenResponse* response) {
+  return issue_token(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::ListTokens(grpc::ServerContext* context,
+                                        const v1::ListTokensRequest* request,
+                                        v1::ListTokensResponse* response) {
+  return list_tokens(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::RevokeToken(grpc::ServerContext* context,
+                                         const v1::RevokeTokenRequest* request,
+                                         v1::RevokeTokenResponse* response) {
+  return revoke_token(bearer_of(context), *request, response);
 }
 
 }  // namespace canopy::api

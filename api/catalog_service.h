@@ -7,6 +7,16 @@
 // it was; errors are gRPC codes whose message names the field and the reason.
 // Store errors pass through with their code (api/grpc_status.h).
 //
+// Each operation is a transport-neutral method (put, get, ...) taking the
+// caller's `Authorization` header value; the gRPC methods (Put, Get, ...) and
+// the REST routes (api/rest.h) are thin adapters over them, so the three
+// front doors (gRPC, REST, kubectl canopy) cannot disagree.
+//
+// Optimistic concurrency: a Put or Delete naming a version is refused with
+// ABORTED unless the object is at that version. The check and the write are
+// atomic on this hub (a lock per key stripe); another hub may still write
+// concurrently, and the CRDT merge then keeps both as it always does.
+//
 // Watch streams subscribe to the store. The store's listener runs on the
 // writing thread with the store's lock held, so it only records the changed
 // key in the watcher's bounded queue (coalescing repeated changes of one key)
@@ -52,6 +62,17 @@ namespace canopy::api {
 // Pending changes a watcher may fall behind by before its stream is ended.
 inline constexpr size_t kWatchQueueLimit = 10'000;
 
+// Where a watch sends its events, whatever the transport.
+struct WatchSink {
+  // Called once the watch is established: every change after `position`
+  // reaches it.
+  std::function<void(const std::string& position)> established;
+  // Sends one event; false when the client went away.
+  std::function<bool(const v1::WatchEvent&)> send;
+  // Whether the client went away (polled while no event is pending).
+  std::function<bool()> cancelled;
+};
+
 struct CatalogOptions {
   // The store's document limits (StoreOptions::limits).
   DocumentLimits limits;
@@ -73,6 +94,33 @@ class CatalogService final : public v1::Catalog::Service {
   // Ends every open watch stream (UNAVAILABLE) and refuses new ones.
   void shutdown();
 
+  // --- The operations. `authorization` is the caller's header value
+  // ("Bearer canopy_...").
+  grpc::Status put(std::string_view authorization, const v1::PutRequest& request,
+                   v1::PutResponse* response);
+  grpc::Status get(std::string_view authorization, const v1::GetRequest& request,
+                   v1::GetResponse* response);
+  grpc::Status list(std::string_view authorization, const v1::ListRequest& request,
+                    v1::ListResponse* response);
+  grpc::Status remove(std::string_view authorization, const v1::DeleteRequest& request,
+                      v1::DeleteResponse* response);
+  // What watch() would refuse before it starts (authorization, kind, tenant,
+  // the position): REST checks it before it starts its response.
+  grpc::Status check_watch(std::string_view authorization, const v1::WatchRequest& request);
+  // Returns when the client leaves, the hub shuts down, or the watcher falls
+  // too far behind (RESOURCE_EXHAUSTED).
+  grpc::Status watch(std::string_view authorization, const v1::WatchRequest& request,
+                     const WatchSink& sink);
+  grpc::Status get_status(std::string_view authorization, const v1::GetStatusRequest& request,
+                          v1::GetStatusResponse* response);
+  grpc::Status issue_token(std::string_view authorization, const v1::IssueTokenRequest& request,
+                           v1::IssueTokenResponse* response);
+  grpc::Status list_tokens(std::string_view authorization, const v1::ListTokensRequest& request,
+                           v1::ListTokensResponse* response);
+  grpc::Status revoke_token(std::string_view authorization, const v1::RevokeTokenRequest& request,
+                            v1::RevokeTokenResponse* response);
+
+  // --- gRPC.
   grpc::Status Put(grpc::ServerContext* context, const v1::PutRequest* request,
                    v1::PutResponse* response) override;
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
@@ -85,6 +133,12 @@ class CatalogService final : public v1::Catalog::Service {
                      grpc::ServerWriter<v1::WatchEvent>* writer) override;
   grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
                          v1::GetStatusResponse* response) override;
+  grpc::Status IssueToken(grpc::ServerContext* context, const v1::IssueTokenRequest* request,
+                          v1::IssueTokenResponse* response) override;
+  grpc::Status ListTokens(grpc::ServerContext* context, const v1::ListTokensRequest* request,
+                          v1::ListTokensResponse* response) override;
+  grpc::Status RevokeToken(grpc::ServerContext* context, const v1::RevokeTokenRequest* request,
+                           v1::RevokeTokenResponse* response) override;
 
  private:
   struct Watcher;
@@ -92,16 +146,24 @@ class CatalogService final : public v1::Catalog::Service {
   // Reads `key` into `out` (kind, tenant, name set by the caller). False when
   // the document does not exist (version still set when a tombstone does).
   StatusOr<bool> read_object(const std::string& key, v1::Object* out);
-  // OK when the caller's token may do `action` on the objects of `kind` and
-  // `tenant` (sites: fleet-level), else why not.
-  grpc::Status authorize(grpc::ServerContext* context, model::Action action, std::string_view kind,
-                         std::string_view tenant) const;
+  // The caller's token record when it may do `action` on `tenant`'s objects
+  // (empty: fleet-level), else why not.
+  StatusOr<model::TokenRecord> authorize(std::string_view authorization, model::Action action,
+                                         std::string_view tenant) const;
+  // The same for reading (`write` false) or writing objects of `kind`.
+  grpc::Status authorize_object(std::string_view authorization, bool write, std::string_view kind,
+                                std::string_view tenant, std::string_view name) const;
+  // The lock that makes a versioned write's check and write atomic.
+  std::mutex& write_lock(const std::string& key);
 
   Store* store_;
   hub::PlacementIndex* index_;
   hub::StatusAggregate* status_;
   Authenticator* auth_;
   CatalogOptions options_;
+
+  static constexpr size_t kWriteLocks = 64;
+  std::mutex write_locks_[kWriteLocks];
 
   std::mutex mu_;
   bool shut_down_ = false;

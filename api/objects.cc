@@ -42,8 +42,11 @@ Status check_label(std::string_view field, std::string_view value) {
   return ok_status();
 }
 
+bool is_fleet_kind(std::string_view kind) { return kind == kSite || kind == kTenantKind; }
+
 std::string prefix_of(std::string_view kind, std::string_view tenant) {
   if (kind == kSite) return std::string(model::kSitesPrefix);
+  if (kind == kTenantKind) return std::string(model::kTenantsPrefix);
   return model::tenant_kind_prefix(tenant, kind);
 }
 
@@ -58,7 +61,7 @@ void name_object(std::string_view kind, std::string_view tenant, std::string_vie
 std::string not_found_message(std::string_view kind, std::string_view tenant,
                               std::string_view name) {
   std::string m = subject(kind, name);
-  if (kind != kSite) m += " of tenant " + quote(tenant);
+  if (!is_fleet_kind(kind)) m += " of tenant " + quote(tenant);
   return m + " not found";
 }
 
@@ -66,13 +69,15 @@ StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
                                  std::string_view name, std::string_view field_prefix) {
   const std::string p(field_prefix);
   if (kind.empty()) return invalid_argument(p + "kind is missing");
-  if (kind != kTemplate && kind != kPlacement && kind != kOverride && kind != kSite) {
+  if (kind != kTemplate && kind != kPlacement && kind != kOverride && kind != kGrant &&
+      kind != kSite && kind != kTenantKind) {
     return invalid_argument(p + "kind " + quote(kind) +
-                            " is not one of template, placement, override, site");
+                            " is not one of template, placement, override, grant, site, tenant");
   }
-  if (kind == kSite) {
+  if (is_fleet_kind(kind)) {
     if (!tenant.empty()) {
-      return invalid_argument(p + "tenant must be empty for kind site (sites belong to no tenant)");
+      return invalid_argument(p + "tenant must be empty for kind " + std::string(kind) + " (" +
+                              std::string(kind) + "s belong to no tenant)");
     }
   } else {
     CANOPY_RETURN_IF_ERROR(check_label(p + "tenant", tenant));
@@ -120,6 +125,11 @@ StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& l
     CANOPY_RETURN_IF_ERROR(named(what, model::parse_override(doc).status()));
   } else if (kind == kSite) {
     CANOPY_RETURN_IF_ERROR(check_site(&doc, object.name(), what));
+  } else if (kind == kGrant) {
+    CANOPY_RETURN_IF_ERROR(named(what, model::parse_grant(doc).status()));
+  } else if (kind == kTenantKind) {
+    CANOPY_RETURN_IF_ERROR(named(what, model::parse_tenant(object.name(), doc).status()));
+    if (!doc.contains("name")) doc["name"] = object.name();
   }
   const size_t canonical = doc.dump().size();
   if (canonical > limits.max_doc_bytes) {

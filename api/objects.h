@@ -25,6 +25,11 @@ inline constexpr std::string_view kTemplate = "template";
 inline constexpr std::string_view kPlacement = "placement";
 inline constexpr std::string_view kOverride = "override";
 inline constexpr std::string_view kSite = "site";
+inline constexpr std::string_view kGrant = "grant";
+inline constexpr std::string_view kTenantKind = "tenant";
+
+// Whether objects of `kind` belong to no tenant (sites and tenants).
+bool is_fleet_kind(std::string_view kind);
 
 // The store key of an object, or INVALID_ARGUMENT naming the bad field
 // (`field_prefix` is prepended to field names, e.g. "object.").

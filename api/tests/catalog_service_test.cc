@@ -332,7 +332,7 @@ std::vector<BadPut> bad_puts() {
   return {
       {"no kind", object("", "acme", "web", cm.dump()), IA, "object.kind is missing"},
       {"unknown kind", object("deployment", "acme", "web", cm.dump()), IA,
-       R"(object.kind "deployment" is not one of template, placement, override, site)"},
+       R"(object.kind "deployment" is not one of template, placement, override, grant, site, tenant)"},
       {"no tenant", object("template", "", "web", cm.dump()), IA, "object.tenant is missing"},
       {"bad tenant", object("template", "Acme", "web", cm.dump()), IA,
        R"(object.tenant "Acme" is not a DNS-1123 label)"},
@@ -445,9 +445,9 @@ TEST_F(CatalogServiceTest, BadInputIsRefusedAndChangesNothing) {
   EXPECT_NE(st.error_message().find(R"(name "Web" is not a DNS-1123 label)"), std::string::npos);
   st = remove("template", "acme", "../web");
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  st = remove("grant", "acme", "web");
+  st = remove("secret", "acme", "web");
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(st.error_message().find(R"(kind "grant")"), std::string::npos);
+  EXPECT_NE(st.error_message().find(R"(kind "secret")"), std::string::npos);
   EXPECT_EQ(store_->last_log_index(), index_before);
 }
 
@@ -502,6 +502,193 @@ TEST_F(CatalogServiceTest, WatchDeliversChangesOfItsKindAndTenant) {
   while (reader->Read(&ignored)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(CatalogServiceTest, WatchResumesFromAPosition) {
+  put_ok("template", "acme", "a", config_map("a"));
+  std::string position;
+  {
+    grpc::ClientContext ctx;
+    authorize(&ctx);
+    v1::WatchRequest req;
+    req.set_kind("template");
+    req.set_tenant("acme");
+    auto reader = stub_->Watch(&ctx, req);
+    reader->WaitForInitialMetadata();
+    put_ok("template", "acme", "b", config_map("b"));
+    v1::WatchEvent ev = next_event(reader.get());
+    EXPECT_EQ(ev.object().name(), "b");
+    position = ev.position();
+    ctx.TryCancel();
+  }
+  ASSERT_FALSE(position.empty());
+  // While nobody watches: one change, another tenant's, another kind's.
+  put_ok("template", "acme", "c", config_map("c"));
+  put_ok("template", "acme-2", "d", config_map("d"));
+  ASSERT_TRUE(remove("template", "acme", "a").ok());
+
+  grpc::ClientContext ctx;
+  authorize(&ctx);
+  v1::WatchRequest req;
+  req.set_kind("template");
+  req.set_tenant("acme");
+  req.set_from(position);
+  auto reader = stub_->Watch(&ctx, req);
+  v1::WatchEvent ev = next_event(reader.get());
+  EXPECT_EQ(ev.object().name(), "c");
+  EXPECT_EQ(ev.type(), v1::WatchEvent::PUT);
+  ev = next_event(reader.get());
+  EXPECT_EQ(ev.object().name(), "a");
+  EXPECT_EQ(ev.type(), v1::WatchEvent::DELETE);
+  // And then live changes, as any watch.
+  put_ok("template", "acme", "e", config_map("e"));
+  ev = next_event(reader.get());
+  EXPECT_EQ(ev.object().name(), "e");
+  ctx.TryCancel();
+  v1::WatchEvent ignored;
+  while (reader->Read(&ignored)) {
+  }
+
+  // A position from another log, or one the log no longer reaches.
+  for (const std::string& from : {std::string("1.1"), std::string("12"), std::string("x.y")}) {
+    grpc::ClientContext c2;
+    authorize(&c2);
+    req.set_from(from);
+    auto r2 = stub_->Watch(&c2, req);
+    while (r2->Read(&ignored)) {
+    }
+    const grpc::Status st = r2->Finish();
+    EXPECT_EQ(st.error_code(),
+              from == "1.1" ? grpc::StatusCode::OUT_OF_RANGE : grpc::StatusCode::INVALID_ARGUMENT)
+        << from << ": " << st.error_message();
+  }
+  ASSERT_TRUE(store_->trim_log(store_->last_log_index()).ok());
+  grpc::ClientContext c3;
+  authorize(&c3);
+  req.set_from(position);
+  auto r3 = stub_->Watch(&c3, req);
+  while (r3->Read(&ignored)) {
+  }
+  EXPECT_EQ(r3->Finish().error_code(), grpc::StatusCode::OUT_OF_RANGE);
+}
+
+TEST_F(CatalogServiceTest, AStaleVersionIsRefused) {
+  v1::PutResponse first;
+  ASSERT_TRUE(put(object("template", "acme", "web", config_map("web").dump()), &first).ok());
+  const uint64_t v = first.object().version();
+  json changed = config_map("web");
+  changed["data"]["x"] = "1";
+  v1::Object o = object("template", "acme", "web", changed.dump());
+  o.set_version(v);
+  v1::PutResponse second;
+  ASSERT_TRUE(put(o, &second).ok());
+  // The same version again is now stale: refused, nothing written.
+  const uint64_t index = store_->last_log_index();
+  changed["data"]["x"] = "2";
+  o.set_json(changed.dump());
+  grpc::Status st = put(o);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_NE(st.error_message().find("is stale"), std::string::npos) << st.error_message();
+  EXPECT_EQ(store_->last_log_index(), index);
+  grpc::ClientContext ctx;
+  authorize(&ctx);
+  v1::DeleteRequest del;
+  del.set_kind("template");
+  del.set_tenant("acme");
+  del.set_name("web");
+  del.set_version(v);
+  v1::DeleteResponse dr;
+  EXPECT_EQ(stub_->Delete(&ctx, del, &dr).error_code(), grpc::StatusCode::ABORTED);
+  grpc::ClientContext ctx2;
+  authorize(&ctx2);
+  del.set_version(second.object().version());
+  EXPECT_TRUE(stub_->Delete(&ctx2, del, &dr).ok());
+}
+
+TEST_F(CatalogServiceTest, ListFiltersByLabelSelector) {
+  for (const char* name : {"a", "b", "c"}) {
+    json doc = config_map(name);
+    doc["metadata"]["labels"] = {{"tier", std::string(name) == "b" ? "back" : "front"}};
+    put_ok("template", "acme", name, doc);
+  }
+  put_ok("site", "", "lyon", {{"labels", {{"region", "eu"}}}});
+  put_ok("site", "", "nyc", {{"labels", {{"region", "us"}}}});
+  auto names = [&](std::string_view kind, std::string_view tenant, const std::string& selector) {
+    grpc::ClientContext ctx;
+    authorize(&ctx);
+    v1::ListRequest req;
+    req.set_kind(std::string(kind));
+    req.set_tenant(std::string(tenant));
+    req.set_label_selector(selector);
+    v1::ListResponse resp;
+    grpc::Status st = stub_->List(&ctx, req, &resp);
+    std::vector<std::string> out;
+    if (!st.ok()) out.push_back("error: " + st.error_message());
+    for (const auto& o : resp.objects()) out.push_back(o.name());
+    return out;
+  };
+  EXPECT_EQ(names("template", "acme", "tier=front"), (std::vector<std::string>{"a", "c"}));
+  EXPECT_EQ(names("template", "acme", "tier!=front"), (std::vector<std::string>{"b"}));
+  EXPECT_EQ(names("template", "acme", ""), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(names("site", "", "region in (eu)"), (std::vector<std::string>{"lyon"}));
+  auto bad = names("template", "acme", "tier in (");
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_NE(bad[0].find("label_selector"), std::string::npos) << bad[0];
+}
+
+TEST_F(CatalogServiceTest, TokensAreIssuedListedAndRevoked) {
+  put_ok("tenant", "", "acme", json::object());
+  auto issue_call = [&](const std::string& role, const std::string& tenant,
+                        v1::IssueTokenResponse* out) {
+    grpc::ClientContext ctx;
+    authorize(&ctx);
+    v1::IssueTokenRequest req;
+    req.set_role(role);
+    req.set_tenant(tenant);
+    return stub_->IssueToken(&ctx, req, out);
+  };
+  v1::IssueTokenResponse admin_of_acme;
+  ASSERT_TRUE(issue_call("tenant-admin", "acme", &admin_of_acme).ok());
+  EXPECT_EQ(admin_of_acme.token().role(), "tenant-admin");
+  EXPECT_TRUE(admin_of_acme.bearer().starts_with("canopy_" + admin_of_acme.token().id() + "_"));
+  v1::IssueTokenResponse ignored;
+  EXPECT_EQ(issue_call("viewer", "nobody", &ignored).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(issue_call("fleet-admin", "acme", &ignored).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // The tenant admin issues editors and viewers of its tenant only.
+  bearer_ = admin_of_acme.bearer();
+  v1::IssueTokenResponse editor;
+  ASSERT_TRUE(issue_call("editor", "acme", &editor).ok());
+  EXPECT_EQ(issue_call("tenant-admin", "acme", &ignored).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(issue_call("fleet-admin", "", &ignored).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  {
+    grpc::ClientContext ctx;
+    authorize(&ctx);
+    v1::ListTokensRequest req;
+    req.set_tenant("acme");
+    v1::ListTokensResponse resp;
+    ASSERT_TRUE(stub_->ListTokens(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.tokens_size(), 2);
+    grpc::ClientContext all;
+    authorize(&all);
+    EXPECT_EQ(stub_->ListTokens(&all, v1::ListTokensRequest(), &resp).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    grpc::ClientContext ctx;
+    authorize(&ctx);
+    v1::RevokeTokenRequest req;
+    req.set_id(editor.token().id());
+    v1::RevokeTokenResponse resp;
+    ASSERT_TRUE(stub_->RevokeToken(&ctx, req, &resp).ok());
+    EXPECT_TRUE(resp.token().revoked());
+  }
+  bearer_ = editor.bearer();
+  EXPECT_EQ(get("template", "acme", "web").error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 TEST_F(CatalogServiceTest, WatchRefusesBadRequests) {
