@@ -2,9 +2,9 @@
 //
 // Composes a hub::Hub (store, placement index, status aggregate, the sync
 // sessions of its sites over NATS) with what api/ serves over it: the Catalog
-// gRPC API and the health endpoint (HTTP: /healthz, /v1/sessions). Every API
-// call needs a token; a hub started on an empty store writes a fleet-admin
-// token to <data>/admin.token (mode 0600) or --admin-token-file.
+// gRPC API, and on the HTTP listener the same API as REST/JSON (api/rest.h)
+// with /healthz and /v1/sessions. Every API call needs a token; a hub started on an empty store
+// writes a fleet-admin token to <data>/admin.token (mode 0600) or --admin-token-file.
 //
 //   canopy-hub --config hub.yaml
 //   canopy-hub --name hub --data /var/lib/canopy/hub --nats nats://127.0.0.1:4222
@@ -21,6 +21,7 @@
 #include "api/catalog_service.h"
 #include "api/grpc_server.h"
 #include "api/hub_http.h"
+#include "api/rest.h"
 #include "daemon/command_line.h"
 #include "daemon/process.h"
 #include "hub/config.h"
@@ -74,7 +75,15 @@ int run(const hub::HubConfig& cfg) {
        }});
   if (!cfg.health_listen.empty()) {
     api::add_hub_routes(http.server(), &hub, &health);
-    parts.push_back(http.part("health", cfg.health_listen));
+    // The HTTP part starts after the gRPC part has made the service.
+    api::add_rest_routes(http.server(), [&catalog] { return catalog.get(); });
+    daemon::Part part = http.part("HTTP API", cfg.health_listen);
+    // Open REST watches hold the server's threads: end them before it stops.
+    part.stop = [&http, &catalog] {
+      if (catalog) catalog->shutdown();
+      http.stop();
+    };
+    parts.push_back(std::move(part));
   }
   return daemon::run_until_signal(std::move(parts), &health);
 }

@@ -15,7 +15,7 @@ struct HubConfig {
   std::string data_dir;      // RocksDB directory
   std::vector<std::string> nats_urls = {"nats://127.0.0.1:4222"};
   std::string grpc_listen = "127.0.0.1:7400";
-  std::string health_listen = "127.0.0.1:7401";  // HTTP: /healthz, /v1/sessions
+  std::string health_listen = "127.0.0.1:7401";  // HTTP: /healthz, /v1/sessions, REST API
   Durability durability = Durability::kGroupCommit;
   size_t max_concurrent_catchups = 64;
   // A site silent this long is away: nothing is sent to it until it speaks

@@ -1,0 +1,496 @@
+#include "api/rest.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <atomic>
+#include <charconv>
+#include <initializer_list>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "api/http_server.h"
+#include "api/objects.h"
+#include "api/openapi_json.h"
+
+namespace canopy::api {
+namespace {
+
+using json = nlohmann::json;
+using httplib::Request;
+using httplib::Response;
+
+constexpr const char* kNdjson = "application/x-ndjson";
+
+const char* code_name(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+json error_json(const grpc::Status& status) {
+  return {
+      {"error", {{"code", code_name(status.error_code())}, {"message", status.error_message()}}}};
+}
+
+void reply_status(Response& res, const grpc::Status& status) {
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    res.set_header("WWW-Authenticate", "Bearer");
+  }
+  reply_json(res, error_json(status).dump(), http_status_of(status.error_code()));
+}
+
+void reply_invalid(Response& res, const std::string& message) {
+  reply_status(res, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message));
+}
+
+json object_json(const v1::Object& o) {
+  json out = {{"kind", o.kind()},
+              {"tenant", o.tenant()},
+              {"name", o.name()},
+              {"version", std::to_string(o.version())}};
+  if (!o.json().empty()) out["document"] = json::parse(o.json(), nullptr, false);
+  return out;
+}
+
+json token_json(const v1::TokenInfo& t) {
+  return {{"id", t.id()},
+          {"role", t.role()},
+          {"tenant", t.tenant()},
+          {"createdAtMs", t.created_at_ms()},
+          {"expiresAtMs", t.expires_at_ms()},
+          {"revoked", t.revoked()},
+          {"description", t.description()}};
+}
+
+// The query's parameters, from the URL only: httplib also files the fields
+// of a form-encoded body under Request::params, and curl's `-d` labels a
+// JSON body form-encoded unless told otherwise.
+httplib::Params query_of(const Request& req) {
+  httplib::Params out;
+  const size_t q = req.target.find('?');
+  if (q != std::string::npos) httplib::detail::parse_query_text(req.target.substr(q + 1), out);
+  return out;
+}
+
+std::string param(const httplib::Params& params, const std::string& name) {
+  auto it = params.find(name);
+  return it == params.end() ? std::string() : it->second;
+}
+
+// Refuses query parameters other than `allowed` (a misspelt `labelSelecter`
+// would otherwise list everything), and repeated ones.
+bool check_params(const Request& req, Response& res,
+                  std::initializer_list<std::string_view> allowed) {
+  const httplib::Params params = query_of(req);
+  for (const auto& [name, value] : params) {
+    bool known = false;
+    for (std::string_view a : allowed) known = known || name == a;
+    if (!known) {
+      std::string list;
+      for (std::string_view a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+      reply_invalid(res,
+                    "query parameter " + quote(name) + " is not known here" +
+                        (list.empty() ? std::string(" (none are)") : " (known: " + list + ")"));
+      return false;
+    }
+    if (params.count(name) > 1) {
+      reply_invalid(res, "query parameter " + quote(name) + " is given more than once");
+      return false;
+    }
+  }
+  return true;
+}
+
+bool parse_u64(std::string_view text, uint64_t* out) {
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  return !text.empty() && ec == std::errc() && end == text.data() + text.size();
+}
+
+// `If-Match: "<version>"` (quotes and a weak W/ prefix allowed). 0 when absent.
+bool if_match(const Request& req, Response& res, uint64_t* version) {
+  *version = 0;
+  if (!req.has_header("If-Match")) return true;
+  const std::string header = req.get_header_value("If-Match");
+  std::string_view v = header;
+  if (v.starts_with("W/")) v.remove_prefix(2);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  if (!parse_u64(v, version) || *version == 0) {
+    reply_invalid(res, "If-Match " + quote(header) + " is not a version this hub returned");
+    return false;
+  }
+  return true;
+}
+
+std::string_view singular(std::string_view plural) {
+  return plural.substr(0, plural.size() - 1);  // templates -> template, ...
+}
+
+}  // namespace
+
+int http_status_of(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return 200;
+    case grpc::StatusCode::CANCELLED:
+      return 499;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return 400;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return 400;
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return 410;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return 504;
+    case grpc::StatusCode::NOT_FOUND:
+      return 404;
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return 409;
+    case grpc::StatusCode::ABORTED:
+      return 409;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return 403;
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return 401;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return 429;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return 501;
+    case grpc::StatusCode::UNAVAILABLE:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> catalog_of,
+                     RestOptions options) {
+  const size_t threads = options.max_watches + 16;
+  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server.set_payload_max_length(options.max_body_bytes);
+  auto watches = std::make_shared<std::atomic<size_t>>(0);
+
+  // Runs `handler` with the service, or answers 503 while there is none.
+  auto with = [catalog_of](auto handler) {
+    return [catalog_of, handler](const Request& req, Response& res) {
+      CatalogService* catalog = catalog_of();
+      if (catalog == nullptr) {
+        reply_status(res, grpc::Status(grpc::StatusCode::UNAVAILABLE, "the hub is starting"));
+        return;
+      }
+      handler(catalog, req.get_header_value("Authorization"), req, res);
+    };
+  };
+
+  server.Get("/openapi.json", [](const Request&, Response& res) {
+    res.set_content(std::string(kOpenApiJson), "application/json");
+  });
+
+  // --- Objects: get, put, delete, list.
+  auto get_object = [](CatalogService* c, const std::string& auth, std::string_view kind,
+                       const std::string& tenant, const std::string& name, const Request& req,
+                       Response& res) {
+    if (!check_params(req, res, {})) return;
+    v1::GetRequest r;
+    r.set_kind(std::string(kind));
+    r.set_tenant(tenant);
+    r.set_name(name);
+    v1::GetResponse out;
+    if (auto st = c->get(auth, r, &out); !st.ok()) return reply_status(res, st);
+    res.set_header("ETag", "\"" + std::to_string(out.object().version()) + "\"");
+    reply_json(res, object_json(out.object()).dump());
+  };
+  auto put_object = [](CatalogService* c, const std::string& auth, std::string_view kind,
+                       const std::string& tenant, const std::string& name, const Request& req,
+                       Response& res) {
+    if (!check_params(req, res, {})) return;
+    const std::string type = req.get_header_value("Content-Type");
+    if (!type.empty() && type.find("json") == std::string::npos &&
+        !type.starts_with("application/x-www-form-urlencoded")) {
+      return reply_status(res, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                            "Content-Type " + quote(type) +
+                                                " is not JSON: send the document as JSON"));
+    }
+    v1::PutRequest r;
+    v1::Object* o = r.mutable_object();
+    o->set_kind(std::string(kind));
+    o->set_tenant(tenant);
+    o->set_name(name);
+    o->set_json(req.body);
+    uint64_t version = 0;
+    if (!if_match(req, res, &version)) return;
+    o->set_version(version);
+    v1::PutResponse out;
+    if (auto st = c->put(auth, r, &out); !st.ok()) return reply_status(res, st);
+    res.set_header("ETag", "\"" + std::to_string(out.object().version()) + "\"");
+    reply_json(res, object_json(out.object()).dump());
+  };
+  auto delete_object = [](CatalogService* c, const std::string& auth, std::string_view kind,
+                          const std::string& tenant, const std::string& name, const Request& req,
+                          Response& res) {
+    if (!check_params(req, res, {})) return;
+    v1::DeleteRequest r;
+    r.set_kind(std::string(kind));
+    r.set_tenant(tenant);
+    r.set_name(name);
+    uint64_t version = 0;
+    if (!if_match(req, res, &version)) return;
+    r.set_version(version);
+    v1::DeleteResponse out;
+    if (auto st = c->remove(auth, r, &out); !st.ok()) return reply_status(res, st);
+    reply_json(res, object_json(out.object()).dump());
+  };
+  auto list_objects = [](CatalogService* c, const std::string& auth, std::string_view kind,
+                         const std::string& tenant, const Request& req, Response& res) {
+    if (!check_params(req, res, {"labelSelector", "limit", "continue"})) return;
+    const httplib::Params q = query_of(req);
+    v1::ListRequest r;
+    r.set_kind(std::string(kind));
+    r.set_tenant(tenant);
+    r.set_label_selector(param(q, "labelSelector"));
+    r.set_page_token(param(q, "continue"));
+    if (q.contains("limit")) {
+      uint64_t limit = 0;
+      if (!parse_u64(param(q, "limit"), &limit) || limit == 0 || limit > kMaxPageSize) {
+        return reply_invalid(res, "limit " + quote(param(q, "limit")) +
+                                      " is not a number from 1 to " + std::to_string(kMaxPageSize));
+      }
+      r.set_page_size(static_cast<uint32_t>(limit));
+    }
+    v1::ListResponse out;
+    if (auto st = c->list(auth, r, &out); !st.ok()) return reply_status(res, st);
+    json items = json::array();
+    for (const auto& o : out.objects()) items.push_back(object_json(o));
+    reply_json(res, json{{"items", std::move(items)}, {"continue", out.next_page_token()}}.dump());
+  };
+
+  const std::string kinds = "(templates|placements|overrides|grants)";
+  const std::string name = "([^/]+)";
+  server.Get("/v1/tenants/" + name + "/" + kinds + "/" + name,
+             with([get_object](CatalogService* c, const std::string& auth, const Request& req,
+                               Response& res) {
+               get_object(c, auth, singular(req.matches[2].str()), req.matches[1], req.matches[3],
+                          req, res);
+             }));
+  server.Put("/v1/tenants/" + name + "/" + kinds + "/" + name,
+             with([put_object](CatalogService* c, const std::string& auth, const Request& req,
+                               Response& res) {
+               put_object(c, auth, singular(req.matches[2].str()), req.matches[1], req.matches[3],
+                          req, res);
+             }));
+  server.Delete("/v1/tenants/" + name + "/" + kinds + "/" + name,
+                with([delete_object](CatalogService* c, const std::string& auth, const Request& req,
+                                     Response& res) {
+                  delete_object(c, auth, singular(req.matches[2].str()), req.matches[1],
+                                req.matches[3], req, res);
+                }));
+  server.Get("/v1/tenants/" + name + "/" + kinds,
+             with([list_objects](CatalogService* c, const std::string& auth, const Request& req,
+                                 Response& res) {
+               list_objects(c, auth, singular(req.matches[2].str()), req.matches[1], req, res);
+             }));
+  server.Get("/v1/tenants", with([list_objects](CatalogService* c, const std::string& auth,
+                                                const Request& req, Response& res) {
+               list_objects(c, auth, kTenantKind, "", req, res);
+             }));
+  server.Get("/v1/tenants/" + name, with([get_object](CatalogService* c, const std::string& auth,
+                                                      const Request& req, Response& res) {
+               get_object(c, auth, kTenantKind, "", req.matches[1], req, res);
+             }));
+  server.Put("/v1/tenants/" + name, with([put_object](CatalogService* c, const std::string& auth,
+                                                      const Request& req, Response& res) {
+               put_object(c, auth, kTenantKind, "", req.matches[1], req, res);
+             }));
+  server.Delete("/v1/tenants/" + name,
+                with([delete_object](CatalogService* c, const std::string& auth, const Request& req,
+                                     Response& res) {
+                  delete_object(c, auth, kTenantKind, "", req.matches[1], req, res);
+                }));
+  server.Get("/v1/sites",
+             with([list_objects](CatalogService* c, const std::string& auth, const Request& req,
+                                 Response& res) { list_objects(c, auth, kSite, "", req, res); }));
+  server.Get("/v1/sites/" + name, with([get_object](CatalogService* c, const std::string& auth,
+                                                    const Request& req, Response& res) {
+               get_object(c, auth, kSite, "", req.matches[1], req, res);
+             }));
+  server.Put("/v1/sites/" + name, with([put_object](CatalogService* c, const std::string& auth,
+                                                    const Request& req, Response& res) {
+               put_object(c, auth, kSite, "", req.matches[1], req, res);
+             }));
+  server.Delete("/v1/sites/" + name,
+                with([delete_object](CatalogService* c, const std::string& auth, const Request& req,
+                                     Response& res) {
+                  delete_object(c, auth, kSite, "", req.matches[1], req, res);
+                }));
+
+  // --- Status.
+  server.Get(
+      "/v1/tenants/" + name + "/placements/" + name + "/status",
+      with([](CatalogService* c, const std::string& auth, const Request& req, Response& res) {
+        if (!check_params(req, res, {"limit", "continue"})) return;
+        const httplib::Params q = query_of(req);
+        v1::GetStatusRequest r;
+        r.set_tenant(req.matches[1]);
+        r.set_placement(req.matches[2]);
+        r.set_page_token(param(q, "continue"));
+        if (q.contains("limit")) {
+          uint64_t limit = 0;
+          if (!parse_u64(param(q, "limit"), &limit) || limit == 0 || limit > kMaxPageSize) {
+            return reply_invalid(res, "limit " + quote(param(q, "limit")) +
+                                          " is not a number from 1 to " +
+                                          std::to_string(kMaxPageSize));
+          }
+          r.set_page_size(static_cast<uint32_t>(limit));
+        }
+        v1::GetStatusResponse out;
+        if (auto st = c->get_status(auth, r, &out); !st.ok()) return reply_status(res, st);
+        std::string text;
+        google::protobuf::util::JsonPrintOptions print;
+        print.always_print_primitive_fields = true;
+        (void)google::protobuf::util::MessageToJsonString(out, &text, print);
+        reply_json(res, text);
+      }));
+
+  // --- Tokens.
+  server.Get("/v1/tokens", with([](CatalogService* c, const std::string& auth, const Request& req,
+                                   Response& res) {
+               if (!check_params(req, res, {"tenant"})) return;
+               v1::ListTokensRequest r;
+               r.set_tenant(param(query_of(req), "tenant"));
+               v1::ListTokensResponse out;
+               if (auto st = c->list_tokens(auth, r, &out); !st.ok()) return reply_status(res, st);
+               json items = json::array();
+               for (const auto& t : out.tokens()) items.push_back(token_json(t));
+               reply_json(res, json{{"items", std::move(items)}}.dump());
+             }));
+  server.Post(
+      "/v1/tokens",
+      with([](CatalogService* c, const std::string& auth, const Request& req, Response& res) {
+        if (!check_params(req, res, {})) return;
+        const json body = json::parse(req.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object()) {
+          return reply_invalid(res,
+                               "the body must be a JSON object {\"role\", \"tenant\", "
+                               "\"ttlSeconds\", \"description\"}");
+        }
+        v1::IssueTokenRequest r;
+        for (const auto& [k, v] : body.items()) {
+          if (k == "role" && v.is_string()) {
+            r.set_role(v.get<std::string>());
+          } else if (k == "tenant" && v.is_string()) {
+            r.set_tenant(v.get<std::string>());
+          } else if (k == "description" && v.is_string()) {
+            r.set_description(v.get<std::string>());
+          } else if (k == "ttlSeconds" && v.is_number_unsigned()) {
+            r.set_ttl_seconds(v.get<uint64_t>());
+          } else if (k == "role" || k == "tenant" || k == "description" || k == "ttlSeconds") {
+            return reply_invalid(res, k + " has the wrong type (" + v.type_name() + ")");
+          } else {
+            return reply_invalid(res, k + " is not a field of a token request (role, "
+                                          "tenant, ttlSeconds, description)");
+          }
+        }
+        v1::IssueTokenResponse out;
+        if (auto st = c->issue_token(auth, r, &out); !st.ok()) {
+          return reply_status(res, st);
+        }
+        reply_json(res, json{{"token", token_json(out.token())}, {"bearer", out.bearer()}}.dump(),
+                   201);
+      }));
+  server.Delete("/v1/tokens/" + name, with([](CatalogService* c, const std::string& auth,
+                                              const Request& req, Response& res) {
+                  if (!check_params(req, res, {})) return;
+                  v1::RevokeTokenRequest r;
+                  r.set_id(req.matches[1]);
+                  v1::RevokeTokenResponse out;
+                  if (auto st = c->revoke_token(auth, r, &out); !st.ok()) {
+                    return reply_status(res, st);
+                  }
+                  reply_json(res, token_json(out.token()).dump());
+                }));
+
+  // --- Watch.
+  server.Get(
+      "/v1/watch",
+      with([watches, limit = options.max_watches](CatalogService* c, const std::string& auth,
+                                                  const Request& req, Response& res) {
+        if (!check_params(req, res, {"kind", "tenant", "from"})) return;
+        v1::WatchRequest r;
+        const httplib::Params q = query_of(req);
+        r.set_kind(param(q, "kind"));
+        r.set_tenant(param(q, "tenant"));
+        r.set_from(param(q, "from"));
+        if (auto st = c->check_watch(auth, r); !st.ok()) return reply_status(res, st);
+        if (watches->fetch_add(1) >= limit) {
+          watches->fetch_sub(1);
+          return reply_status(
+              res, grpc::Status(
+                       grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       std::to_string(limit) + " REST watches are open; use gRPC or try later"));
+        }
+        res.set_chunked_content_provider(
+            kNdjson,
+            [c, auth, r, watches](size_t, httplib::DataSink& sink) {
+              auto write_line = [&sink](const json& j) {
+                const std::string line = j.dump() + "\n";
+                return sink.write(line.data(), line.size());
+              };
+              WatchSink ws;
+              ws.established = [&](const std::string& position) {
+                // Tells the client where it stands before any event.
+                write_line({{"type", "BOOKMARK"}, {"position", position}});
+              };
+              ws.send = [&](const v1::WatchEvent& e) {
+                return write_line({{"type", e.type() == v1::WatchEvent::PUT ? "PUT" : "DELETE"},
+                                   {"object", object_json(e.object())},
+                                   {"position", e.position()}});
+              };
+              ws.cancelled = [&] { return sink.is_writable && !sink.is_writable(); };
+              const grpc::Status st = c->watch(auth, r, ws);
+              if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
+                write_line(error_json(st));
+              }
+              sink.done();
+              return true;
+            },
+            [watches](bool) { watches->fetch_sub(1); });
+      }));
+}
+
+}  // namespace canopy::api
