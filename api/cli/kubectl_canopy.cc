@@ -4,11 +4,14 @@
 // are the same command.
 //
 //   kubectl-canopy apply -f FILE...            (FILE may be - for stdin)
-//   kubectl-canopy get KIND [TENANT[/NAME]] [-o json]
+//   kubectl-canopy get KIND [TENANT[/NAME]] [-l SELECTOR] [-o table|json|name]
 //   kubectl-canopy delete KIND TENANT/NAME
-//   kubectl-canopy sites [-o json]
+//   kubectl-canopy sites [-l SELECTOR] [-o table|json|name]
+//   kubectl-canopy tenants [-o table|json|name]
 //   kubectl-canopy status TENANT/PLACEMENT [-o json]
-//   kubectl-canopy --version
+//   kubectl-canopy tokens [--tenant T] | tokens issue --role R [--tenant T] [--ttl S]
+//                 | tokens revoke ID
+//   kubectl-canopy version   (or --version)
 //
 // The hub is --hub host:port, else $CANOPY_HUB, else 127.0.0.1:7400 (an
 // insecure channel for now, as the hub serves). Every call has a deadline
@@ -19,14 +22,14 @@
 // Files are multi-document YAML; each document is
 //
 //   apiVersion: canopy.io/v1
-//   kind: Template | Placement | Override
-//   metadata: {tenant: acme, name: web}
+//   kind: Template | Placement | Override | Grant | Tenant
+//   metadata: {tenant: acme, name: web}    # a Tenant has a name only
 //   spec: {...}            # the stored document (docs/keys.md)
 //
 // apply reads and checks every document of every file before it sends
 // anything, with the same checks the hub makes (api/objects.h), so a
-// mistake anywhere leaves the hub untouched; then it puts templates first,
-// then overrides, then placements (so a site never renders a placement
+// mistake anywhere leaves the hub untouched; then it puts tenants and grants
+// first, then templates, then overrides, then placements (so a site never renders a placement
 // without its templates or their overrides), each in file order.
 // `get ... -o json` prints objects in this same format, so its output can be
 // applied again.
@@ -55,6 +58,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api/cli/client.h"
 #include "api/grpc_server.h"
 #include "api/objects.h"
 #include "canopy/v1/hub.grpc.pb.h"
@@ -69,21 +73,10 @@
 namespace canopy::cli {
 namespace {
 
-using json = nlohmann::json;
-
 constexpr char kApiVersion[] = "canopy.io/v1";
 constexpr char kDefaultHub[] = "127.0.0.1:7400";
 // Deeper YAML is refused (it also stops alias cycles).
 constexpr int kMaxYamlDepth = 100;
-
-// An error already explained to the user: main() prints it and exits 1.
-struct Failure {
-  std::string message;
-};
-
-[[noreturn]] void fail(std::string message) { throw Failure{std::move(message)}; }
-
-std::string quote(std::string_view s) { return json(std::string(s)).dump(); }
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -101,7 +94,8 @@ std::string upper(std::string s) {
 std::string kind_of(std::string_view word) {
   std::string k = lower(std::string(word));
   if (k.size() > 1 && k.back() == 's') k.pop_back();
-  for (std::string_view known : {api::kTemplate, api::kPlacement, api::kOverride, api::kSite}) {
+  for (std::string_view known : {api::kTemplate, api::kPlacement, api::kOverride, api::kSite,
+                                 api::kGrant, api::kTenantKind}) {
     if (k == known) return k;
   }
   return "";
@@ -297,9 +291,10 @@ Item parse_document(const YAML::Node& doc, const std::string& where) {
   }
   const std::string kind_text = string_field(doc, "kind", "kind", where);
   const std::string kind = lower(kind_text);
-  if (kind != api::kTemplate && kind != api::kPlacement && kind != api::kOverride) {
-    std::string m =
-        where + ": kind " + quote(kind_text) + " is not one of Template, Placement, Override";
+  if (kind != api::kTemplate && kind != api::kPlacement && kind != api::kOverride &&
+      kind != api::kGrant && kind != api::kTenantKind) {
+    std::string m = where + ": kind " + quote(kind_text) +
+                    " is not one of Template, Placement, Override, Grant, Tenant";
     if (kind_text == "Site")
       m += " (sites register themselves when their spoke connects)";
     else
@@ -312,7 +307,9 @@ Item parse_document(const YAML::Node& doc, const std::string& where) {
   // metadata.version is what `get -o json` prints; like the API, apply
   // ignores it.
   check_keys(md, {"tenant", "name", "version"}, "metadata.", where);
-  const std::string tenant = string_field(md, "tenant", "metadata.tenant", where);
+  const std::string tenant = kind == api::kTenantKind && !md["tenant"]
+                                 ? std::string()
+                                 : string_field(md, "tenant", "metadata.tenant", where);
   const std::string name = string_field(md, "name", "metadata.name", where);
   auto key = api::object_key(kind, tenant, name, "metadata.");
   if (!key.ok()) fail(where + ": " + key.status().message());
@@ -375,100 +372,7 @@ std::vector<Item> read_files(const std::vector<std::string>& files) {
   return items;
 }
 
-// --- The hub.
-
-class Hub {
- public:
-  Hub(std::string address, std::string token, int timeout_s)
-      : address_(std::move(address)), token_(std::move(token)), timeout_s_(timeout_s) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    args.SetMaxSendMessageSize(api::kMaxGrpcMessageBytes);
-    channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
-    stub_ = v1::Catalog::NewStub(channel_);
-  }
-
-  template <typename Req, typename Resp>
-  Resp call(grpc::Status (v1::Catalog::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
-            const Req& request, bool* not_found = nullptr) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s_));
-    if (!token_.empty()) ctx.AddMetadata("authorization", "Bearer " + token_);
-    Resp response;
-    grpc::Status s = ((*stub_).*method)(&ctx, request, &response);
-    if (s.ok()) return response;
-    if (not_found != nullptr && s.error_code() == grpc::StatusCode::NOT_FOUND) {
-      *not_found = true;
-      return response;
-    }
-    fail(describe(s));
-  }
-
- private:
-  std::string describe(const grpc::Status& s) {
-    const std::string code(status_code_name(static_cast<StatusCode>(s.error_code())));
-    std::string m = s.error_message();
-    const bool transport = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                           s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-    if (transport && channel_->GetState(false) != GRPC_CHANNEL_READY) {
-      m = "cannot reach the hub at " + address_ + " (" + m +
-          "); is canopy-hub running there? Set the address with --hub or CANOPY_HUB";
-    } else if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
-      m += token_.empty() ? " (no token given: set --token, CANOPY_TOKEN or CANOPY_TOKEN_FILE; a "
-                            "new hub writes its first admin token to <data>/admin.token)"
-                          : " (check --token, CANOPY_TOKEN or CANOPY_TOKEN_FILE)";
-    } else if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      m += " (the hub at " + address_ + " did not answer within " + std::to_string(timeout_s_) +
-           " s; see --timeout)";
-    }
-    return code + ": " + m;
-  }
-
-  std::string address_;
-  std::string token_;
-  int timeout_s_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Catalog::Stub> stub_;
-};
-
-// Every object of a kind (and tenant), over all pages.
-std::vector<v1::Object> list_all(Hub& hub, const std::string& kind, const std::string& tenant) {
-  std::vector<v1::Object> out;
-  v1::ListRequest req;
-  req.set_kind(kind);
-  req.set_tenant(tenant);
-  req.set_page_size(api::kMaxPageSize);
-  while (true) {
-    auto resp = hub.call(&v1::Catalog::Stub::List, req);
-    for (auto& o : *resp.mutable_objects()) out.push_back(std::move(o));
-    if (resp.next_page_token().empty()) break;
-    req.set_page_token(resp.next_page_token());
-  }
-  return out;
-}
-
 // --- Output.
-
-void print_table(const std::vector<std::string>& header,
-                 const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> width(header.size(), 0);
-  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size() && i < width.size(); ++i) {
-      width[i] = std::max(width[i], row[i].size());
-    }
-  }
-  auto print_row = [&](const std::vector<std::string>& row) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 3, ' ');
-    }
-    std::printf("%s\n", line.c_str());
-  };
-  print_row(header);
-  for (const auto& row : rows) print_row(row);
-}
 
 // "12s", "5m", "3h", "2d" since the object's last change.
 std::string age(uint64_t version) {
@@ -519,6 +423,8 @@ std::vector<std::string> row_of(const std::string& kind, const v1::Object& o) {
   const json doc = json::parse(o.json(), nullptr, false);
   const json d = doc.is_object() ? doc : json::object();
   if (kind == api::kSite) return {o.name(), labels_text(d.value("labels", json::object()))};
+  if (kind == api::kTenantKind) return {o.name(), d.value("description", ""), age(o.version())};
+  if (kind == api::kGrant) return {o.name(), choice_text(d), age(o.version())};
   if (kind == api::kTemplate) {
     std::string manifest = d.value("kind", "?");
     const json md = d.value("metadata", json::object());
@@ -539,6 +445,8 @@ std::vector<std::string> row_of(const std::string& kind, const v1::Object& o) {
 
 std::vector<std::string> header_of(const std::string& kind) {
   if (kind == api::kSite) return {"NAME", "LABELS"};
+  if (kind == api::kTenantKind) return {"NAME", "DESCRIPTION", "CHANGED"};
+  if (kind == api::kGrant) return {"NAME", "SITES", "CHANGED"};
   if (kind == api::kTemplate) return {"NAME", "MANIFEST", "CHANGED"};
   if (kind == api::kPlacement) return {"NAME", "TEMPLATES", "SITES", "CHANGED"};
   return {"NAME", "TEMPLATE", "SITES", "PATCH", "CHANGED"};
@@ -569,6 +477,12 @@ void print_objects(const std::string& kind, const std::vector<v1::Object>& objec
     std::printf("%s\n", out.dump(2).c_str());
     return;
   }
+  if (output == "name") {
+    for (const auto& o : objects) {
+      std::printf("%s/%s\n", o.kind().c_str(), ref(o.tenant(), o.name()).c_str());
+    }
+    return;
+  }
   if (objects.empty()) {
     std::fprintf(stderr, "No %ss found.\n", kind.c_str());
     return;
@@ -589,7 +503,11 @@ int cmd_apply(Hub& hub, const std::vector<std::string>& files) {
   }
   auto rank = [](const Item& i) {
     const std::string& k = i.object.kind();
-    return k == api::kTemplate ? 0 : k == api::kOverride ? 1 : 2;
+    return k == api::kTenantKind ? 0
+           : k == api::kGrant    ? 1
+           : k == api::kTemplate ? 2
+           : k == api::kOverride ? 3
+                                 : 4;
   };
   std::stable_sort(items.begin(), items.end(),
                    [&](const Item& a, const Item& b) { return rank(a) < rank(b); });
@@ -619,8 +537,10 @@ int cmd_apply(Hub& hub, const std::vector<std::string>& files) {
 void split_ref(const std::string& kind, const std::string& text, bool name_required,
                std::string* tenant, std::string* name) {
   const size_t slash = text.find('/');
-  if (kind == api::kSite) {
-    if (slash != std::string::npos) fail("sites belong to no tenant: give the site's name alone");
+  if (api::is_fleet_kind(kind)) {
+    if (slash != std::string::npos) {
+      fail(kind + "s belong to no tenant: give the " + kind + "'s name alone");
+    }
     *name = text;
     return;
   }
@@ -639,23 +559,25 @@ void split_ref(const std::string& kind, const std::string& text, bool name_requi
 std::string parse_kind(const std::string& word) {
   std::string kind = kind_of(word);
   if (kind.empty()) {
-    fail("unknown kind " + quote(word) + ": expected template, placement, override or site");
+    fail("unknown kind " + quote(word) +
+         ": expected template, placement, override, grant, site or tenant");
   }
   return kind;
 }
 
 int cmd_get(Hub& hub, const std::string& kind_word, const std::string& target,
-            const std::string& output) {
+            const std::string& selector, const std::string& output) {
   const std::string kind = parse_kind(kind_word);
   std::string tenant, name;
   if (!target.empty()) split_ref(kind, target, false, &tenant, &name);
-  if (kind != api::kSite && tenant.empty()) {
+  if (!api::is_fleet_kind(kind) && tenant.empty()) {
     fail("a " + kind + " belongs to a tenant: kubectl-canopy get " + kind + " TENANT[/NAME]");
   }
   if (name.empty()) {
-    print_objects(kind, list_all(hub, kind, tenant), output, false);
+    print_objects(kind, list_all(hub, kind, tenant, selector), output, false);
     return 0;
   }
+  if (!selector.empty()) fail("-l selects among many: give a TENANT, not TENANT/NAME");
   v1::GetRequest req;
   req.set_kind(kind);
   req.set_tenant(tenant);
@@ -785,19 +707,47 @@ int main(int argc, char** argv) {
   apply->add_option("-f,--filename", files, "a YAML file of one or more documents; - for stdin")
       ->required();
 
-  std::string kind, target, output = "table";
+  std::string kind, target, selector, output = "table";
+  const auto outputs = CLI::IsMember({"table", "json", "name"});
   auto* get = app.add_subcommand("get", "list the objects of a kind, or show one");
-  get->add_option("KIND", kind, "template, placement, override or site")->required();
-  get->add_option("TARGET", target, "TENANT to list, TENANT/NAME to show one (sites: NAME)");
-  get->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  get->add_option("KIND", kind, "template, placement, override, grant, site or tenant")->required();
+  get->add_option("TARGET", target,
+                  "TENANT to list, TENANT/NAME to show one (sites and tenants: NAME)");
+  get->add_option("-l,--selector", selector, "only objects whose labels match, e.g. app=web");
+  get->add_option("-o,--output", output, "table, json or name")->check(outputs);
 
   auto* del = app.add_subcommand("delete", "delete an object");
   del->add_option("KIND", kind, "template, placement, override or site")->required();
   del->add_option("TARGET", target, "TENANT/NAME (sites: NAME)")->required();
 
   auto* sites = app.add_subcommand("sites", "list the sites and their labels");
-  sites->add_option("-o,--output", output, "table or json")
+  sites->add_option("-l,--selector", selector, "only sites whose labels match, e.g. region=eu");
+  sites->add_option("-o,--output", output, "table, json or name")->check(outputs);
+
+  auto* tenants = app.add_subcommand("tenants", "list the tenants (fleet admins)");
+  tenants->add_option("-o,--output", output, "table, json or name")->check(outputs);
+
+  std::string role, token_tenant, description;
+  uint64_t ttl_seconds = 0;
+  auto* tokens = app.add_subcommand("tokens", "list API tokens, or issue or revoke one");
+  tokens->add_option("--tenant", token_tenant, "only this tenant's tokens");
+  tokens->add_option("-o,--output", output, "table, json or name")->check(outputs);
+  auto* issue =
+      tokens->add_subcommand("issue", "issue a token; its bearer text is printed once, on stdout");
+  issue->add_option("--role", role, "fleet-admin, tenant-admin, editor or viewer")
+      ->required()
+      ->check(CLI::IsMember({"fleet-admin", "tenant-admin", "editor", "viewer"}));
+  issue->add_option("--tenant", token_tenant, "the tenant it acts for (not for fleet-admin)");
+  issue->add_option("--ttl", ttl_seconds, "seconds until it expires (default: never)");
+  issue->add_option("--description", description, "what or who it is for");
+  issue->add_option("-o,--output", output, "table (the bearer text alone) or json")
       ->check(CLI::IsMember({"table", "json"}));
+  std::string token_id;
+  auto* revoke = tokens->add_subcommand("revoke", "revoke a token: it is refused from now on");
+  revoke->add_option("ID", token_id, "the token's id (kubectl-canopy tokens lists them)")
+      ->required();
+
+  auto* version_cmd = app.add_subcommand("version", "print the version");
 
   auto* status = app.add_subcommand("status", "show where a placement stands, site by site");
   status->add_option("PLACEMENT", target, "TENANT/PLACEMENT")->required();
@@ -809,7 +759,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  if (version) {
+  if (version || *version_cmd) {
     std::printf("kubectl-canopy %s\n", CANOPY_VERSION);
     return 0;
   }
@@ -830,9 +780,16 @@ int main(int argc, char** argv) {
   try {
     canopy::cli::Hub hub(hub_address, token, timeout_s);
     if (*apply) return canopy::cli::cmd_apply(hub, files);
-    if (*get) return canopy::cli::cmd_get(hub, kind, target, output);
+    if (*get) return canopy::cli::cmd_get(hub, kind, target, selector, output);
     if (*del) return canopy::cli::cmd_delete(hub, kind, target);
-    if (*sites) return canopy::cli::cmd_get(hub, "site", "", output);
+    if (*sites) return canopy::cli::cmd_get(hub, "site", "", selector, output);
+    if (*tenants) return canopy::cli::cmd_get(hub, "tenant", "", "", output);
+    if (*issue) {
+      return canopy::cli::cmd_tokens_issue(hub, role, token_tenant, ttl_seconds, description,
+                                           output);
+    }
+    if (*revoke) return canopy::cli::cmd_tokens_revoke(hub, token_id);
+    if (*tokens) return canopy::cli::cmd_tokens_list(hub, token_tenant, output);
     if (*status) return canopy::cli::cmd_status(hub, target, output);
   } catch (const Failure& f) {
     std::fflush(stdout);

@@ -1,0 +1,136 @@
+// The kubectl-canopy client's parts shared by its commands: errors, the
+// connection to the hub, tables.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/grpc_server.h"
+#include "api/objects.h"
+#include "canopy/v1/hub.grpc.pb.h"
+#include "store/status.h"
+
+namespace canopy::cli {
+
+using json = nlohmann::json;
+
+// An error already explained to the user: main() prints it and exits 1.
+struct Failure {
+  std::string message;
+};
+
+[[noreturn]] inline void fail(std::string message) { throw Failure{std::move(message)}; }
+
+inline std::string quote(std::string_view s) { return json(std::string(s)).dump(); }
+
+class Hub {
+ public:
+  Hub(std::string address, std::string token, int timeout_s)
+      : address_(std::move(address)), token_(std::move(token)), timeout_s_(timeout_s) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    args.SetMaxSendMessageSize(api::kMaxGrpcMessageBytes);
+    channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+    stub_ = v1::Catalog::NewStub(channel_);
+  }
+
+  template <typename Req, typename Resp>
+  Resp call(grpc::Status (v1::Catalog::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+            const Req& request, bool* not_found = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s_));
+    if (!token_.empty()) ctx.AddMetadata("authorization", "Bearer " + token_);
+    Resp response;
+    grpc::Status s = ((*stub_).*method)(&ctx, request, &response);
+    if (s.ok()) return response;
+    if (not_found != nullptr && s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      *not_found = true;
+      return response;
+    }
+    fail(describe(s));
+  }
+
+ private:
+  std::string describe(const grpc::Status& s) {
+    const std::string code(status_code_name(static_cast<StatusCode>(s.error_code())));
+    std::string m = s.error_message();
+    const bool transport = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                           s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (transport && channel_->GetState(false) != GRPC_CHANNEL_READY) {
+      m = "cannot reach the hub at " + address_ + " (" + m +
+          "); is canopy-hub running there? Set the address with --hub or CANOPY_HUB";
+    } else if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+      m += token_.empty() ? " (no token given: set --token, CANOPY_TOKEN or CANOPY_TOKEN_FILE; a "
+                            "new hub writes its first admin token to <data>/admin.token)"
+                          : " (check --token, CANOPY_TOKEN or CANOPY_TOKEN_FILE)";
+    } else if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      m += " (the hub at " + address_ + " did not answer within " + std::to_string(timeout_s_) +
+           " s; see --timeout)";
+    }
+    return code + ": " + m;
+  }
+
+  std::string address_;
+  std::string token_;
+  int timeout_s_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Catalog::Stub> stub_;
+};
+
+// Every object of a kind (and tenant), over all pages.
+inline std::vector<v1::Object> list_all(Hub& hub, const std::string& kind,
+                                        const std::string& tenant,
+                                        const std::string& selector = "") {
+  std::vector<v1::Object> out;
+  v1::ListRequest req;
+  req.set_kind(kind);
+  req.set_tenant(tenant);
+  req.set_label_selector(selector);
+  req.set_page_size(api::kMaxPageSize);
+  while (true) {
+    auto resp = hub.call(&v1::Catalog::Stub::List, req);
+    for (auto& o : *resp.mutable_objects()) out.push_back(std::move(o));
+    if (resp.next_page_token().empty()) break;
+    req.set_page_token(resp.next_page_token());
+  }
+  return out;
+}
+
+inline void print_table(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size(), 0);
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size() && i < width.size(); ++i) {
+      width[i] = std::max(width[i], row[i].size());
+    }
+  }
+  auto print_row = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 3, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  };
+  print_row(header);
+  for (const auto& row : rows) print_row(row);
+}
+
+// --- Commands in files of their own.
+
+// `tokens [--tenant T]`, `tokens issue`, `tokens revoke ID` (tokens_cmd.cc).
+int cmd_tokens_list(Hub& hub, const std::string& tenant, const std::string& output);
+int cmd_tokens_issue(Hub& hub, const std::string& role, const std::string& tenant,
+                     uint64_t ttl_seconds, const std::string& description,
+                     const std::string& output);
+int cmd_tokens_revoke(Hub& hub, const std::string& id);
+
+}  // namespace canopy::cli

@@ -1,0 +1,193 @@
+// kubectl-canopy through the real kubectl binary (`kubectl canopy ...`, found
+// as a plugin on PATH) against the real canopy-hub with real canopy-spoke
+// processes: tenants and tokens, apply, status until the sites report the
+// objects applied, label selectors and output forms, exit codes.
+#include "tests/e2e/e2e_fixture.h"
+
+namespace canopy::e2e {
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr
+};
+
+class CliTest : public E2ETest {
+ protected:
+  // `kubectl canopy <args>` with the hub's address and `token`.
+  CliRun kubectl(std::vector<std::string> args, const std::string& token,
+                 const std::string& stdin_file = "") {
+    const std::string log = dir_.file("kubectl-" + std::to_string(++runs_) + ".log");
+    std::vector<std::string> argv = {"kubectl", "canopy"};
+    for (auto& a : args) argv.push_back(std::move(a));
+    ProcessOptions po;
+    po.log_path = log;
+    const std::string plugin_dir = std::filesystem::path(KUBECTL_CANOPY_BIN).parent_path();
+    po.env = {{"PATH", plugin_dir + ":" + std::string(std::getenv("PATH"))},
+              {"CANOPY_HUB", "127.0.0.1:" + std::to_string(hub_->grpc_port)},
+              {"CANOPY_TOKEN", token},
+              {"CANOPY_TOKEN_FILE", ""},
+              {"HOME", dir_.path().string()}};
+    CliRun run;
+    Process p;
+    std::string err;
+    if (!stdin_file.empty()) {
+      // Through a shell, for `-f -` with a file on stdin.
+      std::string cmd;
+      for (const auto& a : argv) cmd += "'" + a + "' ";
+      argv = {"/bin/sh", "-c", cmd + "< '" + stdin_file + "'"};
+    }
+    if (!p.start(argv, po, &err)) {
+      run.out = "cannot start kubectl: " + err;
+      return run;
+    }
+    auto status = p.wait_exit(30s);
+    if (status && WIFEXITED(*status)) run.exit_code = WEXITSTATUS(*status);
+    run.out = read_file(log);
+    return run;
+  }
+  std::string write(const std::string& name, const std::string& text) {
+    const std::string path = dir_.file(name);
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  TempDir dir_{"canopy-cli-"};
+  int runs_ = 0;
+};
+
+constexpr char kTenants[] = R"(apiVersion: canopy.io/v1
+kind: Tenant
+metadata: {name: acme}
+spec: {description: ACME shops}
+---
+apiVersion: canopy.io/v1
+kind: Grant
+metadata: {tenant: acme, name: eu}
+spec:
+  selector: {matchLabels: {region: eu}}
+)";
+
+constexpr char kShop[] = R"(apiVersion: canopy.io/v1
+kind: Template
+metadata: {tenant: acme, name: web}
+spec:
+  apiVersion: v1
+  kind: ConfigMap
+  metadata:
+    name: web
+    namespace: shop
+    labels: {app: web}
+  data: {greeting: hello}
+---
+apiVersion: canopy.io/v1
+kind: Template
+metadata: {tenant: acme, name: db}
+spec:
+  apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: db, namespace: shop, labels: {app: db}}
+  data: {size: small}
+---
+apiVersion: canopy.io/v1
+kind: Placement
+metadata: {tenant: acme, name: shop-eu}
+spec:
+  templates: [web, db]
+  selector:
+    matchExpressions:
+      - {key: region, operator: In, values: [eu]}
+)";
+
+TEST_F(CliTest, KubectlCanopyDrivesARealHubAndItsSpokes) {
+  create_hub();
+  launch_hub();
+  Spoke& berlin = create_spoke("berlin", {{"region", "eu"}});
+  Spoke& austin = create_spoke("austin", {{"region", "us"}});
+  launch_spoke(berlin);
+  launch_spoke(austin);
+
+  // kubectl finds the plugin.
+  CliRun r = kubectl({"version"}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("kubectl-canopy "), std::string::npos) << r.out;
+
+  // Tenants and grants, by the fleet admin; an editor token of acme.
+  r = kubectl({"apply", "-f", write("tenants.yaml", kTenants)}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("tenant acme created"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("grant acme/eu created"), std::string::npos) << r.out;
+  r = kubectl({"tenants"}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("acme   ACME shops"), std::string::npos) << r.out;
+  CliRun issued = kubectl({"tokens", "issue", "--role", "editor", "--tenant", "acme"}, token_);
+  ASSERT_EQ(issued.exit_code, 0) << issued.out;
+  // The bearer text is the one line that starts with "canopy_".
+  std::string editor;
+  {
+    std::istringstream in(issued.out);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.starts_with("canopy_")) editor = line;
+    }
+  }
+  ASSERT_FALSE(editor.empty()) << issued.out;
+
+  // The editor applies from stdin; the hub places on the eu site only.
+  r = kubectl({"apply", "-f", "-"}, editor, write("shop.yaml", kShop));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("placement acme/shop-eu created"), std::string::npos) << r.out;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        CliRun s = kubectl({"status", "acme/shop-eu", "-o", "json"}, editor);
+        const json j = json::parse(s.out, nullptr, false);
+        return s.exit_code == 0 && j.is_object() && j.value("applied", 0) == 1 &&
+               j.value("targeted", 0) == 1;
+      },
+      kTimeout, 200ms))
+      << kubectl({"status", "acme/shop-eu"}, editor).out;
+  r = kubectl({"status", "acme/shop-eu"}, editor);
+  EXPECT_NE(r.out.find("1 sites targeted, 1 applied"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("berlin"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("austin"), std::string::npos) << r.out;
+  EXPECT_EQ(berlin.read().size(), 2u);
+  EXPECT_TRUE(austin.read().empty());
+
+  // Selectors and output forms.
+  r = kubectl({"get", "template", "acme", "-l", "app=web", "-o", "name"}, editor);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.out, "template/acme/web\n");
+  r = kubectl({"get", "placement", "acme/shop-eu", "-o", "json"}, editor);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out)["spec"]["templates"], json({"web", "db"}));
+
+  // Exit codes: 1 for an error of the hub (the editor is no fleet admin, and
+  // may not see another tenant), 2 for a usage error.
+  r = kubectl({"sites"}, editor);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("PERMISSION_DENIED"), std::string::npos) << r.out;
+  r = kubectl({"get", "template", "globex"}, editor);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  r = kubectl({"get"}, editor);
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  r = kubectl({"tokens", "issue", "--role", "king"}, token_);
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+
+  // Revoked: refused from then on.
+  r = kubectl({"tokens", "--tenant", "acme", "-o", "name"}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const std::string id = r.out.substr(r.out.find('/') + 1, 16);
+  r = kubectl({"tokens", "revoke", id}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = kubectl({"get", "template", "acme"}, editor);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("UNAUTHENTICATED"), std::string::npos) << r.out;
+
+  // Delete: the site removes what it had.
+  r = kubectl({"delete", "placement", "acme/shop-eu"}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(wait_until([&] { return berlin.read().empty(); }, kTimeout, kPoll));
+}
+
+}  // namespace
+}  // namespace canopy::e2e
