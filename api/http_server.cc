@@ -1,8 +1,11 @@
 #include "api/http_server.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "daemon/process.h"
@@ -12,6 +15,15 @@ namespace canopy::api {
 HttpServer::~HttpServer() { stop(); }
 
 Status HttpServer::start(const std::string& listen) {
+  // The library listens with a backlog of 5 (compiled in): a burst of new
+  // connections (many clients at once, or all reconnecting) would see SYNs
+  // dropped and wait a second each. Linux lets a listening socket's backlog
+  // be raised by calling listen() again, so keep the socket and do that.
+  int listen_fd = -1;
+  server_.set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
   std::string host;
   int port = 0;
   if (!daemon::split_host_port(listen, &host, &port)) {
@@ -23,6 +35,9 @@ Status HttpServer::start(const std::string& listen) {
   } else {
     if (!server_.bind_to_port(host.c_str(), port)) return unavailable("cannot listen on " + listen);
     port_ = port;
+  }
+  if (listen_fd >= 0 && ::listen(listen_fd, kListenBacklog) != 0) {
+    spdlog::warn("{}: cannot raise the listen backlog: {}", listen, std::strerror(errno));
   }
   thread_ = std::thread([this] { server_.listen_after_bind(); });
   return ok_status();

@@ -18,6 +18,9 @@ namespace canopy::api {
 
 class HttpServer {
  public:
+  // Connections waiting to be accepted.
+  static constexpr int kListenBacklog = 1024;
+
   HttpServer() = default;
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
