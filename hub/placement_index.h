@@ -28,7 +28,7 @@
 // refuses matches nothing (fail closed: scope is the security boundary).
 //
 // Data structures and costs (S sites, k keys in one site's scope):
-//   - per site: the scope as an ordered map key -> reference count (a template
+//   - per site: the scope as a sorted array key -> reference count (a template
 //     listed by two matching placements counts twice), so
 //     in_scope is O(log k), and its version is cached until the key set changes;
 //   - per scope key: the set of sites holding it, so sites_for is O(result);
@@ -194,6 +194,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::unique_ptr<SelectorIndex> override_selectors_;
   // Template key -> overrides of that template.
   std::unordered_map<std::string, std::unordered_set<Rule*>> overrides_by_template_;
+  // Scratch space of version_locked.
+  std::string version_input_;
 };
 
 }  // namespace canopy::hub
