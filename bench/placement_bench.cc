@@ -611,8 +611,20 @@ void Bench::site_changes() {
   for (const auto& [k, n] : kinds) mix += " " + k + "=" + std::to_string(n);
   std::fprintf(stderr, "%s: %zu site label changes (%zu drawn that change no scope, skipped):%s\n",
                kBench, times.size(), redrawn, mix.c_str());
+  std::vector<size_t> order(times.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return times[a] > times[b]; });
+  std::string slowest;
+  for (size_t i = 0; i < order.size() && i < 5; ++i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " #%zu %.3f ms", order[i] + 1, times[order[i]]);
+    slowest += buf;
+  }
+  std::fprintf(stderr, "%s: slowest site label changes (#n: n-th after the load):%s\n", kBench,
+               slowest.c_str());
   emit("site_label_change_p50_ms", quantile(times, 0.5), "<1");
   emit("site_label_change_p99_ms", quantile(times, 0.99), "<1");
+  emit("site_label_change_max_ms", quantile(times, 1.0));
 }
 
 void Bench::placement_changes() {
@@ -673,6 +685,7 @@ void Bench::placement_changes() {
   }
   emit("placement_selector_change_p50_ms", quantile(times, 0.5), "<10");
   emit("placement_selector_change_p99_ms", quantile(times, 0.99), "<10");
+  emit("placement_selector_change_max_ms", quantile(times, 1.0));
   emit("placement_selector_change_sites_avg",
        times.empty() ? 0 : static_cast<double>(changed_sites) / times.size());
 }
