@@ -97,6 +97,8 @@ struct PlacementIndex::Site {
   ScopeKeys scope;
   bool version_valid = false;
   uint64_t version = 0;
+  // Scratch of matching_sites: equal to mark_ when the site is in its result.
+  uint64_t mark = 0;
 };
 
 // A placement or an override, as evaluated.
@@ -455,20 +457,25 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
       for (const auto& t : placement->templates) fresh.templates.push_back(template_key(tenant, t));
     }
   }
-  std::unordered_set<Site*> now = sites_matching(fresh);
-
-  const std::vector<Site*> before(p->matched.begin(), p->matched.end());
-  for (Site* s : before) {
-    if (!now.contains(s)) remove_placement(s, p, p->templates, changes);
+  // The sites it matches now are marked; p->matched is edited in place, by
+  // the sites that leave and enter, not rebuilt (a wide placement matches
+  // most of the fleet, and few of its sites change).
+  const std::vector<Site*> now = matching_sites(fresh);
+  std::vector<Site*> left;
+  for (Site* s : p->matched) {
+    if (s->mark != mark_) left.push_back(s);
   }
+  for (Site* s : left) remove_placement(s, p, p->templates, changes);
   std::vector<std::string> added, removed;
   std::set_difference(fresh.templates.begin(), fresh.templates.end(), p->templates.begin(),
                       p->templates.end(), std::back_inserter(added));
   std::set_difference(p->templates.begin(), p->templates.end(), fresh.templates.begin(),
                       fresh.templates.end(), std::back_inserter(removed));
+  std::vector<Site*> entered;
   for (Site* s : now) {
     if (!p->matched.contains(s)) {
       add_placement(s, p, fresh.templates, changes);
+      entered.push_back(s);
       continue;
     }
     for (const auto& t : added) ref_template(s, t, changes);
@@ -479,8 +486,10 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
   p->exists = fresh.exists;
   p->choice = std::move(fresh.choice);
   p->templates = std::move(fresh.templates);
-  p->matched = std::move(now);
+  for (Site* s : left) p->matched.erase(s);
+  p->matched.insert(entered.begin(), entered.end());
   placement_selectors_->add(p);
+  CANOPY_CHECK(p->matched.size() == now.size());
 }
 
 void PlacementIndex::update_override(const std::string& key, std::string_view tenant,
@@ -516,7 +525,7 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
         if (matches(fresh, *s)) now.insert(s);
       }
     } else {
-      for (Site* s : sites_matching(fresh)) {
+      for (Site* s : matching_sites(fresh)) {
         if (s->scope.contains(fresh.template_key)) now.insert(s);
       }
     }
@@ -562,19 +571,25 @@ size_t PlacementIndex::selector_candidates(const Rule& rule) const {
   return n;
 }
 
-std::unordered_set<PlacementIndex::Site*> PlacementIndex::sites_matching(const Rule& rule) {
-  std::unordered_set<Site*> out;
+std::vector<PlacementIndex::Site*> PlacementIndex::matching_sites(const Rule& rule) {
+  const uint64_t mark = ++mark_;
+  std::vector<Site*> out;
   if (!rule.exists) return out;
+  auto take = [&out, mark](Site* s) {
+    if (s->mark == mark) return;  // listed and matched by the selector as well
+    s->mark = mark;
+    out.push_back(s);
+  };
   for (const auto& name : rule.choice.sites) {
     Site* s = site_or_null(name);
-    if (s != nullptr && s->known) out.insert(s);
+    if (s != nullptr && s->known) take(s);
   }
   if (rule.choice.selector.empty()) return out;
   auto pairs = rule.choice.selector.candidate_pairs();
   if (!pairs) {
     // Only NotIn / Exists / DoesNotExist: any known site may match.
     for (const auto& [name, s] : sites_) {
-      if (matches(rule, *s)) out.insert(s.get());
+      if (matches(rule, *s)) take(s.get());
     }
     return out;
   }
@@ -583,7 +598,7 @@ std::unordered_set<PlacementIndex::Site*> PlacementIndex::sites_matching(const R
     auto it = sites_by_label_.find(label_pair(k, v));
     if (it == sites_by_label_.end()) continue;
     for (Site* s : it->second) {
-      if (matches(rule, *s)) out.insert(s);
+      if (matches(rule, *s)) take(s);
     }
   }
   return out;

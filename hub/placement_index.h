@@ -155,7 +155,9 @@ class PlacementIndex final : public sync::ScopeProvider {
                         Changes* changes);
   void update_override(const std::string& key, std::string_view tenant, const Document& doc,
                        Changes* changes);
-  std::unordered_set<Site*> sites_matching(const Rule& rule);
+  // The known sites the rule matches, each once. Marks them: until the next
+  // call, a site is in the result exactly when its mark equals mark_.
+  std::vector<Site*> matching_sites(const Rule& rule);
   bool matches(const Rule& rule, const Site& site) const;
   // How many sites the rule's selector may match, from the label index.
   size_t selector_candidates(const Rule& rule) const;
@@ -196,6 +198,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::unordered_map<std::string, std::unordered_set<Rule*>> overrides_by_template_;
   // Scratch space of version_locked.
   std::string version_input_;
+  // The mark of matching_sites' latest result.
+  uint64_t mark_ = 0;
 };
 
 }  // namespace canopy::hub
