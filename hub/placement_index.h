@@ -148,7 +148,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   enum class DocKind { kNone, kSite, kPlacement, kOverride };
   static DocKind classify(std::string_view key, std::string_view* tenant, std::string_view* name);
 
-  // REQUIRES: mu_ held, for all below.
+  // REQUIRES: mu_ held, for all below. `changes` may be null (while loading):
+  // nothing is recorded then.
   void evaluate(const std::string& key, Changes* changes);
   void update_site(const std::string& name, const Document& doc, Changes* changes);
   void update_placement(const std::string& key, std::string_view tenant, const Document& doc,
