@@ -25,7 +25,11 @@
 //       gpu, maintenance), target < 1 ms;
 //   placement_selector_change_{p50,p99}_ms  `--placement-changes` (100) edits
 //       of one placement's selector, round robin over the selector forms (so
-//       the wide ones are among them), target < 10 ms.
+//       the wide ones are among them), target < 10 ms;
+//   *_max_ms, placement_selector_change_sites_avg   the slowest of each, and
+//       how many sites' scopes one selector change alters on average.
+// Per selector form, and as the writing thread's CPU time over the same
+// span, on stderr.
 // Every change is one the bench's own evaluation (model::SiteChoice::matches
 // over its copy of the catalogue) says alters scopes; the index must report
 // exactly the sites whose set of placements changed, one ScopeChange each, or
