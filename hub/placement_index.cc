@@ -581,6 +581,9 @@ std::vector<PlacementIndex::Site*> PlacementIndex::matching_sites(const Rule& ru
     s->mark = mark;
     out.push_back(s);
   };
+  // Room for every candidate up front: growing by doubling to tens of
+  // thousands of sites costs more than the matching does.
+  out.reserve(rule.choice.sites.size() + selector_candidates(rule));
   for (const auto& name : rule.choice.sites) {
     Site* s = site_or_null(name);
     if (s != nullptr && s->known) take(s);
