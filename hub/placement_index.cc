@@ -42,6 +42,48 @@ std::string successor(std::string_view key) {
   return s;
 }
 
+// A site's scope keys (views of holders_' keys) with the number of reasons
+// each is in scope, sorted by key. A flat array rather than a tree: a scope
+// holds tens of keys, and the version hash reads all of them whenever the
+// scope changes, so contiguous entries cost one cache miss a key, not two.
+class ScopeKeys {
+ public:
+  struct Entry {
+    std::string_view key;
+    uint32_t count;
+  };
+  using const_iterator = std::vector<Entry>::const_iterator;
+
+  const_iterator begin() const { return entries_.begin(); }
+  const_iterator end() const { return entries_.end(); }
+  size_t size() const { return entries_.size(); }
+  bool contains(std::string_view key) const {
+    auto it = lower_bound(key);
+    return it != entries_.end() && it->key == key;
+  }
+  // The entry of `key`, nullptr when it is not in scope.
+  Entry* find(std::string_view key) {
+    auto it = lower_bound(key);
+    return it != entries_.end() && it->key == key ? &*it : nullptr;
+  }
+  // REQUIRES: `key` is not in scope and outlives its entry.
+  void insert(std::string_view key) { entries_.insert(lower_bound(key), Entry{key, 1}); }
+  // REQUIRES: `e` is an entry of this scope.
+  void erase(Entry* e) { entries_.erase(entries_.begin() + (e - entries_.data())); }
+
+ private:
+  std::vector<Entry>::iterator lower_bound(std::string_view key) {
+    return std::lower_bound(entries_.begin(), entries_.end(), key,
+                            [](const Entry& e, std::string_view k) { return e.key < k; });
+  }
+  std::vector<Entry>::const_iterator lower_bound(std::string_view key) const {
+    return std::lower_bound(entries_.begin(), entries_.end(), key,
+                            [](const Entry& e, std::string_view k) { return e.key < k; });
+  }
+
+  std::vector<Entry> entries_;
+};
+
 }  // namespace
 
 // --- Internal state.
@@ -52,10 +94,11 @@ struct PlacementIndex::Site {
   Labels labels;
   std::unordered_set<Rule*> placements;  // matching placements
   std::unordered_set<Rule*> overrides;   // overrides in scope
-  // Scope keys (views of holders_' keys) -> number of reasons they are in scope.
-  std::map<std::string_view, uint32_t, std::less<>> scope;
+  ScopeKeys scope;
   bool version_valid = false;
   uint64_t version = 0;
+  // Scratch of matching_sites: equal to mark_ when the site is in its result.
+  uint64_t mark = 0;
 };
 
 // A placement or an override, as evaluated.
@@ -240,10 +283,11 @@ Status PlacementIndex::load(Store& store) {
         break;
     }
   }
-  Changes ignored;
+  // No changes are reported for what load finds, so none are recorded: at
+  // 100,000 sites they were millions of small allocations, all freed at once.
   for (auto* group : {&sites, &placements, &overrides}) {
     std::sort(group->begin(), group->end());
-    for (const auto& key : *group) evaluate(key, &ignored);
+    for (const auto& key : *group) evaluate(key, nullptr);
   }
   loaded_ = true;
   spdlog::info("placement index: {} sites, {} placements, {} overrides", sites.size(),
@@ -414,20 +458,25 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
       for (const auto& t : placement->templates) fresh.templates.push_back(template_key(tenant, t));
     }
   }
-  std::unordered_set<Site*> now = sites_matching(fresh);
-
-  const std::vector<Site*> before(p->matched.begin(), p->matched.end());
-  for (Site* s : before) {
-    if (!now.contains(s)) remove_placement(s, p, p->templates, changes);
+  // The sites it matches now are marked; p->matched is edited in place, by
+  // the sites that leave and enter, not rebuilt (a wide placement matches
+  // most of the fleet, and few of its sites change).
+  const std::vector<Site*> now = matching_sites(fresh);
+  std::vector<Site*> left;
+  for (Site* s : p->matched) {
+    if (s->mark != mark_) left.push_back(s);
   }
+  for (Site* s : left) remove_placement(s, p, p->templates, changes);
   std::vector<std::string> added, removed;
   std::set_difference(fresh.templates.begin(), fresh.templates.end(), p->templates.begin(),
                       p->templates.end(), std::back_inserter(added));
   std::set_difference(p->templates.begin(), p->templates.end(), fresh.templates.begin(),
                       fresh.templates.end(), std::back_inserter(removed));
+  std::vector<Site*> entered;
   for (Site* s : now) {
     if (!p->matched.contains(s)) {
       add_placement(s, p, fresh.templates, changes);
+      entered.push_back(s);
       continue;
     }
     for (const auto& t : added) ref_template(s, t, changes);
@@ -438,8 +487,10 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
   p->exists = fresh.exists;
   p->choice = std::move(fresh.choice);
   p->templates = std::move(fresh.templates);
-  p->matched = std::move(now);
+  for (Site* s : left) p->matched.erase(s);
+  p->matched.insert(entered.begin(), entered.end());
   placement_selectors_->add(p);
+  CANOPY_CHECK(p->matched.size() == now.size());
 }
 
 void PlacementIndex::update_override(const std::string& key, std::string_view tenant,
@@ -475,7 +526,7 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
         if (matches(fresh, *s)) now.insert(s);
       }
     } else {
-      for (Site* s : sites_matching(fresh)) {
+      for (Site* s : matching_sites(fresh)) {
         if (s->scope.contains(fresh.template_key)) now.insert(s);
       }
     }
@@ -521,19 +572,28 @@ size_t PlacementIndex::selector_candidates(const Rule& rule) const {
   return n;
 }
 
-std::unordered_set<PlacementIndex::Site*> PlacementIndex::sites_matching(const Rule& rule) {
-  std::unordered_set<Site*> out;
+std::vector<PlacementIndex::Site*> PlacementIndex::matching_sites(const Rule& rule) {
+  const uint64_t mark = ++mark_;
+  std::vector<Site*> out;
   if (!rule.exists) return out;
+  auto take = [&out, mark](Site* s) {
+    if (s->mark == mark) return;  // listed and matched by the selector as well
+    s->mark = mark;
+    out.push_back(s);
+  };
+  // Room for every candidate up front: growing by doubling to tens of
+  // thousands of sites costs more than the matching does.
+  out.reserve(rule.choice.sites.size() + selector_candidates(rule));
   for (const auto& name : rule.choice.sites) {
     Site* s = site_or_null(name);
-    if (s != nullptr && s->known) out.insert(s);
+    if (s != nullptr && s->known) take(s);
   }
   if (rule.choice.selector.empty()) return out;
   auto pairs = rule.choice.selector.candidate_pairs();
   if (!pairs) {
     // Only NotIn / Exists / DoesNotExist: any known site may match.
     for (const auto& [name, s] : sites_) {
-      if (matches(rule, *s)) out.insert(s.get());
+      if (matches(rule, *s)) take(s.get());
     }
     return out;
   }
@@ -542,7 +602,7 @@ std::unordered_set<PlacementIndex::Site*> PlacementIndex::sites_matching(const R
     auto it = sites_by_label_.find(label_pair(k, v));
     if (it == sites_by_label_.end()) continue;
     for (Site* s : it->second) {
-      if (matches(rule, *s)) out.insert(s);
+      if (matches(rule, *s)) take(s);
     }
   }
   return out;
@@ -602,30 +662,29 @@ void PlacementIndex::remove_override(Site* site, Rule* override_rule, Changes* c
 }
 
 bool PlacementIndex::ref(Site* site, const std::string& key, Changes* changes) {
-  auto it = site->scope.find(key);
-  if (it != site->scope.end()) {
-    ++it->second;
+  if (ScopeKeys::Entry* e = site->scope.find(key)) {
+    ++e->count;
     return false;
   }
   auto holder = holders_.try_emplace(key).first;
   holder->second.insert(site);
-  site->scope.emplace(std::string_view(holder->first), 1);
+  site->scope.insert(holder->first);
   site->version_valid = false;
-  (*changes)[site][key] += 1;
+  if (changes != nullptr) (*changes)[site][key] += 1;
   return true;
 }
 
 bool PlacementIndex::unref(Site* site, const std::string& key, Changes* changes) {
-  auto it = site->scope.find(key);
-  CANOPY_CHECK(it != site->scope.end());
-  if (--it->second > 0) return false;
-  site->scope.erase(it);
+  ScopeKeys::Entry* e = site->scope.find(key);
+  CANOPY_CHECK(e != nullptr);
+  if (--e->count > 0) return false;
+  site->scope.erase(e);
   auto holder = holders_.find(key);
   CANOPY_CHECK(holder != holders_.end());
   holder->second.erase(site);
   if (holder->second.empty()) holders_.erase(holder);
   site->version_valid = false;
-  (*changes)[site][key] -= 1;
+  if (changes != nullptr) (*changes)[site][key] -= 1;
   return true;
 }
 
@@ -656,7 +715,7 @@ std::optional<sync::ScopeProvider::Listing> PlacementIndex::list_scope(std::stri
   const Site* s = site_or_null(site);
   if (s != nullptr) {
     out.keys.reserve(s->scope.size() + 1);
-    for (const auto& [key, count] : s->scope) out.keys.emplace_back(key);
+    for (const auto& e : s->scope) out.keys.emplace_back(e.key);
   }
   return out;
 }
@@ -681,17 +740,16 @@ uint64_t PlacementIndex::version(std::string_view site) {
 
 uint64_t PlacementIndex::version_locked(Site* s) {
   if (s != nullptr && s->version_valid) return s->version;
-  XXH3_state_t* state = XXH3_createState();
-  CANOPY_CHECK(state != nullptr);
-  XXH3_64bits_reset(state);
+  // One pass over the keys into a reused buffer: XXH3 of the concatenation,
+  // the same value as hashing key by key, without a state to allocate.
+  version_input_.clear();
   if (s != nullptr) {
-    for (const auto& [key, count] : s->scope) {
-      XXH3_64bits_update(state, key.data(), key.size());
-      XXH3_64bits_update(state, "\n", 1);
+    for (const auto& e : s->scope) {
+      version_input_.append(e.key);
+      version_input_.push_back('\n');
     }
   }
-  const uint64_t v = XXH3_64bits_digest(state);
-  XXH3_freeState(state);
+  const uint64_t v = XXH3_64bits(version_input_.data(), version_input_.size());
   if (s != nullptr) {
     s->version = v;
     s->version_valid = true;
@@ -738,7 +796,7 @@ std::vector<std::string> PlacementIndex::scope_keys(std::string_view site) {
   const Site* s = site_or_null(site);
   if (s == nullptr) return out;
   out.reserve(s->scope.size());
-  for (const auto& [key, count] : s->scope) out.emplace_back(key);
+  for (const auto& e : s->scope) out.emplace_back(e.key);
   return out;
 }
 

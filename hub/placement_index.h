@@ -28,7 +28,7 @@
 // refuses matches nothing (fail closed: scope is the security boundary).
 //
 // Data structures and costs (S sites, k keys in one site's scope):
-//   - per site: the scope as an ordered map key -> reference count (a template
+//   - per site: the scope as a sorted array key -> reference count (a template
 //     listed by two matching placements counts twice), so
 //     in_scope is O(log k), and its version is cached until the key set changes;
 //   - per scope key: the set of sites holding it, so sites_for is O(result);
@@ -148,14 +148,17 @@ class PlacementIndex final : public sync::ScopeProvider {
   enum class DocKind { kNone, kSite, kPlacement, kOverride };
   static DocKind classify(std::string_view key, std::string_view* tenant, std::string_view* name);
 
-  // REQUIRES: mu_ held, for all below.
+  // REQUIRES: mu_ held, for all below. `changes` may be null (while loading):
+  // nothing is recorded then.
   void evaluate(const std::string& key, Changes* changes);
   void update_site(const std::string& name, const Document& doc, Changes* changes);
   void update_placement(const std::string& key, std::string_view tenant, const Document& doc,
                         Changes* changes);
   void update_override(const std::string& key, std::string_view tenant, const Document& doc,
                        Changes* changes);
-  std::unordered_set<Site*> sites_matching(const Rule& rule);
+  // The known sites the rule matches, each once. Marks them: until the next
+  // call, a site is in the result exactly when its mark equals mark_.
+  std::vector<Site*> matching_sites(const Rule& rule);
   bool matches(const Rule& rule, const Site& site) const;
   // How many sites the rule's selector may match, from the label index.
   size_t selector_candidates(const Rule& rule) const;
@@ -194,6 +197,10 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::unique_ptr<SelectorIndex> override_selectors_;
   // Template key -> overrides of that template.
   std::unordered_map<std::string, std::unordered_set<Rule*>> overrides_by_template_;
+  // Scratch space of version_locked.
+  std::string version_input_;
+  // The mark of matching_sites' latest result.
+  uint64_t mark_ = 0;
 };
 
 }  // namespace canopy::hub

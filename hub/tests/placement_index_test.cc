@@ -3,6 +3,7 @@
 #include "hub/placement_index.h"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
 #include <atomic>
 #include <chrono>
@@ -168,6 +169,33 @@ TEST_F(PlacementIndexTest, NewPlacementEntersMatchingSites) {
   put(kWebKey, {{"apiVersion", "v1"}, {"kind", "ConfigMap"}, {"metadata", {{"name", "web2"}}}});
   EXPECT_TRUE(take().empty());
   EXPECT_EQ(index_->version("a"), before);
+}
+
+// A child keeps its scope version across reconnects and hub restarts, so the
+// value is part of the protocol: XXH3 of the sorted keys, each followed by a
+// newline, hashed key by key.
+TEST_F(PlacementIndexTest, VersionIsTheDocumentedHash) {
+  auto expected = [](const Keys& keys) {
+    XXH3_state_t* state = XXH3_createState();
+    XXH3_64bits_reset(state);
+    for (const auto& k : keys) {
+      XXH3_64bits_update(state, k.data(), k.size());
+      XXH3_64bits_update(state, "\n", 1);
+    }
+    const uint64_t v = XXH3_64bits_digest(state);
+    XXH3_freeState(state);
+    return v;
+  };
+  EXPECT_EQ(index_->version("a"), expected({}));
+  site("a", {{"region", "eu"}});
+  put(kPlacementKey, placement({"web", "db"}, {{"region", "eu"}}));
+  put("t/acme/placements/other", placement({"web"}, nullptr, {"a"}));
+  const Keys keys = {"t/acme/placements/other", kPlacementKey, kDbKey, kWebKey};
+  EXPECT_EQ(index_->scope_keys("a"), keys);
+  EXPECT_EQ(index_->version("a"), expected(keys));
+  auto list = take_list();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[1].version, expected(keys));
 }
 
 TEST_F(PlacementIndexTest, SelectorChangeMovesSites) {
