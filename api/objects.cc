@@ -26,6 +26,16 @@ Status check_site(json* doc, std::string_view name, const std::string& what) {
 
 }  // namespace
 
+json token_json(const v1::TokenInfo& t) {
+  return {{"id", t.id()},
+          {"role", t.role()},
+          {"tenant", t.tenant()},
+          {"createdAtMs", t.created_at_ms()},
+          {"expiresAtMs", t.expires_at_ms()},
+          {"revoked", t.revoked()},
+          {"description", t.description()}};
+}
+
 std::string quote(std::string_view s) { return json(std::string(s)).dump(); }
 
 // `<kind> "<name>"`, the subject of every message about an object.

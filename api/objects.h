@@ -40,6 +40,9 @@ StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
 // store. The kind and name must already be valid (object_key).
 StatusOr<nlohmann::json> validate_object(const v1::Object& object, const DocumentLimits& limits);
 
+// A token's record as REST and the CLI print it (never its secret).
+nlohmann::json token_json(const v1::TokenInfo& token);
+
 // --- Wording shared by the service's messages.
 
 // `s` as a JSON string literal.

@@ -89,16 +89,6 @@ json object_json(const v1::Object& o) {
   return out;
 }
 
-json token_json(const v1::TokenInfo& t) {
-  return {{"id", t.id()},
-          {"role", t.role()},
-          {"tenant", t.tenant()},
-          {"createdAtMs", t.created_at_ms()},
-          {"expiresAtMs", t.expires_at_ms()},
-          {"revoked", t.revoked()},
-          {"description", t.description()}};
-}
-
 // The query's parameters, from the URL only: httplib also files the fields
 // of a form-encoded body under Request::params, and curl's `-d` labels a
 // JSON body form-encoded unless told otherwise.

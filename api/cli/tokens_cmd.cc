@@ -20,16 +20,6 @@ std::string when(uint64_t ms) {
   return buf;
 }
 
-json token_json(const v1::TokenInfo& t) {
-  return {{"id", t.id()},
-          {"role", t.role()},
-          {"tenant", t.tenant()},
-          {"createdAtMs", t.created_at_ms()},
-          {"expiresAtMs", t.expires_at_ms()},
-          {"revoked", t.revoked()},
-          {"description", t.description()}};
-}
-
 }  // namespace
 
 int cmd_tokens_list(Hub& hub, const std::string& tenant, const std::string& output) {
@@ -38,7 +28,7 @@ int cmd_tokens_list(Hub& hub, const std::string& tenant, const std::string& outp
   auto resp = hub.call(&v1::Catalog::Stub::ListTokens, req);
   if (output == "json") {
     json items = json::array();
-    for (const auto& t : resp.tokens()) items.push_back(token_json(t));
+    for (const auto& t : resp.tokens()) items.push_back(api::token_json(t));
     std::printf("%s\n", json{{"items", items}}.dump(2).c_str());
     return 0;
   }
@@ -71,7 +61,7 @@ int cmd_tokens_issue(Hub& hub, const std::string& role, const std::string& tenan
   if (output == "json") {
     std::printf(
         "%s\n",
-        json{{"token", token_json(resp.token())}, {"bearer", resp.bearer()}}.dump(2).c_str());
+        json{{"token", api::token_json(resp.token())}, {"bearer", resp.bearer()}}.dump(2).c_str());
     return 0;
   }
   // The bearer text alone on stdout, so that `$(kubectl canopy tokens issue
