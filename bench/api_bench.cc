@@ -17,6 +17,8 @@
 // One JSON line per figure on stdout; progress on stderr.
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
@@ -349,6 +351,9 @@ int case_watch(int watchers, double rate, double seconds) {
 }  // namespace canopy::bench
 
 int main(int argc, char** argv) {
+  // stdout carries the figures only.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("api_bench"));
+  spdlog::set_level(spdlog::level::warn);
   std::string which = "write";
   double seconds = 3;
   int watchers = 1000;
