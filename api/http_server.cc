@@ -19,10 +19,10 @@ Status HttpServer::start(const std::string& listen) {
   // connections (many clients at once, or all reconnecting) would see SYNs
   // dropped and wait a second each. Linux lets a listening socket's backlog
   // be raised by calling listen() again, so keep the socket and do that.
-  int listen_fd = -1;
-  server_.set_socket_options([&listen_fd](socket_t sock) {
+  listen_fd_ = -1;
+  server_.set_socket_options([this](socket_t sock) {
     httplib::default_socket_options(sock);
-    listen_fd = sock;
+    listen_fd_ = sock;
   });
   std::string host;
   int port = 0;
@@ -36,7 +36,7 @@ Status HttpServer::start(const std::string& listen) {
     if (!server_.bind_to_port(host.c_str(), port)) return unavailable("cannot listen on " + listen);
     port_ = port;
   }
-  if (listen_fd >= 0 && ::listen(listen_fd, kListenBacklog) != 0) {
+  if (listen_fd_ >= 0 && ::listen(listen_fd_, kListenBacklog) != 0) {
     spdlog::warn("{}: cannot raise the listen backlog: {}", listen, std::strerror(errno));
   }
   thread_ = std::thread([this] { server_.listen_after_bind(); });

@@ -42,6 +42,7 @@ class HttpServer {
   httplib::Server server_;
   std::thread thread_;
   int port_ = 0;
+  int listen_fd_ = -1;  // the listening socket, as the socket-options hook saw it
 };
 
 // Sets a JSON body ("<json>\n") and, unless 0, the status code.
