@@ -119,6 +119,13 @@ std::string_view bearer_of(const grpc::ServerContext* context) {
   return {};
 }
 
+// "editor of tenant acme", for messages about what a token may not do.
+std::string holder_of(const model::TokenRecord& who) {
+  std::string out(model::role_name(who.role));
+  if (!who.tenant.empty()) out += " of tenant " + who.tenant;
+  return out;
+}
+
 void token_info(const model::TokenRecord& r, v1::TokenInfo* out) {
   out->set_id(r.id);
   out->set_role(std::string(model::role_name(r.role)));
@@ -160,8 +167,7 @@ StatusOr<model::TokenRecord> CatalogService::authorize(std::string_view authoriz
   auto who = auth_->authenticate(authorization);
   if (!who.ok()) return who.status();
   if (!model::permits(who->role, who->tenant, action, tenant)) {
-    std::string holder = std::string(model::role_name(who->role));
-    if (!who->tenant.empty()) holder += " of tenant " + who->tenant;
+    const std::string holder = holder_of(*who);
     static constexpr const char* kVerb[] = {"read", "write", "manage", "administer"};
     const std::string what = tenant.empty() ? std::string("the fleet's sites, tenants and grants")
                                             : "tenant " + quote(tenant) + "'s objects";
@@ -630,8 +636,7 @@ grpc::Status CatalogService::issue_token(std::string_view authorization,
   }
   const bool own_tenant = who->role == model::Role::kFleetAdmin || who->tenant == request.tenant();
   if (!model::may_issue(who->role, *role) || !own_tenant) {
-    std::string holder = std::string(model::role_name(who->role));
-    if (!who->tenant.empty()) holder += " of tenant " + who->tenant;
+    const std::string holder = holder_of(*who);
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                         "token " + who->id + " (" + holder + ") may not issue a " + request.role() +
                             " token" +

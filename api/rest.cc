@@ -134,6 +134,21 @@ bool parse_u64(std::string_view text, uint64_t* out) {
   return !text.empty() && ec == std::errc() && end == text.data() + text.size();
 }
 
+// `?limit=` as a page size (0 when absent: the service's default), or false
+// after answering 400.
+bool page_limit(const httplib::Params& q, Response& res, uint32_t* limit) {
+  *limit = 0;
+  if (!q.contains("limit")) return true;
+  uint64_t n = 0;
+  if (!parse_u64(param(q, "limit"), &n) || n == 0 || n > kMaxPageSize) {
+    reply_invalid(res, std::string("limit ") + quote(param(q, "limit")) +
+                           " is not a number from 1 to " + std::to_string(kMaxPageSize));
+    return false;
+  }
+  *limit = static_cast<uint32_t>(n);
+  return true;
+}
+
 // `If-Match: "<version>"` (quotes and a weak W/ prefix allowed). 0 when absent.
 bool if_match(const Request& req, Response& res, uint64_t* version) {
   *version = 0;
@@ -290,14 +305,9 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
     r.set_tenant(tenant);
     r.set_label_selector(param(q, "labelSelector"));
     r.set_page_token(param(q, "continue"));
-    if (q.contains("limit")) {
-      uint64_t limit = 0;
-      if (!parse_u64(param(q, "limit"), &limit) || limit == 0 || limit > kMaxPageSize) {
-        return reply_invalid(res, std::string("limit ") + quote(param(q, "limit")) +
-                                      " is not a number from 1 to " + std::to_string(kMaxPageSize));
-      }
-      r.set_page_size(static_cast<uint32_t>(limit));
-    }
+    uint32_t limit = 0;
+    if (!page_limit(q, res, &limit)) return;
+    r.set_page_size(limit);
     v1::ListResponse out;
     if (auto st = c->list(auth, r, &out); !st.ok()) return reply_status(res, st);
     json items = json::array();
@@ -374,15 +384,9 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
         r.set_tenant(req.matches[1]);
         r.set_placement(req.matches[2]);
         r.set_page_token(param(q, "continue"));
-        if (q.contains("limit")) {
-          uint64_t limit = 0;
-          if (!parse_u64(param(q, "limit"), &limit) || limit == 0 || limit > kMaxPageSize) {
-            return reply_invalid(res, std::string("limit ") + quote(param(q, "limit")) +
-                                          " is not a number from 1 to " +
-                                          std::to_string(kMaxPageSize));
-          }
-          r.set_page_size(static_cast<uint32_t>(limit));
-        }
+        uint32_t limit = 0;
+        if (!page_limit(q, res, &limit)) return;
+        r.set_page_size(limit);
         v1::GetStatusResponse out;
         if (auto st = c->get_status(auth, r, &out); !st.ok()) return reply_status(res, st);
         std::string text;
