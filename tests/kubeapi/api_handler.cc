@@ -280,8 +280,8 @@ ApiResponse ApiHandler::handle_resource(const ApiRequest& r, const std::string& 
   std::string media = media_type(r.content_type);
   if (r.method == "POST" || r.method == "PUT") {
     if (media != "application/json" && media != "application/yaml") {
-      return unsupported_media_type(r.content_type, {"application/json", "application/yaml",
-                                                     "application/vnd.kubernetes.protobuf"});
+      // kube-apiserver also takes protobuf; this fake does not, and says so.
+      return unsupported_media_type(r.content_type, {"application/json", "application/yaml"});
     }
     auto body = parse_yaml_or_json(r.body);
     if (!body.ok() ||

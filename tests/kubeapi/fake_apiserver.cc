@@ -154,6 +154,12 @@ StatusOr<std::unique_ptr<FakeApiServer>> FakeApiServer::start(FakeApiServerOptio
     res.status = out.code;
     for (const auto& [k, v] : out.headers) res.set_header(k, v);
     if (out.watch) {
+      // kube-apiserver never compresses a watch. Debian's cpp-httplib
+      // compresses a chunked application/json body whenever the client accepts
+      // gzip or br (Go's client always does), and its compressor holds every
+      // event until the stream ends: kubectl's watches would see nothing. The
+      // request object is httplib's own mutable local; only the header goes.
+      const_cast<httplib::Request&>(req).headers.erase("Accept-Encoding");
       auto w = out.watch;
       res.set_chunked_content_provider(
           "application/json", [self, w](size_t, httplib::DataSink& sink) {

@@ -6,10 +6,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "tests/kubeapi/test_cluster.h"
 #include "tests/support/process.h"
@@ -77,7 +80,9 @@ class KubectlTest : public ::testing::Test {
     kubectl_ = find_kubectl();
     if (kubectl_.empty()) GTEST_SKIP() << "kubectl is not on PATH: these tests need the real one";
     TestClusterOptions options;
-    options.api.crd_establish_delay = std::chrono::milliseconds(300);
+    // Longer than kubectl takes to start, so `kubectl wait` finds the CRD not
+    // yet Established and must see the condition arrive over its watch.
+    options.api.crd_establish_delay = std::chrono::milliseconds(2000);
     auto cluster = TestCluster::start(dir_.path().string(), options);
     ASSERT_TRUE(cluster.ok()) << cluster.status().to_string();
     cluster_ = std::move(*cluster);
@@ -288,6 +293,41 @@ spec: {size: 3}
   EXPECT_NE(run.output.find("widget.example.com/w1 serverside-applied"), std::string::npos);
   run = token({"get", "wd", "w1", "-o", "jsonpath={.spec.size}"});
   EXPECT_EQ(run.output, "3");
+}
+
+TEST_F(KubectlTest, WatchDeliversChangesAsTheyHappen) {
+  // Go's client asks for gzip; a compressed watch would hold every event until
+  // the stream ends, so this watch would print nothing.
+  std::string log = dir_.file("watch.log");
+  testing::ProcessOptions po;
+  po.log_path = log;
+  po.env = {{"HOME", dir_.path().string()}, {"KUBECONFIG", ""}};
+  testing::Process watch;
+  std::string error;
+  ASSERT_TRUE(watch.start({kubectl_, "--kubeconfig", cluster_->kubeconfig_token(), "--cache-dir",
+                           dir_.file("cache"), "get", "namespaces", "--watch-only", "-o", "name"},
+                          po, &error))
+      << error;
+  auto read_log = [&] {
+    std::ifstream in(log);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  std::string ns = write("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+  // The watch starts after kubectl's discovery; apply until it reports the
+  // namespace, each apply a change (new label) it must deliver.
+  bool seen = false;
+  for (int i = 0; i < 40 && !seen; ++i) {
+    std::ofstream(ns) << "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {n: \""
+                      << i << "\"}}\n";
+    ASSERT_EQ(token({"apply", "--server-side", "-f", ns}).exit_code, 0);
+    for (int j = 0; j < 5 && !seen; ++j) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      seen = read_log().find("namespace/shop") != std::string::npos;
+    }
+  }
+  watch.kill(SIGTERM);
+  watch.wait_exit(std::chrono::seconds(10));
+  EXPECT_TRUE(seen) << read_log();
 }
 
 TEST_F(KubectlTest, UnknownTokenIsUnauthorized) {
