@@ -179,9 +179,21 @@ StatusOr<model::TokenRecord> CatalogService::authorize(std::string_view authoriz
 
 grpc::Status CatalogService::authorize_object(std::string_view authorization, bool write,
                                               std::string_view kind, std::string_view tenant,
-                                              std::string_view name) const {
+                                              std::string_view name,
+                                              std::string* granted_to) const {
   model::Action action = write ? model::Action::kWrite : model::Action::kRead;
   std::string_view scope = tenant;
+  if (kind == kSite && !write && granted_to != nullptr) {
+    // A tenant sees the sites granted to it; the fleet's readers see all.
+    granted_to->clear();
+    auto who = auth_->authenticate(authorization);
+    if (!who.ok()) return to_grpc(who.status());
+    if (model::permits(who->role, who->tenant, action, {})) return grpc::Status::OK;
+    if (!who->tenant.empty() && model::permits(who->role, who->tenant, action, who->tenant)) {
+      *granted_to = who->tenant;
+      return grpc::Status::OK;
+    }
+  }
   if (kind == kSite) {
     // Sites belong to no tenant: they are the fleet's.
     scope = {};
@@ -275,10 +287,16 @@ grpc::Status CatalogService::put(std::string_view authorization, const v1::PutRe
 grpc::Status CatalogService::get(std::string_view authorization, const v1::GetRequest& request_in,
                                  v1::GetResponse* response) {
   const v1::GetRequest* request = &request_in;
+  std::string granted_to;
   if (auto a = authorize_object(authorization, false, request->kind(), request->tenant(),
-                                request->name());
+                                request->name(), &granted_to);
       !a.ok()) {
     return a;
+  }
+  if (!granted_to.empty() && !index_->granted(granted_to, request->name())) {
+    // Not granted: the tenant learns nothing, not even that the site exists.
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        not_found_message(request->kind(), request->tenant(), request->name()));
   }
   auto key = object_key(request->kind(), request->tenant(), request->name());
   if (!key.ok()) return to_grpc(key.status());
@@ -296,7 +314,9 @@ grpc::Status CatalogService::get(std::string_view authorization, const v1::GetRe
 grpc::Status CatalogService::list(std::string_view authorization, const v1::ListRequest& request_in,
                                   v1::ListResponse* response) {
   const v1::ListRequest* request = &request_in;
-  if (auto a = authorize_object(authorization, false, request->kind(), request->tenant(), "");
+  std::string granted_to;
+  if (auto a = authorize_object(authorization, false, request->kind(), request->tenant(), "",
+                                &granted_to);
       !a.ok()) {
     return a;
   }
@@ -337,6 +357,7 @@ grpc::Status CatalogService::list(std::string_view authorization, const v1::List
     while (static_cast<size_t>(response->objects_size()) < page_size) {
       const auto names = index_->known_sites(after, page_size + 1);
       for (const auto& name : names) {
+        if (!granted_to.empty() && !index_->granted(granted_to, name)) continue;
         if (static_cast<size_t>(response->objects_size()) == page_size) {
           response->set_next_page_token(response->objects().rbegin()->name());
           return grpc::Status::OK;

@@ -151,8 +151,12 @@ class CatalogService final : public v1::Catalog::Service {
   StatusOr<model::TokenRecord> authorize(std::string_view authorization, model::Action action,
                                          std::string_view tenant) const;
   // The same for reading (`write` false) or writing objects of `kind`.
+  // Reading sites: a fleet-wide token reads them all; when `granted_to` is
+  // given, a member of a tenant may read the sites granted to the tenant, and
+  // `*granted_to` is set to that tenant (empty: no restriction).
   grpc::Status authorize_object(std::string_view authorization, bool write, std::string_view kind,
-                                std::string_view tenant, std::string_view name) const;
+                                std::string_view tenant, std::string_view name,
+                                std::string* granted_to = nullptr) const;
   // The lock that makes a versioned write's check and write atomic.
   std::mutex& write_lock(const std::string& key);
 

@@ -478,6 +478,9 @@ void Bench::write_catalogue() {
     check(store_->put_value(model::tenant_key(tenant(t)),
                             model::tenant_document({tenant(t), "bench tenant"})),
           "writing a tenant");
+    // Every tenant may place on every site: the bench measures the selectors.
+    check(store_->put_value(model::grant_key(tenant(t), "all"), json{{"allSites", true}}),
+          "writing a grant");
     for (size_t i = 0; i < kTemplatesPerTenant; ++i) {
       const json manifest = {{"apiVersion", "v1"},
                              {"kind", "ConfigMap"},

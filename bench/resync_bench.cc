@@ -270,8 +270,10 @@ void Rig::load_hub() {
   check(hub_->put_value(std::string("t/") + kTenant + "/placements/" + kSite,
                         json{{"templates", names}, {"sites", json::array({kSite})}}),
         "writing the placement");
+  check(hub_->put_value(std::string("t/") + kTenant + "/grants/all", json{{"allSites", true}}),
+        "writing the grant");
   std::fprintf(stderr, "sync.resync: hub loaded: %zu documents, log index %" PRIu64 " in %.1f s\n",
-               loaded + 2, hub_->last_log_index(), ms_since(t0) / 1000);
+               loaded + 3, hub_->last_log_index(), ms_since(t0) / 1000);
   // Reopen with the daemon's durability for everything measured.
   hub_.reset();
   so.durability = o_.durability;

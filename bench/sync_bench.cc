@@ -512,6 +512,10 @@ int hub_main(const HubArgs& a) {
   if (auto r = store->put_value(model::placement_key(kTenant, "web"), placement); !r.ok()) {
     die(r.status().to_string());
   }
+  if (auto r = store->put_value(model::grant_key(kTenant, "all"), json{{"allSites", true}});
+      !r.ok()) {
+    die(r.status().to_string());
+  }
   {
     const int64_t t0 = now_ns();
     std::atomic<int> next{0};

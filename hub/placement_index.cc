@@ -110,8 +110,21 @@ struct PlacementIndex::Rule {
   std::string template_key;            // override: the template it patches
   // Placement: the sites it matches. Override: the sites holding it in scope.
   std::unordered_set<Site*> matched;
+  TenantGrants* grants = nullptr;          // its tenant's grants (set when it exists)
   std::vector<std::string> indexed_pairs;  // the label pairs it is indexed under
   bool wide = false;  // indexed as a candidate for every site (no candidate pairs)
+};
+
+// The grants of one tenant, by grant key.
+struct PlacementIndex::TenantGrants {
+  std::map<std::string, model::Grant, std::less<>> grants;
+
+  bool gives(const Site& site) const {
+    for (const auto& [key, g] : grants) {
+      if (g.grants(site.name, site.labels)) return true;
+    }
+    return false;
+  }
 };
 
 // Rules by one of their label pairs and by listed site name: the candidates
@@ -197,6 +210,10 @@ PlacementIndex::DocKind PlacementIndex::classify(std::string_view key, std::stri
       *tenant = k.tenant;
       *name = k.name;
       return DocKind::kOverride;
+    case model::KeyKind::kGrant:
+      *tenant = k.tenant;
+      *name = k.name;
+      return DocKind::kGrant;
     default:
       return DocKind::kNone;
   }
@@ -247,7 +264,7 @@ Status PlacementIndex::load(Store& store) {
     }
     const std::string tenant_prefix =
         std::string(kTenantsPrefix) + std::string(rest.substr(0, slash)) + "/";
-    for (const char* kind : {"overrides/", "placements/"}) {
+    for (const char* kind : {"grants/", "overrides/", "placements/"}) {
       const std::string prefix = tenant_prefix + kind;
       const std::string end = prefix + std::string(kKeyEnd);
       auto is_doc = [&prefix](std::string_view k) {
@@ -266,7 +283,7 @@ Status PlacementIndex::load(Store& store) {
   }
 
   std::lock_guard lock(mu_);
-  std::vector<std::string> sites, placements, overrides;
+  std::vector<std::string> sites, grants, placements, overrides;
   for (const auto& [key, doc] : docs_) {
     std::string_view tenant, name;
     switch (classify(key, &tenant, &name)) {
@@ -279,19 +296,22 @@ Status PlacementIndex::load(Store& store) {
       case DocKind::kOverride:
         overrides.push_back(key);
         break;
+      case DocKind::kGrant:
+        grants.push_back(key);
+        break;
       case DocKind::kNone:
         break;
     }
   }
   // No changes are reported for what load finds, so none are recorded: at
   // 100,000 sites they were millions of small allocations, all freed at once.
-  for (auto* group : {&sites, &placements, &overrides}) {
+  for (auto* group : {&sites, &grants, &placements, &overrides}) {
     std::sort(group->begin(), group->end());
     for (const auto& key : *group) evaluate(key, nullptr);
   }
   loaded_ = true;
-  spdlog::info("placement index: {} sites, {} placements, {} overrides", sites.size(),
-               placements.size(), overrides.size());
+  spdlog::info("placement index: {} sites, {} grants, {} placements, {} overrides", sites.size(),
+               grants.size(), placements.size(), overrides.size());
   return ok_status();
 }
 
@@ -350,6 +370,9 @@ void PlacementIndex::evaluate(const std::string& key, Changes* changes) {
       break;
     case DocKind::kOverride:
       update_override(key, tenant, doc, changes);
+      break;
+    case DocKind::kGrant:
+      update_grant(key, tenant, doc, changes);
       break;
     case DocKind::kNone:
       break;
@@ -454,6 +477,7 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
     auto placement = model::parse_placement(doc.to_value());
     if (placement.ok()) {
       fresh.exists = true;
+      fresh.grants = grants_of(tenant);
       fresh.choice = std::move(placement->choice);
       for (const auto& t : placement->templates) fresh.templates.push_back(template_key(tenant, t));
     }
@@ -485,6 +509,7 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
 
   placement_selectors_->remove(p);
   p->exists = fresh.exists;
+  p->grants = fresh.grants;
   p->choice = std::move(fresh.choice);
   p->templates = std::move(fresh.templates);
   for (Site* s : left) p->matched.erase(s);
@@ -508,6 +533,7 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
     auto override_doc = model::parse_override(doc.to_value());
     if (override_doc.ok()) {
       fresh.exists = true;
+      fresh.grants = grants_of(tenant);
       fresh.template_key = template_key(tenant, override_doc->template_name);
       fresh.choice = std::move(override_doc->choice);
     }
@@ -549,6 +575,7 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
     }
   }
   o->exists = fresh.exists;
+  o->grants = fresh.grants;
   o->template_key = std::move(fresh.template_key);
   o->choice = std::move(fresh.choice);
   override_selectors_->add(o);
@@ -557,7 +584,63 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
 }
 
 bool PlacementIndex::matches(const Rule& rule, const Site& site) const {
-  return rule.exists && site.known && rule.choice.matches(site.name, site.labels);
+  return rule.exists && site.known && rule.choice.matches(site.name, site.labels) &&
+         rule.grants != nullptr && rule.grants->gives(site);
+}
+
+PlacementIndex::TenantGrants* PlacementIndex::grants_of(std::string_view tenant) {
+  auto it = grants_.find(std::string(tenant));
+  if (it == grants_.end()) {
+    it = grants_.emplace(std::string(tenant), std::make_unique<TenantGrants>()).first;
+  }
+  return it->second.get();
+}
+
+void PlacementIndex::update_grant(const std::string& key, std::string_view tenant,
+                                  const Document& doc, Changes* changes) {
+  if (doc.exists()) {
+    grant_keys_.insert(key);
+  } else {
+    grant_keys_.erase(key);
+  }
+  if (!is_dns1123_label(tenant)) return;
+  TenantGrants* g = grants_of(tenant);
+  std::optional<model::Grant> grant;
+  if (doc.exists()) {
+    auto parsed = model::parse_grant(doc.to_value());
+    if (parsed.ok()) grant = std::move(parsed).value();
+  }
+  if (grant) {
+    g->grants.insert_or_assign(key, std::move(*grant));
+  } else if (g->grants.erase(key) == 0) {
+    return;  // neither before nor now: nothing changes
+  }
+  // Grants change rarely and a tenant has few rules: evaluate each of its
+  // placements, then its overrides, as if it had been written again.
+  const std::string prefix = "t/" + std::string(tenant) + "/";
+  std::vector<std::string> placements, overrides;
+  for (const auto& [k, rule] : placements_) {
+    if (k.starts_with(prefix)) placements.push_back(k);
+  }
+  for (const auto& [k, rule] : overrides_) {
+    if (k.starts_with(prefix)) overrides.push_back(k);
+  }
+  std::sort(placements.begin(), placements.end());
+  std::sort(overrides.begin(), overrides.end());
+  for (const auto& k : placements) update_placement(k, tenant, docs_.at(k), changes);
+  for (const auto& k : overrides) update_override(k, tenant, docs_.at(k), changes);
+}
+
+std::vector<std::string> PlacementIndex::grant_keys() {
+  std::lock_guard lock(mu_);
+  return {grant_keys_.begin(), grant_keys_.end()};
+}
+
+bool PlacementIndex::granted(std::string_view tenant, std::string_view site) {
+  std::lock_guard lock(mu_);
+  Site* s = site_or_null(site);
+  auto it = grants_.find(std::string(tenant));
+  return s != nullptr && s->known && it != grants_.end() && it->second->gives(*s);
 }
 
 size_t PlacementIndex::selector_candidates(const Rule& rule) const {
@@ -586,7 +669,7 @@ std::vector<PlacementIndex::Site*> PlacementIndex::matching_sites(const Rule& ru
   out.reserve(rule.choice.sites.size() + selector_candidates(rule));
   for (const auto& name : rule.choice.sites) {
     Site* s = site_or_null(name);
-    if (s != nullptr && s->known) take(s);
+    if (s != nullptr && matches(rule, *s)) take(s);
   }
   if (rule.choice.selector.empty()) return out;
   auto pairs = rule.choice.selector.candidate_pairs();

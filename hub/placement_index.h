@@ -3,7 +3,8 @@
 // A site's scope (docs/keys.md) is `sites/<site>` and everything under
 // `sites/<site>/`, every placement that matches the site, every template those
 // placements list, and every hub override of those templates that matches the
-// site. The index answers sync's questions about it (sync::ScopeProvider) and
+// site — a placement only on sites its tenant is granted (below). The index
+// answers sync's questions about it (sync::ScopeProvider) and
 // reports every change of a site's key set as a sync::ScopeChange.
 //
 // Input. The index is built from a Store (`load`: paginated reads of `sites/`
@@ -21,7 +22,12 @@
 //
 // Matching. Documents are read by the model (model/documents.h): a site
 // matches a rule (placement or override) when the rule's SiteChoice matches
-// the site's record — the same function the site's renderer calls. Only known
+// the site's record — the same function the site's renderer calls — and one
+// of the grants of the rule's tenant (`t/<tenant>/grants/<g>`) gives the site
+// to that tenant: a tenant without grants places nowhere. Grants never reach
+// a site (they are not in its scope); the hub's scope is where they hold, so
+// a revoked grant takes the tenant's keys out of the site's scope and the
+// spoke removes what it applied. Only known
 // sites (a `sites/<site>` record the model accepts) match; an unknown site's
 // scope is its own subtree. An override is in a site's scope when it matches
 // the site and its template is in the site's scope. A document the model
@@ -61,6 +67,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -131,6 +138,10 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::vector<std::string> sites_for(std::string_view key);
   // Known sites in name order after `after`, at most `limit`.
   std::vector<std::string> known_sites(std::string_view after = {}, size_t limit = SIZE_MAX);
+  // Keys of every grant document that exists, valid or not, sorted.
+  std::vector<std::string> grant_keys();
+  // Whether a grant of `tenant` gives it the known site `site`.
+  bool granted(std::string_view tenant, std::string_view site);
   // Labels of a known site; nullopt for an unknown one.
   std::optional<Labels> site_labels(std::string_view site);
   // The placement, template and override keys in a site's scope, sorted.
@@ -142,10 +153,11 @@ class PlacementIndex final : public sync::ScopeProvider {
   struct Site;
   struct Rule;
   struct SelectorIndex;
+  struct TenantGrants;
   // Net key-set changes of one commit, per site: +1 entered, -1 left.
   using Changes = std::unordered_map<Site*, std::map<std::string, int>>;
 
-  enum class DocKind { kNone, kSite, kPlacement, kOverride };
+  enum class DocKind { kNone, kSite, kPlacement, kOverride, kGrant };
   static DocKind classify(std::string_view key, std::string_view* tenant, std::string_view* name);
 
   // REQUIRES: mu_ held, for all below. `changes` may be null (while loading):
@@ -156,6 +168,10 @@ class PlacementIndex final : public sync::ScopeProvider {
                         Changes* changes);
   void update_override(const std::string& key, std::string_view tenant, const Document& doc,
                        Changes* changes);
+  // Re-evaluates the tenant's placements and overrides against its grants.
+  void update_grant(const std::string& key, std::string_view tenant, const Document& doc,
+                    Changes* changes);
+  TenantGrants* grants_of(std::string_view tenant);
   // The known sites the rule matches, each once. Marks them: until the next
   // call, a site is in the result exactly when its mark equals mark_.
   std::vector<Site*> matching_sites(const Rule& rule);
@@ -189,6 +205,9 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::map<std::string, std::unique_ptr<Site>, std::less<>> sites_;
   std::unordered_map<std::string, std::unique_ptr<Rule>> placements_;
   std::unordered_map<std::string, std::unique_ptr<Rule>> overrides_;
+  // Tenant name -> its grants; entries are never erased (rules point at them).
+  std::unordered_map<std::string, std::unique_ptr<TenantGrants>> grants_;
+  std::set<std::string> grant_keys_;  // grant documents that exist
   // Interned scope keys -> the sites holding them.
   std::unordered_map<std::string, std::unordered_set<Site*>> holders_;
   // "k=v" -> known sites with that label.

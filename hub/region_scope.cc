@@ -153,6 +153,7 @@ bool RegionScope::in_scope(std::string_view child, std::string_view key) {
   const Region* region = find_region(child);
   if (region == nullptr) return index_->in_scope(child, key);
   if (key.starts_with(model::kSitesPrefix)) return region_of_site_key(key) == region;
+  if (model::parse_key(key).kind == model::KeyKind::kGrant) return true;
   std::lock_guard lock(mu_);
   return region->keys.contains(key);
 }
@@ -193,6 +194,7 @@ std::optional<sync::ScopeProvider::Listing> RegionScope::list_scope(std::string_
     out.keys.push_back(model::site_key(site));
     out.prefixes.push_back(model::site_subtree(site));
   }
+  for (auto& key : index_->grant_keys()) out.keys.push_back(std::move(key));
   std::lock_guard lock(mu_);
   out.keys.reserve(out.keys.size() + region->keys.size());
   for (const auto& [key, holders] : region->keys) out.keys.push_back(key);
@@ -200,6 +202,11 @@ std::optional<sync::ScopeProvider::Listing> RegionScope::list_scope(std::string_
 }
 
 std::vector<std::string> RegionScope::children_for(std::string_view key) {
+  if (model::parse_key(key).kind == model::KeyKind::kGrant) {
+    std::vector<std::string> out;
+    for (const auto& [name, region] : regions_) out.push_back(name);
+    return out;
+  }
   std::vector<std::string> out = index_->sites_for(key);
   bool mapped = false;
   for (auto& child : out) {

@@ -9,6 +9,12 @@
 // answered by the parent's PlacementIndex unchanged. The regions and their
 // members are fixed at creation; a site belongs to at most one region.
 //
+// Grants. A regional hub evaluates placements for its own sites with its own
+// PlacementIndex, which places a tenant only on granted sites: so every grant
+// (`t/<tenant>/grants/<g>`) is in every region's scope, by rule, as a site's
+// own subtree is in the site's — not part of the key set or the version, listed
+// by list_scope, routed to every region by children_for. Sites never get them.
+//
 // ScopeChanges. RegionScope takes over the index's listener (on_scope_change)
 // and re-expresses each member's change for its region: a key enters a region
 // when it enters the first member to hold it, and leaves it only when it

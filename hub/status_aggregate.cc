@@ -14,11 +14,11 @@ using json = nlohmann::json;
 
 constexpr std::string_view kKeyEnd = kKeyMax;
 
-enum class KeyKind { kNone, kSite, kPlacement, kStatus };
+enum class KeyKind { kNone, kSite, kPlacement, kStatus, kGrant };
 
-// `sites/<site>`, `sites/<site>/status/<tenant>/<template>` or
-// `t/<tenant>/placements/<name>` (model/keys.h); parts[] gets the names in
-// that order.
+// `sites/<site>`, `sites/<site>/status/<tenant>/<template>`,
+// `t/<tenant>/placements/<name>` or `t/<tenant>/grants/<name>` (model/keys.h);
+// parts[] gets the names in that order.
 KeyKind classify(std::string_view key, std::string_view parts[4]) {
   const model::ParsedKey k = model::parse_key(key);
   switch (k.kind) {
@@ -34,6 +34,10 @@ KeyKind classify(std::string_view key, std::string_view parts[4]) {
       parts[0] = k.tenant;
       parts[1] = k.name;
       return KeyKind::kPlacement;
+    case model::KeyKind::kGrant:
+      parts[0] = k.tenant;
+      parts[1] = k.name;
+      return KeyKind::kGrant;
     default:
       return KeyKind::kNone;
   }
@@ -127,6 +131,19 @@ void StatusAggregate::on_commit(const v1::LogEntry& entry) {
   const KeyKind kind = classify(*key, parts);
   if (kind == KeyKind::kNone) return;
   std::lock_guard lock(mu_);
+  if (kind == KeyKind::kGrant) {
+    // Which sites the tenant's placements target may have changed (the index,
+    // subscribed first, has evaluated the grant already); the grant itself is
+    // not kept.
+    if (!loaded_) return;
+    const std::string prefix = "t/" + std::string(parts[0]) + "/placements/";
+    std::vector<std::string> keys;
+    for (const auto& [k, p] : placements_) {
+      if (k.starts_with(prefix)) keys.push_back(k);
+    }
+    for (const auto& k : keys) placement_changed(k, parts[0]);
+    return;
+  }
   if (kind != KeyKind::kSite) {
     Document& doc = docs_[*key];
     if (entry.index() == 0) {
@@ -149,6 +166,7 @@ void StatusAggregate::on_commit(const v1::LogEntry& entry) {
     case KeyKind::kStatus:
       status_changed(*key, parts[0], parts[1], parts[2]);
       break;
+    case KeyKind::kGrant:
     case KeyKind::kNone:
       break;
   }

@@ -16,7 +16,8 @@
 // it never calls the store) and keeps its own CRDT copy of each placement and
 // status document. Which sites a placement targets is the index's answer
 // (PlacementIndex::sites_for / placements_of): the aggregate asks it again
-// for the placement or site that a commit touched and applies the difference.
+// for the placement or site that a commit touched and applies the difference
+// (for a grant: each placement of the grant's tenant).
 // That answer is current because the aggregate subscribes after the index
 // (attach requires an attached index), and the store calls its listeners in
 // subscription order. Asking the index from the store's listener is allowed:

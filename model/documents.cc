@@ -324,14 +324,23 @@ json tenant_document(const TenantRecord& t) {
 
 StatusOr<Grant> parse_grant(const json& doc) {
   CANOPY_RETURN_IF_ERROR(require_object(doc, "grant"));
-  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"sites", "selector"}));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"sites", "selector", "allSites"}));
   auto choice = parse_choice(doc);
   if (!choice.ok()) return choice.status();
-  if (choice->empty()) {
-    return invalid_argument(
-        "sites or selector is missing or empty (a grant must say which sites it gives)");
+  bool all_sites = false;
+  if (const json* all = field(doc, "allSites")) {
+    if (!all->is_boolean()) return invalid_argument("allSites must be true or false");
+    all_sites = all->get<bool>();
   }
-  return Grant{std::move(choice).value()};
+  if (all_sites && !choice->empty()) {
+    return invalid_argument("allSites is true: sites and selector must be left out");
+  }
+  if (!all_sites && choice->empty()) {
+    return invalid_argument(
+        "sites, selector or allSites is missing or empty (a grant must say which sites it "
+        "gives)");
+  }
+  return Grant{std::move(choice).value(), all_sites};
 }
 
 namespace {

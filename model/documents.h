@@ -116,11 +116,18 @@ struct TenantRecord {
 StatusOr<TenantRecord> parse_tenant(std::string_view name, const nlohmann::json& doc);
 nlohmann::json tenant_document(const TenantRecord& tenant);
 
-// `t/<tenant>/grants/<grant>`: {"sites": [...], "selector": {...}}, written
-// by a fleet admin: sites the tenant may see and place on. A tenant's sites
-// are those any of its grants chooses. A grant must choose something.
+// `t/<tenant>/grants/<grant>`: {"sites": [...], "selector": {...}} or
+// {"allSites": true}, written by a fleet admin: sites the tenant may see and
+// place on. A tenant's sites are those any of its grants chooses; a tenant
+// without grants places on no site (the hub's index enforces it). A grant
+// must choose something.
 struct Grant {
   SiteChoice choice;
+  bool all_sites = false;  // every site of the fleet, present and future
+
+  bool grants(std::string_view site, const Labels& labels) const {
+    return all_sites || choice.matches(site, labels);
+  }
 };
 StatusOr<Grant> parse_grant(const nlohmann::json& doc);
 

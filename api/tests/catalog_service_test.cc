@@ -61,6 +61,8 @@ class CatalogServiceTest : public ::testing::Test {
     auto admin = auth_->issue(TokenRequest{model::Role::kFleetAdmin, "", 0, "test"});
     ASSERT_TRUE(admin.ok()) << admin.status().to_string();
     bearer_ = admin->bearer;
+    // acme may place on every site (grants are tested in GrantsDecide...).
+    ASSERT_TRUE(store_->put_value("t/acme/grants/all", nlohmann::json{{"allSites", true}}).ok());
     start({});
   }
 
@@ -898,6 +900,54 @@ TEST_F(CatalogServiceTest, CallsWithoutAValidTokenAreRefused) {
   EXPECT_FALSE(store_->get("t/acme/templates/db").ok());
 }
 
+TEST_F(CatalogServiceTest, ATenantSeesAndPlacesOnlyOnItsGrantedSites) {
+  for (const char* s : {"shop-1", "shop-2"}) site(s, {{"region", "eu"}});
+  site("tower-1", {{"region", "us"}});
+  // acme: the eu shops; globex: tower-1 by name.
+  ASSERT_TRUE(store_->remove("t/acme/grants/all").ok());
+  put_ok("grant", "acme", "eu", {{"selector", {{"matchLabels", {{"region", "eu"}}}}}});
+  put_ok("grant", "globex", "towers", {{"sites", {"tower-1"}}});
+  put_ok("template", "acme", "web", config_map("web"));
+  // Listing tower-1 by name does not place acme on it.
+  put_ok("placement", "acme", "shop",
+         {{"templates", {"web"}}, {"sites", {"tower-1", "shop-1"}}, {"selector", json::object()}});
+  EXPECT_EQ(index_->sites_for("t/acme/templates/web"), (std::vector<std::string>{"shop-1"}));
+
+  const std::string admin = bearer_;
+  bearer_ = issue(model::Role::kViewer, "acme");
+  EXPECT_EQ(list_all("site", "", 1), (std::vector<std::string>{"shop-1", "shop-2"}));
+  EXPECT_TRUE(get("site", "", "shop-2").ok());
+  const grpc::Status hidden = get("site", "", "tower-1");
+  EXPECT_EQ(hidden.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(hidden.error_message(), "site \"tower-1\" not found");  // as for no site at all
+  {
+    grpc::ClientContext ctx;
+    authorize(&ctx);
+    v1::GetStatusRequest req;
+    req.set_tenant("acme");
+    req.set_placement("shop");
+    v1::GetStatusResponse resp;
+    ASSERT_TRUE(stub_->GetStatus(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.targeted(), 1u);
+  }
+  // A tenant reads its grants, never writes them.
+  v1::Object grant;
+  EXPECT_TRUE(get("grant", "acme", "eu", &grant).ok());
+  EXPECT_EQ(put(object("grant", "acme", "all", R"({"allSites": true})")).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  bearer_ = issue(model::Role::kTenantAdmin, "globex");
+  EXPECT_EQ(list_all("site", "", 10), (std::vector<std::string>{"tower-1"}));
+  EXPECT_EQ(get("site", "", "shop-1").error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // A grant that widens brings the site in; the fleet admin sees every site.
+  bearer_ = admin;
+  put_ok("grant", "acme", "towers", {{"sites", {"tower-1"}}});
+  EXPECT_EQ(index_->sites_for("t/acme/templates/web"),
+            (std::vector<std::string>{"shop-1", "tower-1"}));
+  EXPECT_EQ(list_all("site", "", 10), (std::vector<std::string>{"shop-1", "shop-2", "tower-1"}));
+}
+
 TEST_F(CatalogServiceTest, ATokenActsOnlyWithinItsTenantAndRole) {
   put_ok("template", "acme", "web", config_map("web"));
   put_ok("template", "globex", "web", config_map("web"));
@@ -948,8 +998,9 @@ TEST_F(CatalogServiceTest, ATokenActsOnlyWithinItsTenantAndRole) {
     v1::GetStatusResponse resp;
     EXPECT_EQ(stub_->GetStatus(&ctx, req, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   }
-  // Sites are the fleet's: only a fleet admin reads or edits them.
-  EXPECT_EQ(get("site", "", "tower-1").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // Sites are the fleet's: a tenant reads those granted to it (acme has every
+  // site), only a fleet admin edits them.
+  EXPECT_TRUE(get("site", "", "tower-1").ok());
   EXPECT_EQ(put(object("site", "", "tower-2", R"({"labels":{}})")).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
 

@@ -25,6 +25,7 @@ using Keys = std::vector<std::string>;
 constexpr char kWebKey[] = "t/acme/templates/web";
 constexpr char kDbKey[] = "t/acme/templates/db";
 constexpr char kPlacementKey[] = "t/acme/placements/shop";
+constexpr char kAcmeGrant[] = "t/acme/grants/all";
 
 std::unique_ptr<Store> open_store(const std::string& path, uint64_t replica = 0) {
   StoreOptions o;
@@ -45,6 +46,8 @@ class PlacementIndexTest : public ::testing::Test {
     ASSERT_TRUE(index.ok()) << index.status().to_string();
     index_ = std::move(index).value();
     listen(index_.get());
+    // acme may place on every site; GrantsGateWhereATenantPlaces takes it away.
+    put(kAcmeGrant, {{"allSites", true}});
   }
 
   void listen(PlacementIndex* index) {
@@ -460,6 +463,54 @@ TEST_F(PlacementIndexTest, BadNamesAndSelectorsMatchNothing) {
   EXPECT_TRUE(index_->scope_keys("a").empty());
 }
 
+TEST_F(PlacementIndexTest, GrantsGateWhereATenantPlaces) {
+  site("a", {{"region", "eu"}});
+  site("b", {{"region", "eu"}, {"tier", "edge"}});
+  site("c", {{"region", "us"}});
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}, {"c"}));
+  EXPECT_EQ(take().size(), 3u);
+  // No grant: the tenant places nowhere, whatever its placements say.
+  remove(kAcmeGrant);
+  auto events = take();
+  ASSERT_EQ(events.size(), 3u);
+  for (const auto& [name, e] : events) EXPECT_EQ(e.left, (Keys{kPlacementKey, kWebKey})) << name;
+  EXPECT_FALSE(index_->granted("acme", "a"));
+  // A grant by selector, then one by name.
+  put("t/acme/grants/edge", {{"selector", {{"matchLabels", {{"tier", "edge"}}}}}});
+  events = take();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events["b"].entered, (Keys{kPlacementKey, kWebKey}));
+  put("t/acme/grants/us", {{"sites", {"c"}}});
+  EXPECT_EQ(take()["c"].entered, (Keys{kPlacementKey, kWebKey}));
+  // A site's labels decide its grants as they decide its placements.
+  site("a", {{"region", "eu"}, {"tier", "edge"}});
+  EXPECT_EQ(take()["a"].entered, (Keys{kPlacementKey, kWebKey}));
+  site("b", {{"region", "eu"}});
+  EXPECT_EQ(take()["b"].left, (Keys{kPlacementKey, kWebKey}));
+  EXPECT_TRUE(index_->granted("acme", "a"));
+  EXPECT_FALSE(index_->granted("acme", "b"));
+  EXPECT_TRUE(index_->granted("acme", "c"));
+  EXPECT_FALSE(index_->granted("globex", "a"));
+  EXPECT_FALSE(index_->granted("acme", "nowhere"));
+  // A grant the model refuses gives nothing (fail closed).
+  put("t/acme/grants/us", {{"sites", "c"}});
+  EXPECT_EQ(take()["c"].left, (Keys{kPlacementKey, kWebKey}));
+  // Another tenant's grants give acme nothing, and the reverse.
+  put("t/globex/grants/all", {{"allSites", true}});
+  EXPECT_TRUE(take().empty());
+  put("t/globex/placements/p", placement({"x"}, {{"region", "eu"}}));
+  EXPECT_EQ(take().size(), 2u);  // a and b, granted to globex
+  EXPECT_EQ(index_->scope_keys("a"), (Keys{kPlacementKey, "t/acme/templates/web",
+                                           "t/globex/placements/p", "t/globex/templates/x"}));
+  EXPECT_EQ(index_->scope_keys("b"), (Keys{"t/globex/placements/p", "t/globex/templates/x"}));
+  // A fresh load agrees.
+  auto loaded = PlacementIndex::attach(store_.get());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  for (const char* name : {"a", "b", "c"}) {
+    EXPECT_EQ((*loaded)->scope_keys(name), index_->scope_keys(name)) << name;
+  }
+}
+
 // A second index loaded from the store agrees with the incremental one.
 TEST_F(PlacementIndexTest, LoadAgreesWithIncrementalEvaluation) {
   for (int i = 0; i < 30; ++i) {
@@ -467,6 +518,8 @@ TEST_F(PlacementIndexTest, LoadAgreesWithIncrementalEvaluation) {
     site(name, {{"region", i % 3 == 0 ? "eu" : "us"}, {"tier", i % 2 == 0 ? "edge" : "core"}});
     put("sites/" + name + "/status/acme/web", {{"outcome", "applied"}});
   }
+  put("t/beta/grants/all", {{"allSites", true}});
+  put("t/acme-2/grants/some", {{"sites", {"s1", "s2"}}});
   for (const char* tenant : {"acme", "beta", "acme-2"}) {
     const std::string t = tenant;
     put("t/" + t + "/templates/web", {{"kind", "ConfigMap"}});

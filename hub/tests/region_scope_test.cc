@@ -20,6 +20,9 @@ namespace {
 
 using json = nlohmann::json;
 using Keys = std::vector<std::string>;
+// acme may place on every site (the fixture's grant; grants are in every
+// region's scope).
+constexpr char kAcmeGrant[] = "t/acme/grants/all";
 
 constexpr char kWebKey[] = "t/acme/templates/web";
 constexpr char kDbKey[] = "t/acme/templates/db";
@@ -37,6 +40,7 @@ class RegionScopeTest : public ::testing::Test {
     auto index = PlacementIndex::attach(store_.get());
     ASSERT_TRUE(index.ok()) << index.status().to_string();
     index_ = std::move(index).value();
+    ASSERT_TRUE(store_->put_value(kAcmeGrant, nlohmann::json{{"allSites", true}}).ok());
   }
 
   void make_scope(RegionScope::Regions regions = {{"reg", {"r2", "r1"}}}) {
@@ -96,6 +100,36 @@ TEST_F(RegionScopeTest, RefusesBadRegions) {
     auto scope = RegionScope::create(index_.get(), bad);
     EXPECT_EQ(scope.status().code(), StatusCode::kInvalidArgument) << bad.begin()->first;
   }
+}
+
+TEST_F(RegionScopeTest, EveryRegionHoldsEveryGrantAndNoSiteDoes) {
+  make_scope({{"reg", {"r1"}}, {"west", {"w1"}}});
+  site("r1", {{"region", "eu"}});
+  site("d1", {{"region", "eu"}});
+  put("t/globex/grants/towers", {{"sites", {"d1"}}});
+  put("t/beta/grants/bad", {{"sites", "not a list"}});  // refused, still replicated
+  const uint64_t version = scope_->version("reg");
+  for (const char* key : {"t/acme/grants/all", "t/globex/grants/towers", "t/beta/grants/bad"}) {
+    EXPECT_TRUE(scope_->in_scope("reg", key)) << key;
+    EXPECT_TRUE(scope_->in_scope("west", key)) << key;
+    EXPECT_FALSE(scope_->in_scope("d1", key)) << key;
+    EXPECT_FALSE(scope_->in_scope("r1", key)) << key;
+    EXPECT_EQ(scope_->children_for(key), (Keys{"reg", "west"})) << key;
+  }
+  auto listing = scope_->list_scope("reg");
+  ASSERT_TRUE(listing.has_value());
+  for (const char* key : {"t/acme/grants/all", "t/globex/grants/towers", "t/beta/grants/bad"}) {
+    EXPECT_NE(std::find(listing->keys.begin(), listing->keys.end(), key), listing->keys.end())
+        << key;
+  }
+  // Grants are in scope by rule: writing one changes no region's key set.
+  EXPECT_EQ(scope_->version("reg"), version);
+  remove("t/globex/grants/towers");
+  listing = scope_->list_scope("reg");
+  EXPECT_EQ(std::find(listing->keys.begin(), listing->keys.end(), "t/globex/grants/towers"),
+            listing->keys.end());
+  // A region may not write them.
+  EXPECT_FALSE(scope_->writable_by("reg", "t/acme/grants/all"));
 }
 
 TEST_F(RegionScopeTest, RegionHoldsItsMembersSubtreesAndWritesThem) {
@@ -198,7 +232,7 @@ TEST_F(RegionScopeTest, OneCommitChangingBothMembers) {
   ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(c["reg"].left, (Keys{kShopKey, kWebKey}));
   ASSERT_TRUE(scope_->list_scope("reg").has_value());
-  EXPECT_EQ(scope_->list_scope("reg")->keys, (Keys{"sites/r1", "sites/r2"}));
+  EXPECT_EQ(scope_->list_scope("reg")->keys, (Keys{"sites/r1", "sites/r2", kAcmeGrant}));
 }
 
 TEST_F(RegionScopeTest, StartsFromTheIndexAndListsTheUnion) {
@@ -211,8 +245,8 @@ TEST_F(RegionScopeTest, StartsFromTheIndexAndListsTheUnion) {
   EXPECT_TRUE(take().empty());
   auto listing = scope_->list_scope("reg");
   ASSERT_TRUE(listing.has_value());
-  EXPECT_EQ(listing->keys, (Keys{"sites/r1", "sites/r2", "t/acme/overrides/eu", kShopKey,
-                                 "t/acme/placements/tower", kDbKey, kWebKey}));
+  EXPECT_EQ(listing->keys, (Keys{"sites/r1", "sites/r2", kAcmeGrant, "t/acme/overrides/eu",
+                                 kShopKey, "t/acme/placements/tower", kDbKey, kWebKey}));
   EXPECT_EQ(listing->prefixes, (Keys{"sites/r1/", "sites/r2/"}));
   EXPECT_EQ(scope_->list_scope("r1")->keys, index_->list_scope("r1")->keys);
   EXPECT_EQ(scope_->children_for("t/acme/overrides/eu"), Keys{"reg"});

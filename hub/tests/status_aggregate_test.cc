@@ -42,7 +42,10 @@ std::ostream& operator<<(std::ostream& os, const Counts& c) {
 
 class StatusAggregateTest : public ::testing::Test {
  protected:
-  void SetUp() override { open(); }
+  void SetUp() override {
+    open();
+    put(model::grant_key("acme", "all"), {{"allSites", true}});
+  }
 
   void open() {
     aggregate_.reset();
@@ -125,6 +128,20 @@ TEST_F(StatusAggregateTest, CountsFollowStatusDocuments) {
   report("c", "web", "failed");  // not targeted
   EXPECT_EQ(counts(), (Counts{2, 1, 1, 0}));
   ASSERT_TRUE(store_->remove("sites/b/status/acme/web").ok());
+  EXPECT_EQ(counts(), (Counts{2, 1, 0, 1}));
+}
+
+TEST_F(StatusAggregateTest, GrantsDecideWhichSitesAreTargeted) {
+  site("a", "eu");
+  site("b", "eu");
+  placement("shop", {"web"});
+  report("a", "web", "applied");
+  EXPECT_EQ(counts(), (Counts{2, 1, 0, 1}));
+  put(model::grant_key("acme", "all"), {{"sites", {"a"}}});
+  EXPECT_EQ(counts(), (Counts{1, 1, 0, 0}));
+  ASSERT_TRUE(store_->remove(model::grant_key("acme", "all")).ok());
+  EXPECT_EQ(counts(), (Counts{0, 0, 0, 0}));
+  put(model::grant_key("acme", "eu"), {{"selector", {{"matchLabels", {{"region", "eu"}}}}}});
   EXPECT_EQ(counts(), (Counts{2, 1, 0, 1}));
 }
 

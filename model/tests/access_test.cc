@@ -131,6 +131,22 @@ TEST(GrantRecord, ChoosesSitesByNameOrSelector) {
   EXPECT_FALSE(parse_grant(json{{"sites", {"Tower"}}}).ok());
   EXPECT_FALSE(parse_grant(json{{"sites", {"a"}}, {"tenant", "acme"}}).ok());
   EXPECT_FALSE(parse_grant(json{{"selector", {{"matchLabels", {{"a", 1}}}}}}).ok());
+  EXPECT_TRUE(g->grants("tower-1", {}));
+  EXPECT_FALSE(g->grants("shop-9", {}));
+}
+
+TEST(GrantRecord, AllSitesGrantsTheWholeFleetAndNothingElse) {
+  auto g = parse_grant(json{{"allSites", true}});
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  EXPECT_TRUE(g->grants("any-site", {}));
+  EXPECT_TRUE(g->grants("shop-9", {{"region", "us-east"}}));
+  auto both = parse_grant(json{{"allSites", true}, {"sites", {"a"}}});
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("sites and selector must be left out"), std::string::npos);
+  EXPECT_FALSE(parse_grant(json{{"allSites", "yes"}}).ok());
+  auto none = parse_grant(json{{"allSites", false}});
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("a grant must say which sites"), std::string::npos);
 }
 
 TEST(TokenRecord, ParsesWritesAndRefuses) {

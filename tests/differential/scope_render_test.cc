@@ -7,9 +7,9 @@
 // ones), templates (valid and not), local overrides — and removes documents.
 // After every step, for every site it checks:
 //   1. the real PlacementIndex, following the store's commits, holds exactly
-//      the scope the model defines (placements whose SiteChoice matches the
-//      site's record, their templates, and the overrides of those templates
-//      that match it);
+//      the scope the model defines (placements of tenants granted the site
+//      whose SiteChoice matches the site's record, their templates, and the
+//      overrides of those templates that match it);
 //   2. the site's renderer, given only the documents of that scope (all a
 //      spoke holds), plans exactly the scope's templates, with no placement it
 //      cannot read;
@@ -117,6 +117,13 @@ class Generator {
     return choice_into(std::move(p));
   }
 
+  json grant() {
+    if (chance(15)) return {{"allSites", true}};
+    json g = choice_into(json::object());
+    if (chance(3)) g["allSites"] = true;  // with sites or a selector: refused
+    return g;
+  }
+
   json override_doc() {
     json o = {{"template", pick(kTemplates)},
               {"patch", {{"spec", {{"replicas", static_cast<int>(below(5))}}}}}};
@@ -156,7 +163,7 @@ class World {
     const std::string tenant = gen_.pick(kTenants);
     std::string key;
     json doc;
-    switch (gen_.below(7)) {
+    switch (gen_.below(8)) {
       case 0:
         key = model::site_key(gen_.pick(kSites));
         doc = {{"labels", gen_.labels()}};
@@ -177,17 +184,23 @@ class World {
         doc = gen_.manifest(t);
         break;
       }
+      case 6:
+        key = model::grant_key(tenant, gen_.chance(50) ? "g1" : "g2");
+        doc = gen_.grant();
+        break;
       case 5:
         key = model::local_override_key(gen_.pick(kSites), tenant, gen_.pick(kTemplates));
         doc = {{"patch", {{"spec", {{"paused", gen_.chance(50)}}}}}};
         break;
       default: {
         // Remove something that may exist.
-        static const std::vector<std::string> kinds = {"site", "placement", "override", "template"};
+        static const std::vector<std::string> kinds = {"site", "placement", "override", "template",
+                                                       "grant"};
         const std::string& kind = gen_.pick(kinds);
         key = kind == "site"        ? model::site_key(gen_.pick(kSites))
               : kind == "placement" ? model::placement_key(tenant, "p1")
               : kind == "override"  ? model::override_key(tenant, "o1")
+              : kind == "grant"     ? model::grant_key(tenant, "g1")
                                     : model::template_key(tenant, gen_.pick(kTemplates));
         auto r = store_->remove(key);
         EXPECT_TRUE(r.ok() || r.status().code() == StatusCode::kNotFound) << r.status().to_string();
@@ -220,9 +233,11 @@ class World {
     if (rec == docs.end()) return scope;
     auto record = model::parse_site(site, rec->second);
     if (!record.ok()) return scope;
+    const std::set<std::string> granted = granted_tenants(*record, docs);
     for (const auto& [key, doc] : docs) {
       const model::ParsedKey k = model::parse_key(key);
       if (k.kind != model::KeyKind::kPlacement) continue;
+      if (!granted.contains(std::string(k.tenant))) continue;
       auto p = model::parse_placement(doc);
       if (!p.ok() || !p->choice.matches(*record)) continue;
       scope.insert(key);
@@ -238,13 +253,33 @@ class World {
     return scope;
   }
 
+  // The tenants a grant gives the site to.
+  static std::set<std::string> granted_tenants(const model::SiteRecord& site,
+                                               const std::map<std::string, json>& docs) {
+    std::set<std::string> out;
+    for (const auto& [key, doc] : docs) {
+      const model::ParsedKey k = model::parse_key(key);
+      if (k.kind != model::KeyKind::kGrant) continue;
+      auto g = model::parse_grant(doc);
+      if (g.ok() && g->grants(site.name, site.labels)) out.insert(std::string(k.tenant));
+    }
+    return out;
+  }
+
+  // The site's documents among `docs`: those in `only` when given (and its
+  // local overrides), else the placements of the `tenants` granted the site
+  // and every other document it could read.
   static model::DesiredState desired_from(const std::string& site,
-                                          const std::map<std::string, json>& docs,
-                                          const Keys* only) {
+                                          const std::map<std::string, json>& docs, const Keys* only,
+                                          const std::set<std::string>* tenants = nullptr) {
     model::DesiredState d;
     for (const auto& [key, doc] : docs) {
       const model::DesiredKind kind = model::desired_kind(key, site);
       if (kind == model::DesiredKind::kNone) continue;
+      if (tenants != nullptr && kind == model::DesiredKind::kPlacement &&
+          !tenants->contains(std::string(model::parse_key(key).tenant))) {
+        continue;
+      }
       if (only != nullptr && kind != model::DesiredKind::kLocalOverride && !only->contains(key)) {
         continue;
       }
@@ -296,7 +331,8 @@ class World {
       }
 
       // 3. The same objects as from the whole catalogue.
-      auto from_all = model::render_site(*record, desired_from(site, docs, nullptr));
+      const std::set<std::string> granted = granted_tenants(*record, docs);
+      auto from_all = model::render_site(*record, desired_from(site, docs, nullptr, &granted));
       std::map<std::string, std::string> a, b;
       for (const auto& o : from_scope->objects) a[o.template_key] = o.hash;
       for (const auto& o : from_all->objects) b[o.template_key] = o.hash;

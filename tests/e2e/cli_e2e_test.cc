@@ -117,6 +117,9 @@ TEST_F(CliTest, KubectlCanopyDrivesARealHubAndItsSpokes) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("tenant acme created"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("grant acme/eu created"), std::string::npos) << r.out;
+  // The fixture granted acme every site; from here on it has the eu sites only.
+  r = kubectl({"delete", "grant", "acme/all"}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   r = kubectl({"tenants"}, token_);
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("acme   ACME shops"), std::string::npos) << r.out;
@@ -161,9 +164,15 @@ TEST_F(CliTest, KubectlCanopyDrivesARealHubAndItsSpokes) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_EQ(json::parse(r.out)["spec"]["templates"], json({"web", "db"}));
 
+  // The editor sees the sites granted to acme, and only those.
+  r = kubectl({"sites"}, editor);
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("berlin"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("austin"), std::string::npos) << r.out;
+
   // Exit codes: 1 for an error of the hub (the editor is no fleet admin, and
   // may not see another tenant), 2 for a usage error.
-  r = kubectl({"sites"}, editor);
+  r = kubectl({"tenants"}, editor);
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(r.out.find("PERMISSION_DENIED"), std::string::npos) << r.out;
   r = kubectl({"get", "template", "globex"}, editor);

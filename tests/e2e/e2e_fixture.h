@@ -299,6 +299,10 @@ class E2ETest : public ::testing::Test {
     stub_ = make_stub(h.grpc_port);
     token_ = h.admin_token();
     ASSERT_FALSE(token_.empty()) << "canopy-hub wrote no admin token to " << h.data();
+    // acme may place on every site: these tests are about other things
+    // (grants are tested in rest_e2e and cli_e2e). Idempotent on a restart.
+    const grpc::Status g = put("grant", "all", {{"allSites", true}});
+    ASSERT_TRUE(g.ok()) << g.error_message();
   }
 
   // A stub on a channel of its own (own subchannel pool, so that no backoff

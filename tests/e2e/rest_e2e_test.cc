@@ -288,6 +288,20 @@ TEST_F(RestTest, TokensAreCheckedAndTenantsIsolated) {
   EXPECT_EQ(put_json("/v1/tenants/acme/templates/web", viewer, config_map("web", "b")).status, 403);
   EXPECT_EQ(curl("DELETE", "/v1/tenants/acme/templates/web", viewer).status, 403);
 
+  // Sites: a tenant lists and reads only those granted to it.
+  ASSERT_EQ(put_json("/v1/sites/lyon", token_, {{"labels", {{"region", "eu"}}}}).status, 200);
+  ASSERT_EQ(put_json("/v1/sites/oslo", token_, {{"labels", {{"region", "no"}}}}).status, 200);
+  ASSERT_EQ(put_json("/v1/tenants/globex/grants/lyon", token_, {{"sites", {"lyon"}}}).status, 200);
+  const std::string globex = issue("viewer", "globex");
+  r = curl("GET", "/v1/sites", globex);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json listed = json::parse(r.body);
+  ASSERT_EQ(listed["items"].size(), 1u) << r.body;
+  EXPECT_EQ(listed["items"][0]["name"], "lyon") << r.body;
+  EXPECT_EQ(curl("GET", "/v1/sites/lyon", globex).status, 200);
+  EXPECT_EQ(curl("GET", "/v1/sites/oslo", globex).status, 404);
+  EXPECT_EQ(json::parse(curl("GET", "/v1/sites", editor).body)["items"].size(), 2u);
+
   // An expired token is refused.
   const std::string brief = issue("viewer", "acme", 1);
   EXPECT_EQ(curl("GET", "/v1/tenants/acme/templates/web", brief).status, 200);

@@ -95,6 +95,7 @@ TEST_F(InProcessTest, PlacementReachesTheSelectedSpokesAndStatusFlowsUp) {
       << "the sites never registered";
 
   Store* store = hub_->store();
+  ASSERT_TRUE(store->put_value(model::grant_key("acme", "all"), {{"allSites", true}}).ok());
   ASSERT_TRUE(
       store->put_value(model::template_key("acme", "greeting"), config_map("greeting")).ok());
   ASSERT_TRUE(store

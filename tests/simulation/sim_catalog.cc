@@ -109,6 +109,29 @@ SimWrite SimCatalog::placement() {
                   std::move(p)};
 }
 
+SimWrite SimCatalog::grant_write() {
+  SimWrite w{model::grant_key(pick(kTenants), pick(2) == 0 ? "g1" : "g2"), op(70, 0), json()};
+  if (w.op != SimWrite::Op::kPut) return w;
+  switch (pick(4)) {
+    case 0:
+      w.doc = {{"allSites", true}};
+      break;
+    case 1:
+      w.doc = {{"sites", site_list()}};
+      break;
+    default:
+      w.doc = {{"selector", selector()}};
+  }
+  if (pick(15) == 0) w.doc = {{"allSites", "yes"}};  // refused: grants nothing
+  return w;
+}
+
+SimWrite SimCatalog::initial_grant(const std::string& tenant) {
+  return SimWrite{model::grant_key(tenant, "g0"), SimWrite::Op::kPut, json{{"allSites", true}}};
+}
+
+const std::vector<std::string>& SimCatalog::tenants() const { return kTenants; }
+
 SimWrite SimCatalog::template_write() {
   const std::string& name = pick(kTemplates);
   SimWrite w{model::template_key(pick(kTenants), name), op(55, 30), json()};
@@ -182,7 +205,17 @@ SimWrite SimCatalog::root_write() {
   }
 }
 
-SimWrite SimCatalog::scope_edit() { return pick(2) == 0 ? site_record_write() : placement_write(); }
+SimWrite SimCatalog::scope_edit() {
+  switch (pick(5)) {
+    case 0:
+    case 1:
+      return site_record_write();
+    case 2:
+      return grant_write();
+    default:
+      return placement_write();
+  }
+}
 
 SimWrite SimCatalog::site_write(const std::string& site) {
   const std::string& name = pick(kTemplates);

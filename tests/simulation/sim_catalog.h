@@ -3,8 +3,9 @@
 //   - at the root: site records `sites/<site>` with random labels (edited,
 //     patched, now and then deleted or refused by the model), templates,
 //     placements (matchLabels, matchExpressions with every operator, site
-//     lists, combinations) and hub overrides — scopes change because these
-//     do, as in production;
+//     lists, combinations), hub overrides and tenants' grants (which reach
+//     the regional hub, whose own index places only on granted sites) —
+//     scopes change because these do, as in production;
 //   - at a site: its status and local overrides, under `sites/<site>/`;
 //   - at a regional hub: status of its members for tenant `beta` (a writer
 //     between the root and the sites);
@@ -40,6 +41,12 @@ class SimCatalog {
   SimWrite site_record(const std::string& site);
   // A placement listing some templates, as the API would write it.
   SimWrite placement();
+  // A tenant's grant `t/<tenant>/grants/<g>`: every site, or by names and/or
+  // a selector; now and then refused or removed.
+  SimWrite grant_write();
+  // The grant every tenant starts with: all sites (`g0`, never edited).
+  SimWrite initial_grant(const std::string& tenant);
+  const std::vector<std::string>& tenants() const;
   // Desired state written at the root: any of the above, a template or an
   // override, put, patched or removed.
   SimWrite root_write();

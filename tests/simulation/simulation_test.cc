@@ -95,6 +95,8 @@ class World {
     // The fleet as the API would set it up: every site's record, and a few
     // placements.
     for (const auto& site : leaves) write(nodes_["hub"], catalog_->site_record(site), true);
+    for (const auto& t : catalog_->tenants())
+      write(nodes_["hub"], catalog_->initial_grant(t), true);
     for (int i = 0; i < 3; ++i) write(nodes_["hub"], catalog_->placement(), true);
   }
 
