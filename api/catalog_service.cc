@@ -625,8 +625,10 @@ grpc::Status CatalogService::get_status(std::string_view authorization,
                                ? kDefaultPageSize
                                : std::min<uint32_t>(request->page_size(), kMaxPageSize);
 
-  auto status =
-      status_->placement_status(request->tenant(), request->placement(), token, page_size);
+  hub::Liveness liveness;
+  if (options_.liveness) liveness = options_.liveness();
+  auto status = status_->placement_status(request->tenant(), request->placement(), token, page_size,
+                                          options_.liveness ? &liveness : nullptr);
   if (!status.ok()) {
     if (status.status().code() == StatusCode::kNotFound) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
@@ -793,6 +795,17 @@ grpc::Status CatalogService::RevokeToken(grpc::ServerContext* context,
                                          const v1::RevokeTokenRequest* request,
                                          v1::RevokeTokenResponse* response) {
   return revoke_token(bearer_of(context), *request, response);
+}
+
+grpc::Status CatalogService::Render(grpc::ServerContext* context, const v1::RenderRequest* request,
+                                    v1::RenderResponse* response) {
+  return render(bearer_of(context), *request, response);
+}
+
+grpc::Status CatalogService::ListConflicts(grpc::ServerContext* context,
+                                           const v1::ListConflictsRequest* request,
+                                           v1::ListConflictsResponse* response) {
+  return list_conflicts(bearer_of(context), *request, response);
 }
 
 }  // namespace canopy::api

@@ -79,6 +79,10 @@ struct CatalogOptions {
   size_t watch_queue_limit = kWatchQueueLimit;
   // For tests: called by a watch stream before it sends each event.
   std::function<void()> before_watch_send;
+  // The sites' liveness as the hub's sync sessions see it (canopy-hub wires
+  // hub::Hub::sessions); GetStatus then shows sites without a live session
+  // as offline. Empty: every site counts as live.
+  std::function<hub::Liveness()> liveness;
 };
 
 class CatalogService final : public v1::Catalog::Service {
@@ -119,6 +123,14 @@ class CatalogService final : public v1::Catalog::Service {
                            v1::ListTokensResponse* response);
   grpc::Status revoke_token(std::string_view authorization, const v1::RevokeTokenRequest& request,
                             v1::RevokeTokenResponse* response);
+  // (catalog_views.cc) What a site would apply for a placement, rendered
+  // here by the spoke's renderer from this hub's documents.
+  grpc::Status render(std::string_view authorization, const v1::RenderRequest& request,
+                      v1::RenderResponse* response);
+  // (catalog_views.cc) The conflict records of a tenant's objects.
+  grpc::Status list_conflicts(std::string_view authorization,
+                              const v1::ListConflictsRequest& request,
+                              v1::ListConflictsResponse* response);
 
   // --- gRPC.
   grpc::Status Put(grpc::ServerContext* context, const v1::PutRequest* request,
@@ -139,6 +151,10 @@ class CatalogService final : public v1::Catalog::Service {
                           v1::ListTokensResponse* response) override;
   grpc::Status RevokeToken(grpc::ServerContext* context, const v1::RevokeTokenRequest* request,
                            v1::RevokeTokenResponse* response) override;
+  grpc::Status Render(grpc::ServerContext* context, const v1::RenderRequest* request,
+                      v1::RenderResponse* response) override;
+  grpc::Status ListConflicts(grpc::ServerContext* context, const v1::ListConflictsRequest* request,
+                             v1::ListConflictsResponse* response) override;
 
  private:
   struct Watcher;

@@ -396,6 +396,69 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
         reply_json(res, text);
       }));
 
+  // --- Render and conflicts.
+  server.Get(
+      "/v1/tenants/" + name + "/render",
+      with([](CatalogService* c, const std::string& auth, const Request& req, Response& res) {
+        if (!check_params(req, res, {"site", "placement"})) return;
+        const httplib::Params q = query_of(req);
+        v1::RenderRequest r;
+        r.set_tenant(req.matches[1]);
+        r.set_site(param(q, "site"));
+        r.set_placement(param(q, "placement"));
+        v1::RenderResponse out;
+        if (auto st = c->render(auth, r, &out); !st.ok()) return reply_status(res, st);
+        json manifests = json::array();
+        for (const auto& m : out.manifests()) {
+          manifests.push_back({{"template", m.template_()},
+                               {"file", m.file()},
+                               {"hash", m.hash()},
+                               {"manifest", json::parse(m.json(), nullptr, false)}});
+        }
+        json failures = json::array();
+        for (const auto& f : out.failures()) {
+          failures.push_back({{"template", f.template_()}, {"error", f.error()}});
+        }
+        reply_json(
+            res,
+            json{{"manifests", std::move(manifests)}, {"failures", std::move(failures)}}.dump());
+      }));
+  server.Get(
+      "/v1/tenants/" + name + "/conflicts",
+      with([](CatalogService* c, const std::string& auth, const Request& req, Response& res) {
+        if (!check_params(req, res, {"kind", "name", "limit", "continue"})) return;
+        const httplib::Params q = query_of(req);
+        v1::ListConflictsRequest r;
+        r.set_tenant(req.matches[1]);
+        r.set_kind(param(q, "kind"));
+        r.set_name(param(q, "name"));
+        r.set_page_token(param(q, "continue"));
+        uint32_t limit = 0;
+        if (!page_limit(q, res, &limit)) return;
+        r.set_page_size(limit);
+        v1::ListConflictsResponse out;
+        if (auto st = c->list_conflicts(auth, r, &out); !st.ok()) return reply_status(res, st);
+        json items = json::array();
+        for (const auto& k : out.conflicts()) {
+          json item = {{"kind", k.kind()},
+                       {"name", k.name()},
+                       {"path", k.path()},
+                       {"reason", k.reason()},
+                       {"lost", {{"writer", k.lost_writer()}, {"atMs", k.lost_at_ms()}}},
+                       {"won", {{"writer", k.won_writer()}, {"atMs", k.won_at_ms()}}}};
+          if (k.lost_removed()) {
+            item["lost"]["removed"] = true;
+          } else {
+            item["lost"]["value"] = json::parse(k.lost_json(), nullptr, false);
+          }
+          item["current"] =
+              k.current_json().empty() ? json() : json::parse(k.current_json(), nullptr, false);
+          items.push_back(std::move(item));
+        }
+        reply_json(res,
+                   json{{"items", std::move(items)}, {"continue", out.next_page_token()}}.dump());
+      }));
+
   // --- Tokens.
   server.Get("/v1/tokens", with([](CatalogService* c, const std::string& auth, const Request& req,
                                    Response& res) {

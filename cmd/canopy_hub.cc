@@ -62,8 +62,18 @@ int run(const hub::HubConfig& cfg) {
          auto wrote = auth->bootstrap_admin(cfg.admin_token_path());
          if (!wrote.ok()) return wrote.status();
          if (*wrote) spdlog::info("wrote a fleet-admin API token to {}", cfg.admin_token_path());
+         api::CatalogOptions options;
+         // Status shows a site without a live session as offline (away for
+         // away_after_s), with what it last reported and when.
+         options.liveness = [&hub] {
+           hub::Liveness out;
+           for (const auto& s : hub.sessions()) {
+             out[s.name] = hub::SiteLiveness{s.connected, s.last_seen_ms};
+           }
+           return out;
+         };
          catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status(),
-                                                         auth.get());
+                                                         auth.get(), std::move(options));
          grpc_server = api::start_grpc_server(cfg.grpc_listen, {catalog.get()}, nullptr);
          if (!grpc_server) return unavailable("cannot listen on " + cfg.grpc_listen);
          spdlog::info("gRPC API on {}", cfg.grpc_listen);

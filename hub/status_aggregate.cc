@@ -315,7 +315,8 @@ void StatusAggregate::index_templates(const std::string& key, const Placement& p
 StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_view tenant,
                                                                   std::string_view name,
                                                                   const std::string& page_token,
-                                                                  size_t page_size) {
+                                                                  size_t page_size,
+                                                                  const Liveness* liveness) {
   const std::string key = placement_key(tenant, name);
   v1::GetStatusResponse response;
   std::lock_guard lock(mu_);
@@ -325,10 +326,26 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
                      json(std::string(tenant)).dump() + " not found");
   }
   const Placement& p = it->second;
+  uint32_t counts[3] = {p.counts[0], p.counts[1], p.counts[2]};
+  uint32_t offline = 0;
+  auto live = [liveness](const std::string& site) -> const SiteLiveness* {
+    if (liveness == nullptr) return nullptr;
+    auto l = liveness->find(site);
+    return l == liveness->end() ? nullptr : &l->second;
+  };
+  if (liveness != nullptr) {
+    for (const auto& [site, state] : p.sites) {
+      const SiteLiveness* l = live(site);
+      if (l != nullptr && l->connected) continue;
+      ++offline;
+      --counts[static_cast<int>(state)];
+    }
+  }
   response.set_targeted(static_cast<uint32_t>(p.sites.size()));
-  response.set_applied(p.counts[static_cast<int>(State::kApplied)]);
-  response.set_failed(p.counts[static_cast<int>(State::kFailed)]);
-  response.set_pending(p.counts[static_cast<int>(State::kPending)]);
+  response.set_applied(counts[static_cast<int>(State::kApplied)]);
+  response.set_failed(counts[static_cast<int>(State::kFailed)]);
+  response.set_pending(counts[static_cast<int>(State::kPending)]);
+  response.set_offline(offline);
   for (auto s = p.sites.upper_bound(page_token); s != p.sites.end(); ++s) {
     if (static_cast<size_t>(response.sites_size()) == page_size) {
       if (page_size > 0) response.set_next_page_token(response.sites().rbegin()->site());
@@ -336,7 +353,16 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
     }
     v1::SiteStatus* row = response.add_sites();
     row->set_site(s->first);
-    row->set_state(state_name(static_cast<int>(s->second)));
+    const std::string state = state_name(static_cast<int>(s->second));
+    const SiteLiveness* l = live(s->first);
+    if (liveness != nullptr && (l == nullptr || !l->connected)) {
+      row->set_state("offline");
+      row->set_last_state(state);
+    } else {
+      row->set_state(state);
+      row->set_connected(liveness != nullptr);
+    }
+    if (l != nullptr) row->set_last_seen_ms(l->last_seen_ms);
     for (const auto& t : p.templates) {
       v1::TemplateStatus* ts = row->add_templates();
       ts->set_template_(t);

@@ -52,6 +52,14 @@
 
 namespace canopy::hub {
 
+// What the hub's sync sessions know of a site right now (liveness is session
+// state, never a document: DESIGN.md).
+struct SiteLiveness {
+  bool connected = false;     // a live session (not away)
+  uint64_t last_seen_ms = 0;  // 0: not heard from since this hub started
+};
+using Liveness = std::unordered_map<std::string, SiteLiveness>;
+
 class StatusAggregate {
  public:
   static constexpr size_t kLoadPageSize = 1000;
@@ -72,8 +80,12 @@ class StatusAggregate {
   // counts over every targeted site, and the rows of the sites after
   // `page_token` in name order, at most `page_size`, with next_page_token set
   // when more follow. NotFound when the placement does not exist.
+  // With `liveness`, a site without a live session in it is "offline": its
+  // row keeps what it last reported in last_state, and it counts as offline,
+  // not as applied, failed or pending (O(targeted sites) per call).
   StatusOr<v1::GetStatusResponse> placement_status(std::string_view tenant, std::string_view name,
-                                                   const std::string& page_token, size_t page_size);
+                                                   const std::string& page_token, size_t page_size,
+                                                   const Liveness* liveness = nullptr);
 
  private:
   enum class State { kPending, kApplied, kFailed };

@@ -467,6 +467,35 @@ std::vector<v1::ConflictRecord> Store::Impl::conflicts(std::string_view key) {
   return out;
 }
 
+std::vector<v1::ConflictRecord> Store::Impl::conflicts_in(std::string_view prefix,
+                                                          std::string_view after, size_t limit,
+                                                          std::string* next) {
+  std::vector<v1::ConflictRecord> out;
+  std::string last;  // the position of the last record taken
+  next->clear();
+  std::lock_guard lock(mu_);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), conflicts_cf()));
+  if (after.empty()) {
+    it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
+  } else {
+    it->Seek(rocksdb::Slice(after.data(), after.size()));
+    if (it->Valid() && it->key() == rocksdb::Slice(after.data(), after.size())) it->Next();
+  }
+  for (; it->Valid() && it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size()));
+       it->Next()) {
+    if (out.size() == limit) {
+      *next = last;
+      break;
+    }
+    v1::ConflictRecord r;
+    if (r.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      out.push_back(std::move(r));
+      last.assign(it->key().data(), it->key().size());
+    }
+  }
+  return out;
+}
+
 StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const> batch,
                                                 uint64_t source) {
   ApplyResult result;
@@ -670,6 +699,11 @@ StatusOr<ScanPage> Store::scan(std::string_view prefix, std::string_view start_a
 
 std::vector<v1::ConflictRecord> Store::conflicts(std::string_view key) {
   return impl_->conflicts(key);
+}
+
+std::vector<v1::ConflictRecord> Store::conflicts_in(std::string_view prefix, std::string_view after,
+                                                    size_t limit, std::string* next) {
+  return impl_->conflicts_in(prefix, after, limit, next);
 }
 
 StatusOr<ApplyResult> Store::apply_remote(const v1::DeltaBatch& batch, uint64_t source) {

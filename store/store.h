@@ -175,6 +175,12 @@ class Store {
   // Documents whose key starts with `prefix`, in key order, after `start_after`.
   StatusOr<ScanPage> scan(std::string_view prefix, std::string_view start_after, size_t limit);
   std::vector<v1::ConflictRecord> conflicts(std::string_view key);
+  // Conflict records of the documents whose key starts with `prefix`, in key
+  // order, at most `limit`, after the position `after` (empty: from the
+  // start). `*next` is the position after the last one returned, empty when
+  // there are no more. Positions are opaque bytes.
+  std::vector<v1::ConflictRecord> conflicts_in(std::string_view prefix, std::string_view after,
+                                               size_t limit, std::string* next);
 
   // --- Replication.
   // Applies remote deltas (validated first: one bad delta refuses the whole

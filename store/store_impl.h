@@ -100,6 +100,8 @@ class Store::Impl {
   StatusOr<std::string> get(std::string_view key);
   StatusOr<ScanPage> scan(std::string_view prefix, std::string_view after, size_t limit);
   std::vector<v1::ConflictRecord> conflicts(std::string_view key);
+  std::vector<v1::ConflictRecord> conflicts_in(std::string_view prefix, std::string_view after,
+                                               size_t limit, std::string* next);
   StatusOr<ApplyResult> apply_remote(std::span<const v1::Delta* const> batch, uint64_t source);
   Status apply_states(const std::vector<v1::DocState>& docs, uint64_t source);
   Status drop(const std::vector<std::string>& keys);

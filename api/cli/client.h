@@ -133,4 +133,13 @@ int cmd_tokens_issue(Hub& hub, const std::string& role, const std::string& tenan
                      const std::string& output);
 int cmd_tokens_revoke(Hub& hub, const std::string& id);
 
+// `render TENANT/PLACEMENT --site S [-o yaml|json]`, `conflicts TENANT
+// [--kind K [--name N]]` (views_cmd.cc).
+int cmd_render(Hub& hub, const std::string& target, const std::string& site,
+               const std::string& output);
+int cmd_conflicts(Hub& hub, const std::string& tenant, const std::string& kind,
+                  const std::string& name, const std::string& output);
+// "45s", "12m", "5h", "3d", as kubectl prints ages.
+std::string format_age(uint64_t seconds);
+
 }  // namespace canopy::cli

@@ -8,7 +8,9 @@
 //   kubectl-canopy delete KIND TENANT/NAME
 //   kubectl-canopy sites [-l SELECTOR] [-o table|json|name]
 //   kubectl-canopy tenants [-o table|json|name]
-//   kubectl-canopy status TENANT/PLACEMENT [-o json]
+//   kubectl-canopy status TENANT/PLACEMENT [-o json]   (offline sites: last state, age)
+//   kubectl-canopy render TENANT/PLACEMENT --site S [-o yaml|json]
+//   kubectl-canopy conflicts TENANT [--kind K [--name N]] [-o json]
 //   kubectl-canopy tokens [--tenant T] | tokens issue --role R [--tenant T] [--ttl S]
 //                 | tokens revoke ID
 //   kubectl-canopy version   (or --version)
@@ -600,6 +602,15 @@ int cmd_delete(Hub& hub, const std::string& kind_word, const std::string& target
   return 0;
 }
 
+// How long ago the hub last heard from a site, "-" when not since it started.
+std::string seen(uint64_t at_ms) {
+  if (at_ms == 0) return "-";
+  const auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
+  return format_age(at_ms >= now ? 0 : (now - at_ms) / 1000) + " ago";
+}
+
 int cmd_status(Hub& hub, const std::string& target, const std::string& output) {
   std::string tenant, name;
   split_ref(std::string(api::kPlacement), target, true, &tenant, &name);
@@ -631,9 +642,9 @@ int cmd_status(Hub& hub, const std::string& target, const std::string& output) {
     std::printf("%s", text.c_str());
     return 0;
   }
-  std::printf("placement %s: %u sites targeted, %u applied, %u failed, %u pending\n",
-              ref(tenant, name).c_str(), all.targeted(), all.applied(), all.failed(),
-              all.pending());
+  std::printf("placement %s: %u sites targeted, %u applied, %u failed, %u pending, %u offline\n",
+              ref(tenant, name).c_str(), all.targeted(), all.applied(), all.failed(), all.pending(),
+              all.offline());
   if (all.sites().empty()) return 0;
   // One column per template, in the order the sites report them.
   std::vector<std::string> templates;
@@ -644,12 +655,15 @@ int cmd_status(Hub& hub, const std::string& target, const std::string& output) {
       }
     }
   }
-  std::vector<std::string> header = {"SITE", "STATE"};
+  std::vector<std::string> header = {"SITE", "STATE", "SEEN"};
   for (const auto& t : templates) header.push_back(upper(t));
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> messages;
   for (const auto& s : all.sites()) {
-    std::vector<std::string> row = {s.site(), s.state()};
+    // An offline site: what it last reported, and how long ago it was heard.
+    const std::string state =
+        s.state() == "offline" ? "offline (last " + s.last_state() + ")" : s.state();
+    std::vector<std::string> row = {s.site(), state, seen(s.last_seen_ms())};
     for (const auto& t : templates) {
       std::string outcome = "-";
       for (const auto& ts : s.templates()) {
@@ -749,6 +763,21 @@ int main(int argc, char** argv) {
 
   auto* version_cmd = app.add_subcommand("version", "print the version");
 
+  std::string site, conflict_kind, conflict_name;
+  auto* render = app.add_subcommand(
+      "render", "print what one site would apply for a placement, rendered at the hub");
+  render->add_option("PLACEMENT", target, "TENANT/PLACEMENT")->required();
+  render->add_option("--site", site, "the site")->required();
+  render->add_option("-o,--output", output, "yaml (default) or json")
+      ->check(CLI::IsMember({"table", "yaml", "json"}));
+  auto* conflicts = app.add_subcommand(
+      "conflicts", "list writes to a tenant's objects that lost to concurrent writes");
+  conflicts->add_option("TENANT", target, "the tenant")->required();
+  conflicts->add_option("--kind", conflict_kind, "template, placement, override or grant");
+  conflicts->add_option("--name", conflict_name, "one object (needs --kind)");
+  conflicts->add_option("-o,--output", output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}));
+
   auto* status = app.add_subcommand("status", "show where a placement stands, site by site");
   status->add_option("PLACEMENT", target, "TENANT/PLACEMENT")->required();
   status->add_option("-o,--output", output, "table or json")
@@ -791,6 +820,10 @@ int main(int argc, char** argv) {
     if (*revoke) return canopy::cli::cmd_tokens_revoke(hub, token_id);
     if (*tokens) return canopy::cli::cmd_tokens_list(hub, token_tenant, output);
     if (*status) return canopy::cli::cmd_status(hub, target, output);
+    if (*render) return canopy::cli::cmd_render(hub, target, site, output);
+    if (*conflicts) {
+      return canopy::cli::cmd_conflicts(hub, target, conflict_kind, conflict_name, output);
+    }
   } catch (const Failure& f) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", f.message.c_str());

@@ -2,6 +2,8 @@
 // as a plugin on PATH) against the real canopy-hub with real canopy-spoke
 // processes: tenants and tokens, apply, status until the sites report the
 // objects applied, label selectors and output forms, exit codes.
+#include <set>
+
 #include "tests/e2e/e2e_fixture.h"
 
 namespace canopy::e2e {
@@ -181,6 +183,46 @@ TEST_F(CliTest, KubectlCanopyDrivesARealHubAndItsSpokes) {
   EXPECT_EQ(r.exit_code, 2) << r.out;
   r = kubectl({"tokens", "issue", "--role", "king"}, token_);
   EXPECT_EQ(r.exit_code, 2) << r.out;
+
+  // Render: what berlin applies, computed at the hub by the same renderer.
+  r = kubectl({"render", "acme/shop-eu", "--site", "berlin"}, editor);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("kind: ConfigMap"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("canopy.io/hash:"), std::string::npos) << r.out;
+  r = kubectl({"render", "acme/shop-eu", "--site", "berlin", "-o", "json"}, editor);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const json rendered = json::parse(r.out);
+  ASSERT_EQ(rendered["items"].size(), 2u) << r.out;
+  // The hash the hub renders is the one berlin applied.
+  std::set<std::string> hub_hashes, site_hashes;
+  for (const auto& item : rendered["items"]) {
+    hub_hashes.insert(item["metadata"]["annotations"]["canopy.io/hash"].get<std::string>());
+  }
+  for (const auto& [file, manifest] : berlin.read()) site_hashes.insert(manifest.hash());
+  EXPECT_EQ(hub_hashes, site_hashes);
+  // austin is not acme's: its editor learns nothing of it.
+  r = kubectl({"render", "acme/shop-eu", "--site", "austin"}, editor);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("NOT_FOUND"), std::string::npos) << r.out;
+  r = kubectl({"conflicts", "acme"}, editor);
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+
+  // berlin goes silent: after away_after_s its row says offline, with what it
+  // last reported and how long ago it was heard, never a stale "applied".
+  kill_spoke(berlin);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        CliRun s = kubectl({"status", "acme/shop-eu", "-o", "json"}, editor);
+        const json j = json::parse(s.out, nullptr, false);
+        return s.exit_code == 0 && j.is_object() && j.value("offline", 0) == 1;
+      },
+      30s, 500ms))
+      << kubectl({"status", "acme/shop-eu"}, editor).out;
+  r = kubectl({"status", "acme/shop-eu"}, editor);
+  EXPECT_NE(r.out.find("0 applied, 0 failed, 0 pending, 1 offline"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("offline (last applied)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("s ago"), std::string::npos) << r.out;
+  launch_spoke(berlin);
 
   // Revoked: refused from then on.
   r = kubectl({"tokens", "--tenant", "acme", "-o", "name"}, token_);

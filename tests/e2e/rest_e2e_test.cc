@@ -364,6 +364,38 @@ TEST_F(RestTest, BadInputGetsAClearErrorAndStoresNothing) {
   EXPECT_EQ(log_index(), before) << "a refused request stored something";
 }
 
+TEST_F(RestTest, RenderAndConflictsAnswerWithCurl) {
+  ASSERT_EQ(put_json("/v1/tenants/acme", token_, json::object()).status, 200);
+  ASSERT_EQ(put_json("/v1/tenants/globex", token_, json::object()).status, 200);
+  ASSERT_EQ(put_json("/v1/sites/lyon", token_, {{"labels", {{"region", "eu"}}}}).status, 200);
+  ASSERT_EQ(put_json("/v1/tenants/acme/templates/web", token_, config_map("web", "a")).status, 200);
+  ASSERT_EQ(put_json("/v1/tenants/acme/placements/shop", token_,
+                     {{"templates", {"web"}}, {"sites", {"lyon"}}})
+                .status,
+            200);
+  Reply r = curl("GET", "/v1/tenants/acme/render?site=lyon&placement=shop", token_);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = r.j();
+  ASSERT_EQ(j["manifests"].size(), 1u) << r.body;
+  EXPECT_EQ(j["manifests"][0]["template"], "web");
+  EXPECT_EQ(j["manifests"][0]["manifest"]["kind"], "ConfigMap");
+  EXPECT_EQ(j["manifests"][0]["manifest"]["metadata"]["annotations"]["canopy.io/hash"],
+            j["manifests"][0]["hash"]);
+  EXPECT_TRUE(j["failures"].empty());
+  r = curl("GET", "/v1/tenants/acme/render?placement=shop", token_);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("site"), std::string::npos) << r.body;
+  EXPECT_EQ(curl("GET", "/v1/tenants/acme/render?site=lyon&placement=shop&x=1", token_).status,
+            400);
+
+  r = curl("GET", "/v1/tenants/acme/conflicts", token_);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(r.j()["items"].empty()) << r.body;
+  EXPECT_EQ(curl("GET", "/v1/tenants/acme/conflicts?kind=site", token_).status, 400);
+  EXPECT_EQ(curl("GET", "/v1/tenants/acme/conflicts?continue=zz", token_).status, 400);
+  EXPECT_EQ(curl("GET", "/v1/tenants/acme/conflicts", issue("viewer", "globex")).status, 403);
+}
+
 TEST_F(RestTest, EveryPathOfTheOpenApiDocumentAnswers) {
   Reply doc = curl("GET", "/openapi.json", "");
   ASSERT_EQ(doc.status, 200);
