@@ -6,6 +6,7 @@
 
 #include "model/documents.h"
 #include "model/keys.h"
+#include "model/render.h"
 
 namespace canopy::hub {
 namespace {
@@ -186,7 +187,7 @@ void StatusAggregate::reread_status(const std::string& key) {
     auto it = v.find(f);
     return it != v.end() && it->is_string() ? it->get<std::string>() : std::string();
   };
-  reported_[key] = Reported{str("outcome"), str("message"), str("hash")};
+  reported_[key] = Reported{str("outcome"), str("message"), str("hash"), str("revision")};
 }
 
 void StatusAggregate::placement_changed(const std::string& key, std::string_view tenant) {
@@ -319,6 +320,25 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
                                                                   const Liveness* liveness) {
   const std::string key = placement_key(tenant, name);
   v1::GetStatusResponse response;
+  // The templates' current revisions, read before taking mu_: the store
+  // calls on_commit (which takes mu_) with its own lock held.
+  std::vector<std::string> templates;
+  {
+    std::lock_guard lock(mu_);
+    auto it = placements_.find(key);
+    if (it != placements_.end()) templates = it->second.templates;
+  }
+  std::unordered_map<std::string, std::string> revisions;  // template name -> revision
+  for (const auto& t : templates) {
+    auto text = store_->get(model::template_key(tenant, t));
+    if (text.ok()) revisions[t] = model::template_revision(*text);
+  }
+  auto current = [&revisions](const std::string& t, const Reported* r) {
+    // An outcome without a revision (a spoke before revisions) counts as current.
+    if (r == nullptr || r->revision.empty()) return true;
+    auto it = revisions.find(t);
+    return it != revisions.end() && it->second == r->revision;
+  };
   std::lock_guard lock(mu_);
   auto it = placements_.find(key);
   if (it == placements_.end() || !it->second.exists) {
@@ -327,7 +347,14 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
   }
   const Placement& p = it->second;
   uint32_t counts[3] = {p.counts[0], p.counts[1], p.counts[2]};
-  uint32_t offline = 0;
+  uint32_t offline = 0, progressing = 0;
+  // Applied everywhere, but some template at an older revision.
+  auto behind = [&](const std::string& site) {
+    for (const auto& t : p.templates) {
+      if (!current(t, reported(site, p.tenant, t))) return true;
+    }
+    return false;
+  };
   auto live = [liveness](const std::string& site) -> const SiteLiveness* {
     if (liveness == nullptr) return nullptr;
     auto l = liveness->find(site);
@@ -341,11 +368,25 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
       --counts[static_cast<int>(state)];
     }
   }
+  // Only applied sites can be behind; their count is what the revision
+  // check costs (templates read once above).
+  for (const auto& [site, state] : p.sites) {
+    if (state != State::kApplied) continue;
+    if (const SiteLiveness* l = live(site);
+        liveness != nullptr && (l == nullptr || !l->connected)) {
+      continue;  // counted offline
+    }
+    if (behind(site)) {
+      ++progressing;
+      --counts[static_cast<int>(State::kApplied)];
+    }
+  }
   response.set_targeted(static_cast<uint32_t>(p.sites.size()));
   response.set_applied(counts[static_cast<int>(State::kApplied)]);
   response.set_failed(counts[static_cast<int>(State::kFailed)]);
   response.set_pending(counts[static_cast<int>(State::kPending)]);
   response.set_offline(offline);
+  response.set_progressing(progressing);
   for (auto s = p.sites.upper_bound(page_token); s != p.sites.end(); ++s) {
     if (static_cast<size_t>(response.sites_size()) == page_size) {
       if (page_size > 0) response.set_next_page_token(response.sites().rbegin()->site());
@@ -353,7 +394,9 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
     }
     v1::SiteStatus* row = response.add_sites();
     row->set_site(s->first);
-    const std::string state = state_name(static_cast<int>(s->second));
+    const std::string state = s->second == State::kApplied && behind(s->first)
+                                  ? "progressing"
+                                  : state_name(static_cast<int>(s->second));
     const SiteLiveness* l = live(s->first);
     if (liveness != nullptr && (l == nullptr || !l->connected)) {
       row->set_state("offline");
@@ -371,6 +414,8 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
       if (r != nullptr) {
         ts->set_message(r->message);
         ts->set_hash(r->hash);
+        ts->set_revision(r->revision);
+        ts->set_current(!r->outcome.empty() && current(t, r));
       }
     }
   }

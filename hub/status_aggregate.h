@@ -26,8 +26,10 @@
 // Costs: a status document change updates the placements that list its
 // template and target its site (O(those placements × their templates)); a
 // placement change recomputes that placement's rows; a site record change
-// visits the placements of that site. A query reads the counts as they are
-// and builds only the rows of the page it returns.
+// visits the placements of that site. A query reads the counts as they are,
+// reads the placement's templates from the store to tell their current
+// revisions, checks the applied sites' revisions against them
+// (O(applied sites × templates)) and builds only the rows of its page.
 //
 // Thread-safety: every method is safe from any thread (one internal mutex).
 #pragma once
@@ -80,6 +82,8 @@ class StatusAggregate {
   // counts over every targeted site, and the rows of the sites after
   // `page_token` in name order, at most `page_size`, with next_page_token set
   // when more follow. NotFound when the placement does not exist.
+  // A site whose templates are all applied, some at an older revision than
+  // the template's current one (read from the store), is "progressing".
   // With `liveness`, a site without a live session in it is "offline": its
   // row keeps what it last reported in last_state, and it counts as offline,
   // not as applied, failed or pending (O(targeted sites) per call).
@@ -93,6 +97,7 @@ class StatusAggregate {
     std::string outcome;  // empty: none reported
     std::string message;
     std::string hash;
+    std::string revision;  // of the template; empty: not reported
   };
   struct Placement {
     std::string tenant;

@@ -273,6 +273,7 @@ StatusOr<StatusReport> parse_status_report(const json& doc) {
   out.hash = string_or_empty(doc, "hash");
   out.message = string_or_empty(doc, "message");
   out.file = string_or_empty(doc, "file");
+  out.revision = string_or_empty(doc, "revision");
   const std::string outcome = string_or_empty(doc, "outcome");
   if (outcome == kOutcomeApplied) {
     out.outcome = Outcome::kApplied;
@@ -288,11 +289,13 @@ StatusOr<StatusReport> parse_status_report(const json& doc) {
 }
 
 json status_document(const StatusReport& r) {
-  return {{"template", r.template_key},
-          {"hash", r.hash},
-          {"outcome", outcome_name(r.outcome)},
-          {"message", r.message},
-          {"file", r.file}};
+  json out = {{"template", r.template_key},
+              {"hash", r.hash},
+              {"outcome", outcome_name(r.outcome)},
+              {"message", r.message},
+              {"file", r.file}};
+  if (!r.revision.empty()) out["revision"] = r.revision;
+  return out;
 }
 
 StatusOr<TenantRecord> parse_tenant(std::string_view name, const json& doc) {

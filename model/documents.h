@@ -91,7 +91,11 @@ StatusOr<LocalOverride> parse_local_override(const nlohmann::json& doc);
 Status validate_manifest(const nlohmann::json& manifest);
 
 // `sites/<site>/status/<tenant>/<template>`, written by the site:
-//   {"template": "<template key>", "hash", "outcome", "message", "file"}
+//   {"template": "<template key>", "hash", "outcome", "message", "file",
+//    "revision"}
+// `revision` names the template document the outcome is about
+// (model::template_revision of it): the hub tells an outcome of the current
+// template from one of an older revision by it. Absent from older spokes.
 enum class Outcome { kApplied, kFailed, kRemoved };
 inline constexpr std::string_view kOutcomeApplied = "applied";
 inline constexpr std::string_view kOutcomeFailed = "failed";
@@ -102,6 +106,7 @@ struct StatusReport {
   Outcome outcome = Outcome::kFailed;
   std::string message;
   std::string file;
+  std::string revision;  // empty: not reported
 };
 StatusOr<StatusReport> parse_status_report(const nlohmann::json& doc);
 nlohmann::json status_document(const StatusReport& report);

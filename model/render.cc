@@ -70,6 +70,14 @@ std::string object_hash(const json& object) {
   return hex64(XXH3_64bits(text.data(), text.size()));
 }
 
+std::string template_revision(std::string_view canonical_json) {
+  return template_revision(XXH3_64bits(canonical_json.data(), canonical_json.size()));
+}
+
+std::string template_revision(uint64_t xxh3_of_canonical_json) {
+  return hex64(xxh3_of_canonical_json);
+}
+
 std::string content_hash(const json& rendered_object) {
   const json* meta = field(rendered_object, "metadata");
   const json* ann = meta ? field(*meta, "annotations") : nullptr;

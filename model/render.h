@@ -111,6 +111,12 @@ bool parse_manifest_file_name(std::string_view file_name, std::string* tenant,
 
 // Hex XXH3-64 of the canonical JSON of `object` (sorted keys, no spaces).
 std::string object_hash(const nlohmann::json& object);
+// The revision of a template: hex XXH3-64 of its document's canonical JSON as
+// the store gives it (Store::get, Store::scan), the same text at the hub and
+// at every site holding it. Sites report it with each outcome.
+std::string template_revision(std::string_view canonical_json);
+// The same from the XXH3-64 of that text, for a caller that already hashed it.
+std::string template_revision(uint64_t xxh3_of_canonical_json);
 // The hash an object carries should be: object_hash of it without the
 // canopy.io/hash annotation.
 std::string content_hash(const nlohmann::json& rendered_object);

@@ -53,8 +53,8 @@ std::string string_field(const json& doc, const char* name) {
 }
 
 json status_doc(const std::string& tk, const std::string& hash, model::Outcome outcome,
-                const std::string& message, const std::string& file) {
-  return model::status_document(model::StatusReport{tk, hash, outcome, message, file});
+                const std::string& message, const std::string& file, const std::string& revision) {
+  return model::status_document(model::StatusReport{tk, hash, outcome, message, file, revision});
 }
 
 }  // namespace
@@ -141,6 +141,13 @@ Status Reconciler::refresh_desired() {
     it = seen_.erase(it);
   }
   return ok_status();
+}
+
+std::string Reconciler::revision_of(const std::string& template_key) const {
+  // seen_ holds XXH3 (seed 0) of each document's canonical text, which is
+  // what model::template_revision hashes.
+  auto it = seen_.find(template_key);
+  return it == seen_.end() ? std::string() : model::template_revision(it->second.text_hash);
 }
 
 uint64_t Reconciler::fingerprint(const model::ObjectPlan& plan) const {
@@ -259,13 +266,14 @@ Status Reconciler::reconcile_once() {
     json doc;
     if (r.ok()) {
       if (r->changed) ++stats_.changed;
-      doc = status_doc(o.template_key, o.hash, model::Outcome::kApplied, r->message, id);
+      doc = status_doc(o.template_key, o.hash, model::Outcome::kApplied, r->message, id,
+                       revision_of(o.template_key));
     } else {
       ++stats_.failed;
       note(r.status());
       doc = status_doc(o.template_key, previous(o.template_key, "hash"), model::Outcome::kFailed,
                        applier_->name() + ": " + r.status().message(),
-                       previous(o.template_key, "file"));
+                       previous(o.template_key, "file"), revision_of(o.template_key));
     }
     wanted[o.template_key] = {model::status_key(site_.name, o.tenant, o.template_name),
                               std::move(doc)};
@@ -275,9 +283,10 @@ Status Reconciler::reconcile_once() {
     ++stats_.failed;
     std::string file = previous(f.template_key, "file");
     if (!file.empty()) retained.insert(file);
-    wanted[f.template_key] = {model::status_key(site_.name, f.tenant, f.template_name),
-                              status_doc(f.template_key, previous(f.template_key, "hash"),
-                                         model::Outcome::kFailed, f.error, file)};
+    wanted[f.template_key] = {
+        model::status_key(site_.name, f.tenant, f.template_name),
+        status_doc(f.template_key, previous(f.template_key, "hash"), model::Outcome::kFailed,
+                   f.error, file, revision_of(f.template_key))};
   }
 
   // Prune.
@@ -308,7 +317,8 @@ Status Reconciler::reconcile_once() {
         ++stats_.failed;
         wanted[o->second] = {
             c.key, status_doc(o->second, string_field(c.doc, "hash"), model::Outcome::kFailed,
-                              applier_->name() + ": removing " + id + ": " + st.message(), id)};
+                              applier_->name() + ": removing " + id + ": " + st.message(), id,
+                              string_field(c.doc, "revision"))};
       }
     }
   }

@@ -101,6 +101,9 @@ class Reconciler {
   const std::vector<model::RenderFailure>& last_failures() const { return failures_; }
 
  private:
+  // The revision (model::template_revision) of the template document last
+  // read, empty when none.
+  std::string revision_of(const std::string& template_key) const;
   struct Seen {
     uint64_t text_hash = 0;
     uint64_t generation = 0;

@@ -642,9 +642,11 @@ int cmd_status(Hub& hub, const std::string& target, const std::string& output) {
     std::printf("%s", text.c_str());
     return 0;
   }
-  std::printf("placement %s: %u sites targeted, %u applied, %u failed, %u pending, %u offline\n",
-              ref(tenant, name).c_str(), all.targeted(), all.applied(), all.failed(), all.pending(),
-              all.offline());
+  std::printf(
+      "placement %s: %u sites targeted, %u applied, %u progressing, %u failed, %u pending, %u "
+      "offline\n",
+      ref(tenant, name).c_str(), all.targeted(), all.applied(), all.progressing(), all.failed(),
+      all.pending(), all.offline());
   if (all.sites().empty()) return 0;
   // One column per template, in the order the sites report them.
   std::vector<std::string> templates;
@@ -668,7 +670,8 @@ int cmd_status(Hub& hub, const std::string& target, const std::string& output) {
       std::string outcome = "-";
       for (const auto& ts : s.templates()) {
         if (ts.template_() != t) continue;
-        outcome = ts.outcome();
+        // Applied, but an older revision of the template.
+        outcome = ts.outcome() == "applied" && !ts.current() ? "applied (older)" : ts.outcome();
         if (!ts.message().empty() && ts.outcome() == "failed") {
           messages.push_back(s.site() + "/" + t + ": " + ts.message());
         }

@@ -13,6 +13,7 @@
 
 #include "model/documents.h"
 #include "model/keys.h"
+#include "model/render.h"
 #include "tests/support/temp_dir.h"
 
 namespace canopy::hub {
@@ -143,6 +144,54 @@ TEST_F(StatusAggregateTest, GrantsDecideWhichSitesAreTargeted) {
   EXPECT_EQ(counts(), (Counts{0, 0, 0, 0}));
   put(model::grant_key("acme", "eu"), {{"selector", {{"matchLabels", {{"region", "eu"}}}}}});
   EXPECT_EQ(counts(), (Counts{2, 1, 0, 1}));
+}
+
+TEST_F(StatusAggregateTest, AnOlderRevisionAppliedIsProgressingNotApplied) {
+  site("a", "eu");
+  site("b", "eu");
+  placement("shop", {"web"});
+  const json first = {{"apiVersion", "v1"}, {"kind", "ConfigMap"}, {"metadata", {{"name", "web"}}}};
+  put(model::template_key("acme", "web"), first);
+  auto revision = [&] {
+    auto text = store_->get(model::template_key("acme", "web"));
+    EXPECT_TRUE(text.ok());
+    return model::template_revision(*text);
+  };
+  auto report_at = [&](const std::string& s, const std::string& rev) {
+    put("sites/" + s + "/status/acme/web",
+        {{"outcome", "applied"}, {"hash", "h"}, {"revision", rev}});
+  };
+  const std::string r1 = revision();
+  report_at("a", r1);
+  report_at("b", r1);
+  auto status = [&] {
+    auto st = aggregate_->placement_status("acme", "shop", "", 10);
+    EXPECT_TRUE(st.ok());
+    return *st;
+  };
+  EXPECT_EQ(status().applied(), 2u);
+  EXPECT_EQ(status().progressing(), 0u);
+  // A new revision of the template: until a site reports it, it is behind.
+  json second = first;
+  second["data"] = {{"k", "v"}};
+  put(model::template_key("acme", "web"), second);
+  const std::string r2 = revision();
+  ASSERT_NE(r1, r2);
+  v1::GetStatusResponse s = status();
+  EXPECT_EQ(s.applied(), 0u);
+  EXPECT_EQ(s.progressing(), 2u);
+  EXPECT_EQ(s.sites(0).state(), "progressing");
+  EXPECT_FALSE(s.sites(0).templates(0).current());
+  EXPECT_EQ(s.sites(0).templates(0).revision(), r1);
+  report_at("a", r2);
+  s = status();
+  EXPECT_EQ(s.applied(), 1u);
+  EXPECT_EQ(s.progressing(), 1u);
+  EXPECT_EQ(s.sites(0).state(), "applied");
+  EXPECT_TRUE(s.sites(0).templates(0).current());
+  // A report without a revision (an older spoke) counts as current.
+  put("sites/b/status/acme/web", {{"outcome", "applied"}, {"hash", "h"}});
+  EXPECT_EQ(status().applied(), 2u);
 }
 
 TEST_F(StatusAggregateTest, CountsFollowSitesAndPlacements) {

@@ -101,11 +101,16 @@ TEST(Documents, ManifestChecksWhatEverySiteChecks) {
 }
 
 TEST(Documents, StatusReportRoundTrips) {
-  StatusReport r{"t/acme/templates/web", "00ff", Outcome::kFailed, "why", "f.json"};
+  StatusReport r{"t/acme/templates/web", "00ff", Outcome::kFailed, "why", "f.json", "0123abcd"};
   auto back = parse_status_report(status_document(r));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->outcome, Outcome::kFailed);
   EXPECT_EQ(back->message, "why");
+  EXPECT_EQ(back->revision, "0123abcd");
+  // No revision (a spoke before revisions): none written, none read.
+  r.revision.clear();
+  EXPECT_FALSE(status_document(r).contains("revision"));
+  EXPECT_EQ(parse_status_report(status_document(r))->revision, "");
   EXPECT_FALSE(parse_status_report({{"outcome", "done"}}).ok());
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "model/render.h"
 #include "spoke/manifests_dir_applier.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
@@ -108,11 +109,14 @@ TEST_F(ReconcilerTest, AppliesAndReportsOnceThenDoesNothing) {
   EXPECT_EQ(web["metadata"]["labels"]["app.kubernetes.io/managed-by"], "canopy");
   auto st = status("acme", "web");
   ASSERT_TRUE(st);
-  EXPECT_EQ(*st, (json{{"template", "t/acme/templates/web"},
-                       {"hash", web["metadata"]["annotations"]["canopy.io/hash"]},
-                       {"outcome", "applied"},
-                       {"message", "manifest " + file("acme", "web").string()},
-                       {"file", model::manifest_file_name("acme", "web")}}));
+  EXPECT_EQ(*st,
+            (json{{"template", "t/acme/templates/web"},
+                  {"hash", web["metadata"]["annotations"]["canopy.io/hash"]},
+                  {"outcome", "applied"},
+                  {"message", "manifest " + file("acme", "web").string()},
+                  {"file", model::manifest_file_name("acme", "web")},
+                  // The template revision it applied, as the hub computes it.
+                  {"revision", model::template_revision(*store_->get("t/acme/templates/web"))}}));
 
   // Nothing changed: nothing parsed, rendered, written or replicated.
   const uint64_t index = store_->last_log_index();

@@ -152,7 +152,7 @@ TEST_F(CliTest, KubectlCanopyDrivesARealHubAndItsSpokes) {
       kTimeout, 200ms))
       << kubectl({"status", "acme/shop-eu"}, editor).out;
   r = kubectl({"status", "acme/shop-eu"}, editor);
-  EXPECT_NE(r.out.find("1 sites targeted, 1 applied"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 sites targeted, 1 applied, 0 progressing"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("berlin"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("austin"), std::string::npos) << r.out;
   EXPECT_EQ(berlin.read().size(), 2u);
@@ -219,7 +219,9 @@ TEST_F(CliTest, KubectlCanopyDrivesARealHubAndItsSpokes) {
       30s, 500ms))
       << kubectl({"status", "acme/shop-eu"}, editor).out;
   r = kubectl({"status", "acme/shop-eu"}, editor);
-  EXPECT_NE(r.out.find("0 applied, 0 failed, 0 pending, 1 offline"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("0 applied, 0 progressing, 0 failed, 0 pending, 1 offline"),
+            std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("offline (last applied)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("s ago"), std::string::npos) << r.out;
   launch_spoke(berlin);

@@ -56,7 +56,15 @@ TEST_F(SpokeE2ETest, ManifestsDirectoryMissingAtStartIsCreatedAndHandEditsAreRep
   std::ofstream(shop.manifests() + "/traefik.yaml") << "kind: HelmChart\n";
 
   // The whole directory deleted: created again, every manifest written again.
-  fs::remove_all(shop.manifests());
+  // The spoke may be repairing while we delete (rm -rf can meet the same
+  // race): retry until the removal goes through once.
+  std::error_code ec;
+  for (int i = 0; i < 100; ++i) {
+    fs::remove_all(shop.manifests(), ec);
+    if (!ec) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_FALSE(ec) << ec.message();
   EXPECT_TRUE(wait_until(restored, kRepair, kPoll)) << "a deleted directory was not restored";
   EXPECT_TRUE(shop.proc.running());
   auto health = spoke_health(shop);
