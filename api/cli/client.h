@@ -139,6 +139,23 @@ int cmd_render(Hub& hub, const std::string& target, const std::string& site,
                const std::string& output);
 int cmd_conflicts(Hub& hub, const std::string& tenant, const std::string& kind,
                   const std::string& name, const std::string& output);
+// `label site NAME KEY=VALUE... KEY-...` (site_cmd.cc): edits the hub's site
+// record (the one source of truth for a site's labels) at the version read.
+int cmd_label_site(Hub& hub, const std::string& site, const std::vector<std::string>& changes,
+                   bool overwrite);
+
+// The settings file (site_cmd.cc); empty fields are not set.
+struct Settings {
+  std::string hub;
+  std::string token;
+  std::string token_file;
+  int timeout_s = 0;
+};
+// $XDG_CONFIG_HOME/canopy/config.yaml, else ~/.config/canopy/config.yaml.
+std::string default_settings_path();
+// Fails (Failure) on a malformed file, or a missing one when `must_exist`.
+Settings read_settings(const std::string& path, bool must_exist);
+
 // "45s", "12m", "5h", "3d", as kubectl prints ages.
 std::string format_age(uint64_t seconds);
 

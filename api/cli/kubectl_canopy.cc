@@ -13,8 +13,12 @@
 //   kubectl-canopy conflicts TENANT [--kind K [--name N]] [-o json]
 //   kubectl-canopy tokens [--tenant T] | tokens issue --role R [--tenant T] [--ttl S]
 //                 | tokens revoke ID
+//   kubectl-canopy label site SITE KEY=VALUE... KEY-... [--overwrite]
+//   kubectl-canopy grants TENANT [-o table|json|name]
 //   kubectl-canopy version   (or --version)
 //
+// Settings not given by a flag or the environment come from the settings
+// file (api/cli/site_cmd.cc: hub, token, tokenFile, timeout).
 // The hub is --hub host:port, else $CANOPY_HUB, else 127.0.0.1:7400 (an
 // insecure channel for now, as the hub serves). Every call has a deadline
 // (--timeout, 5 s) and carries a token: --token, else $CANOPY_TOKEN, else the
@@ -704,6 +708,12 @@ int main(int argc, char** argv) {
   const char* env_token_file = std::getenv("CANOPY_TOKEN_FILE");
   std::string token_file = env_token_file != nullptr ? env_token_file : "";
   int timeout_s = 5;
+  const char* env_config = std::getenv("CANOPY_CONFIG");
+  std::string config_path = env_config != nullptr ? env_config : "";
+  app.add_option("--config", config_path,
+                 "the settings file (default: $CANOPY_CONFIG, else "
+                 "$XDG_CONFIG_HOME/canopy/config.yaml or ~/.config/canopy/config.yaml); flags "
+                 "and the environment win over it");
   bool version = false;
   app.add_flag("--version", version, "print the version and exit");
   app.add_option("--hub", hub_address,
@@ -781,6 +791,18 @@ int main(int argc, char** argv) {
   conflicts->add_option("-o,--output", output, "table or json")
       ->check(CLI::IsMember({"table", "json"}));
 
+  std::vector<std::string> label_changes;
+  bool overwrite = false;
+  auto* label = app.add_subcommand("label", "edit a site's labels (fleet admins)");
+  auto* label_site = label->add_subcommand("site", "edit the labels of the hub's site record");
+  label->require_subcommand(1);
+  label_site->add_option("SITE", target, "the site")->required();
+  label_site->add_option("CHANGES", label_changes, "KEY=VALUE to set, KEY- to remove")->required();
+  label_site->add_flag("--overwrite", overwrite, "replace a label's value");
+  auto* grants = app.add_subcommand("grants", "list a tenant's grants (the sites it may use)");
+  grants->add_option("TENANT", target, "the tenant")->required();
+  grants->add_option("-o,--output", output, "table, json or name")->check(outputs);
+
   auto* status = app.add_subcommand("status", "show where a placement stands, site by site");
   status->add_option("PLACEMENT", target, "TENANT/PLACEMENT")->required();
   status->add_option("-o,--output", output, "table or json")
@@ -799,6 +821,22 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s", app.help().c_str());
     return 2;
   }
+  // The settings file fills in what neither a flag nor the environment set.
+  canopy::cli::Settings settings;
+  try {
+    const bool explicit_path = !config_path.empty();
+    settings = canopy::cli::read_settings(
+        explicit_path ? config_path : canopy::cli::default_settings_path(), explicit_path);
+  } catch (const Failure& f) {
+    std::fprintf(stderr, "error: %s\n", f.message.c_str());
+    return 1;
+  }
+  if (hub_address.empty()) hub_address = settings.hub;
+  if (token.empty() && token_file.empty()) {
+    token = settings.token;
+    token_file = settings.token_file;
+  }
+  if (app.count("--timeout") == 0 && settings.timeout_s > 0) timeout_s = settings.timeout_s;
   if (hub_address.empty()) hub_address = canopy::cli::kDefaultHub;
   if (token.empty() && !token_file.empty()) {
     std::ifstream in(token_file);
@@ -823,6 +861,8 @@ int main(int argc, char** argv) {
     if (*revoke) return canopy::cli::cmd_tokens_revoke(hub, token_id);
     if (*tokens) return canopy::cli::cmd_tokens_list(hub, token_tenant, output);
     if (*status) return canopy::cli::cmd_status(hub, target, output);
+    if (*label_site) return canopy::cli::cmd_label_site(hub, target, label_changes, overwrite);
+    if (*grants) return canopy::cli::cmd_get(hub, "grant", target, "", output);
     if (*render) return canopy::cli::cmd_render(hub, target, site, output);
     if (*conflicts) {
       return canopy::cli::cmd_conflicts(hub, target, conflict_kind, conflict_name, output);

@@ -18,7 +18,8 @@ class CliTest : public E2ETest {
  protected:
   // `kubectl canopy <args>` with the hub's address and `token`.
   CliRun kubectl(std::vector<std::string> args, const std::string& token,
-                 const std::string& stdin_file = "") {
+                 const std::string& stdin_file = "",
+                 const std::vector<std::pair<std::string, std::string>>& env = {}) {
     const std::string log = dir_.file("kubectl-" + std::to_string(++runs_) + ".log");
     std::vector<std::string> argv = {"kubectl", "canopy"};
     for (auto& a : args) argv.push_back(std::move(a));
@@ -29,7 +30,13 @@ class CliTest : public E2ETest {
               {"CANOPY_HUB", "127.0.0.1:" + std::to_string(hub_->grpc_port)},
               {"CANOPY_TOKEN", token},
               {"CANOPY_TOKEN_FILE", ""},
-              {"HOME", dir_.path().string()}};
+              {"HOME", dir_.path().string()},
+              {"XDG_CONFIG_HOME", ""}};
+    for (const auto& [k, v] : env) {
+      for (auto& e : po.env) {
+        if (e.first == k) e.second = v;
+      }
+    }
     CliRun run;
     Process p;
     std::string err;
@@ -236,10 +243,49 @@ TEST_F(CliTest, KubectlCanopyDrivesARealHubAndItsSpokes) {
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(r.out.find("UNAUTHENTICATED"), std::string::npos) << r.out;
 
-  // Delete: the site removes what it had.
+  // Labels: the hub's site record is the source of truth. austin moves to
+  // eu, where acme's grant and placement both reach it.
+  r = kubectl({"label", "site", "austin", "region=eu"}, token_);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--overwrite"), std::string::npos) << r.out;
+  r = kubectl({"label", "site", "austin", "region=eu", "tier=edge", "--overwrite"}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("site/austin labeled"), std::string::npos) << r.out;
+  EXPECT_TRUE(wait_until([&] { return austin.read().size() == 2; }, kTimeout, kPoll))
+      << "a relabelled site did not get its placement";
+  r = kubectl({"label", "site", "austin", "tier-"}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = kubectl({"sites", "-o", "json"}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find(R"("region": "eu")"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("tier"), std::string::npos) << r.out;
+  r = kubectl({"grants", "acme"}, token_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("eu"), std::string::npos) << r.out;
+
+  // Settings file: hub and token file from ~/.config/canopy/config.yaml when
+  // neither a flag nor the environment gives them.
+  std::filesystem::create_directories(dir_.file(".config/canopy"));
+  std::ofstream(dir_.file("admin.token")) << token_ << "\n";
+  std::ofstream(dir_.file(".config/canopy/config.yaml"))
+      << "hub: 127.0.0.1:" << hub_->grpc_port << "\ntokenFile: " << dir_.file("admin.token")
+      << "\ntimeout: 10\n";
+  const std::vector<std::pair<std::string, std::string>> no_env = {{"CANOPY_HUB", ""},
+                                                                   {"CANOPY_TOKEN", ""}};
+  r = kubectl({"sites", "-o", "name"}, "", "", no_env);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("site/berlin"), std::string::npos) << r.out;
+  std::ofstream(dir_.file(".config/canopy/config.yaml")) << "hubb: x\n";
+  r = kubectl({"sites"}, "", "", no_env);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("unknown setting \"hubb\""), std::string::npos) << r.out;
+  std::filesystem::remove(dir_.file(".config/canopy/config.yaml"));
+
+  // Delete: the sites remove what they had.
   r = kubectl({"delete", "placement", "acme/shop-eu"}, token_);
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_TRUE(wait_until([&] { return berlin.read().empty(); }, kTimeout, kPoll));
+  EXPECT_TRUE(wait_until([&] { return austin.read().empty(); }, kTimeout, kPoll));
 }
 
 }  // namespace
