@@ -4,6 +4,7 @@
 // are the same command.
 //
 //   kubectl-canopy apply -f FILE...            (FILE may be - for stdin)
+//   kubectl-canopy diff -f FILE...             (exit 0 none, 1 differences, 2 error)
 //   kubectl-canopy get KIND [TENANT[/NAME]] [-l SELECTOR] [-o table|json|name]
 //   kubectl-canopy delete KIND TENANT/NAME
 //   kubectl-canopy sites [-l SELECTOR] [-o table|json|name]
@@ -539,6 +540,68 @@ int cmd_apply(Hub& hub, const std::vector<std::string>& files) {
   return 0;
 }
 
+// The lines of `a` and `b` as a unified diff body (every line, ' ', '-' or
+// '+'): a longest common subsequence of lines, fine for documents' sizes.
+std::vector<std::string> line_diff(const std::vector<std::string>& a,
+                                   const std::vector<std::string>& b) {
+  const size_t n = a.size(), m = b.size();
+  std::vector<std::vector<uint32_t>> lcs(n + 1, std::vector<uint32_t>(m + 1, 0));
+  for (size_t i = n; i-- > 0;) {
+    for (size_t j = m; j-- > 0;) {
+      lcs[i][j] = a[i] == b[j] ? lcs[i + 1][j + 1] + 1 : std::max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  std::vector<std::string> out;
+  size_t i = 0, j = 0;
+  while (i < n || j < m) {
+    if (i < n && j < m && a[i] == b[j]) {
+      out.push_back(" " + a[i++]);
+      ++j;
+    } else if (j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j])) {
+      out.push_back("+" + b[j++]);
+    } else {
+      out.push_back("-" + a[i++]);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// kubectl diff's contract: 0 no differences, 1 differences, 2 (or more)
+// an error.
+int cmd_diff(Hub& hub, const std::vector<std::string>& files) {
+  std::vector<Item> items = read_files(files);
+  bool differs = false;
+  for (const Item& item : items) {
+    const v1::Object& o = item.object;
+    v1::GetRequest get;
+    get.set_kind(o.kind());
+    get.set_tenant(o.tenant());
+    get.set_name(o.name());
+    bool missing = false;
+    auto live = hub.call(&v1::Catalog::Stub::Get, get, &missing);
+    const std::string hub_text =
+        missing ? std::string() : json::parse(live.object().json(), nullptr, false).dump(2);
+    const std::string file_text = json::parse(o.json()).dump(2);
+    if (!missing && hub_text == file_text) continue;
+    differs = true;
+    const std::string name = o.kind() + "/" + ref(o.tenant(), o.name());
+    std::printf("--- hub/%s%s\n+++ %s (%s)\n", name.c_str(), missing ? " (absent)" : "",
+                name.c_str(), item.where.c_str());
+    for (const auto& l : line_diff(lines_of(hub_text), lines_of(file_text))) {
+      std::printf("%s\n", l.c_str());
+    }
+  }
+  std::fflush(stdout);
+  return differs ? 1 : 0;
+}
+
 // "acme/web" -> (acme, web); for sites, "name" -> ("", name).
 void split_ref(const std::string& kind, const std::string& text, bool name_required,
                std::string* tenant, std::string* name) {
@@ -734,6 +797,12 @@ int main(int argc, char** argv) {
   apply->add_option("-f,--filename", files, "a YAML file of one or more documents; - for stdin")
       ->required();
 
+  std::vector<std::string> diff_files;
+  auto* diff = app.add_subcommand(
+      "diff", "show how the objects in YAML files differ from the hub's (exit 0: none, 1: some)");
+  diff->add_option("-f,--filename", diff_files, "a YAML file of one or more documents; - for stdin")
+      ->required();
+
   std::string kind, target, selector, output = "table";
   const auto outputs = CLI::IsMember({"table", "json", "name"});
   auto* get = app.add_subcommand("get", "list the objects of a kind, or show one");
@@ -850,6 +919,15 @@ int main(int argc, char** argv) {
   try {
     canopy::cli::Hub hub(hub_address, token, timeout_s);
     if (*apply) return canopy::cli::cmd_apply(hub, files);
+    if (*diff) {
+      try {
+        return canopy::cli::cmd_diff(hub, diff_files);
+      } catch (const Failure& f) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "error: %s\n", f.message.c_str());
+        return 2;  // kubectl diff: more than 1 is an error
+      }
+    }
     if (*get) return canopy::cli::cmd_get(hub, kind, target, selector, output);
     if (*del) return canopy::cli::cmd_delete(hub, kind, target);
     if (*sites) return canopy::cli::cmd_get(hub, "site", "", selector, output);

@@ -165,6 +165,20 @@ TEST_F(CliTest, KubectlCanopyDrivesARealHubAndItsSpokes) {
   EXPECT_EQ(berlin.read().size(), 2u);
   EXPECT_TRUE(austin.read().empty());
 
+  // diff: nothing after apply; a changed file shows the changed lines (kubectl
+  // diff's exit codes: 0 none, 1 differences).
+  r = kubectl({"diff", "-f", write("shop-same.yaml", kShop)}, editor);
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.out, "");
+  std::string changed = kShop;
+  changed.replace(changed.find("greeting: hello"), 15, "greeting: moin");
+  r = kubectl({"diff", "-f", write("shop-changed.yaml", changed)}, editor);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--- hub/template/acme/web"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(R"(-    "greeting": "hello")"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(R"(+    "greeting": "moin")"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("template/acme/db"), std::string::npos) << r.out;
+
   // Selectors and output forms.
   r = kubectl({"get", "template", "acme", "-l", "app=web", "-o", "name"}, editor);
   ASSERT_EQ(r.exit_code, 0) << r.out;
