@@ -10,9 +10,11 @@
 #include <string>
 #include <string_view>
 
+#include "api/grpc_status.h"
 #include "api/http_server.h"
 #include "api/objects.h"
 #include "api/openapi_json.h"
+#include "api/yaml.h"
 
 namespace canopy::api {
 namespace {
@@ -261,18 +263,28 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
                        Response& res) {
     if (!check_params(req, res, {})) return;
     const std::string type = req.get_header_value("Content-Type");
-    if (!type.empty() && type.find("json") == std::string::npos &&
+    // YAML bodies are converted by the CLI's own conversion (api/yaml.h);
+    // the document is then checked as if it had come as JSON.
+    const bool yaml = type.starts_with("application/yaml") || type.starts_with("text/yaml") ||
+                      type.starts_with("application/x-yaml");
+    if (!type.empty() && !yaml && type.find("json") == std::string::npos &&
         !type.starts_with("application/x-www-form-urlencoded")) {
       return reply_status(res, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                             std::string("Content-Type ") + quote(type) +
-                                                " is not JSON: send the document as JSON"));
+                                                " is neither JSON nor YAML"));
     }
     v1::PutRequest r;
     v1::Object* o = r.mutable_object();
     o->set_kind(std::string(kind));
     o->set_tenant(tenant);
     o->set_name(name);
-    o->set_json(req.body);
+    if (yaml) {
+      auto doc = parse_yaml_document(req.body);
+      if (!doc.ok()) return reply_status(res, to_grpc(doc.status()));
+      o->set_json(doc->dump());
+    } else {
+      o->set_json(req.body);
+    }
     uint64_t version = 0;
     if (!if_match(req, res, &version)) return;
     o->set_version(version);

@@ -368,6 +368,30 @@ TEST_F(RestTest, BadInputGetsAClearErrorAndStoresNothing) {
   EXPECT_EQ(log_index(), before) << "a refused request stored something";
 }
 
+TEST_F(RestTest, YamlBodiesAreTakenAsTheCliTakesThem) {
+  ASSERT_EQ(put_json("/v1/tenants/acme", token_, json::object()).status, 200);
+  const std::string yaml =
+      "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n"
+      "  namespace: shop\ndata:\n  port: \"80\"\n  replicas: \"2\"\n";
+  Reply r = curl("PUT", "/v1/tenants/acme/templates/web", token_,
+                 {"-H", "Content-Type: application/yaml", "--data-binary", yaml});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["document"]["data"]["port"], "80");
+  r = curl("GET", "/v1/tenants/acme/templates/web", token_);
+  EXPECT_EQ(r.j()["document"]["metadata"]["namespace"], "shop");
+  // Malformed YAML: 400 naming the line, nothing stored.
+  const uint64_t before = log_index();
+  r = curl("PUT", "/v1/tenants/acme/templates/db", token_,
+           {"-H", "Content-Type: application/yaml", "--data-binary", "kind: [ConfigMap\nx: 1\n"});
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("not valid YAML"), std::string::npos) << r.body;
+  r = curl("PUT", "/v1/tenants/acme/templates/db", token_,
+           {"-H", "Content-Type: text/plain", "--data-binary", yaml});
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(log_index(), before);
+  EXPECT_EQ(curl("GET", "/v1/tenants/acme/templates/db", token_).status, 404);
+}
+
 TEST_F(RestTest, RenderAndConflictsAnswerWithCurl) {
   ASSERT_EQ(put_json("/v1/tenants/acme", token_, json::object()).status, 200);
   ASSERT_EQ(put_json("/v1/tenants/globex", token_, json::object()).status, 200);
