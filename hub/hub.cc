@@ -11,6 +11,7 @@ namespace canopy::hub {
 
 // Housekeeping trims the log and tombstones older than the retention window.
 constexpr auto kHousekeepingInterval = std::chrono::minutes(1);
+constexpr auto kRolloutInterval = std::chrono::seconds(1);
 
 Hub::Hub(HubConfig config) : config_(std::move(config)), rng_(std::random_device{}()) {}
 
@@ -78,20 +79,22 @@ Status Hub::start() {
   runtime_ = std::make_unique<sync::SyncRuntime>(node_.get());
   runtime_->start();
   housekeeping_ = std::thread([this] { housekeeping_loop(); });
+  rollouts_ = std::make_unique<RolloutController>(store_.get(), index_.get());
+  rollout_thread_ = std::thread([this] { rollout_loop(); });
   return ok_status();
 }
 
 void Hub::stop() {
   if (!started_ || stopped_) return;
   stopped_ = true;
-  if (housekeeping_.joinable()) {
-    {
-      std::lock_guard lock(housekeeping_mu_);
-      housekeeping_stop_ = true;
-    }
-    housekeeping_cv_.notify_all();
-    housekeeping_.join();
+  {
+    std::lock_guard lock(housekeeping_mu_);
+    housekeeping_stop_ = true;
   }
+  housekeeping_cv_.notify_all();
+  if (housekeeping_.joinable()) housekeeping_.join();
+  if (rollout_thread_.joinable()) rollout_thread_.join();
+  rollouts_.reset();
   if (runtime_) runtime_->stop();
   // Commits after this point (none are expected) must not reach a node that
   // is gone.
@@ -117,6 +120,17 @@ std::vector<sync::ChildInfo> Hub::sessions() {
   std::vector<sync::ChildInfo> children;
   runtime_->call([&] { children = node_->parent()->children(); });
   return children;
+}
+
+void Hub::rollout_loop() {
+  std::unique_lock lock(housekeeping_mu_);
+  while (
+      !housekeeping_cv_.wait_for(lock, kRolloutInterval, [this] { return housekeeping_stop_; })) {
+    lock.unlock();
+    auto step = rollouts_->step();
+    if (!step.ok()) spdlog::warn("rollouts: {}", step.status().to_string());
+    lock.lock();
+  }
 }
 
 void Hub::housekeeping_loop() {

@@ -1,7 +1,8 @@
 // Hub: a control-plane replica as an object with a start/stop lifecycle.
 //
 // It composes the store, the placement index (per-site scopes), the status
-// aggregate (per-placement rollout state), and the parent sync engine serving
+// aggregate (per-placement rollout state), the rollout controller (stepped
+// every second on a thread of its own), and the parent sync engine serving
 // its sites over NATS, plus the periodic housekeeping of the store. It speaks
 // to no user: the Catalog gRPC API and the health endpoint live in api/ and
 // are served over a Hub by the binary (cmd/), so several hubs and spokes can
@@ -28,6 +29,7 @@
 
 #include "hub/config.h"
 #include "hub/placement_index.h"
+#include "hub/rollout_controller.h"
 #include "hub/status_aggregate.h"
 #include "store/status.h"
 #include "store/store.h"
@@ -60,6 +62,7 @@ class Hub {
 
  private:
   void housekeeping_loop();
+  void rollout_loop();
 
   const HubConfig config_;
   std::mt19937_64 rng_;
@@ -78,6 +81,8 @@ class Hub {
   std::condition_variable housekeeping_cv_;
   bool housekeeping_stop_ = false;
   std::thread housekeeping_;
+  std::unique_ptr<RolloutController> rollouts_;
+  std::thread rollout_thread_;
 };
 
 }  // namespace canopy::hub

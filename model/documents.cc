@@ -151,6 +151,50 @@ bool SiteChoice::matches(std::string_view site, const Labels& labels) const {
   return std::binary_search(sites.begin(), sites.end(), site) || selector.matches(labels);
 }
 
+namespace {
+
+// A count field of the rollout: a non-negative integer below 2^31.
+StatusOr<uint32_t> count_field(const json& doc, const char* name) {
+  const json* f = field(doc, name);
+  if (f == nullptr) return uint32_t{0};
+  if (!f->is_number_integer() || f->get<int64_t>() < 0 || f->get<int64_t>() > INT32_MAX) {
+    return invalid_argument(std::string("rollout.") + name +
+                            " must be a non-negative integer, not " + f->dump());
+  }
+  return static_cast<uint32_t>(f->get<int64_t>());
+}
+
+StatusOr<Rollout> parse_rollout(const json& doc) {
+  if (!doc.is_object()) {
+    return invalid_argument(std::string("rollout must be an object, not ") + doc.type_name());
+  }
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"maxUnavailable", "maxFailures", "paused"}));
+  Rollout out;
+  auto unavailable = count_field(doc, "maxUnavailable");
+  if (!unavailable.ok()) return unavailable.status();
+  auto failures = count_field(doc, "maxFailures");
+  if (!failures.ok()) return failures.status();
+  out.max_unavailable = *unavailable;
+  out.max_failures = *failures;
+  if (const json* paused = field(doc, "paused")) {
+    if (!paused->is_boolean()) return invalid_argument("rollout.paused must be true or false");
+    out.paused = paused->get<bool>();
+  }
+  return out;
+}
+
+}  // namespace
+
+StatusOr<Release> parse_release(const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "release"));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"revision"}));
+  const std::string revision = string_or_empty(doc, "revision");
+  if (revision.empty()) return invalid_argument("revision is missing");
+  return Release{revision};
+}
+
+json release_document(const Release& release) { return {{"revision", release.revision}}; }
+
 StatusOr<Placement> parse_placement(const json& doc) {
   CANOPY_RETURN_IF_ERROR(require_object(doc, "placement"));
   CANOPY_RETURN_IF_ERROR(only_fields(doc, {"templates", "sites", "selector", "rollout"}));
@@ -164,11 +208,9 @@ StatusOr<Placement> parse_placement(const json& doc) {
   if (!choice.ok()) return choice.status();
   out.choice = std::move(choice).value();
   if (const json* rollout = field(doc, "rollout")) {
-    if (!rollout->is_object()) {
-      return invalid_argument(std::string("rollout must be an object, not ") +
-                              rollout->type_name());
-    }
-    out.rollout = *rollout;
+    auto r = parse_rollout(*rollout);
+    if (!r.ok()) return r.status();
+    out.rollout = *r;
   }
   if (out.choice.empty()) {
     return invalid_argument(

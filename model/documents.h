@@ -52,6 +52,21 @@ struct SiteChoice {
   bool empty() const { return sites.empty() && selector.empty(); }
 };
 
+// A placement's rollout policy, `rollout`:
+//   {"maxUnavailable": N, "maxFailures": F, "paused": bool}
+// A new revision of one of its templates reaches at most N sites at a time
+// (rolling: a site is released when one of the released sites reports the
+// revision applied); the rollout pauses itself when more than F released
+// sites report it failed (default 0: the first failure pauses), and waits
+// while `paused`. Without maxUnavailable (or an empty object) every site
+// applies every revision at once, as before. docs/rollouts.md.
+struct Rollout {
+  uint32_t max_unavailable = 0;  // 0: no rollout
+  uint32_t max_failures = 0;
+  bool paused = false;
+  bool enabled() const { return max_unavailable > 0; }
+};
+
 // `t/<tenant>/placements/<p>`:
 //   {"templates": ["<template>", ...], "sites": [...], "selector": {...},
 //    "rollout": {...}}
@@ -60,9 +75,9 @@ struct SiteChoice {
 struct Placement {
   std::vector<std::string> templates;  // template names of the same tenant, sorted, unique
   SiteChoice choice;
-  // The rollout policy (waves, max unavailable, pause), an object; it does not
-  // change which sites are chosen, only when they get the templates.
-  nlohmann::json rollout = nlohmann::json::object();
+  // The rollout policy: it does not change which sites are chosen, only when
+  // they apply a new revision of the templates.
+  Rollout rollout;
 };
 StatusOr<Placement> parse_placement(const nlohmann::json& doc);
 
@@ -76,6 +91,15 @@ struct Override {
   SiteChoice choice;
 };
 StatusOr<Override> parse_override(const nlohmann::json& doc);
+
+// `sites/<site>/releases/<tenant>/<template>`: {"revision": "<rev>"}, written
+// by the hub's rollout controller: the template revision
+// (model::template_revision) the site may apply while a rollout governs it.
+struct Release {
+  std::string revision;
+};
+StatusOr<Release> parse_release(const nlohmann::json& doc);
+nlohmann::json release_document(const Release& release);
 
 // `sites/<site>/overrides/<tenant>/<template>`: {"patch": {...}}.
 struct LocalOverride {

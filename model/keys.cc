@@ -70,6 +70,8 @@ ParsedKey parse_key(std::string_view key) {
       out.kind = KeyKind::kLocalOverride;
     } else if (p[2] == "status") {
       out.kind = KeyKind::kStatus;
+    } else if (p[2] == "releases") {
+      out.kind = KeyKind::kRelease;
     } else {
       return out;
     }
@@ -102,6 +104,13 @@ std::string local_override_key(std::string_view site, std::string_view tenant,
 std::string status_key(std::string_view site, std::string_view tenant,
                        std::string_view template_name) {
   return join({kSitesPrefix, site, "/status/", tenant, "/", template_name});
+}
+std::string release_key(std::string_view site, std::string_view tenant,
+                        std::string_view template_name) {
+  return join({kSitesPrefix, site, "/releases/", tenant, "/", template_name});
+}
+std::string releases_prefix(std::string_view site) {
+  return join({kSitesPrefix, site, "/releases/"});
 }
 std::string site_subtree(std::string_view site) { return join({kSitesPrefix, site, "/"}); }
 std::string status_prefix(std::string_view site) { return join({kSitesPrefix, site, "/status/"}); }

@@ -3,6 +3,7 @@
 //   sites/<site>                                 site record
 //   sites/<site>/overrides/<tenant>/<template>   local override (written at the site)
 //   sites/<site>/status/<tenant>/<template>      status (written at the site)
+//   sites/<site>/releases/<tenant>/<template>    rollout release (written by the hub)
 //   t/<tenant>/templates/<template>              template (a Kubernetes manifest)
 //   t/<tenant>/placements/<placement>            placement
 //   t/<tenant>/overrides/<override>              hub override
@@ -29,6 +30,7 @@ enum class KeyKind {
   kSite,
   kLocalOverride,
   kStatus,
+  kRelease,
   kTemplate,
   kPlacement,
   kOverride,
@@ -60,11 +62,14 @@ std::string local_override_key(std::string_view site, std::string_view tenant,
                                std::string_view template_name);
 std::string status_key(std::string_view site, std::string_view tenant,
                        std::string_view template_name);
+std::string release_key(std::string_view site, std::string_view tenant,
+                        std::string_view template_name);
 
 // `sites/<site>/`: the subtree a site writes (and always holds).
 std::string site_subtree(std::string_view site);
 std::string status_prefix(std::string_view site);
 std::string local_overrides_prefix(std::string_view site);
+std::string releases_prefix(std::string_view site);
 // `t/<tenant>/<kind>s/` for kind "template", "placement", "override" or "grant".
 std::string tenant_kind_prefix(std::string_view tenant, std::string_view kind);
 

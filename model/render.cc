@@ -256,6 +256,8 @@ DesiredKind desired_kind(std::string_view key, std::string_view site) {
       return DesiredKind::kOverride;
     case KeyKind::kLocalOverride:
       return k.site == site ? DesiredKind::kLocalOverride : DesiredKind::kNone;
+    case KeyKind::kRelease:
+      return k.site == site ? DesiredKind::kRelease : DesiredKind::kNone;
     default:
       return DesiredKind::kNone;
   }
@@ -272,6 +274,8 @@ std::map<std::string, json>* map_of(DesiredState* d, DesiredKind kind) {
       return &d->overrides;
     case DesiredKind::kLocalOverride:
       return &d->local_overrides;
+    case DesiredKind::kRelease:
+      return &d->releases;
     case DesiredKind::kNone:
       break;
   }
@@ -289,7 +293,7 @@ bool erase_desired(DesiredState* desired, DesiredKind kind, const std::string& k
 }
 
 std::vector<std::string> desired_prefixes(std::string_view site) {
-  return {std::string(kTenantsPrefix), local_overrides_prefix(site)};
+  return {std::string(kTenantsPrefix), local_overrides_prefix(site), releases_prefix(site)};
 }
 
 }  // namespace canopy::model

@@ -62,6 +62,9 @@ struct DesiredState {
   std::map<std::string, nlohmann::json> templates;        // t/<tenant>/templates/<t>
   std::map<std::string, nlohmann::json> overrides;        // t/<tenant>/overrides/<o>
   std::map<std::string, nlohmann::json> local_overrides;  // sites/<site>/overrides/<tenant>/<t>
+  // Not read by rendering: the rollout releases of the site's templates,
+  // which decide whether the reconciler applies a new revision yet.
+  std::map<std::string, nlohmann::json> releases;  // sites/<site>/releases/<tenant>/<t>
 };
 
 struct RenderedObject {
@@ -133,7 +136,7 @@ StatusOr<RenderResult> render_site(const SiteRecord& site, const DesiredState& d
                                    const RenderLimits& limits = {});
 
 // --- Desired documents by key.
-enum class DesiredKind { kNone, kPlacement, kTemplate, kOverride, kLocalOverride };
+enum class DesiredKind { kNone, kPlacement, kTemplate, kOverride, kLocalOverride, kRelease };
 // What `key` is for rendering `site`; kNone for keys rendering does not read.
 DesiredKind desired_kind(std::string_view key, std::string_view site);
 // Puts `doc` in the map of `kind` (no-op for kNone).

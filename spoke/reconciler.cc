@@ -226,6 +226,37 @@ Status Reconciler::reconcile_once() {
   }
   memo_ = std::move(memo);
 
+  // Rollouts (docs/rollouts.md): a template listed by a placement with a
+  // rollout policy is applied at a new revision only once the hub has
+  // released that revision to this site. Until then what the site applied
+  // stays: not rewritten, not pruned, its status (with the older revision)
+  // unchanged; a site that never had it applies nothing yet.
+  std::set<std::string> gated;
+  for (const auto& [key, doc] : desired_.placements) {
+    auto p = model::parse_placement(doc);
+    if (!p.ok() || !p->rollout.enabled()) continue;
+    const std::string_view tenant = model::parse_key(key).tenant;
+    for (const auto& t : p->templates) gated.insert(model::template_key(tenant, t));
+  }
+  std::vector<const model::RenderedObject*> held;
+  if (!gated.empty()) {
+    std::vector<const model::RenderedObject*> released;
+    for (const model::RenderedObject* o : to_apply) {
+      bool ok = !gated.contains(o->template_key);
+      if (!ok) {
+        auto r =
+            desired_.releases.find(model::release_key(site_.name, o->tenant, o->template_name));
+        if (r != desired_.releases.end()) {
+          auto release = model::parse_release(r->second);
+          ok = release.ok() && release->revision == revision_of(o->template_key);
+        }
+      }
+      (ok ? released : held).push_back(o);
+    }
+    to_apply = std::move(released);
+  }
+  stats_.held = held.size();
+
   // Current status documents, by template key.
   const std::string status_prefix = model::status_prefix(site_.name);
   std::map<std::string, CurrentStatus> current;
@@ -277,6 +308,11 @@ Status Reconciler::reconcile_once() {
     }
     wanted[o.template_key] = {model::status_key(site_.name, o.tenant, o.template_name),
                               std::move(doc)};
+  }
+  for (const model::RenderedObject* o : held) {
+    retained.insert(applier_->id_of(*o));
+    auto it = current.find(o->template_key);
+    if (it != current.end()) wanted[o->template_key] = {it->second.key, it->second.doc};
   }
   for (const model::RenderFailure& f : failures_) {
     if (f.template_name.empty()) continue;

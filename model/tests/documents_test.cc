@@ -45,6 +45,36 @@ TEST(Documents, Placement) {
   EXPECT_EQ(error_of(parse_placement(json::array())), "placement must be a JSON object, not array");
 }
 
+TEST(Documents, RolloutPolicyAndRelease) {
+  json p = {{"templates", {"web"}}, {"sites", {"a"}}};
+  auto none = parse_placement(p);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->rollout.enabled());
+  p["rollout"] = {{"maxUnavailable", 2}, {"maxFailures", 1}, {"paused", true}};
+  auto r = parse_placement(p);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->rollout.enabled());
+  EXPECT_EQ(r->rollout.max_unavailable, 2u);
+  EXPECT_EQ(r->rollout.max_failures, 1u);
+  EXPECT_TRUE(r->rollout.paused);
+  p["rollout"] = json::object();
+  EXPECT_FALSE(parse_placement(p)->rollout.enabled());
+  for (const json& bad : {json{{"maxUnavailable", -1}}, json{{"maxUnavailable", "25%"}},
+                          json{{"paused", "yes"}}, json{{"waves", {1, 2}}}, json(3)}) {
+    p["rollout"] = bad;
+    EXPECT_FALSE(parse_placement(p).ok()) << bad.dump();
+  }
+  p["rollout"] = {{"maxUnavailable", 1.5}};
+  EXPECT_NE(error_of(parse_placement(p)).find("rollout.maxUnavailable must be a non-negative"),
+            std::string::npos);
+
+  auto release = parse_release(release_document(Release{"00ff00ff00ff00ff"}));
+  ASSERT_TRUE(release.ok());
+  EXPECT_EQ(release->revision, "00ff00ff00ff00ff");
+  EXPECT_FALSE(parse_release(json::object()).ok());
+  EXPECT_FALSE(parse_release({{"revision", "r"}, {"site", "x"}}).ok());
+}
+
 TEST(Documents, Override) {
   auto o = parse_override({{"template", "web"}, {"patch", {{"spec", {{"replicas", 3}}}}}});
   ASSERT_TRUE(o.ok());

@@ -55,6 +55,7 @@ TEST(Keys, BuildAndParseEveryShape) {
       {local_override_key("tower-1", "acme", "web"), KeyKind::kLocalOverride, "tower-1", "acme",
        "web"},
       {status_key("tower-1", "acme", "web"), KeyKind::kStatus, "tower-1", "acme", "web"},
+      {release_key("tower-1", "acme", "web"), KeyKind::kRelease, "tower-1", "acme", "web"},
       {tenant_key("acme"), KeyKind::kTenant, "", "acme", ""},
       {grant_key("acme", "eu-shops"), KeyKind::kGrant, "", "acme", "eu-shops"},
       {token_key("0f3a9c"), KeyKind::kToken, "", "", "0f3a9c"},
@@ -68,6 +69,7 @@ TEST(Keys, BuildAndParseEveryShape) {
   }
   EXPECT_EQ(template_key("acme", "web"), "t/acme/templates/web");
   EXPECT_EQ(status_key("s", "t", "n"), "sites/s/status/t/n");
+  EXPECT_EQ(release_key("s", "t", "n"), "sites/s/releases/t/n");
   EXPECT_EQ(tenant_key("acme"), "t/acme");
   EXPECT_EQ(grant_key("acme", "g"), "t/acme/grants/g");
   EXPECT_EQ(token_key("ab12"), "tokens/ab12");

@@ -133,6 +133,58 @@ TEST_F(ReconcilerTest, AppliesAndReportsOnceThenDoesNothing) {
   EXPECT_EQ(mtime_ns(file("acme", "web")), mtime);
 }
 
+TEST_F(ReconcilerTest, ARolloutHoldsANewRevisionUntilTheHubReleasesIt) {
+  put("t/acme/templates/web", deployment("web"));
+  put("t/acme/placements/eu", {{"templates", {"web"}},
+                               {"selector", {{"matchLabels", {{"region", "eu-west"}}}}},
+                               {"rollout", {{"maxUnavailable", 1}}}});
+  auto revision = [&] { return model::template_revision(*store_->get("t/acme/templates/web")); };
+  auto release = [&](const std::string& rev) {
+    put(model::release_key("tower-1", "acme", "web"), model::release_document({rev}));
+  };
+  // Not released: nothing applied, no status.
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().held, 1u);
+  EXPECT_FALSE(fs::exists(file("acme", "web")));
+  EXPECT_FALSE(status("acme", "web"));
+  // Released: applied, reported at that revision.
+  const std::string r1 = revision();
+  release(r1);
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().held, 0u);
+  ASSERT_TRUE(fs::exists(file("acme", "web")));
+  EXPECT_EQ((*status("acme", "web"))["revision"], r1);
+  const std::string applied_v1 = read_file(file("acme", "web"));
+
+  // A new revision: held, the old object stays (not rewritten, not pruned)
+  // and so does its status.
+  json v2 = deployment("web");
+  v2["spec"]["replicas"] = 5;
+  put("t/acme/templates/web", v2);
+  const json status_v1 = *status("acme", "web");
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().held, 1u);
+  EXPECT_EQ(reconciler_->last_stats().pruned, 0u);
+  EXPECT_EQ(read_file(file("acme", "web")), applied_v1);
+  EXPECT_EQ(*status("acme", "web"), status_v1);
+  // A release of another revision does not count.
+  release("0000000000000000");
+  reconcile();
+  EXPECT_EQ(read_file(file("acme", "web")), applied_v1);
+  // Released: the new revision is applied and reported.
+  release(revision());
+  reconcile();
+  EXPECT_EQ(json::parse(read_file(file("acme", "web")))["spec"]["replicas"], 5);
+  EXPECT_EQ((*status("acme", "web"))["revision"], revision());
+  // Without a rollout policy nothing waits for a release.
+  put("t/acme/placements/eu",
+      {{"templates", {"web"}}, {"selector", {{"matchLabels", {{"region", "eu-west"}}}}}});
+  v2["spec"]["replicas"] = 6;
+  put("t/acme/templates/web", v2);
+  reconcile();
+  EXPECT_EQ(json::parse(read_file(file("acme", "web")))["spec"]["replicas"], 6);
+}
+
 TEST_F(ReconcilerTest, ChangeRewritesOnlyWhatChanged) {
   put("t/acme/templates/web", deployment("web"));
   put("t/acme/templates/db", deployment("db"));

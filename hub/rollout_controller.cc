@@ -1,0 +1,144 @@
+#include "hub/rollout_controller.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "model/documents.h"
+#include "model/keys.h"
+#include "model/render.h"
+
+namespace canopy::hub {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr size_t kScanPage = 1000;
+
+// The document at `key` as JSON; nullopt when absent, deleted or unreadable.
+std::optional<json> read(Store* store, const std::string& key) {
+  auto text = store->get(key);
+  if (!text.ok()) return std::nullopt;
+  json doc = json::parse(*text, nullptr, false);
+  if (doc.is_discarded()) return std::nullopt;
+  return doc;
+}
+
+// Keys of every placement document, tenant by tenant (templates and the rest
+// skipped by jumping over each tenant's other ranges).
+StatusOr<std::vector<std::string>> placement_keys(Store* store) {
+  std::vector<std::string> out;
+  const std::string end = std::string(model::kTenantsPrefix) + "\x7f";
+  std::string cursor(model::kTenantsPrefix);
+  while (true) {
+    auto page = store->states(cursor, end, nullptr, 1);
+    if (!page.ok()) return page.status();
+    if (page->empty()) return out;
+    const std::string& first = page->front().key();
+    const std::string_view rest = std::string_view(first).substr(model::kTenantsPrefix.size());
+    const size_t slash = rest.find('/');
+    if (slash == std::string_view::npos) {
+      cursor = first + '\0';
+      continue;
+    }
+    const std::string tenant(rest.substr(0, slash));
+    const std::string prefix = model::tenant_kind_prefix(tenant, "placement");
+    std::string after;
+    while (true) {
+      auto keys = store->scan(prefix, after, kScanPage);
+      if (!keys.ok()) return keys.status();
+      for (auto& item : keys->items) {
+        if (model::parse_key(item.key).kind == model::KeyKind::kPlacement) {
+          out.push_back(std::move(item.key));
+        }
+      }
+      if (keys->next_after.empty()) break;
+      after = keys->next_after;
+    }
+    cursor = std::string(model::kTenantsPrefix) + tenant + "/\x7f";
+  }
+}
+
+}  // namespace
+
+StatusOr<RolloutStep> RolloutController::step() {
+  RolloutStep out;
+  auto keys = placement_keys(store_);
+  if (!keys.ok()) return keys.status();
+  for (const auto& key : *keys) CANOPY_RETURN_IF_ERROR(step_placement(key, &out));
+  return out;
+}
+
+Status RolloutController::step_placement(const std::string& key, RolloutStep* out) {
+  auto doc = read(store_, key);
+  if (!doc) return ok_status();
+  auto placement = model::parse_placement(*doc);
+  if (!placement.ok() || !placement->rollout.enabled()) return ok_status();
+  ++out->placements;
+  const model::ParsedKey k = model::parse_key(key);
+  const std::string tenant(k.tenant);
+  const std::string name = tenant + "/" + std::string(k.name);
+  const model::Rollout& policy = placement->rollout;
+  const std::vector<std::string> sites = index_->sites_for(key);  // name order
+
+  std::string why_paused;
+  for (const auto& t : placement->templates) {
+    auto text = store_->get(model::template_key(tenant, t));
+    if (!text.ok()) continue;  // no such template: the sites report it failed
+    const std::string revision = model::template_revision(*text);
+    size_t in_flight = 0, failed = 0;
+    std::vector<const std::string*> waiting;  // not released this revision, in order
+    for (const auto& site : sites) {
+      auto release = read(store_, model::release_key(site, tenant, t));
+      auto parsed = release ? model::parse_release(*release)
+                            : StatusOr<model::Release>(not_found("no release"));
+      if (!parsed.ok() || parsed->revision != revision) {
+        waiting.push_back(&site);
+        continue;
+      }
+      auto status = read(store_, model::status_key(site, tenant, t));
+      auto report = status ? model::parse_status_report(*status)
+                           : StatusOr<model::StatusReport>(not_found("no status"));
+      const bool at_revision = report.ok() && report->revision == revision;
+      if (at_revision && report->outcome == model::Outcome::kApplied) continue;  // done
+      ++in_flight;
+      if (at_revision && report->outcome == model::Outcome::kFailed) ++failed;
+    }
+    if (policy.paused) {
+      why_paused = "paused by its policy";
+      continue;
+    }
+    if (failed > policy.max_failures) {
+      why_paused = "template " + t + ": " + std::to_string(failed) +
+                   " sites failed the new revision (maxFailures " +
+                   std::to_string(policy.max_failures) + ")";
+      continue;
+    }
+    size_t slots = policy.max_unavailable > in_flight ? policy.max_unavailable - in_flight : 0;
+    for (const std::string* site : waiting) {
+      if (slots == 0) break;
+      auto w = store_->put_value(model::release_key(*site, tenant, t),
+                                 model::release_document(model::Release{revision}));
+      if (!w.ok()) return w.status();
+      ++out->released;
+      --slots;
+      spdlog::info("rollout {}: released template {} revision {} to site {}", name, t, revision,
+                   *site);
+    }
+  }
+  const auto logged = std::find(paused_logged_.begin(), paused_logged_.end(), name);
+  if (!why_paused.empty()) {
+    out->paused.push_back(name + ": " + why_paused);
+    if (logged == paused_logged_.end()) {
+      spdlog::warn("rollout {} is paused: {}", name, why_paused);
+      paused_logged_.push_back(name);
+    }
+  } else if (logged != paused_logged_.end()) {
+    paused_logged_.erase(logged);
+  }
+  return ok_status();
+}
+
+}  // namespace canopy::hub

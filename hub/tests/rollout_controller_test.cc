@@ -1,0 +1,155 @@
+// RolloutController over a real store and index: a new template revision is
+// released to at most maxUnavailable sites at a time, in site order, as the
+// released sites report it applied; failures past maxFailures and `paused`
+// stop it.
+#include "hub/rollout_controller.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "model/documents.h"
+#include "model/keys.h"
+#include "model/render.h"
+#include "tests/support/temp_dir.h"
+
+namespace canopy::hub {
+namespace {
+
+using json = nlohmann::json;
+using Names = std::vector<std::string>;
+
+class RolloutControllerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    StoreOptions o;
+    o.path = dir_.file("hub");
+    o.durability = Durability::kNone;
+    auto s = Store::open(o);
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    store_ = std::move(s).value();
+    auto index = PlacementIndex::attach(store_.get());
+    ASSERT_TRUE(index.ok());
+    index_ = std::move(index).value();
+    controller_ = std::make_unique<RolloutController>(store_.get(), index_.get());
+    put(model::grant_key("acme", "all"), {{"allSites", true}});
+    for (const char* s : {"a", "b", "c", "d"}) {
+      put(model::site_key(s), {{"name", s}, {"labels", {{"region", "eu"}}}});
+    }
+    put(model::template_key("acme", "web"), manifest(1));
+  }
+
+  static json manifest(int replicas) {
+    return {{"apiVersion", "apps/v1"},
+            {"kind", "Deployment"},
+            {"metadata", {{"name", "web"}, {"namespace", "shop"}}},
+            {"spec", {{"replicas", replicas}}}};
+  }
+  void put(const std::string& key, const json& doc) {
+    auto r = store_->put_value(key, doc);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+  }
+  void placement(const json& rollout) {
+    put(model::placement_key("acme", "web-eu"),
+        {{"templates", {"web"}},
+         {"selector", {{"matchLabels", {{"region", "eu"}}}}},
+         {"rollout", rollout}});
+  }
+  std::string revision() {
+    return model::template_revision(*store_->get(model::template_key("acme", "web")));
+  }
+  // Sites released the current revision.
+  Names released() {
+    Names out;
+    for (const char* s : {"a", "b", "c", "d"}) {
+      auto text = store_->get(model::release_key(s, "acme", "web"));
+      if (text.ok() && json::parse(*text)["revision"] == revision()) out.push_back(s);
+    }
+    return out;
+  }
+  // What a spoke writes once it applied (or failed) the released revision.
+  void report(const std::string& site, const char* outcome) {
+    put(model::status_key(site, "acme", "web"),
+        model::status_document(
+            {model::template_key("acme", "web"), "h",
+             std::string(outcome) == "applied" ? model::Outcome::kApplied : model::Outcome::kFailed,
+             "", "f", revision()}));
+  }
+  RolloutStep step() {
+    auto s = controller_->step();
+    EXPECT_TRUE(s.ok()) << s.status().to_string();
+    return s.ok() ? *s : RolloutStep{};
+  }
+
+  canopy::testing::TempDir dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<PlacementIndex> index_;
+  std::unique_ptr<RolloutController> controller_;
+};
+
+TEST_F(RolloutControllerTest, ReleasesAtMostMaxUnavailableSitesAtATime) {
+  placement({{"maxUnavailable", 2}});
+  EXPECT_EQ(step().released, 2u);
+  EXPECT_EQ(released(), (Names{"a", "b"}));
+  EXPECT_EQ(step().released, 0u) << "no site reported yet";
+  report("a", "applied");
+  EXPECT_EQ(step().released, 1u);
+  EXPECT_EQ(released(), (Names{"a", "b", "c"}));
+  report("b", "applied");
+  report("c", "applied");
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b", "c", "d"}));
+  report("d", "applied");
+  EXPECT_EQ(step().released, 0u);
+
+  // A new revision starts over, in the same order.
+  put(model::template_key("acme", "web"), manifest(3));
+  EXPECT_EQ(released(), Names{});
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b"}));
+  // A report of the older revision does not count as done.
+  put(model::status_key("c", "acme", "web"),
+      model::status_document({model::template_key("acme", "web"), "h", model::Outcome::kApplied, "",
+                              "f", "0000000000000000"}));
+  EXPECT_EQ(step().released, 0u);
+}
+
+TEST_F(RolloutControllerTest, FailuresPastTheLimitPauseAndPausedWaits) {
+  placement({{"maxUnavailable", 1}, {"maxFailures", 0}});
+  step();
+  EXPECT_EQ(released(), Names{"a"});
+  report("a", "failed");
+  RolloutStep s = step();
+  EXPECT_EQ(s.released, 0u);
+  ASSERT_EQ(s.paused.size(), 1u);
+  EXPECT_NE(s.paused[0].find("1 sites failed the new revision (maxFailures 0)"), std::string::npos)
+      << s.paused[0];
+  // Tolerating one failure lets it go on (a counts as unavailable still).
+  placement({{"maxUnavailable", 2}, {"maxFailures", 1}});
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b"}));
+  // Paused by the policy: nothing more, whatever the sites report.
+  placement({{"maxUnavailable", 4}, {"maxFailures", 1}, {"paused", true}});
+  report("b", "applied");
+  s = step();
+  EXPECT_EQ(s.released, 0u);
+  ASSERT_EQ(s.paused.size(), 1u);
+  EXPECT_NE(s.paused[0].find("paused by its policy"), std::string::npos);
+  placement({{"maxUnavailable", 4}, {"maxFailures", 1}});
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b", "c", "d"}));
+}
+
+TEST_F(RolloutControllerTest, PlacementsWithoutAPolicyAndUngrantedSitesGetNoRelease) {
+  put(model::placement_key("acme", "plain"),
+      {{"templates", {"web"}}, {"selector", {{"matchLabels", {{"region", "eu"}}}}}});
+  EXPECT_EQ(step().placements, 0u);
+  EXPECT_EQ(released(), Names{});
+  put(model::grant_key("acme", "all"), {{"sites", {"b", "d"}}});
+  placement({{"maxUnavailable", 10}});
+  step();
+  EXPECT_EQ(released(), (Names{"b", "d"}));
+}
+
+}  // namespace
+}  // namespace canopy::hub
