@@ -156,6 +156,13 @@ std::string default_settings_path();
 // Fails (Failure) on a malformed file, or a missing one when `must_exist`.
 Settings read_settings(const std::string& path, bool must_exist);
 
+// `rollout pause|resume T/P` set the placement's rollout.paused at the
+// version read; `rollout status T/P` follows the counts until every targeted
+// site applied the current revision (exit 0), a site failed it or the
+// timeout passed (1) (views_cmd.cc).
+int cmd_rollout_pause(Hub& hub, const std::string& target, bool paused);
+int cmd_rollout_status(Hub& hub, const std::string& target, bool watch, int timeout_s);
+
 // "45s", "12m", "5h", "3d", as kubectl prints ages.
 std::string format_age(uint64_t seconds);
 

@@ -16,6 +16,7 @@
 //                 | tokens revoke ID
 //   kubectl-canopy label site SITE KEY=VALUE... KEY-... [--overwrite]
 //   kubectl-canopy grants TENANT [-o table|json|name]
+//   kubectl-canopy rollout status|pause|resume TENANT/PLACEMENT
 //   kubectl-canopy version   (or --version)
 //
 // Settings not given by a flag or the environment come from the settings
@@ -760,6 +761,20 @@ int main(int argc, char** argv) {
   label_site->add_option("SITE", target, "the site")->required();
   label_site->add_option("CHANGES", label_changes, "KEY=VALUE to set, KEY- to remove")->required();
   label_site->add_flag("--overwrite", overwrite, "replace a label's value");
+  auto* rollout = app.add_subcommand("rollout", "follow, pause or resume a placement's rollout");
+  rollout->require_subcommand(1);
+  bool rollout_watch = true;
+  int rollout_timeout_s = 600;
+  auto* rollout_status = rollout->add_subcommand(
+      "status", "follow a placement until every site applied the current revision");
+  rollout_status->add_option("PLACEMENT", target, "TENANT/PLACEMENT")->required();
+  rollout_status->add_option("-w,--watch", rollout_watch, "keep following (default true)");
+  rollout_status->add_option("--timeout", rollout_timeout_s, "seconds to follow at most")
+      ->check(CLI::Range(1, 86400));
+  auto* rollout_pause = rollout->add_subcommand("pause", "stop releasing new revisions");
+  rollout_pause->add_option("PLACEMENT", target, "TENANT/PLACEMENT")->required();
+  auto* rollout_resume = rollout->add_subcommand("resume", "release new revisions again");
+  rollout_resume->add_option("PLACEMENT", target, "TENANT/PLACEMENT")->required();
   auto* grants = app.add_subcommand("grants", "list a tenant's grants (the sites it may use)");
   grants->add_option("TENANT", target, "the tenant")->required();
   grants->add_option("-o,--output", output, "table, json or name")->check(outputs);
@@ -833,6 +848,11 @@ int main(int argc, char** argv) {
     if (*status) return canopy::cli::cmd_status(hub, target, output);
     if (*label_site) return canopy::cli::cmd_label_site(hub, target, label_changes, overwrite);
     if (*grants) return canopy::cli::cmd_get(hub, "grant", target, "", output);
+    if (*rollout_status) {
+      return canopy::cli::cmd_rollout_status(hub, target, rollout_watch, rollout_timeout_s);
+    }
+    if (*rollout_pause) return canopy::cli::cmd_rollout_pause(hub, target, true);
+    if (*rollout_resume) return canopy::cli::cmd_rollout_pause(hub, target, false);
     if (*render) return canopy::cli::cmd_render(hub, target, site, output);
     if (*conflicts) {
       return canopy::cli::cmd_conflicts(hub, target, conflict_kind, conflict_name, output);

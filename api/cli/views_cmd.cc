@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "api/cli/client.h"
@@ -104,6 +105,69 @@ int cmd_render(Hub& hub, const std::string& target, const std::string& site,
     }
   }
   return resp.failures().empty() ? 0 : 1;
+}
+
+int cmd_rollout_pause(Hub& hub, const std::string& target, bool paused) {
+  const size_t slash = target.find('/');
+  if (slash == std::string::npos) fail("rollout needs TENANT/PLACEMENT, not " + quote(target));
+  v1::GetRequest get;
+  get.set_kind(std::string(api::kPlacement));
+  get.set_tenant(target.substr(0, slash));
+  get.set_name(target.substr(slash + 1));
+  const v1::GetResponse got = hub.call(&v1::Catalog::Stub::Get, get);
+  json doc = json::parse(got.object().json(), nullptr, false);
+  if (!doc.is_object() || !doc.contains("rollout") || !doc["rollout"].is_object() ||
+      doc["rollout"].value("maxUnavailable", 0) <= 0) {
+    fail("placement " + target +
+         " has no rollout policy (spec.rollout.maxUnavailable): its sites apply every revision "
+         "at once, there is nothing to " +
+         (paused ? "pause" : "resume"));
+  }
+  doc["rollout"]["paused"] = paused;
+  // At the version read: a concurrent edit fails this one (ABORTED).
+  v1::PutRequest put;
+  *put.mutable_object() = got.object();
+  put.mutable_object()->set_json(doc.dump());
+  hub.call(&v1::Catalog::Stub::Put, put);
+  std::printf("placement %s %s\n", target.c_str(), paused ? "paused" : "resumed");
+  return 0;
+}
+
+int cmd_rollout_status(Hub& hub, const std::string& target, bool watch, int timeout_s) {
+  const size_t slash = target.find('/');
+  if (slash == std::string::npos) fail("rollout needs TENANT/PLACEMENT, not " + quote(target));
+  v1::GetStatusRequest req;
+  req.set_tenant(target.substr(0, slash));
+  req.set_placement(target.substr(slash + 1));
+  req.set_page_size(1);  // the counts are over every site
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  std::string last;
+  while (true) {
+    const v1::GetStatusResponse s = hub.call(&v1::Catalog::Stub::GetStatus, req);
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "%u of %u sites at the current revision (%u progressing, %u pending, %u failed, "
+                  "%u offline)",
+                  s.applied(), s.targeted(), s.progressing(), s.pending(), s.failed(), s.offline());
+    if (line != last) {
+      std::printf("Waiting for placement %s rollout to finish: %s\n", target.c_str(), line);
+      std::fflush(stdout);
+      last = line;
+    }
+    if (s.applied() == s.targeted()) {
+      std::printf("placement %s successfully rolled out\n", target.c_str());
+      return 0;
+    }
+    if (s.failed() > 0) {
+      fail("placement " + target + ": " + std::to_string(s.failed()) +
+           " sites failed the current revision (kubectl-canopy status " + target + ")");
+    }
+    if (!watch) return 1;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      fail("timed out after " + std::to_string(timeout_s) + " s waiting for the rollout");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
 }
 
 int cmd_conflicts(Hub& hub, const std::string& tenant, const std::string& kind,

@@ -179,6 +179,46 @@ TEST_F(CliTest, KubectlCanopyDrivesARealHubAndItsSpokes) {
   EXPECT_NE(r.out.find(R"(+    "greeting": "moin")"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("template/acme/db"), std::string::npos) << r.out;
 
+  // Rollouts: status follows the counts; pause holds a new revision back.
+  r = kubectl({"rollout", "status", "acme/shop-eu"}, editor);
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("placement acme/shop-eu successfully rolled out"), std::string::npos)
+      << r.out;
+  r = kubectl({"rollout", "pause", "acme/shop-eu"}, editor);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("has no rollout policy"), std::string::npos) << r.out;
+  std::string rolling = kShop;
+  rolling += "  rollout: {maxUnavailable: 1}\n";
+  ASSERT_EQ(kubectl({"apply", "-f", write("rolling.yaml", rolling)}, editor).exit_code, 0);
+  r = kubectl({"rollout", "pause", "acme/shop-eu"}, editor);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("placement acme/shop-eu paused"), std::string::npos) << r.out;
+  r = kubectl({"get", "placement", "acme/shop-eu", "-o", "json"}, editor);
+  EXPECT_EQ(json::parse(r.out)["spec"]["rollout"]["paused"], true) << r.out;
+  std::string v2 = rolling;
+  v2.replace(v2.find("greeting: hello"), 15, "greeting: moin");
+  // The paused placement is applied again as it now stands: paused stays.
+  v2.replace(v2.find("rollout: {maxUnavailable: 1}"), 28,
+             "rollout: {maxUnavailable: 1, paused: true}");
+  ASSERT_EQ(kubectl({"apply", "-f", write("v2.yaml", v2)}, editor).exit_code, 0);
+  std::this_thread::sleep_for(2500ms);  // more than two steps of the hub's rollouts
+  auto greeting = [&] {
+    auto m = berlin.read();
+    auto it = m.find(template_key("web"));
+    return it == m.end() ? std::string() : it->second.object["data"].value("greeting", "");
+  };
+  EXPECT_EQ(greeting(), "hello") << "a paused rollout released the new revision";
+  r = kubectl({"rollout", "status", "acme/shop-eu", "--watch=false"}, editor);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("0 of 1 sites at the current revision (1 progressing"), std::string::npos)
+      << r.out;
+  r = kubectl({"rollout", "resume", "acme/shop-eu"}, editor);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = kubectl({"rollout", "status", "acme/shop-eu", "--timeout", "60"}, editor);
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("successfully rolled out"), std::string::npos) << r.out;
+  EXPECT_EQ(greeting(), "moin");
+
   // Selectors and output forms.
   r = kubectl({"get", "template", "acme", "-l", "app=web", "-o", "name"}, editor);
   ASSERT_EQ(r.exit_code, 0) << r.out;
