@@ -394,6 +394,15 @@ void print_objects(const std::string& kind, const std::vector<v1::Object>& objec
 
 // --- Commands.
 
+// The hub's copy of the object `o` names; *missing when it has none.
+v1::GetResponse live_object(Hub& hub, const v1::Object& o, bool* missing) {
+  v1::GetRequest get;
+  get.set_kind(o.kind());
+  get.set_tenant(o.tenant());
+  get.set_name(o.name());
+  return hub.call(&v1::Catalog::Stub::Get, get, missing);
+}
+
 int cmd_apply(Hub& hub, const std::vector<std::string>& files) {
   std::vector<Item> items = read_files(files);
   if (items.empty()) {
@@ -413,12 +422,8 @@ int cmd_apply(Hub& hub, const std::vector<std::string>& files) {
                    [&](const Item& a, const Item& b) { return rank(a) < rank(b); });
   for (const Item& item : items) {
     const v1::Object& o = item.object;
-    v1::GetRequest get;
-    get.set_kind(o.kind());
-    get.set_tenant(o.tenant());
-    get.set_name(o.name());
     bool missing = false;
-    auto before = hub.call(&v1::Catalog::Stub::Get, get, &missing);
+    const v1::GetResponse before = live_object(hub, o, &missing);
     v1::PutRequest put;
     *put.mutable_object() = o;
     hub.call(&v1::Catalog::Stub::Put, put);
@@ -473,12 +478,8 @@ int cmd_diff(Hub& hub, const std::vector<std::string>& files) {
   bool differs = false;
   for (const Item& item : items) {
     const v1::Object& o = item.object;
-    v1::GetRequest get;
-    get.set_kind(o.kind());
-    get.set_tenant(o.tenant());
-    get.set_name(o.name());
     bool missing = false;
-    auto live = hub.call(&v1::Catalog::Stub::Get, get, &missing);
+    const v1::GetResponse live = live_object(hub, o, &missing);
     const std::string hub_text =
         missing ? std::string() : json::parse(live.object().json(), nullptr, false).dump(2);
     const std::string file_text = json::parse(o.json()).dump(2);
