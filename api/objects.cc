@@ -26,6 +26,20 @@ Status check_site(json* doc, std::string_view name, const std::string& what) {
 
 }  // namespace
 
+StatusOr<json> with_rollout_paused(const json& placement, bool paused) {
+  auto parsed = model::parse_placement(placement);
+  if (!parsed.ok()) return parsed.status();
+  if (!parsed->rollout.enabled()) {
+    return failed_precondition(
+        std::string("the placement has no rollout policy (rollout.maxUnavailable): its sites "
+                    "apply every revision at once, there is nothing to ") +
+        (paused ? "pause" : "resume"));
+  }
+  json out = placement;
+  out["rollout"]["paused"] = paused;
+  return out;
+}
+
 json token_json(const v1::TokenInfo& t) {
   return {{"id", t.id()},
           {"role", t.role()},

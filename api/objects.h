@@ -43,6 +43,12 @@ StatusOr<nlohmann::json> validate_object(const v1::Object& object, const Documen
 // A token's record as REST and the CLI print it (never its secret).
 nlohmann::json token_json(const v1::TokenInfo& token);
 
+// The placement document with its rollout paused (or resumed), for REST's
+// `:pause`/`:resume` and `kubectl canopy rollout pause|resume`, which write it
+// back at the version read. FAILED_PRECONDITION when the placement has no
+// rollout policy (nothing to pause: its sites apply every revision at once).
+StatusOr<nlohmann::json> with_rollout_paused(const nlohmann::json& placement, bool paused);
+
 // --- Wording shared by the service's messages.
 
 // `s` as a JSON string literal.

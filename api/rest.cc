@@ -408,6 +408,37 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
         reply_json(res, text);
       }));
 
+  // --- Rollouts: pause and resume, at the version read (a concurrent edit
+  // of the placement answers 409 and changes nothing). `curl -X POST` sends
+  // no Content-Length, which httplib refuses (400, no body) before routing
+  // unless the route reads the content itself: these take no body, so they
+  // take it as a content reader and ignore it.
+  for (const bool paused : {true, false}) {
+    auto handler = with(
+        [paused](CatalogService* c, const std::string& auth, const Request& req, Response& res) {
+          if (!check_params(req, res, {})) return;
+          v1::GetRequest g;
+          g.set_kind(std::string(kPlacement));
+          g.set_tenant(req.matches[1]);
+          g.set_name(req.matches[2]);
+          v1::GetResponse got;
+          if (auto st = c->get(auth, g, &got); !st.ok()) return reply_status(res, st);
+          auto doc = with_rollout_paused(json::parse(got.object().json(), nullptr, false), paused);
+          if (!doc.ok()) return reply_status(res, to_grpc(doc.status()));
+          v1::PutRequest p;
+          *p.mutable_object() = got.object();
+          p.mutable_object()->set_json(doc->dump());
+          v1::PutResponse out;
+          if (auto st = c->put(auth, p, &out); !st.ok()) return reply_status(res, st);
+          res.set_header("ETag", etag(out.object().version()));
+          reply_json(res, object_json(out.object()).dump());
+        });
+    server.Post("/v1/tenants/" + name + "/placements/([^/:]+):" + (paused ? "pause" : "resume"),
+                [handler](const Request& req, Response& res, const httplib::ContentReader&) {
+                  handler(req, res);
+                });
+  }
+
   // --- Render and conflicts.
   server.Get(
       "/v1/tenants/" + name + "/render",

@@ -115,19 +115,12 @@ int cmd_rollout_pause(Hub& hub, const std::string& target, bool paused) {
   get.set_tenant(target.substr(0, slash));
   get.set_name(target.substr(slash + 1));
   const v1::GetResponse got = hub.call(&v1::Catalog::Stub::Get, get);
-  json doc = json::parse(got.object().json(), nullptr, false);
-  if (!doc.is_object() || !doc.contains("rollout") || !doc["rollout"].is_object() ||
-      doc["rollout"].value("maxUnavailable", 0) <= 0) {
-    fail("placement " + target +
-         " has no rollout policy (spec.rollout.maxUnavailable): its sites apply every revision "
-         "at once, there is nothing to " +
-         (paused ? "pause" : "resume"));
-  }
-  doc["rollout"]["paused"] = paused;
+  auto doc = api::with_rollout_paused(json::parse(got.object().json(), nullptr, false), paused);
+  if (!doc.ok()) fail("placement " + target + ": " + doc.status().message());
   // At the version read: a concurrent edit fails this one (ABORTED).
   v1::PutRequest put;
   *put.mutable_object() = got.object();
-  put.mutable_object()->set_json(doc.dump());
+  put.mutable_object()->set_json(doc->dump());
   hub.call(&v1::Catalog::Stub::Put, put);
   std::printf("placement %s %s\n", target.c_str(), paused ? "paused" : "resumed");
   return 0;

@@ -416,6 +416,25 @@ TEST_F(RestTest, RenderAndConflictsAnswerWithCurl) {
   EXPECT_EQ(curl("GET", "/v1/tenants/acme/render?site=lyon&placement=shop&x=1", token_).status,
             400);
 
+  // Rollouts: pause and resume a placement that has a policy.
+  r = curl("POST", "/v1/tenants/acme/placements/shop:pause", token_);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("no rollout policy"), std::string::npos) << r.body;
+  ASSERT_EQ(
+      put_json("/v1/tenants/acme/placements/shop", token_,
+               {{"templates", {"web"}}, {"sites", {"lyon"}}, {"rollout", {{"maxUnavailable", 1}}}})
+          .status,
+      200);
+  r = curl("POST", "/v1/tenants/acme/placements/shop:pause", token_);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["document"]["rollout"]["paused"], true) << r.body;
+  r = curl("POST", "/v1/tenants/acme/placements/shop:resume", token_);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["document"]["rollout"]["paused"], false) << r.body;
+  EXPECT_EQ(curl("POST", "/v1/tenants/acme/placements/none:pause", token_).status, 404);
+  EXPECT_EQ(curl("POST", "/v1/tenants/acme/placements/shop:pause", issue("viewer", "acme")).status,
+            403);
+
   r = curl("GET", "/v1/tenants/acme/conflicts", token_);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_TRUE(r.j()["items"].empty()) << r.body;
