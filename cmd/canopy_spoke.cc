@@ -54,7 +54,11 @@ int main(int argc, char** argv) {
     app.add_option("--label", labels, "site label key=value (repeatable)");
     app.add_option("--parent", c->parent, "name of the hub to sync with");
     app.add_option("--data", c->data_dir, "data directory (RocksDB)");
+    app.add_option("--applier", c->applier, "manifests-dir (default) or kube");
     app.add_option("--manifests", c->manifests_dir, "manifests directory (k3s deploys from it)");
+    app.add_option("--kubeconfig", c->kubeconfig,
+                   "applier kube: kubeconfig file (none: in-cluster service account)");
+    app.add_option("--context", c->kube_context, "applier kube: kubeconfig context");
     app.add_option("--nats", c->nats_urls, "NATS URL(s)");
     app.add_option("--health", c->health_listen, "local API listen address host:port");
     app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error");

@@ -316,6 +316,9 @@ StatusOr<StatusReport> parse_status_report(const json& doc) {
   out.message = string_or_empty(doc, "message");
   out.file = string_or_empty(doc, "file");
   out.revision = string_or_empty(doc, "revision");
+  out.health = string_or_empty(doc, "health");
+  out.health_message = string_or_empty(doc, "health_message");
+  out.drift = string_or_empty(doc, "drift");
   const std::string outcome = string_or_empty(doc, "outcome");
   if (outcome == kOutcomeApplied) {
     out.outcome = Outcome::kApplied;
@@ -337,6 +340,9 @@ json status_document(const StatusReport& r) {
               {"message", r.message},
               {"file", r.file}};
   if (!r.revision.empty()) out["revision"] = r.revision;
+  if (!r.health.empty()) out["health"] = r.health;
+  if (!r.health_message.empty()) out["health_message"] = r.health_message;
+  if (!r.drift.empty()) out["drift"] = r.drift;
   return out;
 }
 

@@ -131,6 +131,11 @@ struct StatusReport {
   std::string message;
   std::string file;
   std::string revision;  // empty: not reported
+  // Read back from the cluster (the kube applier), empty when not reported:
+  // "healthy", "progressing" or "degraded", why, and drift found there.
+  std::string health;
+  std::string health_message;
+  std::string drift;
 };
 StatusOr<StatusReport> parse_status_report(const nlohmann::json& doc);
 nlohmann::json status_document(const StatusReport& report);

@@ -21,6 +21,8 @@
 // Thread-safety: REQUIRES external synchronization (one reconciler at a time).
 #pragma once
 
+#include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +34,13 @@ namespace canopy::spoke {
 struct ApplyOutcome {
   bool changed = false;  // this call changed what the cluster gets
   std::string message;   // stable for a given object and applier
+  // What the applier read back from the cluster (kube applier only; empty
+  // when not known): "healthy", "progressing" or "degraded", and why.
+  std::string health;
+  std::string health_message;
+  // Drift found in the cluster since the last apply: what, and whether it was
+  // repaired; empty when none.
+  std::string drift;
 };
 
 class Applier {
@@ -62,6 +71,10 @@ class Applier {
 
   // Ids of the objects this applier manages now.
   virtual StatusOr<std::vector<std::string>> inventory() = 0;
+
+  // How soon the applier wants another pass even if nothing changes (to read
+  // back health still progressing, or to audit for drift); nullopt: no need.
+  virtual std::optional<std::chrono::milliseconds> next_check() const { return std::nullopt; }
 
   // Housekeeping after a reconcile (e.g. dropping tombstones that served
   // their purpose). Cheap when there is nothing to do.

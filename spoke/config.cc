@@ -9,8 +9,9 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
   YAML::Node root;
   CANOPY_RETURN_IF_ERROR(daemon::load_config_map(
       path,
-      {"site", "labels", "parent", "data_dir", "manifests_dir", "nats", "health_listen",
-       "durability", "resync_seconds", "log_retention_hours", "log_level"},
+      {"site", "labels", "parent", "data_dir", "applier", "manifests_dir", "kubeconfig",
+       "kube_context", "kube_audit_seconds", "nats", "health_listen", "durability",
+       "resync_seconds", "log_retention_hours", "log_level"},
       &root));
   try {
     if (root["site"]) c->site = root["site"].as<std::string>();
@@ -23,7 +24,13 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
     }
     if (root["parent"]) c->parent = root["parent"].as<std::string>();
     if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
+    if (root["applier"]) c->applier = root["applier"].as<std::string>();
     if (root["manifests_dir"]) c->manifests_dir = root["manifests_dir"].as<std::string>();
+    if (root["kubeconfig"]) c->kubeconfig = root["kubeconfig"].as<std::string>();
+    if (root["kube_context"]) c->kube_context = root["kube_context"].as<std::string>();
+    if (root["kube_audit_seconds"]) {
+      c->kube_audit_seconds = root["kube_audit_seconds"].as<uint64_t>();
+    }
     if (root["nats"]) c->nats_urls = daemon::nats_urls_of(root["nats"]);
     if (root["health_listen"]) c->health_listen = root["health_listen"].as<std::string>();
     if (root["durability"]) {
@@ -60,7 +67,13 @@ Status validate_spoke_config(const SpokeConfig& c) {
     return invalid_argument("parent: " + st.message());
   }
   if (c.data_dir.empty()) return invalid_argument("data_dir: required (--data or data_dir:)");
-  if (c.manifests_dir.empty()) {
+  if (c.applier != "manifests-dir" && c.applier != "kube") {
+    return invalid_argument("applier: '" + c.applier + "' is not manifests-dir or kube");
+  }
+  if (c.applier == "kube" && c.kube_audit_seconds == 0) {
+    return invalid_argument("kube_audit_seconds: must be at least 1");
+  }
+  if (c.applier == "manifests-dir" && c.manifests_dir.empty()) {
     return invalid_argument("manifests_dir: required (--manifests or manifests_dir:)");
   }
   CANOPY_RETURN_IF_ERROR(daemon::validate_nats_urls(c.nats_urls));

@@ -16,7 +16,15 @@ struct SpokeConfig {
   std::map<std::string, std::string> labels;
   std::string parent = "hub";  // the hub this spoke syncs with
   std::string data_dir;        // RocksDB directory
-  std::string manifests_dir;   // where k3s deploys from
+  // Where rendered objects go: "manifests-dir" (files k3s deploys from) or
+  // "kube" (server-side apply to the cluster's API server).
+  std::string applier = "manifests-dir";
+  std::string manifests_dir;  // applier manifests-dir: where k3s deploys from
+  // applier kube: the kubeconfig and context (its current-context when
+  // empty); no kubeconfig: the pod's service account (in cluster).
+  std::string kubeconfig;
+  std::string kube_context;
+  uint64_t kube_audit_seconds = 60;  // health and drift read back this often
   std::vector<std::string> nats_urls = {"nats://127.0.0.1:4222"};
   std::string health_listen = "127.0.0.1:7501";  // local API: /healthz, /v1/...
   Durability durability = Durability::kGroupCommit;

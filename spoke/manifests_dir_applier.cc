@@ -374,7 +374,7 @@ std::vector<StatusOr<ApplyOutcome>> ManifestsDirApplier::apply_all(
     auto it = entries_.find(o.file_name);
     if (it != entries_.end() && !it->second.tombstone && it->second.hash == o.hash &&
         unchanged_on_disk(o.file_name, it->second)) {
-      results.push_back(ApplyOutcome{false, message});
+      results.push_back(ApplyOutcome{false, message, {}, {}, {}});
       continue;
     }
     std::string content = file_content(o);
@@ -383,7 +383,7 @@ std::vector<StatusOr<ApplyOutcome>> ManifestsDirApplier::apply_all(
     auto existing = read_entry(o.file_name, &text);
     if (existing.ok() && text == content) {
       entries_[o.file_name] = std::move(existing).value();
-      results.push_back(ApplyOutcome{false, message});
+      results.push_back(ApplyOutcome{false, message, {}, {}, {}});
       continue;
     }
     write_of[i] = writes.size();
@@ -392,7 +392,7 @@ std::vector<StatusOr<ApplyOutcome>> ManifestsDirApplier::apply_all(
     w.content = std::move(content);
     w.hash = o.hash;
     writes.push_back(std::move(w));
-    results.push_back(ApplyOutcome{true, message});
+    results.push_back(ApplyOutcome{true, message, {}, {}, {}});
   }
 
   std::vector<Write*> ptrs;

@@ -53,8 +53,15 @@ std::string string_field(const json& doc, const char* name) {
 }
 
 json status_doc(const std::string& tk, const std::string& hash, model::Outcome outcome,
-                const std::string& message, const std::string& file, const std::string& revision) {
-  return model::status_document(model::StatusReport{tk, hash, outcome, message, file, revision});
+                const std::string& message, const std::string& file, const std::string& revision,
+                const ApplyOutcome* applied = nullptr) {
+  model::StatusReport r{tk, hash, outcome, message, file, revision, {}, {}, {}};
+  if (applied != nullptr) {
+    r.health = applied->health;
+    r.health_message = applied->health_message;
+    r.drift = applied->drift;
+  }
+  return model::status_document(r);
 }
 
 }  // namespace
@@ -67,7 +74,8 @@ Reconciler::Reconciler(Store* store, std::string site, Applier* applier, Reconci
       threads_(options.threads != 0
                    ? options.threads
                    : std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxThreads)),
-      store_write_threads_(std::max<size_t>(options.store_write_threads, 1)) {}
+      store_write_threads_(std::max<size_t>(options.store_write_threads, 1)),
+      may_prune_(std::move(options.may_prune)) {}
 
 Status Reconciler::refresh_site() {
   auto text = store_->get(model::site_key(site_.name));
@@ -298,7 +306,7 @@ Status Reconciler::reconcile_once() {
     if (r.ok()) {
       if (r->changed) ++stats_.changed;
       doc = status_doc(o.template_key, o.hash, model::Outcome::kApplied, r->message, id,
-                       revision_of(o.template_key));
+                       revision_of(o.template_key), &*r);
     } else {
       ++stats_.failed;
       note(r.status());
@@ -326,7 +334,7 @@ Status Reconciler::reconcile_once() {
   }
 
   // Prune.
-  bool prune = stats_.global_failures == 0;
+  bool prune = stats_.global_failures == 0 && (!may_prune_ || may_prune_());
   if (prune) {
     auto inventory = applier_->inventory();
     if (!inventory.ok()) {

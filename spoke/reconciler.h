@@ -40,6 +40,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -66,6 +67,11 @@ struct ReconcilerOptions {
   // wait on fsyncs, not on cores, and with group commit concurrent writers
   // share them (1,000 status documents: ~60 fsyncs instead of ~1,000).
   size_t store_write_threads = 16;
+  // Asked before each prune; false skips it. The spoke answers false until
+  // its scope is known complete (its sync session caught up with the hub
+  // once since start): a spoke whose store was lost or restored from an old
+  // backup must not delete what is desired but has not arrived again.
+  std::function<bool()> may_prune;
 };
 
 struct ReconcileStats {
@@ -135,6 +141,7 @@ class Reconciler {
   model::RenderLimits limits_;
   size_t threads_;
   size_t store_write_threads_;
+  std::function<bool()> may_prune_;
 
   model::DesiredState desired_;
   std::unordered_map<std::string, Seen> seen_;  // desired key -> hash of its bytes

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "daemon/process.h"
+#include "spoke/kube/kube_applier.h"
 #include "store/hlc.h"
 
 namespace canopy::spoke {
@@ -34,37 +35,73 @@ Status Spoke::start() {
   }
   store_ = std::move(store_or).value();
 
-  ManifestsDirOptions mo;
-  mo.dir = config_.manifests_dir;
-  auto applier_or = ManifestsDirApplier::open(mo);
-  if (!applier_or.ok()) {
-    stop();
-    return Status(applier_or.status().code(),
-                  "manifests directory: " + applier_or.status().message());
+  if (config_.applier == "kube") {
+    kube::KubeApplierOptions ko;
+    if (config_.kubeconfig.empty()) {
+      auto e = kube::in_cluster_endpoint();
+      if (!e.ok()) {
+        stop();
+        return Status(e.status().code(), "kube applier: " + e.status().message());
+      }
+      ko.endpoint = std::move(e).value();
+    } else {
+      auto e = kube::load_kubeconfig(config_.kubeconfig, config_.kube_context);
+      if (!e.ok()) {
+        stop();
+        return Status(e.status().code(), "kube applier: " + e.status().message());
+      }
+      ko.endpoint = std::move(e).value();
+    }
+    ko.inventory_path = config_.data_dir + "/kube-inventory.json";
+    ko.audit_interval = std::chrono::seconds(config_.kube_audit_seconds);
+    ko.client.user_agent = std::string("canopy-spoke/") + daemon::version();
+    auto applier_or = kube::KubeApplier::open(std::move(ko));
+    if (!applier_or.ok()) {
+      stop();
+      return Status(applier_or.status().code(), "kube applier: " + applier_or.status().message());
+    }
+    spdlog::info("site {}: applying to {} ({})", config_.site,
+                 applier_or.value()->client().endpoint().server,
+                 applier_or.value()->client().endpoint().source);
+    applier_ = std::move(applier_or).value();
+  } else {
+    ManifestsDirOptions mo;
+    mo.dir = config_.manifests_dir;
+    auto applier_or = ManifestsDirApplier::open(mo);
+    if (!applier_or.ok()) {
+      stop();
+      return Status(applier_or.status().code(),
+                    "manifests directory: " + applier_or.status().message());
+    }
+    applier_ = std::move(applier_or).value();
   }
-  applier_ = std::move(applier_or).value();
-  reconciler_ = std::make_unique<Reconciler>(store_.get(), config_.site, applier_.get());
+  ReconcilerOptions ro;
+  ro.may_prune = [this] { return scope_complete_.load(); };
+  reconciler_ =
+      std::make_unique<Reconciler>(store_.get(), config_.site, applier_.get(), std::move(ro));
   // A file of ours edited or deleted by hand (or the directory deleted) is
   // repaired at once, as drift, rather than at the next full resync.
-  auto watch_or = DirWatch::start(
-      config_.manifests_dir,
-      [](std::string_view name) {
-        std::string tenant, template_name;
-        return model::parse_manifest_file_name(name, &tenant, &template_name);
-      },
-      [this] {
-        {
-          std::lock_guard lock(mu_);
-          dirty_ = true;
-        }
-        cv_.notify_one();
-      });
-  if (!watch_or.ok()) {
-    // Not fatal: drift is still repaired by the periodic resync.
-    spdlog::warn("site {}: not watching {}: {}; hand edits are repaired every {} s", config_.site,
-                 config_.manifests_dir, watch_or.status().to_string(), config_.resync_seconds);
-  } else {
-    watch_ = std::move(watch_or).value();
+  if (config_.applier == "manifests-dir") {
+    auto watch_or = DirWatch::start(
+        config_.manifests_dir,
+        [](std::string_view name) {
+          std::string tenant, template_name;
+          return model::parse_manifest_file_name(name, &tenant, &template_name);
+        },
+        [this] {
+          {
+            std::lock_guard lock(mu_);
+            dirty_ = true;
+          }
+          cv_.notify_one();
+        });
+    if (!watch_or.ok()) {
+      // Not fatal: drift is still repaired by the periodic resync.
+      spdlog::warn("site {}: not watching {}: {}; hand edits are repaired every {} s", config_.site,
+                   config_.manifests_dir, watch_or.status().to_string(), config_.resync_seconds);
+    } else {
+      watch_ = std::move(watch_or).value();
+    }
   }
 
   // Autonomy first: apply what the local store holds, before any network.
@@ -82,7 +119,6 @@ Status Spoke::start() {
     }
     cv_.notify_one();
   });
-  reconcile_thread_ = std::thread([this] { reconcile_loop(); });
 
   sync::NatsOptions no;
   no.urls = config_.nats_urls;
@@ -106,6 +142,7 @@ Status Spoke::start() {
   }
   runtime_ = std::make_unique<sync::SyncRuntime>(node_.get());
   runtime_->start();
+  reconcile_thread_ = std::thread([this] { reconcile_loop(); });
   return ok_status();
 }
 
@@ -149,7 +186,9 @@ SpokeHealth Spoke::health() {
 }
 
 void Spoke::reconcile_and_log(const char* what) {
-  if (Status s = reconciler_->reconcile_once(); !s.ok()) {
+  Status s = reconciler_->reconcile_once();
+  last_pass_failed_ = !s.ok();
+  if (!s.ok()) {
     spdlog::error("{}: {}", what, s.to_string());
   } else if (reconciler_->last_stats().changed > 0 || reconciler_->last_stats().pruned > 0) {
     spdlog::info("site {}: applied {} changes, pruned {}", config_.site,
@@ -159,11 +198,17 @@ void Spoke::reconcile_and_log(const char* what) {
   failed_ = reconciler_->last_stats().failed;
 }
 
-// Reconciles whenever the store changes (debounced) and every resync_seconds
-// (repairs drift in the manifests directory).
+// Reconciles whenever the store changes (debounced), every resync_seconds
+// (repairs drift in the manifests directory), when the applier asks (health
+// still progressing, a drift audit due), after a failed pass with backoff
+// (1 s doubling to resync_seconds: a cluster that is down), and once when the
+// sync session first catches up (pruning was held until then).
 void Spoke::reconcile_loop() {
+  using std::chrono::milliseconds;
   std::unique_lock lock(mu_);
   auto last_housekeeping = std::chrono::steady_clock::now();
+  const milliseconds resync = std::chrono::seconds(config_.resync_seconds);
+  milliseconds backoff{1000};
   while (!stopping_) {
     if (std::chrono::steady_clock::now() - last_housekeeping >= kHousekeepingInterval) {
       last_housekeeping = std::chrono::steady_clock::now();
@@ -171,9 +216,27 @@ void Spoke::reconcile_loop() {
       store_->expire_older_than(config_.log_retention_hours * 3600 * 1000);
       lock.lock();
     }
-    cv_.wait_for(lock, std::chrono::seconds(config_.resync_seconds),
-                 [this] { return dirty_ || stopping_; });
+    milliseconds wait = resync;
+    if (last_pass_failed_) {
+      wait = std::min(wait, backoff);
+      backoff = std::min(backoff * 2, resync);
+    } else {
+      backoff = milliseconds(1000);
+    }
+    if (auto next = applier_->next_check())
+      wait = std::min(wait, std::max(*next, milliseconds(50)));
+    if (!scope_complete_) wait = std::min(wait, milliseconds(500));
+    cv_.wait_for(lock, wait, [this] { return dirty_ || stopping_; });
     if (stopping_) break;
+    if (!scope_complete_ && !dirty_) {
+      bool in_sync = false;
+      lock.unlock();
+      if (runtime_) runtime_->call([&] { in_sync = node_->child()->in_sync(); });
+      lock.lock();
+      if (!in_sync) continue;
+      scope_complete_ = true;
+      spdlog::info("site {}: caught up with {}; pruning enabled", config_.site, config_.parent);
+    }
     lock.unlock();
     std::this_thread::sleep_for(kDebounce);
     lock.lock();

@@ -1,6 +1,7 @@
 // Spoke: the daemon at a site as an object with a start/stop lifecycle.
 //
-// It composes the site's store, the manifests-dir applier, the reconciler and
+// It composes the site's store, an applier (manifests-dir, or kube: server-side
+// apply to the site's cluster), the reconciler and
 // its thread (reconciles whenever the store changes, debounced, and every
 // resync_seconds; runs the store's housekeeping), and the child sync engine
 // talking to the hub over NATS. Autonomy first: start() applies what the local
@@ -54,8 +55,11 @@ class Spoke {
   Spoke(const Spoke&) = delete;
   Spoke& operator=(const Spoke&) = delete;
 
-  // Opens the store and the manifests directory, applies what the store
-  // holds, starts the reconciler, connects to NATS and says hello. Call once.
+  // Opens the store and the applier, applies what the store holds (without
+  // pruning: that waits until the session has caught up with the hub),
+  // starts the reconciler, connects to NATS and says hello. Call once. The
+  // kube applier does not need the cluster to be up: passes fail and are
+  // retried with backoff until it answers.
   Status start();
   void stop();
 
@@ -73,11 +77,15 @@ class Spoke {
   bool stopped_ = false;
 
   std::unique_ptr<Store> store_;
-  std::unique_ptr<ManifestsDirApplier> applier_;
+  std::unique_ptr<Applier> applier_;
   std::unique_ptr<DirWatch> watch_;  // the manifests directory: hand edits wake the reconciler
   std::unique_ptr<Reconciler> reconciler_;  // used by the reconcile thread only
   std::atomic<size_t> objects_{0};
   std::atomic<size_t> failed_{0};
+  // The sync session caught up with the hub once since start: the site's
+  // scope is complete, pruning is safe (see ReconcilerOptions::may_prune).
+  std::atomic<bool> scope_complete_{false};
+  bool last_pass_failed_ = false;  // reconcile thread only
 
   std::mutex mu_;
   std::condition_variable cv_;

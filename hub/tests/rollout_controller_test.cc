@@ -71,9 +71,15 @@ class RolloutControllerTest : public ::testing::Test {
   void report(const std::string& site, const char* outcome) {
     put(model::status_key(site, "acme", "web"),
         model::status_document(
-            {model::template_key("acme", "web"), "h",
+            {model::template_key("acme", "web"),
+             "h",
              std::string(outcome) == "applied" ? model::Outcome::kApplied : model::Outcome::kFailed,
-             "", "f", revision()}));
+             "",
+             "f",
+             revision(),
+             {},
+             {},
+             {}}));
   }
   RolloutStep step() {
     auto s = controller_->step();
@@ -109,8 +115,15 @@ TEST_F(RolloutControllerTest, ReleasesAtMostMaxUnavailableSitesAtATime) {
   EXPECT_EQ(released(), (Names{"a", "b"}));
   // A report of the older revision does not count as done.
   put(model::status_key("c", "acme", "web"),
-      model::status_document({model::template_key("acme", "web"), "h", model::Outcome::kApplied, "",
-                              "f", "0000000000000000"}));
+      model::status_document({model::template_key("acme", "web"),
+                              "h",
+                              model::Outcome::kApplied,
+                              "",
+                              "f",
+                              "0000000000000000",
+                              {},
+                              {},
+                              {}}));
   EXPECT_EQ(step().released, 0u);
 }
 

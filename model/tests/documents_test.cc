@@ -131,12 +131,23 @@ TEST(Documents, ManifestChecksWhatEverySiteChecks) {
 }
 
 TEST(Documents, StatusReportRoundTrips) {
-  StatusReport r{"t/acme/templates/web", "00ff", Outcome::kFailed, "why", "f.json", "0123abcd"};
+  StatusReport r{"t/acme/templates/web",
+                 "00ff",
+                 Outcome::kFailed,
+                 "why",
+                 "f.json",
+                 "0123abcd",
+                 "progressing",
+                 "1 of 2 replicas available",
+                 "repaired: .spec.replicas"};
   auto back = parse_status_report(status_document(r));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->outcome, Outcome::kFailed);
   EXPECT_EQ(back->message, "why");
   EXPECT_EQ(back->revision, "0123abcd");
+  EXPECT_EQ(back->health, "progressing");
+  EXPECT_EQ(back->health_message, "1 of 2 replicas available");
+  EXPECT_EQ(back->drift, "repaired: .spec.replicas");
   // No revision (a spoke before revisions): none written, none read.
   r.revision.clear();
   EXPECT_FALSE(status_document(r).contains("revision"));

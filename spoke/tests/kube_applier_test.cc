@@ -1,0 +1,601 @@
+// The kube applier against the test API server (tests/kubeapi, a stand-in
+// for kube-apiserver checked with the real kubectl): kubeconfig variants, TLS
+// failures, apply and update by server-side apply, conflicts with and without
+// force, ordering with a CRD and its objects, inventory and prune (and what
+// is never pruned), restart, health read back, drift detected and repaired,
+// a cluster that answers 429 or is down.
+#include "spoke/kube/kube_applier.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "model/render.h"
+#include "spoke/kube/kubeconfig.h"
+#include "tests/kubeapi/test_cluster.h"
+#include "tests/support/temp_dir.h"
+
+namespace canopy::spoke::kube {
+namespace {
+
+using kubeapi::TestCluster;
+using nlohmann::json;
+
+model::RenderedObject rendered(json object) {
+  object["metadata"]["labels"][std::string(model::kManagedByLabel)] = model::kManagedByValue;
+  model::RenderedObject o;
+  o.tenant = "acme";
+  o.template_name = object["metadata"]["name"];
+  o.template_key = "t/acme/templates/" + o.template_name;
+  o.hash = std::to_string(std::hash<std::string>{}(object.dump()));
+  object["metadata"]["annotations"]["canopy.io/hash"] = o.hash;
+  o.object = std::move(object);
+  return o;
+}
+
+json config_map(const std::string& ns, const std::string& name, const std::string& value) {
+  return {{"apiVersion", "v1"},
+          {"kind", "ConfigMap"},
+          {"metadata", {{"name", name}, {"namespace", ns}}},
+          {"data", {{"key", value}}}};
+}
+
+json deployment(const std::string& ns, const std::string& name, int replicas) {
+  return {
+      {"apiVersion", "apps/v1"},
+      {"kind", "Deployment"},
+      {"metadata", {{"name", name}, {"namespace", ns}}},
+      {"spec",
+       {{"replicas", replicas},
+        {"selector", {{"matchLabels", {{"app", name}}}}},
+        {"template",
+         {{"metadata", {{"labels", {{"app", name}}}}},
+          {"spec", {{"containers", json::array({{{"name", "web"}, {"image", "nginx:1"}}})}}}}}}}};
+}
+
+json namespace_object(const std::string& name) {
+  return {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", name}}}};
+}
+
+json widget_crd() {
+  return json::parse(R"({
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {"group": "example.com", "scope": "Namespaced",
+             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+             "versions": [{"name": "v1", "served": true, "storage": true,
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                             "x-kubernetes-preserve-unknown-fields": true}}}]}})");
+}
+
+class KubeApplierTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kubeapi::TestClusterOptions options;
+    options.api.crd_establish_delay = std::chrono::milliseconds(300);
+    auto cluster = TestCluster::start(dir_.path().string(), options);
+    ASSERT_TRUE(cluster.ok()) << cluster.status().to_string();
+    cluster_ = std::move(*cluster);
+    open_applier();
+  }
+
+  KubeApplierOptions options() {
+    KubeApplierOptions o;
+    auto e = load_kubeconfig(cluster_->kubeconfig_token());
+    EXPECT_TRUE(e.ok()) << e.status().to_string();
+    o.endpoint = *e;
+    o.inventory_path = dir_.file("inventory.json");
+    o.audit_interval = std::chrono::milliseconds(0);  // audit at every pass
+    o.progress_interval = std::chrono::milliseconds(0);
+    o.client.sleep = [](std::chrono::milliseconds) {};
+    return o;
+  }
+
+  void open_applier() {
+    applier_.reset();
+    auto a = KubeApplier::open(options());
+    ASSERT_TRUE(a.ok()) << a.status().to_string();
+    applier_ = std::move(*a);
+  }
+
+  std::optional<json> live(const std::string& group, const std::string& resource,
+                           const std::string& ns, const std::string& name) {
+    return cluster_->server().api().object(group, resource, ns, name);
+  }
+
+  // A request as another client would send it, in process.
+  kubeapi::ApiResponse request(const std::string& method, const std::string& path, const json& body,
+                               const std::string& content_type) {
+    kubeapi::ApiRequest r;
+    r.method = method;
+    auto q = path.find('?');
+    r.path = path.substr(0, q);
+    if (q != std::string::npos) {
+      std::string query = path.substr(q + 1);
+      size_t start = 0;
+      while (start < query.size()) {
+        size_t amp = query.find('&', start);
+        std::string kv =
+            query.substr(start, amp == std::string::npos ? std::string::npos : amp - start);
+        auto eq = kv.find('=');
+        r.query.emplace(kv.substr(0, eq), eq == std::string::npos ? "" : kv.substr(eq + 1));
+        if (amp == std::string::npos) break;
+        start = amp + 1;
+      }
+    }
+    r.content_type = content_type;
+    r.user_agent = "kubectl/v1.32";
+    r.body = body.dump();
+    return cluster_->server().api().handle(r);
+  }
+
+  size_t patches() {
+    size_t n = 0;
+    for (const auto& r : cluster_->server().served_requests()) n += r.method == "PATCH";
+    return n;
+  }
+
+  testing::TempDir dir_{"canopy-kube-applier-"};
+  std::unique_ptr<TestCluster> cluster_;
+  std::unique_ptr<KubeApplier> applier_;
+};
+
+TEST_F(KubeApplierTest, AppliesByServerSideApplyAndUpdatesOnlyWhatChanged) {
+  auto cm = rendered(config_map("default", "settings", "one"));
+  auto dep = rendered(deployment("default", "web", 2));
+  auto r = applier_->apply_all({&cm, &dep});
+  ASSERT_TRUE(r[0].ok()) << r[0].status().to_string();
+  ASSERT_TRUE(r[1].ok()) << r[1].status().to_string();
+  EXPECT_TRUE(r[0]->changed);
+  EXPECT_EQ(r[0]->message, "server-side applied ConfigMap default/settings");
+  EXPECT_EQ(r[0]->health, "healthy");
+  EXPECT_EQ(r[1]->health, "progressing");  // no controller has observed it yet
+
+  auto obj = live("", "configmaps", "default", "settings");
+  ASSERT_TRUE(obj);
+  EXPECT_EQ((*obj)["data"]["key"], "one");
+  bool canopy_applies = false;
+  for (const auto& m : (*obj)["metadata"]["managedFields"]) {
+    canopy_applies |= m["manager"] == "canopy" && m["operation"] == "Apply";
+  }
+  EXPECT_TRUE(canopy_applies) << obj->dump();
+  for (const auto& req : cluster_->server().served_requests()) {
+    if (req.method == "PATCH") {
+      EXPECT_EQ(req.content_type, "application/apply-patch+yaml");
+    }
+  }
+
+  // Unchanged: no write.
+  const size_t before = patches();
+  r = applier_->apply_all({&cm, &dep});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_FALSE(r[0]->changed);
+  EXPECT_EQ(patches(), before);
+
+  // Changed: one write, the new value live.
+  auto cm2 = rendered(config_map("default", "settings", "two"));
+  r = applier_->apply_all({&cm2, &dep});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_TRUE(r[0]->changed);
+  EXPECT_FALSE(r[1]->changed);
+  EXPECT_EQ(patches(), before + 1);
+  EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "two");
+}
+
+TEST_F(KubeApplierTest, NamespacesAndCrdsFirstAndObjectsOfANewKindAfterEstablished) {
+  auto widget = rendered(json::parse(R"({"apiVersion": "example.com/v1", "kind": "Widget",
+      "metadata": {"name": "w1", "namespace": "shop"}, "spec": {"size": 3}})"));
+  auto cm = rendered(config_map("shop", "settings", "x"));
+  auto crd = rendered(widget_crd());
+  auto ns = rendered(namespace_object("shop"));
+  // Given in the worst order: objects first, their namespace and CRD last.
+  auto r = applier_->apply_all({&widget, &cm, &crd, &ns});
+  for (const auto& x : r) ASSERT_TRUE(x.ok()) << x.status().to_string();
+  EXPECT_TRUE(live("example.com", "widgets", "shop", "w1"));
+  EXPECT_TRUE(live("", "configmaps", "shop", "settings"));
+
+  // Prune order: the rest, then CRDs, then Namespaces.
+  auto inv = applier_->inventory();
+  ASSERT_TRUE(inv.ok());
+  ASSERT_EQ(inv->size(), 4u);
+  EXPECT_EQ((*inv)[2], "apiextensions.k8s.io/v1/CustomResourceDefinition//widgets.example.com");
+  EXPECT_EQ((*inv)[3], "v1/Namespace//shop");
+  for (const auto& id : *inv) ASSERT_TRUE(applier_->remove(id).ok()) << id;
+  EXPECT_FALSE(live("", "configmaps", "shop", "settings"));
+  EXPECT_FALSE(
+      live("apiextensions.k8s.io", "customresourcedefinitions", "", "widgets.example.com"));
+}
+
+TEST_F(KubeApplierTest, ConflictIsReportedAndForcedOnlyWhenAnnotated) {
+  auto cm = rendered(config_map("default", "settings", "one"));
+  ASSERT_TRUE(applier_->apply(cm).ok());
+  // Another manager takes the field with force.
+  auto other =
+      request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops&force=true",
+              {{"apiVersion", "v1"},
+               {"kind", "ConfigMap"},
+               {"metadata", {{"name", "settings"}, {"namespace", "default"}}},
+               {"data", {{"key", "ops"}}}},
+              "application/apply-patch+yaml");
+  ASSERT_EQ(other.code, 200) << other.body;
+
+  auto cm2 = rendered(config_map("default", "settings", "two"));
+  auto r = applier_->apply(cm2);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kAborted);
+  EXPECT_NE(r.status().message().find("409 Conflict"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("canopy.io/force-conflicts"), std::string::npos);
+  EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "ops");
+  EXPECT_EQ(applier_->stats().conflicts, 1u);
+
+  json forced = config_map("default", "settings", "two");
+  forced["metadata"]["annotations"][kForceAnnotation] = "true";
+  auto cm3 = rendered(forced);
+  r = applier_->apply(cm3);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "two");
+}
+
+TEST_F(KubeApplierTest, PrunesOnlyItsOwnLabelledObjects) {
+  auto a = rendered(config_map("default", "a", "1"));
+  auto b = rendered(config_map("default", "b", "1"));
+  ASSERT_TRUE(applier_->apply(a).ok());
+  ASSERT_TRUE(applier_->apply(b).ok());
+  // Someone else's object, even with our label, is not in the inventory.
+  auto foreign = request("POST", "/api/v1/namespaces/default/configmaps",
+                         {{"apiVersion", "v1"},
+                          {"kind", "ConfigMap"},
+                          {"metadata",
+                           {{"name", "foreign"},
+                            {"namespace", "default"},
+                            {"labels", {{"app.kubernetes.io/managed-by", "canopy"}}}}}},
+                         "application/json");
+  ASSERT_EQ(foreign.code, 201) << foreign.body;
+  ASSERT_TRUE(applier_->remove("v1/ConfigMap/default/foreign").ok());
+  EXPECT_TRUE(live("", "configmaps", "default", "foreign"));
+
+  // b's label taken off by hand: b is released, not deleted.
+  auto unlabel = request("PATCH", "/api/v1/namespaces/default/configmaps/b?fieldManager=ops",
+                         {{"metadata", {{"labels", {{"app.kubernetes.io/managed-by", nullptr}}}}}},
+                         "application/merge-patch+json");
+  ASSERT_EQ(unlabel.code, 200) << unlabel.body;
+  ASSERT_TRUE(applier_->remove("v1/ConfigMap/default/b").ok());
+  EXPECT_TRUE(live("", "configmaps", "default", "b"));
+  EXPECT_EQ(applier_->stats().left_unlabelled, 1u);
+
+  ASSERT_TRUE(applier_->remove("v1/ConfigMap/default/a").ok());
+  EXPECT_FALSE(live("", "configmaps", "default", "a"));
+  auto inv = applier_->inventory();
+  ASSERT_TRUE(inv.ok());
+  EXPECT_TRUE(inv->empty());
+  // Removing again (already gone) is fine.
+  EXPECT_TRUE(applier_->remove("v1/ConfigMap/default/a").ok());
+}
+
+TEST_F(KubeApplierTest, InventorySurvivesARestartAndNothingIsSentAgain) {
+  auto a = rendered(config_map("default", "a", "1"));
+  auto b = rendered(config_map("default", "b", "1"));
+  ASSERT_TRUE(applier_->apply(a).ok());
+  ASSERT_TRUE(applier_->apply(b).ok());
+  open_applier();  // a restarted spoke
+  auto inv = applier_->inventory();
+  ASSERT_TRUE(inv.ok());
+  EXPECT_EQ(inv->size(), 2u);
+  const size_t before = patches();
+  auto r = applier_->apply_all({&a});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_FALSE(r[0]->changed);
+  EXPECT_EQ(patches(), before);
+  // A restart deletes nothing; only an explicit prune of b does.
+  EXPECT_TRUE(live("", "configmaps", "default", "b"));
+  ASSERT_TRUE(applier_->remove("v1/ConfigMap/default/b").ok());
+  EXPECT_FALSE(live("", "configmaps", "default", "b"));
+  EXPECT_TRUE(live("", "configmaps", "default", "a"));
+}
+
+TEST_F(KubeApplierTest, ACorruptInventoryIsRefusedNotGuessed) {
+  applier_.reset();
+  std::ofstream(dir_.file("inventory.json")) << "{not json";
+  auto a = KubeApplier::open(options());
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(a.status().message().find("inventory"), std::string::npos);
+}
+
+TEST_F(KubeApplierTest, HealthIsReadBackAsTheControllerReports) {
+  auto dep = rendered(deployment("default", "web", 2));
+  auto r = applier_->apply_all({&dep});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_EQ(r[0]->health, "progressing");
+  EXPECT_TRUE(applier_->next_check().has_value());
+  auto obj = live("apps", "deployments", "default", "web");
+  ASSERT_TRUE(obj);
+  const int64_t gen = (*obj)["metadata"]["generation"];
+  ASSERT_TRUE(cluster_->server().api().set_status("apps", "deployments", "default", "web",
+                                                  {{"observedGeneration", gen},
+                                                   {"replicas", 2},
+                                                   {"updatedReplicas", 2},
+                                                   {"availableReplicas", 1}}));
+  r = applier_->apply_all({&dep});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_EQ(r[0]->health, "progressing");
+  EXPECT_EQ(r[0]->health_message, "1 of 2 replicas available");
+  ASSERT_TRUE(cluster_->server().api().set_status("apps", "deployments", "default", "web",
+                                                  {{"observedGeneration", gen},
+                                                   {"replicas", 2},
+                                                   {"updatedReplicas", 2},
+                                                   {"availableReplicas", 2}}));
+  r = applier_->apply_all({&dep});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_EQ(r[0]->health, "healthy");
+  EXPECT_EQ(r[0]->health_message, "2 of 2 replicas available");
+  ASSERT_TRUE(cluster_->server().api().set_status(
+      "apps", "deployments", "default", "web",
+      {{"observedGeneration", gen},
+       {"replicas", 2},
+       {"updatedReplicas", 1},
+       {"conditions", json::array({{{"type", "Progressing"},
+                                    {"status", "False"},
+                                    {"reason", "ProgressDeadlineExceeded"}}})}}));
+  r = applier_->apply_all({&dep});
+  EXPECT_EQ(r[0]->health, "degraded");
+}
+
+TEST_F(KubeApplierTest, DriftIsDetectedAndRepaired) {
+  auto dep = rendered(deployment("default", "web", 2));
+  ASSERT_TRUE(applier_->apply(dep).ok());
+  auto r = applier_->apply_all({&dep});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_EQ(r[0]->drift, "");
+  // kubectl edit: the field changes hands.
+  auto edit =
+      request("PATCH", "/apis/apps/v1/namespaces/default/deployments/web?fieldManager=kubectl-edit",
+              {{"spec", {{"replicas", 5}}}}, "application/merge-patch+json");
+  ASSERT_EQ(edit.code, 200) << edit.body;
+  r = applier_->apply_all({&dep});
+  ASSERT_TRUE(r[0].ok()) << r[0].status().to_string();
+  // kubectl-edit now owns replicas, so a repair without force conflicts.
+  EXPECT_NE(r[0]->drift.find(".spec.replicas"), std::string::npos) << r[0]->drift;
+  EXPECT_NE(r[0]->drift.find("repair failed"), std::string::npos) << r[0]->drift;
+  EXPECT_EQ((*live("apps", "deployments", "default", "web"))["spec"]["replicas"], 5);
+
+  // With force the repair takes the field back.
+  json forced = deployment("default", "web", 2);
+  forced["metadata"]["annotations"][kForceAnnotation] = "true";
+  auto dep2 = rendered(forced);
+  ASSERT_TRUE(applier_->apply(dep2).ok());
+  EXPECT_EQ((*live("apps", "deployments", "default", "web"))["spec"]["replicas"], 2);
+  edit =
+      request("PATCH", "/apis/apps/v1/namespaces/default/deployments/web?fieldManager=kubectl-edit",
+              {{"spec", {{"replicas", 7}}}}, "application/merge-patch+json");
+  ASSERT_EQ(edit.code, 200);
+  r = applier_->apply_all({&dep2});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_EQ(r[0]->drift, "repaired: .spec.replicas");
+  EXPECT_EQ((*live("apps", "deployments", "default", "web"))["spec"]["replicas"], 2);
+  EXPECT_EQ(applier_->stats().drift_repaired, 1u);
+
+  // Deleted by hand: applied again.
+  auto del = request("DELETE", "/apis/apps/v1/namespaces/default/deployments/web", json::object(),
+                     "application/json");
+  ASSERT_EQ(del.code, 200) << del.body;
+  r = applier_->apply_all({&dep2});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_EQ(r[0]->drift, "repaired: the object was deleted");
+  EXPECT_TRUE(live("apps", "deployments", "default", "web"));
+}
+
+TEST_F(KubeApplierTest, DriftUnderPolicyReportIsOnlyReported) {
+  json d = config_map("default", "settings", "one");
+  d["metadata"]["annotations"][kDriftAnnotation] = "report";
+  auto cm = rendered(d);
+  ASSERT_TRUE(applier_->apply(cm).ok());
+  auto edit = request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops",
+                      {{"data", {{"key", "hand"}}}}, "application/merge-patch+json");
+  ASSERT_EQ(edit.code, 200);
+  auto r = applier_->apply_all({&cm});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_EQ(r[0]->drift, "drifted: .data.key (policy report: not repaired)");
+  EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "hand");
+}
+
+TEST_F(KubeApplierTest, RetriesA429HonouringRetryAfter) {
+  std::vector<std::chrono::milliseconds> waits;
+  KubeApplierOptions o = options();
+  o.client.sleep = [&](std::chrono::milliseconds d) { waits.push_back(d); };
+  applier_.reset();
+  auto a = KubeApplier::open(o);
+  ASSERT_TRUE(a.ok());
+  cluster_->server().arm_fault({429, 2, 3, "/api/v1/namespaces/default/configmaps"});
+  auto cm = rendered(config_map("default", "settings", "one"));
+  auto r = (*a)->apply(cm);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(waits.size(), 2u);
+  for (auto w : waits) {
+    EXPECT_GE(w.count(), 3000);
+    EXPECT_LT(w.count(), 3000 + 750 + 1);
+  }
+  // 503 for ever: an error after max_attempts, naming the attempts.
+  cluster_->server().arm_fault({503, -1, 0, "/api/v1/namespaces/default/configmaps"});
+  auto cm2 = rendered(config_map("default", "settings", "two"));
+  r = (*a)->apply(cm2);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("after 4 attempts"), std::string::npos)
+      << r.status().message();
+}
+
+TEST_F(KubeApplierTest, AClusterDownFailsTheBatchFastAndForgetsNothing) {
+  auto a = rendered(config_map("default", "a", "1"));
+  ASSERT_TRUE(applier_->apply(a).ok());
+  cluster_->server().stop();
+  auto b = rendered(config_map("default", "b", "1"));
+  auto c = rendered(config_map("default", "c", "1"));
+  const auto start = std::chrono::steady_clock::now();
+  auto r = applier_->apply_all({&b, &c});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  ASSERT_FALSE(r[0].ok());
+  ASSERT_FALSE(r[1].ok());
+  EXPECT_NE(r[0].status().message().find("cannot reach"), std::string::npos)
+      << r[0].status().message();
+  EXPECT_EQ(r[1].status().message(), r[0].status().message());
+  auto inv = applier_->inventory();
+  ASSERT_TRUE(inv.ok());
+  EXPECT_EQ(inv->size(), 3u);  // a, and b and c written ahead
+  EXPECT_FALSE(applier_->remove("v1/ConfigMap/default/a").ok());
+  EXPECT_EQ(applier_->inventory()->size(), 3u);
+}
+
+// --- kubeconfig and TLS --------------------------------------------------
+
+class KubeconfigTest : public KubeApplierTest {
+ protected:
+  std::string write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_.file(name)) << text;
+    return dir_.file(name);
+  }
+  // Lists namespaces through a client for `endpoint`.
+  Status reach(const KubeEndpoint& endpoint) {
+    auto c = KubeClient::create(endpoint);
+    if (!c.ok()) return c.status();
+    auto r = (*c)->request("GET", "/api/v1/namespaces");
+    if (!r.ok()) return r.status();
+    if (r->code != 200) return status_of(*r, "list namespaces");
+    return ok_status();
+  }
+};
+
+TEST_F(KubeconfigTest, TokenTokenFileAndClientCertificateAsFilesOrData) {
+  auto token = load_kubeconfig(cluster_->kubeconfig_token());
+  ASSERT_TRUE(token.ok());
+  EXPECT_TRUE(reach(*token).ok());
+  auto cert = load_kubeconfig(cluster_->kubeconfig_cert());
+  ASSERT_TRUE(cert.ok()) << cert.status().to_string();
+  EXPECT_FALSE(cert->client_cert_pem.empty());
+  EXPECT_TRUE(reach(*cert).ok()) << reach(*cert).to_string();
+
+  write("token-file", cluster_->token() + "\n");
+  auto tf = load_kubeconfig(write(
+      "kc-tf", kubeapi::kubeconfig_yaml(cluster_->server().url(), cluster_->server_ca().cert_pem,
+                                        "tokenFile: token-file")));
+  ASSERT_TRUE(tf.ok()) << tf.status().to_string();
+  EXPECT_EQ(tf->token_file, dir_.file("token-file"));
+  EXPECT_TRUE(reach(*tf).ok()) << reach(*tf).to_string();
+
+  // Certificate and key as data, the CA as a file, insecure-skip-tls-verify.
+  std::string client_pem, key_pem;
+  {
+    std::ifstream c(dir_.file("client.crt")), k(dir_.file("client.key"));
+    std::ostringstream cs, ks;
+    cs << c.rdbuf();
+    ks << k.rdbuf();
+    client_pem = cs.str();
+    key_pem = ks.str();
+  }
+  auto data = load_kubeconfig(
+      write("kc-data",
+            "apiVersion: v1\nkind: Config\ncurrent-context: b\n"
+            "clusters:\n- name: c\n  cluster:\n    server: " +
+                cluster_->server().url() +
+                "\n    certificate-authority: ca.crt\n"
+                "- name: insecure\n  cluster:\n    server: " +
+                cluster_->server().url() +
+                "\n    insecure-skip-tls-verify: true\n"
+                "users:\n- name: u\n  user:\n    client-certificate-data: " +
+                kubeapi::base64(client_pem) + "\n    client-key-data: " + kubeapi::base64(key_pem) +
+                "\n- name: t\n  user:\n    token: " + cluster_->token() +
+                "\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n"
+                "- name: b\n  context: {cluster: insecure, user: t}\n"));
+  ASSERT_TRUE(data.ok()) << data.status().to_string();
+  EXPECT_TRUE(data->insecure_skip_tls_verify);  // the current context
+  EXPECT_TRUE(reach(*data).ok());
+  auto a = load_kubeconfig(dir_.file("kc-data"), "a");
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  EXPECT_FALSE(a->insecure_skip_tls_verify);
+  EXPECT_EQ(a->client_cert_pem, client_pem);
+  EXPECT_TRUE(reach(*a).ok()) << reach(*a).to_string();
+}
+
+TEST_F(KubeconfigTest, BadKubeconfigsAreClearErrors) {
+  auto missing = load_kubeconfig(dir_.file("nope"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("cannot read"), std::string::npos);
+  auto ctx = load_kubeconfig(cluster_->kubeconfig_token(), "elsewhere");
+  ASSERT_FALSE(ctx.ok());
+  EXPECT_NE(ctx.status().message().find("no context named 'elsewhere'"), std::string::npos)
+      << ctx.status().message();
+  auto exec = load_kubeconfig(write(
+      "kc-exec", kubeapi::kubeconfig_yaml(cluster_->server().url(), cluster_->server_ca().cert_pem,
+                                          "exec: {command: aws}")));
+  ASSERT_FALSE(exec.ok());
+  EXPECT_NE(exec.status().message().find("exec is not supported"), std::string::npos);
+  auto yaml = load_kubeconfig(write("kc-bad", "clusters: [\n"));
+  ASSERT_FALSE(yaml.ok());
+  EXPECT_NE(yaml.status().message().find("not YAML"), std::string::npos);
+}
+
+TEST_F(KubeconfigTest, WrongCaAndExpiredClientCertificateAreClearErrors) {
+  auto other_ca = kubeapi::make_certificate_authority("someone-else");
+  ASSERT_TRUE(other_ca.ok());
+  auto e = load_kubeconfig(cluster_->kubeconfig_token());
+  ASSERT_TRUE(e.ok());
+  e->ca_pem = other_ca->cert_pem;
+  Status s = reach(*e);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("does not verify"), std::string::npos) << s.message();
+
+  kubeapi::CertificateRequest req;
+  req.common_name = "canopy-admin";
+  req.not_before = std::chrono::seconds(-7200);
+  req.not_after = std::chrono::seconds(-3600);
+  auto expired = kubeapi::make_certificate(cluster_->client_ca(), req);
+  ASSERT_TRUE(expired.ok());
+  auto c = load_kubeconfig(cluster_->kubeconfig_cert());
+  ASSERT_TRUE(c.ok());
+  c->client_cert_pem = expired->cert_pem;
+  c->client_key_pem = expired->key_pem;
+  s = reach(*c);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("client certificate (CN=canopy-admin) expired at"), std::string::npos)
+      << s.message();
+
+  // A client certificate from a CA the server does not trust: 401.
+  kubeapi::CertificateRequest intruder;
+  intruder.common_name = "intruder";
+  auto foreign = kubeapi::make_certificate(*other_ca, intruder);
+  ASSERT_TRUE(foreign.ok());
+  c->client_cert_pem = foreign->cert_pem;
+  c->client_key_pem = foreign->key_pem;
+  s = reach(*c);
+  EXPECT_EQ(s.code(), StatusCode::kUnauthenticated) << s.to_string();
+}
+
+TEST(ObjectIdTest, RoundTripsAndRejectsMalformed) {
+  for (const std::string id :
+       {"apps/v1/Deployment/shop/web", "v1/Namespace//shop", "example.com/v1/Widget/ns/w"}) {
+    auto r = parse_object_id(id);
+    ASSERT_TRUE(r) << id;
+    EXPECT_EQ(object_id(*r), id);
+  }
+  EXPECT_EQ(parse_object_id("apps/v1/Deployment/shop/web")->api_version, "apps/v1");
+  EXPECT_FALSE(parse_object_id("Deployment/web"));
+  EXPECT_FALSE(parse_object_id("a/b/c/Kind/ns/name"));
+  EXPECT_FALSE(parse_object_id("v1/ConfigMap/ns/"));
+}
+
+TEST(ProjectFieldsTest, MatchesNamedListsByName) {
+  json applied = {{"spec", {{"containers", json::array({{{"name", "web"}, {"image", "a"}}})}}}};
+  json live = {{"spec",
+                {{"containers", json::array({{{"name", "side"}, {"image", "x"}},
+                                             {{"name", "web"}, {"image", "b"}, {"extra", 1}}})}}}};
+  json p = project_fields(applied, live);
+  EXPECT_EQ(p,
+            json({{"spec", {{"containers", json::array({{{"name", "web"}, {"image", "b"}}})}}}}));
+  auto paths = differing_paths(applied, p);
+  ASSERT_EQ(paths.size(), 1u);
+  EXPECT_EQ(paths[0], ".spec.containers[web].image");
+}
+
+}  // namespace
+}  // namespace canopy::spoke::kube
