@@ -32,8 +32,9 @@ target_link_libraries(canopy_spoke_footprint_bench PRIVATE canopy_bench_site_cat
   canopy_test_support canopy_warnings PkgConfig::NATS PkgConfig::HTTPLIB Threads::Threads)
 target_compile_definitions(canopy_spoke_footprint_bench PRIVATE
   CANOPY_SPOKE_BINARY="$<TARGET_FILE:canopy-spoke>"
-  CANOPY_HUB_BINARY="$<TARGET_FILE:canopy-hub>")
-add_dependencies(canopy_spoke_footprint_bench canopy-spoke canopy-hub)
+  CANOPY_HUB_BINARY="$<TARGET_FILE:canopy-hub>"
+  CANOPY_TEST_APISERVER_BINARY="$<TARGET_FILE:canopy-test-apiserver>")
+add_dependencies(canopy_spoke_footprint_bench canopy-spoke canopy-hub canopy-test-apiserver)
 
 if(NOT TARGET benchmarks)
   add_custom_target(benchmarks)

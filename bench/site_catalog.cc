@@ -63,6 +63,11 @@ StatusOr<v1::DeltaBatch> write_site_catalog(Store* hub, const std::string& site,
   }
   CANOPY_RETURN_IF_ERROR(add(std::string("t/") + kCatalogTenant + "/placements/edge",
                              json{{"templates", names}, {"sites", json::array({site})}}));
+  // The tenant's grant: without one its placements place nowhere. Only the
+  // hub holds grants (they are in no site's scope), so it is not in the batch.
+  auto g =
+      hub->put_value(std::string("t/") + kCatalogTenant + "/grants/all", json{{"allSites", true}});
+  if (!g.ok()) return Status(g.status().code(), "writing the grant: " + g.status().message());
   return batch;
 }
 

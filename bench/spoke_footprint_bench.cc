@@ -6,9 +6,13 @@
 // the site's catalogue (bench/site_catalog.h: `--objects` Deployments and a
 // placement for site s1); the spoke's store holds the same documents as a
 // synced spoke does, so the spoke starts, reconciles with the hub (nothing to
-// transfer) and writes every manifest with the manifests-dir applier. (The
-// issue's figure is for the kube applier, which does not exist yet; this
-// measures the daemon with the applier it has.)
+// transfer) and applies every object: with `--applier kube` (the default,
+// the issue's figure) by server-side apply to canopy-test-apiserver (the
+// stand-in for the site's k3s, its own process), with `--applier
+// manifests-dir` by writing the k3s manifests directory. The kube applier's
+// audit (a LIST per kind a minute) and its re-reads of objects still
+// progressing (none becomes ready: no controllers run here) are part of the
+// idle figure.
 //
 // Measured, once the spoke is in sync and has written every manifest and
 // settled (5 s):
@@ -22,8 +26,8 @@
 //                         be in sync after them.
 // Output: JSON lines on stdout; progress on stderr.
 //
-//   canopy_spoke_footprint_bench [--objects N] [--idle-seconds N] [--garbage N]
-//       [--dir DIR] [--keep]
+//   canopy_spoke_footprint_bench [--applier kube|manifests-dir] [--objects N]
+//       [--idle-seconds N] [--garbage N] [--dir DIR] [--keep]
 #include <httplib.h>
 #include <nats/nats.h>
 #include <signal.h>
@@ -48,6 +52,9 @@
 
 #ifndef CANOPY_SPOKE_BINARY
 #define CANOPY_SPOKE_BINARY "canopy-spoke"
+#endif
+#ifndef CANOPY_TEST_APISERVER_BINARY
+#define CANOPY_TEST_APISERVER_BINARY "canopy-test-apiserver"
 #endif
 #ifndef CANOPY_HUB_BINARY
 #define CANOPY_HUB_BINARY "canopy-hub"
@@ -125,6 +132,7 @@ void wait_for(const std::function<bool()>& ok, std::chrono::seconds limit, const
 }
 
 struct Options {
+  std::string applier = "kube";
   size_t objects = 1000;
   int idle_seconds = 60;
   size_t garbage = 10'000;
@@ -149,6 +157,19 @@ void prepare(const std::string& hub_data, const std::string& spoke_data, size_t 
   if (!spoke.ok()) die("opening the spoke's store: " + spoke.status().to_string());
   auto r = (*spoke)->apply_remote(*batch, (*hub)->replica_id());
   if (!r.ok()) die("applying the hub's documents: " + r.status().to_string());
+}
+
+// Objects the kube applier applied, from its inventory file.
+size_t count_inventory(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return 0;
+  std::stringstream text;
+  text << in.rdbuf();
+  json doc = json::parse(text.str(), nullptr, false);
+  if (!doc.is_object() || !doc.contains("objects")) return 0;
+  size_t n = 0;
+  for (const auto& [id, e] : doc["objects"].items()) n += !e.value("hash", "").empty();
+  return n;
 }
 
 // Publishes `n` messages of random bytes on `subject`.
@@ -178,7 +199,9 @@ int run(int argc, char** argv) {
       if (i + 1 >= argc) die(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--objects") {
+    if (a == "--applier") {
+      o.applier = value();
+    } else if (a == "--objects") {
       o.objects = std::stoul(value());
     } else if (a == "--idle-seconds") {
       o.idle_seconds = std::stoi(value());
@@ -193,6 +216,8 @@ int run(int argc, char** argv) {
     }
   }
   if (o.objects == 0 || o.idle_seconds <= 0) die("--objects and --idle-seconds must be positive");
+  if (o.applier != "kube" && o.applier != "manifests-dir") die("--applier: kube or manifests-dir");
+  const bool kube = o.applier == "kube";
   if (o.dir.empty()) o.dir = fs::temp_directory_path().string();
   const std::string root = o.dir + "/canopy-footprint-" + std::to_string(getpid());
   fs::create_directories(root);
@@ -217,15 +242,58 @@ int run(int argc, char** argv) {
                  hpo, &err)) {
     die("starting canopy-hub: " + err);
   }
+  // The site's cluster, for the kube applier.
+  testing::Process cluster;
+  const std::string cluster_dir = root + "/cluster";
+  const std::string kubeconfig = cluster_dir + "/kubeconfig-token";
+  if (kube) {
+    fs::create_directories(cluster_dir);
+    testing::ProcessOptions cpo;
+    cpo.log_path = cluster_dir + "/apiserver.log";
+    if (!cluster.start({CANOPY_TEST_APISERVER_BINARY, "--dir", cluster_dir, "--port",
+                        std::to_string(testing::pick_free_port())},
+                       cpo, &err)) {
+      die("starting canopy-test-apiserver: " + err);
+    }
+    // (kubectl create sends protobuf, which the test API server leaves out.)
+    std::ofstream(cluster_dir + "/edge.json")
+        << R"({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}})";
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!fs::exists(kubeconfig) ||
+           std::system(("kubectl --kubeconfig " + kubeconfig + " apply --server-side -f " +
+                        cluster_dir + "/edge.json > /dev/null 2>&1")
+                           .c_str()) != 0) {
+      if (std::chrono::steady_clock::now() > deadline) die("the test API server did not come up");
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+  std::vector<std::string> spoke_argv = {CANOPY_SPOKE_BINARY,
+                                         "--site",
+                                         kSite,
+                                         "--label",
+                                         "region=eu-west",
+                                         "--parent",
+                                         kHub,
+                                         "--data",
+                                         spoke_data,
+                                         "--nats",
+                                         nats.url(),
+                                         "--health",
+                                         "127.0.0.1:" + std::to_string(spoke_health)};
+  if (kube) {
+    for (const char* a : {"--applier", "kube", "--kubeconfig"}) spoke_argv.push_back(a);
+    spoke_argv.push_back(kubeconfig);
+  } else {
+    spoke_argv.push_back("--manifests");
+    spoke_argv.push_back(manifests);
+  }
   testing::ProcessOptions spo;
   spo.log_path = root + "/spoke.log";
-  if (!spoke.start({CANOPY_SPOKE_BINARY, "--site", kSite, "--label", "region=eu-west", "--parent",
-                    kHub, "--data", spoke_data, "--manifests", manifests, "--nats", nats.url(),
-                    "--health", "127.0.0.1:" + std::to_string(spoke_health)},
-                   spo, &err)) {
-    die("starting canopy-spoke: " + err);
-  }
-  wait_for([&] { return count_manifests(manifests) == o.objects; }, 120s, "every manifest", spoke);
+  if (!spoke.start(spoke_argv, spo, &err)) die("starting canopy-spoke: " + err);
+  auto applied = [&] {
+    return kube ? count_inventory(spoke_data + "/kube-inventory.json") : count_manifests(manifests);
+  };
+  wait_for([&] { return applied() == o.objects; }, 300s, "every object applied", spoke);
   wait_for([&] { return in_sync(spoke_health); }, 120s, "the spoke in sync", spoke);
   std::this_thread::sleep_for(5s);
 
@@ -246,7 +314,10 @@ int run(int argc, char** argv) {
   wait_for([&] { return in_sync(spoke_health); }, 60s, "the spoke in sync after the garbage",
            spoke);
   const double rss_after = rss_mb(pid);
-  if (count_manifests(manifests) != o.objects) die("manifests changed after the garbage");
+  if (applied() != o.objects) {
+    die("applied objects changed after the garbage: " + std::to_string(applied()) + " of " +
+        std::to_string(o.objects));
+  }
 
   emit("rss_mb", rss, "<20");
   emit("idle_cpu_percent", 100.0 * cpu / wall, "<0.5");
@@ -257,6 +328,10 @@ int run(int argc, char** argv) {
   spoke.wait_exit(20s);
   hub.kill(SIGTERM);
   hub.wait_exit(20s);
+  if (kube) {
+    cluster.kill(SIGTERM);
+    cluster.wait_exit(20s);
+  }
   if (!o.keep) {
     fs::remove_all(root);
   } else {

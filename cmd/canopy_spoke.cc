@@ -59,6 +59,8 @@ int main(int argc, char** argv) {
     app.add_option("--kubeconfig", c->kubeconfig,
                    "applier kube: kubeconfig file (none: in-cluster service account)");
     app.add_option("--context", c->kube_context, "applier kube: kubeconfig context");
+    app.add_option("--kube-audit-seconds", c->kube_audit_seconds,
+                   "applier kube: read back health and drift this often");
     app.add_option("--nats", c->nats_urls, "NATS URL(s)");
     app.add_option("--health", c->health_listen, "local API listen address host:port");
     app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error");

@@ -187,7 +187,8 @@ void StatusAggregate::reread_status(const std::string& key) {
     auto it = v.find(f);
     return it != v.end() && it->is_string() ? it->get<std::string>() : std::string();
   };
-  reported_[key] = Reported{str("outcome"), str("message"), str("hash"), str("revision")};
+  reported_[key] = Reported{str("outcome"), str("message"),        str("hash"), str("revision"),
+                            str("health"),  str("health_message"), str("drift")};
 }
 
 void StatusAggregate::placement_changed(const std::string& key, std::string_view tenant) {
@@ -416,6 +417,9 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
         ts->set_hash(r->hash);
         ts->set_revision(r->revision);
         ts->set_current(!r->outcome.empty() && current(t, r));
+        ts->set_health(r->health);
+        ts->set_health_message(r->health_message);
+        ts->set_drift(r->drift);
       }
     }
   }

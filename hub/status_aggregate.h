@@ -98,6 +98,9 @@ class StatusAggregate {
     std::string message;
     std::string hash;
     std::string revision;  // of the template; empty: not reported
+    std::string health;    // read back from the cluster; empty: not reported
+    std::string health_message;
+    std::string drift;
   };
   struct Placement {
     std::string tenant;

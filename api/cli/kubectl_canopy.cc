@@ -633,9 +633,15 @@ int cmd_status(Hub& hub, const std::string& target, const std::string& output) {
         if (ts.template_() != t) continue;
         // Applied, but an older revision of the template.
         outcome = ts.outcome() == "applied" && !ts.current() ? "applied (older)" : ts.outcome();
+        // Read back from the site's cluster: "applied, progressing".
+        if (ts.outcome() == "applied" && !ts.health().empty()) outcome += ", " + ts.health();
         if (!ts.message().empty() && ts.outcome() == "failed") {
           messages.push_back(s.site() + "/" + t + ": " + ts.message());
         }
+        if (!ts.health_message().empty() && ts.health() != "healthy") {
+          messages.push_back(s.site() + "/" + t + ": " + ts.health() + ": " + ts.health_message());
+        }
+        if (!ts.drift().empty()) messages.push_back(s.site() + "/" + t + ": " + ts.drift());
       }
       row.push_back(outcome);
     }

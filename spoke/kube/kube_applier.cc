@@ -192,6 +192,7 @@ StatusOr<std::unique_ptr<KubeApplier>> KubeApplier::open(KubeApplierOptions opti
   a->discovery_ = std::make_unique<Discovery>(a->client_.get());
   if (Status s = a->load_inventory(); !s.ok()) return s;
   a->next_audit_ = Clock::now();  // audit at the first pass
+  a->progress_backoff_ = a->options_.progress_interval;
   return a;
 }
 
@@ -471,17 +472,29 @@ std::vector<StatusOr<ApplyOutcome>> KubeApplier::apply_all(
   // Health and drift.
   const auto now = Clock::now();
   if (down.ok()) {
-    const bool full = now >= next_audit_;
-    bool progressing = false;
-    for (const auto& [id, e] : entries_) progressing |= e.health.state == kProgressing;
-    if (full || (progressing && now >= next_progress_)) {
+    size_t progressing = 0;
+    bool wrote = false;
+    for (const Work& w : work) {
+      wrote |= w.changed;
+      auto it = entries_.find(w.id);
+      progressing += it != entries_.end() && it->second.health.state == kProgressing;
+    }
+    // Objects still progressing are read again soon after a write, then
+    // less and less often (doubling up to the audit interval): a workload
+    // that never becomes ready must not cost a request per object every
+    // few seconds. More than a few: one LIST per kind instead of a GET each.
+    if (wrote) progress_backoff_ = options_.progress_interval;
+    const bool full =
+        now >= next_audit_ || (progressing > kMaxProgressReads && now >= next_progress_);
+    if (full || (progressing > 0 && now >= next_progress_)) {
       Status s = audit(work, full);
       if (!s.ok()) {
         spdlog::warn("kube: reading back objects: {}", s.to_string());
       } else if (full) {
         next_audit_ = now + options_.audit_interval;
       }
-      next_progress_ = now + options_.progress_interval;
+      next_progress_ = now + progress_backoff_;
+      progress_backoff_ = std::min(progress_backoff_ * 2, options_.audit_interval);
     }
     for (Work& w : work) {
       if (!w.repair || !w.status.ok()) continue;

@@ -35,8 +35,10 @@
 // Audit: health and drift. Every `audit_interval` the applier lists each kind
 // it applied (one LIST per kind, all namespaces, labelSelector
 // app.kubernetes.io/managed-by=canopy — on a cell tower's cluster a handful of
-// requests a minute, not one per object), and re-reads objects still
-// progressing every `progress_interval`. From each live object:
+// requests a minute, not one per object). Objects still progressing are read
+// again `progress_interval` after a write, then at doubling intervals up to
+// the audit's (a GET each for up to kMaxProgressReads of them, else the
+// LISTs). From each live object:
 //   - health (health.h), reported with the outcome;
 //   - drift: the live values of the fields the template sets (labels,
 //     annotations, spec, data, ...; not status, not the server's metadata)
@@ -78,6 +80,8 @@ namespace canopy::spoke::kube {
 inline constexpr const char* kFieldManager = "canopy";
 inline constexpr const char* kForceAnnotation = "canopy.io/force-conflicts";
 inline constexpr const char* kDriftAnnotation = "canopy.io/drift";
+// Objects still progressing re-read one by one; more: one LIST per kind.
+inline constexpr size_t kMaxProgressReads = 20;
 
 struct KubeApplierOptions {
   KubeEndpoint endpoint;
@@ -174,6 +178,7 @@ class KubeApplier final : public Applier {
   std::map<std::string, Entry> entries_;  // the inventory
   std::chrono::steady_clock::time_point next_audit_{};
   std::chrono::steady_clock::time_point next_progress_{};
+  std::chrono::milliseconds progress_backoff_{0};
   KubeApplierStats stats_;
 };
 

@@ -177,6 +177,9 @@ Status KubeClient::connect() {
   http_->set_read_timeout(secs(options_.request_timeout), usecs(options_.request_timeout));
   http_->set_write_timeout(secs(options_.request_timeout), usecs(options_.request_timeout));
   http_->set_keep_alive(true);
+  // A request is written in parts (headers, body): without TCP_NODELAY each
+  // waits for the server's delayed ACK.
+  http_->set_tcp_nodelay(true);
   return ok_status();
 }
 

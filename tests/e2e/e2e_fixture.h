@@ -214,6 +214,7 @@ struct Spoke {
   std::map<std::string, std::string> labels;
   TempDir dir{"canopy-e2e-spoke-"};
   int health_port = 0;
+  std::vector<std::string> extra_args;  // appended to canopy-spoke's command line
   Process proc;
   std::string data() const { return dir.file("data"); }
   std::string manifests() const { return dir.file("manifests"); }
@@ -364,6 +365,7 @@ class E2ETest : public ::testing::Test {
       argv.push_back("--label");
       argv.push_back(k + "=" + v);
     }
+    argv.insert(argv.end(), s.extra_args.begin(), s.extra_args.end());
     ProcessOptions po;
     po.log_path = s.log_path();
     std::string err;
@@ -420,6 +422,18 @@ class E2ETest : public ::testing::Test {
   }
   grpc::Status put(const std::string& kind, const std::string& name, const json& doc) {
     return put(stub_.get(), kind, name, doc);
+  }
+
+  grpc::Status remove(const std::string& kind, const std::string& name) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    ctx.AddMetadata("authorization", "Bearer " + token_);
+    v1::DeleteRequest req;
+    req.set_kind(kind);
+    req.set_tenant(kind == "site" ? "" : kTenant);
+    req.set_name(name);
+    v1::DeleteResponse resp;
+    return stub_->Delete(&ctx, req, &resp);
   }
 
   // Get: the object's JSON, or nullopt with the status in *status.

@@ -1,7 +1,10 @@
 // canopy-test-apiserver: the test API server (fake_apiserver.h) as a
 // process, for trying a client by hand:
 //
-//   canopy-test-apiserver --dir /tmp/k [--port 6443] [--crd-establish-ms 200]
+//   canopy-test-apiserver --dir /tmp/k [--port 6443] [--crd-establish-ms 200] [--keep-pki]
+//
+// --keep-pki: reuse the CAs a previous run left in --dir, so that a
+// restarted server is still trusted by the kubeconfigs its clients loaded.
 //   KUBECONFIG=/tmp/k/kubeconfig-token kubectl api-resources
 //
 // Writes its CA, a client certificate and two kubeconfigs into --dir (see
@@ -25,11 +28,14 @@ int main(int argc, char** argv) {
       dir = argv[++i];
     } else if (arg == "--port" && has_value) {
       options.port = std::atoi(argv[++i]);
+    } else if (arg == "--keep-pki") {
+      options.reuse_pki = true;
     } else if (arg == "--crd-establish-ms" && has_value) {
       options.api.crd_establish_delay = std::chrono::milliseconds(std::atoi(argv[++i]));
     } else {
       std::fprintf(stderr,
-                   "usage: canopy-test-apiserver --dir DIR [--port N] [--crd-establish-ms N]\n");
+                   "usage: canopy-test-apiserver --dir DIR [--port N] [--crd-establish-ms N] "
+                   "[--keep-pki]\n");
       return 2;
     }
   }

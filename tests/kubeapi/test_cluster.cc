@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <fstream>
+#include <sstream>
 
 namespace canopy::kubeapi {
 namespace {
@@ -58,12 +59,29 @@ StatusOr<std::unique_ptr<TestCluster>> TestCluster::start(const std::string& dir
   auto c = std::make_unique<TestCluster>();
   c->dir_ = dir;
   c->token_ = options.token;
-  auto server_ca = make_certificate_authority("canopy-test-server-ca");
-  auto client_ca = make_certificate_authority("canopy-test-client-ca");
-  if (!server_ca.ok()) return server_ca.status();
-  if (!client_ca.ok()) return client_ca.status();
-  c->server_ca_ = *server_ca;
-  c->client_ca_ = *client_ca;
+  // A restarted server keeps its CAs (its clients' kubeconfigs stay valid),
+  // as a real cluster's restart does.
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  if (options.reuse_pki && std::ifstream(dir + "/server-ca.key").good()) {
+    c->server_ca_ = {read(dir + "/server-ca.crt"), read(dir + "/server-ca.key")};
+    c->client_ca_ = {read(dir + "/client-ca.crt"), read(dir + "/client-ca.key")};
+  } else {
+    auto server_ca = make_certificate_authority("canopy-test-server-ca");
+    auto client_ca = make_certificate_authority("canopy-test-client-ca");
+    if (!server_ca.ok()) return server_ca.status();
+    if (!client_ca.ok()) return client_ca.status();
+    c->server_ca_ = *server_ca;
+    c->client_ca_ = *client_ca;
+    CANOPY_RETURN_IF_ERROR(write_file(dir + "/server-ca.crt", c->server_ca_.cert_pem));
+    CANOPY_RETURN_IF_ERROR(write_file(dir + "/server-ca.key", c->server_ca_.key_pem));
+    CANOPY_RETURN_IF_ERROR(write_file(dir + "/client-ca.crt", c->client_ca_.cert_pem));
+    CANOPY_RETURN_IF_ERROR(write_file(dir + "/client-ca.key", c->client_ca_.key_pem));
+  }
   CertificateRequest server_req;
   server_req.common_name = "kube-apiserver";
   server_req.ip_addresses = {"127.0.0.1"};

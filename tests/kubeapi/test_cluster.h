@@ -6,6 +6,8 @@
 // "canopy-admin" (group system:masters), a bearer token for user
 // "canopy-token", starts the server, and writes into `dir`:
 //   ca.crt                   the server's CA
+//   server-ca.*, client-ca.* both CAs with their keys (reused by a restart
+//                            with reuse_pki)
 //   client.crt, client.key   the client certificate and key
 //   kubeconfig-token         a kubeconfig with the token user
 //   kubeconfig-cert          a kubeconfig with the certificate user (files
@@ -25,6 +27,9 @@ namespace canopy::kubeapi {
 struct TestClusterOptions {
   int port = 0;
   std::string token = "canopy-test-token";
+  // Load the CAs from `dir` when a previous start left them there (a
+  // restarted cluster its kubeconfigs still trust); they are always saved.
+  bool reuse_pki = false;
   ApiHandlerOptions api;
 };
 
