@@ -15,6 +15,8 @@ namespace canopy::spoke {
 // Housekeeping, as at the hub: the log and tombstones older than the retention
 // window go.
 constexpr auto kHousekeepingInterval = std::chrono::minutes(10);
+// Decoded documents the spoke's store keeps in memory.
+constexpr size_t kDocCacheEntries = 256;
 // A burst of commits settles this long before a reconcile pass.
 constexpr auto kDebounce = std::chrono::milliseconds(20);
 
@@ -29,6 +31,10 @@ Status Spoke::start() {
   StoreOptions so;
   so.path = config_.data_dir;
   so.durability = config_.durability;
+  // The hub's default keeps 100,000 decoded documents in memory; a spoke
+  // writes rarely (its status documents) and reads its desired documents in
+  // scans, so a small cache serves it and keeps megabytes off a site machine.
+  so.doc_cache_entries = kDocCacheEntries;
   auto store_or = Store::open(so);
   if (!store_or.ok()) {
     return Status(store_or.status().code(),
@@ -204,8 +210,9 @@ void Spoke::reconcile_and_log(const char* what) {
 }
 
 // Reconciles whenever the store changes (debounced), every resync_seconds
-// (repairs drift in the manifests directory), when the applier asks (health
-// still progressing, a drift audit due), after a failed pass with backoff
+// (repairs drift in the manifests directory) or, for an applier that
+// schedules its own checks, when it asks (health still progressing, a drift
+// audit due), after a failed pass with backoff
 // (1 s doubling to resync_seconds: a cluster that is down), and once when the
 // sync session first catches up (pruning was held until then).
 void Spoke::reconcile_loop() {
@@ -222,14 +229,15 @@ void Spoke::reconcile_loop() {
       lock.lock();
     }
     milliseconds wait = resync;
+    // An applier that schedules its own checks (the kube applier's audit
+    // finds drift; a periodic pass would only repeat it) sets the pace.
+    if (auto next = applier_->next_check()) wait = std::max(*next, milliseconds(50));
     if (last_pass_failed_) {
       wait = std::min(wait, backoff);
       backoff = std::min(backoff * 2, resync);
     } else {
       backoff = milliseconds(1000);
     }
-    if (auto next = applier_->next_check())
-      wait = std::min(wait, std::max(*next, milliseconds(50)));
     if (!scope_complete_) wait = std::min(wait, milliseconds(500));
     cv_.wait_for(lock, wait, [this] { return dirty_ || stopping_; });
     if (stopping_) break;

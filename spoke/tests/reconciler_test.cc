@@ -67,8 +67,11 @@ class ReconcilerTest : public ::testing::Test {
     auto a = ManifestsDirApplier::open(mo);
     ASSERT_TRUE(a.ok()) << a.status().to_string();
     applier_ = std::move(a).value();
-    reconciler_ = std::make_unique<Reconciler>(store_.get(), "tower-1", applier_.get());
+    ReconcilerOptions ro;
+    ro.may_prune = [this] { return may_prune_; };
+    reconciler_ = std::make_unique<Reconciler>(store_.get(), "tower-1", applier_.get(), ro);
   }
+  bool may_prune_ = true;  // the spoke's "scope complete" answer
 
   fs::path manifests() const { return dir_.path() / "manifests"; }
   fs::path file(const std::string& tenant, const std::string& name) const {
@@ -244,6 +247,31 @@ TEST_F(ReconcilerTest, PrunesWhatIsNoLongerDesired) {
   const uint64_t index = store_->last_log_index();
   reconcile();
   EXPECT_EQ(store_->last_log_index(), index);
+}
+
+// A spoke whose store was lost or restored from an old backup refills it
+// from the hub: until its session has caught up (may_prune), what it applied
+// and has not received again yet must stay.
+TEST_F(ReconcilerTest, NothingIsPrunedUntilTheScopeIsKnownComplete) {
+  put("t/acme/templates/web", deployment("web"));
+  put("t/acme/templates/db", deployment("db"));
+  put("t/acme/placements/p", {{"templates", {"web", "db"}}, {"sites", {"tower-1"}}});
+  reconcile();
+  ASSERT_EQ(inventory().size(), 2u);
+
+  may_prune_ = false;  // a restarted spoke, its store partly refilled
+  put("t/acme/placements/p", {{"templates", {"web"}}, {"sites", {"tower-1"}}});
+  reconcile();
+  EXPECT_TRUE(reconciler_->last_stats().prune_skipped);
+  EXPECT_EQ(reconciler_->last_stats().pruned, 0u);
+  EXPECT_EQ(inventory().size(), 2u);
+  EXPECT_TRUE(status("acme", "db"));  // still reported: its object is still there
+
+  may_prune_ = true;  // caught up: db really is no longer desired
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().pruned, 1u);
+  EXPECT_EQ(inventory(), std::vector<std::string>{model::manifest_file_name("acme", "web")});
+  EXPECT_FALSE(status("acme", "db"));
 }
 
 TEST_F(ReconcilerTest, RendersByTheSiteRecordAndWithoutOneChangesNothing) {

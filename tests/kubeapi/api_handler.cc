@@ -105,7 +105,8 @@ StatusOr<json> parse_yaml_or_json(const std::string& text) {
 }
 
 ApiHandler::ApiHandler(ApiHandlerOptions options)
-    : store_(&registry_, options.clock, options.crd_establish_delay, options.seed) {}
+    : deployment_controller_(options.deployment_controller),
+      store_(&registry_, options.clock, options.crd_establish_delay, options.seed) {}
 
 ApiResponse ApiHandler::handle(const ApiRequest& request) {
   ApiResponse out;
@@ -113,9 +114,36 @@ ApiResponse ApiHandler::handle(const ApiRequest& request) {
     std::lock_guard<std::mutex> lock(mu_);
     store_.tick();
     out = handle_locked(request);
+    if (deployment_controller_) run_deployment_controller(request, out);
   }
   changed_.notify_all();
   return out;
+}
+
+// Stands for the deployment controller of a cluster at rest: once a
+// Deployment's spec is written, it reports every replica updated, ready and
+// available at the new generation (what kube-controller-manager writes once
+// the pods run), as a separate status write after the client's.
+void ApiHandler::run_deployment_controller(const ApiRequest& request, const ApiResponse& out) {
+  if (out.code != 200 && out.code != 201) return;
+  if (request.method != "POST" && request.method != "PUT" && request.method != "PATCH") return;
+  if (!out.body.is_object() || out.body.value("kind", "") != "Deployment") return;
+  if (request.path.size() >= 7 &&
+      request.path.compare(request.path.size() - 7, 7, "/status") == 0) {
+    return;
+  }
+  const json& meta = out.body["metadata"];
+  const int64_t replicas = out.body.contains("spec") && out.body["spec"].contains("replicas") &&
+                                   out.body["spec"]["replicas"].is_number_integer()
+                               ? out.body["spec"]["replicas"].get<int64_t>()
+                               : 1;
+  const json status = {{"observedGeneration", meta.value("generation", int64_t{1})},
+                       {"replicas", replicas},
+                       {"updatedReplicas", replicas},
+                       {"readyReplicas", replicas},
+                       {"availableReplicas", replicas}};
+  store_.set_status("apps", "deployments", meta.value("namespace", ""), meta.value("name", ""),
+                    status);
 }
 
 std::optional<std::string> ApiHandler::poll_watch(WatchStream& w, std::chrono::milliseconds wait) {

@@ -63,6 +63,11 @@ struct ApiHandlerOptions {
   // How long a new CustomResourceDefinition waits before Established.
   std::chrono::milliseconds crd_establish_delay{200};
   uint64_t seed = 1;  // uids and generated names
+  // Stand in for the deployment controller of a cluster at rest: every
+  // Deployment written is reported fully rolled out (status at its
+  // generation, all replicas available). Off: no controller runs, statuses
+  // change only by set_status() or writes to /status.
+  bool deployment_controller = false;
 };
 
 // An open watch: what it selects and how far it has read.
@@ -100,11 +105,13 @@ class ApiHandler {
 
  private:
   ApiResponse handle_locked(const ApiRequest& request);
+  void run_deployment_controller(const ApiRequest& request, const ApiResponse& out);
   ApiResponse handle_resource(const ApiRequest& request, const std::string& group,
                               const std::string& version, const std::string& rest);
   ApiResponse watch(const ResourceType& type, const std::string& ns, const Selector& labels,
                     const Selector& fields, const ApiRequest& request);
 
+  const bool deployment_controller_;
   std::mutex mu_;
   std::condition_variable changed_;  // notified after every request
   ResourceRegistry registry_;

@@ -5,6 +5,8 @@
 //
 // --keep-pki: reuse the CAs a previous run left in --dir, so that a
 // restarted server is still trusted by the kubeconfigs its clients loaded.
+// --deployment-controller: Deployments are reported rolled out as soon as
+// they are written (a cluster at rest; see ApiHandlerOptions).
 //   KUBECONFIG=/tmp/k/kubeconfig-token kubectl api-resources
 //
 // Writes its CA, a client certificate and two kubeconfigs into --dir (see
@@ -28,6 +30,8 @@ int main(int argc, char** argv) {
       dir = argv[++i];
     } else if (arg == "--port" && has_value) {
       options.port = std::atoi(argv[++i]);
+    } else if (arg == "--deployment-controller") {
+      options.api.deployment_controller = true;
     } else if (arg == "--keep-pki") {
       options.reuse_pki = true;
     } else if (arg == "--crd-establish-ms" && has_value) {
@@ -35,7 +39,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: canopy-test-apiserver --dir DIR [--port N] [--crd-establish-ms N] "
-                   "[--keep-pki]\n");
+                   "[--keep-pki] [--deployment-controller]\n");
       return 2;
     }
   }
