@@ -55,6 +55,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/report.h"
 #include "bench/site_catalog.h"
 #include "store/store.h"
 #include "tests/support/free_port.h"
@@ -75,16 +76,10 @@ constexpr char kBench[] = "spoke.offline_restart";
 constexpr char kSite[] = "s1";
 
 void emit(const std::string& metric, double value, const std::string& target = "") {
-  json j = {{"bench", kBench}, {"metric", metric}, {"value", value}};
-  if (!target.empty()) j["target"] = target;
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
+  emit_figure(kBench, metric, value, target);
 }
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "%s: %s\n", kBench, what.c_str());
-  std::exit(1);
-}
+[[noreturn]] void die(const std::string& what) { fail_bench(kBench, what); }
 
 double ms_since(SteadyClock::time_point t) {
   return std::chrono::duration<double, std::milli>(SteadyClock::now() - t).count();

@@ -63,6 +63,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/report.h"
 #include "hub/placement_index.h"
 #include "model/documents.h"
 #include "model/keys.h"
@@ -82,16 +83,10 @@ constexpr size_t kTemplatesPerTenant = 40;
 constexpr size_t kMaxDraws = 1000;
 
 void emit(const std::string& metric, double value, const std::string& target = "") {
-  json j = {{"bench", kBench}, {"metric", metric}, {"value", value}};
-  if (!target.empty()) j["target"] = target;
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
+  emit_figure(kBench, metric, value, target);
 }
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "%s: %s\n", kBench, what.c_str());
-  std::exit(1);
-}
+[[noreturn]] void die(const std::string& what) { fail_bench(kBench, what); }
 
 template <typename T>
 T check(StatusOr<T> r, const std::string& what) {

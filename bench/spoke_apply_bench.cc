@@ -28,6 +28,7 @@
 #include <string>
 #include <thread>
 
+#include "bench/report.h"
 #include "model/render.h"
 #include "spoke/kube/kube_applier.h"
 #include "spoke/kube/kubeconfig.h"
@@ -47,16 +48,10 @@ using namespace std::chrono_literals;
 constexpr char kBench[] = "spoke.apply";
 
 void emit(const std::string& metric, double value, const std::string& target = "") {
-  json j = {{"bench", kBench}, {"metric", metric}, {"value", value}};
-  if (!target.empty()) j["target"] = target;
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
+  emit_figure(kBench, metric, value, target);
 }
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "%s: %s\n", kBench, what.c_str());
-  std::exit(1);
-}
+[[noreturn]] void die(const std::string& what) { fail_bench(kBench, what); }
 
 json object(const std::string& ns, size_t i) {
   const std::string name = "app-" + std::to_string(i);

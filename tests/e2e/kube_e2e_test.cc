@@ -103,6 +103,21 @@ class KubeE2ETest : public E2ETest {
     return {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", "shop"}}}};
   }
 
+  // The cluster, the hub and site shop-1 (kube applier), and the placement
+  // shop of a Namespace and the Deployment web, applied.
+  void start_site_with_web(Spoke** site) {
+    ASSERT_NO_FATAL_FAILURE(start_cluster());
+    create_hub();
+    ASSERT_NO_FATAL_FAILURE(launch_hub());
+    Spoke& shop = kube_spoke("shop-1");
+    ASSERT_NO_FATAL_FAILURE(launch_spoke(shop));
+    *site = &shop;
+    ASSERT_TRUE(put("template", "ns", namespace_template()).ok());
+    ASSERT_TRUE(put("template", "web", deployment("web", 2, "nginx:1.27")).ok());
+    ASSERT_TRUE(put("placement", "shop", placement_by_region({"ns", "web"}, "eu-west")).ok());
+    ASSERT_TRUE(wait_until([&] { return live("deployment", "web").has_value(); }, kTimeout, kPoll));
+  }
+
   TempDir cluster_dir_{"canopy-e2e-cluster-"};
   int cluster_port_ = 0;
   Process cluster_;
@@ -110,16 +125,8 @@ class KubeE2ETest : public E2ETest {
 };
 
 TEST_F(KubeE2ETest, PlacementAppliedHealthShownAtTheHubDriftRepairedAndPrunedOnRemoval) {
-  ASSERT_NO_FATAL_FAILURE(start_cluster());
-  create_hub();
-  ASSERT_NO_FATAL_FAILURE(launch_hub());
-  Spoke& shop = kube_spoke("shop-1");
-  ASSERT_NO_FATAL_FAILURE(launch_spoke(shop));
-
-  ASSERT_TRUE(put("template", "ns", namespace_template()).ok());
-  ASSERT_TRUE(put("template", "web", deployment("web", 2, "nginx:1.27")).ok());
-  ASSERT_TRUE(put("placement", "shop", placement_by_region({"ns", "web"}, "eu-west")).ok());
-  ASSERT_TRUE(wait_until([&] { return live("deployment", "web").has_value(); }, kTimeout, kPoll));
+  Spoke* site = nullptr;
+  ASSERT_NO_FATAL_FAILURE(start_site_with_web(&site));
   KubectlRun yaml =
       kubectl({"get", "deployment", "web", "-n", "shop", "-o", "yaml", "--show-managed-fields"});
   EXPECT_NE(yaml.out.find("manager: canopy"), std::string::npos) << yaml.out;
@@ -176,15 +183,9 @@ TEST_F(KubeE2ETest, PlacementAppliedHealthShownAtTheHubDriftRepairedAndPrunedOnR
 }
 
 TEST_F(KubeE2ETest, SpokeRestartedWhileTheClusterIsDownConvergesWhenItReturns) {
-  ASSERT_NO_FATAL_FAILURE(start_cluster());
-  create_hub();
-  ASSERT_NO_FATAL_FAILURE(launch_hub());
-  Spoke& shop = kube_spoke("shop-1");
-  ASSERT_NO_FATAL_FAILURE(launch_spoke(shop));
-  ASSERT_TRUE(put("template", "ns", namespace_template()).ok());
-  ASSERT_TRUE(put("template", "web", deployment("web", 2, "nginx:1.27")).ok());
-  ASSERT_TRUE(put("placement", "shop", placement_by_region({"ns", "web"}, "eu-west")).ok());
-  ASSERT_TRUE(wait_until([&] { return live("deployment", "web").has_value(); }, kTimeout, kPoll));
+  Spoke* site = nullptr;
+  ASSERT_NO_FATAL_FAILURE(start_site_with_web(&site));
+  Spoke& shop = *site;
   const std::string uid = (*live("deployment", "web"))["metadata"]["uid"];
 
   // A spoke restart deletes nothing (Karmada 5406) and re-creates nothing.
