@@ -386,7 +386,12 @@ Status KubeApplier::audit(std::vector<Work>& work, bool full) {
         auto er = parse_object_id(id);
         if (!er || er->api_version != ref.api_version || er->kind != ref.kind) continue;
         auto w = by_id.find(id);
-        auto l = live.find(id);
+        // A cluster-scoped object's template may name a namespace; the
+        // server ignores it, and so does the match.
+        std::string key = id;
+        if (!type->namespaced && !er->ns.empty())
+          key = object_id({er->api_version, er->kind, "", er->name});
+        auto l = live.find(key);
         observe(w == by_id.end() ? nullptr : w->second, e, l == live.end() ? nullptr : l->second);
       }
     }

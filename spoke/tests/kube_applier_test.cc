@@ -206,6 +206,19 @@ TEST_F(KubeApplierTest, NamespacesAndCrdsFirstAndObjectsOfANewKindAfterEstablish
       live("apiextensions.k8s.io", "customresourcedefinitions", "", "widgets.example.com"));
 }
 
+TEST_F(KubeApplierTest, AClusterScopedObjectWithANamespaceIsNotTakenForDrift) {
+  json ns = namespace_object("shop");
+  ns["metadata"]["namespace"] = "ignored";  // the server ignores it for a Namespace
+  auto o = rendered(ns);
+  ASSERT_TRUE(applier_->apply(o).ok());
+  const size_t before = patches();
+  auto r = applier_->apply_all({&o});  // an audit: the object is found, no repair
+  ASSERT_TRUE(r[0].ok()) << r[0].status().to_string();
+  EXPECT_EQ(r[0]->drift, "");
+  EXPECT_EQ(patches(), before);
+  EXPECT_TRUE(live("", "namespaces", "", "shop"));
+}
+
 TEST_F(KubeApplierTest, ConflictIsReportedAndForcedOnlyWhenAnnotated) {
   auto cm = rendered(config_map("default", "settings", "one"));
   ASSERT_TRUE(applier_->apply(cm).ok());
