@@ -48,6 +48,10 @@ class Discovery {
   // others when discovery itself failed.
   StatusOr<ResourceType> resolve(const std::string& api_version, const std::string& kind);
 
+  // Forgets what is known of `api_version`: the next resolve reads it again
+  // (a CRD of that group just became Established).
+  void invalidate(const std::string& api_version) { cache_.erase(api_version); }
+
   // Reads /api and /apis and every group-version: every type the server serves.
   StatusOr<std::vector<ResourceType>> refresh_all();
 

@@ -469,6 +469,12 @@ std::vector<StatusOr<ApplyOutcome>> KubeApplier::apply_all(
         if (Status s = wait_established(c.ref.name); !s.ok()) {
           spdlog::warn("kube: {}", s.to_string());
         }
+        // Its kinds are served now, even if discovery read the group
+        // before the CRD existed (a pass that failed a moment ago).
+        const json& spec = member(c.object->object, "spec");
+        for (const json& v : member(spec, "versions")) {
+          discovery_->invalidate(str_at(spec, "group") + "/" + str_at(v, "name"));
+        }
       }
     }
     if (w.write) run(w);

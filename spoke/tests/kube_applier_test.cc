@@ -219,6 +219,50 @@ TEST_F(KubeApplierTest, AClusterScopedObjectWithANamespaceIsNotTakenForDrift) {
   EXPECT_TRUE(live("", "namespaces", "", "shop"));
 }
 
+TEST_F(KubeApplierTest, ObjectsOfACrdAppliedAfterAFailedPassFindTheirKindAtOnce) {
+  auto widget = rendered(json::parse(R"({"apiVersion": "example.com/v1", "kind": "Widget",
+      "metadata": {"name": "w1", "namespace": "default"}, "spec": {"size": 3}})"));
+  // Without its CRD the kind is not served: discovery has read example.com/v1.
+  auto r = applier_->apply_all({&widget});
+  ASSERT_FALSE(r[0].ok());
+  EXPECT_EQ(r[0].status().code(), StatusCode::kNotFound);
+  EXPECT_NE(r[0].status().message().find("example.com/v1"), std::string::npos)
+      << r[0].status().message();
+  // The next pass brings the CRD: its objects go in the same pass.
+  auto crd = rendered(widget_crd());
+  r = applier_->apply_all({&widget, &crd});
+  ASSERT_TRUE(r[0].ok()) << r[0].status().to_string();
+  EXPECT_TRUE(live("example.com", "widgets", "default", "w1"));
+}
+
+TEST(DiscoveryTest, WalksApiAndApisAsKubectlApiResourcesDoes) {
+  canopy::testing::TempDir dir("canopy-discovery-");
+  auto cluster = TestCluster::start(dir.path().string());
+  ASSERT_TRUE(cluster.ok());
+  auto e = load_kubeconfig((*cluster)->kubeconfig_token());
+  ASSERT_TRUE(e.ok());
+  auto client = KubeClient::create(*e);
+  ASSERT_TRUE(client.ok());
+  Discovery d(client->get());
+  auto all = d.refresh_all();
+  ASSERT_TRUE(all.ok()) << all.status().to_string();
+  std::map<std::string, ResourceType> by_kind;
+  for (const auto& t : *all) by_kind[t.api_version() + "/" + t.kind] = t;
+  ASSERT_TRUE(by_kind.count("apps/v1/Deployment"));
+  EXPECT_EQ(by_kind["apps/v1/Deployment"].resource, "deployments");
+  EXPECT_TRUE(by_kind["apps/v1/Deployment"].namespaced);
+  ASSERT_TRUE(by_kind.count("v1/Namespace"));
+  EXPECT_FALSE(by_kind["v1/Namespace"].namespaced);
+  EXPECT_EQ(by_kind["v1/Namespace"].object_path("", "shop"), "/api/v1/namespaces/shop");
+  EXPECT_EQ(by_kind["apps/v1/Deployment"].object_path("shop", "web"),
+            "/apis/apps/v1/namespaces/shop/deployments/web");
+  // Resolving from the cache sends nothing more.
+  const uint64_t reads = d.documents_read();
+  ASSERT_TRUE(d.resolve("apps/v1", "Deployment").ok());
+  EXPECT_EQ(d.documents_read(), reads);
+  EXPECT_EQ(d.resolve("apps/v1", "NoSuchKind").status().code(), StatusCode::kNotFound);
+}
+
 TEST_F(KubeApplierTest, ConflictIsReportedAndForcedOnlyWhenAnnotated) {
   auto cm = rendered(config_map("default", "settings", "one"));
   ASSERT_TRUE(applier_->apply(cm).ok());
@@ -608,6 +652,90 @@ TEST(ProjectFieldsTest, MatchesNamedListsByName) {
   auto paths = differing_paths(applied, p);
   ASSERT_EQ(paths.size(), 1u);
   EXPECT_EQ(paths[0], ".spec.containers[web].image");
+}
+
+}  // namespace
+}  // namespace canopy::spoke::kube
+
+namespace canopy::spoke::kube {
+namespace {
+
+using nlohmann::json;
+
+json with(const char* api, const char* kind, json spec, json status, int64_t generation = 1) {
+  return {{"apiVersion", api},
+          {"kind", kind},
+          {"metadata", {{"name", "x"}, {"generation", generation}}},
+          {"spec", std::move(spec)},
+          {"status", std::move(status)}};
+}
+
+TEST(HealthTest, ObservedGenerationComesFirst) {
+  auto h = health_of(with("apps/v1", "Deployment", {{"replicas", 1}},
+                          {{"observedGeneration", 1},
+                           {"replicas", 1},
+                           {"updatedReplicas", 1},
+                           {"availableReplicas", 1}},
+                          2));
+  EXPECT_EQ(h.state, kProgressing);
+  EXPECT_EQ(h.message, "waiting for the controller to observe generation 2");
+}
+
+TEST(HealthTest, StatefulSetDaemonSetAndJob) {
+  json sts_status = {{"observedGeneration", 1},
+                     {"readyReplicas", 3},
+                     {"updatedReplicas", 3},
+                     {"currentRevision", "a"},
+                     {"updateRevision", "b"}};
+  EXPECT_EQ(health_of(with("apps/v1", "StatefulSet", {{"replicas", 3}}, sts_status)).message,
+            "revision b rolling out");
+  sts_status["currentRevision"] = "b";
+  EXPECT_EQ(health_of(with("apps/v1", "StatefulSet", {{"replicas", 3}}, sts_status)).state,
+            kHealthy);
+  sts_status["readyReplicas"] = 2;
+  EXPECT_EQ(health_of(with("apps/v1", "StatefulSet", {{"replicas", 3}}, sts_status)).message,
+            "2 of 3 replicas ready");
+
+  json ds = {{"observedGeneration", 1},
+             {"desiredNumberScheduled", 4},
+             {"updatedNumberScheduled", 4},
+             {"numberAvailable", 3}};
+  EXPECT_EQ(health_of(with("apps/v1", "DaemonSet", json::object(), ds)).message,
+            "3 of 4 pods available");
+  ds["numberAvailable"] = 4;
+  EXPECT_EQ(health_of(with("apps/v1", "DaemonSet", json::object(), ds)).state, kHealthy);
+
+  EXPECT_EQ(health_of(with("batch/v1", "Job", json::object(), {{"active", 1}})).state,
+            kProgressing);
+  json failed = {{"conditions", json::array({{{"type", "Failed"},
+                                              {"status", "True"},
+                                              {"reason", "BackoffLimitExceeded"}}})}};
+  auto h = health_of(with("batch/v1", "Job", json::object(), failed));
+  EXPECT_EQ(h.state, kDegraded);
+  EXPECT_EQ(h.message, "Failed=True (BackoffLimitExceeded)");
+  json complete = {{"conditions", json::array({{{"type", "Complete"}, {"status", "True"}}})}};
+  EXPECT_EQ(health_of(with("batch/v1", "Job", json::object(), complete)).state, kHealthy);
+}
+
+TEST(HealthTest, AnyKindByItsReadyConditionAndKindsWithoutStatus) {
+  auto cond = [](const char* type, const char* status) {
+    return json{
+        {"conditions",
+         json::array({{{"type", type}, {"status", status}, {"reason", "R"}, {"message", "m"}}})}};
+  };
+  EXPECT_EQ(
+      health_of(with("example.com/v1", "Widget", json::object(), cond("Ready", "True"))).state,
+      kHealthy);
+  auto h = health_of(with("example.com/v1", "Widget", json::object(), cond("Ready", "False")));
+  EXPECT_EQ(h.state, kDegraded);
+  EXPECT_EQ(h.message, "Ready=False (R): m");
+  EXPECT_EQ(
+      health_of(with("example.com/v1", "Widget", json::object(), cond("Available", "Unknown")))
+          .state,
+      kProgressing);
+  json cm = {{"apiVersion", "v1"}, {"kind", "ConfigMap"}, {"metadata", {{"name", "c"}}}};
+  EXPECT_EQ(health_of(cm).state, kHealthy);
+  EXPECT_EQ(health_of(json()).state, kProgressing);
 }
 
 }  // namespace
