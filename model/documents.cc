@@ -183,6 +183,25 @@ StatusOr<Rollout> parse_rollout(const json& doc) {
   return out;
 }
 
+StatusOr<ApplyPolicy> parse_apply_policy(const json& doc) {
+  if (!doc.is_object()) {
+    return invalid_argument(std::string("apply must be an object, not ") + doc.type_name());
+  }
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"forceConflicts", "drift"}));
+  ApplyPolicy out;
+  if (const json* force = field(doc, "forceConflicts")) {
+    if (!force->is_boolean()) return invalid_argument("apply.forceConflicts must be true or false");
+    out.force_conflicts = force->get<bool>();
+  }
+  if (const json* drift = field(doc, "drift")) {
+    if (!drift->is_string() || (*drift != "repair" && *drift != "report")) {
+      return invalid_argument("apply.drift must be \"repair\" or \"report\"");
+    }
+    out.report_drift = *drift == "report";
+  }
+  return out;
+}
+
 }  // namespace
 
 StatusOr<Release> parse_release(const json& doc) {
@@ -197,7 +216,7 @@ json release_document(const Release& release) { return {{"revision", release.rev
 
 StatusOr<Placement> parse_placement(const json& doc) {
   CANOPY_RETURN_IF_ERROR(require_object(doc, "placement"));
-  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"templates", "sites", "selector", "rollout"}));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"templates", "sites", "selector", "rollout", "apply"}));
   Placement out;
   const json* templates = field(doc, "templates");
   if (templates == nullptr) return invalid_argument("templates is missing");
@@ -211,6 +230,11 @@ StatusOr<Placement> parse_placement(const json& doc) {
     auto r = parse_rollout(*rollout);
     if (!r.ok()) return r.status();
     out.rollout = *r;
+  }
+  if (const json* apply = field(doc, "apply")) {
+    auto a = parse_apply_policy(*apply);
+    if (!a.ok()) return a.status();
+    out.apply = *a;
   }
   if (out.choice.empty()) {
     return invalid_argument(

@@ -67,9 +67,20 @@ struct Rollout {
   bool enabled() const { return max_unavailable > 0; }
 };
 
+// How the sites' kube applier treats the placed templates' objects
+// (`"apply": {"forceConflicts": true, "drift": "report"}`; docs/kube-applier.md):
+// take fields another field manager owns (server-side apply with force), and
+// repair drift found in the cluster ("repair", the default) or only report
+// it ("report"). A template placed by several placements at a site is forced
+// if any of them forces, and only reported if any of them says report.
+struct ApplyPolicy {
+  bool force_conflicts = false;
+  bool report_drift = false;
+};
+
 // `t/<tenant>/placements/<p>`:
 //   {"templates": ["<template>", ...], "sites": [...], "selector": {...},
-//    "rollout": {...}}
+//    "rollout": {...}, "apply": {...}}
 // `templates` is required; `sites` or a non-empty `selector` is required
 // (a placement must say which sites it targets).
 struct Placement {
@@ -78,6 +89,7 @@ struct Placement {
   // The rollout policy: it does not change which sites are chosen, only when
   // they apply a new revision of the templates.
   Rollout rollout;
+  ApplyPolicy apply;
 };
 StatusOr<Placement> parse_placement(const nlohmann::json& doc);
 

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,6 +66,11 @@ class Applier {
     for (const model::RenderedObject* o : objects) out.push_back(apply(*o));
     return out;
   }
+
+  // The apply policies of the placements that place each template here
+  // (template key -> policy), set before each apply_all; templates not in
+  // it get the defaults. Appliers with nothing to choose ignore it.
+  virtual void set_policies(std::map<std::string, model::ApplyPolicy> policies) { (void)policies; }
 
   // Removes the object with this id. OK when it is already gone.
   virtual Status remove(const std::string& id) = 0;

@@ -240,12 +240,25 @@ Status Reconciler::reconcile_once() {
   // stays: not rewritten, not pruned, its status (with the older revision)
   // unchanged; a site that never had it applies nothing yet.
   std::set<std::string> gated;
+  // The apply policies of the placements (docs/kube-applier.md): a template
+  // is forced if any placement of it here forces, and its drift only
+  // reported if any says report.
+  std::map<std::string, model::ApplyPolicy> policies;
   for (const auto& [key, doc] : desired_.placements) {
     auto p = model::parse_placement(doc);
-    if (!p.ok() || !p->rollout.enabled()) continue;
+    if (!p.ok()) continue;
     const std::string_view tenant = model::parse_key(key).tenant;
+    if (p->apply.force_conflicts || p->apply.report_drift) {
+      for (const auto& t : p->templates) {
+        model::ApplyPolicy& policy = policies[model::template_key(tenant, t)];
+        policy.force_conflicts |= p->apply.force_conflicts;
+        policy.report_drift |= p->apply.report_drift;
+      }
+    }
+    if (!p->rollout.enabled()) continue;
     for (const auto& t : p->templates) gated.insert(model::template_key(tenant, t));
   }
+  applier_->set_policies(std::move(policies));
   std::vector<const model::RenderedObject*> held;
   if (!gated.empty()) {
     std::vector<const model::RenderedObject*> released;

@@ -75,6 +75,29 @@ TEST(Documents, RolloutPolicyAndRelease) {
   EXPECT_FALSE(parse_release({{"revision", "r"}, {"site", "x"}}).ok());
 }
 
+TEST(Documents, ApplyPolicy) {
+  json p = {{"templates", {"web"}}, {"sites", {"a"}}};
+  auto none = parse_placement(p);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->apply.force_conflicts);
+  EXPECT_FALSE(none->apply.report_drift);
+  p["apply"] = {{"forceConflicts", true}, {"drift", "report"}};
+  auto a = parse_placement(p);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  EXPECT_TRUE(a->apply.force_conflicts);
+  EXPECT_TRUE(a->apply.report_drift);
+  p["apply"] = {{"drift", "repair"}};
+  EXPECT_FALSE(parse_placement(p)->apply.report_drift);
+  p["apply"] = {{"drift", "ignore"}};
+  EXPECT_EQ(error_of(parse_placement(p)), "apply.drift must be \"repair\" or \"report\"");
+  p["apply"] = {{"forceConflicts", "yes"}};
+  EXPECT_EQ(error_of(parse_placement(p)), "apply.forceConflicts must be true or false");
+  p["apply"] = {{"force", true}};
+  EXPECT_NE(error_of(parse_placement(p)).find("\"force\" is not a field"), std::string::npos);
+  p["apply"] = json::array();
+  EXPECT_EQ(error_of(parse_placement(p)), "apply must be an object, not array");
+}
+
 TEST(Documents, Override) {
   auto o = parse_override({{"template", "web"}, {"patch", {{"spec", {{"replicas", 3}}}}}});
   ASSERT_TRUE(o.ok());

@@ -258,6 +258,14 @@ StatusOr<ResourceType> KubeApplier::type_of(const ObjectRef& ref) {
   return discovery_->resolve(ref.api_version, ref.kind);
 }
 
+model::ApplyPolicy KubeApplier::policy_of(const model::RenderedObject& object) const {
+  model::ApplyPolicy p;
+  if (auto it = policies_.find(object.template_key); it != policies_.end()) p = it->second;
+  p.force_conflicts |= annotation(object.object, kForceAnnotation) == "true";
+  p.report_drift |= annotation(object.object, kDriftAnnotation) == "report";
+  return p;
+}
+
 StatusOr<ApplyOutcome> KubeApplier::apply(const model::RenderedObject& object) {
   auto r = apply_all({&object});
   return std::move(r[0]);
@@ -267,7 +275,7 @@ Status KubeApplier::write(Work& w) {
   auto type = type_of(w.ref);
   if (!type.ok()) return type.status();
   const json& object = w.object->object;
-  const bool force = annotation(object, kForceAnnotation) == "true";
+  const bool force = policy_of(*w.object).force_conflicts;
   const std::string ns = type->namespaced ? (w.ref.ns.empty() ? "default" : w.ref.ns) : "";
   const std::string path = type->object_path(ns, w.ref.name) + "?fieldManager=" + kFieldManager +
                            (force ? "&force=true" : "");
@@ -279,9 +287,8 @@ Status KubeApplier::write(Work& w) {
     if (r->code == 409) {
       ++stats_.conflicts;
       return Status(s.code(), s.message() +
-                                  " (another field manager owns these fields; annotate "
-                                  "the template canopy.io/force-conflicts: \"true\" to "
-                                  "take them)");
+                                  " (another field manager owns these fields; a placement "
+                                  "with apply: {forceConflicts: true} takes them)");
     }
     return s;
   }
@@ -510,7 +517,7 @@ std::vector<StatusOr<ApplyOutcome>> KubeApplier::apply_all(
     for (Work& w : work) {
       if (!w.repair || !w.status.ok()) continue;
       Entry& e = entries_[w.id];
-      if (annotation(w.object->object, kDriftAnnotation) == "report") {
+      if (policy_of(*w.object).report_drift) {
         e.drift = "drifted: " + w.drift_paths + " (policy report: not repaired)";
         continue;
       }

@@ -9,7 +9,8 @@
 // Apply. PATCH <object> ?fieldManager=canopy with application/apply-patch+yaml
 // (the object's JSON: JSON is YAML). Another manager owning a field with a
 // different value is a conflict (409): reported in the status, and the fields
-// are taken (force=true) only for an object annotated
+// are taken (force=true) only when a placement of the template says
+// `apply: {forceConflicts: true}` (set_policies), or the object is annotated
 // `canopy.io/force-conflicts: "true"`. An object whose hash the applier
 // already applied is not sent again: a pass over 1,000 unchanged objects sends
 // nothing but what the audit below needs.
@@ -45,8 +46,9 @@
 //     are compared with the same fields as the server returned them right
 //     after canopy's apply (so values the server normalizes, like
 //     quantities, are not drift). A changed value, a removed field or a
-//     deleted object is drift. Unless the object is annotated
-//     `canopy.io/drift: report`, drift is repaired at once by applying again
+//     deleted object is drift. Unless a placement says `apply: {drift:
+//     report}` (or the object is annotated `canopy.io/drift: report`), drift
+//     is repaired at once by applying again
 //     (with force only under canopy.io/force-conflicts, since a field
 //     `kubectl edit` changed is now owned by kubectl); the outcome reports
 //     what was repaired, or why it could not be.
@@ -134,6 +136,9 @@ class KubeApplier final : public Applier {
   Status remove(const std::string& id) override;
   StatusOr<std::vector<std::string>> inventory() override;
   std::optional<std::chrono::milliseconds> next_check() const override;
+  void set_policies(std::map<std::string, model::ApplyPolicy> policies) override {
+    policies_ = std::move(policies);
+  }
 
   const KubeApplierStats& stats() const { return stats_; }
   KubeClient& client() { return *client_; }
@@ -180,6 +185,9 @@ class KubeApplier final : public Applier {
   std::chrono::steady_clock::time_point next_progress_{};
   std::chrono::milliseconds progress_backoff_{0};
   KubeApplierStats stats_;
+  std::map<std::string, model::ApplyPolicy> policies_;  // template key -> policy
+  // The policy for `object`: its placements', or its own annotations.
+  model::ApplyPolicy policy_of(const model::RenderedObject& object) const;
 };
 
 }  // namespace canopy::spoke::kube

@@ -12,6 +12,8 @@
 
 #include "model/render.h"
 #include "spoke/kube/kubeconfig.h"
+#include "spoke/reconciler.h"
+#include "store/store.h"
 #include "tests/kubeapi/test_cluster.h"
 #include "tests/support/temp_dir.h"
 
@@ -281,7 +283,7 @@ TEST_F(KubeApplierTest, ConflictIsReportedAndForcedOnlyWhenAnnotated) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kAborted);
   EXPECT_NE(r.status().message().find("409 Conflict"), std::string::npos) << r.status().message();
-  EXPECT_NE(r.status().message().find("canopy.io/force-conflicts"), std::string::npos);
+  EXPECT_NE(r.status().message().find("forceConflicts"), std::string::npos);
   EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "ops");
   EXPECT_EQ(applier_->stats().conflicts, 1u);
 
@@ -290,6 +292,62 @@ TEST_F(KubeApplierTest, ConflictIsReportedAndForcedOnlyWhenAnnotated) {
   auto cm3 = rendered(forced);
   r = applier_->apply(cm3);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "two");
+}
+
+TEST_F(KubeApplierTest, ThePlacementsPolicyForcesAndReportsDrift) {
+  auto cm = rendered(config_map("default", "settings", "one"));
+  ASSERT_TRUE(applier_->apply(cm).ok());
+  auto other =
+      request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops&force=true",
+              config_map("default", "settings", "ops"), "application/apply-patch+yaml");
+  ASSERT_EQ(other.code, 200) << other.body;
+  auto cm2 = rendered(config_map("default", "settings", "two"));
+  ASSERT_FALSE(applier_->apply(cm2).ok());  // no policy: a conflict
+  applier_->set_policies({{cm2.template_key, {.force_conflicts = true, .report_drift = true}}});
+  ASSERT_TRUE(applier_->apply(cm2).ok());
+  EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "two");
+  // Drift under the placement's report policy: reported, not repaired.
+  auto edit = request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops",
+                      {{"data", {{"key", "hand"}}}}, "application/merge-patch+json");
+  ASSERT_EQ(edit.code, 200);
+  auto r = applier_->apply_all({&cm2});
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_EQ(r[0]->drift, "drifted: .data.key (policy report: not repaired)");
+  EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "hand");
+}
+
+// The reconciler hands the applier its placements' policies: a placement
+// with apply.forceConflicts takes a field another manager owns.
+TEST_F(KubeApplierTest, TheReconcilerPassesThePlacementsPolicy) {
+  StoreOptions so;
+  so.path = dir_.file("store");
+  so.durability = Durability::kNone;
+  auto store = Store::open(so);
+  ASSERT_TRUE(store.ok());
+  Reconciler reconciler(store->get(), "s1", applier_.get());
+  auto put = [&](const std::string& key, const json& doc) {
+    ASSERT_TRUE((*store)->put_value(key, doc).ok()) << key;
+  };
+  put("sites/s1", {{"name", "s1"}, {"labels", json::object()}});
+  put("t/acme/templates/settings", config_map("default", "settings", "one"));
+  put("t/acme/placements/p", {{"templates", {"settings"}}, {"sites", {"s1"}}});
+  ASSERT_TRUE(reconciler.reconcile_once().ok());
+  ASSERT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "one");
+  auto other =
+      request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops&force=true",
+              config_map("default", "settings", "ops"), "application/apply-patch+yaml");
+  ASSERT_EQ(other.code, 200) << other.body;
+
+  put("t/acme/templates/settings", config_map("default", "settings", "two"));
+  EXPECT_FALSE(reconciler.reconcile_once().ok());  // the conflict, reported
+  auto st = (*store)->get(model::status_key("s1", "acme", "settings"));
+  ASSERT_TRUE(st.ok());
+  EXPECT_NE(st->find("forceConflicts"), std::string::npos) << *st;
+
+  put("t/acme/placements/p",
+      {{"templates", {"settings"}}, {"sites", {"s1"}}, {"apply", {{"forceConflicts", true}}}});
+  ASSERT_TRUE(reconciler.reconcile_once().ok());
   EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "two");
 }
 
