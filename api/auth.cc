@@ -1,10 +1,8 @@
 #include "api/auth.h"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -15,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/keys.h"
+#include "store/file_io.h"
 
 namespace canopy::api {
 namespace {
@@ -61,38 +60,6 @@ StatusOr<model::BearerToken> new_bearer() {
   model::BearerToken t{hex(id.data(), id.size()), base64url(secret.data(), secret.size())};
   OPENSSL_cleanse(secret.data(), secret.size());
   return t;
-}
-
-// Writes `text` to `path` with mode 0600: to a temporary file next to it,
-// synced, then renamed over `path`.
-Status write_secret_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  ::unlink(tmp.c_str());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return unavailable("admin token file " + tmp + ": " + std::strerror(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return unavailable("admin token file " + tmp + ": " + std::strerror(e));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    return unavailable("admin token file " + tmp + ": " + std::strerror(e));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    return unavailable("admin token file " + path + ": " + std::strerror(e));
-  }
-  return ok_status();
 }
 
 }  // namespace
@@ -217,7 +184,9 @@ StatusOr<bool> Authenticator::bootstrap_admin(const std::string& path) {
   if (!bearer.ok()) return bearer.status();
   // The file first: a record whose secret nobody holds would lock the fleet
   // out (and stop the next start from bootstrapping).
-  CANOPY_RETURN_IF_ERROR(write_secret_file(path, model::bearer_text(*bearer) + "\n"));
+  if (Status st = write_file_atomically(path, model::bearer_text(*bearer) + "\n", 0600); !st.ok()) {
+    return unavailable("admin token file " + st.message());
+  }
   TokenRequest request;
   request.role = model::Role::kFleetAdmin;
   request.description = "bootstrap fleet-admin token (" + path + ")";

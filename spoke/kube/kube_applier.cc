@@ -1,8 +1,6 @@
 #include "spoke/kube/kube_applier.h"
 
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -12,6 +10,7 @@
 #include <thread>
 
 #include "model/render.h"
+#include "store/file_io.h"
 
 namespace canopy::spoke::kube {
 namespace {
@@ -231,21 +230,8 @@ Status KubeApplier::save_inventory() {
   }
   const std::string text =
       json{{"server", options_.endpoint.server}, {"objects", std::move(objects)}}.dump(1);
-  const std::string& path = options_.inventory_path;
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return unavailable("kube inventory: cannot write " + tmp);
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ok = ::fsync(fd) == 0 && ok;
-  ::close(fd);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return unavailable("kube inventory: cannot write " + path);
-  }
-  const auto slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
-  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  if (Status st = write_file_atomically(options_.inventory_path, text, 0600); !st.ok()) {
+    return unavailable("kube inventory: cannot write " + st.message());
   }
   return ok_status();
 }
