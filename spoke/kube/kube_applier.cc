@@ -590,15 +590,18 @@ Status KubeApplier::remove(const std::string& id) {
 }
 
 StatusOr<std::vector<std::string>> KubeApplier::inventory() {
+  // Prune order: the rest, then CRDs, then Namespaces (each id parsed once).
+  std::vector<std::pair<int, const std::string*>> staged;
+  staged.reserve(entries_.size());
+  for (const auto& [id, e] : entries_) {
+    auto ref = parse_object_id(id);
+    staged.emplace_back(-stage(ref ? ref->kind : ""), &id);
+  }
+  std::stable_sort(staged.begin(), staged.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<std::string> ids;
-  ids.reserve(entries_.size());
-  for (const auto& [id, e] : entries_) ids.push_back(id);
-  // Prune order: the rest, then CRDs, then Namespaces.
-  std::stable_sort(ids.begin(), ids.end(), [](const std::string& a, const std::string& b) {
-    auto ra = parse_object_id(a);
-    auto rb = parse_object_id(b);
-    return stage(ra ? ra->kind : "") > stage(rb ? rb->kind : "");
-  });
+  ids.reserve(staged.size());
+  for (const auto& [s, id] : staged) ids.push_back(*id);
   return ids;
 }
 

@@ -131,6 +131,21 @@ class KubeApplierTest : public ::testing::Test {
     return cluster_->server().api().handle(r);
   }
 
+  // Field manager "ops" takes ConfigMap default/settings' data.key with force
+  // (kubectl apply --server-side --force-conflicts), or edits it by merge
+  // patch (kubectl edit): either way the field is no longer canopy's.
+  void ops_takes_settings(const std::string& value) {
+    auto r = request("PATCH",
+                     "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops&force=true",
+                     config_map("default", "settings", value), "application/apply-patch+yaml");
+    ASSERT_EQ(r.code, 200) << r.body;
+  }
+  void ops_edits_settings(const std::string& value) {
+    auto r = request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops",
+                     {{"data", {{"key", value}}}}, "application/merge-patch+json");
+    ASSERT_EQ(r.code, 200) << r.body;
+  }
+
   size_t patches() {
     size_t n = 0;
     for (const auto& r : cluster_->server().served_requests()) n += r.method == "PATCH";
@@ -269,14 +284,7 @@ TEST_F(KubeApplierTest, ConflictIsReportedAndForcedOnlyWhenAnnotated) {
   auto cm = rendered(config_map("default", "settings", "one"));
   ASSERT_TRUE(applier_->apply(cm).ok());
   // Another manager takes the field with force.
-  auto other =
-      request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops&force=true",
-              {{"apiVersion", "v1"},
-               {"kind", "ConfigMap"},
-               {"metadata", {{"name", "settings"}, {"namespace", "default"}}},
-               {"data", {{"key", "ops"}}}},
-              "application/apply-patch+yaml");
-  ASSERT_EQ(other.code, 200) << other.body;
+  ASSERT_NO_FATAL_FAILURE(ops_takes_settings("ops"));
 
   auto cm2 = rendered(config_map("default", "settings", "two"));
   auto r = applier_->apply(cm2);
@@ -298,19 +306,14 @@ TEST_F(KubeApplierTest, ConflictIsReportedAndForcedOnlyWhenAnnotated) {
 TEST_F(KubeApplierTest, ThePlacementsPolicyForcesAndReportsDrift) {
   auto cm = rendered(config_map("default", "settings", "one"));
   ASSERT_TRUE(applier_->apply(cm).ok());
-  auto other =
-      request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops&force=true",
-              config_map("default", "settings", "ops"), "application/apply-patch+yaml");
-  ASSERT_EQ(other.code, 200) << other.body;
+  ASSERT_NO_FATAL_FAILURE(ops_takes_settings("ops"));
   auto cm2 = rendered(config_map("default", "settings", "two"));
   ASSERT_FALSE(applier_->apply(cm2).ok());  // no policy: a conflict
   applier_->set_policies({{cm2.template_key, {.force_conflicts = true, .report_drift = true}}});
   ASSERT_TRUE(applier_->apply(cm2).ok());
   EXPECT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "two");
   // Drift under the placement's report policy: reported, not repaired.
-  auto edit = request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops",
-                      {{"data", {{"key", "hand"}}}}, "application/merge-patch+json");
-  ASSERT_EQ(edit.code, 200);
+  ASSERT_NO_FATAL_FAILURE(ops_edits_settings("hand"));
   auto r = applier_->apply_all({&cm2});
   ASSERT_TRUE(r[0].ok());
   EXPECT_EQ(r[0]->drift, "drifted: .data.key (policy report: not repaired)");
@@ -334,10 +337,7 @@ TEST_F(KubeApplierTest, TheReconcilerPassesThePlacementsPolicy) {
   put("t/acme/placements/p", {{"templates", {"settings"}}, {"sites", {"s1"}}});
   ASSERT_TRUE(reconciler.reconcile_once().ok());
   ASSERT_EQ((*live("", "configmaps", "default", "settings"))["data"]["key"], "one");
-  auto other =
-      request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops&force=true",
-              config_map("default", "settings", "ops"), "application/apply-patch+yaml");
-  ASSERT_EQ(other.code, 200) << other.body;
+  ASSERT_NO_FATAL_FAILURE(ops_takes_settings("ops"));
 
   put("t/acme/templates/settings", config_map("default", "settings", "two"));
   EXPECT_FALSE(reconciler.reconcile_once().ok());  // the conflict, reported
@@ -505,9 +505,7 @@ TEST_F(KubeApplierTest, DriftUnderPolicyReportIsOnlyReported) {
   d["metadata"]["annotations"][kDriftAnnotation] = "report";
   auto cm = rendered(d);
   ASSERT_TRUE(applier_->apply(cm).ok());
-  auto edit = request("PATCH", "/api/v1/namespaces/default/configmaps/settings?fieldManager=ops",
-                      {{"data", {{"key", "hand"}}}}, "application/merge-patch+json");
-  ASSERT_EQ(edit.code, 200);
+  ASSERT_NO_FATAL_FAILURE(ops_edits_settings("hand"));
   auto r = applier_->apply_all({&cm});
   ASSERT_TRUE(r[0].ok());
   EXPECT_EQ(r[0]->drift, "drifted: .data.key (policy report: not repaired)");
