@@ -16,6 +16,14 @@ void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health
               {"log_index", hub->store()->last_log_index()},
               {"sessions", hub->session_count()}};
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
+    // A regional hub: how it stands with its parent.
+    if (auto up = hub->upstream()) {
+      j["parent"] = {{"name", up->parent},
+                     {"session_open", up->session_open},
+                     {"in_sync", up->in_sync},
+                     {"down_index", up->down_index},
+                     {"hellos", up->hellos}};
+    }
     reply_json(res, j.dump());
   });
   server.Get("/v1/sessions", [hub](const httplib::Request&, httplib::Response& res) {

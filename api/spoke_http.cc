@@ -40,7 +40,8 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
               {"session_open", h.session_open},
               {"in_sync", h.in_sync},
               {"objects", h.objects},
-              {"failed", h.failed}};
+              {"failed", h.failed},
+              {"documents_received", h.documents_received}};
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
     reply_json(res, j.dump());
   });

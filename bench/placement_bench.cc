@@ -465,7 +465,7 @@ void Bench::write_catalogue() {
   const auto t0 = SteadyClock::now();
   store_ = open_store(Durability::kNone);
   for (size_t i = 0; i < o_.sites; ++i) {
-    const model::SiteRecord record{site_name(i), labels_[i]};
+    const model::SiteRecord record{site_name(i), labels_[i], {}};
     check(store_->put_value(model::site_key(record.name), model::site_document(record)),
           "writing site " + record.name);
   }
@@ -614,7 +614,7 @@ void Bench::site_changes() {
       continue;
     }
     const double ms =
-        timed_put(model::site_key(name), model::site_document(model::SiteRecord{name, next}));
+        timed_put(model::site_key(name), model::site_document(model::SiteRecord{name, next, {}}));
     if (delivered_.size() != 1 || delivered_.front().child != name) {
       die("a label change of " + name + " delivered " + std::to_string(delivered_.size()) +
           " scope changes, not one for that site");

@@ -8,6 +8,7 @@
 //
 //   canopy-hub --config hub.yaml
 //   canopy-hub --name hub --data /var/lib/canopy/hub --nats nats://127.0.0.1:4222
+//   canopy-hub --name eu --parent root --nats nats://127.0.0.1:4223 ...  (a regional hub)
 //   canopy-hub --version
 //
 // SIGTERM or SIGINT shuts it down cleanly: the API stops taking requests,
@@ -42,6 +43,8 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
   app.add_option("--admin-token-file", cfg->admin_token_file,
                  "where a new hub writes its first fleet-admin token (default: "
                  "<data>/admin.token)");
+  app.add_option("--parent", cfg->parent,
+                 "parent hub's name: this hub is a regional hub (default: none, the root)");
 }
 
 int run(const hub::HubConfig& cfg) {
@@ -65,13 +68,8 @@ int run(const hub::HubConfig& cfg) {
          api::CatalogOptions options;
          // Status shows a site without a live session as offline (away for
          // away_after_s), with what it last reported and when.
-         options.liveness = [&hub] {
-           hub::Liveness out;
-           for (const auto& s : hub.sessions()) {
-             out[s.name] = hub::SiteLiveness{s.connected, s.last_seen_ms};
-           }
-           return out;
-         };
+         // Below regional hubs, from their presence documents.
+         options.liveness = [&hub] { return hub.liveness(); };
          catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status(),
                                                          auth.get(), std::move(options));
          grpc_server = api::start_grpc_server(cfg.grpc_listen, {catalog.get()}, nullptr);

@@ -11,7 +11,7 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
       path,
       {"name", "data_dir", "nats", "grpc_listen", "health_listen", "durability",
        "max_concurrent_catchups", "away_after_s", "session_timeout_s", "log_retention_hours",
-       "log_level", "admin_token_file"},
+       "log_level", "admin_token_file", "parent"},
       &root));
   try {
     if (root["name"]) c->name = root["name"].as<std::string>();
@@ -37,6 +37,7 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
     if (root["log_retention_hours"])
       c->log_retention_hours = root["log_retention_hours"].as<uint64_t>();
     if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
+    if (root["parent"]) c->parent = root["parent"].as<std::string>();
   } catch (const YAML::Exception& e) {
     return invalid_argument("config " + path + ": " + e.what());
   }
@@ -57,6 +58,12 @@ Status validate_hub_config(const HubConfig& c) {
   if (c.session_timeout_s <= c.away_after_s) {
     return invalid_argument("session_timeout_s: must be longer than away_after_s (" +
                             std::to_string(c.away_after_s) + ")");
+  }
+  if (!c.parent.empty()) {
+    if (Status st = sync::validate_node_name(c.parent); !st.ok()) {
+      return invalid_argument("parent: " + st.message());
+    }
+    if (c.parent == c.name) return invalid_argument("parent: a hub cannot be its own parent");
   }
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.grpc_listen));
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.health_listen));

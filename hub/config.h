@@ -30,6 +30,15 @@ struct HubConfig {
   // (api/auth.h); empty: <data_dir>/admin.token.
   std::string admin_token_file;
 
+  // Hierarchy (DESIGN.md, "Hierarchy and scale-out"; docs/hierarchy.md). A
+  // hub with a `parent` is a regional hub: a child of that hub (over the same
+  // NATS: the regional NATS is a leaf node of the parent's, or one cluster)
+  // for the union of its sites' scopes, and the parent of those sites. It
+  // serves the sites whose records its parent gives it (records whose
+  // `region` names it), registers none itself, and leaves rollouts to the top
+  // of the hierarchy. Empty: this hub is the root.
+  std::string parent;
+
   std::string admin_token_path() const {
     return admin_token_file.empty() ? data_dir + "/admin.token" : admin_token_file;
   }

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <utility>
 
+#include "model/documents.h"
+#include "model/keys.h"
 #include "store/hlc.h"
 
 namespace canopy::hub {
@@ -57,21 +59,43 @@ Status Hub::start() {
   nats_ = std::move(nats_or).value();
 
   sync::Env env{SystemClock::instance(), [this] { return rng_(); }};
+  // The scopes this hub gives its children: the placement index, composed
+  // with the regional hubs below it that the site records name.
+  // A regional hub serves only the sites whose records its parent gave it.
+  index_->set_serve_unknown(config_.parent.empty());
+  regions_ = RegionScope::follow_records(index_.get(), config_.name);
+  for (const auto& [region, members] : regions_->regions()) {
+    spdlog::info("hub {}: regional hub {} serves {} site(s)", config_.name, region, members.size());
+  }
   sync::ParentOptions po;
   po.max_concurrent_catchups = config_.max_concurrent_catchups;
   po.away_after_ms = config_.away_after_s * 1000;
   po.session_timeout_ms = config_.session_timeout_s * 1000;
   auto parent =
-      std::make_unique<sync::ParentSync>(config_.name, store_.get(), index_.get(), env, po);
-  Store* store = store_.get();
-  // The site describes itself in its hello; the registry keeps it.
-  parent->set_hello_hook([store](const std::string& child, const v1::Hello& hello) {
-    register_site(store, child, hello);
-  });
+      std::make_unique<sync::ParentSync>(config_.name, store_.get(), regions_.get(), env, po);
+  if (config_.parent.empty()) {
+    // The site describes itself in its hello; the registry keeps it. Only the
+    // root registers sites: below it, records come from the parent (a
+    // regional hub's own record would be a write it may not send up). A
+    // regional hub is no site: it says so in its hello.
+    Store* store = store_.get();
+    parent->set_hello_hook([store](const std::string& child, const v1::Hello& hello) {
+      auto role = hello.labels().find(std::string(kRoleLabel));
+      if (role != hello.labels().end() && role->second == "hub") return;
+      register_site(store, child, hello);
+    });
+  }
   node_ = std::make_unique<sync::SyncNode>(store_.get(), nats_.get());
   node_->set_parent_engine(std::move(parent));
+  if (!config_.parent.empty()) {
+    sync::ChildOptions co;
+    co.labels[std::string(kRoleLabel)] = "hub";
+    node_->set_child_engine(
+        std::make_unique<sync::ChildSync>(config_.name, config_.parent, store_.get(), env, co));
+    spdlog::info("hub {}: regional hub below {}", config_.name, config_.parent);
+  }
   sync::SyncNode* node = node_.get();
-  index_->on_scope_change([node](const sync::ScopeChange& c) { node->enqueue_scope_change(c); });
+  regions_->on_scope_change([node](const sync::ScopeChange& c) { node->enqueue_scope_change(c); });
   if (Status s = node_->attach(); !s.ok()) {
     stop();
     return Status(s.code(), "cannot subscribe: " + s.message());
@@ -79,8 +103,15 @@ Status Hub::start() {
   runtime_ = std::make_unique<sync::SyncRuntime>(node_.get());
   runtime_->start();
   housekeeping_ = std::thread([this] { housekeeping_loop(); });
-  rollouts_ = std::make_unique<RolloutController>(store_.get(), index_.get());
-  rollout_thread_ = std::thread([this] { rollout_loop(); });
+  // Rollouts release revisions site by site from the top of the hierarchy,
+  // which sees every site's status: a regional hub's releases would be
+  // writes it may not send up.
+  if (config_.parent.empty()) {
+    rollouts_ = std::make_unique<RolloutController>(store_.get(), index_.get());
+    rollout_thread_ = std::thread([this] { rollout_loop(); });
+  } else {
+    presence_thread_ = std::thread([this] { presence_loop(); });
+  }
   return ok_status();
 }
 
@@ -94,13 +125,15 @@ void Hub::stop() {
   housekeeping_cv_.notify_all();
   if (housekeeping_.joinable()) housekeeping_.join();
   if (rollout_thread_.joinable()) rollout_thread_.join();
+  if (presence_thread_.joinable()) presence_thread_.join();
   rollouts_.reset();
   if (runtime_) runtime_->stop();
   // Commits after this point (none are expected) must not reach a node that
   // is gone.
-  if (index_) index_->on_scope_change(nullptr);
+  if (regions_) regions_->on_scope_change(nullptr);
   runtime_.reset();
   node_.reset();
+  regions_.reset();
   nats_.reset();
   status_.reset();
   index_.reset();
@@ -114,6 +147,20 @@ size_t Hub::session_count() {
   size_t sessions = 0;
   runtime_->call([&] { sessions = node_->parent()->session_count(); });
   return sessions;
+}
+
+std::optional<UpstreamInfo> Hub::upstream() {
+  if (config_.parent.empty()) return std::nullopt;
+  UpstreamInfo out;
+  out.parent = config_.parent;
+  runtime_->call([&] {
+    const sync::ChildSync* child = node_->child();
+    out.session_open = child->active() && nats_->connected();
+    out.in_sync = out.session_open && child->in_sync();
+    out.down_index = child->down_position().index();
+    out.hellos = child->stats().hellos;
+  });
+  return out;
 }
 
 std::vector<sync::ChildInfo> Hub::sessions() {
@@ -130,6 +177,76 @@ void Hub::rollout_loop() {
     auto step = rollouts_->step();
     if (!step.ok()) spdlog::warn("rollouts: {}", step.status().to_string());
     lock.lock();
+  }
+}
+
+Liveness Hub::liveness() {
+  Liveness out;
+  for (const auto& s : sessions()) out[s.name] = SiteLiveness{s.connected, s.last_seen_ms};
+  // A site below a regional hub: live when the region is and the region's
+  // presence document says it has a live session with the site.
+  for (const auto& [region, members] : regions_->regions()) {
+    const SiteLiveness via = out.contains(region) ? out[region] : SiteLiveness{};
+    for (const auto& site : members) {
+      SiteLiveness& l = out[site];
+      l = SiteLiveness{false, 0};
+      auto raw = store_->get(model::presence_key(site));
+      if (!raw.ok()) continue;
+      auto doc = nlohmann::json::parse(*raw, nullptr, false);
+      auto presence = model::parse_presence(doc);
+      if (!presence.ok() || presence->hub != region) continue;
+      l.connected = via.connected && presence->connected;
+      l.last_seen_ms =
+          presence->connected ? via.last_seen_ms : std::min(via.last_seen_ms, presence->since_ms);
+      if (l.last_seen_ms == 0) l.last_seen_ms = presence->since_ms;
+    }
+  }
+  return out;
+}
+
+void Hub::presence_loop() {
+  const uint64_t started = SystemClock::instance()->now_ms();
+  std::unique_lock lock(housekeeping_mu_);
+  while (
+      !housekeeping_cv_.wait_for(lock, kRolloutInterval, [this] { return housekeeping_stop_; })) {
+    lock.unlock();
+    write_presence(started);
+    lock.lock();
+  }
+}
+
+void Hub::write_presence(uint64_t started_ms) {
+  const uint64_t now = SystemClock::instance()->now_ms();
+  std::unordered_map<std::string, sync::ChildInfo> live;
+  for (auto& c : sessions()) live.emplace(c.name, std::move(c));
+  for (const auto& site : index_->known_sites()) {
+    auto it = live.find(site);
+    const bool connected = it != live.end() && it->second.connected;
+    auto known = presence_written_.find(site);
+    if (known == presence_written_.end()) {
+      // First look since start: what the store holds (an earlier process's).
+      auto raw = store_->get(model::presence_key(site));
+      if (raw.ok()) {
+        auto presence = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
+        if (presence.ok() && presence->hub == config_.name) {
+          known = presence_written_.emplace(site, presence->connected).first;
+        }
+      }
+    }
+    if (known != presence_written_.end() && known->second == connected) continue;
+    // Sites reconnect after a restart: give them the away interval before
+    // calling them gone.
+    if (!connected && it == live.end() && now < started_ms + config_.away_after_s * 1000) continue;
+    model::SitePresence p{config_.name, connected, now};
+    if (!connected && it != live.end() && it->second.last_seen_ms != 0) {
+      p.since_ms = it->second.last_seen_ms;
+    }
+    auto put = store_->put_value(model::presence_key(site), model::presence_document(p));
+    if (!put.ok()) {
+      spdlog::warn("hub {}: presence of {}: {}", config_.name, site, put.status().to_string());
+      continue;
+    }
+    presence_written_[site] = connected;
   }
 }
 

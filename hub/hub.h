@@ -3,7 +3,10 @@
 // It composes the store, the placement index (per-site scopes), the status
 // aggregate (per-placement rollout state), the rollout controller (stepped
 // every second on a thread of its own), and the parent sync engine serving
-// its sites over NATS, plus the periodic housekeeping of the store. It speaks
+// its sites over NATS, plus the periodic housekeeping of the store. A hub
+// with regions below it composes its index with a RegionScope; a regional
+// hub (config `parent`) runs the child engine too, in the same SyncNode: a
+// child of its parent for its sites' scopes (HubConfig::parent). It speaks
 // to no user: the Catalog gRPC API and the health endpoint live in api/ and
 // are served over a Hub by the binary (cmd/), so several hubs and spokes can
 // run in one process for tests as well as one per process in the field.
@@ -23,12 +26,16 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "hub/config.h"
 #include "hub/placement_index.h"
+#include "hub/region_scope.h"
 #include "hub/rollout_controller.h"
 #include "hub/status_aggregate.h"
 #include "store/status.h"
@@ -37,6 +44,19 @@
 #include "sync/nats_transport.h"
 
 namespace canopy::hub {
+
+// The hello label a regional hub sends its parent, so that the parent does
+// not register it as a site.
+inline constexpr std::string_view kRoleLabel = "canopy.io/role";
+
+// A regional hub's session with its parent (Hub::upstream).
+struct UpstreamInfo {
+  std::string parent;
+  bool session_open = false;  // welcomed, and NATS connected
+  bool in_sync = false;       // caught up with the parent, nothing of ours unacked
+  uint64_t down_index = 0;    // the parent's log index this hub has applied
+  uint64_t hellos = 0;        // sessions started since start()
+};
 
 class Hub {
  public:
@@ -59,10 +79,20 @@ class Hub {
   bool nats_connected() const;
   size_t session_count();
   std::vector<sync::ChildInfo> sessions();
+  // Whether each child, and each site below a regional child, has a live
+  // session and when it was last heard (sites below a region: through the
+  // region's presence documents, model::SitePresence).
+  Liveness liveness();
+  // The session with the parent; nullopt at the root.
+  std::optional<UpstreamInfo> upstream();
 
  private:
   void housekeeping_loop();
   void rollout_loop();
+  // A regional hub: writes its sites' presence documents when their sessions
+  // open or are lost (checked every second).
+  void presence_loop();
+  void write_presence(uint64_t started_ms);
 
   const HubConfig config_;
   std::mt19937_64 rng_;
@@ -73,6 +103,7 @@ class Hub {
   std::unique_ptr<Store> store_;
   std::unique_ptr<PlacementIndex> index_;
   std::unique_ptr<StatusAggregate> status_;
+  std::unique_ptr<RegionScope> regions_;  // the index composed with the regions below
   std::unique_ptr<sync::NatsTransport> nats_;
   std::unique_ptr<sync::SyncNode> node_;
   std::unique_ptr<sync::SyncRuntime> runtime_;
@@ -83,6 +114,8 @@ class Hub {
   std::thread housekeeping_;
   std::unique_ptr<RolloutController> rollouts_;
   std::thread rollout_thread_;
+  std::thread presence_thread_;
+  std::unordered_map<std::string, bool> presence_written_;  // presence thread only
 };
 
 }  // namespace canopy::hub

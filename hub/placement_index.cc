@@ -92,6 +92,11 @@ struct PlacementIndex::Site {
   std::string name;
   bool known = false;  // a visible sites/<name> document
   Labels labels;
+  std::string region;  // the record's regional hub; empty: none
+  // How the record went away: dropped here because it left this replica's
+  // scope (the site moved to another regional hub), or deleted.
+  bool moved = false;
+  bool deleted = false;
   std::unordered_set<Rule*> placements;  // matching placements
   std::unordered_set<Rule*> overrides;   // overrides in scope
   ScopeKeys scope;
@@ -331,6 +336,8 @@ void PlacementIndex::on_commit(const v1::LogEntry& entry) {
 
   std::vector<sync::ScopeChange> changes;
   ScopeListener listener;
+  std::vector<RegionChange> region_changes;
+  RegionListener region_listener;
   {
     std::lock_guard lock(mu_);
     Document& doc = docs_[*key];
@@ -343,13 +350,53 @@ void PlacementIndex::on_commit(const v1::LogEntry& entry) {
     }
     if (!loaded_) return;
     Changes net;
+    dropping_ = entry.index() == 0;
     evaluate(*key, &net);
+    dropping_ = false;
     changes = collect(&net);
     listener = listener_;
+    for (auto& rc : region_changes_) {
+      if (const Site* site = site_or_null(rc.site)) {
+        for (const auto& e : site->scope) rc.scope_keys.emplace_back(e.key);
+      }
+    }
+    region_changes.swap(region_changes_);
+    region_listener = region_listener_;
   }
   if (listener) {
     for (const auto& c : changes) listener(c);
   }
+  if (region_listener) {
+    for (const auto& c : region_changes) region_listener(c);
+  }
+}
+
+void PlacementIndex::on_region_change(RegionListener listener) {
+  std::lock_guard lock(mu_);
+  region_listener_ = std::move(listener);
+}
+
+std::map<std::string, std::string> PlacementIndex::site_regions() {
+  std::map<std::string, std::string> out;
+  std::lock_guard lock(mu_);
+  for (const auto& [name, site] : sites_) {
+    if (site->known && !site->region.empty()) out.emplace(name, site->region);
+  }
+  return out;
+}
+
+bool PlacementIndex::serves(std::string_view site) {
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  if (s == nullptr) return serve_unknown_;
+  if (s->known || s->deleted) return true;  // a deleted record: its keys are dropped
+  if (s->moved) return false;
+  return serve_unknown_;
+}
+
+void PlacementIndex::set_serve_unknown(bool serve) {
+  std::lock_guard lock(mu_);
+  serve_unknown_ = serve;
 }
 
 void PlacementIndex::on_scope_change(ScopeListener listener) {
@@ -408,13 +455,26 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
   // The record as the model reads it; one it refuses makes the site unknown
   // (matching nothing), as the site's own renderer then renders nothing.
   model::Labels labels;
+  std::string region;
   bool known = false;
   if (doc.exists() && is_dns1123_label(name)) {
     auto record = model::parse_site(name, doc.to_value());
     if (record.ok()) {
       known = true;
       labels = std::move(record->labels);
+      region = std::move(record->region);
     }
+  }
+  if (site->region != region) {
+    site->region = region;
+    // Reported with the scope the site has once the commit is evaluated
+    // (on_commit fills it in).
+    if (changes != nullptr) region_changes_.push_back(RegionChange{name, region, {}});
+  }
+  if (known) {
+    site->moved = site->deleted = false;
+  } else if (site->known) {
+    (dropping_ ? site->moved : site->deleted) = true;
   }
   if (site->known == known && site->labels == labels) return;
 
@@ -903,7 +963,7 @@ void register_site(Store* store, const std::string& child, const v1::Hello& hell
     spdlog::warn("registering site {}: {}", child, existing.status().to_string());
     return;
   }
-  model::SiteRecord record{child, {}};
+  model::SiteRecord record{child, {}, {}};
   for (const auto& [k, v] : hello.labels()) record.labels.emplace(k, v);
   const json doc = model::site_document(record);
   if (auto valid = model::parse_site(child, doc); !valid.ok()) {

@@ -119,6 +119,20 @@ class PlacementIndex final : public sync::ScopeProvider {
   // Replaces the listener of scope changes (see above for what it may do).
   void on_scope_change(ScopeListener listener);
 
+  // A site record's `region` changed (model::SiteRecord::region; empty: none,
+  // or the record is gone), with the site's scope keys at that point.
+  // Reported after the commit's scope changes, with the same rules as
+  // on_scope_change; none while loading (read site_regions() instead).
+  struct RegionChange {
+    std::string site;
+    std::string region;
+    std::vector<std::string> scope_keys;
+  };
+  using RegionListener = std::function<void(const RegionChange&)>;
+  void on_region_change(RegionListener listener);
+  // Site -> region, for every known site whose record names one.
+  std::map<std::string, std::string> site_regions();
+
   // --- sync::ScopeProvider.
   bool in_scope(std::string_view site, std::string_view key) override;
   // `sites/<site>/status/` and `sites/<site>/overrides/`; none for a name that
@@ -132,6 +146,14 @@ class PlacementIndex final : public sync::ScopeProvider {
   uint64_t version(std::string_view site) override;
   std::optional<Listing> list_scope(std::string_view site) override;
   std::vector<std::string> children_for(std::string_view key) override { return sites_for(key); }
+  // Not a site whose record left this replica's scope (it moved to another
+  // regional hub: its session ends without drops, and it keeps what it
+  // holds); a site with no record only when set_serve_unknown (the default:
+  // the root registers a new site from its hello, register_site; a regional
+  // hub serves only the sites its parent gave it a record of). A site whose
+  // record was deleted is served: it is told to drop its scope.
+  bool serves(std::string_view site) override;
+  void set_serve_unknown(bool serve);
 
   // Sites whose scope holds `key`, sorted. For `sites/<site>` and keys under it
   // that is `<site>`, known or not. O(result).
@@ -197,6 +219,12 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::mutex mu_;
   bool loaded_ = false;
   ScopeListener listener_;
+  RegionListener region_listener_;
+  // Region changes of the commit being evaluated (mu_ held; on_commit reports
+  // and clears them).
+  std::vector<RegionChange> region_changes_;
+  bool dropping_ = false;  // the commit being evaluated is a local drop (index 0)
+  bool serve_unknown_ = true;
   Store* attached_ = nullptr;
   uint64_t subscription_ = 0;
 

@@ -1,5 +1,6 @@
 #include "hub/region_scope.h"
 
+#include <spdlog/spdlog.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -14,23 +15,24 @@ namespace {
 
 uint64_t key_hash(std::string_view key) { return XXH3_64bits(key.data(), key.size()); }
 
+// Members count in the version as names no key can have.
+uint64_t member_hash(std::string_view site) {
+  const std::string tagged = "\n member " + std::string(site);
+  return key_hash(tagged);
+}
+
 }  // namespace
 
 RegionScope::RegionScope(PlacementIndex* index) : index_(index) {}
 
 StatusOr<std::unique_ptr<RegionScope>> RegionScope::create(PlacementIndex* index, Regions regions) {
-  std::unique_ptr<RegionScope> scope(new RegionScope(index));
   std::set<std::string, std::less<>> seen;
   for (auto& [name, members] : regions) {
     if (!model::is_dns1123_label(name)) {
       return invalid_argument("region \"" + name + "\" is not a DNS-1123 label");
     }
     if (members.empty()) return invalid_argument("region \"" + name + "\" has no member site");
-    auto region = std::make_unique<Region>();
-    region->name = name;
-    region->members = std::move(members);
-    std::sort(region->members.begin(), region->members.end());
-    for (const auto& site : region->members) {
+    for (const auto& site : members) {
       if (!model::is_dns1123_label(site)) {
         return invalid_argument("region \"" + name + "\": site \"" + site +
                                 "\" is not a DNS-1123 label");
@@ -39,33 +41,48 @@ StatusOr<std::unique_ptr<RegionScope>> RegionScope::create(PlacementIndex* index
         return invalid_argument("site \"" + site + "\" is listed twice");
       }
     }
-    scope->regions_.emplace(name, std::move(region));
   }
-  for (auto& [name, region] : scope->regions_) {
+  for (const auto& [name, members] : regions) {
     if (seen.contains(name)) {
       return invalid_argument("region \"" + name + "\" is named like a member site");
     }
-    for (uint32_t i = 0; i < region->members.size(); ++i) {
-      scope->members_.emplace(region->members[i], Member{region.get(), i});
-    }
   }
-
+  std::unique_ptr<RegionScope> scope(new RegionScope(index));
   // Listen first, then read: a change delivered meanwhile waits for mu_ and
   // then applies idempotently on top of what was read (see the header).
   RegionScope* raw = scope.get();
-  std::lock_guard lock(scope->mu_);
   index->on_scope_change([raw](const sync::ScopeChange& c) { raw->on_member_change(c); });
-  for (auto& [name, region] : scope->regions_) {
-    for (uint32_t i = 0; i < region->members.size(); ++i) {
-      for (const auto& key : index->scope_keys(region->members[i])) {
-        add_key(region.get(), i, key);
-      }
+  for (const auto& [name, members] : regions) {
+    for (const auto& site : members) {
+      const auto keys = index->scope_keys(site);
+      std::lock_guard lock(scope->mu_);
+      scope->move_locked(site, name, keys, nullptr);
     }
   }
   return scope;
 }
 
-RegionScope::~RegionScope() { index_->on_scope_change(nullptr); }
+std::unique_ptr<RegionScope> RegionScope::follow_records(PlacementIndex* index, std::string self) {
+  std::unique_ptr<RegionScope> scope(new RegionScope(index));
+  RegionScope* raw = scope.get();
+  raw->follows_records_ = true;
+  raw->self_ = std::move(self);
+  index->on_scope_change([raw](const sync::ScopeChange& c) { raw->on_member_change(c); });
+  index->on_region_change([raw](const PlacementIndex::RegionChange& c) {
+    raw->move_site(c.site, c.region, c.scope_keys);
+  });
+  for (const auto& [site, region] : index->site_regions()) {
+    const auto keys = index->scope_keys(site);
+    std::lock_guard lock(raw->mu_);
+    raw->move_locked(site, region, keys, nullptr);
+  }
+  return scope;
+}
+
+RegionScope::~RegionScope() {
+  index_->on_scope_change(nullptr);
+  if (follows_records_) index_->on_region_change(nullptr);
+}
 
 void RegionScope::on_scope_change(ScopeListener listener) {
   std::lock_guard lock(mu_);
@@ -73,21 +90,40 @@ void RegionScope::on_scope_change(ScopeListener listener) {
 }
 
 std::string RegionScope::region_of(std::string_view site) const {
+  std::lock_guard lock(mu_);
   auto it = members_.find(std::string(site));
   return it == members_.end() ? std::string() : it->second.region->name;
 }
 
-bool RegionScope::is_region(std::string_view child) const { return find_region(child) != nullptr; }
+bool RegionScope::is_region(std::string_view child) const {
+  std::lock_guard lock(mu_);
+  return find_region(child) != nullptr;
+}
+
+RegionScope::Regions RegionScope::regions() const {
+  Regions out;
+  std::lock_guard lock(mu_);
+  for (const auto& [name, region] : regions_) {
+    auto& members = out[name];
+    for (const auto& [site, id] : region->members) members.push_back(site);
+  }
+  return out;
+}
 
 const RegionScope::Region* RegionScope::find_region(std::string_view child) const {
   auto it = regions_.find(child);
   return it == regions_.end() ? nullptr : it->second.get();
 }
 
-const RegionScope::Region* RegionScope::region_of_site_key(std::string_view key) const {
-  if (!key.starts_with(model::kSitesPrefix)) return nullptr;
+std::string_view RegionScope::site_of_key(std::string_view key) {
+  if (!key.starts_with(model::kSitesPrefix)) return {};
   std::string_view site = key.substr(model::kSitesPrefix.size());
-  site = site.substr(0, site.find('/'));
+  return site.substr(0, site.find('/'));
+}
+
+const RegionScope::Region* RegionScope::region_of_site_key(std::string_view key) const {
+  const std::string_view site = site_of_key(key);
+  if (site.empty()) return nullptr;
   auto it = members_.find(std::string(site));
   return it == members_.end() ? nullptr : it->second.region;
 }
@@ -121,6 +157,83 @@ uint64_t RegionScope::version_of(const Region& region) {
   return v == 0 ? 1 : v;
 }
 
+void RegionScope::move_site(const std::string& site, const std::string& region,
+                            const std::vector<std::string>& scope_keys) {
+  std::vector<sync::ScopeChange> changes;
+  ScopeListener listener;
+  {
+    std::lock_guard lock(mu_);
+    if (!move_locked(site, region, scope_keys, &changes)) return;
+    listener = listener_;
+  }
+  if (listener) {
+    for (const auto& c : changes) listener(c);
+  }
+}
+
+bool RegionScope::move_locked(const std::string& site, const std::string& named,
+                              const std::vector<std::string>& scope_keys,
+                              std::vector<sync::ScopeChange>* changes) {
+  // A record naming this hub: one of its own sites, in no region below it.
+  const std::string region = !self_.empty() && named == self_ ? std::string() : named;
+  auto it = members_.find(site);
+  Region* old = it == members_.end() ? nullptr : it->second.region;
+  if (old != nullptr && old->name == region) return false;
+  if (old == nullptr && region.empty()) return false;
+  if (!region.empty() && (regions_.contains(site) || members_.contains(region))) {
+    spdlog::warn("site {} names {} as its regional hub, but {}: ignored", site, region,
+                 regions_.contains(site) ? "the site is itself a regional hub"
+                                         : "that is a member site, not a regional hub");
+    return false;
+  }
+  auto reconcile = [changes](std::string child, uint64_t version) {
+    if (changes == nullptr) return;
+    sync::ScopeChange c;
+    c.child = std::move(child);
+    c.version = version;
+    c.reconcile = true;
+    changes->push_back(std::move(c));
+  };
+  if (old != nullptr) {
+    const uint32_t id = it->second.id;
+    for (auto k = old->keys.begin(); k != old->keys.end();) {
+      auto& holders = k->second;
+      auto pos = std::lower_bound(holders.begin(), holders.end(), id);
+      if (pos != holders.end() && *pos == id) holders.erase(pos);
+      if (holders.empty()) {
+        old->hash_sum -= key_hash(k->first);
+        k = old->keys.erase(k);
+      } else {
+        ++k;
+      }
+    }
+    old->members.erase(site);
+    old->hash_sum -= member_hash(site);
+    members_.erase(it);
+    spdlog::info("regions: site {} leaves regional hub {}", site, old->name);
+    reconcile(old->name, version_of(*old));
+  }
+  if (!region.empty()) {
+    auto& slot = regions_[region];
+    if (!slot) {
+      slot = std::make_unique<Region>();
+      slot->name = region;
+    }
+    Region* r = slot.get();
+    const uint32_t id = r->next_member++;
+    r->members.emplace(site, id);
+    r->hash_sum += member_hash(site);
+    members_.emplace(site, Member{r, id});
+    for (const auto& key : scope_keys) add_key(r, id, key);
+    spdlog::info("regions: site {} joins regional hub {}", site, region);
+    reconcile(region, version_of(*r));
+  }
+  // A session the site had with this hub directly ends (or one it has
+  // through no region may start): the engine asks serves() again.
+  reconcile(site, 0);
+  return true;
+}
+
 void RegionScope::on_member_change(const sync::ScopeChange& change) {
   sync::ScopeChange out;
   ScopeListener listener;
@@ -132,7 +245,7 @@ void RegionScope::on_member_change(const sync::ScopeChange& change) {
       out = change;  // a direct child
     } else {
       Region* region = it->second.region;
-      const uint32_t member = it->second.index;
+      const uint32_t member = it->second.id;
       out.child = region->name;
       for (const auto& key : change.entered) {
         if (add_key(region, member, key)) out.entered.push_back(key);
@@ -147,79 +260,124 @@ void RegionScope::on_member_change(const sync::ScopeChange& change) {
   if (listener) listener(out);
 }
 
-// --- Queries.
+// --- Queries. The index is called without mu_ held.
 
 bool RegionScope::in_scope(std::string_view child, std::string_view key) {
-  const Region* region = find_region(child);
-  if (region == nullptr) return index_->in_scope(child, key);
-  if (key.starts_with(model::kSitesPrefix)) return region_of_site_key(key) == region;
-  if (model::parse_key(key).kind == model::KeyKind::kGrant) return true;
-  std::lock_guard lock(mu_);
-  return region->keys.contains(key);
+  {
+    std::lock_guard lock(mu_);
+    if (const Region* region = find_region(child)) {
+      if (key.starts_with(model::kSitesPrefix)) return region_of_site_key(key) == region;
+      if (model::parse_key(key).kind == model::KeyKind::kGrant) return true;
+      return region->keys.contains(key);
+    }
+  }
+  return index_->in_scope(child, key);
 }
 
 std::vector<std::string> RegionScope::writable_prefixes(std::string_view child) {
-  const Region* region = find_region(child);
-  if (region == nullptr) return index_->writable_prefixes(child);
+  std::vector<std::string> members;
+  bool region_found = false;
+  {
+    std::lock_guard lock(mu_);
+    if (const Region* region = find_region(child)) {
+      region_found = true;
+      for (const auto& [site, id] : region->members) members.push_back(site);
+    }
+  }
+  if (!region_found) return index_->writable_prefixes(child);
   std::vector<std::string> out;
-  for (const auto& site : region->members) {
+  for (const auto& site : members) {
     auto prefixes = index_->writable_prefixes(site);
     out.insert(out.end(), std::make_move_iterator(prefixes.begin()),
                std::make_move_iterator(prefixes.end()));
+    out.push_back(model::presence_key(site));
   }
   return out;
 }
 
 bool RegionScope::writable_by(std::string_view child, std::string_view key) {
-  const Region* region = find_region(child);
-  if (region == nullptr) return index_->writable_by(child, key);
-  if (region_of_site_key(key) != region) return false;
-  std::string_view site = key.substr(model::kSitesPrefix.size());
-  site = site.substr(0, site.find('/'));
+  std::string site;
+  {
+    std::lock_guard lock(mu_);
+    const Region* region = find_region(child);
+    if (region == nullptr) {
+      site = std::string(child);  // not a region: the index decides for it
+    } else if (region_of_site_key(key) != region) {
+      return false;
+    } else if (model::parse_key(key).kind == model::KeyKind::kPresence) {
+      return true;  // the region's own report of its sessions with its members
+    } else {
+      site = std::string(site_of_key(key));
+    }
+  }
   return index_->writable_by(site, key);
 }
 
 uint64_t RegionScope::version(std::string_view child) {
-  const Region* region = find_region(child);
-  if (region == nullptr) return index_->version(child);
-  std::lock_guard lock(mu_);
-  return version_of(*region);
+  {
+    std::lock_guard lock(mu_);
+    if (const Region* region = find_region(child)) return version_of(*region);
+  }
+  return index_->version(child);
 }
 
 std::optional<sync::ScopeProvider::Listing> RegionScope::list_scope(std::string_view child) {
-  const Region* region = find_region(child);
-  if (region == nullptr) return index_->list_scope(child);
   Listing out;
-  for (const auto& site : region->members) {
-    out.keys.push_back(model::site_key(site));
-    out.prefixes.push_back(model::site_subtree(site));
+  std::vector<std::string> keys;
+  bool region_found = false;
+  {
+    std::lock_guard lock(mu_);
+    const Region* region = find_region(child);
+    region_found = region != nullptr;
+    if (region != nullptr) {
+      for (const auto& [site, id] : region->members) {
+        out.keys.push_back(model::site_key(site));
+        out.prefixes.push_back(model::site_subtree(site));
+      }
+      keys.reserve(region->keys.size());
+      for (const auto& [key, holders] : region->keys) keys.push_back(key);
+    }
   }
+  if (!region_found) return index_->list_scope(child);
+  // The members' records, the grants, then the keys the members hold.
   for (auto& key : index_->grant_keys()) out.keys.push_back(std::move(key));
-  std::lock_guard lock(mu_);
-  out.keys.reserve(out.keys.size() + region->keys.size());
-  for (const auto& [key, holders] : region->keys) out.keys.push_back(key);
+  out.keys.insert(out.keys.end(), std::make_move_iterator(keys.begin()),
+                  std::make_move_iterator(keys.end()));
   return out;
 }
 
 std::vector<std::string> RegionScope::children_for(std::string_view key) {
   if (model::parse_key(key).kind == model::KeyKind::kGrant) {
     std::vector<std::string> out;
+    std::lock_guard lock(mu_);
     for (const auto& [name, region] : regions_) out.push_back(name);
     return out;
   }
   std::vector<std::string> out = index_->sites_for(key);
   bool mapped = false;
-  for (auto& child : out) {
-    auto it = members_.find(child);
-    if (it == members_.end()) continue;
-    child = it->second.region->name;
-    mapped = true;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& child : out) {
+      auto it = members_.find(child);
+      if (it == members_.end()) continue;
+      child = it->second.region->name;
+      mapped = true;
+    }
   }
   if (mapped) {
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
   }
   return out;
+}
+
+bool RegionScope::serves(std::string_view child) {
+  {
+    std::lock_guard lock(mu_);
+    if (find_region(child) != nullptr) return true;
+    if (members_.contains(std::string(child))) return false;  // through its region
+  }
+  return index_->serves(child);
 }
 
 }  // namespace canopy::hub

@@ -1,13 +1,27 @@
 // RegionScope: the scopes a parent gives its children when some of them are
-// regional hubs (DESIGN.md, "Hierarchy and scale-out").
+// regional hubs (DESIGN.md, "Hierarchy and scale-out"; docs/hierarchy.md).
 //
 // A regional hub is a child of its parent for the union of its member sites'
 // scopes: a key is in a region's scope when it is in any member's scope, and
 // the region may write what any member may write (each member's
 // `sites/<site>/status/` and `sites/<site>/overrides/`, whole subtrees being
-// in scope as for a site). Every other child (a site connected directly) is
-// answered by the parent's PlacementIndex unchanged. The regions and their
-// members are fixed at creation; a site belongs to at most one region.
+// in scope as for a site), and its members' presence documents
+// (`sites/<site>/presence`: its sessions with them, model::SitePresence).
+// Every other child (a site connected directly) is answered by the parent's
+// PlacementIndex unchanged. A site belongs to at most one region; a member
+// site is not served directly (serves() is false for it: it syncs through its
+// region).
+//
+// Membership. In the daemons it follows the site records (follow_records):
+// a record's `region` field (model::SiteRecord::region) makes the site a
+// member of that regional hub, and changing it moves the site. The
+// simulation fixes it at creation (create). A move changes two regions'
+// scopes as a whole (the site's subtree and every key only it held move):
+// each gets a ScopeChange with `reconcile` set, and its session reconciles,
+// which sends only what the region lacks and drops what it must no longer
+// hold. The moved site's session with its old region ends without drops
+// (that region no longer serves it); it keeps what it holds and reconciles
+// with its new region when it says hello there.
 //
 // Grants. A regional hub evaluates placements for its own sites with its own
 // PlacementIndex, which places a tenant only on granted sites: so every grant
@@ -31,16 +45,18 @@
 // members' scopes, and a change delivered meanwhile applies on top of either
 // state. Changes of direct children pass through unchanged.
 //
-// Version. A region's version is derived from its key set (the XXH3 hashes of
-// its keys, summed, then hashed again; never 0), updated as each change is
-// applied, so that the version a re-expressed ScopeChange announces is the
-// region's version right after that change — not a later one, which the
-// sync engine must not announce before the keys that make it (sync/scope.h).
+// Version. A region's version is derived from its key set and its members
+// (the XXH3 hashes of its keys and member names, summed, then hashed again;
+// never 0), updated as each change is applied, so that the version a
+// re-expressed ScopeChange announces is the region's version right after that
+// change — not a later one, which the sync engine must not announce before
+// the keys that make it (sync/scope.h).
 //
 // Costs (R regions, m members of a region, k keys in its scope): in_scope,
 // version and writable_by for a region O(log k) / O(1) / O(log R); a member's
-// change O(changed keys × log k); memory O(k) per region (the keys, plus the
-// members holding each; a regional hub holds those documents anyway).
+// change O(changed keys × log k); a move O(k); memory O(k) per region (the
+// keys, plus the members holding each; a regional hub holds those documents
+// anyway).
 //
 // Thread-safety: every method is safe from any thread. The internal mutex is
 // never held while calling the index or the listener; the listener is called
@@ -71,12 +87,19 @@ class RegionScope final : public sync::ScopeProvider {
   // Region name -> member site names.
   using Regions = std::map<std::string, std::vector<std::string>, std::less<>>;
 
-  // Composes `index` (the parent's, attached and loaded) with `regions`.
-  // InvalidArgument when a name is not a DNS-1123 label, a region has no
-  // member, a site is listed twice, or a region is named like a member site.
+  // Composes `index` (the parent's, attached and loaded) with `regions`,
+  // fixed. InvalidArgument when a name is not a DNS-1123 label, a region has
+  // no member, a site is listed twice, or a region is named like a member
+  // site.
   // REQUIRES: `index` outlives the result; no other listener is set on it
   // while the result lives (it takes over the index's listener).
   static StatusOr<std::unique_ptr<RegionScope>> create(PlacementIndex* index, Regions regions);
+  // Composes `index` with the regions its site records name, and follows
+  // their changes (PlacementIndex::on_region_change). `self` is this hub's
+  // name: a record naming it is a site of this hub's own (at a regional hub,
+  // every record it holds names it). REQUIRES: as create(); nothing commits
+  // to the store meanwhile (the hub makes it before it serves anything).
+  static std::unique_ptr<RegionScope> follow_records(PlacementIndex* index, std::string self);
   ~RegionScope() override;
   RegionScope(const RegionScope&) = delete;
   RegionScope& operator=(const RegionScope&) = delete;
@@ -85,9 +108,17 @@ class RegionScope final : public sync::ScopeProvider {
   // re-expressed ones for regions.
   void on_scope_change(ScopeListener listener);
 
+  // Makes `site` a member of `region` (empty: of none), whose scope is
+  // `scope_keys`. A region named like a member site, or a site that is a
+  // region, is refused (logged; the site stays where it was).
+  void move_site(const std::string& site, const std::string& region,
+                 const std::vector<std::string>& scope_keys);
+
   // The region `site` belongs to; empty when none.
   std::string region_of(std::string_view site) const;
   bool is_region(std::string_view child) const;
+  // Region -> its member sites (sorted), regions without members included.
+  Regions regions() const;
 
   // --- sync::ScopeProvider.
   bool in_scope(std::string_view child, std::string_view key) override;
@@ -97,37 +128,46 @@ class RegionScope final : public sync::ScopeProvider {
   std::optional<Listing> list_scope(std::string_view child) override;
   // The index's sites for `key`, each member replaced by its region; sorted.
   std::vector<std::string> children_for(std::string_view key) override;
+  // Regions, and direct children the index serves; never a region's member.
+  bool serves(std::string_view child) override;
 
  private:
   struct Region {
     std::string name;
-    std::vector<std::string> members;  // sorted
-    // Tenant keys in the region's scope -> indices (into members) holding them, sorted.
+    std::map<std::string, uint32_t, std::less<>> members;  // site -> member id
+    uint32_t next_member = 0;
+    // Tenant keys in the region's scope -> ids of the members holding them, sorted.
     std::map<std::string, std::vector<uint32_t>, std::less<>> keys;
-    uint64_t hash_sum = 0;  // sum of XXH3 of `keys`
+    uint64_t hash_sum = 0;  // sum of XXH3 of `keys` and of the members' names
   };
   struct Member {
     Region* region;
-    uint32_t index;
+    uint32_t id;
   };
 
   explicit RegionScope(PlacementIndex* index);
   void on_member_change(const sync::ScopeChange& change);
-  // REQUIRES: mu_ held. Return true when the key entered / left the region.
+  // REQUIRES: mu_ held, for all below.
+  // Return true when the key entered / left the region.
   static bool add_key(Region* region, uint32_t member, const std::string& key);
   static bool remove_key(Region* region, uint32_t member, const std::string& key);
   static uint64_t version_of(const Region& region);
-  // The region a `sites/<site>` key or a key under it belongs to; nullptr if none.
+  // Adds `changes` for what moving `site` to `region` changes; false when refused.
+  bool move_locked(const std::string& site, const std::string& region,
+                   const std::vector<std::string>& scope_keys,
+                   std::vector<sync::ScopeChange>* changes);
+  // The member `site` of a `sites/<site>` key or a key under it; "" if none.
+  static std::string_view site_of_key(std::string_view key);
   const Region* region_of_site_key(std::string_view key) const;
   const Region* find_region(std::string_view child) const;
 
   PlacementIndex* const index_;
-  // Fixed after create(): safe to read without mu_.
+  mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<Region>, std::less<>> regions_;
   std::unordered_map<std::string, Member> members_;  // site -> its region
-
-  mutable std::mutex mu_;  // guards Region::keys, Region::hash_sum, listener_
   ScopeListener listener_;
+  bool follows_records_ = false;
+  std::string self_;  // follow_records: this hub's name
 };
 
 }  // namespace canopy::hub

@@ -138,13 +138,50 @@ StatusOr<SiteRecord> parse_site(std::string_view name, const json& doc) {
     CANOPY_RETURN_IF_ERROR(check_labels(*labels, "labels"));
     for (const auto& [k, v] : labels->items()) out.labels.emplace(k, v.get<std::string>());
   }
+  if (const json* region = field(doc, "region")) {
+    if (!region->is_string() || !is_dns1123_label(region->get_ref<const std::string&>())) {
+      return invalid_argument("region " + region->dump() + " is not a regional hub's name (" +
+                              std::string(kLabelRule) + ")");
+    }
+    out.region = region->get<std::string>();
+    if (out.region == out.name) {
+      return invalid_argument("region " + quote(out.region) + " is the site itself");
+    }
+  }
   return out;
 }
 
 json site_document(const SiteRecord& site) {
   json labels = json::object();
   for (const auto& [k, v] : site.labels) labels[k] = v;
-  return {{"name", site.name}, {"labels", std::move(labels)}};
+  json doc = {{"name", site.name}, {"labels", std::move(labels)}};
+  if (!site.region.empty()) doc["region"] = site.region;
+  return doc;
+}
+
+StatusOr<SitePresence> parse_presence(const json& doc) {
+  if (!doc.is_object()) return invalid_argument("presence: must be an object");
+  SitePresence out;
+  const auto hub = doc.find("hub");
+  if (hub == doc.end() || !hub->is_string() || !is_dns1123_label(hub->get<std::string>())) {
+    return invalid_argument("presence: hub must be a hub's name");
+  }
+  out.hub = hub->get<std::string>();
+  const auto connected = doc.find("connected");
+  if (connected == doc.end() || !connected->is_boolean()) {
+    return invalid_argument("presence: connected must be true or false");
+  }
+  out.connected = connected->get<bool>();
+  const auto since = doc.find("sinceMs");
+  if (since == doc.end() || !since->is_number_unsigned()) {
+    return invalid_argument("presence: sinceMs must be a non-negative integer");
+  }
+  out.since_ms = since->get<uint64_t>();
+  return out;
+}
+
+json presence_document(const SitePresence& presence) {
+  return {{"hub", presence.hub}, {"connected", presence.connected}, {"sinceMs", presence.since_ms}};
 }
 
 bool SiteChoice::matches(std::string_view site, const Labels& labels) const {

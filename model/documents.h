@@ -33,12 +33,29 @@ inline constexpr size_t kMaxListedNames = 10'000;
 struct SiteRecord {
   std::string name;
   Labels labels;
+  // The regional hub the site syncs with; empty: its record's own hub (the
+  // root, or the hub it registered at). Moving a site is changing this field
+  // at the root (docs/hierarchy.md).
+  std::string region = {};
 };
 // `name` is the site's name from the key; the document's "name", when
 // present, must equal it. Other fields are allowed (they describe the site;
 // no rule reads them).
 StatusOr<SiteRecord> parse_site(std::string_view name, const nlohmann::json& doc);
 nlohmann::json site_document(const SiteRecord& site);
+
+// A site's session with its regional hub, `sites/<site>/presence`, written by
+// that hub when the session opens or is lost (never per heartbeat), so that
+// the hubs above it, which have no session with the site, can tell whether it
+// is live and since when:
+//   {"hub": "<regional hub>", "connected": bool, "sinceMs": <ms since 1970>}
+struct SitePresence {
+  std::string hub;
+  bool connected = false;
+  uint64_t since_ms = 0;
+};
+StatusOr<SitePresence> parse_presence(const nlohmann::json& doc);
+nlohmann::json presence_document(const SitePresence& presence);
 
 // Which sites a placement or an override chooses: those listed in `sites`,
 // and those whose labels the selector matches.

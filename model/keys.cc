@@ -65,6 +65,11 @@ ParsedKey parse_key(std::string_view key) {
     out.site = p[1];
     return out;
   }
+  if (n == 3 && p[2] == "presence") {
+    out.kind = KeyKind::kPresence;
+    out.site = p[1];
+    return out;
+  }
   if (n == 5 && is_dns1123_label(p[3]) && is_dns1123_label(p[4])) {
     if (p[2] == "overrides") {
       out.kind = KeyKind::kLocalOverride;
@@ -97,6 +102,7 @@ std::string grant_key(std::string_view tenant, std::string_view name) {
   return join({kTenantsPrefix, tenant, "/grants/", name});
 }
 std::string token_key(std::string_view id) { return join({kTokensPrefix, id}); }
+std::string presence_key(std::string_view site) { return join({kSitesPrefix, site, "/presence"}); }
 std::string local_override_key(std::string_view site, std::string_view tenant,
                                std::string_view template_name) {
   return join({kSitesPrefix, site, "/overrides/", tenant, "/", template_name});

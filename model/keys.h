@@ -4,6 +4,8 @@
 //   sites/<site>/overrides/<tenant>/<template>   local override (written at the site)
 //   sites/<site>/status/<tenant>/<template>      status (written at the site)
 //   sites/<site>/releases/<tenant>/<template>    rollout release (written by the hub)
+//   sites/<site>/presence                        the site's session with its regional
+//                                                hub (written by that hub)
 //   t/<tenant>/templates/<template>              template (a Kubernetes manifest)
 //   t/<tenant>/placements/<placement>            placement
 //   t/<tenant>/overrides/<override>              hub override
@@ -31,6 +33,7 @@ enum class KeyKind {
   kLocalOverride,
   kStatus,
   kRelease,
+  kPresence,
   kTemplate,
   kPlacement,
   kOverride,
@@ -41,7 +44,7 @@ enum class KeyKind {
 
 struct ParsedKey {
   KeyKind kind = KeyKind::kOther;
-  std::string_view site;    // kSite, kLocalOverride, kStatus
+  std::string_view site;    // kSite, kLocalOverride, kStatus, kRelease, kPresence
   std::string_view tenant;  // all but kSite and kToken
   // The object's own name; the template's for kLocalOverride, kStatus; the
   // token's id for kToken; empty for kSite and kTenant.
@@ -64,6 +67,7 @@ std::string status_key(std::string_view site, std::string_view tenant,
                        std::string_view template_name);
 std::string release_key(std::string_view site, std::string_view tenant,
                         std::string_view template_name);
+std::string presence_key(std::string_view site);
 
 // `sites/<site>/`: the subtree a site writes (and always holds).
 std::string site_subtree(std::string_view site);

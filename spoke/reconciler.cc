@@ -68,7 +68,7 @@ json status_doc(const std::string& tk, const std::string& hash, model::Outcome o
 
 Reconciler::Reconciler(Store* store, std::string site, Applier* applier, ReconcilerOptions options)
     : store_(store),
-      site_{std::move(site), {}},
+      site_{std::move(site), {}, {}},
       applier_(applier),
       limits_(options.limits),
       threads_(options.threads != 0

@@ -184,6 +184,7 @@ SpokeHealth Spoke::health() {
     runtime_->call([&] {
       h.in_sync = node_->child()->in_sync();
       active = node_->child()->active();
+      h.documents_received = node_->child()->stats().documents_received;
     });
   }
   h.session_open = active && h.nats_connected;

@@ -45,6 +45,9 @@ struct SpokeHealth {
   bool in_sync = false;       // caught up with the hub, nothing of ours unacked
   size_t objects = 0;         // rendered by the last reconcile pass
   size_t failed = 0;          // failed in the last reconcile pass
+  // Documents received from the parent since start (a reconciliation that
+  // finds the site up to date receives none).
+  uint64_t documents_received = 0;
 };
 
 class Spoke {

@@ -47,6 +47,13 @@ class ScopeProvider {
   // The children whose scope holds `key`, so that a committed change is routed
   // only to the sessions that need it (O(result), not O(children)).
   virtual std::vector<std::string> children_for(std::string_view key) = 0;
+  // Whether this parent serves `child` at all. A child it does not serve
+  // (a site without a record at a regional hub; a site that belongs to a
+  // regional hub, at that hub's parent) gets no session: its hello is
+  // refused and it keeps what it holds, instead of being handed an empty
+  // scope that would make it drop everything. A session whose child stops
+  // being served ends, without drops (the site moved to another hub).
+  virtual bool serves(std::string_view /*child*/) { return true; }
 };
 
 // A change of one child's scope, computed by the parent's own logic (placement
@@ -62,6 +69,11 @@ struct ScopeChange {
   // current one, or a child that misses the next change's message would hold
   // the newer version without its documents. 0: unknown (the current one).
   uint64_t version = 0;
+  // The scope changed in ways `entered` and `left` do not list (a regional
+  // hub gained or lost a member site): the session reconciles its whole
+  // scope, which sends only what the child lacks and drops what it must not
+  // hold.
+  bool reconcile = false;
 };
 
 }  // namespace canopy::sync

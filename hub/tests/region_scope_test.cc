@@ -153,8 +153,9 @@ TEST_F(RegionScopeTest, RegionHoldsItsMembersSubtreesAndWritesThem) {
   EXPECT_FALSE(scope_->writable_by("reg", "sites/a1/status/acme/web"));
   EXPECT_FALSE(scope_->writable_by("reg", "sites/reg/status/acme/web"));
   EXPECT_FALSE(scope_->writable_by("reg", kWebKey));
-  EXPECT_EQ(scope_->writable_prefixes("reg"), (Keys{"sites/r1/status/", "sites/r1/overrides/",
-                                                    "sites/r2/status/", "sites/r2/overrides/"}));
+  EXPECT_EQ(scope_->writable_prefixes("reg"),
+            (Keys{"sites/r1/status/", "sites/r1/overrides/", "sites/r1/presence",
+                  "sites/r2/status/", "sites/r2/overrides/", "sites/r2/presence"}));
   // Every writable key is in scope.
   for (const auto& p : scope_->writable_prefixes("reg"))
     EXPECT_TRUE(scope_->in_scope("reg", p + "x"));
@@ -319,6 +320,118 @@ TEST_F(RegionScopeTest, RandomEditsMatchTheUnionOfMembers) {
       ASSERT_TRUE(std::find(children.begin(), children.end(), "reg") != children.end());
     }
   }
+}
+
+}  // namespace
+}  // namespace canopy::hub
+
+namespace canopy::hub {
+namespace {
+
+// Membership from the site records' `region` field, as at canopy-hub: a move
+// reconciles both regions as a whole, and the moved site is served only
+// through its region.
+class RegionRecordsTest : public RegionScopeTest {
+ protected:
+  void follow() {
+    scope_ = RegionScope::follow_records(index_.get(), "root");
+    scope_->on_scope_change([this](const sync::ScopeChange& c) {
+      std::lock_guard lock(mu_);
+      events_.push_back(c);
+    });
+  }
+  void member(const std::string& name, const json& labels, const std::string& region) {
+    json doc = {{"name", name}, {"labels", labels}};
+    if (!region.empty()) doc["region"] = region;
+    put("sites/" + name, doc);
+  }
+  std::vector<sync::ScopeChange> all() {
+    std::lock_guard lock(mu_);
+    auto out = std::move(events_);
+    events_.clear();
+    return out;
+  }
+  static const sync::ScopeChange* find(const std::vector<sync::ScopeChange>& v,
+                                       const std::string& child) {
+    for (const auto& c : v) {
+      if (c.child == child) return &c;
+    }
+    return nullptr;
+  }
+};
+
+TEST_F(RegionRecordsTest, StartsFromTheRecordsAndFollowsMoves) {
+  member("s1", {{"tier", "gold"}}, "eu");
+  member("s2", {{"tier", "gold"}}, "eu");
+  member("s3", {{"tier", "silver"}}, "");
+  put(kShopKey, placement({"web"}, {{"tier", "gold"}}));
+  put(kWebKey, {{"kind", "ConfigMap"}});
+  follow();
+  EXPECT_EQ(scope_->regions(), (RegionScope::Regions{{"eu", {"s1", "s2"}}}));
+  EXPECT_TRUE(scope_->serves("eu"));
+  EXPECT_FALSE(scope_->serves("s1")) << "a member syncs through its region";
+  EXPECT_TRUE(scope_->serves("s3"));
+  EXPECT_TRUE(scope_->serves("nobody")) << "the root registers a new site at its hello";
+  index_->set_serve_unknown(false);
+  EXPECT_FALSE(scope_->serves("nobody")) << "a regional hub serves only sites with a record";
+  EXPECT_TRUE(scope_->in_scope("eu", kWebKey));
+  EXPECT_TRUE(scope_->in_scope("eu", "sites/s1/status/acme/web"));
+  EXPECT_FALSE(scope_->in_scope("eu", "sites/s3"));
+  EXPECT_TRUE(scope_->writable_by("eu", "sites/s1/presence"));
+  EXPECT_FALSE(scope_->writable_by("eu", "sites/s3/presence"));
+  EXPECT_FALSE(scope_->writable_by("s1", "sites/s1/presence")) << "a site's is its hub's";
+  const uint64_t eu_before = scope_->version("eu");
+
+  // s2 moves to us: eu keeps web (s1 still holds it), us gets it; both
+  // regions reconcile, s2's own direct session (if any) is asked again.
+  member("s2", {{"tier", "gold"}}, "us");
+  auto changes = all();
+  const auto* eu = find(changes, "eu");
+  const auto* us = find(changes, "us");
+  ASSERT_NE(eu, nullptr);
+  ASSERT_NE(us, nullptr);
+  EXPECT_TRUE(eu->reconcile);
+  EXPECT_TRUE(us->reconcile);
+  EXPECT_EQ(eu->version, scope_->version("eu"));
+  EXPECT_EQ(us->version, scope_->version("us"));
+  EXPECT_NE(scope_->version("eu"), eu_before);
+  ASSERT_NE(find(changes, "s2"), nullptr);
+  EXPECT_EQ(scope_->regions(), (RegionScope::Regions{{"eu", {"s1"}}, {"us", {"s2"}}}));
+  EXPECT_TRUE(scope_->in_scope("eu", kWebKey));
+  EXPECT_TRUE(scope_->in_scope("us", kWebKey));
+  EXPECT_FALSE(scope_->in_scope("eu", "sites/s2/status/acme/web"));
+  EXPECT_TRUE(scope_->in_scope("us", "sites/s2/status/acme/web"));
+  EXPECT_EQ(scope_->children_for(kWebKey), (Keys{"eu", "us"}));
+
+  // s1 leaves every region: eu keeps no key, s1 is served directly.
+  member("s1", {{"tier", "gold"}}, "");
+  changes = all();
+  ASSERT_NE(find(changes, "eu"), nullptr);
+  EXPECT_FALSE(scope_->in_scope("eu", kWebKey));
+  EXPECT_TRUE(scope_->serves("s1"));
+  EXPECT_TRUE(scope_->is_region("eu")) << "a region without members stays known";
+  EXPECT_EQ(scope_->children_for(kWebKey), (Keys{"s1", "us"}));
+
+  // A record naming a member site as its region is ignored.
+  member("s3", {{"tier", "silver"}}, "s2");
+  EXPECT_EQ(scope_->region_of("s3"), "");
+  // A deleted record takes the site out of its region.
+  remove("sites/s2");
+  EXPECT_EQ(scope_->region_of("s2"), "");
+}
+
+TEST_F(RegionRecordsTest, ALabelChangeInTheMoveCommitIsNotLost) {
+  member("s1", {{"tier", "gold"}}, "eu");
+  put(kShopKey, placement({"web"}, {{"tier", "gold"}}));
+  follow();
+  // One commit moves s1 and takes web out of its scope.
+  member("s1", {{"tier", "silver"}}, "us");
+  all();
+  EXPECT_FALSE(scope_->in_scope("eu", kWebKey));
+  EXPECT_FALSE(scope_->in_scope("us", kWebKey));
+  member("s1", {{"tier", "gold"}}, "us");
+  EXPECT_TRUE(scope_->in_scope("us", kWebKey));
+  EXPECT_FALSE(scope_->in_scope("eu", kWebKey));
 }
 
 }  // namespace

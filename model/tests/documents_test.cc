@@ -28,9 +28,9 @@ TEST(Documents, Placement) {
   ASSERT_TRUE(p.ok()) << p.status().to_string();
   EXPECT_EQ(p->templates, (std::vector<std::string>{"db", "web"}));
   EXPECT_EQ(p->choice.sites, (std::vector<std::string>{"a", "b"}));
-  EXPECT_TRUE(p->choice.matches(SiteRecord{"a", {}}));
-  EXPECT_TRUE(p->choice.matches(SiteRecord{"z", {{"region", "eu"}}}));
-  EXPECT_FALSE(p->choice.matches(SiteRecord{"z", {{"region", "us"}}}));
+  EXPECT_TRUE(p->choice.matches(SiteRecord{"a", {}, {}}));
+  EXPECT_TRUE(p->choice.matches(SiteRecord{"z", {{"region", "eu"}}, {}}));
+  EXPECT_FALSE(p->choice.matches(SiteRecord{"z", {{"region", "us"}}, {}}));
 
   EXPECT_EQ(error_of(parse_placement({{"sites", {"a"}}})), "templates is missing");
   EXPECT_NE(error_of(parse_placement({{"templates", {"Web"}}, {"sites", {"a"}}}))

@@ -56,6 +56,7 @@ TEST(Keys, BuildAndParseEveryShape) {
        "web"},
       {status_key("tower-1", "acme", "web"), KeyKind::kStatus, "tower-1", "acme", "web"},
       {release_key("tower-1", "acme", "web"), KeyKind::kRelease, "tower-1", "acme", "web"},
+      {presence_key("tower-1"), KeyKind::kPresence, "tower-1", "", ""},
       {tenant_key("acme"), KeyKind::kTenant, "", "acme", ""},
       {grant_key("acme", "eu-shops"), KeyKind::kGrant, "", "acme", "eu-shops"},
       {token_key("0f3a9c"), KeyKind::kToken, "", "", "0f3a9c"},
@@ -70,6 +71,7 @@ TEST(Keys, BuildAndParseEveryShape) {
   EXPECT_EQ(template_key("acme", "web"), "t/acme/templates/web");
   EXPECT_EQ(status_key("s", "t", "n"), "sites/s/status/t/n");
   EXPECT_EQ(release_key("s", "t", "n"), "sites/s/releases/t/n");
+  EXPECT_EQ(presence_key("s"), "sites/s/presence");
   EXPECT_EQ(tenant_key("acme"), "t/acme");
   EXPECT_EQ(grant_key("acme", "g"), "t/acme/grants/g");
   EXPECT_EQ(token_key("ab12"), "tokens/ab12");

@@ -17,7 +17,7 @@ json deployment(const std::string& name, int replicas = 1) {
 }
 
 SiteRecord site(std::string name = "tower-1") {
-  return SiteRecord{std::move(name), {{"region", "eu-west"}, {"tier", "cell-tower"}}};
+  return SiteRecord{std::move(name), {{"region", "eu-west"}, {"tier", "cell-tower"}}, {}};
 }
 
 const RenderFailure* find_failure(const RenderResult& r, const std::string& key) {
@@ -356,7 +356,7 @@ TEST(Render, Limits) {
 }
 
 TEST(Render, InvalidSiteName) {
-  auto r = render_site(SiteRecord{"Tower 1", {}}, DesiredState{});
+  auto r = render_site(SiteRecord{"Tower 1", {}, {}}, DesiredState{});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("\"Tower 1\""), std::string::npos);

@@ -22,7 +22,9 @@ json deployment(const std::string& name) {
               {"spec", {{"replicas", 1}, {"image", "web:1"}}}};
 }
 
-SiteRecord site() { return SiteRecord{"tower-1", {{"region", "eu-west"}, {"tier", "cell-tower"}}}; }
+SiteRecord site() {
+  return SiteRecord{"tower-1", {{"region", "eu-west"}, {"tier", "cell-tower"}}, {}};
+}
 
 TEST(LoadDesiredState, FromARealStore) {
   canopy::testing::TempDir dir;

@@ -315,6 +315,21 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
     refuse("hello without replica id or session", Message{up_subject(name_, child), ""});
     return;
   }
+  auto existing = sessions_.find(child);
+  if (existing == sessions_.end() || existing->second->session != env.session()) {
+    // A new session. The hook first: it may make the child known (the root
+    // registers a new site from its hello).
+    if (hello_hook_) hello_hook_(child, hello);
+    if (!scope_->serves(child)) {
+      ++stats_.unserved_hellos;
+      spdlog::warn(
+          "sync {}: hello from {}, which this hub does not serve (no record of it here, "
+          "or it belongs to a regional hub): no session",
+          name_, child);
+      if (existing != sessions_.end()) drop_session(child);
+      return;
+    }
+  }
   auto& slot = sessions_[child];
   const uint64_t now = env_.clock->now_ms();
   if (slot && slot->session == env.session()) {
@@ -329,7 +344,6 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
     slot->replica = hello.replica_id();
     slot->last_seen_ms = now;
     slot->labels.insert(hello.labels().begin(), hello.labels().end());
-    if (hello_hook_) hello_hook_(child, hello);
     slot->scope_version = scope_->version(child);
     const v1::LogPosition& p = hello.down();
     const bool usable =
@@ -607,6 +621,24 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
   auto it = sessions_.find(change.child);
   if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
   Session* s = it->second.get();
+  if (!scope_->serves(change.child)) {
+    // Moved to another hub (or its record is gone): it keeps what it holds.
+    spdlog::info("sync {}: {} is no longer served here; its session ends", name_, change.child);
+    drop_session(change.child);
+    return;
+  }
+  if (change.reconcile) {
+    spdlog::info("sync {}: the scope of {} changed as a whole; reconciling it", name_,
+                 change.child);
+    s->scope_version = scope_->version(change.child);
+    if (s->mode == Mode::kWaiting) {
+      s->wanted_mode = Mode::kReconcile;
+    } else {
+      fall_back(s, Mode::kReconcile);
+      grant_slots();
+    }
+    return;
+  }
   if (s->mode == Mode::kWaiting) {
     spdlog::debug("sync {}: scope of {} changed while it waits", name_, change.child);
     // Its position predates the change: reconcile when its turn comes.

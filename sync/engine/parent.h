@@ -107,6 +107,7 @@ struct ChildInfo {
 struct ParentStats {
   uint64_t refused_messages = 0;  // garbage, wrong addressee, stale session
   uint64_t refused_writes = 0;    // child writes outside its writable scope
+  uint64_t unserved_hellos = 0;   // hellos of children this parent does not serve
   uint64_t reconciliations = 0;
   uint64_t catchups = 0;
   uint64_t bytes_sent = 0;
