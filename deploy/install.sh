@@ -180,7 +180,7 @@ if ((real_system)); then
   # The binaries link Debian's shared libraries (deploy/README.md lists the
   # packages): say which are missing rather than fail at start.
   for b in canopy-hub canopy-spoke; do
-    missing="$(ldd "/usr/local/bin/${b}" 2>/dev/null | awk '/not found/ { print $1 }' | tr '\n' ' ')"
+    missing="$( (ldd "/usr/local/bin/${b}" 2>/dev/null || true) | awk '/not found/ { print $1 }' | tr '\n' ' ')"
     [[ -z "${missing}" ]] || echo "warning: ${b} needs libraries that are not installed: ${missing}" >&2
   done
   command -v nats-server >/dev/null ||

@@ -7,6 +7,8 @@
 #
 #   deploy_test.sh install   install.sh into a scratch root: tree, modes,
 #                            idempotence, edited configs kept, bad arguments
+#   deploy_test.sh system    install.sh to / inside a private mount
+#                            namespace: the canopy user, owners, modes
 #   deploy_test.sh systemd   systemd-analyze verify on the installed units
 #   deploy_test.sh configs   each example config loaded by its real daemon
 #   deploy_test.sh k8s       the k3s manifest applied with kubectl
@@ -182,6 +184,68 @@ test_install() {
   out="$("${deploy}/install.sh" --rot "${work}/root2" 2>&1)" || code=$?
   [[ ${code} -eq 2 && "${out}" == *'unknown argument "--rot"'* ]] || fail "bad flag: code ${code}: ${out}"
   pass "bad arguments are refused with a clear error"
+}
+
+# install.sh to "/" (the real-system path: the canopy user, chown), in a
+# private mount namespace (unshare -m) where /etc is a copy of this machine's
+# and /usr/local, /var/lib and /var/log are empty tmpfs: what it writes there
+# vanishes with the namespace and nothing outside changes. Needs root and
+# CAP_SYS_ADMIN; without them it is skipped (exit 77).
+test_system() {
+  need_env CANOPY_HUB_BIN CANOPY_SPOKE_BIN
+  if [[ "$(id -u)" -ne 0 ]] || ! unshare -m --propagation private true 2>/dev/null; then
+    echo "skipped: needs root and unshare -m (a private mount namespace)"
+    exit 77
+  fi
+  local bins
+  bins="$(bin_dir)"
+  cp -a /etc "${work}/etc"
+  # The binaries must stay reachable where they are (a build tree, maybe
+  # under /usr/local or /var/lib): copied first.
+  cp "${CANOPY_HUB_BIN}" "${work}/bin/canopy-hub.real"
+  cp "${CANOPY_SPOKE_BIN}" "${work}/bin/canopy-spoke.real"
+  mv "${work}/bin/canopy-hub.real" "${work}/bin/canopy-hub"
+  mv "${work}/bin/canopy-spoke.real" "${work}/bin/canopy-spoke"
+  unshare -m --propagation private env INNER_BINS="${bins}" INNER_ETC="${work}/etc" \
+    bash "${BASH_SOURCE[0]}" system-inner
+}
+
+test_system_inner() {
+  local bins="${INNER_BINS:?}"
+  mount --bind "${INNER_ETC:?}" /etc
+  mount -t tmpfs canopy-test /usr/local
+  mount -t tmpfs canopy-test /var/lib
+  mount -t tmpfs canopy-test /var/log
+  getent passwd canopy >/dev/null && fail "this machine has a canopy user; the test needs one without"
+
+  local out
+  out="$("${deploy}/install.sh" --bin-dir "${bins}" 2>&1)" || fail "install.sh to /: ${out}"
+  grep -q "created system user canopy" <<<"${out}" || fail "no word about the new user: ${out}"
+  local entry uid shell
+  entry="$(getent passwd canopy)" || fail "no canopy user after install.sh"
+  uid="$(cut -d: -f3 <<<"${entry}")"
+  shell="$(cut -d: -f7 <<<"${entry}")"
+  ((uid < 1000)) || fail "canopy is not a system user: ${entry}"
+  [[ "${shell}" == /usr/sbin/nologin ]] || fail "canopy has a login shell: ${entry}"
+  getent group canopy >/dev/null || fail "no canopy group"
+
+  owner() { stat -c '%U:%G %a' "$1"; }
+  [[ "$(owner /etc/canopy)" == "root:canopy 750" ]] || fail "/etc/canopy: $(owner /etc/canopy)"
+  [[ "$(owner /etc/canopy/secrets)" == "canopy:canopy 700" ]] || fail "/etc/canopy/secrets: $(owner /etc/canopy/secrets)"
+  local f
+  for f in hub.yaml spoke.yaml nats-leaf.conf; do
+    [[ "$(owner "/etc/canopy/${f}")" == "root:canopy 640" ]] || fail "/etc/canopy/${f}: $(owner "/etc/canopy/${f}")"
+  done
+  [[ "$(owner /usr/local/bin/canopy-spoke)" == "root:root 755" ]] || fail "canopy-spoke: $(owner /usr/local/bin/canopy-spoke)"
+  # The canopy user reads its configs and not the secrets of others.
+  su -s /bin/sh canopy -c "cat /etc/canopy/spoke.yaml >/dev/null" || fail "canopy cannot read spoke.yaml"
+  pass "install.sh to / creates the canopy system user and sets owners and modes"
+
+  out="$("${deploy}/install.sh" --bin-dir "${bins}" 2>&1)" || fail "second install.sh to /: ${out}"
+  grep -q "user canopy exists" <<<"${out}" || fail "the second run did not find the user: ${out}"
+  grep -q "nothing to do" <<<"${out}" || fail "the second run changed something: ${out}"
+  [[ "$(grep -c '^canopy:' /etc/passwd)" -eq 1 ]] || fail "canopy is in /etc/passwd more than once"
+  pass "a second run to / changes nothing"
 }
 
 # systemd-analyze verify, in a container without a running systemd (no
@@ -484,11 +548,13 @@ EOF
 
 case "${1:-}" in
   install) test_install ;;
+  system) test_system ;;
+  system-inner) test_system_inner ;;
   systemd) test_systemd ;;
   configs) test_configs ;;
   k8s) test_k8s ;;
   *)
-    echo "usage: $0 install|systemd|configs|k8s" >&2
+    echo "usage: $0 install|system|systemd|configs|k8s" >&2
     exit 2
     ;;
 esac
