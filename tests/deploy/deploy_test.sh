@@ -361,6 +361,63 @@ run_daemon() {
   }
 }
 
+# example_conf SRC DEST FROM TO...: SRC with each FROM replaced by TO, every
+# FROM required to be there (so the test notices the example changing).
+example_conf() {
+  local src="$1" dest="$2"
+  shift 2
+  cp "${src}" "${dest}"
+  while (($# >= 2)); do
+    grep -qF -- "$1" "${dest}" || fail "$(basename "${src}") no longer holds \"$1\""
+    sed -i "s|$1|$2|" "${dest}"
+    shift 2
+  done
+}
+
+# wait_nats LOG PID: until nats-server's log says it is ready.
+wait_nats() {
+  local i
+  for ((i = 0; i < 100; ++i)); do
+    grep -qs "Server is ready" "$1" && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.05
+  done
+  cat "$1" >&2
+  fail "nats-server did not start"
+}
+
+# start_example_nats: deploy/nats-hub.conf and deploy/nats-leaf.conf, their
+# ports made free ones and the leaf's remote the hub's: two real
+# nats-servers, linked. Sets $hub_nats_url and $leaf_nats_url.
+start_example_nats() {
+  local hub_port hub_http leaf_listen leaf_port leaf_http i
+  hub_port="$(free_port)"
+  hub_http="$(free_port)"
+  leaf_listen="$(free_port)"
+  leaf_port="$(free_port)"
+  leaf_http="$(free_port)"
+  example_conf "${deploy}/nats-hub.conf" "${work}/nats-hub.conf" "listen: 127.0.0.1:4222" \
+    "listen: 127.0.0.1:${hub_port}" "http: 127.0.0.1:8222" "http: 127.0.0.1:${hub_http}" \
+    "listen: 0.0.0.0:7422" "listen: 127.0.0.1:${leaf_listen}"
+  example_conf "${deploy}/nats-leaf.conf" "${work}/nats-leaf.conf" "listen: 127.0.0.1:4222" \
+    "listen: 127.0.0.1:${leaf_port}" "http: 127.0.0.1:8222" "http: 127.0.0.1:${leaf_http}" \
+    "nats-leaf://hub.example.net:7422" "nats-leaf://127.0.0.1:${leaf_listen}"
+  start "${work}/nats-hub.log" nats-server --config "${work}/nats-hub.conf"
+  wait_nats "${work}/nats-hub.log" "${last_pid}"
+  start "${work}/nats-leaf.log" nats-server --config "${work}/nats-leaf.conf"
+  wait_nats "${work}/nats-leaf.log" "${last_pid}"
+  for ((i = 0; i < 100; ++i)); do
+    curl -fsS "http://127.0.0.1:${hub_http}/leafz" 2>/dev/null | grep -q '"leafnodes": 1' && break
+    sleep 0.05
+  done
+  curl -fsS "http://127.0.0.1:${hub_http}/leafz" | grep -q '"leafnodes": 1' || {
+    cat "${work}/nats-hub.log" "${work}/nats-leaf.log" >&2
+    fail "the example site nats-server did not link to the example hub's"
+  }
+  hub_nats_url="nats://127.0.0.1:${hub_port}"
+  leaf_nats_url="nats://127.0.0.1:${leaf_port}"
+}
+
 # The example configs, loaded by the real daemons. Paths and addresses the
 # daemons would bind or write (data_dir, listen addresses, the NATS URL, the
 # manifests and kubeconfig paths) are overridden with flags, which win over
@@ -368,22 +425,44 @@ run_daemon() {
 # setting ends the daemon with exit 2 before it starts.
 test_configs() {
   need_env CANOPY_HUB_BIN CANOPY_SPOKE_BIN
-  start_nats
-  local port grpc
+  start_example_nats
+  local port grpc spoke_port
 
   port="$(free_port)"
   grpc="$(free_port)"
-  run_daemon hub "http://127.0.0.1:${port}/healthz" "${CANOPY_HUB_BIN}" --config "${deploy}/hub.yaml" \
-    --data "${work}/hub" --nats "${nats_url}" --grpc "127.0.0.1:${grpc}" --health "127.0.0.1:${port}"
-  grep -q '"name":"hub"' "${work}/hub.healthz" || fail "hub /healthz: $(cat "${work}/hub.healthz")"
+  start "${work}/hub.log" "${CANOPY_HUB_BIN}" --config "${deploy}/hub.yaml" --data "${work}/hub" \
+    --nats "${hub_nats_url}" --grpc "127.0.0.1:${grpc}" --health "127.0.0.1:${port}"
+  local hub_pid="${last_pid}"
+  wait_http "http://127.0.0.1:${port}/healthz" "${work}/hub.log" "${hub_pid}"
+  grep -q '"name":"hub"' "${work}/http.out" || fail "hub /healthz: $(cat "${work}/http.out")"
   pass "deploy/hub.yaml runs canopy-hub"
 
+  # The example spoke, on the example site NATS, finds the example hub (the
+  # site's parent: is the hub's name:) across the leaf link.
   mkdir -p "${work}/manifests"
-  port="$(free_port)"
-  run_daemon spoke "http://127.0.0.1:${port}/healthz" "${CANOPY_SPOKE_BIN}" --config "${deploy}/spoke.yaml" \
-    --data "${work}/spoke" --manifests "${work}/manifests" --nats "${nats_url}" --health "127.0.0.1:${port}"
-  grep -q '"site":"shop-berlin"' "${work}/spoke.healthz" || fail "spoke /healthz: $(cat "${work}/spoke.healthz")"
-  pass "deploy/spoke.yaml runs canopy-spoke"
+  spoke_port="$(free_port)"
+  start "${work}/spoke.log" "${CANOPY_SPOKE_BIN}" --config "${deploy}/spoke.yaml" --data "${work}/spoke" \
+    --manifests "${work}/manifests" --nats "${leaf_nats_url}" --health "127.0.0.1:${spoke_port}"
+  local spoke_pid="${last_pid}" i
+  wait_http "http://127.0.0.1:${spoke_port}/healthz" "${work}/spoke.log" "${spoke_pid}"
+  grep -q '"site":"shop-berlin"' "${work}/http.out" || fail "spoke /healthz: $(cat "${work}/http.out")"
+  for ((i = 0; i < 150; ++i)); do
+    curl -fsS -o "${work}/http.out" "http://127.0.0.1:${spoke_port}/healthz" 2>/dev/null &&
+      grep -q '"session_open":true' "${work}/http.out" && break
+    sleep 0.1
+  done
+  grep -q '"session_open":true' "${work}/http.out" || {
+    tail -n 20 "${work}/spoke.log" "${work}/hub.log" >&2 || true
+    fail "the example spoke opened no session with the example hub: $(cat "${work}/http.out")"
+  }
+  curl -fsS "http://127.0.0.1:${port}/v1/sessions" | grep -q '"shop-berlin"' ||
+    fail "the hub lists no session of shop-berlin"
+  stop "${spoke_pid}"
+  [[ ${stop_code} -eq 0 ]] || fail "canopy-spoke exited ${stop_code} on SIGTERM"
+  stop "${hub_pid}"
+  [[ ${stop_code} -eq 0 ]] || fail "canopy-hub exited ${stop_code} on SIGTERM"
+  pass "deploy/spoke.yaml runs canopy-spoke, in session with the hub over the leaf link"
+  nats_url="${leaf_nats_url}"
 
   # spoke.yaml's commented kube lines, uncommented, against the test API
   # server (its kubeconfig and context override the example's paths).
