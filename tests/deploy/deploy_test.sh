@@ -9,11 +9,15 @@
 #                            idempotence, edited configs kept, bad arguments
 #   deploy_test.sh system    install.sh to / inside a private mount
 #                            namespace: the canopy user, owners, modes
-#   deploy_test.sh systemd   systemd-analyze verify on the installed units
-#   deploy_test.sh configs   each example config loaded by its real daemon
+#   deploy_test.sh systemd   systemd-analyze verify and security on the
+#                            installed units
+#   deploy_test.sh configs   each example config loaded by its real daemon:
+#                            the example hub and spoke in session across
+#                            the example NATS configs' leaf link
 #   deploy_test.sh k8s       the k3s manifest applied with kubectl
 #
-# Needs CANOPY_HUB_BIN, CANOPY_SPOKE_BIN and, for k8s,
+# Needs CANOPY_HUB_BIN, CANOPY_SPOKE_BIN and, for k8s (and the kube lines of
+# spoke.yaml in configs),
 # CANOPY_TEST_APISERVER_BIN in the environment.
 set -euo pipefail
 
