@@ -65,22 +65,33 @@ start() {
   pids+=("${last_pid}")
 }
 
+# forget PID: a process that has ended, no longer for cleanup to signal.
+forget() {
+  local kept=() pid
+  for pid in "${pids[@]}"; do
+    [[ "${pid}" == "$1" ]] || kept+=("${pid}")
+  done
+  pids=("${kept[@]}")
+}
+
 # stop PID: SIGTERM, then the exit code of PID in $stop_code.
 stop() {
   kill -TERM "$1"
   stop_code=0
   wait "$1" || stop_code=$?
+  forget "$1"
 }
 
-# wait_http URL LOG PID: until URL answers 200 (10 s), printing LOG on
-# failure, and failing at once when PID has exited.
+# wait_http URL LOG PID: until URL answers 200 (20 s: sanitizer builds start
+# slowly), printing LOG on failure, and failing at once when PID has exited.
 wait_http() {
   local i code
-  for ((i = 0; i < 100; ++i)); do
+  for ((i = 0; i < 200; ++i)); do
     if curl -fsS -o "${work}/http.out" "$1" 2>/dev/null; then return 0; fi
     if ! kill -0 "$3" 2>/dev/null; then
       code=0
       wait "$3" || code=$?
+      forget "$3"
       cat "$2" >&2 || true
       fail "the process serving $1 exited ${code}"
     fi
@@ -450,7 +461,7 @@ test_configs() {
   local spoke_pid="${last_pid}" i
   wait_http "http://127.0.0.1:${spoke_port}/healthz" "${work}/spoke.log" "${spoke_pid}"
   grep -q '"site":"shop-berlin"' "${work}/http.out" || fail "spoke /healthz: $(cat "${work}/http.out")"
-  for ((i = 0; i < 150; ++i)); do
+  for ((i = 0; i < 300; ++i)); do
     curl -fsS -o "${work}/http.out" "http://127.0.0.1:${spoke_port}/healthz" 2>/dev/null &&
       grep -q '"session_open":true' "${work}/http.out" && break
     sleep 0.1
