@@ -634,6 +634,12 @@ EOF
   grep -q "^  namespace: canopy\$" "${work}/claim.yaml" || fail "the claim is not in the Deployment's namespace"
   [[ "$(get -n canopy deploy canopy-spoke -o jsonpath='{.spec.template.spec.volumes[?(@.name=="credentials")].secret.secretName}')" == canopy-spoke-credentials ]] ||
     fail "no credentials Secret reference"
+  # 0440 read as octal (288), as kubectl's YAML reads a leading zero.
+  [[ "$(get -n canopy deploy canopy-spoke -o jsonpath='{.spec.template.spec.volumes[?(@.name=="credentials")].secret.defaultMode}')" == 288 ]] ||
+    fail "the credentials' defaultMode is not 0440"
+  [[ "$(get -n canopy networkpolicy canopy-spoke -o jsonpath='{.spec.podSelector.matchLabels}')" == \
+    "$(get -n canopy deploy canopy-spoke -o jsonpath='{.spec.selector.matchLabels}')" ]] ||
+    fail "the NetworkPolicy does not select the spoke's pods"
   pass "Deployment, ServiceAccount, RBAC, store and probes fit together"
 
   # The ConfigMap's configs, as the API server returns them, loaded by the real
