@@ -96,6 +96,8 @@ if ((real_system)) && [[ "$(id -u)" -ne 0 ]]; then
   die "installing to / needs root (or pass --root DIR for a scratch root)"
 fi
 
+# Modes are set explicitly; what mkdir and install -D create is 0755.
+umask 022
 changed=0
 # put SRC DEST MODE: installs SRC at DEST with MODE when DEST is missing or
 # differs (content or mode).
@@ -124,15 +126,17 @@ put_config() {
   changed=1
 }
 
-# make_dir DIR MODE [OWNER]
+# make_dir DIR [MODE [OWNER]]: creates DIR when missing; a MODE (and OWNER)
+# is enforced on every run. Without MODE, a directory that exists (such as
+# /usr/local/bin, which a site may keep setgid staff) is left as it is.
 make_dir() {
-  local dir="$1" mode="$2" owner="${3:-}"
+  local dir="$1" mode="${2:-}" owner="${3:-}"
   if [[ ! -d "${dir}" ]]; then
     mkdir -p "${dir}"
     echo "created ${dir}"
     changed=1
   fi
-  chmod "${mode}" "${dir}"
+  [[ -z "${mode}" ]] || chmod "${mode}" "${dir}"
   if ((real_system)) && [[ -n "${owner}" ]]; then chown "${owner}" "${dir}"; fi
 }
 
@@ -151,13 +155,13 @@ else
   echo "  (on a real machine /etc/canopy is root:canopy and /etc/canopy/secrets canopy:canopy)"
 fi
 
-make_dir "${root}/usr/local/bin" 0755
+make_dir "${root}/usr/local/bin"
 for b in canopy-hub canopy-spoke kubectl-canopy; do
   [[ -x "${bin_dir}/${b}" ]] || continue
   put "${bin_dir}/${b}" "${root}/usr/local/bin/${b}" 0755
 done
 
-make_dir "${root}/usr/local/lib/systemd/system" 0755
+make_dir "${root}/usr/local/lib/systemd/system"
 for unit in canopy-hub.service canopy-spoke.service canopy-site-nats.service; do
   put "${here}/systemd/${unit}" "${root}/usr/local/lib/systemd/system/${unit}" 0644
 done
@@ -198,7 +202,9 @@ fi
 if ((real_system)); then
   cat <<'EOF'
 Next: edit /etc/canopy/*.yaml, then on a hub
-  systemctl enable --now nats-server canopy-hub   (nats-server with /etc/canopy/nats-hub.conf, see README)
+  systemctl enable --now nats-server canopy-hub
+  (its nats-server reads /etc/nats-server.conf: install examples/nats-hub.conf there, see
+  /usr/local/share/canopy/README.md)
 and on a site
   systemctl enable --now canopy-site-nats canopy-spoke
 EOF

@@ -232,6 +232,8 @@ test_system_inner() {
   mount -t tmpfs canopy-test /var/lib
   mount -t tmpfs canopy-test /var/log
   getent passwd canopy >/dev/null && fail "this machine has a canopy user; the test needs one without"
+  # A site's own /usr/local/bin (Debian's old setgid-staff layout) is kept.
+  install -d -m 2775 /usr/local/bin
 
   local out
   out="$("${deploy}/install.sh" --bin-dir "${bins}" 2>&1)" || fail "install.sh to /: ${out}"
@@ -252,6 +254,7 @@ test_system_inner() {
     [[ "$(owner "/etc/canopy/${f}")" == "root:canopy 640" ]] || fail "/etc/canopy/${f}: $(owner "/etc/canopy/${f}")"
   done
   [[ "$(owner /usr/local/bin/canopy-spoke)" == "root:root 755" ]] || fail "canopy-spoke: $(owner /usr/local/bin/canopy-spoke)"
+  [[ "$(stat -c %a /usr/local/bin)" == 2775 ]] || fail "install.sh changed /usr/local/bin's mode: $(owner /usr/local/bin)"
   # The canopy user reads its configs and not the secrets of others.
   su -s /bin/sh canopy -c "cat /etc/canopy/spoke.yaml >/dev/null" || fail "canopy cannot read spoke.yaml"
   pass "install.sh to / creates the canopy system user and sets owners and modes"
