@@ -38,6 +38,14 @@
 
 namespace canopy::hub {
 
+// The hub's sync state at one moment, for metrics.
+struct HubSyncSnapshot {
+  std::vector<sync::ChildInfo> sessions;
+  sync::ParentStats parent;
+  sync::NodeStats node;
+  uint64_t now_ms = 0;  // the clock ChildInfo::last_seen_ms is on, when taken
+};
+
 class Hub {
  public:
   // `config` must be valid (validate_hub_config).
@@ -59,6 +67,9 @@ class Hub {
   bool nats_connected() const;
   size_t session_count();
   std::vector<sync::ChildInfo> sessions();
+  // One call on the sync runtime's thread, O(sessions): the sessions and the
+  // parent engine's counters; the node's counters are read under its lock.
+  HubSyncSnapshot sync_snapshot();
 
  private:
   void housekeeping_loop();
