@@ -3,7 +3,8 @@
 // Prometheus (Debian's `prometheus`) on loopback. The test places a known
 // number of objects on a site and asks Prometheus's query API for the numbers
 // it caused; `promtool check metrics` lints both endpoints; /readyz answers
-// 503 with the reason while NATS is down, and 200 again once it is back.
+// 503 with the reason while NATS is down, and 200 again once it is back; a
+// spoke whose cluster does not answer is not ready until a pass completes.
 #include <cstdlib>
 
 #include "tests/e2e/e2e_fixture.h"
@@ -259,6 +260,62 @@ TEST_F(MetricsE2ETest, PrometheusScrapesWhatTheRunCaused) {
         << "port " << port << " not ready again";
   }
   expect_query_eq("sum(canopy_nats_connected)", 2);
+}
+
+// Scrapes `port`'s /metrics and returns the value of the sample written
+// exactly as `series` (name and labels), if any.
+std::optional<double> scrape(int port, const std::string& series) {
+  auto r = http_get(port, "/metrics");
+  if (!r || r->status != 200) return std::nullopt;
+  std::istringstream in(r->body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
+  }
+  return std::nullopt;
+}
+
+// A spoke whose cluster does not answer: once it holds objects, a restart
+// finds every pass failing, and it is not ready until one completes.
+TEST_F(MetricsE2ETest, ASpokeIsNotReadyUntilAPassCompletes) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  const int dead = port();  // nothing listens here
+  Spoke& site = create_spoke(kSite, {{"region", "eu"}});
+  const std::string kubeconfig = site.dir.file("kubeconfig");
+  std::ofstream(kubeconfig) << "apiVersion: v1\nkind: Config\ncurrent-context: dead\n"
+                               "contexts:\n- name: dead\n  context: {cluster: dead}\n"
+                               "clusters:\n- name: dead\n  cluster: {server: \"http://127.0.0.1:"
+                            << dead << "\"}\n";
+  site.extra_args = {"--applier", "kube", "--kubeconfig", kubeconfig};
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(site));
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
+  ASSERT_TRUE(put("placement", "web-eu", placement_by_region({"web"}, "eu")).ok());
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto v = scrape(site.health_port, "canopy_spoke_reconcile_passes_total{result=\"error\"}");
+        return v && *v >= 1;
+      },
+      kTimeout, kPoll))
+      << "no failed pass counted";
+
+  ASSERT_NO_FATAL_FAILURE(kill_spoke(site));
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(site, /*expect_session=*/false));
+  std::optional<HttpReply> r;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        r = http_get(site.health_port, "/readyz");
+        return r && r->body == "not ready: no reconcile pass has completed\n";
+      },
+      kTimeout, kPoll))
+      << (r ? r->body : "no answer");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(scrape(site.health_port, "canopy_spoke_applied_once"), 0);
+  EXPECT_EQ(scrape(site.health_port, "canopy_spoke_reconcile_passes_total{result=\"ok\"}"), 0);
+  auto live = http_get(site.health_port, "/livez");
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->status, 200);
 }
 
 }  // namespace
