@@ -1,10 +1,98 @@
 #include "api/hub_http.h"
 
+#include <map>
 #include <nlohmann/json.hpp>
+
+#include "api/daemon_metrics.h"
 
 namespace canopy::api {
 
 using json = nlohmann::json;
+
+std::string hub_metrics(hub::Hub* hub) {
+  MetricsText page;
+  add_build_info(&page, "hub", hub->config().name);
+  add_nats_metrics(&page, hub->nats_connected());
+  add_store_metrics(&page, hub->store());
+  const hub::HubSyncSnapshot snap = hub->sync_snapshot();
+  add_sync_node_metrics(&page, snap.node);
+
+  // Sessions by mode; every mode is written, 0 when none.
+  std::map<std::string, size_t> by_mode = {
+      {"waiting", 0}, {"catch-up", 0}, {"reconcile", 0}, {"live", 0}};
+  size_t connected = 0;
+  for (const auto& c : snap.sessions) {
+    ++by_mode[c.mode];
+    connected += c.connected ? 1 : 0;
+  }
+  auto& sessions = page.gauge("canopy_hub_sessions", "Sync sessions of sites, by mode.");
+  for (const auto& [mode, n] : by_mode) sessions.add(static_cast<double>(n), {{"mode", mode}});
+  page.gauge("canopy_hub_sessions_connected",
+             "Sync sessions whose site was heard from within the away time.")
+      .add(static_cast<double>(connected));
+  page.gauge("canopy_hub_catchups_running",
+             "Sessions catching up from the log or reconciling (each holds a slot).")
+      .add(static_cast<double>(by_mode["catch-up"] + by_mode["reconcile"]));
+
+  // Per site.
+  const uint64_t log_index = hub->store()->last_log_index();
+  auto& site_connected = page.gauge("canopy_hub_site_connected",
+                                    "1 while the site was heard from within the away time.");
+  auto& site_age = page.gauge("canopy_hub_site_last_seen_age_seconds",
+                              "Seconds since the hub last heard from the site.");
+  auto& site_lag = page.gauge(
+      "canopy_hub_site_lag_entries",
+      "Entries of the hub's log after the position the site acknowledged (in its scope or not).");
+  auto& site_acked = page.gauge("canopy_hub_site_acked_index",
+                                "The site's acknowledged position in the hub's log.");
+  for (const auto& c : snap.sessions) {
+    const MetricLabels site = {{"site", c.name}};
+    site_connected.add(c.connected ? 1 : 0, site);
+    const uint64_t age_ms = snap.now_ms > c.last_seen_ms ? snap.now_ms - c.last_seen_ms : 0;
+    site_age.add(static_cast<double>(age_ms) / 1000.0, site);
+    site_lag.add(static_cast<double>(log_index > c.acked_index ? log_index - c.acked_index : 0),
+                 site);
+    site_acked.add(static_cast<double>(c.acked_index), site);
+  }
+
+  const sync::ParentStats& p = snap.parent;
+  auto counter = [&page](const char* name, const char* help, uint64_t value) {
+    page.counter(name, help).add(static_cast<double>(value));
+  };
+  counter("canopy_hub_deltas_sent", "Deltas sent down to sites (retransmissions not counted).",
+          p.deltas_sent);
+  counter("canopy_hub_documents_sent",
+          "Whole documents sent down to sites (reconciliation, scope entry).", p.documents_sent);
+  counter("canopy_hub_sent_bytes", "Bytes of the sync messages the parent engine sent.",
+          p.bytes_sent);
+  counter("canopy_hub_catchups", "Catch-ups from the log started.", p.catchups);
+  counter("canopy_hub_reconciliations", "Reconciliations (sketch exchanges) started.",
+          p.reconciliations);
+  counter("canopy_hub_sketch_symbols_sent", "Sketch symbols sent in reconciliations.",
+          p.sketch_symbols_sent);
+  counter("canopy_hub_refused_messages",
+          "Sync messages refused (malformed, wrong addressee, stale session).", p.refused_messages);
+  counter("canopy_hub_refused_writes", "Sites' writes refused: outside their writable scope.",
+          p.refused_writes);
+
+  const hub::IndexCounts counts = hub->index()->counts();
+  page.gauge("canopy_hub_known_sites", "Sites with a site record.")
+      .add(static_cast<double>(counts.known_sites));
+  page.gauge("canopy_hub_placements", "Valid placements.")
+      .add(static_cast<double>(counts.placements));
+  page.gauge("canopy_hub_overrides", "Valid overrides.").add(static_cast<double>(counts.overrides));
+  return page.text();
+}
+
+std::vector<std::string> hub_readiness(hub::Hub* hub, const daemon::Health* health) {
+  std::vector<std::string> problems;
+  if (health != nullptr && health->phase() != daemon::Phase::kServing) {
+    problems.push_back(std::string("daemon ") + daemon::phase_name(health->phase()));
+  }
+  if (hub->store() == nullptr) problems.push_back("store not open");
+  if (!hub->nats_connected()) problems.push_back("NATS not connected");
+  return problems;
+}
 
 void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health* health) {
   server.Get("/healthz", [hub, health](const httplib::Request&, httplib::Response& res) {
@@ -36,6 +124,13 @@ void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health
                      {"labels", c.labels}});
     }
     reply_json(res, arr.dump());
+  });
+  server.Get("/metrics", [hub](const httplib::Request&, httplib::Response& res) {
+    res.set_content(hub_metrics(hub), kMetricsContentType);
+  });
+  server.Get("/livez", [](const httplib::Request&, httplib::Response& res) { reply_live(res); });
+  server.Get("/readyz", [hub, health](const httplib::Request&, httplib::Response& res) {
+    reply_ready(res, hub_readiness(hub, health));
   });
 }
 

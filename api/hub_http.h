@@ -5,15 +5,29 @@
 //                      a daemon::Health is given)
 //   GET /v1/sessions   one row per site session: site, mode, connected,
 //                      acked_index, labels
+//   GET /metrics       Prometheus text format (docs/metrics.md): sessions,
+//                      lag per site, sync traffic, catch-ups, conflicts,
+//                      store size, NATS, placements
+//   GET /livez         200 "live" while the process serves HTTP
+//   GET /readyz        200 "ready" when serving, the store open and NATS
+//                      connected; else 503 saying what is not
 //
 // The hub must outlive the server, and stay started while it serves.
 #pragma once
+
+#include <string>
+#include <vector>
 
 #include "api/http_server.h"
 #include "daemon/process.h"
 #include "hub/hub.h"
 
 namespace canopy::api {
+
+// The body of GET /metrics.
+std::string hub_metrics(hub::Hub* hub);
+// What keeps the hub from being ready (empty: ready).
+std::vector<std::string> hub_readiness(hub::Hub* hub, const daemon::Health* health);
 
 void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health* health = nullptr);
 

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/daemon_metrics.h"
 #include "sync/subjects.h"
 
 namespace canopy::api {
@@ -28,6 +29,81 @@ bool override_key(const std::string& site, const httplib::Request& req, std::str
 
 }  // namespace
 
+std::string spoke_metrics(spoke::Spoke* spoke) {
+  MetricsText page;
+  const spoke::SpokeMetrics m = spoke->metrics();
+  add_build_info(&page, "spoke", spoke->config().site);
+  add_nats_metrics(&page, m.health.nats_connected);
+  add_store_metrics(&page, spoke->store());
+  add_sync_node_metrics(&page, m.node);
+
+  const spoke::SpokeHealth& h = m.health;
+  page.gauge("canopy_spoke_session_open", "1 while the sync session with the hub is open.")
+      .add(h.session_open ? 1 : 0);
+  page.gauge("canopy_spoke_in_sync",
+             "1 while caught up with the hub with nothing of the site's unacknowledged.")
+      .add(h.in_sync ? 1 : 0);
+  page.gauge("canopy_spoke_applied_once",
+             "1 once a reconcile pass has completed without error since start.")
+      .add(h.applied ? 1 : 0);
+  page.gauge("canopy_spoke_objects", "Objects rendered by the last reconcile pass.")
+      .add(static_cast<double>(h.objects));
+  page.gauge("canopy_spoke_objects_failed",
+             "Templates that failed to render or apply in the last reconcile pass.")
+      .add(static_cast<double>(h.failed));
+  page.gauge("canopy_spoke_objects_held",
+             "Objects held at their applied revision by a rollout in the last pass.")
+      .add(static_cast<double>(m.held));
+
+  const spoke::ReconcileTotals& r = m.reconcile;
+  page.counter("canopy_spoke_reconcile_passes", "Reconcile passes, by result.")
+      .add(static_cast<double>(r.passes - r.failed_passes), {{"result", "ok"}})
+      .add(static_cast<double>(r.failed_passes), {{"result", "error"}});
+  page.counter("canopy_spoke_apply_outcomes",
+               "Per-object outcomes of reconcile passes: applied (changed), unchanged, failed, "
+               "pruned, drifted (drift reported by the applier).")
+      .add(static_cast<double>(r.changed), {{"outcome", "applied"}})
+      .add(static_cast<double>(r.unchanged), {{"outcome", "unchanged"}})
+      .add(static_cast<double>(r.failed), {{"outcome", "failed"}})
+      .add(static_cast<double>(r.pruned), {{"outcome", "pruned"}})
+      .add(static_cast<double>(r.drifted), {{"outcome", "drifted"}});
+
+  const sync::ChildStats& c = m.child;
+  auto counter = [&page](const char* name, const char* help, uint64_t value) {
+    page.counter(name, help).add(static_cast<double>(value));
+  };
+  counter("canopy_spoke_hellos", "Hellos sent to the hub (session starts and retries).", c.hellos);
+  counter("canopy_spoke_resets", "Sessions the hub reset (it had lost them).", c.resets);
+  counter("canopy_spoke_applied_messages", "Sequenced messages from the hub applied.",
+          c.applied_messages);
+  counter("canopy_spoke_documents_received",
+          "Whole documents received from the hub (reconciliation, scope entry).",
+          c.documents_received);
+  counter("canopy_spoke_dropped_keys", "Documents dropped as they left the site's scope.",
+          c.dropped_keys);
+  counter("canopy_spoke_deltas_sent", "Deltas sent up to the hub (retransmissions not counted).",
+          c.deltas_sent);
+  counter("canopy_spoke_sent_bytes", "Bytes of the sync messages the child engine sent.",
+          c.bytes_sent);
+  counter("canopy_spoke_received_bytes", "Bytes of the sync messages the child engine received.",
+          c.bytes_received);
+  counter("canopy_spoke_refused_messages", "Sync messages refused (malformed, stale session).",
+          c.refused_messages);
+  return page.text();
+}
+
+std::vector<std::string> spoke_readiness(spoke::Spoke* spoke, const daemon::Health* health) {
+  std::vector<std::string> problems;
+  if (health != nullptr && health->phase() != daemon::Phase::kServing) {
+    problems.push_back(std::string("daemon ") + daemon::phase_name(health->phase()));
+  }
+  if (spoke->store() == nullptr) problems.push_back("store not open");
+  const spoke::SpokeHealth h = spoke->health();
+  if (!h.nats_connected) problems.push_back("NATS not connected");
+  if (!h.applied) problems.push_back("no reconcile pass has completed");
+  return problems;
+}
+
 void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon::Health* health) {
   const std::string site = spoke->config().site;
   server.Get("/healthz", [spoke, health](const httplib::Request&, httplib::Response& res) {
@@ -41,7 +117,8 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
               {"in_sync", h.in_sync},
               {"objects", h.objects},
               {"failed", h.failed},
-              {"documents_received", h.documents_received}};
+              {"documents_received", h.documents_received},
+              {"applied", h.applied}};
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
     reply_json(res, j.dump());
   });
@@ -54,6 +131,13 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
       }
     }
     reply_json(res, arr.dump());
+  });
+  server.Get("/metrics", [spoke](const httplib::Request&, httplib::Response& res) {
+    res.set_content(spoke_metrics(spoke), kMetricsContentType);
+  });
+  server.Get("/livez", [](const httplib::Request&, httplib::Response& res) { reply_live(res); });
+  server.Get("/readyz", [spoke, health](const httplib::Request&, httplib::Response& res) {
+    reply_ready(res, spoke_readiness(spoke, health));
   });
   const char* path = R"(/v1/overrides/([^/]+)/([^/]+))";
   server.Put(path, [spoke, site](const httplib::Request& req, httplib::Response& res) {

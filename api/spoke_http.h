@@ -3,8 +3,18 @@
 //
 //   GET    /healthz                           site, role, version, replica id,
 //                                             NATS, session, in_sync, objects,
-//                                             failed (and the daemon's phase
-//                                             when a daemon::Health is given)
+//                                             failed, applied (and the daemon's
+//                                             phase when a daemon::Health is
+//                                             given)
+//   GET    /metrics                           Prometheus text format
+//                                             (docs/metrics.md): session,
+//                                             apply outcomes, sync traffic,
+//                                             store size, NATS
+//   GET    /livez                             200 "live" while it serves HTTP
+//   GET    /readyz                            200 "ready" when serving, the
+//                                             store open, NATS connected and a
+//                                             reconcile pass completed; else
+//                                             503 saying what is not
 //   GET    /v1/status                         the site's status documents
 //   PUT    /v1/overrides/<tenant>/<template>  a local override: the body is a
 //                                             JSON merge patch
@@ -17,11 +27,19 @@
 // The spoke must outlive the server, and stay started while it serves.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "api/http_server.h"
 #include "daemon/process.h"
 #include "spoke/spoke.h"
 
 namespace canopy::api {
+
+// The body of GET /metrics.
+std::string spoke_metrics(spoke::Spoke* spoke);
+// What keeps the spoke from being ready (empty: ready).
+std::vector<std::string> spoke_readiness(spoke::Spoke* spoke, const daemon::Health* health);
 
 void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke,
                       const daemon::Health* health = nullptr);

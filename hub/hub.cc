@@ -169,6 +169,17 @@ std::vector<sync::ChildInfo> Hub::sessions() {
   return children;
 }
 
+HubSyncSnapshot Hub::sync_snapshot() {
+  HubSyncSnapshot snap;
+  runtime_->call([&] {
+    snap.sessions = node_->parent()->children();
+    snap.parent = node_->parent()->stats();
+  });
+  snap.node = node_->stats();
+  snap.now_ms = SystemClock::instance()->now_ms();
+  return snap;
+}
+
 void Hub::rollout_loop() {
   std::unique_lock lock(housekeeping_mu_);
   while (

@@ -58,6 +58,14 @@ struct UpstreamInfo {
   uint64_t hellos = 0;        // sessions started since start()
 };
 
+// The hub's sync state at one moment, for metrics.
+struct HubSyncSnapshot {
+  std::vector<sync::ChildInfo> sessions;
+  sync::ParentStats parent;
+  sync::NodeStats node;
+  uint64_t now_ms = 0;  // the clock ChildInfo::last_seen_ms is on, when taken
+};
+
 class Hub {
  public:
   // `config` must be valid (validate_hub_config).
@@ -85,6 +93,9 @@ class Hub {
   Liveness liveness();
   // The session with the parent; nullopt at the root.
   std::optional<UpstreamInfo> upstream();
+  // One call on the sync runtime's thread, O(sessions): the sessions and the
+  // parent engine's counters; the node's counters are read under its lock.
+  HubSyncSnapshot sync_snapshot();
 
  private:
   void housekeeping_loop();

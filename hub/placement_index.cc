@@ -926,6 +926,15 @@ std::vector<std::string> PlacementIndex::known_sites(std::string_view after, siz
   return out;
 }
 
+IndexCounts PlacementIndex::counts() {
+  IndexCounts c;
+  std::lock_guard lock(mu_);
+  for (const auto& [name, site] : sites_) c.known_sites += site->known ? 1 : 0;
+  for (const auto& [key, rule] : placements_) c.placements += rule->exists ? 1 : 0;
+  for (const auto& [key, rule] : overrides_) c.overrides += rule->exists ? 1 : 0;
+  return c;
+}
+
 std::optional<Labels> PlacementIndex::site_labels(std::string_view site) {
   std::lock_guard lock(mu_);
   const Site* s = site_or_null(site);

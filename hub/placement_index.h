@@ -92,6 +92,13 @@ void register_site(Store* store, const std::string& child, const v1::Hello& hell
 
 using Labels = model::Labels;
 
+// What the index holds, for metrics.
+struct IndexCounts {
+  size_t known_sites = 0;
+  size_t placements = 0;  // valid placements, matching any site or none
+  size_t overrides = 0;   // valid overrides
+};
+
 class PlacementIndex final : public sync::ScopeProvider {
  public:
   using ScopeListener = std::function<void(const sync::ScopeChange&)>;
@@ -170,6 +177,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::vector<std::string> scope_keys(std::string_view site);
   // Keys of the placements matching a site, sorted.
   std::vector<std::string> placements_of(std::string_view site);
+  // O(sites + placements + overrides), under the index's lock.
+  IndexCounts counts();
 
  private:
   struct Site;

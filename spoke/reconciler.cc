@@ -317,7 +317,8 @@ Status Reconciler::reconcile_once() {
     const StatusOr<ApplyOutcome>& r = outcomes[i];
     json doc;
     if (r.ok()) {
-      if (r->changed) ++stats_.changed;
+      ++(r->changed ? stats_.changed : stats_.unchanged);
+      if (!r->drift.empty()) ++stats_.drifted;
       doc = status_doc(o.template_key, o.hash, model::Outcome::kApplied, r->message, id,
                        revision_of(o.template_key), &*r);
     } else {

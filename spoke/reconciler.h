@@ -81,6 +81,8 @@ struct ReconcileStats {
   size_t failed = 0;            // templates that failed to render or apply
   size_t global_failures = 0;   // placements or overrides that could not be evaluated
   size_t changed = 0;           // applies that changed something
+  size_t unchanged = 0;         // applies that found the object as rendered
+  size_t drifted = 0;           // applies that reported drift (ApplyOutcome::drift)
   size_t pruned = 0;            // inventory ids removed
   bool prune_skipped = false;   // because of a global failure or an inventory error
   size_t status_written = 0;

@@ -176,8 +176,11 @@ void Spoke::stop() {
   spdlog::info("site {} stopped", config_.site);
 }
 
-SpokeHealth Spoke::health() {
-  SpokeHealth h;
+SpokeHealth Spoke::health() { return metrics().health; }
+
+SpokeMetrics Spoke::metrics() {
+  SpokeMetrics m;
+  SpokeHealth& h = m.health;
   h.nats_connected = nats_ && nats_->connected();
   bool active = false;
   if (runtime_) {
@@ -185,12 +188,18 @@ SpokeHealth Spoke::health() {
       h.in_sync = node_->child()->in_sync();
       active = node_->child()->active();
       h.documents_received = node_->child()->stats().documents_received;
+      m.child = node_->child()->stats();
     });
+    m.node = node_->stats();
   }
   h.session_open = active && h.nats_connected;
   h.objects = objects_.load();
   h.failed = failed_.load();
-  return h;
+  h.applied = applied_.load();
+  m.held = held_.load();
+  std::lock_guard lock(totals_mu_);
+  m.reconcile = totals_;
+  return m;
 }
 
 void Spoke::reconcile_and_log(const char* what) {
@@ -202,8 +211,21 @@ void Spoke::reconcile_and_log(const char* what) {
     spdlog::info("site {}: applied {} changes, pruned {}", config_.site,
                  reconciler_->last_stats().changed, reconciler_->last_stats().pruned);
   }
-  objects_ = reconciler_->last_stats().rendered;
-  failed_ = reconciler_->last_stats().failed;
+  const ReconcileStats& st = reconciler_->last_stats();
+  objects_ = st.rendered;
+  failed_ = st.failed;
+  held_ = st.held;
+  if (s.ok()) applied_ = true;
+  {
+    std::lock_guard lock(totals_mu_);
+    ++totals_.passes;
+    totals_.failed_passes += s.ok() ? 0 : 1;
+    totals_.changed += st.changed;
+    totals_.unchanged += st.unchanged;
+    totals_.failed += st.failed;
+    totals_.pruned += st.pruned;
+    totals_.drifted += st.drifted;
+  }
   // A pass may parse megabytes (changed documents, the kube applier's
   // audit LISTs) and free most of it: give the freed pages back, since a
   // site's spoke idles far longer than it works (a few ms at most).

@@ -48,6 +48,27 @@ struct SpokeHealth {
   // Documents received from the parent since start (a reconciliation that
   // finds the site up to date receives none).
   uint64_t documents_received = 0;
+  bool applied = false;       // a reconcile pass completed without error since start
+};
+
+// Sums over the reconcile passes since start (ReconcileStats).
+struct ReconcileTotals {
+  uint64_t passes = 0;
+  uint64_t failed_passes = 0;  // passes that returned an error (retried with backoff)
+  uint64_t changed = 0;
+  uint64_t unchanged = 0;
+  uint64_t failed = 0;
+  uint64_t pruned = 0;
+  uint64_t drifted = 0;
+};
+
+// What the local API's /metrics reports.
+struct SpokeMetrics {
+  SpokeHealth health;
+  size_t held = 0;  // held back by a rollout in the last pass
+  ReconcileTotals reconcile;
+  sync::ChildStats child;
+  sync::NodeStats node;
 };
 
 class Spoke {
@@ -69,6 +90,8 @@ class Spoke {
   const SpokeConfig& config() const { return config_; }
   Store* store() { return store_.get(); }
   SpokeHealth health();
+  // The health plus the counters; one short call on the sync runtime's thread.
+  SpokeMetrics metrics();
 
  private:
   void reconcile_loop();
@@ -85,6 +108,10 @@ class Spoke {
   std::unique_ptr<Reconciler> reconciler_;  // used by the reconcile thread only
   std::atomic<size_t> objects_{0};
   std::atomic<size_t> failed_{0};
+  std::atomic<size_t> held_{0};
+  std::atomic<bool> applied_{false};
+  std::mutex totals_mu_;
+  ReconcileTotals totals_;  // guarded by totals_mu_
   // The sync session caught up with the hub once since start: the site's
   // scope is complete, pruning is safe (see ReconcilerOptions::may_prune).
   std::atomic<bool> scope_complete_{false};

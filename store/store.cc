@@ -771,6 +771,21 @@ StatusOr<std::optional<std::string>> Store::get_local(std::string_view name) {
   return impl_->get_local(name);
 }
 StoreStats Store::stats() { return impl_->stats(); }
+StoreDiskUsage Store::disk_usage() { return impl_->disk_usage(); }
+
+StoreDiskUsage Store::Impl::disk_usage() {
+  StoreDiskUsage u;
+  auto add = [this](rocksdb::ColumnFamilyHandle* h, const std::string& property, uint64_t* sum) {
+    uint64_t v = 0;
+    if (db_->GetIntProperty(h, property, &v)) *sum += v;
+  };
+  for (auto* h : handles_) {
+    add(h, rocksdb::DB::Properties::kEstimateLiveDataSize, &u.live_data_bytes);
+    add(h, rocksdb::DB::Properties::kLiveSstFilesSize, &u.sst_bytes);
+    add(h, rocksdb::DB::Properties::kCurSizeAllMemTables, &u.memtable_bytes);
+  }
+  return u;
+}
 Status Store::compact() { return impl_->compact(); }
 
 }  // namespace canopy

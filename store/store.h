@@ -147,6 +147,13 @@ struct StoreStats {
   uint64_t conflicts = 0;
 };
 
+// The store's size as RocksDB estimates it, summed over its column families.
+struct StoreDiskUsage {
+  uint64_t live_data_bytes = 0;  // rocksdb.estimate-live-data-size
+  uint64_t sst_bytes = 0;        // rocksdb.live-sst-files-size: the current version's files
+  uint64_t memtable_bytes = 0;   // rocksdb.cur-size-all-mem-tables
+};
+
 class Store {
  public:
   using Listener = std::function<void(const v1::LogEntry& entry)>;
@@ -268,6 +275,9 @@ class Store {
   StatusOr<std::optional<std::string>> get_local(std::string_view name);
 
   StoreStats stats();
+  // Reads RocksDB's properties; takes no lock of the store (cheap, for
+  // metrics).
+  StoreDiskUsage disk_usage();
   // Forces a flush of memtables and a full compaction (for space measurement).
   Status compact();
 

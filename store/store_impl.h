@@ -207,6 +207,9 @@ class Store::Impl {
     std::lock_guard lock(mu_);
     return stats_;
   }
+  // db_ and handles_ do not change after open, and RocksDB's properties are
+  // thread-safe: no lock.
+  StoreDiskUsage disk_usage();
 
  private:
   rocksdb::ColumnFamilyHandle* docs() { return handles_[1]; }

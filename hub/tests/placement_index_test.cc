@@ -161,6 +161,10 @@ TEST_F(PlacementIndexTest, NewPlacementEntersMatchingSites) {
   EXPECT_NE(index_->version("a"), empty);
   EXPECT_EQ(index_->version("a"), index_->version("b"));
   EXPECT_EQ(index_->version("c"), empty);
+  IndexCounts counts = index_->counts();
+  EXPECT_EQ(counts.known_sites, 3u);
+  EXPECT_EQ(counts.placements, 1u);
+  EXPECT_EQ(counts.overrides, 0u);
 
   // A change of contents that leaves the key set alone: no event, same version.
   const uint64_t before = index_->version("a");
@@ -329,6 +333,7 @@ TEST_F(PlacementIndexTest, DeletedPlacementLeaves) {
   EXPECT_TRUE(index_->sites_for(kWebKey).empty());
   EXPECT_TRUE(index_->scope_keys("a").empty());
   EXPECT_EQ(index_->version("a"), index_->version("unknown"));
+  EXPECT_EQ(index_->counts().placements, 0u);
 
   // Recreated: enters again.
   put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));

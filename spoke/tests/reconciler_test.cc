@@ -106,6 +106,7 @@ TEST_F(ReconcilerTest, AppliesAndReportsOnceThenDoesNothing) {
       {{"templates", {"web", "db"}}, {"selector", {{"matchLabels", {{"region", "eu-west"}}}}}});
   reconcile();
   EXPECT_EQ(reconciler_->last_stats().changed, 2u);
+  EXPECT_EQ(reconciler_->last_stats().unchanged, 0u);
   EXPECT_EQ(reconciler_->last_stats().status_written, 2u);
 
   json web = json::parse(read_file(file("acme", "web")));
@@ -131,6 +132,8 @@ TEST_F(ReconcilerTest, AppliesAndReportsOnceThenDoesNothing) {
   EXPECT_EQ(s.renders_computed, 0u);
   EXPECT_EQ(s.rendered, 2u);
   EXPECT_EQ(s.changed, 0u);
+  EXPECT_EQ(s.unchanged, 2u);
+  EXPECT_EQ(s.drifted, 0u);
   EXPECT_EQ(s.status_written, 0u);
   EXPECT_EQ(s.pruned, 0u);
   EXPECT_EQ(mtime_ns(file("acme", "web")), mtime);

@@ -146,6 +146,9 @@ void ChildSync::send_sequenced(v1::SyncEnvelope env) {
   env.set_seq(seq);
   if (down_recv_.last_applied() != 0) env.set_acked(down_recv_.last_applied());
   ack_due_ = false;
+  if (env.has_changes()) {
+    for (const auto& e : env.changes().entries()) stats_.deltas_sent += e.has_delta() ? 1 : 0;
+  }
   std::string bytes = env.SerializeAsString();
   stats_.bytes_sent += bytes.size();
   outbox_.push_back(Message{up_subject(parent_, name_), bytes});

@@ -71,6 +71,7 @@ struct ChildStats {
   uint64_t bytes_received = 0;
   uint64_t documents_received = 0;
   uint64_t dropped_keys = 0;
+  uint64_t deltas_sent = 0;  // log entries with a delta in sequenced Changes (not resends)
 };
 
 class ChildSync {

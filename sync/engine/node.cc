@@ -59,6 +59,8 @@ Status SyncNode::attach() {
 void SyncNode::enqueue_message(Message message) {
   {
     std::lock_guard lock(mu_);
+    ++stats_.messages_received;
+    stats_.bytes_received += message.data.size();
     if (inbox_.size() >= limits_.max_inbox) {
       inbox_.pop_front();
       ++stats_.dropped_messages;
@@ -87,8 +89,13 @@ NodeStats SyncNode::stats() const {
 }
 
 void SyncNode::publish(std::vector<Message> messages) {
+  uint64_t published = 0, bytes = 0;
   for (const Message& m : messages) {
     Status st = transport_->publish(m.subject, m.data);
+    if (st.ok()) {
+      ++published;
+      bytes += m.data.size();
+    }
     // Lost messages are recovered by acks and retransmission; count them, and
     // say why unless it is the plain outage case (now and then).
     if (!st.ok()) {
@@ -103,6 +110,23 @@ void SyncNode::publish(std::vector<Message> messages) {
       }
     }
   }
+  if (published > 0) {
+    std::lock_guard lock(mu_);
+    stats_.messages_published += published;
+    stats_.bytes_published += bytes;
+  }
+}
+
+void SyncNode::count_persisted(const std::vector<Write>& writes) {
+  uint64_t deltas = 0, documents = 0;
+  for (const Write& w : writes) {
+    if (w.kind == Write::Kind::kApplyDeltas) deltas += w.deltas.size();
+    if (w.kind == Write::Kind::kApplyStates) documents += w.docs.size();
+  }
+  if (deltas == 0 && documents == 0) return;
+  std::lock_guard lock(mu_);
+  stats_.deltas_persisted += deltas;
+  stats_.documents_persisted += documents;
 }
 
 template <typename Engine>
@@ -120,6 +144,7 @@ void SyncNode::step(Engine* engine, std::vector<Message>* out) {
       ++stats_.persist_failures;
       continue;  // what it would have sent (acks among it) stays unsent
     }
+    count_persisted(ready.writes);
     out->insert(out->end(), std::make_move_iterator(ready.messages.begin()),
                 std::make_move_iterator(ready.messages.end()));
   }

@@ -55,6 +55,12 @@ struct NodeStats {
   uint64_t dropped_connection_events = 0;
   uint64_t persist_failures = 0;  // Readies whose writes failed (their messages dropped)
   uint64_t publish_failures = 0;
+  uint64_t messages_received = 0;  // queued from the transport (dropped ones included)
+  uint64_t bytes_received = 0;
+  uint64_t messages_published = 0;  // handed to the transport without error
+  uint64_t bytes_published = 0;
+  uint64_t deltas_persisted = 0;     // peers' deltas in persisted writes (new or not)
+  uint64_t documents_persisted = 0;  // peers' whole documents in persisted writes
 };
 
 class SyncNode {
@@ -91,6 +97,8 @@ class SyncNode {
 
  private:
   void publish(std::vector<Message> messages);
+  // Adds the peers' deltas and documents among `writes` to the stats.
+  void count_persisted(const std::vector<Write>& writes);
   // Takes the engine's Ready, persists its writes, reports to the engine and
   // keeps the messages for publishing; repeats while the engine has more.
   template <typename Engine>

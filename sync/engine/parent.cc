@@ -143,7 +143,10 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
     v1::Changes* c = env.mutable_changes();
     Session::Carried carried;
     for (const auto& e : c->entries()) {
-      if (e.has_delta()) carried.hlc = std::max<uint64_t>(carried.hlc, e.delta().hlc());
+      if (e.has_delta()) {
+        carried.hlc = std::max<uint64_t>(carried.hlc, e.delta().hlc());
+        ++stats_.deltas_sent;
+      }
     }
     v1::LogPosition& held = s->child_position;
     if (c->has_position()) {

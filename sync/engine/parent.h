@@ -113,6 +113,7 @@ struct ParentStats {
   uint64_t bytes_sent = 0;
   uint64_t documents_sent = 0;  // whole documents (reconciliation, scope entry)
   uint64_t sketch_symbols_sent = 0;
+  uint64_t deltas_sent = 0;  // log entries with a delta in sequenced Changes (not resends)
 };
 
 class ParentSync {

@@ -95,6 +95,34 @@ v1::SyncEnvelope parse(const Message& m) {
   return env;
 }
 
+// The counters /metrics reports: messages and bytes each way, the peers'
+// deltas persisted, the deltas the engines sent. Without faults, what one
+// node publishes the other receives.
+TEST_F(NodeTest, CountsTrafficAndDeltasEachWay) {
+  start({}, {});
+  settle();
+  const NodeStats hub0 = hub_->stats(), site0 = site_->stats();
+  const uint64_t down0 = hub_->parent()->stats().deltas_sent;
+  const uint64_t up0 = site_->child()->stats().deltas_sent;
+  for (const char* k : {"d/a", "d/b", "d/c"}) ASSERT_TRUE(hub_store_->put(k, R"({"v":1})").ok());
+  ASSERT_TRUE(hub_store_->put("x/out-of-scope", R"({"v":1})").ok());
+  ASSERT_TRUE(site_store_->put("s/site/status", R"({"ok":true})").ok());
+  settle();
+  ASSERT_TRUE(site_->child()->in_sync());
+  const NodeStats hub1 = hub_->stats(), site1 = site_->stats();
+  EXPECT_EQ(hub_->parent()->stats().deltas_sent - down0, 3u);
+  EXPECT_EQ(site1.deltas_persisted - site0.deltas_persisted, 3u);
+  EXPECT_EQ(site_->child()->stats().deltas_sent - up0, 1u);
+  EXPECT_EQ(hub1.deltas_persisted - hub0.deltas_persisted, 1u);
+  EXPECT_GT(hub1.messages_published, hub0.messages_published);
+  EXPECT_GT(site1.messages_published, site0.messages_published);
+  EXPECT_EQ(hub1.messages_published, site1.messages_received);
+  EXPECT_EQ(site1.messages_published, hub1.messages_received);
+  EXPECT_EQ(hub1.bytes_published, site1.bytes_received);
+  EXPECT_EQ(site1.bytes_published, hub1.bytes_received);
+  EXPECT_EQ(hub1.dropped_messages + site1.dropped_messages, 0u);
+}
+
 // Changes from the parent whose delta the store refuses (an empty key), with
 // a position: the write fails, so no ack goes out, the position is not
 // saved, and the child starts a new session from what its disk holds.
