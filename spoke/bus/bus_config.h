@@ -1,0 +1,49 @@
+// BusSettings: the `bus:` section of the spoke's config file, and the BusSpec
+// the spoke runs from it.
+//
+//   bus:
+//     enabled: true
+//     nats_server: /usr/sbin/nats-server   # default: nats-server from $PATH
+//     dir: /var/lib/canopy/bus             # default: <data_dir>/bus
+//     mqtt_host: 127.0.0.1                 # the site's address for devices on its network
+//     mqtt_port: 1883
+//     client_port: 4223                    # NATS, 127.0.0.1 only
+//     monitor_port: 8223                   # HTTP /healthz, 127.0.0.1 only
+//     leaf_port: 0                         # 0: no leaf listener
+//     leaf_remote: nats-leaf://hub.example:7422   # or a list; none: no uplink
+//     limits: {max_payload: 65536, tenant_max_consumers: 20000, mqtt_ack_wait_seconds: 30, ...}
+//     tenants:
+//       - name: acme
+//         devices:
+//           - {id: pump-1, password_hash: "$2b$10$...", scope: device}
+//
+// Tenants and devices here are the first source of the spec; the store's
+// device documents will be another, producing the same BusTenant list.
+// Unknown keys are errors, named with their path.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <string>
+
+#include "spoke/bus/bus_spec.h"
+#include "store/status.h"
+
+namespace canopy::spoke::bus {
+
+struct BusSettings {
+  bool enabled = false;
+  std::string nats_server = "nats-server";
+  // site and spoke_password are filled by make_bus_spec; dir too when empty.
+  BusSpec spec;
+};
+
+// Reads the `bus:` mapping into *settings (fields absent keep their values).
+Status load_bus_settings(const YAML::Node& node, BusSettings* settings);
+
+// settings.spec for `site`, with dir defaulting to <data_dir>/bus and a fresh
+// random password for the spoke's own user.
+BusSpec make_bus_spec(const BusSettings& settings, const std::string& site,
+                      const std::string& data_dir);
+
+}  // namespace canopy::spoke::bus
