@@ -183,10 +183,10 @@ void BusSupervisor::stop() {
   {
     std::unique_lock<std::mutex> lock(mu_);
     stopping_ = true;
-    if (pid_ > 0) ::kill(pid_, SIGTERM);
+    if (pid_ > 0) ::kill(pid_, SIGINT);
     cv_.notify_all();
     if (!cv_.wait_for(lock, options_.stop_timeout, [this] { return pid_ < 0; })) {
-      spdlog::warn("bus: nats-server did not stop within {} ms of SIGTERM; killing it",
+      spdlog::warn("bus: nats-server did not stop within {} ms of SIGINT; killing it",
                    options_.stop_timeout.count());
       ::kill(pid_, SIGKILL);
     }
@@ -249,7 +249,7 @@ void BusSupervisor::run() {
         std::lock_guard<std::mutex> lock(mu_);
         pid_ = child;
         ready_ = false;
-        if (stopping_) ::kill(child, SIGTERM);  // stop() came between the check and the fork
+        if (stopping_) ::kill(child, SIGINT);  // stop() came between the check and the fork
       }
       starts_.fetch_add(1);
       pump(child, fd);  // returns once the server has exited and been reaped
@@ -267,6 +267,7 @@ void BusSupervisor::run() {
 void BusSupervisor::pump(pid_t child, int fd) {
   std::string buffer;
   bool eof = false;
+  auto next_probe = std::chrono::steady_clock::now();
   while (!eof) {
     pollfd p{fd, POLLIN, 0};
     const int n = ::poll(&p, 1, static_cast<int>(kPollInterval.count()));
@@ -285,15 +286,19 @@ void BusSupervisor::pump(pid_t child, int fd) {
         buffer.erase(0, nl == std::string::npos ? len : len + 1);
       }
     }
-    bool need_probe;
-    {
+    // Until this server answers /healthz once, ask every kPollInterval.
+    bool probe = false;
+    if (!eof && std::chrono::steady_clock::now() >= next_probe) {
       std::lock_guard<std::mutex> lock(mu_);
-      need_probe = !ready_ && !stopping_;
+      probe = !ready_ && !stopping_;
     }
-    if (need_probe && !eof && probe_health()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      ready_ = true;
-      cv_.notify_all();
+    if (probe) {
+      next_probe = std::chrono::steady_clock::now() + kPollInterval;
+      if (probe_health()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        ready_ = true;
+        cv_.notify_all();
+      }
     }
   }
   if (!buffer.empty()) on_line(buffer);

@@ -21,7 +21,8 @@
 // restart_only_difference) is refused with FailedPrecondition: the supervisor
 // never restarts the bus for a change, since that would drop every device.
 //
-// stop() sends SIGTERM, waits stop_timeout, then SIGKILL; it is idempotent and
+// stop() sends SIGINT (nats-server's clean shutdown, exit code 0; SIGTERM
+// exits 1), waits stop_timeout, then SIGKILL; it is idempotent and
 // called by the destructor.
 //
 // Thread-safety: start(), update() and stop() from one thread (the spoke's);
