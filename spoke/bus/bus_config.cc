@@ -105,12 +105,16 @@ Status load_bus_settings(const YAML::Node& node, BusSettings* s) {
   return ok_status();
 }
 
-BusSpec make_bus_spec(const BusSettings& settings, const std::string& site,
-                      const std::string& data_dir) {
+StatusOr<BusSpec> make_bus_spec(const BusSettings& settings, const std::string& site,
+                                const std::string& data_dir, std::string* spoke_password) {
   BusSpec spec = settings.spec;
   spec.site = site;
   if (spec.dir.empty()) spec.dir = data_dir + "/bus";
-  spec.spoke_password = random_password(kSpokePasswordLength);
+  *spoke_password = random_password(kSpokePasswordLength);
+  // A random 32-character password needs no key stretching: the lowest cost.
+  auto hash = bcrypt_hash(*spoke_password, kMinBcryptCost);
+  if (!hash.ok()) return hash.status();
+  spec.spoke_password_hash = *hash;
   return spec;
 }
 

@@ -34,7 +34,7 @@ namespace canopy::spoke::bus {
 struct BusSettings {
   bool enabled = false;
   std::string nats_server = "nats-server";
-  // site and spoke_password are filled by make_bus_spec; dir too when empty.
+  // site and spoke_password_hash are filled by make_bus_spec; dir too when empty.
   BusSpec spec;
 };
 
@@ -42,8 +42,9 @@ struct BusSettings {
 Status load_bus_settings(const YAML::Node& node, BusSettings* settings);
 
 // settings.spec for `site`, with dir defaulting to <data_dir>/bus and a fresh
-// random password for the spoke's own user.
-BusSpec make_bus_spec(const BusSettings& settings, const std::string& site,
-                      const std::string& data_dir);
+// random password for the spoke's own user: its hash in the spec, the
+// password in *spoke_password (kept in memory only: a new one each start).
+StatusOr<BusSpec> make_bus_spec(const BusSettings& settings, const std::string& site,
+                                const std::string& data_dir, std::string* spoke_password);
 
 }  // namespace canopy::spoke::bus

@@ -155,8 +155,9 @@ Status validate_bus_spec(const BusSpec& s) {
     CANOPY_RETURN_IF_ERROR(
         check_leaf_url("leaf_remote[" + std::to_string(i) + "]", s.leaf_urls[i]));
   }
-  if (s.spoke_password.size() < 16) {
-    return field_error("spoke_password", "must be at least 16 characters");
+  if (!is_bcrypt_hash(s.spoke_password_hash)) {
+    return field_error("spoke_password_hash",
+                       "not a bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31, 60 characters)");
   }
   CANOPY_RETURN_IF_ERROR(validate_limits(s.limits));
   if (s.tenants.size() > kMaxTenants) {
@@ -217,7 +218,7 @@ StatusOr<std::string> render_nats_config(const BusSpec& s) {
       << "accounts {\n"
       << "  " << quote_conf_string(kCanopyAccount) << ": {\n"
       << "    users: [{user: " << quote_conf_string(kSpokeUser)
-      << ", password: " << quote_conf_string(s.spoke_password)
+      << ", password: " << quote_conf_string(s.spoke_password_hash)
       << ", allowed_connection_types: [\"STANDARD\"]}]\n";
   if (!s.tenants.empty()) {
     out << "    imports: [\n";

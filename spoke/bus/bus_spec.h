@@ -102,9 +102,9 @@ struct BusSpec {
   // The hub's leaf node URLs (nats-leaf://, nats:// or tls://, credentials in
   // the URL if the hub wants them); empty: no uplink.
   std::vector<std::string> leaf_urls;
-  // The spoke's own user in CANOPY ("canopy-spoke"). Written in clear: the
-  // config file is the spoke's (mode 0600), like its data.
-  std::string spoke_password;
+  // bcrypt hash of the password of the spoke's own user in CANOPY
+  // ("canopy-spoke"); see make_bus_spec.
+  std::string spoke_password_hash;
   BusLimits limits;
   std::vector<BusTenant> tenants;
 };

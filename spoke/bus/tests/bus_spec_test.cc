@@ -35,7 +35,7 @@ BusSpec valid_spec(const std::string& dir = "/var/lib/canopy/bus") {
   s.mqtt_port = 11883;
   s.monitor_port = 18223;
   s.leaf_urls = {"nats-leaf://127.0.0.1:7422"};
-  s.spoke_password = "0123456789abcdef0123";
+  s.spoke_password_hash = kHash;
   s.tenants = {
       {"acme", {{"pump-1", kHash, DeviceScope::kDevice}, {"gw", kHash, DeviceScope::kTenant}}},
       {"globex", {{"pump-1", kHash, DeviceScope::kDevice}}}};
@@ -218,8 +218,8 @@ TEST(BusSpecTest, RefusesBadListenersAndUplinks) {
   s.mqtt_host = "0.0.0.0 ; rm";
   EXPECT_NE(message_of(s).find("bus.mqtt_host"), std::string::npos);
   s = valid_spec();
-  s.spoke_password = "short";
-  EXPECT_NE(message_of(s).find("bus.spoke_password: must be at least 16"), std::string::npos);
+  s.spoke_password_hash = "short";
+  EXPECT_NE(message_of(s).find("bus.spoke_password_hash: not a bcrypt hash"), std::string::npos);
   s = valid_spec();
   s.dir.clear();
   EXPECT_NE(message_of(s).find("bus.dir: required"), std::string::npos);
@@ -311,7 +311,12 @@ tenants:
   ASSERT_TRUE(load_bus_settings(node, &s).ok());
   EXPECT_TRUE(s.enabled);
   EXPECT_EQ(s.nats_server, "/usr/sbin/nats-server");
-  const BusSpec spec = make_bus_spec(s, "shop-1", "/data");
+  std::string password;
+  auto made = make_bus_spec(s, "shop-1", "/data", &password);
+  ASSERT_TRUE(made.ok()) << made.status().to_string();
+  const BusSpec& spec = *made;
+  EXPECT_EQ(password.size(), 32u);
+  EXPECT_TRUE(is_bcrypt_hash(spec.spoke_password_hash));
   EXPECT_EQ(spec.dir, "/data/bus");
   EXPECT_EQ(spec.site, "shop-1");
   EXPECT_EQ(spec.mqtt_port, 1884);

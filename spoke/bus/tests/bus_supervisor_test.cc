@@ -16,6 +16,7 @@
 #include <atomic>
 #include <fstream>
 #include <memory>
+#include <set>
 
 #include "spoke/bus/bus_spec.h"
 #include "spoke/bus/password_hash.h"
@@ -115,7 +116,10 @@ class BusSupervisorTest : public ::testing::Test {
     spec_.mqtt_port = pick_free_port();
     spec_.monitor_port = pick_free_port();
     spec_.leaf_urls = {"nats-leaf://127.0.0.1:" + std::to_string(leaf_port_)};
-    spec_.spoke_password = random_password(32);
+    spoke_password_ = random_password(32);
+    auto spoke_hash = bcrypt_hash(spoke_password_, kMinBcryptCost);
+    ASSERT_TRUE(spoke_hash.ok());
+    spec_.spoke_password_hash = *spoke_hash;
     spec_.tenants = {{"acme",
                       {{"pump-1", hash("pw-pump-1-acme"), DeviceScope::kDevice},
                        {"gw", hash("pw-gw-acme"), DeviceScope::kTenant}}},
@@ -242,6 +246,7 @@ class BusSupervisorTest : public ::testing::Test {
   std::unique_ptr<BusSupervisor> sup_;
   std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> log_;
   std::string paho_script_;
+  std::string spoke_password_;
   int runs_ = 0;
   int ids_ = 0;
 
@@ -445,6 +450,34 @@ TEST_F(BusSupervisorTest, StartFailsWithTheReason) {
   bad.site = "Shop 1";
   BusSupervisor c(bad);
   EXPECT_EQ(c.start().code(), StatusCode::kInvalidArgument);
+}
+
+// The spoke's own user (CANOPY) sees every tenant's device messages through
+// the tenants' exports; a device of one tenant sees none of the other's.
+TEST_F(BusSupervisorTest, TheSpokeSeesEveryTenantsMessages) {
+  ASSERT_NO_FATAL_FAILURE(start_bus());
+  natsOptions* opts = nullptr;
+  natsOptions_Create(&opts);
+  natsOptions_SetURL(opts, sup_->client_url().c_str());
+  natsOptions_SetUserInfo(opts, kSpokeUser, spoke_password_.c_str());
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_Connect(&nc, opts), NATS_OK);
+  natsOptions_Destroy(opts);
+  natsSubscription* sub = nullptr;
+  ASSERT_EQ(natsConnection_SubscribeSync(&sub, nc, "t.>"), NATS_OK);
+  ASSERT_EQ(natsConnection_Flush(nc), NATS_OK);
+  ASSERT_EQ(pub(pump_, "t/acme/d/pump-1/temp", "21").exit_code, 0);
+  ASSERT_EQ(pub(globex_pump_, "t/globex/d/pump-1/temp", "7").exit_code, 0);
+  std::set<std::string> got;
+  natsMsg* m = nullptr;
+  while (got.size() < 2 && natsSubscription_NextMsg(&m, sub, 5000) == NATS_OK) {
+    got.insert(std::string(natsMsg_GetSubject(m)) + " " +
+               std::string(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m))));
+    natsMsg_Destroy(m);
+  }
+  EXPECT_EQ(got, (std::set<std::string>{"t.acme.d.pump-1.temp 21", "t.globex.d.pump-1.temp 7"}));
+  natsSubscription_Destroy(sub);
+  natsConnection_Destroy(nc);
 }
 
 TEST_F(BusSupervisorTest, StopEndsTheServer) {
