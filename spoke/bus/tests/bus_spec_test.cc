@@ -23,7 +23,7 @@ using canopy::testing::Process;
 using canopy::testing::ProcessOptions;
 using canopy::testing::TempDir;
 
-// A fixed, valid bcrypt hash (of "secret", cost 4): these tests check syntax,
+// A fixed, valid bcrypt hash (of "pw", cost 4): these tests check syntax,
 // not passwords.
 constexpr char kHash[] = "$2b$04$1DxN60pCl7OwMDfLABCevuzMDZbxAtgtKDZ0LGG3wJWTK/pCmUg0O";
 
