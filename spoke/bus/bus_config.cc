@@ -20,11 +20,11 @@ Status check_keys(const YAML::Node& node, const std::string& path,
 }
 
 Status load_limits(const YAML::Node& node, BusLimits* l) {
-  CANOPY_RETURN_IF_ERROR(
-      check_keys(node, "bus.limits",
-                 {"max_payload", "max_connections", "max_memory_store", "max_file_store",
-                  "tenant_max_memory", "tenant_max_file", "tenant_max_consumers",
-                  "mqtt_ack_wait_seconds", "mqtt_max_ack_pending"}));
+  CANOPY_RETURN_IF_ERROR(check_keys(
+      node, "bus.limits",
+      {"max_payload", "max_connections", "max_memory_store", "max_file_store", "tenant_max_memory",
+       "tenant_max_file", "tenant_max_consumers", "mqtt_ack_wait_seconds", "mqtt_max_ack_pending",
+       "mqtt_consumer_memory_storage", "mqtt_consumer_inactive_threshold_seconds"}));
   if (node["max_payload"]) l->max_payload = node["max_payload"].as<int64_t>();
   if (node["max_connections"]) l->max_connections = node["max_connections"].as<int64_t>();
   if (node["max_memory_store"]) l->max_memory_store = node["max_memory_store"].as<int64_t>();
@@ -36,6 +36,13 @@ Status load_limits(const YAML::Node& node, BusLimits* l) {
   }
   if (node["mqtt_ack_wait_seconds"]) {
     l->mqtt_ack_wait = std::chrono::seconds(node["mqtt_ack_wait_seconds"].as<int64_t>());
+  }
+  if (node["mqtt_consumer_memory_storage"]) {
+    l->mqtt_consumer_memory_storage = node["mqtt_consumer_memory_storage"].as<bool>();
+  }
+  if (node["mqtt_consumer_inactive_threshold_seconds"]) {
+    l->mqtt_consumer_inactive_threshold =
+        std::chrono::seconds(node["mqtt_consumer_inactive_threshold_seconds"].as<int64_t>());
   }
   if (node["mqtt_max_ack_pending"])
     l->mqtt_max_ack_pending = node["mqtt_max_ack_pending"].as<int>();

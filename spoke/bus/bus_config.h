@@ -11,7 +11,8 @@
 //     monitor_port: 8223                   # HTTP /healthz, 127.0.0.1 only
 //     leaf_port: 0                         # 0: no leaf listener
 //     leaf_remote: nats-leaf://hub.example:7422   # or a list; none: no uplink
-//     limits: {max_payload: 65536, tenant_max_consumers: 20000, mqtt_ack_wait_seconds: 30, ...}
+//     limits: {max_payload: 65536, tenant_max_consumers: 20000, mqtt_ack_wait_seconds: 30,
+//              mqtt_consumer_memory_storage: false, ...}   # all of BusLimits
 //     tenants:
 //       - name: acme
 //         devices:

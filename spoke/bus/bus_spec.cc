@@ -74,6 +74,8 @@ Status validate_limits(const BusLimits& l) {
     return field_error("limits.tenant_max_file", "exceeds limits.max_file_store");
   }
   CANOPY_RETURN_IF_ERROR(check_positive("limits.mqtt_ack_wait", l.mqtt_ack_wait.count()));
+  CANOPY_RETURN_IF_ERROR(check_positive("limits.mqtt_consumer_inactive_threshold",
+                                        l.mqtt_consumer_inactive_threshold.count()));
   if (l.mqtt_max_ack_pending < 1 || l.mqtt_max_ack_pending > kMaxAckPendingCeiling) {
     return field_error("limits.mqtt_max_ack_pending",
                        "must be in 1-65535 (is " + std::to_string(l.mqtt_max_ack_pending) + ")");
@@ -245,6 +247,10 @@ StatusOr<std::string> render_nats_config(const BusSpec& s) {
       << "  listen: " << quote_conf_string(s.mqtt_host + ":" + std::to_string(s.mqtt_port)) << "\n"
       << "  ack_wait: " << quote_conf_string(std::to_string(l.mqtt_ack_wait.count()) + "s") << "\n"
       << "  max_ack_pending: " << l.mqtt_max_ack_pending << "\n"
+      << "  consumer_memory_storage: " << (l.mqtt_consumer_memory_storage ? "true" : "false")
+      << "\n"
+      << "  consumer_inactive_threshold: "
+      << quote_conf_string(std::to_string(l.mqtt_consumer_inactive_threshold.count()) + "s") << "\n"
       << "}\n";
   if (s.leaf_port != 0 || !s.leaf_urls.empty()) {
     out << "leafnodes {\n";

@@ -87,6 +87,12 @@ struct BusLimits {
   // flight per subscription (nats-server caps the sum per session at 65535).
   std::chrono::seconds mqtt_ack_wait{30};
   int mqtt_max_ack_pending = 64;
+  // The JetStream consumer behind each QoS 1 subscription
+  // (docs/device-bus.md): kept in memory rather than in a file store each
+  // (faster SUBSCRIBE and restart; what was queued for an offline device is
+  // lost with a restart), and removed after this long without its device.
+  bool mqtt_consumer_memory_storage = false;
+  std::chrono::seconds mqtt_consumer_inactive_threshold{7 * 24 * 3600};
 };
 
 struct BusSpec {

@@ -109,6 +109,21 @@ TEST(BusSpecTest, ConfinesDevicesToTheirTreesAndBindsTheUplinkToCanopy) {
   EXPECT_NE(c.find("domain: \"site-shop-1\""), std::string::npos);
   EXPECT_NE(c.find("listen: \"127.0.0.1:14223\""), std::string::npos);
   EXPECT_NE(c.find("http: \"127.0.0.1:18223\""), std::string::npos);
+  EXPECT_NE(c.find("consumer_memory_storage: false"), std::string::npos);
+  EXPECT_NE(c.find("consumer_inactive_threshold: \"604800s\""), std::string::npos);
+}
+
+TEST(BusSpecTest, MemoryConsumersConfigIsAccepted) {
+  TempDir dir;
+  BusSpec s = valid_spec(dir.path().string());
+  s.limits.mqtt_consumer_memory_storage = true;
+  s.limits.mqtt_consumer_inactive_threshold = std::chrono::seconds(3600);
+  auto r = render_nats_config(s);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_NE(r->find("consumer_memory_storage: true"), std::string::npos);
+  bool ok = false;
+  const std::string out = nats_server_check(dir, *r, &ok);
+  EXPECT_TRUE(ok) << out;
 }
 
 TEST(BusSpecTest, NoUplinkAndNoTenantsIsAValidBus) {
@@ -238,6 +253,10 @@ TEST(BusSpecTest, RefusesBadLimits) {
   EXPECT_NE(message_of(s).find("bus.limits.mqtt_max_ack_pending: must be in 1-65535"),
             std::string::npos);
   s = valid_spec();
+  s.limits.mqtt_consumer_inactive_threshold = std::chrono::seconds(0);
+  EXPECT_NE(message_of(s).find("bus.limits.mqtt_consumer_inactive_threshold: must be at least 1"),
+            std::string::npos);
+  s = valid_spec();
   s.limits.tenant_max_file = s.limits.max_file_store + 1;
   EXPECT_NE(message_of(s).find("exceeds limits.max_file_store"), std::string::npos);
 }
@@ -300,7 +319,7 @@ enabled: true
 nats_server: /usr/sbin/nats-server
 mqtt_port: 1884
 leaf_remote: nats-leaf://hub:7422
-limits: {tenant_max_consumers: 500, mqtt_ack_wait_seconds: 5}
+limits: {tenant_max_consumers: 500, mqtt_ack_wait_seconds: 5, mqtt_consumer_memory_storage: true}
 tenants:
   - name: acme
     devices:
@@ -323,6 +342,7 @@ tenants:
   EXPECT_EQ(spec.leaf_urls, std::vector<std::string>{"nats-leaf://hub:7422"});
   EXPECT_EQ(spec.limits.tenant_max_consumers, 500);
   EXPECT_EQ(spec.limits.mqtt_ack_wait, std::chrono::seconds(5));
+  EXPECT_TRUE(spec.limits.mqtt_consumer_memory_storage);
   ASSERT_EQ(spec.tenants.size(), 1u);
   ASSERT_EQ(spec.tenants[0].devices.size(), 2u);
   EXPECT_EQ(spec.tenants[0].devices[1].scope, DeviceScope::kTenant);

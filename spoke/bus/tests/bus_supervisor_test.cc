@@ -376,6 +376,7 @@ TEST_F(BusSupervisorTest, SpecChangesAreReloadedWithoutARestart) {
   BusSpec next = spec_;
   next.tenants[0].devices.push_back({"pump-2", hash("pw-pump-2-acme"), DeviceScope::kDevice});
   next.tenants.push_back({"initech", {{"x", hash("pw-x-initech"), DeviceScope::kDevice}}});
+  next.limits.mqtt_consumer_memory_storage = true;  // MQTT consumer settings reload too
   Status st = sup_->update(next);
   ASSERT_TRUE(st.ok()) << st.to_string();
   EXPECT_EQ(sup_->pid(), pid);
