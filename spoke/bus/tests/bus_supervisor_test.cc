@@ -106,9 +106,7 @@ class BusSupervisorTest : public ::testing::Test {
     log_ = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(2000);
     spdlog::default_logger()->sinks().push_back(log_);
     leaf_port_ = pick_free_port();
-    NatsServerOptions o;
-    o.extra_config = "leafnodes { listen: \"127.0.0.1:" + std::to_string(leaf_port_) + "\" }";
-    hub_ = std::make_unique<NatsServer>(o);
+    make_hub("");
 
     spec_.site = "shop-1";
     spec_.dir = dir_.file("bus");
@@ -140,6 +138,14 @@ class BusSupervisorTest : public ::testing::Test {
   }
 
   static const std::string& hash(const std::string& pw) { return hashes_->at(pw); }
+
+  // The hub-side nats-server, with a leaf listener and `extra` config.
+  void make_hub(const std::string& extra) {
+    NatsServerOptions o;
+    o.extra_config =
+        "leafnodes { listen: \"127.0.0.1:" + std::to_string(leaf_port_) + "\" }\n" + extra;
+    hub_ = std::make_unique<NatsServer>(o);
+  }
 
   void start_hub() {
     std::string error;
@@ -268,6 +274,19 @@ TEST_F(BusSupervisorTest, DeviceMessagesReachTheHubThroughTheLeaf) {
   EXPECT_NE(log_text().find("bus nats-server:"), std::string::npos);
 }
 
+// A hub running JetStream of its own (domain "hub"): the site's JetStream
+// (domain site-shop-1) and MQTT are unaffected, and messages still go up.
+TEST_F(BusSupervisorTest, AHubWithJetStreamDoesNotDisturbTheSiteBus) {
+  make_hub("jetstream { store_dir: \"" + dir_.file("hub-js") + "\", domain: \"hub\" }");
+  ASSERT_NO_FATAL_FAILURE(start_hub());
+  ASSERT_NO_FATAL_FAILURE(start_bus());
+  ASSERT_EQ(pub(gw_, "t/acme/d/pump-1/desired", "v1", /*retain=*/true).exit_code, 0);
+  EXPECT_EQ(sub_one(pump_, "t/acme/d/pump-1/desired").output, "t/acme/d/pump-1/desired v1\n");
+  std::string subject;
+  ASSERT_TRUE(reaches_hub(pump_, "t/acme/d/pump-1/temp", "t.acme.>", &subject));
+  EXPECT_EQ(subject, "t.acme.d.pump-1.temp");
+}
+
 TEST_F(BusSupervisorTest, RetainedMessagesReachLateSubscribersAndSurviveAKill) {
   ASSERT_NO_FATAL_FAILURE(start_bus());  // no hub: the bus is local
   ToolRun p = pub(gw_, "t/acme/d/pump-1/desired", "v1", /*retain=*/true);
@@ -316,6 +335,7 @@ TEST_F(BusSupervisorTest, TenantsAndDevicesAreConfinedByNatsServer) {
   // A tenant-scope device reads its whole tenant, not another tenant.
   ASSERT_EQ(pub(pump_, "t/acme/d/pump-1/state", "ok", true).exit_code, 0);
   EXPECT_EQ(sub_one(gw_, "t/acme/#").output, "t/acme/d/pump-1/state ok\n");
+  EXPECT_EQ(sub_one(pump_, "t/acme/d/pump-1/#").output, "t/acme/d/pump-1/state ok\n");
   EXPECT_NE(sub_one(gw_, "t/globex/#", 1).output.find("All subscription requests were denied"),
             std::string::npos);
 
