@@ -320,6 +320,14 @@ TEST_F(BusSupervisorTest, RetainedMessagesReachLateSubscribersAndSurviveAKill) {
   EXPECT_NE(py.output.find("message t/acme/d/pump-1/reported r1 retained"), std::string::npos)
       << py.output;
   EXPECT_NE(log_text().find("killed by signal 9"), std::string::npos);
+
+  // Dying again soon after: the wait before the next start doubles.
+  ASSERT_EQ(::kill(sup_->pid(), SIGKILL), 0);
+  ASSERT_TRUE(wait_until([&] { return sup_->starts() == 3 && sup_->ready(); }, 10s));
+  const std::string log = log_text();
+  const size_t first_wait = log.find("starting it again in 100 ms");
+  ASSERT_NE(first_wait, std::string::npos) << log;
+  EXPECT_NE(log.find("starting it again in 200 ms", first_wait), std::string::npos) << log;
 }
 
 TEST_F(BusSupervisorTest, TenantsAndDevicesAreConfinedByNatsServer) {
