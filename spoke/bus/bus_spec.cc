@@ -83,6 +83,32 @@ Status validate_limits(const BusLimits& l) {
   return ok_status();
 }
 
+// nats-server reserves each account's JetStream limits whole: if the
+// tenants' limits add up to more than the server's, JetStream does not start
+// (or a tenant added by reload gets none), so refuse that here.
+Status check_reservations(const BusLimits& l, size_t tenants) {
+  if (tenants == 0) return ok_status();
+  const auto n = static_cast<int64_t>(tenants);
+  const struct {
+    const char* field;
+    int64_t each;
+    const char* server_field;
+    int64_t server;
+  } checks[] = {{"tenant_max_memory", l.tenant_max_memory, "max_memory_store", l.max_memory_store},
+                {"tenant_max_file", l.tenant_max_file, "max_file_store", l.max_file_store}};
+  for (const auto& c : checks) {
+    if (c.each > c.server / n) {
+      return field_error(std::string("limits.") + c.field,
+                         std::to_string(tenants) + " tenants x " + std::to_string(c.each) +
+                             " bytes exceed limits." + c.server_field + " (" +
+                             std::to_string(c.server) +
+                             "): nats-server reserves each tenant's limit whole; lower " + c.field +
+                             " or raise " + c.server_field);
+    }
+  }
+  return ok_status();
+}
+
 // A subject and the subtree under it, for allow lists.
 void subtree(std::ostringstream& out, const std::string& subject) {
   out << quote_conf_string(subject) << ", " << quote_conf_string(subject + ".>");
@@ -166,6 +192,7 @@ Status validate_bus_spec(const BusSpec& s) {
     return field_error("tenants", std::to_string(s.tenants.size()) + " tenants, more than the " +
                                       std::to_string(kMaxTenants) + " a site may have");
   }
+  CANOPY_RETURN_IF_ERROR(check_reservations(s.limits, s.tenants.size()));
   std::set<std::string> tenant_names;
   size_t devices = 0;
   for (size_t i = 0; i < s.tenants.size(); ++i) {

@@ -79,9 +79,12 @@ struct BusLimits {
   // JetStream, the whole server.
   int64_t max_memory_store = 256LL << 20;
   int64_t max_file_store = 8LL << 30;
-  // JetStream, each tenant's account.
-  int64_t tenant_max_memory = 64LL << 20;
-  int64_t tenant_max_file = 1LL << 30;
+  // JetStream, each tenant's account. nats-server reserves these whole, so
+  // tenants x each must fit the server's limits above (32 tenants with the
+  // defaults). MQTT keeps everything in file streams; memory is for consumers
+  // with mqtt_consumer_memory_storage.
+  int64_t tenant_max_memory = 8LL << 20;
+  int64_t tenant_max_file = 256LL << 20;
   int64_t tenant_max_consumers = 20'000;  // one per QoS 1 subscription
   // MQTT: redelivery of an unacknowledged QoS 1 message, and the messages in
   // flight per subscription (nats-server caps the sum per session at 65535).

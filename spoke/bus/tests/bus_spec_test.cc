@@ -259,11 +259,25 @@ TEST(BusSpecTest, RefusesBadLimits) {
   s = valid_spec();
   s.limits.tenant_max_file = s.limits.max_file_store + 1;
   EXPECT_NE(message_of(s).find("exceeds limits.max_file_store"), std::string::npos);
+  // nats-server reserves each tenant's limits: they must add up.
+  s = valid_spec();
+  s.tenants.clear();
+  for (int i = 0; i < 32; ++i) s.tenants.push_back({"t" + std::to_string(i), {}});
+  EXPECT_TRUE(validate_bus_spec(s).ok()) << validate_bus_spec(s).to_string();
+  s.tenants.push_back({"t32", {}});
+  EXPECT_NE(message_of(s).find("bus.limits.tenant_max_memory: 33 tenants x 8388608 bytes exceed "
+                               "limits.max_memory_store (268435456)"),
+            std::string::npos)
+      << message_of(s);
+  s.limits.tenant_max_memory = 1 << 20;
+  EXPECT_NE(message_of(s).find("bus.limits.tenant_max_file: 33 tenants x"), std::string::npos);
 }
 
 TEST(BusSpecTest, RefusesMoreTenantsOrDevicesThanTheLimits) {
   BusSpec s = valid_spec();
   s.tenants.clear();
+  s.limits.tenant_max_memory = s.limits.max_memory_store / kMaxTenants;
+  s.limits.tenant_max_file = s.limits.max_file_store / kMaxTenants;
   for (size_t i = 0; i <= kMaxTenants; ++i) s.tenants.push_back({"t" + std::to_string(i), {}});
   EXPECT_NE(message_of(s).find("1001 tenants, more than the 1000"), std::string::npos);
   s.tenants.pop_back();

@@ -451,6 +451,30 @@ TEST_F(BusSupervisorTest, SiteBusWorksWhileTheHubIsDownAndUplinksWhenItIsBack) {
   EXPECT_EQ(sup_->starts(), 1u);
 }
 
+// As many tenants as the default limits allow (nats-server reserves each
+// tenant's JetStream limits): JetStream starts, the last tenant's devices get
+// QoS 1 and retained messages.
+TEST_F(BusSupervisorTest, AsManyTenantsAsTheLimitsAllowStart) {
+  const BusLimits limits;
+  const auto most = static_cast<size_t>(limits.max_memory_store / limits.tenant_max_memory);
+  ASSERT_EQ(most, 32u);
+  while (spec_.tenants.size() < most - 1) {
+    spec_.tenants.push_back({"filler-" + std::to_string(spec_.tenants.size()), {}});
+  }
+  ASSERT_NO_FATAL_FAILURE(start_bus());
+  BusSpec next = spec_;
+  next.tenants.push_back({"initech", {{"x", hash("pw-x-initech"), DeviceScope::kDevice}}});
+  Status st = sup_->update(next);  // the 32nd, by reload
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  const Device x = {"initech", "x", "pw-x-initech"};
+  EXPECT_EQ(pub(x, "t/initech/d/x/state", "on", true).exit_code, 0);
+  EXPECT_EQ(sub_one(x, "t/initech/d/x/state").output, "t/initech/d/x/state on\n");
+  EXPECT_EQ(pub(pump_, "t/acme/d/pump-1/state", "on", true).exit_code, 0);
+  EXPECT_EQ(sub_one(pump_, "t/acme/d/pump-1/state").output, "t/acme/d/pump-1/state on\n");
+  next.tenants.push_back({"one-too-many", {}});
+  EXPECT_EQ(sup_->update(next).code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(BusSupervisorTest, StartFailsWithTheReason) {
   SupervisorOptions missing;
   missing.nats_server = dir_.file("no-such-nats-server");
