@@ -13,7 +13,10 @@ A measurement for the design doc, not a benchmark with a target: the
 device.twin benchmark (bench/) is the one that gates. Raw MQTT 3.1.1 over
 sockets, one process, so that the client is not what is measured.
 
-  ulimit -n 20000; spoke/bus/tools/qos1_sessions.py 10000 [--memory-consumers]
+  ulimit -n 20000; spoke/bus/tools/qos1_sessions.py 10000 [--memory-consumers] [--qos0]
+
+--qos0 subscribes at QoS 0 instead (no consumer: the retained message is what
+a device that was away gets), for comparison.
 """
 import json
 import os
@@ -91,10 +94,10 @@ def connect(port, cid, clean):
     return s
 
 
-def subscribe(s, topic):
-    s.sendall(packet(0x82, struct.pack("!H", 1) + mstr(topic) + bytes([1])))
+def subscribe(s, topic, qos):
+    s.sendall(packet(0x82, struct.pack("!H", 1) + mstr(topic) + bytes([qos])))
     kind, b = read_packet(s)
-    assert kind == 0x90 and b[2] == 1, (kind, b)
+    assert kind == 0x90 and b[2] == qos, (kind, b)
 
 
 def rss_kib(pid):
@@ -105,8 +108,11 @@ def rss_kib(pid):
     return 0
 
 
+QOS = 1
+
+
 def emit(metric, value, unit, n):
-    print(json.dumps({"measure": "bus.qos1_sessions", "sessions": n, "metric": metric,
+    print(json.dumps({"measure": "bus.qos1_sessions", "sessions": n, "qos": QOS, "metric": metric,
                       "value": round(value, 3), "unit": unit}), flush=True)
 
 
@@ -118,6 +124,9 @@ def pct(xs, p):
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     memory = "--memory-consumers" in sys.argv
+    qos = 0 if "--qos0" in sys.argv else 1
+    global QOS
+    QOS = qos
     binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
     d = tempfile.mkdtemp(prefix="canopy-qos1-")
     mqtt, client, mon = free_port(), free_port(), free_port()
@@ -158,7 +167,7 @@ mqtt {{ listen: "127.0.0.1:{mqtt}", ack_wait: "30s", max_ack_pending: 64
     for i in range(n):
         t = time.time()
         s = connect(mqtt, f"dev-{i}", clean=False)
-        subscribe(s, f"t/acme/d/dev-{i}/desired")
+        subscribe(s, f"t/acme/d/dev-{i}/desired", qos)
         lat.append(time.time() - t)
         socks.append(s)
     total = time.time() - t0
