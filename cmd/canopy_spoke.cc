@@ -25,6 +25,7 @@
 #include "daemon/command_line.h"
 #include "daemon/process.h"
 #include "spoke/bus/supervisor.h"
+#include "spoke/bus/tenants_file_watch.h"
 #include "spoke/config.h"
 #include "spoke/spoke.h"
 
@@ -41,6 +42,7 @@ int run(const spoke::SpokeConfig& cfg) {
   std::vector<daemon::Part> parts;
   // The device bus first: the site's devices are served whatever the uplink.
   std::unique_ptr<spoke::bus::BusSupervisor> bus;
+  std::unique_ptr<spoke::bus::TenantsFileWatch> tenants_watch;
   if (cfg.bus.enabled) {
     std::string spoke_password;  // for the spoke's own bus connection, to come
     auto spec = spoke::bus::make_bus_spec(cfg.bus, cfg.site, cfg.data_dir, &spoke_password);
@@ -48,7 +50,22 @@ int run(const spoke::SpokeConfig& cfg) {
     spoke::bus::SupervisorOptions options;
     options.nats_server = cfg.bus.nats_server;
     bus = std::make_unique<spoke::bus::BusSupervisor>(std::move(*spec), options);
-    parts.push_back({"device bus", [&] { return bus->start(); }, [&] { bus->stop(); }});
+    auto start_bus = [&]() -> Status {
+      CANOPY_RETURN_IF_ERROR(bus->start());
+      if (cfg.bus.tenants_file.empty()) return ok_status();
+      auto watch = spoke::bus::TenantsFileWatch::start(cfg.bus.tenants_file, bus.get());
+      if (!watch.ok()) {
+        bus->stop();
+        return watch.status();
+      }
+      tenants_watch = std::move(*watch);
+      return ok_status();
+    };
+    auto stop_bus = [&] {
+      tenants_watch.reset();
+      bus->stop();
+    };
+    parts.push_back({"device bus", start_bus, stop_bus});
   }
   parts.push_back({"spoke", [&] { return site.start(); }, [&] { site.stop(); }});
   if (!cfg.health_listen.empty()) {

@@ -84,12 +84,13 @@ Status load_tenants(const YAML::Node& node, std::vector<BusTenant>* tenants) {
 
 Status load_bus_settings(const YAML::Node& node, BusSettings* s) {
   try {
-    CANOPY_RETURN_IF_ERROR(
-        check_keys(node, "bus",
-                   {"enabled", "nats_server", "dir", "mqtt_host", "mqtt_port", "client_port",
-                    "monitor_port", "leaf_port", "leaf_remote", "limits", "tenants"}));
+    CANOPY_RETURN_IF_ERROR(check_keys(
+        node, "bus",
+        {"enabled", "nats_server", "dir", "mqtt_host", "mqtt_port", "client_port", "monitor_port",
+         "leaf_port", "leaf_remote", "limits", "tenants", "tenants_file"}));
     if (node["enabled"]) s->enabled = node["enabled"].as<bool>();
     if (node["nats_server"]) s->nats_server = node["nats_server"].as<std::string>();
+    if (node["tenants_file"]) s->tenants_file = node["tenants_file"].as<std::string>();
     if (node["dir"]) s->spec.dir = node["dir"].as<std::string>();
     if (node["mqtt_host"]) s->spec.mqtt_host = node["mqtt_host"].as<std::string>();
     if (node["mqtt_port"]) s->spec.mqtt_port = node["mqtt_port"].as<int>();
@@ -112,9 +113,32 @@ Status load_bus_settings(const YAML::Node& node, BusSettings* s) {
   return ok_status();
 }
 
+Status load_tenants_file(const std::string& path, std::vector<BusTenant>* tenants) {
+  try {
+    const YAML::Node root = YAML::LoadFile(path);
+    if (Status st = check_keys(root, "bus.tenants_file " + path, {"tenants"}); !st.ok()) return st;
+    if (!root["tenants"]) {
+      tenants->clear();
+      return ok_status();
+    }
+    if (Status st = load_tenants(root["tenants"], tenants); !st.ok()) {
+      return invalid_argument("bus.tenants_file " + path + ": " + st.message());
+    }
+  } catch (const YAML::Exception& e) {
+    return invalid_argument("bus.tenants_file " + path + ": " + e.what());
+  }
+  return ok_status();
+}
+
 StatusOr<BusSpec> make_bus_spec(const BusSettings& settings, const std::string& site,
                                 const std::string& data_dir, std::string* spoke_password) {
   BusSpec spec = settings.spec;
+  if (!settings.tenants_file.empty()) {
+    if (!spec.tenants.empty()) {
+      return invalid_argument("bus: tenants and tenants_file are exclusive; use one");
+    }
+    CANOPY_RETURN_IF_ERROR(load_tenants_file(settings.tenants_file, &spec.tenants));
+  }
   spec.site = site;
   if (spec.dir.empty()) spec.dir = data_dir + "/bus";
   *spoke_password = random_password(kSpokePasswordLength);

@@ -17,9 +17,12 @@
 //       - name: acme
 //         devices:
 //           - {id: pump-1, password_hash: "$2b$10$...", scope: device}
+//     tenants_file: /etc/canopy/bus-tenants.yaml   # instead of tenants: {tenants: [...]}
 //
 // Tenants and devices here are the first source of the spec; the store's
-// device documents will be another, producing the same BusTenant list.
+// device documents will be another, producing the same BusTenant list. A
+// tenants_file is read at start and again whenever it changes
+// (tenants_file_watch.h), and applied by reload.
 // Unknown keys are errors, named with their path.
 #pragma once
 
@@ -35,6 +38,7 @@ namespace canopy::spoke::bus {
 struct BusSettings {
   bool enabled = false;
   std::string nats_server = "nats-server";
+  std::string tenants_file;  // when set, the tenants come from this file
   // site and spoke_password_hash are filled by make_bus_spec; dir too when empty.
   BusSpec spec;
 };
@@ -42,7 +46,12 @@ struct BusSettings {
 // Reads the `bus:` mapping into *settings (fields absent keep their values).
 Status load_bus_settings(const YAML::Node& node, BusSettings* settings);
 
-// settings.spec for `site`, with dir defaulting to <data_dir>/bus and a fresh
+// Reads a tenants file: a YAML mapping with one key, `tenants`, a list as in
+// the `bus:` section. Errors name the file.
+Status load_tenants_file(const std::string& path, std::vector<BusTenant>* tenants);
+
+// settings.spec for `site`, with the tenants of settings.tenants_file if set,
+// dir defaulting to <data_dir>/bus and a fresh
 // random password for the spoke's own user: its hash in the spec, the
 // password in *spoke_password (kept in memory only: a new one each start).
 StatusOr<BusSpec> make_bus_spec(const BusSettings& settings, const std::string& site,

@@ -25,8 +25,9 @@
 // exits 1), waits stop_timeout, then SIGKILL; it is idempotent and
 // called by the destructor.
 //
-// Thread-safety: start(), update() and stop() from one thread (the spoke's);
-// the accessors from any.
+// Thread-safety: start() and stop() from one thread (the spoke's); update()
+// from one thread at a time, never concurrently with start() or stop(); the
+// accessors from any.
 #pragma once
 
 #include <sys/types.h>

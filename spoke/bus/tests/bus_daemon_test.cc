@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <utility>
+#include <vector>
 
 #include "spoke/bus/password_hash.h"
 #include "tests/support/free_port.h"
@@ -49,7 +51,8 @@ class BusDaemonTest : public ::testing::Test {
 
   // A spoke config with the bus on; `tenant` lets a test make it invalid.
   std::string write_config(const std::string& tenant = "acme",
-                           const std::string& nats_server = "nats-server") {
+                           const std::string& nats_server = "nats-server",
+                           const std::string& tenants_file = "") {
     const std::string path = dir_.file("spoke.yaml");
     std::filesystem::create_directories(dir_.file("manifests"));
     std::ofstream out(path);
@@ -64,12 +67,30 @@ class BusDaemonTest : public ::testing::Test {
         << "  mqtt_port: " << mqtt_port_ << "\n"
         << "  client_port: " << pick_free_port() << "\n"
         << "  monitor_port: " << pick_free_port() << "\n"
-        << "  leaf_remote: nats-leaf://127.0.0.1:" << leaf_port_ << "\n"
-        << "  tenants:\n"
-        << "    - name: " << tenant << "\n"
-        << "      devices:\n"
-        << "        - {id: pump-1, password_hash: \"" << hash_ << "\"}\n";
+        << "  leaf_remote: nats-leaf://127.0.0.1:" << leaf_port_ << "\n";
+    if (!tenants_file.empty()) {
+      out << "  tenants_file: " << tenants_file << "\n";
+    } else {
+      out << tenants_yaml(tenant, {{"pump-1", hash_}}, "  ");
+    }
     return path;
+  }
+
+  static std::string tenants_yaml(const std::string& tenant,
+                                  const std::vector<std::pair<std::string, std::string>>& devices,
+                                  const std::string& indent = "") {
+    std::string out =
+        indent + "tenants:\n" + indent + "  - name: " + tenant + "\n" + indent + "    devices:\n";
+    for (const auto& [id, hash] : devices) {
+      out += indent + "      - {id: " + id + ", password_hash: \"" + hash + "\"}\n";
+    }
+    return out;
+  }
+
+  // Replaces `path` as an editor does: a new file renamed over it.
+  void replace_file(const std::string& path, const std::string& text) {
+    std::ofstream(path + ".tmp") << text;
+    std::filesystem::rename(path + ".tmp", path);
   }
 
   bool start_spoke(const std::string& config) {
@@ -88,13 +109,14 @@ class BusDaemonTest : public ::testing::Test {
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
 
-  // mosquitto_pub as pump-1@acme; its exit code (-1 if it hung).
-  int mqtt_pub(const std::string& topic, const std::string& msg) {
+  // mosquitto_pub as `user` (pump-1@acme); its exit code (-1 if it hung).
+  int mqtt_pub(const std::string& topic, const std::string& msg,
+               const std::string& user = "pump-1@acme", const std::string& password = "pw-1") {
     Process p;
     ProcessOptions o;
     o.log_path = dir_.file("pub.log");
-    if (!p.start({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(mqtt_port_), "-u",
-                  "pump-1@acme", "-P", "pw-1", "-q", "1", "-r", "-t", topic, "-m", msg},
+    if (!p.start({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(mqtt_port_), "-u", user,
+                  "-P", password, "-q", "1", "-r", "-t", topic, "-m", msg},
                  o)) {
       return -1;
     }
@@ -155,6 +177,36 @@ TEST_F(BusDaemonTest, AKilledSpokeTakesItsBusWithIt) {
   spoke_.wait_exit(5s);
   EXPECT_TRUE(wait_until([&] { return mqtt_pub("t/acme/d/pump-1/state", "x") != 0; }, 5s))
       << "nats-server outlived a SIGKILLed spoke";
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// Editing bus.tenants_file adds a device by reload: the same nats-server
+// admits it. A broken edit is logged and changes nothing.
+TEST_F(BusDaemonTest, TenantsFileEditsAreAppliedByReload) {
+  const std::string tenants = dir_.file("tenants.yaml");
+  std::ofstream(tenants) << tenants_yaml("acme", {{"pump-1", hash_}});
+  ASSERT_TRUE(start_spoke(write_config("acme", "nats-server", tenants)));
+  ASSERT_TRUE(wait_until([&] { return mqtt_pub("t/acme/d/pump-1/state", "up") == 0; }, 15s));
+  EXPECT_NE(mqtt_pub("t/acme/d/pump-2/state", "up", "pump-2@acme", "pw-1"), 0);
+
+  replace_file(tenants, tenants_yaml("acme", {{"pump-1", hash_}, {"pump-2", hash_}}));
+  EXPECT_TRUE(wait_until(
+      [&] { return mqtt_pub("t/acme/d/pump-2/state", "up", "pump-2@acme", "pw-1") == 0; }, 10s))
+      << "the new device was not admitted";
+  EXPECT_NE(spoke_log().find("bus: reloaded"), std::string::npos);
+  EXPECT_EQ(count(spoke_log(), "Starting nats-server"), 1u) << "the bus was restarted";
+
+  replace_file(tenants, "tenants: [{name: Acme}]\n");
+  EXPECT_TRUE(wait_until(
+      [&] { return spoke_log().find("the bus keeps its tenants") != std::string::npos; }, 10s));
+  EXPECT_NE(spoke_log().find("\"Acme\" is not a DNS-1123 label"), std::string::npos);
+  EXPECT_EQ(mqtt_pub("t/acme/d/pump-2/state", "still", "pump-2@acme", "pw-1"), 0);
+  EXPECT_EQ(count(spoke_log(), "Starting nats-server"), 1u);
 }
 
 TEST_F(BusDaemonTest, BadBusConfigIsRefusedAtStart) {

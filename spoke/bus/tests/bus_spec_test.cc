@@ -363,6 +363,38 @@ tenants:
   EXPECT_TRUE(validate_bus_spec(spec).ok()) << validate_bus_spec(spec).to_string();
 }
 
+TEST(BusConfigTest, TenantsComeFromATenantsFile) {
+  TempDir dir;
+  const std::string path = dir.file("tenants.yaml");
+  std::ofstream(path) << "tenants:\n  - name: acme\n    devices:\n      - {id: pump-1, "
+                         "password_hash: \""
+                      << kHash << "\"}\n";
+  BusSettings s;
+  ASSERT_TRUE(
+      load_bus_settings(YAML::Load("{enabled: true, tenants_file: " + path + "}"), &s).ok());
+  std::string password;
+  auto spec = make_bus_spec(s, "shop-1", "/data", &password);
+  ASSERT_TRUE(spec.ok()) << spec.status().to_string();
+  ASSERT_EQ(spec->tenants.size(), 1u);
+  EXPECT_EQ(spec->tenants[0].devices[0].id, "pump-1");
+
+  std::ofstream(path) << "tenants: [{name: acme, devices: [{id: d, colour: red}]}]\n";
+  spec = make_bus_spec(s, "shop-1", "/data", &password);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().message(),
+            "bus.tenants_file " + path + ": bus.tenants[0].devices[0]: unknown setting \"colour\"");
+  std::ofstream(path) << "tenants: [unclosed\n";
+  spec = make_bus_spec(s, "shop-1", "/data", &password);
+  EXPECT_EQ(spec.status().message().rfind("bus.tenants_file " + path + ": ", 0), 0u)
+      << spec.status().message();
+  s.tenants_file = dir.file("missing.yaml");
+  EXPECT_FALSE(make_bus_spec(s, "shop-1", "/data", &password).ok());
+  s.spec.tenants = {{"acme", {}}};
+  s.tenants_file = path;
+  EXPECT_EQ(make_bus_spec(s, "shop-1", "/data", &password).status().message(),
+            "bus: tenants and tenants_file are exclusive; use one");
+}
+
 TEST(BusConfigTest, RefusesUnknownKeysAndBadValuesByPath) {
   BusSettings s;
   Status st = load_bus_settings(YAML::Load("{enabled: true, mqtt_prot: 1}"), &s);
