@@ -4,7 +4,9 @@
 // deploys from, the reconciler writing status documents that flow up, the
 // sync session with its hub over NATS) with the site's local HTTP API from
 // api/ (/healthz, /v1/status, local overrides), which serves site operators
-// while the uplink is down.
+// while the uplink is down; and, with `bus: {enabled: true}` or --bus, the
+// site's device bus (spoke/bus/: a supervised nats-server with MQTT, a leaf
+// of the hub's NATS).
 //
 //   canopy-spoke --config spoke.yaml
 //   canopy-spoke --site shop-1 --label region=eu --data DIR --manifests DIR --nats URL
@@ -15,12 +17,15 @@
 // failure at start.
 #include <malloc.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "api/spoke_http.h"
 #include "daemon/command_line.h"
 #include "daemon/process.h"
+#include "spoke/bus/supervisor.h"
+#include "spoke/bus/tenants_file_watch.h"
 #include "spoke/config.h"
 #include "spoke/spoke.h"
 
@@ -35,6 +40,33 @@ int run(const spoke::SpokeConfig& cfg) {
   spoke::Spoke site(cfg);
   api::HttpServer http;
   std::vector<daemon::Part> parts;
+  // The device bus first: the site's devices are served whatever the uplink.
+  std::unique_ptr<spoke::bus::BusSupervisor> bus;
+  std::unique_ptr<spoke::bus::TenantsFileWatch> tenants_watch;
+  if (cfg.bus.enabled) {
+    std::string spoke_password;  // for the spoke's own bus connection, to come
+    auto spec = spoke::bus::make_bus_spec(cfg.bus, cfg.site, cfg.data_dir, &spoke_password);
+    if (!spec.ok()) return daemon::config_error(kProgram, spec.status());
+    spoke::bus::SupervisorOptions options;
+    options.nats_server = cfg.bus.nats_server;
+    bus = std::make_unique<spoke::bus::BusSupervisor>(std::move(*spec), options);
+    auto start_bus = [&]() -> Status {
+      CANOPY_RETURN_IF_ERROR(bus->start());
+      if (cfg.bus.tenants_file.empty()) return ok_status();
+      auto watch = spoke::bus::TenantsFileWatch::start(cfg.bus.tenants_file, bus.get());
+      if (!watch.ok()) {
+        bus->stop();
+        return watch.status();
+      }
+      tenants_watch = std::move(*watch);
+      return ok_status();
+    };
+    auto stop_bus = [&] {
+      tenants_watch.reset();
+      bus->stop();
+    };
+    parts.push_back({"device bus", start_bus, stop_bus});
+  }
   parts.push_back({"spoke", [&] { return site.start(); }, [&] { site.stop(); }});
   if (!cfg.health_listen.empty()) {
     api::add_spoke_routes(http.server(), &site, &health);
@@ -70,6 +102,11 @@ int main(int argc, char** argv) {
     app.add_option("--nats", c->nats_urls, "NATS URL(s)");
     app.add_option("--health", c->health_listen, "local API listen address host:port");
     app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error");
+    app.add_flag("--bus", c->bus.enabled, "run the site's device bus (nats-server with MQTT)");
+    app.add_option("--nats-server", c->bus.nats_server, "device bus: the nats-server binary");
+    app.add_option("--bus-mqtt-port", c->bus.spec.mqtt_port, "device bus: MQTT port");
+    app.add_option("--bus-leaf-remote", c->bus.spec.leaf_urls,
+                   "device bus: the hub's leaf node URL(s)");
   };
   if (auto exit_code = daemon::parse_command_line<spoke::SpokeConfig>(
           argc, argv, kProgram, "canopy-spoke: Canopy site daemon", bind, spoke::load_spoke_config,

@@ -11,7 +11,7 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
       path,
       {"site", "labels", "parent", "data_dir", "applier", "manifests_dir", "kubeconfig",
        "kube_context", "kube_audit_seconds", "nats", "health_listen", "durability",
-       "resync_seconds", "log_retention_hours", "log_level"},
+       "resync_seconds", "log_retention_hours", "log_level", "bus"},
       &root));
   try {
     if (root["site"]) c->site = root["site"].as<std::string>();
@@ -43,6 +43,11 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
       c->log_retention_hours = root["log_retention_hours"].as<uint64_t>();
     }
     if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
+    if (root["bus"]) {
+      if (Status st = bus::load_bus_settings(root["bus"], &c->bus); !st.ok()) {
+        return invalid_argument("config " + path + ": " + st.message());
+      }
+    }
   } catch (const YAML::Exception& e) {
     return invalid_argument("config " + path + ": " + e.what());
   }
@@ -87,6 +92,13 @@ Status validate_spoke_config(const SpokeConfig& c) {
     return invalid_argument("log_retention_hours: must be at least 1");
   }
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.health_listen));
+  if (c.bus.enabled) {
+    std::string password;
+    auto spec = bus::make_bus_spec(c.bus, c.site, c.data_dir, &password);
+    if (!spec.ok()) return spec.status();
+    CANOPY_RETURN_IF_ERROR(bus::validate_bus_spec(*spec));
+    if (c.bus.nats_server.empty()) return invalid_argument("bus.nats_server: required");
+  }
   return daemon::validate_log_level(c.log_level);
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "spoke/bus/bus_config.h"
 #include "store/status.h"
 #include "store/store.h"
 
@@ -34,6 +35,9 @@ struct SpokeConfig {
   // uploaded yet; if an outage outlasts this, the spoke uploads whole instead.
   uint64_t log_retention_hours = 168;
   std::string log_level = "info";
+  // The site's device bus (spoke/bus/): a nats-server the spoke runs, with
+  // its MQTT listener, as a leaf of the hub's NATS. Off unless enabled.
+  bus::BusSettings bus;
 };
 
 Status load_spoke_config(const std::string& path, SpokeConfig* config);
