@@ -130,7 +130,38 @@ void ParentSync::send_control(const std::string& child, uint64_t session, v1::Sy
   outbox_.push_back(std::move(m));
 }
 
-void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
+namespace {
+
+void append_varint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+size_t varint_size(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+// Wire tags (field number << 3 | 2, length-delimited).
+constexpr char kEnvelopeChangesTag = static_cast<char>((12 << 3) | 2);  // SyncEnvelope.changes
+constexpr char kChangesEntryTag = static_cast<char>((1 << 3) | 2);      // Changes.entries
+
+}  // namespace
+
+ParentSync::Outgoing::Outgoing(v1::LogEntry e)
+    : entry(std::move(e)),
+      bytes(entry.SerializeAsString()),
+      hlc(entry.has_delta() ? entry.delta().hlc() : 0) {}
+
+void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env, const OutgoingPtr* encoded,
+                                size_t encoded_count) {
   const uint64_t seq = s->down.next_seq();
   env.set_protocol(kProtocolVersion);
   env.set_from(name_);
@@ -139,9 +170,15 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
   env.set_seq(seq);
   if (s->up.last_applied() != 0) env.set_acked(s->up.last_applied());
   s->ack_due = false;
+  CANOPY_CHECK(encoded_count == 0 || (env.has_changes() && env.changes().entries_size() == 0));
   if (env.has_changes()) {
     v1::Changes* c = env.mutable_changes();
     Session::Carried carried;
+    bool has_doc = false;
+    for (size_t i = 0; i < encoded_count; ++i) {
+      carried.hlc = std::max(carried.hlc, encoded[i]->hlc);
+      has_doc = has_doc || encoded[i]->entry.has_doc();
+    }
     for (const auto& e : c->entries()) {
       if (e.has_delta()) carried.hlc = std::max<uint64_t>(carried.hlc, e.delta().hlc());
     }
@@ -156,14 +193,42 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env) {
       } else {
         held = c->position();
       }
-    } else if (unpositions(*c)) {
+    } else if (unpositions(*c) || (has_doc && c->index() == 0)) {
       held.Clear();
     }
     if (carried.hlc != 0 || carried.index != 0) s->carried[seq] = carried;
   }
-  std::string bytes = env.SerializeAsString();
+  std::string bytes;
+  if (encoded_count == 0) {
+    bytes = env.SerializeAsString();
+  } else {
+    // The same bytes as env.SerializeAsString() with the entries in place
+    // (fields go out in field-number order: the header fields, then
+    // `changes`, whose `entries` (1) come before the rest of it), without
+    // encoding the entries once per child.
+    v1::Changes tail;
+    tail.Swap(env.mutable_changes());
+    env.clear_body();
+    const std::string tail_bytes = tail.SerializeAsString();
+    size_t body = tail_bytes.size();
+    for (size_t i = 0; i < encoded_count; ++i) {
+      const size_t n = encoded[i]->bytes.size();
+      body += 1 + varint_size(n) + n;
+    }
+    bytes = env.SerializeAsString();
+    bytes.reserve(bytes.size() + 1 + varint_size(body) + body);
+    bytes.push_back(kEnvelopeChangesTag);
+    append_varint(&bytes, body);
+    for (size_t i = 0; i < encoded_count; ++i) {
+      const std::string& e = encoded[i]->bytes;
+      bytes.push_back(kChangesEntryTag);
+      append_varint(&bytes, e.size());
+      bytes.append(e);
+    }
+    bytes.append(tail_bytes);
+  }
   stats_.bytes_sent += bytes.size();
-  outbox_.push_back(Message{down_subject(name_, s->child), bytes});
+  outbox_.push_back(Message{s->subject, bytes});
   s->down.sent(seq, std::move(bytes), env_.clock->now_ms());
 }
 
@@ -324,7 +389,7 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
   } else {
     if (slot) release_slot(slot.get());
     std::erase(waiting_, child);
-    slot = std::make_unique<Session>(child, opts_);
+    slot = std::make_unique<Session>(child, name_, opts_);
     slot->session = env.session();
     slot->replica = hello.replica_id();
     slot->last_seen_ms = now;
@@ -403,7 +468,7 @@ void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
   s->down.on_ack(ack.seq(), ack.gap(), env_.clock->now_ms(), &resend);
   for (auto& bytes : resend) {
     stats_.bytes_sent += bytes.size();
-    outbox_.push_back(Message{down_subject(name_, s->child), std::move(bytes)});
+    outbox_.push_back(Message{s->subject, std::move(bytes)});
   }
   for (auto it = s->carried.begin(); it != s->carried.end() && it->first <= ack.seq();) {
     s->acked_hlc = std::max(s->acked_hlc, it->second.hlc);
@@ -462,34 +527,35 @@ bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
   return scope_->in_scope(s->child, entry_key(e));
 }
 
-void ParentSync::send_entries(Session* s, std::vector<v1::LogEntry> entries, bool with_position,
-                              uint64_t final_index) {
+void ParentSync::send_entries(Session* s, const std::vector<OutgoingPtr>& entries,
+                              bool with_position, uint64_t final_index) {
   const size_t limit = batch_limit();
   size_t i = 0;
+  std::vector<OutgoingPtr> batch;
   do {
-    v1::SyncEnvelope env;
-    v1::Changes* c = env.mutable_changes();
+    batch.clear();
     size_t bytes = 0;
     while (i < entries.size()) {
-      const size_t sz = entries[i].ByteSizeLong() + 8;
-      if (c->entries_size() > 0 && bytes + sz > limit) break;
+      const size_t sz = entries[i]->bytes.size() + 8;
+      if (!batch.empty() && bytes + sz > limit) break;
       if (sz > limit) {
         spdlog::error("sync {}: change {} for {} is larger than the payload limit; skipped", name_,
-                      entries[i].index(), s->child);
+                      entries[i]->entry.index(), s->child);
         ++i;
         continue;
       }
       bytes += sz;
-      *c->add_entries() = std::move(entries[i]);
+      batch.push_back(entries[i]);
       ++i;
     }
+    v1::SyncEnvelope env;
+    v1::Changes* c = env.mutable_changes();
     if (with_position) {
-      const uint64_t idx =
-          i < entries.size() ? c->entries(c->entries_size() - 1).index() : final_index;
+      const uint64_t idx = i < entries.size() ? batch.back()->entry.index() : final_index;
       set_position(s, c, idx);
     }
-    if (c->entries_size() == 0 && !with_position) break;
-    send_sequenced(s, std::move(env));
+    if (batch.empty() && !with_position) break;
+    send_sequenced(s, std::move(env), batch.data(), batch.size());
   } while (i < entries.size());
 }
 
@@ -512,14 +578,14 @@ void ParentSync::pump_catchup(Session* s) {
       start_reconcile(s);
       return;
     }
-    std::vector<v1::LogEntry> entries;
+    std::vector<OutgoingPtr> entries;
     for (auto& e : read->entries) {
-      if (wanted(s, e)) entries.push_back(std::move(e));
+      if (wanted(s, e)) entries.push_back(std::make_shared<const Outgoing>(std::move(e)));
     }
     const bool at_end = read->entries.size() < opts_.log_read_limit;
     const uint64_t upto = read->last_index;
     if (!entries.empty() || upto > s->reported_index) {
-      send_entries(s, std::move(entries), true, upto);
+      send_entries(s, entries, true, upto);
     }
     s->sent_index = upto;
     if (at_end) {
@@ -536,21 +602,22 @@ void ParentSync::pump_catchup(Session* s) {
 
 void ParentSync::pump_live(Session* s) {
   if (s->pending.empty() || !s->down.can_send()) return;
-  std::vector<v1::LogEntry> pending;
+  std::vector<OutgoingPtr> pending;
   pending.swap(s->pending);
   // The scope may have changed since these were queued: a key that left it
   // was dropped at the child, and must not come back through a late change.
-  std::erase_if(pending, [&](const v1::LogEntry& e) { return !wanted(s, e); });
+  std::erase_if(pending, [&](const OutgoingPtr& e) { return !wanted(s, e->entry); });
   if (pending.empty()) return;
-  const uint64_t last = pending.back().index();
+  const uint64_t last = pending.back()->entry.index();
   const bool live = s->mode == Mode::kLive;
-  send_entries(s, std::move(pending), live, std::max(last, last_commit_index_));
+  send_entries(s, pending, live, std::max(last, last_commit_index_));
   if (live) s->sent_index = std::max(last, last_commit_index_);
 }
 
 void ParentSync::on_commit(const v1::LogEntry& entry) {
   if (entry.index() == 0) return;  // a local drop, not a change to replicate
   last_commit_index_ = std::max(last_commit_index_, entry.index());
+  OutgoingPtr out;  // encoded once, for the first session that wants it
   for (const std::string& child : scope_->children_for(entry_key(entry))) {
     auto it = sessions_.find(child);
     if (it == sessions_.end()) continue;
@@ -558,7 +625,8 @@ void ParentSync::on_commit(const v1::LogEntry& entry) {
     if (s->mode != Mode::kLive && s->mode != Mode::kReconcile) continue;
     if (entry.index() <= s->sent_index) continue;
     if (!wanted(s, entry)) continue;
-    s->pending.push_back(entry);
+    if (!out) out = std::make_shared<const Outgoing>(entry);
+    s->pending.push_back(out);
     if (s->pending.size() > opts_.max_pending_entries && s->mode == Mode::kLive) {
       // The child does not keep up: stop buffering, read the log instead.
       fall_back(s, Mode::kCatchup);
@@ -661,7 +729,7 @@ void ParentSync::tick() {
     s->down.on_tick(now, &resend);
     for (auto& bytes : resend) {
       stats_.bytes_sent += bytes.size();
-      outbox_.push_back(Message{down_subject(name_, child), std::move(bytes)});
+      outbox_.push_back(Message{s->subject, std::move(bytes)});
     }
     pump(s.get());
     // An idle live child learns that the log moved on, so that its position,

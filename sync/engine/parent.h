@@ -162,6 +162,16 @@ class ParentSync {
  private:
   struct Session;
   enum class Mode { kWaiting, kCatchup, kReconcile, kLive };
+  // A log entry on its way down, encoded once: a committed change goes to
+  // every session whose scope holds it, and each of their envelopes embeds
+  // these same bytes (only the envelope's header and position differ).
+  struct Outgoing {
+    explicit Outgoing(v1::LogEntry e);
+    v1::LogEntry entry;
+    std::string bytes;  // entry.SerializeAsString()
+    uint64_t hlc = 0;   // its delta's HLC (0: a whole state)
+  };
+  using OutgoingPtr = std::shared_ptr<const Outgoing>;
 
   void handle_hello(const std::string& child, const v1::SyncEnvelope& env);
   // The child fell silent (away_after_ms), or spoke again.
@@ -181,7 +191,11 @@ class ParentSync {
   size_t add_documents(std::vector<v1::DocState>* docs, size_t i, v1::Changes* c);
   void refuse(const std::string& why, const Message& m);
   void send_control(const std::string& child, uint64_t session, v1::SyncEnvelope env);
-  void send_sequenced(Session* s, v1::SyncEnvelope env);
+  // Sends `env` with sequence number, acks and position bookkeeping. The
+  // entries in `encoded` are part of its Changes, ahead of any in `env`
+  // (which then holds none): their bytes go into the message as they are.
+  void send_sequenced(Session* s, v1::SyncEnvelope env, const OutgoingPtr* encoded = nullptr,
+                      size_t encoded_count = 0);
   void pump(Session* s);
   void pump_catchup(Session* s);
   void pump_live(Session* s);
@@ -199,7 +213,7 @@ class ParentSync {
   // shorten it); the session notes what it last reported, and when.
   void set_position(Session* s, v1::Changes* c, uint64_t index);
   // Splits `entries` into Changes messages under the payload limit.
-  void send_entries(Session* s, std::vector<v1::LogEntry> entries, bool with_position,
+  void send_entries(Session* s, const std::vector<OutgoingPtr>& entries, bool with_position,
                     uint64_t final_index);
 
   // A decoding arena for one received message. Its first block is scratch_

@@ -12,13 +12,16 @@
 
 #include "sync/engine/parent.h"
 #include "sync/engine/sketch.h"
+#include "sync/subjects.h"
 
 namespace canopy::sync {
 
 struct ParentSync::Session {
-  Session(std::string c, const ParentOptions& o) : child(std::move(c)), down(o.window, o.rto_ms) {}
+  Session(std::string c, const std::string& parent, const ParentOptions& o)
+      : child(std::move(c)), subject(down_subject(parent, child)), down(o.window, o.rto_ms) {}
 
   std::string child;
+  std::string subject;  // where its messages go (down_subject)
   uint64_t replica = 0;
   uint64_t session = 0;
   Mode mode = Mode::kWaiting;
@@ -27,7 +30,9 @@ struct ParentSync::Session {
   SendChannel down;
   RecvChannel up;
   uint64_t sent_index = 0;  // our log position covered by what was sent
-  std::vector<v1::LogEntry> pending;
+  // Committed changes queued for it while live (or reconciling), shared with
+  // the other sessions that send them.
+  std::vector<OutgoingPtr> pending;
   bool ack_due = false;  // applied a sequenced message of the child's, not yet acked
   uint64_t round = 0;    // reconciliations in this session
   // While reconciling: our in-scope documents as of its start, coded.
