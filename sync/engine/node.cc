@@ -172,8 +172,9 @@ bool SyncNode::run_once(bool tick) {
     if (parent_) parent_->on_scope_lost(child);
   }
   step_all();
+  const std::string parent_subscription = parent_ ? parent_->subscription() : std::string();
   for (const auto& m : inbox) {
-    if (parent_ && subject_matches(parent_->subscription(), m.subject)) {
+    if (parent_ && subject_matches(parent_subscription, m.subject)) {
       parent_->on_message(m);
     } else if (child_) {
       child_->on_message(m);

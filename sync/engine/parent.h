@@ -53,6 +53,8 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "canopy/v1/sync.pb.h"
@@ -229,7 +231,25 @@ class ParentSync {
   HelloHook hello_hook_;
   std::map<std::string, std::unique_ptr<Session>> sessions_;
   std::deque<std::string> waiting_;
-  std::set<std::string> dirty_;     // sessions with pending live changes
+  // Sessions with pending live changes, by child; kept sorted and unique
+  // when appended in order (a fan-out), else sorted when flushed.
+  std::vector<std::string> dirty_;
+  bool dirty_sorted_ = true;
+  void mark_dirty(const std::string& child);
+  // sessions_ again, for the paths that visit every session or many: in
+  // order as a vector (tick), and by name in a hash table (a change's
+  // fan-out). Rebuilt by tick() after sessions come or go; until then
+  // find_session() reads sessions_.
+  std::vector<Session*> sweep_;
+  std::unordered_map<std::string_view, Session*> by_name_;
+  bool index_stale_ = true;
+  std::vector<OutgoingPtr> batch_scratch_;  // send_entries' (not reentrant)
+  Session* find_session(const std::string& child);
+  // Calls f(child, its session or nullptr) for each of `children`, in order.
+  // The callback must not add or remove sessions.
+  template <typename F>
+  void for_sessions(const std::vector<std::string>& children, F f);
+  void refresh_index();
   std::set<std::string> acks_due_;  // sessions that may owe the child an ack
   size_t slots_in_use_ = 0;
   uint64_t last_commit_index_ = 0;
