@@ -105,6 +105,10 @@ void SyncNode::publish(std::vector<Message> messages) {
   }
 }
 
+namespace {
+constexpr size_t kFlushPart = 500;  // sessions pumped before their messages go out
+}  // namespace
+
 template <typename Engine>
 void SyncNode::step(Engine* engine, std::vector<Message>* out) {
   // advance() may produce more (work that reads what was just persisted);
@@ -185,7 +189,16 @@ bool SyncNode::run_once(bool tick) {
     if (parent_) parent_->tick();
     if (child_) child_->tick();
   }
-  if (parent_) parent_->flush();
+  if (parent_) {
+    // A change for many children goes out in parts, each published as soon
+    // as it is built (its Ready persisted: it has no writes), so that the
+    // first children have it while the rest is being built.
+    while (parent_->flush_some(kFlushPart)) {
+      step(parent_.get(), &parent_out);
+      publish(std::move(parent_out));
+      parent_out.clear();
+    }
+  }
   if (child_) child_->flush();
   step_all();
   publish(std::move(parent_out));

@@ -96,17 +96,23 @@ void ParentSync::advance(const Status& persisted) {
   unpersisted_.clear();
 }
 
-void ParentSync::flush() {
+bool ParentSync::flush_some(size_t max_sessions) {
   // Changes committed since the last call go out now, batched per session.
-  if (!dirty_sorted_) {
+  if (dirty_done_ == 0 && !dirty_sorted_) {
     std::sort(dirty_.begin(), dirty_.end());
     dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
+    dirty_sorted_ = true;
   }
-  for_sessions(dirty_, [&](const std::string&, Session* s) {
-    if (s != nullptr) pump(s);
-  });
+  const size_t end =
+      dirty_.size() - dirty_done_ > max_sessions ? dirty_done_ + max_sessions : dirty_.size();
+  for_sessions(dirty_.data() + dirty_done_, dirty_.data() + end,
+               [&](const std::string&, Session* s) {
+                 if (s != nullptr) pump(s);
+               });
+  dirty_done_ = end;
+  if (dirty_done_ < dirty_.size()) return true;
   dirty_.clear();
-  dirty_sorted_ = true;
+  dirty_done_ = 0;
   for (const std::string& child : acks_due_) {
     Session* s = find_session(child);
     if (s == nullptr || !s->ack_due) continue;
@@ -116,6 +122,7 @@ void ParentSync::flush() {
     send_control(child, s->session, std::move(ack));
   }
   acks_due_.clear();
+  return false;
 }
 
 void ParentSync::refuse(const std::string& why, const Message& m) {
@@ -369,24 +376,28 @@ ParentSync::Session* ParentSync::find_session(const std::string& child) {
 }
 
 template <typename F>
-void ParentSync::for_sessions(const std::vector<std::string>& children, F f) {
-  // Many of them (a change to what most children hold), sorted as sweep_
-  // is: one merging pass over both, reading ahead, instead of a lookup each.
-  if (!index_stale_ && children.size() * 8 >= sweep_.size() &&
-      std::is_sorted(children.begin(), children.end())) {
-    constexpr size_t kAhead = 4;
-    size_t j = 0;
-    for (const std::string& child : children) {
-      while (j < sweep_.size() && sweep_[j]->child < child) {
+void ParentSync::for_sessions(const std::string* first, const std::string* last, F f) {
+  // Sorted as sweep_ is, and dense in it (a change to most children): one
+  // merging pass over both, reading ahead, instead of a lookup each.
+  if (!index_stale_ && last - first > 8 && std::is_sorted(first, last)) {
+    auto by_child = [](const Session* s, const std::string& c) { return s->child < c; };
+    auto from = std::lower_bound(sweep_.begin(), sweep_.end(), *first, by_child);
+    auto to = std::lower_bound(from, sweep_.end(), *(last - 1), by_child);
+    if (to - from <= 8 * (last - first)) {
+      constexpr size_t kAhead = 4;
+      size_t j = static_cast<size_t>(from - sweep_.begin());
+      for (const std::string* child = first; child != last; ++child) {
+        while (j < sweep_.size() && sweep_[j]->child < *child) {
+          if (j + kAhead < sweep_.size()) __builtin_prefetch(sweep_[j + kAhead]);
+          ++j;
+        }
         if (j + kAhead < sweep_.size()) __builtin_prefetch(sweep_[j + kAhead]);
-        ++j;
+        f(*child, j < sweep_.size() && sweep_[j]->child == *child ? sweep_[j] : nullptr);
       }
-      if (j + kAhead < sweep_.size()) __builtin_prefetch(sweep_[j + kAhead]);
-      f(child, j < sweep_.size() && sweep_[j]->child == child ? sweep_[j] : nullptr);
+      return;
     }
-    return;
   }
-  for (const std::string& child : children) f(child, find_session(child));
+  for (const std::string* child = first; child != last; ++child) f(*child, find_session(*child));
 }
 
 void ParentSync::refresh_index() {
@@ -682,20 +693,22 @@ void ParentSync::on_commit(const v1::LogEntry& entry) {
   if (entry.index() == 0) return;  // a local drop, not a change to replicate
   last_commit_index_ = std::max(last_commit_index_, entry.index());
   OutgoingPtr out;  // encoded once, for the first session that wants it
-  for_sessions(scope_->children_for(entry_key(entry)), [&](const std::string& child, Session* s) {
-    if (s == nullptr) return;
-    if (s->mode != Mode::kLive && s->mode != Mode::kReconcile) return;
-    if (entry.index() <= s->sent_index) return;
-    if (!wanted(s, entry)) return;
-    if (!out) out = std::make_shared<const Outgoing>(entry);
-    s->pending.push_back(out);
-    if (s->pending.size() > opts_.max_pending_entries && s->mode == Mode::kLive) {
-      // The child does not keep up: stop buffering, read the log instead.
-      fall_back(s, Mode::kCatchup);
-      return;
-    }
-    mark_dirty(child);
-  });
+  const std::vector<std::string> children = scope_->children_for(entry_key(entry));
+  for_sessions(children.data(), children.data() + children.size(),
+               [&](const std::string& child, Session* s) {
+                 if (s == nullptr) return;
+                 if (s->mode != Mode::kLive && s->mode != Mode::kReconcile) return;
+                 if (entry.index() <= s->sent_index) return;
+                 if (!wanted(s, entry)) return;
+                 if (!out) out = std::make_shared<const Outgoing>(entry);
+                 s->pending.push_back(out);
+                 if (s->pending.size() > opts_.max_pending_entries && s->mode == Mode::kLive) {
+                   // The child does not keep up: stop buffering, read the log instead.
+                   fall_back(s, Mode::kCatchup);
+                   return;
+                 }
+                 mark_dirty(child);
+               });
   grant_slots();
 }
 

@@ -143,7 +143,15 @@ class ParentSync {
   void tick();
   // Ends a batch of inputs: pumps the sessions with new live changes and
   // queues the acks owed. Its messages come out of the next take_ready.
-  void flush();
+  void flush() {
+    while (flush_some(SIZE_MAX)) {
+    }
+  }
+  // flush() in parts: pumps at most `max_sessions` of them and returns true
+  // while some remain (call again, after taking the Ready if you like: a
+  // change to many children then goes out while the rest is built). No other
+  // input may come between the parts.
+  bool flush_some(size_t max_sessions);
   // What the inputs since the last call produced. After taking a Ready with
   // writes, the caller persists them and calls advance() before the next
   // input.
@@ -235,6 +243,7 @@ class ParentSync {
   // when appended in order (a fan-out), else sorted when flushed.
   std::vector<std::string> dirty_;
   bool dirty_sorted_ = true;
+  size_t dirty_done_ = 0;  // pumped by flush_some so far
   void mark_dirty(const std::string& child);
   // sessions_ again, for the paths that visit every session or many: in
   // order as a vector (tick), and by name in a hash table (a change's
@@ -248,7 +257,7 @@ class ParentSync {
   // Calls f(child, its session or nullptr) for each of `children`, in order.
   // The callback must not add or remove sessions.
   template <typename F>
-  void for_sessions(const std::vector<std::string>& children, F f);
+  void for_sessions(const std::string* first, const std::string* last, F f);
   void refresh_index();
   std::set<std::string> acks_due_;  // sessions that may owe the child an ack
   size_t slots_in_use_ = 0;
