@@ -98,8 +98,10 @@
 //                   runs one delivery thread per subscription, so that is S
 //                   threads in this process, which on a 2-CPU box dominates
 //                   both figures (raw NATS suffers more than Canopy).
-//                   Every round also prints the CPU time used by the hub,
-//                   nats-server and this process.
+//                   hub_first_publish_ms / hub_last_publish_ms: the hub's
+//                   share, from its commit to its first and last publish
+//                   (medians over the rounds). Every round also prints the
+//                   CPU time used by the hub, nats-server and this process.
 //                   The update's Changes message is ~160 bytes: put() of the
 //                   whole template commits only the changed field.
 //   session_memory  S = 10,000 LIGHT children: the hub's heap in use
@@ -1966,7 +1968,7 @@ void case_fanout(const Options& opt, const std::string& url) {
     emit(bench, "join_ms" + suffix, std::round(join_ms));
     std::this_thread::sleep_for(std::chrono::seconds(2));
 
-    std::vector<double> p50s, p99s, maxs;
+    std::vector<double> p50s, p99s, maxs, first_pubs, last_pubs;
     size_t msg_bytes = 0;
     for (int r = 1; r <= opt.rounds; ++r) {
       const double cpu_hub0 = cpu_ms(hub.pid()), cpu_nats0 = cpu_ms(g_nats_pid),
@@ -2002,6 +2004,8 @@ void case_fanout(const Options& opt, const std::string& url) {
       p50s.push_back(p50);
       p99s.push_back(p99);
       maxs.push_back(mx);
+      first_pubs.push_back(static_cast<double>(num(pub, "first") - t0) / 1e6);
+      last_pubs.push_back(static_cast<double>(num(pub, "last") - t0) / 1e6);
       logf(
           "fanout S=%d round %d: %zu/%d children have it; put() %.1f ms (returned %.2f ms after "
           "the commit listener ran); latency p50 %.1f p99 "
@@ -2027,6 +2031,9 @@ void case_fanout(const Options& opt, const std::string& url) {
     emit(bench, "p50_ms" + suffix, round1(median(p50s)));
     emit(bench, "p99_ms" + suffix, round1(p99), n == 10000 && demux ? "<2000" : "");
     emit(bench, "max_ms" + suffix, round1(median(maxs)));
+    // The hub's share: from the commit to its first and last publish.
+    emit(bench, "hub_first_publish_ms" + suffix, round1(median(first_pubs)));
+    emit(bench, "hub_last_publish_ms" + suffix, round1(median(last_pubs)));
     if (demux) {
       // The reference, received exactly as the children above received.
       auto raw = raw_nats(fleet, url, n, msg_bytes, opt.rounds, RawMode::kDemux);
