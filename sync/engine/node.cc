@@ -129,6 +129,10 @@ void SyncNode::count_persisted(const std::vector<Write>& writes) {
   stats_.documents_persisted += documents;
 }
 
+namespace {
+constexpr size_t kFlushPart = 500;  // sessions pumped before their messages go out
+}  // namespace
+
 template <typename Engine>
 void SyncNode::step(Engine* engine, std::vector<Message>* out) {
   // advance() may produce more (work that reads what was just persisted);
@@ -197,8 +201,9 @@ bool SyncNode::run_once(bool tick) {
     if (parent_) parent_->on_scope_lost(child);
   }
   step_all();
+  const std::string parent_subscription = parent_ ? parent_->subscription() : std::string();
   for (const auto& m : inbox) {
-    if (parent_ && subject_matches(parent_->subscription(), m.subject)) {
+    if (parent_ && subject_matches(parent_subscription, m.subject)) {
       parent_->on_message(m);
     } else if (child_) {
       child_->on_message(m);
@@ -209,7 +214,16 @@ bool SyncNode::run_once(bool tick) {
     if (parent_) parent_->tick();
     if (child_) child_->tick();
   }
-  if (parent_) parent_->flush();
+  if (parent_) {
+    // A change for many children goes out in parts, each published as soon
+    // as it is built (its Ready persisted: it has no writes), so that the
+    // first children have it while the rest is being built.
+    while (parent_->flush_some(kFlushPart)) {
+      step(parent_.get(), &parent_out);
+      publish(std::move(parent_out));
+      parent_out.clear();
+    }
+  }
   if (child_) child_->flush();
   step_all();
   publish(std::move(parent_out));

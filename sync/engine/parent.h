@@ -53,6 +53,8 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "canopy/v1/sync.pb.h"
@@ -143,7 +145,15 @@ class ParentSync {
   void tick();
   // Ends a batch of inputs: pumps the sessions with new live changes and
   // queues the acks owed. Its messages come out of the next take_ready.
-  void flush();
+  void flush() {
+    while (flush_some(SIZE_MAX)) {
+    }
+  }
+  // flush() in parts: pumps at most `max_sessions` of them and returns true
+  // while some remain (call again, after taking the Ready if you like: a
+  // change to many children then goes out while the rest is built). No other
+  // input may come between the parts.
+  bool flush_some(size_t max_sessions);
   // What the inputs since the last call produced. After taking a Ready with
   // writes, the caller persists them and calls advance() before the next
   // input.
@@ -164,6 +174,16 @@ class ParentSync {
  private:
   struct Session;
   enum class Mode { kWaiting, kCatchup, kReconcile, kLive };
+  // A log entry on its way down, encoded once: a committed change goes to
+  // every session whose scope holds it, and each of their envelopes embeds
+  // these same bytes (only the envelope's header and position differ).
+  struct Outgoing {
+    explicit Outgoing(v1::LogEntry e);
+    v1::LogEntry entry;
+    std::string bytes;  // entry.SerializeAsString()
+    uint64_t hlc = 0;   // its delta's HLC (0: a whole state)
+  };
+  using OutgoingPtr = std::shared_ptr<const Outgoing>;
 
   void handle_hello(const std::string& child, const v1::SyncEnvelope& env);
   // The child fell silent (away_after_ms), or spoke again.
@@ -183,7 +203,11 @@ class ParentSync {
   size_t add_documents(std::vector<v1::DocState>* docs, size_t i, v1::Changes* c);
   void refuse(const std::string& why, const Message& m);
   void send_control(const std::string& child, uint64_t session, v1::SyncEnvelope env);
-  void send_sequenced(Session* s, v1::SyncEnvelope env);
+  // Sends `env` with sequence number, acks and position bookkeeping. The
+  // entries in `encoded` are part of its Changes, ahead of any in `env`
+  // (which then holds none): their bytes go into the message as they are.
+  void send_sequenced(Session* s, v1::SyncEnvelope env, const OutgoingPtr* encoded = nullptr,
+                      size_t encoded_count = 0);
   void pump(Session* s);
   void pump_catchup(Session* s);
   void pump_live(Session* s);
@@ -201,7 +225,7 @@ class ParentSync {
   // shorten it); the session notes what it last reported, and when.
   void set_position(Session* s, v1::Changes* c, uint64_t index);
   // Splits `entries` into Changes messages under the payload limit.
-  void send_entries(Session* s, std::vector<v1::LogEntry> entries, bool with_position,
+  void send_entries(Session* s, const std::vector<OutgoingPtr>& entries, bool with_position,
                     uint64_t final_index);
 
   // A decoding arena for one received message. Its first block is scratch_
@@ -217,7 +241,26 @@ class ParentSync {
   HelloHook hello_hook_;
   std::map<std::string, std::unique_ptr<Session>> sessions_;
   std::deque<std::string> waiting_;
-  std::set<std::string> dirty_;     // sessions with pending live changes
+  // Sessions with pending live changes, by child; kept sorted and unique
+  // when appended in order (a fan-out), else sorted when flushed.
+  std::vector<std::string> dirty_;
+  bool dirty_sorted_ = true;
+  size_t dirty_done_ = 0;  // pumped by flush_some so far
+  void mark_dirty(const std::string& child);
+  // sessions_ again, for the paths that visit every session or many: in
+  // order as a vector (tick), and by name in a hash table (a change's
+  // fan-out). Rebuilt by tick() after sessions come or go; until then
+  // find_session() reads sessions_.
+  std::vector<Session*> sweep_;
+  std::unordered_map<std::string_view, Session*> by_name_;
+  bool index_stale_ = true;
+  std::vector<OutgoingPtr> batch_scratch_;  // send_entries' (not reentrant)
+  Session* find_session(const std::string& child);
+  // Calls f(child, its session or nullptr) for each of `children`, in order.
+  // The callback must not add or remove sessions.
+  template <typename F>
+  void for_sessions(const std::string* first, const std::string* last, F f);
+  void refresh_index();
   std::set<std::string> acks_due_;  // sessions that may owe the child an ack
   size_t slots_in_use_ = 0;
   uint64_t last_commit_index_ = 0;

@@ -215,14 +215,14 @@ void ParentSync::send_states(Session* s, const v1::RangeFingerprint& range) {
 void ParentSync::finish_reconcile(Session* s) {
   // Entries committed since the snapshot went out without a position; send
   // the rest and, with it, the position that makes the child's state resumable.
-  std::vector<v1::LogEntry> pending;
+  std::vector<OutgoingPtr> pending;
   pending.swap(s->pending);
   // As in pump_live: keys may have left the scope since these were queued.
-  std::erase_if(pending, [&](const v1::LogEntry& e) { return !wanted(s, e); });
+  std::erase_if(pending, [&](const OutgoingPtr& e) { return !wanted(s, e->entry); });
   const uint64_t final_index = std::max(s->sent_index, last_commit_index_);
   s->mode = Mode::kLive;
   release_slot(s);
-  send_entries(s, std::move(pending), true, final_index);
+  send_entries(s, pending, true, final_index);
   grant_slots();
 }
 

@@ -12,24 +12,39 @@
 
 #include "sync/engine/parent.h"
 #include "sync/engine/sketch.h"
+#include "sync/subjects.h"
 
 namespace canopy::sync {
 
 struct ParentSync::Session {
-  Session(std::string c, const ParentOptions& o) : child(std::move(c)), down(o.window, o.rto_ms) {}
+  Session(std::string c, const std::string& parent, const ParentOptions& o)
+      : down(o.window, o.rto_ms), child(std::move(c)), subject(down_subject(parent, child)) {}
+
+  // What tick() reads of every session, every tick, first: together they
+  // span few cache lines.
+  uint64_t last_seen_ms = 0;
+  bool away = false;  // silent longer than away_after_ms (see ParentOptions)
+  Mode mode = Mode::kWaiting;
+  uint64_t last_position_ms = 0;
+  uint64_t reported_index = 0;
+  SendChannel down;
+  // Committed changes queued for it while live (or reconciling), shared with
+  // the other sessions that send them.
+  std::vector<OutgoingPtr> pending;
+  // A scope change was handled since `pending` was last empty: its entries
+  // must be checked against the scope again before they go out.
+  bool scope_moved = false;
 
   std::string child;
+  std::string subject;  // where its messages go (down_subject)
   uint64_t replica = 0;
   uint64_t session = 0;
-  Mode mode = Mode::kWaiting;
   Mode wanted_mode = Mode::kCatchup;  // what to start when a slot frees
   bool holds_slot = false;
-  SendChannel down;
   RecvChannel up;
   uint64_t sent_index = 0;  // our log position covered by what was sent
-  std::vector<v1::LogEntry> pending;
-  bool ack_due = false;  // applied a sequenced message of the child's, not yet acked
-  uint64_t round = 0;    // reconciliations in this session
+  bool ack_due = false;     // applied a sequenced message of the child's, not yet acked
+  uint64_t round = 0;       // reconciliations in this session
   // While reconciling: our in-scope documents as of its start, coded.
   struct Sketch {
     SketchEncoder encoder;
@@ -37,10 +52,6 @@ struct ParentSync::Session {
     size_t sent = 0;                                     // symbols sent
   };
   std::unique_ptr<Sketch> sketch;
-  uint64_t last_seen_ms = 0;
-  bool away = false;  // silent longer than away_after_ms (see ParentOptions)
-  uint64_t last_position_ms = 0;
-  uint64_t reported_index = 0;
   uint64_t acked_index = 0;
   uint64_t acked_hlc = 0;
   // What each unacked sequenced message carried (0: nothing of the kind),

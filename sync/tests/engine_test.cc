@@ -227,6 +227,51 @@ TEST_F(EngineTest, LivePositionsGoInShortFormAndAcksNameOnlyTheSeq) {
   EXPECT_EQ(hub_->parent()->children()[0].acked_index, last);
 }
 
+// The parent encodes a committed change once and embeds its bytes in every
+// child's envelope: what goes out must still be exactly the envelope's own
+// encoding (parse and re-encode give the same bytes), for live changes one
+// at a time and batched, with the position in short and in long form.
+TEST_F(EngineTest, ChangesEncodedOnceAreTheEnvelopesOwnEncoding) {
+  std::vector<Message> sent;
+  auto tap = net_.endpoint("tap-bytes");
+  ASSERT_TRUE(
+      tap->subscribe(down_subject("hub", "site"), [&](const Message& m) { sent.push_back(m); })
+          .ok());
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());  // the first position: long form
+  settle();
+  ASSERT_TRUE(hub_store_->put("d/b", R"({"v":2})").ok());  // live: short form
+  settle();
+  // Several commits before the parent runs: one message, several entries.
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(
+        hub_store_->put("d/c" + std::to_string(i), R"({"w":)" + std::to_string(i) + "}").ok());
+  }
+  ASSERT_TRUE(hub_store_->put("other/x", R"({"no":1})").ok());  // out of scope
+  settle();
+  size_t with_entries = 0, batched = 0, long_form = 0, short_form = 0;
+  for (const Message& m : sent) {
+    v1::SyncEnvelope env;
+    ASSERT_TRUE(env.ParseFromString(m.data));
+    EXPECT_EQ(env.SerializeAsString(), m.data) << env.ShortDebugString();
+    if (!env.has_changes()) continue;
+    if (env.changes().has_position()) ++long_form;
+    if (env.changes().entries_size() == 0) continue;
+    ++with_entries;
+    if (env.changes().entries_size() > 1) ++batched;
+    if (env.changes().index() != 0) ++short_form;
+    for (const auto& e : env.changes().entries()) {
+      const std::string& key = e.has_delta() ? e.delta().key() : e.doc().key();
+      EXPECT_TRUE(key.starts_with("d/")) << key;
+    }
+  }
+  EXPECT_GE(with_entries, 3u);
+  EXPECT_GE(batched, 1u);
+  EXPECT_GE(long_form, 1u);
+  EXPECT_GE(short_form, 1u);
+  EXPECT_EQ(*site_store_->get("d/c4"), R"({"w":4})");
+  EXPECT_EQ(site_->child()->down_position().index(), hub_store_->last_log_index());
+}
+
 TEST_F(EngineTest, AnAwayChildIsSentNothingAndResumesItsSessionWithoutHello) {
   ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
   settle();
