@@ -48,7 +48,7 @@ struct SpokeHealth {
   // Documents received from the parent since start (a reconciliation that
   // finds the site up to date receives none).
   uint64_t documents_received = 0;
-  bool applied = false;       // a reconcile pass completed without error since start
+  bool applied = false;  // a reconcile pass completed without error since start
 };
 
 // Sums over the reconcile passes since start (ReconcileStats).

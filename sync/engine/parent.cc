@@ -189,6 +189,7 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env, const Outgoing
     for (size_t i = 0; i < encoded_count; ++i) {
       carried.hlc = std::max(carried.hlc, encoded[i]->hlc);
       has_doc = has_doc || encoded[i]->entry.has_doc();
+      if (encoded[i]->entry.has_delta()) ++stats_.deltas_sent;
     }
     for (const auto& e : c->entries()) {
       if (e.has_delta()) {
