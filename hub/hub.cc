@@ -15,7 +15,8 @@ namespace canopy::hub {
 constexpr auto kHousekeepingInterval = std::chrono::minutes(1);
 constexpr auto kRolloutInterval = std::chrono::seconds(1);
 
-Hub::Hub(HubConfig config) : config_(std::move(config)), rng_(std::random_device{}()) {}
+Hub::Hub(HubConfig config, HubHooks hooks)
+    : config_(std::move(config)), hooks_(std::move(hooks)), rng_(std::random_device{}()) {}
 
 Hub::~Hub() { stop(); }
 
@@ -85,7 +86,12 @@ Status Hub::start() {
       register_site(store, child, hello);
     });
   }
-  node_ = std::make_unique<sync::SyncNode>(store_.get(), nats_.get());
+  sync::Transport* transport = nats_.get();
+  if (hooks_.wrap_transport) {
+    wrapped_ = hooks_.wrap_transport(transport);
+    transport = wrapped_.get();
+  }
+  node_ = std::make_unique<sync::SyncNode>(store_.get(), transport);
   node_->set_parent_engine(std::move(parent));
   if (!config_.parent.empty()) {
     sync::ChildOptions co;
@@ -134,6 +140,7 @@ void Hub::stop() {
   runtime_.reset();
   node_.reset();
   regions_.reset();
+  wrapped_.reset();
   nats_.reset();
   status_.reset();
   index_.reset();

@@ -24,6 +24,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -66,10 +67,18 @@ struct HubSyncSnapshot {
   uint64_t now_ms = 0;  // the clock ChildInfo::last_seen_ms is on, when taken
 };
 
+// What a benchmark may put between a hub and its parts.
+struct HubHooks {
+  // Wraps the hub's NATS transport (a benchmark timestamps the hub's
+  // publishes); the wrapper must forward every call to the transport it is
+  // given, which outlives it.
+  std::function<std::unique_ptr<sync::Transport>(sync::Transport*)> wrap_transport;
+};
+
 class Hub {
  public:
   // `config` must be valid (validate_hub_config).
-  explicit Hub(HubConfig config);
+  explicit Hub(HubConfig config, HubHooks hooks = {});
   ~Hub();
   Hub(const Hub&) = delete;
   Hub& operator=(const Hub&) = delete;
@@ -106,6 +115,7 @@ class Hub {
   void write_presence(uint64_t started_ms);
 
   const HubConfig config_;
+  const HubHooks hooks_;
   std::mt19937_64 rng_;
   bool started_ = false;
   bool stopped_ = false;
@@ -116,6 +126,7 @@ class Hub {
   std::unique_ptr<StatusAggregate> status_;
   std::unique_ptr<RegionScope> regions_;  // the index composed with the regions below
   std::unique_ptr<sync::NatsTransport> nats_;
+  std::unique_ptr<sync::Transport> wrapped_;  // HubHooks::wrap_transport's, over nats_
   std::unique_ptr<sync::SyncNode> node_;
   std::unique_ptr<sync::SyncRuntime> runtime_;
 

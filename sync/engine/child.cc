@@ -19,8 +19,6 @@ constexpr size_t kEnvelopeMargin = 4096;
 // Log entries skipped (none of ours) before the up position is reported.
 constexpr uint64_t kUpPositionEvery = 256;
 
-std::string down_position_key(const std::string& parent) { return "sync/down/" + parent; }
-
 bool node_has_replica(const v1::NodeState& n, uint64_t replica) {
   if (n.reg_replica() == replica || n.obj_replica() == replica) return true;
   for (const auto& c : n.children()) {
@@ -30,6 +28,10 @@ bool node_has_replica(const v1::NodeState& n, uint64_t replica) {
 }
 
 }  // namespace
+
+std::string ChildSync::down_position_key(const std::string& parent) {
+  return "sync/down/" + parent;
+}
 
 ChildSync::ChildSync(std::string name, std::string parent, Store* store, Env env,
                      ChildOptions options)

@@ -82,6 +82,8 @@ class ChildSync {
 
   const std::string& name() const { return name_; }
   const std::string& parent() const { return parent_; }
+  // The local meta name under which the position in `parent`'s log is kept.
+  static std::string down_position_key(const std::string& parent);
   std::string subscription() const;
 
   // Starts (or restarts) the session: a hello goes out on the next tick.

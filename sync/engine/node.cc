@@ -7,11 +7,17 @@
 namespace canopy::sync {
 
 SyncNode::SyncNode(Store* store, Transport* transport, NodeLimits limits)
-    : store_(store), transport_(transport), limits_(limits) {}
+    : owned_persistence_(std::make_unique<StorePersistence>(store)),
+      persistence_(owned_persistence_.get()),
+      transport_(transport),
+      limits_(limits) {}
+
+SyncNode::SyncNode(Persistence* persistence, Transport* transport, NodeLimits limits)
+    : persistence_(persistence), transport_(transport), limits_(limits) {}
 
 SyncNode::~SyncNode() {
   for (uint64_t id : subscriptions_) transport_->unsubscribe(id);
-  if (listener_ != 0) store_->unsubscribe(listener_);
+  if (listener_ != 0) persistence_->unsubscribe(listener_);
 }
 
 Status SyncNode::attach() {
@@ -40,7 +46,7 @@ Status SyncNode::attach() {
     cv_.notify_one();
   });
   // Runs under the store's lock: copy and return.
-  listener_ = store_->subscribe([this](const v1::LogEntry& e) {
+  listener_ = persistence_->subscribe([this](const v1::LogEntry& e) {
     {
       std::lock_guard lock(mu_);
       if (commits_.size() >= limits_.max_commits) {
@@ -141,7 +147,7 @@ void SyncNode::step(Engine* engine, std::vector<Message>* out) {
     CANOPY_CHECK(round < 8);
     Ready ready = engine->take_ready();
     if (ready.empty()) return;
-    Status st = persist(store_, ready.writes);
+    Status st = persistence_->persist(ready.writes);
     engine->advance(st);
     if (!st.ok()) {
       std::lock_guard lock(mu_);

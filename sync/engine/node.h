@@ -8,7 +8,8 @@
 // published, at the end of run_once, only if its writes were persisted. The
 // simulation calls run_once() itself; daemons run it on a SyncRuntime
 // thread. A node may hold both engines: a regional hub is a child of its
-// parent and a parent of its sites.
+// parent and a parent of its sites. It persists into a Store, or into any
+// Persistence (ready.h): the benchmarks' light spokes keep theirs in memory.
 //
 // Every queue is bounded (NodeLimits). At the bound:
 //   inbox         the oldest message is dropped and counted: sync recovers
@@ -66,6 +67,8 @@ struct NodeStats {
 class SyncNode {
  public:
   SyncNode(Store* store, Transport* transport, NodeLimits limits = {});
+  // Persists into `persistence` (not owned) instead of a Store.
+  SyncNode(Persistence* persistence, Transport* transport, NodeLimits limits = {});
   ~SyncNode();
   SyncNode(const SyncNode&) = delete;
   SyncNode& operator=(const SyncNode&) = delete;
@@ -104,7 +107,8 @@ class SyncNode {
   template <typename Engine>
   void step(Engine* engine, std::vector<Message>* out);
 
-  Store* store_;
+  std::unique_ptr<Persistence> owned_persistence_;
+  Persistence* persistence_;
   Transport* transport_;
   std::unique_ptr<ParentSync> parent_;
   std::unique_ptr<ChildSync> child_;

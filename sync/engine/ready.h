@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,5 +63,35 @@ struct Ready {
 // the engines allow for: every write is idempotent, and a position is written
 // after the data it covers.)
 Status persist(Store* store, const std::vector<Write>& writes);
+
+// Where a SyncNode persists its engines' writes, and whose commits it hears:
+// a Store (StorePersistence) or, for the light simulated spokes of the
+// benchmarks, memory (MemoryReplica, sync/memory_replica.h).
+class Persistence {
+ public:
+  using CommitListener = std::function<void(const v1::LogEntry&)>;
+  virtual ~Persistence() = default;
+  // As persist() above.
+  virtual Status persist(const std::vector<Write>& writes) = 0;
+  // Calls `listener` with each entry committed to the replica's log, under
+  // the replica's lock (copy and return). Returns an id for unsubscribe.
+  virtual uint64_t subscribe(CommitListener listener) = 0;
+  virtual void unsubscribe(uint64_t id) = 0;
+};
+
+class StorePersistence final : public Persistence {
+ public:
+  explicit StorePersistence(Store* store) : store_(store) {}
+  Status persist(const std::vector<Write>& writes) override {
+    return sync::persist(store_, writes);
+  }
+  uint64_t subscribe(CommitListener listener) override {
+    return store_->subscribe(std::move(listener));
+  }
+  void unsubscribe(uint64_t id) override { store_->unsubscribe(id); }
+
+ private:
+  Store* store_;
+};
 
 }  // namespace canopy::sync
