@@ -39,6 +39,7 @@
 #include "api/grpc_server.h"
 #include "api/http_server.h"
 #include "api/rest.h"
+#include "bench/report.h"
 #include "hub/placement_index.h"
 #include "hub/status_aggregate.h"
 #include "store/clock.h"
@@ -50,13 +51,10 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+// `metric` is "<bench>:<metric>" (the bench under api.).
 void emit(const std::string& metric, double value, const std::string& target = "") {
-  json j = {{"bench", "api." + std::string(metric.substr(0, metric.find(':')))},
-            {"metric", metric.substr(metric.find(':') + 1)},
-            {"value", value}};
-  if (!target.empty()) j["target"] = target;
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
+  emit_figure("api." + metric.substr(0, metric.find(':')), metric.substr(metric.find(':') + 1),
+              value, target);
 }
 
 double percentile(std::vector<double> v, double p) {

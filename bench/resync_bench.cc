@@ -78,6 +78,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/report.h"
 #include "canopy/v1/sync.pb.h"
 #include "hub/placement_index.h"
 #include "store/clock.h"
@@ -102,10 +103,7 @@ constexpr uint64_t kAuthorReplica =
 constexpr size_t kLoadBatch = 10'000;
 
 void emit(const std::string& metric, double value, const std::string& target = "") {
-  json j = {{"bench", kBench}, {"metric", metric}, {"value", value}};
-  if (!target.empty()) j["target"] = target;
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
+  emit_figure(kBench, metric, value, target);
 }
 
 // CPU time of the calling thread (the one that drives both nodes), which the
@@ -120,10 +118,7 @@ double ms_since(SteadyClock::time_point t) {
   return std::chrono::duration<double, std::milli>(SteadyClock::now() - t).count();
 }
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "sync.resync: %s\n", what.c_str());
-  std::exit(1);
-}
+[[noreturn]] void die(const std::string& what) { fail_bench(kBench, what); }
 
 template <typename T>
 T check(StatusOr<T> v, const std::string& what) {

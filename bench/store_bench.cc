@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bench/report.h"
 #include "store/decode_scratch.h"
 #include "store/document.h"
 #include "store/store.h"
@@ -40,10 +41,7 @@ double seconds_since(Clock::time_point t) {
 
 void emit(const std::string& bench, const std::string& metric, double value,
           const std::string& target = "") {
-  json j = {{"bench", bench}, {"metric", metric}, {"value", value}};
-  if (!target.empty()) j["target"] = target;
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
+  emit_figure(bench, metric, value, target);
 }
 
 // The sender: applies the workload like a replica's local writes and keeps

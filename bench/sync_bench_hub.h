@@ -1,0 +1,104 @@
+// canopy_sync_bench's hub: the real hub::Hub in a process of its own (this
+// executable re-executed with --hub-role), so that its memory is the hub's
+// alone, driven over two pipes by "k=v" command lines (hub_main in
+// sync_bench_hub.cc lists them). HubProcess is the bench's handle on it.
+#pragma once
+
+#include "bench/sync_bench_util.h"
+
+namespace canopy::bench_sync {
+
+struct HubArgs {
+  int in_fd = -1;
+  int out_fd = -1;
+  int sites = 0;
+  std::string nats_url;
+  std::string dir;
+  size_t max_catchups = 64;
+};
+
+// The hub process's main; never returns.
+[[noreturn]] void hub_main(const HubArgs& a);
+
+class HubProcess {
+ public:
+  HubProcess(const std::string& nats_url, int sites, size_t max_catchups) {
+    int to_hub[2], from_hub[2];
+    if (pipe(to_hub) != 0 || pipe(from_hub) != 0) die("pipe");
+    std::vector<std::string> args = {
+        "/proc/self/exe", "--hub-role",
+        "--in-fd",        std::to_string(to_hub[0]),
+        "--out-fd",       std::to_string(from_hub[1]),
+        "--sites",        std::to_string(sites),
+        "--nats",         nats_url,
+        "--dir",          dir_.path().string(),
+        "--max-catchups", std::to_string(max_catchups),
+    };
+    std::vector<char*> argv;
+    for (auto& s : args) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ < 0) die("fork");
+    if (pid_ == 0) {
+      // Only async-signal-safe calls until exec: this process has threads.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      dup2(2, 1);  // the hub's stdout must not mix with the JSON lines
+      close(to_hub[1]);
+      close(from_hub[0]);
+      execv("/proc/self/exe", argv.data());
+      _exit(127);
+    }
+    close(to_hub[0]);
+    close(from_hub[1]);
+    to_ = fdopen(to_hub[1], "w");
+    from_ = fdopen(from_hub[0], "r");
+    fcntl(to_hub[1], F_SETFD, FD_CLOEXEC);
+    fcntl(from_hub[0], F_SETFD, FD_CLOEXEC);
+    ready_ = parse_kv(read_line());
+    if (!ready_.count("ready")) die("hub did not start");
+  }
+  ~HubProcess() {
+    const int64_t t0 = now_ns();
+    if (to_ != nullptr) {
+      std::fprintf(to_, "quit\n");
+      std::fflush(to_);
+      read_line();
+      fclose(to_);
+      fclose(from_);
+    }
+    const int64_t t1 = now_ns();
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    logf("hub stopped in %.1f s, exited %.1f s later", static_cast<double>(t1 - t0) / 1e9,
+         static_cast<double>(now_ns() - t1) / 1e9);
+  }
+  std::map<std::string, std::string> call(const std::string& cmd) {
+    std::fprintf(to_, "%s\n", cmd.c_str());
+    std::fflush(to_);
+    return parse_kv(read_line());
+  }
+  const std::map<std::string, std::string>& ready() const { return ready_; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  std::string read_line() {
+    char* line = nullptr;
+    size_t cap = 0;
+    if (getline(&line, &cap, from_) <= 0) {
+      free(line);
+      die("the hub process went away");
+    }
+    std::string s(line);
+    free(line);
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    return s;
+  }
+
+  testing::TempDir dir_{"canopy-sync-bench-hub-"};
+  pid_t pid_ = -1;
+  FILE* to_ = nullptr;
+  FILE* from_ = nullptr;
+  std::map<std::string, std::string> ready_;
+};
+
+}  // namespace canopy::bench_sync
