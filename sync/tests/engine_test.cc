@@ -10,6 +10,7 @@
 #include "sync/engine/node.h"
 #include "sync/memory_transport.h"
 #include "sync/subjects.h"
+#include "sync/tests/test_parts.h"
 #include "tests/support/temp_dir.h"
 
 namespace canopy::sync {
@@ -66,14 +67,7 @@ class EngineTest : public ::testing::Test {
   }
 
   std::unique_ptr<Store> open(const std::string& name, uint64_t id) {
-    StoreOptions o;
-    o.path = dir_.file(name);
-    o.durability = Durability::kNone;
-    o.clock = &clock_;
-    o.replica_id = id;
-    auto s = Store::open(o);
-    EXPECT_TRUE(s.ok()) << s.status().to_string();
-    return std::move(s).value();
+    return open_test_store(dir_, name, id, &clock_);
   }
 
   void settle() {

@@ -13,39 +13,16 @@
 #include "store/store.h"
 #include "sync/engine/node.h"
 #include "sync/memory_transport.h"
+#include "sync/tests/test_parts.h"
 #include "tests/support/temp_dir.h"
 
 namespace canopy::sync {
 namespace {
 
-// Every child holds the keys under `prefixes` and may write `s/<child>/`.
-class SharedScope final : public ScopeProvider {
- public:
-  bool in_scope(std::string_view child, std::string_view key) override {
-    if (key.starts_with("s/" + std::string(child) + "/")) return true;
-    for (const auto& p : prefixes) {
-      if (key.starts_with(p)) return true;
-    }
-    return false;
-  }
-  std::vector<std::string> writable_prefixes(std::string_view child) override {
-    return {"s/" + std::string(child) + "/"};
-  }
-  uint64_t version(std::string_view) override { return version_; }
-  std::vector<std::string> children_for(std::string_view key) override {
-    std::vector<std::string> out;
-    for (const char* c : {"heavy", "light"}) {
-      if (in_scope(c, key)) out.push_back(c);
-    }
-    return out;
-  }
-  std::set<std::string> prefixes{"d/", "e/"};
-  uint64_t version_ = 1;
-};
-
 class MemoryReplicaTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    scope_.prefixes = {"d/", "e/"};
     hub_store_ = open("hub", 1);
     heavy_store_ = open("heavy", 2);
     hub_bus_ = net_.endpoint("hub");
@@ -75,15 +52,7 @@ class MemoryReplicaTest : public ::testing::Test {
   }
 
   std::unique_ptr<Store> open(const std::string& name, uint64_t id) {
-    StoreOptions o;
-    o.path = dir_.file(name);
-    o.durability = Durability::kNone;
-    o.clock = &clock_;
-    o.replica_id = id;
-    o.random = [this] { return rng_(); };
-    auto s = Store::open(o);
-    EXPECT_TRUE(s.ok()) << s.status().to_string();
-    return std::move(s).value();
+    return open_test_store(dir_, name, id, &clock_, [this] { return rng_(); });
   }
 
   void settle() {
@@ -117,7 +86,7 @@ class MemoryReplicaTest : public ::testing::Test {
   ManualClock clock_;
   std::mt19937_64 rng_{7};
   MemoryNetwork net_{11};
-  SharedScope scope_;
+  PrefixScope scope_{{"heavy", "light"}};
   MemoryReplica replica_{0x11e47, 0xe90c};
   std::unique_ptr<Store> hub_store_, heavy_store_;
   std::unique_ptr<MemoryTransport> hub_bus_, heavy_bus_, light_bus_;

@@ -12,33 +12,11 @@
 #include "store/store.h"
 #include "sync/memory_transport.h"
 #include "sync/subjects.h"
+#include "sync/tests/test_parts.h"
 #include "tests/support/temp_dir.h"
 
 namespace canopy::sync {
 namespace {
-
-// Child "site" holds the keys under the prefixes it is given and its own
-// `s/site/...`, which it may write.
-class PrefixScope final : public ScopeProvider {
- public:
-  bool in_scope(std::string_view child, std::string_view key) override {
-    if (key.starts_with("s/" + std::string(child) + "/")) return true;
-    for (const auto& p : prefixes) {
-      if (key.starts_with(p)) return true;
-    }
-    return false;
-  }
-  std::vector<std::string> writable_prefixes(std::string_view child) override {
-    return {"s/" + std::string(child) + "/"};
-  }
-  uint64_t version(std::string_view) override { return version_; }
-  std::vector<std::string> children_for(std::string_view key) override {
-    if (in_scope("site", key)) return {"site"};
-    return {};
-  }
-  std::set<std::string> prefixes{"d/"};
-  uint64_t version_ = 1;
-};
 
 class NodeTest : public ::testing::Test {
  protected:
@@ -59,15 +37,7 @@ class NodeTest : public ::testing::Test {
   }
 
   std::unique_ptr<Store> open(const std::string& name, uint64_t id) {
-    StoreOptions o;
-    o.path = dir_.file(name);
-    o.durability = Durability::kNone;
-    o.clock = &clock_;
-    o.replica_id = id;
-    o.random = [this] { return rng_(); };
-    auto s = Store::open(o);
-    EXPECT_TRUE(s.ok()) << s.status().to_string();
-    return std::move(s).value();
+    return open_test_store(dir_, name, id, &clock_, [this] { return rng_(); });
   }
 
   void settle() {
