@@ -451,10 +451,7 @@ void Bench::build_catalogue() {
     std::set<std::string> templates;
     const size_t n = 1 + pick(rng_, 3);
     while (templates.size() < n) templates.insert(template_name(pick(rng_, kTemplatesPerTenant)));
-    p.doc = {
-        {"templates", templates},
-        {"rollout",
-         {{"waves", json::array({{{"percent", 10}}, {{"percent", 100}}})}, {"maxUnavailable", 1}}}};
+    p.doc = {{"templates", templates}, {"rollout", {{"maxUnavailable", 1}, {"maxFailures", 2}}}};
     choose(p.form, p.variant, o_.sites, rng_, &p.doc);
     p.parsed = parse_or_die(p.doc, p.key);
     placements_.push_back(std::move(p));
