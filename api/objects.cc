@@ -31,8 +31,9 @@ StatusOr<json> with_rollout_paused(const json& placement, bool paused) {
   if (!parsed.ok()) return parsed.status();
   if (!parsed->rollout.enabled()) {
     return failed_precondition(
-        std::string("the placement has no rollout policy (rollout.maxUnavailable): its sites "
-                    "apply every revision at once, there is nothing to ") +
+        std::string(
+            "the placement has no rollout policy (rollout.maxUnavailable or waves): its sites "
+            "apply every revision at once, there is nothing to ") +
         (paused ? "pause" : "resume"));
   }
   json out = placement;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -89,20 +90,25 @@ Status RolloutController::step_placement(const std::string& key, RolloutStep* ou
     if (!text.ok()) continue;  // no such template: the sites report it failed
     const std::string revision = model::template_revision(*text);
     size_t in_flight = 0, failed = 0;
-    std::vector<const std::string*> waiting;  // not released this revision, in order
-    for (const auto& site : sites) {
+    std::vector<bool> done(sites.size(), false);  // applied this revision
+    std::vector<size_t> waiting;                  // not released this revision, in order
+    for (size_t i = 0; i < sites.size(); ++i) {
+      const std::string& site = sites[i];
       auto release = read(store_, model::release_key(site, tenant, t));
       auto parsed = release ? model::parse_release(*release)
                             : StatusOr<model::Release>(not_found("no release"));
       if (!parsed.ok() || parsed->revision != revision) {
-        waiting.push_back(&site);
+        waiting.push_back(i);
         continue;
       }
       auto status = read(store_, model::status_key(site, tenant, t));
       auto report = status ? model::parse_status_report(*status)
                            : StatusOr<model::StatusReport>(not_found("no status"));
       const bool at_revision = report.ok() && report->revision == revision;
-      if (at_revision && report->outcome == model::Outcome::kApplied) continue;  // done
+      if (at_revision && report->outcome == model::Outcome::kApplied) {
+        done[i] = true;
+        continue;
+      }
       ++in_flight;
       if (at_revision && report->outcome == model::Outcome::kFailed) ++failed;
     }
@@ -116,16 +122,31 @@ Status RolloutController::step_placement(const std::string& key, RolloutStep* ou
                    std::to_string(policy.max_failures) + ")";
       continue;
     }
-    size_t slots = policy.max_unavailable > in_flight ? policy.max_unavailable - in_flight : 0;
-    for (const std::string* site : waiting) {
-      if (slots == 0) break;
-      auto w = store_->put_value(model::release_key(*site, tenant, t),
+    // The current wave: the first whose sites have not all applied it. Only
+    // its sites (and those of the waves before it) may be released.
+    size_t wave_end = sites.size();
+    for (size_t w = 0; w <= policy.waves.size(); ++w) {
+      const size_t end = policy.wave_end(w, sites.size());
+      if (!std::all_of(done.begin(), done.begin() + static_cast<std::ptrdiff_t>(end),
+                       [](bool d) { return d; })) {
+        wave_end = end;
+        break;
+      }
+    }
+    size_t slots = SIZE_MAX;
+    if (policy.max_unavailable > 0) {
+      slots = policy.max_unavailable > in_flight ? policy.max_unavailable - in_flight : 0;
+    }
+    for (size_t i : waiting) {
+      if (slots == 0 || i >= wave_end) break;
+      const std::string& site = sites[i];
+      auto w = store_->put_value(model::release_key(site, tenant, t),
                                  model::release_document(model::Release{revision}));
       if (!w.ok()) return w.status();
       ++out->released;
       --slots;
       spdlog::info("rollout {}: released template {} revision {} to site {}", name, t, revision,
-                   *site);
+                   site);
     }
   }
   const auto logged = std::find(paused_logged_.begin(), paused_logged_.end(), name);

@@ -7,7 +7,9 @@
 // `sites/<site>/releases/<tenant>/<template>` names it (the spoke's
 // reconciler holds it otherwise). Each step() releases the revision to more
 // sites, in site name order, so that at most `maxUnavailable` sites hold a
-// release they have not yet reported applied at that revision; it releases
+// release they have not yet reported applied at that revision, and only to
+// the sites of the current wave (`waves`: the first wave whose sites have not
+// all reported it applied, with the waves before it); it releases
 // nothing while the policy is `paused`, or once more than `maxFailures`
 // released sites report that revision failed (the rollout has paused itself:
 // fix the template, or raise maxFailures, and it goes on). A release is a
@@ -17,8 +19,9 @@
 // O(targeted sites × templates) point reads per placement with a policy) and
 // is called from the hub's rollout thread, never from a store listener.
 //
-// Left out (docs/rollouts.md): fixed waves by percent, a rollout state
-// document, site-side holds.
+// Stateless: each step derives the wave from the sites' status documents (a
+// site added in the middle of the name order shifts the later waves).
+// Left out (docs/rollouts.md): a rollout state document, site-side holds.
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,7 @@
 #include "model/documents.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <initializer_list>
 
 #include "model/names.h"
@@ -201,11 +202,40 @@ StatusOr<uint32_t> count_field(const json& doc, const char* name) {
   return static_cast<uint32_t>(f->get<int64_t>());
 }
 
+// One entry of rollout.waves: a count of sites (a positive integer) or a
+// percent of the targeted sites ("10%", 1 to 100).
+StatusOr<WaveEnd> parse_wave(const json& w) {
+  WaveEnd out;
+  if (w.is_number_integer()) {
+    if (w.get<int64_t>() < 1 || w.get<int64_t>() > INT32_MAX) {
+      return invalid_argument("rollout.waves: a count of sites must be at least 1, not " +
+                              w.dump());
+    }
+    out.count = static_cast<uint32_t>(w.get<int64_t>());
+    return out;
+  }
+  if (w.is_string()) {
+    const std::string& s = w.get_ref<const std::string&>();
+    if (s.size() >= 2 && s.size() <= 4 && s.back() == '%' &&
+        std::all_of(s.begin(), s.end() - 1, [](char c) { return c >= '0' && c <= '9'; })) {
+      const int pct = std::atoi(s.c_str());
+      if (pct >= 1 && pct <= 100) {
+        out.percent = static_cast<uint32_t>(pct);
+        return out;
+      }
+    }
+  }
+  return invalid_argument(
+      "rollout.waves: each wave ends at a count of sites (1, 2, ...) or a percent of the "
+      "targeted sites (\"1%\" to \"100%\"), not " +
+      w.dump());
+}
+
 StatusOr<Rollout> parse_rollout(const json& doc) {
   if (!doc.is_object()) {
     return invalid_argument(std::string("rollout must be an object, not ") + doc.type_name());
   }
-  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"maxUnavailable", "maxFailures", "paused"}));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"maxUnavailable", "maxFailures", "paused", "waves"}));
   Rollout out;
   auto unavailable = count_field(doc, "maxUnavailable");
   if (!unavailable.ok()) return unavailable.status();
@@ -216,6 +246,26 @@ StatusOr<Rollout> parse_rollout(const json& doc) {
   if (const json* paused = field(doc, "paused")) {
     if (!paused->is_boolean()) return invalid_argument("rollout.paused must be true or false");
     out.paused = paused->get<bool>();
+  }
+  if (const json* waves = field(doc, "waves")) {
+    constexpr size_t kMaxWaves = 100;
+    if (!waves->is_array() || waves->empty() || waves->size() > kMaxWaves) {
+      return invalid_argument("rollout.waves must be a list of 1 to " + std::to_string(kMaxWaves) +
+                              " wave ends, such as [1, \"10%\", \"50%\"]");
+    }
+    for (const json& w : *waves) {
+      auto end = parse_wave(w);
+      if (!end.ok()) return end.status();
+      // Counts grow, and percents grow: each wave must take more sites.
+      for (const WaveEnd& before : out.waves) {
+        if ((end->count != 0 && before.count >= end->count) ||
+            (end->percent != 0 && before.percent >= end->percent)) {
+          return invalid_argument("rollout.waves must grow: " + w.dump() +
+                                  " comes after a wave that is not smaller");
+        }
+      }
+      out.waves.push_back(*end);
+    }
   }
   return out;
 }
@@ -540,6 +590,16 @@ json token_document(const TokenRecord& t) {
               {"revoked", t.revoked},           {"description", t.description}};
   if (!t.tenant.empty()) doc["tenant"] = t.tenant;
   return doc;
+}
+
+size_t Rollout::wave_end(size_t i, size_t targeted) const {
+  size_t end = 0;
+  for (size_t w = 0; w <= i && w < waves.size(); ++w) {
+    const size_t n =
+        waves[w].count != 0 ? waves[w].count : (targeted * waves[w].percent + 99) / 100;
+    end = std::max(end, std::min(n, targeted));
+  }
+  return i >= waves.size() ? targeted : end;
 }
 
 }  // namespace canopy::model

@@ -70,18 +70,34 @@ struct SiteChoice {
 };
 
 // A placement's rollout policy, `rollout`:
-//   {"maxUnavailable": N, "maxFailures": F, "paused": bool}
+//   {"maxUnavailable": N, "maxFailures": F, "paused": bool,
+//    "waves": [1, "10%", "50%"]}
 // A new revision of one of its templates reaches at most N sites at a time
 // (rolling: a site is released when one of the released sites reports the
 // revision applied); the rollout pauses itself when more than F released
 // sites report it failed (default 0: the first failure pauses), and waits
-// while `paused`. Without maxUnavailable (or an empty object) every site
-// applies every revision at once, as before. docs/rollouts.md.
+// while `paused`. Waves cut the targeted sites, in site name order, into
+// stages: wave i ends after the first `waves[i]` sites (a count, or a
+// percent of the targeted sites rounded up), and a last wave takes the rest;
+// a wave starts only when every site of the waves before it reports the
+// revision applied. Within a wave, maxUnavailable still holds (without it,
+// the whole wave is released at once). Without maxUnavailable and waves (or
+// an empty object) every site applies every revision at once, as before.
+// docs/rollouts.md.
+struct WaveEnd {
+  uint32_t count = 0;    // sites, or
+  uint32_t percent = 0;  // 1..100 of the targeted sites
+};
+
 struct Rollout {
-  uint32_t max_unavailable = 0;  // 0: no rollout
+  uint32_t max_unavailable = 0;  // 0: no limit within a wave
   uint32_t max_failures = 0;
   bool paused = false;
-  bool enabled() const { return max_unavailable > 0; }
+  std::vector<WaveEnd> waves;
+  bool enabled() const { return max_unavailable > 0 || !waves.empty(); }
+  // How many of `targeted` sites (in name order) the waves before wave `i`
+  // and wave `i` cover; wave waves.size() (the last) covers them all.
+  size_t wave_end(size_t i, size_t targeted) const;
 };
 
 // How the sites' kube applier treats the placed templates' objects

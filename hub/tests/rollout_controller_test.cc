@@ -93,6 +93,36 @@ class RolloutControllerTest : public ::testing::Test {
   std::unique_ptr<RolloutController> controller_;
 };
 
+// Waves [1, "50%"] over a, b, c, d: a alone, then b (half of four), then the
+// rest; each wave starts only when the sites before it applied the revision.
+TEST_F(RolloutControllerTest, ReleasesWaveByWaveAsTheSitesBeforeApplyIt) {
+  placement({{"waves", {1, "50%"}}});
+  EXPECT_EQ(step().released, 1u);
+  EXPECT_EQ(released(), (Names{"a"}));
+  EXPECT_EQ(step().released, 0u) << "a has not applied it yet";
+  report("a", "applied");
+  EXPECT_EQ(step().released, 1u);
+  EXPECT_EQ(released(), (Names{"a", "b"}));
+  report("b", "applied");
+  EXPECT_EQ(step().released, 2u) << "the last wave, whole: no maxUnavailable";
+  EXPECT_EQ(released(), (Names{"a", "b", "c", "d"}));
+}
+
+TEST_F(RolloutControllerTest, MaxUnavailableHoldsWithinAWave) {
+  placement({{"waves", {"75%"}}, {"maxUnavailable", 2}});
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b"}));
+  report("a", "applied");
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b", "c"})) << "the first wave is a, b, c";
+  report("b", "applied");
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b", "c"})) << "d waits for c";
+  report("c", "failed");
+  EXPECT_EQ(step().paused.size(), 1u) << "a failure in a wave pauses it (maxFailures 0)";
+  EXPECT_EQ(released(), (Names{"a", "b", "c"}));
+}
+
 TEST_F(RolloutControllerTest, ReleasesAtMostMaxUnavailableSitesAtATime) {
   placement({{"maxUnavailable", 2}});
   EXPECT_EQ(step().released, 2u);

@@ -60,12 +60,40 @@ TEST(Documents, RolloutPolicyAndRelease) {
   p["rollout"] = json::object();
   EXPECT_FALSE(parse_placement(p)->rollout.enabled());
   for (const json& bad : {json{{"maxUnavailable", -1}}, json{{"maxUnavailable", "25%"}},
-                          json{{"paused", "yes"}}, json{{"waves", {1, 2}}}, json(3)}) {
+                          json{{"paused", "yes"}}, json(3)}) {
     p["rollout"] = bad;
     EXPECT_FALSE(parse_placement(p).ok()) << bad.dump();
   }
   p["rollout"] = {{"maxUnavailable", 1.5}};
   EXPECT_NE(error_of(parse_placement(p)).find("rollout.maxUnavailable must be a non-negative"),
+            std::string::npos);
+
+  // Waves: counts or percents, each taking more sites than the one before.
+  p["rollout"] = {{"waves", {1, "10%", "50%", 40}}};
+  auto waves = parse_placement(p);
+  ASSERT_TRUE(waves.ok()) << waves.status().to_string();
+  EXPECT_TRUE(waves->rollout.enabled()) << "waves alone make a rollout";
+  ASSERT_EQ(waves->rollout.waves.size(), 4u);
+  const Rollout& r4 = waves->rollout;
+  // Of 100 sites: 1, then 10, then 50, then 50 (40 is below), then all.
+  EXPECT_EQ(r4.wave_end(0, 100), 1u);
+  EXPECT_EQ(r4.wave_end(1, 100), 10u);
+  EXPECT_EQ(r4.wave_end(2, 100), 50u);
+  EXPECT_EQ(r4.wave_end(3, 100), 50u);
+  EXPECT_EQ(r4.wave_end(4, 100), 100u);
+  // Of 3 sites: 10% rounds up to 1, 50% to 2; nothing beyond the targeted.
+  EXPECT_EQ(r4.wave_end(1, 3), 1u);
+  EXPECT_EQ(r4.wave_end(2, 3), 2u);
+  EXPECT_EQ(r4.wave_end(3, 3), 3u);
+  for (const json& bad : {json::array(), json{0}, json{"0%"}, json{"150%"}, json{"ten%"},
+                          json{"10"}, json{1.5}, json{2, 1}, json{"50%", "50%"}, json("10%")}) {
+    p["rollout"] = {{"waves", bad}};
+    EXPECT_FALSE(parse_placement(p).ok()) << bad.dump();
+  }
+  p["rollout"] = {{"waves", {"10%", "5%"}}};
+  EXPECT_NE(error_of(parse_placement(p)).find("rollout.waves must grow"), std::string::npos);
+  p["rollout"] = {{"waves", {"1O%"}}};
+  EXPECT_NE(error_of(parse_placement(p)).find("a percent of the targeted sites"),
             std::string::npos);
 
   auto release = parse_release(release_document(Release{"00ff00ff00ff00ff"}));

@@ -2,7 +2,8 @@
 // and canopy-spoke processes: with maxUnavailable 1, a new template revision
 // reaches the sites one at a time, in site order, each only after the one
 // before reported it applied; the hub's status shows the sites behind as
-// progressing meanwhile. (Failures pausing a rollout: rollout_controller_test.)
+// progressing meanwhile; with waves [1], the first site alone, then the rest.
+// (Failures pausing a rollout: rollout_controller_test.)
 #include <algorithm>
 
 #include "tests/e2e/e2e_fixture.h"
@@ -76,6 +77,42 @@ TEST_F(RolloutE2ETest, ANewRevisionReachesTheSitesOneAtATime) {
         return st && st->applied() == 3 && st->progressing() == 0;
       },
       kTimeout, kPoll));
+}
+
+// Waves [1]: the first site (in name order) gets a new revision alone; the
+// last wave, the other two, only once it reported the revision applied.
+TEST_F(RolloutE2ETest, AWaveStartsWhenTheWaveBeforeItApplied) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  std::vector<Spoke*> sites;
+  for (const char* name : {"eu-1", "eu-2", "eu-3"}) {
+    Spoke& s = create_spoke(name, {{"region", "eu"}});
+    ASSERT_NO_FATAL_FAILURE(launch_spoke(s));
+    sites.push_back(&s);
+  }
+  json p = placement_by_region({"web"}, "eu");
+  p["rollout"] = {{"waves", {1}}};
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
+  ASSERT_TRUE(put("placement", "web-eu", p).ok());
+  auto image_at = [&](Spoke* s) -> std::string {
+    auto m = s->read();
+    auto it = m.find(template_key("web"));
+    if (it == m.end()) return "";
+    return it->second.object["spec"]["template"]["spec"]["containers"][0].value("image", "");
+  };
+  std::map<std::string, std::chrono::steady_clock::time_point> switched;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (switched.size() < sites.size() && std::chrono::steady_clock::now() < deadline) {
+    for (Spoke* s : sites) {
+      if (!switched.contains(s->site) && image_at(s) == "nginx:1.25") {
+        switched[s->site] = std::chrono::steady_clock::now();
+      }
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(switched.size(), sites.size()) << "the rollout did not finish";
+  EXPECT_GT(switched["eu-2"] - switched["eu-1"], 300ms) << "eu-2 did not wait for wave 1";
+  EXPECT_GT(switched["eu-3"] - switched["eu-1"], 300ms) << "eu-3 did not wait for wave 1";
 }
 
 }  // namespace
