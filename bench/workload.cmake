@@ -6,6 +6,8 @@
 
 add_library(canopy_bench_workload STATIC
   ${CMAKE_CURRENT_LIST_DIR}/workload.cc
+  ${CMAKE_CURRENT_LIST_DIR}/workload_create.cc
+  ${CMAKE_CURRENT_LIST_DIR}/workload_patch.cc
   ${CMAKE_CURRENT_LIST_DIR}/workload_file.cc)
 target_include_directories(canopy_bench_workload PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_compile_features(canopy_bench_workload PUBLIC cxx_std_20)

@@ -1,5 +1,6 @@
 // The workload generator's vocabulary (tenants, apps, images, sentences ...)
-// and small helpers of its documents. Internal to workload.cc.
+// and small helpers of its documents. Internal to the workload generator
+// (workload*.cc).
 #pragma once
 
 #include <array>

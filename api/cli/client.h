@@ -126,6 +126,15 @@ inline void print_table(const std::vector<std::string>& header,
 
 // --- Commands in files of their own.
 
+// `apply -f FILE...`, `diff -f FILE...`, `get KIND [TARGET]`, `delete KIND
+// TARGET`, `status TENANT/PLACEMENT` (objects_cmd.cc).
+int cmd_apply(Hub& hub, const std::vector<std::string>& files);
+int cmd_diff(Hub& hub, const std::vector<std::string>& files);
+int cmd_get(Hub& hub, const std::string& kind_word, const std::string& target,
+            const std::string& selector, const std::string& output);
+int cmd_delete(Hub& hub, const std::string& kind_word, const std::string& target);
+int cmd_status(Hub& hub, const std::string& target, const std::string& output);
+
 // `tokens [--tenant T]`, `tokens issue`, `tokens revoke ID` (tokens_cmd.cc).
 int cmd_tokens_list(Hub& hub, const std::string& tenant, const std::string& output);
 int cmd_tokens_issue(Hub& hub, const std::string& role, const std::string& tenant,

@@ -1,10 +1,14 @@
+// ParentSync (see parent.h): the message loop. Receiving (a child's
+// changes and acks), sending (sequenced envelopes, with committed changes
+// encoded once for every child), and streaming commits to the sessions that
+// want them, by catch-up from the log or live. Sessions' lifecycle is in
+// parent_sessions.cc, reconciliation in parent_reconcile.cc.
 #include "sync/engine/parent.h"
 
 #include <google/protobuf/arena.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstdio>
 
 #include "sync/engine/parent_session.h"
 #include "sync/engine/sketch.h"
@@ -15,10 +19,6 @@ namespace {
 
 // Envelope overhead kept free under the payload limit.
 constexpr size_t kEnvelopeMargin = 4096;
-
-std::string up_position_key(const std::string& child) { return "sync/up/" + child; }
-// "<seq> <hlc>" of the child's latest own write we applied.
-std::string up_seq_key(const std::string& child) { return "sync/upseq/" + child; }
 
 // "canopy.v1.<a>.<b>.<dir>" -> a, b, dir.
 bool split_subject(std::string_view subject, std::string* a, std::string* b, std::string* dir) {
@@ -416,138 +416,6 @@ void ParentSync::refresh_index() {
   }
   index_stale_ = false;
 }
-
-void ParentSync::go_away(Session* s) {
-  spdlog::info("sync {}: {} is away (silent for {} ms)", name_, s->child,
-               env_.clock->now_ms() - s->last_seen_ms);
-  s->away = true;
-  // Nothing is queued for it while away, and a catch-up or reconciliation
-  // gives its slot up. When it is back, a reconciliation starts over, and
-  // the rest reads the log from what was sent (in flight or not: what is in
-  // flight is resent first).
-  if (s->mode != Mode::kWaiting) {
-    s->wanted_mode = s->mode == Mode::kReconcile ? Mode::kReconcile : Mode::kCatchup;
-    s->mode = Mode::kWaiting;
-    s->pending.clear();
-    release_slot(s);
-    grant_slots();
-  }
-  std::erase(waiting_, s->child);
-}
-
-void ParentSync::resume(Session* s) {
-  s->away = false;
-  spdlog::info("sync {}: {} is back; its session resumes", name_, s->child);
-  if (s->mode == Mode::kWaiting) {
-    waiting_.push_back(s->child);
-    grant_slots();
-  }
-}
-
-void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& env) {
-  const v1::Hello& hello = env.hello();
-  if (hello.replica_id() == 0 || env.session() == 0) {
-    refuse("hello without replica id or session", Message{up_subject(name_, child), ""});
-    return;
-  }
-  auto existing = sessions_.find(child);
-  if (existing == sessions_.end() || existing->second->session != env.session()) {
-    // A new session. The hook first: it may make the child known (the root
-    // registers a new site from its hello).
-    if (hello_hook_) hello_hook_(child, hello);
-    if (!scope_->serves(child)) {
-      ++stats_.unserved_hellos;
-      spdlog::warn(
-          "sync {}: hello from {}, which this hub does not serve (no record of it here, "
-          "or it belongs to a regional hub): no session",
-          name_, child);
-      if (existing != sessions_.end()) drop_session(child);
-      return;
-    }
-  }
-  auto& slot = sessions_[child];
-  if (!slot || slot->session != env.session()) index_stale_ = true;  // a new session
-  const uint64_t now = env_.clock->now_ms();
-  if (slot && slot->session == env.session()) {
-    // A repeated hello (our welcome was lost): answer again, keep the session.
-    slot->last_seen_ms = now;
-    if (slot->away) resume(slot.get());
-  } else {
-    if (slot) release_slot(slot.get());
-    std::erase(waiting_, child);
-    slot = std::make_unique<Session>(child, name_, opts_);
-    slot->session = env.session();
-    slot->replica = hello.replica_id();
-    slot->last_seen_ms = now;
-    slot->labels.insert(hello.labels().begin(), hello.labels().end());
-    slot->scope_version = scope_->version(child);
-    const v1::LogPosition& p = hello.down();
-    const bool usable =
-        p.epoch() == store_->log_epoch() && p.index() + 1 >= store_->first_log_index() &&
-        p.index() <= store_->last_log_index() && p.scope_version() == slot->scope_version;
-    spdlog::debug("sync {}: hello from {} at index {} of epoch {}, scope version {}: {}", name_,
-                  child, p.index(), p.epoch(), p.scope_version(),
-                  usable ? "resumes" : "reconciles");
-    slot->sent_index = usable ? p.index() : 0;
-    slot->acked_index = slot->sent_index;
-    if (usable) slot->child_position = p;
-    slot->wanted_mode = usable ? Mode::kCatchup : Mode::kReconcile;
-    slot->mode = Mode::kWaiting;
-    waiting_.push_back(child);
-  }
-  Session* s = slot.get();
-  v1::SyncEnvelope welcome;
-  welcome.mutable_welcome()->set_replica_id(store_->replica_id());
-  welcome.mutable_welcome()->set_reconcile(s->wanted_mode == Mode::kReconcile);
-  welcome.mutable_welcome()->set_session_timeout_ms(opts_.session_timeout_ms);
-  for (auto& p : scope_->writable_prefixes(child)) {
-    welcome.mutable_welcome()->add_writable_prefixes(std::move(p));
-  }
-  auto seen = store_->get_local(up_seq_key(child));
-  if (seen.ok() && seen->has_value()) {
-    unsigned long long seq = 0, hlc = 0;
-    if (std::sscanf((*seen)->c_str(), "%llu %llu", &seq, &hlc) == 2) {
-      welcome.mutable_welcome()->set_child_max_seq(seq);
-      welcome.mutable_welcome()->set_child_max_seq_hlc(hlc);
-    }
-  }
-  auto up = store_->get_local(up_position_key(child));
-  if (up.ok() && up->has_value()) {
-    welcome.mutable_welcome()->mutable_up()->ParseFromString(**up);
-  }
-  send_control(child, s->session, std::move(welcome));
-  grant_slots();
-}
-
-void ParentSync::grant_slots() {
-  while (slots_in_use_ < opts_.max_concurrent_catchups && !waiting_.empty()) {
-    const std::string child = waiting_.front();
-    waiting_.pop_front();
-    auto it = sessions_.find(child);
-    if (it == sessions_.end() || it->second->mode != Mode::kWaiting) continue;
-    Session* s = it->second.get();
-    s->holds_slot = true;
-    ++slots_in_use_;
-    start_down(s, s->wanted_mode);
-  }
-}
-
-void ParentSync::release_slot(Session* s) {
-  if (!s->holds_slot) return;
-  s->holds_slot = false;
-  --slots_in_use_;
-}
-
-void ParentSync::start_down(Session* s, Mode mode) {
-  if (mode == Mode::kReconcile) {
-    start_reconcile(s);
-  } else {
-    ++stats_.catchups;
-    s->mode = Mode::kCatchup;
-    pump(s);
-  }
-}
-
 void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
   std::vector<std::string> resend;
   s->down.on_ack(ack.seq(), ack.gap(), env_.clock->now_ms(), &resend);
@@ -728,192 +596,6 @@ void ParentSync::on_commit(const v1::LogEntry& entry) {
                  mark_dirty(child);
                });
   grant_slots();
-}
-
-void ParentSync::fall_back(Session* s, Mode mode) {
-  s->pending.clear();
-  s->sketch.reset();
-  release_slot(s);
-  s->mode = Mode::kWaiting;
-  s->wanted_mode = mode;
-  std::erase(waiting_, s->child);
-  if (!s->away) waiting_.push_back(s->child);
-}
-
-void ParentSync::on_commits_lost() {
-  last_commit_index_ = std::max(last_commit_index_, store_->last_log_index());
-  for (auto& [child, s] : sessions_) {
-    if (s->mode == Mode::kLive) {
-      // What was sent is in order up to sent_index; the rest is in the log.
-      fall_back(s.get(), Mode::kCatchup);
-    } else if (s->mode == Mode::kReconcile) {
-      // Its pending entries would complete the snapshot: start it over.
-      fall_back(s.get(), Mode::kReconcile);
-    }
-  }
-  grant_slots();
-}
-
-void ParentSync::on_scope_lost(const std::string& child) {
-  auto it = sessions_.find(child);
-  if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
-  Session* s = it->second.get();
-  s->scope_moved = true;
-  spdlog::warn("sync {}: a scope change of {} was lost; reconciling its scope", name_, child);
-  s->scope_version = scope_->version(child);
-  fall_back(s, Mode::kReconcile);
-  grant_slots();
-}
-
-void ParentSync::on_scope_change(const ScopeChange& change) {
-  auto it = sessions_.find(change.child);
-  if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
-  Session* s = it->second.get();
-  if (!scope_->serves(change.child)) {
-    // Moved to another hub (or its record is gone): it keeps what it holds.
-    spdlog::info("sync {}: {} is no longer served here; its session ends", name_, change.child);
-    drop_session(change.child);
-    return;
-  }
-  s->scope_moved = true;
-  if (change.reconcile) {
-    spdlog::info("sync {}: the scope of {} changed as a whole; reconciling it", name_,
-                 change.child);
-    s->scope_version = scope_->version(change.child);
-    if (s->mode == Mode::kWaiting) {
-      s->wanted_mode = Mode::kReconcile;
-    } else {
-      fall_back(s, Mode::kReconcile);
-      grant_slots();
-    }
-    return;
-  }
-  if (s->mode == Mode::kWaiting) {
-    spdlog::debug("sync {}: scope of {} changed while it waits", name_, change.child);
-    // Its position predates the change: reconcile when its turn comes.
-    s->wanted_mode = Mode::kReconcile;
-    s->scope_version = scope_->version(change.child);
-    return;
-  }
-  // Send what is pending first, so the stream keeps log order per key.
-  pump_live(s);
-  spdlog::debug("sync {}: scope of {} changed in mode {}: {} keys entered, {} left", name_,
-                change.child, static_cast<int>(s->mode), change.entered.size(), change.left.size());
-  std::vector<v1::DocState> docs;
-  for (const std::string& key : change.entered) {
-    if (!scope_->in_scope(change.child, key)) continue;  // left again since
-    auto st = store_->state(key);
-    if (st.ok() && st->has_value()) docs.push_back(std::move(**st));
-  }
-  size_t i = 0;
-  bool dropped = false;
-  do {
-    v1::SyncEnvelope env;
-    v1::Changes* c = env.mutable_changes();
-    if (!dropped) {
-      for (const auto& k : change.left) {
-        if (!scope_->in_scope(change.child, k)) c->add_drop(k);
-      }
-      dropped = true;
-      s->scope_version = change.version != 0 ? change.version : scope_->version(change.child);
-    }
-    i = add_documents(&docs, i, c);
-    if (s->mode == Mode::kLive) {
-      s->sent_index = std::max(s->sent_index, last_commit_index_);
-      set_position(s, c, s->sent_index);
-    }
-    send_sequenced(s, std::move(env));
-  } while (i < docs.size());
-}
-
-void ParentSync::tick() {
-  const uint64_t now = env_.clock->now_ms();
-  std::vector<std::string> expired;
-  // Every session, every tick: from a vector (in sessions_' order), reading
-  // ahead, since tens of thousands of idle sessions are the common case.
-  refresh_index();
-  constexpr size_t kAhead = 4;
-  for (size_t i = 0; i < sweep_.size(); ++i) {
-    if (i + kAhead < sweep_.size()) __builtin_prefetch(sweep_[i + kAhead]);
-    Session* s = sweep_[i];
-    if (now > s->last_seen_ms + opts_.session_timeout_ms) {
-      expired.push_back(s->child);
-      continue;
-    }
-    if (now > s->last_seen_ms + opts_.away_after_ms) {
-      if (!s->away) go_away(s);
-      continue;
-    }
-    std::vector<std::string> resend;
-    s->down.on_tick(now, &resend);
-    for (auto& bytes : resend) {
-      stats_.bytes_sent += bytes.size();
-      outbox_.push_back(Message{s->subject, std::move(bytes)});
-    }
-    pump(s);
-    // An idle live child learns that the log moved on, so that its position,
-    // and a later resume, does not lag behind changes outside its scope.
-    if (s->mode == Mode::kLive && s->pending.empty() && s->down.can_send() &&
-        last_commit_index_ > s->reported_index &&
-        now >= s->last_position_ms + opts_.idle_position_ms) {
-      s->sent_index = std::max(s->sent_index, last_commit_index_);
-      send_entries(s, {}, true, s->sent_index);
-    }
-  }
-  for (const auto& child : expired) {
-    spdlog::info("sync {}: session of {} expired", name_, child);
-    drop_session(child);
-  }
-  grant_slots();
-}
-
-void ParentSync::drop_session(const std::string& child) {
-  auto it = sessions_.find(child);
-  if (it == sessions_.end()) return;
-  release_slot(it->second.get());
-  sessions_.erase(it);
-  index_stale_ = true;
-  std::erase(waiting_, child);
-}
-
-std::vector<ChildInfo> ParentSync::children() const {
-  std::vector<ChildInfo> out;
-  const uint64_t now = env_.clock->now_ms();
-  for (const auto& [child, s] : sessions_) {
-    ChildInfo info;
-    info.name = child;
-    info.replica_id = s->replica;
-    switch (s->mode) {
-      case Mode::kWaiting:
-        info.mode = "waiting";
-        break;
-      case Mode::kCatchup:
-        info.mode = "catch-up";
-        break;
-      case Mode::kReconcile:
-        info.mode = "reconcile";
-        break;
-      case Mode::kLive:
-        info.mode = "live";
-        break;
-    }
-    info.last_seen_ms = s->last_seen_ms;
-    info.connected = now <= s->last_seen_ms + opts_.away_after_ms;
-    info.acked_index = s->acked_index;
-    info.labels = s->labels;
-    out.push_back(std::move(info));
-  }
-  return out;
-}
-
-uint64_t ParentSync::acknowledged_hlc() const {
-  uint64_t m = 0;
-  bool first = true;
-  for (const auto& [child, s] : sessions_) {
-    if (first || s->acked_hlc < m) m = s->acked_hlc;
-    first = false;
-  }
-  return m;
 }
 
 }  // namespace canopy::sync

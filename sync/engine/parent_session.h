@@ -1,5 +1,6 @@
-// ParentSync::Session: the parent's state of one child's session, shared by
-// the files that implement ParentSync (parent.cc, parent_reconcile.cc).
+// ParentSync::Session: the parent's state of one child's session, and the
+// local keys of what a child sent up, shared by the files that implement
+// ParentSync (parent.cc, parent_sessions.cc, parent_reconcile.cc).
 // Private to them: include nowhere else.
 #pragma once
 
@@ -15,6 +16,10 @@
 #include "sync/subjects.h"
 
 namespace canopy::sync {
+
+inline std::string up_position_key(const std::string& child) { return "sync/up/" + child; }
+// "<seq> <hlc>" of the child's latest own write we applied.
+inline std::string up_seq_key(const std::string& child) { return "sync/upseq/" + child; }
 
 struct ParentSync::Session {
   Session(std::string c, const std::string& parent, const ParentOptions& o)

@@ -1,0 +1,418 @@
+// PlacementIndex's evaluation (declared in placement_index.h): sites,
+// placements, overrides and grants as they change, and the scope keys they
+// add to or remove from each site.
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "hub/placement_index.h"
+#include "hub/placement_index_state.h"
+#include "model/documents.h"
+#include "model/keys.h"
+#include "model/names.h"
+
+namespace canopy::hub {
+namespace {
+
+using model::is_dns1123_label;
+using model::template_key;
+using placement_detail::label_pair;
+using placement_detail::ScopeKeys;
+
+}  // namespace
+
+// --- Evaluation.
+
+void PlacementIndex::update_site(const std::string& name, const Document& doc, Changes* changes) {
+  auto& slot = sites_[name];
+  if (!slot) {
+    slot = std::make_unique<Site>();
+    slot->name = name;
+  }
+  Site* site = slot.get();
+
+  // The record as the model reads it; one it refuses makes the site unknown
+  // (matching nothing), as the site's own renderer then renders nothing.
+  model::Labels labels;
+  std::string region;
+  bool known = false;
+  if (doc.exists() && is_dns1123_label(name)) {
+    auto record = model::parse_site(name, doc.to_value());
+    if (record.ok()) {
+      known = true;
+      labels = std::move(record->labels);
+      region = std::move(record->region);
+    }
+  }
+  if (site->region != region) {
+    site->region = region;
+    // Reported with the scope the site has once the commit is evaluated
+    // (on_commit fills it in).
+    if (changes != nullptr) region_changes_.push_back(RegionChange{name, region, {}});
+  }
+  if (known) {
+    site->moved = site->deleted = false;
+  } else if (site->known) {
+    (dropping_ ? site->moved : site->deleted) = true;
+  }
+  if (site->known == known && site->labels == labels) return;
+
+  if (site->known) {
+    for (const auto& [k, v] : site->labels) {
+      auto it = sites_by_label_.find(label_pair(k, v));
+      if (it == sites_by_label_.end()) continue;
+      it->second.erase(site);
+      if (it->second.empty()) sites_by_label_.erase(it);
+    }
+  }
+  site->known = known;
+  site->labels = std::move(labels);
+  if (site->known) {
+    for (const auto& [k, v] : site->labels) sites_by_label_[label_pair(k, v)].insert(site);
+  }
+
+  std::unordered_set<Rule*> wanted;
+  if (site->known) {
+    for (Rule* p : placement_selectors_->candidates(*site)) {
+      if (matches(*p, *site)) wanted.insert(p);
+    }
+  }
+  const std::vector<Rule*> had(site->placements.begin(), site->placements.end());
+  for (Rule* p : had) {
+    if (wanted.contains(p)) continue;
+    remove_placement(site, p, p->templates, changes);
+    p->matched.erase(site);
+  }
+  for (Rule* p : wanted) {
+    if (site->placements.contains(p)) continue;
+    add_placement(site, p, p->templates, changes);
+    p->matched.insert(site);
+  }
+
+  // Overrides whose selector now matches (or no longer does) while their
+  // template stayed in scope.
+  const std::unordered_set<Rule*> wanted_overrides = overrides_wanted(site);
+  const std::vector<Rule*> held(site->overrides.begin(), site->overrides.end());
+  for (Rule* o : held) {
+    if (!wanted_overrides.contains(o)) remove_override(site, o, changes);
+  }
+  for (Rule* o : wanted_overrides) {
+    if (!site->overrides.contains(o)) add_override(site, o, changes);
+  }
+}
+
+void PlacementIndex::update_placement(const std::string& key, std::string_view tenant,
+                                      const Document& doc, Changes* changes) {
+  auto& slot = placements_[key];
+  if (!slot) {
+    slot = std::make_unique<Rule>();
+    slot->key = key;
+  }
+  Rule* p = slot.get();
+
+  Rule fresh;
+  fresh.key = key;
+  if (doc.exists() && is_dns1123_label(tenant)) {
+    auto placement = model::parse_placement(doc.to_value());
+    if (placement.ok()) {
+      fresh.exists = true;
+      fresh.grants = grants_of(tenant);
+      fresh.choice = std::move(placement->choice);
+      for (const auto& t : placement->templates) fresh.templates.push_back(template_key(tenant, t));
+    }
+  }
+  // The sites it matches now are marked; p->matched is edited in place, by
+  // the sites that leave and enter, not rebuilt (a wide placement matches
+  // most of the fleet, and few of its sites change).
+  const std::vector<Site*> now = matching_sites(fresh);
+  std::vector<Site*> left;
+  for (Site* s : p->matched) {
+    if (s->mark != mark_) left.push_back(s);
+  }
+  for (Site* s : left) remove_placement(s, p, p->templates, changes);
+  std::vector<std::string> added, removed;
+  std::set_difference(fresh.templates.begin(), fresh.templates.end(), p->templates.begin(),
+                      p->templates.end(), std::back_inserter(added));
+  std::set_difference(p->templates.begin(), p->templates.end(), fresh.templates.begin(),
+                      fresh.templates.end(), std::back_inserter(removed));
+  std::vector<Site*> entered;
+  for (Site* s : now) {
+    if (!p->matched.contains(s)) {
+      add_placement(s, p, fresh.templates, changes);
+      entered.push_back(s);
+      continue;
+    }
+    for (const auto& t : added) ref_template(s, t, changes);
+    for (const auto& t : removed) unref_template(s, t, changes);
+  }
+
+  placement_selectors_->remove(p);
+  p->exists = fresh.exists;
+  p->grants = fresh.grants;
+  p->choice = std::move(fresh.choice);
+  p->templates = std::move(fresh.templates);
+  for (Site* s : left) p->matched.erase(s);
+  p->matched.insert(entered.begin(), entered.end());
+  placement_selectors_->add(p);
+  CANOPY_CHECK(p->matched.size() == now.size());
+}
+
+void PlacementIndex::update_override(const std::string& key, std::string_view tenant,
+                                     const Document& doc, Changes* changes) {
+  auto& slot = overrides_[key];
+  if (!slot) {
+    slot = std::make_unique<Rule>();
+    slot->key = key;
+  }
+  Rule* o = slot.get();
+
+  Rule fresh;
+  fresh.key = key;
+  if (doc.exists() && is_dns1123_label(tenant)) {
+    auto override_doc = model::parse_override(doc.to_value());
+    if (override_doc.ok()) {
+      fresh.exists = true;
+      fresh.grants = grants_of(tenant);
+      fresh.template_key = template_key(tenant, override_doc->template_name);
+      fresh.choice = std::move(override_doc->choice);
+    }
+  }
+
+  // The sites to hold it: those matching it that hold its template. Walk
+  // whichever is smaller, the template's holders or the selector's sites.
+  std::unordered_set<Site*> now;
+  if (fresh.exists) {
+    auto holders = holders_.find(fresh.template_key);
+    const size_t by_selector = fresh.choice.sites.size() + selector_candidates(fresh);
+    if (holders == holders_.end()) {
+      // No site holds the template.
+    } else if (holders->second.size() <= by_selector) {
+      for (Site* s : holders->second) {
+        if (matches(fresh, *s)) now.insert(s);
+      }
+    } else {
+      for (Site* s : matching_sites(fresh)) {
+        if (s->scope.contains(fresh.template_key)) now.insert(s);
+      }
+    }
+  }
+
+  const std::vector<Site*> before(o->matched.begin(), o->matched.end());
+  for (Site* s : before) {
+    if (!now.contains(s)) remove_override(s, o, changes);
+  }
+  for (Site* s : now) {
+    if (!o->matched.contains(s)) add_override(s, o, changes);
+  }
+
+  override_selectors_->remove(o);
+  if (!o->template_key.empty()) {
+    auto it = overrides_by_template_.find(o->template_key);
+    if (it != overrides_by_template_.end()) {
+      it->second.erase(o);
+      if (it->second.empty()) overrides_by_template_.erase(it);
+    }
+  }
+  o->exists = fresh.exists;
+  o->grants = fresh.grants;
+  o->template_key = std::move(fresh.template_key);
+  o->choice = std::move(fresh.choice);
+  override_selectors_->add(o);
+  if (o->exists) overrides_by_template_[o->template_key].insert(o);
+  CANOPY_CHECK(o->matched == now);
+}
+
+bool PlacementIndex::matches(const Rule& rule, const Site& site) const {
+  return rule.exists && site.known && rule.choice.matches(site.name, site.labels) &&
+         rule.grants != nullptr && rule.grants->gives(site);
+}
+
+PlacementIndex::TenantGrants* PlacementIndex::grants_of(std::string_view tenant) {
+  auto it = grants_.find(std::string(tenant));
+  if (it == grants_.end()) {
+    it = grants_.emplace(std::string(tenant), std::make_unique<TenantGrants>()).first;
+  }
+  return it->second.get();
+}
+
+void PlacementIndex::update_grant(const std::string& key, std::string_view tenant,
+                                  const Document& doc, Changes* changes) {
+  if (doc.exists()) {
+    grant_keys_.insert(key);
+  } else {
+    grant_keys_.erase(key);
+  }
+  if (!is_dns1123_label(tenant)) return;
+  TenantGrants* g = grants_of(tenant);
+  std::optional<model::Grant> grant;
+  if (doc.exists()) {
+    auto parsed = model::parse_grant(doc.to_value());
+    if (parsed.ok()) grant = std::move(parsed).value();
+  }
+  if (grant) {
+    g->grants.insert_or_assign(key, std::move(*grant));
+  } else if (g->grants.erase(key) == 0) {
+    return;  // neither before nor now: nothing changes
+  }
+  // Grants change rarely and a tenant has few rules: evaluate each of its
+  // placements, then its overrides, as if it had been written again.
+  const std::string prefix = "t/" + std::string(tenant) + "/";
+  std::vector<std::string> placements, overrides;
+  for (const auto& [k, rule] : placements_) {
+    if (k.starts_with(prefix)) placements.push_back(k);
+  }
+  for (const auto& [k, rule] : overrides_) {
+    if (k.starts_with(prefix)) overrides.push_back(k);
+  }
+  std::sort(placements.begin(), placements.end());
+  std::sort(overrides.begin(), overrides.end());
+  for (const auto& k : placements) update_placement(k, tenant, docs_.at(k), changes);
+  for (const auto& k : overrides) update_override(k, tenant, docs_.at(k), changes);
+}
+
+std::vector<std::string> PlacementIndex::grant_keys() {
+  std::lock_guard lock(mu_);
+  return {grant_keys_.begin(), grant_keys_.end()};
+}
+
+bool PlacementIndex::granted(std::string_view tenant, std::string_view site) {
+  std::lock_guard lock(mu_);
+  Site* s = site_or_null(site);
+  auto it = grants_.find(std::string(tenant));
+  return s != nullptr && s->known && it != grants_.end() && it->second->gives(*s);
+}
+
+size_t PlacementIndex::selector_candidates(const Rule& rule) const {
+  if (rule.choice.selector.empty()) return 0;
+  auto pairs = rule.choice.selector.candidate_pairs();
+  if (!pairs) return sites_.size();
+  size_t n = 0;
+  for (const auto& [k, v] : *pairs) {
+    auto it = sites_by_label_.find(label_pair(k, v));
+    if (it != sites_by_label_.end()) n += it->second.size();
+  }
+  return n;
+}
+
+std::vector<PlacementIndex::Site*> PlacementIndex::matching_sites(const Rule& rule) {
+  const uint64_t mark = ++mark_;
+  std::vector<Site*> out;
+  if (!rule.exists) return out;
+  auto take = [&out, mark](Site* s) {
+    if (s->mark == mark) return;  // listed and matched by the selector as well
+    s->mark = mark;
+    out.push_back(s);
+  };
+  // Room for every candidate up front: growing by doubling to tens of
+  // thousands of sites costs more than the matching does.
+  out.reserve(rule.choice.sites.size() + selector_candidates(rule));
+  for (const auto& name : rule.choice.sites) {
+    Site* s = site_or_null(name);
+    if (s != nullptr && matches(rule, *s)) take(s);
+  }
+  if (rule.choice.selector.empty()) return out;
+  auto pairs = rule.choice.selector.candidate_pairs();
+  if (!pairs) {
+    // Only NotIn / Exists / DoesNotExist: any known site may match.
+    for (const auto& [name, s] : sites_) {
+      if (matches(rule, *s)) take(s.get());
+    }
+    return out;
+  }
+  // Every match carries one of the candidate pairs.
+  for (const auto& [k, v] : *pairs) {
+    auto it = sites_by_label_.find(label_pair(k, v));
+    if (it == sites_by_label_.end()) continue;
+    for (Site* s : it->second) {
+      if (matches(rule, *s)) take(s);
+    }
+  }
+  return out;
+}
+
+std::unordered_set<PlacementIndex::Rule*> PlacementIndex::overrides_wanted(Site* site) {
+  std::unordered_set<Rule*> out;
+  if (!site->known) return out;
+  for (Rule* o : override_selectors_->candidates(*site)) {
+    if (matches(*o, *site) && site->scope.contains(o->template_key)) out.insert(o);
+  }
+  return out;
+}
+
+void PlacementIndex::add_placement(Site* site, Rule* placement,
+                                   const std::vector<std::string>& templates, Changes* changes) {
+  site->placements.insert(placement);
+  ref(site, placement->key, changes);
+  for (const auto& t : templates) ref_template(site, t, changes);
+}
+
+void PlacementIndex::remove_placement(Site* site, Rule* placement,
+                                      const std::vector<std::string>& templates, Changes* changes) {
+  site->placements.erase(placement);
+  for (const auto& t : templates) unref_template(site, t, changes);
+  unref(site, placement->key, changes);
+}
+
+void PlacementIndex::ref_template(Site* site, const std::string& key, Changes* changes) {
+  if (!ref(site, key, changes)) return;
+  auto it = overrides_by_template_.find(key);
+  if (it == overrides_by_template_.end()) return;
+  for (Rule* o : it->second) {
+    if (matches(*o, *site)) add_override(site, o, changes);
+  }
+}
+
+void PlacementIndex::unref_template(Site* site, const std::string& key, Changes* changes) {
+  if (!unref(site, key, changes)) return;
+  auto it = overrides_by_template_.find(key);
+  if (it == overrides_by_template_.end()) return;
+  for (Rule* o : it->second) {
+    if (site->overrides.contains(o)) remove_override(site, o, changes);
+  }
+}
+
+void PlacementIndex::add_override(Site* site, Rule* override_rule, Changes* changes) {
+  if (!site->overrides.insert(override_rule).second) return;
+  override_rule->matched.insert(site);
+  ref(site, override_rule->key, changes);
+}
+
+void PlacementIndex::remove_override(Site* site, Rule* override_rule, Changes* changes) {
+  if (site->overrides.erase(override_rule) == 0) return;
+  override_rule->matched.erase(site);
+  unref(site, override_rule->key, changes);
+}
+
+bool PlacementIndex::ref(Site* site, const std::string& key, Changes* changes) {
+  if (ScopeKeys::Entry* e = site->scope.find(key)) {
+    ++e->count;
+    return false;
+  }
+  auto holder = holders_.try_emplace(key).first;
+  holder->second.insert(site);
+  site->scope.insert(holder->first);
+  site->version_valid = false;
+  if (changes != nullptr) (*changes)[site][key] += 1;
+  return true;
+}
+
+bool PlacementIndex::unref(Site* site, const std::string& key, Changes* changes) {
+  ScopeKeys::Entry* e = site->scope.find(key);
+  CANOPY_CHECK(e != nullptr);
+  if (--e->count > 0) return false;
+  site->scope.erase(e);
+  auto holder = holders_.find(key);
+  CANOPY_CHECK(holder != holders_.end());
+  holder->second.erase(site);
+  if (holder->second.empty()) holders_.erase(holder);
+  site->version_valid = false;
+  if (changes != nullptr) (*changes)[site][key] -= 1;
+  return true;
+}
+
+PlacementIndex::Site* PlacementIndex::site_or_null(std::string_view name) {
+  auto it = sites_.find(name);
+  return it == sites_.end() ? nullptr : it->second.get();
+}
+
+}  // namespace canopy::hub

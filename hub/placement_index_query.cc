@@ -1,0 +1,146 @@
+// PlacementIndex's queries (declared in placement_index.h): scopes, their
+// versions, the sites holding a key, and what the index knows of a site.
+#include <xxhash.h>
+
+#include <algorithm>
+
+#include "hub/placement_index.h"
+#include "hub/placement_index_state.h"
+#include "model/keys.h"
+#include "model/names.h"
+
+namespace canopy::hub {
+namespace {
+
+using model::is_dns1123_label;
+using model::kSitesPrefix;
+using model::kTenantsPrefix;
+using model::site_key;
+
+}  // namespace
+
+// --- Queries.
+
+bool PlacementIndex::in_scope(std::string_view site, std::string_view key) {
+  if (model::in_site_subtree(site, key)) return true;
+  if (!key.starts_with(kTenantsPrefix)) return false;
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  return s != nullptr && s->scope.contains(key);
+}
+
+std::optional<sync::ScopeProvider::Listing> PlacementIndex::list_scope(std::string_view site) {
+  if (!is_dns1123_label(site)) return Listing{};
+  // Its own subtree (in_own_subtree), and the tenants' keys placed on it.
+  Listing out;
+  out.keys.push_back(site_key(site));
+  out.prefixes.push_back(site_key(site) + "/");
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  if (s != nullptr) {
+    out.keys.reserve(s->scope.size() + 1);
+    for (const auto& e : s->scope) out.keys.emplace_back(e.key);
+  }
+  return out;
+}
+
+std::vector<std::string> PlacementIndex::writable_prefixes(std::string_view site) {
+  if (!is_dns1123_label(site)) return {};
+  const std::string base = site_key(site);
+  return {base + "/status/", base + "/overrides/"};
+}
+
+bool PlacementIndex::writable_by(std::string_view site, std::string_view key) {
+  for (const auto& prefix : writable_prefixes(site)) {
+    if (key.size() > prefix.size() && key.starts_with(prefix)) return true;
+  }
+  return false;
+}
+
+uint64_t PlacementIndex::version(std::string_view site) {
+  std::lock_guard lock(mu_);
+  return version_locked(site_or_null(site));
+}
+
+uint64_t PlacementIndex::version_locked(Site* s) {
+  if (s != nullptr && s->version_valid) return s->version;
+  // One pass over the keys into a reused buffer: XXH3 of the concatenation,
+  // the same value as hashing key by key, without a state to allocate.
+  version_input_.clear();
+  if (s != nullptr) {
+    for (const auto& e : s->scope) {
+      version_input_.append(e.key);
+      version_input_.push_back('\n');
+    }
+  }
+  const uint64_t v = XXH3_64bits(version_input_.data(), version_input_.size());
+  if (s != nullptr) {
+    s->version = v;
+    s->version_valid = true;
+  }
+  return v;
+}
+
+std::vector<std::string> PlacementIndex::sites_for(std::string_view key) {
+  if (key.starts_with(kSitesPrefix)) {
+    std::string_view rest = key.substr(kSitesPrefix.size());
+    rest = rest.substr(0, rest.find('/'));
+    if (!is_dns1123_label(rest)) return {};
+    return {std::string(rest)};
+  }
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  auto it = holders_.find(std::string(key));
+  if (it == holders_.end()) return out;
+  out.reserve(it->second.size());
+  for (const Site* s : it->second) out.push_back(s->name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> PlacementIndex::known_sites(std::string_view after, size_t limit) {
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  for (auto it = sites_.upper_bound(after); it != sites_.end() && out.size() < limit; ++it) {
+    if (it->second->known) out.push_back(it->first);
+  }
+  return out;
+}
+
+IndexCounts PlacementIndex::counts() {
+  IndexCounts c;
+  std::lock_guard lock(mu_);
+  for (const auto& [name, site] : sites_) c.known_sites += site->known ? 1 : 0;
+  for (const auto& [key, rule] : placements_) c.placements += rule->exists ? 1 : 0;
+  for (const auto& [key, rule] : overrides_) c.overrides += rule->exists ? 1 : 0;
+  return c;
+}
+
+std::optional<Labels> PlacementIndex::site_labels(std::string_view site) {
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  if (s == nullptr || !s->known) return std::nullopt;
+  return s->labels;
+}
+
+std::vector<std::string> PlacementIndex::scope_keys(std::string_view site) {
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  if (s == nullptr) return out;
+  out.reserve(s->scope.size());
+  for (const auto& e : s->scope) out.emplace_back(e.key);
+  return out;
+}
+
+std::vector<std::string> PlacementIndex::placements_of(std::string_view site) {
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  const Site* s = site_or_null(site);
+  if (s == nullptr) return out;
+  for (const Rule* p : s->placements) out.push_back(p->key);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace canopy::hub

@@ -1,0 +1,170 @@
+// The internal state of PlacementIndex (declared in placement_index.h),
+// shared by its implementation files: a site's scope keys, the evaluated
+// sites and rules, tenants' grants and the selector index. Internal to hub/.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "hub/placement_index.h"
+#include "model/documents.h"
+
+namespace canopy::hub {
+namespace placement_detail {
+
+inline std::string label_pair(std::string_view k, std::string_view v) {
+  std::string s;
+  s.reserve(k.size() + v.size() + 1);
+  s.append(k);
+  s.push_back('\0');
+  s.append(v);
+  return s;
+}
+
+// A site's scope keys (views of holders_' keys) with the number of reasons
+// each is in scope, sorted by key. A flat array rather than a tree: a scope
+// holds tens of keys, and the version hash reads all of them whenever the
+// scope changes, so contiguous entries cost one cache miss a key, not two.
+class ScopeKeys {
+ public:
+  struct Entry {
+    std::string_view key;
+    uint32_t count;
+  };
+  using const_iterator = std::vector<Entry>::const_iterator;
+
+  const_iterator begin() const { return entries_.begin(); }
+  const_iterator end() const { return entries_.end(); }
+  size_t size() const { return entries_.size(); }
+  bool contains(std::string_view key) const {
+    auto it = lower_bound(key);
+    return it != entries_.end() && it->key == key;
+  }
+  // The entry of `key`, nullptr when it is not in scope.
+  Entry* find(std::string_view key) {
+    auto it = lower_bound(key);
+    return it != entries_.end() && it->key == key ? &*it : nullptr;
+  }
+  // REQUIRES: `key` is not in scope and outlives its entry.
+  void insert(std::string_view key) { entries_.insert(lower_bound(key), Entry{key, 1}); }
+  // REQUIRES: `e` is an entry of this scope.
+  void erase(Entry* e) { entries_.erase(entries_.begin() + (e - entries_.data())); }
+
+ private:
+  std::vector<Entry>::iterator lower_bound(std::string_view key) {
+    return std::lower_bound(entries_.begin(), entries_.end(), key,
+                            [](const Entry& e, std::string_view k) { return e.key < k; });
+  }
+  std::vector<Entry>::const_iterator lower_bound(std::string_view key) const {
+    return std::lower_bound(entries_.begin(), entries_.end(), key,
+                            [](const Entry& e, std::string_view k) { return e.key < k; });
+  }
+
+  std::vector<Entry> entries_;
+};
+
+}  // namespace placement_detail
+
+// --- Internal state.
+
+struct PlacementIndex::Site {
+  std::string name;
+  bool known = false;  // a visible sites/<name> document
+  Labels labels;
+  std::string region;  // the record's regional hub; empty: none
+  // How the record went away: dropped here because it left this replica's
+  // scope (the site moved to another regional hub), or deleted.
+  bool moved = false;
+  bool deleted = false;
+  std::unordered_set<Rule*> placements;  // matching placements
+  std::unordered_set<Rule*> overrides;   // overrides in scope
+  placement_detail::ScopeKeys scope;
+  bool version_valid = false;
+  uint64_t version = 0;
+  // Scratch of matching_sites: equal to mark_ when the site is in its result.
+  uint64_t mark = 0;
+};
+
+// A placement or an override, as evaluated.
+struct PlacementIndex::Rule {
+  std::string key;
+  bool exists = false;       // present and valid (model::parse_placement / parse_override)
+  model::SiteChoice choice;  // listed sites and label selector
+  std::vector<std::string> templates;  // placement: template keys, sorted
+  std::string template_key;            // override: the template it patches
+  // Placement: the sites it matches. Override: the sites holding it in scope.
+  std::unordered_set<Site*> matched;
+  TenantGrants* grants = nullptr;          // its tenant's grants (set when it exists)
+  std::vector<std::string> indexed_pairs;  // the label pairs it is indexed under
+  bool wide = false;  // indexed as a candidate for every site (no candidate pairs)
+};
+
+// The grants of one tenant, by grant key.
+struct PlacementIndex::TenantGrants {
+  std::map<std::string, model::Grant, std::less<>> grants;
+
+  bool gives(const Site& site) const {
+    for (const auto& [key, g] : grants) {
+      if (g.grants(site.name, site.labels)) return true;
+    }
+    return false;
+  }
+};
+
+// Rules by one of their label pairs and by listed site name: the candidates
+// for a site are the rules indexed under any of its labels or its name.
+struct PlacementIndex::SelectorIndex {
+  std::unordered_map<std::string, std::unordered_set<Rule*>> by_label;
+  std::unordered_map<std::string, std::unordered_set<Rule*>> by_site;
+  // Rules whose selector names no label pair every match must carry (only
+  // NotIn, Exists, DoesNotExist): candidates for every site.
+  std::unordered_set<Rule*> wide;
+
+  void add(Rule* r) {
+    if (!r->exists) return;
+    if (auto pairs = r->choice.selector.candidate_pairs()) {
+      for (const auto& [k, v] : *pairs) {
+        r->indexed_pairs.push_back(placement_detail::label_pair(k, v));
+        by_label[r->indexed_pairs.back()].insert(r);
+      }
+    } else if (!r->choice.selector.empty()) {
+      r->wide = true;
+      wide.insert(r);
+    }
+    for (const auto& s : r->choice.sites) by_site[s].insert(r);
+  }
+  void remove(Rule* r) {
+    for (const auto& p : r->indexed_pairs) erase(&by_label, p, r);
+    r->indexed_pairs.clear();
+    if (r->wide) wide.erase(r);
+    r->wide = false;
+    for (const auto& s : r->choice.sites) erase(&by_site, s, r);
+  }
+  std::unordered_set<Rule*> candidates(const Site& site) const {
+    std::unordered_set<Rule*> out(wide.begin(), wide.end());
+    for (const auto& [k, v] : site.labels) {
+      auto it = by_label.find(placement_detail::label_pair(k, v));
+      if (it != by_label.end()) out.insert(it->second.begin(), it->second.end());
+    }
+    auto it = by_site.find(site.name);
+    if (it != by_site.end()) out.insert(it->second.begin(), it->second.end());
+    return out;
+  }
+
+ private:
+  static void erase(std::unordered_map<std::string, std::unordered_set<Rule*>>* m,
+                    const std::string& k, Rule* r) {
+    auto it = m->find(k);
+    if (it == m->end()) return;
+    it->second.erase(r);
+    if (it->second.empty()) m->erase(it);
+  }
+};
+
+}  // namespace canopy::hub

@@ -1,0 +1,326 @@
+// Tests of Store's housekeeping (drop, tombstone collection, log expiry),
+// subscriptions, durability with concurrent writers, folded changes, remote
+// batches larger than the document cache, and disk usage, on real RocksDB
+// directories.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/hlc.h"
+#include "store/store.h"
+#include "store/tests/store_test_fixture.h"
+
+namespace canopy {
+namespace {
+
+using json = nlohmann::json;
+using namespace store_test;
+
+TEST_F(StoreTest, DropForgetsWithoutTombstones) {
+  auto a = open("a", 1);
+  ASSERT_NE(a, nullptr);
+  CANOPY_ASSERT_OK(a->put("keep", "{}"));
+  CANOPY_ASSERT_OK(a->put("gone", R"({"x":1})"));
+  auto st = a->state("gone");
+  CANOPY_ASSERT_OK(st);
+  ASSERT_TRUE(st->has_value());
+  const uint64_t index = a->last_log_index();
+
+  CANOPY_ASSERT_OK(a->drop({"gone", "never-was"}));
+  EXPECT_EQ(a->get("gone").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(a->state("gone")->has_value());
+  EXPECT_EQ(a->last_log_index(), index) << "a drop is not a change to replicate";
+  EXPECT_TRUE(a->get("keep").ok());
+  a.reset();
+  a = open("a", 1);
+  ASSERT_NE(a, nullptr);
+  EXPECT_FALSE(a->state("gone")->has_value());
+  // The key can come back whole.
+  CANOPY_ASSERT_OK(a->apply_states({**st}, 9));
+  EXPECT_EQ(*a->get("gone"), R"({"x":1})");
+}
+
+TEST_F(StoreTest, CollectTombstonesBelowStableStamp) {
+  auto a = open("a", 1);
+  ASSERT_NE(a, nullptr);
+  CANOPY_ASSERT_OK(a->put("k1", R"({"a":1,"b":2})"));
+  CANOPY_ASSERT_OK(a->put("k2", R"({"z":1})"));
+  clock_.advance_ms(100);
+  CANOPY_ASSERT_OK(a->patch("k1", R"({"a":null})"));
+  CANOPY_ASSERT_OK(a->remove("k2"));
+
+  auto none = a->collect_tombstones(hlc_from_ms(kStart + 50));
+  CANOPY_ASSERT_OK(none);
+  EXPECT_EQ(*none, 0u) << "tombstones newer than the stable stamp stay";
+  EXPECT_TRUE(a->state("k2")->has_value());
+
+  const auto docs = all_docs(*a);
+  auto n = a->collect_tombstones(hlc_from_ms(kStart + 1000));
+  CANOPY_ASSERT_OK(n);
+  EXPECT_EQ(*n, 2u);
+  EXPECT_EQ(all_docs(*a), docs) << "collection changes no visible document";
+  EXPECT_FALSE(a->state("k2")->has_value()) << "a collected deleted document is erased";
+  auto k1 = a->state("k1");
+  CANOPY_ASSERT_OK(k1);
+  ASSERT_TRUE(k1->has_value());
+  ASSERT_EQ((*k1)->root().children_size(), 1);
+  EXPECT_EQ((*k1)->root().children(0).name(), "b");
+  EXPECT_EQ(*a->collect_tombstones(hlc_from_ms(kStart + 1000)), 0u);
+  a.reset();
+  a = open("a", 1);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(all_docs(*a), docs);
+  EXPECT_FALSE(a->state("k2")->has_value());
+}
+
+// The daemons' housekeeping: what is older than the retention goes, the log
+// and tombstones alike; what is younger stays.
+TEST_F(StoreTest, ExpireOlderThanTrimsTheLogAndCollectsTombstones) {
+  auto a = open("a", 1);
+  ASSERT_NE(a, nullptr);
+  CANOPY_ASSERT_OK(a->put("k1", R"({"a":1})"));
+  CANOPY_ASSERT_OK(a->remove("k1"));
+  CANOPY_ASSERT_OK(a->put("k2", R"({"b":1})"));
+  clock_.advance_ms(60'000);
+  CANOPY_ASSERT_OK(a->put("k3", R"({"c":1})"));
+  const auto docs = all_docs(*a);
+
+  a->expire_older_than(120'000);  // nothing is that old
+  EXPECT_EQ(a->first_log_index(), 1u);
+  EXPECT_TRUE(a->state("k1")->has_value());
+
+  a->expire_older_than(30'000);
+  EXPECT_EQ(a->first_log_index(), 4u) << "the three older entries go, k3's stays";
+  EXPECT_FALSE(a->state("k1")->has_value()) << "the old tombstone was collected";
+  EXPECT_EQ(all_docs(*a), docs);
+}
+
+TEST_F(StoreTest, SubscribersSeeEveryCommittedEntryInOrder) {
+  auto a = open("a", 1);
+  auto b = open("b", 2);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  std::vector<v1::LogEntry> seen;
+  const uint64_t id = a->subscribe([&](const v1::LogEntry& e) { seen.push_back(e); });
+
+  auto r1 = b->put("r/1", "{}");
+  auto r2 = b->put("r/2", "{}");
+  CANOPY_ASSERT_OK(r1);
+  CANOPY_ASSERT_OK(r2);
+  CANOPY_ASSERT_OK(a->put("l/1", R"({"a":1})"));
+  CANOPY_ASSERT_OK(a->apply_remote(batch_of({*r1, *r2, *r1}), 2));
+  CANOPY_ASSERT_OK(a->patch("l/1", R"({"b":2})"));
+  CANOPY_ASSERT_OK(a->remove("r/1"));
+  auto st = b->states("r/2", "r/2", nullptr, 1);
+  CANOPY_ASSERT_OK(st);
+  CANOPY_ASSERT_OK(b->patch("r/2", R"({"x":1})"));
+  st = b->states("r/2", "r/2", nullptr, 1);
+  CANOPY_ASSERT_OK(a->apply_states(*st, 2));
+  CANOPY_ASSERT_OK(a->put("l/1", R"({"a":1,"b":2})"));  // no-op: no entry
+
+  auto log = a->log_since(a->log_epoch(), 0, nullptr, 100);
+  CANOPY_ASSERT_OK(log);
+  ASSERT_EQ(seen.size(), 6u);
+  ASSERT_EQ(log->entries.size(), seen.size());
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].index(), i + 1);
+    EXPECT_EQ(seen[i].SerializeAsString(), log->entries[i].SerializeAsString()) << i;
+  }
+  a->unsubscribe(id);
+  CANOPY_ASSERT_OK(a->put("l/2", "{}"));
+  EXPECT_EQ(seen.size(), 6u);
+}
+
+// Writes from several threads with a durable mode; everything acknowledged is
+// there after a reopen, and subscribers saw the log in order.
+void concurrent_writers(const std::string& path, Clock* clock, Durability durability) {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 40;
+  std::vector<uint64_t> indexes;
+  {
+    auto s = open_store(path, clock, durability, 5);
+    ASSERT_NE(s, nullptr);
+    s->subscribe([&](const v1::LogEntry& e) { indexes.push_back(e.index()); });
+    std::atomic<int> failures{0};
+    std::atomic<int> reverted{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        const std::string field = std::to_string(t);
+        for (int i = 0; i < kPerThread; ++i) {
+          const std::string key = "w/" + std::to_string(t) + "/" + std::to_string(i);
+          if (!s->put(key, json{{"t", t}, {"i", i}}.dump()).ok()) ++failures;
+          // Every thread also patches its own field of one shared document;
+          // nobody else writes that field, so it never goes back.
+          if (!s->patch("shared", json{{field, i}}.dump()).ok()) ++failures;
+          auto shared = s->get("shared");
+          if (!shared.ok()) {
+            ++failures;
+          } else if (json::parse(*shared).value(field, -1) != i) {
+            ++reverted;
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(failures.load(), 0);
+    EXPECT_EQ(reverted.load(), 0) << "a concurrent patch wrote back a stale field";
+  }
+  ASSERT_EQ(indexes.size(), static_cast<size_t>(2 * kThreads * kPerThread));
+  for (size_t i = 0; i < indexes.size(); ++i) ASSERT_EQ(indexes[i], i + 1);
+
+  auto s = open_store(path, clock, durability, 5);
+  ASSERT_NE(s, nullptr);
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      const std::string key = "w/" + std::to_string(t) + "/" + std::to_string(i);
+      auto got = s->get(key);
+      ASSERT_TRUE(got.ok()) << key << ": " << got.status().to_string();
+      EXPECT_EQ(*got, json({{"i", i}, {"t", t}}).dump());
+    }
+  }
+  json shared;
+  for (int t = 0; t < kThreads; ++t) shared[std::to_string(t)] = kPerThread - 1;
+  EXPECT_EQ(*s->get("shared"), shared.dump());
+  EXPECT_EQ(s->last_log_index(), static_cast<uint64_t>(2 * kThreads * kPerThread));
+  EXPECT_EQ(s->version_vector().contiguous(5), static_cast<uint64_t>(2 * kThreads * kPerThread));
+}
+
+TEST_F(StoreTest, DurabilitySyncWithConcurrentWriters) {
+  concurrent_writers(dir_.sub("sync"), &clock_, Durability::kSync);
+}
+
+TEST_F(StoreTest, DurabilityGroupCommitWithConcurrentWriters) {
+  concurrent_writers(dir_.sub("group"), &clock_, Durability::kGroupCommit);
+}
+
+// A batch that touches more documents than the cache holds.
+// Writes store their delta as a merge operand that RocksDB folds into the
+// document's state on reads, flushes and compactions (store/doc_merge.h). The
+// folded state must be byte for byte what the writer holds in memory, however
+// the operands were grouped: read back from the memtable, after compactions
+// in the middle of the stream, and after a reopen.
+TEST_F(StoreTest, FoldedChangesEqualWholeStates) {
+  auto s = open("a", 11);
+  ASSERT_NE(s, nullptr);
+  std::mt19937_64 rng(3);
+  std::map<std::string, Document> mirror;
+  const std::vector<std::string> keys = {"t/a/one", "t/a/two", "t/a/three"};
+  auto expect_equal = [&](const char* when) {
+    for (const auto& k : keys) {
+      auto st = s->state(k);
+      CANOPY_ASSERT_OK(st);
+      v1::NodeState want;
+      mirror[k].to_proto(&want);
+      if (!st->has_value()) {
+        EXPECT_TRUE(mirror[k].empty()) << k << " " << when;
+        continue;
+      }
+      EXPECT_EQ((*st)->root().SerializeAsString(), want.SerializeAsString()) << k << " " << when;
+    }
+  };
+  for (int i = 0; i < 600; ++i) {
+    const std::string& k = keys[rng() % keys.size()];
+    const int field = static_cast<int>(rng() % 8);
+    StatusOr<v1::Delta> d = Status(StatusCode::kUnknown, "");
+    switch (rng() % 10) {
+      case 0:
+        d = s->remove(k);
+        break;
+      case 1:
+        d = s->put(k, R"({"fresh":)" + std::to_string(i) + "}");
+        break;
+      default:
+        d = s->patch(k, R"({"f)" + std::to_string(field) + R"(":{"v":)" + std::to_string(i) +
+                            R"(,"old":null}})");
+    }
+    if (!d.ok()) {
+      ASSERT_EQ(d.status().code(), StatusCode::kNotFound) << d.status().to_string();
+      continue;
+    }
+    if (d->ops_size() > 0) mirror[k].apply(*d, nullptr);
+    if (i % 97 == 0) {
+      expect_equal("from the memtable");
+      CANOPY_ASSERT_OK(s->compact());
+      expect_equal("after a compaction");
+    }
+  }
+  expect_equal("at the end");
+  s.reset();
+  s = open("a", 11);
+  ASSERT_NE(s, nullptr);
+  expect_equal("after reopening");
+  for (const auto& k : keys) {
+    auto got = s->get(k);
+    if (mirror[k].exists()) {
+      CANOPY_ASSERT_OK(got);
+      EXPECT_EQ(*got, mirror[k].to_json());
+    } else {
+      EXPECT_EQ(got.status().code(), StatusCode::kNotFound);
+    }
+  }
+}
+
+TEST_F(StoreTest, ApplyRemoteBatchLargerThanDocCache) {
+  auto a = open("a", 1);
+  ASSERT_NE(a, nullptr);
+  auto b = open_store(dir_.sub("b"), &clock_, Durability::kNone, 2,
+                      [](StoreOptions* o) { o->doc_cache_entries = 2; });
+  ASSERT_NE(b, nullptr);
+  std::vector<v1::Delta> ds;
+  for (int i = 0; i < 6; ++i) {
+    auto d = a->put("k/" + std::to_string(i), json{{"i", i}}.dump());
+    CANOPY_ASSERT_OK(d);
+    ds.push_back(*d);
+    d = a->patch("k/" + std::to_string(i), R"({"second":true})");
+    CANOPY_ASSERT_OK(d);
+    ds.push_back(*d);
+  }
+  auto r = b->apply_remote(batch_of(ds), 1);
+  CANOPY_ASSERT_OK(r);
+  EXPECT_EQ(r->applied, ds.size());
+  EXPECT_EQ(all_docs(*b), all_docs(*a));
+  EXPECT_EQ(snapshot(*b).states, snapshot(*a).states);
+  b.reset();
+  b = open_store(dir_.sub("b"), &clock_, Durability::kNone, 2,
+                 [](StoreOptions* o) { o->doc_cache_entries = 2; });
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(all_docs(*b), all_docs(*a));
+}
+
+// disk_usage reads RocksDB's own size estimates: nothing on a new store,
+// the memtable after writes, SST files after a flush, at least a quarter of
+// what the documents hold once they are on disk (random decimal digits
+// compress to about 42% at best).
+TEST_F(StoreTest, DiskUsageFollowsWhatIsWritten) {
+  auto s = open("a", 11);
+  ASSERT_NE(s, nullptr);
+  const StoreDiskUsage empty = s->disk_usage();
+  EXPECT_EQ(empty.sst_bytes, 0u);
+  EXPECT_EQ(empty.live_data_bytes, 0u);
+  constexpr int kDocs = 200;
+  constexpr size_t kBytes = 1000;
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < kDocs; ++i) {
+    std::string text;
+    while (text.size() < kBytes) text += std::to_string(rng());
+    CANOPY_ASSERT_OK(s->put_value("docs/" + std::to_string(i), json{{"v", text}}));
+  }
+  EXPECT_GT(s->disk_usage().memtable_bytes, empty.memtable_bytes);
+  CANOPY_ASSERT_OK(s->compact());
+  const StoreDiskUsage after = s->disk_usage();
+  EXPECT_GE(after.sst_bytes, kDocs * kBytes / 4);
+  EXPECT_GE(after.live_data_bytes, kDocs * kBytes / 4);
+  EXPECT_LE(after.live_data_bytes, after.sst_bytes);
+}
+
+}  // namespace
+}  // namespace canopy
