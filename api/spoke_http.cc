@@ -3,6 +3,10 @@
 #include <nlohmann/json.hpp>
 
 #include "api/daemon_metrics.h"
+#include "model/documents.h"
+#include "model/keys.h"
+#include "model/names.h"
+#include "store/clock.h"
 #include "sync/subjects.h"
 
 namespace canopy::api {
@@ -25,6 +29,39 @@ bool override_key(const std::string& site, const httplib::Request& req, std::str
   }
   *key = "sites/" + site + "/overrides/" + tenant + "/" + tmpl;
   return true;
+}
+
+// Longest hold the local API sets: a forgotten hold must not stop rollouts to
+// the site for good.
+constexpr uint64_t kMaxHoldSeconds = 30ull * 24 * 3600;
+
+// The hold document from a request body: {"durationSeconds": S | "untilMs":
+// N, "reason": "..."}, or an error naming the field.
+StatusOr<json> hold_from_body(const std::string& body) {
+  json in = json::parse(body, nullptr, false);
+  if (in.is_discarded() || !in.is_object()) {
+    return invalid_argument(
+        "body must be a JSON object: {\"durationSeconds\": S} or {\"untilMs\": N}, with an "
+        "optional \"reason\"");
+  }
+  const uint64_t now = SystemClock::instance()->now_ms();
+  if (auto d = in.find("durationSeconds"); d != in.end()) {
+    if (in.contains("untilMs"))
+      return invalid_argument("give durationSeconds or untilMs, not both");
+    if (!d->is_number_integer() || *d <= 0 || d->get<int64_t>() > int64_t{kMaxHoldSeconds}) {
+      return invalid_argument("durationSeconds must be a whole number from 1 to " +
+                              std::to_string(kMaxHoldSeconds) + ", not " + d->dump());
+    }
+    in["untilMs"] = now + d->get<uint64_t>() * 1000;
+    in.erase("durationSeconds");
+  }
+  auto hold = model::parse_hold(in);
+  if (!hold.ok()) return hold.status();
+  if (hold->until_ms > now + kMaxHoldSeconds * 1000) {
+    return invalid_argument("untilMs is more than " + std::to_string(kMaxHoldSeconds / 86400) +
+                            " days ahead");
+  }
+  return model::hold_document(*hold);
 }
 
 }  // namespace
@@ -163,6 +200,42 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
                          r.status().message());
     }
     reply_json(res, json{{"key", key}}.dump());
+  });
+
+  // Holds on rollouts to this site (model::Hold): the hub releases no new
+  // revision here while one is active.
+  server.Get("/v1/holds", [spoke, site](const httplib::Request&, httplib::Response& res) {
+    auto page = spoke->store()->scan(model::holds_prefix(site), "", 1000);
+    if (!page.ok()) return reply_error(res, 500, page.status().message());
+    json out = json::object();
+    for (const auto& item : page->items) {
+      out[std::string(model::parse_key(item.key).name)] = json::parse(item.json, nullptr, false);
+    }
+    reply_json(res, out.dump());
+  });
+  const char* hold_path = R"(/v1/holds/([^/]+))";
+  server.Put(hold_path, [spoke, site](const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    if (!model::is_dns1123_label(name)) {
+      return reply_error(res, 400, "hold name \"" + name + "\" is not a DNS-1123 label");
+    }
+    auto doc = hold_from_body(req.body);
+    if (!doc.ok()) return reply_error(res, 400, doc.status().message());
+    auto r = spoke->store()->put_value(model::hold_key(site, name), *doc);
+    if (!r.ok()) return reply_error(res, 500, r.status().message());
+    reply_json(res, json{{"key", model::hold_key(site, name)}, {"hold", *doc}}.dump());
+  });
+  server.Delete(hold_path, [spoke, site](const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    if (!model::is_dns1123_label(name)) {
+      return reply_error(res, 400, "hold name \"" + name + "\" is not a DNS-1123 label");
+    }
+    auto r = spoke->store()->remove(model::hold_key(site, name));
+    if (!r.ok()) {
+      return reply_error(res, r.status().code() == StatusCode::kNotFound ? 404 : 500,
+                         r.status().message());
+    }
+    reply_json(res, json{{"key", model::hold_key(site, name)}}.dump());
   });
 }
 

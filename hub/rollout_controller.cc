@@ -64,6 +64,21 @@ StatusOr<std::vector<std::string>> placement_keys(Store* store) {
 
 }  // namespace
 
+std::optional<model::Hold> RolloutController::hold_of(const std::string& site) {
+  auto page = store_->scan(model::holds_prefix(site), "", kScanPage);
+  if (!page.ok()) return std::nullopt;
+  std::optional<model::Hold> out;
+  const uint64_t now = clock_->now_ms();
+  for (const auto& item : page->items) {
+    const json doc = json::parse(item.json, nullptr, false);
+    auto hold = model::parse_hold(doc);
+    // A hold the model refuses holds nothing: the spoke's API checks it first.
+    if (!hold.ok() || !hold->active(now)) continue;
+    if (!out || hold->until_ms > out->until_ms) out = *hold;
+  }
+  return out;
+}
+
 StatusOr<RolloutStep> RolloutController::step() {
   RolloutStep out;
   auto keys = placement_keys(store_);
@@ -106,8 +121,10 @@ Status RolloutController::step_placement(const std::string& key, RolloutStep* ou
                            : StatusOr<model::StatusReport>(not_found("no status"));
       const bool at_revision = report.ok() && report->revision == revision;
       if (at_revision && report->outcome == model::Outcome::kApplied) {
-        done[i] = true;
-        continue;
+        // Applied, and healthy where the site reads health back (the kube
+        // applier): a wave advances only over healthy sites.
+        done[i] = report->health.empty() || report->health == "healthy";
+        if (done[i]) continue;
       }
       ++in_flight;
       if (at_revision && report->outcome == model::Outcome::kFailed) ++failed;
@@ -140,6 +157,11 @@ Status RolloutController::step_placement(const std::string& key, RolloutStep* ou
     for (size_t i : waiting) {
       if (slots == 0 || i >= wave_end) break;
       const std::string& site = sites[i];
+      if (auto hold = hold_of(site)) {
+        out->held.push_back(site + ": held until " + std::to_string(hold->until_ms) +
+                            (hold->reason.empty() ? "" : " (" + hold->reason + ")"));
+        continue;
+      }
       auto w = store_->put_value(model::release_key(site, tenant, t),
                                  model::release_document(model::Release{revision}));
       if (!w.ok()) return w.status();

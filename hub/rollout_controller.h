@@ -10,7 +10,9 @@
 // release they have not yet reported applied at that revision, and only to
 // the sites of the current wave (`waves`: the first wave whose sites have not
 // all reported it applied, with the waves before it); it releases
-// nothing while the policy is `paused`, or once more than `maxFailures`
+// nothing while the policy is `paused`, nor to a site with an active hold
+// (`sites/<site>/holds/<hold>`, written at the site: it waits, and so does
+// its wave), nor once more than `maxFailures`
 // released sites report that revision failed (the rollout has paused itself:
 // fix the template, or raise maxFailures, and it goes on). A release is a
 // local write at the hub that replicates to the site like its site record.
@@ -25,10 +27,13 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "hub/placement_index.h"
+#include "model/documents.h"
+#include "store/clock.h"
 #include "store/status.h"
 #include "store/store.h"
 
@@ -38,20 +43,25 @@ struct RolloutStep {
   size_t placements = 0;            // placements with a policy seen
   size_t released = 0;              // release documents written
   std::vector<std::string> paused;  // "<tenant>/<placement>: why", for each paused one
+  std::vector<std::string> held;    // "<site>: why", sites a release waited for (a hold)
 };
 
 class RolloutController {
  public:
   // REQUIRES: `store` and `index` outlive the controller; `index` follows `store`.
-  RolloutController(Store* store, PlacementIndex* index) : store_(store), index_(index) {}
+  RolloutController(Store* store, PlacementIndex* index, Clock* clock = SystemClock::instance())
+      : store_(store), index_(index), clock_(clock) {}
 
   StatusOr<RolloutStep> step();
 
  private:
   Status step_placement(const std::string& key, RolloutStep* out);
+  // The site's active hold (model::Hold) that ends last, if any.
+  std::optional<model::Hold> hold_of(const std::string& site);
 
   Store* store_;
   PlacementIndex* index_;
+  Clock* clock_;
   std::vector<std::string> paused_logged_;
 };
 

@@ -301,6 +301,34 @@ StatusOr<Release> parse_release(const json& doc) {
 
 json release_document(const Release& release) { return {{"revision", release.revision}}; }
 
+StatusOr<Hold> parse_hold(const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "hold"));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"untilMs", "reason"}));
+  Hold out;
+  const json* until = field(doc, "untilMs");
+  if (until == nullptr) return invalid_argument("untilMs is missing (when the hold ends)");
+  if (!until->is_number_unsigned() && !(until->is_number_integer() && *until > 0)) {
+    return invalid_argument("untilMs must be a time in milliseconds since the epoch, not " +
+                            until->dump());
+  }
+  out.until_ms = until->get<uint64_t>();
+  if (const json* reason = field(doc, "reason")) {
+    constexpr size_t kMaxReason = 1024;
+    if (!reason->is_string() || reason->get_ref<const std::string&>().size() > kMaxReason) {
+      return invalid_argument("reason must be a string of at most " + std::to_string(kMaxReason) +
+                              " bytes");
+    }
+    out.reason = reason->get<std::string>();
+  }
+  return out;
+}
+
+json hold_document(const Hold& hold) {
+  json doc = {{"untilMs", hold.until_ms}};
+  if (!hold.reason.empty()) doc["reason"] = hold.reason;
+  return doc;
+}
+
 StatusOr<Placement> parse_placement(const json& doc) {
   CANOPY_RETURN_IF_ERROR(require_object(doc, "placement"));
   CANOPY_RETURN_IF_ERROR(only_fields(doc, {"templates", "sites", "selector", "rollout", "apply"}));

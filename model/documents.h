@@ -146,6 +146,19 @@ struct Release {
 StatusOr<Release> parse_release(const nlohmann::json& doc);
 nlohmann::json release_document(const Release& release);
 
+// `sites/<site>/holds/<hold>`: {"untilMs": N, "reason": "..."}, written at
+// the site (its local API) for a maintenance window: until then (ms since the
+// epoch, on the hub's clock), the hub releases no new revision to the site,
+// and a rollout's wave that includes the site waits. Expired holds are
+// ignored; a site removes its hold to end it early.
+struct Hold {
+  uint64_t until_ms = 0;
+  std::string reason;
+  bool active(uint64_t now_ms) const { return now_ms < until_ms; }
+};
+StatusOr<Hold> parse_hold(const nlohmann::json& doc);
+nlohmann::json hold_document(const Hold& hold);
+
 // `sites/<site>/overrides/<tenant>/<template>`: {"patch": {...}}.
 struct LocalOverride {
   nlohmann::json patch;  // an object; empty when the document has none

@@ -70,6 +70,12 @@ ParsedKey parse_key(std::string_view key) {
     out.site = p[1];
     return out;
   }
+  if (n == 4 && p[2] == "holds" && is_dns1123_label(p[3])) {
+    out.kind = KeyKind::kHold;
+    out.site = p[1];
+    out.name = p[3];
+    return out;
+  }
   if (n == 5 && is_dns1123_label(p[3]) && is_dns1123_label(p[4])) {
     if (p[2] == "overrides") {
       out.kind = KeyKind::kLocalOverride;
@@ -115,6 +121,10 @@ std::string release_key(std::string_view site, std::string_view tenant,
                         std::string_view template_name) {
   return join({kSitesPrefix, site, "/releases/", tenant, "/", template_name});
 }
+std::string hold_key(std::string_view site, std::string_view name) {
+  return join({kSitesPrefix, site, "/holds/", name});
+}
+std::string holds_prefix(std::string_view site) { return join({kSitesPrefix, site, "/holds/"}); }
 std::string releases_prefix(std::string_view site) {
   return join({kSitesPrefix, site, "/releases/"});
 }

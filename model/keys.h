@@ -6,6 +6,8 @@
 //   sites/<site>/releases/<tenant>/<template>    rollout release (written by the hub)
 //   sites/<site>/presence                        the site's session with its regional
 //                                                hub (written by that hub)
+//   sites/<site>/holds/<hold>                    a hold on rollouts to the site
+//                                                (written at the site)
 //   t/<tenant>/templates/<template>              template (a Kubernetes manifest)
 //   t/<tenant>/placements/<placement>            placement
 //   t/<tenant>/overrides/<override>              hub override
@@ -34,6 +36,7 @@ enum class KeyKind {
   kStatus,
   kRelease,
   kPresence,
+  kHold,
   kTemplate,
   kPlacement,
   kOverride,
@@ -44,10 +47,10 @@ enum class KeyKind {
 
 struct ParsedKey {
   KeyKind kind = KeyKind::kOther;
-  std::string_view site;    // kSite, kLocalOverride, kStatus, kRelease, kPresence
+  std::string_view site;    // kSite, kLocalOverride, kStatus, kRelease, kPresence, kHold
   std::string_view tenant;  // all but kSite and kToken
   // The object's own name; the template's for kLocalOverride, kStatus; the
-  // token's id for kToken; empty for kSite and kTenant.
+  // token's id for kToken; the hold's for kHold; empty for kSite and kTenant.
   std::string_view name;
 };
 
@@ -68,12 +71,14 @@ std::string status_key(std::string_view site, std::string_view tenant,
 std::string release_key(std::string_view site, std::string_view tenant,
                         std::string_view template_name);
 std::string presence_key(std::string_view site);
+std::string hold_key(std::string_view site, std::string_view name);
 
 // `sites/<site>/`: the subtree a site writes (and always holds).
 std::string site_subtree(std::string_view site);
 std::string status_prefix(std::string_view site);
 std::string local_overrides_prefix(std::string_view site);
 std::string releases_prefix(std::string_view site);
+std::string holds_prefix(std::string_view site);
 // `t/<tenant>/<kind>s/` for kind "template", "placement", "override" or "grant".
 std::string tenant_kind_prefix(std::string_view tenant, std::string_view kind);
 

@@ -116,7 +116,8 @@ TEST_F(PlacementIndexTest, UnknownSiteHoldsOnlyItsOwnSubtree) {
   EXPECT_FALSE(index_->writable_by("x", "sites/y/status/acme/web"));
   EXPECT_FALSE(index_->writable_by("x", "sites/xy/status/acme/web"));
   EXPECT_FALSE(index_->writable_by("x", kWebKey));
-  EXPECT_EQ(index_->writable_prefixes("x"), (Keys{"sites/x/status/", "sites/x/overrides/"}));
+  EXPECT_EQ(index_->writable_prefixes("x"),
+            (Keys{"sites/x/status/", "sites/x/overrides/", "sites/x/holds/"}));
   EXPECT_TRUE(index_->writable_prefixes("X/").empty());
 
   EXPECT_EQ(index_->sites_for("sites/x/status/acme/web"), Keys{"x"});

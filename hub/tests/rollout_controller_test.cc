@@ -67,6 +67,18 @@ class RolloutControllerTest : public ::testing::Test {
     }
     return out;
   }
+  // What a kube-applier spoke writes once it applied the revision and read
+  // the objects' health back.
+  void report_health(const std::string& site, const char* health) {
+    model::StatusReport r;
+    r.template_key = model::template_key("acme", "web");
+    r.hash = "h";
+    r.outcome = model::Outcome::kApplied;
+    r.file = "f";
+    r.revision = revision();
+    r.health = health;
+    put(model::status_key(site, "acme", "web"), model::status_document(r));
+  }
   // What a spoke writes once it applied (or failed) the released revision.
   void report(const std::string& site, const char* outcome) {
     put(model::status_key(site, "acme", "web"),
@@ -108,6 +120,20 @@ TEST_F(RolloutControllerTest, ReleasesWaveByWaveAsTheSitesBeforeApplyIt) {
   EXPECT_EQ(released(), (Names{"a", "b", "c", "d"}));
 }
 
+// Applied but still progressing (or degraded) is not done: the next wave
+// waits until the site's objects are healthy.
+TEST_F(RolloutControllerTest, AWaveAdvancesOnlyOverHealthySites) {
+  placement({{"waves", {1}}});
+  step();
+  EXPECT_EQ(released(), (Names{"a"}));
+  report_health("a", "progressing");
+  EXPECT_EQ(step().released, 0u);
+  report_health("a", "degraded");
+  EXPECT_EQ(step().released, 0u);
+  report_health("a", "healthy");
+  EXPECT_EQ(step().released, 3u);
+}
+
 TEST_F(RolloutControllerTest, MaxUnavailableHoldsWithinAWave) {
   placement({{"waves", {"75%"}}, {"maxUnavailable", 2}});
   step();
@@ -121,6 +147,42 @@ TEST_F(RolloutControllerTest, MaxUnavailableHoldsWithinAWave) {
   report("c", "failed");
   EXPECT_EQ(step().paused.size(), 1u) << "a failure in a wave pauses it (maxFailures 0)";
   EXPECT_EQ(released(), (Names{"a", "b", "c"}));
+}
+
+// A site's hold (written at the site) keeps new revisions from it while it
+// lasts: the others go on; an expired hold holds nothing.
+TEST_F(RolloutControllerTest, AHeldSiteWaitsAndTheOthersGoOn) {
+  const uint64_t now = SystemClock::instance()->now_ms();
+  put(model::hold_key("a", "maintenance"),
+      model::hold_document({now + 3'600'000, "replacing the switch"}));
+  put(model::hold_key("b", "old"), model::hold_document({now - 1, "ended"}));
+  placement({{"maxUnavailable", 2}});
+  RolloutStep s = step();
+  EXPECT_EQ(released(), (Names{"b", "c"}));
+  ASSERT_EQ(s.held.size(), 1u);
+  EXPECT_NE(s.held[0].find("a: held until"), std::string::npos) << s.held[0];
+  EXPECT_NE(s.held[0].find("replacing the switch"), std::string::npos) << s.held[0];
+  ASSERT_TRUE(store_->remove(model::hold_key("a", "maintenance")).ok());
+  report("b", "applied");
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b", "c"})) << "a, no longer held, is first in line";
+}
+
+// With waves, a held site in the first wave keeps the next wave waiting.
+TEST_F(RolloutControllerTest, AHoldStopsTheWaveAtThatSite) {
+  const uint64_t now = SystemClock::instance()->now_ms();
+  put(model::hold_key("b", "window"), model::hold_document({now + 3'600'000, ""}));
+  placement({{"waves", {"50%"}}});
+  step();
+  EXPECT_EQ(released(), (Names{"a"}));
+  report("a", "applied");
+  EXPECT_EQ(step().released, 0u) << "the first wave (a, b) waits for b";
+  ASSERT_TRUE(store_->remove(model::hold_key("b", "window")).ok());
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b"}));
+  report("b", "applied");
+  step();
+  EXPECT_EQ(released(), (Names{"a", "b", "c", "d"}));
 }
 
 TEST_F(RolloutControllerTest, ReleasesAtMostMaxUnavailableSitesAtATime) {

@@ -96,6 +96,19 @@ TEST(Documents, RolloutPolicyAndRelease) {
   EXPECT_NE(error_of(parse_placement(p)).find("a percent of the targeted sites"),
             std::string::npos);
 
+  auto hold = parse_hold(hold_document(Hold{1700000000000, "maintenance"}));
+  ASSERT_TRUE(hold.ok()) << hold.status().to_string();
+  EXPECT_EQ(hold->until_ms, 1700000000000u);
+  EXPECT_EQ(hold->reason, "maintenance");
+  EXPECT_TRUE(hold->active(1699999999999));
+  EXPECT_FALSE(hold->active(1700000000000));
+  for (const json& bad :
+       {json::object(), json{{"untilMs", -5}}, json{{"untilMs", "soon"}},
+        json{{"untilMs", 5}, {"reason", 3}}, json{{"untilMs", 5}, {"by", "x"}}, json(1)}) {
+    EXPECT_FALSE(parse_hold(bad).ok()) << bad.dump();
+  }
+  EXPECT_NE(error_of(parse_hold(json::object())).find("untilMs is missing"), std::string::npos);
+
   auto release = parse_release(release_document(Release{"00ff00ff00ff00ff"}));
   ASSERT_TRUE(release.ok());
   EXPECT_EQ(release->revision, "00ff00ff00ff00ff");

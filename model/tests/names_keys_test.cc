@@ -57,6 +57,7 @@ TEST(Keys, BuildAndParseEveryShape) {
       {status_key("tower-1", "acme", "web"), KeyKind::kStatus, "tower-1", "acme", "web"},
       {release_key("tower-1", "acme", "web"), KeyKind::kRelease, "tower-1", "acme", "web"},
       {presence_key("tower-1"), KeyKind::kPresence, "tower-1", "", ""},
+      {hold_key("tower-1", "maintenance"), KeyKind::kHold, "tower-1", "", "maintenance"},
       {tenant_key("acme"), KeyKind::kTenant, "", "acme", ""},
       {grant_key("acme", "eu-shops"), KeyKind::kGrant, "", "acme", "eu-shops"},
       {token_key("0f3a9c"), KeyKind::kToken, "", "", "0f3a9c"},
@@ -72,6 +73,8 @@ TEST(Keys, BuildAndParseEveryShape) {
   EXPECT_EQ(status_key("s", "t", "n"), "sites/s/status/t/n");
   EXPECT_EQ(release_key("s", "t", "n"), "sites/s/releases/t/n");
   EXPECT_EQ(presence_key("s"), "sites/s/presence");
+  EXPECT_EQ(hold_key("s", "h"), "sites/s/holds/h");
+  EXPECT_EQ(parse_key("sites/s/holds/Bad").kind, KeyKind::kOther);
   EXPECT_EQ(tenant_key("acme"), "t/acme");
   EXPECT_EQ(grant_key("acme", "g"), "t/acme/grants/g");
   EXPECT_EQ(token_key("ab12"), "tokens/ab12");

@@ -2,9 +2,13 @@
 // and canopy-spoke processes: with maxUnavailable 1, a new template revision
 // reaches the sites one at a time, in site order, each only after the one
 // before reported it applied; the hub's status shows the sites behind as
-// progressing meanwhile; with waves [1], the first site alone, then the rest.
-// (Failures pausing a rollout: rollout_controller_test.)
+// progressing meanwhile; with waves [1], the first site alone, then the rest;
+// a hold set with curl on a spoke's local API keeps new revisions from that
+// site until it is removed. (Failures pausing a rollout:
+// rollout_controller_test.)
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 
 #include "tests/e2e/e2e_fixture.h"
 
@@ -113,6 +117,82 @@ TEST_F(RolloutE2ETest, AWaveStartsWhenTheWaveBeforeItApplied) {
   ASSERT_EQ(switched.size(), sites.size()) << "the rollout did not finish";
   EXPECT_GT(switched["eu-2"] - switched["eu-1"], 300ms) << "eu-2 did not wait for wave 1";
   EXPECT_GT(switched["eu-3"] - switched["eu-1"], 300ms) << "eu-3 did not wait for wave 1";
+}
+
+// curl against a spoke's local API; returns the HTTP status (0: curl failed).
+int curl_status(const std::string& dir, const std::string& method, const std::string& url,
+                const std::string& body) {
+  static int runs = 0;
+  const std::string out = dir + "/curl-" + std::to_string(++runs) + ".log";
+  std::vector<std::string> argv = {"curl",         "-s", "-o",   "/dev/null", "-w",
+                                   "%{http_code}", "-X", method, "-m",        "10"};
+  if (!body.empty()) {
+    argv.insert(argv.end(), {"-H", "Content-Type: application/json", "--data-binary", body});
+  }
+  argv.push_back(url);
+  Process p;
+  ProcessOptions po;
+  po.log_path = out;
+  std::string err;
+  if (!p.start(argv, po, &err)) return 0;
+  p.wait_exit(std::chrono::seconds(15));
+  std::ifstream in(out);
+  std::string printed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return printed.size() >= 3 ? std::atoi(printed.substr(printed.size() - 3).c_str()) : 0;
+}
+
+TEST_F(RolloutE2ETest, AHoldAtASiteKeepsNewRevisionsFromItUntilRemoved) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  std::vector<Spoke*> sites;
+  for (const char* name : {"eu-1", "eu-2", "eu-3"}) {
+    Spoke& s = create_spoke(name, {{"region", "eu"}});
+    ASSERT_NO_FATAL_FAILURE(launch_spoke(s));
+    sites.push_back(&s);
+  }
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
+  ASSERT_TRUE(put("placement", "web-eu", rolling_placement(1)).ok());
+  auto image_at = [&](Spoke* s) -> std::string {
+    auto m = s->read();
+    auto it = m.find(template_key("web"));
+    if (it == m.end()) return "";
+    return it->second.object["spec"]["template"]["spec"]["containers"][0].value("image", "");
+  };
+  auto all_at = [&](const std::vector<Spoke*>& v, const char* image) {
+    return std::all_of(v.begin(), v.end(), [&](Spoke* s) { return image_at(s) == image; });
+  };
+  ASSERT_TRUE(wait_until([&] { return all_at(sites, "nginx:1.25"); }, 60s, kPoll));
+
+  // eu-1's operator holds rollouts there (bad requests first: nothing stored).
+  const std::string holds =
+      "http://127.0.0.1:" + std::to_string(sites[0]->health_port) + "/v1/holds/maintenance";
+  const std::string dir = sites[0]->dir.path().string();
+  EXPECT_EQ(curl_status(dir, "PUT", holds, R"({"durationSeconds":0})"), 400);
+  EXPECT_EQ(curl_status(dir, "PUT", holds, "not json"), 400);
+  EXPECT_EQ(curl_status(dir, "PUT", holds + "X", R"({"durationSeconds":60})"), 400);
+  ASSERT_EQ(curl_status(dir, "PUT", holds, R"({"durationSeconds":600,"reason":"switch"})"), 200);
+  // The hold reaches the hub with the site's next acknowledged write.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h = spoke_health(*sites[0]);
+        return h && h->value("in_sync", false);
+      },
+      kTimeout, kPoll));
+
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.27")).ok());
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return all_at({sites[1], sites[2]}, "nginx:1.27");
+      },
+      60s, kPoll))
+      << "the sites without a hold did not get the new revision";
+  std::this_thread::sleep_for(3s);  // three more rollout steps at the hub
+  EXPECT_EQ(image_at(sites[0]), "nginx:1.25") << "the held site got the new revision";
+
+  ASSERT_EQ(curl_status(dir, "DELETE", holds, ""), 200);
+  EXPECT_EQ(curl_status(dir, "DELETE", holds, ""), 404);
+  EXPECT_TRUE(wait_until([&] { return image_at(sites[0]) == "nginx:1.27"; }, 60s, kPoll))
+      << "the site did not get the revision once its hold was removed";
 }
 
 }  // namespace
