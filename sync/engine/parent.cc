@@ -1,7 +1,8 @@
 // ParentSync (see parent.h): the message loop. Receiving (a child's
 // changes and acks), sending (sequenced envelopes, with committed changes
 // encoded once for every child), and streaming commits to the sessions that
-// want them, by catch-up from the log or live. Sessions' lifecycle is in
+// want them, by catch-up from the log or live; and the tick that times
+// sessions out, resends and pumps them. Sessions' lifecycle is in
 // parent_sessions.cc, reconciliation in parent_reconcile.cc.
 #include "sync/engine/parent.h"
 
@@ -595,6 +596,47 @@ void ParentSync::on_commit(const v1::LogEntry& entry) {
                  }
                  mark_dirty(child);
                });
+  grant_slots();
+}
+
+void ParentSync::tick() {
+  const uint64_t now = env_.clock->now_ms();
+  std::vector<std::string> expired;
+  // Every session, every tick: from a vector (in sessions_' order), reading
+  // ahead, since tens of thousands of idle sessions are the common case.
+  refresh_index();
+  constexpr size_t kAhead = 4;
+  for (size_t i = 0; i < sweep_.size(); ++i) {
+    if (i + kAhead < sweep_.size()) __builtin_prefetch(sweep_[i + kAhead]);
+    Session* s = sweep_[i];
+    if (now > s->last_seen_ms + opts_.session_timeout_ms) {
+      expired.push_back(s->child);
+      continue;
+    }
+    if (now > s->last_seen_ms + opts_.away_after_ms) {
+      if (!s->away) go_away(s);
+      continue;
+    }
+    std::vector<std::string> resend;
+    s->down.on_tick(now, &resend);
+    for (auto& bytes : resend) {
+      stats_.bytes_sent += bytes.size();
+      outbox_.push_back(Message{s->subject, std::move(bytes)});
+    }
+    pump(s);
+    // An idle live child learns that the log moved on, so that its position,
+    // and a later resume, does not lag behind changes outside its scope.
+    if (s->mode == Mode::kLive && s->pending.empty() && s->down.can_send() &&
+        last_commit_index_ > s->reported_index &&
+        now >= s->last_position_ms + opts_.idle_position_ms) {
+      s->sent_index = std::max(s->sent_index, last_commit_index_);
+      send_entries(s, {}, true, s->sent_index);
+    }
+  }
+  for (const auto& child : expired) {
+    spdlog::info("sync {}: session of {} expired", name_, child);
+    drop_session(child);
+  }
   grant_slots();
 }
 

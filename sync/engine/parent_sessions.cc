@@ -1,5 +1,5 @@
 // ParentSync's sessions (see parent.h): hello and welcome, the slots that
-// bound concurrent catch-ups and reconciliations, away and expired children,
+// bound concurrent catch-ups and reconciliations, away and dropped children,
 // fall-backs, scope changes, and what it reports of its children.
 #include <spdlog/spdlog.h>
 
@@ -236,47 +236,6 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
     }
     send_sequenced(s, std::move(env));
   } while (i < docs.size());
-}
-
-void ParentSync::tick() {
-  const uint64_t now = env_.clock->now_ms();
-  std::vector<std::string> expired;
-  // Every session, every tick: from a vector (in sessions_' order), reading
-  // ahead, since tens of thousands of idle sessions are the common case.
-  refresh_index();
-  constexpr size_t kAhead = 4;
-  for (size_t i = 0; i < sweep_.size(); ++i) {
-    if (i + kAhead < sweep_.size()) __builtin_prefetch(sweep_[i + kAhead]);
-    Session* s = sweep_[i];
-    if (now > s->last_seen_ms + opts_.session_timeout_ms) {
-      expired.push_back(s->child);
-      continue;
-    }
-    if (now > s->last_seen_ms + opts_.away_after_ms) {
-      if (!s->away) go_away(s);
-      continue;
-    }
-    std::vector<std::string> resend;
-    s->down.on_tick(now, &resend);
-    for (auto& bytes : resend) {
-      stats_.bytes_sent += bytes.size();
-      outbox_.push_back(Message{s->subject, std::move(bytes)});
-    }
-    pump(s);
-    // An idle live child learns that the log moved on, so that its position,
-    // and a later resume, does not lag behind changes outside its scope.
-    if (s->mode == Mode::kLive && s->pending.empty() && s->down.can_send() &&
-        last_commit_index_ > s->reported_index &&
-        now >= s->last_position_ms + opts_.idle_position_ms) {
-      s->sent_index = std::max(s->sent_index, last_commit_index_);
-      send_entries(s, {}, true, s->sent_index);
-    }
-  }
-  for (const auto& child : expired) {
-    spdlog::info("sync {}: session of {} expired", name_, child);
-    drop_session(child);
-  }
-  grant_slots();
 }
 
 void ParentSync::drop_session(const std::string& child) {
