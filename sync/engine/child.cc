@@ -15,7 +15,6 @@
 namespace canopy::sync {
 namespace {
 
-constexpr size_t kEnvelopeMargin = 4096;
 // Log entries skipped (none of ours) before the up position is reported.
 constexpr uint64_t kUpPositionEvery = 256;
 

@@ -18,9 +18,6 @@
 namespace canopy::sync {
 namespace {
 
-// Envelope overhead kept free under the payload limit.
-constexpr size_t kEnvelopeMargin = 4096;
-
 // "canopy.v1.<a>.<b>.<dir>" -> a, b, dir.
 bool split_subject(std::string_view subject, std::string* a, std::string* b, std::string* dir) {
   if (!subject.starts_with(kSubjectRoot)) return false;
