@@ -44,11 +44,16 @@ class Demux {
     std::unique_lock lock(mu_);
     const uint64_t id = next_id_++;
     handlers_[subject] = Entry{id, std::move(handler)};
+    subjects_[id] = subject;
     return id;
   }
   void remove(uint64_t id) {
     std::unique_lock lock(mu_);
-    std::erase_if(handlers_, [id](const auto& kv) { return kv.second.id == id; });
+    auto it = subjects_.find(id);
+    if (it == subjects_.end()) return;
+    auto h = handlers_.find(it->second);
+    if (h != handlers_.end() && h->second.id == id) handlers_.erase(h);
+    subjects_.erase(it);
   }
   void dispatch(const sync::Message& m) {
     std::shared_lock lock(mu_);
@@ -69,6 +74,7 @@ class Demux {
   };
   std::shared_mutex mu_;
   std::unordered_map<std::string, Entry> handlers_;
+  std::unordered_map<uint64_t, std::string> subjects_;  // id -> subject
   uint64_t next_id_ = 1;
 };
 

@@ -94,6 +94,11 @@ void hub_main(const HubArgs& a) {
   hub::PlacementIndex* index = hub.index();
   TimedTransport& timed = *timed_ptr;
 
+  // The hub that wrote the records holds them decoded in its store's cache;
+  // a hub restarted over them reads each once at its site's first hello.
+  // Read them now, so that the per-session figures count sessions, not the
+  // cache filling.
+  for (int i = 0; i < a.sites; ++i) (void)store->get(model::site_key(site_name(i)));
   {
     auto keys = index->scope_keys(site_name(0));
     std::string s;

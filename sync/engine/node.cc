@@ -161,10 +161,10 @@ void SyncNode::step(Engine* engine, std::vector<Message>* out) {
 }
 
 bool SyncNode::run_once(bool tick) {
-  std::deque<Message> inbox;
-  std::deque<v1::LogEntry> commits;
-  std::deque<ScopeChange> scopes;
-  std::deque<bool> conns;
+  std::deque<Message>& inbox = inbox_batch_;
+  std::deque<v1::LogEntry>& commits = commits_batch_;
+  std::deque<ScopeChange>& scopes = scopes_batch_;
+  std::deque<bool>& conns = conns_batch_;
   bool commits_lost = false;
   std::set<std::string> scopes_lost;
   {
@@ -234,6 +234,10 @@ bool SyncNode::run_once(bool tick) {
   step_all();
   publish(std::move(parent_out));
   publish(std::move(child_out));
+  inbox.clear();  // what the batch held goes now; the deques' first blocks stay
+  commits.clear();
+  scopes.clear();
+  conns.clear();
   return any;
 }
 
