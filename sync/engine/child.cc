@@ -488,6 +488,9 @@ void ChildSync::pump_up() {
     up_full_pending_ = false;
   }
   while (up_.can_send()) {
+    // Nothing logged since what was sent (the common case at every tick):
+    // no log read (with a Store, an iterator seek).
+    if (store_->last_log_index() <= up_sent_) return;
     auto read = store_->log_since(store_->log_epoch(), up_sent_, nullptr, opts_.log_read_limit);
     if (!read.ok() || !read->complete) return;
     v1::SyncEnvelope env;

@@ -179,9 +179,14 @@ bool SyncNode::run_once(bool tick) {
   }
   const bool any = !inbox.empty() || !commits.empty() || !scopes.empty() || !conns.empty() ||
                    commits_lost || !scopes_lost.empty();
-  const size_t payload = transport_->max_payload();
-  if (parent_) parent_->set_payload_limit(payload);
-  if (child_) child_->set_payload_limit(payload);
+  // The transport's limit is read when something came (NATS.c takes the
+  // connection's lock for it), not at every idle tick: a tick's resends fit
+  // the limit last read.
+  if (any || payload_ == 0) {
+    payload_ = transport_->max_payload();
+    if (parent_) parent_->set_payload_limit(payload_);
+    if (child_) child_->set_payload_limit(payload_);
+  }
   std::vector<Message> parent_out, child_out;
   auto step_all = [&] {
     if (parent_) step(parent_.get(), &parent_out);

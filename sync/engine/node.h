@@ -132,6 +132,7 @@ class SyncNode {
   std::deque<v1::LogEntry> commits_batch_;
   std::deque<ScopeChange> scopes_batch_;
   std::deque<bool> conns_batch_;
+  size_t payload_ = 0;  // the transport's max_payload when last read (run_once)
   bool woken_ = false;
   NodeLimits limits_;
   NodeStats stats_;  // guarded by mu_
