@@ -15,7 +15,28 @@
 namespace canopy::e2e {
 namespace {
 
-using RolloutE2ETest = E2ETest;
+class RolloutE2ETest : public E2ETest {
+ protected:
+  // A hub and three spokes labelled region=eu.
+  std::vector<Spoke*> hub_and_three_eu_sites() {
+    create_hub();
+    launch_hub();
+    std::vector<Spoke*> sites;
+    for (const char* name : {"eu-1", "eu-2", "eu-3"}) {
+      Spoke& s = create_spoke(name, {{"region", "eu"}});
+      launch_spoke(s);
+      sites.push_back(&s);
+    }
+    return sites;
+  }
+  // The image of template web in the site's manifests directory ("" if none).
+  std::string image_at(Spoke* s) {
+    auto m = s->read();
+    auto it = m.find(template_key("web"));
+    if (it == m.end()) return "";
+    return it->second.object["spec"]["template"]["spec"]["containers"][0].value("image", "");
+  }
+};
 
 json rolling_placement(int max_unavailable) {
   json p = placement_by_region({"web"}, "eu");
@@ -24,22 +45,10 @@ json rolling_placement(int max_unavailable) {
 }
 
 TEST_F(RolloutE2ETest, ANewRevisionReachesTheSitesOneAtATime) {
-  create_hub();
-  ASSERT_NO_FATAL_FAILURE(launch_hub());
-  std::vector<Spoke*> sites;
-  for (const char* name : {"eu-1", "eu-2", "eu-3"}) {
-    Spoke& s = create_spoke(name, {{"region", "eu"}});
-    ASSERT_NO_FATAL_FAILURE(launch_spoke(s));
-    sites.push_back(&s);
-  }
+  const std::vector<Spoke*> sites = hub_and_three_eu_sites();
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
   ASSERT_TRUE(put("placement", "web-eu", rolling_placement(1)).ok());
-  auto image_at = [&](Spoke* s) -> std::string {
-    auto m = s->read();
-    auto it = m.find(template_key("web"));
-    if (it == m.end()) return "";
-    return it->second.object["spec"]["template"]["spec"]["containers"][0].value("image", "");
-  };
   // The first revision rolls out too: each site in turn.
   ASSERT_TRUE(wait_until(
       [&] {
@@ -86,24 +95,12 @@ TEST_F(RolloutE2ETest, ANewRevisionReachesTheSitesOneAtATime) {
 // Waves [1]: the first site (in name order) gets a new revision alone; the
 // last wave, the other two, only once it reported the revision applied.
 TEST_F(RolloutE2ETest, AWaveStartsWhenTheWaveBeforeItApplied) {
-  create_hub();
-  ASSERT_NO_FATAL_FAILURE(launch_hub());
-  std::vector<Spoke*> sites;
-  for (const char* name : {"eu-1", "eu-2", "eu-3"}) {
-    Spoke& s = create_spoke(name, {{"region", "eu"}});
-    ASSERT_NO_FATAL_FAILURE(launch_spoke(s));
-    sites.push_back(&s);
-  }
+  const std::vector<Spoke*> sites = hub_and_three_eu_sites();
+  if (HasFatalFailure()) return;
   json p = placement_by_region({"web"}, "eu");
   p["rollout"] = {{"waves", {1}}};
   ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
   ASSERT_TRUE(put("placement", "web-eu", p).ok());
-  auto image_at = [&](Spoke* s) -> std::string {
-    auto m = s->read();
-    auto it = m.find(template_key("web"));
-    if (it == m.end()) return "";
-    return it->second.object["spec"]["template"]["spec"]["containers"][0].value("image", "");
-  };
   std::map<std::string, std::chrono::steady_clock::time_point> switched;
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   while (switched.size() < sites.size() && std::chrono::steady_clock::now() < deadline) {
@@ -142,22 +139,10 @@ int curl_status(const std::string& dir, const std::string& method, const std::st
 }
 
 TEST_F(RolloutE2ETest, AHoldAtASiteKeepsNewRevisionsFromItUntilRemoved) {
-  create_hub();
-  ASSERT_NO_FATAL_FAILURE(launch_hub());
-  std::vector<Spoke*> sites;
-  for (const char* name : {"eu-1", "eu-2", "eu-3"}) {
-    Spoke& s = create_spoke(name, {{"region", "eu"}});
-    ASSERT_NO_FATAL_FAILURE(launch_spoke(s));
-    sites.push_back(&s);
-  }
+  const std::vector<Spoke*> sites = hub_and_three_eu_sites();
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
   ASSERT_TRUE(put("placement", "web-eu", rolling_placement(1)).ok());
-  auto image_at = [&](Spoke* s) -> std::string {
-    auto m = s->read();
-    auto it = m.find(template_key("web"));
-    if (it == m.end()) return "";
-    return it->second.object["spec"]["template"]["spec"]["containers"][0].value("image", "");
-  };
   auto all_at = [&](const std::vector<Spoke*>& v, const char* image) {
     return std::all_of(v.begin(), v.end(), [&](Spoke* s) { return image_at(s) == image; });
   };
