@@ -99,6 +99,37 @@ inline std::optional<json> http_get_json(int port, const std::string& path) {
   return j;
 }
 
+// Catalog gRPC calls as a client holding `token`, with a 5 s deadline; the
+// kind "site" has no tenant, every other kind is tenant kTenant's.
+inline grpc::Status catalog_put(v1::Catalog::Stub* stub, const std::string& token,
+                                const std::string& kind, const std::string& name, const json& doc) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  ctx.AddMetadata("authorization", "Bearer " + token);
+  v1::PutRequest req;
+  req.mutable_object()->set_kind(kind);
+  req.mutable_object()->set_tenant(kind == "site" ? "" : kTenant);
+  req.mutable_object()->set_name(name);
+  req.mutable_object()->set_json(doc.dump());
+  v1::PutResponse resp;
+  return stub->Put(&ctx, req, &resp);
+}
+// The status of kTenant's `placement` (first 1,000 sites), or nullopt.
+inline std::optional<v1::GetStatusResponse> catalog_status(v1::Catalog::Stub* stub,
+                                                           const std::string& token,
+                                                           const std::string& placement) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  ctx.AddMetadata("authorization", "Bearer " + token);
+  v1::GetStatusRequest req;
+  req.set_tenant(kTenant);
+  req.set_placement(placement);
+  req.set_page_size(1000);
+  v1::GetStatusResponse resp;
+  if (!stub->GetStatus(&ctx, req, &resp).ok()) return std::nullopt;
+  return resp;
+}
+
 inline json deployment(const std::string& name, int replicas, const std::string& image) {
   return {{"apiVersion", "apps/v1"},
           {"kind", "Deployment"},
@@ -409,16 +440,7 @@ class E2ETest : public ::testing::Test {
 
   grpc::Status put(v1::Catalog::Stub* stub, const std::string& kind, const std::string& name,
                    const json& doc) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    ctx.AddMetadata("authorization", "Bearer " + token_);
-    v1::PutRequest req;
-    req.mutable_object()->set_kind(kind);
-    req.mutable_object()->set_tenant(kind == "site" ? "" : kTenant);
-    req.mutable_object()->set_name(name);
-    req.mutable_object()->set_json(doc.dump());
-    v1::PutResponse resp;
-    return stub->Put(&ctx, req, &resp);
+    return catalog_put(stub, token_, kind, name, doc);
   }
   grpc::Status put(const std::string& kind, const std::string& name, const json& doc) {
     return put(stub_.get(), kind, name, doc);
@@ -475,16 +497,7 @@ class E2ETest : public ::testing::Test {
   }
 
   std::optional<v1::GetStatusResponse> get_status(const std::string& placement) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    ctx.AddMetadata("authorization", "Bearer " + token_);
-    v1::GetStatusRequest req;
-    req.set_tenant(kTenant);
-    req.set_placement(placement);
-    req.set_page_size(1000);
-    v1::GetStatusResponse resp;
-    if (!stub_->GetStatus(&ctx, req, &resp).ok()) return std::nullopt;
-    return resp;
+    return catalog_status(stub_.get(), token_, placement);
   }
 
   // The hub's view of `tmpl` at `site` for `placement`: (outcome, hash).

@@ -193,32 +193,16 @@ class HierarchyTest : public ::testing::Test {
   }
 
   grpc::Status put(const std::string& kind, const std::string& name, const json& doc) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    ctx.AddMetadata("authorization", "Bearer " + token_);
-    v1::PutRequest req;
-    req.mutable_object()->set_kind(kind);
-    req.mutable_object()->set_tenant(kind == "site" ? "" : kTenant);
-    req.mutable_object()->set_name(name);
-    req.mutable_object()->set_json(doc.dump());
-    v1::PutResponse resp;
-    return stub_->Put(&ctx, req, &resp);
+    return catalog_put(stub_.get(), token_, kind, name, doc);
   }
 
   // The root's status row of `site` for `placement`.
   std::optional<v1::SiteStatus> root_status(const std::string& placement, const std::string& site,
                                             v1::GetStatusResponse* whole = nullptr) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    ctx.AddMetadata("authorization", "Bearer " + token_);
-    v1::GetStatusRequest req;
-    req.set_tenant(kTenant);
-    req.set_placement(placement);
-    req.set_page_size(1000);
-    v1::GetStatusResponse resp;
-    if (!stub_->GetStatus(&ctx, req, &resp).ok()) return std::nullopt;
-    if (whole != nullptr) *whole = resp;
-    for (const auto& row : resp.sites()) {
+    auto resp = catalog_status(stub_.get(), token_, placement);
+    if (!resp) return std::nullopt;
+    if (whole != nullptr) *whole = *resp;
+    for (const auto& row : resp->sites()) {
       if (row.site() == site) return row;
     }
     return std::nullopt;
