@@ -18,6 +18,7 @@
 #include "api/catalog_service.h"
 #include "api/grpc_server.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_store.h"
 
 namespace canopy::api {
 
@@ -47,12 +48,8 @@ inline json eu_placement(const std::vector<std::string>& templates) {
 class CatalogServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    StoreOptions o;
-    o.path = dir_.file("hub");
-    o.durability = Durability::kNone;
-    auto s = Store::open(o);
-    ASSERT_TRUE(s.ok()) << s.status().to_string();
-    store_ = std::move(s).value();
+    store_ = open_test_store(dir_, "hub");
+    ASSERT_NE(store_, nullptr);
     auth_ = std::make_unique<Authenticator>(store_.get(), SystemClock::instance());
     auto index = hub::PlacementIndex::attach(store_.get());
     ASSERT_TRUE(index.ok()) << index.status().to_string();

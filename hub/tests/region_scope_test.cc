@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_store.h"
 
 namespace canopy::hub {
 namespace {
@@ -31,12 +32,8 @@ constexpr char kShopKey[] = "t/acme/placements/shop";
 class RegionScopeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    StoreOptions o;
-    o.path = dir_.file("hub");
-    o.durability = Durability::kNone;
-    auto s = Store::open(o);
-    ASSERT_TRUE(s.ok()) << s.status().to_string();
-    store_ = std::move(s).value();
+    store_ = open_test_store(dir_, "hub");
+    ASSERT_NE(store_, nullptr);
     auto index = PlacementIndex::attach(store_.get());
     ASSERT_TRUE(index.ok()) << index.status().to_string();
     index_ = std::move(index).value();

@@ -12,6 +12,7 @@
 #include "model/keys.h"
 #include "model/render.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_store.h"
 
 namespace canopy::hub {
 namespace {
@@ -22,12 +23,8 @@ using Names = std::vector<std::string>;
 class RolloutControllerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    StoreOptions o;
-    o.path = dir_.file("hub");
-    o.durability = Durability::kNone;
-    auto s = Store::open(o);
-    ASSERT_TRUE(s.ok()) << s.status().to_string();
-    store_ = std::move(s).value();
+    store_ = open_test_store(dir_, "hub");
+    ASSERT_NE(store_, nullptr);
     auto index = PlacementIndex::attach(store_.get());
     ASSERT_TRUE(index.ok());
     index_ = std::move(index).value();

@@ -1,8 +1,6 @@
-// Parts the sync tests share: a scope by key prefixes, and a store opened the
-// way those tests want it (no fsync, a manual clock, a fixed replica id).
+// Parts the sync tests share: a scope by key prefixes (and
+// tests/support/test_store.h's store opener).
 #pragma once
-
-#include <gtest/gtest.h>
 
 #include <cstdint>
 #include <functional>
@@ -15,7 +13,7 @@
 
 #include "store/store.h"
 #include "sync/scope.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/test_store.h"
 
 namespace canopy::sync {
 
@@ -49,21 +47,5 @@ class PrefixScope final : public ScopeProvider {
  private:
   std::vector<std::string> children_;
 };
-
-// A store in `dir`/`name` without fsync, on `clock`, with replica id `id`
-// (and `random` for its ids and epochs, when given).
-inline std::unique_ptr<Store> open_test_store(testing::TempDir& dir, const std::string& name,
-                                              uint64_t id, Clock* clock,
-                                              std::function<uint64_t()> random = {}) {
-  StoreOptions o;
-  o.path = dir.file(name);
-  o.durability = Durability::kNone;
-  o.clock = clock;
-  o.replica_id = id;
-  if (random) o.random = std::move(random);
-  auto s = Store::open(o);
-  EXPECT_TRUE(s.ok()) << s.status().to_string();
-  return s.ok() ? std::move(s).value() : nullptr;
-}
 
 }  // namespace canopy::sync
