@@ -29,6 +29,10 @@ class SendChannel {
   void on_ack(uint64_t seq, bool gap, uint64_t now_ms, std::vector<std::string>* resend);
   // Appends what must be resent after a timeout to `resend`.
   void on_tick(uint64_t now_ms, std::vector<std::string>* resend);
+  // When on_tick would resend (UINT64_MAX: nothing awaits an ack).
+  uint64_t next_timeout_ms() const {
+    return unacked_.empty() ? UINT64_MAX : last_send_ms_ + rto_ms_;
+  }
   size_t in_flight() const { return unacked_.size(); }
   size_t in_flight_bytes() const;
   uint64_t acked() const { return acked_; }

@@ -567,6 +567,17 @@ void ChildSync::tick() {
   if (connected_ && now >= last_heartbeat_ms_ + opts_.heartbeat_ms) send_ack(false);
 }
 
+uint64_t ChildSync::next_tick_ms() const {
+  // Mirrors tick(): a hello when its backoff ends; when active, what pump_up
+  // would send, the oldest unacked message's timeout, the next heartbeat.
+  if (state_ == State::kHello) return next_hello_ms_;
+  if (state_ != State::kActive) return UINT64_MAX;
+  if (up_.can_send() && (up_full_pending_ || store_->last_log_index() > up_sent_)) return 0;
+  uint64_t due = up_.next_timeout_ms();
+  if (connected_) due = std::min(due, last_heartbeat_ms_ + opts_.heartbeat_ms);
+  return due;
+}
+
 bool ChildSync::in_sync() const {
   return state_ == State::kActive && connected_ && !reconciling_ && up_.in_flight() == 0 &&
          !up_full_pending_ && down_.epoch() != 0;

@@ -94,6 +94,11 @@ class ChildSync {
   void on_commits_lost() { pump_up(); }
   void on_connection(bool connected);
   void tick();
+  // The earliest time at which tick() has something to do (0: at once;
+  // UINT64_MAX: nothing until an input comes). Before it, tick() changes
+  // nothing and sends nothing, so a runtime driving many engines may tick
+  // each only when it is due.
+  uint64_t next_tick_ms() const;
   // Ends a batch of inputs: queues the ack owed for what was applied.
   void flush();
   // What the inputs since the last call produced (see ParentSync::take_ready).

@@ -246,6 +246,11 @@ bool SyncNode::run_once(bool tick) {
   return any;
 }
 
+uint64_t SyncNode::next_tick_ms() const {
+  if (parent_) return 0;
+  return child_ ? child_->next_tick_ms() : UINT64_MAX;
+}
+
 void SyncNode::wait(uint64_t timeout_ms) {
   std::unique_lock lock(mu_);
   cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] {

@@ -86,6 +86,10 @@ class SyncNode {
   // Processes what is queued; with `tick`, runs the engines' timers too.
   // Returns true if anything was processed.
   bool run_once(bool tick);
+  // When run_once(true) next has timer work (0: at once); an idle tick
+  // before it does nothing. A parent engine is always due (its sessions'
+  // timers are not tracked one by one). REQUIRES: the thread of run_once.
+  uint64_t next_tick_ms() const;
   // Blocks until something is queued or `timeout_ms` passed.
   void wait(uint64_t timeout_ms);
   // Wakes wait() (used to stop a runtime).

@@ -102,6 +102,49 @@ TEST_F(EngineTest, ScopedStateFlowsDownAndOwnWritesFlowUp) {
   EXPECT_TRUE(site_->child()->in_sync());
 }
 
+// next_tick_ms() lets a runtime that drives many engines skip idle ticks
+// (the sync bench's 10,000 children): before it, tick() must change nothing
+// and send nothing, in every state the child passes through — hello, active,
+// resending over a lossy bus, disconnected, back. A child ticked only when
+// due still converges.
+TEST_F(EngineTest, AChildTickedOnlyWhenDueLosesNothing) {
+  ChildSync* child = site_->child();
+  net_.set_faults(MemoryFaults{.drop = 0.2});
+  int idle = 0, due = 0;
+  for (int step = 0; step < 800; ++step) {
+    if (step == 100) {
+      ASSERT_TRUE(hub_store_->put("d/a", R"({"x":1})").ok());
+    }
+    if (step == 150) {
+      ASSERT_TRUE(site_store_->put("s/site/up", R"({"y":2})").ok());
+    }
+    if (step == 250) net_.set_connected("site", false);
+    if (step == 260) {
+      ASSERT_TRUE(site_store_->put("s/site/up", R"({"y":3})").ok());
+    }
+    if (step == 300) net_.set_connected("site", true);
+    if (step == 500) net_.set_faults(MemoryFaults{});
+    net_.deliver_all(100000);
+    hub_->run_once(true);
+    site_->run_once(false);  // inputs only
+    if (clock_.now_ms() < site_->next_tick_ms()) {
+      child->tick();
+      child->flush();
+      EXPECT_TRUE(child->take_ready().empty()) << "an idle tick did something at step " << step;
+      ++idle;
+    } else {
+      site_->run_once(true);
+      ++due;
+    }
+    clock_.advance_ms(50);
+  }
+  EXPECT_GT(idle, 400) << "most ticks of a quiet child are idle";
+  EXPECT_GT(due, 10);
+  EXPECT_EQ(*site_store_->get("d/a"), R"({"x":1})");
+  EXPECT_EQ(*hub_store_->get("s/site/up"), R"({"y":3})");
+  EXPECT_TRUE(child->in_sync());
+}
+
 TEST_F(EngineTest, ChildWritesOutsideItsWritableScopeAreRefused) {
   settle();
   // The child writes a desired-state key locally; it must not be merged up.
