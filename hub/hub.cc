@@ -13,7 +13,13 @@ namespace canopy::hub {
 
 // Housekeeping trims the log and tombstones older than the retention window.
 constexpr auto kHousekeepingInterval = std::chrono::minutes(1);
-constexpr auto kRolloutInterval = std::chrono::seconds(1);
+// A regional hub checks its sessions for its presence documents this often.
+constexpr auto kPresenceInterval = std::chrono::seconds(1);
+// Rollout steps come at most this often (a burst of status reports is one
+// step), and at least this often when nothing changes (a safety net: every
+// input of a step is a document whose commit already wakes it).
+constexpr auto kRolloutMinGap = std::chrono::milliseconds(250);
+constexpr auto kRolloutIdle = std::chrono::seconds(60);
 
 Hub::Hub(HubConfig config, HubHooks hooks)
     : config_(std::move(config)), hooks_(std::move(hooks)), rng_(std::random_device{}()) {}
@@ -114,6 +120,21 @@ Status Hub::start() {
   // writes it may not send up.
   if (config_.parent.empty()) {
     rollouts_ = std::make_unique<RolloutController>(store_.get(), index_.get());
+    rollout_listener_ = store_->subscribe([this](const v1::LogEntry& e) {
+      switch (model::parse_key(e.has_delta() ? e.delta().key() : e.doc().key()).kind) {
+        case model::KeyKind::kPlacement:
+        case model::KeyKind::kTemplate:
+        case model::KeyKind::kSite:
+        case model::KeyKind::kStatus:
+        case model::KeyKind::kHold:
+          break;
+        default:
+          return;  // the controller's own releases and state documents among them
+      }
+      if (rollout_dirty_.exchange(true)) return;
+      { std::lock_guard lock(housekeeping_mu_); }
+      housekeeping_cv_.notify_all();
+    });
     rollout_thread_ = std::thread([this] { rollout_loop(); });
   } else {
     presence_thread_ = std::thread([this] { presence_loop(); });
@@ -131,6 +152,7 @@ void Hub::stop() {
   housekeeping_cv_.notify_all();
   if (housekeeping_.joinable()) housekeeping_.join();
   if (rollout_thread_.joinable()) rollout_thread_.join();
+  if (rollout_listener_ != 0) store_->unsubscribe(rollout_listener_);
   if (presence_thread_.joinable()) presence_thread_.join();
   rollouts_.reset();
   if (runtime_) runtime_->stop();
@@ -188,13 +210,30 @@ HubSyncSnapshot Hub::sync_snapshot() {
 }
 
 void Hub::rollout_loop() {
+  using steady = std::chrono::steady_clock;
+  uint64_t hold_end_ms = UINT64_MAX;  // when the first hold the last step met ends
   std::unique_lock lock(housekeeping_mu_);
-  while (
-      !housekeeping_cv_.wait_for(lock, kRolloutInterval, [this] { return housekeeping_stop_; })) {
+  while (!housekeeping_stop_) {
+    auto deadline = steady::now() + kRolloutIdle;
+    if (hold_end_ms != UINT64_MAX) {
+      const uint64_t now_ms = SystemClock::instance()->now_ms();
+      const uint64_t wait_ms = hold_end_ms > now_ms ? hold_end_ms - now_ms : 0;
+      deadline = std::min(deadline, steady::now() + std::chrono::milliseconds(wait_ms));
+    }
+    housekeeping_cv_.wait_until(lock, deadline,
+                                [this] { return housekeeping_stop_ || rollout_dirty_.load(); });
+    if (housekeeping_stop_) break;
+    rollout_dirty_ = false;
     lock.unlock();
     auto step = rollouts_->step();
-    if (!step.ok()) spdlog::warn("rollouts: {}", step.status().to_string());
+    if (step.ok()) {
+      hold_end_ms = step->next_hold_end_ms;
+    } else {
+      spdlog::warn("rollouts: {}", step.status().to_string());
+      rollout_dirty_ = true;  // try again after the gap
+    }
     lock.lock();
+    housekeeping_cv_.wait_for(lock, kRolloutMinGap, [this] { return housekeeping_stop_; });
   }
 }
 
@@ -226,7 +265,7 @@ void Hub::presence_loop() {
   const uint64_t started = SystemClock::instance()->now_ms();
   std::unique_lock lock(housekeeping_mu_);
   while (
-      !housekeeping_cv_.wait_for(lock, kRolloutInterval, [this] { return housekeeping_stop_; })) {
+      !housekeeping_cv_.wait_for(lock, kPresenceInterval, [this] { return housekeeping_stop_; })) {
     lock.unlock();
     write_presence(started);
     lock.lock();

@@ -22,6 +22,7 @@
 // run on the sync runtime's thread).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -135,6 +136,11 @@ class Hub {
   bool housekeeping_stop_ = false;
   std::thread housekeeping_;
   std::unique_ptr<RolloutController> rollouts_;
+  // Set by a store listener when a document a rollout depends on commits
+  // (placements, templates, site records, status, holds); the rollout thread
+  // steps then, and when a hold ends, and is otherwise idle.
+  std::atomic<bool> rollout_dirty_{true};
+  uint64_t rollout_listener_ = 0;
   std::thread rollout_thread_;
   std::thread presence_thread_;
   std::unordered_map<std::string, bool> presence_written_;  // presence thread only

@@ -21,13 +21,21 @@
 // O(targeted sites × templates) point reads per placement with a policy) and
 // is called from the hub's rollout thread, never from a store listener.
 //
-// Stateless: each step derives the wave from the sites' status documents (a
-// site added in the middle of the name order shifts the later waves).
-// Left out (docs/rollouts.md): a rollout state document, site-side holds.
+// Each step derives the wave from the sites' status documents (a site added
+// in the middle of the name order shifts the later waves), and records what
+// it saw in the placement's rollout state document
+// (`t/<tenant>/rollouts/<placement>`, model::RolloutState: the wave, counts,
+// held sites, why it is paused), written only when that changes and removed
+// with the placement or its policy. The hub runs a step when a document a
+// rollout depends on changes, and when a hold ends (RolloutStep), not on a
+// timer.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -44,6 +52,9 @@ struct RolloutStep {
   size_t released = 0;              // release documents written
   std::vector<std::string> paused;  // "<tenant>/<placement>: why", for each paused one
   std::vector<std::string> held;    // "<site>: why", sites a release waited for (a hold)
+  // When the first of those holds ends (UINT64_MAX: none): a step then may
+  // release what the hold kept back.
+  uint64_t next_hold_end_ms = UINT64_MAX;
 };
 
 class RolloutController {
@@ -55,7 +66,10 @@ class RolloutController {
   StatusOr<RolloutStep> step();
 
  private:
-  Status step_placement(const std::string& key, RolloutStep* out);
+  // Steps the placement at `key`; adds its rollout state key to `live`.
+  Status step_placement(const std::string& key, RolloutStep* out, std::set<std::string>* live);
+  // Writes the rollout state document at `key` unless it already says `state`.
+  Status save_state(const std::string& key, const model::RolloutState& state);
   // The site's active hold (model::Hold) that ends last, if any.
   std::optional<model::Hold> hold_of(const std::string& site);
 
@@ -63,6 +77,7 @@ class RolloutController {
   PlacementIndex* index_;
   Clock* clock_;
   std::vector<std::string> paused_logged_;
+  std::map<std::string, model::RolloutState> written_;  // state key -> as last written
 };
 
 }  // namespace canopy::hub

@@ -329,6 +329,26 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
     auto it = placements_.find(key);
     if (it != placements_.end()) templates = it->second.templates;
   }
+  // The rollout controller's record (docs/rollouts.md), one point read.
+  if (auto text = store_->get(model::rollout_key(tenant, name)); text.ok()) {
+    auto state = model::parse_rollout_state(json::parse(*text, nullptr, false));
+    if (state.ok()) {
+      v1::RolloutProgress* rollout = response.mutable_rollout();
+      rollout->set_paused(state->paused);
+      for (const model::TemplateRollout& t : state->templates) {
+        v1::TemplateRollout* r = rollout->add_templates();
+        r->set_template_(t.template_name);
+        r->set_revision(t.revision);
+        r->set_wave(static_cast<uint32_t>(t.wave));
+        r->set_waves(static_cast<uint32_t>(t.waves));
+        r->set_targeted(static_cast<uint32_t>(t.targeted));
+        r->set_released(static_cast<uint32_t>(t.released));
+        r->set_applied(static_cast<uint32_t>(t.applied));
+        r->set_failed(static_cast<uint32_t>(t.failed));
+        for (const auto& h : t.held) r->add_held(h);
+      }
+    }
+  }
   std::unordered_map<std::string, std::string> revisions;  // template name -> revision
   for (const auto& t : templates) {
     auto text = store_->get(model::template_key(tenant, t));

@@ -301,6 +301,65 @@ StatusOr<Release> parse_release(const json& doc) {
 
 json release_document(const Release& release) { return {{"revision", release.revision}}; }
 
+StatusOr<RolloutState> parse_rollout_state(const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "rollout state"));
+  CANOPY_RETURN_IF_ERROR(only_fields(doc, {"paused", "templates"}));
+  RolloutState out;
+  out.paused = string_or_empty(doc, "paused");
+  const json* templates = field(doc, "templates");
+  if (templates == nullptr) return out;
+  if (!templates->is_array()) return invalid_argument("templates must be a list");
+  for (const json& t : *templates) {
+    CANOPY_RETURN_IF_ERROR(require_object(t, "templates[]"));
+    CANOPY_RETURN_IF_ERROR(only_fields(t, {"template", "revision", "wave", "waves", "targeted",
+                                           "released", "applied", "failed", "held"}));
+    TemplateRollout r;
+    r.template_name = string_or_empty(t, "template");
+    if (!is_dns1123_label(r.template_name)) {
+      return invalid_argument("templates[].template must be a template's name");
+    }
+    r.revision = string_or_empty(t, "revision");
+    for (auto [name, out_count] : {std::pair<const char*, size_t*>{"wave", &r.wave},
+                                   {"waves", &r.waves},
+                                   {"targeted", &r.targeted},
+                                   {"released", &r.released},
+                                   {"applied", &r.applied},
+                                   {"failed", &r.failed}}) {
+      const json* v = field(t, name);
+      if (v == nullptr) continue;
+      if (!v->is_number_unsigned()) {
+        return invalid_argument(std::string("templates[].") + name + " must be a count");
+      }
+      *out_count = v->get<size_t>();
+    }
+    if (const json* held = field(t, "held"); held != nullptr) {
+      if (!held->is_array()) return invalid_argument("templates[].held must be a list");
+      for (const json& h : *held) {
+        if (!h.is_string()) return invalid_argument("templates[].held[] must be text");
+        r.held.push_back(h.get<std::string>());
+      }
+    }
+    out.templates.push_back(std::move(r));
+  }
+  return out;
+}
+
+json rollout_state_document(const RolloutState& state) {
+  json templates = json::array();
+  for (const TemplateRollout& t : state.templates) {
+    templates.push_back({{"template", t.template_name},
+                         {"revision", t.revision},
+                         {"wave", t.wave},
+                         {"waves", t.waves},
+                         {"targeted", t.targeted},
+                         {"released", t.released},
+                         {"applied", t.applied},
+                         {"failed", t.failed},
+                         {"held", t.held}});
+  }
+  return {{"paused", state.paused}, {"templates", std::move(templates)}};
+}
+
 StatusOr<Hold> parse_hold(const json& doc) {
   CANOPY_RETURN_IF_ERROR(require_object(doc, "hold"));
   CANOPY_RETURN_IF_ERROR(only_fields(doc, {"untilMs", "reason"}));

@@ -146,6 +146,35 @@ struct Release {
 StatusOr<Release> parse_release(const nlohmann::json& doc);
 nlohmann::json release_document(const Release& release);
 
+// `t/<tenant>/rollouts/<placement>`: a placement's rollout as the hub's
+// rollout controller last saw it (docs/rollouts.md), written by it only when
+// it changes, kept at the hub (no site's scope holds it), shown in the
+// placement's status:
+//   {"paused": "<why, or empty>", "templates": [{"template": "web",
+//    "revision": "<rev>", "wave": 2, "waves": 3, "targeted": 10,
+//    "released": 4, "applied": 3, "failed": 0, "held": ["<site>: <why>"]}]}
+// `wave` is the current wave, from 1 (== `waves` once the last has started);
+// `applied` counts sites that report the revision applied and healthy.
+struct TemplateRollout {
+  std::string template_name;
+  std::string revision;
+  size_t wave = 0;
+  size_t waves = 0;
+  size_t targeted = 0;
+  size_t released = 0;
+  size_t applied = 0;
+  size_t failed = 0;
+  std::vector<std::string> held;
+  bool operator==(const TemplateRollout&) const = default;
+};
+struct RolloutState {
+  std::string paused;
+  std::vector<TemplateRollout> templates;
+  bool operator==(const RolloutState&) const = default;
+};
+StatusOr<RolloutState> parse_rollout_state(const nlohmann::json& doc);
+nlohmann::json rollout_state_document(const RolloutState& state);
+
 // `sites/<site>/holds/<hold>`: {"untilMs": N, "reason": "..."}, written at
 // the site (its local API) for a maintenance window: until then (ms since the
 // epoch, on the hub's clock), the hub releases no new revision to the site,

@@ -52,6 +52,8 @@ ParsedKey parse_key(std::string_view key) {
       out.kind = KeyKind::kOverride;
     } else if (p[2] == "grants") {
       out.kind = KeyKind::kGrant;
+    } else if (p[2] == "rollouts") {
+      out.kind = KeyKind::kRollout;
     } else {
       return out;
     }
@@ -106,6 +108,9 @@ std::string override_key(std::string_view tenant, std::string_view name) {
 std::string tenant_key(std::string_view tenant) { return join({kTenantsPrefix, tenant}); }
 std::string grant_key(std::string_view tenant, std::string_view name) {
   return join({kTenantsPrefix, tenant, "/grants/", name});
+}
+std::string rollout_key(std::string_view tenant, std::string_view placement) {
+  return join({kTenantsPrefix, tenant, "/rollouts/", placement});
 }
 std::string token_key(std::string_view id) { return join({kTokensPrefix, id}); }
 std::string presence_key(std::string_view site) { return join({kSitesPrefix, site, "/presence"}); }

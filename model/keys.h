@@ -11,6 +11,8 @@
 //   t/<tenant>/templates/<template>              template (a Kubernetes manifest)
 //   t/<tenant>/placements/<placement>            placement
 //   t/<tenant>/overrides/<override>              hub override
+//   t/<tenant>/rollouts/<placement>              a placement's rollout progress
+//                                                (written by the hub, kept there)
 //   t/<tenant>                                   tenant record
 //   t/<tenant>/grants/<grant>                    grant of sites to the tenant
 //   tokens/<id>                                  API token (hub only)
@@ -43,6 +45,7 @@ enum class KeyKind {
   kTenant,
   kGrant,
   kToken,
+  kRollout,
 };
 
 struct ParsedKey {
@@ -63,6 +66,7 @@ std::string placement_key(std::string_view tenant, std::string_view name);
 std::string override_key(std::string_view tenant, std::string_view name);
 std::string tenant_key(std::string_view tenant);
 std::string grant_key(std::string_view tenant, std::string_view name);
+std::string rollout_key(std::string_view tenant, std::string_view placement);
 std::string token_key(std::string_view id);
 std::string local_override_key(std::string_view site, std::string_view tenant,
                                std::string_view template_name);
@@ -79,7 +83,8 @@ std::string status_prefix(std::string_view site);
 std::string local_overrides_prefix(std::string_view site);
 std::string releases_prefix(std::string_view site);
 std::string holds_prefix(std::string_view site);
-// `t/<tenant>/<kind>s/` for kind "template", "placement", "override" or "grant".
+// `t/<tenant>/<kind>s/` for kind "template", "placement", "override", "grant"
+// or "rollout".
 std::string tenant_kind_prefix(std::string_view tenant, std::string_view kind);
 
 // True when `key` is `sites/<site>` or under `sites/<site>/`.

@@ -142,10 +142,19 @@ int cmd_rollout_status(Hub& hub, const std::string& target, bool watch, int time
                   "%u of %u sites at the current revision (%u progressing, %u pending, %u failed, "
                   "%u offline)",
                   s.applied(), s.targeted(), s.progressing(), s.pending(), s.failed(), s.offline());
-    if (line != last) {
-      std::printf("Waiting for placement %s rollout to finish: %s\n", target.c_str(), line);
+    // With a rollout policy: where the rollout controller is, per template.
+    std::string progress = line;
+    for (const v1::TemplateRollout& t : s.rollout().templates()) {
+      progress += "; " + t.template_() + ": wave " + std::to_string(t.wave()) + " of " +
+                  std::to_string(t.waves()) + ", " + std::to_string(t.released()) + " released";
+      if (t.held_size() > 0) progress += ", " + std::to_string(t.held_size()) + " held";
+    }
+    if (!s.rollout().paused().empty()) progress += "; paused: " + s.rollout().paused();
+    if (progress != last) {
+      std::printf("Waiting for placement %s rollout to finish: %s\n", target.c_str(),
+                  progress.c_str());
       std::fflush(stdout);
-      last = line;
+      last = progress;
     }
     if (s.applied() == s.targeted()) {
       std::printf("placement %s successfully rolled out\n", target.c_str());

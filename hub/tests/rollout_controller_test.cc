@@ -182,6 +182,64 @@ TEST_F(RolloutControllerTest, AHoldStopsTheWaveAtThatSite) {
   EXPECT_EQ(released(), (Names{"a", "b", "c", "d"}));
 }
 
+// The rollout state document says where the rollout is, after each step:
+// the wave, the counts, the held sites, why it is paused; it is rewritten
+// only when that changes, and removed with the placement's policy.
+TEST_F(RolloutControllerTest, TheStateDocumentFollowsTheRollout) {
+  const std::string key = model::rollout_key("acme", "web-eu");
+  auto state = [&] {
+    auto text = store_->get(key);
+    EXPECT_TRUE(text.ok()) << text.status().to_string();
+    auto parsed = model::parse_rollout_state(json::parse(text.ok() ? *text : "{}"));
+    EXPECT_TRUE(parsed.ok()) << parsed.status().to_string();
+    return parsed.ok() ? *parsed : model::RolloutState{};
+  };
+  const uint64_t now = SystemClock::instance()->now_ms();
+  put(model::hold_key("c", "window"), model::hold_document({now + 3'600'000, "switch"}));
+  placement({{"waves", {1, "50%"}}});
+  RolloutStep s = step();
+  EXPECT_EQ(s.next_hold_end_ms, UINT64_MAX) << "c is not in the first wave: not asked about";
+  model::RolloutState st = state();
+  EXPECT_EQ(st.paused, "");
+  ASSERT_EQ(st.templates.size(), 1u);
+  EXPECT_EQ(st.templates[0].template_name, "web");
+  EXPECT_EQ(st.templates[0].revision, revision());
+  EXPECT_EQ(st.templates[0].wave, 1u);
+  EXPECT_EQ(st.templates[0].waves, 3u);
+  EXPECT_EQ(st.templates[0].targeted, 4u);
+  EXPECT_EQ(st.templates[0].released, 1u);
+  EXPECT_EQ(st.templates[0].applied, 0u);
+
+  // Nothing changed: the document is not written again.
+  const uint64_t index = store_->last_log_index();
+  step();
+  EXPECT_EQ(store_->last_log_index(), index) << "an unchanged state was rewritten";
+
+  report("a", "applied");
+  step();
+  report("b", "applied");
+  s = step();  // the last wave: c is held
+  st = state();
+  EXPECT_EQ(st.templates[0].wave, 3u);
+  EXPECT_EQ(st.templates[0].applied, 2u);
+  EXPECT_EQ(st.templates[0].released, 3u) << "a, b and d";
+  ASSERT_EQ(st.templates[0].held.size(), 1u);
+  EXPECT_NE(st.templates[0].held[0].find("c: held until"), std::string::npos);
+  EXPECT_EQ(s.next_hold_end_ms, now + 3'600'000) << "the hub wakes when the hold ends";
+
+  report("d", "failed");
+  placement({{"waves", {1, "50%"}}, {"maxFailures", 0}});
+  step();
+  EXPECT_NE(state().paused.find("1 sites failed"), std::string::npos) << state().paused;
+  EXPECT_EQ(state().templates[0].failed, 1u);
+
+  // Without a policy, no rollout and no state document.
+  put(model::placement_key("acme", "web-eu"),
+      {{"templates", {"web"}}, {"selector", {{"matchLabels", {{"region", "eu"}}}}}});
+  step();
+  EXPECT_EQ(store_->get(key).status().code(), StatusCode::kNotFound);
+}
+
 TEST_F(RolloutControllerTest, ReleasesAtMostMaxUnavailableSitesAtATime) {
   placement({{"maxUnavailable", 2}});
   EXPECT_EQ(step().released, 2u);

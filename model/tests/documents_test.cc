@@ -45,6 +45,24 @@ TEST(Documents, Placement) {
   EXPECT_EQ(error_of(parse_placement(json::array())), "placement must be a JSON object, not array");
 }
 
+// The rollout controller's record round-trips, and a document that is not
+// one is refused with the field named.
+TEST(Documents, RolloutState) {
+  RolloutState st;
+  st.paused = "paused by its policy";
+  st.templates.push_back({"web", "r1", 2, 3, 10, 4, 3, 1, {"a: held until 5"}});
+  auto back = parse_rollout_state(rollout_state_document(st));
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(*back, st);
+  for (const char* bad : {R"([])", R"({"templates": {}})", R"({"extra": 1})",
+                          R"({"templates": [{"template": "Web"}]})",
+                          R"({"templates": [{"template": "web", "wave": -1}]})",
+                          R"({"templates": [{"template": "web", "held": [1]}]})"}) {
+    auto r = parse_rollout_state(json::parse(bad));
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 TEST(Documents, RolloutPolicyAndRelease) {
   json p = {{"templates", {"web"}}, {"sites", {"a"}}};
   auto none = parse_placement(p);

@@ -60,6 +60,7 @@ TEST(Keys, BuildAndParseEveryShape) {
       {hold_key("tower-1", "maintenance"), KeyKind::kHold, "tower-1", "", "maintenance"},
       {tenant_key("acme"), KeyKind::kTenant, "", "acme", ""},
       {grant_key("acme", "eu-shops"), KeyKind::kGrant, "", "acme", "eu-shops"},
+      {rollout_key("acme", "web-eu"), KeyKind::kRollout, "", "acme", "web-eu"},
       {token_key("0f3a9c"), KeyKind::kToken, "", "", "0f3a9c"},
   };
   for (const Case& c : cases) {

@@ -4,7 +4,7 @@
 // before reported it applied; the hub's status shows the sites behind as
 // progressing meanwhile; with waves [1], the first site alone, then the rest;
 // a hold set with curl on a spoke's local API keeps new revisions from that
-// site until it is removed. (Failures pausing a rollout:
+// site until it is removed, and a hold that runs out lets it through. (Failures pausing a rollout:
 // rollout_controller_test.)
 #include <algorithm>
 #include <fstream>
@@ -79,10 +79,11 @@ TEST_F(RolloutE2ETest, ANewRevisionReachesTheSitesOneAtATime) {
   ASSERT_EQ(switched.size(), sites.size()) << "the rollout did not finish";
   EXPECT_LT(switched["eu-1"], switched["eu-2"]);
   EXPECT_LT(switched["eu-2"], switched["eu-3"]);
-  // One at a time: the next release waits for the previous site's report and
-  // the hub's next step (about a second), never two at once.
-  EXPECT_GT(switched["eu-2"] - switched["eu-1"], 300ms);
-  EXPECT_GT(switched["eu-3"] - switched["eu-2"], 300ms);
+  // One at a time: the next release waits for the previous site's report to
+  // reach the hub, a rollout step, and the release's way down (about 250 ms
+  // here); sites released together switch within a poll (50 ms) or two.
+  EXPECT_GT(switched["eu-2"] - switched["eu-1"], 120ms);
+  EXPECT_GT(switched["eu-3"] - switched["eu-2"], 120ms);
   EXPECT_TRUE(saw_progressing) << "status never showed the sites behind as progressing";
   ASSERT_TRUE(wait_until(
       [&] {
@@ -112,8 +113,19 @@ TEST_F(RolloutE2ETest, AWaveStartsWhenTheWaveBeforeItApplied) {
     std::this_thread::sleep_for(50ms);
   }
   ASSERT_EQ(switched.size(), sites.size()) << "the rollout did not finish";
-  EXPECT_GT(switched["eu-2"] - switched["eu-1"], 300ms) << "eu-2 did not wait for wave 1";
-  EXPECT_GT(switched["eu-3"] - switched["eu-1"], 300ms) << "eu-3 did not wait for wave 1";
+  EXPECT_GT(switched["eu-2"] - switched["eu-1"], 120ms) << "eu-2 did not wait for wave 1";
+  EXPECT_GT(switched["eu-3"] - switched["eu-1"], 120ms) << "eu-3 did not wait for wave 1";
+  // The placement's status carries the rollout controller's record: the last
+  // of two waves, every site applied.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto st = get_status("web-eu");
+        if (!st || st->rollout().templates_size() != 1) return false;
+        const auto& t = st->rollout().templates(0);
+        return t.wave() == 2 && t.waves() == 2 && t.applied() == 3 && t.released() == 3;
+      },
+      kTimeout, kPoll))
+      << "the status never showed the rollout in its last wave with every site applied";
 }
 
 // curl against a spoke's local API; returns the HTTP status (0: curl failed).
@@ -178,6 +190,43 @@ TEST_F(RolloutE2ETest, AHoldAtASiteKeepsNewRevisionsFromItUntilRemoved) {
   EXPECT_EQ(curl_status(dir, "DELETE", holds, ""), 404);
   EXPECT_TRUE(wait_until([&] { return image_at(sites[0]) == "nginx:1.27"; }, 60s, kPoll))
       << "the site did not get the revision once its hold was removed";
+}
+
+// A hold that runs out: the hub wakes when it ends (nothing else changes
+// then) and releases the revision to the site; meanwhile the placement's
+// status names the held site.
+TEST_F(RolloutE2ETest, AHoldThatEndsLetsTheRevisionThroughWithoutOtherChanges) {
+  const std::vector<Spoke*> sites = hub_and_three_eu_sites();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
+  ASSERT_TRUE(put("placement", "web-eu", rolling_placement(3)).ok());
+  auto all_at = [&](const std::vector<Spoke*>& v, const char* image) {
+    return std::all_of(v.begin(), v.end(), [&](Spoke* s) { return image_at(s) == image; });
+  };
+  ASSERT_TRUE(wait_until([&] { return all_at(sites, "nginx:1.25"); }, 60s, kPoll));
+  const std::string holds =
+      "http://127.0.0.1:" + std::to_string(sites[1]->health_port) + "/v1/holds/window";
+  ASSERT_EQ(curl_status(sites[1]->dir.path().string(), "PUT", holds,
+                        R"({"durationSeconds":8,"reason":"window"})"),
+            200);
+  const auto hold_ends = std::chrono::steady_clock::now() + 8s;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h = spoke_health(*sites[1]);
+        return h && h->value("in_sync", false);
+      },
+      kTimeout, kPoll));
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.27")).ok());
+  ASSERT_TRUE(wait_until([&] { return all_at({sites[0], sites[2]}, "nginx:1.27"); }, 60s, kPoll));
+  auto st = get_status("web-eu");
+  ASSERT_TRUE(st && st->rollout().templates_size() == 1);
+  ASSERT_EQ(st->rollout().templates(0).held_size(), 1);
+  EXPECT_NE(st->rollout().templates(0).held(0).find("eu-2: held until"), std::string::npos)
+      << st->rollout().templates(0).held(0);
+  EXPECT_EQ(image_at(sites[1]), "nginx:1.25") << "the held site got the new revision";
+  ASSERT_TRUE(wait_until([&] { return image_at(sites[1]) == "nginx:1.27"; }, 40s, kPoll))
+      << "the revision did not reach the site after its hold ended";
+  EXPECT_GE(std::chrono::steady_clock::now(), hold_ends - 1s) << "released before the hold ended";
 }
 
 }  // namespace
