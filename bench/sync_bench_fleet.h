@@ -102,6 +102,11 @@ class SimChild {
   int id = 0;
   size_t worker = 0;
   std::atomic<bool> queued{false};
+  // When the child's next tick is due (SystemClock ms; 0: every tick): a
+  // tick before it would do nothing, so the worker skips it without touching
+  // the engine, as a runtime sleeping until its engine's deadline would.
+  // Set by process(); worker thread only.
+  uint64_t due_ms = 0;
   Track track;
 };
 
@@ -169,7 +174,10 @@ class Workers {
       batch.clear();
       if (clock::now() >= next_tick) {
         if (ticking_) {
-          for (SimChild* c : w.owned) c->process(true);
+          const uint64_t now_ms = SystemClock::instance()->now_ms();
+          for (SimChild* c : w.owned) {
+            if (now_ms >= c->due_ms) c->process(true);
+          }
         }
         next_tick = clock::now() + std::chrono::milliseconds(tick_ms_);
       }
@@ -374,10 +382,9 @@ class BenchChild final : public SimChild {
   }
   void process(bool tick) override {
     if (!node_) return;
-    // A tick before the engine's next timer is due would do nothing: skip it,
-    // as a runtime sleeping until its engine's deadline would.
-    if (tick && SystemClock::instance()->now_ms() < node_->next_tick_ms()) return;
     node_->run_once(tick);
+    // Exact until the next input: the engine's timers change only in run_once.
+    due_ms = node_->next_tick_ms();
     in_sync_.store(engine_->in_sync());
     hellos_.store(engine_->stats().hellos);
     resets_.store(engine_->stats().resets);
