@@ -37,7 +37,8 @@ std::string successor(std::string_view key) {
 }  // namespace
 
 PlacementIndex::PlacementIndex()
-    : placement_selectors_(std::make_unique<SelectorIndex>()),
+    : labels_(std::make_unique<LabelIndex>()),
+      placement_selectors_(std::make_unique<SelectorIndex>()),
       override_selectors_(std::make_unique<SelectorIndex>()) {}
 
 PlacementIndex::~PlacementIndex() {
@@ -282,16 +283,33 @@ void PlacementIndex::evaluate(const std::string& key, Changes* changes) {
 
 std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
   std::vector<sync::ScopeChange> out;
-  for (auto& [site, keys] : *changes) {
+  out.reserve(changes->sites.size());
+  auto by_key = [](const auto& a, const auto& b) { return *a.first < *b.first; };
+  for (Site* site : changes->sites) {
+    auto& pending = site->pending;
+    std::sort(pending.begin(), pending.end(), by_key);
     sync::ScopeChange c;
+    for (const auto& [key, net] : pending) {
+      if (net > 0) c.entered.push_back(*key);
+      if (net < 0) c.left.push_back(*key);
+    }
+    pending.clear();
+    if (c.entered.empty() && c.left.empty()) continue;
     c.child = site->name;
     c.version = version_locked(site);
-    for (auto& [key, net] : keys) {
-      if (net > 0) c.entered.push_back(key);
-      if (net < 0) c.left.push_back(key);
-    }
-    if (!c.entered.empty() || !c.left.empty()) out.push_back(std::move(c));
+    out.push_back(std::move(c));
   }
+  changes->sites.clear();
+  // A key may have been emptied twice; no entry is erased before this loop,
+  // so equal pointers are the same entry.
+  std::sort(changes->emptied.begin(), changes->emptied.end());
+  changes->emptied.erase(std::unique(changes->emptied.begin(), changes->emptied.end()),
+                         changes->emptied.end());
+  for (const std::string* key : changes->emptied) {
+    auto it = holders_.find(*key);
+    if (it != holders_.end() && it->second.empty()) holders_.erase(it);
+  }
+  changes->emptied.clear();
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.child < b.child; });
   return out;
 }

@@ -92,6 +92,56 @@ void register_site(Store* store, const std::string& child, const v1::Hello& hell
 
 using Labels = model::Labels;
 
+namespace placement_detail {
+
+// A set of sites by their dense ids (Site::id), one bit each: the inverted
+// label index and a placement's matching sites. 100,000 sites are 1,563
+// words, so a selector is evaluated with a few passes over memory, and the
+// sites a change moves are the words of the old and new sets that differ.
+class Bits {
+ public:
+  bool test(uint32_t i) const { return i / 64 < w_.size() && (w_[i / 64] >> (i % 64) & 1) != 0; }
+  void set(uint32_t i) {
+    if (i / 64 >= w_.size()) w_.resize(i / 64 + 1, 0);
+    w_[i / 64] |= uint64_t{1} << (i % 64);
+  }
+  void reset(uint32_t i) {
+    if (i / 64 < w_.size()) w_[i / 64] &= ~(uint64_t{1} << (i % 64));
+  }
+  size_t words() const { return w_.size(); }
+  uint64_t word(size_t i) const { return i < w_.size() ? w_[i] : 0; }
+  // Makes room for `n` words (zero-filled).
+  void grow(size_t n) {
+    if (w_.size() < n) w_.resize(n, 0);
+  }
+  uint64_t* data() { return w_.data(); }
+  size_t count() const {
+    size_t n = 0;
+    for (uint64_t x : w_) n += static_cast<size_t>(__builtin_popcountll(x));
+    return n;
+  }
+  bool none() const {
+    for (uint64_t x : w_) {
+      if (x != 0) return false;
+    }
+    return true;
+  }
+  // Calls f(id) for every set bit, in id order.
+  template <typename F>
+  void for_each(F&& f) const {
+    for (size_t i = 0; i < w_.size(); ++i) {
+      for (uint64_t x = w_[i]; x != 0; x &= x - 1) {
+        f(static_cast<uint32_t>(i * 64 + static_cast<size_t>(__builtin_ctzll(x))));
+      }
+    }
+  }
+
+ private:
+  std::vector<uint64_t> w_;
+};
+
+}  // namespace placement_detail
+
 // What the index holds, for metrics.
 struct IndexCounts {
   size_t known_sites = 0;
@@ -184,9 +234,17 @@ class PlacementIndex final : public sync::ScopeProvider {
   struct Site;
   struct Rule;
   struct SelectorIndex;
+  struct LabelIndex;
   struct TenantGrants;
-  // Net key-set changes of one commit, per site: +1 entered, -1 left.
-  using Changes = std::unordered_map<Site*, std::map<std::string, int>>;
+  // The sites whose key sets one commit changed, each once; each site keeps
+  // its net changes (Site::pending: +1 entered, -1 left, by interned key).
+  // Keys are not erased from holders_ while a commit is evaluated (emptied
+  // lists those that lost their last holder), so the interned keys the
+  // changes point at stay valid until collect() has read them.
+  struct Changes {
+    std::vector<Site*> sites;
+    std::vector<const std::string*> emptied;
+  };
 
   enum class DocKind { kNone, kSite, kPlacement, kOverride, kGrant };
   static DocKind classify(std::string_view key, std::string_view* tenant, std::string_view* name);
@@ -206,6 +264,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   // The known sites the rule matches, each once. Marks them: until the next
   // call, a site is in the result exactly when its mark equals mark_.
   std::vector<Site*> matching_sites(const Rule& rule);
+  // The same as a set of site ids, not marked.
+  placement_detail::Bits matching_bits(const Rule& rule);
   bool matches(const Rule& rule, const Site& site) const;
   // How many sites the rule's selector may match, from the label index.
   size_t selector_candidates(const Rule& rule) const;
@@ -222,6 +282,10 @@ class PlacementIndex final : public sync::ScopeProvider {
   bool ref(Site* site, const std::string& key, Changes* changes);
   bool unref(Site* site, const std::string& key, Changes* changes);
   Site* site_or_null(std::string_view name);
+  // Records a key entering (+1) or leaving (-1) a site's scope.
+  static void note(Site* site, const std::string* key, int delta, Changes* changes);
+  // The commit's ScopeChanges, sorted by site; clears the sites' pending
+  // changes and erases the keys no site holds any more.
   std::vector<sync::ScopeChange> collect(Changes* changes);
   uint64_t version_locked(Site* site);
 
@@ -247,8 +311,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::set<std::string> grant_keys_;  // grant documents that exist
   // Interned scope keys -> the sites holding them.
   std::unordered_map<std::string, std::unordered_set<Site*>> holders_;
-  // "k=v" -> known sites with that label.
-  std::unordered_map<std::string, std::unordered_set<Site*>> sites_by_label_;
+  // Known sites by label, as bit sets of site ids.
+  std::unique_ptr<LabelIndex> labels_;
   std::unique_ptr<SelectorIndex> placement_selectors_;
   std::unique_ptr<SelectorIndex> override_selectors_;
   // Template key -> overrides of that template.
