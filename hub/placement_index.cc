@@ -307,7 +307,7 @@ std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
                          changes->emptied.end());
   for (const std::string* key : changes->emptied) {
     auto it = holders_.find(*key);
-    if (it != holders_.end() && it->second.empty()) holders_.erase(it);
+    if (it != holders_.end() && it->second.count == 0) holders_.erase(it);
   }
   changes->emptied.clear();
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.child < b.child; });

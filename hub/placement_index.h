@@ -34,17 +34,27 @@
 // refuses matches nothing (fail closed: scope is the security boundary).
 //
 // Data structures and costs (S sites, k keys in one site's scope):
+//   - every site has a dense id (never reused: sites are never forgotten),
+//     and sets of sites are bit sets of ids (placement_detail::Bits; S/64
+//     words, 1,563 at 100,000 sites);
 //   - per site: the scope as a sorted array key -> reference count (a template
 //     listed by two matching placements counts twice), so
 //     in_scope is O(log k), and its version is cached until the key set changes;
-//   - per scope key: the set of sites holding it, so sites_for is O(result);
-//   - sites by label pair `k=v`, and rules by their candidate label pairs
-//     (LabelSelector::candidate_pairs: one matchLabels pair, or the values of
-//     an `In`) and by listed site name, so that a placement change visits only
-//     the sites that matched it before or carry a candidate pair, and a site
-//     change visits only the rules that could match it. A selector with only
-//     NotIn / Exists / DoesNotExist has no candidate pairs: such "wide" rules
-//     are checked against every site;
+//   - per scope key: the bit set of sites holding it, so sites_for is
+//     O(S/64 + result);
+//   - known sites by label pair `k=v` and by label key, as bit sets
+//     (LabelIndex): a selector, in any form, is evaluated as unions,
+//     intersections and complements of those, O(S/64) a requirement, never
+//     site by site; only the tenant's grants are then checked per matching
+//     site, and not at all when the tenant is granted every site;
+//   - per placement, the bit set of sites it matches: a placement change
+//     compares the old and new sets word by word and visits only the sites
+//     that leave or enter (and, when its templates change, those it keeps);
+//   - rules by their candidate label pairs (LabelSelector::candidate_pairs:
+//     one matchLabels pair, or the values of an `In`) and by listed site
+//     name, so that a site change visits only the rules that could match it;
+//     a rule with only NotIn / Exists / DoesNotExist ("wide") is a candidate
+//     for every site;
 //   - overrides by template key, so that a template entering a site's scope
 //     finds its overrides directly.
 // A change touches only what it changes: a placement's sites, a site's rules.
@@ -261,14 +271,9 @@ class PlacementIndex final : public sync::ScopeProvider {
   void update_grant(const std::string& key, std::string_view tenant, const Document& doc,
                     Changes* changes);
   TenantGrants* grants_of(std::string_view tenant);
-  // The known sites the rule matches, each once. Marks them: until the next
-  // call, a site is in the result exactly when its mark equals mark_.
-  std::vector<Site*> matching_sites(const Rule& rule);
-  // The same as a set of site ids, not marked.
+  // The known sites the rule matches, by id.
   placement_detail::Bits matching_bits(const Rule& rule);
   bool matches(const Rule& rule, const Site& site) const;
-  // How many sites the rule's selector may match, from the label index.
-  size_t selector_candidates(const Rule& rule) const;
   std::unordered_set<Rule*> overrides_wanted(Site* site);
   void add_placement(Site* site, Rule* placement, const std::vector<std::string>& templates,
                      Changes* changes);
@@ -309,8 +314,12 @@ class PlacementIndex final : public sync::ScopeProvider {
   // Tenant name -> its grants; entries are never erased (rules point at them).
   std::unordered_map<std::string, std::unique_ptr<TenantGrants>> grants_;
   std::set<std::string> grant_keys_;  // grant documents that exist
-  // Interned scope keys -> the sites holding them.
-  std::unordered_map<std::string, std::unordered_set<Site*>> holders_;
+  // Interned scope keys -> the sites holding them, by id, and how many.
+  struct Holders {
+    placement_detail::Bits sites;
+    size_t count = 0;
+  };
+  std::unordered_map<std::string, Holders> holders_;
   // Known sites by label, as bit sets of site ids.
   std::unique_ptr<LabelIndex> labels_;
   std::unique_ptr<SelectorIndex> placement_selectors_;
@@ -319,8 +328,6 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::unordered_map<std::string, std::unordered_set<Rule*>> overrides_by_template_;
   // Scratch space of version_locked.
   std::string version_input_;
-  // The mark of matching_sites' latest result.
-  uint64_t mark_ = 0;
 };
 
 }  // namespace canopy::hub

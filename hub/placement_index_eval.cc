@@ -77,7 +77,9 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
     p->matched_bits.reset(site->id);
   }
   for (Rule* p : wanted) {
-    if (site->placements.contains(p)) continue;
+    if (std::find(site->placements.begin(), site->placements.end(), p) != site->placements.end()) {
+      continue;
+    }
     add_placement(site, p, p->templates, changes);
     p->matched_bits.set(site->id);
   }
@@ -174,22 +176,14 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
     }
   }
 
-  // The sites to hold it: those matching it that hold its template. Walk
-  // whichever is smaller, the template's holders or the selector's sites.
+  // The sites to hold it: those matching it that hold its template.
   std::unordered_set<Site*> now;
   if (fresh.exists) {
     auto holders = holders_.find(fresh.template_key);
-    const size_t by_selector = fresh.choice.sites.size() + selector_candidates(fresh);
-    if (holders == holders_.end()) {
-      // No site holds the template.
-    } else if (holders->second.size() <= by_selector) {
-      for (Site* s : holders->second) {
-        if (matches(fresh, *s)) now.insert(s);
-      }
-    } else {
-      for (Site* s : matching_sites(fresh)) {
-        if (s->scope.contains(fresh.template_key)) now.insert(s);
-      }
+    if (holders != holders_.end()) {
+      matching_bits(fresh).for_each([&](uint32_t id) {
+        if (holders->second.sites.test(id)) now.insert(labels_->by_id[id]);
+      });
     }
   }
 
@@ -278,15 +272,6 @@ bool PlacementIndex::granted(std::string_view tenant, std::string_view site) {
   return s != nullptr && s->known && it != grants_.end() && it->second->gives(*s);
 }
 
-size_t PlacementIndex::selector_candidates(const Rule& rule) const {
-  if (rule.choice.selector.empty()) return 0;
-  auto pairs = rule.choice.selector.candidate_pairs();
-  if (!pairs) return sites_.size();
-  size_t n = 0;
-  for (const auto& [k, v] : *pairs) n += labels_->pair_count(k, v);
-  return n;
-}
-
 Bits PlacementIndex::matching_bits(const Rule& rule) {
   Bits out;
   if (!rule.exists) return out;
@@ -310,17 +295,6 @@ Bits PlacementIndex::matching_bits(const Rule& rule) {
   return out;
 }
 
-std::vector<PlacementIndex::Site*> PlacementIndex::matching_sites(const Rule& rule) {
-  const uint64_t mark = ++mark_;
-  std::vector<Site*> out;
-  matching_bits(rule).for_each([&](uint32_t id) {
-    Site* s = labels_->by_id[id];
-    s->mark = mark;
-    out.push_back(s);
-  });
-  return out;
-}
-
 std::unordered_set<PlacementIndex::Rule*> PlacementIndex::overrides_wanted(Site* site) {
   std::unordered_set<Rule*> out;
   if (!site->known) return out;
@@ -332,14 +306,17 @@ std::unordered_set<PlacementIndex::Rule*> PlacementIndex::overrides_wanted(Site*
 
 void PlacementIndex::add_placement(Site* site, Rule* placement,
                                    const std::vector<std::string>& templates, Changes* changes) {
-  site->placements.insert(placement);
+  site->placements.push_back(placement);
   ref(site, placement->key, changes);
   for (const auto& t : templates) ref_template(site, t, changes);
 }
 
 void PlacementIndex::remove_placement(Site* site, Rule* placement,
                                       const std::vector<std::string>& templates, Changes* changes) {
-  site->placements.erase(placement);
+  auto it = std::find(site->placements.begin(), site->placements.end(), placement);
+  CANOPY_CHECK(it != site->placements.end());
+  *it = site->placements.back();
+  site->placements.pop_back();
   for (const auto& t : templates) unref_template(site, t, changes);
   unref(site, placement->key, changes);
 }
@@ -380,7 +357,8 @@ bool PlacementIndex::ref(Site* site, const std::string& key, Changes* changes) {
     return false;
   }
   auto holder = holders_.try_emplace(key).first;
-  holder->second.insert(site);
+  holder->second.sites.set(site->id);
+  ++holder->second.count;
   site->scope.insert(holder->first);
   site->version_valid = false;
   if (changes != nullptr) note(site, &holder->first, 1, changes);
@@ -394,13 +372,14 @@ bool PlacementIndex::unref(Site* site, const std::string& key, Changes* changes)
   site->scope.erase(e);
   auto holder = holders_.find(key);
   CANOPY_CHECK(holder != holders_.end());
-  holder->second.erase(site);
+  holder->second.sites.reset(site->id);
+  --holder->second.count;
   site->version_valid = false;
   if (changes != nullptr) {
     note(site, &holder->first, -1, changes);
     // Erased by collect() if no site holds it then.
-    if (holder->second.empty()) changes->emptied.push_back(&holder->first);
-  } else if (holder->second.empty()) {
+    if (holder->second.count == 0) changes->emptied.push_back(&holder->first);
+  } else if (holder->second.count == 0) {
     holders_.erase(holder);
   }
   return true;

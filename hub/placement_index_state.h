@@ -83,13 +83,11 @@ struct PlacementIndex::Site {
   // scope (the site moved to another regional hub), or deleted.
   bool moved = false;
   bool deleted = false;
-  std::unordered_set<Rule*> placements;  // matching placements
-  std::unordered_set<Rule*> overrides;   // overrides in scope
+  std::vector<Rule*> placements;        // matching placements, unordered (a few)
+  std::unordered_set<Rule*> overrides;  // overrides in scope
   placement_detail::ScopeKeys scope;
   bool version_valid = false;
   uint64_t version = 0;
-  // Scratch of matching_sites: equal to mark_ when the site is in its result.
-  uint64_t mark = 0;
   // The commit's net changes of its key set (PlacementIndex::Changes).
   std::vector<std::pair<const std::string*, int>> pending;
 };
