@@ -204,11 +204,10 @@ void PlacementIndex::on_commit(const v1::LogEntry& entry) {
       doc.merge(entry.doc().root());
     }
     if (!loaded_) return;
-    Changes net;
     dropping_ = entry.index() == 0;
-    evaluate(*key, &net);
+    evaluate(*key, &changes_);
     dropping_ = false;
-    changes = collect(&net);
+    changes = collect(&changes_);
     listener = listener_;
     for (auto& rc : region_changes_) {
       if (const Site* site = site_or_null(rc.site)) {
@@ -282,22 +281,32 @@ void PlacementIndex::evaluate(const std::string& key, Changes* changes) {
 }
 
 std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
+  // By site name: the order the changes are reported in.
+  std::sort(changes->sites.begin(), changes->sites.end(),
+            [](const Site* a, const Site* b) { return a->name < b->name; });
   std::vector<sync::ScopeChange> out;
   out.reserve(changes->sites.size());
   auto by_key = [](const auto& a, const auto& b) { return *a.first < *b.first; };
   for (Site* site : changes->sites) {
     auto& pending = site->pending;
     std::sort(pending.begin(), pending.end(), by_key);
-    sync::ScopeChange c;
+    size_t entered = 0, left = 0;
     for (const auto& [key, net] : pending) {
-      if (net > 0) c.entered.push_back(*key);
-      if (net < 0) c.left.push_back(*key);
+      entered += net > 0 ? 1 : 0;
+      left += net < 0 ? 1 : 0;
+    }
+    if (entered + left > 0) {
+      sync::ScopeChange& c = out.emplace_back();
+      c.entered.reserve(entered);
+      c.left.reserve(left);
+      for (const auto& [key, net] : pending) {
+        if (net > 0) c.entered.push_back(*key);
+        if (net < 0) c.left.push_back(*key);
+      }
+      c.child = site->name;
+      c.version = version_locked(site);
     }
     pending.clear();
-    if (c.entered.empty() && c.left.empty()) continue;
-    c.child = site->name;
-    c.version = version_locked(site);
-    out.push_back(std::move(c));
   }
   changes->sites.clear();
   // A key may have been emptied twice; no entry is erased before this loop,
@@ -310,7 +319,6 @@ std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
     if (it != holders_.end() && it->second.count == 0) holders_.erase(it);
   }
   changes->emptied.clear();
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.child < b.child; });
   return out;
 }
 

@@ -120,6 +120,8 @@ class Bits {
   }
   size_t words() const { return w_.size(); }
   uint64_t word(size_t i) const { return i < w_.size() ? w_[i] : 0; }
+  // Empties the set and makes it `n` words long, keeping its buffer.
+  void assign_zero(size_t n) { w_.assign(n, 0); }
   // Makes room for `n` words (zero-filled).
   void grow(size_t n) {
     if (w_.size() < n) w_.resize(n, 0);
@@ -271,8 +273,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   void update_grant(const std::string& key, std::string_view tenant, const Document& doc,
                     Changes* changes);
   TenantGrants* grants_of(std::string_view tenant);
-  // The known sites the rule matches, by id.
-  placement_detail::Bits matching_bits(const Rule& rule);
+  // Sets `out` to the known sites the rule matches, by id.
+  void matching_bits(const Rule& rule, placement_detail::Bits* out);
   bool matches(const Rule& rule, const Site& site) const;
   std::unordered_set<Rule*> overrides_wanted(Site* site);
   void add_placement(Site* site, Rule* placement, const std::vector<std::string>& templates,
@@ -328,6 +330,11 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::unordered_map<std::string, std::unordered_set<Rule*>> overrides_by_template_;
   // Scratch space of version_locked.
   std::string version_input_;
+  // Scratch of on_commit and update_placement, kept to reuse their buffers:
+  // a large allocation right after many small frees (the sync thread freeing
+  // the last commit's changes) costs glibc a pass over all of them.
+  Changes changes_;
+  placement_detail::Bits scratch_bits_;
 };
 
 }  // namespace canopy::hub

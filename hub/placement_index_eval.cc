@@ -119,7 +119,8 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
   // The sites it matches now, against those it matched: the words that
   // differ name the sites that leave and enter; no other site is visited,
   // unless the placement's templates changed.
-  Bits now = matching_bits(fresh);
+  Bits& now = scratch_bits_;
+  matching_bits(fresh, &now);
   Bits& had = p->matched_bits;
   const size_t words = std::max(now.words(), had.words());
   auto each = [&](auto&& pick, auto&& f) {
@@ -151,7 +152,7 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
   p->grants = fresh.grants;
   p->choice = std::move(fresh.choice);
   p->templates = std::move(fresh.templates);
-  p->matched_bits = std::move(now);
+  std::swap(p->matched_bits, now);  // the old set's buffer is the next scratch
   placement_selectors_->add(p);
 }
 
@@ -181,7 +182,9 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
   if (fresh.exists) {
     auto holders = holders_.find(fresh.template_key);
     if (holders != holders_.end()) {
-      matching_bits(fresh).for_each([&](uint32_t id) {
+      Bits matching;
+      matching_bits(fresh, &matching);
+      matching.for_each([&](uint32_t id) {
         if (holders->second.sites.test(id)) now.insert(labels_->by_id[id]);
       });
     }
@@ -272,10 +275,10 @@ bool PlacementIndex::granted(std::string_view tenant, std::string_view site) {
   return s != nullptr && s->known && it != grants_.end() && it->second->gives(*s);
 }
 
-Bits PlacementIndex::matching_bits(const Rule& rule) {
-  Bits out;
-  if (!rule.exists) return out;
-  out = labels_->select(rule.choice.selector);
+void PlacementIndex::matching_bits(const Rule& rule, Bits* out) {
+  out->assign_zero(0);
+  if (!rule.exists) return;
+  labels_->select(rule.choice.selector, out);
   // A tenant granted every site needs no check site by site.
   bool all_granted = false;
   if (rule.grants != nullptr) {
@@ -283,16 +286,15 @@ Bits PlacementIndex::matching_bits(const Rule& rule) {
   }
   if (!all_granted) {
     std::vector<uint32_t> refused;
-    out.for_each([&](uint32_t id) {
+    out->for_each([&](uint32_t id) {
       if (rule.grants == nullptr || !rule.grants->gives(*labels_->by_id[id])) refused.push_back(id);
     });
-    for (uint32_t id : refused) out.reset(id);
+    for (uint32_t id : refused) out->reset(id);
   }
   for (const auto& name : rule.choice.sites) {
     Site* s = site_or_null(name);
-    if (s != nullptr && matches(rule, *s)) out.set(s->id);
+    if (s != nullptr && matches(rule, *s)) out->set(s->id);
   }
-  return out;
 }
 
 std::unordered_set<PlacementIndex::Rule*> PlacementIndex::overrides_wanted(Site* site) {

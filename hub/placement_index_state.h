@@ -150,14 +150,14 @@ struct PlacementIndex::LabelIndex {
     auto it = pairs.find(placement_detail::label_pair(k, v));
     return it == pairs.end() ? 0 : it->second.count();
   }
-  // The known sites whose labels the selector matches (none for an empty
-  // selector), exactly as model::LabelSelector::matches.
-  Bits select(const model::LabelSelector& sel) const {
-    Bits out;
-    if (sel.empty()) return out;
-    const size_t n = known.words();
-    out.grow(n);
-    uint64_t* w = out.data();
+  // Sets `out` to the known sites whose labels the selector matches (none
+  // for an empty selector), exactly as model::LabelSelector::matches. `out`
+  // keeps its buffer: evaluating into a reused one allocates nothing.
+  void select(const model::LabelSelector& sel, Bits* out) const {
+    const size_t n = sel.empty() ? 0 : known.words();
+    out->assign_zero(n);
+    if (n == 0) return;
+    uint64_t* w = out->data();
     for (size_t i = 0; i < n; ++i) w[i] = known.word(i);
     auto find = [](const std::unordered_map<std::string, Bits>& m,
                    const std::string& k) -> const Bits* {
@@ -191,7 +191,6 @@ struct PlacementIndex::LabelIndex {
       }
       apply(sets, r.op == model::SelectorOp::kNotIn || r.op == model::SelectorOp::kDoesNotExist);
     }
-    return out;
   }
 };
 
