@@ -17,9 +17,11 @@
 // listener subscribed before the index stamps the start, one subscribed after
 // it the end (Store listeners run in subscription order, on the writing thread,
 // once the change is durable; the index's on_commit delivers its ScopeChanges
-// to its listener, which copies them as the hub's SyncNode does, before it
-// returns). So the figure holds the index's CRDT apply, its evaluation and the
-// delivery, and not RocksDB's write or the fsync.
+// before it returns). They are delivered as in canopy-hub: through a
+// RegionScope following the site records (hub.cc), whose listener queues
+// each change under a lock as SyncNode::enqueue_scope_change does. So the
+// figure holds the index's CRDT apply, its evaluation and the whole hand-over
+// to sync, and not RocksDB's write or the fsync.
 //   site_label_change_{p50,p99}_ms        `--site-changes` (1,000) edits of one
 //       random site's labels (zone, region, customer, channel, tier, hardware,
 //       gpu, maintenance), target < 1 ms;
@@ -53,9 +55,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -65,6 +69,7 @@
 
 #include "bench/report.h"
 #include "hub/placement_index.h"
+#include "hub/region_scope.h"
 #include "model/documents.h"
 #include "model/keys.h"
 #include "store/store.h"
@@ -425,8 +430,11 @@ class Bench {
   std::vector<BenchPlacement> placements_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<hub::PlacementIndex> index_;
+  std::unique_ptr<hub::RegionScope> regions_;
   Timing timing_;
-  std::vector<sync::ScopeChange> delivered_;
+  // The sync engine's queue of scope changes (SyncNode::scope_changes_).
+  std::mutex delivered_mu_;
+  std::deque<sync::ScopeChange> delivered_;
   double heap_before_load_ = 0;
   double last_cpu_ms_ = 0;  // CPU time of the latest timed_put's span
 };
@@ -512,8 +520,15 @@ void Bench::attach() {
     timing_.end = SteadyClock::now();
     timing_.ended = true;
   });
-  // As the hub's SyncNode::enqueue_scope_change: a copy, queued.
-  index_->on_scope_change([this](const sync::ScopeChange& c) { delivered_.push_back(c); });
+  // As canopy-hub wires it (Hub::start): the index's changes go through a
+  // RegionScope to SyncNode::enqueue_scope_change, which takes a copy and
+  // queues it under its lock.
+  regions_ = hub::RegionScope::follow_records(index_.get(), "bench-hub");
+  regions_->on_scope_change([this](const sync::ScopeChange& c) {
+    sync::ScopeChange copy = c;
+    std::lock_guard lock(delivered_mu_);
+    delivered_.push_back(std::move(copy));
+  });
   std::fprintf(stderr, "%s: index loaded in %.0f ms; RSS %.0f -> %.0f MiB; heap %+.0f MiB\n",
                kBench, load_ms, rss0 / 1048576, rss1 / 1048576,
                (heap_in_use() - heap_before_load_) / 1048576);
@@ -713,6 +728,7 @@ void Bench::placement_changes() {
 
 void Bench::memory() {
   const double with_index = heap_in_use();
+  regions_.reset();
   index_.reset();
   const double without = heap_in_use();
   std::fprintf(stderr, "%s: heap with the index %.0f MiB, without %.0f MiB\n", kBench,

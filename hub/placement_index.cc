@@ -37,7 +37,8 @@ std::string successor(std::string_view key) {
 }  // namespace
 
 PlacementIndex::PlacementIndex()
-    : placement_selectors_(std::make_unique<SelectorIndex>()),
+    : labels_(std::make_unique<LabelIndex>()),
+      placement_selectors_(std::make_unique<SelectorIndex>()),
       override_selectors_(std::make_unique<SelectorIndex>()) {}
 
 PlacementIndex::~PlacementIndex() {
@@ -203,11 +204,10 @@ void PlacementIndex::on_commit(const v1::LogEntry& entry) {
       doc.merge(entry.doc().root());
     }
     if (!loaded_) return;
-    Changes net;
     dropping_ = entry.index() == 0;
-    evaluate(*key, &net);
+    evaluate(*key, &changes_);
     dropping_ = false;
-    changes = collect(&net);
+    changes = collect(&changes_);
     listener = listener_;
     for (auto& rc : region_changes_) {
       if (const Site* site = site_or_null(rc.site)) {
@@ -281,18 +281,44 @@ void PlacementIndex::evaluate(const std::string& key, Changes* changes) {
 }
 
 std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
+  // By site name: the order the changes are reported in.
+  std::sort(changes->sites.begin(), changes->sites.end(),
+            [](const Site* a, const Site* b) { return a->name < b->name; });
   std::vector<sync::ScopeChange> out;
-  for (auto& [site, keys] : *changes) {
-    sync::ScopeChange c;
-    c.child = site->name;
-    c.version = version_locked(site);
-    for (auto& [key, net] : keys) {
-      if (net > 0) c.entered.push_back(key);
-      if (net < 0) c.left.push_back(key);
+  out.reserve(changes->sites.size());
+  auto by_key = [](const auto& a, const auto& b) { return *a.first < *b.first; };
+  for (Site* site : changes->sites) {
+    auto& pending = site->pending;
+    std::sort(pending.begin(), pending.end(), by_key);
+    size_t entered = 0, left = 0;
+    for (const auto& [key, net] : pending) {
+      entered += net > 0 ? 1 : 0;
+      left += net < 0 ? 1 : 0;
     }
-    if (!c.entered.empty() || !c.left.empty()) out.push_back(std::move(c));
+    if (entered + left > 0) {
+      sync::ScopeChange& c = out.emplace_back();
+      c.entered.reserve(entered);
+      c.left.reserve(left);
+      for (const auto& [key, net] : pending) {
+        if (net > 0) c.entered.push_back(*key);
+        if (net < 0) c.left.push_back(*key);
+      }
+      c.child = site->name;
+      c.version = version_locked(site);
+    }
+    pending.clear();
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.child < b.child; });
+  changes->sites.clear();
+  // A key may have been emptied twice; no entry is erased before this loop,
+  // so equal pointers are the same entry.
+  std::sort(changes->emptied.begin(), changes->emptied.end());
+  changes->emptied.erase(std::unique(changes->emptied.begin(), changes->emptied.end()),
+                         changes->emptied.end());
+  for (const std::string* key : changes->emptied) {
+    auto it = holders_.find(*key);
+    if (it != holders_.end() && it->second.count == 0) holders_.erase(it);
+  }
+  changes->emptied.clear();
   return out;
 }
 

@@ -34,17 +34,27 @@
 // refuses matches nothing (fail closed: scope is the security boundary).
 //
 // Data structures and costs (S sites, k keys in one site's scope):
+//   - every site has a dense id (never reused: sites are never forgotten),
+//     and sets of sites are bit sets of ids (placement_detail::Bits; S/64
+//     words, 1,563 at 100,000 sites);
 //   - per site: the scope as a sorted array key -> reference count (a template
 //     listed by two matching placements counts twice), so
 //     in_scope is O(log k), and its version is cached until the key set changes;
-//   - per scope key: the set of sites holding it, so sites_for is O(result);
-//   - sites by label pair `k=v`, and rules by their candidate label pairs
-//     (LabelSelector::candidate_pairs: one matchLabels pair, or the values of
-//     an `In`) and by listed site name, so that a placement change visits only
-//     the sites that matched it before or carry a candidate pair, and a site
-//     change visits only the rules that could match it. A selector with only
-//     NotIn / Exists / DoesNotExist has no candidate pairs: such "wide" rules
-//     are checked against every site;
+//   - per scope key: the bit set of sites holding it, so sites_for is
+//     O(S/64 + result);
+//   - known sites by label pair `k=v` and by label key, as bit sets
+//     (LabelIndex): a selector, in any form, is evaluated as unions,
+//     intersections and complements of those, O(S/64) a requirement, never
+//     site by site; only the tenant's grants are then checked per matching
+//     site, and not at all when the tenant is granted every site;
+//   - per placement, the bit set of sites it matches: a placement change
+//     compares the old and new sets word by word and visits only the sites
+//     that leave or enter (and, when its templates change, those it keeps);
+//   - rules by their candidate label pairs (LabelSelector::candidate_pairs:
+//     one matchLabels pair, or the values of an `In`) and by listed site
+//     name, so that a site change visits only the rules that could match it;
+//     a rule with only NotIn / Exists / DoesNotExist ("wide") is a candidate
+//     for every site;
 //   - overrides by template key, so that a template entering a site's scope
 //     finds its overrides directly.
 // A change touches only what it changes: a placement's sites, a site's rules.
@@ -91,6 +101,58 @@ namespace canopy::hub {
 void register_site(Store* store, const std::string& child, const v1::Hello& hello);
 
 using Labels = model::Labels;
+
+namespace placement_detail {
+
+// A set of sites by their dense ids (Site::id), one bit each: the inverted
+// label index and a placement's matching sites. 100,000 sites are 1,563
+// words, so a selector is evaluated with a few passes over memory, and the
+// sites a change moves are the words of the old and new sets that differ.
+class Bits {
+ public:
+  bool test(uint32_t i) const { return i / 64 < w_.size() && (w_[i / 64] >> (i % 64) & 1) != 0; }
+  void set(uint32_t i) {
+    if (i / 64 >= w_.size()) w_.resize(i / 64 + 1, 0);
+    w_[i / 64] |= uint64_t{1} << (i % 64);
+  }
+  void reset(uint32_t i) {
+    if (i / 64 < w_.size()) w_[i / 64] &= ~(uint64_t{1} << (i % 64));
+  }
+  size_t words() const { return w_.size(); }
+  uint64_t word(size_t i) const { return i < w_.size() ? w_[i] : 0; }
+  // Empties the set and makes it `n` words long, keeping its buffer.
+  void assign_zero(size_t n) { w_.assign(n, 0); }
+  // Makes room for `n` words (zero-filled).
+  void grow(size_t n) {
+    if (w_.size() < n) w_.resize(n, 0);
+  }
+  uint64_t* data() { return w_.data(); }
+  size_t count() const {
+    size_t n = 0;
+    for (uint64_t x : w_) n += static_cast<size_t>(__builtin_popcountll(x));
+    return n;
+  }
+  bool none() const {
+    for (uint64_t x : w_) {
+      if (x != 0) return false;
+    }
+    return true;
+  }
+  // Calls f(id) for every set bit, in id order.
+  template <typename F>
+  void for_each(F&& f) const {
+    for (size_t i = 0; i < w_.size(); ++i) {
+      for (uint64_t x = w_[i]; x != 0; x &= x - 1) {
+        f(static_cast<uint32_t>(i * 64 + static_cast<size_t>(__builtin_ctzll(x))));
+      }
+    }
+  }
+
+ private:
+  std::vector<uint64_t> w_;
+};
+
+}  // namespace placement_detail
 
 // What the index holds, for metrics.
 struct IndexCounts {
@@ -184,9 +246,17 @@ class PlacementIndex final : public sync::ScopeProvider {
   struct Site;
   struct Rule;
   struct SelectorIndex;
+  struct LabelIndex;
   struct TenantGrants;
-  // Net key-set changes of one commit, per site: +1 entered, -1 left.
-  using Changes = std::unordered_map<Site*, std::map<std::string, int>>;
+  // The sites whose key sets one commit changed, each once; each site keeps
+  // its net changes (Site::pending: +1 entered, -1 left, by interned key).
+  // Keys are not erased from holders_ while a commit is evaluated (emptied
+  // lists those that lost their last holder), so the interned keys the
+  // changes point at stay valid until collect() has read them.
+  struct Changes {
+    std::vector<Site*> sites;
+    std::vector<const std::string*> emptied;
+  };
 
   enum class DocKind { kNone, kSite, kPlacement, kOverride, kGrant };
   static DocKind classify(std::string_view key, std::string_view* tenant, std::string_view* name);
@@ -203,12 +273,9 @@ class PlacementIndex final : public sync::ScopeProvider {
   void update_grant(const std::string& key, std::string_view tenant, const Document& doc,
                     Changes* changes);
   TenantGrants* grants_of(std::string_view tenant);
-  // The known sites the rule matches, each once. Marks them: until the next
-  // call, a site is in the result exactly when its mark equals mark_.
-  std::vector<Site*> matching_sites(const Rule& rule);
+  // Sets `out` to the known sites the rule matches, by id.
+  void matching_bits(const Rule& rule, placement_detail::Bits* out);
   bool matches(const Rule& rule, const Site& site) const;
-  // How many sites the rule's selector may match, from the label index.
-  size_t selector_candidates(const Rule& rule) const;
   std::unordered_set<Rule*> overrides_wanted(Site* site);
   void add_placement(Site* site, Rule* placement, const std::vector<std::string>& templates,
                      Changes* changes);
@@ -222,6 +289,10 @@ class PlacementIndex final : public sync::ScopeProvider {
   bool ref(Site* site, const std::string& key, Changes* changes);
   bool unref(Site* site, const std::string& key, Changes* changes);
   Site* site_or_null(std::string_view name);
+  // Records a key entering (+1) or leaving (-1) a site's scope.
+  static void note(Site* site, const std::string* key, int delta, Changes* changes);
+  // The commit's ScopeChanges, sorted by site; clears the sites' pending
+  // changes and erases the keys no site holds any more.
   std::vector<sync::ScopeChange> collect(Changes* changes);
   uint64_t version_locked(Site* site);
 
@@ -245,18 +316,25 @@ class PlacementIndex final : public sync::ScopeProvider {
   // Tenant name -> its grants; entries are never erased (rules point at them).
   std::unordered_map<std::string, std::unique_ptr<TenantGrants>> grants_;
   std::set<std::string> grant_keys_;  // grant documents that exist
-  // Interned scope keys -> the sites holding them.
-  std::unordered_map<std::string, std::unordered_set<Site*>> holders_;
-  // "k=v" -> known sites with that label.
-  std::unordered_map<std::string, std::unordered_set<Site*>> sites_by_label_;
+  // Interned scope keys -> the sites holding them, by id, and how many.
+  struct Holders {
+    placement_detail::Bits sites;
+    size_t count = 0;
+  };
+  std::unordered_map<std::string, Holders> holders_;
+  // Known sites by label, as bit sets of site ids.
+  std::unique_ptr<LabelIndex> labels_;
   std::unique_ptr<SelectorIndex> placement_selectors_;
   std::unique_ptr<SelectorIndex> override_selectors_;
   // Template key -> overrides of that template.
   std::unordered_map<std::string, std::unordered_set<Rule*>> overrides_by_template_;
   // Scratch space of version_locked.
   std::string version_input_;
-  // The mark of matching_sites' latest result.
-  uint64_t mark_ = 0;
+  // Scratch of on_commit and update_placement, kept to reuse their buffers:
+  // a large allocation right after many small frees (the sync thread freeing
+  // the last commit's changes) costs glibc a pass over all of them.
+  Changes changes_;
+  placement_detail::Bits scratch_bits_;
 };
 
 }  // namespace canopy::hub

@@ -16,7 +16,7 @@ namespace {
 
 using model::is_dns1123_label;
 using model::template_key;
-using placement_detail::label_pair;
+using placement_detail::Bits;
 using placement_detail::ScopeKeys;
 
 }  // namespace
@@ -28,6 +28,8 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
   if (!slot) {
     slot = std::make_unique<Site>();
     slot->name = name;
+    slot->id = static_cast<uint32_t>(labels_->by_id.size());
+    labels_->by_id.push_back(slot.get());
   }
   Site* site = slot.get();
 
@@ -57,19 +59,10 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
   }
   if (site->known == known && site->labels == labels) return;
 
-  if (site->known) {
-    for (const auto& [k, v] : site->labels) {
-      auto it = sites_by_label_.find(label_pair(k, v));
-      if (it == sites_by_label_.end()) continue;
-      it->second.erase(site);
-      if (it->second.empty()) sites_by_label_.erase(it);
-    }
-  }
+  if (site->known) labels_->remove(*site);
   site->known = known;
   site->labels = std::move(labels);
-  if (site->known) {
-    for (const auto& [k, v] : site->labels) sites_by_label_[label_pair(k, v)].insert(site);
-  }
+  if (site->known) labels_->add(*site);
 
   std::unordered_set<Rule*> wanted;
   if (site->known) {
@@ -81,12 +74,14 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
   for (Rule* p : had) {
     if (wanted.contains(p)) continue;
     remove_placement(site, p, p->templates, changes);
-    p->matched.erase(site);
+    p->matched_bits.reset(site->id);
   }
   for (Rule* p : wanted) {
-    if (site->placements.contains(p)) continue;
+    if (std::find(site->placements.begin(), site->placements.end(), p) != site->placements.end()) {
+      continue;
+    }
     add_placement(site, p, p->templates, changes);
-    p->matched.insert(site);
+    p->matched_bits.set(site->id);
   }
 
   // Overrides whose selector now matches (or no longer does) while their
@@ -121,29 +116,35 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
       for (const auto& t : placement->templates) fresh.templates.push_back(template_key(tenant, t));
     }
   }
-  // The sites it matches now are marked; p->matched is edited in place, by
-  // the sites that leave and enter, not rebuilt (a wide placement matches
-  // most of the fleet, and few of its sites change).
-  const std::vector<Site*> now = matching_sites(fresh);
-  std::vector<Site*> left;
-  for (Site* s : p->matched) {
-    if (s->mark != mark_) left.push_back(s);
-  }
-  for (Site* s : left) remove_placement(s, p, p->templates, changes);
+  // The sites it matches now, against those it matched: the words that
+  // differ name the sites that leave and enter; no other site is visited,
+  // unless the placement's templates changed.
+  Bits& now = scratch_bits_;
+  matching_bits(fresh, &now);
+  Bits& had = p->matched_bits;
+  const size_t words = std::max(now.words(), had.words());
+  auto each = [&](auto&& pick, auto&& f) {
+    for (size_t i = 0; i < words; ++i) {
+      for (uint64_t x = pick(had.word(i), now.word(i)); x != 0; x &= x - 1) {
+        f(labels_->by_id[i * 64 + static_cast<size_t>(__builtin_ctzll(x))]);
+      }
+    }
+  };
+  each([](uint64_t h, uint64_t n) { return h & ~n; },
+       [&](Site* s) { remove_placement(s, p, p->templates, changes); });
   std::vector<std::string> added, removed;
   std::set_difference(fresh.templates.begin(), fresh.templates.end(), p->templates.begin(),
                       p->templates.end(), std::back_inserter(added));
   std::set_difference(p->templates.begin(), p->templates.end(), fresh.templates.begin(),
                       fresh.templates.end(), std::back_inserter(removed));
-  std::vector<Site*> entered;
-  for (Site* s : now) {
-    if (!p->matched.contains(s)) {
-      add_placement(s, p, fresh.templates, changes);
-      entered.push_back(s);
-      continue;
-    }
-    for (const auto& t : added) ref_template(s, t, changes);
-    for (const auto& t : removed) unref_template(s, t, changes);
+  each([](uint64_t h, uint64_t n) { return n & ~h; },
+       [&](Site* s) { add_placement(s, p, fresh.templates, changes); });
+  if (!added.empty() || !removed.empty()) {
+    each([](uint64_t h, uint64_t n) { return h & n; },
+         [&](Site* s) {
+           for (const auto& t : added) ref_template(s, t, changes);
+           for (const auto& t : removed) unref_template(s, t, changes);
+         });
   }
 
   placement_selectors_->remove(p);
@@ -151,10 +152,8 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
   p->grants = fresh.grants;
   p->choice = std::move(fresh.choice);
   p->templates = std::move(fresh.templates);
-  for (Site* s : left) p->matched.erase(s);
-  p->matched.insert(entered.begin(), entered.end());
+  std::swap(p->matched_bits, now);  // the old set's buffer is the next scratch
   placement_selectors_->add(p);
-  CANOPY_CHECK(p->matched.size() == now.size());
 }
 
 void PlacementIndex::update_override(const std::string& key, std::string_view tenant,
@@ -178,22 +177,16 @@ void PlacementIndex::update_override(const std::string& key, std::string_view te
     }
   }
 
-  // The sites to hold it: those matching it that hold its template. Walk
-  // whichever is smaller, the template's holders or the selector's sites.
+  // The sites to hold it: those matching it that hold its template.
   std::unordered_set<Site*> now;
   if (fresh.exists) {
     auto holders = holders_.find(fresh.template_key);
-    const size_t by_selector = fresh.choice.sites.size() + selector_candidates(fresh);
-    if (holders == holders_.end()) {
-      // No site holds the template.
-    } else if (holders->second.size() <= by_selector) {
-      for (Site* s : holders->second) {
-        if (matches(fresh, *s)) now.insert(s);
-      }
-    } else {
-      for (Site* s : matching_sites(fresh)) {
-        if (s->scope.contains(fresh.template_key)) now.insert(s);
-      }
+    if (holders != holders_.end()) {
+      Bits matching;
+      matching_bits(fresh, &matching);
+      matching.for_each([&](uint32_t id) {
+        if (holders->second.sites.test(id)) now.insert(labels_->by_id[id]);
+      });
     }
   }
 
@@ -282,52 +275,26 @@ bool PlacementIndex::granted(std::string_view tenant, std::string_view site) {
   return s != nullptr && s->known && it != grants_.end() && it->second->gives(*s);
 }
 
-size_t PlacementIndex::selector_candidates(const Rule& rule) const {
-  if (rule.choice.selector.empty()) return 0;
-  auto pairs = rule.choice.selector.candidate_pairs();
-  if (!pairs) return sites_.size();
-  size_t n = 0;
-  for (const auto& [k, v] : *pairs) {
-    auto it = sites_by_label_.find(label_pair(k, v));
-    if (it != sites_by_label_.end()) n += it->second.size();
+void PlacementIndex::matching_bits(const Rule& rule, Bits* out) {
+  out->assign_zero(0);
+  if (!rule.exists) return;
+  labels_->select(rule.choice.selector, out);
+  // A tenant granted every site needs no check site by site.
+  bool all_granted = false;
+  if (rule.grants != nullptr) {
+    for (const auto& [key, g] : rule.grants->grants) all_granted = all_granted || g.all_sites;
   }
-  return n;
-}
-
-std::vector<PlacementIndex::Site*> PlacementIndex::matching_sites(const Rule& rule) {
-  const uint64_t mark = ++mark_;
-  std::vector<Site*> out;
-  if (!rule.exists) return out;
-  auto take = [&out, mark](Site* s) {
-    if (s->mark == mark) return;  // listed and matched by the selector as well
-    s->mark = mark;
-    out.push_back(s);
-  };
-  // Room for every candidate up front: growing by doubling to tens of
-  // thousands of sites costs more than the matching does.
-  out.reserve(rule.choice.sites.size() + selector_candidates(rule));
+  if (!all_granted) {
+    std::vector<uint32_t> refused;
+    out->for_each([&](uint32_t id) {
+      if (rule.grants == nullptr || !rule.grants->gives(*labels_->by_id[id])) refused.push_back(id);
+    });
+    for (uint32_t id : refused) out->reset(id);
+  }
   for (const auto& name : rule.choice.sites) {
     Site* s = site_or_null(name);
-    if (s != nullptr && matches(rule, *s)) take(s);
+    if (s != nullptr && matches(rule, *s)) out->set(s->id);
   }
-  if (rule.choice.selector.empty()) return out;
-  auto pairs = rule.choice.selector.candidate_pairs();
-  if (!pairs) {
-    // Only NotIn / Exists / DoesNotExist: any known site may match.
-    for (const auto& [name, s] : sites_) {
-      if (matches(rule, *s)) take(s.get());
-    }
-    return out;
-  }
-  // Every match carries one of the candidate pairs.
-  for (const auto& [k, v] : *pairs) {
-    auto it = sites_by_label_.find(label_pair(k, v));
-    if (it == sites_by_label_.end()) continue;
-    for (Site* s : it->second) {
-      if (matches(rule, *s)) take(s);
-    }
-  }
-  return out;
 }
 
 std::unordered_set<PlacementIndex::Rule*> PlacementIndex::overrides_wanted(Site* site) {
@@ -341,14 +308,17 @@ std::unordered_set<PlacementIndex::Rule*> PlacementIndex::overrides_wanted(Site*
 
 void PlacementIndex::add_placement(Site* site, Rule* placement,
                                    const std::vector<std::string>& templates, Changes* changes) {
-  site->placements.insert(placement);
+  site->placements.push_back(placement);
   ref(site, placement->key, changes);
   for (const auto& t : templates) ref_template(site, t, changes);
 }
 
 void PlacementIndex::remove_placement(Site* site, Rule* placement,
                                       const std::vector<std::string>& templates, Changes* changes) {
-  site->placements.erase(placement);
+  auto it = std::find(site->placements.begin(), site->placements.end(), placement);
+  CANOPY_CHECK(it != site->placements.end());
+  *it = site->placements.back();
+  site->placements.pop_back();
   for (const auto& t : templates) unref_template(site, t, changes);
   unref(site, placement->key, changes);
 }
@@ -389,10 +359,11 @@ bool PlacementIndex::ref(Site* site, const std::string& key, Changes* changes) {
     return false;
   }
   auto holder = holders_.try_emplace(key).first;
-  holder->second.insert(site);
+  holder->second.sites.set(site->id);
+  ++holder->second.count;
   site->scope.insert(holder->first);
   site->version_valid = false;
-  if (changes != nullptr) (*changes)[site][key] += 1;
+  if (changes != nullptr) note(site, &holder->first, 1, changes);
   return true;
 }
 
@@ -403,11 +374,28 @@ bool PlacementIndex::unref(Site* site, const std::string& key, Changes* changes)
   site->scope.erase(e);
   auto holder = holders_.find(key);
   CANOPY_CHECK(holder != holders_.end());
-  holder->second.erase(site);
-  if (holder->second.empty()) holders_.erase(holder);
+  holder->second.sites.reset(site->id);
+  --holder->second.count;
   site->version_valid = false;
-  if (changes != nullptr) (*changes)[site][key] -= 1;
+  if (changes != nullptr) {
+    note(site, &holder->first, -1, changes);
+    // Erased by collect() if no site holds it then.
+    if (holder->second.count == 0) changes->emptied.push_back(&holder->first);
+  } else if (holder->second.count == 0) {
+    holders_.erase(holder);
+  }
   return true;
+}
+
+void PlacementIndex::note(Site* site, const std::string* key, int delta, Changes* changes) {
+  if (site->pending.empty()) changes->sites.push_back(site);
+  for (auto& [k, net] : site->pending) {
+    if (k == key) {
+      net += delta;
+      return;
+    }
+  }
+  site->pending.emplace_back(key, delta);
 }
 
 PlacementIndex::Site* PlacementIndex::site_or_null(std::string_view name) {

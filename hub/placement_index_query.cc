@@ -92,8 +92,8 @@ std::vector<std::string> PlacementIndex::sites_for(std::string_view key) {
   std::lock_guard lock(mu_);
   auto it = holders_.find(std::string(key));
   if (it == holders_.end()) return out;
-  out.reserve(it->second.size());
-  for (const Site* s : it->second) out.push_back(s->name);
+  out.reserve(it->second.count);
+  it->second.sites.for_each([&](uint32_t id) { out.push_back(labels_->by_id[id]->name); });
   std::sort(out.begin(), out.end());
   return out;
 }

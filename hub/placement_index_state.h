@@ -75,6 +75,7 @@ class ScopeKeys {
 
 struct PlacementIndex::Site {
   std::string name;
+  uint32_t id = 0;     // dense, in creation order: its bit in placement_detail::Bits
   bool known = false;  // a visible sites/<name> document
   Labels labels;
   std::string region;  // the record's regional hub; empty: none
@@ -82,13 +83,13 @@ struct PlacementIndex::Site {
   // scope (the site moved to another regional hub), or deleted.
   bool moved = false;
   bool deleted = false;
-  std::unordered_set<Rule*> placements;  // matching placements
-  std::unordered_set<Rule*> overrides;   // overrides in scope
+  std::vector<Rule*> placements;        // matching placements, unordered (a few)
+  std::unordered_set<Rule*> overrides;  // overrides in scope
   placement_detail::ScopeKeys scope;
   bool version_valid = false;
   uint64_t version = 0;
-  // Scratch of matching_sites: equal to mark_ when the site is in its result.
-  uint64_t mark = 0;
+  // The commit's net changes of its key set (PlacementIndex::Changes).
+  std::vector<std::pair<const std::string*, int>> pending;
 };
 
 // A placement or an override, as evaluated.
@@ -98,8 +99,10 @@ struct PlacementIndex::Rule {
   model::SiteChoice choice;  // listed sites and label selector
   std::vector<std::string> templates;  // placement: template keys, sorted
   std::string template_key;            // override: the template it patches
-  // Placement: the sites it matches. Override: the sites holding it in scope.
+  // Override: the sites holding it in scope. (A placement's are matched_bits.)
   std::unordered_set<Site*> matched;
+  // Placement: the sites it matches, by id.
+  placement_detail::Bits matched_bits;
   TenantGrants* grants = nullptr;          // its tenant's grants (set when it exists)
   std::vector<std::string> indexed_pairs;  // the label pairs it is indexed under
   bool wide = false;  // indexed as a candidate for every site (no candidate pairs)
@@ -114,6 +117,80 @@ struct PlacementIndex::TenantGrants {
       if (g.grants(site.name, site.labels)) return true;
     }
     return false;
+  }
+};
+
+// Known sites by label pair and by label key, as Bits, and every site by id:
+// a selector is evaluated from these, not site by site.
+struct PlacementIndex::LabelIndex {
+  using Bits = placement_detail::Bits;
+  std::unordered_map<std::string, Bits> pairs;  // label_pair(k, v) -> sites
+  std::unordered_map<std::string, Bits> keys;   // label key -> sites having it
+  Bits known;
+  std::vector<Site*> by_id;
+
+  // REQUIRES: site->known, with its labels; remove() before they change.
+  void add(const Site& site) {
+    known.set(site.id);
+    for (const auto& [k, v] : site.labels) {
+      pairs[placement_detail::label_pair(k, v)].set(site.id);
+      keys[k].set(site.id);
+    }
+  }
+  void remove(const Site& site) {
+    known.reset(site.id);
+    for (const auto& [k, v] : site.labels) {
+      if (auto it = pairs.find(placement_detail::label_pair(k, v)); it != pairs.end()) {
+        it->second.reset(site.id);
+      }
+      if (auto it = keys.find(k); it != keys.end()) it->second.reset(site.id);
+    }
+  }
+  size_t pair_count(std::string_view k, std::string_view v) const {
+    auto it = pairs.find(placement_detail::label_pair(k, v));
+    return it == pairs.end() ? 0 : it->second.count();
+  }
+  // Sets `out` to the known sites whose labels the selector matches (none
+  // for an empty selector), exactly as model::LabelSelector::matches. `out`
+  // keeps its buffer: evaluating into a reused one allocates nothing.
+  void select(const model::LabelSelector& sel, Bits* out) const {
+    const size_t n = sel.empty() ? 0 : known.words();
+    out->assign_zero(n);
+    if (n == 0) return;
+    uint64_t* w = out->data();
+    for (size_t i = 0; i < n; ++i) w[i] = known.word(i);
+    auto find = [](const std::unordered_map<std::string, Bits>& m,
+                   const std::string& k) -> const Bits* {
+      auto it = m.find(k);
+      return it == m.end() ? nullptr : &it->second;
+    };
+    // AND (or AND NOT) with the union of `sets`.
+    auto apply = [&](const std::vector<const Bits*>& sets, bool negate) {
+      for (size_t i = 0; i < n; ++i) {
+        uint64_t u = 0;
+        for (const Bits* b : sets) u |= b->word(i);
+        w[i] &= negate ? ~u : u;
+      }
+    };
+    std::vector<const Bits*> sets;
+    for (const auto& [k, v] : sel.match_labels()) {
+      sets.clear();
+      if (const Bits* b = find(pairs, placement_detail::label_pair(k, v))) sets.push_back(b);
+      apply(sets, false);
+    }
+    for (const model::Requirement& r : sel.expressions()) {
+      sets.clear();
+      if (r.op == model::SelectorOp::kIn || r.op == model::SelectorOp::kNotIn) {
+        for (const auto& v : r.values) {
+          if (const Bits* b = find(pairs, placement_detail::label_pair(r.key, v))) {
+            sets.push_back(b);
+          }
+        }
+      } else if (const Bits* b = find(keys, r.key)) {
+        sets.push_back(b);
+      }
+      apply(sets, r.op == model::SelectorOp::kNotIn || r.op == model::SelectorOp::kDoesNotExist);
+    }
   }
 };
 

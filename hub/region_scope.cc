@@ -237,12 +237,13 @@ bool RegionScope::move_locked(const std::string& site, const std::string& named,
 void RegionScope::on_member_change(const sync::ScopeChange& change) {
   sync::ScopeChange out;
   ScopeListener listener;
+  bool direct = false;
   {
     std::lock_guard lock(mu_);
     listener = listener_;
     auto it = members_.find(change.child);
     if (it == members_.end()) {
-      out = change;  // a direct child
+      direct = true;  // a direct child: passed on as it is, not copied
     } else {
       Region* region = it->second.region;
       const uint32_t member = it->second.id;
@@ -257,7 +258,7 @@ void RegionScope::on_member_change(const sync::ScopeChange& change) {
       if (out.entered.empty() && out.left.empty()) return;
     }
   }
-  if (listener) listener(out);
+  if (listener) listener(direct ? change : out);
 }
 
 // --- Queries. The index is called without mu_ held.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -663,6 +664,109 @@ TEST_F(PlacementIndexTest, ConcurrentWritersAgreeWithAFreshLoad) {
     EXPECT_EQ((*loaded)->scope_keys(name), index_->scope_keys(name)) << name;
   }
   EXPECT_EQ((*loaded)->sites_for(kWebKey), index_->sites_for(kWebKey));
+}
+
+// A selector change, in every selector form and from each form to the next:
+// the changes reported, applied to the scopes the index held before, give
+// exactly the scopes a fresh load of the store evaluates from scratch; each
+// change names a site whose scope did change, once, with the version it
+// leads to. Sites enter and leave, with the overrides of their templates.
+TEST_F(PlacementIndexTest, SelectorChangesAgreeWithAFreshEvaluation) {
+  const std::vector<std::string> regions = {"eu", "us", "ap"};
+  const std::vector<std::string> channels = {"stable", "beta", "canary"};
+  std::vector<std::string> names;
+  for (int i = 0; i < 120; ++i) {
+    const std::string name = "s-" + std::to_string(i);
+    json labels = {{"region", regions[i % 3]},
+                   {"channel", channels[(i / 3) % 3]},
+                   {"tier", i % 4 == 0 ? "edge" : "core"}};
+    if (i % 5 == 0) labels["gpu"] = i % 10 == 0 ? "t4" : "l4";
+    if (i % 7 == 0) labels["maintenance"] = "planned";
+    site(name, labels);
+    names.push_back(name);
+  }
+  put("t/acme/overrides/web-edge", {{"template", "web"},
+                                    {"selector", {{"matchLabels", {{"tier", "edge"}}}}},
+                                    {"patch", json::object()}});
+  put("t/acme/overrides/db-gpu",
+      {{"template", "db"},
+       {"selector", {{"matchExpressions", {{{"key", "gpu"}, {"operator", "Exists"}}}}}},
+       {"patch", json::object()}});
+  // Another placement shares the web template: a site it holds keeps web.
+  put("t/acme/placements/base", placement({"web"}, {{"region", "us"}}));
+
+  auto expr = [](const std::string& key, const std::string& op, const Keys& values = {}) {
+    json r = {{"key", key}, {"operator", op}};
+    if (!values.empty()) r["values"] = values;
+    return r;
+  };
+  auto with = [](json selector, const Keys& sites = {}) {
+    json p = {{"templates", {"web", "db"}}};
+    if (!selector.is_null()) p["selector"] = std::move(selector);
+    if (!sites.empty()) p["sites"] = sites;
+    return p;
+  };
+  const std::vector<json> forms = {
+      with({{"matchLabels", {{"region", "eu"}}}}),
+      with({{"matchLabels", {{"region", "us"}, {"tier", "edge"}}}}),
+      with({{"matchExpressions", {expr("region", "In", {"eu", "ap"})}}}),
+      with({{"matchExpressions",
+             {expr("region", "In", {"us"}), expr("channel", "NotIn", {"canary"})}}}),
+      with({{"matchLabels", {{"tier", "core"}}}, {"matchExpressions", {expr("gpu", "Exists")}}}),
+      with({{"matchExpressions",
+             {expr("channel", "In", {"beta"}), expr("maintenance", "DoesNotExist")}}}),
+      with(nullptr, {"s-1", "s-2", "s-3", "s-50", "nobody"}),
+      with({{"matchLabels", {{"region", "ap"}}}}, {"s-0", "s-4"}),
+      with({{"matchExpressions",
+             {expr("channel", "NotIn", {"stable"}), expr("tier", "NotIn", {"core"})}}}),
+      with({{"matchExpressions", {expr("gpu", "Exists")}}}),
+      with({{"matchExpressions", {expr("maintenance", "DoesNotExist")}}}),
+      with({{"matchExpressions", {expr("channel", "NotIn", {"canary"})}}}),
+  };
+  put(kPlacementKey, forms.back());
+  take_list();
+
+  std::map<std::string, std::set<std::string>> scopes;
+  for (const auto& n : names) {
+    const Keys k = index_->scope_keys(n);
+    scopes[n] = {k.begin(), k.end()};
+  }
+  size_t entered_sites = 0, left_sites = 0;
+  for (size_t i = 0; i < 2 * forms.size(); ++i) {
+    // Every form, then each form after a wide one and a wide one after it.
+    const json& next = i < forms.size() ? forms[i] : (i % 2 == 0 ? forms[8] : forms[i % 12]);
+    put(kPlacementKey, next);
+    for (const auto& [child, change] : take()) {
+      ASSERT_TRUE(scopes.contains(child)) << child;
+      EXPECT_TRUE(std::is_sorted(change.entered.begin(), change.entered.end()));
+      EXPECT_TRUE(std::is_sorted(change.left.begin(), change.left.end()));
+      EXPECT_FALSE(change.entered.empty() && change.left.empty()) << child;
+      auto& scope = scopes[child];
+      for (const auto& k : change.entered) EXPECT_TRUE(scope.insert(k).second) << child << k;
+      for (const auto& k : change.left) EXPECT_EQ(scope.erase(k), 1u) << child << k;
+      if (std::find(change.entered.begin(), change.entered.end(), kPlacementKey) !=
+          change.entered.end()) {
+        ++entered_sites;
+      }
+      if (std::find(change.left.begin(), change.left.end(), kPlacementKey) != change.left.end()) {
+        ++left_sites;
+      }
+      EXPECT_EQ(change.version, index_->version(child)) << child;
+    }
+    auto fresh = PlacementIndex::attach(store_.get());
+    ASSERT_TRUE(fresh.ok()) << fresh.status().to_string();
+    for (const auto& n : names) {
+      const Keys want = (*fresh)->scope_keys(n);
+      ASSERT_EQ(index_->scope_keys(n), want) << "form " << i << ", site " << n;
+      ASSERT_EQ(Keys(scopes[n].begin(), scopes[n].end()), want) << "form " << i << ", site " << n;
+      ASSERT_EQ(index_->version(n), (*fresh)->version(n)) << n;
+    }
+    for (const char* key : {kPlacementKey, kWebKey, kDbKey, "t/acme/overrides/db-gpu"}) {
+      EXPECT_EQ(index_->sites_for(key), (*fresh)->sites_for(key)) << key;
+    }
+  }
+  EXPECT_GT(entered_sites, 100u);
+  EXPECT_GT(left_sites, 100u);
 }
 
 // 10,000 sites: a placement change visits only its own sites.
