@@ -98,7 +98,7 @@ CatalogService::CatalogService(Store* store, hub::PlacementIndex* index,
       status_(status),
       auth_(auth),
       options_(std::move(options)),
-      fanout_(std::make_unique<WatchFanout>(store, options_.limits)) {}
+      fanout_(std::make_unique<WatchFanout>(store, options_.limits, options_.watch_interval)) {}
 
 StatusOr<model::TokenRecord> CatalogService::authorize(std::string_view authorization,
                                                        model::Action action,

@@ -40,6 +40,7 @@
 // first so that open watch streams end at once.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -80,6 +81,9 @@ struct CatalogOptions {
   // The store's document limits (StoreOptions::limits).
   DocumentLimits limits;
   size_t watch_queue_limit = kWatchQueueLimit;
+  // Deliveries to watchers are at least this far apart (api/watch_fanout.h):
+  // a busy hub sends each watcher one message per interval.
+  std::chrono::microseconds watch_interval = std::chrono::milliseconds(10);
   // For tests: called before a watch stream sends a message (gRPC: with the
   // stream's queue locked, possibly on the fan-out's thread; REST: before
   // each event). Blocking in it stalls deliveries, never writers.

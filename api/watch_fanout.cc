@@ -68,8 +68,8 @@ void WatchQueue::push(const std::vector<WatchItemPtr>& batch) {
 
 // --- WatchFanout.
 
-WatchFanout::WatchFanout(Store* store, DocumentLimits limits)
-    : store_(store), limits_(limits), epoch_(store->log_epoch()) {
+WatchFanout::WatchFanout(Store* store, DocumentLimits limits, std::chrono::microseconds interval)
+    : store_(store), limits_(limits), interval_(interval), epoch_(store->log_epoch()) {
   subscription_ = store_->subscribe([this](const v1::LogEntry& e) {
     // On the writing thread with the store's lock held: copy and go.
     {
@@ -161,11 +161,19 @@ StatusOr<WatchItemPtr> WatchFanout::build(const std::string& key, const std::str
 
 void WatchFanout::run() {
   std::vector<Change> batch;
+  auto last_delivery = std::chrono::steady_clock::now() - interval_;
   while (true) {
     {
       std::unique_lock lock(in_mu_);
       in_cv_.wait(lock, [&] { return stopping_ || !in_.empty(); });
       if (stopping_) return;
+      // Lets the changes of one interval gather.
+      const auto next = last_delivery + interval_;
+      if (std::chrono::steady_clock::now() < next) {
+        in_cv_.wait_until(lock, next, [&] { return stopping_; });
+        if (stopping_) return;
+      }
+      last_delivery = std::chrono::steady_clock::now();
       batch.swap(in_);
     }
     // The last change of each key in the batch: its state is read once, after

@@ -20,6 +20,7 @@
 // (RESOURCE_EXHAUSTED): its stream re-lists and watches again.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -84,8 +85,12 @@ struct WatchQueue {
 
 class WatchFanout {
  public:
-  // Subscribes to `store` (which must outlive the fan-out).
-  WatchFanout(Store* store, DocumentLimits limits);
+  // Subscribes to `store` (which must outlive the fan-out). Deliveries are
+  // at least `interval` apart: under a stream of changes, each watcher gets
+  // what committed in one interval as one message instead of a message per
+  // change (at most `interval` of added delay; an idle fan-out delivers at
+  // once).
+  WatchFanout(Store* store, DocumentLimits limits, std::chrono::microseconds interval);
   ~WatchFanout();
   WatchFanout(const WatchFanout&) = delete;
   WatchFanout& operator=(const WatchFanout&) = delete;
@@ -121,6 +126,7 @@ class WatchFanout {
 
   Store* store_;
   DocumentLimits limits_;
+  std::chrono::microseconds interval_;
   uint64_t epoch_;
 
   // The input: changes appended by the store's listener.
