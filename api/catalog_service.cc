@@ -731,14 +731,16 @@ class CatalogService::WatchReactor final : public grpc::ServerWriteReactor<grpc:
   }
   void OnDone() override {
     if (w_ != nullptr) {
+      WatchEnd end = WatchEnd::kNone;
       {
         std::lock_guard lock(w_->mu);
         w_->wake = nullptr;
+        end = w_->end;
       }
       service_->fanout_->close(w_);
-      if (w_->end == WatchEnd::kOverflow) {
+      if (end == WatchEnd::kOverflow) {
         spdlog::warn("catalog: watch of {} ended: {}", w_->prefix,
-                     watch_end_status(w_->end, w_->limit).error_message());
+                     watch_end_status(end, w_->limit).error_message());
       }
     }
     delete this;

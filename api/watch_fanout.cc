@@ -50,6 +50,10 @@ std::vector<WatchItemPtr> WatchQueue::take(size_t max_items) {
 void WatchQueue::push(const std::vector<WatchItemPtr>& batch) {
   if (end != WatchEnd::kNone) return;
   if (starting) {
+    if (early.size() + batch.size() > limit) {
+      end_with(WatchEnd::kOverflow);
+      return;
+    }
     early.insert(early.end(), batch.begin(), batch.end());
     return;
   }
@@ -303,10 +307,14 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
       replay.push_back(std::move(item).value());
     }
   }
+  const Status behind(StatusCode::kResourceExhausted, "watch fell behind by more than " +
+                                                          std::to_string(limit) +
+                                                          " changes; re-list and watch again");
   std::lock_guard lock(w->mu);
   if (w->end != WatchEnd::kNone) {
-    // Shut down meanwhile.
+    // Shut down, or too many live changes, meanwhile.
     close(w);
+    if (w->end == WatchEnd::kOverflow) return behind;
     return Status(StatusCode::kUnavailable, "the hub is shutting down");
   }
   w->after = after;
@@ -316,16 +324,12 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
   w->items.assign(replay.begin(), replay.end());
   if (w->items.size() > limit) {
     close(w);
-    return Status(StatusCode::kResourceExhausted, "watch fell behind by more than " +
-                                                      std::to_string(limit) +
-                                                      " changes; re-list and watch again");
+    return behind;
   }
   w->push(early);
   if (w->end == WatchEnd::kOverflow) {
     close(w);
-    return Status(StatusCode::kResourceExhausted, "watch fell behind by more than " +
-                                                      std::to_string(limit) +
-                                                      " changes; re-list and watch again");
+    return behind;
   }
   *position = after;
   if (!w->items.empty()) {
