@@ -1,10 +1,12 @@
 #include "api/catalog_service.h"
 
+#include <grpc/slice.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <set>
 #include <tuple>
@@ -762,21 +764,27 @@ class CatalogService::WatchReactor final : public grpc::ServerWriteReactor<grpc:
     }
     if (w_->items.empty()) return;
     if (service_->options_.before_watch_send) service_->options_.before_watch_send();
-    // The message is the events' shared encodings, referenced, not copied:
-    // each slice holds its event until gRPC lets go of it.
-    std::vector<grpc::Slice> slices;
+    // The message is the events' shared encodings, copied once into one
+    // slice (one allocation a message, not one an event).
+    size_t count = 0;
     size_t bytes = 0;
-    while (!w_->items.empty() && slices.size() < kMessageEvents) {
-      WatchItemPtr& item = w_->items.front();
-      if (!slices.empty() && bytes + item->framed.size() > kMessageBytes) break;
+    for (const auto& item : w_->items) {
+      if (count == kMessageEvents || (count > 0 && bytes + item->framed.size() > kMessageBytes)) {
+        break;
+      }
       bytes += item->framed.size();
-      auto* hold = new WatchItemPtr(std::move(item));
-      w_->items.pop_front();
-      slices.emplace_back(
-          const_cast<char*>((*hold)->framed.data()), (*hold)->framed.size(),
-          [](void* p) { delete static_cast<WatchItemPtr*>(p); }, hold);
+      ++count;
     }
-    message_ = grpc::ByteBuffer(slices.data(), slices.size());
+    grpc_slice buffer = grpc_slice_malloc(bytes);
+    char* out = reinterpret_cast<char*>(GRPC_SLICE_START_PTR(buffer));
+    for (size_t i = 0; i < count; ++i) {
+      const std::string& framed = w_->items.front()->framed;
+      std::memcpy(out, framed.data(), framed.size());
+      out += framed.size();
+      w_->items.pop_front();
+    }
+    grpc::Slice slice(buffer, grpc::Slice::STEAL_REF);
+    message_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
     StartWrite(&message_);
   }
