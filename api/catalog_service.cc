@@ -1,10 +1,12 @@
 #include "api/catalog_service.h"
 
+#include <grpc/slice.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <set>
 #include <tuple>
@@ -28,72 +30,6 @@ constexpr auto kWatchPoll = std::chrono::milliseconds(100);
 
 }  // namespace
 
-// --- Watchers.
-
-struct CatalogService::Watcher {
-  std::string prefix;
-  size_t limit = kWatchQueueLimit;
-
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::string> queue;                     // changed keys, oldest first
-  std::unordered_map<std::string, uint64_t> queued;  // key in `queue` -> its first pending index
-  std::multiset<uint64_t> pending;                   // the values of `queued`
-  uint64_t seen = 0;                                 // the greatest log index pushed
-  bool overflowed = false;
-  bool closed = false;
-
-  // Called by the store's listener: must not block. `index` 0 is a change
-  // outside the log (never for the catalogue's keys on a hub).
-  void push(const std::string& key, uint64_t index) {
-    {
-      std::lock_guard lock(mu);
-      if (overflowed || closed) return;
-      seen = std::max(seen, index);
-      if (auto it = queued.find(key); it != queued.end()) {
-        // The pending event will read the latest state; keep its first index.
-        if (index != 0 && index < it->second) {
-          pending.erase(pending.find(it->second));
-          it->second = index;
-          pending.insert(index);
-        }
-        return;
-      }
-      if (queue.size() >= limit) {
-        overflowed = true;
-        queue.clear();
-        queued.clear();
-        pending.clear();
-      } else {
-        queue.push_back(key);
-        const uint64_t first = index == 0 ? seen : index;
-        queued.emplace(key, first);
-        pending.insert(first);
-      }
-    }
-    cv.notify_one();
-  }
-  // Takes the oldest pending key and the position an event about it carries:
-  // every change at or below it is delivered once this event is (the key's
-  // state is read after the pop). REQUIRES: mu held, queue not empty.
-  std::pair<std::string, uint64_t> pop() {
-    std::string key = std::move(queue.front());
-    queue.pop_front();
-    auto it = queued.find(key);
-    pending.erase(pending.find(it->second));
-    queued.erase(it);
-    const uint64_t position = pending.empty() ? seen : *pending.begin() - 1;
-    return {std::move(key), position};
-  }
-  void close() {
-    {
-      std::lock_guard lock(mu);
-      closed = true;
-    }
-    cv.notify_one();
-  }
-};
-
 namespace {
 
 // "<log epoch>.<log index>": where a watch can resume.
@@ -111,7 +47,7 @@ bool parse_position(std::string_view text, uint64_t* epoch, uint64_t* index) {
   return number(text.substr(0, dot), epoch) && number(text.substr(dot + 1), index);
 }
 
-std::string_view bearer_of(const grpc::ServerContext* context) {
+std::string_view bearer_of(const grpc::ServerContextBase* context) {
   const auto& md = context->client_metadata();
   if (auto it = md.find("authorization"); it != md.end()) {
     return std::string_view(it->second.data(), it->second.size());
@@ -159,7 +95,12 @@ model::Labels labels_of(std::string_view kind, std::string_view name, const json
 CatalogService::CatalogService(Store* store, hub::PlacementIndex* index,
                                hub::StatusAggregate* status, Authenticator* auth,
                                CatalogOptions options)
-    : store_(store), index_(index), status_(status), auth_(auth), options_(std::move(options)) {}
+    : store_(store),
+      index_(index),
+      status_(status),
+      auth_(auth),
+      options_(std::move(options)),
+      fanout_(std::make_unique<WatchFanout>(store, options_.limits, options_.watch_interval)) {}
 
 StatusOr<model::TokenRecord> CatalogService::authorize(std::string_view authorization,
                                                        model::Action action,
@@ -218,11 +159,7 @@ std::mutex& CatalogService::write_lock(const std::string& key) {
 
 CatalogService::~CatalogService() { shutdown(); }
 
-void CatalogService::shutdown() {
-  std::lock_guard lock(mu_);
-  shut_down_ = true;
-  for (const auto& w : watchers_) w->close();
-}
+void CatalogService::shutdown() { fanout_->shutdown(); }
 
 StatusOr<bool> CatalogService::read_object(const std::string& key, v1::Object* out) {
   auto st = store_->state(key);
@@ -469,132 +406,113 @@ grpc::Status CatalogService::check_watch(std::string_view authorization,
   return grpc::Status::OK;
 }
 
+namespace {
+
+grpc::Status watch_end_status(WatchEnd end, size_t limit) {
+  switch (end) {
+    case WatchEnd::kOverflow:
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "watch fell behind by more than " + std::to_string(limit) +
+                              " changes; re-list and watch again");
+    case WatchEnd::kShutdown:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the hub is shutting down");
+    case WatchEnd::kError:
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          "the hub could not read a changed object; re-list and watch again");
+    case WatchEnd::kCancelled:
+    case WatchEnd::kNone:
+      break;
+  }
+  return grpc::Status::CANCELLED;
+}
+
+}  // namespace
+
+grpc::Status CatalogService::start_watch(std::string_view authorization,
+                                         const v1::WatchRequest& request,
+                                         std::shared_ptr<WatchQueue>* out, std::string* position) {
+  if (auto checked = check_watch(authorization, request); !checked.ok()) return checked;
+  std::optional<uint64_t> from;
+  if (!request.from().empty()) {
+    uint64_t from_epoch = 0;
+    uint64_t from_index = 0;
+    parse_position(request.from(), &from_epoch, &from_index);
+    if (from_epoch != fanout_->epoch()) from_index = 0, from_epoch = 0;
+    if (from_epoch == 0) {
+      return grpc::Status(
+          grpc::StatusCode::OUT_OF_RANGE,
+          "from " + quote(request.from()) +
+              ": the hub's log no longer reaches back that far (or the position is another "
+              "hub's); list again and watch again");
+    }
+    from = from_index;
+  }
+  uint64_t start = 0;
+  auto w =
+      fanout_->open(request.kind(), request.tenant(), prefix_of(request.kind(), request.tenant()),
+                    from, options_.watch_queue_limit, &start);
+  if (!w.ok()) {
+    if (w.status().code() == StatusCode::kOutOfRange) {
+      return grpc::Status(
+          grpc::StatusCode::OUT_OF_RANGE,
+          "from " + quote(request.from()) +
+              ": the hub's log no longer reaches back that far (or the position is another "
+              "hub's); list again and watch again");
+    }
+    return to_grpc(w.status());
+  }
+  *out = std::move(w).value();
+  *position = position_text(fanout_->epoch(), start);
+  return grpc::Status::OK;
+}
+
 grpc::Status CatalogService::watch(std::string_view authorization, const v1::WatchRequest& request,
                                    const WatchSink& sink) {
-  if (auto checked = check_watch(authorization, request); !checked.ok()) return checked;
-  const std::string& kind = request.kind();
-  uint64_t from_epoch = 0;
-  uint64_t from_index = 0;
-  if (!request.from().empty()) parse_position(request.from(), &from_epoch, &from_index);
-
-  auto w = std::make_shared<Watcher>();
-  w->prefix = prefix_of(kind, request.tenant());
-  w->limit = options_.watch_queue_limit;
+  std::shared_ptr<WatchQueue> w;
+  std::string position;
+  if (auto st = start_watch(authorization, request, &w, &position); !st.ok()) return st;
   {
-    std::lock_guard lock(mu_);
-    if (shut_down_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the hub is shutting down");
-    watchers_.insert(w);
-  }
-  auto direct_child = [prefix = w->prefix](std::string_view key) {
-    if (!key.starts_with(prefix)) return false;
-    const std::string_view name = key.substr(prefix.size());
-    return !name.empty() && name.find('/') == std::string_view::npos;
-  };
-  const uint64_t subscription = store_->subscribe([w, direct_child](const v1::LogEntry& e) {
-    const std::string& key = e.has_delta() ? e.delta().key() : e.doc().key();
-    if (direct_child(key)) w->push(key, e.index());
-  });
-  const uint64_t epoch = store_->log_epoch();
-  grpc::Status result = grpc::Status::OK;
-  auto finish = [&] {
-    store_->unsubscribe(subscription);
-    std::lock_guard lock(mu_);
-    watchers_.erase(w);
-  };
-
-  if (request.from().empty()) {
-    // Changes already committed are in the state; the position starts here.
     std::lock_guard lock(w->mu);
-    w->seen = std::max(w->seen, store_->last_log_index());
-  } else {
-    // Resume: queue every key changed after the position, as far as the log
-    // reaches. The subscription above catches what commits meanwhile.
-    const auto too_old = grpc::Status(
-        grpc::StatusCode::OUT_OF_RANGE,
-        "from " + quote(request.from()) +
-            ": the hub's log no longer reaches back that far (or the position is another "
-            "hub's); list again and watch again");
-    if (from_epoch != epoch) {
-      finish();
-      return too_old;
-    }
-    uint64_t after = from_index;
-    constexpr size_t kPage = 1000;
-    while (true) {
-      auto page = store_->log_since(epoch, after, direct_child, kPage);
-      if (!page.ok()) {
-        finish();
-        return to_grpc(page.status());
-      }
-      if (!page->complete) {
-        finish();
-        return too_old;
-      }
-      for (const auto& e : page->entries) {
-        w->push(e.has_delta() ? e.delta().key() : e.doc().key(), e.index());
-        after = std::max(after, e.index());
-      }
-      std::lock_guard lock(w->mu);
-      if (page->entries.size() < kPage) {
-        // The read reached the log's end.
-        w->seen = std::max(w->seen, page->last_index);
-        break;
-      }
-      if (w->overflowed) break;
-    }
+    w->wake = [q = w.get()] { q->cv.notify_one(); };
   }
   // Tells the client the watch is established: every later change reaches it.
-  if (sink.established) {
-    uint64_t position = 0;
-    {
-      std::lock_guard lock(w->mu);
-      position = w->pending.empty() ? w->seen : *w->pending.begin() - 1;
-    }
-    sink.established(position_text(epoch, position));
-  }
+  if (sink.established) sink.established(position);
 
+  grpc::Status result = grpc::Status::OK;
   while (true) {
-    std::string key;
-    uint64_t position = 0;
+    std::vector<WatchItemPtr> batch;
     {
       std::unique_lock lock(w->mu);
       w->cv.wait_for(lock, kWatchPoll,
-                     [&] { return !w->queue.empty() || w->overflowed || w->closed; });
-      if (w->closed) {
-        result = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the hub is shutting down");
+                     [&] { return !w->items.empty() || w->end != WatchEnd::kNone; });
+      if (w->end != WatchEnd::kNone) {
+        result = watch_end_status(w->end, w->limit);
         break;
       }
-      if (w->overflowed) {
-        result = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                              "watch fell behind by more than " + std::to_string(w->limit) +
-                                  " changes; re-list and watch again");
-        break;
-      }
-      if (!w->queue.empty()) std::tie(key, position) = w->pop();
+      batch = w->take(w->items.size());
     }
     if (sink.cancelled && sink.cancelled()) {
       result = grpc::Status::CANCELLED;
       break;
     }
-    if (key.empty()) continue;
-    if (options_.before_watch_send) options_.before_watch_send();
-
-    v1::WatchEvent event;
-    v1::Object* obj = event.mutable_object();
-    name_object(kind, request.tenant(), std::string_view(key).substr(w->prefix.size()), obj);
-    auto found = read_object(key, obj);
-    if (!found.ok()) {
-      result = to_grpc(found.status());
-      break;
+    bool sent = true;
+    for (const auto& item : batch) {
+      if (options_.before_watch_send) options_.before_watch_send();
+      if (!sink.send(item->event)) {
+        sent = false;
+        break;
+      }
     }
-    event.set_type(*found ? v1::WatchEvent::PUT : v1::WatchEvent::DELETE);
-    event.set_position(position_text(epoch, position));
-    if (!sink.send(event)) {
+    if (!sent) {
       result = grpc::Status::CANCELLED;  // the client went away
       break;
     }
   }
-  finish();
+  {
+    std::lock_guard lock(w->mu);
+    w->wake = nullptr;
+  }
+  fanout_->close(w);
   if (result.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
     spdlog::warn("catalog: watch of {} ended: {}", w->prefix, result.error_message());
   }
@@ -768,14 +686,122 @@ grpc::Status CatalogService::Delete(grpc::ServerContext* context, const v1::Dele
                                     v1::DeleteResponse* response) {
   return remove(bearer_of(context), *request, response);
 }
-grpc::Status CatalogService::Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
-                                   grpc::ServerWriter<v1::WatchEvent>* writer) {
-  WatchSink sink;
-  sink.established = [writer](const std::string&) { writer->SendInitialMetadata(); };
-  sink.send = [writer](const v1::WatchEvent& e) { return writer->Write(e); };
-  sink.cancelled = [context] { return context->IsCancelled(); };
-  return watch(bearer_of(context), *request, sink);
+// One gRPC watch stream. Every member below `w_` is guarded by `w_->mu`: the
+// fan-out calls pump() (as `wake`) with it held, and so do the reactions.
+// At most one write is in flight; when it completes, what is pending
+// meanwhile leaves as the next message.
+class CatalogService::WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  WatchReactor(CatalogService* service, grpc::CallbackServerContext* context,
+               const grpc::ByteBuffer* request)
+      : service_(service) {
+    v1::WatchRequest req;
+    grpc::Slice bytes;
+    if (!request->DumpToSingleSlice(&bytes).ok() ||
+        !req.ParseFromArray(bytes.begin(), static_cast<int>(bytes.size()))) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the request is not a WatchRequest"));
+      return;
+    }
+    std::string position;
+    if (auto st = service->start_watch(bearer_of(context), req, &w_, &position); !st.ok()) {
+      Finish(st);
+      return;
+    }
+    std::lock_guard lock(w_->mu);
+    w_->wake = [this] { pump(); };
+    // The initial metadata tells the client the watch is established.
+    StartSendInitialMetadata();
+  }
+
+  void OnSendInitialMetadataDone(bool ok) override {
+    std::lock_guard lock(w_->mu);
+    ready_ = true;
+    if (!ok) w_->end_with(WatchEnd::kCancelled);
+    pump();
+  }
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(w_->mu);
+    writing_ = false;
+    if (!ok) w_->end_with(WatchEnd::kCancelled);
+    pump();
+  }
+  void OnCancel() override {
+    if (w_ == nullptr) return;
+    std::lock_guard lock(w_->mu);
+    w_->end_with(WatchEnd::kCancelled);
+    pump();
+  }
+  void OnDone() override {
+    if (w_ != nullptr) {
+      WatchEnd end = WatchEnd::kNone;
+      {
+        std::lock_guard lock(w_->mu);
+        w_->wake = nullptr;
+        end = w_->end;
+      }
+      service_->fanout_->close(w_);
+      if (end == WatchEnd::kOverflow) {
+        spdlog::warn("catalog: watch of {} ended: {}", w_->prefix,
+                     watch_end_status(end, w_->limit).error_message());
+      }
+    }
+    delete this;
+  }
+
+ private:
+  // A message carries at most this many bytes of events (one event always
+  // fits: a document is at most 1 MiB, a client receives 4 MiB).
+  static constexpr size_t kMessageBytes = 2 << 20;
+  static constexpr size_t kMessageEvents = 4096;
+
+  // Sends what is pending, or ends the stream. REQUIRES: w_->mu held.
+  void pump() {
+    if (finished_ || writing_ || !ready_) return;
+    if (w_->end != WatchEnd::kNone) {
+      finished_ = true;
+      Finish(watch_end_status(w_->end, w_->limit));
+      return;
+    }
+    if (w_->items.empty()) return;
+    if (service_->options_.before_watch_send) service_->options_.before_watch_send();
+    // The message is the events' shared encodings, copied once into one
+    // slice (one allocation a message, not one an event).
+    size_t count = 0;
+    size_t bytes = 0;
+    for (const auto& item : w_->items) {
+      if (count == kMessageEvents || (count > 0 && bytes + item->framed.size() > kMessageBytes)) {
+        break;
+      }
+      bytes += item->framed.size();
+      ++count;
+    }
+    grpc_slice buffer = grpc_slice_malloc(bytes);
+    char* out = reinterpret_cast<char*>(GRPC_SLICE_START_PTR(buffer));
+    for (size_t i = 0; i < count; ++i) {
+      const std::string& framed = w_->items.front()->framed;
+      std::memcpy(out, framed.data(), framed.size());
+      out += framed.size();
+      w_->items.pop_front();
+    }
+    grpc::Slice slice(buffer, grpc::Slice::STEAL_REF);
+    message_ = grpc::ByteBuffer(&slice, 1);
+    writing_ = true;
+    StartWrite(&message_);
+  }
+
+  CatalogService* service_;
+  std::shared_ptr<WatchQueue> w_;
+  bool ready_ = false;
+  bool writing_ = false;
+  bool finished_ = false;
+  grpc::ByteBuffer message_;
+};
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* CatalogService::Watch(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  return new WatchReactor(this, context, request);
 }
+
 grpc::Status CatalogService::GetStatus(grpc::ServerContext* context,
                                        const v1::GetStatusRequest* request,
                                        v1::GetStatusResponse* response) {

@@ -17,13 +17,15 @@
 // atomic on this hub (a lock per key stripe); another hub may still write
 // concurrently, and the CRDT merge then keeps both as it always does.
 //
-// Watch streams subscribe to the store. The store's listener runs on the
-// writing thread with the store's lock held, so it only records the changed
-// key in the watcher's bounded queue (coalescing repeated changes of one key)
-// and never blocks; the stream's own thread reads the document and sends it.
-// A watcher with more than `watch_queue_limit` pending changes is ended with
-// RESOURCE_EXHAUSTED: it re-lists and watches again, and the writers never
-// wait for it.
+// Watch streams share one fan-out (api/watch_fanout.h): one store
+// subscription whose listener only records the changed key and never blocks;
+// the fan-out's thread reads each changed object once, builds its event once
+// and hands it to the queue of every watcher of that kind and tenant. A gRPC
+// stream (a callback reactor, no thread of its own) sends what is pending as
+// one WatchResponse; its bytes are the shared events' encodings, not
+// serialized again. A watcher with more than `watch_queue_limit` pending
+// events is ended with RESOURCE_EXHAUSTED: it re-lists and watches again,
+// and the writers never wait for it.
 //
 // Every call is authenticated (metadata `authorization: Bearer <token>`,
 // api/auth.h) before anything else is read, and authorized by
@@ -38,6 +40,7 @@
 // first so that open watch streams end at once.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -50,6 +53,7 @@
 
 #include "api/auth.h"
 #include "api/objects.h"
+#include "api/watch_fanout.h"
 #include "canopy/v1/hub.grpc.pb.h"
 #include "hub/placement_index.h"
 #include "hub/status_aggregate.h"
@@ -77,7 +81,12 @@ struct CatalogOptions {
   // The store's document limits (StoreOptions::limits).
   DocumentLimits limits;
   size_t watch_queue_limit = kWatchQueueLimit;
-  // For tests: called by a watch stream before it sends each event.
+  // Deliveries to watchers are at least this far apart (api/watch_fanout.h):
+  // a busy hub sends each watcher one message per interval.
+  std::chrono::microseconds watch_interval = std::chrono::milliseconds(10);
+  // For tests: called before a watch stream sends a message (gRPC: with the
+  // stream's queue locked, possibly on the fan-out's thread; REST: before
+  // each event). Blocking in it stalls deliveries, never writers.
   std::function<void()> before_watch_send;
   // The sites' liveness as the hub's sync sessions see it (canopy-hub wires
   // hub::Hub::sessions); GetStatus then shows sites without a live session
@@ -85,7 +94,7 @@ struct CatalogOptions {
   std::function<hub::Liveness()> liveness;
 };
 
-class CatalogService final : public v1::Catalog::Service {
+class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service> {
  public:
   // `store`, `index`, `status` and `auth` must outlive the service; `index`
   // and `status` follow `store`. GetStatus answers from `status`.
@@ -141,8 +150,10 @@ class CatalogService final : public v1::Catalog::Service {
                     v1::ListResponse* response) override;
   grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
                       v1::DeleteResponse* response) override;
-  grpc::Status Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
-                     grpc::ServerWriter<v1::WatchEvent>* writer) override;
+  // Server streaming on gRPC's callback API: the request arrives and the
+  // messages leave as bytes (each message is the shared events' encodings).
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Watch(grpc::CallbackServerContext* context,
+                                                    const grpc::ByteBuffer* request) override;
   grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
                          v1::GetStatusResponse* response) override;
   grpc::Status IssueToken(grpc::ServerContext* context, const v1::IssueTokenRequest* request,
@@ -157,7 +168,11 @@ class CatalogService final : public v1::Catalog::Service {
                              v1::ListConflictsResponse* response) override;
 
  private:
-  struct Watcher;
+  class WatchReactor;
+
+  // Checks and opens a watch; `*position` is where it starts.
+  grpc::Status start_watch(std::string_view authorization, const v1::WatchRequest& request,
+                           std::shared_ptr<WatchQueue>* out, std::string* position);
 
   // Reads `key` into `out` (kind, tenant, name set by the caller). False when
   // the document does not exist (version still set when a tombstone does).
@@ -185,9 +200,7 @@ class CatalogService final : public v1::Catalog::Service {
   static constexpr size_t kWriteLocks = 64;
   std::mutex write_locks_[kWriteLocks];
 
-  std::mutex mu_;
-  bool shut_down_ = false;
-  std::set<std::shared_ptr<Watcher>> watchers_;
+  std::unique_ptr<WatchFanout> fanout_;
 };
 
 }  // namespace canopy::api

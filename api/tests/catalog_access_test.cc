@@ -181,7 +181,7 @@ TEST_F(CatalogServiceTest, ATokenActsOnlyWithinItsTenantAndRole) {
     req.set_kind("template");
     req.set_tenant("globex");
     auto reader = stub_->Watch(&ctx, req);
-    v1::WatchEvent ev;
+    v1::WatchResponse ev;
     EXPECT_FALSE(reader->Read(&ev));
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
   }

@@ -1,23 +1,56 @@
 // The Catalog service's Watch through the real gRPC server: changes of a
 // kind and tenant, resuming from a position, bad requests, a watcher that
 // falls behind, and shutdown.
+#include <grpcpp/support/channel_arguments.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "api/tests/catalog_service_fixture.h"
 
 namespace canopy::api {
 namespace {
 
+// A watch stream read one event at a time (a message may carry several).
+class Events {
+ public:
+  explicit Events(std::unique_ptr<grpc::ClientReader<v1::WatchResponse>> reader)
+      : reader_(std::move(reader)) {}
+  grpc::ClientReader<v1::WatchResponse>* operator->() { return reader_.get(); }
+  // The next event; false when the stream ended.
+  bool Read(v1::WatchEvent* out) {
+    while (next_ == static_cast<size_t>(message_.events_size())) {
+      if (!reader_->Read(&message_)) return false;
+      next_ = 0;
+    }
+    *out = message_.events(static_cast<int>(next_++));
+    return true;
+  }
+  // Messages read so far are not counted; for tests of batching.
+  const v1::WatchResponse& message() const { return message_; }
+
+ private:
+  std::unique_ptr<grpc::ClientReader<v1::WatchResponse>> reader_;
+  v1::WatchResponse message_;
+  size_t next_ = 0;
+};
+
+Events watch(v1::Catalog::Stub* stub, grpc::ClientContext* ctx, const v1::WatchRequest& req) {
+  return Events(stub->Watch(ctx, req));
+}
+
 // Reads the next event, failing the test when the stream ends.
-v1::WatchEvent next_event(grpc::ClientReader<v1::WatchEvent>* reader) {
+v1::WatchEvent next_event(Events& reader) {
   v1::WatchEvent ev;
-  EXPECT_TRUE(reader->Read(&ev));
+  EXPECT_TRUE(reader.Read(&ev));
   return ev;
 }
 
@@ -27,13 +60,13 @@ TEST_F(CatalogServiceTest, WatchDeliversChangesOfItsKindAndTenant) {
   v1::WatchRequest req;
   req.set_kind("template");
   req.set_tenant("acme");
-  auto reader = stub_->Watch(&ctx, req);
+  Events reader = watch(stub_.get(), &ctx, req);
   reader->WaitForInitialMetadata();  // the watch is established
 
   put_ok("template", "acme-2", "web", config_map("web"));      // another tenant
   put_ok("placement", "acme", "shop", eu_placement({"web"}));  // another kind
   put_ok("template", "acme", "web", config_map("web"));
-  v1::WatchEvent ev = next_event(reader.get());
+  v1::WatchEvent ev = next_event(reader);
   EXPECT_EQ(ev.type(), v1::WatchEvent::PUT);
   EXPECT_EQ(ev.object().kind(), "template");
   EXPECT_EQ(ev.object().tenant(), "acme");
@@ -44,25 +77,25 @@ TEST_F(CatalogServiceTest, WatchDeliversChangesOfItsKindAndTenant) {
   json changed = config_map("web");
   changed["data"]["greeting"] = "bonjour";
   put_ok("template", "acme", "web", changed);
-  ev = next_event(reader.get());
+  ev = next_event(reader);
   EXPECT_EQ(ev.type(), v1::WatchEvent::PUT);
   EXPECT_EQ(ev.object().json(), changed.dump());
   EXPECT_GT(ev.object().version(), v1_version);
 
   // Changes that arrive by replication are events too.
   ASSERT_TRUE(store_->patch("t/acme/templates/web", R"({"data":{"greeting":"hola"}})").ok());
-  ev = next_event(reader.get());
+  ev = next_event(reader);
   EXPECT_EQ(json::parse(ev.object().json())["data"]["greeting"], "hola");
 
   ASSERT_TRUE(remove("template", "acme", "web").ok());
-  ev = next_event(reader.get());
+  ev = next_event(reader);
   EXPECT_EQ(ev.type(), v1::WatchEvent::DELETE);
   EXPECT_EQ(ev.object().name(), "web");
   EXPECT_TRUE(ev.object().json().empty());
 
   ctx.TryCancel();
   v1::WatchEvent ignored;
-  while (reader->Read(&ignored)) {
+  while (reader.Read(&ignored)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
@@ -76,10 +109,10 @@ TEST_F(CatalogServiceTest, WatchResumesFromAPosition) {
     v1::WatchRequest req;
     req.set_kind("template");
     req.set_tenant("acme");
-    auto reader = stub_->Watch(&ctx, req);
+    Events reader = watch(stub_.get(), &ctx, req);
     reader->WaitForInitialMetadata();
     put_ok("template", "acme", "b", config_map("b"));
-    v1::WatchEvent ev = next_event(reader.get());
+    v1::WatchEvent ev = next_event(reader);
     EXPECT_EQ(ev.object().name(), "b");
     position = ev.position();
     ctx.TryCancel();
@@ -96,20 +129,20 @@ TEST_F(CatalogServiceTest, WatchResumesFromAPosition) {
   req.set_kind("template");
   req.set_tenant("acme");
   req.set_from(position);
-  auto reader = stub_->Watch(&ctx, req);
-  v1::WatchEvent ev = next_event(reader.get());
+  Events reader = watch(stub_.get(), &ctx, req);
+  v1::WatchEvent ev = next_event(reader);
   EXPECT_EQ(ev.object().name(), "c");
   EXPECT_EQ(ev.type(), v1::WatchEvent::PUT);
-  ev = next_event(reader.get());
+  ev = next_event(reader);
   EXPECT_EQ(ev.object().name(), "a");
   EXPECT_EQ(ev.type(), v1::WatchEvent::DELETE);
   // And then live changes, as any watch.
   put_ok("template", "acme", "e", config_map("e"));
-  ev = next_event(reader.get());
+  ev = next_event(reader);
   EXPECT_EQ(ev.object().name(), "e");
   ctx.TryCancel();
   v1::WatchEvent ignored;
-  while (reader->Read(&ignored)) {
+  while (reader.Read(&ignored)) {
   }
 
   // A position from another log, or one the log no longer reaches.
@@ -117,8 +150,8 @@ TEST_F(CatalogServiceTest, WatchResumesFromAPosition) {
     grpc::ClientContext c2;
     authorize(&c2);
     req.set_from(from);
-    auto r2 = stub_->Watch(&c2, req);
-    while (r2->Read(&ignored)) {
+    Events r2 = watch(stub_.get(), &c2, req);
+    while (r2.Read(&ignored)) {
     }
     const grpc::Status st = r2->Finish();
     EXPECT_EQ(st.error_code(),
@@ -129,8 +162,8 @@ TEST_F(CatalogServiceTest, WatchResumesFromAPosition) {
   grpc::ClientContext c3;
   authorize(&c3);
   req.set_from(position);
-  auto r3 = stub_->Watch(&c3, req);
-  while (r3->Read(&ignored)) {
+  Events r3 = watch(stub_.get(), &c3, req);
+  while (r3.Read(&ignored)) {
   }
   EXPECT_EQ(r3->Finish().error_code(), grpc::StatusCode::OUT_OF_RANGE);
 }
@@ -141,9 +174,9 @@ TEST_F(CatalogServiceTest, WatchRefusesBadRequests) {
   v1::WatchRequest req;
   req.set_kind("template");
   req.set_tenant("Acme");
-  auto reader = stub_->Watch(&ctx, req);
+  Events reader = watch(stub_.get(), &ctx, req);
   v1::WatchEvent ev;
-  EXPECT_FALSE(reader->Read(&ev));
+  EXPECT_FALSE(reader.Read(&ev));
   grpc::Status st = reader->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find(R"(tenant "Acme")"), std::string::npos);
@@ -172,7 +205,7 @@ TEST_F(CatalogServiceTest, WatchThatFallsBehindIsEnded) {
   v1::WatchRequest req;
   req.set_kind("template");
   req.set_tenant("acme");
-  auto reader = stub_->Watch(&ctx, req);
+  Events reader = watch(stub_.get(), &ctx, req);
   reader->WaitForInitialMetadata();
 
   put_ok("template", "acme", "first", config_map("first"));
@@ -180,8 +213,8 @@ TEST_F(CatalogServiceTest, WatchThatFallsBehindIsEnded) {
     std::unique_lock lock(mu);
     ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return stalled; }));
   }
-  // The stream is stuck in its first send: five changes fill its queue, a
-  // repeated change of a queued key takes no room, the sixth key overflows it.
+  // The stream is stuck in its first send: five changes fill its queue, the
+  // sixth overflows it.
   const auto begin = std::chrono::steady_clock::now();
   for (int i = 0; i < 5; ++i) put_ok("template", "acme", "t" + std::to_string(i), config_map("x"));
   put_ok("template", "acme", "t0", config_map("y"));
@@ -195,9 +228,9 @@ TEST_F(CatalogServiceTest, WatchThatFallsBehindIsEnded) {
   cv.notify_all();
 
   v1::WatchEvent ev;
-  ASSERT_TRUE(reader->Read(&ev));
+  ASSERT_TRUE(reader.Read(&ev));
   EXPECT_EQ(ev.object().name(), "first");
-  EXPECT_FALSE(reader->Read(&ev));
+  EXPECT_FALSE(reader.Read(&ev));
   grpc::Status st = reader->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(st.error_message(),
@@ -211,12 +244,250 @@ TEST_F(CatalogServiceTest, ShutdownEndsWatches) {
   authorize(&ctx);
   v1::WatchRequest req;
   req.set_kind("site");
-  auto reader = stub_->Watch(&ctx, req);
+  Events reader = watch(stub_.get(), &ctx, req);
   reader->WaitForInitialMetadata();
   service_->shutdown();
   v1::WatchEvent ev;
-  EXPECT_FALSE(reader->Read(&ev));
+  EXPECT_FALSE(reader.Read(&ev));
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// A stub on a connection of its own (streams on one connection share its
+// flow control), without BDP probing so that its windows stay small.
+std::unique_ptr<v1::Catalog::Stub> own_connection(int port, int n) {
+  grpc::ChannelArguments args;
+  args.SetInt("canopy.test.connection", n);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  return v1::Catalog::NewStub(grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
+                                                        grpc::InsecureChannelCredentials(), args));
+}
+
+// The index in "<epoch>.<index>".
+uint64_t index_of(const std::string& position) {
+  return std::stoull(position.substr(position.find('.') + 1));
+}
+
+// Many watchers of several tenants and kinds share the fan-out: each gets
+// exactly the changes of its kind and tenant, in order, positions rising.
+TEST_F(CatalogServiceTest, WatchFanOutGivesEachWatcherExactlyItsEvents) {
+  struct Stream {
+    std::string kind, tenant;
+    std::unique_ptr<grpc::ClientContext> ctx;
+    std::unique_ptr<Events> events;
+  };
+  const std::vector<std::pair<std::string, std::string>> scopes = {
+      {"template", "acme"}, {"template", "acme-2"}, {"template", "globex"}, {"placement", "acme"}};
+  std::vector<Stream> streams;
+  for (int copy = 0; copy < 5; ++copy) {
+    for (const auto& [kind, tenant] : scopes) {
+      Stream st{kind, tenant, std::make_unique<grpc::ClientContext>(), nullptr};
+      authorize(st.ctx.get());
+      v1::WatchRequest req;
+      req.set_kind(kind);
+      req.set_tenant(tenant);
+      st.events = std::make_unique<Events>(watch(stub_.get(), st.ctx.get(), req));
+      (*st.events)->WaitForInitialMetadata();
+      streams.push_back(std::move(st));
+    }
+  }
+  // Interleaved writes: ten of each scope, some names written twice.
+  std::map<std::pair<std::string, std::string>, std::vector<std::string>> written;
+  for (int i = 0; i < 10; ++i) {
+    for (const auto& [kind, tenant] : scopes) {
+      const std::string name = "o" + std::to_string(i);
+      if (kind == "placement") {
+        put_ok(kind, tenant, name, eu_placement({"web"}));
+      } else {
+        put_ok(kind, tenant, name, config_map(name));
+      }
+      written[{kind, tenant}].push_back(name);
+    }
+  }
+  // A last write of each scope tells the reader it has seen everything.
+  for (const auto& [kind, tenant] : scopes) {
+    if (kind == "placement") {
+      put_ok(kind, tenant, "end", eu_placement({"web"}));
+    } else {
+      put_ok(kind, tenant, "end", config_map("end"));
+    }
+  }
+  for (auto& st : streams) {
+    std::vector<std::string> got;
+    uint64_t last = 0;
+    v1::WatchEvent ev;
+    while (st.events->Read(&ev)) {
+      EXPECT_EQ(ev.object().kind(), st.kind);
+      EXPECT_EQ(ev.object().tenant(), st.tenant);
+      EXPECT_EQ(ev.type(), v1::WatchEvent::PUT);
+      EXPECT_GT(index_of(ev.position()), last);
+      last = index_of(ev.position());
+      if (ev.object().name() == "end") break;
+      got.push_back(ev.object().name());
+    }
+    EXPECT_EQ(got, (written[{st.kind, st.tenant}])) << st.kind << " of " << st.tenant;
+    st.ctx->TryCancel();
+    while (st.events->Read(&ev)) {
+    }
+    EXPECT_EQ((*st.events)->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+}
+
+// Changes pending while a stream sends leave together, in one message, in
+// order; a resume from a position in the middle of that message replays
+// exactly what came after it.
+TEST_F(CatalogServiceTest, WatchBatchesPendingEventsAndResumesMidBatch) {
+  stop();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stalled = false, release = false;
+  CatalogOptions options;
+  options.before_watch_send = [&] {
+    std::unique_lock lock(mu);
+    if (stalled) return;  // only the first message stalls
+    stalled = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+  };
+  start(std::move(options));
+
+  grpc::ClientContext ctx;
+  authorize(&ctx);
+  v1::WatchRequest req;
+  req.set_kind("template");
+  req.set_tenant("acme");
+  auto reader = stub_->Watch(&ctx, req);
+  reader->WaitForInitialMetadata();
+  put_ok("template", "acme", "first", config_map("first"));
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return stalled; }));
+  }
+  std::vector<std::string> names;
+  for (int i = 0; i < 10; ++i) {
+    names.push_back("b" + std::to_string(i));
+    put_ok("template", "acme", names.back(), config_map(names.back()));
+  }
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+
+  // Every event once, in order, positions rising; the ten that were pending
+  // together leave in fewer messages than events (in one, unless the first
+  // send stalled before the fan-out had them all).
+  v1::WatchResponse message;
+  std::vector<std::string> got_names;
+  std::vector<std::string> positions;
+  std::string mid;  // a position inside a message of several events
+  int messages = 0;
+  uint64_t last = 0;
+  while (got_names.size() < 11 && reader->Read(&message)) {
+    ++messages;
+    for (int i = 0; i < message.events_size(); ++i) {
+      const v1::WatchEvent& ev = message.events(i);
+      got_names.push_back(ev.object().name());
+      EXPECT_EQ(json::parse(ev.object().json()), config_map(ev.object().name()));
+      EXPECT_GT(index_of(ev.position()), last);
+      last = index_of(ev.position());
+      if (ev.object().name() != "first") positions.push_back(ev.position());
+      if (i + 1 < message.events_size() && ev.object().name() != "first" && mid.empty()) {
+        mid = ev.position();
+      }
+    }
+  }
+  std::vector<std::string> want = {"first"};
+  want.insert(want.end(), names.begin(), names.end());
+  EXPECT_EQ(got_names, want);
+  EXPECT_LE(messages, 3);
+  ASSERT_FALSE(mid.empty());
+  ctx.TryCancel();
+  while (reader->Read(&message)) {
+  }
+  reader->Finish();
+
+  // Resume from inside a message: exactly the events after that position.
+  const size_t after =
+      static_cast<size_t>(std::find(positions.begin(), positions.end(), mid) - positions.begin());
+  ASSERT_LT(after + 1, names.size());
+  grpc::ClientContext c2;
+  authorize(&c2);
+  req.set_from(mid);
+  Events resumed = watch(stub_.get(), &c2, req);
+  std::vector<std::string> got;
+  v1::WatchEvent ev;
+  const size_t expected = names.size() - after - 1;
+  while (got.size() < expected && resumed.Read(&ev)) got.push_back(ev.object().name());
+  EXPECT_EQ(got,
+            std::vector<std::string>(names.begin() + static_cast<long>(after) + 1, names.end()));
+  EXPECT_EQ(ev.position(), positions.back());
+  // Nothing more until the next change.
+  put_ok("template", "acme", "later", config_map("later"));
+  ASSERT_TRUE(resumed.Read(&ev));
+  EXPECT_EQ(ev.object().name(), "later");
+  c2.TryCancel();
+  while (resumed.Read(&ev)) {
+  }
+}
+
+// A watcher that stops reading is ended with RESOURCE_EXHAUSTED once its
+// queue passes the limit; the writers and another watcher of the same
+// objects go on at their pace.
+TEST_F(CatalogServiceTest, SlowWatcherIsEndedWithoutSlowingOthers) {
+  stop();
+  CatalogOptions options;
+  options.watch_queue_limit = 20;
+  start(std::move(options));
+  auto slow_stub = own_connection(port_, 1);
+  auto fast_stub = own_connection(port_, 2);
+  v1::WatchRequest req;
+  req.set_kind("template");
+  req.set_tenant("acme");
+  grpc::ClientContext slow_ctx;
+  authorize(&slow_ctx);
+  Events slow = watch(slow_stub.get(), &slow_ctx, req);
+  slow->WaitForInitialMetadata();
+  grpc::ClientContext fast_ctx;
+  authorize(&fast_ctx);
+  Events fast = watch(fast_stub.get(), &fast_ctx, req);
+  fast->WaitForInitialMetadata();
+
+  // The fast watcher reads as the writes go.
+  std::vector<std::string> fast_got;
+  std::thread reader([&] {
+    v1::WatchEvent ev;
+    while (fast.Read(&ev)) {
+      fast_got.push_back(ev.object().name());
+      if (ev.object().name() == "t199") return;
+    }
+  });
+  // 200 changes of 16 KiB each: far more than the slow stream's window.
+  json big = config_map("x");
+  big["data"]["padding"] = std::string(16 << 10, 'p');
+  const auto begin = std::chrono::steady_clock::now();
+  for (int i = 0; i < 200; ++i) put_ok("template", "acme", "t" + std::to_string(i), big);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(20));
+  reader.join();
+  ASSERT_EQ(fast_got.size(), 200u);
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(fast_got[i], "t" + std::to_string(i));
+
+  // The slow one gets what was sent before it fell behind, then the end.
+  v1::WatchEvent ev;
+  size_t slow_got = 0;
+  while (slow.Read(&ev)) ++slow_got;
+  EXPECT_LT(slow_got, 200u);
+  const grpc::Status st = slow->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_EQ(st.error_message(),
+            "watch fell behind by more than 20 changes; re-list and watch again");
+
+  // The fast one is still live.
+  put_ok("template", "acme", "after", config_map("after"));
+  ASSERT_TRUE(fast.Read(&ev));
+  EXPECT_EQ(ev.object().name(), "after");
+  fast_ctx.TryCancel();
+  while (fast.Read(&ev)) {
+  }
 }
 
 }  // namespace
