@@ -74,7 +74,43 @@ std::string sha256_hex(std::string_view data) {
   return hex(md, n);
 }
 
-Authenticator::Authenticator(Store* store, Clock* clock) : store_(store), clock_(clock) {}
+Authenticator::Authenticator(Store* store, Clock* clock) : store_(store), clock_(clock) {
+  subscription_ = store_->subscribe([this](const v1::LogEntry& e) {
+    const std::string& key = e.has_delta() ? e.delta().key() : e.doc().key();
+    if (key.starts_with(model::kTokensPrefix)) on_commit(key);
+  });
+}
+
+Authenticator::~Authenticator() { store_->unsubscribe(subscription_); }
+
+void Authenticator::on_commit(const std::string& key) {
+  const model::ParsedKey k = model::parse_key(key);
+  std::lock_guard lock(cache_mu_);
+  ++evictions_;
+  if (k.kind == model::KeyKind::kToken) {
+    cache_.erase(std::string(k.name));
+  } else {
+    cache_.clear();  // not a token record's key: forget everything to be safe
+  }
+}
+
+StatusOr<model::TokenRecord> Authenticator::cached(std::string_view id) const {
+  uint64_t evictions = 0;
+  {
+    std::lock_guard lock(cache_mu_);
+    if (auto it = cache_.find(std::string(id)); it != cache_.end()) return it->second;
+    evictions = evictions_;
+  }
+  auto record = find(id);
+  if (record.ok()) {
+    std::lock_guard lock(cache_mu_);
+    if (evictions_ == evictions) {
+      if (cache_.size() >= kCacheEntries) cache_.clear();
+      cache_.emplace(std::string(id), *record);
+    }
+  }
+  return record;
+}
 
 StatusOr<model::TokenRecord> Authenticator::find(std::string_view id) const {
   auto text = store_->get(model::token_key(id));
@@ -105,7 +141,7 @@ StatusOr<model::TokenRecord> Authenticator::authenticate(std::string_view author
   while (!authorization.empty() && authorization.front() == ' ') authorization.remove_prefix(1);
   auto bearer = model::parse_bearer(authorization);
   if (!bearer.ok()) return bearer.status();
-  auto record = find(bearer->id);
+  auto record = cached(bearer->id);
   const std::string hash = sha256_hex(bearer->secret);
   if (!record.ok()) {
     if (record.status().code() == StatusCode::kNotFound) {

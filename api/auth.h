@@ -5,6 +5,13 @@
 // token be neither expired nor revoked. Who may then do what is
 // model/access.h's rule.
 //
+// Token records are kept in memory once read (by id), so that a request
+// costs a map look-up and one SHA-256 of its secret rather than a store read
+// and a JSON parse. The cache follows the store: every committed change of a
+// `tokens/` key (a revocation here, a record replicated from elsewhere, a
+// dropped key) evicts that id before the write returns, so a revoked token is
+// refused from the moment its revocation is acknowledged.
+//
 // Secrets carry 256 random bits, so a plain SHA-256 (no slow KDF) is enough:
 // nothing can be guessed from the hash. No message or log line here contains
 // a secret or a bearer text.
@@ -13,8 +20,10 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "model/access.h"
@@ -44,8 +53,12 @@ struct IssuedToken {
 
 class Authenticator {
  public:
-  // `store` and `clock` must outlive the authenticator.
+  // `store` and `clock` must outlive the authenticator (it subscribes to
+  // the store's commits until it is destroyed).
   Authenticator(Store* store, Clock* clock);
+  ~Authenticator();
+  Authenticator(const Authenticator&) = delete;
+  Authenticator& operator=(const Authenticator&) = delete;
 
   // The record of the token in an `Authorization` header value
   // ("Bearer canopy_..."), or UNAUTHENTICATED saying why (never echoing it).
@@ -72,8 +85,23 @@ class Authenticator {
   // Stores the record of `bearer` as `request` describes it.
   StatusOr<IssuedToken> store_token(const model::BearerToken& bearer, const TokenRequest& request);
 
+  // The record of token `id`, from the cache or else the store.
+  StatusOr<model::TokenRecord> cached(std::string_view id) const;
+  // The store's listener: forgets the record of a changed token key.
+  void on_commit(const std::string& key);
+
+  // Records kept at most; a full cache is emptied.
+  static constexpr size_t kCacheEntries = 10'000;
+
   Store* store_;
   Clock* clock_;
+  uint64_t subscription_ = 0;
+  mutable std::mutex cache_mu_;
+  // Token id -> its record as last read from the store.
+  mutable std::unordered_map<std::string, model::TokenRecord> cache_;
+  // Counts evictions: a record read before one is not cached (it may be the
+  // state the eviction was about).
+  mutable uint64_t evictions_ = 0;
 };
 
 }  // namespace canopy::api

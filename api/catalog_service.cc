@@ -161,7 +161,8 @@ CatalogService::~CatalogService() { shutdown(); }
 
 void CatalogService::shutdown() { fanout_->shutdown(); }
 
-StatusOr<bool> CatalogService::read_object(const std::string& key, v1::Object* out) {
+StatusOr<bool> CatalogService::read_object(const std::string& key, v1::Object* out,
+                                           bool with_json) {
   auto st = store_->state(key);
   if (!st.ok()) return st.status();
   if (!st->has_value()) return false;
@@ -169,7 +170,7 @@ StatusOr<bool> CatalogService::read_object(const std::string& key, v1::Object* o
   if (!doc.ok()) return doc.status();
   out->set_version(doc->max_hlc());
   if (!doc->exists()) return false;
-  out->set_json(doc->to_json());
+  if (with_json) out->set_json(doc->to_json());
   return true;
 }
 
@@ -187,14 +188,15 @@ grpc::Status CatalogService::put(std::string_view authorization, const v1::PutRe
   const v1::Object& obj = request->object();
   auto key = object_key(obj.kind(), obj.tenant(), obj.name(), "object.");
   if (!key.ok()) return to_grpc(key.status());
-  auto doc = validate_object(obj, options_.limits);
+  std::string canonical;
+  auto doc = validate_object(obj, options_.limits, &canonical);
   if (!doc.ok()) return to_grpc(doc.status());
   StatusOr<v1::Delta> delta = v1::Delta();
   {
     std::lock_guard lock(write_lock(*key));
     if (obj.version() != 0) {
       v1::Object current;
-      auto found = read_object(*key, &current);
+      auto found = read_object(*key, &current, /*with_json=*/false);
       if (!found.ok()) return to_grpc(found.status());
       if (current.version() != obj.version()) {
         return grpc::Status(grpc::StatusCode::ABORTED,
@@ -211,11 +213,21 @@ grpc::Status CatalogService::put(std::string_view authorization, const v1::PutRe
 
   v1::Object* out = response->mutable_object();
   name_object(obj.kind(), obj.tenant(), obj.name(), out);
+  if (delta->ops_size() > 0) {
+    // The write made the object exactly `doc`, stamped above everything it
+    // held before: that is the object and its version as this call left it
+    // (no read back; a later write may have changed it since, as it may
+    // after any read).
+    out->set_json(std::move(canonical));
+    out->set_version(delta->hlc());
+    return grpc::Status::OK;
+  }
+  // Nothing changed: the object is as it was, at the version it had.
   auto found = read_object(*key, out);
   if (!found.ok()) return to_grpc(found.status());
   if (!*found) {
     // Deleted again in the meantime: report what this call wrote.
-    out->set_json(doc->dump());
+    out->set_json(std::move(canonical));
     out->set_version(delta->hlc());
   }
   return grpc::Status::OK;
@@ -356,7 +368,7 @@ grpc::Status CatalogService::remove(std::string_view authorization,
     std::lock_guard lock(write_lock(*key));
     if (request->version() != 0) {
       v1::Object current;
-      auto found = read_object(*key, &current);
+      auto found = read_object(*key, &current, /*with_json=*/false);
       if (!found.ok()) return to_grpc(found.status());
       if (*found && current.version() != request->version()) {
         return grpc::Status(grpc::StatusCode::ABORTED,

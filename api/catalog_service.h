@@ -174,9 +174,10 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   grpc::Status start_watch(std::string_view authorization, const v1::WatchRequest& request,
                            std::shared_ptr<WatchQueue>* out, std::string* position);
 
-  // Reads `key` into `out` (kind, tenant, name set by the caller). False when
-  // the document does not exist (version still set when a tombstone does).
-  StatusOr<bool> read_object(const std::string& key, v1::Object* out);
+  // Reads `key` into `out` (kind, tenant, name set by the caller; the JSON
+  // only `with_json`). False when the document does not exist (version still
+  // set when a tombstone does).
+  StatusOr<bool> read_object(const std::string& key, v1::Object* out, bool with_json = true);
   // The caller's token record when it may do `action` on `tenant`'s objects
   // (empty: fleet-level), else why not.
   StatusOr<model::TokenRecord> authorize(std::string_view authorization, model::Action action,

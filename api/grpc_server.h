@@ -17,6 +17,10 @@ namespace canopy::api {
 // envelope, with room to spare.
 inline constexpr int kMaxGrpcMessageBytes = 4 << 20;
 
+// Threads the server keeps waiting for calls once a burst of concurrent
+// calls has passed (grpc_server.cc).
+inline constexpr int kMaxIdlePollers = 128;
+
 // Listens on `listen_addr` ("host:port"; port 0 picks a free one, written to
 // `*bound_port` when not null) and serves `services`, which must outlive the
 // server. Returns nullptr when the address cannot be bound. Shut the server

@@ -111,7 +111,8 @@ StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
   return prefix_of(kind, tenant) + std::string(name);
 }
 
-StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& limits) {
+StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& limits,
+                               std::string* canonical) {
   const std::string what = subject(object.kind(), object.name());
   const std::string& text = object.json();
   if (text.empty()) return invalid_argument(what + ": object.json is missing");
@@ -119,7 +120,10 @@ StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& l
     return invalid_argument(what + ": object.json of " + std::to_string(text.size()) +
                             " bytes exceeds the limit of " + std::to_string(limits.max_doc_bytes));
   }
-  {
+  // One parse when the text is good; a refused one is parsed again below to
+  // say exactly why.
+  auto parsed = parse_document(text, limits);
+  if (!parsed.ok()) {
     json probe = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (probe.is_discarded()) {
       // Parse again for the position and reason of the error.
@@ -135,9 +139,6 @@ StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& l
       return invalid_argument(what + ": object.json must be a JSON object, not " +
                               probe.type_name());
     }
-  }
-  auto parsed = parse_document(text, limits);
-  if (!parsed.ok()) {
     return Status(parsed.status().code(), what + ": object.json: " + parsed.status().message());
   }
   json doc = std::move(parsed).value();
@@ -156,12 +157,13 @@ StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& l
     CANOPY_RETURN_IF_ERROR(named(what, model::parse_tenant(object.name(), doc).status()));
     if (!doc.contains("name")) doc["name"] = object.name();
   }
-  const size_t canonical = doc.dump().size();
-  if (canonical > limits.max_doc_bytes) {
-    return invalid_argument(what + ": object.json of " + std::to_string(canonical) +
+  std::string dumped = doc.dump();
+  if (dumped.size() > limits.max_doc_bytes) {
+    return invalid_argument(what + ": object.json of " + std::to_string(dumped.size()) +
                             " bytes (canonical) exceeds the limit of " +
                             std::to_string(limits.max_doc_bytes));
   }
+  if (canonical != nullptr) *canonical = std::move(dumped);
   return doc;
 }
 

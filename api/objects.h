@@ -37,8 +37,11 @@ StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
                                  std::string_view name, std::string_view field_prefix = "");
 
 // Checks `object.json` for the object's kind and returns the document to
-// store. The kind and name must already be valid (object_key).
-StatusOr<nlohmann::json> validate_object(const v1::Object& object, const DocumentLimits& limits);
+// store. The kind and name must already be valid (object_key). When
+// `canonical` is given, it is set to the document's canonical text (its
+// dump(), which the checks compute anyway).
+StatusOr<nlohmann::json> validate_object(const v1::Object& object, const DocumentLimits& limits,
+                                         std::string* canonical = nullptr);
 
 // A token's record as REST and the CLI print it (never its secret).
 nlohmann::json token_json(const v1::TokenInfo& token);

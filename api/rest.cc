@@ -91,6 +91,27 @@ json object_json(const v1::Object& o) {
   return out;
 }
 
+// object_json(o).dump() without parsing the document again: the service
+// answers documents in their canonical text (nlohmann's dump()), which is
+// what a parse and dump would write, so it is spliced in as it is.
+std::string object_text(const v1::Object& o) {
+  if (o.json().empty()) return object_json(o).dump();
+  std::string out;
+  out.reserve(o.json().size() + o.kind().size() + o.tenant().size() + o.name().size() + 80);
+  out += R"({"document":)";
+  out += o.json();
+  out += R"(,"kind":)";
+  out += json(o.kind()).dump();
+  out += R"(,"name":)";
+  out += json(o.name()).dump();
+  out += R"(,"tenant":)";
+  out += json(o.tenant()).dump();
+  out += R"(,"version":")";
+  out += std::to_string(o.version());
+  out += "\"}";
+  return out;
+}
+
 // The query's parameters, from the URL only: httplib also files the fields
 // of a form-encoded body under Request::params, and curl's `-d` labels a
 // JSON body form-encoded unless told otherwise.
@@ -256,7 +277,7 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
     v1::GetResponse out;
     if (auto st = c->get(auth, r, &out); !st.ok()) return reply_status(res, st);
     res.set_header("ETag", etag(out.object().version()));
-    reply_json(res, object_json(out.object()).dump());
+    reply_json(res, object_text(out.object()));
   };
   auto put_object = [](CatalogService* c, const std::string& auth, std::string_view kind,
                        const std::string& tenant, const std::string& name, const Request& req,
@@ -291,7 +312,7 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
     v1::PutResponse out;
     if (auto st = c->put(auth, r, &out); !st.ok()) return reply_status(res, st);
     res.set_header("ETag", etag(out.object().version()));
-    reply_json(res, object_json(out.object()).dump());
+    reply_json(res, object_text(out.object()));
   };
   auto delete_object = [](CatalogService* c, const std::string& auth, std::string_view kind,
                           const std::string& tenant, const std::string& name, const Request& req,

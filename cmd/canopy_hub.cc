@@ -57,30 +57,43 @@ int run(const hub::HubConfig& cfg) {
   api::HttpServer http;
   std::vector<daemon::Part> parts;
   parts.push_back({"hub", [&] { return hub.start(); }, [&] { hub.stop(); }});
-  parts.push_back(
-      {"gRPC API",
-       [&]() -> Status {
-         auth = std::make_unique<api::Authenticator>(hub.store(), SystemClock::instance());
-         // Only the file's path is logged, never the token.
-         auto wrote = auth->bootstrap_admin(cfg.admin_token_path());
-         if (!wrote.ok()) return wrote.status();
-         if (*wrote) spdlog::info("wrote a fleet-admin API token to {}", cfg.admin_token_path());
-         api::CatalogOptions options;
-         // Status shows a site without a live session as offline (away for
-         // away_after_s), with what it last reported and when.
-         // Below regional hubs, from their presence documents.
-         options.liveness = [&hub] { return hub.liveness(); };
-         catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status(),
-                                                         auth.get(), std::move(options));
-         grpc_server = api::start_grpc_server(cfg.grpc_listen, {catalog.get()}, nullptr);
-         if (!grpc_server) return unavailable("cannot listen on " + cfg.grpc_listen);
-         spdlog::info("gRPC API on {}", cfg.grpc_listen);
-         return ok_status();
-       },
-       [&] {
-         catalog->shutdown();
-         grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-       }});
+  // The API's parts follow the hub's store (the authenticator subscribes to
+  // it): they are destroyed before the hub part stops and closes the store.
+  auto drop_api = [&] {
+    grpc_server.reset();
+    catalog.reset();
+    auth.reset();
+  };
+  auto start_api = [&]() -> Status {
+    auth = std::make_unique<api::Authenticator>(hub.store(), SystemClock::instance());
+    // Only the file's path is logged, never the token.
+    auto wrote = auth->bootstrap_admin(cfg.admin_token_path());
+    if (!wrote.ok()) return wrote.status();
+    if (*wrote) spdlog::info("wrote a fleet-admin API token to {}", cfg.admin_token_path());
+    api::CatalogOptions options;
+    // Status shows a site without a live session as offline (away for
+    // away_after_s), with what it last reported and when.
+    // Below regional hubs, from their presence documents.
+    options.liveness = [&hub] { return hub.liveness(); };
+    catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status(),
+                                                    auth.get(), std::move(options));
+    grpc_server = api::start_grpc_server(cfg.grpc_listen, {catalog.get()}, nullptr);
+    if (!grpc_server) return unavailable("cannot listen on " + cfg.grpc_listen);
+    spdlog::info("gRPC API on {}", cfg.grpc_listen);
+    return ok_status();
+  };
+  parts.push_back({"gRPC API",
+                   [&]() -> Status {
+                     Status st = start_api();
+                     if (!st.ok()) drop_api();
+                     return st;
+                   },
+                   [&] {
+                     catalog->shutdown();
+                     grpc_server->Shutdown(std::chrono::system_clock::now() +
+                                           std::chrono::seconds(2));
+                     drop_api();
+                   }});
   if (!cfg.health_listen.empty()) {
     api::add_hub_routes(http.server(), &hub, &health);
     // The HTTP part starts after the gRPC part has made the service.

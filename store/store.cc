@@ -327,20 +327,11 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
                                              const json* merge_patch) {
   const std::string key(key_view);
   CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
-  std::unique_lock lock(mu_);
-  auto loaded = load(key);
-  if (!loaded.ok()) return loaded.status();
-  Document* doc = *loaded;
-  std::optional<json> patched;
-  if (merge_patch != nullptr) {
-    patched = apply_merge_patch(doc->exists() ? doc->to_value() : json::object(), *merge_patch);
-  }
-  const std::optional<json>& target = merge_patch != nullptr ? patched : target_in;
-
-  v1::Delta delta;
-  delta.set_key(key);
-  if (target.has_value()) {
-    const size_t bytes = target->dump().size();
+  // The limits a document must keep. A whole target is checked before the
+  // lock is taken (writers wait for nobody's serialization); a patched one
+  // exists only under the lock.
+  auto check_limits = [&](const json& target) -> Status {
+    const size_t bytes = target.dump().size();
     if (bytes > opts_.limits.max_doc_bytes) {
       return invalid_argument("document " + key + " of " + std::to_string(bytes) +
                               " bytes exceeds the limit of " +
@@ -348,10 +339,29 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
     }
     // The same depth limit as parse_document: a deeper document could be
     // written but never loaded again (Document::from_proto refuses it).
-    if (json_depth(*target) > opts_.limits.max_depth) {
+    if (json_depth(target) > opts_.limits.max_depth) {
       return invalid_argument("document " + key + " nests deeper than " +
                               std::to_string(opts_.limits.max_depth));
     }
+    return ok_status();
+  };
+  if (merge_patch == nullptr && target_in.has_value()) {
+    CANOPY_RETURN_IF_ERROR(check_limits(*target_in));
+  }
+  std::unique_lock lock(mu_);
+  auto loaded = load(key);
+  if (!loaded.ok()) return loaded.status();
+  Document* doc = *loaded;
+  std::optional<json> patched;
+  if (merge_patch != nullptr) {
+    patched = apply_merge_patch(doc->exists() ? doc->to_value() : json::object(), *merge_patch);
+    CANOPY_RETURN_IF_ERROR(check_limits(*patched));
+  }
+  const std::optional<json>& target = merge_patch != nullptr ? patched : target_in;
+
+  v1::Delta delta;
+  delta.set_key(key);
+  if (target.has_value()) {
     std::vector<v1::FieldOp> ops;
     doc->diff(*target, &ops);
     for (auto& op : ops) *delta.add_ops() = std::move(op);

@@ -118,6 +118,41 @@ TEST_F(AuthTest, ExpiredAndRevokedTokensAreRefused) {
   EXPECT_FALSE(auth_->authenticate("Bearer " + revoked.bearer).ok());
 }
 
+// Records are cached once read; every change of a record in the store, also
+// one that does not come through this authenticator (a replicated record, a
+// removal), is seen by the next request.
+TEST_F(AuthTest, ACachedTokenFollowsChangesOfItsRecordInTheStore) {
+  const IssuedToken a = issue(model::Role::kEditor, "acme");
+  const IssuedToken b = issue(model::Role::kEditor, "acme");
+  const IssuedToken c = issue(model::Role::kEditor, "acme");
+  for (const IssuedToken* t : {&a, &b, &c}) {
+    ASSERT_TRUE(auth_->authenticate("Bearer " + t->bearer).ok());
+  }
+  // Revoked by a write to the store itself, as a replicated record would be.
+  ASSERT_TRUE(store_->patch(model::token_key(a.record.id), R"({"revoked":true})").ok());
+  auto r = auth_->authenticate("Bearer " + a.bearer);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("revoked"), std::string::npos) << r.status().message();
+  // Its role changed: the request gets the new one.
+  ASSERT_TRUE(store_->patch(model::token_key(b.record.id), R"({"role":"viewer"})").ok());
+  auto viewer = auth_->authenticate("Bearer " + b.bearer);
+  ASSERT_TRUE(viewer.ok()) << viewer.status().to_string();
+  EXPECT_EQ(viewer->role, model::Role::kViewer);
+  // Its record removed: the token authenticates nobody.
+  ASSERT_TRUE(store_->remove(model::token_key(c.record.id)).ok());
+  auto gone = auth_->authenticate("Bearer " + c.bearer);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.status().code(), StatusCode::kUnauthenticated);
+  // A cached record still checks the secret and the expiry on every request.
+  const IssuedToken d = issue(model::Role::kViewer, "acme", /*ttl_ms=*/1'000);
+  ASSERT_TRUE(auth_->authenticate("Bearer " + d.bearer).ok());
+  std::string wrong = d.bearer;
+  wrong.back() = wrong.back() == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(auth_->authenticate("Bearer " + wrong).ok());
+  clock_.advance_ms(1'000);
+  EXPECT_FALSE(auth_->authenticate("Bearer " + d.bearer).ok());
+}
+
 TEST_F(AuthTest, ListsTokensOfOneTenantOrAll) {
   issue(model::Role::kEditor, "acme");
   issue(model::Role::kViewer, "acme");

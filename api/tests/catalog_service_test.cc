@@ -318,6 +318,48 @@ TEST_F(CatalogServiceTest, AStaleVersionIsRefused) {
   EXPECT_TRUE(stub_->Delete(&ctx2, del, &dr).ok());
 }
 
+// Put answers the object as its write left it, without reading it back: the
+// JSON and version are what Get then reports, also for a write that changes
+// nothing and for a document recreated after a delete.
+TEST_F(CatalogServiceTest, PutAnswersWhatGetThenReads) {
+  auto same_as_get = [&](const v1::PutResponse& resp) {
+    v1::Object got;
+    ASSERT_TRUE(get("template", "acme", "web", &got).ok());
+    EXPECT_EQ(resp.object().json(), got.json());
+    EXPECT_EQ(resp.object().version(), got.version());
+  };
+  json doc = config_map("web");
+  doc["data"]["n"] = 1.5;
+  doc["data"]["u"] = "caf\u00e9 \u2603";
+  v1::PutResponse first;
+  ASSERT_TRUE(put(object("template", "acme", "web", doc.dump(2)), &first).ok());
+  same_as_get(first);
+  // Unchanged: nothing is written, the version stays.
+  const uint64_t index = store_->last_log_index();
+  v1::PutResponse again;
+  ASSERT_TRUE(put(object("template", "acme", "web", doc.dump()), &again).ok());
+  EXPECT_EQ(store_->last_log_index(), index);
+  EXPECT_EQ(again.object().version(), first.object().version());
+  same_as_get(again);
+  // A field dropped, another added.
+  doc["data"].erase("greeting");
+  doc["data"]["more"] = {1, 2, 3};
+  v1::PutResponse changed;
+  ASSERT_TRUE(put(object("template", "acme", "web", doc.dump()), &changed).ok());
+  EXPECT_GT(changed.object().version(), first.object().version());
+  same_as_get(changed);
+  // Recreated after a delete: above the tombstone's version.
+  ASSERT_TRUE(remove("template", "acme", "web").ok());
+  v1::PutResponse recreated;
+  ASSERT_TRUE(put(object("template", "acme", "web", config_map("web").dump()), &recreated).ok());
+  EXPECT_GT(recreated.object().version(), changed.object().version());
+  same_as_get(recreated);
+  // The answered version is the one a conditional write must name.
+  v1::Object o = object("template", "acme", "web", doc.dump());
+  o.set_version(recreated.object().version());
+  EXPECT_TRUE(put(o).ok());
+}
+
 TEST_F(CatalogServiceTest, ListFiltersByLabelSelector) {
   for (const char* name : {"a", "b", "c"}) {
     json doc = config_map(name);
