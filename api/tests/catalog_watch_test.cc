@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -41,6 +42,37 @@ class Events {
   std::unique_ptr<grpc::ClientReader<v1::WatchResponse>> reader_;
   v1::WatchResponse message_;
   size_t next_ = 0;
+};
+
+// A before_watch_send hook whose first call waits until release(): the
+// stream stalls in its first send.
+class FirstSendStall {
+ public:
+  std::function<void()> hook() {
+    return [this] {
+      std::unique_lock lock(mu_);
+      if (stalled_) return;  // only the first send stalls
+      stalled_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return released_; });
+    };
+  }
+  bool wait_stalled() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return stalled_; });
+  }
+  void release() {
+    {
+      std::lock_guard lock(mu_);
+      released_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stalled_ = false, released_ = false;
 };
 
 Events watch(v1::Catalog::Stub* stub, grpc::ClientContext* ctx, const v1::WatchRequest& req) {
@@ -185,18 +217,10 @@ TEST_F(CatalogServiceTest, WatchRefusesBadRequests) {
 // A watcher that falls behind is ended; the writers never wait for it.
 TEST_F(CatalogServiceTest, WatchThatFallsBehindIsEnded) {
   stop();
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stalled = false, release = false;
+  FirstSendStall stall;
   CatalogOptions options;
   options.watch_queue_limit = 5;
-  options.before_watch_send = [&] {
-    std::unique_lock lock(mu);
-    if (stalled) return;  // only the first event stalls
-    stalled = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return release; });
-  };
+  options.before_watch_send = stall.hook();
   start(std::move(options));
 
   grpc::ClientContext ctx;
@@ -209,10 +233,7 @@ TEST_F(CatalogServiceTest, WatchThatFallsBehindIsEnded) {
   reader->WaitForInitialMetadata();
 
   put_ok("template", "acme", "first", config_map("first"));
-  {
-    std::unique_lock lock(mu);
-    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return stalled; }));
-  }
+  ASSERT_TRUE(stall.wait_stalled());
   // The stream is stuck in its first send: five changes fill its queue, the
   // sixth overflows it.
   const auto begin = std::chrono::steady_clock::now();
@@ -221,11 +242,7 @@ TEST_F(CatalogServiceTest, WatchThatFallsBehindIsEnded) {
   put_ok("template", "acme", "t5", config_map("x"));
   for (int i = 6; i < 50; ++i) put_ok("template", "acme", "t" + std::to_string(i), config_map("x"));
   EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(5));
-  {
-    std::lock_guard lock(mu);
-    release = true;
-  }
-  cv.notify_all();
+  stall.release();
 
   v1::WatchEvent ev;
   ASSERT_TRUE(reader.Read(&ev));
@@ -337,17 +354,9 @@ TEST_F(CatalogServiceTest, WatchFanOutGivesEachWatcherExactlyItsEvents) {
 // exactly what came after it.
 TEST_F(CatalogServiceTest, WatchBatchesPendingEventsAndResumesMidBatch) {
   stop();
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stalled = false, release = false;
+  FirstSendStall stall;
   CatalogOptions options;
-  options.before_watch_send = [&] {
-    std::unique_lock lock(mu);
-    if (stalled) return;  // only the first message stalls
-    stalled = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return release; });
-  };
+  options.before_watch_send = stall.hook();
   start(std::move(options));
 
   grpc::ClientContext ctx;
@@ -358,20 +367,13 @@ TEST_F(CatalogServiceTest, WatchBatchesPendingEventsAndResumesMidBatch) {
   auto reader = stub_->Watch(&ctx, req);
   reader->WaitForInitialMetadata();
   put_ok("template", "acme", "first", config_map("first"));
-  {
-    std::unique_lock lock(mu);
-    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return stalled; }));
-  }
+  ASSERT_TRUE(stall.wait_stalled());
   std::vector<std::string> names;
   for (int i = 0; i < 10; ++i) {
     names.push_back("b" + std::to_string(i));
     put_ok("template", "acme", names.back(), config_map(names.back()));
   }
-  {
-    std::lock_guard lock(mu);
-    release = true;
-  }
-  cv.notify_all();
+  stall.release();
 
   // Every event once, in order, positions rising; the ten that were pending
   // together leave in fewer messages than events (in one, unless the first

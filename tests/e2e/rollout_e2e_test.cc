@@ -15,6 +15,12 @@
 namespace canopy::e2e {
 namespace {
 
+json rolling_placement(int max_unavailable) {
+  json p = placement_by_region({"web"}, "eu");
+  p["rollout"] = {{"maxUnavailable", max_unavailable}, {"maxFailures", 0}};
+  return p;
+}
+
 class RolloutE2ETest : public E2ETest {
  protected:
   // A hub and three spokes labelled region=eu.
@@ -29,6 +35,25 @@ class RolloutE2ETest : public E2ETest {
     }
     return sites;
   }
+  // Template web at nginx:1.25 placed on `sites` under a rollout with
+  // maxUnavailable `max_unavailable`, and applied by each of them.
+  void web_applied_everywhere(const std::vector<Spoke*>& sites, int max_unavailable) {
+    ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
+    ASSERT_TRUE(put("placement", "web-eu", rolling_placement(max_unavailable)).ok());
+    ASSERT_TRUE(wait_until([&] { return all_at(sites, "nginx:1.25"); }, 60s, kPoll));
+  }
+  bool all_at(const std::vector<Spoke*>& sites, const char* image) {
+    return std::all_of(sites.begin(), sites.end(), [&](Spoke* s) { return image_at(s) == image; });
+  }
+  // Waits until what the site wrote (a hold) reached the hub.
+  void wait_in_sync(Spoke& s) {
+    ASSERT_TRUE(wait_until(
+        [&] {
+          auto h = spoke_health(s);
+          return h && h->value("in_sync", false);
+        },
+        kTimeout, kPoll));
+  }
   // The image of template web in the site's manifests directory ("" if none).
   std::string image_at(Spoke* s) {
     auto m = s->read();
@@ -37,12 +62,6 @@ class RolloutE2ETest : public E2ETest {
     return it->second.object["spec"]["template"]["spec"]["containers"][0].value("image", "");
   }
 };
-
-json rolling_placement(int max_unavailable) {
-  json p = placement_by_region({"web"}, "eu");
-  p["rollout"] = {{"maxUnavailable", max_unavailable}, {"maxFailures", 0}};
-  return p;
-}
 
 TEST_F(RolloutE2ETest, ANewRevisionReachesTheSitesOneAtATime) {
   const std::vector<Spoke*> sites = hub_and_three_eu_sites();
@@ -153,12 +172,8 @@ int curl_status(const std::string& dir, const std::string& method, const std::st
 TEST_F(RolloutE2ETest, AHoldAtASiteKeepsNewRevisionsFromItUntilRemoved) {
   const std::vector<Spoke*> sites = hub_and_three_eu_sites();
   if (HasFatalFailure()) return;
-  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
-  ASSERT_TRUE(put("placement", "web-eu", rolling_placement(1)).ok());
-  auto all_at = [&](const std::vector<Spoke*>& v, const char* image) {
-    return std::all_of(v.begin(), v.end(), [&](Spoke* s) { return image_at(s) == image; });
-  };
-  ASSERT_TRUE(wait_until([&] { return all_at(sites, "nginx:1.25"); }, 60s, kPoll));
+  web_applied_everywhere(sites, 1);
+  if (HasFatalFailure()) return;
 
   // eu-1's operator holds rollouts there (bad requests first: nothing stored).
   const std::string holds =
@@ -169,12 +184,8 @@ TEST_F(RolloutE2ETest, AHoldAtASiteKeepsNewRevisionsFromItUntilRemoved) {
   EXPECT_EQ(curl_status(dir, "PUT", holds + "X", R"({"durationSeconds":60})"), 400);
   ASSERT_EQ(curl_status(dir, "PUT", holds, R"({"durationSeconds":600,"reason":"switch"})"), 200);
   // The hold reaches the hub with the site's next acknowledged write.
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h = spoke_health(*sites[0]);
-        return h && h->value("in_sync", false);
-      },
-      kTimeout, kPoll));
+  wait_in_sync(*sites[0]);
+  if (HasFatalFailure()) return;
 
   ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.27")).ok());
   ASSERT_TRUE(wait_until(
@@ -198,24 +209,16 @@ TEST_F(RolloutE2ETest, AHoldAtASiteKeepsNewRevisionsFromItUntilRemoved) {
 TEST_F(RolloutE2ETest, AHoldThatEndsLetsTheRevisionThroughWithoutOtherChanges) {
   const std::vector<Spoke*> sites = hub_and_three_eu_sites();
   if (HasFatalFailure()) return;
-  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.25")).ok());
-  ASSERT_TRUE(put("placement", "web-eu", rolling_placement(3)).ok());
-  auto all_at = [&](const std::vector<Spoke*>& v, const char* image) {
-    return std::all_of(v.begin(), v.end(), [&](Spoke* s) { return image_at(s) == image; });
-  };
-  ASSERT_TRUE(wait_until([&] { return all_at(sites, "nginx:1.25"); }, 60s, kPoll));
+  web_applied_everywhere(sites, 3);
+  if (HasFatalFailure()) return;
   const std::string holds =
       "http://127.0.0.1:" + std::to_string(sites[1]->health_port) + "/v1/holds/window";
   ASSERT_EQ(curl_status(sites[1]->dir.path().string(), "PUT", holds,
                         R"({"durationSeconds":8,"reason":"window"})"),
             200);
   const auto hold_ends = std::chrono::steady_clock::now() + 8s;
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h = spoke_health(*sites[1]);
-        return h && h->value("in_sync", false);
-      },
-      kTimeout, kPoll));
+  wait_in_sync(*sites[1]);
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.27")).ok());
   ASSERT_TRUE(wait_until([&] { return all_at({sites[0], sites[2]}, "nginx:1.27"); }, 60s, kPoll));
   auto st = get_status("web-eu");
