@@ -292,6 +292,9 @@ double ratio(double a, double b) { return b > 0 ? std::round(a / b * 100) / 100 
 // with one wildcard subscription on each of the G connections.
 void case_fanout(const Options& opt, const std::string& url) {
   const std::string bench = "sync.fanout";
+  if (opt.rounds >= Track::kTrackedRevs) {
+    die("--rounds must be below " + std::to_string(Track::kTrackedRevs));
+  }
   std::vector<std::pair<int, bool>> phases;  // (S, demultiplexed)
   for (int n : opt.sizes) {
     phases.emplace_back(n, true);
@@ -330,8 +333,7 @@ void case_fanout(const Options& opt, const std::string& url) {
       const int64_t deadline = now_ns() + 60'000'000'000;
       size_t have = 0;
       while (now_ns() < deadline) {
-        have = 0;
-        for (auto& c : fleet.children()) have += c->track.rev.load() >= r ? 1 : 0;
+        have = fleet.reached(r);
         if (have == static_cast<size_t>(n)) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }

@@ -4,6 +4,9 @@
 // (LIGHT); the Fleet sets them up, joins them and cuts their connections.
 #pragma once
 
+#include <array>
+#include <atomic>
+
 #include "bench/sync_bench_hub.h"
 #include "sync/memory_replica.h"
 
@@ -513,7 +516,10 @@ class Fleet {
             i, group_of(i), demux_ ? &demux_map_ : nullptr, &workers_, nullptr);
       }
     }
-    for (auto& c : children_) workers_.add(c.get());
+    for (auto& c : children_) {
+      c->track.reached = reached_.data();
+      workers_.add(c.get());
+    }
   }
 
   ~Fleet() {
@@ -666,6 +672,11 @@ class Fleet {
   }
 
   std::vector<std::unique_ptr<BenchChild>>& children() { return children_; }
+  // Children whose revision reached `rev` since the fleet was built
+  // (Track::reached).
+  size_t reached(int rev) const {
+    return rev >= 0 && rev < Track::kTrackedRevs ? reached_[static_cast<size_t>(rev)].load() : 0;
+  }
   std::vector<std::unique_ptr<Group>>& groups() { return groups_; }
   size_t store_fds() const { return store_fds_; }
   int64_t store_rss_kb() const { return store_rss_kb_; }
@@ -682,6 +693,7 @@ class Fleet {
   std::vector<std::unique_ptr<Group>> groups_;
   std::unique_ptr<testing::TempDir> store_dir_;
   std::vector<std::unique_ptr<BenchChild>> children_;
+  std::array<std::atomic<size_t>, Track::kTrackedRevs> reached_{};
   size_t store_fds_ = 0;
   int64_t store_rss_kb_ = 0;
   Workers workers_;  // destroyed (stopped) first: declared last
