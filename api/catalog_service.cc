@@ -32,9 +32,12 @@ constexpr auto kWatchPoll = std::chrono::milliseconds(100);
 
 namespace {
 
-// "<log epoch>.<log index>": where a watch can resume.
-std::string position_text(uint64_t epoch, uint64_t index) {
-  return std::to_string(epoch) + "." + std::to_string(index);
+// OUT_OF_RANGE: a watch cannot resume from `from`.
+grpc::Status too_old(const std::string& from) {
+  return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                      "from " + quote(from) +
+                          ": the hub's log no longer reaches back that far (or the position is "
+                          "another hub's); list again and watch again");
 }
 
 bool parse_position(std::string_view text, uint64_t* epoch, uint64_t* index) {
@@ -163,15 +166,7 @@ void CatalogService::shutdown() { fanout_->shutdown(); }
 
 StatusOr<bool> CatalogService::read_object(const std::string& key, v1::Object* out,
                                            bool with_json) {
-  auto st = store_->state(key);
-  if (!st.ok()) return st.status();
-  if (!st->has_value()) return false;
-  auto doc = Document::from_proto((*st)->root(), options_.limits.max_depth);
-  if (!doc.ok()) return doc.status();
-  out->set_version(doc->max_hlc());
-  if (!doc->exists()) return false;
-  if (with_json) out->set_json(doc->to_json());
-  return true;
+  return api::read_object(store_, key, options_.limits.max_depth, out, with_json);
 }
 
 grpc::Status CatalogService::put(std::string_view authorization, const v1::PutRequest& request_in,
@@ -410,10 +405,7 @@ grpc::Status CatalogService::check_watch(std::string_view authorization,
                         "from " + quote(request.from()) + " is not a position this hub returned");
   }
   if (epoch != store_->log_epoch() || index + 1 < store_->first_log_index()) {
-    return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
-                        "from " + quote(request.from()) +
-                            ": the hub's log no longer reaches back that far (or the position is "
-                            "another hub's); list again and watch again");
+    return too_old(request.from());
   }
   return grpc::Status::OK;
 }
@@ -423,9 +415,7 @@ namespace {
 grpc::Status watch_end_status(WatchEnd end, size_t limit) {
   switch (end) {
     case WatchEnd::kOverflow:
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          "watch fell behind by more than " + std::to_string(limit) +
-                              " changes; re-list and watch again");
+      return to_grpc(fell_behind(limit));
     case WatchEnd::kShutdown:
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the hub is shutting down");
     case WatchEnd::kError:
@@ -449,14 +439,7 @@ grpc::Status CatalogService::start_watch(std::string_view authorization,
     uint64_t from_epoch = 0;
     uint64_t from_index = 0;
     parse_position(request.from(), &from_epoch, &from_index);
-    if (from_epoch != fanout_->epoch()) from_index = 0, from_epoch = 0;
-    if (from_epoch == 0) {
-      return grpc::Status(
-          grpc::StatusCode::OUT_OF_RANGE,
-          "from " + quote(request.from()) +
-              ": the hub's log no longer reaches back that far (or the position is another "
-              "hub's); list again and watch again");
-    }
+    if (from_epoch == 0 || from_epoch != fanout_->epoch()) return too_old(request.from());
     from = from_index;
   }
   uint64_t start = 0;
@@ -464,13 +447,7 @@ grpc::Status CatalogService::start_watch(std::string_view authorization,
       fanout_->open(request.kind(), request.tenant(), prefix_of(request.kind(), request.tenant()),
                     from, options_.watch_queue_limit, &start);
   if (!w.ok()) {
-    if (w.status().code() == StatusCode::kOutOfRange) {
-      return grpc::Status(
-          grpc::StatusCode::OUT_OF_RANGE,
-          "from " + quote(request.from()) +
-              ": the hub's log no longer reaches back that far (or the position is another "
-              "hub's); list again and watch again");
-    }
+    if (w.status().code() == StatusCode::kOutOfRange) return too_old(request.from());
     return to_grpc(w.status());
   }
   *out = std::move(w).value();

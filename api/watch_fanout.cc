@@ -13,11 +13,6 @@
 namespace canopy::api {
 namespace {
 
-// "<log epoch>.<log index>": where a watch can resume.
-std::string position_text(uint64_t epoch, uint64_t index) {
-  return std::to_string(epoch) + "." + std::to_string(index);
-}
-
 // `key`'s prefix (up to and with its last '/'), or empty when it has none.
 std::string_view prefix_of_key(std::string_view key) {
   const size_t slash = key.rfind('/');
@@ -25,6 +20,29 @@ std::string_view prefix_of_key(std::string_view key) {
 }
 
 }  // namespace
+
+StatusOr<bool> read_object(Store* store, const std::string& key, size_t max_depth, v1::Object* out,
+                           bool with_json) {
+  auto st = store->state(key);
+  if (!st.ok()) return st.status();
+  if (!st->has_value()) return false;
+  auto doc = Document::from_proto((*st)->root(), max_depth);
+  if (!doc.ok()) return doc.status();
+  out->set_version(doc->max_hlc());
+  if (!doc->exists()) return false;
+  if (with_json) out->set_json(doc->to_json());
+  return true;
+}
+
+std::string position_text(uint64_t epoch, uint64_t index) {
+  return std::to_string(epoch) + "." + std::to_string(index);
+}
+
+Status fell_behind(size_t limit) {
+  return Status(StatusCode::kResourceExhausted, "watch fell behind by more than " +
+                                                    std::to_string(limit) +
+                                                    " changes; re-list and watch again");
+}
 
 // --- WatchQueue.
 
@@ -135,19 +153,9 @@ StatusOr<WatchItemPtr> WatchFanout::build(const std::string& key, const std::str
   v1::WatchEvent& event = item->event;
   v1::Object* obj = event.mutable_object();
   name_object(kind, tenant, std::string_view(key).substr(prefix.size()), obj);
-  auto st = store_->state(key);
-  if (!st.ok()) return st.status();
-  bool found = false;
-  if (st->has_value()) {
-    auto doc = Document::from_proto((*st)->root(), limits_.max_depth);
-    if (!doc.ok()) return doc.status();
-    obj->set_version(doc->max_hlc());
-    if (doc->exists()) {
-      obj->set_json(doc->to_json());
-      found = true;
-    }
-  }
-  event.set_type(found ? v1::WatchEvent::PUT : v1::WatchEvent::DELETE);
+  auto found = read_object(store_, key, limits_.max_depth, obj);
+  if (!found.ok()) return found.status();
+  event.set_type(*found ? v1::WatchEvent::PUT : v1::WatchEvent::DELETE);
   event.set_position(position_text(epoch_, position));
   // Field 1 (events), length-delimited.
   const size_t size = event.ByteSizeLong();
@@ -292,9 +300,7 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
     for (size_t i = 0; i < changes.size(); ++i) last[changes[i].first] = i;
     if (last.size() > limit) {
       close(w);
-      return Status(StatusCode::kResourceExhausted, "watch fell behind by more than " +
-                                                        std::to_string(limit) +
-                                                        " changes; re-list and watch again");
+      return fell_behind(limit);
     }
     for (size_t i = 0; i < changes.size(); ++i) {
       if (last[changes[i].first] != i) continue;
@@ -307,9 +313,7 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
       replay.push_back(std::move(item).value());
     }
   }
-  const Status behind(StatusCode::kResourceExhausted, "watch fell behind by more than " +
-                                                          std::to_string(limit) +
-                                                          " changes; re-list and watch again");
+  const Status behind = fell_behind(limit);
   std::lock_guard lock(w->mu);
   if (w->end != WatchEnd::kNone) {
     // Shut down, or too many live changes, meanwhile.

@@ -41,6 +41,16 @@
 
 namespace canopy::api {
 
+// Reads the object at `key` into `out`: its version, and with `with_json`
+// its canonical JSON. False when there is none (a deleted one: the version
+// is set). Shared by the catalogue's reads and the fan-out's events.
+StatusOr<bool> read_object(Store* store, const std::string& key, size_t max_depth, v1::Object* out,
+                           bool with_json = true);
+// "<log epoch>.<log index>": where a watch can resume.
+std::string position_text(uint64_t epoch, uint64_t index);
+// RESOURCE_EXHAUSTED: a watcher more than `limit` changes behind.
+Status fell_behind(size_t limit);
+
 // One change as every watcher of its prefix receives it; never modified
 // once built.
 struct WatchItem {
