@@ -106,11 +106,16 @@ void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
     // A regional hub: how it stands with its parent.
     if (auto up = hub->upstream()) {
-      j["parent"] = {{"name", up->parent},
-                     {"session_open", up->session_open},
-                     {"in_sync", up->in_sync},
-                     {"down_index", up->down_index},
-                     {"hellos", up->hellos}};
+      j["parent"] = {{"name", up->parent},     {"session_open", up->session_open},
+                     {"in_sync", up->in_sync}, {"down_index", up->down_index},
+                     {"hellos", up->hellos},   {"failovers", up->failovers}};
+    }
+    // Active-active: the peer this hub follows, and whether it is caught up
+    // with it (the level's other writes have all reached this hub).
+    if (auto peer = hub->peer_link()) {
+      j["peer"] = {{"name", peer->parent},     {"session_open", peer->session_open},
+                   {"in_sync", peer->in_sync}, {"down_index", peer->down_index},
+                   {"hellos", peer->hellos},   {"failovers", peer->failovers}};
     }
     reply_json(res, j.dump());
   });

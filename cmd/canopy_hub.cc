@@ -44,7 +44,10 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
                  "where a new hub writes its first fleet-admin token (default: "
                  "<data>/admin.token)");
   app.add_option("--parent", cfg->parent,
-                 "parent hub's name: this hub is a regional hub (default: none, the root)");
+                 "parent hub's name, or the names of an active-active parent level "
+                 "(a,b): this hub is a regional hub (default: none, the root)");
+  app.add_option("--peers", cfg->peers,
+                 "the other hubs of this level, a,b: active-active (docs/hierarchy.md)");
 }
 
 int run(const hub::HubConfig& cfg) {

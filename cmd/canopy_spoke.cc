@@ -90,7 +90,9 @@ int main(int argc, char** argv) {
   auto bind = [&labels](CLI::App& app, spoke::SpokeConfig* c) {
     app.add_option("--site", c->site, "site name (DNS-1123 label)");
     app.add_option("--label", labels, "site label key=value (repeatable)");
-    app.add_option("--parent", c->parent, "name of the hub to sync with");
+    app.add_option("--parent", c->parent,
+                   "name of the hub to sync with, or of the hubs of an active-active level "
+                   "(a,b): the spoke fails over between them");
     app.add_option("--data", c->data_dir, "data directory (RocksDB)");
     app.add_option("--applier", c->applier, "manifests-dir (default) or kube");
     app.add_option("--manifests", c->manifests_dir, "manifests directory (k3s deploys from it)");

@@ -35,6 +35,13 @@ std::vector<std::string> nats_urls_of(const YAML::Node& node) {
   return urls;
 }
 
+std::string node_list_of(const YAML::Node& node) {
+  if (!node.IsSequence()) return node.as<std::string>();
+  std::string out;
+  for (const auto& n : node) out += (out.empty() ? "" : ",") + n.as<std::string>();
+  return out;
+}
+
 Status validate_nats_urls(const std::vector<std::string>& urls) {
   if (urls.empty()) return invalid_argument("nats: at least one URL is required");
   for (const auto& u : urls) {

@@ -21,6 +21,10 @@ Status load_config_map(const std::string& path, const std::set<std::string>& kno
 // `nats:` as one URL or a list of them. Throws YAML::Exception like yaml-cpp.
 std::vector<std::string> nats_urls_of(const YAML::Node& node);
 
+// A list of node names as one string, "a,b" (sync::parse_node_list reads
+// it), from one name, a comma-separated string or a YAML list.
+std::string node_list_of(const YAML::Node& node);
+
 // At least one URL, each nats:// or tls://.
 Status validate_nats_urls(const std::vector<std::string>& urls);
 // trace, debug, info, warn or error.

@@ -1,5 +1,7 @@
 #include "hub/config.h"
 
+#include <algorithm>
+
 #include "daemon/config_file.h"
 #include "sync/subjects.h"
 
@@ -11,7 +13,7 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
       path,
       {"name", "data_dir", "nats", "grpc_listen", "health_listen", "durability",
        "max_concurrent_catchups", "away_after_s", "session_timeout_s", "log_retention_hours",
-       "log_level", "admin_token_file", "parent"},
+       "log_level", "admin_token_file", "parent", "peers"},
       &root));
   try {
     if (root["name"]) c->name = root["name"].as<std::string>();
@@ -37,7 +39,8 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
     if (root["log_retention_hours"])
       c->log_retention_hours = root["log_retention_hours"].as<uint64_t>();
     if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
-    if (root["parent"]) c->parent = root["parent"].as<std::string>();
+    if (root["parent"]) c->parent = daemon::node_list_of(root["parent"]);
+    if (root["peers"]) c->peers = daemon::node_list_of(root["peers"]);
   } catch (const YAML::Exception& e) {
     return invalid_argument("config " + path + ": " + e.what());
   }
@@ -59,11 +62,25 @@ Status validate_hub_config(const HubConfig& c) {
     return invalid_argument("session_timeout_s: must be longer than away_after_s (" +
                             std::to_string(c.away_after_s) + ")");
   }
+  std::vector<std::string> parents, peers;
   if (!c.parent.empty()) {
-    if (Status st = sync::validate_node_name(c.parent); !st.ok()) {
-      return invalid_argument("parent: " + st.message());
+    auto list = sync::parse_node_list(c.parent);
+    if (!list.ok()) return invalid_argument("parent: " + list.status().message());
+    parents = std::move(list).value();
+    if (std::find(parents.begin(), parents.end(), c.name) != parents.end()) {
+      return invalid_argument("parent: a hub cannot be its own parent");
     }
-    if (c.parent == c.name) return invalid_argument("parent: a hub cannot be its own parent");
+  }
+  if (!c.peers.empty()) {
+    auto list = sync::parse_node_list(c.peers);
+    if (!list.ok()) return invalid_argument("peers: " + list.status().message());
+    peers = std::move(list).value();
+    for (const auto& p : peers) {
+      if (p == c.name) return invalid_argument("peers: a hub is not its own peer");
+      if (std::find(parents.begin(), parents.end(), p) != parents.end()) {
+        return invalid_argument("peers: " + p + " is also a parent");
+      }
+    }
   }
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.grpc_listen));
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.health_listen));

@@ -36,8 +36,16 @@ struct HubConfig {
   // for the union of its sites' scopes, and the parent of those sites. It
   // serves the sites whose records its parent gives it (records whose
   // `region` names it), registers none itself, and leaves rollouts to the top
-  // of the hierarchy. Empty: this hub is the root.
+  // of the hierarchy. Empty: this hub is the root. Several names,
+  // "root-a,root-b" (or a YAML list): the parent level runs active-active,
+  // and this hub fails over between them as a site does.
   std::string parent;
+  // Active-active: the other hubs of this hub's level, "root-b,root-c" (or a
+  // YAML list), each with its own store, on one NATS cluster. The hubs
+  // replicate everything between them as CRDT replicas over the ordinary
+  // session protocol; sites name all of them as their parent and fail over
+  // (docs/hierarchy.md). Empty: this hub is alone at its level.
+  std::string peers;
 
   std::string admin_token_path() const {
     return admin_token_file.empty() ? data_dir + "/admin.token" : admin_token_file;

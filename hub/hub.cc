@@ -2,12 +2,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
 #include "model/documents.h"
 #include "model/keys.h"
 #include "store/hlc.h"
+#include "sync/subjects.h"
 
 namespace canopy::hub {
 
@@ -78,8 +80,14 @@ Status Hub::start() {
   po.max_concurrent_catchups = config_.max_concurrent_catchups;
   po.away_after_ms = config_.away_after_s * 1000;
   po.session_timeout_ms = config_.session_timeout_s * 1000;
-  auto parent =
-      std::make_unique<sync::ParentSync>(config_.name, store_.get(), regions_.get(), env, po);
+  sync::ScopeProvider* scope = regions_.get();
+  if (!config_.peers.empty()) {
+    peers_ = *sync::parse_node_list(config_.peers);
+    std::sort(peers_.begin(), peers_.end());
+    peer_scope_ = std::make_unique<PeerScope>(regions_.get(), peers_);
+    scope = peer_scope_.get();
+  }
+  auto parent = std::make_unique<sync::ParentSync>(config_.name, store_.get(), scope, env, po);
   if (config_.parent.empty()) {
     // The site describes itself in its hello; the registry keeps it. Only the
     // root registers sites: below it, records come from the parent (a
@@ -88,7 +96,8 @@ Status Hub::start() {
     Store* store = store_.get();
     parent->set_hello_hook([store](const std::string& child, const v1::Hello& hello) {
       auto role = hello.labels().find(std::string(kRoleLabel));
-      if (role != hello.labels().end() && role->second == "hub") return;
+      if (role != hello.labels().end() && (role->second == kRoleHub || role->second == kRolePeer))
+        return;
       register_site(store, child, hello);
     });
   }
@@ -101,10 +110,23 @@ Status Hub::start() {
   node_->set_parent_engine(std::move(parent));
   if (!config_.parent.empty()) {
     sync::ChildOptions co;
-    co.labels[std::string(kRoleLabel)] = "hub";
+    co.labels[std::string(kRoleLabel)] = std::string(kRoleHub);
+    auto parents = sync::preferred_order(config_.name, *sync::parse_node_list(config_.parent));
+    co.fallback_parents.assign(parents.begin() + 1, parents.end());
     node_->set_child_engine(
-        std::make_unique<sync::ChildSync>(config_.name, config_.parent, store_.get(), env, co));
+        std::make_unique<sync::ChildSync>(config_.name, parents.front(), store_.get(), env, co));
     spdlog::info("hub {}: regional hub below {}", config_.name, config_.parent);
+  }
+  if (!peers_.empty()) {
+    // Every hub follows the first live peer in name order: the sessions form
+    // a connected graph whatever subset of the level is up.
+    sync::ChildOptions co;
+    co.labels[std::string(kRoleLabel)] = std::string(kRolePeer);
+    co.fallback_parents.assign(peers_.begin() + 1, peers_.end());
+    peer_node_ = std::make_unique<sync::SyncNode>(store_.get(), transport);
+    peer_node_->set_child_engine(
+        std::make_unique<sync::ChildSync>(config_.name, peers_.front(), store_.get(), env, co));
+    spdlog::info("hub {}: active-active with {}", config_.name, config_.peers);
   }
   sync::SyncNode* node = node_.get();
   regions_->on_scope_change([node](const sync::ScopeChange& c) { node->enqueue_scope_change(c); });
@@ -112,8 +134,18 @@ Status Hub::start() {
     stop();
     return Status(s.code(), "cannot subscribe: " + s.message());
   }
+  if (peer_node_) {
+    if (Status s = peer_node_->attach(); !s.ok()) {
+      stop();
+      return Status(s.code(), "cannot subscribe: " + s.message());
+    }
+  }
   runtime_ = std::make_unique<sync::SyncRuntime>(node_.get());
   runtime_->start();
+  if (peer_node_) {
+    peer_runtime_ = std::make_unique<sync::SyncRuntime>(peer_node_.get());
+    peer_runtime_->start();
+  }
   housekeeping_ = std::thread([this] { housekeeping_loop(); });
   // Rollouts release revisions site by site from the top of the hierarchy,
   // which sees every site's status: a regional hub's releases would be
@@ -136,7 +168,8 @@ Status Hub::start() {
       housekeeping_cv_.notify_all();
     });
     rollout_thread_ = std::thread([this] { rollout_loop(); });
-  } else {
+  }
+  if (!config_.parent.empty() || !peers_.empty()) {
     presence_thread_ = std::thread([this] { presence_loop(); });
   }
   return ok_status();
@@ -155,12 +188,16 @@ void Hub::stop() {
   if (rollout_listener_ != 0) store_->unsubscribe(rollout_listener_);
   if (presence_thread_.joinable()) presence_thread_.join();
   rollouts_.reset();
+  if (peer_runtime_) peer_runtime_->stop();
   if (runtime_) runtime_->stop();
   // Commits after this point (none are expected) must not reach a node that
   // is gone.
   if (regions_) regions_->on_scope_change(nullptr);
+  peer_runtime_.reset();
+  peer_node_.reset();
   runtime_.reset();
   node_.reset();
+  peer_scope_.reset();
   regions_.reset();
   wrapped_.reset();
   nats_.reset();
@@ -181,14 +218,25 @@ size_t Hub::session_count() {
 std::optional<UpstreamInfo> Hub::upstream() {
   if (config_.parent.empty()) return std::nullopt;
   UpstreamInfo out;
-  out.parent = config_.parent;
-  runtime_->call([&] {
-    const sync::ChildSync* child = node_->child();
-    out.session_open = child->active() && nats_->connected();
-    out.in_sync = out.session_open && child->in_sync();
-    out.down_index = child->down_position().index();
-    out.hellos = child->stats().hellos;
-  });
+  runtime_->call([&] { out = upstream_of(node_->child()); });
+  return out;
+}
+
+std::optional<UpstreamInfo> Hub::peer_link() {
+  if (!peer_node_) return std::nullopt;
+  UpstreamInfo out;
+  peer_runtime_->call([&] { out = upstream_of(peer_node_->child()); });
+  return out;
+}
+
+UpstreamInfo Hub::upstream_of(const sync::ChildSync* child) const {
+  UpstreamInfo out;
+  out.parent = child->parent();
+  out.session_open = child->active() && nats_->connected();
+  out.in_sync = out.session_open && child->in_sync();
+  out.down_index = child->down_position().index();
+  out.hellos = child->stats().hellos;
+  out.failovers = child->stats().failovers;
   return out;
 }
 
@@ -258,6 +306,18 @@ Liveness Hub::liveness() {
       if (l.last_seen_ms == 0) l.last_seen_ms = presence->since_ms;
     }
   }
+  // Active-active: a site in session with a peer of this level, as the
+  // peer's presence document says (it replicates here like everything).
+  if (!peers_.empty()) {
+    for (const auto& site : index_->known_sites()) {
+      if (out.contains(site)) continue;
+      auto raw = store_->get(model::presence_key(site));
+      if (!raw.ok()) continue;
+      auto presence = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
+      if (!presence.ok() || !peer_scope_->is_peer(presence->hub)) continue;
+      out[site] = SiteLiveness{presence->connected, presence->since_ms};
+    }
+  }
   return out;
 }
 
@@ -280,6 +340,21 @@ void Hub::write_presence(uint64_t started_ms) {
     auto it = live.find(site);
     const bool connected = it != live.end() && it->second.connected;
     auto known = presence_written_.find(site);
+    if (!peers_.empty()) {
+      // Peers write the same documents: what this hub wrote last may have
+      // lost to a peer's write since. Read what stands.
+      presence_written_.erase(site);
+      known = presence_written_.end();
+      auto raw = store_->get(model::presence_key(site));
+      if (raw.ok()) {
+        auto presence = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
+        if (presence.ok() && presence->hub != config_.name && !connected) {
+          // Another hub of the level holds the site's session, or was the
+          // last to: its word stands.
+          continue;
+        }
+      }
+    }
     if (known == presence_written_.end()) {
       // First look since start: what the store holds (an earlier process's).
       auto raw = store_->get(model::presence_key(site));

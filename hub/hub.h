@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "hub/config.h"
+#include "hub/peer_scope.h"
 #include "hub/placement_index.h"
 #include "hub/region_scope.h"
 #include "hub/rollout_controller.h"
@@ -47,17 +48,21 @@
 
 namespace canopy::hub {
 
-// The hello label a regional hub sends its parent, so that the parent does
-// not register it as a site.
+// The hello label a regional hub ("hub") or a peer hub of the same level
+// ("peer") sends its parent, so that the parent does not register it as a site.
 inline constexpr std::string_view kRoleLabel = "canopy.io/role";
+inline constexpr std::string_view kRoleHub = "hub";
+inline constexpr std::string_view kRolePeer = "peer";
 
-// A regional hub's session with its parent (Hub::upstream).
+// A regional hub's session with its parent (Hub::upstream), or a hub's with
+// the peer it follows (Hub::peer_link).
 struct UpstreamInfo {
-  std::string parent;
+  std::string parent;         // the one of the session (of several: the current one)
   bool session_open = false;  // welcomed, and NATS connected
   bool in_sync = false;       // caught up with the parent, nothing of ours unacked
   uint64_t down_index = 0;    // the parent's log index this hub has applied
   uint64_t hellos = 0;        // sessions started since start()
+  uint64_t failovers = 0;     // moves to another hub of the level since start()
 };
 
 // The hub's sync state at one moment, for metrics.
@@ -103,15 +108,19 @@ class Hub {
   Liveness liveness();
   // The session with the parent; nullopt at the root.
   std::optional<UpstreamInfo> upstream();
+  // The session with the peer this hub follows; nullopt without peers.
+  std::optional<UpstreamInfo> peer_link();
   // One call on the sync runtime's thread, O(sessions): the sessions and the
   // parent engine's counters; the node's counters are read under its lock.
   HubSyncSnapshot sync_snapshot();
 
  private:
+  // REQUIRES: the thread of the runtime that drives `child`.
+  UpstreamInfo upstream_of(const sync::ChildSync* child) const;
   void housekeeping_loop();
   void rollout_loop();
-  // A regional hub: writes its sites' presence documents when their sessions
-  // open or are lost (checked every second).
+  // A regional hub, or a hub with peers: writes its sites' presence
+  // documents when their sessions open or are lost (checked every second).
   void presence_loop();
   void write_presence(uint64_t started_ms);
 
@@ -130,6 +139,12 @@ class Hub {
   std::unique_ptr<sync::Transport> wrapped_;  // HubHooks::wrap_transport's, over nats_
   std::unique_ptr<sync::SyncNode> node_;
   std::unique_ptr<sync::SyncRuntime> runtime_;
+  // Active-active (config `peers`): the peers' scope over regions_, and this
+  // hub's child session with one peer, on a node and thread of its own.
+  std::vector<std::string> peers_;
+  std::unique_ptr<PeerScope> peer_scope_;
+  std::unique_ptr<sync::SyncNode> peer_node_;
+  std::unique_ptr<sync::SyncRuntime> peer_runtime_;
 
   std::mutex housekeeping_mu_;
   std::condition_variable housekeeping_cv_;

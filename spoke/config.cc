@@ -1,5 +1,7 @@
 #include "spoke/config.h"
 
+#include <algorithm>
+
 #include "daemon/config_file.h"
 #include "sync/subjects.h"
 
@@ -22,7 +24,7 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
         c->labels[kv.first.as<std::string>()] = kv.second.as<std::string>();
       }
     }
-    if (root["parent"]) c->parent = root["parent"].as<std::string>();
+    if (root["parent"]) c->parent = daemon::node_list_of(root["parent"]);
     if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
     if (root["applier"]) c->applier = root["applier"].as<std::string>();
     if (root["manifests_dir"]) c->manifests_dir = root["manifests_dir"].as<std::string>();
@@ -68,8 +70,10 @@ Status validate_spoke_config(const SpokeConfig& c) {
   if (Status st = sync::validate_node_name(c.site); !st.ok()) {
     return invalid_argument("site: " + st.message());
   }
-  if (Status st = sync::validate_node_name(c.parent); !st.ok()) {
-    return invalid_argument("parent: " + st.message());
+  if (auto parents = sync::parse_node_list(c.parent); !parents.ok()) {
+    return invalid_argument("parent: " + parents.status().message());
+  } else if (std::find(parents->begin(), parents->end(), c.site) != parents->end()) {
+    return invalid_argument("parent: a site cannot be its own parent");
   }
   if (c.data_dir.empty()) return invalid_argument("data_dir: required (--data or data_dir:)");
   if (c.applier != "manifests-dir" && c.applier != "kube") {

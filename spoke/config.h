@@ -15,8 +15,12 @@ namespace canopy::spoke {
 struct SpokeConfig {
   std::string site;  // the site's name: a DNS-1123 label
   std::map<std::string, std::string> labels;
-  std::string parent = "hub";  // the hub this spoke syncs with
-  std::string data_dir;        // RocksDB directory
+  // The hub this spoke syncs with; or the hubs of one level running
+  // active-active, "root-a,root-b" (a YAML list too): the spoke starts at one
+  // of them (sync::preferred_order) and fails over to the next when its hub
+  // falls silent (docs/hierarchy.md).
+  std::string parent = "hub";
+  std::string data_dir;  // RocksDB directory
   // Where rendered objects go: "manifests-dir" (files k3s deploys from) or
   // "kube" (server-side apply to the cluster's API server).
   std::string applier = "manifests-dir";

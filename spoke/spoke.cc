@@ -9,6 +9,7 @@
 #include "daemon/process.h"
 #include "spoke/kube/kube_applier.h"
 #include "store/hlc.h"
+#include "sync/subjects.h"
 
 namespace canopy::spoke {
 
@@ -140,9 +141,13 @@ Status Spoke::start() {
   sync::ChildOptions co;
   co.labels = config_.labels;
   co.software_version = daemon::version();
+  // Hubs of one level (active-active): start at this site's own choice
+  // among them, fail over along the list.
+  auto parents = sync::preferred_order(config_.site, *sync::parse_node_list(config_.parent));
+  co.fallback_parents.assign(parents.begin() + 1, parents.end());
   node_ = std::make_unique<sync::SyncNode>(store_.get(), nats_.get());
   node_->set_child_engine(
-      std::make_unique<sync::ChildSync>(config_.site, config_.parent, store_.get(), env, co));
+      std::make_unique<sync::ChildSync>(config_.site, parents.front(), store_.get(), env, co));
   if (Status s = node_->attach(); !s.ok()) {
     stop();
     return Status(s.code(), "cannot subscribe: " + s.message());

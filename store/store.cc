@@ -735,6 +735,7 @@ Status Store::apply_states(const std::vector<v1::DocState>& docs, uint64_t sourc
 Status Store::drop(const std::vector<std::string>& keys) { return impl_->drop(keys); }
 
 VersionVector Store::version_vector() { return impl_->version_vector(); }
+uint64_t Store::contiguous_seq(uint64_t replica) { return impl_->contiguous_seq(replica); }
 Status Store::reserve_seqs_through(uint64_t seq) { return impl_->reserve_seqs_through(seq); }
 Status Store::renew_log_epoch() { return impl_->renew_log_epoch(); }
 

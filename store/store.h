@@ -203,6 +203,8 @@ class Store {
   // local change that is not in the log and is not replicated.
   Status drop(const std::vector<std::string>& keys);
   VersionVector version_vector();
+  // version_vector().contiguous(replica), without copying the vector.
+  uint64_t contiguous_seq(uint64_t replica);
   // Makes the next local write use a seq above `seq` (a replica restored from
   // an old backup must never reuse a dot its peers already hold).
   Status reserve_seqs_through(uint64_t seq);

@@ -203,6 +203,10 @@ class Store::Impl {
     std::lock_guard lock(mu_);
     return vv_;
   }
+  uint64_t contiguous_seq(uint64_t replica) {
+    std::lock_guard lock(mu_);
+    return vv_.contiguous(replica);
+  }
   StoreStats stats() {
     std::lock_guard lock(mu_);
     return stats_;

@@ -1,5 +1,6 @@
 #include "sync/subjects.h"
 
+#include <algorithm>
 #include <string>
 
 namespace canopy::sync {
@@ -55,6 +56,38 @@ Status validate_node_name(std::string_view name) {
                             " is not a DNS-1123 label: it must start and end with a-z or 0-9");
   }
   return ok_status();
+}
+
+StatusOr<std::vector<std::string>> parse_node_list(std::string_view text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = text.find(',', start);
+    std::string_view name = text.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    if (Status st = validate_node_name(name); !st.ok()) return st;
+    if (std::find(out.begin(), out.end(), name) != out.end()) {
+      return invalid_argument("node " + quoted(name) + " is named twice");
+    }
+    out.emplace_back(name);
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::vector<std::string> preferred_order(std::string_view child, std::vector<std::string> hubs) {
+  if (hubs.size() < 2) return hubs;
+  uint64_t h = 14695981039346656037ull;
+  for (char c : child) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  std::rotate(hubs.begin(), hubs.begin() + static_cast<std::ptrdiff_t>(h % hubs.size()),
+              hubs.end());
+  return hubs;
 }
 
 }  // namespace canopy::sync

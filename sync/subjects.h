@@ -10,6 +10,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "store/status.h"
 
@@ -30,5 +31,15 @@ inline std::string all_up_subjects(std::string_view parent) {
 
 // Checks a node name: a DNS-1123 label (1-63 of [a-z0-9-], alphanumeric ends).
 Status validate_node_name(std::string_view name);
+
+// A list of node names as an operator writes it: "root-a,root-b" (also the
+// form a YAML list is joined into). Every name valid, none twice, none empty.
+StatusOr<std::vector<std::string>> parse_node_list(std::string_view text);
+
+// The order in which `child` tries the hubs of one level (active-active,
+// docs/hierarchy.md): the list rotated by a hash of the child's name, so that
+// the children of a level spread evenly over its hubs, and each child always
+// starts at the same hub. Deterministic (FNV-1a), the same on every machine.
+std::vector<std::string> preferred_order(std::string_view child, std::vector<std::string> hubs);
 
 }  // namespace canopy::sync

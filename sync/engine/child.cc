@@ -38,8 +38,7 @@ ChildSync::ChildSync(std::string name, std::string parent, Store* store, Env env
                 std::move(env), std::move(options)) {
   owned_view_ = std::make_unique<StoreReader>(store);
   store_ = owned_view_.get();
-  auto saved = store_->get_local(down_position_key(parent_));
-  if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
+  load_down_position();
 }
 
 ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env env,
@@ -51,18 +50,41 @@ ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env 
       opts_(std::move(options)),
       up_(opts_.window, opts_.rto_ms),
       parent_session_timeout_ms_(opts_.parent_session_timeout_ms) {
+  parents_.push_back(parent_);
+  for (const auto& p : opts_.fallback_parents) {
+    if (std::find(parents_.begin(), parents_.end(), p) == parents_.end()) parents_.push_back(p);
+  }
+  // With somewhere to fail over to, a parent's death is noticed within
+  // three heartbeats: at most a second apart (docs/hierarchy.md).
+  if (parents_.size() > 1) opts_.heartbeat_ms = std::min<uint64_t>(opts_.heartbeat_ms, 1000);
   if (store_ == nullptr) return;  // the delegating constructor reads it
+  load_down_position();
+}
+
+void ChildSync::load_down_position() {
+  down_ = v1::LogPosition();
   auto saved = store_->get_local(down_position_key(parent_));
   if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
 }
 
-std::string ChildSync::subscription() const { return down_subject(parent_, name_); }
+std::vector<std::string> ChildSync::subscriptions() const {
+  std::vector<std::string> out;
+  for (const auto& p : parents_) out.push_back(down_subject(p, name_));
+  return out;
+}
 
 bool ChildSync::carries_own_writes(const v1::NodeState& s) const {
   return node_has_replica(s, store_->replica_id());
 }
 
 std::string ChildSync::restored_key() const { return "sync/restored/" + parent_; }
+
+bool ChildSync::may_write(std::string_view key) const {
+  for (const auto& p : writable_prefixes_) {
+    if (key.starts_with(p)) return true;
+  }
+  return false;
+}
 
 bool ChildSync::keep(const v1::DocState& d) const {
   for (const auto& p : writable_prefixes_) {
@@ -79,6 +101,29 @@ void ChildSync::start() {
   session_ = 0;
   backoff_ms_ = opts_.hello_backoff_min_ms;
   next_hello_ms_ = env_.clock->now_ms();
+  hello_since_ms_ = next_hello_ms_;
+}
+
+uint64_t ChildSync::failover_due_ms() const {
+  // Silence on a bus that is down is the bus's, not the parent's.
+  if (!failover_enabled() || !connected_) return UINT64_MAX;
+  if (state_ == State::kHello) return hello_since_ms_ + failover_after_ms();
+  if (state_ == State::kActive) return last_heard_ms_ + failover_after_ms();
+  return UINT64_MAX;
+}
+
+void ChildSync::fail_over(const char* why) {
+  const std::string from = parent_;
+  parent_index_ = (parent_index_ + 1) % parents_.size();
+  parent_ = parents_[parent_index_];
+  ++stats_.failovers;
+  spdlog::warn("sync {}: {} {} for {} ms; failing over to {}", name_, why, from,
+               failover_after_ms(), parent_);
+  parent_replica_ = 0;
+  writable_prefixes_.clear();
+  up_full_pending_ = false;
+  load_down_position();
+  start();
 }
 
 void ChildSync::flush() {
@@ -109,9 +154,7 @@ void ChildSync::advance(const Status& persisted) {
   ++stats_.refused_messages;
   spdlog::warn("sync {}: persisting what {} sent failed: {}; starting a new session", name_,
                parent_, persisted.to_string());
-  down_ = v1::LogPosition();
-  auto saved = store_->get_local(down_position_key(parent_));
-  if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
+  load_down_position();
   start();
 }
 
@@ -187,6 +230,7 @@ void ChildSync::send_ack(bool gap) {
   v1::SyncEnvelope env;
   env.mutable_ack()->set_seq(down_recv_.last_applied());
   env.mutable_ack()->set_gap(gap);
+  if (failover_enabled()) env.mutable_ack()->set_ping(true);
   send_control(std::move(env));
   ack_due_ = false;
   last_heartbeat_ms_ = env_.clock->now_ms();
@@ -217,6 +261,13 @@ void ChildSync::on_message(const Message& m) {
     refuse("not a sync envelope (undecodable bytes)", m);
     return;
   }
+  if (env.from() != parent_ && env.to() == name_ &&
+      std::find(parents_.begin(), parents_.end(), env.from()) != parents_.end() &&
+      m.subject == down_subject(env.from(), name_)) {
+    // A parent we left (or have not reached yet): its session is not ours.
+    ++stats_.other_parent_messages;
+    return;
+  }
   if (m.subject != down_subject(parent_, name_) || env.from() != parent_ || env.to() != name_) {
     refuse("addressed from \"" + env.from() + "\" to \"" + env.to() + "\", not to us", m);
     return;
@@ -226,6 +277,7 @@ void ChildSync::on_message(const Message& m) {
     return;
   }
   if (env.session() != session_ || session_ == 0) return;  // an older session's message
+  last_heard_ms_ = env_.clock->now_ms();
   if (env.has_welcome()) {
     if (state_ == State::kHello) handle_welcome(env);
     return;
@@ -282,7 +334,8 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
     handled = std::strtoull((*m)->c_str(), nullptr, 10);
   }
   bool restored = w.child_max_seq() > std::max(store_->version_vector().contiguous(own), handled);
-  if (!restored && w.child_max_seq() > handled && w.child_max_seq() != 0) {
+  if (!restored && w.child_max_seq() > handled && w.child_max_seq() != 0 &&
+      w.child_max_seq_hlc() != 0) {
     // Same seq, another write: we were restored and wrote again since.
     auto hlc = store_->own_delta_hlc(w.child_max_seq());
     if (hlc.ok() && hlc->has_value() && **hlc != w.child_max_seq_hlc()) restored = true;
@@ -499,7 +552,11 @@ void ChildSync::pump_up() {
     uint64_t covered = up_sent_;
     for (auto& e : read->entries) {
       const bool from_parent = e.source() == parent_replica_ && parent_replica_ != 0;
-      if (!from_parent) {
+      // With other parents, our log holds what they sent too: what this
+      // parent would refuse is not sent. (A single parent's own refusal is
+      // the boundary; the child's filter is only to spare the bytes.)
+      if (!from_parent &&
+          (!failover_enabled() || may_write(e.has_delta() ? e.delta().key() : e.doc().key()))) {
         const size_t sz = e.ByteSizeLong() + 8;
         if (c->entries_size() > 0 && bytes + sz > limit) break;
         bytes += sz;
@@ -534,6 +591,11 @@ void ChildSync::on_connection(bool connected) {
   const bool was = connected_;
   connected_ = connected;
   const uint64_t now = env_.clock->now_ms();
+  if (connected && !was) {
+    // The parent's silence counts from now: it could not reach us.
+    last_heard_ms_ = now;
+    hello_since_ms_ = now;
+  }
   if (connected && !was && state_ == State::kActive) {
     // The parent's clock runs from the last message it heard from us, which
     // may predate the disconnection by up to a heartbeat.
@@ -550,6 +612,9 @@ void ChildSync::on_connection(bool connected) {
 
 void ChildSync::tick() {
   const uint64_t now = env_.clock->now_ms();
+  if (now >= failover_due_ms()) {
+    fail_over(state_ == State::kHello ? "no welcome from" : "no word from");
+  }
   if (state_ == State::kHello) {
     if (now >= next_hello_ms_) send_hello();
     return;
@@ -570,12 +635,13 @@ void ChildSync::tick() {
 uint64_t ChildSync::next_tick_ms() const {
   // Mirrors tick(): a hello when its backoff ends; when active, what pump_up
   // would send, the oldest unacked message's timeout, the next heartbeat.
-  if (state_ == State::kHello) return next_hello_ms_;
+  const uint64_t failover = failover_due_ms();
+  if (state_ == State::kHello) return std::min(next_hello_ms_, failover);
   if (state_ != State::kActive) return UINT64_MAX;
   if (up_.can_send() && (up_full_pending_ || store_->last_log_index() > up_sent_)) return 0;
   uint64_t due = up_.next_timeout_ms();
   if (connected_) due = std::min(due, last_heartbeat_ms_ + opts_.heartbeat_ms);
-  return due;
+  return std::min(due, failover);
 }
 
 bool ChildSync::in_sync() const {

@@ -17,6 +17,16 @@
 // While the bus is down nothing is lost: the store keeps working locally and
 // the session resumes, or reopens, when the bus returns.
 //
+// Failover (active-active parents, docs/hierarchy.md): a child may be given
+// other parents of the same level (ChildOptions::fallback_parents). It then
+// asks for an answer on each heartbeat (Ack.ping), and when its parent has
+// been silent for `failover_after_ms` while the bus is up (a hub that died
+// leaves NATS carrying our messages to no one), or a hello went unanswered
+// that long, it says hello to the next parent in the list. Its position in
+// each parent's log is kept apart (`sync/down/<parent>`): a session with a new
+// parent reconciles by sketch (only the difference is sent), one with a
+// parent it held a session with before resumes from its position there.
+//
 // Documents that carry the child's own writes are never dropped by a scope
 // change or reconciliation: they must flow up first.
 //
@@ -29,6 +39,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "canopy/v1/sync.pb.h"
@@ -60,6 +71,12 @@ struct ChildOptions {
   // the transport's payload limit instead (set_payload_limit).
   size_t max_message_bytes = 64 << 20;
   size_t log_read_limit = 512;
+  // Other parents of the same level, tried in order after the first when
+  // it falls silent (see above). Empty: no failover, no pings.
+  std::vector<std::string> fallback_parents;
+  // Silence after which the child fails over; 0: three heartbeats. With
+  // fallbacks, heartbeats are at most 1 s apart (so 3 s by default).
+  uint64_t failover_after_ms = 0;
 };
 
 struct ChildStats {
@@ -72,6 +89,8 @@ struct ChildStats {
   uint64_t documents_received = 0;
   uint64_t dropped_keys = 0;
   uint64_t deltas_sent = 0;  // log entries with a delta in sequenced Changes (not resends)
+  uint64_t failovers = 0;    // sessions moved to another parent
+  uint64_t other_parent_messages = 0;  // from a parent of ours we are not in session with
 };
 
 class ChildSync {
@@ -81,10 +100,14 @@ class ChildSync {
   ChildSync(std::string name, std::string parent, StoreView* view, Env env, ChildOptions options);
 
   const std::string& name() const { return name_; }
+  // The parent of the current session (or of the next hello).
   const std::string& parent() const { return parent_; }
+  // Every parent it may sync with: the first, then the fallbacks.
+  const std::vector<std::string>& parents() const { return parents_; }
   // The local meta name under which the position in `parent`'s log is kept.
   static std::string down_position_key(const std::string& parent);
-  std::string subscription() const;
+  // The subjects to subscribe: each parent's down subject for this child.
+  std::vector<std::string> subscriptions() const;
 
   // Starts (or restarts) the session: a hello goes out on the next tick.
   void start();
@@ -121,6 +144,15 @@ class ChildSync {
   enum class State { kIdle, kHello, kActive };
 
   void send_hello();
+  bool failover_enabled() const { return parents_.size() > 1; }
+  uint64_t failover_after_ms() const {
+    return opts_.failover_after_ms != 0 ? opts_.failover_after_ms : 3 * opts_.heartbeat_ms;
+  }
+  // When the current parent counts as silent (UINT64_MAX: never).
+  uint64_t failover_due_ms() const;
+  // Moves to the next parent: its saved position, a new hello.
+  void fail_over(const char* why);
+  void load_down_position();
   void send_control(v1::SyncEnvelope env);
   void send_sequenced(v1::SyncEnvelope env);
   void send_ack(bool gap);
@@ -142,10 +174,16 @@ class ChildSync {
   // True for documents that must never be dropped here: they carry our own
   // writes or lie under a prefix we may write (they flow up instead).
   bool keep(const v1::DocState& d) const;
+  // Whether the parent lets us write `key` (its welcome's prefixes).
+  bool may_write(std::string_view key) const;
   std::string restored_key() const;
 
   std::string name_;
   std::string parent_;
+  std::vector<std::string> parents_;
+  size_t parent_index_ = 0;
+  uint64_t last_heard_ms_ = 0;   // last message of the current session from the parent
+  uint64_t hello_since_ms_ = 0;  // when the current parent was first greeted
   std::unique_ptr<StoreView> owned_view_;
   StoreView* store_;
   Env env_;

@@ -29,9 +29,11 @@ Status SyncNode::attach() {
     subscriptions_.push_back(*id);
   }
   if (child_) {
-    auto id = transport_->subscribe(child_->subscription(), on_message);
-    if (!id.ok()) return id.status();
-    subscriptions_.push_back(*id);
+    for (const auto& subject : child_->subscriptions()) {
+      auto id = transport_->subscribe(subject, on_message);
+      if (!id.ok()) return id.status();
+      subscriptions_.push_back(*id);
+    }
     child_->start();
   }
   transport_->on_state_change([this](bool connected) {

@@ -322,6 +322,12 @@ void ParentSync::on_message(const Message& m) {
   }
   if (env.has_ack()) {
     handle_ack(s, env.ack());
+    if (env.ack().ping()) {
+      // The child watches for our silence (it has other parents to turn
+      // to): answer, on the next message out or an ack of its own.
+      s->ack_due = true;
+      acks_due_.insert(child);
+    }
   } else if (env.has_changes() || env.has_sketch_reply()) {
     switch (s->up.check(env.seq())) {
       case RecvChannel::Verdict::kApply:

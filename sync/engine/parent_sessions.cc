@@ -106,6 +106,15 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
       welcome.mutable_welcome()->set_child_max_seq_hlc(hlc);
     }
   }
+  // The child's writes may have reached us through another hub of our level
+  // (active-active): what we hold of them counts too, or a child restored
+  // from an old backup that fails over here would reuse its seqs. Their
+  // stamp is not known here (0: the child checks only the seq).
+  const uint64_t held = store_->contiguous_seq(hello.replica_id());
+  if (held > welcome.welcome().child_max_seq()) {
+    welcome.mutable_welcome()->set_child_max_seq(held);
+    welcome.mutable_welcome()->set_child_max_seq_hlc(0);
+  }
   auto up = store_->get_local(up_position_key(child));
   if (up.ok() && up->has_value()) {
     welcome.mutable_welcome()->mutable_up()->ParseFromString(**up);

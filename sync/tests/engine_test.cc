@@ -664,5 +664,79 @@ TEST_F(SketchInputTest, ParentSendsTheWholeScopeWhenAskedForAnIdItDoesNotHold) {
   EXPECT_TRUE(covered_all);
 }
 
+// Active-active parents: a child given a fallback parent pings on its
+// heartbeats; when its parent falls silent (the hub died, the bus did not) it
+// fails over to the next one, reconciles there, and keeps syncing both ways.
+// A parent it left is ignored if it speaks again.
+TEST(EngineFailoverTest, AChildFailsOverWhenItsParentFallsSilent) {
+  testing::TempDir dir;
+  ManualClock clock;
+  std::mt19937_64 rng{7};
+  MemoryNetwork net{3};
+  TestScope scope;
+  auto a_store = open_test_store(dir, "a", 1, &clock);
+  auto b_store = open_test_store(dir, "b", 2, &clock);
+  auto site_store = open_test_store(dir, "site", 3, &clock);
+  auto a_bus = net.endpoint("a"), b_bus = net.endpoint("b"), site_bus = net.endpoint("site");
+  Env env{&clock, [&rng] { return rng(); }};
+  SyncNode a(a_store.get(), a_bus.get()), b(b_store.get(), b_bus.get());
+  a.set_parent_engine(
+      std::make_unique<ParentSync>("hub-a", a_store.get(), &scope, env, ParentOptions{}));
+  b.set_parent_engine(
+      std::make_unique<ParentSync>("hub-b", b_store.get(), &scope, env, ParentOptions{}));
+  ChildOptions co;
+  co.fallback_parents = {"hub-b"};
+  SyncNode site(site_store.get(), site_bus.get());
+  site.set_child_engine(std::make_unique<ChildSync>("site", "hub-a", site_store.get(), env, co));
+  ASSERT_TRUE(a.attach().ok());
+  ASSERT_TRUE(b.attach().ok());
+  ASSERT_TRUE(site.attach().ok());
+  ChildSync* child = site.child();
+  EXPECT_EQ(child->subscriptions(), (std::vector<std::string>{down_subject("hub-a", "site"),
+                                                              down_subject("hub-b", "site")}));
+  // Both hubs hold the level's state (their own replication is not under test).
+  for (Store* s : {a_store.get(), b_store.get()}) ASSERT_TRUE(s->put("d/x", R"({"x":1})").ok());
+  bool a_alive = true;
+  auto run = [&](int steps) {
+    for (int i = 0; i < steps; ++i) {
+      net.deliver_all(100000);
+      if (a_alive) a.run_once(true);
+      b.run_once(true);
+      site.run_once(true);
+      clock.advance_ms(50);
+    }
+  };
+  run(100);
+  ASSERT_TRUE(child->in_sync());
+  EXPECT_EQ(child->parent(), "hub-a");
+  EXPECT_EQ(*site_store->get("d/x"), R"({"x":1})");
+  // Pings are answered: a quiet, live parent is never left.
+  run(400);  // 20 s
+  EXPECT_EQ(child->stats().failovers, 0u);
+  EXPECT_EQ(child->parent(), "hub-a");
+
+  // hub-a dies: its subscriptions stay on the bus, nothing answers.
+  a_alive = false;
+  ASSERT_TRUE(b_store->put("d/y", R"({"y":2})").ok());
+  ASSERT_TRUE(site_store->put("s/site/report", R"({"ok":true})").ok());
+  run(200);  // 10 s: more than three heartbeats of silence
+  EXPECT_EQ(child->stats().failovers, 1u);
+  EXPECT_EQ(child->parent(), "hub-b");
+  EXPECT_TRUE(child->in_sync());
+  EXPECT_EQ(*site_store->get("d/y"), R"({"y":2})");
+  EXPECT_EQ(*b_store->get("s/site/report"), R"({"ok":true})");
+  // What hub-a gave the child is not sent up to hub-b (hub-b would refuse
+  // it): nothing refused there.
+  EXPECT_EQ(b.parent()->stats().refused_writes, 0u);
+
+  // hub-a comes back and speaks to the session it remembers: ignored.
+  a_alive = true;
+  ASSERT_TRUE(b_store->put("d/z", R"({"z":3})").ok());
+  run(200);
+  EXPECT_EQ(child->parent(), "hub-b");
+  EXPECT_EQ(*site_store->get("d/z"), R"({"z":3})");
+  EXPECT_EQ(child->stats().failovers, 1u);
+}
+
 }  // namespace
 }  // namespace canopy::sync
