@@ -42,6 +42,7 @@ class ActiveActiveTest : public ::testing::Test {
       std::string routes;
       for (size_t j = 0; j < nodes_.size(); ++j) {
         if (j == i) continue;
+        if (!routes.empty()) routes += ",";
         routes += " \"nats-route://127.0.0.1:" + std::to_string(nodes_[j].cluster_port) + "\"";
       }
       NatsServerOptions o;
@@ -285,7 +286,8 @@ TEST_F(ActiveActiveTest, EveryAcknowledgedWriteSurvivesAHubAndANatsNodeKilled) {
   };
   ASSERT_TRUE(wait_until([&] { return acked_count() >= 20; }, kTimeout, kPoll));
   // Mid-stream: root-a and one NATS node die.
-  hubs_[0].hub->proc.kill();
+  hubs_[0].hub->proc.kill(SIGKILL);
+  ASSERT_TRUE(hubs_[0].hub->proc.wait_exit(std::chrono::seconds(10)).has_value());
   nodes_[2].nats->kill();
   const size_t acked_at_kill = acked_count();
   // root-b goes on taking writes and every spoke keeps syncing through it.
@@ -319,6 +321,8 @@ TEST_F(ActiveActiveTest, EveryAcknowledgedWriteSurvivesAHubAndANatsNodeKilled) {
     failed_over += count_lines_with(read_file(s->log_path()), {"failing over to root-b"});
   }
   EXPECT_GE(failed_over, 1u) << "no spoke failed over from root-a";
+  std::cerr << "acknowledged writes: " << written.size() << " (" << from_b.size() << " at root-b), "
+            << acked_at_kill << " before the kill; spokes failed over: " << failed_over << "\n";
 
   // Heal: the NATS node and root-a come back (same data, same ports).
   std::string err;
