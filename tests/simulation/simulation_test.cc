@@ -1,26 +1,27 @@
 // Deterministic simulation of a federation, in the spirit of FoundationDB's:
 // one root hub, sites below it and a two-level chain (root -> regional hub ->
 // sites), each a real Store on RocksDB and real sync engines, talking over the
-// in-memory bus. The stores live in an in-memory file system that injects
-// storage faults (sim_fs.h). Scopes are the production ones: every parent
-// attaches a real hub::PlacementIndex to its store, the root composes it with
-// its regional hub's member list (hub::RegionScope), and their ScopeChanges
-// reach the sync node as in canopy-hub. The replicas write the real catalogue
-// (sim_catalog.h): site records and their labels, templates, placements and
-// overrides at the root, status and local overrides at the sites, so scopes
-// move because the data does. A seeded scheduler writes on every replica,
-// edits labels and selectors, partitions links, disconnects nodes, crashes
-// and reopens them (what was not synced is lost), fails a store's write in
-// the middle of a sync step and then crashes it, restores a site from an old
-// backup, and lets the bus drop, duplicate and reorder messages. Every
-// replica id, log epoch and session id comes from the seed. Then it heals
-// everything and checks:
+// in-memory bus. Every other seed runs the root level active-active: a second
+// root hub "hub2" peers with "hub" (hub::PeerScope, each a child of the
+// other), and every child of the root names both as parents and fails over
+// when its hub falls silent (crashes, cut links); writes land at either root. The stores live in an
+// in-memory file system that injects storage faults (sim_fs.h). Scopes are the production ones:
+// every parent attaches a real hub::PlacementIndex to its store, the root composes it with its
+// regional hub's member list (hub::RegionScope), and their ScopeChanges reach the sync node as in
+// canopy-hub. The replicas write the real catalogue (sim_catalog.h): site records and their labels,
+// templates, placements and overrides at the root, status and local overrides at the sites, so
+// scopes move because the data does. A seeded scheduler writes on every replica, edits labels and
+// selectors, partitions links, disconnects nodes, crashes and reopens them (what was not synced is
+// lost), fails a store's write in the middle of a sync step and then crashes it, restores a site
+// from an old backup, and lets the bus drop, duplicate and reorder messages. Every replica id, log
+// epoch and session id comes from the seed. Then it heals everything and checks:
 //   - every child holds exactly the documents of its scope, equal to its parent's;
 //   - every replica holds exactly what the root's index (or, for the regional
 //     hub, the root's RegionScope) puts in its scope, equal to the root's;
 //   - every site renders (model/render.h over spoke::load_desired_state of
 //     its own store) the same objects as the root renders for it;
-//   - every write a replica acknowledged is still there, at the writer and at the root.
+//   - every write a replica acknowledged is still there, at the writer and at the root;
+//   - with two roots, both hold the same documents.
 // CANOPY_SIM_FIRST and CANOPY_SIM_SEEDS set which seeds run (default 1..10000);
 // CANOPY_SIM_STEPS the chaos steps per seed (default 150);
 // CANOPY_SEED replays one, with debug logs; CANOPY_SIM_DEBUG=1 adds log dumps
@@ -38,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "hub/peer_scope.h"
 #include "hub/placement_index.h"
 #include "hub/region_scope.h"
 #include "model/keys.h"
@@ -56,8 +58,10 @@ using json = nlohmann::json;
 
 struct SimNode {
   std::string name;
-  std::string parent;                 // empty for the root
-  std::vector<std::string> children;  // empty for a leaf site
+  std::string parent;                  // empty for the root
+  std::vector<std::string> children;   // empty for a leaf site
+  std::vector<std::string> fallbacks;  // other parents (active-active roots)
+  std::string peer;                    // a root's peer hub (active-active)
   uint64_t replica = 0;
   std::string dir;
   std::unique_ptr<Store> store;
@@ -66,6 +70,7 @@ struct SimNode {
   // member lists when it has any (as a regional hub's parent).
   std::unique_ptr<hub::PlacementIndex> index;
   std::unique_ptr<hub::RegionScope> regions;
+  std::unique_ptr<hub::PeerScope> peers;
   sync::ScopeProvider* scope = nullptr;
   std::unique_ptr<sync::SyncNode> node;
   std::optional<std::string> backup;  // a copy of the data directory
@@ -86,6 +91,17 @@ class World {
     add("reg", "hub");
     add("r1", "reg");
     add("r2", "reg");
+    if (seed % 2 == 0) {
+      // Active-active roots: hub2 serves the same children, peers with hub.
+      SimNode& h2 = nodes_["hub2"];
+      h2.name = "hub2";
+      h2.replica = 1000 + nodes_.size();
+      h2.dir = "/sim/hub2";
+      h2.children = nodes_["hub"].children;
+      h2.peer = "hub";
+      nodes_["hub"].peer = "hub2";
+      for (const auto& c : h2.children) nodes_[c].fallbacks = {"hub2"};
+    }
     std::vector<std::string> leaves;
     for (auto& [name, n] : nodes_) {
       if (n.children.empty()) leaves.push_back(name);
@@ -162,16 +178,23 @@ class World {
       // go away and come back, and sessions are forgotten, in every run.
       po.away_after_ms = 1'000;
       po.session_timeout_ms = 4'000;
+      if (!n.peer.empty()) {
+        n.peers = std::make_unique<hub::PeerScope>(n.scope, std::vector<std::string>{n.peer});
+        n.scope = n.peers.get();
+      }
       n.node->set_parent_engine(
           std::make_unique<sync::ParentSync>(n.name, n.store.get(), n.scope, env, po));
     }
-    if (!n.parent.empty()) {
+    // A root's child engine is its session with its peer, as canopy-hub's.
+    const std::string& up = n.parent.empty() ? n.peer : n.parent;
+    if (!up.empty()) {
       sync::ChildOptions co;
       co.log_read_limit = 7;
       co.heartbeat_ms = 300;
       co.parent_session_timeout_ms = 4'000;
+      co.fallback_parents = n.fallbacks;
       n.node->set_child_engine(
-          std::make_unique<sync::ChildSync>(n.name, n.parent, n.store.get(), env, co));
+          std::make_unique<sync::ChildSync>(n.name, up, n.store.get(), env, co));
     }
     ASSERT_TRUE(n.node->attach().ok());
   }
@@ -179,8 +202,10 @@ class World {
   void close(SimNode& n) {
     if (n.regions) n.regions->on_scope_change(nullptr);
     if (n.index && !n.regions) n.index->on_scope_change(nullptr);
+    if (n.node && n.node->child() != nullptr) failovers_ += n.node->child()->stats().failovers;
     n.node.reset();
     n.scope = nullptr;
+    n.peers.reset();
     n.regions.reset();
     n.index.reset();
     n.transport.reset();
@@ -296,7 +321,10 @@ class World {
         // at the root into a site's keys (concurrent writers).
         const int who = static_cast<int>(rng_() % 10);
         if (who < 5) {
-          write(nodes_["hub"], catalog_->root_write(), true);
+          // With two roots, either takes desired state: keys written at both
+          // are checked for convergence, not for one writer's value.
+          const bool second = nodes_.count("hub2") != 0 && rng_() % 3 == 0;
+          write(nodes_[second ? "hub2" : "hub"], catalog_->root_write(), !second);
         } else if (who < 9) {
           SimNode& c = nodes_[pick_child()];
           write(c, c.children.empty() ? catalog_->site_write(c.name) : catalog_->region_write(),
@@ -307,10 +335,17 @@ class World {
           write(nodes_[site], catalog_->shared_write(site), false);
         }
       } else if (action < 30) {
-        const std::string c = pick_child();
-        const bool cut = !net_.partitioned(c, nodes_[c].parent);
-        spdlog::debug("sim: link {} - {} {}", c, nodes_[c].parent, cut ? "cut" : "restored");
-        net_.partition(c, nodes_[c].parent, cut);
+        std::string c = pick_child();
+        std::string other = nodes_[c].parent;
+        if (nodes_.count("hub2") != 0 && rng_() % 4 == 0) {
+          // The peers' own link, or a child's link to the second root.
+          c = "hub2";
+          other = rng_() % 2 == 0 ? std::string("hub") : pick_child();
+          if (nodes_[other].parent != "hub" && other != "hub") other = "hub";
+        }
+        const bool cut = !net_.partitioned(c, other);
+        spdlog::debug("sim: link {} - {} {}", c, other, cut ? "cut" : "restored");
+        net_.partition(c, other, cut);
       } else if (action < 33) {
         const std::string c = pick_child();
         spdlog::debug("sim: {} {}", c, net_.is_connected(c) ? "disconnects" : "reconnects");
@@ -339,6 +374,14 @@ class World {
   }
 
   uint64_t failed_writes() const { return failed_writes_; }
+  // Children that moved to their other root (active-active seeds), so far.
+  uint64_t failovers() const {
+    uint64_t n = failovers_;
+    for (const auto& [name, node] : nodes_) {
+      if (node.node && node.node->child() != nullptr) n += node.node->child()->stats().failovers;
+    }
+    return n;
+  }
 
   bool quiet() {
     if (net_.in_flight() != 0) return false;
@@ -450,6 +493,19 @@ class World {
 
   // Returns a description of the first violation, or empty.
   std::string check() {
+    if (nodes_.count("hub2") != 0) {
+      // Peers hold the same state, key for key.
+      const auto a = visible(*nodes_["hub"].store);
+      const auto b = visible(*nodes_["hub2"].store);
+      for (const auto& [k, v] : a) {
+        auto it = b.find(k);
+        if (it == b.end()) return "hub2 lacks " + k + " that hub has: " + v;
+        if (it->second != v) return "hub2 has " + k + " = " + it->second + " but hub has " + v;
+      }
+      for (const auto& [k, v] : b) {
+        if (!a.count(k)) return "hub2 has " + k + " that hub lacks: " + v;
+      }
+    }
     for (auto& [cname, c] : nodes_) {
       if (c.parent.empty()) continue;
       SimNode& p = nodes_[c.parent];
@@ -497,6 +553,7 @@ class World {
   SimFileSystem fs_;        // outlives the stores
   std::string fault_node_;  // whose store fails its next write
   uint64_t failed_writes_ = 0;
+  uint64_t failovers_ = 0;  // of engines since closed
   ManualClock clock_;
   sync::MemoryNetwork net_;
   std::unique_ptr<SimCatalog> catalog_;
@@ -525,11 +582,13 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   uint64_t failed_writes = 0;
   uint64_t scope_changes = 0;
   uint64_t rendered = 0;
+  uint64_t failovers = 0;
   for (uint64_t seed = first; seed < first + count && failures < 10; ++seed) {
     World world(seed);
     world.chaos(steps);
     world.heal();
     failed_writes += world.failed_writes();
+    failovers += world.failovers();
     const std::string problem = world.check();
     scope_changes += world.scope_changes();
     rendered += world.rendered_objects();
@@ -542,14 +601,16 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   // The injected write failures must fire, or the runs test nothing of them.
   std::printf(
       "seeds %llu..%llu: %llu injected write failures fired, %llu scope changes, %llu "
-      "rendered lines compared\n",
+      "rendered lines compared, %llu failovers between the two roots\n",
       static_cast<unsigned long long>(first), static_cast<unsigned long long>(first + count - 1),
       static_cast<unsigned long long>(failed_writes),
-      static_cast<unsigned long long>(scope_changes), static_cast<unsigned long long>(rendered));
+      static_cast<unsigned long long>(scope_changes), static_cast<unsigned long long>(rendered),
+      static_cast<unsigned long long>(failovers));
   if (count >= 50) {
     EXPECT_GT(failed_writes, 0u);
     EXPECT_GT(scope_changes, 0u);
     EXPECT_GT(rendered, 0u);
+    EXPECT_GT(failovers, 0u);
   }
 }
 
