@@ -1,6 +1,6 @@
 // canopy_sync_bench: the sync engine at fleet scale, over a real nats-server.
 //
-//   canopy_sync_bench --case fanout|session_memory|storm [options]
+//   canopy_sync_bench --case fanout|session_memory|storm|failover [options]
 //
 // Results: one JSON line per figure on stdout,
 //   {"bench":"sync.fanout","metric":"p99_ms_s10000","value":812,"target":"<2000"}
@@ -116,6 +116,12 @@
 //                   and the hub's peak RSS during it (VmHWM of the hub process,
 //                   reset through /proc/<hub>/clear_refs just before; also
 //                   sampled every 10 ms).
+//   failover        (registered as hier.failover, --sites 1000) two hubs of
+//                   one level, active-active (HubConfig::peers), each the real
+//                   hub::Hub in its own process; S LIGHT children name both
+//                   (half start on each); one hub is SIGKILLed: time until
+//                   every child that was on it is in sync with the other
+//                   (target < 5 s), p50 too.
 #include "bench/sync_bench_fleet.h"
 
 namespace canopy::bench_sync {
@@ -542,6 +548,75 @@ void case_storm(const Options& opt, const std::string& url) {
   emit(bench, "max_concurrent_catchups", static_cast<double>(opt.max_catchups));
 }
 
+// hier.failover: two hubs of one level (the real hub::Hub, each in its own
+// process with its own store, `peers` naming the other) and S LIGHT
+// children whose parents are both, each starting at its
+// sync::preferred_order choice (about half on each). Once every child is in
+// sync, one hub is SIGKILLed; measured: the time from the kill until every
+// child that was on it is in sync with the other (its silence noticed after
+// three 1 s heartbeats, a hello, a reconciliation). Target: under 5 s for
+// 1,000 sites.
+void case_failover(const Options& opt, const std::string& url) {
+  const std::string bench = "hier.failover";
+  const int n = opt.sites;
+  child_parents() = {kHubName, "hub2"};
+  logf("=== failover S=%d: %s children, hubs %s and hub2 (peers), %zu workers", n, kind_name(false),
+       kHubName, opt.workers);
+  HubProcess a(url, n, opt.max_catchups, kHubName, "hub2");
+  HubProcess b(url, n, opt.max_catchups, "hub2", kHubName);
+  Fleet fleet(opt, url, n, false, /*demux=*/true);
+  fleet.connect();
+  const int64_t join0 = now_ns();
+  auto count = [&](auto pred) {
+    size_t k = 0;
+    for (auto& c : fleet.children()) k += pred(*c) ? 1 : 0;
+    return k;
+  };
+  while (count([](const BenchChild& c) { return c.in_sync(); }) < static_cast<size_t>(n)) {
+    if (now_ns() - join0 > static_cast<int64_t>(opt.join_timeout_s) * 1'000'000'000) {
+      die("the children did not all get in sync");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::vector<bool> on_a(fleet.children().size());
+  for (size_t i = 0; i < on_a.size(); ++i) on_a[i] = fleet.children()[i]->parent_index() == 0;
+  const size_t moving = static_cast<size_t>(std::count(on_a.begin(), on_a.end(), true));
+  logf("all %d children in sync after %.1f s: %zu on %s, %zu on hub2", n,
+       static_cast<double>(now_ns() - join0) / 1e9, moving, kHubName, n - moving);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+
+  const int64_t t0 = now_ns();
+  a.kill_now();
+  logf("SIGKILLed %s", kHubName);
+  std::vector<double> lat(on_a.size(), -1);
+  size_t done = 0;
+  const int64_t deadline = t0 + 60'000'000'000;
+  while (done < moving && now_ns() < deadline) {
+    for (size_t i = 0; i < on_a.size(); ++i) {
+      if (!on_a[i] || lat[i] >= 0) continue;
+      const auto& c = *fleet.children()[i];
+      if (c.parent_index() == 1 && c.in_sync()) {
+        lat[i] = static_cast<double>(now_ns() - t0) / 1e6;
+        ++done;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::vector<double> moved;
+  for (size_t i = 0; i < lat.size(); ++i) {
+    if (on_a[i] && lat[i] >= 0) moved.push_back(lat[i]);
+  }
+  const size_t stayed_in_sync = count([](const BenchChild& c) { return c.in_sync(); });
+  logf("failover: %zu/%zu children moved to hub2; p50 %.0f, p99 %.0f, max %.0f ms; %zu/%d in sync",
+       done, moving, percentile(moved, 0.5), percentile(moved, 0.99), percentile(moved, 1.0),
+       stayed_in_sync, n);
+  if (done < moving) logf("failover: NOT all moved within 60 s");
+  emit(bench, "failover_all_ms_s" + std::to_string(n),
+       done == moving ? std::round(percentile(moved, 1.0)) : -1, "<5000");
+  emit(bench, "failover_p50_ms_s" + std::to_string(n), std::round(percentile(moved, 0.5)));
+  emit(bench, "sites_moved_s" + std::to_string(n), static_cast<double>(done));
+}
+
 std::vector<int> parse_sizes(const std::string& s) {
   std::vector<int> out;
   std::stringstream in(s);
@@ -552,7 +627,7 @@ std::vector<int> parse_sizes(const std::string& s) {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: canopy_sync_bench --case fanout|session_memory|storm [--groups G] "
+               "usage: canopy_sync_bench --case fanout|session_memory|storm|failover [--groups G] "
                "[--workers W] [--rounds R] [--sizes 1000,10000] [--sites S] [--real-limit N] "
                "[--max-catchups K] [--join warm|cold] [--join-timeout S] [--no-diagnostics]\n");
   return 2;
@@ -590,6 +665,10 @@ int main(int argc, char** argv) {
       ha.nats_url = value(i);
     } else if (a == "--dir") {
       ha.dir = value(i);
+    } else if (a == "--hub-name") {
+      ha.name = value(i);
+    } else if (a == "--hub-peers") {
+      ha.peers = value(i);
     } else if (a == "--max-catchups") {
       ha.max_catchups = opt.max_catchups = std::strtoull(value(i).c_str(), nullptr, 10);
     } else if (a == "--case") {
@@ -619,7 +698,8 @@ int main(int argc, char** argv) {
   if (hub_role) hub_main(ha);
   raise_nofile();
   spdlog::set_level(spdlog::level::warn);
-  if (opt.which != "fanout" && opt.which != "session_memory" && opt.which != "storm") {
+  if (opt.which != "fanout" && opt.which != "session_memory" && opt.which != "storm" &&
+      opt.which != "failover") {
     return usage();
   }
   logf("case %s; RLIMIT_NOFILE %s; %u CPUs", opt.which.c_str(), Fleet::nofile_limit().c_str(),
@@ -628,6 +708,7 @@ int main(int argc, char** argv) {
   if (opt.which == "fanout") case_fanout(opt, nats->url());
   if (opt.which == "session_memory") case_session_memory(opt, nats->url());
   if (opt.which == "storm") case_storm(opt, nats->url());
+  if (opt.which == "failover") case_failover(opt, nats->url());
   cleanup_join();
   logf("done");
   return 0;

@@ -81,6 +81,13 @@ class Demux {
   uint64_t next_id_ = 1;
 };
 
+// The hubs the children sync with: one, or the hubs of an active-active
+// level (the failover case), tried in sync::preferred_order.
+inline std::vector<std::string>& child_parents() {
+  static std::vector<std::string> parents = {kHubName};
+  return parents;
+}
+
 inline std::mutex& cleanup_mu() {
   static std::mutex mu;
   return mu;
@@ -369,15 +376,17 @@ class BenchChild final : public SimChild {
     sync::ChildOptions co;
     co.labels = site_labels(id);
     co.software_version = "canopy-sync-bench";
+    const auto parents = sync::preferred_order(name_, child_parents());
+    co.fallback_parents.assign(parents.begin() + 1, parents.end());
     std::unique_ptr<sync::ChildSync> engine;
     if (store_) {
       node_ = std::make_unique<sync::SyncNode>(store_.get(), link_.get());
-      engine = std::make_unique<sync::ChildSync>(name_, kHubName, store_.get(), env, co);
+      engine = std::make_unique<sync::ChildSync>(name_, parents.front(), store_.get(), env, co);
     } else {
       node_ = std::make_unique<sync::SyncNode>(static_cast<sync::Persistence*>(replica_.get()),
                                                link_.get());
       engine = std::make_unique<sync::ChildSync>(
-          name_, kHubName, static_cast<sync::StoreView*>(replica_.get()), env, co);
+          name_, parents.front(), static_cast<sync::StoreView*>(replica_.get()), env, co);
     }
     engine_ = engine.get();
     node_->set_child_engine(std::move(engine));
@@ -389,10 +398,15 @@ class BenchChild final : public SimChild {
     // Exact until the next input: the engine's timers change only in run_once.
     due_ms = node_->next_tick_ms();
     in_sync_.store(engine_->in_sync());
+    parent_index_.store(static_cast<size_t>(
+        std::find(child_parents().begin(), child_parents().end(), engine_->parent()) -
+        child_parents().begin()));
     hellos_.store(engine_->stats().hellos);
     resets_.store(engine_->stats().resets);
   }
   bool in_sync() const override { return in_sync_.load(); }
+  // Which of child_parents() the engine syncs with now.
+  size_t parent_index() const { return parent_index_.load(); }
   uint64_t hellos() const { return hellos_.load(); }
   uint64_t resets() const { return resets_.load(); }
   ChildLink& link() { return *link_; }
@@ -407,6 +421,7 @@ class BenchChild final : public SimChild {
   std::unique_ptr<sync::SyncNode> node_;
   sync::ChildSync* engine_ = nullptr;
   std::atomic<bool> in_sync_{false};
+  std::atomic<size_t> parent_index_{0};
   std::atomic<uint64_t> hellos_{0};
   std::atomic<uint64_t> resets_{0};
 };
@@ -583,7 +598,9 @@ class Fleet {
     }
     if (demux_) {
       demux_nats_ = connect_group(url_, "canopy-bench-spokes-demux");
-      demux_map_.listen(demux_nats_.get(), sync::down_subject(kHubName, "*"));
+      for (const auto& p : child_parents()) {
+        demux_map_.listen(demux_nats_.get(), sync::down_subject(p, "*"));
+      }
       logf("children receive through one wildcard subscription on one connection");
     }
     for (auto& g : groups_) {

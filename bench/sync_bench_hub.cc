@@ -74,7 +74,8 @@ void hub_main(const HubArgs& a) {
   }
   writer.reset();
   hub::HubConfig config;
-  config.name = kHubName;
+  config.name = a.name.empty() ? std::string(kHubName) : a.name;
+  config.peers = a.peers;
   config.data_dir = a.dir + "/hub-store";
   config.nats_urls = {a.nats_url};
   config.durability = Durability::kGroupCommit;

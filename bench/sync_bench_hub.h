@@ -15,6 +15,8 @@ struct HubArgs {
   std::string nats_url;
   std::string dir;
   size_t max_catchups = 64;
+  std::string name;   // empty: kHubName
+  std::string peers;  // HubConfig::peers (the failover case's two hubs)
 };
 
 // The hub process's main; never returns.
@@ -22,7 +24,8 @@ struct HubArgs {
 
 class HubProcess {
  public:
-  HubProcess(const std::string& nats_url, int sites, size_t max_catchups) {
+  HubProcess(const std::string& nats_url, int sites, size_t max_catchups,
+             const std::string& name = kHubName, const std::string& peers = "") {
     int to_hub[2], from_hub[2];
     if (pipe(to_hub) != 0 || pipe(from_hub) != 0) die("pipe");
     std::vector<std::string> args = {
@@ -33,7 +36,12 @@ class HubProcess {
         "--nats",         nats_url,
         "--dir",          dir_.path().string(),
         "--max-catchups", std::to_string(max_catchups),
+        "--hub-name",     name,
     };
+    if (!peers.empty()) {
+      args.push_back("--hub-peers");
+      args.push_back(peers);
+    }
     std::vector<char*> argv;
     for (auto& s : args) argv.push_back(s.data());
     argv.push_back(nullptr);
@@ -57,7 +65,20 @@ class HubProcess {
     ready_ = parse_kv(read_line());
     if (!ready_.count("ready")) die("hub did not start");
   }
+  // SIGKILL: the hub dies as a crashed process does, mid-whatever.
+  void kill_now() {
+    if (to_ == nullptr) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    fclose(to_);
+    fclose(from_);
+    to_ = nullptr;
+    from_ = nullptr;
+    killed_ = true;
+  }
   ~HubProcess() {
+    if (killed_) return;
     const int64_t t0 = now_ns();
     if (to_ != nullptr) {
       std::fprintf(to_, "quit\n");
@@ -99,6 +120,7 @@ class HubProcess {
   FILE* to_ = nullptr;
   FILE* from_ = nullptr;
   std::map<std::string, std::string> ready_;
+  bool killed_ = false;
 };
 
 }  // namespace canopy::bench_sync
