@@ -122,6 +122,12 @@ void ChildSync::fail_over(const char* why) {
   parent_replica_ = 0;
   writable_prefixes_.clear();
   up_full_pending_ = false;
+  // What the next parent's session drops (a reconciliation against a hub
+  // that lacks what the last one gave us) would make our position in the
+  // last one's log claim keys we no longer hold: forget it. A session with a
+  // parent we return to reconciles.
+  writes_.push_back(
+      Write::put_local(down_position_key(from), v1::LogPosition().SerializeAsString()));
   load_down_position();
   start();
 }

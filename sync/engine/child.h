@@ -24,8 +24,9 @@
 // leaves NATS carrying our messages to no one), or a hello went unanswered
 // that long, it says hello to the next parent in the list. Its position in
 // each parent's log is kept apart (`sync/down/<parent>`): a session with a new
-// parent reconciles by sketch (only the difference is sent), one with a
-// parent it held a session with before resumes from its position there.
+// parent reconciles by sketch (only the difference is sent). The position in
+// the parent it leaves is forgotten: what the next one makes it drop would
+// make that position claim keys it no longer holds.
 //
 // Documents that carry the child's own writes are never dropped by a scope
 // change or reconciliation: they must flow up first.
