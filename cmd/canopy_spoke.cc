@@ -85,6 +85,13 @@ int main(int argc, char** argv) {
   // keeps memory freed by the reconciler's worker threads (a pass over 1,000
   // objects parses megabytes of JSON) out of reach of the others.
   mallopt(M_ARENA_MAX, 2);
+  // Blocks of 128 KiB and more (a LIST's body, a message's decoding scratch,
+  // a pass's vectors) are mapped on their own and unmapped when freed, never
+  // left in the heap between the small blocks the spoke keeps: glibc would
+  // otherwise raise this threshold after the first such block is freed, and
+  // the audit's transient megabytes would stay resident as fragments.
+  mallopt(M_MMAP_THRESHOLD, 128 << 10);
+  mallopt(M_TRIM_THRESHOLD, 256 << 10);
   spoke::SpokeConfig cfg;
   std::vector<std::string> labels;
   auto bind = [&labels](CLI::App& app, spoke::SpokeConfig* c) {

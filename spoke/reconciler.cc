@@ -212,15 +212,51 @@ Status Reconciler::reconcile_once() {
     }
   }
   stats_.renders_computed = misses.size();
+  // Templates are held as keys only between passes (their documents are most
+  // of what a spoke would keep in memory): a render reads its template again
+  // unless this pass parsed it already. Each plan names a distinct template,
+  // so each worker fills in its own entry of the map.
+  std::vector<Status> loads(misses.size());
   parallel_for(misses.size(), threads_, [&](size_t i) {
-    auto r = model::render_object(*misses[i].first, desired_, limits_);
     Memo& m = *misses[i].second;
+    const std::string& tk = misses[i].first->template_key;
+    json& tdoc = desired_.templates.at(tk);
+    if (tdoc.is_null()) {
+      auto text = store_->get(tk);
+      if (!text.ok()) {
+        loads[i] = text.status();
+      } else {
+        tdoc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+        if (tdoc.is_discarded() || !tdoc.is_object()) {
+          loads[i] = data_loss("document " + tk + " is not a JSON object");
+          tdoc = json();
+        }
+      }
+      if (!loads[i].ok()) {
+        // Not memoized: the next pass renders it again.
+        m.fingerprint = 0;
+        m.ok = false;
+        m.error = "reading " + tk + ": " + loads[i].message();
+        return;
+      }
+    }
+    auto r = model::render_object(*misses[i].first, desired_, limits_);
     m.ok = r.ok();
     if (r.ok()) {
       m.object = std::move(r).value();
     } else {
       m.error = r.status().message();
     }
+  });
+  for (auto& [tk, doc] : desired_.templates) doc = json();
+  for (const Status& st : loads) note(st);
+  // The rendered objects kept from earlier passes, parsed again.
+  std::vector<Memo*> kept;
+  for (auto& [tk, m] : memo) {
+    if (m.ok && m.object.object.is_null() && !m.text.empty()) kept.push_back(&m);
+  }
+  parallel_for(kept.size(), threads_, [&](size_t i) {
+    kept[i]->object.object = json::parse(kept[i]->text, nullptr, /*allow_exceptions=*/false);
   });
   std::vector<const model::RenderedObject*> to_apply;
   for (const model::ObjectPlan& p : plan.objects) {
@@ -418,6 +454,12 @@ Status Reconciler::reconcile_once() {
   }
 
   note(applier_->collect_garbage());
+  // Back to text until the next pass.
+  for (auto& [tk, m] : memo_) {
+    if (!m.ok || m.object.object.is_null()) continue;
+    if (m.text.empty()) m.text = m.object.object.dump();
+    m.object.object = json();
+  }
   return first_error;
 }
 

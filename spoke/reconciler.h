@@ -31,9 +31,15 @@
 // is not written by this reconciler).
 //
 // Cost: a pass over 1,000 unchanged objects scans the store and stats the
-// files, and parses, renders and writes nothing. The daemon calls it whenever
-// the store changes (debounced), its own status writes included: the second
-// pass after a change finds nothing to do.
+// files, renders and writes nothing, and parses only its rendered objects'
+// text. Memory: between passes the reconciler holds the desired documents'
+// hashes and, of the templates, only their keys: a render reads its template
+// from the store again (unless the pass just parsed it); of the rendered
+// objects it holds their text, parsed again for the applier during a pass
+// and dropped after it, so a spoke does not keep its scope as parsed JSON
+// (several times its size) while it idles. The daemon calls it whenever the
+// store changes (debounced), its own status writes included: the second pass
+// after a change finds nothing to do.
 //
 // Thread-safety: REQUIRES external synchronization; `store` and `applier` must
 // outlive the reconciler.
@@ -126,8 +132,12 @@ class Reconciler {
   struct Memo {
     uint64_t fingerprint = 0;
     bool ok = false;
-    model::RenderedObject object;  // when ok
-    std::string error;             // when not
+    // When ok. Between passes `object.object` is null and `text` holds it
+    // serialized (a parsed Deployment takes several times its text); a pass
+    // parses it again for the applier and drops it when done.
+    model::RenderedObject object;
+    std::string text;
+    std::string error;  // when not
   };
 
   Status refresh_desired();

@@ -18,6 +18,9 @@ namespace canopy::spoke {
 constexpr auto kHousekeepingInterval = std::chrono::minutes(10);
 // Decoded documents the spoke's store keeps in memory.
 constexpr size_t kDocCacheEntries = 256;
+// RocksDB's block cache and memtables for the spoke's store (StoreOptions).
+constexpr size_t kBlockCacheBytes = 256 << 10;
+constexpr size_t kWriteBufferBytes = 256 << 10;
 // A burst of commits settles this long before a reconcile pass.
 constexpr auto kDebounce = std::chrono::milliseconds(20);
 
@@ -36,6 +39,9 @@ Status Spoke::start() {
   // writes rarely (its status documents) and reads its desired documents in
   // scans, so a small cache serves it and keeps megabytes off a site machine.
   so.doc_cache_entries = kDocCacheEntries;
+  // And RocksDB's memory in proportion: the spoke's store is a few MB.
+  so.block_cache_bytes = kBlockCacheBytes;
+  so.write_buffer_bytes = kWriteBufferBytes;
   auto store_or = Store::open(so);
   if (!store_or.ok()) {
     return Status(store_or.status().code(),
@@ -152,7 +158,9 @@ Status Spoke::start() {
     stop();
     return Status(s.code(), "cannot subscribe: " + s.message());
   }
-  runtime_ = std::make_unique<sync::SyncRuntime>(node_.get());
+  // Given the clock, the runtime sleeps until the session has something to
+  // do (a heartbeat every 2 s when idle) instead of ticking 20 times a second.
+  runtime_ = std::make_unique<sync::SyncRuntime>(node_.get(), 50, SystemClock::instance());
   runtime_->start();
   reconcile_thread_ = std::thread([this] { reconcile_loop(); });
   return ok_status();

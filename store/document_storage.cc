@@ -55,11 +55,14 @@ struct StoragePool {
 // to use them: when the heap maps it fresh, walks over many documents' nodes
 // then cost few TLB misses. (On this 2-core VM the gain is within the noise
 // of store.merge; the alignment costs at most 2 MiB of address space.)
-char* new_slab() {
+// The first slab is not advised: a process holding few documents (a
+// spoke's cache of 256) would pay a whole huge page of resident memory for
+// its first few kilobytes of them.
+char* new_slab(bool first) {
   constexpr size_t kHugePage = size_t{2} << 20;
   void* p = ::operator new (kSlabBytes, std::align_val_t{kHugePage});
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  madvise(p, kSlabBytes, MADV_HUGEPAGE);  // advice only: failure is harmless
+  if (!first) madvise(p, kSlabBytes, MADV_HUGEPAGE);  // advice only: failure is harmless
 #endif
   return static_cast<char*>(p);
 }
@@ -106,7 +109,7 @@ void* document_storage_allocate(size_t bytes) {
       pool.slab += fit.bytes;
       pool.slab_left -= fit.bytes;
     }
-    pool.slab = new_slab();
+    pool.slab = new_slab(/*first=*/pool.slab == nullptr);
     pool.slab_left = kSlabBytes;
   }
   void* p = pool.slab;

@@ -1,5 +1,6 @@
 #include "store/store.h"
 
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
@@ -69,6 +70,18 @@ Status Store::Impl::open() {
   // 1,000 spoke stores filled 73 GB).
   options.allow_fallocate = false;
   rocksdb::ColumnFamilyOptions cf;
+  std::shared_ptr<rocksdb::Cache> block_cache;
+  if (opts_.block_cache_bytes > 0) {
+    block_cache = rocksdb::NewLRUCache(opts_.block_cache_bytes);
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = block_cache;
+    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  }
+  if (opts_.write_buffer_bytes > 0) {
+    cf.write_buffer_size = opts_.write_buffer_bytes;
+    cf.arena_block_size = std::min<size_t>(opts_.write_buffer_bytes / 8, 64 << 10);
+    options.db_write_buffer_size = 2 * opts_.write_buffer_bytes;
+  }
   cf.compression = has(rocksdb::kLZ4Compression)      ? rocksdb::kLZ4Compression
                    : has(rocksdb::kSnappyCompression) ? rocksdb::kSnappyCompression
                                                       : rocksdb::kNoCompression;
@@ -82,6 +95,7 @@ Status Store::Impl::open() {
   // Creating a document looks it up first: bloom filters answer "absent"
   // without reading table blocks, in the tables and in the memtable.
   rocksdb::BlockBasedTableOptions docs_table;
+  docs_table.block_cache = block_cache;
   docs_table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   docs_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(docs_table));
   docs_cf.memtable_prefix_bloom_size_ratio = 0.02;

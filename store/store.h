@@ -107,6 +107,14 @@ struct StoreOptions {
   // (max_file_opening_threads); 1 opens them on the calling thread. The
   // simulation, which opens thousands of small stores, starts none.
   int file_opening_threads = 16;
+  // Memory RocksDB may hold, for a small store on a small machine (the
+  // spoke's); 0 keeps RocksDB's defaults (a block cache per column family,
+  // 64 MB memtables). block_cache_bytes is one cache shared by the column
+  // families; write_buffer_bytes bounds each memtable, and all of them
+  // together at twice that (a store that fills them flushes to table files,
+  // which are read through the page cache).
+  size_t block_cache_bytes = 0;
+  size_t write_buffer_bytes = 0;
 };
 
 // Which keys a replication call covers.

@@ -278,7 +278,7 @@ Status KubeApplier::write(Work& w) {
     }
     return s;
   }
-  const json live = r->json();
+  const json live = r->object_json();
   Entry& e = entries_[w.id];
   e.drift.clear();
   e.hash = w.object->hash;
@@ -357,7 +357,7 @@ Status KubeApplier::audit(std::vector<Work>& work, bool full) {
                                            "%3D" + std::string(model::kManagedByValue));
       if (!r.ok()) return r.status();
       if (r->code != 200) return status_of(*r, "list " + type->resource);
-      json list = r->json();
+      json list = r->object_json();
       std::map<std::string, const json*> live;
       if (!list.is_object() || !list.contains("items") || !list["items"].is_array()) {
         return unavailable("list " + type->resource + ": not a list");
@@ -402,7 +402,7 @@ Status KubeApplier::audit(std::vector<Work>& work, bool full) {
     if (r->code == 404) {
       observe(&w, it->second, nullptr);
     } else if (r->code == 200) {
-      const json live = r->json();
+      const json live = r->object_json();
       observe(&w, it->second, &live);
     }
   }

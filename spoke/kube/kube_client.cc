@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 namespace canopy::spoke::kube {
 namespace {
@@ -61,6 +62,27 @@ int64_t mtime_ns(const std::string& path) {
 
 nlohmann::json KubeResponse::json() const {
   return nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+}
+
+nlohmann::json KubeResponse::object_json() const {
+  using nlohmann::json;
+  // keys[d]: the last key read at depth d (the key of the value at depth d
+  // when its container is an object; "" inside an array). The object's
+  // metadata is {"metadata": ...} at depth 1; an item's, under {"items":
+  // [...]}, at depth 3.
+  std::vector<std::string> keys(8);
+  auto callback = [&keys](int depth, json::parse_event_t event, json& parsed) {
+    const auto d = static_cast<size_t>(depth);
+    if (event == json::parse_event_t::array_start) {
+      if (d + 1 < keys.size()) keys[d + 1].clear();
+      return true;
+    }
+    if (event != json::parse_event_t::key || d >= keys.size()) return true;
+    keys[d] = parsed.get<std::string>();
+    if (keys[d] != "managedFields" || keys[d - 1] != "metadata") return true;
+    return d == 2 ? false : !(d == 4 && keys[1] == "items" && keys[2].empty());
+  };
+  return json::parse(body, callback, /*allow_exceptions=*/false);
 }
 
 KubeClient::KubeClient(KubeEndpoint endpoint, KubeClientOptions options)

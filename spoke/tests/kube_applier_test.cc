@@ -252,6 +252,43 @@ TEST_F(KubeApplierTest, ObjectsOfACrdAppliedAfterAFailedPassFindTheirKindAtOnce)
   EXPECT_TRUE(live("example.com", "widgets", "default", "w1"));
 }
 
+// object_json() leaves out the server's managedFields of an object and of a
+// list's items, and nothing else: not a key of that name in the object's
+// data, not one outside metadata; a body that is not JSON is still discarded.
+TEST(KubeResponseTest, ObjectJsonLeavesOutOnlyManagedFieldsOfMetadata) {
+  const json managed = json::array({{{"manager", "canopy"}, {"operation", "Apply"}}});
+  const json cm = {{"apiVersion", "v1"},
+                   {"kind", "ConfigMap"},
+                   {"metadata", {{"name", "a"}, {"uid", "u1"}, {"managedFields", managed}}},
+                   {"data", {{"managedFields", "kept"}}},
+                   {"spec", {{"metadata", {{"x", 1}}}, {"items", {1, 2}}}}};
+  KubeResponse one{200, cm.dump(), 1};
+  json want = cm;
+  want["metadata"].erase("managedFields");
+  EXPECT_EQ(one.object_json(), want);
+  EXPECT_EQ(one.json(), cm);  // json() keeps everything
+
+  json nested = cm;
+  nested["spec"]["template"] = {{"metadata", {{"managedFields", managed}}}};
+  json list = {
+      {"kind", "ConfigMapList"}, {"metadata", {{"resourceVersion", "7"}}}, {"items", {cm, nested}}};
+  KubeResponse many{200, list.dump(), 1};
+  json got = many.object_json();
+  ASSERT_EQ(got["items"].size(), 2u);
+  for (const json& item : got["items"]) {
+    EXPECT_FALSE(item["metadata"].contains("managedFields")) << item.dump();
+    EXPECT_EQ(item["metadata"]["uid"], "u1");
+    EXPECT_EQ(item["data"]["managedFields"], "kept");
+  }
+  // Only the items' own metadata: a pod template's is the object's content.
+  EXPECT_EQ(got["items"][1]["spec"]["template"], nested["spec"]["template"]);
+
+  KubeResponse bad{200, "{\"metadata\": {\"managedFields\": [", 1};
+  EXPECT_TRUE(bad.object_json().is_discarded());
+  KubeResponse text{200, "Internal Server Error", 1};
+  EXPECT_TRUE(text.object_json().is_discarded());
+}
+
 TEST(DiscoveryTest, WalksApiAndApisAsKubectlApiResourcesDoes) {
   canopy::testing::TempDir dir("canopy-discovery-");
   auto cluster = TestCluster::start(dir.path().string());

@@ -2,9 +2,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 namespace canopy::sync {
+
+// The longest a runtime given a clock sleeps without being due: a bound on
+// what a missed wake-up could cost.
+constexpr uint64_t kMaxIdleWaitMs = 1000;
 
 SyncNode::SyncNode(Store* store, Transport* transport, NodeLimits limits)
     : owned_persistence_(std::make_unique<StorePersistence>(store)),
@@ -269,7 +274,8 @@ void SyncNode::wake() {
   cv_.notify_one();
 }
 
-SyncRuntime::SyncRuntime(SyncNode* node, uint64_t tick_ms) : node_(node), tick_ms_(tick_ms) {}
+SyncRuntime::SyncRuntime(SyncNode* node, uint64_t tick_ms, Clock* clock)
+    : node_(node), tick_ms_(tick_ms), clock_(clock) {}
 
 SyncRuntime::~SyncRuntime() { stop(); }
 
@@ -277,11 +283,16 @@ void SyncRuntime::start() {
   thread_ = std::thread([this] {
     auto last_tick = std::chrono::steady_clock::now();
     for (;;) {
+      uint64_t timeout = tick_ms_;
       {
         std::lock_guard lock(mu_);
         if (stop_) return;
+        if (clock_ != nullptr) {
+          const uint64_t due = node_->next_tick_ms(), now = clock_->now_ms();
+          if (due > now + tick_ms_) timeout = std::min(due - now, kMaxIdleWaitMs);
+        }
       }
-      node_->wait(tick_ms_);
+      node_->wait(timeout);
       std::lock_guard lock(mu_);
       if (stop_) return;
       const auto now = std::chrono::steady_clock::now();

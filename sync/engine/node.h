@@ -142,10 +142,14 @@ class SyncNode {
   NodeStats stats_;  // guarded by mu_
 };
 
-// Runs a SyncNode on its own thread, ticking every `tick_ms`.
+// Runs a SyncNode on its own thread, ticking every `tick_ms`. Given the
+// engines' clock, it sleeps through ticks that have nothing to do instead
+// (next_tick_ms(): a child with nothing in flight wakes for its heartbeat,
+// not 20 times a second; a parent is always due, so a hub ticks as before),
+// waking at once for anything queued.
 class SyncRuntime {
  public:
-  SyncRuntime(SyncNode* node, uint64_t tick_ms = 50);
+  SyncRuntime(SyncNode* node, uint64_t tick_ms = 50, Clock* clock = nullptr);
   ~SyncRuntime();
   void start();
   void stop();
@@ -156,6 +160,7 @@ class SyncRuntime {
  private:
   SyncNode* node_;
   uint64_t tick_ms_;
+  Clock* clock_;
   std::thread thread_;
   std::mutex mu_;
   bool stop_ = false;
