@@ -83,6 +83,14 @@ model::Labels labels_of(std::string_view kind, std::string_view name, const json
     if (site.ok()) out = std::move(site->labels);
     return out;
   }
+  if (kind == kDevice) {
+    auto labels = doc.find("labels");
+    if (labels == doc.end() || !labels->is_object()) return out;
+    for (const auto& [k, v] : labels->items()) {
+      if (v.is_string()) out.emplace(k, v.get<std::string>());
+    }
+    return out;
+  }
   auto meta = doc.find("metadata");
   if (meta == doc.end() || !meta->is_object()) return out;
   auto labels = meta->find("labels");
@@ -156,6 +164,29 @@ grpc::Status CatalogService::authorize_object(std::string_view authorization, bo
   return who.ok() ? grpc::Status::OK : to_grpc(who.status());
 }
 
+grpc::Status CatalogService::check_device_site(std::string_view authorization,
+                                               std::string_view tenant, std::string_view site,
+                                               bool put, bool write, bool* hidden) const {
+  *hidden = false;
+  auto who = auth_->authenticate(authorization);
+  if (!who.ok()) return to_grpc(who.status());
+  const bool fleet = who->role == model::Role::kFleetAdmin;
+  if (index_->granted(tenant, site)) return grpc::Status::OK;
+  const std::string why = "site " + quote(site) + " is not granted to tenant " + quote(tenant);
+  if (fleet) {
+    if (!put) return grpc::Status::OK;
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        why + ": a tenant's devices live on its granted sites; grant it first");
+  }
+  if (!write) {
+    *hidden = true;  // the tenant learns nothing of a site not granted to it
+    return grpc::Status::OK;
+  }
+  return grpc::Status(
+      grpc::StatusCode::PERMISSION_DENIED,
+      "token " + who->id + " (" + holder_of(*who) + ") may not write devices: " + why);
+}
+
 std::mutex& CatalogService::write_lock(const std::string& key) {
   return write_locks_[std::hash<std::string>{}(key) % kWriteLocks];
 }
@@ -181,8 +212,15 @@ grpc::Status CatalogService::put(std::string_view authorization, const v1::PutRe
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "object is missing");
   }
   const v1::Object& obj = request->object();
-  auto key = object_key(obj.kind(), obj.tenant(), obj.name(), "object.");
+  auto key = object_key(obj.kind(), obj.tenant(), obj.name(), "object.", obj.site());
   if (!key.ok()) return to_grpc(key.status());
+  if (obj.kind() == kDevice) {
+    bool hidden = false;
+    if (auto a = check_device_site(authorization, obj.tenant(), obj.site(), true, true, &hidden);
+        !a.ok()) {
+      return a;
+    }
+  }
   std::string canonical;
   auto doc = validate_object(obj, options_.limits, &canonical);
   if (!doc.ok()) return to_grpc(doc.status());
@@ -207,7 +245,7 @@ grpc::Status CatalogService::put(std::string_view authorization, const v1::PutRe
   spdlog::debug("catalog: put {} ({} field ops)", *key, delta->ops_size());
 
   v1::Object* out = response->mutable_object();
-  name_object(obj.kind(), obj.tenant(), obj.name(), out);
+  name_object(obj.kind(), obj.tenant(), obj.name(), out, obj.site());
   if (delta->ops_size() > 0) {
     // The write made the object exactly `doc`, stamped above everything it
     // held before: that is the object and its version as this call left it
@@ -242,16 +280,54 @@ grpc::Status CatalogService::get(std::string_view authorization, const v1::GetRe
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         not_found_message(request->kind(), request->tenant(), request->name()));
   }
-  auto key = object_key(request->kind(), request->tenant(), request->name());
+  auto key = object_key(request->kind(), request->tenant(), request->name(), "", request->site());
   if (!key.ok()) return to_grpc(key.status());
+  const std::string missing =
+      not_found_message(request->kind(), request->tenant(), request->name(), request->site());
+  if (request->kind() == kDevice) {
+    bool hidden = false;
+    if (auto a = check_device_site(authorization, request->tenant(), request->site(), false, false,
+                                   &hidden);
+        !a.ok()) {
+      return a;
+    }
+    if (hidden) return grpc::Status(grpc::StatusCode::NOT_FOUND, missing);
+  }
   v1::Object* out = response->mutable_object();
-  name_object(request->kind(), request->tenant(), request->name(), out);
+  name_object(request->kind(), request->tenant(), request->name(), out, request->site());
   auto found = read_object(*key, out);
   if (!found.ok()) return to_grpc(found.status());
-  if (!*found) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        not_found_message(request->kind(), request->tenant(), request->name()));
+  if (!*found) return grpc::Status(grpc::StatusCode::NOT_FOUND, missing);
+  return grpc::Status::OK;
+}
+
+grpc::Status CatalogService::get_twin(std::string_view authorization, std::string_view tenant,
+                                      std::string_view site, std::string_view name, json* out) {
+  v1::GetRequest request;
+  request.set_kind(std::string(kDevice));
+  request.set_tenant(std::string(tenant));
+  request.set_site(std::string(site));
+  request.set_name(std::string(name));
+  v1::GetResponse device;
+  if (auto st = get(authorization, request, &device); !st.ok()) return st;
+  auto parsed =
+      model::parse_device(site, tenant, name, json::parse(device.object().json(), nullptr, false));
+  if (!parsed.ok()) {
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        subject(kDevice, name) + ": its document is refused: " + parsed.status().message());
   }
+  json reported = json::object();
+  auto text = store_->get(model::reported_key(site, tenant, name));
+  if (text.ok()) {
+    auto fields = model::parse_reported(json::parse(*text, nullptr, false));
+    if (fields.ok()) {
+      for (const auto& [k, f] : *fields) reported[k] = {{"value", f.value}, {"atMs", f.at_ms}};
+    }
+  } else if (text.status().code() != StatusCode::kNotFound) {
+    return to_grpc(text.status());
+  }
+  *out = {{"desired", parsed->desired}, {"reported", std::move(reported)}};
   return grpc::Status::OK;
 }
 
@@ -266,8 +342,17 @@ grpc::Status CatalogService::list(std::string_view authorization, const v1::List
   }
   const std::string& kind = request->kind();
   // Validate kind and tenant with a placeholder name.
-  auto valid = object_key(kind, request->tenant(), "x");
+  auto valid = object_key(kind, request->tenant(), "x", "", request->site());
   if (!valid.ok()) return to_grpc(valid.status());
+  if (kind == kDevice) {
+    bool hidden = false;
+    if (auto a = check_device_site(authorization, request->tenant(), request->site(), false, false,
+                                   &hidden);
+        !a.ok()) {
+      return a;
+    }
+    if (hidden) return grpc::Status::OK;  // an ungranted site: no devices to see
+  }
   auto selector = model::LabelSelector::parse_text(request->label_selector(), "label_selector");
   if (!selector.ok()) return to_grpc(selector.status());
   const bool filtered = !selector->empty();
@@ -279,7 +364,7 @@ grpc::Status CatalogService::list(std::string_view authorization, const v1::List
   const size_t page_size = request->page_size() == 0
                                ? kDefaultPageSize
                                : std::min<uint32_t>(request->page_size(), kMaxPageSize);
-  const std::string prefix = prefix_of(kind, request->tenant());
+  const std::string prefix = prefix_of(kind, request->tenant(), request->site());
 
   auto add = [&](const std::string& name, const std::string& key) -> StatusOr<bool> {
     v1::Object obj;
@@ -338,7 +423,7 @@ grpc::Status CatalogService::list(std::string_view authorization, const v1::List
         return grpc::Status::OK;
       }
       v1::Object* obj = response->add_objects();
-      name_object(kind, request->tenant(), name, obj);
+      name_object(kind, request->tenant(), name, obj, request->site());
       obj->set_json(std::move(text));
       obj->set_version(doc->max_hlc());
     }
@@ -356,8 +441,18 @@ grpc::Status CatalogService::remove(std::string_view authorization,
       !a.ok()) {
     return a;
   }
-  auto key = object_key(request->kind(), request->tenant(), request->name());
+  auto key = object_key(request->kind(), request->tenant(), request->name(), "", request->site());
   if (!key.ok()) return to_grpc(key.status());
+  const std::string missing =
+      not_found_message(request->kind(), request->tenant(), request->name(), request->site());
+  if (request->kind() == kDevice) {
+    bool hidden = false;
+    if (auto a = check_device_site(authorization, request->tenant(), request->site(), false, true,
+                                   &hidden);
+        !a.ok()) {
+      return a;
+    }
+  }
   StatusOr<v1::Delta> delta = v1::Delta();
   {
     std::lock_guard lock(write_lock(*key));
@@ -377,14 +472,13 @@ grpc::Status CatalogService::remove(std::string_view authorization,
   }
   if (!delta.ok()) {
     if (delta.status().code() == StatusCode::kNotFound) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          not_found_message(request->kind(), request->tenant(), request->name()));
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, missing);
     }
     return to_grpc(delta.status());
   }
   spdlog::debug("catalog: deleted {}", *key);
   v1::Object* out = response->mutable_object();
-  name_object(request->kind(), request->tenant(), request->name(), out);
+  name_object(request->kind(), request->tenant(), request->name(), out, request->site());
   out->set_version(delta->hlc());
   return grpc::Status::OK;
 }
@@ -394,6 +488,11 @@ grpc::Status CatalogService::check_watch(std::string_view authorization,
   if (auto a = authorize_object(authorization, false, request.kind(), request.tenant(), "");
       !a.ok()) {
     return a;
+  }
+  if (request.kind() == kDevice) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "kind device cannot be watched yet (devices live under their sites); "
+                        "list them per site");
   }
   auto valid = object_key(request.kind(), request.tenant(), "x");
   if (!valid.ok()) return to_grpc(valid.status());

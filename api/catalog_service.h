@@ -136,6 +136,13 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   // here by the spoke's renderer from this hub's documents.
   grpc::Status render(std::string_view authorization, const v1::RenderRequest& request,
                       v1::RenderResponse* response);
+  // A device's twin: {"desired": {...}, "reported": {"<field>": {"value":
+  // ..., "atMs": N}}}, the desired state from the device's document and the
+  // reported one from `sites/<site>/reported/<tenant>/<device>` (written by
+  // the site's spoke; {} until the device reports). Authorized as a Get of the
+  // device. (REST only for now: GET .../devices/<device>/twin.)
+  grpc::Status get_twin(std::string_view authorization, std::string_view tenant,
+                        std::string_view site, std::string_view name, nlohmann::json* out);
   // (catalog_views.cc) The conflict records of a tenant's objects.
   grpc::Status list_conflicts(std::string_view authorization,
                               const v1::ListConflictsRequest& request,
@@ -189,6 +196,13 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   grpc::Status authorize_object(std::string_view authorization, bool write, std::string_view kind,
                                 std::string_view tenant, std::string_view name,
                                 std::string* granted_to = nullptr) const;
+  // Devices: a tenant's members reach its devices only on sites granted to
+  // it (a read elsewhere is NOT_FOUND, a write PERMISSION_DENIED); a fleet
+  // admin reads and deletes any, and writes only on a granted site (a
+  // tenant's devices live on its sites: FAILED_PRECONDITION). Call after
+  // authorize_object. `*hidden` is set when a read must find nothing.
+  grpc::Status check_device_site(std::string_view authorization, std::string_view tenant,
+                                 std::string_view site, bool put, bool write, bool* hidden) const;
   // The lock that makes a versioned write's check and write atomic.
   std::mutex& write_lock(const std::string& key);
 

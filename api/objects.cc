@@ -69,7 +69,8 @@ Status check_label(std::string_view field, std::string_view value) {
 
 bool is_fleet_kind(std::string_view kind) { return kind == kSite || kind == kTenantKind; }
 
-std::string prefix_of(std::string_view kind, std::string_view tenant) {
+std::string prefix_of(std::string_view kind, std::string_view tenant, std::string_view site) {
+  if (kind == kDevice) return model::devices_prefix(site, tenant);
   if (kind == kSite) return std::string(model::kSitesPrefix);
   if (kind == kTenantKind) return std::string(model::kTenantsPrefix);
   return model::tenant_kind_prefix(tenant, kind);
@@ -77,27 +78,37 @@ std::string prefix_of(std::string_view kind, std::string_view tenant) {
 
 // The object's kind, tenant and name from its key.
 void name_object(std::string_view kind, std::string_view tenant, std::string_view name,
-                 v1::Object* out) {
+                 v1::Object* out, std::string_view site) {
+  if (!site.empty()) out->set_site(std::string(site));
   out->set_kind(std::string(kind));
   out->set_tenant(std::string(tenant));
   out->set_name(std::string(name));
 }
 
-std::string not_found_message(std::string_view kind, std::string_view tenant,
-                              std::string_view name) {
+std::string not_found_message(std::string_view kind, std::string_view tenant, std::string_view name,
+                              std::string_view site) {
   std::string m = subject(kind, name);
   if (!is_fleet_kind(kind)) m += " of tenant " + quote(tenant);
+  if (!site.empty()) m += " at site " + quote(site);
   return m + " not found";
 }
 
 StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
-                                 std::string_view name, std::string_view field_prefix) {
+                                 std::string_view name, std::string_view field_prefix,
+                                 std::string_view site) {
   const std::string p(field_prefix);
   if (kind.empty()) return invalid_argument(p + "kind is missing");
   if (kind != kTemplate && kind != kPlacement && kind != kOverride && kind != kGrant &&
-      kind != kSite && kind != kTenantKind) {
-    return invalid_argument(p + "kind " + quote(kind) +
-                            " is not one of template, placement, override, grant, site, tenant");
+      kind != kSite && kind != kTenantKind && kind != kDevice) {
+    return invalid_argument(
+        p + "kind " + quote(kind) +
+        " is not one of template, placement, override, grant, site, tenant, device");
+  }
+  if (kind == kDevice) {
+    CANOPY_RETURN_IF_ERROR(check_label(p + "site", site));
+  } else if (!site.empty()) {
+    return invalid_argument(p + "site must be empty for kind " + std::string(kind) +
+                            " (only devices belong to a site)");
   }
   if (is_fleet_kind(kind)) {
     if (!tenant.empty()) {
@@ -108,7 +119,7 @@ StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
     CANOPY_RETURN_IF_ERROR(check_label(p + "tenant", tenant));
   }
   CANOPY_RETURN_IF_ERROR(check_label(p + "name", name));
-  return prefix_of(kind, tenant) + std::string(name);
+  return prefix_of(kind, tenant, site) + std::string(name);
 }
 
 StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& limits,
@@ -156,6 +167,13 @@ StatusOr<json> validate_object(const v1::Object& object, const DocumentLimits& l
   } else if (kind == kTenantKind) {
     CANOPY_RETURN_IF_ERROR(named(what, model::parse_tenant(object.name(), doc).status()));
     if (!doc.contains("name")) doc["name"] = object.name();
+  } else if (kind == kDevice) {
+    CANOPY_RETURN_IF_ERROR(named(
+        what, model::parse_device(object.site(), object.tenant(), object.name(), doc).status()));
+    // The document names itself, so a site's copy says whose it is.
+    doc["site"] = object.site();
+    doc["tenant"] = object.tenant();
+    doc["id"] = object.name();
   }
   std::string dumped = doc.dump();
   if (dumped.size() > limits.max_doc_bytes) {

@@ -27,14 +27,19 @@ inline constexpr std::string_view kOverride = "override";
 inline constexpr std::string_view kSite = "site";
 inline constexpr std::string_view kGrant = "grant";
 inline constexpr std::string_view kTenantKind = "tenant";
+// A device of a site's bus: named by (tenant, site, name), stored at
+// sites/<site>/devices/<tenant>/<name>, so it is in exactly that site's scope.
+inline constexpr std::string_view kDevice = "device";
 
 // Whether objects of `kind` belong to no tenant (sites and tenants).
 bool is_fleet_kind(std::string_view kind);
 
 // The store key of an object, or INVALID_ARGUMENT naming the bad field
-// (`field_prefix` is prepended to field names, e.g. "object.").
+// (`field_prefix` is prepended to field names, e.g. "object."). `site` is
+// required for a device and must be empty for the other kinds.
 StatusOr<std::string> object_key(std::string_view kind, std::string_view tenant,
-                                 std::string_view name, std::string_view field_prefix = "");
+                                 std::string_view name, std::string_view field_prefix = "",
+                                 std::string_view site = "");
 
 // Checks `object.json` for the object's kind and returns the document to
 // store. The kind and name must already be valid (object_key). When
@@ -60,13 +65,14 @@ std::string quote(std::string_view s);
 std::string subject(std::string_view kind, std::string_view name);
 // INVALID_ARGUMENT unless `value` is a DNS-1123 label (`field` names it).
 Status check_label(std::string_view field, std::string_view value);
-// The store key prefix of the objects of `kind` (of `tenant`).
-std::string prefix_of(std::string_view kind, std::string_view tenant);
-// Sets the object's kind, tenant and name.
+// The store key prefix of the objects of `kind` (of `tenant`; of `site` for
+// devices).
+std::string prefix_of(std::string_view kind, std::string_view tenant, std::string_view site = "");
+// Sets the object's kind, tenant, name (and site, when not empty).
 void name_object(std::string_view kind, std::string_view tenant, std::string_view name,
-                 v1::Object* out);
-// `<kind> "<name>" [of tenant "<tenant>"] not found`.
-std::string not_found_message(std::string_view kind, std::string_view tenant,
-                              std::string_view name);
+                 v1::Object* out, std::string_view site = "");
+// `<kind> "<name>" [of tenant "<tenant>"] [at site "<site>"] not found`.
+std::string not_found_message(std::string_view kind, std::string_view tenant, std::string_view name,
+                              std::string_view site = "");
 
 }  // namespace canopy::api

@@ -87,6 +87,7 @@ json object_json(const v1::Object& o) {
               {"tenant", o.tenant()},
               {"name", o.name()},
               {"version", std::to_string(o.version())}};
+  if (!o.site().empty()) out["site"] = o.site();
   if (!o.json().empty()) out["document"] = json::parse(o.json(), nullptr, false);
   return out;
 }
@@ -95,7 +96,7 @@ json object_json(const v1::Object& o) {
 // answers documents in their canonical text (nlohmann's dump()), which is
 // what a parse and dump would write, so it is spliced in as it is.
 std::string object_text(const v1::Object& o) {
-  if (o.json().empty()) return object_json(o).dump();
+  if (o.json().empty() || !o.site().empty()) return object_json(o).dump();
   std::string out;
   out.reserve(o.json().size() + o.kind().size() + o.tenant().size() + o.name().size() + 80);
   out += R"({"document":)";
@@ -268,9 +269,10 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
   // --- Objects: get, put, delete, list.
   auto get_object = [](CatalogService* c, const std::string& auth, std::string_view kind,
                        const std::string& tenant, const std::string& name, const Request& req,
-                       Response& res) {
+                       Response& res, const std::string& site = "") {
     if (!check_params(req, res, {})) return;
     v1::GetRequest r;
+    r.set_site(site);
     r.set_kind(std::string(kind));
     r.set_tenant(tenant);
     r.set_name(name);
@@ -281,7 +283,7 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
   };
   auto put_object = [](CatalogService* c, const std::string& auth, std::string_view kind,
                        const std::string& tenant, const std::string& name, const Request& req,
-                       Response& res) {
+                       Response& res, const std::string& site = "") {
     if (!check_params(req, res, {})) return;
     const std::string type = req.get_header_value("Content-Type");
     // YAML bodies are converted by the CLI's own conversion (api/yaml.h);
@@ -296,6 +298,7 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
     }
     v1::PutRequest r;
     v1::Object* o = r.mutable_object();
+    o->set_site(site);
     o->set_kind(std::string(kind));
     o->set_tenant(tenant);
     o->set_name(name);
@@ -316,9 +319,10 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
   };
   auto delete_object = [](CatalogService* c, const std::string& auth, std::string_view kind,
                           const std::string& tenant, const std::string& name, const Request& req,
-                          Response& res) {
+                          Response& res, const std::string& site = "") {
     if (!check_params(req, res, {})) return;
     v1::DeleteRequest r;
+    r.set_site(site);
     r.set_kind(std::string(kind));
     r.set_tenant(tenant);
     r.set_name(name);
@@ -330,10 +334,12 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
     reply_json(res, object_json(out.object()).dump());
   };
   auto list_objects = [](CatalogService* c, const std::string& auth, std::string_view kind,
-                         const std::string& tenant, const Request& req, Response& res) {
+                         const std::string& tenant, const Request& req, Response& res,
+                         const std::string& site = "") {
     if (!check_params(req, res, {"labelSelector", "limit", "continue"})) return;
     const httplib::Params q = query_of(req);
     v1::ListRequest r;
+    r.set_site(site);
     r.set_kind(std::string(kind));
     r.set_tenant(tenant);
     r.set_label_selector(param(q, "labelSelector"));
@@ -372,6 +378,38 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
              with([list_objects](CatalogService* c, const std::string& auth, const Request& req,
                                  Response& res) {
                list_objects(c, auth, singular(req.matches[2].str()), req.matches[1], req, res);
+             }));
+  // Devices: /v1/tenants/<tenant>/sites/<site>/devices[/<device>].
+  const std::string devices = "/v1/tenants/" + name + "/sites/" + name + "/devices";
+  server.Get(devices + "/" + name, with([get_object](CatalogService* c, const std::string& auth,
+                                                     const Request& req, Response& res) {
+               get_object(c, auth, kDevice, req.matches[1], req.matches[3], req, res,
+                          req.matches[2]);
+             }));
+  server.Put(devices + "/" + name, with([put_object](CatalogService* c, const std::string& auth,
+                                                     const Request& req, Response& res) {
+               put_object(c, auth, kDevice, req.matches[1], req.matches[3], req, res,
+                          req.matches[2]);
+             }));
+  server.Delete(
+      devices + "/" + name, with([delete_object](CatalogService* c, const std::string& auth,
+                                                 const Request& req, Response& res) {
+        delete_object(c, auth, kDevice, req.matches[1], req.matches[3], req, res, req.matches[2]);
+      }));
+  server.Get(devices + "/" + name + "/twin", with([](CatalogService* c, const std::string& auth,
+                                                     const Request& req, Response& res) {
+               if (!check_params(req, res, {})) return;
+               json twin;
+               if (auto st = c->get_twin(auth, req.matches[1].str(), req.matches[2].str(),
+                                         req.matches[3].str(), &twin);
+                   !st.ok()) {
+                 return reply_status(res, st);
+               }
+               reply_json(res, twin.dump());
+             }));
+  server.Get(devices, with([list_objects](CatalogService* c, const std::string& auth,
+                                          const Request& req, Response& res) {
+               list_objects(c, auth, kDevice, req.matches[1], req, res, req.matches[2]);
              }));
   server.Get("/v1/tenants", with([list_objects](CatalogService* c, const std::string& auth,
                                                 const Request& req, Response& res) {

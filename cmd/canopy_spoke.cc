@@ -24,8 +24,10 @@
 #include "api/spoke_http.h"
 #include "daemon/command_line.h"
 #include "daemon/process.h"
+#include "spoke/bus/device_tenants.h"
 #include "spoke/bus/supervisor.h"
 #include "spoke/bus/tenants_file_watch.h"
+#include "spoke/bus/twin_reports.h"
 #include "spoke/config.h"
 #include "spoke/spoke.h"
 
@@ -42,18 +44,25 @@ int run(const spoke::SpokeConfig& cfg) {
   std::vector<daemon::Part> parts;
   // The device bus first: the site's devices are served whatever the uplink.
   std::unique_ptr<spoke::bus::BusSupervisor> bus;
+  std::unique_ptr<spoke::bus::BusTenantSources> bus_tenants;
   std::unique_ptr<spoke::bus::TenantsFileWatch> tenants_watch;
+  std::unique_ptr<spoke::bus::DeviceDocumentsWatch> devices_watch;
+  std::unique_ptr<spoke::bus::TwinReports> twin_reports;
+  // The spoke's own password on its bus (made at each start, only its hash
+  // in the bus's config): its NATS user in CANOPY and its MQTT users.
+  std::string spoke_password;
   if (cfg.bus.enabled) {
-    std::string spoke_password;  // for the spoke's own bus connection, to come
     auto spec = spoke::bus::make_bus_spec(cfg.bus, cfg.site, cfg.data_dir, &spoke_password);
     if (!spec.ok()) return daemon::config_error(kProgram, spec.status());
     spoke::bus::SupervisorOptions options;
     options.nats_server = cfg.bus.nats_server;
+    std::vector<spoke::bus::BusTenant> configured = spec->tenants;
     bus = std::make_unique<spoke::bus::BusSupervisor>(std::move(*spec), options);
+    bus_tenants = std::make_unique<spoke::bus::BusTenantSources>(bus.get(), std::move(configured));
     auto start_bus = [&]() -> Status {
       CANOPY_RETURN_IF_ERROR(bus->start());
       if (cfg.bus.tenants_file.empty()) return ok_status();
-      auto watch = spoke::bus::TenantsFileWatch::start(cfg.bus.tenants_file, bus.get());
+      auto watch = spoke::bus::TenantsFileWatch::start(cfg.bus.tenants_file, bus_tenants.get());
       if (!watch.ok()) {
         bus->stop();
         return watch.status();
@@ -68,6 +77,40 @@ int run(const spoke::SpokeConfig& cfg) {
     parts.push_back({"device bus", start_bus, stop_bus});
   }
   parts.push_back({"spoke", [&] { return site.start(); }, [&] { site.stop(); }});
+  if (cfg.bus.enabled) {
+    // The site's device documents (from the hub's API, in the site's scope)
+    // join the configured devices once the store is open.
+    // Desired twins are published retained through the MQTT listener.
+    auto start_devices = [&]() -> Status {
+      spoke::bus::DesiredTwinOptions desired;
+      const std::string& host = cfg.bus.spec.mqtt_host;
+      desired.mqtt_host = host == "0.0.0.0" || host == "::" || host.empty() ? "127.0.0.1" : host;
+      desired.mqtt_port = cfg.bus.spec.mqtt_port;
+      desired.password = spoke_password;
+      auto watch = spoke::bus::DeviceDocumentsWatch::start(site.store(), cfg.site,
+                                                           bus_tenants.get(), desired);
+      if (!watch.ok()) return watch.status();
+      devices_watch = std::move(*watch);
+      return ok_status();
+    };
+    parts.push_back({"device documents", start_devices, [&] { devices_watch.reset(); }});
+    // Reported twins: the devices' reports, coalesced into the store.
+    auto start_reports = [&]() -> Status {
+      spoke::bus::TwinReportOptions o;
+      o.nats_url = "nats://127.0.0.1:" + std::to_string(cfg.bus.spec.client_port);
+      o.user = spoke::bus::kSpokeUser;
+      o.password = spoke_password;
+      o.site = cfg.site;
+      auto reports = spoke::bus::TwinReports::start(
+          site.store(), o, [watch = devices_watch.get()](std::string_view t, std::string_view d) {
+            return watch->known(t, d);
+          });
+      if (!reports.ok()) return reports.status();
+      twin_reports = std::move(*reports);
+      return ok_status();
+    };
+    parts.push_back({"twin reports", start_reports, [&] { twin_reports.reset(); }});
+  }
   if (!cfg.health_listen.empty()) {
     api::add_spoke_routes(http.server(), &site, &health);
     parts.push_back(http.part("local API", cfg.health_listen));

@@ -45,9 +45,7 @@ std::optional<sync::ScopeProvider::Listing> PlacementIndex::list_scope(std::stri
 }
 
 std::vector<std::string> PlacementIndex::writable_prefixes(std::string_view site) {
-  if (!is_dns1123_label(site)) return {};
-  const std::string base = site_key(site);
-  return {base + "/status/", base + "/overrides/", base + "/holds/"};
+  return model::site_writable_prefixes(site);
 }
 
 bool PlacementIndex::writable_by(std::string_view site, std::string_view key) {

@@ -689,4 +689,158 @@ size_t Rollout::wave_end(size_t i, size_t targeted) const {
   return i >= waves.size() ? targeted : end;
 }
 
+namespace {
+
+bool is_bcrypt_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '/';
+}
+
+// The key's name and the document's copy of it, when it has one.
+Status same_name(const json& doc, std::string_view f, std::string_view want) {
+  const json* v = field(doc, f);
+  if (v == nullptr) return ok_status();
+  if (!v->is_string() || v->get_ref<const std::string&>() != want) {
+    return invalid_argument(std::string(f) + " " + v->dump() + " differs from the key's " +
+                            quote(want));
+  }
+  return ok_status();
+}
+
+constexpr std::string_view kNoClearPassword =
+    "a clear password is never stored: send credential.passwordHash, a bcrypt hash of it "
+    "(e.g. `htpasswd -nbBC 10 \"\" PASSWORD | cut -c2-`)";
+
+}  // namespace
+
+bool is_bcrypt_hash(std::string_view h) {
+  if (h.size() != 60 || h[0] != '$' || h[1] != '2' || h[3] != '$' || h[6] != '$') return false;
+  if (h[2] != 'a' && h[2] != 'b' && h[2] != 'y') return false;
+  if (h[4] < '0' || h[4] > '9' || h[5] < '0' || h[5] > '9') return false;
+  const int cost = (h[4] - '0') * 10 + (h[5] - '0');
+  if (cost < 4 || cost > 31) return false;
+  for (char c : h.substr(7)) {
+    if (!is_bcrypt_char(c)) return false;
+  }
+  return true;
+}
+
+bool is_twin_field(std::string_view name) {
+  if (name.empty() || name.size() > kMaxTwinField) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+StatusOr<Device> parse_device(std::string_view site, std::string_view tenant, std::string_view id,
+                              const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "device"));
+  if (field(doc, "password") != nullptr) {
+    return invalid_argument("password: " + std::string(kNoClearPassword));
+  }
+  CANOPY_RETURN_IF_ERROR(
+      only_fields(doc, {"tenant", "site", "id", "labels", "scope", "credential", "desired"}));
+  for (auto [f, v] : {std::pair<std::string_view, std::string_view>{"site", site},
+                      {"tenant", tenant},
+                      {"id", id}}) {
+    if (!is_dns1123_label(v)) {
+      return invalid_argument(std::string(f) + " " + quote(v) + " is not " +
+                              std::string(kLabelRule));
+    }
+    CANOPY_RETURN_IF_ERROR(same_name(doc, f, v));
+  }
+  Device out;
+  out.site = std::string(site);
+  out.tenant = std::string(tenant);
+  out.id = std::string(id);
+  if (const json* labels = field(doc, "labels")) {
+    CANOPY_RETURN_IF_ERROR(check_labels(*labels, "labels"));
+    for (const auto& [k, v] : labels->items()) out.labels.emplace(k, v.get<std::string>());
+  }
+  if (const json* scope = field(doc, "scope")) {
+    if (!scope->is_string() || (scope->get_ref<const std::string&>() != kDeviceScopeDevice &&
+                                scope->get_ref<const std::string&>() != kDeviceScopeTenant)) {
+      return invalid_argument("scope " + scope->dump() +
+                              " is not \"device\" (its own topics) or \"tenant\" (its "
+                              "tenant's topics: a gateway)");
+    }
+    out.scope = scope->get<std::string>();
+  }
+  const json* credential = field(doc, "credential");
+  if (credential == nullptr) {
+    return invalid_argument(
+        "credential is missing: {\"passwordHash\": \"<bcrypt hash>\"} (a device without one "
+        "cannot connect)");
+  }
+  if (!credential->is_object()) {
+    return invalid_argument(std::string("credential must be an object, not ") +
+                            credential->type_name());
+  }
+  if (field(*credential, "password") != nullptr) {
+    return invalid_argument("credential.password: " + std::string(kNoClearPassword));
+  }
+  if (Status st = only_fields(*credential, {"passwordHash"}); !st.ok()) {
+    return invalid_argument("credential: " + st.message());
+  }
+  const json* hash = field(*credential, "passwordHash");
+  if (hash == nullptr) return invalid_argument("credential.passwordHash is missing");
+  if (!hash->is_string() || !is_bcrypt_hash(hash->get_ref<const std::string&>())) {
+    // Never echo the value: it may be a password sent in the wrong field.
+    return invalid_argument(
+        "credential.passwordHash is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31, 60 "
+        "characters); " +
+        std::string(kNoClearPassword));
+  }
+  out.password_hash = hash->get<std::string>();
+  if (const json* desired = field(doc, "desired")) {
+    if (!desired->is_object()) {
+      return invalid_argument(std::string("desired must be an object of fields, not ") +
+                              desired->type_name());
+    }
+    if (desired->size() > kMaxTwinFields) {
+      return invalid_argument("desired has " + std::to_string(desired->size()) +
+                              " fields; the limit is " + std::to_string(kMaxTwinFields));
+    }
+    for (const auto& [k, v] : desired->items()) {
+      if (!is_twin_field(k)) {
+        return invalid_argument("desired field " + quote(k) +
+                                " is not a twin field name (1-128 characters of A-Z, a-z, 0-9, "
+                                "'_', '-')");
+      }
+    }
+    // Nulls are removed fields (a merge may leave them).
+    for (const auto& [k, v] : desired->items()) {
+      if (!v.is_null()) out.desired[k] = v;
+    }
+  }
+  return out;
+}
+
+StatusOr<Reported> parse_reported(const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "reported"));
+  Reported out;
+  for (const auto& [k, v] : doc.items()) {
+    if (v.is_null()) continue;
+    if (!is_twin_field(k)) {
+      return invalid_argument("reported field " + quote(k) + " is not a twin field name");
+    }
+    if (!v.is_object()) {
+      return invalid_argument("reported." + k + " must be {\"value\": ..., \"atMs\": N}");
+    }
+    CANOPY_RETURN_IF_ERROR(only_fields(v, {"value", "atMs"}));
+    ReportedField f;
+    if (auto it = v.find("value"); it != v.end()) f.value = *it;
+    const json* at = field(v, "atMs");
+    if (at == nullptr || !at->is_number_integer() || at->get<int64_t>() < 0) {
+      return invalid_argument("reported." + k + ".atMs must be ms since the epoch");
+    }
+    f.at_ms = at->get<uint64_t>();
+    out.emplace(k, std::move(f));
+  }
+  return out;
+}
+
 }  // namespace canopy::model

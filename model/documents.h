@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -274,5 +275,57 @@ struct TokenRecord {
 };
 StatusOr<TokenRecord> parse_token(std::string_view id, const nlohmann::json& doc);
 nlohmann::json token_document(const TokenRecord& token);
+
+// Whether `hash` is a bcrypt hash nats-server accepts as a password: $2a$,
+// $2b$ or $2y$, a two-digit cost in 04-31, 53 characters of bcrypt's base64
+// (60 in all).
+bool is_bcrypt_hash(std::string_view hash);
+
+// `sites/<site>/devices/<tenant>/<device>`, written through the hub's API (a
+// fleet admin, or a member of the tenant on a site granted to it):
+//   {"tenant": "<tenant>", "site": "<site>", "id": "<device>",
+//    "labels": {...}, "scope": "device" | "tenant",
+//    "credential": {"passwordHash": "$2b$10$..."},
+//    "desired": {"<field>": <any JSON>, ...}}
+// A device of the site's bus (docs/device-bus.md): a user of its tenant's
+// account on the site's nats-server. `tenant`, `site` and `id`, when present,
+// must equal the key's; `credential.passwordHash` (a bcrypt hash) is
+// required, and a clear password is refused wherever it is put. `scope`
+// (default "device"): publish and subscribe under the device's own topics
+// t/<tenant>/d/<id>/#, or ("tenant", a gateway or an application) under the
+// tenant's t/<tenant>/#. `desired` (optional): the twin's desired state, which
+// the spoke publishes retained on t/<tenant>/d/<id>/desired.
+inline constexpr std::string_view kDeviceScopeDevice = "device";
+inline constexpr std::string_view kDeviceScopeTenant = "tenant";
+// `desired` holds at most this many fields, each name at most kMaxTwinField.
+inline constexpr size_t kMaxTwinFields = 256;
+inline constexpr size_t kMaxTwinField = 128;
+struct Device {
+  std::string site;
+  std::string tenant;
+  std::string id;
+  Labels labels;
+  std::string scope = std::string(kDeviceScopeDevice);
+  std::string password_hash;
+  nlohmann::json desired = nlohmann::json::object();
+};
+StatusOr<Device> parse_device(std::string_view site, std::string_view tenant, std::string_view id,
+                              const nlohmann::json& doc);
+
+// `sites/<site>/reported/<tenant>/<device>`, written by the site's spoke from
+// the device's reports (docs/device-bus.md): the last value of each reported
+// field and when it was reported (ms since the epoch, the spoke's clock):
+//   {"<field>": {"value": <any JSON>, "atMs": N}, ...}
+// Fields merge one by one (the store's CRDT rules), so a field not reported
+// again keeps its value and time.
+struct ReportedField {
+  nlohmann::json value;
+  uint64_t at_ms = 0;
+};
+using Reported = std::map<std::string, ReportedField, std::less<>>;
+StatusOr<Reported> parse_reported(const nlohmann::json& doc);
+// A twin field name: 1-128 characters of [A-Za-z0-9_-], also not starting
+// with "$". What a report's keys and `desired`'s keys must be.
+bool is_twin_field(std::string_view name);
 
 }  // namespace canopy::model

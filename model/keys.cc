@@ -85,6 +85,10 @@ ParsedKey parse_key(std::string_view key) {
       out.kind = KeyKind::kStatus;
     } else if (p[2] == "releases") {
       out.kind = KeyKind::kRelease;
+    } else if (p[2] == "devices") {
+      out.kind = KeyKind::kDevice;
+    } else if (p[2] == "reported") {
+      out.kind = KeyKind::kReported;
     } else {
       return out;
     }
@@ -128,6 +132,24 @@ std::string release_key(std::string_view site, std::string_view tenant,
 }
 std::string hold_key(std::string_view site, std::string_view name) {
   return join({kSitesPrefix, site, "/holds/", name});
+}
+std::string device_key(std::string_view site, std::string_view tenant, std::string_view device) {
+  return join({kSitesPrefix, site, "/devices/", tenant, "/", device});
+}
+std::string reported_key(std::string_view site, std::string_view tenant, std::string_view device) {
+  return join({kSitesPrefix, site, "/reported/", tenant, "/", device});
+}
+std::string devices_prefix(std::string_view site, std::string_view tenant) {
+  if (tenant.empty()) return join({kSitesPrefix, site, "/devices/"});
+  return join({kSitesPrefix, site, "/devices/", tenant, "/"});
+}
+std::string reported_prefix(std::string_view site) {
+  return join({kSitesPrefix, site, "/reported/"});
+}
+std::vector<std::string> site_writable_prefixes(std::string_view site) {
+  if (!is_dns1123_label(site)) return {};
+  return {status_prefix(site), local_overrides_prefix(site), holds_prefix(site),
+          reported_prefix(site)};
 }
 std::string holds_prefix(std::string_view site) { return join({kSitesPrefix, site, "/holds/"}); }
 std::string releases_prefix(std::string_view site) {

@@ -8,6 +8,10 @@
 //                                                hub (written by that hub)
 //   sites/<site>/holds/<hold>                    a hold on rollouts to the site
 //                                                (written at the site)
+//   sites/<site>/devices/<tenant>/<device>       a device of the site's bus
+//                                                (written by the hub's API)
+//   sites/<site>/reported/<tenant>/<device>      a device's reported twin
+//                                                (written at the site)
 //   t/<tenant>/templates/<template>              template (a Kubernetes manifest)
 //   t/<tenant>/placements/<placement>            placement
 //   t/<tenant>/overrides/<override>              hub override
@@ -24,6 +28,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace canopy::model {
 
@@ -46,14 +51,18 @@ enum class KeyKind {
   kGrant,
   kToken,
   kRollout,
+  kDevice,
+  kReported,
 };
 
 struct ParsedKey {
   KeyKind kind = KeyKind::kOther;
-  std::string_view site;    // kSite, kLocalOverride, kStatus, kRelease, kPresence, kHold
+  // kSite, kLocalOverride, kStatus, kRelease, kPresence, kHold, kDevice, kReported
+  std::string_view site;
   std::string_view tenant;  // all but kSite and kToken
   // The object's own name; the template's for kLocalOverride, kStatus; the
-  // token's id for kToken; the hold's for kHold; empty for kSite and kTenant.
+  // token's id for kToken; the hold's for kHold; the device's id for kDevice
+  // and kReported; empty for kSite and kTenant.
   std::string_view name;
 };
 
@@ -76,6 +85,8 @@ std::string release_key(std::string_view site, std::string_view tenant,
                         std::string_view template_name);
 std::string presence_key(std::string_view site);
 std::string hold_key(std::string_view site, std::string_view name);
+std::string device_key(std::string_view site, std::string_view tenant, std::string_view device);
+std::string reported_key(std::string_view site, std::string_view tenant, std::string_view device);
 
 // `sites/<site>/`: the subtree a site writes (and always holds).
 std::string site_subtree(std::string_view site);
@@ -83,6 +94,14 @@ std::string status_prefix(std::string_view site);
 std::string local_overrides_prefix(std::string_view site);
 std::string releases_prefix(std::string_view site);
 std::string holds_prefix(std::string_view site);
+// `sites/<site>/devices/` and, with a tenant, `sites/<site>/devices/<tenant>/`.
+std::string devices_prefix(std::string_view site, std::string_view tenant = {});
+std::string reported_prefix(std::string_view site);
+
+// The prefixes under which a site's spoke may write (and nothing else):
+// status, local overrides, holds and its devices' reported twins. The hub's
+// sync refuses a site's write elsewhere.
+std::vector<std::string> site_writable_prefixes(std::string_view site);
 // `t/<tenant>/<kind>s/` for kind "template", "placement", "override", "grant"
 // or "rollout".
 std::string tenant_kind_prefix(std::string_view tenant, std::string_view kind);

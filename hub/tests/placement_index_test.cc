@@ -118,7 +118,9 @@ TEST_F(PlacementIndexTest, UnknownSiteHoldsOnlyItsOwnSubtree) {
   EXPECT_FALSE(index_->writable_by("x", "sites/xy/status/acme/web"));
   EXPECT_FALSE(index_->writable_by("x", kWebKey));
   EXPECT_EQ(index_->writable_prefixes("x"),
-            (Keys{"sites/x/status/", "sites/x/overrides/", "sites/x/holds/"}));
+            (Keys{"sites/x/status/", "sites/x/overrides/", "sites/x/holds/", "sites/x/reported/"}));
+  EXPECT_TRUE(index_->writable_by("x", "sites/x/reported/acme/pump-1"));
+  EXPECT_FALSE(index_->writable_by("x", "sites/x/devices/acme/pump-1"));
   EXPECT_TRUE(index_->writable_prefixes("X/").empty());
 
   EXPECT_EQ(index_->sites_for("sites/x/status/acme/web"), Keys{"x"});

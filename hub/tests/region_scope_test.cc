@@ -152,8 +152,9 @@ TEST_F(RegionScopeTest, RegionHoldsItsMembersSubtreesAndWritesThem) {
   EXPECT_FALSE(scope_->writable_by("reg", kWebKey));
   EXPECT_EQ(
       scope_->writable_prefixes("reg"),
-      (Keys{"sites/r1/status/", "sites/r1/overrides/", "sites/r1/holds/", "sites/r1/presence",
-            "sites/r2/status/", "sites/r2/overrides/", "sites/r2/holds/", "sites/r2/presence"}));
+      (Keys{"sites/r1/status/", "sites/r1/overrides/", "sites/r1/holds/", "sites/r1/reported/",
+            "sites/r1/presence", "sites/r2/status/", "sites/r2/overrides/", "sites/r2/holds/",
+            "sites/r2/reported/", "sites/r2/presence"}));
   // Every writable key is in scope.
   for (const auto& p : scope_->writable_prefixes("reg"))
     EXPECT_TRUE(scope_->in_scope("reg", p + "x"));

@@ -239,3 +239,91 @@ TEST(Documents, StatusReportRoundTrips) {
 
 }  // namespace
 }  // namespace canopy::model
+
+namespace canopy::model {
+namespace {
+
+const char* const kHash = "$2b$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+
+json device_doc() {
+  return {{"labels", {{"kind", "pump"}}},
+          {"credential", {{"passwordHash", kHash}}},
+          {"desired", {{"speed", 3}, {"mode", "eco"}}}};
+}
+
+TEST(Documents, Device) {
+  auto d = parse_device("shop-1", "acme", "pump-1", device_doc());
+  ASSERT_TRUE(d.ok()) << d.status().to_string();
+  EXPECT_EQ(d->site, "shop-1");
+  EXPECT_EQ(d->tenant, "acme");
+  EXPECT_EQ(d->id, "pump-1");
+  EXPECT_EQ(d->scope, "device");
+  EXPECT_EQ(d->password_hash, kHash);
+  EXPECT_EQ(d->labels.at("kind"), "pump");
+  EXPECT_EQ(d->desired, json({{"speed", 3}, {"mode", "eco"}}));
+
+  json doc = device_doc();
+  doc["scope"] = "tenant";
+  doc["tenant"] = "acme";
+  doc["site"] = "shop-1";
+  doc["id"] = "pump-1";
+  ASSERT_TRUE(parse_device("shop-1", "acme", "pump-1", doc).ok());
+}
+
+TEST(Documents, DeviceRefusesBadInputNamingTheField) {
+  auto err = [](const json& doc) {
+    return error_of(parse_device("shop-1", "acme", "pump-1", doc));
+  };
+  json d = device_doc();
+  d["password"] = "hunter2";
+  EXPECT_NE(err(d).find("password: a clear password is never stored"), std::string::npos) << err(d);
+  EXPECT_EQ(err(d).find("hunter2"), std::string::npos);
+  d = device_doc();
+  d["credential"] = {{"password", "hunter2"}};
+  EXPECT_NE(err(d).find("credential.password: a clear password"), std::string::npos) << err(d);
+  d["credential"] = {{"passwordHash", "hunter2"}};
+  EXPECT_NE(err(d).find("credential.passwordHash is not a bcrypt hash"), std::string::npos);
+  EXPECT_EQ(err(d).find("hunter2"), std::string::npos) << "a mis-sent password is never echoed";
+  d.erase("credential");
+  EXPECT_NE(err(d).find("credential is missing"), std::string::npos);
+  d = device_doc();
+  d["tenant"] = "globex";
+  EXPECT_NE(err(d).find("tenant \"globex\" differs from the key's \"acme\""), std::string::npos)
+      << err(d);
+  d = device_doc();
+  d["scope"] = "fleet";
+  EXPECT_NE(err(d).find("scope \"fleet\" is not"), std::string::npos);
+  d = device_doc();
+  d["desired"] = {{"a.b", 1}};
+  EXPECT_NE(err(d).find("desired field \"a.b\""), std::string::npos);
+  d["desired"] = 3;
+  EXPECT_NE(err(d).find("desired must be an object"), std::string::npos);
+  d = device_doc();
+  d["colour"] = "red";
+  EXPECT_NE(err(d).find("\"colour\" is not a field"), std::string::npos);
+  EXPECT_NE(error_of(parse_device("shop-1", "acme", "Pump", device_doc())).find("id \"Pump\""),
+            std::string::npos);
+  EXPECT_NE(err(json::array()).find("device must be a JSON object"), std::string::npos);
+}
+
+TEST(Documents, BcryptHash) {
+  EXPECT_TRUE(is_bcrypt_hash(kHash));
+  EXPECT_FALSE(is_bcrypt_hash("$2b$03$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234"));
+  EXPECT_FALSE(is_bcrypt_hash("$2x$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234"));
+  EXPECT_FALSE(is_bcrypt_hash("$2b$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ0123"));
+  EXPECT_FALSE(is_bcrypt_hash("$2b$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ0123!"));
+}
+
+TEST(Documents, Reported) {
+  auto r = parse_reported({{"temp", {{"value", 21.5}, {"atMs", 1000}}}, {"gone", nullptr}});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at("temp").value, 21.5);
+  EXPECT_EQ(r->at("temp").at_ms, 1000u);
+  EXPECT_FALSE(parse_reported({{"temp", 21.5}}).ok());
+  EXPECT_FALSE(parse_reported({{"temp", {{"value", 1}}}}).ok());
+  EXPECT_FALSE(parse_reported({{"$x", {{"value", 1}, {"atMs", 1}}}}).ok());
+}
+
+}  // namespace
+}  // namespace canopy::model

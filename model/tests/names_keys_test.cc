@@ -62,6 +62,8 @@ TEST(Keys, BuildAndParseEveryShape) {
       {grant_key("acme", "eu-shops"), KeyKind::kGrant, "", "acme", "eu-shops"},
       {rollout_key("acme", "web-eu"), KeyKind::kRollout, "", "acme", "web-eu"},
       {token_key("0f3a9c"), KeyKind::kToken, "", "", "0f3a9c"},
+      {device_key("tower-1", "acme", "pump-1"), KeyKind::kDevice, "tower-1", "acme", "pump-1"},
+      {reported_key("tower-1", "acme", "pump-1"), KeyKind::kReported, "tower-1", "acme", "pump-1"},
   };
   for (const Case& c : cases) {
     const ParsedKey k = parse_key(c.key);
@@ -76,6 +78,15 @@ TEST(Keys, BuildAndParseEveryShape) {
   EXPECT_EQ(presence_key("s"), "sites/s/presence");
   EXPECT_EQ(hold_key("s", "h"), "sites/s/holds/h");
   EXPECT_EQ(parse_key("sites/s/holds/Bad").kind, KeyKind::kOther);
+  EXPECT_EQ(device_key("s", "t", "d"), "sites/s/devices/t/d");
+  EXPECT_EQ(devices_prefix("s"), "sites/s/devices/");
+  EXPECT_EQ(devices_prefix("s", "t"), "sites/s/devices/t/");
+  EXPECT_EQ(reported_key("s", "t", "d"), "sites/s/reported/t/d");
+  EXPECT_EQ(parse_key("sites/s/devices/t/D").kind, KeyKind::kOther);
+  EXPECT_EQ(site_writable_prefixes("s"),
+            (std::vector<std::string>{"sites/s/status/", "sites/s/overrides/", "sites/s/holds/",
+                                      "sites/s/reported/"}));
+  EXPECT_TRUE(site_writable_prefixes("S/").empty());
   EXPECT_EQ(tenant_key("acme"), "t/acme");
   EXPECT_EQ(grant_key("acme", "g"), "t/acme/grants/g");
   EXPECT_EQ(token_key("ab12"), "tokens/ab12");

@@ -12,11 +12,6 @@ namespace {
 constexpr int64_t kMaxPayloadCeiling = 8LL << 20;  // nats-server refuses more than 8 MiB
 constexpr int kMaxAckPendingCeiling = 65535;       // nats-server's per-session total
 
-bool is_bcrypt_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '/';
-}
-
 Status field_error(const std::string& field, const std::string& reason) {
   return invalid_argument("bus." + field + ": " + reason);
 }
@@ -141,20 +136,9 @@ const char* device_scope_name(DeviceScope scope) {
 
 std::string jetstream_domain(const BusSpec& spec) { return "site-" + spec.site; }
 std::string tenant_account(std::string_view tenant) { return "tenant-" + std::string(tenant); }
+std::string spoke_mqtt_user(std::string_view tenant) { return "_canopy@" + std::string(tenant); }
 std::string device_user(std::string_view tenant, std::string_view device) {
   return std::string(device) + "@" + std::string(tenant);
-}
-
-bool is_bcrypt_hash(std::string_view h) {
-  if (h.size() != 60 || h[0] != '$' || h[1] != '2' || h[3] != '$' || h[6] != '$') return false;
-  if (h[2] != 'a' && h[2] != 'b' && h[2] != 'y') return false;
-  if (h[4] < '0' || h[4] > '9' || h[5] < '0' || h[5] > '9') return false;
-  const int cost = (h[4] - '0') * 10 + (h[5] - '0');
-  if (cost < 4 || cost > 31) return false;
-  for (char c : h.substr(7)) {
-    if (!is_bcrypt_char(c)) return false;
-  }
-  return true;
 }
 
 Status validate_bus_spec(const BusSpec& s) {
@@ -267,6 +251,13 @@ StatusOr<std::string> render_nats_config(const BusSpec& s) {
         << quote_conf_string(kCanopyAccount) << "]}]\n"
         << "    users: [\n";
     for (const BusDevice& d : t.devices) render_device(out, t, d);
+    // The spoke's own MQTT user in the account: it publishes desired twins
+    // retained (only an MQTT PUBLISH is retained), under the tenant's topics.
+    out << "      {user: " << quote_conf_string(spoke_mqtt_user(t.name))
+        << ", password: " << quote_conf_string(s.spoke_password_hash)
+        << ", allowed_connection_types: [\"MQTT\"]\n"
+        << "       permissions: {publish: {allow: [" << quote_conf_string("t." + t.name + ".>")
+        << "]}, subscribe: {allow: [\"$MQTT.sub.>\"]}}}\n";
     out << "    ]\n  }\n";
   }
   out << "}\n"

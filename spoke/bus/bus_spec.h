@@ -20,6 +20,8 @@
 //   the site) under its tenant's whole tree t/<tenant>/#. Both may subscribe
 //   to "$MQTT.sub.>", the deliver subjects nats-server gives QoS 1
 //   subscriptions (MQTT clients cannot subscribe there themselves).
+// - Each tenant account also has the spoke's MQTT user "_canopy@<tenant>"
+//   (publish t.<tenant>.>), for desired twins published retained.
 // - The CANOPY account holds the spoke's own user and imports each tenant's
 //   t.<tenant>.> stream (each tenant exports it to CANOPY only), so the spoke
 //   sees every device message of the site and no tenant sees another's.
@@ -40,6 +42,7 @@
 #include <string_view>
 #include <vector>
 
+#include "model/documents.h"
 #include "store/status.h"
 
 namespace canopy::spoke::bus {
@@ -122,12 +125,16 @@ struct BusSpec {
 std::string jetstream_domain(const BusSpec& spec);                          // "site-<site>"
 std::string tenant_account(std::string_view tenant);                        // "tenant-<tenant>"
 std::string device_user(std::string_view tenant, std::string_view device);  // "<d>@<t>"
+// The spoke's MQTT user in a tenant's account, "_canopy@<tenant>" ('_' is in
+// no device id): it publishes the tenant's desired twins, retained, with the
+// spoke's password (mqtt_publisher.h).
+std::string spoke_mqtt_user(std::string_view tenant);
 inline constexpr char kCanopyAccount[] = "CANOPY";
 inline constexpr char kSpokeUser[] = "canopy-spoke";
 
-// Whether `hash` is a bcrypt hash nats-server accepts: $2a$/$2b$/$2y$, a
-// two-digit cost in 04-31, 53 characters of bcrypt's base64.
-bool is_bcrypt_hash(std::string_view hash);
+// Whether `hash` is a bcrypt hash nats-server accepts (one home: the device
+// documents' rule, model/documents.h).
+using model::is_bcrypt_hash;
 
 // Checks everything render_nats_config relies on; InvalidArgument naming the
 // field ("bus.tenants[1].devices[0].id: ...") and the reason.

@@ -9,8 +9,8 @@
 namespace canopy::spoke::bus {
 
 StatusOr<std::unique_ptr<TenantsFileWatch>> TenantsFileWatch::start(const std::string& path,
-                                                                    BusSupervisor* bus) {
-  std::unique_ptr<TenantsFileWatch> w(new TenantsFileWatch(path, bus));
+                                                                    BusTenantSources* sources) {
+  std::unique_ptr<TenantsFileWatch> w(new TenantsFileWatch(path, sources));
   const std::filesystem::path p(path);
   const std::string name = p.filename().string();
   const std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
@@ -32,9 +32,7 @@ void TenantsFileWatch::apply() {
     spdlog::error("bus: {}; the bus keeps its tenants", st.message());
     return;
   }
-  BusSpec spec = bus_->spec();
-  spec.tenants = std::move(tenants);
-  if (Status st = bus_->update(spec); !st.ok()) {
+  if (Status st = sources_->set_configured(std::move(tenants)); !st.ok()) {
     spdlog::error("bus: {} not applied: {}; the bus keeps its tenants", path_, st.to_string());
   }
 }

@@ -2,18 +2,19 @@
 //
 // The file's directory is watched (DirWatch, inotify); whenever the file is
 // written, replaced (an editor's rename) or removed and put back, it is read
-// again (load_tenants_file) and the supervisor's spec, with its tenants
-// replaced, is applied by reload (BusSupervisor::update). A file that does not
-// parse, or a spec the supervisor refuses, is logged with its reason and
-// changes nothing: the bus keeps the tenants it has.
+// again (load_tenants_file) and handed to the bus's tenant sources as the
+// configured tenants (device_tenants.h: merged with the store's device
+// documents, applied by reload). A file that does not parse, or a spec the
+// supervisor refuses, is logged with its reason and changes nothing: the bus
+// keeps the tenants it has.
 //
 // The file is read once more when the watch starts (an edit made since the
 // spec was made from it is not missed).
 //
-// It is the operator's way to add or remove devices until devices are
-// documents in the store, which will feed update() the same way.
+// It is the site operator's way to add or remove devices without the hub
+// (devices are otherwise documents in the store, device_tenants.h).
 //
-// Lifecycle: destroy it before stopping the supervisor (no update() runs
+// Lifecycle: destroy it before the sources and the supervisor (no update() runs
 // after the destructor returns).
 #pragma once
 
@@ -21,7 +22,7 @@
 #include <mutex>
 #include <string>
 
-#include "spoke/bus/supervisor.h"
+#include "spoke/bus/device_tenants.h"
 #include "spoke/dir_watch.h"
 #include "store/status.h"
 
@@ -29,19 +30,20 @@ namespace canopy::spoke::bus {
 
 class TenantsFileWatch {
  public:
-  // `bus` must outlive the watch.
+  // `sources` must outlive the watch.
   static StatusOr<std::unique_ptr<TenantsFileWatch>> start(const std::string& path,
-                                                           BusSupervisor* bus);
+                                                           BusTenantSources* sources);
   ~TenantsFileWatch() = default;  // watch_ goes first: no apply() after it
   TenantsFileWatch(const TenantsFileWatch&) = delete;
   TenantsFileWatch& operator=(const TenantsFileWatch&) = delete;
 
  private:
-  TenantsFileWatch(std::string path, BusSupervisor* bus) : path_(std::move(path)), bus_(bus) {}
+  TenantsFileWatch(std::string path, BusTenantSources* sources)
+      : path_(std::move(path)), sources_(sources) {}
   void apply();
 
   const std::string path_;
-  BusSupervisor* const bus_;
+  BusTenantSources* const sources_;
   std::mutex mu_;                    // serializes apply(): the watch's thread and start()
   std::unique_ptr<DirWatch> watch_;  // last member: destroyed first
 };

@@ -443,6 +443,112 @@ TEST_F(RestTest, RenderAndConflictsAnswerWithCurl) {
   EXPECT_EQ(curl("GET", "/v1/tenants/acme/conflicts", issue("viewer", "globex")).status, 403);
 }
 
+// Devices (sites/<site>/devices/<tenant>/<device>): written by a tenant's
+// members on its granted sites only, read by nobody else; a clear password
+// is refused, never echoed, and nothing refused is stored.
+TEST_F(RestTest, DevicesAreTenantScopedAndRefuseBadInput) {
+  const std::string hash = "$2b$04$UrDXCYlPNQURswfF2MBrOuNJzRtHfFCBQ52iWsLO/KBXfxi89YwZC";
+  for (const char* t : {"acme", "globex"}) {
+    ASSERT_EQ(put_json(std::string("/v1/tenants/") + t, token_, json::object()).status, 200);
+  }
+  for (const char* s : {"lyon", "paris"}) {
+    ASSERT_EQ(
+        put_json(std::string("/v1/sites/") + s, token_, {{"labels", {{"region", "eu"}}}}).status,
+        200);
+  }
+  // acme: lyon only (the fixture granted it every site); globex: lyon.
+  ASSERT_EQ(curl("DELETE", "/v1/tenants/acme/grants/all", token_).status, 200);
+  ASSERT_EQ(put_json("/v1/tenants/acme/grants/lyon", token_, {{"sites", {"lyon"}}}).status, 200);
+  ASSERT_EQ(put_json("/v1/tenants/globex/grants/lyon", token_, {{"sites", {"lyon"}}}).status, 200);
+  const std::string acme = issue("editor", "acme");
+  const std::string globex = issue("editor", "globex");
+  const std::string path = "/v1/tenants/acme/sites/lyon/devices/pump-1";
+  const json doc = {{"labels", {{"kind", "pump"}}},
+                    {"credential", {{"passwordHash", hash}}},
+                    {"desired", {{"speed", 3}}}};
+
+  Reply r;
+  ASSERT_TRUE(
+      wait_until([&] { return (r = put_json(path, acme, doc)).status == 200; }, kTimeout, kPoll))
+      << r.status << " " << r.body;
+  EXPECT_EQ(r.j()["kind"], "device");
+  EXPECT_EQ(r.j()["site"], "lyon");
+  EXPECT_EQ(r.j()["document"]["tenant"], "acme");
+  EXPECT_EQ(r.j()["document"]["site"], "lyon");
+  EXPECT_EQ(r.j()["document"]["id"], "pump-1");
+  r = curl("GET", path, acme);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["document"]["credential"]["passwordHash"], hash);
+  r = curl("GET", "/v1/tenants/acme/sites/lyon/devices", acme);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.j()["items"].size(), 1u);
+  EXPECT_EQ(r.j()["items"][0]["name"], "pump-1");
+  r = curl("GET", "/v1/tenants/acme/sites/lyon/devices?labelSelector=kind%3Dvalve", acme);
+  EXPECT_EQ(r.j()["items"].size(), 0u) << r.body;
+
+  // Bad input: 400 naming the field, nothing stored, no password echoed.
+  auto refused = [&](const json& bad, int status, const std::string& says,
+                     const std::string& p = "/v1/tenants/acme/sites/lyon/devices/pump-2",
+                     const std::string& who = "") {
+    Reply b = put_json(p, who.empty() ? acme : who, bad);
+    EXPECT_EQ(b.status, status) << bad.dump() << " -> " << b.body;
+    const json j = b.j();
+    const std::string message =
+        j.is_object() && j.contains("error") ? j["error"].value("message", "") : "";
+    EXPECT_NE(message.find(says), std::string::npos) << b.body;
+    EXPECT_EQ(b.body.find("hunter2"), std::string::npos) << b.body;
+  };
+  refused({{"password", "hunter2"}}, 400, "a clear password is never stored");
+  refused({{"credential", {{"password", "hunter2"}}}}, 400, "credential.password: a clear");
+  refused({{"credential", {{"passwordHash", "hunter2"}}}}, 400,
+          "credential.passwordHash is not a bcrypt hash");
+  refused({{"labels", {{"kind", "pump"}}}}, 400, "credential is missing");
+  refused({{"credential", {{"passwordHash", hash}}}, {"tenant", "globex"}}, 400,
+          "tenant \"globex\" differs from the key's \"acme\"");
+  refused({{"credential", {{"passwordHash", hash}}}, {"desired", {{"a/b", 1}}}}, 400,
+          "desired field \"a/b\"");
+  refused({{"credential", {{"passwordHash", hash}}}}, 400, "is not a DNS-1123 label",
+          "/v1/tenants/acme/sites/lyon/devices/Pump");
+  {
+    Reply b = curl("PUT", "/v1/tenants/acme/sites/lyon/devices/pump-2", acme,
+                   {"--data-binary", "{\"credential\": "});
+    EXPECT_EQ(b.status, 400) << b.body;
+    EXPECT_NE(b.body.find("not valid JSON"), std::string::npos) << b.body;
+  }
+  // Tenancy: acme's members only on acme's granted sites; globex never.
+  refused({{"credential", {{"passwordHash", hash}}}}, 403,
+          "site \"paris\" is not granted to tenant \"acme\"",
+          "/v1/tenants/acme/sites/paris/devices/pump-2");
+  refused({{"credential", {{"passwordHash", hash}}}}, 400,
+          "site \"paris\" is not granted to tenant \"acme\"",
+          "/v1/tenants/acme/sites/paris/devices/pump-2", token_);
+  refused({{"credential", {{"passwordHash", hash}}}}, 403,
+          "may not write tenant \"acme\"'s objects", "/v1/tenants/acme/sites/lyon/devices/pump-2",
+          globex);
+  r = curl("GET", path, globex);
+  EXPECT_EQ(r.status, 403) << r.body;
+  r = curl("GET", "/v1/tenants/acme/sites/lyon/devices", globex);
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(curl("DELETE", path, globex).status, 403);
+  r = curl("GET", "/v1/tenants/acme/sites/paris/devices/pump-1", acme);
+  EXPECT_EQ(r.status, 404) << r.body;
+  r = curl("GET", "/v1/tenants/acme/sites/paris/devices", acme);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["items"].size(), 0u);
+  r = curl("GET", "/v1/tenants/acme/sites/lyon/devices", token_);  // the fleet admin sees all
+  EXPECT_EQ(r.j()["items"].size(), 1u) << r.body;
+  r = curl("GET", "/v1/watch?kind=device&tenant=acme", acme, {}, 2);
+  EXPECT_EQ(r.status, 400) << r.body;
+  // Nothing refused was stored.
+  r = curl("GET", "/v1/tenants/acme/sites/lyon/devices", acme);
+  EXPECT_EQ(r.j()["items"].size(), 1u) << r.body;
+
+  r = curl("DELETE", path, acme);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(curl("GET", path, acme).status, 404);
+  EXPECT_EQ(curl("DELETE", path, acme).status, 404);
+}
+
 TEST_F(RestTest, EveryPathOfTheOpenApiDocumentAnswers) {
   Reply doc = curl("GET", "/openapi.json", "");
   ASSERT_EQ(doc.status, 200);
@@ -463,6 +569,9 @@ TEST_F(RestTest, EveryPathOfTheOpenApiDocumentAnswers) {
       {"/v1/tenants/{tenant}", json::object()},
       {"/v1/tenants/{tenant}/{kind}/{name}", config_map("web", "a")},
       {"/v1/sites/{site}", {{"labels", {{"region", "eu"}}}}},
+      {"/v1/tenants/{tenant}/sites/{site}/devices/{name}",
+       {{"credential",
+         {{"passwordHash", "$2b$04$UrDXCYlPNQURswfF2MBrOuNJzRtHfFCBQ52iWsLO/KBXfxi89YwZC"}}}}},
       {"/v1/tokens", {{"role", "viewer"}, {"tenant", "acme"}}}};
   int answered = 0;
   // PUT and POST first, DELETE last, so that reads find what they read.
