@@ -583,33 +583,40 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
 
   // --- Enrollment (docs/security.md).
   // A fleet admin's bootstrap token for a site, and cutting a site off.
-  server.Post(
-      "/v1/sites/" + name + "/enrollment",
-      with([](CatalogService* c, const std::string& auth, const Request& req, Response& res) {
-        if (!check_params(req, res, {"ttlSeconds"})) return;
-        v1::EnrollSiteRequest r;
-        r.set_site(req.matches[1]);
-        const std::string ttl = param(query_of(req), "ttlSeconds");
-        if (!ttl.empty()) {
-          if (ttl.size() > 9 || ttl.find_first_not_of("0123456789") != std::string::npos) {
-            return reply_invalid(res, "ttlSeconds must be a number of seconds");
-          }
-          r.set_ttl_seconds(std::stoull(ttl));
-        }
-        v1::EnrollSiteResponse out;
-        if (auto st = c->enroll_site(auth, r, &out); !st.ok()) {
-          return reply_status(res, st);
-        }
-        reply_json(res,
-                   json{{"site", out.site()},
-                        {"token", out.token()},
-                        {"expiresAtMs", out.expires_at_ms()},
-                        {"caFingerprint", out.ca_fingerprint()}}
-                       .dump(),
-                   201);
-      }));
-  server.Post("/v1/sites/" + name + "/revoke", with([](CatalogService* c, const std::string& auth,
-                                                       const Request& req, Response& res) {
+  // Neither reads a body: a POST without one is answered.
+  auto no_body = [](auto handler) {
+    return [handler](const Request& req, Response& res, const httplib::ContentReader&) {
+      handler(req, res);
+    };
+  };
+  server.Post("/v1/sites/" + name + "/enrollment",
+              no_body(with([](CatalogService* c, const std::string& auth, const Request& req,
+                              Response& res) {
+                if (!check_params(req, res, {"ttlSeconds"})) return;
+                v1::EnrollSiteRequest r;
+                r.set_site(req.matches[1]);
+                const std::string ttl = param(query_of(req), "ttlSeconds");
+                if (!ttl.empty()) {
+                  if (ttl.size() > 9 || ttl.find_first_not_of("0123456789") != std::string::npos) {
+                    return reply_invalid(res, "ttlSeconds must be a number of seconds");
+                  }
+                  r.set_ttl_seconds(std::stoull(ttl));
+                }
+                v1::EnrollSiteResponse out;
+                if (auto st = c->enroll_site(auth, r, &out); !st.ok()) {
+                  return reply_status(res, st);
+                }
+                reply_json(res,
+                           json{{"site", out.site()},
+                                {"token", out.token()},
+                                {"expiresAtMs", out.expires_at_ms()},
+                                {"caFingerprint", out.ca_fingerprint()}}
+                               .dump(),
+                           201);
+              })));
+  server.Post("/v1/sites/" + name + "/revoke",
+              no_body(with([](CatalogService* c, const std::string& auth, const Request& req,
+                              Response& res) {
                 if (!check_params(req, res, {})) return;
                 v1::RevokeSiteRequest r;
                 r.set_site(req.matches[1]);
@@ -618,7 +625,7 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
                   return reply_status(res, st);
                 }
                 reply_json(res, json{{"site", out.site()}, {"revoked", true}}.dump());
-              }));
+              })));
   // The hub's CA certificate (public): the spoke checks it against the
   // fingerprint it pinned before it sends its token.
   server.Get(

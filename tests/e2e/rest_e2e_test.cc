@@ -463,7 +463,8 @@ TEST_F(RestTest, EveryPathOfTheOpenApiDocumentAnswers) {
       {"/v1/tenants/{tenant}", json::object()},
       {"/v1/tenants/{tenant}/{kind}/{name}", config_map("web", "a")},
       {"/v1/sites/{site}", {{"labels", {{"region", "eu"}}}}},
-      {"/v1/tokens", {{"role", "viewer"}, {"tenant", "acme"}}}};
+      {"/v1/tokens", {{"role", "viewer"}, {"tenant", "acme"}}},
+      {"/v1/enroll", {{"token", "canopy-enroll_x"}, {"csr", "x"}}}};
   int answered = 0;
   // PUT and POST first, DELETE last, so that reads find what they read.
   for (const std::string method : {"put", "post", "get", "delete"}) {
