@@ -316,7 +316,8 @@ Status verify_cert(std::string_view ca_pem, std::string_view pem, std::string_vi
 }
 
 Status write_private_file(const std::string& path, std::string_view content, unsigned mode) {
-  if ((mode & ~0640u) != 0) return invalid_argument(path + ": a private file's mode is at most 0640");
+  if ((mode & ~0640u) != 0)
+    return invalid_argument(path + ": a private file's mode is at most 0640");
   namespace fs = std::filesystem;
   const fs::path p(path);
   std::error_code ec;

@@ -58,8 +58,7 @@ Status verify_cert(std::string_view ca_pem, std::string_view cert_pem,
 // than 0640) from the start (a temporary file created with that mode in the
 // same directory, fsynced, then renamed over `path`), so that no other user
 // can ever read it. Creates the parent directory (0700) when missing.
-Status write_private_file(const std::string& path, std::string_view content,
-                          unsigned mode = 0600);
+Status write_private_file(const std::string& path, std::string_view content, unsigned mode = 0600);
 
 // `bytes` random bytes from OpenSSL, as base64url without padding.
 StatusOr<std::string> random_base64url(size_t bytes);
