@@ -12,6 +12,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "daemon/identity.h"
 #include "model/keys.h"
 #include "store/file_io.h"
 
@@ -64,15 +65,7 @@ StatusOr<model::BearerToken> new_bearer() {
 
 }  // namespace
 
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr) != 1) {
-    // Only an OpenSSL without SHA-256 fails here; no digest then matches.
-    return std::string();
-  }
-  return hex(md, n);
-}
+std::string sha256_hex(std::string_view data) { return daemon::sha256_hex(data); }
 
 Authenticator::Authenticator(Store* store, Clock* clock) : store_(store), clock_(clock) {
   subscription_ = store_->subscribe([this](const v1::LogEntry& e) {

@@ -756,6 +756,39 @@ grpc::Status CatalogService::revoke_token(std::string_view authorization,
   return grpc::Status::OK;
 }
 
+grpc::Status CatalogService::enroll_site(std::string_view authorization,
+                                         const v1::EnrollSiteRequest& request,
+                                         v1::EnrollSiteResponse* response) {
+  auto who = authorize(authorization, model::Action::kAdminister, "");
+  if (!who.ok()) return to_grpc(who.status());
+  if (options_.enrollment == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites");
+  }
+  constexpr uint64_t kDefaultTtlSeconds = 3600;
+  const uint64_t ttl = request.ttl_seconds() == 0 ? kDefaultTtlSeconds : request.ttl_seconds();
+  auto issued = options_.enrollment->issue(request.site(), ttl);
+  if (!issued.ok()) return to_grpc(issued.status());
+  response->set_site(issued->site);
+  response->set_token(issued->text);
+  response->set_expires_at_ms(issued->expires_at_ms);
+  response->set_ca_fingerprint(issued->ca_fingerprint);
+  return grpc::Status::OK;
+}
+
+grpc::Status CatalogService::revoke_site(std::string_view authorization,
+                                         const v1::RevokeSiteRequest& request,
+                                         v1::RevokeSiteResponse* response) {
+  auto who = authorize(authorization, model::Action::kAdminister, "");
+  if (!who.ok()) return to_grpc(who.status());
+  if (options_.enrollment == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites");
+  }
+  if (Status st = options_.enrollment->revoke(request.site()); !st.ok()) return to_grpc(st);
+  spdlog::info("catalog: site {} revoked by token {}", request.site(), who->id);
+  response->set_site(request.site());
+  return grpc::Status::OK;
+}
+
 // --- gRPC adapters.
 
 grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequest* request,
@@ -914,6 +947,17 @@ grpc::Status CatalogService::RevokeToken(grpc::ServerContext* context,
 grpc::Status CatalogService::Render(grpc::ServerContext* context, const v1::RenderRequest* request,
                                     v1::RenderResponse* response) {
   return render(bearer_of(context), *request, response);
+}
+
+grpc::Status CatalogService::EnrollSite(grpc::ServerContext* context,
+                                        const v1::EnrollSiteRequest* request,
+                                        v1::EnrollSiteResponse* response) {
+  return enroll_site(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::RevokeSite(grpc::ServerContext* context,
+                                        const v1::RevokeSiteRequest* request,
+                                        v1::RevokeSiteResponse* response) {
+  return revoke_site(bearer_of(context), *request, response);
 }
 
 grpc::Status CatalogService::ListConflicts(grpc::ServerContext* context,

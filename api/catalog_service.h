@@ -55,6 +55,7 @@
 #include "api/objects.h"
 #include "api/watch_fanout.h"
 #include "canopy/v1/hub.grpc.pb.h"
+#include "hub/enrollment.h"
 #include "hub/placement_index.h"
 #include "hub/status_aggregate.h"
 #include "store/document.h"
@@ -92,6 +93,9 @@ struct CatalogOptions {
   // hub::Hub::sessions); GetStatus then shows sites without a live session
   // as offline. Empty: every site counts as live.
   std::function<hub::Liveness()> liveness;
+  // The hub's enrollment (bootstrap tokens, revocation); null: EnrollSite
+  // and RevokeSite answer UNIMPLEMENTED.
+  hub::Enrollment* enrollment = nullptr;
 };
 
 class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service> {
@@ -132,6 +136,15 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
                            v1::ListTokensResponse* response);
   grpc::Status revoke_token(std::string_view authorization, const v1::RevokeTokenRequest& request,
                             v1::RevokeTokenResponse* response);
+  // Fleet admins only: a one-time bootstrap token bound to a site, and the
+  // CA fingerprint to pin (docs/security.md); cutting a site off.
+  grpc::Status enroll_site(std::string_view authorization, const v1::EnrollSiteRequest& request,
+                           v1::EnrollSiteResponse* response);
+  grpc::Status revoke_site(std::string_view authorization, const v1::RevokeSiteRequest& request,
+                           v1::RevokeSiteResponse* response);
+  // The hub's enrollment, for the spoke's exchange (POST /v1/enroll), which
+  // a bootstrap token authenticates, not a bearer token.
+  hub::Enrollment* enrollment() const { return options_.enrollment; }
   // (catalog_views.cc) What a site would apply for a placement, rendered
   // here by the spoke's renderer from this hub's documents.
   grpc::Status render(std::string_view authorization, const v1::RenderRequest& request,
@@ -173,6 +186,10 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
                       v1::RenderResponse* response) override;
   grpc::Status ListConflicts(grpc::ServerContext* context, const v1::ListConflictsRequest* request,
                              v1::ListConflictsResponse* response) override;
+  grpc::Status EnrollSite(grpc::ServerContext* context, const v1::EnrollSiteRequest* request,
+                          v1::EnrollSiteResponse* response) override;
+  grpc::Status RevokeSite(grpc::ServerContext* context, const v1::RevokeSiteRequest* request,
+                          v1::RevokeSiteResponse* response) override;
 
  private:
   class WatchReactor;

@@ -74,6 +74,19 @@ std::string hub_metrics(hub::Hub* hub) {
           "Sync messages refused (malformed, wrong addressee, stale session).", p.refused_messages);
   counter("canopy_hub_refused_writes", "Sites' writes refused: outside their writable scope.",
           p.refused_writes);
+  counter("canopy_hub_refused_revoked_messages",
+          "Sync messages refused because their site's identity is revoked.",
+          p.refused_not_admitted);
+  if (hub::Enrollment* e = hub->enrollment()) {
+    const hub::EnrollmentStats es = e->stats();
+    counter("canopy_hub_bootstrap_tokens_issued", "Bootstrap tokens issued.", es.tokens_issued);
+    counter("canopy_hub_enrollments", "Sites enrolled (certificate and NATS user issued).",
+            es.enrollments);
+    counter("canopy_hub_enrollments_refused",
+            "Enrollment requests refused (bad, expired or used token, bad CSR).",
+            es.refused_enrollments);
+    counter("canopy_hub_site_revocations", "Site identities revoked.", es.revocations);
+  }
 
   const hub::IndexCounts counts = hub->index()->counts();
   page.gauge("canopy_hub_known_sites", "Sites with a site record.")

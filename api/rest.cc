@@ -619,6 +619,94 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
                   reply_json(res, token_json(out.token()).dump());
                 }));
 
+  // --- Enrollment (docs/security.md).
+  // A fleet admin's bootstrap token for a site, and cutting a site off.
+  // Neither reads a body: a POST without one is answered.
+  auto no_body = [](auto handler) {
+    return [handler](const Request& req, Response& res, const httplib::ContentReader&) {
+      handler(req, res);
+    };
+  };
+  server.Post("/v1/sites/" + name + "/enrollment",
+              no_body(with([](CatalogService* c, const std::string& auth, const Request& req,
+                              Response& res) {
+                if (!check_params(req, res, {"ttlSeconds"})) return;
+                v1::EnrollSiteRequest r;
+                r.set_site(req.matches[1]);
+                const std::string ttl = param(query_of(req), "ttlSeconds");
+                if (!ttl.empty()) {
+                  if (ttl.size() > 9 || ttl.find_first_not_of("0123456789") != std::string::npos) {
+                    return reply_invalid(res, "ttlSeconds must be a number of seconds");
+                  }
+                  r.set_ttl_seconds(std::stoull(ttl));
+                }
+                v1::EnrollSiteResponse out;
+                if (auto st = c->enroll_site(auth, r, &out); !st.ok()) {
+                  return reply_status(res, st);
+                }
+                reply_json(res,
+                           json{{"site", out.site()},
+                                {"token", out.token()},
+                                {"expiresAtMs", out.expires_at_ms()},
+                                {"caFingerprint", out.ca_fingerprint()}}
+                               .dump(),
+                           201);
+              })));
+  server.Post("/v1/sites/" + name + "/revoke",
+              no_body(with([](CatalogService* c, const std::string& auth, const Request& req,
+                              Response& res) {
+                if (!check_params(req, res, {})) return;
+                v1::RevokeSiteRequest r;
+                r.set_site(req.matches[1]);
+                v1::RevokeSiteResponse out;
+                if (auto st = c->revoke_site(auth, r, &out); !st.ok()) {
+                  return reply_status(res, st);
+                }
+                reply_json(res, json{{"site", out.site()}, {"revoked", true}}.dump());
+              })));
+  // The hub's CA certificate (public): the spoke checks it against the
+  // fingerprint it pinned before it sends its token.
+  server.Get(
+      "/v1/ca", with([](CatalogService* c, const std::string&, const Request&, Response& res) {
+        if (c->enrollment() == nullptr) {
+          return reply_status(
+              res, grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites"));
+        }
+        reply_json(res, json{{"ca", c->enrollment()->ca_pem()},
+                             {"fingerprint", c->enrollment()->ca_fingerprint()}}
+                            .dump());
+      }));
+  // The spoke's exchange: no bearer token; the bootstrap token in the body is
+  // the credential (and is never logged).
+  server.Post(
+      "/v1/enroll",
+      with([](CatalogService* c, const std::string&, const Request& req, Response& res) {
+        if (!check_params(req, res, {})) return;
+        hub::Enrollment* enrollment = c->enrollment();
+        if (enrollment == nullptr) {
+          return reply_status(
+              res, grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites"));
+        }
+        const json body = json::parse(req.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object() || !body.contains("token") ||
+            !body["token"].is_string() || !body.contains("csr") || !body["csr"].is_string() ||
+            body.size() != 2) {
+          return reply_invalid(res,
+                               "the body must be a JSON object {\"token\": \"canopy-enroll_...\", "
+                               "\"csr\": \"<PEM certificate signing request>\"}");
+        }
+        auto enrolled =
+            enrollment->enroll(body["token"].get<std::string>(), body["csr"].get<std::string>());
+        if (!enrolled.ok()) return reply_status(res, to_grpc(enrolled.status()));
+        json out = {{"site", enrolled->site},
+                    {"certificate", enrolled->certificate_pem},
+                    {"ca", enrolled->ca_pem}};
+        if (!enrolled->nats_user.empty()) {
+          out["nats"] = {{"user", enrolled->nats_user}, {"password", enrolled->nats_password}};
+        }
+        reply_json(res, out.dump());
+      }));
+
   // --- Watch.
   server.Get(
       "/v1/watch",

@@ -9,6 +9,7 @@
 //   canopy-hub --config hub.yaml
 //   canopy-hub --name hub --data /var/lib/canopy/hub --nats nats://127.0.0.1:4222
 //   canopy-hub --name eu --parent root --nats nats://127.0.0.1:4223 ...  (a regional hub)
+//   canopy-hub --nats-auth-file /etc/nats/canopy-auth.conf --write-nats-auth ...
 //   canopy-hub --version
 //
 // SIGTERM or SIGINT shuts it down cleanly: the API stops taking requests,
@@ -48,6 +49,41 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
                  "(a,b): this hub is a regional hub (default: none, the root)");
   app.add_option("--peers", cfg->peers,
                  "the other hubs of this level, a,b: active-active (docs/hierarchy.md)");
+  app.add_option("--nats-auth-file", cfg->nats_auth_file,
+                 "nats-server authorization include file the hub manages (docs/security.md)");
+  app.add_option("--nats-pid-file", cfg->nats_pid_file,
+                 "nats-server's pid file: SIGHUP after each change of --nats-auth-file");
+}
+
+// --write-nats-auth: writes the CA and the NATS authorization file from the
+// store and exits, so that nats-server can start with it before the hub.
+int write_nats_auth(const hub::HubConfig& cfg) {
+  daemon::set_log_level(cfg.log_level);
+  if (cfg.nats_auth_file.empty()) {
+    return daemon::config_error(kProgram,
+                                invalid_argument("--write-nats-auth needs --nats-auth-file"));
+  }
+  StoreOptions so;
+  so.path = cfg.data_dir;
+  so.durability = cfg.durability;
+  auto store = Store::open(so);
+  if (!store.ok()) {
+    spdlog::error("cannot open the store: {}", store.status().message());
+    return 1;
+  }
+  hub::EnrollmentOptions eo;
+  eo.hub_name = cfg.name;
+  eo.data_dir = cfg.data_dir;
+  eo.nats_auth_file = cfg.nats_auth_file;
+  eo.nats_pid_file = cfg.nats_pid_file;
+  eo.cert_days = cfg.site_cert_days;
+  auto enrollment = hub::Enrollment::open(store->get(), SystemClock::instance(), eo);
+  if (!enrollment.ok()) {
+    spdlog::error("enrollment: {}", enrollment.status().message());
+    return 1;
+  }
+  spdlog::info("wrote {}; CA fingerprint {}", cfg.nats_auth_file, (*enrollment)->ca_fingerprint());
+  return 0;
 }
 
 int run(const hub::HubConfig& cfg) {
@@ -78,6 +114,7 @@ int run(const hub::HubConfig& cfg) {
     // away_after_s), with what it last reported and when.
     // Below regional hubs, from their presence documents.
     options.liveness = [&hub] { return hub.liveness(); };
+    options.enrollment = hub.enrollment();
     catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status(),
                                                     auth.get(), std::move(options));
     grpc_server = api::start_grpc_server(cfg.grpc_listen, {catalog.get()}, nullptr);
@@ -119,11 +156,18 @@ int main(int argc, char** argv) {
   using namespace canopy;
   daemon::prepare_process();
   hub::HubConfig cfg;
+  static bool write_auth_only = false;
+  auto bind = [](CLI::App& app, hub::HubConfig* c) {
+    bind_hub_flags(app, c);
+    app.add_flag("--write-nats-auth", write_auth_only,
+                 "write the CA and --nats-auth-file, then exit (before nats-server first starts)");
+  };
   if (auto exit_code = daemon::parse_command_line<hub::HubConfig>(
-          argc, argv, kProgram, "canopy-hub: Canopy control-plane hub", bind_hub_flags,
-          hub::load_hub_config, &cfg)) {
+          argc, argv, kProgram, "canopy-hub: Canopy control-plane hub", bind, hub::load_hub_config,
+          &cfg)) {
     return *exit_code;
   }
   if (Status s = hub::validate_hub_config(cfg); !s.ok()) return daemon::config_error(kProgram, s);
+  if (write_auth_only) return write_nats_auth(cfg);
   return run(cfg);
 }

@@ -10,12 +10,15 @@
 //
 //   canopy-spoke --config spoke.yaml
 //   canopy-spoke --site shop-1 --label region=eu --data DIR --manifests DIR --nats URL
+//   canopy-spoke --site shop-1 --enroll TOKEN --hub-url http://hub:7401 --ca-fingerprint sha256:...
+//                (enrolls first: docs/security.md)
 //   canopy-spoke --version
 //
 // At start it applies what its store holds before it even connects. SIGTERM
 // or SIGINT stops it cleanly. Exit codes: 0 clean, 2 bad configuration, 1 a
 // failure at start.
 #include <malloc.h>
+#include <spdlog/spdlog.h>
 
 #include <memory>
 #include <string>
@@ -29,6 +32,7 @@
 #include "spoke/bus/tenants_file_watch.h"
 #include "spoke/bus/twin_reports.h"
 #include "spoke/config.h"
+#include "spoke/enroll.h"
 #include "spoke/spoke.h"
 
 namespace canopy {
@@ -137,7 +141,16 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 256 << 10);
   spoke::SpokeConfig cfg;
   std::vector<std::string> labels;
-  auto bind = [&labels](CLI::App& app, spoke::SpokeConfig* c) {
+  spoke::EnrollRequest enroll;
+  auto bind = [&labels, &enroll](CLI::App& app, spoke::SpokeConfig* c) {
+    app.add_option("--enroll", enroll.token,
+                   "enroll first with this bootstrap token (kubectl canopy enroll SITE), then run");
+    app.add_option("--hub-url", enroll.hub_url,
+                   "with --enroll: the hub's HTTP API, http://host:port");
+    app.add_option("--ca-fingerprint", enroll.ca_fingerprint,
+                   "with --enroll: the hub CA's fingerprint to pin (sha256:<hex>)");
+    app.add_option("--nats-credentials", c->nats_credentials_file,
+                   "the site's NATS user file (default: <data>/identity/nats.json if present)");
     app.add_option("--site", c->site, "site name (DNS-1123 label)");
     app.add_option("--label", labels, "site label key=value (repeatable)");
     app.add_option("--parent", c->parent,
@@ -172,6 +185,20 @@ int main(int argc, char** argv) {
   }
   if (Status s = spoke::validate_spoke_config(cfg); !s.ok()) {
     return daemon::config_error(kProgram, s);
+  }
+  if (!enroll.token.empty() || !enroll.hub_url.empty() || !enroll.ca_fingerprint.empty()) {
+    if (enroll.token.empty() || enroll.hub_url.empty() || enroll.ca_fingerprint.empty()) {
+      return daemon::config_error(
+          kProgram, invalid_argument("--enroll, --hub-url and --ca-fingerprint go together"));
+    }
+    daemon::set_log_level(cfg.log_level);
+    enroll.site = cfg.site;
+    enroll.data_dir = cfg.data_dir;
+    if (Status s = spoke::enroll_site(enroll); !s.ok()) {
+      // The token is not in the message: enroll_site never repeats it.
+      spdlog::error("enrollment failed: {}", s.message());
+      return 1;
+    }
   }
   return run(cfg);
 }

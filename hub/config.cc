@@ -13,7 +13,8 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
       path,
       {"name", "data_dir", "nats", "grpc_listen", "health_listen", "durability",
        "max_concurrent_catchups", "away_after_s", "session_timeout_s", "log_retention_hours",
-       "log_level", "admin_token_file", "parent", "peers"},
+       "log_level", "admin_token_file", "parent", "peers", "nats_auth_file", "nats_pid_file",
+       "site_cert_days"},
       &root));
   try {
     if (root["name"]) c->name = root["name"].as<std::string>();
@@ -41,6 +42,9 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
     if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
     if (root["parent"]) c->parent = daemon::node_list_of(root["parent"]);
     if (root["peers"]) c->peers = daemon::node_list_of(root["peers"]);
+    if (root["nats_auth_file"]) c->nats_auth_file = root["nats_auth_file"].as<std::string>();
+    if (root["nats_pid_file"]) c->nats_pid_file = root["nats_pid_file"].as<std::string>();
+    if (root["site_cert_days"]) c->site_cert_days = root["site_cert_days"].as<int>();
   } catch (const YAML::Exception& e) {
     return invalid_argument("config " + path + ": " + e.what());
   }
@@ -81,6 +85,12 @@ Status validate_hub_config(const HubConfig& c) {
         return invalid_argument("peers: " + p + " is also a parent");
       }
     }
+  }
+  if (!c.nats_pid_file.empty() && c.nats_auth_file.empty()) {
+    return invalid_argument("nats_pid_file: only with nats_auth_file (the file it reloads)");
+  }
+  if (c.site_cert_days < 1 || c.site_cert_days > 3650) {
+    return invalid_argument("site_cert_days: must be 1 to 3650");
   }
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.grpc_listen));
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.health_listen));

@@ -47,6 +47,16 @@ struct HubConfig {
   // (docs/hierarchy.md). Empty: this hub is alone at its level.
   std::string peers;
 
+  // Enrollment (docs/security.md). The hub's CA lives in <data_dir>/ca/. With
+  // nats_auth_file set, the hub manages its nats-server's users: it writes
+  // that file (include it in nats-server's config), connects as its own user
+  // (password in <data_dir>/nats-hub.password), gives each enrolled site a
+  // user confined to its subjects, and after each change sends SIGHUP to the
+  // pid in nats_pid_file (nats-server's `pid_file`) so that it reloads.
+  std::string nats_auth_file;
+  std::string nats_pid_file;
+  int site_cert_days = 365;
+
   std::string admin_token_path() const {
     return admin_token_file.empty() ? data_dir + "/admin.token" : admin_token_file;
   }

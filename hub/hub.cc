@@ -57,9 +57,25 @@ Status Hub::start() {
   }
   status_ = std::move(status_or).value();
 
+  // Before NATS: the hub's own NATS user must be in the authorization file.
+  EnrollmentOptions eo;
+  eo.hub_name = config_.name;
+  eo.data_dir = config_.data_dir;
+  eo.nats_auth_file = config_.nats_auth_file;
+  eo.nats_pid_file = config_.nats_pid_file;
+  eo.cert_days = config_.site_cert_days;
+  auto enrollment_or = Enrollment::open(store_.get(), SystemClock::instance(), eo);
+  if (!enrollment_or.ok()) {
+    stop();
+    return Status(enrollment_or.status().code(), "enrollment: " + enrollment_or.status().message());
+  }
+  enrollment_ = std::move(enrollment_or).value();
+
   sync::NatsOptions no;
   no.urls = config_.nats_urls;
   no.name = "canopy-hub-" + config_.name;
+  no.user = enrollment_->hub_nats_user();
+  no.password = enrollment_->hub_nats_password();
   auto nats_or = sync::NatsTransport::connect(no);
   if (!nats_or.ok()) {
     stop();
@@ -88,6 +104,12 @@ Status Hub::start() {
     scope = peer_scope_.get();
   }
   auto parent = std::make_unique<sync::ParentSync>(config_.name, store_.get(), scope, env, po);
+  // The hub trusts subjects, not claims: the parent engine already refuses an
+  // envelope naming another site than its subject; a revoked site's
+  // messages are refused here even if they still reach us.
+  Enrollment* enrollment = enrollment_.get();
+  parent->set_admit_hook(
+      [enrollment](const std::string& child) { return enrollment->admits(child); });
   if (config_.parent.empty()) {
     // The site describes itself in its hello; the registry keeps it. Only the
     // root registers sites: below it, records come from the parent (a
@@ -201,6 +223,7 @@ void Hub::stop() {
   regions_.reset();
   wrapped_.reset();
   nats_.reset();
+  enrollment_.reset();
   status_.reset();
   index_.reset();
   store_.reset();

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "hub/config.h"
+#include "hub/enrollment.h"
 #include "hub/peer_scope.h"
 #include "hub/placement_index.h"
 #include "hub/region_scope.h"
@@ -98,6 +99,8 @@ class Hub {
   Store* store() { return store_.get(); }
   PlacementIndex* index() { return index_.get(); }
   StatusAggregate* status() { return status_.get(); }
+  // Site identities: CA, bootstrap tokens, NATS users, revocation.
+  Enrollment* enrollment() { return enrollment_.get(); }
 
   bool nats_connected() const;
   size_t session_count();
@@ -134,6 +137,7 @@ class Hub {
   std::unique_ptr<Store> store_;
   std::unique_ptr<PlacementIndex> index_;
   std::unique_ptr<StatusAggregate> status_;
+  std::unique_ptr<Enrollment> enrollment_;
   std::unique_ptr<RegionScope> regions_;  // the index composed with the regions below
   std::unique_ptr<sync::NatsTransport> nats_;
   std::unique_ptr<sync::Transport> wrapped_;  // HubHooks::wrap_transport's, over nats_

@@ -1,6 +1,7 @@
 #include "model/access.h"
 
 #include <algorithm>
+#include <optional>
 
 namespace canopy::model {
 namespace {
@@ -62,23 +63,47 @@ bool may_issue(Role role, Role wanted) {
   return false;
 }
 
-StatusOr<BearerToken> parse_bearer(std::string_view text) {
-  const auto malformed = [] {
-    return unauthenticated(
-        "the token is malformed (expected canopy_<16 hex digits>_<43 characters>)");
-  };
-  if (!text.starts_with(kBearerPrefix)) return malformed();
-  text.remove_prefix(kBearerPrefix.size());
+namespace {
+
+// "<id>_<secret>" after `prefix`, or nullopt.
+std::optional<BearerToken> split_token(std::string_view text, std::string_view prefix) {
+  if (!text.starts_with(prefix)) return std::nullopt;
+  text.remove_prefix(prefix.size());
   if (text.size() != kTokenIdChars + 1 + kTokenSecretChars || text[kTokenIdChars] != '_') {
-    return malformed();
+    return std::nullopt;
   }
   const std::string_view id = text.substr(0, kTokenIdChars);
   const std::string_view secret = text.substr(kTokenIdChars + 1);
   if (!std::all_of(id.begin(), id.end(), is_lower_hex) ||
       !std::all_of(secret.begin(), secret.end(), is_base64url)) {
-    return malformed();
+    return std::nullopt;
   }
   return BearerToken{std::string(id), std::string(secret)};
+}
+
+}  // namespace
+
+StatusOr<BearerToken> parse_bearer(std::string_view text) {
+  auto t = split_token(text, kBearerPrefix);
+  if (!t) {
+    return unauthenticated(
+        "the token is malformed (expected canopy_<16 hex digits>_<43 characters>)");
+  }
+  return *t;
+}
+
+StatusOr<BearerToken> parse_bootstrap_token(std::string_view text) {
+  auto t = split_token(text, kBootstrapPrefix);
+  if (!t) {
+    return unauthenticated(
+        "the bootstrap token is malformed (expected canopy-enroll_<16 hex digits>_<43 "
+        "characters>, as `kubectl canopy enroll` prints it)");
+  }
+  return *t;
+}
+
+std::string bootstrap_token_text(const BearerToken& token) {
+  return std::string(kBootstrapPrefix) + token.id + "_" + token.secret;
 }
 
 std::string bearer_text(const BearerToken& token) {

@@ -53,4 +53,13 @@ inline constexpr size_t kTokenSecretChars = 43;
 StatusOr<BearerToken> parse_bearer(std::string_view text);
 std::string bearer_text(const BearerToken& token);
 
+// A site's one-time bootstrap token (docs/security.md, `kubectl canopy
+// enroll`): "canopy-enroll_<id>_<secret>", <id> naming its record
+// (`enrollment/tokens/<id>`, 16 lowercase hex digits), <secret> 43
+// characters of base64url. Only a hash of the secret is stored. Errors never
+// repeat the text (it is a secret).
+inline constexpr std::string_view kBootstrapPrefix = "canopy-enroll_";
+StatusOr<BearerToken> parse_bootstrap_token(std::string_view text);
+std::string bootstrap_token_text(const BearerToken& token);
+
 }  // namespace canopy::model

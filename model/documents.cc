@@ -711,6 +711,16 @@ constexpr std::string_view kNoClearPassword =
     "a clear password is never stored: send credential.passwordHash, a bcrypt hash of it "
     "(e.g. `htpasswd -nbBC 10 \"\" PASSWORD | cut -c2-`)";
 
+Status string_field(const json& doc, std::string_view name, std::string* out) {
+  const json* f = field(doc, name);
+  if (f == nullptr) return invalid_argument(std::string(name) + " is missing");
+  if (!f->is_string()) {
+    return invalid_argument(std::string(name) + " must be a string, not " + f->type_name());
+  }
+  *out = f->get<std::string>();
+  return ok_status();
+}
+
 }  // namespace
 
 bool is_bcrypt_hash(std::string_view h) {
@@ -841,6 +851,99 @@ StatusOr<Reported> parse_reported(const json& doc) {
     out.emplace(k, std::move(f));
   }
   return out;
+}
+
+StatusOr<BootstrapTokenRecord> parse_bootstrap_record(std::string_view id, const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "bootstrap token"));
+  CANOPY_RETURN_IF_ERROR(
+      only_fields(doc, {"site", "hash", "createdAtMs", "expiresAtMs", "usedAtMs"}));
+  if (id.size() != kTokenIdChars || !std::all_of(id.begin(), id.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      })) {
+    return invalid_argument("bootstrap token id " + quote(id) + " is not " +
+                            std::to_string(kTokenIdChars) + " lowercase hex digits");
+  }
+  BootstrapTokenRecord out;
+  out.id = std::string(id);
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "site", &out.site));
+  if (!is_dns1123_label(out.site)) {
+    return invalid_argument("site " + quote(out.site) + " is not " + std::string(kLabelRule));
+  }
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "hash", &out.hash));
+  if (!is_hex_digest(out.hash)) {
+    return invalid_argument("hash must be a SHA-256 digest in 64 lowercase hex digits");
+  }
+  auto created = millis_field(doc, "createdAtMs");
+  if (!created.ok()) return created.status();
+  out.created_at_ms = *created;
+  auto expires = millis_field(doc, "expiresAtMs");
+  if (!expires.ok()) return expires.status();
+  if (*expires == 0) return invalid_argument("expiresAtMs is missing: a bootstrap token expires");
+  out.expires_at_ms = *expires;
+  auto used = millis_field(doc, "usedAtMs");
+  if (!used.ok()) return used.status();
+  out.used_at_ms = *used;
+  return out;
+}
+
+json bootstrap_record_document(const BootstrapTokenRecord& t) {
+  return {{"site", t.site},
+          {"hash", t.hash},
+          {"createdAtMs", t.created_at_ms},
+          {"expiresAtMs", t.expires_at_ms},
+          {"usedAtMs", t.used_at_ms}};
+}
+
+StatusOr<SiteIdentity> parse_site_identity(std::string_view site, const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "site identity"));
+  CANOPY_RETURN_IF_ERROR(
+      only_fields(doc, {"natsUser", "natsPasswordHash", "certFingerprint", "certNotAfterMs",
+                        "enrolledAtMs", "revoked", "revokedAtMs"}));
+  if (!is_dns1123_label(site)) {
+    return invalid_argument("site " + quote(site) + " is not " + std::string(kLabelRule));
+  }
+  SiteIdentity out;
+  out.site = std::string(site);
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "natsUser", &out.nats_user));
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "natsPasswordHash", &out.nats_password_hash));
+  // What goes into nats-server's configuration must not break out of its
+  // quoted string.
+  for (const std::string* v : {&out.nats_user, &out.nats_password_hash}) {
+    if (v->empty() || !std::all_of(v->begin(), v->end(), [](char c) {
+          return c > 0x20 && c < 0x7f && c != '"' && c != '\\';
+        })) {
+      return invalid_argument(
+          "natsUser and natsPasswordHash must be printable ASCII without "
+          "quotes, backslashes or spaces");
+    }
+  }
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "certFingerprint", &out.cert_fingerprint));
+  auto not_after = millis_field(doc, "certNotAfterMs");
+  if (!not_after.ok()) return not_after.status();
+  out.cert_not_after_ms = *not_after;
+  auto enrolled = millis_field(doc, "enrolledAtMs");
+  if (!enrolled.ok()) return enrolled.status();
+  out.enrolled_at_ms = *enrolled;
+  if (const json* rev = field(doc, "revoked")) {
+    if (!rev->is_boolean()) {
+      return invalid_argument(std::string("revoked must be a boolean, not ") + rev->type_name());
+    }
+    out.revoked = rev->get<bool>();
+  }
+  auto revoked_at = millis_field(doc, "revokedAtMs");
+  if (!revoked_at.ok()) return revoked_at.status();
+  out.revoked_at_ms = *revoked_at;
+  return out;
+}
+
+json site_identity_document(const SiteIdentity& i) {
+  return {{"natsUser", i.nats_user},
+          {"natsPasswordHash", i.nats_password_hash},
+          {"certFingerprint", i.cert_fingerprint},
+          {"certNotAfterMs", i.cert_not_after_ms},
+          {"enrolledAtMs", i.enrolled_at_ms},
+          {"revoked", i.revoked},
+          {"revokedAtMs", i.revoked_at_ms}};
 }
 
 }  // namespace canopy::model

@@ -327,5 +327,38 @@ StatusOr<Reported> parse_reported(const nlohmann::json& doc);
 // A twin field name: 1-128 characters of [A-Za-z0-9_-], also not starting
 // with "$". What a report's keys and `desired`'s keys must be.
 bool is_twin_field(std::string_view name);
+// `enrollment/tokens/<id>` (access.h, parse_bootstrap_token): {"site":
+//   "<site>", "hash": "<SHA-256 of the secret>", "createdAtMs": N,
+//   "expiresAtMs": N, "usedAtMs": N} — a one-time token bound to one site;
+//   usedAtMs 0 until a spoke exchanged it. Hub only.
+struct BootstrapTokenRecord {
+  std::string id;
+  std::string site;
+  std::string hash;
+  uint64_t created_at_ms = 0;
+  uint64_t expires_at_ms = 0;
+  uint64_t used_at_ms = 0;
+};
+StatusOr<BootstrapTokenRecord> parse_bootstrap_record(std::string_view id,
+                                                      const nlohmann::json& doc);
+nlohmann::json bootstrap_record_document(const BootstrapTokenRecord& token);
+
+// `enrollment/sites/<site>`: {"natsUser": "<user>", "natsPasswordHash":
+//   "<bcrypt>", "certFingerprint": "sha256:<hex>", "certNotAfterMs": N,
+//   "enrolledAtMs": N, "revoked": bool, "revokedAtMs": N} — what the hub
+//   issued the site at its last enrollment, and whether it is cut off. The
+//   hub's NATS authorization file lists every site not revoked. Hub only.
+struct SiteIdentity {
+  std::string site;
+  std::string nats_user;
+  std::string nats_password_hash;
+  std::string cert_fingerprint;
+  uint64_t cert_not_after_ms = 0;
+  uint64_t enrolled_at_ms = 0;
+  bool revoked = false;
+  uint64_t revoked_at_ms = 0;
+};
+StatusOr<SiteIdentity> parse_site_identity(std::string_view site, const nlohmann::json& doc);
+nlohmann::json site_identity_document(const SiteIdentity& identity);
 
 }  // namespace canopy::model

@@ -117,6 +117,10 @@ std::string rollout_key(std::string_view tenant, std::string_view placement) {
   return join({kTenantsPrefix, tenant, "/rollouts/", placement});
 }
 std::string token_key(std::string_view id) { return join({kTokensPrefix, id}); }
+std::string enrollment_token_key(std::string_view id) {
+  return join({kEnrollmentTokensPrefix, id});
+}
+std::string site_identity_key(std::string_view site) { return join({kSiteIdentitiesPrefix, site}); }
 std::string presence_key(std::string_view site) { return join({kSitesPrefix, site, "/presence"}); }
 std::string local_override_key(std::string_view site, std::string_view tenant,
                                std::string_view template_name) {

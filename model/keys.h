@@ -20,6 +20,11 @@
 //   t/<tenant>                                   tenant record
 //   t/<tenant>/grants/<grant>                    grant of sites to the tenant
 //   tokens/<id>                                  API token (hub only)
+//   enrollment/tokens/<id>                       one-time bootstrap token of a
+//                                                site's enrollment (hub only)
+//   enrollment/sites/<site>                      a site's enrolled identity:
+//                                                NATS user, certificate,
+//                                                revocation (hub only)
 //
 // Every name is a DNS-1123 label (names.h). parse_key accepts exactly these
 // shapes with valid names; anything else is kOther, which no rule of the
@@ -35,6 +40,11 @@ namespace canopy::model {
 inline constexpr std::string_view kSitesPrefix = "sites/";
 inline constexpr std::string_view kTenantsPrefix = "t/";
 inline constexpr std::string_view kTokensPrefix = "tokens/";
+// Hub-only: no site's scope and no regional hub's scope holds these keys
+// (kOther for parse_key, which no scope rule reads).
+inline constexpr std::string_view kEnrollmentPrefix = "enrollment/";
+inline constexpr std::string_view kEnrollmentTokensPrefix = "enrollment/tokens/";
+inline constexpr std::string_view kSiteIdentitiesPrefix = "enrollment/sites/";
 
 enum class KeyKind {
   kOther,
@@ -77,6 +87,8 @@ std::string tenant_key(std::string_view tenant);
 std::string grant_key(std::string_view tenant, std::string_view name);
 std::string rollout_key(std::string_view tenant, std::string_view placement);
 std::string token_key(std::string_view id);
+std::string enrollment_token_key(std::string_view id);
+std::string site_identity_key(std::string_view site);
 std::string local_override_key(std::string_view site, std::string_view tenant,
                                std::string_view template_name);
 std::string status_key(std::string_view site, std::string_view tenant,

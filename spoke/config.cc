@@ -13,7 +13,7 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
       path,
       {"site", "labels", "parent", "data_dir", "applier", "manifests_dir", "kubeconfig",
        "kube_context", "kube_audit_seconds", "nats", "health_listen", "durability",
-       "resync_seconds", "log_retention_hours", "log_level", "bus"},
+       "resync_seconds", "log_retention_hours", "log_level", "bus", "nats_credentials_file"},
       &root));
   try {
     if (root["site"]) c->site = root["site"].as<std::string>();
@@ -34,6 +34,9 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
       c->kube_audit_seconds = root["kube_audit_seconds"].as<uint64_t>();
     }
     if (root["nats"]) c->nats_urls = daemon::nats_urls_of(root["nats"]);
+    if (root["nats_credentials_file"]) {
+      c->nats_credentials_file = root["nats_credentials_file"].as<std::string>();
+    }
     if (root["health_listen"]) c->health_listen = root["health_listen"].as<std::string>();
     if (root["durability"]) {
       auto d = parse_durability(root["durability"].as<std::string>());

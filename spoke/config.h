@@ -31,6 +31,9 @@ struct SpokeConfig {
   std::string kube_context;
   uint64_t kube_audit_seconds = 60;  // health and drift read back this often
   std::vector<std::string> nats_urls = {"nats://127.0.0.1:4222"};
+  // The site's NATS user from its enrollment (spoke/enroll.h); empty:
+  // <data_dir>/identity/nats.json, used when it exists.
+  std::string nats_credentials_file;
   std::string health_listen = "127.0.0.1:7501";  // local API: /healthz, /v1/...
   Durability durability = Durability::kGroupCommit;
   uint64_t resync_seconds = 30;  // full reconcile even without changes (repairs drift)
@@ -42,6 +45,10 @@ struct SpokeConfig {
   // The site's device bus (spoke/bus/): a nats-server the spoke runs, with
   // its MQTT listener, as a leaf of the hub's NATS. Off unless enabled.
   bus::BusSettings bus;
+
+  std::string nats_credentials_path() const {
+    return nats_credentials_file.empty() ? data_dir + "/identity/nats.json" : nats_credentials_file;
+  }
 };
 
 Status load_spoke_config(const std::string& path, SpokeConfig* config);

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "daemon/process.h"
+#include "spoke/enroll.h"
 #include "spoke/kube/kube_applier.h"
 #include "store/hlc.h"
 #include "sync/subjects.h"
@@ -137,6 +138,18 @@ Status Spoke::start() {
   sync::NatsOptions no;
   no.urls = config_.nats_urls;
   no.name = "canopy-spoke-" + config_.site;
+  // An enrolled site connects as its own NATS user (spoke/enroll.h).
+  auto creds = load_nats_credentials(config_.nats_credentials_path());
+  if (!creds.ok()) {
+    stop();
+    return Status(creds.status().code(), "NATS credentials: " + creds.status().message());
+  }
+  if (creds->has_value()) {
+    no.user = (*creds)->user;
+    no.password = (*creds)->password;
+    spdlog::info("spoke {}: NATS user {} (from {})", config_.site, no.user,
+                 config_.nats_credentials_path());
+  }
   auto nats_or = sync::NatsTransport::connect(no);
   if (!nats_or.ok()) {
     stop();

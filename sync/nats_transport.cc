@@ -545,6 +545,9 @@ StatusOr<std::unique_ptr<NatsTransport>> NatsTransport::connect(const NatsOption
   for (const auto& url : options.urls) servers.push_back(url.c_str());
   natsStatus s = natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
   if (s == NATS_OK && !options.name.empty()) s = natsOptions_SetName(opts, options.name.c_str());
+  if (s == NATS_OK && !options.user.empty()) {
+    s = natsOptions_SetUserInfo(opts, options.user.c_str(), options.password.c_str());
+  }
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, options.max_reconnect);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, options.reconnect_wait_ms);
   if (s == NATS_OK) {

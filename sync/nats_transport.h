@@ -81,6 +81,10 @@ struct NatsOptions {
   std::vector<std::string> urls;
   // Connection name shown by the server (/connz); use the node name.
   std::string name;
+  // User and password sent in CONNECT (a site's enrolled NATS user, the
+  // hub's own; docs/security.md); empty user: none sent.
+  std::string user;
+  std::string password;
   int reconnect_wait_ms = 250;
   // NATS.c's attempts per server before it closes the connection (the
   // transport then opens a new one); -1: forever.

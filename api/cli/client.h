@@ -142,6 +142,12 @@ int cmd_tokens_issue(Hub& hub, const std::string& role, const std::string& tenan
                      const std::string& output);
 int cmd_tokens_revoke(Hub& hub, const std::string& id);
 
+// `enroll SITE [--ttl 1h]` and `site revoke SITE` (enroll_cmd.cc; fleet
+// admins; docs/security.md). `ttl` is seconds, or a number with s, m, h or d.
+int cmd_enroll(Hub& hub, const std::string& site, const std::string& ttl,
+               const std::string& output);
+int cmd_site_revoke(Hub& hub, const std::string& site);
+
 // `render TENANT/PLACEMENT --site S [-o yaml|json]`, `conflicts TENANT
 // [--kind K [--name N]]` (views_cmd.cc).
 int cmd_render(Hub& hub, const std::string& target, const std::string& site,

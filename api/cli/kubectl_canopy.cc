@@ -17,6 +17,8 @@
 //   kubectl-canopy label site SITE KEY=VALUE... KEY-... [--overwrite]
 //   kubectl-canopy grants TENANT [-o table|json|name]
 //   kubectl-canopy rollout status|pause|resume TENANT/PLACEMENT
+//   kubectl-canopy enroll SITE [--ttl 1h] [-o json]   (a one-time bootstrap token)
+//   kubectl-canopy site revoke SITE                   (cut an enrolled site off)
 //   kubectl-canopy version   (or --version)
 //
 // Settings not given by a flag or the environment come from the settings
@@ -145,6 +147,20 @@ int main(int argc, char** argv) {
 
   auto* version_cmd = app.add_subcommand("version", "print the version");
 
+  std::string enroll_site, enroll_ttl;
+  auto* enroll = app.add_subcommand(
+      "enroll", "issue a one-time bootstrap token for a site, and the hub CA fingerprint to pin");
+  enroll->add_option("SITE", enroll_site, "the site's name")->required();
+  enroll->add_option("--ttl", enroll_ttl,
+                     "how long the token is valid: 90s, 30m, 1h (default), 7d");
+  enroll->add_option("-o,--output", output, "table (token and fingerprint) or json")
+      ->check(CLI::IsMember({"table", "json"}));
+  auto* site_cmd = app.add_subcommand("site", "act on an enrolled site (fleet admins)");
+  site_cmd->require_subcommand(1);
+  auto* site_revoke = site_cmd->add_subcommand(
+      "revoke", "cut a site off: its NATS user is removed and the hub refuses its messages");
+  site_revoke->add_option("SITE", enroll_site, "the site")->required();
+
   std::string site, conflict_kind, conflict_name;
   auto* render = app.add_subcommand(
       "render", "print what one site would apply for a placement, rendered at the hub");
@@ -251,6 +267,8 @@ int main(int argc, char** argv) {
                                            output);
     }
     if (*revoke) return canopy::cli::cmd_tokens_revoke(hub, token_id);
+    if (*enroll) return canopy::cli::cmd_enroll(hub, enroll_site, enroll_ttl, output);
+    if (*site_revoke) return canopy::cli::cmd_site_revoke(hub, enroll_site);
     if (*tokens) return canopy::cli::cmd_tokens_list(hub, token_tenant, output);
     if (*status) return canopy::cli::cmd_status(hub, target, output);
     if (*label_site) return canopy::cli::cmd_label_site(hub, target, label_changes, overwrite);

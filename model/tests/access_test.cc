@@ -201,5 +201,59 @@ TEST(TokenRecord, ParsesWritesAndRefuses) {
   }
 }
 
+TEST(Access, BootstrapTokenTextRoundTripsAndIsNotABearer) {
+  const BearerToken t{"0123456789abcdef", std::string(43, 'Q')};
+  const std::string text = bootstrap_token_text(t);
+  EXPECT_EQ(text, "canopy-enroll_0123456789abcdef_" + std::string(43, 'Q'));
+  auto back = parse_bootstrap_token(text);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->id, t.id);
+  EXPECT_EQ(back->secret, t.secret);
+  // Neither kind of token passes for the other.
+  EXPECT_FALSE(parse_bearer(text).ok());
+  EXPECT_FALSE(parse_bootstrap_token(bearer_text(t)).ok());
+  for (const std::string& bad : {std::string(), std::string("canopy-enroll_"),
+                                 "canopy-enroll_0123456789ABCDEF_" + std::string(43, 'Q'),
+                                 "canopy-enroll_0123456789abcdef_" + std::string(42, 'Q'),
+                                 "canopy-enroll_0123456789abcdef_" + std::string(42, 'Q') + "="}) {
+    auto p = parse_bootstrap_token(bad);
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_EQ(p.status().code(), StatusCode::kUnauthenticated);
+    EXPECT_NE(p.status().message().find("kubectl canopy enroll"), std::string::npos);
+  }
+}
+
+TEST(Access, EnrollmentDocumentsRoundTripAndRefuseBadFields) {
+  BootstrapTokenRecord r{"0123456789abcdef", "shop-1", kHash, 1, 2, 0};
+  auto back = parse_bootstrap_record(r.id, bootstrap_record_document(r));
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->site, "shop-1");
+  EXPECT_EQ(back->expires_at_ms, 2u);
+  json no_expiry = bootstrap_record_document(r);
+  no_expiry["expiresAtMs"] = 0;
+  EXPECT_FALSE(parse_bootstrap_record(r.id, no_expiry).ok());
+  json bad_site = bootstrap_record_document(r);
+  bad_site["site"] = "Shop_1";
+  EXPECT_FALSE(parse_bootstrap_record(r.id, bad_site).ok());
+
+  SiteIdentity i;
+  i.site = "shop-1";
+  i.nats_user = "site-shop-1";
+  i.nats_password_hash = "$2b$04$abcdefghijklmnopqrstuv";
+  i.cert_fingerprint = "sha256:00";
+  i.revoked = true;
+  auto id = parse_site_identity("shop-1", site_identity_document(i));
+  ASSERT_TRUE(id.ok()) << id.status().to_string();
+  EXPECT_TRUE(id->revoked);
+  EXPECT_EQ(id->nats_user, "site-shop-1");
+  // Nothing that would break out of nats-server's quoted strings.
+  json quote = site_identity_document(i);
+  quote["natsUser"] = "a\"b";
+  EXPECT_FALSE(parse_site_identity("shop-1", quote).ok());
+  quote["natsUser"] = "a b";
+  EXPECT_FALSE(parse_site_identity("shop-1", quote).ok());
+  EXPECT_FALSE(parse_site_identity("Shop_1", site_identity_document(i)).ok());
+}
+
 }  // namespace
 }  // namespace canopy::model

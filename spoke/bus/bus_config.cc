@@ -2,7 +2,7 @@
 
 #include <set>
 
-#include "spoke/bus/password_hash.h"
+#include "daemon/password_hash.h"
 
 namespace canopy::spoke::bus {
 namespace {
@@ -141,9 +141,9 @@ StatusOr<BusSpec> make_bus_spec(const BusSettings& settings, const std::string& 
   }
   spec.site = site;
   if (spec.dir.empty()) spec.dir = data_dir + "/bus";
-  *spoke_password = random_password(kSpokePasswordLength);
+  *spoke_password = daemon::random_password(kSpokePasswordLength);
   // A random 32-character password needs no key stretching: the lowest cost.
-  auto hash = bcrypt_hash(*spoke_password, kMinBcryptCost);
+  auto hash = daemon::bcrypt_hash(*spoke_password, daemon::kMinBcryptCost);
   if (!hash.ok()) return hash.status();
   spec.spoke_password_hash = *hash;
   return spec;

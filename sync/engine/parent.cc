@@ -295,6 +295,12 @@ void ParentSync::on_message(const Message& m) {
     refuse("child name is not a DNS-1123 label", m);
     return;
   }
+  if (admit_hook_ && !admit_hook_(child)) {
+    ++stats_.refused_not_admitted;
+    refuse("child " + child + " is not admitted (its identity was revoked)", m);
+    drop_session(child);
+    return;
+  }
   if (env.has_hello()) {
     handle_hello(child, env);
     return;

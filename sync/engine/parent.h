@@ -110,6 +110,9 @@ struct ParentStats {
   uint64_t refused_messages = 0;  // garbage, wrong addressee, stale session
   uint64_t refused_writes = 0;    // child writes outside its writable scope
   uint64_t unserved_hellos = 0;   // hellos of children this parent does not serve
+  // Messages on the subjects of a child the admit hook refuses (a revoked
+  // site); counted in refused_messages too.
+  uint64_t refused_not_admitted = 0;
   uint64_t reconciliations = 0;
   uint64_t catchups = 0;
   uint64_t bytes_sent = 0;
@@ -121,6 +124,7 @@ struct ParentStats {
 class ParentSync {
  public:
   using HelloHook = std::function<void(const std::string& child, const v1::Hello& hello)>;
+  using AdmitHook = std::function<bool(const std::string& child)>;
 
   // Reads `store` (not owned) through a view; or reads `view` (not owned).
   ParentSync(std::string name, Store* store, ScopeProvider* scope, Env env, ParentOptions options);
@@ -133,6 +137,9 @@ class ParentSync {
   std::string subscription() const;
   // Called when a child says hello (the hub records its labels).
   void set_hello_hook(HelloHook hook) { hello_hook_ = std::move(hook); }
+  // Asked for every message once its subject and envelope agree: a child it
+  // refuses (a revoked site) is refused and counted, and its session dropped.
+  void set_admit_hook(AdmitHook hook) { admit_hook_ = std::move(hook); }
 
   void on_message(const Message& message);
   void on_commit(const v1::LogEntry& entry);
@@ -239,6 +246,7 @@ class ParentSync {
   Env env_;
   ParentOptions opts_;
   HelloHook hello_hook_;
+  AdmitHook admit_hook_;
   std::map<std::string, std::unique_ptr<Session>> sessions_;
   std::deque<std::string> waiting_;
   // Sessions with pending live changes, by child; kept sorted and unique

@@ -228,6 +228,7 @@ struct Hub {
   TempDir dir{"canopy-e2e-hub-"};
   int grpc_port = 0;
   int health_port = 0;
+  std::vector<std::string> extra_args;  // appended to canopy-hub's command line
   Process proc;
   std::string data() const { return dir.file("data"); }
   std::string log_path() const { return dir.file("hub.log"); }
@@ -303,17 +304,18 @@ class E2ETest : public ::testing::Test {
   // (unless `expect_nats` is false).
   void launch_hub(bool expect_nats = true) {
     Hub& h = *hub_;
-    const std::vector<std::string> argv = {CANOPY_HUB_BIN,
-                                           "--name",
-                                           kHubName,
-                                           "--data",
-                                           h.data(),
-                                           "--nats",
-                                           nats_->url(),
-                                           "--grpc",
-                                           "127.0.0.1:" + std::to_string(h.grpc_port),
-                                           "--health",
-                                           "127.0.0.1:" + std::to_string(h.health_port)};
+    std::vector<std::string> argv = {CANOPY_HUB_BIN,
+                                     "--name",
+                                     kHubName,
+                                     "--data",
+                                     h.data(),
+                                     "--nats",
+                                     nats_->url(),
+                                     "--grpc",
+                                     "127.0.0.1:" + std::to_string(h.grpc_port),
+                                     "--health",
+                                     "127.0.0.1:" + std::to_string(h.health_port)};
+    argv.insert(argv.end(), h.extra_args.begin(), h.extra_args.end());
     ProcessOptions po;
     po.log_path = h.log_path();
     std::string err;

@@ -572,7 +572,8 @@ TEST_F(RestTest, EveryPathOfTheOpenApiDocumentAnswers) {
       {"/v1/tenants/{tenant}/sites/{site}/devices/{name}",
        {{"credential",
          {{"passwordHash", "$2b$04$UrDXCYlPNQURswfF2MBrOuNJzRtHfFCBQ52iWsLO/KBXfxi89YwZC"}}}}},
-      {"/v1/tokens", {{"role", "viewer"}, {"tenant", "acme"}}}};
+      {"/v1/tokens", {{"role", "viewer"}, {"tenant", "acme"}}},
+      {"/v1/enroll", {{"token", "canopy-enroll_x"}, {"csr", "x"}}}};
   int answered = 0;
   // PUT and POST first, DELETE last, so that reads find what they read.
   for (const std::string method : {"put", "post", "get", "delete"}) {

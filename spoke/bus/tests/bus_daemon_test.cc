@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "spoke/bus/password_hash.h"
+#include "daemon/password_hash.h"
 #include "tests/support/free_port.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/process.h"
@@ -44,7 +44,7 @@ class BusDaemonTest : public ::testing::Test {
     std::string error;
     ASSERT_TRUE(hub_->start(&error)) << error;
     mqtt_port_ = pick_free_port();
-    auto h = bcrypt_hash("pw-1", kMinBcryptCost);
+    auto h = daemon::bcrypt_hash("pw-1", daemon::kMinBcryptCost);
     ASSERT_TRUE(h.ok());
     hash_ = *h;
   }

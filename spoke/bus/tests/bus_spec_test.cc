@@ -9,8 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "daemon/password_hash.h"
 #include "spoke/bus/bus_config.h"
-#include "spoke/bus/password_hash.h"
 #include "tests/support/free_port.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -18,6 +18,9 @@
 
 namespace canopy::spoke::bus {
 namespace {
+
+using daemon::bcrypt_hash;
+using daemon::random_password;
 
 using canopy::testing::Process;
 using canopy::testing::ProcessOptions;

@@ -18,8 +18,8 @@
 #include <memory>
 #include <set>
 
+#include "daemon/password_hash.h"
 #include "spoke/bus/bus_spec.h"
-#include "spoke/bus/password_hash.h"
 #include "spoke/bus/supervisor.h"
 #include "tests/support/free_port.h"
 #include "tests/support/nats_server.h"
@@ -96,7 +96,7 @@ class BusSupervisorTest : public ::testing::Test {
   static void SetUpTestSuite() {
     for (const char* pw :
          {"pw-pump-1-acme", "pw-gw-acme", "pw-pump-1-globex", "pw-pump-2-acme", "pw-x-initech"}) {
-      auto h = bcrypt_hash(pw, kMinBcryptCost);
+      auto h = daemon::bcrypt_hash(pw, daemon::kMinBcryptCost);
       ASSERT_TRUE(h.ok()) << h.status().to_string();
       (*hashes_)[pw] = *h;
     }
@@ -115,7 +115,7 @@ class BusSupervisorTest : public ::testing::Test {
     spec_.monitor_port = pick_free_port();
     spec_.leaf_urls = {"nats-leaf://127.0.0.1:" + std::to_string(leaf_port_)};
     spoke_password_ = random_password(32);
-    auto spoke_hash = bcrypt_hash(spoke_password_, kMinBcryptCost);
+    auto spoke_hash = daemon::bcrypt_hash(spoke_password_, daemon::kMinBcryptCost);
     ASSERT_TRUE(spoke_hash.ok());
     spec_.spoke_password_hash = *spoke_hash;
     spec_.tenants = {{"acme",

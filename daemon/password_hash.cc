@@ -1,4 +1,4 @@
-#include "spoke/bus/password_hash.h"
+#include "daemon/password_hash.h"
 
 #include <crypt.h>
 #include <sys/random.h>
@@ -9,7 +9,7 @@
 
 #include "store/status.h"
 
-namespace canopy::spoke::bus {
+namespace canopy::daemon {
 namespace {
 
 constexpr size_t kBcryptMaxPassword = 72;
@@ -67,4 +67,4 @@ std::string random_password(size_t length) {
   return out;
 }
 
-}  // namespace canopy::spoke::bus
+}  // namespace canopy::daemon

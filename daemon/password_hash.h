@@ -1,5 +1,6 @@
-// Device passwords as bcrypt hashes, the form nats-server checks MQTT CONNECT
-// passwords against (bus_spec.h). Made with libxcrypt's bcrypt ($2b$), so
+// Passwords as bcrypt hashes, the form nats-server checks client and MQTT
+// CONNECT passwords against: devices' (spoke/bus/bus_spec.h) and enrolled
+// sites' NATS users (hub/enrollment.h). Made with libxcrypt's bcrypt ($2b$), so
 // neither the spoke nor the hub keeps a device's password, only its hash.
 #pragma once
 
@@ -8,7 +9,7 @@
 
 #include "store/status.h"
 
-namespace canopy::spoke::bus {
+namespace canopy::daemon {
 
 // Costs accepted by bcrypt; each step doubles the time of a check (cost 10
 // takes tens of milliseconds, paid by nats-server at each device connect).
@@ -25,4 +26,4 @@ StatusOr<std::string> bcrypt_hash(std::string_view password, int cost = kDefault
 // CSPRNG (getrandom), for the spoke's own user.
 std::string random_password(size_t length);
 
-}  // namespace canopy::spoke::bus
+}  // namespace canopy::daemon

@@ -1,0 +1,140 @@
+// Enrollment: the hub's side of site identities (docs/security.md).
+//
+//  - The hub's CA: created on first start in <data>/ca/ (ca.key 0600, never
+//    logged nor served; ca.crt), its SHA-256 fingerprint what a site pins.
+//  - Bootstrap tokens: issue() makes a one-time token bound to a site and
+//    expiring; only a hash of its secret is stored (`enrollment/tokens/<id>`,
+//    model/documents.h), and the token's text is returned once, never logged.
+//  - enroll(): a spoke presents a token and a CSR; the token must exist, be
+//    bound to the CSR's site, unexpired and unused (it is marked used before
+//    anything is signed, under a lock, so a replay fails); the hub signs a
+//    certificate (CN = site) and makes the site a NATS user with a fresh
+//    password (bcrypt hash in `enrollment/sites/<site>`) whose permissions
+//    allow only the site's subjects (sync/subjects.h).
+//  - The NATS authorization file (nats_auth_file): the hub's own user (full
+//    rights) and one user per enrolled, unrevoked site; rewritten on every
+//    change and nats-server told to reload (SIGHUP to the pid in
+//    nats_pid_file), which cuts the connections of users it no longer lists.
+//  - revoke(): the site's identity is marked revoked, its user leaves the
+//    file, and admits() says no, so the hub refuses anything that still
+//    arrives on its subjects.
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "daemon/identity.h"
+#include "model/documents.h"
+#include "store/clock.h"
+#include "store/status.h"
+#include "store/store.h"
+
+namespace canopy::hub {
+
+struct EnrollmentOptions {
+  std::string hub_name;
+  std::string data_dir;  // the CA and the hub's NATS password live here
+  // nats-server's authorization include file; empty: the hub manages no NATS
+  // users (enrolled sites get no NATS credentials).
+  std::string nats_auth_file;
+  // nats-server's pid file (its `pid_file`): told to reload after each
+  // change of nats_auth_file. Empty: not told (reload by hand).
+  std::string nats_pid_file;
+  int cert_days = 365;  // validity of a site's certificate
+};
+
+// A token as issue() returns it: the text is shown once.
+struct IssuedBootstrap {
+  std::string text;
+  std::string site;
+  uint64_t expires_at_ms = 0;
+  std::string ca_fingerprint;
+};
+
+// What enroll() gives the site.
+struct EnrolledSite {
+  std::string site;
+  std::string certificate_pem;
+  std::string ca_pem;
+  std::string nats_user;      // empty when the hub manages no NATS users
+  std::string nats_password;  // shown once; only its hash is kept
+};
+
+struct EnrollmentStats {
+  uint64_t tokens_issued = 0;
+  uint64_t enrollments = 0;
+  uint64_t refused_enrollments = 0;
+  uint64_t revocations = 0;
+  uint64_t nats_reloads = 0;
+};
+
+// The NATS user of a site, and the subjects it may use (docs/security.md).
+std::string site_nats_user(std::string_view site);
+std::vector<std::string> site_publish_allow(std::string_view site);
+std::vector<std::string> site_subscribe_allow(std::string_view site);
+
+class Enrollment {
+ public:
+  // Loads the CA from <data_dir>/ca/ or creates it, loads or creates the
+  // hub's NATS password (when nats_auth_file is set) and the revoked sites.
+  static StatusOr<std::unique_ptr<Enrollment>> open(Store* store, Clock* clock,
+                                                    EnrollmentOptions options);
+
+  const std::string& ca_pem() const { return ca_.cert_pem; }
+  const std::string& ca_fingerprint() const { return ca_fingerprint_; }
+  bool manages_nats() const { return !options_.nats_auth_file.empty(); }
+  // The hub's own NATS user and password (empty unless manages_nats()).
+  const std::string& hub_nats_user() const { return hub_user_; }
+  const std::string& hub_nats_password() const { return hub_password_; }
+
+  // A bootstrap token for `site`, valid for `ttl_seconds` (1 s to 7 days).
+  StatusOr<IssuedBootstrap> issue(std::string_view site, uint64_t ttl_seconds);
+  // Exchanges a token and a CSR for the site's identity. Unauthenticated for
+  // a token that is malformed, unknown or whose secret does not match (one
+  // message for all, so that nothing tells them apart), expired or used;
+  // InvalidArgument for a bad CSR.
+  StatusOr<EnrolledSite> enroll(std::string_view token_text, std::string_view csr_pem);
+  // Cuts `site` off: NotFound when it was never enrolled.
+  Status revoke(std::string_view site);
+  // Whether messages from `site` are accepted: false once revoked (until it
+  // enrolls again). Cheap: called for every sync message.
+  bool admits(const std::string& site) const;
+
+  // Writes the NATS authorization file (and tells nats-server to reload
+  // when `reload`). Done by open() too.
+  Status write_nats_authorization(bool reload);
+
+  StatusOr<std::vector<model::SiteIdentity>> identities();
+  EnrollmentStats stats() const;
+
+ private:
+  Enrollment(Store* store, Clock* clock, EnrollmentOptions options);
+  Status load_ca();
+  Status load_hub_password();
+  Status load_revoked();
+  Status signal_reload();
+
+  Store* const store_;
+  Clock* const clock_;
+  const EnrollmentOptions options_;
+  daemon::KeyAndCert ca_;
+  std::string ca_fingerprint_;
+  std::string hub_user_;
+  std::string hub_password_;
+  std::string hub_password_hash_;
+
+  std::mutex mu_;  // one enrollment, revocation or file write at a time
+  mutable std::mutex revoked_mu_;
+  std::set<std::string> revoked_;
+  std::atomic<uint64_t> tokens_issued_{0}, enrollments_{0}, refused_{0}, revocations_{0},
+      reloads_{0};
+};
+
+}  // namespace canopy::hub

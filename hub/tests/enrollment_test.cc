@@ -1,0 +1,211 @@
+// The hub's enrollment over a real store with real OpenSSL (hub/enrollment.h,
+// daemon/identity.h): the CA, tokens (forged, expired, replayed, bound to a
+// site), certificates, the NATS authorization file, revocation, file modes.
+#include "hub/enrollment.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "daemon/identity.h"
+#include "model/keys.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_store.h"
+
+namespace canopy::hub {
+namespace {
+
+std::string read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int mode_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  return static_cast<int>(st.st_mode & 0777);
+}
+
+class EnrollmentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = open_test_store(dir_, "store", 1, &clock_);
+    ASSERT_TRUE(store_);
+    options_.hub_name = "hub";
+    options_.data_dir = dir_.file("data");
+    options_.nats_auth_file = dir_.file("nats/auth.conf");
+    auto e = Enrollment::open(store_.get(), &clock_, options_);
+    ASSERT_TRUE(e.ok()) << e.status().to_string();
+    enrollment_ = std::move(*e);
+  }
+
+  // A key and CSR made as the spoke makes them.
+  std::pair<std::string, std::string> key_and_csr(const std::string& cn) {
+    auto key = daemon::generate_private_key();
+    EXPECT_TRUE(key.ok());
+    auto csr = daemon::make_csr(*key, cn);
+    EXPECT_TRUE(csr.ok());
+    return {*key, *csr};
+  }
+
+  testing::TempDir dir_{"canopy-enrollment-"};
+  ManualClock clock_;
+  std::unique_ptr<Store> store_;
+  EnrollmentOptions options_;
+  std::unique_ptr<Enrollment> enrollment_;
+};
+
+TEST_F(EnrollmentTest, CaIsMadeOncePrivatelyAndKeptAcrossRestarts) {
+  EXPECT_EQ(mode_of(options_.data_dir + "/ca/ca.key"), 0600);
+  EXPECT_EQ(mode_of(options_.data_dir + "/ca"), 0700);
+  EXPECT_EQ(mode_of(options_.data_dir + "/nats-hub.password"), 0600);
+  EXPECT_EQ(mode_of(options_.nats_auth_file), 0640);
+  const std::string fp = enrollment_->ca_fingerprint();
+  EXPECT_EQ(fp.size(), 7u + 64u);
+  EXPECT_EQ(daemon::cert_fingerprint(enrollment_->ca_pem()).value(), fp);
+  const std::string password = enrollment_->hub_nats_password();
+  enrollment_.reset();
+  auto again = Enrollment::open(store_.get(), &clock_, options_);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->ca_fingerprint(), fp);
+  EXPECT_EQ((*again)->hub_nats_password(), password);
+  // Half a CA is an error, not a new CA.
+  std::remove((options_.data_dir + "/ca/ca.crt").c_str());
+  auto half = Enrollment::open(store_.get(), &clock_, options_);
+  ASSERT_FALSE(half.ok());
+  EXPECT_NE(half.status().message().find("restore both"), std::string::npos);
+}
+
+TEST_F(EnrollmentTest, TokenEnrollsItsSiteOnce) {
+  auto issued = enrollment_->issue("shop-1", 3600);
+  ASSERT_TRUE(issued.ok()) << issued.status().to_string();
+  EXPECT_TRUE(issued->text.starts_with("canopy-enroll_"));
+  EXPECT_EQ(issued->ca_fingerprint, enrollment_->ca_fingerprint());
+  // Only the hash is stored.
+  auto token = model::parse_bootstrap_token(issued->text);
+  ASSERT_TRUE(token.ok());
+  const std::string stored = store_->get(model::enrollment_token_key(token->id)).value();
+  EXPECT_EQ(stored.find(token->secret), std::string::npos);
+
+  auto [key, csr] = key_and_csr("shop-1");
+  auto site = enrollment_->enroll(issued->text, csr);
+  ASSERT_TRUE(site.ok()) << site.status().to_string();
+  EXPECT_EQ(site->site, "shop-1");
+  EXPECT_TRUE(daemon::verify_cert(site->ca_pem, site->certificate_pem, key).ok());
+  EXPECT_EQ(daemon::cert_common_name(site->certificate_pem).value(), "shop-1");
+  EXPECT_EQ(site->nats_user, "site-shop-1");
+  EXPECT_GE(site->nats_password.size(), 32u);
+
+  // The authorization file lists the site, confined, with a hash only.
+  const std::string auth = read(options_.nats_auth_file);
+  EXPECT_NE(auth.find("\"site-shop-1\""), std::string::npos) << auth;
+  EXPECT_NE(auth.find("publish: {allow: [\"canopy.v1.*.shop-1.up\"]}"), std::string::npos) << auth;
+  EXPECT_NE(auth.find("subscribe: {allow: [\"canopy.v1.*.shop-1.down\"]}"), std::string::npos)
+      << auth;
+  EXPECT_EQ(auth.find(site->nats_password), std::string::npos);
+  EXPECT_EQ(auth.find(enrollment_->hub_nats_password()), std::string::npos);
+
+  // Replayed: refused, whatever the CSR.
+  auto again = enrollment_->enroll(issued->text, csr);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_NE(again.status().message().find("already used"), std::string::npos);
+  EXPECT_EQ(enrollment_->stats().enrollments, 1u);
+  EXPECT_EQ(enrollment_->stats().refused_enrollments, 1u);
+}
+
+TEST_F(EnrollmentTest, ForgedExpiredAndMisboundTokensAreRefused) {
+  auto issued = enrollment_->issue("shop-1", 60);
+  ASSERT_TRUE(issued.ok());
+  auto [key, csr] = key_and_csr("shop-1");
+  // Forged: another secret for a real id, an unknown id, garbage.
+  std::string forged = issued->text;
+  forged.back() = forged.back() == 'A' ? 'B' : 'A';
+  for (const std::string& t :
+       {forged, std::string("canopy-enroll_0123456789abcdef_") + std::string(43, 'x'),
+        std::string("garbage"), std::string()}) {
+    auto r = enrollment_->enroll(t, csr);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kUnauthenticated);
+    EXPECT_NE(r.status().message().find("not recognized"), std::string::npos);
+    // The message never repeats the token.
+    if (!t.empty()) {
+      EXPECT_EQ(r.status().message().find(t), std::string::npos);
+    }
+  }
+  // A CSR for another site: refused, and the token is not spent.
+  auto [k2, other] = key_and_csr("shop-2");
+  auto mis = enrollment_->enroll(issued->text, other);
+  ASSERT_FALSE(mis.ok());
+  EXPECT_EQ(mis.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(mis.status().message().find("CN=shop-1"), std::string::npos);
+  auto bad = enrollment_->enroll(issued->text, "not a csr");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  // Expired.
+  clock_.advance_ms(61'000);
+  auto late = enrollment_->enroll(issued->text, csr);
+  ASSERT_FALSE(late.ok());
+  EXPECT_NE(late.status().message().find("expired"), std::string::npos);
+  // Limits of issue().
+  EXPECT_FALSE(enrollment_->issue("Shop_1", 60).ok());
+  EXPECT_FALSE(enrollment_->issue("shop-1", 0).ok());
+  EXPECT_FALSE(enrollment_->issue("shop-1", 8 * 24 * 3600).ok());
+}
+
+TEST_F(EnrollmentTest, RevokedSiteLeavesTheFileAndIsNotAdmitted) {
+  auto issued = enrollment_->issue("shop-1", 60);
+  ASSERT_TRUE(issued.ok());
+  auto [key, csr] = key_and_csr("shop-1");
+  ASSERT_TRUE(enrollment_->enroll(issued->text, csr).ok());
+  EXPECT_TRUE(enrollment_->admits("shop-1"));
+  ASSERT_TRUE(enrollment_->revoke("shop-1").ok());
+  EXPECT_FALSE(enrollment_->admits("shop-1"));
+  EXPECT_TRUE(enrollment_->admits("shop-2"));  // never enrolled: not revoked
+  EXPECT_EQ(read(options_.nats_auth_file).find("site-shop-1"), std::string::npos);
+  // Kept across a restart.
+  enrollment_.reset();
+  auto again = Enrollment::open(store_.get(), &clock_, options_);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE((*again)->admits("shop-1"));
+  auto missing = (*again)->revoke("nobody");
+  EXPECT_EQ(missing.code(), StatusCode::kNotFound);
+  // A new enrollment readmits it.
+  auto fresh = (*again)->issue("shop-1", 60);
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE((*again)->enroll(fresh->text, csr).ok());
+  EXPECT_TRUE((*again)->admits("shop-1"));
+}
+
+TEST(IdentityTest, FingerprintsAndPrivateFiles) {
+  EXPECT_EQ(daemon::normalize_fingerprint("SHA256:AB:" + std::string(62, 'c')).value(),
+            "sha256:ab" + std::string(62, 'c'));
+  EXPECT_FALSE(daemon::normalize_fingerprint("sha256:abc").ok());
+  EXPECT_FALSE(daemon::normalize_fingerprint("sha256:" + std::string(64, 'z')).ok());
+  EXPECT_FALSE(daemon::cert_fingerprint("not pem").ok());
+  testing::TempDir dir("canopy-identity-");
+  const std::string path = dir.file("sub/secret");
+  ASSERT_TRUE(daemon::write_private_file(path, "x").ok());
+  EXPECT_EQ(mode_of(path), 0600);
+  EXPECT_EQ(mode_of(dir.file("sub")), 0700);
+  EXPECT_EQ(read(path), "x");
+  // A certificate from another CA does not verify.
+  auto ca1 = daemon::create_ca("one", 1);
+  auto ca2 = daemon::create_ca("two", 1);
+  ASSERT_TRUE(ca1.ok() && ca2.ok());
+  auto key = daemon::generate_private_key();
+  auto csr = daemon::make_csr(*key, "s");
+  auto cert = daemon::sign_csr(*ca1, *csr, "s", 1);
+  ASSERT_TRUE(cert.ok()) << cert.status().to_string();
+  EXPECT_TRUE(daemon::verify_cert(ca1->cert_pem, *cert, *key).ok());
+  EXPECT_FALSE(daemon::verify_cert(ca2->cert_pem, *cert).ok());
+  auto other_key = daemon::generate_private_key();
+  EXPECT_FALSE(daemon::verify_cert(ca1->cert_pem, *cert, *other_key).ok());
+}
+
+}  // namespace
+}  // namespace canopy::hub

@@ -1,0 +1,485 @@
+// Enrollment and per-site NATS permissions end to end (docs/security.md): a
+// real nats-server whose users come from the authorization file the real
+// canopy-hub writes (and reloads by SIGHUP), `kubectl canopy enroll` through
+// the real kubectl, real canopy-spoke processes enrolling with real OpenSSL
+// keys and certificates, and raw NATS.c connections holding a site's
+// credentials to probe what nats-server lets them do.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <mutex>
+
+#include "tests/e2e/e2e_fixture.h"
+
+namespace canopy::e2e {
+namespace {
+
+struct CmdRun {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr
+};
+
+struct Credentials {
+  std::string user;
+  std::string password;
+};
+
+// NATS.c's asynchronous errors of one connection (permission violations).
+struct AsyncErrors {
+  std::mutex mu;
+  std::vector<std::string> seen;
+  static void handler(natsConnection*, natsSubscription*, natsStatus s, void* closure) {
+    auto* self = static_cast<AsyncErrors*>(closure);
+    std::lock_guard lock(self->mu);
+    self->seen.push_back(natsStatus_GetText(s));
+  }
+  size_t count() {
+    std::lock_guard lock(mu);
+    return seen.size();
+  }
+};
+
+// Connects as `c`; nullptr with NATS.c's error text in *error when refused.
+NatsConn connect_as(const std::string& url, const Credentials& c, AsyncErrors* errors,
+                    std::string* error) {
+  natsOptions* opts = nullptr;
+  natsOptions_Create(&opts);
+  natsOptions_SetURL(opts, url.c_str());
+  natsOptions_SetUserInfo(opts, c.user.c_str(), c.password.c_str());
+  natsOptions_SetMaxReconnect(opts, 0);
+  if (errors != nullptr) natsOptions_SetErrorHandler(opts, &AsyncErrors::handler, errors);
+  natsConnection* conn = nullptr;
+  const natsStatus s = natsConnection_Connect(&conn, opts);
+  natsOptions_Destroy(opts);
+  if (s != NATS_OK) {
+    if (error != nullptr)
+      *error = std::string(natsStatus_GetText(s)) + ": " + nats_GetLastError(nullptr);
+    return nullptr;
+  }
+  return NatsConn(conn);
+}
+
+int mode_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  return static_cast<int>(st.st_mode & 0777);
+}
+
+class EnrollTest : public E2ETest {
+ protected:
+  // No nats-server yet: it starts with the hub's authorization file.
+  void SetUp() override {}
+
+  // The hub writes its CA and NATS authorization file, nats-server starts
+  // with it (and a pid file the hub signals), then the hub starts.
+  void start_secure() {
+    create_hub();
+    NatsServerOptions o;
+    o.max_payload = nats_max_payload_;
+    // nats-server resolves an include from its config file's directory
+    // (an absolute path does not work); its pid file is where the hub looks.
+    pid_file_ = hub_->dir.file("nats.pid");
+    o.extra_config = "include \"canopy-auth.conf\"\npid_file: \"" + pid_file_ + "\"\n";
+    nats_ = std::make_unique<NatsServer>(o);
+    auth_file_ = nats_->dir().file("canopy-auth.conf");
+    hub_->extra_args = {"--nats-auth-file", auth_file_, "--nats-pid-file", pid_file_};
+    CmdRun w = run({CANOPY_HUB_BIN, "--name", kHubName, "--data", hub_->data(), "--nats-auth-file",
+                    auth_file_, "--write-nats-auth"});
+    ASSERT_EQ(w.exit_code, 0) << w.out;
+    std::string err;
+    ASSERT_TRUE(nats_->start(&err)) << err;
+    launch_hub();
+  }
+
+  CmdRun run(std::vector<std::string> argv,
+             std::vector<std::pair<std::string, std::string>> env = {}) {
+    const std::string log = dir_.file("run-" + std::to_string(++runs_) + ".log");
+    ProcessOptions po;
+    po.log_path = log;
+    po.env = std::move(env);
+    CmdRun r;
+    Process p;
+    std::string err;
+    if (!p.start(argv, po, &err)) {
+      r.out = "cannot start " + argv[0] + ": " + err;
+      return r;
+    }
+    auto status = p.wait_exit(60s);
+    if (status && WIFEXITED(*status)) r.exit_code = WEXITSTATUS(*status);
+    r.out = read_file(log);
+    return r;
+  }
+
+  // `kubectl canopy <args>` as the fleet admin.
+  CmdRun kubectl(std::vector<std::string> args) {
+    std::vector<std::string> argv = {"kubectl", "canopy"};
+    for (auto& a : args) argv.push_back(std::move(a));
+    const std::string plugin_dir = fs::path(KUBECTL_CANOPY_BIN).parent_path();
+    return run(argv, {{"PATH", plugin_dir + ":" + std::string(std::getenv("PATH"))},
+                      {"CANOPY_HUB", "127.0.0.1:" + std::to_string(hub_->grpc_port)},
+                      {"CANOPY_TOKEN", token_},
+                      {"HOME", dir_.path().string()},
+                      {"XDG_CONFIG_HOME", ""}});
+  }
+
+  // A bootstrap token for `site` through `kubectl canopy enroll`.
+  json enroll_token(const std::string& site, const std::string& ttl = "1h") {
+    CmdRun r = kubectl({"enroll", site, "--ttl", ttl, "-o", "json"});
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_TRUE(j.is_object()) << r.out;
+    if (!j.is_object()) return json::object();
+    tokens_.push_back(j.value("token", ""));
+    return j;
+  }
+
+  std::string hub_url() const { return "http://127.0.0.1:" + std::to_string(hub_->health_port); }
+
+  Spoke& enrolled_spoke(const std::string& site, const json& token) {
+    Spoke& s = create_spoke(site, {{"region", "eu"}});
+    s.extra_args = {"--enroll", token.value("token", ""), "--hub-url",
+                    hub_url(),  "--ca-fingerprint",       token.value("caFingerprint", "")};
+    return s;
+  }
+
+  static Credentials credentials_of(const Spoke& s) {
+    json j = json::parse(read_file(s.data() + "/identity/nats.json"), nullptr, false);
+    if (!j.is_object()) return {};
+    return {j.value("user", ""), j.value("password", "")};
+  }
+  Credentials hub_credentials() const {
+    std::string pw = read_file(hub_->data() + "/nats-hub.password");
+    while (!pw.empty() && pw.back() == '\n') pw.pop_back();
+    return {std::string("canopy-hub-") + kHubName, pw};
+  }
+
+  // POST /v1/enroll by hand: (HTTP status, body).
+  std::pair<int, std::string> exchange(const std::string& token, const std::string& csr) {
+    httplib::Client cli("127.0.0.1", hub_->health_port);
+    cli.set_read_timeout(10, 0);
+    auto res =
+        cli.Post("/v1/enroll", json{{"token", token}, {"csr", csr}}.dump(), "application/json");
+    if (!res) return {0, "no answer"};
+    return {res->status, res->body};
+  }
+
+  // The value of a counter on the hub's /metrics.
+  double hub_metric(const std::string& name) {
+    httplib::Client cli("127.0.0.1", hub_->health_port);
+    auto res = cli.Get("/metrics");
+    if (!res) return -1;
+    std::istringstream in(res->body);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.starts_with(name + " ")) return std::stod(line.substr(name.size() + 1));
+    }
+    return -1;
+  }
+
+  // No token issued in this test appears in any daemon's log.
+  void expect_no_token_in_logs() {
+    std::vector<std::pair<std::string, std::string>> logs = {
+        {"hub", read_file(hub_->log_path())}, {"nats", read_file(nats_->log_path())}};
+    for (const auto& s : spokes_) logs.push_back({"spoke " + s->site, read_file(s->log_path())});
+    for (const auto& t : tokens_) {
+      ASSERT_GT(t.size(), 43u);
+      const std::string secret = t.substr(t.size() - 43);
+      for (const auto& [who, text] : logs) {
+        EXPECT_EQ(text.find(secret), std::string::npos)
+            << "a bootstrap token in the " << who << " log";
+      }
+    }
+  }
+
+  TempDir dir_{"canopy-enroll-"};
+  int runs_ = 0;
+  std::string auth_file_, pid_file_;
+  std::vector<std::string> tokens_;
+};
+
+TEST_F(EnrollTest, EnrolledSiteSyncsAndIsConfinedToItsSubjects) {
+  start_secure();
+  // Without credentials nobody gets in any more.
+  {
+    std::string err;
+    EXPECT_FALSE(connect_as(nats_->url(), {"", ""}, nullptr, &err)) << "anonymous NATS allowed";
+    EXPECT_FALSE(connect_as(nats_->url(), {"site-a", "guess"}, nullptr, &err));
+  }
+  const json ta = enroll_token("a");
+  ASSERT_TRUE(ta.value("caFingerprint", "").starts_with("sha256:")) << ta.dump();
+  ASSERT_TRUE(ta.value("token", "").starts_with("canopy-enroll_")) << ta.dump();
+  const json tb = enroll_token("b");
+  Spoke& a = enrolled_spoke("a", ta);
+  launch_spoke(a);  // its session opens: it connected with its own NATS user
+  Spoke& b = enrolled_spoke("b", tb);
+  launch_spoke(b);
+
+  // It syncs: a placement reaches it, its status comes back.
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1")).ok());
+  ASSERT_TRUE(put("placement", "eu", placement_by_region({"web"}, "eu")).ok());
+  ASSERT_TRUE(wait_until([&] { return a.read().contains(template_key("web")); }, kTimeout, kPoll))
+      << "the enrolled spoke never applied the placement";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto st = hub_template_status("eu", "a", "web");
+        return st && st->first == "applied";
+      },
+      kTimeout, kPoll))
+      << "the enrolled spoke's status never reached the hub";
+
+  // Secrets at rest: 0600 on both ends.
+  for (const char* f : {"site.key", "site.crt", "ca.crt", "nats.json"}) {
+    EXPECT_EQ(mode_of(a.data() + "/identity/" + f), 0600) << f;
+  }
+  EXPECT_EQ(mode_of(hub_->data() + "/ca/ca.key"), 0600);
+  EXPECT_EQ(mode_of(hub_->data() + "/nats-hub.password"), 0600);
+  EXPECT_EQ(mode_of(auth_file_), 0640);
+  // The site's certificate is the hub CA's, for the site (checked by openssl).
+  CmdRun verify = run({"openssl", "verify", "-CAfile", a.data() + "/identity/ca.crt",
+                       a.data() + "/identity/site.crt"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out;
+  CmdRun subject =
+      run({"openssl", "x509", "-noout", "-subject", "-in", a.data() + "/identity/site.crt"});
+  EXPECT_NE(subject.out.find("CN = a"), std::string::npos) << subject.out;
+  // The CA key is never served nor logged.
+  const std::string ca_key = read_file(hub_->data() + "/ca/ca.key");
+  ASSERT_NE(ca_key.find("PRIVATE KEY"), std::string::npos);
+  const std::string key_body = ca_key.substr(40, 40);
+  EXPECT_EQ(read_file(hub_->log_path()).find(key_body), std::string::npos);
+
+  // A's credentials: its own subjects work, B's are refused by nats-server.
+  const Credentials ca = credentials_of(a);
+  ASSERT_EQ(ca.user, "site-a");
+  AsyncErrors errors;
+  std::string err;
+  NatsConn as_a = connect_as(nats_->url(), ca, &errors, &err);
+  ASSERT_TRUE(as_a) << err;
+  AsyncErrors hub_errors;
+  NatsConn as_hub = connect_as(nats_->url(), hub_credentials(), &hub_errors, &err);
+  ASSERT_TRUE(as_hub) << err;
+  // The hub side watches B's up subject; A's subscription on B's down
+  // subject must never see what is published there.
+  natsSubscription* raw = nullptr;
+  ASSERT_EQ(natsConnection_SubscribeSync(&raw, as_hub.get(), up_subject("b").c_str()), NATS_OK);
+  NatsSub hub_sees_b_up(raw);
+  ASSERT_EQ(natsConnection_SubscribeSync(&raw, as_hub.get(), up_subject("a").c_str()), NATS_OK);
+  NatsSub hub_sees_a_up(raw);
+  ASSERT_EQ(natsConnection_Flush(as_hub.get()), NATS_OK);
+  ASSERT_EQ(natsConnection_SubscribeSync(&raw, as_a.get(), down_subject("b").c_str()), NATS_OK);
+  NatsSub a_sees_b_down(raw);
+  ASSERT_EQ(natsConnection_SubscribeSync(&raw, as_a.get(), "canopy.>"), NATS_OK);
+  NatsSub a_sees_all(raw);
+  natsConnection_Flush(as_a.get());
+  EXPECT_EQ(nats_publish(as_a.get(), up_subject("b"), "forged"), NATS_OK);  // async refusal
+  EXPECT_EQ(nats_publish(as_a.get(), "canopy.v1.hub.b.down", "forged"), NATS_OK);
+  EXPECT_EQ(nats_publish(as_a.get(), up_subject("a"), "own"), NATS_OK);
+  EXPECT_EQ(nats_publish(as_hub.get(), down_subject("b"), "for b only"), NATS_OK);
+  {
+    natsMsg* m = nullptr;
+    EXPECT_EQ(natsSubscription_NextMsg(&m, hub_sees_a_up.get(), 5000), NATS_OK)
+        << "A could not publish on its own up subject";
+    natsMsg_Destroy(m);
+    m = nullptr;
+    EXPECT_NE(natsSubscription_NextMsg(&m, hub_sees_b_up.get(), 1000), NATS_OK)
+        << "A published on B's up subject";
+    natsMsg_Destroy(m);
+    m = nullptr;
+    EXPECT_NE(natsSubscription_NextMsg(&m, a_sees_b_down.get(), 500), NATS_OK)
+        << "A received B's down subject";
+    natsMsg_Destroy(m);
+    m = nullptr;
+    EXPECT_NE(natsSubscription_NextMsg(&m, a_sees_all.get(), 500), NATS_OK)
+        << "A received through a wildcard subscription";
+    natsMsg_Destroy(m);
+  }
+  // nats-server said so: permission violations for both subscriptions and
+  // both publishes.
+  EXPECT_TRUE(wait_until([&] { return errors.count() >= 2; }, 5s, kPoll))
+      << "NATS.c reported " << errors.count() << " permission errors";
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const std::string log = read_file(nats_->log_path());
+        return count_lines_with(log, {"Publish Violation", "User \"site-a\"", up_subject("b")}) >=
+                   1 &&
+               count_lines_with(
+                   log, {"Subscription Violation", "User \"site-a\"", down_subject("b")}) >= 1;
+      },
+      5s, kPoll))
+      << nats_->log_tail(3000);
+
+  // The hub trusts subjects, not claims: on A's own subject, an envelope
+  // naming B is refused and counted.
+  const double refused_before = hub_metric("canopy_hub_refused_messages_total");
+  {
+    v1::SyncEnvelope env;
+    env.set_protocol(sync::kProtocolVersion);
+    env.set_from("b");
+    env.set_to(kHubName);
+    env.set_session(42);
+    env.mutable_hello()->set_replica_id(99);
+    ASSERT_EQ(nats_publish(as_a.get(), up_subject("a"), env.SerializeAsString()), NATS_OK);
+  }
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return count_lines_with(
+                   read_file(hub_->log_path()),
+                   {"refused message on " + up_subject("a"), "does not match the subject"}) >= 1 &&
+               hub_metric("canopy_hub_refused_messages_total") >= refused_before + 1;
+      },
+      kTimeout, kPoll));
+  EXPECT_TRUE(a.proc.running());
+  EXPECT_TRUE(b.proc.running());
+  expect_no_token_in_logs();
+}
+
+TEST_F(EnrollTest, BadTokensAndWrongHubAreRefusedClearly) {
+  start_secure();
+  // Forged: well-formed, never issued.
+  const std::string forged = "canopy-enroll_0123456789abcdef_" + std::string(43, 'A');
+  Spoke& f = create_spoke("f", {{"region", "eu"}});
+  const json tf = enroll_token("f");
+  f.extra_args = {"--enroll",         forged,
+                  "--hub-url",        hub_url(),
+                  "--ca-fingerprint", tf.value("caFingerprint", "")};
+  std::vector<std::string> argv = {CANOPY_SPOKE_BIN,
+                                   "--site",
+                                   "f",
+                                   "--data",
+                                   f.data(),
+                                   "--manifests",
+                                   f.manifests(),
+                                   "--nats",
+                                   nats_->url(),
+                                   "--health",
+                                   "127.0.0.1:" + std::to_string(f.health_port)};
+  auto spoke_run = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> a = argv;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run(a);
+  };
+  CmdRun r = spoke_run(f.extra_args);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("bootstrap token not recognized"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(f.data() + "/identity/site.crt"));
+
+  // Wrong pin: refused before the token is sent (the hub never sees it).
+  const double refused = hub_metric("canopy_hub_enrollments_refused_total");
+  r = spoke_run({"--enroll", tf.value("token", ""), "--hub-url", hub_url(), "--ca-fingerprint",
+                 "sha256:" + std::string(64, 'a')});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("not the pinned"), std::string::npos) << r.out;
+  EXPECT_EQ(hub_metric("canopy_hub_enrollments_refused_total"), refused);
+  // A malformed pin is a usage error before anything happens.
+  r = spoke_run({"--enroll", tf.value("token", ""), "--hub-url", hub_url(), "--ca-fingerprint",
+                 "sha256:xyz"});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("CA fingerprint"), std::string::npos) << r.out;
+
+  // A token bound to another site: the CSR's CN must be the token's site.
+  const json tg = enroll_token("g");
+  r = spoke_run({"--enroll", tg.value("token", ""), "--hub-url", hub_url(), "--ca-fingerprint",
+                 tg.value("caFingerprint", "")});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("subject must be exactly CN=g"), std::string::npos) << r.out;
+
+  // The right token works once...
+  Spoke& f2 = create_spoke("f", {{"region", "eu"}});
+  f2.extra_args = {"--enroll", tf.value("token", ""), "--hub-url",
+                   hub_url(),  "--ca-fingerprint",    tf.value("caFingerprint", "")};
+  launch_spoke(f2);
+  // ... and a replay is refused, whoever sends it.
+  auto key =
+      run({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-subj", "/CN=f", "-keyout", dir_.file("x.key"), "-out", dir_.file("x.csr")});
+  ASSERT_EQ(key.exit_code, 0) << key.out;
+  const std::string csr = read_file(dir_.file("x.csr"));
+  auto [code, body] = exchange(tf.value("token", ""), csr);
+  EXPECT_EQ(code, 401) << body;
+  EXPECT_NE(body.find("already used"), std::string::npos) << body;
+
+  // Expired.
+  const json short_lived = enroll_token("f", "1s");
+  std::this_thread::sleep_for(1500ms);
+  std::tie(code, body) = exchange(short_lived.value("token", ""), csr);
+  EXPECT_EQ(code, 401) << body;
+  EXPECT_NE(body.find("expired"), std::string::npos) << body;
+  // Garbage in the body.
+  std::tie(code, body) = exchange("not a token", csr);
+  EXPECT_EQ(code, 401) << body;
+  std::tie(code, body) = exchange(enroll_token("f").value("token", ""), "not a csr");
+  EXPECT_EQ(code, 400) << body;
+  EXPECT_NE(body.find("csr"), std::string::npos) << body;
+  // Only a fleet admin issues tokens; a bad site name is refused.
+  CmdRun bad = kubectl({"enroll", "Not_A_Site"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("DNS-1123"), std::string::npos) << bad.out;
+  bad = kubectl({"enroll", "f", "--ttl", "8d"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_GE(hub_metric("canopy_hub_enrollments_refused_total"), 5);
+  expect_no_token_in_logs();
+}
+
+TEST_F(EnrollTest, RevokedSiteIsCutOffAndNothingItSendsIsMerged) {
+  start_secure();
+  const json ta = enroll_token("a");
+  Spoke& a = enrolled_spoke("a", ta);
+  launch_spoke(a);
+  const Credentials creds = credentials_of(a);
+  std::string err;
+  NatsConn probe = connect_as(nats_->url(), creds, nullptr, &err);
+  ASSERT_TRUE(probe) << err;
+
+  CmdRun r = kubectl({"site", "revoke", "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  // nats-server reloads and cuts A's connections; new ones are refused.
+  EXPECT_TRUE(wait_until([&] { return natsConnection_IsClosed(probe.get()); }, kTimeout, kPoll))
+      << "A's connection survived its revocation";
+  EXPECT_FALSE(connect_as(nats_->url(), creds, nullptr, &err)) << "A still connects";
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto h = spoke_health(a);
+        return h && !h->value("session_open", true);
+      },
+      kTimeout, kPoll))
+      << "the revoked spoke still has a session";
+  // nats-server logs the refused attempts of the spoke's transport.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        std::string log = read_file(nats_->log_path());
+        std::transform(log.begin(), log.end(), log.begin(), ::tolower);
+        return count_lines_with(log, {"site-a", "authori"}) >= 1 ||
+               count_lines_with(log, {"site-a", "authentication"}) >= 1;
+      },
+      kTimeout, kPoll))
+      << nats_->log_tail(3000);
+
+  // Anything still arriving on A's subjects (here by the hub's own user,
+  // which may publish anywhere) is refused and counted, not merged.
+  NatsConn as_hub = connect_as(nats_->url(), hub_credentials(), nullptr, &err);
+  ASSERT_TRUE(as_hub) << err;
+  {
+    v1::SyncEnvelope env;
+    env.set_protocol(sync::kProtocolVersion);
+    env.set_from("a");
+    env.set_to(kHubName);
+    env.set_session(7);
+    env.mutable_hello()->set_replica_id(1234);
+    ASSERT_EQ(nats_publish(as_hub.get(), up_subject("a"), env.SerializeAsString()), NATS_OK);
+  }
+  EXPECT_TRUE(
+      wait_until([&] { return hub_metric("canopy_hub_refused_revoked_messages_total") >= 1; },
+                 kTimeout, kPoll));
+  EXPECT_GE(count_lines_with(read_file(hub_->log_path()), {"a is not admitted"}), 1u);
+  EXPECT_FALSE(hub_session("a").has_value()) << "the hub kept a revoked site's session";
+  // The authorization file no longer lists A.
+  EXPECT_EQ(read_file(auth_file_).find("site-a"), std::string::npos);
+  // Revoking a site never enrolled: a clear error.
+  r = kubectl({"site", "revoke", "nobody"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("never enrolled"), std::string::npos) << r.out;
+  expect_no_token_in_logs();
+}
+
+}  // namespace
+}  // namespace canopy::e2e
