@@ -114,7 +114,7 @@ class BusSupervisorTest : public ::testing::Test {
     spec_.mqtt_port = pick_free_port();
     spec_.monitor_port = pick_free_port();
     spec_.leaf_urls = {"nats-leaf://127.0.0.1:" + std::to_string(leaf_port_)};
-    spoke_password_ = random_password(32);
+    spoke_password_ = daemon::random_password(32);
     auto spoke_hash = daemon::bcrypt_hash(spoke_password_, daemon::kMinBcryptCost);
     ASSERT_TRUE(spoke_hash.ok());
     spec_.spoke_password_hash = *spoke_hash;
