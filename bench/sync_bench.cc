@@ -560,6 +560,9 @@ void case_failover(const Options& opt, const std::string& url) {
   const std::string bench = "hier.failover";
   const int n = opt.sites;
   child_parents() = {kHubName, "hub2"};
+  // Each child logs its failover as a warning, on spdlog's stdout sink: not
+  // among the JSON lines.
+  spdlog::set_level(spdlog::level::err);
   logf("=== failover S=%d: %s children, hubs %s and hub2 (peers), %zu workers", n, kind_name(false),
        kHubName, opt.workers);
   HubProcess a(url, n, opt.max_catchups, kHubName, "hub2");
