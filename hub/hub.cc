@@ -363,28 +363,21 @@ void Hub::write_presence(uint64_t started_ms) {
     auto it = live.find(site);
     const bool connected = it != live.end() && it->second.connected;
     auto known = presence_written_.find(site);
-    if (!peers_.empty()) {
-      // Peers write the same documents: what this hub wrote last may have
-      // lost to a peer's write since. Read what stands.
+    // What stands in the store: at the first look since start (an earlier
+    // process's), and with peers every time (they write the same documents:
+    // what this hub wrote last may have lost to a peer's write since).
+    if (known == presence_written_.end() || !peers_.empty()) {
       presence_written_.erase(site);
       known = presence_written_.end();
       auto raw = store_->get(model::presence_key(site));
       if (raw.ok()) {
         auto presence = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
-        if (presence.ok() && presence->hub != config_.name && !connected) {
+        if (presence.ok() && presence->hub == config_.name) {
+          known = presence_written_.emplace(site, presence->connected).first;
+        } else if (presence.ok() && !peers_.empty() && !connected) {
           // Another hub of the level holds the site's session, or was the
           // last to: its word stands.
           continue;
-        }
-      }
-    }
-    if (known == presence_written_.end()) {
-      // First look since start: what the store holds (an earlier process's).
-      auto raw = store_->get(model::presence_key(site));
-      if (raw.ok()) {
-        auto presence = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
-        if (presence.ok() && presence->hub == config_.name) {
-          known = presence_written_.emplace(site, presence->connected).first;
         }
       }
     }
