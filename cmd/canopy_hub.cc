@@ -49,6 +49,9 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
                  "(a,b): this hub is a regional hub (default: none, the root)");
   app.add_option("--peers", cfg->peers,
                  "the other hubs of this level, a,b: active-active (docs/hierarchy.md)");
+  app.add_option("--peer-reconcile-seconds", cfg->peer_reconcile_s,
+                 "how often to compare every document with the peer hub this hub follows "
+                 "(default 600)");
   app.add_option("--nats-auth-file", cfg->nats_auth_file,
                  "nats-server authorization include file the hub manages (docs/security.md)");
   app.add_option("--nats-pid-file", cfg->nats_pid_file,

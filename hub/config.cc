@@ -14,7 +14,7 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
       {"name", "data_dir", "nats", "grpc_listen", "health_listen", "durability",
        "max_concurrent_catchups", "away_after_s", "session_timeout_s", "log_retention_hours",
        "log_level", "admin_token_file", "parent", "peers", "nats_auth_file", "nats_pid_file",
-       "site_cert_days"},
+       "site_cert_days", "peer_reconcile_s"},
       &root));
   try {
     if (root["name"]) c->name = root["name"].as<std::string>();
@@ -42,6 +42,7 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
     if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
     if (root["parent"]) c->parent = daemon::node_list_of(root["parent"]);
     if (root["peers"]) c->peers = daemon::node_list_of(root["peers"]);
+    if (root["peer_reconcile_s"]) c->peer_reconcile_s = root["peer_reconcile_s"].as<uint64_t>();
     if (root["nats_auth_file"]) c->nats_auth_file = root["nats_auth_file"].as<std::string>();
     if (root["nats_pid_file"]) c->nats_pid_file = root["nats_pid_file"].as<std::string>();
     if (root["site_cert_days"]) c->site_cert_days = root["site_cert_days"].as<int>();
@@ -88,6 +89,10 @@ Status validate_hub_config(const HubConfig& c) {
   }
   if (!c.nats_pid_file.empty() && c.nats_auth_file.empty()) {
     return invalid_argument("nats_pid_file: only with nats_auth_file (the file it reloads)");
+  }
+  if (c.peer_reconcile_s < 10) {
+    return invalid_argument("peer_reconcile_s: must be at least 10 (each comparison reads every "
+                            "document)");
   }
   if (c.site_cert_days < 1 || c.site_cert_days > 3650) {
     return invalid_argument("site_cert_days: must be 1 to 3650");

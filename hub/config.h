@@ -46,6 +46,11 @@ struct HubConfig {
   // session protocol; sites name all of them as their parent and fail over
   // (docs/hierarchy.md). Empty: this hub is alone at its level.
   std::string peers;
+  // How often this hub compares every document with the peer it follows
+  // (sync::ChildOptions::reconcile_every_ms): the log stream between peers
+  // cannot repair everything (docs/hierarchy.md, "Active-active"). Each
+  // comparison reads every document's hash on both sides.
+  uint64_t peer_reconcile_s = 600;
 
   // Enrollment (docs/security.md). The hub's CA lives in <data_dir>/ca/. With
   // nats_auth_file set, the hub manages its nats-server's users: it writes

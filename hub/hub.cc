@@ -144,6 +144,7 @@ Status Hub::start() {
     // a connected graph whatever subset of the level is up.
     sync::ChildOptions co;
     co.labels[std::string(kRoleLabel)] = std::string(kRolePeer);
+    co.reconcile_every_ms = config_.peer_reconcile_s * 1000;
     co.fallback_parents.assign(peers_.begin() + 1, peers_.end());
     peer_node_ = std::make_unique<sync::SyncNode>(store_.get(), transport);
     peer_node_->set_child_engine(

@@ -145,6 +145,16 @@ Status Store::Impl::open() {
     *one.add_entries() = e;
     vv_.merge(VersionVector::from_proto(one));
   }
+  for (it->Seek(kTopPrefix); it->Valid() && it->key().starts_with(kTopPrefix); it->Next()) {
+    const std::string_view v = it->value().ToStringView();
+    if (it->key().size() != sizeof(kTopPrefix) - 1 + 8 || v.size() != 16) {
+      return data_loss("store " + opts_.path + ": top dot entry is corrupt");
+    }
+    top_[from_be64(it->key().ToStringView().substr(sizeof(kTopPrefix) - 1))] =
+        TopDot{from_be64(v.substr(0, 8)), from_be64(v.substr(8))};
+  }
+  it->Seek(kDroppedPrefix);
+  dropped_any_ = it->Valid() && it->key().starts_with(kDroppedPrefix);
   for (it->Seek(kTrimmedPrefix); it->Valid() && it->key().starts_with(kTrimmedPrefix); it->Next()) {
     trimmed_[from_be64(it->key().ToStringView().substr(sizeof(kTrimmedPrefix) - 1))] =
         from_be64(it->value().ToStringView());
@@ -543,9 +553,16 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
   std::vector<std::string> touched;
   std::vector<Overwrite> overwrites;
   std::map<uint64_t, bool> vv_dirty;
+  // The top dots this batch raised, with their values before (a failed
+  // commit puts them back, as restore() does the rest).
+  std::vector<std::pair<uint64_t, TopDot>> old_tops;
+  const auto undo_tops = [&] {
+    for (auto it = old_tops.rbegin(); it != old_tops.rend(); ++it) top_[it->first] = it->second;
+  };
   for (const v1::Delta* dp : batch) {
     const v1::Delta& d = *dp;
-    if (vv_.contains(d.dot().replica(), d.dot().seq())) {
+    const bool seen = vv_.contains(d.dot().replica(), d.dot().seq());
+    if (seen && !was_dropped(d.key())) {
       ++result.duplicates;
       continue;
     }
@@ -567,6 +584,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
       // Nothing of this batch is committed: forget what was staged in memory.
       for (const auto& k : touched) cache_.erase(k);
       restore(std::move(saved));
+      undo_tops();
       return loaded.status();
     }
     overwrites.clear();
@@ -579,8 +597,17 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
                                              : v1::ConflictRecord::CONCURRENT);
       ++result.conflicts;
     }
-    vv_.add(d.dot().replica(), d.dot().seq());
-    vv_dirty[d.dot().replica()] = true;
+    if (seen) {
+      ++stats_.reapplied_deltas;
+    } else {
+      vv_.add(d.dot().replica(), d.dot().seq());
+      vv_dirty[d.dot().replica()] = true;
+      TopDot& top = top_[d.dot().replica()];
+      if (d.dot().seq() > top.seq) {
+        old_tops.emplace_back(d.dot().replica(), top);
+        top = TopDot{d.dot().seq(), d.hlc()};
+      }
+    }
     if (d.dot().replica() == meta_.replica_id() && d.dot().seq() >= meta_.next_seq()) {
       meta_.set_next_seq(d.dot().seq() + 1);
     }
@@ -589,12 +616,18 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
     ++result.applied;
   }
   if (result.applied == 0) return result;
-  for (const auto& [r, dirty] : vv_dirty) stage_vv(&b, r);
+  for (const auto& [r, dirty] : vv_dirty) {
+    stage_vv(&b, r);
+    const TopDot& top = top_[r];
+    b.Put(meta_cf(), std::string(kTopPrefix) + be64(r), be64(top.seq) + be64(top.hlc))
+        .PermitUncheckedError();
+  }
   stage_meta(&b);
   Status st = commit(&b);
   if (!st.ok()) {
     for (const auto& k : touched) cache_.erase(k);
     restore(std::move(saved));
+    undo_tops();
     return st;
   }
   const uint64_t ticket = ++written_ticket_;
@@ -657,16 +690,25 @@ Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint6
   return wait_durable(lock, ticket);
 }
 
+bool Store::Impl::was_dropped(const std::string& key) {
+  if (!dropped_any_) return false;
+  std::string ignored;
+  return db_->Get(rocksdb::ReadOptions(), meta_cf(), std::string(kDroppedPrefix) + key, &ignored)
+      .ok();
+}
+
 Status Store::Impl::drop(const std::vector<std::string>& keys) {
   std::unique_lock lock(mu_);
   rocksdb::WriteBatch b;
   std::vector<v1::LogEntry> dropped(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
     b.Delete(docs(), keys[i]).PermitUncheckedError();
+    b.Put(meta_cf(), std::string(kDroppedPrefix) + keys[i], "").PermitUncheckedError();
     cache_.erase(keys[i]);
     dropped[i].mutable_doc()->set_key(keys[i]);  // index 0: not in the log
   }
   CANOPY_RETURN_IF_ERROR(commit(&b));
+  dropped_any_ = dropped_any_ || !keys.empty();
   const uint64_t ticket = ++written_ticket_;
   notify(dropped);
   return wait_durable(lock, ticket);
@@ -750,6 +792,7 @@ Status Store::drop(const std::vector<std::string>& keys) { return impl_->drop(ke
 
 VersionVector Store::version_vector() { return impl_->version_vector(); }
 uint64_t Store::contiguous_seq(uint64_t replica) { return impl_->contiguous_seq(replica); }
+TopDot Store::top_dot(uint64_t replica) { return impl_->top_dot(replica); }
 Status Store::reserve_seqs_through(uint64_t seq) { return impl_->reserve_seqs_through(seq); }
 Status Store::renew_log_epoch() { return impl_->renew_log_epoch(); }
 

@@ -153,6 +153,15 @@ struct StoreStats {
   uint64_t skewed_deltas = 0;
   uint64_t refused_deltas = 0;
   uint64_t conflicts = 0;
+  // Deltas whose dot was seen before, applied again because their document
+  // had been dropped since (a delta re-delivered to rebuild it).
+  uint64_t reapplied_deltas = 0;
+};
+
+// A replica's highest dot applied here (seq 0: none), with its delta's HLC.
+struct TopDot {
+  uint64_t seq = 0;
+  uint64_t hlc = 0;
 };
 
 // The store's size as RocksDB estimates it, summed over its column families.
@@ -206,13 +215,24 @@ class Store {
   StatusOr<ApplyResult> apply_remote(std::span<const v1::Delta* const> deltas, uint64_t source);
   // Joins whole document states (a key entering scope, reconciliation).
   Status apply_states(const std::vector<v1::DocState>& docs, uint64_t source);
-  // Forgets documents locally, without tombstones (keys that left the scope).
-  // Listeners see each as an entry with index 0 and an empty document: a
-  // local change that is not in the log and is not replicated.
+  // Forgets documents locally, without tombstones (keys that left the scope,
+  // or that a parent does not hold). Listeners see each as an entry with
+  // index 0 and an empty document: a local change that is not in the log
+  // and is not replicated. The dots the documents held stay in the version
+  // vector, but a dropped key is remembered: a delta for it whose dot was
+  // seen before is applied again rather than discarded as a duplicate, so a
+  // parent that sends it again (it lacked the document when the drop
+  // happened, and learned it since) rebuilds what was dropped.
   Status drop(const std::vector<std::string>& keys);
   VersionVector version_vector();
   // version_vector().contiguous(replica), without copying the vector.
   uint64_t contiguous_seq(uint64_t replica);
+  // The highest seq of `replica`'s that a remote delta brought here, and
+  // that delta's HLC, by whatever path it came (a hub of an active-active
+  // level learns its peers' children's writes). A child restored from an old
+  // backup that writes again reuses seqs: comparing this with its own write
+  // of that seq tells it so (sync/engine/child.cc).
+  TopDot top_dot(uint64_t replica);
   // Makes the next local write use a seq above `seq` (a replica restored from
   // an old backup must never reuse a dot its peers already hold).
   Status reserve_seqs_through(uint64_t seq);

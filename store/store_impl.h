@@ -32,6 +32,10 @@ constexpr char kMetaKey[] = "meta";
 constexpr char kVvPrefix[] = "vv/";
 constexpr char kTrimmedPrefix[] = "trimmed/";
 constexpr char kLocalPrefix[] = "local/";
+// Documents this replica dropped (Store::drop): the key, an empty value.
+constexpr char kDroppedPrefix[] = "dropped/";
+// Per origin replica, its highest seq applied here and that delta's HLC.
+constexpr char kTopPrefix[] = "top/";
 
 inline std::string be64(uint64_t v) {
   std::string s(8, '\0');
@@ -207,6 +211,11 @@ class Store::Impl {
     std::lock_guard lock(mu_);
     return vv_.contiguous(replica);
   }
+  TopDot top_dot(uint64_t replica) {
+    std::lock_guard lock(mu_);
+    auto it = top_.find(replica);
+    return it == top_.end() ? TopDot{} : it->second;
+  }
   StoreStats stats() {
     std::lock_guard lock(mu_);
     return stats_;
@@ -290,6 +299,11 @@ class Store::Impl {
   Hlc hlc_;
   VersionVector vv_;
   std::map<uint64_t, uint64_t> trimmed_;  // origin -> greatest seq trimmed from the log
+  // Whether any document was ever dropped here (a kDroppedPrefix key
+  // exists): until then a duplicate dot needs no lookup.
+  bool dropped_any_ = false;
+  std::unordered_map<uint64_t, TopDot> top_;  // see Store::top_dot
+  bool was_dropped(const std::string& key);
   std::unordered_map<std::string, Document> cache_;
   rocksdb::WriteBatch batch_;
   std::string operand_;  // stage_delta's encoding buffer, kept between writes

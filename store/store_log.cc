@@ -148,6 +148,12 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
     if (n == 0) continue;
     dropped += n;
     stage_doc(&b, k, **loaded);
+    // A dropped document's deltas are applied again when they come back
+    // (Store::drop); not once deletions in it are collected: an old delta
+    // would bring back what they deleted.
+    if (dropped_any_) {
+      b.Delete(meta_cf(), std::string(store_internal::kDroppedPrefix) + k).PermitUncheckedError();
+    }
     if ((*loaded)->empty()) cache_.erase(k);
   }
   if (dropped == 0) return dropped;

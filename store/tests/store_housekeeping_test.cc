@@ -48,6 +48,84 @@ TEST_F(StoreTest, DropForgetsWithoutTombstones) {
   EXPECT_EQ(*a->get("gone"), R"({"x":1})");
 }
 
+// A child that dropped a document (its parent lacked it) and is later sent
+// the document's deltas again rebuilds it: a seen dot whose document was
+// dropped is applied again, not discarded as a duplicate. Elsewhere a seen dot
+// stays a duplicate, and the memory of the drop survives a restart.
+TEST_F(StoreTest, DeltasOfADroppedDocumentApplyAgain) {
+  auto hub = open("hub", 1);
+  auto site = open("site", 2);
+  ASSERT_NE(hub, nullptr);
+  ASSERT_NE(site, nullptr);
+  auto first = hub->put("sites/a1", R"({"name":"a1","labels":{"region":"us"}})");
+  auto second = hub->patch("sites/a1", R"({"labels":{"region":"eu","legacy":"yes"}})");
+  auto other = hub->put("sites/a2", R"({"name":"a2"})");
+  CANOPY_ASSERT_OK(first);
+  CANOPY_ASSERT_OK(second);
+  CANOPY_ASSERT_OK(other);
+  CANOPY_ASSERT_OK(site->apply_remote(batch_of({*first, *second, *other}), 1));
+  const std::string whole = *site->get("sites/a1");
+
+  CANOPY_ASSERT_OK(site->drop({"sites/a1"}));
+  site.reset();
+  site = open("site", 2);
+  ASSERT_NE(site, nullptr);
+  // Sent again in another order, as a second parent that learned them late would.
+  auto again = site->apply_remote(batch_of({*second}), 3);
+  CANOPY_ASSERT_OK(again);
+  EXPECT_EQ(again->applied, 1u);
+  EXPECT_EQ(again->duplicates, 0u);
+  again = site->apply_remote(batch_of({*first, *other}), 3);
+  CANOPY_ASSERT_OK(again);
+  EXPECT_EQ(again->applied, 1u);
+  EXPECT_EQ(again->duplicates, 1u) << "sites/a2 was never dropped";
+  EXPECT_EQ(*site->get("sites/a1"), whole);
+  EXPECT_EQ(site->stats().reapplied_deltas, 2u);
+  // Applying them yet again changes nothing.
+  CANOPY_ASSERT_OK(site->apply_remote(batch_of({*first, *second}), 3));
+  EXPECT_EQ(*site->get("sites/a1"), whole);
+
+  // Once deletions in it are collected, the document's old deltas are
+  // duplicates again: they would bring back what was deleted.
+  clock_.advance_ms(100);
+  auto del = hub->patch("sites/a1", R"({"labels":{"legacy":null}})");
+  CANOPY_ASSERT_OK(del);
+  CANOPY_ASSERT_OK(site->apply_remote(batch_of({*del}), 1));
+  auto collected = site->collect_tombstones(hlc_from_ms(kStart + 1000));
+  CANOPY_ASSERT_OK(collected);
+  EXPECT_GT(*collected, 0u);
+  auto old = site->apply_remote(batch_of({*second}), 3);
+  CANOPY_ASSERT_OK(old);
+  EXPECT_EQ(old->duplicates, 1u);
+  EXPECT_EQ(*site->get("sites/a1"), R"({"labels":{"region":"eu"},"name":"a1"})");
+}
+
+// The highest dot of each origin a remote delta brought, with its stamp,
+// kept across a restart (what a parent tells a child restored from a backup).
+TEST_F(StoreTest, TopDotOfEachOriginReplica) {
+  auto a = open("a", 1);
+  auto b = open("b", 2);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->top_dot(1).seq, 0u);
+  auto d1 = a->put("k1", "{}");
+  clock_.advance_ms(5);
+  auto d2 = a->put("k2", R"({"x":1})");
+  CANOPY_ASSERT_OK(d1);
+  CANOPY_ASSERT_OK(d2);
+  // Out of order: the top is the highest seq, not the last applied.
+  CANOPY_ASSERT_OK(b->apply_remote(batch_of({*d2}), 1));
+  CANOPY_ASSERT_OK(b->apply_remote(batch_of({*d1}), 1));
+  EXPECT_EQ(b->top_dot(1).seq, d2->dot().seq());
+  EXPECT_EQ(b->top_dot(1).hlc, d2->hlc());
+  b.reset();
+  b = open("b", 2);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->top_dot(1).seq, d2->dot().seq());
+  EXPECT_EQ(b->top_dot(1).hlc, d2->hlc());
+  EXPECT_EQ(b->top_dot(7).seq, 0u);
+}
+
 TEST_F(StoreTest, CollectTombstonesBelowStableStamp) {
   auto a = open("a", 1);
   ASSERT_NE(a, nullptr);

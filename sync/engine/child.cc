@@ -112,6 +112,11 @@ uint64_t ChildSync::failover_due_ms() const {
   return UINT64_MAX;
 }
 
+uint64_t ChildSync::anti_entropy_due_ms() const {
+  if (opts_.reconcile_every_ms == 0 || state_ != State::kActive || reconciling_) return UINT64_MAX;
+  return last_reconciled_ms_ + opts_.reconcile_every_ms;
+}
+
 void ChildSync::fail_over(const char* why) {
   const std::string from = parent_;
   parent_index_ = (parent_index_ + 1) % parents_.size();
@@ -329,6 +334,7 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   parent_replica_ = w.replica_id();
   reconciling_ = w.reconcile();
   writable_prefixes_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
+  last_reconciled_ms_ = env_.clock->now_ms();
   if (w.session_timeout_ms() != 0) parent_session_timeout_ms_ = w.session_timeout_ms();
   backoff_ms_ = opts_.hello_backoff_min_ms;
   const v1::LogPosition& up = w.up();
@@ -479,6 +485,7 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
     } else {
       down_.set_index(c.index());
     }
+    if (reconciling_) last_reconciled_ms_ = env_.clock->now_ms();
     reconciling_ = false;
     // Written after the changes it covers (persist() keeps the order).
     writes_.push_back(Write::put_local(down_position_key(parent_), down_.SerializeAsString()));
@@ -626,6 +633,16 @@ void ChildSync::tick() {
     return;
   }
   if (state_ != State::kActive) return;
+  if (now >= anti_entropy_due_ms()) {
+    // Forget the position, so that the hello makes the parent reconcile.
+    spdlog::info("sync {}: reconciling with {} again ({} ms since the last time)", name_, parent_,
+                 now - last_reconciled_ms_);
+    ++stats_.anti_entropy_rounds;
+    down_ = v1::LogPosition();
+    writes_.push_back(Write::put_local(down_position_key(parent_), down_.SerializeAsString()));
+    start();
+    return;
+  }
   std::vector<std::string> resend;
   up_.on_tick(now, &resend);
   for (auto& bytes : resend) {
@@ -647,7 +664,7 @@ uint64_t ChildSync::next_tick_ms() const {
   if (up_.can_send() && (up_full_pending_ || store_->last_log_index() > up_sent_)) return 0;
   uint64_t due = up_.next_timeout_ms();
   if (connected_) due = std::min(due, last_heartbeat_ms_ + opts_.heartbeat_ms);
-  return std::min(due, failover);
+  return std::min({due, failover, anti_entropy_due_ms()});
 }
 
 bool ChildSync::in_sync() const {

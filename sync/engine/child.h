@@ -78,6 +78,14 @@ struct ChildOptions {
   // Silence after which the child fails over; 0: three heartbeats. With
   // fallbacks, heartbeats are at most 1 s apart (so 3 s by default).
   uint64_t failover_after_ms = 0;
+  // Anti-entropy: this long after the last reconciliation ended (or a
+  // session opened without one), reconcile again: a hello without a
+  // position, which compares every document of the scope. 0: never.
+  // canopy-hub sets it on its session with a peer hub: what the log stream
+  // cannot repair — a child restored from an old backup reusing a seq that
+  // two hubs of one level saw for two different writes, each discarding the
+  // other's as a duplicate — only a comparison of documents finds.
+  uint64_t reconcile_every_ms = 0;
 };
 
 struct ChildStats {
@@ -92,6 +100,7 @@ struct ChildStats {
   uint64_t deltas_sent = 0;  // log entries with a delta in sequenced Changes (not resends)
   uint64_t failovers = 0;    // sessions moved to another parent
   uint64_t other_parent_messages = 0;  // from a parent of ours we are not in session with
+  uint64_t anti_entropy_rounds = 0;    // reconciliations started by reconcile_every_ms
 };
 
 class ChildSync {
@@ -184,6 +193,8 @@ class ChildSync {
   std::vector<std::string> parents_;
   size_t parent_index_ = 0;
   uint64_t last_heard_ms_ = 0;   // last message of the current session from the parent
+  uint64_t last_reconciled_ms_ = 0;  // when the session last was in step (reconcile_every_ms)
+  uint64_t anti_entropy_due_ms() const;
   uint64_t hello_since_ms_ = 0;  // when the current parent was first greeted
   std::unique_ptr<StoreView> owned_view_;
   StoreView* store_;

@@ -486,7 +486,10 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
 
 bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
   if (e.source() == s->replica && s->replica != 0) return false;  // no echo
-  if (e.has_delta() && e.delta().dot().replica() == s->replica) return false;
+  // The child's own writes that came another way (through a peer hub of an
+  // active-active level) are sent: the child drops them as duplicates unless
+  // it lost them (restored from a backup older than them), and then only
+  // this brings them back.
   return scope_->in_scope(s->child, entry_key(e));
 }
 

@@ -108,8 +108,15 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
   }
   // The child's writes may have reached us through another hub of our level
   // (active-active): what we hold of them counts too, or a child restored
-  // from an old backup that fails over here would reuse its seqs. Their
-  // stamp is not known here (0: the child checks only the seq).
+  // from an old backup that fails over here would reuse its seqs. The
+  // store's top dot of the child carries its stamp, so that a child that
+  // wrote that seq again since sees it is another write; a count from the
+  // version vector alone does not (0: the child checks only the seq).
+  const TopDot top = store_->top_dot(hello.replica_id());
+  if (top.seq > welcome.welcome().child_max_seq()) {
+    welcome.mutable_welcome()->set_child_max_seq(top.seq);
+    welcome.mutable_welcome()->set_child_max_seq_hlc(top.hlc);
+  }
   const uint64_t held = store_->contiguous_seq(hello.replica_id());
   if (held > welcome.welcome().child_max_seq()) {
     welcome.mutable_welcome()->set_child_max_seq(held);

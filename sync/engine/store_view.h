@@ -35,6 +35,8 @@ class StoreView {
   virtual VersionVector version_vector() = 0;
   // version_vector().contiguous(replica); a view may answer without a copy.
   virtual uint64_t contiguous_seq(uint64_t replica) { return version_vector().contiguous(replica); }
+  // Store::top_dot; a view that does not track it answers none.
+  virtual TopDot top_dot(uint64_t /*replica*/) { return TopDot{}; }
   virtual StatusOr<std::optional<std::string>> get_local(std::string_view name) = 0;
   virtual StatusOr<std::optional<uint64_t>> own_delta_hlc(uint64_t seq) = 0;
   virtual StatusOr<LogRead> log_since(uint64_t epoch, uint64_t after_index, const KeyFilter& filter,
@@ -58,6 +60,7 @@ class StoreReader final : public StoreView {
   uint64_t last_log_index() override { return store_->last_log_index(); }
   VersionVector version_vector() override { return store_->version_vector(); }
   uint64_t contiguous_seq(uint64_t replica) override { return store_->contiguous_seq(replica); }
+  TopDot top_dot(uint64_t replica) override { return store_->top_dot(replica); }
   StatusOr<std::optional<std::string>> get_local(std::string_view name) override {
     return store_->get_local(name);
   }
