@@ -91,8 +91,9 @@ Status validate_hub_config(const HubConfig& c) {
     return invalid_argument("nats_pid_file: only with nats_auth_file (the file it reloads)");
   }
   if (c.peer_reconcile_s < 10) {
-    return invalid_argument("peer_reconcile_s: must be at least 10 (each comparison reads every "
-                            "document)");
+    return invalid_argument(
+        "peer_reconcile_s: must be at least 10 (each comparison reads every "
+        "document)");
   }
   if (c.site_cert_days < 1 || c.site_cert_days > 3650) {
     return invalid_argument("site_cert_days: must be 1 to 3650");

@@ -192,7 +192,7 @@ class ChildSync {
   std::string parent_;
   std::vector<std::string> parents_;
   size_t parent_index_ = 0;
-  uint64_t last_heard_ms_ = 0;   // last message of the current session from the parent
+  uint64_t last_heard_ms_ = 0;       // last message of the current session from the parent
   uint64_t last_reconciled_ms_ = 0;  // when the session last was in step (reconcile_every_ms)
   uint64_t anti_entropy_due_ms() const;
   uint64_t hello_since_ms_ = 0;  // when the current parent was first greeted
