@@ -253,14 +253,11 @@ void Store::Impl::stage_meta(rocksdb::WriteBatch* b) {
 }
 
 void Store::Impl::stage_vv(rocksdb::WriteBatch* b, uint64_t replica) {
-  v1::VersionVector one = vv_.to_proto();
-  for (const auto& e : one.entries()) {
-    if (e.replica() == replica) {
-      b->Put(meta_cf(), std::string(kVvPrefix) + be64(replica), e.SerializeAsString())
-          .PermitUncheckedError();
-      return;
-    }
-  }
+  // One replica's entry: a hub's vector has one per site.
+  v1::VersionVector::Entry e;
+  if (!vv_.entry_to_proto(replica, &e)) return;
+  b->Put(meta_cf(), std::string(kVvPrefix) + be64(replica), e.SerializeAsString())
+      .PermitUncheckedError();
 }
 
 void Store::Impl::stage_conflict(rocksdb::WriteBatch* b, const std::string& key, const Overwrite& o,
@@ -412,6 +409,8 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   doc->causal_context(meta_.replica_id(), &delta);
   if (stamp != clock_stamp) delta.set_clock_hlc(clock_stamp);
   doc->apply(delta, nullptr);
+  VersionVector::Undo vv_undo;
+  vv_undo.note(vv_, meta_.replica_id());
   vv_.add(meta_.replica_id(), seq);
 
   rocksdb::WriteBatch& b = reusable_batch();
@@ -423,6 +422,7 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   if (!st.ok()) {
     cache_.erase(key);
     restore(std::move(saved));
+    vv_undo.apply(&vv_);
     return st;
   }
   const uint64_t ticket = ++written_ticket_;
@@ -553,10 +553,12 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
   std::vector<std::string> touched;
   std::vector<Overwrite> overwrites;
   std::map<uint64_t, bool> vv_dirty;
-  // The top dots this batch raised, with their values before (a failed
-  // commit puts them back, as restore() does the rest).
+  // The version vector entries and top dots this batch changes, as they
+  // were before: a failed commit puts them back (restore() does the rest).
   std::vector<std::pair<uint64_t, TopDot>> old_tops;
-  const auto undo_tops = [&] {
+  VersionVector::Undo vv_undo;
+  const auto undo_seen = [&] {
+    vv_undo.apply(&vv_);
     for (auto it = old_tops.rbegin(); it != old_tops.rend(); ++it) top_[it->first] = it->second;
   };
   for (const v1::Delta* dp : batch) {
@@ -584,7 +586,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
       // Nothing of this batch is committed: forget what was staged in memory.
       for (const auto& k : touched) cache_.erase(k);
       restore(std::move(saved));
-      undo_tops();
+      undo_seen();
       return loaded.status();
     }
     overwrites.clear();
@@ -600,6 +602,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
     if (seen) {
       ++stats_.reapplied_deltas;
     } else {
+      vv_undo.note(vv_, d.dot().replica());
       vv_.add(d.dot().replica(), d.dot().seq());
       vv_dirty[d.dot().replica()] = true;
       TopDot& top = top_[d.dot().replica()];
@@ -627,7 +630,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
   if (!st.ok()) {
     for (const auto& k : touched) cache_.erase(k);
     restore(std::move(saved));
-    undo_tops();
+    undo_seen();
     return st;
   }
   const uint64_t ticket = ++written_ticket_;

@@ -263,17 +263,17 @@ class Store::Impl {
 
   // What a failed write restores (its staged documents are dropped from the
   // cache separately), so that a refused or failed call leaves no trace.
+  // What a write puts back if its commit fails (with a VersionVector::Undo
+  // for the version vector).
   struct Saved {
     v1::ReplicaMeta meta;
     Hlc hlc;
-    VersionVector vv;
     StoreStats stats;
   };
-  Saved save() const { return Saved{meta_, hlc_, vv_, stats_}; }
+  Saved save() const { return Saved{meta_, hlc_, stats_}; }
   void restore(Saved saved) {
     meta_ = std::move(saved.meta);
     hlc_ = saved.hlc;
-    vv_ = std::move(saved.vv);
     stats_ = saved.stats;
   }
 

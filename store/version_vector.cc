@@ -57,6 +57,36 @@ v1::VersionVector VersionVector::to_proto() const {
   return out;
 }
 
+bool VersionVector::entry_to_proto(uint64_t replica, v1::VersionVector::Entry* out) const {
+  auto it = entries_.find(replica);
+  if (it == entries_.end()) return false;
+  out->Clear();
+  out->set_replica(replica);
+  out->set_contiguous(it->second.contiguous);
+  for (uint64_t s : it->second.extra) out->add_extra(s);
+  return true;
+}
+
+void VersionVector::Undo::note(const VersionVector& vv, uint64_t replica) {
+  for (const auto& [r, e] : saved_) {
+    if (r == replica) return;
+  }
+  auto it = vv.entries_.find(replica);
+  saved_.emplace_back(replica,
+                      it == vv.entries_.end() ? std::nullopt : std::optional<Entry>(it->second));
+}
+
+void VersionVector::Undo::apply(VersionVector* vv) {
+  for (auto& [r, e] : saved_) {
+    if (e.has_value()) {
+      vv->entries_[r] = std::move(*e);
+    } else {
+      vv->entries_.erase(r);
+    }
+  }
+  saved_.clear();
+}
+
 VersionVector VersionVector::from_proto(const v1::VersionVector& proto) {
   VersionVector vv;
   for (const auto& pe : proto.entries()) {

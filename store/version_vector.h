@@ -13,7 +13,10 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "canopy/v1/store.pb.h"
 
@@ -37,9 +40,16 @@ class VersionVector {
   size_t size() const { return entries_.size(); }
 
   v1::VersionVector to_proto() const;
+  // The entry of one replica (false when absent), without the others.
+  bool entry_to_proto(uint64_t replica, v1::VersionVector::Entry* out) const;
   static VersionVector from_proto(const v1::VersionVector& proto);
 
   bool operator==(const VersionVector& other) const = default;
+
+  // What a batch of adds changed, to put back if the batch fails: the
+  // entries of the replicas it touched, as they were (a copy of the whole
+  // vector would cost a hub one entry per site on every write).
+  class Undo;
 
  private:
   struct Entry {
@@ -48,6 +58,16 @@ class VersionVector {
     bool operator==(const Entry&) const = default;
   };
   std::map<uint64_t, Entry> entries_;
+};
+
+class VersionVector::Undo {
+ public:
+  // Call before adding to `replica`'s entry of `vv`.
+  void note(const VersionVector& vv, uint64_t replica);
+  void apply(VersionVector* vv);
+
+ private:
+  std::vector<std::pair<uint64_t, std::optional<Entry>>> saved_;
 };
 
 }  // namespace canopy
