@@ -335,6 +335,15 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   reconciling_ = w.reconcile();
   writable_prefixes_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
   last_reconciled_ms_ = env_.clock->now_ms();
+  // What this session changes of our holdings makes a position saved in
+  // another parent's log claim what we may no longer hold (fail_over forgets
+  // the one it leaves; a restart begins at the first parent without leaving
+  // any): only the current parent's position stays.
+  for (const std::string& other : parents_) {
+    if (other == parent_) continue;
+    writes_.push_back(
+        Write::put_local(down_position_key(other), v1::LogPosition().SerializeAsString()));
+  }
   if (w.session_timeout_ms() != 0) parent_session_timeout_ms_ = w.session_timeout_ms();
   backoff_ms_ = opts_.hello_backoff_min_ms;
   const v1::LogPosition& up = w.up();
