@@ -66,7 +66,7 @@ StatusOr<json> hold_from_body(const std::string& body) {
 
 }  // namespace
 
-std::string spoke_metrics(spoke::Spoke* spoke) {
+std::string spoke_metrics(spoke::Spoke* spoke, const ExtraMetrics& extra) {
   MetricsText page;
   const spoke::SpokeMetrics m = spoke->metrics();
   add_build_info(&page, "spoke", spoke->config().site);
@@ -126,6 +126,7 @@ std::string spoke_metrics(spoke::Spoke* spoke) {
           c.bytes_received);
   counter("canopy_spoke_refused_messages", "Sync messages refused (malformed, stale session).",
           c.refused_messages);
+  if (extra) extra(&page);
   return page.text();
 }
 
@@ -141,7 +142,8 @@ std::vector<std::string> spoke_readiness(spoke::Spoke* spoke, const daemon::Heal
   return problems;
 }
 
-void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon::Health* health) {
+void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon::Health* health,
+                      ExtraMetrics extra) {
   const std::string site = spoke->config().site;
   server.Get("/healthz", [spoke, health](const httplib::Request&, httplib::Response& res) {
     const spoke::SpokeHealth h = spoke->health();
@@ -169,8 +171,8 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
     }
     reply_json(res, arr.dump());
   });
-  server.Get("/metrics", [spoke](const httplib::Request&, httplib::Response& res) {
-    res.set_content(spoke_metrics(spoke), kMetricsContentType);
+  server.Get("/metrics", [spoke, extra](const httplib::Request&, httplib::Response& res) {
+    res.set_content(spoke_metrics(spoke, extra), kMetricsContentType);
   });
   server.Get("/livez", [](const httplib::Request&, httplib::Response& res) { reply_live(res); });
   server.Get("/readyz", [spoke, health](const httplib::Request&, httplib::Response& res) {

@@ -27,21 +27,27 @@
 // The spoke must outlive the server, and stay started while it serves.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "api/http_server.h"
+#include "api/metrics.h"
 #include "daemon/process.h"
 #include "spoke/spoke.h"
 
 namespace canopy::api {
 
+// More metric families for the page, from parts outside the Spoke (the
+// device bus's telemetry forwarder); may be empty.
+using ExtraMetrics = std::function<void(MetricsText*)>;
+
 // The body of GET /metrics.
-std::string spoke_metrics(spoke::Spoke* spoke);
+std::string spoke_metrics(spoke::Spoke* spoke, const ExtraMetrics& extra = {});
 // What keeps the spoke from being ready (empty: ready).
 std::vector<std::string> spoke_readiness(spoke::Spoke* spoke, const daemon::Health* health);
 
 void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke,
-                      const daemon::Health* health = nullptr);
+                      const daemon::Health* health = nullptr, ExtraMetrics extra = {});
 
 }  // namespace canopy::api

@@ -29,6 +29,7 @@
 #include "daemon/process.h"
 #include "spoke/bus/device_tenants.h"
 #include "spoke/bus/supervisor.h"
+#include "spoke/bus/telemetry_forwarder.h"
 #include "spoke/bus/tenants_file_watch.h"
 #include "spoke/bus/twin_reports.h"
 #include "spoke/config.h"
@@ -52,6 +53,8 @@ int run(const spoke::SpokeConfig& cfg) {
   std::unique_ptr<spoke::bus::TenantsFileWatch> tenants_watch;
   std::unique_ptr<spoke::bus::DeviceDocumentsWatch> devices_watch;
   std::unique_ptr<spoke::bus::TwinReports> twin_reports;
+  std::unique_ptr<spoke::bus::TelemetryForwarder> telemetry;
+  std::string bus_dir;
   // The spoke's own password on its bus (made at each start, only its hash
   // in the bus's config): its NATS user in CANOPY and its MQTT users.
   std::string spoke_password;
@@ -61,6 +64,7 @@ int run(const spoke::SpokeConfig& cfg) {
     spoke::bus::SupervisorOptions options;
     options.nats_server = cfg.bus.nats_server;
     std::vector<spoke::bus::BusTenant> configured = spec->tenants;
+    bus_dir = spec->dir;
     bus = std::make_unique<spoke::bus::BusSupervisor>(std::move(*spec), options);
     bus_tenants = std::make_unique<spoke::bus::BusTenantSources>(bus.get(), std::move(configured));
     auto start_bus = [&]() -> Status {
@@ -114,9 +118,47 @@ int run(const spoke::SpokeConfig& cfg) {
       return ok_status();
     };
     parts.push_back({"twin reports", start_reports, [&] { twin_reports.reset(); }});
+    // Telemetry: the site's buffer stream, forwarded to the hub in order.
+    auto start_telemetry = [&]() -> Status {
+      spoke::bus::TelemetryOptions o;
+      o.nats_url = "nats://127.0.0.1:" + std::to_string(cfg.bus.spec.client_port);
+      o.user = spoke::bus::kSpokeUser;
+      o.password = spoke_password;
+      o.site = cfg.site;
+      o.state_file = bus_dir + "/telemetry-forwarded";
+      const spoke::bus::BusLimits& l = cfg.bus.spec.limits;
+      o.max_bytes = l.telemetry_max_bytes;
+      o.max_age = l.telemetry_max_age;
+      o.max_message = l.telemetry_max_message;
+      auto f = spoke::bus::TelemetryForwarder::start(o);
+      if (!f.ok()) return f.status();
+      telemetry = std::move(*f);
+      return ok_status();
+    };
+    parts.push_back({"telemetry", start_telemetry, [&] { telemetry.reset(); }});
   }
   if (!cfg.health_listen.empty()) {
-    api::add_spoke_routes(http.server(), &site, &health);
+    // The telemetry forwarder's counters (docs/device-bus.md, Telemetry).
+    api::add_spoke_routes(http.server(), &site, &health, [&telemetry](api::MetricsText* page) {
+      if (!telemetry) return;
+      const spoke::bus::TelemetryStats t = telemetry->stats();
+      page->counter("canopy_spoke_telemetry_forwarded",
+                    "Device telemetry messages forwarded to the hub (confirmed by it).")
+          .add(static_cast<double>(t.forwarded));
+      page->counter("canopy_spoke_telemetry_dropped",
+                    "Device telemetry messages the site buffer dropped by its limits before "
+                    "they were forwarded.")
+          .add(static_cast<double>(t.dropped));
+      page->counter("canopy_spoke_telemetry_refused", "Device telemetry messages refused.")
+          .add(static_cast<double>(t.refused_oversized), {{"reason", "oversized"}})
+          .add(static_cast<double>(t.refused_subject), {{"reason", "subject"}});
+      page->gauge("canopy_spoke_telemetry_buffered",
+                  "Device telemetry messages in the site buffer, not yet forwarded.")
+          .add(static_cast<double>(t.buffered));
+      page->gauge("canopy_spoke_telemetry_uplink",
+                  "1 while the hub answers the telemetry forwarder.")
+          .add(t.uplink ? 1 : 0);
+    });
     parts.push_back(http.part("local API", cfg.health_listen));
   }
   return daemon::run_until_signal(std::move(parts), &health);

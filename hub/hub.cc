@@ -82,6 +82,14 @@ Status Hub::start() {
     return Status(nats_or.status().code(), "cannot set up NATS: " + nats_or.status().message());
   }
   nats_ = std::move(nats_or).value();
+  // Sites' telemetry forwarders wait for this hub's answer before they let
+  // a batch go (hub/telemetry_barrier.h).
+  auto barrier_or = TelemetryBarrier::start(nats_.get());
+  if (!barrier_or.ok()) {
+    stop();
+    return barrier_or.status();
+  }
+  telemetry_barrier_ = std::move(barrier_or).value();
 
   sync::Env env{SystemClock::instance(), [this] { return rng_(); }};
   // The scopes this hub gives its children: the placement index, composed
@@ -223,6 +231,7 @@ void Hub::stop() {
   peer_scope_.reset();
   regions_.reset();
   wrapped_.reset();
+  telemetry_barrier_.reset();
   nats_.reset();
   enrollment_.reset();
   status_.reset();

@@ -42,6 +42,7 @@
 #include "hub/region_scope.h"
 #include "hub/rollout_controller.h"
 #include "hub/status_aggregate.h"
+#include "hub/telemetry_barrier.h"
 #include "store/status.h"
 #include "store/store.h"
 #include "sync/engine/node.h"
@@ -140,6 +141,7 @@ class Hub {
   std::unique_ptr<Enrollment> enrollment_;
   std::unique_ptr<RegionScope> regions_;  // the index composed with the regions below
   std::unique_ptr<sync::NatsTransport> nats_;
+  std::unique_ptr<TelemetryBarrier> telemetry_barrier_;
   std::unique_ptr<sync::Transport> wrapped_;  // HubHooks::wrap_transport's, over nats_
   std::unique_ptr<sync::SyncNode> node_;
   std::unique_ptr<sync::SyncRuntime> runtime_;

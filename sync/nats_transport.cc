@@ -319,8 +319,11 @@ struct NatsCallbacks {
     const char* data = natsMsg_GetData(msg);
     const int length = natsMsg_GetDataLength(msg);
     if (data != nullptr && length > 0) message.data.assign(data, static_cast<size_t>(length));
+    const char* reply = natsMsg_GetReply(msg);
+    NatsTransport::current_reply() = reply != nullptr ? reply : "";
     natsMsg_Destroy(msg);
     sub->deliver(message);
+    NatsTransport::current_reply().clear();
   }
 
   static void on_connected(natsConnection* nc, void* closure) {
@@ -621,6 +624,11 @@ NatsTransport::~NatsTransport() {
   // Flushes what is buffered (up to 500 ms), closes, and frees once NATS.c's
   // own threads let go. Callbacks still queued find no core and return.
   natsConnection_Destroy(core_->conn);  // null-safe
+}
+
+std::string& NatsTransport::current_reply() {
+  thread_local std::string reply;
+  return reply;
 }
 
 Status NatsTransport::publish(std::string_view subject, std::string_view data) {

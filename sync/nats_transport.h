@@ -145,6 +145,10 @@ class NatsTransport final : public Transport {
   Status publish(std::string_view subject, std::string_view data) override;
   StatusOr<uint64_t> subscribe(std::string_view pattern, Handler handler) override;
   void unsubscribe(uint64_t id) override;
+  // Inside a handler: the reply subject of the message it was called with
+  // (a NATS request's; empty when the sender wants no answer). A handler runs
+  // on the thread that received the message, so this is that message's.
+  static std::string& current_reply();
   size_t max_payload() const override;
   bool connected() const override;
   void on_state_change(StateHandler handler) override;

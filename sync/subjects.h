@@ -29,6 +29,15 @@ inline std::string all_up_subjects(std::string_view parent) {
   return std::string(kSubjectRoot) + "." + std::string(parent) + ".*.up";
 }
 
+// Telemetry barriers (docs/device-bus.md): a site's telemetry forwarder asks
+// `canopy.telemetry.v1.barrier.<site>` over its bus's leaf link after
+// publishing a batch, and canopy-hub answers (hub/telemetry_barrier.h): the
+// answer means the hub's NATS has taken the batch.
+inline std::string telemetry_barrier_subject(std::string_view site) {
+  return "canopy.telemetry.v1.barrier." + std::string(site);
+}
+inline constexpr char kAllTelemetryBarriers[] = "canopy.telemetry.v1.barrier.*";
+
 // Checks a node name: a DNS-1123 label (1-63 of [a-z0-9-], alphanumeric ends).
 Status validate_node_name(std::string_view name);
 

@@ -24,7 +24,8 @@ Status load_limits(const YAML::Node& node, BusLimits* l) {
       node, "bus.limits",
       {"max_payload", "max_connections", "max_memory_store", "max_file_store", "tenant_max_memory",
        "tenant_max_file", "tenant_max_consumers", "mqtt_ack_wait_seconds", "mqtt_max_ack_pending",
-       "mqtt_consumer_memory_storage", "mqtt_consumer_inactive_threshold_seconds"}));
+       "mqtt_consumer_memory_storage", "mqtt_consumer_inactive_threshold_seconds",
+       "telemetry_max_bytes", "telemetry_max_age_seconds", "telemetry_max_message"}));
   if (node["max_payload"]) l->max_payload = node["max_payload"].as<int64_t>();
   if (node["max_connections"]) l->max_connections = node["max_connections"].as<int64_t>();
   if (node["max_memory_store"]) l->max_memory_store = node["max_memory_store"].as<int64_t>();
@@ -46,6 +47,15 @@ Status load_limits(const YAML::Node& node, BusLimits* l) {
   }
   if (node["mqtt_max_ack_pending"])
     l->mqtt_max_ack_pending = node["mqtt_max_ack_pending"].as<int>();
+  if (node["telemetry_max_bytes"]) {
+    l->telemetry_max_bytes = node["telemetry_max_bytes"].as<int64_t>();
+  }
+  if (node["telemetry_max_age_seconds"]) {
+    l->telemetry_max_age = std::chrono::seconds(node["telemetry_max_age_seconds"].as<int64_t>());
+  }
+  if (node["telemetry_max_message"]) {
+    l->telemetry_max_message = node["telemetry_max_message"].as<int64_t>();
+  }
   return ok_status();
 }
 

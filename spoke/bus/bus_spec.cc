@@ -68,6 +68,15 @@ Status validate_limits(const BusLimits& l) {
   if (l.tenant_max_file > l.max_file_store) {
     return field_error("limits.tenant_max_file", "exceeds limits.max_file_store");
   }
+  CANOPY_RETURN_IF_ERROR(check_positive("limits.telemetry_max_bytes", l.telemetry_max_bytes));
+  CANOPY_RETURN_IF_ERROR(check_positive("limits.telemetry_max_age", l.telemetry_max_age.count()));
+  CANOPY_RETURN_IF_ERROR(check_positive("limits.telemetry_max_message", l.telemetry_max_message));
+  if (l.telemetry_max_bytes > l.max_file_store) {
+    return field_error("limits.telemetry_max_bytes", "exceeds limits.max_file_store");
+  }
+  if (l.telemetry_max_message > l.max_payload) {
+    return field_error("limits.telemetry_max_message", "exceeds limits.max_payload");
+  }
   CANOPY_RETURN_IF_ERROR(check_positive("limits.mqtt_ack_wait", l.mqtt_ack_wait.count()));
   CANOPY_RETURN_IF_ERROR(check_positive("limits.mqtt_consumer_inactive_threshold",
                                         l.mqtt_consumer_inactive_threshold.count()));
@@ -84,20 +93,25 @@ Status validate_limits(const BusLimits& l) {
 Status check_reservations(const BusLimits& l, size_t tenants) {
   if (tenants == 0) return ok_status();
   const auto n = static_cast<int64_t>(tenants);
+  // CANOPY's telemetry stream reserves telemetry_max_bytes of the file store.
   const struct {
     const char* field;
     int64_t each;
     const char* server_field;
     int64_t server;
-  } checks[] = {{"tenant_max_memory", l.tenant_max_memory, "max_memory_store", l.max_memory_store},
-                {"tenant_max_file", l.tenant_max_file, "max_file_store", l.max_file_store}};
+    int64_t reserved;  // by CANOPY
+  } checks[] = {
+      {"tenant_max_memory", l.tenant_max_memory, "max_memory_store", l.max_memory_store, 0},
+      {"tenant_max_file", l.tenant_max_file, "max_file_store", l.max_file_store,
+       l.telemetry_max_bytes}};
   for (const auto& c : checks) {
-    if (c.each > c.server / n) {
+    if (c.each > (c.server - c.reserved) / n) {
       return field_error(std::string("limits.") + c.field,
                          std::to_string(tenants) + " tenants x " + std::to_string(c.each) +
                              " bytes exceed limits." + c.server_field + " (" +
-                             std::to_string(c.server) +
-                             "): nats-server reserves each tenant's limit whole; lower " + c.field +
+                             std::to_string(c.server) + ")" +
+                             (c.reserved == 0 ? "" : " less limits.telemetry_max_bytes") +
+                             ": nats-server reserves each tenant's limit whole; lower " + c.field +
                              " or raise " + c.server_field);
     }
   }
@@ -232,7 +246,9 @@ StatusOr<std::string> render_nats_config(const BusSpec& s) {
       << "  " << quote_conf_string(kCanopyAccount) << ": {\n"
       << "    users: [{user: " << quote_conf_string(kSpokeUser)
       << ", password: " << quote_conf_string(s.spoke_password_hash)
-      << ", allowed_connection_types: [\"STANDARD\"]}]\n";
+      << ", allowed_connection_types: [\"STANDARD\"]}]\n"
+      // The telemetry buffer's stream (file storage only).
+      << "    jetstream: {max_memory: 0, max_file: " << l.telemetry_max_bytes << "}\n";
   if (!s.tenants.empty()) {
     out << "    imports: [\n";
     for (const BusTenant& t : s.tenants) {
@@ -280,7 +296,12 @@ StatusOr<std::string> render_nats_config(const BusSpec& s) {
       for (size_t i = 0; i < s.leaf_urls.size(); ++i) {
         out << (i ? ", " : "") << quote_conf_string(s.leaf_urls[i]);
       }
-      out << "], account: " << quote_conf_string(kCanopyAccount) << "}]\n";
+      // Telemetry subjects go up through the forwarder, never as they are.
+      out << "], account: " << quote_conf_string(kCanopyAccount) << ", deny_exports: [";
+      for (size_t i = 0; i < std::size(kTelemetrySubjects); ++i) {
+        out << (i ? ", " : "") << quote_conf_string(kTelemetrySubjects[i]);
+      }
+      out << "]}]\n";
     }
     out << "}\n";
   }

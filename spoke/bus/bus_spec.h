@@ -25,9 +25,13 @@
 // - The CANOPY account holds the spoke's own user and imports each tenant's
 //   t.<tenant>.> stream (each tenant exports it to CANOPY only), so the spoke
 //   sees every device message of the site and no tenant sees another's.
+//   CANOPY has JetStream (file only, telemetry_max_bytes) for the telemetry
+//   buffer stream (telemetry_forwarder.h).
 // - Uplink: one leaf node remote, bound to CANOPY, to the hub's NATS. It does
 //   not depend on the tenants, so adding or removing a tenant or a device is a
-//   reload: nats-server 2.9 cannot reload a change of leaf remotes.
+//   reload: nats-server 2.9 cannot reload a change of leaf remotes. It denies
+//   the raw telemetry subjects (kTelemetrySubjects): they go up through the
+//   spoke's forwarder only.
 // - JetStream with the domain "site-<site>", so the site's JetStream API never
 //   collides with the hub's across the leaf link.
 //
@@ -81,7 +85,7 @@ struct BusLimits {
   int64_t max_connections = 100'000;
   // JetStream, the whole server.
   int64_t max_memory_store = 256LL << 20;
-  int64_t max_file_store = 8LL << 30;
+  int64_t max_file_store = (8LL << 30) + (256LL << 20);
   // JetStream, each tenant's account. nats-server reserves these whole, so
   // tenants x each must fit the server's limits above (32 tenants with the
   // defaults). MQTT keeps everything in file streams; memory is for consumers
@@ -99,6 +103,15 @@ struct BusLimits {
   // lost with a restart), and removed after this long without its device.
   bool mqtt_consumer_memory_storage = false;
   std::chrono::seconds mqtt_consumer_inactive_threshold{7 * 24 * 3600};
+  // The telemetry buffer (telemetry_forwarder.h): the CANOPY account's
+  // stream over every tenant's telemetry subjects, file storage, oldest
+  // dropped first past either bound. Its bytes are reserved in CANOPY's
+  // JetStream, so tenants x tenant_max_file + telemetry_max_bytes must fit
+  // max_file_store. A telemetry message over telemetry_max_message is
+  // refused by the forwarder (logged, counted), never sent to the hub.
+  int64_t telemetry_max_bytes = 256LL << 20;
+  std::chrono::seconds telemetry_max_age{7 * 24 * 3600};
+  int64_t telemetry_max_message = 16 * 1024;
 };
 
 struct BusSpec {
@@ -130,6 +143,13 @@ std::string device_user(std::string_view tenant, std::string_view device);  // "
 // spoke's password (mqtt_publisher.h).
 std::string spoke_mqtt_user(std::string_view tenant);
 inline constexpr char kCanopyAccount[] = "CANOPY";
+// Telemetry: a device publishes on t/<tenant>/d/<id>/telemetry[/...], NATS
+// t.<tenant>.d.<id>.telemetry[.>]. These subjects do not cross the leaf link
+// as they are (the remote denies them): the CANOPY stream kTelemetryStream
+// keeps them and the spoke forwards them to hub subjects
+// (telemetry_forwarder.h, docs/device-bus.md).
+inline constexpr char kTelemetryStream[] = "TELEMETRY";
+inline constexpr const char* kTelemetrySubjects[] = {"t.*.d.*.telemetry", "t.*.d.*.telemetry.>"};
 inline constexpr char kSpokeUser[] = "canopy-spoke";
 
 // Whether `hash` is a bcrypt hash nats-server accepts (one home: the device

@@ -2,7 +2,6 @@
 // accepts it (`nats-server -t`), that strings cannot break out of their
 // quotes, and that every bad spec is refused with the field and the reason.
 #include "spoke/bus/bus_spec.h"
-
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -11,6 +10,7 @@
 
 #include "daemon/password_hash.h"
 #include "spoke/bus/bus_config.h"
+#include "spoke/bus/telemetry_forwarder.h"
 #include "tests/support/free_port.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -106,9 +106,14 @@ TEST(BusSpecTest, ConfinesDevicesToTheirTreesAndBindsTheUplinkToCanopy) {
       << c;
   EXPECT_NE(c.find("{stream: {account: \"tenant-acme\", subject: \"t.acme.>\"}}"),
             std::string::npos);
-  EXPECT_NE(c.find("remotes: [{urls: [\"nats-leaf://127.0.0.1:7422\"], account: \"CANOPY\"}]"),
+  // The leaf remote is CANOPY's, and raw telemetry never crosses it (the
+  // forwarder sends it up, telemetry_forwarder.h).
+  EXPECT_NE(c.find("remotes: [{urls: [\"nats-leaf://127.0.0.1:7422\"], account: \"CANOPY\", "
+                   "deny_exports: [\"t.*.d.*.telemetry\", \"t.*.d.*.telemetry.>\"]}]"),
             std::string::npos)
       << c;
+  // CANOPY's JetStream holds the telemetry buffer, file only.
+  EXPECT_NE(c.find("jetstream: {max_memory: 0, max_file: 268435456}"), std::string::npos) << c;
   EXPECT_NE(c.find("domain: \"site-shop-1\""), std::string::npos);
   EXPECT_NE(c.find("listen: \"127.0.0.1:14223\""), std::string::npos);
   EXPECT_NE(c.find("http: \"127.0.0.1:18223\""), std::string::npos);
@@ -274,13 +279,41 @@ TEST(BusSpecTest, RefusesBadLimits) {
       << message_of(s);
   s.limits.tenant_max_memory = 1 << 20;
   EXPECT_NE(message_of(s).find("bus.limits.tenant_max_file: 33 tenants x"), std::string::npos);
+  // The telemetry buffer's bytes are reserved too.
+  s.tenants.pop_back();
+  s.limits.telemetry_max_bytes += 1;
+  EXPECT_NE(message_of(s).find("bus.limits.tenant_max_file: 32 tenants x 268435456 bytes exceed "
+                               "limits.max_file_store (8858370048) less "
+                               "limits.telemetry_max_bytes"),
+            std::string::npos)
+      << message_of(s);
+}
+
+TEST(BusSpecTest, RefusesBadTelemetryLimits) {
+  BusSpec s = valid_spec();
+  s.limits.telemetry_max_bytes = 0;
+  EXPECT_NE(message_of(s).find("bus.limits.telemetry_max_bytes: must be at least 1"),
+            std::string::npos)
+      << message_of(s);
+  s = valid_spec();
+  s.limits.telemetry_max_bytes = s.limits.max_file_store + 1;
+  EXPECT_NE(message_of(s).find("bus.limits.telemetry_max_bytes: exceeds limits.max_file_store"),
+            std::string::npos);
+  s = valid_spec();
+  s.limits.telemetry_max_age = std::chrono::seconds(0);
+  EXPECT_NE(message_of(s).find("bus.limits.telemetry_max_age: must be at least 1"),
+            std::string::npos);
+  s = valid_spec();
+  s.limits.telemetry_max_message = s.limits.max_payload + 1;
+  EXPECT_NE(message_of(s).find("bus.limits.telemetry_max_message: exceeds limits.max_payload"),
+            std::string::npos);
 }
 
 TEST(BusSpecTest, RefusesMoreTenantsOrDevicesThanTheLimits) {
   BusSpec s = valid_spec();
   s.tenants.clear();
   s.limits.tenant_max_memory = s.limits.max_memory_store / kMaxTenants;
-  s.limits.tenant_max_file = s.limits.max_file_store / kMaxTenants;
+  s.limits.tenant_max_file = (s.limits.max_file_store - s.limits.telemetry_max_bytes) / kMaxTenants;
   for (size_t i = 0; i <= kMaxTenants; ++i) s.tenants.push_back({"t" + std::to_string(i), {}});
   EXPECT_NE(message_of(s).find("1001 tenants, more than the 1000"), std::string::npos);
   s.tenants.pop_back();
@@ -310,6 +343,20 @@ TEST(BusSpecTest, RestartOnlyDifferences) {
   b = a;
   b.mqtt_port = 1884;
   EXPECT_EQ(restart_only_difference(a, b), "mqtt_port");
+}
+
+TEST(TelemetryTest, DeviceSubjectsMapToTheTenantsHubSubjects) {
+  EXPECT_EQ(telemetry_hub_subject("shop-1", "t.acme.d.pump-1.telemetry"), "tm.acme.shop-1.pump-1");
+  EXPECT_EQ(telemetry_hub_subject("shop-1", "t.acme.d.pump-1.telemetry.temp.c"),
+            "tm.acme.shop-1.pump-1.temp.c");
+  // Anything else does not map.
+  for (const char* bad :
+       {"t.acme.d.pump-1.reported", "t.acme.d.pump-1", "t.acme.x.pump-1.telemetry",
+        "t.Acme.d.pump-1.telemetry", "t.acme.d.pump_1.telemetry", "t.acme.d.pump-1.telemetry..x",
+        "u.acme.d.pump-1.telemetry", ""}) {
+    EXPECT_EQ(telemetry_hub_subject("shop-1", bad), std::nullopt) << bad;
+  }
+  EXPECT_EQ(telemetry_hub_subject("Shop", "t.acme.d.pump-1.telemetry"), std::nullopt);
 }
 
 TEST(PasswordHashTest, BcryptHashesAreAcceptedAndSalted) {

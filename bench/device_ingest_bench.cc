@@ -1,0 +1,529 @@
+// device.ingest: telemetry messages a second from N simulated MQTT devices,
+// end to end through Canopy's path, against Debian's plain mosquitto broker
+// in the same run (issue 14, benchmark 1).
+//
+// Canopy's path: each device is a real MQTT 3.1.1 connection (this file's
+// small client) to the site's nats-server run by BusSupervisor (the spoke's
+// code: the generated config, a tenant account, bcrypt device users); the
+// message is stored in the site's TELEMETRY stream, fetched by the spoke's
+// TelemetryForwarder, published over the leaf link to the hub's nats-server
+// and confirmed by the hub's TelemetryBarrier (canopy-hub's code), and
+// counted by a NATS subscriber at the hub on tm.>. mosquitto's path: the same
+// devices, the same messages, to `mosquitto` (Debian's, no persistence) and a
+// local MQTT subscriber on t/#, one hop.
+//
+// Each run: every device publishes --messages messages of --payload bytes as
+// fast as it can (QoS 0; or QoS 1 with at most --inflight unacknowledged
+// per device, as MQTT clients do), and the clock stops when the subscriber
+// has the last one (or --timeout passes: then what arrived counts, and the
+// loss is reported). Figures: messages a second for each path and QoS, and
+// the ratio canopy/mosquitto (target >= 1).
+//
+//   canopy_device_ingest_bench [--devices 20] [--messages 2000] [--payload 64]
+//                              [--inflight 32] [--timeout 120]
+#include <arpa/inet.h>
+#include <nats/nats.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/report.h"
+#include "daemon/password_hash.h"
+#include "hub/telemetry_barrier.h"
+#include "spoke/bus/supervisor.h"
+#include "spoke/bus/telemetry_forwarder.h"
+#include "sync/nats_transport.h"
+#include "tests/support/free_port.h"
+#include "tests/support/nats_server.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
+
+namespace canopy::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr char kBench[] = "device.ingest";
+
+struct Args {
+  int devices = 20;
+  int messages = 2000;
+  int payload = 64;
+  int inflight = 32;
+  int timeout_s = 120;
+};
+
+// --- A small MQTT 3.1.1 client: CONNECT, PUBLISH QoS 0/1, PUBACK,
+// SUBSCRIBE, PINGREQ; blocking socket.
+class Mqtt {
+ public:
+  ~Mqtt() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool connect(int port, const std::string& id, const std::string& user, const std::string& pw) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return false;
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    std::string body;
+    put_string(&body, "MQTT");
+    body.push_back(4);
+    uint8_t flags = 0x02;  // clean session
+    if (!user.empty()) flags |= 0x80 | 0x40;
+    body.push_back(static_cast<char>(flags));
+    put_u16(&body, 60);
+    put_string(&body, id);
+    if (!user.empty()) {
+      put_string(&body, user);
+      put_string(&body, pw);
+    }
+    if (!send(packet(0x10, body))) return false;
+    uint8_t type = 0;
+    std::string rb;
+    return read_packet(&type, &rb) && (type >> 4) == 2 && rb.size() == 2 && rb[1] == 0;
+  }
+  // Appends a PUBLISH to the output buffer (sent by flush()).
+  void publish(const std::string& topic, const std::string& payload, int qos) {
+    std::string body;
+    put_string(&body, topic);
+    if (qos == 1) {
+      if (next_id_ == 0) next_id_ = 1;  // 0 is not a packet id
+      put_u16(&body, next_id_++);
+    }
+    body += payload;
+    out_ += packet(static_cast<uint8_t>(0x30 | (qos << 1)), body);
+  }
+  bool flush() {
+    const bool ok = send(out_);
+    out_.clear();
+    return ok;
+  }
+  bool subscribe(const std::string& filter, int qos) {
+    std::string body;
+    put_u16(&body, 1);
+    put_string(&body, filter);
+    body.push_back(static_cast<char>(qos));
+    if (!send(packet(0x82, body))) return false;
+    uint8_t type = 0;
+    std::string rb;
+    return read_packet(&type, &rb) && (type >> 4) == 9 && rb.size() == 3 &&
+           static_cast<uint8_t>(rb[2]) != 0x80;
+  }
+  // A round trip: everything sent before has been processed by the broker.
+  bool ping() {
+    if (!send(std::string("\xC0\x00", 2))) return false;
+    uint8_t type = 0;
+    std::string rb;
+    while (read_packet(&type, &rb)) {
+      if ((type >> 4) == 13) return true;
+    }
+    return false;
+  }
+  bool read_packet(uint8_t* type, std::string* body) {
+    uint8_t first = 0;
+    if (!read_exact(reinterpret_cast<char*>(&first), 1)) return false;
+    size_t len = 0, mult = 1;
+    for (int i = 0; i < 4; ++i) {
+      uint8_t b = 0;
+      if (!read_exact(reinterpret_cast<char*>(&b), 1)) return false;
+      len += (b & 0x7f) * mult;
+      mult *= 128;
+      if ((b & 0x80) == 0) break;
+    }
+    body->resize(len);
+    *type = first;
+    return len == 0 || read_exact(body->data(), len);
+  }
+
+ private:
+  static void put_u16(std::string* out, uint16_t v) {
+    out->push_back(static_cast<char>(v >> 8));
+    out->push_back(static_cast<char>(v & 0xff));
+  }
+  static void put_string(std::string* out, const std::string& s) {
+    put_u16(out, static_cast<uint16_t>(s.size()));
+    out->append(s);
+  }
+  static std::string packet(uint8_t first, const std::string& body) {
+    std::string out(1, static_cast<char>(first));
+    size_t n = body.size();
+    do {
+      uint8_t byte = n % 128;
+      n /= 128;
+      if (n > 0) byte |= 0x80;
+      out.push_back(static_cast<char>(byte));
+    } while (n > 0);
+    return out + body;
+  }
+  bool send(const std::string& bytes) {
+    size_t off = 0;
+    while (off < bytes.size()) {
+      const ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  bool read_exact(char* p, size_t n) {
+    while (n > 0) {
+      if (rpos_ == rbuf_.size()) {
+        rbuf_.resize(64 * 1024);
+        const ssize_t r = ::recv(fd_, rbuf_.data(), rbuf_.size(), 0);
+        if (r <= 0) return false;
+        rbuf_.resize(static_cast<size_t>(r));
+        rpos_ = 0;
+      }
+      const size_t take = std::min(n, rbuf_.size() - rpos_);
+      std::memcpy(p, rbuf_.data() + rpos_, take);
+      rpos_ += take;
+      p += take;
+      n -= take;
+    }
+    return true;
+  }
+
+  int fd_ = -1;
+  uint16_t next_id_ = 1;
+  std::string out_;
+  std::string rbuf_;
+  size_t rpos_ = 0;
+};
+
+struct DeviceCred {
+  std::string user, password, topic;
+};
+
+// Every device publishes `messages` in its own thread; returns false if a
+// device could not connect or lost its connection.
+bool run_devices(int port, const std::vector<DeviceCred>& devices, const Args& a, int qos,
+                 const std::string& tag) {
+  std::atomic<bool> ok{true};
+  std::vector<std::unique_ptr<Mqtt>> conns;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    conns.push_back(std::make_unique<Mqtt>());
+    if (!conns.back()->connect(port, tag + "-" + std::to_string(i), devices[i].user,
+                               devices[i].password)) {
+      spdlog::error("{}: device {} cannot connect", tag, devices[i].user);
+      return false;
+    }
+  }
+  const std::string payload(static_cast<size_t>(a.payload), 'x');
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    threads.emplace_back([&, i] {
+      Mqtt& c = *conns[i];
+      int unacked = 0;
+      uint8_t type = 0;
+      std::string body;
+      for (int m = 0; m < a.messages; ++m) {
+        c.publish(devices[i].topic, payload, qos);
+        if (qos == 1) {
+          ++unacked;
+          if (unacked >= a.inflight) {
+            if (!c.flush()) return ok.store(false);
+            while (unacked >= a.inflight / 2) {
+              if (!c.read_packet(&type, &body)) return ok.store(false);
+              if ((type >> 4) == 4) --unacked;
+            }
+          }
+        } else if ((m + 1) % 64 == 0 && !c.flush()) {
+          return ok.store(false);
+        }
+      }
+      if (!c.flush()) return ok.store(false);
+      while (qos == 1 && unacked > 0) {
+        if (!c.read_packet(&type, &body)) return ok.store(false);
+        if ((type >> 4) == 4) --unacked;
+      }
+      if (!c.ping()) ok.store(false);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return ok.load();
+}
+
+struct Result {
+  double rate = 0;
+  uint64_t received = 0;
+};
+
+// --- Canopy: hub nats-server, site bus, forwarder, barrier, hub subscriber.
+class CanopyPath {
+ public:
+  bool start(const Args& a) {
+    leaf_port_ = testing::pick_free_port();
+    testing::NatsServerOptions o;
+    o.extra_config = "leafnodes { listen: \"127.0.0.1:" + std::to_string(leaf_port_) + "\" }";
+    hub_ = std::make_unique<testing::NatsServer>(o);
+    std::string err;
+    if (!hub_->start(&err)) {
+      spdlog::error("hub nats-server: {}", err);
+      return false;
+    }
+    spoke::bus::BusSpec spec;
+    spec.site = "shop-1";
+    spec.dir = dir_.file("bus");
+    spec.client_port = testing::pick_free_port();
+    spec.mqtt_port = testing::pick_free_port();
+    spec.monitor_port = testing::pick_free_port();
+    spec.leaf_urls = {"nats-leaf://127.0.0.1:" + std::to_string(leaf_port_)};
+    password_ = daemon::random_password(32);
+    spec.spoke_password_hash = *daemon::bcrypt_hash(password_, daemon::kMinBcryptCost);
+    const std::string device_hash = *daemon::bcrypt_hash("device-pw", daemon::kMinBcryptCost);
+    spoke::bus::BusTenant t{"acme", {}};
+    for (int i = 0; i < a.devices; ++i) {
+      const std::string id = "dev-" + std::to_string(i);
+      t.devices.push_back({id, device_hash, spoke::bus::DeviceScope::kDevice});
+      devices_.push_back({id + "@acme", "device-pw", "t/acme/d/" + id + "/telemetry/v"});
+    }
+    spec.tenants = {t};
+    mqtt_port_ = spec.mqtt_port;
+    const int client_port = spec.client_port;
+    bus_ = std::make_unique<spoke::bus::BusSupervisor>(std::move(spec));
+    if (Status s = bus_->start(); !s.ok()) {
+      spdlog::error("bus: {}", s.to_string());
+      return false;
+    }
+    sync::NatsOptions no;
+    no.urls = {hub_->url()};
+    no.name = "bench hub";
+    auto hub_nats = sync::NatsTransport::connect(no);
+    if (!hub_nats.ok()) return false;
+    hub_nats_ = std::move(*hub_nats);
+    auto b = hub::TelemetryBarrier::start(hub_nats_.get());
+    if (!b.ok()) return false;
+    barrier_ = std::move(*b);
+    spoke::bus::TelemetryOptions to;
+    to.nats_url = "nats://127.0.0.1:" + std::to_string(client_port);
+    to.user = spoke::bus::kSpokeUser;
+    to.password = password_;
+    to.site = "shop-1";
+    auto f = spoke::bus::TelemetryForwarder::start(to);
+    if (!f.ok()) return false;
+    forwarder_ = std::move(*f);
+    if (natsConnection_ConnectTo(&sub_conn_, hub_->url().c_str()) != NATS_OK) return false;
+    if (natsConnection_Subscribe(&sub_, sub_conn_, "tm.>", &CanopyPath::on_msg, this) != NATS_OK) {
+      return false;
+    }
+    natsSubscription_SetPendingLimits(sub_, -1, -1);
+    natsConnection_Flush(sub_conn_);
+    // Warm: one message through, so the leaf link and interest are there.
+    Mqtt warm;
+    if (!warm.connect(mqtt_port_, "warm", devices_[0].user, devices_[0].password)) return false;
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (received_.load() == 0 && Clock::now() < deadline) {
+      warm.publish(devices_[0].topic, "warm", 0);
+      warm.flush();
+      warm.ping();
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    if (received_.load() == 0) {
+      spdlog::error("canopy path: no telemetry reached the hub");
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    return true;
+  }
+  ~CanopyPath() {
+    if (sub_ != nullptr) {
+      natsSubscription_Unsubscribe(sub_);
+      natsSubscription_Destroy(sub_);
+    }
+    if (sub_conn_ != nullptr) natsConnection_Destroy(sub_conn_);
+    forwarder_.reset();
+    barrier_.reset();
+    if (bus_) bus_->stop();
+  }
+  Result run(const Args& a, int qos) {
+    const uint64_t base = received_.load();
+    const uint64_t want = static_cast<uint64_t>(a.devices) * static_cast<uint64_t>(a.messages);
+    const auto t0 = Clock::now();
+    if (!run_devices(mqtt_port_, devices_, a, qos, "canopy-q" + std::to_string(qos))) {
+      fail_bench(kBench, "canopy: a device failed");
+    }
+    const auto deadline = t0 + std::chrono::seconds(a.timeout_s);
+    while (received_.load() - base < want && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    Result r;
+    r.received = received_.load() - base;
+    const Clock::time_point last = Clock::time_point(Clock::duration(last_ns_.load()));
+    r.rate = static_cast<double>(r.received) / std::chrono::duration<double>(last - t0).count();
+    return r;
+  }
+
+ private:
+  static void on_msg(natsConnection*, natsSubscription*, natsMsg* m, void* closure) {
+    auto* self = static_cast<CanopyPath*>(closure);
+    self->received_.fetch_add(1);
+    self->last_ns_.store(Clock::now().time_since_epoch().count());
+    natsMsg_Destroy(m);
+  }
+
+  testing::TempDir dir_{"canopy-bench-ingest-"};
+  int leaf_port_ = 0;
+  int mqtt_port_ = 0;
+  std::string password_;
+  std::vector<DeviceCred> devices_;
+  std::unique_ptr<testing::NatsServer> hub_;
+  std::unique_ptr<spoke::bus::BusSupervisor> bus_;
+  std::unique_ptr<sync::NatsTransport> hub_nats_;
+  std::unique_ptr<hub::TelemetryBarrier> barrier_;
+  std::unique_ptr<spoke::bus::TelemetryForwarder> forwarder_;
+  natsConnection* sub_conn_ = nullptr;
+  natsSubscription* sub_ = nullptr;
+  std::atomic<uint64_t> received_{0};
+  std::atomic<int64_t> last_ns_{0};
+
+ public:
+  const std::vector<DeviceCred>& devices() const { return devices_; }
+};
+
+// --- mosquitto: the broker and a local subscriber on t/#.
+class MosquittoPath {
+ public:
+  bool start(const Args& a) {
+    port_ = testing::pick_free_port();
+    const std::string conf = dir_.file("mosquitto.conf");
+    std::ofstream(conf) << "listener " << port_ << " 127.0.0.1\n"
+                        << "allow_anonymous true\n"
+                        << "persistence false\n"
+                        << "set_tcp_nodelay true\n"
+                        << "max_queued_messages 0\n"
+                        << "max_inflight_messages 0\n"
+                        << "log_dest stderr\nlog_type error\n";
+    testing::ProcessOptions po;
+    po.log_path = dir_.file("mosquitto.log");
+    std::string err;
+    if (!proc_.start({"/usr/sbin/mosquitto", "-c", conf}, po, &err)) {
+      spdlog::error("mosquitto: {}", err);
+      return false;
+    }
+    if (!testing::wait_until([&] { return sub_.connect(port_, "sub", "", ""); },
+                             std::chrono::seconds(10), std::chrono::milliseconds(100))) {
+      return false;
+    }
+    if (!sub_.subscribe("t/#", 0)) return false;
+    for (int i = 0; i < a.devices; ++i) {
+      const std::string id = "dev-" + std::to_string(i);
+      devices_.push_back({"", "", "t/acme/d/" + id + "/telemetry/v"});
+    }
+    reader_ = std::thread([this] {
+      uint8_t type = 0;
+      std::string body;
+      while (sub_.read_packet(&type, &body)) {
+        if ((type >> 4) == 3) {
+          received_.fetch_add(1);
+          last_ns_.store(Clock::now().time_since_epoch().count());
+        }
+      }
+    });
+    return true;
+  }
+  ~MosquittoPath() { stop(); }
+  void stop() {
+    proc_.kill(SIGKILL);
+    if (reader_.joinable()) reader_.join();
+  }
+  Result run(const Args& a, int qos) {
+    const uint64_t base = received_.load();
+    const uint64_t want = static_cast<uint64_t>(a.devices) * static_cast<uint64_t>(a.messages);
+    const auto t0 = Clock::now();
+    if (!run_devices(port_, devices_, a, qos, "mosq-q" + std::to_string(qos))) {
+      fail_bench(kBench, "mosquitto: a device failed");
+    }
+    const auto deadline = t0 + std::chrono::seconds(a.timeout_s);
+    while (received_.load() - base < want && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    Result r;
+    r.received = received_.load() - base;
+    const Clock::time_point last = Clock::time_point(Clock::duration(last_ns_.load()));
+    r.rate = static_cast<double>(r.received) / std::chrono::duration<double>(last - t0).count();
+    return r;
+  }
+
+ private:
+  testing::TempDir dir_{"canopy-bench-mosquitto-"};
+  int port_ = 0;
+  testing::Process proc_;
+  Mqtt sub_;
+  std::vector<DeviceCred> devices_;
+  std::thread reader_;
+  std::atomic<uint64_t> received_{0};
+  std::atomic<int64_t> last_ns_{0};
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i];
+    const int v = std::atoi(argv[i + 1]);
+    if (k == "--devices")
+      a.devices = v;
+    else if (k == "--messages")
+      a.messages = v;
+    else if (k == "--payload")
+      a.payload = v;
+    else if (k == "--inflight")
+      a.inflight = v;
+    else if (k == "--timeout")
+      a.timeout_s = v;
+    else
+      fail_bench(kBench, "unknown argument " + k);
+  }
+  if (a.devices < 1 || a.messages < 1 || a.payload < 1 || a.inflight < 2 || a.timeout_s < 1) {
+    fail_bench(kBench, "bad arguments");
+  }
+  return a;
+}
+
+}  // namespace
+}  // namespace canopy::bench
+
+int main(int argc, char** argv) {
+  using namespace canopy::bench;
+  spdlog::set_default_logger(spdlog::stderr_color_mt("bench"));
+  spdlog::set_level(spdlog::level::warn);
+  const Args a = parse(argc, argv);
+  const uint64_t want = static_cast<uint64_t>(a.devices) * static_cast<uint64_t>(a.messages);
+  CanopyPath canopy;
+  if (!canopy.start(a)) fail_bench(kBench, "canopy path did not start");
+  MosquittoPath mosq;
+  if (!mosq.start(a)) fail_bench(kBench, "mosquitto did not start");
+  for (int qos : {0, 1}) {
+    const std::string q = "qos" + std::to_string(qos);
+    const Result c = canopy.run(a, qos);
+    const Result m = mosq.run(a, qos);
+    std::fprintf(stderr, "%s: canopy %lu/%lu at %.0f msg/s, mosquitto %lu/%lu at %.0f msg/s\n",
+                 q.c_str(), static_cast<unsigned long>(c.received),
+                 static_cast<unsigned long>(want), c.rate, static_cast<unsigned long>(m.received),
+                 static_cast<unsigned long>(want), m.rate);
+    emit_figure(kBench, q + "_canopy_msgs_per_s", c.rate);
+    emit_figure(kBench, q + "_mosquitto_msgs_per_s", m.rate);
+    emit_figure(kBench, q + "_canopy_lost", static_cast<double>(want - c.received), "0");
+    emit_figure(kBench, q + "_mosquitto_lost", static_cast<double>(want - m.received));
+    emit_figure(kBench, q + "_ratio", m.rate > 0 ? c.rate / m.rate : 0, ">= 1");
+  }
+  mosq.stop();  // _Exit runs no destructors
+  std::fflush(nullptr);
+  std::_Exit(0);
+}

@@ -1,0 +1,29 @@
+// TelemetryBarrier: see telemetry_barrier.h.
+#include "hub/telemetry_barrier.h"
+
+#include <string>
+
+#include "sync/subjects.h"
+
+namespace canopy::hub {
+
+StatusOr<std::unique_ptr<TelemetryBarrier>> TelemetryBarrier::start(
+    sync::NatsTransport* transport) {
+  std::unique_ptr<TelemetryBarrier> b(new TelemetryBarrier(transport));
+  auto answered = b->answered_;
+  auto id = transport->subscribe(sync::kAllTelemetryBarriers,
+                                 [transport, answered](const sync::Message&) {
+                                   const std::string reply = sync::NatsTransport::current_reply();
+                                   if (reply.empty()) return;  // not a request: nothing to answer
+                                   if (transport->publish(reply, "").ok()) answered->fetch_add(1);
+                                 });
+  if (!id.ok()) {
+    return Status(id.status().code(), "telemetry barrier: " + id.status().message());
+  }
+  b->subscription_ = *id;
+  return b;
+}
+
+TelemetryBarrier::~TelemetryBarrier() { transport_->unsubscribe(subscription_); }
+
+}  // namespace canopy::hub

@@ -1,0 +1,437 @@
+// TelemetryForwarder: see telemetry_forwarder.h.
+#include "spoke/bus/telemetry_forwarder.h"
+
+#include <nats/nats.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "model/names.h"
+#include "spoke/bus/bus_spec.h"
+#include "sync/subjects.h"
+
+namespace canopy::spoke::bus {
+namespace {
+
+constexpr char kConsumer[] = "forwarder";
+constexpr size_t kMaxRefusalLogs = 20;  // per log interval
+
+std::vector<std::string_view> split_tokens(std::string_view s) {
+  std::vector<std::string_view> out;
+  while (true) {
+    const size_t dot = s.find('.');
+    out.push_back(s.substr(0, dot));
+    if (dot == std::string_view::npos) break;
+    s.remove_prefix(dot + 1);
+  }
+  return out;
+}
+
+std::string js_error(const char* what, natsStatus s, jsErrCode jerr) {
+  std::string m = std::string(what) + ": " + natsStatus_GetText(s);
+  if (jerr != 0) m += " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")";
+  const char* last = nats_GetLastError(nullptr);
+  if (last != nullptr && *last != '\0') m += ": " + std::string(last);
+  return m;
+}
+
+}  // namespace
+
+std::optional<std::string> telemetry_hub_subject(std::string_view site, std::string_view subject) {
+  if (!model::is_dns1123_label(site)) return std::nullopt;
+  const std::vector<std::string_view> t = split_tokens(subject);
+  if (t.size() < 5 || t[0] != "t" || t[2] != "d" || t[4] != "telemetry") return std::nullopt;
+  if (!model::is_dns1123_label(t[1]) || !model::is_dns1123_label(t[3])) return std::nullopt;
+  std::string out = "tm.";
+  out.append(t[1]).append(".").append(site).append(".").append(t[3]);
+  for (size_t i = 5; i < t.size(); ++i) {
+    if (t[i].empty()) return std::nullopt;
+    out.append(".").append(t[i]);
+  }
+  return out;
+}
+
+TelemetryForwarder::TelemetryForwarder(TelemetryOptions options) : options_(std::move(options)) {}
+
+StatusOr<std::unique_ptr<TelemetryForwarder>> TelemetryForwarder::start(TelemetryOptions options) {
+  if (!model::is_dns1123_label(options.site)) {
+    return invalid_argument("telemetry: site " + model::quote(options.site) +
+                            " is not a DNS-1123 label");
+  }
+  if (options.batch < 1 || options.max_bytes < 1 || options.max_message < 1 ||
+      options.max_age.count() < 1) {
+    return invalid_argument("telemetry: batch, max_bytes, max_message and max_age must be > 0");
+  }
+  std::unique_ptr<TelemetryForwarder> f(new TelemetryForwarder(std::move(options)));
+  natsOptions* opts = nullptr;
+  if (natsOptions_Create(&opts) != NATS_OK) return internal_error("nats: cannot create options");
+  natsStatus s = natsOptions_SetURL(opts, f->options_.nats_url.c_str());
+  if (s == NATS_OK) {
+    s = natsOptions_SetUserInfo(opts, f->options_.user.c_str(), f->options_.password.c_str());
+  }
+  if (s == NATS_OK) s = natsOptions_SetName(opts, "canopy-spoke telemetry");
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 500);
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
+  if (s == NATS_OK) s = natsConnection_Connect(&f->conn_, opts);
+  natsOptions_Destroy(opts);
+  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+    return unavailable(std::string("telemetry: cannot connect to the bus at ") +
+                       f->options_.nats_url + ": " + natsStatus_GetText(s));
+  }
+  TelemetryForwarder* raw = f.get();
+  f->worker_ = std::thread([raw] { raw->run(); });
+  return f;
+}
+
+TelemetryForwarder::~TelemetryForwarder() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  if (conn_ != nullptr) {
+    natsConnection_Close(conn_);
+    natsConnection_Destroy(conn_);
+  }
+  log_progress(true);
+}
+
+TelemetryStats TelemetryForwarder::stats() {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+bool TelemetryForwarder::sleep_for(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, d, [this] { return stopping_; });
+  return !stopping_;
+}
+
+uint64_t TelemetryForwarder::load_last() const {
+  if (options_.state_file.empty()) return 0;
+  std::ifstream in(options_.state_file);
+  uint64_t v = 0;
+  if (in >> v) return v;
+  return 0;
+}
+
+void TelemetryForwarder::save_last(uint64_t seq) const {
+  if (options_.state_file.empty()) return;
+  const std::string tmp = options_.state_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << seq << "\n";
+    if (!out) {
+      spdlog::warn("telemetry: cannot write {}", tmp);
+      return;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, options_.state_file, ec);
+  if (ec) spdlog::warn("telemetry: cannot rename {}: {}", tmp, ec.message());
+}
+
+void TelemetryForwarder::log_progress(bool force) {
+  TelemetryStats now;
+  {
+    std::lock_guard lock(mu_);
+    now = stats_;
+    const auto t = std::chrono::steady_clock::now();
+    const bool changed = now.forwarded != logged_.forwarded || now.dropped != logged_.dropped ||
+                         now.buffered != logged_.buffered || now.uplink != logged_.uplink ||
+                         now.refused_oversized != logged_.refused_oversized ||
+                         now.refused_subject != logged_.refused_subject;
+    if (!changed) return;
+    if (!force && now.uplink == logged_.uplink && t - last_log_ < std::chrono::seconds(5)) return;
+    logged_ = now;
+    last_log_ = t;
+  }
+  spdlog::info(
+      "telemetry: uplink {}, {} buffered, {} forwarded, {} dropped by the buffer's limits, {} "
+      "refused",
+      now.uplink ? "up" : "down", now.buffered, now.forwarded, now.dropped,
+      now.refused_oversized + now.refused_subject);
+}
+
+void TelemetryForwarder::run() {
+  jsCtx* js = nullptr;
+  natsSubscription* sub = nullptr;
+  uint64_t last = load_last();
+  size_t refusal_logs = 0;
+  auto last_refusal_reset = std::chrono::steady_clock::now();
+  auto last_info = std::chrono::steady_clock::time_point{};
+  std::vector<natsMsg*> batch;  // fetched, not yet acknowledged
+  bool linked = false;          // the last barrier was answered
+
+  auto cleanup_batch = [&] {
+    for (natsMsg* m : batch) natsMsg_Destroy(m);
+    batch.clear();
+  };
+  auto set_uplink = [&](bool up) {
+    const bool changed = linked != up;
+    linked = up;
+    {
+      std::lock_guard lock(mu_);
+      stats_.uplink = up;
+    }
+    if (changed) log_progress(true);
+  };
+  // The hub did not answer: the batch goes back to the stream (a NAK makes
+  // it the next to be delivered again, in order), so that while the cut
+  // lasts the stream's limits apply to it like to the rest: the oldest are
+  // dropped first, not kept in this process's memory.
+  auto give_back = [&] {
+    for (natsMsg* m : batch) natsMsg_Nak(m, nullptr);
+    natsConnection_FlushTimeout(conn_, 2000);
+    cleanup_batch();
+  };
+  // Makes (or brings to the options) the stream and a fresh consumer: a
+  // consumer made anew starts at the stream's first message, so what a
+  // previous run fetched and did not acknowledge comes first again.
+  auto setup = [&]() -> bool {
+    if (js == nullptr && natsConnection_JetStream(&js, conn_, nullptr) != NATS_OK) return false;
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char* subjects[std::size(kTelemetrySubjects)];
+    for (size_t i = 0; i < std::size(kTelemetrySubjects); ++i) subjects[i] = kTelemetrySubjects[i];
+    sc.Name = kTelemetryStream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = static_cast<int>(std::size(kTelemetrySubjects));
+    sc.Retention = js_WorkQueuePolicy;
+    sc.Discard = js_DiscardOld;
+    sc.Storage = js_FileStorage;
+    sc.MaxBytes = options_.max_bytes;
+    sc.MaxAge = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.max_age).count();
+    jsStreamInfo* si = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    natsStatus s = js_AddStream(&si, js, &sc, nullptr, &jerr);
+    if (s != NATS_OK && jerr == JSStreamNameExistErr) {
+      jerr = static_cast<jsErrCode>(0);
+      s = js_UpdateStream(&si, js, &sc, nullptr, &jerr);
+    }
+    if (s != NATS_OK) {
+      spdlog::warn("telemetry: {}; retrying", js_error("cannot make the stream", s, jerr));
+      return false;
+    }
+    if (last > si->State.LastSeq) {
+      // A stream made anew (its store lost): its sequences start again.
+      spdlog::warn("telemetry: the stream is at {} but {} were forwarded: a new stream",
+                   si->State.LastSeq, last);
+      last = 0;
+      save_last(0);
+    }
+    {
+      std::lock_guard lock(mu_);
+      stats_.buffered = si->State.Msgs;
+    }
+    jsStreamInfo_Destroy(si);
+    jerr = static_cast<jsErrCode>(0);
+    s = js_DeleteConsumer(js, kTelemetryStream, kConsumer, nullptr, &jerr);
+    if (s != NATS_OK && jerr != JSConsumerNotFoundErr) {
+      spdlog::warn("telemetry: {}; retrying", js_error("cannot reset the consumer", s, jerr));
+      return false;
+    }
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = kConsumer;
+    cc.AckPolicy = js_AckExplicit;
+    cc.DeliverPolicy = js_DeliverAll;
+    // Long: a batch is held (and published again) until the hub answers;
+    // it is never handed out twice meanwhile (one batch in flight at most).
+    cc.AckWait =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::hours(1)).count();
+    cc.MaxAckPending = options_.batch;
+    jsConsumerInfo* ci = nullptr;
+    jerr = static_cast<jsErrCode>(0);
+    s = js_AddConsumer(&ci, js, kTelemetryStream, &cc, nullptr, &jerr);
+    if (s != NATS_OK) {
+      spdlog::warn("telemetry: {}; retrying", js_error("cannot make the consumer", s, jerr));
+      return false;
+    }
+    jsConsumerInfo_Destroy(ci);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = kTelemetryStream;
+    so.Consumer = kConsumer;
+    jerr = static_cast<jsErrCode>(0);
+    s = js_PullSubscribe(&sub, js, kTelemetrySubjects[0], kConsumer, nullptr, &so, &jerr);
+    if (s != NATS_OK) {
+      spdlog::warn("telemetry: {}; retrying", js_error("cannot subscribe", s, jerr));
+      sub = nullptr;
+      return false;
+    }
+    spdlog::info("telemetry: stream {} ({} bytes, {} s at most), forwarding to tm.<tenant>.{}.>",
+                 kTelemetryStream, options_.max_bytes, options_.max_age.count(), options_.site);
+    return true;
+  };
+  auto teardown = [&] {
+    cleanup_batch();
+    if (sub != nullptr) {
+      natsSubscription_Destroy(sub);
+      sub = nullptr;
+    }
+  };
+  const std::string barrier = sync::telemetry_barrier_subject(options_.site);
+  auto ask_barrier = [&]() -> bool {
+    natsMsg* reply = nullptr;
+    const natsStatus s =
+        natsConnection_Request(&reply, conn_, barrier.c_str(), nullptr, 0,
+                               static_cast<int64_t>(options_.barrier_timeout.count()));
+    if (reply != nullptr) natsMsg_Destroy(reply);
+    return s == NATS_OK;
+  };
+  auto refresh_buffered = [&](bool force) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && now - last_info < std::chrono::seconds(1)) return;
+    last_info = now;
+    jsStreamInfo* si = nullptr;
+    if (js_GetStreamInfo(&si, js, kTelemetryStream, nullptr, nullptr) == NATS_OK) {
+      std::lock_guard lock(mu_);
+      stats_.buffered = si->State.Msgs;
+      jsStreamInfo_Destroy(si);
+    }
+  };
+
+  while (true) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+    }
+    if (sub == nullptr) {
+      if (!natsConnection_IsClosed(conn_) &&
+          natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED && setup()) {
+        continue;
+      }
+      teardown();
+      if (!sleep_for(options_.retry)) break;
+      continue;
+    }
+    if (batch.empty()) {
+      natsMsgList list{};
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      const natsStatus s = natsSubscription_Fetch(&list, sub, options_.batch, 1000, &jerr);
+      if (s == NATS_OK) {
+        for (int i = 0; i < list.Count; ++i) {
+          batch.push_back(list.Msgs[i]);
+          list.Msgs[i] = nullptr;
+        }
+      }
+      natsMsgList_Destroy(&list);
+      if (s != NATS_OK && s != NATS_TIMEOUT) {
+        // The bus restarted (its consumer may be gone): set up again.
+        spdlog::info("telemetry: fetch: {}; setting up again", js_error("fetch", s, jerr));
+        teardown();
+        if (!sleep_for(options_.retry)) break;
+        continue;
+      }
+      refresh_buffered(false);
+      log_progress(false);
+      if (batch.empty()) continue;
+    }
+    // Before the first publish after a cut: a barrier answered means the
+    // hub's subscriptions have reached the site (they precede the reply on
+    // the link), so nothing published next is dropped for want of interest.
+    if (!linked) {
+      if (!ask_barrier()) {
+        give_back();
+        refresh_buffered(false);
+        log_progress(false);
+        if (!sleep_for(options_.retry)) break;
+        continue;
+      }
+      set_uplink(true);
+    }
+    uint64_t forwarded = 0, dropped = 0, oversized = 0, bad_subject = 0;
+    uint64_t seq_after = last;
+    bool publish_failed = false;
+    for (natsMsg* m : batch) {
+      jsMsgMetaData* meta = nullptr;
+      if (natsMsg_GetMetaData(&meta, m) != NATS_OK) continue;
+      const uint64_t seq = meta->Sequence.Stream;
+      const int64_t ts_ns = meta->Timestamp;
+      jsMsgMetaData_Destroy(meta);
+      if (seq <= seq_after) continue;  // seen already (a redelivery)
+      dropped += seq - seq_after - 1;  // lost to the limits before they were forwarded
+      seq_after = seq;
+      const char* subject = natsMsg_GetSubject(m);
+      const int len = natsMsg_GetDataLength(m);
+      std::string why;
+      std::optional<std::string> hub_subject = telemetry_hub_subject(options_.site, subject);
+      if (len > options_.max_message) {
+        ++oversized;
+        why = std::to_string(len) + " bytes, over the limit of " +
+              std::to_string(options_.max_message) + " (bus.limits.telemetry_max_message)";
+      } else if (!hub_subject) {
+        ++bad_subject;
+        why = "not t.<tenant>.d.<device>.telemetry[.<rest>] with DNS-1123 names";
+      }
+      if (!why.empty()) {
+        if (std::chrono::steady_clock::now() - last_refusal_reset > std::chrono::seconds(10)) {
+          refusal_logs = 0;
+          last_refusal_reset = std::chrono::steady_clock::now();
+        }
+        if (refusal_logs++ < kMaxRefusalLogs) {
+          std::lock_guard lock(mu_);
+          spdlog::warn("telemetry: message {} on {} refused: {} ({} refused since start)", seq,
+                       subject, why,
+                       stats_.refused_oversized + stats_.refused_subject + oversized + bad_subject);
+        }
+        continue;
+      }
+      natsMsg* out = nullptr;
+      natsStatus s = natsMsg_Create(&out, hub_subject->c_str(), nullptr, natsMsg_GetData(m), len);
+      if (s == NATS_OK) s = natsMsgHeader_Set(out, "Canopy-Seq", std::to_string(seq).c_str());
+      if (s == NATS_OK) {
+        s = natsMsgHeader_Set(out, "Canopy-Time-Ms", std::to_string(ts_ns / 1'000'000).c_str());
+      }
+      if (s == NATS_OK) s = natsConnection_PublishMsg(conn_, out);
+      natsMsg_Destroy(out);
+      if (s != NATS_OK) {
+        publish_failed = true;
+        break;
+      }
+      ++forwarded;
+    }
+    if (publish_failed || !ask_barrier()) {
+      // Not confirmed: the batch again once the hub answers (a subscriber
+      // at the hub may see some of it twice, with the same Canopy-Seq).
+      give_back();
+      set_uplink(false);
+      if (!sleep_for(options_.retry)) break;
+      continue;
+    }
+    // The hub has the batch: remember that before the acknowledgements, so
+    // that a batch delivered again (acknowledgements lost with a crash or a
+    // restart of the bus) is recognised by its sequence numbers and skipped.
+    last = seq_after;
+    save_last(last);
+    for (natsMsg* m : batch) natsMsg_Ack(m, nullptr);
+    if (natsConnection_FlushTimeout(conn_, 5000) != NATS_OK) {
+      spdlog::warn("telemetry: acknowledgements not confirmed by the bus");
+    }
+    cleanup_batch();
+    {
+      std::lock_guard lock(mu_);
+      stats_.forwarded += forwarded;
+      stats_.dropped += dropped;
+      stats_.refused_oversized += oversized;
+      stats_.refused_subject += bad_subject;
+    }
+    if (dropped > 0) {
+      spdlog::warn(
+          "telemetry: {} message(s) before sequence {} were dropped by the buffer's limits",
+          dropped, seq_after);
+    }
+    refresh_buffered(true);
+    log_progress(false);
+  }
+  teardown();
+  if (js != nullptr) jsCtx_Destroy(js);
+}
+
+}  // namespace canopy::spoke::bus
