@@ -211,7 +211,7 @@ void PlacementIndex::on_commit(const v1::LogEntry& entry) {
     listener = listener_;
     for (auto& rc : region_changes_) {
       if (const Site* site = site_or_null(rc.site)) {
-        for (const auto& e : site->scope) rc.scope_keys.push_back(*e.key);
+        rc.scope_keys = scope_of(*site);
       }
     }
     region_changes.swap(region_changes_);
@@ -321,7 +321,11 @@ std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
   notes.clear();
   std::vector<sync::ScopeChange> out(changed.size());
   for (size_t i = 0; i < changed.size(); ++i) {
-    if (i + 16 < changed.size()) __builtin_prefetch(changed[i + 16].first);
+    if (i + 16 < changed.size()) {
+      const char* ahead = reinterpret_cast<const char*>(changed[i + 16].first);
+      __builtin_prefetch(ahead);
+      __builtin_prefetch(ahead + 64);
+    }
     sync::ScopeChange& c = out[i];
     const Site* site = changed[i].first;
     c.child = site->name;

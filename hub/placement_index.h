@@ -37,12 +37,13 @@
 //   - every site has a dense id (never reused: sites are never forgotten),
 //     and sets of sites are bit sets of ids (placement_detail::Bits; S/64
 //     words, 1,563 at 100,000 sites);
-//   - per site: the scope as an array interned key -> reference count (a
-//     template listed by two matching placements counts twice), ordered by
-//     the key's address, and the sum of its keys' hashes, so that its
-//     version is O(1) and kept up to date as keys enter and leave;
+//   - per site: its matching placements and overrides, which give its scope
+//     keys, and the sum of its keys' hashes, so that its version is O(1) and
+//     kept up to date as keys enter and leave;
 //   - per scope key: the bit set of sites holding it, so sites_for is
-//     O(S/64 + result) and in_scope O(1);
+//     O(S/64 + result) and in_scope O(1), and the sites holding it for more
+//     than one reason (a template listed by two of their placements), with
+//     how many more;
 //   - known sites by label pair `k=v` and by label key, as bit sets
 //     (LabelIndex): a selector, in any form, is evaluated as unions,
 //     intersections and complements of those, O(S/64) a requirement, never
@@ -275,6 +276,9 @@ class PlacementIndex final : public sync::ScopeProvider {
     placement_detail::Bits sites;
     size_t count = 0;
     uint64_t hash = 0;  // key_hash of the key
+    // Site id -> reasons it holds the key beyond the first (a template listed
+    // by two of its placements: 1). Most keys have none.
+    std::unordered_map<uint32_t, uint32_t> extra;
   };
   using Holder = std::pair<const std::string, Holders>;
   // A scope key, resolved once for the many sites one change visits: its
@@ -327,6 +331,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   bool unref(Site* site, const std::string& key, Changes* changes);
   // Erases the holders_ entries emptied_ lists that no site holds.
   void erase_emptied();
+  // The site's scope keys, sorted.
+  static std::vector<std::string> scope_of(const Site& site);
   // Calls f(site) for each of `sites`, in order, prefetching the sites
   // ahead of it and their placements and scope keys: visiting thousands of
   // sites waits on memory, not on the CPU, unless the loads overlap.

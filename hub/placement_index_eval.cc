@@ -17,7 +17,6 @@ namespace {
 using model::is_dns1123_label;
 using model::template_key;
 using placement_detail::Bits;
-using placement_detail::ScopeKeys;
 
 }  // namespace
 
@@ -388,9 +387,7 @@ void PlacementIndex::remove_override(Site* site, Rule* override_rule, Changes* c
 bool PlacementIndex::ref(Site* site, KeyRef* k, Changes* changes) {
   Holder* holder = resolve(k);
   if (holder->second.sites.test(site->id)) {
-    ScopeKeys::Entry* e = site->scope.find(&holder->first);
-    CANOPY_CHECK(e != nullptr);
-    ++e->count;
+    ++holder->second.extra[site->id];
     return false;
   }
   enter(site, holder, changes);
@@ -404,10 +401,14 @@ bool PlacementIndex::unref(Site* site, KeyRef* k, Changes* changes) {
     k->holder = &*it;
   }
   Holder* holder = k->holder;
-  ScopeKeys::Entry* e = site->scope.find(&holder->first);
-  CANOPY_CHECK(e != nullptr);
-  if (--e->count > 0) return false;
-  site->scope.erase(e);
+  CANOPY_CHECK(holder->second.sites.test(site->id));
+  auto& extra = holder->second.extra;
+  if (!extra.empty()) {
+    if (auto it = extra.find(site->id); it != extra.end()) {
+      if (--it->second == 0) extra.erase(it);
+      return false;
+    }
+  }
   leave(site, holder, changes);
   return true;
 }
@@ -436,7 +437,6 @@ PlacementIndex::Holder* PlacementIndex::holder_of(const std::string& key) {
 void PlacementIndex::enter(Site* site, Holder* holder, Changes* changes) {
   holder->second.sites.set(site->id);
   ++holder->second.count;
-  site->scope.insert(&holder->first);
   site->key_hash_sum += holder->second.hash;
   if (changes != nullptr) changes->notes.push_back(Note{site->id, 1, &holder->first});
 }

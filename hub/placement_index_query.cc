@@ -38,7 +38,7 @@ std::optional<sync::ScopeProvider::Listing> PlacementIndex::list_scope(std::stri
   std::lock_guard lock(mu_);
   const Site* s = site_or_null(site);
   if (s != nullptr) {
-    std::vector<std::string> keys = s->scope.sorted();
+    std::vector<std::string> keys = scope_of(*s);
     out.keys.insert(out.keys.end(), std::make_move_iterator(keys.begin()),
                     std::make_move_iterator(keys.end()));
   }
@@ -63,6 +63,22 @@ uint64_t PlacementIndex::version(std::string_view site) {
 
 uint64_t PlacementIndex::version_locked(Site* s) {
   return scope_version(s != nullptr ? s->key_hash_sum : 0);
+}
+
+std::vector<std::string> PlacementIndex::scope_of(const Site& site) {
+  std::vector<const std::string*> keys;
+  for (const Rule* p : site.placements) {
+    keys.push_back(&p->key);
+    for (const auto& t : p->templates) keys.push_back(&t);
+  }
+  for (const Rule* o : site.overrides) keys.push_back(&o->key);
+  std::sort(keys.begin(), keys.end(), [](const auto* a, const auto* b) { return *a < *b; });
+  std::vector<std::string> out;
+  out.reserve(keys.size());
+  for (const std::string* k : keys) {
+    if (out.empty() || out.back() != *k) out.push_back(*k);
+  }
+  return out;
 }
 
 uint64_t PlacementIndex::key_hash(std::string_view key) {
@@ -125,7 +141,7 @@ std::vector<std::string> PlacementIndex::scope_keys(std::string_view site) {
   std::lock_guard lock(mu_);
   const Site* s = site_or_null(site);
   if (s == nullptr) return out;
-  out = s->scope.sorted();
+  out = scope_of(*s);
   return out;
 }
 

@@ -27,70 +27,27 @@ inline std::string label_pair(std::string_view k, std::string_view v) {
   return s;
 }
 
-// A site's scope keys (holders_' interned keys) with the number of reasons
-// each is in scope, by the interned key's address: the index looks keys up by
-// that, comparing pointers rather than strings (a selector change visits
-// thousands of sites, a few keys each). A flat array rather than a tree: a
-// scope holds tens of keys. Whether a key is in a site's scope is asked of
-// holders_ (its bit set of sites); listings sort the keys (sorted()).
-class ScopeKeys {
- public:
-  struct Entry {
-    const std::string* key;
-    uint32_t count;
-  };
-  using const_iterator = std::vector<Entry>::const_iterator;
-
-  const_iterator begin() const { return entries_.begin(); }
-  const_iterator end() const { return entries_.end(); }
-  size_t size() const { return entries_.size(); }
-  // The entry of `key`, nullptr when it is not in scope.
-  Entry* find(const std::string* key) {
-    auto it = lower_bound(key);
-    return it != entries_.end() && it->key == key ? &*it : nullptr;
-  }
-  // REQUIRES: `key` is not in scope and outlives its entry.
-  void insert(const std::string* key) { entries_.insert(lower_bound(key), Entry{key, 1}); }
-  // REQUIRES: `e` is an entry of this scope.
-  void erase(Entry* e) { entries_.erase(entries_.begin() + (e - entries_.data())); }
-  // The keys, sorted.
-  std::vector<std::string> sorted() const {
-    std::vector<std::string> out;
-    out.reserve(entries_.size());
-    for (const Entry& e : entries_) out.push_back(*e.key);
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-
- private:
-  std::vector<Entry>::iterator lower_bound(const std::string* key) {
-    return std::lower_bound(
-        entries_.begin(), entries_.end(), key,
-        [](const Entry& e, const std::string* k) { return std::less<>()(e.key, k); });
-  }
-
-  std::vector<Entry> entries_;
-};
-
 }  // namespace placement_detail
 
 // --- Internal state.
 
 // What a placement change reads and writes of each site it visits comes
-// first, in the first two cache lines (a selector change visits thousands of
+// first, in its first cache line (a selector change visits thousands of
 // sites, and waits on memory for each: PlacementIndex::visit prefetches them).
+// A site's scope keys are not stored with it: whether it holds a key is its
+// bit in the key's Holders, and its keys are those of its placements (each
+// one's key and templates) and of its overrides (scope_of).
 struct PlacementIndex::Site {
-  std::string name;
   uint32_t id = 0;     // dense, in creation order: its bit in placement_detail::Bits
   bool known = false;  // a visible sites/<name> document
   // How the record went away: dropped here because it left this replica's
   // scope (the site moved to another regional hub), or deleted.
   bool moved = false;
   bool deleted = false;
-  // Sum of the XXH3 of the keys in `scope` (PlacementIndex::scope_version).
+  // Sum of the XXH3 of its scope keys (PlacementIndex::scope_version).
   uint64_t key_hash_sum = 0;
   std::vector<Rule*> placements;  // matching placements, unordered (a few)
-  placement_detail::ScopeKeys scope;
+  std::string name;
   std::unordered_set<Rule*> overrides;  // overrides in scope
   Labels labels;
   std::string region;  // the record's regional hub; empty: none
@@ -251,21 +208,15 @@ struct PlacementIndex::SelectorIndex {
 template <typename F>
 void PlacementIndex::visit(const std::vector<Site*>& sites, F&& f) {
   // Sites kSiteAhead ahead are fetched; by the time a site is kDataAhead
-  // ahead it has arrived, and the arrays it points at are fetched.
+  // ahead it has arrived, and its placements are fetched.
   constexpr size_t kSiteAhead = 16;
   constexpr size_t kDataAhead = 8;
   const size_t n = sites.size();
   for (size_t i = 0; i < n; ++i) {
     if (i + kSiteAhead < n) {
-      const char* s = reinterpret_cast<const char*>(sites[i + kSiteAhead]);
-      __builtin_prefetch(s);
-      __builtin_prefetch(s + 64);
+      __builtin_prefetch(sites[i + kSiteAhead]);
     }
-    if (i + kDataAhead < n) {
-      const Site* s = sites[i + kDataAhead];
-      __builtin_prefetch(s->placements.data());
-      if (s->scope.size() > 0) __builtin_prefetch(&*s->scope.begin());
-    }
+    if (i + kDataAhead < n) __builtin_prefetch(sites[i + kDataAhead]->placements.data());
     f(sites[i]);
   }
 }
