@@ -211,7 +211,7 @@ void PlacementIndex::on_commit(const v1::LogEntry& entry) {
     listener = listener_;
     for (auto& rc : region_changes_) {
       if (const Site* site = site_or_null(rc.site)) {
-        for (const auto& e : site->scope) rc.scope_keys.emplace_back(e.key);
+        rc.scope_keys = scope_of(*site);
       }
     }
     region_changes.swap(region_changes_);
@@ -278,48 +278,75 @@ void PlacementIndex::evaluate(const std::string& key, Changes* changes) {
     case DocKind::kNone:
       break;
   }
+  // While loading, nothing is collected: erase here what no site holds.
+  if (changes == nullptr) erase_emptied();
 }
 
 std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
-  // By site name: the order the changes are reported in.
-  std::sort(changes->sites.begin(), changes->sites.end(),
-            [](const Site* a, const Site* b) { return a->name < b->name; });
-  std::vector<sync::ScopeChange> out;
-  out.reserve(changes->sites.size());
-  auto by_key = [](const auto& a, const auto& b) { return *a.first < *b.first; };
-  for (Site* site : changes->sites) {
-    auto& pending = site->pending;
-    std::sort(pending.begin(), pending.end(), by_key);
-    size_t entered = 0, left = 0;
-    for (const auto& [key, net] : pending) {
-      entered += net > 0 ? 1 : 0;
-      left += net < 0 ? 1 : 0;
-    }
-    if (entered + left > 0) {
-      sync::ScopeChange& c = out.emplace_back();
-      c.entered.reserve(entered);
-      c.left.reserve(left);
-      for (const auto& [key, net] : pending) {
-        if (net > 0) c.entered.push_back(*key);
-        if (net < 0) c.left.push_back(*key);
+  // By site, then by key (interned: equal pointers are equal keys), to net
+  // each site's changes of each key.
+  auto& notes = changes->notes;
+  std::sort(notes.begin(), notes.end(), [](const Note& a, const Note& b) {
+    return a.site_id != b.site_id ? a.site_id < b.site_id : std::less<>()(a.key, b.key);
+  });
+  // Sites whose keys changed alike share their lists: one entered and one
+  // left list per distinct net change (keys +1 or -1, in pointer order).
+  using Net = std::vector<std::pair<const std::string*, int>>;
+  using Lists = std::pair<sync::KeyList, sync::KeyList>;
+  std::map<Net, Lists> shared;
+  std::vector<std::pair<const Site*, const Lists*>> changed;
+  Net net;
+  for (size_t i = 0; i < notes.size();) {
+    const uint32_t site = notes[i].site_id;
+    net.clear();
+    while (i < notes.size() && notes[i].site_id == site) {
+      const std::string* key = notes[i].key;
+      int sum = 0;
+      for (; i < notes.size() && notes[i].site_id == site && notes[i].key == key; ++i) {
+        sum += notes[i].delta;
       }
-      c.child = site->name;
-      c.version = version_locked(site);
+      if (sum != 0) net.emplace_back(key, sum > 0 ? 1 : -1);
     }
-    pending.clear();
+    if (net.empty()) continue;
+    auto it = shared.find(net);
+    if (it == shared.end()) {
+      std::vector<std::string> entered, left;
+      for (const auto& [key, delta] : net) (delta > 0 ? entered : left).push_back(*key);
+      std::sort(entered.begin(), entered.end());
+      std::sort(left.begin(), left.end());
+      it = shared.emplace(net, Lists{std::move(entered), std::move(left)}).first;
+    }
+    changed.emplace_back(labels_->by_id[site], &it->second);
   }
-  changes->sites.clear();
+  notes.clear();
+  std::vector<sync::ScopeChange> out(changed.size());
+  for (size_t i = 0; i < changed.size(); ++i) {
+    if (i + 16 < changed.size()) {
+      const char* ahead = reinterpret_cast<const char*>(changed[i + 16].first);
+      __builtin_prefetch(ahead);
+      __builtin_prefetch(ahead + 64);
+    }
+    sync::ScopeChange& c = out[i];
+    const Site* site = changed[i].first;
+    c.child = site->name;
+    c.entered = changed[i].second->first;
+    c.left = changed[i].second->second;
+    c.version = scope_version(site->key_hash_sum);
+  }
+  erase_emptied();
+  return out;
+}
+
+void PlacementIndex::erase_emptied() {
   // A key may have been emptied twice; no entry is erased before this loop,
   // so equal pointers are the same entry.
-  std::sort(changes->emptied.begin(), changes->emptied.end());
-  changes->emptied.erase(std::unique(changes->emptied.begin(), changes->emptied.end()),
-                         changes->emptied.end());
-  for (const std::string* key : changes->emptied) {
+  std::sort(emptied_.begin(), emptied_.end());
+  emptied_.erase(std::unique(emptied_.begin(), emptied_.end()), emptied_.end());
+  for (const std::string* key : emptied_) {
     auto it = holders_.find(*key);
     if (it != holders_.end() && it->second.count == 0) holders_.erase(it);
   }
-  changes->emptied.clear();
-  return out;
+  emptied_.clear();
 }
 
 void register_site(Store* store, const std::string& child, const v1::Hello& hello) {

@@ -37,11 +37,13 @@
 //   - every site has a dense id (never reused: sites are never forgotten),
 //     and sets of sites are bit sets of ids (placement_detail::Bits; S/64
 //     words, 1,563 at 100,000 sites);
-//   - per site: the scope as a sorted array key -> reference count (a template
-//     listed by two matching placements counts twice), so
-//     in_scope is O(log k), and its version is cached until the key set changes;
+//   - per site: its matching placements and overrides, which give its scope
+//     keys, and the sum of its keys' hashes, so that its version is O(1) and
+//     kept up to date as keys enter and leave;
 //   - per scope key: the bit set of sites holding it, so sites_for is
-//     O(S/64 + result);
+//     O(S/64 + result) and in_scope O(1), and the sites holding it for more
+//     than one reason (a template listed by two of their placements), with
+//     how many more;
 //   - known sites by label pair `k=v` and by label key, as bit sets
 //     (LabelIndex): a selector, in any form, is evaluated as unions,
 //     intersections and complements of those, O(S/64) a requirement, never
@@ -61,8 +63,11 @@
 // Keys are stored once (interned) however many sites hold them.
 //
 // ScopeChange. Every commit that alters sites' key sets produces one
-// ScopeChange per site (entered and left keys sorted, net of the commit),
-// delivered to the listener registered with on_scope_change. The listener is
+// ScopeChange per site (entered and left keys sorted, net of the commit; the
+// sites in the order the index first saw them),
+// delivered to the listener registered with on_scope_change. Sites whose
+// keys changed alike share one entered and one left list (sync::KeyList):
+// a selector change moving 10,000 sites builds each list once. The listener is
 // called from on_commit, on the store's writing thread with the store's lock
 // held (not the index's): it must only enqueue the change, never call the
 // store, and must not block. Changes are not reported while `load` runs.
@@ -209,10 +214,15 @@ class PlacementIndex final : public sync::ScopeProvider {
   std::vector<std::string> writable_prefixes(std::string_view site) override;
   // Only keys strictly under those prefixes.
   bool writable_by(std::string_view site, std::string_view key) override;
-  // XXH3 of the site's sorted in-scope placement, template and override keys
-  // (not of their contents); the site's own subtree is always in scope and not
-  // part of it.
+  // Of the site's in-scope placement, template and override keys (not of
+  // their contents; the site's own subtree is always in scope and not part of
+  // it): XXH3 of the 8 bytes, little-endian, of the sum modulo 2^64 of each
+  // key's XXH3; 1 where that is 0 (0 means "unknown" in a ScopeChange). A sum
+  // so that it follows each key entering or leaving in O(1) (scope_version).
   uint64_t version(std::string_view site) override;
+  // The version of a scope whose keys' XXH3 values sum to `key_hash_sum`.
+  static uint64_t scope_version(uint64_t key_hash_sum);
+  static uint64_t key_hash(std::string_view key);
   std::optional<Listing> list_scope(std::string_view site) override;
   std::vector<std::string> children_for(std::string_view key) override { return sites_for(key); }
   // Not a site whose record left this replica's scope (it moved to another
@@ -248,15 +258,43 @@ class PlacementIndex final : public sync::ScopeProvider {
   struct SelectorIndex;
   struct LabelIndex;
   struct TenantGrants;
-  // The sites whose key sets one commit changed, each once; each site keeps
-  // its net changes (Site::pending: +1 entered, -1 left, by interned key).
-  // Keys are not erased from holders_ while a commit is evaluated (emptied
+  // One commit's changes of sites' key sets, as they happen: +1 a key
+  // entered a site's scope, -1 it left (by interned key; collect() nets them).
+  // Keys are not erased from holders_ while a commit is evaluated (emptied_
   // lists those that lost their last holder), so the interned keys the
   // changes point at stay valid until collect() has read them.
-  struct Changes {
-    std::vector<Site*> sites;
-    std::vector<const std::string*> emptied;
+  struct Note {
+    uint32_t site_id;
+    int delta;
+    const std::string* key;
   };
+  struct Changes {
+    std::vector<Note> notes;
+  };
+  // Interned scope keys -> the sites holding them, by id, and how many.
+  struct Holders {
+    placement_detail::Bits sites;
+    size_t count = 0;
+    uint64_t hash = 0;  // key_hash of the key
+    // Site id -> reasons it holds the key beyond the first (a template listed
+    // by two of its placements: 1). Most keys have none.
+    std::unordered_map<uint32_t, uint32_t> extra;
+  };
+  using Holder = std::pair<const std::string, Holders>;
+  // A scope key, resolved once for the many sites one change visits: its
+  // holders_ entry and, for a template, the overrides of it (each looked up
+  // when first needed). Valid while one document is evaluated: holders_
+  // entries are erased only after it (erase_emptied), and
+  // overrides_by_template_ changes only in update_override, which uses none.
+  struct KeyRef {
+    const std::string* key;
+    Holder* holder = nullptr;
+    const std::unordered_set<Rule*>* overrides = nullptr;
+    bool overrides_known = false;
+  };
+  static std::vector<KeyRef> key_refs(const std::vector<std::string>& keys);
+  Holder* resolve(KeyRef* k);
+  const std::unordered_set<Rule*>* overrides_of(KeyRef* t);
 
   enum class DocKind { kNone, kSite, kPlacement, kOverride, kGrant };
   static DocKind classify(std::string_view key, std::string_view* tenant, std::string_view* name);
@@ -277,22 +315,40 @@ class PlacementIndex final : public sync::ScopeProvider {
   void matching_bits(const Rule& rule, placement_detail::Bits* out);
   bool matches(const Rule& rule, const Site& site) const;
   std::unordered_set<Rule*> overrides_wanted(Site* site);
-  void add_placement(Site* site, Rule* placement, const std::vector<std::string>& templates,
+  // `key` is the placement's key, `templates` its templates' keys.
+  void add_placement(Site* site, Rule* placement, KeyRef* key, std::vector<KeyRef>* templates,
                      Changes* changes);
-  void remove_placement(Site* site, Rule* placement, const std::vector<std::string>& templates,
+  void remove_placement(Site* site, Rule* placement, KeyRef* key, std::vector<KeyRef>* templates,
                         Changes* changes);
-  void ref_template(Site* site, const std::string& key, Changes* changes);
-  void unref_template(Site* site, const std::string& key, Changes* changes);
+  void ref_template(Site* site, KeyRef* t, Changes* changes);
+  void unref_template(Site* site, KeyRef* t, Changes* changes);
   void add_override(Site* site, Rule* override_rule, Changes* changes);
   void remove_override(Site* site, Rule* override_rule, Changes* changes);
   // Returns true when the key entered / left the site's scope.
+  bool ref(Site* site, KeyRef* k, Changes* changes);
+  bool unref(Site* site, KeyRef* k, Changes* changes);
   bool ref(Site* site, const std::string& key, Changes* changes);
   bool unref(Site* site, const std::string& key, Changes* changes);
+  // Erases the holders_ entries emptied_ lists that no site holds.
+  void erase_emptied();
+  // The site's scope keys, sorted.
+  static std::vector<std::string> scope_of(const Site& site);
+  // Calls f(site) for each of `sites`, in order, prefetching the sites
+  // ahead of it and their placements and scope keys: visiting thousands of
+  // sites waits on memory, not on the CPU, unless the loads overlap.
+  template <typename F>
+  static void visit(const std::vector<Site*>& sites, F&& f);
+  // The key's entry in holders_, created if need be.
+  Holder* holder_of(const std::string& key);
+  // Whether `key` is in the site's scope (its holders' bit set).
+  bool holds(const Site& site, std::string_view key) const;
+  // `holder`'s key enters / leaves the site's scope. REQUIRES: it is not /
+  // is in the scope (leave: with no reason left).
+  void enter(Site* site, Holder* holder, Changes* changes);
+  void leave(Site* site, Holder* holder, Changes* changes);
   Site* site_or_null(std::string_view name);
-  // Records a key entering (+1) or leaving (-1) a site's scope.
-  static void note(Site* site, const std::string* key, int delta, Changes* changes);
-  // The commit's ScopeChanges, sorted by site; clears the sites' pending
-  // changes and erases the keys no site holds any more.
+  // The commit's ScopeChanges, by site id (the order the index first saw
+  // the sites); clears `changes` and erases the keys no site holds any more.
   std::vector<sync::ScopeChange> collect(Changes* changes);
   uint64_t version_locked(Site* site);
 
@@ -316,25 +372,26 @@ class PlacementIndex final : public sync::ScopeProvider {
   // Tenant name -> its grants; entries are never erased (rules point at them).
   std::unordered_map<std::string, std::unique_ptr<TenantGrants>> grants_;
   std::set<std::string> grant_keys_;  // grant documents that exist
-  // Interned scope keys -> the sites holding them, by id, and how many.
-  struct Holders {
-    placement_detail::Bits sites;
-    size_t count = 0;
+  // Transparent: looked up by string_view without a copy.
+  struct KeyHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view k) const { return std::hash<std::string_view>()(k); }
   };
-  std::unordered_map<std::string, Holders> holders_;
+  std::unordered_map<std::string, Holders, KeyHash, std::equal_to<>> holders_;
+  // Keys that lost their last holder while a document was evaluated.
+  std::vector<const std::string*> emptied_;
   // Known sites by label, as bit sets of site ids.
   std::unique_ptr<LabelIndex> labels_;
   std::unique_ptr<SelectorIndex> placement_selectors_;
   std::unique_ptr<SelectorIndex> override_selectors_;
   // Template key -> overrides of that template.
   std::unordered_map<std::string, std::unordered_set<Rule*>> overrides_by_template_;
-  // Scratch space of version_locked.
-  std::string version_input_;
   // Scratch of on_commit and update_placement, kept to reuse their buffers:
   // a large allocation right after many small frees (the sync thread freeing
   // the last commit's changes) costs glibc a pass over all of them.
   Changes changes_;
   placement_detail::Bits scratch_bits_;
+  std::vector<Site*> visit_;
 };
 
 }  // namespace canopy::hub

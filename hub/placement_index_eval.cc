@@ -17,7 +17,6 @@ namespace {
 using model::is_dns1123_label;
 using model::template_key;
 using placement_detail::Bits;
-using placement_detail::ScopeKeys;
 
 }  // namespace
 
@@ -73,14 +72,18 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
   const std::vector<Rule*> had(site->placements.begin(), site->placements.end());
   for (Rule* p : had) {
     if (wanted.contains(p)) continue;
-    remove_placement(site, p, p->templates, changes);
+    KeyRef key{&p->key};
+    std::vector<KeyRef> templates = key_refs(p->templates);
+    remove_placement(site, p, &key, &templates, changes);
     p->matched_bits.reset(site->id);
   }
   for (Rule* p : wanted) {
     if (std::find(site->placements.begin(), site->placements.end(), p) != site->placements.end()) {
       continue;
     }
-    add_placement(site, p, p->templates, changes);
+    KeyRef key{&p->key};
+    std::vector<KeyRef> templates = key_refs(p->templates);
+    add_placement(site, p, &key, &templates, changes);
     p->matched_bits.set(site->id);
   }
 
@@ -124,26 +127,33 @@ void PlacementIndex::update_placement(const std::string& key, std::string_view t
   Bits& had = p->matched_bits;
   const size_t words = std::max(now.words(), had.words());
   auto each = [&](auto&& pick, auto&& f) {
+    visit_.clear();
     for (size_t i = 0; i < words; ++i) {
       for (uint64_t x = pick(had.word(i), now.word(i)); x != 0; x &= x - 1) {
-        f(labels_->by_id[i * 64 + static_cast<size_t>(__builtin_ctzll(x))]);
+        visit_.push_back(labels_->by_id[i * 64 + static_cast<size_t>(__builtin_ctzll(x))]);
       }
     }
+    visit(visit_, f);
   };
+  // Its keys, resolved once for all the sites visited.
+  KeyRef own{&p->key};
+  std::vector<KeyRef> old_templates = key_refs(p->templates);
+  std::vector<KeyRef> new_templates = key_refs(fresh.templates);
   each([](uint64_t h, uint64_t n) { return h & ~n; },
-       [&](Site* s) { remove_placement(s, p, p->templates, changes); });
+       [&](Site* s) { remove_placement(s, p, &own, &old_templates, changes); });
   std::vector<std::string> added, removed;
   std::set_difference(fresh.templates.begin(), fresh.templates.end(), p->templates.begin(),
                       p->templates.end(), std::back_inserter(added));
   std::set_difference(p->templates.begin(), p->templates.end(), fresh.templates.begin(),
                       fresh.templates.end(), std::back_inserter(removed));
   each([](uint64_t h, uint64_t n) { return n & ~h; },
-       [&](Site* s) { add_placement(s, p, fresh.templates, changes); });
+       [&](Site* s) { add_placement(s, p, &own, &new_templates, changes); });
   if (!added.empty() || !removed.empty()) {
+    std::vector<KeyRef> to_add = key_refs(added), to_remove = key_refs(removed);
     each([](uint64_t h, uint64_t n) { return h & n; },
          [&](Site* s) {
-           for (const auto& t : added) ref_template(s, t, changes);
-           for (const auto& t : removed) unref_template(s, t, changes);
+           for (auto& t : to_add) ref_template(s, &t, changes);
+           for (auto& t : to_remove) unref_template(s, &t, changes);
          });
   }
 
@@ -301,42 +311,63 @@ std::unordered_set<PlacementIndex::Rule*> PlacementIndex::overrides_wanted(Site*
   std::unordered_set<Rule*> out;
   if (!site->known) return out;
   for (Rule* o : override_selectors_->candidates(*site)) {
-    if (matches(*o, *site) && site->scope.contains(o->template_key)) out.insert(o);
+    if (matches(*o, *site) && holds(*site, o->template_key)) out.insert(o);
   }
   return out;
 }
 
-void PlacementIndex::add_placement(Site* site, Rule* placement,
-                                   const std::vector<std::string>& templates, Changes* changes) {
-  site->placements.push_back(placement);
-  ref(site, placement->key, changes);
-  for (const auto& t : templates) ref_template(site, t, changes);
+std::vector<PlacementIndex::KeyRef> PlacementIndex::key_refs(const std::vector<std::string>& keys) {
+  std::vector<KeyRef> out;
+  out.reserve(keys.size());
+  for (const auto& k : keys) out.push_back(KeyRef{&k});
+  return out;
 }
 
-void PlacementIndex::remove_placement(Site* site, Rule* placement,
-                                      const std::vector<std::string>& templates, Changes* changes) {
+PlacementIndex::Holder* PlacementIndex::resolve(KeyRef* k) {
+  if (k->holder == nullptr) k->holder = holder_of(*k->key);
+  return k->holder;
+}
+
+const std::unordered_set<PlacementIndex::Rule*>* PlacementIndex::overrides_of(KeyRef* t) {
+  if (!t->overrides_known) {
+    auto it = overrides_by_template_.find(*t->key);
+    t->overrides = it == overrides_by_template_.end() ? nullptr : &it->second;
+    t->overrides_known = true;
+  }
+  return t->overrides;
+}
+
+void PlacementIndex::add_placement(Site* site, Rule* placement, KeyRef* key,
+                                   std::vector<KeyRef>* templates, Changes* changes) {
+  site->placements.push_back(placement);
+  ref(site, key, changes);
+  for (auto& t : *templates) ref_template(site, &t, changes);
+}
+
+void PlacementIndex::remove_placement(Site* site, Rule* placement, KeyRef* key,
+                                      std::vector<KeyRef>* templates, Changes* changes) {
   auto it = std::find(site->placements.begin(), site->placements.end(), placement);
   CANOPY_CHECK(it != site->placements.end());
   *it = site->placements.back();
   site->placements.pop_back();
-  for (const auto& t : templates) unref_template(site, t, changes);
-  unref(site, placement->key, changes);
+  for (auto& t : *templates) unref_template(site, &t, changes);
+  unref(site, key, changes);
 }
 
-void PlacementIndex::ref_template(Site* site, const std::string& key, Changes* changes) {
-  if (!ref(site, key, changes)) return;
-  auto it = overrides_by_template_.find(key);
-  if (it == overrides_by_template_.end()) return;
-  for (Rule* o : it->second) {
+void PlacementIndex::ref_template(Site* site, KeyRef* t, Changes* changes) {
+  if (!ref(site, t, changes)) return;
+  const auto* overrides = overrides_of(t);
+  if (overrides == nullptr) return;
+  for (Rule* o : *overrides) {
     if (matches(*o, *site)) add_override(site, o, changes);
   }
 }
 
-void PlacementIndex::unref_template(Site* site, const std::string& key, Changes* changes) {
-  if (!unref(site, key, changes)) return;
-  auto it = overrides_by_template_.find(key);
-  if (it == overrides_by_template_.end()) return;
-  for (Rule* o : it->second) {
+void PlacementIndex::unref_template(Site* site, KeyRef* t, Changes* changes) {
+  if (!unref(site, t, changes)) return;
+  const auto* overrides = overrides_of(t);
+  if (overrides == nullptr) return;
+  for (Rule* o : *overrides) {
     if (site->overrides.contains(o)) remove_override(site, o, changes);
   }
 }
@@ -353,49 +384,70 @@ void PlacementIndex::remove_override(Site* site, Rule* override_rule, Changes* c
   unref(site, override_rule->key, changes);
 }
 
-bool PlacementIndex::ref(Site* site, const std::string& key, Changes* changes) {
-  if (ScopeKeys::Entry* e = site->scope.find(key)) {
-    ++e->count;
+bool PlacementIndex::ref(Site* site, KeyRef* k, Changes* changes) {
+  Holder* holder = resolve(k);
+  if (holder->second.sites.test(site->id)) {
+    ++holder->second.extra[site->id];
     return false;
   }
-  auto holder = holders_.try_emplace(key).first;
-  holder->second.sites.set(site->id);
-  ++holder->second.count;
-  site->scope.insert(holder->first);
-  site->version_valid = false;
-  if (changes != nullptr) note(site, &holder->first, 1, changes);
+  enter(site, holder, changes);
   return true;
+}
+
+bool PlacementIndex::unref(Site* site, KeyRef* k, Changes* changes) {
+  if (k->holder == nullptr) {
+    auto it = holders_.find(*k->key);
+    CANOPY_CHECK(it != holders_.end());
+    k->holder = &*it;
+  }
+  Holder* holder = k->holder;
+  CANOPY_CHECK(holder->second.sites.test(site->id));
+  auto& extra = holder->second.extra;
+  if (!extra.empty()) {
+    if (auto it = extra.find(site->id); it != extra.end()) {
+      if (--it->second == 0) extra.erase(it);
+      return false;
+    }
+  }
+  leave(site, holder, changes);
+  return true;
+}
+
+bool PlacementIndex::ref(Site* site, const std::string& key, Changes* changes) {
+  KeyRef k{&key};
+  return ref(site, &k, changes);
 }
 
 bool PlacementIndex::unref(Site* site, const std::string& key, Changes* changes) {
-  ScopeKeys::Entry* e = site->scope.find(key);
-  CANOPY_CHECK(e != nullptr);
-  if (--e->count > 0) return false;
-  site->scope.erase(e);
-  auto holder = holders_.find(key);
-  CANOPY_CHECK(holder != holders_.end());
-  holder->second.sites.reset(site->id);
-  --holder->second.count;
-  site->version_valid = false;
-  if (changes != nullptr) {
-    note(site, &holder->first, -1, changes);
-    // Erased by collect() if no site holds it then.
-    if (holder->second.count == 0) changes->emptied.push_back(&holder->first);
-  } else if (holder->second.count == 0) {
-    holders_.erase(holder);
-  }
-  return true;
+  KeyRef k{&key};
+  return unref(site, &k, changes);
 }
 
-void PlacementIndex::note(Site* site, const std::string* key, int delta, Changes* changes) {
-  if (site->pending.empty()) changes->sites.push_back(site);
-  for (auto& [k, net] : site->pending) {
-    if (k == key) {
-      net += delta;
-      return;
-    }
-  }
-  site->pending.emplace_back(key, delta);
+bool PlacementIndex::holds(const Site& site, std::string_view key) const {
+  auto it = holders_.find(key);
+  return it != holders_.end() && it->second.sites.test(site.id);
+}
+
+PlacementIndex::Holder* PlacementIndex::holder_of(const std::string& key) {
+  auto [it, inserted] = holders_.try_emplace(key);
+  if (inserted) it->second.hash = key_hash(key);
+  return &*it;
+}
+
+void PlacementIndex::enter(Site* site, Holder* holder, Changes* changes) {
+  holder->second.sites.set(site->id);
+  ++holder->second.count;
+  site->key_hash_sum += holder->second.hash;
+  if (changes != nullptr) changes->notes.push_back(Note{site->id, 1, &holder->first});
+}
+
+void PlacementIndex::leave(Site* site, Holder* holder, Changes* changes) {
+  holder->second.sites.reset(site->id);
+  --holder->second.count;
+  site->key_hash_sum -= holder->second.hash;
+  if (changes != nullptr) changes->notes.push_back(Note{site->id, -1, &holder->first});
+  // Erased once the document is evaluated, if no site holds it then.
+  if (holder->second.count == 0) emptied_.push_back(&holder->first);
 }
 
 PlacementIndex::Site* PlacementIndex::site_or_null(std::string_view name) {

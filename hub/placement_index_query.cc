@@ -26,7 +26,7 @@ bool PlacementIndex::in_scope(std::string_view site, std::string_view key) {
   if (!key.starts_with(kTenantsPrefix)) return false;
   std::lock_guard lock(mu_);
   const Site* s = site_or_null(site);
-  return s != nullptr && s->scope.contains(key);
+  return s != nullptr && holds(*s, key);
 }
 
 std::optional<sync::ScopeProvider::Listing> PlacementIndex::list_scope(std::string_view site) {
@@ -38,8 +38,9 @@ std::optional<sync::ScopeProvider::Listing> PlacementIndex::list_scope(std::stri
   std::lock_guard lock(mu_);
   const Site* s = site_or_null(site);
   if (s != nullptr) {
-    out.keys.reserve(s->scope.size() + 1);
-    for (const auto& e : s->scope) out.keys.emplace_back(e.key);
+    std::vector<std::string> keys = scope_of(*s);
+    out.keys.insert(out.keys.end(), std::make_move_iterator(keys.begin()),
+                    std::make_move_iterator(keys.end()));
   }
   return out;
 }
@@ -61,22 +62,36 @@ uint64_t PlacementIndex::version(std::string_view site) {
 }
 
 uint64_t PlacementIndex::version_locked(Site* s) {
-  if (s != nullptr && s->version_valid) return s->version;
-  // One pass over the keys into a reused buffer: XXH3 of the concatenation,
-  // the same value as hashing key by key, without a state to allocate.
-  version_input_.clear();
-  if (s != nullptr) {
-    for (const auto& e : s->scope) {
-      version_input_.append(e.key);
-      version_input_.push_back('\n');
-    }
+  return scope_version(s != nullptr ? s->key_hash_sum : 0);
+}
+
+std::vector<std::string> PlacementIndex::scope_of(const Site& site) {
+  std::vector<const std::string*> keys;
+  for (const Rule* p : site.placements) {
+    keys.push_back(&p->key);
+    for (const auto& t : p->templates) keys.push_back(&t);
   }
-  const uint64_t v = XXH3_64bits(version_input_.data(), version_input_.size());
-  if (s != nullptr) {
-    s->version = v;
-    s->version_valid = true;
+  for (const Rule* o : site.overrides) keys.push_back(&o->key);
+  std::sort(keys.begin(), keys.end(), [](const auto* a, const auto* b) { return *a < *b; });
+  std::vector<std::string> out;
+  out.reserve(keys.size());
+  for (const std::string* k : keys) {
+    if (out.empty() || out.back() != *k) out.push_back(*k);
   }
-  return v;
+  return out;
+}
+
+uint64_t PlacementIndex::key_hash(std::string_view key) {
+  return XXH3_64bits(key.data(), key.size());
+}
+
+uint64_t PlacementIndex::scope_version(uint64_t key_hash_sum) {
+  unsigned char bytes[sizeof key_hash_sum];
+  for (size_t i = 0; i < sizeof bytes; ++i) {
+    bytes[i] = static_cast<unsigned char>(key_hash_sum >> (8 * i));
+  }
+  const uint64_t v = XXH3_64bits(bytes, sizeof bytes);
+  return v == 0 ? 1 : v;
 }
 
 std::vector<std::string> PlacementIndex::sites_for(std::string_view key) {
@@ -126,8 +141,7 @@ std::vector<std::string> PlacementIndex::scope_keys(std::string_view site) {
   std::lock_guard lock(mu_);
   const Site* s = site_or_null(site);
   if (s == nullptr) return out;
-  out.reserve(s->scope.size());
-  for (const auto& e : s->scope) out.emplace_back(e.key);
+  out = scope_of(*s);
   return out;
 }
 

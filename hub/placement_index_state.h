@@ -27,69 +27,30 @@ inline std::string label_pair(std::string_view k, std::string_view v) {
   return s;
 }
 
-// A site's scope keys (views of holders_' keys) with the number of reasons
-// each is in scope, sorted by key. A flat array rather than a tree: a scope
-// holds tens of keys, and the version hash reads all of them whenever the
-// scope changes, so contiguous entries cost one cache miss a key, not two.
-class ScopeKeys {
- public:
-  struct Entry {
-    std::string_view key;
-    uint32_t count;
-  };
-  using const_iterator = std::vector<Entry>::const_iterator;
-
-  const_iterator begin() const { return entries_.begin(); }
-  const_iterator end() const { return entries_.end(); }
-  size_t size() const { return entries_.size(); }
-  bool contains(std::string_view key) const {
-    auto it = lower_bound(key);
-    return it != entries_.end() && it->key == key;
-  }
-  // The entry of `key`, nullptr when it is not in scope.
-  Entry* find(std::string_view key) {
-    auto it = lower_bound(key);
-    return it != entries_.end() && it->key == key ? &*it : nullptr;
-  }
-  // REQUIRES: `key` is not in scope and outlives its entry.
-  void insert(std::string_view key) { entries_.insert(lower_bound(key), Entry{key, 1}); }
-  // REQUIRES: `e` is an entry of this scope.
-  void erase(Entry* e) { entries_.erase(entries_.begin() + (e - entries_.data())); }
-
- private:
-  std::vector<Entry>::iterator lower_bound(std::string_view key) {
-    return std::lower_bound(entries_.begin(), entries_.end(), key,
-                            [](const Entry& e, std::string_view k) { return e.key < k; });
-  }
-  std::vector<Entry>::const_iterator lower_bound(std::string_view key) const {
-    return std::lower_bound(entries_.begin(), entries_.end(), key,
-                            [](const Entry& e, std::string_view k) { return e.key < k; });
-  }
-
-  std::vector<Entry> entries_;
-};
-
 }  // namespace placement_detail
 
 // --- Internal state.
 
+// What a placement change reads and writes of each site it visits comes
+// first, in its first cache line (a selector change visits thousands of
+// sites, and waits on memory for each: PlacementIndex::visit prefetches them).
+// A site's scope keys are not stored with it: whether it holds a key is its
+// bit in the key's Holders, and its keys are those of its placements (each
+// one's key and templates) and of its overrides (scope_of).
 struct PlacementIndex::Site {
-  std::string name;
   uint32_t id = 0;     // dense, in creation order: its bit in placement_detail::Bits
   bool known = false;  // a visible sites/<name> document
-  Labels labels;
-  std::string region;  // the record's regional hub; empty: none
   // How the record went away: dropped here because it left this replica's
   // scope (the site moved to another regional hub), or deleted.
   bool moved = false;
   bool deleted = false;
-  std::vector<Rule*> placements;        // matching placements, unordered (a few)
+  // Sum of the XXH3 of its scope keys (PlacementIndex::scope_version).
+  uint64_t key_hash_sum = 0;
+  std::vector<Rule*> placements;  // matching placements, unordered (a few)
+  std::string name;
   std::unordered_set<Rule*> overrides;  // overrides in scope
-  placement_detail::ScopeKeys scope;
-  bool version_valid = false;
-  uint64_t version = 0;
-  // The commit's net changes of its key set (PlacementIndex::Changes).
-  std::vector<std::pair<const std::string*, int>> pending;
+  Labels labels;
+  std::string region;  // the record's regional hub; empty: none
 };
 
 // A placement or an override, as evaluated.
@@ -243,5 +204,21 @@ struct PlacementIndex::SelectorIndex {
     if (it->second.empty()) m->erase(it);
   }
 };
+
+template <typename F>
+void PlacementIndex::visit(const std::vector<Site*>& sites, F&& f) {
+  // Sites kSiteAhead ahead are fetched; by the time a site is kDataAhead
+  // ahead it has arrived, and its placements are fetched.
+  constexpr size_t kSiteAhead = 16;
+  constexpr size_t kDataAhead = 8;
+  const size_t n = sites.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kSiteAhead < n) {
+      __builtin_prefetch(sites[i + kSiteAhead]);
+    }
+    if (i + kDataAhead < n) __builtin_prefetch(sites[i + kDataAhead]->placements.data());
+    f(sites[i]);
+  }
+}
 
 }  // namespace canopy::hub

@@ -248,14 +248,17 @@ void RegionScope::on_member_change(const sync::ScopeChange& change) {
       Region* region = it->second.region;
       const uint32_t member = it->second.id;
       out.child = region->name;
+      std::vector<std::string> entered, left;
       for (const auto& key : change.entered) {
-        if (add_key(region, member, key)) out.entered.push_back(key);
+        if (add_key(region, member, key)) entered.push_back(key);
       }
       for (const auto& key : change.left) {
-        if (remove_key(region, member, key)) out.left.push_back(key);
+        if (remove_key(region, member, key)) left.push_back(key);
       }
       out.version = version_of(*region);
-      if (out.entered.empty() && out.left.empty()) return;
+      if (entered.empty() && left.empty()) return;
+      out.entered = std::move(entered);
+      out.left = std::move(left);
     }
   }
   if (listener) listener(direct ? change : out);

@@ -15,6 +15,8 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -56,13 +58,54 @@ class ScopeProvider {
   virtual bool serves(std::string_view /*child*/) { return true; }
 };
 
+// An immutable list of keys, shared by the copies of it: one placement change
+// moves the same keys into thousands of sites, and each site's ScopeChange is
+// copied on its way to sync (RegionScope, SyncNode's queue), so copying one
+// copies a pointer, not its strings. Reads as a const std::vector; built from
+// one (or a braced list), never changed after.
+class KeyList {
+ public:
+  using value_type = std::string;
+  using const_iterator = std::vector<std::string>::const_iterator;
+  using iterator = const_iterator;
+
+  KeyList() = default;
+  KeyList(std::vector<std::string> keys)  // NOLINT(google-explicit-constructor)
+      : keys_(keys.empty() ? nullptr
+                           : std::make_shared<const std::vector<std::string>>(std::move(keys))) {}
+  KeyList(std::initializer_list<std::string> keys) : KeyList(std::vector<std::string>(keys)) {}
+
+  const std::vector<std::string>& get() const { return keys_ ? *keys_ : none(); }
+  const_iterator begin() const { return get().begin(); }
+  const_iterator end() const { return get().end(); }
+  size_t size() const { return keys_ ? keys_->size() : 0; }
+  bool empty() const { return size() == 0; }
+  const std::string& operator[](size_t i) const { return get()[i]; }
+  // Whether two lists are the same shared one (equal without comparing).
+  bool shares(const KeyList& other) const { return keys_ == other.keys_; }
+
+  friend bool operator==(const KeyList& a, const KeyList& b) {
+    return a.keys_ == b.keys_ || a.get() == b.get();
+  }
+  friend bool operator==(const KeyList& a, const std::vector<std::string>& b) {
+    return a.get() == b;
+  }
+
+ private:
+  static const std::vector<std::string>& none() {
+    static const std::vector<std::string> kNone;
+    return kNone;
+  }
+  std::shared_ptr<const std::vector<std::string>> keys_;
+};
+
 // A change of one child's scope, computed by the parent's own logic (placement
 // evaluation) and handed to sync, which ships the entering keys whole and tells
-// the child to drop the leaving ones.
+// the child to drop the leaving ones. Cheap to copy (KeyList).
 struct ScopeChange {
   std::string child;
-  std::vector<std::string> entered;
-  std::vector<std::string> left;
+  KeyList entered;
+  KeyList left;
   // The child's scope version right after this change. Changes are queued
   // before sync handles them, and by then the scope may have changed again:
   // the message carrying this change must announce this version, not the
