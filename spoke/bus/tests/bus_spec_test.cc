@@ -2,6 +2,7 @@
 // accepts it (`nats-server -t`), that strings cannot break out of their
 // quotes, and that every bad spec is refused with the field and the reason.
 #include "spoke/bus/bus_spec.h"
+
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
