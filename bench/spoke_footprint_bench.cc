@@ -18,6 +18,11 @@
 // Measured, once the spoke is in sync and has written every manifest and
 // settled (5 s):
 //   rss_mb                VmRSS of canopy-spoke (target < 20);
+//   rss_anon_mb           of which anonymous (heap, stacks: the spoke's own);
+//   rss_file_mb           of which file-backed (the executable's and shared
+//                         libraries' pages mapped in, clean and shared with
+//                         the page cache; the kernel maps them 64 KiB around
+//                         each page touched, so code size counts);
 //   idle_cpu_percent      its user+system CPU over `--idle-seconds` (default
 //                         60) of idleness, in percent of one core (target < 0.5);
 //   binary_mb             the size of the canopy-spoke executable;
@@ -79,14 +84,16 @@ void emit(const std::string& metric, double value, const std::string& target = "
 
 [[noreturn]] void die(const std::string& what) { fail_bench(kBench, what); }
 
-// VmRSS of `pid` in MiB.
-double rss_mb(pid_t pid) {
+// A field of /proc/<pid>/status in kB ("VmRSS", "RssAnon", "RssFile"), in MiB.
+double status_mb(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  const std::string key = field + ":";
   for (std::string line; std::getline(in, line);) {
-    if (line.starts_with("VmRSS:")) return std::stod(line.substr(6)) / 1024.0;
+    if (line.starts_with(key)) return std::stod(line.substr(key.size())) / 1024.0;
   }
-  die("no VmRSS for pid " + std::to_string(pid));
+  die("no " + field + " for pid " + std::to_string(pid));
 }
+double rss_mb(pid_t pid) { return status_mb(pid, "VmRSS"); }
 
 // User + system CPU time of `pid`, in seconds.
 double cpu_seconds(pid_t pid) {
@@ -295,6 +302,8 @@ int run(int argc, char** argv) {
 
   const pid_t pid = spoke.pid();
   const double rss = rss_mb(pid);
+  const double rss_anon = status_mb(pid, "RssAnon");
+  const double rss_file = status_mb(pid, "RssFile");
   std::fprintf(stderr, "%s: %zu objects applied and in sync; idle for %d s\n", kBench, o.objects,
                o.idle_seconds);
   const double cpu0 = cpu_seconds(pid);
@@ -316,6 +325,8 @@ int run(int argc, char** argv) {
   }
 
   emit("rss_mb", rss, "<20");
+  emit("rss_anon_mb", rss_anon);
+  emit("rss_file_mb", rss_file);
   emit("idle_cpu_percent", 100.0 * cpu / wall, "<0.5");
   emit("binary_mb", static_cast<double>(fs::file_size(CANOPY_SPOKE_BINARY)) / (1024.0 * 1024.0));
   emit("rss_after_garbage_mb", rss_after, "<20");
