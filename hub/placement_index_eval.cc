@@ -53,8 +53,17 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
   }
   if (known) {
     site->moved = site->deleted = false;
+  } else if (!dropping_) {
+    // Deleted (or refused) at the root: served still, so that its keys are
+    // dropped at the site. Also when the record had left this replica
+    // before (dropped while a regional hub's new parent had not yet learned
+    // that the site is in its region, and the deletion came after): the
+    // site would otherwise keep what it holds forever (simulation seed
+    // 3502 with CANOPY_SIM_REGION_FAILOVER).
+    site->deleted = true;
+    site->moved = false;
   } else if (site->known) {
-    (dropping_ ? site->moved : site->deleted) = true;
+    site->moved = true;
   }
   if (site->known == known && site->labels == labels) return;
 

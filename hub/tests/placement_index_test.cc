@@ -341,6 +341,38 @@ TEST_F(PlacementIndexTest, DeletedPlacementLeaves) {
   EXPECT_EQ(take()["a"].entered, (Keys{kPlacementKey, kWebKey}));
 }
 
+// A regional hub serves only sites with a record. One dropped here (it left
+// this hub's scope) is not served; its deletion arriving afterwards makes it
+// served again, with nothing in its scope, so that the site drops what it
+// holds instead of keeping it forever.
+TEST_F(PlacementIndexTest, ADeletionAfterADropServesTheSiteToEmptyIt) {
+  index_->set_serve_unknown(false);
+  site("s1", {{"tier", "gold"}});
+  put(kPlacementKey, placement({"web"}, {{"tier", "gold"}}));
+  EXPECT_TRUE(index_->serves("s1"));
+  EXPECT_TRUE(index_->in_scope("s1", kWebKey));
+
+  // The record's tombstone, as the root would send it.
+  canopy::testing::TempDir root_dir;
+  auto root = open_store(root_dir.file("root"), 77);
+  ASSERT_NE(root, nullptr);
+  ASSERT_TRUE(root->put_value("sites/s1", {{"name", "s1"}, {"labels", {{"tier", "gold"}}}}).ok());
+  ASSERT_TRUE(root->remove("sites/s1").ok());
+  auto tombstone = root->state("sites/s1");
+  ASSERT_TRUE(tombstone.ok() && tombstone->has_value());
+
+  ASSERT_TRUE(store_->drop({"sites/s1"}).ok());
+  EXPECT_FALSE(index_->serves("s1")) << "dropped: the site moved away";
+  ASSERT_TRUE(store_->apply_states({**tombstone}, 77).ok());
+  EXPECT_TRUE(index_->serves("s1")) << "deleted: served, to drop its keys";
+  EXPECT_FALSE(index_->in_scope("s1", kWebKey));
+
+  // A record that comes back is served as before.
+  site("s1", {{"tier", "gold"}});
+  EXPECT_TRUE(index_->serves("s1"));
+  EXPECT_TRUE(index_->in_scope("s1", kWebKey));
+}
+
 TEST_F(PlacementIndexTest, TemplateAddedToPlacementEntersAlone) {
   site("a", {{"region", "eu"}});
   site("b", {{"region", "us"}});

@@ -108,11 +108,10 @@ class World {
       h2.children = nodes_["hub"].children;
       h2.peer = "hub";
       nodes_["hub"].peer = "hub2";
-      // The root's sites fail over; the regional hub keeps one parent: with
-      // it failing over too, seed 308 (CANOPY_SIM_FIRST=201) ends with the
-      // region lacking a grant the second root holds and routes to it (the
-      // second root learned the region's member records late). Not yet
-      // understood; see docs/hierarchy.md, Known limits.
+      // The root's sites fail over; the regional hub keeps one parent, or
+      // fails over too with CANOPY_SIM_REGION_FAILOVER (seed 678 still ends
+      // diverged then: a site restored from a backup reuses a seq; see
+      // docs/hierarchy.md, Known limits).
       const bool region_fails_over = std::getenv("CANOPY_SIM_REGION_FAILOVER") != nullptr;
       for (const auto& c : h2.children) {
         if (nodes_[c].children.empty() || region_fails_over) nodes_[c].fallbacks = {"hub2"};
