@@ -40,8 +40,13 @@
 // (the same targets), samples lost (no answer in 10 s), connections lost,
 // and the time to connect and subscribe every device.
 //
-//   canopy_device_twin_bench [--devices 1000[,10000...]] [--samples 200]
-//                            [--reports 200] [--report-rate 10] [--seed 1]
+// With --qos 0 the devices subscribe at QoS 0 instead (no JetStream
+// consumer each; docs/device-bus.md proposes it for twins), and the figures'
+// names say qos0.
+//
+//   canopy_device_twin_bench [--devices 1000[,10000...]] [--qos 1]
+//                            [--samples 200] [--reports 200]
+//                            [--report-rate 10] [--seed 1]
 //
 // Every process is a child of this one (Process kills it on exit and, by
 // PR_SET_PDEATHSIG, if this one dies; the spoke's nats-server dies with the
@@ -101,6 +106,9 @@ constexpr char kPassword[] = "device-secret";
 constexpr auto kSampleTimeout = 10s;
 // Threads that connect and subscribe the devices (the server does the work).
 constexpr int kConnectThreads = 4;
+// Each device pings this often (its CONNECT's keep-alive is 60 s: the server
+// drops a silent connection after 90 s), the pings spread evenly.
+constexpr auto kPingEvery = 30s;
 
 struct Args {
   std::vector<int> devices = {1000};
@@ -108,9 +116,15 @@ struct Args {
   int reports = 200;
   double report_rate = 10;
   uint32_t seed = 1;
+  int qos = 1;  // of the desired subscriptions
 };
 
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -358,8 +372,10 @@ bool TwinRun::connect_devices(std::string* error) {
         if (!c->connect(mqtt_port_, device_id(i), device_id(i) + "@" + kTenant, kPassword,
                         /*clean_session=*/false)) {
           why = "cannot connect";
-        } else if (int granted = c->subscribe(topic(i, "desired"), 1); granted != 1) {
-          why = "SUBSCRIBE granted " + std::to_string(granted) + ", not QoS 1";
+        } else if (int granted = c->subscribe(topic(i, "desired"), args_.qos);
+                   granted != args_.qos) {
+          why = "SUBSCRIBE granted " + std::to_string(granted) + ", not QoS " +
+                std::to_string(args_.qos);
         }
         if (!why.empty()) {
           std::lock_guard lock(error_mu);
@@ -374,7 +390,8 @@ bool TwinRun::connect_devices(std::string* error) {
   for (auto& t : threads) t.join();
   if (!ok.load()) return false;
   connect_s_ = ms(Clock::now() - t0) / 1000;
-  spdlog::warn("{} devices connected and subscribed at QoS 1 in {:.1f} s", n_, connect_s_);
+  spdlog::warn("{} devices connected and subscribed at QoS {} in {:.1f} s", n_, args_.qos,
+               connect_s_);
 
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   for (int i = 0; i < n_; ++i) {
@@ -405,11 +422,20 @@ void TwinRun::loop() {
   std::vector<int> ready(static_cast<size_t>(n_));
   for (int i = 0; i < n_; ++i) ready[static_cast<size_t>(i)] = i;
   std::vector<epoll_event> events(256);
+  const auto start = Clock::now();
+  int64_t pinged = 0;  // pings sent since start, device pinged % n_
   while (!stopping_.load()) {
+    const auto due = static_cast<int64_t>(std::chrono::duration<double>(Clock::now() - start) /
+                                          std::chrono::duration<double>(kPingEvery) * n_);
+    for (; pinged < due; ++pinged) {
+      const auto i = static_cast<size_t>(pinged % n_);
+      std::lock_guard lock(send_mu_[i]);
+      clients_[i]->pingreq();
+    }
     for (const int i : ready) {
       MqttClient& c = *clients_[static_cast<size_t>(i)];
       const bool alive = c.read_available([&](const mqtt::Frame& f) {
-        if (f.type() != mqtt::kPublish) return;  // PUBACKs of reports
+        if (f.type() != mqtt::kPublish) return;  // PUBACKs of reports, PINGRESPs
         const auto at = Clock::now();
         mqtt::PublishView p;
         if (!mqtt::parse_publish(f, &p)) return;
@@ -456,6 +482,7 @@ std::vector<double> TwinRun::desired_samples(int* lost) {
   std::mt19937 rng(args_.seed);
   std::uniform_int_distribution<int> gap_ms(0, 50);
   std::vector<double> out;
+  std::vector<double> put_ms;  // for the diagnostics on stderr
   *lost = 0;
   for (int s = 0; s < args_.samples; ++s) {
     // A stride coprime with the counts spreads the samples over the devices.
@@ -468,6 +495,7 @@ std::vector<double> TwinRun::desired_samples(int* lost) {
       ++*lost;
       continue;
     }
+    put_ms.push_back(ms(Clock::now() - t0));
     const auto at = await_desired(i, k, kSampleTimeout);
     if (!at) {
       spdlog::error("desired {} of {}: not received in {} s", k, device_id(i),
@@ -478,6 +506,8 @@ std::vector<double> TwinRun::desired_samples(int* lost) {
     out.push_back(ms(*at - t0));
     std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms(rng)));
   }
+  std::fprintf(stderr, "%d devices, desired: the hub's Put p50 %.1f ms p99 %.1f ms\n", n_,
+               percentile(put_ms, 0.5), percentile(put_ms, 0.99));
   return out;
 }
 
@@ -503,8 +533,12 @@ std::vector<double> TwinRun::report_samples(int* lost, double* gap_max) {
     int64_t k = 0;
     Clock::time_point sent;
     Clock::time_point last_read;  // when the latest read that missed it began
+    int64_t sent_wall_ms = 0;     // the system clock, to compare with the twin's atMs
   };
   std::mutex mu;
+  // For the diagnostics on stderr: each twin read's duration, and each
+  // sample split at the spoke's reception (the twin's atMs, same machine).
+  std::vector<double> read_ms, to_spoke_ms, from_spoke_ms;
   std::map<int, Outstanding> outstanding;  // by device
   std::vector<double> out;
   std::atomic<bool> sending{true};
@@ -532,8 +566,12 @@ std::vector<double> TwinRun::report_samples(int* lost, double* gap_max) {
         const bool seen = t && (*t)["reported"].contains("n") &&
                           (*t)["reported"]["n"].value("value", int64_t{-1}) == o.k;
         std::lock_guard lock(mu);
+        read_ms.push_back(ms(Clock::now() - began));
         auto it = outstanding.find(i);
         if (seen) {
+          const int64_t at_ms = (*t)["reported"]["n"].value("atMs", int64_t{0});
+          to_spoke_ms.push_back(static_cast<double>(at_ms - o.sent_wall_ms));
+          from_spoke_ms.push_back(static_cast<double>(wall_ms() - at_ms));
           // The store had it when this read ran, not when the previous one
           // began: the sample is late by at most the gap between the two.
           out.push_back(ms(Clock::now() - o.sent));
@@ -558,7 +596,7 @@ std::vector<double> TwinRun::report_samples(int* lost, double* gap_max) {
     std::lock_guard lock(mu);
     while (outstanding.contains(i)) i = (i + 1) % n_;  // one report a device at a time
     const auto now = Clock::now();
-    outstanding[i] = {k, now, now};
+    outstanding[i] = {k, now, now, wall_ms()};
     if (!send_report(i, k)) {
       spdlog::error("report {} of {}: send failed", k, device_id(i));
       ++*lost;
@@ -567,6 +605,13 @@ std::vector<double> TwinRun::report_samples(int* lost, double* gap_max) {
   }
   sending.store(false);
   poller.join();
+  std::fprintf(stderr,
+               "%d devices, reports: twin read p50 %.1f ms max %.1f ms; device to spoke p50 %.0f "
+               "ms p99 %.0f ms; spoke to hub store (coalescing included) p50 %.0f ms p99 %.0f "
+               "ms\n",
+               n_, percentile(read_ms, 0.5), percentile(read_ms, 1), percentile(to_spoke_ms, 0.5),
+               percentile(to_spoke_ms, 0.99), percentile(from_spoke_ms, 0.5),
+               percentile(from_spoke_ms, 0.99));
   return out;
 }
 
@@ -589,6 +634,8 @@ Args parse(int argc, char** argv) {
       a.reports = std::atoi(v.c_str());
     } else if (k == "--report-rate") {
       a.report_rate = std::atof(v.c_str());
+    } else if (k == "--qos") {
+      a.qos = std::atoi(v.c_str());
     } else if (k == "--seed") {
       a.seed = static_cast<uint32_t>(std::atoi(v.c_str()));
     } else {
@@ -597,7 +644,8 @@ Args parse(int argc, char** argv) {
   }
   const bool counts_ok =
       std::all_of(a.devices.begin(), a.devices.end(), [](int n) { return n >= 1; });
-  if (!counts_ok || a.devices.empty() || a.samples < 1 || a.reports < 1 || a.report_rate <= 0) {
+  if (!counts_ok || a.devices.empty() || a.samples < 1 || a.reports < 1 || a.report_rate <= 0 ||
+      (a.qos != 0 && a.qos != 1)) {
     fail_bench(kBench, "bad arguments");
   }
   return a;
@@ -641,7 +689,7 @@ int main(int argc, char** argv) {
         double gap_max = 0;
         const std::vector<double> desired = run.desired_samples(&desired_lost);
         const std::vector<double> reports = run.report_samples(&report_lost, &gap_max);
-        const std::string sfx = "_" + std::to_string(n);
+        const std::string sfx = (a.qos == 1 ? "_" : "_qos0_") + std::to_string(n);
         const std::string target = target_for(n);
         std::fprintf(stderr,
                      "%d devices: desired p50 %.1f ms p99 %.1f ms max %.1f ms (%zu, %d lost); "

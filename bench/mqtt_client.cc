@@ -60,6 +60,11 @@ int MqttClient::subscribe(const std::string& filter, int qos) {
   return granted == 0x80 ? -1 : granted;
 }
 
+bool MqttClient::pingreq() {
+  out_ += mqtt::pingreq_packet();
+  return flush();
+}
+
 bool MqttClient::puback(uint16_t id) {
   out_ += mqtt::puback_packet(id);
   return flush();

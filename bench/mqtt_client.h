@@ -46,6 +46,10 @@ class MqttClient {
   int subscribe(const std::string& filter, int qos);
   // A round trip: everything sent before has been processed by the broker.
   bool ping();
+  // Sends a PINGREQ (with what is buffered) without waiting for PINGRESP: the
+  // keep-alive of a client read by an event loop. The server closes a
+  // connection that sends nothing for 1.5 keep-alive periods (60 s here).
+  bool pingreq();
   // Blocking: the next packet's first byte and body.
   bool read_packet(uint8_t* first, std::string* body);
   // Sends a PUBACK for a received QoS 1 PUBLISH (with what is buffered).
