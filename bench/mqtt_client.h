@@ -13,7 +13,10 @@
 // acknowledges it (puback) as any other. publish() only buffers; flush()
 // sends.
 //
-// REQUIRES: external synchronization (one thread at a time per client).
+// REQUIRES: external synchronization. Reads (read_packet, read_available)
+// and writes (publish, flush, puback, pingreq) touch separate state, so one
+// thread may read while others write, the writes serialized among
+// themselves; connect, subscribe and ping do both.
 #pragma once
 
 #include <cstdint>
