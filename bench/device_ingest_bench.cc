@@ -2,9 +2,9 @@
 // end to end through Canopy's path, against Debian's plain mosquitto broker
 // in the same run (issue 14, benchmark 1).
 //
-// Canopy's path: each device is a real MQTT 3.1.1 connection (this file's
-// small client) to the site's nats-server run by BusSupervisor (the spoke's
-// code: the generated config, a tenant account, bcrypt device users); the
+// Canopy's path: each device is a real MQTT 3.1.1 connection
+// (bench/mqtt_client.h) to the site's nats-server run by BusSupervisor (the
+// spoke's code: the generated config, a tenant account, bcrypt device users); the
 // message is stored in the site's TELEMETRY stream, fetched by the spoke's
 // TelemetryForwarder, published over the leaf link to the hub's nats-server
 // and confirmed by the hub's TelemetryBarrier (canopy-hub's code), and
@@ -21,26 +21,20 @@
 //
 //   canopy_device_ingest_bench [--devices 20] [--messages 2000] [--payload 64]
 //                              [--inflight 32] [--timeout 120]
-#include <arpa/inet.h>
 #include <nats/nats.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "bench/mqtt_client.h"
 #include "bench/report.h"
 #include "daemon/password_hash.h"
 #include "hub/telemetry_barrier.h"
@@ -67,146 +61,6 @@ struct Args {
   int timeout_s = 120;
 };
 
-// --- A small MQTT 3.1.1 client: CONNECT, PUBLISH QoS 0/1, PUBACK,
-// SUBSCRIBE, PINGREQ; blocking socket.
-class Mqtt {
- public:
-  ~Mqtt() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool connect(int port, const std::string& id, const std::string& user, const std::string& pw) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return false;
-    int one = 1;
-    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    std::string body;
-    put_string(&body, "MQTT");
-    body.push_back(4);
-    uint8_t flags = 0x02;  // clean session
-    if (!user.empty()) flags |= 0x80 | 0x40;
-    body.push_back(static_cast<char>(flags));
-    put_u16(&body, 60);
-    put_string(&body, id);
-    if (!user.empty()) {
-      put_string(&body, user);
-      put_string(&body, pw);
-    }
-    if (!send(packet(0x10, body))) return false;
-    uint8_t type = 0;
-    std::string rb;
-    return read_packet(&type, &rb) && (type >> 4) == 2 && rb.size() == 2 && rb[1] == 0;
-  }
-  // Appends a PUBLISH to the output buffer (sent by flush()).
-  void publish(const std::string& topic, const std::string& payload, int qos) {
-    std::string body;
-    put_string(&body, topic);
-    if (qos == 1) {
-      if (next_id_ == 0) next_id_ = 1;  // 0 is not a packet id
-      put_u16(&body, next_id_++);
-    }
-    body += payload;
-    out_ += packet(static_cast<uint8_t>(0x30 | (qos << 1)), body);
-  }
-  bool flush() {
-    const bool ok = send(out_);
-    out_.clear();
-    return ok;
-  }
-  bool subscribe(const std::string& filter, int qos) {
-    std::string body;
-    put_u16(&body, 1);
-    put_string(&body, filter);
-    body.push_back(static_cast<char>(qos));
-    if (!send(packet(0x82, body))) return false;
-    uint8_t type = 0;
-    std::string rb;
-    return read_packet(&type, &rb) && (type >> 4) == 9 && rb.size() == 3 &&
-           static_cast<uint8_t>(rb[2]) != 0x80;
-  }
-  // A round trip: everything sent before has been processed by the broker.
-  bool ping() {
-    if (!send(std::string("\xC0\x00", 2))) return false;
-    uint8_t type = 0;
-    std::string rb;
-    while (read_packet(&type, &rb)) {
-      if ((type >> 4) == 13) return true;
-    }
-    return false;
-  }
-  bool read_packet(uint8_t* type, std::string* body) {
-    uint8_t first = 0;
-    if (!read_exact(reinterpret_cast<char*>(&first), 1)) return false;
-    size_t len = 0, mult = 1;
-    for (int i = 0; i < 4; ++i) {
-      uint8_t b = 0;
-      if (!read_exact(reinterpret_cast<char*>(&b), 1)) return false;
-      len += (b & 0x7f) * mult;
-      mult *= 128;
-      if ((b & 0x80) == 0) break;
-    }
-    body->resize(len);
-    *type = first;
-    return len == 0 || read_exact(body->data(), len);
-  }
-
- private:
-  static void put_u16(std::string* out, uint16_t v) {
-    out->push_back(static_cast<char>(v >> 8));
-    out->push_back(static_cast<char>(v & 0xff));
-  }
-  static void put_string(std::string* out, const std::string& s) {
-    put_u16(out, static_cast<uint16_t>(s.size()));
-    out->append(s);
-  }
-  static std::string packet(uint8_t first, const std::string& body) {
-    std::string out(1, static_cast<char>(first));
-    size_t n = body.size();
-    do {
-      uint8_t byte = n % 128;
-      n /= 128;
-      if (n > 0) byte |= 0x80;
-      out.push_back(static_cast<char>(byte));
-    } while (n > 0);
-    return out + body;
-  }
-  bool send(const std::string& bytes) {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      const ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
-  bool read_exact(char* p, size_t n) {
-    while (n > 0) {
-      if (rpos_ == rbuf_.size()) {
-        rbuf_.resize(64 * 1024);
-        const ssize_t r = ::recv(fd_, rbuf_.data(), rbuf_.size(), 0);
-        if (r <= 0) return false;
-        rbuf_.resize(static_cast<size_t>(r));
-        rpos_ = 0;
-      }
-      const size_t take = std::min(n, rbuf_.size() - rpos_);
-      std::memcpy(p, rbuf_.data() + rpos_, take);
-      rpos_ += take;
-      p += take;
-      n -= take;
-    }
-    return true;
-  }
-
-  int fd_ = -1;
-  uint16_t next_id_ = 1;
-  std::string out_;
-  std::string rbuf_;
-  size_t rpos_ = 0;
-};
-
 struct DeviceCred {
   std::string user, password, topic;
 };
@@ -216,9 +70,9 @@ struct DeviceCred {
 bool run_devices(int port, const std::vector<DeviceCred>& devices, const Args& a, int qos,
                  const std::string& tag) {
   std::atomic<bool> ok{true};
-  std::vector<std::unique_ptr<Mqtt>> conns;
+  std::vector<std::unique_ptr<MqttClient>> conns;
   for (size_t i = 0; i < devices.size(); ++i) {
-    conns.push_back(std::make_unique<Mqtt>());
+    conns.push_back(std::make_unique<MqttClient>());
     if (!conns.back()->connect(port, tag + "-" + std::to_string(i), devices[i].user,
                                devices[i].password)) {
       spdlog::error("{}: device {} cannot connect", tag, devices[i].user);
@@ -229,7 +83,7 @@ bool run_devices(int port, const std::vector<DeviceCred>& devices, const Args& a
   std::vector<std::thread> threads;
   for (size_t i = 0; i < devices.size(); ++i) {
     threads.emplace_back([&, i] {
-      Mqtt& c = *conns[i];
+      MqttClient& c = *conns[i];
       int unacked = 0;
       uint8_t type = 0;
       std::string body;
@@ -326,7 +180,7 @@ class CanopyPath {
     natsSubscription_SetPendingLimits(sub_, -1, -1);
     natsConnection_Flush(sub_conn_);
     // Warm: one message through, so the leaf link and interest are there.
-    Mqtt warm;
+    MqttClient warm;
     if (!warm.connect(mqtt_port_, "warm", devices_[0].user, devices_[0].password)) return false;
     const auto deadline = Clock::now() + std::chrono::seconds(30);
     while (received_.load() == 0 && Clock::now() < deadline) {
@@ -421,7 +275,7 @@ class MosquittoPath {
                              std::chrono::seconds(10), std::chrono::milliseconds(100))) {
       return false;
     }
-    if (!sub_.subscribe("t/#", 0)) return false;
+    if (sub_.subscribe("t/#", 0) < 0) return false;
     for (int i = 0; i < a.devices; ++i) {
       const std::string id = "dev-" + std::to_string(i);
       devices_.push_back({"", "", "t/acme/d/" + id + "/telemetry/v"});
@@ -465,7 +319,7 @@ class MosquittoPath {
   testing::TempDir dir_{"canopy-bench-mosquitto-"};
   int port_ = 0;
   testing::Process proc_;
-  Mqtt sub_;
+  MqttClient sub_;
   std::vector<DeviceCred> devices_;
   std::thread reader_;
   std::atomic<uint64_t> received_{0};

@@ -11,35 +11,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "spoke/bus/mqtt_packet.h"
+
 namespace canopy::spoke::bus {
 namespace {
 
-constexpr uint8_t kConnect = 0x10;
-constexpr uint8_t kConnack = 0x20;
-constexpr uint8_t kPuback = 0x40;
-constexpr uint8_t kDisconnect = 0xE0;
-constexpr uint8_t kPublishQos1Retain = 0x30 | 0x02 | 0x01;
-constexpr size_t kMaxRemaining = 268'435'455;  // MQTT's four-byte length
-
-void put_u16(std::string* out, uint16_t v) {
-  out->push_back(static_cast<char>(v >> 8));
-  out->push_back(static_cast<char>(v & 0xff));
-}
-void put_string(std::string* out, std::string_view s) {
-  put_u16(out, static_cast<uint16_t>(s.size()));
-  out->append(s);
-}
-std::string packet(uint8_t first, const std::string& body) {
-  std::string out(1, static_cast<char>(first));
-  size_t n = body.size();
-  do {
-    uint8_t byte = n % 128;
-    n /= 128;
-    if (n > 0) byte |= 0x80;
-    out.push_back(static_cast<char>(byte));
-  } while (n > 0);
-  return out + body;
-}
+constexpr uint8_t kConnack = mqtt::kConnack << 4;
+constexpr uint8_t kPuback = mqtt::kPuback << 4;
 
 const char* connack_reason(int rc) {
   switch (rc) {
@@ -90,15 +68,11 @@ Status MqttPublisher::connect(const std::string& host, int port, const std::stri
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   fd_ = fd;
 
-  std::string body;
-  put_string(&body, "MQTT");
-  body.push_back(4);                        // protocol level: 3.1.1
-  body.push_back(static_cast<char>(0xC2));  // user name, password, clean session
-  put_u16(&body, 60);                       // keep alive, seconds
-  put_string(&body, client_id);
-  put_string(&body, user);
-  put_string(&body, password);
-  if (Status st = send_all(packet(kConnect, body)); !st.ok()) {
+  mqtt::ConnectOptions co;
+  co.client_id = client_id;
+  co.user = user;
+  co.password = password;
+  if (Status st = send_all(mqtt::connect_packet(co)); !st.ok()) {
     disconnect();
     return st;
   }
@@ -126,12 +100,12 @@ Status MqttPublisher::publish_retained(std::string_view topic, std::string_view 
   if (fd_ < 0) return failed_precondition("mqtt: not connected");
   const uint16_t id = next_id_++;
   if (next_id_ == 0) next_id_ = 1;
-  std::string body;
-  put_string(&body, topic);
-  put_u16(&body, id);
-  body.append(payload);
-  if (body.size() > kMaxRemaining) return invalid_argument("mqtt: message too large");
-  if (Status st = send_all(packet(kPublishQos1Retain, body)); !st.ok()) {
+  // The body is the topic with its two length bytes, the packet id and the payload.
+  if (topic.size() + payload.size() > mqtt::kMaxRemaining - 4) {
+    return invalid_argument("mqtt: message too large");
+  }
+  if (Status st = send_all(mqtt::publish_packet(topic, payload, 1, /*retain=*/true, id));
+      !st.ok()) {
     disconnect();
     return st;
   }
@@ -151,7 +125,7 @@ Status MqttPublisher::publish_retained(std::string_view topic, std::string_view 
 
 void MqttPublisher::disconnect() {
   if (fd_ < 0) return;
-  const std::string bye = packet(kDisconnect, "");
+  const std::string bye = mqtt::disconnect_packet();
   (void)::send(fd_, bye.data(), bye.size(), MSG_NOSIGNAL);
   ::close(fd_);
   fd_ = -1;
