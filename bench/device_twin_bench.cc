@@ -69,6 +69,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -237,6 +238,25 @@ bool TwinRun::start(std::string* error) {
   return start_hub(error) && start_spoke(error) && put_devices(error) && connect_devices(error);
 }
 
+// Whether a daemon's /healthz on `port` shows every one of `fields` true
+// within `timeout`.
+bool healthz_shows(int port, std::initializer_list<const char*> fields,
+                   std::chrono::milliseconds timeout) {
+  httplib::Client cli("127.0.0.1", port);
+  return testing::wait_until(
+      [&] {
+        auto res = cli.Get("/healthz");
+        if (!res || res->status != 200) return false;
+        const json j = json::parse(res->body, nullptr, false);
+        if (!j.is_object()) return false;
+        for (const char* f : fields) {
+          if (!j.value(f, false)) return false;
+        }
+        return true;
+      },
+      timeout, 50ms);
+}
+
 bool TwinRun::start_hub(std::string* error) {
   grpc_port_ = testing::pick_free_port();
   hub_http_port_ = testing::pick_free_port();
@@ -249,16 +269,7 @@ bool TwinRun::start_hub(std::string* error) {
                   po, error)) {
     return false;
   }
-  httplib::Client cli("127.0.0.1", hub_http_port_);
-  const bool up = testing::wait_until(
-      [&] {
-        auto res = cli.Get("/healthz");
-        if (!res || res->status != 200) return false;
-        const json j = json::parse(res->body, nullptr, false);
-        return j.is_object() && j.value("nats_connected", false);
-      },
-      30s, 50ms);
-  if (!up) {
+  if (!healthz_shows(hub_http_port_, {"nats_connected"}, 30s)) {
     *error = "canopy-hub did not come up (log " + po.log_path + ")";
     return false;
   }
@@ -295,16 +306,7 @@ bool TwinRun::start_spoke(std::string* error) {
           po, error)) {
     return false;
   }
-  httplib::Client cli("127.0.0.1", spoke_http_port_);
-  const bool up = testing::wait_until(
-      [&] {
-        auto res = cli.Get("/healthz");
-        if (!res || res->status != 200) return false;
-        const json j = json::parse(res->body, nullptr, false);
-        return j.is_object() && j.value("session_open", false) && j.value("in_sync", false);
-      },
-      60s, 50ms);
-  if (!up) {
+  if (!healthz_shows(spoke_http_port_, {"session_open", "in_sync"}, 60s)) {
     *error = "canopy-spoke did not come up in sync (log " + po.log_path + ")";
     return false;
   }
