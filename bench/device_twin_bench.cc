@@ -69,6 +69,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -238,6 +239,27 @@ bool TwinRun::start(std::string* error) {
   return start_hub(error) && start_spoke(error) && put_devices(error) && connect_devices(error);
 }
 
+// Runs `step` for devices 0..n-1 on kConnectThreads threads, until the
+// first failure (a non-empty reason, left in *error).
+bool for_each_device(int n, std::string* error, const std::function<std::string(int)>& step) {
+  std::atomic<int> next{0};
+  std::atomic<bool> ok{true};
+  std::mutex error_mu;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kConnectThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = next++; i < n && ok.load(); i = next++) {
+        if (std::string why = step(i); !why.empty()) {
+          std::lock_guard lock(error_mu);
+          if (ok.exchange(false)) *error = std::move(why);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return ok.load();
+}
+
 // Whether a daemon's /healthz on `port` shows every one of `fields` true
 // within `timeout`.
 bool healthz_shows(int port, std::initializer_list<const char*> fields,
@@ -331,24 +353,11 @@ grpc::Status TwinRun::put(const std::string& kind, const std::string& tenant,
 
 bool TwinRun::put_devices(std::string* error) {
   const auto t0 = Clock::now();
-  std::atomic<int> next{0};
-  std::atomic<bool> ok{true};
-  std::mutex error_mu;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kConnectThreads; ++t) {
-    threads.emplace_back([&] {
-      for (int i = next++; i < n_ && ok.load(); i = next++) {
-        if (grpc::Status st = put("device", kTenant, kSite, device_id(i), device_doc(0));
-            !st.ok()) {
-          std::lock_guard lock(error_mu);
-          *error = "device " + device_id(i) + ": " + st.error_message();
-          ok.store(false);
-        }
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  if (!ok.load()) return false;
+  const bool written = for_each_device(n_, error, [&](int i) -> std::string {
+    grpc::Status st = put("device", kTenant, kSite, device_id(i), device_doc(0));
+    return st.ok() ? "" : "device " + device_id(i) + ": " + st.error_message();
+  });
+  if (!written) return false;
   spdlog::warn("{} devices written at the hub in {:.1f} s", n_, ms(Clock::now() - t0) / 1000);
   // The bus admits the last device once its document has reached the spoke
   // and the spoke has reloaded its nats-server with it.
@@ -370,35 +379,20 @@ bool TwinRun::put_devices(std::string* error) {
 bool TwinRun::connect_devices(std::string* error) {
   clients_.resize(static_cast<size_t>(n_));
   const auto t0 = Clock::now();
-  std::atomic<int> next{0};
-  std::atomic<bool> ok{true};
-  std::mutex error_mu;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kConnectThreads; ++t) {
-    threads.emplace_back([&] {
-      for (int i = next++; i < n_ && ok.load(); i = next++) {
-        auto c = std::make_unique<MqttClient>();
-        std::string why;
-        if (!c->connect(mqtt_port_, device_id(i), device_id(i) + "@" + kTenant, kPassword,
-                        /*clean_session=*/false)) {
-          why = "cannot connect";
-        } else if (int granted = c->subscribe(topic(i, "desired"), args_.qos);
-                   granted != args_.qos) {
-          why = "SUBSCRIBE granted " + std::to_string(granted) + ", not QoS " +
-                std::to_string(args_.qos);
-        }
-        if (!why.empty()) {
-          std::lock_guard lock(error_mu);
-          *error = device_id(i) + ": " + why;
-          ok.store(false);
-          return;
-        }
-        clients_[static_cast<size_t>(i)] = std::move(c);
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  if (!ok.load()) return false;
+  const bool connected = for_each_device(n_, error, [&](int i) -> std::string {
+    auto c = std::make_unique<MqttClient>();
+    if (!c->connect(mqtt_port_, device_id(i), device_id(i) + "@" + kTenant, kPassword,
+                    /*clean_session=*/false)) {
+      return device_id(i) + ": cannot connect";
+    }
+    if (int granted = c->subscribe(topic(i, "desired"), args_.qos); granted != args_.qos) {
+      return device_id(i) + ": SUBSCRIBE granted " + std::to_string(granted) + ", not QoS " +
+             std::to_string(args_.qos);
+    }
+    clients_[static_cast<size_t>(i)] = std::move(c);
+    return "";
+  });
+  if (!connected) return false;
   connect_s_ = ms(Clock::now() - t0) / 1000;
   spdlog::warn("{} devices connected and subscribed at QoS {} in {:.1f} s", n_, args_.qos,
                connect_s_);
