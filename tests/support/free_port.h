@@ -4,7 +4,10 @@
 // call returns, so the port is free but not reserved: another process may take
 // it before the caller binds it. Callers that start a server on it should treat
 // "address in use" as a reason to pick again (NatsServer does so on its first
-// start). Only 127.0.0.1 is ever bound. Thread-safe.
+// start). A port handed out is not handed out again for 10 minutes, to any
+// test process (a registry in /tmp/canopy-test-ports): a server a test kills
+// must not come back as another test's. Only 127.0.0.1 is ever bound.
+// Thread-safe.
 #pragma once
 
 namespace canopy::testing {
