@@ -38,7 +38,10 @@ std::vector<std::string> nats_urls_of(const YAML::Node& node) {
 std::string node_list_of(const YAML::Node& node) {
   if (!node.IsSequence()) return node.as<std::string>();
   std::string out;
-  for (const auto& n : node) out += (out.empty() ? "" : ",") + n.as<std::string>();
+  for (const auto& n : node) {
+    if (!out.empty()) out += ',';
+    out += n.as<std::string>();
+  }
   return out;
 }
 

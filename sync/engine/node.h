@@ -41,7 +41,11 @@ namespace canopy::sync {
 struct NodeLimits {
   static constexpr size_t kMaxInbox = 10'000;
   static constexpr size_t kMaxCommits = 100'000;
-  static constexpr size_t kMaxScopeChanges = 10'000;
+  // One placement change can move every site of a fleet at once (100,000
+  // sites is the design point); a queued ScopeChange is ~100 bytes (its key
+  // lists are shared), so the bound holds such a change whole in ~10 MB
+  // instead of making the sites past the bound reconcile in full.
+  static constexpr size_t kMaxScopeChanges = 100'000;
   static constexpr size_t kMaxConnectionEvents = 64;
   size_t max_inbox = kMaxInbox;
   size_t max_commits = kMaxCommits;

@@ -37,9 +37,10 @@ std::optional<std::string> resolve_program(const std::string& name) {
   while (begin <= path.size()) {
     size_t end = path.find(':', begin);
     if (end == std::string::npos) end = path.size();
-    std::string dir = path.substr(begin, end - begin);
-    if (dir.empty()) dir = ".";
-    std::string candidate = dir + "/" + name;
+    std::string candidate(path, begin, end - begin);
+    if (candidate.empty()) candidate.push_back('.');
+    candidate.push_back('/');
+    candidate.append(name);
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
     begin = end + 1;
   }
