@@ -4,8 +4,10 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -174,6 +176,22 @@ json tracked_fields(const json& object) {
 
 uint64_t baseline_of(const json& rendered, const json& live) {
   return hash_json(project_fields(tracked_fields(rendered), live));
+}
+
+// `s` percent-encoded for a query value (a continue token is opaque).
+std::string query_escape(const std::string& s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -352,40 +370,67 @@ Status KubeApplier::audit(std::vector<Work>& work, bool full) {
         if (type.status().code() == StatusCode::kNotFound) continue;  // kind gone
         return type.status();
       }
-      auto r = client_->request("GET", type->collection_path("") +
-                                           "?labelSelector=" + std::string(model::kManagedByLabel) +
-                                           "%3D" + std::string(model::kManagedByValue));
-      if (!r.ok()) return r.status();
-      if (r->code != 200) return status_of(*r, "list " + type->resource);
-      json list = r->object_json();
-      std::map<std::string, const json*> live;
-      if (!list.is_object() || !list.contains("items") || !list["items"].is_array()) {
-        return unavailable("list " + type->resource + ": not a list");
-      }
-      for (json& item : list["items"]) {
-        // Items of a list carry no apiVersion and kind of their own.
-        item["apiVersion"] = ref.api_version;
-        item["kind"] = ref.kind;
-        ObjectRef ir = ref_of(item);
-        live[object_id(ir)] = &item;
-        if (!type->namespaced) continue;
-        // Templates may leave the namespace out of a namespaced object.
-        if (ir.ns == "default") {
-          ir.ns.clear();
-          live[object_id(ir)] = &item;
-        }
-      }
-      for (auto& [id, e] : entries_) {
+      // The entries of this kind, by the id of the live object each stands
+      // for. A cluster-scoped object's template may name a namespace; the
+      // server ignores it, and so does the match.
+      std::map<std::string, std::vector<std::string>> wanted;
+      for (const auto& [id, e] : entries_) {
         auto er = parse_object_id(id);
         if (!er || er->api_version != ref.api_version || er->kind != ref.kind) continue;
-        auto w = by_id.find(id);
-        // A cluster-scoped object's template may name a namespace; the
-        // server ignores it, and so does the match.
-        std::string key = id;
+        std::string match = id;
         if (!type->namespaced && !er->ns.empty())
-          key = object_id({er->api_version, er->kind, "", er->name});
-        auto l = live.find(key);
-        observe(w == by_id.end() ? nullptr : w->second, e, l == live.end() ? nullptr : l->second);
+          match = object_id({er->api_version, er->kind, "", er->name});
+        wanted[match].push_back(id);
+      }
+      // Page by page, so that at most a page of parsed objects is held.
+      std::set<std::string> seen;
+      std::string next;
+      do {
+        std::string path = type->collection_path("") +
+                           "?labelSelector=" + std::string(model::kManagedByLabel) + "%3D" +
+                           std::string(model::kManagedByValue) +
+                           "&limit=" + std::to_string(std::max(1, options_.audit_page_size));
+        if (!next.empty()) path += "&continue=" + query_escape(next);
+        auto r = client_->request("GET", path);
+        if (!r.ok()) return r.status();
+        if (r->code != 200) return status_of(*r, "list " + type->resource);
+        json list = r->object_json();
+        if (!list.is_object() || !list.contains("items") || !list["items"].is_array()) {
+          return unavailable("list " + type->resource + ": not a list");
+        }
+        for (json& item : list["items"]) {
+          // Items of a list carry no apiVersion and kind of their own.
+          item["apiVersion"] = ref.api_version;
+          item["kind"] = ref.kind;
+          ObjectRef ir = ref_of(item);
+          std::vector<std::string> ids = {object_id(ir)};
+          // Templates may leave the namespace out of a namespaced object.
+          if (type->namespaced && ir.ns == "default") {
+            ir.ns.clear();
+            ids.push_back(object_id(ir));
+          }
+          for (const std::string& live_id : ids) {
+            auto m = wanted.find(live_id);
+            if (m == wanted.end()) continue;
+            for (const std::string& id : m->second) {
+              if (!seen.insert(id).second) continue;
+              auto w = by_id.find(id);
+              observe(w == by_id.end() ? nullptr : w->second, entries_.at(id), &item);
+            }
+          }
+        }
+        const json* md = list.contains("metadata") ? &list["metadata"] : nullptr;
+        next = md != nullptr && md->is_object() && md->contains("continue") &&
+                       (*md)["continue"].is_string()
+                   ? (*md)["continue"].get<std::string>()
+                   : "";
+      } while (!next.empty());
+      for (const auto& [match, ids] : wanted) {
+        for (const std::string& id : ids) {
+          if (seen.count(id) > 0) continue;
+          auto w = by_id.find(id);
+          observe(w == by_id.end() ? nullptr : w->second, entries_.at(id), nullptr);
+        }
       }
     }
     return ok_status();

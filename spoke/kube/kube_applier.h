@@ -92,6 +92,10 @@ struct KubeApplierOptions {
   std::chrono::milliseconds audit_interval{60000};
   std::chrono::milliseconds progress_interval{2000};
   std::chrono::milliseconds crd_wait{30000};
+  // Objects per page of an audit's LIST (limit and continue, as kubectl
+  // pages its own): a page is parsed whole, so this bounds what an audit
+  // holds, at about 2 KB an object without managedFields. At least 1.
+  int audit_page_size = 250;
 };
 
 // The parts of an id.

@@ -537,6 +537,55 @@ TEST_F(KubeApplierTest, DriftIsDetectedAndRepaired) {
   EXPECT_TRUE(live("apps", "deployments", "default", "web"));
 }
 
+TEST_F(KubeApplierTest, TheAuditReadsTheClusterPageByPage) {
+  KubeApplierOptions o = options();
+  o.audit_page_size = 2;
+  applier_.reset();
+  auto a = KubeApplier::open(o);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  applier_ = std::move(*a);
+  std::vector<model::RenderedObject> objects;
+  for (int i = 0; i < 6; ++i) {
+    objects.push_back(rendered(config_map("default", "cm-" + std::to_string(i), "v")));
+  }
+  std::vector<const model::RenderedObject*> all;
+  for (const auto& o2 : objects) all.push_back(&o2);
+  auto r = applier_->apply_all(all);
+  for (const auto& x : r) ASSERT_TRUE(x.ok()) << x.status().to_string();
+
+  // Changed by hand on the first page and deleted on the second: both seen.
+  ASSERT_EQ(request("PATCH", "/api/v1/namespaces/default/configmaps/cm-0?fieldManager=ops",
+                    {{"data", {{"key", "edited"}}}}, "application/merge-patch+json")
+                .code,
+            200);
+  ASSERT_EQ(request("DELETE", "/api/v1/namespaces/default/configmaps/cm-3", json::object(),
+                    "application/json")
+                .code,
+            200);
+  const size_t seen_before = cluster_->server().served_requests().size();
+  r = applier_->apply_all(all);
+  for (const auto& x : r) ASSERT_TRUE(x.ok()) << x.status().to_string();
+  EXPECT_NE(r[0]->drift.find(".data.key"), std::string::npos) << r[0]->drift;
+  EXPECT_EQ(r[2]->drift, "");
+  EXPECT_EQ(r[3]->drift, "repaired: the object was deleted");
+  EXPECT_EQ(r[5]->drift, "");
+  EXPECT_TRUE(live("", "configmaps", "default", "cm-3"));
+
+  // Five left, so three pages, each after the first continuing the one before.
+  std::vector<std::string> lists;
+  const auto served = cluster_->server().served_requests();
+  for (size_t i = seen_before; i < served.size(); ++i) {
+    if (served[i].method == "GET" && served[i].target.find("/configmaps?") != std::string::npos) {
+      lists.push_back(served[i].target);
+    }
+  }
+  ASSERT_EQ(lists.size(), 3u);
+  EXPECT_NE(lists[0].find("limit=2"), std::string::npos) << lists[0];
+  EXPECT_EQ(lists[0].find("continue="), std::string::npos) << lists[0];
+  EXPECT_NE(lists[1].find("continue="), std::string::npos) << lists[1];
+  EXPECT_NE(lists[2].find("continue="), std::string::npos) << lists[2];
+}
+
 TEST_F(KubeApplierTest, DriftUnderPolicyReportIsOnlyReported) {
   json d = config_map("default", "settings", "one");
   d["metadata"]["annotations"][kDriftAnnotation] = "report";

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <regex>
 #include <sstream>
 #include <vector>
@@ -297,7 +298,18 @@ ApiResponse ApiHandler::handle_resource(const ApiRequest& r, const std::string& 
     auto fields = parse_field_selector(param(r, "fieldSelector"));
     if (!fields.ok()) return bad_request(fields.status().message());
     if (truthy(param(r, "watch"))) return watch(*type, ns, *labels, *fields, r);
-    return store_.list(*type, ns, *labels, *fields);
+    size_t limit = 0;
+    if (const std::string l = param(r, "limit"); !l.empty()) {
+      // The real server ignores a limit of 0 or less, and refuses one that
+      // is not a number.
+      char* end = nullptr;
+      const long long n = std::strtoll(l.c_str(), &end, 10);
+      if (end == l.c_str() || *end != '\0') {
+        return bad_request("limit: Invalid value: \"" + l + "\": not an integer");
+      }
+      if (n > 0) limit = static_cast<size_t>(n);
+    }
+    return store_.list(*type, ns, *labels, *fields, limit, param(r, "continue"));
   }
   if (r.method == "DELETE") {
     if (name.empty() || status_only) return method_not_allowed(r.method);

@@ -227,6 +227,31 @@ TEST_F(KubectlTest, DeleteRemovesObjectsAndNamespaces) {
   EXPECT_FALSE(object("apps", "deployments", "shop", "web"));
 }
 
+TEST_F(KubectlTest, GetPagesWithLimitAndContinue) {
+  std::string yaml;
+  for (int i = 0; i < 5; ++i) {
+    yaml += "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: page-" + std::to_string(i) +
+            ", namespace: default}\ndata: {k: v}\n";
+  }
+  ASSERT_EQ(token({"apply", "--server-side", "-f", write("pages.yaml", yaml)}).exit_code, 0);
+  KubectlRun run = token({"get", "configmaps", "--chunk-size=2", "-o", "name"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_NE(run.output.find("configmap/page-" + std::to_string(i) + "\n"), std::string::npos)
+        << run.output;
+  }
+  int continued = 0;
+  for (const auto& r : cluster_->server().served_requests()) {
+    continued += r.method == "GET" && r.target.find("/configmaps?") != std::string::npos &&
+                 r.target.find("continue=") != std::string::npos;
+  }
+  EXPECT_EQ(continued, 2);  // pages of 2, 2 and 1
+  run =
+      token({"get", "--raw", "/api/v1/namespaces/default/configmaps?limit=2&continue=not-a-token"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.output.find("continue key is not valid"), std::string::npos) << run.output;
+}
+
 TEST_F(KubectlTest, ConflictBetweenFieldManagers) {
   std::string a = write("a.yaml", R"(apiVersion: v1
 kind: ConfigMap

@@ -23,6 +23,34 @@ constexpr const char* kLabelWhy =
     "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used "
     "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
+std::string encode_continue(const json& token) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : token.dump()) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  return out;
+}
+
+// The token's JSON, or null when it is not one.
+json decode_continue(const std::string& token) {
+  if (token.size() % 2 != 0) return nullptr;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string text;
+  for (size_t i = 0; i < token.size(); i += 2) {
+    const int hi = nibble(token[i]);
+    const int lo = nibble(token[i + 1]);
+    if (hi < 0 || lo < 0) return nullptr;
+    text += static_cast<char>(hi * 16 + lo);
+  }
+  return json::parse(text, nullptr, false);
+}
+
 std::string str_at(const json& object, const char* a, const char* b) {
   auto x = object.find(a);
   if (x == object.end() || !x->is_object()) return "";
@@ -125,11 +153,26 @@ ApiResponse ObjectStore::get(const ResourceType& type, const std::string& ns,
 }
 
 ApiResponse ObjectStore::list(const ResourceType& type, const std::string& ns,
-                              const Selector& labels, const Selector& fields) {
+                              const Selector& labels, const Selector& fields, size_t limit,
+                              const std::string& cont) {
+  // The continue token: hex of {"rv": N, "ns": ..., "name": ...}, the last
+  // object of the page before (opaque to clients; the real one is base64).
+  auto it = objects_.lower_bound(Key{type.group, type.resource, "", ""});
+  if (!cont.empty()) {
+    json start = decode_continue(cont);
+    if (!start.is_object() || !start.contains("ns") || !start["ns"].is_string() ||
+        !start.contains("name") || !start["name"].is_string()) {
+      return bad_request("continue key is not valid: not a token this server gave out");
+    }
+    it = objects_.upper_bound(Key{type.group, type.resource, start["ns"].get<std::string>(),
+                                  start["name"].get<std::string>()});
+  }
   json items = json::array();
-  for (const auto& [key, object] : objects_) {
+  std::string next, last_ns, last_name;
+  for (; it != objects_.end(); ++it) {
+    const auto& [key, object] = *it;
     const auto& [group, resource, object_ns, name] = key;
-    if (group != type.group || resource != type.resource) continue;
+    if (group != type.group || resource != type.resource) break;
     if (!ns.empty() && object_ns != ns) continue;
     const json& md = object["metadata"];
     if (!matches(labels, md.value("labels", json()))) continue;
@@ -142,12 +185,21 @@ ApiResponse ObjectStore::list(const ResourceType& type, const std::string& ns,
       item.erase("apiVersion");
       item.erase("kind");
     }
+    if (limit != 0 && items.size() == limit) {
+      // One more matches: this page ends before it.
+      next = encode_continue(json{{"rv", revision_}, {"ns", last_ns}, {"name", last_name}});
+      break;
+    }
+    last_ns = object_ns;
+    last_name = name;
     items.push_back(std::move(item));
   }
+  json metadata = {{"resourceVersion", std::to_string(revision_)}};
+  if (!next.empty()) metadata["continue"] = next;
   return ApiResponse{200,
                      json{{"apiVersion", type.group_version()},
                           {"kind", type.kind + "List"},
-                          {"metadata", {{"resourceVersion", std::to_string(revision_)}}},
+                          {"metadata", metadata},
                           {"items", items}},
                      "",
                      {},

@@ -79,8 +79,11 @@ class ObjectStore {
   void tick();
 
   ApiResponse get(const ResourceType& type, const std::string& ns, const std::string& name);
+  // `limit` 0: everything. Otherwise at most `limit` items, and while more
+  // remain, metadata.continue holds an opaque token that `cont` takes back
+  // to read the next page (a malformed token is 400).
   ApiResponse list(const ResourceType& type, const std::string& ns, const Selector& labels,
-                   const Selector& fields);
+                   const Selector& fields, size_t limit = 0, const std::string& cont = "");
   ApiResponse create(const ResourceType& type, const WriteRequest& req);
   ApiResponse update(const ResourceType& type, const WriteRequest& req);
   ApiResponse merge_patch(const ResourceType& type, const WriteRequest& req);
