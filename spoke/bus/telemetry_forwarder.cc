@@ -4,6 +4,7 @@
 #include <nats/nats.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -162,6 +163,10 @@ void TelemetryForwarder::run() {
   jsCtx* js = nullptr;
   natsSubscription* sub = nullptr;
   uint64_t last = load_last();
+  // Sequences after `last` up to here were lost to the stream's limits and
+  // are counted as dropped already (seen from the stream's first sequence
+  // while the uplink is down, before the forwarder reaches them).
+  uint64_t expired_through = 0;
   size_t refusal_logs = 0;
   auto last_refusal_reset = std::chrono::steady_clock::now();
   auto last_info = std::chrono::steady_clock::time_point{};
@@ -290,10 +295,31 @@ void TelemetryForwarder::run() {
     if (!force && now - last_info < std::chrono::seconds(1)) return;
     last_info = now;
     jsStreamInfo* si = nullptr;
-    if (js_GetStreamInfo(&si, js, kTelemetryStream, nullptr, nullptr) == NATS_OK) {
-      std::lock_guard lock(mu_);
-      stats_.buffered = si->State.Msgs;
-      jsStreamInfo_Destroy(si);
+    if (js_GetStreamInfo(&si, js, kTelemetryStream, nullptr, nullptr) != NATS_OK) return;
+    // Every sequence before the stream's first is gone: forwarded, or lost
+    // to the limits (counted now, not when the uplink is back). A batch in
+    // hand is ours to forward whatever the stream has done since.
+    uint64_t gone = si->State.FirstSeq > 0 ? si->State.FirstSeq - 1 : 0;
+    if (!batch.empty()) {
+      jsMsgMetaData* meta = nullptr;
+      if (natsMsg_GetMetaData(&meta, batch.front()) == NATS_OK) {
+        gone = std::min(gone, meta->Sequence.Stream - 1);
+        jsMsgMetaData_Destroy(meta);
+      } else {
+        gone = 0;
+      }
+    }
+    const uint64_t counted = std::max(last, expired_through);
+    std::lock_guard lock(mu_);
+    stats_.buffered = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+    if (gone > counted) {
+      stats_.dropped += gone - counted;
+      spdlog::warn(
+          "telemetry: {} message(s) up to sequence {} were dropped by the buffer's limits "
+          "before they could be forwarded",
+          gone - counted, gone);
+      expired_through = gone;
     }
   };
 
@@ -347,7 +373,7 @@ void TelemetryForwarder::run() {
       set_uplink(true);
     }
     uint64_t forwarded = 0, dropped = 0, oversized = 0, bad_subject = 0;
-    uint64_t seq_after = last;
+    uint64_t seq_after = std::max(last, expired_through);
     bool publish_failed = false;
     for (natsMsg* m : batch) {
       jsMsgMetaData* meta = nullptr;

@@ -30,7 +30,8 @@
 //
 // Counted (stats(), logged on every change of the uplink and every 5 s while they
 // changes): forwarded; dropped (sequence numbers the stream lost to its
-// limits before they were forwarded); refused (over telemetry_max_message
+// limits before they were forwarded, counted once the stream's first
+// sequence has passed them, so also while the uplink is down); refused (over telemetry_max_message
 // bytes, or a subject that does not map: logged with the reason, never
 // sent); buffered (what the stream holds now). The last forwarded sequence
 // is kept in `state_file` so that drops while the spoke was down are counted

@@ -3,7 +3,8 @@
 // hub's nats-server); a subscriber at the hub's nats-server receives it on
 // tm.<tenant>.<site>.<device>.>, also what was published while the hub's
 // NATS was down and the spoke and its bus were restarted, in order; the
-// buffer drops its oldest past its limit and counts them; an oversized
+// buffer drops its oldest past its size limit, and what is older than its
+// age limit, and counts them; an oversized
 // message is refused and counted. The real canopy-hub answers the
 // forwarder's barriers (hub/telemetry_barrier.h).
 //
@@ -45,7 +46,7 @@ class TelemetryTest : public E2ETest {
     ASSERT_NO_FATAL_FAILURE(launch_hub());
   }
 
-  void start_site(int64_t telemetry_max_bytes) {
+  void start_site(int64_t telemetry_max_bytes, int telemetry_max_age_seconds = 7 * 24 * 3600) {
     mqtt_port_ = port();
     monitor_port_ = port();
     Spoke& s = create_spoke(kSite, {{"region", "eu"}});
@@ -56,7 +57,8 @@ class TelemetryTest : public E2ETest {
                           << "  client_port: " << port() << "\n"
                           << "  monitor_port: " << monitor_port_ << "\n"
                           << "  leaf_remote: nats-leaf://127.0.0.1:" << leaf_port_ << "\n"
-                          << "  limits: {telemetry_max_bytes: " << telemetry_max_bytes << "}\n"
+                          << "  limits: {telemetry_max_bytes: " << telemetry_max_bytes
+                          << ", telemetry_max_age_seconds: " << telemetry_max_age_seconds << "}\n"
                           << "  tenants:\n"
                           << "    - name: acme\n"
                           << "      devices: [{id: pump-1, password_hash: \"" << kHash << "\"}]\n";
@@ -308,6 +310,31 @@ TEST_F(TelemetryTest, ASmallBufferDropsTheOldestAndCountsThem) {
             std::string::npos);
   EXPECT_NE(res->body.find("canopy_spoke_telemetry_buffered 0\n"), std::string::npos);
   EXPECT_NE(res->body.find("canopy_spoke_telemetry_uplink 1\n"), std::string::npos);
+}
+
+TEST_F(TelemetryTest, MessagesOlderThanTheAgeLimitAreDroppedAndCounted) {
+  ASSERT_NO_FATAL_FAILURE(start_site(1 << 20, 3));
+  ASSERT_NO_FATAL_FAILURE(subscribe_at_hub());
+  ASSERT_NO_FATAL_FAILURE(cut());
+  for (int i = 1; i <= 10; ++i) ASSERT_NO_FATAL_FAILURE(publish("old-" + std::to_string(i)));
+  // Past the age limit, the stream has expired all ten.
+  ASSERT_TRUE(wait_until([&] { return logged_counters().dropped == 10; }, kTimeout, kPoll))
+      << "expired messages not counted: " << logged_counters().dropped;
+  for (int i = 1; i <= 5; ++i) ASSERT_NO_FATAL_FAILURE(publish("new-" + std::to_string(i)));
+  ASSERT_NO_FATAL_FAILURE(heal());
+  std::vector<Received> got =
+      receive([](const auto& r) { return !r.empty() && r.back().data == "new-5"; });
+  ASSERT_EQ(got.size(), 5u) << "expected only the five young messages";
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].data, "new-" + std::to_string(i + 1)) << "at " << i;
+  }
+  ASSERT_TRUE(wait_until(
+      [&] {
+        Counters c = logged_counters();
+        return c.forwarded == 5 && c.dropped == 10 && c.buffered == 0;
+      },
+      kTimeout, kPoll))
+      << "forwarded " << logged_counters().forwarded << ", dropped " << logged_counters().dropped;
 }
 
 }  // namespace
