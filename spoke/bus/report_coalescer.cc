@@ -11,52 +11,49 @@ bool ReportCoalescer::add(const Device& device, nlohmann::json fields, uint64_t 
   State& s = devices_[device];
   const bool was_empty = s.fields.empty();
   for (auto& [name, value] : fields.items()) s.fields[name] = {std::move(value), at_ms};
-  return was_empty && !s.fields.empty();
+  if (!was_empty || s.fields.empty()) return false;
+  due_.emplace(due_at(s), device);
+  return true;
 }
 
 std::vector<ReportCoalescer::Due> ReportCoalescer::take_due(Clock::time_point now) {
   std::vector<Due> out;
-  for (auto it = devices_.begin(); it != devices_.end();) {
-    State& s = it->second;
-    const bool due = due_at(s) <= now;
-    if (due && !s.fields.empty()) {
-      out.push_back({it->first, std::move(s.fields)});
-      s.fields.clear();
-      s.last_write = now;
-      ++it;
-    } else if (due) {
-      // Quiet for a whole interval: its next report is due at once anyway.
-      it = devices_.erase(it);
-    } else {
-      ++it;
+  while (!due_.empty() && due_.begin()->first <= now) {
+    auto node = due_.extract(due_.begin());
+    const Device& device = node.value().second;
+    State& s = devices_.at(device);
+    out.push_back({device, std::move(s.fields)});
+    s.fields.clear();
+    s.last_write = now;
+    written_.emplace_back(now, device);
+  }
+  // Forget the devices quiet for a whole interval since their last write:
+  // their next report is due at once anyway.
+  while (!written_.empty() && written_.front().first + interval_ <= now) {
+    auto it = devices_.find(written_.front().second);
+    if (it != devices_.end() && it->second.fields.empty() &&
+        it->second.last_write == written_.front().first) {
+      devices_.erase(it);
     }
+    written_.pop_front();
   }
   return out;
 }
 
 std::vector<ReportCoalescer::Due> ReportCoalescer::take_all() {
   std::vector<Due> out;
-  for (auto& [device, s] : devices_) {
-    if (!s.fields.empty()) out.push_back({device, std::move(s.fields)});
+  for (const auto& [at, device] : due_) {
+    out.push_back({device, std::move(devices_.at(device).fields)});
   }
   devices_.clear();
+  due_.clear();
+  written_.clear();
   return out;
 }
 
 std::optional<ReportCoalescer::Clock::time_point> ReportCoalescer::next_due() const {
-  std::optional<Clock::time_point> next;
-  for (const auto& [device, s] : devices_) {
-    if (s.fields.empty()) continue;
-    const auto at = due_at(s);
-    if (!next || at < *next) next = at;
-  }
-  return next;
-}
-
-size_t ReportCoalescer::pending() const {
-  size_t n = 0;
-  for (const auto& [device, s] : devices_) n += s.fields.empty() ? 0 : 1;
-  return n;
+  if (due_.empty()) return std::nullopt;
+  return due_.begin()->first;
 }
 
 }  // namespace canopy::spoke::bus

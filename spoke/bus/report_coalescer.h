@@ -16,9 +16,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,14 +47,14 @@ class ReportCoalescer {
   bool add(const Device& device, nlohmann::json fields, uint64_t at_ms);
 
   // Takes the devices whose fields are due at `now` (their write is counted
-  // as done at `now`: the next one waits an interval). In device order.
+  // as done at `now`: the next one waits an interval), earliest due first.
   std::vector<Due> take_due(Clock::time_point now);
   // Takes every pending device, due or not (the spoke stopping).
   std::vector<Due> take_all();
   // When the earliest pending device is due; nullopt when nothing is pending.
   std::optional<Clock::time_point> next_due() const;
 
-  size_t pending() const;
+  size_t pending() const { return due_.size(); }
   // Devices remembered (pending, or written within the last interval).
   size_t tracked() const { return devices_.size(); }
 
@@ -63,8 +65,15 @@ class ReportCoalescer {
   };
   Clock::time_point due_at(const State& s) const;
 
+  // Every operation costs O(log n) in the devices tracked (or O(k log n) for
+  // k devices taken), never a walk over all of them: a site's writer wakes
+  // for each quiet device's report.
   const std::chrono::milliseconds interval_;
   std::map<Device, State> devices_;
+  // Devices with fields pending, by when they are due (fixed while pending).
+  std::set<std::pair<Clock::time_point, Device>> due_;
+  // Writes in time order, to forget devices quiet for an interval since.
+  std::deque<std::pair<Clock::time_point, Device>> written_;
 };
 
 }  // namespace canopy::spoke::bus
