@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
 
 namespace canopy::spoke::bus {
@@ -116,6 +117,27 @@ TEST(ReportCoalescerTest, TakeAllTakesWhatIsNotDueYet) {
   ASSERT_EQ(all.size(), 1u);
   EXPECT_EQ(all[0].fields.at("a").first, json(2));
   EXPECT_EQ(c.pending(), 0u);
+}
+
+TEST(ReportCoalescerTest, ManyDevicesAreTakenWhenEachIsDue) {
+  ReportCoalescer c(1000ms);
+  const auto t0 = Clock::now();
+  constexpr int kDevices = 10'000;
+  auto device = [](int i) { return ReportCoalescer::Device{"acme", "d-" + std::to_string(i)}; };
+  for (int i = 0; i < kDevices; ++i) EXPECT_TRUE(c.add(device(i), json{{"n", i}}, 1));
+  EXPECT_EQ(c.pending(), static_cast<size_t>(kDevices));
+  EXPECT_EQ(c.take_due(t0).size(), static_cast<size_t>(kDevices));
+  // Half report again 10 ms later: due at the end of their interval, not now.
+  for (int i = 0; i < kDevices; i += 2) c.add(device(i), json{{"n", -i}}, 2);
+  EXPECT_TRUE(c.take_due(t0 + 10ms).empty());
+  EXPECT_EQ(*c.next_due(), t0 + 1000ms);
+  auto due = c.take_due(t0 + 1000ms);
+  ASSERT_EQ(due.size(), static_cast<size_t>(kDevices / 2));
+  for (const auto& d : due) EXPECT_LE(d.fields.at("n").first.get<int>(), 0);
+  // The other half, quiet since t0, are forgotten; the first half at t0 + 2 s.
+  EXPECT_EQ(c.tracked(), static_cast<size_t>(kDevices / 2));
+  EXPECT_TRUE(c.take_due(t0 + 2000ms).empty());
+  EXPECT_EQ(c.tracked(), 0u);
 }
 
 }  // namespace
