@@ -19,9 +19,9 @@
 // gRPC API. The clock starts just before the Put and stops when the event
 // loop reads the PUBLISH carrying k from that device's connection. The path:
 // the hub's store, the sync session down to the spoke's store, the spoke's
-// DeviceDocumentsWatch (which waits 50 ms, kDebounce, for a burst to settle,
-// then reads every device document of the site), its retained QoS 1 publish
-// to the bus, the device's JetStream consumer. Both readings are this
+// DeviceDocumentsWatch (which reads the one changed document and, since only
+// its `desired` changed, leaves the bus config alone), its retained QoS 1
+// publish to the bus, the device's JetStream consumer. Both readings are this
 // process's steady clock: the error is the event loop's wake-up, microseconds.
 //
 // Report (--reports, at random times, --report-rate a second on average,
@@ -33,11 +33,11 @@
 // at most the time since its previous read began (report_poll_gap_max_ms,
 // printed with the figures). The pause keeps the poller from taking a core
 // of the hub's machine (a read takes ~0.1 ms: without it, thousands a
-// second) away from the path it measures. The spoke coalesces reports and
-// writes them once a second (spoke/bus/twin_reports.h,
-// TwinReportOptions::interval, 1 s): the report latency includes up to that
-// interval by design, which is why reports are sent at random times, to
-// sample every phase of it.
+// second) away from the path it measures. The spoke coalesces reports at the
+// leading edge (spoke/bus/report_coalescer.h: a device's report after a quiet
+// interval, 1 s, is written at once, later ones within the interval at its
+// end); each device here reports once, so every sample is a leading edge.
+// Reports are sent at random times all the same.
 //
 // Figures per device count N: desired_p50_ms_N, desired_p99_ms_N (target
 // < 100 ms for 1,000, < 250 ms for 10,000), report_p50_ms_N, report_p99_ms_N

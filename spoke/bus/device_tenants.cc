@@ -10,15 +10,15 @@
 #include <utility>
 
 #include "model/keys.h"
-#include "spoke/bus/mqtt_publisher.h"
 
 namespace canopy::spoke::bus {
 namespace {
 
-// Changes arriving together (a batch from the hub) make one pass.
-constexpr auto kDebounce = std::chrono::milliseconds(50);
 constexpr size_t kScanPage = 1000;
 constexpr auto kRetry = std::chrono::seconds(1);
+// A tenant's MQTT connection for desired twins is closed after this long
+// unused (its keep-alive is 60 s, and nothing pings it).
+constexpr auto kPublisherIdle = std::chrono::seconds(30);
 
 std::string_view key_of(const v1::LogEntry& e) {
   if (e.has_delta()) return e.delta().key();
@@ -112,14 +112,17 @@ StatusOr<std::unique_ptr<DeviceDocumentsWatch>> DeviceDocumentsWatch::start(
       new DeviceDocumentsWatch(store, std::move(site), sources, std::move(desired)));
   DeviceDocumentsWatch* raw = w.get();
   w->listener_ = store->subscribe([raw](const v1::LogEntry& e) {
-    if (!key_of(e).starts_with(raw->prefix_)) return;
+    const std::string_view key = key_of(e);
+    if (!key.starts_with(raw->prefix_)) return;
     std::lock_guard lock(raw->mu_);
-    raw->dirty_ = true;
+    raw->changed_.emplace(key);
     raw->cv_.notify_one();
   });
+  // What changed while the first pass read is read again by the thread.
   // A failed first apply (a refused spec) is logged; the watch still runs.
-  if (Status st = w->pass(); !st.ok() && st.code() != StatusCode::kInvalidArgument &&
-                             st.code() != StatusCode::kFailedPrecondition) {
+  if (Status st = w->pass({}, /*all=*/true); !st.ok() &&
+                                             st.code() != StatusCode::kInvalidArgument &&
+                                             st.code() != StatusCode::kFailedPrecondition) {
     return st;
   }
   w->thread_ = std::thread([raw] { raw->loop(); });
@@ -146,23 +149,39 @@ bool DeviceDocumentsWatch::known(std::string_view tenant, std::string_view id) {
   return known_.contains(std::pair<std::string, std::string>(tenant, id));
 }
 
-bool DeviceDocumentsWatch::publish(const std::map<std::string, Published>& items) {
+bool DeviceDocumentsWatch::publish(const std::map<std::string, Published>& items,
+                                   std::set<std::string>* failed_keys) {
   if (items.empty() || desired_.mqtt_host.empty()) return true;
   std::map<std::string, std::vector<std::pair<std::string, const Published*>>> by_tenant;
   for (const auto& [key, p] : items) by_tenant[p.tenant].emplace_back(key, &p);
   bool all = true;
   uint64_t published = 0;
   uint64_t failed = 0;
+  const auto now = std::chrono::steady_clock::now();
   for (const auto& [tenant, list] : by_tenant) {
-    MqttPublisher mqtt;
-    Status st =
-        mqtt.connect(desired_.mqtt_host, desired_.mqtt_port, "_canopy-" + site_ + "-" + tenant,
-                     spoke_mqtt_user(tenant), desired_.password);
+    Publisher& pub = publishers_[tenant];
+    if (pub.mqtt == nullptr) pub.mqtt = std::make_unique<MqttPublisher>();
+    pub.used = now;
+    auto connect = [&] {
+      return pub.mqtt->connect(desired_.mqtt_host, desired_.mqtt_port,
+                               "_canopy-" + site_ + "-" + tenant, spoke_mqtt_user(tenant),
+                               desired_.password);
+    };
+    Status st = pub.mqtt->connected() ? ok_status() : connect();
     for (const auto& [key, p] : list) {
-      if (st.ok()) st = mqtt.publish_retained(desired_topic(p->tenant, p->id), p->payload);
+      if (st.ok()) {
+        st = pub.mqtt->publish_retained(desired_topic(p->tenant, p->id), p->payload);
+        // A connection kept from an earlier pass may have been closed by the
+        // server (a reload, an idle timeout): one new connection, one retry.
+        if (!st.ok() && st.code() != StatusCode::kInvalidArgument) {
+          st = connect();
+          if (st.ok()) st = pub.mqtt->publish_retained(desired_topic(p->tenant, p->id), p->payload);
+        }
+      }
       if (!st.ok()) {
         ++failed;
         all = false;
+        if (failed_keys != nullptr) failed_keys->insert(key);
         continue;
       }
       ++published;
@@ -175,6 +194,7 @@ bool DeviceDocumentsWatch::publish(const std::map<std::string, Published>& items
     if (!st.ok()) {
       spdlog::warn("bus: desired twins of tenant {} not published: {}; retrying", tenant,
                    st.message());
+      pub.mqtt->disconnect();
     }
   }
   std::lock_guard lock(mu_);
@@ -183,90 +203,177 @@ bool DeviceDocumentsWatch::publish(const std::map<std::string, Published>& items
   return all;
 }
 
-Status DeviceDocumentsWatch::pass() {
-  std::vector<model::Device> devices;
+void DeviceDocumentsWatch::close_idle_publishers() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = publishers_.begin(); it != publishers_.end();) {
+    if (now - it->second.used >= kPublisherIdle) {
+      it = publishers_.erase(it);  // the destructor disconnects
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool DeviceDocumentsWatch::read_one(const std::string& key, const std::optional<std::string>& text,
+                                    uint64_t* refused) {
+  auto old = devices_.find(key);
+  std::optional<model::Device> device;
+  if (text) {
+    const model::ParsedKey k = model::parse_key(key);
+    if (k.kind != model::KeyKind::kDevice) {
+      ++*refused;
+      spdlog::error("bus: device document {} refused: not a device key", key);
+    } else {
+      const auto doc = nlohmann::json::parse(*text, nullptr, false);
+      auto parsed = model::parse_device(k.site, k.tenant, k.name, doc);
+      if (!parsed.ok()) {
+        ++*refused;
+        spdlog::error("bus: device document {} refused: {}", key, parsed.status().message());
+      } else {
+        device = std::move(*parsed);
+      }
+    }
+  }
+  if (!device) {
+    if (old == devices_.end()) return false;
+    devices_.erase(old);
+    return true;
+  }
+  if (old == devices_.end()) {
+    devices_.emplace(key, std::move(*device));
+    return true;
+  }
+  const bool bus_sees =
+      old->second.password_hash != device->password_hash || old->second.scope != device->scope;
+  old->second = std::move(*device);
+  return bus_sees;
+}
+
+Status DeviceDocumentsWatch::pass(const std::set<std::string>& keys, bool all) {
   uint64_t refused = 0;
-  std::string after;
-  while (true) {
-    auto page = store_->scan(prefix_, after, kScanPage);
-    if (!page.ok()) {
-      spdlog::error("bus: cannot read the device documents: {}", page.status().to_string());
-      return page.status();
+  bool bus_changed = false;
+  std::set<std::string> bus_keys;  // keys whose change the bus sees
+  std::set<std::string> touched;   // keys read in this pass
+  if (all) {
+    std::map<std::string, model::Device> before;
+    before.swap(devices_);
+    std::string after;
+    while (true) {
+      auto page = store_->scan(prefix_, after, kScanPage);
+      if (!page.ok()) {
+        devices_.swap(before);
+        spdlog::error("bus: cannot read the device documents: {}", page.status().to_string());
+        return page.status();
+      }
+      for (const auto& item : page->items) {
+        touched.insert(item.key);
+        (void)read_one(item.key, item.json, &refused);
+      }
+      if (page->next_after.empty()) break;
+      after = page->next_after;
     }
-    for (const auto& item : page->items) {
-      const model::ParsedKey k = model::parse_key(item.key);
-      if (k.kind != model::KeyKind::kDevice) {
-        ++refused;
-        spdlog::error("bus: device document {} refused: not a device key", item.key);
+    for (const auto& [key, d] : before) touched.insert(key);
+    for (const auto& [key, p] : published_) touched.insert(key);
+    bus_changed = true;
+    bus_keys = touched;
+  } else {
+    for (const auto& key : keys) {
+      std::optional<std::string> text;
+      if (auto got = store_->get(key); got.ok()) {
+        text = std::move(*got);
+      } else if (got.status().code() != StatusCode::kNotFound) {
+        spdlog::error("bus: cannot read the device document {}: {}", key, got.status().to_string());
         continue;
       }
-      const auto doc = nlohmann::json::parse(item.json, nullptr, false);
-      auto device = model::parse_device(k.site, k.tenant, k.name, doc);
-      if (!device.ok()) {
-        ++refused;
-        spdlog::error("bus: device document {} refused: {}", item.key, device.status().message());
-        continue;
+      touched.insert(key);
+      if (read_one(key, text, &refused)) {
+        bus_changed = true;
+        bus_keys.insert(key);
       }
-      devices.push_back(std::move(*device));
-    }
-    if (page->next_after.empty()) break;
-    after = page->next_after;
-  }
-  // Desired twins: what each device should have retained now.
-  std::map<std::string, Published> want;
-  std::set<std::pair<std::string, std::string>, std::less<>> known;
-  for (const auto& d : devices) {
-    known.emplace(d.tenant, d.id);
-    if (!d.desired.empty()) {
-      want[model::device_key(d.site, d.tenant, d.id)] = {d.tenant, d.id, d.desired.dump()};
     }
   }
-  // Clears first, while the devices' accounts still exist.
+  // Desired twins: what each touched device should have retained now.
   std::map<std::string, Published> clears;
-  for (const auto& [key, p] : published_) {
-    if (!want.contains(key)) clears[key] = {p.tenant, p.id, ""};
+  std::map<std::string, Published> changes;
+  for (const auto& key : touched) {
+    auto d = devices_.find(key);
+    auto p = published_.find(key);
+    const bool wanted = d != devices_.end() && !d->second.desired.empty();
+    if (!wanted) {
+      if (p != published_.end()) clears[key] = {p->second.tenant, p->second.id, ""};
+      continue;
+    }
+    std::string payload = d->second.desired.dump();
+    if (p == published_.end() || p->second.payload != payload) {
+      changes[key] = {d->second.tenant, d->second.id, std::move(payload)};
+    }
   }
-  bool published = publish(clears);
-  const size_t count = devices.size();
+  std::set<std::string> failed;
+  // Clears first, while the devices' accounts still exist.
+  bool published = publish(clears, &failed);
   {
     std::lock_guard lock(mu_);
     ++stats_.passes;
     stats_.refused += refused;
-    stats_.devices = count;
+    stats_.devices = devices_.size();
+    for (const auto& key : touched) {
+      const model::ParsedKey k = model::parse_key(key);
+      auto d = devices_.find(key);
+      if (d != devices_.end()) {
+        known_.emplace(d->second.tenant, d->second.id);
+      } else if (k.kind == model::KeyKind::kDevice) {
+        known_.erase(std::pair<std::string, std::string>(k.tenant, k.name));
+      }
+    }
   }
-  Status st = sources_->set_documents(std::move(devices));
-  if (st.ok()) spdlog::info("bus: {} device document(s) applied", count);
-  {
+  Status st = ok_status();
+  if (bus_changed) {
+    std::vector<model::Device> list;
+    list.reserve(devices_.size());
+    for (const auto& [key, d] : devices_) list.push_back(d);
+    const size_t count = list.size();
+    st = sources_->set_documents(std::move(list));
+    {
+      std::lock_guard lock(mu_);
+      ++stats_.bus_updates;
+    }
+    if (st.ok()) spdlog::info("bus: {} device document(s) applied", count);
+  }
+  // A device whose bus change was refused has no user to receive its twin.
+  if (!st.ok()) {
+    for (const auto& key : bus_keys) changes.erase(key);
+  }
+  published = publish(changes, &failed) && published;
+  if (!published) {
     std::lock_guard lock(mu_);
-    known_ = std::move(known);
-  }
-  std::map<std::string, Published> changes;
-  for (auto& [key, p] : want) {
-    auto it = published_.find(key);
-    if (it == published_.end() || it->second.payload != p.payload) changes[key] = std::move(p);
-  }
-  if (st.ok()) published = publish(changes) && published;
-  {
-    std::lock_guard lock(mu_);
-    retry_ = !published;
+    retry_.insert(failed.begin(), failed.end());
   }
   return st;
 }
 
 void DeviceDocumentsWatch::loop() {
   std::unique_lock lock(mu_);
+  auto retry_at = std::chrono::steady_clock::time_point::max();
   while (true) {
-    // A failed desired publish is retried a second later.
-    cv_.wait_for(lock, kRetry, [&] { return dirty_ || stopping_; });
+    // Wakes for changes at once; a failed desired publish is retried a
+    // second later; idle publishers are closed.
+    const auto until = std::min(retry_at, std::chrono::steady_clock::now() + kRetry);
+    cv_.wait_until(lock, until, [&] { return !changed_.empty() || stopping_; });
     if (stopping_) return;
-    if (!dirty_ && !retry_) continue;
-    // Let a burst of changes settle into one pass.
-    cv_.wait_for(lock, kDebounce, [&] { return stopping_; });
-    if (stopping_) return;
-    dirty_ = false;
+    std::set<std::string> keys;
+    keys.swap(changed_);
+    if (!retry_.empty() && std::chrono::steady_clock::now() >= retry_at) {
+      keys.merge(retry_);
+      retry_.clear();
+      retry_at = std::chrono::steady_clock::time_point::max();
+    }
     lock.unlock();
-    (void)pass();
+    if (!keys.empty()) (void)pass(keys, /*all=*/false);
+    close_idle_publishers();
     lock.lock();
+    if (!retry_.empty() && retry_at == std::chrono::steady_clock::time_point::max()) {
+      retry_at = std::chrono::steady_clock::now() + kRetry;
+    }
   }
 }
 

@@ -46,7 +46,11 @@ bool parse_subject(std::string_view s, std::string_view* tenant, std::string_vie
 }  // namespace
 
 TwinReports::TwinReports(Store* store, TwinReportOptions options, Known known)
-    : store_(store), options_(std::move(options)), known_(std::move(known)) {}
+    : store_(store),
+      options_(std::move(options)),
+      known_(std::move(known)),
+      coalescer_(options_.interval),
+      refusal_interval_start_(std::chrono::steady_clock::now()) {}
 
 StatusOr<std::unique_ptr<TwinReports>> TwinReports::start(Store* store, TwinReportOptions options,
                                                           Known known) {
@@ -153,23 +157,34 @@ void TwinReports::ingest(std::string_view subject, std::string_view payload, uin
     }
   }
   ++stats_.accepted;
-  auto& fields = pending_[{std::string(tenant), std::string(id)}];
-  for (auto& [k, v] : doc.items()) fields[k] = {std::move(v), at_ms};
+  if (coalescer_.add({std::string(tenant), std::string(id)}, std::move(doc), at_ms)) {
+    wake_ = true;
+    cv_.notify_all();
+  }
+}
+
+void TwinReports::log_quiet_refusals_locked() {
+  if (refusals_quiet_ > 0) {
+    spdlog::warn("twin: {} more report(s) refused in the last interval (not logged one by one)",
+                 refusals_quiet_);
+  }
+  refusal_logs_ = 0;
+  refusals_quiet_ = 0;
+  refusal_interval_start_ = std::chrono::steady_clock::now();
 }
 
 void TwinReports::flush() {
   std::lock_guard flushing(flush_mu_);
-  decltype(pending_) batch;
+  std::vector<ReportCoalescer::Due> batch;
   {
     std::lock_guard lock(mu_);
-    batch.swap(pending_);
-    if (refusals_quiet_ > 0) {
-      spdlog::warn("twin: {} more report(s) refused in the last interval (not logged one by one)",
-                   refusals_quiet_);
-    }
-    refusal_logs_ = 0;
-    refusals_quiet_ = 0;
+    batch = coalescer_.take_all();
+    log_quiet_refusals_locked();
   }
+  write(std::move(batch));
+}
+
+void TwinReports::write(std::vector<ReportCoalescer::Due> batch) {
   uint64_t writes = 0;
   uint64_t failures = 0;
   for (auto& [device, fields] : batch) {
@@ -214,12 +229,27 @@ void TwinReports::read_loop() {
 }
 
 void TwinReports::flush_loop() {
+  using SteadyClock = std::chrono::steady_clock;
   std::unique_lock lock(mu_);
   while (!stopping_) {
-    cv_.wait_for(lock, options_.interval, [&] { return stopping_; });
+    // Wake when the earliest pending device is due (at once for a report
+    // after a quiet interval: ingest notifies), and at least once an
+    // interval, so quiet devices are forgotten and refusals logged.
+    const auto now = SteadyClock::now();
+    auto until = now + options_.interval;
+    if (auto next = coalescer_.next_due(); next && *next < until) until = *next;
+    if (until > now) cv_.wait_until(lock, until, [&] { return stopping_ || wake_; });
+    wake_ = false;
     if (stopping_) return;
+    const auto at = SteadyClock::now();
+    std::vector<ReportCoalescer::Due> batch = coalescer_.take_due(at);
+    if (at - refusal_interval_start_ >= options_.interval) log_quiet_refusals_locked();
+    if (batch.empty()) continue;
     lock.unlock();
-    flush();
+    {
+      std::lock_guard flushing(flush_mu_);
+      write(std::move(batch));
+    }
     lock.lock();
   }
 }

@@ -11,15 +11,17 @@
 // kMaxRefusalLogs lines an interval, then a count) and counted by reason;
 // nothing else changes.
 //
-// Accepted reports are coalesced: fields are kept in memory, the latest
-// value of each winning, and written once an `interval` (1 s by default) into
-// `sites/<site>/reported/<tenant>/<id>` (model/documents.h: each field's
-// value and when it was reported), one write per device that reported
-// anything. So a device reporting 1,000 times a second costs one store
-// write, and one uplink delta, a second. The document flows up to the hub,
-// where the API shows it with the device's desired state.
+// Accepted reports are coalesced at the leading edge (ReportCoalescer): a
+// device's report after a quiet interval (`interval`, 1 s by default) is
+// written into `sites/<site>/reported/<tenant>/<id>` (model/documents.h: each
+// field's value and when it was reported) as soon as it arrives; reports
+// within an interval of the device's last write are kept in memory, the
+// latest value of each field winning, and written when that interval ends.
+// So a quiet device's report reaches the store (and the uplink) at once, and
+// a device reporting 1,000 times a second still costs at most one store
+// write, and one uplink delta, an interval.
 //
-// Thread-safety: one thread reads the subscription and one flushes; stats()
+// Thread-safety: one thread reads the subscription and one writes; stats()
 // from any thread. Destroying it stops both and writes what is pending.
 #pragma once
 
@@ -36,6 +38,7 @@
 #include <thread>
 #include <utility>
 
+#include "spoke/bus/report_coalescer.h"
 #include "store/status.h"
 #include "store/store.h"
 
@@ -84,7 +87,7 @@ class TwinReports {
   // One report, as received on `subject`; `now_ms` is when. Public for the
   // tests of the checks.
   void ingest(std::string_view subject, std::string_view payload, uint64_t now_ms);
-  // Writes what is pending now.
+  // Writes what is pending now, due or not.
   void flush();
 
  private:
@@ -92,6 +95,10 @@ class TwinReports {
   void refuse(uint64_t* counter, std::string_view subject, const std::string& why);
   void read_loop();
   void flush_loop();
+  // Writes each device's fields into its reported document.
+  void write(std::vector<ReportCoalescer::Due> batch);
+  // Logs the refusals not logged one by one; a new logging interval starts.
+  void log_quiet_refusals_locked();
 
   Store* const store_;
   const TwinReportOptions options_;
@@ -102,14 +109,13 @@ class TwinReports {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  bool wake_ = false;  // a device's due time may be earlier than the writer's wait
   TwinReportStats stats_;
-  size_t refusal_logs_ = 0;      // this interval
-  uint64_t refusals_quiet_ = 0;  // not logged this interval
-  // (tenant, id) -> field -> (value, atMs), latest wins.
-  std::map<std::pair<std::string, std::string>,
-           std::map<std::string, std::pair<nlohmann::json, uint64_t>>>
-      pending_;
-  std::mutex flush_mu_;  // one flush at a time
+  size_t refusal_logs_ = 0;                                       // this interval
+  uint64_t refusals_quiet_ = 0;                                   // not logged this interval
+  ReportCoalescer coalescer_;                                     // guarded by mu_
+  std::chrono::steady_clock::time_point refusal_interval_start_;  // guarded by mu_
+  std::mutex flush_mu_;                                           // one flush at a time
   std::thread reader_;
   std::thread flusher_;
 };
