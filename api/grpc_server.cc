@@ -7,6 +7,9 @@ namespace canopy::api {
 
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> grpc_tls_credentials(
     const TlsServerFiles& files) {
+  // gRPC checks the pair only when it listens, and says no more than that
+  // it cannot.
+  CANOPY_RETURN_IF_ERROR(check_server_tls(files));
   auto cert = read_tls_file("tls_cert_file", files.cert_file);
   if (!cert.ok()) return cert.status();
   auto key = read_tls_file("tls_key_file", files.key_file);

@@ -93,15 +93,23 @@ void log_alerts(const SSL* ssl, int where, int ret) {
         peer_of(ssl), desc);
   } else {
     const bool required = (SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
-    const bool no_cert = required && !client_cert_refused &&
-                         (desc == "certificate required" ||
-                          SSL_get0_peer_certificate(ssl) == nullptr);
+    const bool no_cert =
+        required && !client_cert_refused &&
+        (desc == "certificate required" || SSL_get0_peer_certificate(ssl) == nullptr);
     spdlog::info("TLS handshake from {} failed: sent alert \"{}\"{}", peer_of(ssl), desc,
                  no_cert ? " (no client certificate: this listener requires one)" : "");
   }
 }
 
 }  // namespace
+
+Status check_server_tls(const TlsServerFiles& files) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) return internal_error("SSL_CTX_new: " + ssl_error());
+  Status st = configure_server_tls(ctx, files);
+  SSL_CTX_free(ctx);
+  return st;
+}
 
 StatusOr<std::string> read_tls_file(const std::string& what, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -118,7 +126,8 @@ Status configure_server_tls(SSL_CTX* ctx, const TlsServerFiles& f) {
     return invalid_argument("tls_cert_file " + f.cert_file + ": " + ssl_error());
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, f.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return invalid_argument("tls_key_file " + f.key_file + ": " + ssl_error());
+    return invalid_argument("tls_key_file " + f.key_file + ": " + ssl_error() +
+                            " (it must be the key of tls_cert_file " + f.cert_file + ")");
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
     return invalid_argument("tls_key_file " + f.key_file + " is not the key of tls_cert_file " +

@@ -35,6 +35,10 @@ inline constexpr int kMaxHandshakeLogsPerMinute = 20;
 // OpenSSL's reason.
 Status configure_server_tls(SSL_CTX* ctx, const TlsServerFiles& files);
 
+// Whether the files make a usable server context (configure_server_tls on a
+// scratch one): the certificate and key exist, are PEM and match.
+Status check_server_tls(const TlsServerFiles& files);
+
 // Reads a whole file; errors name it.
 StatusOr<std::string> read_tls_file(const std::string& what, const std::string& path);
 

@@ -187,17 +187,29 @@ std::string probe_tls(const std::string& address, const ClientTls& tls) {
                 ? ": the hub may require a client certificate (--cert, --key)"
                 : ": the hub may refuse the client certificate --cert " + tls.cert_file);
   }
-  // TLS 1.3: the hub judges the client certificate after the handshake and
-  // answers with an alert; a good one gets the HTTP/2 settings.
+  // TLS 1.3: the hub judges the client certificate after the handshake, and
+  // answers with an alert (or gRPC: closes); a good one gets the HTTP/2
+  // settings.
   char buf[64];
   if (SSL_read(ssl.get(), buf, sizeof buf) <= 0) {
     const std::string why = ssl_reason();
-    if (why.find("alert") != std::string::npos) {
-      return tls.cert_pem.empty()
-                 ? "the hub requires a client certificate (" + why + "): set --cert and --key"
-                 : "the hub refused the client certificate --cert " + tls.cert_file + " (" + why +
-                       "): is it issued by the CA the hub trusts, and still valid?";
+    if (tls.cert_pem.empty()) {
+      return "the hub requires a client certificate (it ended the connection after the "
+             "handshake: " +
+             why + "): set --cert and --key";
     }
+    Ptr<BIO> cb(BIO_new_mem_buf(tls.cert_pem.data(), static_cast<int>(tls.cert_pem.size())));
+    Ptr<X509> mine(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+    if (mine && X509_cmp_current_time(X509_get0_notAfter(mine.get())) < 0) {
+      return "the hub refused the client certificate --cert " + tls.cert_file + ": it expired at " +
+             not_after(mine.get());
+    }
+    if (mine && X509_cmp_current_time(X509_get0_notBefore(mine.get())) > 0) {
+      return "the hub refused the client certificate --cert " + tls.cert_file +
+             ": it is not valid yet (check the clocks)";
+    }
+    return "the hub refused the client certificate --cert " + tls.cert_file + " (" + why +
+           "): is it issued by a CA the hub trusts (its tls_client_ca_file)?";
   }
   return "";
 }
