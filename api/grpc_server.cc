@@ -1,18 +1,37 @@
 #include "api/grpc_server.h"
 
-#include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
 
 namespace canopy::api {
 
-std::unique_ptr<grpc::Server> start_grpc_server(const std::string& listen_addr,
-                                                std::vector<grpc::Service*> services,
-                                                int* bound_port) {
+StatusOr<std::shared_ptr<grpc::ServerCredentials>> grpc_tls_credentials(
+    const TlsServerFiles& files) {
+  // gRPC checks the pair only when it listens, and says no more than that
+  // it cannot.
+  CANOPY_RETURN_IF_ERROR(check_server_tls(files));
+  auto cert = read_tls_file("tls_cert_file", files.cert_file);
+  if (!cert.ok()) return cert.status();
+  auto key = read_tls_file("tls_key_file", files.key_file);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  options.pem_key_cert_pairs.push_back({*key, *cert});
+  if (files.requires_client_cert()) {
+    auto ca = read_tls_file("tls_client_ca_file", files.client_ca_file);
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *ca;
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+std::unique_ptr<grpc::Server> start_grpc_server(
+    const std::string& listen_addr, std::vector<grpc::Service*> services, int* bound_port,
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
   grpc::ServerBuilder builder;
   int port = 0;
-  // Insecure until mTLS arrives (see the header).
-  builder.AddListeningPort(listen_addr, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen_addr,
+                           credentials ? credentials : grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   // A port another process holds is an error, not a shared listener.
@@ -33,7 +52,8 @@ std::unique_ptr<grpc::Server> start_grpc_server(const std::string& listen_addr,
     return nullptr;
   }
   if (bound_port != nullptr) *bound_port = port;
-  spdlog::info("gRPC server listening on {} (port {})", listen_addr, port);
+  spdlog::info("gRPC server listening on {} (port {}{})", listen_addr, port,
+               credentials ? ", TLS" : "");
   return server;
 }
 

@@ -1,15 +1,20 @@
 // Starting the hub's gRPC server.
 //
-// Transport security: insecure credentials for now; mTLS for hubs and spokes
-// and TLS with bearer tokens for users arrive in a later issue, as a
-// credentials argument here.
+// Transport security: plain TCP unless TLS files are given (api/tls.h):
+// then TLS, and with a client CA, client certificates required and verified
+// (REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY). gRPC logs a failed
+// handshake itself ("Handshake failed with fatal error ...", on stderr).
 #pragma once
 
+#include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "api/tls.h"
+#include "store/status.h"
 
 namespace canopy::api {
 
@@ -23,11 +28,16 @@ inline constexpr int kMaxIdlePollers = 128;
 
 // Listens on `listen_addr` ("host:port"; port 0 picks a free one, written to
 // `*bound_port` when not null) and serves `services`, which must outlive the
-// server. Returns nullptr when the address cannot be bound. Shut the server
-// down with a deadline (Shutdown(deadline)) so that open watch streams are
-// cancelled rather than waited for.
-std::unique_ptr<grpc::Server> start_grpc_server(const std::string& listen_addr,
-                                                std::vector<grpc::Service*> services,
-                                                int* bound_port);
+// server, with `credentials` (null: plain TCP). Returns nullptr when the
+// address cannot be bound. Shut the server down with a deadline
+// (Shutdown(deadline)) so that open watch streams are cancelled rather than
+// waited for.
+std::unique_ptr<grpc::Server> start_grpc_server(
+    const std::string& listen_addr, std::vector<grpc::Service*> services, int* bound_port,
+    std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
+
+// TLS credentials from the files (read now; errors name the file).
+StatusOr<std::shared_ptr<grpc::ServerCredentials>> grpc_tls_credentials(
+    const TlsServerFiles& files);
 
 }  // namespace canopy::api

@@ -1,6 +1,9 @@
 // HttpServer: an HTTP server (cpp-httplib) on its own thread, with the
 // start/stop lifecycle of the daemons' parts.
 //
+// With TLS files (api/tls.h) it serves HTTPS on the same listener (HTTP/1.1
+// keep-alive as before); a bad file makes start() fail, naming it.
+//
 // Routes are added to server() before start(). stop() is idempotent and waits
 // for the serving thread; httplib's own stop is a no-op until the server
 // runs, so stop() first waits (briefly) for it to run.
@@ -8,9 +11,11 @@
 
 #include <httplib.h>
 
+#include <memory>
 #include <string>
 #include <thread>
 
+#include "api/tls.h"
 #include "daemon/process.h"
 #include "store/status.h"
 
@@ -21,12 +26,13 @@ class HttpServer {
   // Connections waiting to be accepted.
   static constexpr int kListenBacklog = 1024;
 
-  HttpServer() = default;
+  explicit HttpServer(TlsServerFiles tls = {});
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  httplib::Server& server() { return server_; }
+  httplib::Server& server() { return *server_; }
+  bool tls() const { return tls_.enabled(); }
 
   // Binds `listen` ("host:port"; port 0 picks a free one) and serves on a new
   // thread. Unavailable when the address cannot be bound.
@@ -39,7 +45,9 @@ class HttpServer {
   int port() const { return port_; }
 
  private:
-  httplib::Server server_;
+  TlsServerFiles tls_;
+  Status tls_status_;  // what setting up TLS said
+  std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;
   int listen_fd_ = -1;  // the listening socket, as the socket-options hook saw it

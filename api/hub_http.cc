@@ -86,6 +86,12 @@ std::string hub_metrics(hub::Hub* hub) {
             "Enrollment requests refused (bad, expired or used token, bad CSR).",
             es.refused_enrollments);
     counter("canopy_hub_site_revocations", "Site identities revoked.", es.revocations);
+    counter("canopy_hub_certificate_renewals", "Site certificates renewed before expiry.",
+            es.renewals);
+    counter("canopy_hub_certificate_renewals_refused",
+            "Certificate renewals refused (expired or foreign certificate, bad signature, "
+            "revoked site, bad CSR).",
+            es.refused_renewals);
   }
 
   const hub::IndexCounts counts = hub->index()->counts();

@@ -707,6 +707,37 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
         reply_json(res, out.dump());
       }));
 
+  // Rotation before expiry (docs/security.md): no bearer token; the site's
+  // current certificate and a signature over the CSR with its key are the
+  // credential.
+  server.Post(
+      "/v1/renew",
+      with([](CatalogService* c, const std::string&, const Request& req, Response& res) {
+        if (!check_params(req, res, {})) return;
+        hub::Enrollment* enrollment = c->enrollment();
+        if (enrollment == nullptr) {
+          return reply_status(
+              res, grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites"));
+        }
+        const json body = json::parse(req.body, nullptr, false);
+        auto is_string = [&body](const char* k) { return body.contains(k) && body[k].is_string(); };
+        if (body.is_discarded() || !body.is_object() || body.size() != 3 ||
+            !is_string("certificate") || !is_string("csr") || !is_string("signature")) {
+          return reply_invalid(res,
+                               "the body must be a JSON object {\"certificate\": \"<current PEM "
+                               "certificate>\", \"csr\": \"<PEM CSR>\", \"signature\": \"<hex "
+                               "signature of the CSR with the current key>\"}");
+        }
+        auto renewed =
+            enrollment->renew(body["certificate"].get<std::string>(),
+                              body["csr"].get<std::string>(), body["signature"].get<std::string>());
+        if (!renewed.ok()) return reply_status(res, to_grpc(renewed.status()));
+        reply_json(res, json{{"site", renewed->site},
+                             {"certificate", renewed->certificate_pem},
+                             {"ca", renewed->ca_pem}}
+                            .dump());
+      }));
+
   // --- Watch.
   server.Get(
       "/v1/watch",

@@ -10,6 +10,9 @@
 //   canopy-hub --name hub --data /var/lib/canopy/hub --nats nats://127.0.0.1:4222
 //   canopy-hub --name eu --parent root --nats nats://127.0.0.1:4223 ...  (a regional hub)
 //   canopy-hub --nats-auth-file /etc/nats/canopy-auth.conf --write-nats-auth ...
+//   canopy-hub --tls-cert hub.crt --tls-key hub.key [--tls-client-ca ca.crt] ...
+//   canopy-hub --tls-host hub.example.com --tls-host 10.0.0.5 ...  (a serving
+//       certificate issued by the hub's own CA, which sites pin)
 //   canopy-hub --version
 //
 // SIGTERM or SIGINT shuts it down cleanly: the API stops taking requests,
@@ -25,6 +28,7 @@
 #include "api/hub_http.h"
 #include "api/rest.h"
 #include "daemon/command_line.h"
+#include "daemon/identity.h"
 #include "daemon/process.h"
 #include "hub/config.h"
 #include "hub/hub.h"
@@ -33,6 +37,9 @@ namespace canopy {
 namespace {
 
 constexpr char kProgram[] = "canopy-hub";
+// A serving certificate the hub issues itself (--tls-host) is issued again
+// at each start.
+constexpr int kServingCertDays = 90;
 
 void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
   app.add_option("--name", cfg->name, "hub name (DNS-1123 label)");
@@ -56,6 +63,36 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
                  "nats-server authorization include file the hub manages (docs/security.md)");
   app.add_option("--nats-pid-file", cfg->nats_pid_file,
                  "nats-server's pid file: SIGHUP after each change of --nats-auth-file");
+  app.add_option("--site-cert-seconds", cfg->site_cert_seconds,
+                 "site certificates' validity in seconds instead of site_cert_days (tests)");
+  app.add_option("--tls-cert", cfg->tls_cert_file,
+                 "serving certificate (PEM) for gRPC and HTTP: both then speak TLS");
+  app.add_option("--tls-key", cfg->tls_key_file, "the serving certificate's key (PEM)");
+  app.add_option("--tls-client-ca", cfg->tls_client_ca_file,
+                 "require client certificates issued by a CA in this file (mTLS)");
+  app.add_option("--tls-host", cfg->tls_hosts,
+                 "instead of --tls-cert: the hub issues its serving certificate from its CA for "
+                 "this host name or address (repeat for more)");
+}
+
+// The TLS files of the listeners; with tls_hosts, a serving certificate
+// issued from the hub's CA now, into <data>/tls/ (key 0600).
+StatusOr<api::TlsServerFiles> tls_files(const hub::HubConfig& cfg) {
+  api::TlsServerFiles files{cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file};
+  if (cfg.tls_hosts.empty()) return files;
+  auto ca = hub::load_or_create_ca(cfg.data_dir, cfg.name);
+  if (!ca.ok()) return ca.status();
+  auto served = daemon::issue_server_cert(*ca, cfg.tls_hosts, kServingCertDays);
+  if (!served.ok()) return served.status();
+  files.cert_file = cfg.data_dir + "/tls/hub.crt";
+  files.key_file = cfg.data_dir + "/tls/hub.key";
+  CANOPY_RETURN_IF_ERROR(daemon::write_private_file(files.key_file, served->key_pem));
+  CANOPY_RETURN_IF_ERROR(daemon::write_private_file(files.cert_file, served->cert_pem));
+  std::string hosts;
+  for (const auto& h : cfg.tls_hosts) hosts += (hosts.empty() ? "" : ", ") + h;
+  spdlog::info("TLS: issued the hub's serving certificate for {} from its CA ({})", hosts,
+               files.cert_file);
+  return files;
 }
 
 // --write-nats-auth: writes the CA and the NATS authorization file from the
@@ -80,6 +117,7 @@ int write_nats_auth(const hub::HubConfig& cfg) {
   eo.nats_auth_file = cfg.nats_auth_file;
   eo.nats_pid_file = cfg.nats_pid_file;
   eo.cert_days = cfg.site_cert_days;
+  eo.cert_seconds = cfg.site_cert_seconds;
   auto enrollment = hub::Enrollment::open(store->get(), SystemClock::instance(), eo);
   if (!enrollment.ok()) {
     spdlog::error("enrollment: {}", enrollment.status().message());
@@ -91,12 +129,26 @@ int write_nats_auth(const hub::HubConfig& cfg) {
 
 int run(const hub::HubConfig& cfg) {
   daemon::set_log_level(cfg.log_level);
+  auto tls = tls_files(cfg);
+  if (!tls.ok()) {
+    spdlog::error("TLS: {}", tls.status().message());
+    return 1;
+  }
+  std::shared_ptr<grpc::ServerCredentials> grpc_credentials;
+  if (tls->enabled()) {
+    auto creds = api::grpc_tls_credentials(*tls);
+    if (!creds.ok()) {
+      spdlog::error("TLS: {}", creds.status().message());
+      return 1;
+    }
+    grpc_credentials = *creds;
+  }
   daemon::Health health;
   hub::Hub hub(cfg);
   std::unique_ptr<api::Authenticator> auth;
   std::unique_ptr<api::CatalogService> catalog;
   std::unique_ptr<grpc::Server> grpc_server;
-  api::HttpServer http;
+  api::HttpServer http(*tls);
   std::vector<daemon::Part> parts;
   parts.push_back({"hub", [&] { return hub.start(); }, [&] { hub.stop(); }});
   // The API's parts follow the hub's store (the authenticator subscribes to
@@ -120,9 +172,13 @@ int run(const hub::HubConfig& cfg) {
     options.enrollment = hub.enrollment();
     catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status(),
                                                     auth.get(), std::move(options));
-    grpc_server = api::start_grpc_server(cfg.grpc_listen, {catalog.get()}, nullptr);
+    grpc_server =
+        api::start_grpc_server(cfg.grpc_listen, {catalog.get()}, nullptr, grpc_credentials);
     if (!grpc_server) return unavailable("cannot listen on " + cfg.grpc_listen);
-    spdlog::info("gRPC API on {}", cfg.grpc_listen);
+    spdlog::info("gRPC API on {}{}", cfg.grpc_listen,
+                 !grpc_credentials             ? ""
+                 : tls->requires_client_cert() ? " (TLS, client certificates required)"
+                                               : " (TLS)");
     return ok_status();
   };
   parts.push_back({"gRPC API",

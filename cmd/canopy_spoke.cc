@@ -34,6 +34,7 @@
 #include "spoke/bus/twin_reports.h"
 #include "spoke/config.h"
 #include "spoke/enroll.h"
+#include "spoke/renew.h"
 #include "spoke/spoke.h"
 
 namespace canopy {
@@ -85,6 +86,14 @@ int run(const spoke::SpokeConfig& cfg) {
     parts.push_back({"device bus", start_bus, stop_bus});
   }
   parts.push_back({"spoke", [&] { return site.start(); }, [&] { site.stop(); }});
+  // Rotation of the site certificate before it expires (enrolled sites).
+  spoke::CertificateRenewer renewer(cfg.data_dir, cfg.hub_url, cfg.renew_at);
+  parts.push_back({"certificate renewal",
+                   [&]() -> Status {
+                     renewer.start();
+                     return ok_status();
+                   },
+                   [&] { renewer.stop(); }});
   if (cfg.bus.enabled) {
     // The site's device documents (from the hub's API, in the site's scope)
     // join the configured devices once the store is open.
@@ -188,7 +197,11 @@ int main(int argc, char** argv) {
     app.add_option("--enroll", enroll.token,
                    "enroll first with this bootstrap token (kubectl canopy enroll SITE), then run");
     app.add_option("--hub-url", enroll.hub_url,
-                   "with --enroll: the hub's HTTP API, http://host:port");
+                   "with --enroll: the hub's HTTP API, http://host:port or https://host:port "
+                   "(https: its certificate must be issued by the pinned CA)");
+    app.add_option("--renew-at", c->renew_at,
+                   "renew the site certificate after this fraction of its lifetime (default "
+                   "0.667)");
     app.add_option("--ca-fingerprint", enroll.ca_fingerprint,
                    "with --enroll: the hub CA's fingerprint to pin (sha256:<hex>)");
     app.add_option("--nats-credentials", c->nats_credentials_file,

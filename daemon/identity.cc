@@ -2,6 +2,7 @@
 // and private files.
 #include "daemon/identity.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/ec.h>
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <vector>
@@ -149,13 +151,15 @@ Status random_serial(X509* cert) {
 }
 
 // A new certificate for `subject_key`'s public half, named `cn`, valid for
-// `days` from an hour ago (clocks of sites drift).
-StatusOr<Ptr<X509>> new_cert(EVP_PKEY* subject_key, std::string_view cn, int days) {
+// `validity_s` from now, and from an hour ago (clocks of sites drift; less
+// for a certificate shorter than that, so that its lifetime is mostly
+// ahead).
+StatusOr<Ptr<X509>> new_cert(EVP_PKEY* subject_key, std::string_view cn, long validity_s) {
   Ptr<X509> cert(X509_new());
   if (!cert || !X509_set_version(cert.get(), 2)) return internal_error("X509_new: " + ssl_error());
   CANOPY_RETURN_IF_ERROR(random_serial(cert.get()));
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(days) * 24 * 3600);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -std::min<long>(3600, validity_s));
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), validity_s);
   if (!X509_set_pubkey(cert.get(), subject_key)) {
     return internal_error("cannot set the public key: " + ssl_error());
   }
@@ -174,7 +178,7 @@ StatusOr<std::string> generate_private_key() {
 StatusOr<KeyAndCert> create_ca(std::string_view common_name, int days) {
   auto key = new_key();
   if (!key.ok()) return key.status();
-  auto cert = new_cert(key->get(), common_name, days);
+  auto cert = new_cert(key->get(), common_name, static_cast<long>(days) * 24 * 3600);
   if (!cert.ok()) return cert.status();
   X509* c = cert->get();
   if (!X509_set_issuer_name(c, X509_get_subject_name(c))) {
@@ -216,6 +220,11 @@ StatusOr<std::string> make_csr(std::string_view key_pem_text, std::string_view c
 
 StatusOr<std::string> sign_csr(const KeyAndCert& ca, std::string_view csr_pem,
                                std::string_view expected_cn, int days) {
+  return sign_csr_seconds(ca, csr_pem, expected_cn, static_cast<long>(days) * 24 * 3600);
+}
+
+StatusOr<std::string> sign_csr_seconds(const KeyAndCert& ca, std::string_view csr_pem,
+                                       std::string_view expected_cn, long validity_s) {
   auto bio = mem_bio(csr_pem);
   Ptr<X509_REQ> req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
   if (!req) return invalid_argument("csr: not a PEM certificate signing request");
@@ -235,7 +244,7 @@ StatusOr<std::string> sign_csr(const KeyAndCert& ca, std::string_view csr_pem,
   if (!ca_key.ok()) return ca_key.status();
   auto ca_cert = read_cert(ca.cert_pem);
   if (!ca_cert.ok()) return ca_cert.status();
-  auto cert = new_cert(pub.get(), expected_cn, days);
+  auto cert = new_cert(pub.get(), expected_cn, validity_s);
   if (!cert.ok()) return cert.status();
   X509* c = cert->get();
   if (!X509_set_issuer_name(c, X509_get_subject_name(ca_cert->get()))) {
@@ -249,6 +258,116 @@ StatusOr<std::string> sign_csr(const KeyAndCert& ca, std::string_view csr_pem,
     return internal_error("cannot sign the certificate: " + ssl_error());
   }
   return cert_pem(c);
+}
+
+StatusOr<KeyAndCert> issue_server_cert(const KeyAndCert& ca, const std::vector<std::string>& hosts,
+                                       int days) {
+  if (hosts.empty()) return invalid_argument("a serving certificate needs at least one host name");
+  std::string san;
+  for (const std::string& h : hosts) {
+    if (h.empty() || h.find_first_of(", ") != std::string::npos) {
+      return invalid_argument("host name \"" + h + "\" is empty or holds a comma or space");
+    }
+    unsigned char addr[16];
+    const bool ip =
+        inet_pton(AF_INET, h.c_str(), addr) == 1 || inet_pton(AF_INET6, h.c_str(), addr) == 1;
+    if (!san.empty()) san += ",";
+    san += (ip ? "IP:" : "DNS:") + h;
+  }
+  auto key = new_key();
+  if (!key.ok()) return key.status();
+  auto ca_key = read_key(ca.key_pem);
+  if (!ca_key.ok()) return ca_key.status();
+  auto ca_cert = read_cert(ca.cert_pem);
+  if (!ca_cert.ok()) return ca_cert.status();
+  auto cert = new_cert(key->get(), hosts.front(), static_cast<long>(days) * 24 * 3600);
+  if (!cert.ok()) return cert.status();
+  X509* c = cert->get();
+  if (!X509_set_issuer_name(c, X509_get_subject_name(ca_cert->get()))) {
+    return internal_error("cannot set the issuer: " + ssl_error());
+  }
+  CANOPY_RETURN_IF_ERROR(add_ext(c, ca_cert->get(), NID_basic_constraints, "critical,CA:FALSE"));
+  CANOPY_RETURN_IF_ERROR(add_ext(c, ca_cert->get(), NID_key_usage, "critical,digitalSignature"));
+  CANOPY_RETURN_IF_ERROR(add_ext(c, ca_cert->get(), NID_ext_key_usage, "serverAuth"));
+  CANOPY_RETURN_IF_ERROR(add_ext(c, ca_cert->get(), NID_subject_alt_name, san.c_str()));
+  CANOPY_RETURN_IF_ERROR(add_ext(c, ca_cert->get(), NID_authority_key_identifier, "keyid"));
+  if (!X509_sign(c, ca_key->get(), EVP_sha256())) {
+    return internal_error("cannot sign the certificate: " + ssl_error());
+  }
+  KeyAndCert out;
+  auto kp = key_pem(key->get());
+  if (!kp.ok()) return kp.status();
+  auto cp = cert_pem(c);
+  if (!cp.ok()) return cp.status();
+  out.key_pem = std::move(*kp);
+  out.cert_pem = std::move(*cp);
+  return out;
+}
+
+StatusOr<std::string> sign_bytes(std::string_view key_pem_text, std::string_view data) {
+  auto key = read_key(key_pem_text);
+  if (!key.ok()) return key.status();
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  size_t n = 0;
+  if (!md || EVP_DigestSignInit(md.get(), nullptr, EVP_sha256(), nullptr, key->get()) != 1 ||
+      EVP_DigestSign(md.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(data.data()),
+                     data.size()) != 1) {
+    return internal_error("cannot sign: " + ssl_error());
+  }
+  std::string sig(n, '\0');
+  if (EVP_DigestSign(md.get(), reinterpret_cast<unsigned char*>(sig.data()), &n,
+                     reinterpret_cast<const unsigned char*>(data.data()), data.size()) != 1) {
+    return internal_error("cannot sign: " + ssl_error());
+  }
+  sig.resize(n);
+  return hex(reinterpret_cast<const unsigned char*>(sig.data()), sig.size());
+}
+
+Status verify_bytes(std::string_view cert_pem_text, std::string_view data,
+                    std::string_view signature_hex) {
+  auto cert = read_cert(cert_pem_text);
+  if (!cert.ok()) return cert.status();
+  if (signature_hex.size() % 2 != 0 || signature_hex.size() > 1024) {
+    return invalid_argument("signature: not hex");
+  }
+  std::string sig;
+  for (size_t i = 0; i < signature_hex.size(); i += 2) {
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      return -1;
+    };
+    const int hi = nibble(signature_hex[i]), lo = nibble(signature_hex[i + 1]);
+    if (hi < 0 || lo < 0) return invalid_argument("signature: not lowercase hex");
+    sig.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  Ptr<EVP_PKEY> pub(X509_get_pubkey(cert->get()));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!pub || !md ||
+      EVP_DigestVerifyInit(md.get(), nullptr, EVP_sha256(), nullptr, pub.get()) != 1) {
+    return internal_error("cannot verify: " + ssl_error());
+  }
+  const int ok =
+      EVP_DigestVerify(md.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
+                       reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  ERR_clear_error();
+  if (ok != 1) return permission_denied("the signature does not verify with the certificate's key");
+  return ok_status();
+}
+
+StatusOr<CertValidity> cert_validity(std::string_view pem) {
+  auto cert = read_cert(pem);
+  if (!cert.ok()) return cert.status();
+  auto ms = [](const ASN1_TIME* t) -> StatusOr<uint64_t> {
+    struct tm tm {};
+    if (ASN1_TIME_to_tm(t, &tm) != 1) return invalid_argument("certificate: unreadable validity");
+    return static_cast<uint64_t>(timegm(&tm)) * 1000;
+  };
+  auto nb = ms(X509_get0_notBefore(cert->get()));
+  if (!nb.ok()) return nb.status();
+  auto na = ms(X509_get0_notAfter(cert->get()));
+  if (!na.ok()) return na.status();
+  return CertValidity{*nb, *na};
 }
 
 StatusOr<std::string> cert_fingerprint(std::string_view pem) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "store/status.h"
 
@@ -39,6 +40,31 @@ StatusOr<std::string> make_csr(std::string_view key_pem, std::string_view common
 // clientAuth) valid for `days` with a random serial.
 StatusOr<std::string> sign_csr(const KeyAndCert& ca, std::string_view csr_pem,
                                std::string_view expected_cn, int days);
+
+// A serving certificate with a new key, signed by the CA: CN = hosts[0],
+// subjectAltName one IP entry per host that is an IPv4 or IPv6 address and one
+// DNS entry per other host, serverAuth, valid for `days`. InvalidArgument
+// when `hosts` is empty.
+StatusOr<KeyAndCert> issue_server_cert(const KeyAndCert& ca, const std::vector<std::string>& hosts,
+                                       int days);
+
+// The certificate's notBefore and notAfter, in milliseconds since the epoch.
+struct CertValidity {
+  uint64_t not_before_ms = 0;
+  uint64_t not_after_ms = 0;
+};
+StatusOr<CertValidity> cert_validity(std::string_view cert_pem);
+
+// sign_csr with a validity in seconds (tests of rotation use short ones).
+StatusOr<std::string> sign_csr_seconds(const KeyAndCert& ca, std::string_view csr_pem,
+                                       std::string_view expected_cn, long validity_s);
+
+// An ECDSA-SHA256 signature of `data` with `key_pem`, as lowercase hex; and
+// its check against the public key of `cert_pem` (PermissionDenied when it
+// does not verify).
+StatusOr<std::string> sign_bytes(std::string_view key_pem, std::string_view data);
+Status verify_bytes(std::string_view cert_pem, std::string_view data,
+                    std::string_view signature_hex);
 
 // "sha256:<64 hex>" of the certificate's DER; InvalidArgument for bad PEM.
 StatusOr<std::string> cert_fingerprint(std::string_view cert_pem);

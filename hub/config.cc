@@ -9,13 +9,31 @@ namespace canopy::hub {
 
 Status load_hub_config(const std::string& path, HubConfig* c) {
   YAML::Node root;
-  CANOPY_RETURN_IF_ERROR(daemon::load_config_map(
-      path,
-      {"name", "data_dir", "nats", "grpc_listen", "health_listen", "durability",
-       "max_concurrent_catchups", "away_after_s", "session_timeout_s", "log_retention_hours",
-       "log_level", "admin_token_file", "parent", "peers", "nats_auth_file", "nats_pid_file",
-       "site_cert_days", "peer_reconcile_s"},
-      &root));
+  CANOPY_RETURN_IF_ERROR(daemon::load_config_map(path,
+                                                 {"name",
+                                                  "data_dir",
+                                                  "nats",
+                                                  "grpc_listen",
+                                                  "health_listen",
+                                                  "durability",
+                                                  "max_concurrent_catchups",
+                                                  "away_after_s",
+                                                  "session_timeout_s",
+                                                  "log_retention_hours",
+                                                  "log_level",
+                                                  "admin_token_file",
+                                                  "parent",
+                                                  "peers",
+                                                  "nats_auth_file",
+                                                  "nats_pid_file",
+                                                  "site_cert_days",
+                                                  "peer_reconcile_s",
+                                                  "tls_cert_file",
+                                                  "tls_key_file",
+                                                  "tls_client_ca_file",
+                                                  "tls_hosts",
+                                                  "site_cert_seconds"},
+                                                 &root));
   try {
     if (root["name"]) c->name = root["name"].as<std::string>();
     if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
@@ -46,6 +64,17 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
     if (root["nats_auth_file"]) c->nats_auth_file = root["nats_auth_file"].as<std::string>();
     if (root["nats_pid_file"]) c->nats_pid_file = root["nats_pid_file"].as<std::string>();
     if (root["site_cert_days"]) c->site_cert_days = root["site_cert_days"].as<int>();
+    if (root["site_cert_seconds"]) c->site_cert_seconds = root["site_cert_seconds"].as<long>();
+    if (root["tls_cert_file"]) c->tls_cert_file = root["tls_cert_file"].as<std::string>();
+    if (root["tls_key_file"]) c->tls_key_file = root["tls_key_file"].as<std::string>();
+    if (root["tls_client_ca_file"]) {
+      c->tls_client_ca_file = root["tls_client_ca_file"].as<std::string>();
+    }
+    if (root["tls_hosts"]) {
+      c->tls_hosts = root["tls_hosts"].IsSequence()
+                         ? root["tls_hosts"].as<std::vector<std::string>>()
+                         : std::vector<std::string>{root["tls_hosts"].as<std::string>()};
+    }
   } catch (const YAML::Exception& e) {
     return invalid_argument("config " + path + ": " + e.what());
   }
@@ -97,6 +126,26 @@ Status validate_hub_config(const HubConfig& c) {
   }
   if (c.site_cert_days < 1 || c.site_cert_days > 3650) {
     return invalid_argument("site_cert_days: must be 1 to 3650");
+  }
+  if (c.site_cert_seconds != 0 && (c.site_cert_seconds < 10 || c.site_cert_seconds > 86400)) {
+    return invalid_argument("site_cert_seconds: 0 (use site_cert_days) or 10 to 86400");
+  }
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return invalid_argument(c.tls_cert_file.empty() ? "tls_key_file: only with tls_cert_file"
+                                                    : "tls_cert_file: needs tls_key_file");
+  }
+  if (!c.tls_cert_file.empty() && !c.tls_hosts.empty()) {
+    return invalid_argument(
+        "tls_hosts: not with tls_cert_file (either the hub issues its serving certificate, or "
+        "it is given)");
+  }
+  for (const auto& h : c.tls_hosts) {
+    if (h.empty() || h.find_first_of(", ") != std::string::npos) {
+      return invalid_argument("tls_hosts: \"" + h + "\" is not a host name or address");
+    }
+  }
+  if (!c.tls_client_ca_file.empty() && !c.tls()) {
+    return invalid_argument("tls_client_ca_file: only with tls_cert_file or tls_hosts");
   }
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.grpc_listen));
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.health_listen));

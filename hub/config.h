@@ -61,6 +61,22 @@ struct HubConfig {
   std::string nats_auth_file;
   std::string nats_pid_file;
   int site_cert_days = 365;
+  // When not 0, a site certificate's validity in seconds instead of
+  // site_cert_days: for tests of rotation (at least 10).
+  long site_cert_seconds = 0;
+
+  // TLS for the gRPC and HTTP listeners (docs/security.md, "TLS"): off
+  // unless a certificate is set. tls_cert_file and tls_key_file: the serving
+  // certificate (chain) and key, PEM. tls_client_ca_file: clients must then
+  // present a certificate issued by a CA in it (mTLS). tls_hosts: instead of
+  // a certificate file, the hub issues its own serving certificate from its
+  // CA for these names and addresses (written to <data_dir>/tls/ at each
+  // start), so that a site that pinned the CA verifies the hub with it.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  std::vector<std::string> tls_hosts;
+  bool tls() const { return !tls_cert_file.empty() || !tls_hosts.empty(); }
 
   std::string admin_token_path() const {
     return admin_token_file.empty() ? data_dir + "/admin.token" : admin_token_file;

@@ -94,9 +94,10 @@ StatusOr<std::unique_ptr<Enrollment>> Enrollment::open(Store* store, Clock* cloc
   return e;
 }
 
-Status Enrollment::load_ca() {
+StatusOr<daemon::KeyAndCert> load_or_create_ca(const std::string& data_dir,
+                                               const std::string& hub_name) {
   namespace fs = std::filesystem;
-  const std::string dir = options_.data_dir + "/ca";
+  const std::string dir = data_dir + "/ca";
   const std::string key_path = dir + "/ca.key";
   const std::string cert_path = dir + "/ca.crt";
   std::error_code ec;
@@ -107,28 +108,38 @@ Status Enrollment::load_ca() {
                                (have_key ? key_path : cert_path) +
                                " exists; restore both from a backup (the CA cannot be half made)");
   }
+  daemon::KeyAndCert ca;
   if (!have_key) {
-    auto ca = daemon::create_ca("canopy hub " + options_.hub_name + " CA", kCaDays);
-    if (!ca.ok()) return ca.status();
-    CANOPY_RETURN_IF_ERROR(daemon::write_private_file(key_path, ca->key_pem));
+    auto made = daemon::create_ca("canopy hub " + hub_name + " CA", kCaDays);
+    if (!made.ok()) return made.status();
+    CANOPY_RETURN_IF_ERROR(daemon::write_private_file(key_path, made->key_pem));
     // The certificate is public; it is written 0600 too, with its directory.
-    CANOPY_RETURN_IF_ERROR(daemon::write_private_file(cert_path, ca->cert_pem));
-    ca_ = std::move(*ca);
+    CANOPY_RETURN_IF_ERROR(daemon::write_private_file(cert_path, made->cert_pem));
+    ca = std::move(*made);
     spdlog::info("enrollment: created the hub's CA in {}", dir);
   } else {
     if (::access(key_path.c_str(), R_OK) != 0) {
       return unavailable("CA: cannot read " + key_path);
     }
-    ca_.key_pem = read_file(key_path);
-    ca_.cert_pem = read_file(cert_path);
+    ca.key_pem = read_file(key_path);
+    ca.cert_pem = read_file(cert_path);
   }
-  auto fp = daemon::cert_fingerprint(ca_.cert_pem);
+  auto fp = daemon::cert_fingerprint(ca.cert_pem);
   if (!fp.ok()) return invalid_argument("CA: " + cert_path + ": " + fp.status().message());
   // The key must be the certificate's: a mixed-up restore would issue
   // certificates that sites cannot verify.
-  if (Status st = daemon::verify_cert(ca_.cert_pem, ca_.cert_pem, ca_.key_pem); !st.ok()) {
+  if (Status st = daemon::verify_cert(ca.cert_pem, ca.cert_pem, ca.key_pem); !st.ok()) {
     return failed_precondition("CA in " + dir + " is unusable: " + st.message());
   }
+  return ca;
+}
+
+Status Enrollment::load_ca() {
+  auto ca = load_or_create_ca(options_.data_dir, options_.hub_name);
+  if (!ca.ok()) return ca.status();
+  ca_ = std::move(*ca);
+  auto fp = daemon::cert_fingerprint(ca_.cert_pem);
+  if (!fp.ok()) return fp.status();
   ca_fingerprint_ = *fp;
   spdlog::info("enrollment: hub CA fingerprint {}", ca_fingerprint_);
   return ok_status();
@@ -254,7 +265,7 @@ StatusOr<EnrolledSite> Enrollment::enroll(std::string_view token_text, std::stri
   }
   // Check the CSR before the token is spent: a bad request costs no token.
   const std::string site = record->site;
-  auto cert = daemon::sign_csr(ca_, csr_pem, site, options_.cert_days);
+  auto cert = sign(csr_pem, site);
   if (!cert.ok()) return refused(cert.status());
   // Spent before anything is handed out, durably: a replay, even after a
   // crash here, finds it used.
@@ -271,7 +282,7 @@ StatusOr<EnrolledSite> Enrollment::enroll(std::string_view token_text, std::stri
   auto fp = daemon::cert_fingerprint(out.certificate_pem);
   if (!fp.ok()) return fp.status();
   identity.cert_fingerprint = *fp;
-  identity.cert_not_after_ms = now + static_cast<uint64_t>(options_.cert_days) * 24 * 3600 * 1000;
+  identity.cert_not_after_ms = now + cert_validity_ms();
   identity.enrolled_at_ms = now;
   identity.nats_user = site_nats_user(site);
   if (manages_nats()) {
@@ -295,6 +306,70 @@ StatusOr<EnrolledSite> Enrollment::enroll(std::string_view token_text, std::stri
   spdlog::info("enrollment: site {} enrolled with token {} (certificate {})", site, record->id,
                identity.cert_fingerprint);
   return out;
+}
+
+StatusOr<std::string> Enrollment::sign(std::string_view csr_pem, const std::string& site) {
+  if (options_.cert_seconds > 0) {
+    return daemon::sign_csr_seconds(ca_, csr_pem, site, options_.cert_seconds);
+  }
+  return daemon::sign_csr(ca_, csr_pem, site, options_.cert_days);
+}
+
+uint64_t Enrollment::cert_validity_ms() const {
+  if (options_.cert_seconds > 0) return static_cast<uint64_t>(options_.cert_seconds) * 1000;
+  return static_cast<uint64_t>(options_.cert_days) * 24 * 3600 * 1000;
+}
+
+StatusOr<RenewedCertificate> Enrollment::renew(std::string_view cert_pem, std::string_view csr_pem,
+                                               std::string_view signature_hex) {
+  auto refused = [this](Status st) {
+    ++refused_renewals_;
+    spdlog::warn("certificate renewal refused: {}", st.message());
+    return st;
+  };
+  if (Status st = daemon::verify_cert(ca_.cert_pem, cert_pem); !st.ok()) {
+    return refused(
+        unauthenticated("the current certificate does not verify against this hub's "
+                        "CA: " +
+                        st.message() +
+                        " (an expired certificate cannot renew: enroll again with a "
+                        "new token)"));
+  }
+  auto cn = daemon::cert_common_name(cert_pem);
+  if (!cn.ok()) return refused(unauthenticated("the current certificate names no site"));
+  const std::string site = *cn;
+  if (Status st = daemon::verify_bytes(cert_pem, csr_pem, signature_hex); !st.ok()) {
+    return refused(
+        unauthenticated("site " + site + ": the renewal request's signature: " + st.message()));
+  }
+  std::lock_guard lock(mu_);
+  const std::string key = model::site_identity_key(site);
+  auto raw = store_->get(key);
+  if (!raw.ok()) {
+    if (raw.status().code() == StatusCode::kNotFound) {
+      return refused(not_found("site " + site + " was never enrolled at this hub"));
+    }
+    return raw.status();
+  }
+  auto identity = model::parse_site_identity(site, nlohmann::json::parse(*raw, nullptr, false));
+  if (!identity.ok()) return identity.status();
+  if (identity->revoked || !admits(site)) {
+    return refused(permission_denied("site " + site +
+                                     " is revoked: it cannot renew its certificate; enroll it "
+                                     "again with a new token"));
+  }
+  auto cert = sign(csr_pem, site);
+  if (!cert.ok()) return refused(cert.status());
+  auto fp = daemon::cert_fingerprint(*cert);
+  if (!fp.ok()) return fp.status();
+  const std::string old_fp = identity->cert_fingerprint;
+  identity->cert_fingerprint = *fp;
+  identity->cert_not_after_ms = clock_->now_ms() + cert_validity_ms();
+  auto put = store_->put_value(key, model::site_identity_document(*identity));
+  if (!put.ok()) return put.status();
+  ++renewals_;
+  spdlog::info("enrollment: site {} renewed its certificate ({} -> {})", site, old_fp, *fp);
+  return RenewedCertificate{site, std::move(*cert), ca_.cert_pem};
 }
 
 Status Enrollment::revoke(std::string_view site) {
@@ -384,8 +459,9 @@ Status Enrollment::signal_reload() {
 }
 
 EnrollmentStats Enrollment::stats() const {
-  return EnrollmentStats{tokens_issued_.load(), enrollments_.load(), refused_.load(),
-                         revocations_.load(), reloads_.load()};
+  return EnrollmentStats{tokens_issued_.load(),   enrollments_.load(), refused_.load(),
+                         revocations_.load(),     reloads_.load(),     renewals_.load(),
+                         refused_renewals_.load()};
 }
 
 }  // namespace canopy::hub

@@ -48,6 +48,8 @@ struct EnrollmentOptions {
   // change of nats_auth_file. Empty: not told (reload by hand).
   std::string nats_pid_file;
   int cert_days = 365;  // validity of a site's certificate
+  // When not 0, the validity in seconds instead (tests of rotation).
+  long cert_seconds = 0;
 };
 
 // A token as issue() returns it: the text is shown once.
@@ -73,12 +75,25 @@ struct EnrollmentStats {
   uint64_t refused_enrollments = 0;
   uint64_t revocations = 0;
   uint64_t nats_reloads = 0;
+  uint64_t renewals = 0;
+  uint64_t refused_renewals = 0;
+};
+
+// What renew() gives the site.
+struct RenewedCertificate {
+  std::string site;
+  std::string certificate_pem;
+  std::string ca_pem;
 };
 
 // The NATS user of a site, and the subjects it may use (docs/security.md).
 std::string site_nats_user(std::string_view site);
 std::vector<std::string> site_publish_allow(std::string_view site);
 std::vector<std::string> site_subscribe_allow(std::string_view site);
+
+// The hub's CA from <data_dir>/ca/, made there (key 0600) when missing.
+StatusOr<daemon::KeyAndCert> load_or_create_ca(const std::string& data_dir,
+                                               const std::string& hub_name);
 
 class Enrollment {
  public:
@@ -101,6 +116,15 @@ class Enrollment {
   // message for all, so that nothing tells them apart), expired or used;
   // InvalidArgument for a bad CSR.
   StatusOr<EnrolledSite> enroll(std::string_view token_text, std::string_view csr_pem);
+  // Rotation before expiry: a site proves itself with its current
+  // certificate (issued by this CA, unexpired) and a signature over
+  // `csr_pem` made with that certificate's key (`signature_hex`,
+  // daemon::sign_bytes), and gets a new certificate for the CSR's key
+  // (CN = the site). Unauthenticated for a certificate that does not verify
+  // (expired, another CA) or a bad signature; PermissionDenied for a revoked
+  // site; NotFound for one never enrolled; InvalidArgument for a bad CSR.
+  StatusOr<RenewedCertificate> renew(std::string_view cert_pem, std::string_view csr_pem,
+                                     std::string_view signature_hex);
   // Cuts `site` off: NotFound when it was never enrolled.
   Status revoke(std::string_view site);
   // Whether messages from `site` are accepted: false once revoked (until it
@@ -134,7 +158,9 @@ class Enrollment {
   mutable std::mutex revoked_mu_;
   std::set<std::string> revoked_;
   std::atomic<uint64_t> tokens_issued_{0}, enrollments_{0}, refused_{0}, revocations_{0},
-      reloads_{0};
+      reloads_{0}, renewals_{0}, refused_renewals_{0};
+  StatusOr<std::string> sign(std::string_view csr_pem, const std::string& site);
+  uint64_t cert_validity_ms() const;
 };
 
 }  // namespace canopy::hub

@@ -13,7 +13,8 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
       path,
       {"site", "labels", "parent", "data_dir", "applier", "manifests_dir", "kubeconfig",
        "kube_context", "kube_audit_seconds", "nats", "health_listen", "durability",
-       "resync_seconds", "log_retention_hours", "log_level", "bus", "nats_credentials_file"},
+       "resync_seconds", "log_retention_hours", "log_level", "bus", "nats_credentials_file",
+       "hub_url", "renew_at"},
       &root));
   try {
     if (root["site"]) c->site = root["site"].as<std::string>();
@@ -37,6 +38,8 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
     if (root["nats_credentials_file"]) {
       c->nats_credentials_file = root["nats_credentials_file"].as<std::string>();
     }
+    if (root["hub_url"]) c->hub_url = root["hub_url"].as<std::string>();
+    if (root["renew_at"]) c->renew_at = root["renew_at"].as<double>();
     if (root["health_listen"]) c->health_listen = root["health_listen"].as<std::string>();
     if (root["durability"]) {
       auto d = parse_durability(root["durability"].as<std::string>());
@@ -99,6 +102,13 @@ Status validate_spoke_config(const SpokeConfig& c) {
     return invalid_argument("log_retention_hours: must be at least 1");
   }
   CANOPY_RETURN_IF_ERROR(daemon::validate_listen(c.health_listen));
+  if (!(c.renew_at >= 0.1 && c.renew_at <= 0.95)) {
+    return invalid_argument("renew_at: a fraction of the certificate's lifetime, 0.1 to 0.95");
+  }
+  if (!c.hub_url.empty() && !c.hub_url.starts_with("http://") &&
+      !c.hub_url.starts_with("https://")) {
+    return invalid_argument("hub_url: want http://host:port or https://host:port");
+  }
   if (c.bus.enabled) {
     std::string password;
     auto spec = bus::make_bus_spec(c.bus, c.site, c.data_dir, &password);

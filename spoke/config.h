@@ -34,6 +34,11 @@ struct SpokeConfig {
   // The site's NATS user from its enrollment (spoke/enroll.h); empty:
   // <data_dir>/identity/nats.json, used when it exists.
   std::string nats_credentials_file;
+  // Rotation of the site certificate (spoke/renew.h): the hub's HTTP API
+  // (empty: the URL it enrolled at, identity/hub-url), and the fraction of
+  // the certificate's lifetime after which it is renewed.
+  std::string hub_url;
+  double renew_at = 2.0 / 3.0;
   std::string health_listen = "127.0.0.1:7501";  // local API: /healthz, /v1/...
   Durability durability = Durability::kGroupCommit;
   uint64_t resync_seconds = 30;  // full reconcile even without changes (repairs drift)

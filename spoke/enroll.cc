@@ -2,6 +2,9 @@
 #include "spoke/enroll.h"
 
 #include <httplib.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -27,21 +30,6 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-// The hub's answer's error text ({"error": ...}) or its status.
-std::string error_of(const httplib::Result& res) {
-  if (!res) return "no answer (" + httplib::to_string(res.error()) + ")";
-  json body = json::parse(res->body, nullptr, false);
-  std::string what = "HTTP " + std::to_string(res->status);
-  if (body.is_object() && body.contains("error")) {
-    const json& e = body["error"];
-    if (e.is_string()) return what + ": " + e.get<std::string>();
-    if (e.is_object() && e.contains("message") && e["message"].is_string()) {
-      return what + ": " + e["message"].get<std::string>();
-    }
-  }
-  return what;
-}
-
 Status check_pinned(const std::string& ca_pem, const std::string& pinned, const char* where) {
   auto fp = daemon::cert_fingerprint(ca_pem);
   if (!fp.ok()) return invalid_argument(std::string(where) + ": " + fp.status().message());
@@ -58,29 +46,140 @@ Status check_pinned(const std::string& ca_pem, const std::string& pinned, const 
 
 std::string identity_dir(const std::string& data_dir) { return data_dir + "/identity"; }
 
+StatusOr<std::unique_ptr<httplib::ClientImpl>> hub_http_client(const std::string& hub_url,
+                                                               const std::string& ca_pem,
+                                                               const std::string& cert_pem,
+                                                               const std::string& key_pem) {
+  const bool tls = hub_url.starts_with("https://");
+  if (!tls && !hub_url.starts_with("http://")) {
+    return invalid_argument("--hub-url " + hub_url +
+                            ": want the hub's HTTP API, http://host:port or https://host:port");
+  }
+  std::string rest = hub_url.substr(tls ? 8 : 7);
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  std::string host;
+  int port = tls ? 443 : 80;
+  const size_t colon = rest.rfind(':');
+  if (colon != std::string::npos && rest.find(']', colon) == std::string::npos) {
+    host = rest.substr(0, colon);
+    try {
+      port = std::stoi(rest.substr(colon + 1));
+    } catch (const std::exception&) {
+      return invalid_argument("--hub-url " + hub_url + ": bad port");
+    }
+  } else {
+    host = rest;
+  }
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host.empty() || host.find('/') != std::string::npos) {
+    return invalid_argument("--hub-url " + hub_url + ": want scheme://host:port, no path");
+  }
+  std::unique_ptr<httplib::ClientImpl> client;
+  if (!tls) {
+    client = std::make_unique<httplib::ClientImpl>(host, port);
+  } else {
+    std::unique_ptr<httplib::SSLClient> ssl;
+    if (!cert_pem.empty()) {
+      BIO* cb = BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size()));
+      X509* cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+      BIO_free(cb);
+      BIO* kb = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
+      EVP_PKEY* key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+      BIO_free(kb);
+      if (cert == nullptr || key == nullptr) {
+        X509_free(cert);
+        EVP_PKEY_free(key);
+        return invalid_argument("the site's certificate or key is not PEM");
+      }
+      ssl = std::make_unique<httplib::SSLClient>(host, port, cert, key);
+      X509_free(cert);
+      EVP_PKEY_free(key);
+    } else {
+      ssl = std::make_unique<httplib::SSLClient>(host, port);
+    }
+    if (ca_pem.empty()) {
+      ssl->enable_server_certificate_verification(false);
+    } else {
+      X509_STORE* store = X509_STORE_new();
+      BIO* bio = BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size()));
+      int added = 0;
+      while (X509* c = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
+        X509_STORE_add_cert(store, c);
+        X509_free(c);
+        ++added;
+      }
+      BIO_free(bio);
+      ERR_clear_error();
+      if (added == 0) {
+        X509_STORE_free(store);
+        return invalid_argument("the pinned CA is not a PEM certificate");
+      }
+      ssl->set_ca_cert_store(store);  // owned by the client's context from here
+      ssl->enable_server_certificate_verification(true);
+    }
+    client = std::move(ssl);
+  }
+  client->set_connection_timeout(5, 0);
+  client->set_read_timeout(30, 0);
+  return client;
+}
+
+std::string hub_error(const httplib::ClientImpl& client, const httplib::Result& res) {
+  if (!res) {
+    const httplib::Error e = res.error();
+    auto* ssl = dynamic_cast<const httplib::SSLClient*>(&client);
+    if (e == httplib::Error::SSLServerVerification && ssl != nullptr) {
+      const long v = ssl->get_openssl_verify_result();
+      if (v != X509_V_OK) {
+        std::string why = X509_verify_cert_error_string(v);
+        if (v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+            v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+            v == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE) {
+          why +=
+              ": it was not issued by the pinned CA (give the hub a serving certificate from "
+              "its CA: tls_hosts)";
+        }
+        return "TLS: the hub's certificate does not verify against the pinned CA: " + why;
+      }
+      return "TLS: the hub's certificate does not name the host in --hub-url (use a name it "
+             "holds, or reissue it: tls_hosts)";
+    }
+    if (e == httplib::Error::SSLConnection) {
+      return "TLS handshake with the hub failed (does it serve https on that port? does it "
+             "require a client certificate?)";
+    }
+    return "no answer (" + httplib::to_string(e) + ")";
+  }
+  json body = json::parse(res->body, nullptr, false);
+  std::string what = "HTTP " + std::to_string(res->status);
+  if (body.is_object() && body.contains("error")) {
+    const json& e = body["error"];
+    if (e.is_string()) return what + ": " + e.get<std::string>();
+    if (e.is_object() && e.contains("message") && e["message"].is_string()) {
+      return what + ": " + e["message"].get<std::string>();
+    }
+  }
+  return what;
+}
+
 Status enroll_site(const EnrollRequest& r) {
   auto pinned = daemon::normalize_fingerprint(r.ca_fingerprint);
   if (!pinned.ok()) return pinned.status();
   if (r.token.empty()) return invalid_argument("--enroll: the bootstrap token is empty");
-  if (!r.hub_url.starts_with("http://") && !r.hub_url.starts_with("https://")) {
-    return invalid_argument("--hub-url " + r.hub_url +
-                            ": want the hub's HTTP API, http://host:port");
-  }
   const std::string dir = identity_dir(r.data_dir);
   std::error_code ec;
   if (std::filesystem::exists(dir + "/site.crt", ec)) {
     return failed_precondition("site " + r.site + " is already enrolled (" + dir +
                                "/site.crt exists); remove " + dir + " to enroll again");
   }
-  httplib::Client cli(r.hub_url);
-  cli.set_connection_timeout(5, 0);
-  cli.set_read_timeout(30, 0);
-
-  // 1. The hub's CA, checked before the token goes anywhere.
-  auto ca_res = cli.Get("/v1/ca");
+  // 1. The hub's CA, checked before the token goes anywhere (over https
+  // unverified: nothing secret is sent, and the answer is checked below).
+  auto probe = hub_http_client(r.hub_url, "");
+  if (!probe.ok()) return probe.status();
+  auto ca_res = (*probe)->Get("/v1/ca");
   if (!ca_res || ca_res->status != 200) {
     return unavailable("cannot read the hub's CA from " + r.hub_url +
-                       "/v1/ca: " + error_of(ca_res));
+                       "/v1/ca: " + hub_error(**probe, ca_res));
   }
   const json ca_doc = json::parse(ca_res->body, nullptr, false);
   if (!ca_doc.is_object() || !ca_doc.contains("ca") || !ca_doc["ca"].is_string()) {
@@ -88,7 +187,12 @@ Status enroll_site(const EnrollRequest& r) {
   }
   // The fingerprint is computed here from the certificate, never taken from
   // the answer.
-  CANOPY_RETURN_IF_ERROR(check_pinned(ca_doc["ca"].get<std::string>(), *pinned, "GET /v1/ca"));
+  const std::string pinned_ca = ca_doc["ca"].get<std::string>();
+  CANOPY_RETURN_IF_ERROR(check_pinned(pinned_ca, *pinned, "GET /v1/ca"));
+  // From here the hub's certificate must verify against the pinned CA.
+  auto verified = hub_http_client(r.hub_url, pinned_ca);
+  if (!verified.ok()) return verified.status();
+  httplib::ClientImpl& cli = **verified;
 
   // 2. The site's key, made here, and a CSR for it.
   auto key = daemon::generate_private_key();
@@ -102,7 +206,7 @@ Status enroll_site(const EnrollRequest& r) {
   if (!res || res->status != 200) {
     return Status(
         res && res->status == 401 ? StatusCode::kUnauthenticated : StatusCode::kUnavailable,
-        "the hub refused the enrollment: " + error_of(res));
+        "the hub refused the enrollment: " + hub_error(cli, res));
   }
   json answer = json::parse(res->body, nullptr, false);
   if (!answer.is_object() || !answer.contains("certificate") ||
@@ -131,6 +235,7 @@ Status enroll_site(const EnrollRequest& r) {
   }
 
   // 4. The files, 0600; the certificate last (it marks the site enrolled).
+  CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/hub-url", r.hub_url + "\n"));
   CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/site.key", *key));
   CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/ca.crt", ca));
   if (!nats.empty()) CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/nats.json", nats));

@@ -9,8 +9,18 @@
 //   nats.json  {"user": "...", "password": "..."}: the site's NATS user
 //
 // The token is never logged nor written anywhere.
+//   hub-url    the hub URL it enrolled at, where it renews (spoke/renew.h)
+//
+// Over https:// (the hub serves TLS: docs/security.md), the CA is fetched
+// without verification, its fingerprint checked against the pin, and every
+// later request verifies the hub's certificate (chain and host name) against
+// that CA: the token goes only to a hub whose certificate the pinned CA
+// issued.
 #pragma once
 
+#include <httplib.h>
+
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -21,7 +31,7 @@ namespace canopy::spoke {
 struct EnrollRequest {
   std::string site;
   std::string token;
-  std::string hub_url;         // the hub's HTTP API: http://host:port
+  std::string hub_url;         // the hub's HTTP API: http(s)://host:port
   std::string ca_fingerprint;  // sha256:<hex>, from `kubectl canopy enroll`
   std::string data_dir;
 };
@@ -37,6 +47,20 @@ std::string identity_dir(const std::string& data_dir);
 // on disk (but a key already made). FailedPrecondition when the site was
 // already enrolled (site.crt exists).
 Status enroll_site(const EnrollRequest& request);
+
+// A client of the hub's HTTP API at `hub_url` (http:// or https://). Over
+// https, the hub's certificate is verified against `ca_pem` (chain and host
+// name) unless it is empty (then nothing is verified: only to fetch the CA
+// whose pin is then checked); `cert_pem` and `key_pem`, when set, are the
+// client certificate presented. InvalidArgument for a bad URL or PEM.
+StatusOr<std::unique_ptr<httplib::ClientImpl>> hub_http_client(const std::string& hub_url,
+                                                               const std::string& ca_pem,
+                                                               const std::string& cert_pem = "",
+                                                               const std::string& key_pem = "");
+// Why a request to the hub failed, in words (the TLS reason when the
+// handshake failed or the hub's certificate did not verify), or the hub's
+// {"error": ...} with the HTTP status.
+std::string hub_error(const httplib::ClientImpl& client, const httplib::Result& res);
 
 struct NatsCredentials {
   std::string user;

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api/cli/tls_probe.h"
 #include "api/grpc_server.h"
 #include "api/objects.h"
 #include "canopy/v1/hub.grpc.pb.h"
@@ -32,12 +33,24 @@ inline std::string quote(std::string_view s) { return json(std::string(s)).dump(
 
 class Hub {
  public:
-  Hub(std::string address, std::string token, int timeout_s)
-      : address_(std::move(address)), token_(std::move(token)), timeout_s_(timeout_s) {
+  // `tls` loaded (load_client_tls) when enabled.
+  Hub(std::string address, std::string token, int timeout_s, ClientTls tls = {})
+      : address_(std::move(address)),
+        token_(std::move(token)),
+        timeout_s_(timeout_s),
+        tls_(std::move(tls)) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
     args.SetMaxSendMessageSize(api::kMaxGrpcMessageBytes);
-    channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+    if (tls_.enabled) {
+      grpc::SslCredentialsOptions o;
+      o.pem_root_certs = tls_.ca_pem;
+      o.pem_cert_chain = tls_.cert_pem;
+      o.pem_private_key = tls_.key_pem;
+      creds = grpc::SslCredentials(o);
+    }
+    channel_ = grpc::CreateCustomChannel(address_, creds, args);
     stub_ = v1::Catalog::NewStub(channel_);
   }
 
@@ -63,6 +76,12 @@ class Hub {
     std::string m = s.error_message();
     const bool transport = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
                            s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (transport && tls_.enabled && channel_->GetState(false) != GRPC_CHANNEL_READY) {
+      const std::string why = probe_tls(address_, tls_);
+      if (!why.empty()) {
+        return code + ": TLS handshake with the hub at " + address_ + " failed: " + why;
+      }
+    }
     if (transport && channel_->GetState(false) != GRPC_CHANNEL_READY) {
       m = "cannot reach the hub at " + address_ + " (" + m +
           "); is canopy-hub running there? Set the address with --hub or CANOPY_HUB";
@@ -80,6 +99,7 @@ class Hub {
   std::string address_;
   std::string token_;
   int timeout_s_;
+  ClientTls tls_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Catalog::Stub> stub_;
 };
@@ -165,6 +185,8 @@ struct Settings {
   std::string token;
   std::string token_file;
   int timeout_s = 0;
+  std::string ca, cert, key;  // TLS files (ca: the hub's CA, which also turns TLS on)
+  bool tls = false;
 };
 // $XDG_CONFIG_HOME/canopy/config.yaml, else ~/.config/canopy/config.yaml.
 std::string default_settings_path();

@@ -22,9 +22,13 @@
 //   kubectl-canopy version   (or --version)
 //
 // Settings not given by a flag or the environment come from the settings
-// file (api/cli/site_cmd.cc: hub, token, tokenFile, timeout).
-// The hub is --hub host:port, else $CANOPY_HUB, else 127.0.0.1:7400 (an
-// insecure channel for now, as the hub serves). Every call has a deadline
+// file (api/cli/site_cmd.cc: hub, token, tokenFile, timeout, ca, cert, key,
+// tls). The hub is --hub host:port, else $CANOPY_HUB, else 127.0.0.1:7400.
+// TLS (docs/security.md): --hub https://host:port, --tls, or a CA given
+// (--ca FILE or $CANOPY_CA: the CA that issued the hub's certificate; else
+// the system's CAs); --cert and --key ($CANOPY_CERT, $CANOPY_KEY) present a
+// client certificate to a hub that requires one. A failed handshake is
+// explained (tls_probe.h). Every call has a deadline
 // (--timeout, 5 s) and carries a token: --token, else $CANOPY_TOKEN, else the
 // first line of --token-file or $CANOPY_TOKEN_FILE (a new hub writes its
 // first fleet-admin token to <data>/admin.token).
@@ -73,6 +77,15 @@ int main(int argc, char** argv) {
   const char* env_token_file = std::getenv("CANOPY_TOKEN_FILE");
   std::string token_file = env_token_file != nullptr ? env_token_file : "";
   int timeout_s = 5;
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v != nullptr ? v : "");
+  };
+  canopy::cli::ClientTls tls;
+  tls.ca_file = env("CANOPY_CA");
+  tls.cert_file = env("CANOPY_CERT");
+  tls.key_file = env("CANOPY_KEY");
+  bool tls_flag = false;
   const char* env_config = std::getenv("CANOPY_CONFIG");
   std::string config_path = env_config != nullptr ? env_config : "";
   app.add_option("--config", config_path,
@@ -88,6 +101,13 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", token_file,
                  "a file whose first line is the API token, when no token is given (default: "
                  "$CANOPY_TOKEN_FILE)");
+  app.add_flag("--tls", tls_flag, "speak TLS to the hub (implied by https:// or --ca)");
+  app.add_option("--ca", tls.ca_file,
+                 "the CA that issued the hub's certificate, PEM (default: $CANOPY_CA); turns TLS "
+                 "on");
+  app.add_option("--cert", tls.cert_file,
+                 "a client certificate for a hub that requires one, PEM (default: $CANOPY_CERT)");
+  app.add_option("--key", tls.key_file, "the client certificate's key (default: $CANOPY_KEY)");
   app.add_option("--timeout", timeout_s, "seconds to wait for each call to the hub")
       ->check(CLI::Range(1, 3600));
 
@@ -237,6 +257,32 @@ int main(int argc, char** argv) {
   }
   if (app.count("--timeout") == 0 && settings.timeout_s > 0) timeout_s = settings.timeout_s;
   if (hub_address.empty()) hub_address = canopy::cli::kDefaultHub;
+  if (tls.ca_file.empty()) tls.ca_file = settings.ca;
+  if (tls.cert_file.empty() && tls.key_file.empty()) {
+    tls.cert_file = settings.cert;
+    tls.key_file = settings.key;
+  }
+  tls.enabled = tls_flag || settings.tls || !tls.ca_file.empty() || !tls.cert_file.empty();
+  if (hub_address.starts_with("https://")) {
+    hub_address = hub_address.substr(8);
+    tls.enabled = true;
+  } else if (hub_address.starts_with("http://")) {
+    hub_address = hub_address.substr(7);
+    if (tls.enabled) {
+      std::fprintf(stderr,
+                   "error: --hub http://... is plain TCP, but TLS was asked for (--ca, "
+                   "--cert or --tls)\n");
+      return 2;
+    }
+  }
+  if (tls.enabled) {
+    try {
+      canopy::cli::load_client_tls(&tls);
+    } catch (const Failure& f) {
+      std::fprintf(stderr, "error: %s\n", f.message.c_str());
+      return 1;
+    }
+  }
   if (token.empty() && !token_file.empty()) {
     std::ifstream in(token_file);
     if (!in) {
@@ -247,7 +293,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    canopy::cli::Hub hub(hub_address, token, timeout_s);
+    canopy::cli::Hub hub(hub_address, token, timeout_s, tls);
     if (*apply) return canopy::cli::cmd_apply(hub, files);
     if (*diff) {
       try {

@@ -7,6 +7,10 @@
 //   tokenFile: ~/.canopy/token   # a file whose first line is the API token
 //   token: canopy_...            # or the token itself (prefer tokenFile)
 //   timeout: 5                   # seconds per call
+//   ca: ~/.canopy/hub-ca.crt     # TLS: the CA that issued the hub's certificate
+//   cert: ~/.canopy/me.crt       # TLS: a client certificate and its key (mTLS)
+//   key: ~/.canopy/me.key
+//   tls: true                    # TLS with the system's CAs (implied by ca)
 //
 // Flags win over the environment, which wins over the file.
 #include <yaml-cpp/yaml.h>
@@ -64,6 +68,17 @@ Settings read_settings(const std::string& path, bool must_exist) {
       out.token = value;
     } else if (key == "tokenFile") {
       out.token_file = expand_home(value);
+    } else if (key == "ca") {
+      out.ca = expand_home(value);
+    } else if (key == "cert") {
+      out.cert = expand_home(value);
+    } else if (key == "key") {
+      out.key = expand_home(value);
+    } else if (key == "tls") {
+      if (value != "true" && value != "false") {
+        fail("settings file " + path + ": tls must be true or false, not " + value);
+      }
+      out.tls = value == "true";
     } else if (key == "timeout") {
       char* end = nullptr;
       const long t = std::strtol(value.c_str(), &end, 10);
@@ -73,7 +88,7 @@ Settings read_settings(const std::string& path, bool must_exist) {
       out.timeout_s = static_cast<int>(t);
     } else {
       fail("settings file " + path + ": unknown setting " + quote(key) +
-           " (known: hub, token, tokenFile, timeout)");
+           " (known: hub, token, tokenFile, timeout, ca, cert, key, tls)");
     }
   }
   return out;

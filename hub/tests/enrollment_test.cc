@@ -181,6 +181,99 @@ TEST_F(EnrollmentTest, RevokedSiteLeavesTheFileAndIsNotAdmitted) {
   EXPECT_TRUE((*again)->admits("shop-1"));
 }
 
+// The CA as the hub keeps it, to make certificates the hub did not issue
+// through enroll().
+daemon::KeyAndCert hub_ca(const EnrollmentOptions& o) {
+  return {read(o.data_dir + "/ca/ca.key"), read(o.data_dir + "/ca/ca.crt")};
+}
+
+TEST_F(EnrollmentTest, RenewalNeedsTheCurrentCertificateAndItsKey) {
+  auto issued = enrollment_->issue("shop-1", 3600);
+  ASSERT_TRUE(issued.ok());
+  auto [key, csr] = key_and_csr("shop-1");
+  auto site = enrollment_->enroll(issued->text, csr);
+  ASSERT_TRUE(site.ok()) << site.status().to_string();
+  const std::string cert = site->certificate_pem;
+
+  // A new key, its CSR signed over with the current key: renewed.
+  auto [new_key, new_csr] = key_and_csr("shop-1");
+  auto sig = daemon::sign_bytes(key, new_csr);
+  ASSERT_TRUE(sig.ok()) << sig.status().to_string();
+  auto renewed = enrollment_->renew(cert, new_csr, *sig);
+  ASSERT_TRUE(renewed.ok()) << renewed.status().to_string();
+  EXPECT_EQ(renewed->site, "shop-1");
+  EXPECT_TRUE(daemon::verify_cert(enrollment_->ca_pem(), renewed->certificate_pem, new_key).ok());
+  auto ids = enrollment_->identities();
+  ASSERT_TRUE(ids.ok());
+  ASSERT_EQ(ids->size(), 1u);
+  EXPECT_EQ((*ids)[0].cert_fingerprint, daemon::cert_fingerprint(renewed->certificate_pem).value());
+  EXPECT_EQ(enrollment_->stats().renewals, 1u);
+
+  // A signature by another key, over another CSR, or not hex: refused.
+  auto [other_key, other_csr] = key_and_csr("shop-1");
+  auto forged = enrollment_->renew(cert, new_csr, daemon::sign_bytes(other_key, new_csr).value());
+  EXPECT_EQ(forged.status().code(), StatusCode::kUnauthenticated) << forged.status().to_string();
+  auto swapped = enrollment_->renew(cert, other_csr, *sig);
+  EXPECT_EQ(swapped.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(enrollment_->renew(cert, new_csr, "zz").status().code(), StatusCode::kUnauthenticated);
+  // A CSR for another site.
+  auto [k2, csr2] = key_and_csr("shop-2");
+  auto other_site = enrollment_->renew(cert, csr2, daemon::sign_bytes(key, csr2).value());
+  EXPECT_EQ(other_site.status().code(), StatusCode::kInvalidArgument);
+  // A certificate of another CA, naming the site.
+  auto foreign_ca = daemon::create_ca("other", 1);
+  auto foreign = daemon::sign_csr(*foreign_ca, csr, "shop-1", 1);
+  auto by_foreign = enrollment_->renew(*foreign, new_csr, *sig);
+  EXPECT_EQ(by_foreign.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_NE(by_foreign.status().message().find("does not verify"), std::string::npos);
+  // A certificate of this CA for a site never enrolled.
+  auto [gk, gcsr] = key_and_csr("ghost");
+  auto ghost = daemon::sign_csr(hub_ca(options_), gcsr, "ghost", 1);
+  auto [gk2, gcsr2] = key_and_csr("ghost");
+  auto by_ghost = enrollment_->renew(*ghost, gcsr2, daemon::sign_bytes(gk, gcsr2).value());
+  EXPECT_EQ(by_ghost.status().code(), StatusCode::kNotFound);
+
+  // Revoked: no renewal, even with a valid certificate.
+  ASSERT_TRUE(enrollment_->revoke("shop-1").ok());
+  auto [k3, csr3] = key_and_csr("shop-1");
+  auto revoked =
+      enrollment_->renew(renewed->certificate_pem, csr3, daemon::sign_bytes(new_key, csr3).value());
+  EXPECT_EQ(revoked.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(revoked.status().message().find("revoked"), std::string::npos);
+  EXPECT_EQ(enrollment_->stats().renewals, 1u);
+  EXPECT_EQ(enrollment_->stats().refused_renewals, 7u);
+}
+
+TEST(IdentityTest, ServingCertificatesSignaturesAndValidity) {
+  auto ca = daemon::create_ca("ca", 1);
+  ASSERT_TRUE(ca.ok());
+  EXPECT_EQ(daemon::issue_server_cert(*ca, {}, 1).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(daemon::issue_server_cert(*ca, {"a,b"}, 1).status().code(),
+            StatusCode::kInvalidArgument);
+  auto served = daemon::issue_server_cert(*ca, {"hub.example", "127.0.0.1", "::1"}, 2);
+  ASSERT_TRUE(served.ok()) << served.status().to_string();
+  EXPECT_TRUE(daemon::verify_cert(ca->cert_pem, served->cert_pem, served->key_pem).ok());
+  EXPECT_EQ(daemon::cert_common_name(served->cert_pem).value(), "hub.example");
+  auto v = daemon::cert_validity(served->cert_pem);
+  ASSERT_TRUE(v.ok());
+  // Two days ahead, back-dated an hour.
+  // (Two calls to the clock: a second may pass between them.)
+  EXPECT_NEAR(static_cast<double>(v->not_after_ms - v->not_before_ms), (2 * 24 + 1) * 3600e3, 1e3);
+  // A short certificate is back-dated by its own length, not an hour.
+  auto key = daemon::generate_private_key();
+  auto csr = daemon::make_csr(*key, "s");
+  auto short_cert = daemon::sign_csr_seconds(*ca, *csr, "s", 30);
+  ASSERT_TRUE(short_cert.ok());
+  auto sv = daemon::cert_validity(*short_cert);
+  EXPECT_NEAR(static_cast<double>(sv->not_after_ms - sv->not_before_ms), 60e3, 1e3);
+
+  auto sig = daemon::sign_bytes(*key, "data");
+  ASSERT_TRUE(sig.ok());
+  EXPECT_TRUE(daemon::verify_bytes(*short_cert, "data", *sig).ok());
+  EXPECT_EQ(daemon::verify_bytes(*short_cert, "other", *sig).code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(daemon::verify_bytes(*short_cert, "data", "0").code(), StatusCode::kInvalidArgument);
+}
+
 TEST(IdentityTest, FingerprintsAndPrivateFiles) {
   EXPECT_EQ(daemon::normalize_fingerprint("SHA256:AB:" + std::string(62, 'c')).value(),
             "sha256:ab" + std::string(62, 'c'));
