@@ -44,6 +44,12 @@ constexpr char kProgram[] = "canopy-spoke";
 
 int run(const spoke::SpokeConfig& cfg) {
   daemon::set_log_level(cfg.log_level);
+  // A renewal a crash interrupted is finished before anything reads the
+  // site's key and certificate.
+  if (Status st = spoke::complete_renewal(cfg.data_dir); !st.ok()) {
+    spdlog::error("{}: {}", kProgram, st.to_string());
+    return 1;
+  }
   daemon::Health health;
   spoke::Spoke site(cfg);
   api::HttpServer http;

@@ -40,7 +40,29 @@ StatusOr<bool> renewal_due(const std::string& cert_pem, double renew_at, uint64_
   return static_cast<double>(now) >= static_cast<double>(v->not_before_ms) + renew_at * life;
 }
 
+Status complete_renewal(const std::string& data_dir) {
+  const std::string dir = identity_dir(data_dir);
+  const std::string key = dir + "/site.key", crt = dir + "/site.crt";
+  std::error_code ec;
+  namespace fs = std::filesystem;
+  const bool key_next = fs::exists(key + ".next", ec);
+  const bool crt_next = fs::exists(crt + ".next", ec);
+  if (!crt_next) {
+    // Not written whole: the old pair stays.
+    if (key_next) fs::remove(key + ".next", ec);
+    return ok_status();
+  }
+  if (key_next) {
+    fs::rename(key + ".next", key, ec);
+    if (ec) return unavailable("cannot rename " + key + ".next: " + ec.message());
+  }
+  fs::rename(crt + ".next", crt, ec);
+  if (ec) return unavailable("cannot rename " + crt + ".next: " + ec.message());
+  return ok_status();
+}
+
 Status renew_site_certificate(const std::string& data_dir, const std::string& hub_url_in) {
+  CANOPY_RETURN_IF_ERROR(complete_renewal(data_dir));
   const std::string dir = identity_dir(data_dir);
   auto cert = read_text(dir + "/site.crt");
   if (!cert.ok()) return cert.status();
@@ -98,11 +120,13 @@ Status renew_site_certificate(const std::string& data_dir, const std::string& hu
     return invalid_argument("the hub's renewed certificate names " + (cn.ok() ? *cn : "nothing") +
                             ", not site " + *site);
   }
-  // The old certificate stays valid until it expires, so a crash between
-  // the two renames leaves a key and a certificate that do not match for
-  // one start: the check at start (verify_cert with the key) reports it.
-  CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/site.key", *new_key));
-  CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/site.crt", renewed));
+  // The pair is written whole beside the old one (key, then certificate),
+  // and only then renamed over it: a crash before the certificate is
+  // written leaves the old pair in use; a crash after leaves a pair that
+  // complete_renewal() finishes at the next start or renewal.
+  CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/site.key.next", *new_key));
+  CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/site.crt.next", renewed));
+  CANOPY_RETURN_IF_ERROR(complete_renewal(data_dir));
   auto fp = daemon::cert_fingerprint(renewed);
   auto v = daemon::cert_validity(renewed);
   spdlog::info("renewed the certificate of site {} at {}: {} valid until {} ms", *site, hub_url,

@@ -5,9 +5,11 @@
 // <hub_url>/v1/renew) with its current certificate and a signature over the
 // CSR made with the current key; the hub checks both against its CA and the
 // site's identity (refused for a revoked site or an expired certificate). The
-// new key and certificate replace the old ones atomically (each written to a
-// temporary 0600 file, fsynced and renamed; the key first, and the
-// certificate is checked to hold it before anything is written).
+// new key and certificate replace the old ones as a pair: the certificate is
+// checked to hold the new key, both are written whole beside the old ones
+// (site.key.next, then site.crt.next, each 0600 and fsynced), then renamed
+// over them, key first. complete_renewal() finishes a pair a crash
+// interrupted, so the key and certificate in use always match.
 //
 // Over https the hub's certificate is verified against identity/ca.crt, and
 // the site's current certificate is presented as a client certificate (for a
@@ -29,6 +31,11 @@ inline constexpr double kDefaultRenewAt = 2.0 / 3.0;
 // Whether the certificate in `cert_pem` has passed `renew_at` (0..1) of its
 // lifetime at `now_ms`.
 StatusOr<bool> renewal_due(const std::string& cert_pem, double renew_at, uint64_t now_ms);
+
+// Finishes a renewal a crash interrupted: a new pair written whole
+// (site.crt.next present) replaces the old one; a half-written one (only
+// site.key.next) is removed. Call before reading the identity at start.
+Status complete_renewal(const std::string& data_dir);
 
 // Renews the site certificate in <data_dir>/identity now, at `hub_url`
 // (empty: identity/hub-url, written at enrollment).
