@@ -56,6 +56,13 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
                  "nats-server authorization include file the hub manages (docs/security.md)");
   app.add_option("--nats-pid-file", cfg->nats_pid_file,
                  "nats-server's pid file: SIGHUP after each change of --nats-auth-file");
+  app.add_option("--nats-ca-file", cfg->nats_ca_file,
+                 "NATS TLS: CA of nats-server's certificate (default: the hub's CA)");
+  app.add_option("--nats-cert-file", cfg->nats_cert_file,
+                 "NATS TLS: client certificate (default: issued by the hub's CA at start)");
+  app.add_option("--nats-key-file", cfg->nats_key_file, "NATS TLS: the client certificate's key");
+  app.add_option("--nats-tls-server-name", cfg->nats_tls_server_name,
+                 "NATS TLS: name in nats-server's certificate (default: the URL's host)");
 }
 
 // --write-nats-auth: writes the CA and the NATS authorization file from the

@@ -9,13 +9,30 @@ namespace canopy::hub {
 
 Status load_hub_config(const std::string& path, HubConfig* c) {
   YAML::Node root;
-  CANOPY_RETURN_IF_ERROR(daemon::load_config_map(
-      path,
-      {"name", "data_dir", "nats", "grpc_listen", "health_listen", "durability",
-       "max_concurrent_catchups", "away_after_s", "session_timeout_s", "log_retention_hours",
-       "log_level", "admin_token_file", "parent", "peers", "nats_auth_file", "nats_pid_file",
-       "site_cert_days", "peer_reconcile_s"},
-      &root));
+  CANOPY_RETURN_IF_ERROR(daemon::load_config_map(path,
+                                                 {"name",
+                                                  "data_dir",
+                                                  "nats",
+                                                  "grpc_listen",
+                                                  "health_listen",
+                                                  "durability",
+                                                  "max_concurrent_catchups",
+                                                  "away_after_s",
+                                                  "session_timeout_s",
+                                                  "log_retention_hours",
+                                                  "log_level",
+                                                  "admin_token_file",
+                                                  "parent",
+                                                  "peers",
+                                                  "nats_auth_file",
+                                                  "nats_pid_file",
+                                                  "site_cert_days",
+                                                  "peer_reconcile_s",
+                                                  "nats_ca_file",
+                                                  "nats_cert_file",
+                                                  "nats_key_file",
+                                                  "nats_tls_server_name"},
+                                                 &root));
   try {
     if (root["name"]) c->name = root["name"].as<std::string>();
     if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
@@ -46,6 +63,12 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
     if (root["nats_auth_file"]) c->nats_auth_file = root["nats_auth_file"].as<std::string>();
     if (root["nats_pid_file"]) c->nats_pid_file = root["nats_pid_file"].as<std::string>();
     if (root["site_cert_days"]) c->site_cert_days = root["site_cert_days"].as<int>();
+    if (root["nats_ca_file"]) c->nats_ca_file = root["nats_ca_file"].as<std::string>();
+    if (root["nats_cert_file"]) c->nats_cert_file = root["nats_cert_file"].as<std::string>();
+    if (root["nats_key_file"]) c->nats_key_file = root["nats_key_file"].as<std::string>();
+    if (root["nats_tls_server_name"]) {
+      c->nats_tls_server_name = root["nats_tls_server_name"].as<std::string>();
+    }
   } catch (const YAML::Exception& e) {
     return invalid_argument("config " + path + ": " + e.what());
   }
@@ -89,6 +112,9 @@ Status validate_hub_config(const HubConfig& c) {
   }
   if (!c.nats_pid_file.empty() && c.nats_auth_file.empty()) {
     return invalid_argument("nats_pid_file: only with nats_auth_file (the file it reloads)");
+  }
+  if (c.nats_cert_file.empty() != c.nats_key_file.empty()) {
+    return invalid_argument("nats_cert_file and nats_key_file: set both or neither");
   }
   if (c.peer_reconcile_s < 10) {
     return invalid_argument(

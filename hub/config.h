@@ -62,6 +62,18 @@ struct HubConfig {
   std::string nats_pid_file;
   int site_cert_days = 365;
 
+  // NATS over TLS (docs/security.md, "NATS over TLS"): on with tls:// URLs
+  // or any of these set. nats_ca_file verifies nats-server's certificate
+  // (default: the hub's own CA, <data_dir>/ca/ca.crt); nats_cert_file and
+  // nats_key_file are the hub's client certificate for mTLS (default: one
+  // the hub issues itself from its CA at each start, in <data_dir>/nats-tls/);
+  // nats_tls_server_name the name the server's certificate carries (default:
+  // the URLs' host).
+  std::string nats_ca_file;
+  std::string nats_cert_file;
+  std::string nats_key_file;
+  std::string nats_tls_server_name;
+
   std::string admin_token_path() const {
     return admin_token_file.empty() ? data_dir + "/admin.token" : admin_token_file;
   }
