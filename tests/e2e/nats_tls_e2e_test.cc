@@ -241,5 +241,28 @@ TEST_F(NatsTlsE2ETest, ServerCertificateForAnotherHostIsRefusedByTheHub) {
       kTimeout, kPoll));
 }
 
+TEST_F(NatsTlsE2ETest, HalfATlsSettingIsRefusedAtStart) {
+  // A certificate without its key: exit 2 with the setting named, for both.
+  const std::string d = dir_.file("x");
+  for (const auto& argv : std::vector<std::vector<std::string>>{
+           {CANOPY_HUB_BIN, "--data", d, "--nats", "tls://127.0.0.1:1", "--nats-cert-file",
+            d + "/hub.crt"},
+           {CANOPY_SPOKE_BIN, "--site", "a", "--data", d, "--manifests", d, "--nats",
+            "tls://127.0.0.1:1", "--nats-cert-file", d + "/site.crt"}}) {
+    const std::string log = dir_.file("half-" + std::to_string(++runs_) + ".log");
+    ProcessOptions po;
+    po.log_path = log;
+    Process p;
+    std::string err;
+    ASSERT_TRUE(p.start(argv, po, &err)) << err;
+    auto status = p.wait_exit(30s);
+    ASSERT_TRUE(status && WIFEXITED(*status));
+    EXPECT_EQ(WEXITSTATUS(*status), 2) << read_file(log);
+    EXPECT_NE(read_file(log).find("nats_cert_file and nats_key_file: set both or neither"),
+              std::string::npos)
+        << read_file(log);
+  }
+}
+
 }  // namespace
 }  // namespace canopy::e2e
