@@ -123,6 +123,7 @@
 //                   every child that was on it is in sync with the other
 //                   (target < 5 s), p50 too.
 #include "bench/sync_bench_fleet.h"
+#include "tests/support/tls_certs.h"
 
 namespace canopy::bench_sync {
 namespace {
@@ -296,8 +297,12 @@ double ratio(double a, double b) { return b > 0 ? std::round(a / b * 100) / 100 
 // (no targets): the same with one subscription per child/subscriber
 // (*_sub_per_child), which NATS.c serves with one thread each, and raw NATS
 // with one wildcard subscription on each of the G connections.
-void case_fanout(const Options& opt, const std::string& url) {
-  const std::string bench = "sync.fanout";
+// Returns each S's p99 of the fair (demultiplexed) run. `tag` is appended
+// to every metric's S suffix ("_tcp", "_tls" for --tls-compare).
+std::map<int, double> case_fanout(const Options& opt, const std::string& url,
+                                  const std::string& bench = "sync.fanout",
+                                  const std::string& tag = "") {
+  std::map<int, double> p99_of;
   if (opt.rounds >= Track::kTrackedRevs) {
     die("--rounds must be below " + std::to_string(Track::kTrackedRevs));
   }
@@ -308,7 +313,7 @@ void case_fanout(const Options& opt, const std::string& url) {
   }
   for (const auto& [n, demux] : phases) {
     const bool real = n <= opt.real_limit;
-    const std::string suffix = "_s" + std::to_string(n) + (demux ? "" : "_sub_per_child");
+    const std::string suffix = "_s" + std::to_string(n) + tag + (demux ? "" : "_sub_per_child");
     logf("=== fanout S=%d (%s): %s; %zu NATS connections, %zu worker threads, hub in pid below", n,
          demux ? "the fair run: children demultiplexed on one connection"
                : "DIAGNOSTIC: one NATS subscription per child",
@@ -388,6 +393,7 @@ void case_fanout(const Options& opt, const std::string& url) {
     logf("fanout S=%d%s figures below are from %s", n, demux ? "" : " (diagnostic)",
          kind_name(real));
     const double p99 = median(p99s);
+    if (demux) p99_of[n] = p99;
     emit(bench, "p50_ms" + suffix, round1(median(p50s)));
     emit(bench, "p99_ms" + suffix, round1(p99), n == 10000 && demux ? "<2000" : "");
     emit(bench, "max_ms" + suffix, round1(median(maxs)));
@@ -415,6 +421,39 @@ void case_fanout(const Options& opt, const std::string& url) {
     }
     auto st = hub.call("stats");
     logf("hub at the end of S=%d: %s", n, Fleet::summary(st).c_str());
+  }
+  return p99_of;
+}
+
+// security.handshake's fan-out figure: the same fan-out over plain TCP and
+// over mutual TLS (nats-server `verify`, every connection with a client
+// certificate, the hub's too), one after the other in this run; the ratio
+// of the p99s (target: TLS at most 1.5x).
+void case_tls_compare(Options opt, const std::string& plain_url) {
+  const std::string bench = "security.handshake";
+  opt.diagnostics = false;
+  testing::TestCertificates certs;
+  std::string err;
+  const auto ca = certs.make_ca("bench", &err);
+  if (!ca.ok()) die("CA: " + err);
+  const auto server = certs.issue_server(ca, "nats-server", {"localhost"}, {"127.0.0.1"}, &err);
+  const auto client =
+      certs.issue_client(ca, "bench-client", std::chrono::hours(24), std::chrono::hours(-1), &err);
+  if (!server.ok() || !client.ok()) die("certificates: " + err);
+  g_tls = {ca.cert, client.cert, client.key};
+  testing::NatsServerOptions no;
+  no.max_payload = 8 << 20;
+  no.tls = {server.cert, server.key, ca.cert, true, false, 5};
+  testing::NatsServer tls_nats(no);
+  if (!tls_nats.start(&err)) die("nats-server with TLS: " + err);
+  logf("nats-server with mTLS on %s", tls_nats.url().c_str());
+  const auto tcp = case_fanout(opt, plain_url, bench, "_tcp");
+  g_nats_pid = tls_nats.process().pid();
+  const auto tls = case_fanout(opt, tls_nats.url(), bench, "_tls");
+  for (const auto& [n, p99] : tls) {
+    const auto it = tcp.find(n);
+    if (it == tcp.end() || it->second <= 0) continue;
+    emit(bench, "fanout_p99_tls_vs_tcp_s" + std::to_string(n), ratio(p99, it->second), "<=1.5");
   }
 }
 
@@ -690,6 +729,14 @@ int main(int argc, char** argv) {
       const std::string j = value(i);
       if (j != "warm" && j != "cold") return usage();
       opt.cold_join = j == "cold";
+    } else if (a == "--tls-compare") {
+      opt.tls_compare = true;
+    } else if (a == "--tls-ca") {
+      ha.tls_ca = value(i);
+    } else if (a == "--tls-cert") {
+      ha.tls_cert = value(i);
+    } else if (a == "--tls-key") {
+      ha.tls_key = value(i);
     } else if (a == "--no-diagnostics") {
       opt.diagnostics = false;
     } else if (a == "--join-timeout") {
@@ -708,7 +755,11 @@ int main(int argc, char** argv) {
   logf("case %s; RLIMIT_NOFILE %s; %u CPUs", opt.which.c_str(), Fleet::nofile_limit().c_str(),
        std::thread::hardware_concurrency());
   auto nats = start_nats();
-  if (opt.which == "fanout") case_fanout(opt, nats->url());
+  if (opt.which == "fanout" && opt.tls_compare) {
+    case_tls_compare(opt, nats->url());
+  } else if (opt.which == "fanout") {
+    case_fanout(opt, nats->url());
+  }
   if (opt.which == "session_memory") case_session_memory(opt, nats->url());
   if (opt.which == "storm") case_storm(opt, nats->url());
   if (opt.which == "failover") case_failover(opt, nats->url());

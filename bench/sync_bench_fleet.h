@@ -30,6 +30,11 @@ inline std::unique_ptr<sync::NatsTransport> connect_group(const std::string& url
   sync::NatsOptions no;
   no.urls = {url};
   no.name = name;
+  if (url.rfind("tls://", 0) == 0) {
+    no.tls_ca_file = g_tls.ca_file;
+    no.tls_cert_file = g_tls.cert_file;
+    no.tls_key_file = g_tls.key_file;
+  }
   auto t = sync::NatsTransport::connect(no);
   if (!t.ok()) die("nats connect " + name + ": " + t.status().to_string());
   return std::move(t).value();
@@ -437,8 +442,9 @@ struct Options {
   int sites = 10000;       // session_memory, storm
   uint64_t tick_ms = 100;
   int join_timeout_s = 240;
-  bool cold_join = false;   // LIGHT children start empty (reconcile) instead of warm
-  bool diagnostics = true;  // fanout: the subscription-per-child runs too
+  bool cold_join = false;    // LIGHT children start empty (reconcile) instead of warm
+  bool diagnostics = true;   // fanout: the subscription-per-child runs too
+  bool tls_compare = false;  // fanout over plain TCP, then TLS (security.handshake)
 };
 
 // The hub's seed file (see the hub's "seed" command).

@@ -78,6 +78,9 @@ void hub_main(const HubArgs& a) {
   config.peers = a.peers;
   config.data_dir = a.dir + "/hub-store";
   config.nats_urls = {a.nats_url};
+  config.nats_ca_file = a.tls_ca;
+  config.nats_cert_file = a.tls_cert;
+  config.nats_key_file = a.tls_key;
   config.durability = Durability::kGroupCommit;
   config.max_concurrent_catchups = a.max_catchups;
   config.session_timeout_s = kBenchSessionTimeoutMs / 1000;

@@ -15,8 +15,9 @@ struct HubArgs {
   std::string nats_url;
   std::string dir;
   size_t max_catchups = 64;
-  std::string name;   // empty: kHubName
-  std::string peers;  // HubConfig::peers (the failover case's two hubs)
+  std::string name;                       // empty: kHubName
+  std::string peers;                      // HubConfig::peers (the failover case's two hubs)
+  std::string tls_ca, tls_cert, tls_key;  // HubConfig::nats_*_file (tls:// URLs)
 };
 
 // The hub process's main; never returns.
@@ -41,6 +42,14 @@ class HubProcess {
     if (!peers.empty()) {
       args.push_back("--hub-peers");
       args.push_back(peers);
+    }
+    if (nats_url.rfind("tls://", 0) == 0) {
+      for (const auto& [flag, file] : {std::pair{"--tls-ca", g_tls.ca_file},
+                                       {"--tls-cert", g_tls.cert_file},
+                                       {"--tls-key", g_tls.key_file}}) {
+        args.push_back(flag);
+        args.push_back(file);
+      }
     }
     std::vector<char*> argv;
     for (auto& s : args) argv.push_back(s.data());

@@ -79,6 +79,14 @@ inline int64_t now_ns() {
 
 inline const int64_t g_start_ns = now_ns();
 inline pid_t g_nats_pid = 0;
+
+// The TLS files of every connection to a tls:// URL (--tls-compare): the
+// CA of nats-server's certificate and a client certificate from it.
+struct BenchTls {
+  std::string ca_file, cert_file, key_file;
+};
+inline BenchTls g_tls;
+
 inline const char* g_role = "bench";
 
 inline void logf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -73,6 +73,13 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
   app.add_option("--tls-host", cfg->tls_hosts,
                  "instead of --tls-cert: the hub issues its serving certificate from its CA for "
                  "this host name or address (repeat for more)");
+  app.add_option("--nats-ca-file", cfg->nats_ca_file,
+                 "NATS TLS: CA of nats-server's certificate (default: the hub's CA)");
+  app.add_option("--nats-cert-file", cfg->nats_cert_file,
+                 "NATS TLS: client certificate (default: issued by the hub's CA at start)");
+  app.add_option("--nats-key-file", cfg->nats_key_file, "NATS TLS: the client certificate's key");
+  app.add_option("--nats-tls-server-name", cfg->nats_tls_server_name,
+                 "NATS TLS: name in nats-server's certificate (default: the URL's host)");
 }
 
 // The TLS files of the listeners; with tls_hosts, a serving certificate

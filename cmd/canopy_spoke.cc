@@ -68,6 +68,9 @@ int run(const spoke::SpokeConfig& cfg) {
   if (cfg.bus.enabled) {
     auto spec = spoke::bus::make_bus_spec(cfg.bus, cfg.site, cfg.data_dir, &spoke_password);
     if (!spec.ok()) return daemon::config_error(kProgram, spec.status());
+    // A tls:// leaf remote: the site's certificate for the hub's mTLS.
+    const spoke::NatsTlsFiles tls = spoke::nats_tls_files(cfg);
+    spoke::bus::use_leaf_tls(&*spec, tls.ca_file, tls.cert_file, tls.key_file);
     spoke::bus::SupervisorOptions options;
     options.nats_server = cfg.bus.nats_server;
     std::vector<spoke::bus::BusTenant> configured = spec->tenants;
@@ -226,6 +229,14 @@ int main(int argc, char** argv) {
     app.add_option("--kube-audit-seconds", c->kube_audit_seconds,
                    "applier kube: read back health and drift this often");
     app.add_option("--nats", c->nats_urls, "NATS URL(s)");
+    app.add_option("--nats-ca-file", c->nats_ca_file,
+                   "NATS TLS: CA of the server's certificate (default: identity/ca.crt)");
+    app.add_option("--nats-cert-file", c->nats_cert_file,
+                   "NATS TLS: client certificate (default: identity/site.crt)");
+    app.add_option("--nats-key-file", c->nats_key_file,
+                   "NATS TLS: its key (default: identity/site.key)");
+    app.add_option("--nats-tls-server-name", c->nats_tls_server_name,
+                   "NATS TLS: name in the server's certificate (default: the URL's host)");
     app.add_option("--health", c->health_listen, "local API listen address host:port");
     app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error");
     app.add_flag("--bus", c->bus.enabled, "run the site's device bus (nats-server with MQTT)");

@@ -32,7 +32,11 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
                                                   "tls_key_file",
                                                   "tls_client_ca_file",
                                                   "tls_hosts",
-                                                  "site_cert_seconds"},
+                                                  "site_cert_seconds",
+                                                  "nats_ca_file",
+                                                  "nats_cert_file",
+                                                  "nats_key_file",
+                                                  "nats_tls_server_name"},
                                                  &root));
   try {
     if (root["name"]) c->name = root["name"].as<std::string>();
@@ -74,6 +78,12 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
       c->tls_hosts = root["tls_hosts"].IsSequence()
                          ? root["tls_hosts"].as<std::vector<std::string>>()
                          : std::vector<std::string>{root["tls_hosts"].as<std::string>()};
+    }
+    if (root["nats_ca_file"]) c->nats_ca_file = root["nats_ca_file"].as<std::string>();
+    if (root["nats_cert_file"]) c->nats_cert_file = root["nats_cert_file"].as<std::string>();
+    if (root["nats_key_file"]) c->nats_key_file = root["nats_key_file"].as<std::string>();
+    if (root["nats_tls_server_name"]) {
+      c->nats_tls_server_name = root["nats_tls_server_name"].as<std::string>();
     }
   } catch (const YAML::Exception& e) {
     return invalid_argument("config " + path + ": " + e.what());
@@ -118,6 +128,9 @@ Status validate_hub_config(const HubConfig& c) {
   }
   if (!c.nats_pid_file.empty() && c.nats_auth_file.empty()) {
     return invalid_argument("nats_pid_file: only with nats_auth_file (the file it reloads)");
+  }
+  if (c.nats_cert_file.empty() != c.nats_key_file.empty()) {
+    return invalid_argument("nats_cert_file and nats_key_file: set both or neither");
   }
   if (c.peer_reconcile_s < 10) {
     return invalid_argument(

@@ -78,6 +78,18 @@ struct HubConfig {
   std::vector<std::string> tls_hosts;
   bool tls() const { return !tls_cert_file.empty() || !tls_hosts.empty(); }
 
+  // NATS over TLS (docs/security.md, "NATS over TLS"): on with tls:// URLs
+  // or any of these set. nats_ca_file verifies nats-server's certificate
+  // (default: the hub's own CA, <data_dir>/ca/ca.crt); nats_cert_file and
+  // nats_key_file are the hub's client certificate for mTLS (default: one
+  // the hub issues itself from its CA at each start, in <data_dir>/nats-tls/);
+  // nats_tls_server_name the name the server's certificate carries (default:
+  // the URLs' host).
+  std::string nats_ca_file;
+  std::string nats_cert_file;
+  std::string nats_key_file;
+  std::string nats_tls_server_name;
+
   std::string admin_token_path() const {
     return admin_token_file.empty() ? data_dir + "/admin.token" : admin_token_file;
   }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <utility>
 
+#include "hub/nats_tls.h"
 #include "model/documents.h"
 #include "model/keys.h"
 #include "store/hlc.h"
@@ -77,6 +78,10 @@ Status Hub::start() {
   no.name = "canopy-hub-" + config_.name;
   no.user = enrollment_->hub_nats_user();
   no.password = enrollment_->hub_nats_password();
+  if (Status st = set_hub_nats_tls(config_, &no); !st.ok()) {
+    stop();
+    return Status(st.code(), "NATS TLS: " + st.message());
+  }
   auto nats_or = sync::NatsTransport::connect(no);
   if (!nats_or.ok()) {
     stop();
@@ -242,6 +247,8 @@ void Hub::stop() {
 }
 
 bool Hub::nats_connected() const { return nats_ && nats_->connected(); }
+
+std::string Hub::nats_last_error() const { return nats_ ? nats_->last_error() : std::string(); }
 
 size_t Hub::session_count() {
   size_t sessions = 0;

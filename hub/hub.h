@@ -104,6 +104,8 @@ class Hub {
   Enrollment* enrollment() { return enrollment_.get(); }
 
   bool nats_connected() const;
+  // Why NATS is not connected (NatsTransport::last_error); empty once it is.
+  std::string nats_last_error() const;
   size_t session_count();
   std::vector<sync::ChildInfo> sessions();
   // Whether each child, and each site below a regional child, has a live

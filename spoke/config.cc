@@ -1,21 +1,60 @@
 #include "spoke/config.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "daemon/config_file.h"
 #include "sync/subjects.h"
 
 namespace canopy::spoke {
 
+NatsTlsFiles nats_tls_files(const SpokeConfig& c) {
+  const std::string identity = c.data_dir + "/identity";
+  auto pick = [](const std::string& configured, const std::string& enrolled) {
+    if (!configured.empty()) return configured;
+    std::error_code ec;
+    return std::filesystem::exists(enrolled, ec) ? enrolled : std::string();
+  };
+  NatsTlsFiles f;
+  f.ca_file = pick(c.nats_ca_file, identity + "/ca.crt");
+  f.cert_file = pick(c.nats_cert_file, identity + "/site.crt");
+  if (!f.cert_file.empty()) f.key_file = pick(c.nats_key_file, identity + "/site.key");
+  return f;
+}
+
+bool nats_tls_wanted(const SpokeConfig& c) {
+  bool tls = !c.nats_ca_file.empty() || !c.nats_cert_file.empty();
+  for (const auto& url : c.nats_urls) tls = tls || url.rfind("tls://", 0) == 0;
+  return tls;
+}
+
 Status load_spoke_config(const std::string& path, SpokeConfig* c) {
   YAML::Node root;
-  CANOPY_RETURN_IF_ERROR(daemon::load_config_map(
-      path,
-      {"site", "labels", "parent", "data_dir", "applier", "manifests_dir", "kubeconfig",
-       "kube_context", "kube_audit_seconds", "nats", "health_listen", "durability",
-       "resync_seconds", "log_retention_hours", "log_level", "bus", "nats_credentials_file",
-       "hub_url", "renew_at"},
-      &root));
+  CANOPY_RETURN_IF_ERROR(daemon::load_config_map(path,
+                                                 {"site",
+                                                  "labels",
+                                                  "parent",
+                                                  "data_dir",
+                                                  "applier",
+                                                  "manifests_dir",
+                                                  "kubeconfig",
+                                                  "kube_context",
+                                                  "kube_audit_seconds",
+                                                  "nats",
+                                                  "health_listen",
+                                                  "durability",
+                                                  "resync_seconds",
+                                                  "log_retention_hours",
+                                                  "log_level",
+                                                  "bus",
+                                                  "nats_credentials_file",
+                                                  "nats_ca_file",
+                                                  "nats_cert_file",
+                                                  "nats_key_file",
+                                                  "nats_tls_server_name",
+                                                  "hub_url",
+                                                  "renew_at"},
+                                                 &root));
   try {
     if (root["site"]) c->site = root["site"].as<std::string>();
     if (root["labels"]) {
@@ -40,6 +79,12 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
     }
     if (root["hub_url"]) c->hub_url = root["hub_url"].as<std::string>();
     if (root["renew_at"]) c->renew_at = root["renew_at"].as<double>();
+    if (root["nats_ca_file"]) c->nats_ca_file = root["nats_ca_file"].as<std::string>();
+    if (root["nats_cert_file"]) c->nats_cert_file = root["nats_cert_file"].as<std::string>();
+    if (root["nats_key_file"]) c->nats_key_file = root["nats_key_file"].as<std::string>();
+    if (root["nats_tls_server_name"]) {
+      c->nats_tls_server_name = root["nats_tls_server_name"].as<std::string>();
+    }
     if (root["health_listen"]) c->health_listen = root["health_listen"].as<std::string>();
     if (root["durability"]) {
       auto d = parse_durability(root["durability"].as<std::string>());
@@ -92,6 +137,9 @@ Status validate_spoke_config(const SpokeConfig& c) {
     return invalid_argument("manifests_dir: required (--manifests or manifests_dir:)");
   }
   CANOPY_RETURN_IF_ERROR(daemon::validate_nats_urls(c.nats_urls));
+  if (c.nats_cert_file.empty() != c.nats_key_file.empty()) {
+    return invalid_argument("nats_cert_file and nats_key_file: set both or neither");
+  }
   for (const auto& [k, v] : c.labels) {
     if (k.empty() || k.size() > 63 || v.size() > 63) {
       return invalid_argument("labels: \"" + k + "=" + v + "\" is not a valid label");

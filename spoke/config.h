@@ -39,6 +39,15 @@ struct SpokeConfig {
   // the certificate's lifetime after which it is renewed.
   std::string hub_url;
   double renew_at = 2.0 / 3.0;
+  // NATS over TLS (docs/security.md, "NATS over TLS"): on with tls:// URLs
+  // or any of these set; defaults, when the site is enrolled: its identity
+  // files, <data_dir>/identity/ca.crt, site.crt and site.key (mTLS with the
+  // site's certificate). nats_tls_server_name: the name in the server's
+  // certificate (default: the URLs' host).
+  std::string nats_ca_file;
+  std::string nats_cert_file;
+  std::string nats_key_file;
+  std::string nats_tls_server_name;
   std::string health_listen = "127.0.0.1:7501";  // local API: /healthz, /v1/...
   Durability durability = Durability::kGroupCommit;
   uint64_t resync_seconds = 30;  // full reconcile even without changes (repairs drift)
@@ -55,6 +64,19 @@ struct SpokeConfig {
     return nats_credentials_file.empty() ? data_dir + "/identity/nats.json" : nats_credentials_file;
   }
 };
+
+// The files of NATS over TLS: those configured, else the site's identity
+// from its enrollment (<data_dir>/identity/ca.crt, site.crt, site.key) when
+// they exist; empty where neither. Used by the spoke's NATS connection and
+// by its device bus's leaf connection to the hub.
+struct NatsTlsFiles {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+NatsTlsFiles nats_tls_files(const SpokeConfig& config);
+// Whether the spoke's NATS connection uses TLS: a tls:// URL or a file set.
+bool nats_tls_wanted(const SpokeConfig& config);
 
 Status load_spoke_config(const std::string& path, SpokeConfig* config);
 // Parses "key=value" label flags.

@@ -150,6 +150,7 @@ Status Spoke::start() {
     spdlog::info("spoke {}: NATS user {} (from {})", config_.site, no.user,
                  config_.nats_credentials_path());
   }
+  set_nats_tls(&no);
   auto nats_or = sync::NatsTransport::connect(no);
   if (!nats_or.ok()) {
     stop();
@@ -202,12 +203,29 @@ void Spoke::stop() {
   spdlog::info("site {} stopped", config_.site);
 }
 
+// NATS over TLS (spoke/config.h): the configured files, else the site's
+// identity from its enrollment, so that an enrolled site uses its own
+// certificate for mTLS once its URLs say tls://.
+void Spoke::set_nats_tls(sync::NatsOptions* o) const {
+  if (!nats_tls_wanted(config_)) return;
+  const NatsTlsFiles files = nats_tls_files(config_);
+  o->tls = true;
+  o->tls_server_name = config_.nats_tls_server_name;
+  o->tls_ca_file = files.ca_file;
+  o->tls_cert_file = files.cert_file;
+  o->tls_key_file = files.key_file;
+  spdlog::info("spoke {}: NATS over TLS, CA {}, client certificate {}", config_.site,
+               o->tls_ca_file.empty() ? "(system)" : o->tls_ca_file,
+               o->tls_cert_file.empty() ? "(none)" : o->tls_cert_file);
+}
+
 SpokeHealth Spoke::health() { return metrics().health; }
 
 SpokeMetrics Spoke::metrics() {
   SpokeMetrics m;
   SpokeHealth& h = m.health;
   h.nats_connected = nats_ && nats_->connected();
+  if (nats_) h.nats_error = nats_->last_error();
   bool active = false;
   if (runtime_) {
     runtime_->call([&] {

@@ -41,6 +41,8 @@ namespace canopy::spoke {
 // What the spoke reports about itself (the local API's /healthz).
 struct SpokeHealth {
   bool nats_connected = false;
+  // Why NATS is not connected (NatsTransport::last_error); empty once it is.
+  std::string nats_error;
   bool session_open = false;  // the child session is active and NATS connected
   bool in_sync = false;       // caught up with the hub, nothing of ours unacked
   size_t objects = 0;         // rendered by the last reconcile pass
@@ -96,6 +98,7 @@ class Spoke {
  private:
   void reconcile_loop();
   void reconcile_and_log(const char* what);
+  void set_nats_tls(sync::NatsOptions* o) const;
 
   const SpokeConfig config_;
   std::mt19937_64 rng_;

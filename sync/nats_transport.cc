@@ -16,6 +16,9 @@
 #include <unordered_map>
 #include <utility>
 
+#include "sync/nats_status.h"
+#include "sync/nats_tls.h"
+
 namespace canopy::sync {
 namespace internal {
 // Defined in transport.cc.
@@ -63,46 +66,8 @@ class CallbackRegistry {
 std::once_flag nats_open_once;
 natsStatus nats_open_status = NATS_OK;
 
-std::string last_error_detail() {
-  natsStatus ignored;
-  const char* text = nats_GetLastError(&ignored);
-  return text != nullptr ? std::string(text) : std::string();
-}
-
-// Maps a NATS.c status to a canonical one; `what` names the operation.
-Status from_nats(natsStatus s, const std::string& what) {
-  if (s == NATS_OK) return ok_status();
-  std::string message = what + ": " + natsStatus_GetText(s);
-  const std::string detail = last_error_detail();
-  if (!detail.empty() && detail != natsStatus_GetText(s)) message += " (" + detail + ")";
-  switch (s) {
-    case NATS_CONNECTION_CLOSED:
-    case NATS_CONNECTION_DISCONNECTED:
-    case NATS_NO_SERVER:
-    case NATS_NOT_YET_CONNECTED:
-    case NATS_IO_ERROR:
-    case NATS_STALE_CONNECTION:
-    case NATS_SECURE_CONNECTION_REQUIRED:
-    case NATS_DRAINING:
-    case NATS_INSUFFICIENT_BUFFER:  // the reconnect buffer is full
-      return unavailable(std::move(message));
-    case NATS_NOT_PERMITTED:
-    case NATS_CONNECTION_AUTH_FAILED:
-      return permission_denied(std::move(message));
-    case NATS_MAX_PAYLOAD:
-    case NATS_NO_MEMORY:
-    case NATS_SLOW_CONSUMER:
-      return resource_exhausted(std::move(message));
-    case NATS_TIMEOUT:
-      return Status(StatusCode::kDeadlineExceeded, std::move(message));
-    case NATS_INVALID_ARG:
-    case NATS_INVALID_SUBJECT:
-    case NATS_INVALID_TIMEOUT:
-      return invalid_argument(std::move(message));
-    default:
-      return internal_error(std::move(message));
-  }
-}
+using internal::from_nats;
+using internal::last_error_detail;
 
 struct OptionsDeleter {
   void operator()(natsOptions* options) const { natsOptions_Destroy(options); }
@@ -143,7 +108,7 @@ Status validate(const NatsOptions& o) {
   };
   CANOPY_RETURN_IF_ERROR(pending(o.pending_msgs_limit, "pending_msgs_limit"));
   CANOPY_RETURN_IF_ERROR(pending(o.pending_bytes_limit, "pending_bytes_limit"));
-  return ok_status();
+  return internal::validate_tls(o);
 }
 
 }  // namespace
@@ -220,7 +185,10 @@ struct NatsTransport::Core {
     std::vector<std::shared_ptr<const StateHandler>> handlers;
     {
       std::lock_guard lock(mu);
-      if (connected) up_since_open = true;
+      if (connected) {
+        up_since_open = true;
+        last_error.clear();
+      }
       if (shutting_down || connected == reported_connected) return;
       reported_connected = connected;
       handlers = state_handlers;
@@ -245,6 +213,20 @@ struct NatsTransport::Core {
     reopen_cv.notify_all();
   }
 
+  // Records why connecting failed, logging it when the reason changes.
+  void set_last_error(std::string why) {
+    {
+      std::lock_guard lock(mu);
+      if (why == last_error) return;
+      last_error = why;
+    }
+    spdlog::warn("nats: connection \"{}\" cannot connect: {}", options.name, why);
+  }
+
+  // One attempt of the probe connection while the transport's own is not
+  // connected; records its error (see the header).
+  void probe_if_down();
+
   bool is_current(natsConnection* nc) const {
     std::shared_lock conn_lock(conn_mu);
     return nc == conn;
@@ -265,9 +247,10 @@ struct NatsTransport::Core {
   void run_reopener();
 
   const NatsOptions options;
-  std::unique_ptr<natsOptions, OptionsDeleter> nats_options;  // every connection's
-  void* key = nullptr;                                        // in cores()
-  std::function<uint64_t()> random;                           // the reopening thread's
+  std::unique_ptr<natsOptions, OptionsDeleter> nats_options;   // every connection's
+  std::unique_ptr<natsOptions, OptionsDeleter> probe_options;  // no retries, no callbacks
+  void* key = nullptr;                                         // in cores()
+  std::function<uint64_t()> random;                            // the reopening thread's
 
   // Shared by calls on `conn`, exclusive to replace it. Taken before `mu`.
   mutable std::shared_mutex conn_mu;
@@ -282,6 +265,7 @@ struct NatsTransport::Core {
   bool reopen_check = true;     // the reopening thread has something to look at
   bool up_since_open = false;   // the current connection has been connected
   uint64_t replaced_drops = 0;  // messages dropped by subscriptions on replaced connections
+  std::string last_error;       // why connecting failed; empty once connected
   std::condition_variable reopen_cv;
 
   // Runs run_reopener(); joined by ~NatsTransport.
@@ -408,8 +392,9 @@ StatusOr<natsConnection*> NatsTransport::Core::open_connection() const {
     return connection;
   }
   if (s == NATS_NOT_YET_CONNECTED) {
-    spdlog::warn("nats: connection \"{}\": no server answers yet; retrying in the background",
-                 options.name);
+    const std::string detail = last_error_detail();
+    spdlog::warn("nats: connection \"{}\": no server answers yet{}; retrying in the background",
+                 options.name, detail.empty() ? "" : " (" + detail + ")");
     return connection;
   }
   return from_nats(
@@ -471,12 +456,36 @@ void NatsTransport::Core::replace_connection(natsConnection* fresh) {
   report_state();
 }
 
+void NatsTransport::Core::probe_if_down() {
+  {
+    std::shared_lock conn_lock(conn_mu);
+    if (natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED) return;
+  }
+  natsConnection* probe = nullptr;
+  const natsStatus s = natsConnection_Connect(&probe, probe_options.get());
+  if (s == NATS_OK) {
+    natsConnection_Destroy(probe);
+    return;
+  }
+  const std::string why = from_nats(s, "connecting to " + options.urls.front() +
+                                           (options.urls.size() > 1 ? " and others" : ""))
+                              .message();
+  set_last_error(internal::explain_tls_failure(options, s, why));
+}
+
 void NatsTransport::Core::run_reopener() {
   uint32_t failures = 0;
   std::unique_lock lock(mu);
   while (true) {
-    reopen_cv.wait(lock, [this] { return shutting_down || reopen_check; });
+    const bool woken =
+        reopen_cv.wait_for(lock, kProbeEvery, [this] { return shutting_down || reopen_check; });
     if (shutting_down) return;
+    if (!woken) {
+      lock.unlock();
+      probe_if_down();
+      lock.lock();
+      continue;
+    }
     reopen_check = false;
     lock.unlock();
     bool closed;
@@ -484,6 +493,8 @@ void NatsTransport::Core::run_reopener() {
       std::shared_lock conn_lock(conn_mu);
       closed = natsConnection_IsClosed(conn);  // true for a null connection
     }
+    // NATS.c closed it without saying why: ask.
+    if (closed) probe_if_down();
     lock.lock();
     if (!closed) continue;
     if (up_since_open) failures = 0;
@@ -498,7 +509,7 @@ void NatsTransport::Core::run_reopener() {
     if (fresh.ok()) {
       replace_connection(*fresh);
     } else {
-      spdlog::warn("nats: connection \"{}\": {}", options.name, fresh.status().to_string());
+      set_last_error(fresh.status().message());
     }
     lock.lock();
     // The new connection may have closed already (its event came while it
@@ -546,11 +557,31 @@ StatusOr<std::unique_ptr<NatsTransport>> NatsTransport::connect(const NatsOption
 
   std::vector<const char*> servers;
   for (const auto& url : options.urls) servers.push_back(url.c_str());
-  natsStatus s = natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
-  if (s == NATS_OK && !options.name.empty()) s = natsOptions_SetName(opts, options.name.c_str());
-  if (s == NATS_OK && !options.user.empty()) {
-    s = natsOptions_SetUserInfo(opts, options.user.c_str(), options.password.c_str());
+  // What the connections and the probe have in common: where, who, TLS.
+  auto common = [&](natsOptions* o, const std::string& name) -> Status {
+    natsStatus cs = natsOptions_SetServers(o, servers.data(), static_cast<int>(servers.size()));
+    if (cs == NATS_OK && !name.empty()) cs = natsOptions_SetName(o, name.c_str());
+    if (cs == NATS_OK && !options.user.empty()) {
+      cs = natsOptions_SetUserInfo(o, options.user.c_str(), options.password.c_str());
+    }
+    if (cs == NATS_OK) cs = natsOptions_SetTimeout(o, options.connect_timeout_ms);
+    if (cs != NATS_OK) return from_nats(cs, "setting NATS options");
+    return internal::apply_tls(o, options);
+  };
+  CANOPY_RETURN_IF_ERROR(common(opts, options.name));
+  if (std::string problem = internal::client_cert_problem(options); !problem.empty()) {
+    spdlog::error("nats: connection \"{}\": {}; the server will refuse it", options.name, problem);
   }
+  natsOptions* raw_probe = nullptr;
+  if (natsOptions_Create(&raw_probe) != NATS_OK) {
+    return resource_exhausted("cannot create NATS options");
+  }
+  core->probe_options.reset(raw_probe);
+  CANOPY_RETURN_IF_ERROR(common(raw_probe, options.name.empty() ? "" : options.name + "-probe"));
+  if (natsOptions_SetAllowReconnect(raw_probe, false) != NATS_OK) {
+    return internal_error("cannot set up the NATS probe options");
+  }
+  natsStatus s = NATS_OK;
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, options.max_reconnect);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, options.reconnect_wait_ms);
   if (s == NATS_OK) {
@@ -558,7 +589,6 @@ StatusOr<std::unique_ptr<NatsTransport>> NatsTransport::connect(const NatsOption
                                        options.reconnect_jitter_ms);
   }
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, options.reconnect_buffer_bytes);
-  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, options.connect_timeout_ms);
   if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, options.ping_interval_ms);
   if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts, options.max_pings_out);
   // The connection-wide default, in force before natsSubscription_SetPendingLimits.
@@ -740,6 +770,11 @@ Status NatsTransport::flush(std::chrono::milliseconds timeout) {
 uint64_t NatsTransport::slow_consumer_events() const { return core_->slow_consumer_events.load(); }
 
 uint64_t NatsTransport::connections_replaced() const { return core_->connections_replaced.load(); }
+
+std::string NatsTransport::last_error() const {
+  std::lock_guard lock(core_->mu);
+  return core_->last_error;
+}
 
 uint64_t NatsTransport::dropped_messages() const {
   std::lock_guard lock(core_->mu);

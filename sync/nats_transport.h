@@ -34,6 +34,20 @@
 // that value itself, so that nothing buffered before the first connect can
 // exceed a default server's limit (the server would close the connection).
 //
+// TLS (sync/nats_tls.h): with tls on, or any URL tls://, every connection
+// is TLS; the server's certificate must verify against tls_ca_file and name
+// the expected host; with tls_cert_file and tls_key_file the transport
+// presents a client certificate (mTLS, nats-server's `verify`). The files
+// are read once, by connect(): new certificates need a new transport.
+//
+// Why it is not connected: NATS.c retries in the background and says nothing
+// of a failed attempt. So while the connection is down the transport makes
+// a probe connection of its own every kProbeEvery (one attempt, no retries,
+// no subscriptions) to learn NATS.c's reason — a refused TCP connection, a
+// TLS handshake error naming the certificate problem, an authorization
+// violation — logs it when it changes and keeps it in last_error(); the
+// probe's own success means the background connection is about to succeed.
+//
 // A server that stops answering on an established connection is noticed by
 // the missing PONGs, after ping_interval_ms * (max_pings_out + 1) at most.
 //
@@ -107,6 +121,17 @@ struct NatsOptions {
   // operator still looks.
   int ping_interval_ms = 5000;
   int max_pings_out = 2;
+  // TLS. On when `tls` is set or any URL starts with tls://; then
+  // tls_ca_file is required (the CA that signed the server's certificate),
+  // and tls_cert_file and tls_key_file go together (the client certificate
+  // and its key, PEM: mTLS). tls_server_name is the name the server's
+  // certificate must carry (a DNS name or IP address in its
+  // subjectAltName); empty: the URLs' host when they all name the same one.
+  bool tls = false;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
   // Uniform 64-bit values for the jitter of the reopen backoff, called on
   // the transport's reopening thread only; empty: a generator seeded from
   // std::random_device.
@@ -122,6 +147,8 @@ class NatsTransport final : public Transport {
   // its server answers again.
   static constexpr std::chrono::milliseconds kReopenBackoffMin{250};
   static constexpr std::chrono::milliseconds kReopenBackoffMax{10'000};
+  // While not connected, how often a probe connection asks why (above).
+  static constexpr std::chrono::milliseconds kProbeEvery{3'000};
 
   // The delay before opening a new connection after `failures` closed
   // connections in a row that never connected (0 for the first): the base
@@ -166,6 +193,11 @@ class NatsTransport final : public Transport {
   uint64_t dropped_messages() const;
   // How many times a closed connection was replaced by a new one.
   uint64_t connections_replaced() const;
+  // Why the last attempt to connect failed, in NATS.c's words ("SSL
+  // handshake error: certificate verify failed", "Authorization
+  // Violation", ...), prefixed by what failed; empty once connected, and
+  // before any attempt failed.
+  std::string last_error() const;
 
  private:
   friend struct NatsCallbacks;

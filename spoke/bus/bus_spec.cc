@@ -181,6 +181,9 @@ Status validate_bus_spec(const BusSpec& s) {
     CANOPY_RETURN_IF_ERROR(
         check_leaf_url("leaf_remote[" + std::to_string(i) + "]", s.leaf_urls[i]));
   }
+  if (s.leaf_tls_cert_file.empty() != s.leaf_tls_key_file.empty()) {
+    return field_error("leaf_tls", "a certificate and its key go together");
+  }
   if (!is_bcrypt_hash(s.spoke_password_hash)) {
     return field_error("spoke_password_hash",
                        "not a bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31, 60 characters)");
@@ -301,11 +304,37 @@ StatusOr<std::string> render_nats_config(const BusSpec& s) {
       for (size_t i = 0; i < std::size(kTelemetrySubjects); ++i) {
         out << (i ? ", " : "") << quote_conf_string(kTelemetrySubjects[i]);
       }
-      out << "]}]\n";
+      out << "]";
+      if (!s.leaf_tls_ca_file.empty() || !s.leaf_tls_cert_file.empty()) {
+        out << ", tls: {";
+        const char* sep = "";
+        if (!s.leaf_tls_cert_file.empty()) {
+          out << "cert_file: " << quote_conf_string(s.leaf_tls_cert_file)
+              << ", key_file: " << quote_conf_string(s.leaf_tls_key_file);
+          sep = ", ";
+        }
+        if (!s.leaf_tls_ca_file.empty()) {
+          out << sep << "ca_file: " << quote_conf_string(s.leaf_tls_ca_file);
+        }
+        out << "}";
+      }
+      out << "}]\n";
     }
     out << "}\n";
   }
   return out.str();
+}
+
+void use_leaf_tls(BusSpec* spec, const std::string& ca_file, const std::string& cert_file,
+                  const std::string& key_file) {
+  bool tls = false;
+  for (const auto& url : spec->leaf_urls) tls = tls || url.rfind("tls://", 0) == 0;
+  if (!tls) return;
+  spec->leaf_tls_ca_file = ca_file;
+  if (!cert_file.empty() && !key_file.empty()) {
+    spec->leaf_tls_cert_file = cert_file;
+    spec->leaf_tls_key_file = key_file;
+  }
 }
 
 std::string restart_only_difference(const BusSpec& a, const BusSpec& b) {
@@ -317,6 +346,10 @@ std::string restart_only_difference(const BusSpec& a, const BusSpec& b) {
   if (a.monitor_port != b.monitor_port) return "monitor_port";
   if (a.leaf_port != b.leaf_port) return "leaf_port";
   if (a.leaf_urls != b.leaf_urls) return "leaf_remote";
+  if (a.leaf_tls_ca_file != b.leaf_tls_ca_file || a.leaf_tls_cert_file != b.leaf_tls_cert_file ||
+      a.leaf_tls_key_file != b.leaf_tls_key_file) {
+    return "leaf_tls";
+  }
   if (a.limits.max_memory_store != b.limits.max_memory_store) return "limits.max_memory_store";
   if (a.limits.max_file_store != b.limits.max_file_store) return "limits.max_file_store";
   return "";

@@ -127,12 +127,27 @@ struct BusSpec {
   // The hub's leaf node URLs (nats-leaf://, nats:// or tls://, credentials in
   // the URL if the hub wants them); empty: no uplink.
   std::vector<std::string> leaf_urls;
+  // TLS of the leaf connection (a `tls { }` block in the remote): on when
+  // leaf_tls_ca_file or leaf_tls_cert_file is set. The CA verifies the hub's
+  // leaf certificate (nats-server checks it names the URL's host); the
+  // certificate and key, the site's own (its enrollment's site.crt and
+  // site.key), are presented for the hub's `verify` (mTLS). See
+  // use_leaf_tls().
+  std::string leaf_tls_ca_file;
+  std::string leaf_tls_cert_file;
+  std::string leaf_tls_key_file;
   // bcrypt hash of the password of the spoke's own user in CANOPY
   // ("canopy-spoke"); see make_bus_spec.
   std::string spoke_password_hash;
   BusLimits limits;
   std::vector<BusTenant> tenants;
 };
+
+// Sets the leaf connection's TLS files when a leaf URL is tls:// (files
+// empty are left out: nats-server then uses the system's CAs, or presents
+// no certificate).
+void use_leaf_tls(BusSpec* spec, const std::string& ca_file, const std::string& cert_file,
+                  const std::string& key_file);
 
 // The names the config uses, in one place for tests and tools.
 std::string jetstream_domain(const BusSpec& spec);                          // "site-<site>"

@@ -78,12 +78,29 @@ bool greeting_received(int port) {
 
 }  // namespace
 
+std::string tls_block(const NatsTlsFiles& tls, int indent) {
+  const std::string pad(static_cast<size_t>(indent), ' ');
+  std::ostringstream out;
+  out << pad << "tls {\n";
+  if (!tls.cert_file.empty()) out << pad << "  cert_file: \"" << tls.cert_file << "\"\n";
+  if (!tls.key_file.empty()) out << pad << "  key_file: \"" << tls.key_file << "\"\n";
+  if (!tls.ca_file.empty()) out << pad << "  ca_file: \"" << tls.ca_file << "\"\n";
+  if (tls.verify_and_map) {
+    out << pad << "  verify_and_map: true\n";
+  } else if (tls.verify) {
+    out << pad << "  verify: true\n";
+  }
+  out << pad << "  timeout: " << tls.timeout_s << "\n" << pad << "}\n";
+  return out.str();
+}
+
 NatsServer::NatsServer(NatsServerOptions options)
     : options_(std::move(options)), dir_("canopy-nats-") {}
 
 std::string NatsServer::url() const {
   if (port_ == 0) return "";
-  return "nats://127.0.0.1:" + std::to_string(port_);
+  return (options_.tls.cert_file.empty() ? "nats://127.0.0.1:" : "tls://127.0.0.1:") +
+         std::to_string(port_);
 }
 
 bool NatsServer::start(std::string* error) {
@@ -126,6 +143,7 @@ bool NatsServer::write_config(std::string* error) const {
       << "listen: \"127.0.0.1:" << port_ << "\"\n"
       << "http: \"127.0.0.1:" << monitor_port_ << "\"\n"
       << "max_payload: " << options_.max_payload << "\n";
+  if (!options_.tls.cert_file.empty()) out << tls_block(options_.tls);
   if (!options_.extra_config.empty()) out << "\n" << options_.extra_config << "\n";
   out.close();
   if (!out) {

@@ -14,6 +14,12 @@
 // keep to loopback too. `max_payload` must not exceed the server's
 // max_pending (64 MiB unless raised in extra_config).
 //
+// With `tls` set (a cert_file), the client port takes TLS only (the greeting
+// INFO still comes in clear, then the client upgrades) and url() is
+// "tls://127.0.0.1:PORT"; with tls.verify, clients must present a
+// certificate signed by tls.ca_file (mTLS). tls_block() writes the same
+// block for leafnodes { } and remotes in extra_config.
+//
 // The server binary is, in order: options.binary, $CANOPY_NATS_SERVER, or
 // `nats-server` from $PATH, /usr/sbin or /usr/local/sbin.
 //
@@ -32,10 +38,27 @@
 
 namespace canopy::testing {
 
+// nats-server's `tls { }` block.
+struct NatsTlsFiles {
+  std::string cert_file;  // empty: no TLS
+  std::string key_file;
+  std::string ca_file;  // verifies the peer's certificate
+  bool verify = false;  // the peer must present a certificate (mTLS)
+  // verify, and the certificate's subject names the user (authorization
+  // users listed by their certificate's DN, no password).
+  bool verify_and_map = false;
+  double timeout_s = 2;  // handshake timeout
+};
+
+// `tls { ... }` for a nats-server config, indented by `indent` spaces.
+std::string tls_block(const NatsTlsFiles& tls, int indent = 0);
+
 struct NatsServerOptions {
   // Largest message payload the server accepts, in bytes (nats-server's
   // default is 1 MiB).
   int64_t max_payload = 1 << 20;
+  // TLS on the client port; off unless tls.cert_file is set.
+  NatsTlsFiles tls;
   // Appended to the generated config, after a newline.
   std::string extra_config;
   // Path or name of the nats-server binary; empty: see the header comment.
@@ -68,7 +91,7 @@ class NatsServer {
   // Whether the server process is alive.
   bool running();
 
-  // Client port and URL ("nats://127.0.0.1:PORT"); 0 and "" before the first
+  // Client port and URL ("nats://127.0.0.1:PORT", tls:// with TLS); 0 and "" before the first
   // start() picked the ports.
   int port() const { return port_; }
   std::string url() const;

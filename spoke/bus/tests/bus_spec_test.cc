@@ -15,6 +15,7 @@
 #include "tests/support/free_port.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tls_certs.h"
 #include "tests/support/wait.h"
 
 namespace canopy::spoke::bus {
@@ -120,6 +121,45 @@ TEST(BusSpecTest, ConfinesDevicesToTheirTreesAndBindsTheUplinkToCanopy) {
   EXPECT_NE(c.find("http: \"127.0.0.1:18223\""), std::string::npos);
   EXPECT_NE(c.find("consumer_memory_storage: false"), std::string::npos);
   EXPECT_NE(c.find("consumer_inactive_threshold: \"604800s\""), std::string::npos);
+}
+
+TEST(BusSpecTest, TlsLeafRemoteCarriesTheSiteCertificate) {
+  TempDir dir;
+  BusSpec s = valid_spec(dir.path().string());
+  // Not tls://: nothing changes.
+  use_leaf_tls(&s, "/id/ca.crt", "/id/site.crt", "/id/site.key");
+  EXPECT_EQ(s.leaf_tls_ca_file, "");
+  s.leaf_urls = {"tls://127.0.0.1:7422"};
+  use_leaf_tls(&s, "/id/ca.crt", "/id/site.crt", "/id/site.key");
+  auto r = render_nats_config(s);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_NE(r->find("deny_exports: [\"t.*.d.*.telemetry\", \"t.*.d.*.telemetry.>\"], "
+                    "tls: {cert_file: \"/id/site.crt\", key_file: \"/id/site.key\", "
+                    "ca_file: \"/id/ca.crt\"}}]"),
+            std::string::npos)
+      << *r;
+  EXPECT_EQ(restart_only_difference(s, valid_spec(dir.path().string())), "leaf_remote");
+  // With real files nats-server accepts it.
+  canopy::testing::TestCertificates certs;
+  std::string error;
+  auto ca = certs.make_ca("hub", &error);
+  ASSERT_TRUE(ca.ok()) << error;
+  auto site =
+      certs.issue_client(ca, "shop-1", std::chrono::hours(24), std::chrono::hours(-1), &error);
+  ASSERT_TRUE(site.ok()) << error;
+  BusSpec real = valid_spec(dir.path().string());
+  real.leaf_urls = {"tls://127.0.0.1:7422"};
+  use_leaf_tls(&real, ca.cert, site.cert, site.key);
+  auto config = render_nats_config(real);
+  ASSERT_TRUE(config.ok()) << config.status().to_string();
+  bool ok = false;
+  const std::string out = nats_server_check(dir, *config, &ok);
+  EXPECT_TRUE(ok) << out << "\n" << *config;
+  // A certificate without its key is refused.
+  s.leaf_tls_key_file.clear();
+  EXPECT_NE(message_of(s).find("leaf_tls: a certificate and its key go together"),
+            std::string::npos)
+      << message_of(s);
 }
 
 TEST(BusSpecTest, MemoryConsumersConfigIsAccepted) {
