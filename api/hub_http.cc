@@ -109,7 +109,10 @@ std::vector<std::string> hub_readiness(hub::Hub* hub, const daemon::Health* heal
     problems.push_back(std::string("daemon ") + daemon::phase_name(health->phase()));
   }
   if (hub->store() == nullptr) problems.push_back("store not open");
-  if (!hub->nats_connected()) problems.push_back("NATS not connected");
+  if (!hub->nats_connected()) {
+    const std::string why = hub->nats_last_error();
+    problems.push_back(why.empty() ? "NATS not connected" : "NATS not connected: " + why);
+  }
   return problems;
 }
 
@@ -123,6 +126,10 @@ void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health
               {"log_index", hub->store()->last_log_index()},
               {"sessions", hub->session_count()}};
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
+    // Why it cannot connect (a refused certificate, a refused password, ...).
+    if (!hub->nats_connected()) {
+      if (std::string why = hub->nats_last_error(); !why.empty()) j["nats_error"] = why;
+    }
     // A regional hub: how it stands with its parent.
     if (auto up = hub->upstream()) {
       j["parent"] = {{"name", up->parent},     {"session_open", up->session_open},

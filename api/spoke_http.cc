@@ -137,7 +137,10 @@ std::vector<std::string> spoke_readiness(spoke::Spoke* spoke, const daemon::Heal
   }
   if (spoke->store() == nullptr) problems.push_back("store not open");
   const spoke::SpokeHealth h = spoke->health();
-  if (!h.nats_connected) problems.push_back("NATS not connected");
+  if (!h.nats_connected) {
+    problems.push_back(h.nats_error.empty() ? "NATS not connected"
+                                            : "NATS not connected: " + h.nats_error);
+  }
   if (!h.applied) problems.push_back("no reconcile pass has completed");
   return problems;
 }
@@ -158,6 +161,7 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
               {"failed", h.failed},
               {"documents_received", h.documents_received},
               {"applied", h.applied}};
+    if (!h.nats_connected && !h.nats_error.empty()) j["nats_error"] = h.nats_error;
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
     reply_json(res, j.dump());
   });

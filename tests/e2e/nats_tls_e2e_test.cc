@@ -169,6 +169,9 @@ TEST_F(NatsTlsE2ETest, CertificateFromAnotherCaIsRefusedWithReasonsOnBothEnds) {
   ASSERT_TRUE(health);
   EXPECT_FALSE(health->value("nats_connected", true));
   EXPECT_FALSE(health->value("session_open", true));
+  EXPECT_NE(health->value("nats_error", "").find("may refuse the client certificate"),
+            std::string::npos)
+      << health->dump();
   EXPECT_TRUE(a.proc.running());
   // nats-server names the certificate's problem.
   EXPECT_TRUE(wait_until(
@@ -210,6 +213,8 @@ TEST_F(NatsTlsE2ETest, ExpiredSiteCertificateIsRefusedAndSaysSo) {
   auto health = http_get_json(a.health_port, "/healthz");
   ASSERT_TRUE(health);
   EXPECT_FALSE(health->value("nats_connected", true));
+  EXPECT_NE(health->value("nats_error", "").find("expired at"), std::string::npos)
+      << health->dump();
   EXPECT_TRUE(wait_until(
       [&] {
         const std::string log = read_file(nats_->log_path());
@@ -234,6 +239,8 @@ TEST_F(NatsTlsE2ETest, ServerCertificateForAnotherHostIsRefusedByTheHub) {
   auto health = http_get_json(hub_->health_port, "/healthz");
   ASSERT_TRUE(health);
   EXPECT_FALSE(health->value("nats_connected", true));
+  EXPECT_NE(health->value("nats_error", "").find("hostname mismatch"), std::string::npos)
+      << health->dump();
   EXPECT_TRUE(hub_->proc.running());
   // nats-server sees the client give up on its certificate.
   EXPECT_TRUE(wait_until(

@@ -170,20 +170,35 @@ TEST_F(TwinPathsTest, ACredentialChangeIsAppliedByReload) {
   const uint64_t reloads = sup_->reloads();
 
   put_device("pump-1", "pw-new", json{{"speed", 1}});
-  ASSERT_TRUE(wait_until([&] { return sup_->reloads() > reloads; }, 10s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return sup_->reloads() > reloads && watch_->stats().bus_updates >= before.bus_updates + 1;
+      },
+      10s));
   EXPECT_EQ(watch_->stats().bus_updates, before.bus_updates + 1);
   EXPECT_EQ(desired_seen("pump-1", "pw-new"), R"({"speed":1})");
   EXPECT_NE(desired_seen("pump-1", "pw-old"), R"({"speed":1})");
 
   // A new device: a bus update, and its desired published once it can connect.
   put_device("pump-2", "pw-2", json{{"mode", "eco"}});
-  ASSERT_TRUE(wait_until([&] { return watch_->known("acme", "pump-2"); }, 5s));
+  // (known() turns true as the pass takes the document, before its bus update.)
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return watch_->known("acme", "pump-2") &&
+               watch_->stats().bus_updates >= before.bus_updates + 2;
+      },
+      10s));
   EXPECT_EQ(watch_->stats().bus_updates, before.bus_updates + 2);
   EXPECT_EQ(desired_seen("pump-2", "pw-2"), R"({"mode":"eco"})");
 
   // Deleted: its retained desired is cleared and its user removed.
   ASSERT_TRUE(store_->remove(model::device_key(kSite, "acme", "pump-2")).ok());
-  ASSERT_TRUE(wait_until([&] { return !watch_->known("acme", "pump-2"); }, 5s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return !watch_->known("acme", "pump-2") &&
+               watch_->stats().bus_updates >= before.bus_updates + 3;
+      },
+      10s));
   EXPECT_EQ(watch_->stats().bus_updates, before.bus_updates + 3);
   EXPECT_NE(desired_seen("pump-2", "pw-2"), R"({"mode":"eco"})");
   EXPECT_EQ(desired_seen("pump-1", "pw-new"), R"({"speed":1})");
