@@ -128,7 +128,37 @@ Status Store::Impl::open() {
   } else if (!meta_.ParseFromString(raw) || meta_.replica_id() == 0) {
     return data_loss("store " + opts_.path + ": metadata is corrupt");
   }
-  if (opts_.replica_id != 0 && opts_.replica_id != meta_.replica_id()) {
+  // Put back from a backup (the operator's restore leaves the marker): the
+  // replica's seqs up to the present may have reached peers that this copy
+  // never heard of, and no peer can be relied on to say so (an active-active
+  // level where the site's last writes went to the other hub). Writing on
+  // under the old id would reuse those dots, and a peer holding the old write
+  // would discard the new one as a duplicate. So the store becomes a new
+  // replica: its documents keep their dots (the old id is retired), its own
+  // writes start a fresh id, and a new log epoch voids every position held
+  // in its log.
+  rocksdb::Env* env = opts_.env != nullptr ? opts_.env : rocksdb::Env::Default();
+  const std::string marker = opts_.path + "/" + kRestoredMarker;
+  const bool restored = env->FileExists(marker).ok();
+  if (restored) {
+    const uint64_t old_id = meta_.replica_id();
+    uint64_t id = old_id;
+    while (id == old_id || id == 0) id = random_u64(opts_.random);
+    uint64_t epoch = meta_.log_epoch();
+    while (epoch == meta_.log_epoch()) epoch = random_u64(opts_.random);
+    meta_.set_replica_id(id);
+    meta_.set_next_seq(1);
+    meta_.set_log_epoch(epoch);
+    rocksdb::WriteBatch b;
+    stage_meta(&b);
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    CANOPY_RETURN_IF_ERROR(from_rocks(db_->Write(wo, &b), "renewing the replica id"));
+    // Only once the new id is durable: a crash before this takes yet another.
+    CANOPY_RETURN_IF_ERROR(from_rocks(env->DeleteFile(marker), "removing " + marker));
+    spdlog::warn("store {}: restored from a backup ({} found): replica {:016x} is now {:016x}",
+                 opts_.path, kRestoredMarker, old_id, id);
+  } else if (opts_.replica_id != 0 && opts_.replica_id != meta_.replica_id()) {
     return failed_precondition("store " + opts_.path + " belongs to replica " +
                                std::to_string(meta_.replica_id()) + ", not " +
                                std::to_string(opts_.replica_id));

@@ -79,6 +79,15 @@ enum class Durability { kSync, kGroupCommit, kNone };
 // "sync" or "group", as daemons' configs and flags spell it.
 StatusOr<Durability> parse_durability(std::string_view name);
 
+// A file of this name in a store's directory says the directory was put back
+// from a backup (or copied from another store): the next open takes a new
+// replica id and log epoch, then removes the file. An operator's restore is
+// "copy the backup into place, then create this file" (docs/hierarchy.md,
+// "Restoring a store from a backup"); without it, a restored replica whose
+// last writes reached only a peer its parent cannot see would reuse their
+// seqs.
+inline constexpr char kRestoredMarker[] = "CANOPY-RESTORED";
+
 struct StoreOptions {
   std::string path;  // RocksDB directory; created when missing
   Durability durability = Durability::kGroupCommit;
@@ -90,7 +99,8 @@ struct StoreOptions {
   // CLOCK_SKEW.
   uint64_t max_clock_skew_ms = 60'000;
   // Replica id for a new store; 0 draws a random one. An existing store keeps
-  // its own (a mismatch is an error).
+  // its own (a mismatch is an error), except when kRestoredMarker makes it
+  // draw a new one (this is then ignored).
   uint64_t replica_id = 0;
   // Decoded documents kept in memory.
   size_t doc_cache_entries = 100'000;

@@ -473,8 +473,11 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
   if (!batch.empty()) writes_.push_back(Write::apply_deltas(std::move(batch), owner, s->replica));
   if (!docs.empty()) writes_.push_back(Write::apply_states(std::move(docs), s->replica));
   if (own_seq != 0) {
-    writes_.push_back(Write::put_local(up_seq_key(s->child),
-                                       std::to_string(own_seq) + " " + std::to_string(own_hlc)));
+    // With the replica: a child that took a new replica id (restored from a
+    // backup) starts its seqs again, and must not be told of the old id's.
+    writes_.push_back(Write::put_local(up_seq_key(s->child), std::to_string(own_seq) + " " +
+                                                                 std::to_string(own_hlc) + " " +
+                                                                 std::to_string(s->replica)));
   }
   if (c.has_position()) {
     writes_.push_back(

@@ -100,8 +100,10 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
   }
   auto seen = store_->get_local(up_seq_key(child));
   if (seen.ok() && seen->has_value()) {
-    unsigned long long seq = 0, hlc = 0;
-    if (std::sscanf((*seen)->c_str(), "%llu %llu", &seq, &hlc) == 2) {
+    // "seq hlc replica" (before the replica was recorded: "seq hlc").
+    unsigned long long seq = 0, hlc = 0, replica = 0;
+    const int fields = std::sscanf((*seen)->c_str(), "%llu %llu %llu", &seq, &hlc, &replica);
+    if (fields == 2 || (fields == 3 && replica == hello.replica_id())) {
       welcome.mutable_welcome()->set_child_max_seq(seq);
       welcome.mutable_welcome()->set_child_max_seq_hlc(hlc);
     }

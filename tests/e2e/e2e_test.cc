@@ -11,6 +11,7 @@
 // Hostile bytes and large writes on the bus are in bus_e2e_test.cc.
 //
 // On a failure, the tails of every daemon's log are printed.
+#include "store/store.h"
 #include "tests/e2e/e2e_fixture.h"
 
 namespace canopy::e2e {
@@ -220,6 +221,55 @@ TEST_F(E2ETest, KilledSpokeCatchesUpAfterRestart) {
       },
       kTimeout, kPoll);
   EXPECT_TRUE(status_up) << "the hub does not show eu-1's new status";
+}
+
+// 2b. A spoke whose data directory an operator puts back from a backup (with
+// the restore marker, store/store.h) comes back as a new replica and syncs on:
+// its new writes reach the hub, and what it wrote after the backup comes back.
+TEST_F(E2ETest, SpokeRestoredFromABackupTakesANewReplicaIdAndSyncsOn) {
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.26")).ok());
+  ASSERT_TRUE(put("placement", "shop", placement_by_region({"web"}, "eu")).ok());
+  auto hub_shows = [&](const std::string& tmpl) {
+    return wait_until(
+        [&] {
+          auto files = eu.read();
+          if (!files.count(template_key(tmpl))) return false;
+          auto hs = hub_template_status("shop", "eu-1", tmpl);
+          return hs && hs->first == "applied" && hs->second == files.at(template_key(tmpl)).hash();
+        },
+        kTimeout, kPoll);
+  };
+  ASSERT_TRUE(hub_shows("web"));
+
+  ASSERT_NO_FATAL_FAILURE(kill_spoke(eu));
+  const std::string backup = eu.dir.file("backup");
+  std::filesystem::copy(eu.data(), backup, std::filesystem::copy_options::recursive);
+  // After the backup the spoke writes more: the status of a second template.
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu, /*expect_session=*/false));
+  ASSERT_TRUE(put("template", "api", deployment("api", 2, "shop/api:7")).ok());
+  ASSERT_TRUE(put("placement", "shop", placement_by_region({"web", "api"}, "eu")).ok());
+  ASSERT_TRUE(hub_shows("api"));
+
+  ASSERT_NO_FATAL_FAILURE(kill_spoke(eu));
+  std::filesystem::remove_all(eu.data());
+  std::filesystem::copy(backup, eu.data(), std::filesystem::copy_options::recursive);
+  std::ofstream(eu.data() + "/" + kRestoredMarker).put('\n');
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu, /*expect_session=*/false));
+  EXPECT_TRUE(
+      wait_until([&] { return !std::filesystem::exists(eu.data() + "/" + kRestoredMarker); },
+                 kTimeout, kPoll));
+  EXPECT_NE(read_file(eu.log_path()).find("restored from a backup"), std::string::npos);
+  // The restored spoke holds the second template again and writes as its new
+  // self: a third template's status reaches the hub.
+  ASSERT_TRUE(put("template", "db", deployment("db", 1, "postgres:16")).ok());
+  ASSERT_TRUE(put("placement", "shop", placement_by_region({"web", "api", "db"}, "eu")).ok());
+  EXPECT_TRUE(hub_shows("api"));
+  EXPECT_TRUE(hub_shows("db")) << "the restored spoke's new writes do not reach the hub";
+  EXPECT_EQ(eu.read().size(), 3u);
 }
 
 // 3. Cut off from NATS, a spoke keeps serving: its manifests stay, a restart

@@ -31,6 +31,7 @@
 // CANOPY_SEED replays one, with debug logs; CANOPY_SIM_DEBUG=1 adds log dumps
 // to a failure.
 #include <gtest/gtest.h>
+#include <rocksdb/env.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -109,9 +110,7 @@ class World {
       h2.peer = "hub";
       nodes_["hub"].peer = "hub2";
       // The root's sites fail over; the regional hub keeps one parent, or
-      // fails over too with CANOPY_SIM_REGION_FAILOVER (seed 678 still ends
-      // diverged then: a site restored from a backup reuses a seq; see
-      // docs/hierarchy.md, Known limits).
+      // fails over too with CANOPY_SIM_REGION_FAILOVER.
       const bool region_fails_over = std::getenv("CANOPY_SIM_REGION_FAILOVER") != nullptr;
       for (const auto& c : h2.children) {
         if (nodes_[c].children.empty() || region_fails_over) nodes_[c].fallbacks = {"hub2"};
@@ -157,6 +156,7 @@ class World {
     auto st = Store::open(o);
     ASSERT_TRUE(st.ok()) << st.status().to_string();
     n.store = std::move(st).value();
+    n.replica = n.store->replica_id();  // a new one after a restore
     n.transport = net_.endpoint(n.name);
     n.node = std::make_unique<sync::SyncNode>(n.store.get(), n.transport.get());
     sync::Env env{&clock_, [this] { return rng_(); }};
@@ -272,6 +272,9 @@ class World {
       fs_.copy_dir(n.dir, *n.backup);
     } else {
       fs_.copy_dir(*n.backup, n.dir);
+      // As an operator restores (store.h, kRestoredMarker): the store takes a
+      // new replica id at its next open.
+      ASSERT_TRUE(rocksdb::WriteStringToFile(fs_.env(), "", n.dir + "/" + kRestoredMarker).ok());
       restored_.insert(n.name);
     }
     open(n);
