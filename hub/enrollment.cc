@@ -358,11 +358,28 @@ StatusOr<RenewedCertificate> Enrollment::renew(std::string_view cert_pem, std::s
                                      " is revoked: it cannot renew its certificate; enroll it "
                                      "again with a new token"));
   }
+  // Only the site's latest certificate renews, or the one it replaced: a
+  // site whose last renewal answer was lost still holds that one (it keeps
+  // its files until it has the answer, spoke/renew.cc). Any older
+  // certificate, a copy taken from the site before, is refused even while
+  // it has not expired.
+  auto presented = daemon::cert_fingerprint(cert_pem);
+  if (!presented.ok())
+    return refused(unauthenticated("the current certificate: " + presented.status().message()));
+  const bool latest = *presented == identity->cert_fingerprint;
+  if (!latest && *presented != identity->previous_cert_fingerprint) {
+    return refused(permission_denied(
+        "site " + site + ": the certificate " + *presented +
+        " was superseded by a later renewal; only the latest certificate renews"));
+  }
   auto cert = sign(csr_pem, site);
   if (!cert.ok()) return refused(cert.status());
   auto fp = daemon::cert_fingerprint(*cert);
   if (!fp.ok()) return fp.status();
   const std::string old_fp = identity->cert_fingerprint;
+  // Renewed again with the replaced certificate: the answer it never got is
+  // discarded, and the replaced one stays the fallback.
+  if (latest) identity->previous_cert_fingerprint = old_fp;
   identity->cert_fingerprint = *fp;
   identity->cert_not_after_ms = clock_->now_ms() + cert_validity_ms();
   auto put = store_->put_value(key, model::site_identity_document(*identity));

@@ -896,9 +896,9 @@ json bootstrap_record_document(const BootstrapTokenRecord& t) {
 
 StatusOr<SiteIdentity> parse_site_identity(std::string_view site, const json& doc) {
   CANOPY_RETURN_IF_ERROR(require_object(doc, "site identity"));
-  CANOPY_RETURN_IF_ERROR(
-      only_fields(doc, {"natsUser", "natsPasswordHash", "certFingerprint", "certNotAfterMs",
-                        "enrolledAtMs", "revoked", "revokedAtMs"}));
+  CANOPY_RETURN_IF_ERROR(only_fields(
+      doc, {"natsUser", "natsPasswordHash", "certFingerprint", "previousCertFingerprint",
+            "certNotAfterMs", "enrolledAtMs", "revoked", "revokedAtMs"}));
   if (!is_dns1123_label(site)) {
     return invalid_argument("site " + quote(site) + " is not " + std::string(kLabelRule));
   }
@@ -918,6 +918,10 @@ StatusOr<SiteIdentity> parse_site_identity(std::string_view site, const json& do
     }
   }
   CANOPY_RETURN_IF_ERROR(string_field(doc, "certFingerprint", &out.cert_fingerprint));
+  if (field(doc, "previousCertFingerprint") != nullptr) {
+    CANOPY_RETURN_IF_ERROR(
+        string_field(doc, "previousCertFingerprint", &out.previous_cert_fingerprint));
+  }
   auto not_after = millis_field(doc, "certNotAfterMs");
   if (!not_after.ok()) return not_after.status();
   out.cert_not_after_ms = *not_after;
@@ -937,13 +941,17 @@ StatusOr<SiteIdentity> parse_site_identity(std::string_view site, const json& do
 }
 
 json site_identity_document(const SiteIdentity& i) {
-  return {{"natsUser", i.nats_user},
-          {"natsPasswordHash", i.nats_password_hash},
-          {"certFingerprint", i.cert_fingerprint},
-          {"certNotAfterMs", i.cert_not_after_ms},
-          {"enrolledAtMs", i.enrolled_at_ms},
-          {"revoked", i.revoked},
-          {"revokedAtMs", i.revoked_at_ms}};
+  json doc = {{"natsUser", i.nats_user},
+              {"natsPasswordHash", i.nats_password_hash},
+              {"certFingerprint", i.cert_fingerprint},
+              {"certNotAfterMs", i.cert_not_after_ms},
+              {"enrolledAtMs", i.enrolled_at_ms},
+              {"revoked", i.revoked},
+              {"revokedAtMs", i.revoked_at_ms}};
+  if (!i.previous_cert_fingerprint.empty()) {
+    doc["previousCertFingerprint"] = i.previous_cert_fingerprint;
+  }
+  return doc;
 }
 
 }  // namespace canopy::model

@@ -344,7 +344,8 @@ StatusOr<BootstrapTokenRecord> parse_bootstrap_record(std::string_view id,
 nlohmann::json bootstrap_record_document(const BootstrapTokenRecord& token);
 
 // `enrollment/sites/<site>`: {"natsUser": "<user>", "natsPasswordHash":
-//   "<bcrypt>", "certFingerprint": "sha256:<hex>", "certNotAfterMs": N,
+//   "<bcrypt>", "certFingerprint": "sha256:<hex>", "previousCertFingerprint":
+//   "sha256:<hex>" (optional), "certNotAfterMs": N,
 //   "enrolledAtMs": N, "revoked": bool, "revokedAtMs": N} — what the hub
 //   issued the site at its last enrollment, and whether it is cut off. The
 //   hub's NATS authorization file lists every site not revoked. Hub only.
@@ -353,6 +354,9 @@ struct SiteIdentity {
   std::string nats_user;
   std::string nats_password_hash;
   std::string cert_fingerprint;
+  // The certificate the current one replaced at a renewal (empty before the
+  // first): a site whose renewal answer was lost renews again with it.
+  std::string previous_cert_fingerprint;
   uint64_t cert_not_after_ms = 0;
   uint64_t enrolled_at_ms = 0;
   bool revoked = false;

@@ -244,6 +244,46 @@ TEST_F(EnrollmentTest, RenewalNeedsTheCurrentCertificateAndItsKey) {
   EXPECT_EQ(enrollment_->stats().refused_renewals, 7u);
 }
 
+// Only the latest certificate renews, or the one it replaced (the site never
+// got the answer of its last renewal); an older one is refused though it has
+// not expired: a copy taken from the site cannot keep itself alive.
+TEST_F(EnrollmentTest, OnlyTheLatestCertificateOrTheOneItReplacedRenews) {
+  auto issued = enrollment_->issue("shop-1", 3600);
+  ASSERT_TRUE(issued.ok());
+  auto [key0, csr0] = key_and_csr("shop-1");
+  auto site = enrollment_->enroll(issued->text, csr0);
+  ASSERT_TRUE(site.ok()) << site.status().to_string();
+  const std::string cert0 = site->certificate_pem;
+  auto renew_from = [&](const std::string& cert, const std::string& key) {
+    auto [k, csr] = key_and_csr("shop-1");
+    auto out = enrollment_->renew(cert, csr, daemon::sign_bytes(key, csr).value());
+    return std::make_pair(std::move(out), k);
+  };
+  auto [first, key1] = renew_from(cert0, key0);
+  ASSERT_TRUE(first.ok()) << first.status().to_string();
+  // The answer was lost: the site renews again from cert0 and gets another.
+  auto [again, key1b] = renew_from(cert0, key0);
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  // The certificate whose answer was discarded no longer renews.
+  auto [lost, k_lost] = renew_from(first->certificate_pem, key1);
+  EXPECT_EQ(lost.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(lost.status().message().find("superseded"), std::string::npos)
+      << lost.status().to_string();
+  // The site goes on from what it holds; then cert0 is two renewals old.
+  auto [second, key2] = renew_from(again->certificate_pem, key1b);
+  ASSERT_TRUE(second.ok()) << second.status().to_string();
+  auto [stale, k_stale] = renew_from(cert0, key0);
+  EXPECT_EQ(stale.status().code(), StatusCode::kPermissionDenied);
+  auto ids = enrollment_->identities();
+  ASSERT_TRUE(ids.ok());
+  ASSERT_EQ(ids->size(), 1u);
+  EXPECT_EQ((*ids)[0].cert_fingerprint, daemon::cert_fingerprint(second->certificate_pem).value());
+  EXPECT_EQ((*ids)[0].previous_cert_fingerprint,
+            daemon::cert_fingerprint(again->certificate_pem).value());
+  EXPECT_EQ(enrollment_->stats().renewals, 3u);
+  EXPECT_EQ(enrollment_->stats().refused_renewals, 2u);
+}
+
 TEST(IdentityTest, ServingCertificatesSignaturesAndValidity) {
   auto ca = daemon::create_ca("ca", 1);
   ASSERT_TRUE(ca.ok());
