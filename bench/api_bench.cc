@@ -357,6 +357,7 @@ class WatchReader final : public grpc::ClientReadReactor<grpc::ByteBuffer> {
     if (!ok) return;
     const auto now = Clock::now();
     messages_ += 1;
+    bytes_ += message_.Length();
     versions_.clear();
     if (!event_versions(&message_, &versions_)) bad_messages_ += 1;
     for (uint64_t v : versions_) got_.emplace_back(v, now);
@@ -378,6 +379,7 @@ class WatchReader final : public grpc::ClientReadReactor<grpc::ByteBuffer> {
   // Valid once wait() returned.
   const std::vector<std::pair<uint64_t, Clock::time_point>>& got() const { return got_; }
   uint64_t messages() const { return messages_; }
+  uint64_t bytes() const { return bytes_; }
   uint64_t bad_messages() const { return bad_messages_; }
 
  private:
@@ -389,6 +391,7 @@ class WatchReader final : public grpc::ClientReadReactor<grpc::ByteBuffer> {
   std::vector<uint64_t> versions_;
   std::vector<std::pair<uint64_t, Clock::time_point>> got_;
   uint64_t messages_ = 0;
+  uint64_t bytes_ = 0;
   uint64_t bad_messages_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -507,7 +510,8 @@ int case_watch(int watchers, double rate, double seconds) {
   std::vector<double> delays, after_ack;
   delays.reserve(when.size() * readers.size());
   after_ack.reserve(when.size() * readers.size());
-  uint64_t events = 0, messages = 0, bad = 0, unmatched = 0, ended_early = 0, duplicates = 0;
+  uint64_t events = 0, messages = 0, bytes = 0, bad = 0, unmatched = 0, ended_early = 0,
+           duplicates = 0;
   for (auto& r : readers) {
     const grpc::Status st = r->wait();
     if (st.error_code() != grpc::StatusCode::CANCELLED) {
@@ -516,6 +520,7 @@ int case_watch(int watchers, double rate, double seconds) {
                    st.error_message().c_str());
     }
     messages += r->messages();
+    bytes += r->bytes();
     bad += r->bad_messages();
     std::set<uint64_t> got;
     for (const auto& [version, at] : r->got()) {
@@ -541,6 +546,8 @@ int case_watch(int watchers, double rate, double seconds) {
   emit("watch:delivered_fraction", static_cast<double>(delays.size()) / expected, "1");
   emit("watch:events_per_message",
        messages == 0 ? 0 : static_cast<double>(events) / static_cast<double>(messages));
+  emit("watch:bytes_per_event",
+       events == 0 ? 0 : static_cast<double>(bytes) / static_cast<double>(events));
   // A million delays: sorted once, not once a percentile.
   std::sort(delays.begin(), delays.end());
   auto at = [&delays](double p) {
@@ -578,6 +585,7 @@ int main(int argc, char** argv) {
   // stdout carries the figures only.
   spdlog::set_default_logger(spdlog::stderr_color_mt("api_bench"));
   spdlog::set_level(spdlog::level::warn);
+  canopy::api::keep_freed_memory();  // as canopy-hub does
   std::string which = "write";
   double seconds = 3;
   int watchers = 1000;

@@ -522,7 +522,9 @@ TEST_F(CatalogServiceTest, SlowWatcherIsEndedWithoutSlowingOthers) {
   const auto trailer = slow_ctx.GetServerTrailingMetadata().find("canopy-resume-from");
   ASSERT_NE(trailer, slow_ctx.GetServerTrailingMetadata().end());
   const std::string resume(trailer->second.data(), trailer->second.size());
-  if (!last_position.empty()) EXPECT_EQ(resume, last_position);
+  if (!last_position.empty()) {
+    EXPECT_EQ(resume, last_position);
+  }
   EXPECT_EQ(st.error_message(), "watch fell behind by more than 20 changes; watch again from " +
                                     resume + " to miss nothing");
 
