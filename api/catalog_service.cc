@@ -511,10 +511,11 @@ grpc::Status CatalogService::check_watch(std::string_view authorization,
 
 namespace {
 
-grpc::Status watch_end_status(WatchEnd end, size_t limit) {
-  switch (end) {
+// Why `w` ended. REQUIRES: w.mu held.
+grpc::Status watch_end_status(const WatchQueue& w, uint64_t epoch) {
+  switch (w.end) {
     case WatchEnd::kOverflow:
-      return to_grpc(fell_behind(limit));
+      return to_grpc(fell_behind(w.limit, position_text(epoch, w.taken)));
     case WatchEnd::kShutdown:
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the hub is shutting down");
     case WatchEnd::kError:
@@ -544,7 +545,7 @@ grpc::Status CatalogService::start_watch(std::string_view authorization,
   uint64_t start = 0;
   auto w =
       fanout_->open(request.kind(), request.tenant(), prefix_of(request.kind(), request.tenant()),
-                    from, options_.watch_queue_limit, &start);
+                    from, options_.watch_queue_limit, options_.watch_replay_limit, &start);
   if (!w.ok()) {
     if (w.status().code() == StatusCode::kOutOfRange) return too_old(request.from());
     return to_grpc(w.status());
@@ -555,7 +556,7 @@ grpc::Status CatalogService::start_watch(std::string_view authorization,
 }
 
 grpc::Status CatalogService::watch(std::string_view authorization, const v1::WatchRequest& request,
-                                   const WatchSink& sink) {
+                                   const WatchSink& sink, std::string* resume_from) {
   std::shared_ptr<WatchQueue> w;
   std::string position;
   if (auto st = start_watch(authorization, request, &w, &position); !st.ok()) return st;
@@ -574,7 +575,10 @@ grpc::Status CatalogService::watch(std::string_view authorization, const v1::Wat
       w->cv.wait_for(lock, kWatchPoll,
                      [&] { return !w->items.empty() || w->end != WatchEnd::kNone; });
       if (w->end != WatchEnd::kNone) {
-        result = watch_end_status(w->end, w->limit);
+        result = watch_end_status(*w, fanout_->epoch());
+        if (w->end == WatchEnd::kOverflow && resume_from != nullptr) {
+          *resume_from = position_text(fanout_->epoch(), w->taken);
+        }
         break;
       }
       batch = w->take(w->items.size());
@@ -815,7 +819,7 @@ class CatalogService::WatchReactor final : public grpc::ServerWriteReactor<grpc:
  public:
   WatchReactor(CatalogService* service, grpc::CallbackServerContext* context,
                const grpc::ByteBuffer* request)
-      : service_(service) {
+      : service_(service), context_(context) {
     v1::WatchRequest req;
     grpc::Slice bytes;
     if (!request->DumpToSingleSlice(&bytes).ok() ||
@@ -854,17 +858,15 @@ class CatalogService::WatchReactor final : public grpc::ServerWriteReactor<grpc:
   }
   void OnDone() override {
     if (w_ != nullptr) {
-      WatchEnd end = WatchEnd::kNone;
+      grpc::Status why;
       {
         std::lock_guard lock(w_->mu);
         w_->wake = nullptr;
-        end = w_->end;
+        if (w_->end == WatchEnd::kOverflow) why = watch_end_status(*w_, service_->fanout_->epoch());
       }
       service_->fanout_->close(w_);
-      if (end == WatchEnd::kOverflow) {
-        spdlog::warn("catalog: watch of {} ended: {}", w_->prefix,
-                     watch_end_status(end, w_->limit).error_message());
-      }
+      if (!why.ok())
+        spdlog::warn("catalog: watch of {} ended: {}", w_->prefix, why.error_message());
     }
     delete this;
   }
@@ -880,7 +882,13 @@ class CatalogService::WatchReactor final : public grpc::ServerWriteReactor<grpc:
     if (finished_ || writing_ || !ready_) return;
     if (w_->end != WatchEnd::kNone) {
       finished_ = true;
-      Finish(watch_end_status(w_->end, w_->limit));
+      const uint64_t epoch = service_->fanout_->epoch();
+      if (w_->end == WatchEnd::kOverflow) {
+        // Machine-readable: where a new watch misses nothing.
+        context_->AddTrailingMetadata(std::string(kResumeFromTrailer),
+                                      position_text(epoch, w_->taken));
+      }
+      Finish(watch_end_status(*w_, epoch));
       return;
     }
     if (w_->items.empty()) return;
@@ -899,9 +907,10 @@ class CatalogService::WatchReactor final : public grpc::ServerWriteReactor<grpc:
     grpc_slice buffer = grpc_slice_malloc(bytes);
     char* out = reinterpret_cast<char*>(GRPC_SLICE_START_PTR(buffer));
     for (size_t i = 0; i < count; ++i) {
-      const std::string& framed = w_->items.front()->framed;
-      std::memcpy(out, framed.data(), framed.size());
-      out += framed.size();
+      const WatchItem& item = *w_->items.front();
+      std::memcpy(out, item.framed.data(), item.framed.size());
+      out += item.framed.size();
+      w_->note_taken(item);
       w_->items.pop_front();
     }
     grpc::Slice slice(buffer, grpc::Slice::STEAL_REF);
@@ -911,6 +920,7 @@ class CatalogService::WatchReactor final : public grpc::ServerWriteReactor<grpc:
   }
 
   CatalogService* service_;
+  grpc::CallbackServerContext* context_;
   std::shared_ptr<WatchQueue> w_;
   bool ready_ = false;
   bool writing_ = false;

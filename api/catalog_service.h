@@ -24,8 +24,11 @@
 // stream (a callback reactor, no thread of its own) sends what is pending as
 // one WatchResponse; its bytes are the shared events' encodings, not
 // serialized again. A watcher with more than `watch_queue_limit` pending
-// events is ended with RESOURCE_EXHAUSTED: it re-lists and watches again,
-// and the writers never wait for it.
+// events is ended with RESOURCE_EXHAUSTED naming the position of the last
+// event it was handed (gRPC: also trailer `canopy-resume-from`; REST: field
+// `resume_from` of the error line): a watch from there misses nothing (or
+// is OUT_OF_RANGE once the log no longer reaches back, and re-lists). The
+// writers never wait for a watcher.
 //
 // Every call is authenticated (metadata `authorization: Bearer <token>`,
 // api/auth.h) before anything else is read, and authorized by
@@ -66,6 +69,11 @@ namespace canopy::api {
 
 // Pending changes a watcher may fall behind by before its stream is ended.
 inline constexpr size_t kWatchQueueLimit = 10'000;
+// Changed objects a resumed watch may replay before its live events.
+inline constexpr size_t kWatchReplayLimit = 100'000;
+// The trailing metadata of a gRPC watch that fell behind: the position to
+// watch again from (`from`) to miss nothing.
+inline constexpr std::string_view kResumeFromTrailer = "canopy-resume-from";
 
 // Where a watch sends its events, whatever the transport.
 struct WatchSink {
@@ -82,6 +90,8 @@ struct CatalogOptions {
   // The store's document limits (StoreOptions::limits).
   DocumentLimits limits;
   size_t watch_queue_limit = kWatchQueueLimit;
+  // Objects a watch resumed from a position may replay (more: re-list).
+  size_t watch_replay_limit = kWatchReplayLimit;
   // Deliveries to watchers are at least this far apart (api/watch_fanout.h):
   // a busy hub sends each watcher one message per interval.
   std::chrono::microseconds watch_interval = std::chrono::milliseconds(10);
@@ -126,8 +136,10 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   grpc::Status check_watch(std::string_view authorization, const v1::WatchRequest& request);
   // Returns when the client leaves, the hub shuts down, or the watcher falls
   // too far behind (RESOURCE_EXHAUSTED).
+  // When it fell behind (RESOURCE_EXHAUSTED), `*resume_from` (if given) is
+  // the position a new watch misses nothing from.
   grpc::Status watch(std::string_view authorization, const v1::WatchRequest& request,
-                     const WatchSink& sink);
+                     const WatchSink& sink, std::string* resume_from = nullptr);
   grpc::Status get_status(std::string_view authorization, const v1::GetStatusRequest& request,
                           v1::GetStatusResponse* response);
   grpc::Status issue_token(std::string_view authorization, const v1::IssueTokenRequest& request,

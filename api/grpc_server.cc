@@ -1,9 +1,15 @@
 #include "api/grpc_server.h"
 
 #include <grpcpp/server_builder.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 namespace canopy::api {
+
+void keep_freed_memory() {
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  mallopt(M_MMAP_THRESHOLD, 16 << 20);
+}
 
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> grpc_tls_credentials(
     const TlsServerFiles& files) {

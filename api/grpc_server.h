@@ -36,6 +36,15 @@ std::unique_ptr<grpc::Server> start_grpc_server(
     const std::string& listen_addr, std::vector<grpc::Service*> services, int* bound_port,
     std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
 
+// Keeps freed heap memory in the process instead of handing it back to the
+// kernel at once (glibc's M_TRIM_THRESHOLD 256 MiB, M_MMAP_THRESHOLD
+// 16 MiB). Watch streams allocate and free buffers of tens to hundreds of
+// KiB at a high rate; with glibc's defaults those pages go back to the
+// kernel and are faulted in and zeroed again, which cost api.watch about a
+// fifth of its CPU (docs/api-performance.md). The price: up to that much
+// freed memory stays mapped. Call once at start, before threads.
+void keep_freed_memory();
+
 // TLS credentials from the files (read now; errors name the file).
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> grpc_tls_credentials(
     const TlsServerFiles& files);

@@ -739,51 +739,60 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
       }));
 
   // --- Watch.
-  server.Get(
-      "/v1/watch",
-      with([watches, limit = options.max_watches](CatalogService* c, const std::string& auth,
-                                                  const Request& req, Response& res) {
-        if (!check_params(req, res, {"kind", "tenant", "from"})) return;
-        v1::WatchRequest r;
-        const httplib::Params q = query_of(req);
-        r.set_kind(param(q, "kind"));
-        r.set_tenant(param(q, "tenant"));
-        r.set_from(param(q, "from"));
-        if (auto st = c->check_watch(auth, r); !st.ok()) return reply_status(res, st);
-        if (watches->fetch_add(1) >= limit) {
-          watches->fetch_sub(1);
-          return reply_status(
-              res, grpc::Status(
-                       grpc::StatusCode::RESOURCE_EXHAUSTED,
-                       std::to_string(limit) + " REST watches are open; use gRPC or try later"));
-        }
-        res.set_chunked_content_provider(
-            kNdjson,
-            [c, auth, r, watches](size_t, httplib::DataSink& sink) {
-              auto write_line = [&sink](const json& j) {
-                const std::string line = j.dump() + "\n";
-                return sink.write(line.data(), line.size());
-              };
-              WatchSink ws;
-              ws.established = [&](const std::string& position) {
-                // Tells the client where it stands before any event.
-                write_line({{"type", "BOOKMARK"}, {"position", position}});
-              };
-              ws.send = [&](const v1::WatchEvent& e) {
-                return write_line({{"type", e.type() == v1::WatchEvent::PUT ? "PUT" : "DELETE"},
-                                   {"object", object_json(e.object())},
-                                   {"position", e.position()}});
-              };
-              ws.cancelled = [&] { return sink.is_writable && !sink.is_writable(); };
-              const grpc::Status st = c->watch(auth, r, ws);
-              if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
-                write_line(error_json(st));
-              }
-              sink.done();
-              return true;
-            },
-            [watches](bool) { watches->fetch_sub(1); });
-      }));
+  server.Get("/v1/watch",
+             with([watches, limit = options.max_watches](CatalogService* c, const std::string& auth,
+                                                         const Request& req, Response& res) {
+               if (!check_params(req, res, {"kind", "tenant", "from"})) return;
+               v1::WatchRequest r;
+               const httplib::Params q = query_of(req);
+               r.set_kind(param(q, "kind"));
+               r.set_tenant(param(q, "tenant"));
+               r.set_from(param(q, "from"));
+               if (auto st = c->check_watch(auth, r); !st.ok()) return reply_status(res, st);
+               if (watches->fetch_add(1) >= limit) {
+                 watches->fetch_sub(1);
+                 return reply_status(
+                     res, grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                       std::to_string(limit) +
+                                           " REST watches are open; use gRPC or try later"));
+               }
+               res.set_chunked_content_provider(
+                   kNdjson,
+                   [c, auth, r, watches](size_t, httplib::DataSink& sink) {
+                     auto write_line = [&sink](const json& j) {
+                       const std::string line = j.dump() + "\n";
+                       return sink.write(line.data(), line.size());
+                     };
+                     WatchSink ws;
+                     ws.established = [&](const std::string& position) {
+                       // Tells the client where it stands before any event.
+                       write_line({{"type", "BOOKMARK"}, {"position", position}});
+                     };
+                     ws.send = [&sink](const v1::WatchEvent& e) {
+                       // What write_line of the event as JSON writes, without
+                       // parsing the document again (object_text).
+                       std::string line = R"({"object":)";
+                       line += object_text(e.object());
+                       line += R"(,"position":)";
+                       line += json(e.position()).dump();
+                       line += e.type() == v1::WatchEvent::PUT ? R"(,"type":"PUT"})"
+                                                               : R"(,"type":"DELETE"})";
+                       line += '\n';
+                       return sink.write(line.data(), line.size());
+                     };
+                     ws.cancelled = [&] { return sink.is_writable && !sink.is_writable(); };
+                     std::string resume_from;
+                     const grpc::Status st = c->watch(auth, r, ws, &resume_from);
+                     if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
+                       json line = error_json(st);
+                       if (!resume_from.empty()) line["error"]["resume_from"] = resume_from;
+                       write_line(line);
+                     }
+                     sink.done();
+                     return true;
+                   },
+                   [watches](bool) { watches->fetch_sub(1); });
+             }));
 }
 
 }  // namespace canopy::api

@@ -38,10 +38,10 @@ std::string position_text(uint64_t epoch, uint64_t index) {
   return std::to_string(epoch) + "." + std::to_string(index);
 }
 
-Status fell_behind(size_t limit) {
-  return Status(StatusCode::kResourceExhausted, "watch fell behind by more than " +
-                                                    std::to_string(limit) +
-                                                    " changes; re-list and watch again");
+Status fell_behind(size_t limit, const std::string& resume) {
+  return Status(StatusCode::kResourceExhausted,
+                "watch fell behind by more than " + std::to_string(limit) +
+                    " changes; watch again from " + resume + " to miss nothing");
 }
 
 // --- WatchQueue.
@@ -59,6 +59,7 @@ std::vector<WatchItemPtr> WatchQueue::take(size_t max_items) {
   const size_t n = std::min(max_items, items.size());
   out.reserve(n);
   for (size_t i = 0; i < n; ++i) {
+    note_taken(*items.front());
     out.push_back(std::move(items.front()));
     items.pop_front();
   }
@@ -78,7 +79,7 @@ void WatchQueue::push(const std::vector<WatchItemPtr>& batch) {
   bool added = false;
   for (const auto& item : batch) {
     if (item->index != 0 && item->index <= after) continue;
-    if (items.size() >= limit) {
+    if (items.size() >= limit + replayed) {
       end_with(WatchEnd::kOverflow);
       return;
     }
@@ -150,6 +151,7 @@ StatusOr<WatchItemPtr> WatchFanout::build(const std::string& key, const std::str
                                           uint64_t index, uint64_t position) {
   auto item = std::make_shared<WatchItem>();
   item->index = index;
+  item->position = position;
   v1::WatchEvent& event = item->event;
   v1::Object* obj = event.mutable_object();
   name_object(kind, tenant, std::string_view(key).substr(prefix.size()), obj);
@@ -246,7 +248,7 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
                                                         const std::string& tenant,
                                                         const std::string& prefix,
                                                         std::optional<uint64_t> from, size_t limit,
-                                                        uint64_t* position) {
+                                                        size_t replay_limit, uint64_t* position) {
   auto w = std::make_shared<WatchQueue>();
   w->prefix = prefix;
   w->kind = kind;
@@ -264,8 +266,10 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
   // (from now) or in the log (a resume).
   std::vector<WatchItemPtr> replay;
   uint64_t after = 0;
+  uint64_t start_after = 0;
   if (!from.has_value()) {
     after = store_->last_log_index();
+    start_after = after;
   } else {
     const auto too_old = Status(StatusCode::kOutOfRange, "too old");
     auto direct_child = [&prefix](std::string_view key) {
@@ -298,9 +302,12 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
     // The last change of each key, in log order; its state is read now.
     std::unordered_map<std::string_view, size_t> last;
     for (size_t i = 0; i < changes.size(); ++i) last[changes[i].first] = i;
-    if (last.size() > limit) {
+    if (last.size() > replay_limit) {
+      // Resuming from `from` again would fail the same way.
       close(w);
-      return fell_behind(limit);
+      return Status(StatusCode::kResourceExhausted,
+                    "more than " + std::to_string(replay_limit) +
+                        " objects changed since the position; re-list and watch again");
     }
     for (size_t i = 0; i < changes.size(); ++i) {
       if (last[changes[i].first] != i) continue;
@@ -313,7 +320,10 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
       replay.push_back(std::move(item).value());
     }
   }
-  const Status behind = fell_behind(limit);
+  // Nothing was handed to the watcher yet: a retry from where it asked to
+  // start misses nothing.
+  const Status behind =
+      fell_behind(limit, position_text(epoch_, from.has_value() ? *from : start_after));
   std::lock_guard lock(w->mu);
   if (w->end != WatchEnd::kNone) {
     // Shut down, or too many live changes, meanwhile.
@@ -326,10 +336,7 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
   std::vector<WatchItemPtr> early = std::move(w->early);
   w->early.clear();
   w->items.assign(replay.begin(), replay.end());
-  if (w->items.size() > limit) {
-    close(w);
-    return behind;
-  }
+  w->replayed = replay.size();
   w->push(early);
   if (w->end == WatchEnd::kOverflow) {
     close(w);
@@ -341,6 +348,7 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
     // nothing.
     *position = std::min(after, w->items.front()->index == 0 ? after : w->items.front()->index - 1);
   }
+  w->taken = *position;
   return w;
 }
 

@@ -48,8 +48,9 @@ StatusOr<bool> read_object(Store* store, const std::string& key, size_t max_dept
                            bool with_json = true);
 // "<log epoch>.<log index>": where a watch can resume.
 std::string position_text(uint64_t epoch, uint64_t index);
-// RESOURCE_EXHAUSTED: a watcher more than `limit` changes behind.
-Status fell_behind(size_t limit);
+// RESOURCE_EXHAUSTED: a watcher more than `limit` changes behind, which
+// loses nothing by watching again from `resume` ("<epoch>.<index>").
+Status fell_behind(size_t limit, const std::string& resume);
 
 // One change as every watcher of its prefix receives it; never modified
 // once built.
@@ -58,7 +59,8 @@ struct WatchItem {
   // `event` encoded as one element of WatchResponse.events (field tag,
   // length, bytes): a stream message is these concatenated.
   std::string framed;
-  uint64_t index = 0;  // the log index of the change (0: outside the log)
+  uint64_t index = 0;     // the log index of the change (0: outside the log)
+  uint64_t position = 0;  // the log index of event.position
 };
 using WatchItemPtr = std::shared_ptr<const WatchItem>;
 
@@ -78,17 +80,25 @@ struct WatchQueue {
   std::deque<WatchItemPtr> items;
   WatchEnd end = WatchEnd::kNone;
   std::function<void()> wake;
+  // The position (log index) of the last event taken from `items` (or where
+  // the watcher started): a watch resumed from it misses nothing the
+  // stream has not been handed. Advanced by take() and note_taken().
+  uint64_t taken = 0;
 
   // REQUIRES: mu held.
   void end_with(WatchEnd why);
   // Takes up to `max_items` pending events. REQUIRES: mu held.
   std::vector<WatchItemPtr> take(size_t max_items);
+  // Records that `item` left `items` by another way than take().
+  // REQUIRES: mu held.
+  void note_taken(const WatchItem& item) { taken = std::max(taken, item.position); }
 
  private:
   friend class WatchFanout;
   bool starting = true;             // events go to `early` until start ends
   std::vector<WatchItemPtr> early;  // live events that arrived while starting
   uint64_t after = 0;               // events at or below are already covered
+  size_t replayed = 0;              // the queue may hold limit + replayed events
   // Appends `batch` (in log order). REQUIRES: mu held.
   void push(const std::vector<WatchItemPtr>& batch);
 };
@@ -110,10 +120,13 @@ class WatchFanout {
   // Events between `from` and now are read from the log (OUT_OF_RANGE when it
   // no longer reaches back). `*position` is where the watcher starts: every
   // later change reaches it. UNAVAILABLE after shutdown().
+  // A resume replays at most `replay_limit` objects (RESOURCE_EXHAUSTED
+  // beyond: re-list); its queue then holds up to `limit` live events on top
+  // of the replay.
   StatusOr<std::shared_ptr<WatchQueue>> open(const std::string& kind, const std::string& tenant,
                                              const std::string& prefix,
                                              std::optional<uint64_t> from, size_t limit,
-                                             uint64_t* position);
+                                             size_t replay_limit, uint64_t* position);
   // Forgets a watcher (its stream ended).
   void close(const std::shared_ptr<WatchQueue>& w);
   // Ends every watcher (kShutdown) and refuses new ones.

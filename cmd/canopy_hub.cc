@@ -221,6 +221,7 @@ int run(const hub::HubConfig& cfg) {
 int main(int argc, char** argv) {
   using namespace canopy;
   daemon::prepare_process();
+  api::keep_freed_memory();
   hub::HubConfig cfg;
   static bool write_auth_only = false;
   auto bind = [](CLI::App& app, hub::HubConfig* c) {

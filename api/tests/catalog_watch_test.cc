@@ -15,7 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "api/http_server.h"
+#include "api/rest.h"
 #include "api/tests/catalog_service_fixture.h"
+#include "tests/support/wait.h"
 
 namespace canopy::api {
 namespace {
@@ -247,13 +250,44 @@ TEST_F(CatalogServiceTest, WatchThatFallsBehindIsEnded) {
   v1::WatchEvent ev;
   ASSERT_TRUE(reader.Read(&ev));
   EXPECT_EQ(ev.object().name(), "first");
+  const std::string first_position = ev.position();
   EXPECT_FALSE(reader.Read(&ev));
   grpc::Status st = reader->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_EQ(st.error_message(),
-            "watch fell behind by more than 5 changes; re-list and watch again");
+  // The error says where to resume: after the last event the client got.
+  EXPECT_EQ(st.error_message(), "watch fell behind by more than 5 changes; watch again from " +
+                                    first_position + " to miss nothing");
+  const auto trailer = ctx.GetServerTrailingMetadata().find("canopy-resume-from");
+  ASSERT_NE(trailer, ctx.GetServerTrailingMetadata().end());
+  EXPECT_EQ(std::string(trailer->second.data(), trailer->second.size()), first_position);
   // Every write went in.
   EXPECT_EQ(list_all("template", "acme", 100).size(), 51u);
+
+  // A watch from there gets every object changed since (more than the
+  // queue's limit: a replay is bounded separately), each at its last state,
+  // in the order of their last changes, then live changes.
+  stall.release();
+  grpc::ClientContext again_ctx;
+  authorize(&again_ctx);
+  req.set_from(first_position);
+  Events again = watch(stub_.get(), &again_ctx, req);
+  std::vector<std::string> names;
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(again.Read(&ev)) << again->Finish().error_message();
+    names.push_back(ev.object().name());
+    if (ev.object().name() == "t0") {
+      EXPECT_EQ(json::parse(ev.object().json())["metadata"]["name"], "y");
+    }
+  }
+  std::vector<std::string> expected = {"t1", "t2", "t3", "t4", "t0"};
+  for (int i = 5; i < 50; ++i) expected.push_back("t" + std::to_string(i));
+  EXPECT_EQ(names, expected);
+  put_ok("template", "acme", "live", config_map("live"));
+  ASSERT_TRUE(again.Read(&ev));
+  EXPECT_EQ(ev.object().name(), "live");
+  again_ctx.TryCancel();
+  while (again.Read(&ev)) {
+  }
 }
 
 TEST_F(CatalogServiceTest, ShutdownEndsWatches) {
@@ -473,15 +507,42 @@ TEST_F(CatalogServiceTest, SlowWatcherIsEndedWithoutSlowingOthers) {
   ASSERT_EQ(fast_got.size(), 200u);
   for (int i = 0; i < 200; ++i) EXPECT_EQ(fast_got[i], "t" + std::to_string(i));
 
-  // The slow one gets what was sent before it fell behind, then the end.
+  // The slow one gets what was sent before it fell behind, then the end
+  // with the position to resume from: that of the last event it got.
   v1::WatchEvent ev;
-  size_t slow_got = 0;
-  while (slow.Read(&ev)) ++slow_got;
-  EXPECT_LT(slow_got, 200u);
+  std::vector<std::string> slow_got;
+  std::string last_position;
+  while (slow.Read(&ev)) {
+    slow_got.push_back(ev.object().name());
+    last_position = ev.position();
+  }
+  EXPECT_LT(slow_got.size(), 200u);
   const grpc::Status st = slow->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
-  EXPECT_EQ(st.error_message(),
-            "watch fell behind by more than 20 changes; re-list and watch again");
+  const auto trailer = slow_ctx.GetServerTrailingMetadata().find("canopy-resume-from");
+  ASSERT_NE(trailer, slow_ctx.GetServerTrailingMetadata().end());
+  const std::string resume(trailer->second.data(), trailer->second.size());
+  if (!last_position.empty()) {
+    EXPECT_EQ(resume, last_position);
+  }
+  EXPECT_EQ(st.error_message(), "watch fell behind by more than 20 changes; watch again from " +
+                                    resume + " to miss nothing");
+
+  // Resumed from there, it gets the rest: with what it got, every change
+  // exactly once and in order.
+  grpc::ClientContext resumed_ctx;
+  authorize(&resumed_ctx);
+  v1::WatchRequest from = req;
+  from.set_from(resume);
+  Events resumed = watch(slow_stub.get(), &resumed_ctx, from);
+  while (slow_got.size() < 200) {
+    ASSERT_TRUE(resumed.Read(&ev)) << resumed->Finish().error_message();
+    slow_got.push_back(ev.object().name());
+  }
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(slow_got[i], "t" + std::to_string(i));
+  resumed_ctx.TryCancel();
+  while (resumed.Read(&ev)) {
+  }
 
   // The fast one is still live.
   put_ok("template", "acme", "after", config_map("after"));
@@ -490,6 +551,71 @@ TEST_F(CatalogServiceTest, SlowWatcherIsEndedWithoutSlowingOthers) {
   fast_ctx.TryCancel();
   while (fast.Read(&ev)) {
   }
+}
+
+// Over REST too: a watcher that falls behind gets an error line naming the
+// position to watch again from, and a watch from there gets the rest.
+TEST_F(CatalogServiceTest, RestWatchThatFallsBehindSaysWhereToResume) {
+  stop();
+  FirstSendStall stall;
+  CatalogOptions options;
+  options.watch_queue_limit = 5;
+  options.before_watch_send = stall.hook();
+  start(std::move(options));
+  HttpServer http;
+  add_rest_routes(http.server(), [this] { return service_.get(); });
+  ASSERT_TRUE(http.start("127.0.0.1:0").ok());
+
+  // Reads NDJSON lines of `path` until `enough` of them (0: the stream's end).
+  std::mutex mu;
+  auto read_lines = [&](const std::string& path, std::vector<json>* lines, size_t enough) {
+    httplib::Client client("127.0.0.1", http.port());
+    client.set_read_timeout(20, 0);
+    std::string pending;
+    client.Get(path, {{"Authorization", "Bearer " + bearer_}}, [&](const char* data, size_t size) {
+      std::lock_guard lock(mu);
+      pending.append(data, size);
+      for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
+        lines->push_back(json::parse(pending.substr(0, nl)));
+        pending.erase(0, nl + 1);
+      }
+      return enough == 0 || lines->size() < enough;
+    });
+  };
+  std::vector<json> lines;
+  std::thread reader([&] { read_lines("/v1/watch?kind=template&tenant=acme", &lines, 0); });
+  ASSERT_TRUE(canopy::testing::wait_until(
+      [&] {
+        std::lock_guard lock(mu);
+        return !lines.empty();
+      },
+      std::chrono::seconds(10)));
+  put_ok("template", "acme", "first", config_map("first"));
+  ASSERT_TRUE(stall.wait_stalled());
+  for (int i = 0; i < 10; ++i) put_ok("template", "acme", "t" + std::to_string(i), config_map("x"));
+  stall.release();
+  reader.join();  // the server ends the stream
+
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["type"], "BOOKMARK");
+  EXPECT_EQ(lines[1]["type"], "PUT");
+  EXPECT_EQ(lines[1]["object"]["name"], "first");
+  EXPECT_EQ(lines[1]["object"]["document"], config_map("first"));
+  const std::string position = lines[1]["position"];
+  EXPECT_EQ(lines[2]["error"]["code"], "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(lines[2]["error"]["resume_from"], position);
+  EXPECT_EQ(lines[2]["error"]["message"],
+            "watch fell behind by more than 5 changes; watch again from " + position +
+                " to miss nothing");
+
+  std::vector<json> resumed;
+  read_lines("/v1/watch?kind=template&tenant=acme&from=" + position, &resumed, 11);
+  ASSERT_EQ(resumed.size(), 11u);
+  EXPECT_EQ(resumed[0]["type"], "BOOKMARK");
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(resumed[i + 1]["object"]["name"], "t" + std::to_string(i)) << resumed[i + 1];
+  }
+  http.stop();
 }
 
 }  // namespace
