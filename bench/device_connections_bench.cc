@@ -29,8 +29,14 @@
 // the broker's CPU seconds for the connects and its CPU share while holding.
 //
 //   canopy_device_connections_bench [--connections 100000] [--hold 60]
-//       [--ping 30] [--window 128] [--per-source 20000] [--tenants 4]
+//       [--ping 30] [--window 64] [--per-source 20000] [--tenants 4]
 //       [--bcrypt-cost 4] [--connect-limit 900] [--brokers canopy,mosquitto]
+//       [--fit-fd-limit 0|1]
+//
+// The fd limit: raising the hard RLIMIT_NOFILE takes CAP_SYS_RESOURCE. Without
+// it the run stops and says how many connections the host allows, or with
+// --fit-fd-limit 1 runs that many; connections_tried (target 100000) and
+// *_held show the shortfall.
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -71,13 +77,19 @@ struct Args {
   int connections = 100'000;
   int hold_s = 60;
   int ping_s = 30;
-  int window = 128;
+  int window = 64;
   int per_source = 20'000;
   int tenants = 4;
   int bcrypt_cost = daemon::kMinBcryptCost;
   int connect_limit_s = 900;
   std::string brokers = "canopy,mosquitto";
+  // 1: when the fd limit cannot be raised to --connections, run as many as
+  // it allows (connections_tried says how many) instead of stopping.
+  int fit_fd_limit = 0;
 };
+
+// The target: connections held by one site.
+constexpr int kTargetConnections = 100'000;
 
 [[noreturn]] void die(const std::string& what) { fail_bench(kBench, what); }
 
@@ -133,19 +145,37 @@ std::string sysctl(const std::string& name) {
   return v.empty() ? "?" : v;
 }
 
-// Raises RLIMIT_NOFILE (soft and hard) to `want`, within fs.nr_open; the
-// brokers started later inherit it.
-void raise_fd_limit(rlim_t want) {
-  const std::string nr_open = sysctl("fs.nr_open");
-  if (nr_open != "?") want = std::min<rlim_t>(want, std::stoull(nr_open));
+// Each process (these devices, and the broker: it inherits the limit) holds
+// one descriptor per connection plus its own files, these many at most.
+constexpr int kFdsBeyondConnections = 1000;
+
+// Raises RLIMIT_NOFILE to `want` (soft, and hard when below): the brokers
+// started later inherit it. Raising the hard limit takes CAP_SYS_RESOURCE;
+// without it the run stops and says how many connections this host allows.
+// With `fit`, it raises the soft limit to the hard one instead and returns
+// the connections that allows.
+int raise_fd_limit(int connections, bool fit) {
+  const rlim_t want = static_cast<rlim_t>(connections) + kFdsBeyondConnections;
   rlimit rl{};
   ::getrlimit(RLIMIT_NOFILE, &rl);
-  if (rl.rlim_cur >= want) return;
+  if (rl.rlim_cur >= want) return connections;
   rlimit up{want, std::max(want, rl.rlim_max)};
-  if (::setrlimit(RLIMIT_NOFILE, &up) != 0) {
-    die("setrlimit(RLIMIT_NOFILE, " + std::to_string(want) + "): " + std::strerror(errno) +
-        " (run as root, or raise the hard limit)");
+  if (::setrlimit(RLIMIT_NOFILE, &up) == 0) return connections;
+  const int err = errno;
+  const long most = static_cast<long>(rl.rlim_max) - kFdsBeyondConnections;
+  if (fit && most > 0) {
+    rlimit hard{rl.rlim_max, rl.rlim_max};
+    if (::setrlimit(RLIMIT_NOFILE, &hard) != 0) die("setrlimit to the hard limit failed");
+    std::fprintf(stderr,
+                 "RLIMIT_NOFILE: hard limit %ld and no CAP_SYS_RESOURCE to raise it: "
+                 "%ld connections instead of %d\n",
+                 static_cast<long>(rl.rlim_max), most, connections);
+    return static_cast<int>(std::min<long>(most, connections));
   }
+  die("setrlimit(RLIMIT_NOFILE, " + std::to_string(want) + "): " + std::strerror(err) +
+      "; the hard limit is " + std::to_string(rl.rlim_max) +
+      " and raising it takes CAP_SYS_RESOURCE (fs.nr_open = " + sysctl("fs.nr_open") +
+      "), so this host allows at most --connections " + std::to_string(std::max(0L, most)));
 }
 
 void readable_by_all(const std::string& path) {
@@ -338,7 +368,7 @@ void measure(const std::string& name, const Broker& broker, const Args& a) {
   std::fprintf(stderr, "%s: %ld held after %.1f s, %ld lost, pings %ld sent %ld answered\n",
                name.c_str(), static_cast<long>(s.up), hold_s, static_cast<long>(s.lost),
                static_cast<long>(s.pings_sent), static_cast<long>(s.pongs));
-  const std::string all = std::to_string(a.connections);
+  const std::string all = std::to_string(kTargetConnections);
   const bool canopy = name == "canopy";
   emit_figure(kBench, name + "_held", static_cast<double>(s.up), canopy ? all : "");
   emit_figure(kBench, name + "_lost", static_cast<double>(s.lost), canopy ? "0" : "");
@@ -380,6 +410,7 @@ Args parse(int argc, char** argv) {
     if (k == "--tenants") field = &a.tenants;
     if (k == "--bcrypt-cost") field = &a.bcrypt_cost;
     if (k == "--connect-limit") field = &a.connect_limit_s;
+    if (k == "--fit-fd-limit") field = &a.fit_fd_limit;
     if (field == nullptr) die("unknown argument " + k);
     *field = std::atoi(v.c_str());
   }
@@ -403,9 +434,9 @@ int main(int argc, char** argv) {
   using namespace canopy::bench;
   spdlog::set_default_logger(spdlog::stderr_color_mt("bench"));
   spdlog::set_level(spdlog::level::warn);
-  const Args a = parse(argc, argv);
-  // The devices' sockets here, the broker's there, and room for both.
-  raise_fd_limit(static_cast<rlim_t>(a.connections) * 2 + 20'000);
+  Args a = parse(argc, argv);
+  a.connections = raise_fd_limit(a.connections, a.fit_fd_limit != 0);
+  emit_figure(kBench, "connections_tried", a.connections, std::to_string(kTargetConnections));
   for (const char* k : {"net.ipv4.ip_local_port_range", "net.core.somaxconn",
                         "net.ipv4.tcp_max_syn_backlog", "fs.file-max", "fs.nr_open"}) {
     std::fprintf(stderr, "%s = %s\n", k, sysctl(k).c_str());
