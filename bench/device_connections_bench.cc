@@ -29,7 +29,7 @@
 // the broker's CPU seconds for the connects and its CPU share while holding.
 //
 //   canopy_device_connections_bench [--connections 100000] [--hold 60]
-//       [--ping 30] [--window 64] [--per-source 20000] [--tenants 4]
+//       [--ping 30] [--window 64] [--per-source 2000] [--tenants 4]
 //       [--bcrypt-cost 4] [--connect-limit 900] [--brokers canopy,mosquitto]
 //       [--fit-fd-limit 0|1]
 //
@@ -78,7 +78,7 @@ struct Args {
   int hold_s = 60;
   int ping_s = 30;
   int window = 64;
-  int per_source = 20'000;
+  int per_source = 2'000;
   int tenants = 4;
   int bcrypt_cost = daemon::kMinBcryptCost;
   int connect_limit_s = 900;
