@@ -30,7 +30,8 @@
 // `pings_unanswered`. Each first failure's reason is kept (first_error).
 //
 // close_all() closes with SO_LINGER 0 (a reset, no TIME_WAIT), so the same
-// source addresses can connect again at once.
+// source addresses can connect again at once; it leaves the counts as they
+// were (`up` is then what was held when it was called).
 //
 // REQUIRES: external synchronization (one thread drives it).
 #pragma once
