@@ -515,7 +515,9 @@ void NatsTransport::Core::run_reopener() {
     if (fresh.ok()) {
       replace_connection(*fresh);
     } else {
-      set_last_error(fresh.status().message());
+      // With what is wrong with our own certificate, if anything: the
+      // probe's reason and this one must not take turns saying less.
+      set_last_error(internal::explain_tls_failure(options, NATS_OK, fresh.status().message()));
     }
     lock.lock();
     // The new connection may have closed already (its event came while it
@@ -577,6 +579,9 @@ StatusOr<std::unique_ptr<NatsTransport>> NatsTransport::connect(const NatsOption
   CANOPY_RETURN_IF_ERROR(common(opts, options.name));
   if (std::string problem = internal::client_cert_problem(options); !problem.empty()) {
     spdlog::error("nats: connection \"{}\": {}; the server will refuse it", options.name, problem);
+    // Known before the first attempt: /healthz says it at once.
+    std::lock_guard lock(core->mu);
+    core->last_error = problem + "; the server will refuse it";
   }
   natsOptions* raw_probe = nullptr;
   if (natsOptions_Create(&raw_probe) != NATS_OK) {
