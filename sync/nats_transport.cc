@@ -213,14 +213,8 @@ struct NatsTransport::Core {
     reopen_cv.notify_all();
   }
 
-  // Records why connecting failed, logging it when the reason changes. A
-  // reason that arrives once the connection is up (a probe or an attempt
-  // that raced with it) is stale and dropped.
+  // Records why connecting failed, logging it when the reason changes.
   void set_last_error(std::string why) {
-    {
-      std::shared_lock conn_lock(conn_mu);
-      if (natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED) return;
-    }
     {
       std::lock_guard lock(mu);
       if (why == last_error) return;
@@ -783,8 +777,6 @@ uint64_t NatsTransport::slow_consumer_events() const { return core_->slow_consum
 uint64_t NatsTransport::connections_replaced() const { return core_->connections_replaced.load(); }
 
 std::string NatsTransport::last_error() const {
-  // Empty once connected, even before report_state() has cleared it.
-  if (connected()) return {};
   std::lock_guard lock(core_->mu);
   return core_->last_error;
 }
