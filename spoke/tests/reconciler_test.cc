@@ -499,10 +499,8 @@ TEST_P(ThousandObjectsTest, ColdWarmAndRestart) {
                "open, reconcile) without files %.1f ms, with files %.1f ms\n",
                GetParam() == Durability::kNone ? "durability none" : "group commit", cold, warm,
                restart, restart_warm);
-  // Generous bounds (sanitizer builds, loaded CI machines); the report above
-  // carries the real numbers.
-  EXPECT_LT(warm, 2000.0);
-  EXPECT_LT(cold, 30000.0);
+  // No time bound here: speed is measured by bench/spoke_apply_bench.cc, and a
+  // bound loose enough for sanitizer builds on a loaded machine proves nothing.
 }
 
 }  // namespace
