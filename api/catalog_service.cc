@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <set>
 #include <tuple>
 #include <unordered_map>
@@ -793,6 +794,58 @@ grpc::Status CatalogService::revoke_site(std::string_view authorization,
   return grpc::Status::OK;
 }
 
+grpc::Status CatalogService::list_enrollments(std::string_view authorization,
+                                              const v1::ListEnrollmentsRequest&,
+                                              v1::ListEnrollmentsResponse* response) {
+  auto who = authorize(authorization, model::Action::kAdminister, "");
+  if (!who.ok()) return to_grpc(who.status());
+  if (options_.enrollment == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites");
+  }
+  auto ids = options_.enrollment->identities();
+  if (!ids.ok()) return to_grpc(ids.status());
+  auto pending = options_.enrollment->pending_enrollments();
+  if (!pending.ok()) return to_grpc(pending.status());
+  std::map<std::string, v1::SiteEnrollment> by_site;
+  for (const auto& i : *ids) {
+    v1::SiteEnrollment& e = by_site[i.site];
+    e.set_site(i.site);
+    e.set_state(i.revoked ? "revoked" : "enrolled");
+    e.set_cert_fingerprint(i.cert_fingerprint);
+    e.set_cert_not_after_ms(i.cert_not_after_ms);
+    e.set_enrolled_at_ms(i.enrolled_at_ms);
+    e.set_revoked_at_ms(i.revoked_at_ms);
+  }
+  // A site that asks again (a new token) shows its new request.
+  for (const auto& p : *pending) {
+    v1::SiteEnrollment& e = by_site[p.site];
+    e.set_site(p.site);
+    e.set_state(p.state);
+    e.set_request_fingerprint(p.request_fingerprint);
+    e.set_requested_at_ms(p.requested_at_ms);
+  }
+  for (auto& entry : by_site) *response->add_sites() = std::move(entry.second);
+  return grpc::Status::OK;
+}
+
+grpc::Status CatalogService::decide_enrollment(std::string_view authorization,
+                                               const v1::DecideEnrollmentRequest& request,
+                                               v1::DecideEnrollmentResponse* response) {
+  auto who = authorize(authorization, model::Action::kAdminister, "");
+  if (!who.ok()) return to_grpc(who.status());
+  if (options_.enrollment == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites");
+  }
+  if (Status st = options_.enrollment->decide(request.site(), request.approve()); !st.ok()) {
+    return to_grpc(st);
+  }
+  spdlog::info("catalog: enrollment of site {} {} by token {}", request.site(),
+               request.approve() ? "approved" : "denied", who->id);
+  response->set_site(request.site());
+  response->set_state(request.approve() ? "approved" : "denied");
+  return grpc::Status::OK;
+}
+
 // --- gRPC adapters.
 
 grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequest* request,
@@ -968,6 +1021,16 @@ grpc::Status CatalogService::RevokeSite(grpc::ServerContext* context,
                                         const v1::RevokeSiteRequest* request,
                                         v1::RevokeSiteResponse* response) {
   return revoke_site(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::ListEnrollments(grpc::ServerContext* context,
+                                             const v1::ListEnrollmentsRequest* request,
+                                             v1::ListEnrollmentsResponse* response) {
+  return list_enrollments(bearer_of(context), *request, response);
+}
+grpc::Status CatalogService::DecideEnrollment(grpc::ServerContext* context,
+                                              const v1::DecideEnrollmentRequest* request,
+                                              v1::DecideEnrollmentResponse* response) {
+  return decide_enrollment(bearer_of(context), *request, response);
 }
 
 grpc::Status CatalogService::ListConflicts(grpc::ServerContext* context,

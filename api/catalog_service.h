@@ -154,6 +154,12 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
                            v1::EnrollSiteResponse* response);
   grpc::Status revoke_site(std::string_view authorization, const v1::RevokeSiteRequest& request,
                            v1::RevokeSiteResponse* response);
+  grpc::Status list_enrollments(std::string_view authorization,
+                                const v1::ListEnrollmentsRequest& request,
+                                v1::ListEnrollmentsResponse* response);
+  grpc::Status decide_enrollment(std::string_view authorization,
+                                 const v1::DecideEnrollmentRequest& request,
+                                 v1::DecideEnrollmentResponse* response);
   // The hub's enrollment, for the spoke's exchange (POST /v1/enroll), which
   // a bootstrap token authenticates, not a bearer token.
   hub::Enrollment* enrollment() const { return options_.enrollment; }
@@ -202,6 +208,12 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
                           v1::EnrollSiteResponse* response) override;
   grpc::Status RevokeSite(grpc::ServerContext* context, const v1::RevokeSiteRequest* request,
                           v1::RevokeSiteResponse* response) override;
+  grpc::Status ListEnrollments(grpc::ServerContext* context,
+                               const v1::ListEnrollmentsRequest* request,
+                               v1::ListEnrollmentsResponse* response) override;
+  grpc::Status DecideEnrollment(grpc::ServerContext* context,
+                                const v1::DecideEnrollmentRequest* request,
+                                v1::DecideEnrollmentResponse* response) override;
 
  private:
   class WatchReactor;

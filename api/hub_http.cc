@@ -92,6 +92,9 @@ std::string hub_metrics(hub::Hub* hub) {
             "Certificate renewals refused (expired or foreign certificate, bad signature, "
             "revoked site, bad CSR).",
             es.refused_renewals);
+    counter("canopy_hub_enrollments_held_for_approval",
+            "Enrollment requests held for a fleet admin's approval (double opt-in).",
+            es.pending_requests);
   }
 
   const hub::IndexCounts counts = hub->index()->counts();

@@ -82,6 +82,22 @@ void reply_invalid(Response& res, const std::string& message) {
   reply_status(res, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message));
 }
 
+// An enrollment's answer: the identity (200), or, held for a fleet admin's
+// approval, 202 with what the spoke polls with.
+void reply_enrolled(Response& res, const hub::EnrolledSite& e) {
+  if (e.pending) {
+    json out = {{"site", e.site}, {"pending", true}, {"request", e.request_fingerprint}};
+    if (!e.poll_secret.empty()) out["poll"] = e.poll_secret;
+    return reply_json(res, out.dump(), 202);
+  }
+  json out = {{"site", e.site}, {"certificate", e.certificate_pem}, {"ca", e.ca_pem}};
+  if (!e.nats_user.empty()) {
+    out["nats"] = {
+        {"user", e.nats_user}, {"password", e.nats_password}, {"leaf_user", e.nats_leaf_user}};
+  }
+  reply_json(res, out.dump());
+}
+
 json object_json(const v1::Object& o) {
   json out = {{"kind", o.kind()},
               {"tenant", o.tenant()},
@@ -664,6 +680,48 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
                 }
                 reply_json(res, json{{"site", out.site()}, {"revoked", true}}.dump());
               })));
+  // Double opt-in: a fleet admin approves or denies a site waiting for it.
+  for (const bool approve : {true, false}) {
+    server.Post("/v1/sites/" + name + (approve ? "/approve" : "/deny"),
+                no_body(with([approve](CatalogService* c, const std::string& auth,
+                                       const Request& req, Response& res) {
+                  if (!check_params(req, res, {})) return;
+                  v1::DecideEnrollmentRequest r;
+                  r.set_site(req.matches[1]);
+                  r.set_approve(approve);
+                  v1::DecideEnrollmentResponse out;
+                  if (auto st = c->decide_enrollment(auth, r, &out); !st.ok()) {
+                    return reply_status(res, st);
+                  }
+                  reply_json(res, json{{"site", out.site()}, {"state", out.state()}}.dump());
+                })));
+  }
+  // Every enrolled or waiting site, with its certificate's expiry.
+  server.Get(
+      "/v1/enrollments",
+      with([](CatalogService* c, const std::string& auth, const Request& req, Response& res) {
+        if (!check_params(req, res, {})) return;
+        v1::ListEnrollmentsResponse out;
+        if (auto st = c->list_enrollments(auth, v1::ListEnrollmentsRequest(), &out); !st.ok()) {
+          return reply_status(res, st);
+        }
+        json items = json::array();
+        for (const auto& e : out.sites()) {
+          json item = {{"site", e.site()}, {"state", e.state()}};
+          if (!e.request_fingerprint().empty()) {
+            item["requestFingerprint"] = e.request_fingerprint();
+            item["requestedAtMs"] = e.requested_at_ms();
+          }
+          if (!e.cert_fingerprint().empty()) {
+            item["certFingerprint"] = e.cert_fingerprint();
+            item["certNotAfterMs"] = e.cert_not_after_ms();
+            item["enrolledAtMs"] = e.enrolled_at_ms();
+          }
+          if (e.revoked_at_ms() != 0) item["revokedAtMs"] = e.revoked_at_ms();
+          items.push_back(std::move(item));
+        }
+        reply_json(res, json{{"items", items}}.dump());
+      }));
   // The hub's CA certificate (public): the spoke checks it against the
   // fingerprint it pinned before it sends its token.
   server.Get(
@@ -698,13 +756,31 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
         auto enrolled =
             enrollment->enroll(body["token"].get<std::string>(), body["csr"].get<std::string>());
         if (!enrolled.ok()) return reply_status(res, to_grpc(enrolled.status()));
-        json out = {{"site", enrolled->site},
-                    {"certificate", enrolled->certificate_pem},
-                    {"ca", enrolled->ca_pem}};
-        if (!enrolled->nats_user.empty()) {
-          out["nats"] = {{"user", enrolled->nats_user}, {"password", enrolled->nats_password}};
+        reply_enrolled(res, *enrolled);
+      }));
+  // Double opt-in: the spoke asks whether a fleet admin decided; the poll
+  // secret from its exchange is the credential (never logged).
+  server.Post(
+      "/v1/enroll/poll",
+      with([](CatalogService* c, const std::string&, const Request& req, Response& res) {
+        if (!check_params(req, res, {})) return;
+        hub::Enrollment* enrollment = c->enrollment();
+        if (enrollment == nullptr) {
+          return reply_status(
+              res, grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites"));
         }
-        reply_json(res, out.dump());
+        const json body = json::parse(req.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object() || body.size() != 2 ||
+            !body.contains("site") || !body["site"].is_string() || !body.contains("poll") ||
+            !body["poll"].is_string()) {
+          return reply_invalid(res,
+                               "the body must be a JSON object {\"site\": \"<site>\", \"poll\": "
+                               "\"<the poll secret of the enrollment's answer>\"}");
+        }
+        auto enrolled =
+            enrollment->poll(body["site"].get<std::string>(), body["poll"].get<std::string>());
+        if (!enrolled.ok()) return reply_status(res, to_grpc(enrolled.status()));
+        reply_enrolled(res, *enrolled);
       }));
 
   // Rotation before expiry (docs/security.md): no bearer token; the site's

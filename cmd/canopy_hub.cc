@@ -63,6 +63,8 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
                  "nats-server authorization include file the hub manages (docs/security.md)");
   app.add_option("--nats-pid-file", cfg->nats_pid_file,
                  "nats-server's pid file: SIGHUP after each change of --nats-auth-file");
+  app.add_flag("--enrollment-approval", cfg->enrollment_approval,
+               "double opt-in: enrollments wait for kubectl canopy site approve SITE");
   app.add_option("--site-cert-seconds", cfg->site_cert_seconds,
                  "site certificates' validity in seconds instead of site_cert_days (tests)");
   app.add_option("--tls-cert", cfg->tls_cert_file,

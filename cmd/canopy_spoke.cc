@@ -71,6 +71,12 @@ int run(const spoke::SpokeConfig& cfg) {
     // A tls:// leaf remote: the site's certificate for the hub's mTLS.
     const spoke::NatsTlsFiles tls = spoke::nats_tls_files(cfg);
     spoke::bus::use_leaf_tls(&*spec, tls.ca_file, tls.cert_file, tls.key_file);
+    // An enrolled site's leaf node connects as its own leaf user.
+    auto creds = spoke::load_nats_credentials(cfg.nats_credentials_path());
+    if (!creds.ok()) return daemon::config_error(kProgram, creds.status());
+    if (creds->has_value()) {
+      spoke::bus::use_leaf_credentials(&*spec, (*creds)->leaf_user, (*creds)->password);
+    }
     spoke::bus::SupervisorOptions options;
     options.nats_server = cfg.bus.nats_server;
     std::vector<spoke::bus::BusTenant> configured = spec->tenants;
@@ -266,7 +272,13 @@ int main(int argc, char** argv) {
     daemon::set_log_level(cfg.log_level);
     enroll.site = cfg.site;
     enroll.data_dir = cfg.data_dir;
+    // Waiting for a fleet admin's approval ends at SIGTERM or SIGINT.
+    enroll.wait = [](std::chrono::milliseconds d) { return !daemon::wait_for_stop_signal(d); };
     if (Status s = spoke::enroll_site(enroll); !s.ok()) {
+      if (s.code() == StatusCode::kCancelled) {
+        spdlog::info("{}", s.message());
+        return 0;
+      }
       // The token is not in the message: enroll_site never repeats it.
       spdlog::error("enrollment failed: {}", s.message());
       return 1;

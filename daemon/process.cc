@@ -3,7 +3,9 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <charconv>
+#include <ctime>
 
 #ifndef CANOPY_VERSION
 #define CANOPY_VERSION "0.0.0"
@@ -28,6 +30,21 @@ void prepare_process() {
   const sigset_t set = stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+}
+
+bool wait_for_stop_signal(std::chrono::milliseconds timeout) {
+  const sigset_t set = stop_signals();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(left.count() / 1'000'000'000);
+    ts.tv_nsec = static_cast<long>(left.count() % 1'000'000'000);
+    if (sigtimedwait(&set, nullptr, &ts) > 0) return true;
+    if (errno != EINTR) return false;  // EAGAIN: the time is up
+  }
 }
 
 void set_log_level(const std::string& level) { spdlog::set_level(spdlog::level::from_str(level)); }

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -27,6 +28,11 @@ const char* version();
 // Blocks SIGTERM and SIGINT in the calling thread (and the threads it starts)
 // and ignores SIGPIPE (a client hanging up must not end the daemon).
 void prepare_process();
+
+// Sleeps up to `timeout`, or until SIGTERM or SIGINT arrives (blocked by
+// prepare_process()): true when one did (it is taken). For waits before
+// run_until_signal (an enrollment waiting for approval).
+bool wait_for_stop_signal(std::chrono::milliseconds timeout);
 
 // Sets spdlog's level from "trace|debug|info|warn|error".
 void set_log_level(const std::string& level);

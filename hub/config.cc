@@ -26,6 +26,7 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
                                                   "peers",
                                                   "nats_auth_file",
                                                   "nats_pid_file",
+                                                  "enrollment_approval",
                                                   "site_cert_days",
                                                   "peer_reconcile_s",
                                                   "tls_cert_file",
@@ -67,6 +68,9 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
     if (root["peer_reconcile_s"]) c->peer_reconcile_s = root["peer_reconcile_s"].as<uint64_t>();
     if (root["nats_auth_file"]) c->nats_auth_file = root["nats_auth_file"].as<std::string>();
     if (root["nats_pid_file"]) c->nats_pid_file = root["nats_pid_file"].as<std::string>();
+    if (root["enrollment_approval"]) {
+      c->enrollment_approval = root["enrollment_approval"].as<bool>();
+    }
     if (root["site_cert_days"]) c->site_cert_days = root["site_cert_days"].as<int>();
     if (root["site_cert_seconds"]) c->site_cert_seconds = root["site_cert_seconds"].as<long>();
     if (root["tls_cert_file"]) c->tls_cert_file = root["tls_cert_file"].as<std::string>();

@@ -60,6 +60,9 @@ struct HubConfig {
   // pid in nats_pid_file (nats-server's `pid_file`) so that it reloads.
   std::string nats_auth_file;
   std::string nats_pid_file;
+  // Double opt-in: an enrollment waits for a fleet admin's approval
+  // (`kubectl canopy site approve SITE`) before anything is issued.
+  bool enrollment_approval = false;
   int site_cert_days = 365;
   // When not 0, a site certificate's validity in seconds instead of
   // site_cert_days: for tests of rotation (at least 10).

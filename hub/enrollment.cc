@@ -31,6 +31,8 @@ constexpr uint64_t kMaxTokenTtlSeconds = 7 * 24 * 3600;
 // pays it at every connect, so the minimum is enough (as for the bus,
 // spoke/bus/bus_config.cc).
 constexpr size_t kNatsPasswordChars = 40;
+// The secret a spoke polls a pending enrollment with (double opt-in).
+constexpr size_t kPollSecretChars = 43;
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -67,6 +69,14 @@ std::string when(uint64_t ms) {
 }  // namespace
 
 std::string site_nats_user(std::string_view site) { return "site-" + std::string(site); }
+std::string site_leaf_user(std::string_view site) { return "leaf-" + std::string(site); }
+std::string site_nats_account(std::string_view site) { return "CANOPY-SITE-" + std::string(site); }
+std::vector<std::string> site_leaf_exports(std::string_view site) {
+  return {sync::site_telemetry_subjects(site), sync::telemetry_barrier_subject(site)};
+}
+std::vector<std::string> site_leaf_imports(std::string_view site) {
+  return {sync::telemetry_barrier_ack_subject(site)};
+}
 
 // What the spoke's sync uses (sync/nats_transport.cc publishes and
 // subscribes only; no request/reply, so no _INBOX): it publishes its up
@@ -165,6 +175,11 @@ Status Enrollment::load_hub_password() {
   auto hash = daemon::bcrypt_hash(hub_password_, daemon::kMinBcryptCost);
   if (!hash.ok()) return hash.status();
   hub_password_hash_ = *hash;
+  // canopy-nobody's password is thrown away: nobody logs in as it.
+  auto nobody =
+      daemon::bcrypt_hash(daemon::random_password(kNatsPasswordChars), daemon::kMinBcryptCost);
+  if (!nobody.ok()) return nobody.status();
+  nobody_password_hash_ = *nobody;
   return ok_status();
 }
 
@@ -272,10 +287,132 @@ StatusOr<EnrolledSite> Enrollment::enroll(std::string_view token_text, std::stri
   record->used_at_ms = now;
   auto spent = store_->put_value(key, model::bootstrap_record_document(*record));
   if (!spent.ok()) return spent.status();
+  if (options_.require_approval) return hold_for_approval(site, record->id, csr_pem, now);
+  return issue_identity(site, std::move(*cert), now, "token " + record->id);
+}
 
+StatusOr<EnrolledSite> Enrollment::hold_for_approval(const std::string& site,
+                                                     const std::string& token_id,
+                                                     std::string_view csr_pem, uint64_t now) {
+  model::PendingEnrollment p;
+  p.site = site;
+  p.token_id = token_id;
+  p.csr_pem = std::string(csr_pem);
+  p.request_fingerprint = "sha256:" + daemon::sha256_hex(csr_pem);
+  p.requested_at_ms = now;
+  const std::string secret = daemon::random_password(kPollSecretChars);
+  p.poll_hash = daemon::sha256_hex(secret);
+  auto put =
+      store_->put_value(model::pending_enrollment_key(site), model::pending_enrollment_document(p));
+  if (!put.ok()) return put.status();
+  ++pending_requests_;
+  spdlog::info(
+      "enrollment: site {} asks to enroll with token {} (request {}); it waits for a fleet "
+      "admin: kubectl canopy site approve {}",
+      site, token_id, p.request_fingerprint, site);
   EnrolledSite out;
   out.site = site;
-  out.certificate_pem = std::move(*cert);
+  out.ca_pem = ca_.cert_pem;
+  out.pending = true;
+  out.poll_secret = secret;
+  out.request_fingerprint = p.request_fingerprint;
+  return out;
+}
+
+StatusOr<EnrolledSite> Enrollment::poll(std::string_view site, std::string_view poll_secret) {
+  auto refused = [this](Status st) {
+    ++refused_;
+    spdlog::warn("enrollment poll refused: {}", st.message());
+    return st;
+  };
+  const Status unknown = unauthenticated(
+      "no enrollment of this site waits under that poll secret (an approved one is answered "
+      "once; ask a fleet admin for a new token: kubectl canopy enroll SITE)");
+  if (!model::is_dns1123_label(site)) return refused(unknown);
+  std::lock_guard lock(mu_);
+  const std::string key = model::pending_enrollment_key(site);
+  auto raw = store_->get(key);
+  if (!raw.ok()) {
+    if (raw.status().code() == StatusCode::kNotFound) return refused(unknown);
+    return raw.status();
+  }
+  auto p = model::parse_pending_enrollment(site, nlohmann::json::parse(*raw, nullptr, false));
+  if (!p.ok()) return refused(unknown);
+  if (daemon::sha256_hex(poll_secret) != p->poll_hash) return refused(unknown);
+  if (p->state == "pending") {
+    EnrolledSite out;
+    out.site = p->site;
+    out.ca_pem = ca_.cert_pem;
+    out.pending = true;
+    out.request_fingerprint = p->request_fingerprint;
+    return out;
+  }
+  // Answered once: the record goes either way.
+  auto gone = store_->remove(key);
+  if (!gone.ok()) return gone.status();
+  if (p->state == "denied") {
+    return refused(permission_denied("a fleet admin denied the enrollment of site " + p->site +
+                                     " (request " + p->request_fingerprint + ") at " +
+                                     when(p->decided_at_ms)));
+  }
+  auto cert = sign(p->csr_pem, p->site);
+  if (!cert.ok()) return cert.status();
+  return issue_identity(p->site, std::move(*cert), clock_->now_ms(),
+                        "token " + p->token_id + ", approved");
+}
+
+Status Enrollment::decide(std::string_view site, bool approve) {
+  std::lock_guard lock(mu_);
+  const std::string key = model::pending_enrollment_key(site);
+  auto raw = store_->get(key);
+  if (!raw.ok()) {
+    if (raw.status().code() == StatusCode::kNotFound) {
+      return not_found("no enrollment of site " + std::string(site) +
+                       " waits for approval (kubectl canopy enrollments lists them)");
+    }
+    return raw.status();
+  }
+  auto p = model::parse_pending_enrollment(site, nlohmann::json::parse(*raw, nullptr, false));
+  if (!p.ok()) return p.status();
+  if (p->state != "pending") {
+    return failed_precondition("the enrollment of site " + p->site + " was already " + p->state +
+                               " at " + when(p->decided_at_ms));
+  }
+  p->state = approve ? "approved" : "denied";
+  p->decided_at_ms = clock_->now_ms();
+  auto put = store_->put_value(key, model::pending_enrollment_document(*p));
+  if (!put.ok()) return put.status();
+  spdlog::info("enrollment: site {} {} by a fleet admin (request {})", p->site, p->state,
+               p->request_fingerprint);
+  return ok_status();
+}
+
+StatusOr<std::vector<model::PendingEnrollment>> Enrollment::pending_enrollments() {
+  std::vector<model::PendingEnrollment> out;
+  std::string after;
+  do {
+    auto page = store_->scan(model::kPendingEnrollmentsPrefix, after, 1000);
+    if (!page.ok()) return page.status();
+    for (const auto& item : page->items) {
+      const std::string site = item.key.substr(model::kPendingEnrollmentsPrefix.size());
+      auto p =
+          model::parse_pending_enrollment(site, nlohmann::json::parse(item.json, nullptr, false));
+      if (!p.ok()) {
+        spdlog::warn("enrollment: {} skipped: {}", item.key, p.status().message());
+        continue;
+      }
+      out.push_back(std::move(*p));
+    }
+    after = page->next_after;
+  } while (!after.empty());
+  return out;
+}
+
+StatusOr<EnrolledSite> Enrollment::issue_identity(const std::string& site, std::string cert_pem,
+                                                  uint64_t now, const std::string& how) {
+  EnrolledSite out;
+  out.site = site;
+  out.certificate_pem = std::move(cert_pem);
   out.ca_pem = ca_.cert_pem;
   model::SiteIdentity identity;
   identity.site = site;
@@ -287,6 +424,7 @@ StatusOr<EnrolledSite> Enrollment::enroll(std::string_view token_text, std::stri
   identity.nats_user = site_nats_user(site);
   if (manages_nats()) {
     out.nats_user = identity.nats_user;
+    out.nats_leaf_user = site_leaf_user(site);
     out.nats_password = daemon::random_password(kNatsPasswordChars);
     auto hash = daemon::bcrypt_hash(out.nats_password, daemon::kMinBcryptCost);
     if (!hash.ok()) return hash.status();
@@ -303,7 +441,7 @@ StatusOr<EnrolledSite> Enrollment::enroll(std::string_view token_text, std::stri
   }
   if (manages_nats()) CANOPY_RETURN_IF_ERROR(write_nats_authorization(true));
   ++enrollments_;
-  spdlog::info("enrollment: site {} enrolled with token {} (certificate {})", site, record->id,
+  spdlog::info("enrollment: site {} enrolled ({}; certificate {})", site, how,
                identity.cert_fingerprint);
   return out;
 }
@@ -429,29 +567,82 @@ Status Enrollment::write_nats_authorization(bool reload) {
   if (!manages_nats()) return ok_status();
   auto ids = identities();
   if (!ids.ok()) return ids.status();
+  std::vector<const model::SiteIdentity*> sites;
+  for (const auto& i : *ids) {
+    if (!i.revoked && i.nats_password_hash != "-") sites.push_back(&i);
+  }
+  // The hub's account holds the hub's user and each site's client user
+  // (confined by permissions to the site's sync subjects). Each site's bus
+  // connects as a leaf node with its own user, bound to an account of its
+  // own: nats-server 2.9 takes no permissions for leaf connections, so an
+  // account is what confines one (docs/security.md). Between the two, only
+  // the site's telemetry and barrier flow up and the barrier's echo down.
   std::ostringstream out;
   out << "# Written by canopy-hub " << options_.hub_name << ": its NATS users (docs/security.md).\n"
       << "# Rewritten at every enrollment and revocation: do not edit. Include it in\n"
-      << "# nats-server's config at the top level: include \"" << options_.nats_auth_file << "\"\n"
-      << "authorization {\n  users = [\n"
-      << "    {user: " << quoted(hub_user_) << ", password: " << quoted(hub_password_hash_)
+      << "# nats-server's config at the top level: include \"" << options_.nats_auth_file
+      << "\"\n"
+      // Without this, nats-server 2.9 takes a leaf connection that brings no
+      // credentials into its global account. Anonymous connections are
+      // canopy-nobody's, which may connect only over WebSocket (which Canopy
+      // does not use) into an account that has nothing: all are refused.
+      << "no_auth_user: " << quoted(kNobodyNatsUser) << "\n"
+      << "accounts {\n  \"CANOPY-NOBODY\": {users: [{user: " << quoted(kNobodyNatsUser)
+      << ", password: " << quoted(nobody_password_hash_)
+      << ", allowed_connection_types: [\"WEBSOCKET\"]}]}\n"
+      << "  " << quoted(kHubNatsAccount) << ": {\n    users: [\n"
+      << "      {user: " << quoted(hub_user_) << ", password: " << quoted(hub_password_hash_)
       << "}\n";
-  size_t sites = 0;
-  for (const auto& i : *ids) {
-    if (i.revoked || i.nats_password_hash == "-") continue;
-    ++sites;
-    out << "    {user: " << quoted(i.nats_user) << ", password: " << quoted(i.nats_password_hash)
-        << ",\n     permissions: {publish: {allow: " << quoted_list(site_publish_allow(i.site))
-        << "}, subscribe: {allow: " << quoted_list(site_subscribe_allow(i.site)) << "}}}\n";
+  for (const auto* i : sites) {
+    out << "      {user: " << quoted(i->nats_user)
+        << ", password: " << quoted(i->nats_password_hash)
+        << ", allowed_connection_types: [\"STANDARD\"],\n       permissions: {publish: {allow: "
+        << quoted_list(site_publish_allow(i->site))
+        << "}, subscribe: {allow: " << quoted_list(site_subscribe_allow(i->site)) << "}}}\n";
   }
-  out << "  ]\n}\n";
+  out << "    ]\n";
+  if (!sites.empty()) {
+    out << "    exports: [\n";
+    for (const auto* i : sites) {
+      for (const auto& subject : site_leaf_imports(i->site)) {
+        out << "      {stream: " << quoted(subject) << ", accounts: ["
+            << quoted(site_nats_account(i->site)) << "]}\n";
+      }
+    }
+    out << "    ]\n    imports: [\n";
+    for (const auto* i : sites) {
+      for (const auto& subject : site_leaf_exports(i->site)) {
+        out << "      {stream: {account: " << quoted(site_nats_account(i->site))
+            << ", subject: " << quoted(subject) << "}}\n";
+      }
+    }
+    out << "    ]\n";
+  }
+  out << "  }\n";
+  for (const auto* i : sites) {
+    out << "  " << quoted(site_nats_account(i->site)) << ": {\n"
+        << "    users: [{user: " << quoted(site_leaf_user(i->site))
+        << ", password: " << quoted(i->nats_password_hash)
+        << ", allowed_connection_types: [\"LEAFNODE\"]}]\n    exports: [\n";
+    for (const auto& subject : site_leaf_exports(i->site)) {
+      out << "      {stream: " << quoted(subject) << ", accounts: [" << quoted(kHubNatsAccount)
+          << "]}\n";
+    }
+    out << "    ]\n    imports: [\n";
+    for (const auto& subject : site_leaf_imports(i->site)) {
+      out << "      {stream: {account: " << quoted(kHubNatsAccount)
+          << ", subject: " << quoted(subject) << "}}\n";
+    }
+    out << "    ]\n  }\n";
+  }
+  out << "}\n";
   const std::string text = out.str();
   if (read_file(options_.nats_auth_file) == text) return ok_status();
   // 0640: nats-server reads it through its group (docs/security.md); it
   // holds bcrypt hashes only.
   CANOPY_RETURN_IF_ERROR(daemon::write_private_file(options_.nats_auth_file, text, 0640));
   spdlog::info("enrollment: NATS authorization {} written ({} site user(s))",
-               options_.nats_auth_file, sites);
+               options_.nats_auth_file, sites.size());
   return reload ? signal_reload() : ok_status();
 }
 
@@ -476,9 +667,9 @@ Status Enrollment::signal_reload() {
 }
 
 EnrollmentStats Enrollment::stats() const {
-  return EnrollmentStats{tokens_issued_.load(),   enrollments_.load(), refused_.load(),
-                         revocations_.load(),     reloads_.load(),     renewals_.load(),
-                         refused_renewals_.load()};
+  return EnrollmentStats{tokens_issued_.load(),    enrollments_.load(),     refused_.load(),
+                         revocations_.load(),      reloads_.load(),         renewals_.load(),
+                         refused_renewals_.load(), pending_requests_.load()};
 }
 
 }  // namespace canopy::hub

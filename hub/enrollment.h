@@ -11,8 +11,9 @@
 //    certificate (CN = site) and makes the site a NATS user with a fresh
 //    password (bcrypt hash in `enrollment/sites/<site>`) whose permissions
 //    allow only the site's subjects (sync/subjects.h).
-//  - The NATS authorization file (nats_auth_file): the hub's own user (full
-//    rights) and one user per enrolled, unrevoked site; rewritten on every
+//  - The NATS authorization file (nats_auth_file): the hub's account with its
+//    own user (full rights) and one user per enrolled, unrevoked site, and
+//    per site an account for its bus's leaf node; rewritten on every
 //    change and nats-server told to reload (SIGHUP to the pid in
 //    nats_pid_file), which cuts the connections of users it no longer lists.
 //  - revoke(): the site's identity is marked revoked, its user leaves the
@@ -47,6 +48,10 @@ struct EnrollmentOptions {
   // nats-server's pid file (its `pid_file`): told to reload after each
   // change of nats_auth_file. Empty: not told (reload by hand).
   std::string nats_pid_file;
+  // Double opt-in: an exchange of a valid token waits, as a pending
+  // enrollment, until a fleet admin approves or denies it (decide()); the
+  // spoke polls with the secret the exchange gave it (poll()).
+  bool require_approval = false;
   int cert_days = 365;  // validity of a site's certificate
   // When not 0, the validity in seconds instead (tests of rotation).
   long cert_seconds = 0;
@@ -65,8 +70,14 @@ struct EnrolledSite {
   std::string site;
   std::string certificate_pem;
   std::string ca_pem;
-  std::string nats_user;      // empty when the hub manages no NATS users
-  std::string nats_password;  // shown once; only its hash is kept
+  std::string nats_user;       // empty when the hub manages no NATS users
+  std::string nats_password;   // shown once; only its hash is kept
+  std::string nats_leaf_user;  // the bus's leaf node user (same password)
+  // Double opt-in: nothing issued yet; poll with poll_secret (shown once;
+  // only its hash is kept) until a fleet admin decides.
+  bool pending = false;
+  std::string poll_secret;
+  std::string request_fingerprint;  // sha256 of the CSR: what the admin compares
 };
 
 struct EnrollmentStats {
@@ -77,6 +88,7 @@ struct EnrollmentStats {
   uint64_t nats_reloads = 0;
   uint64_t renewals = 0;
   uint64_t refused_renewals = 0;
+  uint64_t pending_requests = 0;  // exchanges held for approval
 };
 
 // What renew() gives the site.
@@ -88,6 +100,18 @@ struct RenewedCertificate {
 
 // The NATS user of a site, and the subjects it may use (docs/security.md).
 std::string site_nats_user(std::string_view site);
+// The user a site's bus connects its leaf node with (same password as the
+// site's NATS user), and the account it is bound to, which exports to the
+// hub's account only the site's telemetry and barrier subjects and imports
+// only the barrier's echo (sync/subjects.h).
+inline constexpr char kHubNatsAccount[] = "CANOPY-HUB";
+// The user of connections that bring no credentials (nats-server's
+// no_auth_user), which nats-server then refuses.
+inline constexpr char kNobodyNatsUser[] = "canopy-nobody";
+std::string site_leaf_user(std::string_view site);
+std::string site_nats_account(std::string_view site);
+std::vector<std::string> site_leaf_exports(std::string_view site);
+std::vector<std::string> site_leaf_imports(std::string_view site);
 std::vector<std::string> site_publish_allow(std::string_view site);
 std::vector<std::string> site_subscribe_allow(std::string_view site);
 
@@ -125,6 +149,17 @@ class Enrollment {
   // site; NotFound for one never enrolled; InvalidArgument for a bad CSR.
   StatusOr<RenewedCertificate> renew(std::string_view cert_pem, std::string_view csr_pem,
                                      std::string_view signature_hex);
+  // Double opt-in (options.require_approval; enroll() then answers
+  // `pending`). poll(): the pending enrollment's state for its poll secret:
+  // still pending; the identity, issued now, once approved (answered once);
+  // PermissionDenied once denied; Unauthenticated for an unknown site or a
+  // wrong secret. decide(): a fleet admin's answer; NotFound when nothing
+  // waits, FailedPrecondition when already decided.
+  StatusOr<EnrolledSite> poll(std::string_view site, std::string_view poll_secret);
+  Status decide(std::string_view site, bool approve);
+  StatusOr<std::vector<model::PendingEnrollment>> pending_enrollments();
+  bool requires_approval() const { return options_.require_approval; }
+
   // Cuts `site` off: NotFound when it was never enrolled.
   Status revoke(std::string_view site);
   // Whether messages from `site` are accepted: false once revoked (until it
@@ -144,6 +179,12 @@ class Enrollment {
   Status load_hub_password();
   Status load_revoked();
   Status signal_reload();
+  // With mu_ held: the rest of an enrollment once the token (or a fleet
+  // admin) allowed it; `how` is logged.
+  StatusOr<EnrolledSite> issue_identity(const std::string& site, std::string cert_pem, uint64_t now,
+                                        const std::string& how);
+  StatusOr<EnrolledSite> hold_for_approval(const std::string& site, const std::string& token_id,
+                                           std::string_view csr_pem, uint64_t now);
 
   Store* const store_;
   Clock* const clock_;
@@ -153,12 +194,13 @@ class Enrollment {
   std::string hub_user_;
   std::string hub_password_;
   std::string hub_password_hash_;
+  std::string nobody_password_hash_;
 
   std::mutex mu_;  // one enrollment, revocation or file write at a time
   mutable std::mutex revoked_mu_;
   std::set<std::string> revoked_;
   std::atomic<uint64_t> tokens_issued_{0}, enrollments_{0}, refused_{0}, revocations_{0},
-      reloads_{0}, renewals_{0}, refused_renewals_{0};
+      reloads_{0}, renewals_{0}, refused_renewals_{0}, pending_requests_{0};
   StatusOr<std::string> sign(std::string_view csr_pem, const std::string& site);
   uint64_t cert_validity_ms() const;
 };

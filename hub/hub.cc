@@ -64,6 +64,7 @@ Status Hub::start() {
   eo.data_dir = config_.data_dir;
   eo.nats_auth_file = config_.nats_auth_file;
   eo.nats_pid_file = config_.nats_pid_file;
+  eo.require_approval = config_.enrollment_approval;
   eo.cert_days = config_.site_cert_days;
   eo.cert_seconds = config_.site_cert_seconds;
   auto enrollment_or = Enrollment::open(store_.get(), SystemClock::instance(), eo);

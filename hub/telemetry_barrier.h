@@ -1,12 +1,14 @@
 // TelemetryBarrier: canopy-hub's answer to sites' telemetry barriers.
 //
 // A site's telemetry forwarder (spoke/bus/telemetry_forwarder.h) publishes a
-// batch of device telemetry over its bus's leaf link, then requests
-// sync::telemetry_barrier_subject(site) on the same link. The hub answers
-// with an empty message. A leaf link delivers one connection's messages in
-// order, so the answer proves that the hub's nats-server has taken every
-// message of the batch; only then does the site delete the batch from its
-// buffer. Hubs of one level each answer; the site takes the first answer.
+// batch of device telemetry over its bus's leaf link, then publishes a nonce
+// on sync::telemetry_barrier_subject(site) on the same link. The hub echoes
+// it on sync::telemetry_barrier_ack_subject(site) (and answers a request's
+// reply subject, as spokes of earlier releases asked). A leaf link delivers
+// one connection's messages in order, so the echo proves that the hub's
+// nats-server has taken every message of the batch; only then does the site
+// delete the batch from its buffer. Hubs of one level each answer; the site
+// takes the first echo of its nonce.
 //
 // It rides on the hub's transport (its NATS connection, with its handling of
 // hung and lost servers). Thread-safety: the transport's callback thread

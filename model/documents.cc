@@ -954,4 +954,40 @@ json site_identity_document(const SiteIdentity& i) {
   return doc;
 }
 
+StatusOr<PendingEnrollment> parse_pending_enrollment(std::string_view site, const json& doc) {
+  CANOPY_RETURN_IF_ERROR(require_object(doc, "pending enrollment"));
+  CANOPY_RETURN_IF_ERROR(only_fields(
+      doc, {"tokenId", "csr", "request", "pollHash", "requestedAtMs", "state", "decidedAtMs"}));
+  if (!is_dns1123_label(site)) {
+    return invalid_argument("site " + quote(site) + " is not " + std::string(kLabelRule));
+  }
+  PendingEnrollment out;
+  out.site = std::string(site);
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "tokenId", &out.token_id));
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "csr", &out.csr_pem));
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "request", &out.request_fingerprint));
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "pollHash", &out.poll_hash));
+  CANOPY_RETURN_IF_ERROR(string_field(doc, "state", &out.state));
+  if (out.state != "pending" && out.state != "approved" && out.state != "denied") {
+    return invalid_argument("state must be pending, approved or denied, not " + quote(out.state));
+  }
+  auto requested = millis_field(doc, "requestedAtMs");
+  if (!requested.ok()) return requested.status();
+  out.requested_at_ms = *requested;
+  auto decided = millis_field(doc, "decidedAtMs");
+  if (!decided.ok()) return decided.status();
+  out.decided_at_ms = *decided;
+  return out;
+}
+
+json pending_enrollment_document(const PendingEnrollment& p) {
+  return {{"tokenId", p.token_id},
+          {"csr", p.csr_pem},
+          {"request", p.request_fingerprint},
+          {"pollHash", p.poll_hash},
+          {"requestedAtMs", p.requested_at_ms},
+          {"state", p.state},
+          {"decidedAtMs", p.decided_at_ms}};
+}
+
 }  // namespace canopy::model

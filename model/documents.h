@@ -365,4 +365,23 @@ struct SiteIdentity {
 StatusOr<SiteIdentity> parse_site_identity(std::string_view site, const nlohmann::json& doc);
 nlohmann::json site_identity_document(const SiteIdentity& identity);
 
+// `enrollment/pending/<site>`: {"tokenId": "<id>", "csr": "<PEM>",
+//   "request": "sha256:<hex of the CSR>", "pollHash": "<SHA-256 of the poll
+//   secret>", "requestedAtMs": N, "state": "pending" | "approved" |
+//   "denied", "decidedAtMs": N} — an exchange that waits for a fleet admin
+//   (double opt-in, docs/security.md). Hub only.
+struct PendingEnrollment {
+  std::string site;
+  std::string token_id;
+  std::string csr_pem;
+  std::string request_fingerprint;
+  std::string poll_hash;
+  uint64_t requested_at_ms = 0;
+  std::string state = "pending";
+  uint64_t decided_at_ms = 0;
+};
+StatusOr<PendingEnrollment> parse_pending_enrollment(std::string_view site,
+                                                     const nlohmann::json& doc);
+nlohmann::json pending_enrollment_document(const PendingEnrollment& pending);
+
 }  // namespace canopy::model

@@ -121,6 +121,9 @@ std::string enrollment_token_key(std::string_view id) {
   return join({kEnrollmentTokensPrefix, id});
 }
 std::string site_identity_key(std::string_view site) { return join({kSiteIdentitiesPrefix, site}); }
+std::string pending_enrollment_key(std::string_view site) {
+  return join({kPendingEnrollmentsPrefix, site});
+}
 std::string presence_key(std::string_view site) { return join({kSitesPrefix, site, "/presence"}); }
 std::string local_override_key(std::string_view site, std::string_view tenant,
                                std::string_view template_name) {

@@ -45,6 +45,7 @@ inline constexpr std::string_view kTokensPrefix = "tokens/";
 inline constexpr std::string_view kEnrollmentPrefix = "enrollment/";
 inline constexpr std::string_view kEnrollmentTokensPrefix = "enrollment/tokens/";
 inline constexpr std::string_view kSiteIdentitiesPrefix = "enrollment/sites/";
+inline constexpr std::string_view kPendingEnrollmentsPrefix = "enrollment/pending/";
 
 enum class KeyKind {
   kOther,
@@ -89,6 +90,7 @@ std::string rollout_key(std::string_view tenant, std::string_view placement);
 std::string token_key(std::string_view id);
 std::string enrollment_token_key(std::string_view id);
 std::string site_identity_key(std::string_view site);
+std::string pending_enrollment_key(std::string_view site);
 std::string local_override_key(std::string_view site, std::string_view tenant,
                                std::string_view template_name);
 std::string status_key(std::string_view site, std::string_view tenant,

@@ -15,8 +15,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "daemon/identity.h"
+#include "model/names.h"
 
 namespace canopy::spoke {
 namespace {
@@ -162,53 +164,152 @@ std::string hub_error(const httplib::ClientImpl& client, const httplib::Result& 
   return what;
 }
 
+namespace {
+
+// Double opt-in: asks the hub every `interval` whether a fleet admin
+// decided, until the identity comes (its answer) or the enrollment is
+// denied or unknown (an error; the pending files are removed). A hub that
+// does not answer is asked again: the pending enrollment waits at the hub.
+StatusOr<json> wait_for_approval(httplib::ClientImpl& cli, const EnrollRequest& r,
+                                 const std::string& poll, const std::string& request) {
+  const std::string& site = r.site;
+  spdlog::info(
+      "enrollment of site {} waits for a fleet admin's approval (kubectl canopy site approve "
+      "{}); the request to compare: {}",
+      site, site, request);
+  const std::string body = json{{"site", site}, {"poll", poll}}.dump();
+  int unanswered = 0;
+  for (;;) {
+    if (r.wait) {
+      if (!r.wait(r.poll_interval)) {
+        return Status(StatusCode::kCancelled, "stopped while the enrollment of site " + site +
+                                                  " waits for approval; start again to poll on");
+      }
+    } else {
+      std::this_thread::sleep_for(r.poll_interval);
+    }
+    auto res = cli.Post("/v1/enroll/poll", body, "application/json");
+    if (res && res->status == 200) {
+      json answer = json::parse(res->body, nullptr, false);
+      if (!answer.is_object()) return invalid_argument("the hub's approval answer is not JSON");
+      spdlog::info("enrollment of site {} approved", site);
+      return answer;
+    }
+    if (res && res->status == 202) continue;
+    if (res && (res->status == 401 || res->status == 403 || res->status == 404)) {
+      return Status(
+          res->status == 403 ? StatusCode::kPermissionDenied : StatusCode::kUnauthenticated,
+          "the hub ended the enrollment: " + hub_error(cli, res));
+    }
+    if (++unanswered % 20 == 1) {
+      spdlog::warn("enrollment of site {}: the hub did not answer its poll ({}); asking again",
+                   site, hub_error(cli, res));
+    }
+  }
+}
+
+}  // namespace
+
 Status enroll_site(const EnrollRequest& r) {
   auto pinned = daemon::normalize_fingerprint(r.ca_fingerprint);
   if (!pinned.ok()) return pinned.status();
-  if (r.token.empty()) return invalid_argument("--enroll: the bootstrap token is empty");
   const std::string dir = identity_dir(r.data_dir);
   std::error_code ec;
   if (std::filesystem::exists(dir + "/site.crt", ec)) {
     return failed_precondition("site " + r.site + " is already enrolled (" + dir +
                                "/site.crt exists); remove " + dir + " to enroll again");
   }
-  // 1. The hub's CA, checked before the token goes anywhere (over https
-  // unverified: nothing secret is sent, and the answer is checked below).
-  auto probe = hub_http_client(r.hub_url, "");
-  if (!probe.ok()) return probe.status();
-  auto ca_res = (*probe)->Get("/v1/ca");
-  if (!ca_res || ca_res->status != 200) {
-    return unavailable("cannot read the hub's CA from " + r.hub_url +
-                       "/v1/ca: " + hub_error(**probe, ca_res));
-  }
-  const json ca_doc = json::parse(ca_res->body, nullptr, false);
-  if (!ca_doc.is_object() || !ca_doc.contains("ca") || !ca_doc["ca"].is_string()) {
-    return invalid_argument(r.hub_url + "/v1/ca: the answer holds no CA certificate");
-  }
-  // The fingerprint is computed here from the certificate, never taken from
-  // the answer.
-  const std::string pinned_ca = ca_doc["ca"].get<std::string>();
-  CANOPY_RETURN_IF_ERROR(check_pinned(pinned_ca, *pinned, "GET /v1/ca"));
-  // From here the hub's certificate must verify against the pinned CA.
-  auto verified = hub_http_client(r.hub_url, pinned_ca);
-  if (!verified.ok()) return verified.status();
-  httplib::ClientImpl& cli = **verified;
+  const std::string pending_path = dir + "/pending.json";
+  json answer;
+  std::string key_pem, pinned_ca;
+  std::unique_ptr<httplib::ClientImpl> verified;
+  if (std::filesystem::exists(pending_path, ec)) {
+    // A restart while a fleet admin had not decided: poll on with the key
+    // and poll secret kept then; the token was spent already.
+    const json pending = json::parse(read_file(pending_path), nullptr, false);
+    if (!pending.is_object() || !pending.contains("poll") || !pending["poll"].is_string() ||
+        !pending.contains("request") || !pending["request"].is_string()) {
+      return invalid_argument(pending_path + " is damaged; remove " + dir +
+                              " and enroll with a new token");
+    }
+    key_pem = read_file(dir + "/site.key");
+    pinned_ca = read_file(dir + "/ca.crt");
+    CANOPY_RETURN_IF_ERROR(check_pinned(pinned_ca, *pinned, (dir + "/ca.crt").c_str()));
+    auto cli = hub_http_client(r.hub_url, pinned_ca);
+    if (!cli.ok()) return cli.status();
+    verified = std::move(*cli);
+    auto approved = wait_for_approval(*verified, r, pending["poll"].get<std::string>(),
+                                      pending["request"].get<std::string>());
+    if (!approved.ok()) {
+      if (approved.status().code() == StatusCode::kCancelled) return approved.status();
+      std::filesystem::remove(pending_path, ec);
+      std::filesystem::remove(dir + "/site.key", ec);
+      return approved.status();
+    }
+    answer = std::move(*approved);
+  } else {
+    if (r.token.empty()) return invalid_argument("--enroll: the bootstrap token is empty");
+    // 1. The hub's CA, checked before the token goes anywhere (over https
+    // unverified: nothing secret is sent, and the answer is checked below).
+    auto probe = hub_http_client(r.hub_url, "");
+    if (!probe.ok()) return probe.status();
+    auto ca_res = (*probe)->Get("/v1/ca");
+    if (!ca_res || ca_res->status != 200) {
+      return unavailable("cannot read the hub's CA from " + r.hub_url +
+                         "/v1/ca: " + hub_error(**probe, ca_res));
+    }
+    const json ca_doc = json::parse(ca_res->body, nullptr, false);
+    if (!ca_doc.is_object() || !ca_doc.contains("ca") || !ca_doc["ca"].is_string()) {
+      return invalid_argument(r.hub_url + "/v1/ca: the answer holds no CA certificate");
+    }
+    // The fingerprint is computed here from the certificate, never taken
+    // from the answer.
+    pinned_ca = ca_doc["ca"].get<std::string>();
+    CANOPY_RETURN_IF_ERROR(check_pinned(pinned_ca, *pinned, "GET /v1/ca"));
+    // From here the hub's certificate must verify against the pinned CA.
+    auto cli = hub_http_client(r.hub_url, pinned_ca);
+    if (!cli.ok()) return cli.status();
+    verified = std::move(*cli);
 
-  // 2. The site's key, made here, and a CSR for it.
-  auto key = daemon::generate_private_key();
-  if (!key.ok()) return key.status();
-  auto csr = daemon::make_csr(*key, r.site);
-  if (!csr.ok()) return csr.status();
+    // 2. The site's key, made here, and a CSR for it.
+    auto key = daemon::generate_private_key();
+    if (!key.ok()) return key.status();
+    key_pem = *key;
+    auto csr = daemon::make_csr(key_pem, r.site);
+    if (!csr.ok()) return csr.status();
 
-  // 3. The exchange.
-  const json body = {{"token", r.token}, {"csr", *csr}};
-  auto res = cli.Post("/v1/enroll", body.dump(), "application/json");
-  if (!res || res->status != 200) {
-    return Status(
-        res && res->status == 401 ? StatusCode::kUnauthenticated : StatusCode::kUnavailable,
-        "the hub refused the enrollment: " + hub_error(cli, res));
+    // 3. The exchange.
+    const json body = {{"token", r.token}, {"csr", *csr}};
+    auto res = verified->Post("/v1/enroll", body.dump(), "application/json");
+    if (!res || (res->status != 200 && res->status != 202)) {
+      return Status(
+          res && res->status == 401 ? StatusCode::kUnauthenticated : StatusCode::kUnavailable,
+          "the hub refused the enrollment: " + hub_error(*verified, res));
+    }
+    answer = json::parse(res->body, nullptr, false);
+    if (res->status == 202) {
+      // Double opt-in: the key and the poll secret are kept (0600) so that a
+      // restart polls on; nothing else is written until the answer.
+      if (!answer.is_object() || !answer.contains("poll") || !answer["poll"].is_string() ||
+          !answer.contains("request") || !answer["request"].is_string()) {
+        return invalid_argument("the hub's answer to a held enrollment has no poll secret");
+      }
+      const std::string poll = answer["poll"].get<std::string>();
+      const std::string request = answer["request"].get<std::string>();
+      CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/site.key", key_pem));
+      CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/ca.crt", pinned_ca));
+      CANOPY_RETURN_IF_ERROR(daemon::write_private_file(
+          pending_path, json{{"poll", poll}, {"request", request}}.dump() + "\n"));
+      auto approved = wait_for_approval(*verified, r, poll, request);
+      if (!approved.ok()) {
+        if (approved.status().code() == StatusCode::kCancelled) return approved.status();
+        std::filesystem::remove(pending_path, ec);
+        std::filesystem::remove(dir + "/site.key", ec);
+        return approved.status();
+      }
+      answer = std::move(*approved);
+    }
   }
-  json answer = json::parse(res->body, nullptr, false);
   if (!answer.is_object() || !answer.contains("certificate") ||
       !answer["certificate"].is_string() || !answer.contains("ca") || !answer["ca"].is_string()) {
     return invalid_argument("the hub's enrollment answer has no certificate and CA");
@@ -216,7 +317,7 @@ Status enroll_site(const EnrollRequest& r) {
   const std::string cert = answer["certificate"].get<std::string>();
   const std::string ca = answer["ca"].get<std::string>();
   CANOPY_RETURN_IF_ERROR(check_pinned(ca, *pinned, "the enrollment answer"));
-  if (Status st = daemon::verify_cert(ca, cert, *key); !st.ok()) {
+  if (Status st = daemon::verify_cert(ca, cert, key_pem); !st.ok()) {
     return invalid_argument("the hub's certificate: " + st.message());
   }
   auto cn = daemon::cert_common_name(cert);
@@ -231,15 +332,24 @@ Status enroll_site(const EnrollRequest& r) {
         !n["password"].is_string()) {
       return invalid_argument("the hub's NATS credentials lack a user or password");
     }
-    nats = json{{"user", n["user"]}, {"password", n["password"]}}.dump() + "\n";
+    json creds = {{"user", n["user"]}, {"password", n["password"]}};
+    if (n.contains("leaf_user")) {
+      if (!n["leaf_user"].is_string() ||
+          !model::is_dns1123_label(n["leaf_user"].get<std::string>())) {
+        return invalid_argument("the hub's NATS leaf user is not a DNS-1123 label");
+      }
+      creds["leaf_user"] = n["leaf_user"];
+    }
+    nats = creds.dump() + "\n";
   }
 
   // 4. The files, 0600; the certificate last (it marks the site enrolled).
   CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/hub-url", r.hub_url + "\n"));
-  CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/site.key", *key));
+  CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/site.key", key_pem));
   CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/ca.crt", ca));
   if (!nats.empty()) CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/nats.json", nats));
   CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/site.crt", cert));
+  std::filesystem::remove(pending_path, ec);
   spdlog::info("enrolled site {} at {}: identity in {} (CA {})", r.site, r.hub_url, dir, *pinned);
   return ok_status();
 }
@@ -261,8 +371,12 @@ StatusOr<std::optional<NatsCredentials>> load_nats_credentials(const std::string
       !j["password"].is_string()) {
     return invalid_argument(path + ": want {\"user\": \"...\", \"password\": \"...\"}");
   }
-  return std::optional<NatsCredentials>(
-      NatsCredentials{j["user"].get<std::string>(), j["password"].get<std::string>()});
+  NatsCredentials creds{j["user"].get<std::string>(), j["password"].get<std::string>(), ""};
+  if (j.contains("leaf_user")) {
+    if (!j["leaf_user"].is_string()) return invalid_argument(path + ": leaf_user is not a string");
+    creds.leaf_user = j["leaf_user"].get<std::string>();
+  }
+  return std::optional<NatsCredentials>(std::move(creds));
 }
 
 }  // namespace canopy::spoke

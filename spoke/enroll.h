@@ -6,7 +6,9 @@
 //   site.key   the site's EC P-256 private key
 //   site.crt   its certificate (CN = the site), signed by the hub's CA
 //   ca.crt     the hub's CA certificate, whose fingerprint was pinned
-//   nats.json  {"user": "...", "password": "..."}: the site's NATS user
+//   nats.json  {"user": "...", "password": "...", "leaf_user": "..."}: the
+//              site's NATS user, and its device bus's leaf user
+//   pending.json  only while an enrollment waits for approval (double opt-in)
 //
 // The token is never logged nor written anywhere.
 //   hub-url    the hub URL it enrolled at, where it renews (spoke/renew.h)
@@ -20,6 +22,8 @@
 
 #include <httplib.h>
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,6 +38,12 @@ struct EnrollRequest {
   std::string hub_url;         // the hub's HTTP API: http(s)://host:port
   std::string ca_fingerprint;  // sha256:<hex>, from `kubectl canopy enroll`
   std::string data_dir;
+  // Double opt-in (the hub answers 202): how often to ask whether a fleet
+  // admin decided.
+  std::chrono::milliseconds poll_interval{3000};
+  // Waits up to its argument between polls; false: stop waiting (the daemon
+  // was told to stop), and enroll_site answers Cancelled. Empty: sleeps.
+  std::function<bool(std::chrono::milliseconds)> wait;
 };
 
 // The identity files' directory for a data directory.
@@ -46,6 +56,13 @@ std::string identity_dir(const std::string& data_dir);
 // and only then writes the files. Errors say what failed and change nothing
 // on disk (but a key already made). FailedPrecondition when the site was
 // already enrolled (site.crt exists).
+//
+// Double opt-in: when the hub holds the exchange for a fleet admin (202),
+// the key, the pinned CA and the poll secret are written (pending.json, 0600)
+// and the hub is asked every poll_interval until it answers the identity or
+// that the enrollment was denied (PermissionDenied; the pending files are
+// removed). Called again with pending.json present (a restart), it polls on
+// without spending a token.
 Status enroll_site(const EnrollRequest& request);
 
 // A client of the hub's HTTP API at `hub_url` (http:// or https://). Over
@@ -65,6 +82,9 @@ std::string hub_error(const httplib::ClientImpl& client, const httplib::Result& 
 struct NatsCredentials {
   std::string user;
   std::string password;
+  // The user the site's bus connects its leaf node with (same password);
+  // empty for an enrollment by a hub of an earlier release.
+  std::string leaf_user;
 };
 // The site's NATS credentials from `path` (nats.json); nullopt when the file
 // does not exist; an error when it is unreadable, malformed, or readable by

@@ -29,14 +29,25 @@ inline std::string all_up_subjects(std::string_view parent) {
   return std::string(kSubjectRoot) + "." + std::string(parent) + ".*.up";
 }
 
-// Telemetry barriers (docs/device-bus.md): a site's telemetry forwarder asks
-// `canopy.telemetry.v1.barrier.<site>` over its bus's leaf link after
-// publishing a batch, and canopy-hub answers (hub/telemetry_barrier.h): the
-// answer means the hub's NATS has taken the batch.
+// Telemetry barriers (docs/device-bus.md): a site's telemetry forwarder
+// publishes a nonce on `canopy.telemetry.v1.barrier.<site>` over its bus's
+// leaf link after publishing a batch, and canopy-hub echoes it on
+// `canopy.telemetry.v1.barrier.<site>.ack` (hub/telemetry_barrier.h): the echo
+// means the hub's NATS has taken the batch. Plain subjects both ways, not a
+// request and its _INBOX reply, so that a site's leaf account imports and
+// exports only its own two subjects (docs/security.md).
 inline std::string telemetry_barrier_subject(std::string_view site) {
   return "canopy.telemetry.v1.barrier." + std::string(site);
 }
+inline std::string telemetry_barrier_ack_subject(std::string_view site) {
+  return telemetry_barrier_subject(site) + ".ack";
+}
 inline constexpr char kAllTelemetryBarriers[] = "canopy.telemetry.v1.barrier.*";
+// The device telemetry a site forwards to the hub: tm.<tenant>.<site>.<device>[.>]
+// (spoke/bus/telemetry_forwarder.h).
+inline std::string site_telemetry_subjects(std::string_view site) {
+  return "tm.*." + std::string(site) + ".>";
+}
 
 // Checks a node name: a DNS-1123 label (1-63 of [a-z0-9-], alphanumeric ends).
 Status validate_node_name(std::string_view name);

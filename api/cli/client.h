@@ -167,6 +167,11 @@ int cmd_tokens_revoke(Hub& hub, const std::string& id);
 int cmd_enroll(Hub& hub, const std::string& site, const std::string& ttl,
                const std::string& output);
 int cmd_site_revoke(Hub& hub, const std::string& site);
+// Double opt-in: `site approve SITE`, `site deny SITE`; and `enrollments
+// [-o table|json]`: every enrolled or waiting site with its certificate's
+// expiry.
+int cmd_site_decide(Hub& hub, const std::string& site, bool approve);
+int cmd_enrollments(Hub& hub, const std::string& output);
 
 // `render TENANT/PLACEMENT --site S [-o yaml|json]`, `conflicts TENANT
 // [--kind K [--name N]]` (views_cmd.cc).
@@ -202,5 +207,7 @@ int cmd_rollout_status(Hub& hub, const std::string& target, bool watch, int time
 
 // "45s", "12m", "5h", "3d", as kubectl prints ages.
 std::string format_age(uint64_t seconds);
+// A time in milliseconds since 1970 as "2026-12-04T17:20:00Z"; 0: "never".
+std::string format_utc(uint64_t ms);
 
 }  // namespace canopy::cli

@@ -1,8 +1,10 @@
-// kubectl-canopy enroll and site revoke: a site's one-time bootstrap token
-// (printed once, with the hub's CA fingerprint to pin) and cutting a site off
-// (docs/security.md).
+// kubectl-canopy enroll, site revoke|approve|deny and enrollments: a site's
+// one-time bootstrap token (printed once, with the hub's CA fingerprint to
+// pin), cutting a site off, double opt-in, and the enrolled sites with their
+// certificates' expiry (docs/security.md).
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "api/cli/client.h"
 
@@ -63,6 +65,53 @@ int cmd_site_revoke(Hub& hub, const std::string& site) {
   hub.call(&v1::Catalog::Stub::RevokeSite, req);
   std::printf("site %s revoked: its NATS user is removed and the hub refuses its messages\n",
               site.c_str());
+  return 0;
+}
+
+int cmd_site_decide(Hub& hub, const std::string& site, bool approve) {
+  v1::DecideEnrollmentRequest req;
+  req.set_site(site);
+  req.set_approve(approve);
+  hub.call(&v1::Catalog::Stub::DecideEnrollment, req);
+  if (approve) {
+    std::printf("enrollment of site %s approved: it gets its identity at its next poll\n",
+                site.c_str());
+  } else {
+    std::printf("enrollment of site %s denied: nothing is issued to it\n", site.c_str());
+  }
+  return 0;
+}
+
+int cmd_enrollments(Hub& hub, const std::string& output) {
+  auto resp = hub.call(&v1::Catalog::Stub::ListEnrollments, v1::ListEnrollmentsRequest());
+  if (output == "json") {
+    json items = json::array();
+    for (const auto& e : resp.sites()) {
+      items.push_back({{"site", e.site()},
+                       {"state", e.state()},
+                       {"requestFingerprint", e.request_fingerprint()},
+                       {"requestedAtMs", e.requested_at_ms()},
+                       {"certFingerprint", e.cert_fingerprint()},
+                       {"certNotAfterMs", e.cert_not_after_ms()},
+                       {"enrolledAtMs", e.enrolled_at_ms()},
+                       {"revokedAtMs", e.revoked_at_ms()}});
+    }
+    std::printf("%s\n", json{{"items", items}}.dump(2).c_str());
+    return 0;
+  }
+  if (resp.sites().empty()) {
+    std::fprintf(stderr, "No enrolled or waiting sites.\n");
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : resp.sites()) {
+    const bool waiting = !e.request_fingerprint().empty();
+    rows.push_back({e.site(), e.state(),
+                    waiting ? format_utc(e.requested_at_ms()) : format_utc(e.enrolled_at_ms()),
+                    waiting ? "-" : format_utc(e.cert_not_after_ms()),
+                    waiting ? e.request_fingerprint() : e.cert_fingerprint()});
+  }
+  print_table({"SITE", "STATE", "SINCE", "CERT-EXPIRES", "REQUEST-OR-CERTIFICATE"}, rows);
   return 0;
 }
 

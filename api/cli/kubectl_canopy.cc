@@ -19,6 +19,8 @@
 //   kubectl-canopy rollout status|pause|resume TENANT/PLACEMENT
 //   kubectl-canopy enroll SITE [--ttl 1h] [-o json]   (a one-time bootstrap token)
 //   kubectl-canopy site revoke SITE                   (cut an enrolled site off)
+//   kubectl-canopy site approve|deny SITE             (double opt-in)
+//   kubectl-canopy enrollments [-o json]              (certificate expiry, waiting sites)
 //   kubectl-canopy version   (or --version)
 //
 // Settings not given by a flag or the environment come from the settings
@@ -180,6 +182,16 @@ int main(int argc, char** argv) {
   auto* site_revoke = site_cmd->add_subcommand(
       "revoke", "cut a site off: its NATS user is removed and the hub refuses its messages");
   site_revoke->add_option("SITE", enroll_site, "the site")->required();
+  auto* site_approve = site_cmd->add_subcommand(
+      "approve", "double opt-in: let a site that asked to enroll have its identity");
+  site_approve->add_option("SITE", enroll_site, "the site")->required();
+  auto* site_deny =
+      site_cmd->add_subcommand("deny", "double opt-in: refuse a site that asked to enroll");
+  site_deny->add_option("SITE", enroll_site, "the site")->required();
+  auto* enrollments = app.add_subcommand(
+      "enrollments", "list enrolled sites (certificate expiry) and those waiting for approval");
+  enrollments->add_option("-o,--output", output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}));
 
   std::string site, conflict_kind, conflict_name;
   auto* render = app.add_subcommand(
@@ -315,6 +327,9 @@ int main(int argc, char** argv) {
     if (*revoke) return canopy::cli::cmd_tokens_revoke(hub, token_id);
     if (*enroll) return canopy::cli::cmd_enroll(hub, enroll_site, enroll_ttl, output);
     if (*site_revoke) return canopy::cli::cmd_site_revoke(hub, enroll_site);
+    if (*site_approve) return canopy::cli::cmd_site_decide(hub, enroll_site, true);
+    if (*site_deny) return canopy::cli::cmd_site_decide(hub, enroll_site, false);
+    if (*enrollments) return canopy::cli::cmd_enrollments(hub, output);
     if (*tokens) return canopy::cli::cmd_tokens_list(hub, token_tenant, output);
     if (*status) return canopy::cli::cmd_status(hub, target, output);
     if (*label_site) return canopy::cli::cmd_label_site(hub, target, label_changes, overwrite);

@@ -8,9 +8,8 @@
 #include "api/cli/client.h"
 
 namespace canopy::cli {
-namespace {
 
-std::string when(uint64_t ms) {
+std::string format_utc(uint64_t ms) {
   if (ms == 0) return "never";
   const std::time_t t = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
@@ -19,8 +18,6 @@ std::string when(uint64_t ms) {
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
-
-}  // namespace
 
 int cmd_tokens_list(Hub& hub, const std::string& tenant, const std::string& output) {
   v1::ListTokensRequest req;
@@ -43,7 +40,8 @@ int cmd_tokens_list(Hub& hub, const std::string& tenant, const std::string& outp
   std::vector<std::vector<std::string>> rows;
   for (const auto& t : resp.tokens()) {
     rows.push_back({t.id(), t.role(), t.tenant().empty() ? "<fleet>" : t.tenant(),
-                    t.revoked() ? "revoked" : "active", when(t.expires_at_ms()), t.description()});
+                    t.revoked() ? "revoked" : "active", format_utc(t.expires_at_ms()),
+                    t.description()});
   }
   print_table({"ID", "ROLE", "TENANT", "STATE", "EXPIRES", "DESCRIPTION"}, rows);
   return 0;
@@ -69,7 +67,7 @@ int cmd_tokens_issue(Hub& hub, const std::string& role, const std::string& tenan
   std::fprintf(stderr, "token %s issued (%s%s, expires %s); it is shown only now:\n",
                resp.token().id().c_str(), role.c_str(),
                tenant.empty() ? "" : (" of tenant " + tenant).c_str(),
-               when(resp.token().expires_at_ms()).c_str());
+               format_utc(resp.token().expires_at_ms()).c_str());
   std::printf("%s\n", resp.bearer().c_str());
   return 0;
 }

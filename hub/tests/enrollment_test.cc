@@ -106,6 +106,22 @@ TEST_F(EnrollmentTest, TokenEnrollsItsSiteOnce) {
   EXPECT_NE(auth.find("publish: {allow: [\"canopy.v1.*.shop-1.up\"]}"), std::string::npos) << auth;
   EXPECT_NE(auth.find("subscribe: {allow: [\"canopy.v1.*.shop-1.down\"]}"), std::string::npos)
       << auth;
+  // Its bus's leaf user, bound to an account of the site's own that
+  // exchanges only the site's telemetry and barrier subjects with the hub's.
+  EXPECT_EQ(site->nats_leaf_user, "leaf-shop-1");
+  EXPECT_NE(auth.find("{user: \"leaf-shop-1\", password: \"$2"), std::string::npos) << auth;
+  EXPECT_NE(auth.find("allowed_connection_types: [\"LEAFNODE\"]"), std::string::npos) << auth;
+  EXPECT_NE(auth.find("{stream: \"tm.*.shop-1.>\", accounts: [\"CANOPY-HUB\"]}"), std::string::npos)
+      << auth;
+  EXPECT_NE(auth.find("{stream: {account: \"CANOPY-SITE-shop-1\", subject: "
+                      "\"canopy.telemetry.v1.barrier.shop-1\"}}"),
+            std::string::npos)
+      << auth;
+  EXPECT_NE(auth.find("{stream: {account: \"CANOPY-HUB\", subject: "
+                      "\"canopy.telemetry.v1.barrier.shop-1.ack\"}}"),
+            std::string::npos)
+      << auth;
+  EXPECT_NE(auth.find("no_auth_user: \"canopy-nobody\""), std::string::npos) << auth;
   EXPECT_EQ(auth.find(site->nats_password), std::string::npos);
   EXPECT_EQ(auth.find(enrollment_->hub_nats_password()), std::string::npos);
 
@@ -116,6 +132,87 @@ TEST_F(EnrollmentTest, TokenEnrollsItsSiteOnce) {
   EXPECT_NE(again.status().message().find("already used"), std::string::npos);
   EXPECT_EQ(enrollment_->stats().enrollments, 1u);
   EXPECT_EQ(enrollment_->stats().refused_enrollments, 1u);
+}
+
+// Double opt-in: a valid exchange is held until a fleet admin decides;
+// nothing is issued before; the identity comes once, at the poll after the
+// approval; a denial is told once; wrong secrets and unknown sites learn
+// nothing.
+TEST_F(EnrollmentTest, ApprovalHoldsTheExchangeUntilAFleetAdminDecides) {
+  enrollment_.reset();
+  options_.require_approval = true;
+  auto e = Enrollment::open(store_.get(), &clock_, options_);
+  ASSERT_TRUE(e.ok()) << e.status().to_string();
+  enrollment_ = std::move(*e);
+  auto [key, csr] = key_and_csr("shop-1");
+  auto issued = enrollment_->issue("shop-1", 3600);
+  ASSERT_TRUE(issued.ok());
+  auto held = enrollment_->enroll(issued->text, csr);
+  ASSERT_TRUE(held.ok()) << held.status().to_string();
+  EXPECT_TRUE(held->pending);
+  EXPECT_TRUE(held->certificate_pem.empty());
+  EXPECT_TRUE(held->nats_password.empty());
+  EXPECT_EQ(held->request_fingerprint, "sha256:" + daemon::sha256_hex(csr));
+  ASSERT_GE(held->poll_secret.size(), 40u);
+  EXPECT_EQ(read(options_.nats_auth_file).find("site-shop-1"), std::string::npos);
+  EXPECT_TRUE(enrollment_->identities()->empty());
+  EXPECT_EQ(enrollment_->stats().pending_requests, 1u);
+  // The token is spent.
+  EXPECT_EQ(enrollment_->enroll(issued->text, csr).status().code(), StatusCode::kUnauthenticated);
+  // Listed, pending; the poll secret's hash only.
+  auto pending = enrollment_->pending_enrollments();
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].state, "pending");
+  EXPECT_EQ((*pending)[0].request_fingerprint, held->request_fingerprint);
+  EXPECT_EQ(model::pending_enrollment_document((*pending)[0]).dump().find(held->poll_secret),
+            std::string::npos);
+
+  // Polls before the decision: still pending; a wrong secret or site: refused.
+  auto early = enrollment_->poll("shop-1", held->poll_secret);
+  ASSERT_TRUE(early.ok()) << early.status().to_string();
+  EXPECT_TRUE(early->pending);
+  EXPECT_TRUE(early->poll_secret.empty());
+  EXPECT_EQ(enrollment_->poll("shop-1", "guess").status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(enrollment_->poll("shop-2", held->poll_secret).status().code(),
+            StatusCode::kUnauthenticated);
+  EXPECT_EQ(enrollment_->poll("../x", held->poll_secret).status().code(),
+            StatusCode::kUnauthenticated);
+  EXPECT_EQ(enrollment_->decide("shop-2", true).code(), StatusCode::kNotFound);
+
+  // Approved: the next poll issues the identity, once.
+  clock_.advance_ms(60000);
+  ASSERT_TRUE(enrollment_->decide("shop-1", true).ok());
+  EXPECT_EQ(enrollment_->decide("shop-1", false).code(), StatusCode::kFailedPrecondition);
+  auto site = enrollment_->poll("shop-1", held->poll_secret);
+  ASSERT_TRUE(site.ok()) << site.status().to_string();
+  EXPECT_FALSE(site->pending);
+  EXPECT_TRUE(daemon::verify_cert(site->ca_pem, site->certificate_pem, key).ok());
+  EXPECT_EQ(site->nats_user, "site-shop-1");
+  EXPECT_EQ(site->nats_leaf_user, "leaf-shop-1");
+  EXPECT_NE(read(options_.nats_auth_file).find("site-shop-1"), std::string::npos);
+  ASSERT_EQ(enrollment_->identities()->size(), 1u);
+  EXPECT_EQ(enrollment_->identities()->front().enrolled_at_ms, clock_.now_ms());
+  EXPECT_EQ(enrollment_->poll("shop-1", held->poll_secret).status().code(),
+            StatusCode::kUnauthenticated);
+  EXPECT_TRUE(enrollment_->pending_enrollments()->empty());
+
+  // Denied: told once, nothing issued.
+  auto [key2, csr2] = key_and_csr("shop-2");
+  auto issued2 = enrollment_->issue("shop-2", 3600);
+  ASSERT_TRUE(issued2.ok());
+  auto held2 = enrollment_->enroll(issued2->text, csr2);
+  ASSERT_TRUE(held2.ok() && held2->pending);
+  ASSERT_TRUE(enrollment_->decide("shop-2", false).ok());
+  auto denied = enrollment_->poll("shop-2", held2->poll_secret);
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(denied.status().message().find("denied the enrollment of site shop-2"),
+            std::string::npos);
+  EXPECT_EQ(enrollment_->poll("shop-2", held2->poll_secret).status().code(),
+            StatusCode::kUnauthenticated);
+  EXPECT_EQ(read(options_.nats_auth_file).find("site-shop-2"), std::string::npos);
+  EXPECT_EQ(enrollment_->identities()->size(), 1u);
 }
 
 TEST_F(EnrollmentTest, ForgedExpiredAndMisboundTokensAreRefused) {

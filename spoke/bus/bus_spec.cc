@@ -337,6 +337,29 @@ void use_leaf_tls(BusSpec* spec, const std::string& ca_file, const std::string& 
   }
 }
 
+void use_leaf_credentials(BusSpec* spec, const std::string& user, const std::string& password) {
+  if (user.empty()) return;
+  for (auto& url : spec->leaf_urls) {
+    const size_t scheme_end = url.find("://");
+    if (scheme_end == std::string::npos) continue;
+    const size_t host = scheme_end + 3;
+    const size_t path = url.find('/', host);
+    if (url.find('@', host) < path) continue;  // the operator's own credentials
+    url.insert(host, user + ":" + password + "@");
+  }
+}
+
+std::string redact_url(const std::string& url) {
+  const size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return url;
+  const size_t host = scheme_end + 3;
+  const size_t at = url.find('@', host);
+  if (at == std::string::npos || at > url.find('/', host)) return url;
+  const size_t colon = url.find(':', host);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon + 1) + "***" + url.substr(at);
+}
+
 std::string restart_only_difference(const BusSpec& a, const BusSpec& b) {
   if (a.site != b.site) return "site";
   if (a.dir != b.dir) return "dir";

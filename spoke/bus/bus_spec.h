@@ -149,6 +149,15 @@ struct BusSpec {
 void use_leaf_tls(BusSpec* spec, const std::string& ca_file, const std::string& cert_file,
                   const std::string& key_file);
 
+// Puts an enrolled site's leaf user and password into each leaf URL that
+// carries no credentials of its own (scheme://user:password@host:port), so
+// that the hub's nats-server binds the leaf connection to the site's own
+// account (docs/security.md). The password is the site's NATS password
+// (letters and digits: nothing to escape); the config file is 0600.
+void use_leaf_credentials(BusSpec* spec, const std::string& user, const std::string& password);
+// `url` with any password replaced by "***", for logs.
+std::string redact_url(const std::string& url);
+
 // The names the config uses, in one place for tests and tools.
 std::string jetstream_domain(const BusSpec& spec);                          // "site-<site>"
 std::string tenant_account(std::string_view tenant);                        // "tenant-<tenant>"

@@ -118,7 +118,8 @@ Status BusSupervisor::start() {
   CANOPY_RETURN_IF_ERROR(write_file_atomically(config_path(), *config, 0600));
   spdlog::info("bus: starting {} -c {} (MQTT on {}:{}, domain {}, {} tenant(s), uplink {})",
                binary_, config_path(), spec_.mqtt_host, spec_.mqtt_port, jetstream_domain(spec_),
-               spec_.tenants.size(), spec_.leaf_urls.empty() ? "none" : spec_.leaf_urls.front());
+               spec_.tenants.size(),
+               spec_.leaf_urls.empty() ? "none" : redact_url(spec_.leaf_urls.front()));
   thread_ = std::thread([this] { run(); });
   std::unique_lock<std::mutex> lock(mu_);
   const bool done =

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <string_view>
 #include <vector>
 
 #include "model/names.h"
@@ -281,14 +283,38 @@ void TelemetryForwarder::run() {
       sub = nullptr;
     }
   };
+  // The barrier: a nonce out on the barrier subject, its echo back on the ack
+  // subject (sync/subjects.h). The subscription is made once; the bus sees
+  // it before the first nonce (one connection, in order) and passes the
+  // interest up the leaf link ahead of it. Echoes of earlier nonces (a reply
+  // that came after its timeout, a second hub of the level) are skipped.
   const std::string barrier = sync::telemetry_barrier_subject(options_.site);
+  const std::string barrier_ack = sync::telemetry_barrier_ack_subject(options_.site);
+  natsSubscription* acks = nullptr;
+  const std::string nonce_prefix = std::to_string(std::random_device{}()) + "-";
+  uint64_t nonces = 0;
   auto ask_barrier = [&]() -> bool {
-    natsMsg* reply = nullptr;
-    const natsStatus s =
-        natsConnection_Request(&reply, conn_, barrier.c_str(), nullptr, 0,
-                               static_cast<int64_t>(options_.barrier_timeout.count()));
-    if (reply != nullptr) natsMsg_Destroy(reply);
-    return s == NATS_OK;
+    if (acks == nullptr &&
+        natsConnection_SubscribeSync(&acks, conn_, barrier_ack.c_str()) != NATS_OK) {
+      acks = nullptr;
+      return false;
+    }
+    const std::string nonce = nonce_prefix + std::to_string(++nonces);
+    if (natsConnection_PublishString(conn_, barrier.c_str(), nonce.c_str()) != NATS_OK) {
+      return false;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + options_.barrier_timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      natsMsg* echo = nullptr;
+      if (natsSubscription_NextMsg(&echo, acks, left.count()) != NATS_OK) return false;
+      const bool ours = std::string_view(natsMsg_GetData(echo),
+                                         static_cast<size_t>(natsMsg_GetDataLength(echo))) == nonce;
+      natsMsg_Destroy(echo);
+      if (ours) return true;
+    }
   };
   auto refresh_buffered = [&](bool force) {
     const auto now = std::chrono::steady_clock::now();
@@ -457,6 +483,7 @@ void TelemetryForwarder::run() {
     log_progress(false);
   }
   teardown();
+  if (acks != nullptr) natsSubscription_Destroy(acks);
   if (js != nullptr) jsCtx_Destroy(js);
 }
 

@@ -18,8 +18,9 @@
 // The forwarder is the stream's one durable pull consumer. It fetches a
 // batch, publishes each message on the hub subject through its connection to
 // the bus (CANOPY, whose leaf remote is the uplink), then asks the hub for a
-// barrier: a request on sync::telemetry_barrier_subject(site) that canopy-hub answers
-// (hub/telemetry_barrier.h). The reply comes back over the same leaf link
+// barrier: a nonce on sync::telemetry_barrier_subject(site) that canopy-hub
+// echoes on sync::telemetry_barrier_ack_subject(site) (hub/telemetry_barrier.h).
+// The echo comes back over the same leaf link
 // after the hub's nats-server has taken every message published before the
 // request, so only then is the batch acknowledged (and deleted from the
 // stream). Without a reply (the uplink is down, the hub is away) the batch is

@@ -224,6 +224,22 @@ inline std::string down_subject(const std::string& site) {
 
 // --- Daemons.
 
+// A device bus for a spoke (docs/device-bus.md): MQTT on `mqtt_port`, its
+// NATS clients on `client_port`, a leaf link to `leaf_url`, tenant acme with device pump-1
+// (password kPumpPassword). Written into the spoke's directory; the path, for --config.
+inline constexpr char kPumpPassword[] = "pump-secret";
+inline std::string write_bus_config(const std::string& dir, int mqtt_port, int client_port,
+                                    const std::string& leaf_url) {
+  const std::string path = dir + "/bus.yaml";
+  // bcrypt (cost 4) of kPumpPassword.
+  std::ofstream(path) << "bus:\n  enabled: true\n  mqtt_port: " << mqtt_port
+                      << "\n  client_port: " << client_port << "\n  leaf_remote: " << leaf_url
+                      << "\n  tenants:\n    - name: acme\n      devices: [{id: pump-1, "
+                         "password_hash: "
+                         "\"$2b$04$UrDXCYlPNQURswfF2MBrOuNJzRtHfFCBQ52iWsLO/KBXfxi89YwZC\"}]\n";
+  return path;
+}
+
 struct Hub {
   TempDir dir{"canopy-e2e-hub-"};
   int grpc_port = 0;
@@ -380,7 +396,8 @@ class E2ETest : public ::testing::Test {
   // Starts (or restarts, same directories and port) a spoke and waits until
   // its local API answers; with `expect_session`, also until its session is
   // open and in sync and the hub lists it as connected.
-  void launch_spoke(Spoke& s, bool expect_session = true) {
+  // Starts canopy-spoke for `s` without waiting for anything.
+  void start_spoke_process(Spoke& s) {
     std::vector<std::string> argv = {CANOPY_SPOKE_BIN,
                                      "--site",
                                      s.site,
@@ -403,6 +420,10 @@ class E2ETest : public ::testing::Test {
     po.log_path = s.log_path();
     std::string err;
     ASSERT_TRUE(s.proc.start(argv, po, &err)) << err;
+  }
+
+  void launch_spoke(Spoke& s, bool expect_session = true) {
+    ASSERT_NO_FATAL_FAILURE(start_spoke_process(s));
     const bool up = wait_until(
         [&] {
           if (!s.proc.running()) return true;

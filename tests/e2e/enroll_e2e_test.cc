@@ -10,6 +10,7 @@
 #include <cctype>
 #include <mutex>
 
+#include "sync/subjects.h"
 #include "tests/e2e/e2e_fixture.h"
 
 namespace canopy::e2e {
@@ -73,7 +74,9 @@ class EnrollTest : public E2ETest {
 
   // The hub writes its CA and NATS authorization file, nats-server starts
   // with it (and a pid file the hub signals), then the hub starts.
-  void start_secure() {
+  // With `leaf`, nats-server also takes sites' leaf connections on leaf_port_.
+  // `hub_args` are added to canopy-hub's command line.
+  void start_secure(bool leaf = false, const std::vector<std::string>& hub_args = {}) {
     create_hub();
     NatsServerOptions o;
     o.max_payload = nats_max_payload_;
@@ -81,9 +84,14 @@ class EnrollTest : public E2ETest {
     // (an absolute path does not work); its pid file is where the hub looks.
     pid_file_ = hub_->dir.file("nats.pid");
     o.extra_config = "include \"canopy-auth.conf\"\npid_file: \"" + pid_file_ + "\"\n";
+    if (leaf) {
+      leaf_port_ = port();
+      o.extra_config += "leafnodes { listen: \"127.0.0.1:" + std::to_string(leaf_port_) + "\" }\n";
+    }
     nats_ = std::make_unique<NatsServer>(o);
     auth_file_ = nats_->dir().file("canopy-auth.conf");
     hub_->extra_args = {"--nats-auth-file", auth_file_, "--nats-pid-file", pid_file_};
+    hub_->extra_args.insert(hub_->extra_args.end(), hub_args.begin(), hub_args.end());
     CmdRun w = run({CANOPY_HUB_BIN, "--name", kHubName, "--data", hub_->data(), "--nats-auth-file",
                     auth_file_, "--write-nats-auth"});
     ASSERT_EQ(w.exit_code, 0) << w.out;
@@ -148,6 +156,11 @@ class EnrollTest : public E2ETest {
     if (!j.is_object()) return {};
     return {j.value("user", ""), j.value("password", "")};
   }
+  // The user its device bus's leaf node connects with.
+  static std::string leaf_user_of(const Spoke& s) {
+    json j = json::parse(read_file(s.data() + "/identity/nats.json"), nullptr, false);
+    return j.is_object() ? j.value("leaf_user", "") : "";
+  }
   Credentials hub_credentials() const {
     std::string pw = read_file(hub_->data() + "/nats-hub.password");
     while (!pw.empty() && pw.back() == '\n') pw.pop_back();
@@ -192,7 +205,20 @@ class EnrollTest : public E2ETest {
     }
   }
 
+  // A nats-server that is a leaf node of the hub's, connecting with `userinfo`
+  // ("user:password@", or empty) in its remote's URL: a site's gateway.
+  std::unique_ptr<NatsServer> start_leaf(const std::string& userinfo) {
+    NatsServerOptions o;
+    o.extra_config = "leafnodes {\n  reconnect: 1\n  remotes: [ { url: \"nats-leaf://" + userinfo +
+                     "127.0.0.1:" + std::to_string(leaf_port_) + "\" } ]\n}\n";
+    auto leaf = std::make_unique<NatsServer>(o);
+    std::string err;
+    EXPECT_TRUE(leaf->start(&err)) << err;
+    return leaf;
+  }
+
   TempDir dir_{"canopy-enroll-"};
+  int leaf_port_ = 0;
   int runs_ = 0;
   std::string auth_file_, pid_file_;
   std::vector<std::string> tokens_;
@@ -478,6 +504,251 @@ TEST_F(EnrollTest, RevokedSiteIsCutOffAndNothingItSendsIsMerged) {
   r = kubectl({"site", "revoke", "nobody"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("never enrolled"), std::string::npos) << r.out;
+  expect_no_token_in_logs();
+}
+
+// Double opt-in (hub --enrollment-approval): a spoke with a valid token
+// waits, polling, until a fleet admin approves with the real kubectl; the
+// admin sees the request's fingerprint the spoke logged, and the certificate
+// expiry once enrolled. A denied site gets nothing and says why. A spoke
+// restarted while it waits polls on without a token.
+TEST_F(EnrollTest, ApprovalHoldsAnEnrollmentUntilAFleetAdminDecides) {
+  start_secure(/*leaf=*/false, {"--enrollment-approval"});
+  const json ta = enroll_token("a");
+  const json tb = enroll_token("b");
+  Spoke& a = enrolled_spoke("a", ta);
+  start_spoke_process(a);
+  Spoke& b = enrolled_spoke("b", tb);
+  start_spoke_process(b);
+
+  // Both wait; the hub lists them with the request each spoke logged.
+  auto listed = [&](const std::string& site) -> json {
+    CmdRun r = kubectl({"enrollments", "-o", "json"});
+    json j = json::parse(r.out, nullptr, false);
+    if (!j.is_object()) return json();
+    for (const auto& item : j.value("items", json::array())) {
+      if (item.value("site", "") == site) return item;
+    }
+    return json();
+  };
+  std::string request_a;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const std::string log = read_file(a.log_path());
+        const size_t at = log.find("the request to compare: sha256:");
+        if (at == std::string::npos) return false;
+        request_a = log.substr(at + 24, 71);
+        return true;
+      },
+      kTimeout, kPoll))
+      << read_file(a.log_path());
+  json item = listed("a");
+  EXPECT_EQ(item.value("state", ""), "pending") << item.dump();
+  EXPECT_EQ(item.value("requestFingerprint", ""), request_a) << item.dump();
+  EXPECT_FALSE(fs::exists(a.data() + "/identity/site.crt"));
+  EXPECT_EQ(mode_of(a.data() + "/identity/pending.json"), 0600);
+  EXPECT_EQ(read_file(auth_file_).find("site-a"), std::string::npos);
+  CmdRun table = kubectl({"enrollments"});
+  EXPECT_NE(table.out.find("pending"), std::string::npos) << table.out;
+
+  // A restart while it waits: it polls on (the token is spent).
+  ASSERT_TRUE(a.proc.kill(SIGTERM));
+  ASSERT_TRUE(a.proc.wait_exit(30s).has_value());
+  start_spoke_process(a);
+
+  // Approved: it gets its identity, connects and syncs.
+  CmdRun r = kubectl({"site", "approve", "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("approved"), std::string::npos) << r.out;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h = spoke_health(a);
+        return h && h->value("session_open", false);
+      },
+      kTimeout, kPoll))
+      << read_file(a.log_path());
+  EXPECT_FALSE(fs::exists(a.data() + "/identity/pending.json"));
+  EXPECT_EQ(credentials_of(a).user, "site-a");
+  item = listed("a");
+  EXPECT_EQ(item.value("state", ""), "enrolled") << item.dump();
+  EXPECT_GT(item.value("certNotAfterMs", uint64_t{0}), item.value("enrolledAtMs", uint64_t{0}));
+  // Deciding twice: a clear error.
+  r = kubectl({"site", "approve", "a"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("waits for approval"), std::string::npos) << r.out;
+
+  // Denied: nothing issued; the spoke exits saying so.
+  r = kubectl({"site", "deny", "b"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto status = b.proc.wait_exit(kTimeout);
+  ASSERT_TRUE(status.has_value()) << read_file(b.log_path());
+  EXPECT_NE(WEXITSTATUS(*status), 0);
+  EXPECT_NE(read_file(b.log_path()).find("denied the enrollment of site b"), std::string::npos)
+      << read_file(b.log_path());
+  EXPECT_FALSE(fs::exists(b.data() + "/identity/site.crt"));
+  EXPECT_FALSE(fs::exists(b.data() + "/identity/site.key"));
+  EXPECT_EQ(read_file(auth_file_).find("site-b"), std::string::npos);
+  EXPECT_TRUE(listed("b").is_null());
+  expect_no_token_in_logs();
+}
+
+// Messages received on `sub` within `wait`, as "subject data" lines.
+std::vector<std::string> drain(natsSubscription* sub, std::chrono::milliseconds wait) {
+  std::vector<std::string> out;
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return out;
+    natsMsg* m = nullptr;
+    if (natsSubscription_NextMsg(&m, sub, left.count()) != NATS_OK) continue;
+    out.push_back(std::string(natsMsg_GetSubject(m)) + " " +
+                  std::string(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m))));
+    natsMsg_Destroy(m);
+  }
+}
+
+bool has_line(const std::vector<std::string>& lines, const std::string& line) {
+  return std::find(lines.begin(), lines.end(), line) != lines.end();
+}
+
+// A site's device bus is a leaf node of the hub's NATS with the site's leaf
+// user, bound to an account of its own (docs/security.md): a device's
+// telemetry and the forwarder's barrier cross, nothing of another site's
+// does, in either direction, whatever a stolen gateway publishes or
+// subscribes to. A leaf without credentials, with the site's client user or
+// a wrong password is refused; a revoked site's leaf forwards nothing more.
+TEST_F(EnrollTest, SiteBusLeafIsConfinedToItsOwnSubjects) {
+  start_secure(/*leaf=*/true);
+  const json ta = enroll_token("a");
+  const json tb = enroll_token("b");
+  Spoke& a = enrolled_spoke("a", ta);
+  const int mqtt_port = port();
+  a.extra_args.insert(
+      a.extra_args.end(),
+      {"--config", write_bus_config(a.dir.path().string(), mqtt_port, port(),
+                                    "nats-leaf://127.0.0.1:" + std::to_string(leaf_port_))});
+  launch_spoke(a);
+  Spoke& b = enrolled_spoke("b", tb);
+  launch_spoke(b);
+  const Credentials ca = credentials_of(a);
+  const std::string leaf_user = leaf_user_of(a);
+  ASSERT_EQ(leaf_user, "leaf-a");
+  // The bus's config holds the leaf credentials (0600); no log shows them.
+  EXPECT_EQ(read_file(a.log_path()).find(ca.password), std::string::npos);
+
+  std::string err;
+  NatsConn as_hub = connect_as(nats_->url(), hub_credentials(), nullptr, &err);
+  ASSERT_TRUE(as_hub) << err;
+  natsSubscription* raw = nullptr;
+  ASSERT_EQ(natsConnection_SubscribeSync(&raw, as_hub.get(), "tm.>"), NATS_OK);
+  NatsSub hub_tm(raw);
+  ASSERT_EQ(natsConnection_SubscribeSync(&raw, as_hub.get(), ">"), NATS_OK);
+  NatsSub hub_all(raw);
+  ASSERT_EQ(natsConnection_Flush(as_hub.get()), NATS_OK);
+
+  // The device's telemetry reaches the hub through the confined leaf, and
+  // the forwarder's barrier is echoed back to it (its uplink is up).
+  CmdRun pub = run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(mqtt_port), "-u",
+                    "pump-1@acme", "-P", kPumpPassword, "-i", "pump-1", "-q", "1", "-t",
+                    "t/acme/d/pump-1/telemetry/temp", "-m", "21.5"});
+  ASSERT_EQ(pub.exit_code, 0) << pub.out;
+  const std::vector<std::string> got = drain(hub_tm.get(), 20s);
+  EXPECT_TRUE(has_line(got, "tm.acme.a.pump-1.temp 21.5")) << ::testing::PrintToString(got);
+  EXPECT_TRUE(wait_until(
+      [&] { return count_lines_with(read_file(a.log_path()), {"telemetry: uplink up"}) >= 1; },
+      kTimeout, kPoll))
+      << "the forwarder never saw its barrier's echo";
+
+  // A stolen gateway: A's leaf credentials in a nats-server of its own.
+  auto thief_server = start_leaf(leaf_user + ":" + ca.password + "@");
+  ASSERT_TRUE(thief_server);
+  NatsConn thief = nats_connect(thief_server->url());
+  ASSERT_TRUE(thief);
+  ASSERT_EQ(natsConnection_SubscribeSync(&raw, thief.get(), ">"), NATS_OK);
+  NatsSub thief_all(raw);
+  ASSERT_EQ(natsConnection_Flush(thief.get()), NATS_OK);
+  // Connected once A's own barrier echo reaches it.
+  const std::string a_ack = sync::telemetry_barrier_ack_subject("a");
+  ASSERT_TRUE(wait_until(
+      [&] {
+        nats_publish(as_hub.get(), a_ack, "hub-sentinel");
+        auto seen = drain(thief_all.get(), 200ms);
+        return has_line(seen, a_ack + " hub-sentinel");
+      },
+      kTimeout, kPoll))
+      << thief_server->log_tail(2000);
+  drain(hub_all.get(), 200ms);
+
+  // Down: nothing of B's, and none of the sync subjects (A's too: the spoke
+  // syncs over its own client connection, not the leaf).
+  for (const std::string& subject :
+       {down_subject("b"), down_subject("a"), sync::telemetry_barrier_ack_subject("b"),
+        std::string("tm.acme.b.pump-9.temp"), std::string("canopy.v1.other.b.down")}) {
+    EXPECT_EQ(nats_publish(as_hub.get(), subject, "hub-" + subject), NATS_OK);
+  }
+  EXPECT_EQ(nats_publish(as_hub.get(), a_ack, "hub-last"), NATS_OK);
+  // Up: B's telemetry and barrier, any site's sync subjects.
+  for (const std::string& subject :
+       {std::string("tm.acme.b.pump-9.temp"), sync::telemetry_barrier_subject("b"), up_subject("b"),
+        up_subject("a"), std::string("canopy.v1.other.b.up")}) {
+    EXPECT_EQ(nats_publish(thief.get(), subject, "stolen"), NATS_OK);
+  }
+  EXPECT_EQ(nats_publish(thief.get(), "tm.acme.a.pump-1.temp", "stolen-own"), NATS_OK);
+  ASSERT_EQ(natsConnection_Flush(thief.get()), NATS_OK);
+
+  const std::vector<std::string> thief_got = drain(thief_all.get(), 2s);
+  EXPECT_TRUE(has_line(thief_got, a_ack + " hub-last")) << ::testing::PrintToString(thief_got);
+  for (const auto& line : thief_got) {
+    EXPECT_EQ(line.find(" hub-canopy"), std::string::npos) << "the gateway received " << line;
+    EXPECT_EQ(line.find(" hub-tm"), std::string::npos) << "the gateway received " << line;
+  }
+  const std::vector<std::string> hub_got = drain(hub_all.get(), 2s);
+  EXPECT_TRUE(has_line(hub_got, "tm.acme.a.pump-1.temp stolen-own"))
+      << ::testing::PrintToString(hub_got);
+  for (const auto& line : hub_got) {
+    EXPECT_FALSE(line.ends_with(" stolen")) << "the hub received " << line;
+  }
+
+  // Refused: no credentials, A's client user, a wrong password.
+  std::vector<std::unique_ptr<NatsServer>> refused;
+  refused.push_back(start_leaf(""));
+  refused.push_back(start_leaf(ca.user + ":" + ca.password + "@"));
+  refused.push_back(start_leaf(leaf_user + ":wrong-password@"));
+  for (auto& leaf : refused) {
+    ASSERT_TRUE(leaf);
+    EXPECT_TRUE(wait_until(
+        [&] {
+          return count_lines_with(read_file(leaf->log_path()), {"Authorization Violation"}) >= 1;
+        },
+        kTimeout, kPoll))
+        << leaf->log_tail(2000);
+  }
+
+  // Revoked: what A's gateway sends no longer reaches the hub, and a new
+  // leaf connection with its credentials is refused.
+  CmdRun r = kubectl({"site", "revoke", "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return count_lines_with(read_file(nats_->log_path()), {"Reloaded"}) >= 1 &&
+               read_file(auth_file_).find("leaf-a") == std::string::npos;
+      },
+      kTimeout, kPoll))
+      << nats_->log_tail(2000);
+  drain(hub_all.get(), 500ms);
+  EXPECT_EQ(nats_publish(thief.get(), "tm.acme.a.pump-1.temp", "after-revocation"), NATS_OK);
+  for (const auto& line : drain(hub_all.get(), 2s)) {
+    EXPECT_EQ(line.find("after-revocation"), std::string::npos) << "the hub received " << line;
+  }
+  auto again = start_leaf(leaf_user + ":" + ca.password + "@");
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return count_lines_with(read_file(again->log_path()), {"Authorization Violation"}) >= 1;
+      },
+      kTimeout, kPoll))
+      << again->log_tail(2000);
   expect_no_token_in_logs();
 }
 

@@ -25,7 +25,8 @@ class NatsTlsE2ETest : public E2ETest {
   // The hub's CA and authorization file first (--write-nats-auth), then a
   // nats-server with TLS on its client port: a server certificate for
   // `dns`/127.0.0.1 signed by the hub's CA, clients verified against it.
-  void start_tls(std::vector<std::string> dns = {"localhost"}) {
+  // With `leaf`, a leaf node port too (leaf_port_), with the same TLS.
+  void start_tls(std::vector<std::string> dns = {"localhost"}, bool leaf = false) {
     create_hub();
     const std::string data = hub_->data();
     hub_ca_ = {data + "/ca/ca.crt", data + "/ca/ca.key"};
@@ -38,6 +39,13 @@ class NatsTlsE2ETest : public E2ETest {
     o.tls.key_file = certs_.dir().file("nats-server.key");
     o.tls.ca_file = hub_ca_.cert;
     o.tls.verify = true;
+    if (leaf) {
+      leaf_port_ = port();
+      o.extra_config += "leafnodes {\n  listen: \"127.0.0.1:" + std::to_string(leaf_port_) +
+                        "\"\n  tls { cert_file: \"" + o.tls.cert_file + "\", key_file: \"" +
+                        o.tls.key_file + "\", ca_file: \"" + o.tls.ca_file +
+                        "\", verify: true }\n}\n";
+    }
     nats_ = std::make_unique<NatsServer>(o);
     auth_file_ = nats_->dir().file("canopy-auth.conf");
     hub_->extra_args = {"--nats-auth-file", auth_file_, "--nats-pid-file", pid_file_};
@@ -95,6 +103,7 @@ class NatsTlsE2ETest : public E2ETest {
   }
 
   TempDir dir_{"canopy-nats-tls-"};
+  int leaf_port_ = 0;
   int runs_ = 0;
   TestCertificates certs_;
   CertFiles hub_ca_, server_cert_;
@@ -139,6 +148,61 @@ TEST_F(NatsTlsE2ETest, EnrolledSiteSyncsOverMutualTls) {
   auto status = verify.wait_exit(30s);
   EXPECT_TRUE(status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
       << read_file(dir_.file("verify.log"));
+}
+
+// A site's device bus reaches a hub leaf port that verifies client
+// certificates: its leaf remote presents the site's certificate and logs in
+// as the site's leaf user, bound to the site's account; a device's telemetry
+// goes up and the hub's barrier echo comes back over it.
+TEST_F(NatsTlsE2ETest, SiteBusLeafConnectsOverMutualTlsIntoItsAccount) {
+  ASSERT_NO_FATAL_FAILURE(start_tls({"localhost"}, /*leaf=*/true));
+  launch_hub();
+  Spoke& a = enrolled_spoke("a");
+  const int mqtt_port = port();
+  a.extra_args.insert(
+      a.extra_args.end(),
+      {"--config", write_bus_config(a.dir.path().string(), mqtt_port, port(),
+                                    "tls://127.0.0.1:" + std::to_string(leaf_port_))});
+  launch_spoke(a);
+  // nats-server holds the leaf, bound to A's account.
+  std::string leaf_account;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto j = http_get_json(nats_->monitor_port(), "/leafz");
+        if (!j) return false;
+        for (const auto& l : j->value("leafs", json::array()))
+          leaf_account = l.value("account", "");
+        return !leaf_account.empty();
+      },
+      kTimeout, kPoll))
+      << nats_->log_tail(3000);
+  EXPECT_EQ(leaf_account, "CANOPY-SITE-a");
+  // A device's message is forwarded: the hub echoed the barrier after it.
+  Process pub;
+  ProcessOptions po;
+  po.log_path = dir_.file("pub.log");
+  std::string err;
+  ASSERT_TRUE(pub.start({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(mqtt_port), "-u",
+                         "pump-1@acme", "-P", kPumpPassword, "-i", "pump-1", "-q", "1", "-t",
+                         "t/acme/d/pump-1/telemetry/temp", "-m", "21.5"},
+                        po, &err))
+      << err;
+  auto status = pub.wait_exit(30s);
+  ASSERT_TRUE(status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+      << read_file(dir_.file("pub.log"));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return count_lines_with(read_file(a.log_path()), {"telemetry: uplink up", "1 forwarded"}) >=
+               1;
+      },
+      kTimeout, kPoll))
+      << tail(read_file(a.log_path()), 3000);
+  // The bus's leaf URL is logged without its password.
+  const std::string password =
+      json::parse(read_file(a.data() + "/identity/nats.json")).value("password", "");
+  ASSERT_FALSE(password.empty());
+  EXPECT_EQ(read_file(a.log_path()).find(password), std::string::npos);
+  EXPECT_NE(read_file(a.log_path()).find("uplink tls://leaf-a:***@127.0.0.1"), std::string::npos);
 }
 
 TEST_F(NatsTlsE2ETest, CertificateFromAnotherCaIsRefusedWithReasonsOnBothEnds) {

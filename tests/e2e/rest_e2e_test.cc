@@ -574,6 +574,7 @@ TEST_F(RestTest, EveryPathOfTheOpenApiDocumentAnswers) {
          {{"passwordHash", "$2b$04$UrDXCYlPNQURswfF2MBrOuNJzRtHfFCBQ52iWsLO/KBXfxi89YwZC"}}}}},
       {"/v1/tokens", {{"role", "viewer"}, {"tenant", "acme"}}},
       {"/v1/enroll", {{"token", "canopy-enroll_x"}, {"csr", "x"}}},
+      {"/v1/enroll/poll", {{"site", "lyon"}, {"poll", "x"}}},
       {"/v1/renew", {{"certificate", "x"}, {"csr", "x"}, {"signature", "00"}}}};
   int answered = 0;
   // PUT and POST first, DELETE last, so that reads find what they read.

@@ -162,6 +162,30 @@ TEST(BusSpecTest, TlsLeafRemoteCarriesTheSiteCertificate) {
       << message_of(s);
 }
 
+TEST(BusSpecTest, LeafCredentialsGoIntoUrlsWithoutTheirOwnAndOutOfLogs) {
+  TempDir dir;
+  BusSpec s = valid_spec(dir.path().string());
+  s.leaf_urls = {"nats-leaf://hub-1:7422", "tls://ops:theirs@hub-2:7422", "nats://hub-3:7422/x@y"};
+  use_leaf_credentials(&s, "leaf-shop-1", "Secret42");
+  EXPECT_EQ(s.leaf_urls[0], "nats-leaf://leaf-shop-1:Secret42@hub-1:7422");
+  EXPECT_EQ(s.leaf_urls[1], "tls://ops:theirs@hub-2:7422");  // the operator's own
+  EXPECT_EQ(s.leaf_urls[2], "nats://leaf-shop-1:Secret42@hub-3:7422/x@y");
+  EXPECT_EQ(redact_url(s.leaf_urls[0]), "nats-leaf://leaf-shop-1:***@hub-1:7422");
+  EXPECT_EQ(redact_url("nats-leaf://hub-1:7422"), "nats-leaf://hub-1:7422");
+  EXPECT_EQ(redact_url("nats://user@hub:4222"), "nats://user@hub:4222");
+  // No user (an enrollment by an earlier hub): nothing changes.
+  BusSpec none = valid_spec(dir.path().string());
+  none.leaf_urls = {"nats-leaf://hub-1:7422"};
+  use_leaf_credentials(&none, "", "Secret42");
+  EXPECT_EQ(none.leaf_urls[0], "nats-leaf://hub-1:7422");
+  // nats-server takes the URL.
+  auto config = render_nats_config(s);
+  ASSERT_TRUE(config.ok()) << config.status().to_string();
+  bool ok = false;
+  const std::string out = nats_server_check(dir, *config, &ok);
+  EXPECT_TRUE(ok) << out << "\n" << *config;
+}
+
 TEST(BusSpecTest, MemoryConsumersConfigIsAccepted) {
   TempDir dir;
   BusSpec s = valid_spec(dir.path().string());
