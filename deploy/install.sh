@@ -14,6 +14,7 @@
 # What goes where (under the root):
 #   /usr/local/bin/canopy-hub, canopy-spoke[, kubectl-canopy]    0755
 #   /usr/local/lib/systemd/system/canopy-{hub,spoke,site-nats}.service  0644
+#   /usr/local/lib/systemd/system/canopy-nats-auth.path, canopy-nats-reload.service  0644
 #   /etc/canopy/                      0750 root:canopy
 #   /etc/canopy/hub.yaml, spoke.yaml, nats-leaf.conf
 #                                     0640 root:canopy, only when absent: an
@@ -162,7 +163,8 @@ for b in canopy-hub canopy-spoke kubectl-canopy; do
 done
 
 make_dir "${root}/usr/local/lib/systemd/system"
-for unit in canopy-hub.service canopy-spoke.service canopy-site-nats.service; do
+for unit in canopy-hub.service canopy-spoke.service canopy-site-nats.service \
+  canopy-nats-auth.path canopy-nats-reload.service; do
   put "${here}/systemd/${unit}" "${root}/usr/local/lib/systemd/system/${unit}" 0644
 done
 

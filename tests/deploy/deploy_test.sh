@@ -140,9 +140,10 @@ test_install() {
   cmp -s "${CANOPY_HUB_BIN}" "${root}/usr/local/bin/canopy-hub" || fail "canopy-hub is not the built binary"
   cmp -s "${CANOPY_SPOKE_BIN}" "${root}/usr/local/bin/canopy-spoke" || fail "canopy-spoke is not the built binary"
   local unit
-  for unit in canopy-hub canopy-spoke canopy-site-nats; do
+  for unit in canopy-hub canopy-spoke canopy-site-nats canopy-nats-reload; do
     expect_mode "${root}/usr/local/lib/systemd/system/${unit}.service" 644
   done
+  expect_mode "${root}/usr/local/lib/systemd/system/canopy-nats-auth.path" 644
   expect_mode "${root}/etc/canopy" 750
   expect_mode "${root}/etc/canopy/secrets" 700
   local f
@@ -158,7 +159,7 @@ test_install() {
   # Nothing else: every installed file is one of the above.
   local count
   count="$(find "${root}" -type f | wc -l)"
-  [[ "${count}" -eq 14 ]] || fail "expected 14 files under the root, found ${count}: $(find "${root}" -type f)"
+  [[ "${count}" -eq 16 ]] || fail "expected 16 files under the root, found ${count}: $(find "${root}" -type f)"
   pass "install.sh put the tree in place with its modes"
 
   # Idempotent: a second run changes nothing.
@@ -292,9 +293,11 @@ test_systemd() {
   cp -r "${units_dir}" "${root}/usr/lib/systemd/system"
   cp "$(command -v nats-server)" "${root}/usr/sbin/nats-server"
   cp /bin/kill "${root}/usr/bin/kill"
+  cp "$(command -v systemctl)" "${root}/usr/bin/systemctl"
 
   local unit out code
-  for unit in canopy-hub.service canopy-spoke.service canopy-site-nats.service; do
+  for unit in canopy-hub.service canopy-spoke.service canopy-site-nats.service \
+    canopy-nats-auth.path canopy-nats-reload.service; do
     code=0
     out="$(systemd-analyze --root="${root}" verify "${unit}" 2>&1)" || code=$?
     [[ ${code} -eq 0 && -z "${out}" ]] || fail "systemd-analyze verify ${unit}: exit ${code}: ${out}"
