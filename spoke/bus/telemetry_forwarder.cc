@@ -366,7 +366,24 @@ void TelemetryForwarder::run() {
     if (batch.empty()) {
       natsMsgList list{};
       jsErrCode jerr = static_cast<jsErrCode>(0);
-      const natsStatus s = natsSubscription_Fetch(&list, sub, options_.batch, 1000, &jerr);
+      // What is there now, up to `batch` messages and batch_max_bytes (many
+      // small ones per barrier, a bound on what large ones hold in memory);
+      // when nothing is, wait up to a second for the first.
+      jsFetchRequest req;
+      jsFetchRequest_Init(&req);
+      req.Batch = options_.batch;
+      req.MaxBytes = options_.batch_max_bytes;
+      req.NoWait = true;
+      req.Expires = 1'000'000'000;  // 1 s, in nanoseconds
+      natsStatus s = natsSubscription_FetchRequest(&list, sub, &req);
+      if ((s == NATS_OK && list.Count == 0) || s == NATS_NOT_FOUND || s == NATS_TIMEOUT) {
+        natsMsgList_Destroy(&list);
+        list = natsMsgList{};
+        req.NoWait = false;
+        req.Batch = 1;
+        s = natsSubscription_FetchRequest(&list, sub, &req);
+      }
+      if (s == NATS_NOT_FOUND) s = NATS_TIMEOUT;
       if (s == NATS_OK) {
         for (int i = 0; i < list.Count; ++i) {
           batch.push_back(list.Msgs[i]);

@@ -16,7 +16,8 @@
 // duplicate by (site, seq)) and Canopy-Time-Ms (when the site stored it).
 //
 // The forwarder is the stream's one durable pull consumer. It fetches a
-// batch, publishes each message on the hub subject through its connection to
+// batch (what the stream holds, up to `batch` messages and batch_max_bytes),
+// publishes each message on the hub subject through its connection to
 // the bus (CANOPY, whose leaf remote is the uplink), then asks the hub for a
 // barrier: a nonce on sync::telemetry_barrier_subject(site) that canopy-hub
 // echoes on sync::telemetry_barrier_ack_subject(site) (hub/telemetry_barrier.h).
@@ -67,7 +68,11 @@ struct TelemetryOptions {
   int64_t max_bytes = 256LL << 20;
   std::chrono::seconds max_age{7 * 24 * 3600};
   int64_t max_message = 16 * 1024;
-  int batch = 256;
+  // A batch (one barrier round trip) is up to `batch` messages and
+  // batch_max_bytes, which must exceed the largest message the bus takes
+  // (its max_payload, at most 8 MiB) plus headers.
+  int batch = 2048;
+  int64_t batch_max_bytes = (8LL << 20) + (64 << 10);
   std::chrono::milliseconds barrier_timeout{2000};
   std::chrono::milliseconds retry{1000};
 };
