@@ -82,6 +82,16 @@ void reply_invalid(Response& res, const std::string& message) {
   reply_status(res, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message));
 }
 
+// The hub's enrollment; null, with the answer made, when it has none.
+hub::Enrollment* enrollment_or_reply(CatalogService* c, Response& res) {
+  hub::Enrollment* enrollment = c->enrollment();
+  if (enrollment == nullptr) {
+    reply_status(res,
+                 grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites"));
+  }
+  return enrollment;
+}
+
 // An enrollment's answer: the identity (200), or, held for a fleet admin's
 // approval, 202 with what the spoke polls with.
 void reply_enrolled(Response& res, const hub::EnrolledSite& e) {
@@ -740,11 +750,8 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
       "/v1/enroll",
       with([](CatalogService* c, const std::string&, const Request& req, Response& res) {
         if (!check_params(req, res, {})) return;
-        hub::Enrollment* enrollment = c->enrollment();
-        if (enrollment == nullptr) {
-          return reply_status(
-              res, grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites"));
-        }
+        hub::Enrollment* enrollment = enrollment_or_reply(c, res);
+        if (enrollment == nullptr) return;
         const json body = json::parse(req.body, nullptr, false);
         if (body.is_discarded() || !body.is_object() || !body.contains("token") ||
             !body["token"].is_string() || !body.contains("csr") || !body["csr"].is_string() ||
@@ -764,11 +771,8 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
       "/v1/enroll/poll",
       with([](CatalogService* c, const std::string&, const Request& req, Response& res) {
         if (!check_params(req, res, {})) return;
-        hub::Enrollment* enrollment = c->enrollment();
-        if (enrollment == nullptr) {
-          return reply_status(
-              res, grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites"));
-        }
+        hub::Enrollment* enrollment = enrollment_or_reply(c, res);
+        if (enrollment == nullptr) return;
         const json body = json::parse(req.body, nullptr, false);
         if (body.is_discarded() || !body.is_object() || body.size() != 2 ||
             !body.contains("site") || !body["site"].is_string() || !body.contains("poll") ||
@@ -790,11 +794,8 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
       "/v1/renew",
       with([](CatalogService* c, const std::string&, const Request& req, Response& res) {
         if (!check_params(req, res, {})) return;
-        hub::Enrollment* enrollment = c->enrollment();
-        if (enrollment == nullptr) {
-          return reply_status(
-              res, grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites"));
-        }
+        hub::Enrollment* enrollment = enrollment_or_reply(c, res);
+        if (enrollment == nullptr) return;
         const json body = json::parse(req.body, nullptr, false);
         auto is_string = [&body](const char* k) { return body.contains(k) && body[k].is_string(); };
         if (body.is_discarded() || !body.is_object() || body.size() != 3 ||

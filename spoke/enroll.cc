@@ -166,11 +166,11 @@ std::string hub_error(const httplib::ClientImpl& client, const httplib::Result& 
 
 namespace {
 
-// Double opt-in: asks the hub every `interval` whether a fleet admin
+// Double opt-in: asks the hub every poll_interval whether a fleet admin
 // decided, until the identity comes (its answer) or the enrollment is
-// denied or unknown (an error; the pending files are removed). A hub that
+// denied or unknown (an error). A hub that
 // does not answer is asked again: the pending enrollment waits at the hub.
-StatusOr<json> wait_for_approval(httplib::ClientImpl& cli, const EnrollRequest& r,
+StatusOr<json> poll_for_approval(httplib::ClientImpl& cli, const EnrollRequest& r,
                                  const std::string& poll, const std::string& request) {
   const std::string& site = r.site;
   spdlog::info(
@@ -208,6 +208,20 @@ StatusOr<json> wait_for_approval(httplib::ClientImpl& cli, const EnrollRequest& 
   }
 }
 
+// poll_for_approval; when the enrollment ended (denied, unknown), the
+// pending files in `dir` go too: a new token starts afresh.
+StatusOr<json> wait_for_approval(httplib::ClientImpl& cli, const EnrollRequest& r,
+                                 const std::string& dir, const std::string& poll,
+                                 const std::string& request) {
+  auto approved = poll_for_approval(cli, r, poll, request);
+  if (!approved.ok() && approved.status().code() != StatusCode::kCancelled) {
+    std::error_code ec;
+    std::filesystem::remove(dir + "/pending.json", ec);
+    std::filesystem::remove(dir + "/site.key", ec);
+  }
+  return approved;
+}
+
 }  // namespace
 
 Status enroll_site(const EnrollRequest& r) {
@@ -238,14 +252,9 @@ Status enroll_site(const EnrollRequest& r) {
     auto cli = hub_http_client(r.hub_url, pinned_ca);
     if (!cli.ok()) return cli.status();
     verified = std::move(*cli);
-    auto approved = wait_for_approval(*verified, r, pending["poll"].get<std::string>(),
+    auto approved = wait_for_approval(*verified, r, dir, pending["poll"].get<std::string>(),
                                       pending["request"].get<std::string>());
-    if (!approved.ok()) {
-      if (approved.status().code() == StatusCode::kCancelled) return approved.status();
-      std::filesystem::remove(pending_path, ec);
-      std::filesystem::remove(dir + "/site.key", ec);
-      return approved.status();
-    }
+    if (!approved.ok()) return approved.status();
     answer = std::move(*approved);
   } else {
     if (r.token.empty()) return invalid_argument("--enroll: the bootstrap token is empty");
@@ -300,13 +309,8 @@ Status enroll_site(const EnrollRequest& r) {
       CANOPY_RETURN_IF_ERROR(daemon::write_private_file(dir + "/ca.crt", pinned_ca));
       CANOPY_RETURN_IF_ERROR(daemon::write_private_file(
           pending_path, json{{"poll", poll}, {"request", request}}.dump() + "\n"));
-      auto approved = wait_for_approval(*verified, r, poll, request);
-      if (!approved.ok()) {
-        if (approved.status().code() == StatusCode::kCancelled) return approved.status();
-        std::filesystem::remove(pending_path, ec);
-        std::filesystem::remove(dir + "/site.key", ec);
-        return approved.status();
-      }
+      auto approved = wait_for_approval(*verified, r, dir, poll, request);
+      if (!approved.ok()) return approved.status();
       answer = std::move(*approved);
     }
   }
