@@ -549,7 +549,31 @@ TEST_F(EnrollTest, ApprovalHoldsAnEnrollmentUntilAFleetAdminDecides) {
   EXPECT_EQ(mode_of(a.data() + "/identity/pending.json"), 0600);
   EXPECT_EQ(read_file(auth_file_).find("site-a"), std::string::npos);
   CmdRun table = kubectl({"enrollments"});
+  CmdRun r;
   EXPECT_NE(table.out.find("pending"), std::string::npos) << table.out;
+
+  // Bad polls: a clear error, nothing decided.
+  {
+    httplib::Client cli("127.0.0.1", hub_->health_port);
+    auto res = cli.Post("/v1/enroll/poll", "not json", "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << res->body;
+    EXPECT_NE(res->body.find("poll secret"), std::string::npos) << res->body;
+    res = cli.Post("/v1/enroll/poll", json{{"site", "a"}}.dump(), "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << res->body;
+    res = cli.Post("/v1/enroll/poll", json{{"site", "a"}, {"poll", "guess"}}.dump(),
+                   "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401) << res->body;
+    res = cli.Post("/v1/sites/a/approve", "", "application/json");  // no bearer token
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401) << res->body;
+  }
+  r = kubectl({"site", "approve", "nobody"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("no enrollment of site nobody waits"), std::string::npos) << r.out;
+  EXPECT_EQ(listed("a").value("state", ""), "pending");
 
   // A restart while it waits: it polls on (the token is spent).
   ASSERT_TRUE(a.proc.kill(SIGTERM));
@@ -557,7 +581,7 @@ TEST_F(EnrollTest, ApprovalHoldsAnEnrollmentUntilAFleetAdminDecides) {
   start_spoke_process(a);
 
   // Approved: it gets its identity, connects and syncs.
-  CmdRun r = kubectl({"site", "approve", "a"});
+  r = kubectl({"site", "approve", "a"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("approved"), std::string::npos) << r.out;
   ASSERT_TRUE(wait_until(
