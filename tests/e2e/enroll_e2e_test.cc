@@ -616,11 +616,14 @@ TEST_F(EnrollTest, ApprovalHoldsAnEnrollmentUntilAFleetAdminDecides) {
   expect_no_token_in_logs();
 }
 
-// Messages received on `sub` within `wait`, as "subject data" lines.
-std::vector<std::string> drain(natsSubscription* sub, std::chrono::milliseconds wait) {
+// Messages received on `sub` within `wait`, as "subject data" lines; it
+// returns early once `until` (when given) has arrived.
+std::vector<std::string> drain(natsSubscription* sub, std::chrono::milliseconds wait,
+                               const std::string& until = "") {
   std::vector<std::string> out;
   const auto deadline = std::chrono::steady_clock::now() + wait;
   for (;;) {
+    if (!until.empty() && !out.empty() && out.back() == until) return out;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return out;
@@ -677,7 +680,7 @@ TEST_F(EnrollTest, SiteBusLeafIsConfinedToItsOwnSubjects) {
                     "pump-1@acme", "-P", kPumpPassword, "-i", "pump-1", "-q", "1", "-t",
                     "t/acme/d/pump-1/telemetry/temp", "-m", "21.5"});
   ASSERT_EQ(pub.exit_code, 0) << pub.out;
-  const std::vector<std::string> got = drain(hub_tm.get(), 20s);
+  const std::vector<std::string> got = drain(hub_tm.get(), 20s, "tm.acme.a.pump-1.temp 21.5");
   EXPECT_TRUE(has_line(got, "tm.acme.a.pump-1.temp 21.5")) << ::testing::PrintToString(got);
   EXPECT_TRUE(wait_until(
       [&] { return count_lines_with(read_file(a.log_path()), {"telemetry: uplink up"}) >= 1; },
