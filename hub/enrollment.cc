@@ -194,25 +194,42 @@ Status Enrollment::load_revoked() {
   return ok_status();
 }
 
-StatusOr<std::vector<model::SiteIdentity>> Enrollment::identities() {
-  std::vector<model::SiteIdentity> out;
+namespace {
+
+// Every document under `prefix` (one per site), parsed by `parse(site,
+// doc)`; one that does not parse is logged and skipped.
+template <typename T, typename Parse>
+StatusOr<std::vector<T>> scan_site_documents(Store* store, std::string_view prefix, Parse parse) {
+  std::vector<T> out;
   std::string after;
   do {
-    auto page = store_->scan(model::kSiteIdentitiesPrefix, after, 1000);
+    auto page = store->scan(prefix, after, 1000);
     if (!page.ok()) return page.status();
     for (const auto& item : page->items) {
-      const std::string site = item.key.substr(model::kSiteIdentitiesPrefix.size());
-      auto doc = nlohmann::json::parse(item.json, nullptr, false);
-      auto id = model::parse_site_identity(site, doc);
-      if (!id.ok()) {
-        spdlog::warn("enrollment: {} skipped: {}", item.key, id.status().message());
+      const std::string site = item.key.substr(prefix.size());
+      StatusOr<T> parsed = parse(site, nlohmann::json::parse(item.json, nullptr, false));
+      if (!parsed.ok()) {
+        spdlog::warn("enrollment: {} skipped: {}", item.key, parsed.status().message());
         continue;
       }
-      out.push_back(std::move(*id));
+      out.push_back(std::move(*parsed));
     }
     after = page->next_after;
   } while (!after.empty());
   return out;
+}
+
+}  // namespace
+
+StatusOr<std::vector<model::SiteIdentity>> Enrollment::identities() {
+  return scan_site_documents<model::SiteIdentity>(store_, model::kSiteIdentitiesPrefix,
+                                                  model::parse_site_identity);
+}
+
+StatusOr<model::PendingEnrollment> Enrollment::load_pending(std::string_view site) {
+  auto raw = store_->get(model::pending_enrollment_key(site));
+  if (!raw.ok()) return raw.status();
+  return model::parse_pending_enrollment(site, nlohmann::json::parse(*raw, nullptr, false));
 }
 
 StatusOr<IssuedBootstrap> Enrollment::issue(std::string_view site, uint64_t ttl_seconds) {
@@ -330,14 +347,11 @@ StatusOr<EnrolledSite> Enrollment::poll(std::string_view site, std::string_view 
       "once; ask a fleet admin for a new token: kubectl canopy enroll SITE)");
   if (!model::is_dns1123_label(site)) return refused(unknown);
   std::lock_guard lock(mu_);
-  const std::string key = model::pending_enrollment_key(site);
-  auto raw = store_->get(key);
-  if (!raw.ok()) {
-    if (raw.status().code() == StatusCode::kNotFound) return refused(unknown);
-    return raw.status();
+  auto p = load_pending(site);
+  if (!p.ok()) {
+    if (p.status().code() == StatusCode::kNotFound) return refused(unknown);
+    return p.status();
   }
-  auto p = model::parse_pending_enrollment(site, nlohmann::json::parse(*raw, nullptr, false));
-  if (!p.ok()) return refused(unknown);
   if (daemon::sha256_hex(poll_secret) != p->poll_hash) return refused(unknown);
   if (p->state == "pending") {
     EnrolledSite out;
@@ -347,40 +361,44 @@ StatusOr<EnrolledSite> Enrollment::poll(std::string_view site, std::string_view 
     out.request_fingerprint = p->request_fingerprint;
     return out;
   }
-  // Answered once: the record goes either way.
-  auto gone = store_->remove(key);
-  if (!gone.ok()) return gone.status();
+  // Answered once: the record goes either way, after the identity is
+  // issued (a failure on the way keeps it for the next poll).
+  const std::string key = model::pending_enrollment_key(site);
   if (p->state == "denied") {
+    auto gone = store_->remove(key);
+    if (!gone.ok()) return gone.status();
     return refused(permission_denied("a fleet admin denied the enrollment of site " + p->site +
                                      " (request " + p->request_fingerprint + ") at " +
                                      when(p->decided_at_ms)));
   }
   auto cert = sign(p->csr_pem, p->site);
   if (!cert.ok()) return cert.status();
-  return issue_identity(p->site, std::move(*cert), clock_->now_ms(),
-                        "token " + p->token_id + ", approved");
+  auto issued = issue_identity(p->site, std::move(*cert), clock_->now_ms(),
+                               "token " + p->token_id + ", approved");
+  if (!issued.ok()) return issued.status();
+  auto gone = store_->remove(key);
+  if (!gone.ok()) return gone.status();
+  return issued;
 }
 
 Status Enrollment::decide(std::string_view site, bool approve) {
   std::lock_guard lock(mu_);
-  const std::string key = model::pending_enrollment_key(site);
-  auto raw = store_->get(key);
-  if (!raw.ok()) {
-    if (raw.status().code() == StatusCode::kNotFound) {
+  auto p = load_pending(site);
+  if (!p.ok()) {
+    if (p.status().code() == StatusCode::kNotFound) {
       return not_found("no enrollment of site " + std::string(site) +
                        " waits for approval (kubectl canopy enrollments lists them)");
     }
-    return raw.status();
+    return p.status();
   }
-  auto p = model::parse_pending_enrollment(site, nlohmann::json::parse(*raw, nullptr, false));
-  if (!p.ok()) return p.status();
   if (p->state != "pending") {
     return failed_precondition("the enrollment of site " + p->site + " was already " + p->state +
                                " at " + when(p->decided_at_ms));
   }
   p->state = approve ? "approved" : "denied";
   p->decided_at_ms = clock_->now_ms();
-  auto put = store_->put_value(key, model::pending_enrollment_document(*p));
+  auto put = store_->put_value(model::pending_enrollment_key(site),
+                               model::pending_enrollment_document(*p));
   if (!put.ok()) return put.status();
   spdlog::info("enrollment: site {} {} by a fleet admin (request {})", p->site, p->state,
                p->request_fingerprint);
@@ -388,24 +406,8 @@ Status Enrollment::decide(std::string_view site, bool approve) {
 }
 
 StatusOr<std::vector<model::PendingEnrollment>> Enrollment::pending_enrollments() {
-  std::vector<model::PendingEnrollment> out;
-  std::string after;
-  do {
-    auto page = store_->scan(model::kPendingEnrollmentsPrefix, after, 1000);
-    if (!page.ok()) return page.status();
-    for (const auto& item : page->items) {
-      const std::string site = item.key.substr(model::kPendingEnrollmentsPrefix.size());
-      auto p =
-          model::parse_pending_enrollment(site, nlohmann::json::parse(item.json, nullptr, false));
-      if (!p.ok()) {
-        spdlog::warn("enrollment: {} skipped: {}", item.key, p.status().message());
-        continue;
-      }
-      out.push_back(std::move(*p));
-    }
-    after = page->next_after;
-  } while (!after.empty());
-  return out;
+  return scan_site_documents<model::PendingEnrollment>(store_, model::kPendingEnrollmentsPrefix,
+                                                       model::parse_pending_enrollment);
 }
 
 StatusOr<EnrolledSite> Enrollment::issue_identity(const std::string& site, std::string cert_pem,

@@ -183,6 +183,8 @@ class Enrollment {
   // admin) allowed it; `how` is logged.
   StatusOr<EnrolledSite> issue_identity(const std::string& site, std::string cert_pem, uint64_t now,
                                         const std::string& how);
+  // The pending enrollment of `site`; NotFound when none waits.
+  StatusOr<model::PendingEnrollment> load_pending(std::string_view site);
   StatusOr<EnrolledSite> hold_for_approval(const std::string& site, const std::string& token_id,
                                            std::string_view csr_pem, uint64_t now);
 

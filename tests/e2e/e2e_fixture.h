@@ -240,6 +240,28 @@ inline std::string write_bus_config(const std::string& dir, int mqtt_port, int c
   return path;
 }
 
+// Device pump-1 of tenant acme (write_bus_config) publishes `payload` with
+// Debian's mosquitto_pub, QoS 1, on its telemetry topic t/acme/d/pump-1/
+// telemetry/temp at the bus's MQTT port; the client's output goes to
+// `log_path`. True when the bus acknowledged it.
+inline bool publish_pump_telemetry(int mqtt_port, const std::string& payload,
+                                   const std::string& client_id, const std::string& log_path) {
+  Process p;
+  ProcessOptions o;
+  o.log_path = log_path;
+  std::string error;
+  if (!p.start({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(mqtt_port), "-u",
+                "pump-1@acme", "-P", kPumpPassword, "-i", client_id, "-q", "1", "-t",
+                "t/acme/d/pump-1/telemetry/temp", "-m", payload},
+               o, &error)) {
+    std::ofstream(log_path) << "cannot start mosquitto_pub: " << error;
+    return false;
+  }
+  auto status = p.wait_exit(std::chrono::seconds(15));
+  if (!status) p.kill(SIGKILL);
+  return status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
+}
+
 struct Hub {
   TempDir dir{"canopy-e2e-hub-"};
   int grpc_port = 0;

@@ -676,10 +676,8 @@ TEST_F(EnrollTest, SiteBusLeafIsConfinedToItsOwnSubjects) {
 
   // The device's telemetry reaches the hub through the confined leaf, and
   // the forwarder's barrier is echoed back to it (its uplink is up).
-  CmdRun pub = run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(mqtt_port), "-u",
-                    "pump-1@acme", "-P", kPumpPassword, "-i", "pump-1", "-q", "1", "-t",
-                    "t/acme/d/pump-1/telemetry/temp", "-m", "21.5"});
-  ASSERT_EQ(pub.exit_code, 0) << pub.out;
+  const std::string pub_log = dir_.file("pub.log");
+  ASSERT_TRUE(publish_pump_telemetry(mqtt_port, "21.5", "pump-1", pub_log)) << read_file(pub_log);
   const std::vector<std::string> got = drain(hub_tm.get(), 20s, "tm.acme.a.pump-1.temp 21.5");
   EXPECT_TRUE(has_line(got, "tm.acme.a.pump-1.temp 21.5")) << ::testing::PrintToString(got);
   EXPECT_TRUE(wait_until(

@@ -178,18 +178,8 @@ TEST_F(NatsTlsE2ETest, SiteBusLeafConnectsOverMutualTlsIntoItsAccount) {
       << nats_->log_tail(3000);
   EXPECT_EQ(leaf_account, "CANOPY-SITE-a");
   // A device's message is forwarded: the hub echoed the barrier after it.
-  Process pub;
-  ProcessOptions po;
-  po.log_path = dir_.file("pub.log");
-  std::string err;
-  ASSERT_TRUE(pub.start({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(mqtt_port), "-u",
-                         "pump-1@acme", "-P", kPumpPassword, "-i", "pump-1", "-q", "1", "-t",
-                         "t/acme/d/pump-1/telemetry/temp", "-m", "21.5"},
-                        po, &err))
-      << err;
-  auto status = pub.wait_exit(30s);
-  ASSERT_TRUE(status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
-      << read_file(dir_.file("pub.log"));
+  const std::string pub_log = dir_.file("pub.log");
+  ASSERT_TRUE(publish_pump_telemetry(mqtt_port, "21.5", "pump-1", pub_log)) << read_file(pub_log);
   EXPECT_TRUE(wait_until(
       [&] {
         return count_lines_with(read_file(a.log_path()), {"telemetry: uplink up", "1 forwarded"}) >=

@@ -20,9 +20,7 @@ namespace {
 
 // bcrypt (cost 4) of "pump-secret".
 constexpr char kHash[] = "$2b$04$UrDXCYlPNQURswfF2MBrOuNJzRtHfFCBQ52iWsLO/KBXfxi89YwZC";
-constexpr char kPassword[] = "pump-secret";
 constexpr char kSite[] = "shop-1";
-constexpr char kTopic[] = "t/acme/d/pump-1/telemetry/temp";
 constexpr char kHubSubject[] = "tm.acme.shop-1.pump-1.temp";
 
 struct Received {
@@ -70,18 +68,7 @@ class TelemetryTest : public E2ETest {
   // One message from the device, QoS 1, acknowledged by the site's bus.
   void publish(const std::string& payload) {
     const std::string log = spoke_->dir.file("pub-" + std::to_string(++runs_) + ".log");
-    canopy::testing::Process p;
-    canopy::testing::ProcessOptions o;
-    o.log_path = log;
-    std::string error;
-    ASSERT_TRUE(p.start({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(mqtt_port_), "-u",
-                         "pump-1@acme", "-P", kPassword, "-i", "pump-1-" + std::to_string(runs_),
-                         "-q", "1", "-t", kTopic, "-m", payload},
-                        o, &error))
-        << error;
-    auto status = p.wait_exit(15s);
-    if (!status) p.kill(SIGKILL);
-    ASSERT_TRUE(status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+    ASSERT_TRUE(publish_pump_telemetry(mqtt_port_, payload, "pump-1-" + std::to_string(runs_), log))
         << "mosquitto_pub failed: " << read_file(log);
   }
 
