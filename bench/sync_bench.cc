@@ -1,6 +1,6 @@
 // canopy_sync_bench: the sync engine at fleet scale, over a real nats-server.
 //
-//   canopy_sync_bench --case fanout|session_memory|storm|failover [options]
+//   canopy_sync_bench --case fanout|session_memory|storm|failover|hier|hier_scale [options]
 //
 // Results: one JSON line per figure on stdout,
 //   {"bench":"sync.fanout","metric":"p99_ms_s10000","value":812,"target":"<2000"}
@@ -122,6 +122,11 @@
 //                   (half start on each); one hub is SIGKILLed: time until
 //                   every child that was on it is in sync with the other
 //                   (target < 5 s), p50 too.
+//   hier            (registered as hier.fanout, --sizes 100000) depth 3: a
+//   hier_scale      root, R regional hubs (--regions, default 100) and S
+//                   LIGHT sites, cold; see case_hier. hier.scale runs it at
+//                   S = 1,000, 10,000 and 100,000 with R fixed, to show how
+//                   the root's and the regions' memory and CPU grow with S.
 #include "bench/sync_bench_fleet.h"
 #include "tests/support/tls_certs.h"
 
@@ -659,6 +664,154 @@ void case_failover(const Options& opt, const std::string& url) {
   emit(bench, "sites_moved_s" + std::to_string(n), static_cast<double>(done));
 }
 
+// hier.fanout / hier.scale: depth 3. The root (the real hub::Hub, own
+// process) holds the catalogue and S site records whose `region` names one
+// of R regional hubs (region_name(i % R)); the R regional hubs (the real
+// hub::Hub with `parent`, each with its own RocksDB store and NATS
+// connection, all in one second process) sync their sites' scopes from the
+// root; S LIGHT children, cold (empty), each syncing with its regional hub,
+// in this process (G connections to publish, one wildcard subscription per
+// region on one more to receive). Processes: nats-server, the root, the
+// regions' process, this one; NATS connections: 1 + R + G + 1 (+ the raw
+// reference's none: there is no raw reference here).
+// Per S: the join (regions in sync with the root, then every site in sync
+// with its region) with the CPU each process used; the root's and the
+// regions' memory once all is idle (heap in use after malloc_trim, RSS);
+// then --rounds template updates at the root: latency from the root's
+// commit until each site holds the change (two hops, each hub committing
+// it durably before it sends it on), p50/p99 (medians over the rounds), with
+// each process's CPU per round.
+void case_hier(const Options& opt, const std::string& url) {
+  const int regions = opt.regions;
+  const std::string root_name = "root";
+  child_region() = [regions](int i) { return region_name(i % regions); };
+  spdlog::set_level(spdlog::level::err);
+  const std::string bench = opt.which == "hier_scale" ? "hier.scale" : "hier.fanout";
+  struct Mem {
+    int n = 0;
+    double root_heap_mb = 0, root_rss_mb = 0, regions_heap_mb = 0, regions_rss_mb = 0;
+  };
+  std::vector<Mem> mems;
+  for (int n : opt.sizes) {
+    const std::string sfx = "_s" + std::to_string(n);
+    logf("=== hier S=%d: root + %d regional hubs (real hub::Hub, two processes), %s, cold", n,
+         regions, kind_name(false));
+    HubProcess root(url, n, opt.max_catchups, root_name, "",
+                    {"--regions", std::to_string(regions)});
+    logf("root pid %d ready: %s", root.pid(), Fleet::summary(root.ready()).c_str());
+    const double cpu_root0 = cpu_ms(root.pid()), cpu_nats0 = cpu_ms(g_nats_pid);
+    const int64_t t0 = now_ns();
+    HubProcess regs(
+        url, 0, opt.max_catchups, root_name, "",
+        {"--regions-role", "--regions", std::to_string(regions), "--parent", root_name});
+    const int64_t deadline = t0 + int64_t{opt.join_timeout_s} * 1'000'000'000;
+    std::map<std::string, std::string> st;
+    while (true) {
+      st = regs.call("stats");
+      if (num(st, "upstream_in_sync") == regions) break;
+      if (now_ns() > deadline) die("the regional hubs did not get in sync with the root");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const double regions_ms = static_cast<double>(now_ns() - t0) / 1e6;
+    logf("all %d regional hubs in sync with the root %.1f s after they started", regions,
+         regions_ms / 1000);
+    emit(bench, "regions_in_sync_ms" + sfx, std::round(regions_ms));
+
+    Fleet fleet(opt, url, n, false, /*demux=*/true);
+    const double cpu_regs1 = cpu_ms(regs.pid()), cpu_self1 = cpu_ms(getpid());
+    fleet.connect();
+    const double join_ms = fleet.wait_all_live(regs, ("hier S=" + std::to_string(n)).c_str());
+    if (join_ms < 0) die("the sites did not all go live");
+    // The regions report their sites' presence to the root: wait until
+    // each region is in sync with the root again.
+    while (num(regs.call("stats"), "upstream_in_sync") != regions) {
+      if (now_ns() > deadline + 60'000'000'000) die("the regions did not get in sync again");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const double settle_ms = static_cast<double>(now_ns() - t0) / 1e6;
+    logf(
+        "join: every site live at its region after %.1f s; everything settled %.1f s after the "
+        "regions started; CPU meanwhile: root %.0f ms, regions %.0f ms, nats-server %.0f ms, "
+        "sites (this process) %.0f ms",
+        join_ms / 1000, settle_ms / 1000, cpu_ms(root.pid()) - cpu_root0,
+        cpu_ms(regs.pid()) - cpu_regs1, cpu_ms(g_nats_pid) - cpu_nats0,
+        cpu_ms(getpid()) - cpu_self1);
+    emit(bench, "join_ms" + sfx, std::round(join_ms));
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+
+    // Memory, all idle.
+    Mem m;
+    m.n = n;
+    auto rt = root.call("trim");
+    auto rg = regs.call("trim");
+    m.root_heap_mb = static_cast<double>(num(rt, "heap")) / 1048576.0;
+    m.root_rss_mb = static_cast<double>(num(rt, "rss_kb")) / 1024.0;
+    m.regions_heap_mb = static_cast<double>(num(rg, "heap")) / 1048576.0;
+    m.regions_rss_mb = static_cast<double>(num(rg, "rss_kb")) / 1024.0;
+    mems.push_back(m);
+    logf("memory idle: root heap %.1f MB RSS %.1f MB; %d regions: heap %.1f MB RSS %.1f MB (%s)",
+         m.root_heap_mb, m.root_rss_mb, regions, m.regions_heap_mb, m.regions_rss_mb,
+         Fleet::summary(regs.call("stats")).c_str());
+    emit(bench, "root_heap_mb" + sfx, round1(m.root_heap_mb));
+    emit(bench, "root_rss_mb" + sfx, round1(m.root_rss_mb));
+    emit(bench, "region_heap_mb_per_hub" + sfx,
+         std::round(m.regions_heap_mb / regions * 100) / 100);
+    emit(bench, "regions_rss_mb_all" + sfx, round1(m.regions_rss_mb));
+
+    std::vector<double> p50s, p99s, maxs, cpu_root, cpu_regs, cpu_nats, cpu_self;
+    for (int r = 1; r <= opt.rounds; ++r) {
+      const double cr0 = cpu_ms(root.pid()), cg0 = cpu_ms(regs.pid()), cn0 = cpu_ms(g_nats_pid),
+                   cs0 = cpu_ms(getpid());
+      auto put = root.call("put_rev=" + std::to_string(r));
+      const int64_t c0 = num(put, "t0");
+      const int64_t round_deadline = now_ns() + 60'000'000'000;
+      size_t have = 0;
+      while (now_ns() < round_deadline) {
+        have = fleet.reached(r);
+        if (have == static_cast<size_t>(n)) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      cpu_root.push_back(cpu_ms(root.pid()) - cr0);
+      cpu_regs.push_back(cpu_ms(regs.pid()) - cg0);
+      cpu_nats.push_back(cpu_ms(g_nats_pid) - cn0);
+      cpu_self.push_back(cpu_ms(getpid()) - cs0);
+      std::vector<double> lat;
+      for (auto& c : fleet.children()) {
+        if (c->track.rev.load() < r) continue;
+        lat.push_back(std::max<double>(0, static_cast<double>(c->track.rev_ns.load() - c0) / 1e6));
+      }
+      p50s.push_back(percentile(lat, 0.5));
+      p99s.push_back(percentile(lat, 0.99));
+      maxs.push_back(percentile(lat, 1.0));
+      logf(
+          "hier S=%d round %d: %zu/%d sites have it; p50 %.1f p99 %.1f max %.1f ms | CPU: root "
+          "%.0f ms, regions %.0f ms, nats-server %.0f ms, sites %.0f ms",
+          n, r, have, n, p50s.back(), p99s.back(), maxs.back(), cpu_root.back(), cpu_regs.back(),
+          cpu_nats.back(), cpu_self.back());
+      if (have != static_cast<size_t>(n)) die("round did not complete within 60 s");
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    emit(bench, "p50_ms" + sfx, round1(median(p50s)));
+    emit(bench, "p99_ms" + sfx, round1(median(p99s)), n == 100000 ? "<3000" : "");
+    emit(bench, "max_ms" + sfx, round1(median(maxs)));
+    emit(bench, "root_cpu_ms_per_update" + sfx, std::round(median(cpu_root)));
+    emit(bench, "regions_cpu_ms_per_update" + sfx, std::round(median(cpu_regs)));
+  }
+  if (mems.size() >= 2) {
+    const Mem& lo = mems.front();
+    const Mem& hi = mems.back();
+    const std::string span = "_s" + std::to_string(hi.n) + "_vs_s" + std::to_string(lo.n);
+    // Sites below the regions, per site: what the root and a region hold
+    // more for each more site.
+    const double per = static_cast<double>(hi.n - lo.n);
+    emit(bench, "root_heap_bytes_per_site" + span,
+         std::round((hi.root_heap_mb - lo.root_heap_mb) * 1048576.0 / per));
+    emit(bench, "regions_heap_bytes_per_site" + span,
+         std::round((hi.regions_heap_mb - lo.regions_heap_mb) * 1048576.0 / per));
+    emit(bench, "root_heap_ratio" + span, ratio(hi.root_heap_mb, lo.root_heap_mb), "<=1.1");
+  }
+}
+
 std::vector<int> parse_sizes(const std::string& s) {
   std::vector<int> out;
   std::stringstream in(s);
@@ -668,10 +821,12 @@ std::vector<int> parse_sizes(const std::string& s) {
 }
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: canopy_sync_bench --case fanout|session_memory|storm|failover [--groups G] "
-               "[--workers W] [--rounds R] [--sizes 1000,10000] [--sites S] [--real-limit N] "
-               "[--max-catchups K] [--join warm|cold] [--join-timeout S] [--no-diagnostics]\n");
+  std::fprintf(
+      stderr,
+      "usage: canopy_sync_bench --case fanout|session_memory|storm|failover|hier|hier_scale "
+      "[--regions R] [--groups G] "
+      "[--workers W] [--rounds R] [--sizes 1000,10000] [--sites S] [--real-limit N] "
+      "[--max-catchups K] [--join warm|cold] [--join-timeout S] [--no-diagnostics]\n");
   return 2;
 }
 
@@ -689,7 +844,7 @@ int main(int argc, char** argv) {
     }
     return args[++i];
   };
-  bool hub_role = false;
+  bool hub_role = false, regions_role = false;
   HubArgs ha;
   Options opt;
   opt.sizes = {1000, 10000};
@@ -697,6 +852,12 @@ int main(int argc, char** argv) {
     const std::string& a = args[i];
     if (a == "--hub-role") {
       hub_role = true;
+    } else if (a == "--regions-role") {
+      regions_role = true;
+    } else if (a == "--regions") {
+      ha.regions = opt.regions = std::atoi(value(i).c_str());
+    } else if (a == "--parent") {
+      ha.parent = value(i);
     } else if (a == "--in-fd") {
       ha.in_fd = std::atoi(value(i).c_str());
     } else if (a == "--out-fd") {
@@ -745,13 +906,15 @@ int main(int argc, char** argv) {
       return usage();
     }
   }
+  if (regions_role) regions_main(ha);
   if (hub_role) hub_main(ha);
   raise_nofile();
   spdlog::set_level(spdlog::level::warn);
   if (opt.which != "fanout" && opt.which != "session_memory" && opt.which != "storm" &&
-      opt.which != "failover") {
+      opt.which != "failover" && opt.which != "hier" && opt.which != "hier_scale") {
     return usage();
   }
+  if ((opt.which == "hier" || opt.which == "hier_scale") && opt.regions <= 0) return usage();
   logf("case %s; RLIMIT_NOFILE %s; %u CPUs", opt.which.c_str(), Fleet::nofile_limit().c_str(),
        std::thread::hardware_concurrency());
   auto nats = start_nats();
@@ -763,6 +926,7 @@ int main(int argc, char** argv) {
   if (opt.which == "session_memory") case_session_memory(opt, nats->url());
   if (opt.which == "storm") case_storm(opt, nats->url());
   if (opt.which == "failover") case_failover(opt, nats->url());
+  if (opt.which == "hier" || opt.which == "hier_scale") case_hier(opt, nats->url());
   cleanup_join();
   logf("done");
   return 0;

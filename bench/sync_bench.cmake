@@ -1,5 +1,5 @@
 # canopy_sync_bench: the sync engine at fleet scale (see sync_bench.cc):
-#   --case fanout|session_memory|storm
+#   --case fanout|session_memory|storm|failover|hier|hier_scale
 # The real hub::Hub (in a forked process) against 1,000 / 10,000 simulated
 # spokes (the real ChildSync on a Store or a MemoryReplica) in one process,
 # on a real nats-server started on 127.0.0.1 (canopy_test_support).

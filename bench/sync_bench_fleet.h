@@ -93,6 +93,17 @@ inline std::vector<std::string>& child_parents() {
   return parents;
 }
 
+// The hier case: child i's parent is a regional hub (region_of(i)); unset:
+// every child's parents are child_parents().
+inline std::function<std::string(int)>& child_region() {
+  static std::function<std::string(int)> f;
+  return f;
+}
+inline std::vector<std::string> parents_of(int i) {
+  if (child_region()) return {child_region()(i)};
+  return child_parents();
+}
+
 inline std::mutex& cleanup_mu() {
   static std::mutex mu;
   return mu;
@@ -312,7 +323,7 @@ class ChildLink final : public sync::Transport {
 class BenchChild final : public SimChild {
  public:
   BenchChild(int index, Group* group, Demux* demux, Workers* workers, const std::string* store_dir)
-      : name_(site_name(index)) {
+      : name_(site_name(index)), parents_(parents_of(index)) {
     id = index;
     rng_.seed(0x5eed0000u + static_cast<uint64_t>(index));
     const std::string tkey = template_key_str();
@@ -364,7 +375,7 @@ class BenchChild final : public SimChild {
     if (!replica_) die("only a LIGHT child is seeded");
     if (Status s = replica_->install(docs); !s.ok()) die("seed: " + s.to_string());
     Status s = replica_->persist({sync::Write::put_local(
-        sync::ChildSync::down_position_key(kHubName), position.SerializeAsString())});
+        sync::ChildSync::down_position_key(parents_.front()), position.SerializeAsString())});
     if (!s.ok()) die("seed: " + s.to_string());
     auto st = replica_->state(template_key_str());
     if (st.ok() && st->has_value()) {
@@ -381,7 +392,7 @@ class BenchChild final : public SimChild {
     sync::ChildOptions co;
     co.labels = site_labels(id);
     co.software_version = "canopy-sync-bench";
-    const auto parents = sync::preferred_order(name_, child_parents());
+    const auto parents = sync::preferred_order(name_, parents_);
     co.fallback_parents.assign(parents.begin() + 1, parents.end());
     std::unique_ptr<sync::ChildSync> engine;
     if (store_) {
@@ -404,13 +415,12 @@ class BenchChild final : public SimChild {
     due_ms = node_->next_tick_ms();
     in_sync_.store(engine_->in_sync());
     parent_index_.store(static_cast<size_t>(
-        std::find(child_parents().begin(), child_parents().end(), engine_->parent()) -
-        child_parents().begin()));
+        std::find(parents_.begin(), parents_.end(), engine_->parent()) - parents_.begin()));
     hellos_.store(engine_->stats().hellos);
     resets_.store(engine_->stats().resets);
   }
   bool in_sync() const override { return in_sync_.load(); }
-  // Which of child_parents() the engine syncs with now.
+  // Which of parents_of(id) the engine syncs with now.
   size_t parent_index() const { return parent_index_.load(); }
   uint64_t hellos() const { return hellos_.load(); }
   uint64_t resets() const { return resets_.load(); }
@@ -418,6 +428,7 @@ class BenchChild final : public SimChild {
 
  private:
   std::string name_;
+  std::vector<std::string> parents_;  // parents_of(id)
   std::mt19937_64 rng_;
   std::unique_ptr<Store> store_;  // REAL
   uint64_t listener_ = 0;
@@ -440,6 +451,7 @@ struct Options {
   size_t max_catchups = 64;
   std::vector<int> sizes;  // fanout
   int sites = 10000;       // session_memory, storm
+  int regions = 100;       // hier: regional hubs
   uint64_t tick_ms = 100;
   int join_timeout_s = 240;
   bool cold_join = false;    // LIGHT children start empty (reconcile) instead of warm
@@ -604,9 +616,12 @@ class Fleet {
     }
     if (demux_) {
       demux_nats_ = connect_group(url_, "canopy-bench-spokes-demux");
-      for (const auto& p : child_parents()) {
-        demux_map_.listen(demux_nats_.get(), sync::down_subject(p, "*"));
+      std::set<std::string> parents;
+      for (int i = 0; i < n_; ++i) {
+        for (auto& p : parents_of(i)) parents.insert(std::move(p));
       }
+      for (const auto& p : parents)
+        demux_map_.listen(demux_nats_.get(), sync::down_subject(p, "*"));
       logf("children receive through one wildcard subscription on one connection");
     }
     for (auto& g : groups_) {

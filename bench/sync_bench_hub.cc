@@ -62,6 +62,7 @@ void hub_main(const HubArgs& a) {
         for (int i = next++; i < a.sites; i = next++) {
           json doc = {{"name", site_name(i)}, {"labels", json::object()}};
           for (const auto& [k, v] : site_labels(i)) doc["labels"][k] = v;
+          if (a.regions > 0) doc["region"] = region_name(i % a.regions);
           auto r = store->put_value(model::site_key(site_name(i)), doc);
           if (!r.ok()) die("writing site: " + r.status().to_string());
         }
@@ -239,6 +240,99 @@ void hub_main(const HubArgs& a) {
   logf("hub stopped in %.1f s", static_cast<double>(now_ns() - q0) / 1e9);
   reply("bye");
   // Leave without tearing down (the bench removes the directory).
+  std::fflush(nullptr);
+  std::_Exit(0);
+}
+
+void regions_main(const HubArgs& a) {
+  g_role = "regions";
+  raise_nofile();
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  spdlog::set_level(spdlog::level::warn);
+  FILE* in = fdopen(a.in_fd, "r");
+  FILE* out = fdopen(a.out_fd, "w");
+  if (in == nullptr || out == nullptr) die("regions: cannot open the command pipes");
+  auto reply = [&](const std::string& s) {
+    std::fprintf(out, "%s\n", s.c_str());
+    std::fflush(out);
+  };
+  // Each regional hub as canopy-hub --parent runs it: its own store (empty:
+  // everything comes from the root), its own NATS connection.
+  std::vector<std::unique_ptr<hub::Hub>> hubs;
+  const int64_t t0 = now_ns();
+  for (int r = 0; r < a.regions; ++r) {
+    hub::HubConfig config;
+    config.name = region_name(r);
+    config.parent = a.parent;
+    config.data_dir = a.dir + "/" + config.name;
+    config.nats_urls = {a.nats_url};
+    config.durability = Durability::kGroupCommit;
+    config.max_concurrent_catchups = a.max_catchups;
+    config.session_timeout_s = kBenchSessionTimeoutMs / 1000;
+    if (Status s = hub::validate_hub_config(config); !s.ok())
+      die("region config: " + s.to_string());
+    hubs.push_back(std::make_unique<hub::Hub>(config));
+    if (Status s = hubs.back()->start(); !s.ok()) die("region start: " + s.to_string());
+  }
+  logf("%d regional hubs started in %.1f s (children of %s)", a.regions,
+       static_cast<double>(now_ns() - t0) / 1e9, a.parent.c_str());
+  auto mem = [&] {
+    std::ostringstream o;
+    o << "rss_kb=" << proc_status_kb("VmRSS") << " hwm_kb=" << proc_status_kb("VmHWM")
+      << " heap=" << heap_bytes() << " threads=" << proc_status_kb("Threads");
+    return o.str();
+  };
+  reply("ready regions=" + std::to_string(a.regions) + " " + mem());
+
+  char* line = nullptr;
+  size_t cap = 0;
+  while (getline(&line, &cap, in) > 0) {
+    std::string cmd(line);
+    while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r')) cmd.pop_back();
+    auto kv = parse_kv(cmd);
+    if (kv.count("quit")) break;
+    if (kv.count("stats")) {
+      // Summed over the regional hubs; "live" counts their sites' sessions.
+      size_t sessions = 0, live = 0, waiting = 0, catchup = 0, reconcile = 0;
+      size_t up_open = 0, up_in_sync = 0;
+      uint64_t catchups = 0, reconciliations = 0, refused = 0, publish_failures = 0;
+      for (auto& h : hubs) {
+        const hub::HubSyncSnapshot snap = h->sync_snapshot();
+        sessions += snap.sessions.size();
+        for (const auto& c : snap.sessions) {
+          if (c.mode == "live") ++live;
+          if (c.mode == "waiting") ++waiting;
+          if (c.mode == "catch-up") ++catchup;
+          if (c.mode == "reconcile") ++reconcile;
+        }
+        catchups += snap.parent.catchups;
+        reconciliations += snap.parent.reconciliations;
+        refused += snap.parent.refused_messages;
+        publish_failures += snap.node.publish_failures;
+        if (auto up = h->upstream()) {
+          up_open += up->session_open ? 1 : 0;
+          up_in_sync += up->in_sync ? 1 : 0;
+        }
+      }
+      std::ostringstream o;
+      o << "sessions=" << sessions << " live=" << live << " waiting=" << waiting
+        << " catchup=" << catchup << " reconcile=" << reconcile << " catchups=" << catchups
+        << " reconciliations=" << reconciliations << " refused=" << refused
+        << " publish_failures=" << publish_failures << " upstream_open=" << up_open
+        << " upstream_in_sync=" << up_in_sync << " " << mem();
+      reply(o.str());
+    } else if (kv.count("trim")) {
+      malloc_trim(0);
+      reply(mem());
+    } else {
+      reply("error unknown command");
+    }
+  }
+  free(line);
+  const int64_t q0 = now_ns();
+  for (auto& h : hubs) h->stop();
+  logf("regional hubs stopped in %.1f s", static_cast<double>(now_ns() - q0) / 1e9);
+  reply("bye");
   std::fflush(nullptr);
   std::_Exit(0);
 }

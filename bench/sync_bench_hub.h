@@ -18,15 +18,33 @@ struct HubArgs {
   std::string name;                       // empty: kHubName
   std::string peers;                      // HubConfig::peers (the failover case's two hubs)
   std::string tls_ca, tls_cert, tls_key;  // HubConfig::nats_*_file (tls:// URLs)
+  // The hier case. In the root's process: the site records name R regional
+  // hubs (region_name(i % R)). In the regions' process (--regions-role): the
+  // R regional hubs, children of `parent`.
+  int regions = 0;
+  std::string parent;
 };
+
+// Regional hub r of the hier case.
+inline std::string region_name(int r) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "region-%03d", r);
+  return buf;
+}
 
 // The hub process's main; never returns.
 [[noreturn]] void hub_main(const HubArgs& a);
+// The regions' process's main (R real hub::Hub with a parent, one process, so
+// that their memory and CPU are theirs alone); never returns.
+[[noreturn]] void regions_main(const HubArgs& a);
 
 class HubProcess {
  public:
+  // `extra`: more arguments (the hier case's --regions, or --regions-role
+  // for the regions' process instead of a hub).
   HubProcess(const std::string& nats_url, int sites, size_t max_catchups,
-             const std::string& name = kHubName, const std::string& peers = "") {
+             const std::string& name = kHubName, const std::string& peers = "",
+             const std::vector<std::string>& extra = {}) {
     int to_hub[2], from_hub[2];
     if (pipe(to_hub) != 0 || pipe(from_hub) != 0) die("pipe");
     std::vector<std::string> args = {
@@ -43,6 +61,7 @@ class HubProcess {
       args.push_back("--hub-peers");
       args.push_back(peers);
     }
+    args.insert(args.end(), extra.begin(), extra.end());
     if (nats_url.rfind("tls://", 0) == 0) {
       for (const auto& [flag, file] : {std::pair{"--tls-ca", g_tls.ca_file},
                                        {"--tls-cert", g_tls.cert_file},
