@@ -490,13 +490,23 @@ grpc::Status CatalogService::check_watch(std::string_view authorization,
       !a.ok()) {
     return a;
   }
-  if (request.kind() == kDevice) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "kind device cannot be watched yet (devices live under their sites); "
-                        "list them per site");
-  }
-  auto valid = object_key(request.kind(), request.tenant(), "x");
+  // Validate kind, tenant and site with a placeholder name.
+  auto valid = object_key(request.kind(), request.tenant(), "x", "", request.site());
   if (!valid.ok()) return to_grpc(valid.status());
+  if (request.kind() == kDevice) {
+    // A tenant's devices live under each of its sites: one site's at a time,
+    // on a site granted to the tenant (a fleet admin: any site).
+    bool hidden = false;
+    if (auto g = check_device_site(authorization, request.tenant(), request.site(), false, false,
+                                   &hidden);
+        !g.ok()) {
+      return g;
+    }
+    if (hidden) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          not_found_message(kSite, "", request.site()));
+    }
+  }
   if (request.from().empty()) return grpc::Status::OK;
   uint64_t epoch = 0;
   uint64_t index = 0;
@@ -544,9 +554,9 @@ grpc::Status CatalogService::start_watch(std::string_view authorization,
     from = from_index;
   }
   uint64_t start = 0;
-  auto w =
-      fanout_->open(request.kind(), request.tenant(), prefix_of(request.kind(), request.tenant()),
-                    from, options_.watch_queue_limit, options_.watch_replay_limit, &start);
+  auto w = fanout_->open(request.kind(), request.tenant(), request.site(),
+                         prefix_of(request.kind(), request.tenant(), request.site()), from,
+                         options_.watch_queue_limit, options_.watch_replay_limit, &start);
   if (!w.ok()) {
     if (w.status().code() == StatusCode::kOutOfRange) return too_old(request.from());
     return to_grpc(w.status());

@@ -146,15 +146,14 @@ void WatchFanout::close(const std::shared_ptr<WatchQueue>& w) {
   }
 }
 
-StatusOr<WatchItemPtr> WatchFanout::build(const std::string& key, const std::string& kind,
-                                          const std::string& tenant, const std::string& prefix,
+StatusOr<WatchItemPtr> WatchFanout::build(const std::string& key, const WatchQueue& w,
                                           uint64_t index, uint64_t position) {
   auto item = std::make_shared<WatchItem>();
   item->index = index;
   item->position = position;
   v1::WatchEvent& event = item->event;
   v1::Object* obj = event.mutable_object();
-  name_object(kind, tenant, std::string_view(key).substr(prefix.size()), obj);
+  name_object(w.kind, w.tenant, std::string_view(key).substr(w.prefix.size()), obj, w.site);
   auto found = read_object(store_, key, limits_.max_depth, obj);
   if (!found.ok()) return found.status();
   event.set_type(*found ? v1::WatchEvent::PUT : v1::WatchEvent::DELETE);
@@ -219,8 +218,7 @@ void WatchFanout::run() {
       auto it = snapshot.find(std::string(p));
       if (p.empty() || p.size() == c.key.size() || it == snapshot.end()) continue;
       const WatchQueue& any = *it->second->front();
-      auto item = build(c.key, any.kind, any.tenant, it->first, c.index,
-                        c.index != 0 ? c.index : running_index);
+      auto item = build(c.key, any, c.index, c.index != 0 ? c.index : running_index);
       if (!item.ok()) {
         // The store failed to read: the watchers of this prefix cannot be
         // told the truth any more; end them so that they re-list.
@@ -246,6 +244,7 @@ void WatchFanout::run() {
 
 StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
                                                         const std::string& tenant,
+                                                        const std::string& site,
                                                         const std::string& prefix,
                                                         std::optional<uint64_t> from, size_t limit,
                                                         size_t replay_limit, uint64_t* position) {
@@ -253,6 +252,7 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
   w->prefix = prefix;
   w->kind = kind;
   w->tenant = tenant;
+  w->site = site;
   w->limit = limit;
   {
     std::lock_guard lock(mu_);
@@ -311,8 +311,7 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
     }
     for (size_t i = 0; i < changes.size(); ++i) {
       if (last[changes[i].first] != i) continue;
-      auto item =
-          build(changes[i].first, kind, tenant, prefix, changes[i].second, changes[i].second);
+      auto item = build(changes[i].first, *w, changes[i].second, changes[i].second);
       if (!item.ok()) {
         close(w);
         return item.status();

@@ -73,6 +73,7 @@ enum class WatchEnd { kNone, kOverflow, kShutdown, kCancelled, kError };
 struct WatchQueue {
   std::string prefix;
   std::string kind, tenant;
+  std::string site;  // kind device: the site whose devices are watched
   size_t limit = 0;
 
   std::mutex mu;
@@ -124,7 +125,7 @@ class WatchFanout {
   // beyond: re-list); its queue then holds up to `limit` live events on top
   // of the replay.
   StatusOr<std::shared_ptr<WatchQueue>> open(const std::string& kind, const std::string& tenant,
-                                             const std::string& prefix,
+                                             const std::string& site, const std::string& prefix,
                                              std::optional<uint64_t> from, size_t limit,
                                              size_t replay_limit, uint64_t* position);
   // Forgets a watcher (its stream ended).
@@ -143,8 +144,8 @@ class WatchFanout {
 
   void run();
   // Builds the event of `key` as of now (read from the store).
-  StatusOr<WatchItemPtr> build(const std::string& key, const std::string& kind,
-                               const std::string& tenant, const std::string& prefix, uint64_t index,
+  // The event of `key`'s change, named as `w` names its objects.
+  StatusOr<WatchItemPtr> build(const std::string& key, const WatchQueue& w, uint64_t index,
                                uint64_t position);
 
   Store* store_;

@@ -125,13 +125,15 @@ class CatalogServiceTest : public ::testing::Test {
     if (out != nullptr) *out = resp.object();
     return st;
   }
-  grpc::Status remove(std::string_view kind, std::string_view tenant, std::string_view name) {
+  grpc::Status remove(std::string_view kind, std::string_view tenant, std::string_view name,
+                      std::string_view site = "") {
     grpc::ClientContext ctx;
     authorize(&ctx);
     v1::DeleteRequest req;
     req.set_kind(std::string(kind));
     req.set_tenant(std::string(tenant));
     req.set_name(std::string(name));
+    req.set_site(std::string(site));
     v1::DeleteResponse resp;
     return stub_->Delete(&ctx, req, &resp);
   }

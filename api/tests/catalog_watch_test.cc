@@ -135,6 +135,94 @@ TEST_F(CatalogServiceTest, WatchDeliversChangesOfItsKindAndTenant) {
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
+// Devices live under their sites (sites/<site>/devices/<tenant>/<name>): a
+// device watch names the site, and sees that tenant's devices there only.
+TEST_F(CatalogServiceTest, WatchDeliversATenantsDevicesOfOneSite) {
+  site("lyon", {{"region", "eu"}});
+  site("paris", {{"region", "eu"}});
+  const std::string hash = "$2b$04$UrDXCYlPNQURswfF2MBrOuNJzRtHfFCBQ52iWsLO/KBXfxi89YwZC";
+  ASSERT_TRUE(store_->put_value("t/globex/grants/all", json{{"allSites", true}}).ok());
+  auto device = [&](const std::string& tenant, const std::string& where, const std::string& name,
+                    int speed) {
+    v1::Object o = object(
+        "device", tenant, name,
+        json{{"credential", {{"passwordHash", hash}}}, {"desired", {{"speed", speed}}}}.dump());
+    o.set_site(where);
+    return put(o);
+  };
+  grpc::ClientContext ctx;
+  authorize(&ctx);
+  v1::WatchRequest req;
+  req.set_kind("device");
+  req.set_tenant("acme");
+  req.set_site("lyon");
+  Events reader = watch(stub_.get(), &ctx, req);
+  reader->WaitForInitialMetadata();
+
+  // The index learns of the sites and grants asynchronously.
+  ASSERT_TRUE(canopy::testing::wait_until([&] { return device("globex", "lyon", "valve", 1).ok(); },
+                                          std::chrono::milliseconds(10000),
+                                          std::chrono::milliseconds(20)));
+  ASSERT_TRUE(device("acme", "paris", "pump", 1).ok());  // another site
+  ASSERT_TRUE(device("acme", "lyon", "pump", 2).ok());
+  v1::WatchEvent ev = next_event(reader);
+  EXPECT_EQ(ev.type(), v1::WatchEvent::PUT);
+  EXPECT_EQ(ev.object().kind(), "device");
+  EXPECT_EQ(ev.object().tenant(), "acme");
+  EXPECT_EQ(ev.object().site(), "lyon");
+  EXPECT_EQ(ev.object().name(), "pump");
+  EXPECT_EQ(json::parse(ev.object().json())["desired"]["speed"], 2);
+  ASSERT_TRUE(remove("device", "acme", "pump", "lyon").ok());
+  ev = next_event(reader);
+  EXPECT_EQ(ev.type(), v1::WatchEvent::DELETE);
+  EXPECT_EQ(ev.object().site(), "lyon");
+  EXPECT_EQ(ev.object().name(), "pump");
+  ctx.TryCancel();
+  v1::WatchEvent ignored;
+  while (reader.Read(&ignored)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+
+  // Refused: no site, a site on another kind, another tenant's token, and
+  // (as a read) a site not granted to the tenant.
+  auto refused = [&](const v1::WatchRequest& r, const std::string& bearer) {
+    grpc::ClientContext c;
+    c.AddMetadata("authorization", "Bearer " + bearer);
+    Events e = watch(stub_.get(), &c, r);
+    v1::WatchEvent none;
+    EXPECT_FALSE(e.Read(&none));
+    return e->Finish();
+  };
+  v1::WatchRequest bad = req;
+  bad.clear_site();
+  grpc::Status st = refused(bad, bearer_);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("site is missing"), std::string::npos) << st.error_message();
+  bad = req;
+  bad.set_kind("template");
+  EXPECT_EQ(refused(bad, bearer_).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused(req, issue(model::Role::kViewer, "globex")).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(store_->remove("t/acme/grants/all").ok());
+  ASSERT_TRUE(store_->put_value("t/acme/grants/lyon", json{{"sites", {"lyon"}}}).ok());
+  bad = req;
+  bad.set_site("paris");
+  const std::string viewer = issue(model::Role::kViewer, "acme");
+  ASSERT_TRUE(canopy::testing::wait_until(
+      [&] { return refused(bad, viewer).error_code() == grpc::StatusCode::NOT_FOUND; },
+      std::chrono::milliseconds(10000), std::chrono::milliseconds(20)));
+  grpc::ClientContext ok_ctx;
+  ok_ctx.AddMetadata("authorization", "Bearer " + viewer);
+  Events granted = watch(stub_.get(), &ok_ctx, req);
+  granted->WaitForInitialMetadata();
+  ASSERT_TRUE(device("acme", "lyon", "pump", 3).ok());
+  ev = next_event(granted);
+  EXPECT_EQ(ev.object().name(), "pump");
+  ok_ctx.TryCancel();
+  while (granted.Read(&ignored)) {
+  }
+}
+
 TEST_F(CatalogServiceTest, WatchResumesFromAPosition) {
   put_ok("template", "acme", "a", config_map("a"));
   std::string position;

@@ -537,11 +537,64 @@ TEST_F(RestTest, DevicesAreTenantScopedAndRefuseBadInput) {
   EXPECT_EQ(r.j()["items"].size(), 0u);
   r = curl("GET", "/v1/tenants/acme/sites/lyon/devices", token_);  // the fleet admin sees all
   EXPECT_EQ(r.j()["items"].size(), 1u) << r.body;
+  // Watching devices: one site at a time, a granted one.
   r = curl("GET", "/v1/watch?kind=device&tenant=acme", acme, {}, 2);
   EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("site is missing"), std::string::npos) << r.body;
+  r = curl("GET", "/v1/watch?kind=template&tenant=acme&site=lyon", acme, {}, 2);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("site must be empty for kind template"), std::string::npos) << r.body;
+  r = curl("GET", "/v1/watch?kind=device&tenant=acme&site=Lyon", acme, {}, 2);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(curl("GET", "/v1/watch?kind=device&tenant=acme&site=paris", acme, {}, 2).status, 404);
+  EXPECT_EQ(curl("GET", "/v1/watch?kind=device&tenant=acme&site=lyon", globex, {}, 2).status, 403);
   // Nothing refused was stored.
   r = curl("GET", "/v1/tenants/acme/sites/lyon/devices", acme);
   EXPECT_EQ(r.j()["items"].size(), 1u) << r.body;
+  {
+    Process watch;
+    const std::string out = dir_.file("devices.ndjson");
+    ProcessOptions po;
+    po.log_path = out;
+    std::string err;
+    ASSERT_TRUE(watch.start({"curl", "-s", "-N", "-m", "20", "-H", "Authorization: Bearer " + acme,
+                             base_ + "/v1/watch?kind=device&tenant=acme&site=lyon"},
+                            po, &err))
+        << err;
+    ASSERT_TRUE(wait_until([&] { return read_file(out).find("BOOKMARK") != std::string::npos; },
+                           kTimeout, kPoll));
+    json changed = doc;
+    changed["desired"]["speed"] = 4;
+    ASSERT_EQ(put_json(path, acme, changed).status, 200);
+    // globex's device on the same site is not acme's event.
+    ASSERT_EQ(put_json("/v1/tenants/globex/sites/lyon/devices/valve-1", globex,
+                       {{"credential", {{"passwordHash", hash}}}})
+                  .status,
+              200);
+    ASSERT_EQ(curl("DELETE", path, acme).status, 200);
+    ASSERT_TRUE(wait_until([&] { return read_file(out).find("DELETE") != std::string::npos; },
+                           kTimeout, kPoll));
+    watch.kill(SIGTERM);
+    std::vector<json> lines;
+    std::istringstream in(read_file(out));
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(json::parse(line));
+    ASSERT_EQ(lines.size(), 3u) << read_file(out);
+    EXPECT_EQ(lines[1]["type"], "PUT");
+    EXPECT_EQ(lines[1]["object"]["kind"], "device");
+    EXPECT_EQ(lines[1]["object"]["site"], "lyon");
+    EXPECT_EQ(lines[1]["object"]["name"], "pump-1");
+    EXPECT_EQ(lines[1]["object"]["document"]["desired"]["speed"], 4);
+    EXPECT_EQ(lines[2]["type"], "DELETE");
+    EXPECT_EQ(lines[2]["object"]["name"], "pump-1");
+    // Resuming from the PUT replays the deletion.
+    r = curl("GET",
+             "/v1/watch?kind=device&tenant=acme&site=lyon&from=" +
+                 lines[1]["position"].get<std::string>(),
+             acme, {"-N"}, 2);
+    EXPECT_NE(r.body.find("\"DELETE\""), std::string::npos) << r.body;
+    ASSERT_EQ(put_json(path, acme, doc).status, 200);
+  }
 
   r = curl("DELETE", path, acme);
   EXPECT_EQ(r.status, 200) << r.body;
