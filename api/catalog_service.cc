@@ -1022,6 +1022,24 @@ grpc::Status CatalogService::Render(grpc::ServerContext* context, const v1::Rend
   return render(bearer_of(context), *request, response);
 }
 
+grpc::Status CatalogService::GetTwin(grpc::ServerContext* context,
+                                     const v1::GetTwinRequest* request,
+                                     v1::GetTwinResponse* response) {
+  json twin;
+  if (auto st = get_twin(bearer_of(context), request->tenant(), request->site(), request->device(),
+                         &twin);
+      !st.ok()) {
+    return st;
+  }
+  response->set_desired(twin["desired"].dump());
+  for (const auto& [field, r] : twin["reported"].items()) {
+    v1::ReportedField& out = (*response->mutable_reported())[field];
+    out.set_value(r["value"].dump());
+    out.set_at_ms(r["atMs"].get<int64_t>());
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status CatalogService::EnrollSite(grpc::ServerContext* context,
                                         const v1::EnrollSiteRequest* request,
                                         v1::EnrollSiteResponse* response) {

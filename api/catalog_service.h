@@ -171,7 +171,7 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   // ..., "atMs": N}}}, the desired state from the device's document and the
   // reported one from `sites/<site>/reported/<tenant>/<device>` (written by
   // the site's spoke; {} until the device reports). Authorized as a Get of the
-  // device. (REST only for now: GET .../devices/<device>/twin.)
+  // device. (REST: GET .../devices/<device>/twin; gRPC: GetTwin.)
   grpc::Status get_twin(std::string_view authorization, std::string_view tenant,
                         std::string_view site, std::string_view name, nlohmann::json* out);
   // (catalog_views.cc) The conflict records of a tenant's objects.
@@ -202,6 +202,8 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
                            v1::RevokeTokenResponse* response) override;
   grpc::Status Render(grpc::ServerContext* context, const v1::RenderRequest* request,
                       v1::RenderResponse* response) override;
+  grpc::Status GetTwin(grpc::ServerContext* context, const v1::GetTwinRequest* request,
+                       v1::GetTwinResponse* response) override;
   grpc::Status ListConflicts(grpc::ServerContext* context, const v1::ListConflictsRequest* request,
                              v1::ListConflictsResponse* response) override;
   grpc::Status EnrollSite(grpc::ServerContext* context, const v1::EnrollSiteRequest* request,

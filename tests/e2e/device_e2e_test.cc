@@ -376,6 +376,33 @@ TEST_F(DeviceTest, ReportsReachTheHubCoalesced) {
   EXPECT_GE(writes, 1u);
   EXPECT_LE(writes, 30u) << "300 reports must be coalesced";
 
+  // The same twin over gRPC.
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token_);
+    v1::GetTwinRequest req;
+    req.set_tenant("acme");
+    req.set_site(kSite);
+    req.set_device("pump-1");
+    v1::GetTwinResponse resp;
+    const grpc::Status st = stub_->GetTwin(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(json::parse(resp.desired()), (*t)["desired"]);
+    ASSERT_EQ(resp.reported().count("temp"), 1u);
+    EXPECT_EQ(json::parse(resp.reported().at("temp").value()), 300);
+    EXPECT_EQ(resp.reported().at("temp").at_ms(), (*t)["reported"]["temp"]["atMs"].get<int64_t>());
+    EXPECT_EQ(json::parse(resp.reported().at("door").value()), "open");
+    grpc::ClientContext missing_ctx;
+    missing_ctx.AddMetadata("authorization", "Bearer " + token_);
+    req.set_device("pump-9");
+    EXPECT_EQ(stub_->GetTwin(&missing_ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+    grpc::ClientContext bad_ctx;
+    bad_ctx.AddMetadata("authorization", "Bearer " + token_);
+    req.set_device("Pump");
+    EXPECT_EQ(stub_->GetTwin(&bad_ctx, req, &resp).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+
   // The twin is the tenant's: another tenant's token cannot read it.
   httplib::Client cli("127.0.0.1", hub_->health_port);
   auto res = cli.Get(std::string("/v1/tenants/acme/sites/") + kSite + "/devices/pump-1/twin",
