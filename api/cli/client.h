@@ -106,12 +106,13 @@ class Hub {
 
 // Every object of a kind (and tenant), over all pages.
 inline std::vector<v1::Object> list_all(Hub& hub, const std::string& kind,
-                                        const std::string& tenant,
-                                        const std::string& selector = "") {
+                                        const std::string& tenant, const std::string& selector = "",
+                                        const std::string& site = "") {
   std::vector<v1::Object> out;
   v1::ListRequest req;
   req.set_kind(kind);
   req.set_tenant(tenant);
+  req.set_site(site);
   req.set_label_selector(selector);
   req.set_page_size(api::kMaxPageSize);
   while (true) {
@@ -146,13 +147,18 @@ inline void print_table(const std::vector<std::string>& header,
 
 // --- Commands in files of their own.
 
-// `apply -f FILE...`, `diff -f FILE...`, `get KIND [TARGET]`, `delete KIND
-// TARGET`, `status TENANT/PLACEMENT` (objects_cmd.cc).
+// `apply -f FILE...`, `diff -f FILE...`, `get KIND [TARGET] [--site S]`,
+// `delete KIND TARGET [--site S]`, `twin TENANT/DEVICE --site S`, `status
+// TENANT/PLACEMENT` (objects_cmd.cc). Devices belong to a site: `site` is
+// required for them and refused for every other kind.
 int cmd_apply(Hub& hub, const std::vector<std::string>& files);
 int cmd_diff(Hub& hub, const std::vector<std::string>& files);
 int cmd_get(Hub& hub, const std::string& kind_word, const std::string& target,
-            const std::string& selector, const std::string& output);
-int cmd_delete(Hub& hub, const std::string& kind_word, const std::string& target);
+            const std::string& selector, const std::string& output, const std::string& site = "");
+int cmd_delete(Hub& hub, const std::string& kind_word, const std::string& target,
+               const std::string& site = "");
+int cmd_twin(Hub& hub, const std::string& target, const std::string& site,
+             const std::string& output);
 int cmd_status(Hub& hub, const std::string& target, const std::string& output);
 
 // `tokens [--tenant T]`, `tokens issue`, `tokens revoke ID` (tokens_cmd.cc).

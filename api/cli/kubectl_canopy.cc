@@ -127,18 +127,27 @@ int main(int argc, char** argv) {
   diff->add_option("-f,--filename", diff_files, "a YAML file of one or more documents; - for stdin")
       ->required();
 
-  std::string kind, target, selector, output = "table";
+  std::string kind, target, selector, output = "table", site;
   const auto outputs = CLI::IsMember({"table", "json", "name"});
   auto* get = app.add_subcommand("get", "list the objects of a kind, or show one");
-  get->add_option("KIND", kind, "template, placement, override, grant, site or tenant")->required();
+  get->add_option("KIND", kind, "template, placement, override, grant, site, tenant or device")
+      ->required();
   get->add_option("TARGET", target,
                   "TENANT to list, TENANT/NAME to show one (sites and tenants: NAME)");
+  get->add_option("--site", site, "devices: the site they belong to");
   get->add_option("-l,--selector", selector, "only objects whose labels match, e.g. app=web");
   get->add_option("-o,--output", output, "table, json or name")->check(outputs);
 
   auto* del = app.add_subcommand("delete", "delete an object");
-  del->add_option("KIND", kind, "template, placement, override or site")->required();
+  del->add_option("KIND", kind, "template, placement, override, grant, site or device")->required();
   del->add_option("TARGET", target, "TENANT/NAME (sites: NAME)")->required();
+  del->add_option("--site", site, "devices: the site it belongs to");
+
+  auto* twin = app.add_subcommand(
+      "twin", "show a device's twin: what it is asked (desired) and what it last reported");
+  twin->add_option("DEVICE", target, "TENANT/DEVICE")->required();
+  twin->add_option("--site", site, "the site the device belongs to")->required();
+  twin->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
 
   auto* sites = app.add_subcommand("sites", "list the sites and their labels");
   sites->add_option("-l,--selector", selector, "only sites whose labels match, e.g. region=eu");
@@ -193,7 +202,7 @@ int main(int argc, char** argv) {
   enrollments->add_option("-o,--output", output, "table or json")
       ->check(CLI::IsMember({"table", "json"}));
 
-  std::string site, conflict_kind, conflict_name;
+  std::string conflict_kind, conflict_name;
   auto* render = app.add_subcommand(
       "render", "print what one site would apply for a placement, rendered at the hub");
   render->add_option("PLACEMENT", target, "TENANT/PLACEMENT")->required();
@@ -316,8 +325,9 @@ int main(int argc, char** argv) {
         return 2;  // kubectl diff: more than 1 is an error
       }
     }
-    if (*get) return canopy::cli::cmd_get(hub, kind, target, selector, output);
-    if (*del) return canopy::cli::cmd_delete(hub, kind, target);
+    if (*get) return canopy::cli::cmd_get(hub, kind, target, selector, output, site);
+    if (*del) return canopy::cli::cmd_delete(hub, kind, target, site);
+    if (*twin) return canopy::cli::cmd_twin(hub, target, site, output);
     if (*sites) return canopy::cli::cmd_get(hub, "site", "", selector, output);
     if (*tenants) return canopy::cli::cmd_get(hub, "tenant", "", "", output);
     if (*issue) {

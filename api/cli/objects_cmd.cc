@@ -25,6 +25,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -62,7 +63,7 @@ std::string kind_of(std::string_view word) {
   std::string k = lower(std::string(word));
   if (k.size() > 1 && k.back() == 's') k.pop_back();
   for (std::string_view known : {api::kTemplate, api::kPlacement, api::kOverride, api::kSite,
-                                 api::kGrant, api::kTenantKind}) {
+                                 api::kGrant, api::kTenantKind, api::kDevice}) {
     if (k == known) return k;
   }
   return "";
@@ -241,11 +242,7 @@ std::string age(uint64_t version) {
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count());
   const uint64_t then = hlc_physical_ms(version);
-  const uint64_t s = now_ms > then ? (now_ms - then) / 1000 : 0;
-  if (s < 120) return std::to_string(s) + "s";
-  if (s < 120 * 60) return std::to_string(s / 60) + "m";
-  if (s < 48 * 3600) return std::to_string(s / 3600) + "h";
-  return std::to_string(s / 86400) + "d";
+  return format_age(now_ms > then ? (now_ms - then) / 1000 : 0);
 }
 
 std::string labels_text(const json& labels) {
@@ -282,6 +279,10 @@ std::vector<std::string> row_of(const std::string& kind, const v1::Object& o) {
   const json doc = json::parse(o.json(), nullptr, false);
   const json d = doc.is_object() ? doc : json::object();
   if (kind == api::kSite) return {o.name(), labels_text(d.value("labels", json::object()))};
+  if (kind == api::kDevice) {
+    return {o.name(), labels_text(d.value("labels", json::object())),
+            truncate(d.value("desired", json::object()).dump(), 60), age(o.version())};
+  }
   if (kind == api::kTenantKind) return {o.name(), d.value("description", ""), age(o.version())};
   if (kind == api::kGrant) return {o.name(), choice_text(d), age(o.version())};
   if (kind == api::kTemplate) {
@@ -304,6 +305,7 @@ std::vector<std::string> row_of(const std::string& kind, const v1::Object& o) {
 
 std::vector<std::string> header_of(const std::string& kind) {
   if (kind == api::kSite) return {"NAME", "LABELS"};
+  if (kind == api::kDevice) return {"NAME", "LABELS", "DESIRED", "CHANGED"};
   if (kind == api::kTenantKind) return {"NAME", "DESCRIPTION", "CHANGED"};
   if (kind == api::kGrant) return {"NAME", "SITES", "CHANGED"};
   if (kind == api::kTemplate) return {"NAME", "MANIFEST", "CHANGED"};
@@ -317,6 +319,7 @@ json to_document(const v1::Object& o) {
   // reader's double holds exactly.
   json md = {{"name", o.name()}, {"version", std::to_string(o.version())}};
   if (!o.tenant().empty()) md["tenant"] = o.tenant();
+  if (!o.site().empty()) md["site"] = o.site();
   return {{"apiVersion", kApiVersion},
           {"kind", title(o.kind())},
           {"metadata", md},
@@ -490,22 +493,33 @@ std::string parse_kind(const std::string& word) {
   std::string kind = kind_of(word);
   if (kind.empty()) {
     fail("unknown kind " + quote(word) +
-         ": expected template, placement, override, grant, site or tenant");
+         ": expected template, placement, override, grant, site, tenant or device");
   }
   return kind;
+}
+
+// Devices belong to a site (--site); nothing else does.
+void check_site(const std::string& kind, const std::string& site, const std::string& command) {
+  if (kind == api::kDevice && site.empty()) {
+    fail("devices belong to a site: kubectl-canopy " + command + " device ... --site SITE");
+  }
+  if (kind != api::kDevice && !site.empty()) {
+    fail("--site is for devices only (" + kind + "s belong to no site)");
+  }
 }
 }  // namespace
 
 int cmd_get(Hub& hub, const std::string& kind_word, const std::string& target,
-            const std::string& selector, const std::string& output) {
+            const std::string& selector, const std::string& output, const std::string& site) {
   const std::string kind = parse_kind(kind_word);
+  check_site(kind, site, "get");
   std::string tenant, name;
   if (!target.empty()) split_ref(kind, target, false, &tenant, &name);
   if (!api::is_fleet_kind(kind) && tenant.empty()) {
     fail("a " + kind + " belongs to a tenant: kubectl-canopy get " + kind + " TENANT[/NAME]");
   }
   if (name.empty()) {
-    print_objects(kind, list_all(hub, kind, tenant, selector), output, false);
+    print_objects(kind, list_all(hub, kind, tenant, selector, site), output, false);
     return 0;
   }
   if (!selector.empty()) fail("-l selects among many: give a TENANT, not TENANT/NAME");
@@ -513,21 +527,80 @@ int cmd_get(Hub& hub, const std::string& kind_word, const std::string& target,
   req.set_kind(kind);
   req.set_tenant(tenant);
   req.set_name(name);
+  req.set_site(site);
   auto resp = hub.call(&v1::Catalog::Stub::Get, req);
   print_objects(kind, {resp.object()}, output, true);
   return 0;
 }
 
-int cmd_delete(Hub& hub, const std::string& kind_word, const std::string& target) {
+int cmd_delete(Hub& hub, const std::string& kind_word, const std::string& target,
+               const std::string& site) {
   const std::string kind = parse_kind(kind_word);
+  check_site(kind, site, "delete");
   std::string tenant, name;
   split_ref(kind, target, true, &tenant, &name);
   v1::DeleteRequest req;
   req.set_kind(kind);
   req.set_tenant(tenant);
   req.set_name(name);
+  req.set_site(site);
   hub.call(&v1::Catalog::Stub::Delete, req);
   std::printf("%s %s deleted\n", kind.c_str(), ref(tenant, name).c_str());
+  return 0;
+}
+
+int cmd_twin(Hub& hub, const std::string& target, const std::string& site,
+             const std::string& output) {
+  std::string tenant, name;
+  split_ref(std::string(api::kDevice), target, true, &tenant, &name);
+  v1::GetTwinRequest req;
+  req.set_tenant(tenant);
+  req.set_site(site);
+  req.set_device(name);
+  auto resp = hub.call(&v1::Catalog::Stub::GetTwin, req);
+  const json desired = json::parse(resp.desired(), nullptr, false);
+  // Fields in name order, whether desired, reported or both.
+  std::map<std::string, std::pair<std::string, std::string>> fields;  // desired, reported
+  std::map<std::string, int64_t> at;
+  if (desired.is_object()) {
+    for (const auto& [k, v] : desired.items()) fields[k].first = v.dump();
+  }
+  for (const auto& [k, r] : resp.reported()) {
+    fields[k].second = r.value();
+    at[k] = r.at_ms();
+  }
+  if (output == "json") {
+    json out = {{"tenant", tenant},
+                {"site", site},
+                {"device", name},
+                {"desired", desired.is_object() ? desired : json::object()},
+                {"reported", json::object()}};
+    for (const auto& [k, r] : resp.reported()) {
+      out["reported"][k] = {{"value", json::parse(r.value(), nullptr, false)}, {"atMs", r.at_ms()}};
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  if (fields.empty()) {
+    std::fprintf(stderr, "device %s at site %s: nothing desired, nothing reported yet.\n",
+                 ref(tenant, name).c_str(), site.c_str());
+    return 0;
+  }
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& [k, v] : fields) {
+    const bool reported = at.contains(k);
+    std::string ago = "-";
+    if (reported)
+      ago = format_age(static_cast<uint64_t>(std::max<int64_t>(0, now_ms - at[k])) / 1000);
+    std::string in_sync = "-";
+    if (!v.first.empty() && reported) in_sync = v.first == v.second ? "yes" : "no";
+    rows.push_back({k, v.first.empty() ? "-" : truncate(v.first, 40),
+                    reported ? truncate(v.second, 40) : "-", ago, in_sync});
+  }
+  print_table({"FIELD", "DESIRED", "REPORTED", "REPORTED-AGO", "IN-SYNC"}, rows);
   return 0;
 }
 

@@ -9,51 +9,15 @@
 namespace canopy::e2e {
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr
-};
-
 class CliTest : public E2ETest {
  protected:
   // `kubectl canopy <args>` with the hub's address and `token`.
   CliRun kubectl(std::vector<std::string> args, const std::string& token,
                  const std::string& stdin_file = "",
                  const std::vector<std::pair<std::string, std::string>>& env = {}) {
-    const std::string log = dir_.file("kubectl-" + std::to_string(++runs_) + ".log");
-    std::vector<std::string> argv = {"kubectl", "canopy"};
-    for (auto& a : args) argv.push_back(std::move(a));
-    ProcessOptions po;
-    po.log_path = log;
-    const std::string plugin_dir = std::filesystem::path(KUBECTL_CANOPY_BIN).parent_path();
-    po.env = {{"PATH", plugin_dir + ":" + std::string(std::getenv("PATH"))},
-              {"CANOPY_HUB", "127.0.0.1:" + std::to_string(hub_->grpc_port)},
-              {"CANOPY_TOKEN", token},
-              {"CANOPY_TOKEN_FILE", ""},
-              {"HOME", dir_.path().string()},
-              {"XDG_CONFIG_HOME", ""}};
-    for (const auto& [k, v] : env) {
-      for (auto& e : po.env) {
-        if (e.first == k) e.second = v;
-      }
-    }
-    CliRun run;
-    Process p;
-    std::string err;
-    if (!stdin_file.empty()) {
-      // Through a shell, for `-f -` with a file on stdin.
-      std::string cmd;
-      for (const auto& a : argv) cmd += "'" + a + "' ";
-      argv = {"/bin/sh", "-c", cmd + "< '" + stdin_file + "'"};
-    }
-    if (!p.start(argv, po, &err)) {
-      run.out = "cannot start kubectl: " + err;
-      return run;
-    }
-    auto status = p.wait_exit(30s);
-    if (status && WIFEXITED(*status)) run.exit_code = WEXITSTATUS(*status);
-    run.out = read_file(log);
-    return run;
+    return run_kubectl_canopy(hub_->grpc_port,
+                              dir_.file("kubectl-" + std::to_string(++runs_) + ".log"),
+                              dir_.path().string(), std::move(args), token, stdin_file, env);
   }
   std::string write(const std::string& name, const std::string& text) {
     const std::string path = dir_.file(name);

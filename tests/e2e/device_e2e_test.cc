@@ -7,6 +7,8 @@
 // On a failure, the tails of every daemon's log are printed.
 #include <sys/wait.h>
 
+#include <regex>
+
 #include "tests/e2e/e2e_fixture.h"
 
 namespace canopy::e2e {
@@ -401,6 +403,44 @@ TEST_F(DeviceTest, ReportsReachTheHubCoalesced) {
     req.set_device("Pump");
     EXPECT_EQ(stub_->GetTwin(&bad_ctx, req, &resp).error_code(),
               grpc::StatusCode::INVALID_ARGUMENT);
+  }
+
+  // And through the real kubectl: a row per field, desired beside reported.
+  {
+    const std::string home = spoke_->dir.file("kubectl-home");
+    fs::create_directories(home);
+    int n = 0;
+    auto kc = [&](std::vector<std::string> args) {
+      return run_kubectl_canopy(hub_->grpc_port,
+                                spoke_->dir.file("kubectl-" + std::to_string(++n) + ".log"), home,
+                                std::move(args), token_);
+    };
+    CliRun k = kc({"twin", "acme/pump-1", "--site", kSite});
+    EXPECT_EQ(k.exit_code, 0) << k.out;
+    EXPECT_TRUE(std::regex_search(k.out, std::regex(R"(FIELD +DESIRED +REPORTED +REPORTED-AGO)")))
+        << k.out;
+    EXPECT_TRUE(std::regex_search(k.out, std::regex(R"(\ntemp +- +300 +[0-9]+[smhd] +-\n)")))
+        << k.out;
+    EXPECT_TRUE(std::regex_search(k.out, std::regex(R"(\ndoor +- +"open" +[0-9]+[smhd] +-\n)")))
+        << k.out;
+    k = kc({"twin", "acme/pump-1", "--site", kSite, "-o", "json"});
+    ASSERT_EQ(k.exit_code, 0) << k.out;
+    const json j = json::parse(k.out, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << k.out;
+    EXPECT_EQ(j["reported"]["temp"]["value"], 300);
+    EXPECT_EQ(j["reported"]["temp"]["atMs"], (*t)["reported"]["temp"]["atMs"]);
+    k = kc({"get", "devices", "acme", "--site", kSite});
+    EXPECT_EQ(k.exit_code, 0) << k.out;
+    EXPECT_TRUE(std::regex_search(k.out, std::regex(R"(\npump-1 +<none> +\{\} +[0-9]+[smhd]\n)")))
+        << k.out;
+    k = kc({"get", "devices", "acme"});
+    EXPECT_EQ(k.exit_code, 1) << k.out;
+    EXPECT_NE(k.out.find("devices belong to a site"), std::string::npos) << k.out;
+    k = kc({"twin", "acme/pump-1"});
+    EXPECT_EQ(k.exit_code, 2) << k.out;
+    k = kc({"twin", "acme/pump-9", "--site", kSite});
+    EXPECT_EQ(k.exit_code, 1) << k.out;
+    EXPECT_NE(k.out.find("not found"), std::string::npos) << k.out;
   }
 
   // The twin is the tenant's: another tenant's token cannot read it.

@@ -279,6 +279,56 @@ struct Hub {
   }
 };
 
+struct CliRun {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr
+};
+
+#ifdef KUBECTL_CANOPY_BIN
+// `kubectl canopy <args>` through the real kubectl (the plugin found on
+// PATH), against the hub's gRPC port with `token`; its output in `log`, its
+// config directory `home`. `stdin_file`: given on stdin (for `-f -`); `env`
+// overrides the environment it is given.
+inline CliRun run_kubectl_canopy(int grpc_port, const std::string& log, const std::string& home,
+                                 std::vector<std::string> args, const std::string& token,
+                                 const std::string& stdin_file = "",
+                                 const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  std::vector<std::string> argv = {"kubectl", "canopy"};
+  for (auto& a : args) argv.push_back(std::move(a));
+  ProcessOptions po;
+  po.log_path = log;
+  const std::string plugin_dir = std::filesystem::path(KUBECTL_CANOPY_BIN).parent_path();
+  po.env = {{"PATH", plugin_dir + ":" + std::string(std::getenv("PATH"))},
+            {"CANOPY_HUB", "127.0.0.1:" + std::to_string(grpc_port)},
+            {"CANOPY_TOKEN", token},
+            {"CANOPY_TOKEN_FILE", ""},
+            {"HOME", home},
+            {"XDG_CONFIG_HOME", ""}};
+  for (const auto& [k, v] : env) {
+    for (auto& e : po.env) {
+      if (e.first == k) e.second = v;
+    }
+  }
+  CliRun run;
+  Process p;
+  std::string err;
+  if (!stdin_file.empty()) {
+    // Through a shell, for `-f -` with a file on stdin.
+    std::string cmd;
+    for (const auto& a : argv) cmd += "'" + a + "' ";
+    argv = {"/bin/sh", "-c", cmd + "< '" + stdin_file + "'"};
+  }
+  if (!p.start(argv, po, &err)) {
+    run.out = "cannot start kubectl: " + err;
+    return run;
+  }
+  auto status = p.wait_exit(30s);
+  if (status && WIFEXITED(*status)) run.exit_code = WEXITSTATUS(*status);
+  run.out = read_file(log);
+  return run;
+}
+#endif
+
 struct Spoke {
   std::string site;
   std::map<std::string, std::string> labels;
