@@ -70,6 +70,20 @@ class Hub {
     fail(describe(s));
   }
 
+  // A watch stream (no deadline: it lasts until the hub ends it or the
+  // process stops). `ctx` must outlive the reader. Returns once the hub has
+  // established the watch (its initial metadata): every later change reaches
+  // the reader. A watch the hub refuses fails here with its status.
+  std::unique_ptr<grpc::ClientReader<v1::WatchResponse>> watch(const v1::WatchRequest& request,
+                                                               grpc::ClientContext* ctx) {
+    if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+    auto reader = stub_->Watch(ctx, request);
+    reader->WaitForInitialMetadata();
+    return reader;
+  }
+  // Fails with the status a stream ended with.
+  [[noreturn]] void fail_with(const grpc::Status& s) { fail(describe(s)); }
+
  private:
   std::string describe(const grpc::Status& s) {
     const std::string code(status_code_name(static_cast<StatusCode>(s.error_code())));
@@ -153,8 +167,11 @@ inline void print_table(const std::vector<std::string>& header,
 // required for them and refused for every other kind.
 int cmd_apply(Hub& hub, const std::vector<std::string>& files);
 int cmd_diff(Hub& hub, const std::vector<std::string>& files);
+// With `watch`: the list, then each change as it happens (kubectl get -w),
+// until the hub ends the stream (exit 1) or the process is stopped.
 int cmd_get(Hub& hub, const std::string& kind_word, const std::string& target,
-            const std::string& selector, const std::string& output, const std::string& site = "");
+            const std::string& selector, const std::string& output, const std::string& site = "",
+            bool watch = false);
 int cmd_delete(Hub& hub, const std::string& kind_word, const std::string& target,
                const std::string& site = "");
 int cmd_twin(Hub& hub, const std::string& target, const std::string& site,

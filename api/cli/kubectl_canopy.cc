@@ -135,6 +135,10 @@ int main(int argc, char** argv) {
   get->add_option("TARGET", target,
                   "TENANT to list, TENANT/NAME to show one (sites and tenants: NAME)");
   get->add_option("--site", site, "devices: the site they belong to");
+  bool get_watch = false;
+  get->add_flag("-w,--watch", get_watch,
+                "after the list, print each change as it happens (EVENT column: ADDED, MODIFIED, "
+                "DELETED) until stopped");
   get->add_option("-l,--selector", selector, "only objects whose labels match, e.g. app=web");
   get->add_option("-o,--output", output, "table, json or name")->check(outputs);
 
@@ -325,7 +329,7 @@ int main(int argc, char** argv) {
         return 2;  // kubectl diff: more than 1 is an error
       }
     }
-    if (*get) return canopy::cli::cmd_get(hub, kind, target, selector, output, site);
+    if (*get) return canopy::cli::cmd_get(hub, kind, target, selector, output, site, get_watch);
     if (*del) return canopy::cli::cmd_delete(hub, kind, target, site);
     if (*twin) return canopy::cli::cmd_twin(hub, target, site, output);
     if (*sites) return canopy::cli::cmd_get(hub, "site", "", selector, output);

@@ -27,6 +27,7 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -36,6 +37,7 @@
 #include "api/objects.h"
 #include "api/yaml.h"
 #include "canopy/v1/hub.grpc.pb.h"
+#include "model/selector.h"
 #include "store/document.h"
 #include "store/hlc.h"
 #include "store/status.h"
@@ -509,14 +511,110 @@ void check_site(const std::string& kind, const std::string& site, const std::str
 }
 }  // namespace
 
+namespace {
+
+// `get -w`: the watch is established first, then the list is printed, then
+// every change; an object changed meanwhile may show twice, never not at
+// all. Rows are padded to the widths of the list's table.
+int watch_objects(Hub& hub, const std::string& kind, const std::string& tenant,
+                  const std::string& name, const model::LabelSelector& selector,
+                  const std::string& selector_text, const std::string& output,
+                  const std::string& site) {
+  v1::WatchRequest req;
+  req.set_kind(kind);
+  req.set_tenant(tenant);
+  req.set_site(site);
+  grpc::ClientContext ctx;
+  auto reader = hub.watch(req, &ctx);
+  std::vector<v1::Object> listed = list_all(hub, kind, tenant, selector_text, site);
+  std::set<std::string> known;
+  std::vector<std::string> header = header_of(kind);
+  header.insert(header.begin(), "EVENT");
+  std::vector<size_t> width;
+  for (const auto& h : header) width.push_back(h.size());
+  auto wanted = [&](const v1::Object& o, const json& doc) {
+    if (!name.empty() && o.name() != name) return false;
+    if (selector.empty()) return true;
+    const json labels = doc.is_object() ? doc.value("labels", json::object()) : json::object();
+    model::Labels l;
+    for (const auto& [k, v] : labels.items()) {
+      if (v.is_string()) l[k] = v.get<std::string>();
+    }
+    return selector.matches(l);
+  };
+  // A row padded to the list's column widths (a longer value pushes the
+  // rest of its row right).
+  auto print_line = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      const size_t w = i < width.size() ? width[i] : 0;
+      if (i + 1 < row.size())
+        line += std::string(w > row[i].size() ? w - row[i].size() + 3 : 3, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  };
+  auto emit = [&](const std::string& event, const v1::Object& o) {
+    if (output == "json") {
+      std::printf("%s\n", json{{"type", event}, {"object", to_document(o)}}.dump().c_str());
+    } else if (output == "name") {
+      std::printf("%s %s/%s\n", event.c_str(), o.kind().c_str(), ref(o.tenant(), o.name()).c_str());
+    } else {
+      std::vector<std::string> row =
+          event == "DELETED" ? std::vector<std::string>{o.name()} : row_of(kind, o);
+      row.insert(row.begin(), event);
+      print_line(row);
+    }
+    std::fflush(stdout);
+  };
+  for (const auto& o : listed) {
+    if (!name.empty() && o.name() != name) continue;
+    known.insert(o.name());
+    std::vector<std::string> row = row_of(kind, o);
+    row.insert(row.begin(), "ADDED");
+    for (size_t i = 0; i < row.size() && i < width.size(); ++i) {
+      width[i] = std::max(width[i], row[i].size());
+    }
+  }
+  if (output == "table") print_line(header);
+  for (const auto& o : listed) {
+    if (name.empty() || o.name() == name) emit("ADDED", o);
+  }
+  v1::WatchResponse message;
+  while (reader->Read(&message)) {
+    for (const auto& ev : message.events()) {
+      const v1::Object& o = ev.object();
+      if (ev.type() == v1::WatchEvent::DELETE) {
+        if (known.erase(o.name()) > 0) emit("DELETED", o);
+        continue;
+      }
+      if (!wanted(o, json::parse(o.json(), nullptr, false))) {
+        // It no longer matches: as gone, for this view.
+        if (known.erase(o.name()) > 0) emit("DELETED", o);
+        continue;
+      }
+      emit(known.insert(o.name()).second ? "ADDED" : "MODIFIED", o);
+    }
+  }
+  hub.fail_with(reader->Finish());
+}
+
+}  // namespace
+
 int cmd_get(Hub& hub, const std::string& kind_word, const std::string& target,
-            const std::string& selector, const std::string& output, const std::string& site) {
+            const std::string& selector, const std::string& output, const std::string& site,
+            bool watch) {
   const std::string kind = parse_kind(kind_word);
   check_site(kind, site, "get");
   std::string tenant, name;
   if (!target.empty()) split_ref(kind, target, false, &tenant, &name);
   if (!api::is_fleet_kind(kind) && tenant.empty()) {
     fail("a " + kind + " belongs to a tenant: kubectl-canopy get " + kind + " TENANT[/NAME]");
+  }
+  if (watch) {
+    auto parsed = model::LabelSelector::parse_text(selector, "-l");
+    if (!parsed.ok()) fail(std::string(parsed.status().message()));
+    return watch_objects(hub, kind, tenant, name, *parsed, selector, output, site);
   }
   if (name.empty()) {
     print_objects(kind, list_all(hub, kind, tenant, selector, site), output, false);

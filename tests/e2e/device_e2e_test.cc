@@ -415,6 +415,45 @@ TEST_F(DeviceTest, ReportsReachTheHubCoalesced) {
                                 spoke_->dir.file("kubectl-" + std::to_string(++n) + ".log"), home,
                                 std::move(args), token_);
     };
+    // `get -w`: the list, then each change as it happens.
+    Process watch;
+    const std::string watch_log = spoke_->dir.file("kubectl-watch.log");
+    std::string err;
+    ASSERT_TRUE(start_kubectl_canopy(watch, hub_->grpc_port, watch_log, home,
+                                     {"get", "devices", "acme", "--site", kSite, "-w"}, token_,
+                                     &err))
+        << err;
+    ASSERT_TRUE(wait_until(
+        [&] {
+          return std::regex_search(
+              read_file(watch_log),
+              std::regex(R"(EVENT +NAME +LABELS +DESIRED +CHANGED\nADDED +pump-1 )"));
+        },
+        kTimeout, kPoll))
+        << read_file(watch_log);
+    json with_desired = device();
+    with_desired["desired"] = {{"speed", 5}};
+    ASSERT_TRUE(put_device("acme", "pump-1", with_desired).ok());
+    ASSERT_TRUE(put_device("acme", "pump-2", device()).ok());
+    // (Seen before it is deleted: a change and a deletion in one batch of
+    // the hub's fan-out reach a watcher as the deletion alone.)
+    ASSERT_TRUE(wait_until(
+        [&] { return std::regex_search(read_file(watch_log), std::regex(R"(\nADDED +pump-2 )")); },
+        kTimeout, kPoll))
+        << read_file(watch_log);
+    ASSERT_TRUE(put_device("acme", "pump-2", nullptr).ok());
+    ASSERT_TRUE(wait_until(
+        [&] { return read_file(watch_log).find("DELETED") != std::string::npos; }, kTimeout, kPoll))
+        << read_file(watch_log);
+    EXPECT_TRUE(std::regex_search(read_file(watch_log),
+                                  std::regex(R"(\nMODIFIED +pump-1 +<none> +\{"speed":5\} +)")))
+        << read_file(watch_log);
+    EXPECT_TRUE(std::regex_search(read_file(watch_log),
+                                  std::regex(R"(\nADDED +pump-2 +[^\n]*\nDELETED +pump-2\n)")))
+        << read_file(watch_log);
+    EXPECT_TRUE(watch.running()) << read_file(watch_log);
+    watch.kill(SIGTERM);
+
     CliRun k = kc({"twin", "acme/pump-1", "--site", kSite});
     EXPECT_EQ(k.exit_code, 0) << k.out;
     EXPECT_TRUE(std::regex_search(k.out, std::regex(R"(FIELD +DESIRED +REPORTED +REPORTED-AGO)")))
@@ -431,7 +470,8 @@ TEST_F(DeviceTest, ReportsReachTheHubCoalesced) {
     EXPECT_EQ(j["reported"]["temp"]["atMs"], (*t)["reported"]["temp"]["atMs"]);
     k = kc({"get", "devices", "acme", "--site", kSite});
     EXPECT_EQ(k.exit_code, 0) << k.out;
-    EXPECT_TRUE(std::regex_search(k.out, std::regex(R"(\npump-1 +<none> +\{\} +[0-9]+[smhd]\n)")))
+    EXPECT_TRUE(
+        std::regex_search(k.out, std::regex(R"(\npump-1 +<none> +\{"speed":5\} +[0-9]+[smhd]\n)")))
         << k.out;
     k = kc({"get", "devices", "acme"});
     EXPECT_EQ(k.exit_code, 1) << k.out;

@@ -285,12 +285,13 @@ struct CliRun {
 };
 
 #ifdef KUBECTL_CANOPY_BIN
-// `kubectl canopy <args>` through the real kubectl (the plugin found on
-// PATH), against the hub's gRPC port with `token`; its output in `log`, its
-// config directory `home`. `stdin_file`: given on stdin (for `-f -`); `env`
-// overrides the environment it is given.
-inline CliRun run_kubectl_canopy(int grpc_port, const std::string& log, const std::string& home,
-                                 std::vector<std::string> args, const std::string& token,
+// Starts `kubectl canopy <args>` through the real kubectl (the plugin found
+// on PATH) in `p`, against the hub's gRPC port with `token`; its output in
+// `log`, its config directory `home`. `stdin_file`: given on stdin (for
+// `-f -`); `env` overrides the environment it is given.
+inline bool start_kubectl_canopy(Process& p, int grpc_port, const std::string& log,
+                                 const std::string& home, std::vector<std::string> args,
+                                 const std::string& token, std::string* err,
                                  const std::string& stdin_file = "",
                                  const std::vector<std::pair<std::string, std::string>>& env = {}) {
   std::vector<std::string> argv = {"kubectl", "canopy"};
@@ -309,16 +310,25 @@ inline CliRun run_kubectl_canopy(int grpc_port, const std::string& log, const st
       if (e.first == k) e.second = v;
     }
   }
-  CliRun run;
-  Process p;
-  std::string err;
   if (!stdin_file.empty()) {
     // Through a shell, for `-f -` with a file on stdin.
     std::string cmd;
     for (const auto& a : argv) cmd += "'" + a + "' ";
     argv = {"/bin/sh", "-c", cmd + "< '" + stdin_file + "'"};
   }
-  if (!p.start(argv, po, &err)) {
+  return p.start(argv, po, err);
+}
+
+// The same, run to its end (30 s at most).
+inline CliRun run_kubectl_canopy(int grpc_port, const std::string& log, const std::string& home,
+                                 std::vector<std::string> args, const std::string& token,
+                                 const std::string& stdin_file = "",
+                                 const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  CliRun run;
+  Process p;
+  std::string err;
+  if (!start_kubectl_canopy(p, grpc_port, log, home, std::move(args), token, &err, stdin_file,
+                            env)) {
     run.out = "cannot start kubectl: " + err;
     return run;
   }
