@@ -556,7 +556,8 @@ grpc::Status CatalogService::start_watch(std::string_view authorization,
   uint64_t start = 0;
   auto w = fanout_->open(request.kind(), request.tenant(), request.site(),
                          prefix_of(request.kind(), request.tenant(), request.site()), from,
-                         options_.watch_queue_limit, options_.watch_replay_limit, &start);
+                         options_.watch_queue_limit, options_.watch_replay_limit, &start,
+                         request.metadata_only());
   if (!w.ok()) {
     if (w.status().code() == StatusCode::kOutOfRange) return too_old(request.from());
     return to_grpc(w.status());

@@ -819,13 +819,21 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
   server.Get("/v1/watch",
              with([watches, limit = options.max_watches](CatalogService* c, const std::string& auth,
                                                          const Request& req, Response& res) {
-               if (!check_params(req, res, {"kind", "tenant", "from", "site"})) return;
+               if (!check_params(req, res, {"kind", "tenant", "from", "site", "metadataOnly"})) {
+                 return;
+               }
                v1::WatchRequest r;
                const httplib::Params q = query_of(req);
                r.set_kind(param(q, "kind"));
                r.set_tenant(param(q, "tenant"));
                r.set_from(param(q, "from"));
                r.set_site(param(q, "site"));
+               const std::string metadata_only = param(q, "metadataOnly");
+               if (metadata_only != "" && metadata_only != "true" && metadata_only != "false") {
+                 return reply_invalid(
+                     res, "metadataOnly " + quote(metadata_only) + " is not true or false");
+               }
+               r.set_metadata_only(metadata_only == "true");
                if (auto st = c->check_watch(auth, r); !st.ok()) return reply_status(res, st);
                if (watches->fetch_add(1) >= limit) {
                  watches->fetch_sub(1);

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -147,14 +148,14 @@ void WatchFanout::close(const std::shared_ptr<WatchQueue>& w) {
 }
 
 StatusOr<WatchItemPtr> WatchFanout::build(const std::string& key, const WatchQueue& w,
-                                          uint64_t index, uint64_t position) {
+                                          bool metadata_only, uint64_t index, uint64_t position) {
   auto item = std::make_shared<WatchItem>();
   item->index = index;
   item->position = position;
   v1::WatchEvent& event = item->event;
   v1::Object* obj = event.mutable_object();
   name_object(w.kind, w.tenant, std::string_view(key).substr(w.prefix.size()), obj, w.site);
-  auto found = read_object(store_, key, limits_.max_depth, obj);
+  auto found = read_object(store_, key, limits_.max_depth, obj, !metadata_only);
   if (!found.ok()) return found.status();
   event.set_type(*found ? v1::WatchEvent::PUT : v1::WatchEvent::DELETE);
   event.set_position(position_text(epoch_, position));
@@ -208,7 +209,15 @@ void WatchFanout::run() {
         if (it != by_prefix_.end()) snapshot.emplace(it->first, it->second);
       }
     }
-    std::map<std::string_view, std::vector<WatchItemPtr>> items;  // by prefix, in log order
+    // Which forms of event each touched prefix's watchers take: [0] with
+    // the document, [1] metadata only; each is built once.
+    std::map<std::string_view, std::array<bool, 2>> forms;
+    for (const auto& [prefix, watchers] : snapshot) {
+      std::array<bool, 2>& f = forms[prefix];
+      for (const auto& w : *watchers) f[w->metadata_only ? 1 : 0] = true;
+    }
+    // By prefix and form, in log order.
+    std::map<std::string_view, std::array<std::vector<WatchItemPtr>, 2>> items;
     uint64_t running_index = last_index_;
     for (size_t i = 0; i < batch.size(); ++i) {
       const Change& c = batch[i];
@@ -218,41 +227,44 @@ void WatchFanout::run() {
       auto it = snapshot.find(std::string(p));
       if (p.empty() || p.size() == c.key.size() || it == snapshot.end()) continue;
       const WatchQueue& any = *it->second->front();
-      auto item = build(c.key, any, c.index, c.index != 0 ? c.index : running_index);
-      if (!item.ok()) {
-        // The store failed to read: the watchers of this prefix cannot be
-        // told the truth any more; end them so that they re-list.
-        spdlog::error("catalog: watch: reading {}: {}", c.key, item.status().message());
-        for (const auto& w : *it->second) {
-          std::lock_guard lock(w->mu);
-          w->end_with(WatchEnd::kError);
+      const std::array<bool, 2>& wanted = forms[it->first];
+      for (int form = 0; form < 2; ++form) {
+        if (!wanted[form]) continue;
+        auto item = build(c.key, any, form == 1, c.index, c.index != 0 ? c.index : running_index);
+        if (!item.ok()) {
+          // The store failed to read: the watchers of this prefix cannot be
+          // told the truth any more; end them so that they re-list.
+          spdlog::error("catalog: watch: reading {}: {}", c.key, item.status().message());
+          for (const auto& w : *it->second) {
+            std::lock_guard lock(w->mu);
+            w->end_with(WatchEnd::kError);
+          }
+          break;
         }
-        continue;
+        items[it->first][form].push_back(std::move(item).value());
       }
-      items[it->first].push_back(std::move(item).value());
     }
     last_index_ = std::max(last_index_, batch_last_index);
-    for (const auto& [prefix, list] : items) {
+    for (const auto& [prefix, lists] : items) {
       for (const auto& w : *snapshot.at(std::string(prefix))) {
         std::lock_guard lock(w->mu);
-        w->push(list);
+        w->push(lists[w->metadata_only ? 1 : 0]);
       }
     }
     batch.clear();
   }
 }
 
-StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
-                                                        const std::string& tenant,
-                                                        const std::string& site,
-                                                        const std::string& prefix,
-                                                        std::optional<uint64_t> from, size_t limit,
-                                                        size_t replay_limit, uint64_t* position) {
+StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(
+    const std::string& kind, const std::string& tenant, const std::string& site,
+    const std::string& prefix, std::optional<uint64_t> from, size_t limit, size_t replay_limit,
+    uint64_t* position, bool metadata_only) {
   auto w = std::make_shared<WatchQueue>();
   w->prefix = prefix;
   w->kind = kind;
   w->tenant = tenant;
   w->site = site;
+  w->metadata_only = metadata_only;
   w->limit = limit;
   {
     std::lock_guard lock(mu_);
@@ -311,7 +323,7 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(const std::string& kind,
     }
     for (size_t i = 0; i < changes.size(); ++i) {
       if (last[changes[i].first] != i) continue;
-      auto item = build(changes[i].first, *w, changes[i].second, changes[i].second);
+      auto item = build(changes[i].first, *w, metadata_only, changes[i].second, changes[i].second);
       if (!item.ok()) {
         close(w);
         return item.status();

@@ -74,6 +74,9 @@ struct WatchQueue {
   std::string prefix;
   std::string kind, tenant;
   std::string site;  // kind device: the site whose devices are watched
+  // Events without the document (Object.json empty): what changed, at which
+  // version, for watchers that read the objects they care about themselves.
+  bool metadata_only = false;
   size_t limit = 0;
 
   std::mutex mu;
@@ -127,7 +130,8 @@ class WatchFanout {
   StatusOr<std::shared_ptr<WatchQueue>> open(const std::string& kind, const std::string& tenant,
                                              const std::string& site, const std::string& prefix,
                                              std::optional<uint64_t> from, size_t limit,
-                                             size_t replay_limit, uint64_t* position);
+                                             size_t replay_limit, uint64_t* position,
+                                             bool metadata_only = false);
   // Forgets a watcher (its stream ended).
   void close(const std::shared_ptr<WatchQueue>& w);
   // Ends every watcher (kShutdown) and refuses new ones.
@@ -144,9 +148,10 @@ class WatchFanout {
 
   void run();
   // Builds the event of `key` as of now (read from the store).
-  // The event of `key`'s change, named as `w` names its objects.
-  StatusOr<WatchItemPtr> build(const std::string& key, const WatchQueue& w, uint64_t index,
-                               uint64_t position);
+  // The event of `key`'s change, named as `w` names its objects, with the
+  // document unless `metadata_only`.
+  StatusOr<WatchItemPtr> build(const std::string& key, const WatchQueue& w, bool metadata_only,
+                               uint64_t index, uint64_t position);
 
   Store* store_;
   DocumentLimits limits_;

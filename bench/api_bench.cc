@@ -22,6 +22,9 @@
 //                 10 s. The watchers are read by gRPC's callback API, so the
 //                 client needs no thread per stream; the process's CPU per
 //                 delivered event (hub and client) is reported too.
+//                 --metadata-only 1: the watchers ask for events without the
+//                 documents (WatchRequest.metadata_only); every figure's
+//                 name then ends in _metadata_only.
 //
 // One JSON line per figure on stdout; progress on stderr.
 #include <google/protobuf/io/coded_stream.h>
@@ -337,7 +340,7 @@ bool event_versions(grpc::ByteBuffer* message, std::vector<uint64_t>* out) {
 class WatchReader final : public grpc::ClientReadReactor<grpc::ByteBuffer> {
  public:
   WatchReader(const std::shared_ptr<grpc::Channel>& channel, const std::string& bearer,
-              std::atomic<int>* established, std::atomic<uint64_t>* events)
+              std::atomic<int>* established, std::atomic<uint64_t>* events, bool metadata_only)
       : established_(established),
         events_(events),
         method_("/canopy.v1.Catalog/Watch", grpc::internal::RpcMethod::SERVER_STREAMING, channel) {
@@ -345,6 +348,7 @@ class WatchReader final : public grpc::ClientReadReactor<grpc::ByteBuffer> {
     v1::WatchRequest req;
     req.set_kind("template");
     req.set_tenant("bench");
+    req.set_metadata_only(metadata_only);
     grpc::internal::ClientCallbackReaderFactory<grpc::ByteBuffer>::Create(channel.get(), method_,
                                                                           &context_, &req, this);
     StartCall();
@@ -399,7 +403,8 @@ class WatchReader final : public grpc::ClientReadReactor<grpc::ByteBuffer> {
   grpc::Status status_;
 };
 
-int case_watch(int watchers, double rate, double seconds) {
+int case_watch(int watchers, double rate, double seconds, bool metadata_only) {
+  const std::string sfx = metadata_only ? "_metadata_only" : "";
   Hub hub;
   // A few connections, as many clients would have (streams share each
   // connection's HTTP/2 flow control otherwise).
@@ -418,7 +423,7 @@ int case_watch(int watchers, double rate, double seconds) {
   std::vector<std::unique_ptr<WatchReader>> readers;
   for (int w = 0; w < watchers; ++w) {
     readers.push_back(std::make_unique<WatchReader>(channels[w % kChannels], hub.bearer,
-                                                    &established, &received));
+                                                    &established, &received, metadata_only));
   }
   const auto wait_start = Clock::now();
   while (established.load() < watchers) {
@@ -540,13 +545,13 @@ int case_watch(int watchers, double rate, double seconds) {
     }
   }
   const double expected = static_cast<double>(when.size()) * watchers;
-  emit("watch:watchers", watchers);
-  emit("watch:write_rate_per_s", achieved, ">=" + std::to_string(static_cast<int>(rate)));
-  emit("watch:write_p99_ms", percentile(write_ms, 0.99));
-  emit("watch:delivered_fraction", static_cast<double>(delays.size()) / expected, "1");
-  emit("watch:events_per_message",
+  emit("watch:watchers" + sfx, watchers);
+  emit("watch:write_rate_per_s" + sfx, achieved, ">=" + std::to_string(static_cast<int>(rate)));
+  emit("watch:write_p99_ms" + sfx, percentile(write_ms, 0.99));
+  emit("watch:delivered_fraction" + sfx, static_cast<double>(delays.size()) / expected, "1");
+  emit("watch:events_per_message" + sfx,
        messages == 0 ? 0 : static_cast<double>(events) / static_cast<double>(messages));
-  emit("watch:bytes_per_event",
+  emit("watch:bytes_per_event" + sfx,
        events == 0 ? 0 : static_cast<double>(bytes) / static_cast<double>(events));
   // A million delays: sorted once, not once a percentile.
   std::sort(delays.begin(), delays.end());
@@ -556,20 +561,21 @@ int case_watch(int watchers, double rate, double seconds) {
                : delays[std::min(delays.size() - 1,
                                  static_cast<size_t>(p * static_cast<double>(delays.size())))];
   };
-  emit("watch:p50_delay_ms", at(0.5));
-  emit("watch:p99_delay_ms", at(0.99), "<50");
-  emit("watch:max_delay_ms", at(1.0));
+  emit("watch:p50_delay_ms" + sfx, at(0.5));
+  emit("watch:p99_delay_ms" + sfx, at(0.99), "<50");
+  emit("watch:max_delay_ms" + sfx, at(1.0));
   // The same deliveries timed from the acknowledgement of their write (a
   // lower bound of commit to delivery; negative when the event arrived
   // first), so that a slow write does not pass for a slow watch.
   std::sort(after_ack.begin(), after_ack.end());
   delays.swap(after_ack);
-  emit("watch:p50_delay_after_ack_ms", at(0.5));
-  emit("watch:p99_delay_after_ack_ms", at(0.99));
+  emit("watch:p50_delay_after_ack_ms" + sfx, at(0.5));
+  emit("watch:p99_delay_after_ack_ms" + sfx, at(0.99));
   // The whole process's CPU (hub and client) per event delivered, while
   // writing and draining: what 1,000 watchers x 1,000 writes/s would need.
-  emit("watch:cpu_us_per_event", events == 0 ? 0 : cpu_seconds * 1e6 / static_cast<double>(events));
-  emit("watch:watches_ended", static_cast<double>(ended_early), "0");
+  emit("watch:cpu_us_per_event" + sfx,
+       events == 0 ? 0 : cpu_seconds * 1e6 / static_cast<double>(events));
+  emit("watch:watches_ended" + sfx, static_cast<double>(ended_early), "0");
   if (duplicates > 0) std::fprintf(stderr, "api_bench: %lu events delivered twice\n", duplicates);
   if (bad > 0) std::fprintf(stderr, "api_bench: %lu messages were not WatchResponses\n", bad);
   if (unmatched > 0) std::fprintf(stderr, "api_bench: %lu events of no write\n", unmatched);
@@ -589,6 +595,7 @@ int main(int argc, char** argv) {
   std::string which = "write";
   double seconds = 3;
   int watchers = 1000;
+  bool metadata_only = false;
   std::vector<int> clients = {1, 8, 64};
   std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -615,9 +622,10 @@ int main(int argc, char** argv) {
     }
     if (std::strcmp(argv[i], "--seconds") == 0) seconds = std::atof(argv[i + 1]);
     if (std::strcmp(argv[i], "--watchers") == 0) watchers = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--metadata-only") == 0) metadata_only = std::atoi(argv[i + 1]) != 0;
   }
   if (which == "write") return canopy::bench::case_write(seconds, clients, only);
-  if (which == "watch") return canopy::bench::case_watch(watchers, 1000, seconds);
+  if (which == "watch") return canopy::bench::case_watch(watchers, 1000, seconds, metadata_only);
   std::fprintf(stderr, "api_bench: --case write|watch\n");
   return 2;
 }

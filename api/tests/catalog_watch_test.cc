@@ -135,6 +135,62 @@ TEST_F(CatalogServiceTest, WatchDeliversChangesOfItsKindAndTenant) {
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
+// A metadata-only watcher gets the same events as a full one, at the same
+// positions and versions, without the documents; both share one prefix.
+TEST_F(CatalogServiceTest, MetadataOnlyWatchGetsEventsWithoutDocuments) {
+  grpc::ClientContext full_ctx, lean_ctx;
+  authorize(&full_ctx);
+  authorize(&lean_ctx);
+  v1::WatchRequest req;
+  req.set_kind("template");
+  req.set_tenant("acme");
+  Events full = watch(stub_.get(), &full_ctx, req);
+  req.set_metadata_only(true);
+  Events lean = watch(stub_.get(), &lean_ctx, req);
+  full->WaitForInitialMetadata();
+  lean->WaitForInitialMetadata();
+  put_ok("template", "acme", "web", config_map("web"));
+  put_ok("template", "acme", "api", config_map("api"));
+  ASSERT_TRUE(remove("template", "acme", "web").ok());
+  std::string first_position;
+  for (int i = 0; i < 3; ++i) {
+    const v1::WatchEvent f = next_event(full);
+    const v1::WatchEvent l = next_event(lean);
+    if (i == 0) first_position = l.position();
+    EXPECT_EQ(l.type(), f.type()) << i;
+    EXPECT_EQ(l.position(), f.position()) << i;
+    EXPECT_EQ(l.object().kind(), "template");
+    EXPECT_EQ(l.object().tenant(), "acme");
+    EXPECT_EQ(l.object().name(), f.object().name()) << i;
+    EXPECT_EQ(l.object().version(), f.object().version()) << i;
+    EXPECT_TRUE(l.object().json().empty()) << i << ": " << l.object().json();
+    if (f.type() == v1::WatchEvent::PUT) {
+      EXPECT_FALSE(f.object().json().empty()) << i;
+    }
+  }
+  // A resumed metadata-only watch replays without documents too.
+  grpc::ClientContext resume_ctx;
+  authorize(&resume_ctx);
+  req.set_from(first_position);
+  Events resumed = watch(stub_.get(), &resume_ctx, req);
+  const v1::WatchEvent r1 = next_event(resumed);
+  const v1::WatchEvent r2 = next_event(resumed);
+  EXPECT_EQ(r1.object().name(), "api");
+  EXPECT_EQ(r2.object().name(), "web");
+  EXPECT_EQ(r2.type(), v1::WatchEvent::DELETE);
+  EXPECT_TRUE(r1.object().json().empty()) << r1.object().json();
+  resume_ctx.TryCancel();
+  full_ctx.TryCancel();
+  lean_ctx.TryCancel();
+  v1::WatchEvent ignored;
+  while (full.Read(&ignored)) {
+  }
+  while (lean.Read(&ignored)) {
+  }
+  while (resumed.Read(&ignored)) {
+  }
+}
+
 // Devices live under their sites (sites/<site>/devices/<tenant>/<name>): a
 // device watch names the site, and sees that tenant's devices there only.
 TEST_F(CatalogServiceTest, WatchDeliversATenantsDevicesOfOneSite) {

@@ -221,6 +221,28 @@ TEST_F(RestTest, EveryOperationThroughCurl) {
     }
     EXPECT_EQ(seen, std::vector<std::string>{"t9"}) << r.body;
   }
+  // metadataOnly: the same events without the documents.
+  r = curl("GET",
+           "/v1/watch?kind=template&tenant=acme&metadataOnly=true&from=" +
+               lines[1]["position"].get<std::string>(),
+           token_, {"-N"}, 2);
+  {
+    std::istringstream in(r.body);
+    std::string line;
+    int puts = 0;
+    while (std::getline(in, line)) {
+      json e = json::parse(line);
+      if (e["type"] != "PUT") continue;
+      ++puts;
+      EXPECT_EQ(e["object"]["name"], "t9") << line;
+      EXPECT_FALSE(e["object"].contains("document")) << line;
+      EXPECT_EQ(e["object"]["version"], lines[2]["object"]["version"]) << line;
+    }
+    EXPECT_EQ(puts, 1) << r.body;
+  }
+  r = curl("GET", "/v1/watch?kind=template&tenant=acme&metadataOnly=yes", token_);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(r.j()["error"]["message"], "metadataOnly \"yes\" is not true or false") << r.body;
   r = curl("GET", "/v1/watch?kind=template&tenant=acme&from=1.1", token_);
   EXPECT_EQ(r.status, 410) << r.body;
   watch.kill(SIGTERM);
