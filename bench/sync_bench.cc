@@ -346,13 +346,7 @@ std::map<int, double> case_fanout(const Options& opt, const std::string& url,
                    cpu_self0 = cpu_ms(getpid());
       auto put = hub.call("put_rev=" + std::to_string(r));
       const int64_t t0 = num(put, "t0");
-      const int64_t deadline = now_ns() + 60'000'000'000;
-      size_t have = 0;
-      while (now_ns() < deadline) {
-        have = fleet.reached(r);
-        if (have == static_cast<size_t>(n)) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      }
+      const size_t have = fleet.wait_reached(r);
       const double cpu_hub = cpu_ms(hub.pid()) - cpu_hub0,
                    cpu_nats = cpu_ms(g_nats_pid) - cpu_nats0,
                    cpu_self = cpu_ms(getpid()) - cpu_self0;
@@ -764,13 +758,7 @@ void case_hier(const Options& opt, const std::string& url) {
                    cs0 = cpu_ms(getpid());
       auto put = root.call("put_rev=" + std::to_string(r));
       const int64_t c0 = num(put, "t0");
-      const int64_t round_deadline = now_ns() + 60'000'000'000;
-      size_t have = 0;
-      while (now_ns() < round_deadline) {
-        have = fleet.reached(r);
-        if (have == static_cast<size_t>(n)) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      }
+      const size_t have = fleet.wait_reached(r);
       cpu_root.push_back(cpu_ms(root.pid()) - cr0);
       cpu_regs.push_back(cpu_ms(regs.pid()) - cg0);
       cpu_nats.push_back(cpu_ms(g_nats_pid) - cn0);

@@ -715,6 +715,18 @@ class Fleet {
   size_t reached(int rev) const {
     return rev >= 0 && rev < Track::kTrackedRevs ? reached_[static_cast<size_t>(rev)].load() : 0;
   }
+  // Waits until every child reached `rev`, for 60 s at most; returns how
+  // many did.
+  size_t wait_reached(int rev) const {
+    const int64_t deadline = now_ns() + 60'000'000'000;
+    size_t have = 0;
+    while (now_ns() < deadline) {
+      have = reached(rev);
+      if (have == static_cast<size_t>(n_)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return have;
+  }
   std::vector<std::unique_ptr<Group>>& groups() { return groups_; }
   size_t store_fds() const { return store_fds_; }
   int64_t store_rss_kb() const { return store_rss_kb_; }

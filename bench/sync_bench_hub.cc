@@ -16,18 +16,53 @@
 
 namespace canopy::bench_sync {
 
+namespace {
+
+// A role process's side of its two command pipes.
+class RolePipes {
+ public:
+  // Starts a role process: its name in the log lines, the file limit raised,
+  // killed with its parent, warnings only; then opens the pipes.
+  RolePipes(const HubArgs& a, const char* role) {
+    g_role = role;
+    raise_nofile();
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    spdlog::set_level(spdlog::level::warn);
+    in_ = fdopen(a.in_fd, "r");
+    out_ = fdopen(a.out_fd, "w");
+    if (in_ == nullptr || out_ == nullptr) {
+      die(std::string(role) + ": cannot open the command pipes");
+    }
+  }
+  ~RolePipes() { free(line_); }
+  RolePipes(const RolePipes&) = delete;
+  RolePipes& operator=(const RolePipes&) = delete;
+
+  void reply(const std::string& s) const {
+    std::fprintf(out_, "%s\n", s.c_str());
+    std::fflush(out_);
+  }
+  // The next command line, without its end; false when the bench closed
+  // the pipe.
+  bool next(std::string* cmd) {
+    if (getline(&line_, &cap_, in_) <= 0) return false;
+    cmd->assign(line_);
+    while (!cmd->empty() && (cmd->back() == '\n' || cmd->back() == '\r')) cmd->pop_back();
+    return true;
+  }
+
+ private:
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
+  char* line_ = nullptr;
+  size_t cap_ = 0;
+};
+
+}  // namespace
+
 void hub_main(const HubArgs& a) {
-  g_role = "hub";
-  raise_nofile();
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  spdlog::set_level(spdlog::level::warn);
-  FILE* in = fdopen(a.in_fd, "r");
-  FILE* out = fdopen(a.out_fd, "w");
-  if (in == nullptr || out == nullptr) die("hub: cannot open the command pipes");
-  auto reply = [&](const std::string& s) {
-    std::fprintf(out, "%s\n", s.c_str());
-    std::fflush(out);
-  };
+  RolePipes pipes(a, "hub");
+  auto reply = [&](const std::string& s) { pipes.reply(s); };
 
   // The catalogue and the site registry, written before the hub starts (as
   // a hub restarted over its catalogue): a template, a placement selecting
@@ -142,12 +177,9 @@ void hub_main(const HubArgs& a) {
   reply("ready log_index=" + std::to_string(store->last_log_index()) +
         " max_payload=" + std::to_string(timed.max_payload()) + " " + mem());
 
-  char* line = nullptr;
-  size_t cap = 0;
   int rev = 0;
-  while (getline(&line, &cap, in) > 0) {
-    std::string cmd(line);
-    while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r')) cmd.pop_back();
+  std::string cmd;
+  while (pipes.next(&cmd)) {
     auto kv = parse_kv(cmd);
     if (kv.count("quit")) break;
     if (kv.count("stats")) {
@@ -232,7 +264,6 @@ void hub_main(const HubArgs& a) {
       reply("error unknown command");
     }
   }
-  free(line);
   const int64_t q0 = now_ns();
   stop = true;
   sampler.join();
@@ -245,17 +276,8 @@ void hub_main(const HubArgs& a) {
 }
 
 void regions_main(const HubArgs& a) {
-  g_role = "regions";
-  raise_nofile();
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  spdlog::set_level(spdlog::level::warn);
-  FILE* in = fdopen(a.in_fd, "r");
-  FILE* out = fdopen(a.out_fd, "w");
-  if (in == nullptr || out == nullptr) die("regions: cannot open the command pipes");
-  auto reply = [&](const std::string& s) {
-    std::fprintf(out, "%s\n", s.c_str());
-    std::fflush(out);
-  };
+  RolePipes pipes(a, "regions");
+  auto reply = [&](const std::string& s) { pipes.reply(s); };
   // Each regional hub as canopy-hub --parent runs it: its own store (empty:
   // everything comes from the root), its own NATS connection.
   std::vector<std::unique_ptr<hub::Hub>> hubs;
@@ -284,11 +306,8 @@ void regions_main(const HubArgs& a) {
   };
   reply("ready regions=" + std::to_string(a.regions) + " " + mem());
 
-  char* line = nullptr;
-  size_t cap = 0;
-  while (getline(&line, &cap, in) > 0) {
-    std::string cmd(line);
-    while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r')) cmd.pop_back();
+  std::string cmd;
+  while (pipes.next(&cmd)) {
     auto kv = parse_kv(cmd);
     if (kv.count("quit")) break;
     if (kv.count("stats")) {
@@ -328,7 +347,6 @@ void regions_main(const HubArgs& a) {
       reply("error unknown command");
     }
   }
-  free(line);
   const int64_t q0 = now_ns();
   for (auto& h : hubs) h->stop();
   logf("regional hubs stopped in %.1f s", static_cast<double>(now_ns() - q0) / 1e9);
