@@ -349,7 +349,11 @@ StatusOr<EnrolledSite> Enrollment::poll(std::string_view site, std::string_view 
   std::lock_guard lock(mu_);
   auto p = load_pending(site);
   if (!p.ok()) {
-    if (p.status().code() == StatusCode::kNotFound) return refused(unknown);
+    // None, or a record that does not parse: a poller learns nothing more.
+    if (p.status().code() == StatusCode::kNotFound ||
+        p.status().code() == StatusCode::kInvalidArgument) {
+      return refused(unknown);
+    }
     return p.status();
   }
   if (daemon::sha256_hex(poll_secret) != p->poll_hash) return refused(unknown);
