@@ -58,6 +58,45 @@ class RolePipes {
   size_t cap_ = 0;
 };
 
+// Sessions by mode and the parent engines' counters, of one hub or summed
+// over several.
+struct SessionCounts {
+  uint64_t sessions = 0, live = 0, waiting = 0, catchup = 0, reconcile = 0;
+  uint64_t catchups = 0, reconciliations = 0, refused = 0, publish_failures = 0;
+  // `modes`: count the sessions by mode too (a pass over them).
+  void add(const hub::HubSyncSnapshot& snap, bool modes) {
+    sessions += snap.sessions.size();
+    if (modes) {
+      for (const auto& c : snap.sessions) {
+        if (c.mode == "live") ++live;
+        if (c.mode == "waiting") ++waiting;
+        if (c.mode == "catch-up") ++catchup;
+        if (c.mode == "reconcile") ++reconcile;
+      }
+    }
+    catchups += snap.parent.catchups;
+    reconciliations += snap.parent.reconciliations;
+    refused += snap.parent.refused_messages;
+    publish_failures += snap.node.publish_failures;
+  }
+  std::string text() const {
+    std::ostringstream o;
+    o << "sessions=" << sessions << " live=" << live << " waiting=" << waiting
+      << " catchup=" << catchup << " reconcile=" << reconcile << " catchups=" << catchups
+      << " reconciliations=" << reconciliations << " refused=" << refused
+      << " publish_failures=" << publish_failures;
+    return o.str();
+  }
+};
+
+// This process's memory: RSS, its peak, the heap in use, threads.
+std::string memory_text() {
+  std::ostringstream o;
+  o << "rss_kb=" << proc_status_kb("VmRSS") << " hwm_kb=" << proc_status_kb("VmHWM")
+    << " heap=" << heap_bytes() << " threads=" << proc_status_kb("Threads");
+  return o.str();
+}
+
 }  // namespace
 
 void hub_main(const HubArgs& a) {
@@ -168,11 +207,7 @@ void hub_main(const HubArgs& a) {
   });
 
   auto mem = [&] {
-    std::ostringstream o;
-    o << "rss_kb=" << proc_status_kb("VmRSS") << " hwm_kb=" << proc_status_kb("VmHWM")
-      << " heap=" << heap_bytes() << " sampled_peak_kb=" << sampled_peak_kb.load()
-      << " threads=" << proc_status_kb("Threads");
-    return o.str();
+    return memory_text() + " sampled_peak_kb=" + std::to_string(sampled_peak_kb.load());
   };
   reply("ready log_index=" + std::to_string(store->last_log_index()) +
         " max_payload=" + std::to_string(timed.max_payload()) + " " + mem());
@@ -183,24 +218,12 @@ void hub_main(const HubArgs& a) {
     auto kv = parse_kv(cmd);
     if (kv.count("quit")) break;
     if (kv.count("stats")) {
-      size_t sessions = 0, live = 0, waiting = 0, catchup = 0, reconcile = 0;
       const hub::HubSyncSnapshot snap = hub.sync_snapshot();
-      sessions = snap.sessions.size();
-      if (kv.count("modes")) {
-        for (const auto& c : snap.sessions) {
-          if (c.mode == "live") ++live;
-          if (c.mode == "waiting") ++waiting;
-          if (c.mode == "catch-up") ++catchup;
-          if (c.mode == "reconcile") ++reconcile;
-        }
-      }
-      const sync::ParentStats& ps = snap.parent;
+      SessionCounts counts;
+      counts.add(snap, kv.count("modes") > 0);
       std::ostringstream o;
-      o << "sessions=" << sessions << " live=" << live << " waiting=" << waiting
-        << " catchup=" << catchup << " reconcile=" << reconcile << " catchups=" << ps.catchups
-        << " reconciliations=" << ps.reconciliations << " bytes_sent=" << ps.bytes_sent
-        << " documents_sent=" << ps.documents_sent << " refused=" << ps.refused_messages
-        << " publish_failures=" << snap.node.publish_failures
+      o << counts.text() << " bytes_sent=" << snap.parent.bytes_sent
+        << " documents_sent=" << snap.parent.documents_sent
         << " dropped=" << snap.node.dropped_messages << " log_index=" << store->last_log_index()
         << " " << mem();
       reply(o.str());
@@ -298,13 +321,7 @@ void regions_main(const HubArgs& a) {
   }
   logf("%d regional hubs started in %.1f s (children of %s)", a.regions,
        static_cast<double>(now_ns() - t0) / 1e9, a.parent.c_str());
-  auto mem = [&] {
-    std::ostringstream o;
-    o << "rss_kb=" << proc_status_kb("VmRSS") << " hwm_kb=" << proc_status_kb("VmHWM")
-      << " heap=" << heap_bytes() << " threads=" << proc_status_kb("Threads");
-    return o.str();
-  };
-  reply("ready regions=" + std::to_string(a.regions) + " " + mem());
+  reply("ready regions=" + std::to_string(a.regions) + " " + memory_text());
 
   std::string cmd;
   while (pipes.next(&cmd)) {
@@ -312,37 +329,20 @@ void regions_main(const HubArgs& a) {
     if (kv.count("quit")) break;
     if (kv.count("stats")) {
       // Summed over the regional hubs; "live" counts their sites' sessions.
-      size_t sessions = 0, live = 0, waiting = 0, catchup = 0, reconcile = 0;
+      SessionCounts counts;
       size_t up_open = 0, up_in_sync = 0;
-      uint64_t catchups = 0, reconciliations = 0, refused = 0, publish_failures = 0;
       for (auto& h : hubs) {
-        const hub::HubSyncSnapshot snap = h->sync_snapshot();
-        sessions += snap.sessions.size();
-        for (const auto& c : snap.sessions) {
-          if (c.mode == "live") ++live;
-          if (c.mode == "waiting") ++waiting;
-          if (c.mode == "catch-up") ++catchup;
-          if (c.mode == "reconcile") ++reconcile;
-        }
-        catchups += snap.parent.catchups;
-        reconciliations += snap.parent.reconciliations;
-        refused += snap.parent.refused_messages;
-        publish_failures += snap.node.publish_failures;
+        counts.add(h->sync_snapshot(), true);
         if (auto up = h->upstream()) {
           up_open += up->session_open ? 1 : 0;
           up_in_sync += up->in_sync ? 1 : 0;
         }
       }
-      std::ostringstream o;
-      o << "sessions=" << sessions << " live=" << live << " waiting=" << waiting
-        << " catchup=" << catchup << " reconcile=" << reconcile << " catchups=" << catchups
-        << " reconciliations=" << reconciliations << " refused=" << refused
-        << " publish_failures=" << publish_failures << " upstream_open=" << up_open
-        << " upstream_in_sync=" << up_in_sync << " " << mem();
-      reply(o.str());
+      reply(counts.text() + " upstream_open=" + std::to_string(up_open) +
+            " upstream_in_sync=" + std::to_string(up_in_sync) + " " + memory_text());
     } else if (kv.count("trim")) {
       malloc_trim(0);
-      reply(mem());
+      reply(memory_text());
     } else {
       reply("error unknown command");
     }
