@@ -194,6 +194,8 @@ Status Hub::start() {
       switch (model::parse_key(e.has_delta() ? e.delta().key() : e.doc().key()).kind) {
         case model::KeyKind::kPlacement:
         case model::KeyKind::kTemplate:
+        case model::KeyKind::kOverride:  // a new revision where it applies
+        case model::KeyKind::kGrant:     // which sites a placement targets
         case model::KeyKind::kSite:
         case model::KeyKind::kStatus:
         case model::KeyKind::kHold:

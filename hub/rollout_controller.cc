@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "hub/template_revisions.h"
 #include "model/documents.h"
 #include "model/keys.h"
 #include "model/render.h"
@@ -147,22 +148,26 @@ Status RolloutController::step_placement(const std::string& key, RolloutStep* ou
 
   std::string why_paused;
   for (const auto& t : placement->templates) {
-    auto text = store_->get(model::template_key(tenant, t));
-    if (!text.ok()) continue;  // no such template: the sites report it failed
-    const std::string revision = model::template_revision(*text);
+    // The revision each site should apply: the template's, changed by the
+    // hub overrides of it that apply to the site (a changed override rolls
+    // out as a changed template does).
+    auto revisions = TemplateRevisions::read(store_, index_, tenant, t);
+    if (!revisions.ok()) continue;  // no such template: the sites report it failed
     model::TemplateRollout& progress = state.templates.emplace_back();
     progress.template_name = t;
-    progress.revision = revision;
+    progress.revision = revisions->base();
     progress.targeted = sites.size();
     size_t in_flight = 0, failed = 0;
     std::vector<bool> done(sites.size(), false);  // applied this revision
     std::vector<size_t> waiting;                  // not released this revision, in order
+    std::vector<std::string> revision(sites.size());
     for (size_t i = 0; i < sites.size(); ++i) {
       const std::string& site = sites[i];
+      revision[i] = revisions->at(site);
       auto release = read(store_, model::release_key(site, tenant, t));
       auto parsed = release ? model::parse_release(*release)
                             : StatusOr<model::Release>(not_found("no release"));
-      if (!parsed.ok() || parsed->revision != revision) {
+      if (!parsed.ok() || parsed->revision != revision[i]) {
         waiting.push_back(i);
         continue;
       }
@@ -170,7 +175,7 @@ Status RolloutController::step_placement(const std::string& key, RolloutStep* ou
       auto status = read(store_, model::status_key(site, tenant, t));
       auto report = status ? model::parse_status_report(*status)
                            : StatusOr<model::StatusReport>(not_found("no status"));
-      const bool at_revision = report.ok() && report->revision == revision;
+      const bool at_revision = report.ok() && report->revision == revision[i];
       if (at_revision && report->outcome == model::Outcome::kApplied) {
         // Applied, and healthy where the site reads health back (the kube
         // applier): a wave advances only over healthy sites.
@@ -229,12 +234,12 @@ Status RolloutController::step_placement(const std::string& key, RolloutStep* ou
         continue;
       }
       auto w = store_->put_value(model::release_key(site, tenant, t),
-                                 model::release_document(model::Release{revision}));
+                                 model::release_document(model::Release{revision[i]}));
       if (!w.ok()) return w.status();
       ++out->released;
       ++progress.released;
       --slots;
-      spdlog::info("rollout {}: released template {} revision {} to site {}", name, t, revision,
+      spdlog::info("rollout {}: released template {} revision {} to site {}", name, t, revision[i],
                    site);
     }
   }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "hub/template_revisions.h"
 #include "model/documents.h"
 #include "model/keys.h"
 #include "model/render.h"
@@ -349,16 +350,18 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
       }
     }
   }
-  std::unordered_map<std::string, std::string> revisions;  // template name -> revision
+  // Template name -> the revision each site should report (its template and
+  // the hub overrides of it that apply there).
+  std::unordered_map<std::string, TemplateRevisions> revisions;
   for (const auto& t : templates) {
-    auto text = store_->get(model::template_key(tenant, t));
-    if (text.ok()) revisions[t] = model::template_revision(*text);
+    auto r = TemplateRevisions::read(store_, index_, tenant, t);
+    if (r.ok()) revisions.emplace(t, std::move(r).value());
   }
-  auto current = [&revisions](const std::string& t, const Reported* r) {
+  auto current = [&revisions](const std::string& site, const std::string& t, const Reported* r) {
     // An outcome without a revision (a spoke before revisions) counts as current.
     if (r == nullptr || r->revision.empty()) return true;
     auto it = revisions.find(t);
-    return it != revisions.end() && it->second == r->revision;
+    return it != revisions.end() && it->second.at(site) == r->revision;
   };
   std::lock_guard lock(mu_);
   auto it = placements_.find(key);
@@ -372,7 +375,7 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
   // Applied everywhere, but some template at an older revision.
   auto behind = [&](const std::string& site) {
     for (const auto& t : p.templates) {
-      if (!current(t, reported(site, p.tenant, t))) return true;
+      if (!current(site, t, reported(site, p.tenant, t))) return true;
     }
     return false;
   };
@@ -436,7 +439,7 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
         ts->set_message(r->message);
         ts->set_hash(r->hash);
         ts->set_revision(r->revision);
-        ts->set_current(!r->outcome.empty() && current(t, r));
+        ts->set_current(!r->outcome.empty() && current(s->first, t, r));
         ts->set_health(r->health);
         ts->set_health_message(r->health_message);
         ts->set_drift(r->drift);

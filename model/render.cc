@@ -78,6 +78,17 @@ std::string template_revision(uint64_t xxh3_of_canonical_json) {
   return hex64(xxh3_of_canonical_json);
 }
 
+std::string template_revision(uint64_t template_hash,
+                              const std::vector<uint64_t>& override_hashes) {
+  uint64_t h = template_hash;
+  for (uint64_t o : override_hashes) {
+    unsigned char bytes[8];  // little-endian, the same on every machine
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<unsigned char>(o >> (8 * i));
+    h = XXH3_64bits_withSeed(bytes, sizeof bytes, h);
+  }
+  return hex64(h);
+}
+
 std::string content_hash(const json& rendered_object) {
   const json* meta = field(rendered_object, "metadata");
   const json* ann = meta ? field(*meta, "annotations") : nullptr;

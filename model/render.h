@@ -120,6 +120,14 @@ std::string object_hash(const nlohmann::json& object);
 std::string template_revision(std::string_view canonical_json);
 // The same from the XXH3-64 of that text, for a caller that already hashed it.
 std::string template_revision(uint64_t xxh3_of_canonical_json);
+// The revision of a template at one site: the template's text and the hub
+// overrides of it that apply there (ObjectPlan::override_keys, key order),
+// each given as the XXH3-64 of its canonical text. With no override it is
+// the template's own revision. A changed override is thus a new revision at
+// the sites it applies to, and a rollout governs it as it governs a changed
+// template. A site's local override is not part of it: the site's operator
+// changes that, not a rollout.
+std::string template_revision(uint64_t template_hash, const std::vector<uint64_t>& override_hashes);
 // The hash an object carries should be: object_hash of it without the
 // canopy.io/hash annotation.
 std::string content_hash(const nlohmann::json& rendered_object);

@@ -152,10 +152,23 @@ Status Reconciler::refresh_desired() {
 }
 
 std::string Reconciler::revision_of(const std::string& template_key) const {
+  if (auto r = revisions_.find(template_key); r != revisions_.end()) return r->second;
   // seen_ holds XXH3 (seed 0) of each document's canonical text, which is
   // what model::template_revision hashes.
   auto it = seen_.find(template_key);
   return it == seen_.end() ? std::string() : model::template_revision(it->second.text_hash);
+}
+
+std::string Reconciler::revision_of(const model::ObjectPlan& plan) const {
+  auto it = seen_.find(plan.template_key);
+  if (it == seen_.end()) return std::string();
+  std::vector<uint64_t> overrides;
+  overrides.reserve(plan.override_keys.size());
+  for (const std::string& k : plan.override_keys) {
+    auto o = seen_.find(k);
+    overrides.push_back(o == seen_.end() ? 0 : o->second.text_hash);
+  }
+  return model::template_revision(it->second.text_hash, overrides);
 }
 
 uint64_t Reconciler::fingerprint(const model::ObjectPlan& plan) const {
@@ -189,6 +202,8 @@ Status Reconciler::reconcile_once() {
     plan.failures.push_back(model::RenderFailure{model::site_key(site_.name), "", "", site_error_});
   }
   failures_ = std::move(plan.failures);
+  revisions_.clear();
+  for (const model::ObjectPlan& p : plan.objects) revisions_[p.template_key] = revision_of(p);
   std::set<std::string> global_now;
   for (const model::RenderFailure& f : failures_) {
     if (!f.template_name.empty()) continue;

@@ -116,9 +116,11 @@ class Reconciler {
   const std::vector<model::RenderFailure>& last_failures() const { return failures_; }
 
  private:
-  // The revision (model::template_revision) of the template document last
-  // read, empty when none.
+  // The revision (model::template_revision) of a template at this site, as
+  // the last pass planned it: the template document last read and the hub
+  // overrides of it that apply here; empty when the template is unknown.
   std::string revision_of(const std::string& template_key) const;
+  std::string revision_of(const model::ObjectPlan& plan) const;
   struct Seen {
     uint64_t text_hash = 0;
     uint64_t generation = 0;
@@ -159,6 +161,8 @@ class Reconciler {
   std::unordered_map<std::string, Seen> seen_;  // desired key -> hash of its bytes
   uint64_t generation_ = 0;
   std::map<std::string, Memo> memo_;  // template key -> last render
+  // Template key -> revision_of(plan), for the templates the last pass planned.
+  std::unordered_map<std::string, std::string> revisions_;
   ReconcileStats stats_;
   std::vector<model::RenderFailure> failures_;
   std::set<std::string> logged_global_;  // global failures already logged

@@ -5,6 +5,7 @@
 #include "hub/rollout_controller.h"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
 #include <nlohmann/json.hpp>
 
@@ -309,6 +310,58 @@ TEST_F(RolloutControllerTest, PlacementsWithoutAPolicyAndUngrantedSitesGetNoRele
   placement({{"maxUnavailable", 10}});
   step();
   EXPECT_EQ(released(), (Names{"b", "d"}));
+}
+
+// A hub override is part of the revision at the sites it applies to
+// (hub/template_revisions.h): changing it rolls out as a template change
+// does, to those sites only, within maxUnavailable; the others stay done.
+TEST_F(RolloutControllerTest, AChangedOverrideRollsOutToTheSitesItAppliesTo) {
+  placement({{"maxUnavailable", 1}});
+  for (const char* s : {"a", "b", "c", "d"}) {
+    EXPECT_EQ(step().released, 1u);
+    report(s, "applied");
+  }
+  EXPECT_EQ(step().released, 0u);
+  put(model::override_key("acme", "big"),
+      {{"template", "web"}, {"sites", {"c", "d"}}, {"patch", {{"spec", {{"replicas", 2}}}}}});
+  auto hash = [&](const std::string& key) {
+    auto text = store_->get(key);
+    EXPECT_TRUE(text.ok());
+    return text.ok() ? XXH3_64bits(text->data(), text->size()) : 0;
+  };
+  const std::string with_override = model::template_revision(
+      hash(model::template_key("acme", "web")), {hash(model::override_key("acme", "big"))});
+  auto released_at = [&](const char* site) {
+    auto text = store_->get(model::release_key(site, "acme", "web"));
+    return text.ok() ? json::parse(*text)["revision"].get<std::string>() : std::string();
+  };
+  auto state = [&] {
+    auto text = store_->get(model::rollout_key("acme", "web-eu"));
+    EXPECT_TRUE(text.ok());
+    auto st = model::parse_rollout_state(json::parse(*text));
+    EXPECT_TRUE(st.ok());
+    return st.ok() ? *st : model::RolloutState{};
+  };
+  EXPECT_EQ(step().released, 1u);
+  EXPECT_EQ(released_at("a"), revision());
+  EXPECT_EQ(released_at("b"), revision());
+  EXPECT_EQ(released_at("c"), with_override);
+  EXPECT_EQ(released_at("d"), revision()) << "one site at a time";
+  EXPECT_EQ(state().templates.at(0).applied, 2u);
+  EXPECT_EQ(step().released, 0u) << "c has not applied it yet";
+  put(model::status_key("c", "acme", "web"),
+      model::status_document({model::template_key("acme", "web"),
+                              "h",
+                              model::Outcome::kApplied,
+                              "",
+                              "f",
+                              with_override,
+                              {},
+                              {},
+                              {}}));
+  EXPECT_EQ(step().released, 1u);
+  EXPECT_EQ(released_at("d"), with_override);
+  EXPECT_EQ(state().templates.at(0).applied, 3u);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "hub/status_aggregate.h"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -192,6 +193,50 @@ TEST_F(StatusAggregateTest, AnOlderRevisionAppliedIsProgressingNotApplied) {
   // A report without a revision (an older spoke) counts as current.
   put("sites/b/status/acme/web", {{"outcome", "applied"}, {"hash", "h"}});
   EXPECT_EQ(status().applied(), 2u);
+}
+
+// A hub override is part of the revision at the sites it applies to: a
+// changed override leaves those sites progressing until they report it, and
+// the others current.
+TEST_F(StatusAggregateTest, AChangedOverrideIsANewRevisionWhereItApplies) {
+  site("a", "eu");
+  site("b", "eu");
+  placement("shop", {"web"});
+  put(model::template_key("acme", "web"),
+      {{"apiVersion", "v1"}, {"kind", "ConfigMap"}, {"metadata", {{"name", "web"}}}});
+  auto hash = [&](const std::string& key) {
+    auto text = store_->get(key);
+    EXPECT_TRUE(text.ok());
+    return text.ok() ? XXH3_64bits(text->data(), text->size()) : 0;
+  };
+  const std::string base = model::template_revision(hash(model::template_key("acme", "web")));
+  auto report_at = [&](const std::string& s, const std::string& rev) {
+    put("sites/" + s + "/status/acme/web",
+        {{"outcome", "applied"}, {"hash", "h"}, {"revision", rev}});
+  };
+  report_at("a", base);
+  report_at("b", base);
+  auto status = [&] {
+    auto st = aggregate_->placement_status("acme", "shop", "", 10);
+    EXPECT_TRUE(st.ok());
+    return *st;
+  };
+  EXPECT_EQ(status().applied(), 2u);
+  put(model::override_key("acme", "b-data"),
+      {{"template", "web"}, {"sites", {"b"}}, {"patch", {{"data", {{"k", "v"}}}}}});
+  v1::GetStatusResponse s = status();
+  EXPECT_EQ(s.applied(), 1u);
+  EXPECT_EQ(s.progressing(), 1u);
+  EXPECT_EQ(s.sites(0).state(), "applied");
+  EXPECT_EQ(s.sites(1).state(), "progressing");
+  EXPECT_FALSE(s.sites(1).templates(0).current());
+  // b reports the revision the override makes there: current again.
+  report_at("b", model::template_revision(hash(model::template_key("acme", "web")),
+                                          {hash(model::override_key("acme", "b-data"))}));
+  s = status();
+  EXPECT_EQ(s.applied(), 2u);
+  EXPECT_EQ(s.progressing(), 0u);
+  EXPECT_TRUE(s.sites(1).templates(0).current());
 }
 
 TEST_F(StatusAggregateTest, CountsFollowSitesAndPlacements) {

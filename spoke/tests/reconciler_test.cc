@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #include <chrono>
 #include <cstdio>
@@ -189,6 +190,81 @@ TEST_F(ReconcilerTest, ARolloutHoldsANewRevisionUntilTheHubReleasesIt) {
   put("t/acme/templates/web", v2);
   reconcile();
   EXPECT_EQ(json::parse(read_file(file("acme", "web")))["spec"]["replicas"], 6);
+}
+
+TEST_F(ReconcilerTest, ARolloutHoldsAChangedHubOverrideUntilReleased) {
+  put("t/acme/templates/web", deployment("web"));
+  put("t/acme/placements/eu", {{"templates", {"web"}},
+                               {"selector", {{"matchLabels", {{"region", "eu-west"}}}}},
+                               {"rollout", {{"maxUnavailable", 1}}}});
+  auto override_doc = [](int replicas) {
+    return json{{"template", "web"},
+                {"sites", {"tower-1"}},
+                {"patch", {{"spec", {{"replicas", replicas}}}}}};
+  };
+  put("t/acme/overrides/eu-size", override_doc(3));
+  auto hash = [&](const std::string& key) {
+    const std::string text = *store_->get(key);
+    return XXH3_64bits(text.data(), text.size());
+  };
+  // The revision at this site: the template's with the override applying here.
+  auto revision = [&] {
+    return model::template_revision(hash("t/acme/templates/web"),
+                                    {hash("t/acme/overrides/eu-size")});
+  };
+  auto release = [&](const std::string& rev) {
+    put(model::release_key("tower-1", "acme", "web"), model::release_document({rev}));
+  };
+  auto replicas = [&] { return json::parse(read_file(file("acme", "web")))["spec"]["replicas"]; };
+  EXPECT_NE(revision(), model::template_revision(*store_->get("t/acme/templates/web")));
+  // A release of the template's own revision is not this site's revision.
+  release(model::template_revision(*store_->get("t/acme/templates/web")));
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().held, 1u);
+  EXPECT_FALSE(fs::exists(file("acme", "web")));
+  release(revision());
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().held, 0u);
+  EXPECT_EQ(replicas(), 3);
+  EXPECT_EQ((*status("acme", "web"))["revision"], revision());
+
+  // The override changes, the template does not: a new revision here, held
+  // until released; what was applied stays, and so does its status.
+  const json status_before = *status("acme", "web");
+  const std::string released = revision();
+  put("t/acme/overrides/eu-size", override_doc(4));
+  EXPECT_NE(revision(), released);
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().held, 1u);
+  EXPECT_EQ(reconciler_->last_stats().pruned, 0u);
+  EXPECT_EQ(replicas(), 3);
+  EXPECT_EQ(*status("acme", "web"), status_before);
+  release(revision());
+  reconcile();
+  EXPECT_EQ(replicas(), 4);
+  EXPECT_EQ((*status("acme", "web"))["revision"], revision());
+
+  // The override no longer applies here: the template's own revision, held
+  // again until released.
+  json elsewhere = override_doc(4);
+  elsewhere["sites"] = {"tower-2"};
+  put("t/acme/overrides/eu-size", elsewhere);
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().held, 1u);
+  EXPECT_EQ(replicas(), 4);
+  release(model::template_revision(*store_->get("t/acme/templates/web")));
+  reconcile();
+  EXPECT_EQ(replicas(), 1);
+
+  // The site's own local override is the site operator's change: not a
+  // rollout's, applied at once, the revision unchanged.
+  const std::string before_local = (*status("acme", "web"))["revision"];
+  put(model::local_override_key("tower-1", "acme", "web"),
+      {{"patch", {{"spec", {{"replicas", 7}}}}}});
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().held, 0u);
+  EXPECT_EQ(replicas(), 7);
+  EXPECT_EQ((*status("acme", "web"))["revision"], before_local);
 }
 
 TEST_F(ReconcilerTest, ChangeRewritesOnlyWhatChanged) {

@@ -4,7 +4,8 @@
 // before reported it applied; the hub's status shows the sites behind as
 // progressing meanwhile; with waves [1], the first site alone, then the rest;
 // a hold set with curl on a spoke's local API keeps new revisions from that
-// site until it is removed, and a hold that runs out lets it through. (Failures pausing a rollout:
+// site until it is removed, and a hold that runs out lets it through; a
+// changed hub override rolls out only to the sites it applies to. (Failures pausing a rollout:
 // rollout_controller_test.)
 #include <algorithm>
 #include <fstream>
@@ -110,6 +111,48 @@ TEST_F(RolloutE2ETest, ANewRevisionReachesTheSitesOneAtATime) {
         return st && st->applied() == 3 && st->progressing() == 0;
       },
       kTimeout, kPoll));
+}
+
+// A hub override is part of the revision at the sites it applies to: a new
+// override on eu-2 and eu-3 reaches them one at a time, as a new template
+// revision would, eu-1 keeps what it has, and the hub's status (which
+// computes each site's revision as its spoke does) ends with all three
+// applied and none progressing.
+TEST_F(RolloutE2ETest, AChangedOverrideRollsOutOnlyWhereItApplies) {
+  const std::vector<Spoke*> sites = hub_and_three_eu_sites();
+  if (HasFatalFailure()) return;
+  web_applied_everywhere(sites, 1);
+  if (HasFatalFailure()) return;
+  const json patch = {
+      {"spec",
+       {{"template",
+         {{"spec",
+           {{"containers", json::array({{{"name", "web"}, {"image", "nginx:1.27"}}})}}}}}}}};
+  ASSERT_TRUE(
+      put("override", "newer", {{"template", "web"}, {"sites", {"eu-2", "eu-3"}}, {"patch", patch}})
+          .ok());
+  std::map<std::string, std::chrono::steady_clock::time_point> switched;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (switched.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    for (Spoke* s : sites) {
+      if (!switched.contains(s->site) && image_at(s) == "nginx:1.27") {
+        switched[s->site] = std::chrono::steady_clock::now();
+      }
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(switched.size(), 2u) << "the override did not reach eu-2 and eu-3";
+  EXPECT_FALSE(switched.contains("eu-1"));
+  EXPECT_EQ(image_at(sites[0]), "nginx:1.25");
+  // One at a time: eu-3's release waited for eu-2's report.
+  EXPECT_GT(switched["eu-3"] - switched["eu-2"], 120ms);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto st = get_status("web-eu");
+        return st && st->applied() == 3 && st->progressing() == 0;
+      },
+      kTimeout, kPoll))
+      << "the hub's revision of a site with the override differs from its spoke's";
 }
 
 // Waves [1]: the first site (in name order) gets a new revision alone; the
