@@ -162,8 +162,39 @@ int run(const spoke::SpokeConfig& cfg) {
     parts.push_back({"telemetry", start_telemetry, [&] { telemetry.reset(); }});
   }
   if (!cfg.health_listen.empty()) {
-    // The telemetry forwarder's counters (docs/device-bus.md, Telemetry).
-    api::add_spoke_routes(http.server(), &site, &health, [&telemetry](api::MetricsText* page) {
+    // The device bus's counters (docs/device-bus.md: Devices as documents,
+    // Twins, Telemetry; docs/metrics.md).
+    auto bus_metrics = [&devices_watch, &twin_reports, &telemetry](api::MetricsText* page) {
+      if (devices_watch) {
+        const spoke::bus::DeviceWatchStats d = devices_watch->stats();
+        page->gauge("canopy_spoke_devices", "Valid device documents at the site.")
+            .add(static_cast<double>(d.devices));
+        page->counter("canopy_spoke_device_documents_refused",
+                      "Device documents refused (not a valid device), over all passes.")
+            .add(static_cast<double>(d.refused));
+        page->counter("canopy_spoke_twin_desired_published",
+                      "Desired twins published retained to the devices (clears included).")
+            .add(static_cast<double>(d.desired_published));
+        page->counter("canopy_spoke_twin_desired_failed",
+                      "Desired twin publishes that failed (each is retried).")
+            .add(static_cast<double>(d.desired_failed));
+      }
+      if (twin_reports) {
+        const spoke::bus::TwinReportStats r = twin_reports->stats();
+        page->counter("canopy_spoke_twin_reports_accepted",
+                      "Device reports taken, before coalescing.")
+            .add(static_cast<double>(r.accepted));
+        page->counter("canopy_spoke_twin_reports_refused", "Device reports refused.")
+            .add(static_cast<double>(r.refused_malformed), {{"reason", "malformed"}})
+            .add(static_cast<double>(r.refused_oversized), {{"reason", "oversized"}})
+            .add(static_cast<double>(r.refused_unknown), {{"reason", "unknown_device"}});
+        page->counter("canopy_spoke_twin_reported_writes",
+                      "Reported twin documents written to the store (after coalescing).")
+            .add(static_cast<double>(r.writes));
+        page->counter("canopy_spoke_twin_reported_write_failures",
+                      "Reported twin writes that failed.")
+            .add(static_cast<double>(r.write_failures));
+      }
       if (!telemetry) return;
       const spoke::bus::TelemetryStats t = telemetry->stats();
       page->counter("canopy_spoke_telemetry_forwarded",
@@ -182,7 +213,8 @@ int run(const spoke::SpokeConfig& cfg) {
       page->gauge("canopy_spoke_telemetry_uplink",
                   "1 while the hub answers the telemetry forwarder.")
           .add(t.uplink ? 1 : 0);
-    });
+    };
+    api::add_spoke_routes(http.server(), &site, &health, bus_metrics);
     parts.push_back(http.part("local API", cfg.health_listen));
   }
   return daemon::run_until_signal(std::move(parts), &health);

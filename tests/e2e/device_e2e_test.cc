@@ -7,6 +7,8 @@
 // On a failure, the tails of every daemon's log are printed.
 #include <sys/wait.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <regex>
 
 #include "tests/e2e/e2e_fixture.h"
@@ -525,6 +527,23 @@ TEST_F(DeviceTest, BadReportsAreRefusedLoggedAndCounted) {
   }
   EXPECT_TRUE(spoke_->proc.running());
   EXPECT_FALSE(twin("acme", "ghost"));
+  // The same counts on the spoke's /metrics, linted by promtool.
+  httplib::Client cli("127.0.0.1", spoke_->health_port);
+  auto res = cli.Get("/metrics");
+  ASSERT_TRUE(res && res->status == 200);
+  for (const char* line :
+       {"\ncanopy_spoke_devices 1\n", "\ncanopy_spoke_twin_reports_accepted_total 1\n",
+        "\ncanopy_spoke_twin_reports_refused_total{reason=\"malformed\"} 3\n",
+        "\ncanopy_spoke_twin_reports_refused_total{reason=\"oversized\"} 1\n",
+        "\ncanopy_spoke_twin_reports_refused_total{reason=\"unknown_device\"} 1\n",
+        "\ncanopy_spoke_twin_reported_writes_total 1\n",
+        "\ncanopy_spoke_twin_desired_failed_total 0\n"}) {
+    EXPECT_NE(res->body.find(line), std::string::npos) << line << "\n" << res->body;
+  }
+  const std::string prom = spoke_->dir.file("metrics.prom");
+  { std::ofstream(prom) << res->body; }
+  EXPECT_EQ(std::system(("promtool check metrics < " + prom + " > /dev/null 2>&1").c_str()), 0)
+      << res->body;
 }
 
 }  // namespace
