@@ -168,19 +168,48 @@ bool DeviceDocumentsWatch::publish(const std::map<std::string, Published>& items
                                desired_.password);
     };
     Status st = pub.mqtt->connected() ? ok_status() : connect();
-    for (const auto& [key, p] : list) {
-      if (st.ok()) {
-        st = pub.mqtt->publish_retained(desired_topic(p->tenant, p->id), p->payload);
-        // A connection kept from an earlier pass may have been closed by the
-        // server (a reload, an idle timeout): one new connection, one retry.
-        if (!st.ok() && st.code() != StatusCode::kInvalidArgument) {
-          st = connect();
-          if (st.ok()) st = pub.mqtt->publish_retained(desired_topic(p->tenant, p->id), p->payload);
+    // The tenant's changed twins in one pipelined run of PUBLISHes (a spoke
+    // restart at 10,000 devices re-publishes every one).
+    std::vector<std::string> topics;
+    topics.reserve(list.size());
+    for (const auto& [key, p] : list) topics.push_back(desired_topic(p->tenant, p->id));
+    std::vector<Status> results(list.size(), st);
+    auto run = [&](const std::vector<size_t>& which) {
+      std::vector<MqttPublisher::RetainedMessage> messages;
+      messages.reserve(which.size());
+      for (size_t i : which) messages.push_back({topics[i], list[i].second->payload});
+      std::vector<Status> out = pub.mqtt->publish_retained_all(messages);
+      for (size_t j = 0; j < which.size(); ++j) results[which[j]] = std::move(out[j]);
+    };
+    std::vector<size_t> all_items(list.size());
+    for (size_t i = 0; i < list.size(); ++i) all_items[i] = i;
+    if (st.ok()) {
+      run(all_items);
+      // A connection kept from an earlier pass may have been closed by the
+      // server (a reload, an idle timeout): one new connection, one retry
+      // of what it did not take.
+      std::vector<size_t> retry;
+      for (size_t i = 0; i < list.size(); ++i) {
+        if (!results[i].ok() && results[i].code() != StatusCode::kInvalidArgument) {
+          retry.push_back(i);
         }
       }
-      if (!st.ok()) {
+      if (!retry.empty()) {
+        st = connect();
+        if (st.ok()) {
+          run(retry);
+        } else {
+          for (size_t i : retry) results[i] = st;
+        }
+      }
+    }
+    Status last_error;
+    for (size_t i = 0; i < list.size(); ++i) {
+      const auto& [key, p] = list[i];
+      if (!results[i].ok()) {
         ++failed;
         all = false;
+        last_error = results[i];
         if (failed_keys != nullptr) failed_keys->insert(key);
         continue;
       }
@@ -191,9 +220,9 @@ bool DeviceDocumentsWatch::publish(const std::map<std::string, Published>& items
         published_[key] = *p;
       }
     }
-    if (!st.ok()) {
+    if (!last_error.ok()) {
       spdlog::warn("bus: desired twins of tenant {} not published: {}; retrying", tenant,
-                   st.message());
+                   last_error.message());
       pub.mqtt->disconnect();
     }
   }

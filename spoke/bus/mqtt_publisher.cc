@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <unordered_map>
 
 #include "spoke/bus/mqtt_packet.h"
 
@@ -97,30 +98,67 @@ Status MqttPublisher::connect(const std::string& host, int port, const std::stri
 }
 
 Status MqttPublisher::publish_retained(std::string_view topic, std::string_view payload) {
-  if (fd_ < 0) return failed_precondition("mqtt: not connected");
-  const uint16_t id = next_id_++;
-  if (next_id_ == 0) next_id_ = 1;
-  // The body is the topic with its two length bytes, the packet id and the payload.
-  if (topic.size() + payload.size() > mqtt::kMaxRemaining - 4) {
-    return invalid_argument("mqtt: message too large");
+  return publish_retained_all({RetainedMessage{topic, payload}}).front();
+}
+
+std::vector<Status> MqttPublisher::publish_retained_all(
+    const std::vector<RetainedMessage>& messages, size_t window, size_t window_bytes) {
+  std::vector<Status> results(messages.size());
+  if (fd_ < 0) {
+    for (Status& st : results) st = failed_precondition("mqtt: not connected");
+    return results;
   }
-  if (Status st = send_all(mqtt::publish_packet(topic, payload, 1, /*retain=*/true, id));
-      !st.ok()) {
+  if (window == 0) window = 1;
+  // Packet id -> the message it carries, for the PUBLISHes not yet acknowledged.
+  std::unordered_map<uint16_t, size_t> in_flight;
+  size_t in_flight_bytes = 0;
+  size_t next = 0;
+  std::vector<size_t> bytes(messages.size(), 0);
+  // On a broken connection every message without its PUBACK fails with `st`.
+  auto fail_rest = [&](const Status& st) {
+    for (const auto& [id, i] : in_flight) results[i] = st;
+    for (; next < messages.size(); ++next) results[next] = st;
     disconnect();
-    return st;
-  }
-  while (true) {
+    return results;
+  };
+  while (next < messages.size() || !in_flight.empty()) {
+    while (next < messages.size() && in_flight.size() < window &&
+           (in_flight.empty() || in_flight_bytes < window_bytes)) {
+      const RetainedMessage& m = messages[next];
+      // The body is the topic with its two length bytes, the packet id and the payload.
+      if (m.topic.size() + m.payload.size() > mqtt::kMaxRemaining - 4) {
+        results[next++] = invalid_argument("mqtt: message too large");
+        continue;
+      }
+      uint16_t id = next_id_++;
+      if (next_id_ == 0) next_id_ = 1;
+      while (in_flight.contains(id)) {  // only after 65,535 ids in one window: never
+        id = next_id_++;
+        if (next_id_ == 0) next_id_ = 1;
+      }
+      if (Status st = send_all(mqtt::publish_packet(m.topic, m.payload, 1, /*retain=*/true, id));
+          !st.ok()) {
+        return fail_rest(st);
+      }
+      in_flight.emplace(id, next);
+      bytes[next] = m.topic.size() + m.payload.size();
+      in_flight_bytes += bytes[next];
+      ++next;
+    }
+    if (in_flight.empty()) break;
     uint8_t type = 0;
     std::string reply;
-    if (Status st = read_packet(&type, &reply); !st.ok()) {
-      disconnect();
-      return st;
-    }
+    if (Status st = read_packet(&type, &reply); !st.ok()) return fail_rest(st);
     if ((type & 0xF0) != kPuback || reply.size() != 2) continue;  // nothing else is expected
     const uint16_t acked = static_cast<uint16_t>((static_cast<uint8_t>(reply[0]) << 8) |
                                                  static_cast<uint8_t>(reply[1]));
-    if (acked == id) return ok_status();
+    auto it = in_flight.find(acked);
+    if (it == in_flight.end()) continue;
+    results[it->second] = ok_status();
+    in_flight_bytes -= bytes[it->second];
+    in_flight.erase(it);
   }
+  return results;
 }
 
 void MqttPublisher::disconnect() {

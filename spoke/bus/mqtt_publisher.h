@@ -13,14 +13,16 @@
 // every later subscribe.
 //
 // The protocol subset: CONNECT (clean session, user name and password),
-// CONNACK, PUBLISH at QoS 1 with retain, PUBACK, DISCONNECT. Blocking, with
-// a deadline on every read; one publisher is used by one thread.
+// CONNACK, PUBLISH at QoS 1 with retain (pipelined: many unacknowledged at
+// once), PUBACK, DISCONNECT. Blocking, with a deadline on every read; one
+// publisher is used by one thread.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "store/status.h"
 
@@ -42,6 +44,19 @@ class MqttPublisher {
   // Publishes `payload` on `topic` at QoS 1 with retain, and waits for its
   // PUBACK. An empty payload clears the topic's retained message.
   Status publish_retained(std::string_view topic, std::string_view payload);
+  // The same for many messages, pipelined: up to `window` PUBLISHes (and
+  // while more than one, up to `window_bytes` of topics and payloads) are
+  // unacknowledged at once, as MQTT 3.1.1 allows at QoS 1; the server
+  // acknowledges each once it stored it. results[i] is messages[i]'s: OK once
+  // its PUBACK came, InvalidArgument for a message too large for MQTT (the
+  // others go on), and on a broken connection the error for every message
+  // not yet acknowledged (the connection is closed).
+  struct RetainedMessage {
+    std::string_view topic;
+    std::string_view payload;
+  };
+  std::vector<Status> publish_retained_all(const std::vector<RetainedMessage>& messages,
+                                           size_t window = 64, size_t window_bytes = 1 << 20);
   // Sends DISCONNECT and closes; also done by the destructor.
   void disconnect();
   bool connected() const { return fd_ >= 0; }

@@ -20,6 +20,7 @@
 
 #include "daemon/password_hash.h"
 #include "spoke/bus/bus_spec.h"
+#include "spoke/bus/mqtt_publisher.h"
 #include "spoke/bus/supervisor.h"
 #include "tests/support/free_port.h"
 #include "tests/support/nats_server.h"
@@ -328,6 +329,48 @@ TEST_F(BusSupervisorTest, RetainedMessagesReachLateSubscribersAndSurviveAKill) {
   const size_t first_wait = log.find("starting it again in 100 ms");
   ASSERT_NE(first_wait, std::string::npos) << log;
   EXPECT_NE(log.find("starting it again in 200 ms", first_wait), std::string::npos) << log;
+}
+
+// The spoke's desired twins go out pipelined (MqttPublisher::
+// publish_retained_all): each PUBLISH is acknowledged by nats-server and kept
+// as the topic's retained message; a connection that breaks fails what it
+// did not acknowledge, with the reason.
+TEST_F(BusSupervisorTest, PipelinedRetainedPublishesAreEachAcknowledgedAndKept) {
+  ASSERT_NO_FATAL_FAILURE(start_bus());
+  MqttPublisher mqtt;
+  Status st = mqtt.connect("127.0.0.1", spec_.mqtt_port, "_canopy-test-acme",
+                           spoke_mqtt_user("acme"), spoke_password_);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  std::vector<std::string> topics, payloads;
+  for (int i = 0; i < 500; ++i) {
+    topics.push_back("t/acme/d/dev-" + std::to_string(i) + "/desired");
+    payloads.push_back(R"({"n":)" + std::to_string(i) + "}");
+  }
+  topics.push_back("t/acme/d/pump-1/desired");  // last: pump-1 reads it back
+  payloads.push_back(R"({"n":"last"})");
+  std::vector<MqttPublisher::RetainedMessage> messages;
+  for (size_t i = 0; i < topics.size(); ++i) messages.push_back({topics[i], payloads[i]});
+  const std::vector<Status> results = mqtt.publish_retained_all(messages, /*window=*/64);
+  ASSERT_EQ(results.size(), messages.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].to_string();
+  }
+  EXPECT_TRUE(mqtt.connected());
+  ToolRun s = sub_one(pump_, "t/acme/d/pump-1/desired");
+  EXPECT_EQ(s.output, "t/acme/d/pump-1/desired {\"n\":\"last\"}\n") << s.output;
+
+  // The server dies: every message of the run fails, and the connection is closed.
+  ASSERT_EQ(::kill(sup_->pid(), SIGKILL), 0);
+  std::vector<Status> broken;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    broken = mqtt.publish_retained_all(messages, /*window=*/64);
+    if (!broken.front().ok() || !mqtt.connected()) break;
+  }
+  ASSERT_EQ(broken.size(), messages.size());
+  EXPECT_FALSE(broken.back().ok());
+  EXPECT_EQ(broken.back().code(), StatusCode::kUnavailable) << broken.back().to_string();
+  EXPECT_FALSE(mqtt.connected());
+  EXPECT_EQ(mqtt.publish_retained_all(messages).front().code(), StatusCode::kFailedPrecondition);
 }
 
 TEST_F(BusSupervisorTest, TenantsAndDevicesAreConfinedByNatsServer) {
