@@ -191,6 +191,9 @@ int run(const spoke::SpokeConfig& cfg) {
         page->counter("canopy_spoke_twin_reported_writes",
                       "Reported twin documents written to the store (after coalescing).")
             .add(static_cast<double>(r.writes));
+        page->counter("canopy_spoke_twin_reported_commits",
+                      "Store commits of reported twins (many devices' reports share one).")
+            .add(static_cast<double>(r.commits));
         page->counter("canopy_spoke_twin_reported_write_failures",
                       "Reported twin writes that failed.")
             .add(static_cast<double>(r.write_failures));

@@ -373,40 +373,33 @@ void Store::Impl::publish_durable() {
   }
 }
 
-StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
-                                             const std::optional<json>& target_in,
-                                             const json* merge_patch) {
-  const std::string key(key_view);
-  CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
-  // The limits a document must keep. A whole target is checked before the
-  // lock is taken (writers wait for nobody's serialization); a patched one
-  // exists only under the lock.
-  auto check_limits = [&](const json& target) -> Status {
-    const size_t bytes = target.dump().size();
-    if (bytes > opts_.limits.max_doc_bytes) {
-      return invalid_argument("document " + key + " of " + std::to_string(bytes) +
-                              " bytes exceeds the limit of " +
-                              std::to_string(opts_.limits.max_doc_bytes));
-    }
-    // The same depth limit as parse_document: a deeper document could be
-    // written but never loaded again (Document::from_proto refuses it).
-    if (json_depth(target) > opts_.limits.max_depth) {
-      return invalid_argument("document " + key + " nests deeper than " +
-                              std::to_string(opts_.limits.max_depth));
-    }
-    return ok_status();
-  };
-  if (merge_patch == nullptr && target_in.has_value()) {
-    CANOPY_RETURN_IF_ERROR(check_limits(*target_in));
+Status Store::Impl::check_local_limits(const std::string& key, const json& target) const {
+  const size_t bytes = target.dump().size();
+  if (bytes > opts_.limits.max_doc_bytes) {
+    return invalid_argument("document " + key + " of " + std::to_string(bytes) +
+                            " bytes exceeds the limit of " +
+                            std::to_string(opts_.limits.max_doc_bytes));
   }
-  std::unique_lock lock(mu_);
+  // The same depth limit as parse_document: a deeper document could be
+  // written but never loaded again (Document::from_proto refuses it).
+  if (json_depth(target) > opts_.limits.max_depth) {
+    return invalid_argument("document " + key + " nests deeper than " +
+                            std::to_string(opts_.limits.max_depth));
+  }
+  return ok_status();
+}
+
+StatusOr<v1::Delta> Store::Impl::stage_local(const std::string& key,
+                                             const std::optional<json>& target_in,
+                                             const json* merge_patch, rocksdb::WriteBatch* b,
+                                             std::vector<v1::LogEntry>* entries) {
   auto loaded = load(key);
   if (!loaded.ok()) return loaded.status();
   Document* doc = *loaded;
   std::optional<json> patched;
   if (merge_patch != nullptr) {
     patched = apply_merge_patch(doc->exists() ? doc->to_value() : json::object(), *merge_patch);
-    CANOPY_RETURN_IF_ERROR(check_limits(*patched));
+    CANOPY_RETURN_IF_ERROR(check_local_limits(key, *patched));
   }
   const std::optional<json>& target = merge_patch != nullptr ? patched : target_in;
 
@@ -422,7 +415,6 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   }
   if (delta.ops_size() == 0) return delta;
 
-  Saved saved = save();
   // Stamp above everything this write saw in the document, so that a causal
   // overwrite always wins, even over a value stamped by a clock running ahead.
   const uint64_t clock_stamp = hlc_.tick(clock_->now_ms());
@@ -439,13 +431,29 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   doc->causal_context(meta_.replica_id(), &delta);
   if (stamp != clock_stamp) delta.set_clock_hlc(clock_stamp);
   doc->apply(delta, nullptr);
+  vv_.add(meta_.replica_id(), seq);
+  stage_delta(b, delta, /*source=*/0, entries);
+  return delta;
+}
+
+StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
+                                             const std::optional<json>& target,
+                                             const json* merge_patch) {
+  const std::string key(key_view);
+  CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
+  // A whole target is checked before the lock is taken (writers wait for
+  // nobody's serialization); a patched one exists only under the lock.
+  if (merge_patch == nullptr && target.has_value()) {
+    CANOPY_RETURN_IF_ERROR(check_local_limits(key, *target));
+  }
+  std::unique_lock lock(mu_);
+  Saved saved = save();
   VersionVector::Undo vv_undo;
   vv_undo.note(vv_, meta_.replica_id());
-  vv_.add(meta_.replica_id(), seq);
-
   rocksdb::WriteBatch& b = reusable_batch();
   std::vector<v1::LogEntry> entries;
-  stage_delta(&b, delta, /*source=*/0, &entries);
+  auto delta = stage_local(key, target, merge_patch, &b, &entries);
+  if (!delta.ok() || delta->ops_size() == 0) return delta;
   stage_vv(&b, meta_.replica_id());
   stage_meta(&b);
   Status st = commit(&b);
@@ -459,6 +467,56 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   publish(ticket, std::move(entries));
   CANOPY_RETURN_IF_ERROR(wait_durable(lock, ticket));
   return delta;
+}
+
+std::vector<StatusOr<v1::Delta>> Store::Impl::put_values(
+    const std::vector<std::pair<std::string, json>>& docs) {
+  std::vector<StatusOr<v1::Delta>> results(docs.size(), StatusOr<v1::Delta>(v1::Delta()));
+  std::vector<bool> valid(docs.size(), false);
+  for (size_t i = 0; i < docs.size(); ++i) {
+    const auto& [key, doc] = docs[i];
+    Status st = validate_key(key, opts_.limits.max_key_bytes);
+    if (st.ok() && !doc.is_object()) {
+      st = invalid_argument("document " + key + " must be a JSON object");
+    }
+    if (st.ok()) st = check_local_limits(key, doc);
+    if (!st.ok()) {
+      results[i] = st;
+      continue;
+    }
+    valid[i] = true;
+  }
+  std::unique_lock lock(mu_);
+  Saved saved = save();
+  VersionVector::Undo vv_undo;
+  vv_undo.note(vv_, meta_.replica_id());
+  rocksdb::WriteBatch& b = reusable_batch();
+  std::vector<v1::LogEntry> entries;
+  std::vector<size_t> staged;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    if (!valid[i]) continue;
+    results[i] = stage_local(docs[i].first, docs[i].second, nullptr, &b, &entries);
+    if (results[i].ok() && results[i]->ops_size() > 0) staged.push_back(i);
+  }
+  if (staged.empty()) return results;
+  stage_vv(&b, meta_.replica_id());
+  stage_meta(&b);
+  Status st = commit(&b);
+  if (!st.ok()) {
+    for (size_t i : staged) {
+      cache_.erase(docs[i].first);
+      results[i] = st;
+    }
+    restore(std::move(saved));
+    vv_undo.apply(&vv_);
+    return results;
+  }
+  const uint64_t ticket = ++written_ticket_;
+  publish(ticket, std::move(entries));
+  if (st = wait_durable(lock, ticket); !st.ok()) {
+    for (size_t i : staged) results[i] = st;
+  }
+  return results;
 }
 
 StatusOr<v1::Delta> Store::Impl::patch(std::string_view key, std::string_view text) {
@@ -779,6 +837,11 @@ StatusOr<v1::Delta> Store::put_value(std::string_view key, const nlohmann::json&
     return invalid_argument("document " + std::string(key) + " must be a JSON object");
   }
   return impl_->write_local(key, doc);
+}
+
+std::vector<StatusOr<v1::Delta>> Store::put_values(
+    const std::vector<std::pair<std::string, nlohmann::json>>& docs) {
+  return impl_->put_values(docs);
 }
 
 StatusOr<v1::Delta> Store::patch(std::string_view key, std::string_view text) {

@@ -60,6 +60,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "canopy/v1/store.pb.h"
@@ -199,6 +200,13 @@ class Store {
   // nothing commits nothing and returns a delta without ops (dot seq 0).
   StatusOr<v1::Delta> put(std::string_view key, std::string_view json_text);
   StatusOr<v1::Delta> put_value(std::string_view key, const nlohmann::json& doc);
+  // Writes each document as put_value would, in one commit: one write batch
+  // and, with group commit, one fsync for all. Each gets its own delta (its
+  // own dot and log entry), as separate writes would. results[i] is docs[i]'s:
+  // a refused document (a bad key, not an object, over the limits) fails
+  // alone; a failed commit fails every document it held and changes nothing.
+  std::vector<StatusOr<v1::Delta>> put_values(
+      const std::vector<std::pair<std::string, nlohmann::json>>& docs);
   StatusOr<v1::Delta> patch(std::string_view key, std::string_view merge_patch_text);
   // NotFound when the document does not exist.
   StatusOr<v1::Delta> remove(std::string_view key);

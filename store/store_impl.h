@@ -100,6 +100,19 @@ class Store::Impl {
   // lock so that concurrent writes to other fields are not reverted.
   StatusOr<v1::Delta> write_local(std::string_view key, const std::optional<json>& target,
                                   const json* merge_patch = nullptr);
+  std::vector<StatusOr<v1::Delta>> put_values(
+      const std::vector<std::pair<std::string, json>>& docs);
+  // The size and depth limits a locally written document must keep.
+  Status check_local_limits(const std::string& key, const json& target) const;
+  // REQUIRES: mu_ held. One local write's part of a commit: loads the
+  // document, diffs, stamps and applies the delta (to the cached document,
+  // and its dot to vv_), and stages its operand and log entry into `b`. A
+  // delta without ops changed nothing and staged nothing. The caller stages
+  // vv_ and meta_ once, commits, and on failure erases the key from the
+  // cache and restores what it saved.
+  StatusOr<v1::Delta> stage_local(const std::string& key, const std::optional<json>& target,
+                                  const json* merge_patch, rocksdb::WriteBatch* b,
+                                  std::vector<v1::LogEntry>* entries);
   StatusOr<v1::Delta> patch(std::string_view key, std::string_view text);
   StatusOr<std::string> get(std::string_view key);
   StatusOr<ScanPage> scan(std::string_view prefix, std::string_view after, size_t limit);

@@ -66,6 +66,7 @@ struct TwinReportStats {
   uint64_t refused_oversized = 0;  // over max_payload bytes or max_fields fields
   uint64_t refused_unknown = 0;    // no device document at the site
   uint64_t writes = 0;             // reported documents written
+  uint64_t commits = 0;            // store commits they took (Store::put_values)
   uint64_t write_failures = 0;
 };
 

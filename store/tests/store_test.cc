@@ -72,6 +72,69 @@ TEST_F(StoreTest, PutGetPatchRemove) {
   EXPECT_EQ(*s->get("t/acme/app"), R"({"z":0})");
 }
 
+// put_values: many documents in one commit, each its own write (its own dot
+// and log entry, replicated as separate deltas); a refused one fails alone.
+TEST_F(StoreTest, PutValuesIsOneCommitOfSeparateWrites) {
+  auto a = open("a", 1, Durability::kGroupCommit);
+  auto b = open("b", 2);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  CANOPY_ASSERT_OK(a->put_value("k/same", json{{"v", 0}}));
+  std::vector<v1::LogEntry> seen;
+  a->subscribe([&](const v1::LogEntry& e) { seen.push_back(e); });
+  const uint64_t index = a->last_log_index();
+  auto r = a->put_values({{"k/1", json{{"a", 1}}},
+                          {"", json{{"a", 1}}},              // bad key
+                          {"k/array", json::array({1, 2})},  // not an object
+                          {"k/same", json{{"v", 0}}},        // unchanged
+                          {"k/deep", json::parse(std::string(200, '[') + std::string(200, ']'))},
+                          {"k/3", json{{"b", 2}}},
+                          {"k/1", json{{"a", 2}}}});  // the same key again: a second write
+  ASSERT_EQ(r.size(), 7u);
+  CANOPY_ASSERT_OK(r[0]);
+  EXPECT_EQ(r[0]->dot().seq(), 2u);
+  EXPECT_EQ(r[1].status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r[2].status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r[2].status().message().find("must be a JSON object"), std::string::npos);
+  CANOPY_ASSERT_OK(r[3]);
+  EXPECT_EQ(r[3]->ops_size(), 0);
+  EXPECT_EQ(r[4].status().code(), StatusCode::kInvalidArgument);
+  CANOPY_ASSERT_OK(r[5]);
+  EXPECT_EQ(r[5]->dot().seq(), 3u);
+  CANOPY_ASSERT_OK(r[6]);
+  EXPECT_EQ(r[6]->dot().seq(), 4u);
+  EXPECT_EQ(a->last_log_index(), index + 3);
+  ASSERT_EQ(seen.size(), 3u) << "listeners see each write, once durable";
+  EXPECT_EQ(seen[0].delta().key(), "k/1");
+  EXPECT_EQ(seen[2].index(), index + 3);
+  EXPECT_EQ(*a->get("k/1"), R"({"a":2})");
+  EXPECT_EQ(*a->get("k/3"), R"({"b":2})");
+  EXPECT_EQ(a->get("k/array").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(a->version_vector().contiguous(1), 4u);
+
+  // Another replica takes them as separate deltas and converges.
+  CANOPY_ASSERT_OK(a->put_value("k/same", json{{"v", 1}}));  // seq 5
+  auto ra = b->apply_remote(batch_of({*r[0], *r[5], *r[6]}), a->replica_id());
+  CANOPY_ASSERT_OK(ra);
+  EXPECT_EQ(ra->applied, 3u);
+  EXPECT_EQ(*b->get("k/1"), R"({"a":2})");
+  EXPECT_EQ(*b->get("k/3"), R"({"b":2})");
+
+  // Durable, and the sequence goes on after a reopen.
+  a.reset();
+  a = open("a", 1, Durability::kGroupCommit);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(*a->get("k/1"), R"({"a":2})");
+  EXPECT_EQ(*a->get("k/3"), R"({"b":2})");
+  EXPECT_EQ(a->put_value("k/4", json{{"c", 3}})->dot().seq(), 6u);
+  // Nothing to write: no commit.
+  const uint64_t last = a->last_log_index();
+  auto none = a->put_values({{"k/4", json{{"c", 3}}}});
+  CANOPY_ASSERT_OK(none[0]);
+  EXPECT_EQ(a->last_log_index(), last);
+  EXPECT_TRUE(a->put_values({}).empty());
+}
+
 TEST_F(StoreTest, ScanPaginatesByPrefix) {
   auto s = open("a", 1);
   ASSERT_NE(s, nullptr);

@@ -262,5 +262,36 @@ TEST_F(TwinPathsTest, AQuietDevicesReportIsWrittenAtOnceAndABurstCoalesced) {
   natsConnection_Destroy(nc);
 }
 
+// Many devices' reports due at once are written in a few store commits
+// (Store::put_values), each device's document still its own write.
+TEST_F(TwinPathsTest, ReportsDueTogetherShareStoreCommits) {
+  TwinReportOptions o;
+  o.nats_url = sup_->client_url();
+  o.user = kSpokeUser;
+  o.password = spoke_password_;
+  o.site = kSite;
+  o.interval = 5s;
+  auto r =
+      TwinReports::start(store_.get(), o, [](std::string_view, std::string_view) { return true; });
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  reports_ = std::move(*r);
+  const uint64_t index = store_->last_log_index();
+  constexpr int kDevices = 2000;
+  for (int i = 0; i < kDevices; ++i) {
+    reports_->ingest("t.acme.d.dev-" + std::to_string(i) + ".reported", json{{"temp", i}}.dump(),
+                     1'000'000 + static_cast<uint64_t>(i));
+  }
+  ASSERT_TRUE(wait_until([&] { return reports_->stats().writes == kDevices; }, 20s))
+      << reports_->stats().writes;
+  const TwinReportStats st = reports_->stats();
+  EXPECT_EQ(st.write_failures, 0u);
+  EXPECT_LE(st.commits, static_cast<uint64_t>(kDevices / 4)) << "one commit per device or so";
+  EXPECT_GE(st.commits, static_cast<uint64_t>(kDevices / 512));
+  EXPECT_EQ(store_->last_log_index(), index + kDevices) << "each device its own write";
+  auto doc = store_->get(model::reported_key(kSite, "acme", "dev-1999"));
+  ASSERT_TRUE(doc.ok());
+  EXPECT_EQ(json::parse(*doc)["temp"]["value"], 1999);
+}
+
 }  // namespace
 }  // namespace canopy::spoke::bus
