@@ -160,7 +160,9 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
               {"objects", h.objects},
               {"failed", h.failed},
               {"documents_received", h.documents_received},
-              {"applied", h.applied}};
+              {"applied", h.applied},
+              {"parent", h.parent},
+              {"failovers", h.failovers}};
     if (!h.nats_connected && !h.nats_error.empty()) j["nats_error"] = h.nats_error;
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
     reply_json(res, j.dump());

@@ -232,6 +232,8 @@ SpokeMetrics Spoke::metrics() {
       h.in_sync = node_->child()->in_sync();
       active = node_->child()->active();
       h.documents_received = node_->child()->stats().documents_received;
+      h.parent = node_->child()->parent();
+      h.failovers = node_->child()->stats().failovers;
       m.child = node_->child()->stats();
     });
     m.node = node_->stats();

@@ -51,6 +51,11 @@ struct SpokeHealth {
   // finds the site up to date receives none).
   uint64_t documents_received = 0;
   bool applied = false;  // a reconcile pass completed without error since start
+  // The hub the session is with (one of `parent`'s list), and how many times
+  // it moved to another: a dead hub, or one that no longer serves the site
+  // (it moved to another regional hub).
+  std::string parent;
+  uint64_t failovers = 0;
 };
 
 // Sums over the reconcile passes since start (ReconcileStats).

@@ -473,5 +473,78 @@ TEST_F(HierarchyTest, ASiteMovesBetweenRegionsWithoutLosingOrResendingItsScope) 
       << "the root never saw eu-2 live and applied through us";
 }
 
+// A spoke given both regional hubs as its parents (`--parent eu,us`) follows
+// its record by itself: moved at the root, the old region ends its session
+// (without drops), the spoke hears nothing from it and fails over to the
+// hub that now serves it, where the session reconciles — no restart, no
+// operator step, objects applied throughout, no whole-scope transfer.
+TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
+  ASSERT_NO_FATAL_FAILURE(start_hierarchy());
+  constexpr int kTemplates = 10;
+  std::vector<std::string> names;
+  for (int i = 0; i < kTemplates; ++i) {
+    names.push_back("app-" + std::to_string(i));
+    ASSERT_TRUE(put("template", names.back(), deployment(names.back(), 1, "app:1")).ok());
+  }
+  ASSERT_TRUE(put("placement", "apps-silver", placement_by_tier(names, "silver")).ok());
+  Spoke& mover = spoke("eu-2");
+  ASSERT_TRUE(mover.proc.kill(SIGTERM));
+  ASSERT_TRUE(mover.proc.wait_exit(10s).has_value());
+  mover.extra_args = {"--parent", "eu,us"};  // still on eu's NATS (a leaf, like us's)
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(mover));
+  auto health = [&] { return http_get_json(mover.health_port, "/healthz"); };
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h = health();
+        return h && h->value("parent", "") == "eu" && h->value("in_sync", false) &&
+               mover.read().size() == kTemplates;
+      },
+      kTimeout, kPoll))
+      << (health() ? health()->dump() : "no health");
+  ASSERT_TRUE(wait_until([&] { return region_in_sync(region("us")); }, kTimeout, kPoll));
+  const uint64_t received_before = health()->value("documents_received", uint64_t{0});
+  const uint64_t failovers_before = health()->value("failovers", uint64_t{0});
+
+  std::atomic<bool> watching{true};
+  std::atomic<size_t> fewest{kTemplates};
+  std::thread watcher([&] {
+    while (watching) {
+      const size_t n = mover.read().size();
+      if (n < fewest) fewest = n;
+      std::this_thread::sleep_for(10ms);
+    }
+  });
+  ASSERT_TRUE(put("site", "eu-2", {{"labels", {{"tier", "silver"}}}, {"region", "us"}}).ok());
+  // Three silent heartbeats (3 s) and it says hello to us, which serves it now.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h = health();
+        return h && h->value("parent", "") == "us" && h->value("in_sync", false);
+      },
+      20s, kPoll))
+      << (health() ? health()->dump() : "no health");
+  watching = false;
+  watcher.join();
+  EXPECT_EQ(fewest.load(), static_cast<size_t>(kTemplates))
+      << "the mover's objects were not applied throughout the move";
+  auto h = health();
+  ASSERT_TRUE(h);
+  EXPECT_GT(h->value("failovers", uint64_t{0}), failovers_before);
+  EXPECT_LE(h->value("documents_received", uint64_t{999}) - received_before, 4u)
+      << "a whole-scope transfer: " << h->dump();
+  // It takes new work through us, and the root sees it live there.
+  ASSERT_TRUE(put("template", "extra", deployment("extra", 1, "extra:1")).ok());
+  names.push_back("extra");
+  ASSERT_TRUE(put("placement", "apps-silver", placement_by_tier(names, "silver")).ok());
+  ASSERT_TRUE(wait_until([&] { return mover.read().size() == kTemplates + 1; }, kTimeout, kPoll));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto row = root_status("apps-silver", "eu-2");
+        return row && row->connected() && row->state() == "applied";
+      },
+      kTimeout, kPoll))
+      << "the root never saw eu-2 live and applied through us";
+}
+
 }  // namespace
 }  // namespace canopy::e2e
