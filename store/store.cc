@@ -446,27 +446,88 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   if (merge_patch == nullptr && target.has_value()) {
     CANOPY_RETURN_IF_ERROR(check_local_limits(key, *target));
   }
+  LocalWrite w(key, target, merge_patch);
+  std::vector<LocalWrite*> group;
+  {
+    std::unique_lock q(combine_mu_);
+    if (combining_) {
+      combine_queue_.push_back(&w);
+      w.cv.wait(q, [&] { return w.state != LocalWrite::State::kQueued; });
+      if (w.state == LocalWrite::State::kDone) return std::move(w.result);
+    }
+    // Lead: this write, then every write queued meanwhile.
+    combining_ = true;
+    group.push_back(&w);
+    group.insert(group.end(), combine_queue_.begin(), combine_queue_.end());
+    combine_queue_.clear();
+  }
+  commit_group(group);
+  return std::move(w.result);
+}
+
+void Store::Impl::commit_group(const std::vector<LocalWrite*>& group) {
+  // Hands the lead to the first writer queued (the next group stages while
+  // this one waits for its fsync), or ends the leading.
+  auto hand_on = [&] {
+    std::lock_guard q(combine_mu_);
+    if (combine_queue_.empty()) {
+      combining_ = false;
+      return;
+    }
+    LocalWrite* next = combine_queue_.front();
+    combine_queue_.erase(combine_queue_.begin());
+    next->state = LocalWrite::State::kLead;
+    next->cv.notify_one();  // under the lock: it cannot return before this ends
+  };
+  // Wakes the group's other writers: their results are set.
+  auto finish = [&] {
+    std::lock_guard q(combine_mu_);
+    for (size_t i = 1; i < group.size(); ++i) {
+      group[i]->state = LocalWrite::State::kDone;
+      group[i]->cv.notify_one();
+    }
+  };
   std::unique_lock lock(mu_);
   Saved saved = save();
   VersionVector::Undo vv_undo;
   vv_undo.note(vv_, meta_.replica_id());
   rocksdb::WriteBatch& b = reusable_batch();
   std::vector<v1::LogEntry> entries;
-  auto delta = stage_local(key, target, merge_patch, &b, &entries);
-  if (!delta.ok() || delta->ops_size() == 0) return delta;
+  std::vector<LocalWrite*> staged;
+  for (LocalWrite* g : group) {
+    g->result = stage_local(g->key, g->target, g->merge_patch, &b, &entries);
+    if (g->result.ok() && g->result->ops_size() > 0) staged.push_back(g);
+  }
+  if (staged.empty()) {
+    lock.unlock();
+    hand_on();
+    finish();
+    return;
+  }
   stage_vv(&b, meta_.replica_id());
   stage_meta(&b);
   Status st = commit(&b);
   if (!st.ok()) {
-    cache_.erase(key);
+    for (LocalWrite* g : staged) {
+      cache_.erase(g->key);
+      g->result = st;
+    }
     restore(std::move(saved));
     vv_undo.apply(&vv_);
-    return st;
+    lock.unlock();
+    hand_on();
+    finish();
+    return;
   }
   const uint64_t ticket = ++written_ticket_;
   publish(ticket, std::move(entries));
-  CANOPY_RETURN_IF_ERROR(wait_durable(lock, ticket));
-  return delta;
+  hand_on();  // mu_ held: the next leader stages once wait_durable releases it
+  st = wait_durable(lock, ticket);
+  if (!st.ok()) {
+    for (LocalWrite* g : staged) g->result = st;
+  }
+  if (lock.owns_lock()) lock.unlock();
+  finish();
 }
 
 std::vector<StatusOr<v1::Delta>> Store::Impl::put_values(

@@ -324,6 +324,32 @@ class Store::Impl {
   uint64_t next_listener_ = 0;
   StoreStats stats_;
 
+  // Local writes combine (write_local): a writer queues its write, and one of
+  // the writers waiting, the leader, stages every queued write into one write
+  // batch under mu_, commits it, hands the lead on, then waits for the fsync
+  // that covers it and wakes the group. Each write keeps its own delta, dot
+  // and log entry; many concurrent writers cost one lock hand-off, one batch
+  // and one fsync per group instead of one each. Lock order: mu_, then
+  // combine_mu_ (the leader stages with combine_mu_ released).
+  struct LocalWrite {
+    LocalWrite(const std::string& k, const std::optional<json>& t, const json* p)
+        : key(k), target(t), merge_patch(p) {}
+    const std::string& key;
+    const std::optional<json>& target;
+    const json* merge_patch;
+    StatusOr<v1::Delta> result = v1::Delta();
+    // Under combine_mu_: queued, then told to lead, or done (result set:
+    // durable, or failed). Each writer waits on its own condition, so a
+    // group's end wakes its writers and nobody else.
+    enum class State { kQueued, kLead, kDone } state = State::kQueued;
+    std::condition_variable cv;
+  };
+  // Stages, commits and waits for `group`, led by group.front().
+  void commit_group(const std::vector<LocalWrite*>& group);
+  std::mutex combine_mu_;
+  std::vector<LocalWrite*> combine_queue_;  // waiting for a leader
+  bool combining_ = false;                  // a leader is staging its group
+
   // Group commit.
   std::condition_variable durable_cv_;
   uint64_t written_ticket_ = 0;

@@ -280,10 +280,11 @@ TEST_F(StoreTest, SubscribersSeeEveryCommittedEntryInOrder) {
   EXPECT_EQ(seen.size(), 6u);
 }
 
-// Writes from several threads with a durable mode; everything acknowledged is
-// there after a reopen, and subscribers saw the log in order.
+// Writes from several threads with a durable mode (their local writes combine
+// into groups: Store::Impl::write_local); everything acknowledged is there
+// after a reopen, and subscribers saw the log in order.
 void concurrent_writers(const std::string& path, Clock* clock, Durability durability) {
-  constexpr int kThreads = 4;
+  constexpr int kThreads = 8;
   constexpr int kPerThread = 40;
   std::vector<uint64_t> indexes;
   {
