@@ -508,9 +508,11 @@ void Store::Impl::commit_group(const std::vector<LocalWrite*>& group) {
   stage_meta(&b);
   Status st = commit(&b);
   if (!st.ok()) {
-    for (LocalWrite* g : staged) {
-      cache_.erase(g->key);
-      g->result = st;
+    for (LocalWrite* g : staged) cache_.erase(g->key);
+    // Every write of the group fails, a no-op among them too: it may have
+    // been one only after another write of its key that is now undone.
+    for (LocalWrite* g : group) {
+      if (g->result.ok()) g->result = st;
     }
     restore(std::move(saved));
     vv_undo.apply(&vv_);
@@ -524,7 +526,9 @@ void Store::Impl::commit_group(const std::vector<LocalWrite*>& group) {
   hand_on();  // mu_ held: the next leader stages once wait_durable releases it
   st = wait_durable(lock, ticket);
   if (!st.ok()) {
-    for (LocalWrite* g : staged) g->result = st;
+    for (LocalWrite* g : group) {
+      if (g->result.ok()) g->result = st;
+    }
   }
   if (lock.owns_lock()) lock.unlock();
   finish();
@@ -564,9 +568,9 @@ std::vector<StatusOr<v1::Delta>> Store::Impl::put_values(
   stage_meta(&b);
   Status st = commit(&b);
   if (!st.ok()) {
-    for (size_t i : staged) {
-      cache_.erase(docs[i].first);
-      results[i] = st;
+    for (size_t i : staged) cache_.erase(docs[i].first);
+    for (auto& r : results) {
+      if (r.ok()) r = st;  // a no-op too (see commit_group)
     }
     restore(std::move(saved));
     vv_undo.apply(&vv_);
@@ -575,7 +579,9 @@ std::vector<StatusOr<v1::Delta>> Store::Impl::put_values(
   const uint64_t ticket = ++written_ticket_;
   publish(ticket, std::move(entries));
   if (st = wait_durable(lock, ticket); !st.ok()) {
-    for (size_t i : staged) results[i] = st;
+    for (auto& r : results) {
+      if (r.ok()) r = st;
+    }
   }
   return results;
 }
