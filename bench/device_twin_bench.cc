@@ -27,9 +27,9 @@
 // Report (--reports, at random times, --report-rate a second on average,
 // each from a different device): a device publishes {"n":k} at QoS 1 on
 // t/acme/d/dev-<i>/reported; the clock stops when the hub's REST API shows
-// reported.n = k in the device's twin. The hub offers no watch of devices
-// (a Watch of kind device is refused), so a poller reads the twins of the
-// outstanding reports in turn, a round every kPollPause: a sample is late by
+// reported.n = k in the device's twin. A poller reads the twins of the
+// outstanding reports in turn (as this bench did before the hub could watch
+// devices; kept so the figures compare), a round every kPollPause: late by
 // at most the time since its previous read began (report_poll_gap_max_ms,
 // printed with the figures). The pause keeps the poller from taking a core
 // of the hub's machine (a read takes ~0.1 ms: without it, thousands a
