@@ -77,8 +77,9 @@ class RolloutControllerTest : public ::testing::Test {
     r.health = health;
     put(model::status_key(site, "acme", "web"), model::status_document(r));
   }
-  // What a spoke writes once it applied (or failed) the released revision.
-  void report(const std::string& site, const char* outcome) {
+  // What a spoke writes once it applied (or failed) the released revision,
+  // or `rev` when given.
+  void report(const std::string& site, const char* outcome, const std::string& rev = "") {
     put(model::status_key(site, "acme", "web"),
         model::status_document(
             {model::template_key("acme", "web"),
@@ -86,7 +87,7 @@ class RolloutControllerTest : public ::testing::Test {
              std::string(outcome) == "applied" ? model::Outcome::kApplied : model::Outcome::kFailed,
              "",
              "f",
-             revision(),
+             rev.empty() ? revision() : rev,
              {},
              {},
              {}}));
@@ -262,16 +263,7 @@ TEST_F(RolloutControllerTest, ReleasesAtMostMaxUnavailableSitesAtATime) {
   step();
   EXPECT_EQ(released(), (Names{"a", "b"}));
   // A report of the older revision does not count as done.
-  put(model::status_key("c", "acme", "web"),
-      model::status_document({model::template_key("acme", "web"),
-                              "h",
-                              model::Outcome::kApplied,
-                              "",
-                              "f",
-                              "0000000000000000",
-                              {},
-                              {},
-                              {}}));
+  report("c", "applied", "0000000000000000");
   EXPECT_EQ(step().released, 0u);
 }
 
@@ -349,16 +341,7 @@ TEST_F(RolloutControllerTest, AChangedOverrideRollsOutToTheSitesItAppliesTo) {
   EXPECT_EQ(released_at("d"), revision()) << "one site at a time";
   EXPECT_EQ(state().templates.at(0).applied, 2u);
   EXPECT_EQ(step().released, 0u) << "c has not applied it yet";
-  put(model::status_key("c", "acme", "web"),
-      model::status_document({model::template_key("acme", "web"),
-                              "h",
-                              model::Outcome::kApplied,
-                              "",
-                              "f",
-                              with_override,
-                              {},
-                              {},
-                              {}}));
+  report("c", "applied", with_override);
   EXPECT_EQ(step().released, 1u);
   EXPECT_EQ(released_at("d"), with_override);
   EXPECT_EQ(state().templates.at(0).applied, 3u);

@@ -73,6 +73,16 @@ class StatusAggregateTest : public ::testing::Test {
   void report(const std::string& site, const std::string& tmpl, const std::string& outcome) {
     put("sites/" + site + "/status/acme/" + tmpl, {{"outcome", outcome}, {"hash", "h"}});
   }
+  // Site `s` applied template web of acme at revision `rev`.
+  void report_applied_at(const std::string& s, const std::string& rev) {
+    put("sites/" + s + "/status/acme/web",
+        {{"outcome", "applied"}, {"hash", "h"}, {"revision", rev}});
+  }
+  v1::GetStatusResponse shop_status() {
+    auto st = aggregate_->placement_status("acme", "shop", "", 10);
+    EXPECT_TRUE(st.ok());
+    return st.ok() ? *st : v1::GetStatusResponse();
+  }
   void placement(const std::string& name, const std::vector<std::string>& templates) {
     put(placement_key("acme", name),
         {{"templates", templates}, {"selector", {{"matchLabels", {{"region", "eu"}}}}}});
@@ -158,41 +168,32 @@ TEST_F(StatusAggregateTest, AnOlderRevisionAppliedIsProgressingNotApplied) {
     EXPECT_TRUE(text.ok());
     return model::template_revision(*text);
   };
-  auto report_at = [&](const std::string& s, const std::string& rev) {
-    put("sites/" + s + "/status/acme/web",
-        {{"outcome", "applied"}, {"hash", "h"}, {"revision", rev}});
-  };
   const std::string r1 = revision();
-  report_at("a", r1);
-  report_at("b", r1);
-  auto status = [&] {
-    auto st = aggregate_->placement_status("acme", "shop", "", 10);
-    EXPECT_TRUE(st.ok());
-    return *st;
-  };
-  EXPECT_EQ(status().applied(), 2u);
-  EXPECT_EQ(status().progressing(), 0u);
+  report_applied_at("a", r1);
+  report_applied_at("b", r1);
+  EXPECT_EQ(shop_status().applied(), 2u);
+  EXPECT_EQ(shop_status().progressing(), 0u);
   // A new revision of the template: until a site reports it, it is behind.
   json second = first;
   second["data"] = {{"k", "v"}};
   put(model::template_key("acme", "web"), second);
   const std::string r2 = revision();
   ASSERT_NE(r1, r2);
-  v1::GetStatusResponse s = status();
+  v1::GetStatusResponse s = shop_status();
   EXPECT_EQ(s.applied(), 0u);
   EXPECT_EQ(s.progressing(), 2u);
   EXPECT_EQ(s.sites(0).state(), "progressing");
   EXPECT_FALSE(s.sites(0).templates(0).current());
   EXPECT_EQ(s.sites(0).templates(0).revision(), r1);
-  report_at("a", r2);
-  s = status();
+  report_applied_at("a", r2);
+  s = shop_status();
   EXPECT_EQ(s.applied(), 1u);
   EXPECT_EQ(s.progressing(), 1u);
   EXPECT_EQ(s.sites(0).state(), "applied");
   EXPECT_TRUE(s.sites(0).templates(0).current());
   // A report without a revision (an older spoke) counts as current.
   put("sites/b/status/acme/web", {{"outcome", "applied"}, {"hash", "h"}});
-  EXPECT_EQ(status().applied(), 2u);
+  EXPECT_EQ(shop_status().applied(), 2u);
 }
 
 // A hub override is part of the revision at the sites it applies to: a
@@ -210,30 +211,21 @@ TEST_F(StatusAggregateTest, AChangedOverrideIsANewRevisionWhereItApplies) {
     return text.ok() ? XXH3_64bits(text->data(), text->size()) : 0;
   };
   const std::string base = model::template_revision(hash(model::template_key("acme", "web")));
-  auto report_at = [&](const std::string& s, const std::string& rev) {
-    put("sites/" + s + "/status/acme/web",
-        {{"outcome", "applied"}, {"hash", "h"}, {"revision", rev}});
-  };
-  report_at("a", base);
-  report_at("b", base);
-  auto status = [&] {
-    auto st = aggregate_->placement_status("acme", "shop", "", 10);
-    EXPECT_TRUE(st.ok());
-    return *st;
-  };
-  EXPECT_EQ(status().applied(), 2u);
+  report_applied_at("a", base);
+  report_applied_at("b", base);
+  EXPECT_EQ(shop_status().applied(), 2u);
   put(model::override_key("acme", "b-data"),
       {{"template", "web"}, {"sites", {"b"}}, {"patch", {{"data", {{"k", "v"}}}}}});
-  v1::GetStatusResponse s = status();
+  v1::GetStatusResponse s = shop_status();
   EXPECT_EQ(s.applied(), 1u);
   EXPECT_EQ(s.progressing(), 1u);
   EXPECT_EQ(s.sites(0).state(), "applied");
   EXPECT_EQ(s.sites(1).state(), "progressing");
   EXPECT_FALSE(s.sites(1).templates(0).current());
   // b reports the revision the override makes there: current again.
-  report_at("b", model::template_revision(hash(model::template_key("acme", "web")),
-                                          {hash(model::override_key("acme", "b-data"))}));
-  s = status();
+  report_applied_at("b", model::template_revision(hash(model::template_key("acme", "web")),
+                                                  {hash(model::override_key("acme", "b-data"))}));
+  s = shop_status();
   EXPECT_EQ(s.applied(), 2u);
   EXPECT_EQ(s.progressing(), 0u);
   EXPECT_TRUE(s.sites(1).templates(0).current());

@@ -19,6 +19,10 @@
 namespace canopy::e2e {
 namespace {
 
+json placement_by_tier(const std::vector<std::string>& templates, const std::string& tier) {
+  return {{"templates", templates}, {"selector", {{"matchLabels", {{"tier", tier}}}}}};
+}
+
 struct Level {
   std::string name;
   std::unique_ptr<NatsServer> nats;
@@ -267,6 +271,57 @@ class HierarchyTest : public ::testing::Test {
     }
   }
 
+  // Templates app-0 .. app-<n-1>, placed on tier=silver (eu-2 and us-1).
+  void place_apps_on_silver(int n, std::vector<std::string>* names) {
+    for (int i = 0; i < n; ++i) {
+      names->push_back("app-" + std::to_string(i));
+      ASSERT_TRUE(put("template", names->back(), deployment(names->back(), 1, "app:1")).ok());
+    }
+    ASSERT_TRUE(put("placement", "apps-silver", placement_by_tier(*names, "silver")).ok());
+  }
+
+  // The fewest manifests a spoke held while watched (every 10 ms).
+  class ManifestCountWatch {
+   public:
+    explicit ManifestCountWatch(Spoke& s) : fewest_(s.read().size()) {
+      thread_ = std::thread([this, &s] {
+        while (watching_) {
+          const size_t n = s.read().size();
+          if (n < fewest_) fewest_ = n;
+          std::this_thread::sleep_for(10ms);
+        }
+      });
+    }
+    ~ManifestCountWatch() { stop(); }
+    size_t stop() {
+      watching_ = false;
+      if (thread_.joinable()) thread_.join();
+      return fewest_;
+    }
+
+   private:
+    std::atomic<bool> watching_{true};
+    std::atomic<size_t> fewest_;
+    std::thread thread_;
+  };
+
+  // eu-2, moved to us, takes a new template of apps-silver there, and the
+  // root sees it live and applied through us.
+  void takes_new_work_through_us(Spoke& mover, std::vector<std::string>* names) {
+    const size_t before = mover.read().size();
+    ASSERT_TRUE(put("template", "extra", deployment("extra", 1, "extra:1")).ok());
+    names->push_back("extra");
+    ASSERT_TRUE(put("placement", "apps-silver", placement_by_tier(*names, "silver")).ok());
+    ASSERT_TRUE(wait_until([&] { return mover.read().size() == before + 1; }, kTimeout, kPoll));
+    ASSERT_TRUE(wait_until(
+        [&] {
+          auto row = root_status("apps-silver", "eu-2");
+          return row && row->connected() && row->state() == "applied";
+        },
+        kTimeout, kPoll))
+        << "the root never saw eu-2 live and applied through us";
+  }
+
   Level root_;
   std::vector<std::unique_ptr<Level>> regions_;
   std::vector<std::unique_ptr<Spoke>> spokes_;
@@ -276,10 +331,6 @@ class HierarchyTest : public ::testing::Test {
   std::set<int> used_ports_;
   int leaf_port_ = 0;
 };
-
-json placement_by_tier(const std::vector<std::string>& templates, const std::string& tier) {
-  return {{"templates", templates}, {"selector", {{"matchLabels", {{"tier", tier}}}}}};
-}
 
 // A placement written at the root reaches exactly the sites it selects,
 // through their regional hubs; their status reaches the root. Then the root's
@@ -401,25 +452,13 @@ TEST_F(HierarchyTest, ASiteMovesBetweenRegionsWithoutLosingOrResendingItsScope) 
   ASSERT_NO_FATAL_FAILURE(start_hierarchy());
   constexpr int kTemplates = 20;
   std::vector<std::string> names;
-  for (int i = 0; i < kTemplates; ++i) {
-    names.push_back("app-" + std::to_string(i));
-    ASSERT_TRUE(put("template", names.back(), deployment(names.back(), 1, "app:1")).ok());
-  }
-  ASSERT_TRUE(put("placement", "apps-silver", placement_by_tier(names, "silver")).ok());
+  ASSERT_NO_FATAL_FAILURE(place_apps_on_silver(kTemplates, &names));
   Spoke& mover = spoke("eu-2");
   ASSERT_TRUE(wait_until([&] { return mover.read().size() == kTemplates; }, kTimeout, kPoll));
   ASSERT_TRUE(wait_until([&] { return region_in_sync(region("us")); }, kTimeout, kPoll));
 
   // Watch the mover's manifests for the whole move.
-  std::atomic<bool> watching{true};
-  std::atomic<size_t> fewest{kTemplates};
-  std::thread watcher([&] {
-    while (watching) {
-      const size_t n = mover.read().size();
-      if (n < fewest) fewest = n;
-      std::this_thread::sleep_for(10ms);
-    }
-  });
+  ManifestCountWatch watch(mover);
 
   ASSERT_TRUE(put("site", "eu-2", {{"labels", {{"tier", "silver"}}}, {"region", "us"}}).ok());
   // The old region lets it go: no session, and no drop reached the spoke.
@@ -448,9 +487,7 @@ TEST_F(HierarchyTest, ASiteMovesBetweenRegionsWithoutLosingOrResendingItsScope) 
         return j && j->value("in_sync", false);
       },
       kTimeout, kPoll));
-  watching = false;
-  watcher.join();
-  EXPECT_EQ(fewest.load(), static_cast<size_t>(kTemplates))
+  EXPECT_EQ(watch.stop(), static_cast<size_t>(kTemplates))
       << "the mover's objects were not applied throughout the move";
   EXPECT_EQ(mover.read().size(), static_cast<size_t>(kTemplates));
   // No whole-scope transfer: of its 20 templates, its placement and its
@@ -460,17 +497,7 @@ TEST_F(HierarchyTest, ASiteMovesBetweenRegionsWithoutLosingOrResendingItsScope) 
   EXPECT_LE(health->value("documents_received", uint64_t{999}), 4u) << health->dump();
 
   // It is live in us's view and in the root's, and takes new work there.
-  ASSERT_TRUE(put("template", "extra", deployment("extra", 1, "extra:1")).ok());
-  names.push_back("extra");
-  ASSERT_TRUE(put("placement", "apps-silver", placement_by_tier(names, "silver")).ok());
-  ASSERT_TRUE(wait_until([&] { return mover.read().size() == kTemplates + 1; }, kTimeout, kPoll));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto row = root_status("apps-silver", "eu-2");
-        return row && row->connected() && row->state() == "applied";
-      },
-      kTimeout, kPoll))
-      << "the root never saw eu-2 live and applied through us";
+  ASSERT_NO_FATAL_FAILURE(takes_new_work_through_us(mover, &names));
 }
 
 // A spoke given both regional hubs as its parents (`--parent eu,us`) follows
@@ -482,11 +509,7 @@ TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
   ASSERT_NO_FATAL_FAILURE(start_hierarchy());
   constexpr int kTemplates = 10;
   std::vector<std::string> names;
-  for (int i = 0; i < kTemplates; ++i) {
-    names.push_back("app-" + std::to_string(i));
-    ASSERT_TRUE(put("template", names.back(), deployment(names.back(), 1, "app:1")).ok());
-  }
-  ASSERT_TRUE(put("placement", "apps-silver", placement_by_tier(names, "silver")).ok());
+  ASSERT_NO_FATAL_FAILURE(place_apps_on_silver(kTemplates, &names));
   Spoke& mover = spoke("eu-2");
   ASSERT_TRUE(mover.proc.kill(SIGTERM));
   ASSERT_TRUE(mover.proc.wait_exit(10s).has_value());
@@ -505,15 +528,7 @@ TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
   const uint64_t received_before = health()->value("documents_received", uint64_t{0});
   const uint64_t failovers_before = health()->value("failovers", uint64_t{0});
 
-  std::atomic<bool> watching{true};
-  std::atomic<size_t> fewest{kTemplates};
-  std::thread watcher([&] {
-    while (watching) {
-      const size_t n = mover.read().size();
-      if (n < fewest) fewest = n;
-      std::this_thread::sleep_for(10ms);
-    }
-  });
+  ManifestCountWatch watch(mover);
   ASSERT_TRUE(put("site", "eu-2", {{"labels", {{"tier", "silver"}}}, {"region", "us"}}).ok());
   // Three silent heartbeats (3 s) and it says hello to us, which serves it now.
   ASSERT_TRUE(wait_until(
@@ -523,9 +538,7 @@ TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
       },
       20s, kPoll))
       << (health() ? health()->dump() : "no health");
-  watching = false;
-  watcher.join();
-  EXPECT_EQ(fewest.load(), static_cast<size_t>(kTemplates))
+  EXPECT_EQ(watch.stop(), static_cast<size_t>(kTemplates))
       << "the mover's objects were not applied throughout the move";
   auto h = health();
   ASSERT_TRUE(h);
@@ -533,17 +546,7 @@ TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
   EXPECT_LE(h->value("documents_received", uint64_t{999}) - received_before, 4u)
       << "a whole-scope transfer: " << h->dump();
   // It takes new work through us, and the root sees it live there.
-  ASSERT_TRUE(put("template", "extra", deployment("extra", 1, "extra:1")).ok());
-  names.push_back("extra");
-  ASSERT_TRUE(put("placement", "apps-silver", placement_by_tier(names, "silver")).ok());
-  ASSERT_TRUE(wait_until([&] { return mover.read().size() == kTemplates + 1; }, kTimeout, kPoll));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto row = root_status("apps-silver", "eu-2");
-        return row && row->connected() && row->state() == "applied";
-      },
-      kTimeout, kPoll))
-      << "the root never saw eu-2 live and applied through us";
+  ASSERT_NO_FATAL_FAILURE(takes_new_work_through_us(mover, &names));
 }
 
 }  // namespace
