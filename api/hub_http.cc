@@ -74,6 +74,12 @@ std::string hub_metrics(hub::Hub* hub) {
           "Sync messages refused (malformed, wrong addressee, stale session).", p.refused_messages);
   counter("canopy_hub_refused_writes", "Sites' writes refused: outside their writable scope.",
           p.refused_writes);
+  counter("canopy_hub_unserved_hellos",
+          "Hellos of sites this hub does not serve (no record, or below a regional hub).",
+          p.unserved_hellos);
+  counter("canopy_hub_redirects",
+          "Of those, hellos answered with the regional hub that serves the site (it moved).",
+          p.redirects);
   counter("canopy_hub_refused_revoked_messages",
           "Sync messages refused because their site's identity is revoked.",
           p.refused_not_admitted);

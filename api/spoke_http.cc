@@ -126,6 +126,11 @@ std::string spoke_metrics(spoke::Spoke* spoke, const ExtraMetrics& extra) {
           c.bytes_received);
   counter("canopy_spoke_refused_messages", "Sync messages refused (malformed, stale session).",
           c.refused_messages);
+  counter("canopy_spoke_parent_failovers",
+          "Sessions moved to another hub (a silent parent, or a site moved to another region).",
+          c.failovers);
+  counter("canopy_spoke_redirects", "Redirects to the hub that serves the site now, followed.",
+          c.redirects);
   if (extra) extra(&page);
   return page.text();
 }
@@ -162,7 +167,8 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
               {"documents_received", h.documents_received},
               {"applied", h.applied},
               {"parent", h.parent},
-              {"failovers", h.failovers}};
+              {"failovers", h.failovers},
+              {"redirects", h.redirects}};
     if (!h.nats_connected && !h.nats_error.empty()) j["nats_error"] = h.nats_error;
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
     reply_json(res, j.dump());

@@ -111,6 +111,8 @@ Status Hub::start() {
   po.max_concurrent_catchups = config_.max_concurrent_catchups;
   po.away_after_ms = config_.away_after_s * 1000;
   po.session_timeout_ms = config_.session_timeout_s * 1000;
+  // Told to the sites below: where a moved site is redirected from.
+  if (!config_.parent.empty()) po.ancestors = *sync::parse_node_list(config_.parent);
   sync::ScopeProvider* scope = regions_.get();
   if (!config_.peers.empty()) {
     peers_ = *sync::parse_node_list(config_.peers);

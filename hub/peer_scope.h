@@ -60,6 +60,9 @@ class PeerScope final : public sync::ScopeProvider {
     return out;
   }
   bool serves(std::string_view child) override { return is_peer(child) || inner_->serves(child); }
+  std::string redirect_for(std::string_view child) override {
+    return is_peer(child) ? std::string() : inner_->redirect_for(child);
+  }
 
  private:
   static std::vector<std::string> sorted(std::vector<std::string> v) {

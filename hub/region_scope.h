@@ -130,6 +130,8 @@ class RegionScope final : public sync::ScopeProvider {
   std::vector<std::string> children_for(std::string_view key) override;
   // Regions, and direct children the index serves; never a region's member.
   bool serves(std::string_view child) override;
+  // A member site: its region (it syncs there, not here).
+  std::string redirect_for(std::string_view child) override { return region_of(child); }
 
  private:
   struct Region {

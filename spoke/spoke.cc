@@ -165,6 +165,9 @@ Status Spoke::start() {
   // among them, fail over along the list.
   auto parents = sync::preferred_order(config_.site, *sync::parse_node_list(config_.parent));
   co.fallback_parents.assign(parents.begin() + 1, parents.end());
+  // A site moved to another region follows: its old hub falls silent, the
+  // root its regional hub named redirects it (docs/hierarchy.md).
+  co.follow_redirects = true;
   node_ = std::make_unique<sync::SyncNode>(store_.get(), nats_.get());
   node_->set_child_engine(
       std::make_unique<sync::ChildSync>(config_.site, parents.front(), store_.get(), env, co));
@@ -234,6 +237,7 @@ SpokeMetrics Spoke::metrics() {
       h.documents_received = node_->child()->stats().documents_received;
       h.parent = node_->child()->parent();
       h.failovers = node_->child()->stats().failovers;
+      h.redirects = node_->child()->stats().redirects;
       m.child = node_->child()->stats();
     });
     m.node = node_->stats();

@@ -56,6 +56,7 @@ struct SpokeHealth {
   // (it moved to another regional hub).
   std::string parent;
   uint64_t failovers = 0;
+  uint64_t redirects = 0;  // of those, to the hub a redirect named
 };
 
 // Sums over the reconcile passes since start (ReconcileStats).

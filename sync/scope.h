@@ -56,6 +56,10 @@ class ScopeProvider {
   // scope that would make it drop everything. A session whose child stops
   // being served ends, without drops (the site moved to another hub).
   virtual bool serves(std::string_view /*child*/) { return true; }
+  // For a child this parent does not serve: the child of ours that serves it
+  // (a site's regional hub), which the child is redirected to when it says
+  // hello here. Empty: none known (the hello goes unanswered).
+  virtual std::string redirect_for(std::string_view /*child*/) { return {}; }
 };
 
 // An immutable list of keys, shared by the copies of it: one placement change

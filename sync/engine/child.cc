@@ -15,6 +15,9 @@
 namespace canopy::sync {
 namespace {
 
+// Local meta: the ancestors the last welcome named ("root-a,root-b").
+constexpr std::string_view kAncestorsKey = "sync/ancestors";
+
 // Log entries skipped (none of ours) before the up position is reported.
 constexpr uint64_t kUpPositionEvery = 256;
 
@@ -39,6 +42,7 @@ ChildSync::ChildSync(std::string name, std::string parent, Store* store, Env env
   owned_view_ = std::make_unique<StoreReader>(store);
   store_ = owned_view_.get();
   load_down_position();
+  load_ancestors();
 }
 
 ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env env,
@@ -54,11 +58,9 @@ ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env 
   for (const auto& p : opts_.fallback_parents) {
     if (std::find(parents_.begin(), parents_.end(), p) == parents_.end()) parents_.push_back(p);
   }
-  // With somewhere to fail over to, a parent's death is noticed within
-  // three heartbeats: at most a second apart (docs/hierarchy.md).
-  if (parents_.size() > 1) opts_.heartbeat_ms = std::min<uint64_t>(opts_.heartbeat_ms, 1000);
   if (store_ == nullptr) return;  // the delegating constructor reads it
   load_down_position();
+  load_ancestors();
 }
 
 void ChildSync::load_down_position() {
@@ -67,7 +69,40 @@ void ChildSync::load_down_position() {
   if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
 }
 
+void ChildSync::load_ancestors() {
+  if (!opts_.follow_redirects) return;
+  auto saved = store_->get_local(kAncestorsKey);
+  if (!saved.ok() || !saved->has_value() || (*saved)->empty()) return;
+  auto list = parse_node_list(**saved);
+  if (list.ok()) ancestors_ = std::move(list).value();
+}
+
+void ChildSync::learn_ancestors(const v1::Welcome& w) {
+  if (!opts_.follow_redirects) return;
+  std::vector<std::string> got;
+  for (const auto& a : w.ancestors()) {
+    if (validate_node_name(a).ok() && a != name_ &&
+        std::find(got.begin(), got.end(), a) == got.end())
+      got.push_back(a);
+  }
+  // A hub at the top names none; keep what a regional hub told us before, so
+  // that a session with a peer of the top level does not erase it.
+  if (got.empty() || got == ancestors_) return;
+  ancestors_ = std::move(got);
+  std::string text;
+  for (const auto& a : ancestors_) text += (text.empty() ? "" : ",") + a;
+  writes_.push_back(Write::put_local(std::string(kAncestorsKey), text));
+}
+
+bool ChildSync::knows_hub(const std::string& hub) const {
+  return std::find(parents_.begin(), parents_.end(), hub) != parents_.end() ||
+         std::find(ancestors_.begin(), ancestors_.end(), hub) != ancestors_.end();
+}
+
 std::vector<std::string> ChildSync::subscriptions() const {
+  // Every hub's, so that a hub named only later (a redirect, an ancestor)
+  // reaches us: the site's NATS permissions allow exactly this pattern.
+  if (opts_.follow_redirects) return {std::string(kSubjectRoot) + ".*." + name_ + ".down"};
   std::vector<std::string> out;
   for (const auto& p : parents_) out.push_back(down_subject(p, name_));
   return out;
@@ -118,21 +153,58 @@ uint64_t ChildSync::anti_entropy_due_ms() const {
 }
 
 void ChildSync::fail_over(const char* why) {
-  const std::string from = parent_;
-  parent_index_ = (parent_index_ + 1) % parents_.size();
-  parent_ = parents_[parent_index_];
+  // The parents in order, then the ancestors (who redirect us).
+  std::vector<std::string> next = parents_;
+  for (const auto& a : ancestors_) {
+    if (std::find(next.begin(), next.end(), a) == next.end()) next.push_back(a);
+  }
+  auto at = std::find(next.begin(), next.end(), parent_);
+  const size_t i = at == next.end() ? 0 : static_cast<size_t>(at - next.begin()) + 1;
+  const std::string to = next[i % next.size()];
   ++stats_.failovers;
-  spdlog::warn("sync {}: {} {} for {} ms; failing over to {}", name_, why, from,
-               failover_after_ms(), parent_);
+  spdlog::warn("sync {}: {} {} for {} ms; failing over to {}", name_, why, parent_,
+               failover_after_ms(), to);
+  switch_parent(to);
+}
+
+void ChildSync::follow_redirect(const std::string& to, const Message& m) {
+  if (!opts_.follow_redirects) {
+    refuse("a redirect, which this child does not follow", m);
+    return;
+  }
+  if (!validate_node_name(to).ok() || to == name_ || to == parent_) {
+    refuse("a redirect to \"" + to + "\"", m);
+    return;
+  }
+  if (++redirects_since_welcome_ > 4) {
+    // Hubs that send each other's children around: wait for a failover.
+    refuse("a fifth redirect without a welcome", m);
+    return;
+  }
+  ++stats_.redirects;
+  spdlog::info("sync {}: {} says {} serves us now; saying hello there", name_, parent_, to);
+  // The hub that serves us is a parent from now on (until a restart, which
+  // begins with the configured ones and is redirected again).
+  if (std::find(parents_.begin(), parents_.end(), to) == parents_.end()) parents_.push_back(to);
+  switch_parent(to);
+}
+
+void ChildSync::switch_parent(const std::string& to) {
+  const std::string from = parent_;
+  parent_ = to;
   parent_replica_ = 0;
   writable_prefixes_.clear();
   up_full_pending_ = false;
   // What the next parent's session drops (a reconciliation against a hub
   // that lacks what the last one gave us) would make our position in the
   // last one's log claim keys we no longer hold: forget it. A session with a
-  // parent we return to reconciles.
-  writes_.push_back(
-      Write::put_local(down_position_key(from), v1::LogPosition().SerializeAsString()));
+  // parent we return to reconciles. An ancestor only redirects us: the
+  // position is kept, so that a regional hub that was down resumes its
+  // sites from its log (a welcome from any other hub forgets it anyway).
+  if (std::find(parents_.begin(), parents_.end(), to) != parents_.end()) {
+    writes_.push_back(
+        Write::put_local(down_position_key(from), v1::LogPosition().SerializeAsString()));
+  }
   load_down_position();
   start();
 }
@@ -272,10 +344,10 @@ void ChildSync::on_message(const Message& m) {
     refuse("not a sync envelope (undecodable bytes)", m);
     return;
   }
-  if (env.from() != parent_ && env.to() == name_ &&
-      std::find(parents_.begin(), parents_.end(), env.from()) != parents_.end() &&
+  if (env.from() != parent_ && env.to() == name_ && knows_hub(env.from()) &&
       m.subject == down_subject(env.from(), name_)) {
-    // A parent we left (or have not reached yet): its session is not ours.
+    // A parent (or ancestor) we left or have not reached yet: its session is
+    // not ours.
     ++stats_.other_parent_messages;
     return;
   }
@@ -291,6 +363,14 @@ void ChildSync::on_message(const Message& m) {
   last_heard_ms_ = env_.clock->now_ms();
   if (env.has_welcome()) {
     if (state_ == State::kHello) handle_welcome(env);
+    return;
+  }
+  if (env.has_redirect()) {
+    // The answer to our hello, or the end of our session: the parent no
+    // longer serves us (the site moved) and names its own parent.
+    if (state_ == State::kHello || state_ == State::kActive) {
+      follow_redirect(env.redirect().parent(), m);
+    }
     return;
   }
   if (env.has_reset()) {
@@ -335,6 +415,8 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   reconciling_ = w.reconcile();
   writable_prefixes_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
   last_reconciled_ms_ = env_.clock->now_ms();
+  redirects_since_welcome_ = 0;
+  learn_ancestors(w);
   // What this session changes of our holdings makes a position saved in
   // another parent's log claim what we may no longer hold (fail_over forgets
   // the one it leaves; a restart begins at the first parent without leaving
@@ -661,7 +743,7 @@ void ChildSync::tick() {
   pump_up();
   // No heartbeats into a connection known to be down (NATS.c would only
   // buffer them); on reconnecting, one goes out at once (on_connection).
-  if (connected_ && now >= last_heartbeat_ms_ + opts_.heartbeat_ms) send_ack(false);
+  if (connected_ && now >= last_heartbeat_ms_ + heartbeat_ms()) send_ack(false);
 }
 
 uint64_t ChildSync::next_tick_ms() const {
@@ -672,7 +754,7 @@ uint64_t ChildSync::next_tick_ms() const {
   if (state_ != State::kActive) return UINT64_MAX;
   if (up_.can_send() && (up_full_pending_ || store_->last_log_index() > up_sent_)) return 0;
   uint64_t due = up_.next_timeout_ms();
-  if (connected_) due = std::min(due, last_heartbeat_ms_ + opts_.heartbeat_ms);
+  if (connected_) due = std::min(due, last_heartbeat_ms_ + heartbeat_ms());
   return std::min({due, failover, anti_entropy_due_ms()});
 }
 

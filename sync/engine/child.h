@@ -78,6 +78,13 @@ struct ChildOptions {
   // Silence after which the child fails over; 0: three heartbeats. With
   // fallbacks, heartbeats are at most 1 s apart (so 3 s by default).
   uint64_t failover_after_ms = 0;
+  // Moves (docs/hierarchy.md): subscribe every hub's down subject for this
+  // child (canopy.v1.*.<name>.down, what a site's NATS permissions allow),
+  // keep the ancestors a welcome names (persisted), fail over to them when
+  // every parent falls silent, and follow a hub's Redirect to the hub that
+  // serves this child now. canopy-spoke sets it: a site with one parent then
+  // follows its move to another region by itself.
+  bool follow_redirects = false;
   // Anti-entropy: this long after the last reconciliation ended (or a
   // session opened without one), reconcile again: a hello without a
   // position, which compares every document of the scope. 0: never.
@@ -100,6 +107,7 @@ struct ChildStats {
   uint64_t deltas_sent = 0;  // log entries with a delta in sequenced Changes (not resends)
   uint64_t failovers = 0;    // sessions moved to another parent
   uint64_t other_parent_messages = 0;  // from a parent of ours we are not in session with
+  uint64_t redirects = 0;              // hellos answered with another hub, followed
   uint64_t anti_entropy_rounds = 0;    // reconciliations started by reconcile_every_ms
 };
 
@@ -154,15 +162,28 @@ class ChildSync {
   enum class State { kIdle, kHello, kActive };
 
   void send_hello();
-  bool failover_enabled() const { return parents_.size() > 1; }
+  bool failover_enabled() const { return parents_.size() > 1 || !ancestors_.empty(); }
+  uint64_t heartbeat_ms() const {
+    // With somewhere to fail over to, a parent's death is noticed within
+    // three heartbeats: at most a second apart (docs/hierarchy.md).
+    return failover_enabled() ? std::min<uint64_t>(opts_.heartbeat_ms, 1000) : opts_.heartbeat_ms;
+  }
   uint64_t failover_after_ms() const {
-    return opts_.failover_after_ms != 0 ? opts_.failover_after_ms : 3 * opts_.heartbeat_ms;
+    return opts_.failover_after_ms != 0 ? opts_.failover_after_ms : 3 * heartbeat_ms();
   }
   // When the current parent counts as silent (UINT64_MAX: never).
   uint64_t failover_due_ms() const;
-  // Moves to the next parent: its saved position, a new hello.
+  // Moves to the next parent (then the ancestors): its saved position, a new hello.
   void fail_over(const char* why);
+  // Says hello to `to` instead of the current parent.
+  void switch_parent(const std::string& to);
+  // A hub we said hello to names the one that serves us.
+  void follow_redirect(const std::string& to, const Message& m);
+  // The ancestors a welcome named: kept, and persisted when they changed.
+  void learn_ancestors(const v1::Welcome& w);
+  bool knows_hub(const std::string& hub) const;
   void load_down_position();
+  void load_ancestors();
   void send_control(v1::SyncEnvelope env);
   void send_sequenced(v1::SyncEnvelope env);
   void send_ack(bool gap);
@@ -192,8 +213,10 @@ class ChildSync {
   std::string parent_;
   std::vector<std::string> parents_;
   size_t parent_index_ = 0;
-  uint64_t last_heard_ms_ = 0;       // last message of the current session from the parent
-  uint64_t last_reconciled_ms_ = 0;  // when the session last was in step (reconcile_every_ms)
+  std::vector<std::string> ancestors_;  // follow_redirects: the parent's parents
+  int redirects_since_welcome_ = 0;     // a loop of redirects is not followed
+  uint64_t last_heard_ms_ = 0;          // last message of the current session from the parent
+  uint64_t last_reconciled_ms_ = 0;     // when the session last was in step (reconcile_every_ms)
   uint64_t anti_entropy_due_ms() const;
   uint64_t hello_since_ms_ = 0;  // when the current parent was first greeted
   std::unique_ptr<StoreView> owned_view_;

@@ -94,6 +94,10 @@ struct ParentOptions {
   size_t max_message_bytes = 64 << 20;
   size_t max_pending_entries = 10'000;  // live backlog before a session falls back to catch-up
   size_t log_read_limit = 512;          // entries per log read during catch-up
+  // This hub's own parents (a regional hub's: the root's hubs), told to each
+  // child in the welcome: a child whose parents fall silent tries them, and
+  // they redirect it to the hub that serves it (docs/hierarchy.md).
+  std::vector<std::string> ancestors;
 };
 
 struct ChildInfo {
@@ -110,6 +114,10 @@ struct ParentStats {
   uint64_t refused_messages = 0;  // garbage, wrong addressee, stale session
   uint64_t refused_writes = 0;    // child writes outside its writable scope
   uint64_t unserved_hellos = 0;   // hellos of children this parent does not serve
+  // Children sent elsewhere: an unserved hello answered with the hub that
+  // serves the child, or a session ended because the child moved (sent to
+  // this hub's own parent).
+  uint64_t redirects = 0;
   // Messages on the subjects of a child the admit hook refuses (a revoked
   // site); counted in refused_messages too.
   uint64_t refused_not_admitted = 0;

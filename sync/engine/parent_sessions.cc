@@ -57,6 +57,15 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
           "or it belongs to a regional hub): no session",
           name_, child);
       if (existing != sessions_.end()) drop_session(child);
+      // A site below one of our regional hubs (moved there, or pointed at
+      // us): tell it where to go, on the session it opened.
+      if (std::string to = scope_->redirect_for(child); !to.empty() && to != child) {
+        ++stats_.redirects;
+        spdlog::info("sync {}: {} syncs through {}; redirecting it there", name_, child, to);
+        v1::SyncEnvelope redirect;
+        redirect.mutable_redirect()->set_parent(std::move(to));
+        send_control(child, env.session(), std::move(redirect));
+      }
       return;
     }
   }
@@ -95,6 +104,7 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
   welcome.mutable_welcome()->set_replica_id(store_->replica_id());
   welcome.mutable_welcome()->set_reconcile(s->wanted_mode == Mode::kReconcile);
   welcome.mutable_welcome()->set_session_timeout_ms(opts_.session_timeout_ms);
+  for (const auto& a : opts_.ancestors) welcome.mutable_welcome()->add_ancestors(a);
   for (auto& p : scope_->writable_prefixes(child)) {
     welcome.mutable_welcome()->add_writable_prefixes(std::move(p));
   }
@@ -201,7 +211,16 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
   Session* s = it->second.get();
   if (!scope_->serves(change.child)) {
     // Moved to another hub (or its record is gone): it keeps what it holds.
+    // Our parent knows where it went: send the child there rather than
+    // leave it to notice our silence.
     spdlog::info("sync {}: {} is no longer served here; its session ends", name_, change.child);
+    if (!opts_.ancestors.empty()) {
+      ++stats_.redirects;
+      v1::SyncEnvelope redirect;
+      redirect.mutable_redirect()->set_parent(
+          preferred_order(change.child, opts_.ancestors).front());
+      send_control(change.child, s->session, std::move(redirect));
+    }
     drop_session(change.child);
     return;
   }

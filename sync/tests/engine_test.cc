@@ -9,6 +9,7 @@
 #include "store/store.h"
 #include "sync/engine/node.h"
 #include "sync/memory_transport.h"
+#include "sync/protocol.h"
 #include "sync/subjects.h"
 #include "sync/tests/test_parts.h"
 #include "tests/support/temp_dir.h"
@@ -760,6 +761,151 @@ TEST(EngineFailoverTest, AChildFailsOverWhenItsParentFallsSilent) {
   EXPECT_EQ(child->parent(), "hub-b");
   EXPECT_EQ(*site_store->get("d/z"), R"({"z":3})");
   EXPECT_EQ(child->stats().failovers, 1u);
+}
+
+// The scope of one level of a hierarchy for the redirect test: `d/...` for
+// every child it serves; "site" is served while `serves_site` holds, and
+// otherwise redirected to `site_below` (empty: not redirected).
+class MoveScope final : public ScopeProvider {
+ public:
+  bool in_scope(std::string_view child, std::string_view key) override {
+    return serves(child) && key.starts_with("d/");
+  }
+  std::vector<std::string> writable_prefixes(std::string_view) override { return {}; }
+  uint64_t version(std::string_view) override { return 1; }
+  std::vector<std::string> children_for(std::string_view key) override {
+    if (in_scope("site", key)) return {"site"};
+    return {};
+  }
+  bool serves(std::string_view child) override { return child != "site" || serves_site; }
+  std::string redirect_for(std::string_view child) override {
+    return child == "site" ? site_below : std::string();
+  }
+  bool serves_site = true;
+  std::string site_below;
+};
+
+// A site moved from regional hub eu to us follows by itself though eu is its
+// only parent: eu, which no longer serves it, ends the session with a
+// redirect to its own parent (root), and root redirects it to us — no wait
+// for silence. eu's welcome named root (Welcome.ancestors), and the child
+// keeps it: restarted with eu as its parent, it hears nothing from eu, tries
+// root after three heartbeats, and is redirected to us again. A redirect on
+// another session is ignored.
+TEST(EngineRedirectTest, AMovedSiteFollowsItsParentsParentToTheHubThatServesItNow) {
+  testing::TempDir dir;
+  ManualClock clock;
+  std::mt19937_64 rng{11};
+  MemoryNetwork net{5};
+  MoveScope root_scope, eu_scope, us_scope;
+  root_scope.serves_site = false;
+  root_scope.site_below = "eu";
+  us_scope.serves_site = false;
+  auto root_store = open_test_store(dir, "root", 1, &clock);
+  auto eu_store = open_test_store(dir, "eu", 2, &clock);
+  auto us_store = open_test_store(dir, "us", 3, &clock);
+  auto site_store = open_test_store(dir, "site", 4, &clock);
+  auto root_bus = net.endpoint("root"), eu_bus = net.endpoint("eu"), us_bus = net.endpoint("us");
+  auto site_bus = net.endpoint("site");
+  Env env{&clock, [&rng] { return rng(); }};
+  ParentOptions below_root;
+  below_root.ancestors = {"root"};
+  SyncNode root(root_store.get(), root_bus.get()), eu(eu_store.get(), eu_bus.get()),
+      us(us_store.get(), us_bus.get());
+  root.set_parent_engine(
+      std::make_unique<ParentSync>("root", root_store.get(), &root_scope, env, ParentOptions{}));
+  eu.set_parent_engine(
+      std::make_unique<ParentSync>("eu", eu_store.get(), &eu_scope, env, below_root));
+  us.set_parent_engine(
+      std::make_unique<ParentSync>("us", us_store.get(), &us_scope, env, below_root));
+  ChildOptions co;
+  co.follow_redirects = true;
+  auto site = std::make_unique<SyncNode>(site_store.get(), site_bus.get());
+  site->set_child_engine(std::make_unique<ChildSync>("site", "eu", site_store.get(), env, co));
+  for (SyncNode* n : {&root, &eu, &us, site.get()}) ASSERT_TRUE(n->attach().ok());
+  EXPECT_EQ(site->child()->subscriptions(), std::vector<std::string>{"canopy.v1.*.site.down"});
+  for (Store* s : {eu_store.get(), us_store.get()}) ASSERT_TRUE(s->put("d/x", R"({"x":1})").ok());
+  auto run = [&](int steps) {
+    for (int i = 0; i < steps; ++i) {
+      net.deliver_all(100000);
+      for (SyncNode* n : {&root, &eu, &us, site.get()}) n->run_once(true);
+      clock.advance_ms(50);
+    }
+  };
+  run(100);
+  ChildSync* child = site->child();
+  ASSERT_TRUE(child->in_sync());
+  EXPECT_EQ(child->parent(), "eu");
+  EXPECT_EQ(*site_store->get_local("sync/ancestors"), "root");
+  run(400);  // 20 s: a live parent that answers the pings is kept
+  EXPECT_EQ(child->stats().failovers, 0u);
+
+  // eu stops for 8 s (its process hangs): the child tries root, which sends
+  // it back to eu, and so on; when eu answers again the session resumes from
+  // the child's position in eu's log: a catch-up, not a reconciliation.
+  ASSERT_TRUE(eu_store->put("d/w", R"({"w":0})").ok());
+  const uint64_t reconciliations = eu.parent()->stats().reconciliations;
+  for (int i = 0; i < 160; ++i) {
+    net.deliver_all(100000);
+    for (SyncNode* n : {&root, &us, site.get()}) n->run_once(true);
+    clock.advance_ms(50);
+  }
+  EXPECT_GE(child->stats().failovers, 1u);
+  EXPECT_GE(root.parent()->stats().redirects, 1u);
+  run(200);
+  EXPECT_EQ(child->parent(), "eu");
+  EXPECT_TRUE(child->in_sync());
+  EXPECT_EQ(*site_store->get("d/w"), R"({"w":0})");
+  EXPECT_EQ(eu.parent()->stats().reconciliations, reconciliations);
+  const uint64_t failovers = child->stats().failovers;
+  const uint64_t root_redirects = root.parent()->stats().redirects;
+  const uint64_t redirects = child->stats().redirects;
+
+  // A redirect that answers no hello of ours (eu's name, our session) is
+  // ignored: the session goes on.
+  v1::SyncEnvelope forged;
+  forged.set_protocol(kProtocolVersion);
+  forged.set_from("eu");
+  forged.set_to("site");
+  forged.set_session(1);
+  forged.mutable_redirect()->set_parent("us");
+  ASSERT_TRUE(eu_bus->publish(down_subject("eu", "site"), forged.SerializeAsString()).ok());
+  run(20);
+  EXPECT_EQ(child->parent(), "eu");
+  EXPECT_EQ(child->stats().redirects, redirects);
+
+  // The root moves the site to us: eu lets it go, us serves it.
+  root_scope.site_below = "us";
+  eu_scope.serves_site = false;
+  us_scope.serves_site = true;
+  ScopeChange moved;
+  moved.child = "site";
+  moved.reconcile = true;
+  eu.enqueue_scope_change(moved);
+  ASSERT_TRUE(us_store->put("d/y", R"({"y":2})").ok());
+  run(20);  // 1 s: less than the three heartbeats a silent parent is given
+  EXPECT_EQ(child->parent(), "us");
+  EXPECT_TRUE(child->in_sync());
+  EXPECT_EQ(child->stats().redirects, redirects + 2);  // eu -> root -> us
+  EXPECT_EQ(child->stats().failovers, failovers);
+  EXPECT_EQ(eu.parent()->stats().redirects, 1u);
+  EXPECT_EQ(root.parent()->stats().redirects, root_redirects + 1);
+  EXPECT_EQ(*site_store->get("d/y"), R"({"y":2})");
+  EXPECT_EQ(*site_store->get("d/x"), R"({"x":1})");
+
+  // Restarted with the same parent (eu), it learns nothing new from eu and
+  // finds us through the root it remembers.
+  site.reset();
+  site = std::make_unique<SyncNode>(site_store.get(), site_bus.get());
+  site->set_child_engine(std::make_unique<ChildSync>("site", "eu", site_store.get(), env, co));
+  ASSERT_TRUE(site->attach().ok());
+  ASSERT_TRUE(us_store->put("d/z", R"({"z":3})").ok());
+  run(200);
+  EXPECT_EQ(site->child()->parent(), "us");
+  EXPECT_TRUE(site->child()->in_sync());
+  EXPECT_EQ(site->child()->stats().failovers, 1u);  // eu's silence, then root
+  EXPECT_EQ(*site_store->get("d/z"), R"({"z":3})");
+  EXPECT_EQ(root.parent()->stats().redirects, root_redirects + 2);
 }
 
 // Anti-entropy: a seq reused by a writer restored from an old backup reaches

@@ -444,18 +444,48 @@ TEST_F(HierarchyTest, ThreeLevelsPlaceReportAndSurviveACutRootLink) {
       kTimeout, kPoll));
 }
 
+// The value of the unlabelled sample `name` on `port`'s /metrics; -1 when
+// the page or the sample is missing.
+double metric_value(int port, const std::string& name) {
+  httplib::Client cli("127.0.0.1", port);
+  cli.set_connection_timeout(1, 0);
+  cli.set_read_timeout(3, 0);
+  auto res = cli.Get("/metrics");
+  if (!res || res->status != 200) return -1;
+  std::istringstream in(res->body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(name + " ")) return std::stod(line.substr(name.size() + 1));
+  }
+  return -1;
+}
+
 // A site moves from one regional hub to another with one write at the root
-// (its record's region) and a restart of its spoke against the new region: its
-// objects stay applied throughout, the old region ends its session without
-// drops, and the new region's reconciliation sends it nothing it already holds.
+// (its record's region), and its spoke, given only its old region as parent,
+// follows by itself: the old region ends its session without drops and
+// redirects it to the root, the root redirects it to us, and us's
+// reconciliation sends it nothing it already holds. Its objects stay applied
+// throughout; no restart, no operator step, no wait for silence. Restarted
+// with `--parent eu`, it finds us again through the root it remembers.
 TEST_F(HierarchyTest, ASiteMovesBetweenRegionsWithoutLosingOrResendingItsScope) {
   ASSERT_NO_FATAL_FAILURE(start_hierarchy());
   constexpr int kTemplates = 20;
   std::vector<std::string> names;
   ASSERT_NO_FATAL_FAILURE(place_apps_on_silver(kTemplates, &names));
   Spoke& mover = spoke("eu-2");
-  ASSERT_TRUE(wait_until([&] { return mover.read().size() == kTemplates; }, kTimeout, kPoll));
+  auto health = [&] { return http_get_json(mover.health_port, "/healthz"); };
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h = health();
+        return h && h->value("parent", "") == "eu" && h->value("in_sync", false) &&
+               mover.read().size() == kTemplates;
+      },
+      kTimeout, kPoll))
+      << (health() ? health()->dump() : "no health");
   ASSERT_TRUE(wait_until([&] { return region_in_sync(region("us")); }, kTimeout, kPoll));
+  const uint64_t received_before = health()->value("documents_received", uint64_t{0});
+  const uint64_t failovers_before = health()->value("failovers", uint64_t{0});
+  EXPECT_EQ(metric_value(root_.hub->health_port, "canopy_hub_redirects_total"), 0);
 
   // Watch the mover's manifests for the whole move.
   ManifestCountWatch watch(mover);
@@ -472,38 +502,50 @@ TEST_F(HierarchyTest, ASiteMovesBetweenRegionsWithoutLosingOrResendingItsScope) 
   };
   EXPECT_TRUE(wait_until([&] { return !eu_has_session(); }, kTimeout, kPoll))
       << "eu kept serving a site that moved away";
-  std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(mover.read().size(), static_cast<size_t>(kTemplates));
-
-  // The spoke now syncs with us.
-  ASSERT_TRUE(mover.proc.kill(SIGTERM));
-  ASSERT_TRUE(mover.proc.wait_exit(10s).has_value());
-  parents_["eu-2"] = "us";
-  mover.extra_args = {"--parent", "us"};
-  ASSERT_NO_FATAL_FAILURE(launch_spoke(mover));
+  // The spoke, whose only parent is eu, is redirected to us by the root.
   ASSERT_TRUE(wait_until(
       [&] {
-        auto j = http_get_json(mover.health_port, "/healthz");
-        return j && j->value("in_sync", false);
+        auto h = health();
+        return h && h->value("parent", "") == "us" && h->value("in_sync", false);
       },
-      kTimeout, kPoll));
+      20s, kPoll))
+      << (health() ? health()->dump() : "no health");
   EXPECT_EQ(watch.stop(), static_cast<size_t>(kTemplates))
       << "the mover's objects were not applied throughout the move";
   EXPECT_EQ(mover.read().size(), static_cast<size_t>(kTemplates));
+  auto h = health();
+  ASSERT_TRUE(h);
+  // Sent on by eu and then the root, not moved by a silence.
+  EXPECT_EQ(h->value("redirects", uint64_t{0}), 2u) << h->dump();
+  EXPECT_EQ(h->value("failovers", uint64_t{0}), failovers_before) << h->dump();
+  EXPECT_EQ(metric_value(region("eu").hub->health_port, "canopy_hub_redirects_total"), 1);
+  EXPECT_EQ(metric_value(root_.hub->health_port, "canopy_hub_redirects_total"), 1);
   // No whole-scope transfer: of its 20 templates, its placement and its
   // record, the new region sent only what changed (the record, presence).
-  auto health = http_get_json(mover.health_port, "/healthz");
-  ASSERT_TRUE(health);
-  EXPECT_LE(health->value("documents_received", uint64_t{999}), 4u) << health->dump();
+  EXPECT_LE(h->value("documents_received", uint64_t{999}) - received_before, 4u) << h->dump();
 
   // It is live in us's view and in the root's, and takes new work there.
   ASSERT_NO_FATAL_FAILURE(takes_new_work_through_us(mover, &names));
+
+  // A restart with the same flags (`--parent eu`) finds us again: eu does not
+  // answer, the root (remembered from eu's welcome) redirects it.
+  ASSERT_TRUE(mover.proc.kill(SIGTERM));
+  ASSERT_TRUE(mover.proc.wait_exit(10s).has_value());
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(mover));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h2 = health();
+        return h2 && h2->value("parent", "") == "us" && h2->value("in_sync", false);
+      },
+      20s, kPoll))
+      << (health() ? health()->dump() : "no health");
+  EXPECT_EQ(mover.read().size(), static_cast<size_t>(kTemplates + 1));
 }
 
 // A spoke given both regional hubs as its parents (`--parent eu,us`) follows
-// its record by itself: moved at the root, the old region ends its session
-// (without drops), the spoke hears nothing from it and fails over to the
-// hub that now serves it, where the session reconciles — no restart, no
+// its record the same way: moved at the root, the old region ends its
+// session (without drops) with a redirect to the root, which sends it to us,
+// one of its own parents, where the session reconciles — no restart, no
 // operator step, objects applied throughout, no whole-scope transfer.
 TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
   ASSERT_NO_FATAL_FAILURE(start_hierarchy());
@@ -527,10 +569,11 @@ TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
   ASSERT_TRUE(wait_until([&] { return region_in_sync(region("us")); }, kTimeout, kPoll));
   const uint64_t received_before = health()->value("documents_received", uint64_t{0});
   const uint64_t failovers_before = health()->value("failovers", uint64_t{0});
+  const uint64_t redirects_before = health()->value("redirects", uint64_t{0});
 
   ManifestCountWatch watch(mover);
   ASSERT_TRUE(put("site", "eu-2", {{"labels", {{"tier", "silver"}}}, {"region", "us"}}).ok());
-  // Three silent heartbeats (3 s) and it says hello to us, which serves it now.
+  // Redirected by eu to the root, by the root to us, which serves it now.
   ASSERT_TRUE(wait_until(
       [&] {
         auto h = health();
@@ -542,7 +585,8 @@ TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
       << "the mover's objects were not applied throughout the move";
   auto h = health();
   ASSERT_TRUE(h);
-  EXPECT_GT(h->value("failovers", uint64_t{0}), failovers_before);
+  EXPECT_EQ(h->value("redirects", uint64_t{0}) - redirects_before, 2u) << h->dump();
+  EXPECT_EQ(h->value("failovers", uint64_t{0}), failovers_before) << h->dump();
   EXPECT_LE(h->value("documents_received", uint64_t{999}) - received_before, 4u)
       << "a whole-scope transfer: " << h->dump();
   // It takes new work through us, and the root sees it live there.
