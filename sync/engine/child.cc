@@ -177,8 +177,10 @@ void ChildSync::follow_redirect(const std::string& to, const Message& m) {
     return;
   }
   if (++redirects_since_welcome_ > 4) {
-    // Hubs that send each other's children around: wait for a failover.
-    refuse("a fifth redirect without a welcome", m);
+    // Hubs that send us around (our regional hub is down, and the root sends
+    // us back to it): stay, and try the next hub when this one's time is up.
+    spdlog::debug("sync {}: {} redirects to {}; not followed, {} in a row without a welcome", name_,
+                  parent_, to, redirects_since_welcome_);
     return;
   }
   ++stats_.redirects;

@@ -8,7 +8,9 @@
 // writes land at either root; CANOPY_SIM_REGION_FAILOVER=1 makes the regional
 // hub fail over between them too. The peers reconcile every 20 s of simulated
 // time, and healing lasts long enough for one round (docs/hierarchy.md,
-// Known limits, has what these seeds found). The stores live in an
+// Known limits, has what these seeds found). Sites follow redirects as
+// canopy-spoke does: the regional hub's sites try the root (the ancestor its
+// welcome names) when their hub is silent, and the root sends them back. The stores live in an
 // in-memory file system that injects storage faults (sim_fs.h). Scopes are the production ones:
 // every parent attaches a real hub::PlacementIndex to its store, the root composes it with its
 // regional hub's member list (hub::RegionScope), and their ScopeChanges reach the sync node as in
@@ -193,6 +195,11 @@ class World {
       // go away and come back, and sessions are forgotten, in every run.
       po.away_after_ms = 1'000;
       po.session_timeout_ms = 4'000;
+      // A regional hub names its parents to its sites, as canopy-hub does.
+      if (!n.parent.empty()) {
+        po.ancestors = {n.parent};
+        po.ancestors.insert(po.ancestors.end(), n.fallbacks.begin(), n.fallbacks.end());
+      }
       if (!n.peer.empty()) {
         n.peers = std::make_unique<hub::PeerScope>(n.scope, std::vector<std::string>{n.peer});
         n.scope = n.peers.get();
@@ -208,6 +215,9 @@ class World {
       co.heartbeat_ms = 300;
       co.parent_session_timeout_ms = 4'000;
       co.fallback_parents = n.fallbacks;
+      // Sites follow redirects, as canopy-spoke does: a site of the regional
+      // hub tries the root when its hub is silent, and is sent back.
+      co.follow_redirects = n.children.empty();
       // Peers compare their documents now and then, as canopy-hub's do.
       if (n.parent.empty()) co.reconcile_every_ms = kPeerReconcileMs;
       n.node->set_child_engine(
@@ -219,7 +229,10 @@ class World {
   void close(SimNode& n) {
     if (n.regions) n.regions->on_scope_change(nullptr);
     if (n.index && !n.regions) n.index->on_scope_change(nullptr);
-    if (n.node && n.node->child() != nullptr) failovers_ += n.node->child()->stats().failovers;
+    if (n.node && n.node->child() != nullptr) {
+      failovers_ += n.node->child()->stats().failovers;
+      redirects_ += n.node->child()->stats().redirects;
+    }
     n.node.reset();
     n.scope = nullptr;
     n.peers.reset();
@@ -394,11 +407,20 @@ class World {
   }
 
   uint64_t failed_writes() const { return failed_writes_; }
-  // Children that moved to their other root (active-active seeds), so far.
+  // Children that moved to another parent after its silence, so far.
   uint64_t failovers() const {
     uint64_t n = failovers_;
     for (const auto& [name, node] : nodes_) {
       if (node.node && node.node->child() != nullptr) n += node.node->child()->stats().failovers;
+    }
+    return n;
+  }
+  // Redirects the sites followed (a silent regional hub's sites sent back by
+  // the root), so far.
+  uint64_t redirects() const {
+    uint64_t n = redirects_;
+    for (const auto& [name, node] : nodes_) {
+      if (node.node && node.node->child() != nullptr) n += node.node->child()->stats().redirects;
     }
     return n;
   }
@@ -580,6 +602,7 @@ class World {
   std::string fault_node_;  // whose store fails its next write
   uint64_t failed_writes_ = 0;
   uint64_t failovers_ = 0;  // of engines since closed
+  uint64_t redirects_ = 0;  // of engines since closed
   ManualClock clock_;
   sync::MemoryNetwork net_;
   std::unique_ptr<SimCatalog> catalog_;
@@ -609,12 +632,14 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   uint64_t scope_changes = 0;
   uint64_t rendered = 0;
   uint64_t failovers = 0;
+  uint64_t redirects = 0;
   for (uint64_t seed = first; seed < first + count && failures < 10; ++seed) {
     World world(seed);
     world.chaos(steps);
     world.heal();
     failed_writes += world.failed_writes();
     failovers += world.failovers();
+    redirects += world.redirects();
     const std::string problem = world.check();
     scope_changes += world.scope_changes();
     rendered += world.rendered_objects();
@@ -627,15 +652,16 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   // The injected write failures must fire, or the runs test nothing of them.
   std::printf(
       "seeds %llu..%llu: %llu injected write failures fired, %llu scope changes, %llu "
-      "rendered lines compared, %llu failovers between the two roots\n",
+      "rendered lines compared, %llu failovers, %llu redirects followed\n",
       static_cast<unsigned long long>(first), static_cast<unsigned long long>(first + count - 1),
       static_cast<unsigned long long>(failed_writes),
       static_cast<unsigned long long>(scope_changes), static_cast<unsigned long long>(rendered),
-      static_cast<unsigned long long>(failovers));
+      static_cast<unsigned long long>(failovers), static_cast<unsigned long long>(redirects));
   if (count >= 50) {
     EXPECT_GT(failed_writes, 0u);
     EXPECT_GT(scope_changes, 0u);
     EXPECT_GT(rendered, 0u);
+    EXPECT_GT(redirects, 0u);
     if (std::getenv("CANOPY_SIM_ACTIVE_ACTIVE") != nullptr) {
       EXPECT_GT(failovers, 0u);
     }
