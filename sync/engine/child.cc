@@ -142,9 +142,18 @@ void ChildSync::start() {
 uint64_t ChildSync::failover_due_ms() const {
   // Silence on a bus that is down is the bus's, not the parent's.
   if (!failover_enabled() || !connected_) return UINT64_MAX;
-  if (state_ == State::kHello) return hello_since_ms_ + failover_after_ms();
-  if (state_ == State::kActive) return last_heard_ms_ + failover_after_ms();
+  if (state_ == State::kHello) return hello_since_ms_ + failover_wait_ms();
+  if (state_ == State::kActive) return last_heard_ms_ + failover_wait_ms();
   return UINT64_MAX;
+}
+
+uint64_t ChildSync::failover_wait_ms() const {
+  size_t hubs = parents_.size();
+  for (const auto& a : ancestors_) {
+    if (std::find(parents_.begin(), parents_.end(), a) == parents_.end()) ++hubs;
+  }
+  const uint32_t rounds = static_cast<uint32_t>(silent_rounds_ / std::max<size_t>(hubs, 1));
+  return failover_after_ms() << std::min<uint32_t>(rounds, 4);
 }
 
 uint64_t ChildSync::anti_entropy_due_ms() const {
@@ -163,7 +172,9 @@ void ChildSync::fail_over(const char* why) {
   const std::string to = next[i % next.size()];
   ++stats_.failovers;
   spdlog::warn("sync {}: {} {} for {} ms; failing over to {}", name_, why, parent_,
-               failover_after_ms(), to);
+               failover_wait_ms(), to);
+  ++silent_rounds_;
+  redirects_since_welcome_ = 0;
   switch_parent(to);
 }
 
@@ -177,8 +188,8 @@ void ChildSync::follow_redirect(const std::string& to, const Message& m) {
     return;
   }
   if (++redirects_since_welcome_ > 4) {
-    // Hubs that send us around (our regional hub is down, and the root sends
-    // us back to it): stay, and try the next hub when this one's time is up.
+    // Hubs that send us around in a loop: stay, and try the next hub when
+    // this one's time is up (the count starts again at each failover).
     spdlog::debug("sync {}: {} redirects to {}; not followed, {} in a row without a welcome", name_,
                   parent_, to, redirects_since_welcome_);
     return;
@@ -418,6 +429,7 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   writable_prefixes_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
   last_reconciled_ms_ = env_.clock->now_ms();
   redirects_since_welcome_ = 0;
+  silent_rounds_ = 0;
   learn_ancestors(w);
   // What this session changes of our holdings makes a position saved in
   // another parent's log claim what we may no longer hold (fail_over forgets

@@ -173,6 +173,11 @@ class ChildSync {
   }
   // When the current parent counts as silent (UINT64_MAX: never).
   uint64_t failover_due_ms() const;
+  // How long the current hub is given: failover_after_ms, doubled after each
+  // round of the whole list of hubs without a welcome (at most 16 times), so
+  // that sites whose every hub is down (a dead region and a root that sends
+  // them back to it) do not keep hammering the hubs that are up.
+  uint64_t failover_wait_ms() const;
   // Moves to the next parent (then the ancestors): its saved position, a new hello.
   void fail_over(const char* why);
   // Says hello to `to` instead of the current parent.
@@ -214,7 +219,8 @@ class ChildSync {
   std::vector<std::string> parents_;
   size_t parent_index_ = 0;
   std::vector<std::string> ancestors_;  // follow_redirects: the parent's parents
-  int redirects_since_welcome_ = 0;     // a loop of redirects is not followed
+  int redirects_since_welcome_ = 0;     // since a welcome or failover: a loop is not followed
+  uint32_t silent_rounds_ = 0;          // failovers since the last welcome
   uint64_t last_heard_ms_ = 0;          // last message of the current session from the parent
   uint64_t last_reconciled_ms_ = 0;     // when the session last was in step (reconcile_every_ms)
   uint64_t anti_entropy_due_ms() const;

@@ -857,6 +857,22 @@ TEST(EngineRedirectTest, AMovedSiteFollowsItsParentsParentToTheHubThatServesItNo
   EXPECT_TRUE(child->in_sync());
   EXPECT_EQ(*site_store->get("d/w"), R"({"w":0})");
   EXPECT_EQ(eu.parent()->stats().reconciliations, reconciliations);
+
+  // A long outage: the child gives each round of its hubs twice as long as
+  // the last (up to 48 s), so the root, which is up, is not hammered.
+  const uint64_t root_hellos = root.parent()->stats().unserved_hellos;
+  for (int i = 0; i < 2400; ++i) {  // 120 s
+    net.deliver_all(100000);
+    for (SyncNode* n : {&root, &us, site.get()}) n->run_once(true);
+    clock.advance_ms(50);
+  }
+  // 3 + 3 + 6 + 6 + 12 + 12 + 24 + 24 + 48 s: about nine tries of the root,
+  // against forty at a steady 3 s.
+  EXPECT_LE(root.parent()->stats().unserved_hellos - root_hellos, 15u);
+  EXPECT_GE(root.parent()->stats().unserved_hellos - root_hellos, 5u);
+  run(1200);  // 60 s: the longest wait, then the hello that eu answers
+  EXPECT_EQ(child->parent(), "eu");
+  EXPECT_TRUE(child->in_sync());
   const uint64_t failovers = child->stats().failovers;
   const uint64_t root_redirects = root.parent()->stats().redirects;
   const uint64_t redirects = child->stats().redirects;
