@@ -87,6 +87,23 @@ inline size_t count_lines_with(const std::string& text, const std::vector<std::s
   return n;
 }
 
+// Scrapes `port`'s /metrics and returns the value of the sample written
+// exactly as `series` (name and labels: `canopy_hub_redirects_total`,
+// `..._total{result="ok"}`); nullopt when the page or the sample is missing.
+inline std::optional<double> scrape_metric(int port, const std::string& series) {
+  httplib::Client cli("127.0.0.1", port);
+  cli.set_connection_timeout(1, 0);
+  cli.set_read_timeout(3, 0);
+  auto res = cli.Get("/metrics");
+  if (!res || res->status != 200) return std::nullopt;
+  std::istringstream in(res->body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
+  }
+  return std::nullopt;
+}
+
 // GET http://127.0.0.1:port/path as JSON; nullopt unless it answers 200 with JSON.
 inline std::optional<json> http_get_json(int port, const std::string& path) {
   httplib::Client cli("127.0.0.1", port);

@@ -179,15 +179,7 @@ class EnrollTest : public E2ETest {
 
   // The value of a counter on the hub's /metrics.
   double hub_metric(const std::string& name) {
-    httplib::Client cli("127.0.0.1", hub_->health_port);
-    auto res = cli.Get("/metrics");
-    if (!res) return -1;
-    std::istringstream in(res->body);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.starts_with(name + " ")) return std::stod(line.substr(name.size() + 1));
-    }
-    return -1;
+    return scrape_metric(hub_->health_port, name).value_or(-1);
   }
 
   // No token issued in this test appears in any daemon's log.

@@ -322,6 +322,23 @@ class HierarchyTest : public ::testing::Test {
         << "the root never saw eu-2 live and applied through us";
   }
 
+  // Waits until `s` is in session with `parent` and caught up, holding
+  // `manifests` manifests when that is not 0; `*health` (if given) is then
+  // its /healthz.
+  void wait_in_sync_with(Spoke& s, const std::string& parent, size_t manifests,
+                         json* health = nullptr) {
+    std::optional<json> h;
+    ASSERT_TRUE(wait_until(
+        [&] {
+          h = http_get_json(s.health_port, "/healthz");
+          return h && h->value("parent", "") == parent && h->value("in_sync", false) &&
+                 (manifests == 0 || s.read().size() == manifests);
+        },
+        kTimeout, kPoll))
+        << s.site << " not in sync with " << parent << ": " << (h ? h->dump() : "no health");
+    if (health != nullptr) *health = *h;
+  }
+
   Level root_;
   std::vector<std::unique_ptr<Level>> regions_;
   std::vector<std::unique_ptr<Spoke>> spokes_;
@@ -444,22 +461,6 @@ TEST_F(HierarchyTest, ThreeLevelsPlaceReportAndSurviveACutRootLink) {
       kTimeout, kPoll));
 }
 
-// The value of the unlabelled sample `name` on `port`'s /metrics; -1 when
-// the page or the sample is missing.
-double metric_value(int port, const std::string& name) {
-  httplib::Client cli("127.0.0.1", port);
-  cli.set_connection_timeout(1, 0);
-  cli.set_read_timeout(3, 0);
-  auto res = cli.Get("/metrics");
-  if (!res || res->status != 200) return -1;
-  std::istringstream in(res->body);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with(name + " ")) return std::stod(line.substr(name.size() + 1));
-  }
-  return -1;
-}
-
 // A site moves from one regional hub to another with one write at the root
 // (its record's region), and its spoke, given only its old region as parent,
 // follows by itself: the old region ends its session without drops and
@@ -473,19 +474,12 @@ TEST_F(HierarchyTest, ASiteMovesBetweenRegionsWithoutLosingOrResendingItsScope) 
   std::vector<std::string> names;
   ASSERT_NO_FATAL_FAILURE(place_apps_on_silver(kTemplates, &names));
   Spoke& mover = spoke("eu-2");
-  auto health = [&] { return http_get_json(mover.health_port, "/healthz"); };
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h = health();
-        return h && h->value("parent", "") == "eu" && h->value("in_sync", false) &&
-               mover.read().size() == kTemplates;
-      },
-      kTimeout, kPoll))
-      << (health() ? health()->dump() : "no health");
+  json before;
+  ASSERT_NO_FATAL_FAILURE(wait_in_sync_with(mover, "eu", kTemplates, &before));
   ASSERT_TRUE(wait_until([&] { return region_in_sync(region("us")); }, kTimeout, kPoll));
-  const uint64_t received_before = health()->value("documents_received", uint64_t{0});
-  const uint64_t failovers_before = health()->value("failovers", uint64_t{0});
-  EXPECT_EQ(metric_value(root_.hub->health_port, "canopy_hub_redirects_total"), 0);
+  const uint64_t received_before = before.value("documents_received", uint64_t{0});
+  const uint64_t failovers_before = before.value("failovers", uint64_t{0});
+  EXPECT_EQ(scrape_metric(root_.hub->health_port, "canopy_hub_redirects_total"), 0);
 
   // Watch the mover's manifests for the whole move.
   ManifestCountWatch watch(mover);
@@ -503,26 +497,19 @@ TEST_F(HierarchyTest, ASiteMovesBetweenRegionsWithoutLosingOrResendingItsScope) 
   EXPECT_TRUE(wait_until([&] { return !eu_has_session(); }, kTimeout, kPoll))
       << "eu kept serving a site that moved away";
   // The spoke, whose only parent is eu, is redirected to us by the root.
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h = health();
-        return h && h->value("parent", "") == "us" && h->value("in_sync", false);
-      },
-      20s, kPoll))
-      << (health() ? health()->dump() : "no health");
+  json h;
+  ASSERT_NO_FATAL_FAILURE(wait_in_sync_with(mover, "us", 0, &h));
   EXPECT_EQ(watch.stop(), static_cast<size_t>(kTemplates))
       << "the mover's objects were not applied throughout the move";
   EXPECT_EQ(mover.read().size(), static_cast<size_t>(kTemplates));
-  auto h = health();
-  ASSERT_TRUE(h);
   // Sent on by eu and then the root, not moved by a silence.
-  EXPECT_EQ(h->value("redirects", uint64_t{0}), 2u) << h->dump();
-  EXPECT_EQ(h->value("failovers", uint64_t{0}), failovers_before) << h->dump();
-  EXPECT_EQ(metric_value(region("eu").hub->health_port, "canopy_hub_redirects_total"), 1);
-  EXPECT_EQ(metric_value(root_.hub->health_port, "canopy_hub_redirects_total"), 1);
+  EXPECT_EQ(h.value("redirects", uint64_t{0}), 2u) << h.dump();
+  EXPECT_EQ(h.value("failovers", uint64_t{0}), failovers_before) << h.dump();
+  EXPECT_EQ(scrape_metric(region("eu").hub->health_port, "canopy_hub_redirects_total"), 1);
+  EXPECT_EQ(scrape_metric(root_.hub->health_port, "canopy_hub_redirects_total"), 1);
   // No whole-scope transfer: of its 20 templates, its placement and its
   // record, the new region sent only what changed (the record, presence).
-  EXPECT_LE(h->value("documents_received", uint64_t{999}) - received_before, 4u) << h->dump();
+  EXPECT_LE(h.value("documents_received", uint64_t{999}) - received_before, 4u) << h.dump();
 
   // It is live in us's view and in the root's, and takes new work there.
   ASSERT_NO_FATAL_FAILURE(takes_new_work_through_us(mover, &names));
@@ -532,13 +519,7 @@ TEST_F(HierarchyTest, ASiteMovesBetweenRegionsWithoutLosingOrResendingItsScope) 
   ASSERT_TRUE(mover.proc.kill(SIGTERM));
   ASSERT_TRUE(mover.proc.wait_exit(10s).has_value());
   ASSERT_NO_FATAL_FAILURE(launch_spoke(mover));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h2 = health();
-        return h2 && h2->value("parent", "") == "us" && h2->value("in_sync", false);
-      },
-      20s, kPoll))
-      << (health() ? health()->dump() : "no health");
+  ASSERT_NO_FATAL_FAILURE(wait_in_sync_with(mover, "us", 0));
   EXPECT_EQ(mover.read().size(), static_cast<size_t>(kTemplates + 1));
 }
 
@@ -557,38 +538,24 @@ TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
   ASSERT_TRUE(mover.proc.wait_exit(10s).has_value());
   mover.extra_args = {"--parent", "eu,us"};  // still on eu's NATS (a leaf, like us's)
   ASSERT_NO_FATAL_FAILURE(launch_spoke(mover));
-  auto health = [&] { return http_get_json(mover.health_port, "/healthz"); };
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h = health();
-        return h && h->value("parent", "") == "eu" && h->value("in_sync", false) &&
-               mover.read().size() == kTemplates;
-      },
-      kTimeout, kPoll))
-      << (health() ? health()->dump() : "no health");
+  json before;
+  ASSERT_NO_FATAL_FAILURE(wait_in_sync_with(mover, "eu", kTemplates, &before));
   ASSERT_TRUE(wait_until([&] { return region_in_sync(region("us")); }, kTimeout, kPoll));
-  const uint64_t received_before = health()->value("documents_received", uint64_t{0});
-  const uint64_t failovers_before = health()->value("failovers", uint64_t{0});
-  const uint64_t redirects_before = health()->value("redirects", uint64_t{0});
+  const uint64_t received_before = before.value("documents_received", uint64_t{0});
+  const uint64_t failovers_before = before.value("failovers", uint64_t{0});
+  const uint64_t redirects_before = before.value("redirects", uint64_t{0});
 
   ManifestCountWatch watch(mover);
   ASSERT_TRUE(put("site", "eu-2", {{"labels", {{"tier", "silver"}}}, {"region", "us"}}).ok());
   // Redirected by eu to the root, by the root to us, which serves it now.
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h = health();
-        return h && h->value("parent", "") == "us" && h->value("in_sync", false);
-      },
-      20s, kPoll))
-      << (health() ? health()->dump() : "no health");
+  json h;
+  ASSERT_NO_FATAL_FAILURE(wait_in_sync_with(mover, "us", 0, &h));
   EXPECT_EQ(watch.stop(), static_cast<size_t>(kTemplates))
       << "the mover's objects were not applied throughout the move";
-  auto h = health();
-  ASSERT_TRUE(h);
-  EXPECT_EQ(h->value("redirects", uint64_t{0}) - redirects_before, 2u) << h->dump();
-  EXPECT_EQ(h->value("failovers", uint64_t{0}), failovers_before) << h->dump();
-  EXPECT_LE(h->value("documents_received", uint64_t{999}) - received_before, 4u)
-      << "a whole-scope transfer: " << h->dump();
+  EXPECT_EQ(h.value("redirects", uint64_t{0}) - redirects_before, 2u) << h.dump();
+  EXPECT_EQ(h.value("failovers", uint64_t{0}), failovers_before) << h.dump();
+  EXPECT_LE(h.value("documents_received", uint64_t{999}) - received_before, 4u)
+      << "a whole-scope transfer: " << h.dump();
   // It takes new work through us, and the root sees it live there.
   ASSERT_NO_FATAL_FAILURE(takes_new_work_through_us(mover, &names));
 }

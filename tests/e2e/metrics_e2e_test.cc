@@ -262,19 +262,6 @@ TEST_F(MetricsE2ETest, PrometheusScrapesWhatTheRunCaused) {
   expect_query_eq("sum(canopy_nats_connected)", 2);
 }
 
-// Scrapes `port`'s /metrics and returns the value of the sample written
-// exactly as `series` (name and labels), if any.
-std::optional<double> scrape(int port, const std::string& series) {
-  auto r = http_get(port, "/metrics");
-  if (!r || r->status != 200) return std::nullopt;
-  std::istringstream in(r->body);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
-  }
-  return std::nullopt;
-}
-
 // A spoke whose cluster does not answer: once it holds objects, a restart
 // finds every pass failing, and it is not ready until one completes.
 TEST_F(MetricsE2ETest, ASpokeIsNotReadyUntilAPassCompletes) {
@@ -293,7 +280,8 @@ TEST_F(MetricsE2ETest, ASpokeIsNotReadyUntilAPassCompletes) {
   ASSERT_TRUE(put("placement", "web-eu", placement_by_region({"web"}, "eu")).ok());
   ASSERT_TRUE(wait_until(
       [&] {
-        auto v = scrape(site.health_port, "canopy_spoke_reconcile_passes_total{result=\"error\"}");
+        auto v = scrape_metric(site.health_port,
+                               "canopy_spoke_reconcile_passes_total{result=\"error\"}");
         return v && *v >= 1;
       },
       kTimeout, kPoll))
@@ -311,8 +299,9 @@ TEST_F(MetricsE2ETest, ASpokeIsNotReadyUntilAPassCompletes) {
       << (r ? r->body : "no answer");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 503);
-  EXPECT_EQ(scrape(site.health_port, "canopy_spoke_applied_once"), 0);
-  EXPECT_EQ(scrape(site.health_port, "canopy_spoke_reconcile_passes_total{result=\"ok\"}"), 0);
+  EXPECT_EQ(scrape_metric(site.health_port, "canopy_spoke_applied_once"), 0);
+  EXPECT_EQ(scrape_metric(site.health_port, "canopy_spoke_reconcile_passes_total{result=\"ok\"}"),
+            0);
   auto live = http_get(site.health_port, "/livez");
   ASSERT_TRUE(live);
   EXPECT_EQ(live->status, 200);
