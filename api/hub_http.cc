@@ -78,7 +78,8 @@ std::string hub_metrics(hub::Hub* hub) {
           "Hellos of sites this hub does not serve (no record, or below a regional hub).",
           p.unserved_hellos);
   counter("canopy_hub_redirects",
-          "Of those, hellos answered with the regional hub that serves the site (it moved).",
+          "Sites sent to another hub: a hello answered with the regional hub that serves the "
+          "site, or a session ended because the site moved (sent to this hub's parent).",
           p.redirects);
   counter("canopy_hub_refused_revoked_messages",
           "Sync messages refused because their site's identity is revoked.",

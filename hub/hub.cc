@@ -111,8 +111,11 @@ Status Hub::start() {
   po.max_concurrent_catchups = config_.max_concurrent_catchups;
   po.away_after_ms = config_.away_after_s * 1000;
   po.session_timeout_ms = config_.session_timeout_s * 1000;
-  // Told to the sites below: where a moved site is redirected from.
-  if (!config_.parent.empty()) po.ancestors = *sync::parse_node_list(config_.parent);
+  // A regional hub's parents: its own sessions go there, and the sites below
+  // are told of them (where a moved site is redirected from).
+  std::vector<std::string> parent_hubs;
+  if (!config_.parent.empty()) parent_hubs = *sync::parse_node_list(config_.parent);
+  po.ancestors = parent_hubs;
   sync::ScopeProvider* scope = regions_.get();
   if (!config_.peers.empty()) {
     peers_ = *sync::parse_node_list(config_.peers);
@@ -150,7 +153,7 @@ Status Hub::start() {
   if (!config_.parent.empty()) {
     sync::ChildOptions co;
     co.labels[std::string(kRoleLabel)] = std::string(kRoleHub);
-    auto parents = sync::preferred_order(config_.name, *sync::parse_node_list(config_.parent));
+    auto parents = sync::preferred_order(config_.name, parent_hubs);
     co.fallback_parents.assign(parents.begin() + 1, parents.end());
     node_->set_child_engine(
         std::make_unique<sync::ChildSync>(config_.name, parents.front(), store_.get(), env, co));

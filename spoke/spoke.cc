@@ -165,8 +165,8 @@ Status Spoke::start() {
   // among them, fail over along the list.
   auto parents = sync::preferred_order(config_.site, *sync::parse_node_list(config_.parent));
   co.fallback_parents.assign(parents.begin() + 1, parents.end());
-  // A site moved to another region follows: its old hub falls silent, the
-  // root its regional hub named redirects it (docs/hierarchy.md).
+  // A site moved to another region follows: its old hub redirects it to the
+  // root, which redirects it to its new region (docs/hierarchy.md).
   co.follow_redirects = true;
   node_ = std::make_unique<sync::SyncNode>(store_.get(), nats_.get());
   node_->set_child_engine(

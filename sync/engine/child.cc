@@ -58,6 +58,7 @@ ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env 
   for (const auto& p : opts_.fallback_parents) {
     if (std::find(parents_.begin(), parents_.end(), p) == parents_.end()) parents_.push_back(p);
   }
+  update_hubs();
   if (store_ == nullptr) return;  // the delegating constructor reads it
   load_down_position();
   load_ancestors();
@@ -75,6 +76,7 @@ void ChildSync::load_ancestors() {
   if (!saved.ok() || !saved->has_value() || (*saved)->empty()) return;
   auto list = parse_node_list(**saved);
   if (list.ok()) ancestors_ = std::move(list).value();
+  update_hubs();
 }
 
 void ChildSync::learn_ancestors(const v1::Welcome& w) {
@@ -89,14 +91,21 @@ void ChildSync::learn_ancestors(const v1::Welcome& w) {
   // that a session with a peer of the top level does not erase it.
   if (got.empty() || got == ancestors_) return;
   ancestors_ = std::move(got);
+  update_hubs();
   std::string text;
   for (const auto& a : ancestors_) text += (text.empty() ? "" : ",") + a;
   writes_.push_back(Write::put_local(std::string(kAncestorsKey), text));
 }
 
 bool ChildSync::knows_hub(const std::string& hub) const {
-  return std::find(parents_.begin(), parents_.end(), hub) != parents_.end() ||
-         std::find(ancestors_.begin(), ancestors_.end(), hub) != ancestors_.end();
+  return std::find(hubs_.begin(), hubs_.end(), hub) != hubs_.end();
+}
+
+void ChildSync::update_hubs() {
+  hubs_ = parents_;
+  for (const auto& a : ancestors_) {
+    if (std::find(hubs_.begin(), hubs_.end(), a) == hubs_.end()) hubs_.push_back(a);
+  }
 }
 
 std::vector<std::string> ChildSync::subscriptions() const {
@@ -148,11 +157,7 @@ uint64_t ChildSync::failover_due_ms() const {
 }
 
 uint64_t ChildSync::failover_wait_ms() const {
-  size_t hubs = parents_.size();
-  for (const auto& a : ancestors_) {
-    if (std::find(parents_.begin(), parents_.end(), a) == parents_.end()) ++hubs;
-  }
-  const uint32_t rounds = static_cast<uint32_t>(silent_rounds_ / std::max<size_t>(hubs, 1));
+  const uint32_t rounds = static_cast<uint32_t>(silent_rounds_ / std::max<size_t>(hubs_.size(), 1));
   return failover_after_ms() << std::min<uint32_t>(rounds, 4);
 }
 
@@ -163,13 +168,9 @@ uint64_t ChildSync::anti_entropy_due_ms() const {
 
 void ChildSync::fail_over(const char* why) {
   // The parents in order, then the ancestors (who redirect us).
-  std::vector<std::string> next = parents_;
-  for (const auto& a : ancestors_) {
-    if (std::find(next.begin(), next.end(), a) == next.end()) next.push_back(a);
-  }
-  auto at = std::find(next.begin(), next.end(), parent_);
-  const size_t i = at == next.end() ? 0 : static_cast<size_t>(at - next.begin()) + 1;
-  const std::string to = next[i % next.size()];
+  auto at = std::find(hubs_.begin(), hubs_.end(), parent_);
+  const size_t i = at == hubs_.end() ? 0 : static_cast<size_t>(at - hubs_.begin()) + 1;
+  const std::string to = hubs_[i % hubs_.size()];
   ++stats_.failovers;
   spdlog::warn("sync {}: {} {} for {} ms; failing over to {}", name_, why, parent_,
                failover_wait_ms(), to);
@@ -198,7 +199,10 @@ void ChildSync::follow_redirect(const std::string& to, const Message& m) {
   spdlog::info("sync {}: {} says {} serves us now; saying hello there", name_, parent_, to);
   // The hub that serves us is a parent from now on (until a restart, which
   // begins with the configured ones and is redirected again).
-  if (std::find(parents_.begin(), parents_.end(), to) == parents_.end()) parents_.push_back(to);
+  if (std::find(parents_.begin(), parents_.end(), to) == parents_.end()) {
+    parents_.push_back(to);
+    update_hubs();
+  }
   switch_parent(to);
 }
 

@@ -107,7 +107,7 @@ struct ChildStats {
   uint64_t deltas_sent = 0;  // log entries with a delta in sequenced Changes (not resends)
   uint64_t failovers = 0;    // sessions moved to another parent
   uint64_t other_parent_messages = 0;  // from a parent of ours we are not in session with
-  uint64_t redirects = 0;              // hellos answered with another hub, followed
+  uint64_t redirects = 0;              // redirects to another hub, followed
   uint64_t anti_entropy_rounds = 0;    // reconciliations started by reconcile_every_ms
 };
 
@@ -162,7 +162,7 @@ class ChildSync {
   enum class State { kIdle, kHello, kActive };
 
   void send_hello();
-  bool failover_enabled() const { return parents_.size() > 1 || !ancestors_.empty(); }
+  bool failover_enabled() const { return hubs_.size() > 1; }
   uint64_t heartbeat_ms() const {
     // With somewhere to fail over to, a parent's death is noticed within
     // three heartbeats: at most a second apart (docs/hierarchy.md).
@@ -187,6 +187,8 @@ class ChildSync {
   // The ancestors a welcome named: kept, and persisted when they changed.
   void learn_ancestors(const v1::Welcome& w);
   bool knows_hub(const std::string& hub) const;
+  // Recomputes hubs_ after parents_ or ancestors_ changed.
+  void update_hubs();
   void load_down_position();
   void load_ancestors();
   void send_control(v1::SyncEnvelope env);
@@ -219,10 +221,12 @@ class ChildSync {
   std::vector<std::string> parents_;
   size_t parent_index_ = 0;
   std::vector<std::string> ancestors_;  // follow_redirects: the parent's parents
-  int redirects_since_welcome_ = 0;     // since a welcome or failover: a loop is not followed
-  uint32_t silent_rounds_ = 0;          // failovers since the last welcome
-  uint64_t last_heard_ms_ = 0;          // last message of the current session from the parent
-  uint64_t last_reconciled_ms_ = 0;     // when the session last was in step (reconcile_every_ms)
+  // The order failover tries: parents_, then the ancestors not among them.
+  std::vector<std::string> hubs_;
+  int redirects_since_welcome_ = 0;  // since a welcome or failover: a loop is not followed
+  uint32_t silent_rounds_ = 0;       // failovers since the last welcome
+  uint64_t last_heard_ms_ = 0;       // last message of the current session from the parent
+  uint64_t last_reconciled_ms_ = 0;  // when the session last was in step (reconcile_every_ms)
   uint64_t anti_entropy_due_ms() const;
   uint64_t hello_since_ms_ = 0;  // when the current parent was first greeted
   std::unique_ptr<StoreView> owned_view_;
