@@ -504,34 +504,43 @@ void Store::Impl::commit_group(const std::vector<LocalWrite*>& group) {
     finish();
     return;
   }
-  stage_vv(&b, meta_.replica_id());
-  stage_meta(&b);
-  Status st = commit(&b);
+  std::vector<const std::string*> keys;
+  for (LocalWrite* g : staged) keys.push_back(&g->key);
+  bool handed_on = false;
+  const Status st =
+      commit_local(lock, &b, std::move(saved), vv_undo, std::move(entries), keys, [&] {
+        hand_on();  // mu_ held: the next leader stages once wait_durable releases it
+        handed_on = true;
+      });
   if (!st.ok()) {
-    for (LocalWrite* g : staged) cache_.erase(g->key);
     // Every write of the group fails, a no-op among them too: it may have
     // been one only after another write of its key that is now undone.
     for (LocalWrite* g : group) {
       if (g->result.ok()) g->result = st;
     }
+  }
+  if (lock.owns_lock()) lock.unlock();
+  if (!handed_on) hand_on();
+  finish();
+}
+
+Status Store::Impl::commit_local(std::unique_lock<std::mutex>& lock, rocksdb::WriteBatch* b,
+                                 Saved saved, VersionVector::Undo& vv_undo,
+                                 std::vector<v1::LogEntry> entries,
+                                 const std::vector<const std::string*>& keys,
+                                 const std::function<void()>& committed) {
+  stage_vv(b, meta_.replica_id());
+  stage_meta(b);
+  if (Status st = commit(b); !st.ok()) {
+    for (const std::string* k : keys) cache_.erase(*k);
     restore(std::move(saved));
     vv_undo.apply(&vv_);
-    lock.unlock();
-    hand_on();
-    finish();
-    return;
+    return st;
   }
   const uint64_t ticket = ++written_ticket_;
   publish(ticket, std::move(entries));
-  hand_on();  // mu_ held: the next leader stages once wait_durable releases it
-  st = wait_durable(lock, ticket);
-  if (!st.ok()) {
-    for (LocalWrite* g : group) {
-      if (g->result.ok()) g->result = st;
-    }
-  }
-  if (lock.owns_lock()) lock.unlock();
-  finish();
+  if (committed) committed();
+  return wait_durable(lock, ticket);
 }
 
 std::vector<StatusOr<v1::Delta>> Store::Impl::put_values(
@@ -557,30 +566,18 @@ std::vector<StatusOr<v1::Delta>> Store::Impl::put_values(
   vv_undo.note(vv_, meta_.replica_id());
   rocksdb::WriteBatch& b = reusable_batch();
   std::vector<v1::LogEntry> entries;
-  std::vector<size_t> staged;
+  std::vector<const std::string*> staged;
   for (size_t i = 0; i < docs.size(); ++i) {
     if (!valid[i]) continue;
     results[i] = stage_local(docs[i].first, docs[i].second, nullptr, &b, &entries);
-    if (results[i].ok() && results[i]->ops_size() > 0) staged.push_back(i);
+    if (results[i].ok() && results[i]->ops_size() > 0) staged.push_back(&docs[i].first);
   }
   if (staged.empty()) return results;
-  stage_vv(&b, meta_.replica_id());
-  stage_meta(&b);
-  Status st = commit(&b);
+  const Status st =
+      commit_local(lock, &b, std::move(saved), vv_undo, std::move(entries), staged, nullptr);
   if (!st.ok()) {
-    for (size_t i : staged) cache_.erase(docs[i].first);
     for (auto& r : results) {
       if (r.ok()) r = st;  // a no-op too (see commit_group)
-    }
-    restore(std::move(saved));
-    vv_undo.apply(&vv_);
-    return results;
-  }
-  const uint64_t ticket = ++written_ticket_;
-  publish(ticket, std::move(entries));
-  if (st = wait_durable(lock, ticket); !st.ok()) {
-    for (auto& r : results) {
-      if (r.ok()) r = st;
     }
   }
   return results;

@@ -289,6 +289,16 @@ class Store::Impl {
     hlc_ = saved.hlc;
     stats_ = saved.stats;
   }
+  // The end of a local write of one or more documents (commit_group,
+  // put_values), mu_ held by `lock`: commits what `b` stages for `keys`
+  // (logged as `entries`) with the version vector and meta, publishes it,
+  // runs `committed` (if any; mu_ still held) and waits until it is durable.
+  // When the commit fails, the in-memory state goes back to `saved` and
+  // `vv_undo`, and the keys leave the cache.
+  Status commit_local(std::unique_lock<std::mutex>& lock, rocksdb::WriteBatch* b, Saved saved,
+                      VersionVector::Undo& vv_undo, std::vector<v1::LogEntry> entries,
+                      const std::vector<const std::string*>& keys,
+                      const std::function<void()>& committed);
 
   // REQUIRES: mu_ held. An empty write batch that keeps its buffer from one
   // write to the next (a write's batch is dead once committed).
