@@ -140,6 +140,8 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   // the position a new watch misses nothing from.
   grpc::Status watch(std::string_view authorization, const v1::WatchRequest& request,
                      const WatchSink& sink, std::string* resume_from = nullptr);
+  // The watch streams open now, and how many fell behind (metrics).
+  WatchFanout::Stats watch_stats() const { return fanout_->stats(); }
   grpc::Status get_status(std::string_view authorization, const v1::GetStatusRequest& request,
                           v1::GetStatusResponse* response);
   grpc::Status issue_token(std::string_view authorization, const v1::IssueTokenRequest& request,

@@ -9,7 +9,7 @@ namespace canopy::api {
 
 using json = nlohmann::json;
 
-std::string hub_metrics(hub::Hub* hub) {
+std::string hub_metrics(hub::Hub* hub, const CatalogService* catalog) {
   MetricsText page;
   add_build_info(&page, "hub", hub->config().name);
   add_nats_metrics(&page, hub->nats_connected());
@@ -110,6 +110,14 @@ std::string hub_metrics(hub::Hub* hub) {
   page.gauge("canopy_hub_placements", "Valid placements.")
       .add(static_cast<double>(counts.placements));
   page.gauge("canopy_hub_overrides", "Valid overrides.").add(static_cast<double>(counts.overrides));
+  if (catalog != nullptr) {
+    const WatchFanout::Stats ws = catalog->watch_stats();
+    page.gauge("canopy_hub_watches", "Open watch streams (gRPC and REST).")
+        .add(static_cast<double>(ws.watchers));
+    counter("canopy_hub_watches_fell_behind",
+            "Watch streams ended because they fell behind (RESOURCE_EXHAUSTED: watch again).",
+            ws.fell_behind);
+  }
   return page.text();
 }
 
@@ -126,7 +134,8 @@ std::vector<std::string> hub_readiness(hub::Hub* hub, const daemon::Health* heal
   return problems;
 }
 
-void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health* health) {
+void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health* health,
+                    std::function<const CatalogService*()> catalog) {
   server.Get("/healthz", [hub, health](const httplib::Request&, httplib::Response& res) {
     json j = {{"name", hub->config().name},
               {"role", "hub"},
@@ -166,8 +175,8 @@ void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health
     }
     reply_json(res, arr.dump());
   });
-  server.Get("/metrics", [hub](const httplib::Request&, httplib::Response& res) {
-    res.set_content(hub_metrics(hub), kMetricsContentType);
+  server.Get("/metrics", [hub, catalog](const httplib::Request&, httplib::Response& res) {
+    res.set_content(hub_metrics(hub, catalog ? catalog() : nullptr), kMetricsContentType);
   });
   server.Get("/livez", [](const httplib::Request&, httplib::Response& res) { reply_live(res); });
   server.Get("/readyz", [hub, health](const httplib::Request&, httplib::Response& res) {

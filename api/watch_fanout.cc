@@ -248,7 +248,9 @@ void WatchFanout::run() {
     for (const auto& [prefix, lists] : items) {
       for (const auto& w : *snapshot.at(std::string(prefix))) {
         std::lock_guard lock(w->mu);
+        const bool was_open = w->end == WatchEnd::kNone;
         w->push(lists[w->metadata_only ? 1 : 0]);
+        if (was_open && w->end == WatchEnd::kOverflow) ++fell_behind_;
       }
     }
     batch.clear();
@@ -339,7 +341,10 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(
   if (w->end != WatchEnd::kNone) {
     // Shut down, or too many live changes, meanwhile.
     close(w);
-    if (w->end == WatchEnd::kOverflow) return behind;
+    if (w->end == WatchEnd::kOverflow) {
+      ++fell_behind_;
+      return behind;
+    }
     return Status(StatusCode::kUnavailable, "the hub is shutting down");
   }
   w->after = after;
@@ -351,6 +356,7 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(
   w->push(early);
   if (w->end == WatchEnd::kOverflow) {
     close(w);
+    ++fell_behind_;
     return behind;
   }
   *position = after;
@@ -361,6 +367,16 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(
   }
   w->taken = *position;
   return w;
+}
+
+WatchFanout::Stats WatchFanout::stats() const {
+  Stats out;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [prefix, watchers] : by_prefix_) out.watchers += watchers->size();
+  }
+  out.fell_behind = fell_behind_.load();
+  return out;
 }
 
 }  // namespace canopy::api

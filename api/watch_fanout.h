@@ -20,6 +20,7 @@
 // (RESOURCE_EXHAUSTED): its stream re-lists and watches again.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -139,6 +140,12 @@ class WatchFanout {
 
   uint64_t epoch() const { return epoch_; }
 
+  struct Stats {
+    size_t watchers = 0;       // open now
+    uint64_t fell_behind = 0;  // ended (or refused at open) for falling behind
+  };
+  Stats stats() const;
+
  private:
   struct Change {
     std::string key;
@@ -166,10 +173,11 @@ class WatchFanout {
 
   // The watchers by prefix, copied on write: the fan-out's thread reads a
   // snapshot without holding `mu_` while it delivers.
-  std::mutex mu_;
+  mutable std::mutex mu_;
   bool shut_down_ = false;
   std::map<std::string, std::shared_ptr<const Watchers>> by_prefix_;
   uint64_t last_index_ = 0;  // the greatest log index handed out (fan-out thread)
+  std::atomic<uint64_t> fell_behind_{0};
 
   uint64_t subscription_ = 0;
   std::thread thread_;

@@ -203,7 +203,8 @@ int run(const hub::HubConfig& cfg) {
                      drop_api();
                    }});
   if (!cfg.health_listen.empty()) {
-    api::add_hub_routes(http.server(), &hub, &health);
+    api::add_hub_routes(http.server(), &hub, &health,
+                        [&catalog]() -> const api::CatalogService* { return catalog.get(); });
     // The HTTP part starts after the gRPC part has made the service.
     api::add_rest_routes(http.server(), [&catalog] { return catalog.get(); });
     daemon::Part part = http.part("HTTP API", cfg.health_listen);

@@ -212,6 +212,8 @@ TEST_F(MetricsE2ETest, PrometheusScrapesWhatTheRunCaused) {
       [](double v) { return v > 0; }, "> 0");
   expect_query_eq("sum(canopy_sync_dropped_messages_total)", 0);
   expect_query_eq("sum(canopy_hub_refused_writes_total)", 0);
+  expect_query_eq("canopy_hub_watches", 0);
+  expect_query_eq("canopy_hub_watches_fell_behind_total", 0);
   expect_query_eq("count(canopy_build_info{version!=\"\"})", 2);
 
   // A template edited: one delta down, one more object applied (changed),
