@@ -319,6 +319,14 @@ std::vector<sync::ScopeChange> PlacementIndex::collect(Changes* changes) {
     changed.emplace_back(labels_->by_id[site], &it->second);
   }
   notes.clear();
+  // Sites served differently without a key to show it: an empty change.
+  static const Lists kNoKeys;
+  for (uint32_t site : changes->serving) {
+    const bool listed = std::any_of(changed.begin(), changed.end(),
+                                    [&](const auto& c) { return c.first->id == site; });
+    if (!listed) changed.emplace_back(labels_->by_id[site], &kNoKeys);
+  }
+  changes->serving.clear();
   std::vector<sync::ScopeChange> out(changed.size());
   for (size_t i = 0; i < changed.size(); ++i) {
     if (i + 16 < changed.size()) {

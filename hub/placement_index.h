@@ -270,6 +270,10 @@ class PlacementIndex final : public sync::ScopeProvider {
   };
   struct Changes {
     std::vector<Note> notes;
+    // Sites that stopped (or started) being served here with no change of
+    // keys to announce it (a refused record that then left this replica):
+    // each gets a ScopeChange of its own, so that its session ends.
+    std::vector<uint32_t> serving;
   };
   // Interned scope keys -> the sites holding them, by id, and how many.
   struct Holders {

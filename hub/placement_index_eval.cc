@@ -51,6 +51,7 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
     // (on_commit fills it in).
     if (changes != nullptr) region_changes_.push_back(RegionChange{name, region, {}});
   }
+  const bool was_moved = site->moved;
   if (known) {
     site->moved = site->deleted = false;
   } else if (!dropping_) {
@@ -62,9 +63,14 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
     // 3502 with CANOPY_SIM_REGION_FAILOVER).
     site->deleted = true;
     site->moved = false;
-  } else if (site->known) {
+  } else {
+    // The record left this replica's scope: the site is another hub's now,
+    // also when the record was refused or deleted here first (a record the
+    // model refuses names no region, so the root takes the site back).
     site->moved = true;
+    site->deleted = false;
   }
+  if (site->moved != was_moved && changes != nullptr) changes->serving.push_back(site->id);
   if (site->known == known && site->labels == labels) return;
 
   if (site->known) labels_->remove(*site);

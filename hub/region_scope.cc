@@ -211,7 +211,16 @@ bool RegionScope::move_locked(const std::string& site, const std::string& named,
     old->hash_sum -= member_hash(site);
     members_.erase(it);
     spdlog::info("regions: site {} leaves regional hub {}", site, old->name);
-    reconcile(old->name, version_of(*old));
+    if (old->members.empty()) {
+      // No record names it any more: it is no region now, as after a
+      // restart (regions come from the records). What it holds as one (the
+      // grants) it drops in the reconciliation.
+      const std::string name = old->name;
+      regions_.erase(name);
+      reconcile(name, 0);
+    } else {
+      reconcile(old->name, version_of(*old));
+    }
   }
   if (!region.empty()) {
     auto& slot = regions_[region];

@@ -117,7 +117,9 @@ class RegionScope final : public sync::ScopeProvider {
   // The region `site` belongs to; empty when none.
   std::string region_of(std::string_view site) const;
   bool is_region(std::string_view child) const;
-  // Region -> its member sites (sorted), regions without members included.
+  // Region -> its member sites (sorted). A region exists while a record
+  // names it: the last member leaving ends it (its hub is then served as any
+  // child the index does not know).
   Regions regions() const;
 
   // --- sync::ScopeProvider.

@@ -402,13 +402,17 @@ TEST_F(RegionRecordsTest, StartsFromTheRecordsAndFollowsMoves) {
   EXPECT_TRUE(scope_->in_scope("us", "sites/s2/status/acme/web"));
   EXPECT_EQ(scope_->children_for(kWebKey), (Keys{"eu", "us"}));
 
-  // s1 leaves every region: eu keeps no key, s1 is served directly.
+  // s1 leaves every region: eu keeps no key, s1 is served directly, and eu,
+  // which no record names now, is no region (as after a restart): it
+  // reconciles, and drops the grants it held as one.
   member("s1", {{"tier", "gold"}}, "");
   changes = all();
   ASSERT_NE(find(changes, "eu"), nullptr);
+  EXPECT_TRUE(find(changes, "eu")->reconcile);
   EXPECT_FALSE(scope_->in_scope("eu", kWebKey));
   EXPECT_TRUE(scope_->serves("s1"));
-  EXPECT_TRUE(scope_->is_region("eu")) << "a region without members stays known";
+  EXPECT_FALSE(scope_->is_region("eu"));
+  EXPECT_FALSE(scope_->in_scope("eu", "t/acme/grants/g0"));
   EXPECT_EQ(scope_->children_for(kWebKey), (Keys{"s1", "us"}));
 
   // A record naming a member site as its region is ignored.
