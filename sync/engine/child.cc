@@ -134,7 +134,7 @@ bool ChildSync::keep(const v1::DocState& d) const {
   for (const auto& p : writable_prefixes_) {
     if (d.key().starts_with(p)) return true;
   }
-  return carries_own_writes(d.root());
+  return !writable_known_ && carries_own_writes(d.root());
 }
 
 void ChildSync::start() {
@@ -211,6 +211,8 @@ void ChildSync::switch_parent(const std::string& to) {
   parent_ = to;
   parent_replica_ = 0;
   writable_prefixes_.clear();
+  writable_known_ = false;
+  up_docs_pending_.clear();
   up_full_pending_ = false;
   // What the next parent's session drops (a reconciliation against a hub
   // that lacks what the last one gave us) would make our position in the
@@ -431,6 +433,8 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   parent_replica_ = w.replica_id();
   reconciling_ = w.reconcile();
   writable_prefixes_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
+  writable_known_ = true;
+  if (w.replica_id() != 0) hub_replicas_.insert(w.replica_id());
   last_reconciled_ms_ = env_.clock->now_ms();
   redirects_since_welcome_ = 0;
   silent_rounds_ = 0;
@@ -438,8 +442,9 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   // What this session changes of our holdings makes a position saved in
   // another parent's log claim what we may no longer hold (fail_over forgets
   // the one it leaves; a restart begins at the first parent without leaving
-  // any): only the current parent's position stays.
-  for (const std::string& other : parents_) {
+  // any): only the current parent's position stays. Ancestors included: one
+  // we failed over to and that served us holds a position too.
+  for (const std::string& other : hubs_) {
     if (other == parent_) continue;
     writes_.push_back(
         Write::put_local(down_position_key(other), v1::LogPosition().SerializeAsString()));
@@ -545,19 +550,47 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
   if (!batch.empty())
     writes_.push_back(Write::apply_deltas(std::move(batch), owner, parent_replica_));
   if (!docs.empty()) {
-    for (const auto& d : docs) spdlog::debug("sync {}: doc {}", name_, d.key());
+    for (const auto& d : docs) {
+      spdlog::debug("sync {}: doc {}", name_, d.key());
+      // A reconciliation sends what differs. Where we may write, ours may
+      // hold writes the parent lacks (it refused them, or dropped them while
+      // its own scope did not hold the key): they go up whole.
+      if (sketch_ && may_write(d.key())) {
+        auto mine = store_->state(d.key());
+        if (mine.ok() && mine->has_value()) up_docs_pending_.insert(d.key());
+      }
+    }
     stats_.documents_received += docs.size();
     writes_.push_back(Write::apply_states(std::move(docs), parent_replica_));
+  }
+  if (c.has_writable()) {
+    writable_prefixes_.assign(c.writable().prefixes().begin(), c.writable().prefixes().end());
   }
   std::vector<std::string> drop;
   for (const std::string& k : c.drop()) {
     auto st = store_->state(k);
     if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
   }
+  // Writes the parent refused, outside our scope: they can never flow up,
+  // so even our own are forgotten (unless the welcome says we may write
+  // there: then the refusal is older than our scope, and a later session
+  // sends them again).
+  for (const std::string& k : c.refused()) {
+    if (may_write(k)) continue;
+    auto st = store_->state(k);
+    if (st.ok() && st->has_value()) drop.push_back(k);
+  }
   if (c.reconciled() && sketch_ && sketch_->decoded()) {
     for (const std::string& k : sketch_->only_here()) {
       auto st = store_->state(k);
-      if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
+      if (!st.ok() || !st->has_value()) continue;
+      if (!keep(**st)) {
+        drop.push_back(k);
+      } else if (may_write(k)) {
+        // Ours to write and the parent lacks it: send it up whole (our log
+        // went up past it, say, while the parent refused it).
+        up_docs_pending_.insert(k);
+      }
     }
     sketch_.reset();
   }
@@ -633,6 +666,22 @@ void ChildSync::answer_sketch(const v1::Sketch& k) {
   send_sequenced(std::move(env));
 }
 
+void ChildSync::send_whole_up(std::vector<v1::LogEntry> entries) {
+  const size_t limit = batch_limit();
+  size_t i = 0;
+  while (i < entries.size()) {
+    v1::SyncEnvelope env;
+    size_t bytes = 0;
+    while (i < entries.size()) {
+      const size_t sz = entries[i].ByteSizeLong() + 8;
+      if (env.changes().entries_size() > 0 && bytes + sz > limit) break;
+      bytes += sz;
+      *env.mutable_changes()->add_entries() = std::move(entries[i++]);
+    }
+    send_sequenced(std::move(env));
+  }
+}
+
 void ChildSync::pump_up() {
   if (state_ != State::kActive) return;
   const size_t limit = batch_limit();
@@ -648,19 +697,22 @@ void ChildSync::pump_up() {
       *e.mutable_doc() = std::move(d);
       entries.push_back(std::move(e));
     }
-    size_t i = 0;
-    while (i < entries.size()) {
-      v1::SyncEnvelope env;
-      size_t bytes = 0;
-      while (i < entries.size()) {
-        const size_t sz = entries[i].ByteSizeLong() + 8;
-        if (env.changes().entries_size() > 0 && bytes + sz > limit) break;
-        bytes += sz;
-        *env.mutable_changes()->add_entries() = std::move(entries[i++]);
-      }
-      send_sequenced(std::move(env));
-    }
+    send_whole_up(std::move(entries));
     up_full_pending_ = false;
+    up_docs_pending_.clear();
+  }
+  if (!up_docs_pending_.empty() && up_.can_send()) {
+    std::vector<v1::LogEntry> entries;
+    for (const std::string& k : up_docs_pending_) {
+      auto st = store_->state(k);
+      if (!st.ok()) return;
+      if (!st->has_value() || !may_write(k)) continue;
+      v1::LogEntry e;
+      *e.mutable_doc() = std::move(**st);
+      entries.push_back(std::move(e));
+    }
+    up_docs_pending_.clear();
+    send_whole_up(std::move(entries));
   }
   while (up_.can_send()) {
     // Nothing logged since what was sent (the common case at every tick):
@@ -676,9 +728,11 @@ void ChildSync::pump_up() {
       const bool from_parent = e.source() == parent_replica_ && parent_replica_ != 0;
       // With other parents, our log holds what they sent too: what this
       // parent would refuse is not sent. (A single parent's own refusal is
-      // the boundary; the child's filter is only to spare the bytes.)
-      if (!from_parent &&
-          (!failover_enabled() || may_write(e.has_delta() ? e.delta().key() : e.doc().key()))) {
+      // the boundary; the child's filter is only to spare the bytes.) Our
+      // own writes and our children's go up whatever the prefixes say: the
+      // parent refuses what is outside our scope, and we then forget it.
+      if (!from_parent && (!failover_enabled() || !hub_replicas_.contains(e.source()) ||
+                           may_write(e.has_delta() ? e.delta().key() : e.doc().key()))) {
         const size_t sz = e.ByteSizeLong() + 8;
         if (c->entries_size() > 0 && bytes + sz > limit) break;
         bytes += sz;

@@ -39,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -208,9 +209,14 @@ class ChildSync {
   std::shared_ptr<google::protobuf::Arena> decode_arena();  // as ParentSync's
   void answer_sketch(const v1::Sketch& k);
   void pump_up();
+  // Sends `entries` (whole documents) up, in messages under the batch limit.
+  void send_whole_up(std::vector<v1::LogEntry> entries);
   bool carries_own_writes(const v1::NodeState& s) const;
-  // True for documents that must never be dropped here: they carry our own
-  // writes or lie under a prefix we may write (they flow up instead).
+  // True for documents that must never be dropped here: they lie under a
+  // prefix we may write (they flow up instead), or, until the parent has
+  // told us those prefixes, carry our own writes. Once it has, our writes
+  // elsewhere could never flow up (a regional hub's about a site that has
+  // left it): they are dropped with the rest.
   bool keep(const v1::DocState& d) const;
   // Whether the parent lets us write `key` (its welcome's prefixes).
   bool may_write(std::string_view key) const;
@@ -249,6 +255,13 @@ class ChildSync {
   bool up_full_pending_ = false;
   bool up_full_after_restore_ = false;
   std::vector<std::string> writable_prefixes_;
+  bool writable_known_ = false;  // writable_prefixes_ came from this session's parent
+  // Documents of ours the parent lacks (a reconciliation found them): sent
+  // up whole by pump_up.
+  std::set<std::string> up_docs_pending_;
+  // The replica ids of the hubs that welcomed us (since this start): what
+  // our log holds from them is not ours to send to another.
+  std::set<uint64_t> hub_replicas_;
   bool connected_ = true;
   uint64_t parent_session_timeout_ms_ = 0;  // as the last welcome announced
   uint64_t last_sent_ms_ = 0;               // when a message last went out on a live connection

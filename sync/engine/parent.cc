@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <set>
 
 #include "sync/engine/parent_session.h"
 #include "sync/engine/sketch.h"
@@ -445,12 +446,14 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
   const v1::Changes& c = env.changes();
   std::vector<const v1::Delta*> batch;
   std::vector<v1::DocState> docs;
+  std::set<std::string> orphans;  // refused, and outside the child's scope
   for (const v1::LogEntry& e : c.entries()) {
     const std::string& key = entry_key(e);
     if (!scope_->writable_by(s->child, key)) {
       ++stats_.refused_writes;
       spdlog::warn("sync {}: refused write of {} by {}: outside its writable scope", name_, key,
                    s->child);
+      if (!scope_->in_scope(s->child, key)) orphans.insert(key);
       continue;
     }
     if (e.has_delta()) {
@@ -485,6 +488,13 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
   }
   if (writes_.size() > first_write) unpersisted_.push_back({s->child, s->session, s->up});
   s->up.applied(env.seq());
+  if (!orphans.empty()) {
+    // The child holds what it may neither read nor write here: say so, or
+    // it keeps the keys forever (its own writes survive every drop).
+    v1::SyncEnvelope refused;
+    for (const auto& k : orphans) refused.mutable_changes()->add_refused(k);
+    send_sequenced(s, std::move(refused));
+  }
 }
 
 bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
@@ -592,7 +602,10 @@ void ParentSync::pump_live(Session* s) {
 }
 
 void ParentSync::on_commit(const v1::LogEntry& entry) {
-  if (entry.index() == 0) return;  // a local drop, not a change to replicate
+  if (entry.index() == 0) {
+    on_local_drop(entry_key(entry));  // not a change to replicate
+    return;
+  }
   last_commit_index_ = std::max(last_commit_index_, entry.index());
   OutgoingPtr out;  // encoded once, for the first session that wants it
   const std::vector<std::string> children = scope_->children_for(entry_key(entry));
@@ -611,6 +624,26 @@ void ParentSync::on_commit(const v1::LogEntry& entry) {
                  }
                  mark_dirty(child);
                });
+  grant_slots();
+}
+
+void ParentSync::on_local_drop(const std::string& key) {
+  // The key left our own scope (our parent dropped it, or refused it). A
+  // child of ours that wrote it still holds it, and what we recorded of its
+  // log claims that we do too: forget that, and reconcile a live session, in
+  // which the child sends up what we lack and may take back.
+  for (const std::string& child : scope_->children_for(key)) {
+    writes_.push_back(
+        Write::put_local(up_position_key(child), v1::LogPosition().SerializeAsString()));
+    auto it = sessions_.find(child);
+    if (it == sessions_.end()) continue;
+    Session* s = it->second.get();
+    if (s->mode == Mode::kWaiting) {
+      s->wanted_mode = Mode::kReconcile;
+    } else {
+      fall_back(s, Mode::kReconcile);
+    }
+  }
   grant_slots();
 }
 

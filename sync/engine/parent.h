@@ -201,6 +201,11 @@ class ParentSync {
   using OutgoingPtr = std::shared_ptr<const Outgoing>;
 
   void handle_hello(const std::string& child, const v1::SyncEnvelope& env);
+  // Where a child this hub does not serve should say hello: the hub below
+  // that serves it (ScopeProvider::redirect_for), else this hub's own
+  // parent, which knows more (empty at a root that knows nothing of it).
+  std::string redirect_target(const std::string& child);
+  void on_local_drop(const std::string& key);
   // The child fell silent (away_after_ms), or spoke again.
   void go_away(Session* s);
   void resume(Session* s);

@@ -58,8 +58,9 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
           name_, child);
       if (existing != sessions_.end()) drop_session(child);
       // A site below one of our regional hubs (moved there, or pointed at
-      // us): tell it where to go, on the session it opened.
-      if (std::string to = scope_->redirect_for(child); !to.empty() && to != child) {
+      // us), or one our parent may know: tell it where to go, on the
+      // session it opened.
+      if (std::string to = redirect_target(child); !to.empty()) {
         ++stats_.redirects;
         spdlog::info("sync {}: {} syncs through {}; redirecting it there", name_, child, to);
         v1::SyncEnvelope redirect;
@@ -105,9 +106,8 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
   welcome.mutable_welcome()->set_reconcile(s->wanted_mode == Mode::kReconcile);
   welcome.mutable_welcome()->set_session_timeout_ms(opts_.session_timeout_ms);
   for (const auto& a : opts_.ancestors) welcome.mutable_welcome()->add_ancestors(a);
-  for (auto& p : scope_->writable_prefixes(child)) {
-    welcome.mutable_welcome()->add_writable_prefixes(std::move(p));
-  }
+  s->writable = scope_->writable_prefixes(child);
+  for (const auto& p : s->writable) welcome.mutable_welcome()->add_writable_prefixes(p);
   auto seen = store_->get_local(up_seq_key(child));
   if (seen.ok() && seen->has_value()) {
     // "seq hlc replica" (before the replica was recorded: "seq hlc").
@@ -194,6 +194,12 @@ void ParentSync::on_commits_lost() {
   grant_slots();
 }
 
+std::string ParentSync::redirect_target(const std::string& child) {
+  std::string to = scope_->redirect_for(child);
+  if (to.empty() && !opts_.ancestors.empty()) to = preferred_order(child, opts_.ancestors).front();
+  return to == child || to == name_ ? std::string() : to;
+}
+
 void ParentSync::on_scope_lost(const std::string& child) {
   auto it = sessions_.find(child);
   if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
@@ -206,19 +212,25 @@ void ParentSync::on_scope_lost(const std::string& child) {
 }
 
 void ParentSync::on_scope_change(const ScopeChange& change) {
+  const bool served = scope_->serves(change.child);
+  if (!served) {
+    // What it wrote is dropped here with its scope: what we recorded of
+    // its log no longer says what we hold, should it come back.
+    writes_.push_back(
+        Write::put_local(up_position_key(change.child), v1::LogPosition().SerializeAsString()));
+  }
   auto it = sessions_.find(change.child);
   if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
   Session* s = it->second.get();
-  if (!scope_->serves(change.child)) {
+  if (!served) {
     // Moved to another hub (or its record is gone): it keeps what it holds.
     // Our parent knows where it went: send the child there rather than
     // leave it to notice our silence.
     spdlog::info("sync {}: {} is no longer served here; its session ends", name_, change.child);
-    if (!opts_.ancestors.empty()) {
+    if (std::string to = redirect_target(change.child); !to.empty()) {
       ++stats_.redirects;
       v1::SyncEnvelope redirect;
-      redirect.mutable_redirect()->set_parent(
-          preferred_order(change.child, opts_.ancestors).front());
+      redirect.mutable_redirect()->set_parent(std::move(to));
       send_control(change.child, s->session, std::move(redirect));
     }
     drop_session(change.child);
@@ -228,6 +240,15 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
   if (change.reconcile) {
     spdlog::info("sync {}: the scope of {} changed as a whole; reconciling it", name_,
                  change.child);
+    if (auto writable = scope_->writable_prefixes(change.child); writable != s->writable) {
+      // Before the reconciliation: what the child may keep of its own
+      // depends on them.
+      s->writable = std::move(writable);
+      v1::SyncEnvelope update;
+      auto* prefixes = update.mutable_changes()->mutable_writable()->mutable_prefixes();
+      prefixes->Add(s->writable.begin(), s->writable.end());
+      send_sequenced(s, std::move(update));
+    }
     s->scope_version = scope_->version(change.child);
     if (s->mode == Mode::kWaiting) {
       s->wanted_mode = Mode::kReconcile;

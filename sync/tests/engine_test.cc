@@ -909,8 +909,8 @@ TEST(EngineRedirectTest, AMovedSiteFollowsItsParentsParentToTheHubThatServesItNo
   EXPECT_EQ(*site_store->get("d/y"), R"({"y":2})");
   EXPECT_EQ(*site_store->get("d/x"), R"({"x":1})");
 
-  // Restarted with the same parent (eu), it learns nothing new from eu and
-  // finds us through the root it remembers.
+  // Restarted with the same parent (eu), which no longer serves it: eu
+  // sends it to its own parent, the root, at once, and the root to us.
   site.reset();
   site = std::make_unique<SyncNode>(site_store.get(), site_bus.get());
   site->set_child_engine(std::make_unique<ChildSync>("site", "eu", site_store.get(), env, co));
@@ -919,7 +919,8 @@ TEST(EngineRedirectTest, AMovedSiteFollowsItsParentsParentToTheHubThatServesItNo
   run(200);
   EXPECT_EQ(site->child()->parent(), "us");
   EXPECT_TRUE(site->child()->in_sync());
-  EXPECT_EQ(site->child()->stats().failovers, 1u);  // eu's silence, then root
+  EXPECT_EQ(site->child()->stats().failovers, 0u);  // no wait for eu's silence
+  EXPECT_EQ(site->child()->stats().redirects, 2u);  // eu -> root -> us
   EXPECT_EQ(*site_store->get("d/z"), R"({"z":3})");
   EXPECT_EQ(root.parent()->stats().redirects, root_redirects + 2);
 }
