@@ -21,8 +21,10 @@ const std::vector<std::string> kOperators = {"In", "NotIn", "Exists", "DoesNotEx
 }  // namespace
 
 SimCatalog::SimCatalog(std::mt19937_64* rng, std::vector<std::string> sites,
-                       std::vector<std::string> region_members)
-    : rng_(rng), sites_(std::move(sites)), members_(std::move(region_members)) {}
+                       const std::string& region, const std::vector<std::string>& region_members)
+    : rng_(rng), sites_(std::move(sites)) {
+  for (const auto& m : region_members) region_of_[m] = region;
+}
 
 SimWrite::Op SimCatalog::op(int put, int patch) {
   const int r = static_cast<int>(pick(100));
@@ -82,8 +84,18 @@ json SimCatalog::manifest(const std::string& name) {
 }
 
 SimWrite SimCatalog::site_record(const std::string& site) {
-  return SimWrite{model::site_key(site), SimWrite::Op::kPut,
-                  json{{"name", site}, {"labels", labels()}}};
+  json record = {{"name", site}, {"labels", labels()}};
+  if (auto it = region_of_.find(site); it != region_of_.end()) record["region"] = it->second;
+  return SimWrite{model::site_key(site), SimWrite::Op::kPut, std::move(record)};
+}
+
+SimWrite SimCatalog::move(const std::string& site, const std::string& region) {
+  if (region.empty()) {
+    region_of_.erase(site);
+  } else {
+    region_of_[site] = region;
+  }
+  return site_record(site);
 }
 
 SimWrite SimCatalog::placement() {
@@ -180,6 +192,7 @@ SimWrite SimCatalog::site_record_write() {
   const std::string& site = pick(sites_);
   SimWrite w = site_record(site);
   w.op = op(45, 45);
+  if (w.op == SimWrite::Op::kRemove) region_of_.erase(site);  // back with none, if ever
   if (w.op == SimWrite::Op::kPatch) {
     const auto& [key, values] = kLabels[pick(kLabels.size())];
     w.doc = {{"labels", {{key, pick(3) == 0 ? json() : json(pick(values))}}}};
@@ -237,8 +250,7 @@ SimWrite SimCatalog::site_write(const std::string& site) {
   return w;
 }
 
-SimWrite SimCatalog::region_write() {
-  const std::string& site = pick(members_);
+SimWrite SimCatalog::region_write(const std::string& site) {
   SimWrite w{model::status_key(site, "beta", pick(2) == 0 ? "web" : "db"), op(60, 30), json()};
   if (w.op != SimWrite::Op::kRemove) {
     w.doc = {{"outcome", "applied"}, {"message", "m" + std::to_string(pick(10))}};

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -33,12 +34,17 @@ struct SimWrite {
 
 class SimCatalog {
  public:
-  // `sites`: the leaf sites; `region_members`: the sites below the regional hub.
-  SimCatalog(std::mt19937_64* rng, std::vector<std::string> sites,
-             std::vector<std::string> region_members);
+  // `sites`: the leaf sites; `region_members`: the sites below the regional
+  // hub `region` at the start.
+  SimCatalog(std::mt19937_64* rng, std::vector<std::string> sites, const std::string& region,
+             const std::vector<std::string>& region_members);
 
-  // A site record with random labels, as the API would write it.
+  // A site record with random labels, as the API would write it, naming the
+  // site's regional hub when it has one.
   SimWrite site_record(const std::string& site);
+  // `site`'s record with new labels, naming regional hub `region` (empty:
+  // none, the site syncs with the root): a move, as the API makes it.
+  SimWrite move(const std::string& site, const std::string& region);
   // A placement listing some templates, as the API would write it.
   SimWrite placement();
   // A tenant's grant `t/<tenant>/grants/<g>`: every site, or by names and/or
@@ -54,8 +60,9 @@ class SimCatalog {
   SimWrite scope_edit();
   // Written at `site` under its own subtree: status or a local override.
   SimWrite site_write(const std::string& site);
-  // Written at the regional hub: a member's status for tenant beta.
-  SimWrite region_write();
+  // Written at the regional hub: status of `member`, a site it serves, for
+  // tenant beta.
+  SimWrite region_write(const std::string& member);
   // A status key both the root and `site` write.
   SimWrite shared_write(const std::string& site);
 
@@ -74,7 +81,7 @@ class SimCatalog {
 
   std::mt19937_64* rng_;
   std::vector<std::string> sites_;
-  std::vector<std::string> members_;
+  std::map<std::string, std::string> region_of_;  // what the records the generator wrote say
 };
 
 }  // namespace canopy::sim

@@ -10,7 +10,11 @@
 // time, and healing lasts long enough for one round (docs/hierarchy.md,
 // Known limits, has what these seeds found). Sites follow redirects as
 // canopy-spoke does: the regional hub's sites try the root (the ancestor its
-// welcome names) when their hub is silent, and the root sends them back. The stores live in an
+// welcome names) when their hub is silent, and the root sends them back.
+// Sites move: the root rewrites a site record naming the regional hub, or no
+// longer naming it (and a deleted or refused record names none), and the
+// site follows the redirects; every hub's regions follow its records
+// (RegionScope::follow_records), as in canopy-hub. The stores live in an
 // in-memory file system that injects storage faults (sim_fs.h). Scopes are the production ones:
 // every parent attaches a real hub::PlacementIndex to its store, the root composes it with its
 // regional hub's member list (hub::RegionScope), and their ScopeChanges reach the sync node as in
@@ -29,7 +33,8 @@
 //   - every write a replica acknowledged is still there, at the writer and at the root;
 //   - with two roots, both hold the same documents.
 // CANOPY_SIM_FIRST and CANOPY_SIM_SEEDS set which seeds run (default 1..10000);
-// CANOPY_SIM_STEPS the chaos steps per seed (default 150);
+// CANOPY_SIM_STEPS the chaos steps per seed (default 150); CANOPY_SIM_NO_MOVES=1
+// leaves out the explicit moves (records still move sites when deleted);
 // CANOPY_SEED replays one, with debug logs; CANOPY_SIM_DEBUG=1 adds log dumps
 // to a failure.
 #include <gtest/gtest.h>
@@ -91,6 +96,10 @@ struct SimNode {
 struct Expected {
   std::string writer;
   std::optional<std::string> json;  // nullopt: deleted
+  // A regional hub's write about a member site: the site, and how often it
+  // had changed hubs when the write was made (World::home_changes_).
+  std::string member;
+  uint64_t member_moves = 0;
 };
 
 class World {
@@ -122,7 +131,7 @@ class World {
     for (auto& [name, n] : nodes_) {
       if (n.children.empty()) leaves.push_back(name);
     }
-    catalog_ = std::make_unique<SimCatalog>(&rng_, leaves, nodes_["reg"].children);
+    catalog_ = std::make_unique<SimCatalog>(&rng_, leaves, "reg", nodes_["reg"].children);
     for (auto& [name, n] : nodes_) open(n);
     // The fleet as the API would set it up: every site's record, and a few
     // placements.
@@ -168,25 +177,16 @@ class World {
       auto index = hub::PlacementIndex::attach(n.store.get());
       ASSERT_TRUE(index.ok()) << index.status().to_string();
       n.index = std::move(index).value();
-      n.scope = n.index.get();
-      hub::RegionScope::Regions regions;
-      for (const auto& c : n.children) {
-        if (!nodes_[c].children.empty()) regions[c] = nodes_[c].children;
-      }
+      // A regional hub serves only the sites whose records it was given; the
+      // regions below a hub are those its site records name, and follow them.
+      n.index->set_serve_unknown(n.parent.empty());
+      n.regions = hub::RegionScope::follow_records(n.index.get(), n.name);
       sync::SyncNode* node = n.node.get();
-      auto enqueue = [this, node](const sync::ScopeChange& c) {
+      n.regions->on_scope_change([this, node](const sync::ScopeChange& c) {
         ++scope_changes_;
         node->enqueue_scope_change(c);
-      };
-      if (!regions.empty()) {
-        auto composed = hub::RegionScope::create(n.index.get(), std::move(regions));
-        ASSERT_TRUE(composed.ok()) << composed.status().to_string();
-        n.regions = std::move(composed).value();
-        n.regions->on_scope_change(enqueue);
-        n.scope = n.regions.get();
-      } else {
-        n.index->on_scope_change(enqueue);
-      }
+      });
+      n.scope = n.regions.get();
       sync::ParentOptions po;
       po.max_concurrent_catchups = 2;  // exercise the queue
       po.sketch_first_symbols = 1;     // several sketch rounds even for small differences
@@ -228,7 +228,6 @@ class World {
 
   void close(SimNode& n) {
     if (n.regions) n.regions->on_scope_change(nullptr);
-    if (n.index && !n.regions) n.index->on_scope_change(nullptr);
     if (n.node && n.node->child() != nullptr) {
       failovers_ += n.node->child()->stats().failovers;
       redirects_ += n.node->child()->stats().redirects;
@@ -322,7 +321,8 @@ class World {
       return;
     }
     auto now = n.store->get(w.key);
-    expected_[w.key] = Expected{n.name, now.ok() ? std::optional<std::string>(*now) : std::nullopt};
+    expected_[w.key] =
+        Expected{n.name, now.ok() ? std::optional<std::string>(*now) : std::nullopt, "", 0};
   }
 
   std::string pick_leaf() {
@@ -331,6 +331,17 @@ class World {
       if (n.children.empty()) leaves.push_back(name);
     }
     return leaves[rng_() % leaves.size()];
+  }
+
+  // The hub that serves `site` now, by the root's site records: its regional
+  // hub, or the root.
+  std::string home(const std::string& site) {
+    const std::string region = nodes_["hub"].regions->region_of(site);
+    return region.empty() ? "hub" : region;
+  }
+  // The parent a child syncs with: a site's home, a regional hub's parent.
+  std::string parent_of(const std::string& child) {
+    return nodes_[child].children.empty() ? home(child) : nodes_[child].parent;
   }
 
   std::string pick_child() {
@@ -360,8 +371,11 @@ class World {
           write(nodes_[second ? "hub2" : "hub"], catalog_->root_write(), !second);
         } else if (who < 9) {
           SimNode& c = nodes_[pick_child()];
-          write(c, c.children.empty() ? catalog_->site_write(c.name) : catalog_->region_write(),
-                true);
+          if (c.children.empty()) {
+            write(c, catalog_->site_write(c.name), true);
+          } else if (std::string member = pick_member(c); !member.empty()) {
+            write_about_member(c, member);
+          }
         } else {
           const std::string site = pick_leaf();
           write(nodes_["hub"], catalog_->shared_write(site), false);
@@ -369,7 +383,7 @@ class World {
         }
       } else if (action < 30) {
         std::string c = pick_child();
-        std::string other = nodes_[c].parent;
+        std::string other = parent_of(c);
         if (nodes_.count("hub2") != 0 && rng_() % 4 == 0) {
           // The peers' own link, or a child's link to the second root.
           c = "hub2";
@@ -396,6 +410,14 @@ class World {
       } else if (action < 40) {
         // What moves scopes: a site's labels, or a placement's choice of sites.
         write(nodes_["hub"], catalog_->scope_edit(), true);
+      } else if (action < 42 && std::getenv("CANOPY_SIM_NO_MOVES") == nullptr) {
+        // A site moves into the regional hub, or out of it to the root
+        // (docs/hierarchy.md, "Moving a site"); it follows the redirects.
+        const std::string site = pick_leaf();
+        const std::string to = home(site) == "reg" ? "" : "reg";
+        spdlog::debug("sim: {} moves to {}", site, to.empty() ? "the root" : to);
+        write(nodes_["hub"], catalog_->move(site, to), true);
+        ++moves_;
       } else {
         const int deliveries = static_cast<int>(rng_() % 20);
         for (int d = 0; d < deliveries; ++d) net_.deliver_one();
@@ -403,10 +425,58 @@ class World {
         clock_.advance_ms(10 + rng_() % 200);
       }
       crash_after_write_failure();
+      note_homes();
+    }
+  }
+
+  // A site the regional hub `r` serves now (its record is there), or empty.
+  std::string pick_member(SimNode& r) {
+    std::vector<std::string> members;
+    for (auto& [name, n] : nodes_) {
+      if (n.children.empty() && r.store->get(model::site_key(name)).ok()) members.push_back(name);
+    }
+    return members.empty() ? std::string() : members[rng_() % members.size()];
+  }
+
+  // A regional hub writes about `member`, a site it serves as far as it
+  // knows. The write holds only while the site stays: once the root has
+  // moved it away, it is refused (stale from the start when the root had
+  // moved it already), and the regional hub forgets it.
+  void write_about_member(SimNode& r, const std::string& member) {
+    const SimWrite w = catalog_->region_write(member);
+    bool current = true;
+    for (const char* root : {"hub", "hub2"}) {
+      auto it = nodes_.find(root);
+      if (it != nodes_.end() && !it->second.scope->writable_by(r.name, w.key)) current = false;
+    }
+    write(r, w, current);
+    auto e = expected_.find(w.key);
+    if (current && e != expected_.end() && e->second.writer == r.name) {
+      e->second.member = member;
+      e->second.member_moves = home_changes_[member];
+    }
+  }
+
+  // Counts, per site, the changes of the hub that serves it in the roots'
+  // records (hub's and hub2's views).
+  void note_homes() {
+    for (auto& [name, n] : nodes_) {
+      if (!n.children.empty()) continue;
+      std::string now;
+      for (const char* root : {"hub", "hub2"}) {
+        auto it = nodes_.find(root);
+        if (it != nodes_.end()) now += it->second.regions->region_of(name) + "|";
+      }
+      auto [it, fresh] = last_home_.emplace(name, now);
+      if (!fresh && it->second != now) {
+        ++home_changes_[name];
+        it->second = now;
+      }
     }
   }
 
   uint64_t failed_writes() const { return failed_writes_; }
+  uint64_t moves() const { return moves_; }
   // Children that moved to another parent after its silence, so far.
   uint64_t failovers() const {
     uint64_t n = failovers_;
@@ -554,7 +624,7 @@ class World {
     }
     for (auto& [cname, c] : nodes_) {
       if (c.parent.empty()) continue;
-      SimNode& p = nodes_[c.parent];
+      SimNode& p = nodes_[parent_of(cname)];
       sync::ScopeProvider& scope = *p.scope;
       const auto pv = visible(*p.store);
       const auto cv = visible(*c.store);
@@ -581,6 +651,13 @@ class World {
     // Acknowledged writes survive, at the writer and at the root.
     for (const auto& [key, e] : expected_) {
       if (multi_writer_.count(key)) continue;
+      // A regional hub's write about a site that has left it since (and
+      // may be back): the root refuses it once it knows, and the hub
+      // forgets it. Whether it reached the root first is a race.
+      if (!e.member.empty() && home_changes_[e.member] != e.member_moves) {
+        ++outdated_writes_;
+        continue;
+      }
       for (const std::string& where : {e.writer, std::string("hub")}) {
         if (restored_.count(e.writer)) continue;  // its later writes were rolled back on purpose
         auto got = nodes_[where].store->get(key);
@@ -603,6 +680,10 @@ class World {
   uint64_t failed_writes_ = 0;
   uint64_t failovers_ = 0;  // of engines since closed
   uint64_t redirects_ = 0;  // of engines since closed
+  uint64_t moves_ = 0;
+  uint64_t outdated_writes_ = 0;                  // a regional hub's, about a site that left it
+  std::map<std::string, std::string> last_home_;  // site -> its hubs as the roots name them
+  std::map<std::string, uint64_t> home_changes_;  // site -> how often they changed
   ManualClock clock_;
   sync::MemoryNetwork net_;
   std::unique_ptr<SimCatalog> catalog_;
@@ -633,6 +714,7 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   uint64_t rendered = 0;
   uint64_t failovers = 0;
   uint64_t redirects = 0;
+  uint64_t moves = 0;
   for (uint64_t seed = first; seed < first + count && failures < 10; ++seed) {
     World world(seed);
     world.chaos(steps);
@@ -640,6 +722,7 @@ TEST(Simulation, FederationConvergesUnderFaults) {
     failed_writes += world.failed_writes();
     failovers += world.failovers();
     redirects += world.redirects();
+    moves += world.moves();
     const std::string problem = world.check();
     scope_changes += world.scope_changes();
     rendered += world.rendered_objects();
@@ -652,16 +735,18 @@ TEST(Simulation, FederationConvergesUnderFaults) {
   // The injected write failures must fire, or the runs test nothing of them.
   std::printf(
       "seeds %llu..%llu: %llu injected write failures fired, %llu scope changes, %llu "
-      "rendered lines compared, %llu failovers, %llu redirects followed\n",
+      "rendered lines compared, %llu failovers, %llu redirects followed, %llu site moves\n",
       static_cast<unsigned long long>(first), static_cast<unsigned long long>(first + count - 1),
       static_cast<unsigned long long>(failed_writes),
       static_cast<unsigned long long>(scope_changes), static_cast<unsigned long long>(rendered),
-      static_cast<unsigned long long>(failovers), static_cast<unsigned long long>(redirects));
+      static_cast<unsigned long long>(failovers), static_cast<unsigned long long>(redirects),
+      static_cast<unsigned long long>(moves));
   if (count >= 50) {
     EXPECT_GT(failed_writes, 0u);
     EXPECT_GT(scope_changes, 0u);
     EXPECT_GT(rendered, 0u);
     EXPECT_GT(redirects, 0u);
+    EXPECT_GT(moves, 0u);
     if (std::getenv("CANOPY_SIM_ACTIVE_ACTIVE") != nullptr) {
       EXPECT_GT(failovers, 0u);
     }
