@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "store/document.h"
 #include "sync/engine/parent.h"
 #include "sync/engine/sketch.h"
 #include "sync/protocol.h"
@@ -572,13 +573,23 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
     if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
   }
   // Writes the parent refused, outside our scope: they can never flow up,
-  // so even our own are forgotten (unless the welcome says we may write
-  // there: then the refusal is older than our scope, and a later session
-  // sends them again).
-  for (const std::string& k : c.refused()) {
-    if (may_write(k)) continue;
-    auto st = store_->state(k);
-    if (st.ok() && st->has_value()) drop.push_back(k);
+  // so even our own are forgotten. Unless we may write there now (the
+  // refusal is older than our prefixes), or the document holds a write
+  // newer than those refused: then it goes up again whole, for the parent
+  // to judge as it stands now.
+  for (const v1::Refused& r : c.refused()) {
+    auto st = store_->state(r.key());
+    if (!st.ok() || !st->has_value()) continue;
+    bool newer = may_write(r.key());
+    if (!newer) {
+      auto doc = Document::from_proto((*st)->root());
+      newer = !doc.ok() || doc->max_hlc() > r.hlc();
+    }
+    if (newer) {
+      up_docs_pending_.insert(r.key());
+    } else {
+      drop.push_back(r.key());
+    }
   }
   if (c.reconciled() && sketch_ && sketch_->decoded()) {
     for (const std::string& k : sketch_->only_here()) {
@@ -706,7 +717,7 @@ void ChildSync::pump_up() {
     for (const std::string& k : up_docs_pending_) {
       auto st = store_->state(k);
       if (!st.ok()) return;
-      if (!st->has_value() || !may_write(k)) continue;
+      if (!st->has_value()) continue;
       v1::LogEntry e;
       *e.mutable_doc() = std::move(**st);
       entries.push_back(std::move(e));

@@ -256,8 +256,8 @@ class ChildSync {
   bool up_full_after_restore_ = false;
   std::vector<std::string> writable_prefixes_;
   bool writable_known_ = false;  // writable_prefixes_ came from this session's parent
-  // Documents of ours the parent lacks (a reconciliation found them): sent
-  // up whole by pump_up.
+  // Documents the parent lacks or must judge again (a reconciliation found
+  // them, or it refused older writes of them): sent up whole by pump_up.
   std::set<std::string> up_docs_pending_;
   // The replica ids of the hubs that welcomed us (since this start): what
   // our log holds from them is not ours to send to another.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <type_traits>
 
 namespace canopy::sync {
 
@@ -154,6 +155,25 @@ void SyncNode::step(Engine* engine, std::vector<Message>* out) {
     CANOPY_CHECK(round < 8);
     Ready ready = engine->take_ready();
     if (ready.empty()) return;
+    if constexpr (std::is_same_v<Engine, ChildSync>) {
+      if (parent_) {
+        // Keys our parent took away: what that makes of our own children's
+        // positions goes first in the same batch, so that no crash keeps the
+        // drop without it.
+        std::vector<Write> marks;
+        for (const Write& w : ready.writes) {
+          if (w.kind != Write::Kind::kDrop) continue;
+          auto more = parent_->drop_marks(w.keys);
+          marks.insert(marks.end(), std::make_move_iterator(more.begin()),
+                       std::make_move_iterator(more.end()));
+        }
+        if (!marks.empty()) {
+          marks.insert(marks.end(), std::make_move_iterator(ready.writes.begin()),
+                       std::make_move_iterator(ready.writes.end()));
+          ready.writes = std::move(marks);
+        }
+      }
+    }
     Status st = persistence_->persist(ready.writes);
     engine->advance(st);
     if (!st.ok()) {

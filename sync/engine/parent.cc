@@ -10,8 +10,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
+#include "store/document.h"
 #include "sync/engine/parent_session.h"
 #include "sync/engine/sketch.h"
 #include "sync/subjects.h"
@@ -446,14 +448,23 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
   const v1::Changes& c = env.changes();
   std::vector<const v1::Delta*> batch;
   std::vector<v1::DocState> docs;
-  std::set<std::string> orphans;  // refused, and outside the child's scope
+  std::map<std::string, uint64_t> orphans;  // refused, outside the child's scope: newest stamp
   for (const v1::LogEntry& e : c.entries()) {
     const std::string& key = entry_key(e);
     if (!scope_->writable_by(s->child, key)) {
       ++stats_.refused_writes;
       spdlog::warn("sync {}: refused write of {} by {}: outside its writable scope", name_, key,
                    s->child);
-      if (!scope_->in_scope(s->child, key)) orphans.insert(key);
+      if (!scope_->in_scope(s->child, key)) {
+        uint64_t hlc = 0;
+        if (e.has_delta()) {
+          hlc = e.delta().hlc();
+        } else if (auto doc = Document::from_proto(e.doc().root()); doc.ok()) {
+          hlc = doc->max_hlc();
+        }
+        uint64_t& newest = orphans[key];
+        newest = std::max(newest, hlc);
+      }
       continue;
     }
     if (e.has_delta()) {
@@ -492,7 +503,11 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
     // The child holds what it may neither read nor write here: say so, or
     // it keeps the keys forever (its own writes survive every drop).
     v1::SyncEnvelope refused;
-    for (const auto& k : orphans) refused.mutable_changes()->add_refused(k);
+    for (const auto& [k, hlc] : orphans) {
+      v1::Refused* r = refused.mutable_changes()->add_refused();
+      r->set_key(k);
+      r->set_hlc(hlc);
+    }
     send_sequenced(s, std::move(refused));
   }
 }
@@ -602,10 +617,7 @@ void ParentSync::pump_live(Session* s) {
 }
 
 void ParentSync::on_commit(const v1::LogEntry& entry) {
-  if (entry.index() == 0) {
-    on_local_drop(entry_key(entry));  // not a change to replicate
-    return;
-  }
+  if (entry.index() == 0) return;  // a local drop, not a change to replicate
   last_commit_index_ = std::max(last_commit_index_, entry.index());
   OutgoingPtr out;  // encoded once, for the first session that wants it
   const std::vector<std::string> children = scope_->children_for(entry_key(entry));
@@ -627,14 +639,23 @@ void ParentSync::on_commit(const v1::LogEntry& entry) {
   grant_slots();
 }
 
-void ParentSync::on_local_drop(const std::string& key) {
-  // The key left our own scope (our parent dropped it, or refused it). A
-  // child of ours that wrote it still holds it, and what we recorded of its
-  // log claims that we do too: forget that, and reconcile a live session, in
-  // which the child sends up what we lack and may take back.
-  for (const std::string& child : scope_->children_for(key)) {
-    writes_.push_back(
-        Write::put_local(up_position_key(child), v1::LogPosition().SerializeAsString()));
+std::vector<Write> ParentSync::drop_marks(const std::vector<std::string>& keys) {
+  // The keys leave our own scope (our parent dropped them, or refused
+  // them). A child of ours may hold them still: what we recorded of its log
+  // claims that we do too (forgotten), and its position in ours says
+  // nothing of the drop, which is in no log entry. A session from a position
+  // up to our log's end now reconciles; a live one reconciles now (no
+  // position goes out before), in which the child sends up what we lack and
+  // may take back, and forgets what it must.
+  std::vector<Write> out;
+  std::set<std::string> children;
+  for (const std::string& key : keys) {
+    for (std::string& child : scope_->children_for(key)) children.insert(std::move(child));
+  }
+  const std::string at = std::to_string(store_->last_log_index());
+  for (const std::string& child : children) {
+    out.push_back(Write::put_local(up_position_key(child), v1::LogPosition().SerializeAsString()));
+    out.push_back(Write::put_local(reconcile_marker_key(child), at));
     auto it = sessions_.find(child);
     if (it == sessions_.end()) continue;
     Session* s = it->second.get();
@@ -644,7 +665,8 @@ void ParentSync::on_local_drop(const std::string& key) {
       fall_back(s, Mode::kReconcile);
     }
   }
-  grant_slots();
+  if (!children.empty()) grant_slots();
+  return out;
 }
 
 void ParentSync::tick() {

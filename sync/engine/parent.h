@@ -205,7 +205,16 @@ class ParentSync {
   // that serves it (ScopeProvider::redirect_for), else this hub's own
   // parent, which knows more (empty at a root that knows nothing of it).
   std::string redirect_target(const std::string& child);
-  void on_local_drop(const std::string& key);
+
+ public:
+  // What dropping `keys` from our store (our child engine's work, about to
+  // be persisted) makes of our children's positions, to persist before the
+  // drop in its batch: the up positions of the children holding them are
+  // forgotten, their next sessions from a position up to now reconcile, and
+  // their live sessions reconcile at once.
+  std::vector<Write> drop_marks(const std::vector<std::string>& keys);
+
+ private:
   // The child fell silent (away_after_ms), or spoke again.
   void go_away(Session* s);
   void resume(Session* s);

@@ -18,6 +18,12 @@
 namespace canopy::sync {
 
 inline std::string up_position_key(const std::string& child) { return "sync/up/" + child; }
+// Our last log index when we dropped a key in the child's scope: a session
+// from a position at or below it reconciles instead of resuming (the
+// position claims what we lost).
+inline std::string reconcile_marker_key(const std::string& child) {
+  return "sync/reconcile/" + child;
+}
 // "<seq> <hlc>" of the child's latest own write we applied.
 inline std::string up_seq_key(const std::string& child) { return "sync/upseq/" + child; }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "sync/engine/parent.h"
 #include "sync/engine/parent_session.h"
@@ -87,9 +88,20 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
     slot->labels.insert(hello.labels().begin(), hello.labels().end());
     slot->scope_version = scope_->version(child);
     const v1::LogPosition& p = hello.down();
-    const bool usable =
-        p.epoch() == store_->log_epoch() && p.index() + 1 >= store_->first_log_index() &&
-        p.index() <= store_->last_log_index() && p.scope_version() == slot->scope_version;
+    bool usable = p.epoch() == store_->log_epoch() && p.index() + 1 >= store_->first_log_index() &&
+                  p.index() <= store_->last_log_index() && p.scope_version() == slot->scope_version;
+    if (auto marker = store_->get_local(reconcile_marker_key(child));
+        marker.ok() && marker->has_value() && !(*marker)->empty()) {
+      // We dropped a key of its scope when our log ended at this index, and
+      // no log entry says so: a position up to there does not know it. A
+      // later one comes from a reconciliation since (or later commits).
+      const uint64_t dropped_at = std::strtoull((*marker)->c_str(), nullptr, 10);
+      if (p.index() <= dropped_at) {
+        usable = false;
+      } else if (usable) {
+        writes_.push_back(Write::put_local(reconcile_marker_key(child), ""));
+      }
+    }
     spdlog::debug("sync {}: hello from {} at index {} of epoch {}, scope version {}: {}", name_,
                   child, p.index(), p.epoch(), p.scope_version(),
                   usable ? "resumes" : "reconciles");

@@ -169,7 +169,7 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
       if (!env.ParseFromArray(natsMsg_GetData(msg.get()), natsMsg_GetDataLength(msg.get())))
         continue;
       acked = acked || (env.has_ack() && env.ack().seq() >= 1) || env.acked() >= 1;
-      for (const auto& k : env.changes().refused()) refused.insert(k);
+      for (const auto& r : env.changes().refused()) refused.insert(r.key());
     }
     EXPECT_TRUE(acked) << "no ack for the rogue's changes";
     EXPECT_EQ(refused,

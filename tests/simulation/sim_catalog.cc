@@ -23,7 +23,9 @@ const std::vector<std::string> kOperators = {"In", "NotIn", "Exists", "DoesNotEx
 SimCatalog::SimCatalog(std::mt19937_64* rng, std::vector<std::string> sites,
                        const std::string& region, const std::vector<std::string>& region_members)
     : rng_(rng), sites_(std::move(sites)) {
-  for (const auto& m : region_members) region_of_[m] = region;
+  if (!region.empty()) {
+    for (const auto& m : region_members) region_of_[m] = region;
+  }
 }
 
 SimWrite::Op SimCatalog::op(int put, int patch) {

@@ -35,7 +35,7 @@ struct SimWrite {
 class SimCatalog {
  public:
   // `sites`: the leaf sites; `region_members`: the sites below the regional
-  // hub `region` at the start.
+  // hub `region` at the start (empty: records name no region).
   SimCatalog(std::mt19937_64* rng, std::vector<std::string> sites, const std::string& region,
              const std::vector<std::string>& region_members);
 
