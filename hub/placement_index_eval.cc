@@ -255,7 +255,7 @@ PlacementIndex::TenantGrants* PlacementIndex::grants_of(std::string_view tenant)
 
 void PlacementIndex::update_grant(const std::string& key, std::string_view tenant,
                                   const Document& doc, Changes* changes) {
-  if (doc.exists()) {
+  if (doc.exists() || !doc.empty()) {  // a deleted grant stays listed: its tombstone
     grant_keys_.insert(key);
   } else {
     grant_keys_.erase(key);
