@@ -82,9 +82,6 @@ struct ParentSync::Session {
   // moves only when the scope change itself is sent, so a child never
   // persists a version whose documents it has not received.
   uint64_t scope_version = 0;
-  // The prefixes the child was last told it may write (welcome, or a
-  // Changes.writable since).
-  std::vector<std::string> writable;
 };
 
 }  // namespace canopy::sync

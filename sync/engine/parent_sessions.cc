@@ -118,8 +118,8 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
   welcome.mutable_welcome()->set_reconcile(s->wanted_mode == Mode::kReconcile);
   welcome.mutable_welcome()->set_session_timeout_ms(opts_.session_timeout_ms);
   for (const auto& a : opts_.ancestors) welcome.mutable_welcome()->add_ancestors(a);
-  s->writable = scope_->writable_prefixes(child);
-  for (const auto& p : s->writable) welcome.mutable_welcome()->add_writable_prefixes(p);
+  for (auto& p : scope_->writable_prefixes(child))
+    welcome.mutable_welcome()->add_writable_prefixes(std::move(p));
   auto seen = store_->get_local(up_seq_key(child));
   if (seen.ok() && seen->has_value()) {
     // "seq hlc replica" (before the replica was recorded: "seq hlc").
@@ -252,13 +252,14 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
   if (change.reconcile) {
     spdlog::info("sync {}: the scope of {} changed as a whole; reconciling it", name_,
                  change.child);
-    if (auto writable = scope_->writable_prefixes(change.child); writable != s->writable) {
-      // Before the reconciliation: what the child may keep of its own
-      // depends on them.
-      s->writable = std::move(writable);
+    {
+      // The prefixes the child may write, before the reconciliation: what
+      // it may keep of its own depends on them. Sent every time rather
+      // than kept per session to compare (a whole-scope change is rare;
+      // the copy cost every idle session its size).
       v1::SyncEnvelope update;
       auto* prefixes = update.mutable_changes()->mutable_writable()->mutable_prefixes();
-      prefixes->Add(s->writable.begin(), s->writable.end());
+      for (auto& p : scope_->writable_prefixes(change.child)) prefixes->Add(std::move(p));
       send_sequenced(s, std::move(update));
     }
     s->scope_version = scope_->version(change.child);
