@@ -41,6 +41,11 @@ class ScopeProvider {
   // plus key prefixes (every key under a prefix is in scope). Reconciliation
   // then reads only those documents instead of filtering everything the
   // parent holds (a root hub holds far more than any one site's scope).
+  // It must agree with `in_scope` on every key the parent holds, deleted
+  // documents (tombstones) included: a key that is routed but not listed
+  // looks "only at the child" to a reconciliation, and a delta that arrives
+  // meanwhile saves the child's stale copy from its drop and merges onto it
+  // (the copy then keeps what the parent deleted).
   struct Listing {
     std::vector<std::string> keys;
     std::vector<std::string> prefixes;
