@@ -155,6 +155,7 @@ void SyncNode::step(Engine* engine, std::vector<Message>* out) {
     CANOPY_CHECK(round < 8);
     Ready ready = engine->take_ready();
     if (ready.empty()) return;
+    [[maybe_unused]] bool dropped = false;
     if constexpr (std::is_same_v<Engine, ChildSync>) {
       if (parent_) {
         // Keys our parent took away: what that makes of our own children's
@@ -163,6 +164,7 @@ void SyncNode::step(Engine* engine, std::vector<Message>* out) {
         std::vector<Write> marks;
         for (const Write& w : ready.writes) {
           if (w.kind != Write::Kind::kDrop) continue;
+          dropped = true;
           auto more = parent_->drop_marks(w.keys);
           marks.insert(marks.end(), std::make_move_iterator(more.begin()),
                        std::make_move_iterator(more.end()));
@@ -182,6 +184,9 @@ void SyncNode::step(Engine* engine, std::vector<Message>* out) {
       continue;  // what it would have sent (acks among it) stays unsent
     }
     count_persisted(ready.writes);
+    if constexpr (std::is_same_v<Engine, ChildSync>) {
+      if (parent_ && dropped) parent_->drops_persisted();
+    }
     out->insert(out->end(), std::make_move_iterator(ready.messages.begin()),
                 std::make_move_iterator(ready.messages.end()));
   }

@@ -646,7 +646,8 @@ std::vector<Write> ParentSync::drop_marks(const std::vector<std::string>& keys) 
   // nothing of the drop, which is in no log entry. A session from a position
   // up to our log's end now reconciles; a live one reconciles now (no
   // position goes out before), in which the child sends up what we lack and
-  // may take back, and forgets what it must.
+  // may take back, and forgets what it must. No slot is granted here: the
+  // store still holds the keys (see drops_persisted).
   std::vector<Write> out;
   std::set<std::string> children;
   for (const std::string& key : keys) {
@@ -665,7 +666,6 @@ std::vector<Write> ParentSync::drop_marks(const std::vector<std::string>& keys) 
       fall_back(s, Mode::kReconcile);
     }
   }
-  if (!children.empty()) grant_slots();
   return out;
 }
 

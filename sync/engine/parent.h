@@ -211,8 +211,11 @@ class ParentSync {
   // be persisted) makes of our children's positions, to persist before the
   // drop in its batch: the up positions of the children holding them are
   // forgotten, their next sessions from a position up to now reconcile, and
-  // their live sessions reconcile at once.
+  // their live sessions reconcile once the drop is persisted: call
+  // `drops_persisted` then (a reconciliation started before would compare
+  // documents about to go, and the child would take them as held here).
   std::vector<Write> drop_marks(const std::vector<std::string>& keys);
+  void drops_persisted() { grant_slots(); }
 
  private:
   // The child fell silent (away_after_ms), or spoke again.
