@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <set>
 
@@ -18,6 +19,9 @@ namespace {
 
 // Local meta: the ancestors the last welcome named ("root-a,root-b").
 constexpr std::string_view kAncestorsKey = "sync/ancestors";
+// forgotten_, persisted: one "<log index> <key>" line per key.
+constexpr std::string_view kForgottenKey = "sync/forgotten";
+constexpr size_t kForgottenMax = 4096;  // the oldest go first
 
 // Log entries skipped (none of ours) before the up position is reported.
 constexpr uint64_t kUpPositionEvery = 256;
@@ -44,6 +48,7 @@ ChildSync::ChildSync(std::string name, std::string parent, Store* store, Env env
   store_ = owned_view_.get();
   load_down_position();
   load_ancestors();
+  load_forgotten();
 }
 
 ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env env,
@@ -63,12 +68,48 @@ ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env 
   if (store_ == nullptr) return;  // the delegating constructor reads it
   load_down_position();
   load_ancestors();
+  load_forgotten();
 }
 
 void ChildSync::load_down_position() {
   down_ = v1::LogPosition();
   auto saved = store_->get_local(down_position_key(parent_));
   if (saved.ok() && saved->has_value()) down_.ParseFromString(**saved);
+}
+
+void ChildSync::load_forgotten() {
+  forgotten_.clear();
+  auto saved = store_->get_local(kForgottenKey);
+  if (!saved.ok() || !saved->has_value()) return;
+  std::string_view rest = **saved;
+  while (!rest.empty()) {
+    const size_t eol = rest.find('\n');
+    std::string_view line = rest.substr(0, eol);
+    rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
+    const size_t sp = line.find(' ');
+    if (sp == std::string_view::npos) continue;
+    uint64_t index = 0;
+    auto [end, ec] = std::from_chars(line.data(), line.data() + sp, index);
+    if (ec != std::errc() || end != line.data() + sp) continue;
+    forgotten_[std::string(line.substr(sp + 1))] = index;
+  }
+}
+
+Write ChildSync::save_forgotten() {
+  while (forgotten_.size() > kForgottenMax) {
+    auto oldest =
+        std::min_element(forgotten_.begin(), forgotten_.end(),
+                         [](const auto& a, const auto& b) { return a.second < b.second; });
+    forgotten_.erase(oldest);
+  }
+  std::string out;
+  for (const auto& [key, index] : forgotten_) {
+    out += std::to_string(index);
+    out += ' ';
+    out += key;
+    out += '\n';
+  }
+  return Write::put_local(std::string(kForgottenKey), std::move(out));
 }
 
 void ChildSync::load_ancestors() {
@@ -577,6 +618,7 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
   // refusal is older than our prefixes), or the document holds a write
   // newer than those refused: then it goes up again whole, for the parent
   // to judge as it stands now.
+  bool forgot = false;
   for (const v1::Refused& r : c.refused()) {
     auto st = store_->state(r.key());
     if (!st.ok() || !st->has_value()) continue;
@@ -589,6 +631,8 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
       up_docs_pending_.insert(r.key());
     } else {
       drop.push_back(r.key());
+      forgotten_[r.key()] = store_->last_log_index();
+      forgot = true;
     }
   }
   if (c.reconciled() && sketch_ && sketch_->decoded()) {
@@ -615,8 +659,10 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
       if (doc_keys.count(d.key()) == 0 && !keep(d)) drop.push_back(d.key());
     }
   }
+  if (forgot) writes_.push_back(save_forgotten());
   if (!drop.empty()) {
     spdlog::debug("sync {}: dropping {} keys, first {}", name_, drop.size(), drop.front());
+    for (const std::string& k : drop) up_docs_pending_.erase(k);
     stats_.dropped_keys += drop.size();
     writes_.push_back(Write::drop(std::move(drop)));
   }
@@ -742,8 +788,10 @@ void ChildSync::pump_up() {
       // the boundary; the child's filter is only to spare the bytes.) Our
       // own writes and our children's go up whatever the prefixes say: the
       // parent refuses what is outside our scope, and we then forget it.
-      if (!from_parent && (!failover_enabled() || !hub_replicas_.contains(e.source()) ||
-                           may_write(e.has_delta() ? e.delta().key() : e.doc().key()))) {
+      if (!from_parent &&
+          (!failover_enabled() || !hub_replicas_.contains(e.source()) ||
+           may_write(e.has_delta() ? e.delta().key() : e.doc().key())) &&
+          !forgotten(e)) {
         const size_t sz = e.ByteSizeLong() + 8;
         if (c->entries_size() > 0 && bytes + sz > limit) break;
         bytes += sz;
@@ -766,6 +814,12 @@ void ChildSync::pump_up() {
     c->mutable_position()->set_index(covered);
     send_sequenced(std::move(env));
   }
+}
+
+bool ChildSync::forgotten(const v1::LogEntry& e) const {
+  if (forgotten_.empty()) return false;
+  auto it = forgotten_.find(e.has_delta() ? e.delta().key() : e.doc().key());
+  return it != forgotten_.end() && e.index() <= it->second;
 }
 
 void ChildSync::on_commit(const v1::LogEntry& entry) {

@@ -192,6 +192,8 @@ class ChildSync {
   void update_hubs();
   void load_down_position();
   void load_ancestors();
+  void load_forgotten();
+  Write save_forgotten();
   void send_control(v1::SyncEnvelope env);
   void send_sequenced(v1::SyncEnvelope env);
   void send_ack(bool gap);
@@ -211,6 +213,8 @@ class ChildSync {
   void pump_up();
   // Sends `entries` (whole documents) up, in messages under the batch limit.
   void send_whole_up(std::vector<v1::LogEntry> entries);
+  // A log entry of a key we forgot, logged before we forgot it.
+  bool forgotten(const v1::LogEntry& e) const;
   bool carries_own_writes(const v1::NodeState& s) const;
   // True for documents that must never be dropped here: they lie under a
   // prefix we may write (they flow up instead), or, until the parent has
@@ -259,6 +263,14 @@ class ChildSync {
   // Documents the parent lacks or must judge again (a reconciliation found
   // them, or it refused older writes of them): sent up whole by pump_up.
   std::set<std::string> up_docs_pending_;
+  // Keys we forgot because a parent refused our writes of them, with our
+  // log's last index then: what our log holds of them up to there is not
+  // sent up again (to another hub, or in a new session). Those documents
+  // are gone here; a parent that accepted them, now that our scope took the
+  // key back, would hold what we lack, and it sends no child its own
+  // writes back. Later entries of the key (a member's, relayed) go up as
+  // usual. Persisted with the drop (kForgottenKey), at most kForgottenMax.
+  std::map<std::string, uint64_t> forgotten_;
   // The replica ids of the hubs that welcomed us (since this start): what
   // our log holds from them is not ours to send to another.
   std::set<uint64_t> hub_replicas_;

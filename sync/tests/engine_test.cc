@@ -26,8 +26,10 @@ class TestScope final : public ScopeProvider {
            (gate_ && key.starts_with("g/"));
   }
   std::vector<std::string> writable_prefixes(std::string_view child) override {
+    if (writable_gate_) return {"s/" + std::string(child) + "/", "g/"};
     return {"s/" + std::string(child) + "/"};
   }
+  bool writable_gate_ = false;  // with gate_: the child may write g/ too
   uint64_t version(std::string_view) override { return version_; }
   uint64_t version_ = 7;
   bool gate_ = false;
@@ -566,6 +568,47 @@ TEST_F(EngineTest, TrimmedLogForcesReconciliationWithFewDocuments) {
   EXPECT_EQ(after.documents_sent - before.documents_sent, 2u);
   EXPECT_LT(after.sketch_symbols_sent - before.sketch_symbols_sent, 64u);
   EXPECT_EQ(after.reconciliations - before.reconciliations, 1u);
+}
+
+// A child forgets its write the parent refused (outside its scope). Its log
+// still holds the write: after a restart, at a parent that lost its up
+// position (here, a new hub), and with its scope grown to take the key, it
+// must not send that write up again. The parent would hold what the child
+// dropped, and a parent sends no child its own writes back.
+TEST_F(EngineTest, AWriteTheParentRefusedIsNotSentAgainOnceForgotten) {
+  settle();
+  ASSERT_TRUE(site_store_->put("g/x", R"({"stale":true})").ok());
+  settle();
+  EXPECT_EQ(hub_->parent()->stats().refused_writes, 1u);
+  EXPECT_FALSE(site_store_->state("g/x")->has_value()) << "the refused write was kept";
+  // Both restart: the hub anew (another store, so nothing of the child's
+  // position), and the child may now read and write g/.
+  hub_.reset();
+  site_.reset();
+  hub_bus_.reset();
+  site_bus_.reset();
+  scope_.gate_ = true;
+  scope_.writable_gate_ = true;
+  ++scope_.version_;
+  auto fresh_hub_store = open("hub-again", 3);
+  hub_bus_ = net_.endpoint("hub");
+  site_bus_ = net_.endpoint("site");
+  Env env{&clock_, [this] { return rng_(); }};
+  hub_ = std::make_unique<SyncNode>(fresh_hub_store.get(), hub_bus_.get());
+  hub_->set_parent_engine(
+      std::make_unique<ParentSync>("hub", fresh_hub_store.get(), &scope_, env, ParentOptions{}));
+  site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
+  site_->set_child_engine(
+      std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
+  ASSERT_TRUE(hub_->attach().ok());
+  ASSERT_TRUE(site_->attach().ok());
+  ASSERT_TRUE(site_store_->put("s/site/after", R"({"ok":true})").ok());
+  settle();
+  EXPECT_EQ(*fresh_hub_store->get("s/site/after"), R"({"ok":true})");
+  EXPECT_FALSE(fresh_hub_store->state("g/x")->has_value())
+      << "the forgotten write went up again: the hub holds what the child lacks";
+  EXPECT_FALSE(site_store_->state("g/x")->has_value());
+  hub_.reset();
 }
 
 // Bad sketches, driven against the engines directly (no runtime): each side
