@@ -513,7 +513,17 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
 }
 
 bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
-  if (e.source() == s->replica && s->replica != 0) return false;  // no echo
+  // No echo of what the child sent, except its whole documents while it
+  // reconciles: one may be stale, a copy it has forgotten since (a write
+  // we refused and it dropped, in flight then, that we accept now that its
+  // scope took the key back). Its reconciliation compared our documents as
+  // they were before, so only the echo gives it back; a copy it holds
+  // merges as a no-op. Deltas are never echoed: one applied where the
+  // child lacks the key would rebuild only its own fields.
+  if (e.source() == s->replica && s->replica != 0 &&
+      (s->mode != Mode::kReconcile || !e.has_doc())) {
+    return false;
+  }
   // The child's own writes that came another way (through a peer hub of an
   // active-active level) are sent: the child drops them as duplicates unless
   // it lost them (restored from a backup older than them), and then only
