@@ -15,7 +15,8 @@
 // records (RegionScope::follow_records), as in canopy-hub, and the root
 // rewrites a site record naming the regional hub, or no longer naming it (a
 // deleted or refused record names none); the site follows the redirects.
-// CI runs it on seeds 3001..4000 (simulation_moves). Without it the regions
+// CI runs it on seeds 2001..4000 and, with active-active roots, 20501..21000
+// (simulation_moves, simulation_moves_active_active). Without it the regions
 // are fixed (RegionScope::create). The stores live in an
 // in-memory file system that injects storage faults (sim_fs.h). Scopes are the production ones:
 // every parent attaches a real hub::PlacementIndex to its store, the root composes it with its
