@@ -56,16 +56,30 @@ class EngineTest : public ::testing::Test {
   void SetUp() override {
     hub_store_ = open("hub", 1);
     site_store_ = open("site", 2);
+    ASSERT_NO_FATAL_FAILURE(start_hub(hub_store_.get()));
+    ASSERT_NO_FATAL_FAILURE(start_site());
+  }
+
+  // A hub named "hub" over `store`, and the site over site_store_, each on a
+  // new endpoint (the old node and endpoint reset first).
+  void start_hub(Store* store) {
+    hub_.reset();
+    hub_bus_.reset();
     hub_bus_ = net_.endpoint("hub");
+    Env env{&clock_, [this] { return rng_(); }};
+    hub_ = std::make_unique<SyncNode>(store, hub_bus_.get());
+    hub_->set_parent_engine(
+        std::make_unique<ParentSync>("hub", store, &scope_, env, ParentOptions{}));
+    ASSERT_TRUE(hub_->attach().ok());
+  }
+  void start_site() {
+    site_.reset();
+    site_bus_.reset();
     site_bus_ = net_.endpoint("site");
     Env env{&clock_, [this] { return rng_(); }};
-    hub_ = std::make_unique<SyncNode>(hub_store_.get(), hub_bus_.get());
-    hub_->set_parent_engine(
-        std::make_unique<ParentSync>("hub", hub_store_.get(), &scope_, env, ParentOptions{}));
     site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
     site_->set_child_engine(
         std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
-    ASSERT_TRUE(hub_->attach().ok());
     ASSERT_TRUE(site_->attach().ok());
   }
 
@@ -583,25 +597,12 @@ TEST_F(EngineTest, AWriteTheParentRefusedIsNotSentAgainOnceForgotten) {
   EXPECT_FALSE(site_store_->state("g/x")->has_value()) << "the refused write was kept";
   // Both restart: the hub anew (another store, so nothing of the child's
   // position), and the child may now read and write g/.
-  hub_.reset();
-  site_.reset();
-  hub_bus_.reset();
-  site_bus_.reset();
   scope_.gate_ = true;
   scope_.writable_gate_ = true;
   ++scope_.version_;
   auto fresh_hub_store = open("hub-again", 3);
-  hub_bus_ = net_.endpoint("hub");
-  site_bus_ = net_.endpoint("site");
-  Env env{&clock_, [this] { return rng_(); }};
-  hub_ = std::make_unique<SyncNode>(fresh_hub_store.get(), hub_bus_.get());
-  hub_->set_parent_engine(
-      std::make_unique<ParentSync>("hub", fresh_hub_store.get(), &scope_, env, ParentOptions{}));
-  site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
-  site_->set_child_engine(
-      std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
-  ASSERT_TRUE(hub_->attach().ok());
-  ASSERT_TRUE(site_->attach().ok());
+  ASSERT_NO_FATAL_FAILURE(start_hub(fresh_hub_store.get()));
+  ASSERT_NO_FATAL_FAILURE(start_site());
   ASSERT_TRUE(site_store_->put("s/site/after", R"({"ok":true})").ok());
   settle();
   EXPECT_EQ(*fresh_hub_store->get("s/site/after"), R"({"ok":true})");
