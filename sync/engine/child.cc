@@ -255,6 +255,7 @@ void ChildSync::switch_parent(const std::string& to) {
   writable_prefixes_.clear();
   writable_known_ = false;
   up_docs_pending_.clear();
+  up_docs_unacked_.clear();
   up_full_pending_ = false;
   // What the next parent's session drops (a reconciliation against a hub
   // that lacks what the last one gave us) would make our position in the
@@ -350,6 +351,8 @@ void ChildSync::send_hello() {
   // the retry (a hub busy with a storm of returning sites) does not open a
   // second session, and a second catch-up, for the same child.
   while (session_ == 0) session_ = env_.random();
+  up_docs_pending_.merge(up_docs_unacked_);
+  up_docs_unacked_.clear();
   up_ = SendChannel(opts_.window, opts_.rto_ms);
   down_recv_ = RecvChannel();
   ack_due_ = false;
@@ -741,6 +744,7 @@ void ChildSync::send_whole_up(std::vector<v1::LogEntry> entries) {
 
 void ChildSync::pump_up() {
   if (state_ != State::kActive) return;
+  if (!up_docs_unacked_.empty() && up_.in_flight() == 0) up_docs_unacked_.clear();
   const size_t limit = batch_limit();
   if (up_full_pending_ && up_.can_send()) {
     // Our log does not reach back to what the parent has: send every document
@@ -768,6 +772,7 @@ void ChildSync::pump_up() {
       *e.mutable_doc() = std::move(**st);
       entries.push_back(std::move(e));
     }
+    up_docs_unacked_.merge(up_docs_pending_);
     up_docs_pending_.clear();
     send_whole_up(std::move(entries));
   }

@@ -263,6 +263,10 @@ class ChildSync {
   // Documents the parent lacks or must judge again (a reconciliation found
   // them, or it refused older writes of them): sent up whole by pump_up.
   std::set<std::string> up_docs_pending_;
+  // Those sent in this session and not yet all acknowledged: a new session
+  // (the parent lost this one, a failed write there) sends them again, as
+  // nothing in our log would (a document a reconciliation found).
+  std::set<std::string> up_docs_unacked_;
   // Keys we forgot because a parent refused our writes of them, with our
   // log's last index then: what our log holds of them up to there is not
   // sent up again (to another hub, or in a new session). Those documents

@@ -227,9 +227,13 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
   const bool served = scope_->serves(change.child);
   if (!served) {
     // What it wrote is dropped here with its scope: what we recorded of
-    // its log no longer says what we hold, should it come back.
+    // its log no longer says what we hold, should it come back. Nor does
+    // its position in our log (drops are not logged, and its scope's
+    // version may well be the same when it comes back): it reconciles.
     writes_.push_back(
         Write::put_local(up_position_key(change.child), v1::LogPosition().SerializeAsString()));
+    writes_.push_back(Write::put_local(reconcile_marker_key(change.child),
+                                       std::to_string(store_->last_log_index())));
   }
   auto it = sessions_.find(change.child);
   if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
