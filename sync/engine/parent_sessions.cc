@@ -256,16 +256,14 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
   if (change.reconcile) {
     spdlog::info("sync {}: the scope of {} changed as a whole; reconciling it", name_,
                  change.child);
-    {
-      // The prefixes the child may write, before the reconciliation: what
-      // it may keep of its own depends on them. Sent every time rather
-      // than kept per session to compare (a whole-scope change is rare;
-      // the copy cost every idle session its size).
-      v1::SyncEnvelope update;
-      auto* prefixes = update.mutable_changes()->mutable_writable()->mutable_prefixes();
-      for (auto& p : scope_->writable_prefixes(change.child)) prefixes->Add(std::move(p));
-      send_sequenced(s, std::move(update));
-    }
+    // The prefixes the child may write, before the reconciliation: what it
+    // may keep of its own depends on them. Sent every time rather than kept
+    // per session to compare (a whole-scope change is rare; the copy cost
+    // every idle session its size).
+    v1::SyncEnvelope update;
+    auto* prefixes = update.mutable_changes()->mutable_writable()->mutable_prefixes();
+    for (auto& p : scope_->writable_prefixes(change.child)) prefixes->Add(std::move(p));
+    send_sequenced(s, std::move(update));
     s->scope_version = scope_->version(change.child);
     if (s->mode == Mode::kWaiting) {
       s->wanted_mode = Mode::kReconcile;
@@ -282,8 +280,6 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
     s->scope_version = scope_->version(change.child);
     return;
   }
-  // Send what is pending first, so the stream keeps log order per key.
-  pump_live(s);
   spdlog::debug("sync {}: scope of {} changed in mode {}: {} keys entered, {} left", name_,
                 change.child, static_cast<int>(s->mode), change.entered.size(), change.left.size());
   std::vector<v1::DocState> docs;
@@ -305,12 +301,21 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
       s->scope_version = change.version != 0 ? change.version : scope_->version(change.child);
     }
     i = add_documents(&docs, i, c);
+    // The position names the new version; its index claims no entry still
+    // pending (those go out below, and carry the position on).
     if (s->mode == Mode::kLive) {
-      s->sent_index = std::max(s->sent_index, last_commit_index_);
+      if (s->pending.empty()) s->sent_index = std::max(s->sent_index, last_commit_index_);
       set_position(s, c, s->sent_index);
     }
     send_sequenced(s, std::move(env));
   } while (i < docs.size());
+  // The documents that entered go out before what was pending: the change
+  // that moved the scope (a placement, a site's labels) is among the pending
+  // entries, and a child that applied it before the documents it brings
+  // would act on half of it (a placement without its templates). A pending
+  // entry of a key that entered merges as a no-op after its whole document;
+  // one of a key that left is no longer wanted (scope_moved).
+  pump_live(s);
 }
 
 void ParentSync::drop_session(const std::string& child) {
