@@ -106,10 +106,10 @@ SitePlan plan_site(const SiteRecord& site, const DesiredState& desired,
   std::map<std::string, ObjectPlan> placed;
   std::map<std::string, RenderFailure> failed;
   auto fail = [&](const std::string& tk, std::string_view tenant, std::string_view name,
-                  std::string error) {
+                  std::string error, bool missing = false) {
     placed.erase(tk);
-    failed.try_emplace(tk,
-                       RenderFailure{tk, std::string(tenant), std::string(name), std::move(error)});
+    failed.try_emplace(
+        tk, RenderFailure{tk, std::string(tenant), std::string(name), std::move(error), missing});
   };
   auto global = [&](const std::string& key, std::string_view tenant, std::string error) {
     out.failures.push_back(RenderFailure{key, std::string(tenant), "", std::move(error)});
@@ -129,7 +129,8 @@ SitePlan plan_site(const SiteRecord& site, const DesiredState& desired,
       if (!desired.templates.count(tk)) {
         fail(tk, tenant, name,
              "placement " + key + " lists template " + quote(name) + ", which does not exist (" +
-                 tk + ")");
+                 tk + ")",
+             /*missing=*/true);
         continue;
       }
       placed.emplace(tk, ObjectPlan{tk, std::string(tenant), name, {}, ""});

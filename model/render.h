@@ -81,6 +81,9 @@ struct RenderFailure {
   std::string tenant;
   std::string template_name;  // empty for a global failure
   std::string error;          // names the key and the reason
+  // A placement lists the template and this site does not hold it: wrong
+  // at the hub, or (while the site's scope is still arriving) not here yet.
+  bool missing_template = false;
 };
 
 struct RenderResult {

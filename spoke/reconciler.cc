@@ -387,11 +387,23 @@ Status Reconciler::reconcile_once() {
     auto it = current.find(o->template_key);
     if (it != current.end()) wanted[o->template_key] = {it->second.key, it->second.doc};
   }
+  // While the site's scope is still arriving (its first sync, a store
+  // refilled after loss: no pruning yet), a template a placement lists may
+  // simply not be here yet: the placement can come in an earlier batch than
+  // its templates. It waits, its status as it was, rather than fail for a
+  // moment; once the scope is complete, a template still missing fails.
+  const bool scope_complete = !may_prune_ || may_prune_();
   for (const model::RenderFailure& f : failures_) {
     if (f.template_name.empty()) continue;
-    ++stats_.failed;
     std::string file = previous(f.template_key, "file");
     if (!file.empty()) retained.insert(file);
+    if (f.missing_template && !scope_complete) {
+      ++stats_.waiting;
+      auto it = current.find(f.template_key);
+      if (it != current.end()) wanted[f.template_key] = {it->second.key, it->second.doc};
+      continue;
+    }
+    ++stats_.failed;
     wanted[f.template_key] = {
         model::status_key(site_.name, f.tenant, f.template_name),
         status_doc(f.template_key, previous(f.template_key, "hash"), model::Outcome::kFailed,
@@ -399,7 +411,7 @@ Status Reconciler::reconcile_once() {
   }
 
   // Prune.
-  bool prune = stats_.global_failures == 0 && (!may_prune_ || may_prune_());
+  bool prune = stats_.global_failures == 0 && scope_complete;
   if (prune) {
     auto inventory = applier_->inventory();
     if (!inventory.ok()) {

@@ -93,7 +93,8 @@ struct ReconcileStats {
   bool prune_skipped = false;   // because of a global failure or an inventory error
   size_t status_written = 0;
   size_t status_removed = 0;
-  size_t held = 0;  // rendered at a revision the hub's rollout has not released here yet
+  size_t held = 0;     // rendered at a revision the hub's rollout has not released here yet
+  size_t waiting = 0;  // listed by a placement, not here yet while the scope is incomplete
 };
 
 class Reconciler {

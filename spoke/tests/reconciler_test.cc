@@ -353,6 +353,38 @@ TEST_F(ReconcilerTest, NothingIsPrunedUntilTheScopeIsKnownComplete) {
   EXPECT_FALSE(status("acme", "db"));
 }
 
+// A placement can reach a site in an earlier batch than its templates (a
+// first sync, a refill). While the scope is not known complete, a template it
+// lists that is not here yet waits: no failed status, no failure counted (the
+// metrics e2e test saw three failed applies so). Once complete, it fails.
+TEST_F(ReconcilerTest, ATemplateNotHereYetWaitsUntilTheScopeIsComplete) {
+  may_prune_ = false;
+  put("t/acme/templates/web", deployment("web"));
+  put("t/acme/placements/p", {{"templates", {"web", "db"}}, {"sites", {"tower-1"}}});
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().failed, 0u);
+  EXPECT_EQ(reconciler_->last_stats().waiting, 1u);
+  EXPECT_EQ(reconciler_->last_stats().changed, 1u);
+  EXPECT_FALSE(status("acme", "db"));
+  ASSERT_TRUE(status("acme", "web"));
+
+  put("t/acme/templates/db", deployment("db"));  // the rest of the scope
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().failed, 0u);
+  EXPECT_EQ(reconciler_->last_stats().waiting, 0u);
+  ASSERT_TRUE(status("acme", "db"));
+  EXPECT_EQ((*status("acme", "db"))["outcome"], "applied");
+
+  // Complete: a template a placement lists and nobody wrote is a failure.
+  may_prune_ = true;
+  put("t/acme/placements/p", {{"templates", {"web", "db", "cache"}}, {"sites", {"tower-1"}}});
+  reconcile();
+  EXPECT_EQ(reconciler_->last_stats().failed, 1u);
+  EXPECT_EQ(reconciler_->last_stats().waiting, 0u);
+  ASSERT_TRUE(status("acme", "cache"));
+  EXPECT_EQ((*status("acme", "cache"))["outcome"], "failed");
+}
+
 TEST_F(ReconcilerTest, RendersByTheSiteRecordAndWithoutOneChangesNothing) {
   put("t/acme/templates/web", deployment("web"));
   put("t/acme/templates/db", deployment("db"));
