@@ -235,8 +235,17 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
     writes_.push_back(Write::put_local(reconcile_marker_key(change.child),
                                        std::to_string(store_->last_log_index())));
   }
+  if (served && change.reconcile) {
+    // What it may write changed (a member of a regional hub left or came
+    // back): what we refused of it, and what it dropped, is in no log entry,
+    // and its scope's version may be the same again by its next hello. A
+    // position up to here reconciles, should this session end before its
+    // reconciliation does (simulation seed 21394 with moves, active-active).
+    writes_.push_back(Write::put_local(reconcile_marker_key(change.child),
+                                       std::to_string(store_->last_log_index())));
+  }
   auto it = sessions_.find(change.child);
-  if (it == sessions_.end()) return;  // it reconciles on hello (version differs)
+  if (it == sessions_.end()) return;  // it reconciles on hello
   Session* s = it->second.get();
   if (!served) {
     // Moved to another hub (or its record is gone): it keeps what it holds.

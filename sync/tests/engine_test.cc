@@ -497,6 +497,46 @@ TEST_F(EngineTest, DocumentsThatEnterTheScopeGoOutBeforeTheWriteThatMovedIt) {
   EXPECT_EQ(site_->child()->down_position().scope_version(), 8u);
 }
 
+// A child's scope changed as a whole (what it may write, too) while it had no
+// session: what we refused of it meanwhile is in no log entry, and its scope
+// may have the same version again when it says hello. Its position from
+// before the change reconciles rather than resumes (simulation seed 21394).
+TEST_F(EngineTest, AWholeScopeChangeMakesAPositionFromBeforeItReconcile) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  settle();
+  ASSERT_TRUE(site_->child()->in_sync());
+  net_.set_connected("site", false);
+  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
+    net_.deliver_all(100000);
+    hub_->run_once(true);
+    site_->run_once(true);
+    clock_.advance_ms(1000);
+  }
+  ASSERT_EQ(hub_->parent()->session_count(), 0u);
+  const uint64_t before = hub_->parent()->stats().reconciliations;
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, 7, /*reconcile=*/true});
+  hub_->run_once(false);
+  net_.set_connected("site", true);
+  settle();
+  EXPECT_EQ(hub_->parent()->stats().reconciliations, before + 1)
+      << "the child resumed from a position older than its scope's change";
+  EXPECT_TRUE(site_->child()->in_sync());
+  // Reconciled: its next hello resumes again.
+  ASSERT_TRUE(hub_store_->put("d/b", R"({"v":1})").ok());
+  settle();
+  net_.set_connected("site", false);
+  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
+    net_.deliver_all(100000);
+    hub_->run_once(true);
+    site_->run_once(true);
+    clock_.advance_ms(1000);
+  }
+  net_.set_connected("site", true);
+  settle();
+  EXPECT_EQ(hub_->parent()->stats().reconciliations, before + 1);
+  EXPECT_TRUE(site_->child()->in_sync());
+}
+
 // A reconciliation started within a session (its scope changed as a whole)
 // streams what commits meanwhile without a position. A child that kept the
 // position it held would, after a break, resume from it while holding keys
