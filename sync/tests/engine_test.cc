@@ -96,6 +96,18 @@ class EngineTest : public ::testing::Test {
     }
   }
 
+  // Cuts the site off, and runs both sides until past the hub's session
+  // timeout (the site stays cut off).
+  void cut_off_until_the_session_expires() {
+    net_.set_connected("site", false);
+    for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
+      net_.deliver_all(100000);
+      hub_->run_once(true);
+      site_->run_once(true);
+      clock_.advance_ms(1000);
+    }
+  }
+
   testing::TempDir dir_;
   ManualClock clock_;
   std::mt19937_64 rng_{42};
@@ -368,13 +380,7 @@ TEST_F(EngineTest, AForgottenSessionStartsOverWithHello) {
   ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
   settle();
   const uint64_t hellos = site_->child()->stats().hellos;
-  net_.set_connected("site", false);
-  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
-    net_.deliver_all(100000);
-    hub_->run_once(true);
-    site_->run_once(true);
-    clock_.advance_ms(1000);
-  }
+  cut_off_until_the_session_expires();
   EXPECT_EQ(hub_->parent()->session_count(), 0u);
   ASSERT_TRUE(hub_store_->put("d/a", R"({"v":2})").ok());
   net_.set_connected("site", true);
@@ -393,13 +399,7 @@ TEST_F(EngineTest, AReconciliationMakesTheChildForgetItsPositionUntilItEnds) {
   ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
   settle();
   ASSERT_NE(site_->child()->down_position().epoch(), 0u);
-  net_.set_connected("site", false);
-  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
-    net_.deliver_all(100000);
-    hub_->run_once(true);
-    site_->run_once(true);
-    clock_.advance_ms(1000);
-  }
+  cut_off_until_the_session_expires();
   ASSERT_EQ(hub_->parent()->session_count(), 0u);
   scope_.version_ = 8;  // the child's position names version 7: it reconciles
   const uint64_t reconciliations = hub_->parent()->stats().reconciliations;
@@ -446,13 +446,7 @@ TEST_F(EngineTest, AKeySentBeforeItsScopeChangeIsNotUnderTheOldVersion) {
   ASSERT_TRUE(site_store_->get("g/x").ok()) << "the first message carried the key";
   EXPECT_NE(site_->child()->down_position().scope_version(), 7u)
       << "the child holds g/x under the version of a scope without it";
-  net_.set_connected("site", false);
-  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
-    net_.deliver_all(100000);
-    hub_->run_once(true);
-    site_->run_once(true);
-    clock_.advance_ms(1000);
-  }
+  cut_off_until_the_session_expires();
   ASSERT_EQ(hub_->parent()->session_count(), 0u);
   // The key leaves again (no session to tell): the scope is back at version 7.
   scope_.gate_ = false;
@@ -505,13 +499,7 @@ TEST_F(EngineTest, AWholeScopeChangeMakesAPositionFromBeforeItReconcile) {
   ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
   settle();
   ASSERT_TRUE(site_->child()->in_sync());
-  net_.set_connected("site", false);
-  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
-    net_.deliver_all(100000);
-    hub_->run_once(true);
-    site_->run_once(true);
-    clock_.advance_ms(1000);
-  }
+  cut_off_until_the_session_expires();
   ASSERT_EQ(hub_->parent()->session_count(), 0u);
   const uint64_t before = hub_->parent()->stats().reconciliations;
   hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, 7, /*reconcile=*/true});
@@ -524,13 +512,7 @@ TEST_F(EngineTest, AWholeScopeChangeMakesAPositionFromBeforeItReconcile) {
   // Reconciled: its next hello resumes again.
   ASSERT_TRUE(hub_store_->put("d/b", R"({"v":1})").ok());
   settle();
-  net_.set_connected("site", false);
-  for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
-    net_.deliver_all(100000);
-    hub_->run_once(true);
-    site_->run_once(true);
-    clock_.advance_ms(1000);
-  }
+  cut_off_until_the_session_expires();
   net_.set_connected("site", true);
   settle();
   EXPECT_EQ(hub_->parent()->stats().reconciliations, before + 1);
