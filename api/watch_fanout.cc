@@ -147,19 +147,10 @@ void WatchFanout::close(const std::shared_ptr<WatchQueue>& w) {
   }
 }
 
-StatusOr<WatchItemPtr> WatchFanout::build(const std::string& key, const WatchQueue& w,
-                                          bool metadata_only, uint64_t index, uint64_t position) {
-  auto item = std::make_shared<WatchItem>();
-  item->index = index;
-  item->position = position;
-  v1::WatchEvent& event = item->event;
-  v1::Object* obj = event.mutable_object();
-  name_object(w.kind, w.tenant, std::string_view(key).substr(w.prefix.size()), obj, w.site);
-  auto found = read_object(store_, key, limits_.max_depth, obj, !metadata_only);
-  if (!found.ok()) return found.status();
-  event.set_type(*found ? v1::WatchEvent::PUT : v1::WatchEvent::DELETE);
-  event.set_position(position_text(epoch_, position));
-  // Field 1 (events), length-delimited.
+namespace {
+
+// `event` framed as field 1 (events, length-delimited) of a WatchResponse.
+std::string frame(const v1::WatchEvent& event) {
   const size_t size = event.ByteSizeLong();
   std::string framed;
   framed.push_back(static_cast<char>((1 << 3) | 2));
@@ -169,8 +160,39 @@ StatusOr<WatchItemPtr> WatchFanout::build(const std::string& key, const WatchQue
   const size_t head = framed.size();
   framed.resize(head + size);
   event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(framed.data() + head));
-  item->framed = std::move(framed);
-  return WatchItemPtr(std::move(item));
+  return framed;
+}
+
+}  // namespace
+
+StatusOr<std::array<WatchItemPtr, 2>> WatchFanout::build(const std::string& key,
+                                                         const WatchQueue& w, Forms forms,
+                                                         uint64_t index, uint64_t position) {
+  v1::WatchEvent event;
+  v1::Object* obj = event.mutable_object();
+  name_object(w.kind, w.tenant, std::string_view(key).substr(w.prefix.size()), obj, w.site);
+  auto found = read_object(store_, key, limits_.max_depth, obj, /*with_json=*/forms[0]);
+  if (!found.ok()) return found.status();
+  event.set_type(*found ? v1::WatchEvent::PUT : v1::WatchEvent::DELETE);
+  event.set_position(position_text(epoch_, position));
+  std::array<WatchItemPtr, 2> out;
+  auto item = [&](v1::WatchEvent e) {
+    auto it = std::make_shared<WatchItem>();
+    it->index = index;
+    it->position = position;
+    it->event = std::move(e);
+    it->framed = frame(it->event);
+    return it;
+  };
+  if (forms[1]) {
+    // The document set aside while the metadata is copied.
+    std::string doc = std::move(*obj->mutable_json());
+    obj->clear_json();
+    out[1] = item(event);
+    obj->set_json(std::move(doc));
+  }
+  if (forms[0]) out[0] = item(std::move(event));
+  return out;
 }
 
 void WatchFanout::run() {
@@ -211,9 +233,9 @@ void WatchFanout::run() {
     }
     // Which forms of event each touched prefix's watchers take: [0] with
     // the document, [1] metadata only; each is built once.
-    std::map<std::string_view, std::array<bool, 2>> forms;
+    std::map<std::string_view, Forms> forms;
     for (const auto& [prefix, watchers] : snapshot) {
-      std::array<bool, 2>& f = forms[prefix];
+      Forms& f = forms[prefix];
       for (const auto& w : *watchers) f[w->metadata_only ? 1 : 0] = true;
     }
     // By prefix and form, in log order.
@@ -227,21 +249,20 @@ void WatchFanout::run() {
       auto it = snapshot.find(std::string(p));
       if (p.empty() || p.size() == c.key.size() || it == snapshot.end()) continue;
       const WatchQueue& any = *it->second->front();
-      const std::array<bool, 2>& wanted = forms[it->first];
-      for (int form = 0; form < 2; ++form) {
-        if (!wanted[form]) continue;
-        auto item = build(c.key, any, form == 1, c.index, c.index != 0 ? c.index : running_index);
-        if (!item.ok()) {
-          // The store failed to read: the watchers of this prefix cannot be
-          // told the truth any more; end them so that they re-list.
-          spdlog::error("catalog: watch: reading {}: {}", c.key, item.status().message());
-          for (const auto& w : *it->second) {
-            std::lock_guard lock(w->mu);
-            w->end_with(WatchEnd::kError);
-          }
-          break;
+      const Forms& wanted = forms[it->first];
+      auto built = build(c.key, any, wanted, c.index, c.index != 0 ? c.index : running_index);
+      if (!built.ok()) {
+        // The store failed to read: the watchers of this prefix cannot be
+        // told the truth any more; end them so that they re-list.
+        spdlog::error("catalog: watch: reading {}: {}", c.key, built.status().message());
+        for (const auto& w : *it->second) {
+          std::lock_guard lock(w->mu);
+          w->end_with(WatchEnd::kError);
         }
-        items[it->first][form].push_back(std::move(item).value());
+        continue;
+      }
+      for (int form = 0; form < 2; ++form) {
+        if (wanted[form]) items[it->first][form].push_back(std::move((*built)[form]));
       }
     }
     last_index_ = std::max(last_index_, batch_last_index);
@@ -325,12 +346,15 @@ StatusOr<std::shared_ptr<WatchQueue>> WatchFanout::open(
     }
     for (size_t i = 0; i < changes.size(); ++i) {
       if (last[changes[i].first] != i) continue;
-      auto item = build(changes[i].first, *w, metadata_only, changes[i].second, changes[i].second);
-      if (!item.ok()) {
+      const int form = metadata_only ? 1 : 0;
+      Forms forms{};
+      forms[form] = true;
+      auto built = build(changes[i].first, *w, forms, changes[i].second, changes[i].second);
+      if (!built.ok()) {
         close(w);
-        return item.status();
+        return built.status();
       }
-      replay.push_back(std::move(item).value());
+      replay.push_back(std::move((*built)[form]));
     }
   }
   // Nothing was handed to the watcher yet: a retry from where it asked to

@@ -20,6 +20,7 @@
 // (RESOURCE_EXHAUSTED): its stream re-lists and watches again.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -154,11 +155,14 @@ class WatchFanout {
   using Watchers = std::vector<std::shared_ptr<WatchQueue>>;
 
   void run();
-  // Builds the event of `key` as of now (read from the store).
-  // The event of `key`'s change, named as `w` names its objects, with the
-  // document unless `metadata_only`.
-  StatusOr<WatchItemPtr> build(const std::string& key, const WatchQueue& w, bool metadata_only,
-                               uint64_t index, uint64_t position);
+  // The event of `key`'s change as of now (read from the store), named as
+  // `w` names its objects: [0] with the document, [1] metadata only, each
+  // built where `forms` asks. Both come from one read: a change committed
+  // between two reads would give the two kinds of watcher different events
+  // at the same position.
+  using Forms = std::array<bool, 2>;
+  StatusOr<std::array<WatchItemPtr, 2>> build(const std::string& key, const WatchQueue& w,
+                                              Forms forms, uint64_t index, uint64_t position);
 
   Store* store_;
   DocumentLimits limits_;
