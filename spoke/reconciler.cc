@@ -382,10 +382,14 @@ Status Reconciler::reconcile_once() {
     wanted[o.template_key] = {model::status_key(site_.name, o.tenant, o.template_name),
                               std::move(doc)};
   }
+  // A template whose status stays as it is (held back, or waiting).
+  auto keep_status = [&](const std::string& tk) {
+    auto it = current.find(tk);
+    if (it != current.end()) wanted[tk] = {it->second.key, it->second.doc};
+  };
   for (const model::RenderedObject* o : held) {
     retained.insert(applier_->id_of(*o));
-    auto it = current.find(o->template_key);
-    if (it != current.end()) wanted[o->template_key] = {it->second.key, it->second.doc};
+    keep_status(o->template_key);
   }
   // While the site's scope is still arriving (its first sync, a store
   // refilled after loss: no pruning yet), a template a placement lists may
@@ -399,8 +403,7 @@ Status Reconciler::reconcile_once() {
     if (!file.empty()) retained.insert(file);
     if (f.missing_template && !scope_complete) {
       ++stats_.waiting;
-      auto it = current.find(f.template_key);
-      if (it != current.end()) wanted[f.template_key] = {it->second.key, it->second.doc};
+      keep_status(f.template_key);
       continue;
     }
     ++stats_.failed;

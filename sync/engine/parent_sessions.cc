@@ -227,19 +227,16 @@ void ParentSync::on_scope_change(const ScopeChange& change) {
   const bool served = scope_->serves(change.child);
   if (!served) {
     // What it wrote is dropped here with its scope: what we recorded of
-    // its log no longer says what we hold, should it come back. Nor does
-    // its position in our log (drops are not logged, and its scope's
-    // version may well be the same when it comes back): it reconciles.
+    // its log no longer says what we hold, should it come back.
     writes_.push_back(
         Write::put_local(up_position_key(change.child), v1::LogPosition().SerializeAsString()));
-    writes_.push_back(Write::put_local(reconcile_marker_key(change.child),
-                                       std::to_string(store_->last_log_index())));
   }
-  if (served && change.reconcile) {
-    // What it may write changed (a member of a regional hub left or came
-    // back): what we refused of it, and what it dropped, is in no log entry,
-    // and its scope's version may be the same again by its next hello. A
-    // position up to here reconciles, should this session end before its
+  if (!served || change.reconcile) {
+    // Its position in our log no longer says what it holds: drops are not
+    // logged, nor what we refused of it while what it may write was other
+    // (a member of a regional hub left or came back), and its scope's
+    // version may well be the same again by its next hello. A position up
+    // to here reconciles, should it come back or its session end before its
     // reconciliation does (simulation seed 21394 with moves, active-active).
     writes_.push_back(Write::put_local(reconcile_marker_key(change.child),
                                        std::to_string(store_->last_log_index())));
