@@ -441,6 +441,12 @@ void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
     s->acked_index = std::max(s->acked_index, it->second.index);
     it = s->carried.erase(it);
   }
+  if (s->refused_seq != 0 && ack.seq() >= s->refused_seq) {
+    // The child has every refusal we kept for it.
+    s->refused.clear();
+    s->refused_seq = 0;
+    writes_.push_back(Write::put_local(refused_key(s->child), ""));
+  }
 }
 
 void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
@@ -493,23 +499,42 @@ void ParentSync::handle_changes(Session* s, const v1::SyncEnvelope& env,
                                                                  std::to_string(own_hlc) + " " +
                                                                  std::to_string(s->replica)));
   }
+  if (!orphans.empty()) {
+    // Kept before the position that skips past them (writes persist in
+    // order, each atomic): if the refusal is lost with the session, the next
+    // one tells it again.
+    for (const auto& [k, hlc] : orphans) {
+      uint64_t& newest = s->refused[k];
+      newest = std::max(newest, hlc);
+    }
+    writes_.push_back(Write::put_local(refused_key(s->child), refusals(*s).SerializeAsString()));
+  }
   if (c.has_position()) {
     writes_.push_back(
         Write::put_local(up_position_key(s->child), c.position().SerializeAsString()));
   }
   if (writes_.size() > first_write) unpersisted_.push_back({s->child, s->session, s->up});
   s->up.applied(env.seq());
-  if (!orphans.empty()) {
-    // The child holds what it may neither read nor write here: say so, or
-    // it keeps the keys forever (its own writes survive every drop).
-    v1::SyncEnvelope refused;
-    for (const auto& [k, hlc] : orphans) {
-      v1::Refused* r = refused.mutable_changes()->add_refused();
-      r->set_key(k);
-      r->set_hlc(hlc);
-    }
-    send_sequenced(s, std::move(refused));
+  // The child holds what it may neither read nor write here: say so, or
+  // it keeps the keys forever (its own writes survive every drop).
+  if (!orphans.empty()) send_refusals(s);
+}
+
+v1::Changes ParentSync::refusals(const Session& s) {
+  v1::Changes c;
+  for (const auto& [k, hlc] : s.refused) {
+    v1::Refused* r = c.add_refused();
+    r->set_key(k);
+    r->set_hlc(hlc);
   }
+  return c;
+}
+
+void ParentSync::send_refusals(Session* s) {
+  v1::SyncEnvelope env;
+  *env.mutable_changes() = refusals(*s);
+  s->refused_seq = s->down.next_seq();
+  send_sequenced(s, std::move(env));
 }
 
 bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {

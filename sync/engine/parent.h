@@ -222,6 +222,9 @@ class ParentSync {
   void go_away(Session* s);
   void resume(Session* s);
   void handle_ack(Session* s, const v1::Ack& ack);
+  // The refusals kept for the child (Session::refused), and telling it of them.
+  static v1::Changes refusals(const Session& s);
+  void send_refusals(Session* s);
   // Queues the writes of the child's changes; `owner` keeps `env` alive.
   void handle_changes(Session* s, const v1::SyncEnvelope& env, std::shared_ptr<const void> owner);
   void handle_sketch_reply(Session* s, const v1::SketchReply& reply);

@@ -26,6 +26,11 @@ inline std::string reconcile_marker_key(const std::string& child) {
 }
 // "<seq> <hlc>" of the child's latest own write we applied.
 inline std::string up_seq_key(const std::string& child) { return "sync/upseq/" + child; }
+// The child's writes we refused that it has not acked being told of (a
+// v1::Changes holding only `refused`). Kept with the up position that skips
+// past them: a session lost before the refusal arrived would otherwise
+// resume past the write, and the child would keep it forever.
+inline std::string refused_key(const std::string& child) { return "sync/refused/" + child; }
 
 struct ParentSync::Session {
   Session(std::string c, const std::string& parent, const ParentOptions& o)
@@ -72,6 +77,10 @@ struct ParentSync::Session {
     uint64_t index = 0;  // the log index its position names
   };
   std::map<uint64_t, Carried> carried;  // by seq
+  // Refused writes not yet acked (as kept under refused_key): key -> newest
+  // refused stamp; and the seq of the last message that told of them.
+  std::map<std::string, uint64_t> refused;
+  uint64_t refused_seq = 0;
   // The position the child holds once it has applied everything sent in
   // this session (epoch 0: none, or not known to us). A position of the
   // same epoch and scope version then goes in its short form (the index).

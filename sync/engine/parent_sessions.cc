@@ -111,6 +111,19 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
     slot->wanted_mode = usable ? Mode::kCatchup : Mode::kReconcile;
     slot->mode = Mode::kWaiting;
     waiting_.push_back(child);
+    if (auto kept = store_->get_local(refused_key(child));
+        kept.ok() && kept->has_value() && !(*kept)->empty()) {
+      v1::Changes c;
+      if (c.ParseFromString(**kept)) {
+        // Only what it still may neither read nor write: a key its scope
+        // took since may have reached it from us, and the child would drop
+        // our copy with its own write.
+        for (const v1::Refused& r : c.refused()) {
+          if (!scope_->in_scope(child, r.key()) && !scope_->writable_by(child, r.key()))
+            slot->refused[r.key()] = r.hlc();
+        }
+      }
+    }
   }
   Session* s = slot.get();
   v1::SyncEnvelope welcome;
@@ -151,6 +164,9 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
     welcome.mutable_welcome()->mutable_up()->ParseFromString(**up);
   }
   send_control(child, s->session, std::move(welcome));
+  // Refusals an earlier session did not see acked go first (the sequenced
+  // channel resends them within this one).
+  if (s->refused_seq == 0 && !s->refused.empty()) send_refusals(s);
   grant_slots();
 }
 

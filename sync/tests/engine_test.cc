@@ -666,6 +666,31 @@ TEST_F(EngineTest, AWriteTheParentRefusedIsNotSentAgainOnceForgotten) {
   hub_.reset();
 }
 
+// The hub refuses a write and keeps the child's position past it; the
+// refusal is lost, and the session with it (the hub restarts). The child,
+// resuming from that position, does not send the write again: only the
+// hub's record of the refusal, told on the next session, makes it forget a
+// key it may neither read nor write.
+TEST_F(EngineTest, ARefusalLostWithItsSessionIsMadeAgain) {
+  settle();
+  ASSERT_TRUE(site_store_->put("g/x", R"({"stale":true})").ok());
+  site_->run_once(true);
+  net_.deliver_all(100000);
+  hub_->run_once(true);
+  ASSERT_EQ(hub_->parent()->stats().refused_writes, 1u);
+  net_.partition("hub", "site", true);
+  net_.deliver_all(100000);  // the refusal and the ack are lost
+  ASSERT_NO_FATAL_FAILURE(start_hub(hub_store_.get()));
+  net_.partition("hub", "site", false);
+  settle();
+  EXPECT_EQ(hub_->parent()->stats().refused_writes, 0u)
+      << "the write went up again: this test no longer loses the refusal";
+  EXPECT_FALSE(site_store_->state("g/x")->has_value()) << "the child kept a write the hub refused";
+  ASSERT_TRUE(site_store_->put("s/site/after", R"({"ok":true})").ok());
+  settle();
+  EXPECT_EQ(*hub_store_->get("s/site/after"), R"({"ok":true})");
+}
+
 // Bad sketches, driven against the engines directly (no runtime): each side
 // refuses to guess and falls back to sending the whole scope.
 class SketchInputTest : public EngineTest {
