@@ -585,7 +585,19 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
       doc_keys.insert(e.doc().key());
       docs.push_back(e.doc());
     }
-    if (sketch_) sketch_->on_parent_sent(e.has_delta() ? e.delta().key() : e.doc().key());
+    if (sketch_) {
+      const std::string& key = e.has_delta() ? e.delta().key() : e.doc().key();
+      sketch_->on_parent_sent(key);
+      // While reconciling, where we may write, ours may hold writes the
+      // parent lacks (it refused them, or dropped them while its own scope
+      // did not hold the key): what it sends now, a whole document or a
+      // change relayed from a peer, says it holds the key, not all of ours.
+      // It goes up whole.
+      if (may_write(key)) {
+        auto mine = store_->state(key);
+        if (mine.ok() && mine->has_value()) up_docs_pending_.insert(key);
+      }
+    }
   }
   // The drops below are read before the changes above are persisted: a
   // message never both changes and drops a key (drops come with a scope
@@ -597,13 +609,6 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
   if (!docs.empty()) {
     for (const auto& d : docs) {
       spdlog::debug("sync {}: doc {}", name_, d.key());
-      // A reconciliation sends what differs. Where we may write, ours may
-      // hold writes the parent lacks (it refused them, or dropped them while
-      // its own scope did not hold the key): they go up whole.
-      if (sketch_ && may_write(d.key())) {
-        auto mine = store_->state(d.key());
-        if (mine.ok() && mine->has_value()) up_docs_pending_.insert(d.key());
-      }
     }
     stats_.documents_received += docs.size();
     writes_.push_back(Write::apply_states(std::move(docs), parent_replica_));

@@ -186,10 +186,8 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env, const Outgoing
   if (env.has_changes()) {
     v1::Changes* c = env.mutable_changes();
     Session::Carried carried;
-    bool has_doc = false;
     for (size_t i = 0; i < encoded_count; ++i) {
       carried.hlc = std::max(carried.hlc, encoded[i]->hlc);
-      has_doc = has_doc || encoded[i]->entry.has_doc();
       if (encoded[i]->entry.has_delta()) ++stats_.deltas_sent;
     }
     for (const auto& e : c->entries()) {
@@ -209,7 +207,8 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env, const Outgoing
       } else {
         held = c->position();
       }
-    } else if (unpositions(*c) || (has_doc && c->index() == 0)) {
+    } else if (unpositions(*c) || (encoded_count > 0 && c->index() == 0)) {
+      // (The encoded entries are not in `c`: unpositions() does not see them.)
       held.Clear();
     }
     if (carried.hlc != 0 || carried.index != 0) s->carried[seq] = carried;

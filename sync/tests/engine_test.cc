@@ -543,6 +543,34 @@ TEST_F(EngineTest, DeltasStreamedDuringAReconciliationVoidThePosition) {
       << "the child kept a position that does not cover what it holds";
 }
 
+// The parent lost a key the child writes (its own parent refused it), and
+// reconciles; meanwhile an older write of the key reaches the parent from a
+// peer and streams down. The child must not take that as the parent holding
+// what it holds: its later write goes up whole, or the parent keeps the old
+// value for good (simulation seed 21766, moves with active-active roots).
+TEST_F(EngineTest, AnOlderCopySentDuringAReconciliationDoesNotHideOurWrite) {
+  settle();
+  auto first = site_store_->put_value("s/site/x", nlohmann::json{{"v", 1}});
+  ASSERT_TRUE(first.ok());
+  settle();
+  ASSERT_TRUE(site_store_->put_value("s/site/x", nlohmann::json{{"v", 2}}).ok());
+  settle();
+  ASSERT_EQ(*hub_store_->get("s/site/x"), R"({"v":2})");
+  ASSERT_TRUE(hub_store_->drop({"s/site/x"}).ok());
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, 7, /*reconcile=*/true});
+  hub_->run_once(false);
+  const uint64_t peer = 99;
+  ASSERT_TRUE(persist(hub_store_.get(), {Write::apply_deltas({&*first}, nullptr, peer)}).ok());
+  hub_->run_once(false);
+  settle();
+  EXPECT_EQ(*hub_store_->get("s/site/x"), R"({"v":2})") << "the child's later write was lost";
+  // The change streamed without a position voided the child's: the hub must
+  // know, or it sends the short form, which a child holding none ignores.
+  EXPECT_NE(site_->child()->down_position().epoch(), 0u)
+      << "the child holds no position after the reconciliation";
+  EXPECT_TRUE(site_->child()->in_sync());
+}
+
 // The child learns from the welcome how long the parent keeps a session: cut
 // off longer than that, it says hello at once instead of earning a reset.
 TEST(EngineTimeoutTest, TheWelcomeAnnouncesTheSessionTimeout) {
