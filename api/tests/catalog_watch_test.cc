@@ -78,7 +78,18 @@ class FirstSendStall {
   bool stalled_ = false, released_ = false;
 };
 
+// A stream that outlives any test here ends with DEADLINE_EXCEEDED: a missing
+// event fails the read instead of hanging the test (one did, once, under
+// load).
+constexpr std::chrono::seconds kWatchDeadline{120};
+void bound(grpc::ClientContext* ctx) {
+  if (ctx->deadline() == std::chrono::system_clock::time_point::max()) {
+    ctx->set_deadline(std::chrono::system_clock::now() + kWatchDeadline);
+  }
+}
+
 Events watch(v1::Catalog::Stub* stub, grpc::ClientContext* ctx, const v1::WatchRequest& req) {
+  bound(ctx);
   return Events(stub->Watch(ctx, req));
 }
 
@@ -542,6 +553,7 @@ TEST_F(CatalogServiceTest, WatchBatchesPendingEventsAndResumesMidBatch) {
   v1::WatchRequest req;
   req.set_kind("template");
   req.set_tenant("acme");
+  bound(&ctx);
   auto reader = stub_->Watch(&ctx, req);
   reader->WaitForInitialMetadata();
   put_ok("template", "acme", "first", config_map("first"));
