@@ -40,6 +40,12 @@ std::string_view role_name(Role role) {
   return "?";
 }
 
+std::string holder_text(Role role, std::string_view tenant) {
+  std::string out(role_name(role));
+  if (!tenant.empty()) out += " of tenant " + std::string(tenant);
+  return out;
+}
+
 bool permits(Role role, std::string_view bound_tenant, Action action, std::string_view tenant) {
   if (role == Role::kFleetAdmin) return bound_tenant.empty();
   // Every other role acts on its own tenant's objects only.

@@ -23,6 +23,9 @@ enum class Role { kFleetAdmin, kTenantAdmin, kEditor, kViewer };
 
 StatusOr<Role> parse_role(std::string_view name);
 std::string_view role_name(Role role);
+// "editor of tenant acme" (no tenant: the role alone), naming a token's
+// holder in messages about what it may not do.
+std::string holder_text(Role role, std::string_view tenant);
 
 enum class Action {
   kRead,        // objects, status, conflicts, renders, watch
