@@ -29,6 +29,11 @@ TEST(Roles, ParseAndNameRoundTrip) {
             std::string::npos);
 }
 
+TEST(Roles, HolderTextNamesTheTenantWhenThereIsOne) {
+  EXPECT_EQ(holder_text(Role::kEditor, "acme"), "editor of tenant acme");
+  EXPECT_EQ(holder_text(Role::kFleetAdmin, ""), "fleet-admin");
+}
+
 TEST(Permits, TheWholeMatrix) {
   struct Row {
     Role role;
