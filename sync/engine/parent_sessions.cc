@@ -114,7 +114,10 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
     if (auto kept = store_->get_local(refused_key(child));
         kept.ok() && kept->has_value() && !(*kept)->empty()) {
       v1::Changes c;
-      if (c.ParseFromString(**kept)) {
+      if (!c.ParseFromString(**kept)) {
+        spdlog::warn("sync {}: the record of writes refused to {} does not parse; ignored", name_,
+                     child);
+      } else {
         // Only what it still may neither read nor write: a key its scope
         // took since may have reached it from us, and the child would drop
         // our copy with its own write.

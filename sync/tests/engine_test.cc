@@ -543,6 +543,18 @@ TEST_F(EngineTest, DeltasStreamedDuringAReconciliationVoidThePosition) {
       << "the child kept a position that does not cover what it holds";
 }
 
+// A record of refused writes that does not parse (a damaged disk) is
+// logged and ignored: the session goes on.
+TEST_F(EngineTest, AnUnreadableRefusalRecordIsIgnored) {
+  settle();
+  ASSERT_TRUE(hub_store_->put_local("sync/refused/site", std::string("\xff\xff\x01", 3)).ok());
+  ASSERT_NO_FATAL_FAILURE(start_hub(hub_store_.get()));
+  ASSERT_TRUE(site_store_->put("s/site/after", R"({"ok":true})").ok());
+  settle();
+  EXPECT_EQ(*hub_store_->get("s/site/after"), R"({"ok":true})");
+  EXPECT_TRUE(site_->child()->in_sync());
+}
+
 // The parent lost a key the child writes (its own parent refused it), and
 // reconciles; meanwhile an older write of the key reaches the parent from a
 // peer and streams down. The child must not take that as the parent holding
