@@ -27,18 +27,13 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
       sketch_->on_parent_sent(key);
       // While reconciling, where we may write, ours may hold writes the
       // parent lacks (it refused them, or dropped them while its own scope
-      // did not hold the key): what it sends of the key now, whole or as a
-      // change (relayed from a peer hub of its level, say), says it holds
-      // the key, not all of ours. A whole document goes up whole; after a
-      // change, only a document that holds writes of ours (a peer hub may
-      // write every key: sending each one it streams up again broke
-      // simulation seed 29180).
-      if (may_write(key)) {
+      // did not hold the key): a whole document it sends now, or a write of
+      // ours it relays back (from a peer hub of its level), says it holds
+      // the key, not all of ours. It goes up whole.
+      const bool ours = e.has_delta() && e.delta().dot().replica() == store_->replica_id();
+      if (may_write(key) && (e.has_doc() || ours)) {
         auto mine = store_->state(key);
-        if (mine.ok() && mine->has_value() &&
-            (e.has_doc() || carries_own_writes((*mine)->root()))) {
-          up_docs_pending_.insert(key);
-        }
+        if (mine.ok() && mine->has_value()) up_docs_pending_.insert(key);
       }
     }
   }
