@@ -24,6 +24,8 @@ Status only_fields(const json& doc, std::initializer_list<std::string_view> allo
 Status check_labels(const json& m, const std::string& f);
 // Milliseconds since 1970 (absent: 0).
 StatusOr<uint64_t> millis_field(const json& doc, std::string_view name);
+// true or false (absent: false).
+StatusOr<bool> bool_field(const json& doc, std::string_view name);
 // 64 lower-case hex digits (a SHA-256).
 bool is_hex_digest(std::string_view s);
 

@@ -605,6 +605,15 @@ StatusOr<uint64_t> millis_field(const json& doc, std::string_view name) {
   return f->get<uint64_t>();
 }
 
+StatusOr<bool> bool_field(const json& doc, std::string_view name) {
+  const json* f = field(doc, name);
+  if (f == nullptr) return false;
+  if (!f->is_boolean()) {
+    return invalid_argument(std::string(name) + " must be a boolean, not " + f->type_name());
+  }
+  return f->get<bool>();
+}
+
 bool is_hex_digest(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -657,12 +666,9 @@ StatusOr<TokenRecord> parse_token(std::string_view id, const json& doc) {
   auto expires = millis_field(doc, "expiresAtMs");
   if (!expires.ok()) return expires.status();
   out.expires_at_ms = *expires;
-  if (const json* rev = field(doc, "revoked")) {
-    if (!rev->is_boolean()) {
-      return invalid_argument(std::string("revoked must be a boolean, not ") + rev->type_name());
-    }
-    out.revoked = rev->get<bool>();
-  }
+  auto revoked = bool_field(doc, "revoked");
+  if (!revoked.ok()) return revoked.status();
+  out.revoked = *revoked;
   if (const json* d = field(doc, "description")) {
     if (!d->is_string()) {
       return invalid_argument(std::string("description must be a string, not ") + d->type_name());

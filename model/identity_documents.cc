@@ -250,12 +250,9 @@ StatusOr<SiteIdentity> parse_site_identity(std::string_view site, const json& do
   auto enrolled = millis_field(doc, "enrolledAtMs");
   if (!enrolled.ok()) return enrolled.status();
   out.enrolled_at_ms = *enrolled;
-  if (const json* rev = field(doc, "revoked")) {
-    if (!rev->is_boolean()) {
-      return invalid_argument(std::string("revoked must be a boolean, not ") + rev->type_name());
-    }
-    out.revoked = rev->get<bool>();
-  }
+  auto revoked = bool_field(doc, "revoked");
+  if (!revoked.ok()) return revoked.status();
+  out.revoked = *revoked;
   auto revoked_at = millis_field(doc, "revokedAtMs");
   if (!revoked_at.ok()) return revoked_at.status();
   out.revoked_at_ms = *revoked_at;

@@ -258,6 +258,11 @@ TEST(Access, EnrollmentDocumentsRoundTripAndRefuseBadFields) {
   quote["natsUser"] = "a b";
   EXPECT_FALSE(parse_site_identity("shop-1", quote).ok());
   EXPECT_FALSE(parse_site_identity("Shop_1", site_identity_document(i)).ok());
+  json revoked_text = site_identity_document(i);
+  revoked_text["revoked"] = "yes";
+  auto not_bool = parse_site_identity("shop-1", revoked_text);
+  ASSERT_FALSE(not_bool.ok());
+  EXPECT_EQ(not_bool.status().message(), "revoked must be a boolean, not string");
 }
 
 }  // namespace
