@@ -27,11 +27,13 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
       sketch_->on_parent_sent(key);
       // While reconciling, where we may write, ours may hold writes the
       // parent lacks (it refused them, or dropped them while its own scope
-      // did not hold the key): a whole document it sends now, or a write of
-      // ours it relays back (from a peer hub of its level), says it holds
-      // the key, not all of ours. It goes up whole.
-      const bool ours = e.has_delta() && e.delta().dot().replica() == store_->replica_id();
-      if (may_write(key) && (e.has_doc() || ours)) {
+      // did not hold the key). Anything it sends of the key now — a whole
+      // document, a write of ours relayed back, another writer's change —
+      // says it holds the key, not all of ours: ours goes up whole
+      // (simulation seeds 21766 and 28658 with moves, active-active roots
+      // and region failover). The parent merges it as a no-op when it had
+      // everything.
+      if (may_write(key)) {
         auto mine = store_->state(key);
         if (mine.ok() && mine->has_value()) up_docs_pending_.insert(key);
       }

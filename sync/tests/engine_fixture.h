@@ -1,0 +1,123 @@
+// The sync engine tests' parent-and-child fixture (engine_test.cc,
+// engine_recovery_test.cc): a hub and a site, each with a real Store, over
+// the in-memory bus.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <random>
+
+#include "canopy/v1/sync.pb.h"
+#include "store/store.h"
+#include "sync/engine/node.h"
+#include "sync/memory_transport.h"
+#include "sync/protocol.h"
+#include "sync/subjects.h"
+#include "sync/tests/test_parts.h"
+#include "tests/support/temp_dir.h"
+
+namespace canopy::sync {
+
+// Child "site" holds `d/...` and its own `s/site/...`; it may write the
+// latter. `g/...` is in scope while `gate_` is open.
+class TestScope final : public ScopeProvider {
+ public:
+  bool in_scope(std::string_view child, std::string_view key) override {
+    return key.starts_with("d/") || key.starts_with("s/" + std::string(child) + "/") ||
+           (gate_ && key.starts_with("g/"));
+  }
+  std::vector<std::string> writable_prefixes(std::string_view child) override {
+    if (writable_gate_) return {"s/" + std::string(child) + "/", "g/"};
+    return {"s/" + std::string(child) + "/"};
+  }
+  bool writable_gate_ = false;  // with gate_: the child may write g/ too
+  uint64_t version(std::string_view) override { return version_; }
+  uint64_t version_ = 7;
+  bool gate_ = false;
+  std::vector<std::string> children_for(std::string_view key) override {
+    if (in_scope("site", key)) return {"site"};
+    return {};
+  }
+};
+
+// Ends an engine's batch of inputs, persists what it asks to (as the node
+// would), and takes the messages.
+template <typename Engine>
+std::vector<Message> outbox(Engine& engine, Store* store) {
+  engine.flush();
+  Ready ready = engine.take_ready();
+  const Status persisted = persist(store, ready.writes);
+  EXPECT_TRUE(persisted.ok()) << persisted.to_string();
+  engine.advance(persisted);
+  return std::move(ready.messages);
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    hub_store_ = open("hub", 1);
+    site_store_ = open("site", 2);
+    ASSERT_NO_FATAL_FAILURE(start_hub(hub_store_.get()));
+    ASSERT_NO_FATAL_FAILURE(start_site());
+  }
+
+  // A hub named "hub" over `store`, and the site over site_store_, each on a
+  // new endpoint (the old node and endpoint reset first).
+  void start_hub(Store* store) {
+    hub_.reset();
+    hub_bus_.reset();
+    hub_bus_ = net_.endpoint("hub");
+    Env env{&clock_, [this] { return rng_(); }};
+    hub_ = std::make_unique<SyncNode>(store, hub_bus_.get());
+    hub_->set_parent_engine(
+        std::make_unique<ParentSync>("hub", store, &scope_, env, ParentOptions{}));
+    ASSERT_TRUE(hub_->attach().ok());
+  }
+  void start_site() {
+    site_.reset();
+    site_bus_.reset();
+    site_bus_ = net_.endpoint("site");
+    Env env{&clock_, [this] { return rng_(); }};
+    site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
+    site_->set_child_engine(
+        std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
+    ASSERT_TRUE(site_->attach().ok());
+  }
+
+  std::unique_ptr<Store> open(const std::string& name, uint64_t id) {
+    return open_test_store(dir_, name, id, &clock_);
+  }
+
+  void settle() {
+    for (int i = 0; i < 200; ++i) {
+      net_.deliver_all(100000);
+      hub_->run_once(true);
+      site_->run_once(true);
+      clock_.advance_ms(50);
+    }
+  }
+
+  // Cuts the site off, and runs both sides until past the hub's session
+  // timeout (the site stays cut off).
+  void cut_off_until_the_session_expires() {
+    net_.set_connected("site", false);
+    for (uint64_t t = 0; t <= ParentOptions{}.session_timeout_ms + 2000; t += 1000) {
+      net_.deliver_all(100000);
+      hub_->run_once(true);
+      site_->run_once(true);
+      clock_.advance_ms(1000);
+    }
+  }
+
+  testing::TempDir dir_;
+  ManualClock clock_;
+  std::mt19937_64 rng_{42};
+  MemoryNetwork net_{7};
+  TestScope scope_;
+  std::unique_ptr<Store> hub_store_, site_store_;
+  std::unique_ptr<MemoryTransport> hub_bus_, site_bus_;
+  std::unique_ptr<SyncNode> hub_, site_;
+};
+
+}  // namespace canopy::sync
