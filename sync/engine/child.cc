@@ -424,7 +424,18 @@ void ChildSync::on_message(const Message& m) {
   if (env.session() != session_ || session_ == 0) return;  // an older session's message
   last_heard_ms_ = env_.clock->now_ms();
   if (env.has_welcome()) {
-    if (state_ == State::kHello) handle_welcome(env);
+    if (state_ == State::kHello) {
+      handle_welcome(env);
+    } else if (state_ == State::kActive && env.welcome().slot() != welcome_slot_) {
+      // The parent opened our session again (a late copy of our hello
+      // reached it after it had ended the session, or restarted): its
+      // sequence numbers began again, and ours would take its new messages
+      // for ones already applied (simulation seed 23582, active-active).
+      ++stats_.resets;
+      spdlog::info("sync {}: parent {} opened our session anew; starting a new one", name_,
+                   parent_);
+      start();
+    }
     return;
   }
   if (env.has_redirect()) {
@@ -474,6 +485,7 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   const v1::Welcome& w = env.welcome();
   state_ = State::kActive;
   parent_replica_ = w.replica_id();
+  welcome_slot_ = w.slot();
   reconciling_ = w.reconcile();
   writable_prefixes_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
   writable_known_ = true;
