@@ -117,12 +117,7 @@ TEST_F(EngineTest, ChildRestartResumesFromItsPosition) {
   site_store_.reset();
   ASSERT_TRUE(hub_store_->put("d/a", R"({"v":2})").ok());
   site_store_ = open("site", 2);
-  site_bus_ = net_.endpoint("site");
-  Env env{&clock_, [this] { return rng_(); }};
-  site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
-  site_->set_child_engine(
-      std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
-  ASSERT_TRUE(site_->attach().ok());
+  ASSERT_NO_FATAL_FAILURE(start_site());
   const uint64_t reconciliations = hub_->parent()->stats().reconciliations;
   settle();
   EXPECT_EQ(*site_store_->get("d/a"), R"({"v":2})");
@@ -564,15 +559,8 @@ TEST_F(EngineTest, TrimmedLogForcesReconciliationWithFewDocuments) {
   ASSERT_TRUE(site_store_->put("s/site/status", R"({"ok":true})").ok());
   ASSERT_TRUE(hub_store_->trim_log(hub_store_->last_log_index()).ok());
   // Restart the child so it says hello with its (now trimmed) position.
-  site_.reset();
-  site_bus_.reset();
   net_.set_connected("site", true);
-  site_bus_ = net_.endpoint("site");
-  Env env{&clock_, [this] { return rng_(); }};
-  site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
-  site_->set_child_engine(
-      std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
-  ASSERT_TRUE(site_->attach().ok());
+  ASSERT_NO_FATAL_FAILURE(start_site());
   const ParentStats before = hub_->parent()->stats();
   settle();
   EXPECT_EQ(*site_store_->get("d/k1100"), R"({"v":2})");
