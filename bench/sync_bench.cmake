@@ -5,7 +5,7 @@
 # on a real nats-server started on 127.0.0.1 (canopy_test_support).
 # Included from bench/CMakeLists.txt.
 add_executable(canopy_sync_bench ${CMAKE_CURRENT_LIST_DIR}/sync_bench.cc
-  ${CMAKE_CURRENT_LIST_DIR}/sync_bench_hub.cc)
+  ${CMAKE_CURRENT_LIST_DIR}/sync_bench_hier.cc ${CMAKE_CURRENT_LIST_DIR}/sync_bench_hub.cc)
 target_link_libraries(canopy_sync_bench PRIVATE
   canopy_hub canopy_sync canopy_hub_core canopy_store canopy_proto canopy_test_support
   PkgConfig::SPDLOG PkgConfig::XXHASH Threads::Threads canopy_warnings)
