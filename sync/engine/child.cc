@@ -19,6 +19,10 @@ namespace {
 constexpr std::string_view kAncestorsKey = "sync/ancestors";
 // forgotten_, persisted: one "<log index> <key>" line per key.
 constexpr std::string_view kForgottenKey = "sync/forgotten";
+// The parent whose log our saved down position is in, once a welcome opened
+// a session with it: positions in any other's are forgotten at the next
+// welcome, whichever hubs we know of then.
+constexpr std::string_view kPositionedKey = "sync/positioned";
 constexpr size_t kForgottenMax = 4096;  // the oldest go first
 
 // Log entries skipped (none of ours) before the up position is reported.
@@ -426,7 +430,7 @@ void ChildSync::on_message(const Message& m) {
   if (env.has_welcome()) {
     if (state_ == State::kHello) {
       handle_welcome(env);
-    } else if (state_ == State::kActive && env.welcome().slot() != welcome_slot_) {
+    } else if (state_ == State::kActive && env.welcome().opening() != welcome_opening_) {
       // The parent opened our session again (a late copy of our hello
       // reached it after it had ended the session, or restarted): its
       // sequence numbers began again, and ours would take its new messages
@@ -485,7 +489,7 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   const v1::Welcome& w = env.welcome();
   state_ = State::kActive;
   parent_replica_ = w.replica_id();
-  welcome_slot_ = w.slot();
+  welcome_opening_ = w.opening();
   reconciling_ = w.reconcile();
   writable_prefixes_.assign(w.writable_prefixes().begin(), w.writable_prefixes().end());
   writable_known_ = true;
@@ -499,11 +503,21 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   // the one it leaves; a restart begins at the first parent without leaving
   // any): only the current parent's position stays. Ancestors included: one
   // we failed over to and that served us holds a position too.
-  for (const std::string& other : hubs_) {
-    if (other == parent_) continue;
+  // And the last parent that welcomed us, whether or not we know it now: a
+  // regional hub we were redirected to, say, is not among the hubs a
+  // restarted child knows, and its stale position made a later session
+  // there resume without what we dropped since (simulation seed 308 with
+  // moves).
+  std::set<std::string> others(hubs_.begin(), hubs_.end());
+  if (auto last = store_->get_local(kPositionedKey); last.ok() && last->has_value()) {
+    if (!(*last)->empty()) others.insert(**last);
+  }
+  others.erase(parent_);
+  for (const std::string& other : others) {
     writes_.push_back(
         Write::put_local(down_position_key(other), v1::LogPosition().SerializeAsString()));
   }
+  writes_.push_back(Write::put_local(std::string(kPositionedKey), parent_));
   if (w.session_timeout_ms() != 0) parent_session_timeout_ms_ = w.session_timeout_ms();
   backoff_ms_ = opts_.hello_backoff_min_ms;
   const v1::LogPosition& up = w.up();

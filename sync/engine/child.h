@@ -263,7 +263,7 @@ class ChildSync {
   // Documents the parent lacks or must judge again (a reconciliation found
   // them, or it refused older writes of them): sent up whole by pump_up.
   std::set<std::string> up_docs_pending_;
-  uint64_t welcome_slot_ = 0;  // Welcome.slot of the session we are in
+  uint64_t welcome_opening_ = 0;  // Welcome.opening of the session we are in
   // Those sent in this session and not yet all acknowledged: a new session
   // (the parent lost this one, a failed write there) sends them again, as
   // nothing in our log would (a document a reconciliation found).

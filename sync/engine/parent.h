@@ -299,6 +299,7 @@ class ParentSync {
   void refresh_index();
   std::set<std::string> acks_due_;  // sessions that may owe the child an ack
   size_t slots_in_use_ = 0;
+  uint64_t sessions_opened_ = 0;  // Session::opening
   uint64_t last_commit_index_ = 0;
   std::vector<Message> outbox_;
   std::vector<Write> writes_;

@@ -55,7 +55,7 @@ struct ParentSync::Session {
   std::string subject;  // where its messages go (down_subject)
   uint64_t replica = 0;
   uint64_t session = 0;
-  uint64_t slot = 0;  // Welcome.slot: this opening of the session
+  uint64_t opening = 0;               // Welcome.opening: this opening of the session
   Mode wanted_mode = Mode::kCatchup;  // what to start when a slot frees
   bool holds_slot = false;
   RecvChannel up;

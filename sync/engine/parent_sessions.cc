@@ -83,7 +83,9 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
     std::erase(waiting_, child);
     slot = std::make_unique<Session>(child, name_, opts_);
     slot->session = env.session();
-    slot->slot = env_.random() | 1;  // never 0
+    // The clock and a count (never 0): a restarted parent's differ from its
+    // last run's, and the random stream (the simulation's) is left alone.
+    slot->opening = (now << 16) + (++sessions_opened_ & 0xffff);
     slot->replica = hello.replica_id();
     slot->last_seen_ms = now;
     slot->labels.insert(hello.labels().begin(), hello.labels().end());
@@ -134,7 +136,7 @@ void ParentSync::handle_hello(const std::string& child, const v1::SyncEnvelope& 
   welcome.mutable_welcome()->set_replica_id(store_->replica_id());
   welcome.mutable_welcome()->set_reconcile(s->wanted_mode == Mode::kReconcile);
   welcome.mutable_welcome()->set_session_timeout_ms(opts_.session_timeout_ms);
-  welcome.mutable_welcome()->set_slot(s->slot);
+  welcome.mutable_welcome()->set_opening(s->opening);
   for (const auto& a : opts_.ancestors) welcome.mutable_welcome()->add_ancestors(a);
   for (auto& p : scope_->writable_prefixes(child))
     welcome.mutable_welcome()->add_writable_prefixes(std::move(p));

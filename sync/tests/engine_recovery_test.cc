@@ -7,7 +7,7 @@ namespace {
 
 // A late copy of the child's hello reaches the hub after it restarted: the
 // hub opens that session again and numbers its messages from 1, which the
-// child, far past them, would take for ones it applied. The welcome's slot
+// child, far past them, would take for ones it applied. The welcome's opening
 // tells the child the session was opened anew, and it starts another
 // (simulation seed 23582, active-active).
 TEST_F(EngineTest, AHelloOpenedAgainMakesTheChildStartANewSession) {
@@ -38,6 +38,46 @@ TEST_F(EngineTest, AHelloOpenedAgainMakesTheChildStartANewSession) {
   ASSERT_TRUE(got.ok()) << "the child never got the write after the hub opened its session again";
   EXPECT_EQ(*got, R"({"v":2})");
   EXPECT_TRUE(site_->child()->in_sync());
+}
+
+// A child that synced with the hub is restarted with another parent only
+// (hub2, which has never heard of the hub): hub2's welcome must forget the
+// position in the hub's log, though the restarted child does not know the
+// hub. What hub2's session drops would otherwise be missing, for good, once
+// the child is back at the hub and resumes from that position (simulation
+// seed 308 with moves: a regional hub the site had been redirected to).
+TEST_F(EngineTest, AWelcomeForgetsThePositionAtTheLastParentUnknownSinceARestart) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  settle();
+  ASSERT_TRUE(site_store_->get("d/a").ok());
+  ASSERT_NE(site_->child()->down_position().epoch(), 0u);
+  auto hub2_store = open("hub2", 3);
+  auto hub2_bus = net_.endpoint("hub2");
+  Env env{&clock_, [this] { return rng_(); }};
+  SyncNode hub2(hub2_store.get(), hub2_bus.get());
+  hub2.set_parent_engine(
+      std::make_unique<ParentSync>("hub2", hub2_store.get(), &scope_, env, ParentOptions{}));
+  ASSERT_TRUE(hub2.attach().ok());
+  site_.reset();
+  site_bus_.reset();
+  site_bus_ = net_.endpoint("site");
+  site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
+  site_->set_child_engine(
+      std::make_unique<ChildSync>("site", "hub2", site_store_.get(), env, ChildOptions{}));
+  ASSERT_TRUE(site_->attach().ok());
+  for (int i = 0; i < 100; ++i) {
+    net_.deliver_all(100000);
+    hub2.run_once(true);
+    site_->run_once(true);
+    clock_.advance_ms(50);
+  }
+  ASSERT_TRUE(site_->child()->in_sync());
+  ASSERT_FALSE(site_store_->state("d/a")->has_value()) << "hub2's reconciliation kept d/a";
+  ASSERT_NO_FATAL_FAILURE(start_site());  // back with the hub
+  settle();
+  auto back = site_store_->get("d/a");
+  ASSERT_TRUE(back.ok()) << "the child resumed from its old position in the hub's log";
+  EXPECT_EQ(*back, R"({"v":1})");
 }
 
 // Bad sketches, driven against the engines directly (no runtime): each side
