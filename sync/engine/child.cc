@@ -508,16 +508,21 @@ void ChildSync::handle_welcome(const v1::SyncEnvelope& env) {
   // restarted child knows, and its stale position made a later session
   // there resume without what we dropped since (simulation seed 308 with
   // moves).
-  std::set<std::string> others(hubs_.begin(), hubs_.end());
-  if (auto last = store_->get_local(kPositionedKey); last.ok() && last->has_value()) {
-    if (!(*last)->empty()) others.insert(**last);
+  // When that last parent is this one, the welcome that made it so already
+  // forgot the others' positions, and none was saved since (a position is
+  // saved only in a session, opened by a welcome): nothing to write.
+  auto last = store_->get_local(kPositionedKey);
+  const bool positioned_here = last.ok() && last->has_value() && **last == parent_;
+  if (!positioned_here) {
+    std::set<std::string> others(hubs_.begin(), hubs_.end());
+    if (last.ok() && last->has_value() && !(*last)->empty()) others.insert(**last);
+    others.erase(parent_);
+    for (const std::string& other : others) {
+      writes_.push_back(
+          Write::put_local(down_position_key(other), v1::LogPosition().SerializeAsString()));
+    }
+    writes_.push_back(Write::put_local(std::string(kPositionedKey), parent_));
   }
-  others.erase(parent_);
-  for (const std::string& other : others) {
-    writes_.push_back(
-        Write::put_local(down_position_key(other), v1::LogPosition().SerializeAsString()));
-  }
-  writes_.push_back(Write::put_local(std::string(kPositionedKey), parent_));
   if (w.session_timeout_ms() != 0) parent_session_timeout_ms_ = w.session_timeout_ms();
   backoff_ms_ = opts_.hello_backoff_min_ms;
   const v1::LogPosition& up = w.up();
