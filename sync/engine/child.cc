@@ -274,8 +274,23 @@ void ChildSync::switch_parent(const std::string& to) {
 }
 
 void ChildSync::flush() {
-  // What we applied and acked on no sequenced message of ours: ack it now.
-  if (ack_due_ && state_ == State::kActive) send_ack(false);
+  // What we applied and acked on no sequenced message of ours: ack it now,
+  // or by the delayed-ack rule (ChildOptions::ack_delay_ms; tick() sends it
+  // when it is due).
+  if (!ack_due_ || state_ != State::kActive) return;
+  const uint64_t now = env_.clock->now_ms();
+  if (ack_due_since_ms_ == 0) ack_due_since_ms_ = now;
+  if (ack_now_ || opts_.ack_delay_ms == 0 || now >= ack_due_since_ms_ + opts_.ack_delay_ms ||
+      down_recv_.last_applied() >= acked_sent_ + opts_.ack_every) {
+    send_ack(false);
+  }
+}
+
+void ChildSync::acked(uint64_t seq) {
+  acked_sent_ = seq;
+  ack_due_ = false;
+  ack_now_ = false;
+  ack_due_since_ms_ = 0;
 }
 
 Ready ChildSync::take_ready() {
@@ -336,7 +351,7 @@ void ChildSync::send_sequenced(v1::SyncEnvelope env) {
   env.set_session(session_);
   env.set_seq(seq);
   if (down_recv_.last_applied() != 0) env.set_acked(down_recv_.last_applied());
-  ack_due_ = false;
+  acked(down_recv_.last_applied());
   if (env.has_changes()) {
     for (const auto& e : env.changes().entries()) stats_.deltas_sent += e.has_delta() ? 1 : 0;
   }
@@ -357,7 +372,7 @@ void ChildSync::send_hello() {
   up_docs_unacked_.clear();
   up_ = SendChannel(opts_.window, opts_.rto_ms);
   down_recv_ = RecvChannel();
-  ack_due_ = false;
+  acked(0);
   reconciling_ = false;
   sketch_.reset();
   ++stats_.hellos;
@@ -381,7 +396,7 @@ void ChildSync::send_ack(bool gap) {
   env.mutable_ack()->set_gap(gap);
   if (failover_enabled()) env.mutable_ack()->set_ping(true);
   send_control(std::move(env));
-  ack_due_ = false;
+  acked(down_recv_.last_applied());
   last_heartbeat_ms_ = env_.clock->now_ms();
 }
 
@@ -469,7 +484,9 @@ void ChildSync::on_message(const Message& m) {
   }
   switch (down_recv_.check(env.seq())) {
     case RecvChannel::Verdict::kDuplicate:
+      // Resent: our ack was lost or is late; it goes at the next flush.
       ack_due_ = true;
+      ack_now_ = true;
       return;
     case RecvChannel::Verdict::kGap:
       send_ack(true);
@@ -762,6 +779,9 @@ void ChildSync::tick() {
   pump_up();
   // No heartbeats into a connection known to be down (NATS.c would only
   // buffer them); on reconnecting, one goes out at once (on_connection).
+  if (ack_due_ && ack_due_since_ms_ != 0 && now >= ack_due_since_ms_ + opts_.ack_delay_ms) {
+    send_ack(false);
+  }
   if (connected_ && now >= last_heartbeat_ms_ + heartbeat_ms()) send_ack(false);
 }
 
@@ -774,6 +794,8 @@ uint64_t ChildSync::next_tick_ms() const {
   if (up_.can_send() && (up_full_pending_ || store_->last_log_index() > up_sent_)) return 0;
   uint64_t due = up_.next_timeout_ms();
   if (connected_) due = std::min(due, last_heartbeat_ms_ + heartbeat_ms());
+  if (ack_due_ && ack_due_since_ms_ != 0)
+    due = std::min(due, ack_due_since_ms_ + opts_.ack_delay_ms);
   return std::min({due, failover, anti_entropy_due_ms()});
 }
 

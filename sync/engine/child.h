@@ -69,6 +69,15 @@ struct ChildOptions {
   uint64_t parent_session_timeout_ms = 600'000;
   size_t window = 16;
   uint64_t rto_ms = 1000;
+  // Delayed acks, as TCP's: what was applied is acked with our next
+  // sequenced message, once `ack_every` messages are unacked, when the
+  // parent resent one, or at the first tick `ack_delay_ms` after the oldest
+  // unacked one; 0 acks at the end of every batch. A change to many
+  // children then reaches them all before their acks come back to compete
+  // with it for the parent's and the bus's CPU (sync.fanout). Well under
+  // the parent's rto_ms: an ack this late is not a loss.
+  uint64_t ack_delay_ms = 100;
+  uint64_t ack_every = 8;
   // Larger messages are refused on receipt. What we send is batched under
   // the transport's payload limit instead (set_payload_limit).
   size_t max_message_bytes = 64 << 20;
@@ -197,6 +206,9 @@ class ChildSync {
   void send_control(v1::SyncEnvelope env);
   void send_sequenced(v1::SyncEnvelope env);
   void send_ack(bool gap);
+  // We told the parent we applied through `seq` (an ack, or riding on a
+  // sequenced message): nothing is owed until the next one.
+  void acked(uint64_t seq);
   void refuse(const std::string& why, const Message& m);
   void handle_welcome(const v1::SyncEnvelope& env);
   // Takes the up stream from the parent's position `up` (restored: from
@@ -283,6 +295,9 @@ class ChildSync {
   uint64_t parent_session_timeout_ms_ = 0;  // as the last welcome announced
   uint64_t last_sent_ms_ = 0;               // when a message last went out on a live connection
   bool ack_due_ = false;                    // applied a sequenced message, not yet acked
+  bool ack_now_ = false;                    // the parent resent one: ack at the next flush
+  uint64_t ack_due_since_ms_ = 0;           // when the oldest unacked one was applied
+  uint64_t acked_sent_ = 0;                 // the last seq we acked
   std::vector<Message> outbox_;
   std::vector<Write> writes_;
   // The last Ready carried writes and advance() has not been called yet: no

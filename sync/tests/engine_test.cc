@@ -62,6 +62,61 @@ TEST_F(EngineTest, AChildTickedOnlyWhenDueLosesNothing) {
   EXPECT_TRUE(child->in_sync());
 }
 
+// Acks are delayed as TCP's (ChildOptions::ack_delay_ms): a change is acked
+// at the first tick that long after it was applied, not at once, unless
+// ack_every changes are unacked or the parent resent one.
+TEST_F(EngineTest, AcksAreDelayedButNotLate) {
+  settle();
+  const ChildOptions defaults;
+  ASSERT_GT(defaults.ack_delay_ms, 0u);
+  auto acked = [&] {
+    const auto children = hub_->parent()->children();
+    return children.size() == 1 ? children[0].acked_index : 0;
+  };
+  auto exchange = [&] {  // inputs only: no tick, the clock stands still
+    for (int i = 0; i < 3; ++i) {
+      net_.deliver_all(100000);
+      hub_->run_once(false);
+      site_->run_once(false);
+    }
+  };
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  exchange();
+  ASSERT_EQ(*site_store_->get("d/a"), R"({"v":1})");
+  const uint64_t index = hub_store_->last_log_index();
+  site_->run_once(true);  // a tick at once: the ack is not due yet
+  exchange();
+  EXPECT_LT(acked(), index) << "acked at once";
+  EXPECT_GT(site_->next_tick_ms(), clock_.now_ms());
+  EXPECT_LE(site_->next_tick_ms(), clock_.now_ms() + defaults.ack_delay_ms);
+  clock_.advance_ms(defaults.ack_delay_ms);
+  site_->run_once(true);
+  exchange();
+  EXPECT_EQ(acked(), index) << "not acked once due";
+
+  // ack_every changes in a row, each its own message: acked at once.
+  for (uint64_t i = 0; i < defaults.ack_every; ++i) {
+    ASSERT_TRUE(hub_store_->put("d/b" + std::to_string(i), R"({"v":2})").ok());
+    exchange();
+  }
+  EXPECT_EQ(acked(), hub_store_->last_log_index());
+
+  // A change whose ack is lost: the parent resends it after its rto, and
+  // the child acks the duplicate at once.
+  ASSERT_TRUE(hub_store_->put("d/c", R"({"v":3})").ok());
+  exchange();
+  net_.set_faults(MemoryFaults{.drop = 1.0});
+  clock_.advance_ms(defaults.ack_delay_ms);
+  site_->run_once(true);  // the delayed ack, dropped
+  net_.deliver_all(100000);
+  net_.set_faults(MemoryFaults{});
+  EXPECT_LT(acked(), hub_store_->last_log_index());
+  clock_.advance_ms(ParentOptions{}.rto_ms);
+  hub_->run_once(true);  // resends
+  exchange();
+  EXPECT_EQ(acked(), hub_store_->last_log_index());
+}
+
 TEST_F(EngineTest, ChildWritesOutsideItsWritableScopeAreRefused) {
   settle();
   // The child writes a desired-state key locally; it must not be merged up.
