@@ -394,8 +394,11 @@ bool Rig::synced_at(uint64_t index) {
   if (net_.in_flight() != 0 || !child()->in_sync()) return false;
   const v1::LogPosition p = child()->down_position();
   if (p.epoch() != hub_->log_epoch() || p.index() < index) return false;
+  // And the hub has the spoke's acks: a spoke acks late
+  // (ChildOptions::ack_delay_ms), and an outage cut in before that ack
+  // would make the hub resend into it, which is no cost of the resync.
   auto kids = parent()->children();
-  return kids.size() == 1 && kids[0].mode == "live";
+  return kids.size() == 1 && kids[0].mode == "live" && kids[0].unacked == 0;
 }
 
 bool Rig::verify() {

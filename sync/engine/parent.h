@@ -107,6 +107,7 @@ struct ChildInfo {
   bool connected = false;
   uint64_t last_seen_ms = 0;
   uint64_t acked_index = 0;  // the child's acknowledged position in our log
+  size_t unacked = 0;        // our sequenced messages it has not acked yet
   std::map<std::string, std::string> labels;
 };
 

@@ -380,6 +380,7 @@ std::vector<ChildInfo> ParentSync::children() const {
     info.last_seen_ms = s->last_seen_ms;
     info.connected = now <= s->last_seen_ms + opts_.away_after_ms;
     info.acked_index = s->acked_index;
+    info.unacked = s->down.in_flight();
     info.labels = s->labels;
     out.push_back(std::move(info));
   }
