@@ -777,11 +777,12 @@ void ChildSync::tick() {
     outbox_.push_back(Message{up_subject(parent_, name_), std::move(bytes)});
   }
   pump_up();
-  // No heartbeats into a connection known to be down (NATS.c would only
-  // buffer them); on reconnecting, one goes out at once (on_connection).
+  // A delayed ack now due (see flush()).
   if (ack_due_ && ack_due_since_ms_ != 0 && now >= ack_due_since_ms_ + opts_.ack_delay_ms) {
     send_ack(false);
   }
+  // No heartbeats into a connection known to be down (NATS.c would only
+  // buffer them); on reconnecting, one goes out at once (on_connection).
   if (connected_ && now >= last_heartbeat_ms_ + heartbeat_ms()) send_ack(false);
 }
 
