@@ -280,10 +280,15 @@ void ChildSync::flush() {
   if (!ack_due_ || state_ != State::kActive) return;
   const uint64_t now = env_.clock->now_ms();
   if (ack_due_since_ms_ == 0) ack_due_since_ms_ = now;
-  if (ack_now_ || opts_.ack_delay_ms == 0 || now >= ack_due_since_ms_ + opts_.ack_delay_ms ||
+  if (ack_now_ || now >= delayed_ack_due_ms() ||
       down_recv_.last_applied() >= acked_sent_ + opts_.ack_every) {
     send_ack(false);
   }
+}
+
+uint64_t ChildSync::delayed_ack_due_ms() const {
+  if (!ack_due_ || ack_due_since_ms_ == 0) return UINT64_MAX;
+  return ack_due_since_ms_ + opts_.ack_delay_ms;
 }
 
 void ChildSync::acked(uint64_t seq) {
@@ -778,9 +783,7 @@ void ChildSync::tick() {
   }
   pump_up();
   // A delayed ack now due (see flush()).
-  if (ack_due_ && ack_due_since_ms_ != 0 && now >= ack_due_since_ms_ + opts_.ack_delay_ms) {
-    send_ack(false);
-  }
+  if (now >= delayed_ack_due_ms()) send_ack(false);
   // No heartbeats into a connection known to be down (NATS.c would only
   // buffer them); on reconnecting, one goes out at once (on_connection).
   if (connected_ && now >= last_heartbeat_ms_ + heartbeat_ms()) send_ack(false);
@@ -795,9 +798,7 @@ uint64_t ChildSync::next_tick_ms() const {
   if (up_.can_send() && (up_full_pending_ || store_->last_log_index() > up_sent_)) return 0;
   uint64_t due = up_.next_timeout_ms();
   if (connected_) due = std::min(due, last_heartbeat_ms_ + heartbeat_ms());
-  if (ack_due_ && ack_due_since_ms_ != 0)
-    due = std::min(due, ack_due_since_ms_ + opts_.ack_delay_ms);
-  return std::min({due, failover, anti_entropy_due_ms()});
+  return std::min({due, delayed_ack_due_ms(), failover, anti_entropy_due_ms()});
 }
 
 bool ChildSync::in_sync() const {

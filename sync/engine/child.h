@@ -209,6 +209,9 @@ class ChildSync {
   // We told the parent we applied through `seq` (an ack, or riding on a
   // sequenced message): nothing is owed until the next one.
   void acked(uint64_t seq);
+  // When the delayed ack of what we applied is due (see flush()); UINT64_MAX
+  // when nothing is owed or it is not yet timed.
+  uint64_t delayed_ack_due_ms() const;
   void refuse(const std::string& why, const Message& m);
   void handle_welcome(const v1::SyncEnvelope& env);
   // Takes the up stream from the parent's position `up` (restored: from
