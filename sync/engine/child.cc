@@ -287,7 +287,9 @@ void ChildSync::flush() {
 }
 
 uint64_t ChildSync::delayed_ack_due_ms() const {
-  if (!ack_due_ || ack_due_since_ms_ == 0) return UINT64_MAX;
+  // Not into a connection known to be down: on reconnecting, an ack goes
+  // out at once (on_connection).
+  if (!ack_due_ || ack_due_since_ms_ == 0 || !connected_) return UINT64_MAX;
   return ack_due_since_ms_ + opts_.ack_delay_ms;
 }
 

@@ -210,7 +210,7 @@ class ChildSync {
   // sequenced message): nothing is owed until the next one.
   void acked(uint64_t seq);
   // When the delayed ack of what we applied is due (see flush()); UINT64_MAX
-  // when nothing is owed or it is not yet timed.
+  // when nothing is owed, it is not yet timed, or the connection is down.
   uint64_t delayed_ack_due_ms() const;
   void refuse(const std::string& why, const Message& m);
   void handle_welcome(const v1::SyncEnvelope& env);

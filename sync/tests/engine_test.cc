@@ -115,6 +115,24 @@ TEST_F(EngineTest, AcksAreDelayedButNotLate) {
   hub_->run_once(true);  // resends
   exchange();
   EXPECT_EQ(acked(), hub_store_->last_log_index());
+
+  // A delayed ack owed when the connection drops is not sent into it (nor
+  // does its deadline keep the runtime awake); the ack on reconnecting
+  // covers it.
+  ASSERT_TRUE(hub_store_->put("d/e", R"({"v":4})").ok());
+  exchange();
+  ASSERT_EQ(*site_store_->get("d/e"), R"({"v":4})");
+  net_.set_connected("site", false);
+  site_->run_once(false);
+  const uint64_t failures = site_->publish_failures();
+  clock_.advance_ms(defaults.ack_delay_ms);
+  site_->run_once(true);
+  EXPECT_EQ(site_->publish_failures(), failures) << "an ack sent into a known outage";
+  EXPECT_GT(site_->next_tick_ms(), clock_.now_ms());
+  net_.set_connected("site", true);
+  site_->run_once(false);
+  exchange();
+  EXPECT_EQ(acked(), hub_store_->last_log_index());
 }
 
 TEST_F(EngineTest, ChildWritesOutsideItsWritableScopeAreRefused) {
