@@ -45,6 +45,9 @@ std::string hub_metrics(hub::Hub* hub, const CatalogService* catalog) {
       "Entries of the hub's log after the position the site acknowledged (in its scope or not).");
   auto& site_acked = page.gauge("canopy_hub_site_acked_index",
                                 "The site's acknowledged position in the hub's log.");
+  auto& site_unacked =
+      page.gauge("canopy_hub_site_unacked_messages",
+                 "Sequenced sync messages sent to the site and not yet acknowledged by it.");
   for (const auto& c : snap.sessions) {
     const MetricLabels site = {{"site", c.name}};
     site_connected.add(c.connected ? 1 : 0, site);
@@ -53,6 +56,7 @@ std::string hub_metrics(hub::Hub* hub, const CatalogService* catalog) {
     site_lag.add(static_cast<double>(log_index > c.acked_index ? log_index - c.acked_index : 0),
                  site);
     site_acked.add(static_cast<double>(c.acked_index), site);
+    site_unacked.add(static_cast<double>(c.unacked), site);
   }
 
   const sync::ParentStats& p = snap.parent;
@@ -171,6 +175,7 @@ void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health
                      {"mode", c.mode},
                      {"connected", c.connected},
                      {"acked_index", c.acked_index},
+                     {"unacked", c.unacked},
                      {"labels", c.labels}});
     }
     reply_json(res, arr.dump());

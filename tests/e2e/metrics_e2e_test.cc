@@ -191,6 +191,8 @@ TEST_F(MetricsE2ETest, PrometheusScrapesWhatTheRunCaused) {
   // Caught up: the site's acknowledged position reaches the log's end (an
   // idle site learns it within ParentOptions::idle_position_ms).
   expect_query_eq("canopy_hub_site_lag_entries" + site_sel, 0);
+  // And it acknowledged every message sent (delayed acks come within 100 ms).
+  expect_query_eq("canopy_hub_site_unacked_messages" + site_sel, 0);
   expect_query_eq("canopy_hub_placements", 1);
   expect_query_eq("canopy_hub_known_sites", 1);
   expect_query(

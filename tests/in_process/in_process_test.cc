@@ -126,7 +126,11 @@ TEST_F(InProcessTest, PlacementReachesTheSelectedSpokesAndStatusFlowsUp) {
   httplib::Client hub_client("127.0.0.1", hub_http.port());
   auto res = hub_client.Get("/v1/sessions");
   ASSERT_TRUE(res);
-  EXPECT_EQ(json::parse(res->body).size(), 3u);
+  const json sessions = json::parse(res->body);
+  EXPECT_EQ(sessions.size(), 3u);
+  for (const json& s : sessions) {
+    EXPECT_TRUE(s.contains("acked_index") && s.contains("unacked")) << s.dump();
+  }
   httplib::Client spoke_client("127.0.0.1", spoke_http.port());
   res = spoke_client.Get("/healthz");
   ASSERT_TRUE(res);
