@@ -88,7 +88,16 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
       auto st = store_->state(k);
       if (!st.ok() || !st->has_value()) continue;
       if (!keep(**st)) {
-        drop.push_back(k);
+        if (carries_own_writes((*st)->root())) {
+          // Ours, outside the prefixes we hold: they may lag the parent's
+          // (it granted the key and took our write after its sketch was
+          // made), and it sends a child none of its own writes back, so a
+          // drop could lose the write for good. Up whole instead, for the
+          // parent to judge: a refusal then drops it (it is not newer).
+          up_docs_pending_.insert(k);
+        } else {
+          drop.push_back(k);
+        }
       } else if (may_write(k)) {
         // Ours to write and the parent lacks it: send it up whole (our log
         // went up past it, say, while the parent refused it).

@@ -499,6 +499,32 @@ TEST_F(EngineTest, DeltasStreamedDuringAReconciliationVoidThePosition) {
       << "the child kept a position that does not cover what it holds";
 }
 
+// The parent grants the child a prefix and accepts the child's write under
+// it before telling the child; a reconciliation whose sketch was made before
+// the write arrived shows the key as only the child's. The child's prefixes
+// are stale, so the key is not its to keep by them, but it carries its own
+// write: dropping it would lose it for good below (the parent never sends a
+// child its own writes back outside a reconciliation). It goes up whole
+// instead, for the parent to judge (simulation seeds 24619 and 28091 with
+// moves, active-active roots and region failover, on a perturbed binary).
+TEST_F(EngineTest, AnOwnWriteOnlyTheChildHoldsIsNotDroppedForStalePrefixes) {
+  scope_.gate_ = true;
+  ++scope_.version_;
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, scope_.version_});
+  settle();
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, scope_.version_, /*reconcile=*/true});
+  hub_->run_once(false);         // the sketch, without g/x, and the prefixes as they were
+  scope_.writable_gate_ = true;  // granted at the parent; the child is not told
+  ASSERT_TRUE(site_store_->put("g/x", R"({"mine":1})").ok());
+  site_->run_once(false);  // g/x goes up
+  settle();
+  EXPECT_EQ(hub_->parent()->stats().refused_writes, 0u);
+  ASSERT_TRUE(hub_store_->get("g/x").ok()) << "the parent did not accept the write";
+  auto kept = site_store_->get("g/x");
+  ASSERT_TRUE(kept.ok()) << "the child dropped its own write the parent holds";
+  EXPECT_EQ(*kept, R"({"mine":1})");
+}
+
 // A record of refused writes that does not parse (a damaged disk) is
 // logged and ignored: the session goes on.
 TEST_F(EngineTest, AnUnreadableRefusalRecordIsIgnored) {
