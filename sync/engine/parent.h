@@ -233,7 +233,13 @@ class ParentSync {
   // (key, id) of every document in the child's scope (Store::doc_hashes).
   StatusOr<std::vector<std::pair<std::string, uint64_t>>> scope_hashes(const std::string& child);
   void send_documents(Session* s, const std::vector<std::string>& keys);
+  // Sends every document in the child's scope, then ends the
+  // reconciliation.
   void send_whole(Session* s);
+  // Every document in the child's scope, in key order: the scope's listing
+  // when the provider gives one (ScopeProvider::list_scope), else all we
+  // hold, filtered.
+  StatusOr<std::vector<v1::DocState>> scope_states(const std::string& child);
   // Moves documents from (*docs)[i] on into `c` while they fit under the
   // batch limit (at least one); returns the index of the first left out.
   size_t add_documents(std::vector<v1::DocState>* docs, size_t i, v1::Changes* c);
@@ -250,7 +256,6 @@ class ParentSync {
   void start_down(Session* s, Mode mode);
   void start_reconcile(Session* s);
   void finish_reconcile(Session* s);
-  void send_states(Session* s, const v1::RangeFingerprint& range);
   void grant_slots();
   void release_slot(Session* s);
   void drop_session(const std::string& child);

@@ -178,38 +178,60 @@ size_t ParentSync::add_documents(std::vector<v1::DocState>* docs, size_t i, v1::
 
 void ParentSync::send_whole(Session* s) {
   s->sketch.reset();
-  v1::RangeFingerprint everything;
-  everything.set_first(std::string(kKeyMin));
-  everything.set_last(std::string(kKeyMax));
-  send_states(s, everything);
-  finish_reconcile(s);
-}
-
-void ParentSync::send_states(Session* s, const v1::RangeFingerprint& range) {
   const std::string child = s->child;
-  auto docs = store_->states(
-      range.first(), range.last(), [&](std::string_view k) { return scope_->in_scope(child, k); },
-      SIZE_MAX);
+  auto docs = scope_states(child);
   if (!docs.ok()) {
     spdlog::error("sync {}: reading documents for {} failed: {}", name_, child,
                   docs.status().to_string());
     return;
   }
-  // Chunks tile the range, so that "covered" never spans a document that
-  // travels in another chunk.
+  // Chunks tile the whole key space, so that "covered" never spans a
+  // document that travels in another chunk.
+  const std::string last(kKeyMax);
   size_t i = 0;
-  std::string first = range.first();
+  std::string first(kKeyMin);
   do {
     v1::SyncEnvelope env;
     v1::Changes* c = env.mutable_changes();
     i = add_documents(&*docs, i, c);
     v1::RangeFingerprint* cov = c->add_covered();
     cov->set_first(first);
-    cov->set_last(i < docs->size() ? c->entries(c->entries_size() - 1).doc().key() : range.last());
+    cov->set_last(i < docs->size() ? c->entries(c->entries_size() - 1).doc().key() : last);
     // The next chunk starts just above this one's last key (keys hold no NUL).
     if (i < docs->size()) first = cov->last() + std::string(1, '\0');
     send_sequenced(s, std::move(env));
   } while (i < docs->size());
+  finish_reconcile(s);
+}
+
+StatusOr<std::vector<v1::DocState>> ParentSync::scope_states(const std::string& child) {
+  auto filter = [&](std::string_view k) { return scope_->in_scope(child, k); };
+  std::optional<ScopeProvider::Listing> listing = scope_->list_scope(child);
+  // Without a listing, everything we hold is filtered: O(our documents) for
+  // each child, which at a hub with thousands of sites joining is the join.
+  if (!listing) return store_->states(kKeyMin, kKeyMax, filter, SIZE_MAX);
+  std::vector<v1::DocState> out;
+  out.reserve(listing->keys.size());
+  for (const std::string& key : listing->keys) {
+    auto st = store_->state(key);
+    if (!st.ok()) return st.status();
+    if (st->has_value()) out.push_back(std::move(**st));
+  }
+  for (const std::string& prefix : listing->prefixes) {
+    auto under = store_->states(prefix, prefix + std::string(kKeyMax), filter, SIZE_MAX);
+    if (!under.ok()) return under;
+    out.insert(out.end(), std::make_move_iterator(under->begin()),
+               std::make_move_iterator(under->end()));
+  }
+  // In key order (the chunks' covered ranges rely on it); a key both listed
+  // and under a prefix goes once.
+  auto by_key = [](const v1::DocState& a, const v1::DocState& b) { return a.key() < b.key(); };
+  std::sort(out.begin(), out.end(), by_key);
+  out.erase(
+      std::unique(out.begin(), out.end(),
+                  [](const v1::DocState& a, const v1::DocState& b) { return a.key() == b.key(); }),
+      out.end());
+  return out;
 }
 
 void ParentSync::finish_reconcile(Session* s) {

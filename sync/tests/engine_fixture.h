@@ -24,6 +24,7 @@ namespace canopy::sync {
 class TestScope final : public ScopeProvider {
  public:
   bool in_scope(std::string_view child, std::string_view key) override {
+    ++in_scope_calls_;
     return key.starts_with("d/") || key.starts_with("s/" + std::string(child) + "/") ||
            (gate_ && key.starts_with("g/"));
   }
@@ -39,6 +40,16 @@ class TestScope final : public ScopeProvider {
     if (in_scope("site", key)) return {"site"};
     return {};
   }
+  // With listed_, the scope is also given as a list (three prefixes).
+  std::optional<Listing> list_scope(std::string_view child) override {
+    if (!listed_) return std::nullopt;
+    Listing l;
+    l.prefixes = {"d/", "s/" + std::string(child) + "/"};
+    if (gate_) l.prefixes.push_back("g/");
+    return l;
+  }
+  bool listed_ = false;
+  size_t in_scope_calls_ = 0;
 };
 
 // Ends an engine's batch of inputs, persists what it asks to (as the node
