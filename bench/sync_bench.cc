@@ -594,7 +594,8 @@ int usage() {
       "usage: canopy_sync_bench --case fanout|session_memory|storm|failover|hier|hier_scale "
       "[--regions R] [--groups G] "
       "[--workers W] [--rounds R] [--sizes 1000,10000] [--sites S] [--real-limit N] "
-      "[--max-catchups K] [--join warm|cold] [--join-timeout S] [--no-diagnostics]\n");
+      "[--max-catchups K] [--join warm|cold] [--join-timeout S] [--join-wave N] "
+      "[--no-diagnostics]\n");
   return 2;
 }
 
@@ -668,6 +669,8 @@ int main(int argc, char** argv) {
       ha.tls_key = value(i);
     } else if (a == "--no-diagnostics") {
       opt.diagnostics = false;
+    } else if (a == "--join-wave") {
+      opt.join_wave = std::atoi(value(i).c_str());
     } else if (a == "--join-timeout") {
       opt.join_timeout_s = std::atoi(value(i).c_str());
     } else {

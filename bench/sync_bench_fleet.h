@@ -173,6 +173,9 @@ class Workers {
   }
   // Ticks can be paused (the children are processed on messages only).
   void set_ticking(bool on) { ticking_ = on; }
+  // Only children whose id is below `n` are ticked: the others have not
+  // started (their first tick says hello). Children start in waves this way.
+  void set_admitted(size_t n) { admitted_ = n; }
 
  private:
   struct W {
@@ -201,8 +204,9 @@ class Workers {
       if (clock::now() >= next_tick) {
         if (ticking_) {
           const uint64_t now_ms = SystemClock::instance()->now_ms();
+          const size_t admitted = admitted_.load();
           for (SimChild* c : w.owned) {
-            if (now_ms >= c->due_ms) c->process(true);
+            if (now_ms >= c->due_ms && static_cast<size_t>(c->id) < admitted) c->process(true);
           }
         }
         next_tick = clock::now() + std::chrono::milliseconds(tick_ms_);
@@ -214,6 +218,7 @@ class Workers {
   std::vector<std::unique_ptr<W>> ws_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> ticking_{true};
+  std::atomic<size_t> admitted_{SIZE_MAX};
 };
 
 // ------------------------------------------------------------- children
@@ -454,6 +459,7 @@ struct Options {
   int regions = 100;       // hier: regional hubs
   uint64_t tick_ms = 100;
   int join_timeout_s = 240;
+  int join_wave = 0;         // hier: sites start in waves of this many (0: all at once)
   bool cold_join = false;    // LIGHT children start empty (reconcile) instead of warm
   bool diagnostics = true;   // fanout: the subscription-per-child runs too
   bool tls_compare = false;  // fanout over plain TCP, then TLS (security.handshake)
@@ -638,6 +644,9 @@ class Fleet {
         static_cast<long long>(proc_status_kb("Threads")));
     workers_.start();
   }
+
+  // Starts only the children whose id is below `n` (Workers::set_admitted).
+  void set_admitted(size_t n) { workers_.set_admitted(n); }
 
   size_t count_in_sync() const {
     size_t k = 0;

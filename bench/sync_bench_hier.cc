@@ -133,9 +133,28 @@ void case_hier(const Options& opt, const std::string& url) {
 
     Fleet fleet(opt, url, n, false, /*demux=*/true);
     const double cpu_regs1 = cpu_ms(regs.pid()), cpu_self1 = cpu_ms(getpid());
+    // Sites start all at once, or in waves of --join-wave: each wave once
+    // the sites before it are in sync.
+    const size_t wave = opt.join_wave > 0 ? static_cast<size_t>(opt.join_wave) : SIZE_MAX;
+    fleet.set_admitted(wave);
+    const int64_t join0 = now_ns();
     fleet.connect();
-    const double join_ms = fleet.wait_all_live(regs, ("hier S=" + std::to_string(n)).c_str());
-    if (join_ms < 0) die("the sites did not all go live");
+    for (size_t admitted = wave; admitted < static_cast<size_t>(n); admitted += wave) {
+      while (fleet.count_in_sync() < admitted) {
+        if (now_ns() > deadline + int64_t{opt.join_timeout_s} * 1'000'000'000) {
+          die("a wave of sites did not get in sync");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      logf("hier S=%d: %zu sites in sync after %.1f s; starting %zu more", n, admitted,
+           static_cast<double>(now_ns() - join0) / 1e9,
+           std::min(wave, static_cast<size_t>(n) - admitted));
+      fleet.set_admitted(admitted + wave);
+    }
+    if (fleet.wait_all_live(regs, ("hier S=" + std::to_string(n)).c_str()) < 0) {
+      die("the sites did not all go live");
+    }
+    const double join_ms = static_cast<double>(now_ns() - join0) / 1e6;
     // The regions report their sites' presence to the root: wait until
     // each region is in sync with the root again.
     while (num(regs.call("stats"), "upstream_in_sync") != regions) {
@@ -151,7 +170,22 @@ void case_hier(const Options& opt, const std::string& url) {
         cpu_ms(regs.pid()) - cpu_regs1, cpu_ms(g_nats_pid) - cpu_nats0,
         cpu_ms(getpid()) - cpu_self1);
     emit(bench, "join_ms" + sfx, std::round(join_ms));
-    std::this_thread::sleep_for(std::chrono::seconds(3));
+    {
+      // What an idle fleet of this size costs (heartbeats, presence): CPU
+      // per second of each process over 3 s.
+      const double r0 = cpu_ms(root.pid()), g0 = cpu_ms(regs.pid()), n0 = cpu_ms(g_nats_pid),
+                   s0 = cpu_ms(getpid());
+      const int64_t i0 = now_ns();
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+      const double secs = static_cast<double>(now_ns() - i0) / 1e9;
+      const double regs_idle = (cpu_ms(regs.pid()) - g0) / secs;
+      logf(
+          "idle, CPU ms per s: root %.0f, regions %.0f, nats-server %.0f, sites (this process) "
+          "%.0f",
+          (cpu_ms(root.pid()) - r0) / secs, regs_idle, (cpu_ms(g_nats_pid) - n0) / secs,
+          (cpu_ms(getpid()) - s0) / secs);
+      emit(bench, "regions_idle_cpu_ms_per_s" + sfx, std::round(regs_idle));
+    }
 
     // Memory, all idle.
     Mem m;
