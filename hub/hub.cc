@@ -385,6 +385,8 @@ void Hub::write_presence(uint64_t started_ms) {
   const uint64_t now = SystemClock::instance()->now_ms();
   std::unordered_map<std::string, sync::ChildInfo> live;
   for (auto& c : sessions()) live.emplace(c.name, std::move(c));
+  std::vector<std::pair<std::string, nlohmann::json>> writes;
+  std::vector<std::pair<std::string, bool>> sites;  // writes[i]'s site, connected
   for (const auto& site : index_->known_sites()) {
     auto it = live.find(site);
     const bool connected = it != live.end() && it->second.connected;
@@ -415,12 +417,20 @@ void Hub::write_presence(uint64_t started_ms) {
     if (!connected && it != live.end() && it->second.last_seen_ms != 0) {
       p.since_ms = it->second.last_seen_ms;
     }
-    auto put = store_->put_value(model::presence_key(site), model::presence_document(p));
-    if (!put.ok()) {
-      spdlog::warn("hub {}: presence of {}: {}", config_.name, site, put.status().to_string());
+    writes.emplace_back(model::presence_key(site), model::presence_document(p));
+    sites.emplace_back(site, connected);
+  }
+  if (writes.empty()) return;
+  // One commit (one fsync) for every site that came or went in this
+  // interval: thousands of sites join a regional hub within seconds.
+  auto results = store_->put_values(writes);
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (!results[i].ok()) {
+      spdlog::warn("hub {}: presence of {}: {}", config_.name, sites[i].first,
+                   results[i].status().to_string());
       continue;
     }
-    presence_written_[site] = connected;
+    presence_written_[sites[i].first] = sites[i].second;
   }
 }
 
