@@ -595,7 +595,7 @@ int usage() {
       "[--regions R] [--groups G] "
       "[--workers W] [--rounds R] [--sizes 1000,10000] [--sites S] [--real-limit N] "
       "[--max-catchups K] [--join warm|cold] [--join-timeout S] [--join-wave N] "
-      "[--no-diagnostics]\n");
+      "[--heartbeat-ms MS] [--no-diagnostics]\n");
   return 2;
 }
 
@@ -669,6 +669,8 @@ int main(int argc, char** argv) {
       ha.tls_key = value(i);
     } else if (a == "--no-diagnostics") {
       opt.diagnostics = false;
+    } else if (a == "--heartbeat-ms") {
+      heartbeat_ms() = std::strtoull(value(i).c_str(), nullptr, 10);
     } else if (a == "--join-wave") {
       opt.join_wave = std::atoi(value(i).c_str());
     } else if (a == "--join-timeout") {

@@ -99,6 +99,13 @@ inline std::function<std::string(int)>& child_region() {
   static std::function<std::string(int)> f;
   return f;
 }
+// The children's idle heartbeat (ChildOptions::heartbeat_ms); 0: the
+// engine's default (2 s). --heartbeat-ms, a diagnostic.
+inline uint64_t& heartbeat_ms() {
+  static uint64_t ms = 0;
+  return ms;
+}
+
 inline std::vector<std::string> parents_of(int i) {
   if (child_region()) return {child_region()(i)};
   return child_parents();
@@ -397,6 +404,7 @@ class BenchChild final : public SimChild {
     sync::ChildOptions co;
     co.labels = site_labels(id);
     co.software_version = "canopy-sync-bench";
+    if (heartbeat_ms() != 0) co.heartbeat_ms = heartbeat_ms();
     const auto parents = sync::preferred_order(name_, parents_);
     co.fallback_parents.assign(parents.begin() + 1, parents.end());
     std::unique_ptr<sync::ChildSync> engine;
