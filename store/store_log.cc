@@ -6,7 +6,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "store/hlc.h"
@@ -16,6 +18,65 @@
 namespace canopy {
 
 using namespace store_internal;
+
+namespace {
+
+bool read_varint(std::string_view* b, uint64_t* v) {
+  uint64_t r = 0;
+  for (int shift = 0; shift < 64 && !b->empty(); shift += 7) {
+    const auto c = static_cast<uint8_t>(b->front());
+    b->remove_prefix(1);
+    r |= uint64_t{c & 0x7fu} << shift;
+    if ((c & 0x80u) == 0) {
+      *v = r;
+      return true;
+    }
+  }
+  return false;
+}
+
+// The value of the last length-delimited field of the message `b` whose
+// number is `a` or `b2` (the last occurrence is what a parser keeps);
+// nullopt when there is none or the bytes are not well-formed.
+std::optional<std::string_view> last_bytes_field(std::string_view b, uint64_t a, uint64_t b2) {
+  std::optional<std::string_view> out;
+  while (!b.empty()) {
+    uint64_t tag = 0, n = 0;
+    if (!read_varint(&b, &tag)) return std::nullopt;
+    switch (tag & 7) {
+      case 0:
+        if (!read_varint(&b, &n)) return std::nullopt;
+        continue;
+      case 1:
+        n = 8;
+        break;
+      case 5:
+        n = 4;
+        break;
+      case 2:
+        if (!read_varint(&b, &n)) return std::nullopt;
+        break;
+      default:
+        return std::nullopt;  // groups: not in our messages
+    }
+    if (n > b.size()) return std::nullopt;
+    const uint64_t field = tag >> 3;
+    if ((tag & 7) == 2 && (field == a || field == b2)) out = b.substr(0, n);
+    b.remove_prefix(n);
+  }
+  return out;
+}
+
+// A serialized LogEntry's key (field 1 of its Delta, field 2, or of its
+// DocState, field 3), read without decoding the entry: a catch-up filters
+// a log mostly of other children's documents. nullopt: decode it whole.
+std::optional<std::string_view> peek_entry_key(std::string_view entry) {
+  auto change = last_bytes_field(entry, 2, 3);
+  if (!change) return std::nullopt;
+  return last_bytes_field(*change, 1, 1);
+}
+
+}  // namespace
 
 StatusOr<std::vector<v1::Delta>> Store::Impl::missing_since(const VersionVector& peer,
                                                             const KeyFilter& f, size_t limit,
@@ -55,6 +116,13 @@ StatusOr<LogRead> Store::Impl::log_since(uint64_t epoch, uint64_t after, const K
   }
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
   for (it->Seek(be64(after + 1)); it->Valid(); it->Next()) {
+    if (f) {
+      const auto key = peek_entry_key(it->value().ToStringView());
+      if (key && !f(*key)) {
+        r.last_index = from_be64(it->key().ToStringView());
+        continue;
+      }
+    }
     v1::LogEntry e;
     if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
       return data_loss("log entry " + std::to_string(from_be64(it->key().ToStringView())) +

@@ -105,6 +105,55 @@ TEST_F(StoreTest, LogSincePositionsAndCompleteness) {
   EXPECT_FALSE(a->log_since(epoch, 5, nullptr, 100)->complete);
 }
 
+// log_since hands its filter each entry's key without decoding the entry:
+// the key of a delta (puts, patches, removes) and of a whole state
+// (apply_states), long keys included, and returns exactly the entries the
+// filter takes, decoded.
+TEST_F(StoreTest, TheLogFilterSeesEveryEntrysKey) {
+  auto a = open("a", 1);
+  auto b = open("b", 2);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  const std::string long_key = "l/" + std::string(300, 'x');
+  CANOPY_ASSERT_OK(a->put("k/1", R"({"spec":{"n":1,"s":"text"}})"));
+  CANOPY_ASSERT_OK(a->put(long_key, R"({"v":[1,2,3]})"));
+  CANOPY_ASSERT_OK(a->patch("k/1", R"({"spec":{"n":2}})"));
+  CANOPY_ASSERT_OK(a->remove("k/1"));
+  CANOPY_ASSERT_OK(b->put("s/x", R"({"a":"b"})"));
+  auto states = b->states("s/", "s/~", nullptr, 100);
+  CANOPY_ASSERT_OK(states);
+  CANOPY_ASSERT_OK(a->apply_states(*states, 2));
+  const uint64_t epoch = a->log_epoch();
+
+  auto all = a->log_since(epoch, 0, nullptr, 100);
+  CANOPY_ASSERT_OK(all);
+  std::vector<std::string> keys;
+  for (const auto& e : all->entries)
+    keys.push_back(e.has_delta() ? e.delta().key() : e.doc().key());
+  ASSERT_EQ(keys, (std::vector<std::string>{"k/1", long_key, "k/1", "k/1", "s/x"}));
+  ASSERT_TRUE(all->entries.back().has_doc()) << "apply_states logs a whole state";
+
+  std::vector<std::string> seen;
+  auto none = a->log_since(
+      epoch, 0,
+      [&](std::string_view k) {
+        seen.emplace_back(k);
+        return false;
+      },
+      100);
+  CANOPY_ASSERT_OK(none);
+  EXPECT_TRUE(none->entries.empty());
+  EXPECT_EQ(none->last_index, all->last_index);
+  EXPECT_EQ(seen, keys);
+
+  auto some = a->log_since(
+      epoch, 0, [&](std::string_view k) { return k == long_key || k == "s/x"; }, 100);
+  CANOPY_ASSERT_OK(some);
+  ASSERT_EQ(some->entries.size(), 2u);
+  EXPECT_EQ(some->entries[0].SerializeAsString(), all->entries[1].SerializeAsString());
+  EXPECT_EQ(some->entries[1].SerializeAsString(), all->entries[4].SerializeAsString());
+}
+
 TEST_F(StoreTest, FingerprintsEqualForEqualContents) {
   auto a = open("a", 1);
   auto b = open("b", 2);
