@@ -1,5 +1,7 @@
 // The store's replication log: reading it (missing_since, log_since),
 // trimming it, and collecting tombstones that every replica has seen.
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
@@ -21,49 +23,29 @@ using namespace store_internal;
 
 namespace {
 
-bool read_varint(std::string_view* b, uint64_t* v) {
-  uint64_t r = 0;
-  for (int shift = 0; shift < 64 && !b->empty(); shift += 7) {
-    const auto c = static_cast<uint8_t>(b->front());
-    b->remove_prefix(1);
-    r |= uint64_t{c & 0x7fu} << shift;
-    if ((c & 0x80u) == 0) {
-      *v = r;
-      return true;
-    }
-  }
-  return false;
-}
-
 // The value of the last length-delimited field of the message `b` whose
 // number is `a` or `b2` (the last occurrence is what a parser keeps);
 // nullopt when there is none or the bytes are not well-formed.
-std::optional<std::string_view> last_bytes_field(std::string_view b, uint64_t a, uint64_t b2) {
+std::optional<std::string_view> last_bytes_field(std::string_view b, uint32_t a, uint32_t b2) {
+  using google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(b.data()),
+                                            static_cast<int>(b.size()));
   std::optional<std::string_view> out;
-  while (!b.empty()) {
-    uint64_t tag = 0, n = 0;
-    if (!read_varint(&b, &tag)) return std::nullopt;
-    switch (tag & 7) {
-      case 0:
-        if (!read_varint(&b, &n)) return std::nullopt;
-        continue;
-      case 1:
-        n = 8;
-        break;
-      case 5:
-        n = 4;
-        break;
-      case 2:
-        if (!read_varint(&b, &n)) return std::nullopt;
-        break;
-      default:
-        return std::nullopt;  // groups: not in our messages
+  while (const uint32_t tag = in.ReadTag()) {
+    const uint32_t field = WireFormatLite::GetTagFieldNumber(tag);
+    if (WireFormatLite::GetTagWireType(tag) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED ||
+        (field != a && field != b2)) {
+      if (!WireFormatLite::SkipField(&in, tag)) return std::nullopt;
+      continue;
     }
-    if (n > b.size()) return std::nullopt;
-    const uint64_t field = tag >> 3;
-    if ((tag & 7) == 2 && (field == a || field == b2)) out = b.substr(0, n);
-    b.remove_prefix(n);
+    uint32_t n = 0;
+    if (!in.ReadVarint32(&n)) return std::nullopt;
+    const int at = in.CurrentPosition();
+    if (!in.Skip(static_cast<int>(n))) return std::nullopt;
+    out = b.substr(static_cast<size_t>(at), n);
   }
+  // ReadTag answers 0 at the end, and on a malformed tag.
+  if (!in.ConsumedEntireMessage()) return std::nullopt;
   return out;
 }
 
