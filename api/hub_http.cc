@@ -70,6 +70,9 @@ std::string hub_metrics(hub::Hub* hub, const CatalogService* catalog) {
   counter("canopy_hub_sent_bytes", "Bytes of the sync messages the parent engine sent.",
           p.bytes_sent);
   counter("canopy_hub_catchups", "Catch-ups from the log started.", p.catchups);
+  counter("canopy_hub_sync_read_failures",
+          "Failed reads of the hub's store while serving a site's session (each retried).",
+          p.read_failures);
   counter("canopy_hub_reconciliations", "Reconciliations (sketch exchanges) started.",
           p.reconciliations);
   counter("canopy_hub_sketch_symbols_sent", "Sketch symbols sent in reconciliations.",

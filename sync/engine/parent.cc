@@ -606,6 +606,7 @@ void ParentSync::pump_catchup(Session* s) {
     auto read = store_->log_since(store_->log_epoch(), s->sent_index, filter, opts_.log_read_limit);
     if (!read.ok()) {
       spdlog::error("sync {}: reading the log for {}: {}", name_, child, read.status().to_string());
+      retry_later(s, Mode::kCatchup);
       return;
     }
     if (!read->complete) {
@@ -725,6 +726,10 @@ void ParentSync::tick() {
     if (now > s->last_seen_ms + opts_.away_after_ms) {
       if (!s->away) go_away(s);
       continue;
+    }
+    if (s->retry_at_ms != 0 && now >= s->retry_at_ms) {
+      s->retry_at_ms = 0;
+      if (s->mode == Mode::kWaiting) waiting_.push_back(s->child);
     }
     std::vector<std::string> resend;
     s->down.on_tick(now, &resend);

@@ -94,6 +94,9 @@ struct ParentOptions {
   size_t max_message_bytes = 64 << 20;
   size_t max_pending_entries = 10'000;  // live backlog before a session falls back to catch-up
   size_t log_read_limit = 512;          // entries per log read during catch-up
+  // After a failed read of our store, a session's catch-up or reconciliation
+  // starts over this much later (holding no slot meanwhile).
+  uint64_t read_retry_ms = 1'000;
   // This hub's own parents (a regional hub's: the root's hubs), told to each
   // child in the welcome: a child whose parents fall silent tries them, and
   // they redirect it to the hub that serves it (docs/hierarchy.md).
@@ -127,7 +130,8 @@ struct ParentStats {
   uint64_t bytes_sent = 0;
   uint64_t documents_sent = 0;  // whole documents (reconciliation, scope entry)
   uint64_t sketch_symbols_sent = 0;
-  uint64_t deltas_sent = 0;  // log entries with a delta in sequenced Changes (not resends)
+  uint64_t deltas_sent = 0;    // log entries with a delta in sequenced Changes (not resends)
+  uint64_t read_failures = 0;  // failed reads of our store while serving a session
 };
 
 class ParentSync {
@@ -261,6 +265,9 @@ class ParentSync {
   void drop_session(const std::string& child);
   // Stops the session's down stream and queues it for a slot, to start `mode`.
   void fall_back(Session* s, Mode mode);
+  // A read of our store failed while serving `s`: give its slot up and
+  // start `mode` over in read_retry_ms (not at once, which would fail again).
+  void retry_later(Session* s, Mode mode);
   bool wanted(const Session* s, const v1::LogEntry& e) const;
   // `c` takes the child to our log position `index` (send_sequenced may
   // shorten it); the session notes what it last reported, and when.

@@ -12,6 +12,38 @@
 
 namespace canopy::sync {
 
+namespace {
+
+// What `read_keys` (the listed keys) and `read_range` (each listed prefix,
+// filtered to the child's scope) answer for the scope of `child`, in key
+// order, each key once. Without a listing, everything we hold is filtered:
+// O(our documents) for each child, which at a hub with thousands of sites
+// joining is the join.
+template <typename T, typename ReadKeys, typename ReadRange, typename KeyOf>
+StatusOr<std::vector<T>> read_scope(ScopeProvider* scope, const std::string& child,
+                                    ReadKeys read_keys, ReadRange read_range, KeyOf key_of) {
+  const KeyFilter filter = [&](std::string_view k) { return scope->in_scope(child, k); };
+  std::optional<ScopeProvider::Listing> listing = scope->list_scope(child);
+  if (!listing) return read_range(kKeyMin, kKeyMax, filter);
+  StatusOr<std::vector<T>> out = read_keys(std::move(listing->keys));
+  if (!out.ok()) return out;
+  for (const std::string& prefix : listing->prefixes) {
+    StatusOr<std::vector<T>> under = read_range(prefix, prefix + std::string(kKeyMax), filter);
+    if (!under.ok()) return under;
+    out->insert(out->end(), std::make_move_iterator(under->begin()),
+                std::make_move_iterator(under->end()));
+  }
+  // A key both listed and under a prefix goes once.
+  std::sort(out->begin(), out->end(),
+            [&](const T& a, const T& b) { return key_of(a) < key_of(b); });
+  out->erase(std::unique(out->begin(), out->end(),
+                         [&](const T& a, const T& b) { return key_of(a) == key_of(b); }),
+             out->end());
+  return out;
+}
+
+}  // namespace
+
 void ParentSync::start_reconcile(Session* s) {
   ++stats_.reconciliations;
   s->mode = Mode::kReconcile;
@@ -24,6 +56,7 @@ void ParentSync::start_reconcile(Session* s) {
   if (!hashes.ok()) {
     spdlog::error("sync {}: reading the documents in {}'s scope failed: {}", name_, child,
                   hashes.status().to_string());
+    retry_later(s, Mode::kReconcile);
     return;
   }
   s->sketch = std::make_unique<Session::Sketch>();
@@ -39,21 +72,14 @@ void ParentSync::start_reconcile(Session* s) {
 
 StatusOr<std::vector<std::pair<std::string, uint64_t>>> ParentSync::scope_hashes(
     const std::string& child) {
-  auto filter = [&](std::string_view k) { return scope_->in_scope(child, k); };
-  std::optional<ScopeProvider::Listing> listing = scope_->list_scope(child);
-  if (!listing) return store_->doc_hashes(kKeyMin, kKeyMax, filter);
-  auto out = store_->doc_hashes_of(std::move(listing->keys));
-  if (!out.ok()) return out;
-  for (const std::string& prefix : listing->prefixes) {
-    auto under = store_->doc_hashes(prefix, prefix + std::string(kKeyMax), filter);
-    if (!under.ok()) return under;
-    out->insert(out->end(), std::make_move_iterator(under->begin()),
-                std::make_move_iterator(under->end()));
-  }
-  // A key both listed and under a prefix counts once.
-  std::sort(out->begin(), out->end());
-  out->erase(std::unique(out->begin(), out->end()), out->end());
-  return out;
+  using Hash = std::pair<std::string, uint64_t>;
+  return read_scope<Hash>(
+      scope_, child,
+      [&](std::vector<std::string> keys) { return store_->doc_hashes_of(std::move(keys)); },
+      [&](std::string_view first, std::string_view last, const KeyFilter& f) {
+        return store_->doc_hashes(first, last, f);
+      },
+      [](const Hash& h) -> const std::string& { return h.first; });
 }
 
 void ParentSync::send_sketch(Session* s, size_t n) {
@@ -132,6 +158,7 @@ void ParentSync::send_documents(Session* s, const std::vector<std::string>& keys
     if (!st.ok()) {
       spdlog::error("sync {}: reading {} for {}: {}", name_, key, s->child,
                     st.status().to_string());
+      retry_later(s, Mode::kReconcile);
       return;
     }
     if (st->has_value()) docs.push_back(std::move(**st));
@@ -183,6 +210,7 @@ void ParentSync::send_whole(Session* s) {
   if (!docs.ok()) {
     spdlog::error("sync {}: reading documents for {} failed: {}", name_, child,
                   docs.status().to_string());
+    retry_later(s, Mode::kReconcile);
     return;
   }
   // Chunks tile the whole key space, so that "covered" never spans a
@@ -205,33 +233,23 @@ void ParentSync::send_whole(Session* s) {
 }
 
 StatusOr<std::vector<v1::DocState>> ParentSync::scope_states(const std::string& child) {
-  auto filter = [&](std::string_view k) { return scope_->in_scope(child, k); };
-  std::optional<ScopeProvider::Listing> listing = scope_->list_scope(child);
-  // Without a listing, everything we hold is filtered: O(our documents) for
-  // each child, which at a hub with thousands of sites joining is the join.
-  if (!listing) return store_->states(kKeyMin, kKeyMax, filter, SIZE_MAX);
-  std::vector<v1::DocState> out;
-  out.reserve(listing->keys.size());
-  for (const std::string& key : listing->keys) {
-    auto st = store_->state(key);
-    if (!st.ok()) return st.status();
-    if (st->has_value()) out.push_back(std::move(**st));
-  }
-  for (const std::string& prefix : listing->prefixes) {
-    auto under = store_->states(prefix, prefix + std::string(kKeyMax), filter, SIZE_MAX);
-    if (!under.ok()) return under;
-    out.insert(out.end(), std::make_move_iterator(under->begin()),
-               std::make_move_iterator(under->end()));
-  }
-  // In key order (the chunks' covered ranges rely on it); a key both listed
-  // and under a prefix goes once.
-  auto by_key = [](const v1::DocState& a, const v1::DocState& b) { return a.key() < b.key(); };
-  std::sort(out.begin(), out.end(), by_key);
-  out.erase(
-      std::unique(out.begin(), out.end(),
-                  [](const v1::DocState& a, const v1::DocState& b) { return a.key() == b.key(); }),
-      out.end());
-  return out;
+  auto read_keys = [&](std::vector<std::string> keys) -> StatusOr<std::vector<v1::DocState>> {
+    std::vector<v1::DocState> out;
+    out.reserve(keys.size());
+    for (const std::string& key : keys) {
+      auto st = store_->state(key);
+      if (!st.ok()) return st.status();
+      if (st->has_value()) out.push_back(std::move(**st));
+    }
+    return out;
+  };
+  // In key order: the chunks' covered ranges rely on it.
+  return read_scope<v1::DocState>(
+      scope_, child, read_keys,
+      [&](std::string_view first, std::string_view last, const KeyFilter& f) {
+        return store_->states(first, last, f, SIZE_MAX);
+      },
+      [](const v1::DocState& d) -> const std::string& { return d.key(); });
 }
 
 void ParentSync::finish_reconcile(Session* s) {

@@ -41,6 +41,9 @@ struct ParentSync::Session {
   uint64_t last_seen_ms = 0;
   bool away = false;  // silent longer than away_after_ms (see ParentOptions)
   Mode mode = Mode::kWaiting;
+  // Waiting, out of line, until then: a read of our store failed while
+  // serving it (ParentSync::retry_later). 0: not so.
+  uint64_t retry_at_ms = 0;
   uint64_t last_position_ms = 0;
   uint64_t reported_index = 0;
   SendChannel down;

@@ -33,6 +33,7 @@ void ParentSync::go_away(Session* s) {
 
 void ParentSync::resume(Session* s) {
   s->away = false;
+  s->retry_at_ms = 0;
   spdlog::info("sync {}: {} is back; its session resumes", name_, s->child);
   if (s->mode == Mode::kWaiting) {
     waiting_.push_back(s->child);
@@ -206,6 +207,7 @@ void ParentSync::start_down(Session* s, Mode mode) {
   }
 }
 void ParentSync::fall_back(Session* s, Mode mode) {
+  s->retry_at_ms = 0;
   s->pending.clear();
   s->sketch.reset();
   release_slot(s);
@@ -213,6 +215,15 @@ void ParentSync::fall_back(Session* s, Mode mode) {
   s->wanted_mode = mode;
   std::erase(waiting_, s->child);
   if (!s->away) waiting_.push_back(s->child);
+}
+
+void ParentSync::retry_later(Session* s, Mode mode) {
+  ++stats_.read_failures;
+  fall_back(s, mode);
+  // Not at once: grant_slots would start it again, failing as long as the
+  // store does. tick() puts it back in line (and grants the slot it freed).
+  std::erase(waiting_, s->child);
+  s->retry_at_ms = env_.clock->now_ms() + opts_.read_retry_ms;
 }
 
 void ParentSync::on_commits_lost() {

@@ -52,6 +52,54 @@ class TestScope final : public ScopeProvider {
   size_t in_scope_calls_ = 0;
 };
 
+// A Store's view whose reads fail while told to: the documents of a scope
+// (`fail_scope`: states, hashes) or the log (`fail_log`), as a failing disk
+// or a corrupt entry would make them.
+class FlakyView final : public StoreView {
+ public:
+  explicit FlakyView(Store* store) : real_(store) {}
+  bool fail_scope = false;
+  bool fail_log = false;
+
+  uint64_t replica_id() override { return real_.replica_id(); }
+  uint64_t log_epoch() override { return real_.log_epoch(); }
+  uint64_t first_log_index() override { return real_.first_log_index(); }
+  uint64_t last_log_index() override { return real_.last_log_index(); }
+  VersionVector version_vector() override { return real_.version_vector(); }
+  StatusOr<std::optional<std::string>> get_local(std::string_view name) override {
+    return real_.get_local(name);
+  }
+  StatusOr<std::optional<uint64_t>> own_delta_hlc(uint64_t seq) override {
+    return real_.own_delta_hlc(seq);
+  }
+  StatusOr<LogRead> log_since(uint64_t epoch, uint64_t after, const KeyFilter& f,
+                              size_t limit) override {
+    if (fail_log) return internal_error("injected: the log cannot be read");
+    return real_.log_since(epoch, after, f, limit);
+  }
+  StatusOr<Hashes> doc_hashes(std::string_view first, std::string_view last,
+                              const KeyFilter& f) override {
+    if (fail_scope) return internal_error("injected: hashes cannot be read");
+    return real_.doc_hashes(first, last, f);
+  }
+  StatusOr<Hashes> doc_hashes_of(std::vector<std::string> keys) override {
+    if (fail_scope) return internal_error("injected: hashes cannot be read");
+    return real_.doc_hashes_of(std::move(keys));
+  }
+  StatusOr<std::vector<v1::DocState>> states(std::string_view first, std::string_view last,
+                                             const KeyFilter& f, size_t limit) override {
+    if (fail_scope) return internal_error("injected: documents cannot be read");
+    return real_.states(first, last, f, limit);
+  }
+  StatusOr<std::optional<v1::DocState>> state(std::string_view key) override {
+    if (fail_scope) return internal_error("injected: a document cannot be read");
+    return real_.state(key);
+  }
+
+ private:
+  StoreReader real_;
+};
+
 // Ends an engine's batch of inputs, persists what it asks to (as the node
 // would), and takes the messages.
 template <typename Engine>
@@ -73,16 +121,19 @@ class EngineTest : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(start_site());
   }
 
-  // A hub named "hub" over `store`, and the site over site_store_, each on a
-  // new endpoint (the old node and endpoint reset first).
-  void start_hub(Store* store) {
+  // A hub named "hub" over `store` (its engine reading it through `view`,
+  // when given), and the site over site_store_, each on a new endpoint (the
+  // old node and endpoint reset first).
+  void start_hub(Store* store, StoreView* view = nullptr) {
     hub_.reset();
     hub_bus_.reset();
     hub_bus_ = net_.endpoint("hub");
     Env env{&clock_, [this] { return rng_(); }};
     hub_ = std::make_unique<SyncNode>(store, hub_bus_.get());
     hub_->set_parent_engine(
-        std::make_unique<ParentSync>("hub", store, &scope_, env, ParentOptions{}));
+        view != nullptr
+            ? std::make_unique<ParentSync>("hub", view, &scope_, env, ParentOptions{})
+            : std::make_unique<ParentSync>("hub", store, &scope_, env, ParentOptions{}));
     ASSERT_TRUE(hub_->attach().ok());
   }
   void start_site() {

@@ -40,6 +40,56 @@ TEST_F(EngineTest, AHelloOpenedAgainMakesTheChildStartANewSession) {
   EXPECT_TRUE(site_->child()->in_sync());
 }
 
+// The hub's store fails to read a site's scope while it reconciles, then
+// its log while the site catches up: the session gives its slot up and waits
+// (it does not sit in reconcile or catch-up holding one), and starts over
+// once the store reads again, without the site having to say hello anew.
+TEST_F(EngineTest, AFailedReadOfTheHubsStoreIsRetriedNotStuck) {
+  auto mode_of_site = [&] {
+    for (const ChildInfo& c : hub_->parent()->children())
+      if (c.name == "site") return c.mode;
+    return std::string("none");
+  };
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"x":1})").ok());
+  ASSERT_TRUE(hub_store_->put("s/site/spec", R"({"y":2})").ok());
+  FlakyView view(hub_store_.get());
+  view.fail_scope = true;
+  ASSERT_NO_FATAL_FAILURE(start_hub(hub_store_.get(), &view));
+  settle();
+  EXPECT_FALSE(site_->child()->in_sync());
+  EXPECT_GE(hub_->parent()->stats().read_failures, 2u) << "each failure is retried";
+  EXPECT_EQ(mode_of_site(), "waiting") << "a session whose reads fail must not hold a slot";
+  const uint64_t resets = site_->child()->stats().resets;
+
+  view.fail_scope = false;
+  for (int i = 0; i < 40; ++i) {  // 2 s: the retry, not the site's giving up
+    net_.deliver_all(100000);
+    hub_->run_once(true);
+    site_->run_once(true);
+    clock_.advance_ms(50);
+  }
+  EXPECT_TRUE(site_->child()->in_sync());
+  EXPECT_EQ(mode_of_site(), "live");
+  EXPECT_EQ(*site_store_->get("d/a"), R"({"x":1})");
+  EXPECT_EQ(*site_store_->get("s/site/spec"), R"({"y":2})");
+  EXPECT_EQ(site_->child()->stats().resets, resets) << "the same session recovered";
+
+  // A hub started over the same store whose log cannot be read: the site
+  // resumes from its position with a catch-up, which waits the same way.
+  ASSERT_TRUE(hub_store_->put("d/b", R"({"x":3})").ok());
+  view.fail_log = true;
+  ASSERT_NO_FATAL_FAILURE(start_hub(hub_store_.get(), &view));
+  const uint64_t failures = hub_->parent()->stats().read_failures;
+  settle();
+  EXPECT_GT(hub_->parent()->stats().read_failures, failures);
+  EXPECT_EQ(mode_of_site(), "waiting");
+  view.fail_log = false;
+  settle();
+  EXPECT_EQ(mode_of_site(), "live");
+  EXPECT_EQ(*site_store_->get("d/b"), R"({"x":3})");
+  EXPECT_TRUE(site_->child()->in_sync());
+}
+
 // A child that synced with the hub is restarted with another parent only
 // (hub2, which has never heard of the hub): hub2's welcome must forget the
 // position in the hub's log, though the restarted child does not know the
