@@ -12,10 +12,15 @@ void SendChannel::sent(uint64_t seq, std::string bytes, uint64_t now_ms) {
 
 void SendChannel::on_ack(uint64_t seq, bool gap, uint64_t now_ms,
                          std::vector<std::string>* resend) {
-  bool progress = false;
-  while (!unacked_.empty() && unacked_.front().seq <= seq) {
-    unacked_.pop_front();
-    progress = true;
+  const auto first_unacked = std::find_if(unacked_.begin(), unacked_.end(),
+                                          [seq](const Item& item) { return item.seq > seq; });
+  const bool progress = first_unacked != unacked_.begin();
+  if (first_unacked == unacked_.end()) {
+    // Everything acked (an idle session's usual state): give the memory
+    // back, not a window's worth kept for each of tens of thousands.
+    std::vector<Item>().swap(unacked_);
+  } else {
+    unacked_.erase(unacked_.begin(), first_unacked);
   }
   acked_ = std::max(acked_, seq);
   if (progress) {

@@ -10,7 +10,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <string>
 #include <vector>
 
@@ -51,7 +50,9 @@ class SendChannel {
   uint64_t next_ = 1;
   uint64_t acked_ = 0;
   uint64_t last_send_ms_ = 0;
-  std::deque<Item> unacked_;
+  // Oldest first; at most `window_` of them. (Not a deque: libstdc++'s
+  // allocates 576 bytes before its first element, for every session.)
+  std::vector<Item> unacked_;
 };
 
 class RecvChannel {
