@@ -90,6 +90,25 @@ TEST_F(EngineTest, AFailedReadOfTheHubsStoreIsRetriedNotStuck) {
   EXPECT_TRUE(site_->child()->in_sync());
 }
 
+// A site that resumes at the end of the hub's log (nothing committed while
+// it was away) goes live without the hub reading its log: on a hub holding
+// a large log that read costs milliseconds (sync.resync's log_ms_k0).
+TEST_F(EngineTest, AChildAtTheLogsEndResumesWithoutALogRead) {
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"x":1})").ok());
+  settle();
+  ASSERT_TRUE(site_->child()->in_sync());
+  FlakyView view(hub_store_.get());
+  view.fail_log = true;
+  ASSERT_NO_FATAL_FAILURE(start_hub(hub_store_.get(), &view));
+  settle();
+  EXPECT_EQ(hub_->parent()->stats().read_failures, 0u) << "the log was read";
+  EXPECT_GE(hub_->parent()->stats().catchups, 1u);
+  EXPECT_TRUE(site_->child()->in_sync());
+  ASSERT_TRUE(hub_store_->put("d/b", R"({"x":2})").ok());
+  settle();
+  EXPECT_EQ(*site_store_->get("d/b"), R"({"x":2})") << "live after the resume";
+}
+
 // A child that synced with the hub is restarted with another parent only
 // (hub2, which has never heard of the hub): hub2's welcome must forget the
 // position in the hub's log, though the restarted child does not know the
