@@ -295,6 +295,12 @@ std::vector<sync::ChildInfo> Hub::sessions() {
   return children;
 }
 
+std::vector<sync::ChildLiveness> Hub::session_liveness() {
+  std::vector<sync::ChildLiveness> out;
+  runtime_->call([&] { out = node_->parent()->liveness(); });
+  return out;
+}
+
 HubSyncSnapshot Hub::sync_snapshot() {
   HubSyncSnapshot snap;
   runtime_->call([&] {
@@ -336,7 +342,7 @@ void Hub::rollout_loop() {
 
 Liveness Hub::liveness() {
   Liveness out;
-  for (const auto& s : sessions()) out[s.name] = SiteLiveness{s.connected, s.last_seen_ms};
+  for (const auto& s : session_liveness()) out[s.name] = SiteLiveness{s.connected, s.last_seen_ms};
   // A site below a regional hub: live when the region is and the region's
   // presence document says it has a live session with the site.
   for (const auto& [region, members] : regions_->regions()) {
@@ -383,13 +389,19 @@ void Hub::presence_loop() {
 
 void Hub::write_presence(uint64_t started_ms) {
   const uint64_t now = SystemClock::instance()->now_ms();
-  std::unordered_map<std::string, sync::ChildInfo> live;
-  for (auto& c : sessions()) live.emplace(c.name, std::move(c));
+  // Every second, for every site: no copies of what the sessions hold.
+  const std::vector<sync::ChildLiveness> live = session_liveness();
+  auto live_of = [&live](const std::string& site) -> const sync::ChildLiveness* {
+    auto it = std::lower_bound(
+        live.begin(), live.end(), site,
+        [](const sync::ChildLiveness& c, const std::string& s) { return c.name < s; });
+    return it != live.end() && it->name == site ? &*it : nullptr;
+  };
   std::vector<std::pair<std::string, nlohmann::json>> writes;
   std::vector<std::pair<std::string, bool>> sites;  // writes[i]'s site, connected
   for (const auto& site : index_->known_sites()) {
-    auto it = live.find(site);
-    const bool connected = it != live.end() && it->second.connected;
+    const sync::ChildLiveness* session = live_of(site);
+    const bool connected = session != nullptr && session->connected;
     auto known = presence_written_.find(site);
     // What stands in the store: at the first look since start (an earlier
     // process's), and with peers every time (they write the same documents:
@@ -412,10 +424,12 @@ void Hub::write_presence(uint64_t started_ms) {
     if (known != presence_written_.end() && known->second == connected) continue;
     // Sites reconnect after a restart: give them the away interval before
     // calling them gone.
-    if (!connected && it == live.end() && now < started_ms + config_.away_after_s * 1000) continue;
+    if (!connected && session == nullptr && now < started_ms + config_.away_after_s * 1000) {
+      continue;
+    }
     model::SitePresence p{config_.name, connected, now};
-    if (!connected && it != live.end() && it->second.last_seen_ms != 0) {
-      p.since_ms = it->second.last_seen_ms;
+    if (!connected && session != nullptr && session->last_seen_ms != 0) {
+      p.since_ms = session->last_seen_ms;
     }
     writes.emplace_back(model::presence_key(site), model::presence_document(p));
     sites.emplace_back(site, connected);

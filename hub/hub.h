@@ -108,6 +108,8 @@ class Hub {
   std::string nats_last_error() const;
   size_t session_count();
   std::vector<sync::ChildInfo> sessions();
+  // Each session's liveness alone, sorted by site name (what presence reads).
+  std::vector<sync::ChildLiveness> session_liveness();
   // Whether each child, and each site below a regional child, has a live
   // session and when it was last heard (sites below a region: through the
   // region's presence documents, model::SitePresence).

@@ -114,6 +114,14 @@ struct ChildInfo {
   std::map<std::string, std::string> labels;
 };
 
+// What the hub's presence reads of each session every second: children()
+// without its copies (labels, modes).
+struct ChildLiveness {
+  std::string name;
+  bool connected = false;
+  uint64_t last_seen_ms = 0;
+};
+
 struct ParentStats {
   uint64_t refused_messages = 0;  // garbage, wrong addressee, stale session
   uint64_t refused_writes = 0;    // child writes outside its writable scope
@@ -185,6 +193,7 @@ class ParentSync {
   void set_payload_limit(size_t bytes) { payload_limit_ = bytes; }
 
   std::vector<ChildInfo> children() const;
+  std::vector<ChildLiveness> liveness() const;  // sorted by name
   const ParentStats& stats() const { return stats_; }
   size_t session_count() const { return sessions_.size(); }
   // Smallest HLC every live child has acknowledged (0 when unknown): the

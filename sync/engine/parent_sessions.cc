@@ -367,8 +367,20 @@ void ParentSync::drop_session(const std::string& child) {
   std::erase(waiting_, child);
 }
 
+std::vector<ChildLiveness> ParentSync::liveness() const {
+  std::vector<ChildLiveness> out;
+  out.reserve(sessions_.size());
+  const uint64_t now = env_.clock->now_ms();
+  for (const auto& [child, s] : sessions_) {  // (a std::map: sorted by name)
+    out.push_back(
+        ChildLiveness{child, now <= s->last_seen_ms + opts_.away_after_ms, s->last_seen_ms});
+  }
+  return out;
+}
+
 std::vector<ChildInfo> ParentSync::children() const {
   std::vector<ChildInfo> out;
+  out.reserve(sessions_.size());
   const uint64_t now = env_.clock->now_ms();
   for (const auto& [child, s] : sessions_) {
     ChildInfo info;
