@@ -245,6 +245,7 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env, const Outgoing
   stats_.bytes_sent += bytes.size();
   outbox_.push_back(Message{s->subject, bytes});
   s->down.sent(seq, std::move(bytes), env_.clock->now_ms());
+  note_busy(s);  // its resend timer runs
 }
 
 void ParentSync::set_position(Session* s, v1::Changes* c, uint64_t index) {
@@ -416,13 +417,24 @@ void ParentSync::for_sessions(const std::string* first, const std::string* last,
   for (const std::string* child = first; child != last; ++child) f(*child, find_session(*child));
 }
 
+void ParentSync::note_busy(Session* s) {
+  if (s->busy) return;
+  s->busy = true;
+  busy_.push_back(s);
+}
+
 void ParentSync::refresh_index() {
   if (!index_stale_) return;
+  // Sessions came or went: busy_ may point at one that is gone. Every
+  // session is visited at this tick instead.
+  busy_.clear();
+  next_sweep_ms_ = 0;
   sweep_.clear();
   by_name_.clear();
   sweep_.reserve(sessions_.size());
   by_name_.reserve(sessions_.size());
   for (auto& [child, s] : sessions_) {
+    s->busy = false;
     sweep_.push_back(s.get());
     by_name_.emplace(s->child, s.get());
   }
@@ -717,13 +729,20 @@ std::vector<Write> ParentSync::drop_marks(const std::vector<std::string>& keys) 
 void ParentSync::tick() {
   const uint64_t now = env_.clock->now_ms();
   std::vector<std::string> expired;
-  // Every session, every tick: from a vector (in sessions_' order), reading
-  // ahead, since tens of thousands of idle sessions are the common case.
+  // Sessions with something in flight, a catch-up or a retry due, every
+  // tick; every session (idle ones are the common case: tens of thousands)
+  // every idle_sweep_ms, from a vector in sessions_' order, reading ahead.
   refresh_index();
+  const bool full = now >= next_sweep_ms_;
+  if (full) next_sweep_ms_ = now + opts_.idle_sweep_ms;
+  std::vector<Session*> busy;
+  busy.swap(busy_);
+  for (Session* s : busy) s->busy = false;
+  const std::vector<Session*>& visit = full ? sweep_ : busy;
   constexpr size_t kAhead = 4;
-  for (size_t i = 0; i < sweep_.size(); ++i) {
-    if (i + kAhead < sweep_.size()) __builtin_prefetch(sweep_[i + kAhead]);
-    Session* s = sweep_[i];
+  for (size_t i = 0; i < visit.size(); ++i) {
+    if (i + kAhead < visit.size()) __builtin_prefetch(visit[i + kAhead]);
+    Session* s = visit[i];
     if (now > s->last_seen_ms + opts_.session_timeout_ms) {
       expired.push_back(s->child);
       continue;
@@ -750,6 +769,10 @@ void ParentSync::tick() {
         now >= s->last_position_ms + opts_.idle_position_ms) {
       s->sent_index = std::max(s->sent_index, last_commit_index_);
       send_entries(s, {}, true, s->sent_index);
+    }
+    if (s->down.in_flight() > 0 || s->mode == Mode::kCatchup || s->retry_at_ms != 0 ||
+        !s->pending.empty()) {
+      note_busy(s);
     }
   }
   for (const auto& child : expired) {

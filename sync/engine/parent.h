@@ -97,6 +97,10 @@ struct ParentOptions {
   // After a failed read of our store, a session's catch-up or reconciliation
   // starts over this much later (holding no slot meanwhile).
   uint64_t read_retry_ms = 1'000;
+  // How often tick() visits every session: for the away and expiry checks
+  // and the idle position (seconds apart). A session with messages in
+  // flight, a catch-up or a retry due is visited at every tick.
+  uint64_t idle_sweep_ms = 500;
   // This hub's own parents (a regional hub's: the root's hubs), told to each
   // child in the welcome: a child whose parents fall silent tries them, and
   // they redirect it to the hub that serves it (docs/hierarchy.md).
@@ -277,6 +281,9 @@ class ParentSync {
   // A read of our store failed while serving `s`: give its slot up and
   // start `mode` over in read_retry_ms (not at once, which would fail again).
   void retry_later(Session* s, Mode mode);
+  // `s` has messages in flight, a catch-up, or a retry due: tick() visits
+  // it every tick until it has none.
+  void note_busy(Session* s);
   bool wanted(const Session* s, const v1::LogEntry& e) const;
   // `c` takes the child to our log position `index` (send_sequenced may
   // shorten it); the session notes what it last reported, and when.
@@ -310,6 +317,10 @@ class ParentSync {
   // fan-out). Rebuilt by tick() after sessions come or go; until then
   // find_session() reads sessions_.
   std::vector<Session*> sweep_;
+  // Sessions tick() visits at every tick until they are idle again (see
+  // note_busy); the others every idle_sweep_ms (next_sweep_ms_).
+  std::vector<Session*> busy_;
+  uint64_t next_sweep_ms_ = 0;
   std::unordered_map<std::string_view, Session*> by_name_;
   bool index_stale_ = true;
   std::vector<OutgoingPtr> batch_scratch_;  // send_entries' (not reentrant)

@@ -44,6 +44,7 @@ struct ParentSync::Session {
   // Waiting, out of line, until then: a read of our store failed while
   // serving it (ParentSync::retry_later). 0: not so.
   uint64_t retry_at_ms = 0;
+  bool busy = false;  // in ParentSync::busy_ (visited every tick)
   uint64_t last_position_ms = 0;
   uint64_t reported_index = 0;
   SendChannel down;

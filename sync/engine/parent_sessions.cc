@@ -34,6 +34,7 @@ void ParentSync::go_away(Session* s) {
 void ParentSync::resume(Session* s) {
   s->away = false;
   s->retry_at_ms = 0;
+  note_busy(s);  // what it had in flight is resent at the next tick
   spdlog::info("sync {}: {} is back; its session resumes", name_, s->child);
   if (s->mode == Mode::kWaiting) {
     waiting_.push_back(s->child);
@@ -203,6 +204,7 @@ void ParentSync::start_down(Session* s, Mode mode) {
   } else {
     ++stats_.catchups;
     s->mode = Mode::kCatchup;
+    note_busy(s);
     pump(s);
   }
 }
@@ -224,6 +226,7 @@ void ParentSync::retry_later(Session* s, Mode mode) {
   // store does. tick() puts it back in line (and grants the slot it freed).
   std::erase(waiting_, s->child);
   s->retry_at_ms = env_.clock->now_ms() + opts_.read_retry_ms;
+  note_busy(s);
 }
 
 void ParentSync::on_commits_lost() {

@@ -124,26 +124,25 @@ class EngineTest : public ::testing::Test {
   // A hub named "hub" over `store` (its engine reading it through `view`,
   // when given), and the site over site_store_, each on a new endpoint (the
   // old node and endpoint reset first).
-  void start_hub(Store* store, StoreView* view = nullptr) {
+  void start_hub(Store* store, StoreView* view = nullptr, ParentOptions options = {}) {
     hub_.reset();
     hub_bus_.reset();
     hub_bus_ = net_.endpoint("hub");
     Env env{&clock_, [this] { return rng_(); }};
     hub_ = std::make_unique<SyncNode>(store, hub_bus_.get());
     hub_->set_parent_engine(
-        view != nullptr
-            ? std::make_unique<ParentSync>("hub", view, &scope_, env, ParentOptions{})
-            : std::make_unique<ParentSync>("hub", store, &scope_, env, ParentOptions{}));
+        view != nullptr ? std::make_unique<ParentSync>("hub", view, &scope_, env, options)
+                        : std::make_unique<ParentSync>("hub", store, &scope_, env, options));
     ASSERT_TRUE(hub_->attach().ok());
   }
-  void start_site() {
+  void start_site(ChildOptions options = {}) {
     site_.reset();
     site_bus_.reset();
     site_bus_ = net_.endpoint("site");
     Env env{&clock_, [this] { return rng_(); }};
     site_ = std::make_unique<SyncNode>(site_store_.get(), site_bus_.get());
     site_->set_child_engine(
-        std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, ChildOptions{}));
+        std::make_unique<ChildSync>("site", "hub", site_store_.get(), env, options));
     ASSERT_TRUE(site_->attach().ok());
   }
 
@@ -151,8 +150,8 @@ class EngineTest : public ::testing::Test {
     return open_test_store(dir_, name, id, &clock_);
   }
 
-  void settle() {
-    for (int i = 0; i < 200; ++i) {
+  void settle(int steps = 200) {
+    for (int i = 0; i < steps; ++i) {
       net_.deliver_all(100000);
       hub_->run_once(true);
       site_->run_once(true);

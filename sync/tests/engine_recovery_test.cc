@@ -109,6 +109,31 @@ TEST_F(EngineTest, AChildAtTheLogsEndResumesWithoutALogRead) {
   EXPECT_EQ(*site_store_->get("d/b"), R"({"x":2})") << "live after the resume";
 }
 
+// The hub visits idle sessions only every idle_sweep_ms, but a session with
+// a message in flight at every tick: a lost message is resent at its
+// timeout (1 s), not at the next sweep. (The site's heartbeat, whose ack
+// would also bring the resend, is set far off.)
+TEST_F(EngineTest, ALostMessageIsResentAtItsTimeoutBetweenIdleSweeps) {
+  ParentOptions po;
+  po.idle_sweep_ms = 60'000;
+  ASSERT_NO_FATAL_FAILURE(start_hub(hub_store_.get(), nullptr, po));
+  ChildOptions co;
+  co.heartbeat_ms = 8'000;  // (under the hub's away_after_ms, 10 s)
+  ASSERT_NO_FATAL_FAILURE(start_site(co));
+  settle();
+  ASSERT_TRUE(site_->child()->in_sync());
+  net_.set_faults(MemoryFaults{.drop = 1.0});
+  ASSERT_TRUE(hub_store_->put("d/x", R"({"v":1})").ok());
+  settle(4);  // the change goes out, and is lost
+  ASSERT_GE(net_.stats().dropped, 1u);
+  net_.set_faults(MemoryFaults{});
+  EXPECT_FALSE(site_store_->get("d/x").ok());
+  settle(26);  // 1.5 s after the send
+  auto got = site_store_->get("d/x");
+  ASSERT_TRUE(got.ok()) << "not resent at its timeout";
+  EXPECT_EQ(*got, R"({"v":1})");
+}
+
 // A child that synced with the hub is restarted with another parent only
 // (hub2, which has never heard of the hub): hub2's welcome must forget the
 // position in the hub's log, though the restarted child does not know the
