@@ -747,7 +747,7 @@ void ParentSync::tick() {
       expired.push_back(s->child);
       continue;
     }
-    if (now > s->last_seen_ms + opts_.away_after_ms) {
+    if (!heard_lately(s, now)) {
       if (!s->away) go_away(s);
       continue;
     }

@@ -284,6 +284,9 @@ class ParentSync {
   // `s` has messages in flight, a catch-up, or a retry due: tick() visits
   // it every tick until it has none.
   void note_busy(Session* s);
+  // Heard from within away_after_ms: what ChildInfo and ChildLiveness call
+  // connected; tick() marks a session away once it is not.
+  bool heard_lately(const Session* s, uint64_t now) const;
   bool wanted(const Session* s, const v1::LogEntry& e) const;
   // `c` takes the child to our log position `index` (send_sequenced may
   // shorten it); the session notes what it last reported, and when.

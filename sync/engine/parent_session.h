@@ -98,4 +98,9 @@ struct ParentSync::Session {
   uint64_t scope_version = 0;
 };
 
+// (Here, not in parent.cc: tick() calls it for every session it visits.)
+inline bool ParentSync::heard_lately(const Session* s, uint64_t now) const {
+  return now <= s->last_seen_ms + opts_.away_after_ms;
+}
+
 }  // namespace canopy::sync

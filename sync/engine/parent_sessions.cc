@@ -375,8 +375,7 @@ std::vector<ChildLiveness> ParentSync::liveness() const {
   out.reserve(sessions_.size());
   const uint64_t now = env_.clock->now_ms();
   for (const auto& [child, s] : sessions_) {  // (a std::map: sorted by name)
-    out.push_back(
-        ChildLiveness{child, now <= s->last_seen_ms + opts_.away_after_ms, s->last_seen_ms});
+    out.push_back(ChildLiveness{child, heard_lately(s.get(), now), s->last_seen_ms});
   }
   return out;
 }
@@ -404,7 +403,7 @@ std::vector<ChildInfo> ParentSync::children() const {
         break;
     }
     info.last_seen_ms = s->last_seen_ms;
-    info.connected = now <= s->last_seen_ms + opts_.away_after_ms;
+    info.connected = heard_lately(s.get(), now);
     info.acked_index = s->acked_index;
     info.unacked = s->down.in_flight();
     info.labels = s->labels;
