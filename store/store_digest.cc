@@ -73,6 +73,8 @@ StatusOr<std::vector<v1::DocState>> Store::Impl::states(std::string_view first,
       return data_loss("document " + std::string(k) + ": stored state is corrupt");
     }
   }
+  // An iterator also stops at a read error: a partial scope is not the scope.
+  if (!it->status().ok()) return from_rocks(it->status(), "reading document states");
   return out;
 }
 

@@ -82,6 +82,8 @@ StatusOr<std::vector<v1::Delta>> Store::Impl::missing_since(const VersionVector&
     if (f && !f(e.delta().key())) continue;
     out.push_back(std::move(*e.mutable_delta()));
   }
+  // Stopped by a read error, the answer would claim to be complete.
+  if (!it->status().ok()) return from_rocks(it->status(), "reading the log");
   return out;
 }
 
@@ -96,6 +98,9 @@ StatusOr<LogRead> Store::Impl::log_since(uint64_t epoch, uint64_t after, const K
     r.last_index = last;
     return r;
   }
+  // A reader at the log's end (the common resume) needs no iterator: over a
+  // large log whose files are cold, creating one costs milliseconds.
+  if (after == last) return r;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log()));
   for (it->Seek(be64(after + 1)); it->Valid(); it->Next()) {
     if (f) {
@@ -116,6 +121,8 @@ StatusOr<LogRead> Store::Impl::log_since(uint64_t epoch, uint64_t after, const K
     }
     r.last_index = from_be64(it->key().ToStringView());
   }
+  // An iterator also stops at a read error: that is not the log's end.
+  if (!it->status().ok()) return from_rocks(it->status(), "reading the log");
   if (!it->Valid()) r.last_index = std::max(r.last_index, last);
   return r;
 }

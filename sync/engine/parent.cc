@@ -615,12 +615,7 @@ void ParentSync::pump_catchup(Session* s) {
   const std::string child = s->child;
   auto filter = [&](std::string_view k) { return scope_->in_scope(child, k); };
   while (s->down.can_send() && s->mode == Mode::kCatchup) {
-    // A child already at our log's end (the common resume) needs no read:
-    // an iterator over a large log costs milliseconds when its files are cold.
-    auto read =
-        s->sent_index == store_->last_log_index()
-            ? StatusOr<LogRead>(LogRead{.entries = {}, .last_index = s->sent_index})
-            : store_->log_since(store_->log_epoch(), s->sent_index, filter, opts_.log_read_limit);
+    auto read = store_->log_since(store_->log_epoch(), s->sent_index, filter, opts_.log_read_limit);
     if (!read.ok()) {
       spdlog::error("sync {}: reading the log for {}: {}", name_, child, read.status().to_string());
       retry_later(s, Mode::kCatchup);
