@@ -276,8 +276,9 @@ class ParentSync {
   void grant_slots();
   void release_slot(Session* s);
   void drop_session(const std::string& child);
-  // Stops the session's down stream and queues it for a slot, to start `mode`.
-  void fall_back(Session* s, Mode mode);
+  // Stops the session's down stream and (if `queue`) queues it for a slot,
+  // to start `mode`.
+  void fall_back(Session* s, Mode mode, bool queue = true);
   // A read of our store failed while serving `s`: give its slot up and
   // start `mode` over in read_retry_ms (not at once, which would fail again).
   void retry_later(Session* s, Mode mode);

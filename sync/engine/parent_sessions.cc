@@ -208,7 +208,7 @@ void ParentSync::start_down(Session* s, Mode mode) {
     pump(s);
   }
 }
-void ParentSync::fall_back(Session* s, Mode mode) {
+void ParentSync::fall_back(Session* s, Mode mode, bool queue) {
   s->retry_at_ms = 0;
   s->pending.clear();
   s->sketch.reset();
@@ -216,15 +216,15 @@ void ParentSync::fall_back(Session* s, Mode mode) {
   s->mode = Mode::kWaiting;
   s->wanted_mode = mode;
   std::erase(waiting_, s->child);
-  if (!s->away) waiting_.push_back(s->child);
+  if (queue && !s->away) waiting_.push_back(s->child);
 }
 
 void ParentSync::retry_later(Session* s, Mode mode) {
   ++stats_.read_failures;
-  fall_back(s, mode);
-  // Not at once: grant_slots would start it again, failing as long as the
-  // store does. tick() puts it back in line (and grants the slot it freed).
-  std::erase(waiting_, s->child);
+  // Not in line at once: grant_slots would start it again, failing as long
+  // as the store does. tick() puts it back in line (and grants the slot it
+  // freed) at retry_at_ms.
+  fall_back(s, mode, /*queue=*/false);
   s->retry_at_ms = env_.clock->now_ms() + opts_.read_retry_ms;
   note_busy(s);
 }
