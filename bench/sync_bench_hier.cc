@@ -45,6 +45,17 @@ void case_failover(const Options& opt, const std::string& url) {
   logf("all %d children in sync after %.1f s: %zu on %s, %zu on hub2", n,
        static_cast<double>(now_ns() - join0) / 1e9, moving, kHubName, n - moving);
   std::this_thread::sleep_for(std::chrono::seconds(2));
+  // Idle: what two peers cost each other with every session live and
+  // nothing changing (heartbeats, presence, the peer link).
+  {
+    const double cpu_a0 = cpu_ms(a.pid()), cpu_b0 = cpu_ms(b.pid());
+    const int64_t i0 = now_ns();
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    const double s = static_cast<double>(now_ns() - i0) / 1e9;
+    const double idle_a = (cpu_ms(a.pid()) - cpu_a0) / s, idle_b = (cpu_ms(b.pid()) - cpu_b0) / s;
+    logf("idle: %s %.0f, hub2 %.0f ms of CPU per s", kHubName, idle_a, idle_b);
+    emit(bench, "idle_cpu_ms_per_s_s" + std::to_string(n), std::round((idle_a + idle_b) / 2));
+  }
 
   const int64_t t0 = now_ns();
   a.kill_now();

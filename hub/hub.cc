@@ -214,6 +214,15 @@ Status Hub::start() {
     });
     rollout_thread_ = std::thread([this] { rollout_loop(); });
   }
+  if (!peers_.empty()) {
+    presence_listener_ = store_->subscribe([this](const v1::LogEntry& e) {
+      if (e.source() == 0) return;  // our own write: presence_seen_ has it
+      const auto k = model::parse_key(e.has_delta() ? e.delta().key() : e.doc().key());
+      if (k.kind != model::KeyKind::kPresence) return;
+      std::lock_guard lock(presence_mu_);
+      presence_changed_.emplace(k.site);
+    });
+  }
   if (!config_.parent.empty() || !peers_.empty()) {
     presence_thread_ = std::thread([this] { presence_loop(); });
   }
@@ -232,6 +241,7 @@ void Hub::stop() {
   if (rollout_thread_.joinable()) rollout_thread_.join();
   if (rollout_listener_ != 0) store_->unsubscribe(rollout_listener_);
   if (presence_thread_.joinable()) presence_thread_.join();
+  if (presence_listener_ != 0) store_->unsubscribe(presence_listener_);
   rollouts_.reset();
   if (peer_runtime_) peer_runtime_->stop();
   if (runtime_) runtime_->stop();
@@ -397,31 +407,40 @@ void Hub::write_presence(uint64_t started_ms) {
         [](const sync::ChildLiveness& c, const std::string& s) { return c.name < s; });
     return it != live.end() && it->name == site ? &*it : nullptr;
   };
+  std::unordered_set<std::string> changed;
+  {
+    std::lock_guard lock(presence_mu_);
+    changed.swap(presence_changed_);
+  }
   std::vector<std::pair<std::string, nlohmann::json>> writes;
   std::vector<std::pair<std::string, bool>> sites;  // writes[i]'s site, connected
   for (const auto& site : index_->known_sites()) {
     const sync::ChildLiveness* session = live_of(site);
     const bool connected = session != nullptr && session->connected;
-    auto known = presence_written_.find(site);
+    auto seen = presence_seen_.find(site);
     // What stands in the store: at the first look since start (an earlier
-    // process's), and with peers every time (they write the same documents:
-    // what this hub wrote last may have lost to a peer's write since).
-    if (known == presence_written_.end() || !peers_.empty()) {
-      presence_written_.erase(site);
-      known = presence_written_.end();
+    // process's), and with peers after a commit from elsewhere changed it
+    // (a peer's write may have beaten what this hub wrote last).
+    if (seen == presence_seen_.end() || changed.contains(site)) {
+      presence_seen_.erase(site);
+      seen = presence_seen_.end();
       auto raw = store_->get(model::presence_key(site));
       if (raw.ok()) {
         auto presence = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
-        if (presence.ok() && presence->hub == config_.name) {
-          known = presence_written_.emplace(site, presence->connected).first;
-        } else if (presence.ok() && !peers_.empty() && !connected) {
-          // Another hub of the level holds the site's session, or was the
-          // last to: its word stands.
-          continue;
+        if (presence.ok()) {
+          seen =
+              presence_seen_
+                  .emplace(site, PresenceSeen{presence->hub == config_.name, presence->connected})
+                  .first;
         }
       }
     }
-    if (known != presence_written_.end() && known->second == connected) continue;
+    if (seen != presence_seen_.end()) {
+      if (seen->second.ours && seen->second.connected == connected) continue;
+      // Another hub of the level holds the site's session, or was the last
+      // to: its word stands.
+      if (!seen->second.ours && !peers_.empty() && !connected) continue;
+    }
     // Sites reconnect after a restart: give them the away interval before
     // calling them gone.
     if (!connected && session == nullptr && now < started_ms + config_.away_after_s * 1000) {
@@ -444,7 +463,7 @@ void Hub::write_presence(uint64_t started_ms) {
                    results[i].status().to_string());
       continue;
     }
-    presence_written_[sites[i].first] = sites[i].second;
+    presence_seen_[sites[i].first] = PresenceSeen{true, sites[i].second};
   }
 }
 

@@ -33,6 +33,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "hub/config.h"
@@ -168,7 +169,19 @@ class Hub {
   uint64_t rollout_listener_ = 0;
   std::thread rollout_thread_;
   std::thread presence_thread_;
-  std::unordered_map<std::string, bool> presence_written_;  // presence thread only
+  // What the store holds of each site's presence document, as the presence
+  // thread last read or wrote it: whether this hub wrote it, and `connected`.
+  struct PresenceSeen {
+    bool ours = false;
+    bool connected = false;
+  };
+  std::unordered_map<std::string, PresenceSeen> presence_seen_;  // presence thread only
+  // With peers: sites whose presence document a commit from elsewhere (a
+  // peer's write, a region's) changed since the presence thread read it. It
+  // reads those again, not every site's every second.
+  std::mutex presence_mu_;
+  std::unordered_set<std::string> presence_changed_;  // guarded by presence_mu_
+  uint64_t presence_listener_ = 0;
 };
 
 }  // namespace canopy::hub

@@ -11,12 +11,15 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
 #include <vector>
 
 #include "api/http_server.h"
 #include "api/hub_http.h"
 #include "api/spoke_http.h"
 #include "hub/hub.h"
+#include "model/documents.h"
 #include "model/keys.h"
 #include "spoke/spoke.h"
 #include "tests/support/nats_server.h"
@@ -141,6 +144,73 @@ TEST_F(InProcessTest, PlacementReachesTheSelectedSpokesAndStatusFlowsUp) {
   spoke_http.stop();
   hub_http.stop();
   hub_http.stop();  // idempotent
+}
+
+// Two hubs of one level (active-active) and a site that moves from one to
+// the other. The hub it left, once its session there goes away, must not
+// write "disconnected" over the presence the other hub wrote: it reads a
+// site's presence again when a commit from its peer changed it (not every
+// site's every second).
+TEST_F(InProcessTest, APeerDoesNotOverwriteThePresenceOfASiteThatMovedAway) {
+  hub_->stop();
+  auto make_hub = [&](const std::string& name, const std::string& peer) {
+    hub::HubConfig hc;
+    hc.name = name;
+    hc.peers = peer;
+    hc.data_dir = dir_.file(name);
+    hc.nats_urls = {nats_.url()};
+    hc.durability = Durability::kNone;
+    hc.away_after_s = 3;  // over the spoke's 2 s heartbeat
+    auto h = std::make_unique<hub::Hub>(hc);
+    Status st = h->start();
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    return h;
+  };
+  auto a = make_hub("hub-a", "hub-b");
+  auto b = make_hub("hub-b", "hub-a");
+  auto presence = [](hub::Hub* h) -> std::optional<model::SitePresence> {
+    auto raw = h->store()->get(model::presence_key("s1"));
+    if (!raw.ok()) return std::nullopt;
+    auto p = model::parse_presence(json::parse(*raw, nullptr, false));
+    return p.ok() ? std::optional<model::SitePresence>(*p) : std::nullopt;
+  };
+  auto is = [&](hub::Hub* h, const std::string& by, bool connected) {
+    auto p = presence(h);
+    return p && p->hub == by && p->connected == connected;
+  };
+  auto start_spoke = [&](const std::string& parent) {
+    spoke::SpokeConfig sc;
+    sc.site = "s1";
+    sc.parent = parent;
+    sc.data_dir = dir_.file("s1-data");
+    sc.manifests_dir = dir_.file("s1-manifests");
+    std::filesystem::create_directories(sc.manifests_dir);
+    sc.nats_urls = {nats_.url()};
+    sc.durability = Durability::kNone;
+    auto sp = std::make_unique<spoke::Spoke>(sc);
+    Status st = sp->start();
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    return sp;
+  };
+
+  auto on_a = start_spoke("hub-a");
+  ASSERT_TRUE(canopy::testing::wait_until(
+      [&] { return is(a.get(), "hub-a", true) && is(b.get(), "hub-a", true); }, kTimeout))
+      << "hub-a never wrote the site's presence, or it never reached hub-b";
+  on_a->stop();
+  on_a.reset();
+  auto on_b = start_spoke("hub-b");
+  ASSERT_TRUE(canopy::testing::wait_until(
+      [&] { return is(a.get(), "hub-b", true) && is(b.get(), "hub-b", true); }, kTimeout))
+      << "hub-b's presence of the site never stood at both hubs";
+  // hub-a's session with the site goes away after away_after_s (3 s), and
+  // its presence thread looks every second: give it three more.
+  std::this_thread::sleep_for(6s);
+  EXPECT_TRUE(is(a.get(), "hub-b", true)) << presence(a.get())->hub;
+  EXPECT_TRUE(is(b.get(), "hub-b", true)) << presence(b.get())->hub;
+  on_b->stop();
+  b->stop();
+  a->stop();
 }
 
 TEST_F(InProcessTest, StopIsIdempotentAndAFailedStartCleansUp) {
