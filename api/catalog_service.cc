@@ -459,10 +459,10 @@ grpc::Status CatalogService::get_status(std::string_view authorization,
                                ? kDefaultPageSize
                                : std::min<uint32_t>(request->page_size(), kMaxPageSize);
 
-  hub::Liveness liveness;
+  hub::LivenessOf liveness;
   if (options_.liveness) liveness = options_.liveness();
   auto status = status_->placement_status(request->tenant(), request->placement(), token, page_size,
-                                          options_.liveness ? &liveness : nullptr);
+                                          liveness);
   if (!status.ok()) {
     if (status.status().code() == StatusCode::kNotFound) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,

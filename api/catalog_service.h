@@ -100,9 +100,10 @@ struct CatalogOptions {
   // each event). Blocking in it stalls deliveries, never writers.
   std::function<void()> before_watch_send;
   // The sites' liveness as the hub's sync sessions see it (canopy-hub wires
-  // hub::Hub::sessions); GetStatus then shows sites without a live session
-  // as offline. Empty: every site counts as live.
-  std::function<hub::Liveness()> liveness;
+  // hub::Hub::liveness_lookup; one lookup per request, asked of the sites the
+  // status covers); GetStatus then shows sites without a live session as
+  // offline. Empty: every site counts as live.
+  std::function<hub::LivenessOf()> liveness;
   // The hub's enrollment (bootstrap tokens, revocation); null: EnrollSite
   // and RevokeSite answer UNIMPLEMENTED.
   hub::Enrollment* enrollment = nullptr;

@@ -177,7 +177,7 @@ int run(const hub::HubConfig& cfg) {
     // Status shows a site without a live session as offline (away for
     // away_after_s), with what it last reported and when.
     // Below regional hubs, from their presence documents.
-    options.liveness = [&hub] { return hub.liveness(); };
+    options.liveness = [&hub] { return hub.liveness_lookup(); };
     options.enrollment = hub.enrollment();
     catalog = std::make_unique<api::CatalogService>(hub.store(), hub.index(), hub.status(),
                                                     auth.get(), std::move(options));

@@ -350,40 +350,46 @@ void Hub::rollout_loop() {
   }
 }
 
-Liveness Hub::liveness() {
-  Liveness out;
-  for (const auto& s : session_liveness()) out[s.name] = SiteLiveness{s.connected, s.last_seen_ms};
-  // A site below a regional hub: live when the region is and the region's
-  // presence document says it has a live session with the site.
-  for (const auto& [region, members] : regions_->regions()) {
-    const SiteLiveness via = out.contains(region) ? out[region] : SiteLiveness{};
-    for (const auto& site : members) {
-      SiteLiveness& l = out[site];
-      l = SiteLiveness{false, 0};
+LivenessOf Hub::liveness_lookup() {
+  auto sessions = std::make_shared<const std::vector<sync::ChildLiveness>>(session_liveness());
+  return [this, sessions](const std::string& site) -> std::optional<SiteLiveness> {
+    auto session_of = [&](const std::string& name) -> std::optional<SiteLiveness> {
+      auto it = std::lower_bound(
+          sessions->begin(), sessions->end(), name,
+          [](const sync::ChildLiveness& c, const std::string& n) { return c.name < n; });
+      if (it == sessions->end() || it->name != name) return std::nullopt;
+      return SiteLiveness{it->connected, it->last_seen_ms};
+    };
+    auto presence_of = [&]() -> std::optional<model::SitePresence> {
       auto raw = store_->get(model::presence_key(site));
-      if (!raw.ok()) continue;
-      auto doc = nlohmann::json::parse(*raw, nullptr, false);
-      auto presence = model::parse_presence(doc);
-      if (!presence.ok() || presence->hub != region) continue;
+      if (!raw.ok()) return std::nullopt;
+      auto p = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
+      return p.ok() ? std::optional<model::SitePresence>(std::move(p).value()) : std::nullopt;
+    };
+    // A site below a regional hub: live when the region is and the region's
+    // presence document says it has a live session with the site.
+    if (const std::string region = regions_->region_of(site); !region.empty()) {
+      const SiteLiveness via = session_of(region).value_or(SiteLiveness{});
+      SiteLiveness l{false, 0};
+      auto presence = presence_of();
+      if (!presence || presence->hub != region) return l;
       l.connected = via.connected && presence->connected;
       l.last_seen_ms =
           presence->connected ? via.last_seen_ms : std::min(via.last_seen_ms, presence->since_ms);
       if (l.last_seen_ms == 0) l.last_seen_ms = presence->since_ms;
+      return l;
     }
-  }
-  // Active-active: a site in session with a peer of this level, as the
-  // peer's presence document says (it replicates here like everything).
-  if (!peers_.empty()) {
-    for (const auto& site : index_->known_sites()) {
-      if (out.contains(site)) continue;
-      auto raw = store_->get(model::presence_key(site));
-      if (!raw.ok()) continue;
-      auto presence = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
-      if (!presence.ok() || !peer_scope_->is_peer(presence->hub)) continue;
-      out[site] = SiteLiveness{presence->connected, presence->since_ms};
+    if (auto own = session_of(site)) return own;
+    // Active-active: a site in session with a peer of this level, as the
+    // peer's presence document says (it replicates here like everything).
+    if (!peers_.empty()) {
+      auto presence = presence_of();
+      if (presence && peer_scope_->is_peer(presence->hub)) {
+        return SiteLiveness{presence->connected, presence->since_ms};
+      }
     }
-  }
-  return out;
+    return std::nullopt;
+  };
 }
 
 void Hub::presence_loop() {

@@ -111,10 +111,13 @@ class Hub {
   std::vector<sync::ChildInfo> sessions();
   // Each session's liveness alone, sorted by site name (what presence reads).
   std::vector<sync::ChildLiveness> session_liveness();
-  // Whether each child, and each site below a regional child, has a live
-  // session and when it was last heard (sites below a region: through the
-  // region's presence documents, model::SitePresence).
-  Liveness liveness();
+  // Whether a child, or a site below a regional child, has a live session
+  // and when it was last heard (sites below a region: through the region's
+  // presence document, model::SitePresence; with peers, a site in session
+  // with a peer: through the peer's). The lookup holds a snapshot of this
+  // hub's sessions and reads one presence document per site asked, so a
+  // status costs reads for the sites it covers, not for the fleet.
+  LivenessOf liveness_lookup();
   // The session with the parent; nullopt at the root.
   std::optional<UpstreamInfo> upstream();
   // The session with the peer this hub follows; nullopt without peers.

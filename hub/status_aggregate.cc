@@ -319,17 +319,30 @@ StatusOr<v1::GetStatusResponse> StatusAggregate::placement_status(std::string_vi
                                                                   std::string_view name,
                                                                   const std::string& page_token,
                                                                   size_t page_size,
-                                                                  const Liveness* liveness) {
+                                                                  const LivenessOf& liveness_of) {
   const std::string key = placement_key(tenant, name);
   v1::GetStatusResponse response;
   // The templates' current revisions, read before taking mu_: the store
   // calls on_commit (which takes mu_) with its own lock held.
   std::vector<std::string> templates;
+  std::vector<std::string> targeted;  // asked for their liveness (which reads the store)
   {
     std::lock_guard lock(mu_);
     auto it = placements_.find(key);
-    if (it != placements_.end()) templates = it->second.templates;
+    if (it != placements_.end()) {
+      templates = it->second.templates;
+      if (liveness_of) {
+        targeted.reserve(it->second.sites.size());
+        for (const auto& [site, state] : it->second.sites) targeted.push_back(site);
+      }
+    }
   }
+  // A site that became targeted since counts as without a session.
+  Liveness live_map;
+  for (const auto& site : targeted) {
+    if (auto l = liveness_of(site)) live_map.emplace(site, *l);
+  }
+  const Liveness* liveness = liveness_of ? &live_map : nullptr;
   // The rollout controller's record (docs/rollouts.md), one point read.
   if (auto text = store_->get(model::rollout_key(tenant, name)); text.ok()) {
     auto state = model::parse_rollout_state(json::parse(*text, nullptr, false));

@@ -35,6 +35,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -61,6 +62,10 @@ struct SiteLiveness {
   uint64_t last_seen_ms = 0;  // 0: not heard from since this hub started
 };
 using Liveness = std::unordered_map<std::string, SiteLiveness>;
+// One site's liveness; nullopt when no session of this hub (or of a region
+// below, or of a peer) knows the site. Asked for the sites a status covers
+// only: a fleet's whole map costs a read per site.
+using LivenessOf = std::function<std::optional<SiteLiveness>(const std::string& site)>;
 
 class StatusAggregate {
  public:
@@ -86,10 +91,11 @@ class StatusAggregate {
   // the template's current one (read from the store), is "progressing".
   // With `liveness`, a site without a live session in it is "offline": its
   // row keeps what it last reported in last_state, and it counts as offline,
-  // not as applied, failed or pending (O(targeted sites) per call).
+  // not as applied, failed or pending (O(targeted sites) per call: it is
+  // asked of the targeted sites only, without this aggregate's lock held).
   StatusOr<v1::GetStatusResponse> placement_status(std::string_view tenant, std::string_view name,
                                                    const std::string& page_token, size_t page_size,
-                                                   const Liveness* liveness = nullptr);
+                                                   const LivenessOf& liveness = nullptr);
 
  private:
   enum class State { kPending, kApplied, kFailed };

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -110,13 +111,19 @@ TEST_F(CatalogServiceTest, SitesWithoutALiveSessionShowOfflineWithTheirLastState
   stop();
   hub::Liveness live = {{"a", {true, 1'000}}, {"b", {false, 500}}};  // c: never seen
   std::mutex mu;
+  std::set<std::string> asked;  // the sites whose liveness GetStatus asked for
   CatalogOptions options;
-  options.liveness = [&] {
-    std::lock_guard lock(mu);
-    return live;
+  options.liveness = [&]() -> hub::LivenessOf {
+    return [&](const std::string& s) -> std::optional<hub::SiteLiveness> {
+      std::lock_guard lock(mu);
+      asked.insert(s);
+      auto it = live.find(s);
+      return it == live.end() ? std::nullopt : std::optional<hub::SiteLiveness>(it->second);
+    };
   };
   start(std::move(options));
   for (const char* s : {"a", "b", "c"}) site(s, {{"region", "eu"}});
+  site("d", {{"region", "us"}});  // not targeted: its liveness is never asked
   put_ok("placement", "acme", "shop", eu_placement({"web"}));
   const json applied = {{"template", "t/acme/templates/web"}, {"outcome", "applied"}};
   for (const char* s : {"a", "b"}) {
@@ -149,6 +156,7 @@ TEST_F(CatalogServiceTest, SitesWithoutALiveSessionShowOfflineWithTheirLastState
   EXPECT_EQ(resp.sites(2).state(), "offline");
   EXPECT_EQ(resp.sites(2).last_state(), "pending");
   EXPECT_EQ(resp.sites(2).last_seen_ms(), 0u);
+  EXPECT_EQ(asked, (std::set<std::string>{"a", "b", "c"})) << "only the targeted sites are asked";
   // b comes back: its report counts again.
   {
     std::lock_guard lock(mu);
