@@ -350,6 +350,13 @@ void Hub::rollout_loop() {
   }
 }
 
+std::optional<model::SitePresence> Hub::read_presence(const std::string& site) {
+  auto raw = store_->get(model::presence_key(site));
+  if (!raw.ok()) return std::nullopt;
+  auto p = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
+  return p.ok() ? std::optional<model::SitePresence>(std::move(p).value()) : std::nullopt;
+}
+
 LivenessOf Hub::liveness_lookup() {
   auto sessions = std::make_shared<const std::vector<sync::ChildLiveness>>(session_liveness());
   return [this, sessions](const std::string& site) -> std::optional<SiteLiveness> {
@@ -360,18 +367,12 @@ LivenessOf Hub::liveness_lookup() {
       if (it == sessions->end() || it->name != name) return std::nullopt;
       return SiteLiveness{it->connected, it->last_seen_ms};
     };
-    auto presence_of = [&]() -> std::optional<model::SitePresence> {
-      auto raw = store_->get(model::presence_key(site));
-      if (!raw.ok()) return std::nullopt;
-      auto p = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
-      return p.ok() ? std::optional<model::SitePresence>(std::move(p).value()) : std::nullopt;
-    };
     // A site below a regional hub: live when the region is and the region's
     // presence document says it has a live session with the site.
     if (const std::string region = regions_->region_of(site); !region.empty()) {
       const SiteLiveness via = session_of(region).value_or(SiteLiveness{});
       SiteLiveness l{false, 0};
-      auto presence = presence_of();
+      auto presence = read_presence(site);
       if (!presence || presence->hub != region) return l;
       l.connected = via.connected && presence->connected;
       l.last_seen_ms =
@@ -383,7 +384,7 @@ LivenessOf Hub::liveness_lookup() {
     // Active-active: a site in session with a peer of this level, as the
     // peer's presence document says (it replicates here like everything).
     if (!peers_.empty()) {
-      auto presence = presence_of();
+      auto presence = read_presence(site);
       if (presence && peer_scope_->is_peer(presence->hub)) {
         return SiteLiveness{presence->connected, presence->since_ms};
       }
@@ -430,15 +431,10 @@ void Hub::write_presence(uint64_t started_ms) {
     if (seen == presence_seen_.end() || changed.contains(site)) {
       presence_seen_.erase(site);
       seen = presence_seen_.end();
-      auto raw = store_->get(model::presence_key(site));
-      if (raw.ok()) {
-        auto presence = model::parse_presence(nlohmann::json::parse(*raw, nullptr, false));
-        if (presence.ok()) {
-          seen =
-              presence_seen_
-                  .emplace(site, PresenceSeen{presence->hub == config_.name, presence->connected})
-                  .first;
-        }
+      if (auto presence = read_presence(site)) {
+        seen = presence_seen_
+                   .emplace(site, PresenceSeen{presence->hub == config_.name, presence->connected})
+                   .first;
       }
     }
     if (seen != presence_seen_.end()) {

@@ -44,6 +44,7 @@
 #include "hub/rollout_controller.h"
 #include "hub/status_aggregate.h"
 #include "hub/telemetry_barrier.h"
+#include "model/documents.h"
 #include "store/status.h"
 #include "store/store.h"
 #include "sync/engine/node.h"
@@ -135,6 +136,8 @@ class Hub {
   // documents when their sessions open or are lost (checked every second).
   void presence_loop();
   void write_presence(uint64_t started_ms);
+  // The site's presence document; nullopt when absent or unreadable.
+  std::optional<model::SitePresence> read_presence(const std::string& site);
 
   const HubConfig config_;
   const HubHooks hooks_;
