@@ -89,7 +89,9 @@
 //                   hub_first_publish_ms / hub_last_publish_ms: the hub's
 //                   share, from its commit to its first and last publish
 //                   (medians over the rounds). Every round also prints the
-//                   CPU time used by the hub, nats-server and this process.
+//                   CPU time used by the hub, nats-server and this process;
+//                   cpu_ms_per_round_{hub,nats_server,children} and the
+//                   reference's raw_nats_cpu_ms_per_round_* are their means.
 //                   The update's Changes message is ~160 bytes: put() of the
 //                   whole template commits only the changed field.
 //   session_memory  S = 10,000 LIGHT children: the hub's heap in use
@@ -175,6 +177,10 @@ const char* raw_mode_name(RawMode m) {
 struct RawRound {
   double p50 = 0;
   double p99 = 0;
+  // CPU time used during the round (from the first publish until the last
+  // subscriber had it), read from /proc in 10 ms ticks.
+  double cpu_nats_ms = 0;
+  double cpu_self_ms = 0;
 };
 
 // Raw NATS: one payload to each of S subjects from one connection; time until
@@ -257,13 +263,13 @@ std::vector<RawRound> raw_nats(Fleet& fleet, const std::string& url, int n, size
       const int64_t t = a.load();
       if (t != 0) lat.push_back(static_cast<double>(t - t0) / 1e6);
     }
-    RawRound rr{percentile(lat, 0.5), percentile(lat, 0.99)};
+    RawRound rr{percentile(lat, 0.5), percentile(lat, 0.99), cpu_ms(g_nats_pid) - cpu_nats0,
+                cpu_ms(getpid()) - cpu_self0};
     out.push_back(rr);
     logf(
         "  CPU used in %.0f ms: nats-server %.0f ms, this process (publisher and subscribers) %.0f "
         "ms",
-        static_cast<double>(now_ns() - t0) / 1e6, cpu_ms(g_nats_pid) - cpu_nats0,
-        cpu_ms(getpid()) - cpu_self0);
+        static_cast<double>(now_ns() - t0) / 1e6, rr.cpu_nats_ms, rr.cpu_self_ms);
     logf(
         "raw NATS (%s) S=%d round %d: %zu/%d received; publish loop %.1f ms; p50 %.1f p99 %.1f "
         "max %.1f ms",
@@ -288,6 +294,13 @@ double median_p99(const std::vector<RawRound>& v) {
   std::vector<double> x;
   for (const auto& r : v) x.push_back(r.p99);
   return median(x);
+}
+// Mean CPU per round: /proc counts in 10 ms ticks, too coarse for a median
+// of rounds that each use a few tens of ms.
+double mean_of(const std::vector<RawRound>& v, double RawRound::*field) {
+  double sum = 0;
+  for (const auto& r : v) sum += r.*field;
+  return v.empty() ? 0 : sum / static_cast<double>(v.size());
 }
 
 // The fair comparison (the `ratio` figures): Canopy's children and the raw
@@ -334,6 +347,7 @@ std::map<int, double> case_fanout(const Options& opt, const std::string& url,
     std::this_thread::sleep_for(std::chrono::seconds(2));
 
     std::vector<double> p50s, p99s, maxs, first_pubs, last_pubs;
+    double cpu_hub_sum = 0, cpu_nats_sum = 0, cpu_self_sum = 0;
     size_t msg_bytes = 0;
     for (int r = 1; r <= opt.rounds; ++r) {
       const double cpu_hub0 = cpu_ms(hub.pid()), cpu_nats0 = cpu_ms(g_nats_pid),
@@ -345,6 +359,9 @@ std::map<int, double> case_fanout(const Options& opt, const std::string& url,
                    cpu_nats = cpu_ms(g_nats_pid) - cpu_nats0,
                    cpu_self = cpu_ms(getpid()) - cpu_self0;
       const double wall = static_cast<double>(now_ns() - t0) / 1e6;
+      cpu_hub_sum += cpu_hub;
+      cpu_nats_sum += cpu_nats;
+      cpu_self_sum += cpu_self;
       auto pub = hub.call("pubstats");
       std::vector<double> lat, recv_lat, apply_lat;
       for (auto& c : fleet.children()) {
@@ -393,12 +410,23 @@ std::map<int, double> case_fanout(const Options& opt, const std::string& url,
     // The hub's share: from the commit to its first and last publish.
     emit(bench, "hub_first_publish_ms" + suffix, round1(median(first_pubs)));
     emit(bench, "hub_last_publish_ms" + suffix, round1(median(last_pubs)));
+    // Where the CPU of a round goes (mean per round, until the last child
+    // had the change): the hub, nats-server, and this process, whose
+    // simulated children decode, merge and ack what a real site would on
+    // its own CPU. On two cores the p99 follows the sum.
+    emit(bench, "cpu_ms_per_round_hub" + suffix, round1(cpu_hub_sum / opt.rounds));
+    emit(bench, "cpu_ms_per_round_nats_server" + suffix, round1(cpu_nats_sum / opt.rounds));
+    emit(bench, "cpu_ms_per_round_children" + suffix, round1(cpu_self_sum / opt.rounds));
     if (demux) {
       // The reference, received exactly as the children above received.
       auto raw = raw_nats(fleet, url, n, msg_bytes, opt.rounds, RawMode::kDemux);
       emit(bench, "raw_nats_p50_ms" + suffix, round1(median_p50(raw)));
       emit(bench, "raw_nats_p99_ms" + suffix, round1(median_p99(raw)));
       emit(bench, "p99_vs_raw_nats" + suffix, ratio(p99, median_p99(raw)), n == 10000 ? "<=2" : "");
+      emit(bench, "raw_nats_cpu_ms_per_round_nats_server" + suffix,
+           round1(mean_of(raw, &RawRound::cpu_nats_ms)));
+      emit(bench, "raw_nats_cpu_ms_per_round_publisher_and_subscribers" + suffix,
+           round1(mean_of(raw, &RawRound::cpu_self_ms)));
       if (opt.diagnostics) {
         auto wild = raw_nats(fleet, url, n, msg_bytes, opt.rounds, RawMode::kWildcardPerConnection);
         emit(bench, "raw_nats_wildcard_per_connection_p50_ms" + suffix, round1(median_p50(wild)));
