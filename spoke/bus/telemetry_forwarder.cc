@@ -174,6 +174,7 @@ void TelemetryForwarder::run() {
   auto last_info = std::chrono::steady_clock::time_point{};
   std::vector<natsMsg*> batch;  // fetched, not yet acknowledged
   bool linked = false;          // the last barrier was answered
+  bool announced = false;       // the stream and the consumer were made once
 
   auto cleanup_batch = [&] {
     for (natsMsg* m : batch) natsMsg_Destroy(m);
@@ -187,15 +188,6 @@ void TelemetryForwarder::run() {
       stats_.uplink = up;
     }
     if (changed) log_progress(true);
-  };
-  // The hub did not answer: the batch goes back to the stream (a NAK makes
-  // it the next to be delivered again, in order), so that while the cut
-  // lasts the stream's limits apply to it like to the rest: the oldest are
-  // dropped first, not kept in this process's memory.
-  auto give_back = [&] {
-    for (natsMsg* m : batch) natsMsg_Nak(m, nullptr);
-    natsConnection_FlushTimeout(conn_, 2000);
-    cleanup_batch();
   };
   // Makes (or brings to the options) the stream and a fresh consumer: a
   // consumer made anew starts at the stream's first message, so what a
@@ -272,8 +264,12 @@ void TelemetryForwarder::run() {
       sub = nullptr;
       return false;
     }
-    spdlog::info("telemetry: stream {} ({} bytes, {} s at most), forwarding to tm.<tenant>.{}.>",
-                 kTelemetryStream, options_.max_bytes, options_.max_age.count(), options_.site);
+    // (Said once: a batch the hub did not confirm makes the consumer anew,
+    // once a second while the uplink is down.)
+    spdlog::log(announced ? spdlog::level::debug : spdlog::level::info,
+                "telemetry: stream {} ({} bytes, {} s at most), forwarding to tm.<tenant>.{}.>",
+                kTelemetryStream, options_.max_bytes, options_.max_age.count(), options_.site);
+    announced = true;
     return true;
   };
   auto teardown = [&] {
@@ -281,6 +277,36 @@ void TelemetryForwarder::run() {
     if (sub != nullptr) {
       natsSubscription_Destroy(sub);
       sub = nullptr;
+    }
+  };
+  // The hub did not answer: the batch goes back to the stream, so that
+  // while the cut lasts the stream's limits apply to it like to the rest
+  // (the oldest are dropped first, not kept in this process's memory). The
+  // consumer is made anew (teardown, then setup): it starts again at the
+  // stream's first message, in order. Not a NAK: a consumer's redelivery
+  // queue does not survive a purge (see `acknowledge`), and newer
+  // nats-servers drop from it what lies below the consumer's position.
+  auto give_back = [&] { teardown(); };
+  // Acknowledges everything up to `last`: one purge of the stream below
+  // last + 1 instead of an acknowledgement per message (each of which the
+  // bus handles as a message and a delete from its file store). Everything
+  // at or below `last` was delivered to us and forwarded, refused, skipped
+  // as a redelivery, or lost to the limits. The consumer's record of what
+  // it delivered goes with the purge; what it delivered above `last` is in
+  // our subscription's queue and comes with the next fetch. If the purge
+  // fails, each message of the batch is acknowledged instead.
+  auto acknowledge = [&] {
+    jsOptions po;
+    jsOptions_Init(&po);
+    po.Stream.Purge.Sequence = last + 1;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    const natsStatus s = js_PurgeStream(js, kTelemetryStream, &po, &jerr);
+    if (s == NATS_OK) return;
+    spdlog::warn("telemetry: {}; acknowledging each message instead",
+                 js_error("cannot purge the forwarded messages", s, jerr));
+    for (natsMsg* m : batch) natsMsg_Ack(m, nullptr);
+    if (natsConnection_FlushTimeout(conn_, 5000) != NATS_OK) {
+      spdlog::warn("telemetry: acknowledgements not confirmed by the bus");
     }
   };
   // The barrier: a nonce out on the barrier subject, its echo back on the ack
@@ -479,10 +505,7 @@ void TelemetryForwarder::run() {
     // restart of the bus) is recognised by its sequence numbers and skipped.
     last = seq_after;
     save_last(last);
-    for (natsMsg* m : batch) natsMsg_Ack(m, nullptr);
-    if (natsConnection_FlushTimeout(conn_, 5000) != NATS_OK) {
-      spdlog::warn("telemetry: acknowledgements not confirmed by the bus");
-    }
+    acknowledge();
     cleanup_batch();
     {
       std::lock_guard lock(mu_);

@@ -23,12 +23,14 @@
 // echoes on sync::telemetry_barrier_ack_subject(site) (hub/telemetry_barrier.h).
 // The echo comes back over the same leaf link
 // after the hub's nats-server has taken every message published before the
-// request, so only then is the batch acknowledged (and deleted from the
-// stream). Without a reply (the uplink is down, the hub is away) the batch is
-// given back to the stream (NAK: next to be delivered again, subject to the
-// stream's limits like the rest) and fetched again a second later, until the
-// hub answers: delivery is at least once, in order; a message published
-// twice has the same Canopy-Seq.
+// request, so only then is the batch acknowledged: one purge of the stream
+// below the batch's last sequence deletes it (a message-by-message ack cost
+// the bus a message and a delete each, a quarter of device.ingest's rate).
+// Without a reply (the uplink is down, the hub is away) the batch is given
+// back to the stream (the consumer is made anew, so it is the next to be
+// delivered again, subject to the stream's limits like the rest) and fetched
+// again a second later, until the hub answers: delivery is at least once, in
+// order; a message published twice has the same Canopy-Seq.
 //
 // Counted (stats(), logged on every change of the uplink and every 5 s while they
 // changes): forwarded; dropped (sequence numbers the stream lost to its
