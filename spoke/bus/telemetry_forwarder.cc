@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -21,6 +22,21 @@ namespace {
 
 constexpr char kConsumer[] = "forwarder";
 constexpr size_t kMaxRefusalLogs = 20;  // per log interval
+
+// A batch published on the hub's subjects, awaiting its barrier's echo.
+struct Flight {
+  std::vector<natsMsg*> msgs;  // as fetched: acknowledged (purged) once confirmed
+  uint64_t through = 0;        // the last stream sequence it covers
+  std::string nonce;           // its barrier
+  std::chrono::steady_clock::time_point asked;
+  int64_t bytes = 0;
+  uint64_t forwarded = 0, dropped = 0, oversized = 0, bad_subject = 0;
+};
+
+void destroy_all(std::vector<natsMsg*>* msgs) {
+  for (natsMsg* m : *msgs) natsMsg_Destroy(m);
+  msgs->clear();
+}
 
 std::vector<std::string_view> split_tokens(std::string_view s) {
   std::vector<std::string_view> out;
@@ -172,13 +188,20 @@ void TelemetryForwarder::run() {
   size_t refusal_logs = 0;
   auto last_refusal_reset = std::chrono::steady_clock::now();
   auto last_info = std::chrono::steady_clock::time_point{};
-  std::vector<natsMsg*> batch;  // fetched, not yet acknowledged
-  bool linked = false;          // the last barrier was answered
-  bool announced = false;       // the stream and the consumer were made once
+  // Published, awaiting their barriers' echoes, oldest first.
+  std::deque<Flight> inflight;
+  int64_t inflight_bytes = 0;
+  // The last sequence published (0: none since the last give-back); a
+  // message at or below it, or below `last`, is a redelivery and skipped.
+  uint64_t sent_through = 0;
+  bool linked = false;     // the last barrier was answered
+  bool announced = false;  // the stream and the consumer were made once
+  const size_t window = static_cast<size_t>(std::max(1, options_.pipeline));
 
-  auto cleanup_batch = [&] {
-    for (natsMsg* m : batch) natsMsg_Destroy(m);
-    batch.clear();
+  auto drop_inflight = [&] {
+    for (Flight& f : inflight) destroy_all(&f.msgs);
+    inflight.clear();
+    inflight_bytes = 0;
   };
   auto set_uplink = [&](bool up) {
     const bool changed = linked != up;
@@ -241,10 +264,10 @@ void TelemetryForwarder::run() {
     cc.AckPolicy = js_AckExplicit;
     cc.DeliverPolicy = js_DeliverAll;
     // Long: a batch is held (and published again) until the hub answers;
-    // it is never handed out twice meanwhile (one batch in flight at most).
+    // it is never handed out twice meanwhile.
     cc.AckWait =
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::hours(1)).count();
-    cc.MaxAckPending = options_.batch;
+    cc.MaxAckPending = options_.batch * static_cast<int>(window);
     jsConsumerInfo* ci = nullptr;
     jerr = static_cast<jsErrCode>(0);
     s = js_AddConsumer(&ci, js, kTelemetryStream, &cc, nullptr, &jerr);
@@ -273,7 +296,7 @@ void TelemetryForwarder::run() {
     return true;
   };
   auto teardown = [&] {
-    cleanup_batch();
+    drop_inflight();
     if (sub != nullptr) {
       natsSubscription_Destroy(sub);
       sub = nullptr;
@@ -286,16 +309,21 @@ void TelemetryForwarder::run() {
   // stream's first message, in order. Not a NAK: a consumer's redelivery
   // queue does not survive a purge (see `acknowledge`), and newer
   // nats-servers drop from it what lies below the consumer's position.
-  auto give_back = [&] { teardown(); };
+  auto give_back = [&] {
+    teardown();
+    sent_through = 0;
+  };
   // Acknowledges everything up to `last`: one purge of the stream below
   // last + 1 instead of an acknowledgement per message (each of which the
   // bus handles as a message and a delete from its file store). Everything
   // at or below `last` was delivered to us and forwarded, refused, skipped
   // as a redelivery, or lost to the limits. The consumer's record of what
-  // it delivered goes with the purge; what it delivered above `last` is in
-  // our subscription's queue and comes with the next fetch. If the purge
-  // fails, each message of the batch is acknowledged instead.
-  auto acknowledge = [&] {
+  // it delivered goes with the purge (all of it: nats-server clears its
+  // pending list); the batches still in flight above `last` are ours, held
+  // in `inflight`, and what it delivered beyond them is in our
+  // subscription's queue and comes with the next fetch. If the purge fails,
+  // each message of the confirmed batches is acknowledged instead.
+  auto acknowledge = [&](size_t confirmed) {
     jsOptions po;
     jsOptions_Init(&po);
     po.Stream.Purge.Sequence = last + 1;
@@ -304,7 +332,9 @@ void TelemetryForwarder::run() {
     if (s == NATS_OK) return;
     spdlog::warn("telemetry: {}; acknowledging each message instead",
                  js_error("cannot purge the forwarded messages", s, jerr));
-    for (natsMsg* m : batch) natsMsg_Ack(m, nullptr);
+    for (size_t i = 0; i < confirmed; ++i) {
+      for (natsMsg* m : inflight[i].msgs) natsMsg_Ack(m, nullptr);
+    }
     if (natsConnection_FlushTimeout(conn_, 5000) != NATS_OK) {
       spdlog::warn("telemetry: acknowledgements not confirmed by the bus");
     }
@@ -319,16 +349,20 @@ void TelemetryForwarder::run() {
   natsSubscription* acks = nullptr;
   const std::string nonce_prefix = std::to_string(std::random_device{}()) + "-";
   uint64_t nonces = 0;
-  auto ask_barrier = [&]() -> bool {
+  // Publishes a new nonce into *nonce; false if it could not be sent.
+  auto send_nonce = [&](std::string* nonce) -> bool {
     if (acks == nullptr &&
         natsConnection_SubscribeSync(&acks, conn_, barrier_ack.c_str()) != NATS_OK) {
       acks = nullptr;
       return false;
     }
-    const std::string nonce = nonce_prefix + std::to_string(++nonces);
-    if (natsConnection_PublishString(conn_, barrier.c_str(), nonce.c_str()) != NATS_OK) {
-      return false;
-    }
+    *nonce = nonce_prefix + std::to_string(++nonces);
+    return natsConnection_PublishString(conn_, barrier.c_str(), nonce->c_str()) == NATS_OK;
+  };
+  // One barrier, waited for (with nothing in flight).
+  auto ask_barrier = [&]() -> bool {
+    std::string nonce;
+    if (!send_nonce(&nonce)) return false;
     const auto deadline = std::chrono::steady_clock::now() + options_.barrier_timeout;
     for (;;) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -350,11 +384,11 @@ void TelemetryForwarder::run() {
     if (js_GetStreamInfo(&si, js, kTelemetryStream, nullptr, nullptr) != NATS_OK) return;
     // Every sequence before the stream's first is gone: forwarded, or lost
     // to the limits (counted now, not when the uplink is back). A batch in
-    // hand is ours to forward whatever the stream has done since.
+    // in flight is ours to forward whatever the stream has done since.
     uint64_t gone = si->State.FirstSeq > 0 ? si->State.FirstSeq - 1 : 0;
-    if (!batch.empty()) {
+    if (!inflight.empty()) {
       jsMsgMetaData* meta = nullptr;
-      if (natsMsg_GetMetaData(&meta, batch.front()) == NATS_OK) {
+      if (natsMsg_GetMetaData(&meta, inflight.front().msgs.front()) == NATS_OK) {
         gone = std::min(gone, meta->Sequence.Stream - 1);
         jsMsgMetaData_Destroy(meta);
       } else {
@@ -375,6 +409,143 @@ void TelemetryForwarder::run() {
     }
   };
 
+  // What the stream has now, up to `batch` messages and batch_max_bytes (many
+  // small ones per barrier, a bound on what large ones hold in memory); when
+  // nothing is there and `wait`, up to a second for the first. False when
+  // the bus failed the fetch (it restarted: its consumer may be gone).
+  auto fetch = [&](std::vector<natsMsg*>* out, bool wait) -> bool {
+    natsMsgList list{};
+    jsFetchRequest req;
+    jsFetchRequest_Init(&req);
+    req.Batch = options_.batch;
+    req.MaxBytes = options_.batch_max_bytes;
+    req.NoWait = true;
+    req.Expires = 1'000'000'000;  // 1 s, in nanoseconds
+    natsStatus s = natsSubscription_FetchRequest(&list, sub, &req);
+    if (wait && ((s == NATS_OK && list.Count == 0) || s == NATS_NOT_FOUND || s == NATS_TIMEOUT)) {
+      natsMsgList_Destroy(&list);
+      list = natsMsgList{};
+      req.NoWait = false;
+      req.Batch = 1;
+      s = natsSubscription_FetchRequest(&list, sub, &req);
+    }
+    if (s == NATS_OK) {
+      for (int i = 0; i < list.Count; ++i) {
+        out->push_back(list.Msgs[i]);
+        list.Msgs[i] = nullptr;
+      }
+    }
+    natsMsgList_Destroy(&list);
+    if (s == NATS_OK || s == NATS_NOT_FOUND || s == NATS_TIMEOUT) return true;
+    spdlog::info("telemetry: fetch: {}; setting up again", natsStatus_GetText(s));
+    return false;
+  };
+  // Publishes a fetched batch on the hub's subjects and its nonce after it.
+  // False if a publish failed (the connection to the bus is down).
+  auto send = [&](Flight* f) -> bool {
+    uint64_t seq_after = std::max({last, expired_through, sent_through});
+    for (natsMsg* m : f->msgs) {
+      jsMsgMetaData* meta = nullptr;
+      if (natsMsg_GetMetaData(&meta, m) != NATS_OK) continue;
+      const uint64_t seq = meta->Sequence.Stream;
+      const int64_t ts_ns = meta->Timestamp;
+      jsMsgMetaData_Destroy(meta);
+      if (seq <= seq_after) continue;     // seen already (a redelivery)
+      f->dropped += seq - seq_after - 1;  // lost to the limits before they were forwarded
+      seq_after = seq;
+      const char* subject = natsMsg_GetSubject(m);
+      const int len = natsMsg_GetDataLength(m);
+      f->bytes += len;
+      std::string why;
+      std::optional<std::string> hub_subject = telemetry_hub_subject(options_.site, subject);
+      if (len > options_.max_message) {
+        ++f->oversized;
+        why = std::to_string(len) + " bytes, over the limit of " +
+              std::to_string(options_.max_message) + " (bus.limits.telemetry_max_message)";
+      } else if (!hub_subject) {
+        ++f->bad_subject;
+        why = "not t.<tenant>.d.<device>.telemetry[.<rest>] with DNS-1123 names";
+      }
+      if (!why.empty()) {
+        if (std::chrono::steady_clock::now() - last_refusal_reset > std::chrono::seconds(10)) {
+          refusal_logs = 0;
+          last_refusal_reset = std::chrono::steady_clock::now();
+        }
+        if (refusal_logs++ < kMaxRefusalLogs) {
+          std::lock_guard lock(mu_);
+          spdlog::warn(
+              "telemetry: message {} on {} refused: {} ({} refused since start)", seq, subject, why,
+              stats_.refused_oversized + stats_.refused_subject + f->oversized + f->bad_subject);
+        }
+        continue;
+      }
+      natsMsg* out = nullptr;
+      natsStatus s = natsMsg_Create(&out, hub_subject->c_str(), nullptr, natsMsg_GetData(m), len);
+      if (s == NATS_OK) s = natsMsgHeader_Set(out, "Canopy-Seq", std::to_string(seq).c_str());
+      if (s == NATS_OK) {
+        s = natsMsgHeader_Set(out, "Canopy-Time-Ms", std::to_string(ts_ns / 1'000'000).c_str());
+      }
+      if (s == NATS_OK) s = natsConnection_PublishMsg(conn_, out);
+      natsMsg_Destroy(out);
+      if (s != NATS_OK) return false;
+      ++f->forwarded;
+    }
+    f->through = seq_after;
+    sent_through = seq_after;
+    f->asked = std::chrono::steady_clock::now();
+    return send_nonce(&f->nonce);
+  };
+  // The first `confirmed` batches in flight reached the hub.
+  auto confirm = [&](size_t confirmed) {
+    // Remembered before the acknowledgement, so that a batch delivered
+    // again (the acknowledgement lost with a crash or a restart of the bus)
+    // is recognised by its sequence numbers and skipped.
+    last = inflight[confirmed - 1].through;
+    save_last(last);
+    acknowledge(confirmed);
+    uint64_t dropped = 0;
+    for (size_t i = 0; i < confirmed; ++i) {
+      Flight& f = inflight.front();
+      {
+        std::lock_guard lock(mu_);
+        stats_.forwarded += f.forwarded;
+        stats_.dropped += f.dropped;
+        stats_.refused_oversized += f.oversized;
+        stats_.refused_subject += f.bad_subject;
+      }
+      dropped += f.dropped;
+      inflight_bytes -= f.bytes;
+      destroy_all(&f.msgs);
+      inflight.pop_front();
+    }
+    if (dropped > 0) {
+      spdlog::warn(
+          "telemetry: {} message(s) before sequence {} were dropped by the buffer's limits",
+          dropped, last);
+    }
+  };
+  // Takes the echoes that have come, waiting up to `wait_ms` for the first;
+  // returns how many batches in flight they confirm (an echo confirms its
+  // batch and every one before it; echoes of given-back batches, or from a
+  // second hub of the level, match nothing and are skipped).
+  auto take_echoes = [&](int64_t wait_ms) -> size_t {
+    size_t confirmed = 0;
+    natsMsg* echo = nullptr;
+    while (natsSubscription_NextMsg(&echo, acks, wait_ms) == NATS_OK) {
+      const std::string_view got(natsMsg_GetData(echo),
+                                 static_cast<size_t>(natsMsg_GetDataLength(echo)));
+      for (size_t i = confirmed; i < inflight.size(); ++i) {
+        if (inflight[i].nonce == got) {
+          confirmed = i + 1;
+          break;
+        }
+      }
+      natsMsg_Destroy(echo);
+      wait_ms = 0;
+    }
+    return confirmed;
+  };
+
   while (true) {
     {
       std::lock_guard lock(mu_);
@@ -389,138 +560,62 @@ void TelemetryForwarder::run() {
       if (!sleep_for(options_.retry)) break;
       continue;
     }
-    if (batch.empty()) {
-      natsMsgList list{};
-      jsErrCode jerr = static_cast<jsErrCode>(0);
-      // What is there now, up to `batch` messages and batch_max_bytes (many
-      // small ones per barrier, a bound on what large ones hold in memory);
-      // when nothing is, wait up to a second for the first.
-      jsFetchRequest req;
-      jsFetchRequest_Init(&req);
-      req.Batch = options_.batch;
-      req.MaxBytes = options_.batch_max_bytes;
-      req.NoWait = true;
-      req.Expires = 1'000'000'000;  // 1 s, in nanoseconds
-      natsStatus s = natsSubscription_FetchRequest(&list, sub, &req);
-      if ((s == NATS_OK && list.Count == 0) || s == NATS_NOT_FOUND || s == NATS_TIMEOUT) {
-        natsMsgList_Destroy(&list);
-        list = natsMsgList{};
-        req.NoWait = false;
-        req.Batch = 1;
-        s = natsSubscription_FetchRequest(&list, sub, &req);
-      }
-      if (s == NATS_NOT_FOUND) s = NATS_TIMEOUT;
-      if (s == NATS_OK) {
-        for (int i = 0; i < list.Count; ++i) {
-          batch.push_back(list.Msgs[i]);
-          list.Msgs[i] = nullptr;
-        }
-      }
-      natsMsgList_Destroy(&list);
-      if (s != NATS_OK && s != NATS_TIMEOUT) {
-        // The bus restarted (its consumer may be gone): set up again.
-        spdlog::info("telemetry: fetch: {}; setting up again", js_error("fetch", s, jerr));
-        teardown();
+    // Another batch out while the window has room.
+    bool sent = false;
+    if (inflight.size() < window && inflight_bytes < options_.batch_max_bytes) {
+      Flight f;
+      if (!fetch(&f.msgs, inflight.empty())) {
+        destroy_all(&f.msgs);
+        give_back();
         if (!sleep_for(options_.retry)) break;
         continue;
       }
       refresh_buffered(false);
       log_progress(false);
-      if (batch.empty()) continue;
-    }
-    // Before the first publish after a cut: a barrier answered means the
-    // hub's subscriptions have reached the site (they precede the reply on
-    // the link), so nothing published next is dropped for want of interest.
-    if (!linked) {
-      if (!ask_barrier()) {
-        give_back();
-        refresh_buffered(false);
-        log_progress(false);
-        if (!sleep_for(options_.retry)) break;
-        continue;
-      }
-      set_uplink(true);
-    }
-    uint64_t forwarded = 0, dropped = 0, oversized = 0, bad_subject = 0;
-    uint64_t seq_after = std::max(last, expired_through);
-    bool publish_failed = false;
-    for (natsMsg* m : batch) {
-      jsMsgMetaData* meta = nullptr;
-      if (natsMsg_GetMetaData(&meta, m) != NATS_OK) continue;
-      const uint64_t seq = meta->Sequence.Stream;
-      const int64_t ts_ns = meta->Timestamp;
-      jsMsgMetaData_Destroy(meta);
-      if (seq <= seq_after) continue;  // seen already (a redelivery)
-      dropped += seq - seq_after - 1;  // lost to the limits before they were forwarded
-      seq_after = seq;
-      const char* subject = natsMsg_GetSubject(m);
-      const int len = natsMsg_GetDataLength(m);
-      std::string why;
-      std::optional<std::string> hub_subject = telemetry_hub_subject(options_.site, subject);
-      if (len > options_.max_message) {
-        ++oversized;
-        why = std::to_string(len) + " bytes, over the limit of " +
-              std::to_string(options_.max_message) + " (bus.limits.telemetry_max_message)";
-      } else if (!hub_subject) {
-        ++bad_subject;
-        why = "not t.<tenant>.d.<device>.telemetry[.<rest>] with DNS-1123 names";
-      }
-      if (!why.empty()) {
-        if (std::chrono::steady_clock::now() - last_refusal_reset > std::chrono::seconds(10)) {
-          refusal_logs = 0;
-          last_refusal_reset = std::chrono::steady_clock::now();
+      if (!f.msgs.empty()) {
+        // Before the first publish after a cut: a barrier answered means the
+        // hub's subscriptions have reached the site (they precede the reply
+        // on the link), so nothing published next is dropped for want of
+        // interest.
+        bool ok = linked || ask_barrier();
+        if (ok) set_uplink(true);
+        ok = ok && send(&f);
+        inflight_bytes += f.bytes;
+        inflight.push_back(std::move(f));
+        if (!ok) {
+          // Not sent, or no hub: what is out goes back to the stream (a
+          // subscriber at the hub may see some of it twice, with the same
+          // Canopy-Seq).
+          give_back();
+          set_uplink(false);
+          refresh_buffered(false);
+          log_progress(false);
+          if (!sleep_for(options_.retry)) break;
+          continue;
         }
-        if (refusal_logs++ < kMaxRefusalLogs) {
-          std::lock_guard lock(mu_);
-          spdlog::warn("telemetry: message {} on {} refused: {} ({} refused since start)", seq,
-                       subject, why,
-                       stats_.refused_oversized + stats_.refused_subject + oversized + bad_subject);
-        }
-        continue;
+        sent = true;
       }
-      natsMsg* out = nullptr;
-      natsStatus s = natsMsg_Create(&out, hub_subject->c_str(), nullptr, natsMsg_GetData(m), len);
-      if (s == NATS_OK) s = natsMsgHeader_Set(out, "Canopy-Seq", std::to_string(seq).c_str());
-      if (s == NATS_OK) {
-        s = natsMsgHeader_Set(out, "Canopy-Time-Ms", std::to_string(ts_ns / 1'000'000).c_str());
-      }
-      if (s == NATS_OK) s = natsConnection_PublishMsg(conn_, out);
-      natsMsg_Destroy(out);
-      if (s != NATS_OK) {
-        publish_failed = true;
-        break;
-      }
-      ++forwarded;
     }
-    if (publish_failed || !ask_barrier()) {
-      // Not confirmed: the batch again once the hub answers (a subscriber
-      // at the hub may see some of it twice, with the same Canopy-Seq).
+    if (inflight.empty()) continue;
+    // The echoes: only those already here while another batch may follow at
+    // once; else until one comes or the oldest batch's time is up.
+    const auto deadline = inflight.front().asked + options_.barrier_timeout;
+    int64_t wait_ms = 0;
+    if (!sent || inflight.size() >= window || inflight_bytes >= options_.batch_max_bytes) {
+      wait_ms = std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         deadline - std::chrono::steady_clock::now())
+                                         .count());
+    }
+    if (const size_t confirmed = take_echoes(wait_ms); confirmed > 0) {
+      confirm(confirmed);
+      refresh_buffered(inflight.empty());
+      log_progress(false);
+    } else if (std::chrono::steady_clock::now() >= deadline) {
+      // Not confirmed in time: every batch out again once the hub answers.
       give_back();
       set_uplink(false);
       if (!sleep_for(options_.retry)) break;
-      continue;
     }
-    // The hub has the batch: remember that before the acknowledgements, so
-    // that a batch delivered again (acknowledgements lost with a crash or a
-    // restart of the bus) is recognised by its sequence numbers and skipped.
-    last = seq_after;
-    save_last(last);
-    acknowledge();
-    cleanup_batch();
-    {
-      std::lock_guard lock(mu_);
-      stats_.forwarded += forwarded;
-      stats_.dropped += dropped;
-      stats_.refused_oversized += oversized;
-      stats_.refused_subject += bad_subject;
-    }
-    if (dropped > 0) {
-      spdlog::warn(
-          "telemetry: {} message(s) before sequence {} were dropped by the buffer's limits",
-          dropped, seq_after);
-    }
-    refresh_buffered(true);
-    log_progress(false);
   }
   teardown();
   if (acks != nullptr) natsSubscription_Destroy(acks);

@@ -26,11 +26,17 @@
 // request, so only then is the batch acknowledged: one purge of the stream
 // below the batch's last sequence deletes it (a message-by-message ack cost
 // the bus a message and a delete each, a quarter of device.ingest's rate).
-// Without a reply (the uplink is down, the hub is away) the batch is given
-// back to the stream (the consumer is made anew, so it is the next to be
-// delivered again, subject to the stream's limits like the rest) and fetched
-// again a second later, until the hub answers: delivery is at least once, in
-// order; a message published twice has the same Canopy-Seq.
+// The forwarder does not wait for an echo before the next batch: up to
+// `pipeline` batches are out, each followed by its own nonce, and the echoes
+// come back in order, each confirming its batch and those before it (one
+// purge for all confirmed at once). So a slow uplink (a satellite link's
+// half second) costs a round trip per `pipeline` batches, not per batch.
+// Without a reply in time (the uplink is down, the hub is away) every batch
+// still out is given back to the stream (the consumer is made anew, so the
+// oldest unconfirmed message is the next to be delivered again, subject to
+// the stream's limits like the rest) and fetched again a second later, until
+// the hub answers: delivery is at least once, in order; a message published
+// twice has the same Canopy-Seq.
 //
 // Counted (stats(), logged on every change of the uplink and every 5 s while they
 // changes): forwarded; dropped (sequence numbers the stream lost to its
@@ -75,6 +81,11 @@ struct TelemetryOptions {
   // (its max_payload, at most 8 MiB) plus headers.
   int batch = 2048;
   int64_t batch_max_bytes = (8LL << 20) + (64 << 10);
+  // Batches published and awaiting their barrier's echo at once: the uplink's
+  // round trip is paid once per `pipeline` batches, not once per batch. A
+  // further batch is fetched only while those in flight hold less than
+  // batch_max_bytes, so at most about twice that is held in memory.
+  int pipeline = 4;
   std::chrono::milliseconds barrier_timeout{2000};
   std::chrono::milliseconds retry{1000};
 };
