@@ -17,7 +17,11 @@
 // per device, as MQTT clients do), and the clock stops when the subscriber
 // has the last one (or --timeout passes: then what arrived counts, and the
 // loss is reported). Figures: messages a second for each path and QoS, and
-// the ratio canopy/mosquitto (target >= 1).
+// the ratio canopy/mosquitto (target >= 1). For reference, no target: the
+// engine's own hop, the same devices to a site nats-server with the same
+// generated config but no telemetry stream, forwarder or leaf link, and a
+// subscriber at the site (site_nats_one_hop_*): what Canopy's durable buffer
+// and uplink add is the difference.
 //
 // --uplink-rtt-ms N puts the leaf link (the site's uplink) behind a relay
 // that delays each direction by N/2 ms (bench/delay_proxy.h): the forwarder's
@@ -125,6 +129,107 @@ struct Result {
   uint64_t received = 0;
 };
 
+// The site's bus as canopy-spoke generates it: tenant acme with `devices`
+// devices (bcrypt cost 4), listeners on free ports; `spoke_password` is the
+// CANOPY account's user's. Fills `devices` with their credentials.
+spoke::bus::BusSpec site_bus_spec(const std::string& dir, const Args& a,
+                                  const std::string& spoke_password,
+                                  std::vector<DeviceCred>* devices) {
+  spoke::bus::BusSpec spec;
+  spec.site = "shop-1";
+  spec.dir = dir;
+  spec.client_port = testing::pick_free_port();
+  spec.mqtt_port = testing::pick_free_port();
+  spec.monitor_port = testing::pick_free_port();
+  spec.spoke_password_hash = *daemon::bcrypt_hash(spoke_password, daemon::kMinBcryptCost);
+  const std::string device_hash = *daemon::bcrypt_hash("device-pw", daemon::kMinBcryptCost);
+  spoke::bus::BusTenant t{"acme", {}};
+  for (int i = 0; i < a.devices; ++i) {
+    const std::string id = "dev-" + std::to_string(i);
+    t.devices.push_back({id, device_hash, spoke::bus::DeviceScope::kDevice});
+    devices->push_back({id + "@acme", "device-pw", "t/acme/d/" + id + "/telemetry/v"});
+  }
+  spec.tenants = {t};
+  return spec;
+}
+
+// Waits until `received` reaches what the run wants (or the timeout) and
+// gives the rate from t0 to the last arrival.
+Result finish_run(const Args& a, Clock::time_point t0, uint64_t base,
+                  const std::atomic<uint64_t>& received, const std::atomic<int64_t>& last_ns) {
+  const uint64_t want = static_cast<uint64_t>(a.devices) * static_cast<uint64_t>(a.messages);
+  const auto deadline = t0 + std::chrono::seconds(a.timeout_s);
+  while (received.load() - base < want && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  Result r;
+  r.received = received.load() - base;
+  const Clock::time_point last = Clock::time_point(Clock::duration(last_ns.load()));
+  r.rate = static_cast<double>(r.received) / std::chrono::duration<double>(last - t0).count();
+  return r;
+}
+
+// --- The engine's own hop, for reference: the same devices to a site bus
+// (the same generated config) with no telemetry stream and no forwarder, and
+// a NATS subscriber in the CANOPY account on t.> (the tenants' import): what
+// nats-server's MQTT listener does before Canopy adds anything.
+class SiteHopPath {
+ public:
+  bool start(const Args& a) {
+    password_ = daemon::random_password(32);
+    spoke::bus::BusSpec spec = site_bus_spec(dir_.file("bus"), a, password_, &devices_);
+    mqtt_port_ = spec.mqtt_port;
+    const std::string url = "nats://127.0.0.1:" + std::to_string(spec.client_port);
+    bus_ = std::make_unique<spoke::bus::BusSupervisor>(std::move(spec));
+    if (Status s = bus_->start(); !s.ok()) {
+      spdlog::error("site hop bus: {}", s.to_string());
+      return false;
+    }
+    natsOptions* o = nullptr;
+    natsOptions_Create(&o);
+    natsOptions_SetURL(o, url.c_str());
+    natsOptions_SetUserInfo(o, spoke::bus::kSpokeUser, password_.c_str());
+    const bool ok =
+        natsConnection_Connect(&conn_, o) == NATS_OK &&
+        natsConnection_Subscribe(&sub_, conn_, "t.>", &SiteHopPath::on_msg, this) == NATS_OK &&
+        natsSubscription_SetPendingLimits(sub_, -1, -1) == NATS_OK &&
+        natsConnection_Flush(conn_) == NATS_OK;
+    natsOptions_Destroy(o);
+    return ok;
+  }
+  ~SiteHopPath() {
+    if (sub_ != nullptr) natsSubscription_Destroy(sub_);
+    if (conn_ != nullptr) natsConnection_Destroy(conn_);
+    if (bus_) bus_->stop();
+  }
+  Result run(const Args& a, int qos) {
+    const uint64_t base = received_.load();
+    const auto t0 = Clock::now();
+    if (!run_devices(mqtt_port_, devices_, a, qos, "site-q" + std::to_string(qos))) {
+      fail_bench(kBench, "site hop: a device failed");
+    }
+    return finish_run(a, t0, base, received_, last_ns_);
+  }
+
+ private:
+  static void on_msg(natsConnection*, natsSubscription*, natsMsg* m, void* closure) {
+    auto* self = static_cast<SiteHopPath*>(closure);
+    self->received_.fetch_add(1);
+    self->last_ns_.store(Clock::now().time_since_epoch().count());
+    natsMsg_Destroy(m);
+  }
+
+  testing::TempDir dir_{"canopy-bench-sitehop-"};
+  std::string password_;
+  int mqtt_port_ = 0;
+  std::vector<DeviceCred> devices_;
+  std::unique_ptr<spoke::bus::BusSupervisor> bus_;
+  natsConnection* conn_ = nullptr;
+  natsSubscription* sub_ = nullptr;
+  std::atomic<uint64_t> received_{0};
+  std::atomic<int64_t> last_ns_{0};
+};
+
 // --- Canopy: hub nats-server, site bus, forwarder, barrier, hub subscriber.
 class CanopyPath {
  public:
@@ -138,12 +243,8 @@ class CanopyPath {
       spdlog::error("hub nats-server: {}", err);
       return false;
     }
-    spoke::bus::BusSpec spec;
-    spec.site = "shop-1";
-    spec.dir = dir_.file("bus");
-    spec.client_port = testing::pick_free_port();
-    spec.mqtt_port = testing::pick_free_port();
-    spec.monitor_port = testing::pick_free_port();
+    password_ = daemon::random_password(32);
+    spoke::bus::BusSpec spec = site_bus_spec(dir_.file("bus"), a, password_, &devices_);
     int uplink_port = leaf_port_;
     if (a.uplink_rtt_ms > 0) {
       uplink_ =
@@ -155,16 +256,6 @@ class CanopyPath {
       uplink_port = uplink_->port();
     }
     spec.leaf_urls = {"nats-leaf://127.0.0.1:" + std::to_string(uplink_port)};
-    password_ = daemon::random_password(32);
-    spec.spoke_password_hash = *daemon::bcrypt_hash(password_, daemon::kMinBcryptCost);
-    const std::string device_hash = *daemon::bcrypt_hash("device-pw", daemon::kMinBcryptCost);
-    spoke::bus::BusTenant t{"acme", {}};
-    for (int i = 0; i < a.devices; ++i) {
-      const std::string id = "dev-" + std::to_string(i);
-      t.devices.push_back({id, device_hash, spoke::bus::DeviceScope::kDevice});
-      devices_.push_back({id + "@acme", "device-pw", "t/acme/d/" + id + "/telemetry/v"});
-    }
-    spec.tenants = {t};
     mqtt_port_ = spec.mqtt_port;
     const int client_port = spec.client_port;
     bus_ = std::make_unique<spoke::bus::BusSupervisor>(std::move(spec));
@@ -224,20 +315,11 @@ class CanopyPath {
   }
   Result run(const Args& a, int qos) {
     const uint64_t base = received_.load();
-    const uint64_t want = static_cast<uint64_t>(a.devices) * static_cast<uint64_t>(a.messages);
     const auto t0 = Clock::now();
     if (!run_devices(mqtt_port_, devices_, a, qos, "canopy-q" + std::to_string(qos))) {
       fail_bench(kBench, "canopy: a device failed");
     }
-    const auto deadline = t0 + std::chrono::seconds(a.timeout_s);
-    while (received_.load() - base < want && Clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    Result r;
-    r.received = received_.load() - base;
-    const Clock::time_point last = Clock::time_point(Clock::duration(last_ns_.load()));
-    r.rate = static_cast<double>(r.received) / std::chrono::duration<double>(last - t0).count();
-    return r;
+    return finish_run(a, t0, base, received_, last_ns_);
   }
 
  private:
@@ -316,20 +398,11 @@ class MosquittoPath {
   }
   Result run(const Args& a, int qos) {
     const uint64_t base = received_.load();
-    const uint64_t want = static_cast<uint64_t>(a.devices) * static_cast<uint64_t>(a.messages);
     const auto t0 = Clock::now();
     if (!run_devices(port_, devices_, a, qos, "mosq-q" + std::to_string(qos))) {
       fail_bench(kBench, "mosquitto: a device failed");
     }
-    const auto deadline = t0 + std::chrono::seconds(a.timeout_s);
-    while (received_.load() - base < want && Clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    Result r;
-    r.received = received_.load() - base;
-    const Clock::time_point last = Clock::time_point(Clock::duration(last_ns_.load()));
-    r.rate = static_cast<double>(r.received) / std::chrono::duration<double>(last - t0).count();
-    return r;
+    return finish_run(a, t0, base, received_, last_ns_);
   }
 
  private:
@@ -383,12 +456,15 @@ int main(int argc, char** argv) {
   if (!canopy.start(a)) fail_bench(kBench, "canopy path did not start");
   MosquittoPath mosq;
   if (!mosq.start(a)) fail_bench(kBench, "mosquitto did not start");
+  SiteHopPath site;
+  if (!site.start(a)) fail_bench(kBench, "the reference site bus did not start");
   for (int qos : {0, 1}) {
     const std::string q = "qos" + std::to_string(qos);
     const std::string rtt =
         a.uplink_rtt_ms > 0 ? "_rtt" + std::to_string(a.uplink_rtt_ms) + "ms" : "";
     const Result c = canopy.run(a, qos);
     const Result m = mosq.run(a, qos);
+    const Result h = site.run(a, qos);
     std::fprintf(stderr, "%s: canopy %lu/%lu at %.0f msg/s, mosquitto %lu/%lu at %.0f msg/s\n",
                  q.c_str(), static_cast<unsigned long>(c.received),
                  static_cast<unsigned long>(want), c.rate, static_cast<unsigned long>(m.received),
@@ -397,12 +473,18 @@ int main(int argc, char** argv) {
     emit_figure(kBench, q + "_mosquitto_msgs_per_s", m.rate);
     emit_figure(kBench, q + "_canopy_lost" + rtt, static_cast<double>(want - c.received), "0");
     emit_figure(kBench, q + "_mosquitto_lost", static_cast<double>(want - m.received));
+    // The engine alone (nats-server's MQTT, one hop at the site), no target:
+    // what bounds Canopy's end to end on this machine.
+    std::fprintf(stderr, "%s: site nats-server one hop %lu/%lu at %.0f msg/s\n", q.c_str(),
+                 static_cast<unsigned long>(h.received), static_cast<unsigned long>(want), h.rate);
+    emit_figure(kBench, q + "_site_nats_one_hop_msgs_per_s", h.rate);
+    emit_figure(kBench, q + "_site_nats_one_hop_vs_mosquitto", m.rate > 0 ? h.rate / m.rate : 0);
     // Over a delayed uplink the ratio is for comparison only: mosquitto's
     // hop stays on loopback.
     emit_figure(kBench, q + "_ratio" + rtt, m.rate > 0 ? c.rate / m.rate : 0,
                 rtt.empty() ? ">= 1" : "");
   }
-  mosq.stop();  // _Exit runs no destructors
+  mosq.stop();  // _Exit runs no destructors (the buses die with this process)
   std::fflush(nullptr);
   std::_Exit(0);
 }
