@@ -25,7 +25,7 @@
 //
 // --uplink-rtt-ms N puts the leaf link (the site's uplink) behind a relay
 // that delays each direction by N/2 ms (bench/delay_proxy.h): the forwarder's
-// rate over a WAN's round trip. The figures' names then end in _rtt<N>ms.
+// rate over a WAN's round trip. Every figure's name then ends in _rtt<N>ms.
 //
 //   canopy_device_ingest_bench [--devices 20] [--messages 2000] [--payload 64]
 //                              [--inflight 32] [--timeout 120] [--uplink-rtt-ms 0]
@@ -470,15 +470,16 @@ int main(int argc, char** argv) {
                  static_cast<unsigned long>(want), c.rate, static_cast<unsigned long>(m.received),
                  static_cast<unsigned long>(want), m.rate);
     emit_figure(kBench, q + "_canopy_msgs_per_s" + rtt, c.rate);
-    emit_figure(kBench, q + "_mosquitto_msgs_per_s", m.rate);
+    emit_figure(kBench, q + "_mosquitto_msgs_per_s" + rtt, m.rate);
     emit_figure(kBench, q + "_canopy_lost" + rtt, static_cast<double>(want - c.received), "0");
-    emit_figure(kBench, q + "_mosquitto_lost", static_cast<double>(want - m.received));
+    emit_figure(kBench, q + "_mosquitto_lost" + rtt, static_cast<double>(want - m.received));
     // The engine alone (nats-server's MQTT, one hop at the site), no target:
     // what bounds Canopy's end to end on this machine.
     std::fprintf(stderr, "%s: site nats-server one hop %lu/%lu at %.0f msg/s\n", q.c_str(),
                  static_cast<unsigned long>(h.received), static_cast<unsigned long>(want), h.rate);
-    emit_figure(kBench, q + "_site_nats_one_hop_msgs_per_s", h.rate);
-    emit_figure(kBench, q + "_site_nats_one_hop_vs_mosquitto", m.rate > 0 ? h.rate / m.rate : 0);
+    emit_figure(kBench, q + "_site_nats_one_hop_msgs_per_s" + rtt, h.rate);
+    emit_figure(kBench, q + "_site_nats_one_hop_vs_mosquitto" + rtt,
+                m.rate > 0 ? h.rate / m.rate : 0);
     // Over a delayed uplink the ratio is for comparison only: mosquitto's
     // hop stays on loopback.
     emit_figure(kBench, q + "_ratio" + rtt, m.rate > 0 ? c.rate / m.rate : 0,
