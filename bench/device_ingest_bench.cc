@@ -153,18 +153,39 @@ spoke::bus::BusSpec site_bus_spec(const std::string& dir, const Args& a,
   return spec;
 }
 
-// Waits until `received` reaches what the run wants (or the timeout) and
-// gives the rate from t0 to the last arrival.
-Result finish_run(const Args& a, Clock::time_point t0, uint64_t base,
-                  const std::atomic<uint64_t>& received, const std::atomic<int64_t>& last_ns) {
+// Messages counted at a path's subscriber: how many, and when the last came.
+struct Arrivals {
+  std::atomic<uint64_t> received{0};
+  std::atomic<int64_t> last_ns{0};
+  void note() {
+    received.fetch_add(1);
+    last_ns.store(Clock::now().time_since_epoch().count());
+  }
+  // A NATS.c message handler; `closure` is the Arrivals.
+  static void on_nats_msg(natsConnection*, natsSubscription*, natsMsg* m, void* closure) {
+    static_cast<Arrivals*>(closure)->note();
+    natsMsg_Destroy(m);
+  }
+};
+
+// One run of the devices against the broker at `port`: waits until
+// `arrivals` has every message (or the timeout) and gives the rate from the
+// first publish to the last arrival.
+Result run_path(int port, const std::vector<DeviceCred>& devices, const Args& a, int qos,
+                const std::string& tag, const Arrivals& arrivals) {
+  const uint64_t base = arrivals.received.load();
+  const auto t0 = Clock::now();
+  if (!run_devices(port, devices, a, qos, tag + "-q" + std::to_string(qos))) {
+    fail_bench(kBench, tag + ": a device failed");
+  }
   const uint64_t want = static_cast<uint64_t>(a.devices) * static_cast<uint64_t>(a.messages);
   const auto deadline = t0 + std::chrono::seconds(a.timeout_s);
-  while (received.load() - base < want && Clock::now() < deadline) {
+  while (arrivals.received.load() - base < want && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   Result r;
-  r.received = received.load() - base;
-  const Clock::time_point last = Clock::time_point(Clock::duration(last_ns.load()));
+  r.received = arrivals.received.load() - base;
+  const Clock::time_point last = Clock::time_point(Clock::duration(arrivals.last_ns.load()));
   r.rate = static_cast<double>(r.received) / std::chrono::duration<double>(last - t0).count();
   return r;
 }
@@ -189,11 +210,11 @@ class SiteHopPath {
     natsOptions_Create(&o);
     natsOptions_SetURL(o, url.c_str());
     natsOptions_SetUserInfo(o, spoke::bus::kSpokeUser, password_.c_str());
-    const bool ok =
-        natsConnection_Connect(&conn_, o) == NATS_OK &&
-        natsConnection_Subscribe(&sub_, conn_, "t.>", &SiteHopPath::on_msg, this) == NATS_OK &&
-        natsSubscription_SetPendingLimits(sub_, -1, -1) == NATS_OK &&
-        natsConnection_Flush(conn_) == NATS_OK;
+    const bool ok = natsConnection_Connect(&conn_, o) == NATS_OK &&
+                    natsConnection_Subscribe(&sub_, conn_, "t.>", &Arrivals::on_nats_msg,
+                                             &arrivals_) == NATS_OK &&
+                    natsSubscription_SetPendingLimits(sub_, -1, -1) == NATS_OK &&
+                    natsConnection_Flush(conn_) == NATS_OK;
     natsOptions_Destroy(o);
     return ok;
   }
@@ -203,22 +224,10 @@ class SiteHopPath {
     if (bus_) bus_->stop();
   }
   Result run(const Args& a, int qos) {
-    const uint64_t base = received_.load();
-    const auto t0 = Clock::now();
-    if (!run_devices(mqtt_port_, devices_, a, qos, "site-q" + std::to_string(qos))) {
-      fail_bench(kBench, "site hop: a device failed");
-    }
-    return finish_run(a, t0, base, received_, last_ns_);
+    return run_path(mqtt_port_, devices_, a, qos, "site hop", arrivals_);
   }
 
  private:
-  static void on_msg(natsConnection*, natsSubscription*, natsMsg* m, void* closure) {
-    auto* self = static_cast<SiteHopPath*>(closure);
-    self->received_.fetch_add(1);
-    self->last_ns_.store(Clock::now().time_since_epoch().count());
-    natsMsg_Destroy(m);
-  }
-
   testing::TempDir dir_{"canopy-bench-sitehop-"};
   std::string password_;
   int mqtt_port_ = 0;
@@ -226,8 +235,7 @@ class SiteHopPath {
   std::unique_ptr<spoke::bus::BusSupervisor> bus_;
   natsConnection* conn_ = nullptr;
   natsSubscription* sub_ = nullptr;
-  std::atomic<uint64_t> received_{0};
-  std::atomic<int64_t> last_ns_{0};
+  Arrivals arrivals_;
 };
 
 // --- Canopy: hub nats-server, site bus, forwarder, barrier, hub subscriber.
@@ -281,7 +289,8 @@ class CanopyPath {
     if (!f.ok()) return false;
     forwarder_ = std::move(*f);
     if (natsConnection_ConnectTo(&sub_conn_, hub_->url().c_str()) != NATS_OK) return false;
-    if (natsConnection_Subscribe(&sub_, sub_conn_, "tm.>", &CanopyPath::on_msg, this) != NATS_OK) {
+    if (natsConnection_Subscribe(&sub_, sub_conn_, "tm.>", &Arrivals::on_nats_msg, &arrivals_) !=
+        NATS_OK) {
       return false;
     }
     natsSubscription_SetPendingLimits(sub_, -1, -1);
@@ -290,13 +299,13 @@ class CanopyPath {
     MqttClient warm;
     if (!warm.connect(mqtt_port_, "warm", devices_[0].user, devices_[0].password)) return false;
     const auto deadline = Clock::now() + std::chrono::seconds(30);
-    while (received_.load() == 0 && Clock::now() < deadline) {
+    while (arrivals_.received.load() == 0 && Clock::now() < deadline) {
       warm.publish(devices_[0].topic, "warm", 0);
       warm.flush();
       warm.ping();
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
-    if (received_.load() == 0) {
+    if (arrivals_.received.load() == 0) {
       spdlog::error("canopy path: no telemetry reached the hub");
       return false;
     }
@@ -314,22 +323,10 @@ class CanopyPath {
     if (bus_) bus_->stop();
   }
   Result run(const Args& a, int qos) {
-    const uint64_t base = received_.load();
-    const auto t0 = Clock::now();
-    if (!run_devices(mqtt_port_, devices_, a, qos, "canopy-q" + std::to_string(qos))) {
-      fail_bench(kBench, "canopy: a device failed");
-    }
-    return finish_run(a, t0, base, received_, last_ns_);
+    return run_path(mqtt_port_, devices_, a, qos, "canopy", arrivals_);
   }
 
  private:
-  static void on_msg(natsConnection*, natsSubscription*, natsMsg* m, void* closure) {
-    auto* self = static_cast<CanopyPath*>(closure);
-    self->received_.fetch_add(1);
-    self->last_ns_.store(Clock::now().time_since_epoch().count());
-    natsMsg_Destroy(m);
-  }
-
   testing::TempDir dir_{"canopy-bench-ingest-"};
   int leaf_port_ = 0;
   int mqtt_port_ = 0;
@@ -343,8 +340,7 @@ class CanopyPath {
   std::unique_ptr<spoke::bus::TelemetryForwarder> forwarder_;
   natsConnection* sub_conn_ = nullptr;
   natsSubscription* sub_ = nullptr;
-  std::atomic<uint64_t> received_{0};
-  std::atomic<int64_t> last_ns_{0};
+  Arrivals arrivals_;
 
  public:
   const std::vector<DeviceCred>& devices() const { return devices_; }
@@ -383,10 +379,7 @@ class MosquittoPath {
       uint8_t type = 0;
       std::string body;
       while (sub_.read_packet(&type, &body)) {
-        if ((type >> 4) == 3) {
-          received_.fetch_add(1);
-          last_ns_.store(Clock::now().time_since_epoch().count());
-        }
+        if ((type >> 4) == 3) arrivals_.note();
       }
     });
     return true;
@@ -397,12 +390,7 @@ class MosquittoPath {
     if (reader_.joinable()) reader_.join();
   }
   Result run(const Args& a, int qos) {
-    const uint64_t base = received_.load();
-    const auto t0 = Clock::now();
-    if (!run_devices(port_, devices_, a, qos, "mosq-q" + std::to_string(qos))) {
-      fail_bench(kBench, "mosquitto: a device failed");
-    }
-    return finish_run(a, t0, base, received_, last_ns_);
+    return run_path(port_, devices_, a, qos, "mosquitto", arrivals_);
   }
 
  private:
@@ -412,8 +400,7 @@ class MosquittoPath {
   MqttClient sub_;
   std::vector<DeviceCred> devices_;
   std::thread reader_;
-  std::atomic<uint64_t> received_{0};
-  std::atomic<int64_t> last_ns_{0};
+  Arrivals arrivals_;
 };
 
 Args parse(int argc, char** argv) {
