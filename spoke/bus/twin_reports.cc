@@ -78,6 +78,13 @@ StatusOr<std::unique_ptr<TwinReports>> TwinReports::start(Store* store, TwinRepo
   if (s != NATS_OK) {
     return unavailable(std::string("twin reports: cannot subscribe: ") + natsStatus_GetText(s));
   }
+  // Connected: the bus has the subscription before start returns, so no
+  // report published after it is missed for want of interest. (Not yet
+  // connected: the subscription goes out with the connection.)
+  if (natsConnection_Status(r->conn_) == NATS_CONN_STATUS_CONNECTED &&
+      natsConnection_FlushTimeout(r->conn_, 5000) != NATS_OK) {
+    spdlog::warn("twin reports: the bus did not confirm the subscription; going on");
+  }
   TwinReports* raw = r.get();
   r->reader_ = std::thread([raw] { raw->read_loop(); });
   r->flusher_ = std::thread([raw] { raw->flush_loop(); });
