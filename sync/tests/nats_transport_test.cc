@@ -435,7 +435,7 @@ TEST(NatsTransport, ReopenDelayDoublesUpToItsCapWithJitter) {
 TEST(NatsTransport, ConnectsOnceAServerHungAtStartAnswers) {
   NatsServer server;
   start(server);
-  ASSERT_TRUE(server.process().kill(SIGSTOP));
+  ASSERT_TRUE(server.process().stop());
   StateLog states;
   Inbox inbox;
   NatsOptions options = options_for(server, "hung-at-start");
@@ -487,7 +487,7 @@ TEST(NatsTransport, ReconnectsAfterNatsGaveUpOnAServerHungMidRun) {
   ASSERT_TRUE(t->publish("m.before", "0").ok());
   ASSERT_TRUE(wait_until([&] { return inbox.has("m.before", "0"); }, kWait));
 
-  ASSERT_TRUE(server.process().kill(SIGSTOP));
+  ASSERT_TRUE(server.process().stop());
   ASSERT_TRUE(wait_until([&] { return states.last_is(false); }, kWait));
   EXPECT_FALSE(t->connected());
   // NATS.c gave up on its connection: the transport replaced it.
@@ -545,7 +545,7 @@ TEST(NatsTransport, ReconnectsAfterNatsGaveUpOnAKilledServer) {
 TEST(NatsTransport, DestructionWhileReopeningIsPrompt) {
   NatsServer server;
   start(server);
-  ASSERT_TRUE(server.process().kill(SIGSTOP));
+  ASSERT_TRUE(server.process().stop());
   NatsOptions options = options_for(server, "reopening");
   options.connect_timeout_ms = 300;
   for (auto pause : {milliseconds(0), milliseconds(200), milliseconds(450), milliseconds(900)}) {

@@ -29,7 +29,7 @@ constexpr const char* kSite = "eu-1";
 
 class NatsHangTest : public E2ETest {
  protected:
-  void hang_nats() { ASSERT_TRUE(nats_->process().kill(SIGSTOP)); }
+  void hang_nats() { ASSERT_TRUE(nats_->process().stop()); }
   void resume_nats() { ASSERT_TRUE(nats_->process().kill(SIGCONT)); }
 
   // Starts both daemons and waits until their health endpoints answer (not

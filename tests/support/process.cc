@@ -232,6 +232,25 @@ bool Process::kill(int sig) {
   return ::kill(pid_, sig) == 0;
 }
 
+bool Process::stop(std::chrono::milliseconds timeout) {
+  if (!kill(SIGSTOP)) return false;
+  // The kernel reports the stop to the parent (WUNTRACED) once the whole
+  // thread group has stopped.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid_, &status, WUNTRACED | WNOHANG);
+    if (r == pid_) {
+      if (WIFSTOPPED(status)) return true;
+      status_ = status;  // exited meanwhile
+      return false;
+    }
+    if (r < 0 && errno != EINTR) return false;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout) {
   if (pid_ <= 0) return std::nullopt;
   const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -67,6 +67,13 @@ class Process {
   // signal (never started, or already reaped).
   bool kill(int sig);
 
+  // SIGSTOP, then waits (up to `timeout`) until every thread of the child has
+  // stopped. kill() returns once the signal is queued, and a thread running
+  // on another CPU may still do some work (answer a connection) meanwhile;
+  // a test of a hung process must not race that. False if the child is gone
+  // or did not stop in time.
+  bool stop(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
   // Waits up to `timeout` for the child to exit and returns its raw wait
   // status, or nullopt if it is still running at the deadline (or none was
   // started).

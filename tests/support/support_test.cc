@@ -134,6 +134,28 @@ TEST(Process, KillAndTimeout) {
   EXPECT_EQ(WTERMSIG(*status), SIGTERM);
 }
 
+// stop() returns once the child is stopped (its state in /proc is T), and a
+// stopped child resumes with SIGCONT; a child that is gone cannot be stopped.
+TEST(Process, StopWaitsUntilTheChildHasStopped) {
+  Process p;
+  std::string error;
+  ASSERT_TRUE(p.start({"sleep", "100"}, {}, &error)) << error;
+  auto state = [&] {
+    std::ifstream in("/proc/" + std::to_string(p.pid()) + "/stat");
+    std::string pid, comm, st;
+    in >> pid >> comm >> st;
+    return st;
+  };
+  ASSERT_TRUE(p.stop());
+  EXPECT_EQ(state(), "T");
+  ASSERT_TRUE(p.kill(SIGCONT));
+  EXPECT_TRUE(wait_until([&] { return state() == "S" || state() == "R"; }, seconds(10)));
+  EXPECT_TRUE(p.running());
+  EXPECT_TRUE(p.kill(SIGKILL));
+  ASSERT_TRUE(p.wait_exit(seconds(10)).has_value());
+  EXPECT_FALSE(p.stop());
+}
+
 TEST(Process, DestructorKillsTheChild) {
   pid_t pid;
   {
