@@ -7,6 +7,8 @@
 #include <charconv>
 #include <ctime>
 
+#include "daemon/openssl_exit.h"
+
 #ifndef CANOPY_VERSION
 #define CANOPY_VERSION "0.0.0"
 #endif
@@ -27,6 +29,7 @@ sigset_t stop_signals() {
 const char* version() { return CANOPY_VERSION; }
 
 void prepare_process() {
+  keep_openssl_until_exit();
   const sigset_t set = stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);

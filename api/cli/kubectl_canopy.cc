@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "api/cli/client.h"
+#include "daemon/openssl_exit.h"
 
 #ifndef CANOPY_VERSION
 #define CANOPY_VERSION "0.0.0"
@@ -65,6 +66,8 @@ constexpr char kDefaultHub[] = "127.0.0.1:7400";
 
 int main(int argc, char** argv) {
   using canopy::cli::Failure;
+  // gRPC's threads may still be ending when main returns (daemon/openssl_exit.h).
+  canopy::daemon::keep_openssl_until_exit();
   CLI::App app{
       "kubectl-canopy: the Canopy hub's command-line client (also `kubectl canopy` when on "
       "PATH)",
