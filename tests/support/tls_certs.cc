@@ -12,8 +12,16 @@
 #include <cstdio>
 #include <memory>
 
+#include "daemon/openssl_exit.h"
+
 namespace canopy::testing {
 namespace {
+
+// A test process that speaks TLS ends as the daemons do, without OpenSSL's
+// clean-up at exit (daemon/openssl_exit.h): its gRPC and NATS.c threads can
+// still be ending then. Before main, so before OpenSSL's first use.
+[[maybe_unused]] const bool kOpenSslKeptUntilExit =
+    (canopy::daemon::keep_openssl_until_exit(), true);
 
 struct Free {
   void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
