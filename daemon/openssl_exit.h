@@ -9,15 +9,29 @@
 // report it as a leak, at random (seen in CI: kubectl-canopy over TLS).
 // Without the handler, a late thread's destructor still runs, and nothing
 // OpenSSL holds at exit is lost: it is reachable from its globals.
-// Tested by daemon/tests/openssl_exit_test.cc.
+//
+// OpenSSL reads the option once, at its first initialisation, and that can
+// come before main: Debian's libcpp-httplib initialises OpenSSL from its
+// shared library's initializer (canopy-hub and canopy-spoke link it). So an
+// executable puts the call in its ELF preinit array, which runs before every
+// shared library's initializer:
+//
+//   [[gnu::used, gnu::section(".preinit_array")]] static void (*keep)(int, char**, char**) =
+//       canopy::daemon::keep_openssl_until_exit_at_preinit;
+//
+// (daemon/process.cc for the daemons, api/cli/kubectl_canopy.cc,
+// tests/support/tls_certs.cc for test processes that speak TLS.)
+// Tested by daemon/tests/openssl_exit_test.cc and openssl_preinit_test.cc.
 #pragma once
 
 #include <openssl/crypto.h>
 
 namespace canopy::daemon {
 
-// REQUIRES: the process's first OpenSSL call (OpenSSL reads the option once,
-// at its first initialisation).
+// REQUIRES: the process's first OpenSSL call.
 inline void keep_openssl_until_exit() { OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr); }
+
+// The same, shaped as an entry of the ELF preinit array.
+inline void keep_openssl_until_exit_at_preinit(int, char**, char**) { keep_openssl_until_exit(); }
 
 }  // namespace canopy::daemon

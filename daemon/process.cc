@@ -16,6 +16,11 @@
 namespace canopy::daemon {
 namespace {
 
+// Before every shared library's initializer (daemon/openssl_exit.h): in any
+// executable that links this file, which canopy-hub and canopy-spoke do.
+[[gnu::used, gnu::section(".preinit_array")]] void (*keep_openssl)(int, char**, char**) =
+    keep_openssl_until_exit_at_preinit;
+
 sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -29,7 +34,6 @@ sigset_t stop_signals() {
 const char* version() { return CANOPY_VERSION; }
 
 void prepare_process() {
-  keep_openssl_until_exit();
   const sigset_t set = stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);

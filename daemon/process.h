@@ -26,8 +26,9 @@ namespace canopy::daemon {
 const char* version();
 
 // Blocks SIGTERM and SIGINT in the calling thread (and the threads it starts)
-// and ignores SIGPIPE (a client hanging up must not end the daemon). Turns
-// off OpenSSL's clean-up at exit (daemon/openssl_exit.h).
+// and ignores SIGPIPE (a client hanging up must not end the daemon). (An
+// executable that links this file also keeps OpenSSL's state until exit,
+// from before main: daemon/openssl_exit.h.)
 void prepare_process();
 
 // Sleeps up to `timeout`, or until SIGTERM or SIGINT arrives (blocked by

@@ -61,13 +61,16 @@ namespace {
 
 constexpr char kDefaultHub[] = "127.0.0.1:7400";
 
+// gRPC's threads may still be ending when main returns: OpenSSL keeps its
+// state until exit (daemon/openssl_exit.h).
+[[gnu::used, gnu::section(".preinit_array")]] void (*keep_openssl)(int, char**, char**) =
+    canopy::daemon::keep_openssl_until_exit_at_preinit;
+
 }  // namespace
 }  // namespace canopy::cli
 
 int main(int argc, char** argv) {
   using canopy::cli::Failure;
-  // gRPC's threads may still be ending when main returns (daemon/openssl_exit.h).
-  canopy::daemon::keep_openssl_until_exit();
   CLI::App app{
       "kubectl-canopy: the Canopy hub's command-line client (also `kubectl canopy` when on "
       "PATH)",

@@ -19,9 +19,9 @@ namespace {
 
 // A test process that speaks TLS ends as the daemons do, without OpenSSL's
 // clean-up at exit (daemon/openssl_exit.h): its gRPC and NATS.c threads can
-// still be ending then. Before main, so before OpenSSL's first use.
-[[maybe_unused]] const bool kOpenSslKeptUntilExit =
-    (canopy::daemon::keep_openssl_until_exit(), true);
+// still be ending then.
+[[gnu::used, gnu::section(".preinit_array")]] void (*keep_openssl)(int, char**, char**) =
+    canopy::daemon::keep_openssl_until_exit_at_preinit;
 
 struct Free {
   void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
