@@ -14,13 +14,9 @@
 // come before main: Debian's libcpp-httplib initialises OpenSSL from its
 // shared library's initializer (canopy-hub and canopy-spoke link it). So an
 // executable puts the call in its ELF preinit array, which runs before every
-// shared library's initializer:
-//
-//   [[gnu::used, gnu::section(".preinit_array")]] static void (*keep)(int, char**, char**) =
-//       canopy::daemon::keep_openssl_until_exit_at_preinit;
-//
-// (daemon/process.cc for the daemons, api/cli/kubectl_canopy.cc,
-// tests/support/tls_certs.cc for test processes that speak TLS.)
+// shared library's initializer: CANOPY_KEEP_OPENSSL_UNTIL_EXIT() below, in
+// daemon/process.cc for the daemons, api/cli/kubectl_canopy.cc, and
+// tests/support/tls_certs.cc for test processes that speak TLS.
 // Tested by daemon/tests/openssl_exit_test.cc and openssl_preinit_test.cc.
 #pragma once
 
@@ -35,3 +31,11 @@ inline void keep_openssl_until_exit() { OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEX
 inline void keep_openssl_until_exit_at_preinit(int, char**, char**) { keep_openssl_until_exit(); }
 
 }  // namespace canopy::daemon
+
+// At namespace scope in a file of a static library or an executable (never a
+// shared library: only an executable's preinit array is run): every
+// executable that links the file calls keep_openssl_until_exit() before any
+// shared library's initializer.
+#define CANOPY_KEEP_OPENSSL_UNTIL_EXIT()                                                       \
+  [[gnu::used, gnu::section(".preinit_array")]] static void (*canopy_keep_openssl_until_exit)( \
+      int, char**, char**) = ::canopy::daemon::keep_openssl_until_exit_at_preinit

@@ -18,8 +18,7 @@ namespace {
 
 // Before every shared library's initializer (daemon/openssl_exit.h): in any
 // executable that links this file, which canopy-hub and canopy-spoke do.
-[[gnu::used, gnu::section(".preinit_array")]] void (*keep_openssl)(int, char**, char**) =
-    keep_openssl_until_exit_at_preinit;
+CANOPY_KEEP_OPENSSL_UNTIL_EXIT();
 
 sigset_t stop_signals() {
   sigset_t set;

@@ -63,8 +63,7 @@ constexpr char kDefaultHub[] = "127.0.0.1:7400";
 
 // gRPC's threads may still be ending when main returns: OpenSSL keeps its
 // state until exit (daemon/openssl_exit.h).
-[[gnu::used, gnu::section(".preinit_array")]] void (*keep_openssl)(int, char**, char**) =
-    canopy::daemon::keep_openssl_until_exit_at_preinit;
+CANOPY_KEEP_OPENSSL_UNTIL_EXIT();
 
 }  // namespace
 }  // namespace canopy::cli

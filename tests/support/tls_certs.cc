@@ -20,8 +20,7 @@ namespace {
 // A test process that speaks TLS ends as the daemons do, without OpenSSL's
 // clean-up at exit (daemon/openssl_exit.h): its gRPC and NATS.c threads can
 // still be ending then.
-[[gnu::used, gnu::section(".preinit_array")]] void (*keep_openssl)(int, char**, char**) =
-    canopy::daemon::keep_openssl_until_exit_at_preinit;
+CANOPY_KEEP_OPENSSL_UNTIL_EXIT();
 
 struct Free {
   void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
