@@ -392,10 +392,21 @@ Status Store::Impl::check_local_limits(const std::string& key, const json& targe
 StatusOr<v1::Delta> Store::Impl::stage_local(const std::string& key,
                                              const std::optional<json>& target_in,
                                              const json* merge_patch, rocksdb::WriteBatch* b,
-                                             std::vector<v1::LogEntry>* entries) {
+                                             std::vector<v1::LogEntry>* entries,
+                                             uint64_t if_version) {
   auto loaded = load(key);
   if (!loaded.ok()) return loaded.status();
   Document* doc = *loaded;
+  if (if_version != 0 && (doc->exists() || target_in.has_value() || merge_patch != nullptr)) {
+    // A delete of a document that does not exist is NotFound below, whatever
+    // the version said.
+    const uint64_t at = doc->max_hlc();
+    if (at != if_version) {
+      return Status(StatusCode::kAborted, "version " + std::to_string(if_version) +
+                                              " is stale: it is at version " + std::to_string(at) +
+                                              (doc->exists() ? "" : " (deleted)"));
+    }
+  }
   std::optional<json> patched;
   if (merge_patch != nullptr) {
     patched = apply_merge_patch(doc->exists() ? doc->to_value() : json::object(), *merge_patch);
@@ -438,7 +449,7 @@ StatusOr<v1::Delta> Store::Impl::stage_local(const std::string& key,
 
 StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
                                              const std::optional<json>& target,
-                                             const json* merge_patch) {
+                                             const json* merge_patch, uint64_t if_version) {
   const std::string key(key_view);
   CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
   // A whole target is checked before the lock is taken (writers wait for
@@ -446,7 +457,7 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
   if (merge_patch == nullptr && target.has_value()) {
     CANOPY_RETURN_IF_ERROR(check_local_limits(key, *target));
   }
-  LocalWrite w(key, target, merge_patch);
+  LocalWrite w(key, target, merge_patch, if_version);
   std::vector<LocalWrite*> group;
   {
     std::unique_lock q(combine_mu_);
@@ -461,31 +472,106 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
     group.insert(group.end(), combine_queue_.begin(), combine_queue_.end());
     combine_queue_.clear();
   }
-  commit_group(group);
+  if (commit_group(group)) lead_orphans();
   return std::move(w.result);
 }
 
-void Store::Impl::commit_group(const std::vector<LocalWrite*>& group) {
-  // Hands the lead to the first writer queued (the next group stages while
-  // this one waits for its fsync), or ends the leading.
-  auto hand_on = [&] {
+void Store::Impl::write_local_async(std::string key, std::optional<json> target,
+                                    uint64_t if_version, Store::WriteDone done) {
+  Status valid = validate_key(key, opts_.limits.max_key_bytes);
+  if (valid.ok() && target.has_value()) valid = check_local_limits(key, *target);
+  if (!valid.ok()) {
+    done(valid);
+    return;
+  }
+  auto* a = new AsyncWrite(std::move(key), std::move(target), if_version, std::move(done));
+  std::vector<LocalWrite*> group;
+  {
     std::lock_guard q(combine_mu_);
-    if (combine_queue_.empty()) {
-      combining_ = false;
+    if (combining_) {
+      // The leader staging now, or the next one, takes it.
+      combine_queue_.push_back(&a->write);
       return;
     }
-    LocalWrite* next = combine_queue_.front();
-    combine_queue_.erase(combine_queue_.begin());
-    next->state = LocalWrite::State::kLead;
-    next->cv.notify_one();  // under the lock: it cannot return before this ends
-  };
-  // Wakes the group's other writers: their results are set.
-  auto finish = [&] {
+    combining_ = true;
+    group.push_back(&a->write);
+    group.insert(group.end(), combine_queue_.begin(), combine_queue_.end());
+    combine_queue_.clear();
+  }
+  if (commit_group(group)) lead_orphans();
+}
+
+void Store::Impl::complete(const std::vector<LocalWrite*>& writes) {
+  // Taken before the blocking writers are woken: each may return (and its
+  // LocalWrite end) as soon as it is.
+  std::vector<AsyncWrite*> async;
+  {
     std::lock_guard q(combine_mu_);
-    for (size_t i = 1; i < group.size(); ++i) {
-      group[i]->state = LocalWrite::State::kDone;
-      group[i]->cv.notify_one();
+    for (LocalWrite* w : writes) {
+      if (w->async != nullptr) {
+        async.push_back(w->async);
+        continue;
+      }
+      w->state = LocalWrite::State::kDone;
+      w->cv.notify_one();
     }
+  }
+  for (AsyncWrite* a : async) {
+    std::unique_ptr<AsyncWrite> owned(a);
+    owned->done(std::move(owned->write.result));
+  }
+}
+
+void Store::Impl::sync_loop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    syncer_cv_.wait(lock, [&] { return stopping_ || !async_pending_.empty(); });
+    if (async_pending_.empty()) return;  // stopping, and nothing left
+    const uint64_t want = async_pending_.back().first;
+    // Fsyncs, or waits for the fsync another writer is making.
+    const Status st = wait_durable(lock, want);
+    const uint64_t covered = st.ok() ? durable_ticket_ : want;
+    std::vector<LocalWrite*> done;
+    while (!async_pending_.empty() && async_pending_.front().first <= covered) {
+      LocalWrite* w = async_pending_.front().second;
+      if (!st.ok() && w->result.ok()) w->result = st;
+      done.push_back(w);
+      async_pending_.pop_front();
+    }
+    lock.unlock();
+    complete(done);
+    lock.lock();
+  }
+}
+
+bool Store::Impl::commit_group(const std::vector<LocalWrite*>& group) {
+  // Hands the lead to the first blocking writer queued (the next group
+  // stages while this one waits for its fsync; it takes every write queued),
+  // or ends the leading. Asynchronous writes have no thread to lead with:
+  // when only they are queued, this thread leads them next (`orphans`), once
+  // its own group is committed, unless a new writer takes them first.
+  bool orphans = false;
+  auto hand_on = [&] {
+    std::lock_guard q(combine_mu_);
+    auto next = std::find_if(combine_queue_.begin(), combine_queue_.end(),
+                             [](const LocalWrite* w) { return w->async == nullptr; });
+    if (next == combine_queue_.end()) {
+      combining_ = false;
+      orphans = !combine_queue_.empty();
+      return;
+    }
+    LocalWrite* leader = *next;
+    combine_queue_.erase(next);
+    leader->state = LocalWrite::State::kLead;
+    leader->cv.notify_one();  // under the lock: it cannot return before this ends
+  };
+  // A blocking leader waits for the fsync itself; an asynchronous one
+  // leaves the group to the syncer.
+  const bool leader_waits = group.front()->async == nullptr;
+  // Completes the group's writes (their results are set), but for a blocking
+  // leader, which returns by itself.
+  auto finish = [&] {
+    complete(leader_waits ? std::vector<LocalWrite*>(group.begin() + 1, group.end()) : group);
   };
   std::unique_lock lock(mu_);
   Saved saved = save();
@@ -495,23 +581,48 @@ void Store::Impl::commit_group(const std::vector<LocalWrite*>& group) {
   std::vector<v1::LogEntry> entries;
   std::vector<LocalWrite*> staged;
   for (LocalWrite* g : group) {
-    g->result = stage_local(g->key, g->target, g->merge_patch, &b, &entries);
+    g->result = stage_local(g->key, g->target, g->merge_patch, &b, &entries, g->if_version);
     if (g->result.ok() && g->result->ops_size() > 0) staged.push_back(g);
   }
   if (staged.empty()) {
     lock.unlock();
     hand_on();
     finish();
-    return;
+    return orphans;
   }
   std::vector<const std::string*> keys;
   for (LocalWrite* g : staged) keys.push_back(&g->key);
   bool handed_on = false;
-  const Status st =
-      commit_local(lock, &b, std::move(saved), vv_undo, std::move(entries), keys, [&] {
-        hand_on();  // mu_ held: the next leader stages once wait_durable releases it
+  uint64_t ticket = 0;
+  Status st = commit_local(
+      lock, &b, std::move(saved), vv_undo, std::move(entries), keys,
+      [&] {
+        hand_on();  // mu_ held: the next leader stages once this one releases it
         handed_on = true;
-      });
+      },
+      /*wait=*/false, &ticket);
+  if (!handed_on) hand_on();
+  if (st.ok() && opts_.durability == Durability::kGroupCommit) {
+    if (!leader_waits) {
+      // Committed, not yet durable: the syncer completes the group (no-ops
+      // too, whose result holds only if the commit does) once an fsync
+      // covers it. mu_ is still held: tickets enter in commit order.
+      for (LocalWrite* g : group) async_pending_.emplace_back(ticket, g);
+      if (!syncer_.joinable()) syncer_ = std::thread([this] { sync_loop(); });
+      lock.unlock();
+      syncer_cv_.notify_one();
+      return orphans;
+    }
+    if (orphans) {
+      // Asynchronous writes queued behind this group: commit them before
+      // waiting, so that the fsync may cover them too.
+      lock.unlock();
+      lead_orphans();
+      orphans = false;
+      lock.lock();
+    }
+    st = wait_durable(lock, ticket);
+  }
   if (!st.ok()) {
     // Every write of the group fails, a no-op among them too: it may have
     // been one only after another write of its key that is now undone.
@@ -519,16 +630,32 @@ void Store::Impl::commit_group(const std::vector<LocalWrite*>& group) {
       if (g->result.ok()) g->result = st;
     }
   }
-  if (lock.owns_lock()) lock.unlock();
-  if (!handed_on) hand_on();
+  lock.unlock();
   finish();
+  return orphans;
+}
+
+void Store::Impl::lead_orphans() {
+  for (;;) {
+    std::vector<LocalWrite*> group;
+    {
+      std::lock_guard q(combine_mu_);
+      if (combining_ || combine_queue_.empty()) return;  // another leader has them
+      combining_ = true;
+      group.swap(combine_queue_);
+    }
+    // The group's front is asynchronous (a blocking writer would have been
+    // handed the lead), so this does not wait for a disk.
+    if (!commit_group(group)) return;
+  }
 }
 
 Status Store::Impl::commit_local(std::unique_lock<std::mutex>& lock, rocksdb::WriteBatch* b,
                                  Saved saved, VersionVector::Undo& vv_undo,
                                  std::vector<v1::LogEntry> entries,
                                  const std::vector<const std::string*>& keys,
-                                 const std::function<void()>& committed) {
+                                 const std::function<void()>& committed, bool wait,
+                                 uint64_t* ticket_out) {
   stage_vv(b, meta_.replica_id());
   stage_meta(b);
   if (Status st = commit(b); !st.ok()) {
@@ -538,9 +665,10 @@ Status Store::Impl::commit_local(std::unique_lock<std::mutex>& lock, rocksdb::Wr
     return st;
   }
   const uint64_t ticket = ++written_ticket_;
+  if (ticket_out != nullptr) *ticket_out = ticket;
   publish(ticket, std::move(entries));
   if (committed) committed();
-  return wait_durable(lock, ticket);
+  return wait ? wait_durable(lock, ticket) : ok_status();
 }
 
 std::vector<StatusOr<v1::Delta>> Store::Impl::put_values(
@@ -701,11 +829,25 @@ StatusOr<v1::Delta> Store::put(std::string_view key, std::string_view json_text)
   return impl_->write_local(key, *doc);
 }
 
-StatusOr<v1::Delta> Store::put_value(std::string_view key, const nlohmann::json& doc) {
+StatusOr<v1::Delta> Store::put_value(std::string_view key, const nlohmann::json& doc,
+                                     uint64_t if_version) {
   if (!doc.is_object()) {
     return invalid_argument("document " + std::string(key) + " must be a JSON object");
   }
-  return impl_->write_local(key, doc);
+  return impl_->write_local(key, doc, nullptr, if_version);
+}
+
+void Store::put_value_async(std::string key, nlohmann::json doc, uint64_t if_version,
+                            WriteDone done) {
+  if (!doc.is_object()) {
+    done(invalid_argument("document " + key + " must be a JSON object"));
+    return;
+  }
+  impl_->write_local_async(std::move(key), std::move(doc), if_version, std::move(done));
+}
+
+void Store::remove_async(std::string key, uint64_t if_version, WriteDone done) {
+  impl_->write_local_async(std::move(key), std::nullopt, if_version, std::move(done));
 }
 
 std::vector<StatusOr<v1::Delta>> Store::put_values(
@@ -717,8 +859,8 @@ StatusOr<v1::Delta> Store::patch(std::string_view key, std::string_view text) {
   return impl_->patch(key, text);
 }
 
-StatusOr<v1::Delta> Store::remove(std::string_view key) {
-  return impl_->write_local(key, std::nullopt);
+StatusOr<v1::Delta> Store::remove(std::string_view key, uint64_t if_version) {
+  return impl_->write_local(key, std::nullopt, nullptr, if_version);
 }
 
 StatusOr<std::string> Store::get(std::string_view key) { return impl_->get(key); }

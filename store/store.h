@@ -199,7 +199,13 @@ class Store {
   // --- Writes. Each returns the delta it committed; a write that changes
   // nothing commits nothing and returns a delta without ops (dot seq 0).
   StatusOr<v1::Delta> put(std::string_view key, std::string_view json_text);
-  StatusOr<v1::Delta> put_value(std::string_view key, const nlohmann::json& doc);
+  // With `if_version` nonzero the write is made only if the document is at
+  // that version (its greatest stamp, Document::max_hlc; a deleted document
+  // keeps its tombstone's), checked atomically with the write on this store.
+  // Otherwise Aborted: "version N is stale: it is at version M" (and
+  // " (deleted)" when it is).
+  StatusOr<v1::Delta> put_value(std::string_view key, const nlohmann::json& doc,
+                                uint64_t if_version = 0);
   // Writes each document as put_value would, in one commit: one write batch
   // and, with group commit, one fsync for all. Each gets its own delta (its
   // own dot and log entry), as separate writes would. results[i] is docs[i]'s:
@@ -208,8 +214,21 @@ class Store {
   std::vector<StatusOr<v1::Delta>> put_values(
       const std::vector<std::pair<std::string, nlohmann::json>>& docs);
   StatusOr<v1::Delta> patch(std::string_view key, std::string_view merge_patch_text);
-  // NotFound when the document does not exist.
-  StatusOr<v1::Delta> remove(std::string_view key);
+  // NotFound when the document does not exist; `if_version` as for put_value
+  // (checked once the document is known to exist).
+  StatusOr<v1::Delta> remove(std::string_view key, uint64_t if_version = 0);
+
+  // The same writes without a thread waiting for them: `done` is called once
+  // the write is durable (with group commit: once an fsync covers it) or has
+  // failed, with what the blocking call would have returned. It may be
+  // called before the call returns (a refused write, or no group commit), on
+  // the calling thread, or later on the store's own syncing thread; it must
+  // not block for long and must not destroy the store. Concurrent writes,
+  // blocking or not, combine into the same commits and fsyncs. The store's
+  // destructor waits for every pending `done`.
+  using WriteDone = std::function<void(StatusOr<v1::Delta>)>;
+  void put_value_async(std::string key, nlohmann::json doc, uint64_t if_version, WriteDone done);
+  void remove_async(std::string key, uint64_t if_version, WriteDone done);
 
   // --- Reads.
   // Canonical JSON; NotFound when absent or deleted.

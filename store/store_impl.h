@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -86,6 +87,13 @@ class Store::Impl {
       : opts_(o), clock_(o.clock != nullptr ? o.clock : SystemClock::instance()) {}
 
   ~Impl() {
+    // Pending asynchronous writes are completed first (the syncer drains).
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    syncer_cv_.notify_all();
+    if (syncer_.joinable()) syncer_.join();
     if (db_ != nullptr) {
       for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
       db_->Close().PermitUncheckedError();
@@ -98,8 +106,13 @@ class Store::Impl {
   // Writes `target` (nullopt: deletes the document). With `merge_patch`, the
   // target is the current document with the patch applied, computed under the
   // lock so that concurrent writes to other fields are not reverted.
+  // `if_version`: see Store::put_value.
   StatusOr<v1::Delta> write_local(std::string_view key, const std::optional<json>& target,
-                                  const json* merge_patch = nullptr);
+                                  const json* merge_patch = nullptr, uint64_t if_version = 0);
+  // The same without waiting (Store::put_value_async): `done` is called once
+  // the write is durable or failed.
+  void write_local_async(std::string key, std::optional<json> target, uint64_t if_version,
+                         Store::WriteDone done);
   std::vector<StatusOr<v1::Delta>> put_values(
       const std::vector<std::pair<std::string, json>>& docs);
   // The size and depth limits a locally written document must keep.
@@ -112,7 +125,7 @@ class Store::Impl {
   // cache and restores what it saved.
   StatusOr<v1::Delta> stage_local(const std::string& key, const std::optional<json>& target,
                                   const json* merge_patch, rocksdb::WriteBatch* b,
-                                  std::vector<v1::LogEntry>* entries);
+                                  std::vector<v1::LogEntry>* entries, uint64_t if_version = 0);
   StatusOr<v1::Delta> patch(std::string_view key, std::string_view text);
   StatusOr<std::string> get(std::string_view key);
   StatusOr<ScanPage> scan(std::string_view prefix, std::string_view after, size_t limit);
@@ -292,13 +305,15 @@ class Store::Impl {
   // The end of a local write of one or more documents (commit_group,
   // put_values), mu_ held by `lock`: commits what `b` stages for `keys`
   // (logged as `entries`) with the version vector and meta, publishes it,
-  // runs `committed` (if any; mu_ still held) and waits until it is durable.
+  // runs `committed` (if any; mu_ still held) and, with `wait`, waits until
+  // it is durable. `*ticket` (if given) is the commit's group-commit ticket.
   // When the commit fails, the in-memory state goes back to `saved` and
   // `vv_undo`, and the keys leave the cache.
   Status commit_local(std::unique_lock<std::mutex>& lock, rocksdb::WriteBatch* b, Saved saved,
                       VersionVector::Undo& vv_undo, std::vector<v1::LogEntry> entries,
                       const std::vector<const std::string*>& keys,
-                      const std::function<void()>& committed);
+                      const std::function<void()>& committed, bool wait = true,
+                      uint64_t* ticket = nullptr);
 
   // REQUIRES: mu_ held. An empty write batch that keeps its buffer from one
   // write to the next (a write's batch is dead once committed).
@@ -341,12 +356,17 @@ class Store::Impl {
   // and log entry; many concurrent writers cost one lock hand-off, one batch
   // and one fsync per group instead of one each. Lock order: mu_, then
   // combine_mu_ (the leader stages with combine_mu_ released).
+  struct AsyncWrite;
   struct LocalWrite {
-    LocalWrite(const std::string& k, const std::optional<json>& t, const json* p)
-        : key(k), target(t), merge_patch(p) {}
+    LocalWrite(const std::string& k, const std::optional<json>& t, const json* p, uint64_t v)
+        : key(k), target(t), merge_patch(p), if_version(v) {}
     const std::string& key;
     const std::optional<json>& target;
     const json* merge_patch;
+    uint64_t if_version;
+    // Set for an asynchronous write (which owns key and target); a blocking
+    // write's thread waits on `cv` instead.
+    AsyncWrite* async = nullptr;
     StatusOr<v1::Delta> result = v1::Delta();
     // Under combine_mu_: queued, then told to lead, or done (result set:
     // durable, or failed). Each writer waits on its own condition, so a
@@ -354,11 +374,47 @@ class Store::Impl {
     enum class State { kQueued, kLead, kDone } state = State::kQueued;
     std::condition_variable cv;
   };
-  // Stages, commits and waits for `group`, led by group.front().
-  void commit_group(const std::vector<LocalWrite*>& group);
+  // An asynchronous write: what it writes, and whom it tells.
+  struct AsyncWrite {
+    AsyncWrite(std::string k, std::optional<json> t, uint64_t v, Store::WriteDone d)
+        : key(std::move(k)),
+          target(std::move(t)),
+          write(key, target, nullptr, v),
+          done(std::move(d)) {
+      write.async = this;
+    }
+    std::string key;
+    std::optional<json> target;
+    LocalWrite write;
+    Store::WriteDone done;
+  };
+  // Stages and commits `group`, led by group.front(). A blocking leader
+  // waits for the fsync and completes the group; an asynchronous one leaves
+  // the group to the syncer (with group commit), so no thread of the
+  // caller's waits for a disk.
+  // Returns whether asynchronous writes were left queued without a leader:
+  // the caller then leads them (lead_orphans).
+  bool commit_group(const std::vector<LocalWrite*>& group);
+  // Leads queued asynchronous writes while no other writer does.
+  void lead_orphans();
+  // Completes writes whose results are set: wakes the blocking ones and then
+  // calls the asynchronous ones' `done`, with no lock held (neither mu_ nor
+  // combine_mu_ may be held by the caller).
+  void complete(const std::vector<LocalWrite*>& writes);
+  // The syncer's thread (started by the first asynchronous write that needs
+  // an fsync): fsyncs for the writes in `async_pending_` (or waits for
+  // another thread's fsync) and completes them.
+  void sync_loop();
   std::mutex combine_mu_;
   std::vector<LocalWrite*> combine_queue_;  // waiting for a leader
   bool combining_ = false;                  // a leader is staging its group
+
+  // Committed writes of asynchronous groups waiting for the fsync that covers
+  // their ticket (under mu_), in ticket order.
+  std::deque<std::pair<uint64_t, LocalWrite*>> async_pending_;
+  std::condition_variable syncer_cv_;
+  std::thread syncer_;
+  bool stopping_ = false;
 
   // Group commit.
   std::condition_variable durable_cv_;

@@ -3,7 +3,8 @@
 //   crash_writer <store dir> <sync|group> <iteration>
 //
 // Opens the store (replica 42) with Durability::kSync ("sync", one writer
-// thread) or kGroupCommit ("group", two writer threads), prints "ready", then
+// thread) or kGroupCommit ("group", two writer threads and one writing with
+// put_value_async), prints "ready", then
 // writes documents until it is killed, printing "ack <key> <n>" on stdout after
 // each write has returned OK. <n> grows with every write (the iteration in the
 // upper 32 bits), so the parent can tell which value a key must hold at least.
@@ -16,6 +17,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -95,6 +97,42 @@ int main(int argc, char** argv) {
         }
         say("ack " + key + " " + std::to_string(n));
       }
+    });
+  }
+  if (mode == "group") {
+    // And a writer whose writes nobody waits for (put_value_async), at most
+    // kWindow in flight: its "ack" is said by the store's completion, which
+    // must come only once the write is durable.
+    constexpr int kWindow = 8;
+    workers.emplace_back([&] {
+      const int t = threads;
+      std::mutex mu;
+      std::condition_variable cv;
+      int in_flight = 0;
+      for (uint64_t i = 0; std::chrono::steady_clock::now() < deadline && !failed; ++i) {
+        {
+          std::unique_lock lock(mu);
+          cv.wait(lock, [&] { return in_flight < kWindow; });
+          ++in_flight;
+        }
+        const std::string key = "c/" + std::to_string(t) + "/" + std::to_string(i % kKeysPerThread);
+        const uint64_t n = (iteration << 32) | i;
+        s.put_value_async(key, json{{"iter", iteration}, {"n", n}, {"pad", pad_for(t)}}, 0,
+                          [&, key, n](canopy::StatusOr<canopy::v1::Delta> d) {
+                            if (!d.ok()) {
+                              std::fprintf(stderr, "crash_writer: %s\n",
+                                           d.status().to_string().c_str());
+                              failed = true;
+                            } else {
+                              say("ack " + key + " " + std::to_string(n));
+                            }
+                            std::lock_guard lock(mu);
+                            --in_flight;
+                            cv.notify_one();
+                          });
+      }
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return in_flight == 0; });
     });
   }
   for (auto& w : workers) w.join();
