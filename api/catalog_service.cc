@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -139,11 +141,21 @@ grpc::Status CatalogService::check_device_site(std::string_view authorization,
                           ") may not write devices: " + why);
 }
 
-std::mutex& CatalogService::write_lock(const std::string& key) {
-  return write_locks_[std::hash<std::string>{}(key) % kWriteLocks];
-}
-
 CatalogService::~CatalogService() { shutdown(); }
+
+grpc::Status CatalogService::wait_for(const std::function<void(Done)>& start) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<grpc::Status> result;
+  start([&](const grpc::Status& st) {
+    std::lock_guard lock(mu);
+    result = st;
+    cv.notify_one();  // under the lock: the waiter cannot return before this ends
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return result.has_value(); });
+  return *result;
+}
 
 void CatalogService::shutdown() { fanout_->shutdown(); }
 
@@ -152,70 +164,73 @@ StatusOr<bool> CatalogService::read_object(const std::string& key, v1::Object* o
   return api::read_object(store_, key, options_.limits.max_depth, out, with_json);
 }
 
-grpc::Status CatalogService::put(std::string_view authorization, const v1::PutRequest& request_in,
+grpc::Status CatalogService::put(std::string_view authorization, const v1::PutRequest& request,
                                  v1::PutResponse* response) {
+  return wait_for([&](Done done) { put_async(authorization, request, response, std::move(done)); });
+}
+
+void CatalogService::put_async(std::string_view authorization, const v1::PutRequest& request_in,
+                               v1::PutResponse* response, Done done) {
   const v1::PutRequest* request = &request_in;
   if (auto a = authorize_object(authorization, true, request->object().kind(),
                                 request->object().tenant(), request->object().name());
       !a.ok()) {
-    return a;
+    return done(a);
   }
   if (!request->has_object()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "object is missing");
+    return done(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "object is missing"));
   }
   const v1::Object& obj = request->object();
   auto key = object_key(obj.kind(), obj.tenant(), obj.name(), "object.", obj.site());
-  if (!key.ok()) return to_grpc(key.status());
+  if (!key.ok()) return done(to_grpc(key.status()));
   if (obj.kind() == kDevice) {
     bool hidden = false;
     if (auto a = check_device_site(authorization, obj.tenant(), obj.site(), true, true, &hidden);
         !a.ok()) {
-      return a;
+      return done(a);
     }
   }
   std::string canonical;
   auto doc = validate_object(obj, options_.limits, &canonical);
-  if (!doc.ok()) return to_grpc(doc.status());
-  StatusOr<v1::Delta> delta = v1::Delta();
-  {
-    std::lock_guard lock(write_lock(*key));
-    if (obj.version() != 0) {
-      v1::Object current;
-      auto found = read_object(*key, &current, /*with_json=*/false);
-      if (!found.ok()) return to_grpc(found.status());
-      if (current.version() != obj.version()) {
-        return grpc::Status(grpc::StatusCode::ABORTED,
-                            subject(obj.kind(), obj.name()) + ": object.version " +
-                                std::to_string(obj.version()) + " is stale: it is at version " +
-                                std::to_string(current.version()) + (*found ? "" : " (deleted)") +
-                                "; read it again and reapply");
-      }
-    }
-    delta = store_->put_value(*key, *doc);
-  }
-  if (!delta.ok()) return to_grpc(delta.status());
-  spdlog::debug("catalog: put {} ({} field ops)", *key, delta->ops_size());
-
-  v1::Object* out = response->mutable_object();
-  name_object(obj.kind(), obj.tenant(), obj.name(), out, obj.site());
-  if (delta->ops_size() > 0) {
-    // The write made the object exactly `doc`, stamped above everything it
-    // held before: that is the object and its version as this call left it
-    // (no read back; a later write may have changed it since, as it may
-    // after any read).
-    out->set_json(std::move(canonical));
-    out->set_version(delta->hlc());
-    return grpc::Status::OK;
-  }
-  // Nothing changed: the object is as it was, at the version it had.
-  auto found = read_object(*key, out);
-  if (!found.ok()) return to_grpc(found.status());
-  if (!*found) {
-    // Deleted again in the meantime: report what this call wrote.
-    out->set_json(std::move(canonical));
-    out->set_version(delta->hlc());
-  }
-  return grpc::Status::OK;
+  if (!doc.ok()) return done(to_grpc(doc.status()));
+  // The version check is the store's, atomic with the write; no thread
+  // waits for the fsync (the store reports once the write is durable).
+  std::string key_text = *key;
+  store_->put_value_async(
+      std::move(*key), std::move(*doc), obj.version(),
+      [this, request, response, key = std::move(key_text), canonical = std::move(canonical),
+       done = std::move(done)](StatusOr<v1::Delta> delta) mutable {
+        const v1::Object& obj = request->object();
+        if (!delta.ok()) {
+          if (delta.status().code() == StatusCode::kAborted) {
+            return done(grpc::Status(grpc::StatusCode::ABORTED,
+                                     subject(obj.kind(), obj.name()) + ": object." +
+                                         delta.status().message() + "; read it again and reapply"));
+          }
+          return done(to_grpc(delta.status()));
+        }
+        spdlog::debug("catalog: put {} ({} field ops)", key, delta->ops_size());
+        v1::Object* out = response->mutable_object();
+        name_object(obj.kind(), obj.tenant(), obj.name(), out, obj.site());
+        if (delta->ops_size() > 0) {
+          // The write made the object exactly `doc`, stamped above everything
+          // it held before: that is the object and its version as this call
+          // left it (no read back; a later write may have changed it since,
+          // as it may after any read).
+          out->set_json(std::move(canonical));
+          out->set_version(delta->hlc());
+          return done(grpc::Status::OK);
+        }
+        // Nothing changed: the object is as it was, at the version it had.
+        auto found = read_object(key, out);
+        if (!found.ok()) return done(to_grpc(found.status()));
+        if (!*found) {
+          // Deleted again in the meantime: report what this call wrote.
+          out->set_json(std::move(canonical));
+          out->set_version(delta->hlc());
+        }
+        done(grpc::Status::OK);
+      });
 }
 
 grpc::Status CatalogService::get(std::string_view authorization, const v1::GetRequest& request_in,
@@ -385,54 +400,55 @@ grpc::Status CatalogService::list(std::string_view authorization, const v1::List
 }
 
 grpc::Status CatalogService::remove(std::string_view authorization,
-                                    const v1::DeleteRequest& request_in,
+                                    const v1::DeleteRequest& request,
                                     v1::DeleteResponse* response) {
+  return wait_for(
+      [&](Done done) { remove_async(authorization, request, response, std::move(done)); });
+}
+
+void CatalogService::remove_async(std::string_view authorization,
+                                  const v1::DeleteRequest& request_in, v1::DeleteResponse* response,
+                                  Done done) {
   const v1::DeleteRequest* request = &request_in;
   if (auto a = authorize_object(authorization, true, request->kind(), request->tenant(),
                                 request->name());
       !a.ok()) {
-    return a;
+    return done(a);
   }
   auto key = object_key(request->kind(), request->tenant(), request->name(), "", request->site());
-  if (!key.ok()) return to_grpc(key.status());
-  const std::string missing =
-      not_found_message(request->kind(), request->tenant(), request->name(), request->site());
+  if (!key.ok()) return done(to_grpc(key.status()));
   if (request->kind() == kDevice) {
     bool hidden = false;
     if (auto a = check_device_site(authorization, request->tenant(), request->site(), false, true,
                                    &hidden);
         !a.ok()) {
-      return a;
+      return done(a);
     }
   }
-  StatusOr<v1::Delta> delta = v1::Delta();
-  {
-    std::lock_guard lock(write_lock(*key));
-    if (request->version() != 0) {
-      v1::Object current;
-      auto found = read_object(*key, &current, /*with_json=*/false);
-      if (!found.ok()) return to_grpc(found.status());
-      if (*found && current.version() != request->version()) {
-        return grpc::Status(grpc::StatusCode::ABORTED,
-                            subject(request->kind(), request->name()) + ": version " +
-                                std::to_string(request->version()) +
-                                " is stale: it is at version " + std::to_string(current.version()) +
-                                "; read it again");
-      }
-    }
-    delta = store_->remove(*key);
-  }
-  if (!delta.ok()) {
-    if (delta.status().code() == StatusCode::kNotFound) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, missing);
-    }
-    return to_grpc(delta.status());
-  }
-  spdlog::debug("catalog: deleted {}", *key);
-  v1::Object* out = response->mutable_object();
-  name_object(request->kind(), request->tenant(), request->name(), out, request->site());
-  out->set_version(delta->hlc());
-  return grpc::Status::OK;
+  std::string key_text = *key;
+  store_->remove_async(
+      std::move(*key), request->version(),
+      [request, response, key = std::move(key_text),
+       done = std::move(done)](StatusOr<v1::Delta> delta) mutable {
+        if (!delta.ok()) {
+          if (delta.status().code() == StatusCode::kNotFound) {
+            return done(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                     not_found_message(request->kind(), request->tenant(),
+                                                       request->name(), request->site())));
+          }
+          if (delta.status().code() == StatusCode::kAborted) {
+            return done(grpc::Status(grpc::StatusCode::ABORTED,
+                                     subject(request->kind(), request->name()) + ": " +
+                                         delta.status().message() + "; read it again"));
+          }
+          return done(to_grpc(delta.status()));
+        }
+        spdlog::debug("catalog: deleted {}", key);
+        v1::Object* out = response->mutable_object();
+        name_object(request->kind(), request->tenant(), request->name(), out, request->site());
+        out->set_version(delta->hlc());
+        done(grpc::Status::OK);
+      });
 }
 
 grpc::Status CatalogService::get_status(std::string_view authorization,
@@ -476,9 +492,13 @@ grpc::Status CatalogService::get_status(std::string_view authorization,
 
 // --- gRPC adapters.
 
-grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequest* request,
-                                 v1::PutResponse* response) {
-  return put(bearer_of(context), *request, response);
+grpc::ServerUnaryReactor* CatalogService::Put(grpc::CallbackServerContext* context,
+                                              const v1::PutRequest* request,
+                                              v1::PutResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  put_async(bearer_of(context), *request, response,
+            [reactor](const grpc::Status& st) { reactor->Finish(st); });
+  return reactor;
 }
 grpc::Status CatalogService::Get(grpc::ServerContext* context, const v1::GetRequest* request,
                                  v1::GetResponse* response) {
@@ -488,9 +508,13 @@ grpc::Status CatalogService::List(grpc::ServerContext* context, const v1::ListRe
                                   v1::ListResponse* response) {
   return list(bearer_of(context), *request, response);
 }
-grpc::Status CatalogService::Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
-                                    v1::DeleteResponse* response) {
-  return remove(bearer_of(context), *request, response);
+grpc::ServerUnaryReactor* CatalogService::Delete(grpc::CallbackServerContext* context,
+                                                 const v1::DeleteRequest* request,
+                                                 v1::DeleteResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  remove_async(bearer_of(context), *request, response,
+               [reactor](const grpc::Status& st) { reactor->Finish(st); });
+  return reactor;
 }
 grpc::Status CatalogService::GetStatus(grpc::ServerContext* context,
                                        const v1::GetStatusRequest* request,

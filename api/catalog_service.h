@@ -14,7 +14,8 @@
 //
 // Optimistic concurrency: a Put or Delete naming a version is refused with
 // ABORTED unless the object is at that version. The check and the write are
-// atomic on this hub (a lock per key stripe); another hub may still write
+// atomic on this hub (the store checks it as it stages the write,
+// Store::put_value's if_version); another hub may still write
 // concurrently, and the CRDT merge then keeps both as it always does.
 //
 // Watch streams share one fan-out (api/watch_fanout.h): one store
@@ -109,7 +110,9 @@ struct CatalogOptions {
   hub::Enrollment* enrollment = nullptr;
 };
 
-class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service> {
+class CatalogService final
+    : public v1::Catalog::WithCallbackMethod_Put<v1::Catalog::WithCallbackMethod_Delete<
+          v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service>>> {
  public:
   // `store`, `index`, `status` and `auth` must outlive the service; `index`
   // and `status` follow `store`. GetStatus answers from `status`.
@@ -126,6 +129,15 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   // ("Bearer canopy_...").
   grpc::Status put(std::string_view authorization, const v1::PutRequest& request,
                    v1::PutResponse* response);
+  // Put and remove without a thread waiting for the store's fsync: `done` is
+  // called once (on this thread when refused, else on the store's syncing
+  // thread) with what put or remove would return; `request` and `response`
+  // must live until then. put and remove are these, waited for.
+  using Done = std::function<void(const grpc::Status&)>;
+  void put_async(std::string_view authorization, const v1::PutRequest& request,
+                 v1::PutResponse* response, Done done);
+  void remove_async(std::string_view authorization, const v1::DeleteRequest& request,
+                    v1::DeleteResponse* response, Done done);
   grpc::Status get(std::string_view authorization, const v1::GetRequest& request,
                    v1::GetResponse* response);
   grpc::Status list(std::string_view authorization, const v1::ListRequest& request,
@@ -183,14 +195,17 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
                               v1::ListConflictsResponse* response);
 
   // --- gRPC.
-  grpc::Status Put(grpc::ServerContext* context, const v1::PutRequest* request,
-                   v1::PutResponse* response) override;
+  // Put and Delete on gRPC's callback API: no gRPC thread waits for a
+  // write's fsync (many writes in flight share one; the store completes them).
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
+                                v1::PutResponse* response) override;
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
                    v1::GetResponse* response) override;
   grpc::Status List(grpc::ServerContext* context, const v1::ListRequest* request,
                     v1::ListResponse* response) override;
-  grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
-                      v1::DeleteResponse* response) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
+                                   const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response) override;
   // Server streaming on gRPC's callback API: the request arrives and the
   // messages leave as bytes (each message is the shared events' encodings).
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Watch(grpc::CallbackServerContext* context,
@@ -249,17 +264,14 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   // authorize_object. `*hidden` is set when a read must find nothing.
   grpc::Status check_device_site(std::string_view authorization, std::string_view tenant,
                                  std::string_view site, bool put, bool write, bool* hidden) const;
-  // The lock that makes a versioned write's check and write atomic.
-  std::mutex& write_lock(const std::string& key);
+  // Runs an asynchronous operation and waits for its `done`.
+  static grpc::Status wait_for(const std::function<void(Done)>& start);
 
   Store* store_;
   hub::PlacementIndex* index_;
   hub::StatusAggregate* status_;
   Authenticator* auth_;
   CatalogOptions options_;
-
-  static constexpr size_t kWriteLocks = 64;
-  std::mutex write_locks_[kWriteLocks];
 
   std::unique_ptr<WatchFanout> fanout_;
 };

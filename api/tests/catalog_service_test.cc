@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "api/grpc_server.h"
@@ -301,7 +302,11 @@ TEST_F(CatalogServiceTest, AStaleVersionIsRefused) {
   o.set_json(changed.dump());
   grpc::Status st = put(o);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::ABORTED);
-  EXPECT_NE(st.error_message().find("is stale"), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find(
+                ": object.version " + std::to_string(v) + " is stale: it is at version " +
+                std::to_string(second.object().version()) + "; read it again and reapply"),
+            std::string::npos)
+      << st.error_message();
   EXPECT_EQ(store_->last_log_index(), index);
   grpc::ClientContext ctx;
   authorize(&ctx);
@@ -316,6 +321,35 @@ TEST_F(CatalogServiceTest, AStaleVersionIsRefused) {
   authorize(&ctx2);
   del.set_version(second.object().version());
   EXPECT_TRUE(stub_->Delete(&ctx2, del, &dr).ok());
+}
+
+// Writers racing with the same version: the check and the write are atomic
+// (the store's), so exactly one wins and every other is told it is stale.
+TEST_F(CatalogServiceTest, RacingWritesOfOneVersionHaveOneWinner) {
+  v1::PutResponse first;
+  ASSERT_TRUE(put(object("template", "acme", "web", config_map("web").dump()), &first).ok());
+  constexpr int kWriters = 16;
+  std::vector<grpc::Status> results(kWriters);
+  std::vector<std::thread> writers;
+  for (int i = 0; i < kWriters; ++i) {
+    writers.emplace_back([&, i] {
+      json changed = config_map("web");
+      changed["data"]["writer"] = std::to_string(i);
+      v1::Object o = object("template", "acme", "web", changed.dump());
+      o.set_version(first.object().version());
+      results[i] = put(o);
+    });
+  }
+  for (auto& w : writers) w.join();
+  int won = 0;
+  for (const grpc::Status& st : results) {
+    if (st.ok()) {
+      ++won;
+    } else {
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::ABORTED) << st.error_message();
+    }
+  }
+  EXPECT_EQ(won, 1);
 }
 
 // Put answers the object as its write left it, without reading it back: the
