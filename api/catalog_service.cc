@@ -492,13 +492,9 @@ grpc::Status CatalogService::get_status(std::string_view authorization,
 
 // --- gRPC adapters.
 
-grpc::ServerUnaryReactor* CatalogService::Put(grpc::CallbackServerContext* context,
-                                              const v1::PutRequest* request,
-                                              v1::PutResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  put_async(bearer_of(context), *request, response,
-            [reactor](const grpc::Status& st) { reactor->Finish(st); });
-  return reactor;
+grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequest* request,
+                                 v1::PutResponse* response) {
+  return put(bearer_of(context), *request, response);
 }
 grpc::Status CatalogService::Get(grpc::ServerContext* context, const v1::GetRequest* request,
                                  v1::GetResponse* response) {
@@ -508,13 +504,9 @@ grpc::Status CatalogService::List(grpc::ServerContext* context, const v1::ListRe
                                   v1::ListResponse* response) {
   return list(bearer_of(context), *request, response);
 }
-grpc::ServerUnaryReactor* CatalogService::Delete(grpc::CallbackServerContext* context,
-                                                 const v1::DeleteRequest* request,
-                                                 v1::DeleteResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  remove_async(bearer_of(context), *request, response,
-               [reactor](const grpc::Status& st) { reactor->Finish(st); });
-  return reactor;
+grpc::Status CatalogService::Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                                    v1::DeleteResponse* response) {
+  return remove(bearer_of(context), *request, response);
 }
 grpc::Status CatalogService::GetStatus(grpc::ServerContext* context,
                                        const v1::GetStatusRequest* request,

@@ -110,9 +110,7 @@ struct CatalogOptions {
   hub::Enrollment* enrollment = nullptr;
 };
 
-class CatalogService final
-    : public v1::Catalog::WithCallbackMethod_Put<v1::Catalog::WithCallbackMethod_Delete<
-          v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service>>> {
+class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service> {
  public:
   // `store`, `index`, `status` and `auth` must outlive the service; `index`
   // and `status` follow `store`. GetStatus answers from `status`.
@@ -195,17 +193,18 @@ class CatalogService final
                               v1::ListConflictsResponse* response);
 
   // --- gRPC.
-  // Put and Delete on gRPC's callback API: no gRPC thread waits for a
-  // write's fsync (many writes in flight share one; the store completes them).
-  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
-                                v1::PutResponse* response) override;
+  // Put and Delete stay on the sync server: on gRPC's callback API they
+  // would share its callback threads with the watch streams, which measured
+  // worse for watches than the thread per write they save
+  // (docs/api-performance.md, "Writes that no thread waits for").
+  grpc::Status Put(grpc::ServerContext* context, const v1::PutRequest* request,
+                   v1::PutResponse* response) override;
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
                    v1::GetResponse* response) override;
   grpc::Status List(grpc::ServerContext* context, const v1::ListRequest* request,
                     v1::ListResponse* response) override;
-  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
-                                   const v1::DeleteRequest* request,
-                                   v1::DeleteResponse* response) override;
+  grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                      v1::DeleteResponse* response) override;
   // Server streaming on gRPC's callback API: the request arrives and the
   // messages leave as bytes (each message is the shared events' encodings).
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Watch(grpc::CallbackServerContext* context,
