@@ -8,7 +8,9 @@
 //                 in the same run the store's own ingest of the same
 //                 documents (put_value from as many threads), and the API's
 //                 throughput as a ratio of it. Every acknowledged write is
-//                 durable (group commit).
+//                 durable (group commit). The gRPC clients are calls kept in
+//                 flight on gRPC's callback client API (drive_grpc), not
+//                 threads in blocking stubs.
 //                 --clients 1,8,64 and --only store|grpc|rest select
 //                 a part of it (for profiling).
 //   --case watch  N gRPC watchers of one tenant (--watchers, 1,000 by
