@@ -170,6 +170,21 @@ struct Run {
   std::vector<double> latency_ms;
 };
 
+// The end of a run: aborts the benchmark if a write failed, else the rate of
+// `done` writes since `start` and every client's latencies.
+Run finish_run(bool failed, uint64_t done, Clock::time_point start,
+               const std::vector<std::vector<double>>& lat) {
+  if (failed) {
+    std::fprintf(stderr, "api_bench: a write failed\n");
+    std::exit(1);
+  }
+  Run r;
+  r.per_second =
+      static_cast<double>(done) / std::chrono::duration<double>(Clock::now() - start).count();
+  for (const auto& l : lat) r.latency_ms.insert(r.latency_ms.end(), l.begin(), l.end());
+  return r;
+}
+
 // Runs `clients` threads for `seconds`, each calling `write(client, i)` in a
 // loop (false: a failure, which aborts the benchmark).
 template <typename Write>
@@ -194,15 +209,7 @@ Run drive(int clients, double seconds, Write write) {
     });
   }
   for (auto& t : threads) t.join();
-  if (failed) {
-    std::fprintf(stderr, "api_bench: a write failed\n");
-    std::exit(1);
-  }
-  Run r;
-  r.per_second = static_cast<double>(done.load()) /
-                 std::chrono::duration<double>(Clock::now() - start).count();
-  for (auto& l : lat) r.latency_ms.insert(r.latency_ms.end(), l.begin(), l.end());
-  return r;
+  return finish_run(failed, done.load(), start, lat);
 }
 
 // Keeps `clients` gRPC Puts in flight for `seconds` on gRPC's callback API:
@@ -264,15 +271,9 @@ Run drive_grpc(int clients, double seconds, Fill fill,
     std::unique_lock lock(mu);
     cv.wait(lock, [&] { return running == 0; });
   }
-  if (failed) {
-    std::fprintf(stderr, "api_bench: a write failed\n");
-    std::exit(1);
-  }
-  Run r;
-  r.per_second = static_cast<double>(done.load()) /
-                 std::chrono::duration<double>(Clock::now() - start).count();
-  for (auto& cl : all) r.latency_ms.insert(r.latency_ms.end(), cl.lat.begin(), cl.lat.end());
-  return r;
+  std::vector<std::vector<double>> lat;
+  for (auto& cl : all) lat.push_back(std::move(cl.lat));
+  return finish_run(failed, done.load(), start, lat);
 }
 
 // `clients`: the client counts to run; `only`: "" for every transport, else
