@@ -451,12 +451,7 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
                                              const std::optional<json>& target,
                                              const json* merge_patch, uint64_t if_version) {
   const std::string key(key_view);
-  CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
-  // A whole target is checked before the lock is taken (writers wait for
-  // nobody's serialization); a patched one exists only under the lock.
-  if (merge_patch == nullptr && target.has_value()) {
-    CANOPY_RETURN_IF_ERROR(check_local_limits(key, *target));
-  }
+  CANOPY_RETURN_IF_ERROR(check_before_lock(key, target, merge_patch));
   LocalWrite w(key, target, merge_patch, if_version);
   std::vector<LocalWrite*> group;
   {
@@ -466,21 +461,35 @@ StatusOr<v1::Delta> Store::Impl::write_local(std::string_view key_view,
       w.cv.wait(q, [&] { return w.state != LocalWrite::State::kQueued; });
       if (w.state == LocalWrite::State::kDone) return std::move(w.result);
     }
-    // Lead: this write, then every write queued meanwhile.
-    combining_ = true;
-    group.push_back(&w);
-    group.insert(group.end(), combine_queue_.begin(), combine_queue_.end());
-    combine_queue_.clear();
+    group = lead_with(&w);
   }
   if (commit_group(group)) lead_orphans();
   return std::move(w.result);
 }
 
+Status Store::Impl::check_before_lock(const std::string& key, const std::optional<json>& target,
+                                      const json* merge_patch) const {
+  CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
+  // A whole target is checked before the lock is taken (writers wait for
+  // nobody's serialization); a patched one exists only under the lock.
+  if (merge_patch == nullptr && target.has_value()) {
+    CANOPY_RETURN_IF_ERROR(check_local_limits(key, *target));
+  }
+  return ok_status();
+}
+
+std::vector<Store::Impl::LocalWrite*> Store::Impl::lead_with(LocalWrite* w) {
+  // This write, then every write queued meanwhile.
+  combining_ = true;
+  std::vector<LocalWrite*> group{w};
+  group.insert(group.end(), combine_queue_.begin(), combine_queue_.end());
+  combine_queue_.clear();
+  return group;
+}
+
 void Store::Impl::write_local_async(std::string key, std::optional<json> target,
                                     uint64_t if_version, Store::WriteDone done) {
-  Status valid = validate_key(key, opts_.limits.max_key_bytes);
-  if (valid.ok() && target.has_value()) valid = check_local_limits(key, *target);
-  if (!valid.ok()) {
+  if (Status valid = check_before_lock(key, target, nullptr); !valid.ok()) {
     done(valid);
     return;
   }
@@ -493,10 +502,7 @@ void Store::Impl::write_local_async(std::string key, std::optional<json> target,
       combine_queue_.push_back(&a->write);
       return;
     }
-    combining_ = true;
-    group.push_back(&a->write);
-    group.insert(group.end(), combine_queue_.begin(), combine_queue_.end());
-    combine_queue_.clear();
+    group = lead_with(&a->write);
   }
   if (commit_group(group)) lead_orphans();
 }

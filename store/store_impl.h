@@ -392,6 +392,13 @@ class Store::Impl {
   // waits for the fsync and completes the group; an asynchronous one leaves
   // the group to the syncer (with group commit), so no thread of the
   // caller's waits for a disk.
+  // What a local write is refused for before it takes any lock: its key, and
+  // the limits of a whole target.
+  Status check_before_lock(const std::string& key, const std::optional<json>& target,
+                           const json* merge_patch) const;
+  // REQUIRES: combine_mu_ held, no leader. Makes `w`'s thread the leader of
+  // `w` and every write queued.
+  std::vector<LocalWrite*> lead_with(LocalWrite* w);
   // Returns whether asynchronous writes were left queued without a leader:
   // the caller then leads them (lead_orphans).
   bool commit_group(const std::vector<LocalWrite*>& group);
