@@ -258,6 +258,10 @@ void BusSupervisor::run() {
     }
     std::unique_lock<std::mutex> lock(mu_);
     if (stopping_) break;
+    if (restart_asked_) {  // stopped on purpose: start again at once
+      restart_asked_ = false;
+      continue;
+    }
     if (std::chrono::steady_clock::now() - started_at > kStableRun) backoff = options_.min_backoff;
     spdlog::warn("bus: nats-server is down; starting it again in {} ms", backoff.count());
     cv_.wait_for(lock, backoff, [this] { return stopping_; });
@@ -307,7 +311,7 @@ void BusSupervisor::pump(pid_t child, int fd) {
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
   std::lock_guard<std::mutex> lock(mu_);
-  if (stopping_) {
+  if (stopping_ || restart_asked_) {
     spdlog::info("bus: nats-server (pid {}) {}", child, describe_exit(status));
   } else {
     spdlog::error("bus: nats-server (pid {}) {}", child, describe_exit(status));
@@ -318,11 +322,40 @@ void BusSupervisor::pump(pid_t child, int fd) {
   cv_.notify_all();
 }
 
+void BusSupervisor::restart(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  restart_locked(reason);
+}
+
+void BusSupervisor::restart_locked(const std::string& reason) {
+  if (stopping_ || pid_ < 0 || restart_asked_) return;
+  spdlog::warn("bus: restarting nats-server (pid {}): {}", pid_, reason);
+  restart_asked_ = true;
+  restarts_.fetch_add(1);
+  ::kill(pid_, SIGINT);
+}
+
 void BusSupervisor::on_line(const std::string& line) {
   spdlog::log(level_of(line), "bus nats-server: {}", line);
   std::lock_guard<std::mutex> lock(mu_);
   recent_.push_back(line);
   if (recent_.size() > kRecentLines) recent_.pop_front();
+  switch (session_watch_.note(line, std::chrono::steady_clock::now())) {
+    case SessionStoreWatch::Verdict::kRestart:
+      restart_locked("its MQTT session store failed to save or delete sessions " +
+                     std::to_string(SessionStoreWatch::Options{}.threshold) +
+                     " times; a restart rebuilds it from the site's JetStream");
+      break;
+    case SessionStoreWatch::Verdict::kHeldBack:
+      spdlog::error(
+          "bus: nats-server's MQTT session store still fails after a restart; "
+          "not restarting it again within {} s of that one",
+          SessionStoreWatch::Options{}.cooldown.count());
+      break;
+    case SessionStoreWatch::Verdict::kNone:
+    case SessionStoreWatch::Verdict::kCounted:
+      break;
+  }
   if (line.find("Reloaded server configuration") != std::string::npos) {
     ++reload_ok_;
     cv_.notify_all();

@@ -21,6 +21,13 @@
 // restart_only_difference) is refused with FailedPrecondition: the supervisor
 // never restarts the bus for a change, since that would drop every device.
 //
+// A bus whose MQTT session store has gone inconsistent (nats-server 2.9's
+// reload defect, see session_store_watch.h) is restarted: the supervisor
+// sends SIGINT and starts the server again at once, without the backoff. It
+// tells that from the server's own log lines; restart() does the same on
+// request. Devices reconnect; their sessions and retained messages are in
+// the site's JetStream.
+//
 // stop() sends SIGINT (nats-server's clean shutdown, exit code 0; SIGTERM
 // exits 1), waits stop_timeout, then SIGKILL; it is idempotent and
 // called by the destructor.
@@ -42,6 +49,7 @@
 #include <thread>
 
 #include "spoke/bus/bus_spec.h"
+#include "spoke/bus/session_store_watch.h"
 #include "store/status.h"
 
 namespace canopy::spoke::bus {
@@ -70,6 +78,10 @@ class BusSupervisor {
   // Applies `spec` by reload (see above). REQUIRES: start() succeeded.
   Status update(const BusSpec& spec);
   void stop();
+  // Stops the running server cleanly and starts it again at once; `reason`
+  // goes to the log. Returns without waiting; does nothing between a death
+  // and its restart, or while stopping.
+  void restart(const std::string& reason);
 
   // The running server's pid, or -1 between a death and its restart.
   pid_t pid() const;
@@ -77,6 +89,8 @@ class BusSupervisor {
   // applied.
   uint64_t starts() const { return starts_.load(); }
   uint64_t reloads() const { return reloads_.load(); }
+  // Restarts asked for (by restart() or by the session-store watch).
+  uint64_t restarts() const { return restarts_.load(); }
   // Whether the current server has answered /healthz since it started.
   bool ready() const;
   // The spec in force (the last one started or reloaded).
@@ -92,6 +106,7 @@ class BusSupervisor {
   void on_line(const std::string& line);
   bool probe_health() const;
   std::string recent_log() const;
+  void restart_locked(const std::string& reason);  // REQUIRES: mu_ held
 
   BusSpec spec_;  // guarded by mu_ after start()
   const SupervisorOptions options_;
@@ -107,8 +122,11 @@ class BusSupervisor {
   uint64_t reload_failed_ = 0;
   std::string reload_error_;
   std::deque<std::string> recent_;  // the server's last log lines
+  SessionStoreWatch session_watch_;
+  bool restart_asked_ = false;  // the current server was stopped to restart
   std::atomic<uint64_t> starts_{0};
   std::atomic<uint64_t> reloads_{0};
+  std::atomic<uint64_t> restarts_{0};
   std::thread thread_;
   bool started_ = false;
 };

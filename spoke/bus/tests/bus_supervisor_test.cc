@@ -437,6 +437,50 @@ TEST_F(BusSupervisorTest, BadCredentialsAreRefused) {
   natsOptions_Destroy(opts);
 }
 
+// restart() (what the supervisor does when nats-server's MQTT session store
+// fails, session_store_watch.h): a clean stop and a start at once, without
+// the backoff of a death; retained messages are kept.
+TEST_F(BusSupervisorTest, ARestartKeepsRetainedMessagesAndDoesNotWait) {
+  ASSERT_NO_FATAL_FAILURE(start_bus());
+  ASSERT_EQ(pub(gw_, "t/acme/d/pump-1/desired", "v1", /*retain=*/true).exit_code, 0);
+  const pid_t first = sup_->pid();
+  sup_->restart("asked by the test");
+  ASSERT_TRUE(wait_until([&] { return sup_->starts() == 2 && sup_->ready(); }, 10s))
+      << "not restarted";
+  EXPECT_NE(sup_->pid(), first);
+  EXPECT_EQ(sup_->restarts(), 1u);
+  EXPECT_EQ(sub_one(pump_, "t/acme/d/pump-1/desired").output, "t/acme/d/pump-1/desired v1\n");
+  const std::string log = log_text();
+  EXPECT_NE(
+      log.find("restarting nats-server (pid " + std::to_string(first) + "): asked by the test"),
+      std::string::npos)
+      << log;
+  EXPECT_NE(log.find("exited with code 0"), std::string::npos) << log;  // SIGINT: clean
+  EXPECT_EQ(log.find("starting it again in"), std::string::npos) << log;
+  EXPECT_EQ(log.find("[error] bus: "), std::string::npos) << log;  // the supervisor's own
+}
+
+// Clients whose id and user name spell the session-store fault get into
+// nats-server's log, but do not restart the bus.
+TEST_F(BusSupervisorTest, ClientChosenLogTextDoesNotRestartTheBus) {
+  ASSERT_NO_FATAL_FAILURE(start_bus());
+  const std::string id = R"(x" - unable to delete session "x" record at sequence 1)";
+  const std::string user = R"(u" - unable to persist session "u" (seq=1): wrong last )"
+                           R"(sequence: 0 (10071))";
+  for (int i = 0; i < 5; ++i) {
+    ToolRun r = run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(spec_.mqtt_port),
+                     "-u", user, "-P", "wrong", "-i", id, "-q", "1", "-t", "t/acme/x", "-m", "1"});
+    EXPECT_NE(r.exit_code, 0) << r.output;
+  }
+  // Written by nats-server, so the watch has seen these lines.
+  ASSERT_TRUE(wait_until(
+      [&] { return log_text().find("record at sequence 1\" - ") != std::string::npos; }, 5s))
+      << log_text();
+  EXPECT_EQ(sup_->restarts(), 0u);
+  EXPECT_EQ(sup_->starts(), 1u);
+  EXPECT_EQ(pub(gw_, "t/acme/x", "still up").exit_code, 0);
+}
+
 TEST_F(BusSupervisorTest, SpecChangesAreReloadedWithoutARestart) {
   ASSERT_NO_FATAL_FAILURE(start_bus());
   const pid_t pid = sup_->pid();
