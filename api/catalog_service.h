@@ -110,7 +110,8 @@ struct CatalogOptions {
   hub::Enrollment* enrollment = nullptr;
 };
 
-class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service> {
+class CatalogService final : public v1::Catalog::WithAsyncMethod_Put<
+                                 v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service>> {
  public:
   // `store`, `index`, `status` and `auth` must outlive the service; `index`
   // and `status` follow `store`. GetStatus answers from `status`.
@@ -193,12 +194,17 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
                               v1::ListConflictsResponse* response);
 
   // --- gRPC.
-  // Put and Delete stay on the sync server: on gRPC's callback API they
-  // would share its callback threads with the watch streams, which measured
-  // worse for watches than the thread per write they save
+  // Put on gRPC's classic async API: serve_puts takes calls from the
+  // server's completion queue (api::GrpcServer runs it on kPutThreads
+  // threads) until the queue shuts down; each call is finished by the
+  // store's completion (put_async), so no thread waits for its fsync. Not
+  // the callback API: there Put would share gRPC's callback threads with
+  // the watch streams, which measured far worse for watches
   // (docs/api-performance.md, "Writes that no thread waits for").
-  grpc::Status Put(grpc::ServerContext* context, const v1::PutRequest* request,
-                   v1::PutResponse* response) override;
+  void serve_puts(grpc::ServerCompletionQueue* cq);
+  // Returns once every Put that serve_puts started has finished (after the
+  // server's Shutdown, before its queue's).
+  void wait_for_puts();
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
                    v1::GetResponse* response) override;
   grpc::Status List(grpc::ServerContext* context, const v1::ListRequest* request,
@@ -273,6 +279,11 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   CatalogOptions options_;
 
   std::unique_ptr<WatchFanout> fanout_;
+
+  // Puts started by serve_puts and not yet finished.
+  std::mutex puts_mu_;
+  std::condition_variable puts_cv_;
+  size_t puts_in_flight_ = 0;
 };
 
 }  // namespace canopy::api
