@@ -505,32 +505,30 @@ struct PutCall {
 
 }  // namespace
 
+void CatalogService::request_put(grpc::ServerCompletionQueue* cq) {
+  {
+    std::lock_guard lock(puts_mu_);
+    ++puts_outstanding_;
+  }
+  auto* call = new PutCall;
+  RequestPut(&call->ctx, &call->request, &call->responder, cq, cq, call);
+}
+
 void CatalogService::serve_puts(grpc::ServerCompletionQueue* cq) {
-  auto request_next = [&] {
-    auto* call = new PutCall;
-    RequestPut(&call->ctx, &call->request, &call->responder, cq, cq, call);
-  };
-  request_next();
   void* tag = nullptr;
   bool ok = false;
   while (cq->Next(&tag, &ok)) {
     auto* call = static_cast<PutCall*>(tag);
-    if (call->finishing) {
+    if (call->finishing || !ok) {
+      // Finished, or no call came (the server is shutting down).
       delete call;
       std::lock_guard lock(puts_mu_);
-      if (--puts_in_flight_ == 0) puts_cv_.notify_all();
+      if (--puts_outstanding_ == 0) puts_cv_.notify_all();
       continue;
     }
-    if (!ok) {  // the server is shutting down: no call came
-      delete call;
-      continue;
-    }
-    request_next();
+    // Counted already: the call stays outstanding until its Finish ends.
+    request_put(cq);
     call->finishing = true;
-    {
-      std::lock_guard lock(puts_mu_);
-      ++puts_in_flight_;
-    }
     put_async(bearer_of(&call->ctx), call->request, &call->response,
               [call](const grpc::Status& st) { call->responder.Finish(call->response, st, call); });
   }
@@ -538,7 +536,7 @@ void CatalogService::serve_puts(grpc::ServerCompletionQueue* cq) {
 
 void CatalogService::wait_for_puts() {
   std::unique_lock lock(puts_mu_);
-  puts_cv_.wait(lock, [&] { return puts_in_flight_ == 0; });
+  puts_cv_.wait(lock, [&] { return puts_outstanding_ == 0; });
 }
 
 grpc::Status CatalogService::Get(grpc::ServerContext* context, const v1::GetRequest* request,

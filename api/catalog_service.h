@@ -194,16 +194,19 @@ class CatalogService final : public v1::Catalog::WithAsyncMethod_Put<
                               v1::ListConflictsResponse* response);
 
   // --- gRPC.
-  // Put on gRPC's classic async API: serve_puts takes calls from the
-  // server's completion queue (api::GrpcServer runs it on kPutThreads
-  // threads) until the queue shuts down; each call is finished by the
-  // store's completion (put_async), so no thread waits for its fsync. Not
-  // the callback API: there Put would share gRPC's callback threads with
-  // the watch streams, which measured far worse for watches
-  // (docs/api-performance.md, "Writes that no thread waits for").
+  // Put on gRPC's classic async API. request_put asks the server's
+  // completion queue for one more call (api::GrpcServer asks kPutThreads
+  // before it starts the threads); serve_puts takes calls from the queue
+  // until it shuts down, asking for the next call as each arrives, and each
+  // call is finished by the store's completion (put_async), so no thread
+  // waits for its fsync. Not the callback API: there Put would share gRPC's
+  // callback threads with the watch streams, which measured far worse for
+  // watches (docs/api-performance.md, "Writes that no thread waits for").
+  void request_put(grpc::ServerCompletionQueue* cq);
   void serve_puts(grpc::ServerCompletionQueue* cq);
-  // Returns once every Put that serve_puts started has finished (after the
-  // server's Shutdown, before its queue's).
+  // After the server's Shutdown: returns once every call asked for has
+  // ended (a Put finished, or a request refused by the shut-down server),
+  // so that nothing more reaches the queue and it may shut down.
   void wait_for_puts();
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
                    v1::GetResponse* response) override;
@@ -280,10 +283,11 @@ class CatalogService final : public v1::Catalog::WithAsyncMethod_Put<
 
   std::unique_ptr<WatchFanout> fanout_;
 
-  // Puts started by serve_puts and not yet finished.
+  // Calls asked of the completion queue (request_put) whose last event has
+  // not been taken yet: waiting for a Put, or a Put being written.
   std::mutex puts_mu_;
   std::condition_variable puts_cv_;
-  size_t puts_in_flight_ = 0;
+  size_t puts_outstanding_ = 0;
 };
 
 }  // namespace canopy::api

@@ -37,6 +37,9 @@ GrpcServer::GrpcServer(std::unique_ptr<grpc::Server> server,
                        std::unique_ptr<grpc::ServerCompletionQueue> cq, CatalogService* catalog)
     : server_(std::move(server)), cq_(std::move(cq)), catalog_(catalog) {
   if (catalog_ == nullptr) return;
+  // Asked before any thread runs, so that a Shutdown right after this waits
+  // for them.
+  for (int i = 0; i < kPutThreads; ++i) catalog_->request_put(cq_.get());
   for (int i = 0; i < kPutThreads; ++i) {
     threads_.emplace_back([this] { catalog_->serve_puts(cq_.get()); });
   }
@@ -49,7 +52,8 @@ void GrpcServer::Shutdown(std::chrono::system_clock::time_point deadline) {
   shut_down_ = true;
   server_->Shutdown(deadline);
   // A Put in flight is finished by the store's completion, which queues its
-  // last event here: the queue shuts down only after every one has.
+  // last event here, and the calls still asked for end refused: the queue
+  // shuts down only after every one has ended.
   if (catalog_ != nullptr) catalog_->wait_for_puts();
   if (cq_ != nullptr) cq_->Shutdown();
   for (auto& t : threads_) t.join();
