@@ -492,10 +492,53 @@ grpc::Status CatalogService::get_status(std::string_view authorization,
 
 // --- gRPC adapters.
 
-grpc::Status CatalogService::Put(grpc::ServerContext* context, const v1::PutRequest* request,
-                                 v1::PutResponse* response) {
-  return put(bearer_of(context), *request, response);
+namespace {
+
+// One Put on the async API: requested, then being written, then finished.
+struct PutCall {
+  grpc::ServerContext ctx;
+  v1::PutRequest request;
+  v1::PutResponse response;
+  grpc::ServerAsyncResponseWriter<v1::PutResponse> responder{&ctx};
+  bool finishing = false;  // its next event is the end of its Finish
+};
+
+}  // namespace
+
+void CatalogService::request_put(grpc::ServerCompletionQueue* cq) {
+  {
+    std::lock_guard lock(puts_mu_);
+    ++puts_outstanding_;
+  }
+  auto* call = new PutCall;
+  RequestPut(&call->ctx, &call->request, &call->responder, cq, cq, call);
 }
+
+void CatalogService::serve_puts(grpc::ServerCompletionQueue* cq) {
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq->Next(&tag, &ok)) {
+    auto* call = static_cast<PutCall*>(tag);
+    if (call->finishing || !ok) {
+      // Finished, or no call came (the server is shutting down).
+      delete call;
+      std::lock_guard lock(puts_mu_);
+      if (--puts_outstanding_ == 0) puts_cv_.notify_all();
+      continue;
+    }
+    // Counted already: the call stays outstanding until its Finish ends.
+    request_put(cq);
+    call->finishing = true;
+    put_async(bearer_of(&call->ctx), call->request, &call->response,
+              [call](const grpc::Status& st) { call->responder.Finish(call->response, st, call); });
+  }
+}
+
+void CatalogService::wait_for_puts() {
+  std::unique_lock lock(puts_mu_);
+  puts_cv_.wait(lock, [&] { return puts_outstanding_ == 0; });
+}
+
 grpc::Status CatalogService::Get(grpc::ServerContext* context, const v1::GetRequest* request,
                                  v1::GetResponse* response) {
   return get(bearer_of(context), *request, response);

@@ -110,7 +110,8 @@ struct CatalogOptions {
   hub::Enrollment* enrollment = nullptr;
 };
 
-class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service> {
+class CatalogService final : public v1::Catalog::WithAsyncMethod_Put<
+                                 v1::Catalog::WithRawCallbackMethod_Watch<v1::Catalog::Service>> {
  public:
   // `store`, `index`, `status` and `auth` must outlive the service; `index`
   // and `status` follow `store`. GetStatus answers from `status`.
@@ -193,12 +194,20 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
                               v1::ListConflictsResponse* response);
 
   // --- gRPC.
-  // Put and Delete stay on the sync server: on gRPC's callback API they
-  // would share its callback threads with the watch streams, which measured
-  // worse for watches than the thread per write they save
-  // (docs/api-performance.md, "Writes that no thread waits for").
-  grpc::Status Put(grpc::ServerContext* context, const v1::PutRequest* request,
-                   v1::PutResponse* response) override;
+  // Put on gRPC's classic async API. request_put asks the server's
+  // completion queue for one more call (api::GrpcServer asks kPutThreads
+  // before it starts the threads); serve_puts takes calls from the queue
+  // until it shuts down, asking for the next call as each arrives, and each
+  // call is finished by the store's completion (put_async), so no thread
+  // waits for its fsync. Not the callback API: there Put would share gRPC's
+  // callback threads with the watch streams, which measured far worse for
+  // watches (docs/api-performance.md, "Writes that no thread waits for").
+  void request_put(grpc::ServerCompletionQueue* cq);
+  void serve_puts(grpc::ServerCompletionQueue* cq);
+  // After the server's Shutdown: returns once every call asked for has
+  // ended (a Put finished, or a request refused by the shut-down server),
+  // so that nothing more reaches the queue and it may shut down.
+  void wait_for_puts();
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
                    v1::GetResponse* response) override;
   grpc::Status List(grpc::ServerContext* context, const v1::ListRequest* request,
@@ -273,6 +282,12 @@ class CatalogService final : public v1::Catalog::WithRawCallbackMethod_Watch<v1:
   CatalogOptions options_;
 
   std::unique_ptr<WatchFanout> fanout_;
+
+  // Calls asked of the completion queue (request_put) whose last event has
+  // not been taken yet: waiting for a Put, or a Put being written.
+  std::mutex puts_mu_;
+  std::condition_variable puts_cv_;
+  size_t puts_outstanding_ = 0;
 };
 
 }  // namespace canopy::api

@@ -4,6 +4,8 @@
 #include <malloc.h>
 #include <spdlog/spdlog.h>
 
+#include "api/catalog_service.h"
+
 namespace canopy::api {
 
 void keep_freed_memory() {
@@ -31,10 +33,45 @@ StatusOr<std::shared_ptr<grpc::ServerCredentials>> grpc_tls_credentials(
   return grpc::SslServerCredentials(options);
 }
 
-std::unique_ptr<grpc::Server> start_grpc_server(
+GrpcServer::GrpcServer(std::unique_ptr<grpc::Server> server,
+                       std::unique_ptr<grpc::ServerCompletionQueue> cq, CatalogService* catalog)
+    : server_(std::move(server)), cq_(std::move(cq)), catalog_(catalog) {
+  if (catalog_ == nullptr) return;
+  // Asked before any thread runs, so that a Shutdown right after this waits
+  // for them.
+  for (int i = 0; i < kPutThreads; ++i) catalog_->request_put(cq_.get());
+  for (int i = 0; i < kPutThreads; ++i) {
+    threads_.emplace_back([this] { catalog_->serve_puts(cq_.get()); });
+  }
+}
+
+GrpcServer::~GrpcServer() { Shutdown(); }
+
+void GrpcServer::Shutdown(std::chrono::system_clock::time_point deadline) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  server_->Shutdown(deadline);
+  // A Put in flight is finished by the store's completion, which queues its
+  // last event here, and the calls still asked for end refused: the queue
+  // shuts down only after every one has ended.
+  if (catalog_ != nullptr) catalog_->wait_for_puts();
+  if (cq_ != nullptr) cq_->Shutdown();
+  for (auto& t : threads_) t.join();
+}
+
+std::unique_ptr<GrpcServer> start_grpc_server(
     const std::string& listen_addr, std::vector<grpc::Service*> services, int* bound_port,
     std::shared_ptr<grpc::ServerCredentials> credentials) {
   grpc::ServerBuilder builder;
+  CatalogService* catalog = nullptr;
+  for (grpc::Service* s : services) {
+    if (auto* c = dynamic_cast<CatalogService*>(s); c != nullptr) {
+      CANOPY_CHECK(catalog == nullptr);
+      catalog = c;
+    }
+  }
+  std::unique_ptr<grpc::ServerCompletionQueue> cq;
+  if (catalog != nullptr) cq = builder.AddCompletionQueue();
   int port = 0;
   builder.AddListeningPort(listen_addr,
                            credentials ? credentials : grpc::InsecureServerCredentials(), &port);
@@ -55,12 +92,19 @@ std::unique_ptr<grpc::Server> start_grpc_server(
   if (server == nullptr || port == 0) {
     spdlog::error("gRPC server: cannot listen on {}", listen_addr);
     if (server != nullptr) server->Shutdown();
+    if (cq != nullptr) {
+      cq->Shutdown();
+      void* tag = nullptr;
+      bool ok = false;
+      while (cq->Next(&tag, &ok)) {
+      }
+    }
     return nullptr;
   }
   if (bound_port != nullptr) *bound_port = port;
   spdlog::info("gRPC server listening on {} (port {}{})", listen_addr, port,
                credentials ? ", TLS" : "");
-  return server;
+  return std::make_unique<GrpcServer>(std::move(server), std::move(cq), catalog);
 }
 
 }  // namespace canopy::api

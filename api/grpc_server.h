@@ -9,8 +9,10 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "api/tls.h"
@@ -26,13 +28,44 @@ inline constexpr int kMaxGrpcMessageBytes = 4 << 20;
 // calls has passed (grpc_server.cc).
 inline constexpr int kMaxIdlePollers = 128;
 
+class CatalogService;
+
+// A started gRPC server, with the threads that serve the catalog's Put from
+// the server's completion queue (CatalogService::serve_puts): a write waits
+// for its fsync on no thread (the store finishes it), and it shares no
+// threads with the watch streams (gRPC's callback threads) either.
+class GrpcServer {
+ public:
+  GrpcServer(std::unique_ptr<grpc::Server> server, std::unique_ptr<grpc::ServerCompletionQueue> cq,
+             CatalogService* catalog);
+  ~GrpcServer();
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  // Stops taking calls and cancels those still open at `deadline` (open
+  // watch streams), then waits for the Puts in flight to finish and stops
+  // the threads that serve them. Idempotent.
+  void Shutdown(std::chrono::system_clock::time_point deadline);
+  void Shutdown() { Shutdown(std::chrono::system_clock::now()); }
+
+ private:
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  CatalogService* catalog_;
+  std::vector<std::thread> threads_;
+  bool shut_down_ = false;
+};
+
+// Threads serving the catalog's Puts from the completion queue.
+inline constexpr int kPutThreads = 2;
+
 // Listens on `listen_addr` ("host:port"; port 0 picks a free one, written to
 // `*bound_port` when not null) and serves `services`, which must outlive the
-// server, with `credentials` (null: plain TCP). Returns nullptr when the
-// address cannot be bound. Shut the server down with a deadline
-// (Shutdown(deadline)) so that open watch streams are cancelled rather than
-// waited for.
-std::unique_ptr<grpc::Server> start_grpc_server(
+// server, with `credentials` (null: plain TCP). At most one of them may be a
+// CatalogService. Returns nullptr when the address cannot be bound. Shut the
+// server down with a deadline (Shutdown(deadline)) so that open watch streams
+// are cancelled rather than waited for.
+std::unique_ptr<GrpcServer> start_grpc_server(
     const std::string& listen_addr, std::vector<grpc::Service*> services, int* bound_port,
     std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
 

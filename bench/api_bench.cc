@@ -127,7 +127,7 @@ struct Hub {
   std::unique_ptr<hub::StatusAggregate> status;
   std::unique_ptr<api::Authenticator> auth;
   std::unique_ptr<api::CatalogService> catalog;
-  std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<api::GrpcServer> grpc_server;
   api::HttpServer http;
   int grpc_port = 0;
   std::string bearer;

@@ -156,7 +156,7 @@ int run(const hub::HubConfig& cfg) {
   hub::Hub hub(cfg);
   std::unique_ptr<api::Authenticator> auth;
   std::unique_ptr<api::CatalogService> catalog;
-  std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<api::GrpcServer> grpc_server;
   api::HttpServer http(*tls);
   std::vector<daemon::Part> parts;
   parts.push_back({"hub", [&] { return hub.start(); }, [&] { hub.stop(); }});

@@ -179,7 +179,7 @@ class CatalogServiceTest : public ::testing::Test {
   std::unique_ptr<Authenticator> auth_;
   std::string bearer_;  // sent with every call (authorize); the fleet admin's at first
   std::unique_ptr<CatalogService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<GrpcServer> server_;
   std::unique_ptr<v1::Catalog::Stub> stub_;
   int port_ = 0;
 };
