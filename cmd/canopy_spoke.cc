@@ -164,7 +164,23 @@ int run(const spoke::SpokeConfig& cfg) {
   if (!cfg.health_listen.empty()) {
     // The device bus's counters (docs/device-bus.md: Devices as documents,
     // Twins, Telemetry; docs/metrics.md).
-    auto bus_metrics = [&devices_watch, &twin_reports, &telemetry](api::MetricsText* page) {
+    auto bus_metrics = [&bus, &devices_watch, &twin_reports, &telemetry](api::MetricsText* page) {
+      if (bus) {
+        page->gauge("canopy_spoke_bus_ready",
+                    "1 while the site bus's nats-server is up and has answered its health "
+                    "check.")
+            .add(bus->ready() ? 1 : 0);
+        page->counter("canopy_spoke_bus_starts",
+                      "nats-server processes started for the site bus: the first, and one "
+                      "after each death or restart.")
+            .add(static_cast<double>(bus->starts()));
+        page->counter("canopy_spoke_bus_restarts",
+                      "Restarts of the site bus because nats-server's MQTT session store "
+                      "failed to save or delete sessions.")
+            .add(static_cast<double>(bus->restarts()));
+        page->counter("canopy_spoke_bus_reloads", "Configuration reloads the site bus applied.")
+            .add(static_cast<double>(bus->reloads()));
+      }
       if (devices_watch) {
         const spoke::bus::DeviceWatchStats d = devices_watch->stats();
         page->gauge("canopy_spoke_devices", "Valid device documents at the site.")
