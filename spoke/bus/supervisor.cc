@@ -297,6 +297,7 @@ void BusSupervisor::pump(pid_t child, int fd) {
       std::lock_guard<std::mutex> lock(mu_);
       probe = !ready_ && !stopping_;
     }
+    if (!eof) kill_if_restart_overdue(child);
     if (probe) {
       next_probe = std::chrono::steady_clock::now() + kPollInterval;
       if (probe_health()) {
@@ -331,8 +332,23 @@ void BusSupervisor::restart_locked(const std::string& reason) {
   if (stopping_ || pid_ < 0 || restart_asked_) return;
   spdlog::warn("bus: restarting nats-server (pid {}): {}", pid_, reason);
   restart_asked_ = true;
+  restart_asked_at_ = std::chrono::steady_clock::now();
+  restart_killed_ = false;
   restarts_.fetch_add(1);
   ::kill(pid_, SIGINT);
+}
+
+void BusSupervisor::kill_if_restart_overdue(pid_t child) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!restart_asked_ || restart_killed_ || stopping_ ||
+      std::chrono::steady_clock::now() - restart_asked_at_ < options_.stop_timeout) {
+    return;
+  }
+  // A server too wedged to stop cleanly is what a restart is for.
+  spdlog::warn("bus: nats-server (pid {}) did not stop within {} ms of SIGINT; killing it", child,
+               options_.stop_timeout.count());
+  restart_killed_ = true;
+  ::kill(child, SIGKILL);
 }
 
 void BusSupervisor::on_line(const std::string& line) {

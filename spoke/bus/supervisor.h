@@ -23,7 +23,8 @@
 //
 // A bus whose MQTT session store has gone inconsistent (nats-server 2.9's
 // reload defect, see session_store_watch.h) is restarted: the supervisor
-// sends SIGINT and starts the server again at once, without the backoff. It
+// sends SIGINT (SIGKILL after stop_timeout) and starts the server again at
+// once, without the backoff. It
 // tells that from the server's own log lines; restart() does the same on
 // request. Devices reconnect; their sessions and retained messages are in
 // the site's JetStream.
@@ -107,6 +108,7 @@ class BusSupervisor {
   bool probe_health() const;
   std::string recent_log() const;
   void restart_locked(const std::string& reason);  // REQUIRES: mu_ held
+  void kill_if_restart_overdue(pid_t child);
 
   BusSpec spec_;  // guarded by mu_ after start()
   const SupervisorOptions options_;
@@ -124,6 +126,8 @@ class BusSupervisor {
   std::deque<std::string> recent_;  // the server's last log lines
   SessionStoreWatch session_watch_;
   bool restart_asked_ = false;  // the current server was stopped to restart
+  std::chrono::steady_clock::time_point restart_asked_at_;
+  bool restart_killed_ = false;  // ... and SIGKILLed, having ignored SIGINT
   std::atomic<uint64_t> starts_{0};
   std::atomic<uint64_t> reloads_{0};
   std::atomic<uint64_t> restarts_{0};

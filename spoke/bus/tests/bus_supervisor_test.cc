@@ -460,6 +460,23 @@ TEST_F(BusSupervisorTest, ARestartKeepsRetainedMessagesAndDoesNotWait) {
   EXPECT_EQ(log.find("[error] bus: "), std::string::npos) << log;  // the supervisor's own
 }
 
+// A server too wedged to stop on SIGINT (here: stopped with SIGSTOP) is
+// killed after stop_timeout, and the restart goes on.
+TEST_F(BusSupervisorTest, ARestartKillsAServerThatDoesNotStop) {
+  SupervisorOptions o;
+  o.stop_timeout = 500ms;
+  ASSERT_NO_FATAL_FAILURE(start_bus(o));
+  const pid_t first = sup_->pid();
+  ASSERT_EQ(::kill(first, SIGSTOP), 0);
+  sup_->restart("asked by the test");
+  ASSERT_TRUE(wait_until([&] { return sup_->starts() == 2 && sup_->ready(); }, 10s)) << log_text();
+  EXPECT_NE(sup_->pid(), first);
+  const std::string log = log_text();
+  EXPECT_NE(log.find("did not stop within 500 ms of SIGINT; killing it"), std::string::npos) << log;
+  EXPECT_NE(log.find("killed by signal 9"), std::string::npos) << log;
+  EXPECT_EQ(pub(gw_, "t/acme/x", "after the restart").exit_code, 0);
+}
+
 // Clients whose id and user name spell the session-store fault get into
 // nats-server's log, but do not restart the bus.
 TEST_F(BusSupervisorTest, ClientChosenLogTextDoesNotRestartTheBus) {
