@@ -39,6 +39,12 @@ size_t json_depth(const json& j) {
   return d + 1;
 }
 
+// A document is written whole only as a JSON object.
+Status require_object(std::string_view key, const json& doc) {
+  if (doc.is_object()) return ok_status();
+  return invalid_argument("document " + std::string(key) + " must be a JSON object");
+}
+
 }  // namespace
 
 Status Store::Impl::open() {
@@ -684,9 +690,7 @@ std::vector<StatusOr<v1::Delta>> Store::Impl::put_values(
   for (size_t i = 0; i < docs.size(); ++i) {
     const auto& [key, doc] = docs[i];
     Status st = validate_key(key, opts_.limits.max_key_bytes);
-    if (st.ok() && !doc.is_object()) {
-      st = invalid_argument("document " + key + " must be a JSON object");
-    }
+    if (st.ok()) st = require_object(key, doc);
     if (st.ok()) st = check_local_limits(key, doc);
     if (!st.ok()) {
       results[i] = st;
@@ -837,16 +841,14 @@ StatusOr<v1::Delta> Store::put(std::string_view key, std::string_view json_text)
 
 StatusOr<v1::Delta> Store::put_value(std::string_view key, const nlohmann::json& doc,
                                      uint64_t if_version) {
-  if (!doc.is_object()) {
-    return invalid_argument("document " + std::string(key) + " must be a JSON object");
-  }
+  CANOPY_RETURN_IF_ERROR(require_object(key, doc));
   return impl_->write_local(key, doc, nullptr, if_version);
 }
 
 void Store::put_value_async(std::string key, nlohmann::json doc, uint64_t if_version,
                             WriteDone done) {
-  if (!doc.is_object()) {
-    done(invalid_argument("document " + key + " must be a JSON object"));
+  if (Status st = require_object(key, doc); !st.ok()) {
+    done(st);
     return;
   }
   impl_->write_local_async(std::move(key), std::move(doc), if_version, std::move(done));

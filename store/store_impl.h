@@ -388,10 +388,6 @@ class Store::Impl {
     LocalWrite write;
     Store::WriteDone done;
   };
-  // Stages and commits `group`, led by group.front(). A blocking leader
-  // waits for the fsync and completes the group; an asynchronous one leaves
-  // the group to the syncer (with group commit), so no thread of the
-  // caller's waits for a disk.
   // What a local write is refused for before it takes any lock: its key, and
   // the limits of a whole target.
   Status check_before_lock(const std::string& key, const std::optional<json>& target,
@@ -399,8 +395,11 @@ class Store::Impl {
   // REQUIRES: combine_mu_ held, no leader. Makes `w`'s thread the leader of
   // `w` and every write queued.
   std::vector<LocalWrite*> lead_with(LocalWrite* w);
-  // Returns whether asynchronous writes were left queued without a leader:
-  // the caller then leads them (lead_orphans).
+  // Stages and commits `group`, led by group.front(). A blocking leader
+  // waits for the fsync and completes the group; an asynchronous one leaves
+  // the group to the syncer (with group commit), so no thread of the
+  // caller's waits for a disk. Returns whether asynchronous writes were left
+  // queued without a leader: the caller then leads them (lead_orphans).
   bool commit_group(const std::vector<LocalWrite*>& group);
   // Leads queued asynchronous writes while no other writer does.
   void lead_orphans();
