@@ -57,6 +57,7 @@ class SessionStoreWatch {
   // Notes one line seen at `now`.
   Verdict note(std::string_view line, Clock::time_point now);
 
+  const Options& options() const { return options_; }
   // Faults noted in all, and the ones that fell in a cooldown.
   uint64_t faults() const { return faults_; }
   uint64_t suppressed() const { return suppressed_; }

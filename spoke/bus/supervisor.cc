@@ -359,14 +359,14 @@ void BusSupervisor::on_line(const std::string& line) {
   switch (session_watch_.note(line, std::chrono::steady_clock::now())) {
     case SessionStoreWatch::Verdict::kRestart:
       restart_locked("its MQTT session store failed to save or delete sessions " +
-                     std::to_string(SessionStoreWatch::Options{}.threshold) +
+                     std::to_string(session_watch_.options().threshold) +
                      " times; a restart rebuilds it from the site's JetStream");
       break;
     case SessionStoreWatch::Verdict::kHeldBack:
       spdlog::error(
           "bus: nats-server's MQTT session store still fails after a restart; "
           "not restarting it again within {} s of that one",
-          SessionStoreWatch::Options{}.cooldown.count());
+          session_watch_.options().cooldown.count());
       break;
     case SessionStoreWatch::Verdict::kNone:
     case SessionStoreWatch::Verdict::kCounted:
