@@ -60,8 +60,8 @@ class PeerScope final : public sync::ScopeProvider {
     return out;
   }
   bool serves(std::string_view child) override { return is_peer(child) || inner_->serves(child); }
-  std::string redirect_for(std::string_view child) override {
-    return is_peer(child) ? std::string() : inner_->redirect_for(child);
+  std::vector<std::string> redirect_for(std::string_view child) override {
+    return is_peer(child) ? std::vector<std::string>() : inner_->redirect_for(child);
   }
 
  private:

@@ -45,6 +45,17 @@
 // members' scopes, and a change delivered meanwhile applies on top of either
 // state. Changes of direct children pass through unchanged.
 //
+// Hubs of a region. A region is served by the hub named like it, or by the
+// hubs that say in their hello that they serve it (serve_region: several
+// regional hubs of one region, active-active, each with its own name and
+// session). Each such hub is a child with the region's scope: in_scope,
+// writable_by, version and list_scope answer for it as for the region; every
+// ScopeChange of the region goes to the region's name and to each of its
+// hubs; children_for names them all; a member site is redirected to them
+// (redirect_for; the engine tries them in the site's preferred order). A hub keeps its region
+// until it says another; the map lives in memory (hubs say hello again after
+// a restart of this hub).
+//
 // Version. A region's version is derived from its key set and its members
 // (the XXH3 hashes of its keys and member names, summed, then hashed again;
 // never 0), updated as each change is applied, so that the version a
@@ -114,6 +125,12 @@ class RegionScope final : public sync::ScopeProvider {
   void move_site(const std::string& site, const std::string& region,
                  const std::vector<std::string>& scope_keys);
 
+  // `hub` serves `region` (its hello says so): it is given the region's
+  // scope. A hub named like a member site is refused (logged).
+  void serve_region(const std::string& hub, const std::string& region);
+  // The region `hub` serves: the one it said, else its own name.
+  std::string region_of_hub(std::string_view hub) const;
+
   // The region `site` belongs to; empty when none.
   std::string region_of(std::string_view site) const;
   bool is_region(std::string_view child) const;
@@ -132,8 +149,9 @@ class RegionScope final : public sync::ScopeProvider {
   std::vector<std::string> children_for(std::string_view key) override;
   // Regions, and direct children the index serves; never a region's member.
   bool serves(std::string_view child) override;
-  // A member site: its region (it syncs there, not here).
-  std::string redirect_for(std::string_view child) override { return region_of(child); }
+  // A member site: the hubs of its region (sorted), or the region's name when
+  // no hub said it serves it (it syncs there, not here).
+  std::vector<std::string> redirect_for(std::string_view child) override;
 
  private:
   struct Region {
@@ -163,12 +181,20 @@ class RegionScope final : public sync::ScopeProvider {
   // The member `site` of a `sites/<site>` key or a key under it; "" if none.
   static std::string_view site_of_key(std::string_view key);
   const Region* region_of_site_key(std::string_view key) const;
+  // The region `child` is, or whose hub it is; nullptr if neither.
   const Region* find_region(std::string_view child) const;
+  // The children a change of `region` goes to: its name and its hubs.
+  void append_serving(const std::string& region, std::vector<std::string>* out) const;
+  // `change` (of a region) for each child serving it.
+  std::vector<sync::ScopeChange> for_serving(sync::ScopeChange change) const;
 
   PlacementIndex* const index_;
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<Region>, std::less<>> regions_;
-  std::unordered_map<std::string, Member> members_;  // site -> its region
+  std::unordered_map<std::string, Member> members_;              // site -> its region
+  std::map<std::string, std::string, std::less<>> hub_regions_;  // hub -> the region it serves
+  // Region -> the hubs serving it (hub_regions_ inverted), sorted.
+  std::map<std::string, std::vector<std::string>, std::less<>> region_hubs_;
   ScopeListener listener_;
   bool follows_records_ = false;
   std::string self_;  // follow_records: this hub's name
