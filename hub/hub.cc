@@ -121,7 +121,14 @@ Status Hub::start() {
   if (!config_.peers.empty()) {
     peers_ = *sync::parse_node_list(config_.peers);
     std::sort(peers_.begin(), peers_.end());
-    peer_scope_ = std::make_unique<PeerScope>(regions_.get(), peers_);
+    // Below a parent, the region's hubs may write to each other only what
+    // their sites may write (hub/peer_scope.h).
+    PeerScope::OwnSites own;
+    if (!config_.parent.empty()) {
+      RegionScope* regions = regions_.get();
+      own = [regions] { return regions->own_sites(); };
+    }
+    peer_scope_ = std::make_unique<PeerScope>(regions_.get(), peers_, std::move(own));
     scope = peer_scope_.get();
   }
   auto parent = std::make_unique<sync::ParentSync>(config_.name, store_.get(), scope, env, po);
@@ -179,6 +186,10 @@ Status Hub::start() {
     sync::ChildOptions co;
     co.labels[std::string(kRoleLabel)] = std::string(kRoleHub);
     co.labels[std::string(kRegionLabel)] = config_.served_region();
+    // A region's hubs compare their documents with the parent too: a key the
+    // parent took out of the region's scope while a peer streamed it back
+    // (both hubs then hold it) is dropped by this comparison and no other.
+    if (!config_.peers.empty()) co.reconcile_every_ms = config_.peer_reconcile_s * 1000;
     auto parents = sync::preferred_order(config_.name, parent_hubs);
     co.fallback_parents.assign(parents.begin() + 1, parents.end());
     node_->set_child_engine(
@@ -199,6 +210,12 @@ Status Hub::start() {
   }
   sync::SyncNode* node = node_.get();
   regions_->on_scope_change([node](const sync::ScopeChange& c) { node->enqueue_scope_change(c); });
+  if (peer_scope_ && !config_.parent.empty()) {
+    PeerScope* peer_scope = peer_scope_.get();
+    regions_->on_own_sites_change([node, peer_scope] {
+      for (const auto& c : peer_scope->own_sites_changed()) node->enqueue_scope_change(c);
+    });
+  }
   if (Status s = node_->attach(); !s.ok()) {
     stop();
     return Status(s.code(), "cannot subscribe: " + s.message());
@@ -273,7 +290,10 @@ void Hub::stop() {
   if (runtime_) runtime_->stop();
   // Commits after this point (none are expected) must not reach a node that
   // is gone.
-  if (regions_) regions_->on_scope_change(nullptr);
+  if (regions_) {
+    regions_->on_scope_change(nullptr);
+    regions_->on_own_sites_change(nullptr);
+  }
   peer_runtime_.reset();
   peer_node_.reset();
   runtime_.reset();

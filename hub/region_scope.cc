@@ -74,6 +74,7 @@ std::unique_ptr<RegionScope> RegionScope::follow_records(PlacementIndex* index, 
   for (const auto& [site, region] : index->site_regions()) {
     const auto keys = index->scope_keys(site);
     std::lock_guard lock(raw->mu_);
+    if (region == raw->self_) raw->own_.insert(site);
     raw->move_locked(site, region, keys, nullptr);
   }
   return scope;
@@ -209,18 +210,33 @@ uint64_t RegionScope::version_of(const Region& region) {
   return v == 0 ? 1 : v;
 }
 
+std::vector<std::string> RegionScope::own_sites() const {
+  std::lock_guard lock(mu_);
+  return {own_.begin(), own_.end()};
+}
+
+void RegionScope::on_own_sites_change(std::function<void()> listener) {
+  std::lock_guard lock(mu_);
+  own_listener_ = std::move(listener);
+}
+
 void RegionScope::move_site(const std::string& site, const std::string& region,
                             const std::vector<std::string>& scope_keys) {
   std::vector<sync::ScopeChange> changes;
   ScopeListener listener;
+  std::function<void()> own_listener;
   {
     std::lock_guard lock(mu_);
-    if (!move_locked(site, region, scope_keys, &changes)) return;
-    listener = listener_;
+    if (!self_.empty()) {
+      const bool own = region == self_;
+      if (own ? own_.insert(site).second : own_.erase(site) > 0) own_listener = own_listener_;
+    }
+    if (move_locked(site, region, scope_keys, &changes)) listener = listener_;
   }
   if (listener) {
     for (const auto& c : changes) listener(c);
   }
+  if (own_listener) own_listener();
 }
 
 bool RegionScope::move_locked(const std::string& site, const std::string& named,

@@ -81,6 +81,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -118,6 +119,12 @@ class RegionScope final : public sync::ScopeProvider {
   // Replaces the listener of scope changes: the index's for direct children,
   // re-expressed ones for regions.
   void on_scope_change(ScopeListener listener);
+  // follow_records: called (without locks held, from the index's commit
+  // listener: only enqueue) when a site record naming `self` appears or
+  // stops naming it, i.e. when this hub's own sites change.
+  void on_own_sites_change(std::function<void()> listener);
+  // follow_records: the sites whose records name `self`, sorted.
+  std::vector<std::string> own_sites() const;
 
   // Makes `site` a member of `region` (empty: of none), whose scope is
   // `scope_keys`. A region named like a member site, or a site that is a
@@ -196,6 +203,8 @@ class RegionScope final : public sync::ScopeProvider {
   // Region -> the hubs serving it (hub_regions_ inverted), sorted.
   std::map<std::string, std::vector<std::string>, std::less<>> region_hubs_;
   ScopeListener listener_;
+  std::function<void()> own_listener_;
+  std::set<std::string, std::less<>> own_;  // follow_records: sites whose record names self_
   bool follows_records_ = false;
   std::string self_;  // follow_records: this hub's name
 };
