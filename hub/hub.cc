@@ -202,6 +202,8 @@ Status Hub::start() {
     sync::ChildOptions co;
     co.labels[std::string(kRoleLabel)] = std::string(kRolePeer);
     co.reconcile_every_ms = config_.peer_reconcile_s * 1000;
+    // Below a parent, what the parent gave us is its to take back.
+    co.keep_unwritable = !config_.parent.empty();
     co.fallback_parents.assign(peers_.begin() + 1, peers_.end());
     peer_node_ = std::make_unique<sync::SyncNode>(store_.get(), transport);
     peer_node_->set_child_engine(

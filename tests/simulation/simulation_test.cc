@@ -306,6 +306,7 @@ class World {
       co.heartbeat_ms = 300;
       co.parent_session_timeout_ms = 4'000;
       co.reconcile_every_ms = kPeerReconcileMs;
+      co.keep_unwritable = true;
       n.peer_node = std::make_unique<sync::SyncNode>(n.store.get(), n.transport.get());
       n.peer_node->set_child_engine(
           std::make_unique<sync::ChildSync>(n.name, n.peer, n.store.get(), env, co));
