@@ -125,27 +125,12 @@ class World {
     if (seed % 4 < 2 && std::getenv("CANOPY_SIM_REGION_PAIR") != nullptr) {
       // Region reg served by two hubs: reg2 serves it too (--region reg),
       // peers with reg, and the region's sites name both.
-      SimNode& r2 = nodes_["reg2"];
-      r2.name = "reg2";
-      r2.parent = "hub";
-      r2.region = "reg";
-      r2.replica = 1000 + nodes_.size();
-      r2.dir = "/sim/reg2";
-      r2.children = nodes_["reg"].children;
-      r2.peer = "reg";
-      nodes_["reg"].peer = "reg2";
-      nodes_["hub"].children.push_back("reg2");
+      SimNode& r2 = add_peer("reg2", "reg");
       for (const auto& c : r2.children) nodes_[c].fallbacks = {"reg2"};
     }
     if (seed % 2 == 0 && std::getenv("CANOPY_SIM_ACTIVE_ACTIVE") != nullptr) {
       // Active-active roots: hub2 serves the same children, peers with hub.
-      SimNode& h2 = nodes_["hub2"];
-      h2.name = "hub2";
-      h2.replica = 1000 + nodes_.size();
-      h2.dir = "/sim/hub2";
-      h2.children = nodes_["hub"].children;
-      h2.peer = "hub";
-      nodes_["hub"].peer = "hub2";
+      SimNode& h2 = add_peer("hub2", "hub");
       // The root's sites fail over; the regional hub keeps one parent, or
       // fails over too with CANOPY_SIM_REGION_FAILOVER.
       const bool region_fails_over = std::getenv("CANOPY_SIM_REGION_FAILOVER") != nullptr;
@@ -179,6 +164,23 @@ class World {
     n.replica = 1000 + nodes_.size();
     n.dir = "/sim/" + name;
     if (!parent.empty()) nodes_[parent].children.push_back(name);
+  }
+
+  // A hub `name` of the same level as `of`: its peer, serving the same
+  // children (and region), below the same parent.
+  SimNode& add_peer(const std::string& name, const std::string& of) {
+    SimNode& n = nodes_[name];
+    SimNode& other = nodes_[of];
+    n.name = name;
+    n.parent = other.parent;
+    n.region = other.region;
+    n.replica = 1000 + nodes_.size();
+    n.dir = "/sim/" + name;
+    n.children = other.children;
+    n.peer = of;
+    other.peer = name;
+    if (!n.parent.empty()) nodes_[n.parent].children.push_back(name);
+    return n;
   }
 
   void open(SimNode& n) {
