@@ -92,7 +92,7 @@ void RegionScope::on_scope_change(ScopeListener listener) {
 
 void RegionScope::serve_region(const std::string& hub, const std::string& region) {
   std::lock_guard lock(mu_);
-  if (members_.contains(hub)) {
+  if (hub != region && members_.contains(hub)) {
     spdlog::warn(
         "regions: hub {} says it serves region {}, but a site of a region is named {}: "
         "ignored",
@@ -106,11 +106,13 @@ void RegionScope::serve_region(const std::string& hub, const std::string& region
     std::erase(hubs, hub);
     if (hubs.empty()) region_hubs_.erase(it->second);
     spdlog::info("regions: hub {} now serves region {}, not {}", hub, region, it->second);
-    it->second = region;
-  } else {
-    hub_regions_.emplace(hub, region);
-    if (hub != region) spdlog::info("regions: hub {} serves region {}", hub, region);
+    hub_regions_.erase(it);
   }
+  // A hub named like its region is served by that name: nothing to map (and
+  // children_for does no extra work in a hierarchy of such hubs).
+  if (hub == region) return;
+  hub_regions_.emplace(hub, region);
+  spdlog::info("regions: hub {} serves region {}", hub, region);
   auto& hubs = region_hubs_[region];
   hubs.insert(std::lower_bound(hubs.begin(), hubs.end(), hub), hub);
 }
@@ -452,15 +454,19 @@ std::vector<std::string> RegionScope::children_for(std::string_view key) {
   {
     std::lock_guard lock(mu_);
     const size_t n = out.size();
+    std::vector<const Region*> expanded;  // regions whose hubs are added (few)
     for (size_t i = 0; i < n; ++i) {
       auto it = members_.find(out[i]);
       if (it == members_.end()) continue;
-      const std::string& region = it->second.region->name;
-      out[i] = region;
-      if (auto hubs = region_hubs_.find(region); hubs != region_hubs_.end()) {
-        for (const auto& hub : hubs->second) out.push_back(hub);
-      }
+      const Region* region = it->second.region;
+      out[i] = region->name;
       mapped = true;
+      if (region_hubs_.empty()) continue;  // every region served by its name alone
+      auto hubs = region_hubs_.find(region->name);
+      if (hubs == region_hubs_.end()) continue;
+      if (std::find(expanded.begin(), expanded.end(), region) != expanded.end()) continue;
+      expanded.push_back(region);
+      for (const auto& hub : hubs->second) out.push_back(hub);
     }
   }
   if (mapped) {

@@ -198,8 +198,9 @@ class RegionScope final : public sync::ScopeProvider {
   PlacementIndex* const index_;
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<Region>, std::less<>> regions_;
-  std::unordered_map<std::string, Member> members_;              // site -> its region
-  std::map<std::string, std::string, std::less<>> hub_regions_;  // hub -> the region it serves
+  std::unordered_map<std::string, Member> members_;  // site -> its region
+  // Hub -> the region it serves, for hubs not named like it.
+  std::map<std::string, std::string, std::less<>> hub_regions_;
   // Region -> the hubs serving it (hub_regions_ inverted), sorted.
   std::map<std::string, std::vector<std::string>, std::less<>> region_hubs_;
   ScopeListener listener_;
