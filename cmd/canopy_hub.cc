@@ -54,6 +54,9 @@ void bind_hub_flags(CLI::App& app, hub::HubConfig* cfg) {
   app.add_option("--parent", cfg->parent,
                  "parent hub's name, or the names of an active-active parent level "
                  "(a,b): this hub is a regional hub (default: none, the root)");
+  app.add_option("--region", cfg->region,
+                 "the region this regional hub serves, as its sites' records name it "
+                 "(default: the hub's name; several hubs of one region: active-active)");
   app.add_option("--peers", cfg->peers,
                  "the other hubs of this level, a,b: active-active (docs/hierarchy.md)");
   app.add_option("--peer-reconcile-seconds", cfg->peer_reconcile_s,

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "daemon/config_file.h"
+#include "model/names.h"
 #include "sync/subjects.h"
 
 namespace canopy::hub {
@@ -23,6 +24,7 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
                                                   "log_level",
                                                   "admin_token_file",
                                                   "parent",
+                                                  "region",
                                                   "peers",
                                                   "nats_auth_file",
                                                   "nats_pid_file",
@@ -64,6 +66,7 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
       c->log_retention_hours = root["log_retention_hours"].as<uint64_t>();
     if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
     if (root["parent"]) c->parent = daemon::node_list_of(root["parent"]);
+    if (root["region"]) c->region = root["region"].as<std::string>();
     if (root["peers"]) c->peers = daemon::node_list_of(root["peers"]);
     if (root["peer_reconcile_s"]) c->peer_reconcile_s = root["peer_reconcile_s"].as<uint64_t>();
     if (root["nats_auth_file"]) c->nats_auth_file = root["nats_auth_file"].as<std::string>();
@@ -117,6 +120,17 @@ Status validate_hub_config(const HubConfig& c) {
     parents = std::move(list).value();
     if (std::find(parents.begin(), parents.end(), c.name) != parents.end()) {
       return invalid_argument("parent: a hub cannot be its own parent");
+    }
+  }
+  if (!c.region.empty()) {
+    if (c.parent.empty()) {
+      return invalid_argument("region: only for a regional hub (one with a parent)");
+    }
+    if (!model::is_dns1123_label(c.region)) {
+      return invalid_argument("region: \"" + c.region + "\" is not a DNS-1123 label");
+    }
+    if (std::find(parents.begin(), parents.end(), c.region) != parents.end()) {
+      return invalid_argument("region: " + c.region + " is also a parent");
     }
   }
   if (!c.peers.empty()) {

@@ -40,6 +40,15 @@ struct HubConfig {
   // "root-a,root-b" (or a YAML list): the parent level runs active-active,
   // and this hub fails over between them as a site does.
   std::string parent;
+  // The region this regional hub serves: the name its sites' records give in
+  // their `region` field. Empty: the hub's own name. Several hubs of one
+  // region (active-active, with `peers` naming each other) give the same
+  // region and each their own name; the parent sends the region's scope to
+  // each, and its sites name them all as parents (docs/hierarchy.md,
+  // "Active-active regions"). Only with `parent`.
+  std::string region;
+  // The region this hub serves as a regional hub: `region`, else its name.
+  const std::string& served_region() const { return region.empty() ? name : region; }
   // Active-active: the other hubs of this hub's level, "root-b,root-c" (or a
   // YAML list), each with its own store, on one NATS cluster. The hubs
   // replicate everything between them as CRDT replicas over the ordinary

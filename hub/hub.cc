@@ -9,6 +9,7 @@
 #include "hub/nats_tls.h"
 #include "model/documents.h"
 #include "model/keys.h"
+#include "model/names.h"
 #include "store/hlc.h"
 #include "sync/subjects.h"
 
@@ -103,7 +104,7 @@ Status Hub::start() {
   // with the regional hubs below it that the site records name.
   // A regional hub serves only the sites whose records its parent gave it.
   index_->set_serve_unknown(config_.parent.empty());
-  regions_ = RegionScope::follow_records(index_.get(), config_.name);
+  regions_ = RegionScope::follow_records(index_.get(), config_.served_region());
   for (const auto& [region, members] : regions_->regions()) {
     spdlog::info("hub {}: regional hub {} serves {} site(s)", config_.name, region, members.size());
   }
@@ -120,7 +121,14 @@ Status Hub::start() {
   if (!config_.peers.empty()) {
     peers_ = *sync::parse_node_list(config_.peers);
     std::sort(peers_.begin(), peers_.end());
-    peer_scope_ = std::make_unique<PeerScope>(regions_.get(), peers_);
+    // Below a parent, the region's hubs may write to each other only what
+    // their sites may write (hub/peer_scope.h).
+    PeerScope::OwnSites own;
+    if (!config_.parent.empty()) {
+      RegionScope* regions = regions_.get();
+      own = [regions] { return regions->own_sites(); };
+    }
+    peer_scope_ = std::make_unique<PeerScope>(regions_.get(), peers_, std::move(own));
     scope = peer_scope_.get();
   }
   auto parent = std::make_unique<sync::ParentSync>(config_.name, store_.get(), scope, env, po);
@@ -130,19 +138,43 @@ Status Hub::start() {
   Enrollment* enrollment = enrollment_.get();
   parent->set_admit_hook(
       [enrollment](const std::string& child) { return enrollment->admits(child); });
-  if (config_.parent.empty()) {
-    // The site describes itself in its hello; the registry keeps it. Only the
-    // root registers sites: below it, records come from the parent (a
-    // regional hub's own record would be a write it may not send up). A
-    // regional hub is no site: it says so in its hello.
-    Store* store = store_.get();
-    parent->set_hello_hook([store](const std::string& child, const v1::Hello& hello) {
-      auto role = hello.labels().find(std::string(kRoleLabel));
-      if (role != hello.labels().end() && (role->second == kRoleHub || role->second == kRolePeer))
-        return;
-      register_site(store, child, hello);
-    });
-  }
+  // The site describes itself in its hello; the registry keeps it. Only the
+  // root registers sites: below it, records come from the parent (a
+  // regional hub's own record would be a write it may not send up). A
+  // regional hub is no site: it says so in its hello, and which region it
+  // serves.
+  // A label is a claim: a child that is a site here (it has a record or an
+  // enrolled identity) serves no region other than its name, whatever its
+  // hello says, so that no site can take a region's scope by saying so.
+  Store* store = store_.get();
+  const bool registers = config_.parent.empty();
+  RegionScope* regions = regions_.get();
+  PlacementIndex* index = index_.get();
+  parent->set_hello_hook(
+      [store, registers, regions, index](const std::string& child, const v1::Hello& hello) {
+        auto role = hello.labels().find(std::string(kRoleLabel));
+        if (role != hello.labels().end() && role->second == kRoleHub) {
+          auto label = hello.labels().find(std::string(kRegionLabel));
+          std::string region = child;
+          if (label != hello.labels().end() && label->second != child) {
+            auto identity = store->get(model::site_identity_key(child));
+            // Unreadable counts as a site: the claim is taken at the next hello.
+            const bool is_site = index->site_labels(child).has_value() || identity.ok() ||
+                                 identity.status().code() != StatusCode::kNotFound;
+            if (is_site || !model::is_dns1123_label(label->second)) {
+              spdlog::warn("hello from {} says it is a hub of region \"{}\", but {}: not taken",
+                           child, label->second,
+                           is_site ? "it is a site here" : "that is not a DNS-1123 label");
+            } else {
+              region = label->second;
+            }
+          }
+          regions->serve_region(child, region);
+          return;
+        }
+        if (role != hello.labels().end() && role->second == kRolePeer) return;
+        if (registers) register_site(store, child, hello);
+      });
   sync::Transport* transport = nats_.get();
   if (hooks_.wrap_transport) {
     wrapped_ = hooks_.wrap_transport(transport);
@@ -153,6 +185,11 @@ Status Hub::start() {
   if (!config_.parent.empty()) {
     sync::ChildOptions co;
     co.labels[std::string(kRoleLabel)] = std::string(kRoleHub);
+    co.labels[std::string(kRegionLabel)] = config_.served_region();
+    // A region's hubs compare their documents with the parent too: a key the
+    // parent took out of the region's scope while a peer streamed it back
+    // (both hubs then hold it) is dropped by this comparison and no other.
+    if (!config_.peers.empty()) co.reconcile_every_ms = config_.peer_reconcile_s * 1000;
     auto parents = sync::preferred_order(config_.name, parent_hubs);
     co.fallback_parents.assign(parents.begin() + 1, parents.end());
     node_->set_child_engine(
@@ -165,6 +202,8 @@ Status Hub::start() {
     sync::ChildOptions co;
     co.labels[std::string(kRoleLabel)] = std::string(kRolePeer);
     co.reconcile_every_ms = config_.peer_reconcile_s * 1000;
+    // Below a parent, what the parent gave us is its to take back.
+    co.keep_unwritable = !config_.parent.empty();
     co.fallback_parents.assign(peers_.begin() + 1, peers_.end());
     peer_node_ = std::make_unique<sync::SyncNode>(store_.get(), transport);
     peer_node_->set_child_engine(
@@ -173,6 +212,12 @@ Status Hub::start() {
   }
   sync::SyncNode* node = node_.get();
   regions_->on_scope_change([node](const sync::ScopeChange& c) { node->enqueue_scope_change(c); });
+  if (peer_scope_ && !config_.parent.empty()) {
+    PeerScope* peer_scope = peer_scope_.get();
+    regions_->on_own_sites_change([node, peer_scope] {
+      for (const auto& c : peer_scope->own_sites_changed()) node->enqueue_scope_change(c);
+    });
+  }
   if (Status s = node_->attach(); !s.ok()) {
     stop();
     return Status(s.code(), "cannot subscribe: " + s.message());
@@ -247,7 +292,10 @@ void Hub::stop() {
   if (runtime_) runtime_->stop();
   // Commits after this point (none are expected) must not reach a node that
   // is gone.
-  if (regions_) regions_->on_scope_change(nullptr);
+  if (regions_) {
+    regions_->on_scope_change(nullptr);
+    regions_->on_own_sites_change(nullptr);
+  }
   peer_runtime_.reset();
   peer_node_.reset();
   runtime_.reset();
@@ -369,11 +417,13 @@ LivenessOf Hub::liveness_lookup() {
     };
     // A site below a regional hub: live when the region is and the region's
     // presence document says it has a live session with the site.
+    // With several hubs serving the region, through the one whose presence
+    // document it is.
     if (const std::string region = regions_->region_of(site); !region.empty()) {
-      const SiteLiveness via = session_of(region).value_or(SiteLiveness{});
       SiteLiveness l{false, 0};
       auto presence = read_presence(site);
-      if (!presence || presence->hub != region) return l;
+      if (!presence || regions_->region_of_hub(presence->hub) != region) return l;
+      const SiteLiveness via = session_of(presence->hub).value_or(SiteLiveness{});
       l.connected = via.connected && presence->connected;
       l.last_seen_ms =
           presence->connected ? via.last_seen_ms : std::min(via.last_seen_ms, presence->since_ms);

@@ -9,25 +9,50 @@
 // but the scope below differs from a site's session. A peer's scope never
 // changes (version 1); every committed key is routed to it.
 //
-// Thread-safety: as the inner provider; the peer list is fixed.
+// Peers below a parent (the hubs of one region, docs/hierarchy.md,
+// "Active-active regions"; own_sites given). Each holds exactly the scope its
+// parent gives the region, and only the parent may change that scope's
+// desired state. So a peer may write only what the level's own sites may
+// write (their status, local overrides, holds, reported values: model::
+// site_writable_prefixes) and their presence documents, never a key of the
+// parent's: a copy a peer kept after the parent took it out of the region's
+// scope (the drop raced the peer's stream) is then dropped by the next
+// reconciliation between the peers instead of spreading back. The version
+// follows the set of own sites (a hash of their names); when a site record
+// naming this hub's region appears or goes, own_sites_changed returns a
+// reconciling ScopeChange for each peer, so that its session learns what it
+// may write now.
+//
+// Thread-safety: as the inner provider; the peer list is fixed; own_sites
+// must be callable from any thread.
 #pragma once
+
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "model/keys.h"
 #include "sync/scope.h"
 
 namespace canopy::hub {
 
 class PeerScope final : public sync::ScopeProvider {
  public:
-  // `inner` (not owned) must outlive this.
-  PeerScope(sync::ScopeProvider* inner, std::vector<std::string> peers)
-      : inner_(inner), peers_(sorted(std::move(peers))) {}
+  using OwnSites = std::function<std::vector<std::string>()>;
+  // `inner` (not owned) must outlive this. `own_sites`: the sites this hub
+  // serves, sorted, for peers below a parent; empty at the top level.
+  PeerScope(sync::ScopeProvider* inner, std::vector<std::string> peers, OwnSites own_sites = {})
+      : inner_(inner), peers_(sorted(std::move(peers))), own_sites_(std::move(own_sites)) {
+    if (own_sites_) announced_ = version_of(own_sites_());
+  }
 
   bool is_peer(std::string_view child) const {
     return std::find(peers_.begin(), peers_.end(), child) != peers_.end();
@@ -37,14 +62,54 @@ class PeerScope final : public sync::ScopeProvider {
     return is_peer(child) || inner_->in_scope(child, key);
   }
   std::vector<std::string> writable_prefixes(std::string_view child) override {
-    if (is_peer(child)) return {""};
-    return inner_->writable_prefixes(child);
+    if (!is_peer(child)) return inner_->writable_prefixes(child);
+    if (!own_sites_) return {""};
+    std::vector<std::string> out;
+    for (const auto& site : own_sites_()) {
+      for (auto& prefix : model::site_writable_prefixes(site)) out.push_back(std::move(prefix));
+      out.push_back(model::presence_key(site));
+    }
+    return out;
   }
   bool writable_by(std::string_view child, std::string_view key) override {
-    return is_peer(child) || inner_->writable_by(child, key);
+    if (!is_peer(child)) return inner_->writable_by(child, key);
+    if (!own_sites_) return true;
+    if (!key.starts_with(model::kSitesPrefix)) return false;
+    std::string_view rest = key.substr(model::kSitesPrefix.size());
+    const std::string site(rest.substr(0, rest.find('/')));
+    if (!inner_->serves(site)) return false;
+    if (key == model::presence_key(site)) return true;
+    for (const auto& prefix : model::site_writable_prefixes(site)) {
+      if (key.size() > prefix.size() && key.starts_with(prefix)) return true;
+    }
+    return false;
   }
   uint64_t version(std::string_view child) override {
-    return is_peer(child) ? 1 : inner_->version(child);
+    if (!is_peer(child)) return inner_->version(child);
+    return own_sites_ ? version_of(own_sites_()) : 1;
+  }
+
+  // For peers below a parent, when this hub's own sites may have changed
+  // (RegionScope::on_own_sites_change): a reconciling change for each peer
+  // if the set did change, so that its session learns what it may write
+  // now; otherwise none.
+  std::vector<sync::ScopeChange> own_sites_changed() {
+    if (!own_sites_) return {};
+    const uint64_t now = version_of(own_sites_());
+    {
+      std::lock_guard lock(mu_);
+      if (now == announced_) return {};
+      announced_ = now;
+    }
+    std::vector<sync::ScopeChange> out;
+    for (const auto& peer : peers_) {
+      sync::ScopeChange c;
+      c.child = peer;
+      c.version = now;
+      c.reconcile = true;
+      out.push_back(std::move(c));
+    }
+    return out;
   }
   std::optional<Listing> list_scope(std::string_view child) override {
     if (is_peer(child)) return Listing{{}, {""}};
@@ -60,8 +125,8 @@ class PeerScope final : public sync::ScopeProvider {
     return out;
   }
   bool serves(std::string_view child) override { return is_peer(child) || inner_->serves(child); }
-  std::string redirect_for(std::string_view child) override {
-    return is_peer(child) ? std::string() : inner_->redirect_for(child);
+  std::vector<std::string> redirect_for(std::string_view child) override {
+    return is_peer(child) ? std::vector<std::string>() : inner_->redirect_for(child);
   }
 
  private:
@@ -69,8 +134,16 @@ class PeerScope final : public sync::ScopeProvider {
     std::sort(v.begin(), v.end());
     return v;
   }
+  static uint64_t version_of(const std::vector<std::string>& sites) {
+    uint64_t h = 0x6f776e2d73697465ULL;  // "own-site"
+    for (const auto& site : sites) h = XXH3_64bits_withSeed(site.data(), site.size(), h);
+    return h == 0 ? 1 : h;
+  }
   sync::ScopeProvider* inner_;
   const std::vector<std::string> peers_;
+  const OwnSites own_sites_;
+  std::mutex mu_;
+  uint64_t announced_ = 0;  // guarded by mu_: the version on_inner_change last announced
 };
 
 }  // namespace canopy::hub

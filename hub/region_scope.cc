@@ -74,6 +74,7 @@ std::unique_ptr<RegionScope> RegionScope::follow_records(PlacementIndex* index, 
   for (const auto& [site, region] : index->site_regions()) {
     const auto keys = index->scope_keys(site);
     std::lock_guard lock(raw->mu_);
+    if (region == raw->self_) raw->own_.insert(site);
     raw->move_locked(site, region, keys, nullptr);
   }
   return scope;
@@ -87,6 +88,56 @@ RegionScope::~RegionScope() {
 void RegionScope::on_scope_change(ScopeListener listener) {
   std::lock_guard lock(mu_);
   listener_ = std::move(listener);
+}
+
+void RegionScope::serve_region(const std::string& hub, const std::string& region) {
+  std::lock_guard lock(mu_);
+  if (hub != region && members_.contains(hub)) {
+    spdlog::warn(
+        "regions: hub {} says it serves region {}, but a site of a region is named {}: "
+        "ignored",
+        hub, region, hub);
+    return;
+  }
+  auto it = hub_regions_.find(hub);
+  if (it != hub_regions_.end()) {
+    if (it->second == region) return;
+    auto& hubs = region_hubs_[it->second];
+    std::erase(hubs, hub);
+    if (hubs.empty()) region_hubs_.erase(it->second);
+    spdlog::info("regions: hub {} now serves region {}, not {}", hub, region, it->second);
+    hub_regions_.erase(it);
+  }
+  // A hub named like its region is served by that name: nothing to map (and
+  // children_for does no extra work in a hierarchy of such hubs).
+  if (hub == region) return;
+  hub_regions_.emplace(hub, region);
+  spdlog::info("regions: hub {} serves region {}", hub, region);
+  auto& hubs = region_hubs_[region];
+  hubs.insert(std::lower_bound(hubs.begin(), hubs.end(), hub), hub);
+}
+
+std::string RegionScope::region_of_hub(std::string_view hub) const {
+  std::lock_guard lock(mu_);
+  auto it = hub_regions_.find(hub);
+  return it == hub_regions_.end() ? std::string(hub) : it->second;
+}
+
+void RegionScope::append_serving(const std::string& region, std::vector<std::string>* out) const {
+  out->push_back(region);
+  auto it = region_hubs_.find(region);
+  if (it == region_hubs_.end()) return;
+  for (const auto& hub : it->second) {
+    if (hub != region) out->push_back(hub);
+  }
+}
+
+std::vector<sync::ScopeChange> RegionScope::for_serving(sync::ScopeChange change) const {
+  std::vector<std::string> children;
+  append_serving(change.child, &children);
+  std::vector<sync::ScopeChange> out(children.size(), change);
+  for (size_t i = 0; i < children.size(); ++i) out[i].child = std::move(children[i]);
+  return out;
 }
 
 std::string RegionScope::region_of(std::string_view site) const {
@@ -112,6 +163,10 @@ RegionScope::Regions RegionScope::regions() const {
 
 const RegionScope::Region* RegionScope::find_region(std::string_view child) const {
   auto it = regions_.find(child);
+  if (it != regions_.end()) return it->second.get();
+  auto hub = hub_regions_.find(child);
+  if (hub == hub_regions_.end()) return nullptr;
+  it = regions_.find(hub->second);
   return it == regions_.end() ? nullptr : it->second.get();
 }
 
@@ -157,18 +212,33 @@ uint64_t RegionScope::version_of(const Region& region) {
   return v == 0 ? 1 : v;
 }
 
+std::vector<std::string> RegionScope::own_sites() const {
+  std::lock_guard lock(mu_);
+  return {own_.begin(), own_.end()};
+}
+
+void RegionScope::on_own_sites_change(std::function<void()> listener) {
+  std::lock_guard lock(mu_);
+  own_listener_ = std::move(listener);
+}
+
 void RegionScope::move_site(const std::string& site, const std::string& region,
                             const std::vector<std::string>& scope_keys) {
   std::vector<sync::ScopeChange> changes;
   ScopeListener listener;
+  std::function<void()> own_listener;
   {
     std::lock_guard lock(mu_);
-    if (!move_locked(site, region, scope_keys, &changes)) return;
-    listener = listener_;
+    if (!self_.empty()) {
+      const bool own = region == self_;
+      if (own ? own_.insert(site).second : own_.erase(site) > 0) own_listener = own_listener_;
+    }
+    if (move_locked(site, region, scope_keys, &changes)) listener = listener_;
   }
   if (listener) {
     for (const auto& c : changes) listener(c);
   }
+  if (own_listener) own_listener();
 }
 
 bool RegionScope::move_locked(const std::string& site, const std::string& named,
@@ -180,19 +250,21 @@ bool RegionScope::move_locked(const std::string& site, const std::string& named,
   Region* old = it == members_.end() ? nullptr : it->second.region;
   if (old != nullptr && old->name == region) return false;
   if (old == nullptr && region.empty()) return false;
-  if (!region.empty() && (regions_.contains(site) || members_.contains(region))) {
+  if (!region.empty() &&
+      (regions_.contains(site) || hub_regions_.contains(site) || members_.contains(region))) {
     spdlog::warn("site {} names {} as its regional hub, but {}: ignored", site, region,
-                 regions_.contains(site) ? "the site is itself a regional hub"
-                                         : "that is a member site, not a regional hub");
+                 members_.contains(region) ? "that is a member site, not a regional hub"
+                                           : "the site is itself a regional hub");
     return false;
   }
-  auto reconcile = [changes](std::string child, uint64_t version) {
+  // A region's change goes to each hub serving it; the site's to the site.
+  auto reconcile = [this, changes](std::string child, uint64_t version) {
     if (changes == nullptr) return;
     sync::ScopeChange c;
     c.child = std::move(child);
     c.version = version;
     c.reconcile = true;
-    changes->push_back(std::move(c));
+    for (auto& each : for_serving(std::move(c))) changes->push_back(std::move(each));
   };
   if (old != nullptr) {
     const uint32_t id = it->second.id;
@@ -244,7 +316,7 @@ bool RegionScope::move_locked(const std::string& site, const std::string& named,
 }
 
 void RegionScope::on_member_change(const sync::ScopeChange& change) {
-  sync::ScopeChange out;
+  std::vector<sync::ScopeChange> out;
   ScopeListener listener;
   bool direct = false;
   {
@@ -256,7 +328,8 @@ void RegionScope::on_member_change(const sync::ScopeChange& change) {
     } else {
       Region* region = it->second.region;
       const uint32_t member = it->second.id;
-      out.child = region->name;
+      sync::ScopeChange c;
+      c.child = region->name;
       std::vector<std::string> entered, left;
       for (const auto& key : change.entered) {
         if (add_key(region, member, key)) entered.push_back(key);
@@ -264,13 +337,19 @@ void RegionScope::on_member_change(const sync::ScopeChange& change) {
       for (const auto& key : change.left) {
         if (remove_key(region, member, key)) left.push_back(key);
       }
-      out.version = version_of(*region);
+      c.version = version_of(*region);
       if (entered.empty() && left.empty()) return;
-      out.entered = std::move(entered);
-      out.left = std::move(left);
+      c.entered = std::move(entered);
+      c.left = std::move(left);
+      out = for_serving(std::move(c));
     }
   }
-  if (listener) listener(direct ? change : out);
+  if (!listener) return;
+  if (direct) {
+    listener(change);
+    return;
+  }
+  for (const auto& c : out) listener(c);
 }
 
 // --- Queries. The index is called without mu_ held.
@@ -363,18 +442,31 @@ std::vector<std::string> RegionScope::children_for(std::string_view key) {
   if (model::parse_key(key).kind == model::KeyKind::kGrant) {
     std::vector<std::string> out;
     std::lock_guard lock(mu_);
-    for (const auto& [name, region] : regions_) out.push_back(name);
+    for (const auto& [name, region] : regions_) append_serving(name, &out);
+    if (!region_hubs_.empty()) {
+      std::sort(out.begin(), out.end());
+      out.erase(std::unique(out.begin(), out.end()), out.end());
+    }
     return out;
   }
   std::vector<std::string> out = index_->sites_for(key);
   bool mapped = false;
   {
     std::lock_guard lock(mu_);
-    for (auto& child : out) {
-      auto it = members_.find(child);
+    const size_t n = out.size();
+    std::vector<const Region*> expanded;  // regions whose hubs are added (few)
+    for (size_t i = 0; i < n; ++i) {
+      auto it = members_.find(out[i]);
       if (it == members_.end()) continue;
-      child = it->second.region->name;
+      const Region* region = it->second.region;
+      out[i] = region->name;
       mapped = true;
+      if (region_hubs_.empty()) continue;  // every region served by its name alone
+      auto hubs = region_hubs_.find(region->name);
+      if (hubs == region_hubs_.end()) continue;
+      if (std::find(expanded.begin(), expanded.end(), region) != expanded.end()) continue;
+      expanded.push_back(region);
+      for (const auto& hub : hubs->second) out.push_back(hub);
     }
   }
   if (mapped) {
@@ -382,6 +474,16 @@ std::vector<std::string> RegionScope::children_for(std::string_view key) {
     out.erase(std::unique(out.begin(), out.end()), out.end());
   }
   return out;
+}
+
+std::vector<std::string> RegionScope::redirect_for(std::string_view child) {
+  std::lock_guard lock(mu_);
+  auto it = members_.find(std::string(child));
+  if (it == members_.end()) return {};
+  const std::string& region = it->second.region->name;
+  auto hubs = region_hubs_.find(region);
+  if (hubs == region_hubs_.end()) return {region};
+  return hubs->second;
 }
 
 bool RegionScope::serves(std::string_view child) {

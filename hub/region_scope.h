@@ -45,6 +45,17 @@
 // members' scopes, and a change delivered meanwhile applies on top of either
 // state. Changes of direct children pass through unchanged.
 //
+// Hubs of a region. A region is served by the hub named like it, or by the
+// hubs that say in their hello that they serve it (serve_region: several
+// regional hubs of one region, active-active, each with its own name and
+// session). Each such hub is a child with the region's scope: in_scope,
+// writable_by, version and list_scope answer for it as for the region; every
+// ScopeChange of the region goes to the region's name and to each of its
+// hubs; children_for names them all; a member site is redirected to them
+// (redirect_for; the engine tries them in the site's preferred order). A hub keeps its region
+// until it says another; the map lives in memory (hubs say hello again after
+// a restart of this hub).
+//
 // Version. A region's version is derived from its key set and its members
 // (the XXH3 hashes of its keys and member names, summed, then hashed again;
 // never 0), updated as each change is applied, so that the version a
@@ -70,6 +81,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -107,12 +119,24 @@ class RegionScope final : public sync::ScopeProvider {
   // Replaces the listener of scope changes: the index's for direct children,
   // re-expressed ones for regions.
   void on_scope_change(ScopeListener listener);
+  // follow_records: called (without locks held, from the index's commit
+  // listener: only enqueue) when a site record naming `self` appears or
+  // stops naming it, i.e. when this hub's own sites change.
+  void on_own_sites_change(std::function<void()> listener);
+  // follow_records: the sites whose records name `self`, sorted.
+  std::vector<std::string> own_sites() const;
 
   // Makes `site` a member of `region` (empty: of none), whose scope is
   // `scope_keys`. A region named like a member site, or a site that is a
   // region, is refused (logged; the site stays where it was).
   void move_site(const std::string& site, const std::string& region,
                  const std::vector<std::string>& scope_keys);
+
+  // `hub` serves `region` (its hello says so): it is given the region's
+  // scope. A hub named like a member site is refused (logged).
+  void serve_region(const std::string& hub, const std::string& region);
+  // The region `hub` serves: the one it said, else its own name.
+  std::string region_of_hub(std::string_view hub) const;
 
   // The region `site` belongs to; empty when none.
   std::string region_of(std::string_view site) const;
@@ -132,8 +156,9 @@ class RegionScope final : public sync::ScopeProvider {
   std::vector<std::string> children_for(std::string_view key) override;
   // Regions, and direct children the index serves; never a region's member.
   bool serves(std::string_view child) override;
-  // A member site: its region (it syncs there, not here).
-  std::string redirect_for(std::string_view child) override { return region_of(child); }
+  // A member site: the hubs of its region (sorted), or the region's name when
+  // no hub said it serves it (it syncs there, not here).
+  std::vector<std::string> redirect_for(std::string_view child) override;
 
  private:
   struct Region {
@@ -163,13 +188,24 @@ class RegionScope final : public sync::ScopeProvider {
   // The member `site` of a `sites/<site>` key or a key under it; "" if none.
   static std::string_view site_of_key(std::string_view key);
   const Region* region_of_site_key(std::string_view key) const;
+  // The region `child` is, or whose hub it is; nullptr if neither.
   const Region* find_region(std::string_view child) const;
+  // The children a change of `region` goes to: its name and its hubs.
+  void append_serving(const std::string& region, std::vector<std::string>* out) const;
+  // `change` (of a region) for each child serving it.
+  std::vector<sync::ScopeChange> for_serving(sync::ScopeChange change) const;
 
   PlacementIndex* const index_;
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<Region>, std::less<>> regions_;
   std::unordered_map<std::string, Member> members_;  // site -> its region
+  // Hub -> the region it serves, for hubs not named like it.
+  std::map<std::string, std::string, std::less<>> hub_regions_;
+  // Region -> the hubs serving it (hub_regions_ inverted), sorted.
+  std::map<std::string, std::vector<std::string>, std::less<>> region_hubs_;
   ScopeListener listener_;
+  std::function<void()> own_listener_;
+  std::set<std::string, std::less<>> own_;  // follow_records: sites whose record names self_
   bool follows_records_ = false;
   std::string self_;  // follow_records: this hub's name
 };

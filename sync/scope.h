@@ -61,10 +61,11 @@ class ScopeProvider {
   // scope that would make it drop everything. A session whose child stops
   // being served ends, without drops (the site moved to another hub).
   virtual bool serves(std::string_view /*child*/) { return true; }
-  // For a child this parent does not serve: the child of ours that serves it
-  // (a site's regional hub), which the child is redirected to when it says
-  // hello here. Empty: none known (the hello goes unanswered).
-  virtual std::string redirect_for(std::string_view /*child*/) { return {}; }
+  // For a child this parent does not serve: the children of ours that serve
+  // it (a site's regional hub, or the hubs of an active-active region); the
+  // child is redirected to the first, in its preferred_order, with a live
+  // session here (else the first) when it says hello. Empty: none known.
+  virtual std::vector<std::string> redirect_for(std::string_view /*child*/) { return {}; }
 };
 
 // An immutable list of keys, shared by the copies of it: one placement change

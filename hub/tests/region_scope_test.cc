@@ -13,6 +13,7 @@
 #include <set>
 #include <utility>
 
+#include "hub/peer_scope.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_store.h"
 
@@ -424,6 +425,134 @@ TEST_F(RegionRecordsTest, StartsFromTheRecordsAndFollowsMoves) {
   // A deleted record takes the site out of its region.
   remove("sites/s2");
   EXPECT_EQ(scope_->region_of("s2"), "");
+}
+
+// Two hubs serve region eu (active-active, each its own name): each is given
+// eu's scope, every change of eu goes to both, and a member is redirected to
+// them. Until a hub says which region it serves, it is no region's.
+TEST_F(RegionRecordsTest, HubsThatServeOneRegionEachHaveItsScope) {
+  member("s1", {{"tier", "gold"}}, "eu");
+  member("s2", {{"tier", "silver"}}, "");
+  put(kShopKey, placement({"web"}, {{"tier", "gold"}}));
+  put(kWebKey, {{"kind", "ConfigMap"}});
+  follow();
+  EXPECT_FALSE(scope_->in_scope("eu-a", kWebKey)) << "eu-a said nothing yet";
+  EXPECT_EQ(scope_->redirect_for("s1"), (Keys{"eu"}));
+  scope_->serve_region("eu-a", "eu");
+  scope_->serve_region("eu-b", "eu");
+  EXPECT_EQ(scope_->region_of_hub("eu-a"), "eu");
+  EXPECT_EQ(scope_->region_of_hub("us"), "us") << "a hub that said nothing serves its name";
+  for (const char* hub : {"eu-a", "eu-b"}) {
+    EXPECT_TRUE(scope_->serves(hub)) << hub;
+    EXPECT_TRUE(scope_->is_region(hub)) << hub;
+    EXPECT_TRUE(scope_->in_scope(hub, kWebKey)) << hub;
+    EXPECT_TRUE(scope_->in_scope(hub, "sites/s1")) << hub;
+    EXPECT_TRUE(scope_->in_scope(hub, kAcmeGrant)) << hub;
+    EXPECT_FALSE(scope_->in_scope(hub, "sites/s2")) << hub;
+    EXPECT_TRUE(scope_->writable_by(hub, "sites/s1/presence")) << hub;
+    EXPECT_FALSE(scope_->writable_by(hub, "sites/s2/presence")) << hub;
+    EXPECT_EQ(scope_->version(hub), scope_->version("eu")) << hub;
+    auto listing = scope_->list_scope(hub);
+    ASSERT_TRUE(listing.has_value());
+    EXPECT_TRUE(std::find(listing->keys.begin(), listing->keys.end(), kWebKey) !=
+                listing->keys.end());
+  }
+  EXPECT_EQ(scope_->children_for(kWebKey), (Keys{"eu", "eu-a", "eu-b"}));
+  EXPECT_EQ(scope_->children_for(kAcmeGrant), (Keys{"eu", "eu-a", "eu-b"}));
+  EXPECT_EQ(scope_->redirect_for("s1"), (Keys{"eu-a", "eu-b"}));
+  EXPECT_TRUE(scope_->redirect_for("s2").empty()) << "served here";
+
+  // A change of eu's keys, and a move into eu, reach both hubs.
+  all();
+  put(kDbKey, {{"kind", "ConfigMap"}});
+  put(kShopKey, placement({"web", "db"}, {{"tier", "gold"}}));
+  auto changes = all();
+  for (const char* hub : {"eu", "eu-a", "eu-b"}) {
+    const auto* c = find(changes, hub);
+    ASSERT_NE(c, nullptr) << hub;
+    EXPECT_EQ(c->entered, (Keys{kDbKey})) << hub;
+    EXPECT_EQ(c->version, scope_->version(hub)) << hub;
+  }
+  member("s2", {{"tier", "silver"}}, "eu");
+  changes = all();
+  for (const char* hub : {"eu", "eu-a", "eu-b"}) {
+    ASSERT_NE(find(changes, hub), nullptr) << hub;
+    EXPECT_TRUE(find(changes, hub)->reconcile) << hub;
+  }
+  EXPECT_TRUE(scope_->in_scope("eu-b", "sites/s2"));
+
+  // A hub that now says another region leaves eu's; a site named like a
+  // hub is no member, and a hub named like a member is refused.
+  scope_->serve_region("eu-b", "us");
+  EXPECT_FALSE(scope_->in_scope("eu-b", kWebKey));
+  EXPECT_EQ(scope_->children_for(kWebKey), (Keys{"eu", "eu-a"}));
+  member("eu-a", {{"tier", "gold"}}, "eu");
+  EXPECT_EQ(scope_->region_of("eu-a"), "");
+  scope_->serve_region("s1", "eu");
+  EXPECT_EQ(scope_->region_of_hub("s1"), "s1");
+  EXPECT_FALSE(scope_->serves("s1")) << "still a member of eu";
+}
+
+// The hubs of one region are peers below a parent: each may write to the
+// other only what their sites may write, and a new site of the region
+// changes that (a reconciling change for each peer). At the top level a
+// peer writes everything.
+TEST_F(RegionRecordsTest, PeersBelowAParentWriteOnlyWhatTheirSitesMay) {
+  member("s1", {{"tier", "gold"}}, "eu");
+  put(kShopKey, placement({"web"}, {{"tier", "gold"}}));
+  put(kWebKey, {{"kind", "ConfigMap"}});
+  index_->set_serve_unknown(false);  // a regional hub
+  scope_ = RegionScope::follow_records(index_.get(), "eu");
+  RegionScope* regions = scope_.get();
+  PeerScope peers(scope_.get(), {"eu-b"}, [regions] { return regions->own_sites(); });
+  EXPECT_EQ(regions->own_sites(), (Keys{"s1"}));
+  std::vector<sync::ScopeChange> to_peers;
+  scope_->on_own_sites_change([&] {
+    std::lock_guard lock(mu_);
+    for (auto& p : peers.own_sites_changed()) to_peers.push_back(std::move(p));
+  });
+  EXPECT_TRUE(peers.in_scope("eu-b", kWebKey)) << "a peer holds everything";
+  EXPECT_TRUE(peers.writable_by("eu-b", "sites/s1/status/acme/web"));
+  EXPECT_TRUE(peers.writable_by("eu-b", "sites/s1/presence"));
+  EXPECT_FALSE(peers.writable_by("eu-b", "sites/s1")) << "the record is the parent's";
+  EXPECT_FALSE(peers.writable_by("eu-b", kWebKey)) << "desired state is the parent's";
+  EXPECT_FALSE(peers.writable_by("eu-b", "sites/s2/status/acme/web")) << "no site of ours";
+  const auto prefixes = peers.writable_prefixes("eu-b");
+  EXPECT_TRUE(std::find(prefixes.begin(), prefixes.end(), "sites/s1/status/") != prefixes.end());
+  EXPECT_TRUE(std::find(prefixes.begin(), prefixes.end(), "sites/s1/presence") != prefixes.end());
+  const uint64_t before = peers.version("eu-b");
+
+  member("s2", {{"tier", "gold"}}, "eu");  // a new site of the region
+  EXPECT_NE(peers.version("eu-b"), before);
+  EXPECT_TRUE(peers.writable_by("eu-b", "sites/s2/status/acme/web"));
+  {
+    std::lock_guard lock(mu_);
+    ASSERT_EQ(to_peers.size(), 1u);
+    EXPECT_EQ(to_peers[0].child, "eu-b");
+    EXPECT_TRUE(to_peers[0].reconcile);
+    EXPECT_EQ(to_peers[0].version, peers.version("eu-b"));
+    to_peers.clear();
+  }
+  put(kDbKey, {{"kind", "ConfigMap"}});
+  put(kShopKey, placement({"web", "db"}, {{"tier", "gold"}}));
+  {
+    std::lock_guard lock(mu_);
+    EXPECT_TRUE(to_peers.empty()) << "the sites did not change";
+  }
+
+  // A record that no longer names the region: one site fewer.
+  member("s1", {{"tier", "gold"}}, "us");
+  {
+    std::lock_guard lock(mu_);
+    ASSERT_EQ(to_peers.size(), 1u);
+    EXPECT_EQ(to_peers[0].version, peers.version("eu-b"));
+  }
+
+  PeerScope top(scope_.get(), {"root-b"});
+  EXPECT_TRUE(top.writable_by("root-b", kWebKey));
+  EXPECT_EQ(top.version("root-b"), 1u);
+  EXPECT_EQ(top.writable_prefixes("root-b"), (Keys{""}));
+  scope_->on_own_sites_change(nullptr);
 }
 
 TEST_F(RegionRecordsTest, ALabelChangeInTheMoveCommitIsNotLost) {

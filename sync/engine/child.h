@@ -95,6 +95,12 @@ struct ChildOptions {
   // serves this child now. canopy-spoke sets it: a site with one parent then
   // follows its move to another region by itself.
   bool follow_redirects = false;
+  // A session with a peer hub below a parent (a region's hubs,
+  // docs/hierarchy.md): the keys this child may not write to the peer came
+  // from the parent above, which alone decides whether they stay. Such a
+  // key is never dropped here, whatever the peer holds or refuses; what may
+  // be written flows both ways as usual.
+  bool keep_unwritable = false;
   // Anti-entropy: this long after the last reconciliation ended (or a
   // session opened without one), reconcile again: a hello without a
   // position, which compares every document of the scope. 0: never.

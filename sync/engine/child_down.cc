@@ -59,7 +59,7 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
   std::vector<std::string> drop;
   for (const std::string& k : c.drop()) {
     auto st = store_->state(k);
-    if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
+    if (st.ok() && st->has_value() && !keep(**st) && !opts_.keep_unwritable) drop.push_back(k);
   }
   // Writes the parent refused, outside our scope: they can never flow up,
   // so even our own are forgotten. Unless we may write there now (the
@@ -77,7 +77,7 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
     }
     if (newer) {
       up_docs_pending_.insert(r.key());
-    } else {
+    } else if (!opts_.keep_unwritable) {
       drop.push_back(r.key());
       forgotten_[r.key()] = store_->last_log_index();
       forgot = true;
@@ -88,6 +88,7 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
       auto st = store_->state(k);
       if (!st.ok() || !st->has_value()) continue;
       if (!keep(**st)) {
+        if (opts_.keep_unwritable) continue;  // the parent above decides
         if (carries_own_writes((*st)->root())) {
           // Ours, outside the prefixes we hold: they may lag the parent's
           // (it granted the key and took our write after its sketch was
@@ -113,7 +114,9 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
       return false;
     }
     for (const v1::DocState& d : *mine) {
-      if (doc_keys.count(d.key()) == 0 && !keep(d)) drop.push_back(d.key());
+      if (doc_keys.count(d.key()) == 0 && !keep(d) && !opts_.keep_unwritable) {
+        drop.push_back(d.key());
+      }
     }
   }
   if (forgot) writes_.push_back(save_forgotten());

@@ -220,7 +220,8 @@ class ParentSync {
 
   void handle_hello(const std::string& child, const v1::SyncEnvelope& env);
   // Where a child this hub does not serve should say hello: the hub below
-  // that serves it (ScopeProvider::redirect_for), else this hub's own
+  // that serves it (ScopeProvider::redirect_for: the first of them in
+  // session with us and not away, else the first), else this hub's own
   // parent, which knows more (empty at a root that knows nothing of it).
   std::string redirect_target(const std::string& child);
 

@@ -244,7 +244,16 @@ void ParentSync::on_commits_lost() {
 }
 
 std::string ParentSync::redirect_target(const std::string& child) {
-  std::string to = scope_->redirect_for(child);
+  const std::vector<std::string> below = preferred_order(child, scope_->redirect_for(child));
+  std::string to;
+  for (const std::string& hub : below) {
+    auto it = sessions_.find(hub);
+    if (it != sessions_.end() && !it->second->away) {
+      to = hub;
+      break;
+    }
+  }
+  if (to.empty() && !below.empty()) to = below.front();
   if (to.empty() && !opts_.ancestors.empty()) to = preferred_order(child, opts_.ancestors).front();
   return to == child || to == name_ ? std::string() : to;
 }

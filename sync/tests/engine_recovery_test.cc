@@ -384,8 +384,9 @@ class MoveScope final : public ScopeProvider {
     return {};
   }
   bool serves(std::string_view child) override { return child != "site" || serves_site; }
-  std::string redirect_for(std::string_view child) override {
-    return child == "site" ? site_below : std::string();
+  std::vector<std::string> redirect_for(std::string_view child) override {
+    if (child != "site" || site_below.empty()) return {};
+    return {site_below};
   }
   bool serves_site = true;
   std::string site_below;

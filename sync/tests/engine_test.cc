@@ -555,6 +555,35 @@ TEST_F(EngineTest, AnOwnWriteOnlyTheChildHoldsIsNotDroppedForStalePrefixes) {
   EXPECT_EQ(*kept, R"({"mine":1})");
 }
 
+// A child whose parent is a peer below another parent (a region's hubs,
+// ChildOptions::keep_unwritable) keeps a key it may not write that the peer
+// lacks: it came from the parent above (which alone takes it back), not
+// from this session. It does not send it up either. Without the option the
+// same reconciliation drops it, as a site does.
+TEST_F(EngineTest, KeepUnwritableKeepsWhatThePeerLacksAndDoesNotSendIt) {
+  ChildOptions keep;
+  keep.keep_unwritable = true;
+  ASSERT_NO_FATAL_FAILURE(start_site(keep));
+  // The key reaches the child, then the parent no longer holds it (its own
+  // parent took it back: a drop, not a deletion).
+  ASSERT_TRUE(hub_store_->put("d/from-above", R"({"v":1})").ok());
+  settle();
+  ASSERT_TRUE(site_store_->get("d/from-above").ok());
+  ASSERT_TRUE(hub_store_->drop({"d/from-above"}).ok());
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, scope_.version_, /*reconcile=*/true});
+  settle();
+  EXPECT_TRUE(site_store_->get("d/from-above").ok()) << "dropped by the peer's reconciliation";
+  EXPECT_FALSE(hub_store_->get("d/from-above").ok()) << "sent up, though not writable";
+  EXPECT_EQ(hub_->parent()->stats().refused_writes, 0u);
+  EXPECT_TRUE(site_->child()->in_sync());
+
+  ASSERT_NO_FATAL_FAILURE(start_site());
+  settle();
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, scope_.version_, /*reconcile=*/true});
+  settle();
+  EXPECT_FALSE(site_store_->get("d/from-above").ok()) << "a site drops what its parent lacks";
+}
+
 // A record of refused writes that does not parse (a damaged disk) is
 // logged and ignored: the session goes on.
 TEST_F(EngineTest, AnUnreadableRefusalRecordIsIgnored) {

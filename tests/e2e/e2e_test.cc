@@ -585,6 +585,14 @@ TEST(E2EConfigTest, BadConfigurationExitsWithCode2AndSaysWhy) {
   // Hub: no data directory.
   expect_exit(run_to_exit({hub, "--name", "hub", "--nats", nats}, dir), 2, "data_dir",
               "hub without --data");
+  // Hub: a region without a parent, or not a DNS-1123 label.
+  expect_exit(
+      run_to_exit({hub, "--name", "eu-a", "--data", data, "--nats", nats, "--region", "eu"}, dir),
+      2, "region: only for a regional hub", "hub --region without --parent");
+  expect_exit(run_to_exit({hub, "--name", "eu-a", "--data", data, "--nats", nats, "--parent",
+                           "root", "--region", "EU_1"},
+                          dir),
+              2, "EU_1", "hub --region EU_1");
   // Hub: a config file that cannot be read.
   const std::string missing = dir.file("no-such-hub.yaml");
   expect_exit(run_to_exit({hub, "--config", missing}, dir), 2, missing, "hub missing config");

@@ -28,6 +28,8 @@ struct Level {
   std::unique_ptr<NatsServer> nats;
   std::unique_ptr<Hub> hub;
   std::vector<std::string> hub_args;  // beyond name, data, nats, listeners
+  const Level* nats_of = nullptr;     // set: on that level's NATS, not its own
+  const NatsServer& server() const { return nats_of != nullptr ? *nats_of->nats : *nats; }
 };
 
 class HierarchyTest : public ::testing::Test {
@@ -59,7 +61,7 @@ class HierarchyTest : public ::testing::Test {
     if (root_.hub) dump("root hub", root_.hub->log_path());
     for (const auto& r : regions_) {
       if (r->hub) dump(r->name + " hub", r->hub->log_path());
-      std::cerr << "----- " << r->name << " nats\n" << r->nats->log_tail(1500) << "\n";
+      if (r->nats) std::cerr << "----- " << r->name << " nats\n" << r->nats->log_tail(1500) << "\n";
     }
     for (const auto& s : spokes_) dump("spoke " + s->site, s->log_path());
     std::cerr << "----- root nats\n" << root_.nats->log_tail(1500) << "\n";
@@ -84,6 +86,7 @@ class HierarchyTest : public ::testing::Test {
   }
 
   Level& region(const std::string& name) {
+    if (name == root_.name) return root_;
     for (auto& r : regions_) {
       if (r->name == name) return *r;
     }
@@ -105,7 +108,7 @@ class HierarchyTest : public ::testing::Test {
                                      "--data",
                                      h.data(),
                                      "--nats",
-                                     level.nats->url(),
+                                     level.server().url(),
                                      "--grpc",
                                      "127.0.0.1:" + std::to_string(h.grpc_port),
                                      "--health",
@@ -164,7 +167,7 @@ class HierarchyTest : public ::testing::Test {
                                      "--manifests",
                                      s.manifests(),
                                      "--nats",
-                                     parent.nats->url(),
+                                     parent.server().url(),
                                      "--health",
                                      "127.0.0.1:" + std::to_string(s.health_port)};
     argv.insert(argv.end(), s.extra_args.begin(), s.extra_args.end());
@@ -234,6 +237,10 @@ class HierarchyTest : public ::testing::Test {
       if (have != keys) return false;
     }
     return true;
+  }
+
+  bool sites_hold_eventually(const std::map<std::string, std::set<std::string>>& want) {
+    return wait_until([&] { return sites_hold(want); }, kTimeout, kPoll);
   }
 
   std::string describe_holdings() {
@@ -558,6 +565,120 @@ TEST_F(HierarchyTest, ASpokeWithBothRegionsAsParentsFollowsAMoveByItself) {
       << "a whole-scope transfer: " << h.dump();
   // It takes new work through us, and the root sees it live there.
   ASSERT_NO_FATAL_FAILURE(takes_new_work_through_us(mover, &names));
+}
+
+// Region eu served by two hubs, eu-a and eu-b (--region eu, peers of each
+// other, on one NATS): the root gives each eu's scope; its sites name both
+// and start at one each. SIGKILL the hub eu-1 is with: both sites sync
+// through the other, take new work written at the root, and the root shows
+// them live and applied through it. The killed hub comes back and catches
+// up with its peer.
+TEST_F(HierarchyTest, ARegionServedByTwoHubsKeepsItsSitesWhenOneDies) {
+  Level& eu_a = region("eu");
+  eu_a.name = "eu-a";
+  eu_a.hub_args = {"--parent", "root", "--region", "eu", "--peers", "eu-b"};
+  auto eu_b = std::make_unique<Level>();
+  eu_b->name = "eu-b";
+  eu_b->nats_of = &eu_a;
+  eu_b->hub_args = {"--parent", "root", "--region", "eu", "--peers", "eu-a"};
+  regions_.push_back(std::move(eu_b));
+
+  ASSERT_NO_FATAL_FAILURE(launch_hub(root_));
+  ASSERT_NO_FATAL_FAILURE(connect_root());
+  ASSERT_TRUE(put("grant", "all", {{"allSites", true}}).ok());
+  ASSERT_TRUE(put("site", "eu-1", {{"labels", {{"tier", "gold"}}}, {"region", "eu"}}).ok());
+  ASSERT_TRUE(put("site", "eu-2", {{"labels", {{"tier", "silver"}}}, {"region", "eu"}}).ok());
+  for (const char* name : {"eu-a", "eu-b"}) {
+    ASSERT_NO_FATAL_FAILURE(launch_hub(region(name)));
+  }
+  for (const char* name : {"eu-a", "eu-b"}) {
+    ASSERT_TRUE(wait_until([&] { return region_in_sync(region(name)); }, kTimeout, kPoll))
+        << name << " never caught up with the root";
+  }
+  for (const char* site : {"eu-1", "eu-2"}) {
+    Spoke& s = create_spoke(site, "eu-a");  // on eu's NATS
+    s.extra_args = {"--parent", "eu-a,eu-b"};
+    ASSERT_NO_FATAL_FAILURE(launch_spoke(s));
+  }
+  // A site of the root's that says in its hello that it is a hub of eu is
+  // not given eu's scope: a label is a claim, and it is a site here.
+  ASSERT_TRUE(put("site", "shop-9", {{"labels", {{"kind", "shop"}}}}).ok());
+  Spoke& intruder = create_spoke("shop-9", "root");
+  intruder.extra_args = {"--parent",           "root",    "--label",
+                         "canopy.io/role=hub", "--label", "canopy.io/region=eu"};
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(intruder));
+  ASSERT_TRUE(put("template", "app", deployment("app", 1, "app:1")).ok());
+  ASSERT_TRUE(
+      put("placement", "everywhere",
+          {{"templates", {"app"}},
+           {"selector", {{"matchExpressions", {{{"key", "tier"}, {"operator", "Exists"}}}}}}})
+          .ok());
+  auto live_and_applied = [&](const std::string& site) {
+    auto row = root_status("everywhere", site);
+    return row && row->connected() && row->state() == "applied";
+  };
+  ASSERT_TRUE(sites_hold_eventually({{"eu-1", {"app"}}, {"eu-2", {"app"}}})) << describe_holdings();
+  EXPECT_NE(read_file(root_.hub->log_path())
+                .find("hello from shop-9 says it is a hub of region \"eu\", but it is a site here"),
+            std::string::npos);
+  for (const char* site : {"eu-1", "eu-2"}) {
+    ASSERT_TRUE(wait_until([&] { return live_and_applied(site); }, kTimeout, kPoll))
+        << "the root never saw " << site << " live and applied through its regional hub";
+  }
+  // The sites spread over the region's hubs (preferred_order of their names).
+  std::map<std::string, std::string> hub_of;
+  for (const char* site : {"eu-1", "eu-2"}) {
+    auto h = http_get_json(spoke(site).health_port, "/healthz");
+    ASSERT_TRUE(h.has_value());
+    hub_of[site] = h->value("parent", "");
+  }
+  EXPECT_NE(hub_of["eu-1"], hub_of["eu-2"]) << "both sites start at " << hub_of["eu-1"];
+
+  Level& dead = region(hub_of["eu-1"]);
+  const std::string survivor = dead.name == "eu-a" ? "eu-b" : "eu-a";
+  ASSERT_TRUE(dead.hub->proc.kill(SIGKILL));
+  ASSERT_TRUE(dead.hub->proc.wait_exit(10s).has_value());
+  for (const char* site : {"eu-1", "eu-2"}) {
+    json h;
+    ASSERT_NO_FATAL_FAILURE(wait_in_sync_with(spoke(site), survivor, 1, &h));
+    if (hub_of[site] == dead.name) {
+      EXPECT_EQ(h.value("failovers", uint64_t{0}), 1u) << site << ": " << h.dump();
+    }
+  }
+  ASSERT_TRUE(put("template", "after", deployment("after", 1, "after:1")).ok());
+  ASSERT_TRUE(
+      put("placement", "everywhere",
+          {{"templates", {"app", "after"}},
+           {"selector", {{"matchExpressions", {{{"key", "tier"}, {"operator", "Exists"}}}}}}})
+          .ok());
+  ASSERT_TRUE(sites_hold_eventually({{"eu-1", {"app", "after"}}, {"eu-2", {"app", "after"}}}))
+      << describe_holdings();
+  for (const char* site : {"eu-1", "eu-2"}) {
+    ASSERT_TRUE(wait_until([&] { return live_and_applied(site); }, kTimeout, kPoll))
+        << "the root never saw " << site << " live and applied through " << survivor;
+  }
+  // The root's own site, in sync with it, received its record alone: no
+  // record of eu's sites, no grant, no template.
+  json ih;
+  ASSERT_NO_FATAL_FAILURE(wait_in_sync_with(intruder, "root", 0, &ih));
+  EXPECT_EQ(ih.value("documents_received", uint64_t{99}), 1u) << ih.dump();
+  EXPECT_TRUE(intruder.read().empty()) << describe_holdings();
+  // The dead hub comes back on its store and catches up with the root and
+  // its peer; the sites stay where they are.
+  ASSERT_NO_FATAL_FAILURE(launch_hub(dead));
+  ASSERT_TRUE(wait_until([&] { return region_in_sync(dead); }, kTimeout, kPoll));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto j = http_get_json(dead.hub->health_port, "/healthz");
+        return j && j->contains("peer") && (*j)["peer"].value("in_sync", false);
+      },
+      kTimeout, kPoll))
+      << dead.name << " never caught up with its peer";
+  for (const char* site : {"eu-1", "eu-2"}) {
+    auto h = http_get_json(spoke(site).health_port, "/healthz");
+    ASSERT_TRUE(h.has_value());
+    EXPECT_EQ(h->value("parent", ""), survivor) << site;
+  }
 }
 
 }  // namespace

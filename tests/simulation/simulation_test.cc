@@ -6,7 +6,11 @@
 // (hub::PeerScope, each a child of the other), the root's sites name both as
 // parents and fail over when their hub falls silent (crashes, cut links), and
 // writes land at either root; CANOPY_SIM_REGION_FAILOVER=1 makes the regional
-// hub fail over between them too. The peers reconcile every 20 s of simulated
+// hub fail over between them too. With CANOPY_SIM_REGION_PAIR=1, half the
+// seeds (1 and 0 modulo 4, so also with active-active roots) have region
+// reg served by two hubs: reg2 serves it too (the root's
+// RegionScope::serve_region, as its hello says), peers with reg, and the
+// region's sites name both. The peers reconcile every 20 s of simulated
 // time, and healing lasts long enough for one round (docs/hierarchy.md,
 // Known limits, has what these seeds found). Sites follow redirects as
 // canopy-spoke does: the regional hub's sites try the root (the ancestor its
@@ -34,7 +38,7 @@
 //   - every site renders (model/render.h over spoke::load_desired_state of
 //     its own store) the same objects as the root renders for it;
 //   - every write a replica acknowledged is still there, at the writer and at the root;
-//   - with two roots, both hold the same documents.
+//   - with two roots (or two hubs of the region), both hold the same documents.
 // CANOPY_SIM_FIRST and CANOPY_SIM_SEEDS set which seeds run (default 1..10000);
 // CANOPY_SIM_STEPS the chaos steps per seed (default 150);
 // CANOPY_SEED replays one, with debug logs; CANOPY_SIM_DEBUG=1 adds log dumps
@@ -79,7 +83,8 @@ struct SimNode {
   std::string parent;                  // empty for the root
   std::vector<std::string> children;   // empty for a leaf site
   std::vector<std::string> fallbacks;  // other parents (active-active roots)
-  std::string peer;                    // a root's peer hub (active-active)
+  std::string peer;                    // a peer hub of its level (active-active)
+  std::string region;                  // a regional hub: the region it serves
   uint64_t replica = 0;
   std::string dir;
   std::unique_ptr<Store> store;
@@ -91,6 +96,9 @@ struct SimNode {
   std::unique_ptr<hub::PeerScope> peers;
   sync::ScopeProvider* scope = nullptr;
   std::unique_ptr<sync::SyncNode> node;
+  // A regional hub with a peer: its session with the peer, on a node of its
+  // own over the same transport (canopy-hub's peer_node_).
+  std::unique_ptr<sync::SyncNode> peer_node;
   std::optional<std::string> backup;  // a copy of the data directory
 };
 
@@ -113,15 +121,16 @@ class World {
     add("reg", "hub");
     add("r1", "reg");
     add("r2", "reg");
+    nodes_["reg"].region = "reg";
+    if (seed % 4 < 2 && std::getenv("CANOPY_SIM_REGION_PAIR") != nullptr) {
+      // Region reg served by two hubs: reg2 serves it too (--region reg),
+      // peers with reg, and the region's sites name both.
+      SimNode& r2 = add_peer("reg2", "reg");
+      for (const auto& c : r2.children) nodes_[c].fallbacks = {"reg2"};
+    }
     if (seed % 2 == 0 && std::getenv("CANOPY_SIM_ACTIVE_ACTIVE") != nullptr) {
       // Active-active roots: hub2 serves the same children, peers with hub.
-      SimNode& h2 = nodes_["hub2"];
-      h2.name = "hub2";
-      h2.replica = 1000 + nodes_.size();
-      h2.dir = "/sim/hub2";
-      h2.children = nodes_["hub"].children;
-      h2.peer = "hub";
-      nodes_["hub"].peer = "hub2";
+      SimNode& h2 = add_peer("hub2", "hub");
       // The root's sites fail over; the regional hub keeps one parent, or
       // fails over too with CANOPY_SIM_REGION_FAILOVER.
       const bool region_fails_over = std::getenv("CANOPY_SIM_REGION_FAILOVER") != nullptr;
@@ -157,6 +166,23 @@ class World {
     if (!parent.empty()) nodes_[parent].children.push_back(name);
   }
 
+  // A hub `name` of the same level as `of`: its peer, serving the same
+  // children (and region), below the same parent.
+  SimNode& add_peer(const std::string& name, const std::string& of) {
+    SimNode& n = nodes_[name];
+    SimNode& other = nodes_[of];
+    n.name = name;
+    n.parent = other.parent;
+    n.region = other.region;
+    n.replica = 1000 + nodes_.size();
+    n.dir = "/sim/" + name;
+    n.children = other.children;
+    n.peer = of;
+    other.peer = name;
+    if (!n.parent.empty()) nodes_[n.parent].children.push_back(name);
+    return n;
+  }
+
   void open(SimNode& n) {
     StoreOptions o;
     o.path = n.dir;
@@ -190,7 +216,8 @@ class World {
         // the regions below a hub are those its site records name, and
         // follow them.
         n.index->set_serve_unknown(n.parent.empty());
-        n.regions = hub::RegionScope::follow_records(n.index.get(), n.name);
+        n.regions =
+            hub::RegionScope::follow_records(n.index.get(), n.region.empty() ? n.name : n.region);
         n.regions->on_scope_change(enqueue);
         n.scope = n.regions.get();
       } else {
@@ -198,7 +225,7 @@ class World {
         n.scope = n.index.get();
         hub::RegionScope::Regions regions;
         for (const auto& c : n.children) {
-          if (!nodes_[c].children.empty()) regions[c] = nodes_[c].children;
+          if (!nodes_[c].children.empty()) regions[nodes_[c].region] = nodes_[c].children;
         }
         if (!regions.empty()) {
           auto composed = hub::RegionScope::create(n.index.get(), std::move(regions));
@@ -223,9 +250,35 @@ class World {
         po.ancestors = {n.parent};
         po.ancestors.insert(po.ancestors.end(), n.fallbacks.begin(), n.fallbacks.end());
       }
+      if (n.regions) {
+        // The hubs below that serve a region, as their hellos would say
+        // (canopy-hub's hello hook).
+        for (const auto& c : n.children) {
+          if (!nodes_[c].region.empty()) n.regions->serve_region(c, nodes_[c].region);
+        }
+      }
       if (!n.peer.empty()) {
-        n.peers = std::make_unique<hub::PeerScope>(n.scope, std::vector<std::string>{n.peer});
+        hub::PeerScope::OwnSites own;
+        if (!n.parent.empty() && n.regions) {
+          hub::RegionScope* regions = n.regions.get();
+          own = [regions] { return regions->own_sites(); };
+        } else if (!n.parent.empty()) {
+          // Fixed regions: the regional hub's sites are its children.
+          std::vector<std::string> children = n.children;
+          std::sort(children.begin(), children.end());
+          own = [children] { return children; };
+        }
+        n.peers = std::make_unique<hub::PeerScope>(n.scope, std::vector<std::string>{n.peer},
+                                                   std::move(own));
         n.scope = n.peers.get();
+        if (!n.parent.empty() && with_moves_) {
+          // What a region's hubs may write to each other follows their
+          // sites (canopy-hub's listener); fixed regions never change them.
+          hub::PeerScope* peers = n.peers.get();
+          n.regions->on_own_sites_change([node, peers] {
+            for (const auto& c : peers->own_sites_changed()) node->enqueue_scope_change(c);
+          });
+        }
       }
       n.node->set_parent_engine(
           std::make_unique<sync::ParentSync>(n.name, n.store.get(), n.scope, env, po));
@@ -241,21 +294,39 @@ class World {
       // Sites follow redirects, as canopy-spoke does: a site of the regional
       // hub tries the root when its hub is silent, and is sent back.
       co.follow_redirects = n.children.empty();
-      // Peers compare their documents now and then, as canopy-hub's do.
-      if (n.parent.empty()) co.reconcile_every_ms = kPeerReconcileMs;
+      // Peers compare their documents now and then, as canopy-hub's do, and
+      // so do a region's hubs with their parent.
+      if (!n.peer.empty()) co.reconcile_every_ms = kPeerReconcileMs;
       n.node->set_child_engine(
           std::make_unique<sync::ChildSync>(n.name, up, n.store.get(), env, co));
     }
     ASSERT_TRUE(n.node->attach().ok());
+    if (!n.parent.empty() && !n.peer.empty()) {
+      // A regional hub's session with its peer, as canopy-hub's.
+      sync::ChildOptions co;
+      co.log_read_limit = 7;
+      co.heartbeat_ms = 300;
+      co.parent_session_timeout_ms = 4'000;
+      co.reconcile_every_ms = kPeerReconcileMs;
+      co.keep_unwritable = true;
+      n.peer_node = std::make_unique<sync::SyncNode>(n.store.get(), n.transport.get());
+      n.peer_node->set_child_engine(
+          std::make_unique<sync::ChildSync>(n.name, n.peer, n.store.get(), env, co));
+      ASSERT_TRUE(n.peer_node->attach().ok());
+    }
   }
 
   void close(SimNode& n) {
-    if (n.regions) n.regions->on_scope_change(nullptr);
+    if (n.regions) {
+      n.regions->on_scope_change(nullptr);
+      n.regions->on_own_sites_change(nullptr);
+    }
     if (n.index && !n.regions) n.index->on_scope_change(nullptr);
     if (n.node && n.node->child() != nullptr) {
       failovers_ += n.node->child()->stats().failovers;
       redirects_ += n.node->child()->stats().redirects;
     }
+    n.peer_node.reset();
     n.node.reset();
     n.scope = nullptr;
     n.peers.reset();
@@ -390,7 +461,10 @@ class World {
   }
 
   void step_all(bool tick) {
-    for (auto& [name, n] : nodes_) n.node->run_once(tick);
+    for (auto& [name, n] : nodes_) {
+      n.node->run_once(tick);
+      if (n.peer_node) n.peer_node->run_once(tick);
+    }
   }
 
   void chaos(int steps) {
@@ -426,6 +500,11 @@ class World {
           c = "hub2";
           other = rng_() % 2 == 0 ? std::string("hub") : pick_child();
           if (nodes_[other].parent != "hub" && other != "hub") other = "hub";
+        } else if (nodes_.count("reg2") != 0 && rng_() % 4 == 0) {
+          // The region's hubs' own link, or a site's link to the second.
+          c = "reg2";
+          const auto& sites = nodes_["reg2"].children;
+          other = rng_() % 2 == 0 ? std::string("reg") : sites[rng_() % sites.size()];
         }
         const bool cut = !net_.partitioned(c, other);
         spdlog::debug("sim: link {} - {} {}", c, other, cut ? "cut" : "restored");
@@ -491,6 +570,10 @@ class World {
       auto it = nodes_.find(root);
       if (it != nodes_.end() && !it->second.scope->writable_by(r.name, w.key)) current = false;
     }
+    // Two hubs of the region write about the same members: their writes are
+    // concurrent (neither need have seen the other's), checked for
+    // convergence, not for one writer's value.
+    if (nodes_.count("reg2") != 0) current = false;
     // A removal of what it does not hold (it forgot the key) records
     // nothing: an older expectation must keep the member's old count.
     if (!write(r, w, current)) return;
@@ -543,6 +626,7 @@ class World {
     if (net_.in_flight() != 0) return false;
     for (auto& [name, n] : nodes_) {
       if (n.node->child() != nullptr && !n.node->child()->in_sync()) return false;
+      if (n.peer_node && !n.peer_node->child()->in_sync()) return false;
     }
     return true;
   }
@@ -555,7 +639,8 @@ class World {
     for (auto& [name, n] : nodes_) net_.set_connected(name, true);
     int quiet_rounds = 0;
     // With peers, long enough for their next comparison of documents.
-    const int min_rounds = nodes_.count("hub2") != 0 ? kPeerReconcileMs / 100 + 50 : 0;
+    const bool peers = nodes_.count("hub2") != 0 || nodes_.count("reg2") != 0;
+    const int min_rounds = peers ? kPeerReconcileMs / 100 + 50 : 0;
     for (int i = 0; i < 4000 && (quiet_rounds < 30 || i < min_rounds); ++i) {
       net_.deliver_all(100'000);
       step_all(true);
@@ -653,17 +738,25 @@ class World {
 
   // Returns a description of the first violation, or empty.
   std::string check() {
-    if (nodes_.count("hub2") != 0) {
-      // Peers hold the same state, key for key.
-      const auto a = visible(*nodes_["hub"].store);
-      const auto b = visible(*nodes_["hub2"].store);
+    // Peers hold the same state, key for key.
+    for (const auto& [one, two] : {std::pair<std::string, std::string>{"hub", "hub2"},
+                                   std::pair<std::string, std::string>{"reg", "reg2"}}) {
+      if (nodes_.count(two) == 0) continue;
+      const auto a = visible(*nodes_[one].store);
+      const auto b = visible(*nodes_[two].store);
       for (const auto& [k, v] : a) {
         auto it = b.find(k);
-        if (it == b.end()) return "hub2 lacks " + k + " that hub has: " + v + debug(k);
-        if (it->second != v) return "hub2 has " + k + " = " + it->second + " but hub has " + v;
+        if (it == b.end()) return two + " lacks " + k + " that " + one + " has: " + v + debug(k);
+        if (it->second != v) {
+          return two + " has " + k + " = " + it->second + " but " + one + " has " + v + debug(k);
+        }
       }
       for (const auto& [k, v] : b) {
-        if (!a.count(k)) return "hub2 has " + k + " that hub lacks: " + v;
+        if (!a.count(k)) {
+          const bool in_scope = nodes_["hub"].scope->in_scope(one, k);
+          return two + " has " + k + " that " + one + " lacks (" + (in_scope ? "in" : "not in") +
+                 " their scope at the root): " + v + debug(k);
+        }
       }
     }
     for (auto& [cname, c] : nodes_) {
