@@ -66,7 +66,7 @@ class PeerScope final : public sync::ScopeProvider {
     if (!own_sites_) return {""};
     std::vector<std::string> out;
     for (const auto& site : own_sites_()) {
-      for (auto& prefix : model::site_writable_prefixes(site)) out.push_back(std::move(prefix));
+      for (auto& prefix : inner_->writable_prefixes(site)) out.push_back(std::move(prefix));
       out.push_back(model::presence_key(site));
     }
     return out;
@@ -74,15 +74,13 @@ class PeerScope final : public sync::ScopeProvider {
   bool writable_by(std::string_view child, std::string_view key) override {
     if (!is_peer(child)) return inner_->writable_by(child, key);
     if (!own_sites_) return true;
-    if (!key.starts_with(model::kSitesPrefix)) return false;
-    std::string_view rest = key.substr(model::kSitesPrefix.size());
-    const std::string site(rest.substr(0, rest.find('/')));
+    // What one of our sites may write (the inner scope's rule for it), or
+    // its presence document.
+    const model::ParsedKey k = model::parse_key(key);
+    if (k.site.empty()) return false;
+    const std::string site(k.site);
     if (!inner_->serves(site)) return false;
-    if (key == model::presence_key(site)) return true;
-    for (const auto& prefix : model::site_writable_prefixes(site)) {
-      if (key.size() > prefix.size() && key.starts_with(prefix)) return true;
-    }
-    return false;
+    return k.kind == model::KeyKind::kPresence || inner_->writable_by(site, key);
   }
   uint64_t version(std::string_view child) override {
     if (!is_peer(child)) return inner_->version(child);
