@@ -56,10 +56,14 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
   if (c.has_writable()) {
     writable_prefixes_.assign(c.writable().prefixes().begin(), c.writable().prefixes().end());
   }
+  // With a peer below a parent, what we may not write is the parent's to
+  // drop (ChildOptions::keep_unwritable): nothing here is read for a drop.
+  const bool may_drop = !opts_.keep_unwritable;
   std::vector<std::string> drop;
   for (const std::string& k : c.drop()) {
+    if (!may_drop) break;
     auto st = store_->state(k);
-    if (st.ok() && st->has_value() && !keep(**st) && !opts_.keep_unwritable) drop.push_back(k);
+    if (st.ok() && st->has_value() && !keep(**st)) drop.push_back(k);
   }
   // Writes the parent refused, outside our scope: they can never flow up,
   // so even our own are forgotten. Unless we may write there now (the
@@ -77,7 +81,7 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
     }
     if (newer) {
       up_docs_pending_.insert(r.key());
-    } else if (!opts_.keep_unwritable) {
+    } else if (may_drop) {
       drop.push_back(r.key());
       forgotten_[r.key()] = store_->last_log_index();
       forgot = true;
@@ -88,7 +92,7 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
       auto st = store_->state(k);
       if (!st.ok() || !st->has_value()) continue;
       if (!keep(**st)) {
-        if (opts_.keep_unwritable) continue;  // the parent above decides
+        if (!may_drop) continue;
         if (carries_own_writes((*st)->root())) {
           // Ours, outside the prefixes we hold: they may lag the parent's
           // (it granted the key and took our write after its sketch was
@@ -108,15 +112,14 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
     sketch_.reset();
   }
   for (const v1::RangeFingerprint& r : c.covered()) {
+    if (!may_drop) break;
     auto mine = store_->states(r.first(), r.last(), nullptr, SIZE_MAX);
     if (!mine.ok()) {
       writes_.resize(first_write);
       return false;
     }
     for (const v1::DocState& d : *mine) {
-      if (doc_keys.count(d.key()) == 0 && !keep(d) && !opts_.keep_unwritable) {
-        drop.push_back(d.key());
-      }
+      if (doc_keys.count(d.key()) == 0 && !keep(d)) drop.push_back(d.key());
     }
   }
   if (forgot) writes_.push_back(save_forgotten());
