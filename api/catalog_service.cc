@@ -49,6 +49,28 @@ model::Labels labels_of(std::string_view kind, std::string_view name, const json
 
 }  // namespace
 
+Status CatalogService::check_site_and_region_names(std::string_view site,
+                                                   const json& record) const {
+  // A site and a region never share a name: the parent gives a child named
+  // like a region the region's scope (every member's objects, every tenant's
+  // grants), so a site record naming a site as its region, or a site named
+  // like a region, would hand one site what its region's hub holds.
+  auto parsed = model::parse_site(site, record);
+  if (!parsed.ok()) return parsed.status();
+  if (!parsed->region.empty() && index_->site_labels(parsed->region).has_value()) {
+    return failed_precondition(subject(kSite, site) + ": region " + quote(parsed->region) +
+                               " is a site, not a regional hub; name the regional hub that "
+                               "serves this site, or none");
+  }
+  if (const size_t naming = index_->sites_naming_region(site); naming > 0) {
+    return failed_precondition(subject(kSite, site) + ": " + quote(site) +
+                               " is the name of a region (" + std::to_string(naming) +
+                               " site record" + (naming == 1 ? " names" : "s name") +
+                               " it as their regional hub); a site may not share a region's name");
+  }
+  return ok_status();
+}
+
 std::string_view bearer_of(const grpc::ServerContextBase* context) {
   const auto& md = context->client_metadata();
   if (auto it = md.find("authorization"); it != md.end()) {
@@ -193,6 +215,11 @@ void CatalogService::put_async(std::string_view authorization, const v1::PutRequ
   std::string canonical;
   auto doc = validate_object(obj, options_.limits, &canonical);
   if (!doc.ok()) return done(to_grpc(doc.status()));
+  if (obj.kind() == kSite) {
+    if (Status names = check_site_and_region_names(obj.name(), *doc); !names.ok()) {
+      return done(to_grpc(names));
+    }
+  }
   // The version check is the store's, atomic with the write; no thread
   // waits for the fsync (the store reports once the write is durable).
   std::string key_text = *key;

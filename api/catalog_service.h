@@ -254,6 +254,9 @@ class CatalogService final : public v1::Catalog::WithAsyncMethod_Put<
   // only `with_json`). False when the document does not exist (version still
   // set when a tombstone does).
   StatusOr<bool> read_object(const std::string& key, v1::Object* out, bool with_json = true);
+  // A site record must not name a site as its region, nor a site be named
+  // like a region some record names.
+  Status check_site_and_region_names(std::string_view site, const nlohmann::json& record) const;
   // The caller's token record when it may do `action` on `tenant`'s objects
   // (empty: fleet-level), else why not.
   StatusOr<model::TokenRecord> authorize(std::string_view authorization, model::Action action,

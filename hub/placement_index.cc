@@ -230,6 +230,12 @@ void PlacementIndex::on_region_change(RegionListener listener) {
   region_listener_ = std::move(listener);
 }
 
+size_t PlacementIndex::sites_naming_region(std::string_view region) {
+  std::lock_guard lock(mu_);
+  auto it = region_sites_.find(region);
+  return it == region_sites_.end() ? 0 : it->second;
+}
+
 std::map<std::string, std::string> PlacementIndex::site_regions() {
   std::map<std::string, std::string> out;
   std::lock_guard lock(mu_);

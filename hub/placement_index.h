@@ -245,6 +245,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   bool granted(std::string_view tenant, std::string_view site);
   // Labels of a known site; nullopt for an unknown one.
   std::optional<Labels> site_labels(std::string_view site);
+  // How many known sites' records name `region` as their regional hub.
+  size_t sites_naming_region(std::string_view region);
   // The placement, template and override keys in a site's scope, sorted.
   std::vector<std::string> scope_keys(std::string_view site);
   // Keys of the placements matching a site, sorted.
@@ -371,6 +373,7 @@ class PlacementIndex final : public sync::ScopeProvider {
   // CRDT copies of the documents the index evaluates.
   std::unordered_map<std::string, Document> docs_;
   std::map<std::string, std::unique_ptr<Site>, std::less<>> sites_;
+  std::map<std::string, size_t, std::less<>> region_sites_;  // region -> sites naming it
   std::unordered_map<std::string, std::unique_ptr<Rule>> placements_;
   std::unordered_map<std::string, std::unique_ptr<Rule>> overrides_;
   // Tenant name -> its grants; entries are never erased (rules point at them).

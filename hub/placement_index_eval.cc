@@ -46,6 +46,11 @@ void PlacementIndex::update_site(const std::string& name, const Document& doc, C
     }
   }
   if (site->region != region) {
+    if (!site->region.empty()) {
+      auto count = region_sites_.find(site->region);
+      if (--count->second == 0) region_sites_.erase(count);
+    }
+    if (!region.empty()) ++region_sites_[region];
     site->region = region;
     // Reported with the scope the site has once the commit is evaluated
     // (on_commit fills it in).

@@ -68,6 +68,38 @@ TEST_F(CatalogServiceTest, PutGetDelete) {
   EXPECT_EQ(st.error_message(), R"(site "paris" not found)");
 }
 
+TEST_F(CatalogServiceTest, ASiteAndARegionNeverShareAName) {
+  // A child named like a region gets the region's scope at its parent (its
+  // members' objects, every tenant's grants): a name must be one or the other.
+  put_ok("site", "", "lyon", {{"labels", {{"zone", "eu"}}}});
+  put_ok("site", "", "paris", {{"region", "eu"}});
+  grpc::Status st = put(object("site", "", "nice", json{{"region", "lyon"}}.dump()));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(st.error_message(),
+            R"(site "nice": region "lyon" is a site, not a regional hub; name the regional hub )"
+            R"(that serves this site, or none)");
+  EXPECT_EQ(store_->get("sites/nice").status().code(), StatusCode::kNotFound);
+  st = put(object("site", "", "paris", json{{"region", "lyon"}}.dump()));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(json::parse(*store_->get("sites/paris"))["region"], "eu");  // as it was
+
+  st = put(object("site", "", "eu", json::object().dump()));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(st.error_message(),
+            R"(site "eu": "eu" is the name of a region (1 site record names it as their )"
+            R"(regional hub); a site may not share a region's name)");
+  EXPECT_EQ(store_->get("sites/eu").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(index_->site_labels("eu").has_value());
+
+  // Once no record names the region, its name is free for a site, and then
+  // no record may name it as a region.
+  put_ok("site", "", "paris", json::object());
+  EXPECT_EQ(index_->sites_naming_region("eu"), 0u);
+  put_ok("site", "", "eu", json::object());
+  st = put(object("site", "", "paris", json{{"region", "eu"}}.dump()));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
 TEST_F(CatalogServiceTest, AcceptsEverySelectorForm) {
   const json exprs = {{"key", "tier"}, {"operator", "In"}, {"values", {"shop", "cell-tower"}}};
   put_ok("placement", "acme", "exprs",
