@@ -51,6 +51,7 @@ ChildSync::ChildSync(std::string name, std::string parent, Store* store, Env env
   load_down_position();
   load_ancestors();
   load_forgotten();
+  load_up_whole();
 }
 
 ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env env,
@@ -71,6 +72,7 @@ ChildSync::ChildSync(std::string name, std::string parent, StoreView* view, Env 
   load_down_position();
   load_ancestors();
   load_forgotten();
+  load_up_whole();
 }
 
 void ChildSync::load_down_position() {
@@ -95,6 +97,19 @@ void ChildSync::load_forgotten() {
     if (ec != std::errc() || end != line.data() + sp) continue;
     forgotten_[std::string(line.substr(sp + 1))] = index;
   }
+}
+
+void ChildSync::load_up_whole() {
+  auto saved = store_->get_local(kUpWholeKey);
+  if (!saved.ok() || !saved->has_value() || (*saved)->empty()) return;
+  // We stopped while documents waited to go up whole: our position does not
+  // say what we hold. Forget it (on disk first), so that the first session
+  // reconciles; the mark goes once nothing waits.
+  up_whole_marked_ = true;
+  if (down_.epoch() == 0) return;
+  spdlog::info("sync {}: stopped while documents waited to go up whole; reconciling", name_);
+  down_ = v1::LogPosition();
+  writes_.push_back(Write::put_local(down_position_key(parent_), down_.SerializeAsString()));
 }
 
 Write ChildSync::save_forgotten() {
@@ -646,6 +661,12 @@ void ChildSync::send_whole_up(std::vector<v1::LogEntry> entries) {
 void ChildSync::pump_up() {
   if (state_ != State::kActive) return;
   if (!up_docs_unacked_.empty() && up_.in_flight() == 0) up_docs_unacked_.clear();
+  if (up_whole_marked_ && !up_whole_awaited()) {
+    // Every one went up and was acknowledged: the parent holds it, or
+    // persisted its refusal, which reaches us with its changes.
+    up_whole_marked_ = false;
+    writes_.push_back(Write::put_local(std::string(kUpWholeKey), ""));
+  }
   const size_t limit = batch_limit();
   if (up_full_pending_ && up_.can_send()) {
     // Our log does not reach back to what the parent has: send every document

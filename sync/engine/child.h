@@ -209,6 +209,9 @@ class ChildSync {
   void load_ancestors();
   void load_forgotten();
   Write save_forgotten();
+  void load_up_whole();
+  // Whether documents wait to go up whole (up_docs_pending_ or _unacked_).
+  bool up_whole_awaited() const { return !up_docs_pending_.empty() || !up_docs_unacked_.empty(); }
   void send_control(v1::SyncEnvelope env);
   void send_sequenced(v1::SyncEnvelope env);
   void send_ack(bool gap);
@@ -289,6 +292,15 @@ class ChildSync {
   // (the parent lost this one, a failed write there) sends them again, as
   // nothing in our log would (a document a reconciliation found).
   std::set<std::string> up_docs_unacked_;
+  // Both sets live in memory only, and a position saved meanwhile does not
+  // cover them (a reconciliation kept our write of a key outside our scope
+  // for the parent to judge, and moved on). So while either holds a key, the
+  // store says so (kUpWholeKey), written before the position: a restart then
+  // forgets its position and reconciles, which finds them again (simulation
+  // seed 30746 with moves and active-active roots, under a batching of scope
+  // changes that moved a crash into that window).
+  bool up_whole_marked_ = false;
+  static constexpr std::string_view kUpWholeKey = "sync/up-whole";  // "1": marked
   // Keys we forgot because a parent refused our writes of them, with our
   // log's last index then: what our log holds of them up to there is not
   // sent up again (to another hub, or in a new session). Those documents

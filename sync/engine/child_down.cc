@@ -152,6 +152,12 @@ bool ChildSync::apply_changes(const v1::Changes& c, const std::shared_ptr<const 
     // Written after the changes it covers (persist() keeps the order).
     writes_.push_back(Write::put_local(down_position_key(parent_), down_.SerializeAsString()));
   }
+  if (!up_whole_marked_ && up_whole_awaited()) {
+    // Before this message's drops and position (see up_whole_marked_).
+    up_whole_marked_ = true;
+    writes_.insert(writes_.begin() + static_cast<std::ptrdiff_t>(first_write),
+                   Write::put_local(std::string(kUpWholeKey), "1"));
+  }
   return true;
 }
 

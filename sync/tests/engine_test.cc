@@ -555,6 +555,49 @@ TEST_F(EngineTest, AnOwnWriteOnlyTheChildHoldsIsNotDroppedForStalePrefixes) {
   EXPECT_EQ(*kept, R"({"mine":1})");
 }
 
+// A reconciliation keeps our write of a key outside our scope to send it up
+// whole for the parent to judge, and saves the position it ends with. The
+// child stops before the parent's refusal arrives (here the send is lost):
+// after the restart it must not resume from that position, which says
+// nothing of the key, or it would hold the key for good (simulation seed
+// 30746 with moves and active-active roots). It reconciles, the key goes up
+// again, and the refusal drops it.
+TEST_F(EngineTest, AWriteAwaitingTheParentsJudgementSurvivesAStop) {
+  scope_.gate_ = scope_.writable_gate_ = true;
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, ++scope_.version_, /*reconcile=*/true});
+  settle();
+  ASSERT_TRUE(site_store_->put("g/x", R"({"mine":1})").ok());
+  settle();
+  ASSERT_TRUE(hub_store_->get("g/x").ok());
+  scope_.gate_ = scope_.writable_gate_ = false;
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, ++scope_.version_, /*reconcile=*/true});
+  bool positioned = false;
+  for (int i = 0; i < 100 && !positioned; ++i) {
+    net_.deliver_all(100000);
+    hub_->run_once(false);
+    // A commit after the change: the position the site ends with is later
+    // than where the hub's log stood when the scope changed.
+    if (i == 0) {
+      ASSERT_TRUE(hub_store_->put("d/y", R"({"v":1})").ok());
+    }
+    net_.deliver_all(100000);
+    site_->run_once(false);
+    positioned = site_->child()->down_position().scope_version() == scope_.version_;
+  }
+  ASSERT_TRUE(positioned) << "the reconciliation never ended";
+  ASSERT_TRUE(site_store_->get("g/x").ok()) << "dropped, not sent up for judgement";
+  net_.partition("site", "hub", true);  // what the site sends now is lost
+  net_.deliver_all(100000);
+  net_.partition("site", "hub", false);
+  const uint64_t refused = hub_->parent()->stats().refused_writes;
+  ASSERT_NO_FATAL_FAILURE(start_site());  // as after a crash: what it persisted
+  settle();
+  EXPECT_FALSE(site_store_->get("g/x").ok()) << "the child kept a key outside its scope";
+  EXPECT_GT(hub_->parent()->stats().refused_writes, refused);
+  EXPECT_TRUE(site_->child()->in_sync());
+  EXPECT_EQ(*site_store_->get_local("sync/up-whole"), "");  // nothing waits any more
+}
+
 // A child whose parent is a peer below another parent (a region's hubs,
 // ChildOptions::keep_unwritable) keeps a key it may not write that the peer
 // lacks: it came from the parent above (which alone takes it back), not
