@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <type_traits>
+#include <unordered_set>
 
 namespace canopy::sync {
 
@@ -147,6 +148,34 @@ namespace {
 constexpr size_t kFlushPart = 500;  // sessions pumped before their messages go out
 }  // namespace
 
+size_t coalesce_scope_changes(std::deque<ScopeChange>* changes) {
+  // A reconciling change covers the child's whole scope (what it may write
+  // too, and its version as it is when handled): what was queued for the
+  // same child before it says nothing more. A commit that moves a thousand
+  // sites into one region queues a reconciling change of the region (and of
+  // each hub's peers) per site; one reconciliation does for all of them.
+  if (changes->size() < 2) return 0;
+  std::unordered_set<std::string_view> reconciled;
+  std::vector<bool> keep(changes->size(), true);
+  size_t dropped = 0;
+  for (size_t i = changes->size(); i-- > 0;) {
+    const ScopeChange& c = (*changes)[i];
+    if (reconciled.contains(c.child)) {
+      keep[i] = false;
+      ++dropped;
+    } else if (c.reconcile) {
+      reconciled.insert(c.child);
+    }
+  }
+  if (dropped == 0) return 0;
+  std::deque<ScopeChange> kept;
+  for (size_t i = 0; i < changes->size(); ++i) {
+    if (keep[i]) kept.push_back(std::move((*changes)[i]));
+  }
+  changes->swap(kept);
+  return dropped;
+}
+
 template <typename Engine>
 void SyncNode::step(Engine* engine, std::vector<Message>* out) {
   // advance() may produce more (work that reads what was just persisted);
@@ -211,6 +240,10 @@ bool SyncNode::run_once(bool tick) {
   }
   const bool any = !inbox.empty() || !commits.empty() || !scopes.empty() || !conns.empty() ||
                    commits_lost || !scopes_lost.empty();
+  if (const size_t coalesced = coalesce_scope_changes(&scopes); coalesced > 0) {
+    std::lock_guard lock(mu_);
+    stats_.coalesced_scope_changes += coalesced;
+  }
   // The transport's limit is read when something came (NATS.c takes the
   // connection's lock for it), not at every idle tick: a tick's resends fit
   // the limit last read.

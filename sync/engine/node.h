@@ -57,6 +57,9 @@ struct NodeStats {
   uint64_t dropped_messages = 0;    // inbox full
   uint64_t lost_commits = 0;        // commit queue full
   uint64_t lost_scope_changes = 0;  // scope change queue full
+  // Scope changes a later reconciling change of the same child superseded
+  // in one batch (coalesce_scope_changes).
+  uint64_t coalesced_scope_changes = 0;
   uint64_t dropped_connection_events = 0;
   uint64_t persist_failures = 0;  // Readies whose writes failed (their messages dropped)
   uint64_t publish_failures = 0;
@@ -67,6 +70,11 @@ struct NodeStats {
   uint64_t deltas_persisted = 0;     // peers' deltas in persisted writes (new or not)
   uint64_t documents_persisted = 0;  // peers' whole documents in persisted writes
 };
+
+// Drops from `changes` every change of a child that a later reconciling
+// change of the same child supersedes; keeps the order of the rest. Returns
+// how many it dropped.
+size_t coalesce_scope_changes(std::deque<ScopeChange>* changes);
 
 class SyncNode {
  public:

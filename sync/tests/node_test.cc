@@ -269,6 +269,53 @@ TEST_F(NodeTest, AFullScopeChangeQueueReconcilesTheChild) {
   EXPECT_EQ(site_->child()->down_position().scope_version(), 3u);
 }
 
+// Many changes of one child queued together, the last reconciling its whole
+// scope (a commit that moved many sites into one region): one reconciliation
+// serves them all, and the child ends holding exactly its scope.
+TEST_F(NodeTest, ALaterReconciliationSupersedesAChildsEarlierChanges) {
+  start({}, {});
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
+  ASSERT_TRUE(hub_store_->put("e/b", R"({"v":2})").ok());
+  ASSERT_TRUE(hub_store_->put("f/c", R"({"v":3})").ok());
+  settle();
+  const uint64_t reconciliations = hub_->parent()->stats().reconciliations;
+  scope_.prefixes = {"d/", "e/"};
+  scope_.version_ = 2;
+  hub_->enqueue_scope_change(ScopeChange{"site", {"e/b"}, {}, 2});
+  scope_.prefixes = {"e/", "f/"};
+  for (uint64_t v = 3; v < 53; ++v) {
+    scope_.version_ = v;
+    hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, v, /*reconcile=*/true});
+  }
+  // Another child's change in between is kept, in its place.
+  hub_->enqueue_scope_change(ScopeChange{"elsewhere", {"f/c"}, {}, 9});
+  settle();
+  EXPECT_EQ(hub_->stats().coalesced_scope_changes, 50u);
+  EXPECT_EQ(hub_->parent()->stats().reconciliations, reconciliations + 1);
+  EXPECT_EQ(*site_store_->get("e/b"), R"({"v":2})");
+  EXPECT_EQ(*site_store_->get("f/c"), R"({"v":3})");
+  EXPECT_FALSE(site_store_->get("d/a").ok()) << "a key that left the scope is still held";
+  EXPECT_EQ(site_->child()->down_position().scope_version(), 52u);
+  EXPECT_TRUE(site_->child()->in_sync());
+}
+
+TEST(CoalesceScopeChanges, KeepsTheLastReconciliationAndWhatFollowsIt) {
+  std::deque<ScopeChange> q;
+  q.push_back(ScopeChange{"a", {"k1"}, {}, 1});
+  q.push_back(ScopeChange{"b", {"k2"}, {}, 2});
+  q.push_back(ScopeChange{"a", {}, {}, 3, true});
+  q.push_back(ScopeChange{"b", {}, {"k2"}, 4});
+  q.push_back(ScopeChange{"a", {}, {}, 5, true});
+  q.push_back(ScopeChange{"a", {"k3"}, {}, 6});
+  EXPECT_EQ(coalesce_scope_changes(&q), 2u);
+  std::vector<uint64_t> versions;
+  for (const auto& c : q) versions.push_back(c.version);
+  EXPECT_EQ(versions, (std::vector<uint64_t>{2, 4, 5, 6}));
+  std::deque<ScopeChange> none{ScopeChange{"a", {"k"}, {}, 1}, ScopeChange{"a", {}, {"k"}, 2}};
+  EXPECT_EQ(coalesce_scope_changes(&none), 0u);
+  EXPECT_EQ(none.size(), 2u);
+}
+
 TEST_F(NodeTest, AFullConnectionQueueKeepsTheNewestEvents) {
   NodeLimits limits;
   limits.max_connection_events = 2;
