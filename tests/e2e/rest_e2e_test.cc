@@ -344,6 +344,8 @@ TEST_F(RestTest, TokensAreCheckedAndTenantsIsolated) {
 
 TEST_F(RestTest, BadInputGetsAClearErrorAndStoresNothing) {
   ASSERT_EQ(put_json("/v1/tenants/acme", token_, json::object()).status, 200);
+  ASSERT_EQ(put_json("/v1/sites/lyon", token_, json::object()).status, 200);
+  ASSERT_EQ(put_json("/v1/sites/paris", token_, json{{"region", "eu"}}).status, 200);
   const uint64_t before = log_index();
   struct Case {
     std::string method, path, body;
@@ -370,6 +372,10 @@ TEST_F(RestTest, BadInputGetsAClearErrorAndStoresNothing) {
       {"POST", "/v1/tokens", json{{"role", "viewer"}, {"tenant", "nobody"}}.dump(), 400,
        "does not exist"},
       {"DELETE", "/v1/tokens/xyz", "", 400, "not a token id"},
+      // A site and a region never share a name.
+      {"PUT", "/v1/sites/nice", json{{"region", "lyon"}}.dump(), 400,
+       R"(region \"lyon\" is a site, not a regional hub)"},
+      {"PUT", "/v1/sites/eu", json::object().dump(), 400, R"(\"eu\" is the name of a region)"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> extra;
