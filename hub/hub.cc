@@ -124,11 +124,14 @@ Status Hub::start() {
     // Below a parent, the region's hubs may write to each other only what
     // their sites may write (hub/peer_scope.h).
     PeerScope::OwnSites own;
+    PeerScope::OwnVersion own_version;
     if (!config_.parent.empty()) {
       RegionScope* regions = regions_.get();
       own = [regions] { return regions->own_sites(); };
+      own_version = [regions] { return regions->own_sites_version(); };
     }
-    peer_scope_ = std::make_unique<PeerScope>(regions_.get(), peers_, std::move(own));
+    peer_scope_ =
+        std::make_unique<PeerScope>(regions_.get(), peers_, std::move(own), std::move(own_version));
     scope = peer_scope_.get();
   }
   auto parent = std::make_unique<sync::ParentSync>(config_.name, store_.get(), scope, env, po);

@@ -47,11 +47,19 @@ namespace canopy::hub {
 class PeerScope final : public sync::ScopeProvider {
  public:
   using OwnSites = std::function<std::vector<std::string>()>;
+  using OwnVersion = std::function<uint64_t()>;
   // `inner` (not owned) must outlive this. `own_sites`: the sites this hub
   // serves, sorted, for peers below a parent; empty at the top level.
-  PeerScope(sync::ScopeProvider* inner, std::vector<std::string> peers, OwnSites own_sites = {})
-      : inner_(inner), peers_(sorted(std::move(peers))), own_sites_(std::move(own_sites)) {
-    if (own_sites_) announced_ = version_of(own_sites_());
+  // `own_version`: a version of that set (never 0) that changes whenever it
+  // does, read in O(1) (RegionScope::own_sites_version); empty: a hash of
+  // the list, O(sites) at every read.
+  PeerScope(sync::ScopeProvider* inner, std::vector<std::string> peers, OwnSites own_sites = {},
+            OwnVersion own_version = {})
+      : inner_(inner),
+        peers_(sorted(std::move(peers))),
+        own_sites_(std::move(own_sites)),
+        own_version_(std::move(own_version)) {
+    if (own_sites_) announced_ = own_sites_version();
   }
 
   bool is_peer(std::string_view child) const {
@@ -84,7 +92,7 @@ class PeerScope final : public sync::ScopeProvider {
   }
   uint64_t version(std::string_view child) override {
     if (!is_peer(child)) return inner_->version(child);
-    return own_sites_ ? version_of(own_sites_()) : 1;
+    return own_sites_ ? own_sites_version() : 1;
   }
 
   // For peers below a parent, when this hub's own sites may have changed
@@ -93,7 +101,7 @@ class PeerScope final : public sync::ScopeProvider {
   // now; otherwise none.
   std::vector<sync::ScopeChange> own_sites_changed() {
     if (!own_sites_) return {};
-    const uint64_t now = version_of(own_sites_());
+    const uint64_t now = own_sites_version();
     {
       std::lock_guard lock(mu_);
       if (now == announced_) return {};
@@ -132,6 +140,9 @@ class PeerScope final : public sync::ScopeProvider {
     std::sort(v.begin(), v.end());
     return v;
   }
+  uint64_t own_sites_version() const {
+    return own_version_ ? own_version_() : version_of(own_sites_());
+  }
   static uint64_t version_of(const std::vector<std::string>& sites) {
     uint64_t h = 0x6f776e2d73697465ULL;  // "own-site"
     for (const auto& site : sites) h = XXH3_64bits_withSeed(site.data(), site.size(), h);
@@ -140,6 +151,7 @@ class PeerScope final : public sync::ScopeProvider {
   sync::ScopeProvider* inner_;
   const std::vector<std::string> peers_;
   const OwnSites own_sites_;
+  const OwnVersion own_version_;
   std::mutex mu_;
   uint64_t announced_ = 0;  // guarded by mu_: the version on_inner_change last announced
 };

@@ -74,7 +74,9 @@ std::unique_ptr<RegionScope> RegionScope::follow_records(PlacementIndex* index, 
   for (const auto& [site, region] : index->site_regions()) {
     const auto keys = index->scope_keys(site);
     std::lock_guard lock(raw->mu_);
-    if (region == raw->self_) raw->own_.insert(site);
+    if (region == raw->self_ && raw->own_.insert(site).second) {
+      raw->own_hash_sum_ += member_hash(site);
+    }
     raw->move_locked(site, region, keys, nullptr);
   }
   return scope;
@@ -217,6 +219,12 @@ std::vector<std::string> RegionScope::own_sites() const {
   return {own_.begin(), own_.end()};
 }
 
+uint64_t RegionScope::own_sites_version() const {
+  std::lock_guard lock(mu_);
+  const uint64_t v = XXH3_64bits(&own_hash_sum_, sizeof(own_hash_sum_));
+  return v == 0 ? 1 : v;
+}
+
 void RegionScope::on_own_sites_change(std::function<void()> listener) {
   std::lock_guard lock(mu_);
   own_listener_ = std::move(listener);
@@ -231,7 +239,14 @@ void RegionScope::move_site(const std::string& site, const std::string& region,
     std::lock_guard lock(mu_);
     if (!self_.empty()) {
       const bool own = region == self_;
-      if (own ? own_.insert(site).second : own_.erase(site) > 0) own_listener = own_listener_;
+      if (own ? own_.insert(site).second : own_.erase(site) > 0) {
+        if (own) {
+          own_hash_sum_ += member_hash(site);
+        } else {
+          own_hash_sum_ -= member_hash(site);
+        }
+        own_listener = own_listener_;
+      }
     }
     if (move_locked(site, region, scope_keys, &changes)) listener = listener_;
   }

@@ -125,6 +125,8 @@ class RegionScope final : public sync::ScopeProvider {
   void on_own_sites_change(std::function<void()> listener);
   // follow_records: the sites whose records name `self`, sorted.
   std::vector<std::string> own_sites() const;
+  // A version of own_sites() (never 0), kept as they change: O(1).
+  uint64_t own_sites_version() const;
 
   // Makes `site` a member of `region` (empty: of none), whose scope is
   // `scope_keys`. A region named like a member site, or a site that is a
@@ -206,6 +208,7 @@ class RegionScope final : public sync::ScopeProvider {
   ScopeListener listener_;
   std::function<void()> own_listener_;
   std::set<std::string, std::less<>> own_;  // follow_records: sites whose record names self_
+  uint64_t own_hash_sum_ = 0;               // sum of XXH3 of each of own_, modulo 2^64
   bool follows_records_ = false;
   std::string self_;  // follow_records: this hub's name
 };

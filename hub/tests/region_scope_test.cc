@@ -504,7 +504,9 @@ TEST_F(RegionRecordsTest, PeersBelowAParentWriteOnlyWhatTheirSitesMay) {
   index_->set_serve_unknown(false);  // a regional hub
   scope_ = RegionScope::follow_records(index_.get(), "eu");
   RegionScope* regions = scope_.get();
-  PeerScope peers(scope_.get(), {"eu-b"}, [regions] { return regions->own_sites(); });
+  PeerScope peers(
+      scope_.get(), {"eu-b"}, [regions] { return regions->own_sites(); },
+      [regions] { return regions->own_sites_version(); });
   EXPECT_EQ(regions->own_sites(), (Keys{"s1"}));
   std::vector<sync::ScopeChange> to_peers;
   scope_->on_own_sites_change([&] {
@@ -524,6 +526,7 @@ TEST_F(RegionRecordsTest, PeersBelowAParentWriteOnlyWhatTheirSitesMay) {
 
   member("s2", {{"tier", "gold"}}, "eu");  // a new site of the region
   EXPECT_NE(peers.version("eu-b"), before);
+  const uint64_t with_both = peers.version("eu-b");
   EXPECT_TRUE(peers.writable_by("eu-b", "sites/s2/status/acme/web"));
   {
     std::lock_guard lock(mu_);
@@ -547,6 +550,10 @@ TEST_F(RegionRecordsTest, PeersBelowAParentWriteOnlyWhatTheirSitesMay) {
     ASSERT_EQ(to_peers.size(), 1u);
     EXPECT_EQ(to_peers[0].version, peers.version("eu-b"));
   }
+  EXPECT_NE(peers.version("eu-b"), with_both);
+  // The version is the set's, whatever the order of the moves that made it.
+  member("s1", {{"tier", "gold"}}, "eu");
+  EXPECT_EQ(peers.version("eu-b"), with_both);
 
   PeerScope top(scope_.get(), {"root-b"});
   EXPECT_TRUE(top.writable_by("root-b", kWebKey));

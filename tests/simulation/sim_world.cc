@@ -160,9 +160,11 @@ void World::open(SimNode& n) {
     }
     if (!n.peer.empty()) {
       hub::PeerScope::OwnSites own;
+      hub::PeerScope::OwnVersion own_version;
       if (!n.parent.empty() && n.regions) {
         hub::RegionScope* regions = n.regions.get();
         own = [regions] { return regions->own_sites(); };
+        own_version = [regions] { return regions->own_sites_version(); };
       } else if (!n.parent.empty()) {
         // Fixed regions: the regional hub's sites are its children.
         std::vector<std::string> children = n.children;
@@ -170,7 +172,7 @@ void World::open(SimNode& n) {
         own = [children] { return children; };
       }
       n.peers = std::make_unique<hub::PeerScope>(n.scope, std::vector<std::string>{n.peer},
-                                                 std::move(own));
+                                                 std::move(own), std::move(own_version));
       n.scope = n.peers.get();
       if (!n.parent.empty() && with_moves_) {
         // What a region's hubs may write to each other follows their
