@@ -146,6 +146,9 @@ grpc::Status CatalogService::enroll_site(std::string_view authorization,
   if (options_.enrollment == nullptr) {
     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this hub does not enroll sites");
   }
+  // A site enrolled under a region's name would be given the region's scope
+  // at its first hello (the parent knows children by name).
+  if (Status st = check_not_a_region(request.site()); !st.ok()) return to_grpc(st);
   constexpr uint64_t kDefaultTtlSeconds = 3600;
   const uint64_t ttl = request.ttl_seconds() == 0 ? kDefaultTtlSeconds : request.ttl_seconds();
   auto issued = options_.enrollment->issue(request.site(), ttl);

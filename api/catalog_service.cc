@@ -62,6 +62,10 @@ Status CatalogService::check_site_and_region_names(std::string_view site,
                                " is a site, not a regional hub; name the regional hub that "
                                "serves this site, or none");
   }
+  return check_not_a_region(site);
+}
+
+Status CatalogService::check_not_a_region(std::string_view site) const {
   if (const size_t naming = index_->sites_naming_region(site); naming > 0) {
     return failed_precondition(subject(kSite, site) + ": " + quote(site) +
                                " is the name of a region (" + std::to_string(naming) +

@@ -257,6 +257,8 @@ class CatalogService final : public v1::Catalog::WithAsyncMethod_Put<
   // A site record must not name a site as its region, nor a site be named
   // like a region some record names.
   Status check_site_and_region_names(std::string_view site, const nlohmann::json& record) const;
+  // The second half of that: no site record names `site` as its region.
+  Status check_not_a_region(std::string_view site) const;
   // The caller's token record when it may do `action` on `tenant`'s objects
   // (empty: fleet-level), else why not.
   StatusOr<model::TokenRecord> authorize(std::string_view authorization, model::Action action,

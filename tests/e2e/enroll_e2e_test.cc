@@ -353,6 +353,12 @@ TEST_F(EnrollTest, EnrolledSiteSyncsAndIsConfinedToItsSubjects) {
 
 TEST_F(EnrollTest, BadTokensAndWrongHubAreRefusedClearly) {
   start_secure();
+  // No bootstrap token for a region's name: the parent would give a site
+  // named like a region the region's scope.
+  ASSERT_TRUE(put("site", "paris", {{"region", "eu"}}).ok());
+  CmdRun named = kubectl({"enroll", "eu", "--ttl", "1h", "-o", "json"});
+  EXPECT_NE(named.exit_code, 0) << named.out;
+  EXPECT_NE(named.out.find("\"eu\" is the name of a region"), std::string::npos) << named.out;
   // Forged: well-formed, never issued.
   const std::string forged = "canopy-enroll_0123456789abcdef_" + std::string(43, 'A');
   Spoke& f = create_spoke("f", {{"region", "eu"}});
