@@ -141,42 +141,15 @@ Status Hub::start() {
   Enrollment* enrollment = enrollment_.get();
   parent->set_admit_hook(
       [enrollment](const std::string& child) { return enrollment->admits(child); });
-  // The site describes itself in its hello; the registry keeps it. Only the
-  // root registers sites: below it, records come from the parent (a
-  // regional hub's own record would be a write it may not send up). A
-  // regional hub is no site: it says so in its hello, and which region it
-  // serves.
-  // A label is a claim: a child that is a site here (it has a record or an
-  // enrolled identity) serves no region other than its name, whatever its
-  // hello says, so that no site can take a region's scope by saying so.
+  // The site describes itself in its hello; the registry keeps it, and a
+  // regional hub says which region it serves (take_hello).
   Store* store = store_.get();
   const bool registers = config_.parent.empty();
   RegionScope* regions = regions_.get();
   PlacementIndex* index = index_.get();
   parent->set_hello_hook(
       [store, registers, regions, index](const std::string& child, const v1::Hello& hello) {
-        auto role = hello.labels().find(std::string(kRoleLabel));
-        if (role != hello.labels().end() && role->second == kRoleHub) {
-          auto label = hello.labels().find(std::string(kRegionLabel));
-          std::string region = child;
-          if (label != hello.labels().end() && label->second != child) {
-            auto identity = store->get(model::site_identity_key(child));
-            // Unreadable counts as a site: the claim is taken at the next hello.
-            const bool is_site = index->site_labels(child).has_value() || identity.ok() ||
-                                 identity.status().code() != StatusCode::kNotFound;
-            if (is_site || !model::is_dns1123_label(label->second)) {
-              spdlog::warn("hello from {} says it is a hub of region \"{}\", but {}: not taken",
-                           child, label->second,
-                           is_site ? "it is a site here" : "that is not a DNS-1123 label");
-            } else {
-              region = label->second;
-            }
-          }
-          regions->serve_region(child, region);
-          return;
-        }
-        if (role != hello.labels().end() && role->second == kRolePeer) return;
-        if (registers) register_site(store, child, hello);
+        take_hello(store, index, regions, registers, child, hello);
       });
   sync::Transport* transport = nats_.get();
   if (hooks_.wrap_transport) {

@@ -52,15 +52,6 @@
 
 namespace canopy::hub {
 
-// The hello label a regional hub ("hub") or a peer hub of the same level
-// ("peer") sends its parent, so that the parent does not register it as a site.
-inline constexpr std::string_view kRoleLabel = "canopy.io/role";
-inline constexpr std::string_view kRoleHub = "hub";
-inline constexpr std::string_view kRolePeer = "peer";
-// The hello label with which a regional hub names the region it serves
-// (HubConfig::region); without it, the region is the hub's name.
-inline constexpr std::string_view kRegionLabel = "canopy.io/region";
-
 // A regional hub's session with its parent (Hub::upstream), or a hub's with
 // the peer it follows (Hub::peer_link).
 struct UpstreamInfo {

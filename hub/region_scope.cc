@@ -510,4 +510,37 @@ bool RegionScope::serves(std::string_view child) {
   return index_->serves(child);
 }
 
+void take_hello(Store* store, PlacementIndex* index, RegionScope* regions, bool registers,
+                const std::string& child, const v1::Hello& hello) {
+  auto role = hello.labels().find(std::string(kRoleLabel));
+  if (role != hello.labels().end() && role->second == kRoleHub) {
+    auto label = hello.labels().find(std::string(kRegionLabel));
+    std::string region = child;
+    if (label != hello.labels().end() && label->second != child) {
+      auto identity = store->get(model::site_identity_key(child));
+      // Unreadable counts as a site: the claim is taken at the next hello.
+      const bool is_site = index->site_labels(child).has_value() || identity.ok() ||
+                           identity.status().code() != StatusCode::kNotFound;
+      if (is_site || !model::is_dns1123_label(label->second)) {
+        spdlog::warn("hello from {} says it is a hub of region \"{}\", but {}: not taken", child,
+                     label->second, is_site ? "it is a site here" : "that is not a DNS-1123 label");
+      } else {
+        region = label->second;
+      }
+    }
+    regions->serve_region(child, region);
+    return;
+  }
+  if (role != hello.labels().end() && role->second == kRolePeer) return;
+  if (!registers) return;
+  if (regions->is_region(child) || index->sites_naming_region(child) > 0) {
+    spdlog::warn(
+        "hello from {}: a region, or a hub serving one, has that name: not registered "
+        "as a site",
+        child);
+    return;
+  }
+  register_site(store, child, hello);
+}
+
 }  // namespace canopy::hub

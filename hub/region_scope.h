@@ -93,6 +93,15 @@
 
 namespace canopy::hub {
 
+// The hello label a regional hub ("hub") or a peer hub of the same level
+// ("peer") sends its parent, so that the parent does not register it as a site.
+inline constexpr std::string_view kRoleLabel = "canopy.io/role";
+inline constexpr std::string_view kRoleHub = "hub";
+inline constexpr std::string_view kRolePeer = "peer";
+// The hello label with which a regional hub names the region it serves
+// (HubConfig::region); without it, the region is the hub's name.
+inline constexpr std::string_view kRegionLabel = "canopy.io/region";
+
 class RegionScope final : public sync::ScopeProvider {
  public:
   using ScopeListener = PlacementIndex::ScopeListener;
@@ -212,5 +221,19 @@ class RegionScope final : public sync::ScopeProvider {
   bool follows_records_ = false;
   std::string self_;  // follow_records: this hub's name
 };
+
+// What a hub takes from a child's hello (ParentSync's hello hook in
+// canopy-hub). A label is a claim:
+// - A regional hub (kRoleHub) serves the region its kRegionLabel names, or
+//   its own name; a child that is a site here (a record or an enrolled
+//   identity) serves no region other than its name, whatever it says, so
+//   that no site takes a region's scope by saying so.
+// - A peer hub (kRolePeer) is neither.
+// - Any other child is a site. Only the root (`registers`) writes its record
+//   (register_site): below it, records come from the parent. A child named
+//   like a region, or like a hub serving one, is not registered: a site and a
+//   region never share a name (the API refuses it the same way).
+void take_hello(Store* store, PlacementIndex* index, RegionScope* regions, bool registers,
+                const std::string& child, const v1::Hello& hello);
 
 }  // namespace canopy::hub

@@ -363,6 +363,50 @@ class RegionRecordsTest : public RegionScopeTest {
   }
 };
 
+// The root's hello hook (take_hello): what a child's hello registers, and
+// which region a hub's hello is given.
+TEST_F(RegionRecordsTest, AHelloRegistersNoSiteNamedLikeARegionOrItsHub) {
+  member("s1", {{"tier", "gold"}}, "eu");
+  follow();
+  auto hello = [](std::map<std::string, std::string> labels) {
+    v1::Hello h;
+    for (auto& [k, v] : labels) (*h.mutable_labels())[k] = v;
+    return h;
+  };
+  auto registered = [&](const std::string& site) { return store_->get("sites/" + site).ok(); };
+  const std::string role(kRoleLabel), region(kRegionLabel);
+
+  take_hello(store_.get(), index_.get(), scope_.get(), true, "shop-1", hello({{"tier", "gold"}}));
+  EXPECT_TRUE(registered("shop-1")) << "the root registers a new site at its hello";
+  auto labels = index_->site_labels("shop-1");
+  ASSERT_TRUE(labels.has_value());
+  EXPECT_EQ(labels->size(), 1u);
+  EXPECT_EQ(labels->count("tier"), 1u);
+
+  take_hello(store_.get(), index_.get(), scope_.get(), true, "eu", hello({{"tier", "gold"}}));
+  EXPECT_FALSE(registered("eu")) << "a site named like a region was registered";
+  EXPECT_EQ(scope_->regions(), (RegionScope::Regions{{"eu", {"s1"}}}));
+
+  take_hello(store_.get(), index_.get(), scope_.get(), true, "eu-a",
+             hello({{role, std::string(kRoleHub)}, {region, "eu"}}));
+  EXPECT_EQ(scope_->region_of_hub("eu-a"), "eu");
+  EXPECT_FALSE(registered("eu-a")) << "a hub is no site";
+  take_hello(store_.get(), index_.get(), scope_.get(), true, "eu-a", hello({}));
+  EXPECT_FALSE(registered("eu-a")) << "a child named like a region's hub was registered";
+
+  // A site's claim to serve a region is not taken: it serves only its name.
+  take_hello(store_.get(), index_.get(), scope_.get(), true, "shop-1",
+             hello({{role, std::string(kRoleHub)}, {region, "eu"}}));
+  EXPECT_EQ(scope_->region_of_hub("shop-1"), "shop-1");
+  EXPECT_FALSE(scope_->in_scope("shop-1", "sites/s1/status/acme/web"));
+
+  take_hello(store_.get(), index_.get(), scope_.get(), true, "eu-p",
+             hello({{role, std::string(kRolePeer)}}));
+  EXPECT_FALSE(registered("eu-p")) << "a peer hub is no site";
+  take_hello(store_.get(), index_.get(), scope_.get(), false, "shop-2", hello({}));
+  EXPECT_FALSE(registered("shop-2")) << "only the root registers sites";
+}
+
 TEST_F(RegionRecordsTest, StartsFromTheRecordsAndFollowsMoves) {
   member("s1", {{"tier", "gold"}}, "eu");
   member("s2", {{"tier", "gold"}}, "eu");
