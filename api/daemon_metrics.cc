@@ -25,7 +25,13 @@ void add_store_metrics(MetricsText* page, Store* store) {
       .add(static_cast<double>(u.memtable_bytes));
   page->gauge("canopy_store_log_index", "Index of the last entry of the store's change log.")
       .add(static_cast<double>(store->last_log_index()));
+  page->gauge("canopy_store_writable",
+              "0 while the disk refuses the store's writes (a full disk), else 1.")
+      .add(store->write_health().ok() ? 1 : 0);
   const StoreStats s = store->stats();
+  page->counter("canopy_store_write_failures",
+                "Commits the disk refused (a full disk, an I/O error).")
+      .add(static_cast<double>(s.write_failures));
   page->counter("canopy_store_conflicts", "Conflict records the store wrote (concurrent writes).")
       .add(static_cast<double>(s.conflicts));
   page->counter("canopy_store_refused_deltas", "Peers' deltas the store refused as malformed.")
@@ -33,6 +39,12 @@ void add_store_metrics(MetricsText* page, Store* store) {
   page->counter("canopy_store_skewed_deltas",
                 "Peers' deltas whose writer's clock ran beyond the allowed skew.")
       .add(static_cast<double>(s.skewed_deltas));
+}
+
+void add_store_health(nlohmann::json* health, Store* store) {
+  const Status st = store->write_health();
+  (*health)["store_writable"] = st.ok();
+  if (!st.ok()) (*health)["store_error"] = st.message();
 }
 
 void add_sync_node_metrics(MetricsText* page, const sync::NodeStats& s) {

@@ -4,7 +4,8 @@
 //   canopy_build_info            role, version and node name, always 1
 //   canopy_nats_connected        1 while the NATS connection is up
 //   canopy_store_*               the store's size (RocksDB's estimates), its
-//                                log position and its merge counters
+//                                log position, its merge counters, and
+//                                whether the disk takes its writes
 //   canopy_sync_*                the sync node's traffic (messages and bytes
 //                                in and out, peers' deltas persisted) and
 //                                what its bounded queues dropped or lost
@@ -15,6 +16,7 @@
 
 #include <httplib.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,9 @@ namespace canopy::api {
 void add_build_info(MetricsText* page, const std::string& role, const std::string& name);
 void add_nats_metrics(MetricsText* page, bool connected);
 void add_store_metrics(MetricsText* page, Store* store);
+// A /healthz body's store fields: "store_writable", and while the disk
+// refuses the store's writes, "store_error" (Store::write_health).
+void add_store_health(nlohmann::json* health, Store* store);
 void add_sync_node_metrics(MetricsText* page, const sync::NodeStats& stats);
 
 // Serves `page` as the body of a scrape.

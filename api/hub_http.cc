@@ -133,7 +133,11 @@ std::vector<std::string> hub_readiness(hub::Hub* hub, const daemon::Health* heal
   if (health != nullptr && health->phase() != daemon::Phase::kServing) {
     problems.push_back(std::string("daemon ") + daemon::phase_name(health->phase()));
   }
-  if (hub->store() == nullptr) problems.push_back("store not open");
+  if (hub->store() == nullptr) {
+    problems.push_back("store not open");
+  } else if (Status st = hub->store()->write_health(); !st.ok()) {
+    problems.push_back(st.message());
+  }
   if (!hub->nats_connected()) {
     const std::string why = hub->nats_last_error();
     problems.push_back(why.empty() ? "NATS not connected" : "NATS not connected: " + why);
@@ -152,6 +156,7 @@ void add_hub_routes(httplib::Server& server, hub::Hub* hub, const daemon::Health
               {"log_index", hub->store()->last_log_index()},
               {"sessions", hub->session_count()}};
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
+    add_store_health(&j, hub->store());
     // Why it cannot connect (a refused certificate, a refused password, ...).
     if (!hub->nats_connected()) {
       if (std::string why = hub->nats_last_error(); !why.empty()) j["nats_error"] = why;

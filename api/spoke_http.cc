@@ -140,7 +140,11 @@ std::vector<std::string> spoke_readiness(spoke::Spoke* spoke, const daemon::Heal
   if (health != nullptr && health->phase() != daemon::Phase::kServing) {
     problems.push_back(std::string("daemon ") + daemon::phase_name(health->phase()));
   }
-  if (spoke->store() == nullptr) problems.push_back("store not open");
+  if (spoke->store() == nullptr) {
+    problems.push_back("store not open");
+  } else if (Status st = spoke->store()->write_health(); !st.ok()) {
+    problems.push_back(st.message());
+  }
   const spoke::SpokeHealth h = spoke->health();
   if (!h.nats_connected) {
     problems.push_back(h.nats_error.empty() ? "NATS not connected"
@@ -171,6 +175,7 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
               {"redirects", h.redirects}};
     if (!h.nats_connected && !h.nats_error.empty()) j["nats_error"] = h.nats_error;
     if (health != nullptr) j["state"] = daemon::phase_name(health->phase());
+    add_store_health(&j, spoke->store());
     reply_json(res, j.dump());
   });
   server.Get("/v1/status", [spoke, site](const httplib::Request&, httplib::Response& res) {

@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -31,6 +33,36 @@ using namespace store_internal;
 
 namespace {
 
+// RocksDB's own log, into the daemon's (prefixed "rocksdb <path>:"): its
+// warnings reach the operator where the rest is, and no LOG file grows beside
+// the data. On a full disk that file would also be fatal: Debian's
+// librocksdb is built with its assertions, and its second write after a
+// failed one aborts the process. Its informational lines are trace.
+class RocksLog final : public rocksdb::Logger {
+ public:
+  explicit RocksLog(std::string path)
+      : rocksdb::Logger(spdlog::should_log(spdlog::level::trace) ? rocksdb::INFO_LEVEL
+                                                                 : rocksdb::WARN_LEVEL),
+        path_(std::move(path)) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override { Logv(rocksdb::INFO_LEVEL, format, ap); }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    spdlog::level::level_enum to = spdlog::level::trace;
+    if (level == rocksdb::WARN_LEVEL) to = spdlog::level::warn;
+    if (level == rocksdb::ERROR_LEVEL || level == rocksdb::FATAL_LEVEL) to = spdlog::level::err;
+    if (!spdlog::should_log(to)) return;
+    char line[1024];
+    const int n = std::vsnprintf(line, sizeof line, format, ap);
+    if (n < 0) return;
+    std::string_view text(line, std::min<size_t>(static_cast<size_t>(n), sizeof line - 1));
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+    spdlog::log(to, "rocksdb {}: {}", path_, text);
+  }
+
+ private:
+  std::string path_;
+};
+
 // A document is written whole only as a JSON object.
 Status require_object(std::string_view key, const json& doc) {
   if (doc.is_object()) return ok_status();
@@ -48,6 +80,7 @@ Status Store::Impl::open() {
 
   rocksdb::Options options;
   if (opts_.env != nullptr) options.env = opts_.env;
+  options.info_log = std::make_shared<RocksLog>(opts_.path);
   options.create_if_missing = true;
   options.create_missing_column_families = true;
   options.max_file_opening_threads = opts_.file_opening_threads;
@@ -61,7 +94,6 @@ Status Store::Impl::open() {
   options.stats_dump_period_sec = 0;
   options.stats_persist_period_sec = 0;
   options.avoid_flush_during_shutdown = true;
-  options.keep_log_file_num = 3;
   // No preallocation: RocksDB would reserve write_buffer_size * 1.1 (70 MB)
   // for every WAL and 4 MB for the MANIFEST with fallocate, so each store,
   // however small, held 75 MB of disk (a site's SD card; the fan-out bench's
@@ -318,7 +350,32 @@ Status Store::Impl::commit(rocksdb::WriteBatch* b) {
   rocksdb::WriteOptions wo;
   wo.sync = opts_.durability == Durability::kSync;
   wo.disableWAL = false;
-  return from_rocks(db_->Write(wo, b), "committing write batch");
+  const rocksdb::Status s = db_->Write(wo, b);
+  note_write(s, "committing write batch");
+  return from_rocks(s, "committing write batch");
+}
+
+void Store::Impl::note_write(const rocksdb::Status& s, std::string_view what) {
+  const bool failing = writes_failing_.load(std::memory_order_relaxed);
+  if (s.ok()) {
+    if (!failing) return;
+    writes_failing_.store(false, std::memory_order_release);
+    spdlog::info("store {}: writes work again, {} s after the disk first refused one", opts_.path,
+                 (clock_->now_ms() - writes_failing_since_ms_) / 1000);
+    return;
+  }
+  ++write_failures_;
+  if (failing) return;
+  {
+    std::lock_guard lock(health_mu_);
+    write_error_ = "the store cannot write: " + std::string(what) + ": " + s.ToString();
+  }
+  writes_failing_since_ms_ = clock_->now_ms();
+  writes_failing_.store(true, std::memory_order_release);
+  spdlog::error(
+      "store {}: {}: {}; writes fail until RocksDB recovers, by itself once the disk "
+      "has room",
+      opts_.path, what, s.ToString());
 }
 
 Status Store::Impl::wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ticket) {
@@ -328,6 +385,13 @@ Status Store::Impl::wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ti
       durable_cv_.wait(lock);
       continue;
     }
+    // Not while the disk refuses writes (see writes_failing_): the write
+    // stays undurable, and is reported so; it is covered by the first fsync
+    // after RocksDB recovered.
+    if (writes_failing_.load(std::memory_order_relaxed)) {
+      Status failing = write_health();
+      return failing.ok() ? unavailable("the store cannot write") : failing;
+    }
     // Become the leader: one fsync covers every write made so far.
     syncing_ = true;
     const uint64_t target = written_ticket_;
@@ -335,6 +399,7 @@ Status Store::Impl::wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ti
     rocksdb::Status s = db_->SyncWAL();
     lock.lock();
     syncing_ = false;
+    if (!s.ok()) note_write(s, "syncing the write-ahead log");
     if (s.ok()) {
       durable_ticket_ = std::max(durable_ticket_, target);
       CANOPY_CHECK(durable_ticket_ <= written_ticket_);
@@ -643,6 +708,7 @@ StatusOr<std::optional<std::string>> Store::get_local(std::string_view name) {
 }
 StoreStats Store::stats() { return impl_->stats(); }
 StoreDiskUsage Store::disk_usage() { return impl_->disk_usage(); }
+Status Store::write_health() const { return impl_->write_health(); }
 
 StoreDiskUsage Store::Impl::disk_usage() {
   StoreDiskUsage u;

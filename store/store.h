@@ -167,6 +167,8 @@ struct StoreStats {
   // Deltas whose dot was seen before, applied again because their document
   // had been dropped since (a delta re-delivered to rebuild it).
   uint64_t reapplied_deltas = 0;
+  // Commits the disk refused (a full disk, an I/O error): see write_health.
+  uint64_t write_failures = 0;
 };
 
 // A replica's highest dot applied here (seq 0: none), with its delta's HLC.
@@ -342,6 +344,12 @@ class Store {
   StatusOr<std::optional<std::string>> get_local(std::string_view name);
 
   StoreStats stats();
+  // OK while the store can write. After the disk refused a write (a full
+  // disk), UNAVAILABLE with that first error until a write succeeds again:
+  // RocksDB recovers by itself once the disk has room (docs/metrics.md, "A full
+  // disk"), and the writes meanwhile fail at once, losing nothing accepted.
+  // Takes no lock of the store (for health checks and metrics).
+  Status write_health() const;
   // Reads RocksDB's properties; takes no lock of the store (cheap, for
   // metrics).
   StoreDiskUsage disk_usage();

@@ -8,6 +8,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -244,7 +245,14 @@ class Store::Impl {
   }
   StoreStats stats() {
     std::lock_guard lock(mu_);
-    return stats_;
+    StoreStats out = stats_;
+    out.write_failures = write_failures_;
+    return out;
+  }
+  Status write_health() const {
+    if (!writes_failing_.load(std::memory_order_acquire)) return ok_status();
+    std::lock_guard lock(health_mu_);
+    return unavailable(write_error_);
   }
   // db_ and handles_ do not change after open, and RocksDB's properties are
   // thread-safe: no lock.
@@ -279,6 +287,8 @@ class Store::Impl {
                       v1::ConflictRecord::Reason reason);
   // Writes `b`; with kGroupCommit the caller then waits in wait_durable().
   Status commit(rocksdb::WriteBatch* b);
+  // Records the outcome of a write to RocksDB (see write_health). REQUIRES: mu_ held.
+  void note_write(const rocksdb::Status& s, std::string_view what);
   Status wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ticket);
   void notify(const std::vector<v1::LogEntry>& entries);
   // REQUIRES: mu_ held. Hands committed entries to the listeners once they are
@@ -421,6 +431,17 @@ class Store::Impl {
   std::condition_variable syncer_cv_;
   std::thread syncer_;
   bool stopping_ = false;
+
+  // The disk refused a write (set by note_write), and none succeeded since.
+  // While set, no fsync of the write-ahead log is made: RocksDB's log writer
+  // may hold the failed write's error, and syncing it then aborts the
+  // process (Debian's librocksdb is built with its assertions). A write
+  // RocksDB accepts again (it recovered: a new log) clears it.
+  std::atomic<bool> writes_failing_{false};
+  mutable std::mutex health_mu_;  // guards write_error_
+  std::string write_error_;       // the failure's first error, as write_health says it
+  uint64_t writes_failing_since_ms_ = 0;
+  uint64_t write_failures_ = 0;  // (not in stats_: a failed write restores that)
 
   // Group commit.
   std::condition_variable durable_cv_;

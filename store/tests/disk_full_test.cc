@@ -1,0 +1,124 @@
+// A full disk under a real store: a tmpfs mounted for the test (root may
+// mount; where it may not, the test says so and is skipped), filled by a
+// file until RocksDB refuses a write, then emptied. The store must refuse
+// writes clearly meanwhile, lose nothing it accepted, not abort (Debian's
+// librocksdb keeps its assertions: a sync of the failed write-ahead log, or a
+// second write to its LOG file, aborts), and write again by itself once the
+// disk has room.
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/clock.h"
+#include "store/store.h"
+#include "store/tests/test_util.h"
+
+namespace canopy {
+namespace {
+
+using store_test::open_store;
+using store_test::TempDir;
+
+class DiskFullTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mnt_ = dir_.sub("fs");
+    ASSERT_EQ(::mkdir(mnt_.c_str(), 0700), 0) << std::strerror(errno);
+    // RocksDB recovers once the free space exceeds its largest write buffer
+    // (64 MiB by default, the hub's): room for that and the data.
+    if (::mount("tmpfs", mnt_.c_str(), "tmpfs", 0, "size=96m") != 0) {
+      GTEST_SKIP() << "cannot mount a tmpfs at " << mnt_ << " (" << std::strerror(errno)
+                   << "): a full disk needs a small filesystem of its own";
+    }
+    mounted_ = true;
+  }
+  void TearDown() override {
+    store_.reset();
+    if (mounted_) ::umount2(mnt_.c_str(), MNT_DETACH);
+  }
+
+  void open() {
+    store_ = open_store(mnt_ + "/store", SystemClock::instance(), Durability::kGroupCommit);
+    ASSERT_NE(store_, nullptr);
+  }
+  // Fills the filesystem but for `leave` bytes (a file's last page may still
+  // take a few more).
+  void fill(uint64_t leave) {
+    struct statvfs fs {};
+    ASSERT_EQ(::statvfs(mnt_.c_str(), &fs), 0);
+    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    ASSERT_GT(free_bytes, leave);
+    const int fd = ::open(filler().c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - leave));
+    ::close(fd);
+    ASSERT_EQ(err, 0) << std::strerror(err);
+  }
+  std::string filler() const { return mnt_ + "/filler"; }
+
+  TempDir dir_;
+  std::string mnt_;
+  bool mounted_ = false;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(DiskFullTest, WritesFailClearlyLoseNothingAndResumeOnceTheDiskHasRoom) {
+  ASSERT_NO_FATAL_FAILURE(open());
+  std::vector<std::string> accepted;
+  const std::string payload(100'000, 'x');
+  auto write = [&](int i) {
+    const std::string key = "t/acme/templates/c" + std::to_string(i);
+    auto r = store_->put_value(key, {{"data", {{"value", payload}, {"i", i}}}});
+    if (r.ok()) accepted.push_back(key);
+    return r.status();
+  };
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(write(i).ok());
+  ASSERT_TRUE(store_->write_health().ok());
+
+  ASSERT_NO_FATAL_FAILURE(fill(0));
+  Status refused = ok_status();
+  int i = 5;
+  for (; i < 200 && refused.ok(); ++i) refused = write(i);
+  ASSERT_FALSE(refused.ok()) << "a full disk accepted every write";
+  EXPECT_EQ(refused.code(), StatusCode::kUnavailable) << refused.to_string();
+  EXPECT_NE(refused.message().find("No space left on device"), std::string::npos)
+      << refused.to_string();
+  const Status health = store_->write_health();
+  EXPECT_EQ(health.code(), StatusCode::kUnavailable);
+  EXPECT_NE(health.message().find("cannot write"), std::string::npos) << health.to_string();
+  EXPECT_GE(store_->stats().write_failures, 1u);
+
+  // Writes keep failing, at once and without aborting; what was accepted is
+  // all there.
+  for (int k = 0; k < 20; ++k) EXPECT_FALSE(write(1000 + k).ok());
+  for (const std::string& key : accepted) EXPECT_TRUE(store_->get(key).ok()) << key;
+
+  ASSERT_EQ(::unlink(filler().c_str()), 0) << std::strerror(errno);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  Status again = write(2000);
+  while (!again.ok() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    again = write(2000);
+  }
+  ASSERT_TRUE(again.ok()) << "no write succeeded within 60 s of freeing the disk: "
+                          << again.to_string();
+  EXPECT_TRUE(store_->write_health().ok()) << store_->write_health().to_string();
+  for (int k = 0; k < 5; ++k) ASSERT_TRUE(write(3000 + k).ok());
+
+  // Reopened, the store holds every write it accepted.
+  store_.reset();
+  ASSERT_NO_FATAL_FAILURE(open());
+  for (const std::string& key : accepted) EXPECT_TRUE(store_->get(key).ok()) << key;
+  EXPECT_EQ(accepted.size(), 11u) << "5 before the disk filled, 6 after it had room";
+}
+
+}  // namespace
+}  // namespace canopy
