@@ -1,6 +1,12 @@
 // The hub's REST API (api/rest.h) through real curl against the real
 // canopy-hub binary: every operation, tokens and tenant isolation, bad input
 // that stores nothing, and every path of the OpenAPI document answering.
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+
+#include <cerrno>
+#include <cstring>
 #include <regex>
 
 #include "tests/e2e/e2e_fixture.h"
@@ -697,6 +703,89 @@ TEST_F(RestTest, CurlsDefaultContentTypeIsReadAsJsonAtAnySize) {
   Reply got = curl("GET", "/v1/tenants/acme/templates/big", token_);
   ASSERT_EQ(got.status, 200) << got.body;
   EXPECT_EQ(got.j()["document"]["data"], big["data"]);
+}
+
+// A full disk under the real hub, seen with curl: the hub's data directory
+// is a tmpfs of 100 MB (mounted for the test; where it cannot be, the test
+// says so and is skipped), filled by a file. Writes are refused with the
+// disk's error and probes say why; once the file is gone the hub writes
+// again by itself, with nothing accepted lost (docs/metrics.md, "A full disk").
+TEST_F(RestTest, AFullDiskIsRefusedClearlyAndHealsWithoutARestart) {
+  struct Mount {
+    std::string at;
+    ~Mount() {
+      if (!at.empty()) ::umount2(at.c_str(), MNT_DETACH);
+    }
+  };
+  kill_hub();
+  Mount mount;
+  if (::mount("tmpfs", hub_->data().c_str(), "tmpfs", 0, "size=100m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs at " << hub_->data() << " (" << std::strerror(errno)
+                 << "): a full disk needs a small filesystem of its own";
+  }
+  mount.at = hub_->data();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());  // a new hub, on the tmpfs
+  const std::string filler = hub_->data() + "/filler";
+  {
+    struct statvfs fs {};
+    ASSERT_EQ(::statvfs(hub_->data().c_str(), &fs), 0);
+    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    const int fd = ::open(filler.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - (256 << 10)));
+    ::close(fd);
+    ASSERT_EQ(err, 0) << std::strerror(err);
+  }
+  json big = config_map("big", "web");
+  big["data"] = {{"blob", std::string(40'000, 'x')}};
+  std::vector<std::string> accepted;
+  Reply refused;
+  for (int i = 0; i < 60 && refused.status != 503; ++i) {
+    const std::string name = "c" + std::to_string(i);
+    Reply r = put_json("/v1/tenants/acme/templates/" + name, token_, big);
+    if (r.status == 200) {
+      accepted.push_back(name);
+    } else {
+      refused = r;
+    }
+  }
+  ASSERT_EQ(refused.status, 503) << refused.body << " (after " << accepted.size() << " accepted)";
+  EXPECT_EQ(refused.j()["error"]["code"], "UNAVAILABLE") << refused.body;
+  EXPECT_NE(refused.body.find("No space left on device"), std::string::npos) << refused.body;
+  auto health = http_get_json(hub_->health_port, "/healthz");
+  ASSERT_TRUE(health.has_value());
+  EXPECT_FALSE(health->value("store_writable", true)) << health->dump();
+  EXPECT_NE(health->value("store_error", "").find("No space left"), std::string::npos);
+  Reply ready = curl("GET", "/readyz", "");
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_NE(ready.body.find("the store cannot write"), std::string::npos) << ready.body;
+  EXPECT_NE(curl("GET", "/metrics", "").body.find("\ncanopy_store_writable 0\n"),
+            std::string::npos);
+  for (const std::string& name : accepted) {
+    EXPECT_EQ(curl("GET", "/v1/tenants/acme/templates/" + name, token_).status, 200) << name;
+  }
+
+  ASSERT_EQ(::unlink(filler.c_str()), 0) << std::strerror(errno);
+  Reply again;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        again = put_json("/v1/tenants/acme/templates/after", token_, config_map("after", "web"));
+        return again.status == 200;
+      },
+      60s, 500ms))
+      << "no write succeeded within 60 s of freeing the disk: " << again.status << " "
+      << again.body;
+  EXPECT_EQ(curl("GET", "/readyz", "").status, 200);
+  health = http_get_json(hub_->health_port, "/healthz");
+  ASSERT_TRUE(health.has_value());
+  EXPECT_TRUE(health->value("store_writable", false)) << health->dump();
+  EXPECT_NE(curl("GET", "/metrics", "").body.find("\ncanopy_store_writable 1\n"),
+            std::string::npos);
+  for (const std::string& name : accepted) {
+    EXPECT_EQ(curl("GET", "/v1/tenants/acme/templates/" + name, token_).status, 200) << name;
+  }
+  EXPECT_NE(read_file(hub_->log_path()).find("writes work again"), std::string::npos);
+  kill_hub();
 }
 
 }  // namespace
