@@ -15,11 +15,26 @@ namespace canopy::api {
 HttpServer::HttpServer(TlsServerFiles tls) : tls_(std::move(tls)) {
   if (!tls_.enabled()) {
     server_ = std::make_unique<httplib::Server>();
-    return;
+  } else {
+    server_ = std::make_unique<httplib::SSLServer>([this](SSL_CTX& ctx) {
+      tls_status_ = configure_server_tls(&ctx, tls_);
+      return tls_status_.ok();
+    });
   }
-  server_ = std::make_unique<httplib::SSLServer>([this](SSL_CTX& ctx) {
-    tls_status_ = configure_server_tls(&ctx, tls_);
-    return tls_status_.ok();
+  // curl's --data-binary and -d without -H send Content-Type
+  // application/x-www-form-urlencoded, which the daemons read as JSON.
+  // httplib would read such a body as a query string: its pairs would join
+  // the query's parameters (a document holding '&' or '=' refused as bad
+  // parameters), and one over 8 KiB is answered 413 with an empty body by
+  // the library before any handler runs. The header says JSON before the
+  // body is read. (The Request is the server's own, mutable; httplib passes
+  // it to this hook as const.)
+  server_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+    auto it = req.headers.find("Content-Type");
+    if (it != req.headers.end() && it->second.starts_with("application/x-www-form-urlencoded")) {
+      const_cast<std::string&>(it->second) = "application/json";
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
   });
 }
 
@@ -80,6 +95,21 @@ daemon::Part HttpServer::part(std::string name, std::string listen) {
 void reply_json(httplib::Response& res, const std::string& json_text, int status) {
   if (status != 0) res.status = status;
   res.set_content(json_text + "\n", "application/json");
+}
+
+int http_status(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kOk:
+      return 200;
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kNotFound:
+      return 404;
+    case StatusCode::kUnavailable:
+      return 503;
+    default:
+      return 500;
+  }
 }
 
 void reply_error(httplib::Response& res, int status, const std::string& message) {

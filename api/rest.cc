@@ -259,21 +259,6 @@ void add_rest_routes(httplib::Server& server, std::function<CatalogService*()> c
   server.set_tcp_nodelay(true);
   server.set_keep_alive_max_count(10'000);
   auto watches = std::make_shared<std::atomic<size_t>>(0);
-  // curl's --data-binary and -d without -H send Content-Type
-  // application/x-www-form-urlencoded, which this API reads as JSON (below).
-  // httplib would read such a body as a query string: its pairs would join
-  // the query's parameters (a document holding '&' or '=' refused as bad
-  // parameters), and one over 8 KiB is answered 413 with an empty body by
-  // the library before any handler runs. The header says JSON before the
-  // body is read. (The Request is the server's own, mutable; httplib passes
-  // it to this hook as const.)
-  server.set_pre_routing_handler([](const Request& req, Response&) {
-    auto it = req.headers.find("Content-Type");
-    if (it != req.headers.end() && it->second.starts_with("application/x-www-form-urlencoded")) {
-      const_cast<std::string&>(it->second) = "application/json";
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
 
   auto with = [catalog_of](auto handler) { return rest_routes::with(catalog_of, handler); };
 
