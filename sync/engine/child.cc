@@ -330,16 +330,27 @@ void ChildSync::advance(const Status& persisted) {
   std::optional<v1::LogPosition> up;
   up.swap(open_up_after_persist_);
   if (persisted.ok()) {
+    persist_failures_ = 0;
     if (up) open_up(*up, true);
     return;
   }
   // Our memory may be ahead of the disk now (the receive position, the
   // position in the parent's log): start a session over from the disk.
   ++stats_.refused_messages;
-  spdlog::warn("sync {}: persisting what {} sent failed: {}; starting a new session", name_,
-               parent_, persisted.to_string());
+  ++persist_failures_;
   load_down_position();
   start();
+  if (persist_failures_ > 1) {
+    // Failing again (a full disk): each new session would make the parent
+    // send the same changes again at once, for as long as the disk stays
+    // full. The hello waits, twice as long each time (up to the hellos'
+    // longest backoff), until something persists.
+    const uint32_t doublings = std::min<uint32_t>(persist_failures_ - 2, 16);
+    backoff_ms_ = std::min(opts_.hello_backoff_min_ms << doublings, opts_.hello_backoff_max_ms);
+    next_hello_ms_ += backoff_ms_;
+  }
+  spdlog::warn("sync {}: persisting what {} sent failed: {}; a new session in {} ms", name_,
+               parent_, persisted.to_string(), next_hello_ms_ - env_.clock->now_ms());
 }
 
 std::shared_ptr<google::protobuf::Arena> ChildSync::decode_arena() {

@@ -272,6 +272,7 @@ class ChildSync {
   uint64_t parent_replica_ = 0;
   uint64_t next_hello_ms_ = 0;
   uint64_t backoff_ms_ = 0;
+  uint32_t persist_failures_ = 0;  // in a row: each delays the next hello more
   uint64_t last_heartbeat_ms_ = 0;
   SendChannel up_;
   RecvChannel down_recv_;

@@ -96,6 +96,47 @@ TEST_F(NodeTest, CountsTrafficAndDeltasEachWay) {
 // Changes from the parent whose delta the store refuses (an empty key), with
 // a position: the write fails, so no ack goes out, the position is not
 // saved, and the child starts a new session from what its disk holds.
+// A child whose store keeps refusing writes (a full disk) starts a new
+// session after each failure: the second failure in a row, and each after,
+// waits twice as long before the hello, so that the parent is not made to
+// send the same changes again at once for as long as the disk stays full.
+TEST_F(NodeTest, PersistFailuresInARowDelayTheNextHello) {
+  start({}, {});
+  Env env{&clock_, [this] { return rng_(); }};
+  ChildSync child("site", "hub", site_store_.get(), env, ChildOptions{});
+  auto hellos = [&] {
+    child.tick();
+    child.flush();
+    size_t n = 0;
+    for (const Message& m : child.take_ready().messages) n += parse(m).has_hello() ? 1 : 0;
+    return n;
+  };
+  child.start();
+  ASSERT_EQ(hellos(), 1u);
+  const Status full = unavailable("No space left on device");
+  child.advance(full);
+  EXPECT_EQ(hellos(), 1u) << "one failure: a new session at once";
+  child.advance(full);
+  EXPECT_EQ(hellos(), 0u);
+  clock_.advance_ms(199);
+  EXPECT_EQ(hellos(), 0u);
+  clock_.advance_ms(1);
+  EXPECT_EQ(hellos(), 1u) << "the second in a row: 200 ms";
+  child.advance(full);
+  clock_.advance_ms(399);
+  EXPECT_EQ(hellos(), 0u);
+  clock_.advance_ms(1);
+  EXPECT_EQ(hellos(), 1u) << "the third: 400 ms";
+  for (int i = 0; i < 20; ++i) child.advance(full);
+  clock_.advance_ms(29'999);
+  EXPECT_EQ(hellos(), 0u);
+  clock_.advance_ms(1);
+  EXPECT_EQ(hellos(), 1u) << "at most the hellos' longest backoff, 30 s";
+  child.advance(ok_status());
+  child.advance(full);
+  EXPECT_EQ(hellos(), 1u) << "something persisted since: at once again";
+}
+
 TEST_F(NodeTest, AFailedWriteSendsNoAckAndKeepsThePositionOnDisk) {
   start({}, {});
   ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
