@@ -326,11 +326,12 @@ Ready ChildSync::take_ready() {
 }
 
 void ChildSync::advance(const Status& persisted) {
+  const bool had_writes = awaiting_advance_;
   awaiting_advance_ = false;
   std::optional<v1::LogPosition> up;
   up.swap(open_up_after_persist_);
   if (persisted.ok()) {
-    persist_failures_ = 0;
+    if (had_writes) persist_failures_ = 0;  // (a Ready without writes proves nothing)
     if (up) open_up(*up, true);
     return;
   }

@@ -104,11 +104,17 @@ TEST_F(NodeTest, PersistFailuresInARowDelayTheNextHello) {
   start({}, {});
   Env env{&clock_, [this] { return rng_(); }};
   ChildSync child("site", "hub", site_store_.get(), env, ChildOptions{});
+  uint64_t session = 0;  // of the last hello
   auto hellos = [&] {
     child.tick();
     child.flush();
     size_t n = 0;
-    for (const Message& m : child.take_ready().messages) n += parse(m).has_hello() ? 1 : 0;
+    for (const Message& m : child.take_ready().messages) {
+      const v1::SyncEnvelope e = parse(m);
+      if (!e.has_hello()) continue;
+      ++n;
+      session = e.session();
+    }
     return n;
   };
   child.start();
@@ -122,6 +128,9 @@ TEST_F(NodeTest, PersistFailuresInARowDelayTheNextHello) {
   EXPECT_EQ(hellos(), 0u);
   clock_.advance_ms(1);
   EXPECT_EQ(hellos(), 1u) << "the second in a row: 200 ms";
+  // A step that had nothing to persist (the node persists no writes and says
+  // so) proves nothing about the disk: the next failure still waits longer.
+  child.advance(ok_status());
   child.advance(full);
   clock_.advance_ms(399);
   EXPECT_EQ(hellos(), 0u);
@@ -132,6 +141,19 @@ TEST_F(NodeTest, PersistFailuresInARowDelayTheNextHello) {
   EXPECT_EQ(hellos(), 0u);
   clock_.advance_ms(1);
   EXPECT_EQ(hellos(), 1u) << "at most the hellos' longest backoff, 30 s";
+
+  // Writes that persist end the run of failures.
+  v1::SyncEnvelope welcome;
+  welcome.set_protocol(kProtocolVersion);
+  welcome.set_from("hub");
+  welcome.set_to("site");
+  welcome.set_session(session);
+  welcome.mutable_welcome()->set_replica_id(1);
+  child.on_message(Message{down_subject("hub", "site"), welcome.SerializeAsString()});
+  child.flush();
+  Ready opened = child.take_ready();
+  ASSERT_FALSE(opened.writes.empty());
+  ASSERT_TRUE(persist(site_store_.get(), opened.writes).ok());
   child.advance(ok_status());
   child.advance(full);
   EXPECT_EQ(hellos(), 1u) << "something persisted since: at once again";
