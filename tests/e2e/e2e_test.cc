@@ -11,6 +11,13 @@
 // Hostile bytes and large writes on the bus are in bus_e2e_test.cc.
 //
 // On a failure, the tails of every daemon's log are printed.
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "store/store.h"
 #include "tests/e2e/e2e_fixture.h"
 
@@ -221,6 +228,102 @@ TEST_F(E2ETest, KilledSpokeCatchesUpAfterRestart) {
       },
       kTimeout, kPoll);
   EXPECT_TRUE(status_up) << "the hub does not show eu-1's new status";
+}
+
+// 2c. A site's disk fills up (its data directory is a tmpfs of 16 MB, mounted
+// for the test; where it cannot be, the test says so and is skipped): the
+// spoke keeps what it applied, says why it is not ready, does not make the
+// hub send the same changes again and again, and once the disk has room
+// again takes the change and reports it, with no restart.
+TEST_F(E2ETest, ASpokeWhoseDiskFillsKeepsWhatItAppliedAndCatchesUpAfter) {
+  struct Mount {
+    std::string at;
+    ~Mount() {
+      if (!at.empty()) ::umount2(at.c_str(), MNT_DETACH);
+    }
+  };
+  create_hub();
+  ASSERT_NO_FATAL_FAILURE(launch_hub());
+  Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
+  fs::create_directories(eu.data());
+  Mount mount;
+  if (::mount("tmpfs", eu.data().c_str(), "tmpfs", 0, "size=16m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs at " << eu.data() << " (" << std::strerror(errno)
+                 << "): a full disk needs a small filesystem of its own";
+  }
+  mount.at = eu.data();
+  ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
+  ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.26")).ok());
+  ASSERT_TRUE(put("placement", "shop", placement_by_region({"web"}, "eu")).ok());
+  ASSERT_TRUE(
+      wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll));
+  const std::string old_hash = eu.read().at(template_key("web")).hash();
+
+  const std::string filler = eu.data() + "/filler";
+  {
+    struct statvfs fs {};
+    ASSERT_EQ(::statvfs(eu.data().c_str(), &fs), 0);
+    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    const int fd = ::open(filler.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes));
+    ::close(fd);
+    ASSERT_EQ(err, 0) << std::strerror(err);
+  }
+  // A change larger than what is left of any page the store's files hold.
+  json web2 = deployment("web", 3, "nginx:1.27");
+  web2["metadata"]["annotations"] = {{"note", std::string(200'000, 'n')}};
+  ASSERT_TRUE(put("template", "web", web2).ok());
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto h = spoke_health(eu);
+        return h && !h->value("store_writable", true);
+      },
+      kTimeout, kPoll))
+      << "the spoke never said its store cannot write";
+  auto h = spoke_health(eu);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_NE(h->value("store_error", "").find("No space left"), std::string::npos) << h->dump();
+  httplib::Client cli("127.0.0.1", eu.health_port);
+  auto ready = cli.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 503);
+  EXPECT_NE(ready->body.find("the store cannot write"), std::string::npos) << ready->body;
+  // Ten seconds with a full disk: what was applied stays, and the spoke
+  // backs off (without it, a new session at once after each failure: hundreds).
+  std::this_thread::sleep_for(10s);
+  EXPECT_EQ(eu.read().at(template_key("web")).hash(), old_hash);
+  const std::string log = read_file(eu.log_path());
+  size_t sessions = 0;
+  for (size_t at = log.find("a new session in"); at != std::string::npos;
+       at = log.find("a new session in", at + 1)) {
+    ++sessions;
+  }
+  EXPECT_GE(sessions, 2u);
+  EXPECT_LE(sessions, 20u) << "the spoke did not back off";
+
+  ASSERT_EQ(::unlink(filler.c_str()), 0) << std::strerror(errno);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto files = eu.read();
+        return files.count(template_key("web")) == 1 &&
+               files.at(template_key("web")).object["spec"] == web2["spec"];
+      },
+      60s, kPoll))
+      << "eu-1 did not take the change once its disk had room";
+  const std::string new_hash = eu.read().at(template_key("web")).hash();
+  EXPECT_NE(new_hash, old_hash);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto hs = hub_template_status("shop", "eu-1", "web");
+        return hs && hs->first == "applied" && hs->second == new_hash;
+      },
+      kTimeout, kPoll))
+      << "the hub does not show eu-1's new status";
+  h = spoke_health(eu);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_TRUE(h->value("store_writable", false)) << h->dump();
+  ASSERT_NO_FATAL_FAILURE(kill_spoke(eu));
 }
 
 // 2b. A spoke whose data directory an operator puts back from a backup (with
