@@ -5,10 +5,7 @@
 // librocksdb keeps its assertions: a sync of the failed write-ahead log, or a
 // second write to its LOG file, aborts), and write again by itself once the
 // disk has room.
-#include <fcntl.h>
-#include <sys/mount.h>
-#include <sys/statvfs.h>
-#include <unistd.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <chrono>
@@ -20,6 +17,7 @@
 #include "store/clock.h"
 #include "store/store.h"
 #include "store/tests/test_util.h"
+#include "tests/support/small_disk.h"
 
 namespace canopy {
 namespace {
@@ -34,39 +32,17 @@ class DiskFullTest : public ::testing::Test {
     ASSERT_EQ(::mkdir(mnt_.c_str(), 0700), 0) << std::strerror(errno);
     // RocksDB recovers once the free space exceeds its largest write buffer
     // (64 MiB by default, the hub's): room for that and the data.
-    if (::mount("tmpfs", mnt_.c_str(), "tmpfs", 0, "size=96m") != 0) {
-      GTEST_SKIP() << "cannot mount a tmpfs at " << mnt_ << " (" << std::strerror(errno)
-                   << "): a full disk needs a small filesystem of its own";
-    }
-    mounted_ = true;
+    if (std::string why = disk_.mount(mnt_, "96m"); !why.empty()) GTEST_SKIP() << why;
   }
-  void TearDown() override {
-    store_.reset();
-    if (mounted_) ::umount2(mnt_.c_str(), MNT_DETACH);
-  }
+  void TearDown() override { store_.reset(); }
 
   void open() {
     store_ = open_store(mnt_ + "/store", SystemClock::instance(), Durability::kGroupCommit);
     ASSERT_NE(store_, nullptr);
   }
-  // Fills the filesystem but for `leave` bytes (a file's last page may still
-  // take a few more).
-  void fill(uint64_t leave) {
-    struct statvfs fs {};
-    ASSERT_EQ(::statvfs(mnt_.c_str(), &fs), 0);
-    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
-    ASSERT_GT(free_bytes, leave);
-    const int fd = ::open(filler().c_str(), O_CREAT | O_WRONLY, 0600);
-    ASSERT_GE(fd, 0) << std::strerror(errno);
-    const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - leave));
-    ::close(fd);
-    ASSERT_EQ(err, 0) << std::strerror(err);
-  }
-  std::string filler() const { return mnt_ + "/filler"; }
-
   TempDir dir_;
   std::string mnt_;
-  bool mounted_ = false;
+  testing::SmallDisk disk_;
   std::unique_ptr<Store> store_;
 };
 
@@ -83,7 +59,7 @@ TEST_F(DiskFullTest, WritesFailClearlyLoseNothingAndResumeOnceTheDiskHasRoom) {
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(write(i).ok());
   ASSERT_TRUE(store_->write_health().ok());
 
-  ASSERT_NO_FATAL_FAILURE(fill(0));
+  ASSERT_EQ(disk_.fill(0), "");
   Status refused = ok_status();
   int i = 5;
   for (; i < 200 && refused.ok(); ++i) refused = write(i);
@@ -101,7 +77,7 @@ TEST_F(DiskFullTest, WritesFailClearlyLoseNothingAndResumeOnceTheDiskHasRoom) {
   for (int k = 0; k < 20; ++k) EXPECT_FALSE(write(1000 + k).ok());
   for (const std::string& key : accepted) EXPECT_TRUE(store_->get(key).ok()) << key;
 
-  ASSERT_EQ(::unlink(filler().c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(disk_.empty(), "");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   Status again = write(2000);
   while (!again.ok() && std::chrono::steady_clock::now() < deadline) {

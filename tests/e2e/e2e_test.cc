@@ -11,15 +11,9 @@
 // Hostile bytes and large writes on the bus are in bus_e2e_test.cc.
 //
 // On a failure, the tails of every daemon's log are printed.
-#include <fcntl.h>
-#include <sys/mount.h>
-#include <sys/statvfs.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include "store/store.h"
 #include "tests/e2e/e2e_fixture.h"
+#include "tests/support/small_disk.h"
 
 namespace canopy::e2e {
 namespace {
@@ -236,22 +230,12 @@ TEST_F(E2ETest, KilledSpokeCatchesUpAfterRestart) {
 // hub send the same changes again and again, and once the disk has room
 // again takes the change and reports it, with no restart.
 TEST_F(E2ETest, ASpokeWhoseDiskFillsKeepsWhatItAppliedAndCatchesUpAfter) {
-  struct Mount {
-    std::string at;
-    ~Mount() {
-      if (!at.empty()) ::umount2(at.c_str(), MNT_DETACH);
-    }
-  };
   create_hub();
   ASSERT_NO_FATAL_FAILURE(launch_hub());
   Spoke& eu = create_spoke("eu-1", {{"region", "eu"}});
   fs::create_directories(eu.data());
-  Mount mount;
-  if (::mount("tmpfs", eu.data().c_str(), "tmpfs", 0, "size=16m") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs at " << eu.data() << " (" << std::strerror(errno)
-                 << "): a full disk needs a small filesystem of its own";
-  }
-  mount.at = eu.data();
+  testing::SmallDisk disk;
+  if (std::string why = disk.mount(eu.data(), "16m"); !why.empty()) GTEST_SKIP() << why;
   ASSERT_NO_FATAL_FAILURE(launch_spoke(eu));
   ASSERT_TRUE(put("template", "web", deployment("web", 1, "nginx:1.26")).ok());
   ASSERT_TRUE(put("placement", "shop", placement_by_region({"web"}, "eu")).ok());
@@ -259,17 +243,7 @@ TEST_F(E2ETest, ASpokeWhoseDiskFillsKeepsWhatItAppliedAndCatchesUpAfter) {
       wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll));
   const std::string old_hash = eu.read().at(template_key("web")).hash();
 
-  const std::string filler = eu.data() + "/filler";
-  {
-    struct statvfs fs {};
-    ASSERT_EQ(::statvfs(eu.data().c_str(), &fs), 0);
-    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
-    const int fd = ::open(filler.c_str(), O_CREAT | O_WRONLY, 0600);
-    ASSERT_GE(fd, 0) << std::strerror(errno);
-    const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes));
-    ::close(fd);
-    ASSERT_EQ(err, 0) << std::strerror(err);
-  }
+  ASSERT_EQ(disk.fill(0), "");
   // A change larger than what is left of any page the store's files hold.
   json web2 = deployment("web", 3, "nginx:1.27");
   web2["metadata"]["annotations"] = {{"note", std::string(200'000, 'n')}};
@@ -302,7 +276,7 @@ TEST_F(E2ETest, ASpokeWhoseDiskFillsKeepsWhatItAppliedAndCatchesUpAfter) {
   EXPECT_GE(sessions, 2u);
   EXPECT_LE(sessions, 20u) << "the spoke did not back off";
 
-  ASSERT_EQ(::unlink(filler.c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(disk.empty(), "");
   ASSERT_TRUE(wait_until(
       [&] {
         auto files = eu.read();

@@ -1,15 +1,10 @@
 // The hub's REST API (api/rest.h) through real curl against the real
 // canopy-hub binary: every operation, tokens and tenant isolation, bad input
 // that stores nothing, and every path of the OpenAPI document answering.
-#include <fcntl.h>
-#include <sys/mount.h>
-#include <sys/statvfs.h>
-
-#include <cerrno>
-#include <cstring>
 #include <regex>
 
 #include "tests/e2e/e2e_fixture.h"
+#include "tests/support/small_disk.h"
 
 namespace canopy::e2e {
 namespace {
@@ -711,31 +706,11 @@ TEST_F(RestTest, CurlsDefaultContentTypeIsReadAsJsonAtAnySize) {
 // disk's error and probes say why; once the file is gone the hub writes
 // again by itself, with nothing accepted lost (docs/metrics.md, "A full disk").
 TEST_F(RestTest, AFullDiskIsRefusedClearlyAndHealsWithoutARestart) {
-  struct Mount {
-    std::string at;
-    ~Mount() {
-      if (!at.empty()) ::umount2(at.c_str(), MNT_DETACH);
-    }
-  };
   kill_hub();
-  Mount mount;
-  if (::mount("tmpfs", hub_->data().c_str(), "tmpfs", 0, "size=100m") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs at " << hub_->data() << " (" << std::strerror(errno)
-                 << "): a full disk needs a small filesystem of its own";
-  }
-  mount.at = hub_->data();
+  testing::SmallDisk disk;
+  if (std::string why = disk.mount(hub_->data(), "100m"); !why.empty()) GTEST_SKIP() << why;
   ASSERT_NO_FATAL_FAILURE(launch_hub());  // a new hub, on the tmpfs
-  const std::string filler = hub_->data() + "/filler";
-  {
-    struct statvfs fs {};
-    ASSERT_EQ(::statvfs(hub_->data().c_str(), &fs), 0);
-    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
-    const int fd = ::open(filler.c_str(), O_CREAT | O_WRONLY, 0600);
-    ASSERT_GE(fd, 0) << std::strerror(errno);
-    const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - (256 << 10)));
-    ::close(fd);
-    ASSERT_EQ(err, 0) << std::strerror(err);
-  }
+  ASSERT_EQ(disk.fill(256 << 10), "");
   json big = config_map("big", "web");
   big["data"] = {{"blob", std::string(40'000, 'x')}};
   std::vector<std::string> accepted;
@@ -765,7 +740,7 @@ TEST_F(RestTest, AFullDiskIsRefusedClearlyAndHealsWithoutARestart) {
     EXPECT_EQ(curl("GET", "/v1/tenants/acme/templates/" + name, token_).status, 200) << name;
   }
 
-  ASSERT_EQ(::unlink(filler.c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(disk.empty(), "");
   Reply again;
   ASSERT_TRUE(wait_until(
       [&] {
