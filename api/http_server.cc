@@ -97,14 +97,34 @@ void reply_json(httplib::Response& res, const std::string& json_text, int status
   res.set_content(json_text + "\n", "application/json");
 }
 
-int http_status(const Status& status) {
-  switch (status.code()) {
+int http_status(StatusCode code) {
+  switch (code) {
     case StatusCode::kOk:
       return 200;
+    case StatusCode::kCancelled:
+      return 499;
     case StatusCode::kInvalidArgument:
       return 400;
+    case StatusCode::kFailedPrecondition:
+      return 400;
+    case StatusCode::kOutOfRange:
+      return 410;
+    case StatusCode::kDeadlineExceeded:
+      return 504;
     case StatusCode::kNotFound:
       return 404;
+    case StatusCode::kAlreadyExists:
+      return 409;
+    case StatusCode::kAborted:
+      return 409;
+    case StatusCode::kPermissionDenied:
+      return 403;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kResourceExhausted:
+      return 429;
+    case StatusCode::kUnimplemented:
+      return 501;
     case StatusCode::kUnavailable:
       return 503;
     default:

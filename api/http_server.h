@@ -55,9 +55,9 @@ class HttpServer {
 
 // Sets a JSON body ("<json>\n") and, unless 0, the status code.
 void reply_json(httplib::Response& res, const std::string& json_text, int status = 0);
-// The HTTP status of a store's or daemon's `status`: 400 for bad input, 404
-// not found, 503 while unavailable (a full disk), else 500.
-int http_status(const Status& status);
+// The HTTP status of a status code (the store's, gRPC's: the same codes):
+// 400 for bad input, 404 not found, 503 while unavailable (a full disk), ...
+int http_status(StatusCode code);
 // {"error": message} with `status`.
 void reply_error(httplib::Response& res, int status, const std::string& message);
 

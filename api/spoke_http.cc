@@ -205,7 +205,7 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
     }
     auto r = spoke->store()->put_value(key, json{{"patch", patch}});
     if (!r.ok()) {
-      return reply_error(res, http_status(r.status()), r.status().message());
+      return reply_error(res, http_status(r.status().code()), r.status().message());
     }
     reply_json(res, json{{"key", key}}.dump());
   });
@@ -214,7 +214,7 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
     if (!override_key(site, req, &key, &error)) return reply_error(res, 400, error);
     auto r = spoke->store()->remove(key);
     if (!r.ok()) {
-      return reply_error(res, http_status(r.status()), r.status().message());
+      return reply_error(res, http_status(r.status().code()), r.status().message());
     }
     reply_json(res, json{{"key", key}}.dump());
   });
@@ -239,7 +239,7 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
     auto doc = hold_from_body(req.body);
     if (!doc.ok()) return reply_error(res, 400, doc.status().message());
     auto r = spoke->store()->put_value(model::hold_key(site, name), *doc);
-    if (!r.ok()) return reply_error(res, http_status(r.status()), r.status().message());
+    if (!r.ok()) return reply_error(res, http_status(r.status().code()), r.status().message());
     reply_json(res, json{{"key", model::hold_key(site, name)}, {"hold", *doc}}.dump());
   });
   server.Delete(hold_path, [spoke, site](const httplib::Request& req, httplib::Response& res) {
@@ -249,7 +249,7 @@ void add_spoke_routes(httplib::Server& server, spoke::Spoke* spoke, const daemon
     }
     auto r = spoke->store()->remove(model::hold_key(site, name));
     if (!r.ok()) {
-      return reply_error(res, http_status(r.status()), r.status().message());
+      return reply_error(res, http_status(r.status().code()), r.status().message());
     }
     reply_json(res, json{{"key", model::hold_key(site, name)}}.dump());
   });
