@@ -240,11 +240,7 @@ void RegionScope::move_site(const std::string& site, const std::string& region,
     if (!self_.empty()) {
       const bool own = region == self_;
       if (own ? own_.insert(site).second : own_.erase(site) > 0) {
-        if (own) {
-          own_hash_sum_ += member_hash(site);
-        } else {
-          own_hash_sum_ -= member_hash(site);
-        }
+        own_hash_sum_ += own ? member_hash(site) : -member_hash(site);  // modulo 2^64
         own_listener = own_listener_;
       }
     }
