@@ -28,6 +28,15 @@ void add_store_metrics(MetricsText* page, Store* store) {
   page->gauge("canopy_store_writable",
               "0 while the disk refuses the store's writes (a full disk), else 1.")
       .add(store->write_health().ok() ? 1 : 0);
+  const StoreCacheUsage c = store->cache_usage();
+  page->gauge("canopy_store_cached_documents", "Decoded documents the store keeps in memory.")
+      .add(static_cast<double>(c.documents));
+  page->gauge("canopy_store_cached_document_bytes",
+              "Memory those decoded documents hold (bounded by the cache's byte limit).")
+      .add(static_cast<double>(c.bytes));
+  page->counter("canopy_store_cache_clears",
+                "Times the document cache was emptied for passing a bound.")
+      .add(static_cast<double>(c.clears));
   const StoreStats s = store->stats();
   page->counter("canopy_store_write_failures",
                 "Commits the disk refused (a full disk, an I/O error).")

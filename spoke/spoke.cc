@@ -17,8 +17,10 @@ namespace canopy::spoke {
 // Housekeeping, as at the hub: the log and tombstones older than the retention
 // window go.
 constexpr auto kHousekeepingInterval = std::chrono::minutes(10);
-// Decoded documents the spoke's store keeps in memory.
+// Decoded documents the spoke's store keeps in memory: at most this many,
+// and about this many bytes (a few large documents stay under it too).
 constexpr size_t kDocCacheEntries = 256;
+constexpr size_t kDocCacheBytes = 1 << 20;
 // RocksDB's block cache and memtables for the spoke's store (StoreOptions).
 constexpr size_t kBlockCacheBytes = 256 << 10;
 constexpr size_t kWriteBufferBytes = 256 << 10;
@@ -40,6 +42,7 @@ Status Spoke::start() {
   // writes rarely (its status documents) and reads its desired documents in
   // scans, so a small cache serves it and keeps megabytes off a site machine.
   so.doc_cache_entries = kDocCacheEntries;
+  so.doc_cache_bytes = kDocCacheBytes;
   // And RocksDB's memory in proportion: the spoke's store is a few MB.
   so.block_cache_bytes = kBlockCacheBytes;
   so.write_buffer_bytes = kWriteBufferBytes;

@@ -105,6 +105,11 @@ void Document::insert_kid(uint32_t parent, uint32_t pos, const Kid& kid) {
   ++p.nkids;
 }
 
+size_t Document::memory_bytes() const {
+  return sizeof(Document) + nodes_.capacity() * sizeof(Node) + kids_.capacity() * sizeof(Kid) +
+         bytes_.capacity() + causal_.capacity() * sizeof(Causal) + seen_.capacity() * sizeof(Dot);
+}
+
 uint32_t Document::get_or_insert(uint32_t parent, std::string_view key) {
   const uint64_t kp = name_prefix(key);
   const Node& p = nodes_[parent];

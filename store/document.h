@@ -166,6 +166,8 @@ class Document {
   uint64_t max_hlc() const;
   // True when no entry is left at all (the key can be erased from storage).
   bool empty() const;
+  // Bytes this document holds in memory (its own and its storage blocks').
+  size_t memory_bytes() const;
   // Drops tombstones (and what they dominate) stamped below `stable_hlc`.
   // Returns how many tombstones were dropped.
   size_t collect_tombstones(uint64_t stable_hlc);

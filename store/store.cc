@@ -226,10 +226,8 @@ Status Store::Impl::open() {
   return it->status().ok() ? ok_status() : from_rocks(it->status(), "reading store metadata");
 }
 
-StatusOr<Document*> Store::Impl::load(const std::string& key, bool may_evict) {
-  auto it = cache_.find(key);
-  if (it != cache_.end()) return &it->second;
-  if (may_evict && cache_.size() >= opts_.doc_cache_entries) cache_.clear();
+StatusOr<Document*> Store::Impl::load(const std::string& key) {
+  if (Document* cached = cache_.find(key)) return cached;
   std::string raw;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), docs(), key, &raw);
   Document d;
@@ -242,7 +240,7 @@ StatusOr<Document*> Store::Impl::load(const std::string& key, bool may_evict) {
   } else if (!s.IsNotFound()) {
     return from_rocks(s, "reading document " + key);
   }
-  return &cache_.emplace(key, std::move(d)).first->second;
+  return cache_.insert(key, std::move(d));
 }
 
 void Store::Impl::stage_doc(rocksdb::WriteBatch* b, const std::string& key, const Document& d) {
@@ -452,6 +450,7 @@ std::vector<StatusOr<v1::Delta>> Store::Impl::put_values(
     valid[i] = true;
   }
   std::unique_lock lock(mu_);
+  cache_.make_room(docs.size());  // staged documents stay until the commit
   Saved saved = save();
   VersionVector::Undo vv_undo;
   vv_undo.note(vv_, meta_.replica_id());
@@ -488,6 +487,7 @@ StatusOr<v1::Delta> Store::Impl::patch(std::string_view key, std::string_view te
 StatusOr<std::string> Store::Impl::get(std::string_view key) {
   CANOPY_RETURN_IF_ERROR(validate_key(key, opts_.limits.max_key_bytes));
   std::lock_guard lock(mu_);
+  cache_.make_room(1);
   auto loaded = load(std::string(key));
   if (!loaded.ok()) return loaded.status();
   if (!(*loaded)->exists()) return not_found("document " + std::string(key) + " does not exist");
@@ -506,9 +506,8 @@ StatusOr<ScanPage> Store::Impl::scan(std::string_view prefix, std::string_view a
     if (!k.starts_with(prefix)) break;
     if (!after.empty() && k <= after) continue;
     std::string json_text;
-    auto cached = cache_.find(std::string(k));
-    if (cached != cache_.end()) {
-      json_text = cached->second.to_json();
+    if (const Document* cached = cache_.find(std::string(k))) {
+      json_text = cached->to_json();
     } else {
       v1::DocState st;
       if (!st.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
@@ -709,6 +708,7 @@ StatusOr<std::optional<std::string>> Store::get_local(std::string_view name) {
 StoreStats Store::stats() { return impl_->stats(); }
 StoreDiskUsage Store::disk_usage() { return impl_->disk_usage(); }
 Status Store::write_health() const { return impl_->write_health(); }
+StoreCacheUsage Store::cache_usage() { return impl_->cache_usage(); }
 
 StoreDiskUsage Store::Impl::disk_usage() {
   StoreDiskUsage u;

@@ -103,8 +103,10 @@ struct StoreOptions {
   // its own (a mismatch is an error), except when kRestoredMarker makes it
   // draw a new one (this is then ignored).
   uint64_t replica_id = 0;
-  // Decoded documents kept in memory.
+  // Decoded documents kept in memory, at most this many and about this
+  // many bytes (store/doc_cache.h).
   size_t doc_cache_entries = 100'000;
+  size_t doc_cache_bytes = size_t{64} << 20;
   Clock* clock = nullptr;  // nullptr: the system clock
   // Uniform 64-bit values for the replica id and log epochs this store draws;
   // empty: std::random_device. The simulation passes a seeded generator, so
@@ -182,6 +184,13 @@ struct StoreDiskUsage {
   uint64_t live_data_bytes = 0;  // rocksdb.estimate-live-data-size
   uint64_t sst_bytes = 0;        // rocksdb.live-sst-files-size: the current version's files
   uint64_t memtable_bytes = 0;   // rocksdb.cur-size-all-mem-tables
+};
+
+// The decoded documents the store keeps in memory (StoreOptions::doc_cache_*).
+struct StoreCacheUsage {
+  size_t documents = 0;
+  size_t bytes = 0;
+  uint64_t clears = 0;  // times it was emptied for a bound
 };
 
 class Store {
@@ -353,6 +362,7 @@ class Store {
   // Reads RocksDB's properties; takes no lock of the store (cheap, for
   // metrics).
   StoreDiskUsage disk_usage();
+  StoreCacheUsage cache_usage();
   // Forces a flush of memtables and a full compaction (for space measurement).
   Status compact();
 

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "store/doc_cache.h"
 #include "store/hlc.h"
 #include "store/store.h"
 
@@ -85,7 +86,9 @@ using json = nlohmann::json;
 class Store::Impl {
  public:
   explicit Impl(const StoreOptions& o)
-      : opts_(o), clock_(o.clock != nullptr ? o.clock : SystemClock::instance()) {}
+      : opts_(o),
+        clock_(o.clock != nullptr ? o.clock : SystemClock::instance()),
+        cache_(o.doc_cache_entries, o.doc_cache_bytes) {}
 
   ~Impl() {
     // Pending asynchronous writes are completed first (the syncer drains).
@@ -257,6 +260,10 @@ class Store::Impl {
   // db_ and handles_ do not change after open, and RocksDB's properties are
   // thread-safe: no lock.
   StoreDiskUsage disk_usage();
+  StoreCacheUsage cache_usage() {
+    std::lock_guard lock(mu_);
+    return {cache_.size(), cache_.bytes(), cache_.clears()};
+  }
 
  private:
   rocksdb::ColumnFamilyHandle* docs() { return handles_[1]; }
@@ -268,7 +275,9 @@ class Store::Impl {
   // With `may_evict` a full cache is cleared first, which invalidates pointers
   // returned before: a call that keeps several documents staged in the cache
   // makes room once up front and loads with `may_evict` false.
-  StatusOr<Document*> load(const std::string& key, bool may_evict = true);
+  // The document of `key`, from the cache or disk (then cached). Never
+  // evicts: a batch calls cache_.make_room before its first load.
+  StatusOr<Document*> load(const std::string& key);
   // REQUIRES: mu_ held.
   // Replaces the stored state of `key` by `d` (or deletes it when empty).
   void stage_doc(rocksdb::WriteBatch* b, const std::string& key, const Document& d);
@@ -352,7 +361,7 @@ class Store::Impl {
   bool dropped_any_ = false;
   std::unordered_map<uint64_t, TopDot> top_;  // see Store::top_dot
   bool was_dropped(const std::string& key);
-  std::unordered_map<std::string, Document> cache_;
+  DocCache cache_;
   rocksdb::WriteBatch batch_;
   std::string operand_;  // stage_delta's encoding buffer, kept between writes
   std::vector<std::pair<uint64_t, Listener>> listeners_;

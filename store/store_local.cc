@@ -97,6 +97,7 @@ StatusOr<v1::Delta> Store::Impl::stage_local(const std::string& key,
   doc->causal_context(meta_.replica_id(), &delta);
   if (stamp != clock_stamp) delta.set_clock_hlc(clock_stamp);
   doc->apply(delta, nullptr);
+  cache_.update(key);
   vv_.add(meta_.replica_id(), seq);
   stage_delta(b, delta, /*source=*/0, entries);
   return delta;
@@ -235,6 +236,9 @@ bool Store::Impl::commit_group(const std::vector<LocalWrite*>& group) {
     complete(leader_waits ? std::vector<LocalWrite*>(group.begin() + 1, group.end()) : group);
   };
   std::unique_lock lock(mu_);
+  // Every document the group stages stays cached until it commits: a second
+  // write to a key sees the first.
+  cache_.make_room(group.size());
   Saved saved = save();
   VersionVector::Undo vv_undo;
   vv_undo.note(vv_, meta_.replica_id());

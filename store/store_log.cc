@@ -199,10 +199,14 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     const std::string k = it->key().ToString();
+    // Each document is visited once and staged whole: what leaves the cache
+    // is on its way to disk.
+    cache_.make_room(1);
     auto loaded = load(k);
     if (!loaded.ok()) return loaded.status();
     const size_t n = (*loaded)->collect_tombstones(stable_hlc);
     if (n == 0) continue;
+    cache_.update(k);
     dropped += n;
     stage_doc(&b, k, **loaded);
     // A dropped document's deltas are applied again when they come back
@@ -214,7 +218,10 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
     if ((*loaded)->empty()) cache_.erase(k);
   }
   if (dropped == 0) return dropped;
-  CANOPY_RETURN_IF_ERROR(commit(&b));
+  if (Status st = commit(&b); !st.ok()) {
+    cache_.clear();  // it holds what the disk refused
+    return st;
+  }
   CANOPY_RETURN_IF_ERROR(wait_durable(lock, ++written_ticket_));
   return dropped;
 }

@@ -34,9 +34,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
   std::unique_lock lock(mu_);
   const uint64_t now = clock_->now_ms();
   // Every document of the batch stays staged in the cache until the commit.
-  if (cache_.size() + batch.size() > opts_.doc_cache_entries) {
-    cache_.clear();
-  }
+  cache_.make_room(batch.size());
   Saved saved = save();
   rocksdb::WriteBatch& b = reusable_batch();
   std::vector<v1::LogEntry> entries;
@@ -71,7 +69,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
       spdlog::warn("delta {}:{} for {} is stamped by a clock {} ms ahead of the local clock",
                    d.dot().replica(), d.dot().seq(), d.key(), hlc_physical_ms(writer_clock) - now);
     }
-    auto loaded = load(d.key(), /*may_evict=*/false);
+    auto loaded = load(d.key());
     if (!loaded.ok()) {
       // Nothing of this batch is committed: forget what was staged in memory.
       for (const auto& k : touched) cache_.erase(k);
@@ -81,6 +79,7 @@ StatusOr<ApplyResult> Store::Impl::apply_remote(std::span<const v1::Delta* const
     }
     overwrites.clear();
     (*loaded)->apply(d, &overwrites);
+    cache_.update(d.key());
     for (const Overwrite& o : overwrites) {
       const bool winner_is_new =
           o.winner.replica == d.dot().replica() && o.winner_seq == d.dot().seq();
@@ -145,6 +144,7 @@ Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint6
     }
   }
   std::unique_lock lock(mu_);
+  cache_.make_room(docs_in.size());
   Saved saved = save();
   rocksdb::WriteBatch b;
   std::vector<v1::LogEntry> entries;
@@ -159,6 +159,7 @@ Status Store::Impl::apply_states(const std::vector<v1::DocState>& docs_in, uint6
     v1::NodeState before;
     doc->to_proto(&before);
     doc->merge(d.root());
+    cache_.update(d.key());
     v1::NodeState after;
     doc->to_proto(&after);
     if (before.SerializeAsString() == after.SerializeAsString()) continue;

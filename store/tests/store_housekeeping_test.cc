@@ -464,5 +464,63 @@ TEST_F(StoreTest, DiskUsageFollowsWhatIsWritten) {
   EXPECT_LE(after.live_data_bytes, after.sst_bytes);
 }
 
+// A group of writes stages against the cache: a document evicted between two
+// writes to it in one group would be read back from disk without the first
+// (not yet committed), and the second would neither remove what the first
+// added nor know it had seen it.
+TEST_F(StoreTest, AGroupWritingAKeyTwiceSeesItsFirstWriteWhateverTheCacheHolds) {
+  auto s = open_store(dir_.sub("a"), &clock_, Durability::kGroupCommit, 1,
+                      [](StoreOptions* o) { o->doc_cache_entries = 1; });
+  ASSERT_NE(s, nullptr);
+  auto r = s->put_values(
+      {{"k/a", json{{"a", 1}, {"b", 2}}}, {"k/other", json{{"x", 1}}}, {"k/a", json{{"a", 1}}}});
+  ASSERT_EQ(r.size(), 3u);
+  for (const auto& one : r) CANOPY_ASSERT_OK(one);
+  EXPECT_EQ(*s->get("k/a"), R"({"a":1})");
+  EXPECT_TRUE(s->conflicts("k/a").empty());
+  // And once more, with every document read back from disk.
+  s.reset();
+  s = open_store(dir_.sub("a"), &clock_, Durability::kGroupCommit, 1,
+                 [](StoreOptions* o) { o->doc_cache_entries = 1; });
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(*s->get("k/a"), R"({"a":1})");
+}
+
+// The decoded documents kept in memory are bounded in bytes as well as in
+// number: large documents empty the cache long before 100,000 of them are
+// held; sizes follow the documents as they grow; nothing read is wrong.
+TEST_F(StoreTest, TheDocumentCacheIsBoundedInBytes) {
+  constexpr size_t kBound = 64 << 10;
+  auto s = open_store(dir_.sub("a"), &clock_, Durability::kNone, 1,
+                      [](StoreOptions* o) { o->doc_cache_bytes = kBound; });
+  ASSERT_NE(s, nullptr);
+  // One document growing: its size is accounted as it grows.
+  CANOPY_ASSERT_OK(s->put_value("big/0", json{{"f0", std::string(100, 'x')}}));
+  const size_t small = s->cache_usage().bytes;
+  EXPECT_EQ(s->cache_usage().documents, 1u);
+  for (int f = 1; f < 20; ++f) {
+    CANOPY_ASSERT_OK(
+        s->patch("big/0", json{{"f" + std::to_string(f), std::string(1000, 'y')}}.dump()));
+  }
+  EXPECT_GE(s->cache_usage().bytes, small + 19 * 1000);
+  // Many documents of 4 KB: the cache never holds much more than its bound.
+  const std::string text(4000, 'z');
+  size_t most = 0;
+  for (int i = 0; i < 100; ++i) {
+    CANOPY_ASSERT_OK(s->put_value("docs/" + std::to_string(i), json{{"v", text}, {"i", i}}));
+    most = std::max(most, s->cache_usage().bytes);
+  }
+  const StoreCacheUsage u = s->cache_usage();
+  EXPECT_GT(u.clears, 0u);
+  EXPECT_LE(most, kBound + 8000);  // the bound, and the write that passed it
+  EXPECT_LT(u.documents, 100u);
+  for (int i = 0; i < 100; ++i) {
+    auto got = s->get("docs/" + std::to_string(i));
+    CANOPY_ASSERT_OK(got);
+    EXPECT_EQ(json::parse(*got)["i"], i);
+  }
+  EXPECT_EQ(json::parse(*s->get("big/0")).size(), 20u);
+}
+
 }  // namespace
 }  // namespace canopy
