@@ -271,12 +271,9 @@ class Store::Impl {
   rocksdb::ColumnFamilyHandle* conflicts_cf() { return handles_[3]; }
   rocksdb::ColumnFamilyHandle* meta_cf() { return handles_[0]; }
 
-  // REQUIRES: mu_ held. Returns the cached document for `key` (empty when absent).
-  // With `may_evict` a full cache is cleared first, which invalidates pointers
-  // returned before: a call that keeps several documents staged in the cache
-  // makes room once up front and loads with `may_evict` false.
-  // The document of `key`, from the cache or disk (then cached). Never
-  // evicts: a batch calls cache_.make_room before its first load.
+  // REQUIRES: mu_ held. The document of `key` (empty when absent), from the
+  // cache or from disk (then cached). Never evicts, so the pointers a batch
+  // holds stay valid: a batch calls cache_.make_room before its first load.
   StatusOr<Document*> load(const std::string& key);
   // REQUIRES: mu_ held.
   // Replaces the stored state of `key` by `d` (or deletes it when empty).
