@@ -9,6 +9,7 @@
 #include <rocksdb/utilities/options_util.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -111,6 +112,11 @@ Status Store::Impl::open() {
     cf.write_buffer_size = opts_.write_buffer_bytes;
     cf.arena_block_size = std::min<size_t>(opts_.write_buffer_bytes / 8, 64 << 10);
     options.db_write_buffer_size = 2 * opts_.write_buffer_bytes;
+  }
+  if (opts_.env == nullptr) {
+    reserve_bytes_ = opts_.disk_reserve_bytes == StoreOptions::kDiskReserveAuto
+                         ? cf.write_buffer_size + (4 << 20)
+                         : opts_.disk_reserve_bytes;
   }
   cf.compression = has(rocksdb::kLZ4Compression)      ? rocksdb::kLZ4Compression
                    : has(rocksdb::kSnappyCompression) ? rocksdb::kSnappyCompression
@@ -344,13 +350,55 @@ void Store::Impl::stage_conflict(rocksdb::WriteBatch* b, const std::string& key,
   ++stats_.conflicts;
 }
 
-Status Store::Impl::commit(rocksdb::WriteBatch* b) {
+Status Store::Impl::commit(rocksdb::WriteBatch* b, bool adds_data) {
+  if (adds_data) CANOPY_RETURN_IF_ERROR(check_reserve());
   rocksdb::WriteOptions wo;
   wo.sync = opts_.durability == Durability::kSync;
   wo.disableWAL = false;
   const rocksdb::Status s = db_->Write(wo, b);
   note_write(s, "committing write batch");
   return from_rocks(s, "committing write batch");
+}
+
+namespace {
+std::string mebibytes(uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return text;
+}
+}  // namespace
+
+Status Store::Impl::check_reserve() {
+  if (reserve_bytes_ == 0) return ok_status();
+  const bool below = below_reserve_.load(std::memory_order_relaxed);
+  const auto now = std::chrono::steady_clock::now();
+  if (!below && now < next_space_check_) return ok_status();
+  next_space_check_ = now + std::chrono::milliseconds(100);
+  struct statvfs fs {};
+  if (::statvfs(opts_.path.c_str(), &fs) != 0) return ok_status();  // RocksDB will say
+  const uint64_t free = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+  if (free >= reserve_bytes_) {
+    if (below) {
+      below_reserve_.store(false, std::memory_order_release);
+      spdlog::info("store {}: writes work again: the disk has {} free, above the reserve",
+                   opts_.path, mebibytes(free));
+    }
+    return ok_status();
+  }
+  ++write_failures_;
+  const std::string why = "the store cannot write: the disk holding " + opts_.path + " has " +
+                          mebibytes(free) + " free, below the store's reserve of " +
+                          mebibytes(reserve_bytes_) +
+                          "; writes are refused until it has room (reads still work)";
+  if (!below) {
+    {
+      std::lock_guard lock(health_mu_);
+      reserve_error_ = why;
+    }
+    below_reserve_.store(true, std::memory_order_release);
+    spdlog::error("{}", why);
+  }
+  return unavailable(why);
 }
 
 void Store::Impl::note_write(const rocksdb::Status& s, std::string_view what) {

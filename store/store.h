@@ -103,6 +103,18 @@ struct StoreOptions {
   // its own (a mismatch is an error), except when kRestoredMarker makes it
   // draw a new one (this is then ignored).
   uint64_t replica_id = 0;
+  // Free space the store keeps on its disk. While the filesystem holding
+  // `path` has less, commits that add data are refused (UNAVAILABLE, and
+  // write_health says why) and reads, log trims and drops still work; the
+  // first write after it has more is accepted. It leaves RocksDB room to
+  // flush its memtables and write its manifest, so that filling the disk
+  // does not reach RocksDB's own failure paths: those recover only once the
+  // free space exceeds the largest write buffer (64 MiB by default), or not
+  // at all (a failed manifest write), and Debian's librocksdb, built with
+  // its assertions, can abort in them. kDiskReserveAuto: the largest write
+  // buffer plus 4 MiB; 0: none. Not checked with a custom `env`.
+  static constexpr uint64_t kDiskReserveAuto = ~uint64_t{0};
+  uint64_t disk_reserve_bytes = kDiskReserveAuto;
   // Decoded documents kept in memory, at most this many and about this
   // many bytes (store/doc_cache.h).
   size_t doc_cache_entries = 100'000;

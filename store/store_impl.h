@@ -9,6 +9,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -253,9 +254,15 @@ class Store::Impl {
     return out;
   }
   Status write_health() const {
-    if (!writes_failing_.load(std::memory_order_acquire)) return ok_status();
-    std::lock_guard lock(health_mu_);
-    return unavailable(write_error_);
+    if (writes_failing_.load(std::memory_order_acquire)) {
+      std::lock_guard lock(health_mu_);
+      return unavailable(write_error_);
+    }
+    if (below_reserve_.load(std::memory_order_acquire)) {
+      std::lock_guard lock(health_mu_);
+      return unavailable(reserve_error_);
+    }
+    return ok_status();
   }
   // db_ and handles_ do not change after open, and RocksDB's properties are
   // thread-safe: no lock.
@@ -292,7 +299,10 @@ class Store::Impl {
   void stage_conflict(rocksdb::WriteBatch* b, const std::string& key, const Overwrite& o,
                       v1::ConflictRecord::Reason reason);
   // Writes `b`; with kGroupCommit the caller then waits in wait_durable().
-  Status commit(rocksdb::WriteBatch* b);
+  // A batch that adds data is refused while the disk is below the reserve
+  // (check_reserve); one that frees space (a trim, a drop) is not.
+  Status commit(rocksdb::WriteBatch* b, bool adds_data = true);
+  Status check_reserve();
   // Records the outcome of a write to RocksDB (see write_health). REQUIRES: mu_ held.
   void note_write(const rocksdb::Status& s, std::string_view what);
   Status wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ticket);
@@ -448,6 +458,12 @@ class Store::Impl {
   std::string write_error_;       // the failure's first error, as write_health says it
   uint64_t writes_failing_since_ms_ = 0;
   uint64_t write_failures_ = 0;  // (not in stats_: a failed write restores that)
+  // The disk reserve (StoreOptions::disk_reserve_bytes; 0: none). The free
+  // space is looked at every 100 ms, and at every write while below it.
+  uint64_t reserve_bytes_ = 0;
+  std::chrono::steady_clock::time_point next_space_check_;  // guarded by mu_
+  std::atomic<bool> below_reserve_{false};
+  std::string reserve_error_;  // guarded by health_mu_
 
   // Group commit.
   std::condition_variable durable_cv_;

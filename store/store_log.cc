@@ -169,7 +169,7 @@ Status Store::Impl::trim_log(uint64_t up_to) {
   b.DeleteRange(log(), be64(first), be64(up_to + 1)).PermitUncheckedError();
   meta_.set_log_first_index(up_to + 1);
   stage_meta(&b);
-  CANOPY_RETURN_IF_ERROR(commit(&b));
+  CANOPY_RETURN_IF_ERROR(commit(&b, /*adds_data=*/false));
   return wait_durable(lock, ++written_ticket_);
 }
 
@@ -218,7 +218,7 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
     if ((*loaded)->empty()) cache_.erase(k);
   }
   if (dropped == 0) return dropped;
-  if (Status st = commit(&b); !st.ok()) {
+  if (Status st = commit(&b, /*adds_data=*/false); !st.ok()) {
     cache_.clear();  // it holds what the disk refused
     return st;
   }

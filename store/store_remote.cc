@@ -201,7 +201,7 @@ Status Store::Impl::drop(const std::vector<std::string>& keys) {
     cache_.erase(keys[i]);
     dropped[i].mutable_doc()->set_key(keys[i]);  // index 0: not in the log
   }
-  CANOPY_RETURN_IF_ERROR(commit(&b));
+  CANOPY_RETURN_IF_ERROR(commit(&b, /*adds_data=*/false));
   dropped_any_ = dropped_any_ || !keys.empty();
   const uint64_t ticket = ++written_ticket_;
   notify(dropped);

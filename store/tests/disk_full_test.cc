@@ -1,10 +1,11 @@
 // A full disk under a real store: a tmpfs mounted for the test (root may
 // mount; where it may not, the test says so and is skipped), filled by a
-// file until RocksDB refuses a write, then emptied. The store must refuse
-// writes clearly meanwhile, lose nothing it accepted, not abort (Debian's
-// librocksdb keeps its assertions: a sync of the failed write-ahead log, or a
-// second write to its LOG file, aborts), and write again by itself once the
-// disk has room.
+// file, then emptied. The store must refuse writes clearly meanwhile, lose
+// nothing it accepted, not abort (Debian's librocksdb keeps its assertions: a
+// sync of the failed write-ahead log, or a second write to its LOG file,
+// aborts), and write again by itself once the disk has room: at once when
+// its reserve refused them, and through RocksDB's own recovery when there is
+// no reserve and RocksDB met the full disk itself.
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -36,8 +37,9 @@ class DiskFullTest : public ::testing::Test {
   }
   void TearDown() override { store_.reset(); }
 
-  void open() {
-    store_ = open_store(mnt_ + "/store", SystemClock::instance(), Durability::kGroupCommit);
+  void open(uint64_t reserve = StoreOptions::kDiskReserveAuto) {
+    store_ = open_store(mnt_ + "/store", SystemClock::instance(), Durability::kGroupCommit, 0,
+                        [&](StoreOptions* o) { o->disk_reserve_bytes = reserve; });
     ASSERT_NE(store_, nullptr);
   }
   TempDir dir_;
@@ -46,8 +48,9 @@ class DiskFullTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
+// Without a reserve RocksDB meets the full disk itself.
 TEST_F(DiskFullTest, WritesFailClearlyLoseNothingAndResumeOnceTheDiskHasRoom) {
-  ASSERT_NO_FATAL_FAILURE(open());
+  ASSERT_NO_FATAL_FAILURE(open(/*reserve=*/0));
   std::vector<std::string> accepted;
   const std::string payload(100'000, 'x');
   auto write = [&](int i) {
@@ -91,9 +94,52 @@ TEST_F(DiskFullTest, WritesFailClearlyLoseNothingAndResumeOnceTheDiskHasRoom) {
 
   // Reopened, the store holds every write it accepted.
   store_.reset();
-  ASSERT_NO_FATAL_FAILURE(open());
+  ASSERT_NO_FATAL_FAILURE(open(0));
   for (const std::string& key : accepted) EXPECT_TRUE(store_->get(key).ok()) << key;
   EXPECT_EQ(accepted.size(), 11u) << "5 before the disk filled, 6 after it had room";
+}
+
+// With the reserve (the default: the largest write buffer, 64 MiB here, and
+// 4 MiB), writes are refused before RocksDB runs out of room, reads and log
+// trims go on, and the first write after the disk has room is accepted.
+TEST_F(DiskFullTest, TheReserveRefusesWritesBeforeTheDiskIsFullAndLetsThemThroughAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(open());
+  std::vector<std::string> accepted;
+  const std::string payload(100'000, 'x');
+  auto write = [&](int i) {
+    const std::string key = "t/acme/templates/c" + std::to_string(i);
+    auto r = store_->put_value(key, {{"data", {{"value", payload}, {"i", i}}}});
+    if (r.ok()) accepted.push_back(key);
+    return r.status();
+  };
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(write(i).ok());
+  // Leave 60 MiB: room on the disk, but less than the reserve.
+  ASSERT_EQ(disk_.fill(60 << 20), "");
+  const uint64_t failures = store_->stats().write_failures;
+  // The free space is looked at every 100 ms: a write or two may still pass.
+  Status refused = ok_status();
+  for (int i = 5; i < 50 && refused.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    refused = write(i);
+  }
+  ASSERT_FALSE(refused.ok());
+  EXPECT_LE(accepted.size(), 5u + 10u);
+  EXPECT_EQ(refused.code(), StatusCode::kUnavailable);
+  EXPECT_NE(refused.message().find("below the store's reserve of 68.0 MiB"), std::string::npos)
+      << refused.to_string();
+  EXPECT_NE(refused.message().find(" MiB free, below"), std::string::npos) << refused.to_string();
+  EXPECT_EQ(store_->write_health().message(), refused.message());
+  EXPECT_EQ(store_->stats().write_failures, failures + 1);
+  for (const std::string& key : accepted) EXPECT_TRUE(store_->get(key).ok()) << key;
+  // What frees space still works.
+  CANOPY_ASSERT_OK(store_->trim_log(store_->last_log_index()));
+
+  ASSERT_EQ(disk_.empty(), "");
+  ASSERT_TRUE(write(100).ok());  // the first write after: no recovery to wait for
+  EXPECT_TRUE(store_->write_health().ok()) << store_->write_health().to_string();
+  store_.reset();
+  ASSERT_NO_FATAL_FAILURE(open());
+  for (const std::string& key : accepted) EXPECT_TRUE(store_->get(key).ok()) << key;
 }
 
 }  // namespace
