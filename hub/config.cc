@@ -17,6 +17,7 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
                                                   "grpc_listen",
                                                   "health_listen",
                                                   "durability",
+                                                  "disk_reserve_mb",
                                                   "max_concurrent_catchups",
                                                   "away_after_s",
                                                   "session_timeout_s",
@@ -54,6 +55,9 @@ Status load_hub_config(const std::string& path, HubConfig* c) {
       auto d = parse_durability(root["durability"].as<std::string>());
       if (!d.ok()) return invalid_argument("config " + path + ": " + d.status().message());
       c->durability = *d;
+    }
+    if (root["disk_reserve_mb"]) {
+      c->disk_reserve_bytes = root["disk_reserve_mb"].as<uint64_t>() << 20;
     }
     if (root["max_concurrent_catchups"]) {
       c->max_concurrent_catchups = root["max_concurrent_catchups"].as<size_t>();

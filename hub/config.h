@@ -17,6 +17,9 @@ struct HubConfig {
   std::string grpc_listen = "127.0.0.1:7400";
   std::string health_listen = "127.0.0.1:7401";  // HTTP: /healthz, /v1/sessions, REST API
   Durability durability = Durability::kGroupCommit;
+  // Free space the store keeps on its disk: below it, writes are refused
+  // (StoreOptions::disk_reserve_bytes; default: its write buffer and 4 MiB).
+  uint64_t disk_reserve_bytes = StoreOptions::kDiskReserveAuto;
   size_t max_concurrent_catchups = 64;
   // A site silent this long is away: nothing is sent to it until it speaks
   // again (sync::ParentOptions::away_after_ms).

@@ -36,6 +36,7 @@ Status Hub::start() {
   StoreOptions so;
   so.path = config_.data_dir;
   so.durability = config_.durability;
+  so.disk_reserve_bytes = config_.disk_reserve_bytes;
   auto store_or = Store::open(so);
   if (!store_or.ok())
     return Status(store_or.status().code(),

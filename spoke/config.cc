@@ -43,6 +43,7 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
                                                   "nats",
                                                   "health_listen",
                                                   "durability",
+                                                  "disk_reserve_mb",
                                                   "resync_seconds",
                                                   "log_retention_hours",
                                                   "log_level",
@@ -90,6 +91,9 @@ Status load_spoke_config(const std::string& path, SpokeConfig* c) {
       auto d = parse_durability(root["durability"].as<std::string>());
       if (!d.ok()) return invalid_argument("config " + path + ": " + d.status().message());
       c->durability = *d;
+    }
+    if (root["disk_reserve_mb"]) {
+      c->disk_reserve_bytes = root["disk_reserve_mb"].as<uint64_t>() << 20;
     }
     if (root["resync_seconds"]) c->resync_seconds = root["resync_seconds"].as<uint64_t>();
     if (root["log_retention_hours"]) {

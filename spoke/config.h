@@ -50,6 +50,9 @@ struct SpokeConfig {
   std::string nats_tls_server_name;
   std::string health_listen = "127.0.0.1:7501";  // local API: /healthz, /v1/...
   Durability durability = Durability::kGroupCommit;
+  // Free space the store keeps on its disk: below it, writes are refused
+  // (StoreOptions::disk_reserve_bytes; default: its write buffer and 4 MiB).
+  uint64_t disk_reserve_bytes = StoreOptions::kDiskReserveAuto;
   uint64_t resync_seconds = 30;  // full reconcile even without changes (repairs drift)
   // The store's change log and tombstones are kept this long, as at the hub.
   // The parent reads the spoke's log only for what the spoke wrote and has not

@@ -38,6 +38,7 @@ Status Spoke::start() {
   StoreOptions so;
   so.path = config_.data_dir;
   so.durability = config_.durability;
+  so.disk_reserve_bytes = config_.disk_reserve_bytes;
   // The hub's default keeps 100,000 decoded documents in memory; a spoke
   // writes rarely (its status documents) and reads its desired documents in
   // scans, so a small cache serves it and keeps megabytes off a site machine.

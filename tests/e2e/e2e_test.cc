@@ -698,6 +698,10 @@ TEST(E2EConfigTest, BadConfigurationExitsWithCode2AndSaysWhy) {
                           << "\naway_after_s: 60\nsession_timeout_s: 30\n";
   expect_exit(run_to_exit({hub, "--config", inverted}, dir), 2, "session_timeout_s",
               "hub session_timeout_s shorter than away_after_s");
+  const std::string reserve = dir.file("reserve.yaml");
+  std::ofstream(reserve) << "name: hub\ndata_dir: " << data << "\ndisk_reserve_mb: plenty\n";
+  expect_exit(run_to_exit({hub, "--config", reserve}, dir), 2, reserve,
+              "hub disk_reserve_mb not a number");
   const std::string wordy = dir.file("wordy.yaml");
   std::ofstream(wordy) << "name: hub\ndata_dir: " << data << "\nsession_timeout_s: ten\n";
   expect_exit(run_to_exit({hub, "--config", wordy}, dir), 2, wordy,

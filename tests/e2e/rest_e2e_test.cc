@@ -1,6 +1,7 @@
 // The hub's REST API (api/rest.h) through real curl against the real
 // canopy-hub binary: every operation, tokens and tenant isolation, bad input
 // that stores nothing, and every path of the OpenAPI document answering.
+#include <fstream>
 #include <regex>
 
 #include "tests/e2e/e2e_fixture.h"
@@ -703,14 +704,18 @@ TEST_F(RestTest, CurlsDefaultContentTypeIsReadAsJsonAtAnySize) {
 // A full disk under the real hub, seen with curl: the hub's data directory
 // is a tmpfs of 100 MB (mounted for the test; where it cannot be, the test
 // says so and is skipped), filled by a file. Writes are refused once the free
-// space is below the store's reserve (68 MiB for the hub), before RocksDB
-// meets a full disk, and probes say why; once the file is gone the hub
+// space is below the store's reserve (68 MiB for the hub by default; 80 MiB
+// here, from the config file), before RocksDB meets a full disk, and probes
+// say why; once the file is gone the hub
 // writes again by itself, with nothing accepted lost (docs/metrics.md, "A
 // full disk").
 TEST_F(RestTest, AFullDiskIsRefusedClearlyAndHealsWithoutARestart) {
   kill_hub();
   testing::SmallDisk disk;
   if (std::string why = disk.mount(hub_->data(), "100m"); !why.empty()) GTEST_SKIP() << why;
+  const std::string config = dir_.file("hub-reserve.yaml");
+  std::ofstream(config) << "disk_reserve_mb: 80\n";
+  hub_->extra_args = {"--config", config};
   ASSERT_NO_FATAL_FAILURE(launch_hub());  // a new hub, on the tmpfs
   ASSERT_EQ(disk.fill(256 << 10), "");
   json big = config_map("big", "web");
@@ -728,7 +733,8 @@ TEST_F(RestTest, AFullDiskIsRefusedClearlyAndHealsWithoutARestart) {
   }
   ASSERT_EQ(refused.status, 503) << refused.body << " (after " << accepted.size() << " accepted)";
   EXPECT_EQ(refused.j()["error"]["code"], "UNAVAILABLE") << refused.body;
-  EXPECT_NE(refused.body.find("below the store's reserve"), std::string::npos) << refused.body;
+  EXPECT_NE(refused.body.find("below the store's reserve of 80.0 MiB"), std::string::npos)
+      << refused.body;
   auto health = http_get_json(hub_->health_port, "/healthz");
   ASSERT_TRUE(health.has_value());
   EXPECT_FALSE(health->value("store_writable", true)) << health->dump();
