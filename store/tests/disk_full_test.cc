@@ -42,6 +42,15 @@ class DiskFullTest : public ::testing::Test {
                         [&](StoreOptions* o) { o->disk_reserve_bytes = reserve; });
     ASSERT_NE(store_, nullptr);
   }
+  // Writes a document of 100 KB; one the store accepts goes in `accepted`.
+  Status write(int i) {
+    const std::string key = "t/acme/templates/c" + std::to_string(i);
+    auto r = store_->put_value(key, {{"data", {{"value", std::string(100'000, 'x')}, {"i", i}}}});
+    if (r.ok()) accepted.push_back(key);
+    return r.status();
+  }
+
+  std::vector<std::string> accepted;
   TempDir dir_;
   std::string mnt_;
   testing::SmallDisk disk_;
@@ -51,14 +60,6 @@ class DiskFullTest : public ::testing::Test {
 // Without a reserve RocksDB meets the full disk itself.
 TEST_F(DiskFullTest, WritesFailClearlyLoseNothingAndResumeOnceTheDiskHasRoom) {
   ASSERT_NO_FATAL_FAILURE(open(/*reserve=*/0));
-  std::vector<std::string> accepted;
-  const std::string payload(100'000, 'x');
-  auto write = [&](int i) {
-    const std::string key = "t/acme/templates/c" + std::to_string(i);
-    auto r = store_->put_value(key, {{"data", {{"value", payload}, {"i", i}}}});
-    if (r.ok()) accepted.push_back(key);
-    return r.status();
-  };
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(write(i).ok());
   ASSERT_TRUE(store_->write_health().ok());
 
@@ -104,14 +105,6 @@ TEST_F(DiskFullTest, WritesFailClearlyLoseNothingAndResumeOnceTheDiskHasRoom) {
 // trims go on, and the first write after the disk has room is accepted.
 TEST_F(DiskFullTest, TheReserveRefusesWritesBeforeTheDiskIsFullAndLetsThemThroughAtOnce) {
   ASSERT_NO_FATAL_FAILURE(open());
-  std::vector<std::string> accepted;
-  const std::string payload(100'000, 'x');
-  auto write = [&](int i) {
-    const std::string key = "t/acme/templates/c" + std::to_string(i);
-    auto r = store_->put_value(key, {{"data", {{"value", payload}, {"i", i}}}});
-    if (r.ok()) accepted.push_back(key);
-    return r.status();
-  };
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(write(i).ok());
   // Leave 60 MiB: room on the disk, but less than the reserve.
   ASSERT_EQ(disk_.fill(60 << 20), "");
