@@ -31,21 +31,16 @@ class DocCache {
     auto it = map_.find(key);
     return it == map_.end() ? nullptr : &it->second.doc;
   }
+  // Caches `doc` under `key` (in place of what it held).
   Document* insert(const std::string& key, Document doc) {
-    auto [it, fresh] = map_.try_emplace(key);
-    it->second.doc = std::move(doc);
-    if (!fresh) bytes_ -= it->second.bytes;
-    it->second.bytes = entry_bytes(key, it->second.doc);
-    bytes_ += it->second.bytes;
-    return &it->second.doc;
+    Entry& e = map_.try_emplace(key).first->second;
+    e.doc = std::move(doc);
+    account(key, &e);
+    return &e.doc;
   }
   // Accounts for `key`'s document as it is now, after a change.
   void update(const std::string& key) {
-    auto it = map_.find(key);
-    if (it == map_.end()) return;
-    bytes_ -= it->second.bytes;
-    it->second.bytes = entry_bytes(key, it->second.doc);
-    bytes_ += it->second.bytes;
+    if (auto it = map_.find(key); it != map_.end()) account(key, &it->second);
   }
   void erase(const std::string& key) {
     auto it = map_.find(key);
@@ -59,12 +54,11 @@ class DocCache {
   }
   // Before a batch that may load `incoming` more documents: empties the
   // cache if they would pass the bound on entries, or if the bytes already
-  // have. Returns true when it did.
-  bool make_room(size_t incoming) {
-    if (map_.size() + incoming <= max_entries_ && bytes_ <= max_bytes_) return false;
+  // have.
+  void make_room(size_t incoming) {
+    if (map_.size() + incoming <= max_entries_ && bytes_ <= max_bytes_) return;
     clear();
     ++clears_;
-    return true;
   }
 
   size_t size() const { return map_.size(); }
@@ -76,9 +70,12 @@ class DocCache {
     Document doc;
     size_t bytes = 0;
   };
-  // The key, the entry, and the map node around them.
-  static size_t entry_bytes(const std::string& key, const Document& doc) {
-    return doc.memory_bytes() + key.capacity() + sizeof(Entry) + sizeof(std::string) + 32;
+  // Sets the entry's size to its document's now (with the key, the entry
+  // and the map node around them), and the total with it.
+  void account(const std::string& key, Entry* e) {
+    bytes_ -= e->bytes;
+    e->bytes = e->doc.memory_bytes() + key.capacity() + sizeof(Entry) + sizeof(std::string) + 32;
+    bytes_ += e->bytes;
   }
 
   size_t max_entries_;
