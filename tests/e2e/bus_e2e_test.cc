@@ -300,12 +300,7 @@ class E2ELargeWritesTest : public E2ETest {
     ASSERT_TRUE(wait_until([&] { return eu.read().size() == 2; }, kTimeout, kPoll));
 
     nats_->kill();
-    ASSERT_TRUE(wait_until(
-        [&] {
-          auto h = spoke_health(eu);
-          return h && !h->value("nats_connected", true);
-        },
-        kTimeout, kPoll));
+    ASSERT_TRUE(wait_spoke_health(eu, "nats_connected", false));
     for (const std::string t : {"web", "api"}) {
       httplib::Client cli("127.0.0.1", eu.health_port);
       cli.set_read_timeout(10, 0);
@@ -346,12 +341,7 @@ class E2ELargeWritesTest : public E2ETest {
     // See BUG above.
     EXPECT_TRUE(reached) << "the site's writes made while cut off never reached the hub";
     // The hub may show the status a moment before the spoke has its acks.
-    const bool caught_up = wait_until(
-        [&] {
-          auto h = spoke_health(eu);
-          return h && h->value("in_sync", false);
-        },
-        kTimeout, 50ms);
+    const bool caught_up = wait_spoke_health(eu, "in_sync", true, 50ms);
     EXPECT_TRUE(caught_up) << "the spoke's session never caught up";
   }
 };

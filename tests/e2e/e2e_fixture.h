@@ -547,6 +547,17 @@ class E2ETest : public ::testing::Test {
     return http_get_json(s.health_port, "/healthz");
   }
 
+  // Waits until the spoke's /healthz says `want` for the boolean `field`.
+  bool wait_spoke_health(const Spoke& s, const std::string& field, bool want,
+                         std::chrono::milliseconds interval = kPoll) {
+    return wait_until(
+        [&] {
+          auto h = spoke_health(s);
+          return h && h->value(field, !want) == want;
+        },
+        kTimeout, interval);
+  }
+
   // The spoke's status document for `tmpl` from its local API.
   std::optional<json> spoke_status(const Spoke& s, const std::string& tmpl) {
     auto j = http_get_json(s.health_port, "/v1/status");

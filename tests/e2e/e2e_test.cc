@@ -248,12 +248,7 @@ TEST_F(E2ETest, ASpokeWhoseDiskFillsKeepsWhatItAppliedAndCatchesUpAfter) {
   json web2 = deployment("web", 3, "nginx:1.27");
   web2["metadata"]["annotations"] = {{"note", std::string(200'000, 'n')}};
   ASSERT_TRUE(put("template", "web", web2).ok());
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h = spoke_health(eu);
-        return h && !h->value("store_writable", true);
-      },
-      kTimeout, kPoll))
+  ASSERT_TRUE(wait_spoke_health(eu, "store_writable", false))
       << "the spoke never said its store cannot write";
   auto h = spoke_health(eu);
   ASSERT_TRUE(h.has_value());
@@ -378,12 +373,7 @@ TEST_F(E2ETest, SpokeWorksWhileNatsIsDownAndCatchesUpAfter) {
 
   // The bus goes away.
   nats_->kill();
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h = spoke_health(eu);
-        return h && !h->value("nats_connected", true);
-      },
-      kTimeout, kPoll))
+  ASSERT_TRUE(wait_spoke_health(eu, "nats_connected", false))
       << "the spoke does not notice NATS is gone";
   EXPECT_EQ(eu.read().at(template_key("web")).object, before.object);
   // The hub keeps running too.

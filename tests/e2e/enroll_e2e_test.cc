@@ -460,12 +460,7 @@ TEST_F(EnrollTest, RevokedSiteIsCutOffAndNothingItSendsIsMerged) {
   EXPECT_TRUE(wait_until([&] { return natsConnection_IsClosed(probe.get()); }, kTimeout, kPoll))
       << "A's connection survived its revocation";
   EXPECT_FALSE(connect_as(nats_->url(), creds, nullptr, &err)) << "A still connects";
-  EXPECT_TRUE(wait_until(
-      [&] {
-        auto h = spoke_health(a);
-        return h && !h->value("session_open", true);
-      },
-      kTimeout, kPoll))
+  EXPECT_TRUE(wait_spoke_health(a, "session_open", false))
       << "the revoked spoke still has a session";
   // nats-server logs the refused attempts of the spoke's transport.
   EXPECT_TRUE(wait_until(
@@ -582,13 +577,7 @@ TEST_F(EnrollTest, ApprovalHoldsAnEnrollmentUntilAFleetAdminDecides) {
   r = kubectl({"site", "approve", "a"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("approved"), std::string::npos) << r.out;
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto h = spoke_health(a);
-        return h && h->value("session_open", false);
-      },
-      kTimeout, kPoll))
-      << read_file(a.log_path());
+  ASSERT_TRUE(wait_spoke_health(a, "session_open", true)) << read_file(a.log_path());
   EXPECT_FALSE(fs::exists(a.data() + "/identity/pending.json"));
   EXPECT_EQ(credentials_of(a).user, "site-a");
   item = listed("a");

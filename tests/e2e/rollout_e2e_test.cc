@@ -47,14 +47,7 @@ class RolloutE2ETest : public E2ETest {
     return std::all_of(sites.begin(), sites.end(), [&](Spoke* s) { return image_at(s) == image; });
   }
   // Waits until what the site wrote (a hold) reached the hub.
-  void wait_in_sync(Spoke& s) {
-    ASSERT_TRUE(wait_until(
-        [&] {
-          auto h = spoke_health(s);
-          return h && h->value("in_sync", false);
-        },
-        kTimeout, kPoll));
-  }
+  void wait_in_sync(Spoke& s) { ASSERT_TRUE(wait_spoke_health(s, "in_sync", true)); }
   // The image of template web in the site's manifests directory ("" if none).
   std::string image_at(Spoke* s) {
     auto m = s->read();
