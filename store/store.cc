@@ -370,10 +370,9 @@ std::string mebibytes(uint64_t bytes) {
 
 Status Store::Impl::check_reserve() {
   if (reserve_bytes_ == 0) return ok_status();
+  // At every commit (a statvfs is a fraction of a commit's cost): another
+  // process may fill the disk between two writes.
   const bool below = below_reserve_.load(std::memory_order_relaxed);
-  const auto now = std::chrono::steady_clock::now();
-  if (!below && now < next_space_check_) return ok_status();
-  next_space_check_ = now + std::chrono::milliseconds(100);
   struct statvfs fs {};
   if (::statvfs(opts_.path.c_str(), &fs) != 0) return ok_status();  // RocksDB will say
   const uint64_t free = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;

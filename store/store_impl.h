@@ -458,10 +458,9 @@ class Store::Impl {
   std::string write_error_;       // the failure's first error, as write_health says it
   uint64_t writes_failing_since_ms_ = 0;
   uint64_t write_failures_ = 0;  // (not in stats_: a failed write restores that)
-  // The disk reserve (StoreOptions::disk_reserve_bytes; 0: none). The free
-  // space is looked at every 100 ms, and at every write while below it.
+  // The disk reserve (StoreOptions::disk_reserve_bytes; 0: none), looked
+  // at before every commit that adds data.
   uint64_t reserve_bytes_ = 0;
-  std::chrono::steady_clock::time_point next_space_check_;  // guarded by mu_
   std::atomic<bool> below_reserve_{false};
   std::string reserve_error_;  // guarded by health_mu_
 
