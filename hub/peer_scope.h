@@ -122,20 +122,32 @@ class PeerScope final : public sync::ScopeProvider {
     return inner_->list_scope(child);
   }
   std::vector<std::string> children_for(std::string_view key) override {
-    // Kept sorted (the parent engine walks sorted lists in one pass).
-    std::vector<std::string> out = inner_->children_for(key);
+    return with_peers(inner_->children_for(key));
+  }
+  // As exact as the inner scope's: peers hold every key.
+  Route route(std::string_view key) override {
+    Route r = inner_->route(key);
+    r.children = with_peers(std::move(r.children));
+    return r;
+  }
+  bool serves(std::string_view child) override { return is_peer(child) || inner_->serves(child); }
+  // A peer's version follows our own sites when they are given: it has no
+  // generation then.
+  uint64_t generation() override { return own_sites_ ? 0 : inner_->generation(); }
+  std::vector<std::string> redirect_for(std::string_view child) override {
+    return is_peer(child) ? std::vector<std::string>() : inner_->redirect_for(child);
+  }
+
+ private:
+  // `children` (sorted) and the peers, sorted (the parent engine walks
+  // sorted lists in one pass).
+  std::vector<std::string> with_peers(std::vector<std::string> out) const {
     const auto mid = static_cast<std::ptrdiff_t>(out.size());
     out.insert(out.end(), peers_.begin(), peers_.end());
     std::inplace_merge(out.begin(), out.begin() + mid, out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
     return out;
   }
-  bool serves(std::string_view child) override { return is_peer(child) || inner_->serves(child); }
-  std::vector<std::string> redirect_for(std::string_view child) override {
-    return is_peer(child) ? std::vector<std::string>() : inner_->redirect_for(child);
-  }
-
- private:
   static std::vector<std::string> sorted(std::vector<std::string> v) {
     std::sort(v.begin(), v.end());
     return v;

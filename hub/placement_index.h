@@ -76,6 +76,7 @@
 // never held while calling out). on_commit calls are serialized by the store.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -225,6 +226,11 @@ class PlacementIndex final : public sync::ScopeProvider {
   static uint64_t key_hash(std::string_view key);
   std::optional<Listing> list_scope(std::string_view site) override;
   std::vector<std::string> children_for(std::string_view key) override { return sites_for(key); }
+  // Exact: sites_for reads the same bits as in_scope.
+  Route route(std::string_view key) override { return {sites_for(key), true}; }
+  // Moves with every key entering or leaving any site's scope (the only
+  // changes of a version).
+  uint64_t generation() override { return generation_.load(std::memory_order_acquire); }
   // Not a site whose record left this replica's scope (it moved to another
   // regional hub: its session ends without drops, and it keeps what it
   // holds); a site with no record only when set_serve_unknown (the default:
@@ -359,6 +365,8 @@ class PlacementIndex final : public sync::ScopeProvider {
   uint64_t version_locked(Site* site);
 
   std::mutex mu_;
+  // See generation(); moved under mu_ by enter() and leave().
+  std::atomic<uint64_t> generation_{1};
   bool loaded_ = false;
   ScopeListener listener_;
   RegionListener region_listener_;
@@ -399,6 +407,11 @@ class PlacementIndex final : public sync::ScopeProvider {
   Changes changes_;
   placement_detail::Bits scratch_bits_;
   std::vector<Site*> visit_;
+  // Every site's id in name order (sites_' order), for sites_for: a key held
+  // by many sites is listed by walking this, already sorted, instead of
+  // sorting thousands of names at each commit. Rebuilt when sites were added
+  // (sites_ never loses one).
+  std::vector<uint32_t> name_order_;
 };
 
 }  // namespace canopy::hub

@@ -458,6 +458,7 @@ void PlacementIndex::enter(Site* site, Holder* holder, Changes* changes) {
   holder->second.sites.set(site->id);
   ++holder->second.count;
   site->key_hash_sum += holder->second.hash;
+  generation_.fetch_add(1, std::memory_order_release);
   if (changes != nullptr) changes->notes.push_back(Note{site->id, 1, &holder->first});
 }
 
@@ -465,6 +466,7 @@ void PlacementIndex::leave(Site* site, Holder* holder, Changes* changes) {
   holder->second.sites.reset(site->id);
   --holder->second.count;
   site->key_hash_sum -= holder->second.hash;
+  generation_.fetch_add(1, std::memory_order_release);
   if (changes != nullptr) changes->notes.push_back(Note{site->id, -1, &holder->first});
   // Erased once the document is evaluated, if no site holds it then.
   if (holder->second.count == 0) emptied_.push_back(&holder->first);

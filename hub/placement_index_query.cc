@@ -103,10 +103,26 @@ std::vector<std::string> PlacementIndex::sites_for(std::string_view key) {
   }
   std::vector<std::string> out;
   std::lock_guard lock(mu_);
-  auto it = holders_.find(std::string(key));
+  auto it = holders_.find(key);
   if (it == holders_.end()) return out;
-  out.reserve(it->second.count);
-  it->second.sites.for_each([&](uint32_t id) { out.push_back(labels_->by_id[id]->name); });
+  const Holders& h = it->second;
+  out.reserve(h.count);
+  const std::vector<Site*>& by_id = labels_->by_id;
+  // Held by a good share of the sites (a template placed fleet-wide): walk
+  // them in name order, testing each one's bit, which is sequential and
+  // yields the list sorted. Otherwise sorting the few names costs less.
+  if (h.count >= 64 && h.count * 8 >= by_id.size()) {
+    if (name_order_.size() != by_id.size()) {
+      name_order_.clear();
+      name_order_.reserve(sites_.size());
+      for (const auto& [name, site] : sites_) name_order_.push_back(site->id);
+    }
+    for (const uint32_t id : name_order_) {
+      if (h.sites.test(id)) out.push_back(by_id[id]->name);
+    }
+    return out;
+  }
+  h.sites.for_each([&](uint32_t id) { out.push_back(by_id[id]->name); });
   std::sort(out.begin(), out.end());
   return out;
 }

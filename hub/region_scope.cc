@@ -112,6 +112,7 @@ void RegionScope::serve_region(const std::string& hub, const std::string& region
   }
   // A hub named like its region is served by that name: nothing to map (and
   // children_for does no extra work in a hierarchy of such hubs).
+  generation_.fetch_add(1, std::memory_order_release);
   if (hub == region) return;
   hub_regions_.emplace(hub, region);
   spdlog::info("regions: hub {} serves region {}", hub, region);
@@ -323,6 +324,7 @@ bool RegionScope::move_locked(const std::string& site, const std::string& named,
   // A session the site had with this hub directly ends (or one it has
   // through no region may start): the engine asks serves() again.
   reconcile(site, 0);
+  generation_.fetch_add(1, std::memory_order_release);
   return true;
 }
 
@@ -350,6 +352,7 @@ void RegionScope::on_member_change(const sync::ScopeChange& change) {
       }
       c.version = version_of(*region);
       if (entered.empty() && left.empty()) return;
+      generation_.fetch_add(1, std::memory_order_release);
       c.entered = std::move(entered);
       c.left = std::move(left);
       out = for_serving(std::move(c));
@@ -450,6 +453,10 @@ std::optional<sync::ScopeProvider::Listing> RegionScope::list_scope(std::string_
 }
 
 std::vector<std::string> RegionScope::children_for(std::string_view key) {
+  return route(key).children;
+}
+
+sync::ScopeProvider::Route RegionScope::route(std::string_view key) {
   if (model::parse_key(key).kind == model::KeyKind::kGrant) {
     std::vector<std::string> out;
     std::lock_guard lock(mu_);
@@ -458,13 +465,18 @@ std::vector<std::string> RegionScope::children_for(std::string_view key) {
       std::sort(out.begin(), out.end());
       out.erase(std::unique(out.begin(), out.end()), out.end());
     }
-    return out;
+    return {std::move(out), false};
   }
-  std::vector<std::string> out = index_->sites_for(key);
+  Route route = index_->route(key);
+  std::vector<std::string>& out = route.children;
   bool mapped = false;
   {
     std::lock_guard lock(mu_);
     const size_t n = out.size();
+    if (route.exact && (!regions_.empty() || !hub_regions_.empty())) {
+      // A child named like a region is asked as one (in_scope).
+      for (size_t i = 0; i < n && route.exact; ++i) route.exact = find_region(out[i]) == nullptr;
+    }
     std::vector<const Region*> expanded;  // regions whose hubs are added (few)
     for (size_t i = 0; i < n; ++i) {
       auto it = members_.find(out[i]);
@@ -481,10 +493,11 @@ std::vector<std::string> RegionScope::children_for(std::string_view key) {
     }
   }
   if (mapped) {
+    route.exact = false;
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
   }
-  return out;
+  return route;
 }
 
 std::vector<std::string> RegionScope::redirect_for(std::string_view child) {

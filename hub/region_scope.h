@@ -75,6 +75,7 @@
 // PlacementIndex::on_scope_change: only enqueue, never call the store).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -165,6 +166,15 @@ class RegionScope final : public sync::ScopeProvider {
   std::optional<Listing> list_scope(std::string_view child) override;
   // The index's sites for `key`, each member replaced by its region; sorted.
   std::vector<std::string> children_for(std::string_view key) override;
+  // Exact when the index's list is and none of it is a region's member or
+  // named like a region (each such child is asked in_scope then).
+  Route route(std::string_view key) override;
+  // The index's and this scope's own: both only grow, so their sum moves
+  // whenever either does.
+  uint64_t generation() override {
+    const uint64_t index = index_->generation();
+    return index == 0 ? 0 : index + generation_.load(std::memory_order_acquire);
+  }
   // Regions, and direct children the index serves; never a region's member.
   bool serves(std::string_view child) override;
   // A member site: the hubs of its region (sorted), or the region's name when
@@ -208,6 +218,9 @@ class RegionScope final : public sync::ScopeProvider {
 
   PlacementIndex* const index_;
   mutable std::mutex mu_;
+  // Moved, under mu_, by every change of what version() answers for a
+  // region or a hub serving one (see generation()).
+  std::atomic<uint64_t> generation_{0};
   std::map<std::string, std::unique_ptr<Region>, std::less<>> regions_;
   std::unordered_map<std::string, Member> members_;  // site -> its region
   // Hub -> the region it serves, for hubs not named like it.

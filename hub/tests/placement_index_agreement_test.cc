@@ -249,12 +249,62 @@ TEST_F(PlacementIndexTest, SelectorChangesAgreeWithAFreshEvaluation) {
       ASSERT_EQ(Keys(scopes[n].begin(), scopes[n].end()), want) << "form " << i << ", site " << n;
       ASSERT_EQ(index_->version(n), (*fresh)->version(n)) << n;
     }
+    Keys sorted_names = names;
+    sorted_names.push_back("nobody");  // listed by a placement, no record
+    std::sort(sorted_names.begin(), sorted_names.end());
     for (const char* key : {kPlacementKey, kWebKey, kDbKey, "t/acme/overrides/db-gpu"}) {
       EXPECT_EQ(index_->sites_for(key), (*fresh)->sites_for(key)) << key;
+      // The route is exact: the sites in_scope says hold the key, in order
+      // (many of them: walked in name order; a few: sorted).
+      const sync::ScopeProvider::Route route = index_->route(key);
+      EXPECT_TRUE(route.exact);
+      Keys holding;
+      for (const auto& n : sorted_names) {
+        if (index_->in_scope(n, key)) holding.push_back(n);
+      }
+      EXPECT_EQ(route.children, holding) << "form " << i << ", key " << key;
     }
   }
   EXPECT_GT(entered_sites, 100u);
   EXPECT_GT(left_sites, 100u);
+}
+
+// generation() moves whenever a site's scope version may have moved, so that
+// the sync engine may keep each child's version until it does; a change of
+// a template's content moves no scope and not the generation.
+TEST_F(PlacementIndexTest, TheGenerationMovesWithEveryScopeChange) {
+  site("a", {{"region", "eu"}});
+  site("b", {{"region", "us"}});
+  put(kWebKey, {{"kind", "ConfigMap"}, {"data", {{"v", "1"}}}});
+  take();
+  uint64_t generation = index_->generation();
+  const uint64_t a0 = index_->version("a"), b0 = index_->version("b");
+  auto moved = [&] {
+    const uint64_t now = index_->generation();
+    const bool m = now != generation;
+    generation = now;
+    return m;
+  };
+
+  put(kPlacementKey, placement({"web"}, {{"region", "eu"}}));
+  take();
+  EXPECT_NE(index_->version("a"), a0);
+  EXPECT_TRUE(moved()) << "a's scope took the placement and its template";
+
+  put(kWebKey, {{"kind", "ConfigMap"}, {"data", {{"v", "2"}}}});
+  take();
+  EXPECT_FALSE(moved()) << "a template's content moved the generation";
+
+  site("b", {{"region", "eu"}});
+  take();
+  EXPECT_NE(index_->version("b"), b0);
+  EXPECT_TRUE(moved()) << "b's label change gave it the placement";
+
+  put(kPlacementKey, placement({"web"}, {{"region", "nowhere"}}));
+  take();
+  EXPECT_EQ(index_->version("a"), a0);
+  EXPECT_EQ(index_->version("b"), b0);
+  EXPECT_TRUE(moved()) << "both sites lost the placement";
 }
 
 // 10,000 sites: a placement change visits only its own sites.
@@ -274,6 +324,16 @@ TEST_F(PlacementIndexTest, ScalesToTenThousandSites) {
   EXPECT_EQ(ev["site-7"].entered, Keys{kDbKey});
   const auto took = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(index_->sites_for(kDbKey).size(), 100u);
+  // Placed on every site: its route lists them all, in name order.
+  put(kPlacementKey,
+      {{"templates", {"web"}},
+       {"selector", {{"matchExpressions", {{{"key", "region"}, {"operator", "Exists"}}}}}}});
+  take();
+  const std::vector<std::string> all = index_->route(kWebKey).children;
+  EXPECT_EQ(all.size(), static_cast<size_t>(kSites));
+  EXPECT_TRUE(std::is_sorted(all.begin(), all.end()));
+  put(kPlacementKey, placement({"web", "db"}, {{"region", "r7"}}));
+  take();
   EXPECT_TRUE(index_->in_scope("site-107", kDbKey));
   EXPECT_FALSE(index_->in_scope("site-108", kDbKey));
   std::printf(

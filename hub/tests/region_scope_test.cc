@@ -277,6 +277,9 @@ TEST_F(RegionScopeTest, RandomEditsMatchTheUnionOfMembers) {
   make_scope({{"reg", {"r1", "r2", "r3"}}});
   std::mt19937_64 rng(7);
   std::set<std::string> reported;  // the region's keys, as its changes say
+  uint64_t last_generation = scope_->generation();
+  std::map<std::string, uint64_t> last_version = {{"reg", scope_->version("reg")},
+                                                  {"a1", scope_->version("a1")}};
   for (int step = 0; step < 400; ++step) {
     const std::string s = sites[rng() % sites.size()];
     switch (rng() % 3) {
@@ -321,7 +324,29 @@ TEST_F(RegionScopeTest, RandomEditsMatchTheUnionOfMembers) {
       ASSERT_TRUE(scope_->in_scope("reg", k));
       auto children = scope_->children_for(k);
       ASSERT_TRUE(std::find(children.begin(), children.end(), "reg") != children.end());
+      // Routed to the region through its members: not exact (in_scope
+      // answers for the region from its own keys).
+      EXPECT_FALSE(scope_->route(k).exact) << k;
     }
+    for (const auto& k : index_->scope_keys("a1")) {
+      const sync::ScopeProvider::Route route = scope_->route(k);
+      if (!route.exact) continue;
+      for (const char* c : {"reg", "a1"}) {
+        const bool listed =
+            std::find(route.children.begin(), route.children.end(), c) != route.children.end();
+        ASSERT_EQ(listed, scope_->in_scope(c, k)) << "step " << step << ", " << c << ", " << k;
+      }
+    }
+    // A version moved only with the generation.
+    const uint64_t generation = scope_->generation();
+    for (auto& [child, version] : last_version) {
+      const uint64_t now = scope_->version(child);
+      if (now != version) {
+        EXPECT_NE(generation, last_generation) << "step " << step << ": " << child;
+      }
+      version = now;
+    }
+    last_generation = generation;
   }
 }
 

@@ -211,7 +211,7 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env, const Outgoing
       // (The encoded entries are not in `c`: unpositions() does not see them.)
       held.Clear();
     }
-    if (carried.hlc != 0 || carried.index != 0) s->carried[seq] = carried;
+    if (carried.hlc != 0 || carried.index != 0) s->carried.emplace_back(seq, carried);
   }
   std::string bytes;
   if (encoded_count == 0) {
@@ -259,7 +259,14 @@ void ParentSync::set_position(Session* s, v1::Changes* c, uint64_t index) {
   // resuming from it reconciles; the queued change's message names the new
   // version. Otherwise a child that lost that message would hold the key
   // under the old version, and keep it once the scope changes back.
-  p->set_scope_version(s->scope_version == scope_->version(s->child) ? s->scope_version : 0);
+  // (The provider's version is asked again only once its generation moved:
+  // a fan-out sets a position for each of thousands of sessions.)
+  const uint64_t generation = scope_->generation();
+  if (generation == 0 || generation != s->provider_generation) {
+    s->provider_version = scope_->version(s->child);
+    s->provider_generation = generation;
+  }
+  p->set_scope_version(s->scope_version == s->provider_version ? s->scope_version : 0);
   s->reported_index = index;
   s->last_position_ms = env_.clock->now_ms();
 }
@@ -447,10 +454,15 @@ void ParentSync::handle_ack(Session* s, const v1::Ack& ack) {
     stats_.bytes_sent += bytes.size();
     outbox_.push_back(Message{s->subject, std::move(bytes)});
   }
-  for (auto it = s->carried.begin(); it != s->carried.end() && it->first <= ack.seq();) {
+  auto it = s->carried.begin();
+  for (; it != s->carried.end() && it->first <= ack.seq(); ++it) {
     s->acked_hlc = std::max(s->acked_hlc, it->second.hlc);
     s->acked_index = std::max(s->acked_index, it->second.index);
-    it = s->carried.erase(it);
+  }
+  if (it == s->carried.end()) {
+    std::vector<std::pair<uint64_t, Session::Carried>>().swap(s->carried);
+  } else {
+    s->carried.erase(s->carried.begin(), it);
   }
   if (s->refused_seq != 0 && ack.seq() >= s->refused_seq) {
     // The child has every refusal we kept for it.
@@ -554,6 +566,10 @@ void ParentSync::send_refusals(Session* s) {
 }
 
 bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
+  return !echo(s, e) && scope_->in_scope(s->child, entry_key(e));
+}
+
+bool ParentSync::echo(const Session* s, const v1::LogEntry& e) {
   // No echo of what the child sent, except its whole documents while it
   // reconciles: one may be stale, a copy it has forgotten since (a write
   // we refused and it dropped, in flight then, that we accept now that its
@@ -561,15 +577,12 @@ bool ParentSync::wanted(const Session* s, const v1::LogEntry& e) const {
   // they were before, so only the echo gives it back; a copy it holds
   // merges as a no-op. Deltas are never echoed: one applied where the
   // child lacks the key would rebuild only its own fields.
-  if (e.source() == s->replica && s->replica != 0 &&
-      (s->mode != Mode::kReconcile || !e.has_doc())) {
-    return false;
-  }
   // The child's own writes that came another way (through a peer hub of an
   // active-active level) are sent: the child drops them as duplicates unless
   // it lost them (restored from a backup older than them), and then only
   // this brings them back.
-  return scope_->in_scope(s->child, entry_key(e));
+  return e.source() == s->replica && s->replica != 0 &&
+         (s->mode != Mode::kReconcile || !e.has_doc());
 }
 
 void ParentSync::send_entries(Session* s, const std::vector<OutgoingPtr>& entries,
@@ -672,13 +685,16 @@ void ParentSync::on_commit(const v1::LogEntry& entry) {
   if (entry.index() == 0) return;  // a local drop, not a change to replicate
   last_commit_index_ = std::max(last_commit_index_, entry.index());
   OutgoingPtr out;  // encoded once, for the first session that wants it
-  const std::vector<std::string> children = scope_->children_for(entry_key(entry));
+  const ScopeProvider::Route route = scope_->route(entry_key(entry));
+  const std::vector<std::string>& children = route.children;
+  // Listed exactly: each of them holds the key in its scope now.
+  const bool listed_in_scope = route.exact;
   for_sessions(children.data(), children.data() + children.size(),
                [&](const std::string& child, Session* s) {
                  if (s == nullptr) return;
                  if (s->mode != Mode::kLive && s->mode != Mode::kReconcile) return;
                  if (entry.index() <= s->sent_index) return;
-                 if (!wanted(s, entry)) return;
+                 if (listed_in_scope ? echo(s, entry) : !wanted(s, entry)) return;
                  if (!out) out = std::make_shared<const Outgoing>(entry);
                  s->pending.push_back(out);
                  if (s->pending.size() > opts_.max_pending_entries && s->mode == Mode::kLive) {

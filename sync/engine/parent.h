@@ -289,7 +289,10 @@ class ParentSync {
   // Heard from within away_after_ms: what ChildInfo and ChildLiveness call
   // connected; tick() marks a session away once it is not.
   bool heard_lately(const Session* s, uint64_t now) const;
+  // Whether `e` goes to the child: not an echo, and in its scope.
   bool wanted(const Session* s, const v1::LogEntry& e) const;
+  // Whether `e` is the child's own write, which is not sent back to it.
+  static bool echo(const Session* s, const v1::LogEntry& e);
   // `c` takes the child to our log position `index` (send_sequenced may
   // shorten it); the session notes what it last reported, and when.
   void set_position(Session* s, v1::Changes* c, uint64_t index);

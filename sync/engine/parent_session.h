@@ -81,7 +81,9 @@ struct ParentSync::Session {
     uint64_t hlc = 0;    // the greatest HLC of its deltas
     uint64_t index = 0;  // the log index its position names
   };
-  std::map<uint64_t, Carried> carried;  // by seq
+  // (seq, what it carried), oldest first: seqs only grow. A vector, emptied
+  // of its memory once all is acked, like SendChannel's.
+  std::vector<std::pair<uint64_t, Carried>> carried;
   // Refused writes not yet acked (as kept under refused_key): key -> newest
   // refused stamp; and the seq of the last message that told of them.
   std::map<std::string, uint64_t> refused;
@@ -96,6 +98,10 @@ struct ParentSync::Session {
   // moves only when the scope change itself is sent, so a child never
   // persists a version whose documents it has not received.
   uint64_t scope_version = 0;
+  // The provider's version of this child's scope as last asked, and the
+  // provider's generation() just before (0: not asked, or no generation).
+  uint64_t provider_version = 0;
+  uint64_t provider_generation = 0;
 };
 
 // (Here, not in parent.cc: tick() calls it for every session it visits.)

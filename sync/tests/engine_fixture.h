@@ -21,25 +21,33 @@ namespace canopy::sync {
 
 // Child "site" holds `d/...` and its own `s/site/...`; it may write the
 // latter. `g/...` is in scope while `gate_` is open.
+// With generations_, it is told apart as the hub's placement index is: a
+// generation() that moves with the version, and an exact route().
 class TestScope final : public ScopeProvider {
  public:
   bool in_scope(std::string_view child, std::string_view key) override {
     ++in_scope_calls_;
-    return key.starts_with("d/") || key.starts_with("s/" + std::string(child) + "/") ||
-           (gate_ && key.starts_with("g/"));
+    return holds(child, key);
   }
   std::vector<std::string> writable_prefixes(std::string_view child) override {
     if (writable_gate_) return {"s/" + std::string(child) + "/", "g/"};
     return {"s/" + std::string(child) + "/"};
   }
   bool writable_gate_ = false;  // with gate_: the child may write g/ too
-  uint64_t version(std::string_view) override { return version_; }
+  uint64_t version(std::string_view) override {
+    ++version_calls_;
+    return version_;
+  }
   uint64_t version_ = 7;
   bool gate_ = false;
   std::vector<std::string> children_for(std::string_view key) override {
-    if (in_scope("site", key)) return {"site"};
+    if (holds("site", key)) return {"site"};
     return {};
   }
+  Route route(std::string_view key) override { return {children_for(key), generations_}; }
+  // A function of the version alone, so it moves whenever the version does.
+  uint64_t generation() override { return generations_ ? version_ + 1 : 0; }
+  bool generations_ = false;
   // With listed_, the scope is also given as a list (three prefixes).
   std::optional<Listing> list_scope(std::string_view child) override {
     if (!listed_) return std::nullopt;
@@ -50,6 +58,13 @@ class TestScope final : public ScopeProvider {
   }
   bool listed_ = false;
   size_t in_scope_calls_ = 0;
+  size_t version_calls_ = 0;
+
+ private:
+  bool holds(std::string_view child, std::string_view key) const {
+    return key.starts_with("d/") || key.starts_with("s/" + std::string(child) + "/") ||
+           (gate_ && key.starts_with("g/"));
+  }
 };
 
 // A Store's view whose reads fail while told to: the documents of a scope

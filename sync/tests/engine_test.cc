@@ -416,7 +416,21 @@ TEST_F(EngineTest, AReconciliationMakesTheChildForgetItsPositionUntilItEnds) {
 // holds the key under that version; when the scope changes back to it, the
 // child resumes from that position and keeps the key forever (simulation
 // seeds 493 and 763 with the real placement index).
-TEST_F(EngineTest, AKeySentBeforeItsScopeChangeIsNotUnderTheOldVersion) {
+// Both tests run against a scope that the engine asks every time and one it
+// reads as the hub's placement index (a generation, exact routes).
+class EngineScopeTest : public EngineTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    EngineTest::SetUp();
+    scope_.generations_ = GetParam();
+  }
+};
+INSTANTIATE_TEST_SUITE_P(Scopes, EngineScopeTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "WithGeneration" : "AskedEveryTime";
+                         });
+
+TEST_P(EngineScopeTest, AKeySentBeforeItsScopeChangeIsNotUnderTheOldVersion) {
   ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
   settle();
   ASSERT_EQ(site_->child()->down_position().scope_version(), 7u);
@@ -449,7 +463,7 @@ TEST_F(EngineTest, AKeySentBeforeItsScopeChangeIsNotUnderTheOldVersion) {
 // the child after the documents it brings into the scope: a child that
 // persisted the placement first would act on half of it, a placement without
 // its templates (MetricsE2ETest saw a spoke count three failed applies so).
-TEST_F(EngineTest, DocumentsThatEnterTheScopeGoOutBeforeTheWriteThatMovedIt) {
+TEST_P(EngineScopeTest, DocumentsThatEnterTheScopeGoOutBeforeTheWriteThatMovedIt) {
   ASSERT_TRUE(hub_store_->put("g/x", R"({"v":1})").ok());
   ASSERT_TRUE(hub_store_->put("g/y", R"({"v":1})").ok());
   ASSERT_TRUE(hub_store_->put("d/a", R"({"v":1})").ok());
@@ -475,6 +489,40 @@ TEST_F(EngineTest, DocumentsThatEnterTheScopeGoOutBeforeTheWriteThatMovedIt) {
   EXPECT_TRUE(site_store_->get("d/b").ok());
   EXPECT_TRUE(site_->child()->in_sync());
   EXPECT_EQ(site_->child()->down_position().scope_version(), 8u);
+}
+
+// A live fan-out sets a position for every session it sends to: with a
+// scope that keeps a generation, the engine asks a child's scope version
+// again only once the generation moved, and an exact route is not checked
+// again child by child. A version that moved before its change is handled
+// still makes positions name none (see AKeySentBefore... above).
+TEST_F(EngineTest, ALiveChildsScopeVersionIsAskedOnlyOnceTheGenerationMoves) {
+  scope_.generations_ = true;
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":0})").ok());
+  settle();
+  ASSERT_EQ(site_->child()->down_position().scope_version(), 7u);
+  scope_.version_calls_ = 0;
+  scope_.in_scope_calls_ = 0;
+  for (int i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(hub_store_->put("d/a", "{\"v\":" + std::to_string(i) + "}").ok());
+    settle(5);
+  }
+  EXPECT_EQ(*site_store_->get("d/a"), R"({"v":5})");
+  EXPECT_EQ(site_->child()->down_position().scope_version(), 7u);
+  EXPECT_EQ(scope_.version_calls_, 0u) << "asked again though the generation did not move";
+  EXPECT_EQ(scope_.in_scope_calls_, 0u) << "an exact route was checked again";
+
+  scope_.version_ = 8;  // its change not handled yet
+  ASSERT_TRUE(hub_store_->put("d/a", R"({"v":6})").ok());
+  settle(5);
+  EXPECT_EQ(*site_store_->get("d/a"), R"({"v":6})");
+  EXPECT_EQ(scope_.version_calls_, 1u);
+  EXPECT_EQ(site_->child()->down_position().scope_version(), 0u)
+      << "a position named a version whose change was not sent";
+  hub_->enqueue_scope_change(ScopeChange{"site", {}, {}, 8});
+  settle();
+  EXPECT_EQ(site_->child()->down_position().scope_version(), 8u);
+  EXPECT_TRUE(site_->child()->in_sync());
 }
 
 // A child's scope changed as a whole (what it may write, too) while it had no
