@@ -221,17 +221,20 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env, const Outgoing
     // (fields go out in field-number order: the header fields, then
     // `changes`, whose `entries` (1) come before the rest of it), without
     // encoding the entries once per child.
+    // All of it is written into one buffer of the final size.
     v1::Changes tail;
     tail.Swap(env.mutable_changes());
     env.clear_body();
-    const std::string tail_bytes = tail.SerializeAsString();
-    size_t body = tail_bytes.size();
+    const size_t tail_size = tail.ByteSizeLong();
+    size_t body = tail_size;
     for (size_t i = 0; i < encoded_count; ++i) {
       const size_t n = encoded[i]->bytes.size();
       body += 1 + varint_size(n) + n;
     }
-    bytes = env.SerializeAsString();
-    bytes.reserve(bytes.size() + 1 + varint_size(body) + body);
+    const size_t head_size = env.ByteSizeLong();
+    bytes.reserve(head_size + 1 + varint_size(body) + body);
+    bytes.resize(head_size);
+    env.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(bytes.data()));
     bytes.push_back(kEnvelopeChangesTag);
     append_varint(&bytes, body);
     for (size_t i = 0; i < encoded_count; ++i) {
@@ -240,7 +243,9 @@ void ParentSync::send_sequenced(Session* s, v1::SyncEnvelope env, const Outgoing
       append_varint(&bytes, e.size());
       bytes.append(e);
     }
-    bytes.append(tail_bytes);
+    const size_t at = bytes.size();
+    bytes.resize(at + tail_size);
+    tail.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(bytes.data() + at));
   }
   stats_.bytes_sent += bytes.size();
   outbox_.push_back(Message{s->subject, bytes});
