@@ -23,12 +23,7 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
   ASSERT_TRUE(put("placement", "shop", placement_by_region({"web"}, "eu")).ok());
   ASSERT_TRUE(
       wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto hs = hub_template_status("shop", "eu-1", "web");
-        return hs && hs->first == "applied";
-      },
-      kTimeout, kPoll));
+  ASSERT_TRUE(wait_hub_applied("shop", "eu-1", "web"));
   const Manifest web_before = eu.read().at(template_key("web"));
   const auto web_at_hub = get("template", "web");
   ASSERT_TRUE(web_at_hub);
@@ -259,12 +254,7 @@ TEST_F(E2ETest, BadInputOnSyncSubjectsIsRefusedAndLogged) {
       },
       kTimeout, kPoll))
       << "a put after the bad input never reached eu-1";
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto s = hub_template_status("shop", "eu-1", "api");
-        return s && s->first == "applied";
-      },
-      kTimeout, kPoll));
+  ASSERT_TRUE(wait_hub_applied("shop", "eu-1", "api"));
 }
 
 // 7 and 8. Large local writes made while cut off reach the hub when the bus

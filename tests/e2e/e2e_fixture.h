@@ -647,6 +647,18 @@ class E2ETest : public ::testing::Test {
     return std::nullopt;
   }
 
+  // Waits until the hub shows `tmpl` at `site` for `placement` applied (with
+  // `hash`, when one is given).
+  bool wait_hub_applied(const std::string& placement, const std::string& site,
+                        const std::string& tmpl, const std::string& hash = "") {
+    return wait_until(
+        [&] {
+          auto st = hub_template_status(placement, site, tmpl);
+          return st && st->first == "applied" && (hash.empty() || st->second == hash);
+        },
+        kTimeout, kPoll);
+  }
+
   int64_t nats_max_payload_ = kNatsMaxPayload;
   std::unique_ptr<NatsServer> nats_;
   std::unique_ptr<Hub> hub_;

@@ -62,12 +62,7 @@ TEST_F(E2ETest, PlacementReachesSelectedSitesOnlyAndStatusFlowsUp) {
   EXPECT_EQ(us_health->value("objects", -1), 0);
 
   // Status flows up: the hub shows eu-1 applied with the hash of the file.
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto st = hub_template_status("web-eu", "eu-1", "web");
-        return st && st->first == "applied" && st->second == m.hash();
-      },
-      kTimeout, kPoll))
+  ASSERT_TRUE(wait_hub_applied("web-eu", "eu-1", "web", m.hash()))
       << "the hub never saw eu-1's status";
   auto st = get_status("web-eu");
   ASSERT_TRUE(st);
@@ -114,12 +109,7 @@ TEST_F(E2ETest, PlacementMovedAwayIsRemovedFromTheOldSite) {
   ASSERT_TRUE(put("placement", "web-eu", placement_by_region({"web"}, "eu")).ok());
   ASSERT_TRUE(
       wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto s = hub_template_status("web-eu", "eu-1", "web");
-        return s && s->first == "applied";
-      },
-      kTimeout, kPoll));
+  ASSERT_TRUE(wait_hub_applied("web-eu", "eu-1", "web"));
 
   ASSERT_TRUE(put("placement", "web-eu", placement_by_region({"web"}, "us")).ok());
   ASSERT_TRUE(wait_until(
@@ -286,12 +276,7 @@ TEST_F(E2ETest, ASpokeWhoseDiskFillsKeepsWhatItAppliedAndCatchesUpAfter) {
       << "eu-1 did not take the change once its disk had room";
   const std::string new_hash = eu.read().at(template_key("web")).hash();
   EXPECT_NE(new_hash, old_hash);
-  EXPECT_TRUE(wait_until(
-      [&] {
-        auto hs = hub_template_status("shop", "eu-1", "web");
-        return hs && hs->first == "applied" && hs->second == new_hash;
-      },
-      kTimeout, kPoll))
+  EXPECT_TRUE(wait_hub_applied("shop", "eu-1", "web", new_hash))
       << "the hub does not show eu-1's new status";
   h = spoke_health(eu);
   ASSERT_TRUE(h.has_value());
@@ -364,12 +349,7 @@ TEST_F(E2ETest, SpokeWorksWhileNatsIsDownAndCatchesUpAfter) {
   ASSERT_TRUE(
       wait_until([&] { return eu.read().count(template_key("web")) == 1; }, kTimeout, kPoll));
   const Manifest before = eu.read().at(template_key("web"));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto hs = hub_template_status("shop", "eu-1", "web");
-        return hs && hs->first == "applied" && hs->second == before.hash();
-      },
-      kTimeout, kPoll));
+  ASSERT_TRUE(wait_hub_applied("shop", "eu-1", "web", before.hash()));
 
   // The bus goes away.
   nats_->kill();
@@ -446,12 +426,7 @@ TEST_F(E2ETest, SpokeWorksWhileNatsIsDownAndCatchesUpAfter) {
       },
       kTimeout, kPoll))
       << "the spoke did not resync after NATS returned";
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto s = hub_template_status("shop", "eu-1", "web");
-        return s && s->first == "applied" && s->second == new_hash;
-      },
-      kTimeout, kPoll))
+  ASSERT_TRUE(wait_hub_applied("shop", "eu-1", "web", new_hash))
       << "the status written while cut off never reached the hub";
   // The override is still in force at the spoke after the resync.
   EXPECT_EQ(eu.read().at(template_key("web")).object["spec"].value("replicas", 0), 5);
@@ -473,12 +448,7 @@ TEST_F(E2ETest, SpokeWorksWhileNatsIsDownAndCatchesUpAfter) {
       },
       kTimeout, kPoll))
       << "removing the local override did not restore the manifest";
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto s = hub_template_status("shop", "eu-1", "web");
-        return s && s->first == "applied" && s->second == before.hash();
-      },
-      kTimeout, kPoll))
+  ASSERT_TRUE(wait_hub_applied("shop", "eu-1", "web", before.hash()))
       << "the hub does not see the restored manifest";
 }
 

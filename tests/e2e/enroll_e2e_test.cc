@@ -238,12 +238,7 @@ TEST_F(EnrollTest, EnrolledSiteSyncsAndIsConfinedToItsSubjects) {
   ASSERT_TRUE(put("placement", "eu", placement_by_region({"web"}, "eu")).ok());
   ASSERT_TRUE(wait_until([&] { return a.read().contains(template_key("web")); }, kTimeout, kPoll))
       << "the enrolled spoke never applied the placement";
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto st = hub_template_status("eu", "a", "web");
-        return st && st->first == "applied";
-      },
-      kTimeout, kPoll))
+  ASSERT_TRUE(wait_hub_applied("eu", "a", "web"))
       << "the enrolled spoke's status never reached the hub";
 
   // Secrets at rest: 0600 on both ends.

@@ -119,12 +119,7 @@ TEST_F(NatsTlsE2ETest, EnrolledSiteSyncsOverMutualTls) {
   ASSERT_TRUE(put("placement", "eu", placement_by_region({"web"}, "eu")).ok());
   ASSERT_TRUE(wait_until([&] { return a.read().contains(template_key("web")); }, kTimeout, kPoll))
       << "the spoke never applied the placement over TLS";
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto st = hub_template_status("eu", "a", "web");
-        return st && st->first == "applied";
-      },
-      kTimeout, kPoll))
+  ASSERT_TRUE(wait_hub_applied("eu", "a", "web"))
       << "the spoke's status never reached the hub over TLS";
   // nats-server holds both over TLS, as their users.
   const json conns = connections();
