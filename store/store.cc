@@ -351,7 +351,7 @@ void Store::Impl::stage_conflict(rocksdb::WriteBatch* b, const std::string& key,
 }
 
 Status Store::Impl::commit(rocksdb::WriteBatch* b, bool adds_data) {
-  if (adds_data) CANOPY_RETURN_IF_ERROR(check_reserve());
+  if (adds_data) CANOPY_RETURN_IF_ERROR(check_reserve(b->GetDataSize()));
   rocksdb::WriteOptions wo;
   wo.sync = opts_.durability == Durability::kSync;
   wo.disableWAL = false;
@@ -368,7 +368,7 @@ std::string mebibytes(uint64_t bytes) {
 }
 }  // namespace
 
-Status Store::Impl::check_reserve() {
+Status Store::Impl::check_reserve(uint64_t adding) {
   if (reserve_bytes_ == 0) return ok_status();
   // At every commit (a statvfs is a fraction of a commit's cost): another
   // process may fill the disk between two writes.
@@ -382,7 +382,15 @@ Status Store::Impl::check_reserve() {
       spdlog::info("store {}: writes work again: the disk has {} free, above the reserve",
                    opts_.path, mebibytes(free));
     }
-    return ok_status();
+    if (free - reserve_bytes_ >= adding) return ok_status();
+    // Room above the reserve, but not for this write (a large batch: a
+    // reconciliation's documents, many writes combined): it alone is
+    // refused, and the store stays writable for smaller ones.
+    ++write_failures_;
+    return unavailable("the store cannot take this write: it adds " + mebibytes(adding) +
+                       " and the disk holding " + opts_.path + " has " + mebibytes(free) +
+                       " free, so it would go below the store's reserve of " +
+                       mebibytes(reserve_bytes_) + " (smaller writes still work)");
   }
   ++write_failures_;
   const std::string why = "the store cannot write: the disk holding " + opts_.path + " has " +

@@ -299,10 +299,13 @@ class Store::Impl {
   void stage_conflict(rocksdb::WriteBatch* b, const std::string& key, const Overwrite& o,
                       v1::ConflictRecord::Reason reason);
   // Writes `b`; with kGroupCommit the caller then waits in wait_durable().
-  // A batch that adds data is refused while the disk is below the reserve
-  // (check_reserve); one that frees space (a trim, a drop) is not.
+  // A batch that adds data is refused while the disk is below the reserve,
+  // or when it would take the disk below it (check_reserve); one that frees
+  // space (a trim, a drop) is not.
   Status commit(rocksdb::WriteBatch* b, bool adds_data = true);
-  Status check_reserve();
+  // `adding`: the bytes the write adds (its batch, which the write-ahead log
+  // takes at once).
+  Status check_reserve(uint64_t adding);
   // Records the outcome of a write to RocksDB (see write_health). REQUIRES: mu_ held.
   void note_write(const rocksdb::Status& s, std::string_view what);
   Status wait_durable(std::unique_lock<std::mutex>& lock, uint64_t ticket);

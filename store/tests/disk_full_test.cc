@@ -25,6 +25,7 @@ namespace {
 
 using store_test::open_store;
 using store_test::TempDir;
+using json = nlohmann::json;
 
 class DiskFullTest : public ::testing::Test {
  protected:
@@ -128,6 +129,43 @@ TEST_F(DiskFullTest, TheReserveRefusesWritesBeforeTheDiskIsFullAndLetsThemThroug
   EXPECT_TRUE(store_->write_health().ok()) << store_->write_health().to_string();
   store_.reset();
   ASSERT_NO_FATAL_FAILURE(open());
+  for (const std::string& key : accepted) EXPECT_TRUE(store_->get(key).ok()) << key;
+}
+
+// A write that would take the disk below the reserve is refused even while
+// the disk is above it: a batch of many documents (a reconciliation's, many
+// writers' combined) must not reach RocksDB's own full-disk path. It alone is
+// refused: the store stays writable for smaller writes.
+TEST_F(DiskFullTest, AWriteThatWouldGoBelowTheReserveIsRefusedAlone) {
+  ASSERT_NO_FATAL_FAILURE(open());
+  ASSERT_TRUE(write(0).ok());
+  // Leave the reserve (68 MiB) and 2 MiB more.
+  ASSERT_EQ(disk_.fill(70 << 20), "");
+  std::vector<std::pair<std::string, json>> large;
+  for (int i = 0; i < 8; ++i) {
+    large.emplace_back("t/acme/templates/large" + std::to_string(i),
+                       json{{"data", {{"value", std::string(500'000, 'y')}}}});
+  }
+  const uint64_t failures = store_->stats().write_failures;
+  auto results = store_->put_values(large);
+  ASSERT_EQ(results.size(), large.size());
+  for (const auto& r : results) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+    EXPECT_NE(r.status().message().find("would go below the store's reserve of 68.0 MiB"),
+              std::string::npos)
+        << r.status().to_string();
+  }
+  EXPECT_EQ(store_->stats().write_failures, failures + 1);
+  EXPECT_TRUE(store_->write_health().ok()) << store_->write_health().to_string();
+  for (const auto& [key, doc] : large) {
+    EXPECT_EQ(store_->get(key).status().code(), StatusCode::kNotFound) << key;
+  }
+  // A small write still fits above the reserve.
+  ASSERT_TRUE(write(1).ok());
+
+  ASSERT_EQ(disk_.empty(), "");
+  for (const auto& r : store_->put_values(large)) EXPECT_TRUE(r.ok()) << r.status().to_string();
   for (const std::string& key : accepted) EXPECT_TRUE(store_->get(key).ok()) << key;
 }
 
