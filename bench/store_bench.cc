@@ -1,4 +1,5 @@
-// Store benchmarks: store.merge, store.ingest, store.reference, store.space.
+// Store benchmarks: store.merge, store.ingest, store.reference, store.space,
+// store.housekeeping.
 //
 // The workload (bench/workload.h): Deployment-, ConfigMap- and Service-like
 // documents of 1-10 KB; 70% field updates, 20% new documents, 10% removals.
@@ -7,6 +8,15 @@
 // receiving replica does with those encoded deltas.
 //
 //   canopy_store_bench --case merge|ingest|reference|space [--changes N]
+//   canopy_store_bench --case housekeeping [--docs N]
+//
+// store.housekeeping: what a daemon's minute-by-minute tombstone collection
+// costs in a store of N site-record-like documents (default 100,000, a
+// root's sites): the first pass after opening reads every document (what
+// every pass did before 2026-12-08), later passes only what was written
+// since or still holds a tombstone; here 100 documents patched, 50 of them
+// deleting a label. No target: the figures show the cost following the
+// writes, not the store's size.
 //
 // Each figure is one JSON line on stdout; progress goes to stderr.
 #include <google/protobuf/arena.h>
@@ -14,6 +24,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -338,6 +349,59 @@ int case_space(size_t n) {
   return 0;
 }
 
+int case_housekeeping(size_t n) {
+  const std::string dir = temp_dir("housekeeping");
+  StoreOptions o;
+  o.path = dir + "/canopy";
+  o.durability = Durability::kGroupCommit;
+  int rc = 1;
+  {
+    auto opened = Store::open(o);
+    if (!opened.ok()) return 1;
+    Store& s = **opened;
+    auto key = [](size_t i) { return "sites/site-" + std::to_string(i) + "/record"; };
+    for (size_t i = 0; i < n; ++i) {
+      const std::string doc = R"({"name":"site-)" + std::to_string(i) + R"(","region":"region-)" +
+                              std::to_string(i % 100) + R"(","labels":{"tier":"edge","rack":"r)" +
+                              std::to_string(i % 7) + R"("}})";
+      if (!s.put(key(i), doc).ok()) return 1;
+    }
+    std::fprintf(stderr, "store.housekeeping: %zu documents written\n", n);
+    // Stable: everything written so far (a daemon's retention has passed).
+    auto pass = [&s](const char* what, double* ms, uint64_t* read) {
+      const uint64_t before = s.stats().tombstone_documents_read;
+      const auto t0 = Clock::now();
+      auto dropped = s.collect_tombstones(~uint64_t{0});
+      *ms = seconds_since(t0) * 1000;
+      *read = s.stats().tombstone_documents_read - before;
+      std::fprintf(stderr, "store.housekeeping: %s: %.1f ms, %llu documents read, %zu dropped\n",
+                   what, *ms, static_cast<unsigned long long>(*read),
+                   dropped.ok() ? *dropped : size_t{0});
+      return dropped.ok();
+    };
+    double first_ms = 0, later_ms = 0, idle_ms = 0;
+    uint64_t first_read = 0, later_read = 0, idle_read = 0;
+    if (!pass("first pass", &first_ms, &first_read)) return 1;
+    for (size_t i = 0; i < 100; ++i) {
+      const std::string patch =
+          i % 2 == 0 ? R"({"labels":{"rack":null}})" : R"({"labels":{"tier":"core"}})";
+      if (!s.patch(key(i * (n / 100)), patch).ok()) return 1;
+    }
+    if (!pass("after 100 writes", &later_ms, &later_read)) return 1;
+    if (!pass("after none", &idle_ms, &idle_read)) return 1;
+    const std::string sfx = "_d" + std::to_string(n);
+    emit("store.housekeeping", "first_pass_ms" + sfx, std::round(first_ms * 10) / 10);
+    emit("store.housekeeping", "first_pass_documents_read" + sfx, static_cast<double>(first_read));
+    emit("store.housekeeping", "pass_ms_after_100_writes" + sfx, std::round(later_ms * 100) / 100);
+    emit("store.housekeeping", "documents_read_after_100_writes" + sfx,
+         static_cast<double>(later_read));
+    emit("store.housekeeping", "pass_ms_after_no_write" + sfx, std::round(idle_ms * 100) / 100);
+    rc = 0;
+  }
+  std::filesystem::remove_all(dir);
+  return rc;
+}
+
 }  // namespace
 }  // namespace canopy::bench
 
@@ -345,18 +409,21 @@ int main(int argc, char** argv) {
   std::string which;
   size_t n = 20000;
   int reps = 5;
+  size_t docs = 100000;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--case" && i + 1 < argc) {
       which = argv[++i];
     } else if (a == "--changes" && i + 1 < argc) {
       n = std::strtoull(argv[++i], nullptr, 10);
+    } else if (a == "--docs" && i + 1 < argc) {
+      docs = std::strtoull(argv[++i], nullptr, 10);
     } else if (a == "--reps" && i + 1 < argc) {
       reps = std::max(1, std::atoi(argv[++i]));
     } else {
       std::fprintf(stderr,
                    "usage: canopy_store_bench --case merge|ingest|reference|space [--changes N] "
-                   "[--reps R]\n");
+                   "[--reps R]\n       canopy_store_bench --case housekeeping [--docs N]\n");
       return 2;
     }
   }
@@ -365,6 +432,7 @@ int main(int argc, char** argv) {
   if (which == "ingest") return case_ingest(n, reps);
   if (which == "reference") return case_reference(n);
   if (which == "space") return case_space(n);
+  if (which == "housekeeping") return case_housekeeping(docs);
   std::fprintf(stderr, "unknown case \"%s\"\n", which.c_str());
   return 2;
 }

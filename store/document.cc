@@ -631,6 +631,19 @@ size_t Document::collect(uint32_t index, Stamp clear, uint64_t stable_hlc) {
   return dropped;
 }
 
+bool Document::has_tombstones() const {
+  if (nodes_.empty()) return false;
+  std::vector<uint32_t> todo{0};
+  while (!todo.empty()) {
+    const Node& n = nodes_[todo.back()];
+    todo.pop_back();
+    if (n.reg_removed) return true;
+    const Kid* k = kids_of(n);
+    for (uint32_t i = 0; i < n.nkids; ++i) todo.push_back(k[i].node);
+  }
+  return false;
+}
+
 size_t Document::collect_tombstones(uint64_t stable_hlc) {
   if (nodes_.empty()) return 0;
   const size_t dropped = collect(0, Stamp{}, stable_hlc);

@@ -171,6 +171,9 @@ class Document {
   // Drops tombstones (and what they dominate) stamped below `stable_hlc`.
   // Returns how many tombstones were dropped.
   size_t collect_tombstones(uint64_t stable_hlc);
+  // True when a deletion is still kept as a tombstone (one that
+  // collect_tombstones has not dropped yet: newer than its stable stamp).
+  bool has_tombstones() const;
 
  private:
   struct Dot {

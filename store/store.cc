@@ -250,6 +250,7 @@ StatusOr<Document*> Store::Impl::load(const std::string& key) {
 }
 
 void Store::Impl::stage_doc(rocksdb::WriteBatch* b, const std::string& key, const Document& d) {
+  gc_note(key);
   if (d.empty()) {
     b->Delete(docs(), key).PermitUncheckedError();
     return;
@@ -262,6 +263,7 @@ void Store::Impl::stage_doc(rocksdb::WriteBatch* b, const std::string& key, cons
 
 void Store::Impl::stage_doc_change(rocksdb::WriteBatch* b, const std::string& key, char tag,
                                    const google::protobuf::MessageLite& change) {
+  gc_note(key);
   std::string operand(1, tag);
   change.AppendToString(&operand);
   b->Merge(docs(), key, operand).PermitUncheckedError();
@@ -276,6 +278,7 @@ void Store::Impl::stage_log(rocksdb::WriteBatch* b, v1::LogEntry* e) {
 
 uint64_t Store::Impl::stage_delta(rocksdb::WriteBatch* b, const v1::Delta& d, uint64_t source,
                                   std::vector<v1::LogEntry>* entries) {
+  gc_note(d.key());
   const uint64_t index = meta_.next_log_index();
   meta_.set_next_log_index(index + 1);
   operand_.assign(1, kDeltaOperand);

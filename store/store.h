@@ -183,6 +183,10 @@ struct StoreStats {
   uint64_t reapplied_deltas = 0;
   // Commits the disk refused (a full disk, an I/O error): see write_health.
   uint64_t write_failures = 0;
+  // Documents read by tombstone collection (collect_tombstones), in total:
+  // every document at the first pass after opening, then only those
+  // written since their last pass or still holding a tombstone.
+  uint64_t tombstone_documents_read = 0;
 };
 
 // A replica's highest dot applied here (seq 0: none), with its delta's HLC.
@@ -348,7 +352,10 @@ class Store {
   // Drops log entries older than `retention_ms` by their HLC.
   Status trim_log_older_than(uint64_t retention_ms);
   // Collects tombstones stamped below `stable_hlc` (every replica in scope has
-  // acknowledged past it). Returns how many were dropped.
+  // acknowledged past it). Returns how many were dropped. The first call
+  // after opening reads every document; later ones only the documents
+  // written since their last call and those still holding a tombstone
+  // (StoreStats::tombstone_documents_read counts what was read).
   StatusOr<size_t> collect_tombstones(uint64_t stable_hlc);
   // A daemon's periodic housekeeping: trims the log and collects the
   // tombstones older than `retention_ms` by the store's clock. Failures are

@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -372,6 +373,24 @@ class Store::Impl {
   std::unordered_map<uint64_t, TopDot> top_;  // see Store::top_dot
   bool was_dropped(const std::string& key);
   DocCache cache_;
+  // Tombstone collection's work list (collect_tombstones): the keys staged
+  // since their last pass, and those whose document still held a tombstone
+  // at it. Only complete once a pass has read every document since the
+  // store opened (gc_scanned_). Guarded by mu_.
+  // Past kMaxGcKeys keys (~10 MB) the list is dropped and the next pass
+  // reads every document again, as sequential a read as any.
+  static constexpr size_t kMaxGcKeys = 100'000;
+  std::unordered_set<std::string> gc_keys_;
+  bool gc_scanned_ = false;
+  void gc_note(const std::string& key) {
+    if (!gc_scanned_) return;
+    if (gc_keys_.size() >= kMaxGcKeys) {
+      gc_keys_.clear();
+      gc_scanned_ = false;
+      return;
+    }
+    gc_keys_.insert(key);
+  }
   rocksdb::WriteBatch batch_;
   std::string operand_;  // stage_delta's encoding buffer, kept between writes
   std::vector<std::pair<uint64_t, Listener>> listeners_;

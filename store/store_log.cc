@@ -194,17 +194,38 @@ Status Store::Impl::trim_log_older_than(uint64_t retention_ms) {
 
 StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
   std::unique_lock lock(mu_);
+  // The documents to read: every one at the first pass since opening (what
+  // an earlier process left is not known), then only the work list. A
+  // document nobody wrote since a pass that left it without tombstones has
+  // nothing to collect: tombstones come only from writes. So a pass costs
+  // what changed, not what is stored (a root of 100,000 sites read every
+  // document each minute, 1.1-1.8 s of CPU under this lock).
+  std::vector<std::string> keys;
+  if (gc_scanned_) {
+    keys.assign(gc_keys_.begin(), gc_keys_.end());
+    std::sort(keys.begin(), keys.end());
+  } else {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) keys.push_back(it->key().ToString());
+    CANOPY_RETURN_IF_ERROR(from_rocks(it->status(), "listing documents"));
+  }
+  std::unordered_set<std::string> remaining;  // still holding a tombstone
   size_t dropped = 0;
   rocksdb::WriteBatch b;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    const std::string k = it->key().ToString();
+  // On a failure the work list keeps every key (and gains none it lacked).
+  auto fail = [&](Status st) {
+    if (gc_scanned_) gc_keys_.insert(keys.begin(), keys.end());
+    return st;
+  };
+  for (const std::string& k : keys) {
     // Each document is visited once and staged whole: what leaves the cache
     // is on its way to disk.
     cache_.make_room(1);
     auto loaded = load(k);
-    if (!loaded.ok()) return loaded.status();
+    if (!loaded.ok()) return fail(loaded.status());
+    ++stats_.tombstone_documents_read;
     const size_t n = (*loaded)->collect_tombstones(stable_hlc);
+    if ((*loaded)->has_tombstones()) remaining.insert(k);
     if (n == 0) continue;
     cache_.update(k);
     dropped += n;
@@ -217,11 +238,17 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
     }
     if ((*loaded)->empty()) cache_.erase(k);
   }
-  if (dropped == 0) return dropped;
-  if (Status st = commit(&b, /*adds_data=*/false); !st.ok()) {
-    cache_.clear();  // it holds what the disk refused
-    return st;
+  if (dropped != 0) {
+    if (Status st = commit(&b, /*adds_data=*/false); !st.ok()) {
+      cache_.clear();  // it holds what the disk refused
+      return fail(st);
+    }
   }
+  // mu_ was held throughout: no other write staged a key meanwhile (this
+  // pass's own staging marked only keys it read).
+  gc_scanned_ = remaining.size() < kMaxGcKeys;
+  gc_keys_ = gc_scanned_ ? std::move(remaining) : std::unordered_set<std::string>();
+  if (dropped == 0) return dropped;
   CANOPY_RETURN_IF_ERROR(wait_durable(lock, ++written_ticket_));
   return dropped;
 }

@@ -222,6 +222,68 @@ TEST_F(StoreTest, CollectTombstonesBelowStableStamp) {
   EXPECT_FALSE(a->state("k2")->has_value());
 }
 
+// After its first pass, tombstone collection reads only the documents
+// written since, and those still holding a tombstone too young to go: its
+// cost follows what changed, not what is stored. A restarted store reads
+// every document once again (its work list is in memory).
+TEST_F(StoreTest, TombstoneCollectionReadsOnlyWhatChangedAfterItsFirstPass) {
+  auto a = open("a", 1);
+  ASSERT_NE(a, nullptr);
+  for (int i = 0; i < 50; ++i) {
+    CANOPY_ASSERT_OK(a->put("quiet/" + std::to_string(i), R"({"x":1})"));
+  }
+  CANOPY_ASSERT_OK(a->put("k1", R"({"a":1,"b":2})"));
+  clock_.advance_ms(100);
+  CANOPY_ASSERT_OK(a->patch("k1", R"({"a":null})"));  // a tombstone, stamped kStart + 100
+
+  auto n = a->collect_tombstones(hlc_from_ms(kStart + 50));  // too young to go
+  CANOPY_ASSERT_OK(n);
+  EXPECT_EQ(*n, 0u);
+  EXPECT_EQ(a->stats().tombstone_documents_read, 51u) << "the first pass reads every document";
+
+  // Nothing written: only k1, whose tombstone is still there, is read.
+  n = a->collect_tombstones(hlc_from_ms(kStart + 1000));
+  CANOPY_ASSERT_OK(n);
+  EXPECT_EQ(*n, 1u);
+  EXPECT_EQ(a->stats().tombstone_documents_read, 52u);
+  n = a->collect_tombstones(hlc_from_ms(kStart + 1000));
+  CANOPY_ASSERT_OK(n);
+  EXPECT_EQ(*n, 0u);
+  EXPECT_EQ(a->stats().tombstone_documents_read, 52u) << "k1 holds no tombstone any more";
+
+  // Deletions after a pass are found by the next one, local and remote alike.
+  clock_.advance_ms(100);
+  CANOPY_ASSERT_OK(a->remove("quiet/7"));
+  auto b = open("b", 2);
+  ASSERT_NE(b, nullptr);
+  auto put = b->put("from-b", R"({"y":1,"z":2})");
+  CANOPY_ASSERT_OK(put);
+  auto del = b->patch("from-b", R"({"y":null})");
+  CANOPY_ASSERT_OK(del);
+  CANOPY_ASSERT_OK(a->apply_remote(batch_of({*put, *del}), 2));
+  const auto docs = all_docs(*a);
+  n = a->collect_tombstones(hlc_from_ms(kStart + 10'000));
+  CANOPY_ASSERT_OK(n);
+  EXPECT_EQ(*n, 2u);
+  EXPECT_EQ(a->stats().tombstone_documents_read, 54u) << "quiet/7 and from-b";
+  EXPECT_FALSE(a->state("quiet/7")->has_value());
+  EXPECT_EQ(all_docs(*a), docs);
+
+  // A tombstone left from before a restart is collected by the new process's
+  // first pass, which reads every document again.
+  clock_.advance_ms(100);
+  CANOPY_ASSERT_OK(a->remove("quiet/8"));
+  a.reset();
+  a = open("a", 1);
+  ASSERT_NE(a, nullptr);
+  n = a->collect_tombstones(hlc_from_ms(kStart + 20'000));
+  CANOPY_ASSERT_OK(n);
+  EXPECT_EQ(*n, 1u);
+  // All of them: 49 quiet ones (quiet/8 with its tombstone), k1 and from-b.
+  EXPECT_EQ(a->stats().tombstone_documents_read, 51u);
+  EXPECT_FALSE(a->state("quiet/8")->has_value());
+}
+
 // The daemons' housekeeping: what is older than the retention goes, the log
 // and tombstones alike; what is younger stays.
 TEST_F(StoreTest, ExpireOlderThanTrimsTheLogAndCollectsTombstones) {
