@@ -199,34 +199,21 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
   // document nobody wrote since a pass that left it without tombstones has
   // nothing to collect: tombstones come only from writes. So a pass costs
   // what changed, not what is stored (a root of 100,000 sites read every
-  // document each minute, 1.1-1.8 s of CPU under this lock).
-  std::vector<std::string> keys;
-  if (gc_scanned_) {
-    keys.assign(gc_keys_.begin(), gc_keys_.end());
-    std::sort(keys.begin(), keys.end());
-  } else {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) keys.push_back(it->key().ToString());
-    CANOPY_RETURN_IF_ERROR(from_rocks(it->status(), "listing documents"));
-  }
+  // document each minute, 1.1-1.8 s of CPU under this lock). The work list
+  // is replaced only once a pass has succeeded; a failed one leaves it whole.
   std::unordered_set<std::string> remaining;  // still holding a tombstone
   size_t dropped = 0;
   rocksdb::WriteBatch b;
-  // On a failure the work list keeps every key (and gains none it lacked).
-  auto fail = [&](Status st) {
-    if (gc_scanned_) gc_keys_.insert(keys.begin(), keys.end());
-    return st;
-  };
-  for (const std::string& k : keys) {
+  auto visit = [&](const std::string& k) -> Status {
     // Each document is visited once and staged whole: what leaves the cache
     // is on its way to disk.
     cache_.make_room(1);
     auto loaded = load(k);
-    if (!loaded.ok()) return fail(loaded.status());
+    if (!loaded.ok()) return loaded.status();
     ++stats_.tombstone_documents_read;
     const size_t n = (*loaded)->collect_tombstones(stable_hlc);
     if ((*loaded)->has_tombstones()) remaining.insert(k);
-    if (n == 0) continue;
+    if (n == 0) return ok_status();
     cache_.update(k);
     dropped += n;
     stage_doc(&b, k, **loaded);
@@ -237,11 +224,24 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
       b.Delete(meta_cf(), std::string(store_internal::kDroppedPrefix) + k).PermitUncheckedError();
     }
     if ((*loaded)->empty()) cache_.erase(k);
+    return ok_status();
+  };
+  if (gc_scanned_) {
+    // A copy: staging adds to gc_keys_ while we go.
+    std::vector<std::string> keys(gc_keys_.begin(), gc_keys_.end());
+    std::sort(keys.begin(), keys.end());
+    for (const std::string& k : keys) CANOPY_RETURN_IF_ERROR(visit(k));
+  } else {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      CANOPY_RETURN_IF_ERROR(visit(it->key().ToString()));
+    }
+    CANOPY_RETURN_IF_ERROR(from_rocks(it->status(), "listing documents"));
   }
   if (dropped != 0) {
     if (Status st = commit(&b, /*adds_data=*/false); !st.ok()) {
       cache_.clear();  // it holds what the disk refused
-      return fail(st);
+      return st;
     }
   }
   // mu_ was held throughout: no other write staged a key meanwhile (this
