@@ -140,6 +140,13 @@ struct StoreOptions {
   // which are read through the page cache).
   size_t block_cache_bytes = 0;
   size_t write_buffer_bytes = 0;
+  // Tombstone collection (collect_tombstones) reads this many documents per
+  // hold of the store's lock, then lets waiting writers in: a first pass
+  // over 100,000 documents took ~1.2 s, all of it under the lock.
+  size_t tombstone_chunk_docs = 1000;
+  // Tests: runs between two chunks of a tombstone pass, without the store's
+  // lock (a write made there lands in the middle of the pass).
+  std::function<void()> between_tombstone_chunks;
 };
 
 // Which keys a replication call covers.
@@ -355,7 +362,9 @@ class Store {
   // acknowledged past it). Returns how many were dropped. The first call
   // after opening reads every document; later ones only the documents
   // written since their last call and those still holding a tombstone
-  // (StoreStats::tombstone_documents_read counts what was read).
+  // (StoreStats::tombstone_documents_read counts what was read). It reads in
+  // chunks (StoreOptions::tombstone_chunk_docs) and lets writers in between
+  // them; what they write goes to the next call.
   StatusOr<size_t> collect_tombstones(uint64_t stable_hlc);
   // A daemon's periodic housekeeping: trims the log and collects the
   // tombstones older than `retention_ms` by the store's clock. Failures are

@@ -375,22 +375,29 @@ class Store::Impl {
   DocCache cache_;
   // Tombstone collection's work list (collect_tombstones): the keys staged
   // since their last pass, and those whose document still held a tombstone
-  // at it. Only complete once a pass has read every document since the
-  // store opened (gc_scanned_). Guarded by mu_.
+  // at it. Keys are noted from the start of the first pass that reads every
+  // document (gc_tracking_); the list is complete once such a pass has
+  // ended (gc_scanned_). Guarded by mu_.
   // Past kMaxGcKeys keys (~10 MB) the list is dropped and the next pass
   // reads every document again, as sequential a read as any.
   static constexpr size_t kMaxGcKeys = 100'000;
   std::unordered_set<std::string> gc_keys_;
+  bool gc_tracking_ = false;
   bool gc_scanned_ = false;
   void gc_note(const std::string& key) {
-    if (!gc_scanned_) return;
+    if (!gc_tracking_) return;
     if (gc_keys_.size() >= kMaxGcKeys) {
-      gc_keys_.clear();
-      gc_scanned_ = false;
+      gc_forget();
       return;
     }
     gc_keys_.insert(key);
   }
+  void gc_forget() {
+    gc_keys_.clear();
+    gc_tracking_ = false;
+    gc_scanned_ = false;
+  }
+  std::mutex gc_pass_mu_;  // one tombstone pass at a time (taken before mu_)
   rocksdb::WriteBatch batch_;
   std::string operand_;  // stage_delta's encoding buffer, kept between writes
   std::vector<std::pair<uint64_t, Listener>> listeners_;

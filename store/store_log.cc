@@ -8,9 +8,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "store/hlc.h"
@@ -193,16 +195,33 @@ Status Store::Impl::trim_log_older_than(uint64_t retention_ms) {
 }
 
 StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
-  std::unique_lock lock(mu_);
   // The documents to read: every one at the first pass since opening (what
   // an earlier process left is not known), then only the work list. A
   // document nobody wrote since a pass that left it without tombstones has
   // nothing to collect: tombstones come only from writes. So a pass costs
   // what changed, not what is stored (a root of 100,000 sites read every
-  // document each minute, 1.1-1.8 s of CPU under this lock). The work list
-  // is replaced only once a pass has succeeded; a failed one leaves it whole.
+  // document each minute, 1.1-1.8 s of CPU under this lock).
+  //
+  // A pass reads in chunks (StoreOptions::tombstone_chunk_docs), letting
+  // writers in between them. What they write is noted on the work list for
+  // the next pass: the list this pass reads is taken off it at the start,
+  // and what this pass leaves holding a tombstone goes back at the end. A
+  // failed pass puts back everything it took.
+  std::lock_guard pass(gc_pass_mu_);
+  std::unique_lock lock(mu_);
+  const bool full = !gc_scanned_;
+  std::vector<std::string> keys;  // the work list's pass: what it reads
+  if (full) {
+    gc_keys_.clear();
+    gc_tracking_ = true;
+  } else {
+    keys.assign(gc_keys_.begin(), gc_keys_.end());
+    gc_keys_.clear();
+    std::sort(keys.begin(), keys.end());
+  }
   std::unordered_set<std::string> remaining;  // still holding a tombstone
   size_t dropped = 0;
+  uint64_t ticket = 0;  // of the last chunk that dropped something
   rocksdb::WriteBatch b;
   auto visit = [&](const std::string& k) -> Status {
     // Each document is visited once and staged whole: what leaves the cache
@@ -210,6 +229,8 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
     cache_.make_room(1);
     auto loaded = load(k);
     if (!loaded.ok()) return loaded.status();
+    // Read as it is now: a note a writer left for it is answered.
+    gc_keys_.erase(k);
     ++stats_.tombstone_documents_read;
     const size_t n = (*loaded)->collect_tombstones(stable_hlc);
     if ((*loaded)->has_tombstones()) remaining.insert(k);
@@ -217,6 +238,7 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
     cache_.update(k);
     dropped += n;
     stage_doc(&b, k, **loaded);
+    gc_keys_.erase(k);  // our own write: what it left is in `remaining`
     // A dropped document's deltas are applied again when they come back
     // (Store::drop); not once deletions in it are collected: an old delta
     // would bring back what they deleted.
@@ -226,30 +248,75 @@ StatusOr<size_t> Store::Impl::collect_tombstones(uint64_t stable_hlc) {
     if ((*loaded)->empty()) cache_.erase(k);
     return ok_status();
   };
-  if (gc_scanned_) {
-    // A copy: staging adds to gc_keys_ while we go.
-    std::vector<std::string> keys(gc_keys_.begin(), gc_keys_.end());
-    std::sort(keys.begin(), keys.end());
-    for (const std::string& k : keys) CANOPY_RETURN_IF_ERROR(visit(k));
-  } else {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      CANOPY_RETURN_IF_ERROR(visit(it->key().ToString()));
-    }
-    CANOPY_RETURN_IF_ERROR(from_rocks(it->status(), "listing documents"));
-  }
-  if (dropped != 0) {
+  // Commits what the chunk staged (under mu_, as every write).
+  auto end_chunk = [&]() -> Status {
+    if (b.Count() == 0) return ok_status();
     if (Status st = commit(&b, /*adds_data=*/false); !st.ok()) {
       cache_.clear();  // it holds what the disk refused
       return st;
     }
+    b.Clear();
+    ticket = ++written_ticket_;
+    return ok_status();
+  };
+  auto between_chunks = [&] {
+    lock.unlock();
+    if (opts_.between_tombstone_chunks) opts_.between_tombstone_chunks();
+    // A mutex hands itself to no one: relocking at once, this thread got it
+    // back before a woken writer ran (a writer waited out a whole pass of
+    // 100,000 documents, 1.5 s). A pause lets the writers in.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    lock.lock();
+  };
+  const size_t chunk = std::max<size_t>(1, opts_.tombstone_chunk_docs);
+  auto run = [&]() -> Status {
+    if (!full) {
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (i != 0 && i % chunk == 0) {
+          CANOPY_RETURN_IF_ERROR(end_chunk());
+          between_chunks();
+        }
+        CANOPY_RETURN_IF_ERROR(visit(keys[i]));
+      }
+      return end_chunk();
+    }
+    std::string after;  // the last key read; the next chunk starts past it
+    for (bool first = true;; first = false) {
+      if (!first) between_chunks();
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), docs()));
+      if (first) {
+        it->SeekToFirst();
+      } else {
+        it->Seek(after);
+        if (it->Valid() && it->key() == rocksdb::Slice(after)) it->Next();
+      }
+      size_t n = 0;
+      for (; it->Valid() && n < chunk; it->Next(), ++n) {
+        after = it->key().ToString();
+        CANOPY_RETURN_IF_ERROR(visit(after));
+      }
+      CANOPY_RETURN_IF_ERROR(from_rocks(it->status(), "listing documents"));
+      CANOPY_RETURN_IF_ERROR(end_chunk());
+      if (!it->Valid()) return ok_status();
+    }
+  };
+  if (Status st = run(); !st.ok()) {
+    if (full) {
+      gc_forget();  // the next pass reads everything again
+    } else if (gc_tracking_) {
+      for (auto& k : keys) gc_note(k);
+      for (const auto& k : remaining) gc_note(k);
+    }
+    return st;
   }
-  // mu_ was held throughout: no other write staged a key meanwhile (this
-  // pass's own staging marked only keys it read).
-  gc_scanned_ = remaining.size() < kMaxGcKeys;
-  gc_keys_ = gc_scanned_ ? std::move(remaining) : std::unordered_set<std::string>();
-  if (dropped == 0) return dropped;
-  CANOPY_RETURN_IF_ERROR(wait_durable(lock, ++written_ticket_));
+  // Writers may have overflowed the list meanwhile (gc_note): then the next
+  // pass reads everything.
+  if (gc_tracking_) {
+    for (const auto& k : remaining) gc_note(k);
+    if (gc_tracking_) gc_scanned_ = true;
+  }
+  if (ticket == 0) return dropped;
+  CANOPY_RETURN_IF_ERROR(wait_durable(lock, ticket));
   return dropped;
 }
 
