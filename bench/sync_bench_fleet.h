@@ -63,14 +63,14 @@ class Demux {
     if (h != handlers_.end() && h->second.id == id) handlers_.erase(h);
     subjects_.erase(it);
   }
-  void dispatch(const sync::Message& m) {
+  void dispatch(sync::Message& m) {
     std::shared_lock lock(mu_);
     auto it = handlers_.find(m.subject);
     if (it != handlers_.end()) it->second.handler(m);
   }
   // Subscribes `pattern` on `nats` and dispatches what it receives.
   void listen(sync::NatsTransport* nats, const std::string& pattern) {
-    auto id = nats->subscribe(pattern, [this](const sync::Message& m) { dispatch(m); });
+    auto id = nats->subscribe(pattern, [this](sync::Message& m) { dispatch(m); });
     if (!id.ok()) die("demux subscribe: " + id.status().to_string());
     (void)nats->flush(std::chrono::seconds(10));
   }
@@ -244,7 +244,7 @@ class ChildLink final : public sync::Transport {
     return group_->publish(subject, data);
   }
   StatusOr<uint64_t> subscribe(std::string_view pattern, Handler handler) override {
-    auto wrapped = [h = std::move(handler), this](const sync::Message& m) {
+    auto wrapped = [h = std::move(handler), this](sync::Message& m) {
       track_->received(m.data.size());
       h(m);
       notify_();

@@ -174,7 +174,8 @@ bool MemoryNetwork::deliver_one() {
     // Held across the call: the handler may unsubscribe itself.
     std::shared_ptr<const Transport::Handler> handler = it->second.handler;
     ++stats_.handled;
-    (*handler)(message.message);
+    Message copy = message.message;  // each receiver's own: a handler may take it
+    (*handler)(copy);
   }
   return true;
 }

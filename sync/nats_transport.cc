@@ -119,7 +119,7 @@ struct NatsTransport::Subscription {
       : id(id), pattern(std::move(pattern)), handler(std::move(handler)) {}
 
   // Runs the handler unless deactivated.
-  void deliver(const Message& message) {
+  void deliver(Message& message) {
     {
       std::lock_guard lock(mu);
       if (!active) return;

@@ -28,7 +28,9 @@ struct Message {
 
 class Transport {
  public:
-  using Handler = std::function<void(const Message& message)>;
+  // A handler may move the message's contents away (a queue keeps them
+  // without a copy); the transport reads nothing of it after the call.
+  using Handler = std::function<void(Message& message)>;
   using StateHandler = std::function<void(bool connected)>;
 
   virtual ~Transport() = default;

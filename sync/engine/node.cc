@@ -29,7 +29,7 @@ SyncNode::~SyncNode() {
 
 Status SyncNode::attach() {
   if (attached_) return ok_status();
-  auto on_message = [this](const Message& m) { enqueue_message(m); };
+  auto on_message = [this](Message& m) { enqueue_message(std::move(m)); };
   if (parent_) {
     auto id = transport_->subscribe(parent_->subscription(), on_message);
     if (!id.ok()) return id.status();
